@@ -1,0 +1,1 @@
+"""catdog's benchmark suite: ``python -m benchmarks [NAME ...] [--quick]``."""

@@ -1,0 +1,104 @@
+"""Run benchmarks and record them: ``python -m benchmarks [NAME ...] [--quick] [--list]``.
+
+Each ``benchmarks/bench_NAME.py`` exposes ``run(quick: bool) -> list[Result]``. Results are
+merged into ``benchmarks/results.json`` (a rerun replaces the rows of the benchmarks it ran)
+and the README's table between the ``benchmarks`` markers is rewritten from that file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+import traceback
+
+from benchmarks.common import REPO
+
+RESULTS = REPO / "benchmarks" / "results.json"
+README = REPO / "README.md"
+START, END = "<!-- benchmarks:start -->", "<!-- benchmarks:end -->"
+
+
+def available() -> list[str]:
+    return sorted(p.stem.removeprefix("bench_") for p in (REPO / "benchmarks").glob("bench_*.py"))
+
+
+def load_results() -> list[dict]:
+    return json.loads(RESULTS.read_text()) if RESULTS.exists() else []
+
+
+def save_results(rows: list[dict]) -> None:
+    RESULTS.write_text(json.dumps(rows, indent=2) + "\n")
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        "| benchmark | figure | value | floor | machine | date | command |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        mark = {True: " ✅", False: " ❌"}.get(r.get("passed"), "")
+        value = f"{r['value']:.4g} {r['unit']}".strip()
+        lines.append(
+            f"| {r['benchmark']} | {r['figure']} | {value}{mark} | {r.get('floor', '')} | {r['machine']} | "
+            f"{r['date']} | `{r['command']}` |"
+        )
+    return "\n".join(lines)
+
+
+def update_readme(rows: list[dict]) -> None:
+    if not README.exists():
+        return
+    text = README.read_text()
+    if START not in text or END not in text:
+        return
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    README.write_text(f"{head}{START}\n{table(rows)}\n{END}{tail}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", help=f"benchmarks to run (default: all): {', '.join(available())}")
+    parser.add_argument("--quick", action="store_true", help="smaller workloads; the whole suite in under 10 minutes")
+    parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
+    parser.add_argument("--no-save", action="store_true", help="print results without writing results.json/README")
+    args = parser.parse_args(argv)
+    if args.list:
+        print("\n".join(available()))
+        return 0
+    names = args.names or available()
+    unknown = sorted(set(names) - set(available()))
+    if unknown:
+        parser.error(f"unknown benchmark(s): {', '.join(unknown)}")
+    rows = load_results()
+    failed = []
+    for name in names:
+        start = time.perf_counter()
+        print(f"== {name}{' (quick)' if args.quick else ''}", flush=True)
+        try:
+            module = importlib.import_module(f"benchmarks.bench_{name}")
+            results = [r.to_dict() for r in module.run(quick=args.quick)]
+        except Exception:
+            traceback.print_exc()
+            failed.append(name)
+            continue
+        for r in results:
+            if args.quick:
+                r["notes"] = (r.get("notes", "") + " quick mode").strip()
+            print(f"   {r['figure']}: {r['value']:.4g} {r['unit']}  {r.get('floor', '')}", flush=True)
+        print(f"   ({time.perf_counter() - start:.0f} s)", flush=True)
+        if not args.no_save:
+            keep = [r for r in rows if r["benchmark"] != name]
+            rows = keep + results
+            save_results(rows)
+            update_readme(rows)
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

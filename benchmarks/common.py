@@ -1,0 +1,78 @@
+"""What every benchmark shares: the machine description, the data location, result records."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import resource
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("CATDOG_TEST_DATA", REPO.parent / "shared" / "data"))
+DEV_DIR = DATA / "dogs-vs-cats" / "train"
+SAMPLES_DIR = DATA / "samples"
+
+
+@dataclass
+class Result:
+    """One figure of the README's benchmark table."""
+
+    benchmark: str
+    figure: str
+    value: float
+    unit: str
+    command: str
+    floor: str = ""  # the issue's floor, e.g. ">= 98.0 %", or "" when none
+    passed: bool | None = None
+    machine: str = field(default_factory=lambda: machine())
+    date: str = field(default_factory=lambda: dt.date.today().isoformat())
+    notes: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def machine() -> str:
+    """e.g. 'cpu: 2 cores AMD EPYC ..., 24 GiB' or 'gpu: NVIDIA H100 80GB HBM3 (driver 550.x)'."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            name = torch.cuda.get_device_name(0)
+            driver = subprocess.run(
+                ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                capture_output=True, text=True, timeout=10,
+            ).stdout.strip().splitlines()
+            return f"gpu: {name} x{torch.cuda.device_count()} (driver {driver[0] if driver else '?'})"
+    except Exception:
+        pass
+    cpu = platform.processor() or "cpu"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"cpu: {os.cpu_count()} cores {cpu}, {mem:.0f} GiB"
+
+
+def peak_rss_mib(children: bool = False) -> float:
+    """Peak resident memory of this process (or of its finished children) in MiB."""
+    who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF
+    return resource.getrusage(who).ru_maxrss / 1024
+
+
+def catdog_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "catdog", *args]
+
+
+def need_dev_data() -> Path:
+    if not DEV_DIR.exists():
+        raise SystemExit(f"benchmark data not found at {DEV_DIR}; set CATDOG_TEST_DATA")
+    return DEV_DIR

@@ -1,0 +1,3 @@
+"""catdog: recognise cats and dogs in photos."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,134 @@
+"""The decoded-image cache: uint8 squares in a memory-mapped file, keyed by content.
+
+Layout under ``<cache_dir>/pixels/<preprocess key>/``:
+
+- ``pixels.u8`` — rows of ``side * side * 3`` bytes (HWC), appended as images are decoded;
+- ``index.json`` — ``{"rows": {content_hash: row}, "errors": {content_hash: message}}``.
+
+A row is found by the hash of the file's bytes, so a changed file is a miss (and is
+decoded again) and a renamed or copied file is a hit. The index is rewritten atomically
+after every chunk, and rows past the index are ignored, so a build killed at any point
+resumes where it stopped and never serves a half-written image.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from catdog.fsutil import atomic_write_text
+from catdog.images import DEFAULT_MAX_PIXELS, ImageError
+from catdog.preprocess import Preprocess, to_uint8
+
+CHUNK = 256  # images decoded between two index commits
+
+
+class PixelCache:
+    """Decoded uint8 squares for one preprocessing setting."""
+
+    def __init__(self, cache_dir: str | os.PathLike, pre: Preprocess, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+        self.pre = pre
+        self.side = pre.resize_size
+        self.row_bytes = self.side * self.side * 3
+        self.max_pixels = max_pixels
+        self.dir = Path(cache_dir) / "pixels" / pre.cache_key()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.pixels_file = self.dir / "pixels.u8"
+        self.index_file = self.dir / "index.json"
+        self.rows: dict[str, int] = {}
+        self.errors: dict[str, str] = {}
+        self._load_index()
+
+    def _load_index(self) -> None:
+        if self.index_file.exists():
+            try:
+                data = json.loads(self.index_file.read_text())
+                self.rows, self.errors = dict(data["rows"]), dict(data["errors"])
+            except (OSError, ValueError, KeyError):
+                self.rows, self.errors = {}, {}
+        n_rows = max(self.rows.values(), default=-1) + 1
+        if self.pixels_file.exists() and self.pixels_file.stat().st_size < n_rows * self.row_bytes:
+            # The pixels were lost or cut short behind the index's back: start over.
+            self.rows, self.errors = {}, {}
+
+    def _save_index(self) -> None:
+        atomic_write_text(self.index_file, json.dumps({"side": self.side, "rows": self.rows, "errors": self.errors}))
+
+    @contextmanager
+    def _lock(self):
+        """One builder at a time (several torchrun ranks may share a cache folder)."""
+        with open(self.dir / ".lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def missing(self, hashes: list[str]) -> list[str]:
+        return [h for h in dict.fromkeys(hashes) if h not in self.rows and h not in self.errors]
+
+    def build(
+        self,
+        paths: list[Path],
+        hashes: list[str],
+        *,
+        workers: int | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        """Decode every file whose hash is not cached yet; bad files are remembered with their error."""
+        with self._lock():
+            self._load_index()  # another process may have filled it while we waited
+            todo: dict[str, Path] = {}
+            for path, digest in zip(paths, hashes):
+                if digest not in self.rows and digest not in self.errors and digest not in todo:
+                    todo[digest] = path
+            if not todo:
+                return
+            items = list(todo.items())
+            next_row = max(self.rows.values(), default=-1) + 1
+            with open(self.pixels_file, "ab") as _:
+                pass
+            with open(self.pixels_file, "r+b") as out:
+                out.truncate(next_row * self.row_bytes)  # drop rows a killed build left unindexed
+                with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+                    for start in range(0, len(items), CHUNK):
+                        chunk = items[start : start + CHUNK]
+                        results = pool.map(self._decode_one, [path for _, path in chunk])
+                        out.seek(next_row * self.row_bytes)
+                        new_rows = {}
+                        for (digest, _), (pixels, error) in zip(chunk, results):
+                            if error is not None:
+                                self.errors[digest] = error
+                                continue
+                            out.write(pixels.tobytes())
+                            new_rows[digest] = next_row
+                            next_row += 1
+                        out.flush()
+                        os.fsync(out.fileno())
+                        self.rows.update(new_rows)
+                        self._save_index()
+                        if progress:
+                            progress(len(chunk))
+
+    def _decode_one(self, path: Path) -> tuple[np.ndarray | None, str | None]:
+        try:
+            return to_uint8(path, self.pre, max_pixels=self.max_pixels), None
+        except ImageError as err:
+            return None, str(err)
+
+    def array(self) -> np.ndarray:
+        """All cached squares as a read-only ``(rows, side, side, 3)`` memory map."""
+        n_rows = max(self.rows.values(), default=-1) + 1
+        if n_rows == 0:
+            return np.zeros((0, self.side, self.side, 3), dtype=np.uint8)
+        return np.memmap(self.pixels_file, dtype=np.uint8, mode="r", shape=(n_rows, self.side, self.side, 3))
+
+    def row_of(self, digest: str) -> int | None:
+        return self.rows.get(digest)

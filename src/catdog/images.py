@@ -1,0 +1,277 @@
+"""Safe decoding: the one way bytes become an upright RGB image.
+
+Every part of catdog (data check, training, evaluation, prediction, serving) calls
+:func:`decode`. It trusts the content, never the file name, refuses hostile input from
+the header before any pixel is decoded, and turns every Pillow failure into one typed
+:class:`ImageError` whose message is a single sentence a person can act on.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+try:  # HEIC/HEIF photos from phones; optional so that a missing wheel never breaks decode.
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    HEIF_SUPPORTED = True
+except Exception:  # pragma: no cover - depends on the platform's wheels
+    HEIF_SUPPORTED = False
+
+DEFAULT_MAX_PIXELS = 40_000_000
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+
+# Pillow's own bomb guard warns or raises at its own thresholds; we apply ours from the
+# header instead, so the limit is the one the caller chose.
+Image.MAX_IMAGE_PIXELS = None
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+# Formats we decode, as Pillow names them (its JPEG opener also yields MPO, the camera variant).
+ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
+if HEIF_SUPPORTED:
+    ACCEPTED_FORMATS += ("HEIF",)
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".dib", ".gif", ".tif", ".tiff", ".heic", ".heif"}
+)
+
+# Which extensions honestly describe which detected format.
+EXTENSIONS_BY_FORMAT = {
+    "JPEG": {".jpg", ".jpeg", ".jpe", ".jfif"},
+    "PNG": {".png"},
+    "WEBP": {".webp"},
+    "BMP": {".bmp", ".dib"},
+    "GIF": {".gif"},
+    "TIFF": {".tif", ".tiff"},
+    "HEIF": {".heic", ".heif"},
+}
+
+
+class ImageError(ValueError):
+    """An input that cannot be used as an image; ``str(err)`` is one clear sentence."""
+
+
+class EmptyImageError(ImageError):
+    """The file or upload has no bytes."""
+
+
+class NotAnImageError(ImageError):
+    """The content is not an image at all (HTML, text, an archive, ...)."""
+
+
+class UnsupportedFormatError(ImageError):
+    """An image format catdog does not decode."""
+
+
+class CorruptImageError(ImageError):
+    """A truncated or damaged image."""
+
+
+class ImageTooLargeError(ImageError):
+    """More pixels (or bytes) than the configured limit."""
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What the header says, read without decoding pixels."""
+
+    format: str
+    width: int
+    height: int
+    mode: str
+
+
+def sniff_format(head: bytes) -> str | None:
+    """Name the format from the first bytes of the content (``"JPEG"``, ``"PNG"``, ``"HTML"`` ...).
+
+    Returns None when nothing is recognised. Used to tell a mislabelled file from a broken one.
+    """
+    if head.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    if head.startswith(b"BM"):
+        return "BMP"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "GIF"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "TIFF"
+    if head[4:8] == b"ftyp" and head[8:12] in (b"heic", b"heix", b"hevc", b"hevx", b"mif1", b"msf1", b"heim", b"heis", b"avif"):
+        return "AVIF" if head[8:12] == b"avif" else "HEIF"
+    if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
+        return "ZIP"
+    if head[:3] == b"\x1f\x8b\x08":
+        return "GZIP"
+    if head[:4] == b"%PDF":
+        return "PDF"
+    if head[:4] == b"8BPS":
+        return "PSD"
+    if head[:4] == b"\x00\x00\x01\x00":
+        return "ICO"
+    text = head.lstrip()[:64].lower()
+    if text.startswith((b"<!doctype html", b"<html", b"<head", b"<body")):
+        return "HTML"
+    if text.startswith((b"<?xml", b"<svg")):
+        return "SVG" if b"<svg" in head.lower() else "XML"
+    if head and _looks_like_text(head):
+        return "TEXT"
+    return None
+
+
+def _looks_like_text(head: bytes) -> bool:
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return all(b >= 32 or b in b"\t\r\n\f" for b in head)
+
+
+def _name(source_name: str | None) -> str:
+    return f"'{source_name}'" if source_name else "The image"
+
+
+def _read_source(source: bytes | str | os.PathLike, max_bytes: int) -> tuple[bytes, str | None]:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source), None
+    path = Path(source)
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise ImageTooLargeError(
+                f"'{path}' is {size / 1e6:.1f} MB, over the {max_bytes / 1e6:.0f} MB limit for one image."
+            )
+        return path.read_bytes(), str(path)
+    except IsADirectoryError:
+        raise ImageError(f"'{path}' is a folder, not an image file.") from None
+    except FileNotFoundError:
+        raise ImageError(f"'{path}' does not exist.") from None
+    except PermissionError:
+        raise ImageError(f"'{path}' cannot be read (permission denied).") from None
+    except OSError as err:
+        raise ImageError(f"'{path}' cannot be read ({err.strerror or err}).") from None
+
+
+def _open(data: bytes, name: str | None, max_pixels: int) -> Image.Image:
+    """Open lazily (header only) and enforce the pixel limit before any decoding."""
+    label = _name(name)
+    if not data:
+        raise EmptyImageError(f"{label} is empty (0 bytes).")
+    detected = sniff_format(data[:64])
+    if detected in ("HTML", "TEXT", "XML", "ZIP", "GZIP", "PDF"):
+        raise NotAnImageError(f"{label} is not an image: its content is {detected}.")
+    if detected in ("PSD", "ICO", "SVG", "AVIF") or (detected == "HEIF" and not HEIF_SUPPORTED):
+        raise UnsupportedFormatError(
+            f"{label} is a {detected} file, an unsupported format; use JPEG, PNG, WebP, BMP, GIF or TIFF."
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+    except UnidentifiedImageError:
+        if detected is None:
+            raise NotAnImageError(f"{label} is not an image Pillow recognises (unknown content).") from None
+        raise CorruptImageError(f"{label} looks like {detected} but its header is damaged.") from None
+    except Image.DecompressionBombError:  # pragma: no cover - MAX_IMAGE_PIXELS is None
+        raise ImageTooLargeError(f"{label} declares more pixels than the limit allows.") from None
+    except Exception as err:  # Pillow raises many types on hostile headers
+        raise CorruptImageError(f"{label} is corrupt and cannot be opened ({_short(err)}).") from None
+    width, height = img.size
+    if width <= 0 or height <= 0:
+        raise CorruptImageError(f"{label} declares an empty size ({width}x{height}).")
+    if width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"{label} is {width}x{height} ({width * height / 1e6:.0f} MP), over the "
+            f"{max_pixels / 1e6:.0f} MP limit."
+        )
+    return img
+
+
+def _short(err: Exception) -> str:
+    text = str(err).strip().rstrip(".") or type(err).__name__
+    return text.splitlines()[0][:120]
+
+
+def read_info(
+    source: bytes | str | os.PathLike,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> ImageInfo:
+    """Format, size and mode from the header alone; raises :class:`ImageError` like :func:`decode`."""
+    data, name = _read_source(source, max_bytes)
+    img = _open(data, name, max_pixels)
+    fmt = "JPEG" if img.format == "MPO" else str(img.format)
+    return ImageInfo(format=fmt, width=img.size[0], height=img.size[1], mode=img.mode)
+
+
+def decode(
+    source: bytes | str | os.PathLike,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    min_size: int | None = None,
+) -> Image.Image:
+    """Decode any supported image to an upright 8-bit RGB :class:`PIL.Image.Image`.
+
+    ``min_size``: when given, a JPEG may be decoded at a reduced scale (Pillow's draft
+    mode, i.e. DCT scaling) as long as both sides stay at least ``min_size`` pixels; this
+    is several times faster for photos much larger than the model's input.
+
+    Raises a subclass of :class:`ImageError` with a one-sentence message on any bad input.
+    """
+    data, name = _read_source(source, max_bytes)
+    img = _open(data, name, max_pixels)
+    label = _name(name)
+    try:
+        if min_size and img.format in ("JPEG", "MPO"):
+            # draft() keeps both sides >= the request, so the later resize still downsamples.
+            img.draft("RGB", (min_size, min_size))
+        img.load()
+        img = ImageOps.exif_transpose(img) or img
+        return _to_rgb(img)
+    except ImageError:
+        raise
+    except MemoryError:
+        raise ImageTooLargeError(f"{label} needs more memory to decode than is available.") from None
+    except Exception as err:
+        raise CorruptImageError(f"{label} is truncated or corrupt ({_short(err)}).") from None
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow mode to RGB: transparency composited on white, 16-bit scaled, CMYK converted."""
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode == "P":
+        img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
+        mode = img.mode
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        values = np.asarray(img, dtype=np.int64)
+        # 16-bit data arrives as I;16 or, for PNG, as 32-bit I holding 0..65535.
+        if mode.startswith("I;16") or values.max(initial=0) > 255:
+            values = values >> 8
+        return Image.fromarray(np.clip(values, 0, 255).astype(np.uint8), mode="L").convert("RGB")
+    if mode == "F":
+        values = np.asarray(img, dtype=np.float32)
+        scale = 255.0 if values.max(initial=0.0) <= 1.0 else 1.0
+        return Image.fromarray(np.clip(values * scale, 0, 255).astype(np.uint8), mode="L").convert("RGB")
+    return img.convert("RGB")
+
+
+def extension_matches(path: str | os.PathLike, detected_format: str) -> bool:
+    """Whether the file's extension honestly names its detected content."""
+    suffix = Path(path).suffix.lower()
+    return suffix in EXTENSIONS_BY_FORMAT.get(detected_format, set())

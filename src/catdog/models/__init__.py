@@ -1,0 +1,96 @@
+"""Model registry: every architecture catdog can build, and loading a model directory.
+
+A model directory (DESIGN.md) holds ``config.json`` and ``model.safetensors``; the module is
+rebuilt from ``config["architecture"]`` and ``config["classes"]`` and its weights loaded
+from safetensors (never pickle).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import timm
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import nn
+
+from catdog.models.builtin import GatedClassifier
+from catdog.models.pretrained import ModelError, create_pretrained
+
+__all__ = ["GatedClassifier", "ModelError", "build_model", "load_model_dir"]
+
+
+def _scratch_models() -> dict:
+    try:
+        from catdog.models.scratch import SCRATCH_MODELS
+    except ImportError:  # pragma: no cover - until the from-scratch nets land
+        return {}
+    return SCRATCH_MODELS
+
+
+def build_model(architecture: str, num_classes: int, *, pretrained: bool = True, gate: bool = False) -> nn.Module:
+    """Build ``architecture`` for ``num_classes`` classes.
+
+    ``architecture`` is a from-scratch net (``seed-cnn``, ...) or a timm model name. With
+    ``gate``, a timm backbone keeps its ImageNet head as the `neither` gate and a new linear
+    head is added (:class:`GatedClassifier`); otherwise timm's classifier is replaced.
+    ``pretrained=False`` builds the shapes only (weights come from a model directory).
+    """
+    scratch = _scratch_models()
+    if architecture in scratch:
+        return scratch[architecture](num_classes)
+    if architecture not in timm.list_models():
+        names = ", ".join(sorted(scratch)) or "seed-cnn"
+        raise ModelError(
+            f"Unknown model '{architecture}': use {names}, or a timm model name such as tf_efficientnet_lite0."
+        )
+    if gate:
+        backbone = create_pretrained(architecture) if pretrained else timm.create_model(architecture, pretrained=False)
+        return GatedClassifier(backbone, nn.Linear(backbone.num_features, num_classes))
+    if pretrained:
+        model = create_pretrained(architecture)
+        model.reset_classifier(num_classes)
+        return model
+    return timm.create_model(architecture, pretrained=False, num_classes=num_classes)
+
+
+def read_config(model_dir: str | Path) -> dict:
+    """``config.json`` of a model directory, with a clear error when it is missing or damaged."""
+    model_dir = Path(model_dir)
+    config_file = model_dir / "config.json"
+    if not model_dir.is_dir():
+        raise ModelError(f"Model '{model_dir}' does not exist; give a model directory written by 'catdog train'.")
+    try:
+        config = json.loads(config_file.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"'{model_dir}' has no config.json; is it a model directory written by 'catdog train'?") from None
+    except (OSError, ValueError) as err:
+        raise ModelError(f"'{config_file}' cannot be read as JSON ({err}).") from None
+    for key in ("architecture", "classes", "preprocess"):
+        if key not in config:
+            raise ModelError(f"'{config_file}' lacks '{key}'; the model directory is incomplete.")
+    return config
+
+
+def load_model_dir(model_dir: str | Path) -> tuple[nn.Module, dict]:
+    """The trained module (eval mode) and its config from a model directory."""
+    model_dir = Path(model_dir)
+    config = read_config(model_dir)
+    weights = model_dir / "model.safetensors"
+    if not weights.exists():
+        raise ModelError(f"'{model_dir}' has no model.safetensors; the training run did not finish.")
+    model = build_model(
+        config["architecture"], len(config["classes"]), pretrained=False, gate=bool(config.get("gate"))
+    )
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError) as err:
+        raise ModelError(f"'{weights}' is not a valid safetensors file ({err}).") from None
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ModelError(
+            f"'{weights}' does not match architecture '{config['architecture']}' "
+            f"({len(missing)} missing and {len(unexpected)} unexpected tensors)."
+        )
+    return model.eval(), config

