@@ -43,10 +43,16 @@ def machine() -> str:
 
         if torch.cuda.is_available():
             name = torch.cuda.get_device_name(0)
-            driver = subprocess.run(
-                ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                capture_output=True, text=True, timeout=10,
-            ).stdout.strip().splitlines()
+            driver = (
+                subprocess.run(
+                    ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                    capture_output=True,
+                    text=True,
+                    timeout=10,
+                )
+                .stdout.strip()
+                .splitlines()
+            )
             return f"gpu: {name} x{torch.cuda.device_count()} (driver {driver[0] if driver else '?'})"
     except Exception:
         pass

@@ -72,11 +72,17 @@ def image_bytes(fmt: str = "JPEG", size: tuple[int, int] = (64, 48), mode: str =
     return out.getvalue()
 
 
-def run_catdog(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600,
-               input: str | None = None) -> subprocess.CompletedProcess:
+def run_catdog(
+    *args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600, input: str | None = None
+) -> subprocess.CompletedProcess:
     """Run the real ``catdog`` command line in a subprocess."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "catdog", *args],
-        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout, input=input,
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=input,
     )

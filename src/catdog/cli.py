@@ -76,11 +76,15 @@ def predict(
         str | None, typer.Option("--model", "-m", help="Model directory or .onnx file; the built-in model if omitted.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON list of predictions.")] = False,
-    as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV: path,label,confidence,<class probabilities>,error.")] = False,
+    as_csv: Annotated[
+        bool, typer.Option("--csv", help="Print CSV: path,label,confidence,<class probabilities>,error.")
+    ] = False,
     threshold: Annotated[
         float | None, typer.Option(help="Answer 'unsure' when the confidence is below this probability.", min=0, max=1)
     ] = None,
-    tta: Annotated[bool, typer.Option("--tta", help="Average the predictions of the photo and its mirror image.")] = False,
+    tta: Annotated[
+        bool, typer.Option("--tta", help="Average the predictions of the photo and its mirror image.")
+    ] = False,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.", min=1)] = 32,
 ) -> None:
     """Classify photos as cat, dog or neither."""
@@ -106,8 +110,15 @@ def _print_predictions(results, classes: list[str], *, as_json: bool, as_csv: bo
         writer.writerow(["path", "label", "confidence", *classes, "error"])
         for r in results:
             probs = r.probabilities or {}
-            writer.writerow([r.source, r.label or "", r.confidence if r.confidence is not None else "",
-                             *[probs.get(c, "") for c in classes], r.error or ""])
+            writer.writerow(
+                [
+                    r.source,
+                    r.label or "",
+                    r.confidence if r.confidence is not None else "",
+                    *[probs.get(c, "") for c in classes],
+                    r.error or "",
+                ]
+            )
         return
     out = Console(highlight=False, soft_wrap=True)
     for r in results:

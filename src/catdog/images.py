@@ -105,7 +105,17 @@ def sniff_format(head: bytes) -> str | None:
         return "GIF"
     if head[:4] in (b"II*\x00", b"MM\x00*"):
         return "TIFF"
-    if head[4:8] == b"ftyp" and head[8:12] in (b"heic", b"heix", b"hevc", b"hevx", b"mif1", b"msf1", b"heim", b"heis", b"avif"):
+    if head[4:8] == b"ftyp" and head[8:12] in (
+        b"heic",
+        b"heix",
+        b"hevc",
+        b"hevx",
+        b"mif1",
+        b"msf1",
+        b"heim",
+        b"heis",
+        b"avif",
+    ):
         return "AVIF" if head[8:12] == b"avif" else "HEIF"
     if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
         return "ZIP"
@@ -189,8 +199,7 @@ def _open(data: bytes, name: str | None, max_pixels: int) -> Image.Image:
         raise CorruptImageError(f"{label} declares an empty size ({width}x{height}).")
     if width * height > max_pixels:
         raise ImageTooLargeError(
-            f"{label} is {width}x{height} ({width * height / 1e6:.0f} MP), over the "
-            f"{max_pixels / 1e6:.0f} MP limit."
+            f"{label} is {width}x{height} ({width * height / 1e6:.0f} MP), over the {max_pixels / 1e6:.0f} MP limit."
         )
     return img
 

@@ -151,9 +151,14 @@ class Predictor:
     def _square(self, source: bytes | str | os.PathLike) -> np.ndarray:
         return to_uint8(source, self.pre, max_pixels=self.max_pixels)
 
-    def predict_batch(self, items: list[tuple[str, bytes | str | os.PathLike]], source_key: str = "path",
-                      pool: ThreadPoolExecutor | None = None) -> list[Prediction]:
+    def predict_batch(
+        self,
+        items: list[tuple[str, bytes | str | os.PathLike]],
+        source_key: str = "path",
+        pool: ThreadPoolExecutor | None = None,
+    ) -> list[Prediction]:
         """Predict ``(name, bytes or path)`` items; an unusable item gets an error, the rest go on."""
+
         def load(item):
             try:
                 return self._square(item[1]), None
@@ -170,7 +175,9 @@ class Predictor:
                 results[i] = prediction
         for i, (square, error) in enumerate(loaded):
             if square is None:
-                results[i] = Prediction(source=items[i][0], error=_name_in_error(error, items[i][0]), source_key=source_key)
+                results[i] = Prediction(
+                    source=items[i][0], error=_name_in_error(error, items[i][0]), source_key=source_key
+                )
         return results  # type: ignore[return-value]
 
     def predict_paths(
@@ -213,7 +220,8 @@ def expand_inputs(patterns: list[str]) -> tuple[list[str], list[Prediction]]:
     for pattern in patterns:
         if os.path.isdir(pattern):
             found = sorted(
-                str(p) for p in Path(pattern).rglob("*")
+                str(p)
+                for p in Path(pattern).rglob("*")
                 if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
             )
             if not found:

@@ -89,9 +89,7 @@ def image_to_uint8(img: Image.Image, pre: Preprocess) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8)
 
 
-def to_uint8(
-    source: bytes | str | os.PathLike, pre: Preprocess, *, max_pixels: int = DEFAULT_MAX_PIXELS
-) -> np.ndarray:
+def to_uint8(source: bytes | str | os.PathLike, pre: Preprocess, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Bytes or a path to the stored square: safe decode (JPEG draft mode) then :func:`image_to_uint8`."""
     img = decode(source, max_pixels=max_pixels, min_size=pre.resize_size)
     return image_to_uint8(img, pre)

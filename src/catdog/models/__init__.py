@@ -64,7 +64,9 @@ def read_config(model_dir: str | Path) -> dict:
     try:
         config = json.loads(config_file.read_text())
     except FileNotFoundError:
-        raise ModelError(f"'{model_dir}' has no config.json; is it a model directory written by 'catdog train'?") from None
+        raise ModelError(
+            f"'{model_dir}' has no config.json; is it a model directory written by 'catdog train'?"
+        ) from None
     except (OSError, ValueError) as err:
         raise ModelError(f"'{config_file}' cannot be read as JSON ({err}).") from None
     for key in ("architecture", "classes", "preprocess"):
@@ -80,9 +82,7 @@ def load_model_dir(model_dir: str | Path) -> tuple[nn.Module, dict]:
     weights = model_dir / "model.safetensors"
     if not weights.exists():
         raise ModelError(f"'{model_dir}' has no model.safetensors; the training run did not finish.")
-    model = build_model(
-        config["architecture"], len(config["classes"]), pretrained=False, gate=bool(config.get("gate"))
-    )
+    model = build_model(config["architecture"], len(config["classes"]), pretrained=False, gate=bool(config.get("gate")))
     try:
         state = load_file(str(weights))
     except (SafetensorError, OSError) as err:
