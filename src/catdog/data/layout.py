@@ -105,7 +105,7 @@ def discover(root: str | os.PathLike, *, image_files_only: bool = False) -> Data
                 files.append(LabelledFile(path, normalize_label(match["label"])))
         if not files:
             raise DatasetError(
-                f"The images in '{root}' carry no label: name them like 'cat.1.jpg' or put them in one folder per class."
+                f"The images in '{root}' carry no label: name them like 'cat.1.jpg' or use one folder per class."
             )
     else:
         for folder in folders:
