@@ -12,13 +12,14 @@ from pathlib import Path
 
 import timm
 from safetensors import SafetensorError
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 
+from catdog.fsutil import atomic_write, atomic_write_text
 from catdog.models.builtin import GatedClassifier
 from catdog.models.pretrained import ModelError, create_pretrained
 
-__all__ = ["GatedClassifier", "ModelError", "build_model", "load_model_dir"]
+__all__ = ["GatedClassifier", "ModelError", "build_model", "load_model_dir", "save_model_dir"]
 
 
 def _scratch_models() -> dict:
@@ -94,3 +95,19 @@ def load_model_dir(model_dir: str | Path) -> tuple[nn.Module, dict]:
             f"({len(missing)} missing and {len(unexpected)} unexpected tensors)."
         )
     return model.eval(), config
+
+
+def save_model_dir(model: nn.Module, config: dict, model_dir: str | Path) -> None:
+    """Write ``model.safetensors`` and ``config.json`` (each atomically) into ``model_dir``.
+
+    ``config`` needs at least ``architecture``, ``classes`` and ``preprocess``; a gated
+    model also records ``gate`` (``{"threshold": ...}``) so that it is rebuilt with its gate.
+    """
+    missing = [key for key in ("architecture", "classes", "preprocess") if key not in config]
+    if missing:
+        raise ValueError(f"model config lacks {', '.join(missing)}.")
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    state = {name: tensor.detach().cpu().clone() for name, tensor in model.state_dict().items()}
+    atomic_write(model_dir / "model.safetensors", lambda tmp: save_file(state, str(tmp)))
+    atomic_write_text(model_dir / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
