@@ -129,6 +129,60 @@ def _print_predictions(results, classes: list[str], *, as_json: bool, as_csv: bo
             out.print(f"{r.source}: [red]error[/] {r.error}")
 
 
+@app.command()
+@user_errors
+def serve(
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Model directory or .onnx file; the built-in model if omitted.")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 opens the server to the network.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.", min=0, max=65535)] = 8000,
+    workers: Annotated[int, typer.Option(help="Server processes, each with its own copy of the model.", min=1)] = 1,
+    max_file_mb: Annotated[float, typer.Option(help="Largest photo accepted, in MB (413 above).", min=0.01)] = 10.0,
+    max_megapixels: Annotated[
+        float, typer.Option(help="Most pixels in one photo, in millions (413 above).", min=0.01)
+    ] = 40.0,
+    max_files: Annotated[int, typer.Option(help="Most photos in one batch request (413 above).", min=1)] = 32,
+    max_concurrent: Annotated[int, typer.Option(help="API requests in progress at once (503 above).", min=1)] = 64,
+    timeout: Annotated[float, typer.Option(help="Seconds one API request may take (503 after).", min=0.1)] = 30.0,
+    batch_size: Annotated[int, typer.Option(help="Most images in one forward pass (micro-batching).", min=1)] = 32,
+    batch_wait_ms: Annotated[
+        float, typer.Option(help="How long a forward pass waits for more images, in ms.", min=0)
+    ] = 5.0,
+    threshold: Annotated[
+        float | None, typer.Option(help="Answer 'unsure' when the confidence is below this probability.", min=0, max=1)
+    ] = None,
+    access_log: Annotated[bool, typer.Option("--access-log", help="Log every request.")] = False,
+) -> None:
+    """Serve the web page and the JSON API (OpenAPI docs at /docs)."""
+    import uvicorn
+
+    from catdog.serve.app import SETTINGS_ENV, ServeSettings, create_app
+
+    if model is not None and not os.path.exists(model):
+        raise fail(f"Model '{model}' does not exist; give a model directory or an .onnx file, or omit --model.")
+    settings = ServeSettings(
+        model=model,
+        max_file_bytes=int(max_file_mb * 1e6),
+        max_pixels=int(max_megapixels * 1e6),
+        max_files=max_files,
+        max_concurrent=max_concurrent,
+        timeout=timeout,
+        max_batch=batch_size,
+        max_wait_ms=batch_wait_ms,
+        threshold=threshold,
+    )
+    err_console.print(f"catdog: serving on http://{host}:{port} (the model loads in the background; /readyz)")
+    options = dict(
+        host=host, port=port, access_log=access_log, server_header=False, timeout_graceful_shutdown=timeout + 5
+    )
+    if workers == 1:
+        uvicorn.run(create_app(settings), **options)
+    else:  # worker processes import the app themselves, so the settings travel in the environment
+        os.environ[SETTINGS_ENV] = settings.to_json()
+        uvicorn.run("catdog.serve.app:app_from_env", factory=True, workers=workers, **options)
+
+
 def main() -> None:
     """Console-script entry point."""
     # Quiet, predictable CPU threading unless the user chose otherwise.

@@ -1,0 +1,77 @@
+"""Prometheus metrics of one app: requests by route and status, latency, batch sizes, model version."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+class ServeMetrics:
+    """A private registry per app, so that several apps (tests, workers) never collide."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "catdog_http_requests", "HTTP requests by route, method and status.", ["route", "method", "status"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "catdog_http_request_duration_seconds",
+            "Time from request to the end of the response, by route.",
+            ["route"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "catdog_batch_size",
+            "Images per forward pass (micro-batching).",
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+            registry=self.registry,
+        )
+        self.batch_seconds = Histogram(
+            "catdog_batch_duration_seconds",
+            "Time of one forward pass.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=self.registry,
+        )
+        self.predictions = Counter(
+            "catdog_predictions", "Answers given, by label ('error' for unusable images).", ["label"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.model = Info("catdog_model", "The model being served.", registry=self.registry)
+        self.ready = Gauge("catdog_model_ready", "1 once the model is loaded.", registry=self.registry)
+
+    def observe_batch(self, size: int, seconds: float) -> None:
+        self.batch_size.observe(size)
+        self.batch_seconds.observe(seconds)
+
+
+class MetricsMiddleware:
+    """Counts every HTTP request by its route template (never the raw path: bounded label values)."""
+
+    def __init__(self, app: ASGIApp, metrics: ServeMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            self.metrics.requests.labels(path, scope["method"], str(status)).inc()
+            self.metrics.latency.labels(path).observe(time.perf_counter() - start)
