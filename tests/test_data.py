@@ -1,0 +1,185 @@
+"""Dataset layouts, label normalisation, the hash split and the decoded-image cache."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import image_bytes
+
+from catdog.data import CachedImages, DatasetError, PixelCache, discover, make_loader, normalize_label, prepare
+from catdog.data.hashing import HashIndex, file_hash
+from catdog.data.split import split_indices
+from catdog.preprocess import Preprocess, to_uint8
+
+
+@pytest.mark.parametrize(
+    ("raw", "label"),
+    [
+        ("Cat", "cat"),
+        ("cats", "cat"),
+        ("Dogs", "dog"),
+        ("DOG", "dog"),
+        ("fox", "fox"),
+        ("Golden Retrievers", "golden_retriever"),
+        ("puppies", "puppy"),
+        ("grass", "grass"),
+    ],
+)
+def test_normalize_label(raw, label):
+    assert normalize_label(raw) == label
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def test_flat_kaggle_layout(tmp_path):
+    for name in ["cat.1.jpg", "cat.2.jpg", "dog.10.jpg", "Dog.11.JPG"]:
+        _write(tmp_path / name, image_bytes())
+    (tmp_path / "README.txt").write_text("not a photo")
+    ds = discover(tmp_path)
+    assert ds.layout == "flat"
+    assert ds.classes == ["cat", "dog"]
+    assert ds.counts() == {"cat": 2, "dog": 2}
+
+
+def test_folder_layout_normalises_and_merges_class_names(tmp_path):
+    _write(tmp_path / "Cats" / "a.jpg", image_bytes())
+    _write(tmp_path / "cat" / "nested" / "b.png", image_bytes("PNG"))
+    _write(tmp_path / "Dogs" / "c.jpg", image_bytes())
+    _write(tmp_path / "Dogs" / ".hidden.jpg", image_bytes())
+    ds = discover(tmp_path)
+    assert ds.layout == "folders"
+    assert ds.classes == ["cat", "dog"]
+    assert ds.counts() == {"cat": 2, "dog": 1}
+
+
+def test_petimages_layout_and_stray_files(tmp_path):
+    _write(tmp_path / "PetImages" / "Cat" / "0.jpg", image_bytes())
+    _write(tmp_path / "PetImages" / "Dog" / "0.jpg", image_bytes())
+    _write(tmp_path / "PetImages" / "Dog" / "Thumbs.db", b"\x00junk")
+    ds = discover(tmp_path)
+    assert ds.layout == "petimages"
+    assert ds.counts() == {"cat": 1, "dog": 2}  # data check sees the stray file ...
+    assert discover(tmp_path, image_files_only=True).counts() == {"cat": 1, "dog": 1}  # ... training does not
+
+
+def test_other_class_names_work(tmp_path):
+    for label in ["wolf", "fox", "bear"]:
+        _write(tmp_path / label / "x.jpg", image_bytes())
+    assert discover(tmp_path).classes == ["bear", "fox", "wolf"]
+
+
+@pytest.mark.parametrize("setup", ["missing", "empty", "file", "unlabelled"])
+def test_bad_dataset_folders_raise_one_sentence(tmp_path, setup):
+    root = tmp_path / "data"
+    if setup == "empty":
+        root.mkdir()
+    elif setup == "file":
+        root.write_text("x")
+    elif setup == "unlabelled":
+        _write(root / "123.jpg", image_bytes())
+    with pytest.raises(DatasetError) as info:
+        discover(root)
+    assert str(root) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_split_is_stable_when_files_are_added():
+    rng = np.random.default_rng(0)
+    hashes = [rng.bytes(16).hex() for _ in range(2000)]
+    labels = [i % 2 for i in range(2000)]
+    before = split_indices(hashes[:1500], labels[:1500], val_fraction=0.1, test_fraction=0.1)
+    after = split_indices(hashes, labels, val_fraction=0.1, test_fraction=0.1)
+    for name in ("train", "val", "test"):
+        assert set(before[name]) == {i for i in after[name] if i < 1500}
+    # Stratified: each class gets close to its share of val.
+    for label in (0, 1):
+        share = sum(labels[i] == label for i in after["val"]) / 1000
+        assert 0.07 < share < 0.13
+
+
+def test_split_keeps_duplicates_together_and_validates_tiny_classes():
+    hashes = ["a" * 32, "a" * 32, "b" * 32, "e" * 32, "d" * 32]
+    labels = [0, 0, 0, 1, 1]
+    split = split_indices(hashes, labels, val_fraction=0.1)
+    assert (0 in split["val"]) == (1 in split["val"])
+    assert {labels[i] for i in split["val"]} == {0, 1}
+
+
+def test_hash_index_rehashes_changed_files(tmp_path):
+    path = _write(tmp_path / "x.jpg", image_bytes())
+    index = HashIndex(tmp_path / "cache")
+    first = index.hashes([path])[0]
+    assert first == file_hash(path)
+    _write(path, image_bytes(size=(10, 10)))
+    again = HashIndex(tmp_path / "cache").hashes([path])[0]
+    assert again != first and again == file_hash(path)
+
+
+def test_cache_hit_miss_and_invalidation(tmp_path, samples_dir):
+    root = tmp_path / "data"
+    shutil.copytree(samples_dir, root)
+    pre = Preprocess(image_size=64)
+    cache_dir = tmp_path / "cache"
+    data = prepare(root, pre, cache_dir, workers=2)
+    assert len(data.paths) == 40 and not data.unreadable
+    cache = PixelCache(cache_dir, pre)
+    assert cache.missing(data.hashes) == []
+    # The cached pixels are exactly what the one preprocessing path computes.
+    i = data.paths.index(root / "cat" / "cat.1.jpg")
+    assert np.array_equal(cache.array()[data.rows[i]], to_uint8(data.paths[i], pre))
+
+    # A changed file is a miss and is decoded again; the others are hits.
+    changed = root / "cat" / "cat.1.jpg"
+    _write(changed, image_bytes(size=(120, 90)))
+    new_hash = file_hash(changed)
+    assert PixelCache(cache_dir, pre).missing([new_hash, *data.hashes]) == [new_hash]
+    data2 = prepare(root, pre, cache_dir, workers=2)
+    assert np.array_equal(
+        PixelCache(cache_dir, pre).array()[data2.rows[data2.paths.index(changed)]], to_uint8(changed, pre)
+    )
+
+    # Another preprocessing setting has its own cache.
+    assert PixelCache(cache_dir, Preprocess(image_size=96)).missing(data.hashes) == data.hashes
+
+
+def test_cache_survives_a_build_killed_mid_chunk(tmp_path, samples_dir):
+    """Rows written after the last index commit are ignored, then overwritten on resume."""
+    pre = Preprocess(image_size=32)
+    data = prepare(samples_dir, pre, tmp_path / "cache", workers=2)
+    cache = PixelCache(tmp_path / "cache", pre)
+    with open(cache.pixels_file, "ab") as handle:  # a killed build's unindexed partial row
+        handle.write(b"\x07" * 1000)
+    dropped = data.hashes[-1]
+    del cache.rows[dropped]
+    cache._save_index()
+    cache = PixelCache(tmp_path / "cache", pre)
+    cache.build([data.paths[-1]], [dropped])
+    assert np.array_equal(cache.array()[cache.rows[dropped]], to_uint8(data.paths[-1], pre))
+
+
+def test_unreadable_files_are_listed_not_fatal(tmp_path):
+    _write(tmp_path / "cat" / "good.jpg", image_bytes())
+    _write(tmp_path / "cat" / "bad.jpg", b"<html>nope</html>")
+    _write(tmp_path / "dog" / "good.png", image_bytes("PNG"))
+    data = prepare(tmp_path, Preprocess(image_size=32), tmp_path / "cache")
+    assert len(data.paths) == 2
+    assert [p.name for p, _ in data.unreadable] == ["bad.jpg"]
+    assert "not an image" in data.unreadable[0][1]
+
+
+def test_loader_yields_uint8_batches_with_labels(tmp_path, samples_dir):
+    pre = Preprocess(image_size=64)
+    data = prepare(samples_dir, pre, tmp_path / "cache")
+    split = data.split(val_fraction=0.25)
+    loader = make_loader(CachedImages(data, split["train"]), batch_size=8, shuffle=True, workers=2)
+    images, labels = next(iter(loader))
+    assert images.dtype == torch.uint8 and images.shape[1:] == (3, pre.resize_size, pre.resize_size)
+    assert set(labels.tolist()) <= {0, 1}
+    assert len(loader.dataset) == len(split["train"]) and len(split["val"]) > 0

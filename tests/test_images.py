@@ -1,0 +1,233 @@
+"""Safe decode: every supported mode and format, and every kind of bad file."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zipfile
+import zlib
+
+import numpy as np
+import pytest
+from conftest import image_bytes
+from PIL import Image
+
+from catdog import images
+from catdog.images import (
+    CorruptImageError,
+    EmptyImageError,
+    ImageError,
+    ImageTooLargeError,
+    NotAnImageError,
+    UnsupportedFormatError,
+    decode,
+    read_info,
+    sniff_format,
+)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "save"),
+    [
+        ("JPEG", {}),
+        ("JPEG", {"progressive": True}),
+        ("PNG", {}),
+        ("WEBP", {}),
+        ("BMP", {}),
+        ("GIF", {}),
+        ("TIFF", {}),
+    ],
+)
+def test_formats_decode_to_rgb_with_the_right_size(fmt, save):
+    img = decode(image_bytes(fmt, size=(64, 48), **save))
+    assert img.mode == "RGB"
+    assert img.size == (64, 48)
+    # The gradient survives: left edge dark in red, right edge bright.
+    pixels = np.asarray(img)
+    assert pixels[:, :4, 0].mean() < 60 and pixels[:, -4:, 0].mean() > 190
+
+
+def test_heif_decodes_or_says_unsupported():
+    try:
+        data = image_bytes("HEIF")
+    except (KeyError, OSError):
+        pytest.skip("this Pillow cannot write HEIF to make a test file")
+    if images.HEIF_SUPPORTED:
+        assert decode(data).size == (64, 48)
+    else:
+        with pytest.raises(UnsupportedFormatError, match="unsupported format"):
+            decode(data)
+
+
+@pytest.mark.parametrize("mode", ["L", "P", "1", "CMYK", "I", "RGBA", "LA"])
+def test_modes_become_rgb(mode):
+    fmt = "JPEG" if mode == "CMYK" else "TIFF" if mode == "I" else "PNG"
+    img = decode(image_bytes(fmt, mode=mode))
+    assert img.mode == "RGB" and img.size == (64, 48)
+
+
+def test_cmyk_jpeg_keeps_its_colours():
+    red = Image.new("RGB", (32, 32), (220, 20, 20)).convert("CMYK")
+    out = io.BytesIO()
+    red.save(out, "JPEG", quality=95)
+    r, g, b = np.asarray(decode(out.getvalue())).reshape(-1, 3).mean(0)
+    assert r > 180 and g < 70 and b < 70
+
+
+def test_transparency_is_composited_on_white():
+    rgba = Image.new("RGBA", (16, 16), (0, 0, 0, 0))
+    out = io.BytesIO()
+    rgba.save(out, "PNG")
+    assert np.asarray(decode(out.getvalue())).min() == 255
+
+
+def test_sixteen_bit_gray_is_scaled_not_clipped():
+    values = np.full((8, 8), 32768, dtype=np.uint16)  # mid-gray in 16 bits
+    out = io.BytesIO()
+    Image.fromarray(values).save(out, "PNG")
+    mean = np.asarray(decode(out.getvalue())).mean()
+    assert 120 < mean < 136  # clipping would give 255
+
+
+def _exif_rotated_jpeg(orientation: int) -> bytes:
+    """A 40x20 image, red on its left half, saved with an EXIF orientation tag."""
+    pixels = np.zeros((20, 40, 3), np.uint8)
+    pixels[:, :20] = (255, 0, 0)
+    img = Image.fromarray(pixels)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    out = io.BytesIO()
+    img.save(out, "JPEG", exif=exif.tobytes(), quality=95)
+    return out.getvalue()
+
+
+def test_exif_orientation_turns_the_photo_upright():
+    # Orientation 6 = the camera was turned; viewers rotate 90° clockwise: red ends on top.
+    img = decode(_exif_rotated_jpeg(6))
+    assert img.size == (20, 40)
+    pixels = np.asarray(img).astype(int)
+    assert pixels[:20, :, 0].mean() > 200 and pixels[20:, :, 0].mean() < 60
+    # Orientation 1 leaves it alone.
+    assert decode(_exif_rotated_jpeg(1)).size == (40, 20)
+
+
+def test_draft_mode_decodes_large_jpegs_at_reduced_scale():
+    data = image_bytes("JPEG", size=(2000, 1600), quality=90)
+    small = decode(data, min_size=256)
+    assert min(small.size) >= 256 and small.size[0] <= 1000  # scaled by 1/4 at least... but never below 256
+    assert decode(data).size == (2000, 1600)
+
+
+def test_gif_first_frame_only():
+    frames = [Image.new("RGB", (10, 10), c) for c in [(255, 0, 0), (0, 0, 255)]]
+    out = io.BytesIO()
+    frames[0].save(out, "GIF", save_all=True, append_images=frames[1:])
+    r, _, b = np.asarray(decode(out.getvalue())).reshape(-1, 3).mean(0)
+    assert r > 200 and b < 50
+
+
+# -- bad input ---------------------------------------------------------------------------
+
+
+def test_empty_file(tmp_path):
+    path = tmp_path / "empty.jpg"
+    path.write_bytes(b"")
+    with pytest.raises(EmptyImageError, match="empty"):
+        decode(path)
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.5, 0.9])
+def test_truncated_jpeg_is_corrupt(fraction):
+    data = image_bytes("JPEG", size=(300, 200), quality=90)
+    with pytest.raises(CorruptImageError, match="truncated or corrupt|damaged|corrupt"):
+        decode(data[: int(len(data) * fraction)])
+
+
+@pytest.mark.parametrize(
+    ("content", "kind"),
+    [
+        (b"<!DOCTYPE html><html><body>Not found</body></html>", "HTML"),
+        (b"just some words in a text file\n", "TEXT"),
+    ],
+)
+def test_non_images_with_an_image_extension(tmp_path, content, kind):
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(content)
+    with pytest.raises(NotAnImageError, match=f"not an image: its content is {kind}"):
+        decode(path)
+
+
+def test_zip_named_jpg(tmp_path):
+    path = tmp_path / "photo.jpg"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("a.txt", "hello")
+    with pytest.raises(NotAnImageError, match="ZIP"):
+        decode(path)
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares a size but carries only a tiny (compressed) data stream."""
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    )
+
+
+def test_png_bomb_is_refused_from_the_header():
+    with pytest.raises(ImageTooLargeError, match="60000x60000"):
+        decode(_png_header_only(60000, 60000))
+
+
+def test_pixel_limit_is_configurable():
+    data = image_bytes("PNG", size=(100, 100))
+    with pytest.raises(ImageTooLargeError, match="limit"):
+        decode(data, max_pixels=5_000)
+    assert decode(data, max_pixels=10_000).size == (100, 100)
+
+
+def test_extension_is_never_trusted(tmp_path):
+    path = tmp_path / "really_a_png.jpg"
+    path.write_bytes(image_bytes("PNG"))
+    assert decode(path).size == (64, 48)
+    assert read_info(path).format == "PNG"
+    assert not images.extension_matches(path, "PNG")
+
+
+def test_unsupported_format_is_named():
+    ico = io.BytesIO()
+    Image.new("RGB", (16, 16)).save(ico, "ICO")
+    with pytest.raises(UnsupportedFormatError, match="ICO"):
+        decode(ico.getvalue())
+
+
+def test_missing_file_and_folder(tmp_path):
+    with pytest.raises(ImageError, match="does not exist"):
+        decode(tmp_path / "nope.jpg")
+    with pytest.raises(ImageError, match="folder"):
+        decode(tmp_path)
+
+
+def test_every_error_is_one_sentence():
+    bad = [b"", b"\xff\xd8\xff\xe0garbage", b"<html></html>", _png_header_only(60000, 60000), b"\x00" * 100]
+    for data in bad:
+        with pytest.raises(ImageError) as info:
+            decode(data)
+        message = str(info.value)
+        assert "\n" not in message and message.endswith(".") and len(message) < 200
+
+
+def test_sniff_format():
+    assert sniff_format(image_bytes("JPEG")[:32]) == "JPEG"
+    assert sniff_format(image_bytes("PNG")[:32]) == "PNG"
+    assert sniff_format(image_bytes("WEBP")[:32]) == "WEBP"
+    assert sniff_format(b"PK\x03\x04rest") == "ZIP"
+    assert sniff_format(b"\x00\x01\x02\x03") is None
+
+
+def test_real_photo_decodes(cat_photo):
+    img = decode(cat_photo)
+    assert img.mode == "RGB" and min(img.size) > 100
