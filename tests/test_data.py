@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import image_bytes
 
 from catdog.data import CachedImages, DatasetError, PixelCache, discover, make_loader, normalize_label, prepare
 from catdog.data.hashing import HashIndex, file_hash
 from catdog.data.split import split_indices
 from catdog.preprocess import Preprocess, to_uint8
+
+from conftest import image_bytes
 
 
 @pytest.mark.parametrize(

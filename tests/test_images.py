@@ -9,7 +9,6 @@ import zlib
 
 import numpy as np
 import pytest
-from conftest import image_bytes
 from PIL import Image
 
 from catdog import images
@@ -24,6 +23,8 @@ from catdog.images import (
     read_info,
     sniff_format,
 )
+
+from conftest import image_bytes
 
 
 @pytest.mark.parametrize(
