@@ -28,7 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from catdog import __version__
 from catdog.images import ImageError, ImageTooLargeError, NotAnImageError, UnsupportedFormatError
@@ -187,6 +187,7 @@ def describe_model(predictor: Predictor) -> dict[str, Any]:
         "classes": list(predictor.classes),
         "labels": labels,
         "architecture": info.get("architecture", "unknown"),
+        "backend": info.get("backend", "torch"),
         "image_size": predictor.pre.image_size,
         "metrics": info.get("metrics", {}),
         "version": str(info.get("version") or digest),
@@ -202,16 +203,6 @@ def _clean_name(name: str | None, default: str) -> str:
     """The client's file name, only ever echoed back (never used as a path)."""
     name = os.path.basename((name or "").replace("\\", "/")).strip()
     return name[:200] or default
-
-
-async def _with_timeout(state: ServeState, coro):
-    try:
-        return await asyncio.wait_for(coro, state.settings.timeout)
-    except asyncio.TimeoutError:
-        raise ApiError(
-            503, f"The request took longer than {state.settings.timeout:g} s; the server is busy, try again.",
-            {"Retry-After": "5"},
-        ) from None  # fmt: skip
 
 
 @asynccontextmanager
@@ -281,7 +272,7 @@ async def predict(request: Request) -> JSONResponse:
     state.ready()  # 503 before reading a large body when the model is not there
     name, data = await read_one_image(request)
     try:
-        prediction = await _with_timeout(state, state.classify(name, data))
+        prediction = await state.classify(name, data)
     except ImageError as err:
         state.metrics.predictions.labels("error").inc()
         raise ApiError(image_error_status(err), str(err)) from None
@@ -325,7 +316,7 @@ async def predict_batch(request: Request) -> JSONResponse:
         except ImageError as err:
             return Prediction(source=name, error=str(err), source_key="filename")
 
-    results = await _with_timeout(state, asyncio.gather(*(one(name, data) for name, data in items)))
+    results = await asyncio.gather(*(one(name, data) for name, data in items))
     for r in results:
         state.metrics.predictions.labels(r.label if r.ok else "error").inc()
     return JSONResponse([r.to_dict() for r in results])
@@ -347,9 +338,7 @@ async def explain(request: Request) -> Response:
         raise ApiError(413, f"'{name}' is over the {state.settings.max_file_bytes / 1e6:g} MB limit for one photo.")
     try:
         # Grad-CAM needs gradients of the torch module: run it in the decode pool, off the event loop.
-        png = await _with_timeout(
-            state, asyncio.get_running_loop().run_in_executor(state.decode_pool, heatmap, predictor, data)
-        )
+        png = await asyncio.get_running_loop().run_in_executor(state.decode_pool, heatmap, predictor, data)
     except ImageError as err:
         raise ApiError(image_error_status(err), _name_in_error(str(err), name)) from None
     return Response(png, media_type="image/png")
@@ -446,9 +435,23 @@ class LimitsMiddleware:
                 raise BodyTooLargeError(self.too_large(scope["path"]))
             return message
 
+        started = False
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
         self.in_progress += 1
         try:
-            await self.app(scope, counted_receive, send)
+            # The whole request, upload included, is bounded: a slow client cannot hold a slot forever.
+            await asyncio.wait_for(self.app(scope, counted_receive, tracked_send), self.settings.timeout)
+        except asyncio.TimeoutError:
+            if not started:
+                message = (
+                    f"The request took longer than {self.settings.timeout:g} s; try again when the server is less busy."
+                )
+                await _error(503, message, {"Retry-After": "5"})(scope, receive, send)
         finally:
             self.in_progress -= 1
 

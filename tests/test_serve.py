@@ -1,0 +1,350 @@
+"""The web service through a real ``catdog serve`` (uvicorn in a subprocess on a free port)."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import signal
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import image_bytes, run_catdog
+from serving import Server, builtin_model_available
+
+pytestmark = pytest.mark.skipif(
+    not builtin_model_available(), reason="the built-in model's head (src/catdog/weights/builtin_head.*) is missing"
+)
+
+# After SIGTERM, uvicorn shuts down cleanly and then re-raises the signal: status 0 or -SIGTERM.
+STOPPED = (0, -signal.SIGTERM)
+# Small limits, so that every 413 can be provoked with small uploads.
+LIMIT_ARGS = ("--max-file-mb", "2", "--max-megapixels", "1", "--max-files", "4")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, samples_dir: Path):
+    srv = Server(*LIMIT_ARGS, log=tmp_path_factory.mktemp("serve") / "server.log")
+    try:
+        srv.wait()
+        yield srv
+    finally:
+        assert srv.stop() in STOPPED, srv.log()
+        assert "Traceback" not in srv.log(), srv.log()
+
+
+@pytest.fixture(scope="module")
+def client(server: Server):
+    with httpx.Client(base_url=server.url, timeout=60) as c:
+        yield c
+
+
+def error_of(response: httpx.Response) -> str:
+    """The one-sentence error every failure carries, as JSON."""
+    assert response.headers["content-type"].startswith("application/json"), response.text
+    message = response.json()["error"]
+    assert isinstance(message, str) and message.endswith("."), message
+    assert "Traceback" not in message
+    return message
+
+
+def metric(text: str, sample_name: str, **labels: str) -> float:
+    """One sample of the Prometheus text format (0 when absent)."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == sample_name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return 0.0
+
+
+# -- the page, health, docs -------------------------------------------------------------------
+
+
+def test_page_is_self_contained(client: httpx.Client) -> None:
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    html = page.text
+    assert '<input id="file-input" type="file" accept="image/*" multiple>' in html
+    assert "getUserMedia" in html and 'aria-live="polite"' in html
+    # Works offline: nothing is loaded from another origin.
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", html), "the page must not load anything from a CDN"
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+
+
+def test_health_ready_docs_and_openapi(client: httpx.Client) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json() == {"status": "ready"}
+    assert "swagger" in client.get("/docs").text.lower()
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in ("/api/v1/predict", "/api/v1/predict/batch", "/api/v1/explain", "/api/v1/model", "/readyz"):
+        assert path in paths
+    body = paths["/api/v1/predict"]["post"]["requestBody"]["content"]
+    assert {"multipart/form-data", "image/*"} <= set(body)
+
+
+def test_model_info(client: httpx.Client) -> None:
+    info = client.get("/api/v1/model").json()
+    assert info["classes"] == ["cat", "dog"]
+    assert "neither" in info["labels"]
+    assert info["name"] == "builtin" and info["architecture"]
+    assert isinstance(info["metrics"], dict) and info["version"]
+    assert info["limits"] == {"max_file_bytes": 2_000_000, "max_pixels": 1_000_000, "max_files": 4}
+
+
+# -- predictions ------------------------------------------------------------------------------
+
+
+def test_predictions_match_the_command_line(client: httpx.Client, cat_photo: Path, dog_photo: Path) -> None:
+    """The server and `catdog predict` share one decode/preprocess/model/Prediction path."""
+    cli = run_catdog("predict", "--json", str(cat_photo), str(dog_photo), timeout=300)
+    assert cli.returncode == 0, cli.stderr
+    expected = {Path(p["path"]).name: p for p in json.loads(cli.stdout)}
+    for photo, label in ((cat_photo, "cat"), (dog_photo, "dog")):
+        answer = client.post("/api/v1/predict", files={"file": (photo.name, photo.read_bytes(), "image/jpeg")})
+        assert answer.status_code == 200, answer.text
+        got = answer.json()
+        assert got["filename"] == photo.name
+        assert got["label"] == label == expected[photo.name]["label"]
+        assert set(got["probabilities"]) == {"cat", "dog"}
+        assert sum(got["probabilities"].values()) == pytest.approx(1, abs=1e-5)
+        for cls, p in expected[photo.name]["probabilities"].items():
+            assert got["probabilities"][cls] == pytest.approx(p, abs=1e-4)
+
+
+def test_raw_body_equals_multipart(client: httpx.Client, cat_photo: Path) -> None:
+    data = cat_photo.read_bytes()
+    multipart = client.post("/api/v1/predict", files={"file": ("x.jpg", data)}).json()
+    raw = client.post("/api/v1/predict", content=data, headers={"content-type": "image/jpeg"}).json()
+    assert raw["filename"] == "upload"
+    assert raw["label"] == multipart["label"] == "cat"
+    assert raw["probabilities"] == pytest.approx(multipart["probabilities"], abs=1e-5)
+
+
+def test_batch_keeps_order_and_reports_bad_files(client: httpx.Client, cat_photo: Path, dog_photo: Path) -> None:
+    files = [
+        ("files", ("dog.jpg", dog_photo.read_bytes(), "image/jpeg")),
+        ("files", ("notes.txt", b"not a photo at all", "text/plain")),
+        ("files", ("cat.jpg", cat_photo.read_bytes(), "image/jpeg")),
+    ]
+    answer = client.post("/api/v1/predict/batch", files=files)
+    assert answer.status_code == 200, answer.text
+    dog, bad, cat = answer.json()
+    assert (dog["filename"], dog["label"]) == ("dog.jpg", "dog")
+    assert (cat["filename"], cat["label"]) == ("cat.jpg", "cat")
+    assert bad["filename"] == "notes.txt" and "not an image" in bad["error"] and "label" not in bad
+
+
+def test_client_file_name_is_only_echoed(client: httpx.Client, cat_photo: Path, tmp_path: Path) -> None:
+    """A hostile file name is reduced to a base name and never becomes a path on the server."""
+    name = "../../" + str(tmp_path / "pwned.jpg")
+    answer = client.post("/api/v1/predict", files={"file": (name, cat_photo.read_bytes())})
+    assert answer.status_code == 200
+    assert answer.json()["filename"] == "pwned.jpg"
+    assert not (tmp_path / "pwned.jpg").exists()
+
+
+def test_fifty_parallel_requests_each_get_their_own_answer(
+    client: httpx.Client, server: Server, samples_dir: Path
+) -> None:
+    """Micro-batching mixes requests into one forward pass; each must still get its own photo's answer."""
+    photos = sorted(samples_dir.glob("cat/*.jpg"))[:5] + sorted(samples_dir.glob("dog/*.jpg"))[:5]
+    alone = {}
+    for photo in photos:  # one at a time: batches of one
+        alone[photo.name] = client.post("/api/v1/predict", files={"file": (photo.name, photo.read_bytes())}).json()
+    before = client.get("/metrics").text
+
+    def post(i: int) -> tuple[str, httpx.Response]:
+        photo = photos[i % len(photos)]
+        return photo.name, client.post("/api/v1/predict", files={"file": (photo.name, photo.read_bytes())})
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        answers = list(pool.map(post, range(50)))
+    assert all(r.status_code == 200 for _, r in answers), [r.text for _, r in answers if r.status_code != 200]
+    for name, r in answers:
+        got = r.json()
+        assert got["filename"] == name
+        assert got["label"] == alone[name]["label"]
+        assert got["probabilities"] == pytest.approx(alone[name]["probabilities"], abs=1e-4)
+    after = client.get("/metrics").text
+    passes = metric(after, "catdog_batch_size_count") - metric(before, "catdog_batch_size_count")
+    images = metric(after, "catdog_batch_size_sum") - metric(before, "catdog_batch_size_sum")
+    assert images == 50
+    assert passes < 50, "concurrent requests should share forward passes"
+
+
+# -- every error status -----------------------------------------------------------------------
+
+
+def png_of(width: int, height: int) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 120, 40)).save(out, "PNG")
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "status", "words"),
+    [
+        ("notes.txt", b"hello, this is text", 415, "not an image"),
+        ("page.html", b"<!doctype html><html><body>hi</body></html>", 415, "HTML"),
+        ("layers.psd", b"8BPS" + bytes(60), 415, "unsupported format"),
+        ("broken.jpg", image_bytes("JPEG", (300, 200))[:400], 400, "corrupt"),
+        ("empty.jpg", b"", 400, "empty"),
+        ("huge.png", png_of(1200, 1000), 413, "MP limit"),
+    ],
+)
+def test_unusable_images(client: httpx.Client, name: str, data: bytes, status: int, words: str) -> None:
+    answer = client.post("/api/v1/predict", files={"file": (name, data)})
+    assert answer.status_code == status, answer.text
+    message = error_of(answer)
+    assert words in message and name in message
+
+
+def test_missing_file_is_422(client: httpx.Client, cat_photo: Path) -> None:
+    wrong_field = client.post("/api/v1/predict", files={"photo": ("cat.jpg", cat_photo.read_bytes())})
+    assert wrong_field.status_code == 422 and "'file'" in error_of(wrong_field)
+    empty_body = client.post("/api/v1/predict", content=b"", headers={"content-type": "image/jpeg"})
+    assert empty_body.status_code == 422 and "empty" in error_of(empty_body)
+    no_files = client.post("/api/v1/predict/batch", files={"other": ("x.txt", b"x")})
+    assert no_files.status_code == 422 and "'files'" in error_of(no_files)
+
+
+def test_size_limits_are_413(client: httpx.Client, cat_photo: Path) -> None:
+    big = b"\xff\xd8\xff" + bytes(2_500_000)
+    declared = client.post("/api/v1/predict", content=big, headers={"content-type": "image/jpeg"})
+    assert declared.status_code == 413 and "2 MB limit" in error_of(declared)
+
+    def chunks():  # no Content-Length: the limit applies while the body streams in
+        for start in range(0, len(big), 256 * 1024):
+            yield big[start : start + 256 * 1024]
+
+    streamed = client.post("/api/v1/predict", content=chunks(), headers={"content-type": "image/jpeg"})
+    assert streamed.status_code == 413 and "2 MB limit" in error_of(streamed)
+    photo = ("files", ("cat.jpg", cat_photo.read_bytes(), "image/jpeg"))
+    too_many = client.post("/api/v1/predict/batch", files=[photo] * 5)
+    assert too_many.status_code == 413 and "at most 4 photos" in error_of(too_many)
+    assert client.post("/api/v1/predict/batch", files=[photo] * 4).status_code == 200
+
+
+def test_other_client_errors(client: httpx.Client) -> None:
+    bad_multipart = client.post(
+        "/api/v1/predict", content=b"--nope\r\n\r\n", headers={"content-type": "multipart/form-data; boundary=zzz"}
+    )
+    assert bad_multipart.status_code in (400, 422), bad_multipart.text
+    error_of(bad_multipart)
+    not_multipart = client.post("/api/v1/predict/batch", content=b"abc", headers={"content-type": "image/jpeg"})
+    assert not_multipart.status_code == 415 and "multipart" in error_of(not_multipart)
+    assert client.get("/api/v1/nothing").status_code == 404
+    assert client.get("/api/v1/predict").status_code == 405
+
+
+def test_explain(client: httpx.Client, cat_photo: Path) -> None:
+    answer = client.post("/api/v1/explain", files={"file": ("cat.jpg", cat_photo.read_bytes())})
+    if answer.status_code == 501:
+        assert "not available" in error_of(answer)
+        pytest.skip("catdog.explain (Grad-CAM) is not installed yet")
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"] == "image/png"
+    heat = Image.open(io.BytesIO(answer.content))
+    assert heat.format == "PNG" and min(heat.size) >= 64
+    broken = client.post("/api/v1/explain", files={"file": ("x.txt", b"just text")})
+    assert broken.status_code == 415 and "x.txt" in error_of(broken)
+
+
+def test_metrics(client: httpx.Client, cat_photo: Path) -> None:
+    before = client.get("/metrics").text
+    client.post("/api/v1/predict", files={"file": ("cat.jpg", cat_photo.read_bytes())})
+    client.post("/api/v1/predict", files={"file": ("t.txt", b"text")})
+    text = client.get("/metrics").text
+    ok = dict(route="/api/v1/predict", method="POST", status="200")
+    bad = dict(route="/api/v1/predict", method="POST", status="415")
+    name = "catdog_http_requests_total"
+    assert metric(text, name, **ok) == metric(before, name, **ok) + 1
+    assert metric(text, name, **bad) == metric(before, name, **bad) + 1
+    assert metric(text, "catdog_http_request_duration_seconds_count", route="/api/v1/predict") > 0
+    assert metric(text, "catdog_batch_size_count") > 0
+    assert metric(text, "catdog_model_info", name="builtin") == 1
+    assert metric(text, "catdog_model_ready") == 1
+
+
+# -- loading, busy, timeouts, shutdown (servers of their own) ------------------------------------
+
+
+def test_readyz_is_503_while_the_model_cannot_load(tmp_path: Path, cat_photo: Path) -> None:
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{ not json")
+    srv = Server("--model", str(model), log=tmp_path / "server.log")
+    try:
+        srv.wait("/healthz")
+        srv.wait("/readyz", status=503, timeout=60)
+        time.sleep(1)  # the failure is lasting, not a loading phase
+        ready = httpx.get(srv.url + "/readyz")
+        assert ready.status_code == 503 and "could not be loaded" in error_of(ready)
+        answer = httpx.post(srv.url + "/api/v1/predict", files={"file": ("cat.jpg", cat_photo.read_bytes())})
+        assert answer.status_code == 503 and "could not be loaded" in error_of(answer)
+    finally:
+        assert srv.stop() in STOPPED
+
+
+def test_bad_model_option_is_one_sentence(tmp_path: Path) -> None:
+    result = run_catdog("serve", "--model", str(tmp_path / "absent"), timeout=60)
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr and "Traceback" not in result.stderr
+
+
+def _start_upload(port: int, body: bytes, sent: int) -> socket.socket:
+    """Open a raw-body upload and send only its first ``sent`` bytes: a request held in flight."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    head = (
+        f"POST /api/v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    sock.sendall(head.encode() + body[:sent])
+    return sock
+
+
+def _response(sock: socket.socket) -> tuple[int, dict]:
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    sock.close()
+    head, _, payload = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(payload)
+
+
+def test_busy_timeout_and_graceful_shutdown(tmp_path: Path, cat_photo: Path) -> None:
+    """503 over the concurrency limit and past the timeout; SIGTERM lets an in-flight request finish."""
+    srv = Server("--max-concurrent", "1", "--timeout", "3", log=tmp_path / "server.log")
+    body = cat_photo.read_bytes()
+    try:
+        srv.wait()
+        slow = _start_upload(srv.port, body, len(body) // 2)
+        time.sleep(0.3)
+        busy = httpx.post(srv.url + "/api/v1/predict", content=body, headers={"content-type": "image/jpeg"})
+        assert busy.status_code == 503 and "busy" in error_of(busy)
+        assert busy.headers["retry-after"]
+        status, answer = _response(slow)  # never finishes its upload: cut off after 3 s
+        assert status == 503 and "longer than 3 s" in answer["error"]
+
+        in_flight = _start_upload(srv.port, body, len(body) // 2)
+        time.sleep(0.3)
+        srv.terminate()
+        time.sleep(1.0)
+        assert srv.proc.poll() is None, "the server must wait for the request in flight"
+        in_flight.sendall(body[len(body) // 2 :])
+        status, answer = _response(in_flight)
+        assert status == 200 and answer["label"] == "cat"
+        assert srv.proc.wait(timeout=15) in STOPPED
+        assert "Application shutdown complete" in srv.log()
+        with pytest.raises(httpx.TransportError):
+            httpx.get(srv.url + "/healthz", timeout=2)
+    finally:
+        srv.stop()
+    assert "Traceback" not in srv.log(), srv.log()
