@@ -1,0 +1,202 @@
+"""The page in a real browser: Playwright (Python) driving Debian's Chromium against ``catdog serve``.
+
+Screenshots are saved under ``artifacts/screenshots/`` as test artefacts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from serving import REPO, Server, builtin_model_available
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = REPO / "artifacts" / "screenshots"
+BASE_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+FAKE_CAMERA = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(), reason="Chromium is not installed at /usr/bin/chromium (apt-get install chromium)"
+    ),
+    pytest.mark.skipif(not builtin_model_available(), reason="the built-in model's head is missing"),
+]
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (Python) is not installed")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    srv = Server(log=tmp_path_factory.mktemp("serve") / "server.log")
+    try:
+        srv.wait()
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        # One browser with the fake camera: the flags only matter once a page asks for the camera.
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=BASE_ARGS + FAKE_CAMERA)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, server: Server, request: pytest.FixtureRequest):
+    # bypass_csp: Playwright's own polling (wait_for_function) evaluates strings, which the page's CSP forbids.
+    context = browser.new_context(viewport={"width": 1100, "height": 900}, bypass_csp=True)
+    context.grant_permissions(["camera"], origin=server.url)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    page.goto(server.url + "/")
+    page.wait_for_selector("#model-status:has-text('Model:')")
+    yield page
+    shot(page, request.node.name)
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def shot(page, name: str) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def test_upload_a_cat_photo(page, cat_photo: Path) -> None:
+    page.set_input_files("#file-input", str(cat_photo))
+    card = page.locator("#results .card").first
+    card.locator(".answer.cat").wait_for(timeout=30_000)
+    assert card.get_attribute("data-label") == "cat"
+    assert card.locator(".name").inner_text() == cat_photo.name
+    percent = int(card.locator(".bar").get_attribute("aria-valuenow"))
+    assert 50 <= percent <= 100 and f"{percent}%" in card.locator(".answer").inner_text()
+    # Screen readers hear the answer through the live region.
+    page.wait_for_function("document.getElementById('announce').textContent.includes('cat')")
+
+
+def test_several_photos_at_once(page, cat_photo: Path, dog_photo: Path) -> None:
+    page.set_input_files("#file-input", [str(cat_photo), str(dog_photo)])
+    page.wait_for_selector("#results .card[data-state=done] >> nth=1", timeout=30_000)
+    labels = {
+        page.locator(f"#results .card:has(.name:text-is('{p.name}'))").get_attribute("data-label"): p.name
+        for p in (cat_photo, dog_photo)
+    }
+    assert labels == {"cat": cat_photo.name, "dog": dog_photo.name}
+
+
+def test_a_broken_file_shows_the_error(page, tmp_path: Path) -> None:
+    broken = tmp_path / "holiday.jpg"
+    broken.write_bytes(b"this is not really a photo")
+    page.set_input_files("#file-input", str(broken))
+    error = page.locator("#results .card[data-state=error] .error")
+    error.wait_for(timeout=30_000)
+    text = error.inner_text()
+    assert "holiday.jpg" in text and "not an image" in text
+    assert error.get_attribute("role") == "alert"
+
+
+def test_dropping_and_pasting_photos(page, dog_photo: Path) -> None:
+    data = list(dog_photo.read_bytes())
+    for event, target in (("drop", "#drop"), ("paste", "body")):
+        page.evaluate(
+            """([event, target, bytes, name]) => {
+                const file = new File([new Uint8Array(bytes)], name, { type: "image/jpeg" });
+                const transfer = new DataTransfer();
+                transfer.items.add(file);
+                const init = { bubbles: true, cancelable: true };
+                const e = event === "drop"
+                    ? new DragEvent("drop", { ...init, dataTransfer: transfer })
+                    : new ClipboardEvent("paste", { ...init, clipboardData: transfer });
+                document.querySelector(target).dispatchEvent(e);
+            }""",
+            [event, target, data, f"{event}.jpg"],
+        )
+    page.wait_for_selector("#results .card[data-state=done] >> nth=1", timeout=30_000)
+    for name in ("drop.jpg", "paste.jpg"):
+        assert page.locator(f"#results .card:has(.name:text-is('{name}'))").get_attribute("data-label") == "dog"
+
+
+def test_keyboard_reaches_every_control(page) -> None:
+    reached = set()
+    for _ in range(12):
+        page.keyboard.press("Tab")
+        reached.add(page.evaluate("document.activeElement.id || document.activeElement.textContent.trim()"))
+    assert {"file-input", "heatmap-toggle", "clear", "camera-start"} <= reached
+    # Every input has a label a screen reader can read.
+    unlabeled = page.evaluate(
+        "[...document.querySelectorAll('input')].filter(i => !i.labels.length && !i.getAttribute('aria-label'))"
+        ".map(i => i.id)"
+    )
+    assert unlabeled == []
+
+
+def test_phone_sized_screen(browser, server: Server, cat_photo: Path) -> None:
+    context = browser.new_context(viewport={"width": 375, "height": 740}, device_scale_factor=2, is_mobile=True)
+    page = context.new_page()
+    page.goto(server.url + "/")
+    page.set_input_files("#file-input", str(cat_photo))
+    page.locator("#results .card[data-state=done]").wait_for(timeout=30_000)
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, f"the page is {overflow}px wider than a phone screen"
+    card = page.locator("#results .card").first.bounding_box()
+    assert card["width"] <= 375
+    shot(page, "test_phone_sized_screen")
+    context.close()
+
+
+def test_live_camera_shows_a_label(page, server: Server) -> None:
+    """Chromium's fake camera (a moving test pattern) streams frames; the page shows the live answer."""
+    before = _predict_requests(server)
+    page.click("#camera-start")
+    page.wait_for_function(
+        "['cat', 'dog', 'neither', 'unsure'].includes(document.getElementById('live-label').textContent)",
+        timeout=30_000,
+    )
+    page.wait_for_function("document.getElementById('live-info').textContent.includes('ms per frame')")
+    page.wait_for_timeout(1500)
+    assert page.evaluate("document.getElementById('video').videoWidth") > 0
+    assert _predict_requests(server) - before >= 3, "live mode keeps sending frames"
+    assert page.locator("#live-error").inner_text() == ""
+    shot(page, "test_live_camera_running")
+    page.click("#camera-stop")
+    assert page.locator("#camera-start").is_enabled()
+    assert page.evaluate("document.getElementById('video').srcObject") is None
+
+
+def test_heat_map(page, server: Server, cat_photo: Path) -> None:
+    page.set_input_files("#file-input", str(cat_photo))
+    card = page.locator("#results .card[data-state=done]").first
+    card.wait_for(timeout=30_000)
+    card.locator(".heat-button").click()
+    if httpx.post(server.url + "/api/v1/explain", content=cat_photo.read_bytes()).status_code == 501:
+        card.locator(".error:has-text('not available')").wait_for(timeout=30_000)
+        pytest.skip("catdog.explain (Grad-CAM) is not installed yet; the page shows the server's message")
+    card.locator("img.heat").wait_for(timeout=60_000)
+    assert card.locator(".heat-button").get_attribute("aria-pressed") == "true"
+
+
+def _predict_requests(server: Server) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(server.url + "/metrics").text
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == "catdog_http_requests_total" and s.labels.get("route") == "/api/v1/predict":
+                total += s.value
+    return total
