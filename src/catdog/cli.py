@@ -150,9 +150,9 @@ def serve(
         float, typer.Option(help="How long a forward pass waits for more images, in ms.", min=0)
     ] = 5.0,
     threshold: Annotated[
-        float | None, typer.Option(help="Answer 'unsure' when the confidence is below this probability.", min=0, max=1)
+        float | None, typer.Option(help="Answer 'unsure' below this confidence (default: never).", min=0, max=1)
     ] = None,
-    access_log: Annotated[bool, typer.Option("--access-log", help="Log every request.")] = False,
+    access_log: Annotated[bool, typer.Option("--access-log", help="Log every request (default: off).")] = False,
 ) -> None:
     """Serve the web page and the JSON API (OpenAPI docs at /docs)."""
     import uvicorn
@@ -181,6 +181,196 @@ def serve(
     else:  # worker processes import the app themselves, so the settings travel in the environment
         os.environ[SETTINGS_ENV] = settings.to_json()
         uvicorn.run("catdog.serve.app:app_from_env", factory=True, workers=workers, **options)
+
+@app.command()
+@user_errors
+def evaluate(
+    model: Annotated[
+        str | None, typer.Argument(help="Model directory or .onnx file; the built-in model if omitted.")
+    ] = None,
+    data_dir: Annotated[
+        str | None, typer.Argument(help="Labelled photos in any dataset layout (cat.1.jpg, cat/ dog/, PetImages).")
+    ] = None,
+    out: Annotated[
+        str | None, typer.Option("--out", "-o", help="Write plots, a gallery of mistakes and report.html here.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
+    robust: Annotated[
+        bool, typer.Option("--robustness", help="Also measure accuracy under 7 corruptions at 3 severities.")
+    ] = False,
+    robustness_samples: Annotated[int, typer.Option(help="Photos used for --robustness.", min=1)] = 300,
+    tta: Annotated[bool, typer.Option("--tta", help="Average the photo and its mirror image.")] = False,
+    threshold: Annotated[
+        float | None, typer.Option(help="Answer 'unsure' (counted wrong) below this confidence.", min=0, max=1)
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.", min=1)] = 32,
+) -> None:
+    """Measure a model on labelled photos: accuracy, log loss, ROC AUC, calibration, robustness."""
+    if data_dir is None:  # `catdog evaluate DATA_DIR` uses the built-in model
+        model, data_dir = None, model
+    if data_dir is None:
+        raise fail("Give the folder of labelled photos to evaluate on: catdog evaluate [MODEL] DATA_DIR.")
+    from catdog.evaluate import evaluate as run_evaluate
+
+    result = run_evaluate(
+        model,
+        data_dir,
+        out_dir=out,
+        with_robustness=robust,
+        robustness_samples=robustness_samples,
+        batch_size=batch_size,
+        tta=tta,
+        threshold=threshold,
+    )
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    _print_evaluation(result)
+
+
+def _print_evaluation(result: dict) -> None:
+    from rich.table import Table
+
+    out = Console(highlight=False, soft_wrap=True)
+    table = Table(title=f"{result['model']} on {result['n']} photos")
+    for column in ("class", "precision", "recall", "F1", "support"):
+        table.add_column(column, justify="right")
+    for c in result["classes"]:
+        table.add_row(c, *(f"{result[k][c]:.4f}" for k in ("precision", "recall", "f1")), str(result["support"][c]))
+    out.print(table)
+    auc = "n/a" if result["roc_auc"] is None else f"{result['roc_auc']:.4f}"
+    out.print(
+        f"accuracy {result['accuracy']:.4f}  log loss {result['log_loss']:.4f}  ROC AUC {auc}  ECE {result['ece']:.4f}"
+    )
+    if result["neither"] or result["unsure"]:
+        out.print(f"answered 'neither' {result['neither']} times and 'unsure' {result['unsure']} times (counted wrong)")
+    if result["unreadable"]:
+        out.print(f"[yellow]{len(result['unreadable'])} unreadable files[/]:")
+        for item in result["unreadable"]:
+            out.print(f"  {item['error']}")
+    if "robustness" in result:
+        r = result["robustness"]
+        table = Table(title=f"accuracy under corruptions ({r['n']} photos, clean {r['clean']:.3f})")
+        for column in ("corruption", "severity 1", "2", "3"):
+            table.add_column(column, justify="right")
+        for name, values in r["accuracy"].items():
+            table.add_row(name, *(f"{v:.3f}" for v in values))
+        out.print(table)
+    if "report" in result:
+        out.print(f"Report: {result['report']}")
+
+
+@app.command()
+@user_errors
+def export(
+    model: Annotated[
+        str | None, typer.Argument(help="Model directory written by 'catdog train'; the built-in model if omitted.")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="Export format (only 'onnx').")] = "onnx",
+    int8: Annotated[
+        bool, typer.Option("--int8", help="Quantize to int8 with ONNX Runtime (checked against fp32 on real photos).")
+    ] = False,
+    out: Annotated[
+        str | None, typer.Option("--out", "-o", help="Output file; default MODEL/model.onnx (model-int8.onnx).")
+    ] = None,
+    check_data: Annotated[
+        str | None,
+        typer.Option(help="Labelled photos (any dataset layout) for the parity check; default: the training data."),
+    ] = None,
+    check_images: Annotated[int, typer.Option(help="How many photos the parity check uses.", min=8)] = 300,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the parity report as JSON.")] = False,
+) -> None:
+    """Export a model to a self-contained ONNX file, refusing one that does not match PyTorch."""
+    if fmt.lower() != "onnx":
+        raise fail(f"Unknown format '{fmt}'; catdog exports 'onnx'.")
+    from catdog.export import export as run_export
+
+    suffix = "model-int8.onnx" if int8 else "model.onnx"
+    target = out or (os.path.join(model, suffix) if model else f"catdog-builtin{'-int8' if int8 else ''}.onnx")
+    report = run_export(model, target, int8=int8, check_dir=check_data, n_check=check_images)
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return
+    line = f"Wrote {report.path}: max |Δprobability| vs PyTorch {report.fp32_max_gap:.1e} on {report.n_check} photos"
+    if report.int8:
+        line += (
+            f"; int8 agrees with fp32 on {report.agreement:.1%}, accuracy {report.accuracy_int8:.1f}% "
+            f"(fp32 {report.accuracy_fp32:.1f}%)"
+        )
+    Console(highlight=False, soft_wrap=True).print(line + ".")
+
+
+@app.command()
+@user_errors
+def train(
+    data_dir: Annotated[str, typer.Argument(help="Dataset folder: cat.1.jpg-style files, or one folder per class.")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Model directory to write.")],
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="seed-cnn, catnet, or a timm backbone (e.g. tf_efficientnet_lite0).")
+    ] = "catnet",
+    freeze: Annotated[
+        str, typer.Option(help="'backbone': train only a new head on cached backbone features; 'none': all layers.")
+    ] = "none",
+    epochs: Annotated[
+        int | None, typer.Option(help="Epochs; default 30 from scratch, 10 fine-tuning, 40 for a frozen head.", min=1)
+    ] = None,
+    time_budget: Annotated[
+        float | None,
+        typer.Option(help="Minutes for the whole run (decoding, features, training, final evaluation).", min=0.01),
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Global batch size; default 64 from scratch, 32 fine-tuning, 256 head.", min=1)
+    ] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate; default depends on the model.", min=0)] = None,
+    optimizer: Annotated[str, typer.Option(help="adamw or adam.")] = "adamw",
+    weight_decay: Annotated[
+        float | None, typer.Option(help="Weight decay; default depends on the model.", min=0)
+    ] = None,
+    layer_decay: Annotated[
+        float, typer.Option(help="Fine-tuning: learning-rate factor per earlier block.", min=0, max=1)
+    ] = 0.7,
+    schedule: Annotated[str, typer.Option(help="cosine (with warm-up) or onecycle.")] = "cosine",
+    warmup_epochs: Annotated[float, typer.Option(help="Linear warm-up length in epochs (cosine).", min=0)] = 1.0,
+    label_smoothing: Annotated[float, typer.Option(help="Label smoothing of the loss.", min=0, max=0.5)] = 0.1,
+    mixup: Annotated[float, typer.Option(help="MixUp alpha (0 = off).", min=0)] = 0.0,
+    cutmix: Annotated[float, typer.Option(help="CutMix alpha (0 = off).", min=0)] = 0.0,
+    image_size: Annotated[
+        int | None, typer.Option(help="Input side in pixels; default 128 from scratch, the backbone's own.", min=8)
+    ] = None,
+    feature_views: Annotated[
+        int,
+        typer.Option(help="--freeze backbone: views per training image (1 as is, 2 + mirror, more augmented).", min=1),
+    ] = 2,
+    val_fraction: Annotated[
+        float, typer.Option(help="Share of images held out for validation.", min=0.01, max=0.9)
+    ] = 0.1,
+    patience: Annotated[
+        int | None, typer.Option(help="Stop after this many epochs without a better validation loss.", min=1)
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    deterministic: Annotated[
+        bool, typer.Option("--deterministic", help="Deterministic algorithms (exactly reproducible, slower).")
+    ] = False,
+    precision: Annotated[str, typer.Option(help="auto (bf16 on GPU, fp32 on CPU), fp32, bf16 or fp16.")] = "auto",
+    channels_last: Annotated[bool, typer.Option(help="Use the channels-last memory format.")] = True,
+    compile: Annotated[bool, typer.Option("--compile", help="Compile the model with torch.compile.")] = False,
+    workers: Annotated[int | None, typer.Option(help="Data loader processes; default one per CPU core.", min=0)] = None,
+    cache_dir: Annotated[
+        str | None, typer.Option(help="Cache of decoded images and features; default $CATDOG_CACHE_DIR or ~/.cache.")
+    ] = None,
+    checkpoint_seconds: Annotated[
+        float, typer.Option(help="Checkpoint at least this often (and after every epoch); 0: every step.", min=0)
+    ] = 60.0,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the unfinished run in --out.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a model already in --out.")] = False,
+) -> None:
+    """Train a classifier on a dataset folder and write a model directory."""
+    from catdog.train import TrainConfig
+    from catdog.train import train as run_training
+
+    options = dict(locals())
+    run_training(TrainConfig(**options))
+
 
 
 def main() -> None:
