@@ -244,6 +244,28 @@ def test_other_client_errors(client: httpx.Client) -> None:
     assert client.get("/api/v1/predict").status_code == 405
 
 
+def test_clients_that_hang_up_mid_upload(client: httpx.Client, server: Server, cat_photo: Path) -> None:
+    body = cat_photo.read_bytes()
+    part_head = b'--zz\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n\r\n'
+    multipart = part_head + body + b"\r\n--zz--\r\n"
+    before = client.get("/metrics").text
+    for content_type, payload in (("image/jpeg", body), ("multipart/form-data; boundary=zz", multipart)):
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        head = f"POST /api/v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
+        sock.sendall(f"{head}Content-Length: {len(payload)}\r\n\r\n".encode() + payload[:2000])
+        time.sleep(0.2)
+        sock.close()
+    deadline = time.monotonic() + 10
+    route = dict(route="/api/v1/predict", method="POST", status="499")
+    while metric(client.get("/metrics").text, "catdog_http_requests_total", **route) < 2 + metric(
+        before, "catdog_http_requests_total", **route
+    ):
+        assert time.monotonic() < deadline, "the server did not notice the disconnects"
+        time.sleep(0.1)
+    assert client.get("/healthz").status_code == 200
+    assert "Traceback" not in server.log() and "Exception in ASGI" not in server.log()
+
+
 def test_explain(client: httpx.Client, cat_photo: Path) -> None:
     answer = client.post("/api/v1/explain", files={"file": ("cat.jpg", cat_photo.read_bytes())})
     if answer.status_code == 501:

@@ -28,6 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from catdog import __version__
@@ -464,6 +465,11 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(_: Request, err: ApiError) -> JSONResponse:
         return _error(err.status, err.message, err.headers)
+
+    @app.exception_handler(ClientDisconnect)
+    async def gone(_: Request, __: ClientDisconnect) -> Response:
+        # The client hung up mid-upload: nothing to answer, nothing to log. 499 is nginx's name for it.
+        return Response(status_code=499)
 
     @app.exception_handler(BodyTooLargeError)
     async def too_large(_: Request, err: BodyTooLargeError) -> JSONResponse:
