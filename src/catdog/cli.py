@@ -183,6 +183,78 @@ def serve(
         uvicorn.run("catdog.serve.app:app_from_env", factory=True, workers=workers, **options)
 
 
+@app.command()
+@user_errors
+def train(
+    data_dir: Annotated[str, typer.Argument(help="Dataset folder: cat.1.jpg-style files, or one folder per class.")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Model directory to write.")],
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="seed-cnn, catnet, or a timm backbone (e.g. tf_efficientnet_lite0).")
+    ] = "catnet",
+    freeze: Annotated[
+        str, typer.Option(help="'backbone': train only a new head on cached backbone features; 'none': all layers.")
+    ] = "none",
+    epochs: Annotated[
+        int | None, typer.Option(help="Epochs; default 30 from scratch, 10 fine-tuning, 40 for a frozen head.", min=1)
+    ] = None,
+    time_budget: Annotated[
+        float | None,
+        typer.Option(help="Minutes for the whole run (decoding, features, training, final evaluation).", min=0.01),
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Global batch size; default 64 from scratch, 32 fine-tuning, 256 head.", min=1)
+    ] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate; default depends on the model.", min=0)] = None,
+    optimizer: Annotated[str, typer.Option(help="adamw or adam.")] = "adamw",
+    weight_decay: Annotated[
+        float | None, typer.Option(help="Weight decay; default depends on the model.", min=0)
+    ] = None,
+    layer_decay: Annotated[
+        float, typer.Option(help="Fine-tuning: learning-rate factor per earlier block.", min=0, max=1)
+    ] = 0.7,
+    schedule: Annotated[str, typer.Option(help="cosine (with warm-up) or onecycle.")] = "cosine",
+    warmup_epochs: Annotated[float, typer.Option(help="Linear warm-up length in epochs (cosine).", min=0)] = 1.0,
+    label_smoothing: Annotated[float, typer.Option(help="Label smoothing of the loss.", min=0, max=0.5)] = 0.1,
+    mixup: Annotated[float, typer.Option(help="MixUp alpha (0 = off).", min=0)] = 0.0,
+    cutmix: Annotated[float, typer.Option(help="CutMix alpha (0 = off).", min=0)] = 0.0,
+    image_size: Annotated[
+        int | None, typer.Option(help="Input side in pixels; default 128 from scratch, the backbone's own.", min=8)
+    ] = None,
+    feature_views: Annotated[
+        int,
+        typer.Option(help="--freeze backbone: views per training image (1 as is, 2 + mirror, more augmented).", min=1),
+    ] = 2,
+    val_fraction: Annotated[
+        float, typer.Option(help="Share of images held out for validation.", min=0.01, max=0.9)
+    ] = 0.1,
+    patience: Annotated[
+        int | None, typer.Option(help="Stop after this many epochs without a better validation loss.", min=1)
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    deterministic: Annotated[
+        bool, typer.Option("--deterministic", help="Deterministic algorithms (exactly reproducible, slower).")
+    ] = False,
+    precision: Annotated[str, typer.Option(help="auto (bf16 on GPU, fp32 on CPU), fp32, bf16 or fp16.")] = "auto",
+    channels_last: Annotated[bool, typer.Option(help="Use the channels-last memory format.")] = True,
+    compile: Annotated[bool, typer.Option("--compile", help="Compile the model with torch.compile.")] = False,
+    workers: Annotated[int | None, typer.Option(help="Data loader processes; default one per CPU core.", min=0)] = None,
+    cache_dir: Annotated[
+        str | None, typer.Option(help="Cache of decoded images and features; default $CATDOG_CACHE_DIR or ~/.cache.")
+    ] = None,
+    checkpoint_seconds: Annotated[
+        float, typer.Option(help="Checkpoint at least this often (and after every epoch); 0: every step.", min=0)
+    ] = 60.0,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the unfinished run in --out.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a model already in --out.")] = False,
+) -> None:
+    """Train a classifier on a dataset folder and write a model directory."""
+    options = dict(locals())  # every parameter above is a TrainConfig field of the same name
+    from catdog.train import TrainConfig
+    from catdog.train import train as run_training
+
+    run_training(TrainConfig(**options))
+
+
 def main() -> None:
     """Console-script entry point."""
     # Quiet, predictable CPU threading unless the user chose otherwise.

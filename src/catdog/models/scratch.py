@@ -1,0 +1,105 @@
+"""Networks trained from scratch: the ``seed-cnn`` baseline and ``catnet``, a small residual net.
+
+Both take any square input size: ``seed-cnn`` derives its flatten size at the first forward
+pass (a lazy Dense layer, materialised by a dummy batch before training and by the saved
+weights when a model directory is loaded); ``catnet`` pools globally.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+
+def _conv_pool(c_in: int, c_out: int) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 3), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+
+
+class SeedCNN(nn.Sequential):
+    """The classic baseline, exactly: Conv32-Pool-Conv64-Pool-Conv128-Pool-Conv128-Pool-Dense512-Dropout-Dense.
+
+    3x3 'valid' convolutions and 2x2 max pooling as in the original Keras model; softmax is
+    applied by the loss (cross-entropy) and by the Predictor, so the net returns logits.
+    """
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__(
+            *_conv_pool(3, 32),
+            *_conv_pool(32, 64),
+            *_conv_pool(64, 128),
+            *_conv_pool(128, 128),
+            nn.Flatten(),
+            nn.LazyLinear(512),  # in_features = 128 * side * side, derived from the input size
+            nn.ReLU(inplace=True),
+            nn.Dropout(0.5),
+            nn.Linear(512, num_classes),
+        )
+
+
+def _conv_bn(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.SiLU(inplace=True))
+
+
+class ResidualBlock(nn.Module):
+    """Pre-activation-free basic block (conv-BN-SiLU, conv-BN, add, SiLU) with a projected shortcut."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = _conv_bn(c_in, c_out, stride)
+        self.conv2 = nn.Sequential(nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out))
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            # Average-pool then 1x1 conv ("ResNet-D" shortcut): no input pixel is skipped.
+            self.shortcut = nn.Sequential(
+                nn.AvgPool2d(stride, ceil_mode=True, count_include_pad=False) if stride > 1 else nn.Identity(),
+                nn.Conv2d(c_in, c_out, 1, bias=False),
+                nn.BatchNorm2d(c_out),
+            )
+        self.act = nn.SiLU(inplace=True)
+        nn.init.zeros_(self.conv2[1].weight)  # each block starts as an identity: faster, stabler early training
+
+    def forward(self, x):
+        return self.act(self.conv2(self.conv1(x)) + self.shortcut(x))
+
+
+class CatNet(nn.Module):
+    """A compact ResNet for small CPUs: stride-2 stem, four residual stages, global pooling.
+
+    Sized so one training step costs about as much as ``seed-cnn`` at the same resolution,
+    but with batch norm, residual connections and global pooling it trains far faster and
+    generalises better.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        widths: tuple[int, ...] = (48, 96, 192, 384),
+        depths: tuple[int, ...] = (1, 2, 2, 1),
+        dropout: float = 0.2,
+    ) -> None:
+        super().__init__()
+        # Two stride-2 convolutions: the expensive full-resolution layers are what makes small CPUs slow.
+        self.stem = nn.Sequential(_conv_bn(3, 24, stride=2), _conv_bn(24, widths[0], stride=2))
+        stages = []
+        c_in = widths[0]
+        for i, (width, depth) in enumerate(zip(widths, depths)):
+            first = ResidualBlock(c_in, width, stride=1 if i == 0 else 2)
+            stages.append(nn.Sequential(first, *[ResidualBlock(width, width, 1) for _ in range(depth - 1)]))
+            c_in = width
+        self.stages = nn.Sequential(*stages)
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(c_in, num_classes)
+        )
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x):
+        return self.head(self.stages(self.stem(x)))
+
+
+SCRATCH_MODELS: dict[str, Callable[[int], nn.Module]] = {
+    "seed-cnn": SeedCNN,
+    "catnet": CatNet,
+}

@@ -1,0 +1,880 @@
+"""Training: ``catdog train DATA_DIR --out MODEL_DIR``, in one process or many (torchrun, DDP).
+
+:func:`train` is the whole recipe, step by step, in the style of the torchvision reference
+scripts: seed, build the model, decode and cache the data, (optionally) cache frozen
+backbone features, build optimizer and schedule, resume, run the epochs (checkpointing,
+keeping the best weights by validation loss, stopping early or when the time budget is
+spent), fit a temperature on the validation split and write the model directory.
+
+Exact resumption: every random draw of a training step is seeded from (seed, epoch, step,
+rank) and every augmentation from (seed, epoch, sample index), so a run restarted from any
+checkpoint replays the same steps; checkpoints hold the model, optimizer, scheduler, scaler,
+position in the epoch, running metrics and RNG states, and are written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+import time
+from contextlib import contextmanager, nullcontext, suppress
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from rich.console import Console
+from torch import nn
+from torch.utils.data import DistributedSampler, Subset, TensorDataset
+
+from catdog.augment import mix_transform, sample_seed, seeded, train_transform
+from catdog.data import CachedImages, DatasetError, PreparedData, discover, make_loader, prepare
+from catdog.fsutil import atomic_write, atomic_write_text, default_cache_dir
+from catdog.models import build_model, save_model_dir
+from catdog.models.scratch import SCRATCH_MODELS
+from catdog.preprocess import Preprocess, normalize
+
+PET_CLASSES = {"cat", "dog"}
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class TrainConfig:
+    """Every option of a training run and its default; saved as ``config.json["training"]``.
+
+    ``None`` means "the default of this kind of run" (see :data:`FAMILY_DEFAULTS`), resolved by
+    :meth:`resolved` before training, so the saved config always holds the values used.
+    """
+
+    data_dir: str
+    out: str
+    model: str = "catnet"  # seed-cnn, catnet, or a timm model name
+    freeze: str = "none"  # "none": train every layer; "backbone": train a new head on cached features
+    epochs: int | None = None  # None: the family default, or as many as the time budget allows
+    time_budget: float | None = None  # minutes for everything: decoding, features, training, final evaluation
+    batch_size: int | None = None  # global batch (split over torchrun processes)
+    lr: float | None = None  # peak learning rate (of the last layers when fine-tuning)
+    optimizer: str = "adamw"  # adamw or adam
+    weight_decay: float | None = None
+    layer_decay: float = 0.7  # fine-tuning: each earlier block's learning rate is this times the next one's
+    schedule: str = "cosine"  # cosine (linear warm-up, cosine decay) or onecycle
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    mixup: float = 0.0  # MixUp alpha; 0 turns it off
+    cutmix: float = 0.0  # CutMix alpha; 0 turns it off
+    image_size: int | None = None  # network input side; None: 128 from scratch, the backbone's own otherwise
+    feature_views: int = 2  # frozen backbone: views cached per training image (1: as is; 2: + mirror; more: augmented)
+    val_fraction: float = 0.1
+    patience: int | None = None  # early stopping: epochs without a better validation loss
+    seed: int = 0
+    deterministic: bool = False
+    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU), fp32, bf16, fp16
+    channels_last: bool = True
+    compile: bool = False
+    workers: int | None = None  # DataLoader processes; None: one per CPU core
+    cache_dir: str | None = None  # decoded images and features; None: $CATDOG_CACHE_DIR or ~/.cache/catdog
+    checkpoint_seconds: float = 60.0  # also at every epoch end; 0 checkpoints after every step
+    resume: bool = False
+    overwrite: bool = False
+
+    def family(self) -> str:
+        if self.model in SCRATCH_MODELS:
+            return "scratch"
+        return "frozen" if self.freeze == "backbone" else "finetune"
+
+    def resolved(self) -> TrainConfig:
+        """A copy with every ``None`` replaced by the default of this family; validates the choices."""
+        if self.freeze not in ("none", "backbone"):
+            raise ValueError(f"--freeze must be 'none' or 'backbone', not '{self.freeze}'.")
+        if self.freeze == "backbone" and self.model in SCRATCH_MODELS:
+            raise ValueError(f"--freeze backbone needs a pretrained backbone; '{self.model}' trains from scratch.")
+        for name, allowed in (
+            ("optimizer", ("adamw", "adam")),
+            ("schedule", ("cosine", "onecycle")),
+            ("precision", ("auto", "fp32", "bf16", "fp16")),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"--{name} must be one of {', '.join(allowed)}, not '{getattr(self, name)}'.")
+        if self.time_budget is not None and self.time_budget <= 0:
+            raise ValueError("--time-budget must be a positive number of minutes.")
+        defaults = dict(FAMILY_DEFAULTS[self.family()])
+        if self.time_budget is not None:
+            defaults["epochs"] = 10_000  # the budget decides
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        for key, value in defaults.items():
+            if values.get(key) is None:
+                values[key] = value
+        return TrainConfig(**values)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# The defaults that depend on what is trained: from scratch, fine-tuning, or a head on frozen features.
+FAMILY_DEFAULTS = {
+    "scratch": {"epochs": 30, "batch_size": 64, "lr": 3e-3, "weight_decay": 0.05, "image_size": 128, "patience": 8},
+    "finetune": {"epochs": 10, "batch_size": 32, "lr": 5e-4, "weight_decay": 0.02, "patience": 4},
+    "frozen": {"epochs": 40, "batch_size": 256, "lr": 1e-3, "weight_decay": 1e-3, "patience": 8},
+}
+
+# Settings that must not change when a run is resumed (the rest, like the budget, may).
+RESUME_KEYS = ("data_dir", "model", "freeze", "batch_size", "lr", "optimizer", "schedule", "image_size", "seed")
+
+
+# --------------------------------------------------------------------------------------------
+# The recipe
+# --------------------------------------------------------------------------------------------
+
+
+def train(cfg: TrainConfig, console: Console | None = None) -> dict:
+    """Train as ``cfg`` says and write the model directory; returns the final metrics."""
+    started = time.monotonic()
+    cfg = cfg.resolved()
+    deadline = started + cfg.time_budget * 60 if cfg.time_budget else None
+    ctx = setup_distributed()
+    log = Reporter(console or Console(stderr=True), enabled=ctx.is_main)
+    out = Path(cfg.out)
+    try:
+        # 1. Reproducibility and the output folder.
+        check_out_dir(out, cfg)
+        torch.manual_seed(cfg.seed)
+        if cfg.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+        else:
+            torch.backends.cudnn.benchmark = True
+
+        # 2. The classes, then the model and its preprocessing.
+        classes = discover(cfg.data_dir, image_files_only=True).classes
+        if len(classes) < 2:
+            raise DatasetError(f"'{cfg.data_dir}' has only one class ({classes[0]}); training needs at least two.")
+        gate = cfg.family() != "scratch" and set(classes) <= PET_CLASSES
+        model = build_model(cfg.model, len(classes), pretrained=True, gate=gate)
+        pre = preprocess_for(model, cfg)
+        if cfg.model in SCRATCH_MODELS:
+            model(torch.zeros(1, 3, pre.image_size, pre.image_size))  # materialise seed-cnn's lazy Dense layer
+        log.info(f"model {cfg.model} ({cfg.family()}), {len(classes)} classes: {', '.join(classes)}")
+
+        # 3. Decode every image once into the pixel cache (rank 0 first, the others then find it full).
+        cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
+        data = prepare_data(cfg, pre, cache_dir, ctx, log)
+        splits = data.split(cfg.val_fraction)
+        if not splits["train"] or not splits["val"]:
+            raise DatasetError(f"'{cfg.data_dir}' has too few images to hold some out for validation; add more.")
+        log.info(f"{len(splits['train'])} training and {len(splits['val'])} validation images")
+
+        # 4. What trains: the whole network on augmented images, or a new head on cached backbone features.
+        device = ctx.device
+        if cfg.family() == "frozen":
+            backbone = model.backbone if gate else model
+            trainable = model.head if gate else model.get_classifier()
+            train_set, val_set = cached_features(cfg, data, splits, pre, backbone, cache_dir, ctx, deadline, log)
+            train_input, eval_input = _to_device(device), _to_device(device)
+            workers = 0  # the features are in memory already
+        else:
+            trainable = model
+            augment = train_transform(pre)
+            on_gpu = device.type == "cuda"
+            train_set = TrainImages(CachedImages(data, splits["train"]), None if on_gpu else augment)
+            val_set = CachedImages(data, splits["val"])
+            train_input = image_input(pre, device, cfg.channels_last, augment if on_gpu else None)
+            eval_input = image_input(pre, device, cfg.channels_last, None, eval_view=True)
+            workers = cfg.workers
+        if cfg.family() == "finetune" and gate:
+            model.backbone.get_classifier().requires_grad_(False)  # the ImageNet head stays the `neither` gate
+        trainable.to(device)
+        if cfg.channels_last and cfg.family() != "frozen":
+            trainable.to(memory_format=torch.channels_last)
+
+        per_rank_batch = max(1, cfg.batch_size // ctx.world)
+        sampler = ResumableSampler(train_set, ctx.world, ctx.rank, cfg.seed)
+        train_loader = make_loader(train_set, per_rank_batch, sampler=sampler, workers=workers)
+        val_share = Subset(val_set, range(ctx.rank, len(val_set), ctx.world))
+        val_loader = make_loader(val_share, 2 * per_rank_batch, workers=workers)
+        steps_per_epoch = math.ceil(len(sampler) / per_rank_batch)
+
+        # 5. Optimizer, schedule, loss, precision.
+        optimizer = make_optimizer(cfg, trainable)
+        schedule = Schedule(cfg.schedule, cfg.epochs * steps_per_epoch, int(cfg.warmup_epochs * steps_per_epoch))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
+        if cfg.precision == "auto" and device.type == "cuda":
+            dtype = torch.bfloat16  # on CPU bf16 autocast is slower than fp32 on most chips
+        scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+        mix = mix_transform(len(classes), cfg.mixup, cfg.cutmix) if cfg.family() != "frozen" else None
+        forward_module = trainable
+        if ctx.world > 1:
+            forward_module = nn.parallel.DistributedDataParallel(
+                trainable, device_ids=[device.index] if device.type == "cuda" else None
+            )
+        if cfg.compile:
+            forward_module = torch.compile(forward_module)
+
+        # 6. Resume: model, optimizer, scheduler, scaler, position, running metrics and RNG state.
+        state = RunState()
+        if cfg.resume:
+            state = load_checkpoint(out, cfg, trainable, optimizer, scheduler, scaler)
+            log.info(f"resumed at epoch {state.epoch + 1}, step {state.step} of {steps_per_epoch}")
+
+        # 7. The epochs.
+        log.info(f"training on {device} with {ctx.world} process(es), {steps_per_epoch} steps per epoch")
+        budget = Budget(deadline, schedule)
+
+        def save(st: RunState) -> None:
+            if ctx.is_main:
+                save_checkpoint(out, cfg, st, trainable, optimizer, scheduler, scaler)
+
+        stop_reason = ""
+        while state.epoch < cfg.epochs and not stop_reason:
+            sampler.set_epoch(state.epoch)
+            sampler.start = state.step * per_rank_batch
+            model.eval()  # frozen backbone: only the head trains (and nothing else sees batches)
+            trainable.train()
+            budget_hit = train_one_epoch(
+                cfg, forward_module, train_loader, train_input, criterion, optimizer, scheduler, scaler, dtype, mix,
+                state, steps_per_epoch, ctx, log, save, budget.out_of_time,
+            )  # fmt: skip
+            tick = time.monotonic()
+            val = evaluate(forward_module, val_loader, eval_input, dtype, ctx)
+            budget.eval_seconds = time.monotonic() - tick
+            record_epoch(cfg, state, val, trainable, budget_hit, steps_per_epoch, ctx, out, log)
+            if budget_hit:
+                stop_reason = "time budget spent"
+            elif state.bad_epochs >= cfg.patience:
+                stop_reason = f"no better validation loss for {cfg.patience} epochs"
+            state.epoch, state.step = state.epoch + 1, 0
+            state.reset_running()
+            save(state)
+        log.info(f"stopped: {stop_reason or f'{cfg.epochs} epochs done'}")
+
+        # 8. The best weights, a calibrated temperature, and the model directory (rank 0 writes).
+        trainable.load_state_dict(state.best_state)
+        metrics = final_metrics(state, time.monotonic() - started)
+        if ctx.is_main:
+            temperature = fit_temperature(state.best_logits, state.best_labels)
+            metrics["val_loss_calibrated"] = round(calibrated_nll(state.best_logits, state.best_labels, temperature), 5)
+            config = {
+                "architecture": cfg.model,
+                "classes": classes,
+                "preprocess": pre.to_dict(),
+                "temperature": temperature,
+                "gate": {"threshold": builtin_gate_threshold()} if gate else None,
+                "training": cfg.to_dict(),
+                "data": {
+                    "root": str(Path(cfg.data_dir).resolve()),
+                    "fingerprint": data.fingerprint(),
+                    "train_images": len(splits["train"]),
+                    "val_images": len(splits["val"]),
+                    "unreadable_files": len(data.unreadable),
+                },
+                "metrics": metrics,
+                "versions": package_versions(),
+            }
+            save_model_dir(model.cpu().to(memory_format=torch.contiguous_format), config, out)
+            (out / CHECKPOINT).unlink(missing_ok=True)
+            log.info(
+                f"saved {out}: val accuracy {metrics['val_accuracy']:.2%}, val loss {metrics['val_loss']:.4f} "
+                f"(epoch {metrics['best_epoch']}), temperature {temperature:.3f}, {metrics['wall_seconds']:.0f} s"
+            )
+        barrier(ctx)
+        return metrics
+    finally:
+        if ctx.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def train_one_epoch(
+    cfg, model, loader, to_input, criterion, optimizer, scheduler, scaler, dtype, mix,
+    state, steps_per_epoch, ctx, log, save, out_of_time,
+) -> bool:  # fmt: skip
+    """One pass over this rank's share of the training set; returns True when the time budget ran out."""
+    last_save = time.monotonic()
+    with log.progress(f"epoch {state.epoch + 1}", steps_per_epoch, state.step) as bar:
+        for images, labels, seeds in loader:
+            tick = time.monotonic()
+            # Every random draw of this step (dropout, mixup) comes from this seed: resumable, exactly.
+            torch.manual_seed(sample_seed(cfg.seed, "step", state.epoch, state.step, ctx.rank))
+            x = to_input(images, seeds)
+            y = labels.to(x.device, non_blocking=True)
+            target = y
+            if mix is not None:
+                x, target = mix(x, y)
+            with autocast(x.device, dtype):
+                logits = logits_of(model(x))
+                loss = criterion(logits, target)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+
+            state.last_lr = scheduler.get_last_lr()[0]
+            state.step += 1
+            state.global_step += 1
+            state.loss_sum += loss.item() * len(y)
+            state.correct += (logits.argmax(1) == y).sum().item()
+            state.seen += len(y)
+            state.train_seconds += time.monotonic() - tick
+            bar.update(
+                loss=state.loss_sum / state.seen,
+                acc=state.correct / state.seen,
+                ips=ctx.world * state.seen / max(state.train_seconds, 1e-9),
+            )
+            if agree(out_of_time(), ctx):
+                return True
+            if time.monotonic() - last_save >= cfg.checkpoint_seconds and state.step < steps_per_epoch:
+                save(state)
+                last_save = time.monotonic()
+    return False
+
+
+@torch.no_grad()  # not inference_mode: the logits later fit the temperature with autograd
+def evaluate(model, loader, to_input, dtype, ctx) -> dict:
+    """Loss and accuracy over the whole validation split (each rank does its share, then sum)."""
+    model.eval()
+    all_logits, all_labels = [], []
+    for images, labels in loader:
+        x = to_input(images, None)
+        with autocast(x.device, dtype):
+            all_logits.append(logits_of(model(x)).float().cpu())
+        all_labels.append(labels)
+    logits = torch.cat(all_logits) if all_logits else torch.zeros(0, 1)
+    labels = torch.cat(all_labels) if all_labels else torch.zeros(0, dtype=torch.long)
+    sums = torch.tensor(
+        [F.cross_entropy(logits, labels, reduction="sum").item() if len(labels) else 0.0,
+         (logits.argmax(1) == labels).sum().item(), len(labels)],
+        dtype=torch.float64,
+    )  # fmt: skip
+    if ctx.world > 1:
+        sums = sums.to(ctx.comm_device)
+        dist.all_reduce(sums)
+        sums = sums.cpu()
+        gathered = [None] * ctx.world
+        dist.all_gather_object(gathered, (logits.numpy(), labels.numpy()))
+        logits = torch.from_numpy(np.concatenate([g[0] for g in gathered]))
+        labels = torch.from_numpy(np.concatenate([g[1] for g in gathered]))
+    loss_sum, correct, n = sums.tolist()
+    return {"val_loss": loss_sum / n, "val_accuracy": correct / n, "logits": logits, "labels": labels}
+
+
+def record_epoch(cfg, state, val, trainable, partial, steps_per_epoch, ctx, out, log) -> None:
+    """Append the epoch to the history, keep the best weights, write metrics.jsonl and curves.png."""
+    seen = state.seen or 1
+    row = {
+        "epoch": state.epoch + 1,
+        "steps": state.step,
+        "partial": partial or state.step < steps_per_epoch,
+        "train_loss": round(state.loss_sum / seen, 5),
+        "train_accuracy": round(state.correct / seen, 5),
+        "val_loss": round(val["val_loss"], 5),
+        "val_accuracy": round(val["val_accuracy"], 5),
+        "lr": round(state.last_lr, 8),
+        "images_per_s": round(ctx.world * state.seen / max(state.train_seconds, 1e-9), 2),
+    }
+    if val["val_loss"] < state.best_loss:
+        state.best_loss, state.best_epoch, state.bad_epochs = val["val_loss"], state.epoch + 1, 0
+        state.best_accuracy = val["val_accuracy"]
+        state.best_state = {k: v.detach().cpu().clone() for k, v in trainable.state_dict().items()}
+        state.best_logits, state.best_labels = val["logits"], val["labels"]
+    else:
+        state.bad_epochs += 1
+    state.history.append(row)
+    log.info(
+        f"epoch {row['epoch']}: train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.2%} | "
+        f"val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.2%} | {row['images_per_s']:.1f} images/s"
+    )
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in state.history))
+        plot_curves(state.history, out / "curves.png")
+
+
+def final_metrics(state: RunState, wall_seconds: float) -> dict:
+    return {
+        "val_loss": round(state.best_loss, 5),
+        "val_accuracy": round(state.best_accuracy, 5),
+        "best_epoch": state.best_epoch,
+        "epochs_run": len(state.history),
+        "train_images_per_s": state.history[-1]["images_per_s"] if state.history else 0.0,
+        "wall_seconds": round(wall_seconds, 1),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------
+
+
+def preprocess_for(model: nn.Module, cfg: TrainConfig) -> Preprocess:
+    """Scratch nets: ``image_size`` at crop 0.875; timm backbones: their pretrained settings."""
+    if cfg.model in SCRATCH_MODELS:
+        return Preprocess(image_size=cfg.image_size, crop_pct=0.875, interpolation="bilinear")
+    from catdog.models.pretrained import pretrained_preprocess
+
+    pre = pretrained_preprocess(model.backbone if hasattr(model, "backbone") else model)
+    return replace(pre, image_size=cfg.image_size) if cfg.image_size else pre
+
+
+def prepare_data(cfg: TrainConfig, pre: Preprocess, cache_dir: Path, ctx, log) -> PreparedData:
+    """Hash and decode every image (rank 0 first); unreadable files are skipped and counted."""
+    data = None
+    if ctx.is_main:
+        n_files = len(discover(cfg.data_dir, image_files_only=True).files)
+        with log.progress("decoding images", n_files) as bar:
+            data = prepare(cfg.data_dir, pre, cache_dir, progress=lambda n: bar.update(advance=n))
+    barrier(ctx)
+    if data is None:
+        data = prepare(cfg.data_dir, pre, cache_dir)
+    total = len(data.paths) + len(data.unreadable)
+    if not data.paths:
+        raise DatasetError(f"None of the {total} image files in '{cfg.data_dir}' can be decoded.")
+    if data.unreadable:
+        log.info(f"skipped {len(data.unreadable)} of {total} files that cannot be used, e.g. {data.unreadable[0][1]}")
+    present = sorted({data.classes[y] for y in data.labels})
+    if len(present) < 2:
+        raise DatasetError(f"Only class '{present[0]}' has usable images in '{cfg.data_dir}'; training needs two.")
+    return data
+
+
+class TrainImages(torch.utils.data.Dataset):
+    """Training images ``(uint8 CHW, label, seed)``, augmented with the seed the sampler gives each one."""
+
+    def __init__(self, images: CachedImages, transform=None) -> None:
+        self.images = images
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, key: tuple[int, int]):
+        index, seed = key
+        image, label = self.images[index]
+        if self.transform is not None:
+            image = seeded(self.transform, image, seed)
+        return image, label, seed
+
+
+class TrainFeatures(torch.utils.data.Dataset):
+    """Cached feature vectors ``(features, label, seed)`` for the frozen-backbone head."""
+
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        self.features, self.labels = features, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, key: tuple[int, int]):
+        index, seed = key
+        return self.features[index], self.labels[index], seed
+
+
+class ResumableSampler(DistributedSampler):
+    """DistributedSampler (shuffled by seed + epoch) that can start mid-epoch and gives each sample a seed.
+
+    It yields ``(index, seed)``; the seed depends on (run seed, epoch, index) only, so the
+    augmentation of a sample is the same with any number of workers or processes.
+    """
+
+    def __init__(self, dataset, world: int, rank: int, seed: int) -> None:
+        super().__init__(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed)
+        self.start = 0  # samples of this rank already consumed in the current epoch
+
+    def __iter__(self):
+        indices = list(super().__iter__())[self.start :]
+        return iter([(i, sample_seed(self.seed, self.epoch, i)) for i in indices])
+
+    def __len__(self) -> int:
+        return self.num_samples - self.start
+
+
+def image_input(pre: Preprocess, device, channels_last: bool, gpu_augment=None, eval_view: bool = False):
+    """uint8 batch → normalised float input on ``device`` (augmenting there first on a GPU)."""
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    def run(images: torch.Tensor, seeds) -> torch.Tensor:
+        images = images.to(device, non_blocking=True)
+        if gpu_augment is not None:
+            images = torch.stack([seeded(gpu_augment, im, int(s)) for im, s in zip(images, seeds)])
+        return normalize(images, pre, crop=eval_view).contiguous(memory_format=memory_format)
+
+    return run
+
+
+def _to_device(device):
+    return lambda x, seeds: x.to(device, non_blocking=True)
+
+
+def cached_features(cfg, data, splits, pre, backbone, cache_dir, ctx, deadline, log):
+    """Frozen-backbone features of val (view 0) and train (``feature_views`` views), from the disk cache.
+
+    Missing features are computed by rank 0 (ONNX Runtime on CPU, PyTorch on a GPU), val
+    first, then the training images in hash order (a random-like order), one view after the
+    other; under a time budget extraction stops with enough time left to train the head.
+    """
+    from catdog.features import FeatureStore, cache_key, extract, onnx_feature_fn, torch_feature_fn
+
+    key = cache_key(cfg.model, pre)
+    store = FeatureStore(cache_dir, key)
+    by_hash = sorted(splits["train"], key=lambda i: data.hashes[i])
+    val_jobs = [(i, 0) for i in splits["val"]]
+    train_jobs = [(i, v) for v in range(max(1, cfg.feature_views)) for i in by_hash]
+    if ctx.is_main:
+        stop = None if deadline is None else deadline - max(30.0, 0.1 * cfg.time_budget * 60)
+        if ctx.device.type == "cuda":
+            feature_fn = torch_feature_fn(backbone, ctx.device)
+        else:
+            log.info("exporting the backbone to ONNX Runtime (cached for later runs)")
+            feature_fn = onnx_feature_fn(backbone, cache_dir / "onnx" / f"{key}.onnx", pre.image_size)
+        jobs = val_jobs + train_jobs
+        with log.progress("backbone features", len(jobs)) as bar:
+            extract(data, jobs, pre, store, feature_fn, deadline=stop, progress=lambda n: bar.update(advance=n))
+    barrier(ctx)
+    store.reload()
+    if any(f"{data.hashes[i]}:0" not in store.rows for i, _ in val_jobs):
+        raise ValueError("The time budget ran out before the validation features were computed; raise --time-budget.")
+    done = [(i, v) for i, v in train_jobs if f"{data.hashes[i]}:{v}" in store.rows]
+    if not done:
+        raise ValueError("The time budget ran out before any training features were computed; raise --time-budget.")
+    if len(done) < len(train_jobs):
+        log.info(f"time budget: training on {len(done)} of {len(train_jobs)} feature vectors")
+
+    def tensors(jobs):
+        feats = torch.from_numpy(store.read([f"{data.hashes[i]}:{v}" for i, v in jobs]))
+        return feats, torch.tensor([data.labels[i] for i, _ in jobs])
+
+    return TrainFeatures(*tensors(sorted(done))), TensorDataset(*tensors(val_jobs))
+
+
+# --------------------------------------------------------------------------------------------
+# Optimisation
+# --------------------------------------------------------------------------------------------
+
+
+def make_optimizer(cfg: TrainConfig, trainable: nn.Module) -> torch.optim.Optimizer:
+    """AdamW/Adam; no weight decay on biases and norms; lower rates for earlier layers when fine-tuning."""
+    from timm.optim import param_groups_layer_decay, param_groups_weight_decay
+
+    if cfg.family() == "finetune":
+        backbone = getattr(trainable, "backbone", trainable)
+        groups = param_groups_layer_decay(backbone, cfg.weight_decay, layer_decay=cfg.layer_decay)
+        if backbone is not trainable:  # the GatedClassifier's new head learns at the full rate
+            groups += [dict(g, lr_scale=1.0) for g in param_groups_weight_decay(trainable.head, cfg.weight_decay)]
+    else:
+        groups = param_groups_weight_decay(trainable, cfg.weight_decay)
+    for group in groups:
+        group["lr"] = cfg.lr * group.pop("lr_scale", 1.0)
+    groups = [g for g in groups if g["params"]]
+    optimizer_class = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    return optimizer_class(groups, lr=cfg.lr)
+
+
+class Budget:
+    """Is the time budget spent? Leaves time for one more validation pass and the final save.
+
+    It also tells the schedule how far the run is in time, so the learning rate decays to
+    its end when the budget does.
+    """
+
+    def __init__(self, deadline: float | None, schedule: Schedule) -> None:
+        self.deadline = deadline
+        self.schedule = schedule
+        self.started = time.monotonic()
+        self.eval_seconds = 0.0
+
+    def out_of_time(self) -> bool:
+        if self.deadline is None:
+            return False
+        now = time.monotonic()
+        # Before the first validation pass, guess it costs a tenth of the time left.
+        reserve = 1.25 * self.eval_seconds + 5.0 if self.eval_seconds else 0.1 * (self.deadline - self.started)
+        self.schedule.time_fraction = (now - self.started) / max(1.0, self.deadline - reserve - self.started)
+        return now + reserve > self.deadline
+
+
+class Schedule:
+    """Learning-rate factor per step: linear warm-up then cosine decay, or one-cycle.
+
+    Written out rather than torch's OneCycleLR/CosineAnnealingLR because under a time budget
+    the horizon is time, not a step count: the progress is the larger of the step fraction
+    and ``time_fraction`` (set by the training loop).
+    """
+
+    def __init__(self, kind: str, total_steps: int, warmup_steps: int) -> None:
+        self.kind = kind
+        self.total_steps = max(1, total_steps)
+        self.warmup_steps = max(1, warmup_steps)
+        self.time_fraction = 0.0
+
+    def __call__(self, step: int) -> float:
+        progress = min(1.0, max(step / self.total_steps, self.time_fraction))
+        if self.kind == "onecycle":  # cosine up from 1/25 over the first 25%, then cosine down to ~0
+            if progress < 0.25:
+                return 1 / 25 + (1 - 1 / 25) * (1 - math.cos(math.pi * progress / 0.25)) / 2
+            return 1e-4 + (1 - 1e-4) * (1 + math.cos(math.pi * (progress - 0.25) / 0.75)) / 2
+        warmup = min(1.0, (step + 1) / self.warmup_steps)
+        return warmup * (1 + math.cos(math.pi * progress)) / 2
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """Mixed precision when a low-precision dtype is chosen, plain fp32 otherwise."""
+    return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
+
+def logits_of(output) -> torch.Tensor:
+    """A GatedClassifier returns (logits, pet_score); training needs the logits."""
+    return output[0] if isinstance(output, tuple) else output
+
+
+def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """The temperature minimising the validation NLL of ``softmax(logits / T)`` (LBFGS on log T)."""
+    log_t = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=100, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = F.cross_entropy(logits.float() / log_t.exp(), labels)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    temperature = float(log_t.detach().exp().clamp(0.05, 20.0))
+    return round(temperature, 5)
+
+
+def calibrated_nll(logits: torch.Tensor, labels: torch.Tensor, temperature: float) -> float:
+    return float(F.cross_entropy(logits.float() / temperature, labels))
+
+
+def builtin_gate_threshold() -> float:
+    """The `neither` gate threshold of the built-in model, reused by every gated cat/dog model."""
+    try:
+        from catdog.models.builtin import builtin_config
+
+        return float(builtin_config()["gate"]["threshold"])
+    except (OSError, KeyError, TypeError, ValueError):
+        return 0.2  # the built-in head is not installed yet: a conservative gate
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunState:
+    """Where a run is; everything here goes into the checkpoint."""
+
+    epoch: int = 0
+    step: int = 0  # steps done in the current epoch
+    global_step: int = 0
+    loss_sum: float = 0.0  # running training metrics of the current epoch (this rank)
+    correct: int = 0
+    seen: int = 0
+    train_seconds: float = 0.0
+    last_lr: float = 0.0
+    best_loss: float = math.inf
+    best_accuracy: float = 0.0
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    best_state: dict = field(default_factory=dict)
+    best_logits: torch.Tensor | None = None
+    best_labels: torch.Tensor | None = None
+    history: list = field(default_factory=list)
+
+    def reset_running(self) -> None:
+        self.loss_sum, self.correct, self.seen, self.train_seconds = 0.0, 0, 0, 0.0
+
+
+def check_out_dir(out: Path, cfg: TrainConfig) -> None:
+    if cfg.resume:
+        if not (out / CHECKPOINT).exists():
+            raise ValueError(f"'{out}' holds no unfinished run to resume (no {CHECKPOINT}).")
+        return
+    if (out / CHECKPOINT).exists():
+        raise ValueError(f"'{out}' holds an unfinished run; pass --resume to continue it, or choose another --out.")
+    if (out / "model.safetensors").exists() and not cfg.overwrite:
+        raise ValueError(f"'{out}' already holds a model; choose another --out or pass --overwrite.")
+
+
+def save_checkpoint(out, cfg, state, trainable, optimizer, scheduler, scaler) -> None:
+    checkpoint = {
+        "config": cfg.to_dict(),
+        "state": {f.name: getattr(state, f.name) for f in fields(state) if f.name != "best_state"},
+        "best_state": state.best_state,
+        "model": trainable.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all()},
+    }
+    atomic_write(out / CHECKPOINT, lambda tmp: torch.save(checkpoint, tmp))
+
+
+def load_checkpoint(out, cfg, trainable, optimizer, scheduler, scaler) -> RunState:
+    checkpoint = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=True)
+    saved = checkpoint["config"]
+    changed = [k for k in RESUME_KEYS if saved.get(k) != getattr(cfg, k)]
+    if changed:
+        options = ", ".join(f"--{k.replace('_', '-')} {saved.get(k)}" for k in changed)
+        raise ValueError(f"The run in '{out}' was started with {options}; resume it with the same options.")
+    trainable.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    scheduler.load_state_dict(checkpoint["scheduler"])
+    scaler.load_state_dict(checkpoint["scaler"])
+    torch.set_rng_state(checkpoint["rng"]["torch"])
+    if torch.cuda.is_available() and checkpoint["rng"]["cuda"]:
+        torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
+    return RunState(**checkpoint["state"], best_state=checkpoint["best_state"])
+
+
+# --------------------------------------------------------------------------------------------
+# Processes, logging, plots
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DistContext:
+    rank: int = 0
+    world: int = 1
+    device: torch.device = torch.device("cpu")
+    comm_device: torch.device = torch.device("cpu")  # where collective tensors live (NCCL needs the GPU)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed() -> DistContext:
+    """Join the torchrun process group when there is one: NCCL on GPUs, gloo on CPUs."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    if world > 1:
+        dist.init_process_group("nccl" if cuda else "gloo")
+        return DistContext(dist.get_rank(), world, device, device)
+    return DistContext(0, 1, device, device)
+
+
+def barrier(ctx: DistContext) -> None:
+    if ctx.world > 1:
+        dist.barrier()
+
+
+def agree(flag: bool, ctx: DistContext) -> bool:
+    """Rank 0's decision, on every rank (time budgets are measured by rank 0's clock)."""
+    if ctx.world == 1:
+        return flag
+    decision = torch.tensor([int(flag)], device=ctx.comm_device)
+    dist.broadcast(decision, 0)
+    return bool(decision.item())
+
+
+class Reporter:
+    """Rank 0's voice: a rich progress bar on a terminal, plain log lines otherwise."""
+
+    def __init__(self, console: Console, enabled: bool = True) -> None:
+        self.console = console
+        self.enabled = enabled
+        self.tty = console.is_terminal
+
+    def info(self, message: str) -> None:
+        if self.enabled:
+            self.console.print(f"[{time.strftime('%H:%M:%S')}] {message}", highlight=False, soft_wrap=True)
+
+    @contextmanager
+    def progress(self, description: str, total: int, completed: int = 0):
+        if not self.enabled:
+            yield _Quiet()
+        elif self.tty:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()]
+            columns += [TextColumn("{task.fields[stats]}"), TimeRemainingColumn()]
+            with Progress(*columns, console=self.console, transient=True) as bar:
+                task = bar.add_task(description, total=total, completed=completed, stats="")
+                yield _RichTask(bar, task)
+        else:
+            yield _LogLines(self, description, total, completed)
+
+
+class _Quiet:
+    def update(self, advance: int = 1, **stats) -> None:
+        pass
+
+
+class _RichTask:
+    def __init__(self, bar, task) -> None:
+        self.bar, self.task = bar, task
+
+    def update(self, advance: int = 1, **stats) -> None:
+        self.bar.update(self.task, advance=advance, stats=_format_stats(stats))
+
+
+class _LogLines:
+    """A line every 30 seconds (and none for short tasks)."""
+
+    def __init__(self, reporter: Reporter, description: str, total: int, completed: int) -> None:
+        self.reporter, self.description, self.total, self.done = reporter, description, total, completed
+        self.last = time.monotonic()
+
+    def update(self, advance: int = 1, **stats) -> None:
+        self.done += advance
+        if time.monotonic() - self.last >= 30:
+            self.last = time.monotonic()
+            self.reporter.info(f"{self.description}: {self.done}/{self.total} {_format_stats(stats)}")
+
+
+def _format_stats(stats: dict) -> str:
+    parts = []
+    if "loss" in stats:
+        parts.append(f"loss {stats['loss']:.4f}")
+    if "acc" in stats:
+        parts.append(f"acc {stats['acc']:.1%}")
+    if "ips" in stats:
+        parts.append(f"{stats['ips']:.1f} img/s")
+    return " ".join(parts)
+
+
+def plot_curves(history: list[dict], path: Path) -> None:
+    """Loss and accuracy per epoch, train vs validation (written atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key, title in ((ax_loss, "loss", "loss"), (ax_acc, "accuracy", "accuracy")):
+        ax.plot(epochs, [r[f"train_{key}"] for r in history], "o-", label="train")
+        ax.plot(epochs, [r[f"val_{key}"] for r in history], "o-", label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    plt.close(fig)
+
+
+def package_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("catdog", "torch", "torchvision", "timm", "numpy", "onnxruntime", "safetensors"):
+        with suppress(PackageNotFoundError):
+            out[name] = version(name)
+    return out
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("use: catdog train DATA_DIR --out MODEL_DIR")
