@@ -31,6 +31,9 @@ _INTERPOLATIONS = {
     "nearest": Image.Resampling.NEAREST,
 }
 
+# Longer side over shorter side beyond which the resize is restricted to the crop (see image_to_uint8).
+MAX_ASPECT = 4
+
 PREPROCESS_VERSION = 1  # bump when to_uint8 changes, so caches built by older code are not reused
 
 
@@ -81,10 +84,17 @@ def image_to_uint8(img: Image.Image, pre: Preprocess) -> np.ndarray:
         new_size = (side, max(side, int(side * height / width)))
     else:
         new_size = (max(side, int(side * width / height)), side)
-    if new_size != img.size:
-        img = img.resize(new_size, _INTERPOLATIONS[pre.interpolation])
     left = int(round((new_size[0] - side) / 2.0))
     top = int(round((new_size[1] - side) / 2.0))
+    if max(new_size) > MAX_ASPECT * side:
+        # A strip such as 1x65535 would be resized to 256x16,776,960 (12 GB) only to be cropped:
+        # resize just the source region that the crop keeps (same sampling positions; bicubic
+        # ringing at the seams may differ by a few levels). Ordinary photos keep the exact path.
+        scale_x, scale_y = width / new_size[0], height / new_size[1]
+        box = (left * scale_x, top * scale_y, (left + side) * scale_x, (top + side) * scale_y)
+        return np.asarray(img.resize((side, side), _INTERPOLATIONS[pre.interpolation], box=box), dtype=np.uint8)
+    if new_size != img.size:
+        img = img.resize(new_size, _INTERPOLATIONS[pre.interpolation])
     img = img.crop((left, top, left + side, top + side))
     return np.asarray(img, dtype=np.uint8)
 
