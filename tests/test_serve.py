@@ -94,7 +94,8 @@ def test_model_info(client: httpx.Client) -> None:
     assert info["classes"] == ["cat", "dog"]
     assert "neither" in info["labels"]
     assert info["name"] == "builtin" and info["architecture"]
-    assert isinstance(info["metrics"], dict) and info["version"]
+    assert "val_accuracy" in info["metrics"], f"the built-in model's metrics (builtin_head.json) are lost: {info}"
+    assert 0.5 < info["metrics"]["val_accuracy"] <= 1 and info["version"]
     assert info["limits"] == {"max_file_bytes": 2_000_000, "max_pixels": 1_000_000, "max_files": 4}
 
 
