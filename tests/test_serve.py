@@ -347,7 +347,17 @@ def test_busy_timeout_and_graceful_shutdown(tmp_path: Path, cat_photo: Path) -> 
     srv = Server("--max-concurrent", "1", "--timeout", "3", log=tmp_path / "server.log")
     body = cat_photo.read_bytes()
     try:
-        srv.wait()
+        srv.wait("/healthz")
+        # While the model loads in the background: 503 "still loading", then 200 for good.
+        states, deadline = [], time.monotonic() + 240
+        while not states or states[-1] != 200:
+            assert time.monotonic() < deadline, f"the model did not load: {srv.log()}"
+            ready = httpx.get(srv.url + "/readyz")
+            if ready.status_code == 503:
+                assert "still loading" in error_of(ready)
+            states.append(ready.status_code)
+            time.sleep(0.05)
+        assert set(states[:-1]) <= {503}
         slow = _start_upload(srv.port, body, len(body) // 2)
         time.sleep(0.3)
         busy = httpx.post(srv.url + "/api/v1/predict", content=body, headers={"content-type": "image/jpeg"})
