@@ -18,11 +18,16 @@ import re
 import struct
 import zipfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
+
+if TYPE_CHECKING:
+    from serving import Server
 
 
 @dataclass(frozen=True)
@@ -180,3 +185,165 @@ def vm_rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+# -- one server for the whole session --------------------------------------------------------
+
+_SHARED: dict = {}
+
+
+def shared_server(request) -> Server:
+    """One real ``catdog serve`` (built-in model, default limits) shared by every hardening test module.
+
+    Started on first use and stopped when the session ends; saves a model load per module.
+    Tests that need other limits start their own :class:`serving.Server`.
+    """
+    import pytest
+
+    from serving import Server, builtin_model_available
+
+    if not builtin_model_available():
+        pytest.skip("the built-in model's head (src/catdog/weights/builtin_head.*) is missing")
+    if "server" not in _SHARED:
+        log = request.getfixturevalue("tmp_path_factory").mktemp("hardening-serve") / "server.log"
+        srv = Server(log=log)
+        try:
+            srv.wait()
+        except BaseException:
+            srv.stop()
+            raise
+        request.config.add_cleanup(srv.stop)
+        _SHARED["server"] = srv
+    return _SHARED["server"]
+
+
+def unhandled_errors(log: str) -> list[str]:
+    """Lines of a server log that show an unhandled exception."""
+    return [line for line in log.splitlines() if "Traceback" in line or "Exception in ASGI" in line]
+
+
+# -- fuzzing: real images of every format, mutated ---------------------------------------------
+
+
+def fuzz_seeds() -> list[bytes]:
+    """Real encoded images of every accepted format and common variant, for mutation."""
+    img = photo_like((48, 40), seed=1)
+    frames = [photo_like((24, 20), seed=i).convert("P") for i in range(3)]
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return [
+        encode(img, "JPEG", quality=85),
+        encode(img, "JPEG", quality=70, progressive=True, subsampling=2),
+        encode(img, "JPEG", exif=exif.tobytes()),
+        encode(img.convert("CMYK"), "JPEG"),
+        encode(img.convert("L"), "JPEG"),
+        encode(img, "PNG"),
+        encode(img.convert("P"), "PNG"),
+        encode(img.convert("RGBA"), "PNG"),
+        encode(Image.fromarray((np.arange(40 * 48).reshape(40, 48) * 30).astype(np.uint16)), "PNG"),
+        encode(img.convert("LA"), "PNG"),
+        encode(img, "WEBP", quality=80),
+        encode(img, "WEBP", lossless=True),
+        encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=50),
+        encode(img, "BMP"),
+        encode(img, "TIFF"),
+        encode(img, "TIFF", compression="tiff_lzw"),
+    ]
+
+
+# Values that break parsers: boundaries of 8/16/32-bit fields and JPEG/PNG markers.
+INTERESTING = [0, 1, 0x7F, 0x80, 0xFF, 0xFE, 0xD8, 0xD9, 0xDA, 0xC0, 0xC2, 0xDB, 0xC4, 0xE1]
+
+
+def mutate(data: bytes, rng: random.Random, others: list[bytes] | None = None) -> bytes:
+    """One to eight random edits: bit flips, interesting bytes, big fields, cuts, copies, splices."""
+    out = bytearray(data)
+    for _ in range(rng.randint(1, 8)):
+        if not out:
+            out += rng.randbytes(rng.randint(1, 64))
+            continue
+        pos = rng.randrange(len(out))
+        op = rng.randrange(8)
+        if op == 0:
+            out[pos] ^= 1 << rng.randrange(8)
+        elif op == 1:
+            out[pos] = rng.choice(INTERESTING)
+        elif op == 2:  # a big 16/32-bit value, e.g. a width, a length or an offset
+            width = rng.choice((2, 4))
+            out[pos : pos + width] = rng.choice((b"\xff", b"\x7f", b"\x00", b"\x80")) * width
+        elif op == 3:
+            del out[pos : pos + rng.randint(1, 256)]
+        elif op == 4:  # duplicate a block (repeated markers and chunks)
+            end = min(len(out), pos + rng.randint(1, 512))
+            out[pos:pos] = out[pos:end]
+        elif op == 5:
+            out[pos:pos] = rng.randbytes(rng.randint(1, 64))
+        elif op == 6:
+            del out[pos:]
+        elif others:  # splice: the head of this file, the tail of another
+            other = rng.choice(others)
+            out[pos:] = other[rng.randrange(len(other)) :]
+    return bytes(out)
+
+
+def fuzz_inputs(count: int, seed: int) -> Iterator[bytes]:
+    """``count`` mutated inputs, generated lazily and deterministically from ``seed``."""
+    rng = random.Random(seed)
+    seeds = fuzz_seeds()
+    for _ in range(count):
+        yield mutate(rng.choice(seeds), rng, seeds)
+
+
+def fuzz_decode(count: int, seed: int, hang_s: float = 2.0) -> dict:
+    """Decode ``count`` mutated images; every one must give RGB or an ImageError, within ``hang_s``.
+
+    Returns ``{"tried", "decoded", "refused", "crashes", "slow", "max_seconds", "peak_rss_mib"}``;
+    ``crashes`` lists ``"ExceptionType: message (sha256 prefix of the input)"`` for anything else,
+    including a decode that needed more memory than the process may have.
+    """
+    import hashlib
+    import resource
+    import time
+
+    from catdog.images import ImageError, decode
+
+    stats = {"tried": 0, "decoded": 0, "refused": 0, "crashes": [], "slow": [], "max_seconds": 0.0}
+    for data in fuzz_inputs(count, seed):
+        started = time.perf_counter()
+        try:
+            img = decode(data)
+            if img.mode != "RGB":
+                raise AssertionError(f"decode returned mode {img.mode}")
+            stats["decoded"] += 1
+        except ImageError as err:
+            if "more memory" in str(err):
+                stats["crashes"].append(f"memory: {err} ({hashlib.sha256(data).hexdigest()[:12]})")
+            stats["refused"] += 1
+        except Exception as err:  # the finding a fuzzer is for
+            stats["crashes"].append(f"{type(err).__name__}: {err} ({hashlib.sha256(data).hexdigest()[:12]})")
+        elapsed = time.perf_counter() - started
+        if elapsed > hang_s:
+            stats["slow"].append(f"{elapsed:.1f} s ({hashlib.sha256(data).hexdigest()[:12]})")
+        stats["max_seconds"] = max(stats["max_seconds"], elapsed)
+        stats["tried"] += 1
+    stats["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return stats
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python tests/hostile.py COUNT SEED [MAX_MIB]``: fuzz decode under an address-space cap; JSON out."""
+    import json
+    import resource
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    count, seed = int(args[0]), int(args[1])
+    max_mib = int(args[2]) if len(args) > 2 else 1024
+    import catdog.images  # noqa: F401  (imports first: the cap is on what decoding adds)
+
+    resource.setrlimit(resource.RLIMIT_AS, (max_mib * 2**20, resource.RLIM_INFINITY))
+    print(json.dumps(fuzz_decode(count, seed)))
+
+
+if __name__ == "__main__":
+    main()

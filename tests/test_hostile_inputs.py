@@ -23,8 +23,8 @@ from catdog.images import ImageError, decode
 from catdog.preprocess import Preprocess, image_to_uint8, to_uint8
 
 from conftest import run_catdog
-from hostile import Case, corpus, one_sentence, photo_like, vm_rss_mib, write_corpus
-from serving import Server, builtin_model_available
+from hostile import Case, corpus, one_sentence, photo_like, shared_server, unhandled_errors, vm_rss_mib, write_corpus
+from serving import Server
 
 CORPUS = corpus()
 
@@ -141,16 +141,10 @@ RSS_TOLERANCE_MIB = 64
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory):
-    if not builtin_model_available():
-        pytest.skip("the built-in model's head (src/catdog/weights/builtin_head.*) is missing")
-    srv = Server(log=tmp_path_factory.mktemp("serve") / "server.log")
-    try:
-        srv.wait()
-        yield srv
-    finally:
-        srv.stop()
-        assert "Traceback" not in srv.log(), srv.log()[-5000:]
+def server(request: pytest.FixtureRequest):
+    srv = shared_server(request)
+    yield srv
+    assert not unhandled_errors(srv.log()), srv.log()[-5000:]
 
 
 def post_one(client: httpx.Client, case: Case) -> httpx.Response:
