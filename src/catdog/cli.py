@@ -129,6 +129,57 @@ def _print_predictions(results, classes: list[str], *, as_json: bool, as_csv: bo
             out.print(f"{r.source}: [red]error[/] {r.error}")
 
 
+@data_app.command("check")
+@user_errors
+def data_check(
+    folder: Annotated[str, typer.Argument(help="Dataset folder: cat.1.jpg-style files or one folder per class.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document with every finding.")] = False,
+    quarantine: Annotated[
+        str | None,
+        typer.Option(
+            help="Move unusable files and the extra copies of duplicates into this folder, keeping their "
+            "relative paths (nothing is deleted; a photo found in several classes is moved in every copy)."
+        ),
+    ] = None,
+    near_distance: Annotated[
+        int, typer.Option(help="Near-duplicates: perceptual hashes at most this many bits apart (of 64).", min=0)
+    ] = 4,
+    cache_dir: Annotated[
+        str | None, typer.Option(help="Cache of per-file results; default $CATDOG_CACHE_DIR or ~/.cache/catdog.")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Threads reading images; default: one per CPU core.", min=1)
+    ] = None,
+) -> None:
+    """Report unusable files, duplicates, label conflicts, wrong extensions, unusual modes and tiny images.
+
+    Exit status 1 when problems were found (unusual modes and tiny images are only notes), 0 when clean.
+    """
+    from rich.progress import Progress
+
+    from catdog.data.check import check_dataset, summary
+
+    with Progress(console=err_console, transient=True, disable=as_json or not err_console.is_terminal) as bar:
+        task = bar.add_task("checking", total=None)
+        report = check_dataset(
+            folder,
+            quarantine_dir=quarantine,
+            cache_dir=cache_dir,
+            near_distance=near_distance,
+            workers=workers,
+            on_start=lambda n: bar.update(task, total=n),
+            progress=lambda n: bar.advance(task, n),
+        )
+    if as_json:
+        json.dump(report.to_dict(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        out = Console(highlight=False, soft_wrap=True)
+        for part in summary(report):
+            out.print(part)
+    raise typer.Exit(1 if report.problems else 0)
+
+
 @app.command()
 @user_errors
 def serve(

@@ -1,0 +1,209 @@
+"""`catdog data check`: planted problems in a copy of the real samples, found and quarantined."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from catdog.data.check import PLAN_NAME, check_dataset, near_pairs
+
+from conftest import run_catdog
+
+# What each planted file is, by its path relative to the dataset folder.
+UNUSABLE = {"cat/truncated.jpg", "dog/empty.jpg", "cat/readme.jpg"}
+EXACT_COPY = "dog/dog.copy.jpg"  # the bytes of cat/cat.3.jpg: a label conflict
+RESIZED = "dog/dog.4.small.jpg"  # dog/dog.4.jpg at a third of its size, re-encoded
+PNG_AS_JPG = "cat/cat.crop.jpg"  # PNG content, a crop of a sample
+CMYK = "dog/dog.cmyk.jpg"  # a CMYK JPEG crop: an unusual mode, only a note
+TINY = "cat/cat.tiny.png"  # 24x20 grayscale: tiny and unusual, only notes
+# --quarantine moves the unusable files, both copies of the cross-class photo and the small copy.
+MOVED = UNUSABLE | {"cat/cat.3.jpg", EXACT_COPY, RESIZED}
+
+
+def _crop(path: Path, box: tuple[float, float, float, float]) -> Image.Image:
+    img = Image.open(path).convert("RGB")
+    w, h = img.size
+    return img.crop((int(box[0] * w), int(box[1] * h), int(box[2] * w), int(box[3] * h)))
+
+
+def _save(img: Image.Image, path: Path, fmt: str, **options) -> None:
+    out = io.BytesIO()
+    img.save(out, fmt, **options)
+    path.write_bytes(out.getvalue())
+
+
+@pytest.fixture
+def planted(tmp_path: Path, samples_dir: Path) -> Path:
+    root = tmp_path / "data"
+    shutil.copytree(samples_dir, root)
+    cat, dog = root / "cat", root / "dog"
+    jpeg = (cat / "cat.2.jpg").read_bytes()
+    (cat / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 2])
+    (dog / "empty.jpg").write_bytes(b"")
+    (cat / "readme.jpg").write_text("these are my cat photos\n")
+    shutil.copyfile(cat / "cat.3.jpg", root / EXACT_COPY)
+    original = Image.open(dog / "dog.4.jpg")
+    _save(original.resize((original.width // 3, original.height // 3)), root / RESIZED, "JPEG", quality=70)
+    _save(_crop(cat / "cat.6.jpg", (0, 0, 0.5, 0.5)), root / PNG_AS_JPG, "PNG")
+    _save(_crop(dog / "dog.7.jpg", (0.5, 0.5, 1, 1)).convert("CMYK"), root / CMYK, "JPEG")
+    _save(_crop(cat / "cat.8.jpg", (0, 0.5, 0.5, 1)).convert("L").resize((24, 20)), root / TINY, "PNG")
+    return root
+
+
+def _check_json(root: Path, *args: str) -> tuple[int, dict]:
+    proc = run_catdog("data", "check", str(root), "--json", *args)
+    assert proc.returncode in (0, 1), proc.stderr
+    assert "Traceback" not in proc.stderr
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_clean_samples_exit_0(samples_dir: Path, cache_dir: Path) -> None:
+    code, report = _check_json(samples_dir)
+    assert code == 0
+    assert report["clean"] is True and report["problems"] == 0
+    assert report["classes"] == {"cat": 20, "dog": 20}
+    for kind in ("unusable", "duplicates", "near_duplicates", "label_conflicts", "extension_mismatches"):
+        assert report[kind] == [], kind
+
+
+def test_finds_exactly_the_planted_problems(planted: Path, cache_dir: Path) -> None:
+    code, report = _check_json(planted)
+    assert code == 1
+    assert report["classes"] == {"cat": 24, "dog": 24}
+
+    reasons = {u["path"]: u["reason"] for u in report["unusable"]}
+    assert set(reasons) == UNUSABLE
+    assert "truncated" in reasons["cat/truncated.jpg"] and "'cat/truncated.jpg'" in reasons["cat/truncated.jpg"]
+    assert "empty" in reasons["dog/empty.jpg"]
+    assert "not an image" in reasons["cat/readme.jpg"]
+
+    assert report["duplicates"] == [
+        {"files": ["cat/cat.3.jpg", EXACT_COPY], "labels": ["cat", "dog"], "conflict": True}
+    ]
+    [near] = report["near_duplicates"]
+    assert near["files"] == ["dog/dog.4.jpg", RESIZED] and near["conflict"] is False
+    assert near["distance"] <= report["near_distance"]
+    assert report["label_conflicts"] == [{"files": ["cat/cat.3.jpg", EXACT_COPY], "labels": ["cat", "dog"]}]
+    assert report["extension_mismatches"] == [{"path": PNG_AS_JPG, "extension": ".jpg", "content": "PNG"}]
+    assert {(m["path"], m["mode"]) for m in report["unusual_modes"]} == {(CMYK, "CMYK"), (TINY, "L")}
+    assert report["tiny_images"] == [{"path": TINY, "width": 24, "height": 20}]
+
+
+def test_quarantine_moves_exactly_those_then_clean(planted: Path, tmp_path: Path, cache_dir: Path) -> None:
+    before = _files(planted)
+    quarantine = tmp_path / "quarantine"
+    code, report = _check_json(planted, "--quarantine", str(quarantine))
+    assert code == 1  # problems were found (and moved)
+    assert {q["path"] for q in report["quarantined"]} == MOVED
+
+    moved = {k: v for k, v in _files(quarantine).items() if not k.startswith("quarantine-")}
+    assert set(moved) == MOVED  # relative paths kept
+    after = _files(planted)
+    assert set(after) == set(before) - MOVED
+    assert all(moved[k] == before[k] and k not in after for k in MOVED)  # moved, not copied or changed
+    [record] = quarantine.glob("quarantine-*.json")
+    assert {m["path"] for m in json.loads(record.read_text())["moves"]} == MOVED
+
+    # Only the wrong extension is left: it is a problem, but a usable image, so it is not moved.
+    again = check_dataset(planted, quarantine_dir=quarantine)
+    assert again.problems == 1 and again.quarantined == []
+    assert [m["path"] for m in again.extension_mismatches] == [PNG_AS_JPG]
+    (planted / PNG_AS_JPG).rename(planted / "cat" / "cat.crop.png")
+    clean = check_dataset(planted)
+    assert clean.problems == 0
+    assert len(clean.unusual_modes) == 2 and len(clean.tiny_images) == 1  # notes only
+
+
+def test_human_summary_and_bad_arguments(planted: Path, tmp_path: Path, cache_dir: Path) -> None:
+    proc = run_catdog("data", "check", str(planted))
+    assert proc.returncode == 1
+    for text in ("cat/truncated.jpg", EXACT_COPY, RESIZED, "label conflict", "PNG content named .jpg"):
+        assert text in proc.stdout
+
+    missing = run_catdog("data", "check", str(tmp_path / "nowhere"))
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1 and "Traceback" not in missing.stderr
+    with pytest.raises(ValueError, match="inside the dataset"):
+        check_dataset(planted, quarantine_dir=planted / "cat" / "bad")
+    assert not (planted / "cat" / "bad").exists()
+
+
+def test_cache_follows_file_content(planted: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "check-cache"
+    first = check_dataset(planted, cache_dir=cache)
+    assert (cache / "check").is_dir()
+    assert check_dataset(planted, cache_dir=cache).to_dict() == first.to_dict()  # served from the cache
+    # A file whose content changes is inspected again, not served from the cache.
+    good = planted / "dog" / "dog.9.jpg"
+    good.write_bytes(good.read_bytes()[:500])
+    changed = check_dataset(planted, cache_dir=cache)
+    assert {u["path"] for u in changed.unusable} == UNUSABLE | {"dog/dog.9.jpg"}
+
+
+def test_near_pairs_matches_brute_force() -> None:
+    rng = np.random.default_rng(0)
+    hashes = rng.integers(0, 2**63, 600, dtype=np.uint64)
+    for k in range(0, 40, 4):  # plant close pairs: flip k // 4 bits
+        flips = sum(1 << int(b) for b in rng.choice(64, k // 4, replace=False))
+        hashes[k + 1] = hashes[k] ^ np.uint64(flips)
+    values = [int(h) for h in hashes]
+    expected = [
+        (i, j, bin(values[i] ^ values[j]).count("1"))
+        for i in range(len(values))
+        for j in range(i + 1, len(values))
+        if bin(values[i] ^ values[j]).count("1") <= 6
+    ]
+    assert sorted(near_pairs(hashes, 6, block=64)) == expected
+    assert len(expected) >= 7  # the planted pairs with 0..6 flipped bits
+
+
+def test_sigkill_during_quarantine_loses_nothing(samples_dir: Path, tmp_path: Path, cache_dir: Path) -> None:
+    """Kill a real quarantine half-way (SIGKILL, no cleanup); every file is in exactly one place, and a
+    rerun completes the plan."""
+    root, quarantine = tmp_path / "data", tmp_path / "quarantine"
+    shutil.copytree(samples_dir, root)
+    planted = []
+    for i in range(3000):  # many unusable files so that the moves take a while
+        rel = f"{'cat' if i % 2 else 'dog'}/junk{i // 100}/note{i}.jpg"
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(f"not a photo {i}\n")
+        planted.append(rel)
+    before = _files(root)
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "catdog", "data", "check", str(root), "--json", "--quarantine", str(quarantine)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    # Moves go in sorted path order: once the first has happened, kill it in the middle of the rest.
+    first_move = quarantine / sorted(planted)[0]
+    deadline = time.monotonic() + 120
+    while not first_move.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.0005)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL  # killed, not finished
+    assert (quarantine / PLAN_NAME).exists()
+
+    def where(rel: str) -> list[str]:
+        return [name for name, base in (("data", root), ("quarantine", quarantine)) if (base / rel).is_file()]
+
+    assert all(len(where(rel)) == 1 for rel in before), "a file was lost or copied"
+    report = check_dataset(root, quarantine_dir=quarantine)  # completes the plan, then finds nothing
+    assert report.problems == 0
+    assert all(where(rel) == ["quarantine"] for rel in planted)
+    assert _files(root) == {k: v for k, v in before.items() if k not in set(planted)}
+    assert not (quarantine / PLAN_NAME).exists()
