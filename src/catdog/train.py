@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import platform
 import sys
 import time
@@ -35,7 +36,7 @@ from torch.utils.data import DistributedSampler, Subset, TensorDataset
 from catdog.augment import mix_transform, sample_seed, seeded, train_transform
 from catdog.data import CachedImages, DatasetError, PreparedData, discover, make_loader, prepare
 from catdog.fsutil import atomic_write, atomic_write_text, default_cache_dir
-from catdog.models import build_model, save_model_dir
+from catdog.models import ModelError, build_model, save_model_dir
 from catdog.models.scratch import SCRATCH_MODELS
 from catdog.preprocess import Preprocess, normalize
 
@@ -718,7 +719,17 @@ def save_checkpoint(out, cfg, state, trainable, optimizer, scheduler, scaler) ->
 
 
 def load_checkpoint(out, cfg, trainable, optimizer, scheduler, scaler) -> RunState:
-    checkpoint = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=True)
+    try:
+        # weights_only refuses any pickle that would build other objects (or run code); a damaged or
+        # foreign file lands here too. Either way: one sentence, never torch's multi-line advice.
+        checkpoint = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
+        raise ModelError(
+            f"'{out / CHECKPOINT}' is not a checkpoint catdog can load safely ({type(err).__name__}); "
+            "delete it to start the run over."
+        ) from None
+    if not isinstance(checkpoint, dict) or "config" not in checkpoint:
+        raise ModelError(f"'{out / CHECKPOINT}' is not a catdog checkpoint; delete it to start the run over.")
     saved = checkpoint["config"]
     changed = [k for k in RESUME_KEYS if saved.get(k) != getattr(cfg, k)]
     if changed:
