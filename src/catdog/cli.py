@@ -133,12 +133,15 @@ def _print_predictions(results, classes: list[str], *, as_json: bool, as_csv: bo
 @user_errors
 def data_check(
     folder: Annotated[str, typer.Argument(help="Dataset folder: cat.1.jpg-style files or one folder per class.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document with every finding.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON document with every finding; default: a summary table.")
+    ] = False,
     quarantine: Annotated[
         str | None,
         typer.Option(
             help="Move unusable files and the extra copies of duplicates into this folder, keeping their "
-            "relative paths (nothing is deleted; a photo found in several classes is moved in every copy)."
+            "relative paths (nothing is deleted; a photo found in several classes is moved in every copy). "
+            "Default: only report."
         ),
     ] = None,
     near_distance: Annotated[
