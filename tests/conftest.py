@@ -86,3 +86,54 @@ def run_catdog(
         timeout=timeout,
         input=input,
     )
+
+
+@pytest.fixture(scope="session")
+def trained_model_dir(tmp_path_factory: pytest.TempPathFactory, dev_dir: Path) -> Path:
+    """A real gated EfficientNet-Lite0 model directory: ImageNet backbone + a cat/dog head fitted on 80 dev photos.
+
+    Built directly (frozen-backbone features + logistic regression) so that tests of evaluate,
+    export, explain and audit do not wait for a training run.
+    """
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    from catdog.models import build_model, save_model_dir
+    from catdog.models.pretrained import pretrained_preprocess
+    from catdog.preprocess import normalize, stack_uint8, to_uint8
+
+    model = build_model("tf_efficientnet_lite0", 2, gate=True).eval()
+    pre = pretrained_preprocess(model.backbone)
+    files = [dev_dir / f"{label}.{i}.jpg" for label in ("cat", "dog") for i in range(1000, 1040)]
+    batch = normalize(stack_uint8([to_uint8(f, pre) for f in files]), pre)
+    with torch.inference_mode():
+        features = model.backbone.forward_head(model.backbone.forward_features(batch), pre_logits=True).numpy()
+    labels = [0] * 40 + [1] * 40
+    fit = LogisticRegression(C=0.5, max_iter=2000).fit(features, labels)
+    # Two logits whose softmax equals the fitted logistic model: ±half the decision function.
+    weight = np.concatenate([-fit.coef_, fit.coef_]) / 2
+    bias = np.concatenate([-fit.intercept_, fit.intercept_]) / 2
+    with torch.no_grad():
+        model.head.weight.copy_(torch.from_numpy(weight))
+        model.head.bias.copy_(torch.from_numpy(bias))
+    config = {
+        "architecture": "tf_efficientnet_lite0",
+        "classes": ["cat", "dog"],
+        "preprocess": pre.to_dict(),
+        "temperature": 1.0,
+        "gate": {"threshold": 0.1},
+    }
+    out = tmp_path_factory.mktemp("model") / "lite0-catdog"
+    save_model_dir(model, config, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def onnx_model_file(tmp_path_factory: pytest.TempPathFactory, trained_model_dir: Path, dev_dir: Path) -> Path:
+    """``trained_model_dir`` exported by the real ``catdog export`` (fp32, parity-checked on 64 dev photos)."""
+    out = tmp_path_factory.mktemp("onnx") / "catdog.onnx"
+    done = run_catdog(
+        "export", str(trained_model_dir), "--out", str(out), "--check-data", str(dev_dir), "--check-images", "64"
+    )
+    assert done.returncode == 0, done.stderr
+    return out

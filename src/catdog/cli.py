@@ -239,6 +239,157 @@ def serve(
 
 @app.command()
 @user_errors
+def evaluate(
+    model: Annotated[
+        str | None, typer.Argument(help="Model directory or .onnx file; the built-in model if omitted.")
+    ] = None,
+    data_dir: Annotated[
+        str | None, typer.Argument(help="Labelled photos in any dataset layout (cat.1.jpg, cat/ dog/, PetImages).")
+    ] = None,
+    out: Annotated[
+        str | None, typer.Option("--out", "-o", help="Write plots, a gallery of mistakes and report.html here.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
+    robust: Annotated[
+        bool, typer.Option("--robustness", help="Also measure accuracy under 7 corruptions at 3 severities.")
+    ] = False,
+    robustness_samples: Annotated[int, typer.Option(help="Photos used for --robustness.", min=1)] = 300,
+    tta: Annotated[bool, typer.Option("--tta", help="Average the photo and its mirror image.")] = False,
+    threshold: Annotated[
+        float | None, typer.Option(help="Answer 'unsure' (counted wrong) below this confidence.", min=0, max=1)
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.", min=1)] = 32,
+) -> None:
+    """Measure a model on labelled photos: accuracy, log loss, ROC AUC, calibration, robustness."""
+    if data_dir is None:  # `catdog evaluate DATA_DIR` uses the built-in model
+        model, data_dir = None, model
+    if data_dir is None:
+        raise fail("Give the folder of labelled photos to evaluate on: catdog evaluate [MODEL] DATA_DIR.")
+    from catdog.evaluate import evaluate as run_evaluate
+
+    result = run_evaluate(
+        model,
+        data_dir,
+        out_dir=out,
+        with_robustness=robust,
+        robustness_samples=robustness_samples,
+        batch_size=batch_size,
+        tta=tta,
+        threshold=threshold,
+    )
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    _print_evaluation(result)
+
+
+def _print_evaluation(result: dict) -> None:
+    from rich.table import Table
+
+    out = Console(highlight=False, soft_wrap=True)
+    table = Table(title=f"{result['model']} on {result['n']} photos")
+    for column in ("class", "precision", "recall", "F1", "support"):
+        table.add_column(column, justify="right")
+    for c in result["classes"]:
+        table.add_row(c, *(f"{result[k][c]:.4f}" for k in ("precision", "recall", "f1")), str(result["support"][c]))
+    out.print(table)
+    auc = "n/a" if result["roc_auc"] is None else f"{result['roc_auc']:.4f}"
+    out.print(
+        f"accuracy {result['accuracy']:.4f}  log loss {result['log_loss']:.4f}  ROC AUC {auc}  ECE {result['ece']:.4f}"
+    )
+    if result["neither"] or result["unsure"]:
+        out.print(f"answered 'neither' {result['neither']} times and 'unsure' {result['unsure']} times (counted wrong)")
+    if result["unreadable"]:
+        out.print(f"[yellow]{len(result['unreadable'])} unreadable files[/]:")
+        for item in result["unreadable"]:
+            out.print(f"  {item['error']}")
+    if "robustness" in result:
+        r = result["robustness"]
+        table = Table(title=f"accuracy under corruptions ({r['n']} photos, clean {r['clean']:.3f})")
+        for column in ("corruption", "severity 1", "2", "3"):
+            table.add_column(column, justify="right")
+        for name, values in r["accuracy"].items():
+            table.add_row(name, *(f"{v:.3f}" for v in values))
+        out.print(table)
+    if "report" in result:
+        out.print(f"Report: {result['report']}")
+
+
+@app.command()
+@user_errors
+def explain(
+    model: Annotated[str | None, typer.Argument(help="Model directory; the built-in model if only IMAGE is given.")],
+    image: Annotated[str | None, typer.Argument(help="The photo to explain.")] = None,
+    out: Annotated[
+        str | None, typer.Option("--out", "-o", help="Overlay PNG to write; default IMAGE-gradcam.png here.")
+    ] = None,
+    class_name: Annotated[
+        str | None, typer.Option("--class", help="Explain this class instead of the model's answer.")
+    ] = None,
+) -> None:
+    """Grad-CAM: a heat map of where in the photo the model's decision rests."""
+    if image is None:  # `catdog explain IMAGE` uses the built-in model
+        model, image = None, model
+    if image is None:
+        raise fail("Give the photo to explain: catdog explain [MODEL] IMAGE --out heat.png.")
+    from pathlib import Path
+
+    from catdog.explain import explain as run_explain
+    from catdog.explain import overlay
+    from catdog.fsutil import atomic_write
+
+    explanation = run_explain(model, image, class_name=class_name)
+    target = Path(out or f"{Path(image).stem}-gradcam.png")
+    picture = overlay(explanation)
+    atomic_write(target, lambda tmp: picture.save(tmp, "PNG"))
+    probs = ", ".join(f"{c} {p:.3f}" for c, p in explanation.probabilities.items())
+    Console(highlight=False, soft_wrap=True).print(
+        f"{image}: {explanation.label} ({probs}); heat map for '{explanation.explained}' written to {target}"
+    )
+
+
+@app.command()
+@user_errors
+def export(
+    model: Annotated[
+        str | None, typer.Argument(help="Model directory written by 'catdog train'; the built-in model if omitted.")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="Export format (only 'onnx').")] = "onnx",
+    int8: Annotated[
+        bool, typer.Option("--int8", help="Quantize to int8 with ONNX Runtime (checked against fp32 on real photos).")
+    ] = False,
+    out: Annotated[
+        str | None, typer.Option("--out", "-o", help="Output file; default MODEL/model.onnx (model-int8.onnx).")
+    ] = None,
+    check_data: Annotated[
+        str | None,
+        typer.Option(help="Labelled photos (any dataset layout) for the parity check; default: the training data."),
+    ] = None,
+    check_images: Annotated[int, typer.Option(help="How many photos the parity check uses.", min=8)] = 300,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the parity report as JSON.")] = False,
+) -> None:
+    """Export a model to a self-contained ONNX file, refusing one that does not match PyTorch."""
+    if fmt.lower() != "onnx":
+        raise fail(f"Unknown format '{fmt}'; catdog exports 'onnx'.")
+    from catdog.export import export as run_export
+
+    suffix = "model-int8.onnx" if int8 else "model.onnx"
+    target = out or (os.path.join(model, suffix) if model else f"catdog-builtin{'-int8' if int8 else ''}.onnx")
+    report = run_export(model, target, int8=int8, check_dir=check_data, n_check=check_images)
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return
+    line = f"Wrote {report.path}: max |Δprobability| vs PyTorch {report.fp32_max_gap:.1e} on {report.n_check} photos"
+    if report.int8:
+        line += (
+            f"; int8 agrees with fp32 on {report.agreement:.1%}, accuracy {report.accuracy_int8:.1f}% "
+            f"(fp32 {report.accuracy_fp32:.1f}%)"
+        )
+    Console(highlight=False, soft_wrap=True).print(line + ".")
+
+
+@app.command()
+@user_errors
 def train(
     data_dir: Annotated[str, typer.Argument(help="Dataset folder: cat.1.jpg-style files, or one folder per class.")],
     out: Annotated[str, typer.Option("--out", "-o", help="Model directory to write.")],

@@ -75,21 +75,22 @@ class Predictor:
         threshold: float | None = None,
         tta: bool = False,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        backend: str | None = None,
     ) -> Predictor:
-        """The built-in model (``model=None``) or a model directory."""
-        if model is None:
-            from catdog.models.builtin import load_builtin
+        """The built-in model (``model=None``), a model directory or an ``.onnx`` file.
 
-            module, config = load_builtin()
-            name = "builtin"
-        else:
-            from catdog.models import load_model_dir
+        ``backend`` (default ``$CATDOG_BACKEND`` or ``auto``): ``onnx`` runs ONNX Runtime (the
+        built-in model or a model directory is exported once to the user cache), ``torch`` runs
+        PyTorch, ``auto`` prefers ONNX Runtime and falls back to PyTorch if the export fails.
+        """
+        from catdog.onnx_backend import load_model_fn
 
-            module, config = load_model_dir(model)
-            name = str(model)
+        backend = backend or os.environ.get("CATDOG_BACKEND") or "auto"
+        model_fn, config, name, used = load_model_fn(model, backend)
+        config = {**config, "backend": used}
         gate = config.get("gate") or {}
         return cls(
-            model_fn=torch_model_fn(module),
+            model_fn=model_fn,
             classes=list(config["classes"]),
             pre=Preprocess.from_dict(config["preprocess"]),
             temperature=float(config.get("temperature", 1.0)),

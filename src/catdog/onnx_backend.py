@@ -1,0 +1,310 @@
+"""ONNX: export a catdog model to a self-contained file, and run one through ONNX Runtime.
+
+The file carries everything :class:`catdog.predict.Predictor` needs in its ``metadata_props``
+(classes, preprocessing, temperature, gate threshold, architecture, catdog version), so
+``catdog predict --model file.onnx`` works with the file alone. Its outputs, by name:
+
+- ``logits`` — ``(N, classes)``;
+- ``pet_score`` — ``(N,)``, only for gated models (the ImageNet head's pet evidence);
+- ``features`` — ``(N, F)`` penultimate features, for timm backbones (used by ``data audit``).
+
+ONNX Runtime computes only the outputs asked for, so prediction pays nothing for ``features``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+import catdog
+from catdog.fsutil import atomic_write, default_cache_dir
+from catdog.models.builtin import GatedClassifier
+from catdog.models.pretrained import ModelError
+
+INPUT = "input"
+EXPORT_FORMAT = 1  # bump when the graph layout or metadata change, so cached exports are rebuilt
+
+# metadata_props key → config key; values are JSON.
+_META_KEYS = {
+    "classes": "classes",
+    "preprocess": "preprocess",
+    "temperature": "temperature",
+    "gate": "gate",
+    "architecture": "architecture",
+}
+
+
+class ExportModule(nn.Module):
+    """What is exported: ``(logits[, pet_score][, features])`` from one forward pass.
+
+    For a gated or timm model the pieces are computed exactly as ``GatedClassifier.forward``
+    (and timm's ``forward``) do, with the features kept as an extra output; the parity check
+    in :func:`catdog.export.export` compares the result against the module's own forward.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+        self.gated = isinstance(module, GatedClassifier)
+        backbone = module.backbone if self.gated else module
+        self.has_features = all(hasattr(backbone, name) for name in ("forward_features", "forward_head"))
+
+    def output_names(self) -> list[str]:
+        names = ["logits"]
+        if self.gated:
+            names.append("pet_score")
+        if self.has_features:
+            names.append("features")
+        return names
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if not self.has_features:
+            out = self.module(x)
+            return out if isinstance(out, tuple) else (out,)
+        backbone = self.module.backbone if self.gated else self.module
+        features = backbone.forward_head(backbone.forward_features(x), pre_logits=True)
+        if not self.gated:
+            return backbone.get_classifier()(features), features
+        imagenet = backbone.get_classifier()(features).softmax(dim=1)
+        pet = imagenet.index_select(1, self.module.pet_classes).sum(dim=1)
+        return self.module.head(features), pet, features
+
+
+def export_onnx(module: nn.Module, config: dict, path: str | os.PathLike) -> None:
+    """Export ``module`` (dynamic batch axis, opset of the dynamo exporter) with ``config`` as metadata.
+
+    Written atomically; the caller checks parity before or after (see :mod:`catdog.export`).
+    """
+    import onnx
+
+    wrapper = ExportModule(module)
+    # eval() on the very module exported: a wrapper left in train mode would silently export
+    # batch-statistics BatchNorm and dropout.
+    wrapper.eval()
+    size = int(config["preprocess"]["image_size"])
+    example = torch.zeros(2, 3, size, size)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    with torch.inference_mode(False), torch.no_grad():
+        program = torch.onnx.export(
+            wrapper,
+            (example,),
+            dynamo=True,
+            input_names=[INPUT],
+            output_names=wrapper.output_names(),
+            dynamic_shapes={"x": {0: batch}},
+            verbose=False,
+        )
+    proto = program.model_proto
+    set_metadata(proto, config)
+    atomic_write(path, lambda tmp: onnx.save_model(proto, str(tmp)))
+
+
+def set_metadata(proto, config: dict) -> None:
+    """Write the Predictor's settings into ``proto.metadata_props`` (replacing catdog's own keys)."""
+    values = {meta: json.dumps(config.get(key)) for meta, key in _META_KEYS.items()}
+    values["catdog_version"] = json.dumps(catdog.__version__)
+    kept = [p for p in proto.metadata_props if p.key not in values]
+    del proto.metadata_props[:]
+    for prop in kept:
+        proto.metadata_props.add(key=prop.key, value=prop.value)
+    for key, value in values.items():
+        proto.metadata_props.add(key=key, value=value)
+
+
+def session(path: str | os.PathLike, threads: int | None = None):
+    """An ONNX Runtime CPU session: every core, all graph optimisations."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or _cores()
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own exception types for bad files
+        first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        raise ModelError(f"'{path}' is not a usable ONNX model ({first}).") from None
+
+
+def _cores() -> int:
+    from catdog.sharding import local_share_of_cores
+
+    return local_share_of_cores()
+
+
+def read_config(sess) -> dict:
+    """The catdog config stored in an ONNX session's metadata; a clear error when absent."""
+    props = sess.get_modelmeta().custom_metadata_map
+    if "classes" not in props or "preprocess" not in props:
+        raise ModelError("The ONNX file has no catdog metadata (classes, preprocess); export it with 'catdog export'.")
+    config = {}
+    for meta, key in _META_KEYS.items():
+        if meta in props:
+            config[key] = json.loads(props[meta])
+    config["catdog_version"] = json.loads(props.get("catdog_version", "null"))
+    if config.get("temperature") is None:
+        config["temperature"] = 1.0
+    return config
+
+
+def onnx_model_fn(sess) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]:
+    """A Predictor model function running ``sess``: ``(logits, pet_score or None)``."""
+    names = [o.name for o in sess.get_outputs()]
+    wanted = ["logits"] + (["pet_score"] if "pet_score" in names else [])
+    if "logits" not in names:
+        wanted = [names[0]]
+    input_name = sess.get_inputs()[0].name
+
+    def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        out = sess.run(wanted, {input_name: np.ascontiguousarray(batch, dtype=np.float32)})
+        return out[0], (out[1] if len(out) > 1 else None)
+
+    return run
+
+
+def features_fn(sess) -> Callable[[np.ndarray], np.ndarray] | None:
+    """Penultimate features of a batch, when the file has a ``features`` output."""
+    if "features" not in [o.name for o in sess.get_outputs()]:
+        return None
+    input_name = sess.get_inputs()[0].name
+    return lambda batch: sess.run(["features"], {input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+
+
+# -- the cached export used for fast CPU inference of the built-in model and model directories ---
+
+
+def files_key(paths: list[Path]) -> str:
+    """A hash of some files' bytes, catdog's version and the export format."""
+    digest = hashlib.sha256(f"{catdog.__version__}/{EXPORT_FORMAT}/{torch.__version__}".encode())
+    for path in paths:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:20]
+
+
+@contextmanager
+def _lock(path: Path):
+    """One exporter at a time (several torchrun ranks or server workers may start together)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def cached_export(name: str, key_files: list[Path], load: Callable[[], tuple[nn.Module, dict]]) -> Path:
+    """The ONNX export of a model in the user cache, made once (atomically) on first use."""
+    path = default_cache_dir() / "onnx" / f"{name}-{files_key(key_files)}.onnx"
+    if path.exists():
+        return path
+    with _lock(path):
+        if not path.exists():
+            print(f"Exporting {name} to ONNX for fast CPU inference (once, into {path.parent}).", file=sys.stderr)
+            module, config = load()
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            try:
+                export_onnx(module, config, tmp)
+                gap = max_gap(module, session(tmp), np.random.default_rng(0).normal(size=(4, *_input_shape(config))))
+                if not gap <= 1e-4:
+                    raise ModelError(f"the ONNX export of {name} differs from PyTorch by {gap:.2g} in probability.")
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
+    return path
+
+
+def _input_shape(config: dict) -> tuple[int, int, int]:
+    size = int(config["preprocess"]["image_size"])
+    return 3, size, size
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+    return np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+
+
+def max_gap(module: nn.Module, sess, batch: np.ndarray) -> float:
+    """Largest |Δprobability| (classes and pet score) between ``module`` and an ONNX session on ``batch``."""
+    from catdog.predict import torch_model_fn
+
+    batch = batch.astype(np.float32)
+    ref_logits, ref_pet = torch_model_fn(module)(batch)
+    logits, pet = onnx_model_fn(sess)(batch)
+    gap = float(np.abs(_softmax(ref_logits) - _softmax(logits)).max())
+    if ref_pet is not None and pet is not None:
+        gap = max(gap, float(np.abs(ref_pet - pet).max()))
+    return gap
+
+
+def load_model_fn(model: str | os.PathLike | None, backend: str = "auto") -> tuple[Callable, dict, str, str]:
+    """``(model_fn, config, name, backend used)`` for the built-in model, a model directory or an .onnx file.
+
+    ``backend``: ``onnx`` runs ONNX Runtime (the built-in model or a model directory is exported
+    once to the user cache), ``torch`` runs PyTorch eager, ``auto`` tries ONNX Runtime and falls
+    back to PyTorch when the export fails.
+    """
+    from catdog.predict import torch_model_fn
+
+    if backend not in ("auto", "onnx", "torch"):
+        raise ValueError(f"backend '{backend}' must be auto, onnx or torch.")
+    if model is not None and Path(model).suffix.lower() == ".onnx" and not Path(model).is_dir():
+        if not Path(model).is_file():
+            raise ModelError(f"ONNX file '{model}' does not exist.")
+        if backend == "torch":
+            raise ValueError("an .onnx file runs only with the onnx backend.")
+        sess = session(model)
+        return onnx_model_fn(sess), read_config(sess), str(model), "onnx"
+    name, key_files, load = _torch_source(model)
+    if backend != "torch":
+        try:
+            path = cached_export(name, key_files, load)
+            sess = session(path)
+            return onnx_model_fn(sess), _full_config(sess, model), str(model or "builtin"), "onnx"
+        except (ModelError, OSError, RuntimeError, ValueError, ImportError) as err:
+            if backend == "onnx":
+                raise
+            print(f"ONNX export failed ({err}); running PyTorch instead.", file=sys.stderr)
+    module, config = load()
+    return torch_model_fn(module), config, str(model or "builtin"), "torch"
+
+
+def _full_config(sess, model: str | os.PathLike | None) -> dict:
+    """The exported settings, plus the rest of a model directory's config.json (metrics, data ...)."""
+    config = read_config(sess)
+    if model is None:
+        return config
+    from catdog.models import read_config as read_dir_config
+
+    return read_dir_config(model) | config
+
+
+def _torch_source(model: str | os.PathLike | None) -> tuple[str, list[Path], Callable[[], tuple[nn.Module, dict]]]:
+    """Cache name, files whose bytes identify the weights, and the loader of a torch model."""
+    if model is None:
+        from catdog.models.builtin import _WEIGHTS, BUILTIN_BACKBONE, load_builtin
+        from catdog.models.pretrained import packaged_weights_path
+
+        files = [Path(packaged_weights_path(BUILTIN_BACKBONE))]
+        files += sorted(Path(str(p)) for p in _WEIGHTS.iterdir() if p.name.startswith("builtin_head"))
+        return "builtin", files, load_builtin
+    from catdog.models import load_model_dir
+    from catdog.models import read_config as read_dir_config
+
+    model_dir = Path(model)
+    read_dir_config(model_dir)  # a clear error for a wrong path before anything else
+    files = [model_dir / "config.json", model_dir / "model.safetensors"]
+    return "model", files, lambda: load_model_dir(model_dir)

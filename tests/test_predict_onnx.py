@@ -1,0 +1,127 @@
+"""Prediction through ONNX Runtime: the .onnx file alone, the cached export, TTA, threshold, torchrun sharding."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from PIL import Image
+
+from catdog.predict import Predictor
+
+from conftest import REPO, run_catdog
+
+
+def _by_path(output: str) -> dict[str, dict]:
+    return {Path(p["path"]).name: p for p in json.loads(output)}
+
+
+def test_onnx_file_alone_predicts_like_the_model_directory(
+    onnx_model_file: Path, trained_model_dir: Path, samples_dir: Path, tmp_path: Path
+) -> None:
+    alone = tmp_path / "only-this.onnx"  # nothing beside it: no config.json, no weights
+    shutil.copy(onnx_model_file, alone)
+    via_onnx = run_catdog("predict", "--model", str(alone), "--json", str(samples_dir))
+    via_torch = run_catdog(
+        "predict", "--model", str(trained_model_dir), "--json", str(samples_dir), env={"CATDOG_BACKEND": "torch"}
+    )
+    assert via_onnx.returncode == 0, via_onnx.stderr
+    assert via_torch.returncode == 0, via_torch.stderr
+    onnx_out, torch_out = _by_path(via_onnx.stdout), _by_path(via_torch.stdout)
+    assert len(onnx_out) == 40 and onnx_out.keys() == torch_out.keys()
+    for name, expected in torch_out.items():
+        got = onnx_out[name]
+        assert got["label"] == expected["label"], name
+        for c in ("cat", "dog"):
+            assert abs(got["probabilities"][c] - expected["probabilities"][c]) <= 1e-4, name
+    # The fitted head recognises the samples: the file really carries the trained weights.
+    correct = sum(p["label"] == Path(name).name.split(".")[0] for name, p in onnx_out.items())
+    assert correct >= 36
+
+
+def test_metadata_and_dynamic_batch(onnx_model_file: Path, trained_model_dir: Path) -> None:
+    sess = ort.InferenceSession(str(onnx_model_file), providers=["CPUExecutionProvider"])
+    meta = sess.get_modelmeta().custom_metadata_map
+    config = json.loads((trained_model_dir / "config.json").read_text())
+    assert json.loads(meta["classes"]) == config["classes"]
+    assert json.loads(meta["preprocess"]) == config["preprocess"]
+    assert json.loads(meta["temperature"]) == config["temperature"]
+    assert json.loads(meta["gate"]) == config["gate"]
+    assert json.loads(meta["catdog_version"])
+    assert [o.name for o in sess.get_outputs()] == ["logits", "pet_score", "features"]
+    for n in (1, 5):
+        logits, pet = sess.run(["logits", "pet_score"], {"input": np.zeros((n, 3, 224, 224), np.float32)})
+        assert logits.shape == (n, 2) and pet.shape == (n,)
+
+
+def _mirrored(path: Path) -> bytes:
+    out = io.BytesIO()
+    Image.open(path).convert("RGB").transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(out, "PNG")
+    return out.getvalue()
+
+
+def test_tta_and_threshold_with_onnx(onnx_model_file: Path, samples_dir: Path) -> None:
+    photos = sorted((samples_dir / "cat").glob("*.jpg"))[:3] + sorted((samples_dir / "dog").glob("*.jpg"))[:3]
+    plain = Predictor.load(onnx_model_file)
+    tta = Predictor.load(onnx_model_file, tta=True)
+    assert plain.info["backend"] == "onnx"
+    items = [(p.name, p) for p in photos]
+    mirrored = plain.predict_batch([(p.name, _mirrored(p)) for p in photos], "filename")
+    for a, m, t in zip(plain.predict_batch(items), mirrored, tta.predict_batch(items)):
+        expected = (a.probabilities["cat"] + m.probabilities["cat"]) / 2
+        # PNG mirror vs in-tensor flip: same pixels, so TTA is the mean of the two predictions.
+        assert t.probabilities["cat"] == pytest.approx(expected, abs=2e-3)
+    unsure = Predictor.load(onnx_model_file, threshold=1.0).predict_batch(items)
+    assert {p.label for p in unsure} <= {"unsure", "neither"}
+
+
+def test_onnx_errors_are_one_sentence(tmp_path: Path, samples_dir: Path) -> None:
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"not an onnx model")
+    done = run_catdog("predict", "--model", str(bad), str(samples_dir / "cat" / "cat.1.jpg"))
+    assert done.returncode == 2
+    assert "broken.onnx" in done.stderr and "Traceback" not in done.stderr
+    missing = run_catdog("predict", "--model", str(tmp_path / "nope.onnx"), str(samples_dir))
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_torchrun_shards_and_keeps_input_order(onnx_model_file: Path, samples_dir: Path, tmp_path: Path) -> None:
+    files = sorted(str(p) for p in samples_dir.rglob("*.jpg"))[::3]
+    files.insert(2, str(tmp_path / "missing.jpg"))  # an error entry keeps its place
+    single = run_catdog("predict", "--model", str(onnx_model_file), "--json", *files)
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    multi = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+        + ["-m", "catdog", "predict", "--model", str(onnx_model_file), "--json", *files],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert single.returncode == 1 and multi.returncode == 1, multi.stderr[-2000:]
+    expected = json.loads(single.stdout)
+    got = json.loads(multi.stdout)  # only rank 0 prints: exactly one JSON list
+    assert [p.get("path") for p in got] == [p.get("path") for p in expected]
+    assert [p.get("label") for p in got] == [p.get("label") for p in expected]
+
+
+@pytest.mark.slow
+def test_model_directory_runs_through_a_cached_onnx_export(trained_model_dir: Path, cache_dir: Path) -> None:
+    first = Predictor.load(trained_model_dir)
+    assert first.info["backend"] == "onnx"
+    exported = list((cache_dir / "onnx").glob("*.onnx"))
+    assert len(exported) == 1
+    stamp = exported[0].stat().st_mtime_ns
+    second = Predictor.load(trained_model_dir)
+    assert exported[0].stat().st_mtime_ns == stamp  # reused, not exported again
+    torch_run = Predictor.load(trained_model_dir, backend="torch")
+    batch = np.random.default_rng(1).normal(size=(3, 3, 224, 224)).astype(np.float32)
+    assert np.abs(second.model_fn(batch)[0] - torch_run.model_fn(batch)[0]).max() < 1e-3
