@@ -72,7 +72,8 @@ def _files_under(folder: Path) -> list[Path]:
 
 
 def _class_folders(root: Path) -> list[Path]:
-    return sorted(p for p in root.iterdir() if p.is_dir() and not _is_hidden(p))
+    # A linked folder may point anywhere on the machine: not followed, like links further down.
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink() and not _is_hidden(p))
 
 
 def discover(root: str | os.PathLike, *, image_files_only: bool = False) -> Dataset:
@@ -90,7 +91,9 @@ def discover(root: str | os.PathLike, *, image_files_only: bool = False) -> Data
 
     layout = "folders"
     folders = _class_folders(root)
-    flat_images = [p for p in sorted(root.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+    flat_images = [
+        p for p in sorted(root.iterdir()) if p.is_file() and not p.is_symlink() and p.suffix.lower() in IMAGE_EXTENSIONS
+    ]
     # PetImages, or any single wrapper folder around the class folders.
     if len(folders) == 1 and not flat_images and _class_folders(folders[0]):
         layout = "petimages" if folders[0].name.lower() == "petimages" else "folders"
