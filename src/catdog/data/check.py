@@ -377,6 +377,8 @@ def finish_pending(dest: str | os.PathLike) -> list[dict]:
     root, dest = Path(plan["root"]), Path(dest)
     done = []
     for move in plan["moves"]:
+        if not _inside(move["path"]):
+            continue  # a damaged or hand-edited plan must not move files from or to outside its folders
         target = dest / move["path"]
         outcome = _move_file(root / move["path"], target)
         if outcome == "moved":
@@ -388,6 +390,12 @@ def finish_pending(dest: str | os.PathLike) -> list[dict]:
         n += 1
     os.replace(plan_file, dest / f"quarantine-{stamp}-{n}.json")
     return done
+
+
+def _inside(relative: str) -> bool:
+    """Whether a plan's path stays inside the folder it is joined to (relative, no '..')."""
+    path = Path(relative)
+    return bool(relative) and not path.is_absolute() and ".." not in path.parts
 
 
 def _move_file(src: Path, dst: Path) -> str:
