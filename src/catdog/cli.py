@@ -49,13 +49,12 @@ def user_errors(func: Callable) -> Callable:
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        from catdog.data.layout import DatasetError
+        from catdog.errors import CatdogError
         from catdog.images import ImageError
-        from catdog.models.pretrained import ModelError
 
         try:
             return func(*args, **kwargs)
-        except (DatasetError, ImageError, ModelError, ValueError, OSError) as err:
+        except (CatdogError, ImageError, ValueError, OSError) as err:
             if DEBUG["on"]:
                 raise
             message = str(err) or type(err).__name__

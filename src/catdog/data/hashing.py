@@ -35,7 +35,7 @@ class HashIndex:
 
     def hashes(self, paths: list[Path], workers: int | None = None) -> list[str | None]:
         """Hash of each file (None for one that cannot be read), rehashing only changed files."""
-        keys = [str(Path(p).resolve()) for p in paths]
+        keys = [os.path.abspath(p) for p in paths]  # abspath: no per-file syscalls, unlike resolve()
         results: list[str | None] = [None] * len(paths)
         todo = []
         for i, key in enumerate(keys):

@@ -14,13 +14,12 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from catdog.errors import DatasetError
 from catdog.images import IMAGE_EXTENSIONS
 
+__all__ = ["Dataset", "DatasetError", "LabelledFile", "discover", "normalize_label"]
+
 _FLAT_NAME = re.compile(r"^(?P<label>[A-Za-z][A-Za-z ]*?)[._\- ]?\d+(?:[._\- ]\w+)*\.[A-Za-z0-9]+$")
-
-
-class DatasetError(ValueError):
-    """A dataset folder that cannot be used; ``str(err)`` is one clear sentence."""
 
 
 @dataclass(frozen=True)

