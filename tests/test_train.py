@@ -1,0 +1,205 @@
+"""Training: every model family learns on real photos; the model directory round-trips; bad input fails cleanly."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from catdog.models import build_model, load_model_dir
+from catdog.models.scratch import SCRATCH_MODELS
+from catdog.predict import Predictor
+from catdog.train import TrainConfig, train
+
+from conftest import run_catdog
+
+
+def copy_dev_subset(dev_dir: Path, out: Path, per_class: int, start: int = 0) -> Path:
+    """A small flat dataset of real dev photos (cat.N.jpg / dog.N.jpg)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for label in ("cat", "dog"):
+        for i in range(start, start + per_class):
+            shutil.copy(dev_dir / f"{label}.{i}.jpg", out / f"{label}.{i}.jpg")
+    return out
+
+
+@pytest.fixture(scope="module")
+def small_dev(tmp_path_factory: pytest.TempPathFactory, dev_dir: Path) -> Path:
+    """40 real photos (20 cats, 20 dogs)."""
+    return copy_dev_subset(dev_dir, tmp_path_factory.mktemp("data") / "small", 20)
+
+
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache for this module: decoded pixels, the exported ONNX backbone and its features."""
+    return tmp_path_factory.mktemp("train-cache")
+
+
+def history(model_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (model_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("name", sorted(SCRATCH_MODELS))
+@pytest.mark.parametrize("size", [64, 150])
+def test_scratch_models_take_any_input_size(name: str, size: int) -> None:
+    model = build_model(name, 3)
+    out = model(torch.zeros(2, 3, size, size))
+    assert out.shape == (2, 3)
+
+
+def test_seed_cnn_is_the_classic_architecture() -> None:
+    model = SCRATCH_MODELS["seed-cnn"](2)
+    model(torch.zeros(1, 3, 150, 150))
+    convs = [m for m in model if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [32, 64, 128, 128]
+    assert all(c.kernel_size == (3, 3) for c in convs)
+    assert sum(isinstance(m, torch.nn.MaxPool2d) for m in model) == 4
+    dense = [m for m in model if isinstance(m, torch.nn.Linear)]
+    # 150 → 148 → 74 → 72 → 36 → 34 → 17 → 15 → 7: the flatten size follows the input size.
+    assert [(d.in_features, d.out_features) for d in dense] == [(128 * 7 * 7, 512), (512, 2)]
+    assert any(isinstance(m, torch.nn.Dropout) and m.p == 0.5 for m in model)
+
+
+FAMILIES = {
+    "seed-cnn": dict(model="seed-cnn", image_size=64, epochs=10, lr=1e-3, batch_size=8, warmup_epochs=0),
+    "catnet": dict(model="catnet", image_size=64, epochs=6, batch_size=8),
+    "finetune": dict(model="tf_efficientnet_lite0", image_size=96, epochs=3, batch_size=8, lr=2e-4),
+    "frozen": dict(model="tf_efficientnet_lite0", freeze="backbone", epochs=8, batch_size=8, lr=3e-3),
+}
+
+
+@pytest.mark.parametrize(
+    "family", [pytest.param(f, marks=pytest.mark.slow) if f == "finetune" else f for f in sorted(FAMILIES)]
+)
+def test_each_family_learns_and_round_trips(family: str, small_dev: Path, shared_cache: Path, tmp_path: Path) -> None:
+    out = tmp_path / family
+    options = dict(FAMILIES[family], label_smoothing=0.0, patience=100, workers=0, seed=1)
+    metrics = train(TrainConfig(data_dir=str(small_dev), out=str(out), cache_dir=str(shared_cache), **options))
+
+    rows = history(out)
+    assert len(rows) == options["epochs"]
+    # It learns: the last third of the epochs has a lower training loss than the first epoch.
+    last = [r["train_loss"] for r in rows[-max(1, len(rows) // 3) :]]
+    assert sum(last) / len(last) < rows[0]["train_loss"], rows
+    assert {p.name for p in out.iterdir()} == {"model.safetensors", "config.json", "metrics.jsonl", "curves.png"}
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    config = json.loads((out / "config.json").read_text())
+    assert config["classes"] == ["cat", "dog"]
+    assert config["training"]["model"] == options["model"]
+    assert config["metrics"] == metrics
+    assert min(r["val_loss"] for r in rows) == pytest.approx(metrics["val_loss"], abs=1e-4)
+    assert config["data"]["train_images"] + config["data"]["val_images"] == 40
+    assert len(config["data"]["fingerprint"]) == 32
+    assert config["temperature"] > 0
+    assert "torch" in config["versions"]
+    if family in ("finetune", "frozen"):
+        assert config["gate"]["threshold"] > 0  # a cat/dog model keeps the ImageNet `neither` gate
+    else:
+        assert config["gate"] is None
+
+    # What train wrote is what everything else loads: the module and the Predictor.
+    module, loaded = load_model_dir(out)
+    assert loaded["architecture"] == options["model"]
+    predictor = Predictor.load(out)
+    assert predictor.temperature == config["temperature"]
+    photos = sorted(small_dev.glob("*.jpg"))[:4]
+    predictions = list(predictor.predict_paths([str(p) for p in photos]))
+    assert all(p.ok and p.label in ("cat", "dog", "neither") for p in predictions)
+    assert all(abs(sum(p.probabilities.values()) - 1) < 1e-4 for p in predictions)
+
+
+def test_frozen_head_predicts_like_its_validation(dev_dir: Path, shared_cache: Path, tmp_path: Path) -> None:
+    """The Predictor, from raw JPEGs, agrees with the validation accuracy training measured on cached features."""
+    from catdog.data import prepare
+
+    data_dir = copy_dev_subset(dev_dir, tmp_path / "data", 60, start=500)
+    out = tmp_path / "model"
+    metrics = train(
+        TrainConfig(
+            data_dir=str(data_dir), out=str(out), model="tf_efficientnet_lite0", freeze="backbone",
+            epochs=15, workers=0, cache_dir=str(shared_cache), batch_size=16, lr=3e-3,
+        )
+    )  # fmt: skip
+    predictor = Predictor.load(out)
+    prepared = prepare(data_dir, predictor.pre, shared_cache)
+    val = prepared.split(0.1)["val"]
+    predictions = list(predictor.predict_paths([str(prepared.paths[i]) for i in val]))
+    correct = sum(p.label == prepared.classes[prepared.labels[i]] for p, i in zip(predictions, val))
+    assert correct / len(val) == pytest.approx(metrics["val_accuracy"], abs=1.5 / len(val))
+    assert metrics["val_accuracy"] >= 0.8  # ImageNet features separate cats from dogs even with 108 photos
+
+
+# -- the command line: bad arguments and bad datasets ------------------------------------------
+
+
+def _fails_cleanly(done, *words: str) -> None:
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1 and lines[-1] == errors[0], done.stderr  # one sentence, after any progress lines
+    message = errors[0]
+    for word in words:
+        assert word in message, message
+
+
+def _corrupt_dataset(root: Path) -> Path:
+    for label in ("cat", "dog"):
+        (root / label).mkdir(parents=True)
+        for i in range(3):
+            (root / label / f"{i}.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    return root
+
+
+def _one_class(root: Path, dev_dir: Path) -> Path:
+    (root / "cat").mkdir(parents=True)
+    for i in range(3):
+        shutil.copy(dev_dir / f"cat.{i}.jpg", root / "cat" / f"{i}.jpg")
+    return root
+
+
+BAD_DATA = {
+    "missing folder": (lambda root, dev: root / "nope", ["does not exist"]),
+    "empty folder": (lambda root, dev: (root / "empty").mkdir() or root / "empty", ["No images"]),
+    "one class only": (lambda root, dev: _one_class(root / "one", dev), ["only one class"]),
+    "all files corrupt": (lambda root, dev: _corrupt_dataset(root / "corrupt"), ["None of the 6"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_DATA))
+def test_bad_datasets_fail_with_one_sentence(case: str, tmp_path: Path, dev_dir: Path, cache_dir: Path) -> None:
+    make, words = BAD_DATA[case]
+    data = make(tmp_path, dev_dir)
+    done = run_catdog("train", str(data), "--out", str(tmp_path / "model"), "--model", "seed-cnn", "--epochs", "1")
+    _fails_cleanly(done, *words)
+    assert not (tmp_path / "model" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--model", "no-such-net"], ["Unknown model 'no-such-net'"]),
+        (["--model", "convnext_tiny"], ["convnext_tiny"]),  # needs a download, and the test runs offline
+        (["--model", "seed-cnn", "--freeze", "backbone"], ["--freeze backbone", "seed-cnn"]),
+        (["--schedule", "linear"], ["--schedule"]),
+    ],
+)
+def test_bad_arguments_fail_with_one_sentence(
+    args: list[str], words: list[str], small_dev: Path, tmp_path: Path, cache_dir: Path
+) -> None:
+    env = {"HF_HUB_OFFLINE": "1"}
+    done = run_catdog("train", str(small_dev), "--out", str(tmp_path / "m"), "--epochs", "1", *args, env=env)
+    _fails_cleanly(done, *words)
+
+
+def test_existing_model_is_not_overwritten_and_resume_needs_a_run(small_dev: Path, tmp_path: Path) -> None:
+    out = tmp_path / "m"
+    out.mkdir()
+    (out / "model.safetensors").write_bytes(b"keep me")
+    _fails_cleanly(run_catdog("train", str(small_dev), "--out", str(out)), "already holds a model")
+    _fails_cleanly(run_catdog("train", str(small_dev), "--out", str(out), "--resume"), "no unfinished run")
+    assert (out / "model.safetensors").read_bytes() == b"keep me"
