@@ -314,6 +314,42 @@ def _print_evaluation(result: dict) -> None:
         out.print(f"Report: {result['report']}")
 
 
+@data_app.command("audit")
+@user_errors
+def data_audit(
+    data_dir: Annotated[str, typer.Argument(help="Labelled photos in any dataset layout.")],
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="Model directory or .onnx file giving the features; the built-in model."),
+    ] = None,
+    out: Annotated[
+        str | None, typer.Option("--out", "-o", help="Write audit.html (thumbnails) and suspects.json here.")
+    ] = None,
+    folds: Annotated[int, typer.Option(help="Folds of the out-of-fold logistic regression.", min=2)] = 5,
+    top: Annotated[int, typer.Option(help="How many suspects to print and show.", min=1)] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print every suspect as JSON.")] = False,
+) -> None:
+    """List the photos most likely mislabelled: out-of-fold predictions that confidently disagree."""
+    from catdog.data.audit import audit, write_audit
+
+    result = audit(data_dir, model, folds=folds)
+    page = write_audit(result, out, top=top) if out else None
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return
+    console = Console(highlight=False, soft_wrap=True)
+    console.print(
+        f"{result.n} photos, out-of-fold accuracy {result.out_of_fold_accuracy:.4f}; "
+        f"{len(result.suspects)} disagree with their label. Most likely mislabelled:"
+    )
+    for rank, s in enumerate(result.suspects[:top], 1):
+        console.print(f"{rank:3d}. {s.path}: labelled {s.label}, looks like {s.suggested} ({s.confidence:.3f})")
+    for item in result.unreadable:
+        console.print(f"[yellow]unreadable[/] {item['error']}")
+    if page:
+        console.print(f"Report: {page}")
+
+
 @app.command()
 @user_errors
 def explain(

@@ -1,0 +1,232 @@
+"""The evaluation report: PNG plots, a gallery of confident mistakes, one self-contained report.html."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, never a window
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn import metrics as skm  # noqa: E402
+from sklearn.calibration import calibration_curve  # noqa: E402
+
+from catdog.fsutil import atomic_write_bytes, atomic_write_text  # noqa: E402
+from catdog.images import ImageError, decode  # noqa: E402
+
+GALLERY_SIZE = 16
+THUMB = 200
+
+
+def _png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def confusion_png(metrics: dict) -> bytes:
+    matrix = np.array(metrics["confusion_matrix"])
+    fig, ax = plt.subplots(figsize=(1.6 + 1.1 * matrix.shape[1], 1.4 + 1.1 * matrix.shape[0]))
+    # Drawn directly: with 'neither'/'unsure' columns the matrix is not square (ConfusionMatrixDisplay needs square).
+    ax.imshow(matrix, cmap="Blues")
+    for (row, col), value in np.ndenumerate(matrix):
+        colour = "white" if value > matrix.max() / 2 else "black"
+        ax.text(col, row, str(value), ha="center", va="center", color=colour)
+    ax.set_xticks(range(matrix.shape[1]), metrics["confusion_columns"])
+    ax.set_yticks(range(matrix.shape[0]), metrics["classes"])
+    ax.set_xlabel("answer")
+    ax.set_ylabel("truth")
+    ax.set_title("Confusion matrix (rows: truth)")
+    return _png(fig)
+
+
+def roc_png(evaluation, metrics: dict) -> bytes:
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    y = evaluation.y
+    for i, name in enumerate(evaluation.classes):
+        if len(evaluation.classes) == 2 and i == 0:
+            continue  # one curve says it all for two classes
+        if 0 < (y == i).sum() < len(y):
+            skm.RocCurveDisplay.from_predictions(y == i, evaluation.probs[:, i], name=name, ax=ax)
+    ax.plot([0, 1], [0, 1], "k:", linewidth=1)
+    auc = metrics.get("roc_auc")
+    ax.set_title(f"ROC (AUC {auc:.4f})" if auc is not None else "ROC")
+    return _png(fig)
+
+
+def reliability_png(evaluation, metrics: dict) -> bytes:
+    confidence = evaluation.probs.max(axis=1)
+    correct = (evaluation.probs.argmax(axis=1) == evaluation.y).astype(int)
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    if len(set(correct.tolist())) > 1:
+        accuracy, mean_conf = calibration_curve(correct, confidence, n_bins=10, strategy="quantile")
+        ax.plot(mean_conf, accuracy, "o-", label="model")
+    ax.plot([0, 1], [0, 1], "k:", linewidth=1, label="perfect calibration")
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"Reliability (ECE {metrics['ece']:.4f})")
+    ax.legend(loc="upper left")
+    return _png(fig)
+
+
+def robustness_png(robust: dict) -> bytes:
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for name, values in robust["accuracy"].items():
+        ax.plot([0, 1, 2, 3], [robust["clean"], *values], "o-", label=name)
+    ax.set_xticks([0, 1, 2, 3], ["clean", "1", "2", "3"])
+    ax.set_xlabel("severity")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"Accuracy under corruptions ({robust['n']} photos)")
+    ax.legend(fontsize=8, ncol=2)
+    return _png(fig)
+
+
+def confident_mistakes(evaluation, k: int = GALLERY_SIZE) -> list[dict]:
+    """The ``k`` wrong answers with the highest probability on the wrong class, most confident first."""
+    wrong = []
+    for i, (truth, answer) in enumerate(zip(evaluation.truth, evaluation.predicted)):
+        if answer != truth:
+            probs = dict(zip(evaluation.classes, evaluation.probs[i].round(4).tolist()))
+            wrong.append({"path": evaluation.paths[i], "truth": truth, "answer": answer, "probabilities": probs})
+    wrong.sort(key=lambda w: -max(p for c, p in w["probabilities"].items() if c != w["truth"]))
+    return wrong[:k]
+
+
+def thumbnail_data_uri(path: str, size: int = THUMB) -> str | None:
+    try:
+        img = decode(path, min_size=size)
+    except ImageError:
+        return None
+    img.thumbnail((size, size))
+    buffer = io.BytesIO()
+    img.save(buffer, "JPEG", quality=85)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def gallery_png(mistakes: list[dict]) -> bytes:
+    cols = 4
+    rows = max(1, (len(mistakes) + cols - 1) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3.3 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, item in zip(axes.flat, mistakes):
+        try:
+            img = decode(item["path"], min_size=THUMB)
+            img.thumbnail((THUMB, THUMB))
+            ax.imshow(img)
+        except ImageError:
+            pass
+        probs = ", ".join(f"{c} {p:.2f}" for c, p in item["probabilities"].items())
+        ax.set_title(f"{Path(item['path']).name}\ntrue {item['truth']} → {item['answer']}\n{probs}", fontsize=8)
+    if not mistakes:
+        axes[0, 0].text(0.5, 0.5, "no mistakes", ha="center")
+    return _png(fig)
+
+
+def _uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+def _fmt(value) -> str:
+    return "—" if value is None else f"{value:.4f}" if isinstance(value, float) else html.escape(str(value))
+
+
+def write_report(out_dir: str | os.PathLike, evaluation, metrics: dict) -> Path:
+    """Write the PNGs, metrics.json and report.html into ``out_dir``; return the HTML path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    mistakes = confident_mistakes(evaluation)
+    pngs = {
+        "confusion_matrix.png": confusion_png(metrics),
+        "roc.png": roc_png(evaluation, metrics),
+        "reliability.png": reliability_png(evaluation, metrics),
+        "mistakes.png": gallery_png(mistakes),
+    }
+    if "robustness" in metrics and metrics["robustness"]["n"]:
+        pngs["robustness.png"] = robustness_png(metrics["robustness"])
+    for name, data in pngs.items():
+        atomic_write_bytes(out / name, data)
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    page = _html(metrics, pngs, mistakes)
+    atomic_write_text(out / "report.html", page)
+    return out / "report.html"
+
+
+def _html(metrics: dict, pngs: dict[str, bytes], mistakes: list[dict]) -> str:
+    classes = metrics["classes"]
+    rows = "".join(
+        f"<tr><td>{html.escape(c)}</td><td>{_fmt(metrics['precision'][c])}</td><td>{_fmt(metrics['recall'][c])}</td>"
+        f"<td>{_fmt(metrics['f1'][c])}</td><td>{metrics['support'][c]}</td></tr>"
+        for c in classes
+    )
+    rows += (
+        f"<tr><td><b>macro</b></td><td>{_fmt(metrics['precision']['macro'])}</td>"
+        f"<td>{_fmt(metrics['recall']['macro'])}</td><td>{_fmt(metrics['f1']['macro'])}</td><td></td></tr>"
+    )
+    summary = "".join(
+        f"<tr><th>{name}</th><td>{_fmt(metrics.get(key))}</td></tr>"
+        for name, key in (
+            ("photos", "n"),
+            ("accuracy", "accuracy"),
+            ("log loss", "log_loss"),
+            ("ROC AUC", "roc_auc"),
+            ("ECE", "ece"),
+            ("answered 'neither'", "neither"),
+            ("answered 'unsure'", "unsure"),
+        )
+    )
+    summary += f"<tr><th>unreadable files</th><td>{len(metrics['unreadable'])}</td></tr>"
+    plots = "".join(
+        f'<figure><img src="{_uri(pngs[name])}" alt="{name}"><figcaption>{name}</figcaption></figure>'
+        for name in ("confusion_matrix.png", "roc.png", "reliability.png")
+    )
+    gallery = ""
+    for item in mistakes:
+        uri = thumbnail_data_uri(item["path"]) or ""
+        probs = ", ".join(f"{html.escape(c)} {p:.3f}" for c, p in item["probabilities"].items())
+        gallery += (
+            f'<figure class="mistake"><img src="{uri}" alt="{html.escape(Path(item["path"]).name)}">'
+            f"<figcaption>{html.escape(Path(item['path']).name)}<br>true <b>{html.escape(item['truth'])}</b> → "
+            f"<b>{html.escape(str(item['answer']))}</b><br>{probs}</figcaption></figure>"
+        )
+    robust = ""
+    if "robustness.png" in pngs:
+        r = metrics["robustness"]
+        body = "".join(
+            f"<tr><td>{name}</td>" + "".join(f"<td>{v:.3f}</td>" for v in values) + "</tr>"
+            for name, values in r["accuracy"].items()
+        )
+        robust = (
+            f"<h2>Robustness</h2><p>{r['n']} photos; clean accuracy {r['clean']:.3f}.</p>"
+            f"<table><tr><th>corruption</th><th>severity 1</th><th>2</th><th>3</th></tr>{body}</table>"
+            f'<figure><img src="{_uri(pngs["robustness.png"])}" alt="robustness.png"></figure>'
+        )
+    unreadable = "".join(f"<li>{html.escape(u['path'])}: {html.escape(u['error'])}</li>" for u in metrics["unreadable"])
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>catdog evaluation</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #222; }}
+table {{ border-collapse: collapse; margin: 1rem 0; }}
+td, th {{ border: 1px solid #ccc; padding: .3rem .6rem; text-align: right; }}
+figure {{ display: inline-block; margin: .5rem; vertical-align: top; }}
+figure.mistake {{ width: 210px; font-size: .8rem; }}
+img {{ max-width: 100%; }}
+</style></head><body>
+<h1>catdog evaluation</h1>
+<p>Model <code>{html.escape(str(metrics.get("model")))}</code> ({html.escape(str(metrics.get("backend")))})</p>
+<table>{summary}</table>
+<h2>Per class</h2>
+<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>{rows}</table>
+<h2>Plots</h2>{plots}
+<h2>Most confidently wrong</h2>{gallery or "<p>No mistakes.</p>"}
+{robust}
+<h2>Unreadable files</h2>{f"<ul>{unreadable}</ul>" if unreadable else "<p>None.</p>"}
+</body></html>
+"""

@@ -1,0 +1,43 @@
+"""catdog data audit finds the labels this test flips on purpose in a small real set."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from conftest import run_catdog
+
+FLIPPED = {"cat.3003.jpg": "dog", "cat.3021.jpg": "dog", "dog.3012.jpg": "cat"}
+
+
+def test_audit_ranks_the_flipped_labels_first(trained_model_dir: Path, dev_dir: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    for label in ("cat", "dog"):
+        (data / label).mkdir(parents=True)
+    for label in ("cat", "dog"):
+        for i in range(3000, 3040):
+            name = f"{label}.{i}.jpg"
+            shutil.copy(dev_dir / name, data / FLIPPED.get(name, label) / name)
+    (data / "cat" / "empty.jpg").write_bytes(b"")
+    out = tmp_path / "audit"
+    done = run_catdog("data", "audit", str(data), "--model", str(trained_model_dir), "--out", str(out), "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["n"] == 80 and [Path(u["path"]).name for u in result["unreadable"]] == ["empty.jpg"]
+    ranked = [Path(s["path"]).name for s in result["suspects"]]
+    assert set(ranked[: len(FLIPPED) + 1]) >= set(FLIPPED)
+    for s in result["suspects"]:
+        if Path(s["path"]).name in FLIPPED:
+            assert s["suggested"] == Path(s["path"]).name.split(".")[0] and s["confidence"] > 0.5
+    saved = json.loads((out / "suspects.json").read_text())
+    assert saved["suspects"] == result["suspects"]
+    page = (out / "audit.html").read_text()
+    assert all(name in page for name in FLIPPED) and "data:image/jpeg;base64," in page
+
+
+def test_audit_needs_two_classes(dev_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "cat").mkdir()
+    shutil.copy(dev_dir / "cat.1.jpg", tmp_path / "cat" / "cat.1.jpg")
+    done = run_catdog("data", "audit", str(tmp_path))
+    assert done.returncode == 2 and "two or more" in done.stderr

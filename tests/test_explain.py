@@ -1,0 +1,70 @@
+"""Grad-CAM: the heat sits on the cat, not on the plain background around it."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from catdog.explain import explain, explain_png
+from catdog.predict import Predictor
+
+from conftest import run_catdog
+
+CANVAS = 512
+
+
+@pytest.fixture(scope="module")
+def cat_on_plain_background(cat_photo: Path) -> bytes:
+    """A real cat photo pasted on the left half of a plain grey canvas."""
+    canvas = Image.new("RGB", (CANVAS, CANVAS), (128, 128, 128))
+    cat = Image.open(cat_photo).convert("RGB")
+    cat.thumbnail((CANVAS // 2, CANVAS // 2))
+    canvas.paste(cat, (0, (CANVAS - cat.height) // 2))
+    out = io.BytesIO()
+    canvas.save(out, "PNG")
+    return out.getvalue()
+
+
+def test_heat_is_on_the_cat_not_the_background(trained_model_dir: Path, cat_on_plain_background: bytes) -> None:
+    result = explain(trained_model_dir, cat_on_plain_background)
+    assert result.label == "cat" and result.explained == "cat"
+    size = result.heat.shape[0]
+    # The model's view is the canvas scaled to resize_size and centre-cropped to image_size.
+    predictor = Predictor.load(trained_model_dir, backend="torch")
+    scale = predictor.pre.resize_size / CANVAS
+    offset = (predictor.pre.resize_size - size) / 2
+    edge = int(CANVAS // 2 * scale - offset)
+    cat_region = result.heat[:, : edge - 4]
+    background = result.heat[:, edge + 16 :]
+    assert cat_region.mean() > 2 * background.mean()
+    assert result.heat.max() == pytest.approx(1.0) and result.heat.min() >= 0
+
+
+def test_explain_png_for_a_predictor_and_a_chosen_class(trained_model_dir: Path, cat_photo: Path) -> None:
+    predictor = Predictor.load(trained_model_dir, backend="torch")
+    png = explain_png(predictor, cat_photo.read_bytes(), class_name="dog")
+    img = Image.open(io.BytesIO(png))
+    assert img.format == "PNG" and img.size == (448, 448)
+    cat_heat = explain(predictor, cat_photo.read_bytes(), class_name="cat").heat
+    dog_heat = explain(predictor, cat_photo.read_bytes(), class_name="dog").heat
+    assert not np.allclose(cat_heat, dog_heat)  # the class really steers the map
+
+
+def test_cli_writes_the_overlay_and_refuses_bad_input(
+    trained_model_dir: Path, onnx_model_file: Path, cat_photo: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "heat.png"
+    done = run_catdog("explain", str(trained_model_dir), str(cat_photo), "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "cat" in done.stdout and Image.open(out).format == "PNG"
+    onnx_only = run_catdog("explain", str(onnx_model_file), str(cat_photo), "--out", str(tmp_path / "x.png"))
+    assert onnx_only.returncode == 2 and "model directory" in onnx_only.stderr
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    bad = run_catdog("explain", str(trained_model_dir), str(broken), "--out", str(tmp_path / "y.png"))
+    assert bad.returncode == 2 and "broken.jpg" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "x.png").exists() and not (tmp_path / "y.png").exists()
