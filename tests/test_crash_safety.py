@@ -201,6 +201,7 @@ def test_disk_full_during_a_model_save_keeps_the_previous_one(small_disk: Path) 
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"], "a temporary file was left"
 
 
+@pytest.mark.slow  # a training run, ~15 s
 def test_train_on_a_full_disk_says_so_in_one_sentence(small_disk: Path, tmp_path: Path, tiny_dataset: Path) -> None:
     out = small_disk / "run"
     done = run_catdog(*train_args(tiny_dataset, out, tmp_path / "cache"), timeout=600)

@@ -151,6 +151,7 @@ def test_oversized_bodies_are_refused_without_being_read(server: Server, samples
     assert vm_rss_mib(server.proc.pid) - before < RSS_TOLERANCE_MIB
 
 
+@pytest.mark.slow  # ~17 s on 2 cores
 def test_200_concurrent_connections(server: Server, samples_dir: Path) -> None:
     """200 clients at once: each gets 200 or 503 'busy' (never another 5xx), and a later client is served."""
     photo = small_photo(samples_dir)

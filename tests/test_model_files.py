@@ -94,6 +94,7 @@ def test_predict_refuses_planted_pickles(tmp_path: Path, marker: Path, cat_photo
     assert not marker.exists()
 
 
+@pytest.mark.slow  # data preparation and a model build, ~20 s
 def test_train_resume_refuses_a_planted_checkpoint(tmp_path: Path, marker: Path, samples_dir: Path) -> None:
     """checkpoint.pt is read with torch.load(weights_only=True): a pickle payload is refused, not run."""
     out = tmp_path / "run"
