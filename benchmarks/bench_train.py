@@ -36,7 +36,7 @@ def subset(dev: Path, out: Path, per_class: int) -> Path:
     out.mkdir(parents=True)
     for label in ("cat", "dog"):
         for path in sorted(dev.glob(f"{label}.*.jpg"))[:per_class]:
-            (out / path.name).symlink_to(path)
+            shutil.copy(path, out / path.name)  # copies: dataset discovery does not follow links
     return out
 
 

@@ -11,6 +11,7 @@ import functools
 import json
 import os
 import sys
+import time
 from collections.abc import Callable
 from typing import Annotated
 
@@ -489,10 +490,11 @@ def train(
 ) -> None:
     """Train a classifier on a dataset folder and write a model directory."""
     options = dict(locals())  # every parameter above is a TrainConfig field of the same name
+    started = time.monotonic()  # the time budget includes importing torch and timm
     from catdog.train import TrainConfig
     from catdog.train import train as run_training
 
-    run_training(TrainConfig(**options))
+    run_training(TrainConfig(**options), started=started)
 
 
 def main() -> None:

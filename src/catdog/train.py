@@ -132,9 +132,12 @@ RESUME_KEYS = ("data_dir", "model", "freeze", "batch_size", "lr", "optimizer", "
 # --------------------------------------------------------------------------------------------
 
 
-def train(cfg: TrainConfig, console: Console | None = None) -> dict:
-    """Train as ``cfg`` says and write the model directory; returns the final metrics."""
-    started = time.monotonic()
+def train(cfg: TrainConfig, console: Console | None = None, started: float | None = None) -> dict:
+    """Train as ``cfg`` says and write the model directory; returns the final metrics.
+
+    ``started``: the ``time.monotonic()`` the time budget counts from (default: now).
+    """
+    started = time.monotonic() if started is None else started
     cfg = cfg.resolved()
     deadline = started + cfg.time_budget * 60 if cfg.time_budget else None
     ctx = setup_distributed()
