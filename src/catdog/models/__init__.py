@@ -108,6 +108,6 @@ def save_model_dir(model: nn.Module, config: dict, model_dir: str | Path) -> Non
         raise ValueError(f"model config lacks {', '.join(missing)}.")
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
-    state = {name: tensor.detach().cpu().clone() for name, tensor in model.state_dict().items()}
+    state = {name: t.detach().cpu().contiguous().clone() for name, t in model.state_dict().items()}
     atomic_write(model_dir / "model.safetensors", lambda tmp: save_file(state, str(tmp)))
     atomic_write_text(model_dir / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
