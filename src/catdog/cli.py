@@ -92,10 +92,16 @@ def predict(
         raise fail("Choose one of --json and --csv.")
     from catdog.predict import Predictor, expand_inputs
 
-    files, missing = expand_inputs(paths)
+    entries = expand_inputs(paths)
     predictor = Predictor.load(model, threshold=threshold, tta=tta)
-    results = list(missing)
-    results.extend(predictor.predict_paths(files, batch_size=batch_size))
+    from catdog.sharding import predict_sharded
+
+    # Under torchrun, files are sharded over the ranks and rank 0 prints them all in input order.
+    predictions = predict_sharded(predictor, [e for e in entries if isinstance(e, str)], batch_size=batch_size)
+    if predictions is None:
+        return
+    predicted = iter(predictions)
+    results = [next(predicted) if isinstance(e, str) else e for e in entries]
     _print_predictions(results, predictor.classes, as_json=as_json, as_csv=as_csv)
     raise typer.Exit(1 if any(not r.ok for r in results) else 0)
 

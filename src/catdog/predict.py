@@ -211,13 +211,14 @@ def torch_model_fn(module: torch.nn.Module) -> ModelFn:
     return run
 
 
-def expand_inputs(patterns: list[str]) -> tuple[list[str], list[Prediction]]:
-    """Files, folders (recursive, image extensions) and globs → file paths in a stable order.
+def expand_inputs(patterns: list[str]) -> list[str | Prediction]:
+    """Files, folders (recursive, image extensions) and globs → file paths, in the order given.
 
-    Returns the paths and an error Prediction for each pattern that matched nothing.
+    A pattern that matches nothing stays in its place as an error Prediction, so that output
+    order always follows the input order; a file named twice is predicted once.
     """
-    paths: list[str] = []
-    errors: list[Prediction] = []
+    out: list[str | Prediction] = []
+    seen: set[str] = set()
     for pattern in patterns:
         if os.path.isdir(pattern):
             found = sorted(
@@ -225,16 +226,18 @@ def expand_inputs(patterns: list[str]) -> tuple[list[str], list[Prediction]]:
                 for p in Path(pattern).rglob("*")
                 if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
             )
-            if not found:
-                errors.append(Prediction(source=pattern, error=f"Folder '{pattern}' holds no image files."))
-            paths.extend(found)
+            missing = f"Folder '{pattern}' holds no image files."
         elif os.path.exists(pattern):
-            paths.append(pattern)
+            found, missing = [pattern], ""
         elif glob.has_magic(pattern):
             found = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
-            if not found:
-                errors.append(Prediction(source=pattern, error=f"No file matches '{pattern}'."))
-            paths.extend(found)
+            missing = f"No file matches '{pattern}'."
         else:
-            errors.append(Prediction(source=pattern, error=f"'{pattern}' does not exist."))
-    return list(dict.fromkeys(paths)), errors
+            found, missing = [], f"'{pattern}' does not exist."
+        if not found:
+            out.append(Prediction(source=pattern, error=missing))
+        for path in found:
+            if path not in seen:
+                seen.add(path)
+                out.append(path)
+    return out
