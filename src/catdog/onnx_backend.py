@@ -286,7 +286,9 @@ def _full_config(sess, model: str | os.PathLike | None) -> dict:
     """The exported settings, plus the rest of a model directory's config.json (metrics, data ...)."""
     config = read_config(sess)
     if model is None:
-        return config
+        from catdog.models.builtin import builtin_config
+
+        return builtin_config() | config
     from catdog.models import read_config as read_dir_config
 
     return read_dir_config(model) | config

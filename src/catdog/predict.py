@@ -152,6 +152,27 @@ class Predictor:
     def _square(self, source: bytes | str | os.PathLike) -> np.ndarray:
         return to_uint8(source, self.pre, max_pixels=self.max_pixels)
 
+    def _load(self, source: bytes | str | os.PathLike) -> tuple[np.ndarray | None, str | None]:
+        """The preprocessed square, or the one-sentence reason it cannot be had."""
+        try:
+            return self._square(source), None
+        except ImageError as err:
+            return None, str(err)
+
+    def _predict_loaded(
+        self, names: list[str], loaded: list[tuple[np.ndarray | None, str | None]], source_key: str
+    ) -> list[Prediction]:
+        good = [i for i, (square, _) in enumerate(loaded) if square is not None]
+        results: list[Prediction | None] = [None] * len(names)
+        if good:
+            logits, pet = self.forward_uint8(stack_uint8([loaded[i][0] for i in good]))
+            for i, prediction in zip(good, self.to_predictions(logits, pet, [names[i] for i in good], source_key)):
+                results[i] = prediction
+        for i, (square, error) in enumerate(loaded):
+            if square is None:
+                results[i] = Prediction(source=names[i], error=_name_in_error(error, names[i]), source_key=source_key)
+        return results  # type: ignore[return-value]
+
     def predict_batch(
         self,
         items: list[tuple[str, bytes | str | os.PathLike]],
@@ -159,37 +180,23 @@ class Predictor:
         pool: ThreadPoolExecutor | None = None,
     ) -> list[Prediction]:
         """Predict ``(name, bytes or path)`` items; an unusable item gets an error, the rest go on."""
-
-        def load(item):
-            try:
-                return self._square(item[1]), None
-            except ImageError as err:
-                return None, str(err)
-
-        loaded = list(pool.map(load, items)) if pool else [load(item) for item in items]
-        good = [i for i, (square, _) in enumerate(loaded) if square is not None]
-        results: list[Prediction | None] = [None] * len(items)
-        if good:
-            logits, pet = self.forward_uint8(stack_uint8([loaded[i][0] for i in good]))
-            predictions = self.to_predictions(logits, pet, [items[i][0] for i in good], source_key)
-            for i, prediction in zip(good, predictions):
-                results[i] = prediction
-        for i, (square, error) in enumerate(loaded):
-            if square is None:
-                results[i] = Prediction(
-                    source=items[i][0], error=_name_in_error(error, items[i][0]), source_key=source_key
-                )
-        return results  # type: ignore[return-value]
+        sources = [source for _, source in items]
+        loaded = list(pool.map(self._load, sources)) if pool else [self._load(s) for s in sources]
+        return self._predict_loaded([name for name, _ in items], loaded, source_key)
 
     def predict_paths(
         self, paths: Iterable[str], *, batch_size: int = 32, workers: int | None = None
     ) -> Iterator[Prediction]:
         """Predict files in order, decoding the next batch while the model runs on this one."""
         paths = list(paths)
+        chunks = [paths[i : i + batch_size] for i in range(0, len(paths), batch_size)]
         with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-            for start in range(0, len(paths), batch_size):
-                chunk = paths[start : start + batch_size]
-                yield from self.predict_batch([(p, p) for p in chunk], "path", pool)
+            pending = [pool.submit(self._load, p) for p in chunks[0]] if chunks else []
+            for k, chunk in enumerate(chunks):
+                loaded = [future.result() for future in pending]
+                # Queue the next batch's decoding before this batch's forward pass starts.
+                pending = [pool.submit(self._load, p) for p in chunks[k + 1]] if k + 1 < len(chunks) else []
+                yield from self._predict_loaded(chunk, loaded, "path")
 
 
 def _name_in_error(error: str, source: str) -> str:

@@ -325,33 +325,26 @@ async def predict_batch(request: Request) -> JSONResponse:
 
 @router.post("/api/v1/explain", response_class=Response, responses={
     200: {"content": {"image/png": {}}, "description": "The Grad-CAM heat map over the photo."},
-    501: {"model": ErrorOut, "description": "Heat maps are not available in this installation."}, **ERRORS},
+    501: {"model": ErrorOut, "description": "Heat maps need a PyTorch model (not a bare ONNX file)."}, **ERRORS},
     openapi_extra=IMAGE_BODY)  # fmt: skip
 async def explain(request: Request) -> Response:
     """A Grad-CAM heat map (PNG) showing which parts of the photo drove the answer."""
     state = _state(request)
     predictor, _ = state.ready()
     name, data = await read_one_image(request)
-    heatmap = _heatmap_function()
-    if heatmap is None:
-        raise ApiError(501, "Heat maps are not available in this installation of catdog (no Grad-CAM module).")
     if len(data) > state.settings.max_file_bytes:
         raise ApiError(413, f"'{name}' is over the {state.settings.max_file_bytes / 1e6:g} MB limit for one photo.")
+    from catdog.errors import ModelError
+    from catdog.explain import explain_png
+
     try:
         # Grad-CAM needs gradients of the torch module: run it in the decode pool, off the event loop.
-        png = await asyncio.get_running_loop().run_in_executor(state.decode_pool, heatmap, predictor, data)
+        png = await asyncio.get_running_loop().run_in_executor(state.decode_pool, explain_png, predictor, data)
     except ImageError as err:
         raise ApiError(image_error_status(err), _name_in_error(str(err), name)) from None
+    except ModelError as err:  # a bare .onnx file has no torch model to take gradients of
+        raise ApiError(501, str(err)) from None
     return Response(png, media_type="image/png")
-
-
-def _heatmap_function():
-    """``catdog.explain.heatmap_png(predictor, data) -> bytes`` when that module is installed."""
-    try:
-        from catdog import explain as explain_module
-    except ImportError:
-        return None
-    return getattr(explain_module, "heatmap_png", None)
 
 
 @router.get("/api/v1/model")
