@@ -484,7 +484,10 @@ def train(
     precision: Annotated[str, typer.Option(help="auto (bf16 on GPU, fp32 on CPU), fp32, bf16 or fp16.")] = "auto",
     channels_last: Annotated[bool, typer.Option(help="Use the channels-last memory format.")] = True,
     compile: Annotated[bool, typer.Option("--compile", help="Compile the model with torch.compile.")] = False,
-    workers: Annotated[int | None, typer.Option(help="Data loader processes; default one per CPU core.", min=0)] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Data loader processes; default: a quarter of the CPU cores (GPU: one per core).", min=0),
+    ] = None,
     cache_dir: Annotated[
         str | None, typer.Option(help="Cache of decoded images and features; default $CATDOG_CACHE_DIR or ~/.cache.")
     ] = None,

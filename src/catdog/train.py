@@ -77,7 +77,7 @@ class TrainConfig:
     precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU), fp32, bf16, fp16
     channels_last: bool = True
     compile: bool = False
-    workers: int | None = None  # DataLoader processes; None: one per CPU core
+    workers: int | None = None  # DataLoader processes; None: one per core on a GPU, a quarter of them on a CPU
     cache_dir: str | None = None  # decoded images and features; None: $CATDOG_CACHE_DIR or ~/.cache/catdog
     checkpoint_seconds: float = 60.0  # also at every epoch end; 0 checkpoints after every step
     resume: bool = False
@@ -141,6 +141,7 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
     cfg = cfg.resolved()
     deadline = started + cfg.time_budget * 60 if cfg.time_budget else None
     ctx = setup_distributed()
+    threads = torch.get_num_threads()  # split_cpu may change it; restored at the end
     log = Reporter(console or Console(stderr=True), enabled=ctx.is_main)
     out = Path(cfg.out)
     try:
@@ -189,7 +190,7 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
             val_set = CachedImages(data, splits["val"])
             train_input = image_input(pre, device, cfg.channels_last, augment if on_gpu else None)
             eval_input = image_input(pre, device, cfg.channels_last, None, eval_view=True)
-            workers = cfg.workers
+            workers = cfg.workers if on_gpu else split_cpu(cfg.workers)
         if cfg.family() == "finetune" and gate:
             model.backbone.get_classifier().requires_grad_(False)  # the ImageNet head stays the `neither` gate
         trainable.to(device)
@@ -248,7 +249,8 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
             tick = time.monotonic()
             val = evaluate(forward_module, val_loader, eval_input, dtype, ctx)
             budget.eval_seconds = time.monotonic() - tick
-            record_epoch(cfg, state, val, trainable, budget_hit, steps_per_epoch, ctx, out, log)
+            elapsed = time.monotonic() - started
+            record_epoch(cfg, state, val, trainable, budget_hit, steps_per_epoch, ctx, out, log, elapsed)
             if budget_hit:
                 stop_reason = "time budget spent"
             elif state.bad_epochs >= cfg.patience:
@@ -290,6 +292,7 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
         barrier(ctx)
         return metrics
     finally:
+        torch.set_num_threads(threads)
         if ctx.world > 1 and dist.is_initialized():
             dist.destroy_process_group()
 
@@ -368,7 +371,7 @@ def evaluate(model, loader, to_input, dtype, ctx) -> dict:
     return {"val_loss": loss_sum / n, "val_accuracy": correct / n, "logits": logits, "labels": labels}
 
 
-def record_epoch(cfg, state, val, trainable, partial, steps_per_epoch, ctx, out, log) -> None:
+def record_epoch(cfg, state, val, trainable, partial, steps_per_epoch, ctx, out, log, elapsed: float = 0.0) -> None:
     """Append the epoch to the history, keep the best weights, write metrics.jsonl and curves.png."""
     seen = state.seen or 1
     row = {
@@ -381,6 +384,7 @@ def record_epoch(cfg, state, val, trainable, partial, steps_per_epoch, ctx, out,
         "val_accuracy": round(val["val_accuracy"], 5),
         "lr": round(state.last_lr, 8),
         "images_per_s": round(ctx.world * state.seen / max(state.train_seconds, 1e-9), 2),
+        "wall_seconds": round(elapsed, 1),  # since the command started (a resumed run: since its restart)
     }
     if val["val_loss"] < state.best_loss:
         state.best_loss, state.best_epoch, state.bad_epochs = val["val_loss"], state.epoch + 1, 0
@@ -496,6 +500,23 @@ class ResumableSampler(DistributedSampler):
 
     def __len__(self) -> int:
         return self.num_samples - self.start
+
+
+def split_cpu(workers: int | None) -> int:
+    """Share this process's CPU cores between DataLoader workers and the training step's threads.
+
+    Workers on the cores of the step's OpenMP threads stall every parallel region of the step:
+    for catnet at 128 px on a shared, busy 2-core machine, 2 threads + 2 workers trained at 12-25
+    images/s, 1 + 1 at 28-44 (benchmarks/bench_speed.py; in a quiet moment 2 + 2 did 51, 1 + 1 44).
+    Decoding and augmenting are about a fifth of the CPU work of a from-scratch step, so a quarter
+    of the cores (at least one) load data and the rest compute.
+    Returns the number of workers; sets torch's intra-op threads.
+    """
+    cores = max(1, len(os.sched_getaffinity(0)) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    if workers is None:
+        workers = max(1, cores // 4)
+    torch.set_num_threads(max(1, cores - workers))
+    return workers
 
 
 def image_input(pre: Preprocess, device, channels_last: bool, gpu_augment=None, eval_view: bool = False):
