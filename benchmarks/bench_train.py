@@ -15,6 +15,7 @@ that everything works, not the floors).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -46,7 +47,11 @@ def run(quick: bool) -> list[Result]:
     accuracy: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         data = subset(dev, Path(tmp) / "subset", 500) if quick else dev
+        # CATDOG_BENCH_TRAIN_RUNS="frozen lite0,catnet 128px" runs only those recipes.
+        chosen = [n.strip() for n in os.environ.get("CATDOG_BENCH_TRAIN_RUNS", "").split(",") if n.strip()]
         for name, options, full_budget, quick_budget, floor in RUNS:
+            if chosen and name not in chosen:
+                continue
             budget = quick_budget if quick else full_budget
             out, cache = Path(tmp) / name.replace(" ", "-"), Path(tmp) / "cache" / name.replace(" ", "-")
             args = ["train", str(data), "--out", str(out), *options, "--time-budget", str(budget)]
