@@ -14,12 +14,10 @@ resumes where it stopped.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +26,7 @@ from torch import nn
 
 from catdog.augment import sample_seed, view_transform
 from catdog.data import PreparedData
-from catdog.fsutil import atomic_write, atomic_write_text
+from catdog.fsutil import atomic_write, atomic_write_text, file_lock
 from catdog.preprocess import Preprocess, normalize
 
 FeatureFn = Callable[[torch.Tensor], np.ndarray]  # normalised float32 NCHW batch -> (N, dim) features
@@ -113,18 +111,9 @@ class FeatureStore:
         if self.rows and (not self.file.exists() or self.file.stat().st_size < len(self.rows) * self.dim * 4):
             self.dim, self.rows = 0, {}  # the vectors were lost behind the index's back
 
-    @contextmanager
-    def lock(self):
-        with open(self.dir / ".lock", "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
     def add(self, keys: list[str], vectors: np.ndarray) -> None:
         """Append vectors and commit the index (under the lock; other processes may be adding too)."""
-        with self.lock():
+        with file_lock(self.dir / ".lock"):
             self.reload()
             fresh = [(k, v) for k, v in zip(keys, vectors) if k not in self.rows]
             if not fresh:

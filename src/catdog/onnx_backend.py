@@ -13,13 +13,11 @@ ONNX Runtime computes only the outputs asked for, so prediction pays nothing for
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
 import sys
 from collections.abc import Callable
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +25,7 @@ import torch
 from torch import nn
 
 import catdog
-from catdog.fsutil import atomic_write, default_cache_dir
+from catdog.fsutil import atomic_write, default_cache_dir, file_lock
 from catdog.models.builtin import GatedClassifier
 from catdog.models.pretrained import ModelError
 
@@ -194,24 +192,12 @@ def files_key(paths: list[Path]) -> str:
     return digest.hexdigest()[:20]
 
 
-@contextmanager
-def _lock(path: Path):
-    """One exporter at a time (several torchrun ranks or server workers may start together)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def cached_export(name: str, key_files: list[Path], load: Callable[[], tuple[nn.Module, dict]]) -> Path:
     """The ONNX export of a model in the user cache, made once (atomically) on first use."""
     path = default_cache_dir() / "onnx" / f"{name}-{files_key(key_files)}.onnx"
     if path.exists():
         return path
-    with _lock(path):
+    with file_lock(path.with_suffix(".lock")):  # several ranks or server workers may start together
         if not path.exists():
             print(f"Exporting {name} to ONNX for fast CPU inference (once, into {path.parent}).", file=sys.stderr)
             module, config = load()

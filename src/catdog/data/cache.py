@@ -13,17 +13,15 @@ resumes where it stopped and never serves a half-written image.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
-from catdog.fsutil import atomic_write_text
+from catdog.fsutil import atomic_write_text, file_lock
 from catdog.images import DEFAULT_MAX_PIXELS, ImageError
 from catdog.preprocess import Preprocess, to_uint8
 
@@ -61,16 +59,6 @@ class PixelCache:
     def _save_index(self) -> None:
         atomic_write_text(self.index_file, json.dumps({"side": self.side, "rows": self.rows, "errors": self.errors}))
 
-    @contextmanager
-    def _lock(self):
-        """One builder at a time (several torchrun ranks may share a cache folder)."""
-        with open(self.dir / ".lock", "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
     def missing(self, hashes: list[str]) -> list[str]:
         return [h for h in dict.fromkeys(hashes) if h not in self.rows and h not in self.errors]
 
@@ -83,7 +71,8 @@ class PixelCache:
         progress: Callable[[int], None] | None = None,
     ) -> None:
         """Decode every file whose hash is not cached yet; bad files are remembered with their error."""
-        with self._lock():
+        # One builder at a time (several torchrun ranks may share a cache folder).
+        with file_lock(self.dir / ".lock"):
             self._load_index()  # another process may have filled it while we waited
             todo: dict[str, Path] = {}
             for path, digest in zip(paths, hashes):
