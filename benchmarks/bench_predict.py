@@ -33,14 +33,14 @@ def make_photos(dev: Path, out: Path, n: int) -> list[Path]:
 
 def _model_args(tmp: Path) -> tuple[list[str], str]:
     try:
-        from catdog.models.builtin import builtin_config
+        from catdog.models.files import builtin_config
 
         builtin_config()
         return [], "built-in model"
     except (OSError, ValueError):
+        from catdog.export import export_onnx
         from catdog.models import build_model
         from catdog.models.pretrained import pretrained_preprocess
-        from catdog.onnx_backend import export_onnx
 
         model = build_model("tf_efficientnet_lite0", 2, gate=True).eval()
         config = {

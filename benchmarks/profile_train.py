@@ -62,7 +62,7 @@ def profile_steps(data_dir: Path, cache: Path, steps: int, warmup: int, channels
         with record_function("decode"):
             [to_uint8(data.paths[j], pre) for j, _ in batch]
         with record_function("cache read"):
-            pixels = stack_uint8([images[j][0].permute(1, 2, 0).numpy() for j, _ in batch])
+            pixels = torch.from_numpy(stack_uint8([images[j][0].permute(1, 2, 0).numpy() for j, _ in batch]))
             labels = torch.tensor([images.labels[j] for j, _ in batch])
         with record_function("augment"):
             pixels = torch.stack([seeded(augment, im, seed) for im, (_, seed) in zip(pixels, batch)])

@@ -105,7 +105,7 @@ def trained_model_dir(tmp_path_factory: pytest.TempPathFactory, dev_dir: Path) -
     model = build_model("tf_efficientnet_lite0", 2, gate=True).eval()
     pre = pretrained_preprocess(model.backbone)
     files = [dev_dir / f"{label}.{i}.jpg" for label in ("cat", "dog") for i in range(1000, 1040)]
-    batch = normalize(stack_uint8([to_uint8(f, pre) for f in files]), pre)
+    batch = normalize(torch.from_numpy(stack_uint8([to_uint8(f, pre) for f in files])), pre)
     with torch.inference_mode():
         features = model.backbone.forward_head(model.backbone.forward_features(batch), pre_logits=True).numpy()
     labels = [0] * 40 + [1] * 40

@@ -51,7 +51,7 @@ def test_corruptions_grow_with_severity(name: str, cat_photo: Path) -> None:
 
     from catdog.preprocess import Preprocess, stack_uint8, to_uint8
 
-    clean = stack_uint8([to_uint8(cat_photo, Preprocess())])
+    clean = torch.from_numpy(stack_uint8([to_uint8(cat_photo, Preprocess())]))
     changes = [(_corrupt(name, s, clean).float() - clean.float()).abs().mean().item() for s in (1, 2, 3)]
     assert 0 < changes[0] < changes[1] < changes[2]
     assert _corrupt(name, 2, clean).dtype == torch.uint8 and _corrupt(name, 2, clean).shape == clean.shape

@@ -25,6 +25,14 @@ def _probs(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def test_int8_calibration_photos_are_not_the_check_photos(samples_dir: Path) -> None:
+    pre, classes = Preprocess(), ["cat", "dog"]
+    check, labels = check_images(samples_dir, pre, classes, 10)
+    calibration, _ = check_images(samples_dir, pre, classes, 10, others=True)
+    assert len(check) == len(calibration) == 10 and set(labels) == {0, 1}
+    assert not any(np.array_equal(a, b) for a in check for b in calibration)
+
+
 def test_fp32_file_matches_pytorch_on_real_photos(onnx_model_file: Path, trained_model_dir: Path, samples_dir: Path):
     module, config = load_model_dir(trained_model_dir)
     batch, _ = check_images(samples_dir, Preprocess.from_dict(config["preprocess"]), config["classes"], 40)

@@ -120,6 +120,7 @@ def test_cli_predict_json_contract_and_bad_file_in_batch(tmp_path, cat_photo, do
     result = run_catdog("predict", "--json", str(cat_photo), str(broken), str(dog_photo))
     assert result.returncode == 1, result.stderr
     out = json.loads(result.stdout)
+    assert result.stdout == json.dumps(out, indent=2) + "\n"  # streamed element by element, same text
     assert [o["path"] for o in out] == [str(cat_photo), str(broken), str(dog_photo)]
     assert out[0]["label"] == "cat" and out[2]["label"] == "dog"
     assert set(out[0]["probabilities"]) == {"cat", "dog"}

@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from catdog.predict import Predictor
+from catdog.sharding import local_share_of_cores
 
 from conftest import REPO, run_catdog
 
@@ -125,3 +126,23 @@ def test_model_directory_runs_through_a_cached_onnx_export(trained_model_dir: Pa
     torch_run = Predictor.load(trained_model_dir, backend="torch")
     batch = np.random.default_rng(1).normal(size=(3, 3, 224, 224)).astype(np.float32)
     assert np.abs(second.model_fn(batch)[0] - torch_run.model_fn(batch)[0]).max() < 1e-3
+
+
+def test_throughput_mode_keeps_order_and_answers(onnx_model_file: Path, samples_dir: Path, tmp_path: Path) -> None:
+    """One batch per core in flight: the same answers, in input order, a broken file in the middle included."""
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    photos = sorted(str(p) for p in samples_dir.glob("*/*.jpg"))[:13]
+    paths = photos[:6] + [str(broken)] + photos[6:]
+    latency = Predictor.load(onnx_model_file)
+    throughput = Predictor.load(onnx_model_file, throughput=True)
+    assert latency.lanes == 1
+    assert throughput.lanes == local_share_of_cores()  # one per core of this process
+    expected = list(latency.predict_paths(paths, batch_size=3))
+    got = list(throughput.predict_paths(paths, batch_size=3))  # five batches over the lanes
+    assert [p.source for p in got] == paths
+    assert not got[6].ok and "broken.jpg" in got[6].error
+    for a, b in zip(got, expected):
+        assert a.label == b.label
+        if a.ok:
+            assert abs(a.probabilities["cat"] - b.probabilities["cat"]) <= 1e-5

@@ -161,7 +161,7 @@ def robustness(predictor: Predictor, evaluation: Evaluation, *, samples: int = 3
             continue
     if not squares:
         return {"n": 0, "clean": None, "accuracy": {}}
-    batch = stack_uint8(squares)
+    batch = torch.from_numpy(stack_uint8(squares))
 
     def accuracy(images: torch.Tensor) -> float:
         labels = []
@@ -186,7 +186,7 @@ def evaluate(
     threshold: float | None = None,
 ) -> dict:
     """Evaluate a model directory, an .onnx file or the built-in model (``None``) on ``data_dir``."""
-    predictor = Predictor.load(model, tta=tta, threshold=threshold)
+    predictor = Predictor.load(model, tta=tta, threshold=threshold, throughput=True)
     evaluation = collect(predictor, data_dir, batch_size=batch_size)
     if not evaluation.paths:
         raise DatasetError(f"None of the {len(evaluation.unreadable)} images in '{data_dir}' could be read.")

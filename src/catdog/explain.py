@@ -103,7 +103,7 @@ def explain(
     if class_name is not None and class_name not in predictor.classes:
         raise ValueError(f"class '{class_name}' is not one of the model's classes ({', '.join(predictor.classes)}).")
     square = to_uint8(image, predictor.pre, max_pixels=predictor.max_pixels)
-    uint8 = stack_uint8([square])
+    uint8 = torch.from_numpy(stack_uint8([square]))
     batch = normalize(uint8, predictor.pre)
     wanted = None if class_name is None else predictor.classes.index(class_name)
     with _LOCK:

@@ -1,5 +1,8 @@
 """``catdog export``: a self-contained ONNX file, checked on real photos before it is written.
 
+The export itself (:class:`ExportModule`, :func:`export_onnx`) is also what the cached export of
+:mod:`catdog.onnx_backend` uses; running a file needs only ONNX Runtime.
+
 - fp32: the largest |Δprobability| against PyTorch over the check photos must be ≤ 1e-4.
 - int8 (ONNX Runtime static quantization, QDQ, per-channel weights, calibrated on real
   photos): labels must agree with fp32 on ≥ 99.5% of the check photos and accuracy must stay
@@ -15,18 +18,99 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch import nn
 
 from catdog.data.layout import DatasetError, discover
+from catdog.errors import ModelError
 from catdog.fsutil import atomic_write
 from catdog.images import ImageError
-from catdog.models.pretrained import ModelError
-from catdog.onnx_backend import _torch_source, export_onnx, max_gap, onnx_model_fn, session, set_metadata
+from catdog.models.builtin import GatedClassifier
+from catdog.onnx_backend import INPUT, _softmax, _torch_source, onnx_model_fn, session, set_metadata
 from catdog.preprocess import Preprocess, normalize, stack_uint8, to_uint8
 
 FP32_MAX_GAP = 1e-4
 INT8_MIN_AGREEMENT = 0.995
 INT8_MAX_ACCURACY_DROP = 0.3  # percentage points
 CALIBRATION_IMAGES = 64
+
+
+class ExportModule(nn.Module):
+    """What is exported: ``(logits[, pet_score][, features])`` from one forward pass.
+
+    For a gated or timm model the pieces are computed exactly as ``GatedClassifier.forward``
+    (and timm's ``forward``) do, with the features kept as an extra output; the parity check
+    in :func:`catdog.export.export` compares the result against the module's own forward.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+        self.gated = isinstance(module, GatedClassifier)
+        backbone = module.backbone if self.gated else module
+        self.has_features = all(hasattr(backbone, name) for name in ("forward_features", "forward_head"))
+
+    def output_names(self) -> list[str]:
+        names = ["logits"]
+        if self.gated:
+            names.append("pet_score")
+        if self.has_features:
+            names.append("features")
+        return names
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if not self.has_features:
+            out = self.module(x)
+            return out if isinstance(out, tuple) else (out,)
+        backbone = self.module.backbone if self.gated else self.module
+        features = backbone.forward_head(backbone.forward_features(x), pre_logits=True)
+        if not self.gated:
+            return backbone.get_classifier()(features), features
+        imagenet = backbone.get_classifier()(features).softmax(dim=1)
+        pet = imagenet.index_select(1, self.module.pet_classes).sum(dim=1)
+        return self.module.head(features), pet, features
+
+
+def export_onnx(module: nn.Module, config: dict, path: str | os.PathLike) -> None:
+    """Export ``module`` (dynamic batch axis, opset of the dynamo exporter) with ``config`` as metadata.
+
+    Written atomically; the caller checks parity before or after (see :mod:`catdog.export`).
+    """
+    import onnx
+
+    wrapper = ExportModule(module)
+    # eval() on the very module exported: a wrapper left in train mode would silently export
+    # batch-statistics BatchNorm and dropout.
+    wrapper.eval()
+    size = int(config["preprocess"]["image_size"])
+    example = torch.zeros(2, 3, size, size)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    with torch.inference_mode(False), torch.no_grad():
+        program = torch.onnx.export(
+            wrapper,
+            (example,),
+            dynamo=True,
+            input_names=[INPUT],
+            output_names=wrapper.output_names(),
+            dynamic_shapes={"x": {0: batch}},
+            verbose=False,
+        )
+    proto = program.model_proto
+    set_metadata(proto, config)
+    atomic_write(path, lambda tmp: onnx.save_model(proto, str(tmp)))
+
+
+def max_gap(module: nn.Module, sess, batch: np.ndarray) -> float:
+    """Largest |Δprobability| (classes and pet score) between ``module`` and an ONNX session on ``batch``."""
+    from catdog.predict import torch_model_fn
+
+    batch = batch.astype(np.float32)
+    ref_logits, ref_pet = torch_model_fn(module)(batch)
+    logits, pet = onnx_model_fn(sess)(batch)
+    gap = float(np.abs(_softmax(ref_logits) - _softmax(logits)).max())
+    if ref_pet is not None and pet is not None:
+        gap = max(gap, float(np.abs(ref_pet - pet).max()))
+    return gap
 
 
 class ExportError(ValueError):
@@ -47,10 +131,17 @@ class ExportReport:
         return asdict(self)
 
 
-def check_images(data_dir: str | os.PathLike, pre: Preprocess, classes: list[str], n: int) -> tuple[np.ndarray, list]:
-    """Up to ``n`` readable labelled photos (evenly spread over the folder) as a model-input batch and labels."""
-    dataset = discover(data_dir, image_files_only=True)
-    files = dataset.files
+def check_images(
+    data_dir: str | os.PathLike, pre: Preprocess, classes: list[str], n: int, *, others: bool = False
+) -> tuple[np.ndarray, list]:
+    """Up to ``n`` readable labelled photos (evenly spread over the folder) as a model-input batch and labels.
+
+    In a folder of at least ``2n`` photos they come from the even positions, or with ``others``
+    from the odd ones: calibration photos that the parity check never sees.
+    """
+    files = discover(data_dir, image_files_only=True).files
+    if len(files) >= 2 * n:
+        files = files[1::2] if others else files[0::2]
     step = max(1, len(files) // n)
     chosen = files[::step][:n] if len(files) > n else files
     squares, labels = [], []
@@ -62,7 +153,7 @@ def check_images(data_dir: str | os.PathLike, pre: Preprocess, classes: list[str
         labels.append(classes.index(item.label) if item.label in classes else -1)
     if not squares:
         raise DatasetError(f"'{data_dir}' holds no readable photo to check the export against.")
-    return normalize(stack_uint8(squares), pre).numpy(), labels
+    return normalize(stack_uint8(squares), pre), labels
 
 
 def default_check_dir(config: dict) -> str | None:
@@ -110,7 +201,8 @@ def export(
         final = fp32
         if int8:
             final = Path(tmp) / "int8.onnx"
-            _quantize(fp32, final, batch[:CALIBRATION_IMAGES], Path(tmp))
+            calibration, _ = check_images(check_dir, pre, list(config["classes"]), CALIBRATION_IMAGES, others=True)
+            _quantize(fp32, final, calibration, Path(tmp))
             _check_int8(fp32, final, batch, labels, config, report)
         _write(final, out, config, report)
     return report

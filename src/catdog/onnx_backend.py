@@ -9,6 +9,9 @@ The file carries everything :class:`catdog.predict.Predictor` needs in its ``met
 - ``features`` — ``(N, F)`` penultimate features, for timm backbones (used by ``data audit``).
 
 ONNX Runtime computes only the outputs asked for, so prediction pays nothing for ``features``.
+
+This module runs ONNX files without importing torch or timm (a prediction starts in about a
+second); making an export needs PyTorch and lives in :mod:`catdog.export`.
 """
 
 from __future__ import annotations
@@ -18,16 +21,17 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from importlib.metadata import version
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import nn
 
 import catdog
-from catdog.fsutil import atomic_write, default_cache_dir, file_lock
-from catdog.models.builtin import GatedClassifier
-from catdog.models.pretrained import ModelError
+from catdog.errors import ModelError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 INPUT = "input"
 EXPORT_FORMAT = 1  # bump when the graph layout or metadata change, so cached exports are rebuilt
@@ -40,71 +44,6 @@ _META_KEYS = {
     "gate": "gate",
     "architecture": "architecture",
 }
-
-
-class ExportModule(nn.Module):
-    """What is exported: ``(logits[, pet_score][, features])`` from one forward pass.
-
-    For a gated or timm model the pieces are computed exactly as ``GatedClassifier.forward``
-    (and timm's ``forward``) do, with the features kept as an extra output; the parity check
-    in :func:`catdog.export.export` compares the result against the module's own forward.
-    """
-
-    def __init__(self, module: nn.Module) -> None:
-        super().__init__()
-        self.module = module
-        self.gated = isinstance(module, GatedClassifier)
-        backbone = module.backbone if self.gated else module
-        self.has_features = all(hasattr(backbone, name) for name in ("forward_features", "forward_head"))
-
-    def output_names(self) -> list[str]:
-        names = ["logits"]
-        if self.gated:
-            names.append("pet_score")
-        if self.has_features:
-            names.append("features")
-        return names
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        if not self.has_features:
-            out = self.module(x)
-            return out if isinstance(out, tuple) else (out,)
-        backbone = self.module.backbone if self.gated else self.module
-        features = backbone.forward_head(backbone.forward_features(x), pre_logits=True)
-        if not self.gated:
-            return backbone.get_classifier()(features), features
-        imagenet = backbone.get_classifier()(features).softmax(dim=1)
-        pet = imagenet.index_select(1, self.module.pet_classes).sum(dim=1)
-        return self.module.head(features), pet, features
-
-
-def export_onnx(module: nn.Module, config: dict, path: str | os.PathLike) -> None:
-    """Export ``module`` (dynamic batch axis, opset of the dynamo exporter) with ``config`` as metadata.
-
-    Written atomically; the caller checks parity before or after (see :mod:`catdog.export`).
-    """
-    import onnx
-
-    wrapper = ExportModule(module)
-    # eval() on the very module exported: a wrapper left in train mode would silently export
-    # batch-statistics BatchNorm and dropout.
-    wrapper.eval()
-    size = int(config["preprocess"]["image_size"])
-    example = torch.zeros(2, 3, size, size)
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    with torch.inference_mode(False), torch.no_grad():
-        program = torch.onnx.export(
-            wrapper,
-            (example,),
-            dynamo=True,
-            input_names=[INPUT],
-            output_names=wrapper.output_names(),
-            dynamic_shapes={"x": {0: batch}},
-            verbose=False,
-        )
-    proto = program.model_proto
-    set_metadata(proto, config)
-    atomic_write(path, lambda tmp: onnx.save_model(proto, str(tmp)))
 
 
 def set_metadata(proto, config: dict) -> None:
@@ -184,7 +123,7 @@ def features_fn(sess) -> Callable[[np.ndarray], np.ndarray] | None:
 
 def files_key(paths: list[Path]) -> str:
     """A hash of some files' bytes, catdog's version and the export format."""
-    digest = hashlib.sha256(f"{catdog.__version__}/{EXPORT_FORMAT}/{torch.__version__}".encode())
+    digest = hashlib.sha256(f"{catdog.__version__}/{EXPORT_FORMAT}/{version('torch')}".encode())
     for path in paths:
         with open(path, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
@@ -194,11 +133,15 @@ def files_key(paths: list[Path]) -> str:
 
 def cached_export(name: str, key_files: list[Path], load: Callable[[], tuple[nn.Module, dict]]) -> Path:
     """The ONNX export of a model in the user cache, made once (atomically) on first use."""
+    from catdog.fsutil import default_cache_dir, file_lock
+
     path = default_cache_dir() / "onnx" / f"{name}-{files_key(key_files)}.onnx"
     if path.exists():
         return path
     with file_lock(path.with_suffix(".lock")):  # several ranks or server workers may start together
         if not path.exists():
+            from catdog.export import export_onnx, max_gap
+
             print(f"Exporting {name} to ONNX for fast CPU inference (once, into {path.parent}).", file=sys.stderr)
             module, config = load()
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -223,28 +166,16 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
 
 
-def max_gap(module: nn.Module, sess, batch: np.ndarray) -> float:
-    """Largest |Δprobability| (classes and pet score) between ``module`` and an ONNX session on ``batch``."""
-    from catdog.predict import torch_model_fn
-
-    batch = batch.astype(np.float32)
-    ref_logits, ref_pet = torch_model_fn(module)(batch)
-    logits, pet = onnx_model_fn(sess)(batch)
-    gap = float(np.abs(_softmax(ref_logits) - _softmax(logits)).max())
-    if ref_pet is not None and pet is not None:
-        gap = max(gap, float(np.abs(ref_pet - pet).max()))
-    return gap
-
-
-def load_model_fn(model: str | os.PathLike | None, backend: str = "auto") -> tuple[Callable, dict, str, str]:
+def load_model_fn(
+    model: str | os.PathLike | None, backend: str = "auto", threads: int | None = None
+) -> tuple[Callable, dict, str, str]:
     """``(model_fn, config, name, backend used)`` for the built-in model, a model directory or an .onnx file.
 
     ``backend``: ``onnx`` runs ONNX Runtime (the built-in model or a model directory is exported
     once to the user cache), ``torch`` runs PyTorch eager, ``auto`` tries ONNX Runtime and falls
-    back to PyTorch when the export fails.
+    back to PyTorch when the export fails. ``threads``: ONNX Runtime's threads per call (default:
+    this process's cores).
     """
-    from catdog.predict import torch_model_fn
-
     if backend not in ("auto", "onnx", "torch"):
         raise ValueError(f"backend '{backend}' must be auto, onnx or torch.")
     if model is not None and Path(model).suffix.lower() == ".onnx" and not Path(model).is_dir():
@@ -252,18 +183,20 @@ def load_model_fn(model: str | os.PathLike | None, backend: str = "auto") -> tup
             raise ModelError(f"ONNX file '{model}' does not exist.")
         if backend == "torch":
             raise ValueError("an .onnx file runs only with the onnx backend.")
-        sess = session(model)
+        sess = session(model, threads)
         return onnx_model_fn(sess), read_config(sess), str(model), "onnx"
     name, key_files, load = _torch_source(model)
     if backend != "torch":
         try:
             path = cached_export(name, key_files, load)
-            sess = session(path)
+            sess = session(path, threads)
             return onnx_model_fn(sess), _full_config(sess, model), str(model or "builtin"), "onnx"
         except (ModelError, OSError, RuntimeError, ValueError, ImportError) as err:
             if backend == "onnx":
                 raise
             print(f"ONNX export failed ({err}); running PyTorch instead.", file=sys.stderr)
+    from catdog.predict import torch_model_fn
+
     module, config = load()
     return torch_model_fn(module), config, str(model or "builtin"), "torch"
 
@@ -272,7 +205,7 @@ def _full_config(sess, model: str | os.PathLike | None) -> dict:
     """The exported settings, plus the rest of a model directory's config.json (metrics, data ...)."""
     config = read_config(sess)
     if model is None:
-        from catdog.models.builtin import builtin_config
+        from catdog.models.files import builtin_config
 
         return builtin_config() | config
     from catdog.models import read_config as read_dir_config
@@ -283,12 +216,14 @@ def _full_config(sess, model: str | os.PathLike | None) -> dict:
 def _torch_source(model: str | os.PathLike | None) -> tuple[str, list[Path], Callable[[], tuple[nn.Module, dict]]]:
     """Cache name, files whose bytes identify the weights, and the loader of a torch model."""
     if model is None:
-        from catdog.models.builtin import _WEIGHTS, BUILTIN_BACKBONE, load_builtin
-        from catdog.models.pretrained import packaged_weights_path
+        from catdog.models.files import builtin_files
 
-        files = [Path(packaged_weights_path(BUILTIN_BACKBONE))]
-        files += sorted(Path(str(p)) for p in _WEIGHTS.iterdir() if p.name.startswith("builtin_head"))
-        return "builtin", files, load_builtin
+        def load_builtin():
+            from catdog.models.builtin import load_builtin
+
+            return load_builtin()
+
+        return "builtin", builtin_files(), load_builtin
     from catdog.models import load_model_dir
     from catdog.models import read_config as read_dir_config
 

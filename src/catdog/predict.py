@@ -13,12 +13,15 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from catdog.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageError
 from catdog.preprocess import Preprocess, normalize, stack_uint8, to_uint8
+
+if TYPE_CHECKING:
+    import torch
 
 # A model function takes a float32 NCHW batch and returns (logits, pet_score or None).
 ModelFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]
@@ -64,6 +67,7 @@ class Predictor:
     max_pixels: int = DEFAULT_MAX_PIXELS
     name: str = "model"
     info: dict = field(default_factory=dict)
+    lanes: int = 1  # batches in flight at once in predict_paths (see Predictor.load's `throughput`)
 
     # -- loading ---------------------------------------------------------------------------
 
@@ -76,17 +80,26 @@ class Predictor:
         tta: bool = False,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         backend: str | None = None,
+        throughput: bool = False,
     ) -> Predictor:
         """The built-in model (``model=None``), a model directory or an ``.onnx`` file.
 
         ``backend`` (default ``$CATDOG_BACKEND`` or ``auto``): ``onnx`` runs ONNX Runtime (the
         built-in model or a model directory is exported once to the user cache), ``torch`` runs
         PyTorch, ``auto`` prefers ONNX Runtime and falls back to PyTorch if the export fails.
+
+        ``throughput``: tuned for folders of files rather than one request at a time. With ONNX
+        Runtime, each call runs on one core and :meth:`predict_paths` keeps one batch per core
+        in flight, each decoding its files and then running the model: no core waits for another,
+        and no decoding thread competes with the model's threads (measured in benchmarks/bench_predict.py).
+        The default gives every core to one batch: the lowest latency, for serving.
         """
         from catdog.onnx_backend import load_model_fn
+        from catdog.sharding import local_share_of_cores
 
         backend = backend or os.environ.get("CATDOG_BACKEND") or "auto"
-        model_fn, config, name, used = load_model_fn(model, backend)
+        cores = local_share_of_cores()
+        model_fn, config, name, used = load_model_fn(model, backend, threads=1 if throughput else None)
         config = {**config, "backend": used}
         gate = config.get("gate") or {}
         return cls(
@@ -100,6 +113,7 @@ class Predictor:
             max_pixels=max_pixels,
             name=name,
             info=config,
+            lanes=cores if throughput and used == "onnx" else 1,  # torch runs its own threads: one batch at a time
         )
 
     # -- the one tensor → Prediction path -----------------------------------------------------
@@ -137,9 +151,10 @@ class Predictor:
 
     # -- running the model -------------------------------------------------------------------
 
-    def forward_uint8(self, squares: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
-        """Model outputs for a ``(N, 3, S, S)`` uint8 batch of preprocessed squares."""
-        batch = normalize(squares, self.pre).numpy()
+    def forward_uint8(self, squares: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+        """Model outputs for a ``(N, 3, S, S)`` uint8 batch of preprocessed squares (numpy or a CPU tensor)."""
+        batch = normalize(squares, self.pre)
+        batch = batch if isinstance(batch, np.ndarray) else batch.numpy()
         logits, pet = self.model_fn(batch)
         if self.tta:
             flipped_logits, flipped_pet = self.model_fn(np.ascontiguousarray(batch[..., ::-1]))
@@ -184,12 +199,23 @@ class Predictor:
         loaded = list(pool.map(self._load, sources)) if pool else [self._load(s) for s in sources]
         return self._predict_loaded([name for name, _ in items], loaded, source_key)
 
+    def _predict_files(self, paths: list[str]) -> list[Prediction]:
+        return self._predict_loaded(paths, [self._load(p) for p in paths], "path")
+
     def predict_paths(
         self, paths: Iterable[str], *, batch_size: int = 32, workers: int | None = None
     ) -> Iterator[Prediction]:
-        """Predict files in order, decoding the next batch while the model runs on this one."""
+        """Predict files in order, decoding the next batch while the model runs on this one.
+
+        With ``lanes`` > 1, that many batches are in flight at once, each decoded and run by one thread.
+        """
         paths = list(paths)
         chunks = [paths[i : i + batch_size] for i in range(0, len(paths), batch_size)]
+        if self.lanes > 1:
+            with ThreadPoolExecutor(max_workers=self.lanes) as pool:
+                for predictions in pool.map(self._predict_files, chunks):
+                    yield from predictions
+            return
         with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
             pending = [pool.submit(self._load, p) for p in chunks[0]] if chunks else []
             for k, chunk in enumerate(chunks):
@@ -206,6 +232,8 @@ def _name_in_error(error: str, source: str) -> str:
 
 def torch_model_fn(module: torch.nn.Module) -> ModelFn:
     """Wrap an eval-mode torch module (returning logits, or (logits, pet_score))."""
+    import torch
+
     module = module.eval().to(memory_format=torch.channels_last)
 
     def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:

@@ -8,6 +8,8 @@ It has two halves so that the expensive half can be cached:
    on the fly.
 2. :func:`normalize` — center-crop ``image_size`` from a batch of those squares and
    normalise with the model's mean and std (the eval view; training crops randomly instead).
+   It takes numpy arrays (prediction, which never imports torch) or torch tensors (training,
+   on any device), with the same arithmetic.
 
 Together they reproduce timm's eval transform (resize to ``image_size / crop_pct``, center
 crop, normalise) for the settings stored in every model's ``config.json``.
@@ -18,9 +20,9 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
 
 from catdog.images import DEFAULT_MAX_PIXELS, decode
@@ -33,6 +35,9 @@ _INTERPOLATIONS = {
 
 # Longer side over shorter side beyond which the resize is restricted to the crop (see image_to_uint8).
 MAX_ASPECT = 4
+
+if TYPE_CHECKING:
+    import torch
 
 PREPROCESS_VERSION = 1  # bump when to_uint8 changes, so caches built by older code are not reused
 
@@ -105,7 +110,7 @@ def to_uint8(source: bytes | str | os.PathLike, pre: Preprocess, *, max_pixels: 
     return image_to_uint8(img, pre)
 
 
-def center_crop(batch: torch.Tensor, size: int) -> torch.Tensor:
+def center_crop(batch: np.ndarray | torch.Tensor, size: int) -> np.ndarray | torch.Tensor:
     """Center crop the last two dimensions to ``size`` (same rounding as torchvision)."""
     height, width = batch.shape[-2:]
     top = int(round((height - size) / 2.0))
@@ -113,15 +118,22 @@ def center_crop(batch: torch.Tensor, size: int) -> torch.Tensor:
     return batch[..., top : top + size, left : left + size]
 
 
-def normalize(batch: torch.Tensor, pre: Preprocess, *, crop: bool = True) -> torch.Tensor:
-    """uint8 ``(N, 3, H, W)`` → float32 model input: optional center crop, then (x/255 - mean) / std."""
+def normalize(batch: np.ndarray | torch.Tensor, pre: Preprocess, *, crop: bool = True) -> np.ndarray | torch.Tensor:
+    """uint8 ``(N, 3, H, W)`` → float32 model input: optional center crop, then (x/255 - mean) / std.
+
+    A numpy array gives a numpy array, a torch tensor a tensor on its device; the values are the same.
+    """
     if crop:
         batch = center_crop(batch, pre.image_size)
-    mean = torch.tensor(pre.mean, device=batch.device).view(1, 3, 1, 1) * 255.0
-    std = torch.tensor(pre.std, device=batch.device).view(1, 3, 1, 1) * 255.0
-    return (batch.float() - mean) / std
+    mean = np.asarray(pre.mean, dtype=np.float32).reshape(1, 3, 1, 1) * np.float32(255)
+    std = np.asarray(pre.std, dtype=np.float32).reshape(1, 3, 1, 1) * np.float32(255)
+    if isinstance(batch, np.ndarray):
+        return (batch.astype(np.float32) - mean) / std
+    import torch
+
+    return (batch.float() - torch.from_numpy(mean).to(batch.device)) / torch.from_numpy(std).to(batch.device)
 
 
-def stack_uint8(squares: list[np.ndarray]) -> torch.Tensor:
-    """HWC uint8 arrays → one ``(N, 3, H, W)`` uint8 tensor."""
-    return torch.from_numpy(np.stack(squares)).permute(0, 3, 1, 2).contiguous()
+def stack_uint8(squares: list[np.ndarray]) -> np.ndarray:
+    """HWC uint8 arrays → one contiguous ``(N, 3, H, W)`` uint8 array (``torch.from_numpy`` makes it a tensor)."""
+    return np.ascontiguousarray(np.stack(squares).transpose(0, 3, 1, 2))

@@ -8,6 +8,7 @@ puts them back in input order.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 
 from catdog.predict import Prediction, Predictor
 
@@ -26,11 +27,11 @@ def local_share_of_cores() -> int:
     return max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
 
 
-def predict_sharded(predictor: Predictor, files: list[str], *, batch_size: int = 32) -> list[Prediction] | None:
-    """All predictions in input order on rank 0 (``None`` on the other ranks); a plain run just predicts."""
+def predict_sharded(predictor: Predictor, files: list[str], *, batch_size: int = 32) -> Iterable[Prediction] | None:
+    """All predictions in input order on rank 0 (``None`` on the other ranks); a plain run streams them."""
     rank, size = world()
     if size == 1:
-        return list(predictor.predict_paths(files, batch_size=batch_size))
+        return predictor.predict_paths(files, batch_size=batch_size)  # streamed: results as they come
     import torch.distributed as dist
 
     own = not dist.is_initialized()

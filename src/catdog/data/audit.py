@@ -59,7 +59,8 @@ class AuditResult:
 
 def feature_extractor(model: str | os.PathLike | None) -> tuple[Callable[[np.ndarray], np.ndarray], Preprocess]:
     """Penultimate features of the built-in model, a model directory or an .onnx file (ONNX Runtime when possible)."""
-    from catdog.onnx_backend import ExportModule, _torch_source, cached_export, features_fn, read_config, session
+    from catdog.export import ExportModule
+    from catdog.onnx_backend import _torch_source, cached_export, features_fn, read_config, session
 
     if model is not None and str(model).lower().endswith(".onnx"):
         sess = session(model)
@@ -107,7 +108,7 @@ def compute_features(
                 if square is None:
                     unreadable.append({"path": str(paths[start + i]), "error": error})
             if good:
-                batch = normalize(stack_uint8([chunk[i][0] for i in good]), pre).numpy()
+                batch = normalize(stack_uint8([chunk[i][0] for i in good]), pre)
                 features.append(extract(batch))
                 kept += [start + i for i in good]
     dim = features[0].shape[1] if features else 0

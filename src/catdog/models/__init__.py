@@ -3,23 +3,32 @@
 A model directory (DESIGN.md) holds ``config.json`` and ``model.safetensors``; the module is
 rebuilt from ``config["architecture"]`` and ``config["classes"]`` and its weights loaded
 from safetensors (never pickle).
+
+torch, timm and safetensors are imported by the functions that need them: reading a config
+(all that prediction through a cached ONNX export needs) stays light.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import timm
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
-from torch import nn
-
+from catdog.errors import ModelError
 from catdog.fsutil import atomic_write, atomic_write_text
-from catdog.models.builtin import GatedClassifier
-from catdog.models.pretrained import ModelError, create_pretrained
 
-__all__ = ["GatedClassifier", "ModelError", "build_model", "load_model_dir", "save_model_dir"]
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = ["GatedClassifier", "ModelError", "build_model", "load_model_dir", "read_config", "save_model_dir"]
+
+
+def __getattr__(name: str):
+    if name == "GatedClassifier":  # re-exported lazily: it needs torch
+        from catdog.models.builtin import GatedClassifier
+
+        return GatedClassifier
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _scratch_models() -> dict:
@@ -38,6 +47,12 @@ def build_model(architecture: str, num_classes: int, *, pretrained: bool = True,
     head is added (:class:`GatedClassifier`); otherwise timm's classifier is replaced.
     ``pretrained=False`` builds the shapes only (weights come from a model directory).
     """
+    import timm
+    from torch import nn
+
+    from catdog.models.builtin import GatedClassifier
+    from catdog.models.pretrained import create_pretrained
+
     scratch = _scratch_models()
     if architecture in scratch:
         return scratch[architecture](num_classes)
@@ -78,6 +93,9 @@ def read_config(model_dir: str | Path) -> dict:
 
 def load_model_dir(model_dir: str | Path) -> tuple[nn.Module, dict]:
     """The trained module (eval mode) and its config from a model directory."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
     model_dir = Path(model_dir)
     config = read_config(model_dir)
     weights = model_dir / "model.safetensors"
@@ -103,6 +121,8 @@ def save_model_dir(model: nn.Module, config: dict, model_dir: str | Path) -> Non
     ``config`` needs at least ``architecture``, ``classes`` and ``preprocess``; a gated
     model also records ``gate`` (``{"threshold": ...}``) so that it is rebuilt with its gate.
     """
+    from safetensors.torch import save_file
+
     missing = [key for key in ("architecture", "classes", "preprocess") if key not in config]
     if missing:
         raise ValueError(f"model config lacks {', '.join(missing)}.")

