@@ -131,6 +131,33 @@ def test_data_check_lists_every_bad_file(corpus_dir, tmp_path: Path, samples_dir
     assert not any(name.startswith("good-") for name in unusable)
 
 
+def test_train_skips_each_bad_file_and_names_it(corpus_dir, tmp_path: Path, samples_dir: Path) -> None:
+    """The hostile corpus among real cats: training goes on, and the model directory lists each file it skipped."""
+    folder, cases = corpus_dir
+    dataset = tmp_path / "dataset"
+    shutil.copytree(folder, dataset / "cat")
+    shutil.copytree(samples_dir / "cat", dataset / "cat", dirs_exist_ok=True)
+    shutil.copytree(samples_dir / "dog", dataset / "dog")
+    out = tmp_path / "model"
+    done = run_catdog(
+        "train", str(dataset), "--out", str(out), "--model", "seed-cnn", "--image-size", "48", "--epochs", "1",
+        "--batch-size", "16", "--workers", "0", "--cache-dir", str(tmp_path / "cache"), timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    config = json.loads((out / "config.json").read_text())
+    skipped = {Path(u["path"]).name: u["reason"] for u in config["data"]["unreadable"]}
+    assert f"skipped {len(skipped)} of" in done.stderr
+    for case in cases.values():
+        if case.expect == "error":
+            assert case.name in skipped, case.name
+            assert one_sentence(skipped[case.name], case.name), skipped[case.name]
+        elif case.expect == "ok":
+            assert case.name not in skipped, skipped.get(case.name)
+    used = config["data"]["train_images"] + config["data"]["val_images"]
+    assert used == len(list((dataset / "cat").iterdir())) + len(list((dataset / "dog").iterdir())) - len(skipped)
+
+
 # -- the API ----------------------------------------------------------------------------------
 
 # Once the server has seen the corpus twice (its runtime's arenas sized for the largest batch),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -68,11 +69,16 @@ FAMILIES = {
     "catnet": dict(model="catnet", image_size=64, epochs=6, batch_size=8),
     "finetune": dict(model="tf_efficientnet_lite0", image_size=96, epochs=3, batch_size=8, lr=2e-4),
     "frozen": dict(model="tf_efficientnet_lite0", freeze="backbone", epochs=8, batch_size=8, lr=3e-3),
+    "partial": dict(model="tf_efficientnet_lite0", freeze="stages:4", epochs=4, batch_size=8, lr=3e-4),
+    # The same catnet run with batch-level MixUp/CutMix, and compiled with torch.compile (slow: it compiles).
+    "catnet-mix": dict(model="catnet", image_size=64, epochs=6, batch_size=8, mixup=0.2, cutmix=1.0),
+    "catnet-compiled": dict(model="catnet", image_size=64, epochs=6, batch_size=8, compile=True),
 }
+SLOW_FAMILIES = {"finetune", "catnet-compiled"}
 
 
 @pytest.mark.parametrize(
-    "family", [pytest.param(f, marks=pytest.mark.slow) if f == "finetune" else f for f in sorted(FAMILIES)]
+    "family", [pytest.param(f, marks=pytest.mark.slow) if f in SLOW_FAMILIES else f for f in sorted(FAMILIES)]
 )
 def test_each_family_learns_and_round_trips(family: str, small_dev: Path, shared_cache: Path, tmp_path: Path) -> None:
     out = tmp_path / family
@@ -96,7 +102,7 @@ def test_each_family_learns_and_round_trips(family: str, small_dev: Path, shared
     assert len(config["data"]["fingerprint"]) == 32
     assert config["temperature"] > 0
     assert "torch" in config["versions"]
-    if family in ("finetune", "frozen"):
+    if family in ("finetune", "frozen", "partial"):
         assert config["gate"]["threshold"] > 0  # a cat/dog model keeps the ImageNet `neither` gate
     else:
         assert config["gate"] is None
@@ -112,7 +118,10 @@ def test_each_family_learns_and_round_trips(family: str, small_dev: Path, shared
     assert all(abs(sum(p.probabilities.values()) - 1) < 1e-4 for p in predictions)
 
 
-def test_frozen_head_predicts_like_its_validation(dev_dir: Path, shared_cache: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("freeze", "epochs", "lr"), [("backbone", 15, 3e-3), ("stages:4", 3, 3e-4)])
+def test_frozen_part_predicts_like_its_validation(
+    freeze: str, epochs: int, lr: float, dev_dir: Path, shared_cache: Path, tmp_path: Path
+) -> None:
     """The Predictor, from raw JPEGs, agrees with the validation accuracy training measured on cached features."""
     from catdog.data import prepare
 
@@ -120,8 +129,8 @@ def test_frozen_head_predicts_like_its_validation(dev_dir: Path, shared_cache: P
     out = tmp_path / "model"
     metrics = train(
         TrainConfig(
-            data_dir=str(data_dir), out=str(out), model="tf_efficientnet_lite0", freeze="backbone",
-            epochs=15, workers=0, cache_dir=str(shared_cache), batch_size=16, lr=3e-3,
+            data_dir=str(data_dir), out=str(out), model="tf_efficientnet_lite0", freeze=freeze,
+            epochs=epochs, workers=0, cache_dir=str(shared_cache), batch_size=16, lr=lr,
         )
     )  # fmt: skip
     predictor = Predictor.load(out)
@@ -131,6 +140,76 @@ def test_frozen_head_predicts_like_its_validation(dev_dir: Path, shared_cache: P
     correct = sum(p.label == prepared.classes[prepared.labels[i]] for p, i in zip(predictions, val))
     assert correct / len(val) == pytest.approx(metrics["val_accuracy"], abs=1.5 / len(val))
     assert metrics["val_accuracy"] >= 0.8  # ImageNet features separate cats from dogs even with 108 photos
+
+
+def test_partial_fine_tuning_trains_only_the_stages_after_the_frozen_part(
+    small_dev: Path, shared_cache: Path, tmp_path: Path
+) -> None:
+    from safetensors.torch import load_file
+
+    from catdog.models.pretrained import create_pretrained
+
+    out = tmp_path / "model"
+    options = dict(FAMILIES["partial"], epochs=1, workers=0)
+    train(TrainConfig(data_dir=str(small_dev), out=str(out), cache_dir=str(shared_cache), **options))
+    saved = load_file(str(out / "model.safetensors"))
+    pretrained = {f"backbone.{k}": v for k, v in create_pretrained("tf_efficientnet_lite0").state_dict().items()}
+    frozen = ("backbone.conv_stem.", "backbone.bn1.", *(f"backbone.blocks.{i}." for i in range(4)))
+    gate = "backbone.classifier."
+    unchanged = {k for k, v in pretrained.items() if torch.equal(saved[k], v)}
+    assert {k for k in pretrained if k.startswith((*frozen, gate))} <= unchanged
+    trained = [
+        k for k in pretrained if k.startswith(("backbone.blocks.4.", "backbone.blocks.6.", "backbone.conv_head."))
+    ]
+    assert trained and not set(trained) & unchanged  # the later stages did train
+    assert (out / "config.json").exists() and json.loads((out / "config.json").read_text())["training"]["freeze"] == (
+        "stages:4"
+    )
+
+
+def test_mix_transform_mixes_images_and_labels() -> None:
+    from catdog.augment import mix_transform
+
+    torch.manual_seed(0)
+    images = torch.rand(8, 3, 32, 32)
+    labels = torch.tensor([0, 1] * 4)
+    assert mix_transform(2, 0.0, 0.0) is None
+    for mixup, cutmix in ((0.4, 0.0), (0.0, 1.0)):
+        mixed, target = mix_transform(2, mixup, cutmix)(images, labels)
+        assert mixed.shape == images.shape and target.shape == (8, 2)
+        assert torch.allclose(target.sum(1), torch.ones(8))
+        assert not torch.equal(mixed, images)  # pixels of two photos in one
+        assert ((target > 0) & (target < 1)).any()  # and a label that says how much of each
+
+
+def test_seed_cnn_is_the_classic_keras_recipe() -> None:
+    """Adam, plain cross-entropy, no weight decay, Glorot-uniform weights and zero biases, as in Keras."""
+    cfg = TrainConfig(data_dir="d", out="o", model="seed-cnn").resolved()
+    assert (cfg.optimizer, cfg.label_smoothing, cfg.weight_decay) == ("adam", 0.0, 0.0)
+    assert TrainConfig(data_dir="d", out="o", model="catnet").resolved().optimizer == "adamw"
+    assert TrainConfig(data_dir="d", out="o", model="seed-cnn", lr=5e-5).resolved().lr == 5e-5  # choices win
+    model = build_model("seed-cnn", 2)
+    model(torch.zeros(1, 3, 128, 128))  # the lazy Dense layer takes its size, and its initialisation
+    layers = [m for m in model if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
+    assert len(layers) == 6
+    for layer in layers:
+        fan_out, fan_in = layer.weight.shape[0], layer.weight[0].numel()
+        fan_out *= layer.weight[0, 0].numel()  # Keras counts the kernel's area in both fans
+        bound = (6 / (fan_in + fan_out)) ** 0.5
+        assert layer.weight.abs().max() <= bound
+        assert layer.weight.std().item() == pytest.approx(bound / 3**0.5, rel=0.1)
+        assert not layer.bias.any()
+
+
+def test_warm_up_is_a_twentieth_of_the_time_budget_at_most() -> None:
+    from catdog.train import Schedule
+
+    schedule = Schedule("cosine", total_steps=10_000, warmup_steps=5_000)
+    assert schedule(99) == pytest.approx(100 / 5_000 * (1 + math.cos(math.pi * 0.0099)) / 2)  # no budget: by steps
+    schedule.time_fraction = 0.025
+    assert schedule(99) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.025)) / 2)
+    schedule.time_fraction = 0.5
+    assert schedule(99) == pytest.approx(0.5)  # warmed up, half-way down the cosine
 
 
 # -- the command line: bad arguments and bad datasets ------------------------------------------
@@ -185,7 +264,10 @@ def test_bad_datasets_fail_with_one_sentence(case: str, tmp_path: Path, dev_dir:
         (["--model", "no-such-net"], ["Unknown model 'no-such-net'"]),
         (["--model", "convnext_tiny"], ["convnext_tiny"]),  # needs a download, and the test runs offline
         (["--model", "seed-cnn", "--freeze", "backbone"], ["--freeze backbone", "seed-cnn"]),
+        (["--model", "tf_efficientnet_lite0", "--freeze", "stages:x"], ["--freeze", "stages:N"]),
+        (["--model", "tf_efficientnet_lite0", "--freeze", "stages:7"], ["stages:N", "from 1 to 6"]),
         (["--schedule", "linear"], ["--schedule"]),
+        (["--model", "seed-cnn", "--image-size", "32"], ["--image-size", "at least 46"]),
     ],
 )
 def test_bad_arguments_fail_with_one_sentence(

@@ -12,7 +12,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Annotated
 
 import typer
@@ -93,7 +93,7 @@ def predict(
     from catdog.predict import Predictor, expand_inputs
 
     entries = expand_inputs(paths)
-    predictor = Predictor.load(model, threshold=threshold, tta=tta)
+    predictor = Predictor.load(model, threshold=threshold, tta=tta, throughput=True)
     from catdog.sharding import predict_sharded
 
     # Under torchrun, files are sharded over the ranks and rank 0 prints them all in input order.
@@ -101,20 +101,28 @@ def predict(
     if predictions is None:
         return
     predicted = iter(predictions)
-    results = [next(predicted) if isinstance(e, str) else e for e in entries]
-    _print_predictions(results, predictor.classes, as_json=as_json, as_csv=as_csv)
-    raise typer.Exit(1 if any(not r.ok for r in results) else 0)
+    results = (next(predicted) if isinstance(e, str) else e for e in entries)  # streamed, in input order
+    failed = _print_predictions(results, predictor.classes, as_json=as_json, as_csv=as_csv)
+    raise typer.Exit(1 if failed else 0)
 
 
-def _print_predictions(results, classes: list[str], *, as_json: bool, as_csv: bool) -> None:
-    if as_json:
-        json.dump([r.to_dict() for r in results], sys.stdout, indent=2)
-        sys.stdout.write("\n")
-        return
+def _print_predictions(results: Iterable, classes: list[str], *, as_json: bool, as_csv: bool) -> bool:
+    """Print each prediction as soon as it is known (a long job shows its progress); True if any failed."""
+    failed = False
+    if as_json:  # the same text as json.dump(list, indent=2), one element at a time
+        sys.stdout.write("[")
+        count = 0
+        for count, r in enumerate(results, 1):
+            failed |= not r.ok
+            element = json.dumps(r.to_dict(), indent=2).replace("\n", "\n  ")
+            sys.stdout.write(("," if count > 1 else "") + "\n  " + element)
+        sys.stdout.write("\n]\n" if count else "]\n")
+        return failed
     if as_csv:
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(["path", "label", "confidence", *classes, "error"])
         for r in results:
+            failed |= not r.ok
             probs = r.probabilities or {}
             writer.writerow(
                 [
@@ -125,14 +133,16 @@ def _print_predictions(results, classes: list[str], *, as_json: bool, as_csv: bo
                     r.error or "",
                 ]
             )
-        return
+        return failed
     out = Console(highlight=False, soft_wrap=True)
     for r in results:
+        failed |= not r.ok
         if r.ok:
             colour = {"cat": "magenta", "dog": "cyan"}.get(r.label or "", "yellow")
             out.print(f"{r.source}: [bold {colour}]{r.label}[/] ({r.confidence:.1%})")
         else:
             out.print(f"{r.source}: [red]error[/] {r.error}")
+    return failed
 
 
 @data_app.command("check")
@@ -439,7 +449,11 @@ def train(
         str, typer.Option("--model", "-m", help="seed-cnn, catnet, or a timm backbone (e.g. tf_efficientnet_lite0).")
     ] = "catnet",
     freeze: Annotated[
-        str, typer.Option(help="'backbone': train only a new head on cached backbone features; 'none': all layers.")
+        str,
+        typer.Option(
+            help="'none': all layers train; 'backbone': only a new head, on cached backbone features; "
+            "'stages:N': the stem and first N stages frozen, the later ones fine-tune on their cached output."
+        ),
     ] = "none",
     epochs: Annotated[
         int | None, typer.Option(help="Epochs; default 30 from scratch, 10 fine-tuning, 40 for a frozen head.", min=1)
@@ -449,19 +463,27 @@ def train(
         typer.Option(help="Minutes for the whole run (decoding, features, training, final evaluation).", min=0.01),
     ] = None,
     batch_size: Annotated[
-        int | None, typer.Option(help="Global batch size; default 64 from scratch, 32 fine-tuning, 256 head.", min=1)
+        int | None,
+        typer.Option(
+            help="Global batch size; default 64 from scratch or with stages:N, 32 fine-tuning, 256 head.", min=1
+        ),
     ] = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate; default depends on the model.", min=0)] = None,
-    optimizer: Annotated[str, typer.Option(help="adamw or adam.")] = "adamw",
+    optimizer: Annotated[str | None, typer.Option(help="adamw or adam; default adamw (adam for seed-cnn).")] = None,
     weight_decay: Annotated[
         float | None, typer.Option(help="Weight decay; default depends on the model.", min=0)
     ] = None,
     layer_decay: Annotated[
-        float, typer.Option(help="Fine-tuning: learning-rate factor per earlier block.", min=0, max=1)
-    ] = 0.7,
+        float | None,
+        typer.Option(
+            help="Fine-tuning: learning-rate factor per earlier block; default 0.7 (0.8 with stages:N).", min=0, max=1
+        ),
+    ] = None,
     schedule: Annotated[str, typer.Option(help="cosine (with warm-up) or onecycle.")] = "cosine",
     warmup_epochs: Annotated[float, typer.Option(help="Linear warm-up length in epochs (cosine).", min=0)] = 1.0,
-    label_smoothing: Annotated[float, typer.Option(help="Label smoothing of the loss.", min=0, max=0.5)] = 0.1,
+    label_smoothing: Annotated[
+        float | None, typer.Option(help="Label smoothing of the loss; default 0.1 (0 for seed-cnn).", min=0, max=0.5)
+    ] = None,
     mixup: Annotated[float, typer.Option(help="MixUp alpha (0 = off).", min=0)] = 0.0,
     cutmix: Annotated[float, typer.Option(help="CutMix alpha (0 = off).", min=0)] = 0.0,
     image_size: Annotated[
@@ -469,7 +491,10 @@ def train(
     ] = None,
     feature_views: Annotated[
         int,
-        typer.Option(help="--freeze backbone: views per training image (1 as is, 2 + mirror, more augmented).", min=1),
+        typer.Option(
+            help="--freeze backbone or stages:N: views cached per training image (1, 2 + mirror, more augmented).",
+            min=1,
+        ),
     ] = 2,
     val_fraction: Annotated[
         float, typer.Option(help="Share of images held out for validation.", min=0.01, max=0.9)

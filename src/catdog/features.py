@@ -1,15 +1,22 @@
 """Frozen-backbone features, computed once per image (and view) and cached on disk.
 
-The fast CPU path of ``catdog train --freeze backbone``: the pooled features of the
-pretrained backbone never change, so each image goes through the backbone once, ever; the
-new head then trains on the cached vectors in seconds. On CPU the backbone runs in ONNX
-Runtime (several times faster than PyTorch eager here), on a GPU in PyTorch.
+The fast CPU paths of ``catdog train``: whatever part of the pretrained backbone is frozen
+gives the same output for an image every time, so each image (and view) goes through it
+once, ever, and training runs only the rest on the cached output.
 
-Layout under ``<cache_dir>/features/<key>/``: ``features.f32`` (rows of ``dim`` float32)
-and ``index.json`` (``{"dim": D, "rows": {"<content hash>:<view>": row}}``). ``key`` names
-the backbone, its weights and the preprocessing, so any change is a different cache. As in
-the pixel cache, the index is rewritten atomically after each chunk: a killed extraction
-resumes where it stopped.
+- ``--freeze backbone``: the pooled features; a new head trains on them in seconds.
+- ``--freeze stages:N``: the activation map after the stem and the first N stages (the
+  high-resolution part, most of the compute); the later stages, the last convolution and
+  the head fine-tune on it, several times faster than full fine-tuning (see :func:`split_backbone`).
+
+On CPU the frozen part runs in ONNX Runtime (several times faster than PyTorch eager here),
+on a GPU in PyTorch.
+
+Layout under ``<cache_dir>/features/<key>/``: ``features.f32`` or ``features.f16`` (rows of
+``dim`` values) and ``index.json`` (``{"dim": D, "rows": {"<content hash>:<view>": row}}``).
+``key`` names the backbone, what of it is frozen, its weights and the preprocessing, so any
+change is a different cache. As in the pixel cache, the index is rewritten atomically after
+each chunk: a killed extraction resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -43,24 +50,51 @@ class PooledFeatures(nn.Module):
         return self.backbone.forward_head(self.backbone.forward_features(x), pre_logits=True)
 
 
-def cache_key(architecture: str, pre: Preprocess) -> str:
-    """Backbone, weights version and every preprocessing setting the features depend on."""
+def split_backbone(backbone: nn.Module, stages: int, head: nn.Module | None = None) -> tuple[nn.Module, nn.Module]:
+    """Cut an EfficientNet-family timm model after its stem and first ``stages`` stages.
+
+    Returns ``(trunk, tail)``: the trunk maps images to flat activation maps (what is
+    cached); the tail maps those maps, reshaped, through the remaining stages, the last
+    convolution, pooling and ``head`` (default: the backbone's classifier) to logits. Both
+    share their modules with ``backbone``, so training the tail trains the model that is saved.
+    The classifier's dropout is left out of the tail: with a frozen trunk there is little to overfit.
+    """
+    from timm.models.efficientnet import EfficientNet
+
+    if not isinstance(backbone, EfficientNet):
+        raise ValueError(
+            f"--freeze stages:N needs an EfficientNet-family backbone (efficientnet, tf_efficientnet_lite, "
+            f"mobilenetv2); {type(backbone).__name__} is not one: use --freeze backbone or --freeze none."
+        )
+    if not 1 <= stages < len(backbone.blocks):
+        raise ValueError(f"--freeze stages:N takes N from 1 to {len(backbone.blocks) - 1} for this backbone.")
+    trunk = nn.Sequential(backbone.conv_stem, backbone.bn1, *backbone.blocks[:stages], nn.Flatten())
+    tail = nn.Sequential(
+        *backbone.blocks[stages:], backbone.conv_head, backbone.bn2, backbone.global_pool,
+        head if head is not None else backbone.get_classifier(),
+    )  # fmt: skip
+    return trunk, tail
+
+
+def cache_key(architecture: str, pre: Preprocess, frozen: str = "backbone") -> str:
+    """Backbone, what of it is frozen, weights version and every preprocessing setting the features depend on."""
     import timm
 
     from catdog.data.hashing import content_hash
 
-    settings = json.dumps([architecture, timm.__version__, pre.to_dict()], sort_keys=True)
-    return f"{architecture}-{pre.image_size}px-{content_hash(settings.encode())[:12]}"
+    settings = json.dumps([architecture, frozen, timm.__version__, pre.to_dict()], sort_keys=True)
+    part = "" if frozen == "backbone" else f"-{frozen.replace(':', '')}"
+    return f"{architecture}{part}-{pre.image_size}px-{content_hash(settings.encode())[:12]}"
 
 
-def onnx_feature_fn(backbone: nn.Module, onnx_file: Path, image_size: int, threads: int | None = None) -> FeatureFn:
+def onnx_feature_fn(extractor: nn.Module, onnx_file: Path, image_size: int, threads: int | None = None) -> FeatureFn:
     """Export the eval-mode feature extractor once (cached), then run it in ONNX Runtime."""
     import onnxruntime as ort
 
     if not onnx_file.exists():
         # .eval() on the very module exported: a wrapper left in train mode would export
         # batch-statistics BatchNorm, silently giving different features.
-        module = PooledFeatures(backbone).eval()
+        module = extractor.eval()
         example = torch.zeros(2, 3, image_size, image_size)
         program = torch.onnx.export(
             module, (example,), dynamo=True, dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False
@@ -78,9 +112,9 @@ def onnx_feature_fn(backbone: nn.Module, onnx_file: Path, image_size: int, threa
     return run
 
 
-def torch_feature_fn(backbone: nn.Module, device: torch.device) -> FeatureFn:
+def torch_feature_fn(extractor: nn.Module, device: torch.device) -> FeatureFn:
     """The feature extractor in PyTorch on ``device`` (bf16 autocast on a GPU)."""
-    module = PooledFeatures(backbone).eval().to(device, memory_format=torch.channels_last)
+    module = extractor.eval().to(device, memory_format=torch.channels_last)
 
     def run(batch: torch.Tensor) -> np.ndarray:
         with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
@@ -91,12 +125,17 @@ def torch_feature_fn(backbone: nn.Module, device: torch.device) -> FeatureFn:
 
 
 class FeatureStore:
-    """Cached feature vectors keyed by ``"<content hash>:<view>"``."""
+    """Cached feature vectors keyed by ``"<content hash>:<view>"``.
 
-    def __init__(self, cache_dir: str | os.PathLike, key: str) -> None:
+    ``dtype`` float16 halves the size of large rows (activation maps) at a precision far
+    below what training can notice; pooled features stay float32.
+    """
+
+    def __init__(self, cache_dir: str | os.PathLike, key: str, dtype: np.dtype | type = np.float32) -> None:
+        self.dtype = np.dtype(dtype)
         self.dir = Path(cache_dir) / "features" / key
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.file = self.dir / "features.f32"
+        self.file = self.dir / f"features.f{8 * self.dtype.itemsize}"
         self.index_file = self.dir / "index.json"
         self.dim = 0
         self.rows: dict[str, int] = {}
@@ -108,8 +147,12 @@ class FeatureStore:
             self.dim, self.rows = int(data["dim"]), dict(data["rows"])
         except (OSError, ValueError, KeyError):
             self.dim, self.rows = 0, {}
-        if self.rows and (not self.file.exists() or self.file.stat().st_size < len(self.rows) * self.dim * 4):
+        if self.rows and (not self.file.exists() or self.file.stat().st_size < len(self.rows) * self.row_bytes):
             self.dim, self.rows = 0, {}  # the vectors were lost behind the index's back
+
+    @property
+    def row_bytes(self) -> int:
+        return self.dim * self.dtype.itemsize
 
     def add(self, keys: list[str], vectors: np.ndarray) -> None:
         """Append vectors and commit the index (under the lock; other processes may be adding too)."""
@@ -122,9 +165,9 @@ class FeatureStore:
             n_rows = len(self.rows)
             self.file.touch()
             with open(self.file, "r+b") as out:
-                out.truncate(n_rows * self.dim * 4)  # drop vectors a killed run wrote but never indexed
-                out.seek(n_rows * self.dim * 4)
-                out.write(np.stack([v for _, v in fresh]).astype(np.float32).tobytes())
+                out.truncate(n_rows * self.row_bytes)  # drop vectors a killed run wrote but never indexed
+                out.seek(n_rows * self.row_bytes)
+                out.write(np.stack([v for _, v in fresh]).astype(self.dtype).tobytes())
                 out.flush()
                 os.fsync(out.fileno())
             for i, (key, _) in enumerate(fresh):
@@ -132,7 +175,7 @@ class FeatureStore:
             atomic_write_text(self.index_file, json.dumps({"dim": self.dim, "rows": self.rows}))
 
     def read(self, keys: list[str]) -> np.ndarray:
-        matrix = np.memmap(self.file, dtype=np.float32, mode="r", shape=(len(self.rows), self.dim))
+        matrix = np.memmap(self.file, dtype=self.dtype, mode="r", shape=(len(self.rows), self.dim))
         return np.array(matrix[[self.rows[k] for k in keys]])
 
 

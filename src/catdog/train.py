@@ -35,6 +35,15 @@ from torch.utils.data import DistributedSampler, Subset, TensorDataset
 
 from catdog.augment import mix_transform, sample_seed, seeded, train_transform
 from catdog.data import CachedImages, DatasetError, PreparedData, discover, make_loader, prepare
+from catdog.features import (
+    FeatureStore,
+    PooledFeatures,
+    cache_key,
+    extract,
+    onnx_feature_fn,
+    split_backbone,
+    torch_feature_fn,
+)
 from catdog.fsutil import atomic_write, atomic_write_text, default_cache_dir
 from catdog.models import ModelError, build_model, save_model_dir
 from catdog.models.scratch import SCRATCH_MODELS
@@ -55,21 +64,22 @@ class TrainConfig:
     data_dir: str
     out: str
     model: str = "catnet"  # seed-cnn, catnet, or a timm model name
-    freeze: str = "none"  # "none": train every layer; "backbone": train a new head on cached features
+    freeze: str = "none"  # "none": every layer trains; "backbone": a new head on cached features;
+    # "stages:N": the stem and first N stages frozen, the rest fine-tunes on their cached output
     epochs: int | None = None  # None: the family default, or as many as the time budget allows
     time_budget: float | None = None  # minutes for everything: decoding, features, training, final evaluation
     batch_size: int | None = None  # global batch (split over torchrun processes)
     lr: float | None = None  # peak learning rate (of the last layers when fine-tuning)
-    optimizer: str = "adamw"  # adamw or adam
+    optimizer: str | None = None  # adamw or adam
     weight_decay: float | None = None
-    layer_decay: float = 0.7  # fine-tuning: each earlier block's learning rate is this times the next one's
+    layer_decay: float | None = None  # fine-tuning: each earlier block's learning rate is this times the next one's
     schedule: str = "cosine"  # cosine (linear warm-up, cosine decay) or onecycle
     warmup_epochs: float = 1.0
-    label_smoothing: float = 0.1
+    label_smoothing: float | None = None
     mixup: float = 0.0  # MixUp alpha; 0 turns it off
     cutmix: float = 0.0  # CutMix alpha; 0 turns it off
     image_size: int | None = None  # network input side; None: 128 from scratch, the backbone's own otherwise
-    feature_views: int = 2  # frozen backbone: views cached per training image (1: as is; 2: + mirror; more: augmented)
+    feature_views: int = 2  # frozen part: views cached per training image (1: as is; 2: + mirror; more: augmented)
     val_fraction: float = 0.1
     patience: int | None = None  # early stopping: epochs without a better validation loss
     seed: int = 0
@@ -86,41 +96,63 @@ class TrainConfig:
     def family(self) -> str:
         if self.model in SCRATCH_MODELS:
             return "scratch"
-        return "frozen" if self.freeze == "backbone" else "finetune"
+        if self.freeze == "none":
+            return "finetune"
+        return "frozen" if self.freeze == "backbone" else "partial"
+
+    def frozen_stages(self) -> int:
+        """N of ``--freeze stages:N``."""
+        return int(self.freeze.split(":", 1)[1])
 
     def resolved(self) -> TrainConfig:
         """A copy with every ``None`` replaced by the default of this family; validates the choices."""
-        if self.freeze not in ("none", "backbone"):
-            raise ValueError(f"--freeze must be 'none' or 'backbone', not '{self.freeze}'.")
-        if self.freeze == "backbone" and self.model in SCRATCH_MODELS:
-            raise ValueError(f"--freeze backbone needs a pretrained backbone; '{self.model}' trains from scratch.")
-        for name, allowed in (
-            ("optimizer", ("adamw", "adam")),
-            ("schedule", ("cosine", "onecycle")),
-            ("precision", ("auto", "fp32", "bf16", "fp16")),
-        ):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"--{name} must be one of {', '.join(allowed)}, not '{getattr(self, name)}'.")
+        kind, _, count = self.freeze.partition(":")
+        if self.freeze not in ("none", "backbone") and not (kind == "stages" and count.isdigit() and int(count) > 0):
+            raise ValueError(f"--freeze must be 'none', 'backbone' or 'stages:N' (N >= 1), not '{self.freeze}'.")
+        if self.freeze != "none" and self.model in SCRATCH_MODELS:
+            raise ValueError(f"--freeze {self.freeze} needs a pretrained backbone; '{self.model}' trains from scratch.")
         if self.time_budget is not None and self.time_budget <= 0:
             raise ValueError("--time-budget must be a positive number of minutes.")
-        defaults = dict(FAMILY_DEFAULTS[self.family()])
+        smallest = getattr(SCRATCH_MODELS.get(self.model), "MIN_SIZE", 8)
+        if self.image_size is not None and self.image_size < smallest:
+            raise ValueError(f"--image-size must be at least {smallest} for {self.model}, not {self.image_size}.")
+        defaults = {**FAMILY_DEFAULTS[self.family()], **MODEL_DEFAULTS.get(self.model, {})}
         if self.time_budget is not None:
             defaults["epochs"] = 10_000  # the budget decides
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         for key, value in defaults.items():
             if values.get(key) is None:
                 values[key] = value
+        for name, allowed in (
+            ("optimizer", ("adamw", "adam")),
+            ("schedule", ("cosine", "onecycle")),
+            ("precision", ("auto", "fp32", "bf16", "fp16")),
+        ):
+            if values[name] not in allowed:
+                raise ValueError(f"--{name} must be one of {', '.join(allowed)}, not '{values[name]}'.")
         return TrainConfig(**values)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-# The defaults that depend on what is trained: from scratch, fine-tuning, or a head on frozen features.
+# The defaults that depend on what is trained: from scratch, fine-tuning (all of it, or the stages
+# after a frozen part), or a head on frozen features.
+_COMMON = {"optimizer": "adamw", "label_smoothing": 0.1}
 FAMILY_DEFAULTS = {
-    "scratch": {"epochs": 30, "batch_size": 64, "lr": 3e-3, "weight_decay": 0.05, "image_size": 128, "patience": 8},
-    "finetune": {"epochs": 10, "batch_size": 32, "lr": 5e-4, "weight_decay": 0.02, "patience": 4},
-    "frozen": {"epochs": 40, "batch_size": 256, "lr": 1e-3, "weight_decay": 1e-3, "patience": 8},
+    "scratch": {**_COMMON, "epochs": 30, "batch_size": 64, "lr": 3e-3, "weight_decay": 0.05, "image_size": 128,
+                "patience": 8},
+    "finetune": {**_COMMON, "epochs": 10, "batch_size": 32, "lr": 5e-4, "weight_decay": 0.02, "patience": 4,
+                 "layer_decay": 0.7},
+    "partial": {**_COMMON, "epochs": 10, "batch_size": 64, "lr": 5e-4, "weight_decay": 0.02, "patience": 4,
+                "layer_decay": 0.8},
+    "frozen": {**_COMMON, "epochs": 40, "batch_size": 256, "lr": 1e-3, "weight_decay": 1e-3, "patience": 8},
+}  # fmt: skip
+
+# Per-model exceptions. seed-cnn is the classic Keras baseline: plain Adam at its default rate,
+# plain categorical cross-entropy, no weight decay (its dropout is its regulariser).
+MODEL_DEFAULTS = {
+    "seed-cnn": {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "label_smoothing": 0.0},
 }
 
 # Settings that must not change when a run is resumed (the rest, like the budget, may).
@@ -174,13 +206,22 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
             raise DatasetError(f"'{cfg.data_dir}' has too few images to hold some out for validation; add more.")
         log.info(f"{len(splits['train'])} training and {len(splits['val'])} validation images")
 
-        # 4. What trains: the whole network on augmented images, or a new head on cached backbone features.
+        # 4. What trains: the whole network on augmented images, or the part after a frozen one on
+        #    that part's cached output (a new head on pooled features, or the last stages and the head).
         device = ctx.device
-        if cfg.family() == "frozen":
+        if cfg.family() in ("frozen", "partial"):
             backbone = model.backbone if gate else model
-            trainable = model.head if gate else model.get_classifier()
-            train_set, val_set = cached_features(cfg, data, splits, pre, backbone, cache_dir, ctx, deadline, log)
-            train_input, eval_input = _to_device(device), _to_device(device)
+            new_head = model.head if gate else None
+            if cfg.family() == "frozen":
+                extractor, trainable = PooledFeatures(backbone), new_head or model.get_classifier()
+                shape = None
+            else:
+                extractor, trainable = split_backbone(backbone, cfg.frozen_stages(), new_head)
+                extractor.requires_grad_(False)
+                probe = extractor[:-1].eval()(torch.zeros(1, 3, pre.image_size, pre.image_size))
+                shape = tuple(probe.shape[1:])  # the cached rows are these activation maps, flattened
+            train_set, val_set = cached_features(cfg, data, splits, pre, extractor, cache_dir, ctx, deadline, log)
+            train_input = eval_input = feature_input(device, shape, cfg.channels_last)
             workers = 0  # the features are in memory already
         else:
             trainable = model
@@ -191,7 +232,7 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
             train_input = image_input(pre, device, cfg.channels_last, augment if on_gpu else None)
             eval_input = image_input(pre, device, cfg.channels_last, None, eval_view=True)
             workers = cfg.workers if on_gpu else split_cpu(cfg.workers)
-        if cfg.family() == "finetune" and gate:
+        if cfg.family() in ("finetune", "partial") and gate:
             model.backbone.get_classifier().requires_grad_(False)  # the ImageNet head stays the `neither` gate
         trainable.to(device)
         if cfg.channels_last and cfg.family() != "frozen":
@@ -205,7 +246,7 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
         steps_per_epoch = math.ceil(len(sampler) / per_rank_batch)
 
         # 5. Optimizer, schedule, loss, precision.
-        optimizer = make_optimizer(cfg, trainable)
+        optimizer = make_optimizer(cfg, model, trainable)
         schedule = Schedule(cfg.schedule, cfg.epochs * steps_per_epoch, int(cfg.warmup_epochs * steps_per_epoch))
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
@@ -213,7 +254,7 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
         if cfg.precision == "auto" and device.type == "cuda":
             dtype = torch.bfloat16  # on CPU bf16 autocast is slower than fp32 on most chips
         scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-        mix = mix_transform(len(classes), cfg.mixup, cfg.cutmix) if cfg.family() != "frozen" else None
+        mix = mix_transform(len(classes), cfg.mixup, cfg.cutmix) if cfg.family() in ("scratch", "finetune") else None
         forward_module = trainable
         if ctx.world > 1:
             forward_module = nn.parallel.DistributedDataParallel(
@@ -240,7 +281,7 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
         while state.epoch < cfg.epochs and not stop_reason:
             sampler.set_epoch(state.epoch)
             sampler.start = state.step * per_rank_batch
-            model.eval()  # frozen backbone: only the head trains (and nothing else sees batches)
+            model.eval()  # with a frozen part, only `trainable` trains (and nothing else sees batches)
             trainable.train()
             budget_hit = train_one_epoch(
                 cfg, forward_module, train_loader, train_input, criterion, optimizer, scheduler, scaler, dtype, mix,
@@ -279,6 +320,7 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
                     "train_images": len(splits["train"]),
                     "val_images": len(splits["val"]),
                     "unreadable_files": len(data.unreadable),
+                    "unreadable": [{"path": str(path), "reason": reason} for path, reason in data.unreadable],
                 },
                 "metrics": metrics,
                 "versions": package_versions(),
@@ -532,33 +574,39 @@ def image_input(pre: Preprocess, device, channels_last: bool, gpu_augment=None, 
     return run
 
 
-def _to_device(device):
-    return lambda x, seeds: x.to(device, non_blocking=True)
+def feature_input(device, shape: tuple[int, ...] | None, channels_last: bool):
+    """Cached rows → float32 input on ``device``: vectors as they are, activation maps reshaped to ``shape``."""
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    def run(rows: torch.Tensor, seeds) -> torch.Tensor:
+        x = rows.to(device, non_blocking=True).float()
+        return x if shape is None else x.view(len(x), *shape).contiguous(memory_format=memory_format)
+
+    return run
 
 
-def cached_features(cfg, data, splits, pre, backbone, cache_dir, ctx, deadline, log):
-    """Frozen-backbone features of val (view 0) and train (``feature_views`` views), from the disk cache.
+def cached_features(cfg, data, splits, pre, extractor, cache_dir, ctx, deadline, log):
+    """The frozen part's output for val (view 0) and train (``feature_views`` views), from the disk cache.
 
     Missing features are computed by rank 0 (ONNX Runtime on CPU, PyTorch on a GPU), val
     first, then the training images in hash order (a random-like order), one view after the
     other; under a time budget extraction stops with enough time left to train the head.
     """
-    from catdog.features import FeatureStore, cache_key, extract, onnx_feature_fn, torch_feature_fn
-
-    key = cache_key(cfg.model, pre)
-    store = FeatureStore(cache_dir, key)
+    key = cache_key(cfg.model, pre, cfg.freeze)
+    # Activation maps are large (about 15,000 values per image): half precision halves cache and memory.
+    store = FeatureStore(cache_dir, key, np.float32 if cfg.family() == "frozen" else np.float16)
     by_hash = sorted(splits["train"], key=lambda i: data.hashes[i])
     val_jobs = [(i, 0) for i in splits["val"]]
     train_jobs = [(i, v) for v in range(max(1, cfg.feature_views)) for i in by_hash]
     if ctx.is_main:
         stop = None if deadline is None else deadline - max(30.0, 0.1 * cfg.time_budget * 60)
         if ctx.device.type == "cuda":
-            feature_fn = torch_feature_fn(backbone, ctx.device)
+            feature_fn = torch_feature_fn(extractor, ctx.device)
         else:
-            log.info("exporting the backbone to ONNX Runtime (cached for later runs)")
-            feature_fn = onnx_feature_fn(backbone, cache_dir / "onnx" / f"{key}.onnx", pre.image_size)
+            log.info("exporting the frozen part to ONNX Runtime (cached for later runs)")
+            feature_fn = onnx_feature_fn(extractor, cache_dir / "onnx" / f"{key}.onnx", pre.image_size)
         jobs = val_jobs + train_jobs
-        with log.progress("backbone features", len(jobs)) as bar:
+        with log.progress("frozen-part features", len(jobs)) as bar:
             extract(data, jobs, pre, store, feature_fn, deadline=stop, progress=lambda n: bar.update(advance=n))
     barrier(ctx)
     store.reload()
@@ -582,15 +630,20 @@ def cached_features(cfg, data, splits, pre, backbone, cache_dir, ctx, deadline, 
 # --------------------------------------------------------------------------------------------
 
 
-def make_optimizer(cfg: TrainConfig, trainable: nn.Module) -> torch.optim.Optimizer:
-    """AdamW/Adam; no weight decay on biases and norms; lower rates for earlier layers when fine-tuning."""
+def make_optimizer(cfg: TrainConfig, model: nn.Module, trainable: nn.Module | None = None) -> torch.optim.Optimizer:
+    """AdamW/Adam; no weight decay on biases and norms; lower rates for earlier layers when fine-tuning.
+
+    ``trainable``: the part of ``model`` that trains, when not all of it (a head, or the stages after a frozen part).
+    """
     from timm.optim import param_groups_layer_decay, param_groups_weight_decay
 
-    if cfg.family() == "finetune":
-        backbone = getattr(trainable, "backbone", trainable)
+    trainable = model if trainable is None else trainable
+    if cfg.family() in ("finetune", "partial"):
+        # Parameters that do not require grad (a frozen part, the gate) are left out of the groups.
+        backbone = getattr(model, "backbone", model)
         groups = param_groups_layer_decay(backbone, cfg.weight_decay, layer_decay=cfg.layer_decay)
-        if backbone is not trainable:  # the GatedClassifier's new head learns at the full rate
-            groups += [dict(g, lr_scale=1.0) for g in param_groups_weight_decay(trainable.head, cfg.weight_decay)]
+        if backbone is not model:  # the GatedClassifier's new head learns at the full rate
+            groups += [dict(g, lr_scale=1.0) for g in param_groups_weight_decay(model.head, cfg.weight_decay)]
     else:
         groups = param_groups_weight_decay(trainable, cfg.weight_decay)
     for group in groups:
@@ -643,7 +696,9 @@ class Schedule:
             if progress < 0.25:
                 return 1 / 25 + (1 - 1 / 25) * (1 - math.cos(math.pi * progress / 0.25)) / 2
             return 1e-4 + (1 - 1e-4) * (1 + math.cos(math.pi * (progress - 0.25) / 0.75)) / 2
-        warmup = min(1.0, (step + 1) / self.warmup_steps)
+        # Under a time budget, warm-up ends after warmup_steps or a twentieth of the budget, whichever
+        # comes first: a budget of about an epoch must not be spent mostly warming up.
+        warmup = min(1.0, max((step + 1) / self.warmup_steps, 20 * self.time_fraction))
         return warmup * (1 + math.cos(math.pi * progress)) / 2
 
 
@@ -680,7 +735,7 @@ def calibrated_nll(logits: torch.Tensor, labels: torch.Tensor, temperature: floa
 def builtin_gate_threshold() -> float:
     """The `neither` gate threshold of the built-in model, reused by every gated cat/dog model."""
     try:
-        from catdog.models.builtin import builtin_config
+        from catdog.models.files import builtin_config
 
         return float(builtin_config()["gate"]["threshold"])
     except (OSError, KeyError, TypeError, ValueError):

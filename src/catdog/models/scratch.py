@@ -16,12 +16,31 @@ def _conv_pool(c_in: int, c_out: int) -> list[nn.Module]:
     return [nn.Conv2d(c_in, c_out, 3), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
 
 
+def _glorot(layer: nn.Module) -> None:
+    """Keras' default initialisation: Glorot-uniform weights, zero biases."""
+    nn.init.xavier_uniform_(layer.weight)
+    nn.init.zeros_(layer.bias)
+
+
+class _GlorotLazyLinear(nn.LazyLinear):
+    """A LazyLinear initialised like a Keras Dense layer when its input size becomes known."""
+
+    def reset_parameters(self) -> None:
+        if not self.has_uninitialized_params() and self.in_features != 0:
+            _glorot(self)
+
+
 class SeedCNN(nn.Sequential):
     """The classic baseline, exactly: Conv32-Pool-Conv64-Pool-Conv128-Pool-Conv128-Pool-Dense512-Dropout-Dense.
 
-    3x3 'valid' convolutions and 2x2 max pooling as in the original Keras model; softmax is
-    applied by the loss (cross-entropy) and by the Predictor, so the net returns logits.
+    3x3 'valid' convolutions, 2x2 max pooling and Keras' default initialisation as in the
+    original Keras model (PyTorch's default initialisation leaves this deep plain ReLU net
+    stuck at chance for thousands of steps); softmax is applied by the loss (cross-entropy)
+    and by the Predictor, so the net returns logits.
     """
+
+    # Four rounds of a 3x3 'valid' convolution and a 2x2 pooling leave at least one pixel from 46 px up.
+    MIN_SIZE = 46
 
     def __init__(self, num_classes: int) -> None:
         super().__init__(
@@ -30,11 +49,14 @@ class SeedCNN(nn.Sequential):
             *_conv_pool(64, 128),
             *_conv_pool(128, 128),
             nn.Flatten(),
-            nn.LazyLinear(512),  # in_features = 128 * side * side, derived from the input size
+            _GlorotLazyLinear(512),  # in_features = 128 * side * side, derived from the input size
             nn.ReLU(inplace=True),
             nn.Dropout(0.5),
             nn.Linear(512, num_classes),
         )
+        for layer in self:
+            if isinstance(layer, nn.Conv2d | nn.Linear) and not isinstance(layer, nn.LazyLinear):
+                _glorot(layer)
 
 
 def _conv_bn(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
