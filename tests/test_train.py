@@ -139,6 +139,10 @@ def test_frozen_part_predicts_like_its_validation(
     predictions = list(predictor.predict_paths([str(prepared.paths[i]) for i in val]))
     correct = sum(p.label == prepared.classes[prepared.labels[i]] for p, i in zip(predictions, val))
     assert correct / len(val) == pytest.approx(metrics["val_accuracy"], abs=1.5 / len(val))
+    gate = json.loads((out / "config.json").read_text())["gate"]
+    assert not any(p.label == "neither" for p in predictions)  # the gate still lets these pets through
+    if freeze != "backbone":  # fine-tuned features: the gate was re-checked on the validation pets
+        assert gate["threshold"] <= gate["builtin_threshold"] and gate["val_pets_turned_away"] <= 0.1
     assert metrics["val_accuracy"] >= 0.8  # ImageNet features separate cats from dogs even with 108 photos
 
 

@@ -69,11 +69,24 @@ def split_backbone(backbone: nn.Module, stages: int, head: nn.Module | None = No
     if not 1 <= stages < len(backbone.blocks):
         raise ValueError(f"--freeze stages:N takes N from 1 to {len(backbone.blocks) - 1} for this backbone.")
     trunk = nn.Sequential(backbone.conv_stem, backbone.bn1, *backbone.blocks[:stages], nn.Flatten())
-    tail = nn.Sequential(
-        *backbone.blocks[stages:], backbone.conv_head, backbone.bn2, backbone.global_pool,
-        head if head is not None else backbone.get_classifier(),
-    )  # fmt: skip
+    last = backbone.get_classifier() if head is None else GatedHead(head, backbone.get_classifier())
+    tail = nn.Sequential(*backbone.blocks[stages:], backbone.conv_head, backbone.bn2, backbone.global_pool, last)
     return trunk, tail
+
+
+class GatedHead(nn.Module):
+    """Pooled features → (class logits, pet score), as :class:`catdog.models.builtin.GatedClassifier` computes them."""
+
+    def __init__(self, head: nn.Module, imagenet_head: nn.Module) -> None:
+        super().__init__()
+        from catdog.models.pretrained import IMAGENET_CAT_CLASSES, IMAGENET_DOG_CLASSES
+
+        self.head, self.imagenet_head = head, imagenet_head
+        self.register_buffer("pet_classes", torch.tensor(IMAGENET_CAT_CLASSES + IMAGENET_DOG_CLASSES), persistent=False)
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        imagenet = self.imagenet_head(features).softmax(dim=1)
+        return self.head(features), imagenet.index_select(1, self.pet_classes).sum(dim=1)
 
 
 def cache_key(architecture: str, pre: Preprocess, frozen: str = "backbone") -> str:
