@@ -25,7 +25,7 @@ from catdog.data.layout import DatasetError, discover
 from catdog.errors import ModelError
 from catdog.fsutil import atomic_write
 from catdog.images import ImageError
-from catdog.models.builtin import GatedClassifier
+from catdog.models.builtin import GatedClassifier, pet_score
 from catdog.onnx_backend import INPUT, _softmax, _torch_source, onnx_model_fn, session, set_metadata
 from catdog.preprocess import Preprocess, normalize, stack_uint8, to_uint8
 
@@ -66,8 +66,7 @@ class ExportModule(nn.Module):
         features = backbone.forward_head(backbone.forward_features(x), pre_logits=True)
         if not self.gated:
             return backbone.get_classifier()(features), features
-        imagenet = backbone.get_classifier()(features).softmax(dim=1)
-        pet = imagenet.index_select(1, self.module.pet_classes).sum(dim=1)
+        pet = pet_score(backbone.get_classifier(), features, self.module.pet_classes)
         return self.module.head(features), pet, features
 
 

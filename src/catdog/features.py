@@ -85,8 +85,9 @@ class GatedHead(nn.Module):
         self.register_buffer("pet_classes", torch.tensor(IMAGENET_CAT_CLASSES + IMAGENET_DOG_CLASSES), persistent=False)
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        imagenet = self.imagenet_head(features).softmax(dim=1)
-        return self.head(features), imagenet.index_select(1, self.pet_classes).sum(dim=1)
+        from catdog.models.builtin import pet_score
+
+        return self.head(features), pet_score(self.imagenet_head, features, self.pet_classes)
 
 
 def cache_key(architecture: str, pre: Preprocess, frozen: str = "backbone") -> str:

@@ -21,6 +21,11 @@ from catdog.models.pretrained import (
 )
 
 
+def pet_score(imagenet_head: nn.Module, features: torch.Tensor, pet_classes: torch.Tensor) -> torch.Tensor:
+    """ImageNet probability mass on the domestic cat and dog classes: the `neither` gate's evidence."""
+    return imagenet_head(features).softmax(dim=1).index_select(1, pet_classes).sum(dim=1)
+
+
 class GatedClassifier(nn.Module):
     """Backbone features → (class logits from ``head``, pet evidence from the ImageNet head).
 
@@ -36,8 +41,7 @@ class GatedClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.backbone.forward_head(self.backbone.forward_features(x), pre_logits=True)
-        imagenet = self.backbone.get_classifier()(features).softmax(dim=1)
-        return self.head(features), imagenet.index_select(1, self.pet_classes).sum(dim=1)
+        return self.head(features), pet_score(self.backbone.get_classifier(), features, self.pet_classes)
 
 
 def load_builtin() -> tuple[GatedClassifier, dict]:
