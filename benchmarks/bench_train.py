@@ -8,7 +8,7 @@ Full mode (the README's numbers; about 90 minutes on a 2-core CPU; ``CATDOG_BENC
 keeps the runs for bench_compare, and reuses those already there):
 - frozen EfficientNet-Lite0 head, ``--time-budget 10``: ≥ 98.0 % val accuracy, ≤ 10.5 min wall-clock;
 - seed-cnn at 128 px and catnet at 64 px (each at its own resolution), ``--time-budget 15`` each: catnet beats seed-cnn;
-- fine-tuning EfficientNet-Lite0 (stages 5-7 and the head), ``--time-budget 45``: ≥ 99.0 %.
+- fine-tuning EfficientNet-Lite0 (stages 6-7, the last convolution and the head), ``--time-budget 45``: ≥ 99.0 %.
 Quick mode runs the same commands on 1,000 dev photos with 1–2 minute budgets (it checks
 that everything works, not the floors).
 """
@@ -35,9 +35,18 @@ RUNS = [
     # catnet at 64 px: four times the images per second of 128 px, so ~6 epochs in 15 minutes instead of
     # 1.5 (at 128 px it reached 67.2 % against seed-cnn's 71.0 %, both still in their first epochs).
     ("catnet 64px", ["--model", "catnet", "--image-size", "64"], 15, 1, None),
-    # Fine-tuning on 2 cores: the stem and first four stages frozen (their output cached once), stages
-    # 5-7, the last convolution and the head trained: ~4x the images/s of fine-tuning every layer.
-    ("fine-tune lite0", ["--model", "tf_efficientnet_lite0", "--freeze", "stages:4"], 45, 2, 99.0),
+    # Fine-tuning on 2 cores: the stem and first five stages frozen (their output cached once, in four
+    # views: as is, mirrored, two augmented), stages 6-7, the last convolution and the head trained.
+    # With four stages frozen and two views it reached 98.88 % (best after epoch 1; by epoch 2 it had
+    # memorised both views: 99.9 % train accuracy); five frozen stages train 1.6x faster (57 vs 35
+    # images/s), which pays for the two augmented views.
+    (
+        "fine-tune lite0",
+        ["--model", "tf_efficientnet_lite0", "--freeze", "stages:5", "--feature-views", "4"],
+        45,
+        2,
+        99.0,
+    ),
 ]
 
 
