@@ -19,6 +19,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from conftest import image_bytes, run_catdog
 from serving import Server, builtin_model_available
 
+JPEG = {"content-type": "image/jpeg"}
+
 pytestmark = pytest.mark.skipif(
     not builtin_model_available(), reason="the built-in model's head (src/catdog/weights/builtin_head.*) is missing"
 )
@@ -345,7 +347,7 @@ def _response(sock: socket.socket) -> tuple[int, dict]:
 
 def test_busy_timeout_and_graceful_shutdown(tmp_path: Path, cat_photo: Path) -> None:
     """503 over the concurrency limit and past the timeout; SIGTERM lets an in-flight request finish."""
-    srv = Server("--max-concurrent", "1", "--timeout", "3", log=tmp_path / "server.log")
+    srv = Server("--max-concurrent", "1", "--max-uploads", "1", "--timeout", "3", log=tmp_path / "server.log")
     body = cat_photo.read_bytes()
     try:
         srv.wait("/healthz")
@@ -366,6 +368,18 @@ def test_busy_timeout_and_graceful_shutdown(tmp_path: Path, cat_photo: Path) -> 
         assert busy.headers["retry-after"]
         status, answer = _response(slow)  # never finishes its upload: cut off after 3 s
         assert status == 503 and "longer than 3 s" in answer["error"]
+
+        # A request whose photos have arrived holds the one work slot: the others are told "busy" meanwhile.
+        batch_files = [("files", (f"{i}.jpg", body, "image/jpeg")) for i in range(32)]
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            batch = pool.submit(httpx.post, srv.url + "/api/v1/predict/batch", files=batch_files, timeout=30)
+            singles = []
+            while not batch.done():
+                singles.append(httpx.post(srv.url + "/api/v1/predict", content=body, headers=JPEG, timeout=30))
+            answers = [batch.result(), *singles]
+        assert {a.status_code for a in answers} <= {200, 503}
+        assert any(a.status_code == 200 for a in answers)
+        assert any(a.status_code == 503 and "requests in work" in error_of(a) for a in answers), answers
 
         in_flight = _start_upload(srv.port, body, len(body) // 2)
         time.sleep(0.3)

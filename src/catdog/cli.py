@@ -213,7 +213,12 @@ def serve(
         float, typer.Option(help="Most pixels in one photo, in millions (413 above).", min=0.01)
     ] = 40.0,
     max_files: Annotated[int, typer.Option(help="Most photos in one batch request (413 above).", min=1)] = 32,
-    max_concurrent: Annotated[int, typer.Option(help="API requests in progress at once (503 above).", min=1)] = 64,
+    max_concurrent: Annotated[
+        int, typer.Option(help="API requests being worked on at once, uploads complete (503 above).", min=1)
+    ] = 64,
+    max_uploads: Annotated[
+        int, typer.Option(help="API requests still uploading at once (503 above); memory: this x --max-file-mb.", min=1)
+    ] = 128,
     timeout: Annotated[float, typer.Option(help="Seconds one API request may take (503 after).", min=0.1)] = 30.0,
     batch_size: Annotated[int, typer.Option(help="Most images in one forward pass (micro-batching).", min=1)] = 32,
     batch_wait_ms: Annotated[
@@ -237,6 +242,7 @@ def serve(
         max_pixels=int(max_megapixels * 1e6),
         max_files=max_files,
         max_concurrent=max_concurrent,
+        max_uploads=max_uploads,
         timeout=timeout,
         max_batch=batch_size,
         max_wait_ms=batch_wait_ms,

@@ -65,7 +65,8 @@ class ServeSettings:
     max_file_bytes: int = 10_000_000
     max_pixels: int = 40_000_000
     max_files: int = 32  # files in one batch request
-    max_concurrent: int = 64  # API requests in progress at once; more get 503
+    max_concurrent: int = 64  # API requests being worked on (body received) at once; more get 503
+    max_uploads: int = 128  # API requests still receiving their body at once; more get 503
     timeout: float = 30.0  # seconds for one API request
     max_batch: int = 32  # images in one forward pass
     max_wait_ms: float = 5.0  # how long a forward pass waits for more images
@@ -416,13 +417,23 @@ class BodyTooLargeError(Exception):
     """Raised while streaming a body without Content-Length past the limit; answered with 413."""
 
 
+class ServerBusyError(Exception):
+    """Raised when a body has arrived but every work slot is taken; answered with 503."""
+
+
 class LimitsMiddleware:
-    """413 for bodies over the limit (from Content-Length, or while streaming); 503 over the concurrency limit."""
+    """413 for bodies over the limit (from Content-Length, or while streaming); 503 over the upload or work limit.
+
+    A request holds an upload slot while its body arrives and a work slot once it has arrived, so
+    clients that trickle their uploads use memory (bounded: uploads x body limit) but never the
+    slots of the requests the model is working on.
+    """
 
     def __init__(self, app: ASGIApp, settings: ServeSettings) -> None:
         self.app = app
         self.settings = settings
-        self.in_progress = 0
+        self.uploading = 0
+        self.working = 0
 
     def files(self, path: str) -> int:
         return self.settings.max_files if path.rstrip("/").endswith("/batch") else 1
@@ -436,6 +447,9 @@ class LimitsMiddleware:
         what = f"the {mb:g} MB limit for one photo" if files == 1 else f"the limit of {files} photos of {mb:g} MB"
         return f"The upload is {size / 1e6:.1f} MB, over {what}." if size else f"The upload is over {what}."
 
+    def busy(self, what: str, limit: int) -> str:
+        return f"The server is busy (its limit of {limit} {what} at once is reached); try again shortly."
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith("/api/"):
             await self.app(scope, receive, send)
@@ -445,18 +459,26 @@ class LimitsMiddleware:
         if declared.isdigit() and int(declared) > limit:
             await _error(413, self.too_large(scope["path"], int(declared)))(scope, receive, send)
             return
-        if self.in_progress >= self.settings.max_concurrent:
-            message = f"The server is busy ({self.settings.max_concurrent} requests in progress); try again shortly."
-            await _error(503, message, {"Retry-After": "1"})(scope, receive, send)
+        if self.uploading >= self.settings.max_uploads:
+            await _error(503, self.busy("uploads", self.settings.max_uploads), {"Retry-After": "1"})(
+                scope, receive, send
+            )
             return
-        received = 0
+        received, slot = 0, "upload"
 
         async def counted_receive():
-            nonlocal received
+            nonlocal received, slot
             message = await receive()
             received += len(message.get("body", b""))
             if received > limit:
                 raise BodyTooLargeError(self.too_large(scope["path"]))
+            if slot == "upload" and message["type"] == "http.request" and not message.get("more_body", False):
+                self.uploading -= 1  # the body is here: from upload slot to work slot
+                slot = None
+                if self.working >= self.settings.max_concurrent:
+                    raise ServerBusyError(self.busy("requests in work", self.settings.max_concurrent))
+                self.working += 1
+                slot = "work"
             return message
 
         started = False
@@ -466,7 +488,7 @@ class LimitsMiddleware:
             started = started or message["type"] == "http.response.start"
             await send(message)
 
-        self.in_progress += 1
+        self.uploading += 1
         try:
             # The whole request, upload included, is bounded: a slow client cannot hold a slot forever.
             await asyncio.wait_for(self.app(scope, counted_receive, tracked_send), self.settings.timeout)
@@ -477,7 +499,10 @@ class LimitsMiddleware:
                 )
                 await _error(503, message, {"Retry-After": "5"})(scope, receive, send)
         finally:
-            self.in_progress -= 1
+            if slot == "upload":
+                self.uploading -= 1
+            elif slot == "work":
+                self.working -= 1
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -497,6 +522,10 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(BodyTooLargeError)
     async def too_large(_: Request, err: BodyTooLargeError) -> JSONResponse:
         return _error(413, str(err))
+
+    @app.exception_handler(ServerBusyError)
+    async def busy(_: Request, err: ServerBusyError) -> JSONResponse:
+        return _error(503, str(err), {"Retry-After": "1"})
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
