@@ -19,8 +19,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from conftest import image_bytes, run_catdog
 from serving import Server, builtin_model_available
 
-JPEG = {"content-type": "image/jpeg"}
-
 pytestmark = pytest.mark.skipif(
     not builtin_model_available(), reason="the built-in model's head (src/catdog/weights/builtin_head.*) is missing"
 )
@@ -373,9 +371,9 @@ def test_busy_timeout_and_graceful_shutdown(tmp_path: Path, cat_photo: Path) -> 
         batch_files = [("files", (f"{i}.jpg", body, "image/jpeg")) for i in range(32)]
         with ThreadPoolExecutor(max_workers=1) as pool:
             batch = pool.submit(httpx.post, srv.url + "/api/v1/predict/batch", files=batch_files, timeout=30)
-            singles = []
+            singles, jpeg = [], {"content-type": "image/jpeg"}
             while not batch.done():
-                singles.append(httpx.post(srv.url + "/api/v1/predict", content=body, headers=JPEG, timeout=30))
+                singles.append(httpx.post(srv.url + "/api/v1/predict", content=body, headers=jpeg, timeout=30))
             answers = [batch.result(), *singles]
         assert {a.status_code for a in answers} <= {200, 503}
         assert any(a.status_code == 200 for a in answers)

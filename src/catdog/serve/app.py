@@ -460,9 +460,7 @@ class LimitsMiddleware:
             await _error(413, self.too_large(scope["path"], int(declared)))(scope, receive, send)
             return
         if self.uploading >= self.settings.max_uploads:
-            await _error(503, self.busy("uploads", self.settings.max_uploads), {"Retry-After": "1"})(
-                scope, receive, send
-            )
+            await _busy(self.busy("uploads", self.settings.max_uploads))(scope, receive, send)
             return
         received, slot = 0, "upload"
 
@@ -509,6 +507,11 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
+def _busy(message: str) -> JSONResponse:
+    """503 for a limit of slots reached: the client may retry in a second."""
+    return _error(503, message, {"Retry-After": "1"})
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(_: Request, err: ApiError) -> JSONResponse:
@@ -525,7 +528,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ServerBusyError)
     async def busy(_: Request, err: ServerBusyError) -> JSONResponse:
-        return _error(503, str(err), {"Retry-After": "1"})
+        return _busy(str(err))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
