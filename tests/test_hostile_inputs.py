@@ -160,11 +160,12 @@ def test_train_skips_each_bad_file_and_names_it(corpus_dir, tmp_path: Path, samp
 
 # -- the API ----------------------------------------------------------------------------------
 
-# Once the server has seen the corpus twice (its runtime's arenas sized for the largest batch),
-# two more rounds may raise its RSS by at most this much: allocator slack, far below a leak of one
-# decoded image per request (two rounds are ~300 requests; leaking even 1 MiB each would exceed it).
-# Measured here: +215 MiB over the first rounds (ONNX Runtime arenas), then flat within ~25 MiB.
-RSS_TOLERANCE_MIB = 64
+# Once the server has seen the corpus once, a round of the corpus (~150 requests) may raise its RSS
+# by at most this much: allocator slack, far below a leak of one decoded image per request (leaking
+# even 1 MiB each would exceed it every round). ONNX Runtime's arena grows in steps of ~60 MiB when a
+# micro-batch is larger than any before it (it never shrinks), so one round of three may step up.
+# Measured here: +100 MiB over the first round, then rounds within ~25 MiB plus at most one step.
+RSS_TOLERANCE_MIB = 40
 
 
 @pytest.fixture(scope="module")
@@ -181,15 +182,21 @@ def post_one(client: httpx.Client, case: Case) -> httpx.Response:
 def test_api_answers_each_bad_upload_with_one_sentence(server: Server, samples_dir: Path) -> None:
     good = [(p.name, p.read_bytes()) for p in good_photos(samples_dir)]
     with httpx.Client(base_url=server.url, timeout=120) as client:
-        rss = []
+        rss = [quiet_rss_mib(server)]
         for _ in range(4):
-            rss.append(vm_rss_mib(server.proc.pid))
             send_corpus(client, good)
             assert client.get("/healthz").status_code == 200
+            rss.append(quiet_rss_mib(server))
         assert client.post("/api/v1/predict", files={"file": good[1]}).json()["label"] == "dog"
-        time.sleep(0.5)
-        rss.append(vm_rss_mib(server.proc.pid))
-    assert rss[4] - rss[2] < RSS_TOLERANCE_MIB, f"RSS per round (MiB): {[round(r) for r in rss]}"
+    growth = [after - before for before, after in zip(rss[1:], rss[2:])]
+    flat_rounds = sum(g < RSS_TOLERANCE_MIB for g in growth)
+    assert flat_rounds >= 2, f"RSS after each round (MiB): {[round(r) for r in rss]}"
+
+
+def quiet_rss_mib(server: Server) -> float:
+    """The server's RSS once it has been idle long enough to trim freed memory (it does so each second)."""
+    time.sleep(2.5)
+    return vm_rss_mib(server.proc.pid)
 
 
 def send_corpus(client: httpx.Client, good: list[tuple[str, bytes]]) -> None:

@@ -16,7 +16,6 @@ import hashlib
 import json
 import logging
 import os
-import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -124,7 +123,7 @@ class ServeState:
         self.batcher: MicroBatcher | None = None
         self.load_error: str | None = None
         self.model_info: dict[str, Any] = {}
-        self._last_trim = 0.0
+        self._answered = 0  # photos answered or refused, so the trimmer knows when memory was freed
         self.decode_pool = ThreadPoolExecutor(
             max_workers=settings.decode_threads or os.cpu_count() or 1, thread_name_prefix="catdog-decode"
         )
@@ -171,21 +170,6 @@ class ServeState:
             raise ApiError(503, "The model is still loading; try again in a few seconds.", {"Retry-After": "2"})
         return self.predictor, self.batcher
 
-    def _decode(self, predictor: Predictor, data: bytes):
-        """Decode in a pool thread, then hand freed decode buffers back to the OS (at most once a second).
-
-        Decoding in several threads spreads large temporary buffers over glibc's per-thread
-        arenas, which keep freed memory: without the trim the server's RSS creeps up by tens
-        of MiB per few hundred odd-sized uploads.
-        """
-        try:
-            return predictor._square(data)
-        finally:
-            now = time.monotonic()
-            if _MALLOC_TRIM is not None and now - self._last_trim > 1.0:
-                self._last_trim = now
-                _MALLOC_TRIM(0)
-
     async def classify(self, name: str, data: bytes) -> Prediction:
         """One photo → Prediction; raises :class:`ImageError` (message naming ``name``) for unusable input."""
         predictor, batcher = self.ready()
@@ -196,13 +180,33 @@ class ServeState:
             )
         batcher.expect()
         try:
-            square = await asyncio.get_running_loop().run_in_executor(self.decode_pool, self._decode, predictor, data)
-        except BaseException as err:
-            batcher.unexpect()
-            if isinstance(err, ImageError):
-                raise type(err)(_name_in_error(str(err), name)) from None
-            raise
-        return await batcher.predict(square, name, expected=True)
+            try:
+                square = await asyncio.get_running_loop().run_in_executor(self.decode_pool, predictor._square, data)
+            except BaseException as err:
+                batcher.unexpect()
+                if isinstance(err, ImageError):
+                    raise type(err)(_name_in_error(str(err), name)) from None
+                raise
+            return await batcher.predict(square, name, expected=True)
+        finally:
+            self._answered += 1
+
+    async def trim_memory(self, period: float = 1.0) -> None:
+        """Hand freed memory back to the OS once a second while photos come in, and once after the last.
+
+        Decode and inference threads free large temporary buffers into glibc's per-thread arenas,
+        which keep them: without the trim the server's RSS creeps up by tens of MiB per few hundred
+        odd-sized uploads. Trimming here rather than after each photo means the buffers that the
+        last batch freed are trimmed too, and a busy server trims at most once a period.
+        """
+        if _MALLOC_TRIM is None:
+            return
+        trimmed_at = 0
+        while True:
+            await asyncio.sleep(period)
+            if self._answered != trimmed_at:
+                trimmed_at = self._answered
+                await asyncio.to_thread(_MALLOC_TRIM, 0)
 
 
 def describe_model(predictor: Predictor) -> dict[str, Any]:
@@ -568,10 +572,12 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         loading = asyncio.create_task(state.load())
+        trimming = asyncio.create_task(state.trim_memory())
         try:
             yield
         finally:
             loading.cancel()
+            trimming.cancel()
             await state.close()
 
     app = FastAPI(
