@@ -1,8 +1,9 @@
 """Architectures on the same data and budget: seed-cnn, catnet, EfficientNet-Lite0 frozen and fine-tuned.
 
-For each: validation accuracy and log loss (config.json), training images/s (its last epoch),
-peak memory of the training process, model size (model.safetensors), and the accuracy-vs-wall-clock
-curve from its ``metrics.jsonl``, drawn for all four in ``benchmarks/architectures.png``.
+For each: validation log loss (config.json) and model size (model.safetensors) as rows of the
+table (bench_train's rows hold accuracy, speed and memory of the same runs), and the
+accuracy-vs-wall-clock curve from its ``metrics.jsonl``, drawn for all four in
+``benchmarks/architectures.png``.
 
 The runs are bench_train's recipes (:data:`benchmarks.bench_train.RUNS`), each a real ``catdog train``
 in a subprocess with a cold cache: quick mode on 1,000 dev photos for 1-2 minutes each, full mode on
@@ -57,13 +58,10 @@ def run(quick: bool) -> list[Result]:
             curves[name] = history(run_.out)
             size = (run_.out / "model.safetensors").stat().st_size / 2**20
             note = f"{data_note}; best epoch {metrics['best_epoch']} of {metrics['epochs_run']}"
+            # Accuracy, speed and memory are bench_train's rows for the same runs; compare adds the rest.
             results += [
-                Result("compare", f"{name}: val accuracy", round(100 * metrics["val_accuracy"], 2), "%", command,
+                Result("compare", f"{name}: val log loss", round(metrics["val_loss"], 4), "", command,
                        notes=note),
-                Result("compare", f"{name}: val log loss", round(metrics["val_loss"], 4), "", command),
-                Result("compare", f"{name}: training images/s", metrics["train_images_per_s"], "images/s", command,
-                       notes="last epoch; frozen: head on cached features"),
-                Result("compare", f"{name}: peak RSS of training", run_.peak_rss_mib, "MiB", command),
                 Result("compare", f"{name}: model size", round(size, 1), "MiB", command, notes="model.safetensors"),
             ]  # fmt: skip
     budgets = [f"{n} {q if quick else f} min" for n, _, f, q, _ in RUNS]
