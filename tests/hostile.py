@@ -76,6 +76,22 @@ def gif_frames(frames: int = 1000, side: int = 16) -> bytes:
     return encode(images[0], "GIF", save_all=True, append_images=images[1:], duration=10, loop=0)
 
 
+def garbled_tiffs(img: Image.Image, rng: random.Random) -> list[tuple[str, bytes, str]]:
+    """TIFFs with a sound header whose compressed strip is random bytes: libtiff's own decoders fail.
+
+    Before catdog silenced libtiff, each printed a line of its own to stderr ("LZWDecode: ...").
+    Packbits decodes any bytes, so that one yields an image of noise.
+    """
+    out = []
+    for compression in ("tiff_lzw", "tiff_deflate", "jpeg", "packbits"):
+        data = bytearray(encode(img, "TIFF", compression=compression))
+        header = Image.open(io.BytesIO(bytes(data)))
+        start, size = header.tag_v2[273][0], header.tag_v2[279][0]  # StripOffsets, StripByteCounts
+        data[start + 16 : start + size] = rng.randbytes(size - 16)
+        out.append((f"garbled-{compression}.tif", bytes(data), "ok" if compression == "packbits" else "error"))
+    return out
+
+
 def bogus_exif_jpeg(img: Image.Image) -> list[tuple[str, bytes]]:
     """JPEGs whose EXIF block lies: impossible orientation, wrong types, offsets past the end."""
     out = []
@@ -152,6 +168,7 @@ def corpus(seed: int = 0, offsets: int = 24) -> list[Case]:
         Case("webp.jpg", encode(img, "WEBP"), "ok"),  # wrong extension, right content: used
     ]
     cases += [Case(name, data, "ok") for name, data in bogus_exif_jpeg(img)]
+    cases += [Case(name, data, expect) for name, data, expect in garbled_tiffs(img, rng)]
     return cases
 
 

@@ -81,6 +81,30 @@ print("ok")
     assert np.abs(fast.astype(int) - full.astype(int)).mean() < 1.0
 
 
+def test_decoding_prints_nothing_of_its_own(tmp_path: Path) -> None:
+    """Only catdog's sentence reports a bad file: libtiff and Pillow print nothing beside it.
+
+    libtiff's decoders write lines such as "ZIPDecode: Decoding error ..." straight to stderr,
+    and Pillow logs or warns about damaged tags; in a fresh process, decoding every case of the
+    corpus must leave stderr empty.
+    """
+    script = f"""
+import sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from hostile import corpus
+from catdog.images import ImageError, decode
+for case in corpus():
+    try:
+        decode(case.data)
+    except ImageError as err:
+        print(err)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stderr == "", done.stderr[-2000:]
+    assert sum(c.name.startswith("garbled-") and c.expect == "error" for c in CORPUS) == 3
+
+
 # -- the command line -------------------------------------------------------------------------
 
 

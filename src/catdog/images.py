@@ -8,7 +8,9 @@ the header before any pixel is decoded, and turns every Pillow failure into one 
 
 from __future__ import annotations
 
+import ctypes
 import io
+import logging
 import os
 import warnings
 from dataclasses import dataclass
@@ -32,6 +34,37 @@ DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 # header instead, so the limit is the one the caller chose.
 Image.MAX_IMAGE_PIXELS = None
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+def _quiet_libtiff() -> bool:
+    """Stop the libtiff that Pillow loaded from printing its own warnings and errors to stderr.
+
+    A damaged TIFF makes libtiff write lines such as "TIFFFillStrip: Invalid strip byte count"
+    to stderr, beside the one sentence catdog reports for that file (or in a server's log, once
+    per hostile upload). Its errors still fail the decode: Pillow checks libtiff's return codes,
+    not its messages. Where the library cannot be found (no /proc, another build), nothing changes.
+    """
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {line.split()[-1] for line in maps if "libtiff" in line}
+        for path in paths:
+            libtiff = ctypes.CDLL(path)  # the copy already loaded, not a second one
+            libtiff.TIFFSetWarningHandler.argtypes = libtiff.TIFFSetErrorHandler.argtypes = [ctypes.c_void_p]
+            libtiff.TIFFSetWarningHandler.restype = libtiff.TIFFSetErrorHandler.restype = ctypes.c_void_p
+            libtiff.TIFFSetWarningHandler(None)
+            libtiff.TIFFSetErrorHandler(None)
+        return bool(paths)
+    except (OSError, AttributeError):
+        return False
+
+
+LIBTIFF_QUIET = _quiet_libtiff()
+# Pillow's Python-level warnings and log lines about damaged tags it skips ("Tag data larger than
+# file", bad EXIF, "More samples per pixel than can be decoded"): the file then decodes, or fails
+# with catdog's one sentence. Filters, unlike warnings.catch_warnings, are safe while a server
+# decodes in several threads.
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+logging.getLogger("PIL").setLevel(logging.CRITICAL)  # it logs, then raises what we report
 
 # Formats we decode, as Pillow names them (its JPEG opener also yields MPO, the camera variant).
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
@@ -183,9 +216,7 @@ def _open(data: bytes, name: str | None, max_pixels: int) -> Image.Image:
             f"{label} is a {detected} file, an unsupported format; use JPEG, PNG, WebP, BMP, GIF or TIFF."
         )
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            img = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+        img = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
     except UnidentifiedImageError:
         if detected is None:
             raise NotAnImageError(f"{label} is not an image Pillow recognises (unknown content).") from None
