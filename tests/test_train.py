@@ -118,11 +118,18 @@ def test_each_family_learns_and_round_trips(family: str, small_dev: Path, shared
     assert all(abs(sum(p.probabilities.values()) - 1) < 1e-4 for p in predictions)
 
 
-@pytest.mark.parametrize(("freeze", "epochs", "lr"), [("backbone", 15, 3e-3), ("stages:4", 3, 3e-4)])
+@pytest.mark.parametrize(
+    ("freeze", "epochs", "lr", "test_size"),
+    [("backbone", 15, 3e-3, None), ("stages:4", 3, 3e-4, None), ("stages:4", 3, 3e-4, 256)],
+)
 def test_frozen_part_predicts_like_its_validation(
-    freeze: str, epochs: int, lr: float, dev_dir: Path, shared_cache: Path, tmp_path: Path
+    freeze: str, epochs: int, lr: float, test_size: int | None, dev_dir: Path, shared_cache: Path, tmp_path: Path
 ) -> None:
-    """The Predictor, from raw JPEGs, agrees with the validation accuracy training measured on cached features."""
+    """The Predictor, from raw JPEGs, agrees with the validation accuracy training measured on cached features.
+
+    With ``test_size``, training validates its best weights again at that side, and the model
+    directory predicts at it.
+    """
     from catdog.data import prepare
 
     data_dir = copy_dev_subset(dev_dir, tmp_path / "data", 60, start=500)
@@ -130,10 +137,12 @@ def test_frozen_part_predicts_like_its_validation(
     metrics = train(
         TrainConfig(
             data_dir=str(data_dir), out=str(out), model="tf_efficientnet_lite0", freeze=freeze,
-            epochs=epochs, workers=0, cache_dir=str(shared_cache), batch_size=16, lr=lr,
+            epochs=epochs, workers=0, cache_dir=str(shared_cache), batch_size=16, lr=lr, test_image_size=test_size,
         )
     )  # fmt: skip
     predictor = Predictor.load(out)
+    assert predictor.pre.image_size == (test_size or 224)
+    assert ("val_accuracy_at_train_size" in metrics) == (test_size is not None)
     prepared = prepare(data_dir, predictor.pre, shared_cache)
     val = prepared.split(0.1)["val"]
     predictions = list(predictor.predict_paths([str(prepared.paths[i]) for i in val]))
@@ -272,6 +281,7 @@ def test_bad_datasets_fail_with_one_sentence(case: str, tmp_path: Path, dev_dir:
         (["--model", "tf_efficientnet_lite0", "--freeze", "stages:7"], ["stages:N", "from 1 to 6"]),
         (["--schedule", "linear"], ["--schedule"]),
         (["--model", "seed-cnn", "--image-size", "32"], ["--image-size", "at least 46"]),
+        (["--model", "seed-cnn", "--test-image-size", "160"], ["seed-cnn", "--test-image-size"]),
     ],
 )
 def test_bad_arguments_fail_with_one_sentence(

@@ -495,6 +495,14 @@ def train(
     image_size: Annotated[
         int | None, typer.Option(help="Input side in pixels; default 128 from scratch, the backbone's own.", min=8)
     ] = None,
+    test_image_size: Annotated[
+        int | None,
+        typer.Option(
+            help="Validate the final model, and predict, at this side (e.g. 288 for a 224 backbone: nets trained "
+            "on random crops do better a little larger); default: the input side.",
+            min=8,
+        ),
+    ] = None,
     feature_views: Annotated[
         int,
         typer.Option(

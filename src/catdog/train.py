@@ -47,7 +47,7 @@ from catdog.features import (
 from catdog.fsutil import atomic_write, atomic_write_text, default_cache_dir
 from catdog.models import ModelError, build_model, save_model_dir
 from catdog.models.scratch import SCRATCH_MODELS
-from catdog.preprocess import Preprocess, normalize
+from catdog.preprocess import Preprocess, normalize, to_uint8
 
 PET_CLASSES = {"cat", "dog"}
 CHECKPOINT = "checkpoint.pt"
@@ -79,6 +79,9 @@ class TrainConfig:
     mixup: float = 0.0  # MixUp alpha; 0 turns it off
     cutmix: float = 0.0  # CutMix alpha; 0 turns it off
     image_size: int | None = None  # network input side; None: 128 from scratch, the backbone's own otherwise
+    # Validate the final weights, and predict, at this side instead (FixRes: a net trained on random
+    # crops sees objects larger than a centre crop of the same side shows them). None: image_size.
+    test_image_size: int | None = None
     feature_views: int = 2  # frozen part: views cached per training image (1: as is; 2: + mirror; more: augmented)
     val_fraction: float = 0.1
     patience: int | None = None  # early stopping: epochs without a better validation loss
@@ -116,6 +119,12 @@ class TrainConfig:
         smallest = getattr(SCRATCH_MODELS.get(self.model), "MIN_SIZE", 8)
         if self.image_size is not None and self.image_size < smallest:
             raise ValueError(f"--image-size must be at least {smallest} for {self.model}, not {self.image_size}.")
+        if self.test_image_size is not None and self.test_image_size < smallest:
+            raise ValueError(
+                f"--test-image-size must be at least {smallest} for {self.model}, not {self.test_image_size}."
+            )
+        if self.test_image_size is not None and self.model == "seed-cnn":
+            raise ValueError("seed-cnn's dense layer fixes its input side: it cannot take --test-image-size.")
         defaults = {**FAMILY_DEFAULTS[self.family()], **MODEL_DEFAULTS.get(self.model, {})}
         if self.time_budget is not None:
             defaults["epochs"] = 10_000  # the budget decides
@@ -269,9 +278,12 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
             state = load_checkpoint(out, cfg, trainable, optimizer, scheduler, scaler)
             log.info(f"resumed at epoch {state.epoch + 1}, step {state.step} of {steps_per_epoch}")
 
-        # 7. The epochs.
+        # 7. The epochs (under a budget, leaving time for the final validation at the test size).
         log.info(f"training on {device} with {ctx.world} process(es), {steps_per_epoch} steps per epoch")
         budget = Budget(deadline, schedule)
+        test_pre = replace(pre, image_size=cfg.test_image_size) if cfg.test_image_size else pre
+        if test_pre != pre and deadline is not None:
+            budget.final_seconds = estimate_seconds(model, test_pre, len(splits["val"]) // ctx.world, device)
 
         def save(st: RunState) -> None:
             if ctx.is_main:
@@ -301,8 +313,20 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
             save(state)
         log.info(f"stopped: {stop_reason or f'{cfg.epochs} epochs done'}")
 
-        # 8. The best weights, a calibrated temperature, and the model directory (rank 0 writes).
+        # 8. The best weights (validated again at the test size), a calibrated temperature, and the
+        #    model directory (rank 0 writes).
         trainable.load_state_dict(state.best_state)
+        if test_pre != pre:
+            at_size = validate_at_size(model, data, splits["val"], test_pre, cfg, ctx, dtype, per_rank_batch)
+            log.info(
+                f"validation at {test_pre.image_size} px: acc {at_size['val_accuracy']:.2%} "
+                f"(at {pre.image_size} px: {state.best_accuracy:.2%})"
+            )
+            state.train_size_metrics = {"val_loss": state.best_loss, "val_accuracy": state.best_accuracy}
+            state.best_loss, state.best_accuracy = at_size["val_loss"], at_size["val_accuracy"]
+            state.best_logits, state.best_labels = at_size["logits"], at_size["labels"]
+            state.best_pets = at_size["pets"]
+            pre = test_pre  # the model directory predicts at the size it was validated at
         metrics = final_metrics(state, time.monotonic() - started)
         if ctx.is_main:
             temperature = fit_temperature(state.best_logits, state.best_labels)
@@ -452,7 +476,7 @@ def record_epoch(cfg, state, val, trainable, partial, steps_per_epoch, ctx, out,
 
 
 def final_metrics(state: RunState, wall_seconds: float) -> dict:
-    return {
+    metrics = {
         "val_loss": round(state.best_loss, 5),
         "val_accuracy": round(state.best_accuracy, 5),
         "best_epoch": state.best_epoch,
@@ -460,6 +484,51 @@ def final_metrics(state: RunState, wall_seconds: float) -> dict:
         "train_images_per_s": state.history[-1]["images_per_s"] if state.history else 0.0,
         "wall_seconds": round(wall_seconds, 1),
     }
+    if state.train_size_metrics:  # validated again at --test-image-size: the training size's figures too
+        metrics.update({f"{k}_at_train_size": round(v, 5) for k, v in state.train_size_metrics.items()})
+    return metrics
+
+
+class DecodedImages(torch.utils.data.Dataset):
+    """``(uint8 CHW square, label)`` decoded from the files with ``pre`` (no cache: one pass at another size)."""
+
+    def __init__(self, data: PreparedData, indices: list[int], pre: Preprocess) -> None:
+        self.paths = [data.paths[i] for i in indices]
+        self.labels = [data.labels[i] for i in indices]
+        self.pre = pre
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        square = to_uint8(self.paths[index], self.pre)
+        return torch.from_numpy(np.ascontiguousarray(square.transpose(2, 0, 1))), self.labels[index]
+
+
+def validate_at_size(model, data, val_indices, pre, cfg, ctx, dtype, per_rank_batch) -> dict:
+    """The whole model (frozen part included) over the validation photos, decoded at ``pre``'s size."""
+    model.to(ctx.device)
+    images = DecodedImages(data, val_indices, pre)
+    share = Subset(images, range(ctx.rank, len(images), ctx.world))
+    cores = len(os.sched_getaffinity(0))
+    workers = cfg.workers if cfg.workers is not None else (min(8, cores) if ctx.device.type == "cuda" else 1)
+    loader = make_loader(share, per_rank_batch, workers=workers)
+    to_input = image_input(pre, ctx.device, cfg.channels_last, None, eval_view=True)
+    return evaluate(model, loader, to_input, dtype, ctx)
+
+
+def estimate_seconds(model: nn.Module, pre: Preprocess, images: int, device: torch.device) -> float:
+    """A generous guess of :func:`validate_at_size`'s time: one timed batch of 8, plus decoding."""
+    x = torch.zeros(8, 3, pre.image_size, pre.image_size, device=device)
+    model.to(device).eval()
+    with torch.no_grad():
+        model(x[:2])  # the first call sets up kernels; not what each batch costs
+        tick = time.monotonic()
+        model(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        per_image = (time.monotonic() - tick) / 8
+    return 1.3 * images * (per_image + 0.01) + 10.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -670,6 +739,7 @@ class Budget:
         self.schedule = schedule
         self.started = time.monotonic()
         self.eval_seconds = 0.0
+        self.final_seconds = 0.0  # kept for the work after the last epoch (validation at the test size)
 
     def out_of_time(self) -> bool:
         if self.deadline is None:
@@ -677,6 +747,7 @@ class Budget:
         now = time.monotonic()
         # Before the first validation pass, guess it costs a tenth of the time left.
         reserve = 1.25 * self.eval_seconds + 5.0 if self.eval_seconds else 0.1 * (self.deadline - self.started)
+        reserve += self.final_seconds
         self.schedule.time_fraction = (now - self.started) / max(1.0, self.deadline - reserve - self.started)
         return now + reserve > self.deadline
 
@@ -792,6 +863,7 @@ class RunState:
     best_logits: torch.Tensor | None = None
     best_labels: torch.Tensor | None = None
     best_pets: torch.Tensor | None = None  # pet scores of the validation photos (gated models)
+    train_size_metrics: dict = field(default_factory=dict)  # best val loss/accuracy at image_size, if re-validated
     history: list = field(default_factory=list)
 
     def reset_running(self) -> None:
