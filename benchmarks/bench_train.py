@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.bench_speed import subset
-from benchmarks.common import Result, catdog_cmd, need_dev_data
+from benchmarks.common import Result, catdog_cmd, need_dev_data, nonpet_pictures, turned_away
 
 RUNS = [
     # name, catdog train options, full budget (min), quick budget (min), accuracy floor (%)
@@ -155,6 +155,14 @@ def run(quick: bool) -> list[Result]:
                 Result("train", f"{name}: peak RSS", run_.peak_rss_mib, "MiB", command,
                        notes="the training process's own peak"),
             ]  # fmt: skip
+            if (run_.out / "config.json").exists() and json.loads((run_.out / "config.json").read_text())["gate"]:
+                pictures = nonpet_pictures()
+                neither = turned_away(run_.out, pictures)
+                results.append(
+                    Result("train", f"{name}: non-pet pictures answered neither", len(neither), "pictures", command,
+                           notes=f"of {len(pictures)} (scikit-image, scikit-learn); let through: "
+                                 f"{', '.join(sorted(set(pictures) - set(neither))) or 'none'}")
+                )  # fmt: skip
     if "catnet 64px" in accuracy and "seed-cnn 128px" in accuracy:
         results.append(
             Result(

@@ -82,3 +82,47 @@ def need_dev_data() -> Path:
     if not DEV_DIR.exists():
         raise SystemExit(f"benchmark data not found at {DEV_DIR}; set CATDOG_TEST_DATA")
     return DEV_DIR
+
+
+# Pictures with no cat or dog in them, bundled with scikit-image and scikit-learn (no download):
+# what a `neither` gate should turn away.
+NONPET_SKIMAGE = [
+    "astronaut", "coffee", "rocket", "camera", "brick", "moon", "clock", "coins", "page", "text",
+    "hubble_deep_field", "immunohistochemistry", "retina", "colorwheel", "gravel", "cell",
+    "grass", "horse", "logo", "checkerboard",
+]  # fmt: skip
+
+
+def nonpet_pictures() -> dict:
+    """``{name: RGB uint8 array}`` for the 20 scikit-image pictures above and scikit-learn's two photos."""
+    import numpy as np
+    import skimage.data
+    from sklearn.datasets import load_sample_images
+
+    pictures = {}
+    for name in NONPET_SKIMAGE:
+        pixels = getattr(skimage.data, name)()
+        if pixels.dtype == bool:  # a silhouette
+            pixels = pixels.astype(np.uint8) * 255
+        pixels = np.stack([pixels] * 3, axis=-1) if pixels.ndim == 2 else pixels[..., :3]
+        pictures[name] = np.ascontiguousarray(pixels.astype(np.uint8))
+    pictures.update(zip(("china", "flower"), load_sample_images().images))
+    return pictures
+
+
+def turned_away(model: str | Path | None, pictures: dict) -> list[str]:
+    """Names of the pictures that ``catdog predict`` (built-in model: ``None``) answers `neither`."""
+    import io
+
+    from PIL import Image
+
+    from catdog.predict import Predictor
+
+    def png(pixels) -> bytes:
+        out = io.BytesIO()
+        Image.fromarray(pixels).save(out, "PNG")
+        return out.getvalue()
+
+    predictor = Predictor.load(None if model is None else str(model))
+    answers = predictor.predict_batch([(name, png(pixels)) for name, pixels in pictures.items()], "filename")
+    return [a.source for a in answers if a.label == "neither"]

@@ -28,20 +28,18 @@ import torch
 from safetensors.torch import load_file, save_file
 from sklearn.metrics import accuracy_score, log_loss
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: benchmarks.common
+from benchmarks.common import nonpet_pictures  # noqa: E402
 from catdog.data.hashing import HashIndex
 from catdog.data.layout import discover
 from catdog.data.split import split_indices
 from catdog.predict import Predictor
 from catdog.preprocess import image_to_uint8, stack_uint8
 
-WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "catdog" / "weights"
+REPO = Path(__file__).resolve().parents[1]
+WEIGHTS = REPO / "src" / "catdog" / "weights"
 TRAIN_OPTIONS = ["--model", "tf_efficientnet_lite0", "--freeze", "backbone", "--time-budget", "10"]
 GATE_THRESHOLD = 0.1  # rejects about 1% of pet photos and nearly all non-pet photos (measured below)
-SKIMAGE_PHOTOS = [
-    "astronaut", "coffee", "rocket", "camera", "brick", "moon", "clock", "coins", "page", "text",
-    "hubble_deep_field", "immunohistochemistry", "retina", "colorwheel", "gravel", "cell",
-    "grass", "horse", "logo", "checkerboard",
-]  # fmt: skip
 
 
 def train_head(dev_dir: Path, out: Path) -> None:
@@ -71,21 +69,12 @@ def held_out_photos(dev_dir: Path, classes: list[str]) -> tuple[list[Path], np.n
 
 
 def nonpet_squares(predictor: Predictor) -> tuple[list[str], list[np.ndarray]]:
-    """Photos and pictures with no cat or dog in them, as preprocessed squares."""
-    import skimage.data
+    """Pictures with no cat or dog in them (benchmarks.common.nonpet_pictures), as preprocessed squares."""
     from PIL import Image
-    from sklearn.datasets import load_sample_images
 
-    photos = {}
-    for name in SKIMAGE_PHOTOS:
-        pixels = getattr(skimage.data, name)()
-        if pixels.dtype == bool:  # a silhouette
-            pixels = pixels.astype(np.uint8) * 255
-        pixels = np.stack([pixels] * 3, axis=-1) if pixels.ndim == 2 else pixels[..., :3]
-        photos[name] = pixels.astype(np.uint8)
-    photos.update(zip(("china", "flower"), load_sample_images().images))
-    squares = [image_to_uint8(Image.fromarray(pixels), predictor.pre) for pixels in photos.values()]
-    return list(photos), squares
+    pictures = nonpet_pictures()
+    squares = [image_to_uint8(Image.fromarray(pixels), predictor.pre) for pixels in pictures.values()]
+    return list(pictures), squares
 
 
 def forward(predictor: Predictor, squares: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

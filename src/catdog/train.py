@@ -522,7 +522,7 @@ def estimate_seconds(model: nn.Module, pre: Preprocess, images: int, device: tor
     x = torch.zeros(8, 3, pre.image_size, pre.image_size, device=device)
     model.to(device).eval()
     with torch.no_grad():
-        model(x[:2])  # the first call sets up kernels; not what each batch costs
+        model(x)  # the first call of a shape sets up its kernels: not what each batch costs
         tick = time.monotonic()
         model(x)
         if device.type == "cuda":

@@ -1,0 +1,63 @@
+"""How faithful `catdog export --int8` is: the built-in model quantized as export does it, on many dev photos.
+
+Export itself checks 300 photos and refuses a file below its floors; this benchmark measures the same
+two figures on more photos (2,000 in full mode, 300 in quick mode) without refusing: the share of
+final labels (cat, dog, neither) on which int8 agrees with fp32 (floor >= 99.5 %) and the accuracy
+it loses (floor <= 0.3 points). Calibration photos (64) come from positions the check never uses.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import Result, need_dev_data
+
+COMMAND = "python -m benchmarks int8"
+
+
+def run(quick: bool) -> list[Result]:
+    from catdog.export import (
+        CALIBRATION_IMAGES,
+        INT8_MAX_ACCURACY_DROP,
+        INT8_MIN_AGREEMENT,
+        _labels,
+        _quantize,
+        check_images,
+        export_onnx,
+    )
+    from catdog.onnx_backend import _torch_source, onnx_model_fn, session
+    from catdog.preprocess import Preprocess
+
+    dev = need_dev_data()
+    n = 300 if quick else 2000
+    _, _, load = _torch_source(None)
+    module, config = load()
+    pre, classes = Preprocess.from_dict(config["preprocess"]), list(config["classes"])
+    batch, labels = check_images(dev, pre, classes, n)
+    calibration, _ = check_images(dev, pre, classes, CALIBRATION_IMAGES, others=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        export_onnx(module, config, fp32)
+        _quantize(fp32, int8, calibration, Path(tmp))
+        ref = _labels(onnx_model_fn(session(fp32)), batch, config)
+        got = _labels(onnx_model_fn(session(int8)), batch, config)
+    truth = [classes[y] for y in labels]
+    agreement = 100 * float(np.mean([a == b for a, b in zip(ref, got)]))
+    accuracy_fp32 = 100 * float(np.mean([a == t for a, t in zip(ref, truth)]))
+    accuracy_int8 = 100 * float(np.mean([a == t for a, t in zip(got, truth)]))
+    drop = accuracy_fp32 - accuracy_int8
+    flips = [(a, b) for a, b in zip(ref, got) if a != b]
+    gate_flips = sum("neither" in pair for pair in flips)
+    notes = (
+        f"{len(batch)} dev photos; {len(flips)} disagree, {gate_flips} of them across the neither gate; "
+        f"accuracy fp32 {accuracy_fp32:.2f} %, int8 {accuracy_int8:.2f} %"
+    )
+    return [
+        Result("int8", f"int8 label agreement with fp32, built-in model, {len(batch)} photos", round(agreement, 2),
+               "%", COMMAND, f">= {100 * INT8_MIN_AGREEMENT:g} %", agreement >= 100 * INT8_MIN_AGREEMENT, notes=notes),
+        Result("int8", f"int8 accuracy drop, built-in model, {len(batch)} photos", round(drop, 2), "points",
+               COMMAND, f"<= {INT8_MAX_ACCURACY_DROP:g}", drop <= INT8_MAX_ACCURACY_DROP, notes=notes),
+    ]  # fmt: skip
