@@ -120,7 +120,11 @@ def test_each_family_learns_and_round_trips(family: str, small_dev: Path, shared
 
 @pytest.mark.parametrize(
     ("freeze", "epochs", "lr", "test_size"),
-    [("backbone", 15, 3e-3, None), ("stages:4", 3, 3e-4, None), ("stages:4", 3, 3e-4, 256)],
+    [
+        ("backbone", 15, 3e-3, None),
+        ("stages:4", 3, 3e-4, None),
+        pytest.param("stages:4", 3, 3e-4, 256, marks=pytest.mark.slow),  # ~70 s: a second decode at 256
+    ],
 )
 def test_frozen_part_predicts_like_its_validation(
     freeze: str, epochs: int, lr: float, test_size: int | None, dev_dir: Path, shared_cache: Path, tmp_path: Path
