@@ -15,6 +15,8 @@ that everything works, not the floors).
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
 import os
 import shutil
@@ -106,17 +108,27 @@ def train_recipe(name: str, options: list[str], budget: float, data: Path, root:
     return Run(name, out, command, record["wall_seconds"], record["peak_rss_mib"])
 
 
+@functools.cache
+def quick_runs_dir() -> Path:
+    """One folder per process for quick-mode runs, so ``train`` and ``compare`` share them (removed at exit)."""
+    path = Path(tempfile.mkdtemp(prefix="bench-train-quick-"))
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
 @contextmanager
 def runs_root(quick: bool):
     """``(data, root)``: the dev data (a 1,000-photo subset in quick mode) and where runs live.
 
-    ``CATDOG_BENCH_RUNS_DIR`` (full mode): runs are kept there and reused; otherwise a temporary folder.
+    ``CATDOG_BENCH_RUNS_DIR`` (full mode): runs are kept there and reused; quick mode: one folder per
+    process (``python -m benchmarks --quick`` trains each recipe once for both benchmarks);
+    otherwise a temporary folder.
     """
     dev = need_dev_data()
     kept = os.environ.get("CATDOG_BENCH_RUNS_DIR")
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         data = subset(dev, Path(tmp) / "subset", 500) if quick else dev
-        root = Path(kept) if kept and not quick else Path(tmp) / "runs"
+        root = quick_runs_dir() if quick else Path(kept) if kept else Path(tmp) / "runs"
         root.mkdir(parents=True, exist_ok=True)
         yield data, root
 
