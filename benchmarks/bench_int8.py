@@ -11,8 +11,6 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 from benchmarks.common import Result, need_dev_data
 
 COMMAND = "python -m benchmarks int8"
@@ -23,12 +21,12 @@ def run(quick: bool) -> list[Result]:
         CALIBRATION_IMAGES,
         INT8_MAX_ACCURACY_DROP,
         INT8_MIN_AGREEMENT,
-        _labels,
         _quantize,
         check_images,
         export_onnx,
+        int8_fidelity,
     )
-    from catdog.onnx_backend import _torch_source, onnx_model_fn, session
+    from catdog.onnx_backend import _torch_source
     from catdog.preprocess import Preprocess
 
     dev = need_dev_data()
@@ -42,13 +40,11 @@ def run(quick: bool) -> list[Result]:
         fp32, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         export_onnx(module, config, fp32)
         _quantize(fp32, int8, calibration, Path(tmp))
-        ref = _labels(onnx_model_fn(session(fp32)), batch, config)
-        got = _labels(onnx_model_fn(session(int8)), batch, config)
-    truth = [classes[y] for y in labels]
-    agreement = 100 * float(np.mean([a == b for a, b in zip(ref, got)]))
-    accuracy_fp32 = 100 * float(np.mean([a == t for a, t in zip(ref, truth)]))
-    accuracy_int8 = 100 * float(np.mean([a == t for a, t in zip(got, truth)]))
+        fidelity = int8_fidelity(fp32, int8, batch, labels, config)  # what export checks, without refusing
+    agreement = 100 * fidelity["agreement"]
+    accuracy_fp32, accuracy_int8 = fidelity["accuracy_fp32"], fidelity["accuracy_int8"]
     drop = accuracy_fp32 - accuracy_int8
+    ref, got = fidelity["labels_fp32"], fidelity["labels_int8"]
     flips = [(a, b) for a, b in zip(ref, got) if a != b]
     gate_flips = sum("neither" in pair for pair in flips)
     notes = (

@@ -72,9 +72,13 @@ class Run:
     wall_seconds: float
     peak_rss_mib: float
 
+    @functools.cached_property
+    def config(self) -> dict:
+        return json.loads((self.out / "config.json").read_text())
+
     @property
     def metrics(self) -> dict:
-        return json.loads((self.out / "config.json").read_text())["metrics"]
+        return self.config["metrics"]
 
 
 def train_recipe(name: str, options: list[str], budget: float, data: Path, root: Path) -> Run:
@@ -167,7 +171,7 @@ def run(quick: bool) -> list[Result]:
                 Result("train", f"{name}: peak RSS", run_.peak_rss_mib, "MiB", command,
                        notes="the training process's own peak"),
             ]  # fmt: skip
-            if (run_.out / "config.json").exists() and json.loads((run_.out / "config.json").read_text())["gate"]:
+            if run_.config["gate"]:  # a cat/dog model with the ImageNet `neither` gate
                 pictures = nonpet_pictures()
                 neither = turned_away(run_.out, pictures)
                 results.append(

@@ -81,7 +81,7 @@ print("ok")
     assert np.abs(fast.astype(int) - full.astype(int)).mean() < 1.0
 
 
-def test_decoding_prints_nothing_of_its_own(tmp_path: Path) -> None:
+def test_decoding_prints_nothing_of_its_own() -> None:
     """Only catdog's sentence reports a bad file: libtiff and Pillow print nothing beside it.
 
     libtiff's decoders write lines such as "ZIPDecode: Decoding error ..." straight to stderr,

@@ -269,14 +269,25 @@ def _labels(model_fn, batch: np.ndarray, config: dict) -> list[str]:
     return out
 
 
-def _check_int8(fp32: Path, int8: Path, batch: np.ndarray, labels: list[int], config: dict, report) -> None:
+def int8_fidelity(fp32: Path, int8: Path, batch: np.ndarray, labels: list[int], config: dict) -> dict:
+    """Final labels of both models on ``batch``: the share that agree, and each one's accuracy (%)."""
     classes = list(config["classes"])
     truth = [classes[y] if y >= 0 else None for y in labels]
     ref = _labels(onnx_model_fn(session(fp32)), batch, config)
     got = _labels(onnx_model_fn(session(int8)), batch, config)
-    report.agreement = float(np.mean([a == b for a, b in zip(ref, got)]))
-    report.accuracy_fp32 = 100.0 * float(np.mean([a == t for a, t in zip(ref, truth)]))
-    report.accuracy_int8 = 100.0 * float(np.mean([a == t for a, t in zip(got, truth)]))
+    return {
+        "agreement": float(np.mean([a == b for a, b in zip(ref, got)])),
+        "accuracy_fp32": 100.0 * float(np.mean([a == t for a, t in zip(ref, truth)])),
+        "accuracy_int8": 100.0 * float(np.mean([a == t for a, t in zip(got, truth)])),
+        "labels_fp32": ref,
+        "labels_int8": got,
+    }
+
+
+def _check_int8(fp32: Path, int8: Path, batch: np.ndarray, labels: list[int], config: dict, report) -> None:
+    fidelity = int8_fidelity(fp32, int8, batch, labels, config)
+    report.agreement = fidelity["agreement"]
+    report.accuracy_fp32, report.accuracy_int8 = fidelity["accuracy_fp32"], fidelity["accuracy_int8"]
     drop = report.accuracy_fp32 - report.accuracy_int8
     if report.agreement < INT8_MIN_AGREEMENT or drop > INT8_MAX_ACCURACY_DROP:
         raise ExportError(

@@ -36,7 +36,7 @@ Image.MAX_IMAGE_PIXELS = None
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
-def _quiet_libtiff() -> bool:
+def _quiet_libtiff() -> None:
     """Stop the libtiff that Pillow loaded from printing its own warnings and errors to stderr.
 
     A damaged TIFF makes libtiff write lines such as "TIFFFillStrip: Invalid strip byte count"
@@ -53,12 +53,11 @@ def _quiet_libtiff() -> bool:
             libtiff.TIFFSetWarningHandler.restype = libtiff.TIFFSetErrorHandler.restype = ctypes.c_void_p
             libtiff.TIFFSetWarningHandler(None)
             libtiff.TIFFSetErrorHandler(None)
-        return bool(paths)
     except (OSError, AttributeError):
-        return False
+        pass
 
 
-LIBTIFF_QUIET = _quiet_libtiff()
+_quiet_libtiff()
 # Pillow's Python-level warnings and log lines about damaged tags it skips ("Tag data larger than
 # file", bad EXIF, "More samples per pixel than can be decoded"): the file then decodes, or fails
 # with catdog's one sentence. Filters, unlike warnings.catch_warnings, are safe while a server
