@@ -7,6 +7,7 @@ import math
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -227,6 +228,83 @@ def test_warm_up_is_a_twentieth_of_the_time_budget_at_most() -> None:
     assert schedule(99) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.025)) / 2)
     schedule.time_fraction = 0.5
     assert schedule(99) == pytest.approx(0.5)  # warmed up, half-way down the cosine
+
+
+# -- the GPU path, run on the CPU (CI has no GPU) ----------------------------------------------
+
+
+def test_seed_uniforms_are_a_function_of_each_seed_alone() -> None:
+    from catdog.augment import seed_uniforms
+
+    draws = seed_uniforms(np.arange(20_000, dtype=np.uint64), 9)
+    assert draws.shape == (20_000, 9) and draws.min() >= 0 and draws.max() < 1
+    assert np.allclose(draws.mean(0), 0.5, atol=0.01)  # uniform
+    assert abs(np.corrcoef(draws[:, 0], draws[:, 1])[0, 1]) < 0.03  # and independent across draws
+    in_a_batch = seed_uniforms(np.array([7, 2**62 + 3], dtype=np.uint64), 9)
+    assert np.array_equal(in_a_batch[1], seed_uniforms(np.array([2**62 + 3], dtype=np.uint64), 9)[0])
+
+
+def test_batch_augmentation_draws_per_image_and_flips_half_of_them() -> None:
+    from catdog.augment import augment_batch, seed_uniforms
+
+    # Left half black, right half white: a flipped crop is brighter on its left.
+    square = torch.zeros(1, 3, 64, 64, dtype=torch.uint8)
+    square[..., 32:] = 255
+    seeds = np.arange(1, 401, dtype=np.uint64) * 7919
+    out = augment_batch(square.expand(len(seeds), -1, -1, -1), seeds, 48)
+    assert out.shape == (400, 3, 48, 48) and out.dtype == torch.float32
+    assert out.min() >= 0 and out.max() <= 255
+    flipped = (out[..., :24].mean((1, 2, 3)) > out[..., 24:].mean((1, 2, 3))).numpy()
+    assert np.array_equal(flipped, seed_uniforms(seeds, 9)[:, 4] < 0.5)  # the flip drawn from each seed
+    assert 0.4 < flipped.mean() < 0.6
+    # An image's augmentation depends on its seed, not on the rest of its batch.
+    alone = augment_batch(square, seeds[5:6], 48)
+    assert torch.allclose(alone[0], out[5], atol=1e-4)
+    assert not torch.allclose(out[5], out[6])
+
+
+def test_device_batches_follow_the_sampler(small_dev: Path, shared_cache: Path) -> None:
+    from catdog.data import CachedImages, prepare
+    from catdog.preprocess import Preprocess
+    from catdog.train import DeviceBatches, ResumableSampler
+
+    data = prepare(small_dev, Preprocess(image_size=32, crop_pct=1.0), shared_cache)
+    images = CachedImages(data, list(range(len(data.paths))))
+    sampler = ResumableSampler(images, world=1, rank=0, seed=3)
+    sampler.set_epoch(2)
+    batches = list(DeviceBatches(images, torch.device("cpu"), 16, sampler))
+    assert [len(b[1]) for b in batches] == [16, 16]  # whole batches: the last 8 wait for another epoch
+    expected = list(sampler)[:32]
+    assert [int(label) for b in batches for label in b[1]] == [images[i][1] for i, _ in expected]
+    assert [int(seed) for b in batches for seed in b[2]] == [seed for _, seed in expected]
+    first = expected[0][0]
+    assert torch.equal(batches[0][0][0], images[first][0])  # the same pixels as the DataLoader path
+    assert len(list(DeviceBatches(images, torch.device("cpu"), 64, sampler))[0][1]) == 40  # unless that is all
+    in_order = list(DeviceBatches(images, torch.device("cpu"), 16, order=[4, 0, 9]))
+    assert torch.equal(in_order[0][0][1], images[0][0]) and [int(y) for y in in_order[0][1]] == [
+        images[i][1] for i in (4, 0, 9)
+    ]
+
+
+def test_the_gpu_path_learns(small_dev: Path, shared_cache: Path, tmp_path: Path, monkeypatch) -> None:
+    """A whole run through DeviceBatches and batch augmentation, on CPU tensors.
+
+    Only the choice of path is switched (it is made by device type); what runs is the GPU path itself.
+    """
+    import catdog.train as training
+
+    used = []
+    monkeypatch.setattr(training, "augments_on_device", lambda device: True)
+    monkeypatch.setattr(training.DeviceBatches, "fits", staticmethod(lambda *args: used.append(args) or True))
+    out = tmp_path / "gpu-path"
+    options = dict(FAMILIES["catnet"], label_smoothing=0.0, patience=100, seed=1)
+    metrics = train(TrainConfig(data_dir=str(small_dev), out=str(out), cache_dir=str(shared_cache), **options))
+    assert used  # the batches came from the device-held cache
+    rows = history(out)
+    assert len(rows) == options["epochs"] and all(r["images_per_s"] > 0 for r in rows)
+    last = [r["train_loss"] for r in rows[-2:]]
+    assert sum(last) / len(last) < rows[0]["train_loss"], rows
+    assert json.loads((out / "config.json").read_text())["metrics"] == metrics
 
 
 # -- the command line: bad arguments and bad datasets ------------------------------------------

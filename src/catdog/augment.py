@@ -8,9 +8,12 @@ DataLoader workers, on the number of torchrun processes, or on where a resumed r
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torchvision.transforms import v2
 
 from catdog.preprocess import Preprocess, center_crop
@@ -22,16 +25,83 @@ def sample_seed(*parts: int | str) -> int:
     return int.from_bytes(digest, "little") & (2**63 - 1)
 
 
-def train_transform(pre: Preprocess, *, min_scale: float = 0.35, jitter: float = 0.2, rotation: float = 10.0):
+# The training augmentation, in both its forms: per image in DataLoader workers (CPU) and per batch on a GPU.
+MIN_SCALE = 0.35  # smallest crop, as a share of the square's area
+RATIO = (3 / 4, 4 / 3)  # crop aspect ratios (torchvision's default)
+JITTER = 0.2  # brightness, contrast and saturation factors within 1 ± JITTER
+ROTATION = 10.0  # degrees either way
+
+
+def train_transform(pre: Preprocess):
     """Random resized crop to ``image_size``, flip, colour jitter, small rotation (uint8 CHW in and out)."""
     return v2.Compose(
         [
-            v2.RandomResizedCrop(pre.image_size, scale=(min_scale, 1.0), antialias=True),
+            v2.RandomResizedCrop(pre.image_size, scale=(MIN_SCALE, 1.0), ratio=RATIO, antialias=True),
             v2.RandomHorizontalFlip(),
-            v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter),
-            v2.RandomRotation(rotation),
+            v2.ColorJitter(brightness=JITTER, contrast=JITTER, saturation=JITTER),
+            v2.RandomRotation(ROTATION),
         ]
     )
+
+
+def seed_uniforms(seeds: np.ndarray, count: int) -> np.ndarray:
+    """``count`` uniform numbers in [0, 1) per seed, a pure function of the seed (SplitMix64).
+
+    Vectorised, so a batch's random draws cost microseconds, and each image's draws depend on
+    its own seed only, as in the per-image path.
+    """
+    with np.errstate(over="ignore"):  # uint64 arithmetic wraps by design
+        counters = np.arange(1, count + 1, dtype=np.uint64)
+        state = np.asarray(seeds, dtype=np.uint64)[:, None] + np.uint64(0x9E3779B97F4A7C15) * counters
+        z = (state ^ (state >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def augment_batch(images: torch.Tensor, seeds: np.ndarray, size: int) -> torch.Tensor:
+    """The training augmentation of :func:`train_transform` for a whole uint8 batch at once (the GPU path).
+
+    ``images``: ``(N, 3, S, S)`` uint8 squares on any device; returns ``(N, 3, size, size)`` float32 in
+    [0, 255]. Crop, flip and rotation are one affine resampling (``grid_sample``), the colour jitter
+    a few broadcast operations: a handful of kernels per batch instead of dozens per image. The
+    draws come from each image's seed (:func:`seed_uniforms`). Unlike torchvision's, the resampling
+    is bilinear without antialiasing, and the rotated corners show the photo around the crop
+    rather than black where the photo has more to show.
+    """
+    n = len(images)
+    u = torch.from_numpy(seed_uniforms(seeds, 9)).to(images.device, torch.float32, non_blocking=True)
+    # Random resized crop: area share and log aspect ratio, then a centre that keeps the crop inside.
+    area = MIN_SCALE + (1 - MIN_SCALE) * u[:, 0]
+    log_ratio = math.log(RATIO[0]) + (math.log(RATIO[1]) - math.log(RATIO[0])) * u[:, 1]
+    half_w = torch.sqrt(area * log_ratio.exp()).clamp(max=1.0)  # half-widths in grid units ([-1, 1])
+    half_h = torch.sqrt(area / log_ratio.exp()).clamp(max=1.0)
+    center_x = (1 - half_w) * (2 * u[:, 2] - 1)
+    center_y = (1 - half_h) * (2 * u[:, 3] - 1)
+    flip = torch.where(u[:, 4] < 0.5, -1.0, 1.0)
+    angle = torch.deg2rad(ROTATION * (2 * u[:, 5] - 1))
+    cos, sin = angle.cos(), angle.sin()
+    theta = torch.stack(
+        [
+            torch.stack([half_w * flip * cos, half_w * flip * sin, center_x], 1),
+            torch.stack([-half_h * sin, half_h * cos, center_y], 1),
+        ],
+        1,
+    )
+    grid = F.affine_grid(theta, [n, 3, size, size], align_corners=False)
+    x = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    # Colour jitter: brightness, contrast (towards the mean grey), saturation (towards each pixel's grey).
+    brightness, contrast, saturation = (1 + JITTER * (2 * u[:, 6:9] - 1)).view(n, 3, 1, 1, 1).unbind(1)
+    x = (x * brightness).clamp(0, 255)
+    mean_grey = _grey(x).mean((2, 3), keepdim=True)
+    x = ((x - mean_grey) * contrast + mean_grey).clamp(0, 255)
+    grey = _grey(x)
+    return ((x - grey) * saturation + grey).clamp(0, 255)
+
+
+def _grey(x: torch.Tensor) -> torch.Tensor:
+    """ITU-R 601 luma of an ``(N, 3, H, W)`` batch, as ``(N, 1, H, W)`` (torchvision's grayscale weights)."""
+    return (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)
 
 
 def seeded(transform: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, seed: int) -> torch.Tensor:
@@ -39,17 +109,6 @@ def seeded(transform: Callable[[torch.Tensor], torch.Tensor], image: torch.Tenso
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return transform(image)
-
-
-def augment_batch(
-    images: torch.Tensor, seeds: list[int], transform: Callable[[torch.Tensor], torch.Tensor]
-) -> torch.Tensor:
-    """Augment each image of a uint8 batch with its own seed, on the batch's device (the GPU path).
-
-    transforms v2 applied to a whole batch would draw one set of parameters for all images,
-    so the images are transformed one by one (the pixel work still runs on the device).
-    """
-    return torch.stack([seeded(transform, image, seed) for image, seed in zip(images, seeds)])
 
 
 def view_transform(pre: Preprocess, view: int) -> Callable[[torch.Tensor, int], torch.Tensor]:

