@@ -105,6 +105,8 @@ def test_each_family_learns_and_round_trips(family: str, small_dev: Path, shared
     assert "torch" in config["versions"]
     if family in ("finetune", "frozen", "partial"):
         assert config["gate"]["threshold"] > 0  # a cat/dog model keeps the ImageNet `neither` gate
+        # Fine-tuned models keep a pristine copy of the layers they train as their gate; a frozen one needs none.
+        assert ("pristine_after_blocks" in config["gate"]) == (family != "frozen")
     else:
         assert config["gate"] is None
 
@@ -183,6 +185,23 @@ def test_partial_fine_tuning_trains_only_the_stages_after_the_frozen_part(
     assert (out / "config.json").exists() and json.loads((out / "config.json").read_text())["training"]["freeze"] == (
         "stages:4"
     )
+    # The `neither` gate is untouched by training: a copy of pretrained stages 4-6, the last convolution
+    # and the ImageNet head, fed by the shared frozen stages, gives exactly the pretrained model's pet scores.
+    from catdog.models.builtin import pet_score
+
+    assert json.loads((out / "config.json").read_text())["gate"]["pristine_after_blocks"] == 4
+    model, _ = load_model_dir(out)
+    pristine = create_pretrained("tf_efficientnet_lite0").eval()
+    copied = torch.nn.Sequential(
+        *pristine.blocks[4:], pristine.conv_head, pristine.bn2, pristine.global_pool, pristine.classifier
+    )
+    gate_state, copied_state = model.gate.state_dict(), copied.state_dict()
+    assert len(gate_state) == len(copied_state)
+    assert all(torch.equal(a, b) for a, b in zip(gate_state.values(), copied_state.values()))
+    x = torch.randn(3, 3, 96, 96)
+    with torch.no_grad():
+        _, pets = model(x)
+        assert torch.allclose(pets, pet_score(pristine(x), model.pet_classes), atol=1e-5)
 
 
 def test_mix_transform_mixes_images_and_labels() -> None:

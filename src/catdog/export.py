@@ -25,7 +25,7 @@ from catdog.data.layout import DatasetError, discover
 from catdog.errors import ModelError
 from catdog.fsutil import atomic_write
 from catdog.images import ImageError
-from catdog.models.builtin import GatedClassifier, pet_score
+from catdog.models.builtin import GatedClassifier
 from catdog.onnx_backend import INPUT, _softmax, _torch_source, onnx_model_fn, session, set_metadata
 from catdog.preprocess import Preprocess, normalize, stack_uint8, to_uint8
 
@@ -38,7 +38,7 @@ CALIBRATION_IMAGES = 64
 class ExportModule(nn.Module):
     """What is exported: ``(logits[, pet_score][, features])`` from one forward pass.
 
-    For a gated or timm model the pieces are computed exactly as ``GatedClassifier.forward``
+    For a gated or timm model the pieces are computed exactly as ``GatedClassifier.parts``
     (and timm's ``forward``) do, with the features kept as an extra output; the parity check
     in :func:`catdog.export.export` compares the result against the module's own forward.
     """
@@ -62,12 +62,10 @@ class ExportModule(nn.Module):
         if not self.has_features:
             out = self.module(x)
             return out if isinstance(out, tuple) else (out,)
-        backbone = self.module.backbone if self.gated else self.module
-        features = backbone.forward_head(backbone.forward_features(x), pre_logits=True)
-        if not self.gated:
-            return backbone.get_classifier()(features), features
-        pet = pet_score(backbone.get_classifier(), features, self.module.pet_classes)
-        return self.module.head(features), pet, features
+        if self.gated:
+            return self.module.parts(x)
+        features = self.module.forward_head(self.module.forward_features(x), pre_logits=True)
+        return self.module.get_classifier()(features), features
 
 
 def export_onnx(module: nn.Module, config: dict, path: str | os.PathLike) -> None:

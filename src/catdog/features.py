@@ -50,14 +50,18 @@ class PooledFeatures(nn.Module):
         return self.backbone.forward_head(self.backbone.forward_features(x), pre_logits=True)
 
 
-def split_backbone(backbone: nn.Module, stages: int, head: nn.Module | None = None) -> tuple[nn.Module, nn.Module]:
+def split_backbone(
+    backbone: nn.Module, stages: int, head: nn.Module | None = None, gate: nn.Module | None = None
+) -> tuple[nn.Module, nn.Module]:
     """Cut an EfficientNet-family timm model after its stem and first ``stages`` stages.
 
     Returns ``(trunk, tail)``: the trunk maps images to flat activation maps (what is
     cached); the tail maps those maps, reshaped, through the remaining stages, the last
-    convolution, pooling and ``head`` (default: the backbone's classifier) to logits. Both
-    share their modules with ``backbone``, so training the tail trains the model that is saved.
-    The classifier's dropout is left out of the tail: with a frozen trunk there is little to overfit.
+    convolution, pooling and ``head`` (default: the backbone's classifier) to logits, and with
+    ``gate`` (a GatedClassifier's pristine gate, which starts from the same maps) to
+    ``(logits, pet score)``. Both share their modules with the model, so training the tail trains
+    the model that is saved. The classifier's dropout is left out of the tail: with a frozen
+    trunk there is little to overfit.
     """
     from timm.models.efficientnet import EfficientNet
 
@@ -69,25 +73,35 @@ def split_backbone(backbone: nn.Module, stages: int, head: nn.Module | None = No
     if not 1 <= stages < len(backbone.blocks):
         raise ValueError(f"--freeze stages:N takes N from 1 to {len(backbone.blocks) - 1} for this backbone.")
     trunk = nn.Sequential(backbone.conv_stem, backbone.bn1, *backbone.blocks[:stages], nn.Flatten())
-    last = backbone.get_classifier() if head is None else GatedHead(head, backbone.get_classifier())
-    tail = nn.Sequential(*backbone.blocks[stages:], backbone.conv_head, backbone.bn2, backbone.global_pool, last)
-    return trunk, tail
+    layers = nn.Sequential(*backbone.blocks[stages:], backbone.conv_head, backbone.bn2, backbone.global_pool)
+    if head is None:
+        return trunk, nn.Sequential(*layers, backbone.get_classifier())
+    return trunk, GatedTail(layers, head, gate)
 
 
-class GatedHead(nn.Module):
-    """Pooled features → (class logits, pet score), as :class:`catdog.models.builtin.GatedClassifier` computes them."""
+class GatedTail(nn.Module):
+    """Activation maps → (class logits, pet score), as :meth:`catdog.models.builtin.GatedClassifier.parts`.
 
-    def __init__(self, head: nn.Module, imagenet_head: nn.Module) -> None:
+    No pet score while training: nothing uses it, and the gate would cost a second pass.
+    """
+
+    def __init__(self, layers: nn.Module, head: nn.Module, gate: nn.Module) -> None:
         super().__init__()
         from catdog.models.pretrained import IMAGENET_CAT_CLASSES, IMAGENET_DOG_CLASSES
 
-        self.head, self.imagenet_head = head, imagenet_head
+        self.layers, self.head, self.gate = layers, head, gate
         self.register_buffer("pet_classes", torch.tensor(IMAGENET_CAT_CLASSES + IMAGENET_DOG_CLASSES), persistent=False)
 
-    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def train(self, mode: bool = True) -> GatedTail:
+        super().train(mode)
+        self.gate.eval()  # frozen, batch norm statistics included
+        return self
+
+    def forward(self, maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         from catdog.models.builtin import pet_score
 
-        return self.head(features), pet_score(self.imagenet_head, features, self.pet_classes)
+        pet = None if self.training else pet_score(self.gate(maps), self.pet_classes)
+        return self.head(self.layers(maps)), pet
 
 
 def cache_key(architecture: str, pre: Preprocess, frozen: str = "backbone") -> str:

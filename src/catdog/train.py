@@ -205,6 +205,9 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
             raise DatasetError(f"'{cfg.data_dir}' has only one class ({classes[0]}); training needs at least two.")
         gate = cfg.family() != "scratch" and set(classes) <= PET_CLASSES
         model = build_model(cfg.model, len(classes), pretrained=True, gate=gate)
+        if gate and cfg.family() in ("finetune", "partial"):
+            # Fine-tuning moves the features the ImageNet head reads: the gate keeps a pretrained copy.
+            model.add_pristine_gate(cfg.frozen_stages() if cfg.family() == "partial" else 0)
         pre = preprocess_for(model, cfg)
         if cfg.model in SCRATCH_MODELS:
             model(torch.zeros(1, 3, pre.image_size, pre.image_size))  # materialise seed-cnn's lazy Dense layer
@@ -235,7 +238,8 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
                 extractor, trainable = PooledFeatures(backbone), new_head or model.get_classifier()
                 shape = None
             else:
-                extractor, trainable = split_backbone(backbone, cfg.frozen_stages(), new_head)
+                gate_copy = model.gate if gate else None
+                extractor, trainable = split_backbone(backbone, cfg.frozen_stages(), new_head, gate_copy)
                 extractor.requires_grad_(False)
                 probe = extractor[:-1].eval()(torch.zeros(1, 3, pre.image_size, pre.image_size))
                 shape = tuple(probe.shape[1:])  # the cached rows are these activation maps, flattened
@@ -351,7 +355,7 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
                 "classes": classes,
                 "preprocess": pre.to_dict(),
                 "temperature": temperature,
-                "gate": gate_config(state.best_pets) if gate else None,
+                "gate": gate_config(state.best_pets, model) if gate else None,
                 "training": cfg.to_dict(),
                 "data": {
                     "root": str(Path(cfg.data_dir).resolve()),
@@ -945,22 +949,27 @@ def calibrated_nll(logits: torch.Tensor, labels: torch.Tensor, temperature: floa
     return float(F.cross_entropy(logits.float() / temperature, labels))
 
 
-def gate_config(val_pets: torch.Tensor | None) -> dict:
-    """The `neither` gate of a trained cat/dog model: the built-in threshold, lowered if fine-tuning moved it.
+def gate_config(val_pets: torch.Tensor | None, model: nn.Module) -> dict:
+    """The `neither` gate of a trained cat/dog model: the built-in threshold, lowered if the pets need it.
 
-    Fine-tuning changes the features the frozen ImageNet head sees, and its pet score on real
-    pets can fall (the 45-minute Lite0 run called 65 of 200 dev pets `neither` at 0.1). So the
-    threshold becomes at most 0.9 x the 1st percentile of the validation photos' pet scores: at
-    most 1 % of the held-out pets are turned away. (Every validation photo is a cat or a dog.) How
-    well such a gate still rejects non-pets has not been measured.
+    A fine-tuned model's gate is a pristine copy of the pretrained layers (``pristine_after_blocks``
+    records where it starts), so its pet scores are the pretrained backbone's. Before it was, the
+    fine-tuned features made real pets score low (the 45-minute Lite0 run called 65 of 200 dev pets
+    `neither` at 0.1) and non-pets through. The threshold still becomes at most 0.9 x the 1st
+    percentile of the validation photos' pet scores, so at most 1 % of the held-out pets are turned
+    away (every validation photo is a cat or a dog; a model may predict at another size than the
+    built-in one).
     """
     threshold = builtin_gate_threshold()
+    gate: dict = {"threshold": threshold}
+    if getattr(model, "gate", None) is not None:
+        gate["pristine_after_blocks"] = model.shared_blocks
     if val_pets is None or not len(val_pets):
-        return {"threshold": threshold}
+        return gate
     # 0.9: a margin for the small numeric gap between the path validation measured (cached float16
     # activations for --freeze stages:N) and the exported model that later predicts.
     percentile = 0.9 * float(torch.quantile(val_pets.double(), 0.01, interpolation="lower"))
-    gate = {"threshold": min(threshold, percentile), "builtin_threshold": threshold}
+    gate.update(threshold=min(threshold, percentile), builtin_threshold=threshold)
     gate["val_pets_turned_away"] = round(float((val_pets < gate["threshold"]).double().mean()), 5)
     return gate
 

@@ -101,7 +101,10 @@ def load_model_dir(model_dir: str | Path) -> tuple[nn.Module, dict]:
     weights = model_dir / "model.safetensors"
     if not weights.exists():
         raise ModelError(f"'{model_dir}' has no model.safetensors; the training run did not finish.")
-    model = build_model(config["architecture"], len(config["classes"]), pretrained=False, gate=bool(config.get("gate")))
+    gate = config.get("gate") or {}
+    model = build_model(config["architecture"], len(config["classes"]), pretrained=False, gate=bool(gate))
+    if "pristine_after_blocks" in gate:  # a fine-tuned model's gate: its own copy of the pretrained layers
+        model.add_pristine_gate(int(gate["pristine_after_blocks"]))
     try:
         state = load_file(str(weights))
     except (SafetensorError, OSError) as err:
@@ -119,7 +122,8 @@ def save_model_dir(model: nn.Module, config: dict, model_dir: str | Path) -> Non
     """Write ``model.safetensors`` and ``config.json`` (each atomically) into ``model_dir``.
 
     ``config`` needs at least ``architecture``, ``classes`` and ``preprocess``; a gated
-    model also records ``gate`` (``{"threshold": ...}``) so that it is rebuilt with its gate.
+    model also records ``gate`` (``{"threshold": ...}``, and ``"pristine_after_blocks"`` when it
+    has a pristine gate) so that it is rebuilt with its gate.
     """
     from safetensors.torch import save_file
 
