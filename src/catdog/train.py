@@ -648,10 +648,9 @@ class DeviceBatches:
     """
 
     def __init__(self, images: CachedImages, device: torch.device, batch_size: int, sampler=None, *, order=None):
-        pixels = np.memmap(images.file, dtype=np.uint8, mode="r", shape=(images.n_rows, images.side, images.side, 3))
         rows = np.asarray(images.rows)
         # NHWC in memory, NCHW in shape: the channels_last layout the convolutions read.
-        self.pixels = torch.from_numpy(np.ascontiguousarray(pixels[rows])).to(device).permute(0, 3, 1, 2)
+        self.pixels = torch.from_numpy(np.ascontiguousarray(images.pixels()[rows])).to(device).permute(0, 3, 1, 2)
         self.labels = torch.tensor(images.labels, device=device)
         self.batch_size, self.sampler = batch_size, sampler
         self.order = list(range(len(rows))) if order is None else order

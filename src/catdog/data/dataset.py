@@ -111,10 +111,14 @@ class CachedImages(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def pixels(self) -> np.ndarray:
+        """The whole pixel cache as a read-only ``(rows, side, side, 3)`` memory map (opened once per process)."""
         if self._pixels is None:
             self._pixels = np.memmap(self.file, dtype=np.uint8, mode="r", shape=(self.n_rows, self.side, self.side, 3))
-        image = torch.from_numpy(np.array(self._pixels[self.rows[i]])).permute(2, 0, 1)
+        return self._pixels
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        image = torch.from_numpy(np.array(self.pixels()[self.rows[i]])).permute(2, 0, 1)
         if self.transform is not None:
             image = self.transform(image)
         return image, self.labels[i]
