@@ -4,6 +4,7 @@ Export itself checks 300 photos and refuses a file below its floors; this benchm
 two figures on more photos (2,000 in full mode, 300 in quick mode) without refusing: the share of
 final labels (cat, dog, neither) on which int8 agrees with fp32 (floor >= 99.5 %) and the accuracy
 it loses (floor <= 0.3 points). Calibration photos (64) come from positions the check never uses.
+Beside them, the gate's other side: which of the 22 non-pet pictures each file turns away.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import Result, need_dev_data
+from benchmarks.common import Result, need_dev_data, nonpet_pictures, turned_away
 
 COMMAND = "python -m benchmarks int8"
 
@@ -26,7 +27,7 @@ def run(quick: bool) -> list[Result]:
         export_onnx,
         int8_fidelity,
     )
-    from catdog.onnx_backend import _torch_source
+    from catdog.onnx_backend import _torch_source, set_metadata
     from catdog.preprocess import Preprocess
 
     dev = need_dev_data()
@@ -41,6 +42,9 @@ def run(quick: bool) -> list[Result]:
         export_onnx(module, config, fp32)
         _quantize(fp32, int8, calibration, Path(tmp))
         fidelity = int8_fidelity(fp32, int8, batch, labels, config)  # what export checks, without refusing
+        _with_metadata(int8, config, set_metadata)  # as export writes it, so that Predictor.load reads it
+        pictures = nonpet_pictures()
+        nonpet_fp32, nonpet_int8 = turned_away(fp32, pictures), turned_away(int8, pictures)
     agreement = 100 * fidelity["agreement"]
     accuracy_fp32, accuracy_int8 = fidelity["accuracy_fp32"], fidelity["accuracy_int8"]
     drop = accuracy_fp32 - accuracy_int8
@@ -51,9 +55,23 @@ def run(quick: bool) -> list[Result]:
         f"{len(batch)} dev photos; {len(flips)} disagree, {gate_flips} of them across the neither gate; "
         f"accuracy fp32 {accuracy_fp32:.2f} %, int8 {accuracy_int8:.2f} %"
     )
+    nonpet_notes = (
+        f"fp32 file turns away {len(nonpet_fp32)}; lets through "
+        f"{sorted(set(pictures) - set(nonpet_fp32))}; int8 differs on {sorted(set(nonpet_fp32) ^ set(nonpet_int8))}"
+    )
     return [
         Result("int8", f"int8 label agreement with fp32, built-in model, {len(batch)} photos", round(agreement, 2),
                "%", COMMAND, f">= {100 * INT8_MIN_AGREEMENT:g} %", agreement >= 100 * INT8_MIN_AGREEMENT, notes=notes),
         Result("int8", f"int8 accuracy drop, built-in model, {len(batch)} photos", round(drop, 2), "points",
                COMMAND, f"<= {INT8_MAX_ACCURACY_DROP:g}", drop <= INT8_MAX_ACCURACY_DROP, notes=notes),
+        Result("int8", f"int8 non-pet pictures turned away (fp32: {len(nonpet_fp32)})", len(nonpet_int8),
+               f"of {len(pictures)}", COMMAND, notes=nonpet_notes),
     ]  # fmt: skip
+
+
+def _with_metadata(path: Path, config: dict, set_metadata) -> None:
+    import onnx
+
+    proto = onnx.load(str(path))
+    set_metadata(proto, config)
+    onnx.save_model(proto, str(path))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +45,48 @@ def test_fp32_file_matches_pytorch_on_real_photos(onnx_model_file: Path, trained
     assert check["fp32_max_gap"] <= 1e-4 and check["n_check"] == 64
 
 
+@pytest.mark.parametrize("pristine_after_blocks", [None, 5])
+def test_int8_keeps_the_gate_and_heads_in_fp32(pristine_after_blocks, samples_dir: Path, tmp_path: Path) -> None:
+    """The classifier layers and the gate's softmax and sum are not quantized; the pet score is not biased low.
+
+    An 8-bit softmax rounds each ImageNet probability to a multiple of ~1/255: the small ones the
+    pet score sums became 0, and int8 turned pets away as `neither` (most of its disagreements).
+    With a pristine gate (a fine-tuned model's), the gate's nodes come before the model's last convolution.
+    """
+    import onnx
+
+    from catdog.models import build_model
+    from catdog.models.pretrained import pretrained_preprocess
+
+    model = build_model("tf_efficientnet_lite0", 2, gate=True).eval()
+    if pristine_after_blocks is not None:
+        model.add_pristine_gate(pristine_after_blocks)
+    pre = pretrained_preprocess(model.backbone)
+    config = {"architecture": "tf_efficientnet_lite0", "classes": ["cat", "dog"], "preprocess": pre.to_dict()}
+    fp32_path, int8_path = tmp_path / "fp32.onnx", tmp_path / "int8.onnx"
+    export_module.export_onnx(model, config, fp32_path)
+    calibration, _ = check_images(samples_dir, pre, ["cat", "dog"], 8, others=True)
+    export_module._quantize(fp32_path, int8_path, calibration, tmp_path)
+
+    nodes = onnx.load(str(int8_path)).graph.node
+    producer = {out: node.op_type for node in nodes for out in node.output}
+    consumers = {name: [n.op_type for n in nodes if name in n.input] for node in nodes for name in node.output}
+    head_ops = [node for node in nodes if node.op_type in ("Gemm", "Softmax", "Gather", "ReduceSum")]
+    assert {node.op_type for node in head_ops} == {"Gemm", "Softmax", "Gather", "ReduceSum"}
+    for node in head_ops:
+        assert not any(producer.get(name) == "DequantizeLinear" for name in node.input), node.name
+        assert not any("QuantizeLinear" in consumers[name] for name in node.output), node.name
+    assert sum(node.op_type == "QuantizeLinear" for node in nodes) > 20  # the backbone itself is quantized
+
+    batch, _ = check_images(samples_dir, pre, ["cat", "dog"], 16)
+    fp32_pet, int8_pet = (
+        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(["pet_score"], {"input": batch})[0]
+        for path in (fp32_path, int8_path)
+    )
+    assert np.abs(np.log(int8_pet / fp32_pet)).mean() < 0.1
+    assert len(np.unique(np.round(int8_pet * 255, 3))) == len(int8_pet)  # not on an 8-bit grid
+
+
 def test_refuses_to_write_when_parity_fails(trained_model_dir: Path, samples_dir: Path, tmp_path: Path, monkeypatch):
     monkeypatch.setattr(export_module, "FP32_MAX_GAP", 0.0)  # no real export is bit-exact
     out = tmp_path / "refused.onnx"
@@ -65,25 +106,19 @@ def test_cli_errors(trained_model_dir: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_int8_export_of_the_builtin_model_meets_the_floor_or_refuses(dev_dir: Path, samples_dir: Path, tmp_path):
-    """int8 either passes the issue's floor or is refused with the numbers; never a bad file.
-
-    Measured on the built-in model: 99.0-99.5% label agreement on 400 dev photos depending on the
-    calibration, so both outcomes are possible; either way the quantized model must be close.
-    """
+def test_int8_export_of_the_builtin_model_meets_the_floor(dev_dir: Path, samples_dir: Path, tmp_path: Path) -> None:
+    """The built-in model quantizes within the issue's floors (measured: 99.6 % agreement and a
+    0.15-point drop on 2,000 dev photos, `python -m benchmarks int8`), and the file works on its own."""
     out = tmp_path / "int8.onnx"
     done = run_catdog(
         "export", "--int8", "--out", str(out), "--check-data", str(dev_dir), "--check-images", "400", "--json"
     )
-    if done.returncode != 0:
-        found = re.search(r"agrees with fp32 on ([\d.]+)% of 400 photos", done.stderr)
-        assert found and done.returncode == 2 and "nothing was written" in done.stderr, done.stderr
-        assert float(found.group(1)) >= 98.0 and not out.exists()
-        return
+    assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["agreement"] >= 0.995 and report["accuracy_fp32"] - report["accuracy_int8"] <= 0.3
     # Independently, on photos the check never saw (full-size samples), through the Predictor:
     fp32 = [p.label for p in Predictor.load(None).predict_paths(sorted(map(str, samples_dir.rglob("*.jpg"))))]
     int8 = [p.label for p in Predictor.load(out).predict_paths(sorted(map(str, samples_dir.rglob("*.jpg"))))]
     assert np.mean([a == b for a, b in zip(fp32, int8)]) >= 0.95
-    assert out.stat().st_size < 0.5 * 18_000_000
+    # 8-bit backbone weights; the 1280x1000 ImageNet head (5.1 MB) stays fp32 with the gate.
+    assert out.stat().st_size < 0.6 * 18_000_000

@@ -212,9 +212,11 @@ def _chunked_gap(module, sess, batch: np.ndarray, chunk: int = 32) -> float:
 def _quantize(fp32: Path, out: Path, calibration: np.ndarray, tmp: Path) -> None:
     """Static int8 quantization (QDQ, per-channel weights) calibrated on real photos.
 
-    The final classifier layers stay fp32: they are a tiny share of the compute and the gate's pet
-    score (a sum over 123 ImageNet classes) is sensitive to their rounding. So do the stem and the
-    first block (see below). Depthwise convolutions get 8-bit weights, the others 7-bit.
+    Everything from the global pooling on stays fp32 (the heads, the gate's softmax and sum):
+    a tiny share of the compute, and the pet score (a sum over 123 ImageNet classes) is sensitive to
+    its rounding. So do the stem and the first block (see below). Depthwise convolutions get 8-bit
+    weights, the others 7-bit. Measured on the built-in model, 2,000 dev photos: 99.6 % label
+    agreement with fp32, 0.15 points of accuracy lost (``python -m benchmarks int8``).
     """
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
@@ -232,12 +234,17 @@ def _quantize(fp32: Path, out: Path, calibration: np.ndarray, tmp: Path) -> None
             return next(self.batches, None)
 
     graph = onnx.load(str(prepared)).graph
-    heads = [node.name for node in graph.node if node.op_type in ("Gemm", "MatMul")]
     convs = [node for node in graph.node if node.op_type == "Conv"]
+    # Everything from the global pooling on (the classifier layers, the gate's softmax and sum)
+    # stays fp32: a tiny share of the compute, and an 8-bit softmax rounds each of the 1,000 ImageNet
+    # probabilities to a multiple of about 1/255, so the many small ones the pet score sums became 0
+    # (the int8 pet score was ~17 % low near the gate's threshold, and most int8 flips were that).
+    heads = [node.name for node in _after_pooling(graph)]
+    heads += [node.name for node in graph.node if node.op_type in ("Gemm", "MatMul")]
     # The stem and the first block (timm names: conv_stem, blocks.0) run at the highest resolution and
     # every later layer inherits their rounding. Keeping them fp32 (the first convolution alone for
-    # other networks) raised label agreement with fp32 on 2,000 dev photos from 99.05% to 99.4%
-    # (with the 8-bit depthwise weights below) for about 5% of the compute.
+    # other networks) raises label agreement with fp32 on 2,000 dev photos from 99.1% to 99.6% (with
+    # the fp32 tail above and the 8-bit depthwise weights below) for about 5% of the compute.
     early = [n.name for n in convs if "conv_stem" in n.input[1] or ".blocks.0." in n.input[1]]
     heads += early or [n.name for n in convs[:1]]
     # Without VNNI (AVX2 only), ONNX Runtime's u8s8 GEMM kernel (pointwise and dense convolutions) adds
@@ -265,6 +272,21 @@ def _quantize(fp32: Path, out: Path, calibration: np.ndarray, tmp: Path) -> None
         # "axis" must be repeated: an override without it drops the per-channel axis (scales on axis 1).
         extra_options={"TensorQuantOverrides": {name: [{"reduce_range": False, "axis": 0}] for name in depthwise}},
     )
+
+
+def _after_pooling(graph) -> list:
+    """The nodes that compute from a global average pooling on: the heads, and the gate's softmax and sum.
+
+    Found by data flow, not position: with a pristine gate, the gate's nodes come before the model's
+    own last convolution (see ``GatedClassifier.parts``).
+    """
+    tainted: set[str] = set()
+    after = []
+    for node in graph.node:  # ONNX keeps nodes in topological order
+        if node.op_type in ("ReduceMean", "GlobalAveragePool") or tainted.intersection(node.input):
+            after.append(node)
+            tainted.update(node.output)
+    return after
 
 
 def _labels(model_fn, batch: np.ndarray, config: dict) -> list[str]:
