@@ -298,6 +298,7 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
         # 7. The epochs (under a budget, leaving time for the final validation at the test size).
         log.info(f"training on {device} with {ctx.world} process(es), {steps_per_epoch} steps per epoch")
         budget = Budget(deadline, schedule)
+        out_of_time = SharedBudget(budget, ctx)
         test_pre = replace(pre, image_size=cfg.test_image_size) if cfg.test_image_size else pre
         if test_pre != pre and deadline is not None:
             budget.final_seconds = estimate_seconds(
@@ -316,7 +317,7 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
             trainable.train()
             budget_hit = train_one_epoch(
                 cfg, forward_module, train_loader, train_input, criterion, optimizer, scheduler, scaler, dtype, mix,
-                state, steps_per_epoch, ctx, log, save, budget.out_of_time,
+                state, steps_per_epoch, ctx, log, save, out_of_time,
             )  # fmt: skip
             tick = time.monotonic()
             val = evaluate(forward_module, val_loader, eval_input, dtype, ctx)
@@ -445,7 +446,7 @@ def train_one_epoch(
             folded = time.monotonic() - folded_at >= 1.0 and fold()
             state.train_seconds += time.monotonic() - tick  # the fold's wait for the device included
             bar.update(**(stats() if folded else {}))
-            if agree(out_of_time(), ctx):
+            if out_of_time():
                 final_fold()
                 return True
             if time.monotonic() - last_save >= cfg.checkpoint_seconds and state.step < steps_per_epoch:
@@ -1103,13 +1104,47 @@ def barrier(ctx: DistContext) -> None:
         dist.barrier()
 
 
-def agree(flag: bool, ctx: DistContext) -> bool:
-    """Rank 0's decision, on every rank (time budgets are measured by rank 0's clock)."""
-    if ctx.world == 1:
-        return flag
-    decision = torch.tensor([int(flag)], device=ctx.comm_device)
-    dist.broadcast(decision, 0)
-    return bool(decision.item())
+class SharedBudget:
+    """Rank 0's budget decision and schedule clock on every rank, asked about once a second.
+
+    Called once per training step. One process asks its :class:`Budget` every step (host clocks only).
+    With several, each question is a broadcast the host must wait for, which would drain a GPU's queue
+    at every step; so rank 0 answers with its decision, its schedule's time fraction (every rank then
+    steps the same learning rate: each rank's own clock would let their weights drift apart) and how
+    many steps to go before the next question: about ``seconds`` worth at the pace since the last one.
+    The budget is then seen spent up to ``seconds`` late, well within its reserve (5 s at least).
+    """
+
+    MAX_STEPS_BETWEEN = 1000
+
+    def __init__(self, budget: Budget, ctx: DistContext, seconds: float = 1.0) -> None:
+        self.budget, self.ctx, self.seconds = budget, ctx, seconds
+        self.calls = 0
+        self.next_check = 1
+        self.checked_at: float | None = None
+        self.checked_call = 0
+        self.checks = 0
+
+    def __call__(self) -> bool:
+        if self.ctx.world == 1:
+            return self.budget.out_of_time()
+        self.calls += 1
+        if self.calls < self.next_check:
+            return False
+        now = time.monotonic()
+        spent = self.budget.out_of_time()
+        every = 1
+        if self.checked_at is not None:
+            pace = (now - self.checked_at) / (self.calls - self.checked_call)
+            every = max(1, min(self.MAX_STEPS_BETWEEN, int(self.seconds / max(pace, 1e-9))))
+        fraction = self.budget.schedule.time_fraction
+        message = torch.tensor([float(spent), fraction, float(every)], dtype=torch.float64, device=self.ctx.comm_device)
+        dist.broadcast(message, 0)
+        spent, fraction, every = message.tolist()
+        self.budget.schedule.time_fraction = fraction
+        self.next_check, self.checked_at, self.checked_call = self.calls + int(every), now, self.calls
+        self.checks += 1
+        return bool(spent)
 
 
 class Reporter:
