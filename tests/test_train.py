@@ -99,6 +99,12 @@ def test_each_family_learns_and_round_trips(family: str, small_dev: Path, shared
     assert config["training"]["model"] == options["model"]
     assert config["metrics"] == metrics
     assert min(r["val_loss"] for r in rows) == pytest.approx(metrics["val_loss"], abs=1e-4)
+    # Where the time went, in order, on the clock of the epochs' wall_seconds.
+    timeline = metrics["timeline_seconds"]
+    assert list(timeline) == ["model_built", "data_ready", "training_started", "training_ended", "validated"]
+    assert list(timeline.values()) == sorted(timeline.values())
+    assert timeline["training_started"] <= rows[0]["wall_seconds"] <= timeline["training_ended"]
+    assert timeline["validated"] <= metrics["wall_seconds"]
     assert config["data"]["train_images"] + config["data"]["val_images"] == 40
     assert len(config["data"]["fingerprint"]) == 32
     assert config["temperature"] > 0

@@ -187,6 +187,12 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
     threads = torch.get_num_threads()  # split_cpu may change it; restored at the end
     log = Reporter(console or Console(stderr=True), enabled=ctx.is_main)
     out = Path(cfg.out)
+    # Seconds from ``started`` to each milestone: where a short run's time goes (kept in the metrics).
+    timeline: dict[str, float] = {}
+
+    def mark(milestone: str) -> None:
+        timeline[milestone] = round(time.monotonic() - started, 1)
+
     try:
         # 1. Reproducibility and the output folder.
         check_out_dir(out, cfg)
@@ -212,6 +218,7 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
         if cfg.model in SCRATCH_MODELS:
             model(torch.zeros(1, 3, pre.image_size, pre.image_size))  # materialise seed-cnn's lazy Dense layer
         log.info(f"model {cfg.model} ({cfg.family()}), {len(classes)} classes: {', '.join(classes)}")
+        mark("model_built")
 
         # 3. Decode every image once into the pixel cache (rank 0 first, the others then find it full).
         #    On one GPU, a copy of the model takes the slow first steps meanwhile (see warm_up).
@@ -223,6 +230,7 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
                 data = decoding.result()
         else:
             data = prepare_data(cfg, pre, cache_dir, ctx, log)
+        mark("data_ready")
         splits = data.split(cfg.val_fraction)
         if not splits["train"] or not splits["val"]:
             raise DatasetError(f"'{cfg.data_dir}' has too few images to hold some out for validation; add more.")
@@ -310,6 +318,11 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
                 save_checkpoint(out, cfg, st, trainable, optimizer, scheduler, scaler)
 
         stop_reason = ""
+        mark("training_started")
+        log.info(
+            f"training starts {timeline['training_started']:.1f} s after start (model built at "
+            f"{timeline['model_built']:.1f} s, images decoded at {timeline['data_ready']:.1f} s)"
+        )
         while state.epoch < cfg.epochs and not stop_reason:
             sampler.set_epoch(state.epoch)
             sampler.start = state.step * per_rank_batch
@@ -332,6 +345,7 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
             state.reset_running()
             save(state)
         log.info(f"stopped: {stop_reason or f'{cfg.epochs} epochs done'}")
+        mark("training_ended")
 
         # 8. The best weights (validated again at the test size), a calibrated temperature, and the
         #    model directory (rank 0 writes).
@@ -347,7 +361,9 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
             state.best_logits, state.best_labels = at_size["logits"], at_size["labels"]
             state.best_pets = at_size["pets"]
             pre = test_pre  # the model directory predicts at the size it was validated at
+        mark("validated")
         metrics = final_metrics(state, time.monotonic() - started)
+        metrics["timeline_seconds"] = timeline
         if ctx.is_main:
             temperature = fit_temperature(state.best_logits, state.best_labels)
             metrics["val_loss_calibrated"] = round(calibrated_nll(state.best_logits, state.best_labels, temperature), 5)
