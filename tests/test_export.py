@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from catdog import export as export_module
-from catdog.export import ExportError, check_images, export
+from catdog.export import ExportError, check_chunks, check_images, export
 from catdog.models import load_model_dir
 from catdog.predict import Predictor
 from catdog.preprocess import Preprocess
@@ -30,6 +31,19 @@ def test_int8_calibration_photos_are_not_the_check_photos(samples_dir: Path) -> 
     calibration, _ = check_images(samples_dir, pre, classes, 10, others=True)
     assert len(check) == len(calibration) == 10 and set(labels) == {0, 1}
     assert not any(np.array_equal(a, b) for a in check for b in calibration)
+
+
+def test_check_chunks_stream_the_check_photos_and_skip_unreadable_ones(samples_dir: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    shutil.copytree(samples_dir, folder)
+    (folder / "cat" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG")
+    pre, classes = Preprocess(), ["cat", "dog"]
+    whole, labels = check_images(folder, pre, classes, 100)
+    chunks = list(check_chunks(folder, pre, classes, 100, chunk=3))
+    assert all(len(batch) == len(chunk_labels) <= 3 for batch, chunk_labels in chunks)
+    assert np.array_equal(np.concatenate([batch for batch, _ in chunks]), whole)
+    assert [label for _, chunk_labels in chunks for label in chunk_labels] == labels
+    assert len(labels) == sum(1 for p in samples_dir.rglob("*") if p.is_file())  # all but the broken file
 
 
 def test_fp32_file_matches_pytorch_on_real_photos(onnx_model_file: Path, trained_model_dir: Path, samples_dir: Path):
@@ -110,11 +124,10 @@ def test_int8_export_of_the_builtin_model_meets_the_floor(dev_dir: Path, samples
     """The built-in model quantizes within the issue's floors (measured: 99.6 % agreement and a
     0.15-point drop on 2,000 dev photos, `python -m benchmarks int8`), and the file works on its own."""
     out = tmp_path / "int8.onnx"
-    done = run_catdog(
-        "export", "--int8", "--out", str(out), "--check-data", str(dev_dir), "--check-images", "400", "--json"
-    )
+    done = run_catdog("export", "--int8", "--out", str(out), "--check-data", str(dev_dir), "--json")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
+    assert report["n_check"] == 300 and report["n_check_int8"] == 2000  # int8 is measured on more photos
     assert report["agreement"] >= 0.995 and report["accuracy_fp32"] - report["accuracy_int8"] <= 0.3
     # Independently, on photos the check never saw (full-size samples), through the Predictor:
     fp32 = [p.label for p in Predictor.load(None).predict_paths(sorted(map(str, samples_dir.rglob("*.jpg"))))]

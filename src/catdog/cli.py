@@ -423,7 +423,10 @@ def export(
         str | None,
         typer.Option(help="Labelled photos (any dataset layout) for the parity check; default: the training data."),
     ] = None,
-    check_images: Annotated[int, typer.Option(help="How many photos the parity check uses.", min=8)] = 300,
+    check_images: Annotated[
+        int | None,
+        typer.Option(help="How many photos the parity checks use [default: 300; 2,000 for int8's agreement].", min=8),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the parity report as JSON.")] = False,
 ) -> None:
     """Export a model to a self-contained ONNX file, refusing one that does not match PyTorch."""
@@ -440,7 +443,8 @@ def export(
     line = f"Wrote {report.path}: max |Δprobability| vs PyTorch {report.fp32_max_gap:.1e} on {report.n_check} photos"
     if report.int8:
         line += (
-            f"; int8 agrees with fp32 on {report.agreement:.1%}, accuracy {report.accuracy_int8:.1f}% "
+            f"; int8 agrees with fp32 on {report.agreement:.1%} of {report.n_check_int8} photos, "
+            f"accuracy {report.accuracy_int8:.1f}% "
             f"(fp32 {report.accuracy_fp32:.1f}%)"
         )
     Console(highlight=False, soft_wrap=True).print(line + ".")
