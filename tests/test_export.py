@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from catdog import export as export_module
-from catdog.export import ExportError, check_chunks, check_images, export
+from catdog.export import ExportError, check_chunks, check_files, check_images, export
 from catdog.models import load_model_dir
 from catdog.predict import Predictor
 from catdog.preprocess import Preprocess
@@ -44,6 +44,10 @@ def test_check_chunks_stream_the_check_photos_and_skip_unreadable_ones(samples_d
     assert np.array_equal(np.concatenate([batch for batch, _ in chunks]), whole)
     assert [label for _, chunk_labels in chunks for label in chunk_labels] == labels
     assert len(labels) == sum(1 for p in samples_dir.rglob("*") if p.is_file())  # all but the broken file
+    # Calibration photos are left out of a check that would otherwise take every photo of a small folder.
+    calibration = [path for path, _ in check_files(folder, classes, 4, others=True)]
+    checked = [path for path, _ in check_files(folder, classes, 100, exclude=calibration)]
+    assert len(checked) == len(labels) + 1 - 4 and not set(checked) & set(calibration)
 
 
 def test_fp32_file_matches_pytorch_on_real_photos(onnx_model_file: Path, trained_model_dir: Path, samples_dir: Path):

@@ -134,13 +134,17 @@ class ExportReport:
         return asdict(self)
 
 
-def check_files(data_dir: str | os.PathLike, classes: list[str], n: int, *, others: bool = False) -> list:
+def check_files(
+    data_dir: str | os.PathLike, classes: list[str], n: int, *, others: bool = False, exclude: Iterable = ()
+) -> list:
     """Up to ``n`` photos evenly spread over the folder, as ``(path, class index or -1)``.
 
     In a folder of at least ``2n`` photos they come from the even positions, or with ``others``
-    from the odd ones: calibration photos that the parity check never sees.
+    from the odd ones: calibration photos that the parity check never sees. ``exclude``: paths
+    never to choose (the calibration photos, in a folder too small for the split).
     """
-    files = discover(data_dir, image_files_only=True).files
+    excluded = {str(path) for path in exclude}
+    files = [item for item in discover(data_dir, image_files_only=True).files if str(item.path) not in excluded]
     if len(files) >= 2 * n:
         files = files[1::2] if others else files[0::2]
     step = max(1, len(files) // n)
@@ -149,14 +153,21 @@ def check_files(data_dir: str | os.PathLike, classes: list[str], n: int, *, othe
 
 
 def check_chunks(
-    data_dir: str | os.PathLike, pre: Preprocess, classes: list[str], n: int, *, others: bool = False, chunk: int = 64
+    data_dir: str | os.PathLike,
+    pre: Preprocess,
+    classes: list[str],
+    n: int,
+    *,
+    others: bool = False,
+    chunk: int = 64,
+    exclude: Iterable = (),
 ) -> Iterator[tuple[np.ndarray, list[int]]]:
     """The photos of :func:`check_files` as model-input batches of up to ``chunk`` and their labels.
 
     Unreadable photos are left out. Raises DatasetError when none is readable.
     """
     any_read = False
-    chosen = check_files(data_dir, classes, n, others=others)
+    chosen = check_files(data_dir, classes, n, others=others, exclude=exclude)
     for start in range(0, len(chosen), chunk):
         squares, labels = [], []
         for path, label in chosen[start : start + chunk]:
@@ -229,9 +240,11 @@ def export(
         final = fp32
         if int8:
             final = Path(tmp) / "int8.onnx"
-            calibration, _ = check_images(check_dir, pre, list(config["classes"]), CALIBRATION_IMAGES, others=True)
+            classes = list(config["classes"])
+            calibration, _ = check_images(check_dir, pre, classes, CALIBRATION_IMAGES, others=True)
             _quantize(fp32, final, calibration, Path(tmp))
-            chunks = check_chunks(check_dir, pre, list(config["classes"]), n_check or INT8_CHECK_IMAGES)
+            calibration_files = [path for path, _ in check_files(check_dir, classes, CALIBRATION_IMAGES, others=True)]
+            chunks = check_chunks(check_dir, pre, classes, n_check or INT8_CHECK_IMAGES, exclude=calibration_files)
             _check_int8(fp32, final, chunks, config, report)
         _write(final, out, config, report)
     return report
