@@ -162,12 +162,18 @@ def check_chunks(
     chunk: int = 64,
     exclude: Iterable = (),
 ) -> Iterator[tuple[np.ndarray, list[int]]]:
-    """The photos of :func:`check_files` as model-input batches of up to ``chunk`` and their labels.
+    """The photos of :func:`check_files` as model-input batches of up to ``chunk`` and their labels."""
+    return decode_chunks(check_files(data_dir, classes, n, others=others, exclude=exclude), pre, data_dir, chunk)
 
-    Unreadable photos are left out. Raises DatasetError when none is readable.
+
+def decode_chunks(
+    chosen: list, pre: Preprocess, data_dir: str | os.PathLike, chunk: int = 64
+) -> Iterator[tuple[np.ndarray, list[int]]]:
+    """``(path, label)`` photos as model-input batches of up to ``chunk`` and their labels.
+
+    Unreadable photos are left out. Raises DatasetError when none of ``data_dir``'s is readable.
     """
     any_read = False
-    chosen = check_files(data_dir, classes, n, others=others, exclude=exclude)
     for start in range(0, len(chosen), chunk):
         squares, labels = [], []
         for path, label in chosen[start : start + chunk]:
@@ -187,7 +193,12 @@ def check_images(
     data_dir: str | os.PathLike, pre: Preprocess, classes: list[str], n: int, *, others: bool = False
 ) -> tuple[np.ndarray, list]:
     """:func:`check_chunks` in one batch."""
-    chunks = list(check_chunks(data_dir, pre, classes, n, others=others))
+    return in_one_batch(check_chunks(data_dir, pre, classes, n, others=others))
+
+
+def in_one_batch(chunks: Iterable[tuple[np.ndarray, list[int]]]) -> tuple[np.ndarray, list]:
+    """Batches of :func:`decode_chunks` as one batch and one list of labels."""
+    chunks = list(chunks)
     return np.concatenate([batch for batch, _ in chunks]), [label for _, labels in chunks for label in labels]
 
 
@@ -241,10 +252,11 @@ def export(
         if int8:
             final = Path(tmp) / "int8.onnx"
             classes = list(config["classes"])
-            calibration, _ = check_images(check_dir, pre, classes, CALIBRATION_IMAGES, others=True)
+            calibration_photos = check_files(check_dir, classes, CALIBRATION_IMAGES, others=True)
+            calibration, _ = in_one_batch(decode_chunks(calibration_photos, pre, check_dir))
             _quantize(fp32, final, calibration, Path(tmp))
-            calibration_files = [path for path, _ in check_files(check_dir, classes, CALIBRATION_IMAGES, others=True)]
-            chunks = check_chunks(check_dir, pre, classes, n_check or INT8_CHECK_IMAGES, exclude=calibration_files)
+            exclude = [path for path, _ in calibration_photos]
+            chunks = check_chunks(check_dir, pre, classes, n_check or INT8_CHECK_IMAGES, exclude=exclude)
             _check_int8(fp32, final, chunks, config, report)
         _write(final, out, config, report)
     return report
