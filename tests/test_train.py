@@ -14,7 +14,7 @@ import torch
 from catdog.models import build_model, load_model_dir
 from catdog.models.scratch import SCRATCH_MODELS
 from catdog.predict import Predictor
-from catdog.train import TrainConfig, train
+from catdog.train import PADDING, TrainConfig, train
 
 from conftest import run_catdog
 
@@ -101,7 +101,8 @@ def test_each_family_learns_and_round_trips(family: str, small_dev: Path, shared
     assert min(r["val_loss"] for r in rows) == pytest.approx(metrics["val_loss"], abs=1e-4)
     # Where the time went, in order, on the clock of the epochs' wall_seconds.
     timeline = metrics["timeline_seconds"]
-    assert list(timeline) == ["model_built", "data_ready", "training_started", "training_ended", "validated"]
+    milestones = ["imported", "model_built", "data_ready", "training_started", "training_ended", "validated"]
+    assert list(timeline) == milestones  # no warm-up on a CPU
     assert list(timeline.values()) == sorted(timeline.values())
     assert timeline["training_started"] <= rows[0]["wall_seconds"] <= timeline["training_ended"]
     assert timeline["validated"] <= metrics["wall_seconds"]
@@ -353,10 +354,29 @@ def test_device_batches_follow_the_sampler(small_dev: Path, shared_cache: Path) 
     first = expected[0][0]
     assert torch.equal(batches[0][0][0], images[first][0])  # the same pixels as the DataLoader path
     assert len(list(DeviceBatches(images, torch.device("cpu"), 64, sampler))[0][1]) == 40  # unless that is all
-    in_order = list(DeviceBatches(images, torch.device("cpu"), 16, order=[4, 0, 9]))
-    assert torch.equal(in_order[0][0][1], images[0][0]) and [int(y) for y in in_order[0][1]] == [
-        images[i][1] for i in (4, 0, 9)
-    ]
+    in_order = list(DeviceBatches(images, torch.device("cpu"), 2, order=[4, 0, 9]))
+    assert torch.equal(in_order[0][0][1], images[0][0])
+    # Evaluation batches all have one shape: the last is filled up with rows that evaluate drops.
+    assert [len(pixels) for pixels, _ in in_order] == [2, 2]
+    assert [int(y) for _, labels in in_order for y in labels] == [images[i][1] for i in (4, 0, 9)] + [PADDING]
+
+
+def test_evaluate_drops_the_rows_that_fill_up_a_last_batch(small_dev: Path, shared_cache: Path) -> None:
+    from catdog.data import CachedImages, prepare
+    from catdog.preprocess import Preprocess
+    from catdog.train import DeviceBatches, DistContext, evaluate, image_input
+
+    pre = Preprocess(image_size=32, crop_pct=1.0)
+    data = prepare(small_dev, pre, shared_cache)
+    images = CachedImages(data, list(range(len(data.paths))))
+    model = build_model("catnet", 2, pretrained=False)
+    to_input = image_input(pre, torch.device("cpu"), channels_last=False, eval_view=True)
+    ctx = DistContext(world=1, rank=0, device=torch.device("cpu"))
+    whole = evaluate(model, DeviceBatches(images, torch.device("cpu"), len(images)), to_input, None, ctx)
+    padded = evaluate(model, DeviceBatches(images, torch.device("cpu"), 7), to_input, None, ctx)
+    assert len(padded["labels"]) == len(images) and torch.equal(padded["labels"], whole["labels"])
+    assert padded["val_accuracy"] == whole["val_accuracy"]
+    assert abs(padded["val_loss"] - whole["val_loss"]) < 1e-5
 
 
 def test_the_gpu_path_learns(small_dev: Path, shared_cache: Path, tmp_path: Path, monkeypatch) -> None:

@@ -53,6 +53,7 @@ from catdog.preprocess import Preprocess, normalize, to_uint8
 
 PET_CLASSES = {"cat", "dog"}
 CHECKPOINT = "checkpoint.pt"
+PADDING = -100  # the label of rows that fill up a last evaluation batch (not images of the split)
 
 
 @dataclass
@@ -193,6 +194,7 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
     def mark(milestone: str) -> None:
         timeline[milestone] = round(time.monotonic() - started, 1)
 
+    mark("imported")  # the command's imports (torch, timm) are behind us
     try:
         # 1. Reproducibility and the output folder.
         check_out_dir(out, cfg)
@@ -227,6 +229,7 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
             with ThreadPoolExecutor(1, thread_name_prefix="catdog-decode") as background:
                 decoding = background.submit(prepare_data, cfg, pre, cache_dir, ctx, log)
                 warm_up(model, pre, cfg, ctx)
+                mark("warmed_up")
                 data = decoding.result()
         else:
             data = prepare_data(cfg, pre, cache_dir, ctx, log)
@@ -489,6 +492,8 @@ def evaluate(model, loader, to_input, dtype, ctx) -> dict:
     logits = torch.cat(all_logits).cpu() if all_logits else torch.zeros(0, 1)
     labels = torch.cat(all_labels).cpu() if all_labels else torch.zeros(0, dtype=torch.long)
     pets = torch.cat(all_pets).cpu() if all_pets else torch.zeros(0)
+    real = labels != PADDING  # rows that only fill up a last batch (DeviceBatches)
+    logits, labels, pets = logits[real], labels[real], pets[real] if len(pets) else pets
     sums = torch.tensor(
         [F.cross_entropy(logits, labels, reduction="sum").item() if len(labels) else 0.0,
          (logits.argmax(1) == labels).sum().item(), len(labels)],
@@ -692,10 +697,16 @@ class DeviceBatches:
 
     def __iter__(self):
         if self.sampler is None:
-            order = torch.tensor(self.order, device=self.pixels.device)
+            order = torch.tensor(self.order, dtype=torch.long, device=self.pixels.device)
+            labels = self.labels[order]
+            short = -len(order) % self.batch_size
+            if short:
+                # The last batch is filled up to the others' size with rows labelled PADDING (evaluate
+                # drops them): one batch shape for cuDNN to plan, not two (seconds, the first time).
+                order = torch.cat([order, order[-1:].expand(short)])
+                labels = torch.cat([labels, labels.new_full((short,), PADDING)])
             for start in range(0, len(order), self.batch_size):
-                index = order[start : start + self.batch_size]
-                yield self.pixels[index], self.labels[index]
+                yield self.pixels[order[start : start + self.batch_size]], labels[start : start + self.batch_size]
             return
         pairs = list(self.sampler)[: self._training_images(len(self.sampler))]
         order = torch.tensor([i for i, _ in pairs], dtype=torch.long).to(self.pixels.device)
