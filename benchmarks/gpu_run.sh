@@ -3,6 +3,7 @@
 #   bash benchmarks/gpu_run.sh add DIR   # copy a pack of benchmarks/gpu_pack.py (its photos, its wheel) into place
 #   bash benchmarks/gpu_run.sh smoke     # a few seconds of each GPU training path
 #   bash benchmarks/gpu_run.sh full      # the floors: python -m benchmarks gpu
+#   bash benchmarks/gpu_run.sh explore   # the fine-tune's neighbours side by side, then the best one timed
 # Results, logs and metrics go to $OUT (or ./gpu-out).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,16 @@ export PYTHONPATH=/tmp/site:$PWD/src:$PWD PYTHONUNBUFFERED=1 CATDOG_GPU_DATA=$DA
 collect() {
     cp benchmarks/results.json "$OUT/results.json"
     tar -czf "$OUT/runs.tgz" -C "$RUNS" --exclude='*.safetensors' --exclude='checkpoint.pt' --exclude=cache . 2>/dev/null
+}
+
+full() {
+    echo "$(ls "$DATA" | wc -l) photos"
+    # A fresh machine's first import of torch reads it from a cold disk (10-11 s): not catdog's time.
+    python3 -c "import torch, timm; torch.zeros(1, device='cuda')"
+    timeout 520 python3 -m benchmarks gpu 2>&1 | tee "$OUT/full.log"
+    collect
+    grep -h "epoch\|saved\|validation\|starts" "$RUNS"/gpu-*.log | tail -n 40
+    python3 -c "import json; [print(r['figure'], r['value'], r['unit'], r.get('passed'), r['notes'][-200:]) for r in json.load(open('benchmarks/results.json')) if r['benchmark'] == 'gpu']"
 }
 
 case "${1:-}" in
@@ -34,14 +45,23 @@ smoke)
     tail -n 4 "$RUNS"/*.log
     ;;
 full)
+    full
+    ;;
+explore)
+    # The fine-tune's neighbour recipes side by side (benchmarks/gpu_explore.py), then the floor's
+    # recipe and the best neighbour, each timed alone with a cold cache.
     echo "$(ls "$DATA" | wc -l) photos"
-    timeout 520 python3 -m benchmarks gpu 2>&1 | tee "$OUT/full.log"
-    collect
-    grep -h "epoch\|saved\|validation" "$RUNS"/gpu-*.log | tail -n 40
-    python3 -c "import json; [print(r['figure'], r['value'], r['unit'], r.get('passed')) for r in json.load(open('benchmarks/results.json')) if r['benchmark'] == 'gpu']"
+    timeout 240 python3 -m benchmarks.gpu_explore "$DATA" /root/gpu-explore 2>&1 | tee "$OUT/explore.log"
+    cp /root/gpu-explore/explore.json "$OUT/"
+    tar -czf "$OUT/explore.tgz" -C /root/gpu-explore --exclude=cache --exclude='*.safetensors' --exclude=checkpoint.pt .
+    best=$(sed -n 's/^best: //p' "$OUT/explore.log")
+    runs="gpu fine-tune lite0"
+    [ -n "$best" ] && [ "$best" != "$runs" ] && runs="$runs,$best"
+    export CATDOG_BENCH_GPU_RUNS="$runs"
+    full
     ;;
 *)
-    echo "usage: gpu_run.sh add DIR | smoke | full" >&2
+    echo "usage: gpu_run.sh add DIR | smoke | full | explore" >&2
     exit 2
     ;;
 esac
