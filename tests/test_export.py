@@ -63,7 +63,7 @@ def test_fp32_file_matches_pytorch_on_real_photos(onnx_model_file: Path, trained
     assert check["fp32_max_gap"] <= 1e-4 and check["n_check"] == 64
 
 
-@pytest.mark.parametrize("pristine_after_blocks", [None, 5])
+@pytest.mark.parametrize("pristine_after_blocks", [None, pytest.param(5, marks=pytest.mark.slow)])  # 5: ~35 s
 def test_int8_keeps_the_gate_and_heads_in_fp32(pristine_after_blocks, samples_dir: Path, tmp_path: Path) -> None:
     """The classifier layers and the gate's softmax and sum are not quantized; the pet score is not biased low.
 
