@@ -13,16 +13,10 @@ in DIR and reused, so ``python -m benchmarks train compare`` trains each recipe 
 
 from __future__ import annotations
 
-import json
-
 from benchmarks.bench_train import RUNS, runs_root, train_recipe
-from benchmarks.common import REPO, Result
+from benchmarks.common import REPO, Result, history
 
 PLOT = REPO / "benchmarks" / "architectures.png"
-
-
-def history(model_dir) -> list[dict]:
-    return [json.loads(line) for line in (model_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 def plot(curves: dict[str, list[dict]], title: str) -> None:

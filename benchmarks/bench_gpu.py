@@ -16,13 +16,12 @@ of this project can take only 64 MiB, so it trains on the compact copy of benchm
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
 
 from benchmarks.bench_train import train_recipe
-from benchmarks.common import Result, need_dev_data, nonpet_pictures, turned_away
+from benchmarks.common import Result, history, need_dev_data, nonpet_pictures, turned_away
 
 LITE0 = "--model tf_efficientnet_lite0 --patience 1000"
 RUNS = [
@@ -84,9 +83,9 @@ def _results(run_, floor: float | None, wall_floor: float | None) -> list[Result
     acc = 100 * metrics["val_accuracy"]
     data = config["data"]
     notes = f"{data['train_images']} training / {data['val_images']} validation photos; cold cache"
-    history = [json.loads(line) for line in (run_.out / "metrics.jsonl").read_text().splitlines()]
+    epochs = history(run_.out)
     startup = run_.wall_seconds - metrics["wall_seconds"]  # process start to the budget's clock, and the save
-    reached = [row for row in history if floor and 100 * row["val_accuracy"] >= floor]
+    reached = [row for row in epochs if floor and 100 * row["val_accuracy"] >= floor]
     results = [
         Result("gpu", f"{run_.name}: val accuracy", round(acc, 2), "%", command,
                f">= {floor} %" if floor else "", passed=(acc >= floor) if floor else None, notes=notes),

@@ -14,14 +14,13 @@ is training throughput (all processes together) of the last epoch, validation no
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import Result, catdog_cmd, need_dev_data
+from benchmarks.common import Result, catdog_cmd, history, need_dev_data
 
 COMMAND = "python -m benchmarks scaling"
 OPTIONS = ["--model", "catnet", "--image-size", "64", "--batch-size", "64", "--patience", "1000"]
@@ -42,8 +41,8 @@ def _train(launcher: list[str], data: Path, out: Path, cache: Path, epochs: int)
     done = subprocess.run([*launcher, *args], capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(launcher)} train failed:\n{done.stderr[-2000:]}")
-    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return {"images_per_s": history[-1]["images_per_s"], "val_accuracy": history[-1]["val_accuracy"]}
+    last = history(out)[-1]
+    return {"images_per_s": last["images_per_s"], "val_accuracy": last["val_accuracy"]}
 
 
 def run(quick: bool) -> list[Result]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import platform
 import resource
@@ -76,6 +77,11 @@ def peak_rss_mib(children: bool = False) -> float:
 
 def catdog_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "catdog", *args]
+
+
+def history(model_dir: Path) -> list[dict]:
+    """A training run's epochs, as its model directory's ``metrics.jsonl`` records them."""
+    return [json.loads(line) for line in (model_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 def need_dev_data() -> Path:

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from benchmarks.bench_gpu import RUNS
-from benchmarks.common import catdog_cmd
+from benchmarks.common import catdog_cmd, history
 
 
 def candidates() -> list[tuple[str, str]]:
@@ -52,12 +52,11 @@ def main(argv: list[str] | None = None) -> int:
         row = {"name": name, "options": options, "exit_code": code}
         if code == 0:
             metrics = json.loads((out / "config.json").read_text())["metrics"]
-            history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
             row.update(
                 val_accuracy=metrics["val_accuracy"],
                 val_loss=metrics["val_loss"],
                 best_epoch=metrics["best_epoch"],
-                epochs=[(r["val_accuracy"], r["val_loss"]) for r in history],
+                epochs=[(r["val_accuracy"], r["val_loss"]) for r in history(out)],
             )
         rows.append(row)
         print(json.dumps(row), flush=True)
