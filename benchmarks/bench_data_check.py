@@ -8,30 +8,14 @@ operating system's file cache is whatever it is. Quick mode checks a 3,000-image
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import Result, catdog_cmd, need_dev_data
+from benchmarks.common import Result, catdog_cmd, need_dev_data, subset
 
 QUICK_IMAGES = 3000
-
-
-def _subset(source: Path, target: Path, count: int) -> Path:
-    """The first ``count`` cats and dogs, hard-linked (copied where links are impossible)."""
-    target.mkdir()
-    names = sorted(p.name for p in source.iterdir())
-    cats = [n for n in names if n.startswith("cat.")][: count // 2]
-    dogs = [n for n in names if n.startswith("dog.")][: count // 2]
-    for name in cats + dogs:
-        try:
-            os.link(source / name, target / name)
-        except OSError:
-            shutil.copyfile(source / name, target / name)
-    return target
 
 
 def _timed_check(folder: Path, cache: Path) -> tuple[float, dict]:
@@ -48,7 +32,7 @@ def _timed_check(folder: Path, cache: Path) -> tuple[float, dict]:
 def run(quick: bool) -> list[Result]:
     dev = need_dev_data()
     with tempfile.TemporaryDirectory(prefix="catdog-bench-check-") as tmp:
-        folder = _subset(dev, Path(tmp) / "subset", QUICK_IMAGES) if quick else dev
+        folder = subset(dev, Path(tmp) / "subset", QUICK_IMAGES // 2) if quick else dev
         cache = Path(tmp) / "cache"
         cold, report = _timed_check(folder, cache)
         warm, _ = _timed_check(folder, cache)

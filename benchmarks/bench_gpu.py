@@ -5,7 +5,7 @@ the run), timed from process start to exit (bench_train.train_recipe):
 - fine-tuning EfficientNet-Lite0 (the whole network): >= 99.0 % validation accuracy in <= 60 s;
 - catnet from scratch: >= 95.0 % in <= 5 minutes.
 On the GPU the pixel cache lives in GPU memory and is augmented there a batch at a time (see
-``train.DeviceBatches`` and ``augment.augment_batch``), in bf16 autocast, channels_last, with
+``train.CachedBatches`` and ``augment.augment_batch``), in bf16 autocast, channels_last, with
 a fused AdamW and no host-device synchronisation inside the step loop.
 
 Without a CUDA GPU there is nothing to measure: the benchmark says so and records nothing.

@@ -1,39 +1,28 @@
 """Data-parallel scaling of `catdog train` on this machine: one process against `torchrun --nproc_per_node 2`.
 
 The issue asks for the torchrun path's scaling on the hardware at hand. Here that is a 2-core CPU, so
-both runs use the same two cores, split as `catdog train` splits them (``train.split_cpu``): one
-process with one compute thread and one loader worker, against two gloo processes that each get one
-core's share (one thread, one worker). The figure is what the data-parallel machinery costs or gains
-(gradient all-reduce, rank 0's budget questions, one loader per process), not what more hardware would add. Same photos
-(an evenly spread subset of the dev data, from the pixel cache the first run fills), catnet at 64 px,
-the same global batch (`--batch-size` is global: 32 per process with two), the same epochs; images/s
-is training throughput (all processes together) of the last epoch, validation not included.
+both runs use the same two cores, shared as `catdog train` shares them (``train.use_cores``): one
+process with two compute threads, against two gloo processes with one thread each. The figure is what
+the data-parallel machinery costs or gains (gradient all-reduce, rank 0's budget questions), not what
+more hardware would add. Same photos (an evenly spread subset of the dev data, from the pixel cache the
+first run fills), catnet at 64 px, the same global batch (`--batch-size` is global: 32 per process with
+two), the same epochs, the same precision (``--precision auto``); images/s is training throughput (all
+processes together) of the last epoch, validation not included.
 
     python -m benchmarks scaling [--quick]
 """
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import Result, catdog_cmd, history, need_dev_data
+from benchmarks.common import Result, catdog_cmd, history, need_dev_data, subset
 
 COMMAND = "python -m benchmarks scaling"
 OPTIONS = ["--model", "catnet", "--image-size", "64", "--batch-size", "64", "--patience", "1000"]
-
-
-def _subset(dev: Path, out: Path, per_class: int) -> Path:
-    out.mkdir(parents=True)
-    for label in ("cat", "dog"):
-        files = sorted(dev.glob(f"{label}.*.jpg"), key=lambda p: int(p.stem.split(".")[1]))
-        step = max(1, len(files) // per_class)
-        for path in files[::step][:per_class]:
-            shutil.copy(path, out / path.name)
-    return out
 
 
 def _train(launcher: list[str], data: Path, out: Path, cache: Path, epochs: int) -> dict:
@@ -52,7 +41,7 @@ def run(quick: bool) -> list[Result]:
     two_processes = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "catdog"]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        data, cache = _subset(dev, root / "data", per_class), root / "cache"
+        data, cache = subset(dev, root / "data", per_class), root / "cache"
         # The first run decodes into the cache before it trains; images/s counts training steps only.
         single = _train(one_process, data, root / "one", cache, epochs)
         double = _train(two_processes, data, root / "two", cache, epochs)

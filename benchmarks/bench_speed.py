@@ -1,26 +1,29 @@
 """From-scratch training speed of ``catnet`` at 128x128: the catdog CPU path vs the same net without it.
 
-Issue 6's CPU floor: training images/s with the decoded-image cache, channels_last and the
-best-measuring thread settings at least 3x those of the same net without them, side by side in
-one run. Both sides run the same training step, built from train.py's own pieces (model,
-optimizer, loss, augmentation, sampler, loader, input conversion), on the same images, with the
-same batch size and number of steps; the first steps (worker start-up, oneDNN's first-call
-set-up) are warm-up and not timed.
+Issue 6's CPU floor: training images/s with the decoded-image cache and the layout, precision
+and thread work at least 3x those of the same net without them, side by side in one run. Both
+sides run the same net, loss, optimizer family, sampler, batch size and number of steps on the
+same images; the first steps (oneDNN's first-call set-up, worker start-up) are warm-up and not
+timed.
 
-- **catdog**: uint8 squares read from the pixel cache (``catdog.data.prepare`` + ``CachedImages``
-  memory map), channels_last model and input, and the split of the cores between intra-op threads
-  and DataLoader workers that ``catdog train`` makes on a CPU (``catdog.train.split_cpu``).
-  The notes add the catdog settings without the cache, and other splits (:data:`THREAD_SETTINGS`).
-- **baseline**: a Dataset that decodes every JPEG each time it is drawn (``catdog.preprocess.to_uint8``,
-  the one decode path), contiguous NCHW, torch's default threads and catdog's default loader
-  (one worker per core, as without any tuning).
+- **catdog**: what ``catdog train`` does on a CPU: batches gathered from the memory-mapped pixel
+  cache in the training process (``train.CachedBatches``), augmented a batch at a time
+  (``augment.augment_batch``: crop, flip and rotation in one ``grid_sample``), channels_last model
+  and input, the precision ``--precision auto`` resolves to (``train.resolve_precision``: bf16
+  autocast on a CPU with AMX, else fp32), fused AdamW, and every core to the step
+  (``train.use_cores``).
+- **baseline**: the textbook PyTorch loop: a Dataset that decodes every JPEG each time it is drawn
+  (``catdog.preprocess.to_uint8``, the one decode path) and augments it with torchvision's
+  transforms (``augment.train_transform``, the same augmentations) in DataLoader workers (one per
+  core), contiguous NCHW, fp32, torch's default threads, the for-each AdamW.
 
+The notes add what each part buys: the catdog path in fp32, and the baseline reading the cache.
 Every configuration runs in its own interpreter (thread pools cannot be reset inside one), one
 after the other, the baseline first and again last, so a change of machine load shows up as a
 difference between the two baseline runs (reported in the notes).
 
     python -m benchmarks speed [--quick]
-    python -m benchmarks.bench_speed --one '{"source": "cache", ...}'   # one configuration, JSON out
+    python -m benchmarks.bench_speed --one '{"path": "catdog", ...}'   # one configuration, JSON out
 """
 
 from __future__ import annotations
@@ -28,32 +31,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import REPO, Result, need_dev_data
+from benchmarks.common import REPO, Result, need_dev_data, subset
 
 IMAGE_SIZE = 128
 BATCH = 64
-# Other splits of the 2 cores, for the notes: (intra-op threads, DataLoader workers, environment).
-# OMP_WAIT_POLICY=PASSIVE stops idle OpenMP threads spinning on a core a worker needs.
-THREAD_SETTINGS = [(2, 1, None), (2, 1, {"OMP_WAIT_POLICY": "PASSIVE"}), (2, 2, None)]
-
-
-def subset(dev: Path, out: Path, per_class: int) -> Path:
-    """The first ``per_class`` cats and dogs, hard-linked (copied where links are impossible)."""
-    out.mkdir(parents=True)
-    for label in ("cat", "dog"):
-        for path in sorted(dev.glob(f"{label}.*.jpg"))[:per_class]:
-            try:
-                os.link(path, out / path.name)
-            except OSError:
-                shutil.copyfile(path, out / path.name)
-    return out
 
 
 def measure(spec: dict) -> dict:
@@ -65,39 +52,42 @@ def measure(spec: dict) -> dict:
     from catdog.data import CachedImages, make_loader, prepare
     from catdog.models import build_model
     from catdog.train import (
+        CachedBatches,
         ResumableSampler,
         TrainConfig,
         TrainImages,
+        autocast,
+        autocast_dtype,
         image_input,
         make_optimizer,
         preprocess_for,
-        split_cpu,
+        use_cores,
     )
 
-    workers = spec["workers"]
-    if spec["threads"] == "catdog":
-        workers = split_cpu(workers)  # what `catdog train` does on a CPU
-    elif spec["threads"]:
-        torch.set_num_threads(spec["threads"])
+    catdog = spec["path"] == "catdog"
     cfg = TrainConfig(data_dir=spec["data"], out="-", model="catnet", image_size=IMAGE_SIZE, batch_size=BATCH)
     cfg = cfg.resolved()
+    cpu = torch.device("cpu")
     torch.manual_seed(0)
     model = build_model("catnet", 2)
     pre = preprocess_for(model, cfg)
     data = prepare(spec["data"], pre, spec["cache"])  # built by run() beforehand: here only the index is read
     indices = list(range(len(data.paths)))
-    if spec["source"] == "cache":
-        images = CachedImages(data, indices)
-    else:
-        images = DecodeEveryTime([str(p) for p in data.paths], data.labels, pre)
-    train_set = TrainImages(images, train_transform(pre))
-    sampler = ResumableSampler(train_set, 1, 0, cfg.seed)
-    loader = make_loader(train_set, BATCH, sampler=sampler, workers=workers)
-    to_input = image_input(pre, torch.device("cpu"), spec["channels_last"])
-    if spec["channels_last"]:
+    images = CachedImages(data, indices)
+    sampler = ResumableSampler(TrainImages(images), 1, 0, cfg.seed)
+    if catdog:
+        use_cores()
+        loader = CachedBatches(images, cpu, BATCH, sampler)
+        to_input = image_input(pre, cpu, channels_last=True, augment=True)
         model = model.to(memory_format=torch.channels_last)
+        dtype = autocast_dtype(TrainConfig(**{**cfg.to_dict(), "precision": spec["precision"]}), cpu)
+    else:
+        source = images if spec.get("source") == "cache" else DecodeEveryTime(data, indices, pre)
+        loader = make_loader(Augmented(source, train_transform(pre)), BATCH, sampler=sampler)  # a worker per core
+        to_input = image_input(pre, cpu, channels_last=False)
+        dtype = None
     model.train()
-    optimizer = make_optimizer(cfg, model)
+    optimizer = make_optimizer(cfg, model, fused=catdog)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
 
     warmup, steps = spec["warmup"], spec["steps"]
@@ -109,27 +99,30 @@ def measure(spec: dict) -> dict:
         images_u8, labels, seeds = next(batches)
         torch.manual_seed(sample_seed(cfg.seed, "step", 0, step, 0))
         x = to_input(images_u8, seeds)
-        loss = criterion(model(x), labels)
+        with autocast(cpu, dtype):
+            loss = criterion(model(x), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         seen += len(labels)
     seconds = time.perf_counter() - start
-    threads = torch.get_num_threads()
     return {
         **spec,
         "images_per_s": seen / seconds,
         "seconds": seconds,
-        "torch_threads": threads,
-        "loader_workers": workers,
+        "torch_threads": torch.get_num_threads(),
+        "loader_workers": 0 if catdog else loader.num_workers,
+        "precision": "bf16" if dtype == torch.bfloat16 else "fp32",
     }
 
 
 class DecodeEveryTime:
     """``(uint8 CHW, label)`` by decoding the JPEG on every access: the data path without a cache."""
 
-    def __init__(self, paths: list[str], labels: list[int], pre) -> None:
-        self.paths, self.labels, self.pre = paths, labels, pre
+    def __init__(self, data, indices: list[int], pre) -> None:
+        self.paths = [str(data.paths[i]) for i in indices]
+        self.labels = [data.labels[i] for i in indices]
+        self.pre = pre
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -143,10 +136,25 @@ class DecodeEveryTime:
         return torch.from_numpy(pixels).permute(2, 0, 1), self.labels[i]
 
 
+class Augmented:
+    """``(augmented uint8 CHW, label, seed)`` for each ``(index, seed)`` of the sampler: per image, in a worker."""
+
+    def __init__(self, images, transform) -> None:
+        self.images, self.transform = images, transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, key: tuple[int, int]):
+        from catdog.augment import seeded
+
+        index, seed = key
+        image, label = self.images[index]
+        return seeded(self.transform, image, seed), label, seed
+
+
 def _setting(r: dict) -> str:
-    env = " ".join(f"{k}={v}" for k, v in (r.get("env") or {}).items())
-    workers = "one per core" if r["loader_workers"] is None else r["loader_workers"]
-    return f"{r['torch_threads']} threads x {workers} workers{' ' + env if env else ''}"
+    return f"{r['torch_threads']} threads, {r['loader_workers']} workers, {r['precision']}"
 
 
 def _run_one(spec: dict) -> dict:
@@ -168,7 +176,7 @@ def run(quick: bool) -> list[Result]:
     from catdog.preprocess import Preprocess
 
     dev = need_dev_data()
-    per_class, warmup, steps = (500, 2, 8) if quick else (1000, 3, 30)
+    per_class, warmup, steps = (500, 3, 10) if quick else (1000, 3, 30)
     with tempfile.TemporaryDirectory(prefix="bench-speed-") as tmp:
         data = subset(dev, Path(tmp) / "subset", per_class)
         cache = Path(tmp) / "cache"
@@ -176,15 +184,13 @@ def run(quick: bool) -> list[Result]:
         prepare(data, Preprocess(image_size=IMAGE_SIZE, crop_pct=0.875, interpolation="bilinear"), cache)
         cache_seconds = time.perf_counter() - tick
         common = {"data": str(data), "cache": str(cache), "warmup": warmup, "steps": steps}
-        baseline_spec = {**common, "source": "decode", "channels_last": False, "threads": None, "workers": None}
-        catdog_spec = {**common, "source": "cache", "channels_last": True, "threads": "catdog", "workers": None}
+        baseline_spec = {**common, "path": "baseline", "source": "decode"}
+        catdog_spec = {**common, "path": "catdog", "precision": "auto"}
         baseline = [_run_one(baseline_spec)]
         catdog = _run_one(catdog_spec)
-        # What each part buys: the catdog settings without the cache; other thread splits.
-        no_cache = _run_one({**catdog_spec, "source": "decode"})
-        # Quick mode (the whole suite in under 10 minutes) leaves out the other thread splits.
-        settings = [] if quick else THREAD_SETTINGS
-        others = [_run_one({**catdog_spec, "threads": t, "workers": w, "env": env}) for t, w, env in settings]
+        # What each part buys: the catdog path in fp32 (without bf16), the baseline reading the cache.
+        catdog_fp32 = _run_one({**catdog_spec, "precision": "fp32"})
+        cached_baseline = _run_one({**baseline_spec, "source": "cache"})
         baseline.append(_run_one(baseline_spec))
 
     base_ips = max(r["images_per_s"] for r in baseline)  # the kinder of the two baseline runs
@@ -192,14 +198,14 @@ def run(quick: bool) -> list[Result]:
     command = "python -m benchmarks speed" + (" --quick" if quick else "")
     setup = f"catnet {IMAGE_SIZE}px, batch {BATCH}, {steps} timed steps after {warmup} warm-up, {2 * per_class} images"
     before_after = ", ".join(f"{r['images_per_s']:.1f}" for r in baseline)
-    tried = ", ".join(f"{_setting(r)} {r['images_per_s']:.1f}" for r in others) or "not run in quick mode"
     return [
-        Result("speed", "catnet training, catdog path (cache, channels_last, threads)",
-               round(catdog["images_per_s"], 1), "images/s", command,
-               notes=f"{setup}; {_setting(catdog)}; other splits: {tried}"),
-        Result("speed", "catnet training, catdog path without the cache (decode every JPEG)",
-               round(no_cache["images_per_s"], 1), "images/s", command, notes=f"{setup}; {_setting(no_cache)}"),
-        Result("speed", "catnet training, baseline (decode every JPEG, NCHW, default threads)",
+        Result("speed", "catnet training, catdog path (cache, batched augmentation, channels_last, precision auto)",
+               round(catdog["images_per_s"], 1), "images/s", command, notes=f"{setup}; {_setting(catdog)}"),
+        Result("speed", "catnet training, catdog path in fp32", round(catdog_fp32["images_per_s"], 1), "images/s",
+               command, notes=f"{setup}; {_setting(catdog_fp32)}"),
+        Result("speed", "catnet training, baseline reading the pixel cache", round(cached_baseline["images_per_s"], 1),
+               "images/s", command, notes=f"{setup}; {_setting(cached_baseline)}"),
+        Result("speed", "catnet training, baseline (decode every JPEG, per-image transforms, NCHW, fp32)",
                round(base_ips, 1), "images/s", command,
                notes=f"{setup}; {_setting(baseline[0])}; runs before/after the others: {before_after}"),
         Result("speed", "catnet training speed-up, catdog path / baseline", round(ratio, 2), "x", command,

@@ -27,8 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.bench_speed import subset
-from benchmarks.common import Result, catdog_cmd, need_dev_data, nonpet_pictures, turned_away
+from benchmarks.common import Result, catdog_cmd, need_dev_data, nonpet_pictures, subset, turned_away
 
 RUNS = [
     # name, catdog train options, full budget (min), quick budget (min), accuracy floor (%)

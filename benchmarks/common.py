@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
@@ -88,6 +89,20 @@ def need_dev_data() -> Path:
     if not DEV_DIR.exists():
         raise SystemExit(f"benchmark data not found at {DEV_DIR}; set CATDOG_TEST_DATA")
     return DEV_DIR
+
+
+def subset(dev: Path, out: Path, per_class: int) -> Path:
+    """``per_class`` cats and dogs spread evenly over the dev data's numbering, hard-linked (copied where
+    links are impossible) into the new folder ``out``."""
+    out.mkdir(parents=True)
+    for label in ("cat", "dog"):
+        files = sorted(dev.glob(f"{label}.*.jpg"), key=lambda p: int(p.stem.split(".")[1]))
+        for path in files[:: max(1, len(files) // per_class)][:per_class]:
+            try:
+                os.link(path, out / path.name)
+            except OSError:
+                shutil.copyfile(path, out / path.name)
+    return out
 
 
 # Pictures with no cat or dog in them, bundled with scikit-image and scikit-learn (no download):

@@ -99,6 +99,7 @@ def test_each_family_learns_and_round_trips(family: str, small_dev: Path, shared
     config = json.loads((out / "config.json").read_text())
     assert config["classes"] == ["cat", "dog"]
     assert config["training"]["model"] == options["model"]
+    assert config["training"]["precision"] in ("fp32", "bf16")  # what ran, not "auto"
     assert config["metrics"] == metrics
     assert min(r["val_loss"] for r in rows) == pytest.approx(metrics["val_loss"], abs=1e-4)
     # Where the time went, in order, on the clock of the epochs' wall_seconds.
@@ -340,24 +341,24 @@ def test_batch_augmentation_draws_per_image_and_flips_half_of_them() -> None:
     assert not torch.allclose(out[5], out[6])
 
 
-def test_device_batches_follow_the_sampler(small_dev: Path, shared_cache: Path) -> None:
+def test_cached_batches_follow_the_sampler(small_dev: Path, shared_cache: Path) -> None:
     from catdog.data import CachedImages, prepare
     from catdog.preprocess import Preprocess
-    from catdog.train import DeviceBatches, ResumableSampler
+    from catdog.train import CachedBatches, ResumableSampler
 
     data = prepare(small_dev, Preprocess(image_size=32, crop_pct=1.0), shared_cache)
     images = CachedImages(data, list(range(len(data.paths))))
     sampler = ResumableSampler(images, world=1, rank=0, seed=3)
     sampler.set_epoch(2)
-    batches = list(DeviceBatches(images, torch.device("cpu"), 16, sampler))
+    batches = list(CachedBatches(images, torch.device("cpu"), 16, sampler))
     assert [len(b[1]) for b in batches] == [16, 16]  # whole batches: the last 8 wait for another epoch
     expected = list(sampler)[:32]
     assert [int(label) for b in batches for label in b[1]] == [images[i][1] for i, _ in expected]
     assert [int(seed) for b in batches for seed in b[2]] == [seed for _, seed in expected]
     first = expected[0][0]
     assert torch.equal(batches[0][0][0], images[first][0])  # the same pixels as the DataLoader path
-    assert len(list(DeviceBatches(images, torch.device("cpu"), 64, sampler))[0][1]) == 40  # unless that is all
-    in_order = list(DeviceBatches(images, torch.device("cpu"), 2, order=[4, 0, 9]))
+    assert len(list(CachedBatches(images, torch.device("cpu"), 64, sampler))[0][1]) == 40  # unless that is all
+    in_order = list(CachedBatches(images, torch.device("cpu"), 2, order=[4, 0, 9]))
     assert torch.equal(in_order[0][0][1], images[0][0])
     # Evaluation batches all have one shape: the last is filled up with rows that evaluate drops.
     assert [len(pixels) for pixels, _ in in_order] == [2, 2]
@@ -367,7 +368,7 @@ def test_device_batches_follow_the_sampler(small_dev: Path, shared_cache: Path) 
 def test_evaluate_drops_the_rows_that_fill_up_a_last_batch(small_dev: Path, shared_cache: Path) -> None:
     from catdog.data import CachedImages, prepare
     from catdog.preprocess import Preprocess
-    from catdog.train import DeviceBatches, DistContext, evaluate, image_input
+    from catdog.train import CachedBatches, DistContext, evaluate, image_input
 
     pre = Preprocess(image_size=32, crop_pct=1.0)
     data = prepare(small_dev, pre, shared_cache)
@@ -375,32 +376,31 @@ def test_evaluate_drops_the_rows_that_fill_up_a_last_batch(small_dev: Path, shar
     model = build_model("catnet", 2, pretrained=False)
     to_input = image_input(pre, torch.device("cpu"), channels_last=False, eval_view=True)
     ctx = DistContext(world=1, rank=0, device=torch.device("cpu"))
-    whole = evaluate(model, DeviceBatches(images, torch.device("cpu"), len(images)), to_input, None, ctx)
-    padded = evaluate(model, DeviceBatches(images, torch.device("cpu"), 7), to_input, None, ctx)
+    whole = evaluate(model, CachedBatches(images, torch.device("cpu"), len(images)), to_input, None, ctx)
+    padded = evaluate(model, CachedBatches(images, torch.device("cpu"), 7), to_input, None, ctx)
     assert len(padded["labels"]) == len(images) and torch.equal(padded["labels"], whole["labels"])
     assert padded["val_accuracy"] == whole["val_accuracy"]
     assert abs(padded["val_loss"] - whole["val_loss"]) < 1e-5
 
 
-def test_the_gpu_path_learns(small_dev: Path, shared_cache: Path, tmp_path: Path, monkeypatch) -> None:
-    """A whole run through DeviceBatches and batch augmentation, on CPU tensors.
+def test_precision_auto_is_bf16_where_it_measured_faster() -> None:
+    """bf16 autocast on GPUs, and for from-scratch nets on CPUs with AMX (read here from /proc/cpuinfo)."""
+    from catdog.train import resolve_precision
 
-    Only the choice of path is switched (it is made by device type); what runs is the GPU path itself.
-    """
-    import catdog.train as training
-
-    used = []
-    monkeypatch.setattr(training, "augments_on_device", lambda device: True)
-    monkeypatch.setattr(training.DeviceBatches, "fits", staticmethod(lambda *args: used.append(args) or True))
-    out = tmp_path / "gpu-path"
-    options = dict(FAMILIES["catnet"], label_smoothing=0.0, patience=100, seed=1)
-    metrics = train(TrainConfig(data_dir=str(small_dev), out=str(out), cache_dir=str(shared_cache), **options))
-    assert used  # the batches came from the device-held cache
-    rows = history(out)
-    assert len(rows) == options["epochs"] and all(r["images_per_s"] > 0 for r in rows)
-    last = [r["train_loss"] for r in rows[-2:]]
-    assert sum(last) / len(last) < rows[0]["train_loss"], rows
-    assert json.loads((out / "config.json").read_text())["metrics"] == metrics
+    flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").exists() else []
+    amx = "amx_bf16" in flags and "amx_tile" in flags
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    for model, freeze, on_cpu in (
+        ("catnet", "none", "bf16" if amx else "fp32"),
+        ("seed-cnn", "none", "bf16" if amx else "fp32"),
+        ("tf_efficientnet_lite0", "none", "fp32"),  # fine-tuning Lite0 gained nothing from bf16 on AMX
+        ("tf_efficientnet_lite0", "backbone", "fp32"),
+    ):
+        cfg = TrainConfig(data_dir="-", out="-", model=model, freeze=freeze)
+        assert resolve_precision(cfg, cpu) == on_cpu, model
+        assert resolve_precision(cfg, gpu) == "bf16"
+        for chosen in ("fp32", "bf16", "fp16"):
+            assert resolve_precision(TrainConfig(data_dir="-", out="-", model=model, precision=chosen), cpu) == chosen
 
 
 # -- the command line: bad arguments and bad datasets ------------------------------------------

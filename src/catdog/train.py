@@ -35,7 +35,7 @@ from rich.console import Console
 from torch import nn
 from torch.utils.data import DistributedSampler, Subset, TensorDataset
 
-from catdog.augment import augment_batch, mix_transform, sample_seed, seeded, train_transform
+from catdog.augment import augment_batch, mix_transform, sample_seed
 from catdog.data import CachedImages, DatasetError, PreparedData, discover, make_loader, prepare
 from catdog.features import (
     FeatureStore,
@@ -90,10 +90,11 @@ class TrainConfig:
     patience: int | None = None  # early stopping: epochs without a better validation loss
     seed: int = 0
     deterministic: bool = False
-    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU), fp32, bf16, fp16
+    precision: str = "auto"  # auto: bf16 where it measured faster (resolve_precision), else fp32; fp32, bf16, fp16
     channels_last: bool = True
     compile: bool = False
-    workers: int | None = None  # DataLoader processes; None: one per core on a GPU, a quarter of them on a CPU
+    workers: int | None = None  # DataLoader processes decoding photos (--test-image-size; a GPU too small for
+    # the pixel cache); None: one per core on a GPU, one on a CPU. Training images need none (CachedBatches)
     cache_dir: str | None = None  # decoded images and features; None: $CATDOG_CACHE_DIR or ~/.cache/catdog
     checkpoint_seconds: float = 60.0  # also at every epoch end; 0 checkpoints after every step
     resume: bool = False
@@ -185,7 +186,8 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
     cfg = cfg.resolved()
     deadline = started + cfg.time_budget * 60 if cfg.time_budget else None
     ctx = setup_distributed()
-    threads = torch.get_num_threads()  # split_cpu may change it; restored at the end
+    cfg = replace(cfg, precision=resolve_precision(cfg, ctx.device))  # the saved config says what ran
+    threads = torch.get_num_threads()  # use_cores may change it; restored at the end
     log = Reporter(console or Console(stderr=True), enabled=ctx.is_main)
     out = Path(cfg.out)
     # Seconds from ``started`` to each milestone: where a short run's time goes (kept in the metrics).
@@ -225,7 +227,7 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
         # 3. Decode every image once into the pixel cache (rank 0 first, the others then find it full).
         #    On one GPU, a copy of the model takes the slow first steps meanwhile (see warm_up).
         cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
-        if augments_on_device(ctx.device) and cfg.family() in ("scratch", "finetune") and ctx.world == 1:
+        if ctx.device.type == "cuda" and cfg.family() in ("scratch", "finetune") and ctx.world == 1:
             with ThreadPoolExecutor(1, thread_name_prefix="catdog-decode") as background:
                 decoding = background.submit(prepare_data, cfg, pre, cache_dir, ctx, log)
                 warm_up(model, pre, cfg, ctx)
@@ -258,14 +260,15 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
             train_input = eval_input = feature_input(device, shape, cfg.channels_last)
             workers = 0  # the features are in memory already
         else:
-            # On a GPU the images are augmented there, a batch at a time; on a CPU, one by one in workers.
+            # The images are augmented where the step runs, a batch at a time (augment.augment_batch).
             trainable = model
-            on_gpu = augments_on_device(device)
-            train_set = TrainImages(CachedImages(data, splits["train"]), None if on_gpu else train_transform(pre))
+            train_set = TrainImages(CachedImages(data, splits["train"]))
             val_set = CachedImages(data, splits["val"])
-            train_input = image_input(pre, device, cfg.channels_last, gpu_augment=on_gpu)
+            train_input = image_input(pre, device, cfg.channels_last, augment=True)
             eval_input = image_input(pre, device, cfg.channels_last, eval_view=True)
-            workers = cfg.workers if on_gpu else split_cpu(cfg.workers)
+            workers = cfg.workers
+            if device.type == "cpu":
+                use_cores()  # no workers beside the step: every core of this process computes
         if cfg.family() in ("finetune", "partial") and gate:
             model.backbone.get_classifier().requires_grad_(False)  # the ImageNet head stays the `neither` gate
         trainable.to(device)
@@ -275,17 +278,17 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
         per_rank_batch = max(1, cfg.batch_size // ctx.world)
         sampler = ResumableSampler(train_set, ctx.world, ctx.rank, cfg.seed)
         val_share = Subset(val_set, range(ctx.rank, len(val_set), ctx.world))
-        if isinstance(train_set, TrainImages) and DeviceBatches.fits(train_set, val_set, device):
-            # The whole pixel cache in GPU memory: no DataLoader, no per-step host-to-device copies.
-            train_loader = DeviceBatches(train_set.images, device, per_rank_batch, sampler)
-            val_loader = DeviceBatches(val_set, device, 2 * per_rank_batch, order=list(val_share.indices))
+        if isinstance(train_set, TrainImages) and CachedBatches.fits(train_set, val_set, device):
+            # Batches straight from the pixel cache (in GPU memory, or the CPU's memory map): no DataLoader.
+            train_loader = CachedBatches(train_set.images, device, per_rank_batch, sampler)
+            val_loader = CachedBatches(val_set, device, 2 * per_rank_batch, order=list(val_share.indices))
         else:
             train_loader = make_loader(train_set, per_rank_batch, sampler=sampler, workers=workers)
             val_loader = make_loader(val_share, 2 * per_rank_batch, workers=workers)
         steps_per_epoch = len(train_loader)
 
         # 5. Optimizer, schedule, loss, precision.
-        optimizer = make_optimizer(cfg, model, trainable, fused=device.type == "cuda")
+        optimizer = make_optimizer(cfg, model, trainable, fused=True)
         schedule = Schedule(cfg.schedule, cfg.epochs * steps_per_epoch, int(cfg.warmup_epochs * steps_per_epoch))
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
@@ -492,7 +495,7 @@ def evaluate(model, loader, to_input, dtype, ctx) -> dict:
     logits = torch.cat(all_logits).cpu() if all_logits else torch.zeros(0, 1)
     labels = torch.cat(all_labels).cpu() if all_labels else torch.zeros(0, dtype=torch.long)
     pets = torch.cat(all_pets).cpu() if all_pets else torch.zeros(0)
-    real = labels != PADDING  # rows that only fill up a last batch (DeviceBatches)
+    real = labels != PADDING  # rows that only fill up a last batch (CachedBatches)
     logits, labels, pets = logits[real], labels[real], pets[real] if len(pets) else pets
     sums = torch.tensor(
         [F.cross_entropy(logits, labels, reduction="sum").item() if len(labels) else 0.0,
@@ -643,11 +646,10 @@ def prepare_data(cfg: TrainConfig, pre: Preprocess, cache_dir: Path, ctx, log) -
 
 
 class TrainImages(torch.utils.data.Dataset):
-    """Training images ``(uint8 CHW, label, seed)``, augmented with the seed the sampler gives each one."""
+    """Training images ``(uint8 CHW, label, seed)``: each with the augmentation seed the sampler gives it."""
 
-    def __init__(self, images: CachedImages, transform=None) -> None:
+    def __init__(self, images: CachedImages) -> None:
         self.images = images
-        self.transform = transform
 
     def __len__(self) -> int:
         return len(self.images)
@@ -655,33 +657,35 @@ class TrainImages(torch.utils.data.Dataset):
     def __getitem__(self, key: tuple[int, int]):
         index, seed = key
         image, label = self.images[index]
-        if self.transform is not None:
-            image = seeded(self.transform, image, seed)
         return image, label, seed
 
 
-class DeviceBatches:
-    """Batches of cached uint8 squares held in GPU memory: the GPU path's DataLoader.
+class CachedBatches:
+    """Batches of cached uint8 squares, straight from the pixel cache: the image path's DataLoader.
 
-    Training batches follow ``sampler`` (whole batches: the few images of a last partial one wait
-    for the next epoch's shuffle) and carry each image's augmentation seed; evaluation batches
-    follow ``order``. Indexing a tensor that is already on the device is all a step
-    needs: no worker processes, no pinned copies, no waiting on the host.
+    On a GPU the split's squares are copied into its memory once; on a CPU each batch is gathered
+    from the cache's memory map (64 squares at 128 px: about 4 MB, a millisecond), in the process
+    that trains, so no worker process competes with the step for the cores. Training batches
+    follow ``sampler`` (whole batches: the few images of a last partial one wait for the next
+    epoch's shuffle) and carry each image's augmentation seed; evaluation batches follow ``order``.
     """
 
     def __init__(self, images: CachedImages, device: torch.device, batch_size: int, sampler=None, *, order=None):
-        rows = np.asarray(images.rows)
-        # NHWC in memory, NCHW in shape: the channels_last layout the convolutions read.
-        self.pixels = torch.from_numpy(np.ascontiguousarray(images.pixels()[rows])).to(device).permute(0, 3, 1, 2)
+        self.rows = np.asarray(images.rows, dtype=np.int64)
+        self.on_gpu = device.type == "cuda"
+        if self.on_gpu:
+            self.pixels = torch.from_numpy(np.ascontiguousarray(images.pixels()[self.rows])).to(device)
+        else:
+            self.pixels = images.pixels()  # the memory map: (rows, side, side, 3)
         self.labels = torch.tensor(images.labels, device=device)
         self.batch_size, self.sampler = batch_size, sampler
-        self.order = list(range(len(rows))) if order is None else order
+        self.order = list(range(len(self.rows))) if order is None else order
 
     @staticmethod
     def fits(train: TrainImages, val: CachedImages, device: torch.device) -> bool:
-        """Whether both splits take under half of the GPU's free memory (the rest is for training)."""
+        """On a GPU: whether both splits take under half of its free memory (the rest is for training)."""
         if device.type != "cuda":
-            return False  # on a CPU, workers overlap reading and augmenting with the step
+            return True  # a memory map: the page cache holds what fits, the disk the rest
         size = (len(train) + len(val)) * val.side * val.side * 3
         return size < 0.5 * torch.cuda.mem_get_info(device)[0]
 
@@ -695,25 +699,33 @@ class DeviceBatches:
         whole = available - available % self.batch_size
         return whole or available
 
+    def _squares(self, index: torch.Tensor) -> torch.Tensor:
+        """``(N, 3, S, S)`` uint8, NHWC in memory: the channels_last layout the convolutions read."""
+        if self.on_gpu:
+            return self.pixels[index].permute(0, 3, 1, 2)
+        return torch.from_numpy(self.pixels[self.rows[index.numpy()]]).permute(0, 3, 1, 2)
+
     def __iter__(self):
+        device = self.labels.device
         if self.sampler is None:
-            order = torch.tensor(self.order, dtype=torch.long, device=self.pixels.device)
+            order = torch.tensor(self.order, dtype=torch.long, device=device)
             labels = self.labels[order]
             short = -len(order) % self.batch_size
             if short:
                 # The last batch is filled up to the others' size with rows labelled PADDING (evaluate
-                # drops them): one batch shape for cuDNN to plan, not two (seconds, the first time).
+                # drops them): one batch shape for cuDNN to plan, not two (seconds, the first time on a GPU).
                 order = torch.cat([order, order[-1:].expand(short)])
                 labels = torch.cat([labels, labels.new_full((short,), PADDING)])
             for start in range(0, len(order), self.batch_size):
-                yield self.pixels[order[start : start + self.batch_size]], labels[start : start + self.batch_size]
+                batch = slice(start, start + self.batch_size)
+                yield self._squares(order[batch]), labels[batch]
             return
         pairs = list(self.sampler)[: self._training_images(len(self.sampler))]
-        order = torch.tensor([i for i, _ in pairs], dtype=torch.long).to(self.pixels.device)
+        order = torch.tensor([i for i, _ in pairs], dtype=torch.long, device=device)
         seeds = np.array([s for _, s in pairs], dtype=np.uint64)
         for start in range(0, len(pairs), self.batch_size):
             index = order[start : start + self.batch_size]
-            yield self.pixels[index], self.labels[index], seeds[start : start + self.batch_size]
+            yield self._squares(index), self.labels[index], seeds[start : start + self.batch_size]
 
 
 class TrainFeatures(torch.utils.data.Dataset):
@@ -749,21 +761,16 @@ class ResumableSampler(DistributedSampler):
         return self.num_samples - self.start
 
 
-def split_cpu(workers: int | None) -> int:
-    """Share this process's CPU cores between DataLoader workers and the training step's threads.
+def use_cores() -> None:
+    """Give every core of this process's share of the machine to the training step's threads.
 
-    Workers on the cores of the step's OpenMP threads stall every parallel region of the step:
-    for catnet at 128 px on a shared, busy 2-core machine, 2 threads + 2 workers trained at 12-25
-    images/s, 1 + 1 at 28-44 (benchmarks/bench_speed.py; in a quiet moment 2 + 2 did 51, 1 + 1 44).
-    Decoding and augmenting are about a fifth of the CPU work of a from-scratch step, so a quarter
-    of the cores (at least one) load data and the rest compute.
-    Returns the number of workers; sets torch's intra-op threads.
+    The image path needs no DataLoader workers on a CPU (CachedBatches, augment_batch), and
+    torchrun starts each process with one thread (OMP_NUM_THREADS=1), so a rank takes its
+    share of the cores here. Workers beside the step used to cost more than they gave: on
+    2 cores, 2 threads + 2 workers trained catnet at 12-25 images/s when the machine was busy.
     """
-    cores = max(1, len(os.sched_getaffinity(0)) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    if workers is None:
-        workers = max(1, cores // 4)
-    torch.set_num_threads(max(1, cores - workers))
-    return workers
+    cores = len(os.sched_getaffinity(0)) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    torch.set_num_threads(max(1, cores))
 
 
 def warm_up(model: nn.Module, pre: Preprocess, cfg: TrainConfig, ctx) -> None:
@@ -788,18 +795,13 @@ def warm_up(model: nn.Module, pre: Preprocess, cfg: TrainConfig, ctx) -> None:
         torch.cuda.synchronize(device)
 
 
-def augments_on_device(device: torch.device) -> bool:
-    """Whether training images are augmented on ``device`` in batches (a GPU) or one by one in workers (a CPU)."""
-    return device.type == "cuda"
-
-
-def image_input(pre: Preprocess, device, channels_last: bool, *, gpu_augment: bool = False, eval_view: bool = False):
-    """uint8 batch → normalised float input on ``device`` (augmented there first on a GPU, see augment_batch)."""
+def image_input(pre: Preprocess, device, channels_last: bool, *, augment: bool = False, eval_view: bool = False):
+    """uint8 batch → normalised float input on ``device`` (augmented there first: see augment_batch)."""
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     def run(images: torch.Tensor, seeds) -> torch.Tensor:
         images = images.to(device, non_blocking=True)
-        if gpu_augment:
+        if augment:
             images = augment_batch(images, np.asarray(seeds, dtype=np.uint64), pre.image_size)
         return normalize(images, pre, crop=eval_view).contiguous(memory_format=memory_format)
 
@@ -868,7 +870,7 @@ def make_optimizer(
     """AdamW/Adam; no weight decay on biases and norms; lower rates for earlier layers when fine-tuning.
 
     ``trainable``: the part of ``model`` that trains, when not all of it (a head, or the stages after a frozen part).
-    ``fused``: one kernel for the whole update (parameters on a GPU).
+    ``fused``: one kernel for the whole update (on a GPU or a CPU; a benchmark baseline leaves it off).
     """
     from timm.optim import param_groups_layer_decay, param_groups_weight_decay
 
@@ -939,11 +941,31 @@ class Schedule:
         return warmup * (1 + math.cos(math.pi * progress)) / 2
 
 
+def resolve_precision(cfg: TrainConfig, device: torch.device) -> str:
+    """``--precision auto``: bf16 autocast where it measured faster than fp32, else fp32.
+
+    On GPUs, bf16. On a CPU with AMX (Intel Xeon since Sapphire Rapids), oneDNN runs bf16
+    convolutions on its matrix unit, and training from scratch took half the time on 2 cores
+    (catnet at 128 px: 338 against 167 images/s; seed-cnn 292 against 153), while fine-tuning
+    EfficientNet-Lite0, whose depthwise convolutions and norms are bound by memory, gained nothing
+    (19.3 against 19.8). On CPUs without it (AVX2 AMD EPYC), bf16 was about 10x slower than fp32.
+    """
+    if cfg.precision != "auto":
+        return cfg.precision
+    if device.type == "cuda":
+        return "bf16"
+    return "bf16" if cfg.family() == "scratch" and cpu_has_amx() else "fp32"
+
+
+def cpu_has_amx() -> bool:
+    """Whether this CPU has Intel's AMX tile unit (torch asks cpuinfo; the function is private, hence the guard)."""
+    check = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(check and check())
+
+
 def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
     """The low-precision dtype of autocast, or None for plain fp32."""
-    if cfg.precision == "auto":
-        return torch.bfloat16 if device.type == "cuda" else None  # on CPU bf16 autocast is slower than fp32
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(resolve_precision(cfg, device))
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):
