@@ -90,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
                 r["notes"] = (r.get("notes", "") + " quick mode").strip()
             print(f"   {r['figure']}: {r['value']:.4g} {r['unit']}  {r.get('floor', '')}", flush=True)
         print(f"   ({time.perf_counter() - start:.0f} s)", flush=True)
+        if not results:  # nothing to measure here (the GPU benchmark on a CPU): its earlier rows stay
+            continue
         if not args.no_save:
             keep = [r for r in rows if r["benchmark"] != name]
             rows = keep + results
