@@ -112,6 +112,7 @@ def test_each_family_learns_and_round_trips(family: str, small_dev: Path, shared
     assert config["data"]["train_images"] + config["data"]["val_images"] == 40
     assert len(config["data"]["fingerprint"]) == 32
     assert config["temperature"] > 0
+    assert 100 < metrics["peak_rss_mib"] < 8192  # MiB: torch alone is over 100; a few dozen photos stay far below 8 GiB
     assert "torch" in config["versions"]
     if family in ("finetune", "frozen", "partial"):
         assert config["gate"]["threshold"] > 0  # a cat/dog model keeps the ImageNet `neither` gate

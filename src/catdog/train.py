@@ -556,6 +556,7 @@ def final_metrics(state: RunState, wall_seconds: float) -> dict:
         "epochs_run": len(state.history),
         "train_images_per_s": state.history[-1]["images_per_s"] if state.history else 0.0,
         "wall_seconds": round(wall_seconds, 1),
+        "peak_rss_mib": peak_rss_mib(),
     }
     if state.train_size_metrics:  # validated again at --test-image-size: the training size's figures too
         metrics.update({f"{k}_at_train_size": round(v, 5) for k, v in state.train_size_metrics.items()})
@@ -1284,6 +1285,19 @@ def plot_curves(history: list[dict], path: Path) -> None:
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     plt.close(fig)
+
+
+def peak_rss_mib() -> int | None:
+    """This process's peak resident memory in MiB (Linux's VmHWM; None where /proc is absent).
+
+    Not ``getrusage``'s ``ru_maxrss``: Linux carries that over from the parent through fork and
+    exec, so a run started by a large process reported the parent's peak as its own.
+    """
+    with suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024)
+    return None
 
 
 def package_versions() -> dict:
