@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from catdog.errors import CatdogError
 from catdog.models.pretrained import ModelError
 from catdog.predict import Predictor, torch_model_fn
 from catdog.preprocess import Preprocess, center_crop, normalize, stack_uint8, to_uint8
@@ -101,7 +102,7 @@ def explain(
     """Grad-CAM of ``image`` (bytes or a path) for the model's answer, or for ``class_name``."""
     module, predictor = _torch_model(source)
     if class_name is not None and class_name not in predictor.classes:
-        raise ValueError(f"class '{class_name}' is not one of the model's classes ({', '.join(predictor.classes)}).")
+        raise CatdogError(f"class '{class_name}' is not one of the model's classes ({', '.join(predictor.classes)}).")
     square = to_uint8(image, predictor.pre, max_pixels=predictor.max_pixels)
     uint8 = torch.from_numpy(stack_uint8([square]))
     batch = normalize(uint8, predictor.pre)

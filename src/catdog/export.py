@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from catdog.data.layout import DatasetError, discover
-from catdog.errors import ModelError
+from catdog.errors import CatdogError, ModelError
 from catdog.fsutil import atomic_write
 from catdog.images import ImageError
 from catdog.models.builtin import GatedClassifier
@@ -115,7 +115,7 @@ def max_gap(module: nn.Module, sess, batch: np.ndarray) -> float:
     return gap
 
 
-class ExportError(ValueError):
+class ExportError(CatdogError):
     """An export that failed its parity check; ``str(err)`` says by how much."""
 
 

@@ -33,6 +33,7 @@ from torch import nn
 
 from catdog.augment import sample_seed, view_transform
 from catdog.data import PreparedData
+from catdog.errors import CatdogError
 from catdog.fsutil import atomic_write, atomic_write_text, file_lock
 from catdog.preprocess import Preprocess, normalize
 
@@ -66,12 +67,12 @@ def split_backbone(
     from timm.models.efficientnet import EfficientNet
 
     if not isinstance(backbone, EfficientNet):
-        raise ValueError(
+        raise CatdogError(
             f"--freeze stages:N needs an EfficientNet-family backbone (efficientnet, tf_efficientnet_lite, "
             f"mobilenetv2); {type(backbone).__name__} is not one: use --freeze backbone or --freeze none."
         )
     if not 1 <= stages < len(backbone.blocks):
-        raise ValueError(f"--freeze stages:N takes N from 1 to {len(backbone.blocks) - 1} for this backbone.")
+        raise CatdogError(f"--freeze stages:N takes N from 1 to {len(backbone.blocks) - 1} for this backbone.")
     trunk = nn.Sequential(backbone.conv_stem, backbone.bn1, *backbone.blocks[:stages], nn.Flatten())
     layers = nn.Sequential(*backbone.blocks[stages:], backbone.conv_head, backbone.bn2, backbone.global_pool)
     if head is None:

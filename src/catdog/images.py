@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from catdog.errors import CatdogError
+
 try:  # HEIC/HEIF photos from phones; optional so that a missing wheel never breaks decode.
     import pillow_heif
 
@@ -86,7 +88,7 @@ EXTENSIONS_BY_FORMAT = {
 }
 
 
-class ImageError(ValueError):
+class ImageError(CatdogError):
     """An input that cannot be used as an image; ``str(err)`` is one clear sentence."""
 
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 import catdog
-from catdog.errors import ModelError
+from catdog.errors import CatdogError, ModelError
 
 if TYPE_CHECKING:
     from torch import nn
@@ -177,12 +177,12 @@ def load_model_fn(
     this process's cores).
     """
     if backend not in ("auto", "onnx", "torch"):
-        raise ValueError(f"backend '{backend}' must be auto, onnx or torch.")
+        raise CatdogError(f"backend '{backend}' must be auto, onnx or torch.")
     if model is not None and Path(model).suffix.lower() == ".onnx" and not Path(model).is_dir():
         if not Path(model).is_file():
             raise ModelError(f"ONNX file '{model}' does not exist.")
         if backend == "torch":
-            raise ValueError("an .onnx file runs only with the onnx backend.")
+            raise CatdogError("an .onnx file runs only with the onnx backend.")
         sess = session(model, threads)
         return onnx_model_fn(sess), read_config(sess), str(model), "onnx"
     name, key_files, load = _torch_source(model)

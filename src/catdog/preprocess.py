@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
+from catdog.errors import CatdogError
 from catdog.images import DEFAULT_MAX_PIXELS, decode
 
 _INTERPOLATIONS = {
@@ -54,11 +55,11 @@ class Preprocess:
 
     def __post_init__(self) -> None:
         if self.image_size < 8:
-            raise ValueError(f"image size {self.image_size} is too small; use at least 8 pixels.")
+            raise CatdogError(f"image size {self.image_size} is too small; use at least 8 pixels.")
         if not 0.1 <= self.crop_pct <= 1.0:
-            raise ValueError(f"crop_pct {self.crop_pct} must be between 0.1 and 1.0.")
+            raise CatdogError(f"crop_pct {self.crop_pct} must be between 0.1 and 1.0.")
         if self.interpolation not in _INTERPOLATIONS:
-            raise ValueError(f"interpolation '{self.interpolation}' must be one of {sorted(_INTERPOLATIONS)}.")
+            raise CatdogError(f"interpolation '{self.interpolation}' must be one of {sorted(_INTERPOLATIONS)}.")
 
     @property
     def resize_size(self) -> int:

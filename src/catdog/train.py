@@ -37,6 +37,7 @@ from torch.utils.data import DistributedSampler, Subset, TensorDataset
 
 from catdog.augment import augment_batch, mix_transform, sample_seed
 from catdog.data import CachedImages, DatasetError, PreparedData, discover, make_loader, prepare
+from catdog.errors import CatdogError
 from catdog.features import (
     FeatureStore,
     PooledFeatures,
@@ -115,20 +116,22 @@ class TrainConfig:
         """A copy with every ``None`` replaced by the default of this family; validates the choices."""
         kind, _, count = self.freeze.partition(":")
         if self.freeze not in ("none", "backbone") and not (kind == "stages" and count.isdigit() and int(count) > 0):
-            raise ValueError(f"--freeze must be 'none', 'backbone' or 'stages:N' (N >= 1), not '{self.freeze}'.")
+            raise CatdogError(f"--freeze must be 'none', 'backbone' or 'stages:N' (N >= 1), not '{self.freeze}'.")
         if self.freeze != "none" and self.model in SCRATCH_MODELS:
-            raise ValueError(f"--freeze {self.freeze} needs a pretrained backbone; '{self.model}' trains from scratch.")
+            raise CatdogError(
+                f"--freeze {self.freeze} needs a pretrained backbone; '{self.model}' trains from scratch."
+            )
         if self.time_budget is not None and self.time_budget <= 0:
-            raise ValueError("--time-budget must be a positive number of minutes.")
+            raise CatdogError("--time-budget must be a positive number of minutes.")
         smallest = getattr(SCRATCH_MODELS.get(self.model), "MIN_SIZE", 8)
         if self.image_size is not None and self.image_size < smallest:
-            raise ValueError(f"--image-size must be at least {smallest} for {self.model}, not {self.image_size}.")
+            raise CatdogError(f"--image-size must be at least {smallest} for {self.model}, not {self.image_size}.")
         if self.test_image_size is not None and self.test_image_size < smallest:
-            raise ValueError(
+            raise CatdogError(
                 f"--test-image-size must be at least {smallest} for {self.model}, not {self.test_image_size}."
             )
         if self.test_image_size is not None and self.model == "seed-cnn":
-            raise ValueError("seed-cnn's dense layer fixes its input side: it cannot take --test-image-size.")
+            raise CatdogError("seed-cnn's dense layer fixes its input side: it cannot take --test-image-size.")
         defaults = {**FAMILY_DEFAULTS[self.family()], **MODEL_DEFAULTS.get(self.model, {})}
         if self.time_budget is not None:
             defaults["epochs"] = 10_000  # the budget decides
@@ -142,7 +145,7 @@ class TrainConfig:
             ("precision", ("auto", "fp32", "bf16", "fp16")),
         ):
             if values[name] not in allowed:
-                raise ValueError(f"--{name} must be one of {', '.join(allowed)}, not '{values[name]}'.")
+                raise CatdogError(f"--{name} must be one of {', '.join(allowed)}, not '{values[name]}'.")
         return TrainConfig(**values)
 
     def to_dict(self) -> dict:
@@ -846,10 +849,10 @@ def cached_features(cfg, data, splits, pre, extractor, cache_dir, ctx, deadline,
     barrier(ctx)
     store.reload()
     if any(f"{data.hashes[i]}:0" not in store.rows for i, _ in val_jobs):
-        raise ValueError("The time budget ran out before the validation features were computed; raise --time-budget.")
+        raise CatdogError("The time budget ran out before the validation features were computed; raise --time-budget.")
     done = [(i, v) for i, v in train_jobs if f"{data.hashes[i]}:{v}" in store.rows]
     if not done:
-        raise ValueError("The time budget ran out before any training features were computed; raise --time-budget.")
+        raise CatdogError("The time budget ran out before any training features were computed; raise --time-budget.")
     if len(done) < len(train_jobs):
         log.info(f"time budget: training on {len(done)} of {len(train_jobs)} feature vectors")
 
@@ -1069,12 +1072,12 @@ class RunState:
 def check_out_dir(out: Path, cfg: TrainConfig) -> None:
     if cfg.resume:
         if not (out / CHECKPOINT).exists():
-            raise ValueError(f"'{out}' holds no unfinished run to resume (no {CHECKPOINT}).")
+            raise CatdogError(f"'{out}' holds no unfinished run to resume (no {CHECKPOINT}).")
         return
     if (out / CHECKPOINT).exists():
-        raise ValueError(f"'{out}' holds an unfinished run; pass --resume to continue it, or choose another --out.")
+        raise CatdogError(f"'{out}' holds an unfinished run; pass --resume to continue it, or choose another --out.")
     if (out / "model.safetensors").exists() and not cfg.overwrite:
-        raise ValueError(f"'{out}' already holds a model; choose another --out or pass --overwrite.")
+        raise CatdogError(f"'{out}' already holds a model; choose another --out or pass --overwrite.")
 
 
 def save_checkpoint(out, cfg, state, trainable, optimizer, scheduler, scaler) -> None:
@@ -1107,7 +1110,7 @@ def load_checkpoint(out, cfg, trainable, optimizer, scheduler, scaler) -> RunSta
     changed = [k for k in RESUME_KEYS if saved.get(k) != getattr(cfg, k)]
     if changed:
         options = ", ".join(f"--{k.replace('_', '-')} {saved.get(k)}" for k in changed)
-        raise ValueError(f"The run in '{out}' was started with {options}; resume it with the same options.")
+        raise CatdogError(f"The run in '{out}' was started with {options}; resume it with the same options.")
     trainable.load_state_dict(checkpoint["model"])
     optimizer.load_state_dict(checkpoint["optimizer"])
     scheduler.load_state_dict(checkpoint["scheduler"])

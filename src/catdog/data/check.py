@@ -35,6 +35,7 @@ import numpy as np
 
 from catdog.data.hashing import HashIndex, content_hash
 from catdog.data.layout import discover
+from catdog.errors import CatdogError
 from catdog.fsutil import atomic_write_text, default_cache_dir
 from catdog.images import DEFAULT_MAX_BYTES, ImageError, decode, extension_matches, read_info, sniff_format
 
@@ -345,11 +346,11 @@ def check_quarantine_folder(root: str | os.PathLike, dest: str | os.PathLike) ->
     """Refuse a quarantine folder inside the dataset (its files would be scanned as a class)."""
     root_abs, dest_abs = Path(root).resolve(), Path(dest).resolve()
     if dest_abs == root_abs or root_abs in dest_abs.parents:
-        raise ValueError(f"The quarantine folder '{dest}' is inside the dataset '{root}'; choose one outside it.")
+        raise CatdogError(f"The quarantine folder '{dest}' is inside the dataset '{root}'; choose one outside it.")
     if dest_abs in root_abs.parents:
-        raise ValueError(f"The quarantine folder '{dest}' contains the dataset '{root}'; choose another folder.")
+        raise CatdogError(f"The quarantine folder '{dest}' contains the dataset '{root}'; choose another folder.")
     if Path(dest).exists() and not Path(dest).is_dir():
-        raise ValueError(f"The quarantine folder '{dest}' is a file; give a folder.")
+        raise CatdogError(f"The quarantine folder '{dest}' is a file; give a folder.")
 
 
 def quarantine(root: str | os.PathLike, moves: list[Move], dest: str | os.PathLike) -> list[dict]:

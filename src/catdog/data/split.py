@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from catdog.errors import CatdogError
+
 
 def hash_fraction(digest: str, salt: str = "") -> float:
     """A uniform number in [0, 1) derived from a content hash."""
@@ -35,7 +37,7 @@ def split_indices(
     lowest-fraction image to val.
     """
     if not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
-        raise ValueError("val and test fractions must be in [0, 1) and sum to less than 1.")
+        raise CatdogError("val and test fractions must be in [0, 1) and sum to less than 1.")
     out: dict[str, list[int]] = {"train": [], "val": [], "test": []}
     fractions = [hash_fraction(h, salt) for h in hashes]
     by_class: dict[int, list[int]] = defaultdict(list)

@@ -1,0 +1,67 @@
+"""The command line's two kinds of failure: a bad input (status 2) and catdog's own bug (status 70).
+
+Both are one sentence on stderr, never a traceback; only catdog's own error types (and the
+operating system's) count as bad input, so a library's ValueError deep inside a command is
+reported as the bug it is, not dressed up as the user's mistake.
+"""
+
+from __future__ import annotations
+
+import pytest
+import typer
+
+from catdog import cli
+from catdog.errors import DatasetError
+from catdog.images import ImageError
+
+
+def _exit(func, capsys) -> tuple[int, list[str]]:
+    with pytest.raises(typer.Exit) as exited:
+        cli.user_errors(func)()
+    lines = capsys.readouterr().err.strip().splitlines()
+    return exited.value.exit_code, lines
+
+
+def _raises(err: BaseException):
+    def command():
+        raise err
+
+    return command
+
+
+@pytest.mark.parametrize(
+    "err",
+    [DatasetError("'x' has no images."), ImageError("'a.jpg' is not an image."), FileNotFoundError(2, "No such file")],
+)
+def test_a_bad_input_is_one_sentence_and_status_2(err: BaseException, capsys) -> None:
+    code, lines = _exit(_raises(err), capsys)
+    assert code == 2
+    assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in lines[0]
+
+
+@pytest.mark.parametrize("err", [ValueError("operands could not be broadcast"), KeyError("rows"), RuntimeError("x\ny")])
+def test_anything_else_is_reported_as_catdogs_bug_with_status_70(err: BaseException, capsys) -> None:
+    code, lines = _exit(_raises(err), capsys)
+    assert code == cli.INTERNAL_ERROR == 70
+    assert len(lines) == 1, lines  # a multi-line message is cut to its first line
+    assert f"unexpected {type(err).__name__}" in lines[0] and "--debug" in lines[0]
+
+
+def test_running_out_of_memory_is_the_input_s_size_not_a_bug(capsys) -> None:
+    err = RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: 99 GB")
+    code, lines = _exit(_raises(err), capsys)
+    assert code == 2 and "--batch-size" in lines[0]
+
+
+def test_debug_shows_the_traceback_instead(monkeypatch) -> None:
+    monkeypatch.setitem(cli.DEBUG, "on", True)
+    with pytest.raises(RuntimeError, match="boom"):
+        cli.user_errors(_raises(RuntimeError("boom")))()
+    with pytest.raises(DatasetError):
+        cli.user_errors(_raises(DatasetError("no images")))()
+
+
+def test_typer_s_own_exits_pass_through() -> None:
+    with pytest.raises(typer.Exit) as exited:
+        cli.user_errors(_raises(typer.Exit(1)))()
+    assert exited.value.exit_code == 1  # data check's "problems found", not turned into an error
