@@ -36,15 +36,23 @@ RUNS = [
     ),
     # Not run unless named: the fine-tune's neighbours (benchmarks/gpu_explore.py tries them side by
     # side), a longer budget, and quick checks that the GPU path runs at all (seconds of training).
-    # The neighbours keep the family's layer decay, 0.7 (each block learns at 0.7 times the next one's
-    # rate), but for the one that tries it: the first side-by-side trial, 2026-11-26, found 0.85 best.
+    # The first side-by-side trial (2026-11-26, around layer decay 0.7) found 0.85 best; the recipe then
+    # scored 99.02, 98.93 and 98.84 % with seeds 0, 1 and 2, on the floor rather than above it. These
+    # neighbours of it try what should lift its mean: validating at a larger side (FixRes: 22 errors at
+    # 224 px became 20 at 288 for the 45-minute CPU fine-tune), training smaller and testing at 224
+    # (more epochs in the budget), a flatter layer decay and a higher rate; the two seeds measure the spread.
+    ("gpu fine-tune lite0 seed 1", f"{LITE0} --batch-size 128 --lr 1e-3 --layer-decay 0.85 --seed 1", 0.85, 99.0, 60),
+    ("gpu fine-tune lite0 seed 2", f"{LITE0} --batch-size 128 --lr 1e-3 --layer-decay 0.85 --seed 2", 0.85, 99.0, 60),
+    ("gpu fine-tune lite0 test 256",
+     f"{LITE0} --batch-size 128 --lr 1e-3 --layer-decay 0.85 --test-image-size 256", 0.85, 99.0, 60),
+    ("gpu fine-tune lite0 test 288",
+     f"{LITE0} --batch-size 128 --lr 1e-3 --layer-decay 0.85 --test-image-size 288", 0.85, 99.0, 60),
+    ("gpu fine-tune lite0 train 192 test 224",
+     f"{LITE0} --batch-size 128 --lr 1e-3 --layer-decay 0.85 --image-size 192 --test-image-size 224", 0.85, 99.0, 60),
+    ("gpu fine-tune lite0 layer decay 0.9", f"{LITE0} --batch-size 128 --lr 1e-3 --layer-decay 0.9", 0.85, 99.0, 60),
+    ("gpu fine-tune lite0 lr 2e-3", f"{LITE0} --batch-size 128 --lr 2e-3 --layer-decay 0.85", 0.85, 99.0, 60),
+    # The family's default layer decay, for the README's comparison.
     ("gpu fine-tune lite0 layer decay 0.7", f"{LITE0} --batch-size 128 --lr 1e-3 --layer-decay 0.7", 0.85, 99.0, 60),
-    ("gpu fine-tune lite0 lr 5e-4", f"{LITE0} --batch-size 128 --lr 5e-4", 0.85, 99.0, 60),
-    ("gpu fine-tune lite0 lr 2e-3", f"{LITE0} --batch-size 128 --lr 2e-3", 0.85, 99.0, 60),
-    ("gpu fine-tune lite0 layer decay 0.5", f"{LITE0} --batch-size 128 --lr 1e-3 --layer-decay 0.5", 0.85, 99.0, 60),
-    ("gpu fine-tune lite0 no smoothing", f"{LITE0} --batch-size 128 --lr 1e-3 --label-smoothing 0", 0.85, 99.0, 60),
-    ("gpu fine-tune lite0 batch 64", f"{LITE0} --batch-size 64 --lr 5e-4", 0.85, 99.0, 60),
-    ("gpu fine-tune lite0 batch 256", f"{LITE0} --batch-size 256 --lr 2e-3", 0.85, 99.0, 60),
     ("gpu fine-tune lite0 1.5 min", f"{LITE0} --batch-size 128 --lr 1e-3 --layer-decay 0.85", 1.5, None, None),
     ("gpu smoke lite0", "--model tf_efficientnet_lite0 --batch-size 128", 0.4, None, None),
     ("gpu smoke catnet", "--model catnet --batch-size 256", 0.3, None, None),

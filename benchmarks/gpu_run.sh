@@ -51,7 +51,7 @@ explore)
     # The fine-tune's neighbour recipes side by side (benchmarks/gpu_explore.py), then the floor's
     # recipe and the best neighbour, each timed alone with a cold cache.
     echo "$(ls "$DATA" | wc -l) photos"
-    timeout 240 python3 -m benchmarks.gpu_explore "$DATA" /root/gpu-explore 2>&1 | tee "$OUT/explore.log"
+    timeout 360 python3 -m benchmarks.gpu_explore "$DATA" /root/gpu-explore 2>&1 | tee "$OUT/explore.log"
     cp /root/gpu-explore/explore.json "$OUT/"
     tar -czf "$OUT/explore.tgz" -C /root/gpu-explore --exclude=cache --exclude='*.safetensors' --exclude=checkpoint.pt .
     best=$(sed -n 's/^best: //p' "$OUT/explore.log")
