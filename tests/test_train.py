@@ -101,7 +101,12 @@ def test_each_family_learns_and_round_trips(family: str, small_dev: Path, shared
     assert config["training"]["model"] == options["model"]
     assert config["training"]["precision"] in ("fp32", "bf16")  # what ran, not "auto"
     assert config["metrics"] == metrics
-    assert min(r["val_loss"] for r in rows) == pytest.approx(metrics["val_loss"], abs=1e-4)
+    # The kept epoch is the one with the lowest calibrated validation loss (the loss the model is deployed with).
+    best = min(rows, key=lambda r: r["val_loss_calibrated"])
+    assert metrics["best_epoch"] == best["epoch"]
+    assert metrics["val_loss"] == pytest.approx(best["val_loss"], abs=1e-4)
+    assert metrics["val_loss_calibrated"] == pytest.approx(best["val_loss_calibrated"], abs=1e-4)
+    assert all(r["val_loss_calibrated"] <= r["val_loss"] + 1e-4 for r in rows)  # T = 1 is among the choices
     # Where the time went, in order, on the clock of the epochs' wall_seconds.
     timeline = metrics["timeline_seconds"]
     milestones = ["imported", "model_built", "data_ready", "training_started", "training_ended", "validated"]

@@ -3,7 +3,7 @@
 :func:`train` is the whole recipe, step by step, in the style of the torchvision reference
 scripts: seed, build the model, decode and cache the data, (optionally) cache frozen
 backbone features, build optimizer and schedule, resume, run the epochs (checkpointing,
-keeping the best weights by validation loss, stopping early or when the time budget is
+keeping the best weights by calibrated validation loss, stopping early or when the time budget is
 spent), fit a temperature on the validation split and write the model directory.
 
 Exact resumption: every random draw of a training step is seeded from (seed, epoch, step,
@@ -521,6 +521,11 @@ def evaluate(model, loader, to_input, dtype, ctx) -> dict:
 def record_epoch(cfg, state, val, trainable, partial, steps_per_epoch, ctx, out, log, elapsed: float = 0.0) -> None:
     """Append the epoch to the history, keep the best weights, write metrics.jsonl and curves.png."""
     seen = state.seen or 1
+    # The model is deployed with a temperature fitted on these logits, so the epoch is chosen by the loss
+    # it will have then. The raw loss also counts the under-confidence that label smoothing trains in and
+    # the temperature takes out: it kept a 45-minute fine-tune's first epoch (98.70 % at 224 px) over
+    # later ones up to 99.02 %, on raw losses 0.5-1.1 % apart.
+    calibrated = calibrated_nll(val["logits"], val["labels"], fit_temperature(val["logits"], val["labels"]))
     row = {
         "epoch": state.epoch + 1,
         "steps": state.step,
@@ -528,13 +533,15 @@ def record_epoch(cfg, state, val, trainable, partial, steps_per_epoch, ctx, out,
         "train_loss": round(state.loss_sum / seen, 5),
         "train_accuracy": round(state.correct / seen, 5),
         "val_loss": round(val["val_loss"], 5),
+        "val_loss_calibrated": round(calibrated, 5),
         "val_accuracy": round(val["val_accuracy"], 5),
         "lr": round(state.last_lr, 8),
         "images_per_s": round(ctx.world * state.seen / max(state.train_seconds, 1e-9), 2),
         "wall_seconds": round(elapsed, 1),  # since the command started (a resumed run: since its restart)
     }
-    if val["val_loss"] < state.best_loss:
-        state.best_loss, state.best_epoch, state.bad_epochs = val["val_loss"], state.epoch + 1, 0
+    if calibrated < state.best_selection:
+        state.best_selection, state.best_epoch, state.bad_epochs = calibrated, state.epoch + 1, 0
+        state.best_loss = val["val_loss"]
         state.best_accuracy = val["val_accuracy"]
         state.best_state = {k: v.detach().cpu().clone() for k, v in trainable.state_dict().items()}
         state.best_logits, state.best_labels, state.best_pets = val["logits"], val["labels"], val["pets"]
@@ -543,7 +550,8 @@ def record_epoch(cfg, state, val, trainable, partial, steps_per_epoch, ctx, out,
     state.history.append(row)
     log.info(
         f"epoch {row['epoch']}: train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.2%} | "
-        f"val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.2%} | {row['images_per_s']:.1f} images/s"
+        f"val loss {row['val_loss']:.4f} (calibrated {calibrated:.4f}) acc {row['val_accuracy']:.2%} | "
+        f"{row['images_per_s']:.1f} images/s"
     )
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -1054,7 +1062,8 @@ class RunState:
     seen: int = 0
     train_seconds: float = 0.0
     last_lr: float = 0.0
-    best_loss: float = math.inf
+    best_selection: float = math.inf  # the best epoch's calibrated validation loss (what chooses it)
+    best_loss: float = math.inf  # and its raw validation loss
     best_accuracy: float = 0.0
     best_epoch: int = 0
     bad_epochs: int = 0
