@@ -28,7 +28,7 @@ def run(quick: bool) -> list[Result]:
         export_onnx,
         int8_fidelity,
     )
-    from catdog.onnx_backend import _torch_source, set_metadata
+    from catdog.onnx_backend import _torch_source
     from catdog.preprocess import Preprocess
 
     dev = need_dev_data()
@@ -41,9 +41,8 @@ def run(quick: bool) -> list[Result]:
     with tempfile.TemporaryDirectory() as tmp:
         fp32, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         export_onnx(module, config, fp32)
-        _quantize(fp32, int8, calibration, Path(tmp))
+        _quantize(fp32, int8, calibration, Path(tmp), config)
         fidelity = int8_fidelity(fp32, int8, [(batch, labels)], config)  # what export checks, without refusing
-        _with_metadata(int8, config, set_metadata)  # as export writes it, so that Predictor.load reads it
         pictures = nonpet_pictures()
         nonpet_fp32, nonpet_int8 = turned_away(fp32, pictures), turned_away(int8, pictures)
     agreement = 100 * fidelity["agreement"]
@@ -68,11 +67,3 @@ def run(quick: bool) -> list[Result]:
         Result("int8", f"int8 non-pet pictures turned away (fp32: {len(nonpet_fp32)})", len(nonpet_int8),
                f"of {len(pictures)}", COMMAND, notes=nonpet_notes),
     ]  # fmt: skip
-
-
-def _with_metadata(path: Path, config: dict, set_metadata) -> None:
-    import onnx
-
-    proto = onnx.load(str(path))
-    set_metadata(proto, config)
-    onnx.save_model(proto, str(path))

@@ -109,7 +109,7 @@ def run(quick: bool) -> list[Result]:
     with tempfile.TemporaryDirectory() as tmp:
         fp32_path, int8_path = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         export_onnx(model, config, fp32_path)
-        _quantize(fp32_path, int8_path, photos, Path(tmp))
+        _quantize(fp32_path, int8_path, photos, Path(tmp), config)
         fp32, int8 = session(fp32_path), session(int8_path)
 
         def ort_fn(sess):

@@ -84,9 +84,13 @@ def test_int8_keeps_the_gate_and_heads_in_fp32(pristine_after_blocks, samples_di
     fp32_path, int8_path = tmp_path / "fp32.onnx", tmp_path / "int8.onnx"
     export_module.export_onnx(model, config, fp32_path)
     calibration, _ = check_images(samples_dir, pre, ["cat", "dog"], 8, others=True)
-    export_module._quantize(fp32_path, int8_path, calibration, tmp_path)
+    export_module._quantize(fp32_path, int8_path, calibration, tmp_path, config)
 
-    nodes = onnx.load(str(int8_path)).graph.node
+    proto = onnx.load(str(int8_path))
+    metadata = {prop.key: prop.value for prop in proto.metadata_props}
+    assert json.loads(metadata["classes"]) == ["cat", "dog"]  # the file describes itself, as the fp32 one does
+    assert Preprocess.from_dict(json.loads(metadata["preprocess"])) == pre
+    nodes = proto.graph.node
     producer = {out: node.op_type for node in nodes for out in node.output}
     consumers = {name: [n.op_type for n in nodes if name in n.input] for node in nodes for name in node.output}
     head_ops = [node for node in nodes if node.op_type in ("Gemm", "Softmax", "Gather", "ReduceSum")]

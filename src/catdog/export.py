@@ -254,11 +254,11 @@ def export(
             classes = list(config["classes"])
             calibration_photos = check_files(check_dir, classes, CALIBRATION_IMAGES, others=True)
             calibration, _ = in_one_batch(decode_chunks(calibration_photos, pre, check_dir))
-            _quantize(fp32, final, calibration, Path(tmp))
+            _quantize(fp32, final, calibration, Path(tmp), config)
             exclude = [path for path, _ in calibration_photos]
             chunks = check_chunks(check_dir, pre, classes, n_check or INT8_CHECK_IMAGES, exclude=exclude)
             _check_int8(fp32, final, chunks, config, report)
-        _write(final, out, config, report)
+        _write(final, out, report)
     return report
 
 
@@ -266,8 +266,9 @@ def _chunked_gap(module, sess, batch: np.ndarray, chunk: int = 32) -> float:
     return max(max_gap(module, sess, batch[i : i + chunk]) for i in range(0, len(batch), chunk))
 
 
-def _quantize(fp32: Path, out: Path, calibration: np.ndarray, tmp: Path) -> None:
-    """Static int8 quantization (QDQ, per-channel weights) calibrated on real photos.
+def _quantize(fp32: Path, out: Path, calibration: np.ndarray, tmp: Path, config: dict) -> None:
+    """Static int8 quantization (QDQ, per-channel weights) calibrated on real photos; ``out`` carries
+    the Predictor's settings from ``config`` as the fp32 file does.
 
     Everything from the global pooling on stays fp32 (the heads, the gate's softmax and sum):
     a tiny share of the compute, and the pet score (a sum over 123 ImageNet classes) is sensitive to
@@ -329,6 +330,9 @@ def _quantize(fp32: Path, out: Path, calibration: np.ndarray, tmp: Path) -> None
         # "axis" must be repeated: an override without it drops the per-channel axis (scales on axis 1).
         extra_options={"TensorQuantOverrides": {name: [{"reduce_range": False, "axis": 0}] for name in depthwise}},
     )
+    proto = onnx.load(str(out))
+    set_metadata(proto, config)  # quantization tools do not promise to keep metadata_props
+    onnx.save_model(proto, str(out))
 
 
 def _after_pooling(graph) -> list:
@@ -396,11 +400,10 @@ def _check_int8(fp32: Path, int8: Path, chunks, config: dict, report: ExportRepo
         )
 
 
-def _write(source: Path, out: Path, config: dict, report: ExportReport) -> None:
+def _write(source: Path, out: Path, report: ExportReport) -> None:
     import onnx
 
     proto = onnx.load(str(source))
-    set_metadata(proto, config)  # quantization tools do not promise to keep metadata_props
     check = {k: v for k, v in report.to_dict().items() if k != "path"}
     proto.metadata_props.add(key="parity_check", value=json.dumps(check))
     atomic_write(out, lambda tmp: onnx.save_model(proto, str(tmp)))
