@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from benchmarks.common import nonpet_pictures
 from catdog.data.hashing import HashIndex
 from catdog.data.layout import discover
 from catdog.data.split import split_indices
@@ -45,35 +46,6 @@ def test_builtin_model_is_accurate_on_400_held_out_dev_photos(builtin, dev_dir):
     assert correct / 400 >= 0.95, f"{correct}/400 correct"
 
 
-def _skimage_photos() -> dict[str, np.ndarray]:
-    data = pytest.importorskip("skimage.data")
-    names = [
-        "astronaut",
-        "coffee",
-        "rocket",
-        "camera",
-        "brick",
-        "moon",
-        "clock",
-        "coins",
-        "page",
-        "text",
-        "hubble_deep_field",
-        "immunohistochemistry",
-        "retina",
-        "colorwheel",
-        "gravel",
-        "cell",
-    ]
-    out = {}
-    for name in names:
-        pixels = getattr(data, name)()
-        if pixels.ndim == 2:
-            pixels = np.stack([pixels] * 3, axis=-1)
-        out[name] = pixels[..., :3].astype(np.uint8)
-    return out
-
-
 def _png(pixels: np.ndarray) -> bytes:
     out = io.BytesIO()
     Image.fromarray(pixels).save(out, "PNG")
@@ -81,7 +53,7 @@ def _png(pixels: np.ndarray) -> bytes:
 
 
 def test_builtin_model_calls_non_pet_photos_neither(builtin):
-    photos = _skimage_photos()
+    photos = nonpet_pictures()
     results = builtin.predict_batch([(name, _png(pixels)) for name, pixels in photos.items()], "filename")
     neither = [r.source for r in results if r.label == "neither"]
     assert len(neither) >= 0.8 * len(photos), f"only {neither} of {sorted(photos)} were called neither"
