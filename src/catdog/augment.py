@@ -91,17 +91,19 @@ def augment_batch(images: torch.Tensor, seeds: np.ndarray, size: int) -> torch.T
     grid = F.affine_grid(theta, [n, 3, size, size], align_corners=False)
     x = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     # Colour jitter: brightness, contrast (towards the mean grey), saturation (towards each pixel's grey).
+    # In place: on a 2-core CPU a fresh batch-sized temporary per operation cost more than the arithmetic
+    # (the jitter took 9 ms for 64 images at 128 px this way, against 3.6 ms in place).
     brightness, contrast, saturation = (1 + JITTER * (2 * u[:, 6:9] - 1)).view(n, 3, 1, 1, 1).unbind(1)
-    x = (x * brightness).clamp(0, 255)
-    mean_grey = _grey(x).mean((2, 3), keepdim=True)
-    x = ((x - mean_grey) * contrast + mean_grey).clamp(0, 255)
+    x = x.mul_(brightness).clamp_(0, 255)
+    mean_grey = _grey(x.mean((2, 3), keepdim=True))  # the mean of the grey is the grey of the channel means
+    x = x.sub_(mean_grey).mul_(contrast).add_(mean_grey).clamp_(0, 255)
     grey = _grey(x)
-    return ((x - grey) * saturation + grey).clamp(0, 255)
+    return x.sub_(grey).mul_(saturation).add_(grey).clamp_(0, 255)
 
 
 def _grey(x: torch.Tensor) -> torch.Tensor:
     """ITU-R 601 luma of an ``(N, 3, H, W)`` batch, as ``(N, 1, H, W)`` (torchvision's grayscale weights)."""
-    return (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)
+    return (0.299 * x[:, 0:1]).add_(x[:, 1:2], alpha=0.587).add_(x[:, 2:3], alpha=0.114)
 
 
 def seeded(transform: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, seed: int) -> torch.Tensor:
