@@ -94,17 +94,14 @@ def measure(spec: dict) -> dict:
     warmup, steps = spec["warmup"], spec["steps"]
     bare = spec.get("bare", False)  # the step alone: the first batch, prepared once, fed to every step
     batches = iter(loader)
-    start, seen, prepared = 0.0, 0, None
+    start, seen = 0.0, 0
     for step in range(warmup + steps):
         if step == warmup:
             start, seen = time.perf_counter(), 0
-        if prepared is None:
+        if step == 0 or not bare:
             images_u8, labels, seeds = next(batches)
             torch.manual_seed(sample_seed(cfg.seed, "step", 0, step, 0))
             x = to_input(images_u8, seeds)
-            prepared = (x, labels) if bare else None
-        else:
-            x, labels = prepared
         with autocast(cpu, dtype):
             loss = criterion(model(x), labels)
         optimizer.zero_grad(set_to_none=True)
