@@ -143,6 +143,29 @@ def test_train_killed_while_checkpointing_resumes(tiny_dataset: Path, tmp_path: 
     assert [h["epoch"] for h in history if not h.get("partial")][-1] == 4, history
 
 
+@pytest.mark.slow  # ~30 s: a training run, killed at its first checkpoint
+def test_resuming_a_checkpoint_of_other_shapes_is_refused_and_keeps_it(tiny_dataset: Path, tmp_path: Path) -> None:
+    """A run started by a catdog whose net had other shapes (catnet's stem was 24 channels wide): one
+    sentence, and the checkpoint stays for the catdog that can finish it."""
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    checkpoint = out / "checkpoint.pt"
+    proc = catdog_proc(*train_args(tiny_dataset, out, cache), log=tmp_path / "train.log")
+    wait_for(checkpoint.exists, proc, what="the first checkpoint")
+    time.sleep(0.3)
+    kill(proc)
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    first_conv = saved["model"]["0.weight"]
+    saved["model"]["0.weight"] = first_conv[:16].clone()  # 16 filters where this catdog builds 32
+    torch.save(saved, checkpoint)
+    before = checkpoint.read_bytes()
+
+    done = run_catdog(*train_args(tiny_dataset, out, cache, "--resume"), timeout=600)
+    assert done.returncode == 2, done.stderr[-3000:]
+    message = done.stderr.strip().splitlines()[-1]  # after the run's log lines
+    assert message.startswith("error: ") and one_sentence(message.removeprefix("error: "), "checkpoint.pt"), message
+    assert checkpoint.read_bytes() == before and not (out / "model.safetensors").exists()
+
+
 # -- export -----------------------------------------------------------------------------------
 
 

@@ -1120,7 +1120,13 @@ def load_checkpoint(out, cfg, trainable, optimizer, scheduler, scaler) -> RunSta
     if changed:
         options = ", ".join(f"--{k.replace('_', '-')} {saved.get(k)}" for k in changed)
         raise CatdogError(f"The run in '{out}' was started with {options}; resume it with the same options.")
-    trainable.load_state_dict(checkpoint["model"])
+    try:
+        trainable.load_state_dict(checkpoint["model"])
+    except RuntimeError:  # a run started by a catdog whose net had other shapes
+        raise ModelError(
+            f"'{out / CHECKPOINT}' holds a {cfg.model} of other shapes than this catdog builds; "
+            "finish it with the catdog that started it, or delete it to start the run over."
+        ) from None
     optimizer.load_state_dict(checkpoint["optimizer"])
     scheduler.load_state_dict(checkpoint["scheduler"])
     scaler.load_state_dict(checkpoint["scaler"])

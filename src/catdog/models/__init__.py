@@ -39,13 +39,16 @@ def _scratch_models() -> dict:
     return SCRATCH_MODELS
 
 
-def build_model(architecture: str, num_classes: int, *, pretrained: bool = True, gate: bool = False) -> nn.Module:
+def build_model(
+    architecture: str, num_classes: int, *, pretrained: bool = True, gate: bool = False, weights: dict | None = None
+) -> nn.Module:
     """Build ``architecture`` for ``num_classes`` classes.
 
     ``architecture`` is a from-scratch net (``seed-cnn``, ...) or a timm model name. With
     ``gate``, a timm backbone keeps its ImageNet head as the `neither` gate and a new linear
     head is added (:class:`GatedClassifier`); otherwise timm's classifier is replaced.
-    ``pretrained=False`` builds the shapes only (weights come from a model directory).
+    ``pretrained=False`` builds the shapes only (weights come from a model directory); ``weights``,
+    the state dict it will load, lets a from-scratch net take the shape it was saved with.
     """
     import timm
     from torch import nn
@@ -55,7 +58,9 @@ def build_model(architecture: str, num_classes: int, *, pretrained: bool = True,
 
     scratch = _scratch_models()
     if architecture in scratch:
-        return scratch[architecture](num_classes)
+        factory = scratch[architecture]
+        options = factory.options_for(weights) if weights is not None and hasattr(factory, "options_for") else {}
+        return factory(num_classes, **options)
     if architecture not in timm.list_models():
         names = ", ".join(sorted(scratch)) or "seed-cnn"
         raise ModelError(
@@ -101,15 +106,21 @@ def load_model_dir(model_dir: str | Path) -> tuple[nn.Module, dict]:
     weights = model_dir / "model.safetensors"
     if not weights.exists():
         raise ModelError(f"'{model_dir}' has no model.safetensors; the training run did not finish.")
-    gate = config.get("gate") or {}
-    model = build_model(config["architecture"], len(config["classes"]), pretrained=False, gate=bool(gate))
-    if "pristine_after_blocks" in gate:  # a fine-tuned model's gate: its own copy of the pretrained layers
-        model.add_pristine_gate(int(gate["pristine_after_blocks"]))
     try:
         state = load_file(str(weights))
     except (SafetensorError, OSError) as err:
         raise ModelError(f"'{weights}' is not a valid safetensors file ({err}).") from None
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    gate = config.get("gate") or {}
+    classes = len(config["classes"])
+    model = build_model(config["architecture"], classes, pretrained=False, gate=bool(gate), weights=state)
+    if "pristine_after_blocks" in gate:  # a fine-tuned model's gate: its own copy of the pretrained layers
+        model.add_pristine_gate(int(gate["pristine_after_blocks"]))
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError:  # the same names, other shapes
+        raise ModelError(
+            f"'{weights}' does not match architecture '{config['architecture']}' (other shapes)."
+        ) from None
     if missing or unexpected:
         raise ModelError(
             f"'{weights}' does not match architecture '{config['architecture']}' "
