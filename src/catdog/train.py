@@ -1122,9 +1122,9 @@ def load_checkpoint(out, cfg, trainable, optimizer, scheduler, scaler) -> RunSta
         raise CatdogError(f"The run in '{out}' was started with {options}; resume it with the same options.")
     try:
         trainable.load_state_dict(checkpoint["model"])
-    except RuntimeError:  # a run started by a catdog whose net had other shapes
+    except RuntimeError:  # a run started by a catdog whose net had other tensors or shapes
         raise ModelError(
-            f"'{out / CHECKPOINT}' holds a {cfg.model} of other shapes than this catdog builds; "
+            f"'{out / CHECKPOINT}' holds a {cfg.model} that does not fit the one this catdog builds; "
             "finish it with the catdog that started it, or delete it to start the run over."
         ) from None
     optimizer.load_state_dict(checkpoint["optimizer"])

@@ -117,15 +117,11 @@ def load_model_dir(model_dir: str | Path) -> tuple[nn.Module, dict]:
         model.add_pristine_gate(int(gate["pristine_after_blocks"]))
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
+        mismatch = f"{len(missing)} missing and {len(unexpected)} unexpected tensors" if missing or unexpected else ""
     except RuntimeError:  # the same names, other shapes
-        raise ModelError(
-            f"'{weights}' does not match architecture '{config['architecture']}' (other shapes)."
-        ) from None
-    if missing or unexpected:
-        raise ModelError(
-            f"'{weights}' does not match architecture '{config['architecture']}' "
-            f"({len(missing)} missing and {len(unexpected)} unexpected tensors)."
-        )
+        mismatch = "tensors of other shapes"
+    if mismatch:
+        raise ModelError(f"'{weights}' does not match architecture '{config['architecture']}' ({mismatch}).")
     return model.eval(), config
 
 
