@@ -3,10 +3,11 @@
 Runs a few dozen training steps of the path ``catdog train`` takes on a CPU in one process under
 ``torch.profiler``, each phase labelled: decode (the JPEG path the pixel cache removes:
 ``catdog.preprocess.to_uint8`` for the batch's files, measured for comparison), cache read (the
-batch gathered from the memory map, ``train.CachedBatches``), augment (``augment.augment_batch``),
-to input (normalise, layout), forward (in the precision ``--precision`` resolves to), backward,
-optimizer (fused AdamW). Prints ms per batch and the share of each phase, then the top operators,
-and writes the same to ``benchmarks/profile_train.json``.
+batch gathered from the memory map, ``train.CachedBatches``), augment and to input
+(``train.image_input``: crop, flip and rotation in one ``grid_sample``, then colour jitter,
+normalisation and layout, compiled into one pass on a CPU), forward (in the precision ``--precision``
+resolves to), backward, optimizer (fused AdamW). Prints ms per batch and the share of each phase,
+then the top operators, and writes the same to ``benchmarks/profile_train.json``.
 
     python benchmarks/profile_train.py [--steps 24] [--threads N] [--precision auto|fp32|bf16] [--no-channels-last]
 
@@ -23,7 +24,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 from torch.profiler import ProfilerActivity, profile, record_function
@@ -31,7 +31,7 @@ from torch.profiler import ProfilerActivity, profile, record_function
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.bench_speed import BATCH, IMAGE_SIZE  # noqa: E402
 from benchmarks.common import machine, need_dev_data, subset  # noqa: E402
-from catdog.augment import augment_batch, sample_seed  # noqa: E402
+from catdog.augment import sample_seed  # noqa: E402
 from catdog.data import CachedImages, prepare  # noqa: E402
 from catdog.models import build_model  # noqa: E402
 from catdog.preprocess import to_uint8  # noqa: E402
@@ -48,7 +48,7 @@ from catdog.train import (  # noqa: E402
     resolve_precision,
 )
 
-PHASES = ["decode", "cache read", "augment", "to input", "forward", "backward", "optimizer"]
+PHASES = ["decode", "cache read", "augment + to input", "forward", "backward", "optimizer"]
 OUT = Path(__file__).with_name("profile_train.json")
 
 
@@ -65,7 +65,7 @@ def profile_steps(data_dir: Path, cache: Path, steps: int, warmup: int, channels
     sampler = ResumableSampler(TrainImages(images), 1, 0, cfg.seed)
     batches = iter(CachedBatches(images, cpu, BATCH, sampler))
     order = list(sampler)
-    to_input = image_input(pre, cpu, channels_last)
+    to_input = image_input(pre, cpu, channels_last, augment=True)
     dtype = autocast_dtype(cfg, cpu)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -78,11 +78,9 @@ def profile_steps(data_dir: Path, cache: Path, steps: int, warmup: int, channels
             [to_uint8(data.paths[j], pre) for j, _ in order[i * BATCH : (i + 1) * BATCH]]
         with record_function("cache read"):
             pixels, labels, seeds = next(batches)
-        with record_function("augment"):
-            pixels = augment_batch(pixels, np.asarray(seeds, dtype=np.uint64), pre.image_size)
-        with record_function("to input"):
+        with record_function("augment + to input"):
             torch.manual_seed(sample_seed(cfg.seed, "step", 0, i, 0))
-            x = to_input(pixels, None)
+            x = to_input(pixels, seeds)
         with record_function("forward"), autocast(cpu, dtype):
             loss = criterion(model(x), labels)
         with record_function("backward"):
@@ -124,12 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     uncached_ms = step_ms - ms["cache read"] + ms["decode"]
     print(f"catnet {IMAGE_SIZE}px, batch {BATCH}, {args.steps} steps, {torch.get_num_threads()} threads, "
           f"{'NCHW' if args.no_channels_last else 'channels_last'}, {precision}; {machine()}")  # fmt: skip
-    print(f"{'phase':<12} {'ms/batch':>9} {'% cached':>9} {'% uncached':>11}")
+    print(f"{'phase':<18} {'ms/batch':>9} {'% cached':>9} {'% uncached':>11}")
     for name in PHASES:
         cached = "" if name == "decode" else f"{100 * ms[name] / step_ms:8.1f}%"
         uncached = "" if name == "cache read" else f"{100 * ms[name] / uncached_ms:10.1f}%"
-        print(f"{name:<12} {ms[name]:9.1f} {cached:>9} {uncached:>11}")
-    print(f"{'step':<12} {step_ms:9.1f} (cached: {BATCH * 1000 / step_ms:.1f} images/s; "
+        print(f"{name:<18} {ms[name]:9.1f} {cached:>9} {uncached:>11}")
+    print(f"{'step':<18} {step_ms:9.1f} (cached: {BATCH * 1000 / step_ms:.1f} images/s; "
           f"decoding every JPEG: {uncached_ms:.1f} ms, {BATCH * 1000 / uncached_ms:.1f} images/s)")  # fmt: skip
     print(top)
     record = {

@@ -347,6 +347,49 @@ def test_batch_augmentation_draws_per_image_and_flips_half_of_them() -> None:
     assert not torch.allclose(out[5], out[6])
 
 
+def _training_input_script(fuse: bool) -> str:
+    """Python that prints the CPU training input (augment, normalise, layout) of fixed photos as JSON."""
+    return f"""
+import json, numpy as np, torch
+from catdog.augment import batch_augmenter
+from catdog.preprocess import Preprocess, normalize
+pre = Preprocess(image_size=48, crop_pct=0.875, interpolation="bilinear")
+torch.manual_seed(0)
+images = torch.randint(0, 256, (6, 3, 56, 56), dtype=torch.uint8)
+finish = lambda x: normalize(x, pre, crop=False).contiguous(memory_format=torch.channels_last)
+out = batch_augmenter(48, finish, fuse={fuse})(images, np.arange(6, dtype=np.uint64) * 31)
+layout = out.is_contiguous(memory_format=torch.channels_last)
+print(json.dumps({{"values": out.flatten().tolist(), "channels_last": layout}}))
+"""
+
+
+def test_the_fused_cpu_training_input_equals_the_eager_one_and_needs_no_compiler(tmp_path: Path) -> None:
+    """torch.compile fuses the jitter, normalisation and layout on a CPU; without a C++ compiler
+    (inductor cannot build), the same values come from the eager path, with one warning line."""
+    import os
+    import subprocess
+    import sys
+
+    def training_input(fuse: bool, env: dict[str, str] | None = None) -> tuple[dict, str]:
+        done = subprocess.run(
+            [sys.executable, "-c", _training_input_script(fuse)],
+            capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})},
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
+
+    eager, _ = training_input(fuse=False)
+    fused, fused_log = training_input(fuse=True)
+    # No compiler: inductor's C++ compiler is $CXX, and its caches are fresh, so it has to build.
+    no_compiler = {"CXX": str(tmp_path / "no-such-compiler"), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}
+    fallback, fallback_log = training_input(fuse=True, env=no_compiler)
+    assert eager["channels_last"] and fused["channels_last"] and fallback["channels_last"]
+    assert np.allclose(fused["values"], eager["values"], atol=1e-4)
+    assert fallback["values"] == eager["values"]
+    assert "augmenting eagerly" not in fused_log
+    assert "torch.compile is unavailable" in fallback_log and "Traceback" not in fallback_log
+
+
 def test_cached_batches_follow_the_sampler(small_dev: Path, shared_cache: Path) -> None:
     from catdog.data import CachedImages, prepare
     from catdog.preprocess import Preprocess

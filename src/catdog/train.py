@@ -35,7 +35,7 @@ from rich.console import Console
 from torch import nn
 from torch.utils.data import DistributedSampler, Subset, TensorDataset
 
-from catdog.augment import augment_batch, mix_transform, sample_seed
+from catdog.augment import batch_augmenter, mix_transform, sample_seed
 from catdog.data import CachedImages, DatasetError, PreparedData, discover, make_loader, prepare
 from catdog.errors import CatdogError
 from catdog.features import (
@@ -811,11 +811,18 @@ def image_input(pre: Preprocess, device, channels_last: bool, *, augment: bool =
     """uint8 batch → normalised float input on ``device`` (augmented there first: see augment_batch)."""
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
+    def finish(images: torch.Tensor) -> torch.Tensor:
+        return normalize(images, pre, crop=eval_view).contiguous(memory_format=memory_format)
+
+    # On a CPU the colour jitter, normalisation and layout change are compiled into one pass (see
+    # batch_augmenter); on a GPU they are a few fast kernels either way.
+    augmenter = batch_augmenter(pre.image_size, finish, fuse=torch.device(device).type == "cpu") if augment else None
+
     def run(images: torch.Tensor, seeds) -> torch.Tensor:
         images = images.to(device, non_blocking=True)
-        if augment:
-            images = augment_batch(images, np.asarray(seeds, dtype=np.uint64), pre.image_size)
-        return normalize(images, pre, crop=eval_view).contiguous(memory_format=memory_format)
+        if augmenter:
+            return augmenter(images, np.asarray(seeds, dtype=np.uint64))
+        return finish(images)
 
     return run
 
