@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 import time
 import traceback
@@ -93,7 +94,11 @@ def main(argv: list[str] | None = None) -> int:
         if not results:  # nothing to measure here (the GPU benchmark on a CPU): its earlier rows stay
             continue
         if not args.no_save:
-            keep = [r for r in rows if r["benchmark"] != name]
+            # A benchmark's rows are replaced as a whole, except after a run of only some training recipes
+            # (CATDOG_BENCH_TRAIN_RUNS): then the other recipes' rows stay.
+            partial = name == "train" and os.environ.get("CATDOG_BENCH_TRAIN_RUNS", "").strip()
+            figures = {r["figure"] for r in results}
+            keep = [r for r in rows if r["benchmark"] != name or (partial and r["figure"] not in figures)]
             rows = keep + results
             save_results(rows)
             update_readme(rows)
