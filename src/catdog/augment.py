@@ -84,9 +84,9 @@ def batch_augmenter(
 
     ``fuse`` compiles the colour jitter and ``finish`` (``torch.compile``) into a couple of kernels: on
     a 2-core CPU their dozen batch-sized passes and temporaries cost several ms a batch in eager
-    mode (README, Speed). The resampling stays eager: inductor's ``grid_sample`` ran 7x slower than
-    ATen's on a CPU. Where compiling fails (inductor needs a C++ compiler on a CPU), the same
-    functions run eagerly.
+    mode (README, Speed). The resampling stays eager: compiled with it, the whole augmentation ran
+    41 ms against 14.5 eager on a CPU (inductor's ``affine_grid`` alone: 10 ms against 1.6). Where
+    compiling fails (inductor needs a C++ compiler on a CPU), the same functions run eagerly.
     """
 
     def jitter_then_finish(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
