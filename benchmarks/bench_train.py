@@ -32,8 +32,9 @@ RUNS = [
     # name, catdog train options, full budget (min), quick budget (min), accuracy floor (%)
     ("frozen lite0", ["--model", "tf_efficientnet_lite0", "--freeze", "backbone"], 10, 1.5, 98.0),
     ("seed-cnn 128px", ["--model", "seed-cnn", "--image-size", "128"], 15, 1, None),
-    # catnet at 96 px: on a 2-core CPU with AMX (bf16) it trains at ~495 images/s, 21 epochs in 15
-    # minutes, 93.34 % (2026-12-01; with the former 24-channel stem ~435 images/s, 93.12-93.43 %, and at
+    # catnet at 96 px: on a 2-core CPU with AMX (bf16) it trains at ~580 images/s, 24 epochs in 15
+    # minutes, 94.41 % (2026-12-01; before the small-map weight gradient and the compiled input tail
+    # ~495 images/s, 93.34 %; with the former 24-channel stem ~435 images/s, 93.12-93.43 %, and at
     # 128 px 91.69 % against seed-cnn's 91.42 %). On the AVX2 AMD EPYC of the earlier figures (fp32),
     # 64 px did best.
     ("catnet 96px", ["--model", "catnet", "--image-size", "96"], 15, 1, None),
