@@ -348,16 +348,20 @@ def test_batch_augmentation_draws_per_image_and_flips_half_of_them() -> None:
 
 
 def _training_input_script(fuse: bool) -> str:
-    """Python that prints the CPU training input (augment, normalise, layout) of fixed photos as JSON."""
+    """Python that prints the CPU training input of fixed photos as JSON: what ``catdog train`` feeds
+    the net (``fuse``: ``train.image_input``), or its eager reference (augment, normalise, layout)."""
     return f"""
 import json, numpy as np, torch
-from catdog.augment import batch_augmenter
+from catdog.augment import augment_batch
 from catdog.preprocess import Preprocess, normalize
+from catdog.train import image_input
 pre = Preprocess(image_size=48, crop_pct=0.875, interpolation="bilinear")
 torch.manual_seed(0)
-images = torch.randint(0, 256, (6, 3, 56, 56), dtype=torch.uint8)
-finish = lambda x: normalize(x, pre, crop=False).contiguous(memory_format=torch.channels_last)
-out = batch_augmenter(48, finish, fuse={fuse})(images, np.arange(6, dtype=np.uint64) * 31)
+images, seeds = torch.randint(0, 256, (6, 3, 56, 56), dtype=torch.uint8), np.arange(6, dtype=np.uint64) * 31
+if {fuse}:
+    out = image_input(pre, torch.device("cpu"), channels_last=True, augment=True)(images, seeds)
+else:
+    out = normalize(augment_batch(images, seeds, 48), pre, crop=False).contiguous(memory_format=torch.channels_last)
 layout = out.is_contiguous(memory_format=torch.channels_last)
 print(json.dumps({{"values": out.flatten().tolist(), "channels_last": layout}}))
 """

@@ -20,8 +20,6 @@ from torchvision.transforms import v2
 from catdog.preprocess import Preprocess, center_crop
 
 _log = logging.getLogger(__name__)
-# torch builds of CUDA on a machine without one log "No CUDA runtime is found" when inductor builds a CPU kernel.
-logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
 
 def sample_seed(*parts: int | str) -> int:
@@ -140,14 +138,17 @@ def _colour_jitter(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 
 def _compiled_or_eager(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
     """``fn`` through ``torch.compile``; ``fn`` itself from the first call that fails to compile."""
-    compiled: list[Callable[..., torch.Tensor]] = [torch.compile(fn, dynamic=False)]
+    # torch builds of CUDA on a machine without one log "No CUDA runtime is found" when inductor builds a CPU kernel.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    compiled: Callable[..., torch.Tensor] | None = torch.compile(fn, dynamic=False)
 
     def run(*args: torch.Tensor) -> torch.Tensor:
-        if compiled:
+        nonlocal compiled
+        if compiled is not None:
             try:
-                return compiled[0](*args)
+                return compiled(*args)
             except Exception as error:  # noqa: BLE001 - any failure to build: the eager path gives the same values
-                compiled.clear()
+                compiled = None
                 reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
                 _log.warning("catdog: torch.compile is unavailable (%s); augmenting eagerly.", reason)
         return fn(*args)
