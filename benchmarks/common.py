@@ -147,3 +147,28 @@ def turned_away(model: str | Path | None, pictures: dict) -> list[str]:
     predictor = Predictor.load(None if model is None else str(model))
     answers = predictor.predict_batch([(name, png(pixels)) for name, pixels in pictures.items()], "filename")
     return [a.source for a in answers if a.label == "neither"]
+
+
+# -- the open-set gate's data: what it may be fitted on, and what is held out for reporting ----------
+
+NEITHER_DIR = DATA / "neither"
+WILD_SUBJECTS = ("canid_like", "felid_like")  # foxes, wolves, hyenas; big and wild cats: `neither`, reported apart
+NEITHER_SALT = "neither-holdout"  # the neither folder's split is its own: half to fit on, half held out
+CALIBRATION_SALT = "gate-calibration"  # a slice of the dev train split that sets the gate's operating point
+
+
+def neither_split(hashes: list[str], labels: list[int]) -> dict[str, list[int]]:
+    """``{"fit": [...], "held_out": [...]}``: the neither folder halved by content hash, per subject."""
+    from catdog.data.split import split_indices
+
+    split = split_indices(hashes, labels, val_fraction=0.5, salt=NEITHER_SALT)
+    return {"fit": split["train"], "held_out": split["val"]}
+
+
+def calibration_slice(train: list[int], hashes: list[str], fraction: float = 0.2) -> tuple[list[int], list[int]]:
+    """``(fit, calibration)``: the dev train split's pets, a fifth of them (by content hash) kept from the fit."""
+    from catdog.data.split import hash_fraction
+
+    calibration = [i for i in train if hash_fraction(hashes[i], CALIBRATION_SALT) < fraction]
+    chosen = set(calibration)
+    return [i for i in train if i not in chosen], calibration

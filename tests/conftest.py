@@ -99,6 +99,7 @@ def trained_model_dir(tmp_path_factory: pytest.TempPathFactory, dev_dir: Path) -
     from sklearn.linear_model import LogisticRegression
 
     from catdog.models import build_model, save_model_dir
+    from catdog.models.builtin import load_builtin_gate
     from catdog.models.pretrained import pretrained_preprocess
     from catdog.preprocess import normalize, stack_uint8, to_uint8
 
@@ -121,8 +122,9 @@ def trained_model_dir(tmp_path_factory: pytest.TempPathFactory, dev_dir: Path) -
         "classes": ["cat", "dog"],
         "preprocess": pre.to_dict(),
         "temperature": 1.0,
-        "gate": {"threshold": 0.1},
+        "gate": {"kind": "open-set", "threshold": 0.5},
     }
+    model.add_open_set_gate(load_builtin_gate(model.backbone.num_features))
     out = tmp_path_factory.mktemp("model") / "lite0-catdog"
     save_model_dir(model, config, out)
     return out

@@ -36,8 +36,49 @@ def test_audit_ranks_the_flipped_labels_first(trained_model_dir: Path, dev_dir: 
     assert all(name in page for name in FLIPPED) and "data:image/jpeg;base64," in page
 
 
+def test_audit_finds_the_cat_in_the_neither_folder(
+    trained_model_dir: Path, dev_dir: Path, data_root: Path, tmp_path: Path
+) -> None:
+    """Real non-pet photos in neither/ plus one real cat photo: the cat is the top `neither` suspect."""
+    data = tmp_path / "data"
+    for label in ("cat", "dog", "neither"):
+        (data / label).mkdir(parents=True)
+    for label in ("cat", "dog"):
+        for i in range(3100, 3120):
+            shutil.copy(dev_dir / f"{label}.{i}.jpg", data / label / f"{label}.{i}.jpg")
+    non_pets = [
+        p for subject in ("car", "building", "food") for p in sorted((data_root / "neither" / subject).iterdir())[:6]
+    ]
+    for src in non_pets:
+        shutil.copy(src, data / "neither" / src.name)
+    stray = "cat.3150.jpg"
+    shutil.copy(dev_dir / stray, data / "neither" / stray)
+
+    done = run_catdog("data", "audit", str(data), "--model", str(trained_model_dir), "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["classes"] == ["cat", "dog"]
+    assert result["n"] == 40 + len(non_pets) + 1 and result["neither"] == len(non_pets) + 1
+    assert result["neither_judged"] is True
+    ranked = [(Path(s["path"]).name, s["label"], s["suggested"]) for s in result["suspects"]]
+    assert (stray, "neither", "cat") in ranked[:2], ranked[:5]
+    # The real non-pet photos are not suspects: the gate sees no cat or dog in them.
+    flagged = {name for name, label, _ in ranked if label == "neither"}
+    assert flagged == {stray}, flagged
+
+    text = run_catdog("data", "audit", str(data), "--model", str(trained_model_dir), "--top", "3")
+    assert text.returncode == 0, text.stderr
+    assert f"{len(non_pets) + 1} neither photos judged" in text.stdout
+    assert f"neither/{stray}: labelled neither, looks like cat" in text.stdout
+
+
 def test_audit_needs_two_classes(dev_dir: Path, tmp_path: Path) -> None:
     (tmp_path / "cat").mkdir()
     shutil.copy(dev_dir / "cat.1.jpg", tmp_path / "cat" / "cat.1.jpg")
     done = run_catdog("data", "audit", str(tmp_path))
     assert done.returncode == 2 and "two or more" in done.stderr
+    # A `neither` folder is no second class to compare with.
+    (tmp_path / "other").mkdir()
+    shutil.copy(dev_dir / "dog.1.jpg", tmp_path / "other" / "dog.1.jpg")
+    done = run_catdog("data", "audit", str(tmp_path))
+    assert done.returncode == 2 and "two or more" in done.stderr and "neither" in done.stderr

@@ -5,6 +5,7 @@ Screenshots are saved under ``artifacts/screenshots/`` as test artefacts.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import httpx
@@ -110,6 +111,42 @@ def test_a_broken_file_shows_the_error(page, tmp_path: Path) -> None:
     assert error.get_attribute("role") == "alert"
 
 
+def test_a_photo_with_no_cat_or_dog_says_so(page, data_root: Path, cat_photo: Path) -> None:
+    """A horse: the card says plainly that it sees no cat or dog, and what the photo looks like."""
+    horse = data_root / "neither" / "horse" / "inet-n02389026_sorrel.JPEG"
+    if not horse.exists():
+        pytest.skip(f"{horse} is missing from the shared data")
+    page.set_input_files("#file-input", [str(horse), str(cat_photo)])
+    page.wait_for_selector("#results .card[data-state=done] >> nth=1", timeout=30_000)
+
+    card = page.locator(f"#results .card:has(.name:text-is('{horse.name}'))")
+    assert card.get_attribute("data-label") == "neither"
+    answer = card.locator(".answer").inner_text()
+    assert answer == "No cat or dog", f"the headline of a neither card reads {answer!r}"
+    looks = card.locator(".looks")
+    assert looks.is_visible()
+    assert looks.inner_text() == "Looks like: sorrel"
+    shares = _percentages(card.locator(".probs").inner_text())
+    assert set(shares) == {"cat", "dog", "neither"}
+    assert abs(sum(shares.values()) - 100) < 0.05, shares
+    assert shares["neither"] > 50 and int(card.locator(".bar").get_attribute("aria-valuenow")) > 50
+
+    cat = page.locator(f"#results .card:has(.name:text-is('{cat_photo.name}'))")
+    assert cat.get_attribute("data-label") == "cat"
+    assert cat.locator(".answer").inner_text().startswith("cat · ")
+    assert cat.locator(".looks").is_hidden()
+    cat_shares = _percentages(cat.locator(".probs").inner_text())
+    assert cat_shares["cat"] > 50 and abs(sum(cat_shares.values()) - 100) < 0.05, cat_shares
+    page.wait_for_function(
+        "document.getElementById('announce').textContent.includes('no cat or dog, looks like sorrel')"
+    )
+
+
+def _percentages(text: str) -> dict[str, float]:
+    """``"cat 0.0% · dog 0.1% · neither 99.9%"`` → ``{"cat": 0.0, ...}``."""
+    return {name: float(value) for name, value in re.findall(r"(\S+) (\d+(?:\.\d+)?)%", text)}
+
+
 def test_dropping_and_pasting_photos(page, dog_photo: Path) -> None:
     data = list(dog_photo.read_bytes())
     for event, target in (("drop", "#drop"), ("paste", "body")):
@@ -164,7 +201,7 @@ def test_live_camera_shows_a_label(page, server: Server) -> None:
     before = _predict_requests(server)
     page.click("#camera-start")
     page.wait_for_function(
-        "['cat', 'dog', 'neither', 'unsure'].includes(document.getElementById('live-label').textContent)",
+        "['cat', 'dog', 'No cat or dog', 'unsure'].includes(document.getElementById('live-label').textContent)",
         timeout=30_000,
     )
     page.wait_for_function("document.getElementById('live-info').textContent.includes('ms per frame')")
@@ -172,6 +209,15 @@ def test_live_camera_shows_a_label(page, server: Server) -> None:
     assert page.evaluate("document.getElementById('video').videoWidth") > 0
     assert _predict_requests(server) - before >= 3, "live mode keeps sending frames"
     assert page.locator("#live-error").inner_text() == ""
+    # A test pattern is no cat or dog: when the model says so, the live answer says it plainly too.
+    # (One read of both: the next frame may change the answer between two reads.)
+    label, text, looks = page.evaluate(
+        "(() => { const l = document.getElementById('live-label'), k = document.getElementById('live-looks');"
+        " return [l.dataset.label, l.textContent, k.hidden ? null : k.textContent]; })()"
+    )
+    if label == "neither":
+        assert text == "No cat or dog"
+        assert looks and looks.startswith("Looks like: ")
     shot(page, "test_live_camera_running")
     page.click("#camera-stop")
     assert page.locator("#camera-start").is_enabled()

@@ -75,9 +75,48 @@ def test_clean_samples_exit_0(samples_dir: Path, cache_dir: Path) -> None:
     code, report = _check_json(samples_dir)
     assert code == 0
     assert report["clean"] is True and report["problems"] == 0
-    assert report["classes"] == {"cat": 20, "dog": 20}
+    assert report["classes"] == {"cat": 20, "dog": 20} and report["neither"] == 0
     for kind in ("unusable", "duplicates", "near_duplicates", "label_conflicts", "extension_mismatches"):
         assert report[kind] == [], kind
+
+
+NEITHER_CAPTION = "neither (examples of what is not a cat or a dog)"
+
+
+@pytest.mark.parametrize("layout", ["neither/", "other/", "PetImages/Other/", "flat neither.N.jpg"])
+def test_neither_photos_are_counted_apart(
+    layout: str, samples_dir: Path, data_root: Path, tmp_path: Path, cache_dir: Path
+) -> None:
+    """Real non-pet photos in a `neither` folder (or its aliases, or named neither.N.jpg) are a count of
+    their own, not a third class."""
+    non_pets = sorted((data_root / "neither" / "car").glob("*.jpg"))[:3]
+    assert len(non_pets) == 3
+    root = tmp_path / "data"
+    pets = [samples_dir / label / f"{label}.{i}.jpg" for label in ("cat", "dog") for i in (1, 2)]
+    if layout.startswith("flat"):
+        root.mkdir()
+        for src in pets:
+            shutil.copy(src, root / src.name)
+        for i, src in enumerate(non_pets, 1):
+            shutil.copy(src, root / f"neither.{i}.jpg")
+    else:
+        base = root / "PetImages" if layout.startswith("PetImages") else root
+        for src in pets:
+            (base / src.parent.name).mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, base / src.parent.name / src.name)
+        (root / layout).mkdir(parents=True)
+        for src in non_pets:
+            shutil.copy(src, root / layout / src.name)
+
+    code, report = _check_json(root)
+    assert code == 0 and report["clean"] is True
+    assert report["classes"] == {"cat": 2, "dog": 2}
+    assert report["neither"] == 3 and report["files"] == 7
+
+    text = run_catdog("data", "check", str(root))
+    assert text.returncode == 0, text.stderr
+    [row] = [line for line in text.stdout.splitlines() if NEITHER_CAPTION in line]
+    assert row.split(NEITHER_CAPTION)[1].strip(" │|") == "3"
 
 
 def test_finds_exactly_the_planted_problems(planted: Path, cache_dir: Path) -> None:

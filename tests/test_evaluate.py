@@ -1,7 +1,11 @@
-"""catdog evaluate: metrics equal scikit-learn's on a hand-made case; the report is real PNG/HTML with the numbers."""
+"""catdog evaluate: metrics equal scikit-learn's on a hand-made case; the report is real PNG/HTML with the numbers.
+
+A `neither` folder: its photos stay out of the plain metrics and give the open-set figures (built-in model).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -11,7 +15,9 @@ import pytest
 from PIL import Image
 from sklearn import metrics as skm
 
-from catdog.evaluate import _corrupt, compute_metrics, expected_calibration_error
+from catdog.data.layout import DatasetError
+from catdog.evaluate import _corrupt, collect, compute_metrics, evaluate, expected_calibration_error, open_set_metrics
+from catdog.predict import Predictor
 
 from conftest import run_catdog
 
@@ -108,3 +114,176 @@ def test_cli_text_output_and_errors(trained_model_dir: Path, eval_dir: Path, tmp
     assert wrong.returncode == 2 and "fox" in wrong.stderr and "Traceback" not in wrong.stderr
     missing = run_catdog("evaluate", str(trained_model_dir), str(tmp_path / "nowhere"))
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
+
+
+# -- a `neither` folder: open-set figures ------------------------------------------------------
+
+NEITHER_SUBJECTS = ("horse", "flower", "car")
+PER_SUBJECT = 6
+PETS_PER_CLASS = 6
+
+
+def test_open_set_metrics_on_a_hand_made_case() -> None:
+    truth = ["cat", "dog", "cat", "dog", "neither", "neither", "neither", "neither"]
+    scores = np.array([0.99, 0.9, 0.6, 0.3, 0.05, 0.4, 0.95, 0.2])
+    predicted = ["cat", "dog", "cat", "neither", "neither", "neither", "dog", "neither"]
+    m = open_set_metrics(truth, predicted, scores, 0.5)
+    is_pet = [1, 1, 1, 1, 0, 0, 0, 0]
+    assert m["n_pets"] == 4 and m["n_neither"] == 4 and m["gate"] is True and m["threshold"] == 0.5
+    assert m["roc_auc"] == pytest.approx(skm.roc_auc_score(is_pet, scores))
+    assert m["roc_auc"] == pytest.approx(12 / 16)  # 16 pairs; the 0.95 neither beats 3 pets, the 0.4 one beats 0.3
+    assert m["neither_answered"] == pytest.approx(3 / 4)
+    assert m["pets_turned_away"] == pytest.approx(1 / 4)
+    cut = np.percentile([0.99, 0.9, 0.6, 0.3], 5)  # 0.3 + 0.15 * 0.3 = 0.345
+    assert m["score_at_95_tpr"] == pytest.approx(cut) and m["score_at_95_tpr"] == pytest.approx(0.345)
+    assert m["fpr_at_95_tpr"] == pytest.approx(2 / 4)  # 0.4 and 0.95 score above the cut
+    no_gate = open_set_metrics(truth, ["cat"] * 8, None, None)
+    assert no_gate == {"n_pets": 4, "n_neither": 4, "gate": False, "note": no_gate["note"]}
+    assert "no 'neither' gate" in no_gate["note"]
+
+
+@pytest.fixture(scope="module")
+def open_set_dir(samples_dir: Path, data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A few full-size cats and dogs, and a `neither/` folder of horses, flowers and cars (real photos)."""
+    root = tmp_path_factory.mktemp("open_set") / "photos"
+    for label in ("cat", "dog"):
+        (root / label).mkdir(parents=True)
+        for photo in sorted((samples_dir / label).glob("*.jpg"))[:PETS_PER_CLASS]:
+            shutil.copy(photo, root / label / photo.name)
+    (root / "neither").mkdir()
+    for subject in NEITHER_SUBJECTS:
+        photos = sorted(p for p in (data_root / "neither" / subject).iterdir() if p.is_file())[:PER_SUBJECT]
+        assert len(photos) == PER_SUBJECT, f"too few photos in neither/{subject}"
+        for photo in photos:
+            shutil.copy(photo, root / "neither" / f"{subject}-{photo.name}")
+    return root
+
+
+@pytest.fixture(scope="module")
+def pets_only_dir(open_set_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same cats and dogs without the `neither` folder."""
+    root = tmp_path_factory.mktemp("pets_only") / "photos"
+    for label in ("cat", "dog"):
+        shutil.copytree(open_set_dir / label, root / label)
+    return root
+
+
+@pytest.fixture(scope="module")
+def builtin() -> Predictor:
+    return Predictor.load(None)
+
+
+@pytest.fixture(scope="module")
+def open_set_run(open_set_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    out = tmp_path_factory.mktemp("open_set_report")
+    return evaluate(None, open_set_dir, out_dir=out), out
+
+
+def test_neither_folder_gives_open_set_figures(open_set_run: tuple[dict, Path], builtin: Predictor) -> None:
+    result, _ = open_set_run
+    o = result["open_set"]
+    n_neither = len(NEITHER_SUBJECTS) * PER_SUBJECT
+    assert o["gate"] is True and o["n_pets"] == 2 * PETS_PER_CLASS and o["n_neither"] == n_neither
+    assert o["threshold"] == pytest.approx(builtin.gate_threshold)
+    for key in ("neither_answered", "pets_turned_away", "fpr_at_95_tpr", "score_at_95_tpr", "roc_auc"):
+        assert 0.0 <= o[key] <= 1.0, (key, o[key])
+    # Horses, flowers and cars are nothing like cats and dogs.
+    assert o["roc_auc"] > 0.9
+    assert o["neither_answered"] >= 0.8 and o["pets_turned_away"] <= 0.2 and o["fpr_at_95_tpr"] <= 0.2
+    # Plain metrics: only the pets count, and a pet turned away is one of `neither` pets answers.
+    assert result["n"] == 2 * PETS_PER_CLASS and result["classes"] == ["cat", "dog"]
+    assert sum(map(sum, result["confusion_matrix"])) == 2 * PETS_PER_CLASS
+    assert sum(result["support"].values()) == 2 * PETS_PER_CLASS
+    assert result["neither"] == round(o["pets_turned_away"] * o["n_pets"])
+    assert result["accuracy"] >= 0.8 and "only" in result["scope"]
+
+
+def test_open_set_figures_agree_with_the_predictions(open_set_dir: Path, builtin: Predictor) -> None:
+    """The figures follow from the public Predictions: P(cat or dog) = 1 − P(neither), labels as answered."""
+    evaluation = collect(builtin, open_set_dir)
+    predictions = {p.source: p for p in builtin.predict_paths(evaluation.paths)}
+    pet_score = np.array([1.0 - predictions[path].probabilities["neither"] for path in evaluation.paths])
+    np.testing.assert_allclose(evaluation.pet_score, pet_score, atol=1e-6)
+    is_pet = np.array([t != "neither" for t in evaluation.truth])
+    m = open_set_metrics(evaluation.truth, evaluation.predicted, evaluation.pet_score, builtin.gate_threshold)
+    assert m["roc_auc"] == pytest.approx(skm.roc_auc_score(is_pet, pet_score), abs=1e-3)
+    said_neither = np.array([predictions[path].label == "neither" for path in evaluation.paths])
+    assert m["neither_answered"] == pytest.approx(said_neither[~is_pet].mean())
+    assert m["pets_turned_away"] == pytest.approx(said_neither[is_pet].mean())
+    # The class probabilities of the plain metrics are P(class | a pet): they sum to one.
+    np.testing.assert_allclose(evaluation.probs.sum(axis=1), 1.0, atol=1e-9)
+
+
+def test_neither_photos_change_no_plain_metric(open_set_run: tuple[dict, Path], pets_only_dir: Path) -> None:
+    with_neither, _ = open_set_run
+    pets_only = evaluate(None, pets_only_dir)
+    assert "open_set" not in pets_only
+    for key in ("n", "accuracy", "log_loss", "roc_auc", "ece", "precision", "recall", "neither"):
+        assert with_neither[key] == pytest.approx(pets_only[key]), key
+    assert with_neither["confusion_matrix"] == pets_only["confusion_matrix"]
+
+
+def test_a_strict_threshold_turns_pets_away_and_counts_them_wrong(open_set_dir: Path) -> None:
+    result = evaluate(None, open_set_dir, neither_threshold=1.0)  # every P(cat or dog) < 1: all `neither`
+    o = result["open_set"]
+    assert o["threshold"] == 1.0 and o["pets_turned_away"] == 1.0 and o["neither_answered"] == 1.0
+    assert result["accuracy"] == 0.0 and result["neither"] == 2 * PETS_PER_CLASS
+    assert result["confusion_columns"] == ["cat", "dog", "neither"]
+    assert [row[2] for row in result["confusion_matrix"]] == [PETS_PER_CLASS, PETS_PER_CLASS]
+    assert o["roc_auc"] > 0.9  # the threshold moves the answers, not the scores
+
+
+def test_report_shows_the_open_set_plot_and_figures(open_set_run: tuple[dict, Path]) -> None:
+    result, out = open_set_run
+    o = result["open_set"]
+    assert Image.open(out / "open_set.png").format == "PNG"
+    page = (out / "report.html").read_text()
+    assert 'alt="open_set.png"' in page and "Pets versus neither" in page
+    section = page[page.index("Pets versus neither") :]
+    for key in ("roc_auc", "neither_answered", "pets_turned_away", "fpr_at_95_tpr", "threshold"):
+        assert f"{o[key]:.4f}" in section, key
+    assert json.loads((out / "metrics.json").read_text())["open_set"] == o
+
+
+def test_no_open_set_without_a_neither_folder_or_a_gate(
+    pets_only_dir: Path, open_set_dir: Path, builtin: Predictor, tmp_path: Path
+) -> None:
+    result = evaluate(None, pets_only_dir, out_dir=tmp_path)
+    assert "open_set" not in result
+    assert (
+        not (tmp_path / "open_set.png").exists() and "Pets versus neither" not in (tmp_path / "report.html").read_text()
+    )
+    # A model without a gate answers cat or dog for everything: the section says so, with no figures.
+    ungated = collect(dataclasses.replace(builtin, gate_threshold=None), open_set_dir)
+    assert ungated.pet_score is None and "neither" not in ungated.predicted
+    m = open_set_metrics(ungated.truth, ungated.predicted, ungated.pet_score, ungated.gate_threshold)
+    assert m["gate"] is False and m["n_neither"] == len(NEITHER_SUBJECTS) * PER_SUBJECT and "roc_auc" not in m
+
+
+def test_unknown_classes_and_neither_only_data_are_clear_errors(
+    open_set_dir: Path, builtin: Predictor, tmp_path: Path
+) -> None:
+    only = tmp_path / "only"
+    shutil.copytree(open_set_dir / "neither", only / "neither")
+    with pytest.raises(DatasetError, match="only 'neither' photos"):
+        collect(builtin, only)
+    shutil.copytree(open_set_dir / "cat", tmp_path / "foxes" / "fox")
+    shutil.copytree(open_set_dir / "neither", tmp_path / "foxes" / "other")  # `other/` is `neither` too
+    with pytest.raises(DatasetError, match="fox") as err:
+        collect(builtin, tmp_path / "foxes")
+    assert "neither" not in str(err.value).split("(")[0]
+
+
+def test_cli_prints_the_open_set_figures(open_set_dir: Path, open_set_run: tuple[dict, Path]) -> None:
+    result, _ = open_set_run
+    done = run_catdog("evaluate", str(open_set_dir))
+    assert done.returncode == 0, done.stderr
+    o = result["open_set"]
+    assert f"{o['n_pets']} pets, {o['n_neither']} 'neither' photos" in done.stdout
+    for name, key in (
+        ("ROC AUC", "roc_auc"),
+        ("pets turned away", "pets_turned_away"),
+        ("FPR at 95% TPR", "fpr_at_95_tpr"),
+    ):
+        assert f"{name} {o[key]:.4f}" in done.stdout, name
+    assert f"on {result['n']} photos" in done.stdout

@@ -95,7 +95,7 @@ def test_cli_predict_json_contract_and_bad_file_in_batch(tmp_path, cat_photo, do
     assert result.stdout == json.dumps(out, indent=2) + "\n"  # streamed element by element, same text
     assert [o["path"] for o in out] == [str(cat_photo), str(broken), str(dog_photo)]
     assert out[0]["label"] == "cat" and out[2]["label"] == "dog"
-    assert set(out[0]["probabilities"]) == {"cat", "dog"}
+    assert set(out[0]["probabilities"]) == {"cat", "dog", "neither"}
     assert abs(sum(out[0]["probabilities"].values()) - 1) < 1e-4
     assert out[0]["confidence"] == max(out[0]["probabilities"].values())
     assert "corrupt" in out[1]["error"] and str(broken) in out[1]["error"] and "label" not in out[1]

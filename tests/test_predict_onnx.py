@@ -57,7 +57,7 @@ def test_metadata_and_dynamic_batch(onnx_model_file: Path, trained_model_dir: Pa
     assert json.loads(meta["temperature"]) == config["temperature"]
     assert json.loads(meta["gate"]) == config["gate"]
     assert json.loads(meta["catdog_version"])
-    assert [o.name for o in sess.get_outputs()] == ["logits", "pet_score", "features"]
+    assert [o.name for o in sess.get_outputs()] == ["logits", "pet_score", "looks_like", "features"]
     for n in (1, 5):
         logits, pet = sess.run(["logits", "pet_score"], {"input": np.zeros((n, 3, 224, 224), np.float32)})
         assert logits.shape == (n, 2) and pet.shape == (n,)
@@ -125,7 +125,7 @@ def test_model_directory_runs_through_a_cached_onnx_export(trained_model_dir: Pa
     assert exported[0].stat().st_mtime_ns == stamp  # reused, not exported again
     torch_run = Predictor.load(trained_model_dir, backend="torch")
     batch = np.random.default_rng(1).normal(size=(3, 3, 224, 224)).astype(np.float32)
-    assert np.abs(second.model_fn(batch)[0] - torch_run.model_fn(batch)[0]).max() < 1e-3
+    assert np.abs(second.model_fn(batch).logits - torch_run.model_fn(batch).logits).max() < 1e-3
 
 
 def test_throughput_mode_keeps_order_and_answers(onnx_model_file: Path, samples_dir: Path, tmp_path: Path) -> None:

@@ -113,7 +113,7 @@ def test_predictions_match_the_command_line(client: httpx.Client, cat_photo: Pat
         got = answer.json()
         assert got["filename"] == photo.name
         assert got["label"] == label == expected[photo.name]["label"]
-        assert set(got["probabilities"]) == {"cat", "dog"}
+        assert set(got["probabilities"]) == {"cat", "dog", "neither"}
         assert sum(got["probabilities"].values()) == pytest.approx(1, abs=1e-5)
         for cls, p in expected[photo.name]["probabilities"].items():
             assert got["probabilities"][cls] == pytest.approx(p, abs=1e-4)

@@ -108,6 +108,17 @@ def unexpected(err: BaseException) -> str:
     )
 
 
+NeitherThreshold = Annotated[
+    float | None,
+    typer.Option(
+        help="Answer 'neither' when P(cat or dog) is below this (default: the model's own, set to turn away "
+        "at most 0.5% of pets; higher is stricter).",
+        min=0,
+        max=1,
+    ),
+]
+
+
 @app.command()
 @user_errors
 def predict(
@@ -117,11 +128,12 @@ def predict(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON list of predictions.")] = False,
     as_csv: Annotated[
-        bool, typer.Option("--csv", help="Print CSV: path,label,confidence,<class probabilities>,error.")
+        bool, typer.Option("--csv", help="Print CSV: path,label,confidence,<probabilities: cat,dog,neither>,error.")
     ] = False,
     threshold: Annotated[
         float | None, typer.Option(help="Answer 'unsure' when the confidence is below this probability.", min=0, max=1)
     ] = None,
+    neither_threshold: NeitherThreshold = None,
     tta: Annotated[
         bool, typer.Option("--tta", help="Average the predictions of the photo and its mirror image.")
     ] = False,
@@ -133,7 +145,9 @@ def predict(
     from catdog.predict import Predictor, expand_inputs
 
     entries = expand_inputs(paths)
-    predictor = Predictor.load(model, threshold=threshold, tta=tta, throughput=True)
+    predictor = Predictor.load(
+        model, threshold=threshold, neither_threshold=neither_threshold, tta=tta, throughput=True
+    )
     from catdog.sharding import predict_sharded
 
     # Under torchrun, files are sharded over the ranks and rank 0 prints them all in input order.
@@ -142,7 +156,7 @@ def predict(
         return
     predicted = iter(predictions)
     results = (next(predicted) if isinstance(e, str) else e for e in entries)  # streamed, in input order
-    failed = _print_predictions(results, predictor.classes, as_json=as_json, as_csv=as_csv)
+    failed = _print_predictions(results, predictor.answers, as_json=as_json, as_csv=as_csv)
     raise typer.Exit(1 if failed else 0)
 
 
@@ -179,7 +193,8 @@ def _print_predictions(results: Iterable, classes: list[str], *, as_json: bool, 
         failed |= not r.ok
         if r.ok:
             colour = {"cat": "magenta", "dog": "cyan"}.get(r.label or "", "yellow")
-            out.print(f"{r.source}: [bold {colour}]{r.label}[/] ({r.confidence:.1%})")
+            seen = f" [dim]no cat or dog; looks like: {r.looks_like}[/]" if r.looks_like else ""
+            out.print(f"{r.source}: [bold {colour}]{r.label}[/] ({r.confidence:.1%}){seen}")
         else:
             out.print(f"{r.source}: [red]error[/] {r.error}")
     return failed
@@ -211,6 +226,9 @@ def data_check(
     ] = None,
 ) -> None:
     """Report unusable files, duplicates, label conflicts, wrong extensions, unusual modes and tiny images.
+
+    Photos per class are counted; those of a `neither` folder (neither/, other/ ...) are counted apart,
+    as examples of what is not a cat or a dog, not as a class to train.
 
     Exit status 1 when problems were found (unusual modes and tiny images are only notes), 0 when clean.
     """
@@ -267,6 +285,7 @@ def serve(
     threshold: Annotated[
         float | None, typer.Option(help="Answer 'unsure' below this confidence (default: never).", min=0, max=1)
     ] = None,
+    neither_threshold: NeitherThreshold = None,
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request (default: off).")] = False,
 ) -> None:
     """Serve the web page and the JSON API (OpenAPI docs at /docs)."""
@@ -287,6 +306,7 @@ def serve(
         max_batch=batch_size,
         max_wait_ms=batch_wait_ms,
         threshold=threshold,
+        neither_threshold=neither_threshold,
     )
     err_console.print(f"catdog: serving on http://{host}:{port} (the model loads in the background; /readyz)")
     options = dict(
@@ -320,6 +340,7 @@ def evaluate(
     threshold: Annotated[
         float | None, typer.Option(help="Answer 'unsure' (counted wrong) below this confidence.", min=0, max=1)
     ] = None,
+    neither_threshold: NeitherThreshold = None,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.", min=1)] = 32,
 ) -> None:
     """Measure a model on labelled photos: accuracy, log loss, ROC AUC, calibration, robustness."""
@@ -338,6 +359,7 @@ def evaluate(
         batch_size=batch_size,
         tta=tta,
         threshold=threshold,
+        neither_threshold=neither_threshold,
     )
     if as_json:
         print(json.dumps(result, indent=2))
@@ -361,6 +383,24 @@ def _print_evaluation(result: dict) -> None:
     )
     if result["neither"] or result["unsure"]:
         out.print(f"answered 'neither' {result['neither']} times and 'unsure' {result['unsure']} times (counted wrong)")
+    if "open_set" in result:
+        o = result["open_set"]
+        out.print(f"pets versus neither ({o['n_pets']} pets, {o['n_neither']} 'neither' photos, not counted above):")
+        if not o["gate"]:
+            out.print(f"  {o['note']}")
+        else:
+
+            def fmt(value: float | None) -> str:
+                return "n/a" if value is None else f"{value:.4f}"
+
+            out.print(
+                f"  ROC AUC {fmt(o['roc_auc'])}  neither answered 'neither' {fmt(o['neither_answered'])}  "
+                f"pets turned away {fmt(o['pets_turned_away'])}  (threshold {o['threshold']:.4g})"
+            )
+            out.print(
+                f"  FPR at 95% TPR {fmt(o['fpr_at_95_tpr'])} (neither photos scoring at least "
+                f"{fmt(o['score_at_95_tpr'])}, the P(cat or dog) that keeps 95% of pets)"
+            )
     if result["unreadable"]:
         out.print(f"[yellow]{len(result['unreadable'])} unreadable files[/]:")
         for item in result["unreadable"]:
@@ -392,8 +432,11 @@ def data_audit(
     top: Annotated[int, typer.Option(help="How many suspects to print and show.", min=1)] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print every suspect as JSON.")] = False,
 ) -> None:
-    """List the photos most likely mislabelled: out-of-fold predictions that confidently disagree."""
-    from catdog.data.audit import audit, write_audit
+    """List the photos most likely mislabelled: out-of-fold predictions that confidently disagree.
+
+    Photos in a `neither` folder (neither/, other/ ...) are suspects when the model's gate sees a cat or a dog.
+    """
+    from catdog.data.audit import audit, neither_note, write_audit
 
     result = audit(data_dir, model, folds=folds)
     page = write_audit(result, out, top=top) if out else None
@@ -402,7 +445,7 @@ def data_audit(
         return
     console = Console(highlight=False, soft_wrap=True)
     console.print(
-        f"{result.n} photos, out-of-fold accuracy {result.out_of_fold_accuracy:.4f}; "
+        f"{result.n} photos, out-of-fold accuracy {result.out_of_fold_accuracy:.4f}{neither_note(result, '; ')}; "
         f"{len(result.suspects)} disagree with their label. Most likely mislabelled:"
     )
     for rank, s in enumerate(result.suspects[:top], 1):

@@ -3,20 +3,24 @@
 Every photo goes through the Predictor (the one decode/preprocess path and the one
 outputs → Prediction path). A built-in model may answer ``neither`` (its gate) or a
 thresholded one ``unsure``: those answers count as wrong for accuracy and are reported.
+
+Photos of a ``neither`` folder (no cat, no dog) are no class of the model: the plain metrics are
+computed on the other photos only, and the neither photos give the open-set figures
+(:func:`open_set_metrics`: how well the gate's ``P(cat or dog)`` tells pets from the rest).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
 from sklearn import metrics as skm
 
-from catdog.data.layout import DatasetError, discover
+from catdog.data.layout import NEITHER, DatasetError, discover
 from catdog.images import ImageError
-from catdog.predict import Predictor
+from catdog.predict import Outputs, Prediction, Predictor
 from catdog.preprocess import stack_uint8, to_uint8
 
 ECE_BINS = 15
@@ -24,41 +28,106 @@ ECE_BINS = 15
 
 @dataclass
 class Evaluation:
-    """Per-photo results of one model on one labelled folder."""
+    """Per-photo results of one model on one labelled folder (its ``neither`` photos included)."""
 
     classes: list[str]
     paths: list[str]
-    truth: list[str]  # true label of each readable photo
-    probs: np.ndarray  # (N, classes) calibrated probabilities
+    truth: list[str]  # true label of each readable photo: a class of the model or "neither"
+    probs: np.ndarray  # (N, classes) calibrated class probabilities (for a gated model: P(class | a cat or dog))
     predicted: list[str]  # final answers: a class, "neither" or "unsure"
     unreadable: list[dict] = field(default_factory=list)  # {"path", "error"}
+    pet_score: np.ndarray | None = None  # (N,) the gate's P(cat or dog); None for a model without a gate
+    gate_threshold: float | None = None  # P(cat or dog) below which the model answers "neither"
 
     @property
     def y(self) -> np.ndarray:
+        """Class indices of the truth; only defined when every photo is of a model class (see :meth:`pets`)."""
         return np.array([self.classes.index(t) for t in self.truth], dtype=int)
+
+    @property
+    def is_neither(self) -> np.ndarray:
+        return np.array([t == NEITHER for t in self.truth], dtype=bool)
+
+    def subset(self, keep: np.ndarray) -> Evaluation:
+        index = np.flatnonzero(keep)
+        return Evaluation(
+            classes=self.classes,
+            paths=[self.paths[i] for i in index],
+            truth=[self.truth[i] for i in index],
+            probs=self.probs[index],
+            predicted=[self.predicted[i] for i in index],
+            unreadable=self.unreadable,
+            pet_score=None if self.pet_score is None else self.pet_score[index],
+            gate_threshold=self.gate_threshold,
+        )
+
+    def pets(self) -> Evaluation:
+        """The photos of the model's classes: what the plain metrics are computed on."""
+        return self.subset(~self.is_neither)
+
+
+@dataclass
+class _ScoringPredictor(Predictor):
+    """The same Predictor, also keeping per source the unrounded scores the metrics need.
+
+    Predictions round their probabilities and, for a gated model, scale the classes' by P(cat or dog);
+    evaluation wants the class softmax itself and the gate's score as the model computed them.
+    """
+
+    scores: dict[str, tuple[np.ndarray, float | None]] = field(default_factory=dict)
+
+    def to_predictions(self, outputs: Outputs, sources: list[str], source_key: str = "path") -> list[Prediction]:
+        predictions = super().to_predictions(outputs, sources, source_key)
+        probs = self.probabilities(outputs.logits)
+        for i, source in enumerate(sources):
+            pet = None if outputs.pet_score is None else float(np.clip(outputs.pet_score[i], 0.0, 1.0))
+            self.scores[source] = (probs[i], pet)  # one key per thread's own sources: safe across lanes
+        return predictions
 
 
 def collect(predictor: Predictor, data_dir: str | os.PathLike, *, batch_size: int = 32) -> Evaluation:
-    """Predict every labelled photo under ``data_dir`` (any layout); unreadable files are listed, not fatal."""
+    """Predict every labelled photo under ``data_dir`` (any layout); unreadable files are listed, not fatal.
+
+    A ``neither`` folder is welcome (its photos are what a model should turn away); any other class
+    the model does not know is an error.
+    """
     dataset = discover(data_dir, image_files_only=True)
-    unknown = sorted(set(dataset.classes) - set(predictor.classes))
+    unknown = sorted(set(dataset.classes) - set(predictor.classes) - {NEITHER})
     if unknown:
         raise DatasetError(
             f"'{data_dir}' has classes the model does not know: {', '.join(unknown)} "
-            f"(the model knows {', '.join(predictor.classes)})."
+            f"(the model knows {', '.join(predictor.classes)}, and a 'neither' folder is welcome)."
         )
+    if not set(dataset.classes) & set(predictor.classes):
+        raise DatasetError(
+            f"'{data_dir}' holds only 'neither' photos; evaluation also needs photos of the model's classes "
+            f"({', '.join(predictor.classes)})."
+        )
+    scoring = _ScoringPredictor(**{f.name: getattr(predictor, f.name) for f in fields(Predictor)})
     label_of = {str(item.path): item.label for item in dataset.files}
-    paths, truth, probs, predicted, unreadable = [], [], [], [], []
-    for p in predictor.predict_paths(list(label_of), batch_size=batch_size):
+    paths, truth, predicted, unreadable = [], [], [], []
+    answers_neither = False  # whether the Predictions carry P(neither): the model has a gate that applies
+    for p in scoring.predict_paths(list(label_of), batch_size=batch_size):
         if not p.ok:
             unreadable.append({"path": p.source, "error": p.error})
             continue
+        answers_neither = NEITHER in p.probabilities
         paths.append(p.source)
         truth.append(label_of[p.source])
-        probs.append([p.probabilities[c] for c in predictor.classes])
         predicted.append(p.label)
-    probs_array = np.array(probs, dtype=np.float64).reshape(len(probs), len(predictor.classes))
-    return Evaluation(list(predictor.classes), paths, truth, probs_array, predicted, unreadable)
+    probs = np.array([scoring.scores[p][0] for p in paths], dtype=np.float64).reshape(len(paths), len(scoring.classes))
+    pets = [scoring.scores[p][1] for p in paths]
+    gated = answers_neither and predictor.gate_threshold is not None and all(s is not None for s in pets)
+    return Evaluation(
+        classes=list(predictor.classes),
+        paths=paths,
+        truth=truth,
+        probs=probs,
+        predicted=predicted,
+        unreadable=unreadable,
+        pet_score=np.array(pets, dtype=np.float64) if gated else None,
+        gate_threshold=predictor.gate_threshold if gated else None,
+    )
 
 
 def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS) -> float:
@@ -108,7 +177,45 @@ def compute_metrics(
     out["neither"] = int(sum(p == "neither" for p in predicted))
     out["unsure"] = int(sum(p == "unsure" for p in predicted))
     out["unreadable"] = list(unreadable or [])
+    out["scope"] = SCOPE
     return out
+
+
+SCOPE = (
+    "Photos of the model's classes only (a 'neither' folder's photos are in open_set). Answers 'neither' "
+    "(turned away by the gate) and 'unsure' count as wrong in accuracy, recall and the confusion matrix; "
+    "log loss, ROC AUC and ECE use the class probabilities (for a gated model: P(class | a cat or dog))."
+)
+NO_GATE = "The model has no 'neither' gate: it answers one of its classes for every photo, so no open-set figures."
+
+
+def open_set_metrics(
+    truth: list[str], predicted: list[str], pet_score: np.ndarray | None, threshold: float | None
+) -> dict:
+    """Pets (any class of the model) versus `neither` photos, on the gate's ``P(cat or dog)``.
+
+    ``neither_answered``: share of neither photos answered `neither`; ``pets_turned_away``: share of
+    pet photos answered `neither` (both the model's real answers at ``threshold``). ``fpr_at_95_tpr``:
+    share of neither photos scoring at least ``score_at_95_tpr``, the 5th percentile of the pets' scores
+    (the gate set to keep 95% of pets). ``roc_auc``: pets positive, from scikit-learn.
+    """
+    is_pet = np.array([t != NEITHER for t in truth], dtype=bool)
+    out: dict = {"n_pets": int(is_pet.sum()), "n_neither": int((~is_pet).sum())}
+    if pet_score is None or threshold is None:
+        return out | {"gate": False, "note": NO_GATE}
+    scores = np.asarray(pet_score, dtype=np.float64)
+    turned_away = np.array([p == NEITHER for p in predicted], dtype=bool)
+    both = out["n_pets"] > 0 and out["n_neither"] > 0
+    cut = float(np.percentile(scores[is_pet], 5)) if out["n_pets"] else None
+    return out | {
+        "gate": True,
+        "threshold": float(threshold),
+        "roc_auc": float(skm.roc_auc_score(is_pet, scores)) if both else None,
+        "neither_answered": float(turned_away[~is_pet].mean()) if out["n_neither"] else None,
+        "pets_turned_away": float(turned_away[is_pet].mean()) if out["n_pets"] else None,
+        "fpr_at_95_tpr": float((scores[~is_pet] >= cut).mean()) if both else None,
+        "score_at_95_tpr": cut,
+    }
 
 
 # -- robustness -------------------------------------------------------------------------------
@@ -166,8 +273,8 @@ def robustness(predictor: Predictor, evaluation: Evaluation, *, samples: int = 3
     def accuracy(images: torch.Tensor) -> float:
         labels = []
         for start in range(0, len(images), batch_size):
-            logits, pet = predictor.forward_uint8(images[start : start + batch_size])
-            labels += [p.label for p in predictor.to_predictions(logits, pet, [""] * len(logits))]
+            outputs = predictor.forward_uint8(images[start : start + batch_size])
+            labels += [p.label for p in predictor.to_predictions(outputs, [""] * len(outputs.logits))]
         return float(np.mean([a == b for a, b in zip(labels, truth)]))
 
     table = {name: [accuracy(_corrupt(name, sev, batch)) for sev in (1, 2, 3)] for name in CORRUPTIONS}
@@ -184,19 +291,28 @@ def evaluate(
     batch_size: int = 32,
     tta: bool = False,
     threshold: float | None = None,
+    neither_threshold: float | None = None,
 ) -> dict:
     """Evaluate a model directory, an .onnx file or the built-in model (``None``) on ``data_dir``."""
-    predictor = Predictor.load(model, tta=tta, threshold=threshold, throughput=True)
-    evaluation = collect(predictor, data_dir, batch_size=batch_size)
-    if not evaluation.paths:
-        raise DatasetError(f"None of the {len(evaluation.unreadable)} images in '{data_dir}' could be read.")
-    result = compute_metrics(
-        evaluation.truth, evaluation.probs, evaluation.predicted, evaluation.classes, evaluation.unreadable
+    predictor = Predictor.load(
+        model, tta=tta, threshold=threshold, neither_threshold=neither_threshold, throughput=True
     )
+    evaluation = collect(predictor, data_dir, batch_size=batch_size)
+    pets = evaluation.pets()
+    if not pets.paths:
+        raise DatasetError(
+            f"None of the images of the model's classes in '{data_dir}' could be read "
+            f"({len(evaluation.unreadable)} unreadable)."
+        )
+    result = compute_metrics(pets.truth, pets.probs, pets.predicted, pets.classes, evaluation.unreadable)
+    if evaluation.is_neither.any():
+        result["open_set"] = open_set_metrics(
+            evaluation.truth, evaluation.predicted, evaluation.pet_score, evaluation.gate_threshold
+        )
     result["model"] = predictor.name
     result["backend"] = predictor.info.get("backend")
     if with_robustness:
-        result["robustness"] = robustness(predictor, evaluation, samples=robustness_samples, batch_size=batch_size)
+        result["robustness"] = robustness(predictor, pets, samples=robustness_samples, batch_size=batch_size)
     if out_dir is not None:
         from catdog.report import write_report
 

@@ -109,8 +109,8 @@ def explain(
     wanted = None if class_name is None else predictor.classes.index(class_name)
     with _LOCK:
         heat, index = gradcam(module, batch, wanted)
-        logits, pet = predictor.forward_uint8(uint8)
-    answer = predictor.to_predictions(logits, pet, ["image"])[0]
+        outputs = predictor.forward_uint8(uint8)
+    answer = predictor.to_predictions(outputs, ["image"])[0]
     view = center_crop(uint8, predictor.pre.image_size)[0].permute(1, 2, 0).numpy()
     return Explanation(heat, view, answer.label, predictor.classes[index], answer.probabilities)
 

@@ -41,7 +41,7 @@ INT8_CHECK_IMAGES = 2000
 
 
 class ExportModule(nn.Module):
-    """What is exported: ``(logits[, pet_score][, features])`` from one forward pass.
+    """What is exported: ``(logits[, pet_score, looks_like][, features])`` from one forward pass.
 
     For a gated or timm model the pieces are computed exactly as ``GatedClassifier.parts``
     (and timm's ``forward``) do, with the features kept as an extra output; the parity check
@@ -58,7 +58,7 @@ class ExportModule(nn.Module):
     def output_names(self) -> list[str]:
         names = ["logits"]
         if self.gated:
-            names.append("pet_score")
+            names += ["pet_score", "looks_like"]
         if self.has_features:
             names.append("features")
         return names
@@ -107,11 +107,11 @@ def max_gap(module: nn.Module, sess, batch: np.ndarray) -> float:
     from catdog.predict import torch_model_fn
 
     batch = batch.astype(np.float32)
-    ref_logits, ref_pet = torch_model_fn(module)(batch)
-    logits, pet = onnx_model_fn(sess)(batch)
-    gap = float(np.abs(_softmax(ref_logits) - _softmax(logits)).max())
-    if ref_pet is not None and pet is not None:
-        gap = max(gap, float(np.abs(ref_pet - pet).max()))
+    ref = torch_model_fn(module)(batch)
+    got = onnx_model_fn(sess)(batch)
+    gap = float(np.abs(_softmax(ref.logits) - _softmax(got.logits)).max())
+    if ref.pet_score is not None and got.pet_score is not None:
+        gap = max(gap, float(np.abs(ref.pet_score - got.pet_score).max()))
     return gap
 
 
@@ -363,8 +363,8 @@ def _labels(model_fn, batch: np.ndarray, config: dict) -> list[str]:
     )
     out = []
     for i in range(0, len(batch), 32):
-        logits, pet = model_fn(batch[i : i + 32])
-        out += [p.label for p in predictor.to_predictions(logits, pet, [""] * len(logits))]
+        outputs = model_fn(batch[i : i + 32])
+        out += [p.label for p in predictor.to_predictions(outputs, [""] * len(outputs.logits))]
     return out
 
 

@@ -52,17 +52,21 @@ class PooledFeatures(nn.Module):
 
 
 def split_backbone(
-    backbone: nn.Module, stages: int, head: nn.Module | None = None, gate: nn.Module | None = None
+    backbone: nn.Module,
+    stages: int,
+    head: nn.Module | None = None,
+    gate: nn.Module | None = None,
+    open_set: nn.Module | None = None,
 ) -> tuple[nn.Module, nn.Module]:
     """Cut an EfficientNet-family timm model after its stem and first ``stages`` stages.
 
     Returns ``(trunk, tail)``: the trunk maps images to flat activation maps (what is
     cached); the tail maps those maps, reshaped, through the remaining stages, the last
     convolution, pooling and ``head`` (default: the backbone's classifier) to logits, and with
-    ``gate`` (a GatedClassifier's pristine gate, which starts from the same maps) to
-    ``(logits, pet score)``. Both share their modules with the model, so training the tail trains
-    the model that is saved. The classifier's dropout is left out of the tail: with a frozen
-    trunk there is little to overfit.
+    ``gate`` (a GatedClassifier's pristine gate, which starts from the same maps, and its
+    ``open_set`` gate) to ``(logits, pet score, ImageNet class)``. Both share their modules with the
+    model, so training the tail trains the model that is saved. The classifier's dropout is left
+    out of the tail: with a frozen trunk there is little to overfit.
     """
     from timm.models.efficientnet import EfficientNet
 
@@ -77,20 +81,20 @@ def split_backbone(
     layers = nn.Sequential(*backbone.blocks[stages:], backbone.conv_head, backbone.bn2, backbone.global_pool)
     if head is None:
         return trunk, nn.Sequential(*layers, backbone.get_classifier())
-    return trunk, GatedTail(layers, head, gate)
+    return trunk, GatedTail(layers, head, gate, open_set)
 
 
 class GatedTail(nn.Module):
-    """Activation maps → (class logits, pet score), as :meth:`catdog.models.builtin.GatedClassifier.parts`.
+    """Activation maps → (class logits, P(cat or dog), ImageNet class), as ``GatedClassifier.parts``.
 
-    No pet score while training: nothing uses it, and the gate would cost a second pass.
+    No gate while training: nothing uses it, and the gate would cost a second pass.
     """
 
-    def __init__(self, layers: nn.Module, head: nn.Module, gate: nn.Module) -> None:
+    def __init__(self, layers: nn.Module, head: nn.Module, gate: nn.Module, open_set: nn.Module | None) -> None:
         super().__init__()
         from catdog.models.pretrained import IMAGENET_CAT_CLASSES, IMAGENET_DOG_CLASSES
 
-        self.layers, self.head, self.gate = layers, head, gate
+        self.layers, self.head, self.gate, self.open_set = layers, head, gate, open_set
         self.register_buffer("pet_classes", torch.tensor(IMAGENET_CAT_CLASSES + IMAGENET_DOG_CLASSES), persistent=False)
 
     def train(self, mode: bool = True) -> GatedTail:
@@ -98,11 +102,13 @@ class GatedTail(nn.Module):
         self.gate.eval()  # frozen, batch norm statistics included
         return self
 
-    def forward(self, maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        from catdog.models.builtin import pet_score
+    def forward(self, maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        from catdog.models.builtin import judge, pristine_outputs
 
-        pet = None if self.training else pet_score(self.gate(maps), self.pet_classes)
-        return self.head(self.layers(maps)), pet
+        pet = looks_like = None
+        if not self.training:
+            pet, looks_like = judge(self.open_set, *pristine_outputs(self.gate, maps), self.pet_classes)
+        return self.head(self.layers(maps)), pet, looks_like
 
 
 def cache_key(architecture: str, pre: Preprocess, frozen: str = "backbone") -> str:
@@ -242,3 +248,25 @@ def extract(
         if progress:
             progress(len(chunk))
     return [(i, v) for i, v in jobs if f"{data.hashes[i]}:{v}" in store.rows]
+
+
+def pretrained_features(
+    data: PreparedData, jobs: list[tuple[int, int]], pre: Preprocess, cache_dir: str | os.PathLike, architecture: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(pooled features, ImageNet logits)`` of the pretrained ``architecture`` for ``(image, view)`` jobs.
+
+    What the open-set gate reads (:mod:`catdog.models.gate`). The features come from (and go into)
+    the same cache as ``--freeze backbone`` training's, computed in ONNX Runtime.
+    """
+    from catdog.models.pretrained import create_pretrained
+
+    cache_dir = Path(cache_dir)
+    backbone = create_pretrained(architecture).eval()
+    key = cache_key(architecture, pre)
+    store = FeatureStore(cache_dir, key)
+    feature_fn = onnx_feature_fn(PooledFeatures(backbone), cache_dir / "onnx" / f"{key}.onnx", pre.image_size)
+    extract(data, jobs, pre, store, feature_fn)
+    features = store.read([f"{data.hashes[i]}:{v}" for i, v in jobs])
+    with torch.no_grad():
+        logits = backbone.get_classifier()(torch.from_numpy(features)).numpy()
+    return features, logits

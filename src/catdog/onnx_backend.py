@@ -5,7 +5,8 @@ The file carries everything :class:`catdog.predict.Predictor` needs in its ``met
 ``catdog predict --model file.onnx`` works with the file alone. Its outputs, by name:
 
 - ``logits`` — ``(N, classes)``;
-- ``pet_score`` — ``(N,)``, only for gated models (the ImageNet head's pet evidence);
+- ``pet_score`` — ``(N,)``, only for gated models: ``P(cat or dog)`` from the open-set gate;
+- ``looks_like`` — ``(N,)`` int64, only for gated models: the ImageNet class the pretrained backbone sees;
 - ``features`` — ``(N, F)`` penultimate features, for timm backbones (used by ``data audit``).
 
 ONNX Runtime computes only the outputs asked for, so prediction pays nothing for ``features``.
@@ -33,8 +34,10 @@ from catdog.errors import CatdogError, ModelError
 if TYPE_CHECKING:
     from torch import nn
 
+    from catdog.predict import Outputs
+
 INPUT = "input"
-EXPORT_FORMAT = 1  # bump when the graph layout or metadata change, so cached exports are rebuilt
+EXPORT_FORMAT = 2  # bump when the graph layout or metadata change, so cached exports are rebuilt
 
 # metadata_props key → config key; values are JSON.
 _META_KEYS = {
@@ -95,17 +98,19 @@ def read_config(sess) -> dict:
     return config
 
 
-def onnx_model_fn(sess) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]:
-    """A Predictor model function running ``sess``: ``(logits, pet_score or None)``."""
+def onnx_model_fn(sess) -> Callable[[np.ndarray], Outputs]:
+    """A Predictor model function running ``sess``: its :class:`catdog.predict.Outputs`."""
+    from catdog.predict import Outputs
+
     names = [o.name for o in sess.get_outputs()]
-    wanted = ["logits"] + (["pet_score"] if "pet_score" in names else [])
+    wanted = ["logits"] + [name for name in ("pet_score", "looks_like") if name in names]
     if "logits" not in names:
         wanted = [names[0]]
     input_name = sess.get_inputs()[0].name
 
-    def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        out = sess.run(wanted, {input_name: np.ascontiguousarray(batch, dtype=np.float32)})
-        return out[0], (out[1] if len(out) > 1 else None)
+    def run(batch: np.ndarray) -> Outputs:
+        out = dict(zip(wanted, sess.run(wanted, {input_name: np.ascontiguousarray(batch, dtype=np.float32)})))
+        return Outputs(out.get("logits", out[wanted[0]]), out.get("pet_score"), out.get("looks_like"))
 
     return run
 

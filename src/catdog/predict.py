@@ -12,8 +12,9 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -23,10 +24,29 @@ from catdog.preprocess import Preprocess, normalize, stack_uint8, to_uint8
 if TYPE_CHECKING:
     import torch
 
-# A model function takes a float32 NCHW batch and returns (logits, pet_score or None).
-ModelFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]
+
+class Outputs(NamedTuple):
+    """What a model computes for a batch: class logits, and for gated models the gate's evidence."""
+
+    logits: np.ndarray  # (N, classes)
+    pet_score: np.ndarray | None = None  # (N,) P(cat or dog) (the pet mass for models before the open-set gate)
+    looks_like: np.ndarray | None = None  # (N,) the ImageNet class the pretrained backbone sees
+
+
+# A model function takes a float32 NCHW batch and returns its Outputs.
+ModelFn = Callable[[np.ndarray], Outputs]
 
 PET_CLASSES = frozenset({"cat", "dog"})
+NEITHER = "neither"
+DEFAULT_NEITHER_THRESHOLD = 0.5  # open-set gates put their operating point here (catdog.models.gate)
+
+
+@cache
+def imagenet_classes() -> list[str]:
+    """The 1,000 ImageNet class names (WordNet lemmas), for a `neither` answer's ``looks_like``."""
+    from catdog.models.files import WEIGHTS_DIR
+
+    return (WEIGHTS_DIR / "imagenet_classes.txt").read_text().splitlines()
 
 
 @dataclass
@@ -39,6 +59,7 @@ class Prediction:
     probabilities: dict[str, float] | None = None
     error: str | None = None
     source_key: str = "path"  # "path" for files, "filename" for uploads
+    looks_like: str | None = None  # for a `neither` answer: the ImageNet class the backbone sees
 
     @property
     def ok(self) -> bool:
@@ -50,6 +71,8 @@ class Prediction:
             out["error"] = self.error
         else:
             out.update(label=self.label, confidence=self.confidence, probabilities=self.probabilities)
+            if self.looks_like is not None:
+                out["looks_like"] = self.looks_like
         return out
 
 
@@ -61,7 +84,7 @@ class Predictor:
     classes: list[str]
     pre: Preprocess
     temperature: float = 1.0
-    gate_threshold: float | None = None  # pet evidence below this → "neither"
+    gate_threshold: float | None = None  # P(cat or dog) below this → "neither" (None: no gate)
     threshold: float | None = None  # confidence below this → "unsure"
     tta: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS
@@ -77,12 +100,16 @@ class Predictor:
         model: str | os.PathLike | None = None,
         *,
         threshold: float | None = None,
+        neither_threshold: float | None = None,
         tta: bool = False,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         backend: str | None = None,
         throughput: bool = False,
     ) -> Predictor:
         """The built-in model (``model=None``), a model directory or an ``.onnx`` file.
+
+        ``neither_threshold``: answer `neither` when ``P(cat or dog)`` is below it (default: the
+        model's own operating point, recorded in its config: 0.5 for catdog's open-set gate).
 
         ``backend`` (default ``$CATDOG_BACKEND`` or ``auto``): ``onnx`` runs ONNX Runtime (the
         built-in model or a model directory is exported once to the user cache), ``torch`` runs
@@ -107,7 +134,7 @@ class Predictor:
             classes=list(config["classes"]),
             pre=Preprocess.from_dict(config["preprocess"]),
             temperature=float(config.get("temperature", 1.0)),
-            gate_threshold=gate.get("threshold"),
+            gate_threshold=_gate_threshold(gate, neither_threshold),
             threshold=threshold,
             tta=tta,
             max_pixels=max_pixels,
@@ -118,6 +145,16 @@ class Predictor:
 
     # -- the one tensor → Prediction path -----------------------------------------------------
 
+    @property
+    def gated(self) -> bool:
+        """Whether the model answers `neither` (a cat/dog model with a gate)."""
+        return self.gate_threshold is not None and set(self.classes) <= PET_CLASSES
+
+    @property
+    def answers(self) -> list[str]:
+        """The keys of a Prediction's probabilities: the classes, and `neither` for a gated model."""
+        return [*self.classes, NEITHER] if self.gated else list(self.classes)
+
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         """Calibrated class probabilities: softmax of logits divided by the fitted temperature."""
         scaled = logits.astype(np.float64) / self.temperature
@@ -125,44 +162,57 @@ class Predictor:
         exp = np.exp(scaled)
         return exp / exp.sum(axis=1, keepdims=True)
 
-    def to_predictions(
-        self, logits: np.ndarray, pet_score: np.ndarray | None, sources: list[str], source_key: str = "path"
-    ) -> list[Prediction]:
-        probs = self.probabilities(logits)
-        gated = pet_score is not None and self.gate_threshold is not None and set(self.classes) <= PET_CLASSES
+    def to_predictions(self, outputs: Outputs, sources: list[str], source_key: str = "path") -> list[Prediction]:
+        """The one place model outputs become Predictions.
+
+        For a gated cat/dog model the probabilities are ``P(cat or dog) x P(class | a pet)`` for each
+        class and ``1 - P(cat or dog)`` for `neither`: they sum to 1, and the label's is its confidence.
+        """
+        probs = self.probabilities(outputs.logits)
+        pets = outputs.pet_score
+        gated = pets is not None and self.gated
+        names = imagenet_classes() if gated and outputs.looks_like is not None else None
         out = []
         for i, source in enumerate(sources):
-            best = int(probs[i].argmax())
-            label, confidence = self.classes[best], float(probs[i, best])
-            if gated and pet_score[i] < self.gate_threshold:
-                label, confidence = "neither", float(1.0 - pet_score[i])
-            elif self.threshold is not None and confidence < self.threshold:
+            probabilities = {c: float(p) for c, p in zip(self.classes, probs[i])}
+            looks_like = None
+            if gated:
+                pet = float(np.clip(pets[i], 0.0, 1.0))
+                probabilities = {c: p * pet for c, p in probabilities.items()} | {NEITHER: 1.0 - pet}
+            label = max(self.classes, key=probabilities.__getitem__)
+            if gated and pets[i] < self.gate_threshold:
+                label = NEITHER
+                looks_like = names[int(outputs.looks_like[i])] if names is not None else None
+            confidence = probabilities[label]
+            if label != NEITHER and self.threshold is not None and confidence < self.threshold:
                 label = "unsure"
             out.append(
                 Prediction(
                     source=source,
                     label=label,
                     confidence=round(confidence, 6),
-                    probabilities={c: round(float(p), 6) for c, p in zip(self.classes, probs[i])},
+                    probabilities={c: round(p, 6) for c, p in probabilities.items()},
                     source_key=source_key,
+                    looks_like=looks_like,
                 )
             )
         return out
 
     # -- running the model -------------------------------------------------------------------
 
-    def forward_uint8(self, squares: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+    def forward_uint8(self, squares: np.ndarray | torch.Tensor) -> Outputs:
         """Model outputs for a ``(N, 3, S, S)`` uint8 batch of preprocessed squares (numpy or a CPU tensor)."""
         batch = normalize(squares, self.pre)
         batch = batch if isinstance(batch, np.ndarray) else batch.numpy()
-        logits, pet = self.model_fn(batch)
-        if self.tta:
-            flipped_logits, flipped_pet = self.model_fn(np.ascontiguousarray(batch[..., ::-1]))
-            # Average probabilities, not logits, then return log-probabilities as logits.
-            avg = (self.probabilities(logits) + self.probabilities(flipped_logits)) / 2
-            logits = np.log(np.clip(avg, 1e-12, None)) * self.temperature
-            pet = None if pet is None else (pet + flipped_pet) / 2
-        return logits, pet
+        outputs = self.model_fn(batch)
+        if not self.tta:
+            return outputs
+        flipped = self.model_fn(np.ascontiguousarray(batch[..., ::-1]))
+        # Average probabilities, not logits, then return log-probabilities as logits.
+        avg = (self.probabilities(outputs.logits) + self.probabilities(flipped.logits)) / 2
+        logits = np.log(np.clip(avg, 1e-12, None)) * self.temperature
+        pet = None if outputs.pet_score is None else (outputs.pet_score + flipped.pet_score) / 2
+        return Outputs(logits, pet, outputs.looks_like)
 
     def _square(self, source: bytes | str | os.PathLike) -> np.ndarray:
         return to_uint8(source, self.pre, max_pixels=self.max_pixels)
@@ -180,8 +230,8 @@ class Predictor:
         good = [i for i, (square, _) in enumerate(loaded) if square is not None]
         results: list[Prediction | None] = [None] * len(names)
         if good:
-            logits, pet = self.forward_uint8(stack_uint8([loaded[i][0] for i in good]))
-            for i, prediction in zip(good, self.to_predictions(logits, pet, [names[i] for i in good], source_key)):
+            outputs = self.forward_uint8(stack_uint8([loaded[i][0] for i in good]))
+            for i, prediction in zip(good, self.to_predictions(outputs, [names[i] for i in good], source_key)):
                 results[i] = prediction
         for i, (square, error) in enumerate(loaded):
             if square is None:
@@ -230,20 +280,39 @@ def _name_in_error(error: str, source: str) -> str:
     return error.replace("The image", f"'{source}'", 1) if error.startswith("The image") else error
 
 
+def _gate_threshold(gate: dict, override: float | None) -> float | None:
+    """``P(cat or dog)`` below which a gated model answers `neither`; None for a model without a gate."""
+    if not gate:
+        return None
+    if override is not None:
+        if not 0.0 <= override <= 1.0:
+            from catdog.errors import CatdogError
+
+            raise CatdogError(f"--neither-threshold {override} must be between 0 and 1.")
+        return float(override)
+    return float(gate.get("threshold", DEFAULT_NEITHER_THRESHOLD))
+
+
 def torch_model_fn(module: torch.nn.Module) -> ModelFn:
-    """Wrap an eval-mode torch module (returning logits, or (logits, pet_score))."""
+    """Wrap an eval-mode torch module (returning logits, or (logits, pet_score, looks_like))."""
     import torch
 
     module = module.eval().to(memory_format=torch.channels_last)
 
-    def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    def run(batch: np.ndarray) -> Outputs:
         with torch.inference_mode():
             out = module(torch.from_numpy(batch).contiguous(memory_format=torch.channels_last))
         if isinstance(out, tuple):
-            return out[0].float().numpy(), out[1].float().numpy()
-        return out.float().numpy(), None
+            return Outputs(*(_numpy(o) for o in out))
+        return Outputs(out.float().numpy())
 
     return run
+
+
+def _numpy(tensor: torch.Tensor | None) -> np.ndarray | None:
+    if tensor is None:
+        return None
+    return tensor.float().numpy() if tensor.is_floating_point() else tensor.numpy()
 
 
 def expand_inputs(patterns: list[str]) -> list[str | Prediction]:

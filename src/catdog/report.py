@@ -88,6 +88,32 @@ def robustness_png(robust: dict) -> bytes:
     return _png(fig)
 
 
+def open_set_png(evaluation, open_set: dict) -> bytes:
+    """Histograms of the gate's P(cat or dog) for pet photos and `neither` photos, the threshold marked."""
+    scores = evaluation.pet_score
+    neither = evaluation.is_neither
+    bins = np.linspace(0.0, 1.0, 41)
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for mask, name, colour in ((~neither, "cat or dog", "tab:blue"), (neither, "neither", "tab:orange")):
+        if mask.any():
+            ax.hist(
+                scores[mask], bins=bins, weights=np.full(mask.sum(), 1 / mask.sum()), alpha=0.55, color=colour,
+                label=f"{name} ({mask.sum()} photos)",
+            )  # fmt: skip
+    ax.axvline(open_set["threshold"], color="k", linestyle="--", label=f"threshold {open_set['threshold']:.3g}")
+    if open_set.get("score_at_95_tpr") is not None:
+        ax.axvline(open_set["score_at_95_tpr"], color="grey", linestyle=":", label="95% of pets kept")
+    ax.set_yscale("log")  # the tails (a non-pet that scores high, a pet that scores low) are what matter
+    ax.set_ylim(0.5 / max(1, len(scores)), 4.0)  # room above for the legend
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("P(cat or dog)")
+    ax.set_ylabel("share of the group's photos")
+    auc = open_set.get("roc_auc")
+    ax.set_title(f"Pets versus neither (ROC AUC {auc:.4f})" if auc is not None else "Pets versus neither")
+    ax.legend(loc="upper center", fontsize=8)
+    return _png(fig)
+
+
 def confident_mistakes(evaluation, k: int = GALLERY_SIZE) -> list[dict]:
     """The ``k`` wrong answers with the highest probability on the wrong class, most confident first."""
     wrong = []
@@ -142,15 +168,18 @@ def write_report(out_dir: str | os.PathLike, evaluation, metrics: dict) -> Path:
     """Write the PNGs, metrics.json and report.html into ``out_dir``; return the HTML path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    mistakes = confident_mistakes(evaluation)
+    pets = evaluation.pets()  # the plain plots are on the photos of the model's classes
+    mistakes = confident_mistakes(pets)
     pngs = {
         "confusion_matrix.png": confusion_png(metrics),
-        "roc.png": roc_png(evaluation, metrics),
-        "reliability.png": reliability_png(evaluation, metrics),
+        "roc.png": roc_png(pets, metrics),
+        "reliability.png": reliability_png(pets, metrics),
         "mistakes.png": gallery_png(mistakes),
     }
     if "robustness" in metrics and metrics["robustness"]["n"]:
         pngs["robustness.png"] = robustness_png(metrics["robustness"])
+    if metrics.get("open_set", {}).get("gate") and evaluation.pet_score is not None:
+        pngs["open_set.png"] = open_set_png(evaluation, metrics["open_set"])
     for name, data in pngs.items():
         atomic_write_bytes(out / name, data)
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
@@ -173,7 +202,7 @@ def _html(metrics: dict, pngs: dict[str, bytes], mistakes: list[dict]) -> str:
     summary = "".join(
         f"<tr><th>{name}</th><td>{_fmt(metrics.get(key))}</td></tr>"
         for name, key in (
-            ("photos", "n"),
+            (f"photos ({html.escape(', '.join(classes))})", "n"),
             ("accuracy", "accuracy"),
             ("log loss", "log_loss"),
             ("ROC AUC", "roc_auc"),
@@ -208,6 +237,7 @@ def _html(metrics: dict, pngs: dict[str, bytes], mistakes: list[dict]) -> str:
             f"<table><tr><th>corruption</th><th>severity 1</th><th>2</th><th>3</th></tr>{body}</table>"
             f'<figure><img src="{_uri(pngs["robustness.png"])}" alt="robustness.png"></figure>'
         )
+    open_set = _open_set_html(metrics.get("open_set"), pngs.get("open_set.png"))
     unreadable = "".join(f"<li>{html.escape(u['path'])}: {html.escape(u['error'])}</li>" for u in metrics["unreadable"])
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>catdog evaluation</title>
@@ -226,7 +256,33 @@ img {{ max-width: 100%; }}
 <table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>{rows}</table>
 <h2>Plots</h2>{plots}
 <h2>Most confidently wrong</h2>{gallery or "<p>No mistakes.</p>"}
+{open_set}
 {robust}
 <h2>Unreadable files</h2>{f"<ul>{unreadable}</ul>" if unreadable else "<p>None.</p>"}
 </body></html>
 """
+
+
+def _open_set_html(open_set: dict | None, png: bytes | None) -> str:
+    """The open-set section: the figures of :func:`catdog.evaluate.open_set_metrics` and the score histogram."""
+    if not open_set:
+        return ""
+    head = (
+        f"<h2>Pets versus neither</h2><p>{open_set['n_pets']} photos of the model's classes, "
+        f"{open_set['n_neither']} 'neither' photos (not in the figures above).</p>"
+    )
+    if not open_set.get("gate"):
+        return head + f"<p>{html.escape(open_set['note'])}</p>"
+    rows = "".join(
+        f"<tr><th>{name}</th><td>{_fmt(open_set.get(key))}</td></tr>"
+        for name, key in (
+            ("ROC AUC, pets versus neither", "roc_auc"),
+            ("neither photos answered 'neither'", "neither_answered"),
+            ("pets turned away (answered 'neither')", "pets_turned_away"),
+            ("neither photos kept at 95% of pets kept (FPR at 95% TPR)", "fpr_at_95_tpr"),
+            ("P(cat or dog) keeping 95% of pets", "score_at_95_tpr"),
+            ("threshold: 'neither' below this P(cat or dog)", "threshold"),
+        )
+    )
+    figure = f'<figure><img src="{_uri(png)}" alt="open_set.png"><figcaption>open_set.png</figcaption></figure>'
+    return head + f"<table>{rows}</table>" + (figure if png else "")

@@ -36,7 +36,7 @@ from torch import nn
 from torch.utils.data import DistributedSampler, Subset, TensorDataset
 
 from catdog.augment import batch_augmenter, mix_transform, sample_seed
-from catdog.data import CachedImages, DatasetError, PreparedData, discover, make_loader, prepare
+from catdog.data import NEITHER, CachedImages, DatasetError, PreparedData, discover, make_loader, prepare
 from catdog.errors import CatdogError
 from catdog.features import (
     FeatureStore,
@@ -49,6 +49,9 @@ from catdog.features import (
 )
 from catdog.fsutil import atomic_write, atomic_write_text, default_cache_dir
 from catdog.models import ModelError, build_model, save_model_dir
+from catdog.models.files import BUILTIN_BACKBONE
+from catdog.models.gate import OPEN_SET, PET_MASS_THRESHOLD, fit_weights, operating_bias
+from catdog.models.pretrained import IMAGENET_CAT_CLASSES, IMAGENET_DOG_CLASSES
 from catdog.models.scratch import SCRATCH_MODELS
 from catdog.preprocess import Preprocess, normalize, to_uint8
 
@@ -213,11 +216,17 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
         torch.backends.cudnn.benchmark = False
 
         # 2. The classes, then the model and its preprocessing.
-        classes = discover(cfg.data_dir, image_files_only=True).classes
+        classes = discover(cfg.data_dir, image_files_only=True).model_classes  # a `neither` folder is no class
         if len(classes) < 2:
-            raise DatasetError(f"'{cfg.data_dir}' has only one class ({classes[0]}); training needs at least two.")
+            only = f" ({classes[0]})" if classes else ""
+            raise DatasetError(f"'{cfg.data_dir}' has only one class{only}; training needs at least two.")
         gate = cfg.family() != "scratch" and set(classes) <= PET_CLASSES
         model = build_model(cfg.model, len(classes), pretrained=True, gate=gate)
+        if gate and cfg.model == BUILTIN_BACKBONE:
+            from catdog.models.builtin import load_builtin_gate
+
+            # The pristine backbone's features are the built-in model's: its open-set gate applies as shipped.
+            model.add_open_set_gate(load_builtin_gate(model.backbone.num_features))
         if gate and cfg.family() in ("finetune", "partial"):
             # Fine-tuning moves the features the ImageNet head reads: the gate keeps a pretrained copy.
             model.add_pristine_gate(cfg.frozen_stages() if cfg.family() == "partial" else 0)
@@ -239,7 +248,12 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
         else:
             data = prepare_data(cfg, pre, cache_dir, ctx, log)
         mark("data_ready")
-        splits = data.split(cfg.val_fraction)
+        # Photos of the `neither` folder (label len(classes)) never train the classes: they refit the gate.
+        splits = {
+            name: [i for i in part if data.labels[i] < len(classes)]
+            for name, part in data.split(cfg.val_fraction).items()
+        }
+        negatives = [i for i, label in enumerate(data.labels) if label == len(classes)]
         if not splits["train"] or not splits["val"]:
             raise DatasetError(f"'{cfg.data_dir}' has too few images to hold some out for validation; add more.")
         log.info(f"{len(splits['train'])} training and {len(splits['val'])} validation images")
@@ -254,8 +268,8 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
                 extractor, trainable = PooledFeatures(backbone), new_head or model.get_classifier()
                 shape = None
             else:
-                gate_copy = model.gate if gate else None
-                extractor, trainable = split_backbone(backbone, cfg.frozen_stages(), new_head, gate_copy)
+                gate_copy, open_set = (model.gate, model.open_set) if gate else (None, None)
+                extractor, trainable = split_backbone(backbone, cfg.frozen_stages(), new_head, gate_copy, open_set)
                 extractor.requires_grad_(False)
                 probe = extractor[:-1].eval()(torch.zeros(1, 3, pre.image_size, pre.image_size))
                 shape = tuple(probe.shape[1:])  # the cached rows are these activation maps, flattened
@@ -359,6 +373,7 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
         # 8. The best weights (validated again at the test size), a calibrated temperature, and the
         #    model directory (rank 0 writes).
         trainable.load_state_dict(state.best_state)
+        train_pre = pre  # what the pixel cache holds; the model may predict at another size (test_pre)
         if test_pre != pre:
             at_size = validate_at_size(model, data, splits["val"], test_pre, cfg, ctx, dtype, per_rank_batch)
             log.info(
@@ -370,6 +385,11 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
             state.best_logits, state.best_labels = at_size["logits"], at_size["labels"]
             state.best_pets = at_size["pets"]
             pre = test_pre  # the model directory predicts at the size it was validated at
+        if gate and cfg.family() == "frozen" and (state.best_pets is None or not len(state.best_pets)):
+            state.best_pets = frozen_val_pets(model, val_set)  # validation ran the head alone, on cached features
+        if negatives and getattr(model, "open_set", None) is not None and ctx.is_main:
+            log.info(f"refitting the `neither` gate with {len(negatives)} photos of the neither folder")
+            state.best_pets = refit_gate(model.open_set, data, splits, negatives, train_pre, cache_dir)
         mark("validated")
         metrics = final_metrics(state, time.monotonic() - started)
         metrics["timeline_seconds"] = timeline
@@ -381,13 +401,14 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
                 "classes": classes,
                 "preprocess": pre.to_dict(),
                 "temperature": temperature,
-                "gate": gate_config(state.best_pets, model) if gate else None,
+                "gate": gate_config(state.best_pets, model, refitted_on=len(negatives)) if gate else None,
                 "training": cfg.to_dict(),
                 "data": {
                     "root": str(Path(cfg.data_dir).resolve()),
                     "fingerprint": data.fingerprint(),
                     "train_images": len(splits["train"]),
                     "val_images": len(splits["val"]),
+                    "neither_images": len(negatives),
                     "unreadable_files": len(data.unreadable),
                     "unreadable": [{"path": str(path), "reason": reason} for path, reason in data.unreadable],
                 },
@@ -639,19 +660,22 @@ def preprocess_for(model: nn.Module, cfg: TrainConfig) -> Preprocess:
 def prepare_data(cfg: TrainConfig, pre: Preprocess, cache_dir: Path, ctx, log) -> PreparedData:
     """Hash and decode every image (rank 0 first); unreadable files are skipped and counted."""
     data = None
+    dataset = discover(cfg.data_dir, image_files_only=True)
+    # The model's classes first, so that their labels are the model's outputs; `neither` photos come last.
+    order = dataset.model_classes + [NEITHER] * (NEITHER in dataset.classes)
     if ctx.is_main:
-        n_files = len(discover(cfg.data_dir, image_files_only=True).files)
+        n_files = len(dataset.files)
         with log.progress("decoding images", n_files) as bar:
-            data = prepare(cfg.data_dir, pre, cache_dir, progress=lambda n: bar.update(advance=n))
+            data = prepare(cfg.data_dir, pre, cache_dir, classes=order, progress=lambda n: bar.update(advance=n))
     barrier(ctx)
     if data is None:
-        data = prepare(cfg.data_dir, pre, cache_dir)
+        data = prepare(cfg.data_dir, pre, cache_dir, classes=order)
     total = len(data.paths) + len(data.unreadable)
     if not data.paths:
         raise DatasetError(f"None of the {total} image files in '{cfg.data_dir}' can be decoded.")
     if data.unreadable:
         log.info(f"skipped {len(data.unreadable)} of {total} files that cannot be used, e.g. {data.unreadable[0][1]}")
-    present = sorted({data.classes[y] for y in data.labels})
+    present = sorted({data.classes[y] for y in data.labels} - {NEITHER})
     if len(present) < 2:
         raise DatasetError(f"Only class '{present[0]}' has usable images in '{cfg.data_dir}'; training needs two.")
     return data
@@ -1017,21 +1041,33 @@ def calibrated_nll(logits: torch.Tensor, labels: torch.Tensor, temperature: floa
     return float(F.cross_entropy(logits.float() / temperature, labels))
 
 
-def gate_config(val_pets: torch.Tensor | None, model: nn.Module) -> dict:
-    """The `neither` gate of a trained cat/dog model: the built-in threshold, lowered if the pets need it.
+def gate_config(val_pets: torch.Tensor | None, model: nn.Module, refitted_on: int = 0) -> dict:
+    """The `neither` gate of a trained cat/dog model, its operating point set on the validation pets.
 
-    A fine-tuned model's gate is a pristine copy of the pretrained layers (``pristine_after_blocks``
-    records where it starts), so its pet scores are the pretrained backbone's. Before it was, the
-    fine-tuned features made real pets score low (the 45-minute Lite0 run called 65 of 200 dev pets
-    `neither` at 0.1) and non-pets through. The threshold still becomes at most 0.9 x the 1st
-    percentile of the validation photos' pet scores, so at most 1 % of the held-out pets are turned
-    away (every validation photo is a cat or a dog; a model may predict at another size than the
-    built-in one).
+    A fine-tuned model's gate reads a pristine copy of the pretrained layers (``pristine_after_blocks``
+    records where it starts), so it sees what the pretrained backbone sees: fine-tuned features made
+    real pets score low (the 45-minute Lite0 run called 65 of 200 dev pets `neither`) and non-pets
+    through. With the built-in backbone the gate is catdog's open-set gate (:mod:`catdog.models.gate`):
+    its bias moves so that at most 0.5 % of the validation photos (all cats and dogs) score below 0.5.
+    Other timm backbones keep the ImageNet pet mass, with the built-in threshold lowered, if needed, to
+    0.9 x the validation photos' 1st percentile.
     """
-    threshold = builtin_gate_threshold()
-    gate: dict = {"threshold": threshold}
+    gate: dict = {}
     if getattr(model, "gate", None) is not None:
         gate["pristine_after_blocks"] = model.shared_blocks
+    open_set = getattr(model, "open_set", None)
+    if open_set is not None:
+        gate.update(builtin_gate_record(), threshold=0.5, kind=OPEN_SET)
+        if refitted_on:
+            gate["refitted_on"] = f"{refitted_on} photos of the data's neither folder (and their mirrors)"
+        if val_pets is not None and len(val_pets):
+            logits = torch.logit(val_pets.double().clamp(1e-12, 1 - 1e-12)) - float(open_set.bias)
+            open_set.bias.fill_(operating_bias(logits, open_set.bias.new_zeros(())))
+            gate["val_pets_turned_away"] = round(float((logits + float(open_set.bias) < 0).double().mean()), 5)
+            gate["val_pets"] = len(val_pets)
+        return gate
+    threshold = PET_MASS_THRESHOLD
+    gate.update(threshold=threshold, kind="pet-mass")
     if val_pets is None or not len(val_pets):
         return gate
     # 0.9: a margin for the small numeric gap between the path validation measured (cached float16
@@ -1042,14 +1078,51 @@ def gate_config(val_pets: torch.Tensor | None, model: nn.Module) -> dict:
     return gate
 
 
-def builtin_gate_threshold() -> float:
-    """The `neither` gate threshold of the built-in model, reused by every gated cat/dog model."""
-    try:
-        from catdog.models.files import builtin_config
+IMAGENET_PET_CLASSES = torch.tensor(IMAGENET_CAT_CLASSES + IMAGENET_DOG_CLASSES)
+GATE_REFIT_PETS = 5000  # training pets the gate is refitted on (their features take ~30 s on 2 cores)
+GATE_REFIT_L2 = 1e-3  # pull towards the shipped gate: the user's few hundred negatives adjust it, not replace it
 
-        return float(builtin_config()["gate"]["threshold"])
-    except (OSError, KeyError, TypeError, ValueError):
-        return 0.2  # the built-in head is not installed yet: a conservative gate
+
+def refit_gate(
+    open_set, data: PreparedData, splits: dict, negatives: list[int], pre: Preprocess, cache_dir
+) -> torch.Tensor:
+    """Refit the open-set gate on the training pets and the `neither` folder's photos (and their mirrors).
+
+    Returns the refitted gate's ``P(cat or dog)`` for the validation photos, which then set its operating point.
+    """
+    from catdog.features import pretrained_features
+    from catdog.models.gate import gate_inputs
+
+    pets = sorted(splits["train"], key=lambda i: data.hashes[i])[:GATE_REFIT_PETS]  # a random-like subset
+
+    def inputs(jobs):
+        features, logits = pretrained_features(data, jobs, pre, cache_dir, BUILTIN_BACKBONE)
+        return gate_inputs(torch.from_numpy(features), torch.from_numpy(logits), IMAGENET_PET_CLASSES)
+
+    x_pets, x_others = inputs([(i, 0) for i in pets]), inputs([(i, v) for i in negatives for v in (0, 1)])
+    x = torch.cat([x_pets, x_others])
+    y = torch.cat([torch.ones(len(x_pets)), torch.zeros(len(x_others))])
+    weight, bias = fit_weights(x, y, prior=open_set, l2=GATE_REFIT_L2)
+    open_set.weight.copy_(weight)
+    open_set.bias.fill_(float(bias))
+    with torch.no_grad():
+        return torch.sigmoid(inputs([(i, 0) for i in splits["val"]]) @ open_set.weight + open_set.bias)
+
+
+def frozen_val_pets(model: nn.Module, val_set: TensorDataset) -> torch.Tensor:
+    """The gate's ``P(cat or dog)`` for the validation photos, from their cached pooled features."""
+    features = val_set.tensors[0].float().to(model.head.weight.device)
+    with torch.no_grad():
+        pets, _ = model.judge(features, model.backbone.get_classifier()(features))
+    return pets.cpu()
+
+
+def builtin_gate_record() -> dict:
+    """What the shipped open-set gate says of itself (score, what it was fitted on), for config.json."""
+    from catdog.models.files import builtin_config
+
+    shipped = builtin_config().get("gate") or {}
+    return {key: shipped[key] for key in ("score", "fitted_on") if key in shipped}
 
 
 # --------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ The torch-backed parts load on first use, so that importing the light parts (lay
 errors) stays fast for the command line.
 """
 
-from catdog.data.layout import Dataset, DatasetError, LabelledFile, discover, normalize_label
+from catdog.data.layout import NEITHER, Dataset, DatasetError, LabelledFile, discover, normalize_label
 from catdog.data.split import split_indices
 
 _LAZY = {
@@ -15,7 +15,7 @@ _LAZY = {
     "prepare": "catdog.data.dataset",
 }
 
-__all__ = ["Dataset", "DatasetError", "LabelledFile", "discover", "normalize_label", "split_indices", *_LAZY]
+__all__ = ["NEITHER", "Dataset", "DatasetError", "LabelledFile", "discover", "normalize_label", "split_indices", *_LAZY]
 
 
 def __getattr__(name: str):

@@ -6,6 +6,12 @@ Runtime) and k-fold logistic regression, so every photo gets an out-of-fold prob
 its own label. Photos whose out-of-fold prediction confidently disagrees with their label are
 ranked, most confident first. (With a trained model directory its backbone has seen the
 labels during training, so the built-in backbone is the more honest judge.)
+
+Photos in a `neither` folder (``neither/``, ``other/`` ...) are no class to learn: one of them is
+mislabelled when it shows a cat or a dog after all. The model's `neither` gate judges them, by its
+``P(cat or dog)`` from the same forward pass; the suggested label is the pet class a classifier
+fitted on all the pet photos picks. A model without a gate (or a dataset whose classes are not
+cats and dogs) leaves them unjudged, and says so.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from catdog.data.layout import DatasetError, discover
+from catdog.data.layout import NEITHER, DatasetError, discover
 from catdog.fsutil import atomic_write_text
 from catdog.images import ImageError
 from catdog.preprocess import Preprocess, normalize, stack_uint8, to_uint8
@@ -31,7 +37,7 @@ class Suspect:
     path: str
     label: str
     suggested: str
-    confidence: float  # out-of-fold probability of ``suggested``
+    confidence: float  # out-of-fold probability of ``suggested``; for a `neither` photo, P(cat or dog)
 
     def to_dict(self) -> dict:
         return {"path": self.path, "label": self.label, "suggested": self.suggested, "confidence": self.confidence}
@@ -39,17 +45,21 @@ class Suspect:
 
 @dataclass
 class AuditResult:
-    n: int
-    classes: list[str]
+    n: int  # readable photos, `neither` ones included
+    classes: list[str]  # the classes a model learns (never `neither`)
     folds: int
     suspects: list[Suspect]
-    out_of_fold_accuracy: float
+    out_of_fold_accuracy: float  # on the photos of ``classes``
     unreadable: list[dict] = field(default_factory=list)
+    neither: int = 0  # readable photos of a `neither` folder
+    neither_judged: bool = False  # whether the model's gate judged them
 
     def to_dict(self) -> dict:
         return {
             "n": self.n,
             "classes": self.classes,
+            "neither": self.neither,
+            "neither_judged": self.neither_judged,
             "folds": self.folds,
             "out_of_fold_accuracy": self.out_of_fold_accuracy,
             "suspects": [s.to_dict() for s in self.suspects],
@@ -57,21 +67,43 @@ class AuditResult:
         }
 
 
-def feature_extractor(model: str | os.PathLike | None) -> tuple[Callable[[np.ndarray], np.ndarray], Preprocess]:
-    """Penultimate features of the built-in model, a model directory or an .onnx file (ONNX Runtime when possible)."""
+# A batch → (penultimate features, P(cat or dog) from the model's gate or None without one).
+Extractor = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]
+
+
+def _onnx_extractor(sess) -> Extractor | None:
+    """Features (and the gate's pet score, when the file has one) from one ONNX Runtime run."""
+    names = [o.name for o in sess.get_outputs()]
+    if "features" not in names:
+        return None
+    wanted = ["features"] + ["pet_score"] * ("pet_score" in names)
+    input_name = sess.get_inputs()[0].name
+
+    def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        out = sess.run(wanted, {input_name: np.ascontiguousarray(batch, dtype=np.float32)})
+        return out[0], (out[1] if len(out) > 1 else None)
+
+    return run
+
+
+def feature_extractor(model: str | os.PathLike | None) -> tuple[Extractor, Preprocess]:
+    """Penultimate features (and gate scores) of the built-in model, a model directory or an .onnx file.
+
+    ONNX Runtime when possible, PyTorch otherwise.
+    """
     from catdog.export import ExportModule
-    from catdog.onnx_backend import _torch_source, cached_export, features_fn, read_config, session
+    from catdog.onnx_backend import _torch_source, cached_export, read_config, session
 
     if model is not None and str(model).lower().endswith(".onnx"):
         sess = session(model)
-        fn = features_fn(sess)
+        fn = _onnx_extractor(sess)
         if fn is None:
             raise DatasetError(f"'{model}' has no 'features' output; audit with its model directory instead.")
         return fn, Preprocess.from_dict(read_config(sess)["preprocess"])
     name, key_files, load = _torch_source(model)
     try:
         sess = session(cached_export(name, key_files, load))
-        fn = features_fn(sess)
+        fn = _onnx_extractor(sess)
         if fn is not None:
             return fn, Preprocess.from_dict(read_config(sess)["preprocess"])
     except (OSError, RuntimeError, ValueError, ImportError):
@@ -81,17 +113,19 @@ def feature_extractor(model: str | os.PathLike | None) -> tuple[Callable[[np.nda
     module, config = load()
     wrapper = ExportModule(module).eval()
 
-    def run(batch: np.ndarray) -> np.ndarray:
+    def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         with torch.inference_mode():
-            return wrapper(torch.from_numpy(batch))[-1].float().numpy()
+            out = wrapper(torch.from_numpy(batch))
+        pet = out[1].float().numpy() if wrapper.gated and out[1] is not None else None
+        return out[-1].float().numpy(), pet
 
     return run, Preprocess.from_dict(config["preprocess"])
 
 
 def compute_features(
-    paths: list[Path], extract: Callable[[np.ndarray], np.ndarray], pre: Preprocess, batch_size: int = 32
-) -> tuple[np.ndarray, list[int], list[dict]]:
-    """Features of every readable photo, the indices of those photos, and the unreadable ones."""
+    paths: list[Path], extract: Extractor, pre: Preprocess, batch_size: int = 32
+) -> tuple[np.ndarray, np.ndarray | None, list[int], list[dict]]:
+    """Features and gate scores (None without a gate) of every readable photo, their indices, the unreadable ones."""
 
     def load(path: Path):
         try:
@@ -99,7 +133,7 @@ def compute_features(
         except ImageError as err:
             return None, str(err).replace("The image", f"'{path}'", 1)
 
-    features, kept, unreadable = [], [], []
+    features, pets, kept, unreadable = [], [], [], []
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         for start in range(0, len(paths), batch_size):
             chunk = list(pool.map(load, paths[start : start + batch_size]))
@@ -109,22 +143,30 @@ def compute_features(
                     unreadable.append({"path": str(paths[start + i]), "error": error})
             if good:
                 batch = normalize(stack_uint8([chunk[i][0] for i in good]), pre)
-                features.append(extract(batch))
+                found, pet = extract(batch)
+                features.append(found)
+                pets.append(pet)
                 kept += [start + i for i in good]
     dim = features[0].shape[1] if features else 0
-    return (np.concatenate(features) if features else np.zeros((0, dim), np.float32)), kept, unreadable
+    gated = bool(pets) and all(pet is not None for pet in pets)
+    pet_scores = np.concatenate(pets).astype(np.float64) if gated else None
+    return (np.concatenate(features) if features else np.zeros((0, dim), np.float32)), pet_scores, kept, unreadable
+
+
+def _classifier():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(C=0.05, max_iter=2000))
 
 
 def out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, folds: int = 5, seed: int = 0) -> np.ndarray:
     """k-fold logistic regression: each photo's class probabilities from a model that never saw it."""
-    from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
-    classifier = make_pipeline(StandardScaler(), LogisticRegression(C=0.05, max_iter=2000))
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    return cross_val_predict(classifier, features, labels, cv=cv, method="predict_proba")
+    return cross_val_predict(_classifier(), features, labels, cv=cv, method="predict_proba")
 
 
 def audit(
@@ -135,28 +177,60 @@ def audit(
     min_confidence: float = 0.5,
     batch_size: int = 32,
 ) -> AuditResult:
-    """Rank the photos of ``data_dir`` whose out-of-fold prediction disagrees with their label."""
+    """Rank the photos of ``data_dir`` most likely mislabelled, most confident first.
+
+    A photo of a class is a suspect when its out-of-fold prediction disagrees with its label with
+    at least ``min_confidence``; a `neither` photo, when the model's gate gives it ``P(cat or dog)``
+    of at least ``min_confidence``.
+    """
     dataset = discover(data_dir, image_files_only=True)
-    if len(dataset.classes) < 2:
-        raise DatasetError(f"'{data_dir}' has one class only ({dataset.classes[0]}); an audit needs two or more.")
+    names = dataset.model_classes
+    if len(names) < 2:
+        found = f"one class only ({names[0]})" if names else "no class"
+        raise DatasetError(
+            f"'{data_dir}' has {found} besides `{NEITHER}`; an audit needs two or more classes to compare."
+        )
     extract, pre = feature_extractor(model)
     paths = [item.path for item in dataset.files]
-    features, kept, unreadable = compute_features(paths, extract, pre, batch_size)
-    labels = np.array([dataset.classes.index(dataset.files[i].label) for i in kept])
-    smallest = min(int((labels == c).sum()) for c in range(len(dataset.classes)))
+    features, pet_scores, kept, unreadable = compute_features(paths, extract, pre, batch_size)
+    kept_labels = [dataset.files[i].label for i in kept]
+    pets = np.array([label != NEITHER for label in kept_labels], dtype=bool)
+    labels = np.array([names.index(label) for label in kept_labels if label != NEITHER], dtype=int)
+    smallest = min(int((labels == c).sum()) for c in range(len(names)))
     if smallest < 2:
         raise DatasetError(f"'{data_dir}' needs at least 2 readable photos per class for an audit.")
     folds = max(2, min(folds, smallest))
-    probs = out_of_fold_probabilities(features, labels, folds)
+    pet_paths = [str(paths[i]) for i, pet in zip(kept, pets) if pet]
+    probs = out_of_fold_probabilities(features[pets], labels, folds)
     best = probs.argmax(axis=1)
-    names = dataset.classes
     suspects = [
-        Suspect(str(paths[kept[i]]), names[labels[i]], names[best[i]], round(float(probs[i, best[i]]), 4))
+        Suspect(pet_paths[i], names[labels[i]], names[best[i]], round(float(probs[i, best[i]]), 4))
         for i in np.flatnonzero((best != labels) & (probs.max(axis=1) >= min_confidence))
     ]
+    # `neither` photos: a pet there is what makes one mislabelled; only a cat/dog gate can tell.
+    others = np.flatnonzero(~pets)
+    judged = bool(len(others)) and pet_scores is not None and set(names) <= {"cat", "dog"}
+    if judged:
+        pet = pet_scores[others]
+        sure = others[pet >= min_confidence]
+        if len(sure):
+            which = _classifier().fit(features[pets], labels).predict(features[sure])
+            suspects += [
+                Suspect(str(paths[kept[i]]), NEITHER, names[c], round(float(pet_scores[i]), 4))
+                for i, c in zip(sure, which)
+            ]
     suspects.sort(key=lambda s: -s.confidence)
     accuracy = float((best == labels).mean()) if len(labels) else float("nan")
-    return AuditResult(len(kept), dataset.classes, folds, suspects, accuracy, unreadable)
+    return AuditResult(len(kept), names, folds, suspects, accuracy, unreadable, len(others), judged)
+
+
+def neither_note(result: AuditResult, lead: str = "") -> str:
+    """What became of the `neither` photos, for people; empty when there are none."""
+    if not result.neither:
+        return ""
+    if result.neither_judged:
+        return f"{lead}{result.neither} neither photos judged by the model's gate (a cat or a dog there is a suspect)"
+    return f"{lead}{result.neither} neither photos not judged: the model has no cat/dog gate"
 
 
 def write_audit(result: AuditResult, out_dir: str | os.PathLike, top: int = 100) -> Path:
@@ -172,6 +246,7 @@ def write_audit(result: AuditResult, out_dir: str | os.PathLike, top: int = 100)
         f"looks like <b>{html.escape(s.suggested)}</b> ({s.confidence:.3f})</figcaption></figure>"
         for rank, s in enumerate(result.suspects[:top], 1)
     )
+    note = neither_note(result, "; ")
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>catdog data audit</title>
 <style>body {{ font-family: system-ui, sans-serif; margin: 2rem; }}
@@ -179,8 +254,8 @@ figure {{ display: inline-block; width: 210px; margin: .5rem; vertical-align: to
 img {{ max-width: 100%; }}</style></head><body>
 <h1>Photos most likely mislabelled</h1>
 <p>{result.n} photos, {len(result.suspects)} whose {result.folds}-fold out-of-fold prediction disagrees with the
-label (out-of-fold accuracy {result.out_of_fold_accuracy:.4f}); the top {min(top, len(result.suspects))} below,
-most confident first. {len(result.unreadable)} unreadable files.</p>
+label (out-of-fold accuracy {result.out_of_fold_accuracy:.4f}){html.escape(note)};
+the top {min(top, len(result.suspects))} below, most confident first. {len(result.unreadable)} unreadable files.</p>
 {cards or "<p>No suspects.</p>"}
 </body></html>
 """

@@ -5,6 +5,8 @@ header and decodes a small version of each image in a thread pool (Pillow releas
 decoding). What a file's content says is cached by its content hash, so a rerun only stats files.
 
 Reported:
+- photos per class, and the photos of a `neither` folder (``neither/``, ``other/`` ...) as a count of
+  their own: examples of what is not a cat or a dog, never a class a model learns;
 - unusable files, each with the one-sentence reason from :mod:`catdog.images`;
 - exact duplicates (same content hash) and near-duplicates (64-bit perceptual hashes within
   ``near_distance`` bits), within a class and across classes (a label conflict);
@@ -34,7 +36,7 @@ import imagehash
 import numpy as np
 
 from catdog.data.hashing import HashIndex, content_hash
-from catdog.data.layout import discover
+from catdog.data.layout import NEITHER, discover
 from catdog.errors import CatdogError
 from catdog.fsutil import atomic_write_text, default_cache_dir
 from catdog.images import DEFAULT_MAX_BYTES, ImageError, decode, extension_matches, read_info, sniff_format
@@ -74,6 +76,7 @@ MODE_NAMES = {
 }
 
 PLAN_NAME = ".catdog-quarantine-plan.json"
+NEITHER_CAPTION = "neither (examples of what is not a cat or a dog)"
 
 
 @dataclass(frozen=True)
@@ -191,8 +194,9 @@ class Move:
 class CheckReport:
     root: str
     layout: str
-    classes: dict[str, int]
+    classes: dict[str, int]  # photos per class a model learns; `neither` photos are counted apart
     files: int
+    neither: int = 0  # photos in a `neither` folder: examples of what is not a cat or a dog
     unusable: list[dict] = field(default_factory=list)
     duplicates: list[dict] = field(default_factory=list)
     near_duplicates: list[dict] = field(default_factory=list)
@@ -267,7 +271,11 @@ def _scan_report(root, cache_dir, near_distance, workers, progress, on_start) ->
     if on_start:
         on_start(len(paths))
     results = scan(paths, Path(cache_dir) if cache_dir else default_cache_dir(), workers=workers, progress=progress)
-    report = CheckReport(str(dataset.root), dataset.layout, dataset.counts(), len(paths), near_distance=near_distance)
+    counts = dataset.counts()
+    neither = counts.pop(NEITHER, 0)
+    report = CheckReport(
+        str(dataset.root), dataset.layout, counts, len(paths), neither=neither, near_distance=near_distance
+    )
 
     usable = []
     for i, (_, facts) in enumerate(results):
@@ -441,6 +449,9 @@ def summary(report: CheckReport, limit: int = 20) -> list:
     classes.add_column("images", justify="right")
     for name, count in report.classes.items():
         classes.add_row(name, str(count))
+    if report.neither:
+        classes.add_section()
+        classes.add_row(NEITHER_CAPTION, str(report.neither))
 
     details = Table(title="Findings", title_justify="left")
     for column in ("finding", "file(s)", "detail"):

@@ -4,7 +4,10 @@
 - one folder per class: ``cat/``, ``Dogs/`` ... (files found recursively inside each);
 - Microsoft PetImages: ``PetImages/Cat``, ``PetImages/Dog`` (a single wrapper folder is skipped).
 
-Labels are normalised (``Cats`` → ``cat``) and classes are the sorted normalised names.
+Labels are normalised (``Cats`` → ``cat``) and classes are the sorted normalised names. A folder
+of photos that show neither class (``neither/``, also ``other/``, ``none/``, ``negatives/``,
+``background/`` ...) is the class ``neither``: examples of what a model must turn away, never a
+class it learns (``catdog train`` fits the `neither` gate with them; ``evaluate`` reports on them).
 """
 
 from __future__ import annotations
@@ -17,7 +20,13 @@ from pathlib import Path
 from catdog.errors import DatasetError
 from catdog.images import IMAGE_EXTENSIONS
 
-__all__ = ["Dataset", "DatasetError", "LabelledFile", "discover", "normalize_label"]
+__all__ = ["NEITHER", "Dataset", "DatasetError", "LabelledFile", "discover", "normalize_label"]
+
+NEITHER = "neither"
+# Normalised folder names that mean "no cat and no dog here" (after normalize_label's plural rule).
+_NEITHER_NAMES = frozenset(
+    {"neither", "other", "none", "negative", "background", "nothing", "not_cat_or_dog", "no_pet", "non_pet", "unknown"}
+)
 
 _FLAT_NAME = re.compile(r"^(?P<label>[A-Za-z][A-Za-z ]*?)[._\- ]?\d+(?:[._\- ]\w+)*\.[A-Za-z0-9]+$")
 
@@ -37,6 +46,11 @@ class Dataset:
     files: list[LabelledFile]
     classes: list[str]
 
+    @property
+    def model_classes(self) -> list[str]:
+        """The classes a model learns: every class but ``neither``."""
+        return [name for name in self.classes if name != NEITHER]
+
     def counts(self) -> dict[str, int]:
         out = {name: 0 for name in self.classes}
         for item in self.files:
@@ -51,7 +65,7 @@ def normalize_label(name: str) -> str:
         label = label[:-3] + "y"
     elif label.endswith("s") and not label.endswith(("ss", "us", "is")) and len(label) > 3:
         label = label[:-1]
-    return label
+    return NEITHER if label in _NEITHER_NAMES else label
 
 
 def _is_hidden(path: Path) -> bool:

@@ -115,6 +115,10 @@ def load_model_dir(model_dir: str | Path) -> tuple[nn.Module, dict]:
     model = build_model(config["architecture"], classes, pretrained=False, gate=bool(gate), weights=state)
     if "pristine_after_blocks" in gate:  # a fine-tuned model's gate: its own copy of the pretrained layers
         model.add_pristine_gate(int(gate["pristine_after_blocks"]))
+    from catdog.models.gate import OPEN_SET, OpenSetGate
+
+    if gate.get("kind") == OPEN_SET:
+        model.add_open_set_gate(OpenSetGate(model.backbone.num_features))
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
         mismatch = f"{len(missing)} missing and {len(unexpected)} unexpected tensors" if missing or unexpected else ""

@@ -9,12 +9,14 @@ gate that answers ``neither`` when a photo shows no cat or dog at all.
 from __future__ import annotations
 
 import copy
+from typing import NamedTuple
 
 import torch
 from safetensors.torch import load_file
 from torch import nn
 
 from catdog.models.files import BUILTIN_BACKBONE, WEIGHTS_DIR, builtin_config
+from catdog.models.gate import OpenSetGate, pet_mass
 from catdog.models.pretrained import (
     IMAGENET_CAT_CLASSES,
     IMAGENET_DOG_CLASSES,
@@ -23,20 +25,28 @@ from catdog.models.pretrained import (
 )
 
 
-def pet_score(imagenet_logits: torch.Tensor, pet_classes: torch.Tensor) -> torch.Tensor:
-    """ImageNet probability mass on the domestic cat and dog classes: the `neither` gate's evidence."""
-    return imagenet_logits.softmax(dim=1).index_select(1, pet_classes).sum(dim=1)
+class GatedOutputs(NamedTuple):
+    """What a gated model computes: class logits, ``P(cat or dog)``, the ImageNet class it sees, features."""
+
+    logits: torch.Tensor
+    pet_score: torch.Tensor | None
+    looks_like: torch.Tensor | None
+    features: torch.Tensor
 
 
 class GatedClassifier(nn.Module):
-    """Backbone features → (class logits from ``head``, pet evidence from an ImageNet head).
+    """Backbone features → class logits from ``head``, and the `neither` gate's evidence.
 
-    ``pet_score`` is the ImageNet probability mass on domestic cats and dogs: low for a
-    photo of a car, a landscape or a person, high for any pet photo. It comes from the
-    backbone's own ImageNet head, or, once the backbone is fine-tuned (which moves the features
-    that head reads: a fine-tuned Lite0 let 14 of 22 non-pet pictures through), from ``gate``:
-    an untouched copy of the pretrained layers after the first ``shared_blocks`` blocks, which
-    the fine-tuned model and the gate share because they stay frozen (see :meth:`add_pristine_gate`).
+    The gate reads what the pretrained backbone sees: its pooled features and its ImageNet logits.
+    For a frozen backbone (the built-in model, ``--freeze backbone``) that is the backbone itself;
+    once the backbone is fine-tuned (which moves those features: a fine-tuned Lite0 let 14 of 22
+    non-pet pictures through), it is ``gate``, an untouched copy of the pretrained layers after the
+    first ``shared_blocks`` blocks, which the fine-tuned model and the gate share because they stay
+    frozen (see :meth:`add_pristine_gate`).
+
+    ``pet_score`` is ``P(cat or dog)`` from ``open_set`` (:class:`catdog.models.gate.OpenSetGate`),
+    or, for models saved before it and backbones without one, the ImageNet probability mass on
+    domestic cats and dogs.
     """
 
     def __init__(self, backbone: nn.Module, head: nn.Linear) -> None:
@@ -45,6 +55,7 @@ class GatedClassifier(nn.Module):
         self.head = head
         self.gate: nn.Module | None = None
         self.shared_blocks = 0
+        self.open_set: OpenSetGate | None = None
         self.register_buffer("pet_classes", torch.tensor(IMAGENET_CAT_CLASSES + IMAGENET_DOG_CLASSES), persistent=False)
 
     def add_pristine_gate(self, shared_blocks: int) -> GatedClassifier:
@@ -64,28 +75,37 @@ class GatedClassifier(nn.Module):
         self.gate, self.shared_blocks = gate.requires_grad_(False).eval(), shared_blocks
         return self
 
+    def add_open_set_gate(self, gate: OpenSetGate) -> GatedClassifier:
+        self.open_set = gate.requires_grad_(False)
+        return self
+
     def train(self, mode: bool = True) -> GatedClassifier:
         super().train(mode)
         if self.gate is not None:
             self.gate.eval()  # frozen, batch norm statistics included
         return self
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        logits, pet, _ = self.parts(x)
-        return logits, pet
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        logits, pet, looks_like, _ = self.parts(x)
+        return logits, pet, looks_like
 
-    def parts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """``(class logits, pet score, pooled features)``; no pet score while training (nothing uses it)."""
+    def judge(self, features: torch.Tensor, imagenet_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(P(cat or dog), top ImageNet class)`` from the pretrained backbone's pooled features and logits."""
+        return judge(self.open_set, features, imagenet_logits, self.pet_classes)
+
+    def parts(self, x: torch.Tensor) -> GatedOutputs:
+        """The model's outputs and its pooled features; no gate while training (nothing uses it)."""
         backbone = self.backbone
         if self.gate is None:
             features = backbone.forward_head(backbone.forward_features(x), pre_logits=True)
-            return self.head(features), pet_score(backbone.get_classifier()(features), self.pet_classes), features
+            pet, looks_like = self.judge(features, backbone.get_classifier()(features))
+            return GatedOutputs(self.head(features), pet, looks_like, features)
         shared = x  # what the model and the gate both start from: the frozen stem and first blocks' output
         if self.shared_blocks:
             shared = backbone.blocks[: self.shared_blocks](backbone.bn1(backbone.conv_stem(x)))
-        pet = None
+        pet = looks_like = None
         if not self.training:  # the gate first, so that the model's own feature maps come last (Grad-CAM)
-            pet = pet_score(self.gate(shared), self.pet_classes)
+            pet, looks_like = self.judge(*pristine_outputs(self.gate, shared))
         if self.shared_blocks:
             maps = shared
             for layer in (*backbone.blocks[self.shared_blocks :], backbone.conv_head, backbone.bn2):
@@ -93,7 +113,33 @@ class GatedClassifier(nn.Module):
         else:
             maps = backbone.forward_features(x)
         features = backbone.forward_head(maps, pre_logits=True)
-        return self.head(features), pet, features
+        return GatedOutputs(self.head(features), pet, looks_like, features)
+
+
+def judge(
+    open_set: OpenSetGate | None, features: torch.Tensor, imagenet_logits: torch.Tensor, pet_classes: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(P(cat or dog), top ImageNet class)``: the open-set gate's, or the pet mass of older models."""
+    looks_like = imagenet_logits.argmax(dim=1)
+    if open_set is None:
+        return pet_mass(imagenet_logits, pet_classes), looks_like
+    return open_set(features, imagenet_logits, pet_classes), looks_like
+
+
+def pristine_outputs(gate: nn.Module, shared: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(pooled features, ImageNet logits)`` of a pristine gate (see :meth:`GatedClassifier.add_pristine_gate`)."""
+    if isinstance(gate, nn.Sequential):  # the layers after the shared blocks, pooling, then the ImageNet head
+        features = gate[:-1](shared)
+        return features, gate[-1](features)
+    features = gate.forward_head(gate.forward_features(shared), pre_logits=True)
+    return features, gate.get_classifier()(features)
+
+
+def load_builtin_gate(num_features: int) -> OpenSetGate:
+    """The open-set gate that ships with catdog, for the built-in backbone's features."""
+    gate = OpenSetGate(num_features)
+    gate.load_state_dict(load_file(str(WEIGHTS_DIR / "builtin_gate.safetensors")))
+    return gate
 
 
 def load_builtin() -> tuple[GatedClassifier, dict]:
@@ -103,7 +149,7 @@ def load_builtin() -> tuple[GatedClassifier, dict]:
     state = load_file(str(WEIGHTS_DIR / "builtin_head.safetensors"))
     head = nn.Linear(state["weight"].shape[1], state["weight"].shape[0])
     head.load_state_dict(state)
-    model = GatedClassifier(backbone, head).eval()
+    model = GatedClassifier(backbone, head).add_open_set_gate(load_builtin_gate(backbone.num_features)).eval()
     config["preprocess"] = pretrained_preprocess(backbone).to_dict()
     config.setdefault("architecture", BUILTIN_BACKBONE)
     return model, config

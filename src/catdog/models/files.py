@@ -39,11 +39,15 @@ def packaged_weights_path(name: str) -> str:
 
 
 def builtin_config() -> dict:
-    """The shipped head's config: classes, temperature, gate threshold, metrics, how it was trained."""
-    return json.loads((WEIGHTS_DIR / "builtin_head.json").read_text())
+    """The shipped head's and gate's config: classes, temperature, the gate and its figures, metrics."""
+    config = json.loads((WEIGHTS_DIR / "builtin_head.json").read_text())
+    gate_file = WEIGHTS_DIR / "builtin_gate.json"
+    if gate_file.is_file():
+        config["gate"] = json.loads(gate_file.read_text())
+    return config
 
 
 def builtin_files() -> list[Path]:
-    """The files whose bytes make the built-in model: the backbone's weights and the head's."""
-    head = sorted(Path(str(p)) for p in WEIGHTS_DIR.iterdir() if p.name.startswith("builtin_head"))
+    """The files whose bytes make the built-in model: the backbone's weights, the head's and the gate's."""
+    head = sorted(Path(str(p)) for p in WEIGHTS_DIR.iterdir() if p.name.startswith(("builtin_head", "builtin_gate")))
     return [Path(packaged_weights_path(BUILTIN_BACKBONE)), *head]

@@ -71,6 +71,7 @@ class ServeSettings:
     max_wait_ms: float = 5.0  # how long a forward pass waits for more images
     decode_threads: int = 0  # 0: one per CPU core
     threshold: float | None = None  # answer "unsure" below this confidence
+    neither_threshold: float | None = None  # answer "neither" below this P(cat or dog) (default: the model's)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -151,7 +152,10 @@ class ServeState:
 
     def _load_and_warm_up(self) -> Predictor:
         predictor = Predictor.load(
-            self.settings.model, threshold=self.settings.threshold, max_pixels=self.settings.max_pixels
+            self.settings.model,
+            threshold=self.settings.threshold,
+            neither_threshold=self.settings.neither_threshold,
+            max_pixels=self.settings.max_pixels,
         )
         # One forward pass now, so that the first request does not pay for lazy initialisation.
         side = predictor.pre.resize_size
@@ -213,9 +217,7 @@ def describe_model(predictor: Predictor) -> dict[str, Any]:
     """What ``GET /api/v1/model`` answers: classes, architecture, metrics, version."""
     info = predictor.info
     digest = hashlib.sha256(json.dumps(info, sort_keys=True, default=str).encode()).hexdigest()[:12]
-    labels = list(predictor.classes)
-    if predictor.gate_threshold is not None:
-        labels.append("neither")
+    labels = predictor.answers
     if predictor.threshold is not None:
         labels.append("unsure")
     return {
@@ -225,6 +227,7 @@ def describe_model(predictor: Predictor) -> dict[str, Any]:
         "architecture": info.get("architecture", "unknown"),
         "backend": info.get("backend", "torch"),
         "image_size": predictor.pre.image_size,
+        "neither_threshold": predictor.gate_threshold,
         "metrics": info.get("metrics", {}),
         "version": str(info.get("version") or digest),
         "catdog_version": __version__,

@@ -114,5 +114,5 @@ class MicroBatcher:
                     item.future.set_result(prediction)
 
     def _forward(self, batch: list[_Item]) -> list[Prediction]:
-        logits, pet = self.predictor.forward_uint8(stack_uint8([item.square for item in batch]))
-        return self.predictor.to_predictions(logits, pet, [item.name for item in batch], source_key="filename")
+        outputs = self.predictor.forward_uint8(stack_uint8([item.square for item in batch]))
+        return self.predictor.to_predictions(outputs, [item.name for item in batch], source_key="filename")

@@ -1,0 +1,194 @@
+"""Open-set `neither` (issue 19): non-pets turned away, pets kept, cat/dog accuracy, and the gate's cost.
+
+Photos no choice of the gate has seen: the held-out half of ``shared/data/neither`` (split by content
+hash, per subject: benchmarks.common.neither_split; the wild canids and felids reported apart) and
+the dev validation split (2,237 photos, catdog's content-hash split). The built-in model is measured
+as ``catdog predict`` runs it (ONNX Runtime), with the open-set gate and, side by side, with the gate
+it replaces (the ImageNet pet mass below 0.1). Model directories of the training recipes, where
+``CATDOG_BENCH_RUNS_DIR`` holds them (bench_train's ``frozen-lite0``, ``fine-tune-lite0``), are
+measured the same way.
+
+Floors: at least 97 % of non-pet photos answered `neither`, at most 0.5 % of pets turned away, cat/dog
+accuracy (a pet turned away counts as an error) at least 98.70 %, and the gate costing at most 15 %
+more per photo than the built-in model before it (ONNX, batch 1 and 32, timed in turns).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import DEV_DIR, NEITHER_DIR, WILD_SUBJECTS, Result, need_dev_data, neither_split
+
+NEITHER_FLOOR, PETS_AWAY_FLOOR, ACCURACY_FLOOR, COST_FLOOR = 97.0, 0.5, 98.70, 15.0
+COMMAND = "python -m benchmarks neither"
+
+
+def held_out_photos(quick: bool) -> dict[str, list[tuple[str, str]]]:
+    """``{"pets": [(path, label)], "neither": [...], "canid_like": [...], "felid_like": [...]}``."""
+    from catdog.data.hashing import HashIndex
+    from catdog.data.layout import discover
+    from catdog.data.split import split_indices
+
+    dev = discover(DEV_DIR, image_files_only=True)
+    paths = [str(f.path) for f in dev.files]
+    labels = [dev.classes.index(f.label) for f in dev.files]
+    val = split_indices(HashIndex(None).hashes(paths), labels, val_fraction=0.1)["val"]
+    others = discover(NEITHER_DIR, image_files_only=True)
+    other_paths = [str(f.path) for f in others.files]
+    subjects = [others.classes.index(f.label) for f in others.files]
+    held = neither_split(HashIndex(None).hashes(other_paths), subjects)["held_out"]
+    out: dict[str, list[tuple[str, str]]] = {"pets": [(paths[i], dev.classes[labels[i]]) for i in val]}
+    out["neither"] = [(other_paths[i], "neither") for i in held if others.files[i].label not in WILD_SUBJECTS]
+    for wild in WILD_SUBJECTS:
+        out[wild] = [(other_paths[i], "neither") for i in held if others.files[i].label == wild]
+    if quick:
+        out = {name: photos[:: max(1, len(photos) // 150)] for name, photos in out.items()}
+    return out
+
+
+def measure(predictor, photos: dict[str, list[tuple[str, str]]]) -> dict:
+    """Shares answered `neither`, pets turned away, accuracy with the gate, ROC AUC and FPR at 95 % of pets kept."""
+    from sklearn.metrics import roc_auc_score
+
+    answers = {}
+    for name, items in photos.items():
+        predictions = list(predictor.predict_paths([path for path, _ in items]))
+        answers[name] = (predictions, [truth for _, truth in items])
+    pets, truth = answers["pets"]
+    pet_scores = np.array([1.0 - p.probabilities["neither"] for p in pets])
+    other_scores = np.array([1.0 - p.probabilities["neither"] for p in answers["neither"][0]])
+    out = {
+        "pets_turned_away": 100 * np.mean([p.label == "neither" for p in pets]),
+        "accuracy": 100 * np.mean([p.label == t for p, t in zip(pets, truth)]),
+        "roc_auc": roc_auc_score(
+            np.r_[np.ones(len(pet_scores)), np.zeros(len(other_scores))], np.r_[pet_scores, other_scores]
+        ),
+        "fpr_at_95": 100 * float(np.mean(other_scores >= np.quantile(pet_scores, 0.05))),
+        "n_pets": len(pets),
+    }
+    for name in ("neither", *WILD_SUBJECTS):
+        predictions = answers[name][0]
+        out[f"{name}_answered_neither"] = 100 * np.mean([p.label == "neither" for p in predictions])
+        out[f"n_{name}"] = len(predictions)
+        if name == "neither":
+            kept = sorted({Path(p.source).parent.name for p in predictions if p.label != "neither"})
+            out["kept_subjects"] = kept
+    return out
+
+
+def pet_mass_predictor(tmp: Path):
+    """The built-in model with the gate it replaces (ImageNet pet mass < 0.1), exported like the built-in."""
+    from catdog.export import export_onnx
+    from catdog.models.builtin import load_builtin
+    from catdog.models.gate import PET_MASS_THRESHOLD
+    from catdog.onnx_backend import onnx_model_fn, session
+    from catdog.predict import Predictor
+    from catdog.preprocess import Preprocess
+
+    module, config = load_builtin()
+    module.open_set = None
+    path = tmp / "pet-mass.onnx"
+    export_onnx(module, config, path)
+    predictor = Predictor(
+        model_fn=onnx_model_fn(session(path, threads=1)),
+        classes=list(config["classes"]),
+        pre=Preprocess.from_dict(config["preprocess"]),
+        temperature=float(config["temperature"]),
+        gate_threshold=PET_MASS_THRESHOLD,
+        lanes=os.cpu_count() or 1,
+    )
+    return predictor, path
+
+
+def gate_cost(old: Path, new: Path, rounds: int) -> dict[int, float]:
+    """Extra time per photo of the open-set graph over the pet-mass graph, %, at batch 1 and 32 (in turns)."""
+    from catdog.onnx_backend import session
+
+    sessions = {"old": session(old), "new": session(new)}
+    out = {}
+    for batch in (1, 32):
+        x = np.random.default_rng(0).normal(size=(batch, 3, 224, 224)).astype(np.float32)
+        best = {name: float("inf") for name in sessions}
+        for _ in range(rounds):
+            for name, sess in sessions.items():
+                sess.run(None, {"input": x})  # warm
+                start = time.perf_counter()
+                for _ in range(max(1, 64 // batch)):
+                    sess.run(["logits", "pet_score"], {"input": x})
+                best[name] = min(best[name], time.perf_counter() - start)
+        out[batch] = 100 * (best["new"] / best["old"] - 1)
+    return out
+
+
+def rows_for(name: str, figures: dict, command: str, floors: bool = True) -> list[Result]:
+    def row(figure, value, unit, floor="", passed=None):
+        passed = None if passed is None else bool(passed)
+        return Result("neither", f"{name}: {figure}", round(float(value), 4), unit, command, floor, passed)
+
+    f = figures
+    away, accuracy, neither = f["pets_turned_away"], f["accuracy"], f["neither_answered_neither"]
+    kept = ", ".join(f["kept_subjects"]) or "none"
+    rows = [
+        row(
+            f"non-pets answered neither ({f['n_neither']} held out)",
+            neither,
+            "%",
+            f">= {NEITHER_FLOOR} %" if floors else "",
+            neither >= NEITHER_FLOOR if floors else None,
+        ),
+        row(
+            f"pets turned away ({f['n_pets']} dev val)",
+            away,
+            "%",
+            f"<= {PETS_AWAY_FLOOR} %" if floors else "",
+            away <= PETS_AWAY_FLOOR if floors else None,
+        ),
+        row(
+            "cat/dog accuracy, a pet turned away counted wrong",
+            accuracy,
+            "%",
+            f">= {ACCURACY_FLOOR} %" if floors else "",
+            accuracy >= ACCURACY_FLOOR if floors else None,
+        ),
+        row("ROC AUC pets vs non-pets", f["roc_auc"], ""),
+        row("non-pets kept at 95 % of pets kept", f["fpr_at_95"], "%"),
+        row(f"foxes, wolves, hyenas answered neither ({f['n_canid_like']})", f["canid_like_answered_neither"], "%"),
+        row(f"wild cats answered neither ({f['n_felid_like']})", f["felid_like_answered_neither"], "%"),
+    ]
+    rows[0].notes = f"subjects let through: {kept}"
+    return rows  # fmt: skip
+
+
+def run(quick: bool) -> list[Result]:
+    from catdog.models.files import builtin_files
+    from catdog.onnx_backend import cached_export
+    from catdog.predict import Predictor
+
+    need_dev_data()
+    photos = held_out_photos(quick)
+    results = []
+    builtin = Predictor.load(None, throughput=True)
+    results += rows_for("built-in, open-set gate", measure(builtin, photos), COMMAND)
+    with tempfile.TemporaryDirectory() as tmp:
+        old, old_file = pet_mass_predictor(Path(tmp))
+        results += rows_for("built-in, pet-mass gate (before)", measure(old, photos), COMMAND, floors=False)
+        from catdog.models.builtin import load_builtin
+
+        new_file = cached_export("builtin", builtin_files(), load_builtin)
+        for batch, extra in gate_cost(old_file, new_file, rounds=2 if quick else 5).items():
+            results.append(
+                Result("neither", f"gate's cost per photo, ONNX batch {batch}", round(extra, 2), "%", COMMAND,
+                       f"<= {COST_FLOOR} %", extra <= COST_FLOOR)
+            )  # fmt: skip
+    runs = Path(os.environ.get("CATDOG_BENCH_RUNS_DIR", ""))
+    for run_name, label in (("frozen-lite0", "frozen lite0 (10 min)"), ("fine-tune-lite0", "fine-tune lite0 (45 min)")):
+        model_dir = runs / run_name / "model"
+        if os.environ.get("CATDOG_BENCH_RUNS_DIR") and (model_dir / "config.json").exists():
+            predictor = Predictor.load(model_dir, throughput=True)
+            results += rows_for(label, measure(predictor, photos), f"{COMMAND} (model: {run_name})")
+    return results

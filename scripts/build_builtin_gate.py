@@ -1,0 +1,95 @@
+"""Fit the built-in model's open-set `neither` gate and write it into the package.
+
+    python scripts/build_builtin_gate.py [--data DATA_DIR]
+
+The gate (catdog.models.gate) is a logistic fit on what pretrained EfficientNet-Lite0 sees — its
+normalised pooled features and the logit of its ImageNet pet mass — of
+
+- pets: the dev data's training split (catdog's content-hash split, as ``catdog train`` makes it),
+  less a fifth of it (by content hash) kept apart as the calibration slice;
+- non-pets: the fitting half of ``DATA_DIR/neither`` (split by content hash, per subject; the other
+  half is held out for reporting), each photo and its mirror image. Foxes, wolves, hyenas and wild
+  cats are `neither` by catdog's decision (README), and their fitting half is fitted on too.
+
+The bias then puts P(cat or dog) = 0.5 where 0.5 % of the calibration slice's pets score below. No
+choice here looks at the dev validation split or at the held-out half of `neither`:
+``python -m benchmarks neither`` reports on those. The regularisation (C = 100 in scikit-learn's
+terms), the pet-mass input and the mirror views were chosen by 5-fold cross-validation on the
+fitting half (the candidates and their figures: docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: benchmarks.common
+from benchmarks.common import DATA, calibration_slice, neither_split  # noqa: E402
+from catdog.data import prepare
+from catdog.features import pretrained_features
+from catdog.fsutil import default_cache_dir
+from catdog.models.files import BUILTIN_BACKBONE, WEIGHTS_DIR
+from catdog.models.gate import OPEN_SET, TARGET_PETS_TURNED_AWAY, OpenSetGate, fit_weights, gate_inputs, operating_bias
+from catdog.models.pretrained import (
+    IMAGENET_CAT_CLASSES,
+    IMAGENET_DOG_CLASSES,
+    create_pretrained,
+    pretrained_preprocess,
+)
+
+PET_CLASSES = torch.tensor(IMAGENET_CAT_CLASSES + IMAGENET_DOG_CLASSES)
+C = 100.0  # scikit-learn's inverse regularisation strength, chosen by cross-validation (see the docstring)
+SCORE = "logistic fit on Lite0's normalised pooled features and the logit of its ImageNet pet mass"
+
+
+def inputs(data, jobs, pre, cache_dir) -> torch.Tensor:
+    features, logits = pretrained_features(data, jobs, pre, cache_dir, BUILTIN_BACKBONE)
+    return gate_inputs(torch.from_numpy(features), torch.from_numpy(logits), PET_CLASSES)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=DATA, help="holds dogs-vs-cats/train and neither/")
+    args = parser.parse_args()
+    cache_dir = default_cache_dir()
+    pre = pretrained_preprocess(create_pretrained(BUILTIN_BACKBONE))
+    dev = prepare(args.data / "dogs-vs-cats" / "train", pre, cache_dir)
+    fit_pets, calibration = calibration_slice(dev.split(0.1)["train"], dev.hashes)
+    others = prepare(args.data / "neither", pre, cache_dir)
+    fit_others = neither_split(others.hashes, others.labels)["fit"]
+
+    pets = inputs(dev, [(i, 0) for i in fit_pets], pre, cache_dir)
+    negatives = inputs(others, [(i, v) for i in fit_others for v in (0, 1)], pre, cache_dir)
+    x = torch.cat([pets, negatives])
+    y = torch.cat([torch.ones(len(pets)), torch.zeros(len(negatives))])
+    weight, bias = fit_weights(x, y, l2=1.0 / (2 * C * len(x)))  # scikit-learn's objective divided by C x n
+    gate = OpenSetGate(weight.numel() - 1)
+    gate.weight.copy_(weight)
+    held_apart = inputs(dev, [(i, 0) for i in calibration], pre, cache_dir) @ weight + bias
+    gate.bias.fill_(operating_bias(held_apart, bias))
+    save_file({k: v.contiguous() for k, v in gate.state_dict().items()}, str(WEIGHTS_DIR / "builtin_gate.safetensors"))
+
+    turned_away = float(((held_apart - bias + gate.bias) < 0).double().mean())
+    record = {
+        "kind": OPEN_SET,
+        "threshold": 0.5,
+        "score": SCORE,
+        "fitted_on": {
+            "pets": f"{len(fit_pets)} dev training photos",
+            "non_pets": f"{len(fit_others)} photos of shared/data/neither (its fitting half), and their mirrors",
+            "operating_point": f"{len(calibration)} dev training photos kept from the fit: "
+            f"{turned_away:.2%} score below 0.5 (target {TARGET_PETS_TURNED_AWAY:.1%})",
+        },
+        "built_by": "scripts/build_builtin_gate.py",
+    }
+    (WEIGHTS_DIR / "builtin_gate.json").write_text(json.dumps(record, indent=2) + "\n")
+    print(json.dumps(record, indent=2))
+
+
+if __name__ == "__main__":
+    main()

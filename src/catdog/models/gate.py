@@ -1,0 +1,95 @@
+"""The open-set `neither` gate: is there a cat or a dog in the photo at all?
+
+The gate reads what a pristine (never fine-tuned) ImageNet backbone sees — its pooled features
+and its ImageNet logits — and answers ``P(cat or dog)``. It is a logistic fit, chosen by
+measurement (``python -m benchmarks neither``; the candidates and their figures are in
+docs/benchmarks.md):
+
+    z = w · [features / ‖features‖, logit(ImageNet pet mass) / 10] + b,   P(cat or dog) = sigmoid(z)
+
+fitted on pets against photos of everything else (outlier exposure, Hendrycks et al. 2019), with
+the ImageNet probability mass on the domestic cat and dog classes (the gate before this one) as
+one more input. ``b`` puts the operating point at 0.5: on photos of pets held out from the fit,
+at most 0.5 % score below it. ``catdog train`` moves that point on its own validation pets, and
+refits ``w`` with the user's own `neither` photos when the data has them (:func:`refit`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+PET_MASS_SCALE = 10.0  # logit(pet mass) spans about ±20; /10 puts it on the scale of the unit-norm features
+OPEN_SET = "open-set"  # config.json's gate.kind for this gate; "pet-mass" for the ImageNet pet mass alone
+PET_MASS_THRESHOLD = 0.1  # the pet-mass gate's threshold (catdog before the open-set gate; other backbones)
+TARGET_PETS_TURNED_AWAY = 0.005  # the default operating point: at most this share of pets is called `neither`
+
+
+def pet_mass(imagenet_logits: torch.Tensor, pet_classes: torch.Tensor) -> torch.Tensor:
+    """ImageNet probability mass on the domestic cat and dog classes."""
+    return imagenet_logits.softmax(dim=1).index_select(1, pet_classes).sum(dim=1)
+
+
+def gate_inputs(features: torch.Tensor, imagenet_logits: torch.Tensor, pet_classes: torch.Tensor) -> torch.Tensor:
+    """``[features / ‖features‖, logit(pet mass) / 10]``: what the gate's linear fit reads."""
+    mass = pet_mass(imagenet_logits.float(), pet_classes).clamp(1e-6, 1 - 1e-6)
+    mass_logit = (mass.log() - (-mass).log1p()) / PET_MASS_SCALE
+    features = features.float()
+    # Not F.normalize or norm(): ONNX Runtime's symbolic shape inference (before int8 quantization) cannot
+    # follow the ReduceL2 node they export; a sum of squares it can.
+    unit = features * (features * features).sum(dim=1, keepdim=True).clamp_min(1e-24).rsqrt()
+    return torch.cat([unit, mass_logit[:, None]], dim=1)
+
+
+class OpenSetGate(nn.Module):
+    """Pooled features + ImageNet logits → ``P(cat or dog)``; its weights are buffers (never trained by SGD)."""
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__()
+        self.register_buffer("weight", torch.zeros(num_features + 1))
+        self.register_buffer("bias", torch.zeros(()))
+
+    def logit(self, features: torch.Tensor, imagenet_logits: torch.Tensor, pet_classes: torch.Tensor) -> torch.Tensor:
+        return gate_inputs(features, imagenet_logits, pet_classes) @ self.weight + self.bias
+
+    def forward(self, features: torch.Tensor, imagenet_logits: torch.Tensor, pet_classes: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.logit(features, imagenet_logits, pet_classes))
+
+
+def fit_weights(
+    inputs: torch.Tensor, is_pet: torch.Tensor, *, prior: OpenSetGate | None = None, l2: float = 1e-3
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logistic regression on gate inputs, pets and non-pets weighted equally; ``(weight, bias)``.
+
+    With ``prior``, the fit starts from the prior's weights and its penalty pulls towards them, so a
+    few hundred of the user's own `neither` photos adjust the shipped gate instead of replacing what
+    it learnt from catdog's. ``l2`` is the penalty per example (1e-3 ≈ scikit-learn's C = 1000 / n).
+    """
+    x, y = inputs.double(), is_pet.double()
+    w0 = prior.weight.double() if prior is not None else torch.zeros(x.shape[1], dtype=torch.float64)
+    b0 = prior.bias.double() if prior is not None else torch.zeros((), dtype=torch.float64)
+    weight, bias = w0.clone().requires_grad_(True), b0.clone().requires_grad_(True)
+    sample_weight = torch.where(y > 0, 0.5 / y.sum().clamp(min=1), 0.5 / (1 - y).sum().clamp(min=1))
+    optimizer = torch.optim.LBFGS([weight, bias], lr=1, max_iter=500, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        losses = F.binary_cross_entropy_with_logits(x @ weight + bias, y, reduction="none")
+        loss = (losses * sample_weight).sum() + l2 * (weight - w0).square().sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return weight.detach().float(), bias.detach().float()
+
+
+def operating_bias(logits_of_pets: torch.Tensor, bias: torch.Tensor, target: float = TARGET_PETS_TURNED_AWAY) -> float:
+    """The bias that puts ``P(cat or dog) = 0.5`` where ``target`` of these pets score below it.
+
+    ``logits_of_pets`` are the gate's logits (with ``bias``) on photos of cats and dogs that the
+    fit did not see. The lower empirical quantile: on few photos, fewer rather than more are turned away.
+    """
+    quantile = torch.quantile(logits_of_pets.double(), target, interpolation="lower")
+    # A hair above the quantile: the photo at it stays a pet under the float noise between PyTorch and ONNX Runtime.
+    return float(bias) - float(quantile) + 1e-3
