@@ -5,7 +5,7 @@ hash, per subject: benchmarks.common.neither_split; the wild canids and felids r
 the dev validation split (2,237 photos, catdog's content-hash split). The built-in model is measured
 as ``catdog predict`` runs it (ONNX Runtime), with the open-set gate and, side by side, with the gate
 it replaces (the ImageNet pet mass below 0.1). Model directories of the training recipes, where
-``CATDOG_BENCH_RUNS_DIR`` holds them (bench_train's ``frozen-lite0``, ``fine-tune-lite0``), are
+``CATDOG_BENCH_RUNS_DIR`` holds them (bench_train's ``frozen-lite0/``, ``fine-tune-lite0/``), are
 measured the same way.
 
 Floors: at least 97 % of non-pet photos answered `neither`, at most 0.5 % of pets turned away, cat/dog
@@ -187,7 +187,7 @@ def run(quick: bool) -> list[Result]:
             )  # fmt: skip
     runs = Path(os.environ.get("CATDOG_BENCH_RUNS_DIR", ""))
     for run_name, label in (("frozen-lite0", "frozen lite0 (10 min)"), ("fine-tune-lite0", "fine-tune lite0 (45 min)")):
-        model_dir = runs / run_name / "model"
+        model_dir = runs / run_name  # bench_train's --out for the recipe
         if os.environ.get("CATDOG_BENCH_RUNS_DIR") and (model_dir / "config.json").exists():
             predictor = Predictor.load(model_dir, throughput=True)
             results += rows_for(label, measure(predictor, photos), f"{COMMAND} (model: {run_name})")

@@ -125,7 +125,7 @@ def test_a_photo_with_no_cat_or_dog_says_so(page, data_root: Path, cat_photo: Pa
     assert answer == "No cat or dog", f"the headline of a neither card reads {answer!r}"
     looks = card.locator(".looks")
     assert looks.is_visible()
-    assert looks.inner_text() == "Looks like: sorrel"
+    assert looks.inner_text() == "Looks like: sorrel — a horse of a brownish orange to light brown color"
     shares = _percentages(card.locator(".probs").inner_text())
     assert set(shares) == {"cat", "dog", "neither"}
     assert abs(sum(shares.values()) - 100) < 0.05, shares

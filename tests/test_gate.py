@@ -40,6 +40,7 @@ def test_probabilities_sum_to_one_and_confidence_is_the_labels():
     assert cat.looks_like is None and "looks_like" not in cat.to_dict()
     assert horse.label == "neither" and horse.confidence == pytest.approx(0.8)
     assert horse.to_dict()["looks_like"] == "sorrel"  # ImageNet class 339
+    assert horse.to_dict()["looks_like_means"].startswith("a horse")
     assert edge.label == "cat"  # exactly at the threshold: still a pet
 
 
@@ -136,7 +137,7 @@ def test_cli_neither_threshold_and_csv_column(data_root, cat_photo):
     bad = run_catdog("predict", "--neither-threshold", "2", str(horse))
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
     text = run_catdog("predict", str(horse))
-    assert "neither" in text.stdout and "looks like:" in text.stdout
+    assert "neither" in text.stdout and "looks like:" in text.stdout and "horse" in text.stdout
 
 
 def test_a_model_saved_before_the_open_set_gate_still_uses_the_pet_mass(tmp_path, trained_model_dir):

@@ -532,3 +532,36 @@ def test_existing_model_is_not_overwritten_and_resume_needs_a_run(small_dev: Pat
     _fails_cleanly(run_catdog("train", str(small_dev), "--out", str(out)), "already holds a model")
     _fails_cleanly(run_catdog("train", str(small_dev), "--out", str(out), "--resume"), "no unfinished run")
     assert (out / "model.safetensors").read_bytes() == b"keep me"
+
+
+@pytest.mark.slow
+def test_a_neither_folder_refits_the_gate_and_is_no_class(
+    small_dev: Path, shared_cache: Path, tmp_path: Path, data_root: Path
+) -> None:
+    """Photos in ``other/`` (= neither) are no class: they refit the open-set gate, pulled towards the shipped one."""
+    import shutil
+
+    from catdog.models.builtin import load_builtin_gate
+
+    data = tmp_path / "data"
+    for label in ("cat", "dog", "other"):
+        (data / label).mkdir(parents=True)
+    for photo in small_dev.glob("*.jpg"):
+        shutil.copy(photo, data / photo.name.split(".")[0] / photo.name)
+    other = data / "other"
+    toys = sorted((data_root / "neither" / "toy").glob("*"))
+    for photo in toys:
+        shutil.copy(photo, other / photo.name)
+    out = tmp_path / "model"
+    options = dict(FAMILIES["frozen"], epochs=2, workers=0)
+    train(TrainConfig(data_dir=str(data), out=str(out), cache_dir=str(shared_cache), **options))
+    config = json.loads((out / "config.json").read_text())
+    assert config["classes"] == ["cat", "dog"] and config["data"]["neither_images"] == len(toys)
+    assert config["gate"]["kind"] == "open-set" and f"{len(toys)} photos" in config["gate"]["refitted_on"]
+    assert config["gate"]["val_pets_turned_away"] <= 0.005
+    model, _ = load_model_dir(out)
+    shipped = load_builtin_gate(model.backbone.num_features)
+    moved = float((model.open_set.weight - shipped.weight).norm() / shipped.weight.norm())
+    assert 1e-4 < moved < 0.5  # adjusted by the toys, not replaced
+    answers = list(Predictor.load(out, backend="torch").predict_paths([str(p) for p in toys]))
+    assert sum(a.label == "neither" for a in answers) >= len(toys) - 1

@@ -193,7 +193,7 @@ def _print_predictions(results: Iterable, classes: list[str], *, as_json: bool, 
         failed |= not r.ok
         if r.ok:
             colour = {"cat": "magenta", "dog": "cyan"}.get(r.label or "", "yellow")
-            seen = f" [dim]no cat or dog; looks like: {r.looks_like}[/]" if r.looks_like else ""
+            seen = f" [dim]no cat or dog; looks like: {r.looks_like} ({r.looks_like_means})[/]" if r.looks_like else ""
             out.print(f"{r.source}: [bold {colour}]{r.label}[/] ({r.confidence:.1%}){seen}")
         else:
             out.print(f"{r.source}: [red]error[/] {r.error}")

@@ -42,11 +42,15 @@ DEFAULT_NEITHER_THRESHOLD = 0.5  # open-set gates put their operating point here
 
 
 @cache
-def imagenet_classes() -> list[str]:
-    """The 1,000 ImageNet class names (WordNet lemmas), for a `neither` answer's ``looks_like``."""
+def imagenet_classes() -> list[tuple[str, str]]:
+    """The 1,000 ImageNet classes as ``(name, what it is)``: WordNet's first lemma and its definition, shortened.
+
+    For a `neither` answer's ``looks_like`` and ``looks_like_means`` ("sorrel", "a horse of a brownish ...").
+    """
     from catdog.models.files import WEIGHTS_DIR
 
-    return (WEIGHTS_DIR / "imagenet_classes.txt").read_text().splitlines()
+    lines = (WEIGHTS_DIR / "imagenet_classes.tsv").read_text(encoding="utf-8").splitlines()
+    return [tuple(line.split("\t", 1)) for line in lines]
 
 
 @dataclass
@@ -59,7 +63,8 @@ class Prediction:
     probabilities: dict[str, float] | None = None
     error: str | None = None
     source_key: str = "path"  # "path" for files, "filename" for uploads
-    looks_like: str | None = None  # for a `neither` answer: the ImageNet class the backbone sees
+    looks_like: str | None = None  # for a `neither` answer: the ImageNet class the backbone sees ...
+    looks_like_means: str | None = None  # ... and what that is, in words
 
     @property
     def ok(self) -> bool:
@@ -72,7 +77,7 @@ class Prediction:
         else:
             out.update(label=self.label, confidence=self.confidence, probabilities=self.probabilities)
             if self.looks_like is not None:
-                out["looks_like"] = self.looks_like
+                out.update(looks_like=self.looks_like, looks_like_means=self.looks_like_means)
         return out
 
 
@@ -175,14 +180,14 @@ class Predictor:
         out = []
         for i, source in enumerate(sources):
             probabilities = {c: float(p) for c, p in zip(self.classes, probs[i])}
-            looks_like = None
+            looks_like = means = None
             if gated:
                 pet = float(np.clip(pets[i], 0.0, 1.0))
                 probabilities = {c: p * pet for c, p in probabilities.items()} | {NEITHER: 1.0 - pet}
             label = max(self.classes, key=probabilities.__getitem__)
             if gated and pets[i] < self.gate_threshold:
                 label = NEITHER
-                looks_like = names[int(outputs.looks_like[i])] if names is not None else None
+                looks_like, means = names[int(outputs.looks_like[i])] if names is not None else (None, None)
             confidence = probabilities[label]
             if label != NEITHER and self.threshold is not None and confidence < self.threshold:
                 label = "unsure"
@@ -194,6 +199,7 @@ class Predictor:
                     probabilities={c: round(p, 6) for c, p in probabilities.items()},
                     source_key=source_key,
                     looks_like=looks_like,
+                    looks_like_means=means,
                 )
             )
         return out
