@@ -176,6 +176,7 @@ def test_frozen_part_predicts_like_its_validation(
     assert not any(p.label == "neither" for p in predictions)  # the gate still lets these pets through
     # The open-set gate's operating point was set on the validation pets: at most 0.5 % of them turned away.
     assert gate["kind"] == "open-set" and gate["threshold"] == 0.5 and gate["val_pets_turned_away"] <= 0.005
+    assert "validation photos" in gate["operating_point"] and "pets" in gate["fitted_on"]
     assert metrics["val_accuracy"] >= 0.8  # ImageNet features separate cats from dogs even with 108 photos
 
 

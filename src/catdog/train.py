@@ -50,7 +50,7 @@ from catdog.features import (
 from catdog.fsutil import atomic_write, atomic_write_text, default_cache_dir
 from catdog.models import ModelError, build_model, save_model_dir
 from catdog.models.files import BUILTIN_BACKBONE
-from catdog.models.gate import OPEN_SET, PET_MASS_THRESHOLD, fit_weights, operating_bias
+from catdog.models.gate import OPEN_SET, PET_MASS_THRESHOLD, TARGET_PETS_TURNED_AWAY, fit_weights, operating_bias
 from catdog.models.pretrained import IMAGENET_CAT_CLASSES, IMAGENET_DOG_CLASSES
 from catdog.models.scratch import SCRATCH_MODELS
 from catdog.preprocess import Preprocess, normalize, to_uint8
@@ -1065,6 +1065,10 @@ def gate_config(val_pets: torch.Tensor | None, model: nn.Module, refitted_on: in
             open_set.bias.fill_(operating_bias(logits, open_set.bias.new_zeros(())))
             gate["val_pets_turned_away"] = round(float((logits + float(open_set.bias) < 0).double().mean()), 5)
             gate["val_pets"] = len(val_pets)
+            gate["operating_point"] = (
+                f"P(cat or dog) = 0.5 where {gate['val_pets_turned_away']:.2%} of this model's {len(val_pets)} "
+                f"validation photos score below (target {TARGET_PETS_TURNED_AWAY:.1%})"
+            )
         return gate
     threshold = PET_MASS_THRESHOLD
     gate.update(threshold=threshold, kind="pet-mass")
@@ -1122,7 +1126,8 @@ def builtin_gate_record() -> dict:
     from catdog.models.files import builtin_config
 
     shipped = builtin_config().get("gate") or {}
-    return {key: shipped[key] for key in ("score", "fitted_on") if key in shipped}
+    fitted_on = {k: v for k, v in (shipped.get("fitted_on") or {}).items() if k != "operating_point"}
+    return {"score": shipped.get("score"), "fitted_on": fitted_on}
 
 
 # --------------------------------------------------------------------------------------------
