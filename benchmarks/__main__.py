@@ -2,7 +2,9 @@
 
 Each ``benchmarks/bench_NAME.py`` exposes ``run(quick: bool) -> list[Result]``. Results are
 merged into ``benchmarks/results.json`` (a rerun replaces the rows of the benchmarks it ran)
-and the README's table between the ``benchmarks`` markers is rewritten from that file.
+and the table between the ``benchmarks`` markers of ``docs/benchmarks.md`` is rewritten from that file
+(:func:`update_table`; ``python -c "import benchmarks.__main__ as b; b.update_table(b.load_results())"``
+rewrites it without running anything).
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ import os
 import sys
 import time
 import traceback
+from pathlib import Path
 
 from benchmarks.common import REPO
 
 RESULTS = REPO / "benchmarks" / "results.json"
-README = REPO / "README.md"
+TABLE_PAGE = REPO / "docs" / "benchmarks.md"  # the full table lives here, between START and END
 START, END = "<!-- benchmarks:start -->", "<!-- benchmarks:end -->"
 
 
@@ -49,15 +52,17 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def update_readme(rows: list[dict]) -> None:
-    if not README.exists():
-        return
-    text = README.read_text()
+def update_table(rows: list[dict], page: Path = TABLE_PAGE) -> bool:
+    """Rewrite the table between the markers of ``page``; False (and nothing written) without them."""
+    if not page.exists():
+        return False
+    text = page.read_text(encoding="utf-8")
     if START not in text or END not in text:
-        return
+        return False
     head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
-    README.write_text(f"{head}{START}\n{table(rows)}\n{END}{tail}")
+    page.write_text(f"{head}{START}\n{table(rows)}\n{END}{tail}", encoding="utf-8")
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("names", nargs="*", help=f"benchmarks to run (default: all): {', '.join(available())}")
     parser.add_argument("--quick", action="store_true", help="smaller workloads; the whole suite in under 10 minutes")
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
-    parser.add_argument("--no-save", action="store_true", help="print results without writing results.json/README")
+    parser.add_argument(
+        "--no-save", action="store_true", help="print results without writing results.json or docs/benchmarks.md"
+    )
     args = parser.parse_args(argv)
     if args.list:
         print("\n".join(available()))
@@ -101,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             keep = [r for r in rows if r["benchmark"] != name or (partial and r["figure"] not in figures)]
             rows = keep + results
             save_results(rows)
-            update_readme(rows)
+            update_table(rows)
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0

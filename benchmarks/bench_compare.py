@@ -62,6 +62,6 @@ def run(quick: bool) -> list[Result]:
             ]  # fmt: skip
         budgets = [f"{n} {q if quick else f} min" for n, _, f, q, _ in RUNS]
         budgets = ", ".join(budgets[:2]) + ",\n" + ", ".join(budgets[2:])
-        # Quick mode's smoke runs draw into their own folder: the README's plot is the full runs'.
+        # Quick mode's smoke runs draw into their own folder: the plot in docs/benchmarks.md is the full runs'.
         plot(curves, f"{data_note}\nbudgets: {budgets}", root / "architectures.png" if quick else PLOT)
     return results

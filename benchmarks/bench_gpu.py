@@ -11,7 +11,7 @@ a fused AdamW and no host-device synchronisation inside the step loop.
 Without a CUDA GPU there is nothing to measure: the benchmark says so and records nothing.
 ``CATDOG_GPU_DATA`` points at the data to train on (default: the dev data); a lent GPU machine
 of this project can take only 64 MiB, so it trains on the compact copy of benchmarks/gpu_pack.py
-(the README says which photos). ``CATDOG_BENCH_GPU_RUNS="a,b"`` runs those recipes instead of the floors'.
+(docs/benchmarks.md says which photos). ``CATDOG_BENCH_GPU_RUNS="a,b"`` runs those recipes instead of the floors'.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ RUNS = [
     ("gpu fine-tune lite0 train 192 test 224", f"{FINE_TUNE} --image-size 192 --test-image-size 224", 0.85, 99.0, 60),
     ("gpu fine-tune lite0 layer decay 0.9", f"{LITE0} --batch-size 128 --lr 1e-3 --layer-decay 0.9", 0.85, 99.0, 60),
     ("gpu fine-tune lite0 lr 2e-3", f"{LITE0} --batch-size 128 --lr 2e-3 --layer-decay 0.85", 0.85, 99.0, 60),
-    # The family's default layer decay, for the README's comparison.
+    # The family's default layer decay, for the comparison in docs/benchmarks.md.
     ("gpu fine-tune lite0 layer decay 0.7", f"{LITE0} --batch-size 128 --lr 1e-3 --layer-decay 0.7", 0.85, 99.0, 60),
     ("gpu fine-tune lite0 1.5 min", FINE_TUNE, 1.5, None, None),
     ("gpu smoke lite0", "--model tf_efficientnet_lite0 --batch-size 128", 0.4, None, None),
@@ -62,7 +62,7 @@ def run(quick: bool) -> list[Result]:
     import torch
 
     if not torch.cuda.is_available():
-        print("no CUDA GPU here: the GPU benchmark has nothing to measure (its figures in the README stay)")
+        print("no CUDA GPU here: the GPU benchmark has nothing to measure (its rows in docs/benchmarks.md stay)")
         return []
     data = Path(os.environ.get("CATDOG_GPU_DATA") or need_dev_data())
     chosen = [n.strip() for n in os.environ.get("CATDOG_BENCH_GPU_RUNS", "").split(",") if n.strip()]

@@ -3,7 +3,7 @@
 Each run is the real ``catdog train`` in a subprocess with a cold cache (a fresh cache folder),
 timed from the outside; peak RSS is the run's own (``metrics.peak_rss_mib`` of its config.json).
 
-Full mode (the README's numbers; about 90 minutes on a 2-core CPU; ``CATDOG_BENCH_RUNS_DIR=DIR``
+Full mode (the figures of docs/benchmarks.md; about 90 minutes on a 2-core CPU; ``CATDOG_BENCH_RUNS_DIR=DIR``
 keeps the runs for bench_compare, and reuses those already there):
 - frozen EfficientNet-Lite0 head, ``--time-budget 10``: ≥ 98.0 % val accuracy, ≤ 10.5 min wall-clock;
 - seed-cnn at 128 px and catnet at 96 px, ``--time-budget 15`` each: catnet beats seed-cnn;

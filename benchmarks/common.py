@@ -21,7 +21,7 @@ SAMPLES_DIR = DATA / "samples"
 
 @dataclass
 class Result:
-    """One figure of the README's benchmark table."""
+    """One figure (one row) of the benchmark table in docs/benchmarks.md."""
 
     benchmark: str
     figure: str

@@ -21,20 +21,34 @@ from rich.console import Console
 app = typer.Typer(
     name="catdog",
     help="Recognise cats and dogs in photos: check data, train, evaluate, predict, export, serve.",
+    epilog="Options of one command: catdog COMMAND --help. Guides: README.md and docs/ in catdog's source "
+    "(predict-and-serve.md, training.md, data.md, benchmarks.md, design.md).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-data_app = typer.Typer(help="Inspect and clean datasets.", no_args_is_help=True)
+data_app = typer.Typer(help="Inspect and clean datasets: check, audit.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
 err_console = Console(stderr=True)
 DEBUG = {"on": False}
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from catdog import __version__
+
+        typer.echo(f"catdog {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _main(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print catdog's version and exit."),
+    ] = False,
 ) -> None:
     DEBUG["on"] = debug
 
@@ -319,7 +333,7 @@ def serve(
         uvicorn.run("catdog.serve.app:app_from_env", factory=True, workers=workers, **options)
 
 
-@app.command()
+@app.command(short_help="Measure a model on labelled photos: metrics, plots, a report.")
 @user_errors
 def evaluate(
     model: Annotated[
@@ -456,7 +470,7 @@ def data_audit(
         console.print(f"Report: {page}")
 
 
-@app.command()
+@app.command(short_help="Grad-CAM heat map: where in the photo the decision rests.")
 @user_errors
 def explain(
     model: Annotated[str | None, typer.Argument(help="Model directory; the built-in model if only IMAGE is given.")],
@@ -489,7 +503,7 @@ def explain(
     )
 
 
-@app.command()
+@app.command(short_help="Export a model to ONNX (fp32 or int8), checked against PyTorch.")
 @user_errors
 def export(
     model: Annotated[
@@ -533,7 +547,7 @@ def export(
     Console(highlight=False, soft_wrap=True).print(line + ".")
 
 
-@app.command()
+@app.command(short_help="Train a model on a dataset folder (CPU, GPU or torchrun).")
 @user_errors
 def train(
     data_dir: Annotated[str, typer.Argument(help="Dataset folder: cat.1.jpg-style files, or one folder per class.")],

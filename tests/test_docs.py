@@ -1,0 +1,271 @@
+"""The README and the guides in docs/ cannot rot: what they show is checked against the real thing.
+
+- Every ``catdog ...`` command in a ```` ```bash ```` block (also after ``&&``, ``|``, ``python -m`` or
+  ``torchrun ... -m``), and every inline code span that starts with ``catdog ``, names a command (and
+  subcommand) that exists, and every option it uses is in that command's ``--help``, which must run
+  (one ``--help`` per command, cached). An upper-case command word (``catdog COMMAND --help``) is a
+  placeholder.
+- Every relative link and image path resolves to a file, and a ``#fragment`` to a heading of it.
+- The quick start's test command is what ``.ci/run`` runs, verbatim.
+
+The checks are plain functions; the last tests feed them broken pages to show that they fail.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import catdog
+
+REPO = Path(__file__).resolve().parents[1]
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+SEPARATORS = {"&&", "||", "|", ";", "&", "(", ")"}
+FENCE = re.compile(r"^[ \t]*```[ \t]*(?P<lang>[\w+-]*)[^\n]*\n(?P<body>.*?)^[ \t]*```[ \t]*$", re.M | re.S)
+OPTION = re.compile(r"^\[?(?P<flag>--?[A-Za-z][\w-]*)")
+HELP_FLAG = re.compile(r"(?<![\w-])--?[A-Za-z][\w-]*")
+
+
+# -- reading the pages -----------------------------------------------------------------------
+
+
+def bash_blocks(text: str) -> list[str]:
+    """The bodies of the ```bash (also sh, shell, console) fenced blocks."""
+    return [m["body"] for m in FENCE.finditer(text) if m["lang"].lower() in {"bash", "sh", "shell", "console"}]
+
+
+def catdog_invocations(block: str) -> list[tuple[str, list[str]]]:
+    """``(line, arguments after 'catdog')`` for every catdog command of a shell block."""
+    found = []
+    for line in block.replace("\\\n", " ").splitlines():
+        line = line.strip().removeprefix("$ ")
+        if "catdog" not in line:
+            continue
+        lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+        lexer.whitespace_split = True
+        lexer.commenters = "#"
+        try:
+            tokens = [*lexer, ";"]
+        except ValueError as err:  # unbalanced quotes: report the line rather than crash
+            found.append((line, [f"--unparsable-line ({err})"]))
+            continue
+        segment: list[str] = []
+        for token in tokens:
+            if token not in SEPARATORS:
+                segment.append(token)
+                continue
+            while segment and re.match(r"^[A-Za-z_]\w*=", segment[0]):  # VAR=value catdog ...
+                segment.pop(0)
+            if segment[:1] == ["catdog"]:
+                found.append((line, segment[1:]))
+            elif "-m" in segment and segment[segment.index("-m") + 1 : segment.index("-m") + 2] == ["catdog"]:
+                found.append((line, segment[segment.index("-m") + 2 :]))
+            segment = []
+    return found
+
+
+def inline_commands(text: str) -> list[str]:
+    """Inline code spans outside fenced blocks that are a catdog command: `catdog predict --json DIR`."""
+    return re.findall(r"`(catdog [^`\n]+)`", FENCE.sub("", text))
+
+
+def without_code(text: str) -> str:
+    """The page without fenced blocks and inline code, where brackets are not links."""
+    return re.sub(r"`[^`\n]*`", "", FENCE.sub("", text))
+
+
+def link_targets(text: str) -> list[str]:
+    """Targets of inline links and images, reference definitions, and HTML src/href attributes."""
+    text = without_code(text)
+    targets = re.findall(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)", text)
+    targets += re.findall(r"^\s*\[[^\]]+\]:\s*<?(\S+?)>?(?:\s+\"[^\"]*\")?\s*$", text, flags=re.M)
+    targets += re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)["']""", text)
+    return targets
+
+
+def heading_slugs(text: str) -> set[str]:
+    """GitHub's anchors for the headings of a page (lower case, punctuation dropped, spaces to '-')."""
+    slugs: set[str] = set()
+    for title in re.findall(r"^#{1,6}\s+(.+?)\s*#*\s*$", FENCE.sub("", text), flags=re.M):
+        slug = re.sub(r"[^\w\- ]", "", title.replace("`", "").strip().lower()).replace(" ", "-")
+        candidate, n = slug, 1
+        while candidate in slugs:
+            candidate, n = f"{slug}-{n}", n + 1
+        slugs.add(candidate)
+    return slugs
+
+
+def link_problems(page: Path, text: str) -> list[str]:
+    problems = []
+    for target in link_targets(text):
+        if re.match(r"^[a-z][a-z0-9+.-]*:", target, flags=re.I) or target.startswith("//"):
+            continue  # http:, https:, mailto: ... are not checked here
+        path_part, _, fragment = target.partition("#")
+        resolved = (page.parent / path_part).resolve() if path_part else page
+        if not resolved.exists():
+            problems.append(f"{page.name}: link to '{target}': no such file ({resolved})")
+        elif fragment and resolved.suffix == ".md" and fragment not in heading_slugs(resolved.read_text("utf-8")):
+            problems.append(f"{page.name}: link to '{target}': no heading '#{fragment}' in {resolved.name}")
+    return problems
+
+
+# -- asking the real command line -------------------------------------------------------------
+
+
+@functools.cache
+def cli_help(words: tuple[str, ...]) -> tuple[bool, frozenset[str]]:
+    """Whether ``catdog WORDS --help`` runs, and the options its help lists."""
+    env = {**os.environ, "COLUMNS": "240", "NO_COLOR": "1", "TERM": "dumb"}
+    done = subprocess.run(
+        [sys.executable, "-m", "catdog", *words, "--help"], capture_output=True, text=True, env=env, timeout=120
+    )
+    ok = done.returncode == 0 and "Usage:" in done.stdout
+    return ok, frozenset(HELP_FLAG.findall(done.stdout)) if ok else frozenset()
+
+
+def command_problems(args: list[str], help_of=cli_help) -> list[str]:
+    """What is wrong with ``catdog ARGS``: an unknown command or subcommand, an option its help lacks."""
+    _, root_flags = help_of(())
+    words: list[str] = []
+    problems = []
+    rest = list(args)
+    while rest:  # options before the command belong to catdog itself
+        match = OPTION.match(rest[0])
+        if not match:
+            break
+        if match["flag"] not in root_flags:
+            problems.append(f"catdog has no option '{match['flag']}'")
+        rest.pop(0)
+    if not rest:
+        return problems
+    if re.fullmatch(r"[A-Z][A-Z_]*", rest[0]):  # catdog COMMAND --help: a placeholder
+        return problems
+    words.append(rest.pop(0))
+    ok, flags = help_of(tuple(words))
+    if not ok:
+        return [*problems, f"no command 'catdog {' '.join(words)}'"]
+    if words == ["data"] and rest and not OPTION.match(rest[0]):
+        words.append(rest.pop(0))
+        ok, flags = help_of(tuple(words))
+        if not ok:
+            return [*problems, f"no command 'catdog {' '.join(words)}'"]
+    for token in rest:
+        match = OPTION.match(token)
+        if match and match["flag"] not in flags and match["flag"] != "--help":
+            problems.append(f"'catdog {' '.join(words)}' has no option '{match['flag']}'")
+    return problems
+
+
+def page_command_problems(page: Path, text: str, help_of=cli_help) -> list[str]:
+    problems = []
+    for block in [*bash_blocks(text), *inline_commands(text)]:
+        for line, args in catdog_invocations(block):
+            problems += [f"{page.name}: `{line}`: {p}" for p in command_problems(args, help_of)]
+    return problems
+
+
+# -- the pages as they are ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
+def test_every_catdog_command_shown_exists_with_its_options(page: Path) -> None:
+    problems = page_command_problems(page, page.read_text("utf-8"))
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
+def test_every_relative_link_and_image_resolves(page: Path) -> None:
+    problems = link_problems(page, page.read_text("utf-8"))
+    assert not problems, "\n".join(problems)
+
+
+def test_the_pages_are_there_and_show_commands() -> None:
+    names = {p.name for p in PAGES}
+    assert {"README.md", "predict-and-serve.md", "training.md", "data.md", "benchmarks.md", "design.md"} <= names
+    shown = [args[0] for p in PAGES for b in bash_blocks(p.read_text("utf-8")) for _, args in catdog_invocations(b)
+             if args]  # fmt: skip
+    # The scanner must find the commands (a pattern that matched nothing would pass every page).
+    assert {"predict", "serve", "train", "evaluate", "export", "explain", "data"} <= set(shown)
+    assert len(shown) >= 30
+
+
+def test_the_readme_stays_short_and_its_quick_start_is_what_ci_runs() -> None:
+    readme = (REPO / "README.md").read_text("utf-8")
+    assert len(readme.encode()) <= 15_000, "README.md is the front door: keep it under 15 KB, move details to docs/"
+    ci = (REPO / ".ci" / "run").read_text()
+    verbatim = ci.split("verbatim:", 1)[1].strip().splitlines()[0].strip()
+    quick_start = bash_blocks(readme.split("## Quick start", 1)[1])[0]
+    assert verbatim in quick_start.splitlines()[1], (verbatim, quick_start)
+    assert quick_start.splitlines()[0].startswith("pip install . && catdog serve")
+
+
+def test_the_generated_benchmark_table_lives_in_docs() -> None:
+    import benchmarks.__main__ as bench
+
+    text = (REPO / "docs" / "benchmarks.md").read_text("utf-8")
+    assert bench.START in text and bench.END in text
+    regenerate = "python -c 'import benchmarks.__main__ as b; b.update_table(b.load_results())'"
+    assert bench.table(bench.load_results()) in text, f"the table is older than results.json; run {regenerate}"
+    assert bench.START not in (REPO / "README.md").read_text("utf-8")
+
+
+def test_version_and_help_point_at_the_docs() -> None:
+    done = subprocess.run([sys.executable, "-m", "catdog", "--version"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == f"catdog {catdog.__version__}"
+    ok, flags = cli_help(())
+    assert ok and {"--version", "--debug"} <= flags
+    env = {**os.environ, "COLUMNS": "80", "NO_COLOR": "1", "TERM": "dumb"}  # a plain terminal
+    text = subprocess.run([sys.executable, "-m", "catdog", "--help"], capture_output=True, text=True, env=env).stdout
+    assert "docs/" in text
+    for command in ("predict", "serve", "evaluate", "explain", "export", "train", "data"):
+        line = next(line for line in text.splitlines() if re.match(rf"^\W*{command}\s", line))
+        # one line each: the next line starts another command or closes the box
+        following = text.splitlines()[text.splitlines().index(line) + 1]
+        assert not re.match(r"^[│|]\s{3,}\S", following), f"'{command}' takes more than one line in catdog --help"
+
+
+# -- the checks can fail ---------------------------------------------------------------------
+
+
+BROKEN = """# A page
+
+```bash
+catdog predict photos/ --json --no-such-flag
+catdog pradict photos/
+catdog data chek DATA
+pip install . && catdog serve --port 8000 --max-files 4 --nonsense  # a comment --ignored
+CATDOG_BACKEND=torch torchrun --nproc_per_node 2 -m catdog train DATA --out M --modle catnet
+catdog --no-global predict x.jpg
+```
+
+See [the guide](no-such-page.md), ![a picture](images/missing.png), [a heading](#nowhere) and
+[fine](#a-page), `[not a link](ignored.md)`, [the web](https://example.com/x.md).
+Inline, `catdog export MODEL --int9` is checked too, `catdog COMMAND --help` is a placeholder.
+"""
+
+
+def test_the_checks_catch_wrong_commands_options_and_links(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text(BROKEN)
+    problems = "\n".join(page_command_problems(page, BROKEN))
+    assert "'catdog predict' has no option '--no-such-flag'" in problems
+    assert "'--json'" not in problems
+    assert "no command 'catdog pradict'" in problems
+    assert "no command 'catdog data chek'" in problems
+    assert "'catdog serve' has no option '--nonsense'" in problems and "option '--ignored'" not in problems
+    assert "'--max-files'" not in problems and "'--port'" not in problems
+    assert "'catdog train' has no option '--modle'" in problems
+    assert "catdog has no option '--no-global'" in problems
+    assert "'catdog export' has no option '--int9'" in problems and "COMMAND" not in problems
+    assert len(problems.splitlines()) == 7, problems
+    links = "\n".join(link_problems(page, BROKEN))
+    assert "'no-such-page.md'" in links and "'images/missing.png'" in links and "'#nowhere'" in links
+    assert "ignored.md" not in links and "example.com" not in links and "#a-page" not in links
+    assert len(links.splitlines()) == 3, links
