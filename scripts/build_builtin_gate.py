@@ -9,7 +9,7 @@ normalised pooled features and the logit of its ImageNet pet mass — of
   less a fifth of it (by content hash) kept apart as the calibration slice;
 - non-pets: the fitting half of ``DATA_DIR/neither`` (split by content hash, per subject; the other
   half is held out for reporting), each photo and its mirror image. Foxes, wolves, hyenas and wild
-  cats are `neither` by catdog's decision (README), and their fitting half is fitted on too.
+  cats are `neither` by catdog's decision (docs/benchmarks.md), and their fitting half is fitted on too.
 
 The bias then puts P(cat or dog) = 0.5 where 0.5 % of the calibration slice's pets score below. No
 choice here looks at the dev validation split or at the held-out half of `neither`:

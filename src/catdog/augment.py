@@ -82,7 +82,7 @@ def batch_augmenter(
 
     ``fuse`` compiles the colour jitter and ``finish`` (``torch.compile``) into a couple of kernels: on
     a 2-core CPU their dozen batch-sized passes and temporaries cost several ms a batch in eager
-    mode (README, Speed). The resampling stays eager: compiled with it, the whole augmentation ran
+    mode (docs/benchmarks.md). The resampling stays eager: compiled with it, the whole augmentation ran
     41 ms against 14.5 eager on a CPU (inductor's ``affine_grid`` alone: 10 ms against 1.6). Where
     compiling fails (inductor needs a C++ compiler on a CPU), the same functions run eagerly.
     """

@@ -67,7 +67,7 @@ class SmallMapConv2d(nn.Conv2d):
     oneDNN's AMX kernel for the weight gradient works image by image, and on catnet's last stage
     (4x4 at 128 px, 3x3 at 96 px) that leaves its tiles nearly empty: for 384 channels at 4x4 it took
     9.3 ms, against 2.5 ms for the same sum written as im2col and one bf16 matrix product over the whole
-    batch (README, Speed). From 8x8 up, and in fp32, oneDNN is as fast or faster, so everything else,
+    batch (docs/benchmarks.md). From 8x8 up, and in fp32, oneDNN is as fast or faster, so everything else,
     the forward pass and the input gradient included, stays with ``nn.Conv2d``. The weights, their
     names and the outputs are those of ``nn.Conv2d``: saved models, ONNX export and the GPU are untouched.
     """
@@ -159,7 +159,7 @@ class CatNet(nn.Module):
     generalises better.
 
     Every width is a multiple of 16: PyTorch's channels-last CPU batch norm works on 16 channels
-    at a time, and on 24 it ran about 3x slower per element (README, Speed). Models trained before the
+    at a time, and on 24 it ran about 3x slower per element (docs/benchmarks.md). Models trained before the
     stem went from 24 to 32 channels still load: :meth:`options_for` reads the width from their weights.
     """
 
