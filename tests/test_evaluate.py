@@ -224,7 +224,7 @@ def test_neither_photos_change_no_plain_metric(open_set_run: tuple[dict, Path], 
 
 
 def test_a_strict_threshold_turns_pets_away_and_counts_them_wrong(open_set_dir: Path) -> None:
-    result = evaluate(None, open_set_dir, neither_threshold=1.0)  # every P(cat or dog) < 1: all `neither`
+    result = evaluate(None, open_set_dir, neither_threshold=1.0)  # never sure of a pet: all `neither`
     o = result["open_set"]
     assert o["threshold"] == 1.0 and o["pets_turned_away"] == 1.0 and o["neither_answered"] == 1.0
     assert result["accuracy"] == 0.0 and result["neither"] == 2 * PETS_PER_CLASS

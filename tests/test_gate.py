@@ -48,6 +48,8 @@ def test_neither_threshold_moves_the_operating_point():
     outputs = Outputs(np.array([[2.0, 0.0]]), pet_score=np.array([0.7]), looks_like=np.array([0]))
     assert _predictor(0.5).to_predictions(outputs, ["x"])[0].label == "cat"
     assert _predictor(0.8).to_predictions(outputs, ["x"])[0].label == "neither"
+    certain = Outputs(np.array([[2.0, 0.0]]), pet_score=np.array([1.0]), looks_like=np.array([0]))  # saturated
+    assert _predictor(1.0).to_predictions(certain, ["x"])[0].label == "neither"  # 1: never sure it is a pet
     # A model without a gate (e.g. trained from scratch) never answers neither and lists only its classes.
     ungated = _predictor(None).to_predictions(Outputs(np.array([[0.0, 2.0]])), ["x"])[0]
     assert ungated.label == "dog" and set(ungated.probabilities) == {"cat", "dog"}

@@ -185,7 +185,8 @@ class Predictor:
                 pet = float(np.clip(pets[i], 0.0, 1.0))
                 probabilities = {c: p * pet for c, p in probabilities.items()} | {NEITHER: 1.0 - pet}
             label = max(self.classes, key=probabilities.__getitem__)
-            if gated and pets[i] < self.gate_threshold:
+            # A threshold of 1 means "never sure it is a pet": P(cat or dog) saturates at exactly 1 in float32.
+            if gated and (pets[i] < self.gate_threshold or self.gate_threshold >= 1.0):
                 label = NEITHER
                 looks_like, means = names[int(outputs.looks_like[i])] if names is not None else (None, None)
             confidence = probabilities[label]
