@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import DEV_DIR, NEITHER_DIR, WILD_SUBJECTS, Result, need_dev_data, neither_split
+from benchmarks.common import WILD_SUBJECTS, Result, dev_validation, held_out_neither, need_dev_data
 
 NEITHER_FLOOR, PETS_AWAY_FLOOR, ACCURACY_FLOOR, COST_FLOOR = 97.0, 0.5, 98.70, 15.0
 COMMAND = "python -m benchmarks neither"
@@ -30,22 +30,12 @@ COMMAND = "python -m benchmarks neither"
 
 def held_out_photos(quick: bool) -> dict[str, list[tuple[str, str]]]:
     """``{"pets": [(path, label)], "neither": [...], "canid_like": [...], "felid_like": [...]}``."""
-    from catdog.data.hashing import HashIndex
-    from catdog.data.layout import discover
-    from catdog.data.split import split_indices
-
-    dev = discover(DEV_DIR, image_files_only=True)
-    paths = [str(f.path) for f in dev.files]
-    labels = [dev.classes.index(f.label) for f in dev.files]
-    val = split_indices(HashIndex(None).hashes(paths), labels, val_fraction=0.1)["val"]
-    others = discover(NEITHER_DIR, image_files_only=True)
-    other_paths = [str(f.path) for f in others.files]
-    subjects = [others.classes.index(f.label) for f in others.files]
-    held = neither_split(HashIndex(None).hashes(other_paths), subjects)["held_out"]
-    out: dict[str, list[tuple[str, str]]] = {"pets": [(paths[i], dev.classes[labels[i]]) for i in val]}
-    out["neither"] = [(other_paths[i], "neither") for i in held if others.files[i].label not in WILD_SUBJECTS]
+    held = held_out_neither()
+    out = {"pets": dev_validation()}
+    tame = [path for subject, paths in held.items() if subject not in WILD_SUBJECTS for path in paths]
+    out["neither"] = [(path, "neither") for path in tame]
     for wild in WILD_SUBJECTS:
-        out[wild] = [(other_paths[i], "neither") for i in held if others.files[i].label == wild]
+        out[wild] = [(path, "neither") for path in held.get(wild, [])]
     if quick:
         out = {name: photos[:: max(1, len(photos) // 150)] for name, photos in out.items()}
     return out

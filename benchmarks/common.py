@@ -172,3 +172,30 @@ def calibration_slice(train: list[int], hashes: list[str], fraction: float = 0.2
     calibration = [i for i in train if hash_fraction(hashes[i], CALIBRATION_SALT) < fraction]
     chosen = set(calibration)
     return [i for i in train if i not in chosen], calibration
+
+
+def dev_validation(dev_dir: Path = DEV_DIR) -> list[tuple[str, str]]:
+    """``(path, label)`` of the dev validation split, as ``catdog train`` holds it out (content hash, 10 %)."""
+    from catdog.data.hashing import HashIndex
+    from catdog.data.layout import discover
+    from catdog.data.split import split_indices
+
+    dev = discover(dev_dir, image_files_only=True)
+    paths = [str(f.path) for f in dev.files]
+    labels = [dev.classes.index(f.label) for f in dev.files]
+    val = split_indices(HashIndex(None).hashes(paths), labels, val_fraction=0.1)["val"]
+    return [(paths[i], dev.classes[labels[i]]) for i in val]
+
+
+def held_out_neither(folder: Path = NEITHER_DIR) -> dict[str, list[str]]:
+    """The held-out half of the neither folder (see :func:`neither_split`), as paths per subject."""
+    from catdog.data.hashing import HashIndex
+    from catdog.data.layout import discover
+
+    others = discover(folder, image_files_only=True)
+    paths = [str(f.path) for f in others.files]
+    subjects = [others.classes.index(f.label) for f in others.files]
+    out: dict[str, list[str]] = {}
+    for i in neither_split(HashIndex(None).hashes(paths), subjects)["held_out"]:
+        out.setdefault(others.files[i].label, []).append(paths[i])
+    return out

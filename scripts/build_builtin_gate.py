@@ -31,25 +31,21 @@ from safetensors.torch import save_file
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: benchmarks.common
 from benchmarks.common import DATA, calibration_slice, neither_split  # noqa: E402
 from catdog.data import prepare
-from catdog.features import pretrained_features
+from catdog.features import pretrained_gate_inputs
 from catdog.fsutil import default_cache_dir
 from catdog.models.files import BUILTIN_BACKBONE, WEIGHTS_DIR
-from catdog.models.gate import OPEN_SET, TARGET_PETS_TURNED_AWAY, OpenSetGate, fit_weights, gate_inputs, operating_bias
+from catdog.models.gate import OPEN_SET, TARGET_PETS_TURNED_AWAY, OpenSetGate, fit_weights, operating_bias
 from catdog.models.pretrained import (
-    IMAGENET_CAT_CLASSES,
-    IMAGENET_DOG_CLASSES,
     create_pretrained,
     pretrained_preprocess,
 )
 
-PET_CLASSES = torch.tensor(IMAGENET_CAT_CLASSES + IMAGENET_DOG_CLASSES)
 C = 100.0  # scikit-learn's inverse regularisation strength, chosen by cross-validation (see the docstring)
 SCORE = "logistic fit on Lite0's normalised pooled features and the logit of its ImageNet pet mass"
 
 
 def inputs(data, jobs, pre, cache_dir) -> torch.Tensor:
-    features, logits = pretrained_features(data, jobs, pre, cache_dir, BUILTIN_BACKBONE)
-    return gate_inputs(torch.from_numpy(features), torch.from_numpy(logits), PET_CLASSES)
+    return pretrained_gate_inputs(data, jobs, pre, cache_dir, BUILTIN_BACKBONE)
 
 
 def main() -> None:

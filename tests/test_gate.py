@@ -14,9 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.common import WILD_SUBJECTS, neither_split
-from catdog.data.hashing import HashIndex
-from catdog.data.layout import discover
+from benchmarks.common import WILD_SUBJECTS, dev_validation, held_out_neither
 from catdog.models.gate import OpenSetGate, fit_weights, operating_bias
 from catdog.predict import Outputs, Predictor
 from catdog.preprocess import Preprocess
@@ -80,19 +78,12 @@ def test_fit_weights_separates_and_the_prior_pulls():
 
 
 @pytest.fixture(scope="module")
-def held_out(data_root: Path) -> dict[str, list[tuple[str, str]]]:
+def held_out(data_root: Path) -> dict[str, list[str]]:
     """The held-out half of ``neither/`` by subject (never fitted on)."""
     folder = data_root / "neither"
     if not folder.is_dir():
         pytest.skip(f"{folder} is absent")
-    ds = discover(folder, image_files_only=True)
-    paths = [str(f.path) for f in ds.files]
-    labels = [ds.classes.index(f.label) for f in ds.files]
-    chosen = neither_split(HashIndex(None).hashes(paths), labels)["held_out"]
-    out: dict[str, list[str]] = {}
-    for i in chosen:
-        out.setdefault(ds.files[i].label, []).append(paths[i])
-    return out
+    return held_out_neither(folder)
 
 
 @pytest.fixture(scope="module")
@@ -116,13 +107,8 @@ def test_builtin_gate_turns_away_held_out_non_pets(builtin, held_out):
 
 
 def test_builtin_gate_keeps_held_out_pets(builtin, dev_dir):
-    from catdog.data.split import split_indices
-
-    ds = discover(dev_dir, image_files_only=True)
-    paths = [str(f.path) for f in ds.files]
-    labels = [ds.classes.index(f.label) for f in ds.files]
-    val = split_indices(HashIndex(None).hashes(paths), labels, val_fraction=0.1)["val"][::2]  # 1,119 photos
-    answers = list(builtin.predict_paths([paths[i] for i in val]))
+    val = dev_validation(dev_dir)[::2]  # 1,119 photos
+    answers = list(builtin.predict_paths([path for path, _ in val]))
     turned_away = sum(a.label == "neither" for a in answers)
     assert turned_away / len(val) <= 0.012, f"{turned_away}/{len(val)} pets called neither"
 

@@ -11,10 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks.common import nonpet_pictures
-from catdog.data.hashing import HashIndex
-from catdog.data.layout import discover
-from catdog.data.split import split_indices
+from benchmarks.common import dev_validation, nonpet_pictures
 from catdog.models.pretrained import create_pretrained, load_packaged_weights
 from catdog.predict import Predictor, expand_inputs
 
@@ -26,16 +23,11 @@ def builtin() -> Predictor:
     return Predictor.load(None)
 
 
-def _held_out_sample(dev_dir: Path, per_class: int = 200) -> tuple[list[Path], list[str]]:
+def _held_out_sample(dev_dir: Path, per_class: int = 200) -> tuple[list[str], list[str]]:
     """A fixed sample of dev photos from the validation side of catdog's split (the head never saw them)."""
-    ds = discover(dev_dir, image_files_only=True)
-    paths = [f.path for f in ds.files]
-    labels = [ds.classes.index(f.label) for f in ds.files]
-    val = split_indices(HashIndex(None).hashes(paths), labels, val_fraction=0.1)["val"]
-    chosen: list[int] = []
-    for c in range(len(ds.classes)):
-        chosen += [i for i in val if labels[i] == c][:per_class]
-    return [paths[i] for i in chosen], [ds.classes[labels[i]] for i in chosen]
+    val = dev_validation(dev_dir)
+    chosen = [item for label in ("cat", "dog") for item in [v for v in val if v[1] == label][:per_class]]
+    return [path for path, _ in chosen], [label for _, label in chosen]
 
 
 def test_builtin_model_is_accurate_on_400_held_out_dev_photos(builtin, dev_dir):

@@ -270,3 +270,15 @@ def pretrained_features(
     with torch.no_grad():
         logits = backbone.get_classifier()(torch.from_numpy(features)).numpy()
     return features, logits
+
+
+def pretrained_gate_inputs(
+    data: PreparedData, jobs: list[tuple[int, int]], pre: Preprocess, cache_dir: str | os.PathLike, architecture: str
+) -> torch.Tensor:
+    """What the open-set gate reads (:func:`catdog.models.gate.gate_inputs`) for ``(image, view)`` jobs."""
+    from catdog.models.gate import gate_inputs
+    from catdog.models.pretrained import IMAGENET_CAT_CLASSES, IMAGENET_DOG_CLASSES
+
+    features, logits = pretrained_features(data, jobs, pre, cache_dir, architecture)
+    pet_classes = torch.tensor(IMAGENET_CAT_CLASSES + IMAGENET_DOG_CLASSES)
+    return gate_inputs(torch.from_numpy(features), torch.from_numpy(logits), pet_classes)

@@ -115,12 +115,19 @@ def onnx_model_fn(sess) -> Callable[[np.ndarray], Outputs]:
     return run
 
 
-def features_fn(sess) -> Callable[[np.ndarray], np.ndarray] | None:
-    """Penultimate features of a batch, when the file has a ``features`` output."""
-    if "features" not in [o.name for o in sess.get_outputs()]:
+def features_fn(sess) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]] | None:
+    """``(penultimate features, pet_score or None)`` of a batch, when the file has a ``features`` output."""
+    names = [o.name for o in sess.get_outputs()]
+    if "features" not in names:
         return None
+    wanted = ["features"] + ["pet_score"] * ("pet_score" in names)
     input_name = sess.get_inputs()[0].name
-    return lambda batch: sess.run(["features"], {input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+
+    def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        out = sess.run(wanted, {input_name: np.ascontiguousarray(batch, dtype=np.float32)})
+        return out[0], (out[1] if len(out) > 1 else None)
+
+    return run
 
 
 # -- the cached export used for fast CPU inference of the built-in model and model directories ---

@@ -51,7 +51,6 @@ from catdog.fsutil import atomic_write, atomic_write_text, default_cache_dir
 from catdog.models import ModelError, build_model, save_model_dir
 from catdog.models.files import BUILTIN_BACKBONE
 from catdog.models.gate import OPEN_SET, PET_MASS_THRESHOLD, TARGET_PETS_TURNED_AWAY, fit_weights, operating_bias
-from catdog.models.pretrained import IMAGENET_CAT_CLASSES, IMAGENET_DOG_CLASSES
 from catdog.models.scratch import SCRATCH_MODELS
 from catdog.preprocess import Preprocess, normalize, to_uint8
 
@@ -1082,7 +1081,6 @@ def gate_config(val_pets: torch.Tensor | None, model: nn.Module, refitted_on: in
     return gate
 
 
-IMAGENET_PET_CLASSES = torch.tensor(IMAGENET_CAT_CLASSES + IMAGENET_DOG_CLASSES)
 GATE_REFIT_PETS = 5000  # training pets the gate is refitted on (their features take ~30 s on 2 cores)
 GATE_REFIT_L2 = 1e-3  # pull towards the shipped gate: the user's few hundred negatives adjust it, not replace it
 
@@ -1094,14 +1092,12 @@ def refit_gate(
 
     Returns the refitted gate's ``P(cat or dog)`` for the validation photos, which then set its operating point.
     """
-    from catdog.features import pretrained_features
-    from catdog.models.gate import gate_inputs
+    from catdog.features import pretrained_gate_inputs
 
     pets = sorted(splits["train"], key=lambda i: data.hashes[i])[:GATE_REFIT_PETS]  # a random-like subset
 
     def inputs(jobs):
-        features, logits = pretrained_features(data, jobs, pre, cache_dir, BUILTIN_BACKBONE)
-        return gate_inputs(torch.from_numpy(features), torch.from_numpy(logits), IMAGENET_PET_CLASSES)
+        return pretrained_gate_inputs(data, jobs, pre, cache_dir, BUILTIN_BACKBONE)
 
     x_pets, x_others = inputs([(i, 0) for i in pets]), inputs([(i, v) for i in negatives for v in (0, 1)])
     x = torch.cat([x_pets, x_others])

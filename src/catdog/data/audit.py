@@ -71,39 +71,24 @@ class AuditResult:
 Extractor = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]
 
 
-def _onnx_extractor(sess) -> Extractor | None:
-    """Features (and the gate's pet score, when the file has one) from one ONNX Runtime run."""
-    names = [o.name for o in sess.get_outputs()]
-    if "features" not in names:
-        return None
-    wanted = ["features"] + ["pet_score"] * ("pet_score" in names)
-    input_name = sess.get_inputs()[0].name
-
-    def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        out = sess.run(wanted, {input_name: np.ascontiguousarray(batch, dtype=np.float32)})
-        return out[0], (out[1] if len(out) > 1 else None)
-
-    return run
-
-
 def feature_extractor(model: str | os.PathLike | None) -> tuple[Extractor, Preprocess]:
     """Penultimate features (and gate scores) of the built-in model, a model directory or an .onnx file.
 
     ONNX Runtime when possible, PyTorch otherwise.
     """
     from catdog.export import ExportModule
-    from catdog.onnx_backend import _torch_source, cached_export, read_config, session
+    from catdog.onnx_backend import _torch_source, cached_export, features_fn, read_config, session
 
     if model is not None and str(model).lower().endswith(".onnx"):
         sess = session(model)
-        fn = _onnx_extractor(sess)
+        fn = features_fn(sess)
         if fn is None:
             raise DatasetError(f"'{model}' has no 'features' output; audit with its model directory instead.")
         return fn, Preprocess.from_dict(read_config(sess)["preprocess"])
     name, key_files, load = _torch_source(model)
     try:
         sess = session(cached_export(name, key_files, load))
-        fn = _onnx_extractor(sess)
+        fn = features_fn(sess)
         if fn is not None:
             return fn, Preprocess.from_dict(read_config(sess)["preprocess"])
     except (OSError, RuntimeError, ValueError, ImportError):
