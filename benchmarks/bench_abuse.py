@@ -108,7 +108,18 @@ def slow_clients(url: str, data: bytes, count: int) -> dict:
     for t in threads:
         t.join(timeout=30)
     ok = [s for c, s in served if c == 200]
-    return {"n": count, "served": len(ok), "p50_ms": 1000 * statistics.median(ok) if ok else float("nan")}
+    return {
+        "n": count,
+        "served": len(ok),
+        "p50_ms": 1000 * statistics.median(ok) if ok else float("nan"),
+        "max_ms": 1000 * max(s for _, s in served),
+        "passed": all_served_within(served, TIMEOUT_S),
+    }
+
+
+def all_served_within(answers: list[tuple[int, float]], limit_s: float) -> bool:
+    """Every request answered 200, the slowest of them within ``limit_s`` seconds."""
+    return bool(answers) and all(code == 200 and seconds < limit_s for code, seconds in answers)
 
 
 def vanishing(url: str, data: bytes, count: int) -> None:
@@ -153,8 +164,9 @@ def run(quick: bool) -> list[Result]:
         Result("abuse", f"{n_conn} concurrent clients: 5xx other than 503", conn["other"], "requests", command, "0",
                conn["other"] == 0,
                notes=f"{conn['200']} served (p50 {conn['p50_ms']:.0f} ms), {conn['503']} told 'busy' (limit 32)"),
-        Result("abuse", f"well-behaved client during {n_slow} slow uploads: p50", slow["p50_ms"], "ms", command,
-               f"10/10 served within {TIMEOUT_S} s", slow["served"] == 10 and slow["p50_ms"] < TIMEOUT_S * 1000),
+        Result("abuse", f"well-behaved client during {n_slow} slow uploads: slowest of 10", slow["max_ms"], "ms",
+               command, f"10/10 served within {TIMEOUT_S} s", slow["passed"],
+               notes=f"{slow['served']}/10 served, p50 {slow['p50_ms']:.0f} ms"),
         Result("abuse", "unhandled exceptions logged", errors, "lines", command, "0",
                errors == 0 and healthy and alone[0] == 200,
                notes=f"after {n_gone} clients vanished mid-upload; /healthz {'200' if healthy else 'failed'}"),
