@@ -1,4 +1,9 @@
-"""Shared fixtures: the real data in ../shared/data and small images the tests make themselves."""
+"""Shared fixtures: the real data in ../shared/data and small images the tests make themselves.
+
+A test whose prerequisite is absent (the shared data, Chromium, Playwright, the tracked weights of the
+built-in model) skips on a developer's machine and fails under CI (``CI=true``, or
+``CATDOG_REQUIRE_DATA=1``): a CI run that tested little must not pass.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import pytest
@@ -14,12 +20,37 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("CATDOG_TEST_DATA", REPO.parent / "shared" / "data"))
+WEIGHTS = REPO / "src" / "catdog" / "weights"
+
+
+def prerequisites_required() -> bool:
+    """True under CI (``CI`` set to anything but empty/0/false) or with ``CATDOG_REQUIRE_DATA=1``."""
+    ci = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+    return ci or os.environ.get("CATDOG_REQUIRE_DATA", "").strip() == "1"
+
+
+def missing(reason: str) -> NoReturn:
+    """A prerequisite of this test is absent: fail under CI, skip elsewhere."""
+    if prerequisites_required():
+        pytest.fail(f"{reason} (a missing prerequisite fails the run under CI or CATDOG_REQUIRE_DATA=1)", pytrace=False)
+    pytest.skip(reason)
 
 
 def _need(path: Path) -> Path:
     if not path.exists():
-        pytest.skip(f"test data not found at {path}; set CATDOG_TEST_DATA to the shared data folder")
+        missing(f"test data not found at {path}; set CATDOG_TEST_DATA to the shared data folder")
     return path
+
+
+def builtin_model_available() -> bool:
+    return (WEIGHTS / "builtin_head.safetensors").exists() and (WEIGHTS / "builtin_head.json").exists()
+
+
+@pytest.fixture(scope="session")
+def builtin_model() -> None:
+    """The built-in model's tracked head (``src/catdog/weights/builtin_head.*``) is there."""
+    if not builtin_model_available():
+        missing("the built-in model's head (src/catdog/weights/builtin_head.*) is missing")
 
 
 @pytest.fixture(scope="session")

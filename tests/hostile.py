@@ -215,12 +215,12 @@ def shared_server(request) -> Server:
     Started on first use and stopped when the session ends; saves a model load per module.
     Tests that need other limits start their own :class:`serving.Server`.
     """
-    import pytest
 
-    from serving import Server, builtin_model_available
+    from conftest import builtin_model_available, missing
+    from serving import Server
 
     if not builtin_model_available():
-        pytest.skip("the built-in model's head (src/catdog/weights/builtin_head.*) is missing")
+        missing("the built-in model's head (src/catdog/weights/builtin_head.*) is missing")
     if "server" not in _SHARED:
         log = request.getfixturevalue("tmp_path_factory").mktemp("hardening-serve") / "server.log"
         srv = Server(log=log)

@@ -67,8 +67,3 @@ class Server:
             code = self.proc.wait()
         self._log.close()
         return code
-
-
-def builtin_model_available() -> bool:
-    weights = REPO / "src" / "catdog" / "weights"
-    return (weights / "builtin_head.safetensors").exists() and (weights / "builtin_head.json").exists()

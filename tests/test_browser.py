@@ -11,7 +11,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from serving import REPO, Server, builtin_model_available
+from conftest import missing
+from serving import REPO, Server
+
+try:
+    from playwright import sync_api
+except ImportError:  # a developer's machine without the test extras: the fixtures below say so
+    sync_api = None
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = REPO / "artifacts" / "screenshots"
@@ -25,15 +31,7 @@ BASE_ARGS = [
 ]
 FAKE_CAMERA = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(), reason="Chromium is not installed at /usr/bin/chromium (apt-get install chromium)"
-    ),
-    pytest.mark.skipif(not builtin_model_available(), reason="the built-in model's head is missing"),
-]
-
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (Python) is not installed")
+pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("builtin_model")]
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +46,10 @@ def server(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def browser():
+    if sync_api is None:
+        missing("playwright (Python) is not installed: pip install -e '.[test]'")
+    if not CHROMIUM.exists():
+        missing(f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)")
     with sync_api.sync_playwright() as p:
         # One browser with the fake camera: the flags only matter once a page asks for the camera.
         b = p.chromium.launch(executable_path=str(CHROMIUM), args=BASE_ARGS + FAKE_CAMERA)
@@ -115,7 +117,7 @@ def test_a_photo_with_no_cat_or_dog_says_so(page, data_root: Path, cat_photo: Pa
     """A horse: the card says plainly that it sees no cat or dog, and what the photo looks like."""
     horse = data_root / "neither" / "horse" / "inet-n02389026_sorrel.JPEG"
     if not horse.exists():
-        pytest.skip(f"{horse} is missing from the shared data")
+        missing(f"{horse} is missing from the shared data")
     page.set_input_files("#file-input", [str(horse), str(cat_photo)])
     page.wait_for_selector("#results .card[data-state=done] >> nth=1", timeout=30_000)
 

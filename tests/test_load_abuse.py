@@ -17,9 +17,9 @@ import httpx
 import pytest
 
 from hostile import unhandled_errors, vm_rss_mib
-from serving import Server, builtin_model_available
+from serving import Server
 
-pytestmark = pytest.mark.skipif(not builtin_model_available(), reason="the built-in model's head is missing")
+pytestmark = pytest.mark.usefixtures("builtin_model")
 
 MAX_MB = 1  # --max-file-mb: the body limit is 1 MB + 64 KiB for one photo
 TIMEOUT_S = 3  # --timeout: a whole request, upload included

@@ -17,11 +17,9 @@ from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import image_bytes, run_catdog
-from serving import Server, builtin_model_available
+from serving import Server
 
-pytestmark = pytest.mark.skipif(
-    not builtin_model_available(), reason="the built-in model's head (src/catdog/weights/builtin_head.*) is missing"
-)
+pytestmark = pytest.mark.usefixtures("builtin_model")
 
 # After SIGTERM, uvicorn shuts down cleanly and then re-raises the signal: status 0 or -SIGTERM.
 STOPPED = (0, -signal.SIGTERM)
