@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -67,3 +69,23 @@ class Server:
             code = self.proc.wait()
         self._log.close()
         return code
+
+
+@contextmanager
+def running(*args: str, log: Path) -> Iterator[Server]:
+    """A :class:`Server` that is ready (its model loaded), stopped on leaving."""
+    srv = Server(*args, log=log)
+    try:
+        srv.wait()
+        yield srv
+    finally:
+        srv.stop()
+
+
+def error_of(response: httpx.Response) -> str:
+    """The one-sentence error every failure carries, as JSON."""
+    assert response.headers["content-type"].startswith("application/json"), response.text
+    message = response.json()["error"]
+    assert isinstance(message, str) and message.endswith("."), message
+    assert "Traceback" not in message
+    return message

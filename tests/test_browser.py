@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from conftest import missing
-from serving import REPO, Server
+from serving import REPO, Server, running
 
 try:
     from playwright import sync_api
@@ -36,12 +36,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("builtin_model")]
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
-    srv = Server(log=tmp_path_factory.mktemp("serve") / "server.log")
-    try:
-        srv.wait()
+    with running(log=tmp_path_factory.mktemp("serve") / "server.log") as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import image_bytes, run_catdog
-from serving import Server
+from serving import Server, error_of
 
 pytestmark = pytest.mark.usefixtures("builtin_model")
 
@@ -42,15 +42,6 @@ def server(tmp_path_factory: pytest.TempPathFactory, samples_dir: Path):
 def client(server: Server):
     with httpx.Client(base_url=server.url, timeout=60) as c:
         yield c
-
-
-def error_of(response: httpx.Response) -> str:
-    """The one-sentence error every failure carries, as JSON."""
-    assert response.headers["content-type"].startswith("application/json"), response.text
-    message = response.json()["error"]
-    assert isinstance(message, str) and message.endswith("."), message
-    assert "Traceback" not in message
-    return message
 
 
 def metric(text: str, sample_name: str, **labels: str) -> float:

@@ -37,7 +37,7 @@ from catdog import __version__
 from catdog.images import ImageError, ImageTooLargeError, NotAnImageError, UnsupportedFormatError
 from catdog.predict import Prediction, Predictor, _name_in_error
 from catdog.preprocess import stack_uint8
-from catdog.serve.batcher import MicroBatcher
+from catdog.serve.batcher import MicroBatcher, ModelFailedError
 from catdog.serve.metrics import MetricsMiddleware, ServeMetrics
 
 log = logging.getLogger("catdog.serve")
@@ -296,6 +296,7 @@ ERRORS = {
         413: "Over a limit: bytes per photo, megapixels, photos per batch.",
         415: "Not an image, or an unsupported format.",
         422: "No photo in the request.",
+        500: "The model failed on a photo (a fault of the server; its log has the details).",
         503: "The model is still loading, the server is busy, or the request timed out.",
     }.items()
 }
@@ -528,6 +529,10 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def gone(_: Request, __: ClientDisconnect) -> Response:
         # The client hung up mid-upload: nothing to answer, nothing to log. 499 is nginx's name for it.
         return Response(status_code=499)
+
+    @app.exception_handler(ModelFailedError)
+    async def model_failed(_: Request, err: ModelFailedError) -> JSONResponse:
+        return _error(500, str(err))  # the batcher logged it once, with the model's own message
 
     @app.exception_handler(BodyTooLargeError)
     async def too_large(_: Request, err: BodyTooLargeError) -> JSONResponse:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +21,12 @@ import numpy as np
 
 from catdog.predict import Prediction, Predictor
 from catdog.preprocess import stack_uint8
+
+log = logging.getLogger("catdog.serve")
+
+
+class ModelFailedError(Exception):
+    """The model raised during a forward pass: a fault of the server, not of the photo (answered 500)."""
 
 
 @dataclass
@@ -103,9 +110,19 @@ class MicroBatcher:
             try:
                 predictions = await loop.run_in_executor(self._model_thread, self._forward, batch)
             except Exception as err:  # a model failure fails this batch's requests, not the server
+                names = ", ".join(item.name for item in batch)
+                first = (str(err).strip().splitlines() or [""])[0][:300] or type(err).__name__
+                log.error(
+                    "The model failed on a batch of %d (%s): %s: %s", len(batch), names, type(err).__name__, first
+                )
                 for item in batch:
                     if not item.future.done():
-                        item.future.set_exception(err)
+                        item.future.set_exception(
+                            ModelFailedError(
+                                f"The model failed on '{item.name}' (a fault of the server, not of the photo; "
+                                "the server's log says more)."
+                            )
+                        )
                 continue
             if self.on_batch is not None:
                 self.on_batch(len(batch), time.perf_counter() - start)
