@@ -21,13 +21,14 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from catdog.errors import CatdogError
 
-try:  # HEIC/HEIF photos from phones; optional so that a missing wheel never breaks decode.
+try:  # HEIC/HEIF photos from phones: pillow-heif is a dependency, and a broken install is said as such
     import pillow_heif
-
-    pillow_heif.register_heif_opener()
-    HEIF_SUPPORTED = True
-except Exception:  # pragma: no cover - depends on the platform's wheels
-    HEIF_SUPPORTED = False
+except ImportError as err:
+    raise CatdogError(
+        f"catdog cannot import pillow-heif, the dependency that reads HEIC/HEIF photos ({err}); "
+        "reinstall it: pip install pillow-heif."
+    ) from None
+pillow_heif.register_heif_opener()
 
 DEFAULT_MAX_PIXELS = 40_000_000
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
@@ -68,9 +69,7 @@ warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
 logging.getLogger("PIL").setLevel(logging.CRITICAL)  # it logs, then raises what we report
 
 # Formats we decode, as Pillow names them (its JPEG opener also yields MPO, the camera variant).
-ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
-if HEIF_SUPPORTED:
-    ACCEPTED_FORMATS += ("HEIF",)
+ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "HEIF")
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".dib", ".gif", ".tif", ".tiff", ".heic", ".heif"}
@@ -212,9 +211,9 @@ def _open(data: bytes, name: str | None, max_pixels: int) -> Image.Image:
     detected = sniff_format(data[:64])
     if detected in ("HTML", "TEXT", "XML", "ZIP", "GZIP", "PDF"):
         raise NotAnImageError(f"{label} is not an image: its content is {detected}.")
-    if detected in ("PSD", "ICO", "SVG", "AVIF") or (detected == "HEIF" and not HEIF_SUPPORTED):
+    if detected in ("PSD", "ICO", "SVG", "AVIF"):
         raise UnsupportedFormatError(
-            f"{label} is a {detected} file, an unsupported format; use JPEG, PNG, WebP, BMP, GIF or TIFF."
+            f"{label} is a {detected} file, an unsupported format; use JPEG, PNG, WebP, BMP, GIF, TIFF or HEIC."
         )
     try:
         img = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)

@@ -1121,7 +1121,7 @@ def builtin_gate_record() -> dict:
     """What the shipped open-set gate says of itself (score, what it was fitted on), for config.json."""
     from catdog.models.files import builtin_config
 
-    shipped = builtin_config().get("gate") or {}
+    shipped = builtin_config()["gate"]  # both records ship with catdog: a missing one is a ModelError there
     fitted_on = {k: v for k, v in (shipped.get("fitted_on") or {}).items() if k != "operating_point"}
     return {"score": shipped.get("score"), "fitted_on": fitted_on}
 

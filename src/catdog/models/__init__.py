@@ -32,10 +32,8 @@ def __getattr__(name: str):
 
 
 def _scratch_models() -> dict:
-    try:
-        from catdog.models.scratch import SCRATCH_MODELS
-    except ImportError:  # pragma: no cover - until the from-scratch nets land
-        return {}
+    from catdog.models.scratch import SCRATCH_MODELS
+
     return SCRATCH_MODELS
 
 

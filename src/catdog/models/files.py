@@ -39,12 +39,25 @@ def packaged_weights_path(name: str) -> str:
 
 
 def builtin_config() -> dict:
-    """The shipped head's and gate's config: classes, temperature, the gate and its figures, metrics."""
-    config = json.loads((WEIGHTS_DIR / "builtin_head.json").read_text())
-    gate_file = WEIGHTS_DIR / "builtin_gate.json"
-    if gate_file.is_file():
-        config["gate"] = json.loads(gate_file.read_text())
+    """The shipped head's and gate's config: classes, temperature, the gate and its figures, metrics.
+
+    Both records ship with catdog: a missing or damaged one is a broken install, said in one sentence.
+    """
+    config = _packaged_json("builtin_head.json")
+    config["gate"] = _packaged_json("builtin_gate.json")
     return config
+
+
+def _packaged_json(name: str) -> dict:
+    path = WEIGHTS_DIR / name
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        raise ModelError(f"catdog's packaged '{path}' cannot be read ({reason}); reinstall catdog.") from None
+    if not isinstance(value, dict):
+        raise ModelError(f"catdog's packaged '{path}' is not a JSON object; reinstall catdog.")
+    return value
 
 
 def builtin_files() -> list[Path]:
