@@ -535,24 +535,28 @@ def test_existing_model_is_not_overwritten_and_resume_needs_a_run(small_dev: Pat
     assert (out / "model.safetensors").read_bytes() == b"keep me"
 
 
+def _pets_and_toys(small_dev: Path, data_root: Path, data: Path, neither_name: str) -> tuple[Path, list[Path]]:
+    """``data/{cat,dog}`` from the small dev set and ``data/<neither_name>`` with the toy photos of ``neither/``."""
+    import shutil
+
+    for label in ("cat", "dog", neither_name):
+        (data / label).mkdir(parents=True)
+    for photo in small_dev.glob("*.jpg"):
+        shutil.copy(photo, data / photo.name.split(".")[0] / photo.name)
+    toys = sorted((data_root / "neither" / "toy").glob("*"))
+    for photo in toys:
+        shutil.copy(photo, data / neither_name / photo.name)
+    return data, toys
+
+
 @pytest.mark.slow
 def test_a_neither_folder_refits_the_gate_and_is_no_class(
     small_dev: Path, shared_cache: Path, tmp_path: Path, data_root: Path
 ) -> None:
     """Photos in ``other/`` (= neither) are no class: they refit the open-set gate, pulled towards the shipped one."""
-    import shutil
-
     from catdog.models.builtin import load_builtin_gate
 
-    data = tmp_path / "data"
-    for label in ("cat", "dog", "other"):
-        (data / label).mkdir(parents=True)
-    for photo in small_dev.glob("*.jpg"):
-        shutil.copy(photo, data / photo.name.split(".")[0] / photo.name)
-    other = data / "other"
-    toys = sorted((data_root / "neither" / "toy").glob("*"))
-    for photo in toys:
-        shutil.copy(photo, other / photo.name)
+    data, toys = _pets_and_toys(small_dev, data_root, tmp_path / "data", "other")
     out = tmp_path / "model"
     options = dict(FAMILIES["frozen"], epochs=2, workers=0)
     train(TrainConfig(data_dir=str(data), out=str(out), cache_dir=str(shared_cache), **options))
@@ -566,3 +570,25 @@ def test_a_neither_folder_refits_the_gate_and_is_no_class(
     assert 1e-4 < moved < 0.5  # adjusted by the toys, not replaced
     answers = list(Predictor.load(out, backend="torch").predict_paths([str(p) for p in toys]))
     assert sum(a.label == "neither" for a in answers) >= len(toys) - 1
+
+
+@pytest.mark.slow
+def test_a_model_predicting_at_288_px_gets_the_gate_fitted_there(
+    small_dev: Path, shared_cache: Path, tmp_path: Path, data_root: Path
+) -> None:
+    """Features move with the input size: the gate (and its refit on a `neither` folder) is the 288-px one."""
+    from catdog.models.builtin import load_builtin_gate
+
+    data, _ = _pets_and_toys(small_dev, data_root, tmp_path / "data", "neither")
+    out = tmp_path / "model"
+    options = dict(FAMILIES["frozen"], epochs=1, workers=0, test_image_size=288)
+    train(TrainConfig(data_dir=str(data), out=str(out), cache_dir=str(shared_cache), **options))
+    config = json.loads((out / "config.json").read_text())
+    assert config["preprocess"]["image_size"] == 288 and config["gate"]["fitted_at_px"] == 288
+    model, _ = load_model_dir(out)
+
+    def distance(shipped) -> float:
+        return float((model.open_set.weight - shipped.weight).norm() / shipped.weight.norm())
+
+    at_288, at_224 = (load_builtin_gate(model.backbone.num_features, size) for size in (288, 224))
+    assert 1e-4 < distance(at_288) < 0.5 * distance(at_224)  # refitted from the 288-px gate, on 288-px features

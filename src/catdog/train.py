@@ -221,15 +221,17 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
             raise DatasetError(f"'{cfg.data_dir}' has only one class{only}; training needs at least two.")
         gate = cfg.family() != "scratch" and set(classes) <= PET_CLASSES
         model = build_model(cfg.model, len(classes), pretrained=True, gate=gate)
-        if gate and cfg.model == BUILTIN_BACKBONE:
-            from catdog.models.builtin import load_builtin_gate
-
-            # The pristine backbone's features are the built-in model's: its open-set gate applies as shipped.
-            model.add_open_set_gate(load_builtin_gate(model.backbone.num_features))
         if gate and cfg.family() in ("finetune", "partial"):
             # Fine-tuning moves the features the ImageNet head reads: the gate keeps a pretrained copy.
             model.add_pristine_gate(cfg.frozen_stages() if cfg.family() == "partial" else 0)
         pre = preprocess_for(model, cfg)
+        if gate and cfg.model == BUILTIN_BACKBONE:
+            from catdog.models.builtin import load_builtin_gate
+
+            # The pristine backbone's features are the built-in model's: its open-set gate applies as
+            # shipped, the one fitted at the size the model will predict at.
+            size = cfg.test_image_size or pre.image_size
+            model.add_open_set_gate(load_builtin_gate(model.backbone.num_features, size))
         if cfg.model in SCRATCH_MODELS:
             model(torch.zeros(1, 3, pre.image_size, pre.image_size))  # materialise seed-cnn's lazy Dense layer
         log.info(f"model {cfg.model} ({cfg.family()}), {len(classes)} classes: {', '.join(classes)}")
@@ -388,7 +390,9 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
             state.best_pets = frozen_val_pets(model, val_set)  # validation ran the head alone, on cached features
         if negatives and getattr(model, "open_set", None) is not None and ctx.is_main:
             log.info(f"refitting the `neither` gate with {len(negatives)} photos of the neither folder")
-            state.best_pets = refit_gate(model.open_set, data, splits, negatives, train_pre, cache_dir)
+            # On features of the size the model predicts at (its gate was fitted there), decoded anew if need be.
+            at_size = data if pre == train_pre else prepare(cfg.data_dir, pre, cache_dir, classes=data.classes)
+            state.best_pets = refit_gate(model.open_set, data, at_size, splits, negatives, pre, cache_dir)
         mark("validated")
         metrics = final_metrics(state, time.monotonic() - started)
         metrics["timeline_seconds"] = timeline
@@ -400,7 +404,7 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
                 "classes": classes,
                 "preprocess": pre.to_dict(),
                 "temperature": temperature,
-                "gate": gate_config(state.best_pets, model, refitted_on=len(negatives)) if gate else None,
+                "gate": gate_config(state.best_pets, model, pre.image_size, len(negatives)) if gate else None,
                 "training": cfg.to_dict(),
                 "data": {
                     "root": str(Path(cfg.data_dir).resolve()),
@@ -1040,7 +1044,7 @@ def calibrated_nll(logits: torch.Tensor, labels: torch.Tensor, temperature: floa
     return float(F.cross_entropy(logits.float() / temperature, labels))
 
 
-def gate_config(val_pets: torch.Tensor | None, model: nn.Module, refitted_on: int = 0) -> dict:
+def gate_config(val_pets: torch.Tensor | None, model: nn.Module, image_size: int, refitted_on: int = 0) -> dict:
     """The `neither` gate of a trained cat/dog model, its operating point set on the validation pets.
 
     A fine-tuned model's gate reads a pristine copy of the pretrained layers (``pristine_after_blocks``
@@ -1056,7 +1060,7 @@ def gate_config(val_pets: torch.Tensor | None, model: nn.Module, refitted_on: in
         gate["pristine_after_blocks"] = model.shared_blocks
     open_set = getattr(model, "open_set", None)
     if open_set is not None:
-        gate.update(builtin_gate_record(), threshold=0.5, kind=OPEN_SET)
+        gate.update(builtin_gate_record(image_size), threshold=0.5, kind=OPEN_SET)
         if refitted_on:
             gate["refitted_on"] = f"{refitted_on} photos of the data's neither folder (and their mirrors)"
         if val_pets is not None and len(val_pets):
@@ -1086,18 +1090,22 @@ GATE_REFIT_L2 = 1e-3  # pull towards the shipped gate: the user's few hundred ne
 
 
 def refit_gate(
-    open_set, data: PreparedData, splits: dict, negatives: list[int], pre: Preprocess, cache_dir
+    open_set, data: PreparedData, at_size: PreparedData, splits: dict, negatives: list[int], pre: Preprocess, cache_dir
 ) -> torch.Tensor:
     """Refit the open-set gate on the training pets and the `neither` folder's photos (and their mirrors).
 
-    Returns the refitted gate's ``P(cat or dog)`` for the validation photos, which then set its operating point.
+    ``data``'s indices (``splits``, ``negatives``) name the photos; ``at_size`` holds them decoded for
+    ``pre``, the size the model predicts at. Returns the refitted gate's ``P(cat or dog)`` for the
+    validation photos, which then set its operating point.
     """
     from catdog.features import pretrained_gate_inputs
 
     pets = sorted(splits["train"], key=lambda i: data.hashes[i])[:GATE_REFIT_PETS]  # a random-like subset
+    index = {path: i for i, path in enumerate(at_size.paths)}
 
     def inputs(jobs):
-        return pretrained_gate_inputs(data, jobs, pre, cache_dir, BUILTIN_BACKBONE)
+        jobs = [(index[data.paths[i]], view) for i, view in jobs]
+        return pretrained_gate_inputs(at_size, jobs, pre, cache_dir, BUILTIN_BACKBONE)
 
     x_pets, x_others = inputs([(i, 0) for i in pets]), inputs([(i, v) for i in negatives for v in (0, 1)])
     x = torch.cat([x_pets, x_others])
@@ -1117,13 +1125,14 @@ def frozen_val_pets(model: nn.Module, val_set: TensorDataset) -> torch.Tensor:
     return pets.cpu()
 
 
-def builtin_gate_record() -> dict:
-    """What the shipped open-set gate says of itself (score, what it was fitted on), for config.json."""
+def builtin_gate_record(image_size: int) -> dict:
+    """What the shipped open-set gate for ``image_size`` says of itself (score, fitted on what), for config.json."""
+    from catdog.models.builtin import gate_size
     from catdog.models.files import builtin_config
 
     shipped = builtin_config()["gate"]  # both records ship with catdog: a missing one is a ModelError there
     fitted_on = {k: v for k, v in (shipped.get("fitted_on") or {}).items() if k != "operating_point"}
-    return {"score": shipped.get("score"), "fitted_on": fitted_on}
+    return {"score": shipped.get("score"), "fitted_on": fitted_on, "fitted_at_px": gate_size(image_size)}
 
 
 # --------------------------------------------------------------------------------------------
