@@ -509,7 +509,9 @@ def export(
     model: Annotated[
         str | None, typer.Argument(help="Model directory written by 'catdog train'; the built-in model if omitted.")
     ] = None,
-    fmt: Annotated[str, typer.Option("--format", help="Export format (only 'onnx').")] = "onnx",
+    fmt: Annotated[
+        str, typer.Option("--format", help="'onnx' (one file) or 'web' (the phone app as a static folder, --out DIR).")
+    ] = "onnx",
     int8: Annotated[
         bool, typer.Option("--int8", help="Quantize to int8 with ONNX Runtime (checked against fp32 on real photos).")
     ] = False,
@@ -527,8 +529,17 @@ def export(
     as_json: Annotated[bool, typer.Option("--json", help="Print the parity report as JSON.")] = False,
 ) -> None:
     """Export a model to a self-contained ONNX file, refusing one that does not match PyTorch."""
-    if fmt.lower() != "onnx":
-        raise fail(f"Unknown format '{fmt}'; catdog exports 'onnx'.")
+    if fmt.lower() not in ("onnx", "web"):
+        raise fail(f"Unknown format '{fmt}'; catdog exports 'onnx' or 'web'.")
+    if fmt.lower() == "web":
+        from catdog.webapp import write_web
+
+        target = out or (os.path.join(model, "app") if model else "catdog-app")
+        config = write_web(model, target, int8=int8, check_dir=check_data, n_check=check_images)
+        print(json.dumps({"path": target, **{k: v for k, v in config.items() if k != "imagenet"}}, indent=2)
+              if as_json else f"Wrote the phone app to {target}/ (model {config['model_bytes'] / 1e6:.1f} MB): serve "
+              "the folder over HTTPS from any static host (its _headers file lists the headers to send).")  # fmt: skip
+        return
     from catdog.export import export as run_export
 
     suffix = "model-int8.onnx" if int8 else "model.onnx"

@@ -37,6 +37,7 @@ from catdog import __version__
 from catdog.images import ImageError, ImageTooLargeError, NotAnImageError, UnsupportedFormatError
 from catdog.predict import Prediction, Predictor, _name_in_error
 from catdog.preprocess import stack_uint8
+from catdog.serve import app_routes
 from catdog.serve.batcher import MicroBatcher, ModelFailedError
 from catdog.serve.metrics import MetricsMiddleware, ServeMetrics
 
@@ -596,6 +597,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     )
     app.state.serve = state
     app.include_router(router)
+    app.include_router(app_routes.router)  # /app: the phone app (catdog.webapp)
     _install_error_handlers(app)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)

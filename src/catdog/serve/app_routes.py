@@ -1,0 +1,120 @@
+"""``/app``: the phone app (see :mod:`catdog.webapp`), served with the model ``catdog serve`` runs.
+
+Every answer carries cross-origin isolation headers (COOP/COEP), so the browser gives the app
+WebAssembly threads. The model file and ``model.json`` come from the served model; the rest are the
+package's files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, RedirectResponse, Response
+
+from catdog import webapp
+
+router = APIRouter(include_in_schema=False)
+
+
+class _AppState:
+    """The served model's ONNX file, model.json and service worker, computed once."""
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.config: dict | None = None
+        self.model_path: Path | None = None
+        self.sw: str | None = None
+
+
+def _app_state(request: Request) -> _AppState:
+    app_state = getattr(request.app.state, "phone_app", None)
+    if app_state is None:
+        app_state = request.app.state.phone_app = _AppState()
+    return app_state
+
+
+def _error(status: int, message: str) -> Response:
+    return Response(json.dumps({"error": message}), status, media_type="application/json", headers=webapp.APP_HEADERS)
+
+
+async def _model(request: Request) -> _AppState:
+    """The model's file and model.json; raises the serve app's ApiError (503) while the model loads."""
+    app_state = _app_state(request)
+    if app_state.config is not None:
+        return app_state
+    serve = request.app.state.serve
+    predictor, _ = serve.ready()
+    async with app_state.lock:
+        if app_state.config is None:
+
+            def compute() -> tuple[Path, dict, str]:
+                path = webapp.model_file(serve.settings.model)
+                config = webapp.app_config(predictor, path)
+                return path, config, webapp.service_worker(config)
+
+            app_state.model_path, config, app_state.sw = await asyncio.to_thread(compute)
+            app_state.config = config
+    return app_state
+
+
+def _file(path: Path) -> Response:
+    media_type = webapp.MEDIA_TYPES.get(path.suffix, "application/octet-stream")
+    headers = dict(webapp.APP_HEADERS)
+    headers["Cache-Control"] = "no-cache"  # the service worker keeps the copies; revalidate when online
+    return FileResponse(path, media_type=media_type, headers=headers)
+
+
+@router.get("/app")
+async def app_redirect() -> Response:
+    return RedirectResponse("/app/", status_code=308)
+
+
+@router.get("/app/")
+async def app_page() -> Response:
+    try:
+        webapp.runtime_dir()
+    except webapp.AppNotBuiltError as err:
+        return _error(503, str(err))
+    return _file(webapp.app_dir() / "index.html")
+
+
+@router.get("/app/model.json")
+async def app_model_config(request: Request) -> Response:
+    app_state = await _model(request)
+    return Response(json.dumps(app_state.config), media_type="application/json", headers=webapp.APP_HEADERS)
+
+
+@router.get("/app/model.onnx")
+async def app_model_file(request: Request) -> Response:
+    app_state = await _model(request)
+    return _file(app_state.model_path)
+
+
+@router.get("/app/sw.js")
+async def app_service_worker(request: Request) -> Response:
+    try:
+        app_state = await _model(request)
+    except webapp.AppNotBuiltError as err:
+        return _error(503, str(err))
+    headers = dict(webapp.APP_HEADERS) | {"Cache-Control": "no-cache"}
+    return Response(app_state.sw, media_type="text/javascript; charset=utf-8", headers=headers)
+
+
+@router.get("/app/{name}")
+async def app_file(name: str) -> Response:
+    if name not in webapp.APP_FILES:
+        return _error(404, f"Not found: /app/{name}")
+    return _file(webapp.app_dir() / name)
+
+
+@router.get("/app/vendor/{name}")
+async def app_runtime_file(name: str) -> Response:
+    if name not in webapp.VENDOR_FILES:
+        return _error(404, f"Not found: /app/vendor/{name}")
+    try:
+        return _file(webapp.runtime_dir() / name)
+    except webapp.AppNotBuiltError as err:
+        return _error(503, str(err))

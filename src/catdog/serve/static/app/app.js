@@ -1,0 +1,235 @@
+// catdog's phone app: the page. The model runs in worker.js; this file shows its answers.
+const $ = (id) => document.getElementById(id);
+const opened = performance.now();
+
+// Test and benchmark hooks (read only by tests/test_app.py and benchmarks/bench_app.py).
+const app = (window.catdogApp = { frames: [], timings: [], firstAnswerMs: null, info: null });
+
+// -- installable and offline: the service worker caches the page, the runtime and the model ---------------
+if ("serviceWorker" in navigator) {
+  navigator.serviceWorker.register("sw.js").then(
+    () => {
+      // A static host without cross-origin isolation headers: once the service worker (which adds them)
+      // controls the page, reload once so that WebAssembly gets its threads.
+      if (navigator.serviceWorker.controller && !self.crossOriginIsolated && !sessionStorage.getItem("catdog-coi")) {
+        sessionStorage.setItem("catdog-coi", "1");
+        location.reload();
+      }
+    },
+    (err) => console.warn("No offline mode: the service worker could not be registered.", err),
+  );
+}
+
+// -- the worker ---------------------------------------------------------------------------------------------
+let worker = null;
+const pending = new Map();
+let nextId = 1;
+
+function ask(message, transfer = []) {
+  const id = nextId++;
+  return new Promise((resolve, reject) => {
+    pending.set(id, { resolve, reject });
+    worker.postMessage({ ...message, id }, transfer);
+  });
+}
+
+function startWorker() {
+  worker = new Worker("worker.js", { type: "module" });
+  worker.onmessage = (event) => {
+    const { id, ok, error, ...result } = event.data;
+    const job = pending.get(id);
+    pending.delete(id);
+    if (job) (ok ? job.resolve(result) : job.reject(new Error(error)));
+  };
+  worker.onerror = (event) => {
+    $("status").textContent = `The model cannot run in this browser: ${event.message || "the worker failed"}.`;
+  };
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+let config = null;
+app.ready = (async () => {
+  try {
+    if ("serviceWorker" in navigator && self.isSecureContext && !navigator.serviceWorker.controller) {
+      // First visit: let the service worker cache the files, then read them through it (one download).
+      $("status").textContent = "Downloading the model for offline use…";
+      await Promise.race([navigator.serviceWorker.ready, sleep(60000)]);
+      if (!navigator.serviceWorker.controller) {
+        const claimed = new Promise((resolve) => navigator.serviceWorker.addEventListener("controllerchange", resolve));
+        await Promise.race([claimed, sleep(3000)]);
+      }
+    }
+    const response = await fetch("model.json");
+    if (!response.ok) throw new Error(`model.json answered HTTP ${response.status}`);
+    config = await response.json();
+    const model = await fetch(config.model);
+    if (!model.ok) throw new Error(`${config.model} answered HTTP ${model.status}`);
+    const bytes = await model.arrayBuffer();
+    startWorker();
+    const threads = Number(new URLSearchParams(location.search).get("threads")) || undefined; // for benchmarks
+    const info = await ask({ type: "load", config, model: bytes, threads }, [bytes]);
+    app.info = { ...info, loadedMs: performance.now() - opened, modelBytes: config.model_bytes };
+    const cores = info.threads === 1 ? "1 thread" : `${info.threads} threads`;
+    $("status").textContent = `Ready: ${config.name} model on this device (WebAssembly, ${cores}).`;
+    $("camera-start").disabled = !navigator.mediaDevices;
+    return app.info;
+  } catch (err) {
+    $("status").textContent = `The model could not be loaded: ${err.message}.`;
+    throw err;
+  }
+})();
+
+function answered() {
+  if (app.firstAnswerMs === null) app.firstAnswerMs = performance.now(); // since the navigation started
+}
+
+// -- photos ----------------------------------------------------------------------------------------------------
+function headline(p) {
+  if (p.label === "neither") return "No cat or dog";
+  return `${p.label} · ${Math.round(p.confidence * 100)}%`;
+}
+
+function shares(p) {
+  return Object.entries(p.probabilities)
+    .map(([c, v]) => `${c} ${(v * 100).toFixed(1)}%`)
+    .join(" · ");
+}
+
+function card(file) {
+  const el = document.createElement("article");
+  el.className = "card";
+  el.dataset.state = "pending";
+  const img = document.createElement("img");
+  img.alt = "";
+  img.src = URL.createObjectURL(file);
+  const body = document.createElement("div");
+  body.className = "body";
+  body.innerHTML = '<div class="name"></div><div class="answer">…</div><div class="probs"></div>' +
+    '<div class="looks" hidden></div>';
+  body.querySelector(".name").textContent = file.name;
+  el.append(img, body);
+  $("results").prepend(el);
+  return el;
+}
+
+async function classifyFile(file) {
+  await app.ready;
+  return ask({ type: "photo", name: file.name, blob: file });
+}
+app.classify = classifyFile;
+app.benchModel = async (runs) => {
+  await app.ready;
+  return (await ask({ type: "bench", runs })).times;
+};
+
+async function showFile(file) {
+  const el = card(file);
+  try {
+    const { prediction, prepMs, inferMs } = await classifyFile(file);
+    answered();
+    app.timings.push({ prepMs, inferMs });
+    const answer = el.querySelector(".answer");
+    answer.textContent = headline(prediction);
+    answer.classList.add(prediction.label);
+    el.querySelector(".probs").textContent = shares(prediction);
+    if (prediction.looks_like) {
+      const looks = el.querySelector(".looks");
+      looks.hidden = false;
+      looks.textContent = `Looks like: ${prediction.looks_like} — ${prediction.looks_like_means}`;
+    }
+    el.dataset.label = prediction.label;
+    el.dataset.prediction = JSON.stringify(prediction);
+    el.dataset.state = "done";
+  } catch (err) {
+    const answer = el.querySelector(".answer");
+    answer.className = "error";
+    answer.setAttribute("role", "alert");
+    answer.textContent = err.message;
+    el.dataset.state = "error";
+  }
+}
+
+$("file-input").addEventListener("change", (event) => {
+  const files = [...event.target.files];
+  event.target.value = "";
+  files.reduce((chain, file) => chain.then(() => showFile(file)), Promise.resolve());
+});
+
+// -- the camera ---------------------------------------------------------------------------------------------
+let stream = null;
+let inFlight = 0;
+const IN_FLIGHT = 2; // one frame computing, the next one waiting: the worker never idles between frames
+
+function median(values) {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted.length ? sorted[Math.floor(sorted.length / 2)] : 0;
+}
+
+async function grab() {
+  const video = $("video");
+  while (stream && inFlight < IN_FLIGHT && video.readyState >= 2) {
+    inFlight++;
+    let frame;
+    try {
+      frame = await createImageBitmap(video);
+    } catch {
+      inFlight--;
+      break;
+    }
+    ask({ type: "frame", frame }, [frame]).then(showFrame, (err) => {
+      $("camera-error").textContent = err.message;
+    }).finally(() => {
+      inFlight--;
+      grab();
+    });
+  }
+}
+
+function showFrame({ prediction, prepMs, inferMs }) {
+  if (!stream) return;
+  answered();
+  const now = performance.now();
+  app.frames.push({ t: now, label: prediction.label, prediction, prepMs, inferMs });
+  const recent = app.frames.slice(-31);
+  const gaps = recent.slice(1).map((f, i) => f.t - recent[i].t);
+  const fps = gaps.length ? 1000 / median(gaps) : 0;
+  const label = $("live-label");
+  label.textContent = prediction.label === "neither"
+    ? "No cat or dog" : `${prediction.label} · ${Math.round(prediction.confidence * 100)}%`;
+  label.dataset.label = prediction.label;
+  $("live-info").textContent = `${fps.toFixed(1)} fps · model ${inferMs.toFixed(0)} ms · preprocessing ` +
+    `${prepMs.toFixed(0)} ms` + (prediction.looks_like ? ` · looks like: ${prediction.looks_like}` : "");
+  $("live-info").dataset.fps = fps.toFixed(2);
+}
+
+$("camera-start").addEventListener("click", async () => {
+  $("camera-error").textContent = "";
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({
+      video: { facingMode: "environment", width: { ideal: 640 }, height: { ideal: 480 } },
+      audio: false,
+    });
+  } catch (err) {
+    $("camera-error").textContent = `The camera could not be started (${err.name}): allow it in the browser.`;
+    return;
+  }
+  const video = $("video");
+  video.srcObject = stream;
+  await video.play();
+  $("live").classList.add("on");
+  $("camera-start").hidden = true;
+  $("camera-stop").hidden = false;
+  app.frames = [];
+  grab();
+  video.addEventListener("playing", grab);
+});
+
+$("camera-stop").addEventListener("click", () => {
+  if (stream) stream.getTracks().forEach((track) => track.stop());
+  stream = null;
+  $("video").srcObject = null;
+  $("live").classList.remove("on");
+  $("camera-start").hidden = false;
+  $("camera-stop").hidden = true;
+});

@@ -1,0 +1,377 @@
+// catdog's phone app: where the model runs, off the page's thread.
+//
+// A photo takes the same path as in Python (catdog/preprocess.py, catdog/predict.py): decode (EXIF
+// orientation applied, transparency on white), resize the shorter side with Pillow's own resampling
+// (its fixed-point bicubic filter, reproduced below pixel for pixel), centre crop, normalise, the model
+// (the same ONNX file `catdog predict` runs, in ONNX Runtime Web's WebAssembly runtime), then the
+// outputs become a Prediction exactly as Predictor.to_predictions does. Camera frames go the same way.
+import * as ort from "./vendor/ort.wasm.min.mjs";
+
+let session = null;
+let config = null;
+let outputNames = [];
+let busy = Promise.resolve();
+
+// -- Pillow's resampling (libImaging/Resample.c), 8 bits per channel ---------------------------------
+
+const PRECISION_BITS = 32 - 8 - 2;
+const ONE = 1 << PRECISION_BITS;
+const FILTERS = {
+  bicubic: {
+    support: 2,
+    weight(x) {
+      const a = -0.5;
+      x = Math.abs(x);
+      if (x < 1) return ((a + 2) * x - (a + 3)) * x * x + 1;
+      if (x < 2) return (((x - 5) * x + 8) * x - 4) * a;
+      return 0;
+    },
+  },
+  bilinear: { support: 1, weight: (x) => Math.max(0, 1 - Math.abs(x)) },
+  nearest: { support: 0.5, weight: (x) => (x >= -0.5 && x < 0.5 ? 1 : 0) },
+};
+
+// precompute_coeffs + normalize_coeffs_8bpc: for each output pixel, its first input pixel, how many, and weights.
+function coefficients(inSize, in0, in1, outSize, filter) {
+  in0 = Math.fround(in0);
+  in1 = Math.fround(in1);
+  const scale = Math.fround(in1 - in0) / outSize;
+  const filterscale = Math.max(scale, 1);
+  const support = filter.support * filterscale;
+  const ksize = Math.ceil(support) * 2 + 1;
+  const kk = new Int32Array(outSize * ksize);
+  const bounds = new Int32Array(outSize * 2);
+  const w = new Float64Array(ksize);
+  for (let xx = 0; xx < outSize; xx++) {
+    const center = in0 + (xx + 0.5) * scale;
+    const ss = 1 / filterscale;
+    const xmin = Math.max(0, Math.trunc(center - support + 0.5));
+    const xmax = Math.min(inSize, Math.trunc(center + support + 0.5)) - xmin;
+    let ww = 0;
+    for (let x = 0; x < xmax; x++) {
+      w[x] = filter.weight((x + xmin - center + 0.5) * ss);
+      ww += w[x];
+    }
+    for (let x = 0; x < xmax; x++) {
+      const k = ww !== 0 ? w[x] / ww : w[x];
+      kk[xx * ksize + x] = k < 0 ? Math.trunc(-0.5 + k * ONE) : Math.trunc(0.5 + k * ONE);
+    }
+    bounds[xx * 2] = xmin;
+    bounds[xx * 2 + 1] = xmax;
+  }
+  return { kk, bounds, ksize };
+}
+
+const clip8 = (v) => (v <= 0 ? 0 : v >= 255 ? 255 : v);
+
+// Pillow's two-pass resize of RGBA pixels (width x height) to outW x outH over `box`, computing only the
+// output window [x0, x0 + w) x [y0, y0 + h): the same numbers as resizing the whole image and cropping.
+// Returns RGB bytes (w x h x 3).
+function resizeWindow(rgba, width, height, box, outW, outH, x0, y0, w, h, filter) {
+  const horiz = coefficients(width, box[0], box[2], outW, filter);
+  const vert = coefficients(height, box[1], box[3], outH, filter);
+  const needH = outW !== width || box[0] !== 0 || box[2] !== outW;
+  const needV = outH !== height || box[1] !== 0 || box[3] !== outH;
+  // Input rows the window's output rows read.
+  const rowFirst = needV ? vert.bounds[y0 * 2] : y0;
+  const rowLast = needV ? vert.bounds[(y0 + h - 1) * 2] + vert.bounds[(y0 + h - 1) * 2 + 1] : y0 + h;
+  const rows = rowLast - rowFirst;
+  const temp = new Uint8Array(rows * w * 3);
+  for (let r = 0; r < rows; r++) {
+    const line = (rowFirst + r) * width * 4;
+    for (let xx = 0; xx < w; xx++) {
+      const o = (r * w + xx) * 3;
+      if (!needH) {
+        const i = line + (x0 + xx) * 4;
+        temp[o] = rgba[i];
+        temp[o + 1] = rgba[i + 1];
+        temp[o + 2] = rgba[i + 2];
+        continue;
+      }
+      const xmin = horiz.bounds[(x0 + xx) * 2];
+      const n = horiz.bounds[(x0 + xx) * 2 + 1];
+      const k = (x0 + xx) * horiz.ksize;
+      let s0 = 1 << (PRECISION_BITS - 1);
+      let s1 = s0;
+      let s2 = s0;
+      for (let x = 0; x < n; x++) {
+        const i = line + (xmin + x) * 4;
+        const c = horiz.kk[k + x];
+        s0 += rgba[i] * c;
+        s1 += rgba[i + 1] * c;
+        s2 += rgba[i + 2] * c;
+      }
+      temp[o] = clip8(s0 >> PRECISION_BITS);
+      temp[o + 1] = clip8(s1 >> PRECISION_BITS);
+      temp[o + 2] = clip8(s2 >> PRECISION_BITS);
+    }
+  }
+  if (!needV) return temp;
+  const out = new Uint8Array(w * h * 3);
+  for (let yy = 0; yy < h; yy++) {
+    const ymin = vert.bounds[(y0 + yy) * 2] - rowFirst;
+    const n = vert.bounds[(y0 + yy) * 2 + 1];
+    const k = (y0 + yy) * vert.ksize;
+    for (let xx = 0; xx < w; xx++) {
+      let s0 = 1 << (PRECISION_BITS - 1);
+      let s1 = s0;
+      let s2 = s0;
+      for (let y = 0; y < n; y++) {
+        const i = ((ymin + y) * w + xx) * 3;
+        const c = vert.kk[k + y];
+        s0 += temp[i] * c;
+        s1 += temp[i + 1] * c;
+        s2 += temp[i + 2] * c;
+      }
+      const o = (yy * w + xx) * 3;
+      out[o] = clip8(s0 >> PRECISION_BITS);
+      out[o + 1] = clip8(s1 >> PRECISION_BITS);
+      out[o + 2] = clip8(s2 >> PRECISION_BITS);
+    }
+  }
+  return out;
+}
+
+// Python's round(): halves to even.
+function roundHalfEven(x) {
+  const r = Math.round(x);
+  return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+// Pillow's Image.reduce(s) (box average, partial blocks at the edges): stands in for the JPEG draft mode
+// (DCT scaling) Python uses on photos at least twice the square's size.
+function reduce(rgba, width, height, s) {
+  const w = Math.ceil(width / s);
+  const h = Math.ceil(height / s);
+  const out = new Uint8ClampedArray(w * h * 4);
+  for (let y = 0; y < h; y++) {
+    const ys = Math.min(s, height - y * s);
+    for (let x = 0; x < w; x++) {
+      const xs = Math.min(s, width - x * s);
+      let r = 0;
+      let g = 0;
+      let b = 0;
+      for (let dy = 0; dy < ys; dy++) {
+        let i = ((y * s + dy) * width + x * s) * 4;
+        for (let dx = 0; dx < xs; dx++, i += 4) {
+          r += rgba[i];
+          g += rgba[i + 1];
+          b += rgba[i + 2];
+        }
+      }
+      const n = xs * ys;
+      const o = (y * w + x) * 4;
+      out[o] = Math.floor((r + n / 2) / n);
+      out[o + 1] = Math.floor((g + n / 2) / n);
+      out[o + 2] = Math.floor((b + n / 2) / n);
+      out[o + 3] = 255;
+    }
+  }
+  return { rgba: out, width: w, height: h };
+}
+
+// catdog.preprocess: image_to_uint8 (shorter side to resize_size, centre square) then normalize's centre
+// crop of image_size and (x - mean) / std in float32, as the model's NCHW input.
+function preprocess(rgba, width, height) {
+  const pre = config.preprocess;
+  const side = pre.resize_size;
+  const size = pre.image_size;
+  const filter = FILTERS[pre.interpolation] || FILTERS.bicubic;
+  let newW;
+  let newH;
+  if (width <= height) {
+    newW = side;
+    newH = Math.max(side, Math.trunc((side * height) / width));
+  } else {
+    newW = Math.max(side, Math.trunc((side * width) / height));
+    newH = side;
+  }
+  const left = roundHalfEven((newW - side) / 2);
+  const top = roundHalfEven((newH - side) / 2);
+  const inner = roundHalfEven((side - size) / 2);
+  let pixels;
+  if (Math.max(newW, newH) > 4 * side) {
+    // A long strip: resize only the region the crop keeps (preprocess.MAX_ASPECT).
+    const sx = width / newW;
+    const sy = height / newH;
+    const box = [left * sx, top * sy, (left + side) * sx, (top + side) * sy];
+    pixels = resizeWindow(rgba, width, height, box, side, side, inner, inner, size, size, filter);
+  } else {
+    const box = [0, 0, width, height];
+    pixels = resizeWindow(rgba, width, height, box, newW, newH, left + inner, top + inner, size, size, filter);
+  }
+  const plane = size * size;
+  const data = new Float32Array(3 * plane);
+  for (let c = 0; c < 3; c++) {
+    const mean = Math.fround(Math.fround(pre.mean[c]) * 255);
+    const std = Math.fround(Math.fround(pre.std[c]) * 255);
+    for (let p = 0; p < plane; p++) data[c * plane + p] = Math.fround(pixels[p * 3 + c] - mean) / std;
+  }
+  return data;
+}
+
+// -- decoding ---------------------------------------------------------------------------------------------
+
+let canvas = null;
+let context = null;
+
+function pixelsOf(bitmap) {
+  const { width, height } = bitmap;
+  if (!canvas || canvas.width !== width || canvas.height !== height) {
+    canvas = new OffscreenCanvas(width, height);
+    context = canvas.getContext("2d", { willReadFrequently: true, alpha: false });
+  }
+  context.fillStyle = "#fff"; // transparency on white, as catdog.images does
+  context.fillRect(0, 0, width, height);
+  context.drawImage(bitmap, 0, 0);
+  return context.getImageData(0, 0, width, height).data;
+}
+
+async function decodePhoto(name, blob) {
+  let bitmap;
+  try {
+    bitmap = await createImageBitmap(blob, {
+      imageOrientation: "from-image",
+      premultiplyAlpha: "none",
+      colorSpaceConversion: "none",
+    });
+  } catch {
+    throw new Error(`'${name}' is not an image this browser can read (it reads JPEG, PNG, WebP, GIF, BMP and AVIF).`);
+  }
+  const { width, height } = bitmap;
+  if (width * height > config.max_pixels) {
+    bitmap.close();
+    throw new Error(
+      `'${name}' has ${((width * height) / 1e6).toFixed(1)} megapixels, over the ` +
+        `${config.max_pixels / 1e6} megapixel limit.`,
+    );
+  }
+  let rgba = pixelsOf(bitmap);
+  bitmap.close();
+  let size = { width, height };
+  const head = new Uint8Array(await blob.slice(0, 3).arrayBuffer());
+  const jpeg = head[0] === 0xff && head[1] === 0xd8 && head[2] === 0xff;
+  const side = config.preprocess.resize_size;
+  const scale = Math.min(Math.floor(width / side), Math.floor(height / side));
+  const s = [8, 4, 2].find((f) => scale >= f);
+  if (jpeg && s) {
+    const reduced = reduce(rgba, width, height, s);
+    rgba = reduced.rgba;
+    size = reduced;
+  }
+  return preprocess(rgba, size.width, size.height);
+}
+
+// -- the model and the Prediction ---------------------------------------------------------------------------
+
+async function load(message) {
+  config = message.config;
+  ort.env.wasm.wasmPaths = new URL("vendor/", self.location.href).href;
+  const cores = navigator.hardwareConcurrency || 1;
+  ort.env.wasm.numThreads = self.crossOriginIsolated ? Math.min(message.threads || cores, 4) : 1;
+  const started = performance.now();
+  session = await ort.InferenceSession.create(new Uint8Array(message.model), {
+    executionProviders: ["wasm"],
+    graphOptimizationLevel: "all",
+    executionMode: "sequential",
+  });
+  outputNames = ["logits", "pet_score", "looks_like"].filter((name) => session.outputNames.includes(name));
+  if (!outputNames.includes("logits")) outputNames = [session.outputNames[0]];
+  const size = config.preprocess.image_size;
+  await run(new Float32Array(3 * size * size)); // the first run pays for lazy initialisation
+  return {
+    threads: ort.env.wasm.numThreads,
+    isolated: self.crossOriginIsolated,
+    backend: "wasm",
+    ms: performance.now() - started,
+  };
+}
+
+async function run(data) {
+  const size = config.preprocess.image_size;
+  const input = new ort.Tensor("float32", data, [1, 3, size, size]);
+  const out = await session.run({ [session.inputNames[0]]: input }, outputNames);
+  const value = (name) => (out[name] ? out[name].data : null);
+  const logits = value(outputNames[0]);
+  const pet = value("pet_score");
+  const looks = value("looks_like");
+  return { logits: Array.from(logits), pet: pet ? pet[0] : null, looks: looks ? Number(looks[0]) : null };
+}
+
+// The model alone, `runs` times on one frame of noise: ms per run (benchmarks/bench_app.py).
+async function bench({ runs }) {
+  const size = config.preprocess.image_size;
+  const data = Float32Array.from({ length: 3 * size * size }, () => Math.random() * 2 - 1);
+  const times = [];
+  for (let i = 0; i < runs; i++) {
+    const started = performance.now();
+    await run(data);
+    times.push(performance.now() - started);
+  }
+  return { times };
+}
+
+// Predictor.to_predictions for one photo.
+function toPrediction({ logits, pet, looks }) {
+  const classes = config.classes;
+  const scaled = logits.map((v) => v / config.temperature);
+  const top = Math.max(...scaled);
+  const exp = scaled.map((v) => Math.exp(v - top));
+  const sum = exp.reduce((a, b) => a + b, 0);
+  let probabilities = Object.fromEntries(classes.map((c, i) => [c, exp[i] / sum]));
+  const gated = config.gated && pet !== null;
+  let looksLike = null;
+  let means = null;
+  if (gated) {
+    const p = Math.min(1, Math.max(0, pet));
+    probabilities = Object.fromEntries(Object.entries(probabilities).map(([c, v]) => [c, v * p]));
+    probabilities.neither = 1 - p;
+  }
+  let label = classes.reduce((best, c) => (probabilities[c] > probabilities[best] ? c : best), classes[0]);
+  if (gated && (pet < config.neither_threshold || config.neither_threshold >= 1)) {
+    label = "neither";
+    if (looks !== null && config.imagenet.length) [looksLike, means] = config.imagenet[looks];
+  }
+  const confidence = probabilities[label];
+  if (label !== "neither" && config.threshold !== null && confidence < config.threshold) label = "unsure";
+  const round = (v) => Math.round(v * 1e6) / 1e6;
+  const prediction = {
+    label,
+    confidence: round(confidence),
+    probabilities: Object.fromEntries(Object.entries(probabilities).map(([c, v]) => [c, round(v)])),
+  };
+  if (looksLike !== null) Object.assign(prediction, { looks_like: looksLike, looks_like_means: means });
+  return prediction;
+}
+
+async function classify(message) {
+  const started = performance.now();
+  let data;
+  if (message.type === "photo") {
+    data = await decodePhoto(message.name, message.blob);
+  } else {
+    const bitmap = message.frame;
+    const rgba = pixelsOf(bitmap);
+    data = preprocess(rgba, bitmap.width, bitmap.height);
+    bitmap.close();
+  }
+  const prepared = performance.now();
+  const outputs = await run(data);
+  const done = performance.now();
+  return { prediction: toPrediction(outputs), prepMs: prepared - started, inferMs: done - prepared };
+}
+
+self.onmessage = (event) => {
+  const message = event.data;
+  // One job at a time: the model's threads are the device's cores.
+  busy = busy.then(async () => {
+    try {
+      const jobs = { load, bench, photo: classify, frame: classify };
+      const result = await jobs[message.type](message);
+      self.postMessage({ id: message.id, ok: true, ...result });
+    } catch (err) {
+      if (message.frame) message.frame.close();
+      self.postMessage({ id: message.id, ok: false, error: String(err && err.message ? err.message : err) });
+    }
+  });
+};

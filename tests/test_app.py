@@ -1,0 +1,308 @@
+"""The phone app (``/app`` and ``catdog export --format web``) in a real browser: Playwright driving Debian's
+Chromium as a Pixel 5, the model running in the page (ONNX Runtime Web, WebAssembly).
+
+Its answers are compared with Python's (``Predictor``) on the same photos; the camera is Chromium's fake
+device streaming a video made from a dev photo.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from benchmarks.bench_app import BROWSER_ARGS, CHROMIUM, PHONE, static_server, write_y4m
+from catdog import webapp
+
+from conftest import builtin_model_available, missing
+from serving import REPO, Server
+
+SCREENSHOTS = REPO / "artifacts" / "screenshots"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(), reason="Chromium is not installed at /usr/bin/chromium (apt-get install chromium)"
+    ),
+    pytest.mark.skipif(not builtin_model_available(), reason="the built-in model's head is missing"),
+]
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (Python) is not installed")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def runtime_built() -> None:
+    try:
+        webapp.runtime_dir()
+    except webapp.AppNotBuiltError as err:
+        missing(str(err))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    srv = Server(log=tmp_path_factory.mktemp("serve-app") / "server.log")
+    try:
+        srv.wait()
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def playwright():
+    with sync_api.sync_playwright() as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def browser(playwright):
+    b = playwright.chromium.launch(executable_path=str(CHROMIUM), args=BROWSER_ARGS)
+    yield b
+    b.close()
+
+
+@pytest.fixture(scope="module")
+def python_predictor():
+    from catdog.predict import Predictor
+
+    return Predictor.load(None)
+
+
+def phone(browser, playwright, url: str):
+    """A Pixel 5 context and a page on ``url`` with the model loaded; page errors are collected in ``page.errors``."""
+    # bypass_csp: Playwright's polling (wait_for_function) evaluates strings, which the app's CSP forbids.
+    context = browser.new_context(**playwright.devices[PHONE], bypass_csp=True)
+    page = context.new_page()
+    page.errors = []
+    page.on("pageerror", lambda err: page.errors.append(str(err)))
+    page.goto(url)
+    page.evaluate("window.catdogApp.ready")
+    return context, page
+
+
+def shot(page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+
+
+def answers(page, files: list[Path], timeout_ms: int = 60_000) -> dict[str, dict]:
+    """Classify ``files`` in the page: ``{name: prediction or {"error": ...}}``."""
+    before = page.locator("#results .card").count()
+    page.set_input_files("#file-input", [str(f) for f in files])
+    page.wait_for_function(
+        f"document.querySelectorAll('#results .card:not([data-state=pending])').length >= {before + len(files)}",
+        timeout=timeout_ms,
+        polling=200,
+    )
+    out = {}
+    for card in page.locator("#results .card").all()[: len(files)]:
+        name = card.locator(".name").inner_text()
+        if card.get_attribute("data-state") == "done":
+            out[name] = json.loads(card.get_attribute("data-prediction"))
+        else:
+            out[name] = {"error": card.locator(".error").inner_text()}
+    return out
+
+
+def assert_same(browser_answer: dict, python_answer: dict, tolerance: float = 0.02) -> None:
+    assert browser_answer["label"] == python_answer["label"], (browser_answer, python_answer)
+    for key, value in python_answer["probabilities"].items():
+        assert abs(browser_answer["probabilities"][key] - value) <= tolerance, (key, browser_answer, python_answer)
+    assert browser_answer.get("looks_like") == python_answer.get("looks_like")
+
+
+def test_the_app_answers_as_python_does(browser, playwright, server, python_predictor, data_root, samples_dir):
+    """Cat, dog and a horse on a phone: the same labels, probabilities within 0.02 (here: far closer)."""
+    horse = data_root / "neither" / "horse" / "inet-n02389026_sorrel.JPEG"
+    photos = [samples_dir / "cat" / "cat.1.jpg", samples_dir / "dog" / "dog.1.jpg", horse]
+    context, page = phone(browser, playwright, server.url + "/app/")
+    try:
+        assert page.evaluate("crossOriginIsolated"), "COOP/COEP headers missing: WebAssembly gets no threads"
+        info = page.evaluate("window.catdogApp.info")
+        assert info["threads"] >= 2 and info["backend"] == "wasm"
+        got = answers(page, photos)
+        expected = python_predictor.predict_batch([(p.name, p) for p in photos])
+        for want in expected:
+            assert_same(got[want.source], want.to_dict())
+        assert got[horse.name]["label"] == "neither" and got[horse.name]["looks_like"] == "sorrel"
+        card = page.locator(f"#results .card:has(.name:text-is('{horse.name}'))")
+        assert card.locator(".answer").inner_text() == "No cat or dog"
+        assert card.locator(".looks").inner_text().startswith("Looks like: sorrel")
+        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, f"the app is {overflow}px wider than the phone's screen"
+        shot(page, "test_app_phone")
+        assert not page.errors
+    finally:
+        context.close()
+
+
+def test_a_file_that_is_not_a_photo_gets_one_sentence(browser, playwright, server, tmp_path):
+    broken = tmp_path / "holiday.jpg"
+    broken.write_bytes(b"this is not really a photo")
+    context, page = phone(browser, playwright, server.url + "/app/")
+    try:
+        error = answers(page, [broken])["holiday.jpg"]["error"]
+        assert error.startswith("'holiday.jpg' is not an image") and error.count(". ") == 0, error
+        assert page.locator("#results .card[data-state=error] [role=alert]").count() == 1
+    finally:
+        context.close()
+
+
+def test_installable_manifest_and_service_worker(browser, playwright, server):
+    manifest_response = httpx.get(server.url + "/app/manifest.webmanifest")
+    assert manifest_response.headers["content-type"].startswith("application/manifest+json")
+    manifest = manifest_response.json()
+    assert manifest["display"] == "standalone" and manifest["start_url"] == "./" and manifest["short_name"]
+    sizes = set()
+    for icon in manifest["icons"]:
+        response = httpx.get(server.url + "/app/" + icon["src"])
+        assert response.status_code == 200, icon
+        if icon["type"] == "image/png":
+            import io
+
+            width, height = Image.open(io.BytesIO(response.content)).size
+            assert f"{width}x{height}" == icon["sizes"]
+            sizes.add(width)
+    assert {192, 512} <= sizes, "Chromium installs an app with 192 and 512 px icons"
+    page_response = httpx.get(server.url + "/app/")
+    assert page_response.headers["cross-origin-opener-policy"] == "same-origin"
+    assert page_response.headers["cross-origin-embedder-policy"] == "require-corp"
+    sw = httpx.get(server.url + "/app/sw.js").text
+    assert "__VERSION__" not in sw and "__FILES__" not in sw and '"model.onnx"' in sw
+
+    context, page = phone(browser, playwright, server.url + "/app/")
+    try:
+        assert page.locator("link[rel=manifest]").get_attribute("href") == "manifest.webmanifest"
+        scope = page.evaluate("navigator.serviceWorker.ready.then(r => r.active && r.scope)")
+        assert scope == server.url + "/app/"
+    finally:
+        context.close()
+
+
+def _requests_served(server: Server) -> dict[str, float]:
+    """Requests the server has answered by route, but for /metrics (this counting) and the service worker's script."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total: dict[str, float] = {}
+    for family in text_string_to_metric_families(httpx.get(server.url + "/metrics").text):
+        for s in family.samples:
+            route = s.labels.get("route")
+            # The browser itself checks sw.js for an update after a registration or navigation (Chromium's
+            # offline emulation does not cover that check; on a phone without network it simply fails).
+            if s.name == "catdog_http_requests_total" and route not in ("/metrics", "/app/sw.js"):
+                total[route] = total.get(route, 0) + s.value
+    return total
+
+
+def test_offline_after_the_first_visit_and_no_request_after_load(browser, playwright, server, samples_dir):
+    """Once loaded, the app sends nothing: photos are answered with the network off, from the cache."""
+    context, page = phone(browser, playwright, server.url + "/app/")
+    try:
+        page.wait_for_function("navigator.serviceWorker.controller !== null", timeout=60_000)
+        before = _requests_served(server)
+        cat = samples_dir / "cat" / "cat.2.jpg"
+        assert answers(page, [cat])[cat.name]["label"] == "cat"
+        assert _requests_served(server) == before, "the app asked the server for something after it had loaded"
+
+        context.set_offline(True)
+        page.reload()
+        page.evaluate("window.catdogApp.ready")
+        dog = samples_dir / "dog" / "dog.2.jpg"
+        assert answers(page, [dog])[dog.name]["label"] == "dog"
+        assert page.evaluate("navigator.onLine") is False
+        assert _requests_served(server) == before, "offline, yet the server saw requests"
+        assert not page.errors
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("label", ["cat", "dog"])
+def test_camera_frames_get_the_right_answer(playwright, server, dev_dir, tmp_path, label):
+    """Chromium's fake camera streams a video of one dev photo: every frame answered gets its label."""
+    photo = dev_dir / f"{label}.1.jpg"
+    video = write_y4m(photo, tmp_path / f"{label}.y4m")
+    b = playwright.chromium.launch(
+        executable_path=str(CHROMIUM), args=[*BROWSER_ARGS, f"--use-file-for-fake-video-capture={video}"]
+    )
+    try:
+        context, page = phone(b, playwright, server.url + "/app/")
+        context.grant_permissions(["camera"], origin=server.url)
+        page.click("#camera-start")
+        page.wait_for_function("window.catdogApp.frames.length >= 20", timeout=60_000, polling=250)
+        labels = page.evaluate("window.catdogApp.frames.map(f => f.label)")
+        assert labels.count(label) == len(labels), labels
+        assert page.locator("#live-label").inner_text().startswith(f"{label} · ")
+        info = page.locator("#live-info").inner_text()
+        assert " fps · model " in info and float(page.locator("#live-info").get_attribute("data-fps")) > 0
+        assert page.evaluate("document.getElementById('video').videoWidth") == 640
+        shot(page, f"test_app_camera_{label}")
+        page.click("#camera-stop")
+        assert page.evaluate("document.getElementById('video').srcObject") is None
+        assert not page.errors
+    finally:
+        b.close()
+
+
+def test_export_web_writes_a_static_app(browser, playwright, tmp_path, samples_dir, python_predictor):
+    """``catdog export --format web``: a folder any static host serves; the app in it answers as Python does."""
+    out = tmp_path / "app"
+    run = [sys.executable, "-m", "catdog", "export", "--format", "web", "--out", str(out)]
+    done = subprocess.run(run, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    names = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert {"index.html", "sw.js", "model.onnx", "model.json", "manifest.webmanifest", "_headers"} <= names
+    assert {f"vendor/{name}" for name in webapp.VENDOR_FILES} <= names
+    config = json.loads((out / "model.json").read_text())
+    assert config["classes"] == ["cat", "dog"] and config["gated"] and len(config["imagenet"]) == 1000
+    assert config["temperature"] == pytest.approx(python_predictor.temperature)
+
+    again = subprocess.run(run, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 2 and "already exists" in again.stderr and "Traceback" not in again.stderr
+
+    cat = samples_dir / "cat" / "cat.3.jpg"
+    with static_server(out) as (url, _):
+        context, page = phone(browser, playwright, url + "/")
+        try:
+            got = answers(page, [cat])[cat.name]
+            assert_same(got, python_predictor.predict_batch([(cat.name, cat)])[0].to_dict())
+        finally:
+            context.close()
+
+
+def test_a_missing_runtime_is_one_clear_sentence(monkeypatch, tmp_path):
+    monkeypatch.setattr(webapp, "app_dir", lambda: tmp_path)
+    with pytest.raises(webapp.AppNotBuiltError) as err:
+        webapp.runtime_dir()
+    assert "not built" in str(err.value) and "npm" in str(err.value)
+
+
+@pytest.mark.slow
+def test_agreement_with_python_on_240_photos(browser, playwright, server, python_predictor, samples_dir, dev_dir):
+    """The 40 samples and 200 dev photos loaded into the page: labels agree on >= 99 %, probabilities within 0.02."""
+    samples = sorted(samples_dir.glob("*/*.jpg"))
+    taken = {p.name for p in samples}  # the page names cards by file name: no name twice
+    dev = [p for c in ("cat", "dog") for p in sorted(dev_dir.glob(f"{c}.*.jpg")) if p.name not in taken][::100]
+    photos = samples + dev[:100] + dev[-100:] if len(dev) > 200 else samples + dev
+    assert len(photos) == 240
+    context, page = phone(browser, playwright, server.url + "/app/")
+    try:
+        got = {}
+        for start in range(0, len(photos), 40):
+            got |= answers(page, photos[start : start + 40], timeout_ms=300_000)
+        expected = {p.source: p.to_dict() for p in python_predictor.predict_paths([str(p) for p in photos])}
+        by_name = {Path(k).name: v for k, v in expected.items()}
+        agree = sum(got[name]["label"] == want["label"] for name, want in by_name.items())
+        gap = max(
+            abs(got[name]["probabilities"][k] - v)
+            for name, want in by_name.items()
+            for k, v in want["probabilities"].items()
+        )
+        assert agree / len(photos) >= 0.99, f"labels agree on {agree} of {len(photos)}"
+        assert gap <= 0.02, f"largest probability gap {gap:.4f}"
+    finally:
+        context.close()
