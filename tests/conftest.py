@@ -89,6 +89,24 @@ def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
+PINNED = REPO / "tests" / "pinned_val_photos.txt"
+# A test fails when its figure is below what a model as good as recorded reaches 999 times in 1,000.
+FALSE_ALARM = 0.001
+
+
+def fewest_correct(n: int, accuracy: float) -> int:
+    """The fewest right answers of ``n`` a model of ``accuracy`` gives, but for a FALSE_ALARM chance (binomial)."""
+    from scipy.stats import binom
+
+    return int(binom.ppf(FALSE_ALARM, n, accuracy))
+
+
+def pinned_photos(dev_dir: Path) -> tuple[list[str], list[str]]:
+    """The 1,000 pinned held-out dev photos (see the file's header) and their labels."""
+    names = [line for line in PINNED.read_text().splitlines() if line and not line.startswith("#")]
+    return [str(dev_dir / name) for name in names], [name.split(".")[0] for name in names]
+
+
 def image_bytes(fmt: str = "JPEG", size: tuple[int, int] = (64, 48), mode: str = "RGB", **save) -> bytes:
     """A small generated image (a colour gradient, so that resizing is visible) as bytes."""
     width, height = size

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks.common import dev_validation, nonpet_pictures
+from benchmarks.common import nonpet_pictures
 from catdog.models.pretrained import create_pretrained, load_packaged_weights
-from catdog.predict import Predictor, expand_inputs
+from catdog.predict import Outputs, Predictor, expand_inputs
 
-from conftest import run_catdog
+from conftest import fewest_correct, pinned_photos, run_catdog
 
 
 @pytest.fixture(scope="module")
@@ -23,19 +23,26 @@ def builtin() -> Predictor:
     return Predictor.load(None)
 
 
-def _held_out_sample(dev_dir: Path, per_class: int = 200) -> tuple[list[str], list[str]]:
-    """A fixed sample of dev photos from the validation side of catdog's split (the head never saw them)."""
-    val = dev_validation(dev_dir)
-    chosen = [item for label in ("cat", "dog") for item in [v for v in val if v[1] == label][:per_class]]
-    return [path for path, _ in chosen], [label for _, label in chosen]
+def test_fewest_correct_is_a_binomial_lower_bound():
+    assert fewest_correct(1000, 0.987) == 975  # 13 errors expected; 25 or fewer 999 times in 1,000
+    assert fewest_correct(1000, 1.0) == 1000
 
 
-def test_builtin_model_is_accurate_on_400_held_out_dev_photos(builtin, dev_dir):
-    paths, truth = _held_out_sample(dev_dir)
-    assert len(paths) == 400
-    predictions = list(builtin.predict_paths([str(p) for p in paths]))
-    correct = sum(p.label == t for p, t in zip(predictions, truth))
-    assert correct / 400 >= 0.95, f"{correct}/400 correct"
+def test_builtin_model_holds_its_recorded_accuracy_on_1000_pinned_held_out_photos(builtin, dev_dir):
+    """The head's recorded validation accuracy (cat or dog, the gate aside) and the gate's target share of pets."""
+    from catdog.models.files import builtin_config
+    from catdog.models.gate import TARGET_PETS_TURNED_AWAY
+
+    paths, truth = pinned_photos(dev_dir)
+    assert len(paths) == 1000 and truth.count("cat") == 500
+    answers = list(builtin.predict_paths(paths))
+    recorded = builtin_config()["metrics"]["val_accuracy"]  # on all 2,237 validation photos
+    pet_answers = [max(("cat", "dog"), key=a.probabilities.__getitem__) for a in answers]
+    correct = sum(a == t for a, t in zip(pet_answers, truth))
+    assert correct >= fewest_correct(len(paths), recorded), f"{correct}/{len(paths)} against {recorded:.2%} recorded"
+    # Measured 2026-12-02: 986 of 1,000 right, 4 pets turned away, 982 right with the gate.
+    turned_away = sum(a.label == "neither" for a in answers)
+    assert len(paths) - turned_away >= fewest_correct(len(paths), 1 - TARGET_PETS_TURNED_AWAY), turned_away
 
 
 def _png(pixels: np.ndarray) -> bytes:
@@ -114,3 +121,18 @@ def test_cli_help_documents_defaults():
     result = run_catdog("predict", "--help")
     assert result.returncode == 0
     assert "--batch-size" in result.stdout and "default: 32" in result.stdout
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.3, 0.5, 1.0])
+def test_neither_exactly_when_the_pet_score_is_below_the_threshold(threshold):
+    """The gate's decision as ``catdog predict --neither-threshold T`` loads it: 0 turns no photo away, 1 all."""
+    predictor = Predictor.load(None, neither_threshold=threshold)
+    assert predictor.gate_threshold == threshold
+    pet_scores = np.array([0.0, 1e-9, 0.2999, 0.3, 0.4999, 0.5, 0.5001, 0.99, 1.0], np.float32)
+    outputs = Outputs(np.tile([[2.0, 0.0]], (len(pet_scores), 1)), pet_scores, np.full(len(pet_scores), 339))
+    answers = predictor.to_predictions(outputs, [f"photo-{i}" for i in range(len(pet_scores))])
+    expected = ["neither" if threshold >= 1 or score < threshold else "cat" for score in pet_scores]
+    assert [a.label for a in answers] == expected
+    for answer, score in zip(answers, pet_scores):
+        assert answer.probabilities["neither"] == pytest.approx(1 - score, abs=1e-6)
+        assert answer.looks_like == ("sorrel" if answer.label == "neither" else None)
