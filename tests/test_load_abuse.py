@@ -125,8 +125,7 @@ def test_slow_uploads_are_cut_off_and_others_still_served(server: Server, sample
         t.join(timeout=60)
     assert all(code == 200 for code, _ in served), served
     assert all(seconds < TIMEOUT_S for _, seconds in served), served
-    assert statuses and all(code in (0, 503) for code in statuses), statuses
-    assert statuses.count(503) >= len(statuses) // 2, statuses
+    assert statuses == [503] * 40, statuses  # every client is answered: "took longer than 3 s"
 
 
 def test_oversized_bodies_are_refused_without_being_read(server: Server, samples_dir: Path) -> None:
