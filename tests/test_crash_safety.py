@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -104,7 +105,7 @@ def test_cache_build_killed_then_resumed(small_dataset: Path, tmp_path: Path) ->
 
 @pytest.fixture
 def tiny_dataset(tmp_path: Path, dev_dir: Path) -> Path:
-    """48 dev photos in cat/ and dog/: 3 steps of 16 per epoch."""
+    """48 dev photos in cat/ and dog/: 44 to train on, 2 whole steps of 16 per epoch."""
     root = tmp_path / "tiny"
     for label in ("cat", "dog"):
         (root / label).mkdir(parents=True)
@@ -120,26 +121,38 @@ def train_args(data: Path, out: Path, cache: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
+def checkpoint_epoch(checkpoint: Path) -> int:
+    """The epochs a checkpoint has finished (-1 while there is none, or while it is being replaced)."""
+    try:
+        return torch.load(checkpoint, map_location="cpu", weights_only=True)["state"]["epoch"]
+    except (OSError, RuntimeError, EOFError, KeyError):
+        return -1
+
+
 @pytest.mark.slow  # ~45 s on 2 cores: a training run, killed, then resumed
 def test_train_killed_while_checkpointing_resumes(tiny_dataset: Path, tmp_path: Path) -> None:
     out, cache = tmp_path / "run", tmp_path / "cache"
     checkpoint = out / "checkpoint.pt"
     proc = catdog_proc(*train_args(tiny_dataset, out, cache), log=tmp_path / "train.log")
-    wait_for(checkpoint.exists, proc, what="the first checkpoint")
-    first = checkpoint.stat().st_mtime_ns
-    # A checkpoint after every step: wait for a later one, then kill while they are being written.
-    wait_for(lambda: checkpoint.stat().st_mtime_ns != first, proc, what="a second checkpoint")
+    # A checkpoint after every step: once the first epoch is done, kill while they are being written.
+    wait_for(lambda: checkpoint_epoch(checkpoint) >= 1, proc, what="a checkpoint after the first epoch")
     time.sleep(0.3)
     kill(proc)
-    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)  # complete, not half-written
-    assert saved["state"]["step"] >= 0 and not (out / "model.safetensors").exists()
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)["state"]  # complete, not half-written
+    assert 1 <= saved["epoch"] < 4 and saved["history"], saved["epoch"]
+    assert not (out / "model.safetensors").exists()
 
     done = run_catdog(*train_args(tiny_dataset, out, cache, "--resume"), timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+    # It went on from the checkpoint, not from the start: its position, and only the epochs after it.
+    assert f"resumed at epoch {saved['epoch'] + 1}, step {saved['step']} of " in done.stderr, done.stderr[-3000:]
+    trained = [int(epoch) for epoch in re.findall(r"epoch (\d+): train loss", done.stderr)]
+    assert trained == list(range(saved["epoch"] + 1, 5)), trained
     model, config = load_model_dir(out)
     assert config["classes"] == ["cat", "dog"]
     assert not checkpoint.exists(), "a finished run leaves no checkpoint behind"
     history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert history[: len(saved["history"])] == saved["history"], "the epochs before the kill were not kept"
     assert [h["epoch"] for h in history if not h.get("partial")][-1] == 4, history
 
 
