@@ -7,7 +7,7 @@ accuracy-vs-wall-clock curve from its ``metrics.jsonl``, drawn for all four in
 
 The runs are bench_train's recipes (:data:`benchmarks.bench_train.RUNS`), each a real ``catdog train``
 in a subprocess with a cold cache: quick mode on 1,000 dev photos for 1-2 minutes each, full mode on
-all 23,000 with the issue's budgets. With ``CATDOG_BENCH_RUNS_DIR=DIR`` (full mode) the runs are kept
+all 23,000 with bench_train's budgets. With ``CATDOG_BENCH_RUNS_DIR=DIR`` (full mode) the runs are kept
 in DIR and reused, so ``python -m benchmarks train compare`` trains each recipe once.
 """
 

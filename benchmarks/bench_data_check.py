@@ -1,6 +1,6 @@
 """`catdog data check` on the 23,000-image dev set: first run (empty cache) and cached rerun.
 
-The issue's floor: each under 60 s on the 2-core machine. Times are of the real command line in a
+Floor: each under 60 s on the 2-core machine. Times are of the real command line in a
 subprocess (interpreter start and imports included). "Cold" means catdog's cache is empty; the
 operating system's file cache is whatever it is. Quick mode checks a 3,000-image subset.
 """

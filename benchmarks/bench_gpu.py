@@ -1,4 +1,4 @@
-"""GPU floors of issue 6: wall-clock from raw JPEG files to a validated model on one NVIDIA GPU.
+"""GPU floors: wall-clock from raw JPEG files to a validated model on one NVIDIA GPU.
 
 Each run is the real ``catdog train`` in a subprocess with a cold cache (every JPEG decoded in
 the run), timed from process start to exit (bench_train.train_recipe):
@@ -55,7 +55,7 @@ RUNS = [
     ("gpu smoke lite0", "--model tf_efficientnet_lite0 --batch-size 128", 0.4, None, None),
     ("gpu smoke catnet", "--model catnet --batch-size 256", 0.3, None, None),
 ]  # fmt: skip
-DEFAULT_RUNS = ("gpu fine-tune lite0", "gpu catnet 160px")  # the floors of issue 6
+DEFAULT_RUNS = ("gpu fine-tune lite0", "gpu catnet 160px")  # the two recipes with floors (the docstring's)
 
 
 def run(quick: bool) -> list[Result]:

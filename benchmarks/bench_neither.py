@@ -1,4 +1,4 @@
-"""Open-set `neither` (issue 19): non-pets turned away, pets kept, cat/dog accuracy, and the gate's cost.
+"""Open-set `neither`: non-pets turned away, pets kept, cat/dog accuracy, and the gate's cost.
 
 Photos no choice of the gate has seen: the held-out half of ``shared/data/neither`` (split by content
 hash, per subject: benchmarks.common.neither_split; the wild canids and felids reported apart) and

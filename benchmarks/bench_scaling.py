@@ -1,6 +1,6 @@
 """Data-parallel scaling of `catdog train` on this machine: one process against `torchrun --nproc_per_node 2`.
 
-The issue asks for the torchrun path's scaling on the hardware at hand. Here that is a 2-core CPU, so
+It measures the torchrun path's scaling on the hardware at hand. Here that is a 2-core CPU, so
 both runs use the same two cores, shared as `catdog train` shares them (``train.use_cores``): one
 process with two compute threads, against two gloo processes with one thread each. The figure is what
 the data-parallel machinery costs or gains (gradient all-reduce, rank 0's budget questions), not what

@@ -1,8 +1,8 @@
 """Web service under load: 16 concurrent clients posting ~500x400 JPEGs, and one client alone.
 
 The server is a real ``catdog serve`` (built-in model) in its own process; the load generator
-is another process (httpx, one thread per client), both on this machine as the issue's floors
-specify. ``python -m benchmarks.bench_serve --load URL ...`` is that generator.
+is another process (httpx, one thread per client), both on this machine, as the floors are stated.
+``python -m benchmarks.bench_serve --load URL ...`` is that generator.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """From-scratch training speed of ``catnet`` at 128x128: the catdog CPU path vs the same net without it.
 
-Issue 6's CPU floor: training images/s with the decoded-image cache and the layout, precision
+The CPU floor: training images/s with the decoded-image cache and the layout, precision
 and thread work at least 3x those of the same net without them, side by side in one run. Both
 sides run the same net, loss, optimizer family, sampler, batch size and number of steps on the
 same images; the first steps (oneDNN's first-call set-up, worker start-up) are warm-up and not
@@ -256,7 +256,7 @@ def run(quick: bool) -> list[Result]:
                      "the most any data path could give"),
         Result("speed", "batch norm forward + backward, 64x24x64x64 bf16 channels_last", round(norm_ms[24], 2), "ms",
                command, notes=f"{norm_ms[24] / 24 / (norm_ms[32] / 32):.1f}x the time per element of 32 channels "
-                              f"({norm_ms[32]:.2f} ms): catnet's stem was 24 wide, is 32 now"),
+                              f"({norm_ms[32]:.2f} ms): why catnet's stem is 32 wide, not 24"),
         Result("speed", f"pixel cache build, {2 * per_class} images", round(cache_seconds, 1), "s", command,
                notes="decode + resize once; every later run reads the memory map"),
     ]  # fmt: skip

@@ -1,4 +1,4 @@
-"""Training floors of issue 3: accuracy within a time budget, training images/s, peak memory.
+"""Training floors: accuracy within a time budget, training images/s, peak memory.
 
 Each run is the real ``catdog train`` in a subprocess with a cold cache (a fresh cache folder),
 timed from the outside; peak RSS is the run's own (``metrics.peak_rss_mib`` of its config.json).

@@ -28,7 +28,7 @@ class Result:
     value: float
     unit: str
     command: str
-    floor: str = ""  # the floor, e.g. ">= 98.0 %", or "" when none
+    floor: str = ""  # the figure a run must meet, e.g. ">= 98.0 %", or "" when none
     passed: bool | None = None
     machine: str = field(default_factory=lambda: machine())
     date: str = field(default_factory=lambda: dt.date.today().isoformat())

@@ -52,7 +52,7 @@ def test_decode_and_to_uint8(case: Case) -> None:
 
 
 def test_extreme_aspect_ratio_stays_small_and_close(tmp_path: Path) -> None:
-    """A 1x65535 strip once became a 256x16.7M (12 GB) image before the crop; now it costs kilobytes.
+    """A 1x65535 strip is cropped before it is resized: it costs kilobytes, not a 256x16.7M (12 GB) image.
 
     Checked in a subprocess whose address space is capped at 1 GiB above its size after imports.
     """
