@@ -20,30 +20,39 @@ if ("serviceWorker" in navigator) {
   );
 }
 
-// -- the worker ---------------------------------------------------------------------------------------------
-let worker = null;
+// -- the workers ----------------------------------------------------------------------------------------------
+// Each lane is a worker with its own copy of the model; jobs go to the lane with the fewest waiting. Several
+// single-threaded lanes answer more camera frames per second than one lane with as many threads: every core
+// runs a whole frame (preprocessing included) instead of all cores waiting for each other inside one.
+const lanes = [];
 const pending = new Map();
 let nextId = 1;
 
-function ask(message, transfer = []) {
+function ask(message, transfer = [], lane = null) {
   const id = nextId++;
+  const target = lane || lanes.reduce((a, b) => (b.jobs < a.jobs ? b : a));
+  target.jobs++;
   return new Promise((resolve, reject) => {
-    pending.set(id, { resolve, reject });
-    worker.postMessage({ ...message, id }, transfer);
+    pending.set(id, { resolve, reject, lane: target });
+    target.worker.postMessage({ ...message, id }, transfer);
   });
 }
 
-function startWorker() {
-  worker = new Worker("worker.js", { type: "module" });
-  worker.onmessage = (event) => {
+function startLane() {
+  const lane = { worker: new Worker("worker.js", { type: "module" }), jobs: 0 };
+  lane.worker.onmessage = (event) => {
     const { id, ok, error, ...result } = event.data;
     const job = pending.get(id);
     pending.delete(id);
-    if (job) (ok ? job.resolve(result) : job.reject(new Error(error)));
+    if (!job) return;
+    job.lane.jobs--;
+    (ok ? job.resolve(result) : job.reject(new Error(error)));
   };
-  worker.onerror = (event) => {
+  lane.worker.onerror = (event) => {
     $("status").textContent = `The model cannot run in this browser: ${event.message || "the worker failed"}.`;
   };
+  lanes.push(lane);
+  return lane;
 }
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -66,12 +75,20 @@ app.ready = (async () => {
     const model = await fetch(config.model);
     if (!model.ok) throw new Error(`${config.model} answered HTTP ${model.status}`);
     const bytes = await model.arrayBuffer();
-    startWorker();
-    const threads = Number(new URLSearchParams(location.search).get("threads")) || undefined; // for benchmarks
-    const info = await ask({ type: "load", config, model: bytes, threads }, [bytes]);
+    const params = new URLSearchParams(location.search); // ?lanes=N&threads=M: for benchmarks
+    const cores = Math.max(1, Math.min(navigator.hardwareConcurrency || 1, 4));
+    const count = Number(params.get("lanes")) || cores;
+    const threads = Number(params.get("threads")) || 1;
+    const loads = [];
+    for (let i = 0; i < count; i++) {
+      const copy = i === count - 1 ? bytes : bytes.slice(0);
+      loads.push(ask({ type: "load", config, model: copy, threads }, [copy], startLane()));
+    }
+    const infos = await Promise.all(loads);
+    const info = { ...infos[0], lanes: count };
     app.info = { ...info, loadedMs: performance.now() - opened, modelBytes: config.model_bytes };
-    const cores = info.threads === 1 ? "1 thread" : `${info.threads} threads`;
-    $("status").textContent = `Ready: ${config.name} model on this device (WebAssembly, ${cores}).`;
+    const work = count === 1 ? `${info.threads} thread${info.threads > 1 ? "s" : ""}` : `${count} workers`;
+    $("status").textContent = `Ready: ${config.name} model on this device (WebAssembly, ${work}).`;
     $("camera-start").disabled = !navigator.mediaDevices;
     return app.info;
   } catch (err) {
@@ -120,7 +137,7 @@ async function classifyFile(file) {
 app.classify = classifyFile;
 app.benchModel = async (runs) => {
   await app.ready;
-  return (await ask({ type: "bench", runs })).times;
+  return (await ask({ type: "bench", runs }, [], lanes[0])).times;
 };
 
 async function showFile(file) {
@@ -153,13 +170,14 @@ async function showFile(file) {
 $("file-input").addEventListener("change", (event) => {
   const files = [...event.target.files];
   event.target.value = "";
-  files.reduce((chain, file) => chain.then(() => showFile(file)), Promise.resolve());
+  files.forEach(showFile); // the lanes share them out
 });
 
 // -- the camera ---------------------------------------------------------------------------------------------
 let stream = null;
 let inFlight = 0;
-const IN_FLIGHT = 2; // one frame computing, the next one waiting: the worker never idles between frames
+let grabbed = 0;
+let shown = 0; // the newest frame shown (lanes may answer out of order)
 
 function median(values) {
   const sorted = [...values].sort((a, b) => a - b);
@@ -168,7 +186,8 @@ function median(values) {
 
 async function grab() {
   const video = $("video");
-  while (stream && inFlight < IN_FLIGHT && video.readyState >= 2) {
+  // One frame per lane computing and one more waiting: no lane idles between frames.
+  while (stream && inFlight < lanes.length + 1 && video.readyState >= 2) {
     inFlight++;
     let frame;
     try {
@@ -177,7 +196,8 @@ async function grab() {
       inFlight--;
       break;
     }
-    ask({ type: "frame", frame }, [frame]).then(showFrame, (err) => {
+    const seq = ++grabbed;
+    ask({ type: "frame", frame }, [frame]).then((result) => showFrame(result, seq), (err) => {
       $("camera-error").textContent = err.message;
     }).finally(() => {
       inFlight--;
@@ -186,11 +206,13 @@ async function grab() {
   }
 }
 
-function showFrame({ prediction, prepMs, inferMs }) {
+function showFrame({ prediction, prepMs, inferMs }, seq) {
   if (!stream) return;
   answered();
   const now = performance.now();
   app.frames.push({ t: now, label: prediction.label, prediction, prepMs, inferMs });
+  if (seq < shown) return;
+  shown = seq;
   const recent = app.frames.slice(-31);
   const gaps = recent.slice(1).map((f, i) => f.t - recent[i].t);
   const fps = gaps.length ? 1000 / median(gaps) : 0;
