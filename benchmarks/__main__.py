@@ -1,7 +1,8 @@
 """Run benchmarks and record them: ``python -m benchmarks [NAME ...] [--quick] [--list]``.
 
 Each ``benchmarks/bench_NAME.py`` exposes ``run(quick: bool) -> list[Result]``. Results are
-merged into ``benchmarks/results.json`` (a rerun replaces the rows of the benchmarks it ran)
+merged into ``benchmarks/results.json`` (a rerun replaces the figures it measured; the rows it did not
+measure stay, and are named: :func:`merge`)
 and the table between the ``benchmarks`` markers of ``docs/benchmarks.md`` is rewritten from that file
 (:func:`update_table`; ``python -c "import benchmarks.__main__ as b; b.update_table(b.load_results())"``
 rewrites it without running anything).
@@ -12,7 +13,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import os
 import sys
 import time
 import traceback
@@ -65,6 +65,19 @@ def update_table(rows: list[dict], page: Path = TABLE_PAGE) -> bool:
     return True
 
 
+def merge(rows: list[dict], name: str, results: list[dict]) -> tuple[list[dict], list[str]]:
+    """``rows`` with the figures ``results`` measured for benchmark ``name`` replaced, and the figures of kept rows.
+
+    A row this run did not measure (a recipe not run this time: CATDOG_BENCH_TRAIN_RUNS, or the gpu
+    recipes run by name) stays, with its own date and commit, and is named on the way: nothing is dropped
+    silently. A figure no benchmark makes any more is removed from results.json by hand.
+    """
+    figures = {r["figure"] for r in results}
+    keep = [r for r in rows if r["benchmark"] != name or r["figure"] not in figures]
+    kept = [r["figure"] for r in keep if r["benchmark"] == name]
+    return keep + results, kept
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", help=f"benchmarks to run (default: all): {', '.join(available())}")
@@ -101,12 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         if not results:  # nothing to measure here (the GPU benchmark on a CPU): its earlier rows stay
             continue
         if not args.no_save:
-            # A benchmark's rows are replaced as a whole, except after a run of only some training recipes
-            # (CATDOG_BENCH_TRAIN_RUNS): then the other recipes' rows stay.
-            partial = name == "train" and os.environ.get("CATDOG_BENCH_TRAIN_RUNS", "").strip()
-            figures = {r["figure"] for r in results}
-            keep = [r for r in rows if r["benchmark"] != name or (partial and r["figure"] not in figures)]
-            rows = keep + results
+            rows, kept = merge(rows, name, results)
+            if kept:
+                print(f"   kept {len(kept)} earlier row(s) this run did not measure: {'; '.join(kept)}", flush=True)
             save_results(rows)
             update_table(rows)
     if failed:

@@ -57,8 +57,9 @@ def run(quick: bool) -> list[Result]:
             # Accuracy, speed and memory are bench_train's rows for the same runs; compare adds the rest.
             results += [
                 Result("compare", f"{name}: val log loss", round(metrics["val_loss"], 4), "", command,
-                       notes=note),
-                Result("compare", f"{name}: model size", round(size, 1), "MiB", command, notes="model.safetensors"),
+                       notes=note, train_photos=run_.train_photos),
+                Result("compare", f"{name}: model size", round(size, 1), "MiB", command, notes="model.safetensors",
+                       train_photos=run_.train_photos),
             ]  # fmt: skip
         budgets = [f"{n} {q if quick else f} min" for n, _, f, q, _ in RUNS]
         budgets = ", ".join(budgets[:2]) + ",\n" + ", ".join(budgets[2:])

@@ -1,9 +1,11 @@
-"""GPU floors: wall-clock from raw JPEG files to a validated model on one NVIDIA GPU.
+"""GPU floors: time from raw JPEG files to a model validated at the target accuracy, on one NVIDIA GPU.
 
 Each run is the real ``catdog train`` in a subprocess with a cold cache (every JPEG decoded in
-the run), timed from process start to exit (bench_train.train_recipe):
-- fine-tuning EfficientNet-Lite0 (the whole network): >= 99.0 % validation accuracy in <= 60 s;
-- catnet from scratch: >= 95.0 % in <= 5 minutes.
+the run), timed from process start to exit (bench_train.train_recipe). The time floor is measured:
+process start to the first validation at the target (bench_train.time_to_accuracy); the wall-clock,
+which the budget sets, is a figure beside it.
+- fine-tuning EfficientNet-Lite0 (the whole network): >= 99.0 % validation accuracy, reached in <= 60 s;
+- catnet from scratch: >= 95.0 %, reached in <= 5 minutes.
 On the GPU the pixel cache lives in GPU memory and is augmented there a batch at a time (see
 ``train.CachedBatches`` and ``augment.augment_batch``), in bf16 autocast, channels_last, with
 a fused AdamW and no host-device synchronisation inside the step loop.
@@ -20,13 +22,13 @@ import os
 import tempfile
 from pathlib import Path
 
-from benchmarks.bench_train import train_recipe
-from benchmarks.common import Result, history, need_dev_data, nonpet_pictures, turned_away
+from benchmarks.bench_train import time_to_accuracy_result, train_recipe
+from benchmarks.common import Result, need_dev_data, nonpet_pictures, turned_away
 
 LITE0 = "--model tf_efficientnet_lite0 --patience 1000"
 FINE_TUNE = f"{LITE0} --batch-size 128 --lr 1e-3 --layer-decay 0.85"  # the floor's recipe
 RUNS = [
-    # name, catdog train options, budget (min), accuracy floor (%), wall-clock floor (s)
+    # name, catdog train options, budget (min), accuracy floor (%), time floor (s: process start to that accuracy)
     ("gpu fine-tune lite0", FINE_TUNE, 0.85, 99.0, 60),
     (
         "gpu catnet 160px",
@@ -55,7 +57,8 @@ RUNS = [
     ("gpu smoke lite0", "--model tf_efficientnet_lite0 --batch-size 128", 0.4, None, None),
     ("gpu smoke catnet", "--model catnet --batch-size 256", 0.3, None, None),
 ]  # fmt: skip
-DEFAULT_RUNS = ("gpu fine-tune lite0", "gpu catnet 160px")  # the two recipes with floors (the docstring's)
+# The two recipes with floors (the docstring's), the fine-tune with two more seeds: its spread is part of the figure.
+DEFAULT_RUNS = ("gpu fine-tune lite0", "gpu fine-tune lite0 seed 1", "gpu fine-tune lite0 seed 2", "gpu catnet 160px")
 
 
 def run(quick: bool) -> list[Result]:
@@ -72,43 +75,44 @@ def run(quick: bool) -> list[Result]:
     with tempfile.TemporaryDirectory(prefix="bench-gpu-") as tmp:
         root = Path(kept) if kept else Path(tmp)
         runs = []
-        for name, options, budget, floor, wall_floor in RUNS:
+        for name, options, budget, floor, time_floor in RUNS:
             if name not in chosen:
                 continue
             try:
-                runs.append((train_recipe(name, options.split(), budget, data, root), floor, wall_floor))
+                runs.append((train_recipe(name, options.split(), budget, data, root), floor, time_floor))
             except RuntimeError as err:  # one failed recipe must not cost the others' figures
                 print(err)
-        for run_, floor, wall_floor in runs:  # the GPU's time on training first, then the checks on CPU
-            results += _results(run_, floor, wall_floor)
+        for run_, floor, time_floor in runs:  # the GPU's time on training first, then the checks on CPU
+            results += _results(run_, floor, time_floor)
     return results
 
 
-def _results(run_, floor: float | None, wall_floor: float | None) -> list[Result]:
+def _results(run_, floor: float | None, time_floor: float | None) -> list[Result]:
+    results = _figures(run_, floor, time_floor)
+    for result in results:
+        result.train_photos = run_.train_photos
+    return results
+
+
+def _figures(run_, floor: float | None, time_floor: float | None) -> list[Result]:
     metrics, config, command = run_.metrics, run_.config, run_.command
     acc = 100 * metrics["val_accuracy"]
     data = config["data"]
     notes = f"{data['train_images']} training / {data['val_images']} validation photos; cold cache"
-    epochs = history(run_.out)
     startup = run_.wall_seconds - metrics["wall_seconds"]  # process start to the budget's clock, and the save
-    reached = [row for row in epochs if floor and 100 * row["val_accuracy"] >= floor]
     results = [
         Result("gpu", f"{run_.name}: val accuracy", round(acc, 2), "%", command,
                f">= {floor} %" if floor else "", passed=(acc >= floor) if floor else None, notes=notes),
+        # The run stops at its budget: its wall-clock is a figure; the floor is the time to the accuracy below.
         Result("gpu", f"{run_.name}: wall-clock", run_.wall_seconds, "s", command,
-               f"<= {wall_floor} s" if wall_floor else "",
-               passed=(run_.wall_seconds <= wall_floor) if wall_floor else None,
                notes="process start to exit: imports, decoding every JPEG, training, validation, saving; "
                      f"seconds on the budget's clock ({startup:.1f} s after process start): "
                      f"{metrics.get('timeline_seconds')}"),
         Result("gpu", f"{run_.name}: training images/s", metrics["train_images_per_s"], "images/s", command,
                notes=f"{metrics['epochs_run']} epochs"),
     ]  # fmt: skip
-    if reached:
-        results.append(
-            Result("gpu", f"{run_.name}: time to {floor} %", round(startup + reached[0]["wall_seconds"], 1), "s",
-                   command, notes=f"epoch {reached[0]['epoch']}, from process start (DAWNBench-style)")
-        )  # fmt: skip
+    if floor and time_floor:
+        results.append(time_to_accuracy_result("gpu", run_, floor, time_floor, "s"))
     if config["gate"] and "smoke" not in run_.name:
         pictures = nonpet_pictures()
         try:

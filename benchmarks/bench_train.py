@@ -4,8 +4,9 @@ Each run is the real ``catdog train`` in a subprocess with a cold cache (a fresh
 timed from the outside; peak RSS is the run's own (``metrics.peak_rss_mib`` of its config.json).
 
 Full mode (the figures of docs/benchmarks.md; about 90 minutes on a 2-core CPU; ``CATDOG_BENCH_RUNS_DIR=DIR``
-keeps the runs for bench_compare, and reuses those already there):
-- frozen EfficientNet-Lite0 head, ``--time-budget 10``: ≥ 98.0 % val accuracy, ≤ 10.5 min wall-clock;
+keeps the runs for bench_compare, and reuses those made by the same code, see :func:`reusable`):
+- frozen EfficientNet-Lite0 head, ``--time-budget 10``: ≥ 98.0 % val accuracy, reached within the 10 minutes
+  (process start to the first validation at 98.0 %: :func:`time_to_accuracy`; the wall-clock is a figure);
 - seed-cnn at 128 px and catnet at 96 px, ``--time-budget 15`` each: catnet beats seed-cnn;
 - fine-tuning EfficientNet-Lite0 (stages 6-7, the last convolution and the head), ``--time-budget 45``: ≥ 99.0 %.
 Quick mode runs the same commands on 1,000 dev photos with 1–2 minute budgets (it checks
@@ -26,7 +27,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.common import Result, catdog_cmd, need_dev_data, nonpet_pictures, subset, turned_away
+from benchmarks.common import (
+    Result,
+    catdog_cmd,
+    code_version,
+    history,
+    need_dev_data,
+    nonpet_pictures,
+    subset,
+    turned_away,
+)
 
 RUNS = [
     # name, catdog train options, full budget (min), quick budget (min), accuracy floor (%)
@@ -81,6 +91,37 @@ class Run:
     def metrics(self) -> dict:
         return self.config["metrics"]
 
+    @property
+    def train_photos(self) -> int:
+        return self.config["data"]["train_images"]
+
+
+def time_to_accuracy(run_: Run, target: float) -> tuple[float, str] | None:
+    """Seconds from process start to the first validation at ``target`` % or more, and which validation that was.
+
+    Epochs are validated at the training size (``metrics.jsonl``); a run with ``--test-image-size``
+    is validated once more at the end, at the test size: reached there, the time is the whole run's.
+    None when no validation reached it.
+    """
+    startup = run_.wall_seconds - run_.metrics["wall_seconds"]  # process start to the budget's clock, and the save
+    for row in history(run_.out):
+        if 100 * row["val_accuracy"] >= target:
+            return startup + row["wall_seconds"], f"epoch {row['epoch']}"
+    if 100 * run_.metrics["val_accuracy"] >= target:
+        return run_.wall_seconds, "the final validation"
+    return None
+
+
+def time_to_accuracy_result(benchmark: str, run_: Run, target: float, limit_s: float, unit: str) -> Result:
+    """The time floor: ``target`` % reached within ``limit_s`` seconds of process start (a measured time)."""
+    reached = time_to_accuracy(run_, target)
+    scale = {"s": 1, "min": 60}[unit]
+    return Result(
+        benchmark, f"{run_.name}: time to {target} %", round(reached[0] / scale, 2) if reached else float("nan"),
+        unit, run_.command, f"<= {limit_s / scale:g} {unit}", passed=reached is not None and reached[0] <= limit_s,
+        notes=f"process start to the end of {reached[1]}" if reached else f"no validation reached {target} %",
+    )  # fmt: skip
+
 
 def train_recipe(name: str, options: list[str], budget: float, data: Path, root: Path) -> Run:
     """Run one recipe with a cold cache into ``root/<name>``, or reuse the run already there.
@@ -92,7 +133,7 @@ def train_recipe(name: str, options: list[str], budget: float, data: Path, root:
     out = root / name.replace(" ", "-")
     command = f"catdog train DEV --out MODEL {' '.join(options)} --time-budget {budget:g}"
     done = out / "run.json"
-    if done.exists():
+    if done.exists() and reusable(json.loads(done.read_text())):
         record = json.loads(done.read_text())
         return Run(name, out, command, record["wall_seconds"], record["peak_rss_mib"])
     shutil.rmtree(out, ignore_errors=True)
@@ -111,9 +152,14 @@ def train_recipe(name: str, options: list[str], budget: float, data: Path, root:
     # The run's own peak (VmHWM): the child's ru_maxrss starts at this process's peak (Linux keeps it
     # through fork and exec), which after the ONNX benchmarks of a whole suite was 3.7 GiB.
     peak = json.loads((out / "config.json").read_text())["metrics"].get("peak_rss_mib") or usage.ru_maxrss / 1024
-    record = {"wall_seconds": round(wall, 1), "peak_rss_mib": round(peak), "command": command}
+    record = {"wall_seconds": round(wall, 1), "peak_rss_mib": round(peak), "command": command, "commit": code_version()}
     done.write_text(json.dumps(record, indent=2) + "\n")
     return Run(name, out, command, record["wall_seconds"], record["peak_rss_mib"])
+
+
+def reusable(record: dict) -> bool:
+    """Whether a kept run (its run.json) measures the code of this run: made at the same commit, same changes."""
+    return record.get("commit") == code_version()
 
 
 @functools.cache
@@ -144,6 +190,7 @@ def runs_root(quick: bool):
 def run(quick: bool) -> list[Result]:
     results: list[Result] = []
     accuracy: dict[str, float] = {}
+    photos: dict[str, int] = {}
     # CATDOG_BENCH_TRAIN_RUNS="frozen lite0,catnet 96px" runs only those recipes.
     chosen = [n.strip() for n in os.environ.get("CATDOG_BENCH_TRAIN_RUNS", "").split(",") if n.strip()]
     with runs_root(quick) as (data, root):
@@ -153,36 +200,40 @@ def run(quick: bool) -> list[Result]:
             run_ = train_recipe(name, options, quick_budget if quick else full_budget, data, root)
             metrics, command = run_.metrics, run_.command
             acc = 100 * metrics["val_accuracy"]
-            accuracy[name] = acc
+            accuracy[name], photos[name] = acc, run_.train_photos
             floor_text = f">= {floor} %" if floor and not quick else ""
             wall = run_.wall_seconds / 60
-            results += [
+            rows = [
                 Result("train", f"{name}: val accuracy", round(acc, 2), "%", command, floor_text,
                        passed=(acc >= floor) if floor_text else None),
+                # The wall-clock is what the budget asked for (a run stops at its budget): a figure, not a floor.
                 Result("train", f"{name}: wall-clock", round(wall, 2), "min", command,
-                       f"<= {full_budget + 0.5} min" if not quick else "",
-                       passed=(wall <= full_budget + 0.5) if not quick else None,
                        notes="process start to exit, cold cache"),
                 Result("train", f"{name}: training images/s", metrics["train_images_per_s"], "images/s", command),
             ]  # fmt: skip
+            if floor_text:  # the time floor is measured: when the accuracy floor was first reached, if at all
+                rows.append(time_to_accuracy_result("train", run_, floor, 60 * full_budget, "min"))
             if "val_accuracy_at_train_size" in metrics:
-                results.append(
+                rows.append(
                     Result("train", f"{name}: val accuracy at the training side",
                            round(100 * metrics["val_accuracy_at_train_size"], 2), "%", command,
                            notes="the same best weights before --test-image-size")
                 )  # fmt: skip
-            results += [
+            rows.append(
                 Result("train", f"{name}: peak RSS", run_.peak_rss_mib, "MiB", command,
                        notes="the training process's own peak"),
-            ]  # fmt: skip
+            )  # fmt: skip
             if run_.config["gate"]:  # a cat/dog model with the ImageNet `neither` gate
                 pictures = nonpet_pictures()
                 neither = turned_away(run_.out, pictures)
-                results.append(
+                rows.append(
                     Result("train", f"{name}: non-pet pictures answered neither", len(neither), "pictures", command,
                            notes=f"of {len(pictures)} (scikit-image, scikit-learn); let through: "
                                  f"{', '.join(sorted(set(pictures) - set(neither))) or 'none'}")
                 )  # fmt: skip
+            for row in rows:
+                row.train_photos = run_.train_photos
+            results += rows
     if "catnet 96px" in accuracy and "seed-cnn 128px" in accuracy:
         results.append(
             Result(
@@ -190,6 +241,7 @@ def run(quick: bool) -> list[Result]:
                 round(accuracy["catnet 96px"] - accuracy["seed-cnn 128px"], 2), "points", "see the two runs above",
                 "> 0" if not quick else "",
                 passed=accuracy["catnet 96px"] > accuracy["seed-cnn 128px"] if not quick else None,
+                train_photos=photos["catnet 96px"],
             )
         )  # fmt: skip
     return results

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import hashlib
 import json
 import os
 import platform
@@ -33,9 +35,27 @@ class Result:
     machine: str = field(default_factory=lambda: machine())
     date: str = field(default_factory=lambda: dt.date.today().isoformat())
     notes: str = ""
+    commit: str = field(default_factory=lambda: code_version())  # the code that was measured
+    train_photos: int | None = None  # photos the measured model was trained on, where a trained model is measured
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@functools.cache
+def code_version() -> str:
+    """The commit the benchmarks run at (``git rev-parse``), and ``+dirty.HASH`` when catdog's code differs from it.
+
+    HASH is of ``git diff HEAD -- src``: two runs with the same uncommitted change to catdog's code
+    share a version, any other change makes another. ``unknown`` outside a git checkout.
+    """
+    try:
+        git = functools.partial(subprocess.run, cwd=REPO, capture_output=True, check=True, timeout=60)
+        head = git(["git", "rev-parse", "--short=12", "HEAD"]).stdout.decode().strip()
+        diff = git(["git", "diff", "HEAD", "--", "src"]).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{head}+dirty.{hashlib.sha256(diff).hexdigest()[:10]}" if diff else head
 
 
 def machine() -> str:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import math
+from pathlib import Path
+
 from benchmarks.bench_abuse import all_served_within
 
 
@@ -11,3 +15,64 @@ def test_abuse_floor_checks_the_slowest_request_not_the_median() -> None:
     assert not all_served_within(fast + [(200, 3.5)], 3)  # one of ten too slow: the floor is missed
     assert not all_served_within(fast + [(503, 0.01)], 3)  # one of ten not served
     assert not all_served_within([], 3)
+
+
+def row(benchmark: str, figure: str, value: float = 1.0, **extra) -> dict:
+    return {"benchmark": benchmark, "figure": figure, "value": value, **extra}
+
+
+def test_a_rerun_replaces_the_figures_it_measured_and_keeps_the_others_it_did_not() -> None:
+    """A rerun of only some recipes (the gpu floors, say) must not silently drop the rows of the others."""
+    from benchmarks.__main__ import merge
+
+    earlier = [row("gpu", "floor run: val accuracy", 99.0), row("gpu", "seed 1: val accuracy", 98.9, passed=False)]
+    earlier.append(row("serve", "p99", 140.0))
+    rows, kept = merge(earlier, "gpu", [row("gpu", "floor run: val accuracy", 99.1)])
+    assert row("gpu", "seed 1: val accuracy", 98.9, passed=False) in rows and kept == ["seed 1: val accuracy"]
+    assert [r["value"] for r in rows if r["figure"] == "floor run: val accuracy"] == [99.1]
+    assert row("serve", "p99", 140.0) in rows and len(rows) == 3
+
+
+def test_a_kept_training_run_is_reused_only_at_the_commit_that_made_it() -> None:
+    from benchmarks.bench_train import reusable
+    from benchmarks.common import code_version
+
+    made_here = {"wall_seconds": 300.0, "peak_rss_mib": 900, "commit": code_version()}
+    assert reusable(made_here)
+    assert not reusable({**made_here, "commit": "0123456789ab"})  # another commit's run
+    assert not reusable({"wall_seconds": 300.0, "peak_rss_mib": 900})  # a run from before commits were recorded
+
+
+def finished_run(tmp_path: Path, epochs: list[tuple[float, float]], final: float, wall: float):
+    """A model directory as ``catdog train`` leaves it (its metrics.jsonl and config.json), and the Run of it."""
+    from benchmarks.bench_train import Run
+
+    out = tmp_path / "model"
+    out.mkdir()
+    rows = [{"epoch": i + 1, "val_accuracy": acc, "wall_seconds": at} for i, (at, acc) in enumerate(epochs)]
+    (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = {"metrics": {"val_accuracy": final, "wall_seconds": epochs[-1][0] + 5}, "data": {"train_images": 900}}
+    (out / "config.json").write_text(json.dumps(config))
+    return Run("frozen lite0", out, "catdog train DEV ...", wall, 1000.0)
+
+
+def test_the_time_floor_is_measured_and_can_be_missed(tmp_path: Path) -> None:
+    """Time from process start to the accuracy floor (a run stops at its budget: its wall-clock cannot miss)."""
+    from benchmarks.bench_train import time_to_accuracy_result
+
+    # The budget's clock starts 10 s after the process (wall 610 = 600 on the clock + 10).
+    early = finished_run(tmp_path, [(200.0, 0.975), (400.0, 0.981), (595.0, 0.983)], 0.983, 610.0)
+    met = time_to_accuracy_result("train", early, 98.0, 600, "min")
+    assert met.passed and met.value == round(410 / 60, 2) and met.notes.endswith("epoch 2")
+    missed = time_to_accuracy_result("train", early, 98.2, 600, "min")  # reached at 605 s: over 600
+    assert missed.passed is False and missed.value == round(605 / 60, 2)
+    never = time_to_accuracy_result("train", early, 99.0, 600, "min")
+    assert never.passed is False and math.isnan(never.value) and "no validation reached 99.0 %" in never.notes
+
+
+def test_the_final_validation_at_the_test_size_counts_at_the_end_of_the_run(tmp_path: Path) -> None:
+    from benchmarks.bench_train import time_to_accuracy_result
+
+    run_ = finished_run(tmp_path, [(1000.0, 0.985), (2600.0, 0.988)], 0.991, 2680.0)  # 99.1 % at 288 px
+    result = time_to_accuracy_result("train", run_, 99.0, 2700, "min")
+    assert result.passed and result.value == round(2680 / 60, 2) and "final validation" in result.notes
