@@ -535,6 +535,33 @@ def test_existing_model_is_not_overwritten_and_resume_needs_a_run(small_dev: Pat
     assert (out / "model.safetensors").read_bytes() == b"keep me"
 
 
+def test_a_test_split_is_held_out_of_training_and_evaluated_alone(
+    small_dev: Path, shared_cache: Path, tmp_path: Path, trained_model_dir: Path
+) -> None:
+    """--test-fraction photos train nothing and choose nothing; catdog evaluate --split test finds exactly them."""
+    from catdog.data.layout import discover
+    from catdog.evaluate import held_out
+
+    out = tmp_path / "model"
+    options = dict(FAMILIES["frozen"], epochs=1, workers=0, test_fraction=0.25)
+    train(TrainConfig(data_dir=str(small_dev), out=str(out), cache_dir=str(shared_cache), **options))
+    config = json.loads((out / "config.json").read_text())
+    counts = {part: config["data"][f"{part}_images"] for part in ("train", "val", "test")}
+    assert counts["test"] >= 5 and sum(counts.values()) == 40, counts
+    assert config["split"] == {"by": "content hash", "val_fraction": 0.1, "test_fraction": 0.25}
+    dataset = discover(small_dev, image_files_only=True)
+    label_of = {str(item.path): item.label for item in dataset.files}
+    parts = {part: set(held_out(label_of, dataset.classes, config, part)) for part in counts}
+    assert {part: len(paths) for part, paths in parts.items()} == counts
+    assert not parts["test"] & (parts["train"] | parts["val"])
+    for part in ("test", "val"):
+        result = run_catdog("evaluate", str(out), str(small_dev), "--split", part, "--json")
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["n"] == counts[part]
+    no_test = run_catdog("evaluate", str(trained_model_dir), str(small_dev), "--split", "test")
+    assert no_test.returncode != 0 and "Traceback" not in no_test.stderr and "split" in no_test.stderr
+
+
 def _pets_and_toys(small_dev: Path, data_root: Path, data: Path, neither_name: str) -> tuple[Path, list[Path]]:
     """``data/{cat,dog}`` from the small dev set and ``data/<neither_name>`` with the toy photos of ``neither/``."""
     import shutil

@@ -356,6 +356,13 @@ def evaluate(
     ] = None,
     neither_threshold: NeitherThreshold = None,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.", min=1)] = 32,
+    split: Annotated[
+        str,
+        typer.Option(
+            help="all photos, or only those the model's training run put in its train, val or test split "
+            "(by content hash, with the fractions the model records)."
+        ),
+    ] = "all",
 ) -> None:
     """Measure a model on labelled photos: accuracy, log loss, ROC AUC, calibration, robustness."""
     if data_dir is None:  # `catdog evaluate DATA_DIR` uses the built-in model
@@ -374,6 +381,7 @@ def evaluate(
         tta=tta,
         threshold=threshold,
         neither_threshold=neither_threshold,
+        split=split,
     )
     if as_json:
         print(json.dumps(result, indent=2))
@@ -385,7 +393,8 @@ def _print_evaluation(result: dict) -> None:
     from rich.table import Table
 
     out = Console(highlight=False, soft_wrap=True)
-    table = Table(title=f"{result['model']} on {result['n']} photos")
+    part = "" if result.get("split", "all") == "all" else f" of its {result['split']} split"
+    table = Table(title=f"{result['model']} on {result['n']} photos{part}")
     for column in ("class", "precision", "recall", "F1", "support"):
         table.add_column(column, justify="right")
     for c in result["classes"]:
@@ -625,6 +634,15 @@ def train(
     val_fraction: Annotated[
         float, typer.Option(help="Share of images held out for validation.", min=0.01, max=0.9)
     ] = 0.1,
+    test_fraction: Annotated[
+        float,
+        typer.Option(
+            help="Share of images held out for a final test no training choice sees "
+            "(catdog evaluate MODEL DIR --split test); default none.",
+            min=0,
+            max=0.5,
+        ),
+    ] = 0.0,
     patience: Annotated[
         int | None, typer.Option(help="Stop after this many epochs without a better validation loss.", min=1)
     ] = None,

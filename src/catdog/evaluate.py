@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -85,11 +86,17 @@ class _ScoringPredictor(Predictor):
         return predictions
 
 
-def collect(predictor: Predictor, data_dir: str | os.PathLike, *, batch_size: int = 32) -> Evaluation:
+SPLITS = ("all", "train", "val", "test")
+
+
+def collect(
+    predictor: Predictor, data_dir: str | os.PathLike, *, batch_size: int = 32, split: str = "all"
+) -> Evaluation:
     """Predict every labelled photo under ``data_dir`` (any layout); unreadable files are listed, not fatal.
 
     A ``neither`` folder is welcome (its photos are what a model should turn away); any other class
-    the model does not know is an error.
+    the model does not know is an error. ``split``: only the photos ``catdog train`` put in that part
+    of its content-hash split of ``data_dir`` (:func:`held_out`), with the fractions the model records.
     """
     dataset = discover(data_dir, image_files_only=True)
     unknown = sorted(set(dataset.classes) - set(predictor.classes) - {NEITHER})
@@ -105,6 +112,8 @@ def collect(predictor: Predictor, data_dir: str | os.PathLike, *, batch_size: in
         )
     scoring = _ScoringPredictor(**{f.name: getattr(predictor, f.name) for f in fields(Predictor)})
     label_of = {str(item.path): item.label for item in dataset.files}
+    if split != "all":
+        label_of = held_out(label_of, dataset.classes, predictor.info, split)
     paths, truth, predicted, unreadable = [], [], [], []
     answers_neither = False  # whether the Predictions carry P(neither): the model has a gate that applies
     for p in scoring.predict_paths(list(label_of), batch_size=batch_size):
@@ -128,6 +137,33 @@ def collect(predictor: Predictor, data_dir: str | os.PathLike, *, batch_size: in
         pet_score=np.array(pets, dtype=np.float64) if gated else None,
         gate_threshold=predictor.gate_threshold if gated else None,
     )
+
+
+def held_out(label_of: dict[str, str], classes: list[str], info: dict, split: str) -> dict[str, str]:
+    """The photos of ``label_of`` in ``split`` of the content-hash split the model records in ``info``."""
+    from catdog.data.hashing import HashIndex
+    from catdog.data.split import split_indices
+    from catdog.fsutil import default_cache_dir
+
+    fractions = info.get("split")
+    if not fractions and "val_fraction" in (info.get("training") or {}):  # model directories before the test split
+        fractions = {"val_fraction": info["training"]["val_fraction"], "test_fraction": 0.0}
+    if not fractions:
+        raise DatasetError("This model records no train/val/test split (it predates them): use --split all.")
+    if split == "test" and not fractions.get("test_fraction"):
+        raise DatasetError(
+            "This model was trained without a test split (catdog train --test-fraction 0.1 holds one out)."
+        )
+    paths = list(label_of)
+    hashes = HashIndex(default_cache_dir()).hashes([Path(p) for p in paths])
+    readable = [i for i, digest in enumerate(hashes) if digest is not None]
+    parts = split_indices(
+        [hashes[i] for i in readable],
+        [classes.index(label_of[paths[i]]) for i in readable],
+        val_fraction=float(fractions["val_fraction"]),
+        test_fraction=float(fractions.get("test_fraction") or 0.0),
+    )
+    return {paths[readable[j]]: label_of[paths[readable[j]]] for j in parts[split]}
 
 
 def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS) -> float:
@@ -292,12 +328,18 @@ def evaluate(
     tta: bool = False,
     threshold: float | None = None,
     neither_threshold: float | None = None,
+    split: str = "all",
 ) -> dict:
-    """Evaluate a model directory, an .onnx file or the built-in model (``None``) on ``data_dir``."""
+    """Evaluate a model directory, an .onnx file or the built-in model (``None``) on ``data_dir``.
+
+    ``split``: ``all`` photos, or those of ``train``, ``val`` or ``test`` in the model's own split of ``data_dir``.
+    """
+    if split not in SPLITS:
+        raise DatasetError(f"--split must be one of {', '.join(SPLITS)}, not '{split}'.")
     predictor = Predictor.load(
         model, tta=tta, threshold=threshold, neither_threshold=neither_threshold, throughput=True
     )
-    evaluation = collect(predictor, data_dir, batch_size=batch_size)
+    evaluation = collect(predictor, data_dir, batch_size=batch_size, split=split)
     pets = evaluation.pets()
     if not pets.paths:
         raise DatasetError(
@@ -310,6 +352,7 @@ def evaluate(
             evaluation.truth, evaluation.predicted, evaluation.pet_score, evaluation.gate_threshold
         )
     result["model"] = predictor.name
+    result["split"] = split
     result["backend"] = predictor.info.get("backend")
     if with_robustness:
         result["robustness"] = robustness(predictor, pets, samples=robustness_samples, batch_size=batch_size)

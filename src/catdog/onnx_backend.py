@@ -46,6 +46,7 @@ _META_KEYS = {
     "temperature": "temperature",
     "gate": "gate",
     "architecture": "architecture",
+    "split": "split",
 }
 
 

@@ -90,6 +90,9 @@ class TrainConfig:
     test_image_size: int | None = None
     feature_views: int = 2  # frozen part: views cached per training image (1: as is; 2: + mirror; more: augmented)
     val_fraction: float = 0.1
+    # Held out by content hash and never looked at (no epoch, temperature or gate choice sees it), for
+    # a final figure: catdog evaluate MODEL DIR --split test.
+    test_fraction: float = 0.0
     patience: int | None = None  # early stopping: epochs without a better validation loss
     seed: int = 0
     deterministic: bool = False
@@ -123,6 +126,9 @@ class TrainConfig:
             raise CatdogError(
                 f"--freeze {self.freeze} needs a pretrained backbone; '{self.model}' trains from scratch."
             )
+        held_out = self.val_fraction + self.test_fraction
+        if not 0 < self.val_fraction < 1 or not 0 <= self.test_fraction < 1 or held_out >= 1:
+            raise CatdogError("--val-fraction and --test-fraction must leave some images to train on.")
         if self.time_budget is not None and self.time_budget <= 0:
             raise CatdogError("--time-budget must be a positive number of minutes.")
         smallest = getattr(SCRATCH_MODELS.get(self.model), "MIN_SIZE", 8)
@@ -174,7 +180,10 @@ MODEL_DEFAULTS = {
 }
 
 # Settings that must not change when a run is resumed (the rest, like the budget, may).
-RESUME_KEYS = ("data_dir", "model", "freeze", "batch_size", "lr", "optimizer", "schedule", "image_size", "seed")
+RESUME_KEYS = (
+    "data_dir", "model", "freeze", "batch_size", "lr", "optimizer", "schedule", "image_size", "seed",
+    "val_fraction", "test_fraction",
+)  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------
@@ -250,11 +259,11 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
             data = prepare_data(cfg, pre, cache_dir, ctx, log)
         mark("data_ready")
         # Photos of the `neither` folder (label len(classes)) never train the classes: they refit the gate.
-        splits = {
-            name: [i for i in part if data.labels[i] < len(classes)]
-            for name, part in data.split(cfg.val_fraction).items()
-        }
-        negatives = [i for i, label in enumerate(data.labels) if label == len(classes)]
+        # The test split's photos, pets or not, are left out of everything.
+        parts = data.split(cfg.val_fraction, cfg.test_fraction)
+        held_for_test = set(parts.pop("test"))
+        splits = {name: [i for i in part if data.labels[i] < len(classes)] for name, part in parts.items()}
+        negatives = [i for i, y in enumerate(data.labels) if y == len(classes) and i not in held_for_test]
         if not splits["train"] or not splits["val"]:
             raise DatasetError(f"'{cfg.data_dir}' has too few images to hold some out for validation; add more.")
         log.info(f"{len(splits['train'])} training and {len(splits['val'])} validation images")
@@ -406,11 +415,14 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
                 "temperature": temperature,
                 "gate": gate_config(state.best_pets, model, pre.image_size, len(negatives)) if gate else None,
                 "training": cfg.to_dict(),
+                # What catdog evaluate --split needs to find the held-out photos again (also in ONNX exports).
+                "split": {"by": "content hash", "val_fraction": cfg.val_fraction, "test_fraction": cfg.test_fraction},
                 "data": {
                     "root": str(Path(cfg.data_dir).resolve()),
                     "fingerprint": data.fingerprint(),
                     "train_images": len(splits["train"]),
                     "val_images": len(splits["val"]),
+                    "test_images": len(held_for_test),
                     "neither_images": len(negatives),
                     "unreadable_files": len(data.unreadable),
                     "unreadable": [{"path": str(path), "reason": reason} for path, reason in data.unreadable],
@@ -1206,7 +1218,7 @@ def load_checkpoint(out, cfg, trainable, optimizer, scheduler, scaler) -> RunSta
     if not isinstance(checkpoint, dict) or "config" not in checkpoint:
         raise ModelError(f"'{out / CHECKPOINT}' is not a catdog checkpoint; delete it to start the run over.")
     saved = checkpoint["config"]
-    changed = [k for k in RESUME_KEYS if saved.get(k) != getattr(cfg, k)]
+    changed = [k for k in RESUME_KEYS if saved.get(k, getattr(TrainConfig, k, None)) != getattr(cfg, k)]
     if changed:
         options = ", ".join(f"--{k.replace('_', '-')} {saved.get(k)}" for k in changed)
         raise CatdogError(f"The run in '{out}' was started with {options}; resume it with the same options.")
