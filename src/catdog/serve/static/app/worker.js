@@ -32,7 +32,19 @@ const FILTERS = {
 };
 
 // precompute_coeffs + normalize_coeffs_8bpc: for each output pixel, its first input pixel, how many, and weights.
+// Camera frames all have the same size: their coefficients are computed once.
+const coefficientCache = new Map();
+
 function coefficients(inSize, in0, in1, outSize, filter) {
+  const key = `${inSize}/${in0}/${in1}/${outSize}/${filter.support}`;
+  if (!coefficientCache.has(key)) {
+    if (coefficientCache.size > 16) coefficientCache.clear();
+    coefficientCache.set(key, computeCoefficients(inSize, in0, in1, outSize, filter));
+  }
+  return coefficientCache.get(key);
+}
+
+function computeCoefficients(inSize, in0, in1, outSize, filter) {
   in0 = Math.fround(in0);
   in1 = Math.fround(in1);
   const scale = Math.fround(in1 - in0) / outSize;
