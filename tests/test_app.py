@@ -184,6 +184,28 @@ def test_installable_manifest_and_service_worker(browser, playwright, server):
         context.close()
 
 
+def test_chromium_finds_the_app_installable(playwright, server, tmp_path):
+    """Chromium's own installability check (what its "Install app" needs): no errors, a valid manifest.
+
+    A persistent profile: Playwright's usual contexts are incognito, where nothing is installable.
+    """
+    device = {k: v for k, v in playwright.devices[PHONE].items() if k != "default_browser_type"}
+    context = playwright.chromium.launch_persistent_context(
+        tmp_path / "profile", executable_path=str(CHROMIUM), args=BROWSER_ARGS, bypass_csp=True, **device
+    )
+    try:
+        page = context.new_page()
+        page.goto(server.url + "/app/")
+        page.evaluate("window.catdogApp.ready")
+        page.wait_for_function("navigator.serviceWorker.controller !== null", timeout=60_000)
+        cdp = context.new_cdp_session(page)
+        assert cdp.send("Page.getInstallabilityErrors")["installabilityErrors"] == []
+        manifest = cdp.send("Page.getAppManifest")
+        assert manifest["errors"] == [] and manifest["url"] == server.url + "/app/manifest.webmanifest"
+    finally:
+        context.close()
+
+
 def _requests_served(server: Server) -> dict[str, float]:
     """Requests the server has answered by route, but for /metrics (this counting) and the service worker's script."""
     from prometheus_client.parser import text_string_to_metric_families
