@@ -116,7 +116,7 @@ def open_app(browser, url: str, playwright):
     context.grant_permissions(["camera"], origin=url.split("/app")[0].rstrip("/"))
     page = context.new_page()
     page.goto(url)
-    info = page.evaluate("window.catdogApp.ready")
+    info = page.evaluate("window.catdogApp.ready.then(info => window.catdogApp.allLanes.then(() => info))")
     return context, page, info
 
 

@@ -51,8 +51,7 @@ function startLane() {
   lane.worker.onerror = (event) => {
     $("status").textContent = `The model cannot run in this browser: ${event.message || "the worker failed"}.`;
   };
-  lanes.push(lane);
-  return lane;
+  return lane; // joins `lanes` (gets jobs) once its model is loaded
 }
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -82,10 +81,16 @@ app.ready = (async () => {
     const loads = [];
     for (let i = 0; i < count; i++) {
       const copy = i === count - 1 ? bytes : bytes.slice(0);
-      loads.push(ask({ type: "load", config, model: copy, threads }, [copy], startLane()));
+      const lane = startLane();
+      loads.push(ask({ type: "load", config, model: copy, threads }, [copy], lane).then((loaded) => {
+        lanes.push(lane);
+        return loaded;
+      }));
     }
-    const infos = await Promise.all(loads);
-    const info = { ...infos[0], lanes: count };
+    // The first lane loaded answers at once; the others join as they load (a faster first answer).
+    const first = await Promise.any(loads).catch((err) => Promise.reject(err.errors ? err.errors[0] : err));
+    const info = { ...first, lanes: count };
+    app.allLanes = Promise.all(loads);
     app.info = { ...info, loadedMs: performance.now() - opened, modelBytes: config.model_bytes };
     const work = count === 1 ? `${info.threads} thread${info.threads > 1 ? "s" : ""}` : `${count} workers`;
     $("status").textContent = `Ready: ${config.name} model on this device (WebAssembly, ${work}).`;
