@@ -297,10 +297,21 @@ def test_export_web_writes_a_static_app(browser, playwright, tmp_path, samples_d
 
 
 def test_a_missing_runtime_is_one_clear_sentence(monkeypatch, tmp_path):
+    """An install built without npm: /app answers 503 with the sentence that says what to do."""
+    from fastapi.testclient import TestClient
+
+    from catdog.serve.app import create_app
+
+    (tmp_path / "index.html").write_text("<!doctype html>")
     monkeypatch.setattr(webapp, "app_dir", lambda: tmp_path)
     with pytest.raises(webapp.AppNotBuiltError) as err:
         webapp.runtime_dir()
     assert "not built" in str(err.value) and "npm" in str(err.value)
+    client = TestClient(create_app())  # no lifespan: the model is not loaded, which /app/ does not need
+    for path in ("/app/", "/app/vendor/ort.wasm.min.mjs"):
+        response = client.get(path)
+        assert response.status_code == 503 and response.json()["error"] == str(err.value)
+    assert client.get("/app/nothing.js").status_code == 404
 
 
 @pytest.mark.slow
