@@ -817,8 +817,8 @@ def use_cores() -> None:
 
     The image path needs no DataLoader workers on a CPU (CachedBatches, augment_batch), and
     torchrun starts each process with one thread (OMP_NUM_THREADS=1), so a rank takes its
-    share of the cores here. Workers beside the step used to cost more than they gave: on
-    2 cores, 2 threads + 2 workers trained catnet at 12-25 images/s when the machine was busy.
+    share of the cores here. Workers beside the step cost more than they give: on 2 cores,
+    2 threads + 2 workers trained catnet at 12-25 images/s when the machine was busy.
     """
     cores = len(os.sched_getaffinity(0)) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     torch.set_num_threads(max(1, cores))
