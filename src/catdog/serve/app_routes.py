@@ -50,10 +50,13 @@ async def _model(request: Request) -> _AppState:
     async with app_state.lock:
         if app_state.config is None:
 
-            def compute() -> tuple[Path, dict, str]:
+            def compute() -> tuple[Path, dict, str | None]:
                 path = webapp.model_file(serve.settings.model)
                 config = webapp.app_config(predictor, path)
-                return path, config, webapp.service_worker(config)
+                try:
+                    return path, config, webapp.service_worker(config)
+                except webapp.AppNotBuiltError:
+                    return path, config, None  # /app/sw.js says what is missing
 
             app_state.model_path, config, app_state.sw = await asyncio.to_thread(compute)
             app_state.config = config
@@ -95,10 +98,13 @@ async def app_model_file(request: Request) -> Response:
 
 @router.get("/app/sw.js")
 async def app_service_worker(request: Request) -> Response:
-    try:
-        app_state = await _model(request)
-    except webapp.AppNotBuiltError as err:
-        return _error(503, str(err))
+    app_state = await _model(request)
+    if app_state.sw is None:
+        try:
+            webapp.runtime_dir()
+        except webapp.AppNotBuiltError as err:
+            return _error(503, str(err))
+        app_state.sw = await asyncio.to_thread(webapp.service_worker, app_state.config)
     headers = dict(webapp.APP_HEADERS) | {"Cache-Control": "no-cache"}
     return Response(app_state.sw, media_type="text/javascript; charset=utf-8", headers=headers)
 

@@ -7,17 +7,9 @@ const app = (window.catdogApp = { frames: [], timings: [], firstAnswerMs: null, 
 
 // -- installable and offline: the service worker caches the page, the runtime and the model ---------------
 if ("serviceWorker" in navigator) {
-  navigator.serviceWorker.register("sw.js").then(
-    () => {
-      // A static host without cross-origin isolation headers: once the service worker (which adds them)
-      // controls the page, reload once so that WebAssembly gets its threads.
-      if (navigator.serviceWorker.controller && !self.crossOriginIsolated && !sessionStorage.getItem("catdog-coi")) {
-        sessionStorage.setItem("catdog-coi", "1");
-        location.reload();
-      }
-    },
-    (err) => console.warn("No offline mode: the service worker could not be registered.", err),
-  );
+  navigator.serviceWorker.register("sw.js").catch((err) => {
+    console.warn("No offline mode: the service worker could not be registered.", err);
+  });
 }
 
 // -- the workers ----------------------------------------------------------------------------------------------
