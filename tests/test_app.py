@@ -312,6 +312,23 @@ def test_export_web_writes_a_static_app(browser, playwright, tmp_path, samples_d
             context.close()
 
 
+def test_opened_while_the_server_still_loads_its_model(browser, playwright, samples_dir, tmp_path):
+    """/app opened the moment the server answers: the page waits for the model (503s), then answers."""
+    srv = Server(log=tmp_path / "server.log")
+    try:
+        srv.wait("/healthz")
+        context, page = phone(browser, playwright, srv.url + "/app/")
+        try:
+            cat = samples_dir / "cat" / "cat.4.jpg"
+            assert answers(page, [cat])[cat.name]["label"] == "cat"
+            assert page.locator("#status").inner_text().startswith("Ready:")
+            assert not page.errors
+        finally:
+            context.close()
+    finally:
+        srv.stop()
+
+
 def test_a_missing_runtime_is_one_clear_sentence(monkeypatch, tmp_path):
     """An install built without npm: /app answers 503 with the sentence that says what to do."""
     from fastapi.testclient import TestClient

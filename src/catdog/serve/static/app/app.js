@@ -6,10 +6,26 @@ const opened = performance.now();
 const app = (window.catdogApp = { frames: [], timings: [], firstAnswerMs: null, info: null });
 
 // -- installable and offline: the service worker caches the page, the runtime and the model ---------------
-if ("serviceWorker" in navigator) {
-  navigator.serviceWorker.register("sw.js").catch((err) => {
+const registered = "serviceWorker" in navigator && self.isSecureContext
+  ? navigator.serviceWorker.register("sw.js").catch((err) => {
     console.warn("No offline mode: the service worker could not be registered.", err);
+    return null;
+  })
+  : Promise.resolve(null);
+
+// First visit: until the service worker has cached everything (or failed to, e.g. while the server still
+// loads its model) and controls the page, so that the files are downloaded once and read through it.
+async function cachedForOffline(timeout) {
+  const registration = await registered;
+  if (!registration || navigator.serviceWorker.controller) return;
+  const worker = registration.installing || registration.waiting || registration.active;
+  const claimed = new Promise((resolve) => navigator.serviceWorker.addEventListener("controllerchange", resolve));
+  const settled = new Promise((resolve) => {
+    if (!worker || worker.state === "activated") resolve();
+    worker?.addEventListener("statechange", () => ["activated", "redundant"].includes(worker.state) && resolve());
   });
+  await Promise.race([settled, sleep(timeout)]);
+  if (worker && worker.state === "activated") await Promise.race([claimed, sleep(3000)]);
 }
 
 // -- the workers ----------------------------------------------------------------------------------------------
@@ -48,24 +64,25 @@ function startLane() {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+// A file of the app; while a just-started catdog serve loads its model (503), asks again every 2 s for a minute.
+async function fetchOk(url) {
+  for (let attempt = 0; ; attempt++) {
+    const response = await fetch(url);
+    if (response.ok) return response;
+    const reason = await response.json().then((body) => body.error, () => `${url} answered HTTP ${response.status}`);
+    if (response.status !== 503 || attempt >= 30) throw new Error(reason.replace(/\.$/, ""));
+    $("status").textContent = "The server is still loading the model…";
+    await sleep(2000);
+  }
+}
+
 let config = null;
 app.ready = (async () => {
   try {
-    if ("serviceWorker" in navigator && self.isSecureContext && !navigator.serviceWorker.controller) {
-      // First visit: let the service worker cache the files, then read them through it (one download).
-      $("status").textContent = "Downloading the model for offline use…";
-      await Promise.race([navigator.serviceWorker.ready, sleep(60000)]);
-      if (!navigator.serviceWorker.controller) {
-        const claimed = new Promise((resolve) => navigator.serviceWorker.addEventListener("controllerchange", resolve));
-        await Promise.race([claimed, sleep(3000)]);
-      }
-    }
-    const response = await fetch("model.json");
-    if (!response.ok) throw new Error(`model.json answered HTTP ${response.status}`);
-    config = await response.json();
-    const model = await fetch(config.model);
-    if (!model.ok) throw new Error(`${config.model} answered HTTP ${model.status}`);
-    const bytes = await model.arrayBuffer();
+    if (!navigator.serviceWorker?.controller) $("status").textContent = "Downloading the model for offline use…";
+    await cachedForOffline(60000);
+    config = await (await fetchOk("model.json")).json();
+    const bytes = await (await fetchOk(config.model)).arrayBuffer();
     const params = new URLSearchParams(location.search); // ?lanes=N&threads=M: for benchmarks
     const cores = Math.max(1, Math.min(navigator.hardwareConcurrency || 1, 4));
     const count = Number(params.get("lanes")) || cores;
