@@ -22,16 +22,16 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import WILD_SUBJECTS, Result, dev_validation, held_out_neither, need_dev_data
+from benchmarks.common import WILD_SUBJECTS, Result, dev_test, dev_validation, held_out_neither, need_dev_data
 
 NEITHER_FLOOR, PETS_AWAY_FLOOR, ACCURACY_FLOOR, COST_FLOOR = 97.0, 0.5, 98.70, 15.0
 COMMAND = "python -m benchmarks neither"
 
 
 def held_out_photos(quick: bool) -> dict[str, list[tuple[str, str]]]:
-    """``{"pets": [(path, label)], "neither": [...], "canid_like": [...], "felid_like": [...]}``."""
+    """``{"pets": [(path, label)], "test_pets": [...], "neither": [...], "canid_like": [...], "felid_like": [...]}``."""
     held = held_out_neither()
-    out = {"pets": dev_validation()}
+    out = {"pets": dev_validation(), "test_pets": dev_test()}
     tame = [path for subject, paths in held.items() if subject not in WILD_SUBJECTS for path in paths]
     out["neither"] = [(path, "neither") for path in tame]
     for wild in WILD_SUBJECTS:
@@ -61,6 +61,10 @@ def measure(predictor, photos: dict[str, list[tuple[str, str]]]) -> dict:
         "fpr_at_95": 100 * float(np.mean(other_scores >= np.quantile(pet_scores, 0.05))),
         "n_pets": len(pets),
     }
+    test_pets, test_truth = answers["test_pets"]
+    out["test_pets_turned_away"] = 100 * np.mean([p.label == "neither" for p in test_pets])
+    out["test_accuracy"] = 100 * np.mean([p.label == t for p, t in zip(test_pets, test_truth)])
+    out["n_test_pets"] = len(test_pets)
     for name in ("neither", *WILD_SUBJECTS):
         predictions = answers[name][0]
         out[f"{name}_answered_neither"] = 100 * np.mean([p.label == "neither" for p in predictions])
@@ -115,7 +119,9 @@ def gate_cost(old: Path, new: Path, rounds: int) -> dict[int, float]:
     return out
 
 
-def rows_for(name: str, figures: dict, command: str, floors: bool = True) -> list[Result]:
+def rows_for(name: str, figures: dict, command: str, floors: bool = True, test_split: bool = True) -> list[Result]:
+    """The benchmark's rows for one model; ``test_split``: whether the dev test photos were held out of its training."""
+
     def row(figure, value, unit, floor="", passed=None):
         passed = None if passed is None else bool(passed)
         return Result("neither", f"{name}: {figure}", round(float(value), 4), unit, command, floor, passed)
@@ -150,6 +156,11 @@ def rows_for(name: str, figures: dict, command: str, floors: bool = True) -> lis
         row(f"foxes, wolves, hyenas answered neither ({f['n_canid_like']})", f["canid_like_answered_neither"], "%"),
         row(f"wild cats answered neither ({f['n_felid_like']})", f["felid_like_answered_neither"], "%"),
     ]
+    if test_split:
+        rows[3:3] = [
+            row(f"pets turned away ({f['n_test_pets']} dev test)", f["test_pets_turned_away"], "%"),
+            row("cat/dog accuracy on the dev test split, a pet turned away counted wrong", f["test_accuracy"], "%"),
+        ]
     rows[0].notes = f"subjects let through: {kept}"
     return rows  # fmt: skip
 
@@ -180,5 +191,8 @@ def run(quick: bool) -> list[Result]:
         model_dir = runs / run_name  # bench_train's --out for the recipe
         if os.environ.get("CATDOG_BENCH_RUNS_DIR") and (model_dir / "config.json").exists():
             predictor = Predictor.load(model_dir, throughput=True)
-            results += rows_for(label, measure(predictor, photos), f"{COMMAND} (model: {run_name})")
+            test_fraction = (predictor.info.get("split") or {}).get("test_fraction")
+            held_out = test_fraction == builtin.info["split"]["test_fraction"]
+            figures = measure(predictor, photos)
+            results += rows_for(label, figures, f"{COMMAND} (model: {run_name})", test_split=held_out)
     return results

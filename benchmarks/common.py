@@ -196,15 +196,29 @@ def calibration_slice(train: list[int], hashes: list[str], fraction: float = 0.2
 
 def dev_validation(dev_dir: Path = DEV_DIR) -> list[tuple[str, str]]:
     """``(path, label)`` of the dev validation split, as ``catdog train`` holds it out (content hash, 10 %)."""
+    return dev_split(dev_dir, "val")
+
+
+def dev_test(dev_dir: Path = DEV_DIR) -> list[tuple[str, str]]:
+    """``(path, label)`` of the dev test split: photos no choice has seen, neither of the built-in model
+    (builtin_head.json's ``split``) nor of a recipe trained with ``--test-fraction 0.1``."""
+    return dev_split(dev_dir, "test")
+
+
+def dev_split(dev_dir: Path, part: str) -> list[tuple[str, str]]:
+    """``(path, label)`` of ``part`` of the built-in head's content-hash split of the dev photos (10 % each)."""
     from catdog.data.hashing import HashIndex
     from catdog.data.layout import discover
     from catdog.data.split import split_indices
+    from catdog.models.files import builtin_config
 
+    split = builtin_config()["split"]
     dev = discover(dev_dir, image_files_only=True)
     paths = [str(f.path) for f in dev.files]
     labels = [dev.classes.index(f.label) for f in dev.files]
-    val = split_indices(HashIndex(None).hashes(paths), labels, val_fraction=0.1)["val"]
-    return [(paths[i], dev.classes[labels[i]]) for i in val]
+    fractions = {"val_fraction": split["val_fraction"], "test_fraction": split["test_fraction"]}
+    chosen = split_indices(HashIndex(None).hashes(paths), labels, **fractions)[part]
+    return [(paths[i], dev.classes[labels[i]]) for i in chosen]
 
 
 def held_out_neither(folder: Path = NEITHER_DIR) -> dict[str, list[str]]:

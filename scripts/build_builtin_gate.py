@@ -10,8 +10,9 @@ input size: on 288-px features and at 0.49 % of dev validation pets turned away,
 answered `neither` for 95.6 % of held-out non-pets, the 288-px gate for 98.0 %, and one gate fitted
 on both sizes for 97.5 % (2026-12-02). Each is fitted on
 
-- pets: the dev data's training split (catdog's content-hash split, as ``catdog train`` makes it),
-  less a fifth of it (by content hash) kept apart as the calibration slice;
+- pets: the dev data's training split (catdog's content-hash split, as the built-in head's training
+  run made it: builtin_head.json's ``split``), less a fifth of it (by content hash) kept apart as the
+  calibration slice;
 - non-pets: the fitting half of ``DATA_DIR/neither`` (split by content hash, per subject; the other
   half is held out for reporting), each photo and its mirror image. Foxes, wolves, hyenas and wild
   cats are `neither` by catdog's decision (docs/benchmarks.md), and their fitting half is fitted on too.
@@ -40,7 +41,7 @@ from catdog.data import prepare
 from catdog.features import pretrained_gate_inputs
 from catdog.fsutil import default_cache_dir
 from catdog.models.builtin import GATE_SIZES, builtin_gate_file
-from catdog.models.files import BUILTIN_BACKBONE, WEIGHTS_DIR
+from catdog.models.files import BUILTIN_BACKBONE, WEIGHTS_DIR, builtin_config
 from catdog.models.gate import OPEN_SET, TARGET_PETS_TURNED_AWAY, OpenSetGate, fit_weights, operating_bias
 from catdog.models.pretrained import (
     create_pretrained,
@@ -58,7 +59,9 @@ def inputs(data, jobs, pre, cache_dir) -> torch.Tensor:
 def fit_at_size(data_dir: Path, pre, cache_dir) -> tuple[OpenSetGate, dict]:
     """The gate for features of ``pre``'s size, and what it was fitted on."""
     dev = prepare(data_dir / "dogs-vs-cats" / "train", pre, cache_dir)
-    fit_pets, calibration = calibration_slice(dev.split(0.1)["train"], dev.hashes)
+    split = builtin_config()["split"]  # the head's: the gate fits nothing of its validation or test photos
+    train = dev.split(split["val_fraction"], split["test_fraction"])["train"]
+    fit_pets, calibration = calibration_slice(train, dev.hashes)
     others = prepare(data_dir / "neither", pre, cache_dir)
     fit_others = neither_split(others.hashes, others.labels)["fit"]
 

@@ -89,7 +89,7 @@ def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
-PINNED = REPO / "tests" / "pinned_val_photos.txt"
+PINNED = REPO / "tests" / "pinned_test_photos.txt"
 # A test fails when its figure is below what a model as good as recorded reaches 999 times in 1,000.
 FALSE_ALARM = 0.001
 
@@ -102,7 +102,7 @@ def fewest_correct(n: int, accuracy: float) -> int:
 
 
 def pinned_photos(dev_dir: Path) -> tuple[list[str], list[str]]:
-    """The 1,000 pinned held-out dev photos (see the file's header) and their labels."""
+    """The 1,000 pinned dev test photos (see the file's header) and their labels."""
     names = [line for line in PINNED.read_text().splitlines() if line and not line.startswith("#")]
     return [str(dev_dir / name) for name in names], [name.split(".")[0] for name in names]
 

@@ -19,7 +19,7 @@ from catdog.models.gate import OpenSetGate, fit_weights, operating_bias
 from catdog.predict import Outputs, Predictor
 from catdog.preprocess import Preprocess
 
-from conftest import run_catdog
+from conftest import missing, run_catdog
 
 
 def _predictor(gate_threshold: float | None = 0.5, classes=("cat", "dog")) -> Predictor:
@@ -82,7 +82,7 @@ def held_out(data_root: Path) -> dict[str, list[str]]:
     """The held-out half of ``neither/`` by subject (never fitted on)."""
     folder = data_root / "neither"
     if not folder.is_dir():
-        pytest.skip(f"{folder} is absent")
+        missing(f"{folder} is absent")
     return held_out_neither(folder)
 
 
