@@ -156,13 +156,13 @@ def predict(
     """Classify photos as cat, dog or neither."""
     if as_json and as_csv:
         raise fail("Choose one of --json and --csv.")
-    from catdog.predict import Predictor, expand_inputs
+    from catdog.inference.predictor import Predictor, expand_inputs
 
     entries = expand_inputs(paths)
     predictor = Predictor.load(
         model, threshold=threshold, neither_threshold=neither_threshold, tta=tta, throughput=True
     )
-    from catdog.sharding import predict_sharded
+    from catdog.inference.sharding import predict_sharded
 
     # Under torchrun, files are sharded over the ranks and rank 0 prints them all in input order.
     predictions = predict_sharded(predictor, [e for e in entries if isinstance(e, str)], batch_size=batch_size)

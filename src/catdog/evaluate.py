@@ -21,7 +21,8 @@ from sklearn import metrics as skm
 
 from catdog.data.layout import NEITHER, DatasetError, discover
 from catdog.images import ImageError
-from catdog.predict import Outputs, Prediction, Predictor
+from catdog.inference.outputs import Outputs
+from catdog.inference.predictor import Prediction, Predictor
 from catdog.preprocess import stack_uint8, to_uint8
 
 ECE_BINS = 15

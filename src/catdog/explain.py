@@ -19,8 +19,9 @@ from PIL import Image
 from torch import nn
 
 from catdog.errors import CatdogError
+from catdog.inference.outputs import torch_model_fn
+from catdog.inference.predictor import Predictor
 from catdog.models.pretrained import ModelError
-from catdog.predict import Predictor, torch_model_fn
 from catdog.preprocess import Preprocess, center_crop, normalize, stack_uint8, to_uint8
 
 DISPLAY_SIZE = 448  # the overlay is upscaled to this side so that it reads well on a page

@@ -1,7 +1,8 @@
 """``catdog export``: a self-contained ONNX file, checked on real photos before it is written.
 
-The export itself (:class:`ExportModule`, :func:`export_onnx`) is also what the cached export of
-:mod:`catdog.onnx_backend` uses; running a file needs only ONNX Runtime.
+The export itself (:class:`~catdog.inference.onnx_export.ExportModule`, :func:`export_onnx`) lives in
+:mod:`catdog.inference.onnx_export`, which the cached export of ``catdog predict`` uses too; this module
+adds the checks on real photos and int8.
 
 - fp32: the largest |Δprobability| against PyTorch over the check photos must be ≤ 1e-4.
 - int8 (ONNX Runtime static quantization, QDQ, per-channel weights, calibrated on real
@@ -19,15 +20,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch import nn
 
 from catdog.data.layout import DatasetError, discover
 from catdog.errors import CatdogError, ModelError
 from catdog.fsutil import atomic_write
 from catdog.images import ImageError
-from catdog.models.builtin import GatedClassifier
-from catdog.onnx_backend import INPUT, _softmax, _torch_source, onnx_model_fn, session, set_metadata
+from catdog.inference.model_cache import torch_source
+from catdog.inference.onnx_export import export_onnx, max_gap
+from catdog.inference.onnx_session import onnx_model_fn, session, set_metadata
+from catdog.inference.predictor import Predictor
 from catdog.preprocess import Preprocess, normalize, stack_uint8, to_uint8
 
 FP32_MAX_GAP = 1e-4
@@ -38,81 +39,6 @@ FP32_CHECK_IMAGES = 300
 # int8 flips ~0.4 % of labels (photos on a decision boundary): on 300 photos one flip more or less
 # decides the 99.5 % floor, so int8 agreement is measured on more photos, decoded a chunk at a time.
 INT8_CHECK_IMAGES = 2000
-
-
-class ExportModule(nn.Module):
-    """What is exported: ``(logits[, pet_score, looks_like][, features])`` from one forward pass.
-
-    For a gated or timm model the pieces are computed exactly as ``GatedClassifier.parts``
-    (and timm's ``forward``) do, with the features kept as an extra output; the parity check
-    in :func:`catdog.export.export` compares the result against the module's own forward.
-    """
-
-    def __init__(self, module: nn.Module) -> None:
-        super().__init__()
-        self.module = module
-        self.gated = isinstance(module, GatedClassifier)
-        backbone = module.backbone if self.gated else module
-        self.has_features = all(hasattr(backbone, name) for name in ("forward_features", "forward_head"))
-
-    def output_names(self) -> list[str]:
-        names = ["logits"]
-        if self.gated:
-            names += ["pet_score", "looks_like"]
-        if self.has_features:
-            names.append("features")
-        return names
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        if not self.has_features:
-            out = self.module(x)
-            return out if isinstance(out, tuple) else (out,)
-        if self.gated:
-            return self.module.parts(x)
-        features = self.module.forward_head(self.module.forward_features(x), pre_logits=True)
-        return self.module.get_classifier()(features), features
-
-
-def export_onnx(module: nn.Module, config: dict, path: str | os.PathLike) -> None:
-    """Export ``module`` (dynamic batch axis, opset of the dynamo exporter) with ``config`` as metadata.
-
-    Written atomically; the caller checks parity before or after (see :mod:`catdog.export`).
-    """
-    import onnx
-
-    wrapper = ExportModule(module)
-    # eval() on the very module exported: a wrapper left in train mode would silently export
-    # batch-statistics BatchNorm and dropout.
-    wrapper.eval()
-    size = int(config["preprocess"]["image_size"])
-    example = torch.zeros(2, 3, size, size)
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    with torch.inference_mode(False), torch.no_grad():
-        program = torch.onnx.export(
-            wrapper,
-            (example,),
-            dynamo=True,
-            input_names=[INPUT],
-            output_names=wrapper.output_names(),
-            dynamic_shapes={"x": {0: batch}},
-            verbose=False,
-        )
-    proto = program.model_proto
-    set_metadata(proto, config)
-    atomic_write(path, lambda tmp: onnx.save_model(proto, str(tmp)))
-
-
-def max_gap(module: nn.Module, sess, batch: np.ndarray) -> float:
-    """Largest |Δprobability| (classes and pet score) between ``module`` and an ONNX session on ``batch``."""
-    from catdog.predict import torch_model_fn
-
-    batch = batch.astype(np.float32)
-    ref = torch_model_fn(module)(batch)
-    got = onnx_model_fn(sess)(batch)
-    gap = float(np.abs(_softmax(ref.logits) - _softmax(got.logits)).max())
-    if ref.pet_score is not None and got.pet_score is not None:
-        gap = max(gap, float(np.abs(ref.pet_score - got.pet_score).max()))
-    return gap
 
 
 class ExportError(CatdogError):
@@ -226,7 +152,7 @@ def export(
     ``n_check``: photos for the parity checks (default: FP32_CHECK_IMAGES against PyTorch,
     INT8_CHECK_IMAGES for int8's agreement with fp32).
     """
-    name, _, load = _torch_source(model)
+    name, _, load = torch_source(model)
     module, config = load()
     check_dir = check_dir or default_check_dir(config)
     if check_dir is None:
@@ -352,8 +278,6 @@ def _after_pooling(graph) -> list:
 
 def _labels(model_fn, batch: np.ndarray, config: dict) -> list[str]:
     """Final labels (after the gate) through the one outputs → Prediction path."""
-    from catdog.predict import Predictor
-
     predictor = Predictor(
         model_fn=model_fn,
         classes=list(config["classes"]),

@@ -80,20 +80,20 @@ def runtime_dir() -> Path:
 
 def model_file(model: str | os.PathLike | None) -> Path:
     """The ONNX file of a model: an ``.onnx`` file, or the cached export of a model directory or the built-in model."""
-    from catdog.onnx_backend import _torch_source, cached_export
+    from catdog.inference.model_cache import cached_export, torch_source
 
     if model is not None and Path(model).suffix.lower() == ".onnx" and Path(model).is_file():
         return Path(model)
-    name, key_files, load = _torch_source(model)
+    name, key_files, load = torch_source(model)
     return cached_export(name, key_files, load)
 
 
 def app_config(predictor, model_path: Path) -> dict:
     """``model.json``: classes, preprocessing, temperature and gate of ``predictor`` (its model is ``model_path``).
 
-    The browser's ``toPrediction`` follows :meth:`catdog.predict.Predictor.to_predictions` with these values.
+    The browser's ``toPrediction`` follows :meth:`Predictor.to_predictions` with these values.
     """
-    from catdog.predict import imagenet_classes
+    from catdog.inference.predictor import imagenet_classes
 
     stat = model_path.stat()
     return {
@@ -161,7 +161,7 @@ def write_web(
     The model is the ONNX export ``catdog predict`` runs (checked against PyTorch), or with ``int8`` or
     ``check_dir`` a fresh :func:`catdog.export.export` checked on those photos. Returns ``model.json``.
     """
-    from catdog.predict import Predictor
+    from catdog.inference.predictor import Predictor
 
     runtime = runtime_dir()
     out = Path(out)

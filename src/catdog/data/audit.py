@@ -76,8 +76,9 @@ def feature_extractor(model: str | os.PathLike | None) -> tuple[Extractor, Prepr
 
     ONNX Runtime when possible, PyTorch otherwise.
     """
-    from catdog.export import ExportModule
-    from catdog.onnx_backend import _torch_source, cached_export, features_fn, read_config, session
+    from catdog.inference.model_cache import cached_export, torch_source
+    from catdog.inference.onnx_export import ExportModule
+    from catdog.inference.onnx_session import features_fn, read_config, session
 
     if model is not None and str(model).lower().endswith(".onnx"):
         sess = session(model)
@@ -85,7 +86,7 @@ def feature_extractor(model: str | os.PathLike | None) -> tuple[Extractor, Prepr
         if fn is None:
             raise DatasetError(f"'{model}' has no 'features' output; audit with its model directory instead.")
         return fn, Preprocess.from_dict(read_config(sess)["preprocess"])
-    name, key_files, load = _torch_source(model)
+    name, key_files, load = torch_source(model)
     try:
         sess = session(cached_export(name, key_files, load))
         fn = features_fn(sess)

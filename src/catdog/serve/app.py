@@ -35,7 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from catdog import __version__
 from catdog.images import ImageError, ImageTooLargeError, NotAnImageError, UnsupportedFormatError
-from catdog.predict import Prediction, Predictor, _name_in_error
+from catdog.inference.predictor import Prediction, Predictor, _name_in_error
 from catdog.preprocess import stack_uint8
 from catdog.serve import app_routes
 from catdog.serve.batcher import MicroBatcher, ModelFailedError

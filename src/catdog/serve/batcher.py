@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from catdog.predict import Prediction, Predictor
+from catdog.inference.predictor import Prediction, Predictor
 from catdog.preprocess import stack_uint8
 
 log = logging.getLogger("catdog.serve")

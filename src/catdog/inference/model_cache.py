@@ -1,0 +1,132 @@
+"""A model → a model function: the built-in model, a model directory or an .onnx file, on either backend.
+
+A model directory or the built-in model runs in ONNX Runtime through an export made once into the
+user cache (:func:`cached_export`), or in PyTorch when asked or when the export fails.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from collections.abc import Callable
+from importlib.metadata import version
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+import catdog
+from catdog.errors import CatdogError, ModelError
+from catdog.inference.onnx_session import onnx_model_fn, read_config, session
+from catdog.inference.outputs import torch_model_fn
+
+if TYPE_CHECKING:
+    from torch import nn
+
+EXPORT_FORMAT = 2  # bump when the graph layout or metadata change, so cached exports are rebuilt
+
+
+def files_key(paths: list[Path]) -> str:
+    """A hash of some files' bytes, catdog's version and the export format."""
+    digest = hashlib.sha256(f"{catdog.__version__}/{EXPORT_FORMAT}/{version('torch')}".encode())
+    for path in paths:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:20]
+
+
+def cached_export(name: str, key_files: list[Path], load: Callable[[], tuple[nn.Module, dict]]) -> Path:
+    """The ONNX export of a model in the user cache, made once (atomically) on first use."""
+    from catdog.fsutil import default_cache_dir, file_lock
+
+    path = default_cache_dir() / "onnx" / f"{name}-{files_key(key_files)}.onnx"
+    if path.exists():
+        return path
+    with file_lock(path.with_suffix(".lock")):  # several ranks or server workers may start together
+        if not path.exists():
+            from catdog.inference.onnx_export import export_onnx, max_gap  # torch: only to export
+
+            print(f"Exporting {name} to ONNX for fast CPU inference (once, into {path.parent}).", file=sys.stderr)
+            module, config = load()
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            try:
+                export_onnx(module, config, tmp)
+                gap = max_gap(module, session(tmp), np.random.default_rng(0).normal(size=(4, *_input_shape(config))))
+                if not gap <= 1e-4:
+                    raise ModelError(f"the ONNX export of {name} differs from PyTorch by {gap:.2g} in probability.")
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
+    return path
+
+
+def _input_shape(config: dict) -> tuple[int, int, int]:
+    size = int(config["preprocess"]["image_size"])
+    return 3, size, size
+
+
+def load_model_fn(
+    model: str | os.PathLike | None, backend: str = "auto", threads: int | None = None
+) -> tuple[Callable, dict, str, str]:
+    """``(model_fn, config, name, backend used)`` for the built-in model, a model directory or an .onnx file.
+
+    ``backend``: ``onnx`` runs ONNX Runtime (the built-in model or a model directory is exported
+    once to the user cache), ``torch`` runs PyTorch eager, ``auto`` tries ONNX Runtime and falls
+    back to PyTorch when the export fails. ``threads``: ONNX Runtime's threads per call (default:
+    this process's cores).
+    """
+    if backend not in ("auto", "onnx", "torch"):
+        raise CatdogError(f"backend '{backend}' must be auto, onnx or torch.")
+    if model is not None and Path(model).suffix.lower() == ".onnx" and not Path(model).is_dir():
+        if not Path(model).is_file():
+            raise ModelError(f"ONNX file '{model}' does not exist.")
+        if backend == "torch":
+            raise CatdogError("an .onnx file runs only with the onnx backend.")
+        sess = session(model, threads)
+        return onnx_model_fn(sess), read_config(sess), str(model), "onnx"
+    name, key_files, load = torch_source(model)
+    if backend != "torch":
+        try:
+            path = cached_export(name, key_files, load)
+            sess = session(path, threads)
+            return onnx_model_fn(sess), _full_config(sess, model), str(model or "builtin"), "onnx"
+        except (ModelError, OSError, RuntimeError, ValueError, ImportError) as err:
+            if backend == "onnx":
+                raise
+            print(f"ONNX export failed ({err}); running PyTorch instead.", file=sys.stderr)
+    module, config = load()
+    return torch_model_fn(module), config, str(model or "builtin"), "torch"
+
+
+def _full_config(sess, model: str | os.PathLike | None) -> dict:
+    """The exported settings, plus the rest of a model directory's config.json (metrics, data ...)."""
+    config = read_config(sess)
+    if model is None:
+        from catdog.models.files import builtin_config
+
+        return builtin_config() | config
+    from catdog.models import read_config as read_dir_config
+
+    return read_dir_config(model) | config
+
+
+def torch_source(model: str | os.PathLike | None) -> tuple[str, list[Path], Callable[[], tuple[nn.Module, dict]]]:
+    """Cache name, files whose bytes identify the weights, and the loader of a torch model."""
+    if model is None:
+        from catdog.models.files import builtin_files
+
+        def load_builtin():
+            from catdog.models.builtin import load_builtin
+
+            return load_builtin()
+
+        return "builtin", builtin_files(), load_builtin
+    from catdog.models import load_model_dir
+    from catdog.models import read_config as read_dir_config
+
+    model_dir = Path(model)
+    read_dir_config(model_dir)  # a clear error for a wrong path before anything else
+    files = [model_dir / "config.json", model_dir / "model.safetensors"]
+    return "model", files, lambda: load_model_dir(model_dir)

@@ -1,0 +1,118 @@
+"""ONNX Runtime: run a catdog ONNX file, and read or write the settings it carries.
+
+The file carries everything :class:`catdog.inference.predictor.Predictor` needs in its ``metadata_props``
+(classes, preprocessing, temperature, gate threshold, architecture, catdog version), so
+``catdog predict --model file.onnx`` works with the file alone. Its outputs, by name:
+
+- ``logits`` — ``(N, classes)``;
+- ``pet_score`` — ``(N,)``, only for gated models: ``P(cat or dog)`` from the open-set gate;
+- ``looks_like`` — ``(N,)`` int64, only for gated models: the ImageNet class the pretrained backbone sees;
+- ``features`` — ``(N, F)`` penultimate features, for timm backbones (used by ``data audit``).
+
+ONNX Runtime computes only the outputs asked for, so prediction pays nothing for ``features``.
+
+This module runs ONNX files without importing torch or timm (a prediction starts in about a
+second); making an export needs PyTorch and lives in :mod:`catdog.inference.onnx_export`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+
+import numpy as np
+
+import catdog
+from catdog.errors import ModelError
+from catdog.inference.cores import local_share_of_cores
+from catdog.inference.outputs import Outputs
+
+INPUT = "input"
+
+# metadata_props key → config key; values are JSON.
+_META_KEYS = {
+    "classes": "classes",
+    "preprocess": "preprocess",
+    "temperature": "temperature",
+    "gate": "gate",
+    "architecture": "architecture",
+    "split": "split",
+}
+
+
+def set_metadata(proto, config: dict) -> None:
+    """Write the Predictor's settings into ``proto.metadata_props`` (replacing catdog's own keys)."""
+    values = {meta: json.dumps(config.get(key)) for meta, key in _META_KEYS.items()}
+    values["catdog_version"] = json.dumps(catdog.__version__)
+    kept = [p for p in proto.metadata_props if p.key not in values]
+    del proto.metadata_props[:]
+    for prop in kept:
+        proto.metadata_props.add(key=prop.key, value=prop.value)
+    for key, value in values.items():
+        proto.metadata_props.add(key=key, value=value)
+
+
+def session(path: str | os.PathLike, threads: int | None = None):
+    """An ONNX Runtime CPU session: every core, all graph optimisations."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or _cores()
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own exception types for bad files
+        first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        raise ModelError(f"'{path}' is not a usable ONNX model ({first}).") from None
+
+
+def _cores() -> int:
+    return local_share_of_cores()
+
+
+def read_config(sess) -> dict:
+    """The catdog config stored in an ONNX session's metadata; a clear error when absent."""
+    props = sess.get_modelmeta().custom_metadata_map
+    if "classes" not in props or "preprocess" not in props:
+        raise ModelError("The ONNX file has no catdog metadata (classes, preprocess); export it with 'catdog export'.")
+    config = {}
+    for meta, key in _META_KEYS.items():
+        if meta in props:
+            config[key] = json.loads(props[meta])
+    config["catdog_version"] = json.loads(props.get("catdog_version", "null"))
+    if config.get("temperature") is None:
+        config["temperature"] = 1.0
+    return config
+
+
+def onnx_model_fn(sess) -> Callable[[np.ndarray], Outputs]:
+    """A Predictor model function running ``sess``: its :class:`catdog.inference.outputs.Outputs`."""
+    names = [o.name for o in sess.get_outputs()]
+    wanted = ["logits"] + [name for name in ("pet_score", "looks_like") if name in names]
+    if "logits" not in names:
+        wanted = [names[0]]
+    input_name = sess.get_inputs()[0].name
+
+    def run(batch: np.ndarray) -> Outputs:
+        out = dict(zip(wanted, sess.run(wanted, {input_name: np.ascontiguousarray(batch, dtype=np.float32)})))
+        return Outputs(out.get("logits", out[wanted[0]]), out.get("pet_score"), out.get("looks_like"))
+
+    return run
+
+
+def features_fn(sess) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]] | None:
+    """``(penultimate features, pet_score or None)`` of a batch, when the file has a ``features`` output."""
+    names = [o.name for o in sess.get_outputs()]
+    if "features" not in names:
+        return None
+    wanted = ["features"] + ["pet_score"] * ("pet_score" in names)
+    input_name = sess.get_inputs()[0].name
+
+    def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        out = sess.run(wanted, {input_name: np.ascontiguousarray(batch, dtype=np.float32)})
+        return out[0], (out[1] if len(out) > 1 else None)
+
+    return run

@@ -1,0 +1,322 @@
+"""Predictor: the built-in model, a model directory or an ONNX file → Predictions.
+
+This module holds the one place that turns model outputs into a :class:`Prediction`
+(:meth:`Predictor.to_predictions`); the CLI, evaluation and the web service all call it.
+Inputs go through the one preprocessing path (:mod:`catdog.preprocess`).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from catdog.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageError
+from catdog.inference.cores import local_share_of_cores
+from catdog.inference.outputs import ModelFn, Outputs
+from catdog.preprocess import Preprocess, normalize, stack_uint8, to_uint8
+
+if TYPE_CHECKING:
+    import torch
+
+
+PET_CLASSES = frozenset({"cat", "dog"})
+NEITHER = "neither"
+DEFAULT_NEITHER_THRESHOLD = 0.5  # open-set gates put their operating point here (catdog.models.gate)
+
+
+@cache
+def imagenet_classes() -> list[tuple[str, str]]:
+    """The 1,000 ImageNet classes as ``(name, what it is)``: WordNet's first lemma and its definition, shortened.
+
+    For a `neither` answer's ``looks_like`` and ``looks_like_means`` ("sorrel", "a horse of a brownish ...").
+    """
+    from catdog.models.files import WEIGHTS_DIR
+
+    lines = (WEIGHTS_DIR / "imagenet_classes.tsv").read_text(encoding="utf-8").splitlines()
+    return [tuple(line.split("\t", 1)) for line in lines]
+
+
+@dataclass
+class Prediction:
+    """One answer of the Prediction contract (DESIGN.md)."""
+
+    source: str
+    label: str | None = None
+    confidence: float | None = None
+    probabilities: dict[str, float] | None = None
+    error: str | None = None
+    source_key: str = "path"  # "path" for files, "filename" for uploads
+    looks_like: str | None = None  # for a `neither` answer: the ImageNet class the backbone sees ...
+    looks_like_means: str | None = None  # ... and what that is, in words
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict:
+        out: dict = {self.source_key: self.source}
+        if self.error is not None:
+            out["error"] = self.error
+        else:
+            out.update(label=self.label, confidence=self.confidence, probabilities=self.probabilities)
+            if self.looks_like is not None:
+                out.update(looks_like=self.looks_like, looks_like_means=self.looks_like_means)
+        return out
+
+
+@dataclass
+class Predictor:
+    """Classifies images with one model; thread-safe for concurrent calls of :meth:`predict_batch`."""
+
+    model_fn: ModelFn
+    classes: list[str]
+    pre: Preprocess
+    temperature: float = 1.0
+    gate_threshold: float | None = None  # P(cat or dog) below this → "neither" (None: no gate)
+    threshold: float | None = None  # confidence below this → "unsure"
+    tta: bool = False
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    name: str = "model"
+    info: dict = field(default_factory=dict)
+    lanes: int = 1  # batches in flight at once in predict_paths (see Predictor.load's `throughput`)
+
+    # -- loading ---------------------------------------------------------------------------
+
+    @classmethod
+    def load(
+        cls,
+        model: str | os.PathLike | None = None,
+        *,
+        threshold: float | None = None,
+        neither_threshold: float | None = None,
+        tta: bool = False,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        backend: str | None = None,
+        throughput: bool = False,
+    ) -> Predictor:
+        """The built-in model (``model=None``), a model directory or an ``.onnx`` file.
+
+        ``neither_threshold``: answer `neither` when ``P(cat or dog)`` is below it (default: the
+        model's own operating point, recorded in its config: 0.5 for catdog's open-set gate).
+
+        ``backend`` (default ``$CATDOG_BACKEND`` or ``auto``): ``onnx`` runs ONNX Runtime (the
+        built-in model or a model directory is exported once to the user cache), ``torch`` runs
+        PyTorch, ``auto`` prefers ONNX Runtime and falls back to PyTorch if the export fails.
+
+        ``throughput``: tuned for folders of files rather than one request at a time. With ONNX
+        Runtime, each call runs on one core and :meth:`predict_paths` keeps one batch per core
+        in flight, each decoding its files and then running the model: no core waits for another,
+        and no decoding thread competes with the model's threads (measured in benchmarks/bench_predict.py).
+        The default gives every core to one batch: the lowest latency, for serving.
+        """
+        from catdog.inference.model_cache import load_model_fn
+
+        backend = backend or os.environ.get("CATDOG_BACKEND") or "auto"
+        cores = local_share_of_cores()
+        model_fn, config, name, used = load_model_fn(model, backend, threads=1 if throughput else None)
+        config = {**config, "backend": used}
+        gate = config.get("gate") or {}
+        return cls(
+            model_fn=model_fn,
+            classes=list(config["classes"]),
+            pre=Preprocess.from_dict(config["preprocess"]),
+            temperature=float(config.get("temperature", 1.0)),
+            gate_threshold=_gate_threshold(gate, neither_threshold),
+            threshold=threshold,
+            tta=tta,
+            max_pixels=max_pixels,
+            name=name,
+            info=config,
+            lanes=cores if throughput and used == "onnx" else 1,  # torch runs its own threads: one batch at a time
+        )
+
+    # -- the one tensor → Prediction path -----------------------------------------------------
+
+    @property
+    def gated(self) -> bool:
+        """Whether the model answers `neither` (a cat/dog model with a gate)."""
+        return self.gate_threshold is not None and set(self.classes) <= PET_CLASSES
+
+    @property
+    def answers(self) -> list[str]:
+        """The keys of a Prediction's probabilities: the classes, and `neither` for a gated model."""
+        return [*self.classes, NEITHER] if self.gated else list(self.classes)
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """Calibrated class probabilities: softmax of logits divided by the fitted temperature."""
+        scaled = logits.astype(np.float64) / self.temperature
+        scaled -= scaled.max(axis=1, keepdims=True)
+        exp = np.exp(scaled)
+        return exp / exp.sum(axis=1, keepdims=True)
+
+    def to_predictions(self, outputs: Outputs, sources: list[str], source_key: str = "path") -> list[Prediction]:
+        """The one place model outputs become Predictions.
+
+        For a gated cat/dog model the probabilities are ``P(cat or dog) x P(class | a pet)`` for each
+        class and ``1 - P(cat or dog)`` for `neither`: they sum to 1, and the label's is its confidence.
+        """
+        probs = self.probabilities(outputs.logits)
+        pets = outputs.pet_score
+        gated = pets is not None and self.gated
+        names = imagenet_classes() if gated and outputs.looks_like is not None else None
+        out = []
+        for i, source in enumerate(sources):
+            probabilities = {c: float(p) for c, p in zip(self.classes, probs[i])}
+            looks_like = means = None
+            if gated:
+                pet = float(np.clip(pets[i], 0.0, 1.0))
+                probabilities = {c: p * pet for c, p in probabilities.items()} | {NEITHER: 1.0 - pet}
+            label = max(self.classes, key=probabilities.__getitem__)
+            # A threshold of 1 means "never sure it is a pet": P(cat or dog) saturates at exactly 1 in float32.
+            if gated and (pets[i] < self.gate_threshold or self.gate_threshold >= 1.0):
+                label = NEITHER
+                looks_like, means = names[int(outputs.looks_like[i])] if names is not None else (None, None)
+            confidence = probabilities[label]
+            if label != NEITHER and self.threshold is not None and confidence < self.threshold:
+                label = "unsure"
+            out.append(
+                Prediction(
+                    source=source,
+                    label=label,
+                    confidence=round(confidence, 6),
+                    probabilities={c: round(p, 6) for c, p in probabilities.items()},
+                    source_key=source_key,
+                    looks_like=looks_like,
+                    looks_like_means=means,
+                )
+            )
+        return out
+
+    # -- running the model -------------------------------------------------------------------
+
+    def forward_uint8(self, squares: np.ndarray | torch.Tensor) -> Outputs:
+        """Model outputs for a ``(N, 3, S, S)`` uint8 batch of preprocessed squares (numpy or a CPU tensor)."""
+        batch = normalize(squares, self.pre)
+        batch = batch if isinstance(batch, np.ndarray) else batch.numpy()
+        outputs = self.model_fn(batch)
+        if not self.tta:
+            return outputs
+        flipped = self.model_fn(np.ascontiguousarray(batch[..., ::-1]))
+        # Average probabilities, not logits, then return log-probabilities as logits.
+        avg = (self.probabilities(outputs.logits) + self.probabilities(flipped.logits)) / 2
+        logits = np.log(np.clip(avg, 1e-12, None)) * self.temperature
+        pet = None if outputs.pet_score is None else (outputs.pet_score + flipped.pet_score) / 2
+        return Outputs(logits, pet, outputs.looks_like)
+
+    def _square(self, source: bytes | str | os.PathLike) -> np.ndarray:
+        return to_uint8(source, self.pre, max_pixels=self.max_pixels)
+
+    def _load(self, source: bytes | str | os.PathLike) -> tuple[np.ndarray | None, str | None]:
+        """The preprocessed square, or the one-sentence reason it cannot be had."""
+        try:
+            return self._square(source), None
+        except ImageError as err:
+            return None, str(err)
+
+    def _predict_loaded(
+        self, names: list[str], loaded: list[tuple[np.ndarray | None, str | None]], source_key: str
+    ) -> list[Prediction]:
+        good = [i for i, (square, _) in enumerate(loaded) if square is not None]
+        results: list[Prediction | None] = [None] * len(names)
+        if good:
+            outputs = self.forward_uint8(stack_uint8([loaded[i][0] for i in good]))
+            for i, prediction in zip(good, self.to_predictions(outputs, [names[i] for i in good], source_key)):
+                results[i] = prediction
+        for i, (square, error) in enumerate(loaded):
+            if square is None:
+                results[i] = Prediction(source=names[i], error=_name_in_error(error, names[i]), source_key=source_key)
+        return results  # type: ignore[return-value]
+
+    def predict_batch(
+        self,
+        items: list[tuple[str, bytes | str | os.PathLike]],
+        source_key: str = "path",
+        pool: ThreadPoolExecutor | None = None,
+    ) -> list[Prediction]:
+        """Predict ``(name, bytes or path)`` items; an unusable item gets an error, the rest go on."""
+        sources = [source for _, source in items]
+        loaded = list(pool.map(self._load, sources)) if pool else [self._load(s) for s in sources]
+        return self._predict_loaded([name for name, _ in items], loaded, source_key)
+
+    def _predict_files(self, paths: list[str]) -> list[Prediction]:
+        return self._predict_loaded(paths, [self._load(p) for p in paths], "path")
+
+    def predict_paths(
+        self, paths: Iterable[str], *, batch_size: int = 32, workers: int | None = None
+    ) -> Iterator[Prediction]:
+        """Predict files in order, decoding the next batch while the model runs on this one.
+
+        With ``lanes`` > 1, that many batches are in flight at once, each decoded and run by one thread.
+        """
+        paths = list(paths)
+        chunks = [paths[i : i + batch_size] for i in range(0, len(paths), batch_size)]
+        if self.lanes > 1:
+            with ThreadPoolExecutor(max_workers=self.lanes) as pool:
+                for predictions in pool.map(self._predict_files, chunks):
+                    yield from predictions
+            return
+        with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+            pending = [pool.submit(self._load, p) for p in chunks[0]] if chunks else []
+            for k, chunk in enumerate(chunks):
+                loaded = [future.result() for future in pending]
+                # Queue the next batch's decoding before this batch's forward pass starts.
+                pending = [pool.submit(self._load, p) for p in chunks[k + 1]] if k + 1 < len(chunks) else []
+                yield from self._predict_loaded(chunk, loaded, "path")
+
+
+def _name_in_error(error: str, source: str) -> str:
+    """Decode errors about bytes say 'The image'; name the upload instead."""
+    return error.replace("The image", f"'{source}'", 1) if error.startswith("The image") else error
+
+
+def _gate_threshold(gate: dict, override: float | None) -> float | None:
+    """``P(cat or dog)`` below which a gated model answers `neither`; None for a model without a gate."""
+    if not gate:
+        return None
+    if override is not None:
+        if not 0.0 <= override <= 1.0:
+            from catdog.errors import CatdogError
+
+            raise CatdogError(f"--neither-threshold {override} must be between 0 and 1.")
+        return float(override)
+    return float(gate.get("threshold", DEFAULT_NEITHER_THRESHOLD))
+
+
+def expand_inputs(patterns: list[str]) -> list[str | Prediction]:
+    """Files, folders (recursive, image extensions) and globs → file paths, in the order given.
+
+    A pattern that matches nothing stays in its place as an error Prediction, so that output
+    order always follows the input order; a file named twice is predicted once.
+    """
+    out: list[str | Prediction] = []
+    seen: set[str] = set()
+    for pattern in patterns:
+        if os.path.isdir(pattern):
+            found = sorted(
+                str(p)
+                for p in Path(pattern).rglob("*")
+                if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+            )
+            missing = f"Folder '{pattern}' holds no image files."
+        elif os.path.exists(pattern):
+            found, missing = [pattern], ""
+        elif glob.has_magic(pattern):
+            found = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
+            missing = f"No file matches '{pattern}'."
+        else:
+            found, missing = [], f"'{pattern}' does not exist."
+        if not found:
+            out.append(Prediction(source=pattern, error=missing))
+        for path in found:
+            if path not in seen:
+                seen.add(path)
+                out.append(path)
+    return out
