@@ -459,7 +459,7 @@ def data_audit(
 
     Photos in a `neither` folder (neither/, other/ ...) are suspects when the model's gate sees a cat or a dog.
     """
-    from catdog.data.audit import audit, neither_note, write_audit
+    from catdog.audit import audit, neither_note, write_audit
 
     result = audit(data_dir, model, folds=folds)
     page = write_audit(result, out, top=top) if out else None
