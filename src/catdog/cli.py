@@ -679,8 +679,8 @@ def train(
     """Train a classifier on a dataset folder and write a model directory."""
     options = dict(locals())  # every parameter above is a TrainConfig field of the same name
     started = time.monotonic()  # the time budget includes importing torch and timm
-    from catdog.train import TrainConfig
-    from catdog.train import train as run_training
+    from catdog.training.config import TrainConfig
+    from catdog.training.recipe import train as run_training
 
     run_training(TrainConfig(**options), started=started)
 

@@ -1,0 +1,126 @@
+"""After training: the temperature fitted on the validation split, and the open-set (`neither`) gate."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from catdog.data import PreparedData
+from catdog.models.files import BUILTIN_BACKBONE
+from catdog.models.gate import OPEN_SET, PET_MASS_THRESHOLD, TARGET_PETS_TURNED_AWAY, fit_weights, operating_bias
+from catdog.preprocess import Preprocess
+
+
+def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """The temperature minimising the validation NLL of ``softmax(logits / T)`` (LBFGS on log T)."""
+    log_t = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=100, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = F.cross_entropy(logits.float() / log_t.exp(), labels)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    temperature = float(log_t.detach().exp().clamp(0.05, 20.0))
+    return round(temperature, 5)
+
+
+def calibrated_nll(logits: torch.Tensor, labels: torch.Tensor, temperature: float) -> float:
+    return float(F.cross_entropy(logits.float() / temperature, labels))
+
+
+def gate_config(val_pets: torch.Tensor | None, model: nn.Module, image_size: int, refitted_on: int = 0) -> dict:
+    """The `neither` gate of a trained cat/dog model, its operating point set on the validation pets.
+
+    A fine-tuned model's gate reads a pristine copy of the pretrained layers (``pristine_after_blocks``
+    records where it starts), so it sees what the pretrained backbone sees: fine-tuned features made
+    real pets score low (the 45-minute Lite0 run called 65 of 200 dev pets `neither`) and non-pets
+    through. With the built-in backbone the gate is catdog's open-set gate (:mod:`catdog.models.gate`):
+    its bias moves so that at most 0.5 % of the validation photos (all cats and dogs) score below 0.5.
+    Other timm backbones keep the ImageNet pet mass, with the built-in threshold lowered, if needed, to
+    0.9 x the validation photos' 1st percentile.
+    """
+    gate: dict = {}
+    if getattr(model, "gate", None) is not None:
+        gate["pristine_after_blocks"] = model.shared_blocks
+    open_set = getattr(model, "open_set", None)
+    if open_set is not None:
+        gate.update(builtin_gate_record(image_size), threshold=0.5, kind=OPEN_SET)
+        if refitted_on:
+            gate["refitted_on"] = f"{refitted_on} photos of the data's neither folder (and their mirrors)"
+        if val_pets is not None and len(val_pets):
+            logits = torch.logit(val_pets.double().clamp(1e-12, 1 - 1e-12)) - float(open_set.bias)
+            open_set.bias.fill_(operating_bias(logits, open_set.bias.new_zeros(())))
+            gate["val_pets_turned_away"] = round(float((logits + float(open_set.bias) < 0).double().mean()), 5)
+            gate["val_pets"] = len(val_pets)
+            gate["operating_point"] = (
+                f"P(cat or dog) = 0.5 where {gate['val_pets_turned_away']:.2%} of this model's {len(val_pets)} "
+                f"validation photos score below (target {TARGET_PETS_TURNED_AWAY:.1%})"
+            )
+        return gate
+    threshold = PET_MASS_THRESHOLD
+    gate.update(threshold=threshold, kind="pet-mass")
+    if val_pets is None or not len(val_pets):
+        return gate
+    # 0.9: a margin for the small numeric gap between the path validation measured (cached float16
+    # activations for --freeze stages:N) and the exported model that later predicts.
+    percentile = 0.9 * float(torch.quantile(val_pets.double(), 0.01, interpolation="lower"))
+    gate.update(threshold=min(threshold, percentile), builtin_threshold=threshold)
+    gate["val_pets_turned_away"] = round(float((val_pets < gate["threshold"]).double().mean()), 5)
+    return gate
+
+
+GATE_REFIT_PETS = 5000  # training pets the gate is refitted on (their features take ~30 s on 2 cores)
+
+
+GATE_REFIT_L2 = 1e-3  # pull towards the shipped gate: the user's few hundred negatives adjust it, not replace it
+
+
+def refit_gate(
+    open_set, data: PreparedData, at_size: PreparedData, splits: dict, negatives: list[int], pre: Preprocess, cache_dir
+) -> torch.Tensor:
+    """Refit the open-set gate on the training pets and the `neither` folder's photos (and their mirrors).
+
+    ``data``'s indices (``splits``, ``negatives``) name the photos; ``at_size`` holds them decoded for
+    ``pre``, the size the model predicts at. Returns the refitted gate's ``P(cat or dog)`` for the
+    validation photos, which then set its operating point.
+    """
+    from catdog.features import pretrained_gate_inputs
+
+    pets = sorted(splits["train"], key=lambda i: data.hashes[i])[:GATE_REFIT_PETS]  # a random-like subset
+    index = {path: i for i, path in enumerate(at_size.paths)}
+
+    def inputs(jobs):
+        jobs = [(index[data.paths[i]], view) for i, view in jobs]
+        return pretrained_gate_inputs(at_size, jobs, pre, cache_dir, BUILTIN_BACKBONE)
+
+    x_pets, x_others = inputs([(i, 0) for i in pets]), inputs([(i, v) for i in negatives for v in (0, 1)])
+    x = torch.cat([x_pets, x_others])
+    y = torch.cat([torch.ones(len(x_pets)), torch.zeros(len(x_others))])
+    weight, bias = fit_weights(x, y, prior=open_set, l2=GATE_REFIT_L2)
+    open_set.weight.copy_(weight)
+    open_set.bias.fill_(float(bias))
+    with torch.no_grad():
+        return torch.sigmoid(inputs([(i, 0) for i in splits["val"]]) @ open_set.weight + open_set.bias)
+
+
+def frozen_val_pets(model: nn.Module, val_set: TensorDataset) -> torch.Tensor:
+    """The gate's ``P(cat or dog)`` for the validation photos, from their cached pooled features."""
+    features = val_set.tensors[0].float().to(model.head.weight.device)
+    with torch.no_grad():
+        pets, _ = model.judge(features, model.backbone.get_classifier()(features))
+    return pets.cpu()
+
+
+def builtin_gate_record(image_size: int) -> dict:
+    """What the shipped open-set gate for ``image_size`` says of itself (score, fitted on what), for config.json."""
+    from catdog.models.builtin import gate_size
+    from catdog.models.files import builtin_config
+
+    shipped = builtin_config()["gate"]  # both records ship with catdog: a missing one is a ModelError there
+    fitted_on = {k: v for k, v in (shipped.get("fitted_on") or {}).items() if k != "operating_point"}
+    return {"score": shipped.get("score"), "fitted_on": fitted_on, "fitted_at_px": gate_size(image_size)}

@@ -1,0 +1,86 @@
+"""Several processes (``torchrun``): the process group, barriers, and one time budget for all ranks."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from catdog.training.schedule import Budget
+
+
+@dataclass
+class DistContext:
+    rank: int = 0
+    world: int = 1
+    device: torch.device = torch.device("cpu")
+    comm_device: torch.device = torch.device("cpu")  # where collective tensors live (NCCL needs the GPU)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed() -> DistContext:
+    """Join the torchrun process group when there is one: NCCL on GPUs, gloo on CPUs."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    if world > 1:
+        dist.init_process_group("nccl" if cuda else "gloo")
+        return DistContext(dist.get_rank(), world, device, device)
+    return DistContext(0, 1, device, device)
+
+
+def barrier(ctx: DistContext) -> None:
+    if ctx.world > 1:
+        dist.barrier()
+
+
+class SharedBudget:
+    """Rank 0's budget decision and schedule clock on every rank, asked about once a second.
+
+    Called once per training step. One process asks its :class:`Budget` every step (host clocks only).
+    With several, each question is a broadcast the host must wait for, which would drain a GPU's queue
+    at every step; so rank 0 answers with its decision, its schedule's time fraction (every rank then
+    steps the same learning rate: each rank's own clock would let their weights drift apart) and how
+    many steps to go before the next question: about ``seconds`` worth at the pace since the last one.
+    The budget is then seen spent up to ``seconds`` late, well within its reserve (5 s at least).
+    """
+
+    MAX_STEPS_BETWEEN = 1000
+
+    def __init__(self, budget: Budget, ctx: DistContext, seconds: float = 1.0) -> None:
+        self.budget, self.ctx, self.seconds = budget, ctx, seconds
+        self.calls = 0
+        self.next_check = 1
+        self.checked_at: float | None = None
+        self.checked_call = 0
+        self.checks = 0
+
+    def __call__(self) -> bool:
+        if self.ctx.world == 1:
+            return self.budget.out_of_time()
+        self.calls += 1
+        if self.calls < self.next_check:
+            return False
+        now = time.monotonic()
+        spent = self.budget.out_of_time()
+        every = 1
+        if self.checked_at is not None:
+            pace = (now - self.checked_at) / (self.calls - self.checked_call)
+            every = max(1, min(self.MAX_STEPS_BETWEEN, int(self.seconds / max(pace, 1e-9))))
+        fraction = self.budget.schedule.time_fraction
+        message = torch.tensor([float(spent), fraction, float(every)], dtype=torch.float64, device=self.ctx.comm_device)
+        dist.broadcast(message, 0)
+        spent, fraction, every = message.tolist()
+        self.budget.schedule.time_fraction = fraction
+        self.next_check, self.checked_at, self.checked_call = self.calls + int(every), now, self.calls
+        self.checks += 1
+        return bool(spent)

@@ -1,0 +1,414 @@
+"""Training: ``catdog train DATA_DIR --out MODEL_DIR``, in one process or many (torchrun, DDP).
+
+:func:`train` is the whole recipe, step by step, in the style of the torchvision reference
+scripts: seed, build the model, decode and cache the data, (optionally) cache frozen
+backbone features, build optimizer and schedule, resume, run the epochs (checkpointing,
+keeping the best weights by calibrated validation loss, stopping early or when the time budget is
+spent), fit a temperature on the validation split and write the model directory. The helpers
+below it are its steps; each concern they call lives in its own module of :mod:`catdog.training`.
+
+Exact resumption: every random draw of a training step is seeded from (seed, epoch, step,
+rank) and every augmentation from (seed, epoch, sample index), so a run restarted from any
+checkpoint replays the same steps; checkpoints hold the model, optimizer, scheduler, scaler,
+position in the epoch, running metrics and RNG states, and are written atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from rich.console import Console
+from torch import nn
+from torch.utils.data import Subset
+
+from catdog.augment import mix_transform
+from catdog.data import CachedImages, DatasetError, PreparedData, discover, make_loader, prepare
+from catdog.features import PooledFeatures, split_backbone
+from catdog.fsutil import default_cache_dir
+from catdog.models import build_model, save_model_dir
+from catdog.models.files import BUILTIN_BACKBONE
+from catdog.models.scratch import SCRATCH_MODELS
+from catdog.preprocess import Preprocess
+from catdog.training.batches import (
+    CachedBatches,
+    ResumableSampler,
+    TrainImages,
+    cached_features,
+    feature_input,
+    image_input,
+    prepare_data,
+    preprocess_for,
+    use_cores,
+    warm_up,
+)
+from catdog.training.calibration import calibrated_nll, fit_temperature, frozen_val_pets, gate_config, refit_gate
+from catdog.training.checkpoint import CHECKPOINT, RunState, check_out_dir, load_checkpoint, save_checkpoint
+from catdog.training.config import PET_CLASSES, TrainConfig
+from catdog.training.distributed import DistContext, SharedBudget, barrier, setup_distributed
+from catdog.training.loop import (
+    estimate_seconds,
+    evaluate,
+    final_metrics,
+    record_epoch,
+    train_one_epoch,
+    validate_at_size,
+    validation_workers,
+)
+from catdog.training.precision import autocast_dtype, resolve_precision
+from catdog.training.progress import Reporter, Timeline, package_versions
+from catdog.training.schedule import Budget, Schedule, make_optimizer
+
+
+def train(cfg: TrainConfig, console: Console | None = None, started: float | None = None) -> dict:
+    """Train as ``cfg`` says, write the model directory, return the final metrics.
+
+    ``started``: the ``time.monotonic()`` the time budget counts from (default: now)."""
+    started = time.monotonic() if started is None else started
+    cfg = cfg.resolved()
+    deadline = started + cfg.time_budget * 60 if cfg.time_budget else None
+    ctx = setup_distributed()
+    cfg = replace(cfg, precision=resolve_precision(cfg, ctx.device))  # the saved config says what ran
+    threads = torch.get_num_threads()  # use_cores may change it; restored at the end
+    log = Reporter(console or Console(stderr=True), enabled=ctx.is_main)
+    out = Path(cfg.out)
+    timeline = Timeline(started)
+    timeline.mark("imported")  # the command's imports (torch, timm) are behind us
+    try:
+        # 1. Reproducibility and the output folder.
+        check_out_dir(out, cfg)
+        seed(cfg)
+
+        # 2. The classes, then the model and its preprocessing.
+        classes = model_classes(cfg)
+        gate = cfg.family() != "scratch" and set(classes) <= PET_CLASSES
+        model, pre = build(cfg, classes, gate, log)
+        timeline.mark("model_built")
+
+        # 3. Decode every image once into the pixel cache (rank 0 first, the others then find it full),
+        #    then split it: training and validation pets, `neither` photos (the gate), the test split (unused).
+        cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
+        data = decode(cfg, model, pre, cache_dir, ctx, log, timeline.mark)
+        timeline.mark("data_ready")
+        splits, test, negatives = split(cfg, data, len(classes), log)
+
+        # 4. What trains (the whole network, or the part after a frozen one) and what it eats.
+        job = what_trains(cfg, model, gate, data, splits, pre, cache_dir, ctx, deadline, log)
+        trainable, device = job.trainable, ctx.device
+        per_rank_batch = max(1, cfg.batch_size // ctx.world)
+        sampler, train_loader, val_loader = loaders(cfg, job, ctx, per_rank_batch)
+        steps_per_epoch = len(train_loader)
+
+        # 5. Optimizer, schedule, loss, precision.
+        optimizer = make_optimizer(cfg, model, trainable, fused=True)
+        schedule = Schedule(cfg.schedule, cfg.epochs * steps_per_epoch, int(cfg.warmup_epochs * steps_per_epoch))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        criterion, dtype, scaler, mix = step_parts(cfg, len(classes), device)
+        forward_module = wrap(cfg, trainable, ctx)  # DDP, torch.compile
+
+        # 6. Resume: model, optimizer, scheduler, scaler, position, running metrics and RNG state.
+        state = resume(cfg, trainable, optimizer, scheduler, scaler, steps_per_epoch, log) if cfg.resume else RunState()
+
+        # 7. The epochs (under a budget, leaving time for the final validation at the test size).
+        log.info(f"training on {device} with {ctx.world} process(es), {steps_per_epoch} steps per epoch")
+        test_pre = replace(pre, image_size=cfg.test_image_size) if cfg.test_image_size else pre
+        budget = Budget(deadline, schedule)
+        budget.final_seconds = final_seconds(cfg, model, pre, test_pre, deadline, len(splits["val"]), ctx)
+        out_of_time = SharedBudget(budget, ctx)
+        save = checkpointer(cfg, trainable, optimizer, scheduler, scaler, ctx)  # save(state): rank 0 writes
+        stop_reason = ""
+        timeline.mark("training_started")
+        log.info(timeline.training_starts())
+        while state.epoch < cfg.epochs and not stop_reason:
+            sampler.set_epoch(state.epoch)
+            sampler.start = state.step * per_rank_batch
+            model.eval()  # with a frozen part, only `trainable` trains (and nothing else sees batches)
+            trainable.train()
+            budget_hit = train_one_epoch(
+                cfg, forward_module, train_loader, job.train_input, criterion, optimizer, scheduler, scaler, dtype,
+                mix, state, steps_per_epoch, ctx, log, save, out_of_time,
+            )  # fmt: skip
+            tick = time.monotonic()
+            val = evaluate(forward_module, val_loader, job.eval_input, dtype, ctx)
+            budget.eval_seconds = time.monotonic() - tick
+            elapsed = time.monotonic() - started
+            record_epoch(cfg, state, val, trainable, budget_hit, steps_per_epoch, ctx, out, log, elapsed)
+            stop_reason = why_stop(cfg, state, budget_hit)
+            state.epoch, state.step = state.epoch + 1, 0
+            state.reset_running()
+            save(state)
+        log.info(f"stopped: {stop_reason or f'{cfg.epochs} epochs done'}")
+        timeline.mark("training_ended")
+
+        # 8. The best weights (validated again at the test size), the gate, the temperature, the model directory.
+        trainable.load_state_dict(state.best_state)
+        final_pre = best_at_test_size(model, data, splits, pre, test_pre, cfg, ctx, dtype, per_rank_batch, state, log)
+        gate_evidence(model, gate, data, splits, negatives, pre, final_pre, cfg, cache_dir, job, ctx, state, log)
+        timeline.mark("validated")
+        metrics = final_metrics(state, time.monotonic() - started)
+        metrics["timeline_seconds"] = dict(timeline)
+        if ctx.is_main:  # rank 0 writes
+            write_model(cfg, model, classes, final_pre, gate, data, splits, len(test), negatives, state, metrics, log)
+        barrier(ctx)
+        return metrics
+    finally:
+        torch.set_num_threads(threads)
+        if ctx.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+# -- the steps of the recipe ------------------------------------------------------------------
+
+
+def seed(cfg: TrainConfig) -> None:
+    """Seed torch and, with ``--deterministic``, ask for deterministic kernels."""
+    torch.manual_seed(cfg.seed)
+    if cfg.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    # No cuDNN autotuning: on an H200 it made the first epoch of a Lite0 fine-tune take 55 s
+    # instead of 27 s (every new batch shape is tried with many kernels), and the steps after
+    # it ran no faster (Lite0 30 vs 32 ms, catnet 11 vs 11 ms: benchmarks/gpu_probe.py).
+    torch.backends.cudnn.benchmark = False
+
+
+def model_classes(cfg: TrainConfig) -> list[str]:
+    """The classes the model learns: the dataset's, without `neither` (a `neither` folder is no class)."""
+    classes = discover(cfg.data_dir, image_files_only=True).model_classes
+    if len(classes) < 2:
+        only = f" ({classes[0]})" if classes else ""
+        raise DatasetError(f"'{cfg.data_dir}' has only one class{only}; training needs at least two.")
+    return classes
+
+
+def build(cfg: TrainConfig, classes: list[str], gate: bool, log: Reporter) -> tuple[nn.Module, Preprocess]:
+    """The model (with its open-set gate for cats and dogs on a pretrained backbone) and its preprocessing."""
+    model = build_model(cfg.model, len(classes), pretrained=True, gate=gate)
+    if gate and cfg.family() in ("finetune", "partial"):
+        # Fine-tuning moves the features the ImageNet head reads: the gate keeps a pretrained copy.
+        model.add_pristine_gate(cfg.frozen_stages() if cfg.family() == "partial" else 0)
+    pre = preprocess_for(model, cfg)
+    if gate and cfg.model == BUILTIN_BACKBONE:
+        from catdog.models.builtin import load_builtin_gate
+
+        # The pristine backbone's features are the built-in model's: its open-set gate applies as
+        # shipped, the one fitted at the size the model will predict at.
+        size = cfg.test_image_size or pre.image_size
+        model.add_open_set_gate(load_builtin_gate(model.backbone.num_features, size))
+    if cfg.model in SCRATCH_MODELS:
+        model(torch.zeros(1, 3, pre.image_size, pre.image_size))  # materialise seed-cnn's lazy Dense layer
+    log.info(f"model {cfg.model} ({cfg.family()}), {len(classes)} classes: {', '.join(classes)}")
+    return model, pre
+
+
+def decode(cfg: TrainConfig, model: nn.Module, pre: Preprocess, cache_dir: Path, ctx: DistContext, log, mark):
+    """The pixel cache; on one GPU, a copy of the model takes the slow first steps meanwhile (see warm_up)."""
+    if ctx.device.type == "cuda" and cfg.family() in ("scratch", "finetune") and ctx.world == 1:
+        with ThreadPoolExecutor(1, thread_name_prefix="catdog-decode") as background:
+            decoding = background.submit(prepare_data, cfg, pre, cache_dir, ctx, log)
+            warm_up(model, pre, cfg, ctx)
+            mark("warmed_up")
+            return decoding.result()
+    return prepare_data(cfg, pre, cache_dir, ctx, log)
+
+
+def split(cfg: TrainConfig, data: PreparedData, n_classes: int, log: Reporter):
+    """``(train and val indices of the classes' photos, the test split held out, the neither photos)``.
+
+    Photos of the `neither` folder (label ``n_classes``) never train the classes: they refit the gate.
+    The test split's photos, pets or not, are left out of everything.
+    """
+    parts = data.split(cfg.val_fraction, cfg.test_fraction)
+    held_for_test = set(parts.pop("test"))
+    splits = {name: [i for i in part if data.labels[i] < n_classes] for name, part in parts.items()}
+    negatives = [i for i, y in enumerate(data.labels) if y == n_classes and i not in held_for_test]
+    if not splits["train"] or not splits["val"]:
+        raise DatasetError(f"'{cfg.data_dir}' has too few images to hold some out for validation; add more.")
+    log.info(f"{len(splits['train'])} training and {len(splits['val'])} validation images")
+    return splits, held_for_test, negatives
+
+
+@dataclass
+class Job:
+    """What trains, on which datasets, and how a batch of them becomes the model's input."""
+
+    trainable: nn.Module
+    train_set: torch.utils.data.Dataset
+    val_set: torch.utils.data.Dataset
+    train_input: object
+    eval_input: object
+    workers: int | None
+
+
+def what_trains(cfg, model, gate, data, splits, pre, cache_dir, ctx, deadline, log) -> Job:
+    """The whole network on augmented images, or the part after a frozen one on that part's cached
+    output (a new head on pooled features, or the last stages and the head)."""
+    device = ctx.device
+    if cfg.family() in ("frozen", "partial"):
+        backbone = model.backbone if gate else model
+        new_head = model.head if gate else None
+        if cfg.family() == "frozen":
+            extractor, trainable = PooledFeatures(backbone), new_head or model.get_classifier()
+            shape = None
+        else:
+            gate_copy, open_set = (model.gate, model.open_set) if gate else (None, None)
+            extractor, trainable = split_backbone(backbone, cfg.frozen_stages(), new_head, gate_copy, open_set)
+            extractor.requires_grad_(False)
+            probe = extractor[:-1].eval()(torch.zeros(1, 3, pre.image_size, pre.image_size))
+            shape = tuple(probe.shape[1:])  # the cached rows are these activation maps, flattened
+        train_set, val_set = cached_features(cfg, data, splits, pre, extractor, cache_dir, ctx, deadline, log)
+        train_input = eval_input = feature_input(device, shape, cfg.channels_last)
+        workers = 0  # the features are in memory already
+    else:
+        # The images are augmented where the step runs, a batch at a time (augment.augment_batch).
+        trainable = model
+        train_set = TrainImages(CachedImages(data, splits["train"]))
+        val_set = CachedImages(data, splits["val"])
+        train_input = image_input(pre, device, cfg.channels_last, augment=True)
+        eval_input = image_input(pre, device, cfg.channels_last, eval_view=True)
+        workers = cfg.workers
+        if device.type == "cpu":
+            use_cores()  # no workers beside the step: every core of this process computes
+    if cfg.family() in ("finetune", "partial") and gate:
+        model.backbone.get_classifier().requires_grad_(False)  # the ImageNet head stays the `neither` gate
+    trainable.to(device)
+    if cfg.channels_last and cfg.family() != "frozen":
+        trainable.to(memory_format=torch.channels_last)
+    return Job(trainable, train_set, val_set, train_input, eval_input, workers)
+
+
+def loaders(cfg: TrainConfig, job: Job, ctx: DistContext, per_rank_batch: int):
+    """``(sampler, training batches, validation batches)`` of this rank."""
+    train_set, val_set, device = job.train_set, job.val_set, ctx.device
+    sampler = ResumableSampler(train_set, ctx.world, ctx.rank, cfg.seed)
+    val_share = Subset(val_set, range(ctx.rank, len(val_set), ctx.world))
+    if isinstance(train_set, TrainImages) and CachedBatches.fits(train_set, val_set, device):
+        # Batches straight from the pixel cache (in GPU memory, or the CPU's memory map): no DataLoader.
+        train_loader = CachedBatches(train_set.images, device, per_rank_batch, sampler)
+        val_loader = CachedBatches(val_set, device, 2 * per_rank_batch, order=list(val_share.indices))
+    else:
+        train_loader = make_loader(train_set, per_rank_batch, sampler=sampler, workers=job.workers)
+        val_loader = make_loader(val_share, 2 * per_rank_batch, workers=job.workers)
+    return sampler, train_loader, val_loader
+
+
+def wrap(cfg: TrainConfig, trainable: nn.Module, ctx: DistContext) -> nn.Module:
+    """What the step calls: ``trainable``, under DDP with several processes, compiled with ``--compile``."""
+    forward_module = trainable
+    if ctx.world > 1:
+        forward_module = nn.parallel.DistributedDataParallel(
+            trainable, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
+        )
+    if cfg.compile:
+        forward_module = torch.compile(forward_module)
+    return forward_module
+
+
+def resume(cfg, trainable, optimizer, scheduler, scaler, steps_per_epoch: int, log: Reporter) -> RunState:
+    """Where the checkpoint left the run: model, optimizer, scheduler, scaler, position, metrics, RNG state."""
+    state = load_checkpoint(Path(cfg.out), cfg, trainable, optimizer, scheduler, scaler)
+    log.info(f"resumed at epoch {state.epoch + 1}, step {state.step} of {steps_per_epoch}")
+    return state
+
+
+def checkpointer(cfg, trainable, optimizer, scheduler, scaler, ctx: DistContext):
+    """``save(state)``: the checkpoint of the run at ``state``, written by rank 0."""
+
+    def save(state: RunState) -> None:
+        if ctx.is_main:
+            save_checkpoint(Path(cfg.out), cfg, state, trainable, optimizer, scheduler, scaler)
+
+    return save
+
+
+def why_stop(cfg: TrainConfig, state: RunState, budget_hit: bool) -> str:
+    """Why the epochs stop after this one ("" to go on: more epochs may follow)."""
+    if budget_hit:
+        return "time budget spent"
+    if state.bad_epochs >= cfg.patience:
+        return f"no better validation loss for {cfg.patience} epochs"
+    return ""
+
+
+def step_parts(cfg: TrainConfig, n_classes: int, device: torch.device):
+    """``(loss, autocast dtype, gradient scaler, mixup/cutmix or None)`` of the training step."""
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    dtype = autocast_dtype(cfg, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    mix = mix_transform(n_classes, cfg.mixup, cfg.cutmix) if cfg.family() in ("scratch", "finetune") else None
+    return criterion, dtype, scaler, mix
+
+
+def final_seconds(cfg, model, pre, test_pre, deadline, val_images: int, ctx: DistContext) -> float:
+    """The time the budget keeps for validating again at ``--test-image-size`` (0 when there is none)."""
+    if test_pre == pre or deadline is None:
+        return 0.0
+    workers = validation_workers(cfg, ctx.device)
+    return estimate_seconds(model, test_pre, val_images // ctx.world, ctx.device, workers)
+
+
+def best_at_test_size(model, data, splits, pre, test_pre, cfg, ctx, dtype, per_rank_batch, state, log) -> Preprocess:
+    """The preprocessing the model directory predicts with: ``test_pre`` after validating there again."""
+    if test_pre == pre:
+        return pre
+    at_size = validate_at_size(model, data, splits["val"], test_pre, cfg, ctx, dtype, per_rank_batch)
+    log.info(
+        f"validation at {test_pre.image_size} px: acc {at_size['val_accuracy']:.2%} "
+        f"(at {pre.image_size} px: {state.best_accuracy:.2%})"
+    )
+    state.train_size_metrics = {"val_loss": state.best_loss, "val_accuracy": state.best_accuracy}
+    state.best_loss, state.best_accuracy = at_size["val_loss"], at_size["val_accuracy"]
+    state.best_logits, state.best_labels = at_size["logits"], at_size["labels"]
+    state.best_pets = at_size["pets"]
+    return test_pre  # the model directory predicts at the size it was validated at
+
+
+def gate_evidence(model, gate, data, splits, negatives, train_pre, pre, cfg, cache_dir, job, ctx, state, log) -> None:
+    """The validation photos' pet scores (``state.best_pets``), and the gate refitted on the `neither` photos."""
+    if gate and cfg.family() == "frozen" and (state.best_pets is None or not len(state.best_pets)):
+        state.best_pets = frozen_val_pets(model, job.val_set)  # validation ran the head alone, on cached features
+    if negatives and getattr(model, "open_set", None) is not None and ctx.is_main:
+        log.info(f"refitting the `neither` gate with {len(negatives)} photos of the neither folder")
+        # On features of the size the model predicts at (its gate was fitted there), decoded anew if need be.
+        at_size = data if pre == train_pre else prepare(cfg.data_dir, pre, cache_dir, classes=data.classes)
+        state.best_pets = refit_gate(model.open_set, data, at_size, splits, negatives, pre, cache_dir)
+
+
+def write_model(cfg, model, classes, pre, gate, data, splits, test_images, negatives, state, metrics, log) -> None:
+    """Fit the temperature and write the model directory (rank 0)."""
+    temperature = fit_temperature(state.best_logits, state.best_labels)
+    metrics["val_loss_calibrated"] = round(calibrated_nll(state.best_logits, state.best_labels, temperature), 5)
+    config = {
+        "architecture": cfg.model,
+        "classes": classes,
+        "preprocess": pre.to_dict(),
+        "temperature": temperature,
+        "gate": gate_config(state.best_pets, model, pre.image_size, len(negatives)) if gate else None,
+        "training": cfg.to_dict(),
+        # What catdog evaluate --split needs to find the held-out photos again (also in ONNX exports).
+        "split": {"by": "content hash", "val_fraction": cfg.val_fraction, "test_fraction": cfg.test_fraction},
+        "data": {
+            "root": str(Path(cfg.data_dir).resolve()),
+            "fingerprint": data.fingerprint(),
+            "train_images": len(splits["train"]),
+            "val_images": len(splits["val"]),
+            "test_images": test_images,
+            "neither_images": len(negatives),
+            "unreadable_files": len(data.unreadable),
+            "unreadable": [{"path": str(path), "reason": reason} for path, reason in data.unreadable],
+        },
+        "metrics": metrics,
+        "versions": package_versions(),
+    }
+    out = Path(cfg.out)
+    save_model_dir(model.cpu().to(memory_format=torch.contiguous_format), config, out)
+    (out / CHECKPOINT).unlink(missing_ok=True)
+    log.info(
+        f"saved {out}: val accuracy {metrics['val_accuracy']:.2%}, val loss {metrics['val_loss']:.4f} "
+        f"(epoch {metrics['best_epoch']}), temperature {temperature:.3f}, {metrics['wall_seconds']:.0f} s"
+    )

@@ -1,0 +1,88 @@
+"""The optimizer, the learning-rate schedule and the time budget."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+from torch import nn
+
+from catdog.training.config import TrainConfig
+
+
+def make_optimizer(
+    cfg: TrainConfig, model: nn.Module, trainable: nn.Module | None = None, *, fused: bool = False
+) -> torch.optim.Optimizer:
+    """AdamW/Adam; no weight decay on biases and norms; lower rates for earlier layers when fine-tuning.
+
+    ``trainable``: the part of ``model`` that trains, when not all of it (a head, or the stages after a frozen part).
+    ``fused``: one kernel for the whole update (on a GPU or a CPU; a benchmark baseline leaves it off).
+    """
+    from timm.optim import param_groups_layer_decay, param_groups_weight_decay
+
+    trainable = model if trainable is None else trainable
+    if cfg.family() in ("finetune", "partial"):
+        # Parameters that do not require grad (a frozen part, the gate) are left out of the groups.
+        backbone = getattr(model, "backbone", model)
+        groups = param_groups_layer_decay(backbone, cfg.weight_decay, layer_decay=cfg.layer_decay)
+        if backbone is not model:  # the GatedClassifier's new head learns at the full rate
+            groups += [dict(g, lr_scale=1.0) for g in param_groups_weight_decay(model.head, cfg.weight_decay)]
+    else:
+        groups = param_groups_weight_decay(trainable, cfg.weight_decay)
+    for group in groups:
+        group["lr"] = cfg.lr * group.pop("lr_scale", 1.0)
+    groups = [g for g in groups if g["params"]]
+    optimizer_class = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    return optimizer_class(groups, lr=cfg.lr, fused=fused or None)
+
+
+class Budget:
+    """Is the time budget spent? Leaves time for one more validation pass and the final save.
+
+    It also tells the schedule how far the run is in time, so the learning rate decays to
+    its end when the budget does.
+    """
+
+    def __init__(self, deadline: float | None, schedule: Schedule) -> None:
+        self.deadline = deadline
+        self.schedule = schedule
+        self.started = time.monotonic()
+        self.eval_seconds = 0.0
+        self.final_seconds = 0.0  # kept for the work after the last epoch (validation at the test size)
+
+    def out_of_time(self) -> bool:
+        if self.deadline is None:
+            return False
+        now = time.monotonic()
+        # Before the first validation pass, guess it costs a tenth of the time left.
+        reserve = 1.25 * self.eval_seconds + 5.0 if self.eval_seconds else 0.1 * (self.deadline - self.started)
+        reserve += self.final_seconds
+        self.schedule.time_fraction = (now - self.started) / max(1.0, self.deadline - reserve - self.started)
+        return now + reserve > self.deadline
+
+
+class Schedule:
+    """Learning-rate factor per step: linear warm-up then cosine decay, or one-cycle.
+
+    Written out rather than torch's OneCycleLR/CosineAnnealingLR because under a time budget
+    the horizon is time, not a step count: the progress is the larger of the step fraction
+    and ``time_fraction`` (set by the training loop).
+    """
+
+    def __init__(self, kind: str, total_steps: int, warmup_steps: int) -> None:
+        self.kind = kind
+        self.total_steps = max(1, total_steps)
+        self.warmup_steps = max(1, warmup_steps)
+        self.time_fraction = 0.0
+
+    def __call__(self, step: int) -> float:
+        progress = min(1.0, max(step / self.total_steps, self.time_fraction))
+        if self.kind == "onecycle":  # cosine up from 1/25 over the first 25%, then cosine down to ~0
+            if progress < 0.25:
+                return 1 / 25 + (1 - 1 / 25) * (1 - math.cos(math.pi * progress / 0.25)) / 2
+            return 1e-4 + (1 - 1e-4) * (1 + math.cos(math.pi * (progress - 0.25) / 0.75)) / 2
+        # Under a time budget, warm-up ends after warmup_steps or a twentieth of the budget, whichever
+        # comes first: a budget of about an epoch must not be spent mostly warming up.
+        warmup = min(1.0, max((step + 1) / self.warmup_steps, 20 * self.time_fraction))
+        return warmup * (1 + math.cos(math.pi * progress)) / 2
