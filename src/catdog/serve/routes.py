@@ -1,0 +1,229 @@
+"""The JSON API under ``/api/v1``, and ``/healthz``, ``/readyz``, ``/metrics``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from catdog.images import ImageError, ImageTooLargeError, NotAnImageError, UnsupportedFormatError
+from catdog.inference.predictor import Prediction, _name_in_error
+from catdog.serve.settings import ApiError
+from catdog.serve.state import ServeState
+
+
+class PredictionOut(BaseModel):
+    """The Prediction contract (DESIGN.md); an unusable photo in a batch has ``error`` instead."""
+
+    filename: str
+    label: str | None = None
+    confidence: float | None = None
+    probabilities: dict[str, float] | None = None
+    error: str | None = None
+
+
+class ErrorOut(BaseModel):
+    error: str
+
+
+def image_error_status(err: ImageError) -> int:
+    """415 for content that is not a usable image format, 413 over a limit, 400 for damaged images."""
+    if isinstance(err, ImageTooLargeError):
+        return 413
+    if isinstance(err, (NotAnImageError, UnsupportedFormatError)):
+        return 415
+    return 400
+
+
+def _state(request: Request) -> ServeState:
+    return request.app.state.serve
+
+
+def _clean_name(name: str | None, default: str) -> str:
+    """The client's file name, only ever echoed back (never used as a path)."""
+    name = os.path.basename((name or "").replace("\\", "/")).strip()
+    return name[:200] or default
+
+
+@asynccontextmanager
+async def _form(request: Request, max_files: int):
+    try:
+        async with request.form(max_files=max_files, max_fields=max_files + 8) as form:
+            yield form
+    except StarletteHTTPException as err:
+        if str(err.detail).startswith("Too many files"):
+            raise ApiError(413, f"Too many files: send at most {max_files} photos in one request.") from None
+        raise ApiError(400, f"The multipart body cannot be read: {err.detail}") from None
+
+
+def _uploads(form, fields: tuple[str, ...]) -> list[UploadFile]:
+    return [value for field in fields for value in form.getlist(field) if isinstance(value, UploadFile)]
+
+
+async def read_one_image(request: Request) -> tuple[str, bytes]:
+    """A multipart field ``file``, or the raw body (any non-form content type; the content decides)."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        async with _form(request, max_files=1) as form:
+            uploads = _uploads(form, ("file",))
+            if not uploads:
+                raise ApiError(422, "No photo: send it as the multipart file field 'file' or as a raw image/* body.")
+            return _clean_name(uploads[0].filename, "upload"), await uploads[0].read()
+    data = await request.body()
+    if not data:
+        raise ApiError(422, "No photo: the request body is empty; send an image/* body or a multipart field 'file'.")
+    return "upload", data
+
+
+IMAGE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "required": ["file"],
+                }
+            },
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
+
+ERRORS = {
+    code: {"model": ErrorOut, "description": text}
+    for code, text in {
+        400: "Damaged image or unreadable request.",
+        413: "Over a limit: bytes per photo, megapixels, photos per batch.",
+        415: "Not an image, or an unsupported format.",
+        422: "No photo in the request.",
+        500: "The model failed on a photo (a fault of the server; its log has the details).",
+        503: "The model is still loading, the server is busy, or the request timed out.",
+    }.items()
+}
+
+
+router = APIRouter()
+
+
+@router.post("/api/v1/predict", response_model=None, responses={200: {"model": PredictionOut}, **ERRORS},
+             openapi_extra=IMAGE_BODY)  # fmt: skip
+async def predict(request: Request) -> JSONResponse:
+    """Classify one photo: cat, dog or neither, with calibrated probabilities."""
+    state = _state(request)
+    state.ready()  # 503 before reading a large body when the model is not there
+    name, data = await read_one_image(request)
+    try:
+        prediction = await state.classify(name, data)
+    except ImageError as err:
+        state.metrics.predictions.labels("error").inc()
+        raise ApiError(image_error_status(err), str(err)) from None
+    state.metrics.predictions.labels(prediction.label or "").inc()
+    return JSONResponse(prediction.to_dict())
+
+
+BATCH_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"}}},
+                    "required": ["files"],
+                }
+            }
+        },
+    }
+}
+
+
+@router.post("/api/v1/predict/batch", response_model=None, responses={200: {"model": list[PredictionOut]}, **ERRORS},
+             openapi_extra=BATCH_BODY)  # fmt: skip
+async def predict_batch(request: Request) -> JSONResponse:
+    """Classify several photos (multipart fields ``files``); an unusable photo gets an ``error`` entry."""
+    state = _state(request)
+    state.ready()
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise ApiError(415, "Send the photos as multipart/form-data file fields named 'files'.")
+    async with _form(request, max_files=state.settings.max_files) as form:
+        uploads = _uploads(form, ("files", "file"))
+        if not uploads:
+            raise ApiError(422, "No photos: send them as multipart file fields named 'files'.")
+        items = [(_clean_name(u.filename, f"upload-{i + 1}"), await u.read()) for i, u in enumerate(uploads)]
+
+    async def one(name: str, data: bytes) -> Prediction:
+        try:
+            return await state.classify(name, data)
+        except ImageError as err:
+            return Prediction(source=name, error=str(err), source_key="filename")
+
+    results = await asyncio.gather(*(one(name, data) for name, data in items))
+    for r in results:
+        state.metrics.predictions.labels(r.label if r.ok else "error").inc()
+    return JSONResponse([r.to_dict() for r in results])
+
+
+@router.post("/api/v1/explain", response_class=Response, responses={
+    200: {"content": {"image/png": {}}, "description": "The Grad-CAM heat map over the photo."},
+    501: {"model": ErrorOut, "description": "Heat maps need a PyTorch model (not a bare ONNX file)."}, **ERRORS},
+    openapi_extra=IMAGE_BODY)  # fmt: skip
+async def explain(request: Request) -> Response:
+    """A Grad-CAM heat map (PNG) showing which parts of the photo drove the answer."""
+    state = _state(request)
+    predictor, _ = state.ready()
+    name, data = await read_one_image(request)
+    if len(data) > state.settings.max_file_bytes:
+        raise ApiError(413, f"'{name}' is over the {state.settings.max_file_bytes / 1e6:g} MB limit for one photo.")
+    from catdog.errors import ModelError
+    from catdog.explain import explain_png
+
+    try:
+        # Grad-CAM needs gradients of the torch module: run it in the decode pool, off the event loop.
+        png = await asyncio.get_running_loop().run_in_executor(state.decode_pool, explain_png, predictor, data)
+    except ImageError as err:
+        raise ApiError(image_error_status(err), _name_in_error(str(err), name)) from None
+    except ModelError as err:  # a bare .onnx file has no torch model to take gradients of
+        raise ApiError(501, str(err)) from None
+    return Response(png, media_type="image/png")
+
+
+@router.get("/api/v1/model")
+async def model_info(request: Request) -> dict:
+    """The model being served: classes, labels it can answer, architecture, metrics, version."""
+    state = _state(request)
+    state.ready()
+    limits = {
+        "max_file_bytes": state.settings.max_file_bytes,
+        "max_pixels": state.settings.max_pixels,
+        "max_files": state.settings.max_files,
+    }
+    return {**state.model_info, "limits": limits}
+
+
+@router.get("/healthz")
+async def healthz() -> dict:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: {"model": ErrorOut}})
+async def readyz(request: Request) -> dict:
+    """Readiness: 200 once the model is loaded, 503 before (or when it failed to load)."""
+    _state(request).ready()
+    return {"status": "ready"}
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics."""
+    return Response(generate_latest(_state(request).metrics.registry), media_type=CONTENT_TYPE_LATEST)

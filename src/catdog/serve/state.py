@@ -1,0 +1,156 @@
+"""The model, the micro-batcher and the thread pools of one running app (:class:`ServeState`)."""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import hashlib
+import json
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from catdog import __version__
+from catdog.images import ImageError, ImageTooLargeError
+from catdog.inference.predictor import Prediction, Predictor, _name_in_error
+from catdog.preprocess import stack_uint8
+from catdog.serve.batcher import MicroBatcher
+from catdog.serve.metrics import ServeMetrics
+from catdog.serve.settings import ApiError, ServeSettings
+
+log = logging.getLogger("catdog.serve")
+
+
+def _malloc_trim():
+    """glibc's malloc_trim, or None where the C library has none (musl, macOS)."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_MALLOC_TRIM = _malloc_trim()
+
+
+class ServeState:
+    """The model, the micro-batcher and the thread pools of one running app."""
+
+    def __init__(self, settings: ServeSettings) -> None:
+        self.settings = settings
+        self.metrics = ServeMetrics()
+        self.predictor: Predictor | None = None
+        self.batcher: MicroBatcher | None = None
+        self.load_error: str | None = None
+        self.model_info: dict[str, Any] = {}
+        self._answered = 0  # photos answered or refused, so the trimmer knows when memory was freed
+        self.decode_pool = ThreadPoolExecutor(
+            max_workers=settings.decode_threads or os.cpu_count() or 1, thread_name_prefix="catdog-decode"
+        )
+
+    async def load(self) -> None:
+        """Load the model in a thread (the server answers /healthz and /readyz meanwhile)."""
+        try:
+            predictor = await asyncio.to_thread(self._load_and_warm_up)
+        except Exception as err:  # reported by /readyz and every API call; the server stays up
+            self.load_error = str(err) or type(err).__name__
+            log.error("The model could not be loaded: %s", self.load_error)
+            return
+        self.model_info = describe_model(predictor)
+        self.metrics.model.info({k: str(self.model_info[k]) for k in ("name", "architecture", "version")})
+        self.batcher = MicroBatcher(
+            predictor,
+            max_batch=self.settings.max_batch,
+            max_wait=self.settings.max_wait_ms / 1000,
+            on_batch=self.metrics.observe_batch,
+        )
+        self.batcher.start()
+        self.predictor = predictor
+        self.metrics.ready.set(1)
+        log.info("Model '%s' loaded; ready.", predictor.name)
+
+    def _load_and_warm_up(self) -> Predictor:
+        predictor = Predictor.load(
+            self.settings.model,
+            threshold=self.settings.threshold,
+            neither_threshold=self.settings.neither_threshold,
+            max_pixels=self.settings.max_pixels,
+        )
+        # One forward pass now, so that the first request does not pay for lazy initialisation.
+        side = predictor.pre.resize_size
+        predictor.forward_uint8(stack_uint8([np.zeros((side, side, 3), np.uint8)]))
+        return predictor
+
+    async def close(self) -> None:
+        if self.batcher is not None:
+            await self.batcher.stop()
+        self.decode_pool.shutdown(wait=False, cancel_futures=True)
+
+    def ready(self) -> tuple[Predictor, MicroBatcher]:
+        if self.load_error is not None:
+            raise ApiError(503, f"The model could not be loaded: {self.load_error}")
+        if self.predictor is None or self.batcher is None:
+            raise ApiError(503, "The model is still loading; try again in a few seconds.", {"Retry-After": "2"})
+        return self.predictor, self.batcher
+
+    async def classify(self, name: str, data: bytes) -> Prediction:
+        """One photo → Prediction; raises :class:`ImageError` (message naming ``name``) for unusable input."""
+        predictor, batcher = self.ready()
+        if len(data) > self.settings.max_file_bytes:
+            raise ImageTooLargeError(
+                f"'{name}' is {len(data) / 1e6:.1f} MB, over the {self.settings.max_file_bytes / 1e6:g} MB limit "
+                "for one photo."
+            )
+        batcher.expect()
+        try:
+            try:
+                square = await asyncio.get_running_loop().run_in_executor(self.decode_pool, predictor._square, data)
+            except BaseException as err:
+                batcher.unexpect()
+                if isinstance(err, ImageError):
+                    raise type(err)(_name_in_error(str(err), name)) from None
+                raise
+            return await batcher.predict(square, name, expected=True)
+        finally:
+            self._answered += 1
+
+    async def trim_memory(self, period: float = 1.0) -> None:
+        """Hand freed memory back to the OS once a second while photos come in, and once after the last.
+
+        Decode and inference threads free large temporary buffers into glibc's per-thread arenas,
+        which keep them: without the trim the server's RSS creeps up by tens of MiB per few hundred
+        odd-sized uploads. Trimming here rather than after each photo means the buffers that the
+        last batch freed are trimmed too, and a busy server trims at most once a period.
+        """
+        if _MALLOC_TRIM is None:
+            return
+        trimmed_at = 0
+        while True:
+            await asyncio.sleep(period)
+            if self._answered != trimmed_at:
+                trimmed_at = self._answered
+                await asyncio.to_thread(_MALLOC_TRIM, 0)
+
+
+def describe_model(predictor: Predictor) -> dict[str, Any]:
+    """What ``GET /api/v1/model`` answers: classes, architecture, metrics, version."""
+    info = predictor.info
+    digest = hashlib.sha256(json.dumps(info, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    labels = predictor.answers
+    if predictor.threshold is not None:
+        labels.append("unsure")
+    return {
+        "name": predictor.name if predictor.name == "builtin" else os.path.basename(os.path.normpath(predictor.name)),
+        "classes": list(predictor.classes),
+        "labels": labels,
+        "architecture": info.get("architecture", "unknown"),
+        "backend": info.get("backend", "torch"),
+        "image_size": predictor.pre.image_size,
+        "neither_threshold": predictor.gate_threshold,
+        "metrics": info.get("metrics", {}),
+        "version": str(info.get("version") or digest),
+        "catdog_version": __version__,
+    }
