@@ -1,0 +1,51 @@
+"""The ``catdog`` command line: data, train, evaluate, predict, export, serve.
+
+Every user-facing failure is one sentence on stderr and a non-zero exit; ``--debug`` shows
+the traceback instead.
+
+The app and its shared options are in :mod:`catdog.cli.app`, failures in :mod:`catdog.cli.errors`,
+printing in :mod:`catdog.cli.output`; the commands, each importing its work inside the function (so
+``catdog predict`` loads neither torch nor timm), in :mod:`~catdog.cli.predict`, :mod:`~catdog.cli.data`,
+:mod:`~catdog.cli.models` and :mod:`~catdog.cli.train`, registered in this order (the order of ``--help``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# isort: off
+# Importing a command's module registers it; `catdog --help` lists the commands in this order.
+from catdog.cli import predict, models, train, data  # noqa: F401
+
+# isort: on
+from catdog.cli.app import app, data_app
+from catdog.cli.errors import DEBUG, INTERNAL_ERROR, err_console, fail, out_of_memory, unexpected, user_errors
+
+__all__ = [
+    "DEBUG",
+    "INTERNAL_ERROR",
+    "app",
+    "data_app",
+    "err_console",
+    "fail",
+    "main",
+    "out_of_memory",
+    "unexpected",
+    "user_errors",
+]
+
+
+def main() -> None:
+    """Console-script entry point."""
+    # Quiet, predictable CPU threading unless the user chose otherwise.
+    os.environ.setdefault("KMP_WARNINGS", "0")
+    try:
+        app()
+    except BrokenPipeError:  # `catdog predict ... | head`
+        sys.stderr.close()
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

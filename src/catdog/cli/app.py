@@ -1,0 +1,55 @@
+"""The Typer app and its ``data`` group, the global options, and option types shared by commands."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from catdog.cli.errors import DEBUG
+
+app = typer.Typer(
+    name="catdog",
+    help="Recognise cats and dogs in photos: check data, train, evaluate, predict, export, serve.",
+    epilog="Options of one command: catdog COMMAND --help. Guides: README.md and docs/ in catdog's source "
+    "(predict-and-serve.md, training.md, data.md, benchmarks.md, design.md).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+data_app = typer.Typer(help="Inspect and clean datasets: check, audit.", no_args_is_help=True)
+
+
+app.add_typer(data_app, name="data")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from catdog import __version__
+
+        typer.echo(f"catdog {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print catdog's version and exit."),
+    ] = False,
+) -> None:
+    DEBUG["on"] = debug
+
+
+NeitherThreshold = Annotated[
+    float | None,
+    typer.Option(
+        help="Answer 'neither' when P(cat or dog) is below this (default: the model's own, set to turn away "
+        "at most 0.5% of pets; higher is stricter).",
+        min=0,
+        max=1,
+    ),
+]

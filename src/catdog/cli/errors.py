@@ -1,0 +1,83 @@
+"""How a command fails: one sentence on stderr and an exit status (2 for bad input, 70 for catdog's own bug)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import typer
+from rich.console import Console
+
+err_console = Console(stderr=True)
+
+
+DEBUG = {"on": False}
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print one clear sentence and return the Exit to raise."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+# The exit status of a failure that is catdog's fault, not the input's: EX_SOFTWARE of sysexits.h.
+INTERNAL_ERROR = 70
+
+
+def user_errors(func: Callable) -> Callable:
+    """Turn catdog's own error types into one sentence and exit status 2.
+
+    Anything else but running out of memory is a bug, not a bad input: it gets one sentence too, that
+    says so, and status 70.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        from catdog.errors import CatdogError
+
+        try:
+            return func(*args, **kwargs)
+        except (CatdogError, OSError) as err:
+            if DEBUG["on"]:
+                raise
+            message = str(err) or type(err).__name__
+            if isinstance(err, OSError) and err.filename:
+                message = f"{err.strerror or 'cannot use'}: '{err.filename}'."
+            raise fail(message) from None
+        except KeyboardInterrupt:
+            raise fail("Interrupted.", 130) from None
+        except typer_exits():
+            raise
+        except Exception as err:
+            if DEBUG["on"]:
+                raise
+            raise fail(unexpected(err), 2 if out_of_memory(err) else INTERNAL_ERROR) from None
+
+    return wrapper
+
+
+def typer_exits() -> tuple[type[BaseException], ...]:
+    """typer's own ways out: an exit status, an abort, a usage error (typer 0.29 vendors click's)."""
+    import click
+
+    kinds = [typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.Abort, click.ClickException]
+    vendored = getattr(getattr(typer, "exceptions", None), "TyperException", None)
+    return tuple(kinds + ([vendored] if vendored else []))
+
+
+def out_of_memory(err: BaseException) -> bool:
+    """A MemoryError, or torch's CPU or GPU allocator giving up (RuntimeError subclasses)."""
+    text = str(err).lower()
+    return isinstance(err, MemoryError) or "out of memory" in text or "can't allocate memory" in text
+
+
+def unexpected(err: BaseException) -> str:
+    """One sentence for an exception catdog did not expect (its first line, shortened)."""
+    if out_of_memory(err):
+        return "Ran out of memory; try a smaller --batch-size or --image-size, or fewer --workers."
+    lines = str(err).strip().splitlines()
+    detail = f": {lines[0][:200]}" if lines else ""
+    return (
+        f"catdog stopped on an unexpected {type(err).__name__}{detail}. Run the command again with --debug to see "
+        "where; if the input looks right, please report it."
+    )

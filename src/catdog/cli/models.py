@@ -1,0 +1,158 @@
+"""``catdog evaluate``, ``catdog explain`` and ``catdog export``: measure, look inside, ship a model."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from catdog.cli.app import NeitherThreshold, app
+from catdog.cli.errors import fail, user_errors
+from catdog.cli.output import print_evaluation
+
+
+@app.command(short_help="Measure a model on labelled photos: metrics, plots, a report.")
+@user_errors
+def evaluate(
+    model: Annotated[
+        str | None, typer.Argument(help="Model directory or .onnx file; the built-in model if omitted.")
+    ] = None,
+    data_dir: Annotated[
+        str | None, typer.Argument(help="Labelled photos in any dataset layout (cat.1.jpg, cat/ dog/, PetImages).")
+    ] = None,
+    out: Annotated[
+        str | None, typer.Option("--out", "-o", help="Write plots, a gallery of mistakes and report.html here.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
+    robust: Annotated[
+        bool, typer.Option("--robustness", help="Also measure accuracy under 7 corruptions at 3 severities.")
+    ] = False,
+    robustness_samples: Annotated[int, typer.Option(help="Photos used for --robustness.", min=1)] = 300,
+    tta: Annotated[bool, typer.Option("--tta", help="Average the photo and its mirror image.")] = False,
+    threshold: Annotated[
+        float | None, typer.Option(help="Answer 'unsure' (counted wrong) below this confidence.", min=0, max=1)
+    ] = None,
+    neither_threshold: NeitherThreshold = None,
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.", min=1)] = 32,
+    split: Annotated[
+        str,
+        typer.Option(
+            help="all photos, or only those the model's training run put in its train, val or test split "
+            "(by content hash, with the fractions the model records)."
+        ),
+    ] = "all",
+) -> None:
+    """Measure a model on labelled photos: accuracy, log loss, ROC AUC, calibration, robustness."""
+    if data_dir is None:  # `catdog evaluate DATA_DIR` uses the built-in model
+        model, data_dir = None, model
+    if data_dir is None:
+        raise fail("Give the folder of labelled photos to evaluate on: catdog evaluate [MODEL] DATA_DIR.")
+    from catdog.evaluate import evaluate as run_evaluate
+
+    result = run_evaluate(
+        model,
+        data_dir,
+        out_dir=out,
+        with_robustness=robust,
+        robustness_samples=robustness_samples,
+        batch_size=batch_size,
+        tta=tta,
+        threshold=threshold,
+        neither_threshold=neither_threshold,
+        split=split,
+    )
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    print_evaluation(result)
+
+
+@app.command(short_help="Grad-CAM heat map: where in the photo the decision rests.")
+@user_errors
+def explain(
+    model: Annotated[str | None, typer.Argument(help="Model directory; the built-in model if only IMAGE is given.")],
+    image: Annotated[str | None, typer.Argument(help="The photo to explain.")] = None,
+    out: Annotated[
+        str | None, typer.Option("--out", "-o", help="Overlay PNG to write; default IMAGE-gradcam.png here.")
+    ] = None,
+    class_name: Annotated[
+        str | None, typer.Option("--class", help="Explain this class instead of the model's answer.")
+    ] = None,
+) -> None:
+    """Grad-CAM: a heat map of where in the photo the model's decision rests."""
+    if image is None:  # `catdog explain IMAGE` uses the built-in model
+        model, image = None, model
+    if image is None:
+        raise fail("Give the photo to explain: catdog explain [MODEL] IMAGE --out heat.png.")
+    from pathlib import Path
+
+    from catdog.explain import explain as run_explain
+    from catdog.explain import overlay
+    from catdog.fsutil import atomic_write
+
+    explanation = run_explain(model, image, class_name=class_name)
+    target = Path(out or f"{Path(image).stem}-gradcam.png")
+    picture = overlay(explanation)
+    atomic_write(target, lambda tmp: picture.save(tmp, "PNG"))
+    probs = ", ".join(f"{c} {p:.3f}" for c, p in explanation.probabilities.items())
+    Console(highlight=False, soft_wrap=True).print(
+        f"{image}: {explanation.label} ({probs}); heat map for '{explanation.explained}' written to {target}"
+    )
+
+
+@app.command(short_help="Export a model to ONNX (fp32 or int8), checked against PyTorch.")
+@user_errors
+def export(
+    model: Annotated[
+        str | None, typer.Argument(help="Model directory written by 'catdog train'; the built-in model if omitted.")
+    ] = None,
+    fmt: Annotated[
+        str, typer.Option("--format", help="'onnx' (one file) or 'web' (the phone app as a static folder, --out DIR).")
+    ] = "onnx",
+    int8: Annotated[
+        bool, typer.Option("--int8", help="Quantize to int8 with ONNX Runtime (checked against fp32 on real photos).")
+    ] = False,
+    out: Annotated[
+        str | None, typer.Option("--out", "-o", help="Output file; default MODEL/model.onnx (model-int8.onnx).")
+    ] = None,
+    check_data: Annotated[
+        str | None,
+        typer.Option(help="Labelled photos (any dataset layout) for the parity check; default: the training data."),
+    ] = None,
+    check_images: Annotated[
+        int | None,
+        typer.Option(help="How many photos the parity checks use [default: 300; 2,000 for int8's agreement].", min=8),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the parity report as JSON.")] = False,
+) -> None:
+    """Export a model to a self-contained ONNX file, refusing one that does not match PyTorch."""
+    if fmt.lower() not in ("onnx", "web"):
+        raise fail(f"Unknown format '{fmt}'; catdog exports 'onnx' or 'web'.")
+    if fmt.lower() == "web":
+        from catdog.webapp import write_web
+
+        target = out or (os.path.join(model, "app") if model else "catdog-app")
+        config = write_web(model, target, int8=int8, check_dir=check_data, n_check=check_images)
+        print(json.dumps({"path": target, **{k: v for k, v in config.items() if k != "imagenet"}}, indent=2)
+              if as_json else f"Wrote the phone app to {target}/ (model {config['model_bytes'] / 1e6:.1f} MB): serve "
+              "the folder over HTTPS from any static host (its _headers file lists the headers to send).")  # fmt: skip
+        return
+    from catdog.export import export as run_export
+
+    suffix = "model-int8.onnx" if int8 else "model.onnx"
+    target = out or (os.path.join(model, suffix) if model else f"catdog-builtin{'-int8' if int8 else ''}.onnx")
+    report = run_export(model, target, int8=int8, check_dir=check_data, n_check=check_images)
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return
+    line = f"Wrote {report.path}: max |Δprobability| vs PyTorch {report.fp32_max_gap:.1e} on {report.n_check} photos"
+    if report.int8:
+        line += (
+            f"; int8 agrees with fp32 on {report.agreement:.1%} of {report.n_check_int8} photos, "
+            f"accuracy {report.accuracy_int8:.1f}% "
+            f"(fp32 {report.accuracy_fp32:.1f}%)"
+        )
+    Console(highlight=False, soft_wrap=True).print(line + ".")

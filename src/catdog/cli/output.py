@@ -1,0 +1,101 @@
+"""How results are printed: predictions as text, JSON or CSV (streamed), and the evaluation summary."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Iterable
+
+from rich.console import Console
+
+
+def print_predictions(results: Iterable, classes: list[str], *, as_json: bool, as_csv: bool) -> bool:
+    """Print each prediction as soon as it is known (a long job shows its progress); True if any failed."""
+    failed = False
+    if as_json:  # the same text as json.dump(list, indent=2), one element at a time
+        sys.stdout.write("[")
+        count = 0
+        for count, r in enumerate(results, 1):
+            failed |= not r.ok
+            element = json.dumps(r.to_dict(), indent=2).replace("\n", "\n  ")
+            sys.stdout.write(("," if count > 1 else "") + "\n  " + element)
+        sys.stdout.write("\n]\n" if count else "]\n")
+        return failed
+    if as_csv:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(["path", "label", "confidence", *classes, "error"])
+        for r in results:
+            failed |= not r.ok
+            probs = r.probabilities or {}
+            writer.writerow(
+                [
+                    r.source,
+                    r.label or "",
+                    r.confidence if r.confidence is not None else "",
+                    *[probs.get(c, "") for c in classes],
+                    r.error or "",
+                ]
+            )
+        return failed
+    out = Console(highlight=False, soft_wrap=True)
+    for r in results:
+        failed |= not r.ok
+        if r.ok:
+            colour = {"cat": "magenta", "dog": "cyan"}.get(r.label or "", "yellow")
+            seen = f" [dim]no cat or dog; looks like: {r.looks_like} ({r.looks_like_means})[/]" if r.looks_like else ""
+            out.print(f"{r.source}: [bold {colour}]{r.label}[/] ({r.confidence:.1%}){seen}")
+        else:
+            out.print(f"{r.source}: [red]error[/] {r.error}")
+    return failed
+
+
+def print_evaluation(result: dict) -> None:
+    from rich.table import Table
+
+    out = Console(highlight=False, soft_wrap=True)
+    part = "" if result.get("split", "all") == "all" else f" of its {result['split']} split"
+    table = Table(title=f"{result['model']} on {result['n']} photos{part}")
+    for column in ("class", "precision", "recall", "F1", "support"):
+        table.add_column(column, justify="right")
+    for c in result["classes"]:
+        table.add_row(c, *(f"{result[k][c]:.4f}" for k in ("precision", "recall", "f1")), str(result["support"][c]))
+    out.print(table)
+    auc = "n/a" if result["roc_auc"] is None else f"{result['roc_auc']:.4f}"
+    out.print(
+        f"accuracy {result['accuracy']:.4f}  log loss {result['log_loss']:.4f}  ROC AUC {auc}  ECE {result['ece']:.4f}"
+    )
+    if result["neither"] or result["unsure"]:
+        out.print(f"answered 'neither' {result['neither']} times and 'unsure' {result['unsure']} times (counted wrong)")
+    if "open_set" in result:
+        o = result["open_set"]
+        out.print(f"pets versus neither ({o['n_pets']} pets, {o['n_neither']} 'neither' photos, not counted above):")
+        if not o["gate"]:
+            out.print(f"  {o['note']}")
+        else:
+
+            def fmt(value: float | None) -> str:
+                return "n/a" if value is None else f"{value:.4f}"
+
+            out.print(
+                f"  ROC AUC {fmt(o['roc_auc'])}  neither answered 'neither' {fmt(o['neither_answered'])}  "
+                f"pets turned away {fmt(o['pets_turned_away'])}  (threshold {o['threshold']:.4g})"
+            )
+            out.print(
+                f"  FPR at 95% TPR {fmt(o['fpr_at_95_tpr'])} (neither photos scoring at least "
+                f"{fmt(o['score_at_95_tpr'])}, the P(cat or dog) that keeps 95% of pets)"
+            )
+    if result["unreadable"]:
+        out.print(f"[yellow]{len(result['unreadable'])} unreadable files[/]:")
+        for item in result["unreadable"]:
+            out.print(f"  {item['error']}")
+    if "robustness" in result:
+        r = result["robustness"]
+        table = Table(title=f"accuracy under corruptions ({r['n']} photos, clean {r['clean']:.3f})")
+        for column in ("corruption", "severity 1", "2", "3"):
+            table.add_column(column, justify="right")
+        for name, values in r["accuracy"].items():
+            table.add_row(name, *(f"{v:.3f}" for v in values))
+        out.print(table)
+    if "report" in result:
+        out.print(f"Report: {result['report']}")

@@ -1,0 +1,115 @@
+"""``catdog predict`` and ``catdog serve``: a model's answers, on the command line and over HTTP."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+
+from catdog.cli.app import NeitherThreshold, app
+from catdog.cli.errors import err_console, fail, user_errors
+from catdog.cli.output import print_predictions
+
+
+@app.command()
+@user_errors
+def predict(
+    paths: Annotated[list[str], typer.Argument(help="Image files, folders (searched recursively) or glob patterns.")],
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Model directory or .onnx file; the built-in model if omitted.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON list of predictions.")] = False,
+    as_csv: Annotated[
+        bool, typer.Option("--csv", help="Print CSV: path,label,confidence,<probabilities: cat,dog,neither>,error.")
+    ] = False,
+    threshold: Annotated[
+        float | None, typer.Option(help="Answer 'unsure' when the confidence is below this probability.", min=0, max=1)
+    ] = None,
+    neither_threshold: NeitherThreshold = None,
+    tta: Annotated[
+        bool, typer.Option("--tta", help="Average the predictions of the photo and its mirror image.")
+    ] = False,
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.", min=1)] = 32,
+) -> None:
+    """Classify photos as cat, dog or neither."""
+    if as_json and as_csv:
+        raise fail("Choose one of --json and --csv.")
+    from catdog.inference.predictor import Predictor, expand_inputs
+
+    entries = expand_inputs(paths)
+    predictor = Predictor.load(
+        model, threshold=threshold, neither_threshold=neither_threshold, tta=tta, throughput=True
+    )
+    from catdog.inference.sharding import predict_sharded
+
+    # Under torchrun, files are sharded over the ranks and rank 0 prints them all in input order.
+    predictions = predict_sharded(predictor, [e for e in entries if isinstance(e, str)], batch_size=batch_size)
+    if predictions is None:
+        return
+    predicted = iter(predictions)
+    results = (next(predicted) if isinstance(e, str) else e for e in entries)  # streamed, in input order
+    failed = print_predictions(results, predictor.answers, as_json=as_json, as_csv=as_csv)
+    raise typer.Exit(1 if failed else 0)
+
+
+@app.command()
+@user_errors
+def serve(
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Model directory or .onnx file; the built-in model if omitted.")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 opens the server to the network.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.", min=0, max=65535)] = 8000,
+    workers: Annotated[int, typer.Option(help="Server processes, each with its own copy of the model.", min=1)] = 1,
+    max_file_mb: Annotated[float, typer.Option(help="Largest photo accepted, in MB (413 above).", min=0.01)] = 10.0,
+    max_megapixels: Annotated[
+        float, typer.Option(help="Most pixels in one photo, in millions (413 above).", min=0.01)
+    ] = 40.0,
+    max_files: Annotated[int, typer.Option(help="Most photos in one batch request (413 above).", min=1)] = 32,
+    max_concurrent: Annotated[
+        int, typer.Option(help="API requests being worked on at once, uploads complete (503 above).", min=1)
+    ] = 64,
+    max_uploads: Annotated[
+        int, typer.Option(help="API requests still uploading at once (503 above); memory: this x --max-file-mb.", min=1)
+    ] = 128,
+    timeout: Annotated[float, typer.Option(help="Seconds one API request may take (503 after).", min=0.1)] = 30.0,
+    batch_size: Annotated[int, typer.Option(help="Most images in one forward pass (micro-batching).", min=1)] = 32,
+    batch_wait_ms: Annotated[
+        float, typer.Option(help="How long a forward pass waits for more images, in ms.", min=0)
+    ] = 5.0,
+    threshold: Annotated[
+        float | None, typer.Option(help="Answer 'unsure' below this confidence (default: never).", min=0, max=1)
+    ] = None,
+    neither_threshold: NeitherThreshold = None,
+    access_log: Annotated[bool, typer.Option("--access-log", help="Log every request (default: off).")] = False,
+) -> None:
+    """Serve the web page and the JSON API (OpenAPI docs at /docs)."""
+    import uvicorn
+
+    from catdog.serve.app import SETTINGS_ENV, ServeSettings, create_app
+
+    if model is not None and not os.path.exists(model):
+        raise fail(f"Model '{model}' does not exist; give a model directory or an .onnx file, or omit --model.")
+    settings = ServeSettings(
+        model=model,
+        max_file_bytes=int(max_file_mb * 1e6),
+        max_pixels=int(max_megapixels * 1e6),
+        max_files=max_files,
+        max_concurrent=max_concurrent,
+        max_uploads=max_uploads,
+        timeout=timeout,
+        max_batch=batch_size,
+        max_wait_ms=batch_wait_ms,
+        threshold=threshold,
+        neither_threshold=neither_threshold,
+    )
+    err_console.print(f"catdog: serving on http://{host}:{port} (the model loads in the background; /readyz)")
+    options = dict(
+        host=host, port=port, access_log=access_log, server_header=False, timeout_graceful_shutdown=timeout + 5
+    )
+    if workers == 1:
+        uvicorn.run(create_app(settings), **options)
+    else:  # worker processes import the app themselves, so the settings travel in the environment
+        os.environ[SETTINGS_ENV] = settings.to_json()
+        uvicorn.run("catdog.serve.app:app_from_env", factory=True, workers=workers, **options)

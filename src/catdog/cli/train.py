@@ -1,0 +1,129 @@
+"""``catdog train``."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import typer
+
+from catdog.cli.app import app
+from catdog.cli.errors import user_errors
+
+
+@app.command(short_help="Train a model on a dataset folder (CPU, GPU or torchrun).")
+@user_errors
+def train(
+    data_dir: Annotated[str, typer.Argument(help="Dataset folder: cat.1.jpg-style files, or one folder per class.")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Model directory to write.")],
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="seed-cnn, catnet, or a timm backbone (e.g. tf_efficientnet_lite0).")
+    ] = "catnet",
+    freeze: Annotated[
+        str,
+        typer.Option(
+            help="'none': all layers train; 'backbone': only a new head, on cached backbone features; "
+            "'stages:N': the stem and first N stages frozen, the later ones fine-tune on their cached output."
+        ),
+    ] = "none",
+    epochs: Annotated[
+        int | None, typer.Option(help="Epochs; default 30 from scratch, 10 fine-tuning, 40 for a frozen head.", min=1)
+    ] = None,
+    time_budget: Annotated[
+        float | None,
+        typer.Option(help="Minutes for the whole run (decoding, features, training, final evaluation).", min=0.01),
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            help="Global batch size; default 64 from scratch or with stages:N, 32 fine-tuning, 256 head.", min=1
+        ),
+    ] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate; default depends on the model.", min=0)] = None,
+    optimizer: Annotated[str | None, typer.Option(help="adamw or adam; default adamw (adam for seed-cnn).")] = None,
+    weight_decay: Annotated[
+        float | None, typer.Option(help="Weight decay; default depends on the model.", min=0)
+    ] = None,
+    layer_decay: Annotated[
+        float | None,
+        typer.Option(
+            help="Fine-tuning: learning-rate factor per earlier block; default 0.7 (0.8 with stages:N).", min=0, max=1
+        ),
+    ] = None,
+    schedule: Annotated[str, typer.Option(help="cosine (with warm-up) or onecycle.")] = "cosine",
+    warmup_epochs: Annotated[float, typer.Option(help="Linear warm-up length in epochs (cosine).", min=0)] = 1.0,
+    label_smoothing: Annotated[
+        float | None, typer.Option(help="Label smoothing of the loss; default 0.1 (0 for seed-cnn).", min=0, max=0.5)
+    ] = None,
+    mixup: Annotated[float, typer.Option(help="MixUp alpha (0 = off).", min=0)] = 0.0,
+    cutmix: Annotated[float, typer.Option(help="CutMix alpha (0 = off).", min=0)] = 0.0,
+    image_size: Annotated[
+        int | None, typer.Option(help="Input side in pixels; default 128 from scratch, the backbone's own.", min=8)
+    ] = None,
+    test_image_size: Annotated[
+        int | None,
+        typer.Option(
+            help="Validate the final model, and predict, at this side (e.g. 288 for a 224 backbone: nets trained "
+            "on random crops do better a little larger); default: the input side.",
+            min=8,
+        ),
+    ] = None,
+    feature_views: Annotated[
+        int,
+        typer.Option(
+            help="--freeze backbone or stages:N: views cached per training image (1, 2 + mirror, more augmented).",
+            min=1,
+        ),
+    ] = 2,
+    val_fraction: Annotated[
+        float, typer.Option(help="Share of images held out for validation.", min=0.01, max=0.9)
+    ] = 0.1,
+    test_fraction: Annotated[
+        float,
+        typer.Option(
+            help="Share of images held out for a final test no training choice sees "
+            "(catdog evaluate MODEL DIR --split test); default none.",
+            min=0,
+            max=0.5,
+        ),
+    ] = 0.0,
+    patience: Annotated[
+        int | None, typer.Option(help="Stop after this many epochs without a better validation loss.", min=1)
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    deterministic: Annotated[
+        bool, typer.Option("--deterministic", help="Deterministic algorithms (exactly reproducible, slower).")
+    ] = False,
+    precision: Annotated[
+        str,
+        typer.Option(
+            help="auto (bf16 on GPU, and from scratch on a CPU with AMX, where it measured 2x faster; else fp32), "
+            "fp32, bf16 or fp16."
+        ),
+    ] = "auto",
+    channels_last: Annotated[bool, typer.Option(help="Use the channels-last memory format.")] = True,
+    compile: Annotated[bool, typer.Option("--compile", help="Compile the model with torch.compile.")] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Processes that decode photos (validation at --test-image-size, or a data set too big for the "
+            "GPU); default one (GPU: one per core). Training images come from the pixel cache without them.",
+            min=0,
+        ),
+    ] = None,
+    cache_dir: Annotated[
+        str | None, typer.Option(help="Cache of decoded images and features; default $CATDOG_CACHE_DIR or ~/.cache.")
+    ] = None,
+    checkpoint_seconds: Annotated[
+        float, typer.Option(help="Checkpoint at least this often (and after every epoch); 0: every step.", min=0)
+    ] = 60.0,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the unfinished run in --out.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a model already in --out.")] = False,
+) -> None:
+    """Train a classifier on a dataset folder and write a model directory."""
+    options = dict(locals())  # every parameter above is a TrainConfig field of the same name
+    started = time.monotonic()  # the time budget includes importing torch and timm
+    from catdog.training.config import TrainConfig
+    from catdog.training.recipe import train as run_training
+
+    run_training(TrainConfig(**options), started=started)
