@@ -207,18 +207,15 @@ def dev_test(dev_dir: Path = DEV_DIR) -> list[tuple[str, str]]:
 
 def dev_split(dev_dir: Path, part: str) -> list[tuple[str, str]]:
     """``(path, label)`` of ``part`` of the built-in head's content-hash split of the dev photos (10 % each)."""
-    from catdog.data.hashing import HashIndex
     from catdog.data.layout import discover
-    from catdog.data.split import split_indices
+    from catdog.data.split import files_in_part
     from catdog.models.files import builtin_config
 
     split = builtin_config()["split"]
     dev = discover(dev_dir, image_files_only=True)
-    paths = [str(f.path) for f in dev.files]
-    labels = [dev.classes.index(f.label) for f in dev.files]
+    label_of = {str(f.path): f.label for f in dev.files}
     fractions = {"val_fraction": split["val_fraction"], "test_fraction": split["test_fraction"]}
-    chosen = split_indices(HashIndex(None).hashes(paths), labels, **fractions)[part]
-    return [(paths[i], dev.classes[labels[i]]) for i in chosen]
+    return list(files_in_part(label_of, dev.classes, part, **fractions).items())
 
 
 def held_out_neither(folder: Path = NEITHER_DIR) -> dict[str, list[str]]:

@@ -30,9 +30,8 @@ from safetensors.torch import load_file, save_file
 from sklearn.metrics import accuracy_score, log_loss
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: benchmarks.common
-from catdog.data.hashing import HashIndex
 from catdog.data.layout import discover
-from catdog.data.split import split_indices
+from catdog.data.split import files_in_part
 from catdog.predict import Predictor
 from catdog.preprocess import stack_uint8
 
@@ -67,12 +66,10 @@ def copy_head(run: Path) -> dict:
 def held_out_photos(dev_dir: Path, classes: list[str], part: str) -> tuple[list[Path], np.ndarray]:
     """The ``val`` or ``test`` photos ``catdog train`` held out (same content hashes, same fractions)."""
     dataset = discover(dev_dir, image_files_only=True)
-    paths = [item.path for item in dataset.files]
-    labels = [classes.index(item.label) for item in dataset.files]
-    split = split_indices(
-        HashIndex(None).hashes(paths), labels, val_fraction=SPLIT["val_fraction"], test_fraction=SPLIT["test_fraction"]
-    )
-    return [paths[i] for i in split[part]], np.array([labels[i] for i in split[part]])
+    label_of = {str(item.path): item.label for item in dataset.files}
+    fractions = {"val_fraction": SPLIT["val_fraction"], "test_fraction": SPLIT["test_fraction"]}
+    chosen = files_in_part(label_of, dataset.classes, part, **fractions)
+    return [Path(p) for p in chosen], np.array([classes.index(label) for label in chosen.values()])
 
 
 def forward(predictor: Predictor, squares: list[np.ndarray]) -> np.ndarray:

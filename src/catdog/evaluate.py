@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -142,8 +141,7 @@ def collect(
 
 def held_out(label_of: dict[str, str], classes: list[str], info: dict, split: str) -> dict[str, str]:
     """The photos of ``label_of`` in ``split`` of the content-hash split the model records in ``info``."""
-    from catdog.data.hashing import HashIndex
-    from catdog.data.split import split_indices
+    from catdog.data.split import files_in_part
     from catdog.fsutil import default_cache_dir
 
     fractions = info.get("split")
@@ -155,16 +153,14 @@ def held_out(label_of: dict[str, str], classes: list[str], info: dict, split: st
         raise DatasetError(
             "This model was trained without a test split (catdog train --test-fraction 0.1 holds one out)."
         )
-    paths = list(label_of)
-    hashes = HashIndex(default_cache_dir()).hashes([Path(p) for p in paths])
-    readable = [i for i, digest in enumerate(hashes) if digest is not None]
-    parts = split_indices(
-        [hashes[i] for i in readable],
-        [classes.index(label_of[paths[i]]) for i in readable],
+    return files_in_part(
+        label_of,
+        classes,
+        split,
         val_fraction=float(fractions["val_fraction"]),
         test_fraction=float(fractions.get("test_fraction") or 0.0),
+        cache_dir=default_cache_dir(),
     )
-    return {paths[readable[j]]: label_of[paths[readable[j]]] for j in parts[split]}
 
 
 def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS) -> float:

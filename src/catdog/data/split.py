@@ -7,7 +7,9 @@ leak of a duplicate from train into val), and every class is split at the same f
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
+from pathlib import Path
 
 from catdog.errors import CatdogError
 
@@ -60,3 +62,28 @@ def split_indices(
                     out["train"] = [i for i in out["train"] if i not in same]
                     out["val"].extend(same)
     return {name: sorted(idx) for name, idx in out.items()}
+
+
+def files_in_part(
+    label_of: dict[str, str],
+    classes: list[str],
+    part: str,
+    *,
+    val_fraction: float,
+    test_fraction: float = 0.0,
+    cache_dir: str | os.PathLike | None = None,
+) -> dict[str, str]:
+    """The files of ``label_of`` (path → label) that :func:`split_indices` puts in ``part``, as ``catdog train``
+    splits a folder; files that cannot be read are in no part. ``cache_dir`` keeps the content hashes."""
+    from catdog.data.hashing import HashIndex
+
+    paths = list(label_of)
+    hashes = HashIndex(cache_dir).hashes([Path(p) for p in paths])
+    readable = [i for i, digest in enumerate(hashes) if digest is not None]
+    parts = split_indices(
+        [hashes[i] for i in readable],
+        [classes.index(label_of[paths[i]]) for i in readable],
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+    )
+    return {paths[readable[j]]: label_of[paths[readable[j]]] for j in parts[part]}
