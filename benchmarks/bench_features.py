@@ -7,7 +7,7 @@ training split (each photo and its mirror image), its strength C chosen on the v
 reported on the validation split and on the test split that no choice saw (the built-in head's
 content-hash split: benchmarks.common.dev_split). "flip TTA" averages the probabilities of the photo
 and its mirror. The cost is each backbone's pooled-features graph in ONNX Runtime, batch 1 and 32
-(the concatenation runs all three), timed in turns in one process.
+(the concatenation runs all three), timed in turns in one process (benchmarks.common.interleaved_ms).
 
 The features come from (and go into) catdog's feature cache, the one ``catdog train --freeze
 backbone`` fills: after the frozen recipes of the three backbones, only the mirror views of the
@@ -16,11 +16,9 @@ validation and test photos are computed here.
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
-from benchmarks.common import DEV_DIR, Result, need_dev_data
+from benchmarks.common import DEV_DIR, Result, interleaved_ms, need_dev_data
 
 COMMAND = "python -m benchmarks features"
 BACKBONES = ("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2")
@@ -89,7 +87,7 @@ def cost(architectures: tuple[str, ...], rounds: int) -> dict[str, dict[int, flo
     from catdog.models.pretrained import create_pretrained, pretrained_preprocess
     from catdog.onnx_backend import session
 
-    sessions, sizes = {}, {}
+    fns = {}
     for architecture in architectures:
         backbone = create_pretrained(architecture).eval()
         pre = pretrained_preprocess(backbone)
@@ -98,23 +96,19 @@ def cost(architectures: tuple[str, ...], rounds: int) -> dict[str, dict[int, flo
             from catdog.features import onnx_feature_fn
 
             onnx_feature_fn(PooledFeatures(backbone), path, pre.image_size)
-        sessions[architecture], sizes[architecture] = session(path), pre.image_size
+        fns[architecture] = features_of(session(path), pre.image_size)
     out: dict[str, dict[int, float]] = {a: {} for a in architectures}
     for batch in (1, 32):
-        best = {a: float("inf") for a in architectures}
-        for _ in range(rounds):
-            for architecture, sess in sessions.items():
-                size = sizes[architecture]
-                x = np.random.default_rng(0).normal(size=(batch, 3, size, size)).astype(np.float32)
-                sess.run(None, {sess.get_inputs()[0].name: x})  # warm
-                repeats = max(1, 64 // batch)
-                start = time.perf_counter()
-                for _ in range(repeats):
-                    sess.run(None, {sess.get_inputs()[0].name: x})
-                best[architecture] = min(best[architecture], (time.perf_counter() - start) / repeats / batch)
+        ms = interleaved_ms(fns, batch, repeats=rounds * max(1, 64 // batch), rounds=rounds)
         for architecture in architectures:
-            out[architecture][batch] = 1000 * best[architecture]
+            out[architecture][batch] = ms[architecture] / batch
     return out
+
+
+def features_of(sess, size: int):
+    """``batch size -> features`` of random images at ``size`` px (the same arrays on every call)."""
+    inputs = {n: np.random.default_rng(0).normal(size=(n, 3, size, size)).astype(np.float32) for n in (1, 32)}
+    return lambda batch: sess.run(None, {sess.get_inputs()[0].name: inputs[batch]})
 
 
 def run(quick: bool) -> list[Result]:

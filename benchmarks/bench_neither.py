@@ -17,12 +17,19 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import WILD_SUBJECTS, Result, dev_test, dev_validation, held_out_neither, need_dev_data
+from benchmarks.common import (
+    WILD_SUBJECTS,
+    Result,
+    dev_test,
+    dev_validation,
+    held_out_neither,
+    interleaved_ms,
+    need_dev_data,
+)
 
 NEITHER_FLOOR, PETS_AWAY_FLOOR, ACCURACY_FLOOR, COST_FLOOR = 97.0, 0.5, 98.70, 15.0
 COMMAND = "python -m benchmarks neither"
@@ -103,19 +110,15 @@ def gate_cost(old: Path, new: Path, rounds: int) -> dict[int, float]:
     """Extra time per photo of the open-set graph over the pet-mass graph, %, at batch 1 and 32 (in turns)."""
     from catdog.onnx_backend import session
 
-    sessions = {"old": session(old), "new": session(new)}
+    def answer(sess):
+        return lambda x: sess.run(["logits", "pet_score"], {"input": x})
+
+    fns = {"old": answer(session(old)), "new": answer(session(new))}
     out = {}
     for batch in (1, 32):
         x = np.random.default_rng(0).normal(size=(batch, 3, 224, 224)).astype(np.float32)
-        best = {name: float("inf") for name in sessions}
-        for _ in range(rounds):
-            for name, sess in sessions.items():
-                sess.run(None, {"input": x})  # warm
-                start = time.perf_counter()
-                for _ in range(max(1, 64 // batch)):
-                    sess.run(["logits", "pet_score"], {"input": x})
-                best[name] = min(best[name], time.perf_counter() - start)
-        out[batch] = 100 * (best["new"] / best["old"] - 1)
+        ms = interleaved_ms(fns, x, repeats=rounds * max(1, 64 // batch), rounds=rounds)
+        out[batch] = 100 * (ms["new"] / ms["old"] - 1)
     return out
 
 

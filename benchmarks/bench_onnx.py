@@ -1,54 +1,27 @@
 """ONNX Runtime vs the best PyTorch eager setup, EfficientNet-Lite0 at 224x224 on this CPU.
 
 Figures: ONNX fp32 batch-1 median latency (floor <= 10 ms; the median of the least disturbed of five
-rounds, see ``_interleaved_ms``), its speed-up over the best PyTorch
+rounds, see ``benchmarks.common.interleaved_ms``), its speed-up over the best PyTorch
 eager setup (BN folded into convolutions, channels_last, all cores, inference mode; floor >= 2x),
 int8 (static, calibrated on dev photos) speed-up over fp32 ONNX (floor >= 1.3x), and batch-32 throughput.
 """
 
 from __future__ import annotations
 
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from benchmarks.common import Result, need_dev_data
+from benchmarks.common import Result, interleaved_ms, need_dev_data
 
 COMMAND = "python -m benchmarks onnx"
 
 
 def _median_ms(fn, batch, repeats: int) -> float:
-    return _interleaved_ms({"one": fn}, batch, repeats)["one"]
-
-
-def _interleaved_ms(fns: dict, batch, repeats: int, rounds: int = 5) -> dict[str, float]:
-    """ms per call of each function, timed in turns: ``rounds`` rounds of ``repeats / rounds`` calls each.
-
-    Each contender's figure is the median of its calls in its best round. The machine is shared:
-    timed one after the other, a burst of other jobs' load landed on one contender and swung the
-    fp32-vs-PyTorch ratio from 1.7x to 2.9x between runs; in turns, every contender gets the quiet
-    moments as well as the busy ones, and the best round is the one least disturbed (as ``timeit``
-    reports its minimum). The pause before each turn lets the previous runtime's threads stop spinning
-    (a PyTorch call right before each ONNX Runtime call made ONNX Runtime 1.6x slower).
-    """
-    rounds = min(rounds, repeats)
-    medians: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            time.sleep(0.2)
-            fn(batch)  # warm-up: first call after the pause
-            times = []
-            for _ in range(max(1, repeats // rounds)):
-                start = time.perf_counter()
-                fn(batch)
-                times.append(time.perf_counter() - start)
-            medians[name].append(statistics.median(times))
-    return {name: 1000 * min(values) for name, values in medians.items()}
+    return interleaved_ms({"one": fn}, batch, repeats)["one"]
 
 
 def fold_batchnorm(module: nn.Module) -> nn.Module:
@@ -115,7 +88,7 @@ def run(quick: bool) -> list[Result]:
         def ort_fn(sess):
             return lambda batch: sess.run(["logits", "pet_score"], {"input": batch})
 
-        batch_one = _interleaved_ms({**eager_fns, "fp32": ort_fn(fp32), "int8": ort_fn(int8)}, one, repeats)
+        batch_one = interleaved_ms({**eager_fns, "fp32": ort_fn(fp32), "int8": ort_fn(int8)}, one, repeats)
         fp32_ms, int8_ms = batch_one.pop("fp32"), batch_one.pop("int8")
         eager = batch_one
         best_name = min(eager, key=eager.get)

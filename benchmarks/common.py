@@ -10,8 +10,10 @@ import os
 import platform
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -103,6 +105,31 @@ def catdog_cmd(*args: str) -> list[str]:
 def history(model_dir: Path) -> list[dict]:
     """A training run's epochs, as its model directory's ``metrics.jsonl`` records them."""
     return [json.loads(line) for line in (model_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def interleaved_ms(fns: dict, batch, repeats: int, rounds: int = 5) -> dict[str, float]:
+    """ms per call of each function, timed in turns: ``rounds`` rounds of ``repeats / rounds`` calls each.
+
+    Each contender's figure is the median of its calls in its best round. The machine is shared:
+    timed one after the other, a burst of other jobs' load landed on one contender and swung the
+    fp32-vs-PyTorch ratio from 1.7x to 2.9x between runs; in turns, every contender gets the quiet
+    moments as well as the busy ones, and the best round is the one least disturbed (as ``timeit``
+    reports its minimum). The pause before each turn lets the previous runtime's threads stop spinning
+    (a PyTorch call right before each ONNX Runtime call made ONNX Runtime 1.6x slower).
+    """
+    rounds = min(rounds, repeats)
+    medians: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            time.sleep(0.2)
+            fn(batch)  # warm-up: first call after the pause
+            times = []
+            for _ in range(max(1, repeats // rounds)):
+                start = time.perf_counter()
+                fn(batch)
+                times.append(time.perf_counter() - start)
+            medians[name].append(statistics.median(times))
+    return {name: 1000 * min(values) for name, values in medians.items()}
 
 
 def need_dev_data() -> Path:
