@@ -11,6 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from benchmarks.bench_app import BROWSER_ARGS, CHROMIUM
+
 from conftest import missing
 from serving import REPO, Server, running
 
@@ -19,17 +21,7 @@ try:
 except ImportError:  # a developer's machine without the test extras: the fixtures below say so
     sync_api = None
 
-CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = REPO / "artifacts" / "screenshots"
-BASE_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-FAKE_CAMERA = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("builtin_model")]
 
@@ -48,7 +40,7 @@ def browser():
         missing(f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)")
     with sync_api.sync_playwright() as p:
         # One browser with the fake camera: the flags only matter once a page asks for the camera.
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=BASE_ARGS + FAKE_CAMERA)
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=BROWSER_ARGS)
         yield b
         b.close()
 
