@@ -5,7 +5,9 @@ as a static folder (with the cross-origin isolation headers a host gives it, see
 Chromium opens it like a phone (Pixel 5 emulation) with a fake camera streaming a video made from dev
 photos. Figures per model: the model alone (median of N runs on one frame), camera mode (frames answered
 per second, median over 100 frames, preprocessing included), bytes the first visit downloads, and the time
-from opening the app to its first answer once the service worker has cached everything.
+from opening the app to its first answer once the service worker has cached everything. The fp32 app is also
+opened on Chromium's SwiftShader WebGPU adapter (WebGPU emulated on the CPU): a check that the WebGPU path
+loads and answers, with its ms per run, which says nothing of a phone's GPU.
 
 The helpers (:func:`write_y4m`, :func:`static_server`, :func:`camera_fps`) are shared with tests/test_app.py.
 """
@@ -37,6 +39,8 @@ BROWSER_ARGS = [
     "--use-fake-ui-for-media-stream",
     "--use-fake-device-for-media-stream",
 ]
+# WebGPU on the CPU: Chromium's SwiftShader adapter (Vulkan in software), slow but a real WebGPU device.
+WEBGPU_ARGS = ["--enable-unsafe-webgpu", "--use-webgpu-adapter=swiftshader"]
 PHONE = "Pixel 5"
 
 
@@ -196,8 +200,37 @@ def measure(folder: Path, video: Path, photo: Path, frames: int, repeats: int = 
             browser.close()
     runs.sort(key=lambda r: r["fps"])
     camera = {**runs[len(runs) // 2], "fps_runs": [r["fps"] for r in runs]}
-    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and f.name != "_headers")
-    return {"first_ms": first, "model_ms": alone, "lanes": info["lanes"], "download": size, **camera}
+    return {"first_ms": first, "model_ms": alone, "lanes": info["lanes"], **downloads(folder), **camera}
+
+
+def downloads(folder: Path) -> dict:
+    """Bytes of the first visit (what the service worker caches at install; "./" is index.html again) and of the
+    WebGPU runtime, which a browser fetches (and the service worker then caches) only where it runs on WebGPU."""
+    from catdog import webapp
+
+    size = sum((folder / name).stat().st_size for name in webapp.cached_files() if name != "./")
+    return {"download": size, "webgpu_download": sum((folder / name).stat().st_size for name in webapp.cached_on_use())}
+
+
+def webgpu_check(folder: Path, photo: Path, runs: int = 3) -> dict:
+    """The app on Chromium's SwiftShader WebGPU adapter (WebGPU emulated on the CPU): that it loads on WebGPU,
+    the model alone (median of ``runs``) and ``photo``'s label. A correctness check; no phone's speed."""
+    from playwright.sync_api import sync_playwright
+
+    with static_server(folder) as (url, _), sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[*BROWSER_ARGS, *WEBGPU_ARGS])
+        try:
+            context, page, info = open_app(browser, url + "/", p)
+            if info["backend"] != "webgpu":
+                raise RuntimeError(f"the app did not load on WebGPU: {info}")
+            ms = model_ms(page, runs)
+            page.set_input_files("#file-input", str(photo))
+            page.locator("#results .card[data-state=done]").wait_for(timeout=120_000)
+            label = page.locator("#results .card").first.get_attribute("data-label")
+            context.close()
+        finally:
+            browser.close()
+    return {"ms": ms, "label": label, "load_s": info["ms"] / 1000}
 
 
 def run(quick: bool) -> list[Result]:
@@ -225,10 +258,20 @@ def run(quick: bool) -> list[Result]:
                 Result("app", f"{name}: camera mode", m["fps"], "frames/s", command, ">= 25 frames/s",
                        m["fps"] >= 25, notes=camera_notes),
                 Result("app", f"{name}: first visit download", m["download"] / 1e6, "MB", command,
-                       notes="page, runtime (onnxruntime-web .wasm) and model"),
+                       notes="page, WebAssembly runtime (onnxruntime-web .wasm) and model; where WebGPU runs the "
+                             f"model, its runtime too: +{m['webgpu_download'] / 1e6:.1f} MB"),
                 Result("app", f"{name}: first answer from the cache", m["first_ms"] / 1000, "s", command, "<= 3 s",
                        m["first_ms"] <= 3000, notes="opening the app (service worker cache) to one photo answered"),
             ]  # fmt: skip
+            if not int8:
+                gpu = webgpu_check(tmp_dir / name, photo, runs=3)
+                results.append(
+                    Result("app", "fp32: model alone, WebGPU on SwiftShader (CPU)", gpu["ms"], "ms/frame", command,
+                           "answers cat", gpu["label"] == "cat",
+                           notes="Chromium's SwiftShader WebGPU adapter, WebGPU emulated on the CPU: a check that "
+                                 "the WebGPU path loads and answers, not a phone's speed; median of 3 runs; "
+                                 f"loading with its first run {gpu['load_s']:.0f} s")
+                )  # fmt: skip
     return results
 
 

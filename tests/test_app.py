@@ -1,5 +1,6 @@
 """The phone app (``/app`` and ``catdog export --format web``) in a real browser: Playwright driving Debian's
-Chromium as a Pixel 5, the model running in the page (ONNX Runtime Web, WebAssembly).
+Chromium as a Pixel 5, the model running in the page (ONNX Runtime Web: WebAssembly, and WebGPU on
+Chromium's SwiftShader adapter, a WebGPU device emulated on the CPU).
 
 Its answers are compared with Python's (``Predictor``) on the same photos; the camera is Chromium's fake
 device streaming a video made from a dev photo.
@@ -16,7 +17,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from benchmarks.bench_app import BROWSER_ARGS, CHROMIUM, PHONE, static_server, write_y4m
+from benchmarks.bench_app import BROWSER_ARGS, CHROMIUM, PHONE, WEBGPU_ARGS, static_server, write_y4m
 from catdog import webapp
 
 from conftest import builtin_model_available, missing
@@ -74,6 +75,24 @@ def python_predictor():
     from catdog.predict import Predictor
 
     return Predictor.load(None)
+
+
+@pytest.fixture(scope="module")
+def gpu_browser(playwright, server):
+    """Chromium with WebGPU on its SwiftShader adapter; a Chromium that gives no adapter is a missing prerequisite."""
+    b = playwright.chromium.launch(executable_path=str(CHROMIUM), args=[*BROWSER_ARGS, *WEBGPU_ARGS])
+    try:
+        page = b.new_page()
+        page.goto(server.url + "/healthz")  # a secure context (127.0.0.1): navigator.gpu is there
+        adapter = page.evaluate(
+            "navigator.gpu ? navigator.gpu.requestAdapter().then(a => a && a.info.architecture) : 'no navigator.gpu'"
+        )
+        page.close()
+        if adapter != "swiftshader":
+            missing(f"Chromium at {CHROMIUM} gives no SwiftShader WebGPU adapter with {WEBGPU_ARGS}: {adapter}")
+        yield b
+    finally:
+        b.close()
 
 
 def phone(browser, playwright, url: str):
@@ -138,6 +157,9 @@ def test_the_app_answers_as_python_does(
         assert page.evaluate("crossOriginIsolated"), "COOP/COEP headers missing: WebAssembly gets no threads"
         info = page.evaluate("window.catdogApp.info")
         assert info["backend"] == "wasm" and info["lanes"] >= 1 and info["threads"] >= 1
+        # This Chromium (--disable-gpu) has navigator.gpu but no adapter: WebAssembly, and no WebGPU failure.
+        assert page.evaluate("navigator.gpu.requestAdapter()") is None and info["gpuFailure"] is None
+        assert page.locator("#backend").inner_text() == "on-device · WebAssembly"
         got = answers(page, photos)
         expected = python_predictor.predict_batch([(p.name, p) for p in photos])
         for want in expected:
@@ -150,6 +172,71 @@ def test_the_app_answers_as_python_does(
         assert overflow <= 0, f"the app is {overflow}px wider than the phone's screen"
         shot(page, "test_app_phone")
         assert not page.errors
+    finally:
+        context.close()
+
+
+def test_webgpu_answers_as_python_does(gpu_browser, playwright, server, python_predictor, data_root, samples_dir):
+    """Where the browser has WebGPU (here SwiftShader's, on the CPU: about 25 s to load, 9 s a photo) the model
+    runs on it in one worker: cat, dog and a horse get Python's labels, probabilities within 1e-4 (fp32 on a
+    GPU sums in another order than on the CPU; measured here: equal to the answers' 6 decimals). The WebGPU
+    runtime, cached by the service worker the first time it is used, loads again offline."""
+    horse = data_root / "neither" / "horse" / "inet-n02389026_sorrel.JPEG"
+    photos = [samples_dir / "cat" / "cat.1.jpg", samples_dir / "dog" / "dog.1.jpg", horse]
+    context, page = phone(gpu_browser, playwright, server.url + "/app/")
+    try:
+        info = page.evaluate("window.catdogApp.info")
+        assert info["backend"] == "webgpu" and info["lanes"] == 1, info
+        assert info["adapter"] == "google swiftshader" and info["gpuFailure"] is None, info
+        assert page.locator("#backend .where").inner_text() == "on-device · WebGPU"
+        assert page.locator("#backend a").get_attribute("href") == "?backend=wasm"
+        assert page.locator("#status").inner_text() == "Ready: builtin model on this device (WebGPU)."
+        got = answers(page, photos, timeout_ms=300_000)
+        for want in python_predictor.predict_batch([(p.name, p) for p in photos]):
+            assert_same(got[want.source], want.to_dict(), tolerance=1e-4)
+        assert got[horse.name]["looks_like"] == "sorrel"
+        shot(page, "test_app_webgpu")
+
+        page.wait_for_function("navigator.serviceWorker.controller !== null", timeout=60_000)
+        context.set_offline(True)
+        page.reload()
+        assert page.evaluate("window.catdogApp.ready")["backend"] == "webgpu"
+        assert not page.errors
+    finally:
+        context.close()
+
+
+def test_webgpu_failing_falls_back_to_webassembly(gpu_browser, playwright, server, python_predictor, samples_dir):
+    """A WebGPU adapter whose session fails (a stand-in runtime throws, as a buggy driver would): the app says
+    so and answers in WebAssembly workers. ``?backend=wasm`` skips WebGPU where it works."""
+    failing = (
+        "export const env = { wasm: {}, webgpu: {} }; export class Tensor {}; export const InferenceSession = "
+        "{ create: async () => { throw new Error('no device for this test'); } };"
+    )
+    cat = samples_dir / "cat" / "cat.5.jpg"
+    want = python_predictor.predict_batch([(cat.name, cat)])[0].to_dict()
+    context, page = phone(gpu_browser, playwright, server.url + "/app/?backend=wasm")
+    try:
+        assert page.evaluate("window.catdogApp.info")["backend"] == "wasm"
+        assert page.locator("#backend .where").inner_text() == "on-device · WebAssembly"
+        assert page.locator("#backend a").inner_text() == "use WebGPU if available"
+        assert_same(answers(page, [cat])[cat.name], want, tolerance=1e-5)
+    finally:
+        context.close()
+
+    # No service worker: Playwright's route then sees the worker's request for the WebGPU runtime.
+    context = gpu_browser.new_context(**playwright.devices[PHONE], bypass_csp=True, service_workers="block")
+    context.route(
+        "**/vendor/ort.webgpu.min.mjs", lambda route: route.fulfill(body=failing, content_type="text/javascript")
+    )
+    try:
+        page = context.new_page()
+        page.goto(server.url + "/app/")
+        info = page.evaluate("window.catdogApp.ready")
+        assert info["backend"] == "wasm" and info["gpuFailure"] == "no device for this test", info
+        assert page.locator("#backend .where").inner_text() == "on-device · WebAssembly (WebGPU failed)"
+        assert page.locator("#backend").get_attribute("title") == "WebGPU failed: no device for this test"
+        assert_same(answers(page, [cat])[cat.name], want, tolerance=1e-5)
     finally:
         context.close()
 
@@ -192,7 +279,7 @@ def test_installable_manifest_and_service_worker(browser, playwright, server):
     assert page_response.headers["cross-origin-opener-policy"] == "same-origin"
     assert page_response.headers["cross-origin-embedder-policy"] == "require-corp"
     sw = httpx.get(server.url + "/app/sw.js").text
-    assert "__VERSION__" not in sw and "__FILES__" not in sw and '"model.onnx"' in sw
+    assert "__VERSION__" not in sw and "__FILES__" not in sw and "__ON_USE__" not in sw and '"model.onnx"' in sw
 
     context, page = phone(browser, playwright, server.url + "/app/")
     try:

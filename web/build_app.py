@@ -1,8 +1,8 @@
-"""Copy ONNX Runtime Web's WebAssembly runtime out of the pinned npm package into the Python package.
+"""Copy ONNX Runtime Web's runtimes (WebAssembly, WebGPU) out of the pinned npm package into the Python package.
 
 The phone app (``catdog serve``'s ``/app``, ``catdog export --format web``) runs the model in the browser
 with the npm package ``onnxruntime-web``, pinned in ``package.json`` and ``package-lock.json`` beside this
-file. Its three runtime files (14 MB, so never committed) are copied into
+file. Six of its files (44 MB, so never committed) are copied into
 ``src/catdog/serve/static/app/vendor/`` (ignored by git). ``setup.py`` runs this before the package's
 files are collected, so ``pip install .`` and ``pip install -e .`` both end with them in place; by hand:
 ``python web/build_app.py``. Needs ``npm`` only when the copies are missing or stale.
@@ -19,8 +19,18 @@ from pathlib import Path
 WEB = Path(__file__).resolve().parent
 VENDOR = WEB.parent / "src" / "catdog" / "serve" / "static" / "app" / "vendor"
 PACKAGE = "onnxruntime-web"
-# The same names as catdog.webapp.VENDOR_FILES (catdog itself cannot be imported while it is being built).
-FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
+# The same names as catdog.webapp.VENDOR_FILES (catdog itself cannot be imported while it is being built):
+# the WebAssembly runtime (``onnxruntime-web/wasm``: 14.9 MB), and the WebGPU one (``onnxruntime-web/webgpu``
+# with its asyncify ``.wasm``: 28.9 MB), the WebGPU execution provider that runs this model (the JSEP one in
+# ``ort.min.mjs`` fails on its MatMul).
+FILES = (
+    "ort.wasm.min.mjs",
+    "ort-wasm-simd-threaded.mjs",
+    "ort-wasm-simd-threaded.wasm",
+    "ort.webgpu.min.mjs",
+    "ort-wasm-simd-threaded.asyncify.mjs",
+    "ort-wasm-simd-threaded.asyncify.wasm",
+)
 STAMP = "VERSION"
 
 

@@ -6,8 +6,9 @@ writes it as a static folder (:func:`write_web`). Its files:
 - ``serve/static/app/``: the page, its two scripts (``app.js`` on the page, ``worker.js`` where the model
   runs), the service worker (``sw.js``, a template: the cache's version and file list are filled in),
   the manifest and icons. In git.
-- ``serve/static/app/vendor/``: ONNX Runtime Web's WebAssembly runtime, copied out of the pinned npm
-  package by ``web/build.py`` when the Python package is built. Not in git.
+- ``serve/static/app/vendor/``: ONNX Runtime Web, copied out of the pinned npm package by
+  ``web/build_app.py`` when the Python package is built: its WebAssembly runtime (every browser) and its
+  WebGPU runtime (browsers with WebGPU; the service worker caches it only where it is used). Not in git.
 - ``model.onnx``: the model's ONNX export (the file ``catdog predict`` runs), and ``model.json``: what the
   browser needs to turn its outputs into a Prediction exactly as :meth:`Predictor.to_predictions` does.
 """
@@ -24,7 +25,13 @@ from catdog import __version__
 from catdog.errors import CatdogError
 
 APP_FILES = ("index.html", "app.js", "worker.js", "manifest.webmanifest", "icon.svg", "icon-192.png", "icon-512.png")
-VENDOR_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
+# ONNX Runtime Web's WebAssembly runtime: every browser, and the fallback where WebGPU fails.
+WASM_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
+# Its WebGPU runtime (the WebGPU execution provider, in a .wasm built with asyncify): only where the browser has
+# WebGPU. It runs WebAssembly too, but 1.5-3 times slower per run and 2-3 times slower to load than the runtime
+# above (Chromium, 2-core EPYC), and its .wasm is twice the size: hence two runtimes.
+WEBGPU_FILES = ("ort.webgpu.min.mjs", "ort-wasm-simd-threaded.asyncify.mjs", "ort-wasm-simd-threaded.asyncify.wasm")
+VENDOR_FILES = WASM_FILES + WEBGPU_FILES
 MODEL_FILE = "model.onnx"
 CONFIG_FILE = "model.json"
 SERVICE_WORKER = "sw.js"
@@ -72,7 +79,7 @@ def runtime_dir() -> Path:
     if missing:
         raise AppNotBuiltError(
             f"The phone app's runtime is not built into this install ({', '.join(missing)} missing from {vendor}): "
-            "install Node.js and npm, then reinstall catdog (pip install .) or run 'python web/build.py' in its "
+            "install Node.js and npm, then reinstall catdog (pip install .) or run 'python web/build_app.py' in its "
             "checkout."
         )
     return vendor
@@ -130,8 +137,14 @@ def _sha256(path: Path) -> str:
 
 
 def cached_files() -> list[str]:
-    """Every file the service worker caches at install, relative to the app's folder."""
-    return ["./", *APP_FILES, *(f"vendor/{name}" for name in VENDOR_FILES), CONFIG_FILE, MODEL_FILE]
+    """Every file the service worker caches at install, relative to the app's folder: all but the WebGPU runtime."""
+    return ["./", *APP_FILES, *(f"vendor/{name}" for name in WASM_FILES), CONFIG_FILE, MODEL_FILE]
+
+
+def cached_on_use() -> list[str]:
+    """The files the service worker caches the first time the app fetches them: the WebGPU runtime (28.9 MB),
+    which a browser without WebGPU never fetches."""
+    return [f"vendor/{name}" for name in WEBGPU_FILES]
 
 
 def service_worker(config: dict) -> str:
@@ -144,7 +157,8 @@ def service_worker(config: dict) -> str:
         path = runtime_dir() / name
         digest.update(f"{name}:{path.stat().st_size}".encode())
     template = (app_dir() / SERVICE_WORKER).read_text(encoding="utf-8")
-    return template.replace("__VERSION__", digest.hexdigest()[:16]).replace("__FILES__", json.dumps(cached_files()))
+    filled = template.replace("__VERSION__", digest.hexdigest()[:16]).replace("__FILES__", json.dumps(cached_files()))
+    return filled.replace("__ON_USE__", json.dumps(cached_on_use()))
 
 
 def write_web(

@@ -3,7 +3,7 @@ const $ = (id) => document.getElementById(id);
 const opened = performance.now();
 
 // Test and benchmark hooks (read only by tests/test_app.py and benchmarks/bench_app.py).
-const app = (window.catdogApp = { frames: [], timings: [], firstAnswerMs: null, info: null });
+const app = (window.catdogApp = { frames: [], timings: [], firstAnswerMs: null, info: null, gpuFailure: null });
 
 // -- installable and offline: the service worker caches the page, the runtime and the model ---------------
 const registered = "serviceWorker" in navigator && self.isSecureContext
@@ -29,9 +29,11 @@ async function cachedForOffline(timeout) {
 }
 
 // -- the workers ----------------------------------------------------------------------------------------------
-// Each lane is a worker with its own copy of the model; jobs go to the lane with the fewest waiting. Several
-// single-threaded lanes answer more camera frames per second than one lane with as many threads: every core
-// runs a whole frame (preprocessing included) instead of all cores waiting for each other inside one.
+// Where the browser has WebGPU, one lane runs the model on the GPU (ONNX Runtime Web's WebGPU execution
+// provider). Otherwise, or where that lane fails to load, each lane is a worker with its own copy of the model
+// in WebAssembly; jobs go to the lane with the fewest waiting. Several single-threaded lanes answer more camera
+// frames per second than one lane with as many threads: every core runs a whole frame (preprocessing
+// included) instead of all cores waiting for each other inside one.
 const lanes = [];
 const pending = new Map();
 let nextId = 1;
@@ -46,7 +48,7 @@ function ask(message, transfer = [], lane = null) {
   });
 }
 
-function startLane() {
+function startLane(backend) {
   const lane = { worker: new Worker("worker.js", { type: "module" }), jobs: 0 };
   lane.worker.onmessage = (event) => {
     const { id, ok, error, ...result } = event.data;
@@ -57,9 +59,63 @@ function startLane() {
     (ok ? job.resolve(result) : job.reject(new Error(error)));
   };
   lane.worker.onerror = (event) => {
-    $("status").textContent = `The model cannot run in this browser: ${event.message || "the worker failed"}.`;
+    const reason = event.message || "the worker failed";
+    for (const [id, job] of pending) {
+      if (job.lane !== lane) continue;
+      pending.delete(id);
+      job.reject(new Error(reason));
+    }
+    if (backend === "wasm") $("status").textContent = `The model cannot run in this browser: ${reason}.`;
   };
   return lane; // joins `lanes` (gets jobs) once its model is loaded
+}
+
+// WebGPU's adapter, or null where the browser has none (or `?backend=wasm` asks for WebAssembly).
+async function gpuAdapter(params) {
+  if (params.get("backend") === "wasm" || !navigator.gpu) return null;
+  try {
+    return await navigator.gpu.requestAdapter();
+  } catch {
+    return null;
+  }
+}
+
+// One WebGPU lane; null (and the reason in `app.gpuFailure`) where its session or first run fails.
+async function loadGpuLane(bytes) {
+  const lane = startLane("webgpu");
+  try {
+    const copy = bytes.slice(0);
+    const loaded = await ask({ type: "load", config, model: copy, backend: "webgpu" }, [copy], lane);
+    lanes.push(lane);
+    return loaded;
+  } catch (err) {
+    lane.worker.terminate();
+    app.gpuFailure = err.message;
+    console.warn("WebGPU failed; the model runs in WebAssembly instead.", err);
+    return null;
+  }
+}
+
+// The note under the controls: where the model runs, and the switch between WebGPU and WebAssembly.
+function showBackend(info, params) {
+  const note = $("backend");
+  note.dataset.backend = info.backend;
+  const name = info.backend === "webgpu" ? "WebGPU" : "WebAssembly";
+  note.querySelector(".where").textContent = `on-device · ${name}`;
+  const other = note.querySelector("a");
+  other.hidden = false;
+  if (info.backend === "webgpu") {
+    other.textContent = "use WebAssembly";
+    other.href = "?backend=wasm";
+  } else if (params.get("backend") === "wasm" && navigator.gpu) {
+    other.textContent = "use WebGPU if available";
+    other.href = "./";
+  } else {
+    other.hidden = true;
+  }
+  note.title = app.gpuFailure ? `WebGPU failed: ${app.gpuFailure}` : info.adapter || "";
+  if (app.gpuFailure) note.querySelector(".where").textContent += " (WebGPU failed)";
+  note.hidden = false;
 }
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -83,26 +139,48 @@ app.ready = (async () => {
     await cachedForOffline(60000);
     config = await (await fetchOk("model.json")).json();
     const bytes = await (await fetchOk(config.model)).arrayBuffer();
-    const params = new URLSearchParams(location.search); // ?lanes=N&threads=M: for benchmarks
-    const cores = Math.max(1, Math.min(navigator.hardwareConcurrency || 1, 4));
-    const count = Number(params.get("lanes")) || cores;
-    const threads = Number(params.get("threads")) || 1;
-    const loads = [];
-    for (let i = 0; i < count; i++) {
-      const copy = i === count - 1 ? bytes : bytes.slice(0);
-      const lane = startLane();
-      loads.push(ask({ type: "load", config, model: copy, threads }, [copy], lane).then((loaded) => {
-        lanes.push(lane);
-        return loaded;
-      }));
+    // ?backend=wasm: WebAssembly even where WebGPU is (buggy drivers, comparisons); ?lanes=N&threads=M: how
+    // many WebAssembly workers and threads (benchmarks).
+    const params = new URLSearchParams(location.search);
+    const adapter = await gpuAdapter(params);
+    let info = null;
+    if (adapter) {
+      $("status").textContent = "Preparing the model for this device's GPU…";
+      const gpu = await loadGpuLane(bytes);
+      if (gpu) {
+        const { vendor, architecture, description } = adapter.info || {};
+        const named = [vendor, architecture, description].filter(Boolean).join(" ");
+        info = { ...gpu, lanes: 1, adapter: named, gpuFailure: null };
+        app.allLanes = Promise.resolve([gpu]);
+      }
     }
-    // The first lane loaded answers at once; the others join as they load (a faster first answer).
-    const first = await Promise.any(loads).catch((err) => Promise.reject(err.errors ? err.errors[0] : err));
-    const info = { ...first, lanes: count };
-    app.allLanes = Promise.all(loads);
+    if (!info) {
+      const cores = Math.max(1, Math.min(navigator.hardwareConcurrency || 1, 4));
+      const count = Number(params.get("lanes")) || cores;
+      const threads = Number(params.get("threads")) || 1;
+      const loads = [];
+      for (let i = 0; i < count; i++) {
+        const copy = i === count - 1 ? bytes : bytes.slice(0);
+        const lane = startLane("wasm");
+        loads.push(ask({ type: "load", config, model: copy, threads }, [copy], lane).then((loaded) => {
+          lanes.push(lane);
+          return loaded;
+        }));
+      }
+      // The first lane loaded answers at once; the others join as they load (a faster first answer).
+      const first = await Promise.any(loads).catch((err) => Promise.reject(err.errors ? err.errors[0] : err));
+      info = { ...first, lanes: count, gpuFailure: app.gpuFailure || null };
+      app.allLanes = Promise.all(loads);
+    }
     app.info = { ...info, loadedMs: performance.now() - opened, modelBytes: config.model_bytes };
-    const work = count === 1 ? `${info.threads} thread${info.threads > 1 ? "s" : ""}` : `${count} workers`;
-    $("status").textContent = `Ready: ${config.name} model on this device (WebAssembly, ${work}).`;
+    let work = "WebGPU";
+    if (info.backend === "wasm") {
+      const lanesOrThreads = info.lanes === 1 ? `${info.threads} thread${info.threads > 1 ? "s" : ""}`
+        : `${info.lanes} workers`;
+      work = `WebAssembly, ${lanesOrThreads}`;
+    }
+    $("status").textContent = `Ready: ${config.name} model on this device (${work}).`;
+    showBackend(info, params);
     $("camera-start").disabled = !navigator.mediaDevices;
     return app.info;
   } catch (err) {

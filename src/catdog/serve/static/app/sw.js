@@ -1,9 +1,12 @@
-// catdog's phone app: the service worker. At install it caches the page, the runtime and the model; then it
-// answers the app's requests from that cache (so the app works offline and sends nothing anywhere), adding
-// the cross-origin isolation headers that give WebAssembly its threads on any static host.
-// catdog fills in VERSION (a hash of the files and the model) and FILES when it serves or exports the app.
+// catdog's phone app: the service worker. At install it caches the page, the WebAssembly runtime and the
+// model; the WebGPU runtime (ON_USE) it caches the first time the app fetches it, so that a browser without
+// WebGPU never downloads it. It answers the app's requests from that cache (so the app works offline and sends
+// nothing anywhere), adding the cross-origin isolation headers that give WebAssembly its threads on any
+// static host. catdog fills in VERSION (a hash of the files and the model), FILES and ON_USE when it serves
+// or exports the app.
 const VERSION = "__VERSION__";
 const FILES = __FILES__;
+const ON_USE = __ON_USE__;
 const CACHE = `catdog-app-${VERSION}`;
 const ISOLATION = {
   "Cross-Origin-Opener-Policy": "same-origin",
@@ -43,7 +46,12 @@ self.addEventListener("fetch", (event) => {
     (async () => {
       const cache = await caches.open(CACHE);
       const hit = await cache.match(event.request, { ignoreSearch: true });
-      return isolated(hit || (await fetch(event.request)));
+      if (hit) return isolated(hit);
+      const response = await fetch(event.request);
+      const scope = new URL(self.registration.scope);
+      const file = url.pathname.startsWith(scope.pathname) ? url.pathname.slice(scope.pathname.length) : null;
+      if (response.ok && ON_USE.includes(file)) event.waitUntil(cache.put(url.pathname, response.clone()));
+      return isolated(response);
     })(),
   );
 });

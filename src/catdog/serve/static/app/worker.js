@@ -3,10 +3,12 @@
 // A photo takes the same path as in Python (catdog/preprocess.py, catdog/predict.py): decode (EXIF
 // orientation applied, transparency on white), resize the shorter side with Pillow's own resampling
 // (its fixed-point bicubic filter, reproduced below pixel for pixel), centre crop, normalise, the model
-// (the same ONNX file `catdog predict` runs, in ONNX Runtime Web's WebAssembly runtime), then the
-// outputs become a Prediction exactly as Predictor.to_predictions does. Camera frames go the same way.
-import * as ort from "./vendor/ort.wasm.min.mjs";
+// (the same ONNX file `catdog predict` runs, in ONNX Runtime Web: its WebGPU runtime on the GPU, or its
+// WebAssembly runtime on the CPU, as the page asks), then the outputs become a Prediction exactly as
+// Predictor.to_predictions does. Camera frames go the same way.
+const RUNTIMES = { webgpu: "./vendor/ort.webgpu.min.mjs", wasm: "./vendor/ort.wasm.min.mjs" };
 
+let ort = null;
 let session = null;
 let config = null;
 let outputNames = [];
@@ -276,25 +278,35 @@ async function decodePhoto(name, blob) {
 
 // -- the model and the Prediction ---------------------------------------------------------------------------
 
+// backend "webgpu": ONNX Runtime's WebGPU execution provider (the page has found an adapter; a failure here,
+// session or first run, makes the page fall back to "wasm" workers). "wasm": its WebAssembly runtime.
 async function load(message) {
   config = message.config;
+  const backend = message.backend === "webgpu" ? "webgpu" : "wasm";
+  const started = performance.now();
+  ort = await import(RUNTIMES[backend]);
   ort.env.wasm.wasmPaths = new URL("vendor/", self.location.href).href;
   const cores = navigator.hardwareConcurrency || 1;
-  ort.env.wasm.numThreads = self.crossOriginIsolated ? Math.min(message.threads || cores, 4) : 1;
-  const started = performance.now();
+  // On the GPU the few operators left to the CPU are small: one thread.
+  const threads = backend === "webgpu" ? 1 : Math.min(message.threads || cores, 4);
+  ort.env.wasm.numThreads = self.crossOriginIsolated ? threads : 1;
+  if (backend === "webgpu" && !(await navigator.gpu?.requestAdapter())) {
+    throw new Error("no WebGPU adapter in the worker");
+  }
   session = await ort.InferenceSession.create(new Uint8Array(message.model), {
-    executionProviders: ["wasm"],
+    executionProviders: [backend],
     graphOptimizationLevel: "all",
     executionMode: "sequential",
   });
   outputNames = ["logits", "pet_score", "looks_like"].filter((name) => session.outputNames.includes(name));
   if (!outputNames.includes("logits")) outputNames = [session.outputNames[0]];
   const size = config.preprocess.image_size;
-  await run(new Float32Array(3 * size * size)); // the first run pays for lazy initialisation
+  const warm = await run(new Float32Array(3 * size * size)); // the first run pays for lazy initialisation
+  if (!warm.logits.every(Number.isFinite)) throw new Error(`the ${backend} backend answers NaN`);
   return {
     threads: ort.env.wasm.numThreads,
     isolated: self.crossOriginIsolated,
-    backend: "wasm",
+    backend,
     ms: performance.now() - started,
   };
 }
