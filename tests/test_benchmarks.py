@@ -76,3 +76,17 @@ def test_the_final_validation_at_the_test_size_counts_at_the_end_of_the_run(tmp_
     run_ = finished_run(tmp_path, [(1000.0, 0.985), (2600.0, 0.988)], 0.991, 2680.0)  # 99.1 % at 288 px
     result = time_to_accuracy_result("train", run_, 99.0, 2700, "min")
     assert result.passed and result.value == round(2680 / 60, 2) and "final validation" in result.notes
+
+
+def test_the_photos_listed_as_wrong_by_label_are_dev_validation_photos_with_that_label(dev_dir: Path) -> None:
+    import csv
+
+    from benchmarks.bench_neither import LABEL_ERRORS, label_errors
+    from benchmarks.common import dev_validation
+
+    validation = {Path(path).name: label for path, label in dev_validation(dev_dir)}
+    with open(LABEL_ERRORS, newline="", encoding="utf-8") as rows:
+        listed = list(csv.DictReader(rows))
+    assert len(listed) == len(label_errors()) > 0
+    for row in listed:
+        assert validation.get(row["photo"]) == row["labelled"], row["photo"]
