@@ -38,12 +38,12 @@ COMMAND = "python -m benchmarks neither"
 LABEL_ERRORS = Path(__file__).with_name("dev_label_errors.csv")
 
 
-def label_errors() -> set[str]:
-    """File names of the dev photos whose label is wrong (no cat or dog, or both)."""
+def label_errors() -> list[dict[str, str]]:
+    """The dev photos whose label is wrong (no cat or dog, or both): rows of photo, labelled, shows."""
     import csv
 
     with open(LABEL_ERRORS, newline="", encoding="utf-8") as rows:
-        return {row["photo"] for row in csv.DictReader(rows)}
+        return list(csv.DictReader(rows))
 
 
 def held_out_photos(quick: bool) -> dict[str, list[tuple[str, str]]]:
@@ -70,7 +70,7 @@ def measure(predictor, photos: dict[str, list[tuple[str, str]]]) -> dict:
     pets, truth = answers["pets"]
     pet_scores = np.array([1.0 - p.probabilities["neither"] for p in pets])
     other_scores = np.array([1.0 - p.probabilities["neither"] for p in answers["neither"][0]])
-    wrong_label = label_errors()
+    wrong_label = {row["photo"] for row in label_errors()}
     clean = [(p, t) for p, t in zip(pets, truth) if Path(p.source).name not in wrong_label]
     out = {
         "pets_turned_away": 100 * np.mean([p.label == "neither" for p in pets]),

@@ -437,6 +437,16 @@ def test_a_missing_runtime_is_one_clear_sentence(monkeypatch, tmp_path):
     assert client.get("/app/nothing.js").status_code == 404
 
 
+def test_the_build_copies_the_runtime_files_the_server_serves():
+    """web/build_app.py keeps its own list (it runs before catdog can be imported): the two lists agree."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("build_app", REPO / "web" / "build_app.py")
+    build_app = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build_app)
+    assert tuple(build_app.FILES) == webapp.VENDOR_FILES
+
+
 @pytest.mark.slow
 def test_agreement_with_python_on_240_photos(browser, playwright, server, python_predictor, samples_dir, dev_dir):
     """The 40 samples and 200 dev photos loaded into the page: labels agree on >= 99 %, probabilities within 0.02."""
