@@ -33,6 +33,18 @@ def test_a_rerun_replaces_the_figures_it_measured_and_keeps_the_others_it_did_no
     assert row("serve", "p99", 140.0) in rows and len(rows) == 3
 
 
+def test_every_recorded_row_names_the_commit_that_made_it() -> None:
+    """A row of the benchmark table is made by code at a commit it names, and a trained model's row says on how many
+    photos it trained; a figure measured by hand or by code that is gone belongs in the prose, not in results.json."""
+    from benchmarks.__main__ import load_results
+
+    rows = load_results()
+    without_commit = sorted({f"{r['benchmark']}: {r['figure']}" for r in rows if not r.get("commit")})
+    assert not without_commit, f"rows without a commit: {without_commit}"
+    trained = [r for r in rows if r["benchmark"] in ("train", "gpu") and r["figure"].split(":")[0] != r["figure"]]
+    assert all(r.get("train_photos") for r in trained), [r["figure"] for r in trained if not r.get("train_photos")]
+
+
 def test_a_kept_training_run_is_reused_only_at_the_commit_that_made_it() -> None:
     from benchmarks.bench_train import reusable
     from benchmarks.common import code_version
