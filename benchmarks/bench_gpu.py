@@ -100,14 +100,13 @@ def _results(run_, data: Path, floor: float | None, time_floor: float | None) ->
 def _figures(run_, data: Path, floor: float | None, time_floor: float | None) -> list[Result]:
     metrics, config, command = run_.metrics, run_.config, run_.command
     acc = 100 * metrics["val_accuracy"]
-    test_acc, test_photos = test_accuracy(run_, data)
+    test_acc, test_note = test_accuracy(run_, data)
     split = config["data"]
     notes = f"{split['train_images']} training / {split['val_images']} validation photos; cold cache"
     startup = run_.wall_seconds - metrics["wall_seconds"]  # process start to the budget's clock, and the save
     results = [
         Result("gpu", f"{run_.name}: test accuracy", round(test_acc, 2), "%", command,
-               f">= {floor} %" if floor else "", passed=(test_acc >= floor) if floor else None,
-               notes=f"{test_photos} photos of the test split, which no choice saw"),
+               f">= {floor} %" if floor else "", passed=(test_acc >= floor) if floor else None, notes=test_note),
         Result("gpu", f"{run_.name}: val accuracy", round(acc, 2), "%", command,
                notes=f"{notes}; the split that chose the recipe, the best epoch and the temperature"),
         # The run stops at its budget: its wall-clock is a figure; the floor is the time to the accuracy below.

@@ -99,3 +99,13 @@ def test_the_photos_listed_as_wrong_by_label_are_dev_validation_photos_with_that
     assert len({row["photo"] for row in listed}) == len(listed) > 0
     for row in listed:
         assert validation.get(row["photo"]) == row["labelled"], row["photo"]
+
+
+def test_a_failed_test_split_evaluation_misses_its_floor_and_keeps_the_other_figures(tmp_path: Path) -> None:
+    """``catdog evaluate`` failing on a trained run gives a NaN that fails the floor, with catdog's own sentence."""
+    from benchmarks.bench_train import test_accuracy
+
+    run_ = finished_run(tmp_path, [(100.0, 0.98)], 0.98, 110.0)  # no weights in it: evaluate cannot load it
+    value, note = test_accuracy(run_, tmp_path)
+    assert math.isnan(value) and not value >= 98.0
+    assert note.startswith("catdog evaluate failed: ") and "Traceback" not in note and len(note) > 30
