@@ -224,11 +224,7 @@ def test_webgpu_failing_falls_back_to_webassembly(gpu_browser, playwright, serve
     finally:
         context.close()
 
-    # No service worker: Playwright's route then sees the worker's request for the WebGPU runtime.
-    context = gpu_browser.new_context(**playwright.devices[PHONE], bypass_csp=True, service_workers="block")
-    context.route(
-        "**/vendor/ort.webgpu.min.mjs", lambda route: route.fulfill(body=failing, content_type="text/javascript")
-    )
+    context = stand_in_gpu_runtime(gpu_browser, playwright, failing)
     try:
         page = context.new_page()
         page.goto(server.url + "/app/")
@@ -237,6 +233,76 @@ def test_webgpu_failing_falls_back_to_webassembly(gpu_browser, playwright, serve
         assert page.locator("#backend .where").inner_text() == "on-device · WebAssembly (WebGPU failed)"
         assert page.locator("#backend").get_attribute("title") == "WebGPU failed: no device for this test"
         assert_same(answers(page, [cat])[cat.name], want, tolerance=1e-5)
+    finally:
+        context.close()
+
+
+def stand_in_gpu_runtime(gpu_browser, playwright, runtime: str):
+    """A context whose WebGPU runtime is ``runtime`` (JavaScript), as a driver that misbehaves would make it.
+
+    No service worker: Playwright's route then sees the worker's request for the WebGPU runtime.
+    """
+    context = gpu_browser.new_context(**playwright.devices[PHONE], bypass_csp=True, service_workers="block")
+    context.route(
+        "**/vendor/ort.webgpu.min.mjs", lambda route: route.fulfill(body=runtime, content_type="text/javascript")
+    )
+    return context
+
+
+def test_webgpu_that_never_finishes_loading_gives_way_to_webassembly(
+    gpu_browser, playwright, server, python_predictor, samples_dir
+):
+    """A GPU whose session never comes (a hung driver): after ``?gpu-timeout`` seconds the app loads the model in
+    WebAssembly, says why, and answers as Python does."""
+    hanging = (
+        "export const env = { wasm: {}, webgpu: {} }; export class Tensor {}; "
+        "export const InferenceSession = { create: () => new Promise(() => {}) };"
+    )
+    cat = samples_dir / "cat" / "cat.5.jpg"
+    want = python_predictor.predict_batch([(cat.name, cat)])[0].to_dict()
+    context = stand_in_gpu_runtime(gpu_browser, playwright, hanging)
+    try:
+        page = context.new_page()
+        page.goto(server.url + "/app/?gpu-timeout=2")
+        info = page.evaluate("window.catdogApp.ready")
+        assert info["backend"] == "wasm", info
+        assert info["gpuFailure"] == "the GPU took more than 2 s to prepare the model", info
+        assert page.locator("#backend .where").inner_text() == "on-device · WebAssembly (WebGPU failed)"
+        assert_same(answers(page, [cat])[cat.name], want, tolerance=1e-5)
+    finally:
+        context.close()
+
+
+def test_webgpu_lost_while_answering_hands_the_photos_to_webassembly(
+    gpu_browser, playwright, server, python_predictor, samples_dir
+):
+    """A GPU that loads the model and then fails on the photos (a lost device): both photos asked of it are
+    answered in WebAssembly, as Python answers them, and the page says that WebGPU failed."""
+    lost_after_loading = (
+        "export const env = { wasm: {}, webgpu: {} }; "
+        "export class Tensor { constructor(type, data) { this.data = data; } } "
+        "let runs = 0; "
+        "export const InferenceSession = { create: async () => ({ inputNames: ['input'], outputNames: ['logits'], "
+        "run: async () => { if (++runs > 1) throw new Error('the GPU device was lost'); "
+        "return { logits: { data: new Float32Array([0, 0]) } }; } }) };"
+    )
+    photos = [samples_dir / "cat" / "cat.5.jpg", samples_dir / "dog" / "dog.1.jpg"]
+    want = {p.source: p.to_dict() for p in python_predictor.predict_batch([(p.name, p) for p in photos])}
+    context = stand_in_gpu_runtime(gpu_browser, playwright, lost_after_loading)
+    try:
+        page = context.new_page()
+        page.errors = []
+        page.on("pageerror", lambda err: page.errors.append(str(err)))
+        page.goto(server.url + "/app/")
+        assert page.evaluate("window.catdogApp.ready")["backend"] == "webgpu"  # the stand-in's warm-up run worked
+        got = answers(page, photos)
+        for photo in photos:
+            assert_same(got[photo.name], want[photo.name], tolerance=1e-5)
+        info = page.evaluate("window.catdogApp.info")
+        assert info["backend"] == "wasm" and info["gpuFailure"] == "the GPU device was lost", info
+        assert page.locator("#backend .where").inner_text() == "on-device · WebAssembly (WebGPU failed)"
+        assert page.locator("#status").inner_text().startswith("Ready: builtin model on this device (WebAssembly")
+        assert not page.errors
     finally:
         context.close()
 

@@ -48,15 +48,19 @@ function ask(message, transfer = [], lane = null) {
   });
 }
 
+// An error of the model itself on the GPU (device lost, driver reset), not of the photo: WebAssembly takes over.
+class GpuLost extends Error {}
+
 function startLane(backend) {
-  const lane = { worker: new Worker("worker.js", { type: "module" }), jobs: 0 };
+  const lane = { worker: new Worker("worker.js", { type: "module" }), jobs: 0, backend };
   lane.worker.onmessage = (event) => {
-    const { id, ok, error, ...result } = event.data;
+    const { id, ok, error, modelFailed, ...result } = event.data;
     const job = pending.get(id);
     pending.delete(id);
     if (!job) return;
     job.lane.jobs--;
-    (ok ? job.resolve(result) : job.reject(new Error(error)));
+    if (ok) job.resolve(result);
+    else job.reject(modelFailed && backend === "webgpu" ? new GpuLost(error) : new Error(error));
   };
   lane.worker.onerror = (event) => {
     const reason = event.message || "the worker failed";
@@ -80,19 +84,86 @@ async function gpuAdapter(params) {
   }
 }
 
-// One WebGPU lane; null (and the reason in `app.gpuFailure`) where its session or first run fails.
-async function loadGpuLane(bytes) {
+// One WebGPU lane; null (and the reason in `app.gpuFailure`) where its session or first run fails, or where
+// preparing the model takes longer than `timeoutMs` (a driver that never answers must not leave the page
+// waiting forever).
+async function loadGpuLane(bytes, timeoutMs) {
   const lane = startLane("webgpu");
+  const timer = setTimeout(() => {
+    stopLane(lane, new Error(`the GPU took more than ${timeoutMs / 1000} s to prepare the model`));
+  }, timeoutMs);
   try {
     const copy = bytes.slice(0);
     const loaded = await ask({ type: "load", config, model: copy, backend: "webgpu" }, [copy], lane);
+    clearTimeout(timer);
     lanes.push(lane);
     return loaded;
   } catch (err) {
-    lane.worker.terminate();
+    clearTimeout(timer);
+    stopLane(lane, err);
     app.gpuFailure = err.message;
     console.warn("WebGPU failed; the model runs in WebAssembly instead.", err);
     return null;
+  }
+}
+
+// Ends a lane's worker; its unanswered jobs fail with `reason`.
+function stopLane(lane, reason) {
+  lane.worker.terminate();
+  const index = lanes.indexOf(lane);
+  if (index >= 0) lanes.splice(index, 1);
+  for (const [id, job] of pending) {
+    if (job.lane !== lane) continue;
+    pending.delete(id);
+    job.reject(reason);
+  }
+}
+
+// WebAssembly workers: `?lanes=N&threads=M` (benchmarks), one single-threaded lane per core otherwise. Resolves
+// with the first lane's load (it answers at once; the others join as they load) and sets `app.allLanes`.
+async function loadWasmLanes(bytes, params) {
+  const cores = Math.max(1, Math.min(navigator.hardwareConcurrency || 1, 4));
+  const count = Number(params.get("lanes")) || cores;
+  const threads = Number(params.get("threads")) || 1;
+  const loads = [];
+  for (let i = 0; i < count; i++) {
+    const copy = bytes.slice(0);
+    const lane = startLane("wasm");
+    loads.push(ask({ type: "load", config, model: copy, threads }, [copy], lane).then((loaded) => {
+      lanes.push(lane);
+      return loaded;
+    }));
+  }
+  const first = await Promise.any(loads).catch((err) => Promise.reject(err.errors ? err.errors[0] : err));
+  app.allLanes = Promise.all(loads);
+  return { ...first, lanes: count, gpuFailure: app.gpuFailure || null };
+}
+
+// The GPU failed while answering: its lane is stopped once, WebAssembly workers load, and the job is asked
+// again of them. Jobs that fail meanwhile wait for the same workers.
+let modelBytes = null;
+let switchingToWasm = null;
+function fallBackToWasm(err) {
+  if (!switchingToWasm) {
+    app.gpuFailure = err.message;
+    console.warn("WebGPU failed while answering; the model runs in WebAssembly from now on.", err);
+    for (const lane of lanes.filter((l) => l.backend === "webgpu")) stopLane(lane, err);
+    $("status").textContent = "The GPU failed: loading the model in WebAssembly…";
+    switchingToWasm = loadWasmLanes(modelBytes, new URLSearchParams(location.search)).then(ready);
+  }
+  return switchingToWasm;
+}
+
+// A photo's or a frame's answer. A camera frame the GPU failed on is gone with it (transferred to the worker):
+// null, and the next frames go to WebAssembly.
+async function askModel(message, transfer = []) {
+  if (switchingToWasm) await switchingToWasm;
+  try {
+    return await ask(message, transfer);
+  } catch (err) {
+    if (!(err instanceof GpuLost)) throw err;
+    await fallBackToWasm(err);
+    return transfer.length ? null : ask(message);
   }
 }
 
@@ -132,21 +203,38 @@ async function fetchOk(url) {
   }
 }
 
+// The page once the model is loaded: the note of where it runs, the status line, the camera button.
+function ready(info) {
+  const params = new URLSearchParams(location.search);
+  app.info = { ...info, loadedMs: performance.now() - opened, modelBytes: config.model_bytes };
+  let work = "WebGPU";
+  if (info.backend === "wasm") {
+    const lanesOrThreads = info.lanes === 1 ? `${info.threads} thread${info.threads > 1 ? "s" : ""}`
+      : `${info.lanes} workers`;
+    work = `WebAssembly, ${lanesOrThreads}`;
+  }
+  $("status").textContent = `Ready: ${config.name} model on this device (${work}).`;
+  showBackend(info, params);
+  $("camera-start").disabled = !navigator.mediaDevices;
+  return app.info;
+}
+
 let config = null;
 app.ready = (async () => {
   try {
     if (!navigator.serviceWorker?.controller) $("status").textContent = "Downloading the model for offline use…";
     await cachedForOffline(60000);
     config = await (await fetchOk("model.json")).json();
-    const bytes = await (await fetchOk(config.model)).arrayBuffer();
+    modelBytes = await (await fetchOk(config.model)).arrayBuffer();
     // ?backend=wasm: WebAssembly even where WebGPU is (buggy drivers, comparisons); ?lanes=N&threads=M: how
-    // many WebAssembly workers and threads (benchmarks).
+    // many WebAssembly workers and threads (benchmarks); ?gpu-timeout=S: seconds WebGPU may take to load
+    // (a phone's GPU takes a few; Chromium's CPU-emulated SwiftShader about 25 on a 2-core machine).
     const params = new URLSearchParams(location.search);
     const adapter = await gpuAdapter(params);
     let info = null;
     if (adapter) {
       $("status").textContent = "Preparing the model for this device's GPU…";
-      const gpu = await loadGpuLane(bytes);
+      const gpu = await loadGpuLane(modelBytes, 1000 * (Number(params.get("gpu-timeout")) || 90));
       if (gpu) {
         const { vendor, architecture, description } = adapter.info || {};
         const named = [vendor, architecture, description].filter(Boolean).join(" ");
@@ -154,35 +242,7 @@ app.ready = (async () => {
         app.allLanes = Promise.resolve([gpu]);
       }
     }
-    if (!info) {
-      const cores = Math.max(1, Math.min(navigator.hardwareConcurrency || 1, 4));
-      const count = Number(params.get("lanes")) || cores;
-      const threads = Number(params.get("threads")) || 1;
-      const loads = [];
-      for (let i = 0; i < count; i++) {
-        const copy = i === count - 1 ? bytes : bytes.slice(0);
-        const lane = startLane("wasm");
-        loads.push(ask({ type: "load", config, model: copy, threads }, [copy], lane).then((loaded) => {
-          lanes.push(lane);
-          return loaded;
-        }));
-      }
-      // The first lane loaded answers at once; the others join as they load (a faster first answer).
-      const first = await Promise.any(loads).catch((err) => Promise.reject(err.errors ? err.errors[0] : err));
-      info = { ...first, lanes: count, gpuFailure: app.gpuFailure || null };
-      app.allLanes = Promise.all(loads);
-    }
-    app.info = { ...info, loadedMs: performance.now() - opened, modelBytes: config.model_bytes };
-    let work = "WebGPU";
-    if (info.backend === "wasm") {
-      const lanesOrThreads = info.lanes === 1 ? `${info.threads} thread${info.threads > 1 ? "s" : ""}`
-        : `${info.lanes} workers`;
-      work = `WebAssembly, ${lanesOrThreads}`;
-    }
-    $("status").textContent = `Ready: ${config.name} model on this device (${work}).`;
-    showBackend(info, params);
-    $("camera-start").disabled = !navigator.mediaDevices;
-    return app.info;
+    return ready(info || await loadWasmLanes(modelBytes, params));
   } catch (err) {
     $("status").textContent = `The model could not be loaded: ${err.message}.`;
     throw err;
@@ -224,7 +284,7 @@ function card(file) {
 
 async function classifyFile(file) {
   await app.ready;
-  return ask({ type: "photo", name: file.name, blob: file });
+  return askModel({ type: "photo", name: file.name, blob: file });
 }
 app.classify = classifyFile;
 app.benchModel = async (runs) => {
@@ -289,7 +349,7 @@ async function grab() {
       break;
     }
     const seq = ++grabbed;
-    ask({ type: "frame", frame }, [frame]).then((result) => showFrame(result, seq), (err) => {
+    askModel({ type: "frame", frame }, [frame]).then((result) => result && showFrame(result, seq), (err) => {
       $("camera-error").textContent = err.message;
     }).finally(() => {
       inFlight--;

@@ -380,7 +380,13 @@ async function classify(message) {
     bitmap.close();
   }
   const prepared = performance.now();
-  const outputs = await run(data);
+  let outputs;
+  try {
+    outputs = await run(data);
+  } catch (err) {
+    // The model failed, not the photo: on WebGPU the page moves to WebAssembly (a lost device, a driver reset).
+    throw Object.assign(new Error(String(err && err.message ? err.message : err)), { modelFailed: true });
+  }
   const done = performance.now();
   return { prediction: toPrediction(outputs), prepMs: prepared - started, inferMs: done - prepared };
 }
@@ -395,7 +401,8 @@ self.onmessage = (event) => {
       self.postMessage({ id: message.id, ok: true, ...result });
     } catch (err) {
       if (message.frame) message.frame.close();
-      self.postMessage({ id: message.id, ok: false, error: String(err && err.message ? err.message : err) });
+      const error = String(err && err.message ? err.message : err);
+      self.postMessage({ id: message.id, ok: false, error, modelFailed: Boolean(err && err.modelFailed) });
     }
   });
 };
