@@ -95,15 +95,15 @@ async function loadGpuLane(bytes, timeoutMs) {
   try {
     const copy = bytes.slice(0);
     const loaded = await ask({ type: "load", config, model: copy, backend: "webgpu" }, [copy], lane);
-    clearTimeout(timer);
     lanes.push(lane);
     return loaded;
   } catch (err) {
-    clearTimeout(timer);
     stopLane(lane, err);
     app.gpuFailure = err.message;
     console.warn("WebGPU failed; the model runs in WebAssembly instead.", err);
     return null;
+  } finally {
+    clearTimeout(timer);
   }
 }
 

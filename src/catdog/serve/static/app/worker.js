@@ -368,6 +368,9 @@ function toPrediction({ logits, pet, looks }) {
   return prediction;
 }
 
+// What a thrown value says: ONNX Runtime Web throws strings as well as Errors.
+const messageOf = (err) => String(err && err.message ? err.message : err);
+
 async function classify(message) {
   const started = performance.now();
   let data;
@@ -385,7 +388,7 @@ async function classify(message) {
     outputs = await run(data);
   } catch (err) {
     // The model failed, not the photo: on WebGPU the page moves to WebAssembly (a lost device, a driver reset).
-    throw Object.assign(new Error(String(err && err.message ? err.message : err)), { modelFailed: true });
+    throw Object.assign(new Error(messageOf(err)), { modelFailed: true });
   }
   const done = performance.now();
   return { prediction: toPrediction(outputs), prepMs: prepared - started, inferMs: done - prepared };
@@ -401,8 +404,7 @@ self.onmessage = (event) => {
       self.postMessage({ id: message.id, ok: true, ...result });
     } catch (err) {
       if (message.frame) message.frame.close();
-      const error = String(err && err.message ? err.message : err);
-      self.postMessage({ id: message.id, ok: false, error, modelFailed: Boolean(err && err.modelFailed) });
+      self.postMessage({ id: message.id, ok: false, error: messageOf(err), modelFailed: Boolean(err?.modelFailed) });
     }
   });
 };
