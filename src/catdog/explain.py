@@ -71,18 +71,13 @@ def _torch_model(source: Predictor | str | os.PathLike | None) -> tuple[nn.Modul
     """The PyTorch module behind a Predictor or a model reference, and a Predictor running it (cached)."""
     name = source.name if isinstance(source, Predictor) else str(source or "builtin")
     if name not in _MODELS:
-        if name == "builtin":
-            from catdog.models.builtin import load_builtin
-
-            module, config = load_builtin()
-        elif name.lower().endswith(".onnx"):
+        if name.lower().endswith(".onnx"):
             raise ModelError(
                 "Grad-CAM needs the PyTorch model: give the model directory (or the built-in model), not an .onnx file."
             )
-        else:
-            from catdog.models import load_model_dir
+        from catdog.inference.model_cache import torch_source
 
-            module, config = load_model_dir(name)
+        module, config = torch_source(name)[2]()
         module.eval()
         predictor = Predictor(
             model_fn=torch_model_fn(module),

@@ -76,7 +76,11 @@ def data_audit(
     data_dir: Annotated[str, typer.Argument(help="Labelled photos in any dataset layout.")],
     model: Annotated[
         str | None,
-        typer.Option("--model", "-m", help="Model directory or .onnx file giving the features; the built-in model."),
+        typer.Option(
+            "--model",
+            "-m",
+            help="Model directory, .onnx file or builtin-large giving the features; the built-in model.",
+        ),
     ] = None,
     out: Annotated[
         str | None, typer.Option("--out", "-o", help="Write audit.html (thumbnails) and suspects.json here.")

@@ -12,13 +12,14 @@ from rich.console import Console
 from catdog.cli.app import NeitherThreshold, app
 from catdog.cli.errors import fail, user_errors
 from catdog.cli.output import print_evaluation
+from catdog.models.files import BUILTIN_MODELS, builtin_name
 
 
 @app.command(short_help="Measure a model on labelled photos: metrics, plots, a report.")
 @user_errors
 def evaluate(
     model: Annotated[
-        str | None, typer.Argument(help="Model directory or .onnx file; the built-in model if omitted.")
+        str | None, typer.Argument(help="Model directory, .onnx file or builtin-large; the built-in model if omitted.")
     ] = None,
     data_dir: Annotated[
         str | None, typer.Argument(help="Labelled photos in any dataset layout (cat.1.jpg, cat/ dog/, PetImages).")
@@ -73,7 +74,9 @@ def evaluate(
 @app.command(short_help="Grad-CAM heat map: where in the photo the decision rests.")
 @user_errors
 def explain(
-    model: Annotated[str | None, typer.Argument(help="Model directory; the built-in model if only IMAGE is given.")],
+    model: Annotated[
+        str | None, typer.Argument(help="Model directory or builtin-large; the built-in model if only IMAGE is given.")
+    ],
     image: Annotated[str | None, typer.Argument(help="The photo to explain.")] = None,
     out: Annotated[
         str | None, typer.Option("--out", "-o", help="Overlay PNG to write; default IMAGE-gradcam.png here.")
@@ -107,7 +110,10 @@ def explain(
 @user_errors
 def export(
     model: Annotated[
-        str | None, typer.Argument(help="Model directory written by 'catdog train'; the built-in model if omitted.")
+        str | None,
+        typer.Argument(
+            help="Model directory written by 'catdog train', or builtin-large; the built-in model if omitted."
+        ),
     ] = None,
     fmt: Annotated[
         str, typer.Option("--format", help="'onnx' (one file) or 'web' (the phone app as a static folder, --out DIR).")
@@ -134,7 +140,7 @@ def export(
     if fmt.lower() == "web":
         from catdog.webapp import write_web
 
-        target = out or (os.path.join(model, "app") if model else "catdog-app")
+        target = out or (os.path.join(model, "app") if model and model not in BUILTIN_MODELS else "catdog-app")
         config = write_web(model, target, int8=int8, check_dir=check_data, n_check=check_images)
         print(json.dumps({"path": target, **{k: v for k, v in config.items() if k != "imagenet"}}, indent=2)
               if as_json else f"Wrote the phone app to {target}/ (model {config['model_bytes'] / 1e6:.1f} MB): serve "
@@ -143,7 +149,10 @@ def export(
     from catdog.export import export as run_export
 
     suffix = "model-int8.onnx" if int8 else "model.onnx"
-    target = out or (os.path.join(model, suffix) if model else f"catdog-builtin{'-int8' if int8 else ''}.onnx")
+    shipped = builtin_name(model)
+    target = out or (
+        os.path.join(model, suffix) if shipped is None else f"catdog-{shipped}{'-int8' if int8 else ''}.onnx"
+    )
     report = run_export(model, target, int8=int8, check_dir=check_data, n_check=check_images)
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))

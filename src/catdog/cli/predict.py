@@ -10,6 +10,7 @@ import typer
 from catdog.cli.app import NeitherThreshold, app
 from catdog.cli.errors import err_console, fail, user_errors
 from catdog.cli.output import print_predictions
+from catdog.models.files import BUILTIN_MODELS
 
 
 @app.command()
@@ -17,7 +18,10 @@ from catdog.cli.output import print_predictions
 def predict(
     paths: Annotated[list[str], typer.Argument(help="Image files, folders (searched recursively) or glob patterns.")],
     model: Annotated[
-        str | None, typer.Option("--model", "-m", help="Model directory or .onnx file; the built-in model if omitted.")
+        str | None,
+        typer.Option(
+            "--model", "-m", help="Model directory, .onnx file or builtin-large; the built-in model if omitted."
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON list of predictions.")] = False,
     as_csv: Annotated[
@@ -57,7 +61,10 @@ def predict(
 @user_errors
 def serve(
     model: Annotated[
-        str | None, typer.Option("--model", "-m", help="Model directory or .onnx file; the built-in model if omitted.")
+        str | None,
+        typer.Option(
+            "--model", "-m", help="Model directory, .onnx file or builtin-large; the built-in model if omitted."
+        ),
     ] = None,
     host: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 opens the server to the network.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.", min=0, max=65535)] = 8000,
@@ -89,8 +96,10 @@ def serve(
 
     from catdog.serve.app import SETTINGS_ENV, ServeSettings, create_app
 
-    if model is not None and not os.path.exists(model):
-        raise fail(f"Model '{model}' does not exist; give a model directory or an .onnx file, or omit --model.")
+    if model is not None and not os.path.exists(model) and model not in BUILTIN_MODELS:
+        raise fail(
+            f"Model '{model}' does not exist; give a model directory, an .onnx file or builtin-large, or omit --model."
+        )
     settings = ServeSettings(
         model=model,
         max_file_bytes=int(max_file_mb * 1e6),

@@ -103,26 +103,32 @@ def load_model_fn(
 def _full_config(sess, model: str | os.PathLike | None) -> dict:
     """The exported settings, plus the rest of a model directory's config.json (metrics, data ...)."""
     config = read_config(sess)
-    if model is None:
-        from catdog.models.files import builtin_config
+    from catdog.models.files import builtin_model_config, builtin_name
 
-        return builtin_config() | config
+    name = builtin_name(model)
+    if name is not None:
+        return builtin_model_config(name) | config
     from catdog.models import read_config as read_dir_config
 
     return read_dir_config(model) | config
 
 
 def torch_source(model: str | os.PathLike | None) -> tuple[str, list[Path], Callable[[], tuple[nn.Module, dict]]]:
-    """Cache name, files whose bytes identify the weights, and the loader of a torch model."""
-    if model is None:
-        from catdog.models.files import builtin_files
+    """Cache name, files whose bytes identify the weights, and the loader of a torch model.
 
-        def load_builtin():
-            from catdog.models.builtin import load_builtin
+    ``model``: None or a name of BUILTIN_MODELS (``builtin``, ``builtin-large``), or a model directory.
+    """
+    from catdog.models.files import builtin_files, builtin_name
 
-            return load_builtin()
+    name = builtin_name(model)
+    if name is not None:
 
-        return "builtin", builtin_files(), load_builtin
+        def load_shipped():
+            from catdog.models.builtin import load_shipped
+
+            return load_shipped(name)
+
+        return name, builtin_files(name), load_shipped
     from catdog.models import load_model_dir
     from catdog.models import read_config as read_dir_config
 

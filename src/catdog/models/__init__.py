@@ -79,7 +79,9 @@ def read_config(model_dir: str | Path) -> dict:
     model_dir = Path(model_dir)
     config_file = model_dir / "config.json"
     if not model_dir.is_dir():
-        raise ModelError(f"Model '{model_dir}' does not exist; give a model directory written by 'catdog train'.")
+        raise ModelError(
+            f"Model '{model_dir}' does not exist; give a model directory written by 'catdog train', or builtin-large."
+        )
     try:
         config = json.loads(config_file.read_text())
     except FileNotFoundError:

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from catdog.models.files import BUILTIN_BACKBONE, WEIGHTS_DIR, builtin_config
+from catdog.models.files import BUILTIN_BACKBONE, LARGE_BACKBONES, WEIGHTS_DIR, builtin_config, large_config
 from catdog.models.gate import OpenSetGate, pet_mass
 from catdog.models.pretrained import (
     IMAGENET_CAT_CLASSES,
@@ -24,6 +24,7 @@ from catdog.models.pretrained import (
     create_pretrained,
     pretrained_preprocess,
 )
+from catdog.models.stacked import StackedBackbones
 
 
 class GatedOutputs(NamedTuple):
@@ -136,28 +137,36 @@ def pristine_outputs(gate: nn.Module, shared: torch.Tensor) -> tuple[torch.Tenso
     return features, gate.get_classifier()(features)
 
 
-GATE_SIZES = (224, 288)  # input sizes the shipped gate is fitted at: the built-in model's, the fine-tune recipe's
+# The input sizes each bundled backbone's shipped open-set gate is fitted at (scripts/build_builtin_gate.py):
+# its own, and the test size of catdog's fine-tune recipes (Lite0's 288 px, Lite1's 300 px).
+GATE_SIZES = {
+    "tf_efficientnet_lite0": (224, 288),
+    "tf_efficientnet_lite1": (240, 300),
+    "tf_efficientnet_lite2": (260,),
+}
 
 
-def gate_size(image_size: int) -> int:
-    """The GATE_SIZES size nearest ``image_size``: the shipped gate a model predicting at it gets."""
-    return min(GATE_SIZES, key=lambda s: (abs(s - image_size), s))
+def gate_size(image_size: int, architecture: str = BUILTIN_BACKBONE) -> int:
+    """The fitted size nearest ``image_size``: the gate of ``architecture`` a model predicting at it gets."""
+    return min(GATE_SIZES[architecture], key=lambda s: (abs(s - image_size), s))
 
 
-def builtin_gate_file(image_size: int) -> Path:
-    """The shipped gate fitted on features of the GATE_SIZES size nearest ``image_size``."""
-    size = gate_size(image_size)
-    return WEIGHTS_DIR / ("builtin_gate.safetensors" if size == GATE_SIZES[0] else f"builtin_gate_{size}.safetensors")
+def builtin_gate_file(image_size: int, architecture: str = BUILTIN_BACKBONE) -> Path:
+    """The shipped gate for ``architecture``'s features at the fitted size nearest ``image_size``."""
+    size = gate_size(image_size, architecture)
+    if architecture != BUILTIN_BACKBONE:
+        return WEIGHTS_DIR / f"gate_{architecture.removeprefix('tf_efficientnet_')}_{size}.safetensors"
+    return WEIGHTS_DIR / ("builtin_gate.safetensors" if size == 224 else f"builtin_gate_{size}.safetensors")
 
 
-def load_builtin_gate(num_features: int, image_size: int = GATE_SIZES[0]) -> OpenSetGate:
-    """The open-set gate that ships with catdog, for the built-in backbone's features at ``image_size``.
+def load_builtin_gate(num_features: int, image_size: int = 224, architecture: str = BUILTIN_BACKBONE) -> OpenSetGate:
+    """The open-set gate that ships with catdog for ``architecture``'s pretrained features at ``image_size``.
 
     Pooled features move with the input size: a model that predicts at 288 px gets the gate fitted
     at 288 px (scripts/build_builtin_gate.py: the 224-px one let 4.4 % of held-out non-pets through there, it 2.0 %).
     """
     gate = OpenSetGate(num_features)
-    gate.load_state_dict(load_file(str(builtin_gate_file(image_size))))
+    gate.load_state_dict(load_file(str(builtin_gate_file(image_size, architecture))))
     return gate
 
 
@@ -171,4 +180,33 @@ def load_builtin() -> tuple[GatedClassifier, dict]:
     model = GatedClassifier(backbone, head).add_open_set_gate(load_builtin_gate(backbone.num_features)).eval()
     config["preprocess"] = pretrained_preprocess(backbone).to_dict()
     config.setdefault("architecture", BUILTIN_BACKBONE)
+    return model, config
+
+
+def load_shipped(name: str) -> tuple[GatedClassifier, dict]:
+    """A model that ships with catdog by its ``--model`` name (``builtin`` or ``builtin-large``)."""
+    return load_builtin() if name == "builtin" else load_builtin_large()
+
+
+def stacked_backbones() -> StackedBackbones:
+    """Pretrained Lite0, Lite1 and Lite2 at their own sizes (224, 240, 260 px), side by side."""
+    backbones = [create_pretrained(name) for name in LARGE_BACKBONES]
+    return StackedBackbones(backbones, [pretrained_preprocess(b).image_size for b in backbones])
+
+
+def load_builtin_large() -> tuple[GatedClassifier, dict]:
+    """``builtin-large`` in eval mode, and its config: a head and a gate on frozen Lite0 + Lite1 + Lite2.
+
+    More accurate than the built-in model and about four times its cost (docs/benchmarks.md);
+    scripts/build_builtin_large.py fits its head and gate.
+    """
+    backbone = stacked_backbones()
+    config = large_config()
+    state = load_file(str(WEIGHTS_DIR / "builtin_large_head.safetensors"))
+    head = nn.Linear(state["weight"].shape[1], state["weight"].shape[0])
+    head.load_state_dict(state)
+    gate = OpenSetGate(backbone.num_features)
+    gate.load_state_dict(load_file(str(WEIGHTS_DIR / "builtin_large_gate.safetensors")))
+    model = GatedClassifier(backbone, head).add_open_set_gate(gate).eval()
+    config["preprocess"] = pretrained_preprocess(backbone.backbones[-1]).to_dict()
     return model, config

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 from importlib import resources
 from pathlib import Path
 
@@ -22,6 +23,9 @@ PACKAGED_WEIGHTS = {
 }
 
 BUILTIN_BACKBONE = "tf_efficientnet_lite0"
+LARGE_BACKBONES = ("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2")
+# What --model takes for the models that ship with catdog (no --model: the first).
+BUILTIN_MODELS = ("builtin", "builtin-large")
 WEIGHTS_DIR = resources.files("catdog") / "weights"  # the built-in cat/dog head and its record
 
 
@@ -48,6 +52,16 @@ def builtin_config() -> dict:
     return config
 
 
+def large_config() -> dict:
+    """``builtin-large``'s record: classes, backbones, temperature, its gate and its figures, metrics."""
+    return _packaged_json("builtin_large.json")
+
+
+def bundled_gates_config() -> dict:
+    """The records of the open-set gates catdog ships for Lite1 and Lite2, by timm name."""
+    return _packaged_json("gate_backbones.json")
+
+
 def _packaged_json(name: str) -> dict:
     path = WEIGHTS_DIR / name
     try:
@@ -60,7 +74,23 @@ def _packaged_json(name: str) -> dict:
     return value
 
 
-def builtin_files() -> list[Path]:
-    """The files whose bytes make the built-in model: the backbone's weights, the head's and the gate's."""
-    head = sorted(Path(str(p)) for p in WEIGHTS_DIR.iterdir() if p.name.startswith(("builtin_head", "builtin_gate")))
-    return [Path(packaged_weights_path(BUILTIN_BACKBONE)), *head]
+def builtin_name(model: str | os.PathLike | None) -> str | None:
+    """The shipped model that ``--model`` names (``None``: the built-in one), or None for a path."""
+    if model is None:
+        return BUILTIN_MODELS[0]
+    return str(model) if str(model) in BUILTIN_MODELS else None
+
+
+def builtin_model_config(name: str) -> dict:
+    """The record of the shipped model ``name`` (one of BUILTIN_MODELS)."""
+    return builtin_config() if name == "builtin" else large_config()
+
+
+def builtin_files(name: str = "builtin") -> list[Path]:
+    """The files whose bytes make a shipped model: the backbones' weights, the head's and the gate's."""
+    if name == "builtin":
+        prefixes, backbones = ("builtin_head", "builtin_gate"), (BUILTIN_BACKBONE,)
+    else:
+        prefixes, backbones = ("builtin_large",), LARGE_BACKBONES
+    head = sorted(Path(str(p)) for p in WEIGHTS_DIR.iterdir() if p.name.startswith(prefixes))
+    return [*(Path(packaged_weights_path(b)) for b in backbones), *head]
