@@ -121,6 +121,65 @@ def pet_mass_predictor(tmp: Path):
     return predictor, path
 
 
+def bundled_gate_predictor(architecture: str, size: int, tmp: Path):
+    """A pretrained backbone with the gate catdog ships for it at ``size``, as ``catdog train`` attaches it.
+
+    The cat/dog head is left at zero: only the gate's answer (`neither` or not) is measured.
+    """
+    from dataclasses import replace
+
+    from catdog.export import export_onnx
+    from catdog.models import build_model
+    from catdog.models.builtin import load_builtin_gate
+    from catdog.models.pretrained import pretrained_preprocess
+    from catdog.onnx_backend import onnx_model_fn, session
+    from catdog.predict import Predictor
+
+    model = build_model(architecture, 2, gate=True)
+    model.head.weight.data.zero_()
+    model.head.bias.data.zero_()
+    model.add_open_set_gate(load_builtin_gate(model.backbone.num_features, size, architecture)).eval()
+    pre = replace(pretrained_preprocess(model.backbone), image_size=size)
+    path = tmp / f"{architecture}-{size}.onnx"
+    export_onnx(model, {"classes": ["cat", "dog"], "preprocess": pre.to_dict()}, path)
+    return Predictor(
+        model_fn=onnx_model_fn(session(path, threads=1)),
+        classes=["cat", "dog"],
+        pre=pre,
+        gate_threshold=0.5,
+        lanes=os.cpu_count() or 1,
+    )
+
+
+def bundled_gate_rows(photos: dict, tmp: Path) -> list[Result]:
+    """The gates catdog ships for Lite1 and Lite2 (what a model ``catdog train`` makes on them gets)."""
+    from sklearn.metrics import roc_auc_score
+
+    from catdog.models.builtin import GATE_SIZES
+    from catdog.models.files import BUILTIN_BACKBONE
+
+    rows = []
+    for architecture, sizes in GATE_SIZES.items():
+        for size in sizes if architecture != BUILTIN_BACKBONE else ():
+            predictor = bundled_gate_predictor(architecture, size, tmp)
+            pets = [1 - p.probabilities["neither"] for p in predictor.predict_paths([p for p, _ in photos["pets"]])]
+            others = [
+                1 - p.probabilities["neither"] for p in predictor.predict_paths([p for p, _ in photos["neither"]])
+            ]
+            pets, others = np.array(pets), np.array(others)
+            name = f"shipped gate on {architecture.removeprefix('tf_efficientnet_').capitalize()} at {size} px"
+            auc = roc_auc_score(np.r_[np.ones(len(pets)), np.zeros(len(others))], np.r_[pets, others])
+            rows += [
+                Result("neither", f"{name}: non-pets answered neither ({len(others)} held out)",
+                       round(100 * float(np.mean(others < 0.5)), 4), "%", COMMAND),
+                Result("neither", f"{name}: pets turned away ({len(pets)} dev val)",
+                       round(100 * float(np.mean(pets < 0.5)), 4), "%", COMMAND,
+                       notes="at the shipped operating point; catdog train moves it on its own validation pets"),
+                Result("neither", f"{name}: ROC AUC pets vs non-pets", round(float(auc), 4), "", COMMAND),
+            ]  # fmt: skip
+    return rows
+
+
 def gate_cost(old: Path, new: Path, rounds: int) -> dict[int, float]:
     """Extra time per photo of the open-set graph over the pet-mass graph, %, at batch 1 and 32 (in turns)."""
     from catdog.onnx_backend import session
@@ -134,6 +193,23 @@ def gate_cost(old: Path, new: Path, rounds: int) -> dict[int, float]:
         x = np.random.default_rng(0).normal(size=(batch, 3, 224, 224)).astype(np.float32)
         ms = interleaved_ms(fns, x, repeats=rounds * max(1, 64 // batch), rounds=rounds)
         out[batch] = 100 * (ms["new"] / ms["old"] - 1)
+    return out
+
+
+def large_cost(builtin: Path, large: Path, rounds: int) -> dict[int, dict[str, float]]:
+    """ms per photo of ``builtin-large`` and the built-in model, ONNX at batch 1 and 32, timed in turns."""
+    from catdog.onnx_backend import session
+
+    def answer(sess, size, batch):
+        x = np.random.default_rng(0).normal(size=(batch, 3, size, size)).astype(np.float32)
+        return lambda _: sess.run(["logits", "pet_score"], {"input": x})
+
+    sessions = {"builtin": (session(builtin), 224), "builtin-large": (session(large), 260)}
+    out = {}
+    for batch in (1, 32):
+        fns = {name: answer(sess, size, batch) for name, (sess, size) in sessions.items()}
+        ms = interleaved_ms(fns, None, repeats=rounds * max(1, 64 // batch), rounds=rounds)
+        out[batch] = {name: value / batch for name, value in ms.items()}
     return out
 
 
@@ -209,6 +285,19 @@ def run(quick: bool) -> list[Result]:
                 Result("neither", f"gate's cost per photo, ONNX batch {batch}", round(extra, 2), "%", COMMAND,
                        f"<= {COST_FLOOR} %", extra <= COST_FLOOR)
             )  # fmt: skip
+        results += bundled_gate_rows(photos, Path(tmp))
+    large = Predictor.load("builtin-large", throughput=True)
+    results += rows_for("builtin-large", measure(large, photos), COMMAND)
+    from catdog.models.builtin import load_builtin_large
+
+    large_file = cached_export("builtin-large", builtin_files("builtin-large"), load_builtin_large)
+    for batch, ms in large_cost(new_file, large_file, rounds=2 if quick else 5).items():
+        results += [
+            Result("neither", f"builtin-large: ONNX ms per photo, batch {batch}", round(ms["builtin-large"], 2), "ms",
+                   COMMAND, notes=f"the built-in model {ms['builtin']:.2f} ms in turns with it"),
+            Result("neither", f"builtin-large: cost per photo over the built-in, batch {batch}",
+                   round(ms["builtin-large"] / ms["builtin"], 2), "x", COMMAND),
+        ]  # fmt: skip
     runs = Path(os.environ.get("CATDOG_BENCH_RUNS_DIR", ""))
     for run_name, label in (("frozen-lite0", "frozen lite0 (10 min)"), ("fine-tune-lite0", "fine-tune lite0 (45 min)")):
         model_dir = runs / run_name  # bench_train's --out for the recipe

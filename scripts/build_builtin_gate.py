@@ -1,6 +1,6 @@
 """Fit the built-in model's open-set `neither` gate and write it into the package.
 
-    python scripts/build_builtin_gate.py [--data DATA_DIR]
+    python scripts/build_builtin_gate.py [--data DATA_DIR] [--backbone tf_efficientnet_lite1]
 
 The gate (catdog.models.gate) is a logistic fit on what pretrained EfficientNet-Lite0 sees — its
 normalised pooled features and the logit of its ImageNet pet mass — at the size a model predicts
@@ -22,6 +22,10 @@ choice here looks at the dev validation split or at the held-out half of `neithe
 ``python -m benchmarks neither`` reports on those. The regularisation (C = 100 in scikit-learn's
 terms), the pet-mass input and the mirror views were chosen by 5-fold cross-validation on the
 fitting half (the candidates and their figures: docs/benchmarks.md).
+
+``--backbone`` fits the same gate, with the same choices, on another bundled backbone's features (Lite1 at
+240 and 300 px, Lite2 at 260 px: GATE_SIZES) for the models ``catdog train`` makes on it; its files are
+``gate_<lite1|lite2>_<size>.safetensors`` and its record goes into ``gate_backbones.json``.
 """
 
 from __future__ import annotations
@@ -49,14 +53,14 @@ from catdog.models.pretrained import (
 )
 
 C = 100.0  # scikit-learn's inverse regularisation strength, chosen by cross-validation (see the docstring)
-SCORE = "logistic fit on Lite0's normalised pooled features and the logit of its ImageNet pet mass"
 
 
-def inputs(data, jobs, pre, cache_dir) -> torch.Tensor:
-    return pretrained_gate_inputs(data, jobs, pre, cache_dir, BUILTIN_BACKBONE)
+def score(architecture: str) -> str:
+    short = architecture.removeprefix("tf_efficientnet_").capitalize()
+    return f"logistic fit on {short}'s normalised pooled features and the logit of its ImageNet pet mass"
 
 
-def fit_at_size(data_dir: Path, pre, cache_dir) -> tuple[OpenSetGate, dict]:
+def fit_at_size(data_dir: Path, pre, cache_dir, architecture: str) -> tuple[OpenSetGate, dict]:
     """The gate for features of ``pre``'s size, and what it was fitted on."""
     dev = prepare(data_dir / "dogs-vs-cats" / "train", pre, cache_dir)
     split = builtin_config()["split"]  # the head's: the gate fits nothing of its validation or test photos
@@ -64,6 +68,9 @@ def fit_at_size(data_dir: Path, pre, cache_dir) -> tuple[OpenSetGate, dict]:
     fit_pets, calibration = calibration_slice(train, dev.hashes)
     others = prepare(data_dir / "neither", pre, cache_dir)
     fit_others = neither_split(others.hashes, others.labels)["fit"]
+
+    def inputs(data, jobs, pre, cache_dir) -> torch.Tensor:
+        return pretrained_gate_inputs(data, jobs, pre, cache_dir, architecture)
 
     pets = inputs(dev, [(i, 0) for i in fit_pets], pre, cache_dir)
     negatives = inputs(others, [(i, v) for i in fit_others for v in (0, 1)], pre, cache_dir)
@@ -87,20 +94,33 @@ def fit_at_size(data_dir: Path, pre, cache_dir) -> tuple[OpenSetGate, dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=DATA, help="holds dogs-vs-cats/train and neither/")
+    parser.add_argument("--backbone", default=BUILTIN_BACKBONE, choices=sorted(GATE_SIZES))
     args = parser.parse_args()
     cache_dir = default_cache_dir()
-    pre = pretrained_preprocess(create_pretrained(BUILTIN_BACKBONE))
-    record: dict = {"kind": OPEN_SET, "threshold": 0.5, "score": SCORE}
-    for size in GATE_SIZES:
-        gate, fitted_on = fit_at_size(args.data, replace(pre, image_size=size), cache_dir)
+    name = args.backbone
+    pre = pretrained_preprocess(create_pretrained(name))
+    if name == BUILTIN_BACKBONE:
+        record: dict = {"kind": OPEN_SET, "threshold": 0.5, "score": score(name)}
+    else:
+        record = {"score": score(name), "sizes": {}}
+    for size in GATE_SIZES[name]:
+        gate, fitted_on = fit_at_size(args.data, replace(pre, image_size=size), cache_dir, name)
         tensors = {k: v.contiguous() for k, v in gate.state_dict().items()}
-        save_file(tensors, str(builtin_gate_file(size)))
-        if size == pre.image_size:  # the built-in model's
+        save_file(tensors, str(builtin_gate_file(size, name)))
+        if name != BUILTIN_BACKBONE:
+            record["sizes"][str(size)] = {"file": builtin_gate_file(size, name).name, "fitted_on": fitted_on}
+        elif size == pre.image_size:  # the built-in model's
             record["fitted_on"] = fitted_on
         else:
             record.setdefault("other_sizes", {})[str(size)] = {"file": builtin_gate_file(size).name, **fitted_on}
-    record["built_by"] = "scripts/build_builtin_gate.py"
-    (WEIGHTS_DIR / "builtin_gate.json").write_text(json.dumps(record, indent=2) + "\n")
+    record["built_by"] = f"scripts/build_builtin_gate.py --backbone {name}"
+    if name == BUILTIN_BACKBONE:
+        (WEIGHTS_DIR / "builtin_gate.json").write_text(json.dumps(record, indent=2) + "\n")
+    else:
+        others = WEIGHTS_DIR / "gate_backbones.json"
+        records = json.loads(others.read_text()) if others.is_file() else {}
+        records[name] = record
+        others.write_text(json.dumps(records, indent=2) + "\n")
     print(json.dumps(record, indent=2))
 
 

@@ -142,6 +142,25 @@ def test_the_288_px_gate_holds_at_288_px(held_out, dev_dir):
     assert away / len(pets) <= 0.025, f"{away}/{len(pets)} pets called neither"
 
 
+def test_every_bundled_backbone_ships_a_gate_at_each_of_its_sizes():
+    from catdog.models.builtin import GATE_SIZES, builtin_gate_file, gate_size, load_builtin_gate
+    from catdog.models.files import builtin_files
+    from catdog.training.calibration import builtin_gate_record
+
+    lite1 = "tf_efficientnet_lite1"
+    assert [gate_size(s, lite1) for s in (224, 240, 270, 271, 320)] == [240, 240, 240, 300, 300]
+    assert set(GATE_SIZES) == {"tf_efficientnet_lite0", lite1, "tf_efficientnet_lite2"}
+    for architecture, sizes in GATE_SIZES.items():
+        files = {builtin_gate_file(size, architecture) for size in sizes}
+        assert len(files) == len(sizes) and all(f.is_file() for f in files), files
+        for size in sizes:
+            assert float(load_builtin_gate(1280, size, architecture).weight.abs().sum()) > 0
+            record = builtin_gate_record(size, architecture)
+            assert record["fitted_at_px"] == size and "dev training photos" in record["fitted_on"]["pets"]
+    # Another backbone's gate is no part of the built-in model: changing it leaves the cached export alone.
+    assert not any(path.name.startswith("gate_") for path in builtin_files())
+
+
 def test_cli_neither_threshold_and_csv_column(data_root, cat_photo):
     horse = sorted((data_root / "neither" / "horse").glob("*"))[0]
     strict = run_catdog("predict", "--csv", "--neither-threshold", "1", str(cat_photo), str(horse))

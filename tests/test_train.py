@@ -576,6 +576,23 @@ def _pets_and_toys(small_dev: Path, data_root: Path, data: Path, neither_name: s
     return data, toys
 
 
+def _train_frozen_beside_toys(
+    small_dev: Path, data_root: Path, shared_cache: Path, tmp_path: Path, neither_name: str, **options
+) -> tuple[Path, dict, torch.nn.Module, list[Path]]:
+    """A frozen-backbone model trained on the small dev set with toy photos in ``neither_name``/."""
+    data, toys = _pets_and_toys(small_dev, data_root, tmp_path / "data", neither_name)
+    out = tmp_path / "model"
+    options = dict(FAMILIES["frozen"], workers=0) | options
+    train(TrainConfig(data_dir=str(data), out=str(out), cache_dir=str(shared_cache), **options))
+    model, _ = load_model_dir(out)
+    return out, json.loads((out / "config.json").read_text()), model, toys
+
+
+def _gate_moved(model: torch.nn.Module, shipped) -> float:
+    """How far the model's gate is from a shipped one, relative to the shipped weights."""
+    return float((model.open_set.weight - shipped.weight).norm() / shipped.weight.norm())
+
+
 @pytest.mark.slow
 def test_a_neither_folder_refits_the_gate_and_is_no_class(
     small_dev: Path, shared_cache: Path, tmp_path: Path, data_root: Path
@@ -583,18 +600,13 @@ def test_a_neither_folder_refits_the_gate_and_is_no_class(
     """Photos in ``other/`` (= neither) are no class: they refit the open-set gate, pulled towards the shipped one."""
     from catdog.models.builtin import load_builtin_gate
 
-    data, toys = _pets_and_toys(small_dev, data_root, tmp_path / "data", "other")
-    out = tmp_path / "model"
-    options = dict(FAMILIES["frozen"], epochs=2, workers=0)
-    train(TrainConfig(data_dir=str(data), out=str(out), cache_dir=str(shared_cache), **options))
-    config = json.loads((out / "config.json").read_text())
+    out, config, model, toys = _train_frozen_beside_toys(
+        small_dev, data_root, shared_cache, tmp_path, "other", epochs=2
+    )
     assert config["classes"] == ["cat", "dog"] and config["data"]["neither_images"] == len(toys)
     assert config["gate"]["kind"] == "open-set" and f"{len(toys)} photos" in config["gate"]["refitted_on"]
     assert config["gate"]["val_pets_turned_away"] <= 0.005
-    model, _ = load_model_dir(out)
-    shipped = load_builtin_gate(model.backbone.num_features)
-    moved = float((model.open_set.weight - shipped.weight).norm() / shipped.weight.norm())
-    assert 1e-4 < moved < 0.5  # adjusted by the toys, not replaced
+    assert 1e-4 < _gate_moved(model, load_builtin_gate(1280)) < 0.5  # adjusted by the toys, not replaced
     answers = list(Predictor.load(out, backend="torch").predict_paths([str(p) for p in toys]))
     assert sum(a.label == "neither" for a in answers) >= len(toys) - 1
 
@@ -606,16 +618,28 @@ def test_a_model_predicting_at_288_px_gets_the_gate_fitted_there(
     """Features move with the input size: the gate (and its refit on a `neither` folder) is the 288-px one."""
     from catdog.models.builtin import load_builtin_gate
 
-    data, _ = _pets_and_toys(small_dev, data_root, tmp_path / "data", "neither")
-    out = tmp_path / "model"
-    options = dict(FAMILIES["frozen"], epochs=1, workers=0, test_image_size=288)
-    train(TrainConfig(data_dir=str(data), out=str(out), cache_dir=str(shared_cache), **options))
-    config = json.loads((out / "config.json").read_text())
+    _, config, model, _ = _train_frozen_beside_toys(
+        small_dev, data_root, shared_cache, tmp_path, "neither", epochs=1, test_image_size=288
+    )
     assert config["preprocess"]["image_size"] == 288 and config["gate"]["fitted_at_px"] == 288
-    model, _ = load_model_dir(out)
+    at_288, at_224 = (load_builtin_gate(1280, size) for size in (288, 224))
+    # Refitted from the 288-px gate, on 288-px features.
+    assert 1e-4 < _gate_moved(model, at_288) < 0.5 * _gate_moved(model, at_224)
 
-    def distance(shipped) -> float:
-        return float((model.open_set.weight - shipped.weight).norm() / shipped.weight.norm())
 
-    at_288, at_224 = (load_builtin_gate(model.backbone.num_features, size) for size in (288, 224))
-    assert 1e-4 < distance(at_288) < 0.5 * distance(at_224)  # refitted from the 288-px gate, on 288-px features
+@pytest.mark.slow
+def test_a_lite1_model_gets_the_gate_fitted_on_lite1_features(
+    small_dev: Path, shared_cache: Path, tmp_path: Path, data_root: Path
+) -> None:
+    """Every bundled backbone has its own shipped gate: Lite1's, refitted on the data's `neither` photos."""
+    from catdog.models.builtin import load_builtin_gate
+
+    out, config, model, toys = _train_frozen_beside_toys(
+        small_dev, data_root, shared_cache, tmp_path, "neither", model="tf_efficientnet_lite1", epochs=2
+    )
+    assert config["gate"]["kind"] == "open-set" and config["gate"]["fitted_at_px"] == 240
+    assert "Lite1" in config["gate"]["score"]
+    lite1, lite0 = load_builtin_gate(1280, 240, "tf_efficientnet_lite1"), load_builtin_gate(1280, 224)
+    assert 1e-4 < _gate_moved(model, lite1) < 0.5 * _gate_moved(model, lite0)  # from Lite1's gate, not Lite0's
+    answers = list(Predictor.load(out, backend="torch").predict_paths([str(p) for p in toys]))
+    assert sum(a.label == "neither" for a in answers) >= len(toys) - 1

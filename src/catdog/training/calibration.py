@@ -33,14 +33,21 @@ def calibrated_nll(logits: torch.Tensor, labels: torch.Tensor, temperature: floa
     return float(F.cross_entropy(logits.float() / temperature, labels))
 
 
-def gate_config(val_pets: torch.Tensor | None, model: nn.Module, image_size: int, refitted_on: int = 0) -> dict:
+def gate_config(
+    val_pets: torch.Tensor | None,
+    model: nn.Module,
+    image_size: int,
+    refitted_on: int = 0,
+    architecture: str = BUILTIN_BACKBONE,
+) -> dict:
     """The `neither` gate of a trained cat/dog model, its operating point set on the validation pets.
 
     A fine-tuned model's gate reads a pristine copy of the pretrained layers (``pristine_after_blocks``
     records where it starts), so it sees what the pretrained backbone sees: fine-tuned features made
     real pets score low (the 45-minute Lite0 run called 65 of 200 dev pets `neither`) and non-pets
-    through. With the built-in backbone the gate is catdog's open-set gate (:mod:`catdog.models.gate`):
-    its bias moves so that at most 0.5 % of the validation photos (all cats and dogs) score below 0.5.
+    through. With a bundled backbone (EfficientNet-Lite0/1/2) the gate is catdog's open-set gate
+    (:mod:`catdog.models.gate`): its bias moves so that at most 0.5 % of the validation photos (all cats
+    and dogs) score below 0.5.
     Other timm backbones keep the ImageNet pet mass, with the built-in threshold lowered, if needed, to
     0.9 x the validation photos' 1st percentile.
     """
@@ -49,7 +56,7 @@ def gate_config(val_pets: torch.Tensor | None, model: nn.Module, image_size: int
         gate["pristine_after_blocks"] = model.shared_blocks
     open_set = getattr(model, "open_set", None)
     if open_set is not None:
-        gate.update(builtin_gate_record(image_size), threshold=0.5, kind=OPEN_SET)
+        gate.update(builtin_gate_record(image_size, architecture), threshold=0.5, kind=OPEN_SET)
         if refitted_on:
             gate["refitted_on"] = f"{refitted_on} photos of the data's neither folder (and their mirrors)"
         if val_pets is not None and len(val_pets):
@@ -81,7 +88,14 @@ GATE_REFIT_L2 = 1e-3  # pull towards the shipped gate: the user's few hundred ne
 
 
 def refit_gate(
-    open_set, data: PreparedData, at_size: PreparedData, splits: dict, negatives: list[int], pre: Preprocess, cache_dir
+    open_set,
+    data: PreparedData,
+    at_size: PreparedData,
+    splits: dict,
+    negatives: list[int],
+    pre: Preprocess,
+    cache_dir,
+    architecture: str = BUILTIN_BACKBONE,
 ) -> torch.Tensor:
     """Refit the open-set gate on the training pets and the `neither` folder's photos (and their mirrors).
 
@@ -96,7 +110,7 @@ def refit_gate(
 
     def inputs(jobs):
         jobs = [(index[data.paths[i]], view) for i, view in jobs]
-        return pretrained_gate_inputs(at_size, jobs, pre, cache_dir, BUILTIN_BACKBONE)
+        return pretrained_gate_inputs(at_size, jobs, pre, cache_dir, architecture)
 
     x_pets, x_others = inputs([(i, 0) for i in pets]), inputs([(i, v) for i in negatives for v in (0, 1)])
     x = torch.cat([x_pets, x_others])
@@ -116,11 +130,16 @@ def frozen_val_pets(model: nn.Module, val_set: TensorDataset) -> torch.Tensor:
     return pets.cpu()
 
 
-def builtin_gate_record(image_size: int) -> dict:
+def builtin_gate_record(image_size: int, architecture: str = BUILTIN_BACKBONE) -> dict:
     """What the shipped open-set gate for ``image_size`` says of itself (score, fitted on what), for config.json."""
     from catdog.models.builtin import gate_size
-    from catdog.models.files import builtin_config
+    from catdog.models.files import builtin_config, bundled_gates_config
 
-    shipped = builtin_config()["gate"]  # both records ship with catdog: a missing one is a ModelError there
+    # The records ship with catdog: a missing one is a ModelError there.
+    if architecture == BUILTIN_BACKBONE:
+        shipped = builtin_config()["gate"]
+    else:
+        shipped = bundled_gates_config()[architecture]
+        shipped = {"score": shipped["score"], **shipped["sizes"][str(gate_size(image_size, architecture))]}
     fitted_on = {k: v for k, v in (shipped.get("fitted_on") or {}).items() if k != "operating_point"}
-    return {"score": shipped.get("score"), "fitted_on": fitted_on, "fitted_at_px": gate_size(image_size)}
+    return {"score": shipped.get("score"), "fitted_on": fitted_on, "fitted_at_px": gate_size(image_size, architecture)}

@@ -32,7 +32,7 @@ from catdog.data import CachedImages, DatasetError, PreparedData, discover, make
 from catdog.features import PooledFeatures, split_backbone
 from catdog.fsutil import default_cache_dir
 from catdog.models import build_model, save_model_dir
-from catdog.models.files import BUILTIN_BACKBONE
+from catdog.models.builtin import GATE_SIZES, load_builtin_gate
 from catdog.models.scratch import SCRATCH_MODELS
 from catdog.preprocess import Preprocess
 from catdog.training.batches import (
@@ -193,13 +193,11 @@ def build(cfg: TrainConfig, classes: list[str], gate: bool, log: Reporter) -> tu
         # Fine-tuning moves the features the ImageNet head reads: the gate keeps a pretrained copy.
         model.add_pristine_gate(cfg.frozen_stages() if cfg.family() == "partial" else 0)
     pre = preprocess_for(model, cfg)
-    if gate and cfg.model == BUILTIN_BACKBONE:
-        from catdog.models.builtin import load_builtin_gate
-
-        # The pristine backbone's features are the built-in model's: its open-set gate applies as
-        # shipped, the one fitted at the size the model will predict at.
+    if gate and cfg.model in GATE_SIZES:
+        # The pristine backbone's features are what catdog's gate for this backbone was fitted on: it applies
+        # as shipped, the one fitted at the size the model will predict at.
         size = cfg.test_image_size or pre.image_size
-        model.add_open_set_gate(load_builtin_gate(model.backbone.num_features, size))
+        model.add_open_set_gate(load_builtin_gate(model.backbone.num_features, size, cfg.model))
     if cfg.model in SCRATCH_MODELS:
         model(torch.zeros(1, 3, pre.image_size, pre.image_size))  # materialise seed-cnn's lazy Dense layer
     log.info(f"model {cfg.model} ({cfg.family()}), {len(classes)} classes: {', '.join(classes)}")
@@ -376,7 +374,7 @@ def gate_evidence(model, gate, data, splits, negatives, train_pre, pre, cfg, cac
         log.info(f"refitting the `neither` gate with {len(negatives)} photos of the neither folder")
         # On features of the size the model predicts at (its gate was fitted there), decoded anew if need be.
         at_size = data if pre == train_pre else prepare(cfg.data_dir, pre, cache_dir, classes=data.classes)
-        state.best_pets = refit_gate(model.open_set, data, at_size, splits, negatives, pre, cache_dir)
+        state.best_pets = refit_gate(model.open_set, data, at_size, splits, negatives, pre, cache_dir, cfg.model)
 
 
 def write_model(cfg, model, classes, pre, gate, data, splits, test_images, negatives, state, metrics, log) -> None:
@@ -388,7 +386,7 @@ def write_model(cfg, model, classes, pre, gate, data, splits, test_images, negat
         "classes": classes,
         "preprocess": pre.to_dict(),
         "temperature": temperature,
-        "gate": gate_config(state.best_pets, model, pre.image_size, len(negatives)) if gate else None,
+        "gate": gate_config(state.best_pets, model, pre.image_size, len(negatives), cfg.model) if gate else None,
         "training": cfg.to_dict(),
         # What catdog evaluate --split needs to find the held-out photos again (also in ONNX exports).
         "split": {"by": "content hash", "val_fraction": cfg.val_fraction, "test_fraction": cfg.test_fraction},
