@@ -172,7 +172,7 @@ def fit(data_dir: Path) -> dict:
     }  # fmt: skip
     record = {
         "classes": dev.classes,
-        "architecture": "builtin-large",
+        "architecture": "+".join(LARGE_BACKBONES),
         "backbones": list(LARGE_BACKBONES),
         "temperature": 1.0,
         "split": split_settings,
