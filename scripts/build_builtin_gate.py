@@ -46,7 +46,7 @@ from catdog.features import pretrained_gate_inputs
 from catdog.fsutil import default_cache_dir
 from catdog.models.builtin import GATE_SIZES, builtin_gate_file
 from catdog.models.files import BUILTIN_BACKBONE, WEIGHTS_DIR, builtin_config
-from catdog.models.gate import OPEN_SET, TARGET_PETS_TURNED_AWAY, OpenSetGate, fit_weights, operating_bias
+from catdog.models.gate import OPEN_SET, TARGET_PETS_TURNED_AWAY, OpenSetGate, fit_gate
 from catdog.models.pretrained import (
     create_pretrained,
     pretrained_preprocess,
@@ -72,16 +72,12 @@ def fit_at_size(data_dir: Path, pre, cache_dir, architecture: str) -> tuple[Open
     def inputs(data, jobs, pre, cache_dir) -> torch.Tensor:
         return pretrained_gate_inputs(data, jobs, pre, cache_dir, architecture)
 
-    pets = inputs(dev, [(i, 0) for i in fit_pets], pre, cache_dir)
-    negatives = inputs(others, [(i, v) for i in fit_others for v in (0, 1)], pre, cache_dir)
-    x = torch.cat([pets, negatives])
-    y = torch.cat([torch.ones(len(pets)), torch.zeros(len(negatives))])
-    weight, bias = fit_weights(x, y, l2=1.0 / (2 * C * len(x)))  # scikit-learn's objective divided by C x n
-    gate = OpenSetGate(weight.numel() - 1)
-    gate.weight.copy_(weight)
-    held_apart = inputs(dev, [(i, 0) for i in calibration], pre, cache_dir) @ weight + bias
-    gate.bias.fill_(operating_bias(held_apart, bias))
-    turned_away = float(((held_apart - bias + gate.bias) < 0).double().mean())
+    gate, turned_away = fit_gate(
+        inputs(dev, [(i, 0) for i in fit_pets], pre, cache_dir),
+        inputs(others, [(i, v) for i in fit_others for v in (0, 1)], pre, cache_dir),
+        inputs(dev, [(i, 0) for i in calibration], pre, cache_dir),
+        C,
+    )
     fitted_on = {
         "pets": f"{len(fit_pets)} dev training photos",
         "non_pets": f"{len(fit_others)} photos of shared/data/neither (its fitting half), and their mirrors",

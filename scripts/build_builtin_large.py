@@ -38,7 +38,7 @@ from catdog.features import FeatureStore, PooledFeatures, cache_key, extract, on
 from catdog.fsutil import default_cache_dir
 from catdog.models.builtin import LARGE_BACKBONES, stacked_backbones
 from catdog.models.files import WEIGHTS_DIR, builtin_config, large_config
-from catdog.models.gate import OPEN_SET, TARGET_PETS_TURNED_AWAY, OpenSetGate, fit_weights, gate_inputs, operating_bias
+from catdog.models.gate import OPEN_SET, TARGET_PETS_TURNED_AWAY, fit_gate, gate_inputs
 from catdog.models.pretrained import IMAGENET_CAT_CLASSES, IMAGENET_DOG_CLASSES, pretrained_preprocess
 
 GATE_C = 100.0  # the built-in gate's (chosen there by cross-validation on the fitting half of `neither`)
@@ -50,7 +50,7 @@ class Features:
     """The stacked backbones' pooled features of (image, view) jobs, computed once and cached."""
 
     def __init__(self, stack, pre, cache_dir: Path) -> None:
-        self.stack, self.pre, self.cache_dir = stack.eval(), pre, cache_dir
+        self.stack, self.pre = stack.eval(), pre
         key = cache_key("builtin-large-" + "+".join(LARGE_BACKBONES), pre)
         self.store = FeatureStore(cache_dir, key)
         self.fn = onnx_feature_fn(PooledFeatures(self.stack), cache_dir / "onnx" / f"{key}.onnx", pre.image_size)
@@ -91,17 +91,6 @@ def fit_head(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, 
     bias = torch.tensor([-b / 2, b / 2], dtype=torch.float32)
     scores = {f"C={c:g}": round(-float(s), 5) for c, s in zip(HEAD_CS, search.cv_results_["mean_test_score"])}
     return weight, bias, {"C": search.best_params_["C"], "cv_log_loss": scores}
-
-
-def fit_gate(pets: torch.Tensor, negatives: torch.Tensor, calibration: torch.Tensor) -> tuple[OpenSetGate, float]:
-    x = torch.cat([pets, negatives])
-    y = torch.cat([torch.ones(len(pets)), torch.zeros(len(negatives))])
-    weight, bias = fit_weights(x, y, l2=1.0 / (2 * GATE_C * len(x)))
-    gate = OpenSetGate(weight.numel() - 1)
-    gate.weight.copy_(weight)
-    held_apart = calibration @ weight + bias
-    gate.bias.fill_(operating_bias(held_apart, bias))
-    return gate, float(((held_apart - bias + gate.bias) < 0).double().mean())
 
 
 def main() -> None:
@@ -148,6 +137,7 @@ def fit(data_dir: Path) -> dict:
         features.gate_inputs(x_train[[row[i] for i in fit_pets]]),
         features.gate_inputs(negatives),
         features.gate_inputs(x_train[[row[i] for i in calibration]]),
+        GATE_C,
     )
     save_file(
         {k: v.contiguous() for k, v in gate.state_dict().items()}, str(WEIGHTS_DIR / "builtin_large_gate.safetensors")

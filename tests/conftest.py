@@ -66,6 +66,14 @@ def dev_dir(data_root: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def held_out(data_root: Path) -> dict[str, list[str]]:
+    """The held-out half of ``neither/`` by subject (never fitted on): benchmarks.common.held_out_neither."""
+    from benchmarks.common import held_out_neither
+
+    return held_out_neither(_need(data_root / "neither"))
+
+
+@pytest.fixture(scope="session")
 def samples_dir(data_root: Path) -> Path:
     """40 photos at their original size, in cat/ and dog/."""
     return _need(data_root / "samples")

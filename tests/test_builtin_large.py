@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks.common import WILD_SUBJECTS, dev_validation, held_out_neither
+from benchmarks.common import WILD_SUBJECTS, dev_validation
 from catdog.explain import explain
 from catdog.models.files import large_config
 from catdog.predict import Predictor
@@ -24,12 +24,6 @@ def large() -> Predictor:
     if not (WEIGHTS / "builtin_large_head.safetensors").exists():
         missing("builtin-large's head (src/catdog/weights/builtin_large_*) is missing")
     return Predictor.load("builtin-large")
-
-
-@pytest.fixture(scope="module")
-def held_out(data_root: Path) -> dict[str, list[str]]:
-    """The held-out half of ``neither/`` by subject (never fitted on)."""
-    return held_out_neither(data_root / "neither")
 
 
 @pytest.fixture(scope="module")

@@ -8,18 +8,17 @@ validation photos, which no choice of the gate looked at.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from benchmarks.common import WILD_SUBJECTS, dev_validation, held_out_neither
-from catdog.models.gate import OpenSetGate, fit_weights, operating_bias
+from benchmarks.common import WILD_SUBJECTS, dev_validation
+from catdog.models.gate import OpenSetGate, fit_gate, fit_weights, operating_bias
 from catdog.predict import Outputs, Predictor
 from catdog.preprocess import Preprocess
 
-from conftest import missing, run_catdog
+from conftest import run_catdog
 
 
 def _predictor(gate_threshold: float | None = 0.5, classes=("cat", "dog")) -> Predictor:
@@ -63,6 +62,17 @@ def test_operating_bias_turns_away_at_most_the_target():
     assert 0.004 <= turned_away <= 0.005
 
 
+def test_fit_gate_separates_and_sets_its_operating_point_on_the_calibration_pets():
+    rng = torch.Generator().manual_seed(0)
+    pets, calibration = torch.randn(400, 5, generator=rng) + 2, torch.randn(1000, 5, generator=rng) + 2
+    negatives = torch.randn(400, 5, generator=rng) - 2
+    gate, turned_away = fit_gate(pets, negatives, calibration, c=100.0)
+    assert isinstance(gate, OpenSetGate) and gate.weight.shape == (5,)  # the inputs: 4 features and the pet-mass logit
+    scores = calibration @ gate.weight + gate.bias
+    assert turned_away == float((scores < 0).double().mean()) and 0 < turned_away <= 0.005
+    assert float(((negatives @ gate.weight + gate.bias) < 0).double().mean()) > 0.95
+
+
 def test_fit_weights_separates_and_the_prior_pulls():
     generator = torch.Generator().manual_seed(0)
     pets = torch.randn(400, 4, generator=generator) + torch.tensor([2.0, 0, 0, 0])
@@ -75,15 +85,6 @@ def test_fit_weights_separates_and_the_prior_pulls():
     prior.weight.copy_(torch.tensor([0.0, 0.0, 0.0, 7.0]))
     pulled, _ = fit_weights(x, y, prior=prior, l2=10.0)  # a strong pull keeps the prior's weights
     assert float(pulled[3]) == pytest.approx(7.0, abs=0.1)
-
-
-@pytest.fixture(scope="module")
-def held_out(data_root: Path) -> dict[str, list[str]]:
-    """The held-out half of ``neither/`` by subject (never fitted on)."""
-    folder = data_root / "neither"
-    if not folder.is_dir():
-        missing(f"{folder} is absent")
-    return held_out_neither(folder)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from rich.console import Console
 from catdog.cli.app import NeitherThreshold, app
 from catdog.cli.errors import fail, user_errors
 from catdog.cli.output import print_evaluation
-from catdog.models.files import BUILTIN_MODELS, builtin_name
+from catdog.models.files import builtin_name
 
 
 @app.command(short_help="Measure a model on labelled photos: metrics, plots, a report.")
@@ -140,7 +140,7 @@ def export(
     if fmt.lower() == "web":
         from catdog.webapp import write_web
 
-        target = out or (os.path.join(model, "app") if model and model not in BUILTIN_MODELS else "catdog-app")
+        target = out or ("catdog-app" if builtin_name(model) else os.path.join(model, "app"))
         config = write_web(model, target, int8=int8, check_dir=check_data, n_check=check_images)
         print(json.dumps({"path": target, **{k: v for k, v in config.items() if k != "imagenet"}}, indent=2)
               if as_json else f"Wrote the phone app to {target}/ (model {config['model_bytes'] / 1e6:.1f} MB): serve "

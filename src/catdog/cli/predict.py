@@ -10,7 +10,7 @@ import typer
 from catdog.cli.app import NeitherThreshold, app
 from catdog.cli.errors import err_console, fail, user_errors
 from catdog.cli.output import print_predictions
-from catdog.models.files import BUILTIN_MODELS
+from catdog.models.files import builtin_name
 
 
 @app.command()
@@ -96,7 +96,7 @@ def serve(
 
     from catdog.serve.app import SETTINGS_ENV, ServeSettings, create_app
 
-    if model is not None and not os.path.exists(model) and model not in BUILTIN_MODELS:
+    if builtin_name(model) is None and not os.path.exists(model):
         raise fail(
             f"Model '{model}' does not exist; give a model directory, an .onnx file or builtin-large, or omit --model."
         )

@@ -165,18 +165,28 @@ def load_builtin_gate(num_features: int, image_size: int = 224, architecture: st
     Pooled features move with the input size: a model that predicts at 288 px gets the gate fitted
     at 288 px (scripts/build_builtin_gate.py: the 224-px one let 4.4 % of held-out non-pets through there, it 2.0 %).
     """
+    return _shipped_gate(num_features, builtin_gate_file(image_size, architecture))
+
+
+def _shipped_gate(num_features: int, path: Path) -> OpenSetGate:
     gate = OpenSetGate(num_features)
-    gate.load_state_dict(load_file(str(builtin_gate_file(image_size, architecture))))
+    gate.load_state_dict(load_file(str(path)))
     return gate
+
+
+def _shipped_head(path: Path) -> nn.Linear:
+    """A linear head from a safetensors file of its ``weight`` and ``bias``."""
+    state = load_file(str(path))
+    head = nn.Linear(state["weight"].shape[1], state["weight"].shape[0])
+    head.load_state_dict(state)
+    return head
 
 
 def load_builtin() -> tuple[GatedClassifier, dict]:
     """The built-in model in eval mode, and its config (with the backbone's preprocessing)."""
     backbone = create_pretrained(BUILTIN_BACKBONE)
     config = builtin_config()
-    state = load_file(str(WEIGHTS_DIR / "builtin_head.safetensors"))
-    head = nn.Linear(state["weight"].shape[1], state["weight"].shape[0])
-    head.load_state_dict(state)
+    head = _shipped_head(WEIGHTS_DIR / "builtin_head.safetensors")
     model = GatedClassifier(backbone, head).add_open_set_gate(load_builtin_gate(backbone.num_features)).eval()
     config["preprocess"] = pretrained_preprocess(backbone).to_dict()
     config.setdefault("architecture", BUILTIN_BACKBONE)
@@ -197,16 +207,13 @@ def stacked_backbones() -> StackedBackbones:
 def load_builtin_large() -> tuple[GatedClassifier, dict]:
     """``builtin-large`` in eval mode, and its config: a head and a gate on frozen Lite0 + Lite1 + Lite2.
 
-    More accurate than the built-in model and about four times its cost (docs/benchmarks.md);
+    More accurate than the built-in model and 4.4 times its cost per photo (docs/benchmarks.md);
     scripts/build_builtin_large.py fits its head and gate.
     """
     backbone = stacked_backbones()
     config = large_config()
-    state = load_file(str(WEIGHTS_DIR / "builtin_large_head.safetensors"))
-    head = nn.Linear(state["weight"].shape[1], state["weight"].shape[0])
-    head.load_state_dict(state)
-    gate = OpenSetGate(backbone.num_features)
-    gate.load_state_dict(load_file(str(WEIGHTS_DIR / "builtin_large_gate.safetensors")))
+    head = _shipped_head(WEIGHTS_DIR / "builtin_large_head.safetensors")
+    gate = _shipped_gate(backbone.num_features, WEIGHTS_DIR / "builtin_large_gate.safetensors")
     model = GatedClassifier(backbone, head).add_open_set_gate(gate).eval()
     config["preprocess"] = pretrained_preprocess(backbone.backbones[-1]).to_dict()
     return model, config

@@ -84,6 +84,24 @@ def fit_weights(
     return weight.detach().float(), bias.detach().float()
 
 
+def fit_gate(
+    pets: torch.Tensor, negatives: torch.Tensor, calibration: torch.Tensor, c: float
+) -> tuple[OpenSetGate, float]:
+    """A gate fitted on gate inputs of pets against negatives, its bias set on the ``calibration`` pets.
+
+    ``c`` is scikit-learn's inverse regularisation strength (the penalty is its objective divided by
+    C x n). Returns the gate and the share of the calibration pets it turns away.
+    """
+    x = torch.cat([pets, negatives])
+    y = torch.cat([torch.ones(len(pets)), torch.zeros(len(negatives))])
+    weight, bias = fit_weights(x, y, l2=1.0 / (2 * c * len(x)))
+    gate = OpenSetGate(weight.numel() - 1)
+    gate.weight.copy_(weight)
+    held_apart = calibration @ weight + bias
+    gate.bias.fill_(operating_bias(held_apart, bias))
+    return gate, float(((held_apart - bias + gate.bias) < 0).double().mean())
+
+
 def operating_bias(logits_of_pets: torch.Tensor, bias: torch.Tensor, target: float = TARGET_PETS_TURNED_AWAY) -> float:
     """The bias that puts ``P(cat or dog) = 0.5`` where ``target`` of these pets score below it.
 
