@@ -233,6 +233,16 @@ def test_webgpu_failing_falls_back_to_webassembly(gpu_browser, playwright, serve
         assert page.locator("#backend .where").inner_text() == "on-device · WebAssembly (WebGPU failed)"
         assert page.locator("#backend").get_attribute("title") == "WebGPU failed: no device for this test"
         assert_same(answers(page, [cat])[cat.name], want, tolerance=1e-5)
+
+        # The failure is not remembered for good: the page offers WebGPU again, and a reload tries it.
+        retry = page.locator("#backend a")
+        assert retry.inner_text() == "try WebGPU again" and retry.is_visible()
+        tries = len(context.webgpu_loads)
+        retry.click()
+        page.wait_for_load_state()
+        info = page.evaluate("window.catdogApp.ready")
+        assert len(context.webgpu_loads) > tries, "the reload did not try WebGPU"
+        assert info["backend"] == "wasm" and info["gpuFailure"] == "no device for this test", info
     finally:
         context.close()
 
@@ -243,9 +253,13 @@ def stand_in_gpu_runtime(gpu_browser, playwright, runtime: str):
     No service worker: Playwright's route then sees the worker's request for the WebGPU runtime.
     """
     context = gpu_browser.new_context(**playwright.devices[PHONE], bypass_csp=True, service_workers="block")
-    context.route(
-        "**/vendor/ort.webgpu.min.mjs", lambda route: route.fulfill(body=runtime, content_type="text/javascript")
-    )
+    context.webgpu_loads = []  # one entry each time a worker loads the WebGPU runtime
+
+    def fulfill(route):
+        context.webgpu_loads.append(route.request.url)
+        route.fulfill(body=runtime, content_type="text/javascript")
+
+    context.route("**/vendor/ort.webgpu.min.mjs", fulfill)
     return context
 
 
@@ -268,6 +282,8 @@ def test_webgpu_that_never_finishes_loading_gives_way_to_webassembly(
         assert info["backend"] == "wasm", info
         assert info["gpuFailure"] == "the GPU took more than 2 s to prepare the model", info
         assert page.locator("#backend .where").inner_text() == "on-device · WebAssembly (WebGPU failed)"
+        # Trying again keeps the address's other settings.
+        assert page.locator("#backend a").get_attribute("href") == "?gpu-timeout=2"
         assert_same(answers(page, [cat])[cat.name], want, tolerance=1e-5)
     finally:
         context.close()

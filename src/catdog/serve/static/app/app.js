@@ -181,6 +181,13 @@ function showBackend(info, params) {
   } else if (params.get("backend") === "wasm" && navigator.gpu) {
     other.textContent = "use WebGPU if available";
     other.href = "./";
+  } else if (app.gpuFailure) {
+    // A driver that failed once may work after a reload (a lost device, a GPU busy elsewhere): the page
+    // never gives WebGPU up for good, and keeps the other settings of its address.
+    const again = new URLSearchParams(params);
+    again.delete("backend");
+    other.textContent = "try WebGPU again";
+    other.href = again.toString() ? `?${again}` : "./";
   } else {
     other.hidden = true;
   }
