@@ -80,6 +80,7 @@ def test_a_misspelt_name_is_one_clear_sentence(cat_photo):
     assert done.returncode == 2 and "builtin-large" in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.slow  # keeps the default suite near 10 minutes on 2 cores
 def test_export_writes_one_file_that_answers_alone(large, samples_dir, tmp_path, horse):
     """``catdog export builtin-large`` (default file name), checked as any export, then used on its own."""
     done = run_catdog("export", "builtin-large", "--check-data", str(samples_dir), "--json", cwd=tmp_path)

@@ -121,6 +121,7 @@ def test_refuses_to_write_when_parity_fails(trained_model_dir: Path, samples_dir
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow  # keeps the default suite near 10 minutes on 2 cores
 def test_int8_export_refuses_a_model_that_disagrees_with_fp32(trained_model_dir: Path, dev_dir: Path, tmp_path: Path):
     """The int8 refusal: calibrated on black frames, int8 saturates on real photos; nothing is written.
 

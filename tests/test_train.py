@@ -75,9 +75,10 @@ FAMILIES = {
     "catnet-mix": dict(model="catnet", image_size=64, epochs=6, batch_size=8, mixup=0.2, cutmix=1.0),
     "catnet-compiled": dict(model="catnet", image_size=64, epochs=6, batch_size=8, compile=True),
 }
-# Slow: the full fine-tune, the compile, and the frozen family (~40 s; test_frozen_part_predicts_...
-# trains a frozen backbone's head in the fast suite too).
-SLOW_FAMILIES = {"finetune", "catnet-compiled", "frozen"}
+# Slow: the full fine-tune, the compile, the frozen and partial families (~40 s each; in the fast suite
+# test_frozen_part_predicts_... trains a frozen backbone's head, test_partial_fine_tuning_... a partial one)
+# and catnet with MixUp/CutMix.
+SLOW_FAMILIES = {"finetune", "catnet-compiled", "frozen", "partial", "catnet-mix"}
 
 
 @pytest.mark.parametrize(
@@ -141,7 +142,7 @@ def test_each_family_learns_and_round_trips(family: str, small_dev: Path, shared
     ("freeze", "epochs", "lr", "test_size"),
     [
         ("backbone", 15, 3e-3, None),
-        # The partial family also learns and round-trips in the fast suite (test_each_family_...).
+        # The partial family trains in the fast suite in test_partial_fine_tuning_trains_only_the_stages_...
         pytest.param("stages:4", 3, 3e-4, None, marks=pytest.mark.slow),  # ~60 s
         pytest.param("stages:4", 3, 3e-4, 256, marks=pytest.mark.slow),  # ~70 s: a second decode at 256
     ],
@@ -370,6 +371,7 @@ print(json.dumps({{"values": out.flatten().tolist(), "channels_last": layout}}))
 """
 
 
+@pytest.mark.slow  # keeps the default suite near 10 minutes on 2 cores
 def test_the_fused_cpu_training_input_equals_the_eager_one_and_needs_no_compiler(tmp_path: Path) -> None:
     """torch.compile fuses the jitter, normalisation and layout on a CPU; without a C++ compiler
     (inductor cannot build), the same values come from the eager path, with one warning line."""
@@ -535,6 +537,7 @@ def test_existing_model_is_not_overwritten_and_resume_needs_a_run(small_dev: Pat
     assert (out / "model.safetensors").read_bytes() == b"keep me"
 
 
+@pytest.mark.slow  # keeps the default suite near 10 minutes on 2 cores
 def test_a_test_split_is_held_out_of_training_and_evaluated_alone(
     small_dev: Path, shared_cache: Path, tmp_path: Path, trained_model_dir: Path
 ) -> None:
