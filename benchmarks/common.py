@@ -247,13 +247,19 @@ def dev_split(dev_dir: Path, part: str) -> list[tuple[str, str]]:
 
 def held_out_neither(folder: Path = NEITHER_DIR) -> dict[str, list[str]]:
     """The held-out half of the neither folder (see :func:`neither_split`), as paths per subject."""
+    return neither_halves(folder)["held_out"]
+
+
+def neither_halves(folder: Path = NEITHER_DIR) -> dict[str, dict[str, list[str]]]:
+    """``{"fit": {subject: paths}, "held_out": {subject: paths}}``: the neither folder's two halves."""
     from catdog.data.hashing import HashIndex
     from catdog.data.layout import discover
 
     others = discover(folder, image_files_only=True)
     paths = [str(f.path) for f in others.files]
     subjects = [others.classes.index(f.label) for f in others.files]
-    out: dict[str, list[str]] = {}
-    for i in neither_split(HashIndex(None).hashes(paths), subjects)["held_out"]:
-        out.setdefault(others.files[i].label, []).append(paths[i])
+    out: dict[str, dict[str, list[str]]] = {}
+    for half, indices in neither_split(HashIndex(None).hashes(paths), subjects).items():
+        for i in indices:
+            out.setdefault(half, {}).setdefault(others.files[i].label, []).append(paths[i])
     return out

@@ -579,6 +579,43 @@ def _pets_and_toys(small_dev: Path, data_root: Path, data: Path, neither_name: s
     return data, toys
 
 
+def test_a_from_scratch_net_learns_neither_as_a_class(
+    small_dev: Path, shared_cache: Path, tmp_path: Path, data_root: Path
+) -> None:
+    """A from-scratch net has no ImageNet backbone to gate it: given a `neither` folder it learns it as a third
+    class, and answers as gated models do, P(cat) + P(dog) + P(neither) = 1, in PyTorch and through ONNX alike."""
+    from catdog.models.gate import LearntNeither
+
+    data, toys = _pets_and_toys(small_dev, data_root, tmp_path / "data", "neither")
+    out = tmp_path / "model"
+    options = dict(FAMILIES["catnet"], epochs=8, label_smoothing=0.0, workers=0, seed=1)
+    train(TrainConfig(data_dir=str(data), out=str(out), cache_dir=str(shared_cache), **options))
+
+    config = json.loads((out / "config.json").read_text())
+    gate = config["gate"]
+    assert config["classes"] == ["cat", "dog"] and config["data"]["neither_images"] == len(toys)
+    assert gate["kind"] == "neither-class" and gate["threshold"] == 0.5
+    assert gate["val_pets"] + gate["val_neither"] == config["data"]["val_images"] and gate["val_neither"] > 0
+    assert gate["val_pets_turned_away"] <= 0.005  # the operating point, set on the validation pets
+    module, _ = load_model_dir(out)
+    assert isinstance(module, LearntNeither)
+    assert float(module.neither_offset) == pytest.approx(gate["neither_offset"], abs=1e-5)
+
+    photos = [str(p) for p in sorted(small_dev.glob("*.jpg")) + toys]
+    in_torch = list(Predictor.load(out, backend="torch").predict_paths(photos))
+    in_onnx = list(Predictor.load(out).predict_paths(photos))
+    for a, b in zip(in_torch, in_onnx, strict=True):
+        assert a.label == b.label and set(a.probabilities) == {"cat", "dog", "neither"}
+        assert abs(sum(a.probabilities.values()) - 1) < 1e-4 and a.confidence == a.probabilities[a.label]
+        assert all(abs(a.probabilities[k] - b.probabilities[k]) < 1e-4 for k in a.probabilities)
+    # It learnt the class: the toys it trained on look less like pets to it than the pets do.
+    from sklearn.metrics import roc_auc_score
+
+    pets, others = in_torch[: -len(toys)], in_torch[-len(toys) :]
+    scores = [a.probabilities["neither"] for a in in_torch]
+    assert roc_auc_score([0] * len(pets) + [1] * len(others), scores) > 0.85
+
+
 def _train_frozen_beside_toys(
     small_dev: Path, data_root: Path, shared_cache: Path, tmp_path: Path, neither_name: str, **options
 ) -> tuple[Path, dict, torch.nn.Module, list[Path]]:

@@ -16,10 +16,11 @@ from catdog.fsutil import atomic_write
 from catdog.inference.onnx_session import INPUT, onnx_model_fn, set_metadata
 from catdog.inference.outputs import softmax, torch_model_fn
 from catdog.models.builtin import GatedClassifier
+from catdog.models.gate import LearntNeither
 
 
 class ExportModule(nn.Module):
-    """What is exported: ``(logits[, pet_score, looks_like][, features])`` from one forward pass.
+    """What is exported: ``(logits[, pet_score[, looks_like]][, features])`` from one forward pass.
 
     For a gated or timm model the pieces are computed exactly as ``GatedClassifier.parts``
     (and timm's ``forward``) do, with the features kept as an extra output; the parity check
@@ -30,6 +31,7 @@ class ExportModule(nn.Module):
         super().__init__()
         self.module = module
         self.gated = isinstance(module, GatedClassifier)
+        self.learnt_neither = isinstance(module, LearntNeither)  # P(cat or dog), nothing the photo looks like
         backbone = module.backbone if self.gated else module
         self.has_features = all(hasattr(backbone, name) for name in ("forward_features", "forward_head"))
 
@@ -37,6 +39,8 @@ class ExportModule(nn.Module):
         names = ["logits"]
         if self.gated:
             names += ["pet_score", "looks_like"]
+        elif self.learnt_neither:
+            names.append("pet_score")
         if self.has_features:
             names.append("features")
         return names

@@ -112,11 +112,15 @@ def load_model_dir(model_dir: str | Path) -> tuple[nn.Module, dict]:
         raise ModelError(f"'{weights}' is not a valid safetensors file ({err}).") from None
     gate = config.get("gate") or {}
     classes = len(config["classes"])
-    model = build_model(config["architecture"], classes, pretrained=False, gate=bool(gate), weights=state)
+    from catdog.models.gate import NEITHER_CLASS, OPEN_SET, LearntNeither, OpenSetGate
+
+    if gate.get("kind") == NEITHER_CLASS:  # a from-scratch net with `neither` as its last class
+        net_state = {name.removeprefix("net."): t for name, t in state.items()}
+        model = LearntNeither(build_model(config["architecture"], classes + 1, pretrained=False, weights=net_state))
+    else:
+        model = build_model(config["architecture"], classes, pretrained=False, gate=bool(gate), weights=state)
     if "pristine_after_blocks" in gate:  # a fine-tuned model's gate: its own copy of the pretrained layers
         model.add_pristine_gate(int(gate["pristine_after_blocks"]))
-    from catdog.models.gate import OPEN_SET, OpenSetGate
-
     if gate.get("kind") == OPEN_SET:
         model.add_open_set_gate(OpenSetGate(model.backbone.num_features))
     try:

@@ -22,6 +22,7 @@ from torch.nn import functional as F
 
 PET_MASS_SCALE = 10.0  # logit(pet mass) spans about ±20; /10 puts it on the scale of the unit-norm features
 OPEN_SET = "open-set"  # config.json's gate.kind for this gate; "pet-mass" for the ImageNet pet mass alone
+NEITHER_CLASS = "neither-class"  # gate.kind of a from-scratch net that learnt `neither` as one more class
 PET_MASS_THRESHOLD = 0.1  # the pet-mass gate's threshold (catdog before the open-set gate; other backbones)
 TARGET_PETS_TURNED_AWAY = 0.005  # the default operating point: at most this share of pets is called `neither`
 
@@ -111,3 +112,32 @@ def operating_bias(logits_of_pets: torch.Tensor, bias: torch.Tensor, target: flo
     quantile = torch.quantile(logits_of_pets.double(), target, interpolation="lower")
     # A hair above the quantile: the photo at it stays a pet under the float noise between PyTorch and ONNX Runtime.
     return float(bias) - float(quantile) + 1e-3
+
+
+class LearntNeither(nn.Module):
+    """A from-scratch net that learnt `neither` as its last class, answering as a gated cat/dog model does.
+
+    A from-scratch net has no ImageNet backbone to ask what else a photo could be; trained with the data's
+    `neither` folder as one more class, its softmax holds ``P(neither)`` itself. Outside it is a gated model:
+    ``(cat/dog logits, P(cat or dog))``, so the predictor, the ONNX export, ``evaluate`` and ``serve`` need
+    nothing of their own. ``neither_offset`` is added to the `neither` logit: ``catdog train`` sets it so that
+    ``P(cat or dog) = 0.5`` is the operating point, as the open-set gate's bias does.
+    """
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("neither_offset", torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.net(x)
+        pets, neither = logits[:, :-1], logits[:, -1:] + self.neither_offset
+        # softmax, not logsumexp: ONNX Runtime's symbolic shape inference (before int8 quantization) cannot
+        # follow the ReduceLogSumExp node logsumexp exports.
+        return pets, 1.0 - torch.cat([pets, neither], dim=1).float().softmax(dim=1)[:, -1]
+
+
+def pet_log_odds(logits: torch.Tensor) -> torch.Tensor:
+    """``log P(cat or dog) / P(neither)`` of a net whose last class is `neither`."""
+    logits = logits.float()
+    return logits[:, :-1].logsumexp(dim=1) - logits[:, -1]

@@ -81,6 +81,39 @@ def gate_config(
     return gate
 
 
+def learnt_neither_gate(model, logits: torch.Tensor, labels: torch.Tensor, n_classes: int) -> dict:
+    """Set the operating point of a net that learnt `neither` as its last class; its config.json record.
+
+    ``model`` is the :class:`~catdog.models.gate.LearntNeither`; ``logits`` and ``labels`` are the net's on
+    the validation photos. Its ``neither_offset`` moves ``P(cat or dog) = 0.5`` to where 0.5 % of the
+    validation pets score below, as the open-set gate's bias is moved.
+    """
+    from catdog.models.gate import NEITHER_CLASS, pet_log_odds
+
+    odds = pet_log_odds(logits).double()
+    pets, others = odds[labels < n_classes], odds[labels == n_classes]
+    offset = 0.0
+    if len(pets):
+        # A margin below the quantile for the numeric gap between validation (autocast) and the exported model.
+        offset = float(torch.quantile(pets, TARGET_PETS_TURNED_AWAY, interpolation="lower")) - LOG_ODDS_MARGIN
+    model.neither_offset.fill_(offset)
+    gate = {
+        "kind": NEITHER_CLASS,
+        "score": "P(cat or dog) = 1 - P(neither): the data's neither folder learnt as one more class",
+        "threshold": 0.5,
+        "neither_offset": round(offset, 5),
+        "val_pets": len(pets),
+        "val_pets_turned_away": round(float((pets < offset).double().mean()), 5) if len(pets) else None,
+        "val_neither": len(others),
+        "val_neither_answered": round(float((others < offset).double().mean()), 5) if len(others) else None,
+    }
+    gate["operating_point"] = (
+        f"P(cat or dog) = 0.5 where {TARGET_PETS_TURNED_AWAY:.1%} of the {len(pets)} validation pets score below"
+    )
+    return gate
+
+
+LOG_ODDS_MARGIN = 0.05  # about 1 % of probability near 0.5
 GATE_REFIT_PETS = 5000  # training pets the gate is refitted on (their features take ~30 s on 2 cores)
 
 

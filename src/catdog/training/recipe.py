@@ -28,11 +28,12 @@ from torch import nn
 from torch.utils.data import Subset
 
 from catdog.augment import mix_transform
-from catdog.data import CachedImages, DatasetError, PreparedData, discover, make_loader, prepare
+from catdog.data import NEITHER, CachedImages, DatasetError, PreparedData, discover, make_loader, prepare
 from catdog.features import PooledFeatures, split_backbone
 from catdog.fsutil import default_cache_dir
 from catdog.models import build_model, save_model_dir
 from catdog.models.builtin import GATE_SIZES, load_builtin_gate
+from catdog.models.gate import LearntNeither
 from catdog.models.scratch import SCRATCH_MODELS
 from catdog.preprocess import Preprocess
 from catdog.training.batches import (
@@ -47,7 +48,14 @@ from catdog.training.batches import (
     use_cores,
     warm_up,
 )
-from catdog.training.calibration import calibrated_nll, fit_temperature, frozen_val_pets, gate_config, refit_gate
+from catdog.training.calibration import (
+    calibrated_nll,
+    fit_temperature,
+    frozen_val_pets,
+    gate_config,
+    learnt_neither_gate,
+    refit_gate,
+)
 from catdog.training.checkpoint import CHECKPOINT, RunState, check_out_dir, load_checkpoint, save_checkpoint
 from catdog.training.config import PET_CLASSES, TrainConfig
 from catdog.training.distributed import DistContext, SharedBudget, barrier, setup_distributed
@@ -85,9 +93,11 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
         seed(cfg)
 
         # 2. The classes, then the model and its preprocessing.
-        classes = model_classes(cfg)
+        classes, has_neither = model_classes(cfg)
         gate = cfg.family() != "scratch" and set(classes) <= PET_CLASSES
-        model, pre = build(cfg, classes, gate, log)
+        # A from-scratch cat/dog net has no ImageNet backbone to gate it: it learns `neither` as a class.
+        learns_neither = cfg.family() == "scratch" and set(classes) <= PET_CLASSES and has_neither
+        model, pre = build(cfg, classes, gate, log, learns_neither)
         timeline.mark("model_built")
 
         # 3. Decode every image once into the pixel cache (rank 0 first, the others then find it full),
@@ -95,7 +105,7 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
         cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
         data = decode(cfg, model, pre, cache_dir, ctx, log, timeline.mark)
         timeline.mark("data_ready")
-        splits, test, negatives = split(cfg, data, len(classes), log)
+        splits, test, negatives = split(cfg, data, len(classes), log, learns_neither)
 
         # 4. What trains (the whole network, or the part after a frozen one) and what it eats.
         job = what_trains(cfg, model, gate, data, splits, pre, cache_dir, ctx, deadline, log)
@@ -108,7 +118,8 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
         optimizer = make_optimizer(cfg, model, trainable, fused=True)
         schedule = Schedule(cfg.schedule, cfg.epochs * steps_per_epoch, int(cfg.warmup_epochs * steps_per_epoch))
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-        criterion, dtype, scaler, mix = step_parts(cfg, len(classes), device)
+        weights = balanced_weights(data, splits["train"], len(classes) + 1) if learns_neither else None
+        criterion, dtype, scaler, mix = step_parts(cfg, len(classes) + learns_neither, device, weights)
         forward_module = wrap(cfg, trainable, ctx)  # DDP, torch.compile
 
         # 6. Resume: model, optimizer, scheduler, scaler, position, running metrics and RNG state.
@@ -147,13 +158,19 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
 
         # 8. The best weights (validated again at the test size), the gate, the temperature, the model directory.
         trainable.load_state_dict(state.best_state)
-        final_pre = best_at_test_size(model, data, splits, pre, test_pre, cfg, ctx, dtype, per_rank_batch, state, log)
+        validated = model.net if learns_neither else model  # a LearntNeither net: on its three classes
+        final_pre = best_at_test_size(
+            validated, data, splits, pre, test_pre, cfg, ctx, dtype, per_rank_batch, state, log
+        )
         gate_evidence(model, gate, data, splits, negatives, pre, final_pre, cfg, cache_dir, job, ctx, state, log)
         timeline.mark("validated")
         metrics = final_metrics(state, time.monotonic() - started)
         metrics["timeline_seconds"] = dict(timeline)
         if ctx.is_main:  # rank 0 writes
-            write_model(cfg, model, classes, final_pre, gate, data, splits, len(test), negatives, state, metrics, log)
+            write_model(
+                cfg, model, classes, final_pre, gate, data, splits, len(test), negatives, state, metrics, log,
+                learns_neither,
+            )  # fmt: skip
         barrier(ctx)
         return metrics
     finally:
@@ -177,18 +194,25 @@ def seed(cfg: TrainConfig) -> None:
     torch.backends.cudnn.benchmark = False
 
 
-def model_classes(cfg: TrainConfig) -> list[str]:
-    """The classes the model learns: the dataset's, without `neither` (a `neither` folder is no class)."""
-    classes = discover(cfg.data_dir, image_files_only=True).model_classes
+def model_classes(cfg: TrainConfig) -> tuple[list[str], bool]:
+    """The dataset's classes without `neither` (a `neither` folder is no class), and whether it has one."""
+    dataset = discover(cfg.data_dir, image_files_only=True)
+    classes = dataset.model_classes
     if len(classes) < 2:
         only = f" ({classes[0]})" if classes else ""
         raise DatasetError(f"'{cfg.data_dir}' has only one class{only}; training needs at least two.")
-    return classes
+    return classes, NEITHER in dataset.classes
 
 
-def build(cfg: TrainConfig, classes: list[str], gate: bool, log: Reporter) -> tuple[nn.Module, Preprocess]:
-    """The model (with its open-set gate for cats and dogs on a pretrained backbone) and its preprocessing."""
-    model = build_model(cfg.model, len(classes), pretrained=True, gate=gate)
+def build(
+    cfg: TrainConfig, classes: list[str], gate: bool, log: Reporter, learns_neither: bool = False
+) -> tuple[nn.Module, Preprocess]:
+    """The model (with its `neither` gate for cats and dogs) and its preprocessing.
+
+    On a pretrained backbone the gate is catdog's open-set gate; a from-scratch net given a `neither`
+    folder learns it as one more class (``learns_neither``: :class:`~catdog.models.gate.LearntNeither`).
+    """
+    model = build_model(cfg.model, len(classes) + learns_neither, pretrained=True, gate=gate)
     if gate and cfg.family() in ("finetune", "partial"):
         # Fine-tuning moves the features the ImageNet head reads: the gate keeps a pretrained copy.
         model.add_pristine_gate(cfg.frozen_stages() if cfg.family() == "partial" else 0)
@@ -200,8 +224,11 @@ def build(cfg: TrainConfig, classes: list[str], gate: bool, log: Reporter) -> tu
         model.add_open_set_gate(load_builtin_gate(model.backbone.num_features, size, cfg.model))
     if cfg.model in SCRATCH_MODELS:
         model(torch.zeros(1, 3, pre.image_size, pre.image_size))  # materialise seed-cnn's lazy Dense layer
-    log.info(f"model {cfg.model} ({cfg.family()}), {len(classes)} classes: {', '.join(classes)}")
-    return model, pre
+    names = ", ".join(classes + [NEITHER] * learns_neither)
+    log.info(f"model {cfg.model} ({cfg.family()}), {len(classes) + learns_neither} classes: {names}")
+    if cfg.family() == "scratch" and set(classes) <= PET_CLASSES and not learns_neither:
+        log.info("no neither/ folder: this model will answer cat or dog for any photo (add one to teach it neither)")
+    return (LearntNeither(model) if learns_neither else model), pre
 
 
 def decode(cfg: TrainConfig, model: nn.Module, pre: Preprocess, cache_dir: Path, ctx: DistContext, log, mark):
@@ -215,15 +242,16 @@ def decode(cfg: TrainConfig, model: nn.Module, pre: Preprocess, cache_dir: Path,
     return prepare_data(cfg, pre, cache_dir, ctx, log)
 
 
-def split(cfg: TrainConfig, data: PreparedData, n_classes: int, log: Reporter):
+def split(cfg: TrainConfig, data: PreparedData, n_classes: int, log: Reporter, learns_neither: bool = False):
     """``(train and val indices of the classes' photos, the test split held out, the neither photos)``.
 
-    Photos of the `neither` folder (label ``n_classes``) never train the classes: they refit the gate.
-    The test split's photos, pets or not, are left out of everything.
+    Photos of the `neither` folder (label ``n_classes``) refit the gate; they train and validate only a net
+    that ``learns_neither`` as a class. The test split's photos, pets or not, are left out of everything.
     """
     parts = data.split(cfg.val_fraction, cfg.test_fraction)
     held_for_test = set(parts.pop("test"))
-    splits = {name: [i for i in part if data.labels[i] < n_classes] for name, part in parts.items()}
+    trained = n_classes + learns_neither
+    splits = {name: [i for i in part if data.labels[i] < trained] for name, part in parts.items()}
     negatives = [i for i, y in enumerate(data.labels) if y == n_classes and i not in held_for_test]
     if not splits["train"] or not splits["val"]:
         raise DatasetError(f"'{cfg.data_dir}' has too few images to hold some out for validation; add more.")
@@ -264,7 +292,7 @@ def what_trains(cfg, model, gate, data, splits, pre, cache_dir, ctx, deadline, l
         workers = 0  # the features are in memory already
     else:
         # The images are augmented where the step runs, a batch at a time (augment.augment_batch).
-        trainable = model
+        trainable = model.net if isinstance(model, LearntNeither) else model  # the net trains on its 3 classes
         train_set = TrainImages(CachedImages(data, splits["train"]))
         val_set = CachedImages(data, splits["val"])
         train_input = image_input(pre, device, cfg.channels_last, augment=True)
@@ -333,9 +361,19 @@ def why_stop(cfg: TrainConfig, state: RunState, budget_hit: bool) -> str:
     return ""
 
 
-def step_parts(cfg: TrainConfig, n_classes: int, device: torch.device):
+def balanced_weights(data: PreparedData, train: list[int], n_outputs: int) -> torch.Tensor:
+    """Loss weights inversely proportional to each class's training photos (scikit-learn's "balanced").
+
+    A `neither` folder is usually a few hundred photos beside thousands of pets: unweighted, the net would
+    learn that "neither" is rare and never say it.
+    """
+    counts = torch.bincount(torch.tensor([data.labels[i] for i in train]), minlength=n_outputs).double()
+    return (counts.sum() / (n_outputs * counts.clamp(min=1))).float()
+
+
+def step_parts(cfg: TrainConfig, n_classes: int, device: torch.device, weights: torch.Tensor | None = None):
     """``(loss, autocast dtype, gradient scaler, mixup/cutmix or None)`` of the training step."""
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    criterion = nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.label_smoothing).to(device)
     dtype = autocast_dtype(cfg, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     mix = mix_transform(n_classes, cfg.mixup, cfg.cutmix) if cfg.family() in ("scratch", "finetune") else None
@@ -377,16 +415,27 @@ def gate_evidence(model, gate, data, splits, negatives, train_pre, pre, cfg, cac
         state.best_pets = refit_gate(model.open_set, data, at_size, splits, negatives, pre, cache_dir, cfg.model)
 
 
-def write_model(cfg, model, classes, pre, gate, data, splits, test_images, negatives, state, metrics, log) -> None:
+def write_model(
+    cfg, model, classes, pre, gate, data, splits, test_images, negatives, state, metrics, log, learns_neither=False
+) -> None:
     """Fit the temperature and write the model directory (rank 0)."""
-    temperature = fit_temperature(state.best_logits, state.best_labels)
-    metrics["val_loss_calibrated"] = round(calibrated_nll(state.best_logits, state.best_labels, temperature), 5)
+    logits, labels = state.best_logits, state.best_labels
+    if learns_neither:  # the temperature scales the cat/dog logits of the pets; the gate is the neither class
+        gate_record = learnt_neither_gate(model, logits, labels, len(classes))
+        pets = labels < len(classes)
+        logits, labels = logits[pets, : len(classes)], labels[pets]
+    elif gate:
+        gate_record = gate_config(state.best_pets, model, pre.image_size, len(negatives), cfg.model)
+    else:
+        gate_record = None
+    temperature = fit_temperature(logits, labels)
+    metrics["val_loss_calibrated"] = round(calibrated_nll(logits, labels, temperature), 5)
     config = {
         "architecture": cfg.model,
         "classes": classes,
         "preprocess": pre.to_dict(),
         "temperature": temperature,
-        "gate": gate_config(state.best_pets, model, pre.image_size, len(negatives), cfg.model) if gate else None,
+        "gate": gate_record,
         "training": cfg.to_dict(),
         # What catdog evaluate --split needs to find the held-out photos again (also in ONNX exports).
         "split": {"by": "content hash", "val_fraction": cfg.val_fraction, "test_fraction": cfg.test_fraction},
