@@ -616,23 +616,6 @@ def test_a_from_scratch_net_learns_neither_as_a_class(
     assert roc_auc_score([0] * len(pets) + [1] * len(others), scores) > 0.85
 
 
-def test_class_weights_weigh_photos_not_the_smoothed_labels() -> None:
-    """A heavy `neither` weight counts the `neither` photos more; it does not pull pets towards `neither`."""
-    from catdog.training.recipe import WeightedPhotoLoss
-
-    weights = torch.tensor([0.6, 0.6, 20.0])
-    logits, labels = torch.randn(8, 3, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 1] * 4)
-    plain = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
-    # Pets alone: the same loss as unweighted, though the smoothed labels put some mass on `neither`.
-    assert WeightedPhotoLoss(weights, 0.1)(logits, labels).item() == pytest.approx(plain(logits, labels).item())
-    # Without smoothing it is PyTorch's weighted cross-entropy; a mixed (soft) label weighs as its classes do.
-    labels = torch.tensor([0, 1, 2, 2, 0, 1, 0, 2])
-    weighted = torch.nn.CrossEntropyLoss(weight=weights)(logits, labels).item()
-    assert WeightedPhotoLoss(weights, 0.0)(logits, labels).item() == pytest.approx(weighted)
-    one_hot = torch.nn.functional.one_hot(labels, 3).float()
-    assert WeightedPhotoLoss(weights, 0.0)(logits, one_hot).item() == pytest.approx(weighted)
-
-
 def _train_frozen_beside_toys(
     small_dev: Path, data_root: Path, shared_cache: Path, tmp_path: Path, neither_name: str, **options
 ) -> tuple[Path, dict, torch.nn.Module, list[Path]]:

@@ -118,8 +118,7 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
         optimizer = make_optimizer(cfg, model, trainable, fused=True)
         schedule = Schedule(cfg.schedule, cfg.epochs * steps_per_epoch, int(cfg.warmup_epochs * steps_per_epoch))
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-        weights = balanced_weights(data, splits["train"], len(classes) + 1) if learns_neither else None
-        criterion, dtype, scaler, mix = step_parts(cfg, len(classes) + learns_neither, device, weights)
+        criterion, dtype, scaler, mix = step_parts(cfg, len(classes) + learns_neither, device)
         forward_module = wrap(cfg, trainable, ctx)  # DDP, torch.compile
 
         # 6. Resume: model, optimizer, scheduler, scaler, position, running metrics and RNG state.
@@ -361,40 +360,9 @@ def why_stop(cfg: TrainConfig, state: RunState, budget_hit: bool) -> str:
     return ""
 
 
-def balanced_weights(data: PreparedData, train: list[int], n_outputs: int) -> torch.Tensor:
-    """Loss weights inversely proportional to each class's training photos (scikit-learn's "balanced").
-
-    A `neither` folder is usually a few hundred photos beside thousands of pets: unweighted, the net would
-    learn that "neither" is rare and never say it.
-    """
-    counts = torch.bincount(torch.tensor([data.labels[i] for i in train]), minlength=n_outputs).double()
-    return (counts.sum() / (n_outputs * counts.clamp(min=1))).float()
-
-
-class WeightedPhotoLoss(nn.Module):
-    """Cross-entropy with each photo weighted by its class's weight (a mixed photo: by its mixed label).
-
-    Not ``nn.CrossEntropyLoss(weight=...)``: with label smoothing it weights the smoothed share of every class
-    by that class's weight, and a heavy `neither` weight then pulls every photo towards `neither` (catnet
-    with label smoothing 0.1 answered `neither` for 95 % of its training photos after three epochs).
-    """
-
-    def __init__(self, weights: torch.Tensor, label_smoothing: float) -> None:
-        super().__init__()
-        self.register_buffer("weights", weights)
-        self.per_photo = nn.CrossEntropyLoss(reduction="none", label_smoothing=label_smoothing)
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        weight = self.weights[target] if target.dtype == torch.long else target.float() @ self.weights
-        return (self.per_photo(logits, target) * weight).sum() / weight.sum()
-
-
-def step_parts(cfg: TrainConfig, n_classes: int, device: torch.device, weights: torch.Tensor | None = None):
+def step_parts(cfg: TrainConfig, n_classes: int, device: torch.device):
     """``(loss, autocast dtype, gradient scaler, mixup/cutmix or None)`` of the training step."""
-    if weights is None:
-        criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    else:
-        criterion = WeightedPhotoLoss(weights, cfg.label_smoothing).to(device)
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     dtype = autocast_dtype(cfg, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     mix = mix_transform(n_classes, cfg.mixup, cfg.cutmix) if cfg.family() in ("scratch", "finetune") else None
