@@ -97,28 +97,33 @@ def measure(predictor, photos: dict[str, list[tuple[str, str]]]) -> dict:
     return out
 
 
-def pet_mass_predictor(tmp: Path):
-    """The built-in model with the gate it replaces (ImageNet pet mass < 0.1), exported like the built-in."""
+def onnx_predictor(module, config: dict, path: Path, gate_threshold: float):
+    """``module`` exported to ``path`` as catdog exports it, behind a Predictor (one ONNX thread per lane)."""
     from catdog.export import export_onnx
-    from catdog.models.builtin import load_builtin
-    from catdog.models.gate import PET_MASS_THRESHOLD
     from catdog.onnx_backend import onnx_model_fn, session
     from catdog.predict import Predictor
     from catdog.preprocess import Preprocess
 
-    module, config = load_builtin()
-    module.open_set = None
-    path = tmp / "pet-mass.onnx"
     export_onnx(module, config, path)
-    predictor = Predictor(
+    return Predictor(
         model_fn=onnx_model_fn(session(path, threads=1)),
         classes=list(config["classes"]),
         pre=Preprocess.from_dict(config["preprocess"]),
-        temperature=float(config["temperature"]),
-        gate_threshold=PET_MASS_THRESHOLD,
+        temperature=float(config.get("temperature", 1.0)),
+        gate_threshold=gate_threshold,
         lanes=os.cpu_count() or 1,
     )
-    return predictor, path
+
+
+def pet_mass_predictor(tmp: Path):
+    """The built-in model with the gate it replaces (ImageNet pet mass < 0.1), exported like the built-in."""
+    from catdog.models.builtin import load_builtin
+    from catdog.models.gate import PET_MASS_THRESHOLD
+
+    module, config = load_builtin()
+    module.open_set = None
+    path = tmp / "pet-mass.onnx"
+    return onnx_predictor(module, config, path, PET_MASS_THRESHOLD), path
 
 
 def bundled_gate_predictor(architecture: str, size: int, tmp: Path):
@@ -128,27 +133,17 @@ def bundled_gate_predictor(architecture: str, size: int, tmp: Path):
     """
     from dataclasses import replace
 
-    from catdog.export import export_onnx
     from catdog.models import build_model
     from catdog.models.builtin import load_builtin_gate
     from catdog.models.pretrained import pretrained_preprocess
-    from catdog.onnx_backend import onnx_model_fn, session
-    from catdog.predict import Predictor
 
     model = build_model(architecture, 2, gate=True)
     model.head.weight.data.zero_()
     model.head.bias.data.zero_()
     model.add_open_set_gate(load_builtin_gate(model.backbone.num_features, size, architecture)).eval()
     pre = replace(pretrained_preprocess(model.backbone), image_size=size)
-    path = tmp / f"{architecture}-{size}.onnx"
-    export_onnx(model, {"classes": ["cat", "dog"], "preprocess": pre.to_dict()}, path)
-    return Predictor(
-        model_fn=onnx_model_fn(session(path, threads=1)),
-        classes=["cat", "dog"],
-        pre=pre,
-        gate_threshold=0.5,
-        lanes=os.cpu_count() or 1,
-    )
+    config = {"classes": ["cat", "dog"], "preprocess": pre.to_dict()}
+    return onnx_predictor(model, config, tmp / f"{architecture}-{size}.onnx", gate_threshold=0.5)
 
 
 def bundled_gate_rows(photos: dict, tmp: Path) -> list[Result]:
