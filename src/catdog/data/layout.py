@@ -6,8 +6,9 @@
 
 Labels are normalised (``Cats`` → ``cat``) and classes are the sorted normalised names. A folder
 of photos that show neither class (``neither/``, also ``other/``, ``none/``, ``negatives/``,
-``background/`` ...) is the class ``neither``: examples of what a model must turn away, never a
-class it learns (``catdog train`` fits the `neither` gate with them; ``evaluate`` reports on them).
+``background/`` ...) is the class ``neither``: examples of what a model must turn away, none of the
+model's classes (``catdog train`` fits the `neither` gate with them, or a from-scratch net learns them as
+its `neither` output; ``evaluate`` reports on them).
 """
 
 from __future__ import annotations
