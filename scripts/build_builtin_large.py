@@ -56,7 +56,7 @@ from catdog.models.gate import (
 from catdog.models.pretrained import IMAGENET_CAT_CLASSES, IMAGENET_DOG_CLASSES, pretrained_preprocess
 
 OPERATING_TARGETS = (0.005, 0.004, 0.003, 0.002, 0.001)  # calibration pets turned away, tried in this order
-NON_PET_FLOOR = 0.97  # the open-set issue's floor: non-pets answered `neither`
+NON_PET_FLOOR = 0.97  # the least share of non-pets a gate must answer `neither`
 CV_FOLDS = 5
 GATE_C = 100.0  # the built-in gate's (chosen there by cross-validation on the fitting half of `neither`)
 HEAD_CS = (0.001, 0.003, 0.01, 0.03, 0.1)  # scikit-learn's C for the head, chosen among by cross-validation
