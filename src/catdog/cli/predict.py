@@ -113,7 +113,8 @@ def serve(
         threshold=threshold,
         neither_threshold=neither_threshold,
     )
-    err_console.print(f"catdog: serving on http://{host}:{port} (the model loads in the background; /readyz)")
+    banner = f"catdog: serving on http://{host}:{port} (the model loads in the background; /readyz)"
+    err_console.print(banner, soft_wrap=True)  # one line in a log too, not wrapped at 80 columns
     options = dict(
         host=host, port=port, access_log=access_log, server_header=False, timeout_graceful_shutdown=timeout + 5
     )
