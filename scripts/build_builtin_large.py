@@ -48,8 +48,9 @@ from catdog.models.gate import (
     OPEN_SET,
     TARGET_PETS_TURNED_AWAY,
     OpenSetGate,
+    cross_validated_shares,
+    fewest_pets_turned_away,
     fit_gate,
-    fit_weights,
     gate_inputs,
     operating_bias,
 )
@@ -235,23 +236,10 @@ def move_operating_point(data_dir: Path) -> dict:
     x_pets = features.gate_inputs(features(dev, [(i, 0) for i in fit_pets]))
     x_calibration = features.gate_inputs(features(dev, [(i, 0) for i in calibration]))
     x_others = {v: features.gate_inputs(features(others, [(i, v) for i in halves["fit"]])) for v in (0, 1)}
-    fold = torch.tensor([int(hash_fraction(others.hashes[i], "operating-point") * CV_FOLDS) for i in halves["fit"]])
-
-    answered = torch.zeros(len(OPERATING_TARGETS))
-    for k in range(CV_FOLDS):
-        kept = fold != k
-        x = torch.cat([x_pets, x_others[0][kept], x_others[1][kept]])
-        y = torch.cat([torch.ones(len(x_pets)), torch.zeros(2 * int(kept.sum()))])
-        with torch.enable_grad():
-            weight, bias = fit_weights(x, y, l2=1.0 / (2 * GATE_C * len(x)))
-        held_apart = x_others[0][~kept] @ weight + bias
-        for t, target in enumerate(OPERATING_TARGETS):
-            moved = operating_bias(x_calibration @ weight + bias, bias, target)
-            answered[t] += float((held_apart - bias + moved < 0).sum())
-        print(f"  fold {k + 1}/{CV_FOLDS}", file=sys.stderr, flush=True)
-    shares = (answered / len(halves["fit"])).tolist()
-    passing = [t for t, share in zip(OPERATING_TARGETS, shares) if share >= NON_PET_FLOOR]
-    chosen = min(passing) if passing else TARGET_PETS_TURNED_AWAY
+    folds = torch.tensor([int(hash_fraction(others.hashes[i], "operating-point") * CV_FOLDS) for i in halves["fit"]])
+    print(f"{CV_FOLDS}-fold cross-validation of the operating point", file=sys.stderr)
+    shares = cross_validated_shares(x_pets, x_others[0], x_others[1], x_calibration, folds, GATE_C, OPERATING_TARGETS)
+    chosen = fewest_pets_turned_away(shares, OPERATING_TARGETS, NON_PET_FLOOR)
 
     gate = OpenSetGate(x_pets.shape[1] - 1)
     gate_file = WEIGHTS_DIR / "builtin_large_gate.safetensors"

@@ -14,7 +14,15 @@ import pytest
 import torch
 
 from benchmarks.common import WILD_SUBJECTS, dev_validation
-from catdog.models.gate import OpenSetGate, fit_gate, fit_weights, operating_bias
+from catdog.models.gate import (
+    TARGET_PETS_TURNED_AWAY,
+    OpenSetGate,
+    cross_validated_shares,
+    fewest_pets_turned_away,
+    fit_gate,
+    fit_weights,
+    operating_bias,
+)
 from catdog.predict import Outputs, Predictor
 from catdog.preprocess import Preprocess
 
@@ -71,6 +79,31 @@ def test_fit_gate_separates_and_sets_its_operating_point_on_the_calibration_pets
     scores = calibration @ gate.weight + gate.bias
     assert turned_away == float((scores < 0).double().mean()) and 0 < turned_away <= 0.005
     assert float(((negatives @ gate.weight + gate.bias) < 0).double().mean()) > 0.95
+
+
+TARGETS = (0.005, 0.003, 0.001)
+
+
+def _gate_data(negatives_mean: float, seed: int = 0):
+    rng = torch.Generator().manual_seed(seed)
+    pets, calibration = torch.randn(600, 5, generator=rng) + 2, torch.randn(2000, 5, generator=rng) + 2
+    negatives = torch.randn(200, 5, generator=rng) + negatives_mean
+    mirrors = negatives + 0.1 * torch.randn(200, 5, generator=rng)
+    return pets, negatives, mirrors, calibration, torch.arange(200) % 5
+
+
+def test_cross_validated_shares_fall_as_fewer_pets_are_turned_away():
+    far = cross_validated_shares(*_gate_data(-3.0), c=100.0, targets=TARGETS)
+    near = cross_validated_shares(*_gate_data(0.5), c=100.0, targets=TARGETS)
+    assert all(share > 0.99 for share in far), far  # far from the pets: every strictness holds them off
+    assert near == sorted(near, reverse=True) and near[0] - near[-1] > 0.05, near
+    assert all(n < f for n, f in zip(near, far))
+
+
+def test_the_fewest_pets_turned_away_that_holds_the_floor_is_chosen():
+    assert fewest_pets_turned_away([0.99, 0.98, 0.96], TARGETS, floor=0.97) == 0.003
+    assert fewest_pets_turned_away([0.99, 0.98, 0.97], TARGETS, floor=0.97) == 0.001
+    assert fewest_pets_turned_away([0.96, 0.95, 0.90], TARGETS, floor=0.97) == TARGET_PETS_TURNED_AWAY
 
 
 def test_fit_weights_separates_and_the_prior_pulls():

@@ -103,6 +103,42 @@ def fit_gate(
     return gate, float(((held_apart - bias + gate.bias) < 0).double().mean())
 
 
+def cross_validated_shares(
+    pets: torch.Tensor,
+    negatives: torch.Tensor,
+    mirrors: torch.Tensor,
+    calibration: torch.Tensor,
+    folds: torch.Tensor,
+    c: float,
+    targets: tuple[float, ...],
+) -> list[float]:
+    """The share of non-pets a gate answers `neither` at each of ``targets``, by cross-validation.
+
+    ``negatives[i]`` and ``mirrors[i]`` are one photo and its mirror image; ``folds[i]`` its fold. Each
+    fold refits the gate (as :func:`fit_gate`) on the pets and the other folds' non-pets with their
+    mirrors, sets its bias at each target on the ``calibration`` pets, and counts its fold's photos
+    (not their mirrors) scored below 0.5. Only the fitting data is read: no held-out photo takes part.
+    """
+    answered = torch.zeros(len(targets), dtype=torch.float64)
+    for fold in folds.unique().tolist():
+        kept = folds != fold
+        x = torch.cat([pets, negatives[kept], mirrors[kept]])
+        y = torch.cat([torch.ones(len(pets)), torch.zeros(2 * int(kept.sum()))])
+        with torch.enable_grad():
+            weight, bias = fit_weights(x, y, l2=1.0 / (2 * c * len(x)))
+        held_apart = negatives[~kept] @ weight + bias
+        for t, target in enumerate(targets):
+            moved = operating_bias(calibration @ weight + bias, bias, target)
+            answered[t] += float((held_apart - bias + moved < 0).sum())
+    return (answered / len(negatives)).tolist()
+
+
+def fewest_pets_turned_away(shares: list[float], targets: tuple[float, ...], floor: float) -> float:
+    """The smallest target whose share of non-pets answered `neither` is at least ``floor``; else the default."""
+    passing = [target for target, share in zip(targets, shares) if share >= floor]
+    return min(passing) if passing else TARGET_PETS_TURNED_AWAY
+
+
 def operating_bias(logits_of_pets: torch.Tensor, bias: torch.Tensor, target: float = TARGET_PETS_TURNED_AWAY) -> float:
     """The bias that puts ``P(cat or dog) = 0.5`` where ``target`` of these pets score below it.
 
