@@ -16,6 +16,10 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("CATDOG_TEST_DATA", REPO.parent / "shared" / "data"))
@@ -201,7 +205,9 @@ def turned_away(model: str | Path | None, pictures: dict) -> list[str]:
 NEITHER_DIR = DATA / "neither"
 WILD_SUBJECTS = ("canid_like", "felid_like")  # foxes, wolves, hyenas; big and wild cats: `neither`, reported apart
 NEITHER_SALT = "neither-holdout"  # the neither folder's split is its own: half to fit on, half held out
-CALIBRATION_SALT = "gate-calibration"  # a slice of the dev train split that sets the gate's operating point
+CALIBRATION_SALT = "gate-calibration"
+OPERATING_POINT_SALT = "operating-point"  # the folds that choose a shipped gate's operating point
+OPERATING_POINT_FOLDS = 5  # a slice of the dev train split that sets the gate's operating point
 
 
 def neither_split(hashes: list[str], labels: list[int]) -> dict[str, list[int]]:
@@ -210,6 +216,15 @@ def neither_split(hashes: list[str], labels: list[int]) -> dict[str, list[int]]:
 
     split = split_indices(hashes, labels, val_fraction=0.5, salt=NEITHER_SALT)
     return {"fit": split["train"], "held_out": split["val"]}
+
+
+def operating_point_folds(hashes: list[str]) -> torch.Tensor:
+    """Each photo's fold (0 to 4, by content hash) for choosing a gate's operating point by cross-validation."""
+    import torch
+
+    from catdog.data.split import hash_fraction
+
+    return torch.tensor([int(hash_fraction(h, OPERATING_POINT_SALT) * OPERATING_POINT_FOLDS) for h in hashes])
 
 
 def calibration_slice(train: list[int], hashes: list[str], fraction: float = 0.2) -> tuple[list[int], list[int]]:

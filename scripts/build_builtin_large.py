@@ -37,28 +37,32 @@ from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
 from sklearn.model_selection import GridSearchCV
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: benchmarks.common
-from benchmarks.common import DATA, calibration_slice, neither_split  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    DATA,
+    OPERATING_POINT_FOLDS,
+    calibration_slice,
+    neither_split,
+    operating_point_folds,
+)
 from catdog.data import prepare
-from catdog.data.split import hash_fraction
 from catdog.features import FeatureStore, PooledFeatures, cache_key, extract, onnx_feature_fn
 from catdog.fsutil import default_cache_dir
 from catdog.models.builtin import LARGE_BACKBONES, stacked_backbones
 from catdog.models.files import WEIGHTS_DIR, builtin_config, large_config
 from catdog.models.gate import (
+    NON_PET_FLOOR,
     OPEN_SET,
+    OPERATING_TARGETS,
     TARGET_PETS_TURNED_AWAY,
     OpenSetGate,
+    choose_operating_target,
     cross_validated_shares,
-    fewest_pets_turned_away,
     fit_gate,
     gate_inputs,
-    operating_bias,
+    move_operating_point,
 )
 from catdog.models.pretrained import IMAGENET_CAT_CLASSES, IMAGENET_DOG_CLASSES, pretrained_preprocess
 
-OPERATING_TARGETS = (0.005, 0.004, 0.003, 0.002, 0.001)  # calibration pets turned away, tried in this order
-NON_PET_FLOOR = 0.97  # the least share of non-pets a gate must answer `neither`
-CV_FOLDS = 5
 GATE_C = 100.0  # the built-in gate's (chosen there by cross-validation on the fitting half of `neither`)
 HEAD_CS = (0.001, 0.003, 0.01, 0.03, 0.1)  # scikit-learn's C for the head, chosen among by cross-validation
 PET_CLASSES = torch.tensor(IMAGENET_CAT_CLASSES + IMAGENET_DOG_CLASSES)
@@ -121,7 +125,7 @@ def main() -> None:
     torch.set_grad_enabled(False)
     if not (args.measure_only or args.operating_point):
         fit(args.data)
-    record = large_config() if args.measure_only else move_operating_point(args.data)
+    record = large_config() if args.measure_only else choose_operating_point(args.data)
     record["through_predict"] = through_predict(args.data)
     (WEIGHTS_DIR / "builtin_large.json").write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps(record, indent=2))
@@ -215,7 +219,7 @@ def held_out_gate_metrics(gate: OpenSetGate, x_val: torch.Tensor, x_others: torc
     }  # fmt: skip
 
 
-def move_operating_point(data_dir: Path) -> dict:
+def choose_operating_point(data_dir: Path) -> dict:
     """Choose the gate's operating point by cross-validation on the fitting half of `neither`; move it there.
 
     Each fold refits the gate (as :func:`fit`) without a fifth of the fitting half's non-pets, sets its
@@ -236,17 +240,16 @@ def move_operating_point(data_dir: Path) -> dict:
     x_pets = features.gate_inputs(features(dev, [(i, 0) for i in fit_pets]))
     x_calibration = features.gate_inputs(features(dev, [(i, 0) for i in calibration]))
     x_others = {v: features.gate_inputs(features(others, [(i, v) for i in halves["fit"]])) for v in (0, 1)}
-    folds = torch.tensor([int(hash_fraction(others.hashes[i], "operating-point") * CV_FOLDS) for i in halves["fit"]])
-    print(f"{CV_FOLDS}-fold cross-validation of the operating point", file=sys.stderr)
-    shares = cross_validated_shares(x_pets, x_others[0], x_others[1], x_calibration, folds, GATE_C, OPERATING_TARGETS)
-    chosen = fewest_pets_turned_away(shares, OPERATING_TARGETS, NON_PET_FLOOR)
+    folds = operating_point_folds([others.hashes[i] for i in halves["fit"]])
+    print(f"{OPERATING_POINT_FOLDS}-fold cross-validation of the operating point", file=sys.stderr)
+    chosen, shares = choose_operating_target(
+        cross_validated_shares(x_pets, x_others[0], x_others[1], x_calibration, folds, GATE_C, OPERATING_TARGETS)
+    )
 
     gate = OpenSetGate(x_pets.shape[1] - 1)
     gate_file = WEIGHTS_DIR / "builtin_large_gate.safetensors"
     gate.load_state_dict(load_file(str(gate_file)))
-    logits, shipped_bias = x_calibration @ gate.weight + gate.bias, gate.bias.clone()
-    gate.bias.fill_(operating_bias(logits, gate.bias, chosen))
-    turned_away = float((logits - float(shipped_bias) + gate.bias < 0).double().mean())
+    turned_away = move_operating_point(gate, x_calibration, chosen)
     save_file({k: v.contiguous() for k, v in gate.state_dict().items()}, str(gate_file))
 
     x_val = features.gate_inputs(features(dev, [(i, 0) for i in split["val"]]))
@@ -255,12 +258,12 @@ def move_operating_point(data_dir: Path) -> dict:
     record["gate"]["held_out"] = held_out_gate_metrics(gate, x_val, x_held_out)
     record["gate"]["fitted_on"]["operating_point"] = (
         f"{len(calibration)} dev training photos kept from the fit: {turned_away:.2%} score below 0.5 "
-        f"(target {chosen:.1%}, chosen by {CV_FOLDS}-fold cross-validation on the fitting half of neither)"
+        f"(target {chosen:.1%}, chosen by {OPERATING_POINT_FOLDS}-fold cross-validation on the fitting half of neither)"
     )
     record["gate"]["operating_point_choice"] = {
         "rule": f"the fewest calibration pets turned away at which >= {NON_PET_FLOOR:.0%} of the folds' "
         "held-apart non-pets are answered neither",
-        "cv_non_pets_answered_neither": {f"{t:.1%}": round(s, 4) for t, s in zip(OPERATING_TARGETS, shares)},
+        "cv_non_pets_answered_neither": shares,
         "target": chosen,
     }
     return record

@@ -15,10 +15,12 @@ import torch
 
 from benchmarks.common import WILD_SUBJECTS, dev_validation
 from catdog.models.gate import (
+    NON_PET_FLOOR,
+    OPERATING_TARGETS,
     TARGET_PETS_TURNED_AWAY,
     OpenSetGate,
+    choose_operating_target,
     cross_validated_shares,
-    fewest_pets_turned_away,
     fit_gate,
     fit_weights,
     operating_bias,
@@ -101,9 +103,11 @@ def test_cross_validated_shares_fall_as_fewer_pets_are_turned_away():
 
 
 def test_the_fewest_pets_turned_away_that_holds_the_floor_is_chosen():
-    assert fewest_pets_turned_away([0.99, 0.98, 0.96], TARGETS, floor=0.97) == 0.003
-    assert fewest_pets_turned_away([0.99, 0.98, 0.97], TARGETS, floor=0.97) == 0.001
-    assert fewest_pets_turned_away([0.96, 0.95, 0.90], TARGETS, floor=0.97) == TARGET_PETS_TURNED_AWAY
+    assert OPERATING_TARGETS == (0.005, 0.004, 0.003, 0.002, 0.001) and NON_PET_FLOOR == 0.97
+    target, by_target = choose_operating_target([0.99, 0.98, 0.975, 0.96, 0.99])  # not monotone: the fewest passes
+    assert target == 0.001 and by_target["0.3%"] == 0.975
+    assert choose_operating_target([0.99, 0.98, 0.975, 0.96, 0.94])[0] == 0.003
+    assert choose_operating_target([0.96, 0.95, 0.9, 0.9, 0.9])[0] == TARGET_PETS_TURNED_AWAY
 
 
 def test_fit_weights_separates_and_the_prior_pulls():
@@ -191,6 +195,7 @@ def test_every_bundled_backbone_ships_a_gate_at_each_of_its_sizes():
             assert float(load_builtin_gate(1280, size, architecture).weight.abs().sum()) > 0
             record = builtin_gate_record(size, architecture)
             assert record["fitted_at_px"] == size and "dev training photos" in record["fitted_on"]["pets"]
+            assert record["operating_target"] in OPERATING_TARGETS  # chosen by cross-validation when built
     # Another backbone's gate is no part of the built-in model: changing it leaves the cached export alone.
     assert not any(path.name.startswith("gate_") for path in builtin_files())
 

@@ -673,12 +673,16 @@ def test_a_lite1_model_gets_the_gate_fitted_on_lite1_features(
 ) -> None:
     """Every bundled backbone has its own shipped gate: Lite1's, refitted on the data's `neither` photos."""
     from catdog.models.builtin import load_builtin_gate
+    from catdog.training.calibration import builtin_gate_record
 
     out, config, model, toys = _train_frozen_beside_toys(
         small_dev, data_root, shared_cache, tmp_path, "neither", model="tf_efficientnet_lite1", epochs=2
     )
     assert config["gate"]["kind"] == "open-set" and config["gate"]["fitted_at_px"] == 240
     assert "Lite1" in config["gate"]["score"]
+    # Its operating point is the share of pets the shipped Lite1 gate was built to turn away, on this model's pets.
+    target = builtin_gate_record(240, "tf_efficientnet_lite1")["operating_target"]
+    assert config["gate"]["operating_target"] == target and config["gate"]["val_pets_turned_away"] <= target
     lite1, lite0 = load_builtin_gate(1280, 240, "tf_efficientnet_lite1"), load_builtin_gate(1280, 224)
     assert 1e-4 < _gate_moved(model, lite1) < 0.5 * _gate_moved(model, lite0)  # from Lite1's gate, not Lite0's
     answers = list(Predictor.load(out, backend="torch").predict_paths([str(p) for p in toys]))

@@ -10,8 +10,9 @@ docs/benchmarks.md):
 fitted on pets against photos of everything else (outlier exposure, Hendrycks et al. 2019), with
 the ImageNet probability mass on the domestic cat and dog classes (the gate before this one) as
 one more input. ``b`` puts the operating point at 0.5: on photos of pets held out from the fit,
-at most 0.5 % score below it. ``catdog train`` moves that point on its own validation pets, and
-refits ``w`` with the user's own `neither` photos when the data has them (:func:`refit`).
+at most 0.5 % score below it, or fewer where the gate's features allow (:func:`choose_operating_target`).
+``catdog train`` moves that point on its own validation pets, and refits ``w`` with the user's own
+`neither` photos when the data has them (:func:`refit`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ OPEN_SET = "open-set"  # config.json's gate.kind for this gate; "pet-mass" for t
 NEITHER_CLASS = "neither-class"  # gate.kind of a from-scratch net that learnt `neither` as one more class
 PET_MASS_THRESHOLD = 0.1  # the pet-mass gate's threshold (catdog before the open-set gate; other backbones)
 TARGET_PETS_TURNED_AWAY = 0.005  # the default operating point: at most this share of pets is called `neither`
+# The operating points a shipped gate may take, from the default down, and the least share of non-pets it must
+# still answer `neither` there (cross-validated on its fitting data: cross_validated_shares).
+OPERATING_TARGETS = (0.005, 0.004, 0.003, 0.002, 0.001)
+NON_PET_FLOOR = 0.97
 
 
 def pet_mass(imagenet_logits: torch.Tensor, pet_classes: torch.Tensor) -> torch.Tensor:
@@ -86,7 +91,11 @@ def fit_weights(
 
 
 def fit_gate(
-    pets: torch.Tensor, negatives: torch.Tensor, calibration: torch.Tensor, c: float
+    pets: torch.Tensor,
+    negatives: torch.Tensor,
+    calibration: torch.Tensor,
+    c: float,
+    target: float = TARGET_PETS_TURNED_AWAY,
 ) -> tuple[OpenSetGate, float]:
     """A gate fitted on gate inputs of pets against negatives, its bias set on the ``calibration`` pets.
 
@@ -98,9 +107,18 @@ def fit_gate(
     weight, bias = fit_weights(x, y, l2=1.0 / (2 * c * len(x)))
     gate = OpenSetGate(weight.numel() - 1)
     gate.weight.copy_(weight)
-    held_apart = calibration @ weight + bias
-    gate.bias.fill_(operating_bias(held_apart, bias))
-    return gate, float(((held_apart - bias + gate.bias) < 0).double().mean())
+    gate.bias.fill_(float(bias))
+    return gate, move_operating_point(gate, calibration, target)
+
+
+def move_operating_point(gate: OpenSetGate, calibration: torch.Tensor, target: float) -> float:
+    """Move ``gate``'s bias so that ``target`` of the ``calibration`` pets (gate inputs) score below 0.5.
+
+    Returns the share of them that does.
+    """
+    logits, before = calibration @ gate.weight + gate.bias, float(gate.bias)
+    gate.bias.fill_(operating_bias(logits, gate.bias, target))
+    return float(((logits - before + gate.bias) < 0).double().mean())
 
 
 def cross_validated_shares(
@@ -133,10 +151,15 @@ def cross_validated_shares(
     return (answered / len(negatives)).tolist()
 
 
-def fewest_pets_turned_away(shares: list[float], targets: tuple[float, ...], floor: float) -> float:
-    """The smallest target whose share of non-pets answered `neither` is at least ``floor``; else the default."""
-    passing = [target for target, share in zip(targets, shares) if share >= floor]
-    return min(passing) if passing else TARGET_PETS_TURNED_AWAY
+def choose_operating_target(shares: list[float]) -> tuple[float, dict[str, float]]:
+    """The fewest pets turned away, of ``OPERATING_TARGETS``, at which a gate holds ``NON_PET_FLOOR``.
+
+    ``shares`` are :func:`cross_validated_shares` at ``OPERATING_TARGETS``; where none holds the floor, the
+    default 0.5 %. Returns the target and the shares by target, for the gate's record.
+    """
+    passing = [target for target, share in zip(OPERATING_TARGETS, shares) if share >= NON_PET_FLOOR]
+    by_target = {f"{t:.1%}": round(share, 4) for t, share in zip(OPERATING_TARGETS, shares)}
+    return (min(passing) if passing else TARGET_PETS_TURNED_AWAY), by_target
 
 
 def operating_bias(logits_of_pets: torch.Tensor, bias: torch.Tensor, target: float = TARGET_PETS_TURNED_AWAY) -> float:

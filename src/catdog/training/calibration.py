@@ -47,7 +47,7 @@ def gate_config(
     real pets score low (the 45-minute Lite0 run called 65 of 200 dev pets `neither`) and non-pets
     through. With a bundled backbone (EfficientNet-Lite0/1/2) the gate is catdog's open-set gate
     (:mod:`catdog.models.gate`): its bias moves so that at most 0.5 % of the validation photos (all cats
-    and dogs) score below 0.5.
+    and dogs) score below 0.5, or the smaller share the shipped gate records (``operating_target``).
     Other timm backbones keep the ImageNet pet mass, with the built-in threshold lowered, if needed, to
     0.9 x the validation photos' 1st percentile.
     """
@@ -60,13 +60,14 @@ def gate_config(
         if refitted_on:
             gate["refitted_on"] = f"{refitted_on} photos of the data's neither folder (and their mirrors)"
         if val_pets is not None and len(val_pets):
+            target = gate["operating_target"]
             logits = torch.logit(val_pets.double().clamp(1e-12, 1 - 1e-12)) - float(open_set.bias)
-            open_set.bias.fill_(operating_bias(logits, open_set.bias.new_zeros(())))
+            open_set.bias.fill_(operating_bias(logits, open_set.bias.new_zeros(()), target))
             gate["val_pets_turned_away"] = round(float((logits + float(open_set.bias) < 0).double().mean()), 5)
             gate["val_pets"] = len(val_pets)
             gate["operating_point"] = (
                 f"P(cat or dog) = 0.5 where {gate['val_pets_turned_away']:.2%} of this model's {len(val_pets)} "
-                f"validation photos score below (target {TARGET_PETS_TURNED_AWAY:.1%})"
+                f"validation photos score below (target {target:.1%}, the shipped gate's)"
             )
         return gate
     threshold = PET_MASS_THRESHOLD
@@ -164,15 +165,26 @@ def frozen_val_pets(model: nn.Module, val_set: TensorDataset) -> torch.Tensor:
 
 
 def builtin_gate_record(image_size: int, architecture: str = BUILTIN_BACKBONE) -> dict:
-    """What the shipped open-set gate for ``image_size`` says of itself (score, fitted on what), for config.json."""
+    """What the shipped open-set gate for ``image_size`` says of itself (score, fitted on what), for config.json.
+
+    ``operating_target`` is the share of pets its operating point turns away (chosen when it was built, by
+    cross-validation on its fitting data); a trained model moves its gate there on its own validation pets.
+    """
     from catdog.models.builtin import gate_size
     from catdog.models.files import builtin_config, bundled_gates_config
 
+    size = str(gate_size(image_size, architecture))
     # The records ship with catdog: a missing one is a ModelError there.
     if architecture == BUILTIN_BACKBONE:
         shipped = builtin_config()["gate"]
+        fitted = shipped.get("other_sizes", {}).get(size) or shipped.get("fitted_on") or {}
     else:
         shipped = bundled_gates_config()[architecture]
-        shipped = {"score": shipped["score"], **shipped["sizes"][str(gate_size(image_size, architecture))]}
-    fitted_on = {k: v for k, v in (shipped.get("fitted_on") or {}).items() if k != "operating_point"}
-    return {"score": shipped.get("score"), "fitted_on": fitted_on, "fitted_at_px": gate_size(image_size, architecture)}
+        fitted = shipped["sizes"][size].get("fitted_on") or {}
+    about_the_point = ("file", "operating_point", "operating_target", "cv_non_pets_answered_neither")
+    return {
+        "score": shipped.get("score"),
+        "fitted_on": {k: v for k, v in fitted.items() if k not in about_the_point},
+        "fitted_at_px": int(size),
+        "operating_target": fitted.get("operating_target", TARGET_PETS_TURNED_AWAY),
+    }
