@@ -205,9 +205,9 @@ def turned_away(model: str | Path | None, pictures: dict) -> list[str]:
 NEITHER_DIR = DATA / "neither"
 WILD_SUBJECTS = ("canid_like", "felid_like")  # foxes, wolves, hyenas; big and wild cats: `neither`, reported apart
 NEITHER_SALT = "neither-holdout"  # the neither folder's split is its own: half to fit on, half held out
-CALIBRATION_SALT = "gate-calibration"
+CALIBRATION_SALT = "gate-calibration"  # a slice of the dev train split that sets the gate's operating point
 OPERATING_POINT_SALT = "operating-point"  # the folds that choose a shipped gate's operating point
-OPERATING_POINT_FOLDS = 5  # a slice of the dev train split that sets the gate's operating point
+OPERATING_POINT_FOLDS = 5
 
 
 def neither_split(hashes: list[str], labels: list[int]) -> dict[str, list[int]]:
@@ -218,13 +218,35 @@ def neither_split(hashes: list[str], labels: list[int]) -> dict[str, list[int]]:
     return {"fit": split["train"], "held_out": split["val"]}
 
 
-def operating_point_folds(hashes: list[str]) -> torch.Tensor:
-    """Each photo's fold (0 to 4, by content hash) for choosing a gate's operating point by cross-validation."""
+def cross_validated_operating_point(
+    pets: torch.Tensor, negatives: torch.Tensor, mirrors: torch.Tensor, calibration: torch.Tensor, hashes, c: float
+) -> tuple[float, dict[str, float]]:
+    """A shipped gate's operating point, chosen by cross-validation on its fitting data (gate inputs of each).
+
+    ``negatives`` and ``mirrors`` are the fitting half of `neither` and its mirror images, ``hashes`` their
+    content hashes (which put each photo in one of ``OPERATING_POINT_FOLDS`` folds). Returns the target
+    share of pets turned away and each target's cross-validated share of non-pets answered `neither`.
+    """
     import torch
 
     from catdog.data.split import hash_fraction
+    from catdog.models.gate import OPERATING_TARGETS, choose_operating_target, cross_validated_shares
 
-    return torch.tensor([int(hash_fraction(h, OPERATING_POINT_SALT) * OPERATING_POINT_FOLDS) for h in hashes])
+    folds = torch.tensor([int(hash_fraction(h, OPERATING_POINT_SALT) * OPERATING_POINT_FOLDS) for h in hashes])
+    return choose_operating_target(
+        cross_validated_shares(pets, negatives, mirrors, calibration, folds, c, OPERATING_TARGETS)
+    )
+
+
+def operating_point_record(calibration: int, turned_away: float, target: float, shares: dict[str, float]) -> dict:
+    """What a shipped gate's record says of its operating point (the ``fitted_on`` entries)."""
+    return {
+        "operating_point": f"{calibration} dev training photos kept from the fit: {turned_away:.2%} score below "
+        f"0.5 (target {target:.1%}, chosen by {OPERATING_POINT_FOLDS}-fold cross-validation on the fitting half of "
+        "neither)",
+        "operating_target": target,
+        "cv_non_pets_answered_neither": shares,
+    }
 
 
 def calibration_slice(train: list[int], hashes: list[str], fraction: float = 0.2) -> tuple[list[int], list[int]]:

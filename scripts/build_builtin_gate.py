@@ -19,7 +19,7 @@ on both sizes for 97.5 % (2026-12-02). Each is fitted on
 
 The bias then puts P(cat or dog) = 0.5 where a share of the calibration slice's pets score below: the
 fewest, among 0.5 % down to 0.1 %, at which 5-fold cross-validation on the fitting half of `neither`
-still answers `neither` for 97 % of its non-pets (catdog.models.gate.cross_validated_shares), else 0.5 %.
+still answers `neither` for 97 % of its non-pets (benchmarks.common.cross_validated_operating_point), else 0.5 %.
 A model ``catdog train`` makes on the backbone moves its gate's bias to that share of its own validation
 pets. ``--operating-point`` makes that choice again for the shipped gates, moving only their bias. No
 choice here looks at the dev validation split or at the held-out half of `neither`:
@@ -41,30 +41,22 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: benchmarks.common
 from benchmarks.common import (  # noqa: E402
     DATA,
-    OPERATING_POINT_FOLDS,
     calibration_slice,
+    cross_validated_operating_point,
     neither_split,
-    operating_point_folds,
+    operating_point_record,
 )
 from catdog.data import prepare
 from catdog.features import pretrained_gate_inputs
 from catdog.fsutil import default_cache_dir
-from catdog.models.builtin import GATE_SIZES, builtin_gate_file
+from catdog.models.builtin import GATE_SIZES, builtin_gate_file, load_builtin_gate
 from catdog.models.files import BUILTIN_BACKBONE, WEIGHTS_DIR, builtin_config
-from catdog.models.gate import (
-    OPEN_SET,
-    OPERATING_TARGETS,
-    OpenSetGate,
-    choose_operating_target,
-    cross_validated_shares,
-    fit_gate,
-    move_operating_point,
-)
+from catdog.models.gate import OPEN_SET, OpenSetGate, fit_gate, move_operating_point
 from catdog.models.pretrained import (
     create_pretrained,
     pretrained_preprocess,
@@ -79,11 +71,11 @@ def score(architecture: str) -> str:
 
 
 def fit_at_size(
-    data_dir: Path, pre, cache_dir, architecture: str, shipped: Path | None = None
+    data_dir: Path, pre, cache_dir, architecture: str, keep_weights: bool = False
 ) -> tuple[OpenSetGate, dict]:
     """The gate for features of ``pre``'s size, and what it was fitted on.
 
-    With ``shipped`` (a gate's file), that gate's weights are kept and only its operating point is chosen.
+    With ``keep_weights``, the shipped gate's weights stay and only its operating point is chosen.
     """
     dev = prepare(data_dir / "dogs-vs-cats" / "train", pre, cache_dir)
     split = builtin_config()["split"]  # the head's: the gate fits nothing of its validation or test photos
@@ -97,24 +89,18 @@ def fit_at_size(
 
     pets, calibration_pets = inputs(dev, [(i, 0) for i in fit_pets]), inputs(dev, [(i, 0) for i in calibration])
     negatives, mirrors = (inputs(others, [(i, view) for i in fit_others]) for view in (0, 1))
-    folds = operating_point_folds([others.hashes[i] for i in fit_others])
-    target, shares = choose_operating_target(
-        cross_validated_shares(pets, negatives, mirrors, calibration_pets, folds, C, OPERATING_TARGETS)
+    target, shares = cross_validated_operating_point(
+        pets, negatives, mirrors, calibration_pets, [others.hashes[i] for i in fit_others], C
     )
-    if shipped is None:
-        gate, turned_away = fit_gate(pets, torch.cat([negatives, mirrors]), calibration_pets, C, target)
-    else:
-        gate = OpenSetGate(pets.shape[1] - 1)
-        gate.load_state_dict(load_file(str(shipped)))
+    if keep_weights:
+        gate = load_builtin_gate(pets.shape[1] - 1, pre.image_size, architecture)
         turned_away = move_operating_point(gate, calibration_pets, target)
+    else:
+        gate, turned_away = fit_gate(pets, torch.cat([negatives, mirrors]), calibration_pets, C, target)
     fitted_on = {
         "pets": f"{len(fit_pets)} dev training photos",
         "non_pets": f"{len(fit_others)} photos of shared/data/neither (its fitting half), and their mirrors",
-        "operating_point": f"{len(calibration)} dev training photos kept from the fit: "
-        f"{turned_away:.2%} score below 0.5 (target {target:.1%}, chosen by {OPERATING_POINT_FOLDS}-fold "
-        "cross-validation on the fitting half of neither)",
-        "operating_target": target,
-        "cv_non_pets_answered_neither": shares,
+        **operating_point_record(len(calibration), turned_away, target, shares),
     }
     return gate, fitted_on
 
@@ -133,8 +119,7 @@ def main() -> None:
     else:
         record = {"score": score(name), "sizes": {}}
     for size in GATE_SIZES[name]:
-        shipped = builtin_gate_file(size, name) if args.operating_point else None
-        gate, fitted_on = fit_at_size(args.data, replace(pre, image_size=size), cache_dir, name, shipped)
+        gate, fitted_on = fit_at_size(args.data, replace(pre, image_size=size), cache_dir, name, args.operating_point)
         tensors = {k: v.contiguous() for k, v in gate.state_dict().items()}
         save_file(tensors, str(builtin_gate_file(size, name)))
         if name != BUILTIN_BACKBONE:

@@ -41,8 +41,9 @@ from benchmarks.common import (  # noqa: E402
     DATA,
     OPERATING_POINT_FOLDS,
     calibration_slice,
+    cross_validated_operating_point,
     neither_split,
-    operating_point_folds,
+    operating_point_record,
 )
 from catdog.data import prepare
 from catdog.features import FeatureStore, PooledFeatures, cache_key, extract, onnx_feature_fn
@@ -50,13 +51,9 @@ from catdog.fsutil import default_cache_dir
 from catdog.models.builtin import LARGE_BACKBONES, stacked_backbones
 from catdog.models.files import WEIGHTS_DIR, builtin_config, large_config
 from catdog.models.gate import (
-    NON_PET_FLOOR,
     OPEN_SET,
-    OPERATING_TARGETS,
     TARGET_PETS_TURNED_AWAY,
     OpenSetGate,
-    choose_operating_target,
-    cross_validated_shares,
     fit_gate,
     gate_inputs,
     move_operating_point,
@@ -240,10 +237,10 @@ def choose_operating_point(data_dir: Path) -> dict:
     x_pets = features.gate_inputs(features(dev, [(i, 0) for i in fit_pets]))
     x_calibration = features.gate_inputs(features(dev, [(i, 0) for i in calibration]))
     x_others = {v: features.gate_inputs(features(others, [(i, v) for i in halves["fit"]])) for v in (0, 1)}
-    folds = operating_point_folds([others.hashes[i] for i in halves["fit"]])
     print(f"{OPERATING_POINT_FOLDS}-fold cross-validation of the operating point", file=sys.stderr)
-    chosen, shares = choose_operating_target(
-        cross_validated_shares(x_pets, x_others[0], x_others[1], x_calibration, folds, GATE_C, OPERATING_TARGETS)
+    fit_hashes = [others.hashes[i] for i in halves["fit"]]
+    chosen, shares = cross_validated_operating_point(
+        x_pets, x_others[0], x_others[1], x_calibration, fit_hashes, GATE_C
     )
 
     gate = OpenSetGate(x_pets.shape[1] - 1)
@@ -256,16 +253,7 @@ def choose_operating_point(data_dir: Path) -> dict:
     x_held_out = features.gate_inputs(features(others, [(i, 0) for i in halves["held_out"]]))
     record = large_config()
     record["gate"]["held_out"] = held_out_gate_metrics(gate, x_val, x_held_out)
-    record["gate"]["fitted_on"]["operating_point"] = (
-        f"{len(calibration)} dev training photos kept from the fit: {turned_away:.2%} score below 0.5 "
-        f"(target {chosen:.1%}, chosen by {OPERATING_POINT_FOLDS}-fold cross-validation on the fitting half of neither)"
-    )
-    record["gate"]["operating_point_choice"] = {
-        "rule": f"the fewest calibration pets turned away at which >= {NON_PET_FLOOR:.0%} of the folds' "
-        "held-apart non-pets are answered neither",
-        "cv_non_pets_answered_neither": shares,
-        "target": chosen,
-    }
+    record["gate"]["fitted_on"].update(operating_point_record(len(calibration), turned_away, chosen, shares))
     return record
 
 

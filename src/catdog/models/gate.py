@@ -144,9 +144,9 @@ def cross_validated_shares(
         y = torch.cat([torch.ones(len(pets)), torch.zeros(2 * int(kept.sum()))])
         with torch.enable_grad():
             weight, bias = fit_weights(x, y, l2=1.0 / (2 * c * len(x)))
-        held_apart = negatives[~kept] @ weight + bias
+        held_apart, calibration_logits = negatives[~kept] @ weight + bias, calibration @ weight + bias
         for t, target in enumerate(targets):
-            moved = operating_bias(calibration @ weight + bias, bias, target)
+            moved = operating_bias(calibration_logits, bias, target)
             answered[t] += float((held_apart - bias + moved < 0).sum())
     return (answered / len(negatives)).tolist()
 
