@@ -43,7 +43,7 @@ def features(architecture: str, quick: bool) -> tuple[dict[str, np.ndarray], dic
     out, labels = {}, {}
     for name, indices in parts.items():
         jobs = [(i, view) for i in indices for view in (0, 1)]
-        pooled, _ = pretrained_features(data, jobs, pre, cache_dir, architecture)
+        pooled, _, _ = pretrained_features(data, jobs, pre, cache_dir, architecture)
         out[name] = pooled.reshape(len(indices), 2, -1)
         labels[name] = np.array([data.labels[i] for i in indices])
     return out, labels, pre

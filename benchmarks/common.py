@@ -219,12 +219,19 @@ def neither_split(hashes: list[str], labels: list[int]) -> dict[str, list[int]]:
 
 
 def cross_validated_operating_point(
-    pets: torch.Tensor, negatives: torch.Tensor, mirrors: torch.Tensor, calibration: torch.Tensor, hashes, c: float
+    pets: torch.Tensor,
+    negatives: torch.Tensor,
+    mirrors: torch.Tensor,
+    calibration: torch.Tensor,
+    hashes,
+    c: float,
+    always: torch.Tensor | None = None,
 ) -> tuple[float, dict[str, float]]:
     """A shipped gate's operating point, chosen by cross-validation on its fitting data (gate inputs of each).
 
     ``negatives`` and ``mirrors`` are the fitting half of `neither` and its mirror images, ``hashes`` their
-    content hashes (which put each photo in one of ``OPERATING_POINT_FOLDS`` folds). Returns the target
+    content hashes (which put each photo in one of ``OPERATING_POINT_FOLDS`` folds); ``always`` are more
+    negatives every fold fits on (the synthetic graphics) and none counts. Returns the target
     share of pets turned away and each target's cross-validated share of non-pets answered `neither`.
     """
     import torch
@@ -234,7 +241,7 @@ def cross_validated_operating_point(
 
     folds = torch.tensor([int(hash_fraction(h, OPERATING_POINT_SALT) * OPERATING_POINT_FOLDS) for h in hashes])
     return choose_operating_target(
-        cross_validated_shares(pets, negatives, mirrors, calibration, folds, c, OPERATING_TARGETS)
+        cross_validated_shares(pets, negatives, mirrors, calibration, folds, c, OPERATING_TARGETS, always)
     )
 
 

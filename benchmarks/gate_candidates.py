@@ -107,7 +107,7 @@ def main() -> None:
     halves = neither_split(others.hashes, others.labels)
 
     def feats(data, indices, view=0):
-        return pretrained_features(data, [(i, view) for i in indices], pre, cache_dir, BUILTIN_BACKBONE)
+        return pretrained_features(data, [(i, view) for i in indices], pre, cache_dir, BUILTIN_BACKBONE)[:2]
 
     fit = {}
     fit["pets_f"], fit["pets_l"] = feats(dev, fit_pets)

@@ -41,7 +41,8 @@ def regate(model_dir: Path) -> dict:
     data = prepare(config["data"]["root"], pre, cache_dir)
     val = [i for i in data.split(config["training"]["val_fraction"])["val"] if data.labels[i] < len(config["classes"])]
     with torch.no_grad():
-        inputs = pretrained_gate_inputs(data, [(i, 0) for i in val], pre, cache_dir, BUILTIN_BACKBONE)
+        jobs = [(i, 0) for i in val]
+        inputs = pretrained_gate_inputs(data, jobs, pre, cache_dir, BUILTIN_BACKBONE, model.open_set.taps)
         val_pets = torch.sigmoid(inputs @ model.open_set.weight + model.open_set.bias)
     config["gate"] = gate_config(val_pets, model, pre.image_size)
     config["gate_regated_by"] = "python -m benchmarks.regate (the gate of a later commit; weights as trained)"

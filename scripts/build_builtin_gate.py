@@ -17,6 +17,12 @@ on both sizes for 97.5 % (2026-12-02). Each is fitted on
   half is held out for reporting), each photo and its mirror image. Foxes, wolves, hyenas and wild
   cats are `neither` by catdog's decision (docs/benchmarks.md), and their fitting half is fitted on too.
 
+Besides the pooled features, a gate may read the pooled output of earlier blocks ("taps": an
+EfficientNet-Lite's blocks 4, 5 and 6, the stages before its last convolution; TAP_CANDIDATES). Which it
+reads is chosen by the same cross-validation as its operating point (below): the candidate that holds 97 %
+of the non-pets while turning away the fewest pets (catdog.models.gate.choose_taps). The chosen taps are in
+the gate file's metadata and in its record.
+
 The bias then puts P(cat or dog) = 0.5 where a share of the calibration slice's pets score below: the
 fewest, among 0.5 % down to 0.1 %, at which 5-fold cross-validation on the fitting half of `neither`
 still answers `neither` for 97 % of its non-pets (benchmarks.common.cross_validated_operating_point), else 0.5 %.
@@ -40,6 +46,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import save_file
 
@@ -51,13 +58,16 @@ from benchmarks.common import (  # noqa: E402
     neither_split,
     operating_point_record,
 )
+from benchmarks.synthetic_graphics import write_graphics  # noqa: E402
 from catdog.data import prepare
-from catdog.features import pretrained_gate_inputs
+from catdog.features import pretrained_features
 from catdog.fsutil import default_cache_dir
 from catdog.models.builtin import GATE_SIZES, builtin_gate_file, load_builtin_gate
 from catdog.models.files import BUILTIN_BACKBONE, WEIGHTS_DIR, builtin_config
-from catdog.models.gate import OPEN_SET, OpenSetGate, fit_gate, move_operating_point
+from catdog.models.gate import OPEN_SET, OpenSetGate, choose_taps, fit_gate, gate_inputs, move_operating_point
 from catdog.models.pretrained import (
+    IMAGENET_CAT_CLASSES,
+    IMAGENET_DOG_CLASSES,
     create_pretrained,
     pretrained_preprocess,
 )
@@ -65,9 +75,25 @@ from catdog.models.pretrained import (
 C = 100.0  # scikit-learn's inverse regularisation strength, chosen by cross-validation (see the docstring)
 
 
-def score(architecture: str) -> str:
+# The blocks whose pooled output a gate may read besides the pooled features (an EfficientNet-Lite's last three
+# stages before its last convolution), simplest first; the one kept is chosen by cross-validation (choose_taps).
+TAP_CANDIDATES = ((), (6,), (5,), (4,), (5, 6), (4, 6), (4, 5), (4, 5, 6))
+ALL_TAPS = (4, 5, 6)
+
+
+def score(architecture: str, taps: tuple[int, ...] = ()) -> str:
     short = architecture.removeprefix("tf_efficientnet_").capitalize()
-    return f"logistic fit on {short}'s normalised pooled features and the logit of its ImageNet pet mass"
+    if not taps:
+        return f"logistic fit on {short}'s normalised pooled features and the logit of its ImageNet pet mass"
+    blocks = f"block {taps[0]}" if len(taps) == 1 else f"blocks {', '.join(map(str, taps[:-1]))} and {taps[-1]}"
+    return (
+        f"logistic fit on {short}'s normalised pooled features, the normalised mean output of its {blocks}, "
+        "and the logit of its ImageNet pet mass"
+    )
+
+
+def tap_label(taps: tuple[int, ...]) -> str:
+    return "+".join(map(str, taps)) or "none"
 
 
 def fit_at_size(
@@ -75,7 +101,7 @@ def fit_at_size(
 ) -> tuple[OpenSetGate, dict]:
     """The gate for features of ``pre``'s size, and what it was fitted on.
 
-    With ``keep_weights``, the shipped gate's weights stay and only its operating point is chosen.
+    With ``keep_weights``, the shipped gate's weights (and taps) stay and only its operating point is chosen.
     """
     dev = prepare(data_dir / "dogs-vs-cats" / "train", pre, cache_dir)
     split = builtin_config()["split"]  # the head's: the gate fits nothing of its validation or test photos
@@ -83,25 +109,61 @@ def fit_at_size(
     fit_pets, calibration = calibration_slice(train, dev.hashes)
     others = prepare(data_dir / "neither", pre, cache_dir)
     fit_others = neither_split(others.hashes, others.labels)["fit"]
+    hashes = [others.hashes[i] for i in fit_others]
+    write_graphics(Path(cache_dir) / "synthetic-graphics" / "graphics")
+    graphics = prepare(Path(cache_dir) / "synthetic-graphics", pre, cache_dir)
 
-    def inputs(data, jobs) -> torch.Tensor:
-        return pretrained_gate_inputs(data, jobs, pre, cache_dir, architecture)
+    def evidence(data, jobs) -> tuple[torch.Tensor, torch.Tensor, dict[int, torch.Tensor]]:
+        features, logits, tapped = pretrained_features(data, jobs, pre, cache_dir, architecture, ALL_TAPS)
+        tensors = [torch.from_numpy(np.ascontiguousarray(t)) for t in (features, logits, *tapped)]
+        return tensors[0], tensors[1], dict(zip(ALL_TAPS, tensors[2:]))
 
-    pets, calibration_pets = inputs(dev, [(i, 0) for i in fit_pets]), inputs(dev, [(i, 0) for i in calibration])
-    negatives, mirrors = (inputs(others, [(i, view) for i in fit_others]) for view in (0, 1))
-    target, shares = cross_validated_operating_point(
-        pets, negatives, mirrors, calibration_pets, [others.hashes[i] for i in fit_others], C
-    )
+    seen = {
+        "pets": evidence(dev, [(i, 0) for i in fit_pets]),
+        "calibration": evidence(dev, [(i, 0) for i in calibration]),
+        "negatives": evidence(others, [(i, 0) for i in fit_others]),
+        "mirrors": evidence(others, [(i, 1) for i in fit_others]),
+        "graphics": evidence(graphics, [(i, v) for i in range(len(graphics.paths)) for v in (0, 1)]),
+    }
+    pet_classes = torch.tensor(IMAGENET_CAT_CLASSES + IMAGENET_DOG_CLASSES)
+
+    def inputs(taps: tuple[int, ...]) -> dict[str, torch.Tensor]:
+        return {k: gate_inputs(f, lg, pet_classes, [t[i] for i in taps]) for k, (f, lg, t) in seen.items()}
+
     if keep_weights:
-        gate = load_builtin_gate(pets.shape[1] - 1, pre.image_size, architecture)
-        turned_away = move_operating_point(gate, calibration_pets, target)
+        gate = load_builtin_gate(seen["pets"][0].shape[1], pre.image_size, architecture)
+        x = inputs(gate.taps)
+        target, shares = cross_validated_operating_point(
+            x["pets"], x["negatives"], x["mirrors"], x["calibration"], hashes, C, x["graphics"]
+        )
+        turned_away = move_operating_point(gate, x["calibration"], target)
+        by_taps = None
     else:
-        gate, turned_away = fit_gate(pets, torch.cat([negatives, mirrors]), calibration_pets, C, target)
+        by_taps = {}
+        for taps in TAP_CANDIDATES:
+            x = inputs(taps)
+            by_taps[taps] = cross_validated_operating_point(
+                x["pets"], x["negatives"], x["mirrors"], x["calibration"], hashes, C, x["graphics"]
+            )
+            print(f"{pre.image_size} px, taps {tap_label(taps)}: {by_taps[taps]}", flush=True)
+        chosen = choose_taps({taps: list(shares.values()) for taps, (_, shares) in by_taps.items()})
+        target, shares = by_taps[chosen]
+        x = inputs(chosen)
+        negatives = torch.cat([x["negatives"], x["mirrors"], x["graphics"]])
+        gate, turned_away = fit_gate(x["pets"], negatives, x["calibration"], C, target, chosen)
     fitted_on = {
         "pets": f"{len(fit_pets)} dev training photos",
         "non_pets": f"{len(fit_others)} photos of shared/data/neither (its fitting half), and their mirrors",
+        "graphics": f"{len(graphics.paths)} generated pictures that are not photos (benchmarks/synthetic_graphics.py), "
+        "and their mirrors",
         **operating_point_record(len(calibration), turned_away, target, shares),
+        "taps": list(gate.taps),
     }
+    if by_taps is not None:
+        fitted_on["cv_taps"] = {
+            tap_label(taps): {"operating_target": target, "cv_non_pets_answered_neither": shares}
+            for taps, (target, shares) in by_taps.items()
+        }
     return gate, fitted_on
 
 
@@ -121,11 +183,12 @@ def main() -> None:
     for size in GATE_SIZES[name]:
         gate, fitted_on = fit_at_size(args.data, replace(pre, image_size=size), cache_dir, name, args.operating_point)
         tensors = {k: v.contiguous() for k, v in gate.state_dict().items()}
-        save_file(tensors, str(builtin_gate_file(size, name)))
+        save_file(tensors, str(builtin_gate_file(size, name)), metadata={"taps": ",".join(map(str, gate.taps))})
+        fitted_on["score"] = score(name, gate.taps)
         if name != BUILTIN_BACKBONE:
             record["sizes"][str(size)] = {"file": builtin_gate_file(size, name).name, "fitted_on": fitted_on}
         elif size == pre.image_size:  # the built-in model's
-            record["fitted_on"] = fitted_on
+            record["fitted_on"], record["score"] = fitted_on, fitted_on["score"]
         else:
             record.setdefault("other_sizes", {})[str(size)] = {"file": builtin_gate_file(size).name, **fitted_on}
     record["built_by"] = f"scripts/build_builtin_gate.py --backbone {name}"

@@ -38,17 +38,26 @@ from catdog.fsutil import atomic_write, atomic_write_text, file_lock
 from catdog.preprocess import Preprocess, normalize
 
 FeatureFn = Callable[[torch.Tensor], np.ndarray]  # normalised float32 NCHW batch -> (N, dim) features
+Jobs = list[tuple[int, int]]  # (image index, view)
+Taps = tuple[int, ...]  # indices of backbone blocks whose pooled output the open-set gate reads
 
 
 class PooledFeatures(nn.Module):
-    """A timm model up to its pooled, pre-logits features (what a new head sees)."""
+    """A timm model up to its pooled, pre-logits features (what a new head sees).
 
-    def __init__(self, backbone: nn.Module) -> None:
+    With ``taps`` (an EfficientNet's block indices), the pooled output of those blocks follows, in order.
+    """
+
+    def __init__(self, backbone: nn.Module, taps: tuple[int, ...] = ()) -> None:
         super().__init__()
-        self.backbone = backbone
+        self.backbone, self.taps = backbone, taps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone.forward_head(self.backbone.forward_features(x), pre_logits=True)
+        from catdog.models.builtin import backbone_maps
+
+        tapped: dict[int, torch.Tensor] = {}
+        features = self.backbone.forward_head(backbone_maps(self.backbone, x, self.taps, tapped), pre_logits=True)
+        return torch.cat([features, *(tapped[i] for i in self.taps)], dim=1) if self.taps else features
 
 
 def split_backbone(
@@ -81,20 +90,24 @@ def split_backbone(
     layers = nn.Sequential(*backbone.blocks[stages:], backbone.conv_head, backbone.bn2, backbone.global_pool)
     if head is None:
         return trunk, nn.Sequential(*layers, backbone.get_classifier())
-    return trunk, GatedTail(layers, head, gate, open_set)
+    return trunk, GatedTail(layers, head, gate, open_set, stages)
 
 
 class GatedTail(nn.Module):
     """Activation maps → (class logits, P(cat or dog), ImageNet class), as ``GatedClassifier.parts``.
 
-    No gate while training: nothing uses it, and the gate would cost a second pass.
+    The maps are the output of the backbone's first ``stages`` blocks. No gate while training: nothing uses it,
+    and the gate would cost a second pass. A gate that taps a block inside the cached part cannot be read
+    here: then ``P(cat or dog)`` is ``None`` and ``catdog train`` computes it from the pretrained features.
     """
 
-    def __init__(self, layers: nn.Module, head: nn.Module, gate: nn.Module, open_set: nn.Module | None) -> None:
+    def __init__(
+        self, layers: nn.Module, head: nn.Module, gate: nn.Module, open_set: nn.Module | None, stages: int
+    ) -> None:
         super().__init__()
         from catdog.models.pretrained import IMAGENET_CAT_CLASSES, IMAGENET_DOG_CLASSES
 
-        self.layers, self.head, self.gate, self.open_set = layers, head, gate, open_set
+        self.layers, self.head, self.gate, self.open_set, self.stages = layers, head, gate, open_set, stages
         self.register_buffer("pet_classes", torch.tensor(IMAGENET_CAT_CLASSES + IMAGENET_DOG_CLASSES), persistent=False)
 
     def train(self, mode: bool = True) -> GatedTail:
@@ -106,8 +119,11 @@ class GatedTail(nn.Module):
         from catdog.models.builtin import judge, pristine_outputs
 
         pet = looks_like = None
-        if not self.training:
-            pet, looks_like = judge(self.open_set, *pristine_outputs(self.gate, maps), self.pet_classes)
+        taps = self.open_set.taps if self.open_set is not None else ()
+        if not self.training and all(i >= self.stages - 1 for i in taps):
+            tapped = {self.stages - 1: maps.mean(dim=(2, 3))} if self.stages - 1 in taps else {}
+            outputs = pristine_outputs(self.gate, maps, self.stages, taps, tapped)
+            pet, looks_like = judge(self.open_set, *outputs, self.pet_classes, tapped)
         return self.head(self.layers(maps)), pet, looks_like
 
 
@@ -251,34 +267,52 @@ def extract(
 
 
 def pretrained_features(
-    data: PreparedData, jobs: list[tuple[int, int]], pre: Preprocess, cache_dir: str | os.PathLike, architecture: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """``(pooled features, ImageNet logits)`` of the pretrained ``architecture`` for ``(image, view)`` jobs.
+    data: PreparedData,
+    jobs: list[tuple[int, int]],
+    pre: Preprocess,
+    cache_dir: str | os.PathLike,
+    architecture: str,
+    taps: tuple[int, ...] = (),
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """``(pooled features, ImageNet logits, pooled taps)`` of pretrained ``architecture`` for ``(image, view)`` jobs.
 
-    What the open-set gate reads (:mod:`catdog.models.gate`). The features come from (and go into)
-    the same cache as ``--freeze backbone`` training's, computed in ONNX Runtime.
+    What the open-set gate reads (:mod:`catdog.models.gate`): the third item holds the pooled output of each
+    block in ``taps``. Without taps the features come from (and go into) the same cache as ``--freeze backbone``
+    training's; all are computed in ONNX Runtime.
     """
     from catdog.models.pretrained import create_pretrained
 
     cache_dir = Path(cache_dir)
     backbone = create_pretrained(architecture).eval()
-    key = cache_key(architecture, pre)
+    key = cache_key(architecture, pre, "backbone" + "".join(f"+{i}" for i in taps))
     store = FeatureStore(cache_dir, key)
-    feature_fn = onnx_feature_fn(PooledFeatures(backbone), cache_dir / "onnx" / f"{key}.onnx", pre.image_size)
+    extractor = PooledFeatures(backbone, taps)
+    feature_fn = onnx_feature_fn(extractor, cache_dir / "onnx" / f"{key}.onnx", pre.image_size)
     extract(data, jobs, pre, store, feature_fn)
-    features = store.read([f"{data.hashes[i]}:{v}" for i, v in jobs])
+    rows = store.read([f"{data.hashes[i]}:{v}" for i, v in jobs])
+    features = rows[:, : backbone.num_features]
+    edges = np.cumsum(tap_widths(backbone, taps))[:-1]
+    tapped = np.split(rows[:, backbone.num_features :], edges, axis=1) if taps else []
     with torch.no_grad():
-        logits = backbone.get_classifier()(torch.from_numpy(features)).numpy()
-    return features, logits
+        logits = backbone.get_classifier()(torch.from_numpy(np.ascontiguousarray(features))).numpy()
+    return features, logits, tapped
+
+
+def tap_widths(backbone: nn.Module, taps: tuple[int, ...]) -> list[int]:
+    from catdog.models.gate import tap_channels
+
+    return [tap_channels(backbone, (i,)) for i in taps]
 
 
 def pretrained_gate_inputs(
-    data: PreparedData, jobs: list[tuple[int, int]], pre: Preprocess, cache_dir: str | os.PathLike, architecture: str
+    data: PreparedData, jobs: Jobs, pre: Preprocess, cache_dir: str | os.PathLike, architecture: str, taps: Taps = ()
 ) -> torch.Tensor:
     """What the open-set gate reads (:func:`catdog.models.gate.gate_inputs`) for ``(image, view)`` jobs."""
     from catdog.models.gate import gate_inputs
     from catdog.models.pretrained import IMAGENET_CAT_CLASSES, IMAGENET_DOG_CLASSES
 
-    features, logits = pretrained_features(data, jobs, pre, cache_dir, architecture)
+    features, logits, tapped = pretrained_features(data, jobs, pre, cache_dir, architecture, taps)
     pet_classes = torch.tensor(IMAGENET_CAT_CLASSES + IMAGENET_DOG_CLASSES)
-    return gate_inputs(torch.from_numpy(features), torch.from_numpy(logits), pet_classes)
+    as_tensors = [torch.from_numpy(np.ascontiguousarray(t)) for t in tapped]
+    pooled = torch.from_numpy(np.ascontiguousarray(features))
+    return gate_inputs(pooled, torch.from_numpy(logits), pet_classes, as_tensors)

@@ -112,7 +112,7 @@ def load_model_dir(model_dir: str | Path) -> tuple[nn.Module, dict]:
         raise ModelError(f"'{weights}' is not a valid safetensors file ({err}).") from None
     gate = config.get("gate") or {}
     classes = len(config["classes"])
-    from catdog.models.gate import NEITHER_CLASS, OPEN_SET, LearntNeither, OpenSetGate
+    from catdog.models.gate import NEITHER_CLASS, OPEN_SET, LearntNeither, OpenSetGate, tap_channels
 
     if gate.get("kind") == NEITHER_CLASS:  # a from-scratch net with `neither` as its last class
         net_state = {name.removeprefix("net."): t for name, t in state.items()}
@@ -122,7 +122,9 @@ def load_model_dir(model_dir: str | Path) -> tuple[nn.Module, dict]:
     if "pristine_after_blocks" in gate:  # a fine-tuned model's gate: its own copy of the pretrained layers
         model.add_pristine_gate(int(gate["pristine_after_blocks"]))
     if gate.get("kind") == OPEN_SET:
-        model.add_open_set_gate(OpenSetGate(model.backbone.num_features))
+        taps = tuple(gate.get("taps") or ())  # blocks whose pooled output the gate reads too
+        channels = tap_channels(model.backbone, taps) if taps else 0
+        model.add_open_set_gate(OpenSetGate(model.backbone.num_features, taps, channels))
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
         mismatch = f"{len(missing)} missing and {len(unexpected)} unexpected tensors" if missing or unexpected else ""
@@ -138,13 +140,17 @@ def save_model_dir(model: nn.Module, config: dict, model_dir: str | Path) -> Non
 
     ``config`` needs at least ``architecture``, ``classes`` and ``preprocess``; a gated
     model also records ``gate`` (``{"threshold": ...}``, and ``"pristine_after_blocks"`` when it
-    has a pristine gate) so that it is rebuilt with its gate.
+    has a pristine gate) so that it is rebuilt with its gate. The blocks an open-set gate taps are
+    recorded here (``gate.taps``), from the model itself.
     """
     from safetensors.torch import save_file
 
     missing = [key for key in ("architecture", "classes", "preprocess") if key not in config]
     if missing:
         raise ValueError(f"model config lacks {', '.join(missing)}.")
+    taps = getattr(getattr(model, "open_set", None), "taps", ())
+    if taps and config.get("gate"):
+        config = {**config, "gate": {**config["gate"], "taps": list(taps)}}
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     state = {name: t.detach().cpu().contiguous().clone() for name, t in model.state_dict().items()}

@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
 
 from catdog.models.files import BUILTIN_BACKBONE, LARGE_BACKBONES, WEIGHTS_DIR, builtin_config, large_config
-from catdog.models.gate import OpenSetGate, pet_mass
+from catdog.models.gate import OpenSetGate, pet_mass, run_blocks
 from catdog.models.pretrained import (
     IMAGENET_CAT_CLASSES,
     IMAGENET_DOG_CLASSES,
@@ -91,23 +92,29 @@ class GatedClassifier(nn.Module):
         logits, pet, looks_like, _ = self.parts(x)
         return logits, pet, looks_like
 
-    def judge(self, features: torch.Tensor, imagenet_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(P(cat or dog), top ImageNet class)`` from the pretrained backbone's pooled features and logits."""
-        return judge(self.open_set, features, imagenet_logits, self.pet_classes)
+    def judge(
+        self, features: torch.Tensor, imagenet_logits: torch.Tensor, tapped: dict[int, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(P(cat or dog), top ImageNet class)`` from the pretrained backbone's pooled features, logits and taps."""
+        return judge(self.open_set, features, imagenet_logits, self.pet_classes, tapped)
 
     def parts(self, x: torch.Tensor) -> GatedOutputs:
         """The model's outputs and its pooled features; no gate while training (nothing uses it)."""
         backbone = self.backbone
+        taps = self.open_set.taps if self.open_set is not None else ()
+        tapped: dict[int, torch.Tensor] = {}  # pooled outputs of the pristine blocks the gate taps
         if self.gate is None:
-            features = backbone.forward_head(backbone.forward_features(x), pre_logits=True)
-            pet, looks_like = self.judge(features, backbone.get_classifier()(features))
+            features = backbone.forward_head(backbone_maps(backbone, x, taps, tapped), pre_logits=True)
+            pet, looks_like = self.judge(features, backbone.get_classifier()(features), tapped)
             return GatedOutputs(self.head(features), pet, looks_like, features)
         shared = x  # what the model and the gate both start from: the frozen stem and first blocks' output
         if self.shared_blocks:
-            shared = backbone.blocks[: self.shared_blocks](backbone.bn1(backbone.conv_stem(x)))
+            stem = backbone.bn1(backbone.conv_stem(x))
+            shared = run_blocks(backbone.blocks[: self.shared_blocks], stem, 0, taps, tapped)
         pet = looks_like = None
         if not self.training:  # the gate first, so that the model's own feature maps come last (Grad-CAM)
-            pet, looks_like = self.judge(*pristine_outputs(self.gate, shared))
+            outputs = pristine_outputs(self.gate, shared, self.shared_blocks, taps, tapped)
+            pet, looks_like = self.judge(*outputs, tapped)
         if self.shared_blocks:
             maps = shared
             for layer in (*backbone.blocks[self.shared_blocks :], backbone.conv_head, backbone.bn2):
@@ -119,21 +126,49 @@ class GatedClassifier(nn.Module):
 
 
 def judge(
-    open_set: OpenSetGate | None, features: torch.Tensor, imagenet_logits: torch.Tensor, pet_classes: torch.Tensor
+    open_set: OpenSetGate | None,
+    features: torch.Tensor,
+    imagenet_logits: torch.Tensor,
+    pet_classes: torch.Tensor,
+    tapped: dict[int, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(P(cat or dog), top ImageNet class)``: the open-set gate's, or the pet mass of older models."""
     looks_like = imagenet_logits.argmax(dim=1)
     if open_set is None:
         return pet_mass(imagenet_logits, pet_classes), looks_like
-    return open_set(features, imagenet_logits, pet_classes), looks_like
+    taps = [tapped[i] for i in open_set.taps] if open_set.taps else []
+    return open_set(features, imagenet_logits, pet_classes, taps), looks_like
 
 
-def pristine_outputs(gate: nn.Module, shared: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(pooled features, ImageNet logits)`` of a pristine gate (see :meth:`GatedClassifier.add_pristine_gate`)."""
-    if isinstance(gate, nn.Sequential):  # the layers after the shared blocks, pooling, then the ImageNet head
-        features = gate[:-1](shared)
+def backbone_maps(
+    backbone: nn.Module, x: torch.Tensor, taps: tuple[int, ...] = (), tapped: dict[int, torch.Tensor] | None = None
+) -> torch.Tensor:
+    """A timm backbone's last feature maps (``forward_features``), keeping the pooled output of blocks ``taps``."""
+    if not taps:
+        return backbone.forward_features(x)
+    # EfficientNet's forward_features, block by block (only EfficientNet-family gates have taps).
+    x = run_blocks(backbone.blocks, backbone.bn1(backbone.conv_stem(x)), 0, taps, tapped)
+    return backbone.bn2(backbone.conv_head(x))
+
+
+def pristine_outputs(
+    gate: nn.Module,
+    shared: torch.Tensor,
+    first_block: int = 0,
+    taps: tuple[int, ...] = (),
+    tapped: dict[int, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(pooled features, ImageNet logits)`` of a pristine gate (see :meth:`GatedClassifier.add_pristine_gate`).
+
+    ``shared`` is the output of the backbone's first ``first_block`` blocks (or the image, with 0); the pooled
+    output of the gate's blocks in ``taps`` goes into ``tapped``.
+    """
+    if isinstance(gate, nn.Sequential):  # blocks after the shared ones, conv_head, bn2, pooling, ImageNet head
+        blocks = len(gate) - 4
+        maps = run_blocks(gate[:blocks], shared, first_block, taps, tapped)
+        features = gate[blocks:-1](maps)
         return features, gate[-1](features)
-    features = gate.forward_head(gate.forward_features(shared), pre_logits=True)
+    features = gate.forward_head(backbone_maps(gate, shared, taps, tapped), pre_logits=True)
     return features, gate.get_classifier()(features)
 
 
@@ -169,8 +204,12 @@ def load_builtin_gate(num_features: int, image_size: int = 224, architecture: st
 
 
 def _shipped_gate(num_features: int, path: Path) -> OpenSetGate:
-    gate = OpenSetGate(num_features)
-    gate.load_state_dict(load_file(str(path)))
+    """A shipped gate file; the blocks it taps, if any, are in its metadata (``"taps": "4,5"``)."""
+    state = load_file(str(path))
+    with safe_open(str(path), "pt") as file:
+        taps = tuple(int(i) for i in ((file.metadata() or {}).get("taps") or "").split(",") if i)
+    gate = OpenSetGate(num_features, taps, int(state["weight"].numel()) - num_features - 1)
+    gate.load_state_dict(state)
     return gate
 
 

@@ -1,11 +1,11 @@
 """The open-set `neither` gate: is there a cat or a dog in the photo at all?
 
-The gate reads what a pristine (never fine-tuned) ImageNet backbone sees — its pooled features
-and its ImageNet logits — and answers ``P(cat or dog)``. It is a logistic fit, chosen by
-measurement (``python -m benchmarks neither``; the candidates and their figures are in
-docs/benchmarks.md):
+The gate reads what a pristine (never fine-tuned) ImageNet backbone sees — its pooled features,
+its ImageNet logits and, for some gates, the pooled output of earlier blocks ("taps") — and answers
+``P(cat or dog)``. It is a logistic fit, chosen by measurement (``python -m benchmarks neither``;
+the candidates and their figures are in docs/benchmarks.md):
 
-    z = w · [features / ‖features‖, logit(ImageNet pet mass) / 10] + b,   P(cat or dog) = sigmoid(z)
+    z = w · [features / ‖features‖, tap / ‖tap‖ ..., logit(ImageNet pet mass) / 10] + b,   P(cat or dog) = sigmoid(z)
 
 fitted on pets against photos of everything else (outlier exposure, Hendrycks et al. 2019), with
 the ImageNet probability mass on the domestic cat and dog classes (the gate before this one) as
@@ -16,6 +16,8 @@ at most 0.5 % score below it, or fewer where the gate's features allow (:func:`c
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -37,30 +39,77 @@ def pet_mass(imagenet_logits: torch.Tensor, pet_classes: torch.Tensor) -> torch.
     return imagenet_logits.softmax(dim=1).index_select(1, pet_classes).sum(dim=1)
 
 
-def gate_inputs(features: torch.Tensor, imagenet_logits: torch.Tensor, pet_classes: torch.Tensor) -> torch.Tensor:
-    """``[features / ‖features‖, logit(pet mass) / 10]``: what the gate's linear fit reads."""
+def gate_inputs(
+    features: torch.Tensor,
+    imagenet_logits: torch.Tensor,
+    pet_classes: torch.Tensor,
+    tapped: Sequence[torch.Tensor] = (),
+) -> torch.Tensor:
+    """``[features / ‖features‖, tap / ‖tap‖ for each tap, logit(pet mass) / 10]``: what the gate's fit reads.
+
+    ``tapped`` are the pooled outputs of the backbone blocks the gate taps (:attr:`OpenSetGate.taps`), in order.
+    """
     mass = pet_mass(imagenet_logits.float(), pet_classes).clamp(1e-6, 1 - 1e-6)
     mass_logit = (mass.log() - (-mass).log1p()) / PET_MASS_SCALE
-    features = features.float()
+    return torch.cat([unit_rows(features), *(unit_rows(t) for t in tapped), mass_logit[:, None]], dim=1)
+
+
+def unit_rows(x: torch.Tensor) -> torch.Tensor:
+    """Each row divided by its Euclidean norm."""
+    x = x.float()
     # Not F.normalize or norm(): ONNX Runtime's symbolic shape inference (before int8 quantization) cannot
     # follow the ReduceL2 node they export; a sum of squares it can.
-    unit = features * (features * features).sum(dim=1, keepdim=True).clamp_min(1e-24).rsqrt()
-    return torch.cat([unit, mass_logit[:, None]], dim=1)
+    return x * (x * x).sum(dim=1, keepdim=True).clamp_min(1e-24).rsqrt()
 
 
 class OpenSetGate(nn.Module):
-    """Pooled features + ImageNet logits → ``P(cat or dog)``; its weights are buffers (never trained by SGD)."""
+    """Pooled features + ImageNet logits → ``P(cat or dog)``; its weights are buffers (never trained by SGD).
 
-    def __init__(self, num_features: int) -> None:
+    ``taps`` are the indices of the backbone's blocks (stages) whose output, averaged over the image, the gate
+    reads too (``tap_channels`` values in all): the middle of the network still sees the textures and shapes
+    that the last layers pool away (a horse's coat, a sheep's fleece). The shipped gate files record them
+    (:func:`catdog.models.builtin.load_builtin_gate`), a model directory in config.json's ``gate.taps``.
+    """
+
+    def __init__(self, num_features: int, taps: Sequence[int] = (), tap_channels: int = 0) -> None:
         super().__init__()
-        self.register_buffer("weight", torch.zeros(num_features + 1))
+        self.taps = tuple(int(i) for i in taps)
+        self.register_buffer("weight", torch.zeros(num_features + tap_channels + 1))
         self.register_buffer("bias", torch.zeros(()))
 
-    def logit(self, features: torch.Tensor, imagenet_logits: torch.Tensor, pet_classes: torch.Tensor) -> torch.Tensor:
-        return gate_inputs(features, imagenet_logits, pet_classes) @ self.weight + self.bias
+    def logit(
+        self,
+        features: torch.Tensor,
+        imagenet_logits: torch.Tensor,
+        pet_classes: torch.Tensor,
+        tapped: Sequence[torch.Tensor] = (),
+    ) -> torch.Tensor:
+        return gate_inputs(features, imagenet_logits, pet_classes, tapped) @ self.weight + self.bias
 
-    def forward(self, features: torch.Tensor, imagenet_logits: torch.Tensor, pet_classes: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.logit(features, imagenet_logits, pet_classes))
+    def forward(self, *inputs: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+        """``P(cat or dog)`` from the inputs of :meth:`logit`."""
+        return torch.sigmoid(self.logit(*inputs))
+
+    def extra_repr(self) -> str:
+        return f"inputs={self.weight.numel()}, taps={self.taps}"
+
+
+def tap_channels(backbone: nn.Module, taps: Sequence[int]) -> int:
+    """How many values the pooled outputs of an EfficientNet-family ``backbone``'s blocks ``taps`` hold."""
+    # A stage's output is its last batch norm's (timm's BatchNormAct2d is a BatchNorm2d).
+    norms = [[m for m in backbone.blocks[i].modules() if isinstance(m, nn.BatchNorm2d)] for i in taps]
+    return sum(norm[-1].num_features for norm in norms)
+
+
+def run_blocks(
+    blocks: Sequence[nn.Module], x: torch.Tensor, first: int, taps: Sequence[int], tapped: dict[int, torch.Tensor]
+) -> torch.Tensor:
+    """``x`` through ``blocks`` (numbered from ``first``), keeping in ``tapped`` the mean output of ``taps``."""
+    for index, block in enumerate(blocks, start=first):
+        x = block(x)
+        if index in taps:
+            tapped[index] = x.mean(dim=(2, 3))
+    return x
 
 
 def fit_weights(
@@ -96,16 +145,18 @@ def fit_gate(
     calibration: torch.Tensor,
     c: float,
     target: float = TARGET_PETS_TURNED_AWAY,
+    taps: Sequence[int] = (),
 ) -> tuple[OpenSetGate, float]:
     """A gate fitted on gate inputs of pets against negatives, its bias set on the ``calibration`` pets.
 
     ``c`` is scikit-learn's inverse regularisation strength (the penalty is its objective divided by
-    C x n). Returns the gate and the share of the calibration pets it turns away.
+    C x n). ``taps`` are the blocks whose pooled output the inputs hold (:class:`OpenSetGate`). Returns the gate
+    and the share of the calibration pets it turns away.
     """
     x = torch.cat([pets, negatives])
     y = torch.cat([torch.ones(len(pets)), torch.zeros(len(negatives))])
     weight, bias = fit_weights(x, y, l2=1.0 / (2 * c * len(x)))
-    gate = OpenSetGate(weight.numel() - 1)
+    gate = OpenSetGate(weight.numel() - 1, taps)  # the taps' values are among the weight's inputs already
     gate.weight.copy_(weight)
     gate.bias.fill_(float(bias))
     return gate, move_operating_point(gate, calibration, target)
@@ -129,6 +180,7 @@ def cross_validated_shares(
     folds: torch.Tensor,
     c: float,
     targets: tuple[float, ...],
+    always: torch.Tensor | None = None,
 ) -> list[float]:
     """The share of non-pets a gate answers `neither` at each of ``targets``, by cross-validation.
 
@@ -136,12 +188,15 @@ def cross_validated_shares(
     fold refits the gate (as :func:`fit_gate`) on the pets and the other folds' non-pets with their
     mirrors, sets its bias at each target on the ``calibration`` pets, and counts its fold's photos
     (not their mirrors) scored below 0.5. Only the fitting data is read: no held-out photo takes part.
+    ``always`` are more negatives (gate inputs) that every fold fits on and none counts.
     """
+    if always is None:
+        always = negatives[:0]
     answered = torch.zeros(len(targets), dtype=torch.float64)
     for fold in folds.unique().tolist():
         kept = folds != fold
-        x = torch.cat([pets, negatives[kept], mirrors[kept]])
-        y = torch.cat([torch.ones(len(pets)), torch.zeros(2 * int(kept.sum()))])
+        x = torch.cat([pets, negatives[kept], mirrors[kept], always])
+        y = torch.cat([torch.ones(len(pets)), torch.zeros(2 * int(kept.sum()) + len(always))])
         with torch.enable_grad():
             weight, bias = fit_weights(x, y, l2=1.0 / (2 * c * len(x)))
         held_apart, calibration_logits = negatives[~kept] @ weight + bias, calibration @ weight + bias
@@ -160,6 +215,21 @@ def choose_operating_target(shares: list[float]) -> tuple[float, dict[str, float
     passing = [target for target, share in zip(OPERATING_TARGETS, shares) if share >= NON_PET_FLOOR]
     by_target = {f"{t:.1%}": round(share, 4) for t, share in zip(OPERATING_TARGETS, shares)}
     return (min(passing) if passing else TARGET_PETS_TURNED_AWAY), by_target
+
+
+def choose_taps(shares_by_taps: dict[tuple[int, ...], list[float]]) -> tuple[int, ...]:
+    """Of candidate taps (each with its :func:`cross_validated_shares`), the one that turns away fewest pets.
+
+    Ranked by the operating target :func:`choose_operating_target` gives it, then by its share of non-pets
+    answered `neither` there; on a tie the candidate listed first (list the simpler ones first).
+    """
+
+    def rank(item: tuple[int, tuple[tuple[int, ...], list[float]]]) -> tuple[float, float, int]:
+        order, (_, shares) = item
+        target, _ = choose_operating_target(shares)
+        return target, -shares[OPERATING_TARGETS.index(target)], order
+
+    return min(enumerate(shares_by_taps.items()), key=rank)[1][0]
 
 
 def operating_bias(logits_of_pets: torch.Tensor, bias: torch.Tensor, target: float = TARGET_PETS_TURNED_AWAY) -> float:

@@ -137,30 +137,48 @@ def refit_gate(
     ``pre``, the size the model predicts at. Returns the refitted gate's ``P(cat or dog)`` for the
     validation photos, which then set its operating point.
     """
-    from catdog.features import pretrained_gate_inputs
-
     pets = sorted(splits["train"], key=lambda i: data.hashes[i])[:GATE_REFIT_PETS]  # a random-like subset
-    index = {path: i for i, path in enumerate(at_size.paths)}
-
-    def inputs(jobs):
-        jobs = [(index[data.paths[i]], view) for i, view in jobs]
-        return pretrained_gate_inputs(at_size, jobs, pre, cache_dir, architecture)
-
+    inputs = gate_inputs_of(open_set, data, at_size, pre, cache_dir, architecture)
     x_pets, x_others = inputs([(i, 0) for i in pets]), inputs([(i, v) for i in negatives for v in (0, 1)])
     x = torch.cat([x_pets, x_others])
     y = torch.cat([torch.ones(len(x_pets)), torch.zeros(len(x_others))])
     weight, bias = fit_weights(x, y, prior=open_set, l2=GATE_REFIT_L2)
     open_set.weight.copy_(weight)
     open_set.bias.fill_(float(bias))
+    return pristine_val_pets(open_set, data, at_size, splits, pre, cache_dir, architecture)
+
+
+def pristine_val_pets(
+    open_set, data: PreparedData, at_size: PreparedData, splits: dict, pre: Preprocess, cache_dir, architecture: str
+) -> torch.Tensor:
+    """The open-set gate's ``P(cat or dog)`` for the validation photos, from the pretrained backbone's features.
+
+    What the gate reads does not depend on training (it reads a pristine backbone), so this is what the
+    trained model answers, computed once from cached features. ``at_size`` holds the photos decoded for ``pre``.
+    """
+    inputs = gate_inputs_of(open_set, data, at_size, pre, cache_dir, architecture)
     with torch.no_grad():
         return torch.sigmoid(inputs([(i, 0) for i in splits["val"]]) @ open_set.weight + open_set.bias)
+
+
+def gate_inputs_of(open_set, data: PreparedData, at_size: PreparedData, pre: Preprocess, cache_dir, architecture: str):
+    """``jobs → gate inputs`` for ``(index into data, view)`` jobs, computed on ``at_size``'s decoded photos."""
+    from catdog.features import pretrained_gate_inputs
+
+    index = {path: i for i, path in enumerate(at_size.paths)}
+
+    def inputs(jobs: list[tuple[int, int]]) -> torch.Tensor:
+        jobs = [(index[data.paths[i]], view) for i, view in jobs]
+        return pretrained_gate_inputs(at_size, jobs, pre, cache_dir, architecture, open_set.taps)
+
+    return inputs
 
 
 def frozen_val_pets(model: nn.Module, val_set: TensorDataset) -> torch.Tensor:
     """The gate's ``P(cat or dog)`` for the validation photos, from their cached pooled features."""
     features = val_set.tensors[0].float().to(model.head.weight.device)
     with torch.no_grad():
-        pets, _ = model.judge(features, model.backbone.get_classifier()(features))
+        pets, _ = model.judge(features, model.backbone.get_classifier()(features), {})
     return pets.cpu()
 
 
@@ -181,9 +199,10 @@ def builtin_gate_record(image_size: int, architecture: str = BUILTIN_BACKBONE) -
     else:
         shipped = bundled_gates_config()[architecture]
         fitted = shipped["sizes"][size].get("fitted_on") or {}
-    about_the_point = ("file", "operating_point", "operating_target", "cv_non_pets_answered_neither")
+    about_the_point = ("file", "operating_point", "operating_target", "cv_non_pets_answered_neither", "cv_taps")
+    about_the_point += ("score", "taps")  # said apart: the score's own entry, and the gate's (gate_config)
     return {
-        "score": shipped.get("score"),
+        "score": fitted.get("score") or shipped.get("score"),
         "fitted_on": {k: v for k, v in fitted.items() if k not in about_the_point},
         "fitted_at_px": int(size),
         "operating_target": fitted.get("operating_target", TARGET_PETS_TURNED_AWAY),

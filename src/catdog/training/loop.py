@@ -109,7 +109,7 @@ def evaluate(model, loader, to_input, dtype, ctx) -> dict:
         with autocast(x.device, dtype):
             out = model(x)
         all_logits.append(logits_of(out).float())  # kept on the device until the end: no sync per batch
-        if isinstance(out, tuple):  # a gated model's pet score, to check the gate after fine-tuning
+        if isinstance(out, tuple) and out[1] is not None:  # a gated model's pet score, to check the gate
             all_pets.append(out[1].float())
         all_labels.append(labels)
     logits = torch.cat(all_logits).cpu() if all_logits else torch.zeros(0, 1)

@@ -54,6 +54,7 @@ from catdog.training.calibration import (
     frozen_val_pets,
     gate_config,
     learnt_neither_gate,
+    pristine_val_pets,
     refit_gate,
 )
 from catdog.training.checkpoint import CHECKPOINT, RunState, check_out_dir, load_checkpoint, save_checkpoint
@@ -395,13 +396,20 @@ def best_at_test_size(model, data, splits, pre, test_pre, cfg, ctx, dtype, per_r
 
 def gate_evidence(model, gate, data, splits, negatives, train_pre, pre, cfg, cache_dir, job, ctx, state, log) -> None:
     """The validation photos' pet scores (``state.best_pets``), and the gate refitted on the `neither` photos."""
-    if gate and cfg.family() == "frozen" and (state.best_pets is None or not len(state.best_pets)):
+    open_set = getattr(model, "open_set", None)
+    missing = gate and (state.best_pets is None or not len(state.best_pets))
+    if missing and cfg.family() == "frozen" and (open_set is None or not open_set.taps):
         state.best_pets = frozen_val_pets(model, job.val_set)  # validation ran the head alone, on cached features
-    if negatives and getattr(model, "open_set", None) is not None and ctx.is_main:
+        missing = False
+    if open_set is None or not ctx.is_main or not (negatives or missing):
+        return
+    # On features of the size the model predicts at (its gate was fitted there), decoded anew if need be.
+    at_size = data if pre == train_pre else prepare(cfg.data_dir, pre, cache_dir, classes=data.classes)
+    if negatives:
         log.info(f"refitting the `neither` gate with {len(negatives)} photos of the neither folder")
-        # On features of the size the model predicts at (its gate was fitted there), decoded anew if need be.
-        at_size = data if pre == train_pre else prepare(cfg.data_dir, pre, cache_dir, classes=data.classes)
-        state.best_pets = refit_gate(model.open_set, data, at_size, splits, negatives, pre, cache_dir, cfg.model)
+        state.best_pets = refit_gate(open_set, data, at_size, splits, negatives, pre, cache_dir, cfg.model)
+    else:  # a gate that taps blocks the cached features left out: its scores from the pretrained features
+        state.best_pets = pristine_val_pets(open_set, data, at_size, splits, pre, cache_dir, cfg.model)
 
 
 def write_model(
