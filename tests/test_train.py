@@ -186,6 +186,8 @@ def test_partial_fine_tuning_trains_only_the_stages_after_the_frozen_part(
 ) -> None:
     from safetensors.torch import load_file
 
+    from catdog.features import PooledFeatures
+    from catdog.models.gate import tap_channels
     from catdog.models.pretrained import create_pretrained
 
     out = tmp_path / "model"
@@ -218,10 +220,13 @@ def test_partial_fine_tuning_trains_only_the_stages_after_the_frozen_part(
     x = torch.randn(3, 3, 96, 96)
     with torch.no_grad():
         _, pets, looks_like = model(x)
-        features = pristine.forward_head(pristine.forward_features(x), pre_logits=True)
-        assert torch.allclose(
-            pets, model.open_set(features, pristine.classifier(features), model.pet_classes), atol=1e-5
-        )
+        # The gate reads the pristine backbone: its pooled features and the mean output of the blocks it taps.
+        rows = PooledFeatures(pristine, model.open_set.taps)(x)
+        widths = [tap_channels(pristine, (i,)) for i in model.open_set.taps]
+        assert model.open_set.taps and rows.shape[1] == 1280 + sum(widths)
+        features, *tapped = rows.split([1280, *widths], dim=1)
+        expected = model.open_set(features, pristine.classifier(features), model.pet_classes, tapped)
+        assert torch.allclose(pets, expected, atol=1e-5)
         assert torch.equal(looks_like, pristine(x).argmax(1))
 
 
