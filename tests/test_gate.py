@@ -133,7 +133,7 @@ def test_builtin_gate_turns_away_held_out_non_pets(builtin, held_out):
     photos = [p for subject, paths in held_out.items() if subject not in WILD_SUBJECTS for p in paths]
     answers = list(builtin.predict_paths(photos))
     neither = sum(a.label == "neither" for a in answers)
-    # Measured 2026-12-02: 97.3 % of 439; 95 % is below the binomial 99 % lower bound of that figure.
+    # Measured 2026-12-02: 97.3 % of 439 (ff7dc13: 97.95 %); 95 % is below the binomial 99 % lower bound of that figure.
     assert len(photos) > 400 and neither / len(photos) >= 0.95, f"{neither}/{len(photos)}"
     # The photos a new user tries first.
     for subject in ("horse", "sheep", "flower", "cow"):
