@@ -634,7 +634,10 @@ def _train_frozen_beside_toys(
 
 
 def _gate_moved(model: torch.nn.Module, shipped) -> float:
-    """How far the model's gate is from a shipped one, relative to the shipped weights."""
+    """How far the model's gate is from a shipped one, relative to the shipped weights (infinite when the
+    shipped gate reads other inputs: other blocks, or other features, so the model's cannot come from it)."""
+    if model.open_set.taps != shipped.taps or model.open_set.weight.shape != shipped.weight.shape:
+        return math.inf
     return float((model.open_set.weight - shipped.weight).norm() / shipped.weight.norm())
 
 
@@ -670,6 +673,7 @@ def test_a_model_predicting_at_288_px_gets_the_gate_fitted_there(
     at_288, at_224 = (load_builtin_gate(1280, size) for size in (288, 224))
     # Refitted from the 288-px gate, on 288-px features.
     assert 1e-4 < _gate_moved(model, at_288) < 0.5 * _gate_moved(model, at_224)
+    assert model.open_set.taps == at_288.taps  # the blocks the 288-px gate reads
 
 
 @pytest.mark.slow
@@ -690,5 +694,6 @@ def test_a_lite1_model_gets_the_gate_fitted_on_lite1_features(
     assert config["gate"]["operating_target"] == target and config["gate"]["val_pets_turned_away"] <= target
     lite1, lite0 = load_builtin_gate(1280, 240, "tf_efficientnet_lite1"), load_builtin_gate(1280, 224)
     assert 1e-4 < _gate_moved(model, lite1) < 0.5 * _gate_moved(model, lite0)  # from Lite1's gate, not Lite0's
+    assert model.open_set.taps == lite1.taps and config["gate"]["taps"] == list(lite1.taps)
     answers = list(Predictor.load(out, backend="torch").predict_paths([str(p) for p in toys]))
     assert sum(a.label == "neither" for a in answers) >= len(toys) - 1
