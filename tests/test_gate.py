@@ -269,11 +269,13 @@ def _tapping_gate(backbone, taps: tuple[int, ...]) -> OpenSetGate:
 
 def test_a_gate_that_taps_blocks_reads_the_same_on_every_path(lite0):
     """The built-in model, a fine-tuned model's pristine copy (whole or after shared blocks), the tail
-    `--freeze stages:N` trains and the cached features the gate is fitted on all give it the same inputs."""
+    `--freeze stages:N` trains, the cached features the gate is fitted on and the rows `--freeze backbone`
+    training caches all give it the same inputs."""
     import copy
 
     from catdog.features import PooledFeatures, split_backbone
     from catdog.models.gate import gate_inputs
+    from catdog.training.calibration import frozen_val_pets
 
     taps = (4, 5)
     x = torch.randn(3, 3, 160, 160, generator=torch.Generator().manual_seed(0))
@@ -286,6 +288,7 @@ def test_a_gate_that_taps_blocks_reads_the_same_on_every_path(lite0):
         features, tapped = rows[:, :1280], [rows[:, 1280:1392], rows[:, 1392:]]
         inputs = gate_inputs(features, model.backbone.get_classifier()(features), model.pet_classes, tapped)
         scores["cached features"] = torch.sigmoid(inputs @ model.open_set.weight + model.open_set.bias)
+        scores["--freeze backbone cache"] = frozen_val_pets(model, rows)  # the rows training caches
         for shared in (0, 5):
             pristine = copy.deepcopy(model).add_pristine_gate(shared)
             pristine.backbone.blocks[6].requires_grad_(False)[0].conv_pw.weight.mul_(0.5)  # "fine-tuned"

@@ -187,7 +187,7 @@ def test_partial_fine_tuning_trains_only_the_stages_after_the_frozen_part(
     from safetensors.torch import load_file
 
     from catdog.features import PooledFeatures
-    from catdog.models.gate import tap_channels
+    from catdog.models.gate import tap_widths
     from catdog.models.pretrained import create_pretrained
 
     out = tmp_path / "model"
@@ -222,7 +222,7 @@ def test_partial_fine_tuning_trains_only_the_stages_after_the_frozen_part(
         _, pets, looks_like = model(x)
         # The gate reads the pristine backbone: its pooled features and the mean output of the blocks it taps.
         rows = PooledFeatures(pristine, model.open_set.taps)(x)
-        widths = [tap_channels(pristine, (i,)) for i in model.open_set.taps]
+        widths = tap_widths(pristine, model.open_set.taps)
         assert model.open_set.taps and rows.shape[1] == 1280 + sum(widths)
         features, *tapped = rows.split([1280, *widths], dim=1)
         expected = model.open_set(features, pristine.classifier(features), model.pet_classes, tapped)

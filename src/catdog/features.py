@@ -127,6 +127,23 @@ class GatedTail(nn.Module):
         return self.head(self.layers(maps)), pet, looks_like
 
 
+def pooled_part(taps: Taps = ()) -> str:
+    """The cache's name for the pooled features with ``taps`` (``--freeze backbone`` training's, and the gate's)."""
+    return "backbone" + "".join(f"+{i}" for i in taps)
+
+
+def split_pooled(rows, backbone: nn.Module, taps: Taps) -> tuple:
+    """``(pooled features, [pooled output of each tap])`` of :class:`PooledFeatures` rows (an array or a tensor)."""
+    from catdog.models.gate import tap_widths
+
+    widths = [backbone.num_features, *tap_widths(backbone, taps)]
+    if isinstance(rows, torch.Tensor):
+        features, *tapped = rows.split(widths, dim=1)
+    else:
+        features, *tapped = np.split(rows, np.cumsum(widths)[:-1], axis=1)
+    return features, tapped
+
+
 def cache_key(architecture: str, pre: Preprocess, frozen: str = "backbone") -> str:
     """Backbone, what of it is frozen, weights version and every preprocessing setting the features depend on."""
     import timm
@@ -284,24 +301,15 @@ def pretrained_features(
 
     cache_dir = Path(cache_dir)
     backbone = create_pretrained(architecture).eval()
-    key = cache_key(architecture, pre, "backbone" + "".join(f"+{i}" for i in taps))
+    key = cache_key(architecture, pre, pooled_part(taps))
     store = FeatureStore(cache_dir, key)
     extractor = PooledFeatures(backbone, taps)
     feature_fn = onnx_feature_fn(extractor, cache_dir / "onnx" / f"{key}.onnx", pre.image_size)
     extract(data, jobs, pre, store, feature_fn)
-    rows = store.read([f"{data.hashes[i]}:{v}" for i, v in jobs])
-    features = rows[:, : backbone.num_features]
-    edges = np.cumsum(tap_widths(backbone, taps))[:-1]
-    tapped = np.split(rows[:, backbone.num_features :], edges, axis=1) if taps else []
+    features, tapped = split_pooled(store.read([f"{data.hashes[i]}:{v}" for i, v in jobs]), backbone, taps)
     with torch.no_grad():
         logits = backbone.get_classifier()(torch.from_numpy(np.ascontiguousarray(features))).numpy()
     return features, logits, tapped
-
-
-def tap_widths(backbone: nn.Module, taps: tuple[int, ...]) -> list[int]:
-    from catdog.models.gate import tap_channels
-
-    return [tap_channels(backbone, (i,)) for i in taps]
 
 
 def pretrained_gate_inputs(

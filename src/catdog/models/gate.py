@@ -94,11 +94,16 @@ class OpenSetGate(nn.Module):
         return f"inputs={self.weight.numel()}, taps={self.taps}"
 
 
-def tap_channels(backbone: nn.Module, taps: Sequence[int]) -> int:
-    """How many values the pooled outputs of an EfficientNet-family ``backbone``'s blocks ``taps`` hold."""
+def tap_widths(backbone: nn.Module, taps: Sequence[int]) -> list[int]:
+    """How many values the pooled output of each of an EfficientNet-family ``backbone``'s blocks ``taps`` holds."""
     # A stage's output is its last batch norm's (timm's BatchNormAct2d is a BatchNorm2d).
     norms = [[m for m in backbone.blocks[i].modules() if isinstance(m, nn.BatchNorm2d)] for i in taps]
-    return sum(norm[-1].num_features for norm in norms)
+    return [norm[-1].num_features for norm in norms]
+
+
+def tap_channels(backbone: nn.Module, taps: Sequence[int]) -> int:
+    """How many values the pooled outputs of blocks ``taps`` hold in all (what the gate reads besides)."""
+    return sum(tap_widths(backbone, taps))
 
 
 def run_blocks(

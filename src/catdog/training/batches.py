@@ -22,6 +22,7 @@ from catdog.features import (
     cache_key,
     extract,
     onnx_feature_fn,
+    pooled_part,
     torch_feature_fn,
 )
 from catdog.models.scratch import SCRATCH_MODELS
@@ -164,6 +165,16 @@ class TrainFeatures(torch.utils.data.Dataset):
         return self.features[index], self.labels[index], seed
 
 
+def head_columns(train_set: TrainFeatures, val_set: TensorDataset, width: int) -> tuple:
+    """The cached rows cut to the pooled features the head reads (the gate's taps follow them)."""
+    if train_set.features.shape[1] == width:
+        return train_set, val_set
+    features, labels = val_set.tensors
+    return TrainFeatures(train_set.features[:, :width].contiguous(), train_set.labels), TensorDataset(
+        features[:, :width].contiguous(), labels
+    )
+
+
 class ResumableSampler(DistributedSampler):
     """DistributedSampler (shuffled by seed + epoch) that can start mid-epoch and gives each sample a seed.
 
@@ -255,7 +266,7 @@ def cached_features(cfg, data, splits, pre, extractor, cache_dir, ctx, deadline,
     first, then the training images in hash order (a random-like order), one view after the
     other; under a time budget extraction stops with enough time left to train the head.
     """
-    key = cache_key(cfg.model, pre, cfg.freeze)
+    key = cache_key(cfg.model, pre, pooled_part(extractor.taps) if cfg.family() == "frozen" else cfg.freeze)
     # Activation maps are large (about 15,000 values per image): half precision halves cache and memory.
     store = FeatureStore(cache_dir, key, np.float32 if cfg.family() == "frozen" else np.float16)
     by_hash = sorted(splits["train"], key=lambda i: data.hashes[i])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import TensorDataset
 
 from catdog.data import PreparedData
 from catdog.models.files import BUILTIN_BACKBONE
@@ -174,11 +173,14 @@ def gate_inputs_of(open_set, data: PreparedData, at_size: PreparedData, pre: Pre
     return inputs
 
 
-def frozen_val_pets(model: nn.Module, val_set: TensorDataset) -> torch.Tensor:
-    """The gate's ``P(cat or dog)`` for the validation photos, from their cached pooled features."""
-    features = val_set.tensors[0].float().to(model.head.weight.device)
+def frozen_val_pets(model: nn.Module, rows: torch.Tensor) -> torch.Tensor:
+    """The gate's ``P(cat or dog)`` for the validation photos, from their cached pooled features (and taps)."""
+    from catdog.features import split_pooled
+
+    taps = model.open_set.taps if model.open_set is not None else ()
+    features, tapped = split_pooled(rows.float().to(model.head.weight.device), model.backbone, taps)
     with torch.no_grad():
-        pets, _ = model.judge(features, model.backbone.get_classifier()(features), {})
+        pets, _ = model.judge(features, model.backbone.get_classifier()(features), dict(zip(taps, tapped)))
     return pets.cpu()
 
 

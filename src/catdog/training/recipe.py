@@ -42,6 +42,7 @@ from catdog.training.batches import (
     TrainImages,
     cached_features,
     feature_input,
+    head_columns,
     image_input,
     prepare_data,
     preprocess_for,
@@ -269,17 +270,20 @@ class Job:
     train_input: object
     eval_input: object
     workers: int | None
+    val_gate_rows: torch.Tensor | None = None  # frozen backbone: the validation photos' pooled features and taps
 
 
 def what_trains(cfg, model, gate, data, splits, pre, cache_dir, ctx, deadline, log) -> Job:
     """The whole network on augmented images, or the part after a frozen one on that part's cached
     output (a new head on pooled features, or the last stages and the head)."""
-    device = ctx.device
+    device, val_gate_rows = ctx.device, None
     if cfg.family() in ("frozen", "partial"):
         backbone = model.backbone if gate else model
         new_head = model.head if gate else None
         if cfg.family() == "frozen":
-            extractor, trainable = PooledFeatures(backbone), new_head or model.get_classifier()
+            # Cached with the blocks the gate taps, so the validation photos' gate scores read the same cache.
+            taps = model.open_set.taps if gate and model.open_set is not None else ()
+            extractor, trainable = PooledFeatures(backbone, taps), new_head or model.get_classifier()
             shape = None
         else:
             gate_copy, open_set = (model.gate, model.open_set) if gate else (None, None)
@@ -288,6 +292,9 @@ def what_trains(cfg, model, gate, data, splits, pre, cache_dir, ctx, deadline, l
             probe = extractor[:-1].eval()(torch.zeros(1, 3, pre.image_size, pre.image_size))
             shape = tuple(probe.shape[1:])  # the cached rows are these activation maps, flattened
         train_set, val_set = cached_features(cfg, data, splits, pre, extractor, cache_dir, ctx, deadline, log)
+        if cfg.family() == "frozen":
+            val_gate_rows = val_set.tensors[0]
+            train_set, val_set = head_columns(train_set, val_set, backbone.num_features)
         train_input = eval_input = feature_input(device, shape, cfg.channels_last)
         workers = 0  # the features are in memory already
     else:
@@ -305,7 +312,7 @@ def what_trains(cfg, model, gate, data, splits, pre, cache_dir, ctx, deadline, l
     trainable.to(device)
     if cfg.channels_last and cfg.family() != "frozen":
         trainable.to(memory_format=torch.channels_last)
-    return Job(trainable, train_set, val_set, train_input, eval_input, workers)
+    return Job(trainable, train_set, val_set, train_input, eval_input, workers, val_gate_rows)
 
 
 def loaders(cfg: TrainConfig, job: Job, ctx: DistContext, per_rank_batch: int):
@@ -398,8 +405,8 @@ def gate_evidence(model, gate, data, splits, negatives, train_pre, pre, cfg, cac
     """The validation photos' pet scores (``state.best_pets``), and the gate refitted on the `neither` photos."""
     open_set = getattr(model, "open_set", None)
     missing = gate and (state.best_pets is None or not len(state.best_pets))
-    if missing and cfg.family() == "frozen" and (open_set is None or not open_set.taps):
-        state.best_pets = frozen_val_pets(model, job.val_set)  # validation ran the head alone, on cached features
+    if missing and cfg.family() == "frozen":
+        state.best_pets = frozen_val_pets(model, job.val_gate_rows)  # validation ran the head alone
         missing = False
     if open_set is None or not ctx.is_main or not (negatives or missing):
         return
