@@ -157,6 +157,14 @@ def write_graphics(folder: Path, per_kind: int = PER_KIND, seed: int = 0) -> lis
     return paths
 
 
+def prepared_graphics(pre, cache_dir: Path):
+    """The fitted pictures (seed 0), written under ``cache_dir`` and decoded for ``pre`` (a PreparedData)."""
+    from catdog.data import prepare
+
+    write_graphics(Path(cache_dir) / "synthetic-graphics" / "graphics")
+    return prepare(Path(cache_dir) / "synthetic-graphics", pre, cache_dir)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("out", type=Path)

@@ -58,7 +58,7 @@ from benchmarks.common import (  # noqa: E402
     neither_split,
     operating_point_record,
 )
-from benchmarks.synthetic_graphics import write_graphics  # noqa: E402
+from benchmarks.synthetic_graphics import prepared_graphics  # noqa: E402
 from catdog.data import prepare
 from catdog.features import pretrained_features
 from catdog.fsutil import default_cache_dir
@@ -110,8 +110,7 @@ def fit_at_size(
     others = prepare(data_dir / "neither", pre, cache_dir)
     fit_others = neither_split(others.hashes, others.labels)["fit"]
     hashes = [others.hashes[i] for i in fit_others]
-    write_graphics(Path(cache_dir) / "synthetic-graphics" / "graphics")
-    graphics = prepare(Path(cache_dir) / "synthetic-graphics", pre, cache_dir)
+    graphics = prepared_graphics(pre, cache_dir)
 
     def evidence(data, jobs) -> tuple[torch.Tensor, torch.Tensor, dict[int, torch.Tensor]]:
         features, logits, tapped = pretrained_features(data, jobs, pre, cache_dir, architecture, ALL_TAPS)
