@@ -81,27 +81,37 @@ def probe(x: dict[str, np.ndarray], y: dict[str, np.ndarray]) -> dict:
 
 
 def cost(architectures: tuple[str, ...], rounds: int) -> dict[str, dict[int, float]]:
-    """Milliseconds per photo of each backbone's pooled-features ONNX graph, batch 1 and 32, in turns."""
-    from catdog.features import PooledFeatures, cache_key
+    """Milliseconds per photo of each backbone's pooled-features ONNX graph at its own size, batch 1 and 32."""
+    timed = sized_cost(tuple((architecture, None) for architecture in architectures), rounds)
+    return {architecture: ms for (architecture, _), ms in timed.items()}
+
+
+def sized_cost(
+    candidates: tuple[tuple[str, int | None], ...], rounds: int
+) -> dict[tuple[str, int | None], dict[int, float]]:
+    """Milliseconds per photo of each ``(backbone, input size)``'s pooled-features ONNX graph, batch 1 and 32,
+    timed in turns; a size of None is the backbone's own."""
+    from dataclasses import replace
+
+    from catdog.features import PooledFeatures, cache_key, onnx_feature_fn
     from catdog.fsutil import default_cache_dir
     from catdog.models.pretrained import create_pretrained, pretrained_preprocess
     from catdog.onnx_backend import session
 
     fns = {}
-    for architecture in architectures:
+    for architecture, size in candidates:
         backbone = create_pretrained(architecture).eval()
         pre = pretrained_preprocess(backbone)
+        pre = replace(pre, image_size=size or pre.image_size)
         path = default_cache_dir() / "onnx" / f"{cache_key(architecture, pre)}.onnx"
-        if not path.exists():  # written by the feature extraction above; exported here otherwise
-            from catdog.features import onnx_feature_fn
-
+        if not path.exists():  # written by the feature extraction; exported here otherwise
             onnx_feature_fn(PooledFeatures(backbone), path, pre.image_size)
-        fns[architecture] = features_of(session(path), pre.image_size)
-    out: dict[str, dict[int, float]] = {a: {} for a in architectures}
+        fns[(architecture, size)] = features_of(session(path), pre.image_size)
+    out: dict[tuple[str, int | None], dict[int, float]] = {c: {} for c in candidates}
     for batch in (1, 32):
         ms = interleaved_ms(fns, batch, repeats=rounds * max(1, 64 // batch), rounds=rounds)
-        for architecture in architectures:
-            out[architecture][batch] = ms[architecture] / batch
+        for candidate in candidates:
+            out[candidate][batch] = ms[candidate] / batch
     return out
 
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.bench_features import features_of
-from benchmarks.common import DEV_DIR, Result, interleaved_ms, need_dev_data
+from benchmarks.bench_features import sized_cost
+from benchmarks.common import DEV_DIR, Result, need_dev_data
 
 COMMAND = "python -m benchmarks fixres"
 # (backbone, input size): the backbone's own size first, then larger ones.
@@ -83,31 +83,6 @@ def probe(x: dict[str, np.ndarray], y: dict[str, np.ndarray]) -> dict:
     return figures
 
 
-def cost(candidates: tuple[tuple[str, int], ...], rounds: int) -> dict[tuple[str, int], dict[int, float]]:
-    """Milliseconds per photo of each candidate's pooled-features ONNX graph, batch 1 and 32, in turns."""
-    from dataclasses import replace
-
-    from catdog.features import PooledFeatures, cache_key, onnx_feature_fn
-    from catdog.fsutil import default_cache_dir
-    from catdog.models.pretrained import create_pretrained, pretrained_preprocess
-    from catdog.onnx_backend import session
-
-    fns = {}
-    for architecture, size in candidates:
-        backbone = create_pretrained(architecture).eval()
-        pre = replace(pretrained_preprocess(backbone), image_size=size)
-        path = default_cache_dir() / "onnx" / f"{cache_key(architecture, pre)}.onnx"
-        if not path.exists():
-            onnx_feature_fn(PooledFeatures(backbone), path, size)
-        fns[(architecture, size)] = features_of(session(path), size)
-    out: dict[tuple[str, int], dict[int, float]] = {c: {} for c in candidates}
-    for batch in (1, 32):
-        ms = interleaved_ms(fns, batch, repeats=rounds * max(1, 64 // batch), rounds=rounds)
-        for candidate in candidates:
-            out[candidate][batch] = ms[candidate] / batch
-    return out
-
-
 def run(quick: bool) -> list[Result]:
     need_dev_data()
     # Each size fills its own pixel cache of the 23,000 dev photos (5-9 GB): the quick run takes two.
@@ -118,7 +93,7 @@ def run(quick: bool) -> list[Result]:
     candidates = {name_of(*c): (c,) for c in single}
     if not quick:
         candidates["lite0 + lite1 + lite2 at " + " / ".join(str(s) for _, s in SIDE_BY_SIDE) + " px"] = SIDE_BY_SIDE
-    timing = cost(single, rounds=2 if quick else 5)
+    timing = sized_cost(single, rounds=2 if quick else 5)
     base = timing[single[0]]
     results = []
     for name, members in candidates.items():
