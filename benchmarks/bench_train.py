@@ -35,6 +35,7 @@ from benchmarks.common import (
     catdog_cmd,
     code_version,
     history,
+    machine,
     need_dev_data,
     nonpet_pictures,
     subset,
@@ -102,6 +103,7 @@ class Run:
     command: str
     wall_seconds: float
     peak_rss_mib: float
+    machine: str = ""  # where it trained (run.json): a GPU run's figures may be computed on another machine
 
     @functools.cached_property
     def config(self) -> dict:
@@ -156,7 +158,7 @@ def train_recipe(name: str, options: list[str], budget: float, data: Path, root:
     done = out / "run.json"
     if done.exists() and reusable(json.loads(done.read_text())):
         record = json.loads(done.read_text())
-        return Run(name, out, command, record["wall_seconds"], record["peak_rss_mib"])
+        return Run(name, out, command, record["wall_seconds"], record["peak_rss_mib"], record.get("machine", ""))
     shutil.rmtree(out, ignore_errors=True)
     cache = root / "cache" / out.name
     shutil.rmtree(cache, ignore_errors=True)
@@ -173,9 +175,10 @@ def train_recipe(name: str, options: list[str], budget: float, data: Path, root:
     # The run's own peak (VmHWM): the child's ru_maxrss starts at this process's peak (Linux keeps it
     # through fork and exec), which after the ONNX benchmarks of a whole suite was 3.7 GiB.
     peak = json.loads((out / "config.json").read_text())["metrics"].get("peak_rss_mib") or usage.ru_maxrss / 1024
-    record = {"wall_seconds": round(wall, 1), "peak_rss_mib": round(peak), "command": command, "commit": code_version()}
+    record = {"wall_seconds": round(wall, 1), "peak_rss_mib": round(peak), "command": command, "commit": code_version(),
+              "machine": machine()}  # fmt: skip
     done.write_text(json.dumps(record, indent=2) + "\n")
-    return Run(name, out, command, record["wall_seconds"], record["peak_rss_mib"])
+    return Run(name, out, command, record["wall_seconds"], record["peak_rss_mib"], record["machine"])
 
 
 def test_accuracy(run_: Run, data: Path) -> tuple[float, str]:

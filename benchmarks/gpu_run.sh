@@ -4,6 +4,9 @@
 #   bash benchmarks/gpu_run.sh smoke     # a few seconds of each GPU training path
 #   bash benchmarks/gpu_run.sh full      # the floors: python -m benchmarks gpu
 #   bash benchmarks/gpu_run.sh explore   # the fine-tune's neighbours side by side, then the best one timed
+#   bash benchmarks/gpu_run.sh train     # train CATDOG_BENCH_GPU_RUNS and bring the runs back (benchmarks/gpu_models.py):
+#                                        # their figures are made where they come back, by the same commit
+#                                        # (CATDOG_BENCH_COMMIT names it where the copy has no git)
 # Results, logs and metrics go to $OUT (or ./gpu-out).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -47,6 +50,13 @@ smoke)
 full)
     full
     ;;
+train)
+    echo "$(ls "$DATA" | wc -l) photos"
+    python3 -c "import torch, timm; torch.zeros(1, device='cuda')"
+    CATDOG_BENCH_GPU_TRAIN_ONLY=1 timeout "${TRAIN_TIMEOUT:-480}" python3 -m benchmarks gpu 2>&1 | tee "$OUT/train.log"
+    python3 -m benchmarks.gpu_models pack "$RUNS" "$OUT"
+    grep -h "epoch\|saved\|validation\|stopped" "$RUNS"/gpu-*.log | tail -n 40
+    ;;
 explore)
     # The fine-tune's neighbour recipes side by side (benchmarks/gpu_explore.py), then the floor's
     # recipe and the best neighbour, each timed alone with a cold cache.
@@ -61,7 +71,7 @@ explore)
     full
     ;;
 *)
-    echo "usage: gpu_run.sh add DIR | smoke | full | explore" >&2
+    echo "usage: gpu_run.sh add DIR | smoke | full | explore | train" >&2
     exit 2
     ;;
 esac
