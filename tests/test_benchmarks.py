@@ -109,3 +109,50 @@ def test_a_failed_test_split_evaluation_misses_its_floor_and_keeps_the_other_fig
     value, note = test_accuracy(run_, tmp_path)
     assert math.isnan(value) and not value >= 98.0
     assert note.startswith("catdog evaluate failed: ") and "Traceback" not in note and len(note) > 30
+
+
+def test_runs_brought_back_from_a_gpu_machine_hold_the_tensors_they_trained(tmp_path: Path) -> None:
+    """gpu_models packs a fine-tuned model without the tensors that equal the pretrained ones, in parts small
+    enough for the GPU machine's 16-MiB files, and unpacking puts every tensor back as it was."""
+    import torch
+    from safetensors.torch import load_file
+
+    from benchmarks.gpu_models import PART_BYTES, pack, unpack
+    from catdog.models import build_model, save_model_dir
+
+    model = build_model("tf_efficientnet_lite0", 2, gate=True).add_pristine_gate(0)
+    with torch.no_grad():  # what fine-tuning does: the backbone moves, its pristine copy does not
+        for p in model.backbone.blocks.parameters():
+            p.add_(0.01)
+    runs = tmp_path / "runs"
+    run = runs / "gpu-fine-tune-lite0"
+    config = {"architecture": "tf_efficientnet_lite0", "classes": ["cat", "dog"], "preprocess": {}}
+    save_model_dir(model, config, run)
+    (run / "run.json").write_text(json.dumps({"commit": "0123456789ab", "machine": "gpu: test"}))
+    (runs / "gpu-fine-tune-lite0.log").write_text("saved\n")
+
+    pack(runs, tmp_path / "parts")
+    parts = sorted((tmp_path / "parts").iterdir())
+    whole = (run / "model.safetensors").stat().st_size
+    assert all(p.stat().st_size <= PART_BYTES for p in parts)
+    assert sum(p.stat().st_size for p in parts) < 0.6 * whole  # the pristine copy stayed behind
+
+    unpack(tmp_path / "parts", tmp_path / "back")
+    before = load_file(str(run / "model.safetensors"))
+    after = load_file(str(tmp_path / "back" / run.name / "model.safetensors"))
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[name], after[name]) for name in before)
+    assert (tmp_path / "back" / "gpu-fine-tune-lite0.log").read_text() == "saved\n"
+    assert json.loads((tmp_path / "back" / run.name / "run.json").read_text())["machine"] == "gpu: test"
+
+
+def test_the_commit_a_copy_was_made_from_can_be_named(monkeypatch) -> None:
+    """A GPU machine's copy of the checkout has a stale .git: CATDOG_BENCH_COMMIT names the commit instead."""
+    from benchmarks.common import code_version
+
+    code_version.cache_clear()
+    monkeypatch.setenv("CATDOG_BENCH_COMMIT", "0123456789ab")
+    try:
+        assert code_version() == "0123456789ab"
+    finally:
+        code_version.cache_clear()
