@@ -91,6 +91,15 @@ EXTRA_RUNS = [
         1.5,
         None,
     ),
+    # Lite2 the same way, at its own 260 px and validated at 324 (the GPU fine-tune's sizes), within the hour.
+    (
+        "fine-tune lite2",
+        ["--model", "tf_efficientnet_lite2", "--freeze", "stages:5", "--feature-views", "4"]
+        + ["--test-image-size", "324"],
+        57,
+        1.5,
+        None,
+    ),
 ]
 
 
