@@ -79,7 +79,9 @@ def test_a_catnet_training_step_gets_the_same_gradients_either_way(monkeypatch: 
     ours = step_gradients()
     monkeypatch.setattr(SmallMapConv2d, "MAX_POSITIONS", 0)  # every convolution back on oneDNN
     reference = step_gradients()
-    # Only the 4x4 stage's weight gradients took the other path; after it, they differ by bf16 rounding.
+    # Only the 4x4 stage's weight gradients took the other path; after it, they differ by bf16 rounding
+    # (8 bits: the same sum summed in another order; 0.58 % for one of them on an AVX2-only EPYC, under
+    # 0.1 % on the CPUs before it). A wrong gradient is off by its own size.
     assert any(not torch.equal(ours[name], reference[name]) for name in ours if name.startswith("stages.3"))
     for name in ours:
-        assert relative_error(ours[name], reference[name]) < 1e-3, name
+        assert relative_error(ours[name], reference[name]) < 1e-2, name
