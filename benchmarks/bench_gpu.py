@@ -24,12 +24,11 @@ rows name the machine that trained, and their notes the one that evaluated.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
 
-from benchmarks.bench_train import reusable, test_accuracy, time_to_accuracy_result, train_recipe
+from benchmarks.bench_train import kept_record, run_dir, test_accuracy, time_to_accuracy_result, train_recipe
 from benchmarks.common import Result, need_dev_data, nonpet_pictures, turned_away
 
 LITE0 = "--model tf_efficientnet_lite0 --patience 1000"
@@ -106,8 +105,7 @@ def run(quick: bool) -> list[Result]:
 
 def trained(root: Path, names: list[str]) -> bool:
     """Whether every named run is kept in ``root``, trained by this code (on a GPU machine, say)."""
-    records = [root / name.replace(" ", "-") / "run.json" for name in names]
-    return all(r.exists() and reusable(json.loads(r.read_text())) for r in records)
+    return all(kept_record(run_dir(root, name)) for name in names)
 
 
 def _results(run_, data: Path, floor: float | None, time_floor: float | None) -> list[Result]:

@@ -161,12 +161,12 @@ def train_recipe(name: str, options: list[str], budget: float, data: Path, root:
     the model directory, so ``CATDOG_BENCH_RUNS_DIR`` lets bench_train and bench_compare share
     the same runs (the full set takes about 90 minutes on 2 cores).
     """
-    out = root / name.replace(" ", "-")
+    out = run_dir(root, name)
     options = [*options, *TEST_SPLIT]
     command = f"catdog train DEV --out MODEL {' '.join(options)} --time-budget {budget:g}"
     done = out / "run.json"
-    if done.exists() and reusable(json.loads(done.read_text())):
-        record = json.loads(done.read_text())
+    record = kept_record(out)
+    if record:
         return Run(name, out, command, record["wall_seconds"], record["peak_rss_mib"], record.get("machine", ""))
     shutil.rmtree(out, ignore_errors=True)
     cache = root / "cache" / out.name
@@ -206,6 +206,18 @@ def test_accuracy(run_: Run, data: Path) -> tuple[float, str]:
     # catdog evaluate's accuracy: a pet answered `neither` counts as wrong.
     note = f"{report['n']} photos of the test split, which no choice saw; a pet answered neither counts wrong"
     return 100 * report["accuracy"], note
+
+
+def run_dir(root: Path, name: str) -> Path:
+    """Where a recipe's run is kept under ``root``."""
+    return root / name.replace(" ", "-")
+
+
+def kept_record(out: Path) -> dict | None:
+    """The ``run.json`` of the run kept in ``out`` when this code made it (see :func:`reusable`), else None."""
+    done = out / "run.json"
+    record = json.loads(done.read_text()) if done.exists() else None
+    return record if record and reusable(record) else None
 
 
 def reusable(record: dict) -> bool:

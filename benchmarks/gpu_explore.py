@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from benchmarks.bench_gpu import RUNS
+from benchmarks.bench_train import run_dir
 from benchmarks.common import catdog_cmd, history
 
 
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     children = {}
     for name, options in candidates():
-        out = args.out / name.replace(" ", "-")
+        out = run_dir(args.out, name)
         command = catdog_cmd(
             "train", str(args.data), "--out", str(out), *options.split(), "--epochs", str(args.epochs),
             "--warmup-epochs", str(args.warmup_epochs), "--cache-dir", str(cache), "--overwrite",

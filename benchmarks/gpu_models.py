@@ -22,7 +22,7 @@ import tarfile
 from pathlib import Path
 
 PART_BYTES = 15 * 2**20
-LEFT_OUT = "pristine.json"  # in a model directory: the gate.* tensors left out, to be put back on unpacking
+LEFT_OUT = "pristine.json"  # in a model directory: the tensors left out as pretrained, put back on unpacking
 
 
 def pretrained_weights(architecture: str) -> dict:
@@ -53,9 +53,9 @@ def pack(runs: Path, out: Path) -> None:
             state = load_file(str(weights))
             architecture = json.loads((run / "config.json").read_text())["architecture"]
             pristine = pretrained_weights(architecture) if any(n.startswith("backbone.") for n in state) else {}
-            left_out = sorted(n for n, t in state.items() if n in pristine and torch.equal(t, pristine[n]))
-            kept = {n: t for n, t in state.items() if n not in set(left_out)}
-            for name, data in (("model.safetensors", save(kept)), (LEFT_OUT, json.dumps(left_out).encode())):
+            left_out = {n for n, t in state.items() if n in pristine and torch.equal(t, pristine[n])}
+            kept = {n: t for n, t in state.items() if n not in left_out}
+            for name, data in (("model.safetensors", save(kept)), (LEFT_OUT, json.dumps(sorted(left_out)).encode())):
                 info = tarfile.TarInfo(f"{run.name}/{name}")
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))

