@@ -139,21 +139,30 @@ def test_each_family_learns_and_round_trips(family: str, small_dev: Path, shared
 
 
 @pytest.mark.parametrize(
-    ("freeze", "epochs", "lr", "test_size"),
+    ("freeze", "epochs", "lr", "test_size", "ema"),
     [
-        ("backbone", 15, 3e-3, None),
+        ("backbone", 15, 3e-3, None, 0.0),
+        # A moving average of the weights is what validates and what the model directory keeps.
+        ("backbone", 15, 3e-3, None, 0.9),
         # The partial family trains in the fast suite in test_partial_fine_tuning_trains_only_the_stages_...
-        pytest.param("stages:4", 3, 3e-4, None, marks=pytest.mark.slow),  # ~60 s
-        pytest.param("stages:4", 3, 3e-4, 256, marks=pytest.mark.slow),  # ~70 s: a second decode at 256
+        pytest.param("stages:4", 3, 3e-4, None, 0.0, marks=pytest.mark.slow),  # ~60 s
+        pytest.param("stages:4", 3, 3e-4, 256, 0.0, marks=pytest.mark.slow),  # ~70 s: a second decode at 256
     ],
 )
 def test_frozen_part_predicts_like_its_validation(
-    freeze: str, epochs: int, lr: float, test_size: int | None, dev_dir: Path, shared_cache: Path, tmp_path: Path
+    freeze: str,
+    epochs: int,
+    lr: float,
+    test_size: int | None,
+    ema: float,
+    dev_dir: Path,
+    shared_cache: Path,
+    tmp_path: Path,
 ) -> None:
     """The Predictor, from raw JPEGs, agrees with the validation accuracy training measured on cached features.
 
     With ``test_size``, training validates its best weights again at that side, and the model
-    directory predicts at it.
+    directory predicts at it. With ``ema``, the averaged weights validate and are the ones kept.
     """
     from catdog.data import prepare
 
@@ -163,8 +172,10 @@ def test_frozen_part_predicts_like_its_validation(
         TrainConfig(
             data_dir=str(data_dir), out=str(out), model="tf_efficientnet_lite0", freeze=freeze,
             epochs=epochs, workers=0, cache_dir=str(shared_cache), batch_size=16, lr=lr, test_image_size=test_size,
+            ema=ema,
         )
     )  # fmt: skip
+    assert json.loads((out / "config.json").read_text())["training"]["ema"] == ema
     predictor = Predictor.load(out)
     assert predictor.pre.image_size == (test_size or 224)
     assert ("val_accuracy_at_train_size" in metrics) == (test_size is not None)
@@ -523,6 +534,9 @@ def test_bad_datasets_fail_with_one_sentence(case: str, tmp_path: Path, dev_dir:
         (["--schedule", "linear"], ["--schedule"]),
         (["--model", "seed-cnn", "--image-size", "32"], ["--image-size", "at least 46"]),
         (["--model", "seed-cnn", "--test-image-size", "160"], ["seed-cnn", "--test-image-size"]),
+        (["--model", "tf_efficientnet_lite0", "--freeze", "backbone", "--drop-path", "0.1"], ["--drop-path"]),
+        (["--model", "catnet", "--drop-path", "0.1"], ["--drop-path", "fine-tuned"]),
+        (["--ema", "1.5"], ["--ema"]),
     ],
 )
 def test_bad_arguments_fail_with_one_sentence(
@@ -697,3 +711,27 @@ def test_a_lite1_model_gets_the_gate_fitted_on_lite1_features(
     assert model.open_set.taps == lite1.taps and config["gate"]["taps"] == list(lite1.taps)
     answers = list(Predictor.load(out, backend="torch").predict_paths([str(p) for p in toys]))
     assert sum(a.label == "neither" for a in answers) >= len(toys) - 1
+
+
+def test_drop_path_adds_stochastic_depth_to_a_pretrained_backbone_and_no_weights() -> None:
+    from timm.layers import DropPath
+
+    from catdog.models import build_model
+
+    plain = build_model("tf_efficientnet_lite0", 2, gate=True)
+    dropping = build_model("tf_efficientnet_lite0", 2, gate=True, drop_path=0.2)
+    rates = [m.drop_prob for m in dropping.modules() if isinstance(m, DropPath)]
+    assert rates and 0 < max(rates) <= 0.2  # timm scales the rate up with depth to at most the one given
+    assert not any(isinstance(m, DropPath) for m in plain.modules())
+    same = plain.state_dict(), dropping.state_dict()
+    assert same[0].keys() == same[1].keys()
+    assert all(torch.equal(same[0][k], same[1][k]) for k in same[0] if not k.startswith("head."))
+    x = torch.randn(2, 3, 96, 96)
+    dropping.train()
+    torch.manual_seed(0)
+    a = dropping.backbone.forward_features(x)
+    torch.manual_seed(1)
+    b = dropping.backbone.forward_features(x)
+    assert not torch.allclose(a, b)  # in training, whole residual branches are dropped at random
+    dropping.eval()
+    assert torch.equal(dropping.backbone.forward_features(x), dropping.backbone.forward_features(x))

@@ -42,8 +42,12 @@ def checkpoint_position(out: Path) -> tuple[int, int] | None:
     return state["epoch"], state["step"]
 
 
-def test_resume_after_sigkill_mid_epoch_gives_the_same_weights(small_dev: Path, tmp_path: Path) -> None:
-    common = ["--model", "catnet", "--image-size", "64", "--epochs", "3", "--batch-size", "8", "--seed", "3"]
+# With --ema the moving average of the weights is in the checkpoint too, and the kept weights are that average.
+@pytest.mark.parametrize("extra", [[], ["--ema", "0.9"]], ids=["plain", "ema"])
+def test_resume_after_sigkill_mid_epoch_gives_the_same_weights(
+    extra: list[str], small_dev: Path, tmp_path: Path
+) -> None:
+    common = ["--model", "catnet", "--image-size", "64", "--epochs", "3", "--batch-size", "8", "--seed", "3", *extra]
     common += ["--deterministic", "--checkpoint-seconds", "0", "--cache-dir", str(tmp_path / "cache")]
     whole = tmp_path / "whole"
     done = run_catdog("train", str(small_dev), "--out", str(whole), *common)

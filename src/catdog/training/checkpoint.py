@@ -56,7 +56,7 @@ def check_out_dir(out: Path, cfg: TrainConfig) -> None:
         raise CatdogError(f"'{out}' already holds a model; choose another --out or pass --overwrite.")
 
 
-def save_checkpoint(out, cfg, state, trainable, optimizer, scheduler, scaler) -> None:
+def save_checkpoint(out, cfg, state, trainable, optimizer, scheduler, scaler, ema=None) -> None:
     checkpoint = {
         "config": cfg.to_dict(),
         "state": {f.name: getattr(state, f.name) for f in fields(state) if f.name != "best_state"},
@@ -65,12 +65,13 @@ def save_checkpoint(out, cfg, state, trainable, optimizer, scheduler, scaler) ->
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict(),
+        "ema": ema.module.state_dict() if ema is not None else None,
         "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all()},
     }
     atomic_write(out / CHECKPOINT, lambda tmp: torch.save(checkpoint, tmp))
 
 
-def load_checkpoint(out, cfg, trainable, optimizer, scheduler, scaler) -> RunState:
+def load_checkpoint(out, cfg, trainable, optimizer, scheduler, scaler, ema=None) -> RunState:
     try:
         # weights_only refuses any pickle that would build other objects (or run code); a damaged or
         # foreign file lands here too. Either way: one sentence, never torch's multi-line advice.
@@ -94,6 +95,9 @@ def load_checkpoint(out, cfg, trainable, optimizer, scheduler, scaler) -> RunSta
             f"'{out / CHECKPOINT}' holds a {cfg.model} that does not fit the one this catdog builds; "
             "finish it with the catdog that started it, or delete it to start the run over."
         ) from None
+    if ema is not None:
+        # A run checkpointed without --ema starts its average from the weights it resumes with.
+        ema.module.load_state_dict(checkpoint.get("ema") or checkpoint["model"])
     optimizer.load_state_dict(checkpoint["optimizer"])
     scheduler.load_state_dict(checkpoint["scheduler"])
     scaler.load_state_dict(checkpoint["scaler"])

@@ -35,6 +35,10 @@ class TrainConfig:
     label_smoothing: float | None = None
     mixup: float = 0.0  # MixUp alpha; 0 turns it off
     cutmix: float = 0.0  # CutMix alpha; 0 turns it off
+    # Validate, keep and ship an exponential moving average of the weights, with this decay per step at most
+    # (it warms up from 0: timm's ModelEmaV3); 0 turns it off.
+    ema: float = 0.0
+    drop_path: float = 0.0  # stochastic depth of a fine-tuned timm backbone (timm's drop_path_rate)
     image_size: int | None = None  # network input side; None: 128 from scratch, the backbone's own otherwise
     # Validate the final weights, and predict, at this side instead (FixRes: a net trained on random
     # crops sees objects larger than a centre crop of the same side shows them). None: image_size.
@@ -91,6 +95,10 @@ class TrainConfig:
             )
         if self.test_image_size is not None and self.model == "seed-cnn":
             raise CatdogError("seed-cnn's dense layer fixes its input side: it cannot take --test-image-size.")
+        if not 0 <= self.ema < 1:
+            raise CatdogError(f"--ema must be a decay in [0, 1), such as 0.999, not {self.ema}.")
+        if self.drop_path and self.family() not in ("finetune", "partial"):
+            raise CatdogError("--drop-path needs a fine-tuned timm backbone (--freeze none or stages:N).")
         defaults = {**FAMILY_DEFAULTS[self.family()], **MODEL_DEFAULTS.get(self.model, {})}
         if self.time_budget is not None:
             defaults["epochs"] = 10_000  # the budget decides

@@ -27,9 +27,11 @@ from catdog.training.progress import peak_rss_mib, plot_curves
 
 def train_one_epoch(
     cfg, model, loader, to_input, criterion, optimizer, scheduler, scaler, dtype, mix,
-    state, steps_per_epoch, ctx, log, save, out_of_time,
+    state, steps_per_epoch, ctx, log, save, out_of_time, average=None,
 ) -> bool:  # fmt: skip
     """One pass over this rank's share of the training set; returns True when the time budget ran out.
+
+    ``average``: called after each step with the new global step, to update a moving average of the weights.
 
     The running loss and accuracy add up on the device and reach the host about once a second:
     reading them every step would make the CPU wait for the GPU at every step.
@@ -78,6 +80,8 @@ def train_one_epoch(
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
+            if average is not None:
+                average(state.global_step + 1)
 
             state.last_lr = scheduler.get_last_lr()[0]
             state.step += 1

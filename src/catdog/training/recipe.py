@@ -122,9 +122,14 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         criterion, dtype, scaler, mix = step_parts(cfg, len(classes) + learns_neither, device)
         forward_module = wrap(cfg, trainable, ctx)  # DDP, torch.compile
+        ema = weight_average(cfg, trainable)  # None without --ema
 
         # 6. Resume: model, optimizer, scheduler, scaler, position, running metrics and RNG state.
-        state = resume(cfg, trainable, optimizer, scheduler, scaler, steps_per_epoch, log) if cfg.resume else RunState()
+        state = RunState()
+        if cfg.resume:
+            state = resume(cfg, trainable, optimizer, scheduler, scaler, steps_per_epoch, log, ema)
+        validated_module = ema.module if ema is not None else forward_module  # what validation and the best keep
+        average = None if ema is None else (lambda step: ema.update(trainable, step=step))
 
         # 7. The epochs (under a budget, leaving time for the final validation at the test size).
         log.info(f"training on {device} with {ctx.world} process(es), {steps_per_epoch} steps per epoch")
@@ -132,7 +137,7 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
         budget = Budget(deadline, schedule)
         budget.final_seconds = final_seconds(cfg, model, pre, test_pre, deadline, len(splits["val"]), ctx)
         out_of_time = SharedBudget(budget, ctx)
-        save = checkpointer(cfg, trainable, optimizer, scheduler, scaler, ctx)  # save(state): rank 0 writes
+        save = checkpointer(cfg, trainable, optimizer, scheduler, scaler, ctx, ema)  # save(state): rank 0 writes
         stop_reason = ""
         timeline.mark("training_started")
         log.info(timeline.training_starts())
@@ -143,13 +148,14 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
             trainable.train()
             budget_hit = train_one_epoch(
                 cfg, forward_module, train_loader, job.train_input, criterion, optimizer, scheduler, scaler, dtype,
-                mix, state, steps_per_epoch, ctx, log, save, out_of_time,
+                mix, state, steps_per_epoch, ctx, log, save, out_of_time, average,
             )  # fmt: skip
             tick = time.monotonic()
-            val = evaluate(forward_module, val_loader, job.eval_input, dtype, ctx)
+            val = evaluate(validated_module, val_loader, job.eval_input, dtype, ctx)
             budget.eval_seconds = time.monotonic() - tick
             elapsed = time.monotonic() - started
-            record_epoch(cfg, state, val, trainable, budget_hit, steps_per_epoch, ctx, out, log, elapsed)
+            kept = ema.module if ema is not None else trainable
+            record_epoch(cfg, state, val, kept, budget_hit, steps_per_epoch, ctx, out, log, elapsed)
             stop_reason = why_stop(cfg, state, budget_hit)
             state.epoch, state.step = state.epoch + 1, 0
             state.reset_running()
@@ -213,7 +219,7 @@ def build(
     On a pretrained backbone the gate is catdog's open-set gate; a from-scratch net given a `neither`
     folder learns it as one more class (``learns_neither``: :class:`~catdog.models.gate.LearntNeither`).
     """
-    model = build_model(cfg.model, len(classes) + learns_neither, pretrained=True, gate=gate)
+    model = build_model(cfg.model, len(classes) + learns_neither, pretrained=True, gate=gate, drop_path=cfg.drop_path)
     if gate and cfg.family() in ("finetune", "partial"):
         # Fine-tuning moves the features the ImageNet head reads: the gate keeps a pretrained copy.
         model.add_pristine_gate(cfg.frozen_stages() if cfg.family() == "partial" else 0)
@@ -342,19 +348,32 @@ def wrap(cfg: TrainConfig, trainable: nn.Module, ctx: DistContext) -> nn.Module:
     return forward_module
 
 
-def resume(cfg, trainable, optimizer, scheduler, scaler, steps_per_epoch: int, log: Reporter) -> RunState:
+def weight_average(cfg: TrainConfig, trainable: nn.Module):
+    """timm's moving average of ``trainable``'s weights (``--ema``), or None.
+
+    Its decay warms up from 0 (1 - (1 + step)^-3/4: 0.97 after 100 steps, 0.994 after 1,000) to at most
+    ``cfg.ema``, so that a run of a few thousand steps averages its recent weights rather than its first.
+    """
+    if not cfg.ema:
+        return None
+    from timm.utils import ModelEmaV3
+
+    return ModelEmaV3(trainable, decay=cfg.ema, use_warmup=True, warmup_power=3 / 4)
+
+
+def resume(cfg, trainable, optimizer, scheduler, scaler, steps_per_epoch: int, log: Reporter, ema=None) -> RunState:
     """Where the checkpoint left the run: model, optimizer, scheduler, scaler, position, metrics, RNG state."""
-    state = load_checkpoint(Path(cfg.out), cfg, trainable, optimizer, scheduler, scaler)
+    state = load_checkpoint(Path(cfg.out), cfg, trainable, optimizer, scheduler, scaler, ema)
     log.info(f"resumed at epoch {state.epoch + 1}, step {state.step} of {steps_per_epoch}")
     return state
 
 
-def checkpointer(cfg, trainable, optimizer, scheduler, scaler, ctx: DistContext):
+def checkpointer(cfg, trainable, optimizer, scheduler, scaler, ctx: DistContext, ema=None):
     """``save(state)``: the checkpoint of the run at ``state``, written by rank 0."""
 
     def save(state: RunState) -> None:
         if ctx.is_main:
-            save_checkpoint(Path(cfg.out), cfg, state, trainable, optimizer, scheduler, scaler)
+            save_checkpoint(Path(cfg.out), cfg, state, trainable, optimizer, scheduler, scaler, ema)
 
     return save
 
