@@ -128,7 +128,8 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
         state = RunState()
         if cfg.resume:
             state = resume(cfg, trainable, optimizer, scheduler, scaler, steps_per_epoch, log, ema)
-        validated_module = ema.module if ema is not None else forward_module  # what validation and the best keep
+        # What each epoch validates and the best epoch keeps: the averaged weights, with --ema.
+        validated_module, kept = (ema.module, ema.module) if ema is not None else (forward_module, trainable)
         average = None if ema is None else (lambda step: ema.update(trainable, step=step))
 
         # 7. The epochs (under a budget, leaving time for the final validation at the test size).
@@ -154,7 +155,6 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
             val = evaluate(validated_module, val_loader, job.eval_input, dtype, ctx)
             budget.eval_seconds = time.monotonic() - tick
             elapsed = time.monotonic() - started
-            kept = ema.module if ema is not None else trainable
             record_epoch(cfg, state, val, kept, budget_hit, steps_per_epoch, ctx, out, log, elapsed)
             stop_reason = why_stop(cfg, state, budget_hit)
             state.epoch, state.step = state.epoch + 1, 0
