@@ -176,6 +176,7 @@ def test_the_app_answers_as_python_does(
         context.close()
 
 
+@pytest.mark.slow  # about a minute of SwiftShader on 2 cores; the fallback tests below stay in the fast suite
 def test_webgpu_answers_as_python_does(gpu_browser, playwright, server, python_predictor, data_root, samples_dir):
     """Where the browser has WebGPU (here SwiftShader's, on the CPU: about 25 s to load, 9 s a photo) the model
     runs on it in one worker: cat, dog and a horse get Python's labels, probabilities within 1e-4 (fp32 on a

@@ -16,7 +16,7 @@ from catdog.models.scratch import SCRATCH_MODELS
 from catdog.predict import Predictor
 from catdog.train import PADDING, TrainConfig, train
 
-from conftest import run_catdog
+from conftest import run_catdog, run_catdog_in_process
 
 
 def copy_dev_subset(dev_dir: Path, out: Path, per_class: int, start: int = 0) -> Path:
@@ -143,7 +143,7 @@ def test_each_family_learns_and_round_trips(family: str, small_dev: Path, shared
     [
         ("backbone", 15, 3e-3, None, 0.0),
         # A moving average of the weights is what validates and what the model directory keeps.
-        ("backbone", 15, 3e-3, None, 0.9),
+        pytest.param("backbone", 15, 3e-3, None, 0.9, marks=pytest.mark.slow),  # ~20 s
         # The partial family trains in the fast suite in test_partial_fine_tuning_trains_only_the_stages_...
         pytest.param("stages:4", 3, 3e-4, None, 0.0, marks=pytest.mark.slow),  # ~60 s
         pytest.param("stages:4", 3, 3e-4, 256, 0.0, marks=pytest.mark.slow),  # ~70 s: a second decode at 256
@@ -518,7 +518,8 @@ BAD_DATA = {
 def test_bad_datasets_fail_with_one_sentence(case: str, tmp_path: Path, dev_dir: Path, cache_dir: Path) -> None:
     make, words = BAD_DATA[case]
     data = make(tmp_path, dev_dir)
-    done = run_catdog("train", str(data), "--out", str(tmp_path / "model"), "--model", "seed-cnn", "--epochs", "1")
+    out = str(tmp_path / "model")
+    done = run_catdog_in_process("train", str(data), "--out", out, "--model", "seed-cnn", "--epochs", "1")
     _fails_cleanly(done, *words)
     assert not (tmp_path / "model" / "model.safetensors").exists()
 
@@ -527,7 +528,6 @@ def test_bad_datasets_fail_with_one_sentence(case: str, tmp_path: Path, dev_dir:
     ("args", "words"),
     [
         (["--model", "no-such-net"], ["Unknown model 'no-such-net'"]),
-        (["--model", "convnext_tiny"], ["convnext_tiny"]),  # needs a download, and the test runs offline
         (["--model", "seed-cnn", "--freeze", "backbone"], ["--freeze backbone", "seed-cnn"]),
         (["--model", "tf_efficientnet_lite0", "--freeze", "stages:x"], ["--freeze", "stages:N"]),
         (["--model", "tf_efficientnet_lite0", "--freeze", "stages:7"], ["stages:N", "from 1 to 6"]),
@@ -543,8 +543,18 @@ def test_bad_arguments_fail_with_one_sentence(
     args: list[str], words: list[str], small_dev: Path, tmp_path: Path, cache_dir: Path
 ) -> None:
     env = {"HF_HUB_OFFLINE": "1"}
-    done = run_catdog("train", str(small_dev), "--out", str(tmp_path / "m"), "--epochs", "1", *args, env=env)
+    out = str(tmp_path / "m")
+    done = run_catdog_in_process("train", str(small_dev), "--out", out, "--epochs", "1", *args, env=env)
     _fails_cleanly(done, *words)
+
+
+def test_a_backbone_it_would_download_fails_offline_with_one_sentence(
+    small_dev: Path, tmp_path: Path, cache_dir: Path
+) -> None:
+    # A subprocess: huggingface_hub reads HF_HUB_OFFLINE when it is imported.
+    out = str(tmp_path / "m")
+    done = run_catdog("train", str(small_dev), "--out", out, "--model", "convnext_tiny", env={"HF_HUB_OFFLINE": "1"})
+    _fails_cleanly(done, "convnext_tiny")
 
 
 def test_existing_model_is_not_overwritten_and_resume_needs_a_run(small_dev: Path, tmp_path: Path) -> None:
