@@ -135,6 +135,8 @@ def train(
     options = dict(locals())  # every parameter above is a TrainConfig field of the same name
     started = time.monotonic()  # the time budget includes importing torch and timm
     from catdog.training.config import TrainConfig
+
+    config = TrainConfig(**options).resolved()  # a bad option is refused before importing timm and torchvision
     from catdog.training.recipe import train as run_training
 
-    run_training(TrainConfig(**options), started=started)
+    run_training(config, started=started)
