@@ -145,18 +145,19 @@ def run_catdog(
     )
 
 
-def run_catdog_in_process(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_catdog_in_process(*args: str) -> subprocess.CompletedProcess:
     """Run the real ``catdog`` command line in this process (its app, its error handling), as :func:`run_catdog` does.
 
     For the many one-sentence refusals of a command that imports torch before it checks its arguments: a
     subprocess each would spend its seconds importing. Whatever escapes the app's own error handling fails here
-    (``exception``), as it would print a traceback in a subprocess.
+    (``exception``), as it would print a traceback in a subprocess. Settings read at import (such as
+    ``HF_HUB_OFFLINE``) need :func:`run_catdog`.
     """
     from typer.testing import CliRunner
 
     from catdog.cli import app
 
-    result = CliRunner().invoke(app, list(args), env=env)
+    result = CliRunner().invoke(app, list(args))
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise AssertionError(f"catdog {' '.join(args)} raised instead of failing in one sentence") from result.exception
     return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
