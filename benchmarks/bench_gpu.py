@@ -19,17 +19,27 @@ of this project can take only 64 MiB, so it trains on the compact copy of benchm
 (docs/benchmarks.md says which photos). ``CATDOG_BENCH_GPU_RUNS="a,b"`` runs those recipes instead of the floors'.
 ``CATDOG_BENCH_GPU_TRAIN_ONLY=1`` trains and stops there; with ``CATDOG_BENCH_RUNS_DIR`` holding runs trained
 so by this code (brought back by benchmarks/gpu_models.py), the figures are made without a GPU: the
-rows name the machine that trained, and their notes the one that evaluated.
+rows name the machine that trained, and their notes the one that evaluated. A name of ``SOUPS`` trains
+its members and averages them with ``catdog soup`` where the figures are made.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import tempfile
 from pathlib import Path
 
-from benchmarks.bench_train import kept_record, run_dir, test_accuracy, time_to_accuracy_result, train_recipe
-from benchmarks.common import Result, need_dev_data, nonpet_pictures, turned_away
+from benchmarks.bench_train import (
+    Run,
+    kept_record,
+    run_dir,
+    test_accuracy,
+    time_to_accuracy_result,
+    train_recipe,
+)
+from benchmarks.common import Result, catdog_cmd, need_dev_data, nonpet_pictures, turned_away
 
 LITE0 = "--model tf_efficientnet_lite0 --patience 1000"
 FINE_TUNE = f"{LITE0} --batch-size 128 --lr 1e-3 --layer-decay 0.85"  # the floor's recipe
@@ -81,6 +91,9 @@ RUNS = [
     ("gpu smoke lite0", "--model tf_efficientnet_lite0 --batch-size 128", 0.4, None, None),
     ("gpu smoke catnet", "--model catnet --batch-size 256", 0.3, None, None),
 ]  # fmt: skip
+# Runs of one recipe averaged by `catdog soup` (after training, on the machine that makes the figures):
+# name -> the runs above it averages. Naming a soup trains its members.
+SOUPS = {"gpu soup lite2": ("gpu fine-tune lite2", "gpu fine-tune lite2 seed 1")}
 # The two recipes with floors (the docstring's), the fine-tune with two more seeds: its spread is part of the figure.
 DEFAULT_RUNS = ("gpu fine-tune lite0", "gpu fine-tune lite0 seed 1", "gpu fine-tune lite0 seed 2", "gpu catnet 160px")
 
@@ -90,6 +103,8 @@ def run(quick: bool) -> list[Result]:
 
     chosen = [n.strip() for n in os.environ.get("CATDOG_BENCH_GPU_RUNS", "").split(",") if n.strip()]
     chosen = chosen or list(DEFAULT_RUNS)
+    soups = [name for name in chosen if name in SOUPS]
+    chosen += [member for name in soups for member in SOUPS[name] if member not in chosen]
     kept = os.environ.get("CATDOG_BENCH_RUNS_DIR")
     train_only = os.environ.get("CATDOG_BENCH_GPU_TRAIN_ONLY") == "1"
     if not torch.cuda.is_available() and not train_only and not (kept and trained(Path(kept), chosen)):
@@ -112,12 +127,44 @@ def run(quick: bool) -> list[Result]:
             return []
         for run_, floor, time_floor in runs:  # the GPU's time on training first, then the checks on CPU
             results += _results(run_, data, floor, time_floor)
+        for name in soups:
+            members = [r for r, _, _ in runs if r.name in SOUPS[name]]
+            if len(members) == len(SOUPS[name]):
+                results += _soup_results(name, members, data, root)
+    return results
+
+
+def _soup_results(name: str, members: list, data: Path, root: Path) -> list[Result]:
+    """``catdog soup`` of kept runs: its validation and test accuracy, and the members' GPU time in all."""
+    out = run_dir(root, name)
+    command = f"catdog soup {' '.join(m.out.name for m in members)} --data DEV --out SOUP"
+    args = ["soup", *(str(m.out) for m in members), "--data", str(data), "--out", str(out), "--overwrite", "--json"]
+    done = subprocess.run(catdog_cmd(*args), capture_output=True, text=True)
+    if done.returncode != 0:
+        print(f"catdog {' '.join(args)} failed: {done.stderr[-2000:]}")
+        return []
+    soup = json.loads(done.stdout)
+    run_ = Run(name, out, command, round(sum(m.wall_seconds for m in members), 1), 0.0, members[0].machine)
+    test_acc, test_note = test_accuracy(run_, data)
+    wall = " + ".join(f"{m.wall_seconds:.1f}" for m in members)
+    members_val = ", ".join(f"{100 * a:.2f}" for a in soup["members_val_accuracy"])
+    results = [
+        Result("gpu", f"{name}: test accuracy", round(test_acc, 2), "%", command, ">= 99.5 %",
+               passed=test_acc >= 99.5, notes=f"{test_note}; the members: {', '.join(m.name for m in members)}"),
+        Result("gpu", f"{name}: val accuracy", round(100 * soup["val_accuracy"], 2), "%", command,
+               notes=f"without the gate; the members {members_val} %, measured the same way"),
+        Result("gpu", f"{name}: members' wall-clock", run_.wall_seconds, "s", command,
+               notes=f"{wall} s: each member's process start to exit on the GPU"),
+    ]  # fmt: skip
+    for result in results:  # the members trained there; the soup and its figures are made here
+        result.notes = f"{result.notes}; averaged and evaluated on {result.machine}"
+        result.machine = run_.machine or result.machine
     return results
 
 
 def trained(root: Path, names: list[str]) -> bool:
     """Whether every named run is kept in ``root``, trained by this code (on a GPU machine, say)."""
-    return all(kept_record(run_dir(root, name)) for name in names)
+    return all(kept_record(run_dir(root, name)) for name in names if name not in SOUPS)
 
 
 def _results(run_, data: Path, floor: float | None, time_floor: float | None) -> list[Result]:
