@@ -191,11 +191,10 @@ def _validation(
 
 
 def _forget_export(model_dir: Path) -> None:
-    from catdog.fsutil import default_cache_dir
-    from catdog.inference.model_cache import files_key
+    from catdog.inference.model_cache import export_path, torch_source
 
-    key = files_key([model_dir / "config.json", model_dir / "model.safetensors"])
-    (default_cache_dir() / "onnx" / f"model-{key}.onnx").unlink(missing_ok=True)
+    name, key_files, _ = torch_source(model_dir)
+    export_path(name, key_files).unlink(missing_ok=True)
 
 
 def summary(cfg: SoupConfig, metrics: dict) -> str:

@@ -37,11 +37,18 @@ def files_key(paths: list[Path]) -> str:
     return digest.hexdigest()[:20]
 
 
+def export_path(name: str, key_files: list[Path]) -> Path:
+    """Where :func:`cached_export` keeps the ONNX export of a model named ``name`` whose bytes are ``key_files``."""
+    from catdog.fsutil import default_cache_dir
+
+    return default_cache_dir() / "onnx" / f"{name}-{files_key(key_files)}.onnx"
+
+
 def cached_export(name: str, key_files: list[Path], load: Callable[[], tuple[nn.Module, dict]]) -> Path:
     """The ONNX export of a model in the user cache, made once (atomically) on first use."""
-    from catdog.fsutil import default_cache_dir, file_lock
+    from catdog.fsutil import file_lock
 
-    path = default_cache_dir() / "onnx" / f"{name}-{files_key(key_files)}.onnx"
+    path = export_path(name, key_files)
     if path.exists():
         return path
     with file_lock(path.with_suffix(".lock")):  # several ranks or server workers may start together
