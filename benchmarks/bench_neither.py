@@ -199,7 +199,10 @@ def large_cost(builtin: Path, large: Path, rounds: int) -> dict[int, dict[str, f
         x = np.random.default_rng(0).normal(size=(batch, 3, size, size)).astype(np.float32)
         return lambda _: sess.run(["logits", "pet_score"], {"input": x})
 
-    sessions = {"builtin": (session(builtin), 224), "builtin-large": (session(large), 260)}
+    from catdog.models.files import large_config
+
+    size = large_config()["preprocess"]["image_size"]
+    sessions = {"builtin": (session(builtin), 224), "builtin-large": (session(large), size)}
     out = {}
     for batch in (1, 32):
         fns = {name: answer(sess, size, batch) for name, (sess, size) in sessions.items()}

@@ -171,15 +171,23 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA, help="holds dogs-vs-cats/train and neither/")
     parser.add_argument("--backbone", default=BUILTIN_BACKBONE, choices=sorted(GATE_SIZES))
     parser.add_argument("--operating-point", action="store_true", help="keep the gates' weights; choose their bias")
+    parser.add_argument("--size", type=int, help="fit only the gate at this size (one of GATE_SIZES), keep the others")
     args = parser.parse_args()
     cache_dir = default_cache_dir()
     name = args.backbone
     pre = pretrained_preprocess(create_pretrained(name))
+    if args.size is not None and args.size not in GATE_SIZES[name]:
+        parser.error(f"--size {args.size}: {name}'s gates are fitted at {', '.join(map(str, GATE_SIZES[name]))} px")
+    others = WEIGHTS_DIR / "gate_backbones.json"
+    records = json.loads(others.read_text()) if others.is_file() else {}
     if name == BUILTIN_BACKBONE:
         record: dict = {"kind": OPEN_SET, "threshold": 0.5, "score": score(name)}
+        if args.size is not None:
+            record = json.loads((WEIGHTS_DIR / "builtin_gate.json").read_text())
     else:
-        record = {"score": score(name), "sizes": {}}
-    for size in GATE_SIZES[name]:
+        record = records.get(name, {}) if args.size is not None else {}
+        record = {"score": score(name), "sizes": record.get("sizes", {})}
+    for size in [args.size] if args.size is not None else GATE_SIZES[name]:
         gate, fitted_on = fit_at_size(args.data, replace(pre, image_size=size), cache_dir, name, args.operating_point)
         tensors = {k: v.contiguous() for k, v in gate.state_dict().items()}
         save_file(tensors, str(builtin_gate_file(size, name)), metadata={"taps": ",".join(map(str, gate.taps))})
@@ -194,8 +202,6 @@ def main() -> None:
     if name == BUILTIN_BACKBONE:
         (WEIGHTS_DIR / "builtin_gate.json").write_text(json.dumps(record, indent=2) + "\n")
     else:
-        others = WEIGHTS_DIR / "gate_backbones.json"
-        records = json.loads(others.read_text()) if others.is_file() else {}
         records[name] = record
         others.write_text(json.dumps(records, indent=2) + "\n")
     print(json.dumps(record, indent=2))

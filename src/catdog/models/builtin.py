@@ -13,19 +13,20 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from torch import nn
 
-from catdog.models.files import BUILTIN_BACKBONE, LARGE_BACKBONES, WEIGHTS_DIR, builtin_config, large_config
-from catdog.models.gate import OpenSetGate, pet_mass, run_blocks
+from catdog.errors import ModelError
+from catdog.models.delta import unpack_change
+from catdog.models.files import BUILTIN_BACKBONE, WEIGHTS_DIR, builtin_config, large_config
+from catdog.models.gate import OpenSetGate, pet_mass, run_blocks, tap_channels
 from catdog.models.pretrained import (
     IMAGENET_CAT_CLASSES,
     IMAGENET_DOG_CLASSES,
     create_pretrained,
     pretrained_preprocess,
 )
-from catdog.models.stacked import StackedBackbones
 
 
 class GatedOutputs(NamedTuple):
@@ -173,11 +174,11 @@ def pristine_outputs(
 
 
 # The input sizes each bundled backbone's shipped open-set gate is fitted at (scripts/build_builtin_gate.py):
-# its own, and the test size of catdog's fine-tune recipes (Lite0's 288 px, Lite1's 300 px).
+# its own, and the test size of catdog's fine-tune recipes (Lite0's 288 px, Lite1's 300 px, Lite2's 324 px).
 GATE_SIZES = {
     "tf_efficientnet_lite0": (224, 288),
     "tf_efficientnet_lite1": (240, 300),
-    "tf_efficientnet_lite2": (260,),
+    "tf_efficientnet_lite2": (260, 324),
 }
 
 
@@ -237,22 +238,22 @@ def load_shipped(name: str) -> tuple[GatedClassifier, dict]:
     return load_builtin() if name == "builtin" else load_builtin_large()
 
 
-def stacked_backbones() -> StackedBackbones:
-    """Pretrained Lite0, Lite1 and Lite2 at their own sizes (224, 240, 260 px), side by side."""
-    backbones = [create_pretrained(name) for name in LARGE_BACKBONES]
-    return StackedBackbones(backbones, [pretrained_preprocess(b).image_size for b in backbones])
-
-
 def load_builtin_large() -> tuple[GatedClassifier, dict]:
-    """``builtin-large`` in eval mode, and its config: a head and a gate on frozen Lite0 + Lite1 + Lite2.
+    """``builtin-large`` in eval mode, and its config: EfficientNet-Lite2 fine-tuned whole, several runs averaged.
 
-    More accurate than the built-in model and 4.4 times its cost per photo (docs/benchmarks.md);
-    scripts/build_builtin_large.py fits its head and gate.
+    The pretrained Lite2 comes from its PyPI weight package; ``builtin_large.safetensors`` holds what the
+    fine-tune (a soup of GPU runs, packed by scripts/build_builtin_large.py) changed, as :mod:`catdog.models.delta`
+    stores it, and the head and gate. The gate reads a pristine copy of the pretrained Lite2.
     """
-    backbone = stacked_backbones()
     config = large_config()
-    head = _shipped_head(WEIGHTS_DIR / "builtin_large_head.safetensors")
-    gate = _shipped_gate(backbone.num_features, WEIGHTS_DIR / "builtin_large_gate.safetensors")
-    model = GatedClassifier(backbone, head).add_open_set_gate(gate).eval()
-    config["preprocess"] = pretrained_preprocess(backbone.backbones[-1]).to_dict()
-    return model, config
+    backbone = create_pretrained(config["architecture"])
+    model = GatedClassifier(backbone, nn.Linear(backbone.num_features, len(config["classes"])))
+    model.add_pristine_gate(int(config["gate"]["pristine_after_blocks"]))
+    taps = tuple(config["gate"]["taps"])
+    model.add_open_set_gate(OpenSetGate(backbone.num_features, taps, tap_channels(backbone, taps)))
+    path = WEIGHTS_DIR / "builtin_large.safetensors"
+    try:
+        model.load_state_dict(unpack_change(model.state_dict(), load_file(str(path))))
+    except (OSError, RuntimeError, KeyError, SafetensorError) as err:
+        raise ModelError(f"catdog's packaged '{path}' cannot be loaded ({err}); reinstall catdog.") from None
+    return model.eval(), config

@@ -23,7 +23,7 @@ PACKAGED_WEIGHTS = {
 }
 
 BUILTIN_BACKBONE = "tf_efficientnet_lite0"
-LARGE_BACKBONES = ("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2")
+LARGE_BACKBONE = "tf_efficientnet_lite2"  # builtin-large: fine-tuned whole, weights inside catdog
 # What --model takes for the models that ship with catdog (no --model: the first).
 BUILTIN_MODELS = ("builtin", "builtin-large")
 WEIGHTS_DIR = resources.files("catdog") / "weights"  # the built-in cat/dog head and its record
@@ -53,7 +53,7 @@ def builtin_config() -> dict:
 
 
 def large_config() -> dict:
-    """``builtin-large``'s record: classes, backbones, temperature, its gate and its figures, metrics."""
+    """``builtin-large``'s record: architecture, classes, preprocessing, temperature, its gate, soup and figures."""
     return _packaged_json("builtin_large.json")
 
 
@@ -91,6 +91,6 @@ def builtin_files(name: str = "builtin") -> list[Path]:
     if name == "builtin":
         prefixes, backbones = ("builtin_head", "builtin_gate"), (BUILTIN_BACKBONE,)
     else:
-        prefixes, backbones = ("builtin_large",), LARGE_BACKBONES
+        prefixes, backbones = ("builtin_large",), (LARGE_BACKBONE,)
     head = sorted(Path(str(p)) for p in WEIGHTS_DIR.iterdir() if p.name.startswith(prefixes))
     return [*(Path(packaged_weights_path(b)) for b in backbones), *head]
