@@ -185,8 +185,8 @@ def main() -> None:
         if args.size is not None:
             record = json.loads((WEIGHTS_DIR / "builtin_gate.json").read_text())
     else:
-        record = records.get(name, {}) if args.size is not None else {}
-        record = {"score": score(name), "sizes": record.get("sizes", {})}
+        kept = records.get(name, {}).get("sizes", {}) if args.size is not None else {}  # the other sizes' gates
+        record = {"score": score(name), "sizes": kept}
     for size in [args.size] if args.size is not None else GATE_SIZES[name]:
         gate, fitted_on = fit_at_size(args.data, replace(pre, image_size=size), cache_dir, name, args.operating_point)
         tensors = {k: v.contiguous() for k, v in gate.state_dict().items()}

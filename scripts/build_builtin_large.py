@@ -91,6 +91,11 @@ def fidelity(soup, packed, photos: list[str], config: dict) -> dict:
     }
 
 
+def save_record(config: dict) -> None:
+    """``weights/builtin_large.json``: written as soon as the weights are, then again as each figure comes."""
+    RECORD.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
 def main() -> None:
     from safetensors.torch import save_file
 
@@ -110,12 +115,12 @@ def main() -> None:
     config["data"] = {k: v for k, v in config["data"].items() if k != "root"}
     config["built_by"] = "scripts/build_builtin_large.py"
     save_file(pack(model, LARGE_BACKBONE), str(WEIGHTS))
-    RECORD.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")  # what load_builtin_large reads
+    save_record(config)  # what load_builtin_large reads
     train = [path for path, _ in dev_split(args.data / "dogs-vs-cats" / "train", "train")]
     photos = random.Random(0).sample(train, FIDELITY_PHOTOS)
     config["packed"] = {"rank": RANK, "bytes": WEIGHTS.stat().st_size}
     config["packed"] |= fidelity(model.eval(), load_builtin_large()[0], photos, config)
-    RECORD.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    save_record(config)
     print(json.dumps(config["packed"], indent=2))
     figures = measure(Predictor.load("builtin-large", throughput=True), held_out_photos(quick=False))
     config["through_predict"] = {
@@ -127,7 +132,7 @@ def main() -> None:
         "held_out_non_pets": figures["n_neither"],
     }
     config["metrics"] = {**config["metrics"], "test_images": figures["n_test_pets"]}
-    RECORD.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    save_record(config)
     print(json.dumps(config["through_predict"], indent=2))
 
 
