@@ -24,7 +24,7 @@ from catdog.inference.outputs import torch_model_fn
 if TYPE_CHECKING:
     from torch import nn
 
-EXPORT_FORMAT = 2  # bump when the graph layout or metadata change, so cached exports are rebuilt
+EXPORT_FORMAT = 3  # bump when the graph layout or metadata change, so cached exports are rebuilt
 
 
 def files_key(paths: list[Path]) -> str:

@@ -6,7 +6,7 @@ The file carries everything :class:`catdog.inference.predictor.Predictor` needs 
 
 - ``logits`` — ``(N, classes)``;
 - ``pet_score`` — ``(N,)``, only for gated models: ``P(cat or dog)`` from the open-set gate;
-- ``looks_like`` — ``(N,)`` int64, only for gated models: the ImageNet class the pretrained backbone sees;
+- ``looks_like`` — ``(N,)`` int64, only for gated models: the top non-pet ImageNet class the backbone sees;
 - ``features`` — ``(N, F)`` penultimate features, for timm backbones (used by ``data audit``).
 
 ONNX Runtime computes only the outputs asked for, so prediction pays nothing for ``features``.

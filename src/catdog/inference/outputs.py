@@ -20,7 +20,7 @@ class Outputs(NamedTuple):
 
     logits: np.ndarray  # (N, classes)
     pet_score: np.ndarray | None = None  # (N,) P(cat or dog) (the pet mass for models before the open-set gate)
-    looks_like: np.ndarray | None = None  # (N,) the ImageNet class the pretrained backbone sees
+    looks_like: np.ndarray | None = None  # (N,) the top ImageNet class the pretrained backbone sees, pets aside
 
 
 # A model function takes a float32 NCHW batch and returns its Outputs.

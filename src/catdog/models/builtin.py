@@ -28,6 +28,9 @@ from catdog.models.pretrained import (
     pretrained_preprocess,
 )
 
+# What a `neither` answer may say the photo looks like: every ImageNet class but the cat and dog breeds.
+NON_PET_CLASSES = sorted(set(range(1000)) - set(IMAGENET_CAT_CLASSES + IMAGENET_DOG_CLASSES))
+
 
 class GatedOutputs(NamedTuple):
     """What a gated model computes: class logits, ``P(cat or dog)``, the ImageNet class it sees, features."""
@@ -96,7 +99,7 @@ class GatedClassifier(nn.Module):
     def judge(
         self, features: torch.Tensor, imagenet_logits: torch.Tensor, tapped: dict[int, torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(P(cat or dog), top ImageNet class)`` from the pretrained backbone's pooled features, logits and taps."""
+        """``(P(cat or dog), top non-pet ImageNet class)`` from the pretrained backbone's features, logits, taps."""
         return judge(self.open_set, features, imagenet_logits, self.pet_classes, tapped)
 
     def parts(self, x: torch.Tensor) -> GatedOutputs:
@@ -133,8 +136,13 @@ def judge(
     pet_classes: torch.Tensor,
     tapped: dict[int, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(P(cat or dog), top ImageNet class)``: the open-set gate's, or the pet mass of older models."""
-    looks_like = imagenet_logits.argmax(dim=1)
+    """``(P(cat or dog), top ImageNet class that is no pet)``: the open-set gate's, or older models' pet mass.
+
+    Only a `neither` answer names what the photo looks like, so the class named is never a cat or dog breed:
+    a pig the backbone takes for a Maltese dog reads "looks like: hog", its best guess that is no pet.
+    """
+    others = torch.tensor(NON_PET_CLASSES, device=imagenet_logits.device)  # a constant in an ONNX export
+    looks_like = others[imagenet_logits.index_select(1, others).argmax(dim=1)]
     if open_set is None:
         return pet_mass(imagenet_logits, pet_classes), looks_like
     taps = [tapped[i] for i in open_set.taps] if open_set.taps else []
