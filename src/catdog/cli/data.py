@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from catdog.cli.app import data_app
+from catdog.cli.app import app, data_app
 from catdog.cli.errors import err_console, user_errors
 
 
@@ -111,3 +111,59 @@ def data_audit(
         console.print(f"[yellow]unreadable[/] {item['error']}")
     if page:
         console.print(f"Report: {page}")
+
+
+@app.command("cache")
+@user_errors
+def cache(
+    clear: Annotated[
+        bool,
+        typer.Option(
+            "--clear",
+            help="Remove what catdog cached (decoded images, features, ONNX exports, check results, hashes); "
+            "it is rebuilt when next needed. Not while a catdog command runs on this cache.",
+        ),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document; default: a table.")] = False,
+    cache_dir: Annotated[
+        str | None, typer.Option(help="The cache directory; default $CATDOG_CACHE_DIR or ~/.cache/catdog.")
+    ] = None,
+) -> None:
+    """Show what catdog keeps in its cache directory and how much room it takes, or clear it with --clear.
+
+    Training caches each photo decoded at its input size (about 5 GB per size for 23,000 photos) and the
+    backbone's features; prediction caches an ONNX export of each model it runs. All of it can go:
+    catdog rebuilds what it needs.
+    """
+    from pathlib import Path
+
+    from catdog.data.cache_dir import cache_parts, clear_cache
+    from catdog.errors import CatdogError
+    from catdog.fsutil import default_cache_dir
+
+    root = Path(cache_dir) if cache_dir else default_cache_dir()
+    if root.exists() and not root.is_dir():
+        raise CatdogError(f"The cache directory '{root}' is a file, not a folder.")
+    parts = clear_cache(root) if clear else cache_parts(root)
+    total = sum(p.size_bytes for p in parts)
+    if as_json:
+        parts_dicts = [p.to_dict() for p in parts]
+        document = {"cache_dir": str(root), "cleared": clear, "size_bytes": total, "parts": parts_dicts}
+        json.dump(document, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return
+    out = Console(highlight=False, soft_wrap=True)
+    if clear:
+        out.print(f"Cleared catdog's cache in {root}: {_size(total)} freed ({len(parts)} items).")
+        return
+    out.print(f"catdog's cache: {root}, {_size(total)} in {len(parts)} items (catdog cache --clear frees it all)")
+    for part in sorted(parts, key=lambda p: -p.size_bytes):
+        out.print(f"  {_size(part.size_bytes):>9}  {part.path}  [dim]{part.holds}[/]")
+
+
+def _size(size_bytes: int) -> str:
+    """``5.0 GB``, ``340.2 MB``: decimal units, as ``du --si`` and file managers show them."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if size_bytes >= scale:
+            return f"{size_bytes / scale:.1f} {unit}"
+    return f"{size_bytes} B"

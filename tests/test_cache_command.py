@@ -1,0 +1,63 @@
+"""`catdog cache`: what catdog's cache directory holds, and clearing it without touching anything else."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from catdog.data import prepare
+from catdog.preprocess import Preprocess
+
+from conftest import run_catdog
+
+
+def _bytes_under(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum((Path(folder) / name).stat().st_size for folder, _, names in os.walk(path) for name in names)
+
+
+def test_cache_shows_and_clears_only_what_catdog_cached(samples_dir: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    # Filled as a user's commands fill it: a data check (its results, file hashes), decoded images for training.
+    assert run_catdog("data", "check", str(samples_dir), "--cache-dir", str(cache)).returncode == 0
+    prepare(samples_dir, Preprocess(image_size=64), cache)
+    # A cache directory set to a folder that also holds the user's own files.
+    (cache / "notes.txt").write_text("mine")
+    (cache / "photos").mkdir()
+    (cache / "photos" / "cat.jpg").write_bytes((samples_dir / "cat" / "cat.1.jpg").read_bytes())
+
+    shown = run_catdog("cache", "--json", "--cache-dir", str(cache))
+    assert shown.returncode == 0, shown.stderr
+    listing = json.loads(shown.stdout)
+    sizes = {part["path"]: part["size_bytes"] for part in listing["parts"]}
+    pixels = next(p.name for p in (cache / "pixels").iterdir())
+    assert set(sizes) == {"check", "hashes.json", f"pixels/{pixels}"}
+    assert all(size == _bytes_under(cache / path) > 0 for path, size in sizes.items())
+    assert listing["size_bytes"] == sum(sizes.values()) and not listing["cleared"]
+
+    table = run_catdog("cache", "--cache-dir", str(cache))
+    assert table.returncode == 0 and str(cache) in table.stdout and f"pixels/{pixels}" in table.stdout
+
+    cleared = run_catdog("cache", "--clear", "--cache-dir", str(cache))
+    assert cleared.returncode == 0, cleared.stderr
+    assert cleared.stdout.startswith("Cleared catdog's cache") and "freed" in cleared.stdout
+    assert sorted(p.name for p in cache.iterdir()) == ["notes.txt", "photos"]
+    assert (cache / "photos" / "cat.jpg").stat().st_size == (samples_dir / "cat" / "cat.1.jpg").stat().st_size
+    after = json.loads(run_catdog("cache", "--json", "--cache-dir", str(cache)).stdout)
+    assert after["parts"] == [] and after["size_bytes"] == 0
+
+    # Rebuilt when next needed.
+    assert run_catdog("data", "check", str(samples_dir), "--cache-dir", str(cache)).returncode == 0
+    assert (cache / "check").is_dir()
+
+
+def test_cache_refuses_a_file_as_its_directory(tmp_path: Path) -> None:
+    not_a_folder = tmp_path / "cache.txt"
+    not_a_folder.write_text("x")
+    result = run_catdog("cache", "--clear", "--cache-dir", str(not_a_folder))
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    said = f"error: The cache directory '{not_a_folder}' is a file, not a folder."
+    assert result.stderr.strip().splitlines() == [said]
+    assert not_a_folder.read_text() == "x"
