@@ -7,6 +7,9 @@ reported as the bug it is, not dressed up as the user's mistake.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import typer
 
@@ -65,3 +68,14 @@ def test_typer_s_own_exits_pass_through() -> None:
     with pytest.raises(typer.Exit) as exited:
         cli.user_errors(_raises(typer.Exit(1)))()
     assert exited.value.exit_code == 1  # data check's "problems found", not turned into an error
+
+
+@pytest.mark.parametrize("output", [[], ["--json"], ["--csv"]])
+def test_a_reader_that_goes_away_is_no_error(output: list[str], samples_dir) -> None:
+    """``catdog predict ... | head``: the pipe closes under the output, and catdog stops without a word."""
+    command = [sys.executable, "-m", "catdog", "predict", *output, str(samples_dir)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()  # the reader is gone before the first answer is written
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=300) == 1  # as click exits on a broken pipe
+    assert stderr == "", stderr

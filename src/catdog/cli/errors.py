@@ -37,6 +37,8 @@ def user_errors(func: Callable) -> Callable:
 
         try:
             return func(*args, **kwargs)
+        except BrokenPipeError:
+            raise  # `catdog predict ... | head`: the reader has gone; the CLI exits quietly, as Unix tools do
         except (CatdogError, OSError) as err:
             if DEBUG["on"]:
                 raise
