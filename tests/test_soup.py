@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from catdog.predict import Predictor
+from catdog.soup import check_members
 from catdog.train import TrainConfig, train
 
 from conftest import run_catdog_in_process
@@ -135,6 +136,20 @@ def test_members_of_other_recipes_or_data_are_refused_in_one_sentence(
     assert all(w in done.stderr for w in words), done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_a_soup_with_its_own_member_is_refused(tmp_path: Path) -> None:
+    first, second = fake_member(tmp_path, "first"), fake_member(tmp_path, "second")
+    members = [str(first.resolve()), str(second.resolve())]
+    earlier = fake_member(tmp_path, "soup", soup={"members": members})
+    out = tmp_path / "o"
+    done = run_catdog_in_process("soup", str(earlier), str(second), "--data", str(tmp_path), "--out", str(out))
+    assert done.returncode != 0 and len(done.stderr.strip().splitlines()) == 1
+    assert f"'{earlier}' is already a soup with '{second}' in it" in done.stderr
+    assert not out.exists()
+    # A soup of other models than these averages with them like any model.
+    other = fake_member(tmp_path, "other-soup", soup={"members": [str(tmp_path / "elsewhere")]})
+    check_members([str(other), str(second)], [json.loads((d / "config.json").read_text()) for d in (other, second)])
 
 
 def test_a_soup_of_one_model_is_refused(tmp_path: Path) -> None:

@@ -47,6 +47,14 @@ def check_members(models: list[str], configs: list[dict]) -> None:
         raise CatdogError("A soup needs at least two model directories to average.")
     if len({str(Path(m).resolve()) for m in models}) < len(models):
         raise CatdogError("The same model directory is named twice; a soup averages different models.")
+    named = {str(Path(m).resolve()): m for m in models}
+    for model, config in zip(models, configs):
+        inside = [named[m] for m in (config.get("soup") or {}).get("members", []) if m in named]
+        if inside:
+            raise CatdogError(
+                f"'{model}' is already a soup with '{inside[0]}' in it, which would count twice; "
+                "name the members themselves."
+            )
     first, reference = models[0], configs[0]
     if reference["architecture"] in SCRATCH_MODELS:
         raise CatdogError(
