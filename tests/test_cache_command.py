@@ -6,10 +6,14 @@ import json
 import os
 from pathlib import Path
 
+import httpx
+import pytest
+
 from catdog.data import prepare
 from catdog.preprocess import Preprocess
 
 from conftest import run_catdog
+from serving import running
 
 
 def _bytes_under(path: Path) -> int:
@@ -61,3 +65,18 @@ def test_cache_refuses_a_file_as_its_directory(tmp_path: Path) -> None:
     said = f"error: The cache directory '{not_a_folder}' is a file, not a folder."
     assert result.stderr.strip().splitlines() == [said]
     assert not_a_folder.read_text() == "x"
+
+
+@pytest.mark.slow
+def test_a_server_survives_its_cache_being_cleared(cache_dir: Path, tmp_path: Path, cat_photo: Path) -> None:
+    """``catdog serve`` hands the phone app its model from the cache; cleared under it, the model is exported again."""
+    with running(log=tmp_path / "server.log") as server:
+        first = httpx.get(server.url + "/app/model.onnx", timeout=300)
+        assert first.status_code == 200 and len(first.content) > 1_000_000
+        assert any((cache_dir / "onnx").glob("builtin-*.onnx"))
+        cleared = run_catdog("cache", "--clear")  # the same $CATDOG_CACHE_DIR as the server's
+        assert cleared.returncode == 0 and not (cache_dir / "onnx").exists()
+        again = httpx.get(server.url + "/app/model.onnx", timeout=300)
+        assert again.status_code == 200 and len(again.content) == len(first.content)
+        answer = httpx.post(server.url + "/api/v1/predict", files={"file": (cat_photo.name, cat_photo.read_bytes())})
+        assert answer.status_code == 200 and answer.json()["label"] == "cat"  # and its own model still answers

@@ -93,6 +93,10 @@ async def app_model_config(request: Request) -> Response:
 @router.get("/app/model.onnx")
 async def app_model_file(request: Request) -> Response:
     app_state = await _model(request)
+    if not app_state.model_path.exists():  # the cache was cleared under the server (catdog cache --clear)
+        async with app_state.lock:
+            app_state.config = None
+        app_state = await _model(request)  # exported again
     return _file(app_state.model_path)
 
 
