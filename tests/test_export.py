@@ -174,3 +174,16 @@ def test_int8_export_of_the_builtin_model_meets_the_floor(dev_dir: Path, samples
     assert agree >= fewest_correct(len(photos), export_module.INT8_MIN_AGREEMENT), f"{agree}/{len(photos)} agree"
     # 8-bit backbone weights; the 1280x1000 ImageNet head (5.1 MB) stays fp32 with the gate.
     assert out.stat().st_size < 0.6 * 18_000_000
+
+
+def test_int8_from_a_folder_too_small_to_check_it_is_refused_before_any_work(samples_dir: Path, tmp_path: Path):
+    """int8 is calibrated on up to 64 photos and checked on others; 40 leave none to check it on."""
+    photos = sum(1 for p in samples_dir.rglob("*") if p.is_file())
+    out = tmp_path / "int8.onnx"
+    done = run_catdog("export", "--int8", "--out", str(out), "--check-data", str(samples_dir))
+    assert done.returncode == 2 and not out.exists() and not list(tmp_path.iterdir())
+    said = (
+        f"error: int8 is checked on other photos than the {photos} it is calibrated on, and '{samples_dir}' has "
+        "no more: give --check-data a folder of a few hundred photos."
+    )
+    assert done.stderr.strip().splitlines() == [said]

@@ -161,7 +161,17 @@ def export(
             "with --check-data."
         )
     pre = Preprocess.from_dict(config["preprocess"])
-    batch, _ = check_images(check_dir, pre, list(config["classes"]), n_check or FP32_CHECK_IMAGES)
+    classes = list(config["classes"])
+    if int8:  # chosen first: a folder too small for both is refused before any work
+        calibration_photos = check_files(check_dir, classes, CALIBRATION_IMAGES, others=True)
+        exclude = [path for path, _ in calibration_photos]
+        int8_photos = check_files(check_dir, classes, n_check or INT8_CHECK_IMAGES, exclude=exclude)
+        if not int8_photos:
+            raise ExportError(
+                f"int8 is checked on other photos than the {len(calibration_photos)} it is calibrated on, and "
+                f"'{check_dir}' has no more: give --check-data a folder of a few hundred photos."
+            )
+    batch, _ = check_images(check_dir, pre, classes, n_check or FP32_CHECK_IMAGES)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as tmp:
@@ -177,13 +187,9 @@ def export(
         final = fp32
         if int8:
             final = Path(tmp) / "int8.onnx"
-            classes = list(config["classes"])
-            calibration_photos = check_files(check_dir, classes, CALIBRATION_IMAGES, others=True)
             calibration, _ = in_one_batch(decode_chunks(calibration_photos, pre, check_dir))
             _quantize(fp32, final, calibration, Path(tmp), config)
-            exclude = [path for path, _ in calibration_photos]
-            chunks = check_chunks(check_dir, pre, classes, n_check or INT8_CHECK_IMAGES, exclude=exclude)
-            _check_int8(fp32, final, chunks, config, report)
+            _check_int8(fp32, final, decode_chunks(int8_photos, pre, check_dir), config, report)
         _write(final, out, report)
     return report
 
