@@ -45,9 +45,9 @@ def check_members(models: list[str], configs: list[dict]) -> None:
 
     if len(models) < 2:
         raise CatdogError("A soup needs at least two model directories to average.")
-    if len({str(Path(m).resolve()) for m in models}) < len(models):
-        raise CatdogError("The same model directory is named twice; a soup averages different models.")
     named = {str(Path(m).resolve()): m for m in models}
+    if len(named) < len(models):
+        raise CatdogError("The same model directory is named twice; a soup averages different models.")
     for model, config in zip(models, configs):
         inside = [named[m] for m in (config.get("soup") or {}).get("members", []) if m in named]
         if inside:
