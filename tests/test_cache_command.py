@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from catdog.data import prepare
+from catdog.inference.model_cache import KEPT_EXPORTS, cached_export, export_path, prune_exports
 from catdog.preprocess import Preprocess
 
 from conftest import run_catdog
@@ -80,3 +81,33 @@ def test_a_server_survives_its_cache_being_cleared(cache_dir: Path, tmp_path: Pa
         assert again.status_code == 200 and len(again.content) == len(first.content)
         answer = httpx.post(server.url + "/api/v1/predict", files={"file": (cat_photo.name, cat_photo.read_bytes())})
         assert answer.status_code == 200 and answer.json()["label"] == "cat"  # and its own model still answers
+
+
+def test_only_the_most_recently_used_model_exports_are_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each trained model leaves an ONNX export in the cache; the least recently used go, used ones stay."""
+    monkeypatch.setenv("CATDOG_CACHE_DIR", str(tmp_path / "cache"))
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"the bytes that name one model")
+    reused = export_path("model", [weights])  # the oldest export of all, then used again
+    folder = reused.parent
+    folder.mkdir(parents=True)
+    made = [reused] + [folder / f"{name}-{index:020x}.onnx" for index, name in enumerate(["model", "builtin"] * 12)]
+    for age, export in enumerate(made):  # made[1] the most recently used, ``reused`` the least
+        export.write_bytes(b"onnx")
+        export.with_suffix(".lock").touch()
+        stamp = 1e9 - (100 if export == reused else age)
+        os.utime(export, (stamp, stamp))
+    features = folder / "tf_efficientnet_lite0-224px-0123456789ab.onnx"  # a backbone's, not a model's
+    features.write_bytes(b"onnx")
+    os.utime(features, (1, 1))
+
+    def must_not_export():
+        raise AssertionError("an export in the cache was made again")
+
+    assert cached_export("model", [weights], must_not_export) == reused
+    removed = prune_exports(folder)
+
+    kept = [reused, *made[1:KEPT_EXPORTS]]
+    assert removed == sorted(set(made) - set(kept), key=made.index)
+    assert sorted(folder.glob("*.onnx")) == sorted([*kept, features])
+    assert sorted(folder.glob("*.lock")) == sorted(export.with_suffix(".lock") for export in kept)

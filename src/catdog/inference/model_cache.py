@@ -6,8 +6,10 @@ user cache (:func:`cached_export`), or in PyTorch when asked or when the export 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import re
 import sys
 from collections.abc import Callable
 from importlib.metadata import version
@@ -25,6 +27,9 @@ if TYPE_CHECKING:
     from torch import nn
 
 EXPORT_FORMAT = 3  # bump when the graph layout or metadata change, so cached exports are rebuilt
+# Exports kept in the cache, the most recently used first: each trained model and catdog version makes
+# its own (20-60 MB), and a practitioner's cache had grown to 287 of them (6 GB). Pruned after each export.
+KEPT_EXPORTS = 16
 
 
 def files_key(paths: list[Path]) -> str:
@@ -50,6 +55,7 @@ def cached_export(name: str, key_files: list[Path], load: Callable[[], tuple[nn.
 
     path = export_path(name, key_files)
     if path.exists():
+        _mark_used(path)
         return path
     with file_lock(path.with_suffix(".lock")):  # several ranks or server workers may start together
         if not path.exists():
@@ -66,7 +72,48 @@ def cached_export(name: str, key_files: list[Path], load: Callable[[], tuple[nn.
                 os.replace(tmp, path)
             finally:
                 tmp.unlink(missing_ok=True)
+            prune_exports(path.parent)
     return path
+
+
+def _mark_used(path: Path) -> None:
+    """Set the export's modification time to now: the order in which :func:`prune_exports` keeps them."""
+    with contextlib.suppress(OSError):  # a read-only cache still serves its exports
+        os.utime(path)
+
+
+def model_exports(folder: Path) -> list[Path]:
+    """The exports :func:`cached_export` made in ``folder``, the most recently used first.
+
+    Backbone feature extractors (``features.py``) share the folder under other names and are not listed.
+    """
+    from catdog.models.files import BUILTIN_MODELS
+
+    pattern = re.compile(rf"^({'|'.join(map(re.escape, (*BUILTIN_MODELS, 'model')))})-[0-9a-f]{{20}}\.onnx$")
+    exports = []
+    for entry in folder.iterdir():
+        if pattern.match(entry.name):
+            with contextlib.suppress(FileNotFoundError):  # pruned by another process meanwhile
+                exports.append((entry.stat().st_mtime, entry))
+    return [entry for _, entry in sorted(exports, key=lambda pair: pair[0], reverse=True)]
+
+
+def prune_exports(folder: Path, keep: int = KEPT_EXPORTS) -> list[Path]:
+    """Remove all but the ``keep`` most recently used model exports from ``folder``; the removed ones.
+
+    A removed export is made again by the next command that needs it; a process that already opened
+    one keeps it (ONNX Runtime has read it into memory). Its lock file goes with it: exports are written
+    atomically, so two processes exporting the same model at once waste time but break nothing.
+    """
+    removed = []
+    for stale in model_exports(folder)[keep:]:
+        try:
+            stale.unlink()
+            removed.append(stale)
+        except FileNotFoundError:  # another process pruned it first
+            pass
+        stale.with_suffix(".lock").unlink(missing_ok=True)
+    return removed
 
 
 def _input_shape(config: dict) -> tuple[int, int, int]:
