@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -59,15 +61,7 @@ def gate_config(
         if refitted_on:
             gate["refitted_on"] = f"{refitted_on} photos of the data's neither folder (and their mirrors)"
         if val_pets is not None and len(val_pets):
-            target = gate["operating_target"]
-            logits = torch.logit(val_pets.double().clamp(1e-12, 1 - 1e-12)) - float(open_set.bias)
-            open_set.bias.fill_(operating_bias(logits, open_set.bias.new_zeros(()), target))
-            gate["val_pets_turned_away"] = round(float((logits + float(open_set.bias) < 0).double().mean()), 5)
-            gate["val_pets"] = len(val_pets)
-            gate["operating_point"] = (
-                f"P(cat or dog) = 0.5 where {gate['val_pets_turned_away']:.2%} of this model's {len(val_pets)} "
-                f"validation photos score below (target {target:.1%}, the shipped gate's)"
-            )
+            gate.update(_move_open_set_point(open_set, val_pets, gate["operating_target"]))
         return gate
     threshold = PET_MASS_THRESHOLD
     gate.update(threshold=threshold, kind="pet-mass")
@@ -79,6 +73,33 @@ def gate_config(
     gate.update(threshold=min(threshold, percentile), builtin_threshold=threshold)
     gate["val_pets_turned_away"] = round(float((val_pets < gate["threshold"]).double().mean()), 5)
     return gate
+
+
+def _move_open_set_point(open_set, val_pets: torch.Tensor, target: float) -> dict:
+    """Move the open-set gate's bias to where ``target`` of the validation pets score below; its record.
+
+    A share is only placed on enough photos: with fewer than ``MIN_PETS_BELOW / target`` validation pets
+    (667 at 0.3 %) the lowest pet would set it, and where a few validation pets all look like pets that
+    made the gate 10 logits stricter than shipped and turned away half of all other pets (a 60-photo
+    folder). Then the bias only moves to keep the validation pets, never to turn more photos away.
+    """
+    shipped = float(open_set.bias)
+    logits = torch.logit(val_pets.double().clamp(1e-12, 1 - 1e-12)) - shipped
+    moved = operating_bias(logits, open_set.bias.new_zeros(()), target)
+    enough = len(val_pets) * target >= MIN_PETS_BELOW
+    open_set.bias.fill_(moved if enough else max(moved, shipped))
+    turned_away = round(float((logits + float(open_set.bias) < 0).double().mean()), 5)
+    n = len(val_pets)
+    if enough:
+        point = f"P(cat or dog) = 0.5 where {turned_away:.2%} of this model's {n} validation photos score below"
+        point += f" (target {target:.1%}, the shipped gate's)"
+    else:
+        needed = math.ceil(MIN_PETS_BELOW / target)
+        point = (
+            f"the gate's own, moved only to keep this model's {n} validation photos (too few to place {target:.1%} "
+            f"of them on: {needed} needed); {turned_away:.2%} of them score below P(cat or dog) = 0.5"
+        )
+    return {"val_pets_turned_away": turned_away, "val_pets": n, "operating_point": point}
 
 
 def learnt_neither_gate(model, logits: torch.Tensor, labels: torch.Tensor, n_classes: int) -> dict:
@@ -93,9 +114,11 @@ def learnt_neither_gate(model, logits: torch.Tensor, labels: torch.Tensor, n_cla
     odds = pet_log_odds(logits).double()
     pets, others = odds[labels < n_classes], odds[labels == n_classes]
     offset = 0.0
+    enough = len(pets) * TARGET_PETS_TURNED_AWAY >= MIN_PETS_BELOW
     if len(pets):
         # A margin below the quantile for the numeric gap between validation (autocast) and the exported model.
         offset = float(torch.quantile(pets, TARGET_PETS_TURNED_AWAY, interpolation="lower")) - LOG_ODDS_MARGIN
+        offset = offset if enough else min(offset, 0.0)  # too few pets to place a share on: only keep them
     model.neither_offset.fill_(offset)
     gate = {
         "kind": NEITHER_CLASS,
@@ -109,11 +132,16 @@ def learnt_neither_gate(model, logits: torch.Tensor, labels: torch.Tensor, n_cla
     }
     gate["operating_point"] = (
         f"P(cat or dog) = 0.5 where {TARGET_PETS_TURNED_AWAY:.1%} of the {len(pets)} validation pets score below"
+        if enough
+        else f"the net's own, moved only to keep its {len(pets)} validation pets (too few to place "
+        f"{TARGET_PETS_TURNED_AWAY:.1%} of them on)"
     )
     return gate
 
 
 LOG_ODDS_MARGIN = 0.05  # about 1 % of probability near 0.5
+# Validation pets expected below the operating point before it is placed on them (see _move_open_set_point).
+MIN_PETS_BELOW = 2
 GATE_REFIT_PETS = 5000  # training pets the gate is refitted on (their features take ~30 s on 2 cores)
 
 
