@@ -71,6 +71,27 @@ def test_petimages_layout_and_stray_files(tmp_path):
     assert discover(tmp_path, image_files_only=True).counts() == {"cat": 1, "dog": 1}  # ... training does not
 
 
+def test_images_beside_the_layout_are_listed_as_left_out(tmp_path):
+    """Class folders with a few loose photos beside them are still the dataset; nothing is dropped unsaid."""
+    folders = tmp_path / "folders"
+    for name in ("cat/a.jpg", "cat/b.jpg", "dog/c.jpg", "neither/d.jpg"):
+        _write(folders / name, image_bytes())
+    for name in ("IMG_1.jpg", "cover.jpg", "banner.png"):  # more loose photos than class folders
+        _write(folders / name, image_bytes())
+    ds = discover(folders)
+    assert ds.layout == "folders" and ds.counts() == {"cat": 2, "dog": 1, "neither": 1}
+    assert sorted(p.name for p in ds.left_out) == ["IMG_1.jpg", "banner.png", "cover.jpg"]
+
+    flat = tmp_path / "flat"
+    for name in ("cat.1.jpg", "cat.2.jpg", "dog.3.jpg", "cat.jpg", "cat_fluffy.jpg", "IMG_0001.jpg", "thumbs/t.jpg"):
+        _write(flat / name, image_bytes())
+    (flat / "README.txt").write_text("not a photo")
+    ds = discover(flat)
+    assert ds.layout == "flat" and ds.counts() == {"cat": 2, "dog": 1}
+    left_out = sorted(p.relative_to(flat).as_posix() for p in ds.left_out)
+    assert left_out == ["IMG_0001.jpg", "cat.jpg", "cat_fluffy.jpg", "thumbs/t.jpg"]
+
+
 def test_other_class_names_work(tmp_path):
     for label in ["wolf", "fox", "bear"]:
         _write(tmp_path / label / "x.jpg", image_bytes())

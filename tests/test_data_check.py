@@ -119,6 +119,22 @@ def test_neither_photos_are_counted_apart(
     assert row.split(NEITHER_CAPTION)[1].strip(" │|") == "3"
 
 
+def test_photos_beside_the_class_folders_are_reported_left_out(
+    samples_dir: Path, tmp_path: Path, cache_dir: Path
+) -> None:
+    """Three loose photos beside cat/ and dog/ once made the whole folder a flat layout of one photo, 'clean'."""
+    root = tmp_path / "data"
+    shutil.copytree(samples_dir, root)
+    for name in ("IMG_1.jpg", "cover.jpg", "banner.jpg"):
+        shutil.copy(samples_dir / "cat" / "cat.1.jpg", root / name)
+    code, report = _check_json(root)
+    assert code == 1 and report["layout"] == "folders" and report["classes"] == {"cat": 20, "dog": 20}
+    assert sorted(item["path"] for item in report["left_out"]) == ["IMG_1.jpg", "banner.jpg", "cover.jpg"]
+    assert report["problems"] == 3 and report["duplicates"] == []  # a copy left out is no duplicate
+    text = run_catdog("data", "check", str(root))
+    assert text.returncode == 1 and "cover.jpg" in text.stdout and "3 image(s) left out" in text.stdout
+
+
 def test_finds_exactly_the_planted_problems(planted: Path, cache_dir: Path) -> None:
     code, report = _check_json(planted)
     assert code == 1

@@ -11,6 +11,7 @@ Reported:
 - exact duplicates (same content hash) and near-duplicates (64-bit perceptual hashes within
   ``near_distance`` bits), within a class and across classes (a label conflict);
 - images whose extension does not name their content (a PNG called ``.jpg``);
+- images the layout gives no label (:attr:`catdog.data.layout.Dataset.left_out`), which no model would see;
 - notes that do not make a dataset unclean: unusual pixel modes and tiny images.
 
 Quarantine moves (never deletes) the unusable files and all but one copy of each duplicate group
@@ -204,6 +205,7 @@ class CheckReport:
     extension_mismatches: list[dict] = field(default_factory=list)
     unusual_modes: list[dict] = field(default_factory=list)
     tiny_images: list[dict] = field(default_factory=list)
+    left_out: list[dict] = field(default_factory=list)  # images the layout gives no label: no model sees them
     to_quarantine: list[Move] = field(default_factory=list)
     quarantined: list[dict] = field(default_factory=list)
     near_distance: int = NEAR_DISTANCE
@@ -211,7 +213,8 @@ class CheckReport:
     @property
     def problems(self) -> int:
         """Findings that make a dataset unclean; unusual modes and tiny images are only notes."""
-        return len(self.unusable) + len(self.duplicates) + len(self.near_duplicates) + len(self.extension_mismatches)
+        found = len(self.unusable) + len(self.duplicates) + len(self.near_duplicates) + len(self.extension_mismatches)
+        return found + len(self.left_out)
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -276,6 +279,10 @@ def _scan_report(root, cache_dir, near_distance, workers, progress, on_start) ->
     report = CheckReport(
         str(dataset.root), dataset.layout, counts, len(paths), neither=neither, near_distance=near_distance
     )
+    report.left_out = [
+        {"path": path.relative_to(dataset.root).as_posix(), "reason": _why_left_out(dataset.layout)}
+        for path in dataset.left_out
+    ]
 
     usable = []
     for i, (_, facts) in enumerate(results):
@@ -299,6 +306,12 @@ def _scan_report(root, cache_dir, near_distance, workers, progress, on_start) ->
     _find_duplicates(report, usable, results, rel, labels, groups, near_distance)
     _plan_duplicate_moves(report, usable, results, rel, labels, groups)
     return report
+
+
+def _why_left_out(layout: str) -> str:
+    if layout == "flat":
+        return "no label: not named like 'cat.1.jpg', or in a folder beside the flat layout"
+    return "no label: not in a class folder"
 
 
 def _find_duplicates(report, usable, results, rel, labels, groups, near_distance) -> None:
@@ -466,10 +479,12 @@ def summary(report: CheckReport, limit: int = 20) -> list:
             (m["path"], f"{m['content']} content named {m['extension']}") for m in report.extension_mismatches
         ],
         "unusual mode (note)": [(m["path"], m["description"]) for m in report.unusual_modes],
+        "left out": [(item["path"], item["reason"]) for item in report.left_out],
         "tiny image (note)": [
             (t["path"], f"{t['width']}x{t['height']} (< {TINY_SIDE} px)") for t in report.tiny_images
         ],
-        "moved": [(q["path"], q["to"] or q["reason"]) for q in report.quarantined],
+        "moved": [(q["path"], q["to"]) for q in report.quarantined if q["to"]],
+        "not moved": [(q["path"], q["reason"]) for q in report.quarantined if not q["to"]],
     }
     for kind, found in rows.items():
         for path, detail in found[:limit]:
@@ -478,12 +493,12 @@ def summary(report: CheckReport, limit: int = 20) -> list:
             details.add_row(kind, f"... and {len(found) - limit} more", "use --json for the full list")
 
     verdict = (
-        "[bold green]clean[/]: no unusable files, duplicates or wrong extensions."
+        "[bold green]clean[/]: no unusable files, duplicates, wrong extensions or images left out."
         if report.problems == 0
         else f"[bold red]{report.problems} problem(s)[/]: {len(report.unusable)} unusable, "
         f"{len(report.duplicates)} duplicate group(s), {len(report.near_duplicates)} near-duplicate pair(s) "
         f"(within {report.near_distance} bits), {len(report.label_conflicts)} label conflict(s), "
-        f"{len(report.extension_mismatches)} wrong extension(s)."
+        f"{len(report.extension_mismatches)} wrong extension(s), {len(report.left_out)} image(s) left out."
     )
     out = [classes]
     if details.row_count:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from catdog.errors import DatasetError
@@ -28,6 +28,9 @@ NEITHER = "neither"
 _NEITHER_NAMES = frozenset(
     {"neither", "other", "none", "negative", "background", "nothing", "not_cat_or_dog", "no_pet", "non_pet", "unknown"}
 )
+
+# Leading letters that cameras, phones and screenshots put in file names: no label in a flat layout.
+_CAMERA_NAMES = frozenset({"img", "dsc", "dscn", "dscf", "pxl", "mvimg", "pic", "image", "photo", "screenshot", "scan"})
 
 _FLAT_NAME = re.compile(r"^(?P<label>[A-Za-z][A-Za-z ]*?)[._\- ]?\d+(?:[._\- ]\w+)*\.[A-Za-z0-9]+$")
 
@@ -46,6 +49,9 @@ class Dataset:
     layout: str  # "flat", "folders" or "petimages"
     files: list[LabelledFile]
     classes: list[str]
+    # Images the layout gives no label: loose beside class folders, in folders beside a flat layout, or
+    # loose with a name that is not 'cat.1.jpg'-like. Never used; ``data check`` lists them, ``train`` counts them.
+    left_out: list[Path] = field(default_factory=list)
 
     @property
     def model_classes(self) -> list[str]:
@@ -67,6 +73,13 @@ def normalize_label(name: str) -> str:
     elif label.endswith("s") and not label.endswith(("ss", "us", "is")) and len(label) > 3:
         label = label[:-1]
     return NEITHER if label in _NEITHER_NAMES else label
+
+
+def _flat_label(name: str) -> str | None:
+    """The label a flat layout reads from a file name (``cat.1.jpg`` → ``cat``), or None."""
+    match = _FLAT_NAME.match(name)
+    label = normalize_label(match["label"]) if match else None
+    return None if label in _CAMERA_NAMES else label
 
 
 def _is_hidden(path: Path) -> bool:
@@ -106,35 +119,39 @@ def discover(root: str | os.PathLike, *, image_files_only: bool = False) -> Data
     layout = "folders"
     folders = _class_folders(root)
     flat_images = [
-        p for p in sorted(root.iterdir()) if p.is_file() and not p.is_symlink() and p.suffix.lower() in IMAGE_EXTENSIONS
+        p
+        for p in sorted(root.iterdir())
+        if p.is_file() and not p.is_symlink() and not _is_hidden(p) and p.suffix.lower() in IMAGE_EXTENSIONS
     ]
     # PetImages, or any single wrapper folder around the class folders.
     if len(folders) == 1 and not flat_images and _class_folders(folders[0]):
         layout = "petimages" if folders[0].name.lower() == "petimages" else "folders"
         folders = _class_folders(folders[0])
 
-    files: list[LabelledFile] = []
-    if flat_images and len(flat_images) >= len(folders):
-        layout = "flat"
-        for path in flat_images:
-            match = _FLAT_NAME.match(path.name)
-            if match and not _is_hidden(path):
-                files.append(LabelledFile(path, normalize_label(match["label"])))
-        if not files:
+    in_folders = [
+        LabelledFile(path, normalize_label(folder.name))
+        for folder in folders
+        for path in _files_under(folder)
+        if not image_files_only or path.suffix.lower() in IMAGE_EXTENSIONS
+    ]
+    folder_images = [item.path for item in in_folders if item.path.suffix.lower() in IMAGE_EXTENSIONS]
+    named = {path: _flat_label(path.name) for path in flat_images}
+    flat = [LabelledFile(path, label) for path, label in named.items() if label]
+    # Both kinds side by side: the one that holds more images is the dataset; the other's images are listed
+    # as left out, never dropped without a word.
+    if flat_images and len(flat) >= len(folder_images):
+        if not flat:
             raise DatasetError(
                 f"The images in '{root}' carry no label: name them like 'cat.1.jpg' or use one folder per class."
             )
+        layout, files = "flat", flat
+        left_out = [path for path, label in named.items() if not label] + folder_images
     else:
-        for folder in folders:
-            label = normalize_label(folder.name)
-            for path in _files_under(folder):
-                if image_files_only and path.suffix.lower() not in IMAGE_EXTENSIONS:
-                    continue
-                files.append(LabelledFile(path, label))
+        files, left_out = in_folders, flat_images
 
     if not files:
         raise DatasetError(
             f"No images found in '{root}': expected 'cat.1.jpg'-style files or one folder per class (cat/, dog/)."
         )
     classes = sorted({item.label for item in files})
-    return Dataset(root=root, layout=layout, files=files, classes=classes)
+    return Dataset(root=root, layout=layout, files=files, classes=classes, left_out=left_out)
