@@ -68,3 +68,13 @@ def test_cli_writes_the_overlay_and_refuses_bad_input(
     bad = run_catdog("explain", str(trained_model_dir), str(broken), "--out", str(tmp_path / "y.png"))
     assert bad.returncode == 2 and "broken.jpg" in bad.stderr and "Traceback" not in bad.stderr
     assert not (tmp_path / "x.png").exists() and not (tmp_path / "y.png").exists()
+
+    as_jpeg = run_catdog("explain", str(trained_model_dir), str(cat_photo), "-o", str(tmp_path / "heat.jpg"))
+    assert as_jpeg.returncode == 0 and Image.open(tmp_path / "heat.jpg").format == "JPEG"  # the format --out names
+    photo = tmp_path / "mine.jpg"
+    photo.write_bytes(cat_photo.read_bytes())
+    onto_itself = run_catdog("explain", str(trained_model_dir), str(photo), "--out", str(photo))
+    assert onto_itself.returncode == 2 and "the photo itself" in onto_itself.stderr
+    assert photo.read_bytes() == cat_photo.read_bytes()  # it once became the heat map
+    text = run_catdog("explain", str(trained_model_dir), str(cat_photo), "--out", str(tmp_path / "heat.txt"))
+    assert text.returncode == 2 and ".png, .jpg or .webp" in text.stderr and not (tmp_path / "heat.txt").exists()

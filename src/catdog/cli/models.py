@@ -79,7 +79,8 @@ def explain(
     ],
     image: Annotated[str | None, typer.Argument(help="The photo to explain.")] = None,
     out: Annotated[
-        str | None, typer.Option("--out", "-o", help="Overlay PNG to write; default IMAGE-gradcam.png here.")
+        str | None,
+        typer.Option("--out", "-o", help="Overlay to write (.png, .jpg or .webp); default IMAGE-gradcam.png here."),
     ] = None,
     class_name: Annotated[
         str | None, typer.Option("--class", help="Explain this class instead of the model's answer.")
@@ -96,14 +97,24 @@ def explain(
     from catdog.explain import overlay
     from catdog.fsutil import atomic_write
 
-    explanation = run_explain(model, image, class_name=class_name)
     target = Path(out or f"{Path(image).stem}-gradcam.png")
+    picture_format = OVERLAY_FORMATS.get(target.suffix.lower())
+    if picture_format is None:
+        raise fail(f"--out '{target}' must name a .png, .jpg or .webp file: the format of the heat map.")
+    if target.is_dir():
+        raise fail(f"--out '{target}' is a folder; give the file to write, such as {target / 'heat.png'}.")
+    if target.exists() and Path(image).exists() and target.samefile(image):
+        raise fail(f"--out '{target}' is the photo itself; give another file name so the photo is kept.")
+    explanation = run_explain(model, image, class_name=class_name)
     picture = overlay(explanation)
-    atomic_write(target, lambda tmp: picture.save(tmp, "PNG"))
+    atomic_write(target, lambda tmp: picture.save(tmp, picture_format))
     probs = ", ".join(f"{c} {p:.3f}" for c, p in explanation.probabilities.items())
     Console(highlight=False, soft_wrap=True).print(
         f"{image}: {explanation.label} ({probs}); heat map for '{explanation.explained}' written to {target}"
     )
+
+
+OVERLAY_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}  # by the --out suffix
 
 
 @app.command(short_help="Export a model to ONNX (fp32 or int8), checked against PyTorch.")
