@@ -17,6 +17,8 @@ from catdog import cli
 from catdog.errors import DatasetError
 from catdog.images import ImageError
 
+from conftest import run_catdog
+
 
 def _exit(func, capsys) -> tuple[int, list[str]]:
     with pytest.raises(typer.Exit) as exited:
@@ -79,3 +81,26 @@ def test_a_reader_that_goes_away_is_no_error(output: list[str], samples_dir) -> 
     stderr = process.stderr.read().decode()
     assert process.wait(timeout=300) == 1  # as click exits on a broken pipe
     assert stderr == "", stderr
+
+
+@pytest.mark.parametrize(
+    ("command", "wrong"),
+    [
+        (["data", "audit", "{samples}"], "file"),
+        (["evaluate", "{samples}"], "file"),
+        (["export", "--format", "web"], "file"),
+        (["export"], "folder"),
+        (["explain", "{samples}/cat/cat.1.jpg"], "folder"),
+    ],
+)
+def test_an_output_of_the_wrong_kind_is_refused_before_any_work(
+    command: list[str], wrong: str, samples_dir, tmp_path
+) -> None:
+    """An --out that is a file where a folder is written (or the reverse) once failed after minutes of work."""
+    out = tmp_path / "out.png"
+    out.mkdir() if wrong == "folder" else out.write_bytes(b"mine")
+    args = [part.replace("{samples}", str(samples_dir)) for part in command]
+    proc = run_catdog(*args, "--out", str(out))
+    # The check before the work, not the OS error after it ("File exists", "Is a directory" on a temp name).
+    assert proc.returncode == 2 and f"--out '{out}' is a {wrong}" in proc.stderr, proc.stderr
+    assert out.is_dir() if wrong == "folder" else out.read_bytes() == b"mine"

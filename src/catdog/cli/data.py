@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from catdog.cli.app import app, data_app
-from catdog.cli.errors import err_console, user_errors
+from catdog.cli.errors import err_console, refuse_unwritable, user_errors
 
 
 @data_app.command("check")
@@ -95,6 +95,7 @@ def data_audit(
     """
     from catdog.audit import audit, neither_note, write_audit
 
+    refuse_unwritable(out, "folder")
     result = audit(data_dir, model, folds=folds)
     page = write_audit(result, out, top=top) if out else None
     if as_json:

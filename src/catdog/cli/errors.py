@@ -20,6 +20,18 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+def refuse_unwritable(path: str | None, kind: str, option: str = "--out") -> None:
+    """Refuse, before any work, an output ``path`` of the wrong ``kind`` ("file" or "folder") already there."""
+    from pathlib import Path
+
+    if path is None:
+        return
+    if kind == "file" and Path(path).is_dir():
+        raise fail(f"{option} '{path}' is a folder; give the file to write.")
+    if kind == "folder" and Path(path).exists() and not Path(path).is_dir():
+        raise fail(f"{option} '{path}' is a file; give a folder to write into.")
+
+
 # The exit status of a failure that is catdog's fault, not the input's: EX_SOFTWARE of sysexits.h.
 INTERNAL_ERROR = 70
 

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from catdog.cli.app import NeitherThreshold, app
-from catdog.cli.errors import fail, user_errors
+from catdog.cli.errors import fail, refuse_unwritable, user_errors
 from catdog.cli.output import print_evaluation
 from catdog.models.files import builtin_name
 
@@ -51,6 +51,7 @@ def evaluate(
         model, data_dir = None, model
     if data_dir is None:
         raise fail("Give the folder of labelled photos to evaluate on: catdog evaluate [MODEL] DATA_DIR.")
+    refuse_unwritable(out, "folder")
     from catdog.evaluate import evaluate as run_evaluate
 
     result = run_evaluate(
@@ -101,8 +102,7 @@ def explain(
     picture_format = OVERLAY_FORMATS.get(target.suffix.lower())
     if picture_format is None:
         raise fail(f"--out '{target}' must name a .png, .jpg or .webp file: the format of the heat map.")
-    if target.is_dir():
-        raise fail(f"--out '{target}' is a folder; give the file to write, such as {target / 'heat.png'}.")
+    refuse_unwritable(str(target), "file")
     if target.exists() and Path(image).exists() and target.samefile(image):
         raise fail(f"--out '{target}' is the photo itself; give another file name so the photo is kept.")
     explanation = run_explain(model, image, class_name=class_name)
@@ -152,6 +152,7 @@ def export(
         from catdog.webapp import write_web
 
         target = out or ("catdog-app" if builtin_name(model) else os.path.join(model, "app"))
+        refuse_unwritable(target, "folder")
         config = write_web(model, target, int8=int8, check_dir=check_data, n_check=check_images)
         print(json.dumps({"path": target, **{k: v for k, v in config.items() if k != "imagenet"}}, indent=2)
               if as_json else f"Wrote the phone app to {target}/ (model {config['model_bytes'] / 1e6:.1f} MB): serve "
@@ -164,6 +165,7 @@ def export(
     target = out or (
         os.path.join(model, suffix) if shipped is None else f"catdog-{shipped}{'-int8' if int8 else ''}.onnx"
     )
+    refuse_unwritable(target, "file")
     report = run_export(model, target, int8=int8, check_dir=check_data, n_check=check_images)
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
