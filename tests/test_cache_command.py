@@ -45,10 +45,20 @@ def test_cache_shows_and_clears_only_what_catdog_cached(samples_dir: Path, tmp_p
     table = run_catdog("cache", "--cache-dir", str(cache))
     assert table.returncode == 0 and str(cache) in table.stdout and f"pixels/{pixels}" in table.stdout
 
+    # The user's own files in folders that happen to have the names of catdog's entries.
+    theirs = {"features/thesis.txt": b"thesis", "pixels/holiday.jpg": b"photo", "check/bank.pdf": b"pdf"}
+    for name, content in theirs.items():
+        (cache / name).parent.mkdir(exist_ok=True)
+        (cache / name).write_bytes(content)
+    assert json.loads(run_catdog("cache", "--json", "--cache-dir", str(cache)).stdout)["parts"] == listing["parts"]
+
     cleared = run_catdog("cache", "--clear", "--cache-dir", str(cache))
     assert cleared.returncode == 0, cleared.stderr
     assert cleared.stdout.startswith("Cleared catdog's cache") and "freed" in cleared.stdout
-    assert sorted(p.name for p in cache.iterdir()) == ["notes.txt", "photos"]
+    assert "3 other files in its folders were not catdog's and stay" in cleared.stdout
+    assert sorted(p.name for p in cache.iterdir()) == ["check", "features", "notes.txt", "photos", "pixels"]
+    assert {name: (cache / name).read_bytes() for name in theirs} == theirs
+    assert [p.name for p in (cache / "pixels").iterdir()] == ["holiday.jpg"]  # catdog's subfolder went
     assert (cache / "photos" / "cat.jpg").stat().st_size == (samples_dir / "cat" / "cat.1.jpg").stat().st_size
     after = json.loads(run_catdog("cache", "--json", "--cache-dir", str(cache)).stdout)
     assert after["parts"] == [] and after["size_bytes"] == 0

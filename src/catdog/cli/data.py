@@ -145,17 +145,18 @@ def cache(
     root = Path(cache_dir) if cache_dir else default_cache_dir()
     if root.exists() and not root.is_dir():
         raise CatdogError(f"The cache directory '{root}' is a file, not a folder.")
-    parts = clear_cache(root) if clear else cache_parts(root)
+    parts, kept = clear_cache(root) if clear else (cache_parts(root), 0)
     total = sum(p.size_bytes for p in parts)
     if as_json:
         parts_dicts = [p.to_dict() for p in parts]
         document = {"cache_dir": str(root), "cleared": clear, "size_bytes": total, "parts": parts_dicts}
-        json.dump(document, sys.stdout, indent=2)
+        json.dump(document | ({"other_files_kept": kept} if clear else {}), sys.stdout, indent=2)
         sys.stdout.write("\n")
         return
     out = Console(highlight=False, soft_wrap=True)
     if clear:
-        out.print(f"Cleared catdog's cache in {root}: {_size(total)} freed ({len(parts)} items).")
+        others = f"; {kept} other files in its folders were not catdog's and stay" if kept else ""
+        out.print(f"Cleared catdog's cache in {root}: {_size(total)} freed ({len(parts)} items){others}.")
         return
     out.print(f"catdog's cache: {root}, {_size(total)} in {len(parts)} items (catdog cache --clear frees it all)")
     for part in sorted(parts, key=lambda p: -p.size_bytes):
