@@ -86,6 +86,16 @@ def test_expand_inputs_keeps_order_and_reports_unmatched(tmp_path, samples_dir):
     assert entries[20].error == f"No file matches '{tmp_path / 'nothing*.jpg'}'."
 
 
+def test_expand_inputs_predicts_a_file_once_however_it_is_named(tmp_path, samples_dir, monkeypatch):
+    monkeypatch.chdir(samples_dir.parent)
+    (tmp_path / "link.jpg").symlink_to(samples_dir / "cat" / "cat.1.jpg")
+    (tmp_path / "loop.jpg").symlink_to(tmp_path / "loop.jpg")
+    named = [f"{samples_dir.name}/cat/cat.1.jpg", f"./{samples_dir.name}/cat/cat.1.jpg", str(tmp_path / "link.jpg")]
+    entries = expand_inputs([*named, str(samples_dir / "cat" / "cat.1.jpg"), str(tmp_path / "loop.jpg")])
+    assert entries[0] == named[0] and len(entries) == 2  # one file, named four ways, then the loop
+    assert entries[1].error.startswith(f"'{tmp_path / 'loop.jpg'}' is a link that leads to no file")
+
+
 def test_cli_predict_json_contract_and_bad_file_in_batch(tmp_path, cat_photo, dog_photo):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(cat_photo.read_bytes()[:500])

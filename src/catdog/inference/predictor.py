@@ -311,12 +311,15 @@ def expand_inputs(patterns: list[str]) -> list[str | Prediction]:
         elif glob.has_magic(pattern):
             found = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
             missing = f"No file matches '{pattern}'."
+        elif os.path.islink(pattern):
+            found, missing = [], f"'{pattern}' is a link that leads to no file (its target is missing, or a loop)."
         else:
             found, missing = [], f"'{pattern}' does not exist."
         if not found:
             out.append(Prediction(source=pattern, error=missing))
         for path in found:
-            if path not in seen:
-                seen.add(path)
+            same_file = os.path.realpath(path)  # ./a.jpg, a.jpg, /abs/a.jpg and a link to it are one file
+            if same_file not in seen:
+                seen.add(same_file)
                 out.append(path)
     return out
