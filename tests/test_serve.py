@@ -7,6 +7,8 @@ import json
 import re
 import signal
 import socket
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -72,6 +74,7 @@ def test_page_is_self_contained(client: httpx.Client) -> None:
 def test_health_ready_docs_and_openapi(client: httpx.Client) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").json() == {"status": "ready"}
+    assert client.head("/healthz").status_code == client.head("/readyz").status_code == 200  # probes that use HEAD
     assert "swagger" in client.get("/docs").text.lower()
     paths = client.get("/openapi.json").json()["paths"]
     for path in ("/api/v1/predict", "/api/v1/predict/batch", "/api/v1/explain", "/api/v1/model", "/readyz"):
@@ -312,6 +315,44 @@ def test_bad_model_option_is_one_sentence(tmp_path: Path) -> None:
     result = run_catdog("serve", "--model", str(tmp_path / "absent"), timeout=60)
     assert result.returncode == 2
     assert "does not exist" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_port_it_cannot_listen_on_is_one_sentence_before_any_banner(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = run_catdog("serve", "--port", str(port), timeout=60)
+    assert busy.returncode == 2 and busy.stdout == ""
+    assert busy.stderr.strip().splitlines() == [
+        f"error: Port {port} on 127.0.0.1 is in use; choose another --port or stop what listens there."
+    ]
+    nowhere = run_catdog("serve", "--host", "999.1.1.1", timeout=60)
+    assert nowhere.returncode == 2 and "--host '999.1.1.1' is not an address" in nowhere.stderr
+    assert "serving on" not in busy.stderr + nowhere.stderr  # once said before uvicorn failed to bind
+
+
+def test_port_0_serves_on_the_free_port_it_names(tmp_path: Path) -> None:
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "catdog", "serve", "--port", "0"], stdout=out, stderr=out)
+    try:
+        deadline = time.monotonic() + 60
+        while "serving on" not in log.read_text() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        [url] = re.findall(r"serving on (http://127\.0\.0\.1:\d+)", log.read_text())
+        assert not url.endswith(":0")
+        while time.monotonic() < deadline:
+            try:
+                assert httpx.get(url + "/healthz").json() == {"status": "ok"}
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        else:
+            raise AssertionError(f"nothing answers at {url}:\n{log.read_text()}")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
 
 
 def _start_upload(port: int, body: bytes, sent: int) -> socket.socket:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 from typing import Annotated
 
 import typer
@@ -113,6 +115,7 @@ def serve(
         threshold=threshold,
         neither_threshold=neither_threshold,
     )
+    port = _port_to_serve_on(host, port)
     banner = f"catdog: serving on http://{host}:{port} (the model loads in the background; /readyz)"
     err_console.print(banner, soft_wrap=True)  # one line in a log too, not wrapped at 80 columns
     options = dict(
@@ -123,3 +126,27 @@ def serve(
     else:  # worker processes import the app themselves, so the settings travel in the environment
         os.environ[SETTINGS_ENV] = settings.to_json()
         uvicorn.run("catdog.serve.app:app_from_env", factory=True, workers=workers, **options)
+
+
+def _port_to_serve_on(host: str, port: int) -> int:
+    """``port``, or a free one for 0, once a socket could bind there; else one sentence that says why not.
+
+    Checked before the banner: uvicorn only logs a failed bind after it, with its own traceback-like lines.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            probe.bind((host, port))
+            return probe.getsockname()[1]
+    except socket.gaierror:
+        hint = "use 127.0.0.1, or 0.0.0.0 for every network"
+        raise fail(f"--host '{host}' is not an address or a name this machine can resolve; {hint}.") from None
+    except OSError as err:
+        if err.errno == errno.EADDRINUSE:
+            raise fail(f"Port {port} on {host} is in use; choose another --port or stop what listens there.") from None
+        if err.errno == errno.EADDRNOTAVAIL:
+            raise fail(f"--host '{host}' is not an address of this machine; use 127.0.0.1 or 0.0.0.0.") from None
+        if err.errno == errno.EACCES:
+            raise fail(f"Port {port} needs administrator rights; choose one above 1023.") from None
+        raise fail(f"Cannot listen on {host}:{port}: {err.strerror}.") from None

@@ -210,13 +210,14 @@ async def model_info(request: Request) -> dict:
     return {**state.model_info, "limits": limits}
 
 
-@router.get("/healthz")
+# HEAD too: load balancers and uptime checkers often probe with it.
+@router.api_route("/healthz", methods=["GET", "HEAD"])
 async def healthz() -> dict:
     """Liveness: the process answers."""
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"model": ErrorOut}})
+@router.api_route("/readyz", methods=["GET", "HEAD"], responses={503: {"model": ErrorOut}})
 async def readyz(request: Request) -> dict:
     """Readiness: 200 once the model is loaded, 503 before (or when it failed to load)."""
     _state(request).ready()
