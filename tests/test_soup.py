@@ -158,3 +158,14 @@ def test_a_soup_of_one_model_is_refused(tmp_path: Path) -> None:
     assert done.returncode != 0 and "at least two" in done.stderr
     twice = run_catdog_in_process("soup", str(first), str(first), "--data", str(tmp_path), "--out", str(tmp_path / "o"))
     assert twice.returncode != 0 and "named twice" in twice.stderr
+
+
+def test_a_shipped_model_or_a_file_is_no_member(tmp_path: Path) -> None:
+    first = fake_member(tmp_path, "first")
+    shipped = run_catdog_in_process("soup", str(first), "builtin-large", "--data", str(tmp_path), "--out", "o")
+    assert shipped.returncode == 2 and "'builtin-large' is a model catdog ships" in shipped.stderr
+    assert "does not exist" not in shipped.stderr  # what it once said, of a name it lists as accepted
+    a_file = tmp_path / "weights.bin"
+    a_file.write_bytes(b"\0" * 8)
+    not_dir = run_catdog_in_process("soup", str(first), str(a_file), "--data", str(tmp_path), "--out", "o")
+    assert not_dir.returncode == 2 and f"Model '{a_file}' is a file, not a model directory" in not_dir.stderr

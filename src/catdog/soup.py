@@ -105,12 +105,19 @@ def average_weights(states: list[dict]) -> dict:
 def soup(cfg: SoupConfig) -> dict:
     """Average ``cfg.models`` into ``cfg.out``; the soup's and the members' validation figures."""
     from catdog.models import load_model_dir, read_config, save_model_dir
+    from catdog.models.files import builtin_name
 
     out = Path(cfg.out)
     if (out / "config.json").exists() and not cfg.overwrite:
         raise CatdogError(f"'{out}' already holds a model; choose another --out or add --overwrite.")
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "config.json").exists())):
         raise CatdogError(f"'{out}' exists and is not a model directory; choose another --out.")
+    shipped = [m for m in cfg.models if builtin_name(m) is not None]
+    if shipped:
+        raise CatdogError(
+            f"'{shipped[0]}' is a model catdog ships, already a soup where it can be; a soup averages model "
+            "directories written by 'catdog train' from the same weights."
+        )
     configs = [read_config(m) for m in cfg.models]
     check_members(cfg.models, configs)
     members = [load_model_dir(m)[0] for m in cfg.models]

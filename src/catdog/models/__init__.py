@@ -88,6 +88,11 @@ def read_config(model_dir: str | Path) -> dict:
     """``config.json`` of a model directory, with a clear error when it is missing or damaged."""
     model_dir = Path(model_dir)
     config_file = model_dir / "config.json"
+    if model_dir.exists() and not model_dir.is_dir():
+        raise ModelError(
+            f"Model '{model_dir}' is a file, not a model directory written by 'catdog train' "
+            "(an ONNX file must end in .onnx)."
+        )
     if not model_dir.is_dir():
         raise ModelError(
             f"Model '{model_dir}' does not exist; give a model directory written by 'catdog train', or builtin-large."
