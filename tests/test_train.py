@@ -761,3 +761,29 @@ def test_drop_path_adds_stochastic_depth_to_a_pretrained_backbone_and_no_weights
     assert distinct_outputs(plain) == 1
     dropping.eval()
     assert distinct_outputs(dropping) == 1
+
+
+def test_epochs_tied_on_calibrated_loss_are_told_apart_by_the_raw_loss(tmp_path: Path) -> None:
+    """A small validation split the model separates perfectly has a calibrated loss of 0 at every epoch."""
+    from rich.console import Console
+
+    from catdog.training.checkpoint import RunState
+    from catdog.training.distributed import DistContext
+    from catdog.training.loop import record_epoch
+    from catdog.training.progress import Reporter
+
+    labels = torch.tensor([0, 1, 0, 1])
+    state, layer = RunState(seen=4, correct=4, loss_sum=1.0), torch.nn.Linear(2, 2)
+    for margin in (2.0, 6.0):  # right on every photo both times, more sure the second time
+        logits = torch.stack([labels == 0, labels == 1], 1).float() * margin
+        val = {
+            "val_loss": float(torch.nn.functional.cross_entropy(logits, labels)),
+            "val_accuracy": 1.0,
+            "logits": logits,
+            "labels": labels,
+            "pets": torch.ones(4),
+        }
+        record_epoch(None, state, val, layer, False, 1, DistContext(), tmp_path, Reporter(Console(), enabled=False))
+        state.epoch += 1
+    assert [row["val_loss_calibrated"] for row in state.history] == [0.0, 0.0]
+    assert state.best_epoch == 2 and state.bad_epochs == 0  # once epoch 1, and "no better" ever after

@@ -383,7 +383,7 @@ def why_stop(cfg: TrainConfig, state: RunState, budget_hit: bool) -> str:
     if budget_hit:
         return "time budget spent"
     if state.bad_epochs >= cfg.patience:
-        return f"no better validation loss for {cfg.patience} epochs"
+        return f"no better calibrated validation loss for {cfg.patience} epochs"
     return ""
 
 
@@ -480,5 +480,6 @@ def write_model(
     (out / CHECKPOINT).unlink(missing_ok=True)
     log.info(
         f"saved {out}: val accuracy {metrics['val_accuracy']:.2%}, val loss {metrics['val_loss']:.4f} "
-        f"(epoch {metrics['best_epoch']}), temperature {temperature:.3f}, {metrics['wall_seconds']:.0f} s"
+        f"(calibrated {metrics['val_loss_calibrated']:.4f}; epoch {metrics['best_epoch']}), "
+        f"temperature {temperature:.3f}, {metrics['wall_seconds']:.0f} s"
     )
