@@ -123,9 +123,9 @@ def test_raw_body_equals_multipart(client: httpx.Client, cat_photo: Path) -> Non
 
 
 def test_batch_keeps_order_and_reports_bad_files(client: httpx.Client, cat_photo: Path, dog_photo: Path) -> None:
-    files = [
+    files = [  # `file` is welcome in a batch too, and keeps its place among the `files`
         ("files", ("dog.jpg", dog_photo.read_bytes(), "image/jpeg")),
-        ("files", ("notes.txt", b"not a photo at all", "text/plain")),
+        ("file", ("notes.txt", b"not a photo at all", "text/plain")),
         ("files", ("cat.jpg", cat_photo.read_bytes(), "image/jpeg")),
     ]
     answer = client.post("/api/v1/predict/batch", files=files)

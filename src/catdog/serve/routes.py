@@ -64,7 +64,8 @@ async def _form(request: Request, max_files: int):
 
 
 def _uploads(form, fields: tuple[str, ...]) -> list[UploadFile]:
-    return [value for field in fields for value in form.getlist(field) if isinstance(value, UploadFile)]
+    """The file fields named ``fields``, in the order sent (``files`` and ``file`` mixed in one batch too)."""
+    return [value for field, value in form.multi_items() if field in fields and isinstance(value, UploadFile)]
 
 
 async def read_one_image(request: Request) -> tuple[str, bytes]:
