@@ -224,11 +224,21 @@ def test_version_and_help_point_at_the_docs() -> None:
     env = {**os.environ, "COLUMNS": "80", "NO_COLOR": "1", "TERM": "dumb"}  # a plain terminal
     text = subprocess.run([sys.executable, "-m", "catdog", "--help"], capture_output=True, text=True, env=env).stdout
     assert "docs/" in text
-    for command in ("predict", "serve", "evaluate", "explain", "export", "train", "data"):
+    for command in ("predict", "serve", "evaluate", "explain", "export", "train", "soup", "cache", "data"):
         line = next(line for line in text.splitlines() if re.match(rf"^\W*{command}\s", line))
-        # one line each: the next line starts another command or closes the box
+        # one line each: the next line starts another command (two spaces in) or the list ends
         following = text.splitlines()[text.splitlines().index(line) + 1]
-        assert not re.match(r"^[│|]\s{3,}\S", following), f"'{command}' takes more than one line in catdog --help"
+        assert not re.match(r"^\s{4,}\S", following), f"'{command}' takes more than one line in catdog --help"
+
+
+@pytest.mark.parametrize("words", [("train",), ("predict",), ("serve",), ("export",), ("data", "check")])
+def test_every_option_name_is_whole_in_an_80_column_help(words: tuple[str, ...]) -> None:
+    """Rich's option tables cut names at 80 columns ("--label-smooth…"): no name may be cut."""
+    env = {**os.environ, "COLUMNS": "80", "NO_COLOR": "1", "TERM": "dumb"}
+    text = subprocess.run([sys.executable, "-m", "catdog", *words, "--help"], capture_output=True, text=True, env=env)
+    assert text.returncode == 0 and "…" not in text.stdout
+    _, flags = cli_help(words)  # read at 240 columns
+    assert flags and flags <= set(HELP_FLAG.findall(text.stdout))
 
 
 # -- the checks can fail ---------------------------------------------------------------------

@@ -16,10 +16,13 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help, wrapped to the terminal: rich's option tables cut long option names at 80 columns
+    # ("--label-smooth…", "--test-image-s…"), so they could not be read or typed from the help.
+    rich_markup_mode=None,
 )
 
 
-data_app = typer.Typer(help="Inspect and clean datasets: check, audit.", no_args_is_help=True)
+data_app = typer.Typer(help="Inspect and clean datasets: check, audit.", no_args_is_help=True, rich_markup_mode=None)
 
 
 app.add_typer(data_app, name="data")

@@ -13,7 +13,7 @@ from catdog.cli.app import app, data_app
 from catdog.cli.errors import err_console, refuse_unwritable, user_errors
 
 
-@data_app.command("check")
+@data_app.command("check", short_help="Find unusable, duplicate and odd files, and label conflicts.")
 @user_errors
 def data_check(
     folder: Annotated[str, typer.Argument(help="Dataset folder: cat.1.jpg-style files or one folder per class.")],
@@ -70,7 +70,7 @@ def data_check(
     raise typer.Exit(1 if report.problems else 0)
 
 
-@data_app.command("audit")
+@data_app.command("audit", short_help="List the photos most likely mislabelled.")
 @user_errors
 def data_audit(
     data_dir: Annotated[str, typer.Argument(help="Labelled photos in any dataset layout.")],
@@ -114,7 +114,7 @@ def data_audit(
         console.print(f"Report: {page}")
 
 
-@app.command("cache")
+@app.command("cache", short_help="What catdog cached and its size; --clear frees it.")
 @user_errors
 def cache(
     clear: Annotated[

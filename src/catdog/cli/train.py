@@ -142,7 +142,7 @@ def train(
     run_training(config, started=started)
 
 
-@app.command(short_help="Average models fine-tuned from the same weights into one (a model soup).")
+@app.command(short_help="Average models fine-tuned from the same weights: a model soup.")
 @user_errors
 def soup(
     models: Annotated[list[str], typer.Argument(help="Two or more model directories of one recipe (other seeds).")],
