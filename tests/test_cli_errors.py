@@ -104,3 +104,12 @@ def test_an_output_of_the_wrong_kind_is_refused_before_any_work(
     # The check before the work, not the OS error after it ("File exists", "Is a directory" on a temp name).
     assert proc.returncode == 2 and f"--out '{out}' is a {wrong}" in proc.stderr, proc.stderr
     assert out.is_dir() if wrong == "folder" else out.read_bytes() == b"mine"
+
+
+@pytest.mark.parametrize(
+    ("option", "value"), [("--neither-threshold", "nan"), ("--neither-threshold", "2"), ("--threshold", "nan")]
+)
+def test_a_threshold_that_is_no_probability_says_so(option: str, value: str, cat_photo) -> None:
+    """NaN was refused as "less than or equal to 1" by the range check."""
+    proc = run_catdog("predict", option, value, str(cat_photo))
+    assert proc.returncode == 2 and "is not a probability from 0 to 1" in proc.stderr, proc.stderr

@@ -47,12 +47,18 @@ def _main(
     DEBUG["on"] = debug
 
 
+def probability(value: float | None) -> float | None:
+    """An option's probability, 0 to 1; NaN too is refused as what it is (a range check called it above 1)."""
+    if value is not None and not 0.0 <= value <= 1.0:
+        raise typer.BadParameter(f"{value} is not a probability from 0 to 1.")
+    return value
+
+
 NeitherThreshold = Annotated[
     float | None,
     typer.Option(
-        help="Answer 'neither' when P(cat or dog) is below this (default: the model's own, set to turn away "
-        "at most 0.5% of pets; higher is stricter).",
-        min=0,
-        max=1,
+        help="Answer 'neither' when P(cat or dog) is below this, 0 to 1 (default: the model's own, set to turn "
+        "away at most 0.5% of pets; higher is stricter).",
+        callback=probability,
     ),
 ]

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from catdog.cli.app import NeitherThreshold, app
+from catdog.cli.app import NeitherThreshold, app, probability
 from catdog.cli.errors import fail, refuse_unwritable, user_errors
 from catdog.cli.output import print_evaluation
 from catdog.models.files import builtin_name
@@ -34,7 +34,8 @@ def evaluate(
     robustness_samples: Annotated[int, typer.Option(help="Photos used for --robustness.", min=1)] = 300,
     tta: Annotated[bool, typer.Option("--tta", help="Average the photo and its mirror image.")] = False,
     threshold: Annotated[
-        float | None, typer.Option(help="Answer 'unsure' (counted wrong) below this confidence.", min=0, max=1)
+        float | None,
+        typer.Option(help="Answer 'unsure' (counted wrong) below this confidence, 0 to 1.", callback=probability),
     ] = None,
     neither_threshold: NeitherThreshold = None,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.", min=1)] = 32,

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from catdog.cli.app import NeitherThreshold, app
+from catdog.cli.app import NeitherThreshold, app, probability
 from catdog.cli.errors import err_console, fail, user_errors
 from catdog.cli.output import print_predictions
 from catdog.models.files import builtin_name
@@ -30,7 +30,8 @@ def predict(
         bool, typer.Option("--csv", help="Print CSV: path,label,confidence,<probabilities: cat,dog,neither>,error.")
     ] = False,
     threshold: Annotated[
-        float | None, typer.Option(help="Answer 'unsure' when the confidence is below this probability.", min=0, max=1)
+        float | None,
+        typer.Option(help="Answer 'unsure' when the confidence is below this, 0 to 1.", callback=probability),
     ] = None,
     neither_threshold: NeitherThreshold = None,
     tta: Annotated[
@@ -88,7 +89,8 @@ def serve(
         float, typer.Option(help="How long a forward pass waits for more images, in ms.", min=0)
     ] = 5.0,
     threshold: Annotated[
-        float | None, typer.Option(help="Answer 'unsure' below this confidence (default: never).", min=0, max=1)
+        float | None,
+        typer.Option(help="Answer 'unsure' below this confidence, 0 to 1 (default: never).", callback=probability),
     ] = None,
     neither_threshold: NeitherThreshold = None,
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request (default: off).")] = False,
