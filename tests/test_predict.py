@@ -146,3 +146,16 @@ def test_neither_exactly_when_the_pet_score_is_below_the_threshold(threshold):
     for answer, score in zip(answers, pet_scores):
         assert answer.probabilities["neither"] == pytest.approx(1 - score, abs=1e-6)
         assert answer.looks_like == ("sorrel" if answer.label == "neither" else None)
+
+
+def test_odd_file_names_keep_one_line_each_and_their_brackets(tmp_path, cat_photo):
+    """A newline in a name split its answer over two lines; rich took '[bold]' in a name as markup."""
+    for name in ("a\nb.jpg", "[bold]x.jpg"):
+        (tmp_path / name).write_bytes(cat_photo.read_bytes())
+    (tmp_path / "t\nx.jpg").write_text("not a photo")
+    result = run_catdog("predict", str(tmp_path))
+    assert result.returncode == 1, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 3
+    assert lines[0].startswith(f"{tmp_path}/[bold]x.jpg: cat (") and lines[1].startswith(f"{tmp_path}/a\\nb.jpg: cat (")
+    assert lines[2] == f"{tmp_path}/t\\nx.jpg: error '{tmp_path}/t\\nx.jpg' is not an image: its content is TEXT."

@@ -44,10 +44,18 @@ def print_predictions(results: Iterable, classes: list[str], *, as_json: bool, a
         if r.ok:
             colour = {"cat": "magenta", "dog": "cyan"}.get(r.label or "", "yellow")
             seen = f" [dim]no cat or dog; looks like: {r.looks_like} ({r.looks_like_means})[/]" if r.looks_like else ""
-            out.print(f"{r.source}: [bold {colour}]{r.label}[/] ({r.confidence:.1%}){seen}")
+            out.print(f"{shown(r.source)}: [bold {colour}]{r.label}[/] ({r.confidence:.1%}){seen}")
         else:
-            out.print(f"{r.source}: [red]error[/] {r.error}")
+            out.print(f"{shown(r.source)}: [red]error[/] {shown(r.error)}")
     return failed
+
+
+def shown(text: str) -> str:
+    """``text`` for one line of rich output: control characters escaped (a file name may hold a newline,
+    which split its answer over two lines) and square brackets taken as text, not as rich markup."""
+    from rich.markup import escape
+
+    return escape("".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text))
 
 
 def print_evaluation(result: dict) -> None:
