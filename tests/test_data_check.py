@@ -135,6 +135,17 @@ def test_photos_beside_the_class_folders_are_reported_left_out(
     assert text.returncode == 1 and "cover.jpg" in text.stdout and "3 image(s) left out" in text.stdout
 
 
+def test_odd_file_names_are_shown_as_they_are(samples_dir: Path, tmp_path: Path, cache_dir: Path) -> None:
+    """A newline in a name split a table row; '[red]' in a name was taken as the terminal's markup."""
+    root = tmp_path / "data"
+    (root / "cat").mkdir(parents=True)
+    (root / "dog").mkdir()
+    shutil.copy(samples_dir / "cat" / "cat.1.jpg", root / "cat" / "[red]a\nb.jpg")
+    shutil.copy(samples_dir / "cat" / "cat.1.jpg", root / "dog" / "c.jpg")
+    text = run_catdog("data", "check", str(root), env={"COLUMNS": "200"})
+    assert text.returncode == 1 and "cat/[red]a\\nb.jpg, dog/c.jpg" in text.stdout, text.stdout
+
+
 def test_finds_exactly_the_planted_problems(planted: Path, cache_dir: Path) -> None:
     code, report = _check_json(planted)
     assert code == 1

@@ -85,3 +85,11 @@ def file_lock(path: str | os.PathLike) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def shown(text: str) -> str:
+    """A file name (or a sentence naming one) for one line of rich output: control characters escaped (a
+    name may hold a newline, which split a line in two) and square brackets kept as text, not rich markup."""
+    from rich.markup import escape
+
+    return escape("".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text))

@@ -9,6 +9,8 @@ from collections.abc import Iterable
 
 from rich.console import Console
 
+from catdog.fsutil import shown
+
 
 def print_predictions(results: Iterable, classes: list[str], *, as_json: bool, as_csv: bool) -> bool:
     """Print each prediction as soon as it is known (a long job shows its progress); True if any failed."""
@@ -48,14 +50,6 @@ def print_predictions(results: Iterable, classes: list[str], *, as_json: bool, a
         else:
             out.print(f"{shown(r.source)}: [red]error[/] {shown(r.error)}")
     return failed
-
-
-def shown(text: str) -> str:
-    """``text`` for one line of rich output: control characters escaped (a file name may hold a newline,
-    which split its answer over two lines) and square brackets taken as text, not as rich markup."""
-    from rich.markup import escape
-
-    return escape("".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text))
 
 
 def print_evaluation(result: dict) -> None:

@@ -39,7 +39,7 @@ import numpy as np
 from catdog.data.hashing import HashIndex, content_hash
 from catdog.data.layout import NEITHER, discover
 from catdog.errors import CatdogError
-from catdog.fsutil import atomic_write_text, default_cache_dir
+from catdog.fsutil import atomic_write_text, default_cache_dir, shown
 from catdog.images import DEFAULT_MAX_BYTES, ImageError, decode, extension_matches, read_info, sniff_format
 
 # Sides below this many pixels make an image "tiny": 32 px is where a photo stops showing a
@@ -457,7 +457,7 @@ def summary(report: CheckReport, limit: int = 20) -> list:
     """Rich renderables for a person: counts per class, counts per finding, then the details."""
     from rich.table import Table
 
-    classes = Table(title=f"{report.root} ({report.layout} layout, {report.files} files)", title_justify="left")
+    classes = Table(title=f"{shown(report.root)} ({report.layout} layout, {report.files} files)", title_justify="left")
     classes.add_column("class")
     classes.add_column("images", justify="right")
     for name, count in report.classes.items():
@@ -488,7 +488,7 @@ def summary(report: CheckReport, limit: int = 20) -> list:
     }
     for kind, found in rows.items():
         for path, detail in found[:limit]:
-            details.add_row(kind, path, detail)
+            details.add_row(kind, shown(path), shown(detail))
         if len(found) > limit:
             details.add_row(kind, f"... and {len(found) - limit} more", "use --json for the full list")
 
