@@ -459,7 +459,7 @@ def summary(report: CheckReport, limit: int = 20) -> list:
 
     classes = Table(title=f"{shown(report.root)} ({report.layout} layout, {report.files} files)", title_justify="left")
     classes.add_column("class")
-    classes.add_column("images", justify="right")
+    classes.add_column("files", justify="right")  # unusable ones included: the findings below name them
     for name, count in report.classes.items():
         classes.add_row(name, str(count))
     if report.neither:
