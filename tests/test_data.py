@@ -83,11 +83,12 @@ def test_images_beside_the_layout_are_listed_as_left_out(tmp_path):
     assert sorted(p.name for p in ds.left_out) == ["IMG_1.jpg", "banner.png", "cover.jpg"]
 
     flat = tmp_path / "flat"
-    for name in ("cat.1.jpg", "cat.2.jpg", "dog.3.jpg", "cat.jpg", "cat_fluffy.jpg", "IMG_0001.jpg", "thumbs/t.jpg"):
+    named = ("cat.1.jpg", "cat.2.jpg", "dog.3.jpg", "cat.jpg", "cat_fluffy.jpg", "IMG_0001.jpg", "thumbs/t.jpg")
+    for name in (*named, "Other/horse.jpg"):  # a `neither` folder (here by another name) is welcome beside them
         _write(flat / name, image_bytes())
     (flat / "README.txt").write_text("not a photo")
     ds = discover(flat)
-    assert ds.layout == "flat" and ds.counts() == {"cat": 2, "dog": 1}
+    assert ds.layout == "flat" and ds.counts() == {"cat": 2, "dog": 1, "neither": 1}
     left_out = sorted(p.relative_to(flat).as_posix() for p in ds.left_out)
     assert left_out == ["IMG_0001.jpg", "cat.jpg", "cat_fluffy.jpg", "thumbs/t.jpg"]
 

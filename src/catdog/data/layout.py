@@ -134,7 +134,11 @@ def discover(root: str | os.PathLike, *, image_files_only: bool = False) -> Data
         for path in _files_under(folder)
         if not image_files_only or path.suffix.lower() in IMAGE_EXTENSIONS
     ]
-    folder_images = [item.path for item in in_folders if item.path.suffix.lower() in IMAGE_EXTENSIONS]
+    # A `neither/` folder beside flat files is welcome too: negatives for a Kaggle-style folder.
+    negatives = [item for item in in_folders if item.label == NEITHER]
+    folder_images = [
+        item.path for item in in_folders if item.label != NEITHER and item.path.suffix.lower() in IMAGE_EXTENSIONS
+    ]
     named = {path: _flat_label(path.name) for path in flat_images}
     flat = [LabelledFile(path, label) for path, label in named.items() if label]
     # Both kinds side by side: the one that holds more images is the dataset; the other's images are listed
@@ -144,7 +148,7 @@ def discover(root: str | os.PathLike, *, image_files_only: bool = False) -> Data
             raise DatasetError(
                 f"The images in '{root}' carry no label: name them like 'cat.1.jpg' or use one folder per class."
             )
-        layout, files = "flat", flat
+        layout, files = "flat", flat + negatives
         left_out = [path for path, label in named.items() if not label] + folder_images
     else:
         files, left_out = in_folders, flat_images
