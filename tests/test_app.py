@@ -9,6 +9,7 @@ device streaming a video made from a dev photo.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -152,6 +153,7 @@ def test_the_app_answers_as_python_does(
     cat.rotate(90, expand=True).save(rotated, exif=exif, quality=95)
     _half_transparent(cat).save(transparent)
     photos = [samples_dir / "cat" / "cat.1.jpg", samples_dir / "dog" / "dog.1.jpg", horse, large, rotated, transparent]
+    photos += [samples_dir / "cat" / "cat.18.jpg"]  # its shares, each rounded alone, added up to 100.1 %
     context, page = phone(browser, playwright, server.url + "/app/")
     try:
         assert page.evaluate("crossOriginIsolated"), "COOP/COEP headers missing: WebAssembly gets no threads"
@@ -168,6 +170,9 @@ def test_the_app_answers_as_python_does(
         card = page.locator(f"#results .card:has(.name:text-is('{horse.name}'))")
         assert card.locator(".answer").inner_text() == "No cat or dog"
         assert card.locator(".looks").inner_text().startswith("Looks like: sorrel")
+        for shown in page.locator("#results .card .probs").all_inner_texts():  # as on the server's page
+            shares = [float(value) for value in re.findall(r"(\d+\.\d)%", shown)]
+            assert len(shares) == 3 and round(sum(shares), 1) == 100.0, shown
         overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 0, f"the app is {overflow}px wider than the phone's screen"
         shot(page, "test_app_phone")
@@ -330,14 +335,21 @@ def _half_transparent(img: Image.Image) -> Image.Image:
     return rgba
 
 
-def test_a_file_that_is_not_a_photo_gets_one_sentence(browser, playwright, server, tmp_path):
+def test_a_file_that_is_not_a_photo_gets_one_sentence(browser, playwright, server, tmp_path, cat_photo):
     broken = tmp_path / "holiday.jpg"
     broken.write_bytes(b"this is not really a photo")
+    cut, empty = tmp_path / "cut.jpg", tmp_path / "empty.jpg"
+    cut.write_bytes(cat_photo.read_bytes()[:600])
+    empty.write_bytes(b"")
     context, page = phone(browser, playwright, server.url + "/app/")
     try:
         error = answers(page, [broken])["holiday.jpg"]["error"]
         assert error.startswith("'holiday.jpg' is not an image") and error.count(". ") == 0, error
-        assert page.locator("#results .card[data-state=error] [role=alert]").count() == 1
+        # What catdog predict says of them too (it once called a cut JPEG "not an image this browser can read").
+        said = answers(page, [cut, empty])
+        assert said["cut.jpg"]["error"].startswith("'cut.jpg' is truncated or corrupt"), said
+        assert said["empty.jpg"]["error"] == "'empty.jpg' is empty (0 bytes).", said
+        assert page.locator("#results .card[data-state=error] [role=alert]").count() == 3
     finally:
         context.close()
 
@@ -360,6 +372,8 @@ def test_installable_manifest_and_service_worker(browser, playwright, server):
     assert {192, 512} <= sizes, "Chromium installs an app with 192 and 512 px icons"
     page_response = httpx.get(server.url + "/app/")
     assert page_response.headers["cross-origin-opener-policy"] == "same-origin"
+    redirect = httpx.get(server.url + "/app?backend=wasm")  # the address the docs give keeps its query
+    assert redirect.status_code == 308 and redirect.headers["location"] == "/app/?backend=wasm"
     assert page_response.headers["cross-origin-embedder-policy"] == "require-corp"
     sw = httpx.get(server.url + "/app/sw.js").text
     assert "__VERSION__" not in sw and "__FILES__" not in sw and "__ON_USE__" not in sw and '"model.onnx"' in sw

@@ -99,6 +99,9 @@ def test_a_broken_file_shows_the_error(page, tmp_path: Path) -> None:
     text = error.inner_text()
     assert "holiday.jpg" in text and "not an image" in text
     assert error.get_attribute("role") == "alert"
+    card = page.locator("#results .card[data-state=error]")
+    # No heat-map button on a card with no answer, and no broken-picture icon (CSS overrode `hidden`).
+    assert card.locator(".heat-button").is_hidden() and card.locator(".pic img").is_hidden()
 
 
 def test_a_photo_with_no_cat_or_dog_says_so(page, data_root: Path, cat_photo: Path) -> None:
@@ -214,13 +217,27 @@ def test_live_camera_shows_a_label(page, server: Server) -> None:
     assert page.evaluate("document.getElementById('video').srcObject") is None
 
 
-def test_heat_map(page, server: Server, cat_photo: Path) -> None:
+def test_heat_map(page, server: Server, cat_photo: Path, dog_photo: Path) -> None:
     page.set_input_files("#file-input", str(cat_photo))
     card = page.locator("#results .card[data-state=done]").first
     card.wait_for(timeout=30_000)
-    card.locator(".heat-button").click()
+    button = card.locator(".heat-button")
+    button.focus()
+    page.keyboard.press("Enter")
     card.locator("img.heat").wait_for(timeout=60_000)
-    assert card.locator(".heat-button").get_attribute("aria-pressed") == "true"
+    assert button.get_attribute("aria-pressed") == "true"
+    # The keyboard user is still on the button (a disabled button dropped the focus to the page).
+    assert page.evaluate("document.activeElement.classList.contains('heat-button')")
+    page.keyboard.press("Enter")
+    card.locator("img.heat").wait_for(state="detached")
+
+    # The checkbox shows the heat maps of the cards already there, not only of those to come.
+    page.set_input_files("#file-input", str(dog_photo))
+    page.wait_for_selector("#results .card[data-state=done] >> nth=1", timeout=30_000)
+    page.check("#heatmap-toggle")
+    page.wait_for_function("document.querySelectorAll('#results img.heat').length === 2", timeout=60_000, polling=200)
+    page.uncheck("#heatmap-toggle")
+    page.wait_for_function("document.querySelectorAll('#results img.heat').length === 0", timeout=10_000, polling=200)
 
 
 def _predict_requests(server: Server) -> float:

@@ -3,8 +3,8 @@
 ``catdog serve`` serves it at ``/app`` (:mod:`catdog.serve.app_routes`); ``catdog export --format web``
 writes it as a static folder (:func:`write_web`). Its files:
 
-- ``serve/static/app/``: the page, its two scripts (``app.js`` on the page, ``worker.js`` where the model
-  runs), the service worker (``sw.js``, a template: the cache's version and file list are filled in),
+- ``serve/static/app/``: the page, its scripts (``app.js`` on the page, ``shares.js`` showing probabilities
+  as the server's page does, ``worker.js`` where the model runs), the service worker (``sw.js``, a template: the cache's version and file list are filled in),
   the manifest and icons. In git.
 - ``serve/static/app/vendor/``: ONNX Runtime Web, copied out of the pinned npm package by
   ``web/build_app.py`` when the Python package is built: its WebAssembly runtime (every browser) and its
@@ -24,7 +24,16 @@ from pathlib import Path
 from catdog import __version__
 from catdog.errors import CatdogError
 
-APP_FILES = ("index.html", "app.js", "worker.js", "manifest.webmanifest", "icon.svg", "icon-192.png", "icon-512.png")
+APP_FILES = (
+    "index.html",
+    "app.js",
+    "shares.js",
+    "worker.js",
+    "manifest.webmanifest",
+    "icon.svg",
+    "icon-192.png",
+    "icon-512.png",
+)
 # ONNX Runtime Web's WebAssembly runtime: every browser, and the fallback where WebGPU fails.
 WASM_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
 # Its WebGPU runtime (the WebGPU execution provider, in a .wasm built with asyncify): only where the browser has

@@ -71,8 +71,10 @@ def _file(path: Path) -> Response:
 
 
 @router.get("/app")
-async def app_redirect() -> Response:
-    return RedirectResponse("/app/", status_code=308)
+async def app_redirect(request: Request) -> Response:
+    """``/app`` → ``/app/``, the app's scope; the query goes along (``/app?backend=wasm`` lost it)."""
+    query = request.url.query
+    return RedirectResponse("/app/" + (f"?{query}" if query else ""), status_code=308)
 
 
 @router.get("/app/")

@@ -1,4 +1,5 @@
 // catdog's phone app: the page. The model runs in worker.js; this file shows its answers.
+import "./shares.js";
 const $ = (id) => document.getElementById(id);
 const opened = performance.now();
 
@@ -267,9 +268,7 @@ function headline(p) {
 }
 
 function shares(p) {
-  return Object.entries(p.probabilities)
-    .map(([c, v]) => `${c} ${(v * 100).toFixed(1)}%`)
-    .join(" · ");
+  return globalThis.catdogShares.percents(p.probabilities).join(" · "); // adds up to 100.0 %, as on the server's page
 }
 
 function card(file) {
@@ -279,6 +278,7 @@ function card(file) {
   const img = document.createElement("img");
   img.alt = "";
   img.src = URL.createObjectURL(file);
+  img.addEventListener("error", () => { img.hidden = true; }, { once: true }); // no broken-picture icon
   const body = document.createElement("div");
   body.className = "body";
   body.innerHTML = '<div class="name"></div><div class="answer">…</div><div class="probs"></div>' +
@@ -401,6 +401,7 @@ $("camera-start").addEventListener("click", async () => {
   $("live").classList.add("on");
   $("camera-start").hidden = true;
   $("camera-stop").hidden = false;
+  $("camera-stop").focus(); // the pressed button is gone: the keyboard goes on from its replacement
   app.frames = [];
   grab();
   video.addEventListener("playing", grab);
@@ -413,4 +414,5 @@ $("camera-stop").addEventListener("click", () => {
   $("live").classList.remove("on");
   $("camera-start").hidden = false;
   $("camera-stop").hidden = true;
+  $("camera-start").focus();
 });

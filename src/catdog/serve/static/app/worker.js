@@ -241,6 +241,18 @@ function pixelsOf(bitmap) {
   return context.getImageData(0, 0, width, height).data;
 }
 
+// The sentence catdog.images gives for the same file, as far as the first bytes tell.
+const SIGNATURES = [[[0xff, 0xd8, 0xff], "JPEG"], [[0x89, 0x50, 0x4e, 0x47], "PNG"], [[0x47, 0x49, 0x46, 0x38], "GIF"]];
+
+async function whyUnreadable(name, blob) {
+  if (blob.size === 0) return `'${name}' is empty (0 bytes).`;
+  const head = new Uint8Array(await blob.slice(0, 12).arrayBuffer());
+  const webp = String.fromCharCode(...head.slice(0, 4)) === "RIFF" && String.fromCharCode(...head.slice(8, 12)) === "WEBP";
+  const known = webp ? "WebP" : SIGNATURES.find(([magic]) => magic.every((byte, i) => head[i] === byte))?.[1];
+  if (known) return `'${name}' is truncated or corrupt (a ${known} file this browser cannot decode).`;
+  return `'${name}' is not an image this browser can read (it reads JPEG, PNG, WebP, GIF, BMP and AVIF).`;
+}
+
 async function decodePhoto(name, blob) {
   let bitmap;
   try {
@@ -250,7 +262,7 @@ async function decodePhoto(name, blob) {
       colorSpaceConversion: "none",
     });
   } catch {
-    throw new Error(`'${name}' is not an image this browser can read (it reads JPEG, PNG, WebP, GIF, BMP and AVIF).`);
+    throw new Error(await whyUnreadable(name, blob));
   }
   const { width, height } = bitmap;
   if (width * height > config.max_pixels) {
