@@ -74,7 +74,8 @@ def test_page_is_self_contained(client: httpx.Client) -> None:
 def test_health_ready_docs_and_openapi(client: httpx.Client) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").json() == {"status": "ready"}
-    assert client.head("/healthz").status_code == client.head("/readyz").status_code == 200  # probes that use HEAD
+    for path in ("/healthz", "/readyz", "/", "/app/"):  # probes and link checkers that use HEAD
+        assert client.head(path).status_code == 200, path
     assert "swagger" in client.get("/docs").text.lower()
     paths = client.get("/openapi.json").json()["paths"]
     for path in ("/api/v1/predict", "/api/v1/predict/batch", "/api/v1/explain", "/api/v1/model", "/readyz"):

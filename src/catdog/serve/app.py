@@ -112,7 +112,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     app.include_router(app_routes.router)  # /app: the phone app (catdog.webapp)
     _install_error_handlers(app)
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse, include_in_schema=False)
     async def index() -> HTMLResponse:
         return HTMLResponse(page, headers=PAGE_HEADERS)
 

@@ -77,7 +77,7 @@ async def app_redirect(request: Request) -> Response:
     return RedirectResponse("/app/" + (f"?{query}" if query else ""), status_code=308)
 
 
-@router.get("/app/")
+@router.api_route("/app/", methods=["GET", "HEAD"])
 async def app_page() -> Response:
     try:
         webapp.runtime_dir()
