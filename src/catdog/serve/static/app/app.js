@@ -399,6 +399,9 @@ $("camera-start").addEventListener("click", async () => {
   video.srcObject = stream;
   await video.play();
   $("live").classList.add("on");
+  $("live-label").textContent = "…"; // not the last session's answer while the first frame is read
+  delete $("live-label").dataset.label;
+  $("live-info").textContent = "";
   $("camera-start").hidden = true;
   $("camera-stop").hidden = false;
   $("camera-stop").focus(); // the pressed button is gone: the keyboard goes on from its replacement
