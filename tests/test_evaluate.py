@@ -114,6 +114,13 @@ def test_cli_text_output_and_errors(trained_model_dir: Path, eval_dir: Path, tmp
     assert wrong.returncode == 2 and "fox" in wrong.stderr and "Traceback" not in wrong.stderr
     missing = run_catdog("evaluate", str(trained_model_dir), str(tmp_path / "nowhere"))
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    # A loose photo beside the class folders is not evaluated, and the report says so.
+    mixed = tmp_path / "mixed"
+    for label in ("cat", "dog"):
+        shutil.copytree(eval_dir / label, mixed / label)
+    shutil.copy(eval_dir / "cat" / "cat.1.jpg", mixed / "cover.jpg")
+    said = run_catdog("evaluate", str(trained_model_dir), str(mixed), env={"CATDOG_BACKEND": "torch"})
+    assert said.returncode == 0 and "1 image left out" in said.stdout and "cover.jpg" in said.stdout, said.stdout
 
 
 # -- a `neither` folder: open-set figures ------------------------------------------------------

@@ -39,6 +39,7 @@ class Evaluation:
     unreadable: list[dict] = field(default_factory=list)  # {"path", "error"}
     pet_score: np.ndarray | None = None  # (N,) the gate's P(cat or dog); None for a model without a gate
     gate_threshold: float | None = None  # P(cat or dog) below which the model answers "neither"
+    left_out: list[str] = field(default_factory=list)  # images the folder's layout gives no label (not evaluated)
 
     @property
     def y(self) -> np.ndarray:
@@ -60,6 +61,7 @@ class Evaluation:
             unreadable=self.unreadable,
             pet_score=None if self.pet_score is None else self.pet_score[index],
             gate_threshold=self.gate_threshold,
+            left_out=self.left_out,
         )
 
     def pets(self) -> Evaluation:
@@ -136,6 +138,7 @@ def collect(
         unreadable=unreadable,
         pet_score=np.array(pets, dtype=np.float64) if gated else None,
         gate_threshold=predictor.gate_threshold if gated else None,
+        left_out=[str(path) for path in dataset.left_out],
     )
 
 
@@ -350,6 +353,7 @@ def evaluate(
         )
     result["model"] = predictor.name
     result["split"] = split
+    result["left_out"] = evaluation.left_out
     result["backend"] = predictor.info.get("backend")
     if with_robustness:
         result["robustness"] = robustness(predictor, pets, samples=robustness_samples, batch_size=batch_size)

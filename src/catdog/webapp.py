@@ -4,8 +4,8 @@
 writes it as a static folder (:func:`write_web`). Its files:
 
 - ``serve/static/app/``: the page, its scripts (``app.js`` on the page, ``shares.js`` showing probabilities
-  as the server's page does, ``worker.js`` where the model runs), the service worker (``sw.js``, a template: the cache's version and file list are filled in),
-  the manifest and icons. In git.
+  as the server's page does, ``worker.js`` where the model runs), the service worker (``sw.js``, a
+  template: the cache's version and file list are filled in), the manifest and icons. In git.
 - ``serve/static/app/vendor/``: ONNX Runtime Web, copied out of the pinned npm package by
   ``web/build_app.py`` when the Python package is built: its WebAssembly runtime (every browser) and its
   WebGPU runtime (browsers with WebGPU; the service worker caches it only where it is used). Not in git.

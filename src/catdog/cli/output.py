@@ -90,7 +90,14 @@ def print_evaluation(result: dict) -> None:
     if result["unreadable"]:
         out.print(f"[yellow]{len(result['unreadable'])} unreadable files[/]:")
         for item in result["unreadable"]:
-            out.print(f"  {item['error']}")
+            out.print(f"  {shown(item['error'])}")
+    if result.get("left_out"):
+        left_out = result["left_out"]
+        out.print(
+            f"[yellow]{len(left_out)} image{'s' * (len(left_out) != 1)} left out[/]: the folder's layout gives no "
+            "label, e.g. "
+            f"'{shown(left_out[0])}' ('catdog data check' lists them)."
+        )
     if "robustness" in result:
         r = result["robustness"]
         table = Table(title=f"accuracy under corruptions ({r['n']} photos, clean {r['clean']:.3f})")
