@@ -785,5 +785,26 @@ def test_epochs_tied_on_calibrated_loss_are_told_apart_by_the_raw_loss(tmp_path:
         }
         record_epoch(None, state, val, layer, False, 1, DistContext(), tmp_path, Reporter(Console(), enabled=False))
         state.epoch += 1
-    assert [row["val_loss_calibrated"] for row in state.history] == [0.0, 0.0]
-    assert state.best_epoch == 2 and state.bad_epochs == 0  # once epoch 1, and "no better" ever after
+    # Every photo right: no sharpening (T = 1, the calibrated loss is the raw one); it once went to T = 0.05,
+    # a calibrated loss of 0 at every epoch, and epoch 1 was kept with "no better" ever after.
+    assert [row["val_loss_calibrated"] for row in state.history] == [row["val_loss"] for row in state.history]
+    assert state.best_epoch == 2 and state.bad_epochs == 0
+
+
+def test_the_temperature_never_sharpens_a_split_with_no_error() -> None:
+    from catdog.training.calibration import fit_temperature
+
+    labels = torch.tensor([0, 1] * 20)
+    separated = torch.stack([labels == 0, labels == 1], 1).float() * 2.0
+    assert fit_temperature(separated, labels) == 1.0  # the fit alone goes to its floor, 0.05
+    flipped = separated.clone()
+    flipped[:4] = flipped[:4].flip(1)  # four of 40 wrong, at the same margin: a fit with a minimum
+    assert 0.05 < fit_temperature(flipped, labels) < 20
+
+
+def test_a_batch_larger_than_the_data_is_the_data(small_dev: Path, shared_cache: Path, tmp_path: Path) -> None:
+    """--batch-size 1,000,000 on 36 training photos padded each batch to that size (49 GB of pixels at 64 px)."""
+    out = tmp_path / "model"
+    options = dict(FAMILIES["catnet"], epochs=1, batch_size=1_000_000, workers=0)
+    metrics = train(TrainConfig(data_dir=str(small_dev), out=str(out), cache_dir=str(shared_cache), **options))
+    assert metrics["epochs_run"] == 1 and (out / "model.safetensors").exists()
