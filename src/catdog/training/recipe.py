@@ -15,6 +15,7 @@ position in the epoch, running metrics and RNG states, and are written atomicall
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -112,7 +113,9 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
         # 4. What trains (the whole network, or the part after a frozen one) and what it eats.
         job = what_trains(cfg, model, gate, data, splits, pre, cache_dir, ctx, deadline, log)
         trainable, device = job.trainable, ctx.device
-        per_rank_batch = max(1, cfg.batch_size // ctx.world)
+        # No batch larger than the data: --batch-size 100000 on 364 photos once padded every batch to its size
+        # and ran out of memory without a word.
+        per_rank_batch = max(1, min(cfg.batch_size // ctx.world, math.ceil(len(job.train_set) / ctx.world)))
         sampler, train_loader, val_loader = loaders(cfg, job, ctx, per_rank_batch)
         steps_per_epoch = len(train_loader)
 
@@ -326,13 +329,14 @@ def loaders(cfg: TrainConfig, job: Job, ctx: DistContext, per_rank_batch: int):
     train_set, val_set, device = job.train_set, job.val_set, ctx.device
     sampler = ResumableSampler(train_set, ctx.world, ctx.rank, cfg.seed)
     val_share = Subset(val_set, range(ctx.rank, len(val_set), ctx.world))
+    val_batch = max(1, min(2 * per_rank_batch, math.ceil(len(val_set) / ctx.world)))
     if isinstance(train_set, TrainImages) and CachedBatches.fits(train_set, val_set, device):
         # Batches straight from the pixel cache (in GPU memory, or the CPU's memory map): no DataLoader.
         train_loader = CachedBatches(train_set.images, device, per_rank_batch, sampler)
-        val_loader = CachedBatches(val_set, device, 2 * per_rank_batch, order=list(val_share.indices))
+        val_loader = CachedBatches(val_set, device, val_batch, order=list(val_share.indices))
     else:
         train_loader = make_loader(train_set, per_rank_batch, sampler=sampler, workers=job.workers)
-        val_loader = make_loader(val_share, 2 * per_rank_batch, workers=job.workers)
+        val_loader = make_loader(val_share, val_batch, workers=job.workers)
     return sampler, train_loader, val_loader
 
 
