@@ -572,6 +572,10 @@ def test_existing_model_is_not_overwritten_and_resume_needs_a_run(small_dev: Pat
     _fails_cleanly(run_catdog("train", str(small_dev), "--out", str(out)), "already holds a model")
     _fails_cleanly(run_catdog("train", str(small_dev), "--out", str(out), "--resume"), "no unfinished run")
     assert (out / "model.safetensors").read_bytes() == b"keep me"
+    # A model inside its data folder became a class (or a cat) of the next run.
+    inside = small_dev / "model"
+    _fails_cleanly(run_catdog("train", str(small_dev), "--out", str(inside)), "is inside the data folder")
+    assert not inside.exists()
 
 
 @pytest.mark.slow  # keeps the default suite near 10 minutes on 2 cores
@@ -803,8 +807,10 @@ def test_the_temperature_never_sharpens_a_split_with_no_error() -> None:
 
 
 def test_a_batch_larger_than_the_data_is_the_data(small_dev: Path, shared_cache: Path, tmp_path: Path) -> None:
-    """--batch-size 1,000,000 on 36 training photos padded each batch to that size (49 GB of pixels at 64 px)."""
+    """--batch-size 1,000,000 on 36 training photos padded each batch to that size (12 GB of pixels at 32 px).
+    And catnet at 32 px, where its last map is 1x1: a one-image probe in training mode stopped it with an
+    internal error."""
     out = tmp_path / "model"
-    options = dict(FAMILIES["catnet"], epochs=1, batch_size=1_000_000, workers=0)
+    options = dict(FAMILIES["catnet"], image_size=32, epochs=1, batch_size=1_000_000, workers=0)
     metrics = train(TrainConfig(data_dir=str(small_dev), out=str(out), cache_dir=str(shared_cache), **options))
     assert metrics["epochs_run"] == 1 and (out / "model.safetensors").exists()

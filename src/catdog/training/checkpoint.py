@@ -46,6 +46,10 @@ class RunState:
 
 
 def check_out_dir(out: Path, cfg: TrainConfig) -> None:
+    data = Path(cfg.data_dir).resolve()
+    if out.resolve() == data or data in out.resolve().parents:
+        # Its curves.png would be a photo of the next run, and the folder a class of its own.
+        raise CatdogError(f"--out '{out}' is inside the data folder '{cfg.data_dir}'; write the model elsewhere.")
     if cfg.resume:
         if not (out / CHECKPOINT).exists():
             raise CatdogError(f"'{out}' holds no unfinished run to resume (no {CHECKPOINT}).")

@@ -232,8 +232,11 @@ def build(
         # as shipped, the one fitted at the size the model will predict at.
         size = cfg.test_image_size or pre.image_size
         model.add_open_set_gate(load_builtin_gate(model.backbone.num_features, size, cfg.model))
-    if cfg.model in SCRATCH_MODELS:
-        model(torch.zeros(1, 3, pre.image_size, pre.image_size))  # materialise seed-cnn's lazy Dense layer
+    if cfg.model in SCRATCH_MODELS:  # materialise seed-cnn's lazy Dense layer
+        # In eval mode: batch norm on one image whose map is 1x1 (catnet at 32 px) cannot take batch statistics.
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, 3, pre.image_size, pre.image_size))
+        model.train()
     names = ", ".join(classes + [NEITHER] * learns_neither)
     log.info(f"model {cfg.model} ({cfg.family()}), {len(classes) + learns_neither} classes: {names}")
     if cfg.family() == "scratch" and set(classes) <= PET_CLASSES and not learns_neither:
