@@ -121,6 +121,8 @@ def fake_member(root: Path, name: str, **changes) -> Path:
         ({"classes": ["cat", "dog", "fox"]}, ["differ in classes"]),
         ({"gate": {"kind": "open-set", "taps": [4, 5], "threshold": 0.5}}, ["gates", "--freeze"]),
         ({"data": {"fingerprint": "e" * 32, "val_images": 6}}, ["other photos"]),
+        # The option that differs, not always --val-fraction.
+        ({"split": {"by": "content hash", "val_fraction": 0.1, "test_fraction": 0.2}}, ["(see --test-fraction)."]),
     ],
 )
 def test_members_of_other_recipes_or_data_are_refused_in_one_sentence(

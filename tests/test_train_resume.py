@@ -116,3 +116,20 @@ def test_torchrun_two_processes_match_one(small_dev: Path, tmp_path: Path) -> No
         assert a == pytest.approx(b, abs=1e-3)
     config = json.loads((multi / "config.json").read_text())
     assert config["data"]["val_images"] == json.loads((single / "config.json").read_text())["data"]["val_images"]
+
+
+@pytest.mark.slow
+def test_ctrl_c_says_how_to_go_on(samples_dir: Path, tmp_path: Path) -> None:
+    """Ctrl-C once printed only "Interrupted.": the checkpoint it leaves and --resume went unsaid."""
+    out = tmp_path / "model"
+    args = [sys.executable, "-m", "catdog", "train", str(samples_dir), "--out", str(out), "--image-size", "64"]
+    proc = subprocess.Popen([*args, "--epochs", "200", "--patience", "200"], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not (out / "checkpoint.pt").exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1] == (
+        f"error: Interrupted; '{out}' keeps the run: add --resume to the same command to go on."
+    )

@@ -80,8 +80,12 @@ def check_members(models: list[str], configs: list[dict]) -> None:
                 f"'{model}' was trained on other photos than '{first}'; a soup is measured on its members' "
                 "validation split, which every member must have held out."
             )
-        if config.get("split") != reference.get("split"):
-            raise CatdogError(f"'{model}' and '{first}' split their photos differently (see --val-fraction).")
+        split, reference_split = config.get("split") or {}, reference.get("split") or {}
+        if split != reference_split:
+            differ = sorted(k for k in {*split, *reference_split} if split.get(k) != reference_split.get(k))
+            named = [f"--{k.replace('_', '-')}" for k in differ if k.endswith("fraction")]
+            options = ", ".join(named) or "--val-fraction"
+            raise CatdogError(f"'{model}' and '{first}' split their photos differently (see {options}).")
 
 
 def average_weights(states: list[dict]) -> dict:

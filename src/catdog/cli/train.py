@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from catdog.cli.app import app
-from catdog.cli.errors import user_errors
+from catdog.cli.errors import fail, user_errors
 
 
 @app.command(short_help="Train a model on a dataset folder (CPU, GPU or torchrun).")
@@ -137,9 +138,16 @@ def train(
     from catdog.training.config import TrainConfig
 
     config = TrainConfig(**options).resolved()  # a bad option is refused before importing timm and torchvision
+    from catdog.training.checkpoint import CHECKPOINT
     from catdog.training.recipe import train as run_training
 
-    run_training(config, started=started)
+    try:
+        run_training(config, started=started)
+    except KeyboardInterrupt:
+        if not (Path(config.out) / CHECKPOINT).exists():
+            raise
+        hint = f"Interrupted; '{config.out}' keeps the run: add --resume to the same command to go on."
+        raise fail(hint, 130) from None
 
 
 @app.command(short_help="Average models fine-tuned from the same weights: a model soup.")
