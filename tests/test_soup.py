@@ -39,6 +39,7 @@ def members(tmp_path_factory: pytest.TempPathFactory, dev_dir: Path) -> tuple[Pa
     return data, models
 
 
+@pytest.mark.slow  # two trainings and three measured models, about a minute on 2 cores
 def test_a_soup_is_the_mean_of_its_members_and_is_measured_beside_them(
     members: tuple[Path, list[Path]], tmp_path: Path, cache_dir: Path, dev_dir: Path
 ) -> None:

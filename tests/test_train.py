@@ -620,6 +620,7 @@ def _pets_and_toys(small_dev: Path, data_root: Path, data: Path, neither_name: s
     return data, toys
 
 
+@pytest.mark.slow  # keeps the default suite near 10 minutes on 2 cores
 def test_a_from_scratch_net_learns_neither_as_a_class(
     small_dev: Path, shared_cache: Path, tmp_path: Path, data_root: Path
 ) -> None:
@@ -806,6 +807,7 @@ def test_the_temperature_never_sharpens_a_split_with_no_error() -> None:
     assert 0.05 < fit_temperature(flipped, labels) < 20
 
 
+@pytest.mark.slow  # keeps the default suite near 10 minutes on 2 cores
 def test_a_batch_larger_than_the_data_is_the_data(small_dev: Path, shared_cache: Path, tmp_path: Path) -> None:
     """--batch-size 1,000,000 on 36 training photos padded each batch to that size (12 GB of pixels at 32 px).
     And catnet at 32 px, where its last map is 1x1: a one-image probe in training mode stopped it with an
