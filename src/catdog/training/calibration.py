@@ -79,6 +79,11 @@ def gate_config(
     return gate
 
 
+def _placeable(n_pets: int, target: float) -> bool:
+    """Whether ``target`` of ``n_pets`` validation pets is enough photos to place an operating point on."""
+    return n_pets * target >= MIN_PETS_BELOW
+
+
 def _move_open_set_point(open_set, val_pets: torch.Tensor, target: float) -> dict:
     """Move the open-set gate's bias to where ``target`` of the validation pets score below; its record.
 
@@ -90,10 +95,10 @@ def _move_open_set_point(open_set, val_pets: torch.Tensor, target: float) -> dic
     shipped = float(open_set.bias)
     logits = torch.logit(val_pets.double().clamp(1e-12, 1 - 1e-12)) - shipped
     moved = operating_bias(logits, open_set.bias.new_zeros(()), target)
-    enough = len(val_pets) * target >= MIN_PETS_BELOW
+    n = len(val_pets)
+    enough = _placeable(n, target)
     open_set.bias.fill_(moved if enough else max(moved, shipped))
     turned_away = round(float((logits + float(open_set.bias) < 0).double().mean()), 5)
-    n = len(val_pets)
     if enough:
         point = f"P(cat or dog) = 0.5 where {turned_away:.2%} of this model's {n} validation photos score below"
         point += f" (target {target:.1%}, the shipped gate's)"
@@ -118,7 +123,7 @@ def learnt_neither_gate(model, logits: torch.Tensor, labels: torch.Tensor, n_cla
     odds = pet_log_odds(logits).double()
     pets, others = odds[labels < n_classes], odds[labels == n_classes]
     offset = 0.0
-    enough = len(pets) * TARGET_PETS_TURNED_AWAY >= MIN_PETS_BELOW
+    enough = _placeable(len(pets), TARGET_PETS_TURNED_AWAY)
     if len(pets):
         # A margin below the quantile for the numeric gap between validation (autocast) and the exported model.
         offset = float(torch.quantile(pets, TARGET_PETS_TURNED_AWAY, interpolation="lower")) - LOG_ODDS_MARGIN

@@ -160,8 +160,8 @@ def record_epoch(cfg, state, val, trainable, partial, steps_per_epoch, ctx, out,
         "images_per_s": round(ctx.world * state.seen / max(state.train_seconds, 1e-9), 2),
         "wall_seconds": round(elapsed, 1),  # since the command started (a resumed run: since its restart)
     }
-    # Ties broken by the raw loss: on a small validation split the model separates perfectly the calibrated
-    # loss is 0 at every epoch (its temperature goes to 0), and the first epoch would be kept whatever followed.
+    # Ties broken by the raw loss, or the first of tied epochs would be kept whatever followed. (A split the
+    # model separates perfectly once tied every epoch at 0; fit_temperature no longer sharpens there.)
     tied = abs(calibrated - state.best_selection) <= 1e-6
     if calibrated < state.best_selection - 1e-6 or (tied and val["val_loss"] < state.best_loss):
         state.best_selection, state.best_epoch, state.bad_epochs = calibrated, state.epoch + 1, 0
