@@ -100,6 +100,8 @@ def test_cli_json_and_report(onnx_model_file: Path, eval_dir: Path, tmp_path: Pa
     assert f"{result['accuracy']:.4f}" in page and f"{result['log_loss']:.4f}" in page
     assert "data:image/png;base64," in page and "broken.jpg" in page
     assert 'src="http' not in page and "src='http" not in page  # self-contained
+    assert result["data"] == str(eval_dir) and result["split"] == "all" and result["tta"] is False
+    assert f"<code>{eval_dir}</code>: all photos" in page  # a report read later says what it measured
     assert json.loads((out / "metrics.json").read_text())["accuracy"] == result["accuracy"]
 
 

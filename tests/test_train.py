@@ -599,9 +599,11 @@ def test_a_test_split_is_held_out_of_training_and_evaluated_alone(
     assert {part: len(paths) for part, paths in parts.items()} == counts
     assert not parts["test"] & (parts["train"] | parts["val"])
     for part in ("test", "val"):
-        result = run_catdog("evaluate", str(out), str(small_dev), "--split", part, "--json")
+        report = tmp_path / f"report-{part}"
+        result = run_catdog("evaluate", str(out), str(small_dev), "--split", part, "--json", "--out", str(report))
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout)["n"] == counts[part]
+        assert f"the model's <b>{part}</b> split" in (report / "report.html").read_text()
     no_test = run_catdog("evaluate", str(trained_model_dir), str(small_dev), "--split", "test")
     assert no_test.returncode != 0 and "Traceback" not in no_test.stderr and "split" in no_test.stderr
 
@@ -622,7 +624,7 @@ def _pets_and_toys(small_dev: Path, data_root: Path, data: Path, neither_name: s
 
 @pytest.mark.slow  # keeps the default suite near 10 minutes on 2 cores
 def test_a_from_scratch_net_learns_neither_as_a_class(
-    small_dev: Path, shared_cache: Path, tmp_path: Path, data_root: Path
+    small_dev: Path, shared_cache: Path, tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture
 ) -> None:
     """A from-scratch net has no ImageNet backbone to gate it: given a `neither` folder it learns it as a third
     class, and answers as gated models do, P(cat) + P(dog) + P(neither) = 1, in PyTorch and through ONNX alike."""
@@ -632,6 +634,8 @@ def test_a_from_scratch_net_learns_neither_as_a_class(
     out = tmp_path / "model"
     options = dict(FAMILIES["catnet"], epochs=8, label_smoothing=0.0, workers=0, seed=1)
     train(TrainConfig(data_dir=str(data), out=str(out), cache_dir=str(shared_cache), **options))
+    # Its last line says which figures are over three classes and which over the pets (it once mixed them).
+    assert "over cat, dog and neither" in capsys.readouterr().err
 
     config = json.loads((out / "config.json").read_text())
     gate = config["gate"]

@@ -352,7 +352,9 @@ def evaluate(
             evaluation.truth, evaluation.predicted, evaluation.pet_score, evaluation.gate_threshold
         )
     result["model"] = predictor.name
+    result["data"] = os.path.abspath(data_dir)
     result["split"] = split
+    result["tta"] = tta
     result["left_out"] = evaluation.left_out
     result["backend"] = predictor.info.get("backend")
     if with_robustness:

@@ -250,7 +250,7 @@ figure.mistake {{ width: 210px; font-size: .8rem; }}
 img {{ max-width: 100%; }}
 </style></head><body>
 <h1>catdog evaluation</h1>
-<p>Model <code>{html.escape(str(metrics.get("model")))}</code> ({html.escape(str(metrics.get("backend")))})</p>
+{_what_was_measured(metrics)}
 <table>{summary}</table>
 <h2>Per class</h2>
 <table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>{rows}</table>
@@ -261,6 +261,23 @@ img {{ max-width: 100%; }}
 <h2>Unreadable files</h2>{f"<ul>{unreadable}</ul>" if unreadable else "<p>None.</p>"}
 </body></html>
 """
+
+
+def _what_was_measured(metrics: dict) -> str:
+    """Which model, on which photos, and how: a report read later must say what it measured."""
+    split = metrics.get("split", "all")
+    part = (
+        "all photos"
+        if split == "all"
+        else f"only the photos in the model's <b>{html.escape(split)}</b> split (by content hash, as its training)"
+    )
+    lines = [
+        f"Model <code>{html.escape(str(metrics.get('model')))}</code> ({html.escape(str(metrics.get('backend')))})",
+        f"Photos <code>{html.escape(str(metrics.get('data')))}</code>: {part}",
+    ]
+    if metrics.get("tta"):
+        lines.append("Each photo averaged with its mirror image (--tta)")
+    return "".join(f"<p>{line}</p>" for line in lines)
 
 
 def _open_set_html(open_set: dict | None, png: bytes | None) -> str:

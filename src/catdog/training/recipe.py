@@ -485,8 +485,10 @@ def write_model(
     out = Path(cfg.out)
     save_model_dir(model.cpu().to(memory_format=torch.contiguous_format), config, out)
     (out / CHECKPOINT).unlink(missing_ok=True)
+    # A learnt neither class is validated over three classes; the temperature only over the pets' two.
+    over, pets_only = (f" over {', '.join(classes)} and neither", " on the pets") if learns_neither else ("", "")
     log.info(
-        f"saved {out}: val accuracy {metrics['val_accuracy']:.2%}, val loss {metrics['val_loss']:.4f} "
-        f"(calibrated {metrics['val_loss_calibrated']:.4f}; epoch {metrics['best_epoch']}), "
+        f"saved {out}: val accuracy {metrics['val_accuracy']:.2%}{over}, val loss {metrics['val_loss']:.4f} "
+        f"(calibrated{pets_only} {metrics['val_loss_calibrated']:.4f}; epoch {metrics['best_epoch']}), "
         f"temperature {temperature:.3f}, {metrics['wall_seconds']:.0f} s"
     )
