@@ -204,5 +204,5 @@ def test_int8_export_holds_the_export_floors(dev_dir, tmp_path):
     done = run_catdog("export", "builtin-large", "--int8", "--out", str(out), "--check-data", str(dev_dir), "--json")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
-    assert report["agreement"] >= 0.995 and report["accuracy_fp32"] - report["accuracy_int8"] <= 0.3
+    assert report["agreement"] >= 0.995 and report["accuracy_fp32"] - report["accuracy_int8"] <= 0.003 + 1e-9
     assert out.stat().st_size < 0.5 * 44_000_000  # fp32: 44 MB; 8-bit backbones, the head and the gate fp32

@@ -162,7 +162,7 @@ def test_int8_export_of_the_builtin_model_meets_the_floor(dev_dir: Path, samples
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["n_check"] == 300 and report["n_check_int8"] == 2000  # int8 is measured on more photos
-    assert report["agreement"] >= 0.995 and report["accuracy_fp32"] - report["accuracy_int8"] <= 0.3
+    assert report["agreement"] >= 0.995 and report["accuracy_fp32"] - report["accuracy_int8"] <= 0.003 + 1e-9
     # Independently, through the Predictor, on photos neither the head nor the export's check used: the
     # 1,000 pinned dev test photos (the check draws from the whole folder, mostly the head's training
     # photos) and the full-size samples. At 99.5 % agreement, the binomial floor on 1,000 photos is 98.9 %.

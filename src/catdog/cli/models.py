@@ -175,7 +175,7 @@ def export(
     if report.int8:
         line += (
             f"; int8 agrees with fp32 on {report.agreement:.1%} of {report.n_check_int8} photos, "
-            f"accuracy {report.accuracy_int8:.1f}% "
-            f"(fp32 {report.accuracy_fp32:.1f}%)"
+            f"accuracy {report.accuracy_int8:.1%} "
+            f"(fp32 {report.accuracy_fp32:.1%})"
         )
     Console(highlight=False, soft_wrap=True).print(line + ".")
