@@ -88,6 +88,11 @@ def test_several_photos_at_once(page, cat_photo: Path, dog_photo: Path) -> None:
         for p in (cat_photo, dog_photo)
     }
     assert labels == {"cat": cat_photo.name, "dog": dog_photo.name}
+    # A batch is listed in the order chosen; a later batch comes above it.
+    page.set_input_files("#file-input", str(dog_photo))
+    page.wait_for_selector("#results .card[data-state=done] >> nth=2", timeout=30_000)
+    names = page.locator("#results .card .name").all_inner_texts()
+    assert names == [dog_photo.name, cat_photo.name, dog_photo.name], names
 
 
 def test_a_broken_file_shows_the_error(page, tmp_path: Path) -> None:
