@@ -366,10 +366,17 @@ def test_installable_manifest_and_service_worker(browser, playwright, server):
         if icon["type"] == "image/png":
             import io
 
-            width, height = Image.open(io.BytesIO(response.content)).size
+            picture = Image.open(io.BytesIO(response.content))
+            width, height = picture.size
             assert f"{width}x{height}" == icon["sizes"]
             sizes.add(width)
+            if "maskable" in icon.get("purpose", ""):  # a launcher cuts it to its own shape: no transparent corner
+                assert picture.convert("RGBA").getchannel("A").getextrema() == (255, 255), icon
     assert {192, 512} <= sizes, "Chromium installs an app with 192 and 512 px icons"
+    assert any("maskable" in icon.get("purpose", "") for icon in manifest["icons"])
+    # No "id": the app's identity is then its start_url, where it is served (an id of "./" is resolved
+    # against the origin, so every catdog app on one host would be one app).
+    assert "id" not in manifest
     page_response = httpx.get(server.url + "/app/")
     assert page_response.headers["cross-origin-opener-policy"] == "same-origin"
     redirect = httpx.get(server.url + "/app?backend=wasm")  # the address the docs give keeps its query

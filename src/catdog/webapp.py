@@ -33,6 +33,7 @@ APP_FILES = (
     "icon.svg",
     "icon-192.png",
     "icon-512.png",
+    "icon-maskable-512.png",
 )
 # ONNX Runtime Web's WebAssembly runtime: every browser, and the fallback where WebGPU fails.
 WASM_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
