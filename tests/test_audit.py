@@ -69,6 +69,9 @@ def test_audit_finds_the_cat_in_the_neither_folder(
     text = run_catdog("data", "audit", str(data), "--model", str(trained_model_dir), "--top", "3")
     assert text.returncode == 0, text.stderr
     assert f"{len(non_pets) + 1} neither photos judged" in text.stdout
+    # The accuracy is over the pets, and the line says so (it once counted the neither photos into "photos").
+    accuracy = result["out_of_fold_accuracy"]
+    assert text.stdout.startswith(f"40 photos of cat and dog, out-of-fold accuracy {accuracy:.4f}")
     assert f"neither/{stray}: labelled neither, looks like cat" in text.stdout
 
 

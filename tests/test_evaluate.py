@@ -296,3 +296,20 @@ def test_cli_prints_the_open_set_figures(open_set_dir: Path, open_set_run: tuple
     ):
         assert f"{name} {o[key]:.4f}" in done.stdout, name
     assert f"on {result['n']} photos" in done.stdout
+
+
+def test_a_user_is_told_when_training_photos_are_measured_or_a_split_is_of_another_folder(tmp_path: Path) -> None:
+    """Measuring a model on its own training folder flatters it, and --split of a folder it never saw measures
+    a tenth of the photos: both are easy to do unawares, so evaluate says so (and computes the figures all the same)."""
+    from catdog.evaluate import split_warnings
+
+    trained_on, other = tmp_path / "data", tmp_path / "other"
+    trained_on.mkdir(), other.mkdir()
+    info = {"data": {"root": str(trained_on), "train_images": 270}}
+    (flattering,) = split_warnings(info, trained_on, "all", 300)
+    assert "270 of its photos trained it" in flattering and "--split val" in flattering
+    (foreign,) = split_warnings(info, other, "val", 14)
+    assert f"'{trained_on}'" in foreign and "only the 14 of its photos" in foreign
+    assert split_warnings(info, trained_on / ".", "val", 30) == []  # the same folder, spelt otherwise
+    assert split_warnings(info, other, "all", 300) == []
+    assert split_warnings({"classes": ["cat", "dog"]}, trained_on, "all", 300) == []  # the built-in model

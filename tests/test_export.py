@@ -113,6 +113,26 @@ def test_int8_keeps_the_gate_and_heads_in_fp32(pristine_after_blocks, samples_di
     assert off_grid.mean() >= 0.6  # not on an 8-bit grid (a few saturate at exactly 1.0)
 
 
+def test_int8_accuracy_counts_only_the_photos_of_the_models_classes(
+    onnx_model_file: Path, trained_model_dir: Path, samples_dir: Path, data_root: Path
+) -> None:
+    """A `neither` folder's photos have no class to be right about: they once counted as errors, so a check
+    folder with non-pets reported fp32 and int8 alike at 79 % (their share of the folder)."""
+    from catdog.export import int8_fidelity
+
+    _, config = load_model_dir(trained_model_dir)
+    pre = Preprocess.from_dict(config["preprocess"])
+    pets, pet_labels = check_images(samples_dir, pre, config["classes"], 40)
+    others, other_labels = check_images(data_root / "neither", pre, config["classes"], 8)  # subject folders
+    assert other_labels == [-1] * 8
+    chunks = [(pets, pet_labels), (others, other_labels)]
+    fidelity = int8_fidelity(onnx_model_file, onnx_model_file, chunks, config)  # the same file twice: agreement 1
+    assert fidelity["n"] == 48 and fidelity["agreement"] == 1.0
+    truth = [config["classes"][y] for y in pet_labels]
+    right = sum(a == t for a, t in zip(fidelity["labels_fp32"], truth))
+    assert fidelity["accuracy_fp32"] == fidelity["accuracy_int8"] == right / 40  # shares, of the 40 pets
+
+
 def test_refuses_to_write_when_parity_fails(trained_model_dir: Path, samples_dir: Path, tmp_path: Path, monkeypatch):
     monkeypatch.setattr(export_module, "FP32_MAX_GAP", 0.0)  # no real export is bit-exact
     out = tmp_path / "refused.onnx"

@@ -604,6 +604,9 @@ def test_a_test_split_is_held_out_of_training_and_evaluated_alone(
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout)["n"] == counts[part]
         assert f"the model's <b>{part}</b> split" in (report / "report.html").read_text()
+    flattered = run_catdog("evaluate", str(out), str(small_dev), "--json")  # every photo, training ones too
+    (warning,) = json.loads(flattered.stdout)["warnings"]
+    assert flattered.returncode == 0 and "trained it" in warning and f"note: {warning}" in flattered.stderr
     no_test = run_catdog("evaluate", str(trained_model_dir), str(small_dev), "--split", "test")
     assert no_test.returncode != 0 and "Traceback" not in no_test.stderr and "split" in no_test.stderr
 

@@ -210,6 +210,11 @@ def audit(
     return AuditResult(len(kept), names, folds, suspects, accuracy, unreadable, len(others), judged)
 
 
+def pets_counted(result: AuditResult) -> str:
+    """The photos the out-of-fold accuracy is over: those of the model's classes, not the `neither` ones."""
+    return f"{result.n - result.neither} photos of {' and '.join(result.classes)}"
+
+
 def neither_note(result: AuditResult, lead: str = "") -> str:
     """What became of the `neither` photos, for people; empty when there are none."""
     if not result.neither:
@@ -239,7 +244,7 @@ def write_audit(result: AuditResult, out_dir: str | os.PathLike, top: int = 100)
 figure {{ display: inline-block; width: 210px; margin: .5rem; vertical-align: top; font-size: .8rem; }}
 img {{ max-width: 100%; }}</style></head><body>
 <h1>Photos most likely mislabelled</h1>
-<p>{result.n} photos, {len(result.suspects)} whose {result.folds}-fold out-of-fold prediction disagrees with the
+<p>{pets_counted(result)}, {len(result.suspects)} whose {result.folds}-fold out-of-fold prediction disagrees with the
 label (out-of-fold accuracy {result.out_of_fold_accuracy:.4f}){html.escape(note)};
 the top {min(top, len(result.suspects))} below, most confident first. {len(result.unreadable)} unreadable files.</p>
 {cards or "<p>No suspects.</p>"}

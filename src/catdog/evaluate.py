@@ -142,6 +142,27 @@ def collect(
     )
 
 
+def split_warnings(info: dict, data_dir: str | os.PathLike, split: str, n: int) -> list[str]:
+    """What a user should know of the photos measured: training photos among them, or a split of a folder the
+    model never saw (both are easy to do without noticing; the figures are still computed)."""
+    data = info.get("data") if isinstance(info.get("data"), dict) else {}
+    root = data.get("root")
+    if not root:
+        return []
+    here = os.path.realpath(data_dir)
+    if split == "all" and here == os.path.realpath(root) and data.get("train_images"):
+        return [
+            f"'{data_dir}' is the folder this model was trained on: {data['train_images']} of its photos trained "
+            "it, so these figures flatter it. --split val or --split test measures photos it did not learn from."
+        ]
+    if split != "all" and here != os.path.realpath(root):
+        return [
+            f"'{data_dir}' is not the folder this model was trained on ('{root}'): --split {split} kept only the "
+            f"{n} of its photos that fall in that part of the split by content hash. --split all measures them all."
+        ]
+    return []
+
+
 def held_out(label_of: dict[str, str], classes: list[str], info: dict, split: str) -> dict[str, str]:
     """The photos of ``label_of`` in ``split`` of the content-hash split the model records in ``info``."""
     from catdog.data.split import files_in_part
@@ -355,6 +376,9 @@ def evaluate(
     result["data"] = os.path.abspath(data_dir)
     result["split"] = split
     result["tta"] = tta
+    result["threshold"] = threshold
+    result["neither_threshold"] = predictor.gate_threshold
+    result["warnings"] = split_warnings(predictor.info, data_dir, split, len(evaluation.paths))
     result["left_out"] = evaluation.left_out
     result["backend"] = predictor.info.get("backend")
     if with_robustness:

@@ -277,6 +277,9 @@ def _what_was_measured(metrics: dict) -> str:
     ]
     if metrics.get("tta"):
         lines.append("Each photo averaged with its mirror image (--tta)")
+    if metrics.get("threshold") is not None:
+        lines.append(f"'unsure' below a confidence of {metrics['threshold']:g} (--threshold)")
+    lines += [f"<b>Note:</b> {html.escape(warning)}" for warning in metrics.get("warnings", [])]
     return "".join(f"<p>{line}</p>" for line in lines)
 
 

@@ -93,7 +93,7 @@ def data_audit(
 
     Photos in a `neither` folder (neither/, other/ ...) are suspects when the model's gate sees a cat or a dog.
     """
-    from catdog.audit import audit, neither_note, write_audit
+    from catdog.audit import audit, neither_note, pets_counted, write_audit
 
     refuse_unwritable(out, "folder")
     result = audit(data_dir, model, folds=folds)
@@ -103,7 +103,7 @@ def data_audit(
         return
     console = Console(highlight=False, soft_wrap=True)
     console.print(
-        f"{result.n} photos, out-of-fold accuracy {result.out_of_fold_accuracy:.4f}{neither_note(result, '; ')}; "
+        f"{pets_counted(result)}, out-of-fold accuracy {result.out_of_fold_accuracy:.4f}{neither_note(result, '; ')}; "
         f"{len(result.suspects)} disagree with their label. Most likely mislabelled:"
     )
     for rank, s in enumerate(result.suspects[:top], 1):

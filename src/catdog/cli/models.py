@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Annotated
 
 import typer
@@ -67,6 +68,8 @@ def evaluate(
         neither_threshold=neither_threshold,
         split=split,
     )
+    for warning in result["warnings"]:
+        print(f"note: {warning}", file=sys.stderr)
     if as_json:
         print(json.dumps(result, indent=2))
         return
@@ -173,9 +176,7 @@ def export(
         return
     line = f"Wrote {report.path}: max |Δprobability| vs PyTorch {report.fp32_max_gap:.1e} on {report.n_check} photos"
     if report.int8:
-        line += (
-            f"; int8 agrees with fp32 on {report.agreement:.1%} of {report.n_check_int8} photos, "
-            f"accuracy {report.accuracy_int8:.1%} "
-            f"(fp32 {report.accuracy_fp32:.1%})"
-        )
+        line += f"; int8 agrees with fp32 on {report.agreement:.1%} of {report.n_check_int8} photos"
+        if report.accuracy_int8 is not None:
+            line += f", accuracy {report.accuracy_int8:.1%} (fp32 {report.accuracy_fp32:.1%})"
     Console(highlight=False, soft_wrap=True).print(line + ".")
