@@ -102,6 +102,11 @@ def test_each_family_learns_and_round_trips(family: str, small_dev: Path, shared
     assert config["classes"] == ["cat", "dog"]
     assert config["training"]["model"] == options["model"]
     assert config["training"]["precision"] in ("fp32", "bf16")  # what ran, not "auto"
+    # Where it ran from, wherever the model directory goes, and why and how it stopped.
+    run = config["training"]
+    assert run["data_dir"] == str(small_dev.resolve()) and run["out"] == str(out.resolve())
+    assert config["training"]["cache_dir"] == str(shared_cache.resolve()) and config["data"]["left_out"] == []
+    assert metrics["processes"] == 1 and metrics["stopped"] == f"{options['epochs']} epochs done"
     assert config["metrics"] == metrics
     # The kept epoch is the one with the lowest calibrated validation loss (the loss the model is deployed with).
     best = min(rows, key=lambda r: r["val_loss_calibrated"])

@@ -34,6 +34,10 @@ def val_losses(model_dir: Path) -> list[float]:
     return [json.loads(line)["val_loss"] for line in (model_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+def train_losses(model_dir: Path) -> list[float]:
+    return [json.loads(line)["train_loss"] for line in (model_dir / "metrics.jsonl").read_text().splitlines()]
+
+
 def checkpoint_position(out: Path) -> tuple[int, int] | None:
     try:
         state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)["state"]
@@ -114,6 +118,10 @@ def test_torchrun_two_processes_match_one(small_dev: Path, tmp_path: Path) -> No
         assert difference <= DDP_TOLERANCE, (name, difference)
     for a, b in zip(val_losses(single), val_losses(multi), strict=True):
         assert a == pytest.approx(b, abs=1e-3)
+    # The training figures are every process's, as the validation ones (they were rank 0's alone).
+    for a, b in zip(train_losses(single), train_losses(multi), strict=True):
+        assert a == pytest.approx(b, abs=1e-3)
+    assert json.loads((multi / "config.json").read_text())["metrics"]["processes"] == 2
     config = json.loads((multi / "config.json").read_text())
     assert config["data"]["val_images"] == json.loads((single / "config.json").read_text())["data"]["val_images"]
 

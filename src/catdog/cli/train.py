@@ -100,11 +100,21 @@ def train(
         ),
     ] = 0.0,
     patience: Annotated[
-        int | None, typer.Option(help="Stop after this many epochs without a better validation loss.", min=1)
+        int | None,
+        typer.Option(
+            help="Stop after this many epochs without a better calibrated validation loss "
+            "(default: 8 from scratch or for a head, 4 fine-tuning).",
+            min=1,
+        ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     deterministic: Annotated[
-        bool, typer.Option("--deterministic", help="Deterministic algorithms (exactly reproducible, slower).")
+        bool,
+        typer.Option(
+            "--deterministic",
+            help="Deterministic algorithms: exactly reproducible with --epochs, slower. "
+            "Under --time-budget the schedule follows the clock.",
+        ),
     ] = False,
     precision: Annotated[
         str,

@@ -99,8 +99,11 @@ def _format_stats(stats: dict) -> str:
     return " ".join(parts)
 
 
-def plot_curves(history: list[dict], path: Path) -> None:
-    """Loss and accuracy per epoch, train vs validation (written atomically)."""
+def plot_curves(history: list[dict], path: Path, kept_epoch: int | None = None) -> None:
+    """Loss and accuracy per epoch, train vs validation, and the epoch kept so far (written atomically).
+
+    The validation loss is drawn calibrated too: the epoch is kept on that one (the raw loss may be lowest
+    elsewhere)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -111,6 +114,10 @@ def plot_curves(history: list[dict], path: Path) -> None:
     for ax, key, title in ((ax_loss, "loss", "loss"), (ax_acc, "accuracy", "accuracy")):
         ax.plot(epochs, [r[f"train_{key}"] for r in history], "o-", label="train")
         ax.plot(epochs, [r[f"val_{key}"] for r in history], "o-", label="validation")
+        if key == "loss" and all("val_loss_calibrated" in r for r in history):
+            ax.plot(epochs, [r["val_loss_calibrated"] for r in history], "o--", label="validation, calibrated")
+        if kept_epoch:
+            ax.axvline(kept_epoch, color="grey", linestyle=":", label=f"kept: epoch {kept_epoch}")
         ax.set_xlabel("epoch")
         ax.set_title(title)
         ax.grid(alpha=0.3)

@@ -175,6 +175,8 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
         gate_evidence(model, gate, data, splits, negatives, pre, final_pre, cfg, cache_dir, job, ctx, state, log)
         timeline.mark("validated")
         metrics = final_metrics(state, time.monotonic() - started)
+        metrics["stopped"] = stop_reason or f"{cfg.epochs} epochs done"
+        metrics["processes"] = ctx.world
         metrics["timeline_seconds"] = dict(timeline)
         if ctx.is_main:  # rank 0 writes
             write_model(
@@ -466,7 +468,13 @@ def write_model(
         "preprocess": pre.to_dict(),
         "temperature": temperature,
         "gate": gate_record,
-        "training": cfg.to_dict(),
+        # The settings as run: absolute paths, so that the run can be told apart and repeated from anywhere.
+        "training": cfg.to_dict()
+        | {
+            "data_dir": str(Path(cfg.data_dir).resolve()),
+            "out": str(Path(cfg.out).resolve()),
+            "cache_dir": str(Path(cfg.cache_dir or default_cache_dir()).resolve()),
+        },
         # What catdog evaluate --split needs to find the held-out photos again (also in ONNX exports).
         "split": {"by": "content hash", "val_fraction": cfg.val_fraction, "test_fraction": cfg.test_fraction},
         "data": {
@@ -477,7 +485,8 @@ def write_model(
             "test_images": test_images,
             "neither_images": len(negatives),
             "unreadable_files": len(data.unreadable),
-            "unreadable": [{"path": str(path), "reason": reason} for path, reason in data.unreadable],
+            "unreadable": [{"path": str(Path(path).resolve()), "reason": reason} for path, reason in data.unreadable],
+            "left_out": [str(Path(path).resolve()) for path in data.dataset.left_out],  # no label in the layout
         },
         "metrics": metrics,
         "versions": package_versions(),
