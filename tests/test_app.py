@@ -495,6 +495,10 @@ def test_export_web_writes_a_static_app(browser, playwright, tmp_path, samples_d
 
     again = subprocess.run(run, capture_output=True, text=True, timeout=600)
     assert again.returncode == 2 and "already exists" in again.stderr and "Traceback" not in again.stderr
+    # Checked on the user's photos, it says what the check found, as the ONNX export does (it said nothing).
+    checked = [*run[:-1], str(tmp_path / "checked"), "--check-data", str(samples_dir), "--check-images", "8"]
+    done = subprocess.run(checked, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and "vs PyTorch" in done.stdout and "on 8 photos" in done.stdout, done.stdout
 
     cat = samples_dir / "cat" / "cat.3.jpg"
     with static_server(out) as (url, _):

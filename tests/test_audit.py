@@ -34,6 +34,10 @@ def test_audit_ranks_the_flipped_labels_first(trained_model_dir: Path, dev_dir: 
     assert saved["suspects"] == result["suspects"]
     page = (out / "audit.html").read_text()
     assert all(name in page for name in FLIPPED) and "data:image/jpeg;base64," in page
+    # --top limits the JSON too (data.md: "--top 50 --json: the 50 strongest suspects"); it once printed all.
+    assert len(result["suspects"]) > 2
+    top = run_catdog("data", "audit", str(data), "--model", str(trained_model_dir), "--top", "2", "--json")
+    assert json.loads(top.stdout)["suspects"] == result["suspects"][:2]
 
 
 def test_audit_finds_the_cat_in_the_neither_folder(

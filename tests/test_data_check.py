@@ -199,6 +199,12 @@ def test_human_summary_and_bad_arguments(planted: Path, tmp_path: Path, cache_di
     assert proc.returncode == 1
     for text in ("cat/truncated.jpg", EXACT_COPY, RESIZED, "label conflict", "PNG content named .jpg"):
         assert text in proc.stdout
+    # The parts of the count add up to it: a label conflict is one of the duplicate groups, not one more problem.
+    verdict = " ".join(proc.stdout.split())  # the terminal may wrap it
+    count = int(verdict.split(" problem(s): ")[0].split()[-1])
+    parts = verdict.split(" problem(s): ")[1].split(", ")
+    numbers = [int(part.split()[0]) for part in parts]
+    assert "(1 of them a label conflict)" in verdict and sum(numbers) == count, verdict
 
     missing = run_catdog("data", "check", str(tmp_path / "nowhere"))
     assert missing.returncode == 2 and "does not exist" in missing.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +87,19 @@ def test_expand_inputs_keeps_order_and_reports_unmatched(tmp_path, samples_dir):
     assert entries[20].error == f"No file matches '{tmp_path / 'nothing*.jpg'}'."
 
 
+def test_a_folder_skips_hidden_files_and_folders_as_data_check_does(tmp_path, samples_dir):
+    """A copied photo library holds .thumbnails/ and __MACOSX/ folders: predict once answered for each file there."""
+    import shutil
+
+    photo = samples_dir / "cat" / "cat.1.jpg"
+    for place in ("kept.jpg", ".hidden.jpg", ".thumbnails/x.jpg", "__MACOSX/m.jpg", "sub/.cache/y.jpg", "sub/z.jpg"):
+        (tmp_path / place).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(photo, tmp_path / place)
+    assert expand_inputs([str(tmp_path)]) == [str(tmp_path / "kept.jpg"), str(tmp_path / "sub" / "z.jpg")]
+    # Named, a hidden file is read: only the walk through a folder skips it.
+    assert expand_inputs([str(tmp_path / ".hidden.jpg")]) == [str(tmp_path / ".hidden.jpg")]
+
+
 def test_expand_inputs_predicts_a_file_once_however_it_is_named(tmp_path, samples_dir, monkeypatch):
     monkeypatch.chdir(samples_dir.parent)
     (tmp_path / "link.jpg").symlink_to(samples_dir / "cat" / "cat.1.jpg")
@@ -119,6 +133,19 @@ def test_cli_predict_csv_and_folder(samples_dir):
     assert len(rows) == 40
     correct = sum(Path(r["path"]).parent.name == r["label"] for r in rows)
     assert correct >= 38
+
+
+def test_an_answer_a_threshold_made_shows_the_digits_that_explain_it(cat_photo):
+    """--threshold 0.99999 once printed "unsure (100.0%)" for a confidence of 0.99977."""
+    answer = json.loads(run_catdog("predict", "--json", str(cat_photo)).stdout)[0]
+    sure = answer["confidence"]
+    assert answer["label"] == "cat" and 0.999 < sure < 0.99999, sure  # a confident cat, short of 99.999 %
+    text = run_catdog("predict", "--threshold", "0.99999", str(cat_photo)).stdout
+    shown = re.search(r": unsure \(best: cat (\d+\.\d+)%\)$", text.strip())
+    assert shown and float(shown[1]) < 100 and abs(float(shown[1]) / 100 - sure) < 1e-4, (text, sure)
+    strict = run_catdog("predict", "--neither-threshold", "0.9999999", str(cat_photo)).stdout
+    shown = re.search(r": neither \((\d+\.\d+)%\)", strict)
+    assert shown and float(shown[1]) > 0, strict  # P(neither) is small, and not 0
 
 
 def test_cli_predict_missing_path_exits_non_zero_with_one_line():

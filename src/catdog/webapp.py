@@ -183,7 +183,8 @@ def write_web(
     """``catdog export --format web``: the app as a static folder ``out`` (any static host serves it).
 
     The model is the ONNX export ``catdog predict`` runs (checked against PyTorch), or with ``int8`` or
-    ``check_dir`` a fresh :func:`catdog.export.export` checked on those photos. Returns ``model.json``.
+    ``check_dir`` a fresh :func:`catdog.export.export` checked on those photos. Returns ``model.json``, with
+    that export's checks under ``check``.
     """
     from catdog.inference.predictor import Predictor
 
@@ -197,10 +198,11 @@ def write_web(
     try:
         (tmp / "vendor").mkdir(parents=True)
         target = tmp / MODEL_FILE
+        check = None
         if int8 or check_dir is not None:
             from catdog.export import export
 
-            export(model, target, int8=int8, check_dir=check_dir, n_check=n_check)
+            check = export(model, target, int8=int8, check_dir=check_dir, n_check=n_check)
         else:
             shutil.copyfile(model_file(model), target)
         predictor = Predictor.load(str(target), neither_threshold=neither_threshold, backend="onnx")
@@ -218,7 +220,7 @@ def write_web(
         os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return config
+    return config | ({"check": check.to_dict()} if check is not None else {})
 
 
 def _headers_file() -> str:

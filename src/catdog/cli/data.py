@@ -12,19 +12,24 @@ from rich.console import Console
 from catdog.cli.app import app, data_app
 from catdog.cli.errors import err_console, refuse_unwritable, user_errors
 
+TOP_SUSPECTS = 20  # printed and shown by `catdog data audit` unless --top says otherwise
+
 
 @data_app.command("check", short_help="Find unusable, duplicate and odd files, and label conflicts.")
 @user_errors
 def data_check(
-    folder: Annotated[str, typer.Argument(help="Dataset folder: cat.1.jpg-style files or one folder per class.")],
+    folder: Annotated[
+        str, typer.Argument(metavar="FOLDER", help="Dataset folder: cat.1.jpg-style files or one folder per class.")
+    ],
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON document with every finding; default: a summary table.")
     ] = False,
     quarantine: Annotated[
         str | None,
         typer.Option(
-            help="Move unusable files and the extra copies of duplicates into this folder, keeping their "
-            "relative paths (nothing is deleted; a photo found in several classes is moved in every copy). "
+            help="Move unusable files and the extra copies of duplicates and near-duplicates into this folder, "
+            "keeping their relative paths (nothing is deleted; a photo found in several classes is moved in "
+            "every copy). "
             "Default: only report."
         ),
     ] = None,
@@ -73,21 +78,24 @@ def data_check(
 @data_app.command("audit", short_help="List the photos most likely mislabelled.")
 @user_errors
 def data_audit(
-    data_dir: Annotated[str, typer.Argument(help="Labelled photos in any dataset layout.")],
+    data_dir: Annotated[str, typer.Argument(metavar="DATA_DIR", help="Labelled photos in any dataset layout.")],
     model: Annotated[
         str | None,
         typer.Option(
             "--model",
             "-m",
-            help="Model directory, .onnx file or builtin-large giving the features; the built-in model.",
+            help="Model directory, .onnx file or builtin-large giving the features; the built-in model if omitted.",
         ),
     ] = None,
     out: Annotated[
         str | None, typer.Option("--out", "-o", help="Write audit.html (thumbnails) and suspects.json here.")
     ] = None,
     folds: Annotated[int, typer.Option(help="Folds of the out-of-fold logistic regression.", min=2)] = 5,
-    top: Annotated[int, typer.Option(help="How many suspects to print and show.", min=1)] = 20,
-    as_json: Annotated[bool, typer.Option("--json", help="Print every suspect as JSON.")] = False,
+    top: Annotated[
+        int | None,
+        typer.Option(help="How many suspects to print and show (default 20; with --json, every one).", min=1),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the suspects as JSON.")] = False,
 ) -> None:
     """List the photos most likely mislabelled: out-of-fold predictions that confidently disagree.
 
@@ -97,10 +105,13 @@ def data_audit(
 
     refuse_unwritable(out, "folder")
     result = audit(data_dir, model, folds=folds)
-    page = write_audit(result, out, top=top) if out else None
+    page = write_audit(result, out, top=top or TOP_SUSPECTS) if out else None  # suspects.json: every one
     if as_json:
-        print(json.dumps(result.to_dict(), indent=2))
+        document = result.to_dict()
+        document["suspects"] = document["suspects"][:top]  # [:None]: every one
+        print(json.dumps(document, indent=2))
         return
+    top = top or TOP_SUSPECTS
     console = Console(highlight=False, soft_wrap=True)
     console.print(
         f"{pets_counted(result)}, out-of-fold accuracy {result.out_of_fold_accuracy:.4f}{neither_note(result, '; ')}; "

@@ -20,10 +20,16 @@ from catdog.models.files import builtin_name
 @user_errors
 def evaluate(
     model: Annotated[
-        str | None, typer.Argument(help="Model directory, .onnx file or builtin-large; the built-in model if omitted.")
+        str | None,
+        typer.Argument(
+            metavar="MODEL", help="Model directory, .onnx file or builtin-large; the built-in model if omitted."
+        ),
     ] = None,
     data_dir: Annotated[
-        str | None, typer.Argument(help="Labelled photos in any dataset layout (cat.1.jpg, cat/ dog/, PetImages).")
+        str | None,
+        typer.Argument(
+            metavar="DATA_DIR", help="Labelled photos in any dataset layout (cat.1.jpg, cat/ dog/, PetImages)."
+        ),
     ] = None,
     out: Annotated[
         str | None, typer.Option("--out", "-o", help="Write plots, a gallery of mistakes and report.html here.")
@@ -80,9 +86,12 @@ def evaluate(
 @user_errors
 def explain(
     model: Annotated[
-        str | None, typer.Argument(help="Model directory or builtin-large; the built-in model if only IMAGE is given.")
+        str | None,
+        typer.Argument(
+            metavar="MODEL", help="Model directory or builtin-large; the built-in model if only IMAGE is given."
+        ),
     ],
-    image: Annotated[str | None, typer.Argument(help="The photo to explain.")] = None,
+    image: Annotated[str | None, typer.Argument(metavar="IMAGE", help="The photo to explain.")] = None,
     out: Annotated[
         str | None,
         typer.Option("--out", "-o", help="Overlay to write (.png, .jpg or .webp); default IMAGE-gradcam.png here."),
@@ -127,7 +136,8 @@ def export(
     model: Annotated[
         str | None,
         typer.Argument(
-            help="Model directory written by 'catdog train', or builtin-large; the built-in model if omitted."
+            metavar="MODEL",
+            help="Model directory written by 'catdog train', or builtin-large; the built-in model if omitted.",
         ),
     ] = None,
     fmt: Annotated[
@@ -158,8 +168,11 @@ def export(
         target = out or ("catdog-app" if builtin_name(model) else os.path.join(model, "app"))
         refuse_unwritable(target, "folder")
         config = write_web(model, target, int8=int8, check_dir=check_data, n_check=check_images)
-        print(json.dumps({"path": target, **{k: v for k, v in config.items() if k != "imagenet"}}, indent=2)
-              if as_json else f"Wrote the phone app to {target}/ (model {config['model_bytes'] / 1e6:.1f} MB): serve "
+        if as_json:
+            print(json.dumps({"path": target, **{k: v for k, v in config.items() if k != "imagenet"}}, indent=2))
+            return
+        checked = f"; its model {_checks(config['check'])}" if "check" in config else ""
+        print(f"Wrote the phone app to {target}/ (model {config['model_bytes'] / 1e6:.1f} MB{checked}): serve "
               "the folder over HTTPS from any static host (its _headers file lists the headers to send).")  # fmt: skip
         return
     from catdog.export import export as run_export
@@ -174,9 +187,14 @@ def export(
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
         return
-    line = f"Wrote {report.path}: max |Δprobability| vs PyTorch {report.fp32_max_gap:.1e} on {report.n_check} photos"
-    if report.int8:
-        line += f"; int8 agrees with fp32 on {report.agreement:.1%} of {report.n_check_int8} photos"
-        if report.accuracy_int8 is not None:
-            line += f", accuracy {report.accuracy_int8:.1%} (fp32 {report.accuracy_fp32:.1%})"
-    Console(highlight=False, soft_wrap=True).print(line + ".")
+    Console(highlight=False, soft_wrap=True).print(f"Wrote {report.path}: {_checks(report.to_dict())}.")
+
+
+def _checks(report: dict) -> str:
+    """What an export was checked against, in words (the `--json` report's figures)."""
+    line = f"max |Δprobability| vs PyTorch {report['fp32_max_gap']:.1e} on {report['n_check']} photos"
+    if report["int8"]:
+        line += f"; int8 agrees with fp32 on {report['agreement']:.1%} of {report['n_check_int8']} photos"
+        if report["accuracy_int8"] is not None:
+            line += f", accuracy {report['accuracy_int8']:.1%} (fp32 {report['accuracy_fp32']:.1%})"
+    return line

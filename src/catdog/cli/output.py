@@ -6,10 +6,14 @@ import csv
 import json
 import sys
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
 from catdog.fsutil import shown
+
+if TYPE_CHECKING:
+    from catdog.inference.predictor import Prediction
 
 
 def print_predictions(results: Iterable, classes: list[str], *, as_json: bool, as_csv: bool) -> bool:
@@ -46,7 +50,7 @@ def print_predictions(results: Iterable, classes: list[str], *, as_json: bool, a
         if r.ok:
             colour = {"cat": "magenta", "dog": "cyan"}.get(r.label or "", "yellow")
             seen = f" [dim]no cat or dog; looks like: {r.looks_like} ({r.looks_like_means})[/]" if r.looks_like else ""
-            out.print(f"{shown(r.source)}: [bold {colour}]{r.label}[/] ({r.confidence:.1%}){seen}")
+            out.print(f"{shown(r.source)}: [bold {colour}]{r.label}[/] ({_confidence(r)}){seen}")
         else:
             out.print(f"{shown(r.source)}: [red]error[/] {shown(r.error)}")
     return failed
@@ -108,3 +112,23 @@ def print_evaluation(result: dict) -> None:
         out.print(table)
     if "report" in result:
         out.print(f"Report: {result['report']}")
+
+
+def _confidence(r: Prediction) -> str:
+    """The confidence as a person reads it. An answer a threshold made ('unsure', or 'neither' under a strict
+    --neither-threshold) gets the digits that show why: "unsure (100.0%)" once hid 99.977 % < 99.999 %."""
+    if r.label == "unsure":
+        best = max((c for c in r.probabilities or {} if c != "neither"), key=r.probabilities.__getitem__)
+        return f"best: {best} {_digits(r.probabilities[best])}"
+    if r.label == "neither":
+        return _digits(r.confidence)
+    return f"{r.confidence:.1%}"
+
+
+def _digits(p: float) -> str:
+    """``p`` as a percentage with one decimal, or as many more (up to 4) as keep it off 0.0 % and 100.0 %."""
+    for decimals in range(1, 5):
+        text = f"{p:.{decimals}%}"
+        if not (0 < p < 1) or text not in (f"{0:.{decimals}%}", f"{1:.{decimals}%}"):
+            return text
+    return text

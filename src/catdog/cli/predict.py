@@ -18,7 +18,9 @@ from catdog.models.files import builtin_name
 @app.command()
 @user_errors
 def predict(
-    paths: Annotated[list[str], typer.Argument(help="Image files, folders (searched recursively) or glob patterns.")],
+    paths: Annotated[
+        list[str], typer.Argument(metavar="PATHS", help="Image files, folders (searched recursively) or glob patterns.")
+    ],
     model: Annotated[
         str | None,
         typer.Option(

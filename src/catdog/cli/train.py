@@ -15,7 +15,9 @@ from catdog.cli.errors import fail, user_errors
 @app.command(short_help="Train a model on a dataset folder (CPU, GPU or torchrun).")
 @user_errors
 def train(
-    data_dir: Annotated[str, typer.Argument(help="Dataset folder: cat.1.jpg-style files, or one folder per class.")],
+    data_dir: Annotated[
+        str, typer.Argument(metavar="DATA_DIR", help="Dataset folder: cat.1.jpg-style files, or one folder per class.")
+    ],
     out: Annotated[str, typer.Option("--out", "-o", help="Model directory to write.")],
     model: Annotated[
         str, typer.Option("--model", "-m", help="seed-cnn, catnet, or a timm backbone (e.g. tf_efficientnet_lite0).")
@@ -163,7 +165,9 @@ def train(
 @app.command(short_help="Average models fine-tuned from the same weights: a model soup.")
 @user_errors
 def soup(
-    models: Annotated[list[str], typer.Argument(help="Two or more model directories of one recipe (other seeds).")],
+    models: Annotated[
+        list[str], typer.Argument(metavar="MODELS", help="Two or more model directories of one recipe (other seeds).")
+    ],
     data_dir: Annotated[
         str, typer.Option("--data", "-d", help="The dataset folder they were trained on (its validation split).")
     ],

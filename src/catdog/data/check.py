@@ -496,8 +496,8 @@ def summary(report: CheckReport, limit: int = 20) -> list:
         "[bold green]clean[/]: no unusable files, duplicates, wrong extensions or images left out."
         if report.problems == 0
         else f"[bold red]{report.problems} problem(s)[/]: {len(report.unusable)} unusable, "
-        f"{len(report.duplicates)} duplicate group(s), {len(report.near_duplicates)} near-duplicate pair(s) "
-        f"(within {report.near_distance} bits), {len(report.label_conflicts)} label conflict(s), "
+        f"{len(report.duplicates)} duplicate group(s) ({len(report.label_conflicts)} of them a label conflict), "
+        f"{len(report.near_duplicates)} near-duplicate pair(s) (within {report.near_distance} bits), "
         f"{len(report.extension_mismatches)} wrong extension(s), {len(report.left_out)} image(s) left out."
     )
     out = [classes]

@@ -82,7 +82,8 @@ def _flat_label(name: str) -> str | None:
     return None if label in _CAMERA_NAMES else label
 
 
-def _is_hidden(path: Path) -> bool:
+def is_hidden(path: Path) -> bool:
+    """A file or folder no command reads: dot-names and macOS's ``__MACOSX`` archives folders."""
     return path.name.startswith(".") or path.name.startswith("__MACOSX")
 
 
@@ -90,17 +91,17 @@ def _files_under(folder: Path) -> list[Path]:
     """Every regular, non-hidden file below ``folder``, sorted, without following links out."""
     found = []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not _is_hidden(Path(d)))
+        dirnames[:] = sorted(d for d in dirnames if not is_hidden(Path(d)))
         for name in sorted(filenames):
             path = Path(dirpath) / name
-            if not _is_hidden(path) and path.is_file() and not path.is_symlink():
+            if not is_hidden(path) and path.is_file() and not path.is_symlink():
                 found.append(path)
     return found
 
 
 def _class_folders(root: Path) -> list[Path]:
     # A linked folder may point anywhere on the machine: not followed, like links further down.
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink() and not _is_hidden(p))
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink() and not is_hidden(p))
 
 
 def discover(root: str | os.PathLike, *, image_files_only: bool = False) -> Dataset:
@@ -121,7 +122,7 @@ def discover(root: str | os.PathLike, *, image_files_only: bool = False) -> Data
     flat_images = [
         p
         for p in sorted(root.iterdir())
-        if p.is_file() and not p.is_symlink() and not _is_hidden(p) and p.suffix.lower() in IMAGE_EXTENSIONS
+        if p.is_file() and not p.is_symlink() and not is_hidden(p) and p.suffix.lower() in IMAGE_EXTENSIONS
     ]
     # PetImages, or any single wrapper folder around the class folders.
     if len(folders) == 1 and not flat_images and _class_folders(folders[0]):

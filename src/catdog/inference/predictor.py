@@ -300,10 +300,15 @@ def expand_inputs(patterns: list[str]) -> list[str | Prediction]:
     seen: set[str] = set()
     for pattern in patterns:
         if os.path.isdir(pattern):
+            from catdog.data.layout import is_hidden
+
+            root = Path(pattern)  # what `catdog data check` skips, predict skips too: hidden files and folders
             found = sorted(
                 str(p)
-                for p in Path(pattern).rglob("*")
-                if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+                for p in root.rglob("*")
+                if p.is_file()
+                and p.suffix.lower() in IMAGE_EXTENSIONS
+                and not any(is_hidden(Path(part)) for part in p.relative_to(root).parts)
             )
             missing = f"Folder '{pattern}' holds no image files."
         elif os.path.exists(pattern):
