@@ -553,6 +553,9 @@ def test_the_build_copies_the_runtime_files_the_server_serves():
     build_app = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(build_app)
     assert tuple(build_app.FILES) == webapp.VENDOR_FILES
+    from catdog.serve.app import DOCS_FILES  # the API page's Swagger UI (/docs), copied by the same build
+
+    assert set(DOCS_FILES) <= set(build_app.DOCS_FILES)
 
 
 @pytest.mark.slow

@@ -255,3 +255,22 @@ def _predict_requests(server: Server) -> float:
             if s.name == "catdog_http_requests_total" and s.labels.get("route") == "/api/v1/predict":
                 total += s.value
     return total
+
+
+def test_the_api_documentation_page_works_offline(browser, server: Server) -> None:
+    """/docs once loaded Swagger UI from a CDN: a blank page without internet. It comes from catdog now, and
+    lists the API's operations with nothing fetched from another origin."""
+    context = browser.new_context()
+    page = context.new_page()
+    elsewhere: list[str] = []
+    page.on("request", lambda r: None if r.url.startswith(server.url) else elsewhere.append(r.url))
+    try:
+        page.goto(server.url + "/docs")
+        page.wait_for_selector(".opblock", timeout=30_000)
+        operations = page.locator(".opblock-summary-path").all_inner_texts()
+        assert "/api/v1/predict" in operations and "/api/v1/predict/batch" in operations, operations
+        assert not elsewhere, elsewhere
+        shot(page, "api-docs")
+    finally:
+        context.close()
+    assert httpx.get(server.url + "/docs/not-a-file.js").status_code == 404

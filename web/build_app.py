@@ -32,37 +32,43 @@ FILES = (
     "ort-wasm-simd-threaded.asyncify.wasm",
 )
 STAMP = "VERSION"
+# The API's documentation page (catdog serve's /docs): Swagger UI from the pinned npm package, served by catdog
+# itself, so that the page works offline (FastAPI's default loads it from a CDN: a blank page without internet).
+DOCS_PACKAGE = "swagger-ui-dist"
+DOCS_FILES = ("swagger-ui-bundle.js", "swagger-ui.css", "LICENSE")
+DOCS_VENDOR = WEB.parent / "src" / "catdog" / "serve" / "static" / "docs"
 
 
 class BuildError(RuntimeError):
     """The app's runtime could not be built; the message says what to do."""
 
 
-def pinned_version() -> str:
+def pinned_version(package: str = PACKAGE) -> str:
     lock = json.loads((WEB / "package-lock.json").read_text(encoding="utf-8"))
-    return lock["packages"][f"node_modules/{PACKAGE}"]["version"]
+    return lock["packages"][f"node_modules/{package}"]["version"]
 
 
-def _installed_version() -> str | None:
-    manifest = WEB / "node_modules" / PACKAGE / "package.json"
+def _installed_version(package: str = PACKAGE) -> str | None:
+    manifest = WEB / "node_modules" / package / "package.json"
     return json.loads(manifest.read_text(encoding="utf-8"))["version"] if manifest.is_file() else None
 
 
-def _up_to_date(version: str) -> bool:
-    stamp = VENDOR / STAMP
+def _up_to_date(version: str, vendor: Path = VENDOR, files: tuple[str, ...] = FILES) -> bool:
+    stamp = vendor / STAMP
     return (
         stamp.is_file()
         and stamp.read_text(encoding="utf-8").strip() == version
-        and all((VENDOR / name).is_file() for name in FILES)
+        and all((vendor / name).is_file() for name in files)
     )
 
 
 def build(quiet: bool = False) -> Path:
-    """Make ``VENDOR`` hold the pinned runtime: ``npm ci`` when needed, then copy. Returns ``VENDOR``."""
-    version = pinned_version()
-    if _up_to_date(version):
+    """Make ``VENDOR`` hold the pinned runtime and ``DOCS_VENDOR`` the API page's Swagger UI: ``npm ci`` when
+    needed, then copy. Returns ``VENDOR``."""
+    version, docs_version = pinned_version(), pinned_version(DOCS_PACKAGE)
+    if _up_to_date(version) and _up_to_date(docs_version, DOCS_VENDOR, DOCS_FILES):
         return VENDOR
-    if _installed_version() != version:
+    if _installed_version() != version or _installed_version(DOCS_PACKAGE) != docs_version:
         npm = shutil.which("npm")
         if npm is None:
             raise BuildError(
@@ -76,15 +82,19 @@ def build(quiet: bool = False) -> Path:
         if done.returncode != 0:
             tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
             raise BuildError(f"npm ci failed in {WEB} (exit status {done.returncode}): " + " / ".join(tail))
-    dist = WEB / "node_modules" / PACKAGE / "dist"
-    missing = [name for name in FILES if not (dist / name).is_file()]
-    if missing:
-        raise BuildError(f"{PACKAGE} {version} has no {', '.join(missing)} in {dist}; the pinned version changed.")
-    VENDOR.mkdir(parents=True, exist_ok=True)
-    for name in FILES:
-        shutil.copyfile(dist / name, VENDOR / name)
-    (VENDOR / STAMP).write_text(version + "\n", encoding="utf-8")
+    _copy(PACKAGE, version, WEB / "node_modules" / PACKAGE / "dist", FILES, VENDOR)
+    _copy(DOCS_PACKAGE, docs_version, WEB / "node_modules" / DOCS_PACKAGE, DOCS_FILES, DOCS_VENDOR)
     return VENDOR
+
+
+def _copy(package: str, version: str, dist: Path, files: tuple[str, ...], vendor: Path) -> None:
+    missing = [name for name in files if not (dist / name).is_file()]
+    if missing:
+        raise BuildError(f"{package} {version} has no {', '.join(missing)} in {dist}; the pinned version changed.")
+    vendor.mkdir(parents=True, exist_ok=True)
+    for name in files:
+        shutil.copyfile(dist / name, vendor / name)
+    (vendor / STAMP).write_text(version + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ from importlib import resources
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
@@ -80,6 +81,11 @@ PAGE_HEADERS = {
 }
 
 
+# Swagger UI for /docs, copied out of npm at build time (web/build_app.py): served from here, not a CDN, so
+# the API's page works offline like the rest of catdog.
+DOCS_FILES = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "text/css"}
+
+
 def _page() -> str:
     return (resources.files("catdog.serve") / "static" / "index.html").read_text(encoding="utf-8")
 
@@ -106,6 +112,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         version=__version__,
         summary="Cats, dogs or neither: classify photos over HTTP.",
         lifespan=lifespan,
+        docs_url=None,  # below, with Swagger UI from this server
     )
     app.state.serve = state
     app.include_router(router)
@@ -115,6 +122,23 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse, include_in_schema=False)
     async def index() -> HTMLResponse:
         return HTMLResponse(page, headers=PAGE_HEADERS)
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url,
+            title="catdog API",
+            swagger_js_url="/docs/swagger-ui-bundle.js",
+            swagger_css_url="/docs/swagger-ui.css",
+            swagger_favicon_url="/app/icon.svg",
+        )
+
+    @app.get("/docs/{name}", include_in_schema=False)
+    async def docs_file(name: str) -> Response:
+        path = resources.files("catdog.serve") / "static" / "docs" / name
+        if name not in DOCS_FILES or not path.is_file():
+            return error_response(404, f"Not found: /docs/{name}")
+        return FileResponse(str(path), media_type=DOCS_FILES[name])
 
     app.add_middleware(LimitsMiddleware, settings=settings)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
