@@ -260,14 +260,16 @@ def decode(cfg: TrainConfig, model: nn.Module, pre: Preprocess, cache_dir: Path,
 def split(cfg: TrainConfig, data: PreparedData, n_classes: int, log: Reporter, learns_neither: bool = False):
     """``(train and val indices of the classes' photos, the test split held out, the neither photos)``.
 
-    Photos of the `neither` folder (label ``n_classes``) refit the gate; they train and validate only a net
-    that ``learns_neither`` as a class. The test split's photos, pets or not, are left out of everything.
+    Photos of the `neither` folder (label ``n_classes``) in the training part refit the gate; they train and
+    validate only a net that ``learns_neither`` as a class. The validation part's are fitted on by no gate, so
+    that ``catdog evaluate --split val`` measures the gate on photos it has not seen; the test split's photos,
+    pets or not, are left out of everything.
     """
     parts = data.split(cfg.val_fraction, cfg.test_fraction)
     held_for_test = set(parts.pop("test"))
     trained = n_classes + learns_neither
     splits = {name: [i for i in part if data.labels[i] < trained] for name, part in parts.items()}
-    negatives = [i for i, y in enumerate(data.labels) if y == n_classes and i not in held_for_test]
+    negatives = [i for i in parts["train"] if data.labels[i] == n_classes]
     if not splits["train"] or not splits["val"]:
         raise DatasetError(f"'{cfg.data_dir}' has too few images to hold some out for validation; add more.")
     log.info(f"{len(splits['train'])} training and {len(splits['val'])} validation images")
@@ -460,6 +462,7 @@ def write_model(
         gate_record = gate_config(state.best_pets, model, pre.image_size, len(negatives), cfg.model)
     else:
         gate_record = None
+    fractions = (cfg.val_fraction, cfg.test_fraction)
     temperature = fit_temperature(logits, labels)
     metrics["val_loss_calibrated"] = round(calibrated_nll(logits, labels, temperature), 5)
     config = {
@@ -483,7 +486,8 @@ def write_model(
             "train_images": len(splits["train"]),
             "val_images": len(splits["val"]),
             "test_images": test_images,
-            "neither_images": len(negatives),
+            "neither_images": len(negatives),  # the training part's: the gate's refit (or the learnt class)
+            "val_neither_images": sum(data.labels[i] == len(classes) for i in data.split(*fractions)["val"]),
             "unreadable_files": len(data.unreadable),
             "unreadable": [{"path": str(Path(path).resolve()), "reason": reason} for path, reason in data.unreadable],
             "left_out": [str(Path(path).resolve()) for path in data.dataset.left_out],  # no label in the layout
