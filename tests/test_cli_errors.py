@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import typer
@@ -113,3 +114,14 @@ def test_a_threshold_that_is_no_probability_says_so(option: str, value: str, cat
     """NaN was refused as "less than or equal to 1" by the range check."""
     proc = run_catdog("predict", option, value, str(cat_photo))
     assert proc.returncode == 2 and "is not a probability from 0 to 1" in proc.stderr, proc.stderr
+
+
+def test_a_backbone_to_download_with_no_hub_in_reach_is_one_sentence(samples_dir: Path, tmp_path: Path) -> None:
+    """A timm backbone catdog does not bundle, with the hub out of reach: the hub's client retried for about a
+    minute, printing a line per retry, before catdog's message. Now the message comes first, and alone."""
+    unreachable = {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "hf")}  # port 9: nothing listens
+    no_proxy = {name: "" for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")}
+    args = ("train", str(samples_dir), "--out", str(tmp_path / "model"), "--model", "resnet18", "--freeze", "backbone")
+    done = run_catdog(*args, env=unreachable | no_proxy)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "'resnet18'" in done.stderr and "127.0.0.1:9 cannot be reached" in done.stderr

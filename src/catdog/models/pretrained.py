@@ -56,6 +56,13 @@ def create_pretrained(name: str, *, offline: bool | None = None, drop_path: floa
         return model
     if offline:
         raise ModelError(f"Pretrained weights for '{name}' need a download, and catdog is offline.")
+    if not _weights_cached(name) and not _hub_reachable():
+        # Else the hub's client retries for about a minute and prints a line per retry before failing.
+        host, port = _hub_address()
+        raise ModelError(
+            f"The pretrained weights for '{name}' are not in the Hugging Face cache and {host}:{port} cannot "
+            "be reached; connect to the network, or use tf_efficientnet_lite0/1/2 whose weights come with catdog."
+        )
     try:
         return timm.create_model(name, pretrained=True, drop_path_rate=drop_path)
     except Exception as err:
@@ -63,6 +70,45 @@ def create_pretrained(name: str, *, offline: bool | None = None, drop_path: floa
             f"Could not download the pretrained weights for '{name}' ({type(err).__name__}); check the "
             "network, or use tf_efficientnet_lite0/1/2 whose weights come with catdog."
         ) from None
+
+
+def _hub_address() -> tuple[str, int]:
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    url = urlsplit(constants.ENDPOINT)  # HF_ENDPOINT, a mirror, or huggingface.co
+    return url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
+
+
+def _hub_reachable(timeout: float = 5.0) -> bool:
+    """Whether the Hugging Face hub (or the mirror ``HF_ENDPOINT`` names) answers a TCP connection.
+
+    Behind a proxy the direct connection says nothing: then the download is simply tried."""
+    import os
+    import socket
+
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")):
+        return True
+    try:
+        socket.create_connection(_hub_address(), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _weights_cached(name: str) -> bool:
+    """Whether timm's weights for ``name`` are already in the Hugging Face cache (no download needed)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    hub_id = getattr(timm.models.get_pretrained_cfg(name), "hf_hub_id", None)
+    if not hub_id:
+        return False
+    repo, _, revision = hub_id.partition("@")
+    found = (
+        try_to_load_from_cache(repo, f, revision=revision or None) for f in ("model.safetensors", "pytorch_model.bin")
+    )
+    return any(isinstance(path, str) for path in found)
 
 
 def pretrained_preprocess(model: nn.Module):
