@@ -13,6 +13,7 @@ error handlers and the page.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -69,6 +70,9 @@ def _install_error_handlers(app: FastAPI) -> None:
         where = ".".join(str(p) for p in first.get("loc", ()))
         return error_response(422, f"Invalid request: {where}: {first.get('msg', 'invalid value')}.")
 
+
+# The multipart parser logs a warning, then raises what the client is told in a 400: no line for the log.
+logging.getLogger("python_multipart").setLevel(logging.ERROR)
 
 PAGE_HEADERS = {
     # The page is self-contained: scripts and styles inline, images from blob: URLs, the API on this origin.
