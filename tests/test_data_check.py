@@ -132,7 +132,7 @@ def test_photos_beside_the_class_folders_are_reported_left_out(
     assert sorted(item["path"] for item in report["left_out"]) == ["IMG_1.jpg", "banner.jpg", "cover.jpg"]
     assert report["problems"] == 3 and report["duplicates"] == []  # a copy left out is no duplicate
     text = run_catdog("data", "check", str(root))
-    assert text.returncode == 1 and "cover.jpg" in text.stdout and "3 image(s) left out" in text.stdout
+    assert text.returncode == 1 and "cover.jpg" in text.stdout and "3 image file(s) left out" in text.stdout
 
 
 def test_odd_file_names_are_shown_as_they_are(samples_dir: Path, tmp_path: Path, cache_dir: Path) -> None:

@@ -122,7 +122,7 @@ def test_cli_text_output_and_errors(trained_model_dir: Path, eval_dir: Path, tmp
         shutil.copytree(eval_dir / label, mixed / label)
     shutil.copy(eval_dir / "cat" / "cat.1.jpg", mixed / "cover.jpg")
     said = run_catdog("evaluate", str(trained_model_dir), str(mixed), env={"CATDOG_BACKEND": "torch"})
-    assert said.returncode == 0 and "1 image left out" in said.stdout and "cover.jpg" in said.stdout, said.stdout
+    assert said.returncode == 0 and "1 image file left out" in said.stdout and "cover.jpg" in said.stdout, said.stdout
 
 
 # -- a `neither` folder: open-set figures ------------------------------------------------------

@@ -493,12 +493,12 @@ def summary(report: CheckReport, limit: int = 20) -> list:
             details.add_row(kind, f"... and {len(found) - limit} more", "use --json for the full list")
 
     verdict = (
-        "[bold green]clean[/]: no unusable files, duplicates, wrong extensions or images left out."
+        "[bold green]clean[/]: no unusable files, duplicates, wrong extensions or image files left out."
         if report.problems == 0
         else f"[bold red]{report.problems} problem(s)[/]: {len(report.unusable)} unusable, "
         f"{len(report.duplicates)} duplicate group(s) ({len(report.label_conflicts)} of them a label conflict), "
         f"{len(report.near_duplicates)} near-duplicate pair(s) (within {report.near_distance} bits), "
-        f"{len(report.extension_mismatches)} wrong extension(s), {len(report.left_out)} image(s) left out."
+        f"{len(report.extension_mismatches)} wrong extension(s), {len(report.left_out)} image file(s) left out."
     )
     out = [classes]
     if details.row_count:

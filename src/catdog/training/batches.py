@@ -50,7 +50,7 @@ def prepare_data(cfg: TrainConfig, pre: Preprocess, cache_dir: Path, ctx, log) -
     dataset = discover(cfg.data_dir, image_files_only=True)
     if dataset.left_out and ctx.is_main:
         log.info(
-            f"left out {len(dataset.left_out)} images that carry no label in the {dataset.layout} layout, e.g. "
+            f"left out {len(dataset.left_out)} image files that carry no label in the {dataset.layout} layout, e.g. "
             f"'{dataset.left_out[0]}'; 'catdog data check {cfg.data_dir}' lists them"
         )
     # The model's classes first, so that their labels are the model's outputs; `neither` photos come last.
