@@ -350,6 +350,8 @@ def test_a_file_that_is_not_a_photo_gets_one_sentence(browser, playwright, serve
         assert said["cut.jpg"]["error"].startswith("'cut.jpg' is truncated or corrupt"), said
         assert said["empty.jpg"]["error"] == "'empty.jpg' is empty (0 bytes).", said
         assert page.locator("#results .card[data-state=error] [role=alert]").count() == 3
+        # A batch is listed in the order chosen, above the one before (each card was put first).
+        assert page.locator("#results .card .name").all_inner_texts() == ["cut.jpg", "empty.jpg", "holiday.jpg"]
     finally:
         context.close()
 
@@ -499,6 +501,11 @@ def test_export_web_writes_a_static_app(browser, playwright, tmp_path, samples_d
     checked = [*run[:-1], str(tmp_path / "checked"), "--check-data", str(samples_dir), "--check-images", "8"]
     done = subprocess.run(checked, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0 and "vs PyTorch" in done.stdout and "on 8 photos" in done.stdout, done.stdout
+    checked[-5] = str(tmp_path / "checked-json")
+    as_json = subprocess.run([*checked, "--json"], capture_output=True, text=True, timeout=600)
+    check = json.loads(as_json.stdout)["check"]
+    assert check["n_check"] == 8 and Path(check["path"]) == tmp_path / "checked-json" / "model.onnx"  # not a temp name
+    assert Path(check["path"]).is_file()
 
     cat = samples_dir / "cat" / "cat.3.jpg"
     with static_server(out) as (url, _):

@@ -120,8 +120,9 @@ def test_a_backbone_to_download_with_no_hub_in_reach_is_one_sentence(samples_dir
     """A timm backbone catdog does not bundle, with the hub out of reach: the hub's client retried for about a
     minute, printing a line per retry, before catdog's message. Now the message comes first, and alone."""
     unreachable = {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "hf")}  # port 9: nothing listens
-    no_proxy = {name: "" for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")}
+    proxies = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+    no_proxies = {name: "" for name in proxies} | {"no_proxy": "localhost"}  # no_proxy alone is no proxy
     args = ("train", str(samples_dir), "--out", str(tmp_path / "model"), "--model", "resnet18", "--freeze", "backbone")
-    done = run_catdog(*args, env=unreachable | no_proxy)
+    done = run_catdog(*args, env=unreachable | no_proxies)
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert "'resnet18'" in done.stderr and "127.0.0.1:9 cannot be reached" in done.stderr

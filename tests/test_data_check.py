@@ -205,6 +205,7 @@ def test_human_summary_and_bad_arguments(planted: Path, tmp_path: Path, cache_di
     parts = verdict.split(" problem(s): ")[1].split(", ")
     numbers = [int(part.split()[0]) for part in parts]
     assert "(1 of them a label conflict)" in verdict and sum(numbers) == count, verdict
+    assert "near-duplicate pair(s) (within 4 bits; 0 a label conflict)" in verdict, verdict
 
     missing = run_catdog("data", "check", str(tmp_path / "nowhere"))
     assert missing.returncode == 2 and "does not exist" in missing.stderr
@@ -212,6 +213,27 @@ def test_human_summary_and_bad_arguments(planted: Path, tmp_path: Path, cache_di
     with pytest.raises(ValueError, match="inside the dataset"):
         check_dataset(planted, quarantine_dir=planted / "cat" / "bad")
     assert not (planted / "cat" / "bad").exists()
+
+
+def test_a_label_conflict_between_near_duplicates_is_counted_with_them(samples_dir: Path, tmp_path: Path) -> None:
+    """A cat photo saved at half size under dog/: the conflict is a near-duplicate pair's, not a duplicate group's
+    (the summary once said "0 duplicate group(s) (1 of them a label conflict)")."""
+    from PIL import Image
+
+    data = tmp_path / "data"
+    for name, source in (
+        ("cat/a.jpg", "cat/cat.1.jpg"),
+        ("cat/b.jpg", "cat/cat.2.jpg"),
+        ("dog/c.jpg", "dog/dog.1.jpg"),
+    ):
+        (data / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(samples_dir / source, data / name)
+    with Image.open(samples_dir / "cat" / "cat.1.jpg") as photo:
+        photo.resize((photo.width // 2, photo.height // 2)).save(data / "dog" / "a_small.jpg", quality=90)
+    done = run_catdog("data", "check", str(data), "--cache-dir", str(tmp_path / "cache"))
+    verdict = " ".join(done.stdout.split())
+    assert "0 duplicate group(s) (0 of them a label conflict)" in verdict, verdict
+    assert "1 near-duplicate pair(s) (within 4 bits; 1 a label conflict)" in verdict, verdict
 
 
 def test_cache_follows_file_content(planted: Path, tmp_path: Path) -> None:

@@ -612,6 +612,10 @@ def test_a_test_split_is_held_out_of_training_and_evaluated_alone(
     flattered = run_catdog("evaluate", str(out), str(small_dev), "--json")  # every photo, training ones too
     (warning,) = json.loads(flattered.stdout)["warnings"]
     assert flattered.returncode == 0 and "trained it" in warning and f"note: {warning}" in flattered.stderr
+    # Its ONNX export knows the folder too (the file carries where it was trained and on how many photos).
+    assert run_catdog("export", str(out), "--out", str(tmp_path / "model.onnx")).returncode == 0
+    exported = run_catdog("evaluate", str(tmp_path / "model.onnx"), str(small_dev), "--json")
+    assert json.loads(exported.stdout)["warnings"] == [warning]
     no_test = run_catdog("evaluate", str(trained_model_dir), str(small_dev), "--split", "test")
     assert no_test.returncode != 0 and "Traceback" not in no_test.stderr and "split" in no_test.stderr
 

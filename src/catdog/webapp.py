@@ -220,7 +220,8 @@ def write_web(
         os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return config | ({"check": check.to_dict()} if check is not None else {})
+    # The check's own path named the temporary folder, renamed away above.
+    return config | ({"check": check.to_dict() | {"path": str(out / MODEL_FILE)}} if check is not None else {})
 
 
 def _headers_file() -> str:

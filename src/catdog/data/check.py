@@ -496,8 +496,9 @@ def summary(report: CheckReport, limit: int = 20) -> list:
         "[bold green]clean[/]: no unusable files, duplicates, wrong extensions or image files left out."
         if report.problems == 0
         else f"[bold red]{report.problems} problem(s)[/]: {len(report.unusable)} unusable, "
-        f"{len(report.duplicates)} duplicate group(s) ({len(report.label_conflicts)} of them a label conflict), "
-        f"{len(report.near_duplicates)} near-duplicate pair(s) (within {report.near_distance} bits), "
+        f"{len(report.duplicates)} duplicate group(s) ({sum(d['conflict'] for d in report.duplicates)} of them a "
+        f"label conflict), {len(report.near_duplicates)} near-duplicate pair(s) (within {report.near_distance} bits; "
+        f"{sum(p['conflict'] for p in report.near_duplicates)} a label conflict), "
         f"{len(report.extension_mismatches)} wrong extension(s), {len(report.left_out)} image file(s) left out."
     )
     out = [classes]

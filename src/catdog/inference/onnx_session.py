@@ -38,12 +38,15 @@ _META_KEYS = {
     "gate": "gate",
     "architecture": "architecture",
     "split": "split",
+    "data": "data",  # only where the model was trained and on how many photos: catdog evaluate's warnings
 }
 
 
 def set_metadata(proto, config: dict) -> None:
     """Write the Predictor's settings into ``proto.metadata_props`` (replacing catdog's own keys)."""
     values = {meta: json.dumps(config.get(key)) for meta, key in _META_KEYS.items()}
+    data = config.get("data")
+    values["data"] = json.dumps({k: data.get(k) for k in ("root", "train_images")} if isinstance(data, dict) else None)
     values["catdog_version"] = json.dumps(catdog.__version__)
     kept = [p for p in proto.metadata_props if p.key not in values]
     del proto.metadata_props[:]

@@ -56,7 +56,7 @@ def create_pretrained(name: str, *, offline: bool | None = None, drop_path: floa
         return model
     if offline:
         raise ModelError(f"Pretrained weights for '{name}' need a download, and catdog is offline.")
-    if not _weights_cached(name) and not _hub_reachable():
+    if _from_hub(name) and not _weights_cached(name) and not _hub_reachable():
         # Else the hub's client retries for about a minute and prints a line per retry before failing.
         host, port = _hub_address()
         raise ModelError(
@@ -85,16 +85,21 @@ def _hub_reachable(timeout: float = 5.0) -> bool:
     """Whether the Hugging Face hub (or the mirror ``HF_ENDPOINT`` names) answers a TCP connection.
 
     Behind a proxy the direct connection says nothing: then the download is simply tried."""
-    import os
     import socket
+    import urllib.request
 
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")):
+    if set(urllib.request.getproxies()) - {"no"}:  # any *_proxy variable but no_proxy, in any case, as httpx reads
         return True
     try:
         socket.create_connection(_hub_address(), timeout=timeout).close()
         return True
     except OSError:
         return False
+
+
+def _from_hub(name: str) -> bool:
+    """Whether timm downloads ``name``'s weights from the Hugging Face hub (a few come from other addresses)."""
+    return bool(getattr(timm.models.get_pretrained_cfg(name), "hf_hub_id", None))
 
 
 def _weights_cached(name: str) -> bool:

@@ -271,7 +271,7 @@ function shares(p) {
   return globalThis.catdogShares.percents(p.probabilities).join(" · "); // adds up to 100.0 %, as on the server's page
 }
 
-function card(file) {
+function card(file, before) {
   const el = document.createElement("article");
   el.className = "card";
   el.dataset.state = "pending";
@@ -285,7 +285,7 @@ function card(file) {
     '<div class="looks" hidden></div>';
   body.querySelector(".name").textContent = file.name;
   el.append(img, body);
-  $("results").prepend(el);
+  $("results").insertBefore(el, before); // a batch keeps the order chosen, above the batches before it
   return el;
 }
 
@@ -299,8 +299,8 @@ app.benchModel = async (runs) => {
   return (await ask({ type: "bench", runs }, [], lanes[0])).times;
 };
 
-async function showFile(file) {
-  const el = card(file);
+async function showFile(file, before) {
+  const el = card(file, before);
   try {
     const { prediction, prepMs, inferMs } = await classifyFile(file);
     answered();
@@ -329,7 +329,8 @@ async function showFile(file) {
 $("file-input").addEventListener("change", (event) => {
   const files = [...event.target.files];
   event.target.value = "";
-  files.forEach(showFile); // the lanes share them out
+  const before = $("results").firstElementChild;
+  files.forEach((file) => showFile(file, before)); // the lanes share them out
 });
 
 // -- the camera ---------------------------------------------------------------------------------------------
