@@ -209,6 +209,7 @@ def test_int8_from_a_folder_too_small_to_check_it_is_refused_before_any_work(sam
     assert done.stderr.strip().splitlines() == [said]
 
 
+@pytest.mark.slow  # ~50 s on 2 cores: keeps the default suite near 10 minutes
 def test_the_documented_script_answers_as_catdog_predict(
     onnx_model_file: Path, samples_dir: Path, data_root: Path, tmp_path
 ):
