@@ -462,7 +462,6 @@ def write_model(
         gate_record = gate_config(state.best_pets, model, pre.image_size, len(negatives), cfg.model)
     else:
         gate_record = None
-    fractions = (cfg.val_fraction, cfg.test_fraction)
     temperature = fit_temperature(logits, labels)
     metrics["val_loss_calibrated"] = round(calibrated_nll(logits, labels, temperature), 5)
     config = {
@@ -487,7 +486,9 @@ def write_model(
             "val_images": len(splits["val"]),
             "test_images": test_images,
             "neither_images": len(negatives),  # the training part's: the gate's refit (or the learnt class)
-            "val_neither_images": sum(data.labels[i] == len(classes) for i in data.split(*fractions)["val"]),
+            "val_neither_images": sum(
+                data.labels[i] == len(classes) for i in data.split(cfg.val_fraction, cfg.test_fraction)["val"]
+            ),
             "unreadable_files": len(data.unreadable),
             "unreadable": [{"path": str(Path(path).resolve()), "reason": reason} for path, reason in data.unreadable],
             "left_out": [str(Path(path).resolve()) for path in data.dataset.left_out],  # no label in the layout
