@@ -56,7 +56,8 @@ def create_pretrained(name: str, *, offline: bool | None = None, drop_path: floa
         return model
     if offline:
         raise ModelError(f"Pretrained weights for '{name}' need a download, and catdog is offline.")
-    if _from_hub(name) and not _weights_cached(name) and not _hub_reachable():
+    hub_id = _hub_id(name)
+    if hub_id and not _weights_cached(hub_id) and not _hub_reachable():
         # Else the hub's client retries for about a minute and prints a line per retry before failing.
         host, port = _hub_address()
         raise ModelError(
@@ -97,18 +98,15 @@ def _hub_reachable(timeout: float = 5.0) -> bool:
         return False
 
 
-def _from_hub(name: str) -> bool:
-    """Whether timm downloads ``name``'s weights from the Hugging Face hub (a few come from other addresses)."""
-    return bool(getattr(timm.models.get_pretrained_cfg(name), "hf_hub_id", None))
+def _hub_id(name: str) -> str | None:
+    """The Hugging Face repository timm downloads ``name``'s weights from (None: a few come from elsewhere)."""
+    return getattr(timm.models.get_pretrained_cfg(name), "hf_hub_id", None) or None
 
 
-def _weights_cached(name: str) -> bool:
-    """Whether timm's weights for ``name`` are already in the Hugging Face cache (no download needed)."""
+def _weights_cached(hub_id: str) -> bool:
+    """Whether the weights of the hub repository ``hub_id`` are already in the Hugging Face cache."""
     from huggingface_hub import try_to_load_from_cache
 
-    hub_id = getattr(timm.models.get_pretrained_cfg(name), "hf_hub_id", None)
-    if not hub_id:
-        return False
     repo, _, revision = hub_id.partition("@")
     found = (
         try_to_load_from_cache(repo, f, revision=revision or None) for f in ("model.safetensors", "pytorch_model.bin")
