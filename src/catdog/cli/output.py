@@ -120,7 +120,7 @@ def _confidence(r: Prediction) -> str:
     if r.label == "unsure":
         best = max((c for c in r.probabilities or {} if c != "neither"), key=r.probabilities.__getitem__)
         return f"best: {best} {_digits(r.probabilities[best])}"
-    if r.label == "neither":
+    if r.label == "neither" and r.confidence < 0.5:  # a strict --neither-threshold: "neither (0.0%)" otherwise
         return _digits(r.confidence)
     return f"{r.confidence:.1%}"
 
