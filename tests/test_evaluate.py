@@ -18,6 +18,7 @@ from sklearn import metrics as skm
 from catdog.data.layout import DatasetError
 from catdog.evaluate import _corrupt, collect, compute_metrics, evaluate, expected_calibration_error, open_set_metrics
 from catdog.predict import Predictor
+from test_train import copy_dev_subset
 
 from conftest import run_catdog
 
@@ -313,3 +314,24 @@ def test_a_user_is_told_when_training_photos_are_measured_or_a_split_is_of_anoth
     assert split_warnings(info, trained_on / ".", "val", 30) == []  # the same folder, spelt otherwise
     assert split_warnings(info, other, "all", 300) == []
     assert split_warnings({"classes": ["cat", "dog"]}, trained_on, "all", 300) == []  # the built-in model
+
+
+def test_the_built_in_model_measured_on_kaggle_photos_says_they_trained_it(dev_dir: Path, tmp_path: Path) -> None:
+    """The built-in models learnt from Kaggle's Dogs vs. Cats photos; measured on them (named cat.N.jpg as
+    Kaggle names them) they score as on their training data, so evaluate says so, and only then."""
+    from catdog.evaluate import split_warnings
+
+    kaggle = copy_dev_subset(dev_dir, tmp_path / "kaggle", 3)
+    result = evaluate(None, kaggle)
+    (warning,) = result["warnings"]
+    assert "6 of these photos" in warning and "the built-in model learnt from" in warning
+    renamed = tmp_path / "mine"
+    for photo in kaggle.glob("*.jpg"):
+        (renamed / photo.name.split(".")[0]).mkdir(parents=True, exist_ok=True)
+        photo.rename(renamed / photo.name.split(".")[0] / f"IMG_{photo.name.split('.')[1]}.jpg")
+    assert evaluate(None, renamed)["warnings"] == []
+    names = [f"cat.{i}.jpg" for i in range(5)] + ["a.jpg"] * 4
+    assert split_warnings({}, kaggle, "all", 9, "builtin-large", names)  # 5 of 9: most of them
+    assert not split_warnings({}, kaggle, "all", 11, "builtin-large", names + ["b.jpg"] * 2)  # 5 of 11: a few
+    assert not split_warnings({}, kaggle, "test", 9, "builtin", names)  # a split of the folder: not its training
+    assert not split_warnings({}, kaggle, "all", 9, "my-model", names)  # a model trained on other photos

@@ -12,6 +12,8 @@ computed on the other photos only, and the neither photos give the open-set figu
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 
 import numpy as np
@@ -22,6 +24,7 @@ from catdog.data.layout import NEITHER, DatasetError, discover
 from catdog.images import ImageError
 from catdog.inference.outputs import Outputs
 from catdog.inference.predictor import Prediction, Predictor
+from catdog.models.files import BUILTIN_MODELS
 from catdog.preprocess import stack_uint8, to_uint8
 
 ECE_BINS = 15
@@ -142,11 +145,24 @@ def collect(
     )
 
 
-def split_warnings(info: dict, data_dir: str | os.PathLike, split: str, n: int) -> list[str]:
+# Kaggle's Dogs vs. Cats names its training photos so; the built-in models learnt from (copies of) them.
+KAGGLE_NAME = re.compile(r"(cat|dog)\.\d+\.jpe?g", re.IGNORECASE)
+
+
+def split_warnings(
+    info: dict, data_dir: str | os.PathLike, split: str, n: int, model: str = "", paths: Sequence[str] = ()
+) -> list[str]:
     """What a user should know of the photos measured: training photos among them, or a split of a folder the
     model never saw (both are easy to do without noticing; the figures are still computed)."""
     data = info.get("data") if isinstance(info.get("data"), dict) else {}
     root = data.get("root")
+    kaggle = sum(bool(KAGGLE_NAME.fullmatch(os.path.basename(p))) for p in paths)
+    if model in BUILTIN_MODELS and split == "all" and paths and kaggle >= len(paths) / 2:
+        who = "the built-in model" if model == "builtin" else model
+        return [
+            f"{kaggle} of these photos are named as Kaggle's Dogs vs. Cats photos are (cat.N.jpg, dog.N.jpg), "
+            f"the photos {who} learnt from, so these figures may flatter it: photos from elsewhere measure it fairly."
+        ]
     if not root:
         return []
     here = os.path.realpath(data_dir)
@@ -378,7 +394,9 @@ def evaluate(
     result["tta"] = tta
     result["threshold"] = threshold
     result["neither_threshold"] = predictor.gate_threshold
-    result["warnings"] = split_warnings(predictor.info, data_dir, split, len(evaluation.paths))
+    result["warnings"] = split_warnings(
+        predictor.info, data_dir, split, len(evaluation.paths), predictor.name, evaluation.paths
+    )
     result["left_out"] = evaluation.left_out
     result["backend"] = predictor.info.get("backend")
     if with_robustness:

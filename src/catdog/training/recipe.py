@@ -180,7 +180,7 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
         metrics["timeline_seconds"] = dict(timeline)
         if ctx.is_main:  # rank 0 writes
             write_model(
-                cfg, model, classes, final_pre, gate, data, splits, len(test), negatives, state, metrics, log,
+                cfg, model, classes, final_pre, gate, data, splits, test, negatives, state, metrics, log,
                 learns_neither,
             )  # fmt: skip
         barrier(ctx)
@@ -450,7 +450,7 @@ def gate_evidence(model, gate, data, splits, negatives, train_pre, pre, cfg, cac
 
 
 def write_model(
-    cfg, model, classes, pre, gate, data, splits, test_images, negatives, state, metrics, log, learns_neither=False
+    cfg, model, classes, pre, gate, data, splits, test, negatives, state, metrics, log, learns_neither=False
 ) -> None:
     """Fit the temperature and write the model directory (rank 0)."""
     logits, labels = state.best_logits, state.best_labels
@@ -484,11 +484,14 @@ def write_model(
             "fingerprint": data.fingerprint(),
             "train_images": len(splits["train"]),
             "val_images": len(splits["val"]),
-            "test_images": test_images,
+            # Counted as val_images is: the photos of the classes the net learns (the pets, or with a learnt
+            # `neither` class those too); the `neither` photos of each part also apart.
+            "test_images": sum(data.labels[i] < len(classes) + learns_neither for i in test),
             "neither_images": len(negatives),  # the training part's: the gate's refit (or the learnt class)
             "val_neither_images": sum(
                 data.labels[i] == len(classes) for i in data.split(cfg.val_fraction, cfg.test_fraction)["val"]
             ),
+            "test_neither_images": sum(data.labels[i] == len(classes) for i in test),
             "unreadable_files": len(data.unreadable),
             "unreadable": [{"path": str(Path(path).resolve()), "reason": reason} for path, reason in data.unreadable],
             "left_out": [str(Path(path).resolve()) for path in data.dataset.left_out],  # no label in the layout
