@@ -53,6 +53,37 @@ def test_heif_decodes():
     assert decode(image_bytes("HEIF")).size == (64, 48)
 
 
+def test_avif_decodes_where_pillow_reads_it():
+    """AVIF (phones and browsers save it) decodes where the installed Pillow reads it, as the pinned one does;
+    it was once refused as "a AVIF file, an unsupported format" although Pillow could read it."""
+    from PIL import features
+
+    assert features.check("avif"), "the pinned Pillow (constraints.txt) reads AVIF"
+    data = image_bytes("AVIF")
+    assert sniff_format(data[:32]) == "AVIF" and decode(data).size == (64, 48)
+    pixels = np.asarray(decode(data))
+    assert pixels[:, :4, 0].mean() < 60 and pixels[:, -4:, 0].mean() > 190
+
+
+def test_a_file_with_no_size_is_read_no_further_than_the_limit(tmp_path):
+    """A pipe or a device has no size to check before reading (``catdog predict /dev/zero`` never ends): the read
+    stops at the limit, with one sentence, where it once read until memory ran out and took the batch with it."""
+    import contextlib
+    import os
+    import threading
+
+    pipe = tmp_path / "stream.jpg"
+    os.mkfifo(pipe)
+
+    def write() -> None:
+        with contextlib.suppress(BrokenPipeError):  # the reader stops at the limit and closes its end
+            pipe.write_bytes(image_bytes() + bytes(2_000_000))
+
+    threading.Thread(target=write, daemon=True).start()
+    with pytest.raises(ImageTooLargeError, match=r"'.*stream\.jpg' is over the 1 MB limit for one image\."):
+        images._read_source(pipe, 1_000_000)
+
+
 @pytest.mark.parametrize("mode", ["L", "P", "1", "CMYK", "I", "RGBA", "LA"])
 def test_modes_become_rgb(mode):
     fmt = "JPEG" if mode == "CMYK" else "TIFF" if mode == "I" else "PNG"

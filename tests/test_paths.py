@@ -140,6 +140,10 @@ def test_folder_layout_ignores_links_out(tmp_path: Path, outside: Path) -> None:
     assert sorted(p.name for p in paths) == ["cat.1.jpg", "dog.1.jpg"], paths
     assert dataset.classes == ["cat", "dog"]
     assert all(not p.is_symlink() and root.resolve() in p.resolve().parents for p in paths)
+    # Not followed, but not without a word either: each link is listed as not read, with why.
+    assert sorted(p.relative_to(root).as_posix() for p, why in dataset.skipped if "symbolic link" in why) == [
+        "cat/link.jpg", "cat/linked-folder", "fox"
+    ]  # fmt: skip
 
 
 def test_flat_layout_ignores_links_out(tmp_path: Path, outside: Path) -> None:
@@ -172,3 +176,85 @@ def test_quarantine_plan_cannot_move_files_from_or_to_outside(tmp_path: Path, ou
     assert (dest / "cat" / "bad.jpg").exists() and not (root / "cat" / "bad.jpg").exists()
     assert sorted(os.listdir(outside)) == ["cat.100.jpg", "cat.101.jpg", "cat.102.jpg", "secret.jpg"]
     assert not (tmp_path / "outside" / "secret.jpg").is_symlink()
+
+
+def test_links_alone_are_named_in_the_error_and_listed_by_data_check(tmp_path: Path, outside: Path) -> None:
+    """A folder of links (as DVC or git-annex leave them) once read "No images found" and nothing more."""
+    from conftest import run_catdog
+
+    root = tmp_path / "links"
+    for label in ("cat", "dog"):
+        (root / label).mkdir(parents=True)
+        (root / label / f"{label}.1.jpg").symlink_to(outside / "cat.100.jpg")
+    done = run_catdog("data", "check", str(root))
+    assert done.returncode == 2 and "2 symbolic links were not followed" in done.stderr and "hard links" in done.stderr
+    assert "Traceback" not in done.stderr
+
+    (root / "cat" / "real.jpg").write_bytes(image_bytes())
+    (root / "dog" / "real.jpg").write_bytes(image_bytes("PNG"))
+    done = run_catdog("data", "check", "--json", str(root))
+    report = json.loads(done.stdout)
+    assert done.returncode == 1 and not report["clean"]
+    assert sorted(item["path"] for item in report["not_read"]) == ["cat/cat.1.jpg", "dog/dog.1.jpg"]
+
+
+def _unprivileged() -> list[str]:
+    """A command prefix under which folder permissions hold (root reads every folder: drop that right)."""
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
+
+
+def test_a_folder_that_cannot_be_read_is_said_not_skipped(tmp_path: Path, samples_dir: Path) -> None:
+    """predict and data check once passed over a folder they could not list without a word (exit 0), or said
+    it "holds no image files"; each now says it cannot be read, and goes on with the rest."""
+    import shutil
+    import subprocess
+    import sys
+
+    root = tmp_path / "photos"
+    for label in ("cat", "dog"):
+        (root / label / "locked").mkdir(parents=True)
+        shutil.copy(samples_dir / label / f"{label}.1.jpg", root / label / f"{label}.1.jpg")
+        shutil.copy(samples_dir / label / f"{label}.2.jpg", root / label / "locked" / f"{label}.2.jpg")
+        (root / label / "locked").chmod(0)
+    try:
+
+        def catdog(*args: str) -> subprocess.CompletedProcess:
+            command = [*_unprivileged(), sys.executable, "-m", "catdog", *args]
+            return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+        done = catdog("predict", "--json", str(root))
+        answers = json.loads(done.stdout)
+        assert done.returncode == 1 and "Traceback" not in done.stderr
+        assert {a["path"]: a.get("label") for a in answers if "label" in a} == {
+            str(root / "cat" / "cat.1.jpg"): "cat", str(root / "dog" / "dog.1.jpg"): "dog"
+        }  # fmt: skip
+        errors = sorted(a["error"] for a in answers if "error" in a)
+        assert errors == [
+            f"Folder '{root / label / 'locked'}' cannot be read (Permission denied)." for label in ("cat", "dog")
+        ]
+
+        done = catdog("data", "check", "--json", str(root / "cat" / ".."))
+        report = json.loads(done.stdout)
+        assert done.returncode == 1 and report["files"] == 2
+        assert [(item["path"], item["reason"]) for item in report["not_read"]] == [
+            (f"{label}/locked", "a folder that cannot be read (Permission denied)") for label in ("cat", "dog")
+        ]
+    finally:
+        for label in ("cat", "dog"):
+            (root / label / "locked").chmod(0o755)
+
+
+def test_a_glob_through_linked_folders_ends(tmp_path: Path, samples_dir: Path) -> None:
+    """``photos/**/*.jpg`` with two links back up the tree ran for ever (glob.glob follows linked folders, and
+    each link doubles the walk); like a folder, a glob does not descend into links."""
+    import shutil
+
+    from conftest import run_catdog
+
+    (tmp_path / "photos" / "a").mkdir(parents=True)
+    shutil.copy(samples_dir / "cat" / "cat.1.jpg", tmp_path / "photos" / "a" / "cat.1.jpg")
+    (tmp_path / "photos" / "a" / "up").symlink_to("..")
+    (tmp_path / "photos" / "a" / "top").symlink_to("../..")
+    done = run_catdog("predict", "--json", "photos/**/*.jpg", cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert [(a["path"], a["label"]) for a in json.loads(done.stdout)] == [("photos/a/cat.1.jpg", "cat")]

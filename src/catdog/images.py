@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError, features
 
 from catdog.errors import CatdogError
 
@@ -69,10 +69,26 @@ warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
 logging.getLogger("PIL").setLevel(logging.CRITICAL)  # it logs, then raises what we report
 
 # Formats we decode, as Pillow names them (its JPEG opener also yields MPO, the camera variant).
-ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "HEIF")
+# AVIF where this Pillow reads it (recent wheels bundle libavif); with an older one it is refused in one sentence.
+ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "HEIF") + (("AVIF",) if features.check("avif") else ())
 
 IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".dib", ".gif", ".tif", ".tiff", ".heic", ".heif"}
+    {
+        ".jpg",
+        ".jpeg",
+        ".jpe",
+        ".jfif",
+        ".png",
+        ".webp",
+        ".bmp",
+        ".dib",
+        ".gif",
+        ".tif",
+        ".tiff",
+        ".heic",
+        ".heif",
+        ".avif",
+    }
 )
 
 # Which extensions honestly describe which detected format.
@@ -84,6 +100,7 @@ EXTENSIONS_BY_FORMAT = {
     "GIF": {".gif"},
     "TIFF": {".tif", ".tiff"},
     "HEIF": {".heic", ".heif"},
+    "AVIF": {".avif"},
 }
 
 
@@ -192,7 +209,11 @@ def _read_source(source: bytes | str | os.PathLike, max_bytes: int) -> tuple[byt
             raise ImageTooLargeError(
                 f"'{path}' is {size / 1e6:.1f} MB, over the {max_bytes / 1e6:.0f} MB limit for one image."
             )
-        return path.read_bytes(), str(path)
+        with open(path, "rb") as handle:  # bounded: a pipe or a device has no size to check first
+            data = handle.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise ImageTooLargeError(f"'{path}' is over the {max_bytes / 1e6:.0f} MB limit for one image.")
+        return data, str(path)
     except IsADirectoryError:
         raise ImageError(f"'{path}' is a folder, not an image file.") from None
     except FileNotFoundError:
@@ -211,9 +232,16 @@ def _open(data: bytes, name: str | None, max_pixels: int) -> Image.Image:
     detected = sniff_format(data[:64])
     if detected in ("HTML", "TEXT", "XML", "ZIP", "GZIP", "PDF"):
         raise NotAnImageError(f"{label} is not an image: its content is {detected}.")
-    if detected in ("PSD", "ICO", "SVG", "AVIF"):
+    if detected == "AVIF" and detected not in ACCEPTED_FORMATS:
         raise UnsupportedFormatError(
-            f"{label} is a {detected} file, an unsupported format; use JPEG, PNG, WebP, BMP, GIF, TIFF or HEIC."
+            f"{label} is an AVIF file, which this installation's Pillow cannot read; "
+            "upgrade Pillow (pip install -U pillow), or use JPEG, PNG or WebP."
+        )
+    if detected in ("PSD", "ICO", "SVG"):
+        article = "an" if detected[0] in "AEIOS" else "a"  # an ICO, an SVG, a PSD
+        raise UnsupportedFormatError(
+            f"{label} is {article} {detected} file, an unsupported format; use JPEG, PNG, WebP, BMP, GIF, TIFF, "
+            "HEIC or AVIF."
         )
     try:
         img = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)

@@ -206,6 +206,7 @@ class CheckReport:
     unusual_modes: list[dict] = field(default_factory=list)
     tiny_images: list[dict] = field(default_factory=list)
     left_out: list[dict] = field(default_factory=list)  # images the layout gives no label: no model sees them
+    not_read: list[dict] = field(default_factory=list)  # links (never followed) and folders that cannot be listed
     to_quarantine: list[Move] = field(default_factory=list)
     quarantined: list[dict] = field(default_factory=list)
     near_distance: int = NEAR_DISTANCE
@@ -214,7 +215,7 @@ class CheckReport:
     def problems(self) -> int:
         """Findings that make a dataset unclean; unusual modes and tiny images are only notes."""
         found = len(self.unusable) + len(self.duplicates) + len(self.near_duplicates) + len(self.extension_mismatches)
-        return found + len(self.left_out)
+        return found + len(self.left_out) + len(self.not_read)
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -282,6 +283,9 @@ def _scan_report(root, cache_dir, near_distance, workers, progress, on_start) ->
     report.left_out = [
         {"path": path.relative_to(dataset.root).as_posix(), "reason": _why_left_out(dataset.layout)}
         for path in dataset.left_out
+    ]
+    report.not_read = [
+        {"path": path.relative_to(dataset.root).as_posix(), "reason": why} for path, why in dataset.skipped
     ]
 
     usable = []
@@ -480,6 +484,7 @@ def summary(report: CheckReport, limit: int = 20) -> list:
         ],
         "unusual mode (note)": [(m["path"], m["description"]) for m in report.unusual_modes],
         "left out": [(item["path"], item["reason"]) for item in report.left_out],
+        "not read": [(item["path"], item["reason"]) for item in report.not_read],
         "tiny image (note)": [
             (t["path"], f"{t['width']}x{t['height']} (< {TINY_SIDE} px)") for t in report.tiny_images
         ],
@@ -493,13 +498,14 @@ def summary(report: CheckReport, limit: int = 20) -> list:
             details.add_row(kind, f"... and {len(found) - limit} more", "use --json for the full list")
 
     verdict = (
-        "[bold green]clean[/]: no unusable files, duplicates, wrong extensions or image files left out."
+        "[bold green]clean[/]: no unusable files, duplicates, wrong extensions or files left out or not read."
         if report.problems == 0
         else f"[bold red]{report.problems} problem(s)[/]: {len(report.unusable)} unusable, "
         f"{len(report.duplicates)} duplicate group(s) ({sum(d['conflict'] for d in report.duplicates)} of them a "
         f"label conflict), {len(report.near_duplicates)} near-duplicate pair(s) (within {report.near_distance} bits; "
         f"{sum(p['conflict'] for p in report.near_duplicates)} a label conflict), "
-        f"{len(report.extension_mismatches)} wrong extension(s), {len(report.left_out)} image file(s) left out."
+        f"{len(report.extension_mismatches)} wrong extension(s), {len(report.left_out)} image file(s) left out"
+        + (f", {len(report.not_read)} link(s) or folder(s) not read." if report.not_read else ".")
     )
     out = [classes]
     if details.row_count:

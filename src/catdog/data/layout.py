@@ -52,6 +52,8 @@ class Dataset:
     # Images the layout gives no label: loose beside class folders, in folders beside a flat layout, or
     # loose with a name that is not 'cat.1.jpg'-like. Never used; ``data check`` lists them, ``train`` counts them.
     left_out: list[Path] = field(default_factory=list)
+    # What was not read at all, with why: links (never followed) and folders that cannot be listed.
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
 
     @property
     def model_classes(self) -> list[str]:
@@ -87,21 +89,43 @@ def is_hidden(path: Path) -> bool:
     return path.name.startswith(".") or path.name.startswith("__MACOSX")
 
 
-def _files_under(folder: Path) -> list[Path]:
-    """Every regular, non-hidden file below ``folder``, sorted, without following links out."""
+LINK = "a symbolic link, which catdog does not follow: copy the file or folder, or make a hard link"
+
+
+def _unreadable(err: OSError) -> tuple[Path, str]:
+    return Path(err.filename), f"a folder that cannot be read ({err.strerror})"
+
+
+def _files_under(folder: Path, skipped: list[tuple[Path, str]]) -> list[Path]:
+    """Every regular, non-hidden file below ``folder``, sorted, without following links out (each link and
+    each folder that cannot be listed goes into ``skipped``, with why)."""
     found = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=lambda e: skipped.append(_unreadable(e))):
         dirnames[:] = sorted(d for d in dirnames if not is_hidden(Path(d)))
+        skipped.extend((Path(dirpath) / d, LINK) for d in dirnames if (Path(dirpath) / d).is_symlink())
         for name in sorted(filenames):
             path = Path(dirpath) / name
-            if not is_hidden(path) and path.is_file() and not path.is_symlink():
+            if is_hidden(path):
+                continue
+            if path.is_symlink():
+                skipped.append((path, LINK))
+            elif path.is_file():
                 found.append(path)
     return found
 
 
-def _class_folders(root: Path) -> list[Path]:
+def _class_folders(root: Path, skipped: list[tuple[Path, str]] | None = None) -> list[Path]:
     # A linked folder may point anywhere on the machine: not followed, like links further down.
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink() and not is_hidden(p))
+    try:
+        entries = [p for p in sorted(root.iterdir()) if not is_hidden(p)]
+    except PermissionError as err:
+        if skipped is None:
+            return []
+        skipped.append(_unreadable(err))  # os.walk's errors are named the same way
+        return []
+    if skipped is not None:
+        skipped.extend((p, LINK) for p in entries if p.is_symlink() and p.is_dir())
+    return [p for p in entries if p.is_dir() and not p.is_symlink()]
 
 
 def discover(root: str | os.PathLike, *, image_files_only: bool = False) -> Dataset:
@@ -118,21 +142,24 @@ def discover(root: str | os.PathLike, *, image_files_only: bool = False) -> Data
         raise DatasetError(f"'{root}' is a file; give the folder that holds the images.")
 
     layout = "folders"
-    folders = _class_folders(root)
-    flat_images = [
-        p
-        for p in sorted(root.iterdir())
-        if p.is_file() and not p.is_symlink() and not is_hidden(p) and p.suffix.lower() in IMAGE_EXTENSIONS
-    ]
+    skipped: list[tuple[Path, str]] = []
+    try:
+        listing = sorted(root.iterdir())
+    except PermissionError as err:
+        raise DatasetError(f"Dataset folder '{root}' cannot be read ({err.strerror}).") from None
+    folders = _class_folders(root, skipped)
+    loose = [p for p in listing if not is_hidden(p) and p.suffix.lower() in IMAGE_EXTENSIONS]
+    skipped.extend((p, LINK) for p in loose if p.is_symlink())
+    flat_images = [p for p in loose if p.is_file() and not p.is_symlink()]
     # PetImages, or any single wrapper folder around the class folders.
     if len(folders) == 1 and not flat_images and _class_folders(folders[0]):
         layout = "petimages" if folders[0].name.lower() == "petimages" else "folders"
-        folders = _class_folders(folders[0])
+        folders = _class_folders(folders[0], skipped)
 
     in_folders = [
         LabelledFile(path, normalize_label(folder.name))
         for folder in folders
-        for path in _files_under(folder)
+        for path in _files_under(folder, skipped)
         if not image_files_only or path.suffix.lower() in IMAGE_EXTENSIONS
     ]
     # A `neither/` folder beside flat files is welcome too: negatives for a Kaggle-style folder.
@@ -155,8 +182,10 @@ def discover(root: str | os.PathLike, *, image_files_only: bool = False) -> Data
         files, left_out = in_folders, flat_images
 
     if not files:
+        links = sum(why == LINK for _, why in skipped)
+        hint = f" ({links} symbolic links were not followed: copy the files, or make hard links)" if links else ""
         raise DatasetError(
-            f"No images found in '{root}': expected 'cat.1.jpg'-style files or one folder per class (cat/, dog/)."
+            f"No images found in '{root}'{hint}: expected 'cat.1.jpg'-style files or one folder per class (cat/, dog/)."
         )
     classes = sorted({item.label for item in files})
-    return Dataset(root=root, layout=layout, files=files, classes=classes, left_out=left_out)
+    return Dataset(root=root, layout=layout, files=files, classes=classes, left_out=left_out, skipped=skipped)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache
@@ -272,6 +272,30 @@ class Predictor:
                 yield from self._predict_loaded(chunk, loaded, "path")
 
 
+def _walk_files(root: Path, onerror: Callable[[OSError], object]) -> Iterator[Path]:
+    """Files below ``root``, not descending into linked folders (a loop never ends); ``onerror`` hears of each
+    folder that cannot be listed."""
+    for dirpath, _, files in os.walk(root, onerror=onerror):
+        for name in files:
+            path = Path(dirpath) / name
+            if path.is_file():
+                yield path
+
+
+def _glob(pattern: str) -> Iterator[Path]:
+    """The files a glob names, ``**`` included, not descending into linked folders: glob.glob follows them,
+    and two links back up a tree made ``photos/**/*.jpg`` run for ever. Hidden names match no wildcard."""
+    from catdog.data.layout import is_hidden
+
+    path = Path(pattern)
+    parts = path.parts[1:] if path.anchor else path.parts
+    wild = next((i for i, part in enumerate(parts) if glob.has_magic(part)), len(parts))
+    base = Path(path.anchor, *parts[:wild])
+    for found in base.glob(str(Path(*parts[wild:]))):  # pathlib's ** does not follow linked folders
+        if not any(is_hidden(Path(part)) for part in found.relative_to(base).parts):
+            yield found
+
+
 def _name_in_error(error: str, source: str) -> str:
     """Decode errors about bytes say 'The image'; name the upload instead."""
     return error.replace("The image", f"'{source}'", 1) if error.startswith("The image") else error
@@ -303,24 +327,28 @@ def expand_inputs(patterns: list[str]) -> list[str | Prediction]:
             from catdog.data.layout import is_hidden
 
             root = Path(pattern)  # what `catdog data check` skips, predict skips too: hidden files and folders
+            unreadable: list[OSError] = []
             found = sorted(
                 str(p)
-                for p in root.rglob("*")
-                if p.is_file()
-                and p.suffix.lower() in IMAGE_EXTENSIONS
+                for p in _walk_files(root, unreadable.append)
+                if p.suffix.lower() in IMAGE_EXTENSIONS
                 and not any(is_hidden(Path(part)) for part in p.relative_to(root).parts)
             )
-            missing = f"Folder '{pattern}' holds no image files."
+            for err in unreadable:  # a folder it could not list: say so, in its place
+                out.append(
+                    Prediction(source=err.filename, error=f"Folder '{err.filename}' cannot be read ({err.strerror}).")
+                )
+            missing = "" if unreadable and not found else f"Folder '{pattern}' holds no image files."
         elif os.path.exists(pattern):
             found, missing = [pattern], ""
         elif glob.has_magic(pattern):
-            found = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
+            found = sorted(str(p) for p in _glob(pattern) if p.is_file())
             missing = f"No file matches '{pattern}'."
         elif os.path.islink(pattern):
             found, missing = [], f"'{pattern}' is a link that leads to no file (its target is missing, or a loop)."
         else:
             found, missing = [], f"'{pattern}' does not exist."
-        if not found:
+        if not found and missing:
             out.append(Prediction(source=pattern, error=missing))
         for path in found:
             same_file = os.path.realpath(path)  # ./a.jpg, a.jpg, /abs/a.jpg and a link to it are one file

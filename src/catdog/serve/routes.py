@@ -160,15 +160,15 @@ async def predict_batch(request: Request) -> JSONResponse:
         uploads = _uploads(form, ("files", "file"))
         if not uploads:
             raise ApiError(422, "No photos: send them as multipart file fields named 'files'.")
-        items = [(_clean_name(u.filename, f"upload-{i + 1}"), await u.read()) for i, u in enumerate(uploads)]
 
-    async def one(name: str, data: bytes) -> Prediction:
-        try:
-            return await state.classify(name, data)
-        except ImageError as err:
-            return Prediction(source=name, error=str(err), source_key="filename")
+        async def one(name: str, upload: UploadFile) -> Prediction:
+            try:
+                return await state.classify(name, upload)  # read when its turn to decode comes
+            except ImageError as err:
+                return Prediction(source=name, error=str(err), source_key="filename")
 
-    results = await asyncio.gather(*(one(name, data) for name, data in items))
+        names = [_clean_name(u.filename, f"upload-{i + 1}") for i, u in enumerate(uploads)]
+        results = await asyncio.gather(*(one(name, u) for name, u in zip(names, uploads, strict=True)))
     for r in results:
         state.metrics.predictions.labels(r.label if r.ok else "error").inc()
     return JSONResponse([r.to_dict() for r in results])

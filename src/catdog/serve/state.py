@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+from starlette.datastructures import UploadFile
 
 from catdog import __version__
 from catdog.images import ImageError, ImageTooLargeError
@@ -47,9 +48,11 @@ class ServeState:
         self.load_error: str | None = None
         self.model_info: dict[str, Any] = {}
         self._answered = 0  # photos answered or refused, so the trimmer knows when memory was freed
-        self.decode_pool = ThreadPoolExecutor(
-            max_workers=settings.decode_threads or os.cpu_count() or 1, thread_name_prefix="catdog-decode"
-        )
+        threads = settings.decode_threads or os.cpu_count() or 1
+        self.decode_pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="catdog-decode")
+        # Photos read into memory and decoding at once, server-wide: a batch's other uploads wait in their
+        # spool files (Starlette keeps a part over 1 MB on disk), not all in memory (32 x 10 MB a request).
+        self.decoding = asyncio.Semaphore(2 * threads)
 
     async def load(self) -> None:
         """Load the model in a thread (the server answers /healthz and /readyz meanwhile)."""
@@ -96,18 +99,19 @@ class ServeState:
             raise ApiError(503, "The model is still loading; try again in a few seconds.", {"Retry-After": "2"})
         return self.predictor, self.batcher
 
-    async def classify(self, name: str, data: bytes) -> Prediction:
-        """One photo → Prediction; raises :class:`ImageError` (message naming ``name``) for unusable input."""
+    async def classify(self, name: str, data: bytes | UploadFile) -> Prediction:
+        """One photo (its bytes, or an upload read only when its turn to decode comes) → Prediction; raises
+        :class:`ImageError` (message naming ``name``) for unusable input."""
         predictor, batcher = self.ready()
-        if len(data) > self.settings.max_file_bytes:
-            raise ImageTooLargeError(
-                f"'{name}' is {len(data) / 1e6:.1f} MB, over the {self.settings.max_file_bytes / 1e6:g} MB limit "
-                "for one photo."
-            )
+        self._check_size(name, len(data) if isinstance(data, bytes) else data.size)
         batcher.expect()
         try:
             try:
-                square = await asyncio.get_running_loop().run_in_executor(self.decode_pool, predictor._square, data)
+                async with self.decoding:
+                    if isinstance(data, UploadFile):
+                        data = await data.read()
+                        self._check_size(name, len(data))  # a part that declared no size
+                    square = await asyncio.get_running_loop().run_in_executor(self.decode_pool, predictor._square, data)
             except BaseException as err:
                 batcher.unexpect()
                 if isinstance(err, ImageError):
@@ -116,6 +120,13 @@ class ServeState:
             return await batcher.predict(square, name, expected=True)
         finally:
             self._answered += 1
+
+    def _check_size(self, name: str, size: int | None) -> None:
+        if size is not None and size > self.settings.max_file_bytes:
+            raise ImageTooLargeError(
+                f"'{name}' is {size / 1e6:.1f} MB, over the {self.settings.max_file_bytes / 1e6:g} MB limit "
+                "for one photo."
+            )
 
     async def trim_memory(self, period: float = 1.0) -> None:
         """Hand freed memory back to the OS once a second while photos come in, and once after the last.

@@ -53,6 +53,9 @@ def prepare_data(cfg: TrainConfig, pre: Preprocess, cache_dir: Path, ctx, log) -
             f"left out {len(dataset.left_out)} image files that carry no label in the {dataset.layout} layout, e.g. "
             f"'{dataset.left_out[0]}'; 'catdog data check {cfg.data_dir}' lists them"
         )
+    if dataset.skipped and ctx.is_main:
+        path, why = dataset.skipped[0]
+        log.info(f"did not read {len(dataset.skipped)} links or folders, e.g. '{path}': {why}")
     # The model's classes first, so that their labels are the model's outputs; `neither` photos come last.
     order = dataset.model_classes + [NEITHER] * (NEITHER in dataset.classes)
     if ctx.is_main:
