@@ -482,6 +482,65 @@ def test_camera_frames_get_the_right_answer(playwright, server, dev_dir, tmp_pat
         b.close()
 
 
+def test_a_camera_taken_away_or_in_the_background_stops(playwright, server, dev_dir, tmp_path):
+    """A camera the system ends (another app takes it; iOS in the background) once went on answering "No cat or
+    dog" on black frames; now it stops with a sentence. In the background the app lets the camera go (its light
+    off, the model idle) and takes it again on return."""
+    video = write_y4m(dev_dir / "cat.1.jpg", tmp_path / "cat.y4m")
+    b = playwright.chromium.launch(
+        executable_path=str(CHROMIUM), args=[*BROWSER_ARGS, f"--use-file-for-fake-video-capture={video}"]
+    )
+    stream = "document.getElementById('video').srcObject"
+    try:
+        context, page = phone(b, playwright, server.url + "/app/")
+        context.grant_permissions(["camera"], origin=server.url)
+        page.click("#camera-start")
+        page.wait_for_function("window.catdogApp.frames.length >= 3", timeout=60_000, polling=250)
+
+        page.evaluate("""() => {  // the page is hidden, as when the user switches app
+            Object.defineProperty(document, "hidden", { configurable: true, get: () => true });
+            document.dispatchEvent(new Event("visibilitychange"));
+        }""")
+        assert page.evaluate(f"{stream} === null") and page.locator("#camera-start").is_visible()
+        page.evaluate("""() => {
+            Object.defineProperty(document, "hidden", { configurable: true, get: () => false });
+            document.dispatchEvent(new Event("visibilitychange"));
+        }""")
+        page.wait_for_function(f"{stream} !== null && window.catdogApp.frames.length >= 3", timeout=30_000)
+        assert page.locator("#camera-stop").is_visible()
+
+        page.evaluate(f"{stream}.getVideoTracks()[0].dispatchEvent(new Event('ended'))")  # taken by the system
+        assert page.locator("#camera-error").inner_text().startswith("The camera stopped")
+        assert page.evaluate(f"{stream} === null") and page.locator("#camera-start").is_visible()
+        frames = page.evaluate("window.catdogApp.frames.length")
+        page.wait_for_timeout(1000)
+        assert page.evaluate("window.catdogApp.frames.length") == frames  # no answer after the camera ended
+        assert not page.errors
+    finally:
+        b.close()
+
+
+def test_over_plain_http_the_app_says_what_needs_https(playwright, server):
+    """Opened from another machine over plain http (a phone on the LAN), the camera button was greyed out without
+    a word and the page promised offline use it could not give; it now says what needs https."""
+    port = server.url.rsplit(":", 1)[1]
+    b = playwright.chromium.launch(
+        executable_path=str(CHROMIUM), args=[*BROWSER_ARGS, "--host-resolver-rules=MAP laptop.test 127.0.0.1"]
+    )
+    try:
+        context, page = phone(b, playwright, f"http://laptop.test:{port}/app/")
+        assert not page.evaluate("self.isSecureContext")
+        assert (
+            "plain http: the camera, offline use and installing need https"
+            in page.locator("#camera-error").inner_text()
+        )
+        assert page.locator("#offline-note").inner_text() == "Offline use needs https."
+        assert page.locator("#status").inner_text().startswith("Ready:")  # photos still work
+        shot(page, "test_app_plain_http")
+    finally:
+        b.close()
+
+
 def test_export_web_writes_a_static_app(browser, playwright, tmp_path, samples_dir, python_predictor):
     """``catdog export --format web``: a folder any static host serves; the app in it answers as Python does."""
     out = tmp_path / "app"

@@ -26,6 +26,12 @@ async function cachedForOffline(timeout) {
     worker?.addEventListener("statechange", () => ["activated", "redundant"].includes(worker.state) && resolve());
   });
   await Promise.race([settled, sleep(timeout)]);
+  // A slow network: the worker is still downloading the files. Fetching them here too would download the
+  // model twice; an install that stalls ends as "redundant" (the browser times its install event out).
+  while (worker && worker.state === "installing") {
+    $("status").textContent = "Still downloading the model for offline use (once; a slow connection)…";
+    await Promise.race([settled, sleep(timeout)]);
+  }
   if (worker && worker.state === "activated") await Promise.race([claimed, sleep(3000)]);
 }
 
@@ -224,13 +230,20 @@ function ready(info) {
   $("status").textContent = `Ready: ${config.name} model on this device (${work}).`;
   showBackend(info, params);
   $("camera-start").disabled = !navigator.mediaDevices;
+  if (!self.isSecureContext) { // browsers give the camera, service workers and installing to secure pages only
+    $("camera-error").textContent = "This page is plain http: the camera, offline use and installing need " +
+      "https (or localhost). Photos still work.";
+    $("offline-note").textContent = "Offline use needs https.";
+  }
   return app.info;
 }
 
 let config = null;
 app.ready = (async () => {
   try {
-    if (!navigator.serviceWorker?.controller) $("status").textContent = "Downloading the model for offline use…";
+    if (self.isSecureContext && !navigator.serviceWorker?.controller) {
+      $("status").textContent = "Downloading the model for offline use…"; // no service worker over plain http
+    }
     await cachedForOffline(60000);
     config = await (await fetchOk("model.json")).json();
     modelBytes = await (await fetchOk(config.model)).arrayBuffer();
@@ -326,6 +339,14 @@ async function showFile(file, before) {
   }
 }
 
+// It looks like a button: Enter opens the chooser too (a file input opens on Space only).
+$("file-input").addEventListener("keydown", (event) => {
+  if (event.key === "Enter") {
+    event.preventDefault();
+    event.target.click();
+  }
+});
+
 $("file-input").addEventListener("change", (event) => {
   const files = [...event.target.files];
   event.target.value = "";
@@ -347,7 +368,8 @@ function median(values) {
 async function grab() {
   const video = $("video");
   // One frame per lane computing and one more waiting: no lane idles between frames.
-  while (stream && inFlight < lanes.length + 1 && video.readyState >= 2) {
+  const live = () => stream && stream.getVideoTracks()[0]?.readyState === "live";
+  while (live() && inFlight < lanes.length + 1 && video.readyState >= 2) {
     inFlight++;
     let frame;
     try {
@@ -377,46 +399,90 @@ function showFrame({ prediction, prepMs, inferMs }, seq) {
   const gaps = recent.slice(1).map((f, i) => f.t - recent[i].t);
   const fps = gaps.length ? 1000 / median(gaps) : 0;
   const label = $("live-label");
-  label.textContent = prediction.label === "neither"
+  const text = prediction.label === "neither"
     ? "No cat or dog" : `${prediction.label} · ${Math.round(prediction.confidence * 100)}%`;
+  if (label.textContent !== text) label.textContent = text; // aria-live: a change is announced, not every frame
   label.dataset.label = prediction.label;
   $("live-info").textContent = `${fps.toFixed(1)} fps · model ${inferMs.toFixed(0)} ms · preprocessing ` +
     `${prepMs.toFixed(0)} ms` + (prediction.looks_like ? ` · looks like: ${prediction.looks_like}` : "");
   $("live-info").dataset.fps = fps.toFixed(2);
 }
 
+// One sentence a person can act on, for getUserMedia's errors.
+function cameraProblem(err) {
+  switch (err.name) {
+    case "NotAllowedError":
+    case "SecurityError":
+      return "The camera is blocked for this page: allow it in the browser's site settings, then try again.";
+    case "NotFoundError":
+    case "OverconstrainedError":
+      return "This device has no camera that the browser can use: choose photos instead.";
+    case "NotReadableError":
+    case "AbortError":
+      return "The camera is in use by another app: close it, then try again.";
+    default:
+      return `The camera could not be started: ${err.message || err.name}.`;
+  }
+}
+
 $("camera-start").addEventListener("click", async () => {
   $("camera-error").textContent = "";
+  let mine;
   try {
-    stream = await navigator.mediaDevices.getUserMedia({
+    mine = stream = await navigator.mediaDevices.getUserMedia({
       video: { facingMode: "environment", width: { ideal: 640 }, height: { ideal: 480 } },
       audio: false,
     });
   } catch (err) {
-    $("camera-error").textContent = `The camera could not be started (${err.name}): allow it in the browser.`;
+    stream = null;
+    $("camera-error").textContent = cameraProblem(err);
     return;
   }
+  stream.getVideoTracks()[0]?.addEventListener("ended", () => {
+    if (document.hidden) return; // stopped by the page itself when it went to the background
+    stopCamera();
+    $("camera-error").textContent = "The camera stopped (another app may have taken it): start it again.";
+  });
   const video = $("video");
   video.srcObject = stream;
-  await video.play();
+  await video.play().catch(() => {}); // interrupted by Stop or by the page going to the background
+  if (stream !== mine) return; // stopped meanwhile
   $("live").classList.add("on");
   $("live-label").textContent = "…"; // not the last session's answer while the first frame is read
   delete $("live-label").dataset.label;
   $("live-info").textContent = "";
   $("camera-start").hidden = true;
   $("camera-stop").hidden = false;
-  $("camera-stop").focus(); // the pressed button is gone: the keyboard goes on from its replacement
+  // The pressed button is gone: the keyboard goes on from its replacement, the answer on screen (landscape).
+  $("camera-stop").focus({ preventScroll: true });
+  $("live").scrollIntoView({ block: "nearest" });
   app.frames = [];
   grab();
-  video.addEventListener("playing", grab);
 });
+$("video").addEventListener("playing", grab); // once: a listener per start piled up over restarts
 
-$("camera-stop").addEventListener("click", () => {
+function stopCamera() {
   if (stream) stream.getTracks().forEach((track) => track.stop());
   stream = null;
   $("video").srcObject = null;
   $("live").classList.remove("on");
   $("camera-start").hidden = false;
   $("camera-stop").hidden = true;
+}
+
+$("camera-stop").addEventListener("click", () => {
+  stopCamera();
   $("camera-start").focus();
+});
+
+// In the background the camera is released (its light goes off, the model stops); back in front, it resumes.
+let resume = false;
+document.addEventListener("visibilitychange", () => {
+  if (document.hidden && stream) {
+    resume = true;
+    stopCamera();
+  } else if (!document.hidden && resume) {
+    resume = false;
+    $("camera-start").click();
+  }
 });
