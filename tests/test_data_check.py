@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -144,6 +145,10 @@ def test_odd_file_names_are_shown_as_they_are(samples_dir: Path, tmp_path: Path,
     shutil.copy(samples_dir / "cat" / "cat.1.jpg", root / "dog" / "c.jpg")
     text = run_catdog("data", "check", str(root), env={"COLUMNS": "200"})
     assert text.returncode == 1 and "cat/[red]a\\nb.jpg, dog/c.jpg" in text.stdout, text.stdout
+    # A name that is not UTF-8 (a Latin-1 "é") reads as its byte, not as a surrogate ("\udce9").
+    (root / "cat" / "[red]a\nb.jpg").rename(os.fsdecode(bytes(root / "cat") + b"/caf\xe9.jpg"))
+    text = run_catdog("data", "check", str(root), env={"COLUMNS": "200"})
+    assert "cat/caf\\xe9.jpg, dog/c.jpg" in text.stdout, text.stdout
 
 
 def test_finds_exactly_the_planted_problems(planted: Path, cache_dir: Path) -> None:

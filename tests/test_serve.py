@@ -226,6 +226,11 @@ def test_size_limits_are_413(client: httpx.Client, cat_photo: Path) -> None:
     too_many = client.post("/api/v1/predict/batch", files=[photo] * 5)
     assert too_many.status_code == 413 and "at most 4 photos" in error_of(too_many)
     assert client.post("/api/v1/predict/batch", files=[photo] * 4).status_code == 200
+    # Two photos to the one-photo route: said where to send them (it once said "at most 1 photos").
+    two = client.post("/api/v1/predict", files=[("file", photo[1])] * 2)
+    assert two.status_code == 413 and error_of(two) == (
+        "/api/v1/predict takes one photo: send several to /api/v1/predict/batch instead."
+    )
 
 
 def test_other_client_errors(client: httpx.Client, server: Server) -> None:

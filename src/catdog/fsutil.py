@@ -92,4 +92,10 @@ def shown(text: str) -> str:
     name may hold a newline, which split a line in two) and square brackets kept as text, not rich markup."""
     from rich.markup import escape
 
-    return escape("".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text))
+    return escape("".join(map(_visible, text)))
+
+
+def _visible(c: str) -> str:
+    if "\udc80" <= c <= "\udcff":  # a byte of a name that is not UTF-8 (os.fsdecode's surrogate): shown as \xe9
+        return f"\\x{ord(c) - 0xDC00:02x}"
+    return c if c.isprintable() else c.encode("unicode_escape").decode()

@@ -58,6 +58,10 @@ async def _form(request: Request, max_files: int):
         async with request.form(max_files=max_files, max_fields=max_files + 8) as form:
             yield form
     except StarletteHTTPException as err:
+        if str(err.detail).startswith("Too many files") and max_files == 1:
+            raise ApiError(
+                413, f"{request.url.path} takes one photo: send several to /api/v1/predict/batch instead."
+            ) from None
         if str(err.detail).startswith("Too many files"):
             raise ApiError(413, f"Too many files: send at most {max_files} photos in one request.") from None
         raise ApiError(400, f"The multipart body cannot be read: {err.detail}") from None
