@@ -128,6 +128,11 @@ def test_a_photo_with_no_cat_or_dog_says_so(page, data_root: Path, cat_photo: Pa
     assert set(shares) == {"cat", "dog", "neither"}
     assert abs(sum(shares.values()) - 100) < 0.05, shares
     assert shares["neither"] > 50 and int(card.locator(".bar").get_attribute("aria-valuenow")) > 50
+    # Its heat map shows where it sees the sorrel (it once showed where the cat/dog head saw a "dog").
+    card.locator(".heat-button").click()
+    heat = card.locator("img.heat")
+    heat.wait_for(timeout=60_000)
+    assert "where it sees sorrel" in heat.get_attribute("alt") and heat.get_attribute("title") == "Where it sees sorrel"
 
     cat = page.locator(f"#results .card:has(.name:text-is('{cat_photo.name}'))")
     assert cat.get_attribute("data-label") == "cat"

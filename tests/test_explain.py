@@ -46,12 +46,30 @@ def test_heat_is_on_the_cat_not_the_background(trained_model_dir: Path, cat_on_p
 
 def test_explain_png_for_a_predictor_and_a_chosen_class(trained_model_dir: Path, cat_photo: Path) -> None:
     predictor = Predictor.load(trained_model_dir, backend="torch")
-    png = explain_png(predictor, cat_photo.read_bytes(), class_name="dog")
+    png, explained = explain_png(predictor, cat_photo.read_bytes(), class_name="dog")
+    assert explained == "dog"
     img = Image.open(io.BytesIO(png))
     assert img.format == "PNG" and img.size == (448, 448)
     cat_heat = explain(predictor, cat_photo.read_bytes(), class_name="cat").heat
     dog_heat = explain(predictor, cat_photo.read_bytes(), class_name="dog").heat
     assert not np.allclose(cat_heat, dog_heat)  # the class really steers the map
+
+
+@pytest.mark.parametrize(
+    "model", [None, "builtin-large"]
+)  # the backbone itself, and a pristine copy beside a fine-tune
+def test_a_neither_answer_shows_where_it_sees_what_it_looks_like(model: str | None, data_root: Path) -> None:
+    """A horse answered `neither` "looks like: sorrel": its heat map is the sorrel's, on the backbone the gate reads,
+    where it was the cat/dog head's likelier class ("dog"), which no card names."""
+    horse = (data_root / "neither" / "horse" / "inet-n02389026_sorrel.JPEG").read_bytes()
+    result = explain(model, horse)
+    assert result.label == "neither" and result.explained == "sorrel"
+    assert result.heat.max() == pytest.approx(1.0)
+    head_class = max(("cat", "dog"), key=lambda c: result.probabilities[c])
+    assert not np.allclose(result.heat, explain(model, horse, class_name=head_class).heat)  # not the head's map
+    # The horse fills the top two thirds of the photo, grass the rest: the sorrel is seen in the horse.
+    rows = result.heat.shape[0]
+    assert result.heat[: rows // 2].mean() > 2 * result.heat[-rows // 4 :].mean()
 
 
 def test_cli_writes_the_overlay_and_refuses_bad_input(

@@ -274,7 +274,7 @@ def test_explain(client: httpx.Client, cat_photo: Path) -> None:
     assert answer.status_code == 200, answer.text
     assert answer.headers["content-type"] == "image/png"
     heat = Image.open(io.BytesIO(answer.content))
-    assert heat.format == "PNG" and min(heat.size) >= 64
+    assert heat.format == "PNG" and min(heat.size) >= 64 and answer.headers["X-Explained"] == "cat"
     broken = client.post("/api/v1/explain", files={"file": ("x.txt", b"just text")})
     assert broken.status_code == 415 and "x.txt" in error_of(broken)
 

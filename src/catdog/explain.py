@@ -38,25 +38,40 @@ class Explanation:
     probabilities: dict[str, float]
 
 
-def gradcam(module: nn.Module, batch: torch.Tensor, class_index: int | None = None) -> tuple[np.ndarray, int]:
-    """Grad-CAM of one normalised ``(1, 3, S, S)`` input: a ``(S, S)`` map in [0, 1] and the class explained."""
+def gradcam(
+    module: nn.Module, batch: torch.Tensor, class_index: int | None = None, imagenet_class: int | None = None
+) -> tuple[np.ndarray, int]:
+    """Grad-CAM of one normalised ``(1, 3, S, S)`` input: a ``(S, S)`` map in [0, 1] and the class explained.
+
+    ``imagenet_class``: explain that ImageNet class of the pretrained backbone the `neither` gate reads (what
+    a `neither` answer says the photo looks like), on that backbone's last feature map, instead of a class
+    of the model's own head.
+    """
     maps: list[torch.Tensor] = []
+    imagenet: list[tuple[torch.Tensor, int]] = []  # the ImageNet logits, and how many maps came before them
 
     def keep(_module, _inputs, output):
         if isinstance(output, torch.Tensor) and output.dim() == 4 and min(output.shape[-2:]) > 1:
             maps.append(output)
 
     handles = [m.register_forward_hook(keep) for m in module.modules() if m is not module]
+    head = _imagenet_head(module) if imagenet_class is not None else None
+    if head is not None:
+        handles.append(head.register_forward_hook(lambda _m, _i, output: imagenet.append((output, len(maps)))))
     try:
         with torch.enable_grad():
-            out = module(batch.requires_grad_(False))
+            out = module(batch.requires_grad_(True))  # a frozen part (a pristine gate's backbone) has maps with grads
             logits = out[0] if isinstance(out, tuple) else out
             if class_index is None:
                 class_index = int(logits[0].argmax())
             if not maps:
                 raise ModelError("The model has no spatial feature map, so Grad-CAM cannot explain it.")
-            activation = maps[-1]  # hooks fire when a module finishes: the last one is the last conv stage
-            (grad,) = torch.autograd.grad(logits[0, class_index], activation)
+            if imagenet:  # the backbone's last map before its ImageNet head (the model's own come after)
+                (imagenet_logits, before), class_index = imagenet[0], imagenet_class
+                score, activation = imagenet_logits[0, class_index], maps[before - 1]
+            else:  # hooks fire when a module finishes: the last one is the last conv stage
+                score, activation = logits[0, class_index], maps[-1]
+            (grad,) = torch.autograd.grad(score, activation)
     finally:
         for handle in handles:
             handle.remove()
@@ -65,6 +80,15 @@ def gradcam(module: nn.Module, batch: torch.Tensor, class_index: int | None = No
     cam = F.interpolate(cam, size=batch.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
     peak = float(cam.max())
     return (cam / peak if peak > 0 else cam).numpy(), class_index
+
+
+def _imagenet_head(module: nn.Module) -> nn.Module | None:
+    """The ImageNet classifier of the pretrained backbone a gated model's `neither` gate reads, if any: the
+    model's own frozen backbone's, or its pristine copy's (:func:`catdog.models.builtin.pristine_outputs`)."""
+    gate, backbone = getattr(module, "gate", None), getattr(module, "backbone", None)
+    if gate is None:
+        return backbone.get_classifier() if hasattr(backbone, "get_classifier") else None
+    return gate[-1] if isinstance(gate, nn.Sequential) else gate.get_classifier()
 
 
 def _torch_model(source: Predictor | str | os.PathLike | None) -> tuple[nn.Module, Predictor]:
@@ -104,11 +128,16 @@ def explain(
     batch = normalize(uint8, predictor.pre)
     wanted = None if class_name is None else predictor.classes.index(class_name)
     with _LOCK:
-        heat, index = gradcam(module, batch, wanted)
         outputs = predictor.forward_uint8(uint8)
-    answer = predictor.to_predictions(outputs, ["image"])[0]
+        answer = predictor.to_predictions(outputs, ["image"])[0]
+        # A `neither` answer says what the photo looks like: the map shows where (a horse's "sorrel"), not where
+        # the head, which only knows cats and dogs, would see its likelier class.
+        looks_like = answer.looks_like is not None and class_name is None and outputs.looks_like is not None
+        imagenet_class = int(outputs.looks_like[0]) if looks_like else None
+        heat, index = gradcam(module, batch, wanted, imagenet_class)
+    explained = answer.looks_like if looks_like else predictor.classes[index]
     view = center_crop(uint8, predictor.pre.image_size)[0].permute(1, 2, 0).numpy()
-    return Explanation(heat, view, answer.label, predictor.classes[index], answer.probabilities)
+    return Explanation(heat, view, answer.label, explained, answer.probabilities)
 
 
 def overlay(explanation: Explanation, size: int = DISPLAY_SIZE, alpha: float = 0.45) -> Image.Image:
@@ -123,8 +152,8 @@ def overlay(explanation: Explanation, size: int = DISPLAY_SIZE, alpha: float = 0
 
 def explain_png(
     predictor_or_model: Predictor | str | os.PathLike | None, image_bytes: bytes, *, class_name: str | None = None
-) -> bytes:
-    """PNG bytes of the Grad-CAM overlay for an uploaded photo (used by the web service).
+) -> tuple[bytes, str]:
+    """PNG bytes of the Grad-CAM overlay for an uploaded photo (used by the web service), and what it explains.
 
     ``predictor_or_model``: a :class:`Predictor` (its PyTorch model is loaded once and cached; an
     ONNX-only Predictor of the built-in model or a model directory works), a model directory, or
@@ -132,5 +161,6 @@ def explain_png(
     :class:`ModelError` for a model Grad-CAM cannot use (an .onnx file on its own).
     """
     buffer = io.BytesIO()
-    overlay(explain(predictor_or_model, image_bytes, class_name=class_name)).save(buffer, "PNG")
-    return buffer.getvalue()
+    explanation = explain(predictor_or_model, image_bytes, class_name=class_name)
+    overlay(explanation).save(buffer, "PNG")
+    return buffer.getvalue(), explanation.explained

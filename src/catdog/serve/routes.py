@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 from contextlib import asynccontextmanager
+from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -179,7 +180,8 @@ async def predict_batch(request: Request) -> JSONResponse:
 
 
 @router.post("/api/v1/explain", response_class=Response, responses={
-    200: {"content": {"image/png": {}}, "description": "The Grad-CAM heat map over the photo."},
+    200: {"content": {"image/png": {}}, "description": "The Grad-CAM heat map over the photo; the X-Explained header "
+          "names what it shows: the answer's class, or for a `neither` answer what the photo looks like."},
     501: {"model": ErrorOut, "description": "Heat maps need a PyTorch model (not a bare ONNX file)."}, **ERRORS},
     openapi_extra=IMAGE_BODY)  # fmt: skip
 async def explain(request: Request) -> Response:
@@ -194,12 +196,15 @@ async def explain(request: Request) -> Response:
 
     try:
         # Grad-CAM needs gradients of the torch module: run it in the decode pool, off the event loop.
-        png = await asyncio.get_running_loop().run_in_executor(state.decode_pool, explain_png, predictor, data)
+        png, explained = await asyncio.get_running_loop().run_in_executor(
+            state.decode_pool, explain_png, predictor, data
+        )
     except ImageError as err:
         raise ApiError(image_error_status(err), _name_in_error(str(err), name)) from None
     except ModelError as err:  # a bare .onnx file has no torch model to take gradients of
         raise ApiError(501, str(err)) from None
-    return Response(png, media_type="image/png")
+    # What the map shows: the answer's class, or for `neither` what the photo looks like (percent-encoded: a header).
+    return Response(png, media_type="image/png", headers={"X-Explained": quote(explained, safe=" '-,()")})
 
 
 @router.get("/api/v1/model")
