@@ -62,6 +62,13 @@ def test_neither_threshold_moves_the_operating_point():
     # A model without a gate (e.g. trained from scratch) never answers neither and lists only its classes.
     ungated = _predictor(None).to_predictions(Outputs(np.array([[0.0, 2.0]])), ["x"])[0]
     assert ungated.label == "dog" and set(ungated.probabilities) == {"cat", "dog"}
+    # Its --neither-threshold is refused in one sentence (it was ignored: "dog (97.8%)" and exit 0).
+    from catdog.errors import CatdogError
+    from catdog.inference.predictor import _gate_threshold
+
+    with pytest.raises(CatdogError, match="no `neither` gate .* --neither-threshold does not apply"):
+        _gate_threshold({}, 0.9)
+    assert _gate_threshold({}, None) is None and _gate_threshold({"threshold": 0.3}, 0.9) == 0.9
     # Other class names get no `neither` from a pet gate.
     foxes = _predictor(0.5, ("fox", "wolf")).to_predictions(outputs, ["x"])[0]
     assert foxes.label == "fox" and "neither" not in foxes.probabilities

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -551,6 +552,7 @@ def test_bad_datasets_fail_with_one_sentence(case: str, tmp_path: Path, dev_dir:
         (["--model", "tf_efficientnet_lite0", "--freeze", "backbone", "--drop-path", "0.1"], ["--drop-path"]),
         (["--model", "catnet", "--drop-path", "0.1"], ["--drop-path", "fine-tuned"]),
         (["--ema", "1.5"], ["--ema"]),
+        (["--lr", "0"], ["--lr must be above 0"]),  # it once trained, and learnt nothing
     ],
 )
 def test_bad_arguments_fail_with_one_sentence(
@@ -568,6 +570,53 @@ def test_a_backbone_it_would_download_fails_offline_with_one_sentence(
     out = str(tmp_path / "m")
     done = run_catdog("train", str(small_dev), "--out", out, "--model", "convnext_tiny", env={"HF_HUB_OFFLINE": "1"})
     _fails_cleanly(done, "convnext_tiny")
+
+
+def test_out_that_is_a_file_is_refused_before_training(small_dev: Path, tmp_path: Path) -> None:
+    """--out naming a file was found out after an epoch of training, when the model was to be written."""
+    out = tmp_path / "afile.txt"
+    out.write_text("keep me")
+    done = run_catdog_in_process("train", str(small_dev), "--out", str(out), "--model", "seed-cnn", "--epochs", "1")
+    _fails_cleanly(done, f"--out '{out}' is a file")
+    assert out.read_text() == "keep me" and "epoch" not in done.stderr
+
+
+def test_a_run_that_diverges_says_so(small_dev: Path, tmp_path: Path, cache_dir: Path) -> None:
+    """A learning rate far too high once ended in "unexpected RuntimeError ... please report it" (fitting a
+    temperature to infinite logits): now one sentence that says what happened and what to change."""
+    out = tmp_path / "m"
+    args = ["--model", "seed-cnn", "--image-size", "64", "--epochs", "1", "--lr", "1e12", "--workers", "0"]
+    done = run_catdog_in_process("train", str(small_dev), "--out", str(out), *args)
+    _fails_cleanly(done, "Training diverged in epoch 1", "lower --lr (it was 1e+12)")
+    assert not (out / "model.safetensors").exists()
+
+
+def test_resume_refuses_options_the_checkpoint_cannot_honour(tmp_path: Path) -> None:
+    """The schedule's length and the optimiser's groups come back with the checkpoint: resumed with more --epochs
+    the run went on at a rate of 0, with a new --weight-decay it crashed; each is now refused in one sentence."""
+    from catdog.errors import CatdogError
+    from catdog.training.checkpoint import RunState, load_checkpoint, save_checkpoint
+
+    def parts():
+        net = torch.nn.Linear(2, 2)
+        optimizer = torch.optim.AdamW(net.parameters())
+        return (
+            net,
+            optimizer,
+            torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0),
+            torch.amp.GradScaler(enabled=False),
+        )
+
+    started = TrainConfig(data_dir="d", out=str(tmp_path), model="seed-cnn", epochs=3).resolved()
+    save_checkpoint(tmp_path, started, RunState(epoch=1), *parts())
+    for change in ({"epochs": 5}, {"weight_decay": 0.5}, {"warmup_epochs": 0.0}, {"label_smoothing": 0.3}):
+        resumed = dataclasses.replace(started, **change)
+        with pytest.raises(CatdogError, match=f"started with --{next(iter(change)).replace('_', '-')} "):
+            load_checkpoint(tmp_path, resumed, *parts())
+    assert load_checkpoint(tmp_path, dataclasses.replace(started, ema=0.999), *parts()).epoch == 1  # may be added
+    budget = TrainConfig(data_dir="d", out=str(tmp_path), model="seed-cnn", time_budget=10).resolved()
+    save_checkpoint(tmp_path, budget, RunState(epoch=2), *parts())
+    assert load_checkpoint(tmp_path, dataclasses.replace(budget, time_budget=20), *parts()).epoch == 2  # the clock
 
 
 def test_existing_model_is_not_overwritten_and_resume_needs_a_run(small_dev: Path, tmp_path: Path) -> None:

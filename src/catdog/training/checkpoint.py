@@ -47,6 +47,8 @@ class RunState:
 
 def check_out_dir(out: Path, cfg: TrainConfig) -> None:
     data = Path(cfg.data_dir).resolve()
+    if out.exists() and not out.is_dir():  # found out only after an epoch's training, when the model was written
+        raise CatdogError(f"--out '{out}' is a file; give a folder to write the model into.")
     if out.resolve() == data or data in out.resolve().parents:
         # Its curves.png would be a photo of the next run, and the folder a class of its own.
         raise CatdogError(f"--out '{out}' is inside the data folder '{cfg.data_dir}'; write the model elsewhere.")
@@ -88,7 +90,9 @@ def load_checkpoint(out, cfg, trainable, optimizer, scheduler, scaler, ema=None)
     if not isinstance(checkpoint, dict) or "config" not in checkpoint:
         raise ModelError(f"'{out / CHECKPOINT}' is not a catdog checkpoint; delete it to start the run over.")
     saved = checkpoint["config"]
-    changed = [k for k in RESUME_KEYS if saved.get(k, getattr(TrainConfig, k, None)) != getattr(cfg, k)]
+    budget = saved.get("time_budget") is not None or cfg.time_budget is not None  # the clock sets the schedule
+    keys = [k for k in RESUME_KEYS if not (budget and k == "epochs")]
+    changed = [k for k in keys if saved.get(k, getattr(TrainConfig, k, None)) != getattr(cfg, k)]
     if changed:
         options = ", ".join(f"--{k.replace('_', '-')} {saved.get(k)}" for k in changed)
         raise CatdogError(f"The run in '{out}' was started with {options}; resume it with the same options.")

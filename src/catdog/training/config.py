@@ -84,6 +84,8 @@ class TrainConfig:
         held_out = self.val_fraction + self.test_fraction
         if not 0 < self.val_fraction < 1 or not 0 <= self.test_fraction < 1 or held_out >= 1:
             raise CatdogError("--val-fraction and --test-fraction must leave some images to train on.")
+        if self.lr is not None and self.lr <= 0:
+            raise CatdogError(f"--lr must be above 0 (such as 1e-3), not {self.lr:g}: at 0 nothing learns.")
         if self.time_budget is not None and self.time_budget <= 0:
             raise CatdogError("--time-budget must be a positive number of minutes.")
         smallest = getattr(SCRATCH_MODELS.get(self.model), "MIN_SIZE", 8)
@@ -142,8 +144,11 @@ MODEL_DEFAULTS = {
 }
 
 
-# Settings that must not change when a run is resumed (the rest, like the budget, may).
+# Settings that must not change when a run is resumed (the rest, like the budget, may): the schedule's length
+# comes back with the checkpoint (more --epochs ran at a rate of 0), the optimiser's groups with its state (a
+# new --weight-decay could not load), and the loss would change half-way. --epochs counts only without a budget.
 RESUME_KEYS = (
     "data_dir", "model", "freeze", "batch_size", "lr", "optimizer", "schedule", "image_size", "seed",
-    "val_fraction", "test_fraction",
+    "val_fraction", "test_fraction", "epochs", "warmup_epochs", "weight_decay", "layer_decay", "label_smoothing",
+    "mixup", "cutmix", "drop_path",
 )  # fmt: skip

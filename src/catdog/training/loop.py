@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 
@@ -15,6 +16,7 @@ from torch.utils.data import Subset
 
 from catdog.augment import sample_seed
 from catdog.data import PreparedData, make_loader
+from catdog.errors import CatdogError
 from catdog.fsutil import atomic_write_text
 from catdog.preprocess import Preprocess, to_uint8
 from catdog.training.batches import PADDING, image_input
@@ -147,6 +149,12 @@ def record_epoch(cfg, state, val, trainable, partial, steps_per_epoch, ctx, out,
         dist.all_reduce(sums)
         loss_sum, correct, seen = sums.tolist()
     seen = seen or 1
+    if not (math.isfinite(loss_sum) and math.isfinite(val["val_loss"])):  # the same on every process (reduced)
+        # Fitting a temperature to inf/nan logits failed with an overflow that said nothing of why.
+        raise CatdogError(
+            f"Training diverged in epoch {state.epoch + 1}: the loss is no longer a finite number; "
+            f"lower --lr (it was {cfg.lr:g})."
+        )
     # The model is deployed with a temperature fitted on these logits, so the epoch is chosen by the loss
     # it will have then. The raw loss also counts the under-confidence that label smoothing trains in and
     # the temperature takes out: it kept a 45-minute fine-tune's first epoch (98.70 % at 224 px) over
