@@ -126,3 +126,17 @@ def test_a_backbone_to_download_with_no_hub_in_reach_is_one_sentence(samples_dir
     done = run_catdog(*args, env=unreachable | no_proxies)
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert "'resnet18'" in done.stderr and "127.0.0.1:9 cannot be reached" in done.stderr
+
+
+def test_serve_refuses_a_neither_threshold_for_a_model_with_no_gate(tmp_path: Path) -> None:
+    """It was a 503 "could not be loaded" on every request after startup; now one sentence before serving."""
+    import json
+
+    from conftest import run_catdog_in_process
+
+    model = tmp_path / "scratch-model"
+    model.mkdir()
+    config = {"architecture": "seed-cnn", "classes": ["cat", "dog"], "preprocess": {}, "gate": None}
+    (model / "config.json").write_text(json.dumps(config))
+    done = run_catdog_in_process("serve", "--model", str(model), "--neither-threshold", "0.5", "--port", "0")
+    assert done.returncode == 2 and "has no `neither` gate" in done.stderr and "serving on" not in done.stderr

@@ -301,16 +301,19 @@ def _name_in_error(error: str, source: str) -> str:
     return error.replace("The image", f"'{source}'", 1) if error.startswith("The image") else error
 
 
+NO_GATE = (
+    "This model has no `neither` gate (a from-scratch net trained without a neither/ folder answers its classes "
+    "only): --neither-threshold does not apply to it."
+)
+
+
 def _gate_threshold(gate: dict, override: float | None) -> float | None:
     """``P(cat or dog)`` below which a gated model answers `neither`; None for a model without a gate."""
     if not gate:
         if override is not None:  # said, not ignored: the user expects `neither` answers it cannot give
             from catdog.errors import CatdogError
 
-            raise CatdogError(
-                "This model has no `neither` gate (a from-scratch net trained without a neither/ folder answers "
-                "its classes only): --neither-threshold does not apply to it."
-            )
+            raise CatdogError(NO_GATE)
         return None
     if override is not None:
         if not 0.0 <= override <= 1.0:
