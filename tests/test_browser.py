@@ -109,6 +109,24 @@ def test_a_broken_file_shows_the_error(page, tmp_path: Path) -> None:
     assert card.locator(".heat-button").is_hidden() and card.locator(".pic img").is_hidden()
 
 
+def test_a_photo_the_browser_cannot_show_is_answered_and_says_so(page, cat_photo: Path, tmp_path: Path) -> None:
+    """A TIFF (or a HEIC) is answered by the server, but Chromium cannot draw it: the card once showed an
+    empty grey box; it says there is no preview."""
+    from PIL import Image
+
+    tiff = tmp_path / "scan.tif"
+    Image.open(cat_photo).save(tiff)
+    page.set_input_files("#file-input", str(tiff))
+    card = page.locator("#results .card[data-state=done]")
+    card.wait_for(timeout=30_000)
+    assert card.locator(".answer").inner_text().startswith("cat · ")
+    page.wait_for_function("document.querySelector('#results .pic[data-nopreview]') !== null", timeout=10_000)
+    note = page.evaluate(
+        "getComputedStyle(document.querySelector('#results .pic'), '::after').getPropertyValue('content')"
+    )
+    assert note == '"No preview in this browser"' and card.locator(".pic img").is_hidden()
+
+
 def test_a_photo_with_no_cat_or_dog_says_so(page, data_root: Path, cat_photo: Path) -> None:
     """A horse: the card says plainly that it sees no cat or dog, and what the photo looks like."""
     horse = data_root / "neither" / "horse" / "inet-n02389026_sorrel.JPEG"
