@@ -187,7 +187,7 @@ def test_links_alone_are_named_in_the_error_and_listed_by_data_check(tmp_path: P
         (root / label).mkdir(parents=True)
         (root / label / f"{label}.1.jpg").symlink_to(outside / "cat.100.jpg")
     done = run_catdog("data", "check", str(root))
-    assert done.returncode == 2 and "2 symbolic links were not followed" in done.stderr and "hard links" in done.stderr
+    assert done.returncode == 2 and "2 symbolic links not followed" in done.stderr and "hard links" in done.stderr
     assert "Traceback" not in done.stderr
 
     (root / "cat" / "real.jpg").write_bytes(image_bytes())
@@ -239,9 +239,15 @@ def test_a_folder_that_cannot_be_read_is_said_not_skipped(tmp_path: Path, sample
         assert [(item["path"], item["reason"]) for item in report["not_read"]] == [
             (f"{label}/locked", "a folder that cannot be read (Permission denied)") for label in ("cat", "dog")
         ]
+        # Nothing else to read: the error says why there are no images.
+        (tmp_path / "only").mkdir()
+        (root / "cat" / "locked").rename(tmp_path / "only" / "cat")
+        done = catdog("data", "check", str(tmp_path / "only"))
+        assert done.returncode == 2 and "(1 folder that cannot be read, e.g." in done.stderr, done.stderr
     finally:
-        for label in ("cat", "dog"):
-            (root / label / "locked").chmod(0o755)
+        for locked in (root / "dog" / "locked", tmp_path / "only" / "cat", root / "cat" / "locked"):
+            if locked.exists():
+                locked.chmod(0o755)
 
 
 def test_a_glob_through_linked_folders_ends(tmp_path: Path, samples_dir: Path) -> None:
@@ -255,6 +261,10 @@ def test_a_glob_through_linked_folders_ends(tmp_path: Path, samples_dir: Path) -
     shutil.copy(samples_dir / "cat" / "cat.1.jpg", tmp_path / "photos" / "a" / "cat.1.jpg")
     (tmp_path / "photos" / "a" / "up").symlink_to("..")
     (tmp_path / "photos" / "a" / "top").symlink_to("../..")
-    done = run_catdog("predict", "--json", "photos/**/*.jpg", cwd=tmp_path, timeout=120)
+    shutil.copy(samples_dir / "cat" / "cat.2.jpg", tmp_path / "photos" / ".hidden.jpg")
+    done = run_catdog("predict", "--json", "photos/**/*.jpg", "photos/**", "photos/.*.jpg", cwd=tmp_path, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert [(a["path"], a["label"]) for a in json.loads(done.stdout)] == [("photos/a/cat.1.jpg", "cat")]
+    # 'photos/**' is everything below, as glob.glob has it (pathlib's alone names folders); a hidden file
+    # only when asked for by name; the cat found twice is answered once.
+    found = [(a["path"], a["label"]) for a in json.loads(done.stdout)]
+    assert found == [("photos/a/cat.1.jpg", "cat"), ("photos/.hidden.jpg", "cat")]

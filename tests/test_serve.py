@@ -231,6 +231,8 @@ def test_size_limits_are_413(client: httpx.Client, cat_photo: Path) -> None:
     assert two.status_code == 413 and error_of(two) == (
         "/api/v1/predict takes one photo: send several to /api/v1/predict/batch instead."
     )
+    two = client.post("/api/v1/explain", files=[("file", photo[1])] * 2)  # the batch route makes no heat maps
+    assert two.status_code == 413 and error_of(two) == "/api/v1/explain takes one photo."
 
 
 def test_other_client_errors(client: httpx.Client, server: Server) -> None:

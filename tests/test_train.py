@@ -617,6 +617,13 @@ def test_resume_refuses_options_the_checkpoint_cannot_honour(tmp_path: Path) -> 
     budget = TrainConfig(data_dir="d", out=str(tmp_path), model="seed-cnn", time_budget=10).resolved()
     save_checkpoint(tmp_path, budget, RunState(epoch=2), *parts())
     assert load_checkpoint(tmp_path, dataclasses.replace(budget, time_budget=20), *parts()).epoch == 2  # the clock
+    # A budget that comes or goes changes the schedule's horizon: a 3-epoch run resumed under one trained at 0.
+    with pytest.raises(CatdogError, match="started without --time-budget; resume it without one"):
+        save_checkpoint(tmp_path, started, RunState(epoch=1), *parts())
+        load_checkpoint(tmp_path, dataclasses.replace(started, time_budget=5.0, epochs=10_000), *parts())
+    with pytest.raises(CatdogError, match="started with --time-budget; resume it with one"):
+        save_checkpoint(tmp_path, budget, RunState(epoch=1), *parts())
+        load_checkpoint(tmp_path, dataclasses.replace(budget, time_budget=None, epochs=30), *parts())
 
 
 def test_existing_model_is_not_overwritten_and_resume_needs_a_run(small_dev: Path, tmp_path: Path) -> None:
@@ -722,6 +729,19 @@ def test_a_from_scratch_net_learns_neither_as_a_class(
     pets, others = in_torch[: -len(toys)], in_torch[-len(toys) :]
     scores = [a.probabilities["neither"] for a in in_torch]
     assert roc_auc_score([0] * len(pets) + [1] * len(others), scores) > 0.85
+
+    # A `neither` answer's heat map is of its `neither` class (it was the likelier pet's): the offset raised
+    # in a copy so that the toy is answered `neither` whatever this short run learnt.
+    from safetensors.torch import load_file, save_file
+
+    from catdog.explain import explain
+
+    shutil.copytree(out, tmp_path / "sure")
+    weights = load_file(str(tmp_path / "sure" / "model.safetensors"))
+    save_file({**weights, "neither_offset": torch.tensor(50.0)}, str(tmp_path / "sure" / "model.safetensors"))
+    explained = explain(str(tmp_path / "sure"), toys[0])
+    assert explained.label == "neither" and explained.explained == "neither"
+    assert not np.allclose(explained.heat, explain(str(tmp_path / "sure"), toys[0], class_name="cat").heat)
 
 
 def _train_frozen_beside_toys(

@@ -21,6 +21,7 @@ from torch import nn
 from catdog.errors import CatdogError
 from catdog.inference.outputs import torch_model_fn
 from catdog.inference.predictor import Predictor
+from catdog.models.gate import LearntNeither
 from catdog.models.pretrained import ModelError
 from catdog.preprocess import Preprocess, center_crop, normalize, stack_uint8, to_uint8
 
@@ -134,8 +135,13 @@ def explain(
         # the head, which only knows cats and dogs, would see its likelier class.
         looks_like = answer.looks_like is not None and class_name is None and outputs.looks_like is not None
         imagenet_class = int(outputs.looks_like[0]) if looks_like else None
-        heat, index = gradcam(module, batch, wanted, imagenet_class)
-    explained = answer.looks_like if looks_like else predictor.classes[index]
+        # A from-scratch net's `neither` is its own last class: that class's map.
+        learnt = answer.label == "neither" and class_name is None and isinstance(module, LearntNeither)
+        if learnt:
+            heat, _ = gradcam(module.net, batch, len(predictor.classes))
+        else:
+            heat, index = gradcam(module, batch, wanted, imagenet_class)
+    explained = "neither" if learnt else answer.looks_like if looks_like else predictor.classes[index]
     view = center_crop(uint8, predictor.pre.image_size)[0].permute(1, 2, 0).numpy()
     return Explanation(heat, view, answer.label, explained, answer.probabilities)
 

@@ -239,10 +239,9 @@ def _open(data: bytes, name: str | None, max_pixels: int) -> Image.Image:
         )
     if detected in ("PSD", "ICO", "SVG"):
         article = "an" if detected[0] in "AEIOS" else "a"  # an ICO, an SVG, a PSD
-        raise UnsupportedFormatError(
-            f"{label} is {article} {detected} file, an unsupported format; use JPEG, PNG, WebP, BMP, GIF, TIFF, "
-            "HEIC or AVIF."
-        )
+        names = ["JPEG", "PNG", "WebP", "BMP", "GIF", "TIFF", "HEIC"] + ["AVIF"] * ("AVIF" in ACCEPTED_FORMATS)
+        formats = f"{', '.join(names[:-1])} or {names[-1]}"
+        raise UnsupportedFormatError(f"{label} is {article} {detected} file, an unsupported format; use {formats}.")
     try:
         img = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
     except UnidentifiedImageError:

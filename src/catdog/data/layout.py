@@ -92,6 +92,10 @@ def is_hidden(path: Path) -> bool:
 LINK = "a symbolic link, which catdog does not follow: copy the file or folder, or make a hard link"
 
 
+def _count(items: list, noun: str) -> str:
+    return f"1 {noun}" if len(items) == 1 else f"{len(items)} {noun}s"
+
+
 def _unreadable(err: OSError) -> tuple[Path, str]:
     return Path(err.filename), f"a folder that cannot be read ({err.strerror})"
 
@@ -182,8 +186,12 @@ def discover(root: str | os.PathLike, *, image_files_only: bool = False) -> Data
         files, left_out = in_folders, flat_images
 
     if not files:
-        links = sum(why == LINK for _, why in skipped)
-        hint = f" ({links} symbolic links were not followed: copy the files, or make hard links)" if links else ""
+        links, locked = [p for p, why in skipped if why == LINK], [p for p, why in skipped if why != LINK]
+        hint = ""
+        if links:
+            hint += f" ({_count(links, 'symbolic link')} not followed: copy the files, or make hard links)"
+        if locked:
+            hint += f" ({_count(locked, 'folder')} that cannot be read, e.g. '{locked[0]}')"
         raise DatasetError(
             f"No images found in '{root}'{hint}: expected 'cat.1.jpg'-style files or one folder per class (cat/, dog/)."
         )

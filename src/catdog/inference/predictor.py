@@ -282,18 +282,25 @@ def _walk_files(root: Path, onerror: Callable[[OSError], object]) -> Iterator[Pa
                 yield path
 
 
-def _glob(pattern: str) -> Iterator[Path]:
-    """The files a glob names, ``**`` included, not descending into linked folders: glob.glob follows them,
-    and two links back up a tree made ``photos/**/*.jpg`` run for ever. Hidden names match no wildcard."""
+def _glob(pattern: str) -> list[str]:
+    """The paths a glob names. With ``**``, pathlib's walk, which does not descend into linked folders:
+    glob.glob follows them, and two links back up a tree made ``photos/**/*.jpg`` run for ever."""
+    if "**" not in pattern:
+        return glob.glob(pattern)
     from catdog.data.layout import is_hidden
 
     path = Path(pattern)
     parts = path.parts[1:] if path.anchor else path.parts
-    wild = next((i for i, part in enumerate(parts) if glob.has_magic(part)), len(parts))
-    base = Path(path.anchor, *parts[:wild])
-    for found in base.glob(str(Path(*parts[wild:]))):  # pathlib's ** does not follow linked folders
-        if not any(is_hidden(Path(part)) for part in found.relative_to(base).parts):
-            yield found
+    wild = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+    base, rest = Path(path.anchor, *parts[:wild]), Path(*parts[wild:])
+    if rest.name == "**":  # glob.glob's 'photos/**' is everything below; pathlib's, the folders alone
+        rest /= "*"
+    dotted = any(part.startswith(".") for part in rest.parts)  # hidden names asked for by name
+    return [
+        str(found)
+        for found in base.glob(str(rest))
+        if dotted or not any(is_hidden(Path(part)) for part in found.relative_to(base).parts)
+    ]
 
 
 def _name_in_error(error: str, source: str) -> str:
@@ -352,7 +359,7 @@ def expand_inputs(patterns: list[str]) -> list[str | Prediction]:
         elif os.path.exists(pattern):
             found, missing = [pattern], ""
         elif glob.has_magic(pattern):
-            found = sorted(str(p) for p in _glob(pattern) if p.is_file())
+            found = sorted(p for p in _glob(pattern) if os.path.isfile(p))
             missing = f"No file matches '{pattern}'."
         elif os.path.islink(pattern):
             found, missing = [], f"'{pattern}' is a link that leads to no file (its target is missing, or a loop)."

@@ -60,9 +60,8 @@ async def _form(request: Request, max_files: int):
             yield form
     except StarletteHTTPException as err:
         if str(err.detail).startswith("Too many files") and max_files == 1:
-            raise ApiError(
-                413, f"{request.url.path} takes one photo: send several to /api/v1/predict/batch instead."
-            ) from None
+            batch = ": send several to /api/v1/predict/batch instead" if request.url.path.endswith("/predict") else ""
+            raise ApiError(413, f"{request.url.path} takes one photo{batch}.") from None
         if str(err.detail).startswith("Too many files"):
             raise ApiError(413, f"Too many files: send at most {max_files} photos in one request.") from None
         raise ApiError(400, f"The multipart body cannot be read: {err.detail}") from None
@@ -173,7 +172,13 @@ async def predict_batch(request: Request) -> JSONResponse:
                 return Prediction(source=name, error=str(err), source_key="filename")
 
         names = [_clean_name(u.filename, f"upload-{i + 1}") for i, u in enumerate(uploads)]
-        results = await asyncio.gather(*(one(name, u) for name, u in zip(names, uploads, strict=True)))
+        # Every photo done before the form (and its spool files) closes, even when one fails unexpectedly.
+        results = await asyncio.gather(
+            *(one(name, u) for name, u in zip(names, uploads, strict=True)), return_exceptions=True
+        )
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
     for r in results:
         state.metrics.predictions.labels(r.label if r.ok else "error").inc()
     return JSONResponse([r.to_dict() for r in results])

@@ -104,19 +104,20 @@ class ServeState:
         :class:`ImageError` (message naming ``name``) for unusable input."""
         predictor, batcher = self.ready()
         self._check_size(name, len(data) if isinstance(data, bytes) else data.size)
-        batcher.expect()
         try:
-            try:
-                async with self.decoding:
+            async with self.decoding:
+                batcher.expect()  # its square comes soon: the batcher may wait for it (not while it queues here)
+                try:
                     if isinstance(data, UploadFile):
                         data = await data.read()
                         self._check_size(name, len(data))  # a part that declared no size
                     square = await asyncio.get_running_loop().run_in_executor(self.decode_pool, predictor._square, data)
-            except BaseException as err:
-                batcher.unexpect()
-                if isinstance(err, ImageError):
-                    raise type(err)(_name_in_error(str(err), name)) from None
-                raise
+                except BaseException as err:
+                    batcher.unexpect()
+                    if isinstance(err, ImageError):
+                        raise type(err)(_name_in_error(str(err), name)) from None
+                    raise
+                del data  # what waits for the model is the square, not the photo's bytes
             return await batcher.predict(square, name, expected=True)
         finally:
             self._answered += 1

@@ -90,9 +90,10 @@ def load_checkpoint(out, cfg, trainable, optimizer, scheduler, scaler, ema=None)
     if not isinstance(checkpoint, dict) or "config" not in checkpoint:
         raise ModelError(f"'{out / CHECKPOINT}' is not a catdog checkpoint; delete it to start the run over.")
     saved = checkpoint["config"]
-    budget = saved.get("time_budget") is not None or cfg.time_budget is not None  # the clock sets the schedule
-    keys = [k for k in RESUME_KEYS if not (budget and k == "epochs")]
-    changed = [k for k in keys if saved.get(k, getattr(TrainConfig, k, None)) != getattr(cfg, k)]
+    if (saved.get("time_budget") is None) != (cfg.time_budget is None):  # the schedule's horizon: clock or epochs
+        had = "with" if saved.get("time_budget") is not None else "without"
+        raise CatdogError(f"The run in '{out}' was started {had} --time-budget; resume it {had} one.")
+    changed = [k for k in RESUME_KEYS if saved.get(k, getattr(TrainConfig, k, None)) != getattr(cfg, k)]
     if changed:
         options = ", ".join(f"--{k.replace('_', '-')} {saved.get(k)}" for k in changed)
         raise CatdogError(f"The run in '{out}' was started with {options}; resume it with the same options.")

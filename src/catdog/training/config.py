@@ -146,7 +146,7 @@ MODEL_DEFAULTS = {
 
 # Settings that must not change when a run is resumed (the rest, like the budget, may): the schedule's length
 # comes back with the checkpoint (more --epochs ran at a rate of 0), the optimiser's groups with its state (a
-# new --weight-decay could not load), and the loss would change half-way. --epochs counts only without a budget.
+# new --weight-decay could not load), and the loss would change half-way. A budget may change, not come or go.
 RESUME_KEYS = (
     "data_dir", "model", "freeze", "batch_size", "lr", "optimizer", "schedule", "image_size", "seed",
     "val_fraction", "test_fraction", "epochs", "warmup_epochs", "weight_decay", "layer_decay", "label_smoothing",
