@@ -57,15 +57,18 @@ def test_audit_finds_the_cat_in_the_neither_folder(
         shutil.copy(src, data / "neither" / src.name)
     stray = "cat.3150.jpg"
     shutil.copy(dev_dir / stray, data / "neither" / stray)
+    # And a horse among the dogs: no cat-or-dog fit can say so (it once went unlisted), the gate can.
+    horse = data_root / "neither" / "horse" / "inet-n02389026_sorrel.JPEG"
+    shutil.copy(horse, data / "dog" / horse.name)
 
     done = run_catdog("data", "audit", str(data), "--model", str(trained_model_dir), "--json")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["classes"] == ["cat", "dog"]
-    assert result["n"] == 40 + len(non_pets) + 1 and result["neither"] == len(non_pets) + 1
+    assert result["n"] == 41 + len(non_pets) + 1 and result["neither"] == len(non_pets) + 1
     assert result["neither_judged"] is True
     ranked = [(Path(s["path"]).name, s["label"], s["suggested"]) for s in result["suspects"]]
-    assert (stray, "neither", "cat") in ranked[:2], ranked[:5]
+    assert (stray, "neither", "cat") in ranked[:2] and (horse.name, "dog", "neither") in ranked[:2], ranked[:5]
     # The real non-pet photos are not suspects: the gate sees no cat or dog in them.
     flagged = {name for name, label, _ in ranked if label == "neither"}
     assert flagged == {stray}, flagged
@@ -75,7 +78,7 @@ def test_audit_finds_the_cat_in_the_neither_folder(
     assert f"{len(non_pets) + 1} neither photos judged" in text.stdout
     # The accuracy is over the pets, and the line says so (it once counted the neither photos into "photos").
     accuracy = result["out_of_fold_accuracy"]
-    assert text.stdout.startswith(f"40 photos of cat and dog, out-of-fold accuracy {accuracy:.4f}")
+    assert text.stdout.startswith(f"41 photos of cat and dog, out-of-fold accuracy {accuracy:.4f}")
     assert f"neither/{stray}: labelled neither, looks like cat" in text.stdout
 
 

@@ -106,6 +106,20 @@ def test_cli_json_and_report(onnx_model_file: Path, eval_dir: Path, tmp_path: Pa
     assert json.loads((out / "metrics.json").read_text())["accuracy"] == result["accuracy"]
 
 
+def test_the_report_names_the_gate_threshold_and_the_files_left_out(eval_dir: Path, tmp_path: Path) -> None:
+    """--neither-threshold on a folder with no neither/ and an image the layout left out were in the console
+    and metrics.json but nowhere in report.html."""
+    data = tmp_path / "photos"
+    shutil.copytree(eval_dir / "dog", data / "dog")
+    shutil.copytree(eval_dir / "cat", data / "cat")
+    shutil.copy(eval_dir / "dog" / "dog.1.jpg", data / "loose.jpg")
+    result = evaluate(None, data, out_dir=tmp_path / "report", neither_threshold=0.3)
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert result["left_out"] == [str(data / "loose.jpg")]
+    assert "'neither' below a P(cat or dog) of 0.3 (the gate's threshold)" in page
+    assert "1 image file(s) left out, the folder's layout gives them no label: loose.jpg" in page
+
+
 def test_cli_text_output_and_errors(trained_model_dir: Path, eval_dir: Path, tmp_path: Path) -> None:
     done = run_catdog("evaluate", str(trained_model_dir), str(eval_dir / "dog"), env={"CATDOG_BACKEND": "torch"})
     assert done.returncode == 0, done.stderr
@@ -144,8 +158,7 @@ def test_open_set_metrics_on_a_hand_made_case() -> None:
     assert m["roc_auc"] == pytest.approx(12 / 16)  # 16 pairs; the 0.95 neither beats 3 pets, the 0.4 one beats 0.3
     assert m["neither_answered"] == pytest.approx(3 / 4)
     assert m["pets_turned_away"] == pytest.approx(1 / 4)
-    cut = np.percentile([0.99, 0.9, 0.6, 0.3], 5)  # 0.3 + 0.15 * 0.3 = 0.345
-    assert m["score_at_95_tpr"] == pytest.approx(cut) and m["score_at_95_tpr"] == pytest.approx(0.345)
+    assert m["score_at_95_tpr"] == pytest.approx(0.3)  # keeping 95 % of 4 pets keeps all 4 (0.345 kept 3)
     assert m["fpr_at_95_tpr"] == pytest.approx(2 / 4)  # 0.4 and 0.95 score above the cut
     no_gate = open_set_metrics(truth, ["cat"] * 8, None, None)
     assert no_gate == {"n_pets": 4, "n_neither": 4, "gate": False, "note": no_gate["note"]}

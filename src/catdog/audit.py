@@ -189,9 +189,16 @@ def audit(
     pet_paths = [str(paths[i]) for i, pet in zip(kept, pets) if pet]
     probs = out_of_fold_probabilities(features[pets], labels, folds)
     best = probs.argmax(axis=1)
+    # A photo of a class that the gate sees no cat or dog in (a horse in dog/) is a suspect too: `neither`.
+    away = np.zeros(len(labels))
+    if pet_scores is not None and set(names) <= {"cat", "dog"}:
+        away = 1.0 - pet_scores[np.flatnonzero(pets)]
+    not_pet = away >= min_confidence
     suspects = [
+        Suspect(pet_paths[i], names[labels[i]], NEITHER, round(float(away[i]), 4)) for i in np.flatnonzero(not_pet)
+    ] + [
         Suspect(pet_paths[i], names[labels[i]], names[best[i]], round(float(probs[i, best[i]]), 4))
-        for i in np.flatnonzero((best != labels) & (probs.max(axis=1) >= min_confidence))
+        for i in np.flatnonzero((best != labels) & (probs.max(axis=1) >= min_confidence) & ~not_pet)
     ]
     # `neither` photos: a pet there is what makes one mislabelled; only a cat/dog gate can tell.
     others = np.flatnonzero(~pets)

@@ -279,7 +279,8 @@ def open_set_metrics(
     scores = np.asarray(pet_score, dtype=np.float64)
     turned_away = np.array([p == NEITHER for p in predicted], dtype=bool)
     both = out["n_pets"] > 0 and out["n_neither"] > 0
-    cut = float(np.percentile(scores[is_pet], 5)) if out["n_pets"] else None
+    # The highest score that keeps at least 95 % of pets (np.percentile interpolates: it kept 28 of 30).
+    cut = float(np.sort(scores[is_pet])[int(np.floor(0.05 * out["n_pets"] + 1e-9))]) if out["n_pets"] else None
     return out | {
         "gate": True,
         "threshold": float(threshold),

@@ -233,7 +233,8 @@ def _html(metrics: dict, pngs: dict[str, bytes], mistakes: list[dict]) -> str:
             for name, values in r["accuracy"].items()
         )
         robust = (
-            f"<h2>Robustness</h2><p>{r['n']} photos; clean accuracy {r['clean']:.3f}.</p>"
+            f"<h2>Robustness</h2><p>{r['n']} photos of the model's classes; clean accuracy {r['clean']:.3f}. "
+            "A photo answered 'neither' (the gate) or 'unsure' counts as wrong.</p>"
             f"<table><tr><th>corruption</th><th>severity 1</th><th>2</th><th>3</th></tr>{body}</table>"
             f'<figure><img src="{_uri(pngs["robustness.png"])}" alt="robustness.png"></figure>'
         )
@@ -277,9 +278,17 @@ def _what_was_measured(metrics: dict) -> str:
     ]
     if metrics.get("tta"):
         lines.append("Each photo averaged with its mirror image (--tta)")
+    if metrics.get("neither_threshold") is not None:
+        lines.append(f"'neither' below a P(cat or dog) of {metrics['neither_threshold']:g} (the gate's threshold)")
     if metrics.get("threshold") is not None:
         lines.append(f"'unsure' below a confidence of {metrics['threshold']:g} (--threshold)")
     lines += [f"<b>Note:</b> {html.escape(warning)}" for warning in metrics.get("warnings", [])]
+    left_out = metrics.get("left_out") or []
+    if left_out:
+        shown = ", ".join(html.escape(os.path.basename(p)) for p in left_out[:5]) + (" …" if len(left_out) > 5 else "")
+        lines.append(
+            f"<b>Note:</b> {len(left_out)} image file(s) left out, the folder's layout gives them no label: {shown}"
+        )
     return "".join(f"<p>{line}</p>" for line in lines)
 
 
