@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -266,6 +267,25 @@ def test_report_shows_the_open_set_plot_and_figures(open_set_run: tuple[dict, Pa
     for key in ("roc_auc", "neither_answered", "pets_turned_away", "fpr_at_95_tpr", "threshold"):
         assert f"{o[key]:.4f}" in section, key
     assert json.loads((out / "metrics.json").read_text())["open_set"] == o
+
+
+def test_the_report_shows_the_non_pets_let_through(open_set_dir: Path, tmp_path: Path) -> None:
+    """A wolf answered "dog" was in no gallery (the confident mistakes are pets): the open-set section shows the
+    `neither` photos answered as a pet, the likeliest pet first."""
+    from catdog.report import GALLERY_SIZE
+
+    result = evaluate(None, open_set_dir, out_dir=tmp_path, neither_threshold=0.0)  # every photo let through
+    assert result["open_set"]["neither_answered"] == 0.0
+    page = (tmp_path / "report.html").read_text()
+    section = page[page.index("'neither' photos answered as a pet") :]
+    shown = re.findall(r"neither → <b>(\w+)</b><br>P\(cat or dog\) ([0-9.]+)", section)
+    assert len(shown) == min(GALLERY_SIZE, len(NEITHER_SUBJECTS) * PER_SUBJECT)
+    assert {answer for answer, _ in shown} <= {"cat", "dog"}
+    assert [float(p) for _, p in shown] == sorted((float(p) for _, p in shown), reverse=True)
+    default = evaluate(None, open_set_dir, out_dir=tmp_path / "default")  # the gate as shipped: what it lets in
+    let_in = round((1 - default["open_set"]["neither_answered"]) * len(NEITHER_SUBJECTS) * PER_SUBJECT)
+    page = (tmp_path / "default" / "report.html").read_text()
+    assert page[page.index("'neither' photos answered as a pet") :].count('class="mistake"') == let_in
 
 
 def test_no_open_set_without_a_neither_folder_or_a_gate(

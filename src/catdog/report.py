@@ -17,6 +17,7 @@ import numpy as np  # noqa: E402
 from sklearn import metrics as skm  # noqa: E402
 from sklearn.calibration import calibration_curve  # noqa: E402
 
+from catdog.data.layout import NEITHER  # noqa: E402
 from catdog.fsutil import atomic_write_bytes, atomic_write_text  # noqa: E402
 from catdog.images import ImageError, decode  # noqa: E402
 
@@ -125,6 +126,20 @@ def confident_mistakes(evaluation, k: int = GALLERY_SIZE) -> list[dict]:
     return wrong[:k]
 
 
+def let_through(evaluation, k: int = GALLERY_SIZE) -> list[dict]:
+    """The ``k`` `neither` photos answered cat or dog (or unsure) with the highest P(cat or dog), surest first."""
+    if evaluation.pet_score is None:
+        return []
+    found = [
+        {"path": path, "answer": answer, "pet_score": float(score)}
+        for path, truth, answer, score in zip(
+            evaluation.paths, evaluation.truth, evaluation.predicted, evaluation.pet_score
+        )
+        if truth == NEITHER and answer != NEITHER
+    ]
+    return sorted(found, key=lambda item: -item["pet_score"])[:k]
+
+
 def thumbnail_data_uri(path: str, size: int = THUMB) -> str | None:
     try:
         img = decode(path, min_size=size)
@@ -183,12 +198,12 @@ def write_report(out_dir: str | os.PathLike, evaluation, metrics: dict) -> Path:
     for name, data in pngs.items():
         atomic_write_bytes(out / name, data)
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    page = _html(metrics, pngs, mistakes)
+    page = _html(metrics, pngs, mistakes, let_through(evaluation))
     atomic_write_text(out / "report.html", page)
     return out / "report.html"
 
 
-def _html(metrics: dict, pngs: dict[str, bytes], mistakes: list[dict]) -> str:
+def _html(metrics: dict, pngs: dict[str, bytes], mistakes: list[dict], through: list[dict] = ()) -> str:
     classes = metrics["classes"]
     rows = "".join(
         f"<tr><td>{html.escape(c)}</td><td>{_fmt(metrics['precision'][c])}</td><td>{_fmt(metrics['recall'][c])}</td>"
@@ -238,7 +253,7 @@ def _html(metrics: dict, pngs: dict[str, bytes], mistakes: list[dict]) -> str:
             f"<table><tr><th>corruption</th><th>severity 1</th><th>2</th><th>3</th></tr>{body}</table>"
             f'<figure><img src="{_uri(pngs["robustness.png"])}" alt="robustness.png"></figure>'
         )
-    open_set = _open_set_html(metrics.get("open_set"), pngs.get("open_set.png"))
+    open_set = _open_set_html(metrics.get("open_set"), pngs.get("open_set.png"), through)
     unreadable = "".join(f"<li>{html.escape(u['path'])}: {html.escape(u['error'])}</li>" for u in metrics["unreadable"])
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>catdog evaluation</title>
@@ -292,7 +307,7 @@ def _what_was_measured(metrics: dict) -> str:
     return "".join(f"<p>{line}</p>" for line in lines)
 
 
-def _open_set_html(open_set: dict | None, png: bytes | None) -> str:
+def _open_set_html(open_set: dict | None, png: bytes | None, through: list[dict] = ()) -> str:
     """The open-set section: the figures of :func:`catdog.evaluate.open_set_metrics` and the score histogram."""
     if not open_set:
         return ""
@@ -314,4 +329,12 @@ def _open_set_html(open_set: dict | None, png: bytes | None) -> str:
         )
     )
     figure = f'<figure><img src="{_uri(png)}" alt="open_set.png"><figcaption>open_set.png</figcaption></figure>'
-    return head + f"<table>{rows}</table>" + (figure if png else "")
+    # The pets turned away are among the confident mistakes above; the non-pets let through only here.
+    gallery = "".join(
+        f'<figure class="mistake"><img src="{thumbnail_data_uri(item["path"]) or ""}" '
+        f'alt="{html.escape(Path(item["path"]).name)}"><figcaption>{html.escape(Path(item["path"]).name)}<br>'
+        f"neither → <b>{html.escape(item['answer'])}</b><br>P(cat or dog) {item['pet_score']:.3f}</figcaption></figure>"
+        for item in through
+    )
+    let_in = f"<h3>'neither' photos answered as a pet</h3>{gallery or '<p>None.</p>'}"
+    return head + f"<table>{rows}</table>" + (figure if png else "") + let_in
