@@ -38,6 +38,7 @@ def test_audit_ranks_the_flipped_labels_first(trained_model_dir: Path, dev_dir: 
     assert len(result["suspects"]) > 2
     top = run_catdog("data", "audit", str(data), "--model", str(trained_model_dir), "--top", "2", "--json")
     assert json.loads(top.stdout)["suspects"] == result["suspects"][:2]
+    assert json.loads(top.stdout)["n_suspects"] == len(result["suspects"])  # how many --top left out
 
 
 def test_audit_finds_the_cat_in_the_neither_folder(

@@ -62,6 +62,7 @@ class AuditResult:
             "neither_judged": self.neither_judged,
             "folds": self.folds,
             "out_of_fold_accuracy": self.out_of_fold_accuracy,
+            "n_suspects": len(self.suspects),  # every one, also when --top lists fewer
             "suspects": [s.to_dict() for s in self.suspects],
             "unreadable": self.unreadable,
         }

@@ -57,8 +57,11 @@ def roc_png(evaluation, metrics: dict) -> bytes:
         if 0 < (y == i).sum() < len(y):
             skm.RocCurveDisplay.from_predictions(y == i, evaluation.probs[:, i], name=name, ax=ax)
     ax.plot([0, 1], [0, 1], "k:", linewidth=1)
+    positive = evaluation.classes[1] if len(evaluation.classes) == 2 else "each class"
+    ax.set_xlabel("false positive rate"), ax.set_ylabel(f"true positive rate ({positive})")
     auc = metrics.get("roc_auc")
-    ax.set_title(f"ROC (AUC {auc:.4f})" if auc is not None else "ROC")
+    title = ", ".join(evaluation.classes) + " (photos of these classes only)"
+    ax.set_title(f"ROC of {title}\nAUC {auc:.4f}" if auc is not None else f"ROC of {title}", fontsize=10)
     return _png(fig)
 
 
@@ -254,7 +257,7 @@ def _html(metrics: dict, pngs: dict[str, bytes], mistakes: list[dict], through: 
             f'<figure><img src="{_uri(pngs["robustness.png"])}" alt="robustness.png"></figure>'
         )
     open_set = _open_set_html(metrics.get("open_set"), pngs.get("open_set.png"), through)
-    unreadable = "".join(f"<li>{html.escape(u['path'])}: {html.escape(u['error'])}</li>" for u in metrics["unreadable"])
+    unreadable = "".join(f"<li>{html.escape(u['error'])}</li>" for u in metrics["unreadable"])  # it names the file
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>catdog evaluation</title>
 <style>
