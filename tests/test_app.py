@@ -506,8 +506,8 @@ def test_a_camera_taken_away_or_in_the_background_stops(playwright, server, dev_
             Object.defineProperty(document, "hidden", { configurable: true, get: () => false });
             document.dispatchEvent(new Event("visibilitychange"));
         }""")
-        page.wait_for_function(f"{stream} !== null && window.catdogApp.frames.length >= 3", timeout=30_000)
-        assert page.locator("#camera-stop").is_visible()
+        page.locator("#camera-stop").wait_for(state="visible", timeout=30_000)  # taken again, and answering
+        page.wait_for_function("window.catdogApp.frames.length >= 3", timeout=30_000, polling=250)
 
         page.evaluate(f"{stream}.getVideoTracks()[0].dispatchEvent(new Event('ended'))")  # taken by the system
         assert page.locator("#camera-error").inner_text().startswith("The camera stopped")

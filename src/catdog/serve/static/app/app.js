@@ -291,7 +291,12 @@ function card(file, before) {
   const img = document.createElement("img");
   img.alt = "";
   img.src = URL.createObjectURL(file);
-  img.addEventListener("error", () => { img.hidden = true; }, { once: true }); // no broken-picture icon
+  // Drawn once loaded: the blob URL goes, or every photo chosen stays in memory as long as the page.
+  img.addEventListener("load", () => URL.revokeObjectURL(img.src), { once: true });
+  img.addEventListener("error", () => { // no broken-picture icon
+    img.hidden = true;
+    URL.revokeObjectURL(img.src);
+  }, { once: true });
   const body = document.createElement("div");
   body.className = "body";
   body.innerHTML = '<div class="name"></div><div class="answer">…</div><div class="probs"></div>' +
