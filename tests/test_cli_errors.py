@@ -140,3 +140,20 @@ def test_serve_refuses_a_neither_threshold_for_a_model_with_no_gate(tmp_path: Pa
     (model / "config.json").write_text(json.dumps(config))
     done = run_catdog_in_process("serve", "--model", str(model), "--neither-threshold", "0.5", "--port", "0")
     assert done.returncode == 2 and "has no `neither` gate" in done.stderr and "serving on" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["train", ".", "--out", "m", "--epochs", "0"], "Invalid value for '--epochs': Input should be greater than"),
+        (["predict", "--no-such-option", "x.jpg"], "No such option: --no-such-option"),
+        (["predict"], "Missing argument 'PATHS'"),
+    ],
+)
+def test_a_usage_error_is_one_sentence(args: list[str], said: str, tmp_path: Path) -> None:
+    """Click's usage errors were a four-line block (Usage, Try, a blank line, Error); one sentence now, as every
+    other refusal, naming where the options are listed."""
+    done = run_catdog(*args, cwd=tmp_path)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and not done.stdout, done.stderr
+    assert lines[0].startswith(f"error: {said}") and lines[0].endswith(" --help').")

@@ -117,8 +117,8 @@ def test_the_report_names_the_gate_threshold_and_the_files_left_out(eval_dir: Pa
     result = evaluate(None, data, out_dir=tmp_path / "report", neither_threshold=0.3)
     page = (tmp_path / "report" / "report.html").read_text()
     assert result["left_out"] == [str(data / "loose.jpg")]
-    assert "'neither' below a P(cat or dog) of 0.3 (the gate's threshold)" in page
-    assert "1 image file(s) left out, the folder's layout gives them no label: loose.jpg" in page
+    assert "Answers 'neither' when P(cat or dog) is below 0.3 (the gate's threshold)" in page
+    assert "1 image file(s) left out: the folder's layout gives them no label (loose.jpg)." in page
 
 
 def test_cli_text_output_and_errors(trained_model_dir: Path, eval_dir: Path, tmp_path: Path) -> None:
@@ -160,6 +160,11 @@ def test_open_set_metrics_on_a_hand_made_case() -> None:
     assert m["neither_answered"] == pytest.approx(3 / 4)
     assert m["pets_turned_away"] == pytest.approx(1 / 4)
     assert m["score_at_95_tpr"] == pytest.approx(0.3)  # keeping 95 % of 4 pets keeps all 4 (0.345 kept 3)
+    # The highest cut that keeps at least 95 % of the pets: 19 of 20 (the lowest one let go), all of 19.
+    for n, kept in ((20, 19), (19, 19), (21, 20), (100, 95)):
+        pets = np.linspace(0.01, 0.99, n)
+        case = open_set_metrics(["cat"] * n + ["neither"], ["cat"] * n + ["neither"], np.append(pets, 0.0), 0.005)
+        assert int((pets >= case["score_at_95_tpr"]).sum()) == kept, n
     assert m["fpr_at_95_tpr"] == pytest.approx(2 / 4)  # 0.4 and 0.95 score above the cut
     no_gate = open_set_metrics(truth, ["cat"] * 8, None, None)
     assert no_gate == {"n_pets": 4, "n_neither": 4, "gate": False, "note": no_gate["note"]}

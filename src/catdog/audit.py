@@ -10,8 +10,10 @@ labels during training, so the built-in backbone is the more honest judge.)
 Photos in a `neither` folder (``neither/``, ``other/`` ...) are no class to learn: one of them is
 mislabelled when it shows a cat or a dog after all. The model's `neither` gate judges them, by its
 ``P(cat or dog)`` from the same forward pass; the suggested label is the pet class a classifier
-fitted on all the pet photos picks. A model without a gate (or a dataset whose classes are not
-cats and dogs) leaves them unjudged, and says so.
+fitted on all the pet photos picks. The other way round, a photo in a cat or dog folder that the gate
+would answer `neither` (a horse among the dogs) is a suspect, suggested `neither`: no cat-or-dog fit can
+say that. A model without a gate (or a dataset whose classes are not cats and dogs) judges neither way,
+and says so.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ class Suspect:
     path: str
     label: str
     suggested: str
-    confidence: float  # out-of-fold probability of ``suggested``; for a `neither` photo, P(cat or dog)
+    # Out-of-fold probability of ``suggested``; for a photo of neither/, P(cat or dog); suggested `neither`, 1 - that.
+    confidence: float
 
     def to_dict(self) -> dict:
         return {"path": self.path, "label": self.label, "suggested": self.suggested, "confidence": self.confidence}
@@ -72,27 +75,32 @@ class AuditResult:
 Extractor = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]
 
 
-def feature_extractor(model: str | os.PathLike | None) -> tuple[Extractor, Preprocess]:
-    """Penultimate features (and gate scores) of the built-in model, a model directory or an .onnx file.
+def feature_extractor(model: str | os.PathLike | None) -> tuple[Extractor, Preprocess, float | None]:
+    """Penultimate features (and gate scores) of the built-in model, a model directory or an .onnx file, its
+    preprocessing, and the P(cat or dog) below which its gate answers `neither` (None without a gate).
 
     ONNX Runtime when possible, PyTorch otherwise.
     """
     from catdog.inference.model_cache import cached_export, torch_source
     from catdog.inference.onnx_export import ExportModule
     from catdog.inference.onnx_session import features_fn, read_config, session
+    from catdog.inference.predictor import _gate_threshold
+
+    def described(fn: Extractor, config: dict) -> tuple[Extractor, Preprocess, float | None]:
+        return fn, Preprocess.from_dict(config["preprocess"]), _gate_threshold(config.get("gate") or {}, None)
 
     if model is not None and str(model).lower().endswith(".onnx"):
         sess = session(model)
         fn = features_fn(sess)
         if fn is None:
             raise DatasetError(f"'{model}' has no 'features' output; audit with its model directory instead.")
-        return fn, Preprocess.from_dict(read_config(sess)["preprocess"])
+        return described(fn, read_config(sess))
     name, key_files, load = torch_source(model)
     try:
         sess = session(cached_export(name, key_files, load))
         fn = features_fn(sess)
         if fn is not None:
-            return fn, Preprocess.from_dict(read_config(sess)["preprocess"])
+            return described(fn, read_config(sess))
     except (OSError, RuntimeError, ValueError, ImportError):
         pass  # fall back to PyTorch below
     import torch
@@ -106,7 +114,7 @@ def feature_extractor(model: str | os.PathLike | None) -> tuple[Extractor, Prepr
         pet = out[1].float().numpy() if wrapper.gated and out[1] is not None else None
         return out[-1].float().numpy(), pet
 
-    return run, Preprocess.from_dict(config["preprocess"])
+    return described(run, config)
 
 
 def compute_features(
@@ -166,9 +174,10 @@ def audit(
 ) -> AuditResult:
     """Rank the photos of ``data_dir`` most likely mislabelled, most confident first.
 
-    A photo of a class is a suspect when its out-of-fold prediction disagrees with its label with
-    at least ``min_confidence``; a `neither` photo, when the model's gate gives it ``P(cat or dog)``
-    of at least ``min_confidence``.
+    A photo of a class is a suspect when its out-of-fold prediction disagrees with its label with at least
+    ``min_confidence``, or (suggested `neither`) when the model's gate would answer it `neither`, with
+    ``1 - P(cat or dog)`` of at least ``min_confidence``; a `neither` photo, when the gate would answer it a
+    pet, with ``P(cat or dog)`` of at least ``min_confidence``. Only a cat/dog gate judges either way.
     """
     dataset = discover(data_dir, image_files_only=True)
     names = dataset.model_classes
@@ -177,7 +186,7 @@ def audit(
         raise DatasetError(
             f"'{data_dir}' has {found} besides `{NEITHER}`; an audit needs two or more classes to compare."
         )
-    extract, pre = feature_extractor(model)
+    extract, pre, threshold = feature_extractor(model)
     paths = [item.path for item in dataset.files]
     features, pet_scores, kept, unreadable = compute_features(paths, extract, pre, batch_size)
     kept_labels = [dataset.files[i].label for i in kept]
@@ -190,11 +199,11 @@ def audit(
     pet_paths = [str(paths[i]) for i, pet in zip(kept, pets) if pet]
     probs = out_of_fold_probabilities(features[pets], labels, folds)
     best = probs.argmax(axis=1)
-    # A photo of a class that the gate sees no cat or dog in (a horse in dog/) is a suspect too: `neither`.
-    away = np.zeros(len(labels))
-    if pet_scores is not None and set(names) <= {"cat", "dog"}:
-        away = 1.0 - pet_scores[np.flatnonzero(pets)]
-    not_pet = away >= min_confidence
+    # A photo of a class that the gate would answer `neither` (a horse in dog/) is a suspect too, as the gate
+    # decides: strictly below its threshold.
+    gated = pet_scores is not None and threshold is not None and set(names) <= {"cat", "dog"}
+    away = 1.0 - pet_scores[np.flatnonzero(pets)] if gated else np.zeros(len(labels))
+    not_pet = (away > 1.0 - threshold) & (away >= min_confidence) if gated else np.zeros(len(labels), dtype=bool)
     suspects = [
         Suspect(pet_paths[i], names[labels[i]], NEITHER, round(float(away[i]), 4)) for i in np.flatnonzero(not_pet)
     ] + [
@@ -203,10 +212,10 @@ def audit(
     ]
     # `neither` photos: a pet there is what makes one mislabelled; only a cat/dog gate can tell.
     others = np.flatnonzero(~pets)
-    judged = bool(len(others)) and pet_scores is not None and set(names) <= {"cat", "dog"}
+    judged = bool(len(others)) and gated
     if judged:
         pet = pet_scores[others]
-        sure = others[pet >= min_confidence]
+        sure = others[(pet >= threshold) & (pet >= min_confidence)]  # what the gate would answer a pet
         if len(sure):
             which = _classifier().fit(features[pets], labels).predict(features[sure])
             suspects += [
@@ -252,8 +261,9 @@ def write_audit(result: AuditResult, out_dir: str | os.PathLike, top: int = 100)
 figure {{ display: inline-block; width: 210px; margin: .5rem; vertical-align: top; font-size: .8rem; }}
 img {{ max-width: 100%; }}</style></head><body>
 <h1>Photos most likely mislabelled</h1>
-<p>{pets_counted(result)}, {len(result.suspects)} whose {result.folds}-fold out-of-fold prediction disagrees with the
-label (out-of-fold accuracy {result.out_of_fold_accuracy:.4f}){html.escape(note)};
+<p>{pets_counted(result)} (out-of-fold accuracy {result.out_of_fold_accuracy:.4f}){html.escape(note)};
+{len(result.suspects)} suspects: photos whose {result.folds}-fold out-of-fold prediction disagrees with the label,
+or that the model's gate puts on the other side of cat-or-dog;
 the top {min(top, len(result.suspects))} below, most confident first. {len(result.unreadable)} unreadable files.</p>
 {cards or "<p>No suspects.</p>"}
 </body></html>

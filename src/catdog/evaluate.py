@@ -269,8 +269,8 @@ def open_set_metrics(
 
     ``neither_answered``: share of neither photos answered `neither`; ``pets_turned_away``: share of
     pet photos answered `neither` (both the model's real answers at ``threshold``). ``fpr_at_95_tpr``:
-    share of neither photos scoring at least ``score_at_95_tpr``, the 5th percentile of the pets' scores
-    (the gate set to keep 95% of pets). ``roc_auc``: pets positive, from scikit-learn.
+    share of neither photos scoring at least ``score_at_95_tpr``, the highest score that keeps at least 95 % of
+    the pets (the gate set to keep 95 % of pets). ``roc_auc``: pets positive, from scikit-learn.
     """
     is_pet = np.array([t != NEITHER for t in truth], dtype=bool)
     out: dict = {"n_pets": int(is_pet.sum()), "n_neither": int((~is_pet).sum())}

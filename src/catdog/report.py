@@ -130,7 +130,7 @@ def confident_mistakes(evaluation, k: int = GALLERY_SIZE) -> list[dict]:
 
 
 def let_through(evaluation, k: int = GALLERY_SIZE) -> list[dict]:
-    """The ``k`` `neither` photos answered cat or dog (or unsure) with the highest P(cat or dog), surest first."""
+    """The ``k`` `neither` photos answered as a class of the model, the highest P(cat or dog) first."""
     if evaluation.pet_score is None:
         return []
     found = [
@@ -138,7 +138,7 @@ def let_through(evaluation, k: int = GALLERY_SIZE) -> list[dict]:
         for path, truth, answer, score in zip(
             evaluation.paths, evaluation.truth, evaluation.predicted, evaluation.pet_score
         )
-        if truth == NEITHER and answer != NEITHER
+        if truth == NEITHER and answer in evaluation.classes  # not `neither`, nor `unsure`
     ]
     return sorted(found, key=lambda item: -item["pet_score"])[:k]
 
@@ -297,7 +297,8 @@ def _what_was_measured(metrics: dict) -> str:
     if metrics.get("tta"):
         lines.append("Each photo averaged with its mirror image (--tta)")
     if metrics.get("neither_threshold") is not None:
-        lines.append(f"'neither' below a P(cat or dog) of {metrics['neither_threshold']:g} (the gate's threshold)")
+        below = f"{metrics['neither_threshold']:g}"
+        lines.append(f"Answers 'neither' when P(cat or dog) is below {below} (the gate's threshold)")
     if metrics.get("threshold") is not None:
         lines.append(f"'unsure' below a confidence of {metrics['threshold']:g} (--threshold)")
     lines += [f"<b>Note:</b> {html.escape(warning)}" for warning in metrics.get("warnings", [])]
@@ -305,7 +306,7 @@ def _what_was_measured(metrics: dict) -> str:
     if left_out:
         shown = ", ".join(html.escape(os.path.basename(p)) for p in left_out[:5]) + (" …" if len(left_out) > 5 else "")
         lines.append(
-            f"<b>Note:</b> {len(left_out)} image file(s) left out, the folder's layout gives them no label: {shown}"
+            f"<b>Note:</b> {len(left_out)} image file(s) left out: the folder's layout gives them no label ({shown})."
         )
     return "".join(f"<p>{line}</p>" for line in lines)
 

@@ -99,7 +99,8 @@ def data_audit(
 ) -> None:
     """List the photos most likely mislabelled: out-of-fold predictions that confidently disagree.
 
-    Photos in a `neither` folder (neither/, other/ ...) are suspects when the model's gate sees a cat or a dog.
+    Photos in a `neither` folder (neither/, other/ ...) are suspects when the model's gate sees a cat or a dog,
+    and photos of cat/ or dog/ when it sees neither.
     """
     from catdog.audit import audit, neither_note, pets_counted, write_audit
 
