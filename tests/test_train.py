@@ -548,6 +548,7 @@ def test_bad_datasets_fail_with_one_sentence(case: str, tmp_path: Path, dev_dir:
         (["--model", "tf_efficientnet_lite0", "--freeze", "stages:7"], ["stages:N", "from 1 to 6"]),
         (["--schedule", "linear"], ["--schedule"]),
         (["--model", "seed-cnn", "--image-size", "32"], ["--image-size", "at least 46"]),
+        (["--model", "seed-cnn", "--image-size", "3"], ["--image-size", "at least 46"]),  # not typer's 8 first
         (["--model", "seed-cnn", "--test-image-size", "160"], ["seed-cnn", "--test-image-size"]),
         (["--model", "tf_efficientnet_lite0", "--freeze", "backbone", "--drop-path", "0.1"], ["--drop-path"]),
         (["--model", "catnet", "--drop-path", "0.1"], ["--drop-path", "fine-tuned"]),

@@ -72,14 +72,15 @@ def train(
         float, typer.Option(help="Fine-tuning: stochastic depth rate of the backbone (e.g. 0.1).", min=0, max=0.9)
     ] = 0.0,
     image_size: Annotated[
-        int | None, typer.Option(help="Input side in pixels; default 128 from scratch, the backbone's own.", min=8)
+        # No typer minimum: the model's own (46 for seed-cnn) is said in one sentence by TrainConfig.
+        int | None,
+        typer.Option(help="Input side in pixels; default 128 from scratch, the backbone's own."),
     ] = None,
     test_image_size: Annotated[
         int | None,
         typer.Option(
             help="Validate the final model, and predict, at this side (e.g. 288 for a 224 backbone: nets trained "
             "on random crops do better a little larger); default: the input side.",
-            min=8,
         ),
     ] = None,
     feature_views: Annotated[
