@@ -157,3 +157,11 @@ def test_a_usage_error_is_one_sentence(args: list[str], said: str, tmp_path: Pat
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1 and not done.stdout, done.stderr
     assert lines[0].startswith(f"error: {said}") and lines[0].endswith(" --help').")
+
+
+def test_no_command_shows_the_help_as_before(tmp_path: Path) -> None:
+    """`catdog` and `catdog data` alone show their help (click's no-args help is a usage error too)."""
+    for args in ([], ["data"]):
+        done = run_catdog(*args, cwd=tmp_path)
+        assert done.returncode == 2 and "Usage: " in done.stderr and "Commands:" in done.stderr
+        assert not done.stderr.startswith("error:"), done.stderr

@@ -45,6 +45,9 @@ def main() -> None:
     except BrokenPipeError:  # `catdog predict ... | head`
         sys.stderr.close()
         raise SystemExit(1) from None
+    except _click_kinds("NoArgsIsHelpError") as err:  # `catdog`, `catdog data`: the help, as click shows it
+        err.show()
+        raise SystemExit(err.exit_code) from None
     except _click_kinds("UsageError") as err:  # one sentence, like every other refusal, not click's usage block
         command = err.ctx.command_path if err.ctx else "catdog"
         message = err.format_message().rstrip(".")
@@ -65,7 +68,7 @@ def _click_kinds(name: str) -> tuple[type[BaseException], ...]:
     import typer
 
     vendored = getattr(getattr(getattr(typer, "_click", None), "exceptions", None), name, None)
-    return tuple(kind for kind in (getattr(click, name), vendored) if kind is not None)
+    return tuple(kind for kind in (getattr(click.exceptions, name, None), vendored) if kind is not None)
 
 
 if __name__ == "__main__":  # pragma: no cover
