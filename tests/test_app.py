@@ -482,6 +482,7 @@ def test_camera_frames_get_the_right_answer(playwright, server, dev_dir, tmp_pat
         b.close()
 
 
+@pytest.mark.slow  # a browser and the model each: the default suite stays near 10 minutes
 def test_a_camera_taken_away_or_in_the_background_stops(playwright, server, dev_dir, tmp_path):
     """A camera the system ends (another app takes it; iOS in the background) once went on answering "No cat or
     dog" on black frames; now it stops with a sentence. In the background the app lets the camera go (its light
@@ -520,6 +521,7 @@ def test_a_camera_taken_away_or_in_the_background_stops(playwright, server, dev_
         b.close()
 
 
+@pytest.mark.slow  # a browser and the model each: the default suite stays near 10 minutes
 def test_over_plain_http_the_app_says_what_needs_https(playwright, server):
     """Opened from another machine over plain http (a phone on the LAN), the camera button was greyed out without
     a word and the page promised offline use it could not give; it now says what needs https."""
