@@ -20,7 +20,16 @@ from catdog.cli import predict, models, train, data  # noqa: F401
 
 # isort: on
 from catdog.cli.app import app, data_app
-from catdog.cli.errors import DEBUG, INTERNAL_ERROR, err_console, fail, out_of_memory, unexpected, user_errors
+from catdog.cli.errors import (
+    DEBUG,
+    INTERNAL_ERROR,
+    click_kinds,
+    err_console,
+    fail,
+    out_of_memory,
+    unexpected,
+    user_errors,
+)
 
 __all__ = [
     "DEBUG",
@@ -45,30 +54,21 @@ def main() -> None:
     except BrokenPipeError:  # `catdog predict ... | head`
         sys.stderr.close()
         raise SystemExit(1) from None
-    except _click_kinds("NoArgsIsHelpError") as err:  # `catdog`, `catdog data`: the help, as click shows it
+    except click_kinds("NoArgsIsHelpError") as err:  # `catdog`, `catdog data`: the help, as click shows it
         err.show()
         raise SystemExit(err.exit_code) from None
-    except _click_kinds("UsageError") as err:  # one sentence, like every other refusal, not click's usage block
+    except click_kinds("UsageError") as err:  # one sentence, like every other refusal, not click's usage block
         command = err.ctx.command_path if err.ctx else "catdog"
         message = err.format_message().rstrip(".")
         err_console.print(f"[bold red]error:[/] {message} (see '{command} --help').", highlight=False, soft_wrap=True)
         raise SystemExit(2) from None
-    except _click_kinds("ClickException") as err:
+    except click_kinds("ClickException") as err:
         err.show()
         raise SystemExit(err.exit_code) from None
-    except _click_kinds("Abort"):  # Ctrl-C outside a command's own handling
+    except click_kinds("Abort"):  # Ctrl-C outside a command's own handling
         fail("Interrupted.", 130)
         raise SystemExit(130) from None
     raise SystemExit(code if isinstance(code, int) else 0)
-
-
-def _click_kinds(name: str) -> tuple[type[BaseException], ...]:
-    """Click's exception class ``name``: click's own and typer's vendored copy (typer 0.29 raises that one)."""
-    import click
-    import typer
-
-    vendored = getattr(getattr(getattr(typer, "_click", None), "exceptions", None), name, None)
-    return tuple(kind for kind in (getattr(click.exceptions, name, None), vendored) if kind is not None)
 
 
 if __name__ == "__main__":  # pragma: no cover

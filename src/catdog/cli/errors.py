@@ -72,11 +72,15 @@ def user_errors(func: Callable) -> Callable:
 
 def typer_exits() -> tuple[type[BaseException], ...]:
     """typer's own ways out: an exit status, an abort, a usage error (typer 0.29 vendors click's)."""
+    return (typer.Exit, typer.Abort, *click_kinds("Exit"), *click_kinds("Abort"), *click_kinds("ClickException"))
+
+
+def click_kinds(name: str) -> tuple[type[BaseException], ...]:
+    """Click's exception class ``name``: click's own and typer's vendored copy (typer 0.29 raises that one)."""
     import click
 
-    kinds = [typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.Abort, click.ClickException]
-    vendored = getattr(getattr(typer, "exceptions", None), "TyperException", None)
-    return tuple(kinds + ([vendored] if vendored else []))
+    vendored = getattr(getattr(getattr(typer, "_click", None), "exceptions", None), name, None)
+    return tuple(kind for kind in (getattr(click.exceptions, name, None), vendored) if kind is not None)
 
 
 def out_of_memory(err: BaseException) -> bool:
