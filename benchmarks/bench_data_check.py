@@ -38,10 +38,10 @@ def run(quick: bool) -> list[Result]:
         warm, _ = _timed_check(folder, cache)
 
     near = report["near_duplicates"]
-    examples = "; ".join(f"{' ~ '.join(p['files'])} ({p['distance']} bits)" for p in near[:5])
+    examples = "; ".join(f"{' ~ '.join(g['files'])} ({g['distance']} bits)" for g in near[:5])
     notes = (
         f"{report['files']} files: {len(report['unusable'])} unusable, {len(report['duplicates'])} exact duplicate "
-        f"groups, {len(near)} near-duplicate pairs (<= {report['near_distance']} bits; e.g. {examples}), "
+        f"groups, {len(near)} near-duplicate groups (<= {report['near_distance']} bits; e.g. {examples}), "
         f"{len(report['label_conflicts'])} label conflicts, {len(report['extension_mismatches'])} wrong extensions, "
         f"{len(report['unusual_modes'])} unusual modes, {len(report['tiny_images'])} tiny images"
     )

@@ -210,7 +210,7 @@ def test_human_summary_and_bad_arguments(planted: Path, tmp_path: Path, cache_di
     parts = verdict.split(" problem(s): ")[1].split(", ")
     numbers = [int(part.split()[0]) for part in parts]
     assert "(1 of them a label conflict)" in verdict and sum(numbers) == count, verdict
-    assert "near-duplicate pair(s) (within 4 bits; 0 a label conflict)" in verdict, verdict
+    assert "near-duplicate group(s) (within 4 bits; 0 a label conflict)" in verdict, verdict
 
     missing = run_catdog("data", "check", str(tmp_path / "nowhere"))
     assert missing.returncode == 2 and "does not exist" in missing.stderr
@@ -238,7 +238,30 @@ def test_a_label_conflict_between_near_duplicates_is_counted_with_them(samples_d
     done = run_catdog("data", "check", str(data), "--cache-dir", str(tmp_path / "cache"))
     verdict = " ".join(done.stdout.split())
     assert "0 duplicate group(s) (0 of them a label conflict)" in verdict, verdict
-    assert "1 near-duplicate pair(s) (within 4 bits; 1 a label conflict)" in verdict, verdict
+    assert "1 near-duplicate group(s) (within 4 bits; 1 a label conflict)" in verdict, verdict
+
+
+def test_near_copies_of_one_photo_are_one_group(samples_dir: Path, tmp_path: Path) -> None:
+    """Five re-encodings of one photo are one near-duplicate group (and one problem), not ten pairs; the
+    quarantine keeps the largest of them."""
+    from PIL import Image
+
+    data = tmp_path / "data"
+    for name in ("cat/cat.2.jpg", "dog/dog.1.jpg", "dog/dog.2.jpg"):
+        (data / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(samples_dir / name, data / name)
+    with Image.open(samples_dir / "cat" / "cat.1.jpg") as photo:
+        for n, quality in enumerate((95, 90, 85, 80, 75)):
+            photo.resize((photo.width - 8 * n, photo.height - 8 * n)).save(
+                data / "cat" / f"burst{n}.jpg", quality=quality
+            )
+    report = check_dataset(data, cache_dir=tmp_path / "cache")
+    [group] = report.near_duplicates
+    assert group["files"] == [f"cat/burst{n}.jpg" for n in range(5)] and group["conflict"] is False
+    assert 0 < group["distance"] <= report.near_distance
+    assert report.problems == 1
+    moved = sorted(move.path for move in report.to_quarantine)
+    assert moved == [f"cat/burst{n}.jpg" for n in range(1, 5)]  # burst0, the largest, stays
 
 
 def test_cache_follows_file_content(planted: Path, tmp_path: Path) -> None:

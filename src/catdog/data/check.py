@@ -9,7 +9,7 @@ Reported:
   their own: examples of what is not a cat or a dog, never a class a model learns;
 - unusable files, each with the one-sentence reason from :mod:`catdog.images`;
 - exact duplicates (same content hash) and near-duplicates (64-bit perceptual hashes within
-  ``near_distance`` bits), within a class and across classes (a label conflict);
+  ``near_distance`` bits, grouped), within a class and across classes (a label conflict);
 - images whose extension does not name their content (a PNG called ``.jpg``);
 - images the layout gives no label (:attr:`catdog.data.layout.Dataset.left_out`), which no model would see;
 - notes that do not make a dataset unclean: unusual pixel modes and tiny images.
@@ -328,17 +328,30 @@ def _find_duplicates(report, usable, results, rel, labels, groups, near_distance
                 groups.join(members[0], i)
             names = sorted({labels[i] for i in members})
             report.duplicates.append({"files": [rel[i] for i in members], "labels": names, "conflict": len(names) > 1})
-    # Near-duplicates among distinct contents (exact copies are reported above).
+    # Near-duplicates among distinct contents (exact copies are reported above), as groups: 13 shots of one
+    # scene were once 78 pairs, and 78 problems.
     firsts = [members[0] for members in by_hash.values()]
     hashes = np.array([int(results[i][1].phash, 16) for i in firsts], dtype=np.uint64)
+    near, widest = _Groups(len(rel)), {}
     for a, b, distance in near_pairs(hashes, near_distance):
-        i, j = sorted((firsts[a], firsts[b]))
-        groups.join(i, j)
-        conflict = labels[i] != labels[j]
-        report.near_duplicates.append(
-            {"files": [rel[i], rel[j]], "labels": [labels[i], labels[j]], "distance": distance, "conflict": conflict}
-        )
-    report.near_duplicates.sort(key=lambda pair: pair["files"])
+        groups.join(firsts[a], firsts[b])
+        near.join(firsts[a], firsts[b])
+        widest[firsts[a]] = max(widest.get(firsts[a], 0), distance)
+    members_of: dict[int, list[int]] = {}
+    for i in firsts:
+        members_of.setdefault(near.find(i), []).append(i)
+    for members in members_of.values():
+        if len(members) > 1:
+            members.sort(key=lambda i: rel[i])
+            report.near_duplicates.append(
+                {
+                    "files": [rel[i] for i in members],
+                    "labels": [labels[i] for i in members],
+                    "distance": max(widest.get(i, 0) for i in members),  # the widest pair that joined the group
+                    "conflict": len({labels[i] for i in members}) > 1,
+                }
+            )
+    report.near_duplicates.sort(key=lambda group: group["files"])
 
 
 def _plan_duplicate_moves(report, usable, results, rel, labels, groups) -> None:
@@ -502,7 +515,7 @@ def summary(report: CheckReport, limit: int = 20) -> list:
         if report.problems == 0
         else f"[bold red]{report.problems} problem(s)[/]: {len(report.unusable)} unusable, "
         f"{len(report.duplicates)} duplicate group(s) ({sum(d['conflict'] for d in report.duplicates)} of them a "
-        f"label conflict), {len(report.near_duplicates)} near-duplicate pair(s) (within {report.near_distance} bits; "
+        f"label conflict), {len(report.near_duplicates)} near-duplicate group(s) (within {report.near_distance} bits; "
         f"{sum(p['conflict'] for p in report.near_duplicates)} a label conflict), "
         f"{len(report.extension_mismatches)} wrong extension(s), {len(report.left_out)} image file(s) left out"
         + (f", {len(report.not_read)} link(s) or folder(s) not read." if report.not_read else ".")
