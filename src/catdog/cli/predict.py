@@ -96,6 +96,12 @@ def serve(
     ] = None,
     neither_threshold: NeitherThreshold = None,
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request (default: off).")] = False,
+    root_path: Annotated[
+        str,
+        typer.Option(
+            help="The path a reverse proxy serves catdog under, e.g. /catdog (the proxy strips it; default: none)."
+        ),
+    ] = "",
 ) -> None:
     """Serve the web page and the JSON API (OpenAPI docs at /docs)."""
     import uvicorn
@@ -125,17 +131,29 @@ def serve(
         threshold=threshold,
         neither_threshold=neither_threshold,
     )
+    root_path = _root_path(root_path)
     port = _port_to_serve_on(host, port)
     banner = f"catdog: serving on http://{host}:{port} (the model loads in the background; /readyz)"
+    if root_path:
+        banner += f"; a proxy serves it under {root_path}/"
     err_console.print(banner, soft_wrap=True)  # one line in a log too, not wrapped at 80 columns
     options = dict(
-        host=host, port=port, access_log=access_log, server_header=False, timeout_graceful_shutdown=timeout + 5
-    )
+        host=host, port=port, access_log=access_log, server_header=False, timeout_graceful_shutdown=timeout + 5,
+        root_path=root_path,
+    )  # fmt: skip
     if workers == 1:
         uvicorn.run(create_app(settings), **options)
     else:  # worker processes import the app themselves, so the settings travel in the environment
         os.environ[SETTINGS_ENV] = settings.to_json()
         uvicorn.run("catdog.serve.app:app_from_env", factory=True, workers=workers, **options)
+
+
+def _root_path(value: str) -> str:
+    """``--root-path`` as uvicorn wants it: one leading slash, none at the end ('' for none)."""
+    path = value.strip().rstrip("/")
+    if path and (not path.startswith("/") or "//" in path or any(c in path for c in "?#% ")):
+        raise fail(f"--root-path '{value}' is not a URL path; give one like /catdog.")
+    return path
 
 
 def _port_to_serve_on(host: str, port: int) -> int:

@@ -129,12 +129,13 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:
+        # Relative URLs, as on the page: behind a proxy that serves catdog under /prefix/ they stay under it.
         return get_swagger_ui_html(
-            openapi_url=app.openapi_url,
+            openapi_url=app.openapi_url.lstrip("/"),
             title="catdog API",
-            swagger_js_url="/docs/swagger-ui-bundle.js",
-            swagger_css_url="/docs/swagger-ui.css",
-            swagger_favicon_url="/app/icon.svg",
+            swagger_js_url="docs/swagger-ui-bundle.js",
+            swagger_css_url="docs/swagger-ui.css",
+            swagger_favicon_url="app/icon.svg",
         )
 
     @app.get("/docs/{name}", include_in_schema=False)

@@ -72,9 +72,10 @@ def _file(path: Path) -> Response:
 
 @router.get("/app")
 async def app_redirect(request: Request) -> Response:
-    """``/app`` → ``/app/``, the app's scope; the query goes along (``/app?backend=wasm`` lost it)."""
+    """``/app`` → ``/app/``, the app's scope; the query goes along (``/app?backend=wasm`` lost it). Relative, so
+    that behind a proxy ``/prefix/app`` goes to ``/prefix/app/`` (not to ``/app/``, outside it)."""
     query = request.url.query
-    return RedirectResponse("/app/" + (f"?{query}" if query else ""), status_code=308)
+    return RedirectResponse("app/" + (f"?{query}" if query else ""), status_code=308)
 
 
 @router.api_route("/app/", methods=["GET", "HEAD"])

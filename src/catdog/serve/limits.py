@@ -18,6 +18,13 @@ class ServerBusyError(Exception):
     """Raised when a body has arrived but every work slot is taken; answered with 503."""
 
 
+def route_path(scope: Scope) -> str:
+    """The path the routes match: under ``--root-path /prefix`` uvicorn puts the prefix in front of every path
+    (``/prefix/api/v1/predict``), and the router takes it off again, as this does; the limits once let those by."""
+    path, root = scope["path"], scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root + "/") else path
+
+
 class LimitsMiddleware:
     """413 for bodies over the limit (from Content-Length, or while streaming); 503 over the upload or work limit.
 
@@ -48,7 +55,7 @@ class LimitsMiddleware:
         return f"The server is busy (its limit of {limit} {what} at once is reached); try again shortly."
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/api/"):
+        if scope["type"] != "http" or not route_path(scope).startswith("/api/"):
             await self.app(scope, receive, send)
             return
         limit = self.body_limit(scope["path"])
