@@ -95,9 +95,15 @@ def test_cli_json_and_report(onnx_model_file: Path, eval_dir: Path, tmp_path: Pa
         "rotation",
         "crop",
     }
+    robust = result["robustness"]
+    assert set(robust["neither"]) == set(robust["accuracy"])
+    for name, shares in robust["neither"].items():  # a pet answered `neither` is one of the wrong ones
+        assert all(0 <= n <= 1 - a + 1e-9 for a, n in zip(robust["accuracy"][name], shares)), (name, robust)
     for name in ("confusion_matrix.png", "roc.png", "reliability.png", "mistakes.png", "robustness.png"):
         assert Image.open(out / name).format == "PNG"
     page = (out / "report.html").read_text()
+    turned_away = [n for shares in robust["neither"].values() for n in shares if n]
+    assert ("% neither)" in page) == bool(turned_away)
     assert page.startswith("<!doctype html>") and page.rstrip().endswith("</html>")
     assert f"{result['accuracy']:.4f}" in page and f"{result['log_loss']:.4f}" in page
     assert "data:image/png;base64," in page and "broken.jpg" in page

@@ -326,7 +326,8 @@ CORRUPTIONS = ("brightness", "contrast", "blur", "noise", "jpeg", "rotation", "c
 
 
 def robustness(predictor: Predictor, evaluation: Evaluation, *, samples: int = 300, batch_size: int = 32) -> dict:
-    """Accuracy under each corruption at severities 1–3 on an evenly spread subset of readable photos.
+    """Accuracy under each corruption at severities 1–3 on an evenly spread subset of readable photos, and the
+    share of them answered `neither` (counted wrong in the accuracy: a gate may rightly see no pet in noise).
 
     Corruptions act on the model's view (the stored square), so their strength does not depend
     on the photo's original size.
@@ -341,18 +342,31 @@ def robustness(predictor: Predictor, evaluation: Evaluation, *, samples: int = 3
         except ImageError:
             continue
     if not squares:
-        return {"n": 0, "clean": None, "accuracy": {}}
+        return {"n": 0, "clean": None, "clean_neither": None, "accuracy": {}, "neither": {}}
     batch = torch.from_numpy(stack_uint8(squares))
 
-    def accuracy(images: torch.Tensor) -> float:
+    def answers(images: torch.Tensor) -> tuple[float, float]:
+        """(accuracy, share answered `neither`)."""
         labels = []
         for start in range(0, len(images), batch_size):
             outputs = predictor.forward_uint8(images[start : start + batch_size])
             labels += [p.label for p in predictor.to_predictions(outputs, [""] * len(outputs.logits))]
-        return float(np.mean([a == b for a, b in zip(labels, truth)]))
+        return float(np.mean([a == b for a, b in zip(labels, truth)])), float(np.mean([a == NEITHER for a in labels]))
 
-    table = {name: [accuracy(_corrupt(name, sev, batch)) for sev in (1, 2, 3)] for name in CORRUPTIONS}
-    return {"n": len(truth), "clean": accuracy(batch), "accuracy": table}
+    cells = {name: [answers(_corrupt(name, sev, batch)) for sev in (1, 2, 3)] for name in CORRUPTIONS}
+    clean, clean_neither = answers(batch)
+    return {
+        "n": len(truth),
+        "clean": clean,
+        "clean_neither": clean_neither,
+        "accuracy": {name: [cell[0] for cell in row] for name, row in cells.items()},
+        "neither": {name: [cell[1] for cell in row] for name, row in cells.items()},
+    }
+
+
+def robustness_cell(accuracy: float, neither: float) -> str:
+    """ "0.850", or "0.850 (12% neither)" where the gate turned some of the corrupted pets away."""
+    return f"{accuracy:.3f}" + (f" ({neither:.0%} neither)" if neither else "")
 
 
 def evaluate(

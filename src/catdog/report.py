@@ -80,6 +80,11 @@ def reliability_png(evaluation, metrics: dict) -> bytes:
     return _png(fig)
 
 
+def robustness_cell(accuracy: float, neither: float) -> str:
+    """ "0.850", or "0.850 (12% neither)" where the gate turned some of the corrupted pets away."""
+    return f"{accuracy:.3f}" + (f" ({neither:.0%} neither)" if neither else "")
+
+
 def robustness_png(robust: dict) -> bytes:
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for name, values in robust["accuracy"].items():
@@ -247,12 +252,15 @@ def _html(metrics: dict, pngs: dict[str, bytes], mistakes: list[dict], through: 
     if "robustness.png" in pngs:
         r = metrics["robustness"]
         body = "".join(
-            f"<tr><td>{name}</td>" + "".join(f"<td>{v:.3f}</td>" for v in values) + "</tr>"
+            f"<tr><td>{name}</td>"
+            + "".join(f"<td>{robustness_cell(v, n)}</td>" for v, n in zip(values, r["neither"][name]))
+            + "</tr>"
             for name, values in r["accuracy"].items()
         )
         robust = (
-            f"<h2>Robustness</h2><p>{r['n']} photos of the model's classes; clean accuracy {r['clean']:.3f}. "
-            "A photo answered 'neither' (the gate) or 'unsure' counts as wrong.</p>"
+            f"<h2>Robustness</h2><p>{r['n']} photos of the model's classes; clean accuracy "
+            f"{robustness_cell(r['clean'], r['clean_neither'])}. A photo answered 'neither' (the gate: its share is "
+            "in brackets) or 'unsure' counts as wrong.</p>"
             f"<table><tr><th>corruption</th><th>severity 1</th><th>2</th><th>3</th></tr>{body}</table>"
             f'<figure><img src="{_uri(pngs["robustness.png"])}" alt="robustness.png"></figure>'
         )

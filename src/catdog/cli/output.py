@@ -103,12 +103,15 @@ def print_evaluation(result: dict) -> None:
             f"'{shown(left_out[0])}' ('catdog data check' lists them)."
         )
     if "robustness" in result:
+        from catdog.report import robustness_cell
+
         r = result["robustness"]
-        table = Table(title=f"accuracy under corruptions ({r['n']} photos, clean {r['clean']:.3f})")
+        clean = robustness_cell(r["clean"], r["clean_neither"])
+        table = Table(title=f"accuracy under corruptions ({r['n']} photos, clean {clean})")
         for column in ("corruption", "severity 1", "2", "3"):
             table.add_column(column, justify="right")
         for name, values in r["accuracy"].items():
-            table.add_row(name, *(f"{v:.3f}" for v in values))
+            table.add_row(name, *(robustness_cell(v, n) for v, n in zip(values, r["neither"][name])))
         out.print(table)
     if "report" in result:
         out.print(f"Report: {result['report']}")
