@@ -186,3 +186,36 @@ def test_odd_file_names_keep_one_line_each_and_their_brackets(tmp_path, cat_phot
     assert len(lines) == 3
     assert lines[0].startswith(f"{tmp_path}/[bold]x.jpg: cat (") and lines[1].startswith(f"{tmp_path}/a\\nb.jpg: cat (")
     assert lines[2] == f"{tmp_path}/t\\nx.jpg: error '{tmp_path}/t\\nx.jpg' is not an image: its content is TEXT."
+
+
+def test_sort_into_copies_each_photo_into_its_answer(tmp_path, samples_dir, data_root):
+    """`--sort-into` copies what was answered into one folder per answer, never over another photo, and a rerun
+    copies nothing twice; a photo that failed stays where it is."""
+    photos = tmp_path / "photos"
+    for name, source in (
+        ("a/x.jpg", samples_dir / "cat" / "cat.1.jpg"),
+        ("b/x.jpg", samples_dir / "cat" / "cat.2.jpg"),  # the same name, another photo
+        ("dog.jpg", samples_dir / "dog" / "dog.1.jpg"),
+        ("horse.jpeg", data_root / "neither" / "horse" / "inet-n02389026_sorrel.JPEG"),
+    ):
+        (photos / name).parent.mkdir(parents=True, exist_ok=True)
+        (photos / name).write_bytes(source.read_bytes())
+    (photos / "notes.jpg").write_text("not a photo")
+    out = tmp_path / "sorted"
+    for run in range(2):
+        done = run_catdog("predict", "--json", str(photos), "--sort-into", str(out))
+        assert done.returncode == 1 and len(json.loads(done.stdout)) == 5  # notes.jpg failed; the rest answered
+        copies = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+        assert set(copies) == {"cat/x.jpg", "cat/x-2.jpg", "dog/dog.jpg", "neither/horse.jpeg"}, copies
+        originals = {(photos / name).read_bytes() for name in ("a/x.jpg", "b/x.jpg")}
+        assert {copies["cat/x.jpg"], copies["cat/x-2.jpg"]} == originals
+        already = "; 4 were there already" if run else ""
+        assert done.stderr.strip() == f"Sorted 4 photos into '{out}' (cat 2, dog 1, neither 1){already}.", done.stderr
+    assert (out / "dog" / "dog.jpg").stat().st_mtime == (photos / "dog.jpg").stat().st_mtime  # its date kept
+
+    inside = run_catdog("predict", str(photos), "--sort-into", str(photos / "sorted"))
+    assert inside.returncode == 2 and inside.stderr.strip() == (
+        f"error: --sort-into '{photos / 'sorted'}' is inside '{photos}', which is being classified; "
+        "choose a folder outside it."
+    )
+    assert not (photos / "sorted").exists()

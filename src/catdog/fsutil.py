@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import filecmp
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -64,6 +66,22 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def copy_into(src: str | os.PathLike, folder: str | os.PathLike) -> tuple[Path, bool]:
+    """Copy ``src`` (with its dates) into ``folder`` under its own name, never over another file; return the
+    copy and whether it is new. A file of that name with the same bytes is the copy already (a rerun copies
+    nothing twice); one with other bytes makes it ``name-2.jpg``, then ``name-3.jpg`` ..."""
+    src, folder = Path(src), Path(folder)
+    n = 1
+    while True:
+        dest = folder / (src.name if n == 1 else f"{src.stem}-{n}{src.suffix}")
+        if not dest.exists():
+            atomic_write(dest, lambda tmp: shutil.copy2(src, tmp))
+            return dest, True
+        if dest.stat().st_size == src.stat().st_size and filecmp.cmp(src, dest, shallow=False):
+            return dest, False
+        n += 1
 
 
 def default_cache_dir() -> Path:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import errno
 import os
 import socket
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -12,6 +15,7 @@ import typer
 from catdog.cli.app import NeitherThreshold, app, probability
 from catdog.cli.errors import err_console, fail, user_errors
 from catdog.cli.output import print_predictions
+from catdog.fsutil import shown
 from catdog.models.files import builtin_name
 
 
@@ -40,10 +44,19 @@ def predict(
         bool, typer.Option("--tta", help="Average the predictions of the photo and its mirror image.")
     ] = False,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.", min=1)] = 32,
+    sort_into: Annotated[
+        str | None,
+        typer.Option(
+            metavar="DIR",
+            help="Copy each photo into DIR/cat, DIR/dog or DIR/neither (its answer), never over another file.",
+        ),
+    ] = None,
 ) -> None:
     """Classify photos as cat, dog or neither."""
     if as_json and as_csv:
         raise fail("Choose one of --json and --csv.")
+    if sort_into is not None:
+        _check_sort_folder(sort_into, paths)
     from catdog.inference.predictor import Predictor, expand_inputs
 
     entries = expand_inputs(paths)
@@ -58,8 +71,43 @@ def predict(
         return
     predicted = iter(predictions)
     results = (next(predicted) if isinstance(e, str) else e for e in entries)  # streamed, in input order
+    copied: Counter[str] = Counter()  # photos per answer, and "there already"
+    if sort_into is not None:
+        results = _copied_into(results, Path(sort_into), copied)
     failed = print_predictions(results, predictor.answers, as_json=as_json, as_csv=as_csv)
+    if sort_into is not None:
+        there = copied.pop(THERE_ALREADY, 0)
+        each = f" ({', '.join(f'{label} {n}' for label, n in sorted(copied.items()))})" if copied else ""
+        already = f"; {there} were there already" if there else ""
+        err_console.print(f"Sorted {copied.total()} photos into '{shown(sort_into)}'{each}{already}.", soft_wrap=True)
     raise typer.Exit(1 if failed else 0)
+
+
+THERE_ALREADY = " there already"  # a key no answer has
+
+
+def _check_sort_folder(folder: str, paths: list[str]) -> None:
+    """Refuse a --sort-into folder that is a file, or inside a folder being classified (a rerun would classify
+    the copies too)."""
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise fail(f"--sort-into '{shown(folder)}' is a file; give a folder to copy the photos into.")
+    target = Path(folder).resolve()
+    for path in paths:
+        if os.path.isdir(path) and (target == Path(path).resolve() or Path(path).resolve() in target.parents):
+            raise fail(f"--sort-into '{shown(folder)}' is inside '{shown(path)}', which is being classified; "
+                       "choose a folder outside it.")  # fmt: skip
+
+
+def _copied_into(results: Iterable, folder: Path, copied: Counter) -> Iterator:
+    """Each result, once its photo is copied into ``folder``/its answer (photos that failed stay where they are)."""
+    from catdog.fsutil import copy_into
+
+    for result in results:
+        if result.ok:
+            _, new = copy_into(result.source, folder / result.label)
+            copied[result.label] += 1
+            copied[THERE_ALREADY] += not new
+        yield result
 
 
 @app.command()
