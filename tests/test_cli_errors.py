@@ -142,6 +142,21 @@ def test_serve_refuses_a_neither_threshold_for_a_model_with_no_gate(tmp_path: Pa
     assert done.returncode == 2 and "has no `neither` gate" in done.stderr and "serving on" not in done.stderr
 
 
+def test_neither_threshold_on_a_model_of_other_classes_says_why_it_has_no_gate(tmp_path: Path) -> None:
+    """A frozen-Lite0 horse/cow model was told it was "a from-scratch net trained without a neither/ folder"."""
+    import json
+
+    from conftest import run_catdog_in_process
+
+    model = tmp_path / "horse-cow"
+    model.mkdir()
+    config = {"architecture": "tf_efficientnet_lite0", "classes": ["cow", "horse"], "preprocess": {}, "gate": None}
+    (model / "config.json").write_text(json.dumps(config))
+    done = run_catdog_in_process("serve", "--model", str(model), "--neither-threshold", "0.5", "--port", "0")
+    assert done.returncode == 2 and "has no `neither` gate" in done.stderr, done.stderr
+    assert "a model of cow, horse answers its classes only" in done.stderr and "from-scratch" not in done.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "said"),
     [

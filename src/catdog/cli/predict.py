@@ -161,11 +161,12 @@ def serve(
             f"Model '{model}' does not exist; give a model directory, an .onnx file or builtin-large, or omit --model."
         )
     if neither_threshold is not None and os.path.isdir(model):  # said now, not as a 503 on every request
-        from catdog.inference.predictor import NO_GATE
+        from catdog.inference.predictor import no_gate
         from catdog.models import read_config
 
-        if not read_config(model).get("gate"):
-            raise fail(NO_GATE)
+        config = read_config(model)
+        if not config.get("gate"):
+            raise fail(no_gate(config["classes"]))
     settings = ServeSettings(
         model=model,
         max_file_bytes=int(max_file_mb * 1e6),

@@ -129,7 +129,7 @@ class Predictor:
             classes=list(config["classes"]),
             pre=Preprocess.from_dict(config["preprocess"]),
             temperature=float(config.get("temperature", 1.0)),
-            gate_threshold=_gate_threshold(gate, neither_threshold),
+            gate_threshold=_gate_threshold(gate, neither_threshold, config["classes"]),
             threshold=threshold,
             tta=tta,
             max_pixels=max_pixels,
@@ -308,19 +308,27 @@ def _name_in_error(error: str, source: str) -> str:
     return error.replace("The image", f"'{source}'", 1) if error.startswith("The image") else error
 
 
-NO_GATE = (
-    "This model has no `neither` gate (a from-scratch net trained without a neither/ folder answers its classes "
-    "only): --neither-threshold does not apply to it."
-)
+def no_gate(classes: Iterable[str]) -> str:
+    """Why --neither-threshold is refused for a model with no gate, in one sentence.
+
+    Only cat/dog models have a gate; a horse/cow model was once told it was "a from-scratch net trained
+    without a neither/ folder", which it was not.
+    """
+    classes = list(classes)
+    if set(classes) <= PET_CLASSES:
+        why = "a from-scratch net trained without a neither/ folder answers its classes only"
+    else:
+        why = f"a model of {', '.join(classes)} answers its classes only: catdog's gate is for cat/dog models"
+    return f"This model has no `neither` gate ({why}): --neither-threshold does not apply to it."
 
 
-def _gate_threshold(gate: dict, override: float | None) -> float | None:
+def _gate_threshold(gate: dict, override: float | None, classes: Iterable[str] = PET_CLASSES) -> float | None:
     """``P(cat or dog)`` below which a gated model answers `neither`; None for a model without a gate."""
     if not gate:
         if override is not None:  # said, not ignored: the user expects `neither` answers it cannot give
             from catdog.errors import CatdogError
 
-            raise CatdogError(NO_GATE)
+            raise CatdogError(no_gate(classes))
         return None
     if override is not None:
         if not 0.0 <= override <= 1.0:
