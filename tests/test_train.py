@@ -521,10 +521,22 @@ def _one_class(root: Path, dev_dir: Path) -> Path:
     return root
 
 
+def _one_class_and_neither(root: Path, dev_dir: Path) -> Path:
+    _one_class(root, dev_dir)
+    (root / "other").mkdir()  # a `neither` folder: the user's second folder, but no class
+    for i in range(3):
+        shutil.copy(dev_dir / f"dog.{i}.jpg", root / "other" / f"{i}.jpg")
+    return root
+
+
 BAD_DATA = {
     "missing folder": (lambda root, dev: root / "nope", ["does not exist"]),
     "empty folder": (lambda root, dev: (root / "empty").mkdir() or root / "empty", ["No images"]),
     "one class only": (lambda root, dev: _one_class(root / "one", dev), ["only one class"]),
+    "one class and a neither folder": (
+        lambda root, dev: _one_class_and_neither(root / "one", dev),
+        ["only one class (cat) besides its `neither` folder"],
+    ),
     "all files corrupt": (lambda root, dev: _corrupt_dataset(root / "corrupt"), ["None of the 6"]),
 }
 
@@ -930,3 +942,20 @@ def test_a_batch_larger_than_the_data_is_the_data(small_dev: Path, shared_cache:
     options = dict(FAMILIES["catnet"], image_size=32, epochs=1, batch_size=1_000_000, workers=0)
     metrics = train(TrainConfig(data_dir=str(small_dev), out=str(out), cache_dir=str(shared_cache), **options))
     assert metrics["epochs_run"] == 1 and (out / "model.safetensors").exists()
+
+
+def test_a_neither_folder_beside_other_classes_is_said_to_be_unused(
+    tmp_path: Path, data_root: Path, shared_cache: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """horse/, cow/ and neither/: only a cat/dog model has a `neither` gate, and the folder was left out without a
+    word; the user then waited for `neither` answers the model cannot give."""
+    data = tmp_path / "data"
+    for label, source in (("horse", "horse"), ("cow", "cow"), ("neither", "food")):
+        (data / label).mkdir(parents=True)
+        for photo in sorted((data_root / "neither" / source).glob("*"))[:8]:
+            shutil.copy(photo, data / label / photo.name)
+    options = dict(FAMILIES["seed-cnn"], epochs=1, workers=0)
+    train(TrainConfig(data_dir=str(data), out=str(tmp_path / "model"), cache_dir=str(shared_cache), **options))
+    err = capsys.readouterr().err
+    assert "the neither folder is not used" in err and "answer one of cow, horse for any photo" in err, err
+    assert json.loads((tmp_path / "model" / "config.json").read_text())["gate"] is None

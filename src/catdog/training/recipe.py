@@ -101,6 +101,13 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
         # A from-scratch cat/dog net has no ImageNet backbone to gate it: it learns `neither` as a class.
         learns_neither = cfg.family() == "scratch" and set(classes) <= PET_CLASSES and has_neither
         model, pre = build(cfg, classes, gate, log, learns_neither)
+        if has_neither and not (gate or learns_neither):
+            # Only a cat/dog model has a `neither` gate to fit or a class to learn: a horse/cow model's neither/
+            # folder was once left out without a word, and the user waited for `neither` answers.
+            log.info(
+                f"the neither folder is not used: catdog's `neither` gate is for cat/dog models; this model will "
+                f"answer one of {', '.join(classes)} for any photo"
+            )
         timeline.mark("model_built")
 
         # 3. Decode every image once into the pixel cache (rank 0 first, the others then find it full),
@@ -212,7 +219,10 @@ def model_classes(cfg: TrainConfig) -> tuple[list[str], bool]:
     classes = dataset.model_classes
     if len(classes) < 2:
         only = f" ({classes[0]})" if classes else ""
-        raise DatasetError(f"'{cfg.data_dir}' has only one class{only}; training needs at least two.")
+        # car/ beside other/ is two folders to the user, but other/ is a `neither` folder: say so, not just "one".
+        neither = NEITHER in dataset.classes
+        beside = " besides its `neither` folder (examples of what is neither, never a class)" if neither else ""
+        raise DatasetError(f"'{cfg.data_dir}' has only one class{only}{beside}; training needs at least two.")
     return classes, NEITHER in dataset.classes
 
 
