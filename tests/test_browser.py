@@ -297,3 +297,22 @@ def test_the_api_documentation_page_works_offline(browser, server: Server) -> No
     finally:
         context.close()
     assert httpx.get(server.url + "/docs/not-a-file.js").status_code == 404
+
+
+def test_a_model_of_other_classes_is_not_asked_about_cats_and_dogs(browser, tmp_path: Path) -> None:
+    """A horse/cow model's page asked "Is it a cat, a dog, or neither?" above "answers cow, horse"."""
+    from catdog.models import build_model, save_model_dir
+    from catdog.preprocess import Preprocess
+
+    model = build_model("catnet", 2, pretrained=False).eval()
+    pre = Preprocess(image_size=64, crop_pct=1.0, interpolation="bilinear")
+    config = {"architecture": "catnet", "classes": ["cow", "horse"], "preprocess": pre.to_dict(), "gate": None}
+    save_model_dir(model, config, tmp_path / "horse-cow")
+    with running("--model", str(tmp_path / "horse-cow"), log=tmp_path / "server.log") as server:
+        page = browser.new_page()
+        page.goto(server.url + "/")
+        page.wait_for_selector("#model-status:has-text('answers cow, horse')")
+        lead = page.locator("p.lead").inner_text()
+        assert lead.startswith("Which is it: cow or horse?") and "a cat" not in lead, lead
+        assert page.title() == "catdog — Which is it: cow or horse?"
+        page.close()
