@@ -379,3 +379,25 @@ def test_the_built_in_model_measured_on_kaggle_photos_says_they_trained_it(dev_d
     assert not split_warnings({}, kaggle, "all", 11, "builtin-large", names + ["b.jpg"] * 2)  # 5 of 11: a few
     assert not split_warnings({}, kaggle, "test", 9, "builtin", names)  # a split of the folder: not its training
     assert not split_warnings({}, kaggle, "all", 9, "my-model", names)  # a model trained on other photos
+
+
+def test_a_model_of_other_classes_is_not_said_to_tell_pets_from_neither(data_root: Path, tmp_path: Path) -> None:
+    """A horse/cow model evaluated beside a neither/ folder printed "pets versus neither (73 pets, ..." and its
+    report a "Pets versus neither" section: there are no pets, and no gate to tell anything from `neither`."""
+    from catdog.models import build_model, save_model_dir
+    from catdog.preprocess import Preprocess
+
+    pre = Preprocess(image_size=64, crop_pct=1.0, interpolation="bilinear")
+    config = {"architecture": "catnet", "classes": ["cow", "horse"], "preprocess": pre.to_dict(), "gate": None}
+    save_model_dir(build_model("catnet", 2, pretrained=False).eval(), config, tmp_path / "model")
+    data = tmp_path / "photos"
+    for label, source in (("cow", "cow"), ("horse", "horse"), ("neither", "food")):
+        (data / label).mkdir(parents=True)
+        for photo in sorted((data_root / "neither" / source).glob("*"))[:3]:
+            shutil.copy(photo, data / label / photo.name)
+    done = run_catdog("evaluate", str(tmp_path / "model"), str(data), "--out", str(tmp_path / "report"))
+    assert done.returncode == 0, done.stderr
+    assert "3 'neither' photos, not counted above: The model has no 'neither' gate" in done.stdout, done.stdout
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "pets" not in done.stdout.lower() and "Pets versus neither" not in page
+    assert "<h2>The 'neither' photos</h2>" in page

@@ -323,12 +323,15 @@ def _open_set_html(open_set: dict | None, png: bytes | None, through: list[dict]
     """The open-set section: the figures of :func:`catdog.evaluate.open_set_metrics` and the score histogram."""
     if not open_set:
         return ""
+    if not open_set.get("gate"):  # nothing to tell pets from: a horse/cow model's report said "Pets versus neither"
+        return (
+            f"<h2>The 'neither' photos</h2><p>{open_set['n_neither']} 'neither' photos (not in the figures above). "
+            f"{html.escape(open_set['note'])}</p>"
+        )
     head = (
         f"<h2>Pets versus neither</h2><p>{open_set['n_pets']} photos of the model's classes, "
         f"{open_set['n_neither']} 'neither' photos (not in the figures above).</p>"
     )
-    if not open_set.get("gate"):
-        return head + f"<p>{html.escape(open_set['note'])}</p>"
     rows = "".join(
         f"<tr><th>{name}</th><td>{_fmt(open_set.get(key))}</td></tr>"
         for name, key in (

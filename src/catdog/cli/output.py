@@ -75,10 +75,12 @@ def print_evaluation(result: dict) -> None:
         out.print(f"answered 'neither' {result['neither']} times and 'unsure' {result['unsure']} times (counted wrong)")
     if "open_set" in result:
         o = result["open_set"]
-        out.print(f"pets versus neither ({o['n_pets']} pets, {o['n_neither']} 'neither' photos, not counted above):")
-        if not o["gate"]:
-            out.print(f"  {o['note']}")
+        if not o["gate"]:  # no gate, no pets to tell apart: a horse/cow model read "pets versus neither (73 pets"
+            out.print(f"{o['n_neither']} 'neither' photos, not counted above: {o['note']}")
         else:
+            out.print(
+                f"pets versus neither ({o['n_pets']} pets, {o['n_neither']} 'neither' photos, not counted above):"
+            )
 
             def fmt(value: float | None) -> str:
                 return "n/a" if value is None else f"{value:.4f}"
