@@ -93,3 +93,11 @@ def test_audit_needs_two_classes(dev_dir: Path, tmp_path: Path) -> None:
     shutil.copy(dev_dir / "dog.1.jpg", tmp_path / "other" / "dog.1.jpg")
     done = run_catdog("data", "audit", str(tmp_path))
     assert done.returncode == 2 and "two or more" in done.stderr and "neither" in done.stderr
+
+
+def test_three_classes_are_listed_in_words() -> None:
+    """A cat/dog/rabbit data set's audit read "148 photos of cat and dog and rabbit"."""
+    from catdog.audit import AuditResult, pets_counted
+
+    assert pets_counted(AuditResult(148, ["cat", "dog", "rabbit"], 5, [], 0.98)) == "148 photos of cat, dog and rabbit"
+    assert pets_counted(AuditResult(73, ["cow", "horse"], 5, [], 0.92)) == "73 photos of cow and horse"

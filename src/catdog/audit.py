@@ -229,7 +229,10 @@ def audit(
 
 def pets_counted(result: AuditResult) -> str:
     """The photos the out-of-fold accuracy is over: those of the model's classes, not the `neither` ones."""
-    return f"{result.n - result.neither} photos of {' and '.join(result.classes)}"
+    # A list in words: a cat/dog/rabbit data set read "photos of cat and dog and rabbit".
+    *rest, last = result.classes
+    names = f"{', '.join(rest)} and {last}" if rest else last
+    return f"{result.n - result.neither} photos of {names}"
 
 
 def neither_note(result: AuditResult, lead: str = "") -> str:
