@@ -256,3 +256,16 @@ def test_sniff_format():
 def test_real_photo_decodes(cat_photo):
     img = decode(cat_photo)
     assert img.mode == "RGB" and min(img.size) > 100
+
+
+@pytest.mark.parametrize(
+    ("size", "max_pixels", "words"),
+    [
+        ((1000, 1000), 100_000, "(1.0 MP), over the 0.1 MP limit"),
+        ((6325, 6325), 40_000_000, "(40.01 MP), over the 40 MP"),
+    ],
+)
+def test_pixel_limit_message_tells_the_photo_from_the_limit(size, max_pixels, words):
+    with pytest.raises(ImageTooLargeError) as refused:
+        decode(_png_header_only(*size), max_pixels=max_pixels)
+    assert words in str(refused.value)

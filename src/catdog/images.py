@@ -256,9 +256,9 @@ def _open(data: bytes, name: str | None, max_pixels: int) -> Image.Image:
     if width <= 0 or height <= 0:
         raise CorruptImageError(f"{label} declares an empty size ({width}x{height}).")
     if width * height > max_pixels:
-        raise ImageTooLargeError(
-            f"{label} is {width}x{height} ({width * height / 1e6:.0f} MP), over the {max_pixels / 1e6:.0f} MP limit."
-        )
+        size, limit = width * height / 1e6, max_pixels / 1e6
+        digits = next(d for d in range(1, 7) if round(size, d) > limit or d == 6)  # never "40 MP, over 40 MP"
+        raise ImageTooLargeError(f"{label} is {width}x{height} ({size:.{digits}f} MP), over the {limit:g} MP limit.")
     return img
 
 
