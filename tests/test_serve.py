@@ -82,6 +82,8 @@ def test_health_ready_docs_and_openapi(client: httpx.Client) -> None:
         assert path in paths
     body = paths["/api/v1/predict"]["post"]["requestBody"]["content"]
     assert {"multipart/form-data", "image/*"} <= set(body)
+    ids = [op["operationId"] for ops in paths.values() for op in ops.values()]
+    assert len(ids) == len(set(ids)), f"operation ids must be unique in an OpenAPI document: {sorted(ids)}"
 
 
 def test_model_info(client: httpx.Client) -> None:
