@@ -297,6 +297,9 @@ def test_metrics(client: httpx.Client, cat_photo: Path) -> None:
     assert metric(text, "catdog_batch_size_count") > 0
     assert metric(text, "catdog_model_info", name="builtin") == 1
     assert metric(text, "catdog_model_ready") == 1
+    spec = dict(route="/openapi.json", method="GET", status="200")
+    client.get("/openapi.json")
+    assert metric(client.get("/metrics").text, name, **spec) == metric(text, name, **spec) + 1  # not "unmatched"
 
 
 # -- loading, busy, timeouts, shutdown (servers of their own) ------------------------------------

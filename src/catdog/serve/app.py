@@ -117,6 +117,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         summary="Cats, dogs or neither: classify photos over HTTP.",
         lifespan=lifespan,
         docs_url=None,  # below, with Swagger UI from this server
+        openapi_url=None,  # below too: a route of FastAPI's own, so that /metrics counts it under its path
     )
     app.state.serve = state
     app.include_router(router)
@@ -127,11 +128,18 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     async def index() -> HTMLResponse:
         return HTMLResponse(page, headers=PAGE_HEADERS)
 
+    @app.api_route("/openapi.json", methods=["GET", "HEAD"], include_in_schema=False)
+    async def openapi(request: Request) -> JSONResponse:
+        schema = app.openapi()
+        # Behind a proxy under --root-path, "Try it out" must send there (FastAPI's own route says so too).
+        root = request.scope.get("root_path", "").rstrip("/")
+        return JSONResponse({**schema, "servers": [{"url": root}]} if root else schema)
+
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:
         # Relative URLs, as on the page: behind a proxy that serves catdog under /prefix/ they stay under it.
         return get_swagger_ui_html(
-            openapi_url=app.openapi_url.lstrip("/"),
+            openapi_url="openapi.json",
             title="catdog API",
             swagger_js_url="docs/swagger-ui-bundle.js",
             swagger_css_url="docs/swagger-ui.css",
