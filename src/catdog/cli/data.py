@@ -37,7 +37,10 @@ def data_check(
         int, typer.Option(help="Near-duplicates: perceptual hashes at most this many bits apart (of 64).", min=0)
     ] = 4,
     cache_dir: Annotated[
-        str | None, typer.Option(help="Cache of per-file results; default $CATDOG_CACHE_DIR or ~/.cache/catdog.")
+        str | None,
+        typer.Option(
+            help="Cache of per-file results; default $CATDOG_CACHE_DIR, else $XDG_CACHE_HOME/catdog or ~/.cache/catdog."
+        ),
     ] = None,
     workers: Annotated[
         int | None, typer.Option(help="Threads reading images; default: one per CPU core.", min=1)
@@ -139,7 +142,10 @@ def cache(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document; default: a table.")] = False,
     cache_dir: Annotated[
-        str | None, typer.Option(help="The cache directory; default $CATDOG_CACHE_DIR or ~/.cache/catdog.")
+        str | None,
+        typer.Option(
+            help="The cache directory; default $CATDOG_CACHE_DIR, else $XDG_CACHE_HOME/catdog or ~/.cache/catdog."
+        ),
     ] = None,
 ) -> None:
     """Show what catdog keeps in its cache directory and how much room it takes, or clear it with --clear.

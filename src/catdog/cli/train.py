@@ -137,7 +137,11 @@ def train(
         ),
     ] = None,
     cache_dir: Annotated[
-        str | None, typer.Option(help="Cache of decoded images and features; default $CATDOG_CACHE_DIR or ~/.cache.")
+        str | None,
+        typer.Option(
+            help="Cache of decoded images and features; default $CATDOG_CACHE_DIR, else $XDG_CACHE_HOME/catdog"
+            " or ~/.cache/catdog."
+        ),
     ] = None,
     checkpoint_seconds: Annotated[
         float, typer.Option(help="Checkpoint at least this often (and after every epoch); 0: every step.", min=0)
