@@ -157,6 +157,20 @@ def test_neither_threshold_on_a_model_of_other_classes_says_why_it_has_no_gate(t
     assert "a model of cow, horse answers its classes only" in done.stderr and "from-scratch" not in done.stderr
 
 
+def test_serve_takes_a_neither_threshold_for_the_built_in_model() -> None:
+    """With no --model, the gate check crashed on the missing path ("unexpected TypeError ... please report it")."""
+    import socket
+
+    from conftest import run_catdog_in_process
+
+    with socket.socket() as taken:  # a port in use: serve stops there, after its checks of the options
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        done = run_catdog_in_process("serve", "--neither-threshold", "0.9", "--port", port)
+    assert done.returncode == 2 and f"Port {port} on 127.0.0.1 is in use" in done.stderr, done.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "said"),
     [

@@ -160,7 +160,7 @@ def serve(
         raise fail(
             f"Model '{model}' does not exist; give a model directory, an .onnx file or builtin-large, or omit --model."
         )
-    if neither_threshold is not None and os.path.isdir(model):  # said now, not as a 503 on every request
+    if neither_threshold is not None and model is not None and os.path.isdir(model):  # said now, not as a 503
         from catdog.inference.predictor import no_gate
         from catdog.models import read_config
 
