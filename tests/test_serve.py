@@ -446,3 +446,22 @@ def test_busy_timeout_and_graceful_shutdown(tmp_path: Path, cat_photo: Path) -> 
     finally:
         srv.stop()
     assert "Traceback" not in srv.log(), srv.log()
+
+
+def test_a_batch_over_max_files_1_is_told_the_limit(cat_photo: Path) -> None:
+    """Under --max-files 1 two photos to the batch route were told "/api/v1/predict/batch takes one photo."."""
+    from fastapi.testclient import TestClient
+
+    from catdog.serve.app import create_app
+    from catdog.serve.settings import ServeSettings
+
+    photo = ("files", ("cat.jpg", cat_photo.read_bytes(), "image/jpeg"))
+    with TestClient(create_app(ServeSettings(max_files=1))) as client:  # the real app, its model loaded in process
+        deadline = time.monotonic() + 120
+        while client.get("/readyz").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        two = client.post("/api/v1/predict/batch", files=[photo] * 2)
+        assert two.status_code == 413 and error_of(two) == (
+            "Too many files: send at most 1 photo in one request (--max-files)."
+        )
+        assert client.post("/api/v1/predict/batch", files=[photo]).json()[0]["label"] == "cat"

@@ -54,16 +54,18 @@ def _clean_name(name: str | None, default: str) -> str:
 
 
 @asynccontextmanager
-async def _form(request: Request, max_files: int):
+async def _form(request: Request, max_files: int, one_photo: bool = False):
+    """The multipart form, at most ``max_files`` files; ``one_photo``: a route that takes one (not a batch)."""
     try:
         async with request.form(max_files=max_files, max_fields=max_files + 8) as form:
             yield form
     except StarletteHTTPException as err:
-        if str(err.detail).startswith("Too many files") and max_files == 1:
+        if str(err.detail).startswith("Too many files") and one_photo:
             batch = ": send several to /api/v1/predict/batch instead" if request.url.path.endswith("/predict") else ""
             raise ApiError(413, f"{request.url.path} takes one photo{batch}.") from None
         if str(err.detail).startswith("Too many files"):
-            raise ApiError(413, f"Too many files: send at most {max_files} photos in one request.") from None
+            photos = "1 photo" if max_files == 1 else f"{max_files} photos"
+            raise ApiError(413, f"Too many files: send at most {photos} in one request (--max-files).") from None
         raise ApiError(400, f"The multipart body cannot be read: {err.detail}") from None
 
 
@@ -76,7 +78,7 @@ async def read_one_image(request: Request) -> tuple[str, bytes]:
     """A multipart field ``file``, or the raw body (any non-form content type; the content decides)."""
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
-        async with _form(request, max_files=1) as form:
+        async with _form(request, max_files=1, one_photo=True) as form:
             uploads = _uploads(form, ("file",))
             if not uploads:
                 raise ApiError(422, "No photo: send it as the multipart file field 'file' or as a raw image/* body.")
