@@ -60,6 +60,10 @@ def test_cache_shows_and_clears_only_what_catdog_cached(samples_dir: Path, tmp_p
     assert {name: (cache / name).read_bytes() for name in theirs} == theirs
     assert [p.name for p in (cache / "pixels").iterdir()] == ["holiday.jpg"]  # catdog's subfolder went
     assert (cache / "photos" / "cat.jpg").stat().st_size == (samples_dir / "cat" / "cat.1.jpg").stat().st_size
+    (cache / "features" / "thesis.txt").unlink()
+    (cache / "check" / "bank.pdf").unlink()
+    again = run_catdog("cache", "--clear", "--cache-dir", str(cache))  # it once said "1 other files ... were"
+    assert "; 1 other file in its folders was not catdog's and stays." in again.stdout, again.stdout
     after = json.loads(run_catdog("cache", "--json", "--cache-dir", str(cache)).stdout)
     assert after["parts"] == [] and after["size_bytes"] == 0
 

@@ -84,6 +84,11 @@ def copy_into(src: str | os.PathLike, folder: str | os.PathLike) -> tuple[Path, 
         n += 1
 
 
+def counted(n: int, noun: str) -> str:
+    """ "1 photo", "2 photos": a count as a person reads it ("answered 'neither' 1 times" once)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def default_cache_dir() -> Path:
     """``$CATDOG_CACHE_DIR``, else ``$XDG_CACHE_HOME/catdog``, else ``~/.cache/catdog``."""
     if os.environ.get("CATDOG_CACHE_DIR"):

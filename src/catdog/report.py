@@ -18,7 +18,7 @@ from sklearn import metrics as skm  # noqa: E402
 from sklearn.calibration import calibration_curve  # noqa: E402
 
 from catdog.data.layout import NEITHER  # noqa: E402
-from catdog.fsutil import atomic_write_bytes, atomic_write_text  # noqa: E402
+from catdog.fsutil import atomic_write_bytes, atomic_write_text, counted  # noqa: E402
 from catdog.images import ImageError, decode  # noqa: E402
 
 GALLERY_SIZE = 16
@@ -323,14 +323,15 @@ def _open_set_html(open_set: dict | None, png: bytes | None, through: list[dict]
     """The open-set section: the figures of :func:`catdog.evaluate.open_set_metrics` and the score histogram."""
     if not open_set:
         return ""
+    neither_photos = counted(open_set["n_neither"], "'neither' photo")
     if not open_set.get("gate"):  # nothing to tell pets from: a horse/cow model's report said "Pets versus neither"
         return (
-            f"<h2>The 'neither' photos</h2><p>{open_set['n_neither']} 'neither' photos (not in the figures above). "
+            f"<h2>The 'neither' photos</h2><p>{neither_photos} (not in the figures above). "
             f"{html.escape(open_set['note'])}</p>"
         )
     head = (
         f"<h2>Pets versus neither</h2><p>{open_set['n_pets']} photos of the model's classes, "
-        f"{open_set['n_neither']} 'neither' photos (not in the figures above).</p>"
+        f"{neither_photos} (not in the figures above).</p>"
     )
     rows = "".join(
         f"<tr><th>{name}</th><td>{_fmt(open_set.get(key))}</td></tr>"

@@ -158,7 +158,7 @@ def cache(
 
     from catdog.data.cache_dir import cache_parts, clear_cache
     from catdog.errors import CatdogError
-    from catdog.fsutil import default_cache_dir
+    from catdog.fsutil import counted, default_cache_dir
 
     root = Path(cache_dir) if cache_dir else default_cache_dir()
     if root.exists() and not root.is_dir():
@@ -173,7 +173,8 @@ def cache(
         return
     out = Console(highlight=False, soft_wrap=True)
     if clear:
-        others = f"; {kept} other files in its folders were not catdog's and stay" if kept else ""
+        were, stay = ("was", "stays") if kept == 1 else ("were", "stay")
+        others = f"; {counted(kept, 'other file')} in its folders {were} not catdog's and {stay}" if kept else ""
         out.print(f"Cleared catdog's cache in {root}: {_size(total)} freed ({len(parts)} items){others}.")
         return
     out.print(f"catdog's cache: {root}, {_size(total)} in {len(parts)} items (catdog cache --clear frees it all)")

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from catdog.fsutil import shown
+from catdog.fsutil import counted, shown
 
 if TYPE_CHECKING:
     from catdog.inference.predictor import Prediction
@@ -72,15 +72,15 @@ def print_evaluation(result: dict) -> None:
         f"accuracy {result['accuracy']:.4f}  log loss {result['log_loss']:.4f}  ROC AUC {auc}  ECE {result['ece']:.4f}"
     )
     if result["neither"] or result["unsure"]:
-        out.print(f"answered 'neither' {result['neither']} times and 'unsure' {result['unsure']} times (counted wrong)")
+        neither, unsure = counted(result["neither"], "time"), counted(result["unsure"], "time")
+        out.print(f"answered 'neither' {neither} and 'unsure' {unsure} (counted wrong)")
     if "open_set" in result:
         o = result["open_set"]
+        neither_photos = counted(o["n_neither"], "'neither' photo")
         if not o["gate"]:  # no gate, no pets to tell apart: a horse/cow model read "pets versus neither (73 pets"
-            out.print(f"{o['n_neither']} 'neither' photos, not counted above: {o['note']}")
+            out.print(f"{neither_photos}, not counted above: {o['note']}")
         else:
-            out.print(
-                f"pets versus neither ({o['n_pets']} pets, {o['n_neither']} 'neither' photos, not counted above):"
-            )
+            out.print(f"pets versus neither ({counted(o['n_pets'], 'pet')}, {neither_photos}, not counted above):")
 
             def fmt(value: float | None) -> str:
                 return "n/a" if value is None else f"{value:.4f}"

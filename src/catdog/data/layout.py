@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from catdog.errors import DatasetError
+from catdog.fsutil import counted
 from catdog.images import IMAGE_EXTENSIONS
 
 __all__ = ["NEITHER", "Dataset", "DatasetError", "LabelledFile", "discover", "normalize_label"]
@@ -90,10 +91,6 @@ def is_hidden(path: Path) -> bool:
 
 
 LINK = "a symbolic link, which catdog does not follow: copy the file or folder, or make a hard link"
-
-
-def _count(items: list, noun: str) -> str:
-    return f"1 {noun}" if len(items) == 1 else f"{len(items)} {noun}s"
 
 
 def _unreadable(err: OSError) -> tuple[Path, str]:
@@ -189,9 +186,9 @@ def discover(root: str | os.PathLike, *, image_files_only: bool = False) -> Data
         links, locked = [p for p, why in skipped if why == LINK], [p for p, why in skipped if why != LINK]
         hint = ""
         if links:
-            hint += f" ({_count(links, 'symbolic link')} not followed: copy the files, or make hard links)"
+            hint += f" ({counted(len(links), 'symbolic link')} not followed: copy the files, or make hard links)"
         if locked:
-            hint += f" ({_count(locked, 'folder')} that cannot be read, e.g. '{locked[0]}')"
+            hint += f" ({counted(len(locked), 'folder')} that cannot be read, e.g. '{locked[0]}')"
         raise DatasetError(
             f"No images found in '{root}'{hint}: expected 'cat.1.jpg'-style files or one folder per class (cat/, dog/)."
         )
