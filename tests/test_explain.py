@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from catdog.errors import CatdogError
 from catdog.explain import explain, explain_png
 from catdog.predict import Predictor
 
@@ -53,6 +54,10 @@ def test_explain_png_for_a_predictor_and_a_chosen_class(trained_model_dir: Path,
     cat_heat = explain(predictor, cat_photo.read_bytes(), class_name="cat").heat
     dog_heat = explain(predictor, cat_photo.read_bytes(), class_name="dog").heat
     assert not np.allclose(cat_heat, dog_heat)  # the class really steers the map
+    # The class as its folder is named ("Dogs/") is the class it became; --class "Blümen rot" was refused.
+    assert np.allclose(explain(predictor, cat_photo.read_bytes(), class_name="Dogs").heat, dog_heat)
+    with pytest.raises(CatdogError, match=r"class 'horses' is not one of the model's classes \(cat, dog\)"):
+        explain(predictor, cat_photo.read_bytes(), class_name="horses")
 
 
 @pytest.mark.parametrize(

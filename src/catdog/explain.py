@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from catdog.data.layout import normalize_label
 from catdog.errors import CatdogError
 from catdog.inference.outputs import torch_model_fn
 from catdog.inference.predictor import Predictor
@@ -123,7 +124,12 @@ def explain(
     """Grad-CAM of ``image`` (bytes or a path) for the model's answer, or for ``class_name``."""
     module, predictor = _torch_model(source)
     if class_name is not None and class_name not in predictor.classes:
-        raise CatdogError(f"class '{class_name}' is not one of the model's classes ({', '.join(predictor.classes)}).")
+        # The class as its folder was named ("Golden Retrievers", "Blümen rot") names the class it became.
+        folder_named = normalize_label(class_name)
+        if folder_named not in predictor.classes:
+            classes = ", ".join(predictor.classes)
+            raise CatdogError(f"class '{class_name}' is not one of the model's classes ({classes}).")
+        class_name = folder_named
     square = to_uint8(image, predictor.pre, max_pixels=predictor.max_pixels)
     uint8 = torch.from_numpy(stack_uint8([square]))
     batch = normalize(uint8, predictor.pre)
