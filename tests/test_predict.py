@@ -13,8 +13,10 @@ import pytest
 from PIL import Image
 
 from benchmarks.common import nonpet_pictures
+from catdog.images import ImageTooLargeError, decode
 from catdog.models.pretrained import create_pretrained, load_packaged_weights
 from catdog.predict import Outputs, Predictor, expand_inputs
+from test_images import _png_header_only
 
 from conftest import fewest_correct, pinned_photos, run_catdog
 
@@ -219,3 +221,15 @@ def test_sort_into_copies_each_photo_into_its_answer(tmp_path, samples_dir, data
         "choose a folder outside it."
     )
     assert not (photos / "sorted").exists()
+
+
+def test_a_45_megapixel_camera_photo_is_answered(tmp_path, cat_photo):
+    """A 45-MP camera's photos (Nikon Z7, Canon R5) were each refused, "over the 40 MP limit"; catdog reads
+    up to 200 MP (a phone's 200-MP mode) and refuses more from the header."""
+    big = tmp_path / "z7.jpg"
+    with Image.open(cat_photo) as photo:
+        photo.convert("RGB").resize((8256, 5504)).save(big, quality=85)  # 45.4 MP
+    [answer] = json.loads(run_catdog("predict", "--json", str(big)).stdout)
+    assert answer["label"] == "cat", answer
+    with pytest.raises(ImageTooLargeError, match=r"16400x12300 \(201.7 MP\), over the 200 MP limit"):
+        decode(_png_header_only(16400, 12300))

@@ -48,6 +48,10 @@ SERVICE_WORKER = "sw.js"
 
 # Cross-origin isolation (SharedArrayBuffer: WebAssembly threads) and a strict policy: the app loads
 # nothing from elsewhere and sends nothing anywhere ('wasm-unsafe-eval' compiles the runtime).
+# The phone app decodes a photo whole in the browser (4 bytes a pixel, twice over): 40 MP is 320 MB, which a
+# phone holds; catdog's own 200 MP would be 1.6 GB.
+APP_MAX_PIXELS = 40_000_000
+
 APP_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Embedder-Policy": "require-corp",
@@ -126,7 +130,7 @@ def app_config(predictor, model_path: Path) -> dict:
         "gated": predictor.gated,
         "neither_threshold": predictor.gate_threshold,
         "threshold": predictor.threshold,
-        "max_pixels": predictor.max_pixels,
+        "max_pixels": min(predictor.max_pixels, APP_MAX_PIXELS),
         "imagenet": [list(pair) for pair in imagenet_classes()] if predictor.gated else [],
     }
 
