@@ -120,6 +120,19 @@ def test_neither_photos_are_counted_apart(
     assert row.split(NEITHER_CAPTION)[1].strip(" │|") == "3"
 
 
+def test_a_neither_folder_beside_other_classes_is_said_to_be_unused(data_root: Path, tmp_path: Path) -> None:
+    """Beside horse/ and cow/, neither/ was captioned "examples of what is not a cat or a dog" (no model of
+    those classes uses it, as `train` says)."""
+    root = tmp_path / "farm"
+    for name, folder in (("horse", "horse"), ("cow", "cow"), ("neither", "rabbit")):
+        (root / name).mkdir(parents=True)
+        for src in sorted((data_root / "neither" / folder).iterdir())[:2]:
+            shutil.copy(src, root / name / src.name)
+    text = run_catdog("data", "check", str(root), "--cache-dir", str(tmp_path / "cache"), env={"COLUMNS": "200"})
+    assert "neither (not used: only a cat/dog model learns what is neither)" in text.stdout, text.stdout
+    assert NEITHER_CAPTION not in text.stdout
+
+
 def test_photos_beside_the_class_folders_are_reported_left_out(
     samples_dir: Path, tmp_path: Path, cache_dir: Path
 ) -> None:

@@ -78,6 +78,7 @@ MODE_NAMES = {
 
 PLAN_NAME = ".catdog-quarantine-plan.json"
 NEITHER_CAPTION = "neither (examples of what is not a cat or a dog)"
+UNUSED_NEITHER_CAPTION = "neither (not used: only a cat/dog model learns what is neither)"  # as `train` says
 
 
 @dataclass(frozen=True)
@@ -481,7 +482,8 @@ def summary(report: CheckReport, limit: int = 20) -> list:
         classes.add_row(name, str(count))
     if report.neither:
         classes.add_section()
-        classes.add_row(NEITHER_CAPTION, str(report.neither))
+        pets = set(report.classes) <= {"cat", "dog"}
+        classes.add_row(NEITHER_CAPTION if pets else UNUSED_NEITHER_CAPTION, str(report.neither))
 
     details = Table(title="Findings", title_justify="left")
     for column in ("finding", "file(s)", "detail"):
