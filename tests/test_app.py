@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +24,7 @@ from benchmarks.bench_app import BROWSER_ARGS, CHROMIUM, PHONE, WEBGPU_ARGS, sta
 from catdog import webapp
 
 from conftest import builtin_model_available, missing
-from serving import REPO, Server
+from serving import REPO, Server, running
 
 SCREENSHOTS = REPO / "artifacts" / "screenshots"
 
@@ -541,6 +543,40 @@ def test_over_plain_http_the_app_says_what_needs_https(playwright, server):
         shot(page, "test_app_plain_http")
     finally:
         b.close()
+
+
+@pytest.mark.slow  # its own server and browser
+def test_served_over_https_a_phone_on_the_lan_gets_the_camera_and_offline_use(playwright, tmp_path):
+    """`catdog serve --ssl-certfile --ssl-keyfile`: the phone app from a laptop, with no proxy, over https."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        missing("openssl is not installed (apt-get install openssl)")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=laptop.test",
+         "-addext", "subjectAltName=DNS:laptop.test,IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    with running("--ssl-certfile", str(cert), "--ssl-keyfile", str(key), log=tmp_path / "server.log") as srv:
+        assert srv.url.startswith("https://") and "serving on https://" in srv.log()
+        trusting = ssl.create_default_context(cafile=str(cert))
+        assert httpx.get(srv.url + "/readyz", verify=trusting).json() == {"status": "ready"}  # that certificate
+        port = srv.url.rsplit(":", 1)[1]
+        # The phone would trust the certificate (mkcert's CA); this Chromium is told to.
+        b = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=[*BROWSER_ARGS, "--host-resolver-rules=MAP laptop.test 127.0.0.1", "--ignore-certificate-errors"],
+        )
+        try:
+            context, page = phone(b, playwright, f"https://laptop.test:{port}/app/")
+            assert page.evaluate("self.isSecureContext")
+            page.wait_for_function("navigator.serviceWorker.controller !== null", timeout=60_000)  # offline use
+            assert page.locator("#camera-error").inner_text() == ""
+            assert "needs https" not in page.locator("#offline-note").inner_text()
+            assert page.locator("#status").inner_text().startswith("Ready:")
+        finally:
+            b.close()
 
 
 def test_export_web_writes_a_static_app(browser, playwright, tmp_path, samples_dir, python_predictor):

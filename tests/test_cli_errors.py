@@ -204,3 +204,19 @@ def test_no_command_shows_the_help_as_before(capsys: pytest.CaptureFixture, monk
     for args in ([], ["data"]):
         code, _, err = _main(args, capsys, monkeypatch)
         assert code == 2 and "Usage: " in err and "Commands:" in err and not err.startswith("error:"), err
+
+
+def test_serve_refuses_a_certificate_without_its_key_or_a_key_for_a_certificate(tmp_path: Path) -> None:
+    """Said before the banner, in one sentence; uvicorn would print its traceback after it."""
+    from conftest import run_catdog_in_process
+
+    lone = run_catdog_in_process("serve", "--ssl-certfile", str(tmp_path / "cert.pem"), "--port", "0")
+    assert lone.returncode == 2 and lone.stderr.strip() == (
+        "error: Give --ssl-certfile and --ssl-keyfile together: the certificate and its private key."
+    )
+    (tmp_path / "cert.pem").write_text("-----BEGIN CERTIFICATE-----\nnot one\n-----END CERTIFICATE-----\n")
+    (tmp_path / "key.pem").write_text("not a key\n")
+    pair = ["--ssl-certfile", str(tmp_path / "cert.pem"), "--ssl-keyfile", str(tmp_path / "key.pem")]
+    wrong = run_catdog_in_process("serve", *pair, "--port", "0")
+    assert wrong.returncode == 2 and "are not a PEM certificate and its private key" in wrong.stderr, wrong.stderr
+    assert "serving on" not in wrong.stderr and len(wrong.stderr.strip().splitlines()) == 1

@@ -150,6 +150,11 @@ def serve(
             help="The path a reverse proxy serves catdog under, e.g. /catdog (the proxy strips it; default: none)."
         ),
     ] = "",
+    ssl_certfile: Annotated[
+        str | None,
+        typer.Option(help="Serve https with this certificate (PEM): what a phone needs for the app's camera."),
+    ] = None,
+    ssl_keyfile: Annotated[str | None, typer.Option(help="The private key of --ssl-certfile (PEM).")] = None,
 ) -> None:
     """Serve the web page and the JSON API (OpenAPI docs at /docs)."""
     import uvicorn
@@ -181,20 +186,42 @@ def serve(
         neither_threshold=neither_threshold,
     )
     root_path = _root_path(root_path)
+    _check_certificate(ssl_certfile, ssl_keyfile)
     port = _port_to_serve_on(host, port)
-    banner = f"catdog: serving on http://{host}:{port} (the model loads in the background; /readyz)"
+    scheme = "https" if ssl_certfile else "http"
+    banner = f"catdog: serving on {scheme}://{host}:{port} (the model loads in the background; /readyz)"
     if root_path:
         banner += f"; a proxy serves it under {root_path}/"
     err_console.print(banner, soft_wrap=True)  # one line in a log too, not wrapped at 80 columns
     options = dict(
         host=host, port=port, access_log=access_log, server_header=False, timeout_graceful_shutdown=timeout + 5,
-        root_path=root_path,
+        root_path=root_path, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
     )  # fmt: skip
     if workers == 1:
         uvicorn.run(create_app(settings), **options)
     else:  # worker processes import the app themselves, so the settings travel in the environment
         os.environ[SETTINGS_ENV] = settings.to_json()
         uvicorn.run("catdog.serve.app:app_from_env", factory=True, workers=workers, **options)
+
+
+def _check_certificate(certfile: str | None, keyfile: str | None) -> None:
+    """Both or neither, and a certificate with its key: said now, not as uvicorn's traceback after the banner."""
+    if (certfile is None) != (keyfile is None):
+        raise fail("Give --ssl-certfile and --ssl-keyfile together: the certificate and its private key.")
+    if certfile is None:
+        return
+    import ssl
+
+    for path in (certfile, keyfile):
+        if not os.path.isfile(path):
+            raise fail(f"'{shown(path)}' does not exist or is not a file.")
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(certfile, keyfile)
+    except (ssl.SSLError, OSError) as err:
+        reason = getattr(err, "reason", None) or err.__class__.__name__
+        raise fail(
+            f"'{shown(certfile)}' and '{shown(keyfile)}' are not a PEM certificate and its private key ({reason})."
+        ) from None
 
 
 def _root_path(value: str) -> str:
