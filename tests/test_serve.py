@@ -465,3 +465,15 @@ def test_a_batch_over_max_files_1_is_told_the_limit(cat_photo: Path) -> None:
             "Too many files: send at most 1 photo in one request (--max-files)."
         )
         assert client.post("/api/v1/predict/batch", files=[photo]).json()[0]["label"] == "cat"
+
+
+def test_a_root_path_with_letters_beyond_ascii_serves(tmp_path: Path) -> None:
+    """--root-path /kätze: uvicorn puts it before each raw path as ASCII, and every request failed (the connection
+    closed); percent-encoded, it is the address the proxy is reached at."""
+    srv = Server("--root-path", "/kätze/", log=tmp_path / "server.log")
+    try:
+        srv.wait("/healthz", timeout=60)  # no model needed
+        assert httpx.get(srv.url + "/openapi.json").json()["servers"] == [{"url": "/k%C3%A4tze"}]
+    finally:
+        srv.stop()
+    assert "Traceback" not in srv.log(), srv.log()

@@ -225,11 +225,15 @@ def _check_certificate(certfile: str | None, keyfile: str | None) -> None:
 
 
 def _root_path(value: str) -> str:
-    """``--root-path`` as uvicorn wants it: one leading slash, none at the end ('' for none)."""
+    """``--root-path`` as uvicorn wants it: one leading slash, none at the end ('' for none), percent-encoded."""
+    from urllib.parse import quote
+
     path = value.strip().rstrip("/")
     if path and (not path.startswith("/") or "//" in path or any(c in path for c in "?#% ")):
         raise fail(f"--root-path '{value}' is not a URL path; give one like /catdog.")
-    return path
+    # uvicorn puts it in front of each request's raw path as ASCII: '/kätze' made every request fail (the
+    # connection closed, a UnicodeEncodeError in the log). Encoded, it is the address a browser sends anyway.
+    return quote(path, safe="/")
 
 
 def _port_to_serve_on(host: str, port: int) -> int:
