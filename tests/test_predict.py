@@ -233,3 +233,36 @@ def test_a_45_megapixel_camera_photo_is_answered(tmp_path, cat_photo):
     assert answer["label"] == "cat", answer
     with pytest.raises(ImageTooLargeError, match=r"16400x12300 \(201.7 MP\), over the 200 MP limit"):
         decode(_png_header_only(16400, 12300))
+
+
+def test_sort_into_one_photo_reads_as_one(tmp_path, cat_photo):
+    """One photo sorted twice read "Sorted 1 photos ...; 1 were there already"."""
+    out = tmp_path / "sorted"
+    for run in range(2):
+        done = run_catdog("predict", str(cat_photo), "--sort-into", str(out))
+        already = "; 1 was there already" if run else ""
+        assert done.stderr.strip() == f"Sorted 1 photo into '{out}' (cat 1){already}.", done.stderr
+
+
+def test_a_copy_never_replaces_a_file_that_came_while_it_was_copied(tmp_path, monkeypatch):
+    """Two `--sort-into` runs at once: a photo of the same name written by the other run between the look and
+    the copy was replaced (the copy was renamed over it); it stays, and this one becomes name-2."""
+    import shutil
+
+    from catdog.fsutil import copy_into
+
+    src, folder = tmp_path / "x.jpg", tmp_path / "sorted" / "cat"
+    src.write_bytes(b"this run's photo")
+    copy2 = shutil.copy2
+
+    def the_other_run_copies_too(source, target):
+        if not (folder / "x.jpg").exists():
+            (folder / "x.jpg").write_bytes(b"the other run's photo")
+        return copy2(source, target)
+
+    monkeypatch.setattr(shutil, "copy2", the_other_run_copies_too)
+    assert copy_into(src, folder) == (folder / "x-2.jpg", True)
+    assert (folder / "x.jpg").read_bytes() == b"the other run's photo"
+    assert (folder / "x-2.jpg").read_bytes() == b"this run's photo"
+    assert sorted(p.name for p in folder.iterdir()) == ["x-2.jpg", "x.jpg"]  # nothing staged is left
+    assert copy_into(src, folder) == (folder / "x-2.jpg", False)  # a rerun finds it

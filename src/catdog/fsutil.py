@@ -73,15 +73,31 @@ def copy_into(src: str | os.PathLike, folder: str | os.PathLike) -> tuple[Path, 
     copy and whether it is new. A file of that name with the same bytes is the copy already (a rerun copies
     nothing twice); one with other bytes makes it ``name-2.jpg``, then ``name-3.jpg`` ..."""
     src, folder = Path(src), Path(folder)
+    staged = folder / f".{src.name}.{os.getpid()}.copy"  # the whole copy first, then linked under its name
     n = 1
-    while True:
-        dest = folder / (src.name if n == 1 else f"{src.stem}-{n}{src.suffix}")
-        if not dest.exists():
-            atomic_write(dest, lambda tmp: shutil.copy2(src, tmp))
-            return dest, True
-        if dest.stat().st_size == src.stat().st_size and filecmp.cmp(src, dest, shallow=False):
-            return dest, False
-        n += 1
+    try:
+        while True:
+            dest = folder / (src.name if n == 1 else f"{src.stem}-{n}{src.suffix}")
+            if not os.path.lexists(dest):  # a dangling link takes the name too
+                if not staged.exists():
+                    atomic_write(staged, lambda tmp: shutil.copy2(src, tmp))
+                try:
+                    # A link, not a rename: it fails where a file came since the look above (another run
+                    # sorting at once), where a rename, once, replaced that run's photo.
+                    os.link(staged, dest)
+                    return dest, True
+                except FileExistsError:
+                    continue  # look again: it may be this very photo, copied by that run
+                except OSError as err:
+                    if err.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK):
+                        raise
+                    os.replace(staged, dest)  # a file system without hard links (FAT, exFAT): a rename, as before
+                    return dest, True
+            if dest.is_file() and dest.stat().st_size == src.stat().st_size and filecmp.cmp(src, dest, shallow=False):
+                return dest, False
+            n += 1
+    finally:
+        staged.unlink(missing_ok=True)
 
 
 def counted(n: int, noun: str) -> str:

@@ -15,7 +15,7 @@ import typer
 from catdog.cli.app import NeitherThreshold, app, probability
 from catdog.cli.errors import err_console, fail, user_errors
 from catdog.cli.output import print_predictions
-from catdog.fsutil import shown
+from catdog.fsutil import counted, shown
 from catdog.models.files import builtin_name
 
 
@@ -78,8 +78,9 @@ def predict(
     if sort_into is not None:
         there = copied.pop(THERE_ALREADY, 0)
         each = f" ({', '.join(f'{label} {n}' for label, n in sorted(copied.items()))})" if copied else ""
-        already = f"; {there} were there already" if there else ""
-        err_console.print(f"Sorted {copied.total()} photos into '{shown(sort_into)}'{each}{already}.", soft_wrap=True)
+        already = f"; {there} {'was' if there == 1 else 'were'} there already" if there else ""  # not "1 were"
+        photos = counted(copied.total(), "photo")
+        err_console.print(f"Sorted {photos} into '{shown(sort_into)}'{each}{already}.", soft_wrap=True)
     raise typer.Exit(1 if failed else 0)
 
 
