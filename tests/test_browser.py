@@ -316,3 +316,26 @@ def test_a_model_of_other_classes_is_not_asked_about_cats_and_dogs(browser, tmp_
         assert lead.startswith("Which is it: cow or horse?") and "a cat" not in lead, lead
         assert page.title() == "catdog — Which is it: cow or horse?"
         page.close()
+
+
+@pytest.mark.parametrize("builtin", [True, False], ids=["built-in", "horse-cow"])
+def test_unsure_is_no_answer_the_page_asks_about(browser, tmp_path: Path, builtin: bool) -> None:
+    """Under --threshold the model's labels end in `unsure`: the built-in model's page then asked "Which is it:
+    cat, dog, neither or unsure?", and a horse/cow model's "Which is it: cow, horse or unsure?"."""
+    args = ["--threshold", "0.6"]
+    if not builtin:
+        from catdog.models import build_model, save_model_dir
+        from catdog.preprocess import Preprocess
+
+        pre = Preprocess(image_size=64, crop_pct=1.0, interpolation="bilinear")
+        config = {"architecture": "catnet", "classes": ["cow", "horse"], "preprocess": pre.to_dict(), "gate": None}
+        save_model_dir(build_model("catnet", 2, pretrained=False).eval(), config, tmp_path / "horse-cow")
+        args += ["--model", str(tmp_path / "horse-cow")]
+    question = "Is it a cat, a dog, or neither?" if builtin else "Which is it: cow or horse?"
+    with running(*args, log=tmp_path / "server.log") as server:
+        page = browser.new_page()
+        page.goto(server.url + "/")
+        page.wait_for_selector("#model-status:has-text('unsure.')")
+        lead = page.locator("p.lead").inner_text()
+        assert lead.startswith(question), lead
+        page.close()
