@@ -401,3 +401,19 @@ def test_a_model_of_other_classes_is_not_said_to_tell_pets_from_neither(data_roo
     page = (tmp_path / "report" / "report.html").read_text()
     assert "pets" not in done.stdout.lower() and "Pets versus neither" not in page
     assert "<h2>The 'neither' photos</h2>" in page
+
+
+@pytest.mark.parametrize(
+    ("accuracy", "neither", "cell"),
+    [
+        (1.0, 0.0, "1.000"),
+        (0.0, 1.0, "0.000 (100% neither)"),
+        (0.85, 0.12, "0.850 (12% neither)"),
+        (0.99, 1 / 300, "0.990 (<1% neither)"),  # read "(0% neither)"
+        (1 / 300, 299 / 300, "0.003 (>99% neither)"),  # read "(100% neither)" beside an accuracy above 0
+    ],
+)
+def test_a_robustness_cell_never_rounds_its_neither_share_to_either_end(accuracy, neither, cell) -> None:
+    from catdog.report import robustness_cell
+
+    assert robustness_cell(accuracy, neither) == cell

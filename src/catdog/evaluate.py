@@ -364,11 +364,6 @@ def robustness(predictor: Predictor, evaluation: Evaluation, *, samples: int = 3
     }
 
 
-def robustness_cell(accuracy: float, neither: float) -> str:
-    """ "0.850", or "0.850 (12% neither)" where the gate turned some of the corrupted pets away."""
-    return f"{accuracy:.3f}" + (f" ({neither:.0%} neither)" if neither else "")
-
-
 def evaluate(
     model: str | os.PathLike | None,
     data_dir: str | os.PathLike,

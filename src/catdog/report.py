@@ -82,7 +82,12 @@ def reliability_png(evaluation, metrics: dict) -> bytes:
 
 def robustness_cell(accuracy: float, neither: float) -> str:
     """ "0.850", or "0.850 (12% neither)" where the gate turned some of the corrupted pets away."""
-    return f"{accuracy:.3f}" + (f" ({neither:.0%} neither)" if neither else "")
+    if not neither:
+        return f"{accuracy:.3f}"
+    # 1 of 300 read "(0% neither)" and 299 "(100% neither)" beside an accuracy above 0: never round to either end.
+    share = f"{neither:.0%}"
+    share = "<1%" if share == "0%" else ">99%" if share == "100%" and neither < 1 else share
+    return f"{accuracy:.3f} ({share} neither)"
 
 
 def robustness_png(robust: dict) -> bytes:
