@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from catdog.fsutil import counted
 from catdog.images import ImageError, ImageTooLargeError, NotAnImageError, UnsupportedFormatError
 from catdog.inference.predictor import Prediction, _name_in_error
 from catdog.serve.settings import ApiError
@@ -64,7 +65,7 @@ async def _form(request: Request, max_files: int, one_photo: bool = False):
             batch = ": send several to /api/v1/predict/batch instead" if request.url.path.endswith("/predict") else ""
             raise ApiError(413, f"{request.url.path} takes one photo{batch}.") from None
         if str(err.detail).startswith("Too many files"):
-            photos = "1 photo" if max_files == 1 else f"{max_files} photos"
+            photos = counted(max_files, "photo")
             raise ApiError(413, f"Too many files: send at most {photos} in one request (--max-files).") from None
         raise ApiError(400, f"The multipart body cannot be read: {err.detail}") from None
 
