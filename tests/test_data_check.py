@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from catdog.data.check import PLAN_NAME, check_dataset, near_pairs
+from catdog.data.check import PLAN_NAME, check_dataset, near_pairs, summary
 
 from conftest import run_catdog
 
@@ -254,6 +254,16 @@ def test_a_label_conflict_between_near_duplicates_is_counted_with_them(samples_d
     assert "1 near-duplicate group(s) (within 4 bits; 1 a label conflict)" in verdict, verdict
 
 
+def rendered(parts: list) -> str:
+    """The summary as a wide terminal prints it."""
+    from rich.console import Console
+
+    console = Console(file=io.StringIO(), width=400)
+    for part in parts:
+        console.print(part)
+    return console.file.getvalue()
+
+
 def test_near_copies_of_one_photo_are_one_group(samples_dir: Path, tmp_path: Path) -> None:
     """Five re-encodings of one photo are one near-duplicate group (and one problem), not ten pairs; the
     quarantine keeps the largest of them."""
@@ -275,6 +285,9 @@ def test_near_copies_of_one_photo_are_one_group(samples_dir: Path, tmp_path: Pat
     assert report.problems == 1
     moved = sorted(move.path for move in report.to_quarantine)
     assert moved == [f"cat/burst{n}.jpg" for n in range(1, 5)]  # burst0, the largest, stays
+    # Five are not all "N bits apart": a chain joins photos further apart than the pairs that joined them.
+    text = rendered(summary(report))
+    assert f"each within {group['distance']} bits of another" in text and "bits apart" not in text, text
 
 
 def test_cache_follows_file_content(planted: Path, tmp_path: Path) -> None:

@@ -471,6 +471,14 @@ def _move_file(src: Path, dst: Path) -> str:
 # --- human summary ------------------------------------------------------------------------------
 
 
+def _apart(group: dict) -> str:
+    """A pair is "3 bits apart"; in a group of more, two members may be further apart than the widest pair that
+    joined it (a chain), so "4 bits apart" said of five photos was not true of every two."""
+    if len(group["files"]) == 2:
+        return f"{group['distance']} bits apart"
+    return f"each within {group['distance']} bits of another"
+
+
 def summary(report: CheckReport, limit: int = 20) -> list:
     """Rich renderables for a person: counts per class, counts per finding, then the details."""
     from rich.table import Table
@@ -491,9 +499,7 @@ def summary(report: CheckReport, limit: int = 20) -> list:
     rows = {
         "unusable": [(u["path"], u["reason"]) for u in report.unusable],
         "duplicate": [(", ".join(d["files"]), _labels(d)) for d in report.duplicates],
-        "near-duplicate": [
-            (", ".join(d["files"]), f"{d['distance']} bits apart; {_labels(d)}") for d in report.near_duplicates
-        ],
+        "near-duplicate": [(", ".join(d["files"]), f"{_apart(d)}; {_labels(d)}") for d in report.near_duplicates],
         "wrong extension": [
             (m["path"], f"{m['content']} content named {m['extension']}") for m in report.extension_mismatches
         ],
