@@ -125,3 +125,14 @@ def test_only_the_most_recently_used_model_exports_are_kept(tmp_path: Path, monk
     assert removed == sorted(set(made) - set(kept), key=made.index)
     assert sorted(folder.glob("*.onnx")) == sorted([*kept, features])
     assert sorted(folder.glob("*.lock")) == sorted(export.with_suffix(".lock") for export in kept)
+
+
+def test_one_item_reads_as_one(samples_dir: Path, tmp_path: Path) -> None:
+    """A cache of one item read "in 1 items" and "(1 items)"."""
+    cache = tmp_path / "cache"
+    assert run_catdog("data", "check", str(samples_dir), "--cache-dir", str(cache)).returncode == 0
+    (cache / "hashes.json").unlink()  # the check's results alone are left
+    shown = run_catdog("cache", "--cache-dir", str(cache))
+    assert " in 1 item (catdog cache --clear" in shown.stdout, shown.stdout
+    cleared = run_catdog("cache", "--clear", "--cache-dir", str(cache))
+    assert " freed (1 item)." in cleared.stdout, cleared.stdout

@@ -175,9 +175,10 @@ def cache(
     if clear:
         were, stay = ("was", "stays") if kept == 1 else ("were", "stay")
         others = f"; {counted(kept, 'other file')} in its folders {were} not catdog's and {stay}" if kept else ""
-        out.print(f"Cleared catdog's cache in {root}: {_size(total)} freed ({len(parts)} items){others}.")
+        out.print(f"Cleared catdog's cache in {root}: {_size(total)} freed ({counted(len(parts), 'item')}){others}.")
         return
-    out.print(f"catdog's cache: {root}, {_size(total)} in {len(parts)} items (catdog cache --clear frees it all)")
+    items = counted(len(parts), "item")  # "1 items" once, beside the "1 other file" it says right
+    out.print(f"catdog's cache: {root}, {_size(total)} in {items} (catdog cache --clear frees it all)")
     for part in sorted(parts, key=lambda p: -p.size_bytes):
         out.print(f"  {_size(part.size_bytes):>9}  {part.path}  [dim]{part.holds}[/]")
 
