@@ -266,3 +266,15 @@ def test_a_copy_never_replaces_a_file_that_came_while_it_was_copied(tmp_path, mo
     assert (folder / "x-2.jpg").read_bytes() == b"this run's photo"
     assert sorted(p.name for p in folder.iterdir()) == ["x-2.jpg", "x.jpg"]  # nothing staged is left
     assert copy_into(src, folder) == (folder / "x-2.jpg", False)  # a rerun finds it
+
+
+def test_sort_into_refuses_a_folder_a_recursive_glob_reaches(tmp_path, cat_photo):
+    """'photos/**/*.jpg' with --sort-into photos/sorted: the next run classified (and sorted) the copies too."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "x.jpg").write_bytes(cat_photo.read_bytes())
+    done = run_catdog("predict", f"{photos}/**/*.jpg", "--sort-into", str(photos / "sorted"))
+    assert done.returncode == 2 and "which is being classified; choose a folder outside it." in done.stderr
+    assert not (photos / "sorted").exists()
+    beside = run_catdog("predict", f"{photos}/**/*.jpg", "--sort-into", str(tmp_path / "sorted"))
+    assert beside.returncode == 0 and (tmp_path / "sorted" / "cat" / "x.jpg").exists(), beside.stderr

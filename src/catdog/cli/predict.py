@@ -92,9 +92,16 @@ def _check_sort_folder(folder: str, paths: list[str]) -> None:
     the copies too)."""
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise fail(f"--sort-into '{shown(folder)}' is a file; give a folder to copy the photos into.")
+    import glob
+    from itertools import takewhile
+
     target = Path(folder).resolve()
     for path in paths:
-        if os.path.isdir(path) and (target == Path(path).resolve() or Path(path).resolve() in target.parents):
+        if "**" in path and not os.path.exists(path):  # 'photos/**/*.jpg' reaches as deep as 'photos' does
+            within = Path(*takewhile(lambda part: not glob.has_magic(part), Path(path).parts))
+        else:
+            within = Path(path)
+        if within.is_dir() and (target == within.resolve() or within.resolve() in target.parents):
             raise fail(f"--sort-into '{shown(folder)}' is inside '{shown(path)}', which is being classified; "
                        "choose a folder outside it.")  # fmt: skip
 
