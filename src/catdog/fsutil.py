@@ -73,14 +73,21 @@ def copy_into(src: str | os.PathLike, folder: str | os.PathLike) -> tuple[Path, 
     copy and whether it is new. A file of that name with the same bytes is the copy already (a rerun copies
     nothing twice); one with other bytes makes it ``name-2.jpg``, then ``name-3.jpg`` ..."""
     src, folder = Path(src), Path(folder)
-    staged = folder / f".{src.name}.{os.getpid()}.copy"  # the whole copy first, then linked under its name
+    staged: Path | None = None  # the whole copy, made once, then linked under its name
     n = 1
     try:
         while True:
             dest = folder / (src.name if n == 1 else f"{src.stem}-{n}{src.suffix}")
             if not os.path.lexists(dest):  # a dangling link takes the name too
-                if not staged.exists():
-                    atomic_write(staged, lambda tmp: shutil.copy2(src, tmp))
+                if staged is None:  # a short name of its own: '.<name>.<pid>' made long names too long
+                    folder.mkdir(parents=True, exist_ok=True)
+                    fd, name = tempfile.mkstemp(prefix=".catdog-", suffix=".copy", dir=folder)
+                    os.close(fd)
+                    staged = Path(name)
+                    shutil.copy2(src, staged)
+                    with open(staged, "rb") as handle:
+                        os.fsync(handle.fileno())
+                    os.chmod(staged, 0o666 & ~_umask())  # mkstemp makes 0600, as atomic_write says
                 try:
                     # A link, not a rename: it fails where a file came since the look above (another run
                     # sorting at once), where a rename, once, replaced that run's photo.
@@ -97,7 +104,8 @@ def copy_into(src: str | os.PathLike, folder: str | os.PathLike) -> tuple[Path, 
                 return dest, False
             n += 1
     finally:
-        staged.unlink(missing_ok=True)
+        if staged is not None:
+            staged.unlink(missing_ok=True)
 
 
 def counted(n: int, noun: str) -> str:
