@@ -76,6 +76,40 @@ def gif_frames(frames: int = 1000, side: int = 16) -> bytes:
     return encode(images[0], "GIF", save_all=True, append_images=images[1:], duration=10, loop=0)
 
 
+def many_scans_jpeg(width: int = 1024, height: int = 1024, scans: int = 1000, junk: bytes = b"") -> bytes:
+    """A valid progressive grayscale JPEG whose AC scan comes ``scans`` times: libjpeg decodes each over the image.
+
+    Every block is zero, so one scan is a few end-of-band runs (a few bytes): 1,000 scans of a megapixel take
+    30 kB and a second to decode, 10,000 of 40 MP a minute. ``junk`` goes before each scan's marker (libjpeg
+    skips it with a warning).
+    """
+
+    def segment(marker: int, payload: bytes) -> bytes:
+        return bytes([0xFF, marker]) + struct.pack(">H", len(payload) + 2) + payload
+
+    def entropy(symbols: list[tuple[int, int]]) -> bytes:  # (value, bits) pairs, then 1-bits padding, FF stuffed
+        bits = "".join(format(value, f"0{n}b") for value, n in symbols if n)
+        bits += "1" * (-len(bits) % 8)
+        return bytes(int(bits[k : k + 8], 2) for k in range(0, len(bits), 8)).replace(b"\xff", b"\xff\x00")
+
+    blocks = -(-width // 8) * -(-height // 8)
+    out = b"\xff\xd8" + segment(0xDB, b"\x00" + b"\x01" * 64)  # SOI, a quantisation table of ones
+    out += segment(0xC2, struct.pack(">BHHB", 8, height, width, 1) + b"\x01\x11\x00")  # progressive, grayscale
+    # Huffman tables of one symbol each (code "0"): DC difference 0, and AC "EOB run of 2^14 or more" (EOB14).
+    out += segment(0xC4, b"\x00" + b"\x01" + b"\x00" * 15 + b"\x00")
+    out += segment(0xC4, b"\x10" + b"\x01" + b"\x00" * 15 + b"\xe0")
+    out += segment(0xDA, b"\x01\x01\x00\x00\x00\x00") + entropy([(0, 1)] * blocks)  # the DC scan: all zero
+    assert blocks >= 16384, "an EOB14 run covers 16,384 to 32,767 blocks: make the image larger"
+    runs, left = [], blocks
+    while left:
+        run = min(left, 32767)
+        run -= max(0, 16384 - (left - run)) if left > run else 0  # the last run keeps at least 16,384
+        runs.append(run)
+        left -= run
+    ac = segment(0xDA, b"\x01\x01\x00\x01\x3f\x00") + entropy([(0, 1), *((r - 16384, 14) for r in runs)])
+    return out + (junk + ac) * scans + b"\xff\xd9"
+
+
 def garbled_tiffs(img: Image.Image, rng: random.Random) -> list[tuple[str, bytes, str]]:
     """TIFFs with a sound header whose compressed strip is random bytes: libtiff's own decoders fail.
 
@@ -160,6 +194,7 @@ def corpus(seed: int = 0, offsets: int = 24) -> list[Case]:
         Case("tall-1x65535.png", encode(Image.new("RGB", (1, 65535), (200, 120, 40)), "PNG"), "ok"),
         Case("wide-65535x1.png", encode(Image.new("RGB", (65535, 1), (40, 120, 200)), "PNG"), "ok"),
         Case("frames-1000.gif", gif_frames(), "ok"),
+        Case("scans-1000.jpg", many_scans_jpeg(), "error"),
         Case("cmyk.jpg", encode(img.convert("CMYK"), "JPEG"), "ok"),
         Case("gray16.png", encode(Image.fromarray(gray16), "PNG"), "ok"),
         Case("rgba.png", encode(img.convert("RGBA"), "PNG"), "ok"),

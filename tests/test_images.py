@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
+import time
 import zipfile
 import zlib
 
@@ -25,6 +26,7 @@ from catdog.images import (
 )
 
 from conftest import image_bytes
+from hostile import many_scans_jpeg
 
 
 @pytest.mark.parametrize(
@@ -205,6 +207,27 @@ def _png_header_only(width: int, height: int) -> bytes:
 def test_png_bomb_is_refused_from_the_header():
     with pytest.raises(ImageTooLargeError, match="60000x60000"):
         decode(_png_header_only(60000, 60000))
+
+
+@pytest.mark.parametrize("junk", [b"", b"\x00\x00"], ids=["plain", "junk-before-each-scan"])
+def test_a_jpeg_of_endless_scans_is_refused_from_its_markers(junk):
+    """Each scan is decoded over the whole image: 10,000 of 40 MP (700 kB) kept a server's thread busy a minute."""
+    bomb = many_scans_jpeg(6400, 6250, 10_000, junk)
+    started = time.perf_counter()
+    with pytest.raises(ImageTooLargeError, match="progressive JPEG of more than 100 scans"):
+        decode(bomb, max_pixels=40_000_000)
+    assert time.perf_counter() - started < 1.0
+
+
+def test_scans_are_counted_as_libjpeg_reads_them():
+    """The limit itself decodes; FF DA bytes in an EXIF thumbnail or an ICC profile are no scans."""
+    assert decode(many_scans_jpeg(scans=images.MAX_JPEG_SCANS - 1)).size == (1024, 1024)  # and the DC scan
+    with pytest.raises(ImageTooLargeError):
+        decode(many_scans_jpeg(scans=images.MAX_JPEG_SCANS))
+    progressive = image_bytes("JPEG", size=(300, 200), progressive=True)
+    assert images._jpeg_scans(progressive) == 10  # libjpeg's progression for a colour image
+    icc = (b"\xff\xda\x00\x02" * 200)[:700]
+    assert images._jpeg_scans(image_bytes("JPEG", size=(300, 200), icc_profile=icc, exif=icc)) == 1
 
 
 def test_pixel_limit_is_configurable():

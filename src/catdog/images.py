@@ -12,6 +12,7 @@ import ctypes
 import io
 import logging
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,14 @@ pillow_heif.register_heif_opener()
 # (--max-megapixels), photos from strangers; the phone app decodes whole, within APP_MAX_PIXELS.
 DEFAULT_MAX_PIXELS = 200_000_000
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+# Scans in one progressive JPEG. libjpeg decodes every scan over the whole image, and a scan of blocks that are
+# all zero takes a few bytes (one end-of-band run), so a 700 kB upload of 10,000 scans at 40 MP kept a decode
+# thread busy for a minute, long after the client's 30 s timeout (2-core EPYC, 2026-12-06). A camera's or an
+# encoder's progressive JPEG has about 10 (mozjpeg's at most a few dozen); libtiff refuses JPEG data over 100 too.
+MAX_JPEG_SCANS = 100
+# A marker with a length: FF then not 00 (a stuffed byte in scan data), a restart or TEM (no length), or another FF
+# (a fill byte: the search goes on from it). No "\xff+": that form searched a 1 MB photo 40 times slower.
+_NEXT_MARKER = re.compile(rb"\xff([^\x00\x01\xd0-\xd8\xff])")
 
 # Pillow's own bomb guard warns or raises at its own thresholds; we apply ours from the
 # header instead, so the limit is the one the caller chose.
@@ -263,7 +272,29 @@ def _open(data: bytes, name: str | None, max_pixels: int) -> Image.Image:
         size, limit = width * height / 1e6, max_pixels / 1e6
         digits = next(d for d in range(1, 7) if round(size, d) > limit or d == 6)  # never "40 MP, over 40 MP"
         raise ImageTooLargeError(f"{label} is {width}x{height} ({size:.{digits}f} MP), over the {limit:g} MP limit.")
+    if img.format in ("JPEG", "MPO") and _jpeg_scans(data) > MAX_JPEG_SCANS:
+        raise ImageTooLargeError(
+            f"{label} is a progressive JPEG of more than {MAX_JPEG_SCANS} scans (a photo has about 10), "
+            "which would take minutes to decode; save it again as an ordinary JPEG."
+        )
     return img
+
+
+def _jpeg_scans(data: bytes) -> int:
+    """The scans of a JPEG's first image, counted without decoding it (up to one past the limit).
+
+    A walk from marker to marker as libjpeg's: a segment is skipped by its length, and whatever lies between one
+    and the next marker (scan data, bytes libjpeg skips as junk) is searched past, so that bytes FF DA inside an
+    EXIF thumbnail or an ICC profile are not counted and junk before a scan does not hide it.
+    """
+    scans, i = 0, 2  # after SOI
+    while scans <= MAX_JPEG_SCANS and (found := _NEXT_MARKER.search(data, i)):
+        marker, i = found[1][0], found.end()
+        if marker == 0xD9:  # end of the first image (an MPO's others follow)
+            break
+        scans += marker == 0xDA
+        i += int.from_bytes(data[i : i + 2], "big")  # the segment's length, its own two bytes included
+    return scans
 
 
 def _short(err: Exception) -> str:
