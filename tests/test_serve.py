@@ -302,6 +302,17 @@ def test_metrics(client: httpx.Client, cat_photo: Path) -> None:
     assert metric(client.get("/metrics").text, name, **spec) == metric(text, name, **spec) + 1  # not "unmatched"
 
 
+def test_metrics_count_made_up_methods_as_one(client: httpx.Client) -> None:
+    """Any token is a method to uvicorn's h11 server: one series per made-up method grew /metrics without bound."""
+    name = "catdog_http_requests_total"
+    before = metric(client.get("/metrics").text, name, route="/healthz", method="other", status="405")
+    for k in range(5):
+        assert client.request(f"MADEUP{k}", "/healthz").status_code == 405
+    text = client.get("/metrics").text
+    assert "MADEUP" not in text
+    assert metric(text, name, route="/healthz", method="other", status="405") == before + 5
+
+
 # -- loading, busy, timeouts, shutdown (servers of their own) ------------------------------------
 
 

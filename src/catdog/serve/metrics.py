@@ -48,6 +48,12 @@ class ServeMetrics:
         self.batch_seconds.observe(seconds)
 
 
+# The methods counted by name; any other is "other". uvicorn's h11 server takes any token as a method, so a client
+# sending a new one each request (FOO1, FOO2, ...; up to its 16 kB of headers) added series without bound: memory
+# and a /metrics page that grew with every request.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"})
+
+
 class MetricsMiddleware:
     """Counts every HTTP request by its route template (never the raw path: bounded label values)."""
 
@@ -73,5 +79,6 @@ class MetricsMiddleware:
         finally:
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
-            self.metrics.requests.labels(path, scope["method"], str(status)).inc()
+            method = scope["method"] if scope["method"] in METHODS else "other"
+            self.metrics.requests.labels(path, method, str(status)).inc()
             self.metrics.latency.labels(path).observe(time.perf_counter() - start)
