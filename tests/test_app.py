@@ -385,6 +385,7 @@ def test_installable_manifest_and_service_worker(browser, playwright, server):
     assert page_response.headers["cross-origin-opener-policy"] == "same-origin"
     redirect = httpx.get(server.url + "/app?backend=wasm")  # the address the docs give keeps its query
     assert redirect.status_code == 308 and str(redirect.next_request.url) == server.url + "/app/?backend=wasm"
+    assert httpx.head(server.url + "/app").status_code == 308
     assert page_response.headers["cross-origin-embedder-policy"] == "require-corp"
     sw = httpx.get(server.url + "/app/sw.js").text
     assert "__VERSION__" not in sw and "__FILES__" not in sw and "__ON_USE__" not in sw and '"model.onnx"' in sw

@@ -70,7 +70,7 @@ def _file(path: Path) -> Response:
     return FileResponse(path, media_type=media_type, headers=headers)
 
 
-@router.get("/app")
+@router.api_route("/app", methods=["GET", "HEAD"])  # HEAD too, as /app/ answers it (a link checker's 405)
 async def app_redirect(request: Request) -> Response:
     """``/app`` → ``/app/``, the app's scope; the query goes along (``/app?backend=wasm`` lost it). Relative, so
     that behind a proxy ``/prefix/app`` goes to ``/prefix/app/`` (not to ``/app/``, outside it)."""
