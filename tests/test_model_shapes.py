@@ -16,7 +16,7 @@ from catdog.models import ModelError, build_model, load_model_dir, save_model_di
 from catdog.models.scratch import CatNet
 from catdog.preprocess import Preprocess
 
-from conftest import run_catdog
+from conftest import run_catdog_in_process
 from hostile import one_sentence
 
 PRE = Preprocess(image_size=64, crop_pct=1.0, interpolation="bilinear")
@@ -59,11 +59,11 @@ def test_the_24_channel_catnet_predicts_and_exports_from_the_command_line(
     tmp_path: Path, cat_photo: Path, samples_dir: Path
 ) -> None:
     model_dir = saved(trained_looking(CatNet(2, stem_width=24)), "catnet", tmp_path / "old")
-    predicted = run_catdog("predict", "--model", str(model_dir), str(cat_photo), "--json", timeout=300)
+    predicted = run_catdog_in_process("predict", "--model", str(model_dir), str(cat_photo), "--json")
     assert predicted.returncode == 0, predicted.stderr
     assert '"label"' in predicted.stdout
     onnx = tmp_path / "old.onnx"
-    exported = run_catdog("export", str(model_dir), "--out", str(onnx), "--check-data", str(samples_dir), timeout=300)
+    exported = run_catdog_in_process("export", str(model_dir), "--out", str(onnx), "--check-data", str(samples_dir))
     assert exported.returncode == 0, exported.stderr
     assert onnx.stat().st_size > 1_000_000
 

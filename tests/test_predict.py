@@ -18,7 +18,7 @@ from catdog.models.pretrained import create_pretrained, load_packaged_weights
 from catdog.predict import Outputs, Predictor, expand_inputs
 from test_images import _png_header_only
 
-from conftest import fewest_correct, pinned_photos, run_catdog
+from conftest import fewest_correct, pinned_photos, run_catdog, run_catdog_in_process
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +205,7 @@ def test_sort_into_copies_each_photo_into_its_answer(tmp_path, samples_dir, data
     (photos / "notes.jpg").write_text("not a photo")
     out = tmp_path / "sorted"
     for run in range(2):
-        done = run_catdog("predict", "--json", str(photos), "--sort-into", str(out))
+        done = run_catdog_in_process("predict", "--json", str(photos), "--sort-into", str(out))
         assert done.returncode == 1 and len(json.loads(done.stdout)) == 5  # notes.jpg failed; the rest answered
         copies = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
         assert set(copies) == {"cat/x.jpg", "cat/x-2.jpg", "dog/dog.jpg", "neither/horse.jpeg"}, copies
@@ -215,7 +215,7 @@ def test_sort_into_copies_each_photo_into_its_answer(tmp_path, samples_dir, data
         assert done.stderr.strip() == f"Sorted 4 photos into '{out}' (cat 2, dog 1, neither 1){already}.", done.stderr
     assert (out / "dog" / "dog.jpg").stat().st_mtime == (photos / "dog.jpg").stat().st_mtime  # its date kept
 
-    inside = run_catdog("predict", str(photos), "--sort-into", str(photos / "sorted"))
+    inside = run_catdog_in_process("predict", str(photos), "--sort-into", str(photos / "sorted"))
     assert inside.returncode == 2 and inside.stderr.strip() == (
         f"error: --sort-into '{photos / 'sorted'}' is inside '{photos}', which is being classified; "
         "choose a folder outside it."
@@ -229,7 +229,7 @@ def test_a_45_megapixel_camera_photo_is_answered(tmp_path, cat_photo):
     big = tmp_path / "z7.jpg"
     with Image.open(cat_photo) as photo:
         photo.convert("RGB").resize((8256, 5504)).save(big, quality=85)  # 45.4 MP
-    [answer] = json.loads(run_catdog("predict", "--json", str(big)).stdout)
+    [answer] = json.loads(run_catdog_in_process("predict", "--json", str(big)).stdout)
     assert answer["label"] == "cat", answer
     with pytest.raises(ImageTooLargeError, match=r"16400x12300 \(201.7 MP\), over the 200 MP limit"):
         decode(_png_header_only(16400, 12300))
@@ -239,7 +239,7 @@ def test_sort_into_one_photo_reads_as_one(tmp_path, cat_photo):
     """One photo sorted twice read "Sorted 1 photos ...; 1 were there already"."""
     out = tmp_path / "sorted"
     for run in range(2):
-        done = run_catdog("predict", str(cat_photo), "--sort-into", str(out))
+        done = run_catdog_in_process("predict", str(cat_photo), "--sort-into", str(out))
         already = "; 1 was there already" if run else ""
         assert done.stderr.strip() == f"Sorted 1 photo into '{out}' (cat 1){already}.", done.stderr
 

@@ -643,12 +643,13 @@ def test_existing_model_is_not_overwritten_and_resume_needs_a_run(small_dev: Pat
     out = tmp_path / "m"
     out.mkdir()
     (out / "model.safetensors").write_bytes(b"keep me")
-    _fails_cleanly(run_catdog("train", str(small_dev), "--out", str(out)), "already holds a model")
-    _fails_cleanly(run_catdog("train", str(small_dev), "--out", str(out), "--resume"), "no unfinished run")
+    train_here = run_catdog_in_process  # refusals before any training: seconds in this process, not an import each
+    _fails_cleanly(train_here("train", str(small_dev), "--out", str(out)), "already holds a model")
+    _fails_cleanly(train_here("train", str(small_dev), "--out", str(out), "--resume"), "no unfinished run")
     assert (out / "model.safetensors").read_bytes() == b"keep me"
     # A model inside its data folder became a class (or a cat) of the next run.
     inside = small_dev / "model"
-    _fails_cleanly(run_catdog("train", str(small_dev), "--out", str(inside)), "is inside the data folder")
+    _fails_cleanly(train_here("train", str(small_dev), "--out", str(inside)), "is inside the data folder")
     assert not inside.exists()
 
 
