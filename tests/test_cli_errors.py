@@ -128,33 +128,29 @@ def test_a_backbone_to_download_with_no_hub_in_reach_is_one_sentence(samples_dir
     assert "'resnet18'" in done.stderr and "127.0.0.1:9 cannot be reached" in done.stderr
 
 
-def test_serve_refuses_a_neither_threshold_for_a_model_with_no_gate(tmp_path: Path) -> None:
-    """It was a 503 "could not be loaded" on every request after startup; now one sentence before serving."""
+@pytest.mark.parametrize(
+    ("architecture", "classes", "said", "not_said"),
+    [
+        # It was a 503 "could not be loaded" on every request after startup; now one sentence before serving.
+        ("seed-cnn", ["cat", "dog"], "has no `neither` gate", "serving on"),
+        # A frozen-Lite0 horse/cow model was told it was "a from-scratch net trained without a neither/ folder".
+        ("tf_efficientnet_lite0", ["cow", "horse"], "a model of cow, horse answers its classes only", "from-scratch"),
+    ],
+)
+def test_serve_refuses_a_neither_threshold_for_a_model_with_no_gate(
+    tmp_path: Path, architecture: str, classes: list[str], said: str, not_said: str
+) -> None:
     import json
 
     from conftest import run_catdog_in_process
 
-    model = tmp_path / "scratch-model"
+    model = tmp_path / "model"
     model.mkdir()
-    config = {"architecture": "seed-cnn", "classes": ["cat", "dog"], "preprocess": {}, "gate": None}
-    (model / "config.json").write_text(json.dumps(config))
-    done = run_catdog_in_process("serve", "--model", str(model), "--neither-threshold", "0.5", "--port", "0")
-    assert done.returncode == 2 and "has no `neither` gate" in done.stderr and "serving on" not in done.stderr
-
-
-def test_neither_threshold_on_a_model_of_other_classes_says_why_it_has_no_gate(tmp_path: Path) -> None:
-    """A frozen-Lite0 horse/cow model was told it was "a from-scratch net trained without a neither/ folder"."""
-    import json
-
-    from conftest import run_catdog_in_process
-
-    model = tmp_path / "horse-cow"
-    model.mkdir()
-    config = {"architecture": "tf_efficientnet_lite0", "classes": ["cow", "horse"], "preprocess": {}, "gate": None}
+    config = {"architecture": architecture, "classes": classes, "preprocess": {}, "gate": None}
     (model / "config.json").write_text(json.dumps(config))
     done = run_catdog_in_process("serve", "--model", str(model), "--neither-threshold", "0.5", "--port", "0")
     assert done.returncode == 2 and "has no `neither` gate" in done.stderr, done.stderr
-    assert "a model of cow, horse answers its classes only" in done.stderr and "from-scratch" not in done.stderr
+    assert said in done.stderr and not_said not in done.stderr, done.stderr
 
 
 def test_serve_takes_a_neither_threshold_for_the_built_in_model() -> None:

@@ -100,7 +100,7 @@ def print_evaluation(result: dict) -> None:
     if result.get("left_out"):
         left_out = result["left_out"]
         out.print(
-            f"[yellow]{len(left_out)} image file{'s' * (len(left_out) != 1)} left out[/]: the folder's layout gives no "
+            f"[yellow]{counted(len(left_out), 'image file')} left out[/]: the folder's layout gives no "
             "label, e.g. "
             f"'{shown(left_out[0])}' ('catdog data check' lists them)."
         )
