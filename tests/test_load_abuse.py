@@ -7,6 +7,8 @@ no unhandled exception.
 
 from __future__ import annotations
 
+import re
+import selectors
 import socket
 import threading
 import time
@@ -15,6 +17,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from catdog.serve.protocol import HEAD_TIMEOUT_S
 
 from hostile import unhandled_errors, vm_rss_mib
 from serving import Server
@@ -188,3 +192,62 @@ def test_clients_vanishing_mid_request(server: Server, samples_dir: Path) -> Non
     assert well_behaved(server, photo)[0] == 200
     assert httpx.get(server.url + "/healthz").status_code == 200
     assert not unhandled_errors(server.log()), server.log()[-5000:]
+
+
+def closed_by_server(socks: list[socket.socket], within: float) -> list[float]:
+    """Seconds until the server closed each socket (``inf`` for those still open after ``within``)."""
+    started = time.monotonic()
+    closed = [float("inf")] * len(socks)
+    with selectors.DefaultSelector() as selector:
+        for i, sock in enumerate(socks):
+            selector.register(sock, selectors.EVENT_READ, i)
+        while selector.get_map() and (left := within - (time.monotonic() - started)) > 0:
+            for key, _ in selector.select(timeout=left):
+                try:
+                    if key.fileobj.recv(4096):
+                        continue  # an answer: not what this waits for
+                except ConnectionResetError:
+                    pass
+                closed[key.data] = time.monotonic() - started
+                selector.unregister(key.fileobj)
+    return closed
+
+
+def answered(sock: socket.socket) -> bytes:
+    """One whole response read from ``sock`` (its head and Content-Length bytes of body)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(4096)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"content-length: (\d+)", head, re.IGNORECASE)[1])
+    while len(body) < length:
+        body += sock.recv(4096)
+    return head
+
+
+def test_half_sent_request_heads_are_closed(server: Server, samples_dir: Path) -> None:
+    """Slowloris: 300 connections that never finish a request head (100 silent, 100 half a request line, 100
+    half a second request after an answer) are all closed within HEAD_TIMEOUT_S (uvicorn held every one);
+    a head trickled over 3 s is answered, and well-behaved clients are served meanwhile."""
+    socks = []
+    for i in range(300):
+        sock = connect(server)
+        if i % 3 == 1:
+            sock.sendall(b"GET /healthz HT")
+        elif i % 3 == 2:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert answered(sock).startswith(b"HTTP/1.1 200")
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # the blank line never comes
+        socks.append(sock)
+    with connect(server) as slow:  # a poor network: a head in three parts over 3 s
+        for part in (b"GET /healthz HTTP/1.1\r\n", b"Host: x\r\n", b"\r\n"):
+            slow.sendall(part)
+            time.sleep(1.5 if part != b"\r\n" else 0)
+        assert answered(slow).startswith(b"HTTP/1.1 200")
+    assert well_behaved(server, small_photo(samples_dir))[0] == 200
+    closed = closed_by_server(socks, within=HEAD_TIMEOUT_S + 5)
+    for sock in socks:
+        sock.close()
+    still_open = [i for i, seconds in enumerate(closed) if seconds == float("inf")]
+    assert not still_open, f"{len(still_open)} of 300 still open after {HEAD_TIMEOUT_S + 5:g} s, e.g. {still_open[:5]}"
+    assert httpx.get(server.url + "/healthz").status_code == 200

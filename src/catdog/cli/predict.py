@@ -168,6 +168,7 @@ def serve(
     import uvicorn
 
     from catdog.serve.app import SETTINGS_ENV, ServeSettings, create_app
+    from catdog.serve.protocol import HeadTimeoutProtocol
 
     if builtin_name(model) is None and not os.path.exists(model):
         raise fail(
@@ -204,6 +205,7 @@ def serve(
     options = dict(
         host=host, port=port, access_log=access_log, server_header=False, timeout_graceful_shutdown=timeout + 5,
         root_path=root_path, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
+        http=HeadTimeoutProtocol,  # h11 with a deadline for request heads: uvicorn has none (slowloris)
     )  # fmt: skip
     if workers == 1:
         uvicorn.run(create_app(settings), **options)
