@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from catdog.serve.protocol import HEAD_TIMEOUT_S
+from catdog.serve.protocol import HEAD_TIMEOUT_S, LINGER_S
 
 from hostile import unhandled_errors, vm_rss_mib
 from serving import Server
@@ -250,4 +250,37 @@ def test_half_sent_request_heads_are_closed(server: Server, samples_dir: Path) -
         sock.close()
     still_open = [i for i, seconds in enumerate(closed) if seconds == float("inf")]
     assert not still_open, f"{len(still_open)} of 300 still open after {HEAD_TIMEOUT_S + 5:g} s, e.g. {still_open[:5]}"
+    assert httpx.get(server.url + "/healthz").status_code == 200
+
+
+@pytest.mark.slow  # ~35 s: the linger deadline is 30 s
+def test_bodies_trickled_after_their_answer_are_cut_off(server: Server) -> None:
+    """20 requests answered before their body came (405 on the page, 413 from the headers) go on sending a
+    byte every 0.5 s: all are closed within LINGER_S of their answer (uvicorn read on for good)."""
+    socks = []
+    for i in range(20):
+        sock = connect(server)
+        path, length = ("/", 1_000_000) if i % 2 else ("/api/v1/predict", 100_000_000)
+        sock.sendall(request_head(path, length))
+        assert answered(sock).split(b" ", 2)[1] == (b"405" if i % 2 else b"413")
+        socks.append(sock)
+    started, still_open = time.monotonic(), set(range(20))
+    while still_open and time.monotonic() - started < LINGER_S + 5:
+        for i in list(still_open):
+            try:
+                socks[i].sendall(b"\xff")
+                socks[i].setblocking(False)
+                if socks[i].recv(1) == b"":
+                    still_open.discard(i)
+            except BlockingIOError:
+                pass
+            except (BrokenPipeError, ConnectionResetError):
+                still_open.discard(i)
+            finally:
+                socks[i].setblocking(True)
+        time.sleep(0.5)
+    for sock in socks:
+        sock.close()
+    assert not still_open, f"{len(still_open)} of 20 still open after {LINGER_S + 5:g} s"
+    assert time.monotonic() - started > LINGER_S - 1  # not cut before: a client still sending sees its answer
     assert httpx.get(server.url + "/healthz").status_code == 200

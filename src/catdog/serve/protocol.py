@@ -1,13 +1,15 @@
-"""uvicorn's HTTP/1.1 protocol (h11) with a deadline for each request's line and headers.
+"""uvicorn's HTTP/1.1 protocol (h11) with deadlines for the bytes no handler is waiting for.
 
 uvicorn times nothing between a connection's first byte and the end of a request's headers: its
 keep-alive timeout runs only between requests, and each byte that arrives cancels it. A client that
 sends half a request line and waits (slowloris) held its connection, and a file descriptor, for good:
-300 such connections were all still open after 20 s, and would have stayed. uvicorn has no option
-for it (its issue #157 lists ``--timeout-request-start`` as not done; ``limit_concurrency`` answers
-503 to new requests once the idle connections fill it, and ``h11_max_incomplete_event_size`` bounds
-the bytes of a head, not the time). Go's ``ReadHeaderTimeout`` and nginx's ``client_header_timeout``
-are what this copies. The body is not timed here: ``--timeout`` bounds an API request, upload included.
+300 such connections were all still open after 20 s, and would have stayed. The same held for the rest
+of a body sent after its answer (a 405, a 413 from the headers, a 503 at ``--timeout``): uvicorn reads
+it only to throw it away, and a byte a second kept the connection. uvicorn has no option for either
+(its issue #157 lists ``--timeout-request-start`` as not done; ``limit_concurrency`` answers 503 to new
+requests once such connections fill it, and ``h11_max_incomplete_event_size`` bounds the bytes of a head,
+not the time). nginx's ``client_header_timeout`` and ``lingering_time`` are what this copies. A body
+being read by a handler is not timed here: ``--timeout`` bounds an API request, upload included.
 """
 
 from __future__ import annotations
@@ -20,44 +22,57 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 # Seconds from a connection's start (or the first byte of a later request on it) to the end of the
 # request's headers. A request head is a packet or two; a phone on a poor network sends it in well under this.
 HEAD_TIMEOUT_S = 10.0
+# Seconds the rest of a body may keep arriving after its request was answered (nginx's lingering_time):
+# the server reads it, so that a client still sending sees the answer rather than a reset connection.
+LINGER_S = 30.0
 
 
 class HeadTimeoutProtocol(H11Protocol):
-    """:class:`H11Protocol` that closes a connection whose request head is not complete within HEAD_TIMEOUT_S.
+    """:class:`H11Protocol` that closes a connection which waits too long for bytes no handler reads.
 
-    The deadline runs while the connection waits for a request head (``their_state`` is IDLE) that has
-    started, or from the connection's start: then the connection is closed without an answer, as nginx
-    and Go close theirs. Between requests uvicorn's keep-alive timeout closes an idle connection first.
+    Awaited are a request's head (``their_state`` IDLE: HEAD_TIMEOUT_S from the connection's start or
+    the head's first byte) and the rest of the body of a request already answered (``our_state`` DONE,
+    ``their_state`` SEND_BODY: LINGER_S from its first late byte). A deadline is never extended by a
+    byte; when it passes, the connection is closed without an answer, as nginx and Go close theirs.
+    Between requests uvicorn's keep-alive timeout closes an idle connection first.
     """
 
-    _head_deadline: asyncio.TimerHandle | None = None
+    _deadline: asyncio.TimerHandle | None = None
+    _deadline_for: float | None = None  # the limit the armed deadline enforces (HEAD_TIMEOUT_S or LINGER_S)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._watch_head()
+        self._watch()
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
-        self._watch_head()
+        self._watch()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._stop_deadline()
+        self._arm(None)
         super().connection_lost(exc)
 
-    def _watch_head(self) -> None:
-        """Arm the deadline while a head is awaited (once: a byte at a time does not extend it); else disarm it."""
-        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
-            if self._head_deadline is None:
-                self._head_deadline = self.loop.call_later(HEAD_TIMEOUT_S, self._head_too_slow)
+    def _watch(self) -> None:
+        """Arm the deadline for what the connection awaits now, once; disarm it while a handler is at work."""
+        their, ours = self.conn.their_state, self.conn.our_state
+        if self.transport.is_closing():
+            limit = None
+        elif their is h11.IDLE:
+            limit = HEAD_TIMEOUT_S
+        elif their is h11.SEND_BODY and ours is h11.DONE:
+            limit = LINGER_S
         else:
-            self._stop_deadline()
+            limit = None
+        if limit != self._deadline_for:
+            self._arm(limit)
 
-    def _stop_deadline(self) -> None:
-        if self._head_deadline is not None:
-            self._head_deadline.cancel()
-            self._head_deadline = None
+    def _arm(self, limit: float | None) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self._deadline = self.loop.call_later(limit, self._too_slow) if limit is not None else None
+        self._deadline_for = limit
 
-    def _head_too_slow(self) -> None:
-        self._head_deadline = None
+    def _too_slow(self) -> None:
+        self._deadline, self._deadline_for = None, None
         if not self.transport.is_closing():
             self.transport.close()
