@@ -623,22 +623,22 @@ def test_opened_while_the_server_still_loads_its_model(browser, playwright, samp
         srv.stop()
 
 
-def test_a_missing_runtime_is_one_clear_sentence(monkeypatch, tmp_path):
-    """An install built without npm: /app answers 503 with the sentence that says what to do."""
-    from fastapi.testclient import TestClient
-
-    from catdog.serve.app import create_app
-
-    (tmp_path / "index.html").write_text("<!doctype html>")
-    monkeypatch.setattr(webapp, "app_dir", lambda: tmp_path)
-    with pytest.raises(webapp.AppNotBuiltError) as err:
-        webapp.runtime_dir()
-    assert "not built" in str(err.value) and "npm" in str(err.value)
-    client = TestClient(create_app())  # no lifespan: the model is not loaded, which /app/ does not need
-    for path in ("/app/", "/app/vendor/ort.wasm.min.mjs"):
-        response = client.get(path)
-        assert response.status_code == 503 and response.json()["error"] == str(err.value)
-    assert client.get("/app/nothing.js").status_code == 404
+def test_a_missing_runtime_is_one_clear_sentence_without_a_path(monkeypatch, tmp_path):
+    """An install built without npm: /app answers 503 with the sentence that says what to do. It named the
+    folder the files were missing from, a path on the server's disk, to any client; now only the log does."""
+    install = tmp_path / "site-packages"
+    shutil.copytree(REPO / "src" / "catdog", install / "catdog", ignore=shutil.ignore_patterns("vendor", "__pycache__"))
+    vendor = install / "catdog" / "serve" / "static" / "app" / "vendor"
+    monkeypatch.setenv("PYTHONPATH", str(install))  # the server imports this copy, without its runtime
+    with running(log=tmp_path / "server.log") as srv:
+        for path in ("/app/", "/app/vendor/ort.wasm.min.mjs", "/app/sw.js"):
+            response = httpx.get(srv.url + path)
+            assert response.status_code == 503, (path, response.text)
+            error = response.json()["error"]
+            assert str(tmp_path) not in error and "not built" in error and "npm" in error, error
+            assert error == getattr(webapp.AppNotBuiltError, "public", None)
+        assert httpx.get(srv.url + "/app/nothing.js").status_code == 404
+    assert srv.log().count(f"missing from {vendor}") == 1, srv.log()  # the log names it, once
 
 
 def test_the_build_copies_the_runtime_files_the_server_serves():

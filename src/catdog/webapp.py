@@ -77,8 +77,20 @@ MEDIA_TYPES = {
 }
 
 
+_NOT_BUILT = (
+    "The phone app's runtime is not built into this install{}: install Node.js and npm, then reinstall catdog "
+    "(pip install .) or run 'python web/build_app.py' in its checkout."
+)
+
+
 class AppNotBuiltError(CatdogError):
-    """The app's runtime (onnxruntime-web) is missing from this install."""
+    """The app's runtime (onnxruntime-web) is missing from this install.
+
+    ``str(err)`` names the missing files and their folder, for the person at this machine (``catdog export``,
+    the server's log); :attr:`public` says it without them, for the server's clients: no path on disk for them.
+    """
+
+    public = _NOT_BUILT.format("")
 
 
 def app_dir() -> Path:
@@ -91,11 +103,7 @@ def runtime_dir() -> Path:
     vendor = app_dir() / "vendor"
     missing = [name for name in VENDOR_FILES if not (vendor / name).is_file()]
     if missing:
-        raise AppNotBuiltError(
-            f"The phone app's runtime is not built into this install ({', '.join(missing)} missing from {vendor}): "
-            "install Node.js and npm, then reinstall catdog (pip install .) or run 'python web/build_app.py' in its "
-            "checkout."
-        )
+        raise AppNotBuiltError(_NOT_BUILT.format(f" ({', '.join(missing)} missing from {vendor})"))
     return vendor
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from pathlib import Path
 
 from fastapi import APIRouter, Request
@@ -17,6 +18,7 @@ from fastapi.responses import FileResponse, RedirectResponse, Response
 from catdog import webapp
 
 router = APIRouter(include_in_schema=False)
+log = logging.getLogger("catdog.serve")
 
 
 class _AppState:
@@ -27,6 +29,7 @@ class _AppState:
         self.config: dict | None = None
         self.model_path: Path | None = None
         self.sw: str | None = None
+        self.said_not_built = False  # the log names the missing files once
 
 
 def _app_state(request: Request) -> _AppState:
@@ -38,6 +41,15 @@ def _app_state(request: Request) -> _AppState:
 
 def _error(status: int, message: str) -> Response:
     return Response(json.dumps({"error": message}), status, media_type="application/json", headers=webapp.APP_HEADERS)
+
+
+def _not_built(request: Request, err: webapp.AppNotBuiltError) -> Response:
+    """503 in a sentence that names no folder of this machine; the log names it, once."""
+    app_state = _app_state(request)
+    if not app_state.said_not_built:
+        app_state.said_not_built = True
+        log.warning("%s", err)
+    return _error(503, err.public)
 
 
 async def _model(request: Request) -> _AppState:
@@ -79,11 +91,11 @@ async def app_redirect(request: Request) -> Response:
 
 
 @router.api_route("/app/", methods=["GET", "HEAD"])
-async def app_page() -> Response:
+async def app_page(request: Request) -> Response:
     try:
         webapp.runtime_dir()
     except webapp.AppNotBuiltError as err:
-        return _error(503, str(err))
+        return _not_built(request, err)
     return _file(webapp.app_dir() / "index.html")
 
 
@@ -110,7 +122,7 @@ async def app_service_worker(request: Request) -> Response:
         try:
             webapp.runtime_dir()
         except webapp.AppNotBuiltError as err:
-            return _error(503, str(err))
+            return _not_built(request, err)
         app_state.sw = await asyncio.to_thread(webapp.service_worker, app_state.config)
     headers = dict(webapp.APP_HEADERS) | {"Cache-Control": "no-cache"}
     return Response(app_state.sw, media_type="text/javascript; charset=utf-8", headers=headers)
@@ -124,10 +136,10 @@ async def app_file(name: str) -> Response:
 
 
 @router.get("/app/vendor/{name}")
-async def app_runtime_file(name: str) -> Response:
+async def app_runtime_file(request: Request, name: str) -> Response:
     if name not in webapp.VENDOR_FILES:
         return _error(404, f"Not found: /app/vendor/{name}")
     try:
         return _file(webapp.runtime_dir() / name)
     except webapp.AppNotBuiltError as err:
-        return _error(503, str(err))
+        return _not_built(request, err)
