@@ -12,6 +12,7 @@ import json
 import re
 import shutil
 import ssl
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,7 @@ from benchmarks.bench_app import BROWSER_ARGS, CHROMIUM, PHONE, WEBGPU_ARGS, sta
 from catdog import webapp
 
 from conftest import builtin_model_available, missing
+from hostile import encode, many_scans_jpeg, photo_like, png_bomb
 from serving import REPO, Server, running
 
 SCREENSHOTS = REPO / "artifacts" / "screenshots"
@@ -354,6 +356,50 @@ def test_a_file_that_is_not_a_photo_gets_one_sentence(browser, playwright, serve
         assert page.locator("#results .card[data-state=error] [role=alert]").count() == 3
         # A batch is listed in the order chosen, above the one before (each card was put first).
         assert page.locator("#results .card .name").all_inner_texts() == ["cut.jpg", "empty.jpg", "holiday.jpg"]
+    finally:
+        context.close()
+
+
+# Run in the app's workers: counts the photos the browser is asked to decode (camera frames are not Blobs).
+COUNT_DECODES = """() => {
+    self.decoded = 0;
+    const decode = self.createImageBitmap;
+    self.createImageBitmap = (source, ...rest) => {
+        if (source instanceof Blob) self.decoded += 1;
+        return decode(source, ...rest);
+    };
+}"""
+
+
+def test_a_photo_over_the_limit_is_refused_before_it_is_decoded(browser, playwright, server, tmp_path, cat_photo):
+    """A phone's 200-MP photo (16320x12240, 800 MB decoded) was decoded whole before the app's 40-MP check, which a
+    phone's tab may not survive. A JPEG and a PNG that size (valid files of one colour, 1.7 MB and 0.6 MB) are now
+    refused from their headers with the app's sentence, the browser never asked to decode them; others still are."""
+    jpeg, png = tmp_path / "200mp.jpg", tmp_path / "200mp.png"
+    # Before its frame header, what a camera puts there: EXIF (turned 90 degrees), a thumbnail with a frame header
+    # of its own (not the photo's size), 1.3 MB of maker notes (more than the app reads of a file at once).
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    segments = [(0xE1, exif.tobytes()), (0xE2, encode(photo_like(), "JPEG"))] + [(0xEF, bytes(65_000))] * 20
+    camera = b"".join(bytes([0xFF, marker]) + struct.pack(">H", len(data) + 2) + data for marker, data in segments)
+    grey = many_scans_jpeg(16320, 12240, scans=1)
+    jpeg.write_bytes(grey[:2] + camera + grey[2:])
+    png.write_bytes(png_bomb(16320, 12240, rows=12240))  # every row there: a whole image
+    context, page = phone(browser, playwright, server.url + "/app/")
+    try:
+        for worker in page.workers:
+            worker.evaluate(COUNT_DECODES)
+
+        def decoded() -> int:
+            return sum(worker.evaluate("self.decoded") for worker in page.workers)
+
+        said = answers(page, [jpeg, png])
+        for name in (jpeg.name, png.name):
+            assert said[name] == {"error": f"'{name}' has 199.8 megapixels, over the 40 megapixel limit."}, said
+        assert decoded() == 0
+        assert answers(page, [cat_photo])[cat_photo.name]["label"] == "cat"
+        assert decoded() == 1  # the spy sees a decode
+        assert not page.errors
     finally:
         context.close()
 

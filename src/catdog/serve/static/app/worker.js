@@ -253,7 +253,57 @@ async function whyUnreadable(name, blob) {
   return `'${name}' is not an image this browser can read (it reads JPEG, PNG, WebP, GIF, BMP and AVIF).`;
 }
 
+// A photo's width and height from its header, before it is decoded: a 200-MP photo decodes to 800 MB, which a
+// phone's tab may not have, so one over the limit is refused from these bytes. JPEG (its frame header, SOFn,
+// after the APP segments of EXIF and thumbnails) and PNG (IHDR, the first chunk): what cameras and phones
+// write. null for other formats and anything unexpected: the decoder judges those, and the size is checked after.
+const WINDOW = 1 << 20; // bytes read at once: a JPEG's frame header comes after its APP segments, tens of kB in
+
+async function headerSize(blob) {
+  let start = 0;
+  let view = new DataView(new ArrayBuffer(0));
+  // n bytes at pos as a DataView (null past the end), from a window of the file that moves forward as needed.
+  const bytes = async (pos, n) => {
+    if (pos < start || pos + n > start + view.byteLength) {
+      start = pos;
+      view = new DataView(await blob.slice(pos, pos + WINDOW).arrayBuffer());
+    }
+    return pos + n <= start + view.byteLength ? new DataView(view.buffer, pos - start, n) : null;
+  };
+  const head = await bytes(0, 24);
+  if (head && head.getUint32(0) === 0x89504e47 && head.getUint32(12) === 0x49484452) {
+    return { width: head.getUint32(16), height: head.getUint32(20) }; // PNG: signature, then IHDR
+  }
+  if (!head || head.getUint16(0) !== 0xffd8) return null;
+  for (let pos = 2; ; ) {
+    const segment = await bytes(pos, 9); // FF, marker, length (2 bytes), and a frame header's first 5
+    if (!segment || segment.getUint8(0) !== 0xff) return null;
+    const marker = segment.getUint8(1);
+    if (marker === 0xff) {
+      pos += 1; // a fill byte
+    } else if ((marker >= 0xd0 && marker <= 0xd8) || marker === 0x01) {
+      pos += 2; // a marker without a length (RSTn, SOI, TEM)
+    } else if (marker >= 0xc0 && marker <= 0xcf && ![0xc4, 0xc8, 0xcc].includes(marker)) {
+      return { width: segment.getUint16(7), height: segment.getUint16(5) }; // SOFn: precision, height, width
+    } else if (marker === 0xda || marker === 0xd9) {
+      return null; // a scan, or the end, before any frame header
+    } else {
+      pos += 2 + segment.getUint16(2);
+    }
+  }
+}
+
+const overLimit = (name, width, height) =>
+  new Error(
+    `'${name}' has ${((width * height) / 1e6).toFixed(1)} megapixels, over the ` +
+      `${config.max_pixels / 1e6} megapixel limit.`,
+  );
+
 async function decodePhoto(name, blob) {
+  const declared = await headerSize(blob);
+  if (declared && declared.width * declared.height > config.max_pixels) {
+    throw overLimit(name, declared.width, declared.height);
+  }
   let bitmap;
   try {
     bitmap = await createImageBitmap(blob, {
@@ -266,11 +316,8 @@ async function decodePhoto(name, blob) {
   }
   const { width, height } = bitmap;
   if (width * height > config.max_pixels) {
-    bitmap.close();
-    throw new Error(
-      `'${name}' has ${((width * height) / 1e6).toFixed(1)} megapixels, over the ` +
-        `${config.max_pixels / 1e6} megapixel limit.`,
-    );
+    bitmap.close(); // a format without a size read above (WebP, GIF, BMP, AVIF), or a header that lied
+    throw overLimit(name, width, height);
   }
   let rgba = pixelsOf(bitmap);
   bitmap.close();
