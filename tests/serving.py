@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -82,6 +83,25 @@ def running(*args: str, log: Path) -> Iterator[Server]:
         yield srv
     finally:
         srv.stop()
+
+
+EC_KEY = ("ec", "-pkeyopt", "ec_paramgen_curve:prime256v1")
+
+
+def self_signed(folder: Path, key: tuple[str, ...] = EC_KEY) -> tuple[Path, Path]:
+    """A certificate for laptop.test and 127.0.0.1 and its key (openssl's ``-newkey`` arguments), in ``folder``."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        from conftest import missing
+
+        missing("openssl is not installed (apt-get install openssl)")
+    cert, private = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", *key, "-nodes", "-days", "2", "-keyout", str(private), "-out", str(cert),
+         "-subj", "/CN=laptop.test", "-addext", "subjectAltName=DNS:laptop.test,IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, private
 
 
 def error_of(response: httpx.Response) -> str:

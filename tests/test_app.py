@@ -26,7 +26,7 @@ from catdog import webapp
 
 from conftest import builtin_model_available, missing
 from hostile import encode, many_scans_jpeg, photo_like, png_bomb
-from serving import REPO, Server, running
+from serving import REPO, Server, running, self_signed
 
 SCREENSHOTS = REPO / "artifacts" / "screenshots"
 
@@ -595,16 +595,7 @@ def test_over_plain_http_the_app_says_what_needs_https(playwright, server):
 @pytest.mark.slow  # its own server and browser
 def test_served_over_https_a_phone_on_the_lan_gets_the_camera_and_offline_use(playwright, tmp_path):
     """`catdog serve --ssl-certfile --ssl-keyfile`: the phone app from a laptop, with no proxy, over https."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        missing("openssl is not installed (apt-get install openssl)")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
-         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=laptop.test",
-         "-addext", "subjectAltName=DNS:laptop.test,IP:127.0.0.1"],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    cert, key = self_signed(tmp_path)
     with running("--ssl-certfile", str(cert), "--ssl-keyfile", str(key), log=tmp_path / "server.log") as srv:
         assert srv.url.startswith("https://") and "serving on https://" in srv.log()
         trusting = ssl.create_default_context(cafile=str(cert))

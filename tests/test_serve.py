@@ -7,6 +7,7 @@ import json
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -21,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from catdog.models.files import builtin_config
 
 from conftest import image_bytes, run_catdog
-from serving import Server, error_of
+from serving import Server, error_of, self_signed
 
 pytestmark = pytest.mark.usefixtures("builtin_model")
 
@@ -488,3 +489,37 @@ def test_a_root_path_with_letters_beyond_ascii_serves(tmp_path: Path) -> None:
     finally:
         srv.stop()
     assert "Traceback" not in srv.log(), srv.log()
+
+
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1 is deprecated:DeprecationWarning")  # offered, to be refused
+def test_https_takes_only_modern_tls(tmp_path: Path) -> None:
+    """--ssl-certfile: TLS 1.2 with forward secrecy and AEAD, or 1.3 (Python's own defaults). uvicorn before 0.48
+    set the cipher string 'TLSv1' unless told otherwise, every TLS 1.0 cipher: a TLS 1.2 client then got RSA key
+    exchange (no forward secrecy) and SHA-1 CBC ciphers, and no AES-GCM at all. An RSA certificate, as mkcert's."""
+    cert, key = self_signed(tmp_path, key=("rsa:2048",))
+    srv = Server("--ssl-certfile", str(cert), "--ssl-keyfile", str(key), log=tmp_path / "server.log")
+    try:
+        srv.wait("/healthz")
+
+        def handshake(version: ssl.TLSVersion | None = None, ciphers: str | None = None) -> tuple[str, str] | None:
+            """(protocol, cipher) the server agrees to with a client offering only these, or None if it refuses."""
+            client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            client.check_hostname, client.verify_mode = False, ssl.CERT_NONE
+            if version is not None:
+                client.minimum_version = client.maximum_version = version
+            if ciphers is not None:
+                client.set_ciphers(ciphers + ":@SECLEVEL=0")  # the client offers them; the server must refuse
+            try:
+                raw = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+                with raw, client.wrap_socket(raw) as tls:
+                    return tls.version(), tls.cipher()[0]
+            except (ssl.SSLError, ConnectionResetError):
+                return None
+
+        assert handshake() == ("TLSv1.3", "TLS_AES_256_GCM_SHA384")
+        assert handshake(ssl.TLSVersion.TLSv1_2) == ("TLSv1.2", "ECDHE-RSA-AES256-GCM-SHA384")
+        assert handshake(ssl.TLSVersion.TLSv1_2, "AES128-SHA:AES256-SHA:AES128-GCM-SHA256") is None  # RSA key exchange
+        assert handshake(ssl.TLSVersion.TLSv1_2, "ECDHE-RSA-AES128-SHA:ECDHE-RSA-AES256-SHA") is None  # SHA-1 CBC
+        assert handshake(ssl.TLSVersion.TLSv1_1, "DEFAULT") is None
+    finally:
+        srv.stop()

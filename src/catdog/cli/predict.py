@@ -205,6 +205,7 @@ def serve(
     options = dict(
         host=host, port=port, access_log=access_log, server_header=False, timeout_graceful_shutdown=timeout + 5,
         root_path=root_path, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
+        ssl_ciphers=None,  # Python's modern defaults; uvicorn before 0.48 set 'TLSv1', every TLS 1.0 cipher
         http=HeadTimeoutProtocol,  # h11 with deadlines for request heads and late bodies: uvicorn has none
     )  # fmt: skip
     if workers == 1:
