@@ -115,17 +115,15 @@ def _files_under(folder: Path, skipped: list[tuple[Path, str]]) -> list[Path]:
     return found
 
 
-def _class_folders(root: Path, skipped: list[tuple[Path, str]] | None = None) -> list[Path]:
-    # A linked folder may point anywhere on the machine: not followed, like links further down.
-    try:
-        entries = [p for p in sorted(root.iterdir()) if not is_hidden(p)]
-    except PermissionError as err:
-        if skipped is None:
-            return []
-        skipped.append(_unreadable(err))  # os.walk's errors are named the same way
-        return []
-    if skipped is not None:
-        skipped.extend((p, LINK) for p in entries if p.is_symlink() and p.is_dir())
+def _listing(folder: Path) -> list[Path]:
+    """What ``folder`` holds, sorted, hidden names left out."""
+    return [p for p in sorted(folder.iterdir()) if not is_hidden(p)]
+
+
+def _class_folders(entries: list[Path], skipped: list[tuple[Path, str]]) -> list[Path]:
+    """The folders among a listing's ``entries``. A linked folder may point anywhere on the machine: not
+    followed, like links further down, and named in ``skipped``."""
+    skipped.extend((p, LINK) for p in entries if p.is_symlink() and p.is_dir())
     return [p for p in entries if p.is_dir() and not p.is_symlink()]
 
 
@@ -144,18 +142,27 @@ def discover(root: str | os.PathLike, *, image_files_only: bool = False) -> Data
 
     layout = "folders"
     skipped: list[tuple[Path, str]] = []
+    # Each folder is listed once: a flat folder of 25,000 photos costs a stat or two per name.
     try:
-        listing = sorted(root.iterdir())
+        listing = _listing(root)
     except PermissionError as err:
         raise DatasetError(f"Dataset folder '{root}' cannot be read ({err.strerror}).") from None
-    folders = _class_folders(root, skipped)
-    loose = [p for p in listing if not is_hidden(p) and p.suffix.lower() in IMAGE_EXTENSIONS]
+    folders = _class_folders(listing, skipped)
+    loose = [p for p in listing if p.suffix.lower() in IMAGE_EXTENSIONS]
     skipped.extend((p, LINK) for p in loose if p.is_symlink())
     flat_images = [p for p in loose if p.is_file() and not p.is_symlink()]
     # PetImages, or any single wrapper folder around the class folders.
-    if len(folders) == 1 and not flat_images and _class_folders(folders[0]):
-        layout = "petimages" if folders[0].name.lower() == "petimages" else "folders"
-        folders = _class_folders(folders[0], skipped)
+    if len(folders) == 1 and not flat_images:
+        try:
+            inside = _listing(folders[0])
+        except PermissionError:  # no wrapper that can be seen: the walk of it as a class folder says why
+            inside = []
+        links_inside: list[tuple[Path, str]] = []
+        wrapped = _class_folders(inside, links_inside)
+        if wrapped:
+            layout = "petimages" if folders[0].name.lower() == "petimages" else "folders"
+            folders = wrapped
+            skipped.extend(links_inside)
 
     in_folders = [
         LabelledFile(path, normalize_label(folder.name))
