@@ -149,7 +149,7 @@ def discover(root: str | os.PathLike, *, image_files_only: bool = False) -> Data
         raise DatasetError(f"Dataset folder '{root}' cannot be read ({err.strerror}).") from None
     folders = _class_folders(listing, skipped)
     loose = [p for p in listing if p.suffix.lower() in IMAGE_EXTENSIONS]
-    skipped.extend((p, LINK) for p in loose if p.is_symlink())
+    skipped.extend((p, LINK) for p in loose if p.is_symlink() and not p.is_dir())  # _class_folders names the others
     flat_images = [p for p in loose if p.is_file() and not p.is_symlink()]
     # PetImages, or any single wrapper folder around the class folders.
     if len(folders) == 1 and not flat_images:
