@@ -217,6 +217,9 @@ def test_a_folder_that_cannot_be_read_is_said_not_skipped(tmp_path: Path, sample
         shutil.copy(samples_dir / label / f"{label}.1.jpg", root / label / f"{label}.1.jpg")
         shutil.copy(samples_dir / label / f"{label}.2.jpg", root / label / "locked" / f"{label}.2.jpg")
         (root / label / "locked").chmod(0)
+    # A hidden folder is skipped unread, locked or not (predict once walked into it, then said it cannot be read).
+    (root / "cat" / ".Trash-1000").mkdir()
+    (root / "cat" / ".Trash-1000").chmod(0)
     try:
 
         def catdog(*args: str) -> subprocess.CompletedProcess:
@@ -246,7 +249,12 @@ def test_a_folder_that_cannot_be_read_is_said_not_skipped(tmp_path: Path, sample
         done = catdog("data", "check", str(tmp_path / "only"))
         assert done.returncode == 2 and "(1 folder that cannot be read, e.g." in done.stderr, done.stderr
     finally:
-        for locked in (root / "dog" / "locked", tmp_path / "only" / "cat", root / "cat" / "locked"):
+        for locked in (
+            root / "dog" / "locked",
+            tmp_path / "only" / "cat",
+            root / "cat" / "locked",
+            root / "cat" / ".Trash-1000",
+        ):
             if locked.exists():
                 locked.chmod(0o755)
 

@@ -102,6 +102,19 @@ def test_a_folder_skips_hidden_files_and_folders_as_data_check_does(tmp_path, sa
     assert expand_inputs([str(tmp_path / ".hidden.jpg")]) == [str(tmp_path / ".hidden.jpg")]
 
 
+def test_a_folder_reads_linked_photos_but_enters_no_linked_folder(tmp_path, samples_dir):
+    """Unlike a dataset, a folder to predict reads a linked photo; a linked folder is not entered (a link back
+    up the tree would never end) and a link to nothing is passed over."""
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "b.jpg").symlink_to(samples_dir / "cat" / "cat.1.jpg")
+    (folder / "sub" / "a.jpg").symlink_to(samples_dir / "dog" / "dog.1.jpg")
+    (folder / "sub" / "up").symlink_to("..")
+    (folder / "elsewhere").symlink_to(samples_dir / "dog")
+    (folder / "gone.jpg").symlink_to(tmp_path / "missing.jpg")
+    assert expand_inputs([str(folder)]) == [str(folder / "b.jpg"), str(folder / "sub" / "a.jpg")]
+
+
 def test_expand_inputs_predicts_a_file_once_however_it_is_named(tmp_path, samples_dir, monkeypatch):
     monkeypatch.chdir(samples_dir.parent)
     (tmp_path / "link.jpg").symlink_to(samples_dir / "cat" / "cat.1.jpg")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -97,21 +98,33 @@ def _unreadable(err: OSError) -> tuple[Path, str]:
     return Path(err.filename), f"a folder that cannot be read ({err.strerror})"
 
 
+def walk_files(folder: Path, onerror: Callable[[OSError], object]) -> Iterator[Path]:
+    """The files below ``folder`` and the links, folder by folder in sorted order; hidden names left out.
+
+    Never descends into a linked folder (two links back up a tree make a walk that never ends) nor a hidden
+    one; ``onerror`` hears of each folder that cannot be listed. A link, to a file, a folder or nothing, is
+    yielded as it is: each caller says what a link is to it (``discover`` names it and reads nothing
+    through it, ``predict`` reads a linked photo).
+    """
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=onerror):
+        here = Path(dirpath)
+        dirnames[:] = sorted(d for d in dirnames if not is_hidden(Path(d)))
+        yield from (here / d for d in dirnames if (here / d).is_symlink())
+        for name in sorted(filenames):
+            path = here / name
+            if not is_hidden(path) and (path.is_symlink() or path.is_file()):
+                yield path
+
+
 def _files_under(folder: Path, skipped: list[tuple[Path, str]]) -> list[Path]:
     """Every regular, non-hidden file below ``folder``, sorted, without following links out (each link and
     each folder that cannot be listed goes into ``skipped``, with why)."""
     found = []
-    for dirpath, dirnames, filenames in os.walk(folder, onerror=lambda e: skipped.append(_unreadable(e))):
-        dirnames[:] = sorted(d for d in dirnames if not is_hidden(Path(d)))
-        skipped.extend((Path(dirpath) / d, LINK) for d in dirnames if (Path(dirpath) / d).is_symlink())
-        for name in sorted(filenames):
-            path = Path(dirpath) / name
-            if is_hidden(path):
-                continue
-            if path.is_symlink():
-                skipped.append((path, LINK))
-            elif path.is_file():
-                found.append(path)
+    for path in walk_files(folder, lambda err: skipped.append(_unreadable(err))):
+        if path.is_symlink():
+            skipped.append((path, LINK))
+        else:
+            found.append(path)
     return found
 
 

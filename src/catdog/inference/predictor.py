@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache
@@ -272,16 +272,6 @@ class Predictor:
                 yield from self._predict_loaded(chunk, loaded, "path")
 
 
-def _walk_files(root: Path, onerror: Callable[[OSError], object]) -> Iterator[Path]:
-    """Files below ``root``, not descending into linked folders (a loop never ends); ``onerror`` hears of each
-    folder that cannot be listed."""
-    for dirpath, _, files in os.walk(root, onerror=onerror):
-        for name in files:
-            path = Path(dirpath) / name
-            if path.is_file():
-                yield path
-
-
 def _glob(pattern: str) -> list[str]:
     """The paths a glob names. With ``**``, pathlib's walk, which does not descend into linked folders:
     glob.glob follows them, and two links back up a tree made ``photos/**/*.jpg`` run for ever."""
@@ -349,15 +339,15 @@ def expand_inputs(patterns: list[str]) -> list[str | Prediction]:
     seen: set[str] = set()
     for pattern in patterns:
         if os.path.isdir(pattern):
-            from catdog.data.layout import is_hidden
+            from catdog.data.layout import walk_files
 
-            root = Path(pattern)  # what `catdog data check` skips, predict skips too: hidden files and folders
+            # The walk of `catdog data check`: hidden files and folders skipped, linked folders not entered;
+            # a linked photo is read (is_file follows it), unlike in a dataset.
             unreadable: list[OSError] = []
             found = sorted(
                 str(p)
-                for p in _walk_files(root, unreadable.append)
-                if p.suffix.lower() in IMAGE_EXTENSIONS
-                and not any(is_hidden(Path(part)) for part in p.relative_to(root).parts)
+                for p in walk_files(Path(pattern), unreadable.append)
+                if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
             )
             for err in unreadable:  # a folder it could not list: say so, in its place
                 out.append(
