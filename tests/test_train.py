@@ -630,13 +630,32 @@ def test_resume_refuses_options_the_checkpoint_cannot_honour(tmp_path: Path) -> 
     budget = TrainConfig(data_dir="d", out=str(tmp_path), model="seed-cnn", time_budget=10).resolved()
     save_checkpoint(tmp_path, budget, RunState(epoch=2), *parts())
     assert load_checkpoint(tmp_path, dataclasses.replace(budget, time_budget=20), *parts()).epoch == 2  # the clock
+    with pytest.raises(CatdogError, match="started with no --epochs; resume it with the same options"):
+        load_checkpoint(tmp_path, dataclasses.replace(budget, epochs=5), *parts())
+    # A checkpoint of a catdog that wrote the placeholder 10,000 for "until the budget ends" resumes as it was.
+    save_checkpoint(tmp_path, dataclasses.replace(budget, epochs=10_000), RunState(epoch=2), *parts())
+    assert load_checkpoint(tmp_path, budget, *parts()).epoch == 2
     # A budget that comes or goes changes the schedule's horizon: a 3-epoch run resumed under one trained at 0.
     with pytest.raises(CatdogError, match="started without --time-budget; resume it without one"):
         save_checkpoint(tmp_path, started, RunState(epoch=1), *parts())
-        load_checkpoint(tmp_path, dataclasses.replace(started, time_budget=5.0, epochs=10_000), *parts())
+        load_checkpoint(tmp_path, dataclasses.replace(started, time_budget=5.0), *parts())
     with pytest.raises(CatdogError, match="started with --time-budget; resume it with one"):
         save_checkpoint(tmp_path, budget, RunState(epoch=1), *parts())
         load_checkpoint(tmp_path, dataclasses.replace(budget, time_budget=None, epochs=30), *parts())
+
+
+def test_a_budget_run_records_the_epochs_it_ran_not_a_placeholder(
+    small_dev: Path, shared_cache: Path, tmp_path: Path
+) -> None:
+    """Under --time-budget, config.json said `"epochs": 10000`, a placeholder for "until the budget ends" that
+    read as asked for. What was asked (no --epochs: null, and the budget) and what ran are recorded now."""
+    out = tmp_path / "m"
+    options = dict(model="seed-cnn", image_size=64, batch_size=8, patience=100, workers=0, time_budget=0.1)
+    metrics = train(TrainConfig(data_dir=str(small_dev), out=str(out), cache_dir=str(shared_cache), **options))
+    config = json.loads((out / "config.json").read_text())
+    assert config["training"]["epochs"] is None and config["training"]["time_budget"] == 0.1
+    assert metrics["stopped"] == "time budget spent"
+    assert config["metrics"]["epochs_run"] == len(history(out)) >= 1
 
 
 def test_existing_model_is_not_overwritten_and_resume_needs_a_run(small_dev: Path, tmp_path: Path) -> None:

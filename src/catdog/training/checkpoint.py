@@ -93,9 +93,14 @@ def load_checkpoint(out, cfg, trainable, optimizer, scheduler, scaler, ema=None)
     if (saved.get("time_budget") is None) != (cfg.time_budget is None):  # the schedule's horizon: clock or epochs
         had = "with" if saved.get("time_budget") is not None else "without"
         raise CatdogError(f"The run in '{out}' was started {had} --time-budget; resume it {had} one.")
+    if saved.get("time_budget") is not None and saved.get("epochs") == 10_000:
+        saved = {**saved, "epochs": None}  # catdog before 2026-12-06 wrote 10,000 for "until the budget ends"
     changed = [k for k in RESUME_KEYS if saved.get(k, getattr(TrainConfig, k, None)) != getattr(cfg, k)]
     if changed:
-        options = ", ".join(f"--{k.replace('_', '-')} {saved.get(k)}" for k in changed)
+        options = ", ".join(
+            f"--{k.replace('_', '-')} {saved[k]}" if saved.get(k) is not None else f"no --{k.replace('_', '-')}"
+            for k in changed
+        )
         raise CatdogError(f"The run in '{out}' was started with {options}; resume it with the same options.")
     try:
         trainable.load_state_dict(checkpoint["model"])

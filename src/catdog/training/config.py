@@ -15,7 +15,9 @@ class TrainConfig:
     """Every option of a training run and its default; saved as ``config.json["training"]``.
 
     ``None`` means "the default of this kind of run" (see :data:`FAMILY_DEFAULTS`), resolved by
-    :meth:`resolved` before training, so the saved config always holds the values used.
+    :meth:`resolved` before training, so the saved config always holds the values used. One stays: under a
+    time budget without ``--epochs``, ``epochs`` is None, "as many as the budget allows" (the model's
+    ``metrics.epochs_run`` says how many that was).
     """
 
     data_dir: str
@@ -23,7 +25,7 @@ class TrainConfig:
     model: str = "catnet"  # seed-cnn, catnet, or a timm model name
     freeze: str = "none"  # "none": every layer trains; "backbone": a new head on cached features;
     # "stages:N": the stem and first N stages frozen, the rest fine-tunes on their cached output
-    epochs: int | None = None  # None: the family default, or as many as the time budget allows
+    epochs: int | None = None  # None: the family default; under a time budget, as many as it allows (stays None)
     time_budget: float | None = None  # minutes for everything: decoding, features, training, final evaluation
     batch_size: int | None = None  # global batch (split over torchrun processes)
     lr: float | None = None  # peak learning rate (of the last layers when fine-tuning)
@@ -103,7 +105,8 @@ class TrainConfig:
             raise CatdogError("--drop-path needs a fine-tuned timm backbone (--freeze none or stages:N).")
         defaults = {**FAMILY_DEFAULTS[self.family()], **MODEL_DEFAULTS.get(self.model, {})}
         if self.time_budget is not None:
-            defaults["epochs"] = 10_000  # the budget decides
+            # The budget decides. It was the placeholder 10,000, which config.json then showed as if asked for.
+            del defaults["epochs"]
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         for key, value in defaults.items():
             if values.get(key) is None:

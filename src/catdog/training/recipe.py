@@ -128,7 +128,8 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
 
         # 5. Optimizer, schedule, loss, precision.
         optimizer = make_optimizer(cfg, model, trainable, fused=True)
-        schedule = Schedule(cfg.schedule, cfg.epochs * steps_per_epoch, int(cfg.warmup_epochs * steps_per_epoch))
+        total_steps = cfg.epochs * steps_per_epoch if cfg.epochs is not None else None  # None: the budget's clock
+        schedule = Schedule(cfg.schedule, total_steps, int(cfg.warmup_epochs * steps_per_epoch))
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         criterion, dtype, scaler, mix = step_parts(cfg, len(classes) + learns_neither, device)
         forward_module = wrap(cfg, trainable, ctx)  # DDP, torch.compile
@@ -152,7 +153,7 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
         stop_reason = ""
         timeline.mark("training_started")
         log.info(timeline.training_starts())
-        while state.epoch < cfg.epochs and not stop_reason:
+        while (cfg.epochs is None or state.epoch < cfg.epochs) and not stop_reason:  # None: until the budget ends
             sampler.set_epoch(state.epoch)
             sampler.start = state.step * per_rank_batch
             model.eval()  # with a frozen part, only `trainable` trains (and nothing else sees batches)

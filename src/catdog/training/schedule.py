@@ -67,17 +67,19 @@ class Schedule:
 
     Written out rather than torch's OneCycleLR/CosineAnnealingLR because under a time budget
     the horizon is time, not a step count: the progress is the larger of the step fraction
-    and ``time_fraction`` (set by the training loop).
+    and ``time_fraction`` (set by the training loop). ``total_steps`` None: the time alone
+    (a budget without ``--epochs``).
     """
 
-    def __init__(self, kind: str, total_steps: int, warmup_steps: int) -> None:
+    def __init__(self, kind: str, total_steps: int | None, warmup_steps: int) -> None:
         self.kind = kind
-        self.total_steps = max(1, total_steps)
+        self.total_steps = None if total_steps is None else max(1, total_steps)
         self.warmup_steps = max(1, warmup_steps)
         self.time_fraction = 0.0
 
     def __call__(self, step: int) -> float:
-        progress = min(1.0, max(step / self.total_steps, self.time_fraction))
+        by_steps = step / self.total_steps if self.total_steps else 0.0
+        progress = min(1.0, max(by_steps, self.time_fraction))
         if self.kind == "onecycle":  # cosine up from 1/25 over the first 25%, then cosine down to ~0
             if progress < 0.25:
                 return 1 / 25 + (1 - 1 / 25) * (1 - math.cos(math.pi * progress / 0.25)) / 2
