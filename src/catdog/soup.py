@@ -124,9 +124,21 @@ def soup(cfg: SoupConfig) -> dict:
         )
     configs = [read_config(m) for m in cfg.models]
     check_members(cfg.models, configs)
-    members = [load_model_dir(m)[0] for m in cfg.models]
-    module = members[0]
-    module.load_state_dict(average_weights([m.state_dict() for m in members]))
+    # Each member is read once: measured as `catdog predict` runs it (exported from this copy when its ONNX
+    # export is not cached yet), then averaged. It was read a second time to export it.
+    members = [load_model_dir(m) for m in cfg.models]
+    expected = (configs[0].get("data") or {}).get("val_images")
+    member_accuracy = []
+    for member, loaded in zip(cfg.models, members):
+        accuracy, _, labels = _validation(member, cfg, loaded=loaded)
+        if expected and len(labels) != expected:
+            raise DatasetError(
+                f"'{cfg.data_dir}' has {len(labels)} photos in the models' validation split where they "
+                f"recorded {expected}; give the folder they were trained on."
+            )
+        member_accuracy.append(accuracy)
+    module = members[0][0]  # measured above: now the soup
+    module.load_state_dict(average_weights([m.state_dict() for m, _ in members]))
     del members
 
     # Written beside the destination and moved into place: an interrupted soup leaves no half model.
@@ -134,17 +146,7 @@ def soup(cfg: SoupConfig) -> dict:
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         save_model_dir(module, {**configs[0], "temperature": 1.0}, staging)
-        # The members and the soup on the validation split, each as `catdog predict` runs it.
-        expected = (configs[0].get("data") or {}).get("val_images")
-        member_accuracy = []
-        for member in cfg.models:
-            accuracy, _, labels = _validation(member, cfg)
-            if expected and len(labels) != expected:
-                raise DatasetError(
-                    f"'{cfg.data_dir}' has {len(labels)} photos in the models' validation split where they "
-                    f"recorded {expected}; give the folder they were trained on."
-                )
-            member_accuracy.append(accuracy)
+        # The soup on the validation split as `catdog predict` runs it, at T = 1 for its temperature's fit.
         accuracy, logits, labels = _validation(staging, cfg, forget_export=True)
         metrics = _calibrated(logits, labels) | {
             "val_accuracy": round(accuracy, 5),
@@ -186,17 +188,18 @@ def _calibrated(logits: np.ndarray, labels: np.ndarray) -> dict:
 
 
 def _validation(
-    model_dir: str | Path, cfg: SoupConfig, forget_export: bool = False
+    model_dir: str | Path, cfg: SoupConfig, forget_export: bool = False, loaded: tuple | None = None
 ) -> tuple[float, np.ndarray, np.ndarray]:
     """``(accuracy, log-probabilities, labels)`` of a model directory on its validation split of ``cfg.data_dir``.
 
     The log-probabilities are at the model's temperature (the soup is measured at T = 1). ``forget_export``:
-    remove the ONNX export this made in the user cache (the soup's, whose config is not final yet).
+    remove the ONNX export this made in the user cache (the soup's, whose config is not final yet). ``loaded``:
+    the directory's ``(module, config)`` from ``load_model_dir``, not read again.
     """
     from catdog.evaluate import collect
     from catdog.inference.predictor import Predictor
 
-    predictor = Predictor.load(model_dir, throughput=True)
+    predictor = Predictor.load(model_dir, throughput=True, loaded=loaded)
     try:
         evaluation = collect(predictor, cfg.data_dir, batch_size=cfg.batch_size, split="val").pets()
     finally:

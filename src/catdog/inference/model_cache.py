@@ -122,14 +122,18 @@ def _input_shape(config: dict) -> tuple[int, int, int]:
 
 
 def load_model_fn(
-    model: str | os.PathLike | None, backend: str = "auto", threads: int | None = None
+    model: str | os.PathLike | None,
+    backend: str = "auto",
+    threads: int | None = None,
+    loaded: tuple[nn.Module, dict] | None = None,
 ) -> tuple[Callable, dict, str, str]:
     """``(model_fn, config, name, backend used)`` for the built-in model, a model directory or an .onnx file.
 
     ``backend``: ``onnx`` runs ONNX Runtime (the built-in model or a model directory is exported
     once to the user cache), ``torch`` runs PyTorch eager, ``auto`` tries ONNX Runtime and falls
     back to PyTorch when the export fails. ``threads``: ONNX Runtime's threads per call (default:
-    this process's cores).
+    this process's cores). ``loaded``: the model directory's ``(module, config)`` as
+    :func:`catdog.models.load_model_dir` returned them, when the caller holds them already: not read again.
     """
     if backend not in ("auto", "onnx", "torch"):
         raise CatdogError(f"backend '{backend}' must be auto, onnx or torch.")
@@ -140,7 +144,7 @@ def load_model_fn(
             raise CatdogError("an .onnx file runs only with the onnx backend.")
         sess = session(model, threads)
         return onnx_model_fn(sess), read_config(sess), str(model), "onnx"
-    name, key_files, load = torch_source(model)
+    name, key_files, load = torch_source(model, loaded)
     if backend != "torch":
         try:
             path = cached_export(name, key_files, load)
@@ -167,10 +171,13 @@ def _full_config(sess, model: str | os.PathLike | None) -> dict:
     return read_dir_config(model) | config
 
 
-def torch_source(model: str | os.PathLike | None) -> tuple[str, list[Path], Callable[[], tuple[nn.Module, dict]]]:
+def torch_source(
+    model: str | os.PathLike | None, loaded: tuple[nn.Module, dict] | None = None
+) -> tuple[str, list[Path], Callable[[], tuple[nn.Module, dict]]]:
     """Cache name, files whose bytes identify the weights, and the loader of a torch model.
 
     ``model``: None or a name of BUILTIN_MODELS (``builtin``, ``builtin-large``), or a model directory.
+    ``loaded``: that directory's ``(module, config)``, read already: what the loader returns.
     """
     from catdog.models.files import builtin_files, builtin_name
 
@@ -189,4 +196,4 @@ def torch_source(model: str | os.PathLike | None) -> tuple[str, list[Path], Call
     model_dir = Path(model)
     read_dir_config(model_dir)  # a clear error for a wrong path before anything else
     files = [model_dir / "config.json", model_dir / "model.safetensors"]
-    return "model", files, lambda: load_model_dir(model_dir)
+    return "model", files, lambda: loaded if loaded is not None else load_model_dir(model_dir)

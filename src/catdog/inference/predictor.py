@@ -101,6 +101,7 @@ class Predictor:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         backend: str | None = None,
         throughput: bool = False,
+        loaded: tuple[torch.nn.Module, dict] | None = None,
     ) -> Predictor:
         """The built-in model (``model=None``), a model directory or an ``.onnx`` file.
 
@@ -116,12 +117,15 @@ class Predictor:
         in flight, each decoding its files and then running the model: no core waits for another,
         and no decoding thread competes with the model's threads (measured in benchmarks/bench_predict.py).
         The default gives every core to one batch: the lowest latency, for serving.
+
+        ``loaded``: a model directory's ``(module, config)`` as :func:`catdog.models.load_model_dir` returned
+        them, for a caller that holds them already (``catdog soup``): exported or run without reading them again.
         """
         from catdog.inference.model_cache import load_model_fn
 
         backend = backend or os.environ.get("CATDOG_BACKEND") or "auto"
         cores = local_share_of_cores()
-        model_fn, config, name, used = load_model_fn(model, backend, threads=1 if throughput else None)
+        model_fn, config, name, used = load_model_fn(model, backend, threads=1 if throughput else None, loaded=loaded)
         config = {**config, "backend": used}
         gate = config.get("gate") or {}
         return cls(
