@@ -105,10 +105,10 @@ class GatedTail(nn.Module):
         self, layers: nn.Module, head: nn.Module, gate: nn.Module, open_set: nn.Module | None, stages: int
     ) -> None:
         super().__init__()
-        from catdog.models.pretrained import IMAGENET_CAT_CLASSES, IMAGENET_DOG_CLASSES
+        from catdog.models.builtin import add_class_indices
 
         self.layers, self.head, self.gate, self.open_set, self.stages = layers, head, gate, open_set, stages
-        self.register_buffer("pet_classes", torch.tensor(IMAGENET_CAT_CLASSES + IMAGENET_DOG_CLASSES), persistent=False)
+        add_class_indices(self)
 
     def train(self, mode: bool = True) -> GatedTail:
         super().train(mode)
@@ -123,7 +123,7 @@ class GatedTail(nn.Module):
         if not self.training and all(i >= self.stages - 1 for i in taps):
             tapped = {self.stages - 1: maps.mean(dim=(2, 3))} if self.stages - 1 in taps else {}
             outputs = pristine_outputs(self.gate, maps, self.stages, taps, tapped)
-            pet, looks_like = judge(self.open_set, *outputs, self.pet_classes, tapped)
+            pet, looks_like = judge(self.open_set, *outputs, self.pet_classes, self.non_pet_classes, tapped)
         return self.head(self.layers(maps)), pet, looks_like
 
 

@@ -32,6 +32,13 @@ from catdog.models.pretrained import (
 NON_PET_CLASSES = sorted(set(range(1000)) - set(IMAGENET_CAT_CLASSES + IMAGENET_DOG_CLASSES))
 
 
+def add_class_indices(module: nn.Module) -> None:
+    """The ImageNet class indices the gate reads, as buffers of ``module`` (built once, on its device, never
+    saved): ``pet_classes`` (the cat and dog breeds) and ``non_pet_classes`` (the rest; see :func:`judge`)."""
+    module.register_buffer("pet_classes", torch.tensor(IMAGENET_CAT_CLASSES + IMAGENET_DOG_CLASSES), persistent=False)
+    module.register_buffer("non_pet_classes", torch.tensor(NON_PET_CLASSES), persistent=False)
+
+
 class GatedOutputs(NamedTuple):
     """What a gated model computes: class logits, ``P(cat or dog)``, the ImageNet class it sees, features."""
 
@@ -63,7 +70,7 @@ class GatedClassifier(nn.Module):
         self.gate: nn.Module | None = None
         self.shared_blocks = 0
         self.open_set: OpenSetGate | None = None
-        self.register_buffer("pet_classes", torch.tensor(IMAGENET_CAT_CLASSES + IMAGENET_DOG_CLASSES), persistent=False)
+        add_class_indices(self)
 
     def add_pristine_gate(self, shared_blocks: int) -> GatedClassifier:
         """Copy the backbone's layers after the first ``shared_blocks`` blocks (0: all of it) as the gate.
@@ -100,7 +107,7 @@ class GatedClassifier(nn.Module):
         self, features: torch.Tensor, imagenet_logits: torch.Tensor, tapped: dict[int, torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(P(cat or dog), top non-pet ImageNet class)`` from the pretrained backbone's features, logits, taps."""
-        return judge(self.open_set, features, imagenet_logits, self.pet_classes, tapped)
+        return judge(self.open_set, features, imagenet_logits, self.pet_classes, self.non_pet_classes, tapped)
 
     def parts(self, x: torch.Tensor) -> GatedOutputs:
         """The model's outputs and its pooled features; no gate while training (nothing uses it)."""
@@ -134,15 +141,16 @@ def judge(
     features: torch.Tensor,
     imagenet_logits: torch.Tensor,
     pet_classes: torch.Tensor,
+    non_pet_classes: torch.Tensor,
     tapped: dict[int, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(P(cat or dog), top ImageNet class that is no pet)``: the open-set gate's, or older models' pet mass.
 
     Only a `neither` answer names what the photo looks like, so the class named is never a cat or dog breed:
     a pig the backbone takes for a Maltese dog reads "looks like: hog", its best guess that is no pet.
+    The class indices are the caller's buffers (:func:`add_class_indices`), not a tensor made per call.
     """
-    others = torch.tensor(NON_PET_CLASSES, device=imagenet_logits.device)  # a constant in an ONNX export
-    looks_like = others[imagenet_logits.index_select(1, others).argmax(dim=1)]
+    looks_like = non_pet_classes[imagenet_logits.index_select(1, non_pet_classes).argmax(dim=1)]
     if open_set is None:
         return pet_mass(imagenet_logits, pet_classes), looks_like
     taps = [tapped[i] for i in open_set.taps] if open_set.taps else []
