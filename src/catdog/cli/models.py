@@ -155,7 +155,10 @@ def export(
     ] = None,
     check_images: Annotated[
         int | None,
-        typer.Option(help="How many photos the parity checks use [default: 300; 2,000 for int8's agreement].", min=8),
+        typer.Option(
+            help="How many photos the parity checks use [default: 300; 2,000 for int8's agreement, at least 200].",
+            min=8,
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the parity report as JSON.")] = False,
 ) -> None:
