@@ -732,3 +732,50 @@ def test_agreement_with_python_on_240_photos(browser, playwright, server, python
         assert gap <= 0.02, f"largest probability gap {gap:.4f}"
     finally:
         context.close()
+
+
+def test_an_app_for_other_classes_names_them(tmp_path, samples_dir):
+    """A model trained on other classes: the exported app's page description and manifest (the installed app's
+    name) said "cat, dog or neither"; they name the model's own answers, as served and as exported."""
+    import html.parser
+
+    from catdog.models import build_model, save_model_dir
+    from catdog.models.pretrained import pretrained_preprocess
+
+    model = build_model("tf_efficientnet_lite0", 2, gate=False).eval()  # untrained head: its classes matter here
+    classes = ["cow", "sheep & goat"]  # a folder name with '&': the page escapes it
+    config = {"architecture": "tf_efficientnet_lite0", "classes": classes, "temperature": 1.0}
+    save_model_dir(model, config | {"preprocess": pretrained_preprocess(model).to_dict()}, tmp_path / "m")
+
+    class Description(html.parser.HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            attrs = dict(attrs)
+            if tag == "meta" and attrs.get("name") == "description":
+                self.text = attrs["content"]
+
+    def described(page: str, manifest: dict) -> None:
+        reader = Description()
+        reader.feed(page)
+        own = "Classifies photos and the camera as cow or sheep & goat, on this device, offline."
+        assert reader.text == manifest["description"] == own
+        assert manifest["name"] == "catdog: cow or sheep & goat" and manifest["short_name"] == "catdog"
+
+    out = tmp_path / "app"
+    done = subprocess.run(
+        [sys.executable, "-m", "catdog", "export", str(tmp_path / "m"), "--format", "web", "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    described((out / "index.html").read_text(), json.loads((out / "manifest.webmanifest").read_text()))
+    srv = Server("--model", str(out / "model.onnx"), log=tmp_path / "server.log")  # the file loads fastest
+    try:
+        srv.wait()
+        manifest = httpx.get(srv.url + "/app/manifest.webmanifest")
+        assert manifest.headers["content-type"].startswith("application/manifest+json")
+        described(httpx.get(srv.url + "/app/").text, manifest.json())
+    finally:
+        srv.stop()
+    # The built-in model's app keeps the package's words.
+    assert (
+        webapp.app_file_bytes("index.html", ["cat", "dog", "neither"]) == (webapp.app_dir() / "index.html").read_bytes()
+    )

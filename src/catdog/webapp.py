@@ -16,6 +16,7 @@ writes it as a static folder (:func:`write_web`). Its files:
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import os
 import shutil
@@ -42,6 +43,10 @@ WASM_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-t
 # above (Chromium, 2-core EPYC), and its .wasm is twice the size: hence two runtimes.
 WEBGPU_FILES = ("ort.webgpu.min.mjs", "ort-wasm-simd-threaded.asyncify.mjs", "ort-wasm-simd-threaded.asyncify.wasm")
 VENDOR_FILES = WASM_FILES + WEBGPU_FILES
+# The page's description and the manifest's name and description say what the app answers, in the built-in
+# model's words in the package; for a model with other answers they name its own (see app_file_bytes).
+BUILTIN_ANSWERS = ("cat", "dog", "neither")
+WORDED_FILES = ("index.html", "manifest.webmanifest")
 MODEL_FILE = "model.onnx"
 CONFIG_FILE = "model.json"
 SERVICE_WORKER = "sw.js"
@@ -115,6 +120,29 @@ def model_file(model: str | os.PathLike | None) -> Path:
         return Path(model)
     name, key_files, load = torch_source(model)
     return cached_export(name, key_files, load)
+
+
+def answers_in_words(answers: list[str] | tuple[str, ...]) -> str:
+    """A model's answers as the app names them: 'cat, dog or neither'."""
+    *rest, last = answers
+    return f"{', '.join(rest)} or {last}" if rest else last
+
+
+def app_file_bytes(name: str, answers: list[str] | None) -> bytes:
+    """The app's file ``name`` for a model that answers ``answers`` (``None``: not known yet, the package's file).
+
+    The page's description and the manifest (the installed app's name) named cat, dog or neither whatever the
+    model's classes; they name the model's own answers.
+    """
+    data = (app_dir() / name).read_bytes()
+    if name not in WORDED_FILES or answers is None or tuple(answers) == BUILTIN_ANSWERS:
+        return data
+    builtin, own = answers_in_words(BUILTIN_ANSWERS), answers_in_words(answers)
+    if name == "index.html":
+        return data.decode("utf-8").replace(builtin, html.escape(own)).encode("utf-8")
+    manifest = json.loads(data)
+    manifest["name"], manifest["description"] = (manifest[key].replace(builtin, own) for key in ("name", "description"))
+    return json.dumps(manifest, indent=2, ensure_ascii=False).encode("utf-8")
 
 
 def app_config(predictor, model_path: Path) -> dict:
@@ -221,7 +249,7 @@ def write_web(
         config = app_config(predictor, target)
         config["name"] = "builtin" if model is None else Path(model).name
         for name in APP_FILES:
-            shutil.copyfile(app_dir() / name, tmp / name)
+            (tmp / name).write_bytes(app_file_bytes(name, config["answers"]))
         for name in VENDOR_FILES:
             shutil.copyfile(runtime / name, tmp / "vendor" / name)
         (tmp / CONFIG_FILE).write_text(json.dumps(config), encoding="utf-8")

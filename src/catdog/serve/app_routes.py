@@ -75,11 +75,24 @@ async def _model(request: Request) -> _AppState:
     return app_state
 
 
+# The service worker keeps the copies; revalidate when online.
+_FILE_HEADERS = webapp.APP_HEADERS | {"Cache-Control": "no-cache"}
+
+
 def _file(path: Path) -> Response:
     media_type = webapp.MEDIA_TYPES.get(path.suffix, "application/octet-stream")
-    headers = dict(webapp.APP_HEADERS)
-    headers["Cache-Control"] = "no-cache"  # the service worker keeps the copies; revalidate when online
-    return FileResponse(path, media_type=media_type, headers=headers)
+    return FileResponse(path, media_type=media_type, headers=_FILE_HEADERS)
+
+
+def _app_file(request: Request, name: str) -> Response:
+    """One of the app's own files; the page and the manifest name the served model's answers once it is loaded
+    (while it loads, the package's words: the service worker caches the files after the model is ready)."""
+    if name not in webapp.WORDED_FILES:
+        return _file(webapp.app_dir() / name)
+    predictor = request.app.state.serve.predictor
+    answers = None if predictor is None else predictor.answers
+    media_type = webapp.MEDIA_TYPES[Path(name).suffix]
+    return Response(webapp.app_file_bytes(name, answers), media_type=media_type, headers=_FILE_HEADERS)
 
 
 @router.api_route("/app", methods=["GET", "HEAD"])  # HEAD too, as /app/ answers it (a link checker's 405)
@@ -96,7 +109,7 @@ async def app_page(request: Request) -> Response:
         webapp.runtime_dir()
     except webapp.AppNotBuiltError as err:
         return _not_built(request, err)
-    return _file(webapp.app_dir() / "index.html")
+    return _app_file(request, "index.html")
 
 
 @router.get("/app/model.json")
@@ -129,10 +142,10 @@ async def app_service_worker(request: Request) -> Response:
 
 
 @router.get("/app/{name}")
-async def app_file(name: str) -> Response:
+async def app_file(request: Request, name: str) -> Response:
     if name not in webapp.APP_FILES:
         return _error(404, f"Not found: /app/{name}")
-    return _file(webapp.app_dir() / name)
+    return _app_file(request, name)
 
 
 @router.get("/app/vendor/{name}")
