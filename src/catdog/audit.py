@@ -56,11 +56,14 @@ class AuditResult:
     unreadable: list[dict] = field(default_factory=list)
     neither: int = 0  # readable photos of a `neither` folder
     neither_judged: bool = False  # whether the model's gate judged them
+    # Why no gate judged the photos, in words ("the model has no gate"); empty when the model's cat/dog gate did.
+    ungated: str = ""
 
     def to_dict(self) -> dict:
         return {
             "n": self.n,
             "classes": self.classes,
+            "gated": not self.ungated,
             "neither": self.neither,
             "neither_judged": self.neither_judged,
             "folds": self.folds,
@@ -201,7 +204,13 @@ def audit(
     best = probs.argmax(axis=1)
     # A photo of a class that the gate would answer `neither` (a horse in dog/) is a suspect too, as the gate
     # decides: strictly below its threshold.
-    gated = pet_scores is not None and threshold is not None and set(names) <= {"cat", "dog"}
+    if pet_scores is None or threshold is None:
+        ungated = "the model has no gate"
+    elif not set(names) <= {"cat", "dog"}:
+        ungated = f"the model's gate tells cats and dogs from the rest, and these photos are of {_in_words(names)}"
+    else:
+        ungated = ""
+    gated = not ungated
     away = 1.0 - pet_scores[np.flatnonzero(pets)] if gated else np.zeros(len(labels))
     not_pet = (away > 1.0 - threshold) & (away >= min_confidence) if gated else np.zeros(len(labels), dtype=bool)
     suspects = [
@@ -224,15 +233,18 @@ def audit(
             ]
     suspects.sort(key=lambda s: -s.confidence)
     accuracy = float((best == labels).mean()) if len(labels) else float("nan")
-    return AuditResult(len(kept), names, folds, suspects, accuracy, unreadable, len(others), judged)
+    return AuditResult(len(kept), names, folds, suspects, accuracy, unreadable, len(others), judged, ungated)
+
+
+def _in_words(names: list[str]) -> str:
+    # A list in words: a cat/dog/rabbit data set read "photos of cat and dog and rabbit".
+    *rest, last = names
+    return f"{', '.join(rest)} and {last}" if rest else last
 
 
 def pets_counted(result: AuditResult) -> str:
     """The photos the out-of-fold accuracy is over: those of the model's classes, not the `neither` ones."""
-    # A list in words: a cat/dog/rabbit data set read "photos of cat and dog and rabbit".
-    *rest, last = result.classes
-    names = f"{', '.join(rest)} and {last}" if rest else last
-    return f"{result.n - result.neither} photos of {names}"
+    return f"{result.n - result.neither} photos of {_in_words(result.classes)}"
 
 
 def neither_note(result: AuditResult, lead: str = "") -> str:
@@ -241,7 +253,7 @@ def neither_note(result: AuditResult, lead: str = "") -> str:
         return ""
     if result.neither_judged:
         return f"{lead}{result.neither} neither photos judged by the model's gate (a cat or a dog there is a suspect)"
-    return f"{lead}{result.neither} neither photos not judged: the model has no cat/dog gate"
+    return f"{lead}{result.neither} neither photos not judged: {result.ungated}"
 
 
 def write_audit(result: AuditResult, out_dir: str | os.PathLike, top: int = 100) -> Path:
@@ -258,15 +270,16 @@ def write_audit(result: AuditResult, out_dir: str | os.PathLike, top: int = 100)
         for rank, s in enumerate(result.suspects[:top], 1)
     )
     note = neither_note(result, "; ")
+    # Without a gate (a model without one, or photos of other classes) no photo was judged by one.
+    gate = "" if result.ungated else ",\nor that the model's gate puts on the other side of cat-or-dog"
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>catdog data audit</title>
 <style>body {{ font-family: system-ui, sans-serif; margin: 2rem; }}
 figure {{ display: inline-block; width: 210px; margin: .5rem; vertical-align: top; font-size: .8rem; }}
 img {{ max-width: 100%; }}</style></head><body>
 <h1>Photos most likely mislabelled</h1>
-<p>{pets_counted(result)} (out-of-fold accuracy {result.out_of_fold_accuracy:.4f}){html.escape(note)};
-{len(result.suspects)} suspects: photos whose {result.folds}-fold out-of-fold prediction disagrees with the label,
-or that the model's gate puts on the other side of cat-or-dog;
+<p>{html.escape(pets_counted(result))} (out-of-fold accuracy {result.out_of_fold_accuracy:.4f}){html.escape(note)};
+{len(result.suspects)} suspects: photos whose {result.folds}-fold out-of-fold prediction disagrees with the label{gate};
 the top {min(top, len(result.suspects))} below, most confident first. {len(result.unreadable)} unreadable files.</p>
 {cards or "<p>No suspects.</p>"}
 </body></html>
