@@ -979,3 +979,26 @@ def test_a_neither_folder_beside_other_classes_is_said_to_be_unused(
     err = capsys.readouterr().err
     assert "the neither folder is not used" in err and "answer one of cow, horse for any photo" in err, err
     assert json.loads((tmp_path / "model" / "config.json").read_text())["gate"] is None
+
+
+def test_the_split_line_counts_the_photos_held_out_for_the_test_split(tmp_path: Path) -> None:
+    """12 photos with --test-fraction 0.2 were logged as "6 training and 2 validation images": the 4 held out for
+    the test split went unsaid, and a newcomer counting their photos could not tell where they went."""
+    import io
+
+    from rich.console import Console
+
+    from catdog.data import PreparedData
+    from catdog.data.hashing import content_hash
+    from catdog.training.progress import Reporter
+    from catdog.training.recipe import split
+
+    hashes = [content_hash(f"photo {i}".encode()) for i in range(12)]  # the split goes by content hash
+    data = PreparedData(dataset=None, cache=None, paths=[], labels=[i % 2 for i in range(12)], hashes=hashes, rows=[])
+    log = io.StringIO()
+    for fraction in (0.2, 0.0):
+        config = TrainConfig(data_dir=str(tmp_path), out=str(tmp_path / "model"), test_fraction=fraction)
+        splits, test, _ = split(config, data, 2, Reporter(Console(file=log, width=200)))
+        assert len(splits["train"]) + len(splits["val"]) + len(test) == 12 and bool(test) == (fraction > 0)
+        held = f", {len(test)} held out for the test split" if test else "\n"
+        assert f"] {len(splits['train'])} training and {len(splits['val'])} validation images{held}" in log.getvalue()

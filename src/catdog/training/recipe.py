@@ -283,7 +283,9 @@ def split(cfg: TrainConfig, data: PreparedData, n_classes: int, log: Reporter, l
     negatives = [i for i in parts["train"] if data.labels[i] == n_classes]
     if not splits["train"] or not splits["val"]:
         raise DatasetError(f"'{cfg.data_dir}' has too few images to hold some out for validation; add more.")
-    log.info(f"{len(splits['train'])} training and {len(splits['val'])} validation images")
+    # The test split is named too: 12 photos with --test-fraction 0.2 read "6 training and 2 validation images".
+    held = f", {len(held_for_test)} held out for the test split" if held_for_test else ""
+    log.info(f"{len(splits['train'])} training and {len(splits['val'])} validation images{held}")
     return splits, held_for_test, negatives
 
 
