@@ -107,20 +107,24 @@ def test_three_classes_are_listed_in_words() -> None:
 def test_the_report_of_gateless_photos_speaks_of_no_gate(data_root: Path, dev_dir: Path, tmp_path: Path) -> None:
     """Photos of other classes than cat and dog: no gate judges them, yet audit.html said its suspects were also
     those "that the model's gate puts on the other side of cat-or-dog", and the neither photos went unjudged
-    because "the model has no cat/dog gate" (the built-in model has one; the photos are not of cats and dogs)."""
+    because "the model has no cat/dog gate" (the built-in model has one; the photos are not of cats and dogs).
+    Its one suspect read "1 suspects" there and "1 disagree with their label" on the terminal."""
     data = tmp_path / "data"
     for subject in ("bird", "rabbit"):
-        shutil.copytree(data_root / "neither" / subject, data / subject)
+        (data / subject).mkdir(parents=True)
+        for photo in sorted((data_root / "neither" / subject).iterdir())[:40]:
+            shutil.copy(photo, data / subject / photo.name)
     (data / "neither").mkdir()
     for i in range(3):  # photos of neither bird nor rabbit, which no gate can judge here
         shutil.copy(dev_dir / f"cat.{3200 + i}.jpg", data / "neither" / f"cat.{3200 + i}.jpg")
     out = tmp_path / "audit"
-    done = run_catdog("data", "audit", str(data), "--out", str(out), "--json")
+    done = run_catdog("data", "audit", str(data), "--out", str(out))
     assert done.returncode == 0, done.stderr
     page = html.unescape((out / "audit.html").read_text())
     assert "gate puts" not in page and "cat-or-dog" not in page
-    assert "disagrees with the label;" in page
     assert "3 neither photos not judged: the model's gate tells cats and dogs from the rest, and these photos are " \
-           "of bird and rabbit;" in page  # fmt: skip
-    result = json.loads(done.stdout)
+           "of bird and rabbit." in page  # fmt: skip
+    assert "disagrees with the label:\n1 suspect, the top 1 below, most confident first. 0 unreadable files." in page
+    assert "; 1 disagrees with its label. Most likely mislabelled:\n  1. " in done.stdout
+    result = json.loads(run_catdog("data", "audit", str(data), "--json").stdout)
     assert result["classes"] == ["bird", "rabbit"] and result["gated"] is False and result["neither_judged"] is False

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from catdog.data.layout import NEITHER, DatasetError, discover
-from catdog.fsutil import atomic_write_text
+from catdog.fsutil import atomic_write_text, counted
 from catdog.images import ImageError
 from catdog.preprocess import Preprocess, normalize, stack_uint8, to_uint8
 
@@ -272,15 +272,17 @@ def write_audit(result: AuditResult, out_dir: str | os.PathLike, top: int = 100)
     note = neither_note(result, "; ")
     # Without a gate (a model without one, or photos of other classes) no photo was judged by one.
     gate = "" if result.ungated else ",\nor that the model's gate puts on the other side of cat-or-dog"
+    # Counts read as words: "1 suspects", "the top 0 below" once.
+    shown = f", the top {min(top, len(result.suspects))} below, most confident first" if result.suspects else ""
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>catdog data audit</title>
 <style>body {{ font-family: system-ui, sans-serif; margin: 2rem; }}
 figure {{ display: inline-block; width: 210px; margin: .5rem; vertical-align: top; font-size: .8rem; }}
 img {{ max-width: 100%; }}</style></head><body>
 <h1>Photos most likely mislabelled</h1>
-<p>{html.escape(pets_counted(result))} (out-of-fold accuracy {result.out_of_fold_accuracy:.4f}){html.escape(note)};
-{len(result.suspects)} suspects: photos whose {result.folds}-fold out-of-fold prediction disagrees with the label{gate};
-the top {min(top, len(result.suspects))} below, most confident first. {len(result.unreadable)} unreadable files.</p>
+<p>{html.escape(pets_counted(result))} (out-of-fold accuracy {result.out_of_fold_accuracy:.4f}){html.escape(note)}.
+Suspects are photos whose {result.folds}-fold out-of-fold prediction disagrees with the label{gate}:
+{counted(len(result.suspects), "suspect")}{shown}. {counted(len(result.unreadable), "unreadable file")}.</p>
 {cards or "<p>No suspects.</p>"}
 </body></html>
 """

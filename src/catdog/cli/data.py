@@ -117,9 +117,11 @@ def data_audit(
         return
     top = top or TOP_SUSPECTS
     console = Console(highlight=False, soft_wrap=True)
+    n = len(result.suspects)
+    disagree = "1 disagrees with its label" if n == 1 else f"{n} disagree with their label"  # "1 disagree" once
     console.print(
         f"{pets_counted(result)}, out-of-fold accuracy {result.out_of_fold_accuracy:.4f}{neither_note(result, '; ')}; "
-        f"{len(result.suspects)} disagree with their label. Most likely mislabelled:"
+        f"{disagree}." + (" Most likely mislabelled:" if n else "")
     )
     for rank, s in enumerate(result.suspects[:top], 1):
         console.print(f"{rank:3d}. {s.path}: labelled {s.label}, looks like {s.suggested} ({s.confidence:.3f})")
