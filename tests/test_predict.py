@@ -236,6 +236,29 @@ def test_sort_into_copies_each_photo_into_its_answer(tmp_path, samples_dir, data
     assert not (photos / "sorted").exists()
 
 
+def test_sort_into_names_the_folders_after_a_models_own_answers(tmp_path, data_root):
+    """A cow/horse model sorts into DIR/cow and DIR/horse, and `--help` says so: it promised DIR/cat, DIR/dog or
+    DIR/neither whatever the model answered."""
+    from catdog.models import build_model, save_model_dir
+    from catdog.preprocess import Preprocess
+
+    pre = Preprocess(image_size=64, crop_pct=1.0, interpolation="bilinear")
+    config = {"architecture": "catnet", "classes": ["cow", "horse"], "preprocess": pre.to_dict(), "gate": None}
+    save_model_dir(build_model("catnet", 2, pretrained=False).eval(), config, tmp_path / "model")
+    photos = (
+        sorted((data_root / "neither" / "cow").iterdir())[:3] + sorted((data_root / "neither" / "horse").iterdir())[:3]
+    )
+    out = tmp_path / "sorted"
+    done = run_catdog_in_process(
+        "predict", "--model", str(tmp_path / "model"), *map(str, photos), "--sort-into", str(out)
+    )
+    assert done.returncode == 0, done.stderr
+    assert {p.parent.name for p in out.rglob("*") if p.is_file()} <= {"cow", "horse"}
+    assert sum(1 for p in out.rglob("*") if p.is_file()) == 6
+    shown = re.sub(r"\s+", " ", run_catdog_in_process("predict", "--help").stdout)
+    assert "a model of other classes, its own" in shown
+
+
 def test_a_45_megapixel_camera_photo_is_answered(tmp_path, cat_photo):
     """A 45-MP camera's photos (Nikon Z7, Canon R5) were each refused, "over the 40 MP limit"; catdog reads
     up to 200 MP (a phone's 200-MP mode) and refuses more from the header."""

@@ -48,7 +48,8 @@ def predict(
         str | None,
         typer.Option(
             metavar="DIR",
-            help="Copy each photo into DIR/cat, DIR/dog or DIR/neither (its answer), never over another file.",
+            help="Copy each photo into the folder of DIR named by its answer (DIR/cat, DIR/dog, DIR/neither; a model "
+            "of other classes, its own), never over another file.",
         ),
     ] = None,
 ) -> None:
