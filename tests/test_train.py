@@ -229,6 +229,14 @@ def test_partial_fine_tuning_trains_only_the_stages_after_the_frozen_part(
     assert (out / "config.json").exists() and json.loads((out / "config.json").read_text())["training"]["freeze"] == (
         "stages:4"
     )
+    # metrics.jsonl's learning rate is --lr times the schedule at the epoch's last step: the rate of the layers
+    # that learn at --lr (the head), not of the earliest layer-decayed block (it showed 0.8^8 of it), nor the
+    # rate after the last step (0 at the end of a run).
+    from catdog.training.schedule import Schedule
+
+    (row,) = history(out)
+    steps = row["steps"]
+    assert row["lr"] == pytest.approx(options["lr"] * Schedule("cosine", steps, steps)(steps - 1), rel=1e-4)
     # The `neither` gate is untouched by training: a copy of pretrained stages 4-6, the last convolution
     # and the ImageNet head, fed by the shared frozen stages, gives exactly the pretrained model's pet scores.
     assert json.loads((out / "config.json").read_text())["gate"]["pristine_after_blocks"] == 4

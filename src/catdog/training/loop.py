@@ -81,11 +81,13 @@ def train_one_epoch(
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
+            # The rate this step took, of the layers at --lr: with --layer-decay the first group is the earliest
+            # block's, far below it, and after scheduler.step() the rate is the next step's (0 after the last).
+            state.last_lr = max(group["lr"] for group in optimizer.param_groups)
             scheduler.step()
             if average is not None:
                 average(state.global_step + 1)
 
-            state.last_lr = scheduler.get_last_lr()[0]
             state.step += 1
             state.global_step += 1
             step_sums = torch.stack([loss.detach().double() * len(y), (logits.argmax(1) == y).sum().double()])
@@ -169,7 +171,7 @@ def record_epoch(cfg, state, val, trainable, partial, steps_per_epoch, ctx, out,
         "val_loss": round(val["val_loss"], 5),
         "val_loss_calibrated": round(calibrated, 5),
         "val_accuracy": round(val["val_accuracy"], 5),
-        "lr": round(state.last_lr, 8),
+        "lr": float(f"{state.last_lr:.6g}"),  # six significant digits: a decayed rate is 1e-6 or less
         "images_per_s": round(ctx.world * state.seen / max(state.train_seconds, 1e-9), 2),
         "wall_seconds": round(elapsed, 1),  # since the command started (a resumed run: since its restart)
     }
