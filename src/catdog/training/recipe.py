@@ -31,7 +31,7 @@ from torch.utils.data import Subset
 from catdog.augment import mix_transform
 from catdog.data import NEITHER, CachedImages, DatasetError, PreparedData, discover, make_loader, prepare
 from catdog.features import PooledFeatures, split_backbone
-from catdog.fsutil import default_cache_dir
+from catdog.fsutil import counted, default_cache_dir
 from catdog.models import build_model, save_model_dir
 from catdog.models.builtin import GATE_SIZES, load_builtin_gate
 from catdog.models.gate import LearntNeither
@@ -132,6 +132,7 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
         schedule = Schedule(cfg.schedule, total_steps, int(cfg.warmup_epochs * steps_per_epoch))
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         criterion, dtype, scaler, mix = step_parts(cfg, len(classes) + learns_neither, device)
+        log.info(recipe_line(cfg, len(classes) + learns_neither, mix is not None))
         forward_module = wrap(cfg, trainable, ctx)  # DDP, torch.compile
         ema = weight_average(cfg, trainable)  # None without --ema
 
@@ -418,6 +419,41 @@ def step_parts(cfg: TrainConfig, n_classes: int, device: torch.device):
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     mix = mix_transform(n_classes, cfg.mixup, cfg.cutmix) if cfg.family() in ("scratch", "finetune") else None
     return criterion, dtype, scaler, mix
+
+
+def recipe_line(cfg: TrainConfig, n_classes: int, mixes: bool) -> str:
+    """The optimiser, schedule and loss in one log line, and what the training loss shown is measured on.
+
+    The training loss is the loss optimised: with label smoothing it cannot fall below the entropy of the smoothed
+    targets, so beside the validation loss (plain cross-entropy) a model that fits well seemed to underfit.
+    """
+    optimiser = "Adam" if cfg.optimizer == "adam" else "AdamW"
+    length = "the time budget" if cfg.time_budget else counted(cfg.epochs, "epoch")
+    if cfg.schedule == "onecycle":
+        schedule = f"one-cycle over {length}"
+    else:
+        warmup = f"{cfg.warmup_epochs:g} epoch" + ("" if cfg.warmup_epochs == 1 else "s")
+        if cfg.time_budget:
+            warmup += " or a twentieth of the budget, whichever ends first"
+        schedule = f"cosine to 0 at the end of {length}, under a linear warm-up of {warmup}"
+    lr = f"lr {cfg.lr:g}"
+    if cfg.family() in ("finetune", "partial"):
+        lr += f" (the head's; each earlier block {cfg.layer_decay:g} times the next one's)"
+    line = (
+        f"{optimiser}, {lr}, {schedule}; weight decay {cfg.weight_decay:g}, batch {cfg.batch_size}; loss: cross-entropy"
+    )
+    if cfg.label_smoothing:
+        true, other = 1 - cfg.label_smoothing + cfg.label_smoothing / n_classes, cfg.label_smoothing / n_classes
+        floor = -true * math.log(true) - (n_classes - 1) * other * math.log(other)
+        line += (
+            f" with label smoothing {cfg.label_smoothing:g}, which the training loss shown includes (it cannot go "
+            f"below {floor:.3f} with {n_classes} classes)"
+        )
+    if mixes:
+        line += ", on MixUp/CutMix's mixed photos and targets"
+    if cfg.label_smoothing or mixes:
+        line += "; the validation loss is plain cross-entropy on the true labels"
+    return line
 
 
 def final_seconds(cfg, model, pre, test_pre, deadline, val_images: int, ctx: DistContext) -> float:
