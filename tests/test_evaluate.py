@@ -271,6 +271,19 @@ def test_a_strict_threshold_turns_pets_away_and_counts_them_wrong(open_set_dir: 
     assert o["roc_auc"] > 0.9  # the threshold moves the answers, not the scores
 
 
+def test_the_report_says_a_gated_models_probabilities_are_given_a_pet(pets_only_dir: Path, tmp_path: Path) -> None:
+    """A pet the gate turned away showed "cat 1.000, dog 0.000" under "true cat → neither" in the gallery, and the
+    report said nowhere that these (and log loss, ROC AUC, ECE) are P(class | a cat or dog), not what `catdog
+    predict` prints; the gate's own P(cat or dog) was not shown. Now each mistake shows it first."""
+    evaluate(None, pets_only_dir, out_dir=tmp_path, neither_threshold=1.0)  # every pet turned away
+    page = (tmp_path / "report.html").read_text()
+    assert "the class probabilities of the mistakes below are P(class | a cat or dog)" in page
+    shown = re.findall(r"→ <b>(\w+)</b><br>P\(cat or dog\) ([0-9.]+)<br>if one: cat ([0-9.]+), dog ([0-9.]+)", page)
+    assert len(shown) == 2 * PETS_PER_CLASS and all(answer == "neither" for answer, *_ in shown)
+    # Real pets score high on the gate (the threshold of 1.0 alone turned them away); their classes sum to 1.
+    assert all(float(pet) > 0.5 and float(cat) + float(dog) == pytest.approx(1, abs=2e-3) for _, pet, cat, dog in shown)
+
+
 def test_report_shows_the_open_set_plot_and_figures(open_set_run: tuple[dict, Path]) -> None:
     result, out = open_set_run
     o = result["open_set"]

@@ -134,9 +134,24 @@ def confident_mistakes(evaluation, k: int = GALLERY_SIZE) -> list[dict]:
     for i, (truth, answer) in enumerate(zip(evaluation.truth, evaluation.predicted)):
         if answer != truth:
             probs = dict(zip(evaluation.classes, evaluation.probs[i].round(4).tolist()))
-            wrong.append({"path": evaluation.paths[i], "truth": truth, "answer": answer, "probabilities": probs})
+            item = {"path": evaluation.paths[i], "truth": truth, "answer": answer, "probabilities": probs}
+            if evaluation.pet_score is not None:  # a gated model: its class probabilities are P(class | a pet)
+                item["pet_score"] = round(float(evaluation.pet_score[i]), 4)
+            wrong.append(item)
     wrong.sort(key=lambda w: -max(p for c, p in w["probabilities"].items() if c != w["truth"]))
     return wrong[:k]
+
+
+def mistake_probabilities(item: dict, digits: int) -> str:
+    """A mistake's probabilities as the metrics use them; for a gated model, with the gate's P(cat or dog) first.
+
+    The class probabilities of a gated model are P(class | a cat or dog): `catdog predict` shows them times
+    P(cat or dog) beside P(neither), so without it a pet turned away read "cat 0.99" and answered neither.
+    """
+    probs = ", ".join(f"{c} {p:.{digits}f}" for c, p in item["probabilities"].items())
+    if "pet_score" not in item:
+        return probs
+    return f"P(cat or dog) {item['pet_score']:.{digits}f}\nif one: {probs}"
 
 
 def let_through(evaluation, k: int = GALLERY_SIZE) -> list[dict]:
@@ -177,7 +192,7 @@ def gallery_png(mistakes: list[dict]) -> bytes:
             ax.imshow(img)
         except ImageError:
             pass
-        probs = ", ".join(f"{c} {p:.2f}" for c, p in item["probabilities"].items())
+        probs = mistake_probabilities(item, 2)
         ax.set_title(f"{Path(item['path']).name}\ntrue {item['truth']} → {item['answer']}\n{probs}", fontsize=8)
     if not mistakes:
         axes[0, 0].text(0.5, 0.5, "no mistakes", ha="center")
@@ -247,7 +262,7 @@ def _html(metrics: dict, pngs: dict[str, bytes], mistakes: list[dict], through: 
     gallery = ""
     for item in mistakes:
         uri = thumbnail_data_uri(item["path"]) or ""
-        probs = ", ".join(f"{html.escape(c)} {p:.3f}" for c, p in item["probabilities"].items())
+        probs = html.escape(mistake_probabilities(item, 3)).replace("\n", "<br>")
         gallery += (
             f'<figure class="mistake"><img src="{uri}" alt="{html.escape(Path(item["path"]).name)}">'
             f"<figcaption>{html.escape(Path(item['path']).name)}<br>true <b>{html.escape(item['truth'])}</b> → "
@@ -284,6 +299,7 @@ img {{ max-width: 100%; }}
 <h1>catdog evaluation</h1>
 {_what_was_measured(metrics)}
 <table>{summary}</table>
+<p>{_what_is_counted(metrics)}</p>
 <h2>Per class</h2>
 <table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>{rows}</table>
 <h2>Plots</h2>{plots}
@@ -293,6 +309,19 @@ img {{ max-width: 100%; }}
 <h2>Unreadable files</h2>{f"<ul>{unreadable}</ul>" if unreadable else "<p>None.</p>"}
 </body></html>
 """
+
+
+def _what_is_counted(metrics: dict) -> str:
+    """What the figures above count, and which probabilities they read (``--json`` says it as ``scope``)."""
+    probabilities = (
+        "are P(class | a cat or dog): <code>catdog predict</code> prints them times the gate's P(cat or dog)"
+        if metrics.get("neither_threshold") is not None
+        else "are the model's, as <code>catdog predict</code> prints them"
+    )
+    return (
+        "Accuracy, recall and the confusion matrix count the answers 'neither' and 'unsure' as wrong; log loss, ROC "
+        f"AUC, ECE and the class probabilities of the mistakes below {probabilities}."
+    )
 
 
 def _what_was_measured(metrics: dict) -> str:
