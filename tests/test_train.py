@@ -925,12 +925,31 @@ def test_epochs_tied_on_calibrated_loss_are_told_apart_by_the_raw_loss(tmp_path:
             "labels": labels,
             "pets": torch.ones(4),
         }
-        record_epoch(None, state, val, layer, False, 1, DistContext(), tmp_path, Reporter(Console(), enabled=False))
+        record_epoch(None, state, val, layer, 1, DistContext(), tmp_path, Reporter(Console(), enabled=False))
         state.epoch += 1
     # Every photo right: no sharpening (T = 1, the calibrated loss is the raw one); it once went to T = 0.05,
     # a calibrated loss of 0 at every epoch, and epoch 1 was kept with "no better" ever after.
     assert [row["val_loss_calibrated"] for row in state.history] == [row["val_loss"] for row in state.history]
     assert state.best_epoch == 2 and state.bad_epochs == 0
+
+
+def test_an_epoch_is_partial_only_when_steps_were_left_out(tmp_path: Path) -> None:
+    """A catnet run whose budget ran out at the last of its 8 steps recorded {"steps": 8, "partial": true}."""
+    from rich.console import Console
+
+    from catdog.training.checkpoint import RunState
+    from catdog.training.distributed import DistContext
+    from catdog.training.loop import record_epoch
+    from catdog.training.progress import Reporter
+
+    labels = torch.tensor([0, 1, 0, 1])
+    logits = torch.stack([labels == 0, labels == 1], 1).float()
+    val = {"val_loss": 0.5, "val_accuracy": 1.0, "logits": logits, "labels": labels, "pets": torch.ones(4)}
+    state = RunState(seen=32, correct=16, loss_sum=20.0)
+    for steps in (8, 5):  # all 8 steps of the epoch ran, then a budget spent after 5
+        state.step = steps
+        record_epoch(None, state, val, torch.nn.Linear(2, 2), 8, DistContext(), tmp_path, Reporter(Console(), False))
+    assert [(row["steps"], row["partial"]) for row in state.history] == [(8, False), (5, True)]
 
 
 def test_the_temperature_never_sharpens_a_split_with_no_error() -> None:

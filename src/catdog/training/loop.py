@@ -143,7 +143,7 @@ def evaluate(model, loader, to_input, dtype, ctx) -> dict:
     return {"val_loss": loss_sum / n, "val_accuracy": correct / n, "logits": logits, "labels": labels, "pets": pets}
 
 
-def record_epoch(cfg, state, val, trainable, partial, steps_per_epoch, ctx, out, log, elapsed: float = 0.0) -> None:
+def record_epoch(cfg, state, val, trainable, steps_per_epoch, ctx, out, log, elapsed: float = 0.0) -> None:
     """Append the epoch to the history, keep the best weights, write metrics.jsonl and curves.png."""
     loss_sum, correct, seen = state.loss_sum, state.correct, state.seen
     if ctx.world > 1:  # the training figures of every process, as the validation ones are
@@ -165,7 +165,8 @@ def record_epoch(cfg, state, val, trainable, partial, steps_per_epoch, ctx, out,
     row = {
         "epoch": state.epoch + 1,
         "steps": state.step,
-        "partial": partial or state.step < steps_per_epoch,
+        # Cut short by the time budget: not every step ran (a budget spent at the last step left none out).
+        "partial": state.step < steps_per_epoch,
         "train_loss": round(loss_sum / seen, 5),
         "train_accuracy": round(correct / seen, 5),
         "val_loss": round(val["val_loss"], 5),

@@ -167,7 +167,7 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
             val = evaluate(validated_module, val_loader, job.eval_input, dtype, ctx)
             budget.eval_seconds = time.monotonic() - tick
             elapsed = time.monotonic() - started
-            record_epoch(cfg, state, val, kept, budget_hit, steps_per_epoch, ctx, out, log, elapsed)
+            record_epoch(cfg, state, val, kept, steps_per_epoch, ctx, out, log, elapsed)
             stop_reason = why_stop(cfg, state, budget_hit)
             state.epoch, state.step = state.epoch + 1, 0
             state.reset_running()
