@@ -6,6 +6,8 @@
   (one ``--help`` per command, cached). An upper-case command word (``catdog COMMAND --help``) is a
   placeholder.
 - Every relative link and image path resolves to a file, and a ``#fragment`` to a heading of it.
+- Every inline code span that names catdog code (``catdog.models.delta``, ``training.recipe.train``: its first
+  word a module or package of catdog) names a module, class or function that exists.
 - The quick start's test command is what ``.ci/run`` runs, verbatim.
 
 The checks are plain functions; the last tests feed them broken pages to show that they fail.
@@ -14,7 +16,9 @@ The checks are plain functions; the last tests feed them broken pages to show th
 from __future__ import annotations
 
 import functools
+import importlib
 import os
+import pkgutil
 import re
 import shlex
 import subprocess
@@ -116,6 +120,44 @@ def link_problems(page: Path, text: str) -> list[str]:
     return problems
 
 
+FILE_SUFFIXES = {"md", "py", "html", "json", "jsonl", "png", "onnx", "safetensors", "txt", "toml"}
+
+
+def code_references(text: str) -> list[str]:
+    """Inline code spans outside fenced blocks that name catdog code: `catdog.images.decode`, `data.split`."""
+    packages = {module.name for module in pkgutil.iter_modules(catdog.__path__)}
+    spans = re.findall(r"`((?:catdog\.)?[a-z_]\w*(?:\.\w+)+)`", FENCE.sub("", text))
+    return [
+        span
+        for span in spans
+        if span.removeprefix("catdog.").split(".")[0] in packages and span.rsplit(".", 1)[1] not in FILE_SUFFIXES
+    ]
+
+
+def resolves(reference: str) -> bool:
+    """Whether ``catdog.REFERENCE`` is a module, or an attribute (a class, a function, ...) of one."""
+    parts = ["catdog", *reference.removeprefix("catdog.").split(".")]
+    for end in range(len(parts), 1, -1):  # the longest prefix that is a module, then attributes
+        try:
+            found = importlib.import_module(".".join(parts[:end]))
+        except ModuleNotFoundError:
+            continue
+        for name in parts[end:]:
+            if not hasattr(found, name):
+                return False
+            found = getattr(found, name)
+        return True
+    return False
+
+
+def code_reference_problems(page: Path, text: str) -> list[str]:
+    return [
+        f"{page.name}: `{ref}` names no catdog module or attribute"
+        for ref in code_references(text)
+        if not resolves(ref)
+    ]
+
+
 # -- asking the real command line -------------------------------------------------------------
 
 
@@ -183,6 +225,12 @@ def test_every_catdog_command_shown_exists_with_its_options(page: Path) -> None:
 @pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
 def test_every_relative_link_and_image_resolves(page: Path) -> None:
     problems = link_problems(page, page.read_text("utf-8"))
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
+def test_every_code_reference_names_real_code(page: Path) -> None:
+    problems = code_reference_problems(page, page.read_text("utf-8"))
     assert not problems, "\n".join(problems)
 
 
@@ -258,6 +306,8 @@ catdog --no-global predict x.jpg
 See [the guide](no-such-page.md), ![a picture](images/missing.png), [a heading](#nowhere) and
 [fine](#a-page), `[not a link](ignored.md)`, [the web](https://example.com/x.md).
 Inline, `catdog export MODEL --int9` is checked too, `catdog COMMAND --help` is a placeholder.
+Code: `training.recipe.train`, `catdog.images.decode`, `serve.state.ServeState.classify` and `cli/train.py` are
+there; `training.no_such.train`, `catdog.models.gone` and `data.split.nothing` are not.
 """
 
 
@@ -279,3 +329,7 @@ def test_the_checks_catch_wrong_commands_options_and_links(tmp_path: Path) -> No
     assert "'no-such-page.md'" in links and "'images/missing.png'" in links and "'#nowhere'" in links
     assert "ignored.md" not in links and "example.com" not in links and "#a-page" not in links
     assert len(links.splitlines()) == 3, links
+    code = "\n".join(code_reference_problems(page, BROKEN))
+    assert "`training.no_such.train`" in code and "`catdog.models.gone`" in code and "`data.split.nothing`" in code
+    assert len(code.splitlines()) == 3, code
+    assert len(code_references(BROKEN)) == 6  # cli/train.py is a path, not code
