@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -307,6 +308,33 @@ def test_warm_up_is_a_twentieth_of_the_time_budget_at_most() -> None:
     assert schedule(99) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.025)) / 2)
     schedule.time_fraction = 0.5
     assert schedule(99) == pytest.approx(0.5)  # warmed up, half-way down the cosine
+
+
+def test_short_runs_peak_below_lr_as_the_docs_say() -> None:
+    """docs/training.md: the warm-up ramp multiplies the cosine, so a run of a few epochs never reaches --lr; the
+    peaks it gives, for 20 to 1,000 steps an epoch (the dev data: 81 to 649), are what Schedule computes."""
+    from catdog.train import Schedule
+
+    text = " ".join((Path(__file__).resolve().parents[1] / "docs" / "training.md").read_text().split())
+    ranges = re.search(
+        r"runs of 1, 2, 3 and 5 epochs peak at (?:about )?(\d+)–(\d+), (\d+)–(\d+), (\d+)–(\d+) and (\d+)–(\d+) %", text
+    )
+    thirty = re.search(r"30 epochs at ([\d.]+)(?:–([\d.]+))? %", text)
+    assert ranges and thirty, "the warm-up sentence of docs/training.md changed: update this test"
+    bounds = [float(v) for v in ranges.groups()]
+    thirty_low, thirty_high = thirty.group(1), thirty.group(2) or thirty.group(1)
+    stated = {
+        1: bounds[0:2],
+        2: bounds[2:4],
+        3: bounds[4:6],
+        5: bounds[6:8],
+        30: [float(thirty_low), float(thirty_high)],
+    }
+    for epochs, (low, high) in stated.items():
+        for steps in (20, 81, 324, 1000):
+            schedule = Schedule("cosine", epochs * steps, steps)
+            peak = 100 * max(schedule(step) for step in range(epochs * steps))
+            assert low - 0.05 <= peak <= high + 0.05, (epochs, steps, peak, (low, high))
 
 
 def _budget_rank(rank: int, world: int, port: int, results) -> None:
