@@ -1097,3 +1097,17 @@ def test_the_log_says_which_loss_the_training_loss_is(
     assert f"{floor.item():.3f}" == "0.199"
     training_md = (Path(__file__).resolve().parents[1] / "docs" / "training.md").read_text()
     assert "below the smoothed targets' entropy (0.199 for two classes)" in training_md
+
+
+def test_a_run_of_all_its_epochs_says_so_in_words_and_its_curves_tick_whole_epochs() -> None:
+    """A one-epoch run said "stopped: 1 epochs done", and curves.png of a two-epoch run ticked its epoch axis at
+    1.25, 1.5 and 1.75, epochs no run has."""
+    from catdog.training.progress import curves_figure
+    from catdog.training.recipe import epochs_done
+
+    assert (epochs_done(1), epochs_done(30)) == ("1 epoch done", "30 epochs done")
+    row = dict(train_loss=0.5, val_loss=0.4, val_loss_calibrated=0.38, train_accuracy=0.8, val_accuracy=0.85)
+    fig = curves_figure([dict(row, epoch=1), dict(row, epoch=2)], kept_epoch=2)
+    for ax in fig.axes:
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks

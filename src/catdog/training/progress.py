@@ -100,7 +100,16 @@ def _format_stats(stats: dict) -> str:
 
 
 def plot_curves(history: list[dict], path: Path, kept_epoch: int | None = None) -> None:
-    """Loss and accuracy per epoch, train vs validation, and the epoch kept so far (written atomically).
+    """Loss and accuracy per epoch, train vs validation, and the epoch kept so far (written atomically)."""
+    import matplotlib.pyplot as plt
+
+    fig = curves_figure(history, kept_epoch)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    plt.close(fig)
+
+
+def curves_figure(history: list[dict], kept_epoch: int | None = None):
+    """The figure of :func:`plot_curves`.
 
     The validation loss is drawn calibrated too: the epoch is kept on that one (the raw loss may be lowest
     elsewhere)."""
@@ -108,6 +117,7 @@ def plot_curves(history: list[dict], path: Path, kept_epoch: int | None = None) 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [r["epoch"] for r in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
@@ -119,12 +129,12 @@ def plot_curves(history: list[dict], path: Path, kept_epoch: int | None = None) 
         if kept_epoch:
             ax.axvline(kept_epoch, color="grey", linestyle=":", label=f"kept: epoch {kept_epoch}")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole: no ticks at 1.25 or 1.5
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    plt.close(fig)
+    return fig
 
 
 def peak_rss_mib() -> int | None:

@@ -172,7 +172,7 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
             state.epoch, state.step = state.epoch + 1, 0
             state.reset_running()
             save(state)
-        log.info(f"stopped: {stop_reason or f'{cfg.epochs} epochs done'}")
+        log.info(f"stopped: {stop_reason or epochs_done(cfg.epochs)}")
         timeline.mark("training_ended")
 
         # 8. The best weights (validated again at the test size), the gate, the temperature, the model directory.
@@ -184,7 +184,7 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
         gate_evidence(model, gate, data, splits, negatives, pre, final_pre, cfg, cache_dir, job, ctx, state, log)
         timeline.mark("validated")
         metrics = final_metrics(state, time.monotonic() - started)
-        metrics["stopped"] = stop_reason or f"{cfg.epochs} epochs done"
+        metrics["stopped"] = stop_reason or epochs_done(cfg.epochs)
         metrics["processes"] = ctx.world
         metrics["timeline_seconds"] = dict(timeline)
         if ctx.is_main:  # rank 0 writes
@@ -419,6 +419,11 @@ def step_parts(cfg: TrainConfig, n_classes: int, device: torch.device):
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     mix = mix_transform(n_classes, cfg.mixup, cfg.cutmix) if cfg.family() in ("scratch", "finetune") else None
     return criterion, dtype, scaler, mix
+
+
+def epochs_done(epochs: int) -> str:
+    """Why a run that ran all its epochs stopped: '1 epoch done', '30 epochs done'."""
+    return f"{counted(epochs, 'epoch')} done"
 
 
 def recipe_line(cfg: TrainConfig, n_classes: int, mixes: bool) -> str:
