@@ -163,6 +163,27 @@ def test_int8_export_refuses_a_model_that_disagrees_with_fp32(trained_model_dir:
     assert not out.exists() and list(out.parent.iterdir()) == []
 
 
+@pytest.mark.slow  # ~60 s on 2 cores: the quantization runs before the photos are read
+def test_int8_is_refused_when_unreadable_photos_leave_fewer_than_the_floor(
+    trained_model_dir: Path, dev_dir: Path, tmp_path: Path
+):
+    """264 files pass the count made before any work (64 to calibrate, 200 to check), but unreadable ones are
+    left out when read: 10 truncated photos among the 200 left int8 checked on 190, where a changed label is
+    already below the 99.5 % floor and none does not show it, and the export was written."""
+    folder = tmp_path / "photos"
+    for label in ("cat", "dog"):
+        (folder / label).mkdir(parents=True)
+        for photo in sorted(dev_dir.glob(f"{label}.3*.jpg"))[:127]:
+            (folder / label / photo.name).hardlink_to(photo)
+    # Last in the folder's order: among the photos that check int8, none of those that calibrate it.
+    for i, photo in enumerate(sorted(dev_dir.glob("dog.4*.jpg"))[:10]):
+        (folder / "dog" / f"zz-truncated-{i}.jpg").write_bytes(photo.read_bytes()[:300])
+    out = tmp_path / "out" / "int8.onnx"
+    with pytest.raises(ExportError, match=r"^Only 190 of the photos chosen to check int8 could be read, .* nothing"):
+        export(trained_model_dir, out, int8=True, check_dir=folder)
+    assert not out.exists()
+
+
 def test_cli_errors(trained_model_dir: Path, tmp_path: Path) -> None:
     no_data = run_catdog("export", str(trained_model_dir), "--out", str(tmp_path / "m.onnx"))
     assert no_data.returncode == 2 and "--check-data" in no_data.stderr

@@ -345,6 +345,12 @@ def int8_fidelity(fp32: Path, int8: Path, chunks: Iterable[tuple[np.ndarray, lis
 
 def _check_int8(fp32: Path, int8: Path, chunks, config: dict, report: ExportReport) -> None:
     fidelity = int8_fidelity(fp32, int8, chunks, config)
+    if fidelity["n"] < INT8_FLOOR_PHOTOS:  # enough files were chosen, but unreadable ones are left out
+        raise ExportError(
+            f"Only {fidelity['n']} of the photos chosen to check int8 could be read, and int8 must agree with fp32 "
+            f"on {INT8_MIN_AGREEMENT:.1%} of labels, which fewer than {INT8_FLOOR_PHOTOS} check photos cannot show: "
+            "give --check-data more readable photos; nothing was written."
+        )
     report.agreement, report.n_check_int8 = fidelity["agreement"], fidelity["n"]
     report.accuracy_fp32, report.accuracy_int8 = fidelity["accuracy_fp32"], fidelity["accuracy_int8"]
     drop = 0.0 if report.accuracy_fp32 is None else report.accuracy_fp32 - report.accuracy_int8
