@@ -128,3 +128,21 @@ def test_the_report_of_gateless_photos_speaks_of_no_gate(data_root: Path, dev_di
     assert "; 1 disagrees with its label. Most likely mislabelled:\n  1. " in done.stdout
     result = json.loads(run_catdog("data", "audit", str(data), "--json").stdout)
     assert result["classes"] == ["bird", "rabbit"] and result["gated"] is False and result["neither_judged"] is False
+
+
+def test_names_with_square_brackets_are_printed_as_they_are(samples_dir: Path, tmp_path: Path) -> None:
+    """The terminal report went through rich markup: a file under a folder named '[' ('[/x].jpg') raised
+    MarkupError (a traceback), and '[red]' in a name vanished from the line that named it."""
+    data = tmp_path / "data"
+    for label in ("cat", "dog"):
+        (data / label).mkdir(parents=True)
+        for photo in sorted((samples_dir / label).iterdir())[:3]:
+            shutil.copy(photo, data / label / photo.name)
+    (data / "cat" / "[").mkdir()
+    (data / "cat" / "[" / "x].jpg").write_text("not a photo")
+    (data / "dog" / "[red]note.jpg").write_text("not a photo")
+    done = run_catdog("data", "audit", str(data))
+    assert done.returncode == 0, done.stderr
+    said = done.stdout
+    assert f"unreadable '{data / 'cat' / '[' / 'x].jpg'}' is not an image" in said, said
+    assert f"unreadable '{data / 'dog' / '[red]note.jpg'}' is not an image" in said, said

@@ -106,6 +106,7 @@ def data_audit(
     and photos of cat/ or dog/ when it sees neither.
     """
     from catdog.audit import audit, neither_note, pets_counted, write_audit
+    from catdog.fsutil import shown
 
     refuse_unwritable(out, "folder")
     result = audit(data_dir, model, folds=folds)
@@ -119,16 +120,18 @@ def data_audit(
     console = Console(highlight=False, soft_wrap=True)
     n = len(result.suspects)
     disagree = "1 disagrees with its label" if n == 1 else f"{n} disagree with their label"  # "1 disagree" once
+    # Paths and class names are text, not rich markup: a '[/x]' in one raised MarkupError, and '[red]' vanished.
+    accuracy = f"out-of-fold accuracy {result.out_of_fold_accuracy:.4f}"
     console.print(
-        f"{pets_counted(result)}, out-of-fold accuracy {result.out_of_fold_accuracy:.4f}{neither_note(result, '; ')}; "
-        f"{disagree}." + (" Most likely mislabelled:" if n else "")
+        shown(f"{pets_counted(result)}, {accuracy}{neither_note(result, '; ')}; {disagree}.")
+        + (" Most likely mislabelled:" if n else "")
     )
     for rank, s in enumerate(result.suspects[:top], 1):
-        console.print(f"{rank:3d}. {s.path}: labelled {s.label}, looks like {s.suggested} ({s.confidence:.3f})")
+        console.print(shown(f"{rank:3d}. {s.path}: labelled {s.label}, looks like {s.suggested} ({s.confidence:.3f})"))
     for item in result.unreadable:
-        console.print(f"[yellow]unreadable[/] {item['error']}")
+        console.print(f"[yellow]unreadable[/] {shown(item['error'])}")
     if page:
-        console.print(f"Report: {page}")
+        console.print(shown(f"Report: {page}"))
 
 
 @app.command("cache", short_help="What catdog cached and its size; --clear frees it.")
