@@ -277,3 +277,15 @@ def test_a_glob_through_linked_folders_ends(tmp_path: Path, samples_dir: Path) -
     # only when asked for by name; the cat found twice is answered once.
     found = [(a["path"], a["label"]) for a in json.loads(done.stdout)]
     assert found == [("photos/a/cat.1.jpg", "cat"), ("photos/.hidden.jpg", "cat")]
+
+
+@pytest.mark.parametrize("name", ["[", "[/a]", "[red]photos", "[bold]"])
+def test_an_error_naming_a_path_in_square_brackets_prints_it_as_it_is(tmp_path: Path, name: str) -> None:
+    """A refusal's sentence went through rich markup: 'catdog data check "[/a]"' ended in a MarkupError traceback
+    instead of its sentence, and '[red]photos' lost its name. A sentence is printed as text."""
+    from conftest import run_catdog_in_process
+
+    missing = tmp_path / name / "photos"
+    done = run_catdog_in_process("data", "check", str(missing))
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"error: Dataset folder '{missing}' does not exist.", done.stderr

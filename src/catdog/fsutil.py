@@ -139,7 +139,12 @@ def shown(text: str) -> str:
     name may hold a newline, which split a line in two) and square brackets kept as text, not rich markup."""
     from rich.markup import escape
 
-    return escape("".join(map(_visible, text)))
+    return escape(printable(text))
+
+
+def printable(text: str) -> str:
+    """``text`` with its control characters (and the bytes of a name that is not UTF-8) escaped, for one line."""
+    return "".join(map(_visible, text))
 
 
 def _visible(c: str) -> str:

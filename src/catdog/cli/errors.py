@@ -15,8 +15,16 @@ DEBUG = {"on": False}
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
-    """Print one clear sentence and return the Exit to raise."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    """Print one clear sentence and return the Exit to raise.
+
+    The sentence is text, not rich markup: it may name a path or a folder such as '[/a]', which rich read as a
+    closing tag (a traceback instead of the sentence) or '[red]', which it dropped.
+    """
+    from rich.text import Text
+
+    from catdog.fsutil import printable
+
+    err_console.print(Text.assemble(("error:", "bold red"), " ", printable(message)), highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 

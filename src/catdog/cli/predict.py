@@ -92,7 +92,7 @@ def _check_sort_folder(folder: str, paths: list[str]) -> None:
     """Refuse a --sort-into folder that is a file, or inside a folder being classified (a rerun would classify
     the copies too)."""
     if os.path.exists(folder) and not os.path.isdir(folder):
-        raise fail(f"--sort-into '{shown(folder)}' is a file; give a folder to copy the photos into.")
+        raise fail(f"--sort-into '{folder}' is a file; give a folder to copy the photos into.")
     import glob
     from itertools import takewhile
 
@@ -103,7 +103,7 @@ def _check_sort_folder(folder: str, paths: list[str]) -> None:
         else:
             within = Path(path)
         if within.is_dir() and (target == within.resolve() or within.resolve() in target.parents):
-            raise fail(f"--sort-into '{shown(folder)}' is inside '{shown(path)}', which is being classified; "
+            raise fail(f"--sort-into '{folder}' is inside '{path}', which is being classified; "
                        "choose a folder outside it.")  # fmt: skip
 
 
@@ -226,13 +226,13 @@ def _check_certificate(certfile: str | None, keyfile: str | None) -> None:
 
     for path in (certfile, keyfile):
         if not os.path.isfile(path):
-            raise fail(f"'{shown(path)}' does not exist or is not a file.")
+            raise fail(f"'{path}' does not exist or is not a file.")
     try:
         ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(certfile, keyfile)
     except (ssl.SSLError, OSError) as err:
         reason = getattr(err, "reason", None) or err.__class__.__name__
         raise fail(
-            f"'{shown(certfile)}' and '{shown(keyfile)}' are not a PEM certificate and its private key ({reason})."
+            f"'{certfile}' and '{keyfile}' are not a PEM certificate and its private key ({reason})."
         ) from None
 
 
