@@ -231,9 +231,7 @@ def _check_certificate(certfile: str | None, keyfile: str | None) -> None:
         ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(certfile, keyfile)
     except (ssl.SSLError, OSError) as err:
         reason = getattr(err, "reason", None) or err.__class__.__name__
-        raise fail(
-            f"'{certfile}' and '{keyfile}' are not a PEM certificate and its private key ({reason})."
-        ) from None
+        raise fail(f"'{certfile}' and '{keyfile}' are not a PEM certificate and its private key ({reason}).") from None
 
 
 def _root_path(value: str) -> str:
