@@ -278,7 +278,8 @@ def test_the_report_says_a_gated_models_probabilities_are_given_a_pet(pets_only_
     evaluate(None, pets_only_dir, out_dir=tmp_path, neither_threshold=1.0)  # every pet turned away
     page = (tmp_path / "report.html").read_text()
     assert "the class probabilities of the mistakes below are P(class | a cat or dog)" in page
-    shown = re.findall(r"→ <b>(\w+)</b><br>P\(cat or dog\) ([0-9.]+)<br>if one: cat ([0-9.]+), dog ([0-9.]+)", page)
+    caption = r"→ <b>(\w+)</b><br>P\(cat or dog\) ([0-9.]+)<br>given a cat or dog: cat ([0-9.]+), dog ([0-9.]+)"
+    shown = re.findall(caption, page)
     assert len(shown) == 2 * PETS_PER_CLASS and all(answer == "neither" for answer, *_ in shown)
     # Real pets score high on the gate (the threshold of 1.0 alone turned them away); their classes sum to 1.
     assert all(float(pet) > 0.5 and float(cat) + float(dog) == pytest.approx(1, abs=2e-3) for _, pet, cat, dog in shown)

@@ -151,7 +151,7 @@ def mistake_probabilities(item: dict, digits: int) -> str:
     probs = ", ".join(f"{c} {p:.{digits}f}" for c, p in item["probabilities"].items())
     if "pet_score" not in item:
         return probs
-    return f"P(cat or dog) {item['pet_score']:.{digits}f}\nif one: {probs}"
+    return f"P(cat or dog) {item['pet_score']:.{digits}f}\ngiven a cat or dog: {probs}"
 
 
 def let_through(evaluation, k: int = GALLERY_SIZE) -> list[dict]:
