@@ -414,7 +414,7 @@ def test_a_model_of_other_classes_is_not_said_to_tell_pets_from_neither(data_roo
             shutil.copy(photo, data / label / photo.name)
     done = run_catdog_in_process("evaluate", str(tmp_path / "model"), str(data), "--out", str(tmp_path / "report"))
     assert done.returncode == 0, done.stderr
-    assert "3 'neither' photos, not counted above: The model has no 'neither' gate" in done.stdout, done.stdout
+    assert "3 'neither' photos, not counted above. The model has no 'neither' gate" in done.stdout, done.stdout
     page = (tmp_path / "report" / "report.html").read_text()
     assert "pets" not in done.stdout.lower() and "Pets versus neither" not in page
     assert "<h2>The 'neither' photos</h2>" in page

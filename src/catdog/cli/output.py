@@ -78,7 +78,7 @@ def print_evaluation(result: dict) -> None:
         o = result["open_set"]
         neither_photos = counted(o["n_neither"], "'neither' photo")
         if not o["gate"]:  # no gate, no pets to tell apart: a horse/cow model read "pets versus neither (73 pets"
-            out.print(f"{neither_photos}, not counted above: {o['note']}")
+            out.print(f"{neither_photos}, not counted above. {o['note']}")
         else:
             out.print(f"pets versus neither ({counted(o['n_pets'], 'pet')}, {neither_photos}, not counted above):")
 
