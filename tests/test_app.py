@@ -734,6 +734,7 @@ def test_agreement_with_python_on_240_photos(browser, playwright, server, python
         context.close()
 
 
+@pytest.mark.slow  # exports an app and starts a server (~20 s on 2 cores)
 def test_an_app_for_other_classes_names_them(tmp_path, samples_dir):
     """A model trained on other classes: the exported app's page description and manifest (the installed app's
     name) said "cat, dog or neither"; they name the model's own answers, as served and as exported."""

@@ -7,6 +7,8 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 from conftest import run_catdog
 
 FLIPPED = {"cat.3003.jpg": "dog", "cat.3021.jpg": "dog", "dog.3012.jpg": "cat"}
@@ -104,6 +106,7 @@ def test_three_classes_are_listed_in_words() -> None:
     assert pets_counted(AuditResult(73, ["cow", "horse"], 5, [], 0.92)) == "73 photos of cow and horse"
 
 
+@pytest.mark.slow  # a whole audit run (~17 s on 2 cores)
 def test_the_report_of_gateless_photos_speaks_of_no_gate(data_root: Path, dev_dir: Path, tmp_path: Path) -> None:
     """Photos of other classes than cat and dog: no gate judges them, yet audit.html said its suspects were also
     those "that the model's gate puts on the other side of cat-or-dog", and the neither photos went unjudged

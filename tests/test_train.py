@@ -698,6 +698,7 @@ def test_resume_refuses_options_the_checkpoint_cannot_honour(tmp_path: Path) -> 
         load_checkpoint(tmp_path, dataclasses.replace(budget, time_budget=None, epochs=30), *parts())
 
 
+@pytest.mark.slow  # a real budget run (~16 s on 2 cores)
 def test_a_budget_run_records_the_epochs_it_ran_not_a_placeholder(
     small_dev: Path, shared_cache: Path, tmp_path: Path
 ) -> None:
