@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from catdog.data.layout import NEITHER, DatasetError, discover
-from catdog.fsutil import atomic_write_text, counted
+from catdog.fsutil import atomic_write_text, counted, listed
 from catdog.images import ImageError
 from catdog.preprocess import Preprocess, normalize, stack_uint8, to_uint8
 
@@ -207,7 +207,7 @@ def audit(
     if pet_scores is None or threshold is None:
         ungated = "the model has no gate"
     elif not set(names) <= {"cat", "dog"}:
-        ungated = f"the model's gate tells cats and dogs from the rest, and these photos are of {_in_words(names)}"
+        ungated = f"the model's gate tells cats and dogs from the rest, and these photos are of {listed(names)}"
     else:
         ungated = ""
     gated = not ungated
@@ -236,15 +236,9 @@ def audit(
     return AuditResult(len(kept), names, folds, suspects, accuracy, unreadable, len(others), judged, ungated)
 
 
-def _in_words(names: list[str]) -> str:
-    # A list in words: a cat/dog/rabbit data set read "photos of cat and dog and rabbit".
-    *rest, last = names
-    return f"{', '.join(rest)} and {last}" if rest else last
-
-
 def pets_counted(result: AuditResult) -> str:
     """The photos the out-of-fold accuracy is over: those of the model's classes, not the `neither` ones."""
-    return f"{result.n - result.neither} photos of {_in_words(result.classes)}"
+    return f"{result.n - result.neither} photos of {listed(result.classes)}"
 
 
 def neither_note(result: AuditResult, lead: str = "") -> str:

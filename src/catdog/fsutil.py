@@ -113,6 +113,12 @@ def counted(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
+def listed(names: list[str] | tuple[str, ...], conjunction: str = "and") -> str:
+    """Names as a person lists them: "cat, dog and rabbit" ("cat and dog and rabbit" once), "cat, dog or neither"."""
+    *rest, last = names
+    return f"{', '.join(rest)} {conjunction} {last}" if rest else last
+
+
 def default_cache_dir() -> Path:
     """``$CATDOG_CACHE_DIR``, else ``$XDG_CACHE_HOME/catdog``, else ``~/.cache/catdog``."""
     if os.environ.get("CATDOG_CACHE_DIR"):

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from catdog import __version__
 from catdog.errors import CatdogError
+from catdog.fsutil import listed
 
 APP_FILES = (
     "index.html",
@@ -122,12 +123,6 @@ def model_file(model: str | os.PathLike | None) -> Path:
     return cached_export(name, key_files, load)
 
 
-def answers_in_words(answers: list[str] | tuple[str, ...]) -> str:
-    """A model's answers as the app names them: 'cat, dog or neither'."""
-    *rest, last = answers
-    return f"{', '.join(rest)} or {last}" if rest else last
-
-
 def app_file_bytes(name: str, answers: list[str] | None) -> bytes:
     """The app's file ``name`` for a model that answers ``answers`` (``None``: not known yet, the package's file).
 
@@ -137,7 +132,7 @@ def app_file_bytes(name: str, answers: list[str] | None) -> bytes:
     data = (app_dir() / name).read_bytes()
     if name not in WORDED_FILES or answers is None or tuple(answers) == BUILTIN_ANSWERS:
         return data
-    builtin, own = answers_in_words(BUILTIN_ANSWERS), answers_in_words(answers)
+    builtin, own = listed(BUILTIN_ANSWERS, "or"), listed(answers, "or")
     if name == "index.html":
         return data.decode("utf-8").replace(builtin, html.escape(own)).encode("utf-8")
     manifest = json.loads(data)
