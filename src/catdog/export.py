@@ -44,6 +44,10 @@ INT8_CHECK_IMAGES = 2000
 # it, and none does not show it (a head fitted on 68 photos agreed on all 9 photos a 73-photo folder left to
 # check, and on 99.15 % of 2,000 dev photos).
 INT8_FLOOR_PHOTOS = round(1 / (1 - INT8_MIN_AGREEMENT))
+_INT8_FLOOR = (
+    f"int8 must agree with fp32 on {INT8_MIN_AGREEMENT:.1%} of labels, which fewer than {INT8_FLOOR_PHOTOS} check "
+    "photos cannot show"
+)
 
 
 class ExportError(CatdogError):
@@ -198,10 +202,7 @@ def export(
 
 def _too_few_for_int8(check_dir: str | os.PathLike, n_calibration: int, n_check: int, asked: int | None) -> str:
     """Why int8 cannot be checked on ``n_check`` photos, and what to give instead, in one sentence."""
-    floor = (
-        f"int8 must agree with fp32 on {INT8_MIN_AGREEMENT:.1%} of labels, which fewer than {INT8_FLOOR_PHOTOS} "
-        "check photos cannot show (on fewer, one changed label is already below it)"
-    )
+    floor = f"{_INT8_FLOOR} (on fewer, one changed label is already below it)"
     if asked is not None and asked < INT8_FLOOR_PHOTOS:
         return f"--check-images {asked} is too few for --int8: {floor}; give {INT8_FLOOR_PHOTOS} or more."
     return (
@@ -347,8 +348,7 @@ def _check_int8(fp32: Path, int8: Path, chunks, config: dict, report: ExportRepo
     fidelity = int8_fidelity(fp32, int8, chunks, config)
     if fidelity["n"] < INT8_FLOOR_PHOTOS:  # enough files were chosen, but unreadable ones are left out
         raise ExportError(
-            f"Only {fidelity['n']} of the photos chosen to check int8 could be read, and int8 must agree with fp32 "
-            f"on {INT8_MIN_AGREEMENT:.1%} of labels, which fewer than {INT8_FLOOR_PHOTOS} check photos cannot show: "
+            f"Only {fidelity['n']} of the photos chosen to check int8 could be read, and {_INT8_FLOOR}: "
             "give --check-data more readable photos; nothing was written."
         )
     report.agreement, report.n_check_int8 = fidelity["agreement"], fidelity["n"]
