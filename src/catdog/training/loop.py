@@ -6,6 +6,8 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -23,17 +25,43 @@ from catdog.training.batches import PADDING, image_input
 from catdog.training.calibration import calibrated_nll, fit_temperature
 from catdog.training.checkpoint import RunState
 from catdog.training.config import TrainConfig
+from catdog.training.distributed import DistContext
 from catdog.training.precision import autocast, logits_of
-from catdog.training.progress import peak_rss_mib, plot_curves
+from catdog.training.progress import Reporter, peak_rss_mib, plot_curves
+
+
+@dataclass
+class StepParts:
+    """What a training step uses besides the model and the batch: the loss, the optimizer and its learning-rate
+    schedule, mixed precision, MixUp/CutMix and the moving average of the weights (see :func:`train_one_epoch`)."""
+
+    criterion: nn.Module  # the loss
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler  # sets each step's learning rate
+    scaler: torch.amp.GradScaler  # scales a float16 loss so that small gradients do not round to 0 (else off)
+    dtype: torch.dtype | None  # what autocast computes in (None: float32)
+    mix: Callable | None = None  # MixUp/CutMix: (images, labels) -> (mixed images, mixed targets)
+    average: Callable[[int], None] | None = None  # --ema: updates the moving average after the given global step
 
 
 def train_one_epoch(
-    cfg, model, loader, to_input, criterion, optimizer, scheduler, scaler, dtype, mix,
-    state, steps_per_epoch, ctx, log, save, out_of_time, average=None,
-) -> bool:  # fmt: skip
+    *,
+    cfg: TrainConfig,
+    model: nn.Module,
+    loader: Iterable,
+    to_input: Callable,
+    parts: StepParts,
+    state: RunState,
+    steps_per_epoch: int,
+    ctx: DistContext,
+    log: Reporter,
+    save: Callable[[RunState], None],
+    out_of_time: Callable[[], bool],
+) -> bool:
     """One pass over this rank's share of the training set; returns True when the time budget ran out.
 
-    ``average``: called after each step with the new global step, to update a moving average of the weights.
+    ``to_input``: (images, seeds) -> the batch the model takes, on its device (augmented there, for images).
+    ``save(state)`` writes a checkpoint, every ``cfg.checkpoint_seconds``; ``out_of_time()`` asks the time budget.
 
     The running loss and accuracy add up on the device and reach the host about once a second:
     reading them every step would make the CPU wait for the GPU at every step.
@@ -72,21 +100,21 @@ def train_one_epoch(
             x = to_input(images, seeds)
             y = labels.to(x.device, non_blocking=True)
             target = y
-            if mix is not None:
-                x, target = mix(x, y)
-            with autocast(x.device, dtype):
+            if parts.mix is not None:
+                x, target = parts.mix(x, y)
+            with autocast(x.device, parts.dtype):
                 logits = logits_of(model(x))
-                loss = criterion(logits, target)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+                loss = parts.criterion(logits, target)
+            parts.optimizer.zero_grad(set_to_none=True)
+            parts.scaler.scale(loss).backward()
+            parts.scaler.step(parts.optimizer)
+            parts.scaler.update()
             # The rate this step took, of the layers at --lr: with --layer-decay the first group is the earliest
             # block's, far below it, and after scheduler.step() the rate is the next step's (0 after the last).
-            state.last_lr = max(group["lr"] for group in optimizer.param_groups)
-            scheduler.step()
-            if average is not None:
-                average(state.global_step + 1)
+            state.last_lr = max(group["lr"] for group in parts.optimizer.param_groups)
+            parts.scheduler.step()
+            if parts.average is not None:
+                parts.average(state.global_step + 1)
 
             state.step += 1
             state.global_step += 1

@@ -63,6 +63,7 @@ from catdog.training.checkpoint import CHECKPOINT, RunState, check_out_dir, load
 from catdog.training.config import PET_CLASSES, TrainConfig
 from catdog.training.distributed import DistContext, SharedBudget, barrier, setup_distributed
 from catdog.training.loop import (
+    StepParts,
     estimate_seconds,
     evaluate,
     final_metrics,
@@ -135,6 +136,9 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
         log.info(recipe_line(cfg, len(classes) + learns_neither, mix is not None))
         forward_module = wrap(cfg, trainable, ctx)  # DDP, torch.compile
         ema = weight_average(cfg, trainable)  # None without --ema
+        average = None if ema is None else (lambda step: ema.update(trainable, step=step))
+        # What each training step uses besides the model and the batch (train_one_epoch's `parts`).
+        parts = StepParts(criterion, optimizer, scheduler, scaler, dtype, mix, average)
 
         # 6. Resume: model, optimizer, scheduler, scaler, position, running metrics and RNG state.
         state = RunState()
@@ -142,7 +146,6 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
             state = resume(cfg, trainable, optimizer, scheduler, scaler, steps_per_epoch, log, ema)
         # What each epoch validates and the best epoch keeps: the averaged weights, with --ema.
         validated_module, kept = (ema.module, ema.module) if ema is not None else (forward_module, trainable)
-        average = None if ema is None else (lambda step: ema.update(trainable, step=step))
 
         # 7. The epochs (under a budget, leaving time for the final validation at the test size).
         log.info(f"training on {device} with {ctx.world} process(es), {steps_per_epoch} steps per epoch")
@@ -160,9 +163,18 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
             model.eval()  # with a frozen part, only `trainable` trains (and nothing else sees batches)
             trainable.train()
             budget_hit = train_one_epoch(
-                cfg, forward_module, train_loader, job.train_input, criterion, optimizer, scheduler, scaler, dtype,
-                mix, state, steps_per_epoch, ctx, log, save, out_of_time, average,
-            )  # fmt: skip
+                cfg=cfg,
+                model=forward_module,
+                loader=train_loader,
+                to_input=job.train_input,
+                parts=parts,
+                state=state,
+                steps_per_epoch=steps_per_epoch,
+                ctx=ctx,
+                log=log,
+                save=save,
+                out_of_time=out_of_time,
+            )
             tick = time.monotonic()
             val = evaluate(validated_module, val_loader, job.eval_input, dtype, ctx)
             budget.eval_seconds = time.monotonic() - tick
