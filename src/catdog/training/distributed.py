@@ -64,14 +64,15 @@ class SharedBudget:
         self.checked_call = 0
         self.checks = 0
 
-    def __call__(self) -> bool:
+    def __call__(self, step_seconds: float = 0.0, validation_next: bool = False) -> bool:
+        """:meth:`Budget.out_of_time` of rank 0, called after each step before ``scheduler.step()``."""
         if self.ctx.world == 1:
-            return self.budget.out_of_time()
+            return self.budget.out_of_time(step_seconds, validation_next)
         self.calls += 1
         if self.calls < self.next_check:
             return False
         now = time.monotonic()
-        spent = self.budget.out_of_time()
+        spent = self.budget.out_of_time(step_seconds, validation_next)
         every = 1
         if self.checked_at is not None:
             pace = (now - self.checked_at) / (self.calls - self.checked_call)

@@ -56,17 +56,18 @@ def train_one_epoch(
     ctx: DistContext,
     log: Reporter,
     save: Callable[[RunState], None],
-    out_of_time: Callable[[], bool],
+    out_of_time: Callable[..., bool],
 ) -> bool:
     """One pass over this rank's share of the training set; returns True when the time budget ran out.
 
     ``to_input``: (images, seeds) -> the batch the model takes, on its device (augmented there, for images).
-    ``save(state)`` writes a checkpoint, every ``cfg.checkpoint_seconds``; ``out_of_time()`` asks the time budget.
+    ``save(state)`` writes a checkpoint, every ``cfg.checkpoint_seconds``.
+    ``out_of_time(step_seconds, validation_next)`` asks the time budget (a :class:`SharedBudget`).
 
     The running loss and accuracy add up on the device and reach the host about once a second:
     reading them every step would make the CPU wait for the GPU at every step.
     """
-    last_save = folded_at = time.monotonic()
+    last_save = folded_at = last_step_ended = time.monotonic()
     running = None  # (loss sum, correct) on the device since the last fold
 
     def fold() -> bool:
@@ -112,6 +113,11 @@ def train_one_epoch(
             # The rate this step took, of the layers at --lr: with --layer-decay the first group is the earliest
             # block's, far below it, and after scheduler.step() the rate is the next step's (0 after the last).
             state.last_lr = max(group["lr"] for group in parts.optimizer.param_groups)
+            # The time budget's clock is read before the scheduler sets the next step's rate, which under
+            # --time-budget follows the time that step will end at (the step just done: its guess of how long).
+            step_ended = time.monotonic()
+            budget_spent = out_of_time(step_ended - last_step_ended, validation_next=state.step + 1 == steps_per_epoch)
+            last_step_ended = step_ended
             parts.scheduler.step()
             if parts.average is not None:
                 parts.average(state.global_step + 1)
@@ -124,7 +130,7 @@ def train_one_epoch(
             folded = time.monotonic() - folded_at >= 1.0 and fold()
             state.train_seconds += time.monotonic() - tick  # the fold's wait for the device included
             bar.update(**(stats() if folded else {}))
-            if out_of_time():
+            if budget_spent:
                 final_fold()
                 return True
             if time.monotonic() - last_save >= cfg.checkpoint_seconds and state.step < steps_per_epoch:

@@ -51,14 +51,24 @@ class Budget:
         self.eval_seconds = 0.0
         self.final_seconds = 0.0  # kept for the work after the last epoch (validation at the test size)
 
-    def out_of_time(self) -> bool:
+    def out_of_time(self, step_seconds: float = 0.0, validation_next: bool = False) -> bool:
+        """True when the budget is spent. Called after each step, before ``scheduler.step()`` sets the next
+        step's rate: it also sets the schedule's clock to the time that next step will end at.
+
+        ``step_seconds``: how long the step just done took (the guess of the next one's); ``validation_next``:
+        the epoch has ended, so a validation pass (as long as the last one) comes before the next step.
+        """
         if self.deadline is None:
             return False
         now = time.monotonic()
         # Before the first validation pass, guess it costs a tenth of the time left.
         reserve = 1.25 * self.eval_seconds + 5.0 if self.eval_seconds else 0.1 * (self.deadline - self.started)
         reserve += self.final_seconds
-        self.schedule.time_fraction = (now - self.started) / max(1.0, self.deadline - reserve - self.started)
+        # The rate set after this check is the one the next step takes, so the schedule reads the time that step
+        # will end at: the step that spends the budget then takes the schedule's last rate. Read at the check
+        # before, as it was, a budget run's last step took the rate of one or two steps earlier (2 % of --lr).
+        next_step_ends = now + step_seconds + (self.eval_seconds if validation_next else 0.0)
+        self.schedule.time_fraction = (next_step_ends - self.started) / max(1.0, self.deadline - reserve - self.started)
         return now + reserve > self.deadline
 
 
@@ -67,8 +77,8 @@ class Schedule:
 
     Written out rather than torch's OneCycleLR/CosineAnnealingLR because under a time budget
     the horizon is time, not a step count: the progress is the larger of the step fraction
-    and ``time_fraction`` (set by the training loop). ``total_steps`` None: the time alone
-    (a budget without ``--epochs``).
+    and ``time_fraction`` (set by :meth:`Budget.out_of_time`: the share of the budget spent when the
+    step the rate is for will end). ``total_steps`` None: the time alone (a budget without ``--epochs``).
     """
 
     def __init__(self, kind: str, total_steps: int | None, warmup_steps: int) -> None:
