@@ -7,6 +7,7 @@ no unhandled exception.
 
 from __future__ import annotations
 
+import os
 import re
 import selectors
 import socket
@@ -18,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from catdog.serve.protocol import HEAD_TIMEOUT_S, LINGER_S
+from catdog.serve.protocol import HEAD_TIMEOUT_S, LINGER_S, OVER_LIMIT_HEAD_S
 
 from hostile import unhandled_errors, vm_rss_mib
 from serving import Server
@@ -251,6 +252,48 @@ def test_half_sent_request_heads_are_closed(server: Server, samples_dir: Path) -
     still_open = [i for i, seconds in enumerate(closed) if seconds == float("inf")]
     assert not still_open, f"{len(still_open)} of 300 still open after {HEAD_TIMEOUT_S + 5:g} s, e.g. {still_open[:5]}"
     assert httpx.get(server.url + "/healthz").status_code == 200
+
+
+def open_files(server: Server) -> int:
+    """The files (sockets included) the server process has open."""
+    return len(os.listdir(f"/proc/{server.proc.pid}/fd"))
+
+
+def settles(what, within: float = 5) -> bool:
+    """Whether ``what()`` becomes true within ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while not what() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return what()
+
+
+def test_connections_over_max_connections_get_503_and_are_let_go(tmp_path: Path) -> None:
+    """--max-connections 8 with 8 silent connections open: 5 more that ask get 503 and are closed, 5 more that say
+    nothing are closed within OVER_LIMIT_HEAD_S (not HEAD_TIMEOUT_S), the 8 are then answered, and the server's
+    open files come back to what they were. There was no limit: every connection was taken, however many."""
+    limit, get = 8, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    srv = Server("--max-connections", str(limit), log=tmp_path / "server.log")
+    try:
+        srv.wait()
+        before = open_files(srv)
+        held = [connect(srv) for _ in range(limit)]  # accepted in order: before those below
+        asking = [connect(srv) for _ in range(5)]
+        for sock in asking:
+            sock.sendall(get)
+        assert [status_of(sock) for sock in asking] == [503] * 5
+        silent = [connect(srv) for _ in range(5)]
+        closed = closed_by_server(asking + silent, within=OVER_LIMIT_HEAD_S + 2)
+        assert max(closed) < OVER_LIMIT_HEAD_S + 2 < HEAD_TIMEOUT_S, closed
+        for sock in held:  # each within its head deadline, the others gone: served
+            sock.sendall(get)
+            assert answered(sock).startswith(b"HTTP/1.1 200")
+        for sock in held + asking + silent:
+            sock.close()
+        assert settles(lambda: open_files(srv) <= before), (open_files(srv), before)
+        assert httpx.get(srv.url + "/healthz").status_code == 200
+    finally:
+        srv.stop()
+    assert not unhandled_errors(srv.log()), srv.log()[-5000:]
 
 
 @pytest.mark.slow  # ~35 s: the linger deadline is 30 s

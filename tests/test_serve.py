@@ -359,6 +359,37 @@ def test_a_port_it_cannot_listen_on_is_one_sentence_before_any_banner(tmp_path: 
     assert "serving on" not in busy.stderr + nowhere.stderr  # once said before uvicorn failed to bind
 
 
+def test_max_connections_gets_its_open_files_or_one_sentence(tmp_path: Path) -> None:
+    """A socket is an open file: under a soft limit of 256 (hard 512), --max-connections 300 raises the soft limit to
+    fit (the server would stop accepting at 256), and 1000, over the hard limit, is refused in one sentence."""
+    import resource
+
+    def limited() -> None:  # in the child, before catdog starts
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 512))
+
+    command = [sys.executable, "-m", "catdog", "serve", "--port", "0"]
+    over = subprocess.run(
+        [*command, "--max-connections", "1000"], preexec_fn=limited, capture_output=True, text=True, timeout=60
+    )
+    assert over.returncode == 2 and "serving on" not in over.stderr
+    assert over.stderr.strip().splitlines() == [
+        "error: --max-connections 1000 needs 1128 open files, over this system's limit of 512 (ulimit -Hn); "
+        "lower --max-connections or raise the limit."
+    ]
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([*command, "--max-connections", "300"], preexec_fn=limited, stdout=out, stderr=out)
+    try:
+        deadline = time.monotonic() + 60
+        while "serving on" not in log.read_text() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        limits = Path(f"/proc/{proc.pid}/limits").read_text()
+        assert re.search(r"Max open files\s+428\s+512\s", limits), limits
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
 def test_port_0_serves_on_the_free_port_it_names(tmp_path: Path) -> None:
     log = tmp_path / "serve.log"
     with open(log, "wb") as out:

@@ -142,6 +142,14 @@ def serve(
     max_uploads: Annotated[
         int, typer.Option(help="API requests still uploading at once (503 above); memory: this x --max-file-mb.", min=1)
     ] = 128,
+    max_connections: Annotated[
+        int | None,
+        typer.Option(
+            help="Connections open at once, idle ones included (503 above; default: twice --max-uploads plus "
+            "--max-concurrent).",
+            min=1,
+        ),
+    ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds one API request may take (503 after).", min=0.1)] = 30.0,
     batch_size: Annotated[int, typer.Option(help="Most images in one forward pass (micro-batching).", min=1)] = 32,
     batch_wait_ms: Annotated[
@@ -198,6 +206,10 @@ def serve(
     root_path = _root_path(root_path)
     _check_certificate(ssl_certfile, ssl_keyfile)
     port = _port_to_serve_on(host, port)
+    # Room for every API request the limits above let in at once (beyond those the API answers its own 503, which
+    # says which limit), and as many again for the page's files, health checks and idle keep-alive connections.
+    max_connections = max_connections or 2 * (max_uploads + max_concurrent)
+    _file_descriptors_for(max_connections)
     scheme = "https" if ssl_certfile else "http"
     banner = f"catdog: serving on {scheme}://{host}:{port} (the model loads in the background; /readyz)"
     if root_path:
@@ -208,6 +220,8 @@ def serve(
         root_path=root_path, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
         ssl_ciphers=None,  # Python's modern defaults; uvicorn before 0.48 set 'TLSv1', every TLS 1.0 cipher
         http=HeadTimeoutProtocol,  # h11 with deadlines for request heads and late bodies: uvicorn has none
+        # uvicorn answers 503 to a request while this many connections are open, its own included: N + 1 serves N.
+        limit_concurrency=max_connections + 1,
     )  # fmt: skip
     if workers == 1:
         uvicorn.run(create_app(settings), **options)
@@ -232,6 +246,33 @@ def _check_certificate(certfile: str | None, keyfile: str | None) -> None:
     except (ssl.SSLError, OSError) as err:
         reason = getattr(err, "reason", None) or err.__class__.__name__
         raise fail(f"'{certfile}' and '{keyfile}' are not a PEM certificate and its private key ({reason}).") from None
+
+
+# Room for the files a server opens besides its connections: the listening socket, the runtime's files, logs (12 in
+# all after a few photos; 2026-12-06, 2-core AMD EPYC) and a batch's photos spooled to temporary files.
+OTHER_FILES = 128
+
+
+def _file_descriptors_for(connections: int) -> None:
+    """Let this process open a file per connection, raising its soft limit (``ulimit -n``) up to the hard one.
+
+    Otherwise sockets run out before ``--max-connections``: Linux's usual soft limit is 1024, and a server at it
+    stops accepting connections (asyncio logs an error and tries again a second later).
+    """
+    try:
+        import resource
+    except ImportError:  # Windows has no such limit to raise
+        return
+    needed = connections + OTHER_FILES
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        raise fail(
+            f"--max-connections {connections} needs {needed} open files, over this system's limit of {hard} "
+            f"(ulimit -Hn); lower --max-connections or raise the limit."
+        )
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
 
 def _root_path(value: str) -> str:

@@ -10,6 +10,10 @@ it only to throw it away, and a byte a second kept the connection. uvicorn has n
 requests once such connections fill it, and ``h11_max_incomplete_event_size`` bounds the bytes of a head,
 not the time). nginx's ``client_header_timeout`` and ``lingering_time`` are what this copies. A body
 being read by a handler is not timed here: ``--timeout`` bounds an API request, upload included.
+
+``--max-connections`` is uvicorn's ``limit_concurrency``: a request on a connection beyond it is answered 503
+and the connection closed. uvicorn still accepts such a connection and waits for its request, so one that
+sends nothing gets OVER_LIMIT_HEAD_S, not HEAD_TIMEOUT_S, before it is closed.
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ HEAD_TIMEOUT_S = 10.0
 # Seconds the rest of a body may keep arriving after its request was answered (nginx's lingering_time):
 # the server reads it, so that a client still sending sees the answer rather than a reset connection.
 LINGER_S = 30.0
+# Seconds for the request head of a connection that came while --max-connections were open: a client sends its
+# request at once and is answered 503; a silent one would hold a socket beyond the limit for HEAD_TIMEOUT_S.
+OVER_LIMIT_HEAD_S = 1.0
 
 
 class HeadTimeoutProtocol(H11Protocol):
@@ -34,14 +41,19 @@ class HeadTimeoutProtocol(H11Protocol):
     the head's first byte) and the rest of the body of a request already answered (``our_state`` DONE,
     ``their_state`` SEND_BODY: LINGER_S from its first late byte). A deadline is never extended by a
     byte; when it passes, the connection is closed without an answer, as nginx and Go close theirs.
-    Between requests uvicorn's keep-alive timeout closes an idle connection first.
+    Between requests uvicorn's keep-alive timeout closes an idle connection first. A connection beyond
+    ``limit_concurrency`` has OVER_LIMIT_HEAD_S for its head (uvicorn answers it 503 and closes it).
     """
 
     _deadline: asyncio.TimerHandle | None = None
-    _deadline_for: float | None = None  # the limit the armed deadline enforces (HEAD_TIMEOUT_S or LINGER_S)
+    _deadline_for: float | None = None  # the limit the armed deadline enforces (a head's limit or LINGER_S)
+    _head_limit = HEAD_TIMEOUT_S
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(transport)  # counts this connection in self.connections
+        # As uvicorn decides on a request's 503: its connections, this one included, against the limit.
+        if self.limit_concurrency is not None and len(self.connections) >= self.limit_concurrency:
+            self._head_limit = OVER_LIMIT_HEAD_S
         self._watch()
 
     def data_received(self, data: bytes) -> None:
@@ -58,7 +70,7 @@ class HeadTimeoutProtocol(H11Protocol):
         if self.transport.is_closing():
             limit = None
         elif their is h11.IDLE:
-            limit = HEAD_TIMEOUT_S
+            limit = self._head_limit
         elif their is h11.SEND_BODY and ours is h11.DONE:
             limit = LINGER_S
         else:
