@@ -11,6 +11,7 @@ import os
 import re
 import selectors
 import socket
+import ssl
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +23,7 @@ import pytest
 from catdog.serve.protocol import HEAD_TIMEOUT_S, LINGER_S, OVER_LIMIT_HEAD_S
 
 from hostile import unhandled_errors, vm_rss_mib
-from serving import Server
+from serving import Server, self_signed
 
 pytestmark = pytest.mark.usefixtures("builtin_model")
 
@@ -291,6 +292,37 @@ def test_connections_over_max_connections_get_503_and_are_let_go(tmp_path: Path)
             sock.close()
         assert settles(lambda: open_files(srv) <= before), (open_files(srv), before)
         assert httpx.get(srv.url + "/healthz").status_code == 200
+    finally:
+        srv.stop()
+    assert not unhandled_errors(srv.log()), srv.log()[-5000:]
+
+
+def test_tls_handshakes_that_never_finish_are_closed(tmp_path: Path) -> None:
+    """--ssl-certfile: 20 connections that never finish a TLS handshake (10 silent, 10 with half a ClientHello) are
+    all closed within HEAD_TIMEOUT_S (asyncio's own limit, 60 s, held each a minute); a client that waits 3 s
+    before its handshake is answered."""
+    cert, key = self_signed(tmp_path)
+    srv = Server("--ssl-certfile", str(cert), "--ssl-keyfile", str(key), log=tmp_path / "server.log")
+    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client.load_verify_locations(cert)
+    try:
+        srv.wait("/healthz")
+        hello = ssl.MemoryBIO()  # a real ClientHello, as the client's first flight
+        with pytest.raises(ssl.SSLWantReadError):
+            client.wrap_bio(ssl.MemoryBIO(), hello, server_hostname="laptop.test").do_handshake()
+        hello = hello.read()
+        socks = [socket.create_connection(("127.0.0.1", srv.port), timeout=30) for _ in range(20)]
+        for sock in socks[10:]:
+            sock.sendall(hello[: len(hello) // 2])
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=30) as raw:
+            time.sleep(3)
+            with client.wrap_socket(raw, server_hostname="laptop.test") as tls:
+                tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: laptop.test\r\n\r\n")
+                assert tls.recv(4096).startswith(b"HTTP/1.1 200")
+        closed = closed_by_server(socks, within=HEAD_TIMEOUT_S + 3)
+        for sock in socks:
+            sock.close()
+        assert max(closed) < HEAD_TIMEOUT_S + 3, closed
     finally:
         srv.stop()
     assert not unhandled_errors(srv.log()), srv.log()[-5000:]

@@ -177,7 +177,7 @@ def serve(
     import uvicorn
 
     from catdog.serve.app import SETTINGS_ENV, ServeSettings, create_app
-    from catdog.serve.protocol import HeadTimeoutProtocol
+    from catdog.serve.protocol import HandshakeDeadlineLoop, HeadTimeoutProtocol
 
     if builtin_name(model) is None and not os.path.exists(model):
         raise fail(
@@ -223,6 +223,8 @@ def serve(
         # uvicorn answers 503 to a request while this many connections are open, its own included: N + 1 serves N.
         limit_concurrency=max_connections + 1,
     )  # fmt: skip
+    if ssl_certfile:  # TLS handshakes within the head deadline (asyncio's loop then, even where uvloop is installed)
+        options["loop"] = HandshakeDeadlineLoop
     if workers == 1:
         uvicorn.run(create_app(settings), **options)
     else:  # worker processes import the app themselves, so the settings travel in the environment

@@ -14,11 +14,14 @@ being read by a handler is not timed here: ``--timeout`` bounds an API request, 
 ``--max-connections`` is uvicorn's ``limit_concurrency``: a request on a connection beyond it is answered 503
 and the connection closed. uvicorn still accepts such a connection and waits for its request, so one that
 sends nothing gets OVER_LIMIT_HEAD_S, not HEAD_TIMEOUT_S, before it is closed.
+
+Over https the protocol starts once the TLS handshake is done; :class:`HandshakeDeadlineLoop` bounds the handshake.
 """
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -88,3 +91,19 @@ class HeadTimeoutProtocol(H11Protocol):
         self._deadline, self._deadline_for = None, None
         if not self.transport.is_closing():
             self.transport.close()
+
+
+class HandshakeDeadlineLoop(asyncio.SelectorEventLoop):
+    """asyncio's event loop, whose TLS servers give a client HEAD_TIMEOUT_S for its handshake, not asyncio's 60 s.
+
+    A client that opened TCP and never sent its ClientHello held the connection for a minute, unseen by
+    :class:`HeadTimeoutProtocol` (uvicorn's protocol only starts after the handshake). uvicorn calls
+    ``create_server`` without ``ssl_handshake_timeout`` and has no option for it; its ``loop`` option takes the
+    event loop to run (uvicorn 0.36 and later), and this is that loop. asyncio closes a connection whose
+    handshake takes longer, and logs nothing.
+    """
+
+    async def create_server(self, *args: Any, **kwargs: Any) -> asyncio.Server:  # type: ignore[override]
+        if kwargs.get("ssl") is not None and kwargs.get("ssl_handshake_timeout") is None:
+            kwargs["ssl_handshake_timeout"] = HEAD_TIMEOUT_S
+        return await super().create_server(*args, **kwargs)
