@@ -18,7 +18,7 @@ from catdog import cli
 from catdog.errors import DatasetError
 from catdog.images import ImageError
 
-from conftest import run_catdog
+from conftest import run_catdog, run_catdog_in_process
 
 
 def _exit(func, capsys) -> tuple[int, list[str]]:
@@ -216,3 +216,30 @@ def test_serve_refuses_a_certificate_without_its_key_or_a_key_for_a_certificate(
     wrong = run_catdog_in_process("serve", *pair, "--port", "0")
     assert wrong.returncode == 2 and "are not a PEM certificate and its private key" in wrong.stderr, wrong.stderr
     assert "serving on" not in wrong.stderr and len(wrong.stderr.strip().splitlines()) == 1
+
+
+def test_a_model_given_alone_to_evaluate_or_explain_is_named_a_model(
+    trained_model_dir: Path, onnx_model_file: Path
+) -> None:
+    """`catdog evaluate MODEL` without its photos took the model for the photos ("The images in 'my-model' carry no
+    label", "Dataset folder 'builtin-large' does not exist"); `catdog explain MODEL` took it for the photo ("is a
+    folder, not an image file"). Each now says the model needs the photos beside it, as the command is typed."""
+    for model in (str(trained_model_dir), str(onnx_model_file), "builtin-large"):
+        measured = run_catdog_in_process("evaluate", model)
+        assert measured.returncode == 2, measured.stderr
+        assert f"'{model}' is a model; give the labelled photos" in measured.stderr
+        assert f"catdog evaluate {model} DATA_DIR" in measured.stderr
+        explained = run_catdog_in_process("explain", model)
+        assert explained.returncode == 2 and f"'{model}' is " in explained.stderr, explained.stderr
+        assert "give the photo to explain" in explained.stderr or "and the photo to explain" in explained.stderr
+    assert "catdog explain MODEL_DIR IMAGE" in run_catdog_in_process("explain", str(onnx_model_file)).stderr
+    alone = run_catdog_in_process("explain")  # the model is optional: the photo is what is missing
+    assert alone.returncode == 2 and "Give the photo to explain" in alone.stderr, alone.stderr
+
+
+def test_photos_named_like_a_shipped_model_are_photos(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder of photos called builtin-large is evaluated as photos, not refused as the model of that name."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "builtin-large").mkdir()
+    said = run_catdog_in_process("evaluate", "builtin-large")
+    assert said.returncode == 2 and "is a model" not in said.stderr and "builtin-large" in said.stderr, said.stderr

@@ -13,7 +13,7 @@ from rich.console import Console
 from catdog.cli.app import NeitherThreshold, app, probability
 from catdog.cli.errors import fail, refuse_unwritable, user_errors
 from catdog.cli.output import print_evaluation
-from catdog.models.files import builtin_name
+from catdog.models.files import builtin_name, names_a_model
 
 
 @app.command(short_help="Measure a model on labelled photos: metrics, plots, a report.")
@@ -56,6 +56,11 @@ def evaluate(
 ) -> None:
     """Measure a model on labelled photos: accuracy, log loss, ROC AUC, calibration, robustness."""
     if data_dir is None:  # `catdog evaluate DATA_DIR` uses the built-in model
+        if model is not None and names_a_model(model):  # else its refusal would call the model a dataset
+            raise fail(
+                f"'{model}' is a model; give the labelled photos to measure it on too: "
+                f"catdog evaluate {model} DATA_DIR."
+            )
         model, data_dir = None, model
     if data_dir is None:
         raise fail("Give the folder of labelled photos to evaluate on: catdog evaluate [MODEL] DATA_DIR.")
@@ -90,7 +95,7 @@ def explain(
         typer.Argument(
             metavar="MODEL", help="Model directory or builtin-large; the built-in model if only IMAGE is given."
         ),
-    ],
+    ] = None,
     image: Annotated[str | None, typer.Argument(metavar="IMAGE", help="The photo to explain.")] = None,
     out: Annotated[
         str | None,
@@ -102,6 +107,13 @@ def explain(
 ) -> None:
     """Grad-CAM: a heat map of where in the photo the model's decision rests."""
     if image is None:  # `catdog explain IMAGE` uses the built-in model
+        if model is not None and model.lower().endswith(".onnx") and names_a_model(model):
+            raise fail(
+                f"'{model}' is an ONNX model, which Grad-CAM cannot use (it needs PyTorch's gradients); give a model "
+                "directory and the photo to explain: catdog explain MODEL_DIR IMAGE."
+            )
+        if model is not None and names_a_model(model):  # else its refusal would call the model a photo
+            raise fail(f"'{model}' is a model; give the photo to explain too: catdog explain {model} IMAGE.")
         model, image = None, model
     if image is None:
         raise fail("Give the photo to explain: catdog explain [MODEL] IMAGE --out heat.png.")

@@ -81,6 +81,16 @@ def builtin_name(model: str | os.PathLike | None) -> str | None:
     return str(model) if str(model) in BUILTIN_MODELS else None
 
 
+def names_a_model(arg: str) -> bool:
+    """Whether a command's lone argument names a model rather than photos: builtin-large, an .onnx file or a
+    model directory (its config.json); a file or folder of photos that happens to be called builtin is photos.
+    """
+    path = Path(arg)
+    if not path.exists():
+        return builtin_name(arg) is not None
+    return (path.is_file() and path.suffix.lower() == ".onnx") or (path / "config.json").is_file()
+
+
 def builtin_model_config(name: str) -> dict:
     """The record of the shipped model ``name`` (one of BUILTIN_MODELS)."""
     return builtin_config() if name == "builtin" else large_config()
