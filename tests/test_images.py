@@ -7,6 +7,7 @@ import struct
 import time
 import zipfile
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -168,6 +169,18 @@ def test_truncated_jpeg_is_corrupt(fraction):
     data = image_bytes("JPEG", size=(300, 200), quality=90)
     with pytest.raises(CorruptImageError, match="truncated or corrupt|damaged|corrupt"):
         decode(data[: int(len(data) * fraction)])
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF"])
+def test_a_file_cut_short_says_so_in_words(tmp_path: Path, fmt: str) -> None:
+    """Pillow's "image file is truncated (15 bytes not processed)" reached the page and the CLI inside the
+    sentence's own brackets; a person is told what it means instead."""
+    path = tmp_path / f"cut.{fmt.lower()}"
+    data = image_bytes(fmt, size=(300, 200))
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CorruptImageError) as refused:
+        decode(path)
+    assert str(refused.value) == f"'{path}' is truncated or corrupt (the file ends before its image does)."
 
 
 @pytest.mark.parametrize(

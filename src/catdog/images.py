@@ -297,6 +297,14 @@ def _jpeg_scans(data: bytes) -> int:
     return scans
 
 
+def _why_corrupt(err: Exception) -> str:
+    """Pillow's reason a decode failed, in words for a person: its "image file is truncated (15 bytes not
+    processed)" is said as what it means, the rest as Pillow says it."""
+    if str(err).startswith("image file is truncated"):  # Pillow's words for a JPEG, PNG or GIF cut short
+        return "the file ends before its image does"
+    return _short(err)
+
+
 def _short(err: Exception) -> str:
     text = str(err).strip().rstrip(".") or type(err).__name__
     return text.splitlines()[0][:120]
@@ -345,7 +353,7 @@ def decode(
     except MemoryError:
         raise ImageTooLargeError(f"{label} needs more memory to decode than is available.") from None
     except Exception as err:
-        raise CorruptImageError(f"{label} is truncated or corrupt ({_short(err)}).") from None
+        raise CorruptImageError(f"{label} is truncated or corrupt ({_why_corrupt(err)}).") from None
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
