@@ -146,7 +146,11 @@ def test_photos_beside_the_class_folders_are_reported_left_out(
     assert sorted(item["path"] for item in report["left_out"]) == ["IMG_1.jpg", "banner.jpg", "cover.jpg"]
     assert report["problems"] == 3 and report["duplicates"] == []  # a copy left out is no duplicate
     text = run_catdog("data", "check", str(root))
-    assert text.returncode == 1 and "cover.jpg" in text.stdout and "3 image file(s) left out" in text.stdout
+    assert (
+        text.returncode == 1
+        and "cover.jpg" in text.stdout
+        and "3 problems: 3 image files left out (no label)." in text.stdout
+    )
 
 
 def test_odd_file_names_are_shown_as_they_are(samples_dir: Path, tmp_path: Path, cache_dir: Path) -> None:
@@ -219,11 +223,13 @@ def test_human_summary_and_bad_arguments(planted: Path, tmp_path: Path, cache_di
         assert text in proc.stdout
     # The parts of the count add up to it: a label conflict is one of the duplicate groups, not one more problem.
     verdict = " ".join(proc.stdout.split())  # the terminal may wrap it
-    count = int(verdict.split(" problem(s): ")[0].split()[-1])
-    parts = verdict.split(" problem(s): ")[1].split(", ")
+    count = int(verdict.split(" problems: ")[0].split()[-1])
+    parts = verdict.split(" problems: ")[1].split(", ")
     numbers = [int(part.split()[0]) for part in parts]
     assert "(1 of them a label conflict)" in verdict and sum(numbers) == count, verdict
-    assert "near-duplicate group(s) (within 4 bits; 0 a label conflict)" in verdict, verdict
+    assert "1 near-duplicate group (within 4 bits; 0 a label conflict)" in verdict, verdict
+    found = verdict.split(" problems: ")[1]
+    assert "(s)" not in found and not found.startswith("0 ") and ", 0 " not in found, verdict  # no kind not found
 
     missing = run_catdog("data", "check", str(tmp_path / "nowhere"))
     assert missing.returncode == 2 and "does not exist" in missing.stderr
@@ -250,8 +256,7 @@ def test_a_label_conflict_between_near_duplicates_is_counted_with_them(samples_d
         photo.resize((photo.width // 2, photo.height // 2)).save(data / "dog" / "a_small.jpg", quality=90)
     done = run_catdog("data", "check", str(data), "--cache-dir", str(tmp_path / "cache"))
     verdict = " ".join(done.stdout.split())
-    assert "0 duplicate group(s) (0 of them a label conflict)" in verdict, verdict
-    assert "1 near-duplicate group(s) (within 4 bits; 1 a label conflict)" in verdict, verdict
+    assert "1 problem: 1 near-duplicate group (within 4 bits; 1 a label conflict)." in verdict, verdict
 
 
 def rendered(parts: list) -> str:

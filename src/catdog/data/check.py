@@ -39,7 +39,7 @@ import numpy as np
 from catdog.data.hashing import HashIndex, content_hash
 from catdog.data.layout import NEITHER, discover
 from catdog.errors import CatdogError
-from catdog.fsutil import atomic_write_text, default_cache_dir, shown
+from catdog.fsutil import atomic_write_text, counted, default_cache_dir, shown
 from catdog.images import DEFAULT_MAX_BYTES, ImageError, decode, extension_matches, read_info, sniff_format
 
 # Sides below this many pixels make an image "tiny": 32 px is where a photo stops showing a
@@ -521,18 +521,36 @@ def summary(report: CheckReport, limit: int = 20) -> list:
     verdict = (
         "[bold green]clean[/]: no unusable files, duplicates, wrong extensions or files left out or not read."
         if report.problems == 0
-        else f"[bold red]{report.problems} problem(s)[/]: {len(report.unusable)} unusable, "
-        f"{len(report.duplicates)} duplicate group(s) ({sum(d['conflict'] for d in report.duplicates)} of them a "
-        f"label conflict), {len(report.near_duplicates)} near-duplicate group(s) (within {report.near_distance} bits; "
-        f"{sum(p['conflict'] for p in report.near_duplicates)} a label conflict), "
-        f"{len(report.extension_mismatches)} wrong extension(s), {len(report.left_out)} image file(s) left out"
-        + (f", {len(report.not_read)} link(s) or folder(s) not read." if report.not_read else ".")
+        else f"[bold red]{counted(report.problems, 'problem')}[/]: {_found(report)}."
     )
     out = [classes]
     if details.row_count:
         out.append(details)
     out.append(verdict)
     return out
+
+
+def _found(report: CheckReport) -> str:
+    """The kinds of problem found, each counted: "2 duplicate groups (1 of them a label conflict), 3 image files
+    left out". A kind not found is not named (the verdict once listed five zeros beside the one count found)."""
+    conflicts = sum(d["conflict"] for d in report.duplicates)
+    near_conflicts = sum(d["conflict"] for d in report.near_duplicates)
+    kinds = [
+        (len(report.unusable), counted(len(report.unusable), "unusable file")),
+        (
+            len(report.duplicates),
+            f"{counted(len(report.duplicates), 'duplicate group')} ({conflicts} of them a label conflict)",
+        ),
+        (
+            len(report.near_duplicates),
+            f"{counted(len(report.near_duplicates), 'near-duplicate group')} (within {report.near_distance} bits; "
+            f"{near_conflicts} a label conflict)",
+        ),
+        (len(report.extension_mismatches), counted(len(report.extension_mismatches), "wrong extension")),
+        (len(report.left_out), f"{counted(len(report.left_out), 'image file')} left out (no label)"),
+        (len(report.not_read), f"{len(report.not_read)} link(s) or folder(s) not read"),  # counted() pluralises one
+    ]
+    return ", ".join(words for n, words in kinds if n)
 
 
 def _labels(group: dict) -> str:
