@@ -289,6 +289,19 @@ def test_every_option_name_is_whole_in_an_80_column_help(words: tuple[str, ...])
     assert flags and flags <= set(HELP_FLAG.findall(text.stdout))
 
 
+@pytest.mark.parametrize("command", ["predict", "evaluate", "serve"])
+def test_the_unsure_threshold_says_it_is_off_unless_given(command: str) -> None:
+    """predict's and evaluate's --help gave --threshold no default, so a reader could not tell whether photos were
+    already being answered 'unsure'; serve's said "(default: never)". All three say it now."""
+    from typer.testing import CliRunner
+
+    from catdog.cli import app
+
+    shown = " ".join(CliRunner().invoke(app, [command, "--help"], terminal_width=240).stdout.split())
+    threshold = shown.split("--threshold", 1)[1].split(" --", 1)[0]
+    assert "'unsure'" in threshold and "(default: never)" in threshold, threshold
+
+
 # -- the checks can fail ---------------------------------------------------------------------
 
 

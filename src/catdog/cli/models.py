@@ -42,7 +42,9 @@ def evaluate(
     tta: Annotated[bool, typer.Option("--tta", help="Average the photo and its mirror image.")] = False,
     threshold: Annotated[
         float | None,
-        typer.Option(help="Answer 'unsure' (counted wrong) below this confidence, 0 to 1.", callback=probability),
+        typer.Option(
+            help="Answer 'unsure' (counted wrong) below this confidence, 0 to 1 (default: never).", callback=probability
+        ),
     ] = None,
     neither_threshold: NeitherThreshold = None,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.", min=1)] = 32,

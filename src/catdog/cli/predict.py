@@ -37,7 +37,9 @@ def predict(
     ] = False,
     threshold: Annotated[
         float | None,
-        typer.Option(help="Answer 'unsure' when the confidence is below this, 0 to 1.", callback=probability),
+        typer.Option(
+            help="Answer 'unsure' when the confidence is below this, 0 to 1 (default: never).", callback=probability
+        ),
     ] = None,
     neither_threshold: NeitherThreshold = None,
     tta: Annotated[
