@@ -371,6 +371,13 @@ COUNT_DECODES = """() => {
 }"""
 
 
+def counting_decodes(page):
+    """COUNT_DECODES in each of the app's workers; returns a function giving how many Blobs they decoded since."""
+    for worker in page.workers:
+        worker.evaluate(COUNT_DECODES)
+    return lambda: sum(worker.evaluate("self.decoded") for worker in page.workers)
+
+
 def test_a_photo_over_the_limit_is_refused_before_it_is_decoded(browser, playwright, server, tmp_path, cat_photo):
     """A phone's 200-MP photo (16320x12240, 800 MB decoded) was decoded whole before the app's 40-MP check, which a
     phone's tab may not survive. A JPEG and a PNG that size (valid files of one colour, 1.7 MB and 0.6 MB) are now
@@ -387,18 +394,59 @@ def test_a_photo_over_the_limit_is_refused_before_it_is_decoded(browser, playwri
     png.write_bytes(png_bomb(16320, 12240, rows=12240))  # every row there: a whole image
     context, page = phone(browser, playwright, server.url + "/app/")
     try:
-        for worker in page.workers:
-            worker.evaluate(COUNT_DECODES)
-
-        def decoded() -> int:
-            return sum(worker.evaluate("self.decoded") for worker in page.workers)
-
+        decoded = counting_decodes(page)
         said = answers(page, [jpeg, png])
         for name in (jpeg.name, png.name):
             assert said[name] == {"error": f"'{name}' has 199.8 megapixels, over the 40 megapixel limit."}, said
         assert decoded() == 0
         assert answers(page, [cat_photo])[cat_photo.name]["label"] == "cat"
         assert decoded() == 1  # the spy sees a decode
+        assert not page.errors
+    finally:
+        context.close()
+
+
+def test_other_formats_over_the_limit_are_refused_before_they_are_decoded(
+    browser, playwright, server, tmp_path, cat_photo
+):
+    """Only a JPEG's and a PNG's size was read before decoding: a 48-MP WebP, GIF, BMP or AVIF was decoded whole
+    first. Each way these formats give their size is read now: WebP's three kinds of first chunk, a GIF's screen
+    and first frame (a screen of 10x10 whose frame is 8000x6000 Chromium draws 8000x6000), a BMP's DIB header, an
+    AVIF's ispe. None of the large ones is decoded; the cat photo in each is; a format whose header the app cannot
+    size (ICO, which Chromium decodes) is refused without decoding."""
+    big, small = Image.new("RGB", (8000, 6000), "gray"), Image.open(cat_photo)
+    exif = Image.Exif()
+    exif[0x0112] = 1
+    kinds = {
+        "vp8.webp": ("WEBP", "RGB", {"method": 0}),
+        "vp8l.webp": ("WEBP", "RGB", {"lossless": True}),
+        "vp8x.webp": ("WEBP", "RGB", {"lossless": True, "exif": exif.tobytes()}),  # metadata: the extended header
+        "screen.gif": ("GIF", "P", {}),
+        "core.bmp": ("BMP", "1", {}),  # 1 bit a pixel: 6 MB at 48 MP
+        "photo.avif": ("AVIF", "RGB", {"speed": 10}),
+    }
+    for name, (fmt, mode, options) in kinds.items():
+        (tmp_path / name).write_bytes(encode(big.convert(mode), fmt, **options))
+        (tmp_path / f"small-{name}").write_bytes(encode(small.convert(mode), fmt, **options))
+    gif = bytearray((tmp_path / "screen.gif").read_bytes())
+    gif[6:10] = struct.pack("<HH", 10, 10)  # the logical screen; the frame stays 8000x6000
+    (tmp_path / "frame.gif").write_bytes(gif)
+    small.resize((64, 64)).save(tmp_path / "icon.ico")
+    large = [tmp_path / name for name in [*kinds, "frame.gif"]]
+    context, page = phone(browser, playwright, server.url + "/app/")
+    try:
+        decoded = counting_decodes(page)
+        said = answers(page, large)
+        for photo in large:
+            assert said[photo.name] == {"error": f"'{photo.name}' has 48.0 megapixels, over the 40 megapixel limit."}
+        assert decoded() == 0
+        said = answers(page, [tmp_path / "icon.ico"])
+        assert said == {"icon.ico": {"error": "'icon.ico' is not an image the app can read (it reads JPEG, PNG, "
+                                              "WebP, GIF, BMP and AVIF)."}}  # fmt: skip
+        assert decoded() == 0
+        said = answers(page, [tmp_path / f"small-{name}" for name in kinds])
+        assert all("label" in answer for answer in said.values()), said
+        assert decoded() == len(kinds)
         assert not page.errors
     finally:
         context.close()

@@ -243,21 +243,28 @@ function pixelsOf(bitmap) {
 
 // The sentence catdog.images gives for the same file, as far as the first bytes tell.
 const SIGNATURES = [[[0xff, 0xd8, 0xff], "JPEG"], [[0x89, 0x50, 0x4e, 0x47], "PNG"], [[0x47, 0x49, 0x46, 0x38], "GIF"]];
+const ascii = (bytes, from, to) => String.fromCharCode(...bytes.slice(from, to));
 
 async function whyUnreadable(name, blob) {
   if (blob.size === 0) return `'${name}' is empty (0 bytes).`;
   const head = new Uint8Array(await blob.slice(0, 12).arrayBuffer());
-  const webp = String.fromCharCode(...head.slice(0, 4)) === "RIFF" && String.fromCharCode(...head.slice(8, 12)) === "WEBP";
-  const known = webp ? "WebP" : SIGNATURES.find(([magic]) => magic.every((byte, i) => head[i] === byte))?.[1];
+  const webp = ascii(head, 0, 4) === "RIFF" && ascii(head, 8, 12) === "WEBP";
+  const avif = ascii(head, 4, 8) === "ftyp" && ["avif", "avis"].includes(ascii(head, 8, 12));
+  const bmp = ascii(head, 0, 2) === "BM";
+  const known =
+    (webp && "WebP") ||
+    (avif && "AVIF") ||
+    (bmp && "BMP") ||
+    SIGNATURES.find(([magic]) => magic.every((byte, i) => head[i] === byte))?.[1];
   if (known) return `'${name}' is truncated or corrupt (a ${known} file this browser cannot decode).`;
-  return `'${name}' is not an image this browser can read (it reads JPEG, PNG, WebP, GIF, BMP and AVIF).`;
+  return `'${name}' is not an image the app can read (it reads JPEG, PNG, WebP, GIF, BMP and AVIF).`;
 }
 
 // A photo's width and height from its header, before it is decoded: a 200-MP photo decodes to 800 MB, which a
-// phone's tab may not have, so one over the limit is refused from these bytes. JPEG (its frame header, SOFn,
-// after the APP segments of EXIF and thumbnails) and PNG (IHDR, the first chunk): what cameras and phones
-// write. null for other formats and anything unexpected: the decoder judges those, and the size is checked after.
-const WINDOW = 1 << 20; // bytes read at once: a JPEG's frame header comes after its APP segments, tens of kB in
+// phone's tab may not have, so one over the limit is refused from these bytes. Every format the app reads says
+// its size in its first bytes (a JPEG after its APP segments of EXIF and thumbnails, tens of kB in). null when
+// the header gives none: not one of those formats, or a damaged one; such a file is not decoded.
+const WINDOW = 1 << 20; // bytes read at once
 
 async function headerSize(blob) {
   let start = 0;
@@ -270,11 +277,24 @@ async function headerSize(blob) {
     }
     return pos + n <= start + view.byteLength ? new DataView(view.buffer, pos - start, n) : null;
   };
-  const head = await bytes(0, 24);
-  if (head && head.getUint32(0) === 0x89504e47 && head.getUint32(12) === 0x49484452) {
-    return { width: head.getUint32(16), height: head.getUint32(20) }; // PNG: signature, then IHDR
-  }
-  if (!head || head.getUint16(0) !== 0xffd8) return null;
+  const head = await bytes(0, 12);
+  if (!head) return null;
+  const magic = ascii(new Uint8Array(head.buffer, head.byteOffset, 12), 0, 12);
+  if (head.getUint32(0) === 0x89504e47) return pngSize(bytes);
+  if (head.getUint16(0) === 0xffd8) return jpegSize(bytes);
+  if (magic.startsWith("GIF8")) return gifSize(bytes);
+  if (magic.startsWith("RIFF") && magic.endsWith("WEBP")) return webpSize(bytes);
+  if (magic.startsWith("BM")) return bmpSize(bytes);
+  if (magic.slice(4, 8) === "ftyp") return heifSize(bytes, blob.size);
+  return null;
+}
+
+async function pngSize(bytes) {
+  const ihdr = await bytes(12, 12); // the first chunk, after the signature and its length
+  return ihdr && ihdr.getUint32(0) === 0x49484452 ? { width: ihdr.getUint32(4), height: ihdr.getUint32(8) } : null;
+}
+
+async function jpegSize(bytes) {
   for (let pos = 2; ; ) {
     const segment = await bytes(pos, 9); // FF, marker, length (2 bytes), and a frame header's first 5
     if (!segment || segment.getUint8(0) !== 0xff) return null;
@@ -293,6 +313,89 @@ async function headerSize(blob) {
   }
 }
 
+// The logical screen, grown to the first frame's extent (Chromium draws a GIF whose first frame reaches past
+// its screen that much larger): the screen's size, its colour table, then extension blocks up to that frame.
+async function gifSize(bytes) {
+  const screen = await bytes(6, 5);
+  if (!screen) return null;
+  const flags = screen.getUint8(4);
+  let pos = 13 + (flags & 0x80 ? 3 << ((flags & 7) + 1) : 0);
+  for (;;) {
+    const block = await bytes(pos, 9);
+    if (!block) return null;
+    if (block.getUint8(0) === 0x2c) {
+      const [left, top, width, height] = [1, 3, 5, 7].map((at) => block.getUint16(at, true));
+      return {
+        width: Math.max(screen.getUint16(0, true), left + width),
+        height: Math.max(screen.getUint16(2, true), top + height),
+      };
+    }
+    if (block.getUint8(0) !== 0x21) return null; // neither a frame nor an extension
+    pos += 2; // the extension's introducer and label, then its sub-blocks, each its length and bytes, up to a 0
+    for (let length = block.getUint8(2); length; length = (await bytes(pos, 1))?.getUint8(0)) pos += 1 + length;
+    pos += 1;
+  }
+}
+
+// A WebP's first chunk: VP8 (lossy: its key frame's 14-bit sizes), VP8L (lossless: 14 bits each, less one) or
+// VP8X (extended, the canvas of every frame: 24 bits each, less one).
+async function webpSize(bytes) {
+  const chunk = await bytes(12, 18);
+  if (!chunk) return null;
+  const kind = ascii(new Uint8Array(chunk.buffer, chunk.byteOffset, 4), 0, 4);
+  if (kind === "VP8 " && (chunk.getUint32(10) & 0xffffff) === 0x9d012a) { // after the frame tag, a start code
+    return { width: chunk.getUint16(14, true) & 0x3fff, height: chunk.getUint16(16, true) & 0x3fff };
+  }
+  if (kind === "VP8L" && chunk.getUint8(8) === 0x2f) {
+    const bits = chunk.getUint32(9, true);
+    return { width: (bits & 0x3fff) + 1, height: ((bits >> 14) & 0x3fff) + 1 };
+  }
+  if (kind === "VP8X") {
+    const width = chunk.getUint16(12, true) + (chunk.getUint8(14) << 16) + 1;
+    return { width, height: chunk.getUint16(15, true) + (chunk.getUint8(17) << 16) + 1 };
+  }
+  return null;
+}
+
+async function bmpSize(bytes) {
+  const info = await bytes(14, 12); // the DIB header: its size, then the width and height
+  if (!info) return null;
+  if (info.getUint32(0, true) === 12) return { width: info.getUint16(4, true), height: info.getUint16(6, true) };
+  return { width: Math.abs(info.getInt32(4, true)), height: Math.abs(info.getInt32(8, true)) }; // < 0: top-down
+}
+
+// AVIF (ISO base media boxes: a 32-bit size, or 1 and a 64-bit one after the type, or 0 to the end): each image
+// of the file (the photo, its alpha plane, a grid's tiles, a thumbnail) has its size in an ispe box, in
+// meta > iprp > ipco. The largest is the photo's.
+async function heifSize(bytes, fileSize) {
+  async function* boxes(from, to, type) {
+    for (let pos = from; pos + 8 <= to; ) {
+      const box = await bytes(pos, 8);
+      const large = box?.getUint32(0) === 1 ? await bytes(pos + 8, 8) : null;
+      if (!box) return;
+      const size = large ? Number(large.getBigUint64(0)) : box.getUint32(0) || to - pos;
+      const body = pos + (large ? 16 : 8);
+      if (size < body - pos) return;
+      if (box.getUint32(4) === type) yield { start: body, end: Math.min(pos + size, to) };
+      pos += size;
+    }
+  }
+  const fourcc = (text) => [...text].reduce((n, c) => n * 256 + c.charCodeAt(0), 0);
+  let largest = null;
+  for await (const meta of boxes(0, fileSize, fourcc("meta"))) {
+    for await (const iprp of boxes(meta.start + 4, meta.end, fourcc("iprp"))) {
+      for await (const ipco of boxes(iprp.start, iprp.end, fourcc("ipco"))) {
+        for await (const ispe of boxes(ipco.start, ipco.end, fourcc("ispe"))) {
+          const size = await bytes(ispe.start + 4, 8); // after the box's version and flags
+          const [width, height] = size ? [size.getUint32(0), size.getUint32(4)] : [0, 0];
+          if (!largest || width * height > largest.width * largest.height) largest = { width, height };
+        }
+      }
+    }
+  }
+  return largest;
+}
+
 const overLimit = (name, width, height) =>
   new Error(
     `'${name}' has ${((width * height) / 1e6).toFixed(1)} megapixels, over the ` +
@@ -301,9 +404,8 @@ const overLimit = (name, width, height) =>
 
 async function decodePhoto(name, blob) {
   const declared = await headerSize(blob);
-  if (declared && declared.width * declared.height > config.max_pixels) {
-    throw overLimit(name, declared.width, declared.height);
-  }
+  if (!declared) throw new Error(await whyUnreadable(name, blob));
+  if (declared.width * declared.height > config.max_pixels) throw overLimit(name, declared.width, declared.height);
   let bitmap;
   try {
     bitmap = await createImageBitmap(blob, {
@@ -316,7 +418,7 @@ async function decodePhoto(name, blob) {
   }
   const { width, height } = bitmap;
   if (width * height > config.max_pixels) {
-    bitmap.close(); // a format without a size read above (WebP, GIF, BMP, AVIF), or a header that lied
+    bitmap.close(); // a header that lied
     throw overLimit(name, width, height);
   }
   let rgba = pixelsOf(bitmap);
