@@ -219,6 +219,9 @@ def test_phone_sized_screen(browser, server: Server, cat_photo: Path) -> None:
 
 def test_live_camera_shows_a_label(page, server: Server) -> None:
     """Chromium's fake camera (a moving test pattern) streams frames; the page shows the live answer."""
+    # With the camera off the controls start at the section's left edge: its left half was left blank.
+    left = page.locator("#live-heading").bounding_box()["x"]
+    assert page.locator("#camera-start").bounding_box()["x"] - left < 2
     before = _predict_requests(server)
     page.click("#camera-start")
     page.wait_for_function(
@@ -239,8 +242,12 @@ def test_live_camera_shows_a_label(page, server: Server) -> None:
     if label == "neither":
         assert text == "No cat or dog"
         assert looks and looks.startswith("Looks like: ")
+    # Running, the preview takes the left half and the controls the right.
+    video = page.locator("#video").bounding_box()
+    assert video["x"] - left < 2 and page.locator("#camera-start").bounding_box()["x"] > video["x"] + video["width"]
     shot(page, "test_live_camera_running")
     page.click("#camera-stop")
+    assert page.locator("#camera-start").bounding_box()["x"] - left < 2
     assert page.locator("#camera-start").is_enabled()
     assert page.evaluate("document.getElementById('video').srcObject") is None
 
