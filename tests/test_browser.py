@@ -213,6 +213,20 @@ def test_phone_sized_screen(browser, server: Server, cat_photo: Path) -> None:
     assert overflow <= 0, f"the page is {overflow}px wider than a phone screen"
     card = page.locator("#results .card").first.bounding_box()
     assert card["width"] <= 375
+    # The heat maps' label wraps to two lines here: they once sat centred, the checkbox left alone halfway
+    # between them. Its text now starts beside the box, on the box's line.
+    box, lines = page.evaluate(
+        """(() => {
+            const input = document.getElementById('heatmap-toggle'), range = document.createRange();
+            range.selectNodeContents(input.parentElement);
+            range.setStartAfter(input);
+            return [input.getBoundingClientRect().toJSON(), [...range.getClientRects()].map((r) => r.toJSON())];
+        })()"""
+    )
+    assert len({round(line["top"]) for line in lines}) >= 2, "the label fits on one line: the check tests nothing"
+    first = min(lines, key=lambda line: line["top"])
+    assert first["left"] - box["right"] < 12 and first["top"] < box["top"] + box["height"] / 2 < first["bottom"]
+    assert {round(line["left"]) for line in lines} == {round(first["left"])}, "the label's lines are not aligned"
     shot(page, "test_phone_sized_screen")
     context.close()
 
