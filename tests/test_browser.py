@@ -109,6 +109,19 @@ def test_a_broken_file_shows_the_error(page, tmp_path: Path) -> None:
     assert card.locator(".heat-button").is_hidden() and card.locator(".pic img").is_hidden()
 
 
+def test_a_photo_over_the_limit_is_refused_in_the_page(page, server: Server, tmp_path: Path) -> None:
+    """The page refuses a photo over the server's limit before sending it, in the server's words: the name
+    was the one without quotes among the page's messages."""
+    big = tmp_path / "huge.jpg"
+    big.write_bytes(b"\xff" * 10_500_000)
+    before = _predict_requests(server)
+    page.set_input_files("#file-input", str(big))
+    error = page.locator("#results .card[data-state=error] .error")
+    error.wait_for(timeout=30_000)
+    assert error.inner_text() == "'huge.jpg' is 10.5 MB, over the 10 MB limit for one photo."
+    assert _predict_requests(server) == before, "the page sent a photo it knew the server refuses"
+
+
 def test_a_photo_the_browser_cannot_show_is_answered_and_says_so(page, cat_photo: Path, tmp_path: Path) -> None:
     """A TIFF (or a HEIC) is answered by the server, but Chromium cannot draw it: the card once showed an
     empty grey box; it says there is no preview."""
