@@ -109,6 +109,24 @@ def test_a_broken_file_shows_the_error(page, tmp_path: Path) -> None:
     assert card.locator(".heat-button").is_hidden() and card.locator(".pic img").is_hidden()
 
 
+def test_a_photo_cut_short_is_shown_set_aside(page, cat_photo: Path, tmp_path: Path) -> None:
+    """Chromium draws a JPEG cut short as far as it goes (the top of the photo, grey below); the server refuses
+    it. The card showed that partial picture as brightly as an answered photo's, beside "Not classified": it
+    is now greyed and faded."""
+    data = cat_photo.read_bytes()
+    cut = tmp_path / "half.jpg"
+    cut.write_bytes(data[: len(data) // 2])
+    page.set_input_files("#file-input", [str(cut), str(cat_photo)])
+    refused = page.locator("#results .card[data-state=error]")
+    refused.locator(".error").wait_for(timeout=30_000)
+    assert "the file ends before its image does" in refused.locator(".error").inner_text()
+    page.locator("#results .card[data-state=done]").wait_for(timeout=30_000)
+    looks = "img => [img.naturalWidth, Number(getComputedStyle(img).opacity), getComputedStyle(img).filter]"
+    width, opacity, filtered = refused.locator(".pic img").evaluate(looks)
+    assert width > 0 and opacity <= 0.5 and "grayscale(1)" in filtered, (width, opacity, filtered)
+    assert page.locator("#results .card[data-state=done] .pic img").evaluate(looks)[1:] == [1, "none"]
+
+
 def test_a_photo_over_the_limit_is_refused_in_the_page(page, server: Server, tmp_path: Path) -> None:
     """The page refuses a photo over the server's limit before sending it, in the server's words: the name
     was the one without quotes among the page's messages."""
