@@ -220,6 +220,54 @@ def test_dropping_and_pasting_photos(page, dog_photo: Path) -> None:
         assert page.locator(f"#results .card:has(.name:text-is('{name}'))").get_attribute("data-label") == "dog"
 
 
+def _answer_colours(page) -> dict[str, str]:
+    """The computed colour of an answer of each label, drawn as the page's own answers are."""
+    return page.evaluate(
+        """Object.fromEntries(['cat', 'dog', 'neither'].map((label) => {
+            const p = document.createElement('p');
+            p.className = `answer ${label}`;
+            document.body.append(p);
+            const colour = getComputedStyle(p).color;
+            p.remove();
+            return [label, colour];
+        }))"""
+    )
+
+
+def _contrast(a: str, b: str) -> float:
+    """WCAG's contrast ratio of two computed ``rgb(r, g, b)`` colours."""
+
+    def luminance(colour: str) -> float:
+        channels = [int(c) / 255 for c in re.findall(r"\d+", colour)[:3]]
+        r, g, b = (c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels)
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+    light, dark = sorted((luminance(a), luminance(b)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+def test_the_page_and_the_app_colour_the_answers_alike(browser, server: Server) -> None:
+    """The page drew a cat magenta, a dog teal and neither ochre; the phone app, served beside it, brown, green
+    and purple. The page now takes the app's; in the dark (the app has no dark scheme) the same hues, lighter,
+    readable on the card."""
+    context = browser.new_context(bypass_csp=True)
+    try:
+        page = context.new_page()
+        page.goto(server.url + "/app/")
+        app = _answer_colours(page)
+        page.goto(server.url + "/")
+        assert _answer_colours(page) == app
+        assert len(set(app.values())) == 3, app
+        page.emulate_media(color_scheme="dark")
+        card = page.evaluate("getComputedStyle(document.documentElement).getPropertyValue('--card')").strip()
+        dark = _answer_colours(page)
+        assert dark != app, "the page in the dark kept the light scheme's colours"
+        card_rgb = "rgb({}, {}, {})".format(*(int(card[i : i + 2], 16) for i in (1, 3, 5)))
+        assert all(_contrast(colour, card_rgb) >= 4.5 for colour in dark.values()), (dark, card)
+    finally:
+        context.close()
+
+
 def test_keyboard_reaches_every_control(page) -> None:
     reached = set()
     for _ in range(12):
