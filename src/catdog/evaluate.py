@@ -160,8 +160,8 @@ def split_warnings(
     if model in BUILTIN_MODELS and split == "all" and paths and kaggle >= len(paths) / 2:
         who = "the built-in model" if model == "builtin" else model
         return [
-            f"{kaggle} of these photos are named as Kaggle's Dogs vs. Cats photos are (cat.N.jpg, dog.N.jpg), "
-            f"the photos {who} learnt from, so these figures may flatter it: photos from elsewhere measure it fairly."
+            f"{kaggle} of these photos are named like Kaggle's Dogs vs. Cats photos (cat.N.jpg, dog.N.jpg), which "
+            f"{who} learnt from, so these figures may flatter it: photos from elsewhere measure it fairly."
         ]
     if not root:
         return []
