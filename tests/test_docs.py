@@ -302,6 +302,17 @@ def test_the_unsure_threshold_says_it_is_off_unless_given(command: str) -> None:
     assert "'unsure'" in threshold and "(default: never)" in threshold, threshold
 
 
+def test_the_split_option_says_what_it_picks() -> None:
+    """evaluate's --split help began "all photos, or only those ...", a lowercase fragment among sentences."""
+    from typer.testing import CliRunner
+
+    from catdog.cli import app
+
+    shown = " ".join(CliRunner().invoke(app, ["evaluate", "--help"], terminal_width=240).stdout.split())
+    split = shown.split("--split", 1)[1].split(" --", 1)[0]
+    assert "Which photos to measure: all, or only those" in split, split
+
+
 # -- the checks can fail ---------------------------------------------------------------------
 
 

@@ -51,8 +51,8 @@ def evaluate(
     split: Annotated[
         str,
         typer.Option(
-            help="all photos, or only those the model's training run put in its train, val or test split "
-            "(by content hash, with the fractions the model records)."
+            help="Which photos to measure: all, or only those the model's training run put in its train, val or "
+            "test split (by content hash, with the fractions the model records)."
         ),
     ] = "all",
 ) -> None:
