@@ -313,6 +313,21 @@ def test_the_split_option_says_what_it_picks() -> None:
     assert "Which photos to measure: all, or only those" in split, split
 
 
+def test_data_checks_help_names_the_images_it_leaves_out() -> None:
+    """data check counts images no label reaches ("62 image files left out (no label)"), the one finding a folder
+    of mixed photos shows most; its help's first line and its line in `catdog data --help` did not name it."""
+    from typer.testing import CliRunner
+
+    from catdog.cli import app
+
+    def shown(*args: str) -> str:
+        return " ".join(CliRunner().invoke(app, [*args, "--help"], terminal_width=240).stdout.split())
+
+    first = shown("data", "check").split("Usage: ", 1)[1].split(". ", 1)[0]
+    assert "images left out (no label)" in first, first
+    assert "label conflicts and images left out." in shown("data")
+
+
 # -- the checks can fail ---------------------------------------------------------------------
 
 

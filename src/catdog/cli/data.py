@@ -15,7 +15,7 @@ from catdog.cli.errors import err_console, refuse_unwritable, user_errors
 TOP_SUSPECTS = 20  # printed and shown by `catdog data audit` unless --top says otherwise
 
 
-@data_app.command("check", short_help="Find unusable, duplicate and odd files, and label conflicts.")
+@data_app.command("check", short_help="Find unusable, duplicate and odd files, label conflicts and images left out.")
 @user_errors
 def data_check(
     folder: Annotated[
@@ -46,7 +46,8 @@ def data_check(
         int | None, typer.Option(help="Threads reading images; default: one per CPU core.", min=1)
     ] = None,
 ) -> None:
-    """Report unusable files, duplicates, label conflicts, wrong extensions, unusual modes and tiny images.
+    """Report unusable files, duplicates, label conflicts, wrong extensions, images left out (no label), unusual
+    modes and tiny images.
 
     Photos per class are counted; those of a `neither` folder (neither/, other/ ...) are counted apart,
     as examples of what is not a cat or a dog, not as a class to train.
