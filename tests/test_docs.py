@@ -328,6 +328,19 @@ def test_data_checks_help_names_the_images_it_leaves_out() -> None:
     assert "label conflicts and images left out." in shown("data")
 
 
+def test_cache_clears_help_names_everything_it_removes() -> None:
+    """`cache --clear` removes every entry catdog writes; its help listed five and left out the generated test
+    pictures (synthetic-graphics/), which it removes too."""
+    from typer.testing import CliRunner
+
+    from catdog.cli import app
+    from catdog.data.cache_dir import ENTRIES
+
+    shown = " ".join(CliRunner().invoke(app, ["cache", "--help"], terminal_width=240).stdout.split())
+    clear = shown.split("Options:", 1)[1].split("--clear", 1)[1].split(" --", 1)[0]
+    assert [holds for holds in ENTRIES.values() if holds not in clear] == [], clear
+
+
 # -- the checks can fail ---------------------------------------------------------------------
 
 

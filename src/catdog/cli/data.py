@@ -142,8 +142,9 @@ def cache(
         bool,
         typer.Option(
             "--clear",
-            help="Remove what catdog cached (decoded images, features, ONNX exports, check results, hashes); "
-            "it is rebuilt when next needed. Not while a catdog command runs on this cache.",
+            help="Remove what catdog cached (decoded images, backbone features, ONNX exports of models, data check "
+            "results, file hashes, generated test pictures); it is rebuilt when next needed. Not while a catdog "
+            "command runs on this cache.",
         ),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document; default: a table.")] = False,
