@@ -224,8 +224,12 @@ def test_sort_into_copies_each_photo_into_its_answer(tmp_path, samples_dir, data
         assert set(copies) == {"cat/x.jpg", "cat/x-2.jpg", "dog/dog.jpg", "neither/horse.jpeg"}, copies
         originals = {(photos / name).read_bytes() for name in ("a/x.jpg", "b/x.jpg")}
         assert {copies["cat/x.jpg"], copies["cat/x-2.jpg"]} == originals
-        already = "; 4 were there already" if run else ""
-        assert done.stderr.strip() == f"Sorted 4 photos into '{out}' (cat 2, dog 1, neither 1){already}.", done.stderr
+        said = (
+            f"Nothing new was copied into '{out}': all 4 photos (cat 2, dog 1, neither 1) were there already."
+            if run
+            else f"Sorted 4 photos into '{out}' (cat 2, dog 1, neither 1)."
+        )
+        assert done.stderr.strip() == said, done.stderr
     assert (out / "dog" / "dog.jpg").stat().st_mtime == (photos / "dog.jpg").stat().st_mtime  # its date kept
 
     inside = run_catdog_in_process("predict", str(photos), "--sort-into", str(photos / "sorted"))
@@ -271,13 +275,17 @@ def test_a_45_megapixel_camera_photo_is_answered(tmp_path, cat_photo):
         decode(_png_header_only(16400, 12300))
 
 
-def test_sort_into_one_photo_reads_as_one(tmp_path, cat_photo):
-    """One photo sorted twice read "Sorted 1 photos ...; 1 were there already"."""
+def test_sort_into_one_photo_reads_as_one(tmp_path, cat_photo, dog_photo):
+    """One photo sorted twice read "Sorted 1 photos ...; 1 were there already"; a rerun that copied nothing
+    said it had sorted them; one that copied some did not say how many."""
     out = tmp_path / "sorted"
     for run in range(2):
         done = run_catdog_in_process("predict", str(cat_photo), "--sort-into", str(out))
-        already = "; 1 was there already" if run else ""
-        assert done.stderr.strip() == f"Sorted 1 photo into '{out}' (cat 1){already}.", done.stderr
+        said = f"Nothing new was copied into '{out}': the photo (cat 1) was there already."
+        assert done.stderr.strip() == (said if run else f"Sorted 1 photo into '{out}' (cat 1)."), done.stderr
+    done = run_catdog_in_process("predict", str(cat_photo), str(dog_photo), "--sort-into", str(out))
+    said = f"Sorted 2 photos into '{out}' (cat 1, dog 1): 1 copied, 1 was there already."
+    assert done.stderr.strip() == said, done.stderr
 
 
 def test_a_copy_never_replaces_a_file_that_came_while_it_was_copied(tmp_path, monkeypatch):

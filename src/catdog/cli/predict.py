@@ -79,12 +79,23 @@ def predict(
         results = _copied_into(results, Path(sort_into), copied)
     failed = print_predictions(results, predictor.answers, as_json=as_json, as_csv=as_csv)
     if sort_into is not None:
-        there = copied.pop(THERE_ALREADY, 0)
-        each = f" ({', '.join(f'{label} {n}' for label, n in sorted(copied.items()))})" if copied else ""
-        already = f"; {there} {'was' if there == 1 else 'were'} there already" if there else ""  # not "1 were"
-        photos = counted(copied.total(), "photo")
-        err_console.print(f"Sorted {photos} into '{shown(sort_into)}'{each}{already}.", soft_wrap=True)
+        err_console.print(_sorted_summary(shown(sort_into), copied), soft_wrap=True)
     raise typer.Exit(1 if failed else 0)
+
+
+def _sorted_summary(folder: str, copied: Counter[str]) -> str:
+    """What --sort-into did: the photos per answer, and how many were copied now. A rerun once read "Sorted 312
+    photos ...; 312 were there already" when it had copied nothing."""
+    there = copied[THERE_ALREADY]
+    answers = Counter({label: n for label, n in copied.items() if label != THERE_ALREADY})
+    total = answers.total()
+    each = f" ({', '.join(f'{label} {n}' for label, n in sorted(answers.items()))})" if answers else ""
+    were = "was" if there == 1 else "were"  # not "1 were"
+    if total and there == total:
+        which = "the photo" if total == 1 else f"all {total} photos"
+        return f"Nothing new was copied into '{folder}': {which}{each} {were} there already."
+    already = f": {total - there} copied, {there} {were} there already" if there else ""
+    return f"Sorted {counted(total, 'photo')} into '{folder}'{each}{already}."
 
 
 THERE_ALREADY = " there already"  # a key no answer has
