@@ -7,6 +7,8 @@ reported as the bug it is, not dressed up as the user's mistake.
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -243,3 +245,18 @@ def test_photos_named_like_a_shipped_model_are_photos(tmp_path: Path, monkeypatc
     (tmp_path / "builtin-large").mkdir()
     said = run_catdog_in_process("evaluate", "builtin-large")
     assert said.returncode == 2 and "is a model" not in said.stderr and "builtin-large" in said.stderr, said.stderr
+
+
+def test_a_folder_of_photos_with_a_stray_config_json_is_still_photos(samples_dir: Path, tmp_path: Path) -> None:
+    """A model directory was told from photos by its config.json alone, so a folder of photos holding some other
+    program's config.json (a camera's, an editor's) was refused as "a model". A model directory holds its
+    weights (model.safetensors) beside its record; without them the folder is measured as photos."""
+    photos = tmp_path / "holiday"
+    for label in ("cat", "dog"):
+        (photos / label).mkdir(parents=True)
+        for i, source in enumerate(sorted((samples_dir / label).glob("*.jpg"))[:2]):
+            shutil.copy(source, photos / label / f"IMG_{i}.jpg")
+    (photos / "config.json").write_text('{"camera": "X100V", "film_simulation": "classic chrome"}')
+    measured = run_catdog_in_process("evaluate", str(photos), "--json")
+    assert measured.returncode == 0, measured.stderr
+    assert json.loads(measured.stdout)["n"] == 4

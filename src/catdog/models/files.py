@@ -81,14 +81,21 @@ def builtin_name(model: str | os.PathLike | None) -> str | None:
     return str(model) if str(model) in BUILTIN_MODELS else None
 
 
+# What a model directory holds: save_model_dir writes the weights, then the record; load_model_dir reads both.
+MODEL_DIR_FILES = ("model.safetensors", "config.json")
+
+
 def names_a_model(arg: str) -> bool:
     """Whether a command's lone argument names a model rather than photos: builtin-large, an .onnx file or a
-    model directory (its config.json); a file or folder of photos that happens to be called builtin is photos.
+    model directory (its weights and its record); a file or folder of photos that happens to be called builtin,
+    or that holds some other program's config.json, is photos.
     """
     path = Path(arg)
     if not path.exists():
         return builtin_name(arg) is not None
-    return (path.is_file() and path.suffix.lower() == ".onnx") or (path / "config.json").is_file()
+    if path.is_file():
+        return path.suffix.lower() == ".onnx"
+    return all((path / name).is_file() for name in MODEL_DIR_FILES)
 
 
 def builtin_model_config(name: str) -> dict:
