@@ -25,9 +25,9 @@ def run(quick: bool) -> list[Result]:
         INT8_MIN_AGREEMENT,
         _quantize,
         check_images,
-        export_onnx,
         int8_fidelity,
     )
+    from catdog.inference.onnx_export import export_onnx
     from catdog.onnx_backend import _torch_source
     from catdog.preprocess import Preprocess
 

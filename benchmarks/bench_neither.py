@@ -99,7 +99,7 @@ def measure(predictor, photos: dict[str, list[tuple[str, str]]]) -> dict:
 
 def onnx_predictor(module, config: dict, path: Path, gate_threshold: float):
     """``module`` exported to ``path`` as catdog exports it, behind a Predictor (one ONNX thread per lane)."""
-    from catdog.export import export_onnx
+    from catdog.inference.onnx_export import export_onnx
     from catdog.onnx_backend import onnx_model_fn, session
     from catdog.predict import Predictor
     from catdog.preprocess import Preprocess

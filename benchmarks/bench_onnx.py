@@ -58,7 +58,8 @@ def _torch_fn(module: nn.Module, channels_last: bool):
 
 
 def run(quick: bool) -> list[Result]:
-    from catdog.export import _quantize, check_images, export_onnx
+    from catdog.export import _quantize, check_images
+    from catdog.inference.onnx_export import export_onnx
     from catdog.models import build_model
     from catdog.onnx_backend import _cores, session
     from catdog.preprocess import Preprocess

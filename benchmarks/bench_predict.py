@@ -38,7 +38,7 @@ def _model_args(tmp: Path) -> tuple[list[str], str]:
         builtin_config()
         return [], "built-in model"
     except (OSError, ValueError):
-        from catdog.export import export_onnx
+        from catdog.inference.onnx_export import export_onnx
         from catdog.models import build_model
         from catdog.models.pretrained import pretrained_preprocess
 

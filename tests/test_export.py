@@ -74,6 +74,7 @@ def test_int8_keeps_the_gate_and_heads_in_fp32(pristine_after_blocks, samples_di
     """
     import onnx
 
+    from catdog.inference.onnx_export import export_onnx
     from catdog.models import build_model
     from catdog.models.builtin import load_builtin_gate
     from catdog.models.pretrained import pretrained_preprocess
@@ -85,7 +86,7 @@ def test_int8_keeps_the_gate_and_heads_in_fp32(pristine_after_blocks, samples_di
     pre = pretrained_preprocess(model.backbone)
     config = {"architecture": "tf_efficientnet_lite0", "classes": ["cat", "dog"], "preprocess": pre.to_dict()}
     fp32_path, int8_path = tmp_path / "fp32.onnx", tmp_path / "int8.onnx"
-    export_module.export_onnx(model, config, fp32_path)
+    export_onnx(model, config, fp32_path)
     calibration, _ = check_images(samples_dir, pre, ["cat", "dog"], 8, others=True)
     export_module._quantize(fp32_path, int8_path, calibration, tmp_path, config)
 
@@ -240,6 +241,24 @@ def test_int8_from_a_folder_too_small_to_show_the_floor_is_refused_before_any_wo
                                   "--check-images", "199")  # fmt: skip
     assert asked.returncode == 2 and not out.parent.exists()
     assert asked.stderr.strip().startswith("error: --check-images 199 is too few for --int8: int8 must agree with")
+
+
+def test_int8_from_a_folder_too_small_is_refused_before_the_model_loads(samples_dir: Path, tmp_path: Path):
+    """The refusal above came after torch and the model had loaded (14 s on 2 cores, for a sentence about the
+    photos): the photos are now counted from the model's record first. A model whose weights cannot be read
+    shows the order: the refusal about the photos comes, not the one about the weights."""
+    model = tmp_path / "my-model"
+    model.mkdir()
+    pre = Preprocess(image_size=64, crop_pct=1.0, interpolation="bilinear")
+    config = {"architecture": "catnet", "classes": ["cat", "dog"], "preprocess": pre.to_dict(), "gate": None}
+    (model / "config.json").write_text(json.dumps(config))
+    (model / "model.safetensors").write_bytes(b"not weights: a download cut short")
+    out = tmp_path / "out" / "int8.onnx"
+    refused = run_catdog_in_process("export", str(model), "--int8", "--out", str(out), "--check-data", str(samples_dir))
+    assert refused.returncode == 2 and not out.parent.exists()
+    assert refused.stderr.startswith("error: int8 must agree with fp32 on 99.5% of labels"), refused.stderr
+    fp32 = run_catdog_in_process("export", str(model), "--out", str(out), "--check-data", str(samples_dir))
+    assert fp32.returncode == 2 and "is not a valid safetensors file" in fp32.stderr, fp32.stderr  # unreadable
 
 
 @pytest.mark.slow  # ~70 s on 2 cores

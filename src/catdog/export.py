@@ -8,7 +8,8 @@ adds the checks on real photos and int8.
 - int8 (ONNX Runtime static quantization, QDQ, per-channel weights, calibrated on real
   photos): labels must agree with fp32 on ≥ 99.5% of the check photos and accuracy must stay
   within 0.3 points. A model that fails is not written, and the message says by how much. Fewer than
-  200 check photos cannot show the floor, so they are refused before any work.
+  200 check photos cannot show the floor, so they are refused before any work: counted from the model's
+  record and the folder's names, before torch and the model load (seconds on a small CPU).
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from catdog.errors import CatdogError, ModelError
 from catdog.fsutil import atomic_write
 from catdog.images import ImageError
 from catdog.inference.model_cache import torch_source
-from catdog.inference.onnx_export import export_onnx, max_gap
 from catdog.inference.onnx_session import onnx_model_fn, session, set_metadata
 from catdog.inference.predictor import Predictor
 from catdog.preprocess import Preprocess, normalize, stack_uint8, to_uint8
@@ -161,22 +161,30 @@ def export(
     ``n_check``: photos for the parity checks (default: FP32_CHECK_IMAGES against PyTorch,
     INT8_CHECK_IMAGES for int8's agreement with fp32).
     """
-    name, _, load = torch_source(model)
-    module, config = load()
-    check_dir = check_dir or default_check_dir(config)
+    from catdog.models import read_config
+    from catdog.models.files import builtin_model_config, builtin_name
+
+    # The model's record, read without torch: the check photos are chosen and counted before the model loads.
+    shipped = builtin_name(model)
+    record = builtin_model_config(shipped) if shipped is not None else read_config(model)
+    check_dir = check_dir or default_check_dir(record)
     if check_dir is None:
         raise ExportError(
             "The export is checked on real photos before it is written: give a folder of labelled photos "
             "with --check-data."
         )
-    pre = Preprocess.from_dict(config["preprocess"])
-    classes = list(config["classes"])
+    classes = list(record["classes"])
     if int8:  # chosen first: a folder too small for both is refused before any work
         calibration_photos = check_files(check_dir, classes, CALIBRATION_IMAGES, others=True)
         exclude = [path for path, _ in calibration_photos]
         int8_photos = check_files(check_dir, classes, n_check or INT8_CHECK_IMAGES, exclude=exclude)
         if len(int8_photos) < INT8_FLOOR_PHOTOS:
             raise ExportError(_too_few_for_int8(check_dir, len(calibration_photos), len(int8_photos), n_check))
+    from catdog.inference.onnx_export import export_onnx  # torch and timm: seconds, so only now
+
+    _, _, load = torch_source(model)
+    module, config = load()
+    pre = Preprocess.from_dict(config["preprocess"])
     batch, _ = check_images(check_dir, pre, classes, n_check or FP32_CHECK_IMAGES)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -214,6 +222,8 @@ def _too_few_for_int8(check_dir: str | os.PathLike, n_calibration: int, n_check:
 
 
 def _chunked_gap(module, sess, batch: np.ndarray, chunk: int = 32) -> float:
+    from catdog.inference.onnx_export import max_gap
+
     return max(max_gap(module, sess, batch[i : i + chunk]) for i in range(0, len(batch), chunk))
 
 
