@@ -198,7 +198,7 @@ async def explain(request: Request) -> Response:
     predictor, _ = state.ready()
     name, data = await read_one_image(request)
     if len(data) > state.settings.max_file_bytes:
-        raise ApiError(413, f"'{name}' is over the {state.settings.max_file_bytes / 1e6:g} MB limit for one photo.")
+        raise ApiError(413, state.too_large(name, len(data)))
     from catdog.errors import ModelError
     from catdog.explain import explain_png
 

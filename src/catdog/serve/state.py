@@ -124,10 +124,13 @@ class ServeState:
 
     def _check_size(self, name: str, size: int | None) -> None:
         if size is not None and size > self.settings.max_file_bytes:
-            raise ImageTooLargeError(
-                f"'{name}' is {size / 1e6:.1f} MB, over the {self.settings.max_file_bytes / 1e6:g} MB limit "
-                "for one photo."
-            )
+            raise ImageTooLargeError(self.too_large(name, size))
+
+    def too_large(self, name: str, size: int) -> str:
+        """The refusal of a photo over --max-file-mb, the same on every route."""
+        return (
+            f"'{name}' is {size / 1e6:.1f} MB, over the {self.settings.max_file_bytes / 1e6:g} MB limit for one photo."
+        )
 
     async def trim_memory(self, period: float = 1.0) -> None:
         """Hand freed memory back to the OS once a second while photos come in, and once after the last.
