@@ -452,6 +452,23 @@ def test_other_formats_over_the_limit_are_refused_before_they_are_decoded(
         context.close()
 
 
+def test_a_jpeg_with_stray_bytes_between_its_segments_is_answered(browser, playwright, server, tmp_path, cat_photo):
+    """Bytes between two segments of a JPEG (libjpeg warns "extraneous bytes before marker" and skips them, as
+    Pillow does: catdog predict answers it) made the app's header reader give up, and since the app refuses a photo
+    whose header gives no size, it called the photo corrupt. The reader skips them now, as the decoders do."""
+    data = cat_photo.read_bytes()
+    after_app0 = 4 + struct.unpack(">H", data[4:6])[0]  # SOI, then the first segment: its marker and length
+    stray = tmp_path / "stray.jpg"
+    stray.write_bytes(data[:after_app0] + b"\x00\x12\x34" + data[after_app0:])
+    context, page = phone(browser, playwright, server.url + "/app/")
+    try:
+        said = answers(page, [stray])
+        assert said["stray.jpg"].get("label") == "cat", said
+        assert not page.errors
+    finally:
+        context.close()
+
+
 def test_installable_manifest_and_service_worker(browser, playwright, server):
     manifest_response = httpx.get(server.url + "/app/manifest.webmanifest")
     assert manifest_response.headers["content-type"].startswith("application/manifest+json")

@@ -297,10 +297,17 @@ async function pngSize(bytes) {
 async function jpegSize(bytes) {
   for (let pos = 2; ; ) {
     const segment = await bytes(pos, 9); // FF, marker, length (2 bytes), and a frame header's first 5
-    if (!segment || segment.getUint8(0) !== 0xff) return null;
+    if (!segment) return null;
     const marker = segment.getUint8(1);
-    if (marker === 0xff) {
-      pos += 1; // a fill byte
+    if (segment.getUint8(0) !== 0xff) {
+      // Stray bytes before a marker: skipped up to the next FF, as libjpeg (the browser's decoder) and Pillow
+      // skip them, so that a photo both read is not refused for them. 4 kB at a time: a file may hold little else.
+      const run = (await bytes(pos, 4096)) ?? segment;
+      let skip = 1;
+      while (skip < run.byteLength && run.getUint8(skip) !== 0xff) skip += 1;
+      pos += skip;
+    } else if (marker === 0xff || marker === 0x00) {
+      pos += 1; // a fill byte, or FF 00 (not a marker: the 00 is then a stray byte)
     } else if ((marker >= 0xd0 && marker <= 0xd8) || marker === 0x01) {
       pos += 2; // a marker without a length (RSTn, SOI, TEM)
     } else if (marker >= 0xc0 && marker <= 0xcf && ![0xc4, 0xc8, 0xcc].includes(marker)) {
