@@ -469,6 +469,21 @@ def test_a_jpeg_with_stray_bytes_between_its_segments_is_answered(browser, playw
         context.close()
 
 
+def test_a_cut_avif_is_called_an_avif_file(browser, playwright, server, tmp_path, cat_photo):
+    """The sentence for a file the browser cannot decode names its kind with "a": "a AVIF file" (since the app
+    learnt AVIF's signature). An AVIF cut short, its header whole, gets "an AVIF file"."""
+    data = encode(Image.open(cat_photo), "AVIF", speed=10)
+    cut = tmp_path / "cut.avif"
+    cut.write_bytes(data[: len(data) * 2 // 3])  # the header (ftyp, meta) whole, the image data cut
+    context, page = phone(browser, playwright, server.url + "/app/")
+    try:
+        said = answers(page, [cut])
+        assert said == {"cut.avif": {"error": "'cut.avif' is truncated or corrupt (an AVIF file this browser cannot "
+                                              "decode)."}}  # fmt: skip
+    finally:
+        context.close()
+
+
 def test_installable_manifest_and_service_worker(browser, playwright, server):
     manifest_response = httpx.get(server.url + "/app/manifest.webmanifest")
     assert manifest_response.headers["content-type"].startswith("application/manifest+json")

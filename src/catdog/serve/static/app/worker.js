@@ -256,7 +256,8 @@ async function whyUnreadable(name, blob) {
     (avif && "AVIF") ||
     (bmp && "BMP") ||
     SIGNATURES.find(([magic]) => magic.every((byte, i) => head[i] === byte))?.[1];
-  if (known) return `'${name}' is truncated or corrupt (a ${known} file this browser cannot decode).`;
+  const article = known === "AVIF" ? "an" : "a";
+  if (known) return `'${name}' is truncated or corrupt (${article} ${known} file this browser cannot decode).`;
   return `'${name}' is not an image the app can read (it reads JPEG, PNG, WebP, GIF, BMP and AVIF).`;
 }
 
