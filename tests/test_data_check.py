@@ -153,6 +153,18 @@ def test_photos_beside_the_class_folders_are_reported_left_out(
     )
 
 
+def test_links_not_read_are_counted_in_words(samples_dir: Path, tmp_path: Path) -> None:
+    """The verdict lost its "(s)" on every noun but this one: "1 link(s) or folder(s) not read"."""
+    root = tmp_path / "data"
+    shutil.copytree(samples_dir, root)
+    (root / "cat" / "elsewhere.jpg").symlink_to(samples_dir / "cat" / "cat.1.jpg")  # links are never followed
+    one = rendered(summary(check_dataset(root, cache_dir=tmp_path / "cache")))
+    assert "1 problem: 1 link or folder not read." in " ".join(one.split()), one
+    (root / "dog" / "album").symlink_to(samples_dir / "dog")
+    two = rendered(summary(check_dataset(root, cache_dir=tmp_path / "cache")))
+    assert "2 problems: 2 links or folders not read." in " ".join(two.split()), two
+
+
 def test_odd_file_names_are_shown_as_they_are(samples_dir: Path, tmp_path: Path, cache_dir: Path) -> None:
     """A newline in a name split a table row; '[red]' in a name was taken as the terminal's markup."""
     root = tmp_path / "data"

@@ -548,9 +548,14 @@ def _found(report: CheckReport) -> str:
         ),
         (len(report.extension_mismatches), counted(len(report.extension_mismatches), "wrong extension")),
         (len(report.left_out), f"{counted(len(report.left_out), 'image file')} left out (no label)"),
-        (len(report.not_read), f"{len(report.not_read)} link(s) or folder(s) not read"),  # counted() pluralises one
+        (len(report.not_read), f"{len(report.not_read)} {_links_or_folders(len(report.not_read))} not read"),
     ]
     return ", ".join(words for n, words in kinds if n)
+
+
+def _links_or_folders(n: int) -> str:
+    """ "link or folder", "links or folders": counted() would pluralise the last noun alone."""
+    return "link or folder" if n == 1 else "links or folders"
 
 
 def _labels(group: dict) -> str:
