@@ -219,12 +219,19 @@ def answered(sock: socket.socket) -> bytes:
     """One whole response read from ``sock`` (its head and Content-Length bytes of body)."""
     data = b""
     while b"\r\n\r\n" not in data:
-        data += sock.recv(4096)
+        data += more(sock)
     head, _, body = data.partition(b"\r\n\r\n")
     length = int(re.search(rb"content-length: (\d+)", head, re.IGNORECASE)[1])
     while len(body) < length:
-        body += sock.recv(4096)
+        body += more(sock)
     return head
+
+
+def more(sock: socket.socket) -> bytes:
+    """The next bytes on ``sock``; a connection the server closed fails here (recv's b"" would loop for good)."""
+    data = sock.recv(4096)
+    assert data, "the server closed the connection before its whole answer"
+    return data
 
 
 def test_half_sent_request_heads_are_closed(server: Server, samples_dir: Path) -> None:
