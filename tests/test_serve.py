@@ -366,7 +366,9 @@ def test_a_port_it_cannot_listen_on_is_one_sentence_before_any_banner(tmp_path: 
 
 def test_max_connections_gets_its_open_files_or_one_sentence(tmp_path: Path) -> None:
     """A socket is an open file: under a soft limit of 256 (hard 512), --max-connections 300 raises the soft limit to
-    fit (the server would stop accepting at 256), and 1000, over the hard limit, is refused in one sentence."""
+    fit (the server would stop accepting at 256), and 1000, over the hard limit, is refused in one sentence. The
+    default, not asked for, is lowered to fit instead: --max-uploads 300 (a default of 728 connections) was refused
+    as "--max-connections 728 needs 856 open files", an option never given, where it had started before."""
     import resource
 
     def limited() -> None:  # in the child, before catdog starts
@@ -381,18 +383,20 @@ def test_max_connections_gets_its_open_files_or_one_sentence(tmp_path: Path) -> 
         "error: --max-connections 1000 needs 1128 open files, over this system's limit of 512 (ulimit -Hn); "
         "lower --max-connections or raise the limit."
     ]
-    log = tmp_path / "serve.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([*command, "--max-connections", "300"], preexec_fn=limited, stdout=out, stderr=out)
-    try:
-        deadline = time.monotonic() + 60
-        while "serving on" not in log.read_text() and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.2)
-        limits = Path(f"/proc/{proc.pid}/limits").read_text()
-        assert re.search(r"Max open files\s+428\s+512\s", limits), limits
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
+    for given, soft in ((["--max-connections", "300"], 428), (["--max-uploads", "300"], 512)):
+        log = tmp_path / f"serve{given[0]}.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen([*command, *given], preexec_fn=limited, stdout=out, stderr=out)
+        try:
+            deadline = time.monotonic() + 60
+            while "serving on" not in log.read_text() and time.monotonic() < deadline and proc.poll() is None:
+                time.sleep(0.2)
+            assert proc.poll() is None, log.read_text()
+            limits = Path(f"/proc/{proc.pid}/limits").read_text()
+            assert re.search(rf"Max open files\s+{soft}\s+512\s", limits), limits
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
 
 
 def test_port_0_serves_on_the_free_port_it_names(tmp_path: Path) -> None:

@@ -219,9 +219,8 @@ def serve(
     root_path = _root_path(root_path)
     _check_certificate(ssl_certfile, ssl_keyfile)
     port = _port_to_serve_on(host, port)
-    # Room for every API request the limits above let in at once (beyond those the API answers its own 503, which
-    # says which limit), and as many again for the page's files, health checks and idle keep-alive connections.
-    max_connections = max_connections or 2 * (max_uploads + max_concurrent)
+    if max_connections is None:
+        max_connections = _default_max_connections(max_uploads, max_concurrent)
     _file_descriptors_for(max_connections)
     scheme = "https" if ssl_certfile else "http"
     banner = f"catdog: serving on {scheme}://{host}:{port} (the model loads in the background; /readyz)"
@@ -267,6 +266,22 @@ def _check_certificate(certfile: str | None, keyfile: str | None) -> None:
 # Room for the files a server opens besides its connections: the listening socket, the runtime's files, logs (12 in
 # all after a few photos; 2026-12-06, 2-core AMD EPYC) and a batch's photos spooled to temporary files.
 OTHER_FILES = 128
+
+
+def _default_max_connections(max_uploads: int, max_concurrent: int) -> int:
+    """Room for every API request the other limits let in at once (beyond those the API answers its own 503, which
+    says which limit), and as many again for the page's files, health checks and idle keep-alive connections.
+
+    Within what the system's hard limit of open files holds: a default nobody chose must not stop the server, as
+    "--max-connections 4128 needs 4256 open files" did for --max-uploads 2000 under a hard limit of 4096.
+    """
+    wanted = 2 * (max_uploads + max_concurrent)
+    try:
+        import resource
+    except ImportError:  # Windows has no such limit
+        return wanted
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return wanted if hard == resource.RLIM_INFINITY else max(1, min(wanted, hard - OTHER_FILES))
 
 
 def _file_descriptors_for(connections: int) -> None:
