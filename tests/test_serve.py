@@ -399,6 +399,31 @@ def test_max_connections_gets_its_open_files_or_one_sentence(tmp_path: Path) -> 
             proc.wait(timeout=30)
 
 
+def test_an_open_file_limit_the_system_refuses_is_one_sentence(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """macOS reports an unlimited hard limit but refuses a soft one over kern.maxfilesperproc (ValueError): that
+    once reached the user as "catdog stopped on an unexpected ValueError", a catdog bug it was not."""
+    import resource
+
+    import typer
+
+    from catdog.cli.predict import _file_descriptors_for
+
+    def refuse(*_: object) -> None:
+        raise ValueError("current limit exceeds maximum limit")
+
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (256, resource.RLIM_INFINITY))
+    monkeypatch.setattr(resource, "setrlimit", refuse)
+    with pytest.raises(typer.Exit) as refused:
+        _file_descriptors_for(20_000)
+    assert refused.value.exit_code == 2
+    assert " ".join(capsys.readouterr().err.split()) == (
+        "error: --max-connections 20000 needs 20128 open files, and this system refused that many (current limit "
+        "exceeds maximum limit); lower --max-connections or raise the limit."
+    )
+
+
 def test_port_0_serves_on_the_free_port_it_names(tmp_path: Path) -> None:
     log = tmp_path / "serve.log"
     with open(log, "wb") as out:

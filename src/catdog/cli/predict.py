@@ -303,7 +303,13 @@ def _file_descriptors_for(connections: int) -> None:
             f"--max-connections {connections} needs {needed} open files, over this system's limit of {hard} "
             f"(ulimit -Hn); lower --max-connections or raise the limit."
         )
-    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+    except (ValueError, OSError) as err:  # macOS caps the soft limit (kern.maxfilesperproc) below an unlimited hard one
+        raise fail(
+            f"--max-connections {connections} needs {needed} open files, and this system refused that many ({err}); "
+            "lower --max-connections or raise the limit."
+        ) from None
 
 
 def _root_path(value: str) -> str:
