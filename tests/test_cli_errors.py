@@ -221,7 +221,7 @@ def test_serve_refuses_a_certificate_without_its_key_or_a_key_for_a_certificate(
 
 
 def test_a_model_given_alone_to_evaluate_or_explain_is_named_a_model(
-    trained_model_dir: Path, onnx_model_file: Path
+    trained_model_dir: Path, onnx_model_file: Path, tmp_path: Path
 ) -> None:
     """`catdog evaluate MODEL` without its photos took the model for the photos ("The images in 'my-model' carry no
     label", "Dataset folder 'builtin-large' does not exist"); `catdog explain MODEL` took it for the photo ("is a
@@ -237,6 +237,11 @@ def test_a_model_given_alone_to_evaluate_or_explain_is_named_a_model(
     assert "catdog explain MODEL_DIR IMAGE" in run_catdog_in_process("explain", str(onnx_model_file)).stderr
     alone = run_catdog_in_process("explain")  # the model is optional: the photo is what is missing
     assert alone.returncode == 2 and "Give the photo to explain" in alone.stderr, alone.stderr
+    # The command it suggests can be pasted into a shell as it is, a path with a space included.
+    spaced = tmp_path / "my model"
+    spaced.symlink_to(trained_model_dir, target_is_directory=True)
+    assert f"catdog evaluate '{spaced}' DATA_DIR." in run_catdog_in_process("evaluate", str(spaced)).stderr
+    assert f"catdog explain '{spaced}' IMAGE." in run_catdog_in_process("explain", str(spaced)).stderr
 
 
 def test_photos_named_like_a_shipped_model_are_photos(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

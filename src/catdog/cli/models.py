@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 from typing import Annotated
 
@@ -61,7 +62,7 @@ def evaluate(
         if model is not None and names_a_model(model):  # else its refusal would call the model a dataset
             raise fail(
                 f"'{model}' is a model; give the labelled photos to measure it on too: "
-                f"catdog evaluate {model} DATA_DIR."
+                f"catdog evaluate {shlex.quote(model)} DATA_DIR."
             )
         model, data_dir = None, model
     if data_dir is None:
@@ -115,7 +116,9 @@ def explain(
                 "directory and the photo to explain: catdog explain MODEL_DIR IMAGE."
             )
         if model is not None and names_a_model(model):  # else its refusal would call the model a photo
-            raise fail(f"'{model}' is a model; give the photo to explain too: catdog explain {model} IMAGE.")
+            raise fail(
+                f"'{model}' is a model; give the photo to explain too: catdog explain {shlex.quote(model)} IMAGE."
+            )
         model, image = None, model
     if image is None:
         raise fail("Give the photo to explain: catdog explain [MODEL] IMAGE --out heat.png.")
