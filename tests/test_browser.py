@@ -138,6 +138,12 @@ def test_a_photo_over_the_limit_is_refused_in_the_page(page, server: Server, tmp
     error.wait_for(timeout=30_000)
     assert error.inner_text() == "'huge.jpg' is 10.5 MB, over the 10 MB limit for one photo."
     assert _predict_requests(server) == before, "the page sent a photo it knew the server refuses"
+    # Nor does it decode it to show it (a 50-MB photo is hundreds of MB of pixels on a phone): the card says so.
+    assert page.evaluate("document.querySelector('#results .card[data-state=error] .pic img').src") == ""
+    note = page.evaluate(
+        "getComputedStyle(document.querySelector('#results .card[data-state=error] .pic'), '::after').content"
+    )
+    assert note == '"Not shown: over the size limit"'
 
 
 def test_a_photo_the_browser_cannot_show_is_answered_and_says_so(page, cat_photo: Path, tmp_path: Path) -> None:
