@@ -19,6 +19,7 @@ import traceback
 from pathlib import Path
 
 from benchmarks.common import REPO
+from catdog.fsutil import counted
 
 RESULTS = REPO / "benchmarks" / "results.json"
 TABLE_PAGE = REPO / "docs" / "benchmarks.md"  # the full table lives here, between START and END
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     names = args.names or available()
     unknown = sorted(set(names) - set(available()))
     if unknown:
-        parser.error(f"unknown benchmark(s): {', '.join(unknown)}")
+        parser.error(f"unknown {'benchmark' if len(unknown) == 1 else 'benchmarks'}: {', '.join(unknown)}")
     rows = load_results()
     failed = []
     for name in names:
@@ -116,7 +117,10 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_save:
             rows, kept = merge(rows, name, results)
             if kept:
-                print(f"   kept {len(kept)} earlier row(s) this run did not measure: {'; '.join(kept)}", flush=True)
+                print(
+                    f"   kept {counted(len(kept), 'earlier row')} this run did not measure: {'; '.join(kept)}",
+                    flush=True,
+                )
             save_results(rows)
             update_table(rows)
     if failed:

@@ -108,7 +108,7 @@ def test_torchrun_two_processes_match_one(small_dev: Path, tmp_path: Path) -> No
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     output = ddp.stdout + ddp.stderr
     assert output.count("saved ") == 1  # only rank 0 logs
-    assert "with 2 process(es)" in output
+    assert "with 2 processes" in output
     written = sorted(p.name for p in multi.iterdir())
     assert written == ["config.json", "curves.png", "metrics.jsonl", "model.safetensors"]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import tokenize
 from pathlib import Path
 
 from conftest import REPO
@@ -27,4 +28,18 @@ def test_code_speaks_of_the_product_not_the_work() -> None:
             for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
                 if WORK_TALK.search(line):
                     found.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
+    assert not found, "\n".join(found)
+
+
+def test_counts_are_worded_for_their_number() -> None:
+    """A count reads as a person says it ("1 process, 1 step per epoch"), never "1 process(es), 1 steps" or
+    "image file(s)": catdog.fsutil.counted words it. Only the text of strings is searched, not code like int(s)."""
+    bracketed = re.compile(r"[a-z]\((?:s|es)\)")
+    found = []
+    for folder in ("src", "benchmarks", "scripts"):  # tests quote the old messages they guard against
+        for path in sorted((REPO / folder).rglob("*.py")):
+            with tokenize.open(path) as source:
+                for token in tokenize.generate_tokens(source.readline):
+                    if token.type == tokenize.STRING and bracketed.search(token.string):
+                        found.append(f"{path.relative_to(REPO)}:{token.start[0]}: {token.string}")
     assert not found, "\n".join(found)

@@ -347,9 +347,8 @@ def _what_was_measured(metrics: dict) -> str:
     left_out = metrics.get("left_out") or []
     if left_out:
         shown = ", ".join(html.escape(os.path.basename(p)) for p in left_out[:5]) + (" …" if len(left_out) > 5 else "")
-        lines.append(
-            f"<b>Note:</b> {len(left_out)} image file(s) left out: the folder's layout gives them no label ({shown})."
-        )
+        files = counted(len(left_out), "image file")
+        lines.append(f"<b>Note:</b> {files} left out: the folder's layout gives them no label ({shown}).")
     return "".join(f"<p>{line}</p>" for line in lines)
 
 

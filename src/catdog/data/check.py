@@ -494,7 +494,7 @@ def summary(report: CheckReport, limit: int = 20) -> list:
         classes.add_row(NEITHER_CAPTION if pets else UNUSED_NEITHER_CAPTION, str(report.neither))
 
     details = Table(title="Findings", title_justify="left")
-    for column in ("finding", "file(s)", "detail"):
+    for column in ("finding", "files", "detail"):
         details.add_column(column, overflow="fold")
     rows = {
         "unusable": [(u["path"], u["reason"]) for u in report.unusable],

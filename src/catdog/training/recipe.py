@@ -148,7 +148,8 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
         validated_module, kept = (ema.module, ema.module) if ema is not None else (forward_module, trainable)
 
         # 7. The epochs (under a budget, leaving time for the final validation at the test size).
-        log.info(f"training on {device} with {ctx.world} process(es), {steps_per_epoch} steps per epoch")
+        processes = "1 process" if ctx.world == 1 else f"{ctx.world} processes"
+        log.info(f"training on {device} with {processes}, {counted(steps_per_epoch, 'step')} per epoch")
         test_pre = replace(pre, image_size=cfg.test_image_size) if cfg.test_image_size else pre
         budget = Budget(deadline, schedule)
         budget.final_seconds = final_seconds(cfg, model, pre, test_pre, deadline, len(splits["val"]), ctx)
