@@ -1158,3 +1158,22 @@ def test_a_run_of_all_its_epochs_says_so_in_words_and_its_curves_tick_whole_epoc
     for ax in fig.axes:
         ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
         assert ticks and all(float(t).is_integer() for t in ticks), ticks
+
+
+def test_the_curves_show_the_learning_rate_beside_loss_and_accuracy(tmp_path: Path) -> None:
+    """metrics.jsonl records each epoch's learning rate, but curves.png drew only loss and accuracy: a learner saw
+    the validation loss level off without the decayed rate beside it."""
+    from PIL import Image
+
+    from catdog.training.progress import curves_figure, plot_curves
+
+    row = dict(train_loss=0.5, val_loss=0.4, val_loss_calibrated=0.38, train_accuracy=0.8, val_accuracy=0.85)
+    rates = [9.5e-4, 6.5e-4, 2.5e-4, 0.0]
+    history = [dict(row, epoch=epoch, lr=lr) for epoch, lr in enumerate(rates, 1)]
+    fig = curves_figure(history, kept_epoch=3)
+    assert [ax.get_title() for ax in fig.axes] == ["loss", "accuracy", "learning rate"]
+    lr_axis = fig.axes[2]
+    assert list(lr_axis.lines[0].get_xdata()) == [1, 2, 3, 4] and list(lr_axis.lines[0].get_ydata()) == rates
+    assert lr_axis.get_ylim()[0] == 0  # the cosine's end is on the axis, not below its bottom
+    plot_curves(history, tmp_path / "curves.png", kept_epoch=3)
+    assert Image.open(tmp_path / "curves.png").size == (1500, 400)  # three panels, as drawn

@@ -100,7 +100,7 @@ def _format_stats(stats: dict) -> str:
 
 
 def plot_curves(history: list[dict], path: Path, kept_epoch: int | None = None) -> None:
-    """Loss and accuracy per epoch, train vs validation, and the epoch kept so far (written atomically)."""
+    """Loss, accuracy and learning rate per epoch, and the epoch kept so far (written atomically)."""
     import matplotlib.pyplot as plt
 
     fig = curves_figure(history, kept_epoch)
@@ -109,10 +109,11 @@ def plot_curves(history: list[dict], path: Path, kept_epoch: int | None = None) 
 
 
 def curves_figure(history: list[dict], kept_epoch: int | None = None):
-    """The figure of :func:`plot_curves`.
+    """The figure of :func:`plot_curves`: loss and accuracy, train vs validation, then the learning rate.
 
     The validation loss is drawn calibrated too: the epoch is kept on that one (the raw loss may be lowest
-    elsewhere)."""
+    elsewhere). The learning rate is the one each epoch's last step took (``lr`` in metrics.jsonl, one per
+    epoch): beside the loss, it shows where the warm-up ended and how far the schedule had decayed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -120,17 +121,23 @@ def curves_figure(history: list[dict], kept_epoch: int | None = None):
     from matplotlib.ticker import MaxNLocator
 
     epochs = [r["epoch"] for r in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, key, title in ((ax_loss, "loss", "loss"), (ax_acc, "accuracy", "accuracy")):
+    with_lr = all("lr" in r for r in history)  # histories of a catdog before the rate was recorded have none
+    fig, axes = plt.subplots(1, 3 if with_lr else 2, figsize=(15 if with_lr else 10, 4))
+    for ax, key, title in ((axes[0], "loss", "loss"), (axes[1], "accuracy", "accuracy")):
         ax.plot(epochs, [r[f"train_{key}"] for r in history], "o-", label="train")
         ax.plot(epochs, [r[f"val_{key}"] for r in history], "o-", label="validation")
         if key == "loss" and all("val_loss_calibrated" in r for r in history):
             ax.plot(epochs, [r["val_loss_calibrated"] for r in history], "o--", label="validation, calibrated")
+        ax.set_title(title)
+    if with_lr:
+        axes[2].plot(epochs, [r["lr"] for r in history], "o-", color="tab:green", label="last step of the epoch")
+        axes[2].set_title("learning rate")
+        axes[2].set_ylim(bottom=0)  # the schedule decays to 0 (cosine) or near it (one-cycle): show where 0 is
+    for ax in axes:
         if kept_epoch:
             ax.axvline(kept_epoch, color="grey", linestyle=":", label=f"kept: epoch {kept_epoch}")
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole: no ticks at 1.25 or 1.5
-        ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
