@@ -127,6 +127,26 @@ def test_the_report_names_the_gate_threshold_and_the_files_left_out(eval_dir: Pa
     assert "1 image file left out: the folder's layout gives them no label (loose.jpg)." in page
 
 
+def test_the_report_and_the_console_say_what_log_loss_and_ece_are(eval_dir: Path, tmp_path: Path) -> None:
+    """report.html showed "log loss" and "ECE" beside their figures and said nowhere what they measure."""
+    data = tmp_path / "photos"
+    for label in ("cat", "dog"):
+        (data / label).mkdir(parents=True)
+        for photo in sorted((eval_dir / label).glob("*.jpg"))[:6]:
+            shutil.copy(photo, data / label / photo.name)
+    evaluate(None, data, out_dir=tmp_path / "report")
+    page = (tmp_path / "report" / "report.html").read_text()
+    said = page.index("Log loss is the mean, over the photos, of −ln of the probability the model gave the true class")
+    assert page.index("<th>log loss</th>") < said < page.index("<h2>Per class</h2>")  # beside the figures
+    assert "ECE (expected calibration error) sorts the photos into bins by the model&#x27;s confidence" in page
+    # The console's summary says it in a few words, and docs/training.md in the report's sentences.
+    done = run_catdog_in_process("evaluate", str(data))
+    assert "log loss: the mean of −ln P(true class); ECE: the mean gap between confidence and accuracy" in done.stdout
+    docs = " ".join((Path(__file__).resolve().parents[1] / "docs" / "training.md").read_text().split())
+    assert "Log loss is the mean, over the photos, of −ln of the probability the model gave the true class" in docs
+    assert "ECE (expected calibration error) sorts the photos into 15 bins of equal width" in docs
+
+
 def test_cli_text_output_and_errors(
     trained_model_dir: Path, eval_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

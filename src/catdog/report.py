@@ -24,6 +24,18 @@ from catdog.images import ImageError, decode  # noqa: E402
 GALLERY_SIZE = 16
 THUMB = 200
 
+# What the two figures a learner may not know mean, said where the report shows them (and in docs/training.md).
+LOG_LOSS_MEANS = (
+    "Log loss is the mean, over the photos, of −ln of the probability the model gave the true class: 0 if it gave "
+    "every true class a probability of 1, 0.693 if it always said 50/50 between two classes, and a confident "
+    "mistake costs the most."
+)
+ECE_MEANS = (
+    "ECE (expected calibration error) sorts the photos into bins by the model's confidence (its highest class "
+    "probability) and averages the gap between each bin's mean confidence and its accuracy, weighted by the "
+    "bin's photos: 0 when the photos it is 90 % sure of are right 90 % of the time."
+)
+
 
 def _png(fig) -> bytes:
     buffer = io.BytesIO()
@@ -299,6 +311,7 @@ img {{ max-width: 100%; }}
 <h1>catdog evaluation</h1>
 {_what_was_measured(metrics)}
 <table>{summary}</table>
+<p>{html.escape(LOG_LOSS_MEANS)} {html.escape(ECE_MEANS)}</p>
 <p>{_what_is_counted(metrics)}</p>
 <h2>Per class</h2>
 <table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>{rows}</table>

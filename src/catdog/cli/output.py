@@ -71,6 +71,11 @@ def print_evaluation(result: dict) -> None:
     out.print(
         f"accuracy {result['accuracy']:.4f}  log loss {result['log_loss']:.4f}  ROC AUC {auc}  ECE {result['ece']:.4f}"
     )
+    # Said in a few words here, in a sentence each in report.html and docs/training.md.
+    out.print(
+        "[dim](log loss: the mean of −ln P(true class); ECE: the mean gap between confidence and accuracy; "
+        "both 0 at best)[/]"
+    )
     if result["neither"] or result["unsure"]:
         neither, unsure = counted(result["neither"], "time"), counted(result["unsure"], "time")
         out.print(f"answered 'neither' {neither} and 'unsure' {unsure} (counted wrong)")
