@@ -127,13 +127,20 @@ def test_the_report_names_the_gate_threshold_and_the_files_left_out(eval_dir: Pa
     assert "1 image file left out: the folder's layout gives them no label (loose.jpg)." in page
 
 
-def test_the_report_and_the_console_say_what_log_loss_and_ece_are(eval_dir: Path, tmp_path: Path) -> None:
-    """report.html showed "log loss" and "ECE" beside their figures and said nowhere what they measure."""
-    data = tmp_path / "photos"
+@pytest.fixture(scope="module")
+def twelve_photos(samples_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Six sample photos of each class, in cat/ and dog/: a small evaluation."""
+    data = tmp_path_factory.mktemp("twelve") / "photos"
     for label in ("cat", "dog"):
         (data / label).mkdir(parents=True)
-        for photo in sorted((eval_dir / label).glob("*.jpg"))[:6]:
+        for photo in sorted((samples_dir / label).glob("*.jpg"))[:6]:
             shutil.copy(photo, data / label / photo.name)
+    return data
+
+
+def test_the_report_and_the_console_say_what_log_loss_and_ece_are(twelve_photos: Path, tmp_path: Path) -> None:
+    """report.html showed "log loss" and "ECE" beside their figures and said nowhere what they measure."""
+    data = twelve_photos
     evaluate(None, data, out_dir=tmp_path / "report")
     page = (tmp_path / "report" / "report.html").read_text()
     said = page.index("Log loss is the mean, over the photos, of −ln of the probability the model gave the true class")
@@ -145,6 +152,40 @@ def test_the_report_and_the_console_say_what_log_loss_and_ece_are(eval_dir: Path
     docs = " ".join((Path(__file__).resolve().parents[1] / "docs" / "training.md").read_text().split())
     assert "Log loss is the mean, over the photos, of −ln of the probability the model gave the true class" in docs
     assert "ECE (expected calibration error) sorts the photos into 15 bins of equal width" in docs
+
+
+def test_the_accuracys_interval_is_wilsons() -> None:
+    from scipy.stats import binomtest
+
+    from catdog.evaluate import wilson_interval
+
+    for right, n in ((11, 12), (12, 12), (0, 12), (2210, 2246), (1, 1)):
+        interval = binomtest(right, n).proportion_ci(0.95, method="wilson")
+        assert wilson_interval(right, n) == pytest.approx((interval.low, interval.high), abs=1e-12), (right, n)
+
+
+def test_a_small_evaluation_says_how_rough_its_accuracy_is(twelve_photos: Path, tmp_path: Path) -> None:
+    """`catdog evaluate` on 12 photos printed an accuracy of 0.9167 to four places, with no word that on photos
+    like these it might as well be 0.65: the count and the 95 % interval are said now, first where they are few."""
+    from catdog.evaluate import FEW_PHOTOS, few_photos_note
+
+    result = evaluate(None, twelve_photos, out_dir=tmp_path / "report")
+    low, high = result["accuracy_interval"]
+    right = round(result["accuracy"] * 12)
+    assert low < result["accuracy"] <= high and high - low > 0.2  # 12 photos: wide
+    note = (
+        f"Only 12 photos, so the accuracy is a rough figure: {right} of 12 right, 95 % interval {low:.4f}–{high:.4f} "
+        "(Wilson): the accuracy on many more photos like these would likely lie in it."
+    )
+    assert note in result["warnings"]
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert f"<b>Note:</b> {note}" in page
+    assert f"<th>accuracy, 95 % interval (Wilson)</th><td>{low:.4f}–{high:.4f}</td>" in page  # beside the accuracy
+    done = run_catdog_in_process("evaluate", str(twelve_photos))
+    assert f"note: {note}" in done.stderr and f"(95 % interval {low:.4f}–{high:.4f})" in done.stdout
+    # Many photos: the interval, but no note.
+    many = {"n": FEW_PHOTOS, "accuracy": 0.98, "accuracy_interval": [0.95, 0.99]}
+    assert few_photos_note(many) == [] and few_photos_note(many | {"n": FEW_PHOTOS - 1}) != []
 
 
 def test_cli_text_output_and_errors(
@@ -404,16 +445,17 @@ def test_the_built_in_model_measured_on_kaggle_photos_says_they_trained_it(dev_d
 
     kaggle = copy_dev_subset(dev_dir, tmp_path / "kaggle", 3)
     result = evaluate(None, kaggle)
-    (warning,) = result["warnings"]
+    warning, few = result["warnings"]  # the Kaggle photos, then: only 6 photos
     assert warning == (
         "6 of these photos are named like Kaggle's Dogs vs. Cats photos (cat.N.jpg, dog.N.jpg), which the built-in "
         "model learnt from, so these figures may flatter it: photos from elsewhere measure it fairly."
     )
+    assert few.startswith("Only 6 photos")
     renamed = tmp_path / "mine"
     for photo in kaggle.glob("*.jpg"):
         (renamed / photo.name.split(".")[0]).mkdir(parents=True, exist_ok=True)
         photo.rename(renamed / photo.name.split(".")[0] / f"IMG_{photo.name.split('.')[1]}.jpg")
-    assert evaluate(None, renamed)["warnings"] == []
+    assert [w for w in evaluate(None, renamed)["warnings"] if not w.startswith("Only 6 photos")] == []
     names = [f"cat.{i}.jpg" for i in range(5)] + ["a.jpg"] * 4
     assert split_warnings({}, kaggle, "all", 9, "builtin-large", names)  # 5 of 9: most of them
     assert not split_warnings({}, kaggle, "all", 11, "builtin-large", names + ["b.jpg"] * 2)  # 5 of 11: a few

@@ -800,12 +800,13 @@ def test_a_test_split_is_held_out_of_training_and_evaluated_alone(
         assert json.loads(result.stdout)["n"] == counts[part]
         assert f"the model's <b>{part}</b> split" in (report / "report.html").read_text()
     flattered = run_catdog("evaluate", str(out), str(small_dev), "--json")  # every photo, training ones too
-    (warning,) = json.loads(flattered.stdout)["warnings"]
+    warning, few = json.loads(flattered.stdout)["warnings"]  # the training photos, then: only 40 photos
     assert flattered.returncode == 0 and "trained it" in warning and f"note: {warning}" in flattered.stderr
+    assert few.startswith("Only 40 photos, so the accuracy is a rough figure")
     # Its ONNX export knows the folder too (the file carries where it was trained and on how many photos).
     assert run_catdog("export", str(out), "--out", str(tmp_path / "model.onnx")).returncode == 0
     exported = run_catdog("evaluate", str(tmp_path / "model.onnx"), str(small_dev), "--json")
-    assert json.loads(exported.stdout)["warnings"] == [warning]
+    assert json.loads(exported.stdout)["warnings"] == [warning, few]
     no_test = run_catdog("evaluate", str(trained_model_dir), str(small_dev), "--split", "test")
     assert no_test.returncode != 0 and "Traceback" not in no_test.stderr and "split" in no_test.stderr
 

@@ -216,6 +216,8 @@ def _uri(png: bytes) -> str:
 
 
 def _fmt(value) -> str:
+    if isinstance(value, list):  # an interval
+        return "–".join(_fmt(end) for end in value)
     return "—" if value is None else f"{value:.4f}" if isinstance(value, float) else html.escape(str(value))
 
 
@@ -259,6 +261,7 @@ def _html(metrics: dict, pngs: dict[str, bytes], mistakes: list[dict], through: 
         for name, key in (
             (f"photos ({html.escape(', '.join(classes))})", "n"),
             ("accuracy", "accuracy"),
+            ("accuracy, 95 % interval (Wilson)", "accuracy_interval"),
             ("log loss", "log_loss"),
             ("ROC AUC", "roc_auc"),
             ("ECE", "ece"),

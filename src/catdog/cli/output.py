@@ -68,8 +68,10 @@ def print_evaluation(result: dict) -> None:
         table.add_row(c, *(f"{result[k][c]:.4f}" for k in ("precision", "recall", "f1")), str(result["support"][c]))
     out.print(table)
     auc = "n/a" if result["roc_auc"] is None else f"{result['roc_auc']:.4f}"
+    low, high = result["accuracy_interval"]
     out.print(
-        f"accuracy {result['accuracy']:.4f}  log loss {result['log_loss']:.4f}  ROC AUC {auc}  ECE {result['ece']:.4f}"
+        f"accuracy {result['accuracy']:.4f} (95 % interval {low:.4f}–{high:.4f})  log loss {result['log_loss']:.4f}  "
+        f"ROC AUC {auc}  ECE {result['ece']:.4f}"
     )
     # Said in a few words here, in a sentence each in report.html and docs/training.md.
     out.print(
