@@ -431,6 +431,39 @@ def test_the_last_step_of_a_budget_takes_the_schedules_last_rate(tmp_path: Path)
     assert history(tmp_path)[-1]["lr"] <= 0.003 * 0.1, (history(tmp_path)[-1]["lr"], state.step)
 
 
+def test_a_resumed_budget_goes_on_down_its_schedule() -> None:
+    """--resume under --time-budget gives the rest of the run a new budget, but its schedule read the new clock
+    from 0: a run stopped near its end went back to near its peak rate, undoing its last epochs' decay. The
+    schedule's state comes back with the scheduler's (LambdaLR keeps a callable's attributes), and the new budget
+    spends the rest of it."""
+    from catdog.training.schedule import Budget, Schedule
+
+    def scheduled(state: dict | None = None) -> tuple[Schedule, torch.optim.lr_scheduler.LambdaLR]:
+        optimizer = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1)
+        schedule = Schedule("cosine", total_steps=None, warmup_steps=1)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        if state is not None:
+            scheduler.load_state_dict(state)
+        return schedule, scheduler
+
+    schedule, scheduler = scheduled()
+    first = Budget(time.monotonic() + 28.0, schedule)
+    first.started -= 72.0  # 72 s into a 100-s budget (90 s of steps: a tenth is kept for validation): 80 % done
+    assert not first.out_of_time()
+    scheduler.step()
+    before = scheduler.get_last_lr()[0]
+    assert 0.79 < schedule.time_fraction < 0.81 and before < 0.01
+
+    schedule, scheduler = scheduled(scheduler.state_dict())  # the checkpoint, read back by a resumed run
+    resumed = Budget(time.monotonic() + 100.0, schedule)
+    assert not resumed.out_of_time()
+    scheduler.step()
+    assert schedule.time_fraction >= 0.8 and scheduler.get_last_lr()[0] <= before, scheduler.get_last_lr()
+    resumed.started, resumed.deadline = resumed.started - 45.0, resumed.started + 55.0  # half of what was left
+    resumed.out_of_time()
+    assert 0.89 < schedule.time_fraction < 0.91
+
+
 # -- the GPU path, run on the CPU (CI has no GPU) ----------------------------------------------
 
 

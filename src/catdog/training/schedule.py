@@ -48,6 +48,9 @@ class Budget:
         self.deadline = deadline
         self.schedule = schedule
         self.started = time.monotonic()
+        # The share of the schedule a resumed run had done (restored with the scheduler's state: LambdaLR keeps a
+        # callable's attributes). This budget spends the rest: read from 0, the rate went back near its peak.
+        self.done_before = schedule.time_fraction
         self.eval_seconds = 0.0
         self.final_seconds = 0.0  # kept for the work after the last epoch (validation at the test size)
 
@@ -68,7 +71,8 @@ class Budget:
         # will end at: the step that spends the budget then takes the schedule's last rate. Read at the check
         # before, as it was, a budget run's last step took the rate of one or two steps earlier (2 % of --lr).
         next_step_ends = now + step_seconds + (self.eval_seconds if validation_next else 0.0)
-        self.schedule.time_fraction = (next_step_ends - self.started) / max(1.0, self.deadline - reserve - self.started)
+        spent = (next_step_ends - self.started) / max(1.0, self.deadline - reserve - self.started)
+        self.schedule.time_fraction = self.done_before + (1.0 - self.done_before) * spent
         return now + reserve > self.deadline
 
 
