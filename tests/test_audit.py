@@ -1,4 +1,8 @@
-"""catdog data audit finds the labels this test flips on purpose in a small real set."""
+"""catdog data audit finds the labels this test flips on purpose in a small real set.
+
+The command runs in this process (run_catdog_in_process): what it prints and writes is tested, not its process,
+and a subprocess each would import torch and load the model again.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_catdog
+from conftest import run_catdog_in_process
 
 FLIPPED = {"cat.3003.jpg": "dog", "cat.3021.jpg": "dog", "dog.3012.jpg": "cat"}
 
@@ -24,7 +28,9 @@ def test_audit_ranks_the_flipped_labels_first(trained_model_dir: Path, dev_dir: 
             shutil.copy(dev_dir / name, data / FLIPPED.get(name, label) / name)
     (data / "cat" / "empty.jpg").write_bytes(b"")
     out = tmp_path / "audit"
-    done = run_catdog("data", "audit", str(data), "--model", str(trained_model_dir), "--out", str(out), "--json")
+    done = run_catdog_in_process(
+        "data", "audit", str(data), "--model", str(trained_model_dir), "--out", str(out), "--json"
+    )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["n"] == 80 and [Path(u["path"]).name for u in result["unreadable"]] == ["empty.jpg"]
@@ -39,7 +45,7 @@ def test_audit_ranks_the_flipped_labels_first(trained_model_dir: Path, dev_dir: 
     assert all(name in page for name in FLIPPED) and "data:image/jpeg;base64," in page
     # --top limits the JSON too (data.md: "--top 50 --json: the 50 strongest suspects"); it once printed all.
     assert len(result["suspects"]) > 2
-    top = run_catdog("data", "audit", str(data), "--model", str(trained_model_dir), "--top", "2", "--json")
+    top = run_catdog_in_process("data", "audit", str(data), "--model", str(trained_model_dir), "--top", "2", "--json")
     assert json.loads(top.stdout)["suspects"] == result["suspects"][:2]
     assert json.loads(top.stdout)["n_suspects"] == len(result["suspects"])  # how many --top left out
 
@@ -65,7 +71,7 @@ def test_audit_finds_the_cat_in_the_neither_folder(
     horse = data_root / "neither" / "horse" / "inet-n02389026_sorrel.JPEG"
     shutil.copy(horse, data / "dog" / horse.name)
 
-    done = run_catdog("data", "audit", str(data), "--model", str(trained_model_dir), "--json")
+    done = run_catdog_in_process("data", "audit", str(data), "--model", str(trained_model_dir), "--json")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["classes"] == ["cat", "dog"]
@@ -77,7 +83,7 @@ def test_audit_finds_the_cat_in_the_neither_folder(
     flagged = {name for name, label, _ in ranked if label == "neither"}
     assert flagged == {stray}, flagged
 
-    text = run_catdog("data", "audit", str(data), "--model", str(trained_model_dir), "--top", "3")
+    text = run_catdog_in_process("data", "audit", str(data), "--model", str(trained_model_dir), "--top", "3")
     assert text.returncode == 0, text.stderr
     assert f"{len(non_pets) + 1} neither photos judged" in text.stdout
     # The accuracy is over the pets, and the line says so (it once counted the neither photos into "photos").
@@ -89,12 +95,12 @@ def test_audit_finds_the_cat_in_the_neither_folder(
 def test_audit_needs_two_classes(dev_dir: Path, tmp_path: Path) -> None:
     (tmp_path / "cat").mkdir()
     shutil.copy(dev_dir / "cat.1.jpg", tmp_path / "cat" / "cat.1.jpg")
-    done = run_catdog("data", "audit", str(tmp_path))
+    done = run_catdog_in_process("data", "audit", str(tmp_path))
     assert done.returncode == 2 and "two or more" in done.stderr
     # A `neither` folder is no second class to compare with.
     (tmp_path / "other").mkdir()
     shutil.copy(dev_dir / "dog.1.jpg", tmp_path / "other" / "dog.1.jpg")
-    done = run_catdog("data", "audit", str(tmp_path))
+    done = run_catdog_in_process("data", "audit", str(tmp_path))
     assert done.returncode == 2 and "two or more" in done.stderr and "neither" in done.stderr
 
 
@@ -121,7 +127,7 @@ def test_the_report_of_gateless_photos_speaks_of_no_gate(data_root: Path, dev_di
     for i in range(3):  # photos of neither bird nor rabbit, which no gate can judge here
         shutil.copy(dev_dir / f"cat.{3200 + i}.jpg", data / "neither" / f"cat.{3200 + i}.jpg")
     out = tmp_path / "audit"
-    done = run_catdog("data", "audit", str(data), "--out", str(out))
+    done = run_catdog_in_process("data", "audit", str(data), "--out", str(out))
     assert done.returncode == 0, done.stderr
     page = html.unescape((out / "audit.html").read_text())
     assert "gate puts" not in page and "cat-or-dog" not in page
@@ -129,7 +135,7 @@ def test_the_report_of_gateless_photos_speaks_of_no_gate(data_root: Path, dev_di
            "of bird and rabbit." in page  # fmt: skip
     assert "disagrees with the label:\n1 suspect, the top 1 below, most confident first. 0 unreadable files." in page
     assert "; 1 disagrees with its label. Most likely mislabelled:\n  1. " in done.stdout
-    result = json.loads(run_catdog("data", "audit", str(data), "--json").stdout)
+    result = json.loads(run_catdog_in_process("data", "audit", str(data), "--json").stdout)
     assert result["classes"] == ["bird", "rabbit"] and result["gated"] is False and result["neither_judged"] is False
 
 
@@ -144,7 +150,7 @@ def test_names_with_square_brackets_are_printed_as_they_are(samples_dir: Path, t
     (data / "cat" / "[").mkdir()
     (data / "cat" / "[" / "x].jpg").write_text("not a photo")
     (data / "dog" / "[red]note.jpg").write_text("not a photo")
-    done = run_catdog("data", "audit", str(data))
+    done = run_catdog_in_process("data", "audit", str(data))
     assert done.returncode == 0, done.stderr
     said = done.stdout
     assert f"unreadable '{data / 'cat' / '[' / 'x].jpg'}' is not an image" in said, said
