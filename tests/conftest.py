@@ -207,9 +207,12 @@ def trained_model_dir(tmp_path_factory: pytest.TempPathFactory, dev_dir: Path) -
 
 @pytest.fixture(scope="session")
 def onnx_model_file(tmp_path_factory: pytest.TempPathFactory, trained_model_dir: Path, dev_dir: Path) -> Path:
-    """``trained_model_dir`` exported by the real ``catdog export`` (fp32, parity-checked on 64 dev photos)."""
+    """``trained_model_dir`` exported by the real ``catdog export`` (fp32, parity-checked on 64 dev photos).
+
+    In this process: the export is what the tests use, and a subprocess would import torch again.
+    """
     out = tmp_path_factory.mktemp("onnx") / "catdog.onnx"
-    done = run_catdog(
+    done = run_catdog_in_process(
         "export", str(trained_model_dir), "--out", str(out), "--check-data", str(dev_dir), "--check-images", "64"
     )
     assert done.returncode == 0, done.stderr
