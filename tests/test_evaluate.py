@@ -21,7 +21,7 @@ from catdog.evaluate import _corrupt, collect, compute_metrics, evaluate, expect
 from catdog.predict import Predictor
 from test_train import copy_dev_subset
 
-from conftest import run_catdog, run_catdog_in_process
+from conftest import run_catdog_in_process
 
 
 def test_metrics_match_scikit_learn_on_a_hand_made_case() -> None:
@@ -76,7 +76,7 @@ def eval_dir(samples_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 
 def test_cli_json_and_report(onnx_model_file: Path, eval_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "report"
-    done = run_catdog(
+    done = run_catdog_in_process(  # in this process: a subprocess would import torch again
         "evaluate", str(onnx_model_file), str(eval_dir), "--json", "--out", str(out), "--robustness",
         "--robustness-samples", "8",
     )  # fmt: skip
@@ -408,7 +408,7 @@ def test_unknown_classes_and_neither_only_data_are_clear_errors(
 
 def test_cli_prints_the_open_set_figures(open_set_dir: Path, open_set_run: tuple[dict, Path]) -> None:
     result, _ = open_set_run
-    done = run_catdog("evaluate", str(open_set_dir))
+    done = run_catdog_in_process("evaluate", str(open_set_dir))
     assert done.returncode == 0, done.stderr
     o = result["open_set"]
     assert f"{o['n_pets']} pets, {o['n_neither']} 'neither' photos" in done.stdout

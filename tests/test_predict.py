@@ -1,4 +1,9 @@
-"""The built-in model out of the box, and `catdog predict` on the command line."""
+"""The built-in model out of the box, and `catdog predict` on the command line.
+
+The command runs in this process (run_catdog_in_process): what it prints is tested, and a subprocess each
+would start Python and load the model again; tests/test_cli_errors.py runs it as a process where the process
+is the point (a reader that goes away).
+"""
 
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ from catdog.models.pretrained import create_pretrained, load_packaged_weights
 from catdog.predict import Outputs, Predictor, expand_inputs
 from test_images import _png_header_only
 
-from conftest import fewest_correct, pinned_photos, run_catdog, run_catdog_in_process
+from conftest import fewest_correct, pinned_photos, run_catdog_in_process
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +133,7 @@ def test_expand_inputs_predicts_a_file_once_however_it_is_named(tmp_path, sample
 def test_cli_predict_json_contract_and_bad_file_in_batch(tmp_path, cat_photo, dog_photo):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(cat_photo.read_bytes()[:500])
-    result = run_catdog("predict", "--json", str(cat_photo), str(broken), str(dog_photo))
+    result = run_catdog_in_process("predict", "--json", str(cat_photo), str(broken), str(dog_photo))
     assert result.returncode == 1, result.stderr
     out = json.loads(result.stdout)
     assert result.stdout == json.dumps(out, indent=2) + "\n"  # streamed element by element, same text
@@ -142,7 +147,7 @@ def test_cli_predict_json_contract_and_bad_file_in_batch(tmp_path, cat_photo, do
 
 
 def test_cli_predict_csv_and_folder(samples_dir):
-    result = run_catdog("predict", "--csv", str(samples_dir))
+    result = run_catdog_in_process("predict", "--csv", str(samples_dir))
     assert result.returncode == 0, result.stderr
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert len(rows) == 40
@@ -152,25 +157,25 @@ def test_cli_predict_csv_and_folder(samples_dir):
 
 def test_an_answer_a_threshold_made_shows_the_digits_that_explain_it(cat_photo):
     """--threshold 0.99999 once printed "unsure (100.0%)" for a confidence of 0.99977."""
-    answer = json.loads(run_catdog("predict", "--json", str(cat_photo)).stdout)[0]
+    answer = json.loads(run_catdog_in_process("predict", "--json", str(cat_photo)).stdout)[0]
     sure = answer["confidence"]
     assert answer["label"] == "cat" and 0.999 < sure < 0.99999, sure  # a confident cat, short of 99.999 %
-    text = run_catdog("predict", "--threshold", "0.99999", str(cat_photo)).stdout
+    text = run_catdog_in_process("predict", "--threshold", "0.99999", str(cat_photo)).stdout
     shown = re.search(r": unsure \(best: cat (\d+\.\d+)%\)$", text.strip())
     assert shown and float(shown[1]) < 100 and abs(float(shown[1]) / 100 - sure) < 1e-4, (text, sure)
-    strict = run_catdog("predict", "--neither-threshold", "0.9999999", str(cat_photo)).stdout
+    strict = run_catdog_in_process("predict", "--neither-threshold", "0.9999999", str(cat_photo)).stdout
     shown = re.search(r": neither \((\d+\.\d+)%\)", strict)
     assert shown and float(shown[1]) > 0, strict  # P(neither) is small, and not 0
 
 
 def test_cli_predict_missing_path_exits_non_zero_with_one_line():
-    result = run_catdog("predict", "no/such/photo.jpg")
+    result = run_catdog_in_process("predict", "no/such/photo.jpg")
     assert result.returncode == 1
     assert "does not exist" in result.stdout and "Traceback" not in result.stderr
 
 
 def test_cli_help_documents_defaults():
-    result = run_catdog("predict", "--help")
+    result = run_catdog_in_process("predict", "--help")
     assert result.returncode == 0
     assert "--batch-size" in result.stdout and "default: 32" in result.stdout
 
@@ -195,7 +200,7 @@ def test_odd_file_names_keep_one_line_each_and_their_brackets(tmp_path, cat_phot
     for name in ("a\nb.jpg", "[bold]x.jpg"):
         (tmp_path / name).write_bytes(cat_photo.read_bytes())
     (tmp_path / "t\nx.jpg").write_text("not a photo")
-    result = run_catdog("predict", str(tmp_path))
+    result = run_catdog_in_process("predict", str(tmp_path))
     assert result.returncode == 1, result.stderr
     lines = result.stdout.splitlines()
     assert len(lines) == 3
@@ -317,8 +322,8 @@ def test_sort_into_refuses_a_folder_a_recursive_glob_reaches(tmp_path, cat_photo
     photos = tmp_path / "photos"
     photos.mkdir()
     (photos / "x.jpg").write_bytes(cat_photo.read_bytes())
-    done = run_catdog("predict", f"{photos}/**/*.jpg", "--sort-into", str(photos / "sorted"))
+    done = run_catdog_in_process("predict", f"{photos}/**/*.jpg", "--sort-into", str(photos / "sorted"))
     assert done.returncode == 2 and "which is being classified; choose a folder outside it." in done.stderr
     assert not (photos / "sorted").exists()
-    beside = run_catdog("predict", f"{photos}/**/*.jpg", "--sort-into", str(tmp_path / "sorted"))
+    beside = run_catdog_in_process("predict", f"{photos}/**/*.jpg", "--sort-into", str(tmp_path / "sorted"))
     assert beside.returncode == 0 and (tmp_path / "sorted" / "cat" / "x.jpg").exists(), beside.stderr
