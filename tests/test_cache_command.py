@@ -1,4 +1,7 @@
-"""`catdog cache`: what catdog's cache directory holds, and clearing it without touching anything else."""
+"""`catdog cache`: what catdog's cache directory holds, and clearing it without touching anything else.
+
+The commands run in this process (run_catdog_in_process) but beside a server: a subprocess each started Python again.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from catdog.data import prepare
 from catdog.inference.model_cache import KEPT_EXPORTS, cached_export, export_path, prune_exports
 from catdog.preprocess import Preprocess
 
-from conftest import run_catdog
+from conftest import run_catdog, run_catdog_in_process
 from serving import running
 
 
@@ -26,14 +29,14 @@ def _bytes_under(path: Path) -> int:
 def test_cache_shows_and_clears_only_what_catdog_cached(samples_dir: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     # Filled as a user's commands fill it: a data check (its results, file hashes), decoded images for training.
-    assert run_catdog("data", "check", str(samples_dir), "--cache-dir", str(cache)).returncode == 0
+    assert run_catdog_in_process("data", "check", str(samples_dir), "--cache-dir", str(cache)).returncode == 0
     prepare(samples_dir, Preprocess(image_size=64), cache)
     # A cache directory set to a folder that also holds the user's own files.
     (cache / "notes.txt").write_text("mine")
     (cache / "photos").mkdir()
     (cache / "photos" / "cat.jpg").write_bytes((samples_dir / "cat" / "cat.1.jpg").read_bytes())
 
-    shown = run_catdog("cache", "--json", "--cache-dir", str(cache))
+    shown = run_catdog_in_process("cache", "--json", "--cache-dir", str(cache))
     assert shown.returncode == 0, shown.stderr
     listing = json.loads(shown.stdout)
     sizes = {part["path"]: part["size_bytes"] for part in listing["parts"]}
@@ -42,7 +45,7 @@ def test_cache_shows_and_clears_only_what_catdog_cached(samples_dir: Path, tmp_p
     assert all(size == _bytes_under(cache / path) > 0 for path, size in sizes.items())
     assert listing["size_bytes"] == sum(sizes.values()) and not listing["cleared"]
 
-    table = run_catdog("cache", "--cache-dir", str(cache))
+    table = run_catdog_in_process("cache", "--cache-dir", str(cache))
     assert table.returncode == 0 and str(cache) in table.stdout and f"pixels/{pixels}" in table.stdout
 
     # The user's own files in folders that happen to have the names of catdog's entries.
@@ -50,9 +53,10 @@ def test_cache_shows_and_clears_only_what_catdog_cached(samples_dir: Path, tmp_p
     for name, content in theirs.items():
         (cache / name).parent.mkdir(exist_ok=True)
         (cache / name).write_bytes(content)
-    assert json.loads(run_catdog("cache", "--json", "--cache-dir", str(cache)).stdout)["parts"] == listing["parts"]
+    relisted = json.loads(run_catdog_in_process("cache", "--json", "--cache-dir", str(cache)).stdout)
+    assert relisted["parts"] == listing["parts"]
 
-    cleared = run_catdog("cache", "--clear", "--cache-dir", str(cache))
+    cleared = run_catdog_in_process("cache", "--clear", "--cache-dir", str(cache))
     assert cleared.returncode == 0, cleared.stderr
     assert cleared.stdout.startswith("Cleared catdog's cache") and "freed" in cleared.stdout
     assert "3 other files in its folders were not catdog's and stay" in cleared.stdout
@@ -62,20 +66,21 @@ def test_cache_shows_and_clears_only_what_catdog_cached(samples_dir: Path, tmp_p
     assert (cache / "photos" / "cat.jpg").stat().st_size == (samples_dir / "cat" / "cat.1.jpg").stat().st_size
     (cache / "features" / "thesis.txt").unlink()
     (cache / "check" / "bank.pdf").unlink()
-    again = run_catdog("cache", "--clear", "--cache-dir", str(cache))  # it once said "1 other files ... were"
+    # It once said "1 other files ... were".
+    again = run_catdog_in_process("cache", "--clear", "--cache-dir", str(cache))
     assert "; 1 other file in its folders was not catdog's and stays." in again.stdout, again.stdout
-    after = json.loads(run_catdog("cache", "--json", "--cache-dir", str(cache)).stdout)
+    after = json.loads(run_catdog_in_process("cache", "--json", "--cache-dir", str(cache)).stdout)
     assert after["parts"] == [] and after["size_bytes"] == 0
 
     # Rebuilt when next needed.
-    assert run_catdog("data", "check", str(samples_dir), "--cache-dir", str(cache)).returncode == 0
+    assert run_catdog_in_process("data", "check", str(samples_dir), "--cache-dir", str(cache)).returncode == 0
     assert (cache / "check").is_dir()
 
 
 def test_cache_refuses_a_file_as_its_directory(tmp_path: Path) -> None:
     not_a_folder = tmp_path / "cache.txt"
     not_a_folder.write_text("x")
-    result = run_catdog("cache", "--clear", "--cache-dir", str(not_a_folder))
+    result = run_catdog_in_process("cache", "--clear", "--cache-dir", str(not_a_folder))
     assert result.returncode != 0 and "Traceback" not in result.stderr
     said = f"error: The cache directory '{not_a_folder}' is a file, not a folder."
     assert result.stderr.strip().splitlines() == [said]
@@ -130,9 +135,9 @@ def test_only_the_most_recently_used_model_exports_are_kept(tmp_path: Path, monk
 def test_one_item_reads_as_one(samples_dir: Path, tmp_path: Path) -> None:
     """A cache of one item read "in 1 items" and "(1 items)"."""
     cache = tmp_path / "cache"
-    assert run_catdog("data", "check", str(samples_dir), "--cache-dir", str(cache)).returncode == 0
+    assert run_catdog_in_process("data", "check", str(samples_dir), "--cache-dir", str(cache)).returncode == 0
     (cache / "hashes.json").unlink()  # the check's results alone are left
-    shown = run_catdog("cache", "--cache-dir", str(cache))
+    shown = run_catdog_in_process("cache", "--cache-dir", str(cache))
     assert " in 1 item (catdog cache --clear" in shown.stdout, shown.stdout
-    cleared = run_catdog("cache", "--clear", "--cache-dir", str(cache))
+    cleared = run_catdog_in_process("cache", "--clear", "--cache-dir", str(cache))
     assert " freed (1 item)." in cleared.stdout, cleared.stdout

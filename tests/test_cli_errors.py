@@ -103,7 +103,7 @@ def test_an_output_of_the_wrong_kind_is_refused_before_any_work(
     out = tmp_path / "out.png"
     out.mkdir() if wrong == "folder" else out.write_bytes(b"mine")
     args = [part.replace("{samples}", str(samples_dir)) for part in command]
-    proc = run_catdog(*args, "--out", str(out))
+    proc = run_catdog_in_process(*args, "--out", str(out))  # in this process: a refusal, no process needed
     # The check before the work, not the OS error after it ("File exists", "Is a directory" on a temp name).
     assert proc.returncode == 2 and f"--out '{out}' is a {wrong}" in proc.stderr, proc.stderr
     assert out.is_dir() if wrong == "folder" else out.read_bytes() == b"mine"
@@ -114,7 +114,7 @@ def test_an_output_of_the_wrong_kind_is_refused_before_any_work(
 )
 def test_a_threshold_that_is_no_probability_says_so(option: str, value: str, cat_photo) -> None:
     """NaN was refused as "less than or equal to 1" by the range check."""
-    proc = run_catdog("predict", option, value, str(cat_photo))
+    proc = run_catdog_in_process("predict", option, value, str(cat_photo))
     assert proc.returncode == 2 and "is not a probability from 0 to 1" in proc.stderr, proc.stderr
 
 
@@ -144,8 +144,6 @@ def test_serve_refuses_a_neither_threshold_for_a_model_with_no_gate(
 ) -> None:
     import json
 
-    from conftest import run_catdog_in_process
-
     model = tmp_path / "model"
     model.mkdir()
     config = {"architecture": architecture, "classes": classes, "preprocess": {}, "gate": None}
@@ -158,8 +156,6 @@ def test_serve_refuses_a_neither_threshold_for_a_model_with_no_gate(
 def test_serve_takes_a_neither_threshold_for_the_built_in_model() -> None:
     """With no --model, the gate check crashed on the missing path ("unexpected TypeError ... please report it")."""
     import socket
-
-    from conftest import run_catdog_in_process
 
     with socket.socket() as taken:  # a port in use: serve stops there, after its checks of the options
         taken.bind(("127.0.0.1", 0))
@@ -206,7 +202,6 @@ def test_no_command_shows_the_help_as_before(capsys: pytest.CaptureFixture, monk
 
 def test_serve_refuses_a_certificate_without_its_key_or_a_key_for_a_certificate(tmp_path: Path) -> None:
     """Said before the banner, in one sentence; uvicorn would print its traceback after it."""
-    from conftest import run_catdog_in_process
 
     lone = run_catdog_in_process("serve", "--ssl-certfile", str(tmp_path / "cert.pem"), "--port", "0")
     assert lone.returncode == 2 and lone.stderr.strip() == (

@@ -1,4 +1,8 @@
-"""`catdog data check`: planted problems in a copy of the real samples, found and quarantined."""
+"""`catdog data check`: planted problems in a copy of the real samples, found and quarantined.
+
+The command runs in this process (run_catdog_in_process), but where a test sets the terminal's width (COLUMNS,
+read when a console is made) or kills it: a subprocess each started Python again.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ from PIL import Image
 
 from catdog.data.check import PLAN_NAME, check_dataset, near_pairs, summary
 
-from conftest import run_catdog
+from conftest import run_catdog, run_catdog_in_process
 
 # What each planted file is, by its path relative to the dataset folder.
 UNUSABLE = {"cat/truncated.jpg", "dog/empty.jpg", "cat/readme.jpg"}
@@ -62,7 +66,7 @@ def planted(tmp_path: Path, samples_dir: Path) -> Path:
 
 
 def _check_json(root: Path, *args: str) -> tuple[int, dict]:
-    proc = run_catdog("data", "check", str(root), "--json", *args)
+    proc = run_catdog_in_process("data", "check", str(root), "--json", *args)
     assert proc.returncode in (0, 1), proc.stderr
     assert "Traceback" not in proc.stderr
     return proc.returncode, json.loads(proc.stdout)
@@ -114,7 +118,7 @@ def test_neither_photos_are_counted_apart(
     assert report["classes"] == {"cat": 2, "dog": 2}
     assert report["neither"] == 3 and report["files"] == 7
 
-    text = run_catdog("data", "check", str(root))
+    text = run_catdog_in_process("data", "check", str(root))
     assert text.returncode == 0, text.stderr
     [row] = [line for line in text.stdout.splitlines() if NEITHER_CAPTION in line]
     assert row.split(NEITHER_CAPTION)[1].strip(" │|") == "3"
@@ -145,7 +149,7 @@ def test_photos_beside_the_class_folders_are_reported_left_out(
     assert code == 1 and report["layout"] == "folders" and report["classes"] == {"cat": 20, "dog": 20}
     assert sorted(item["path"] for item in report["left_out"]) == ["IMG_1.jpg", "banner.jpg", "cover.jpg"]
     assert report["problems"] == 3 and report["duplicates"] == []  # a copy left out is no duplicate
-    text = run_catdog("data", "check", str(root))
+    text = run_catdog_in_process("data", "check", str(root))
     assert (
         text.returncode == 1
         and "cover.jpg" in text.stdout
@@ -229,7 +233,7 @@ def test_quarantine_moves_exactly_those_then_clean(planted: Path, tmp_path: Path
 
 
 def test_human_summary_and_bad_arguments(planted: Path, tmp_path: Path, cache_dir: Path) -> None:
-    proc = run_catdog("data", "check", str(planted))
+    proc = run_catdog_in_process("data", "check", str(planted))
     assert proc.returncode == 1
     for text in ("cat/truncated.jpg", EXACT_COPY, RESIZED, "label conflict", "PNG content named .jpg"):
         assert text in proc.stdout
@@ -243,7 +247,7 @@ def test_human_summary_and_bad_arguments(planted: Path, tmp_path: Path, cache_di
     found = verdict.split(" problems: ")[1]
     assert "(s)" not in found and not found.startswith("0 ") and ", 0 " not in found, verdict  # no kind not found
 
-    missing = run_catdog("data", "check", str(tmp_path / "nowhere"))
+    missing = run_catdog_in_process("data", "check", str(tmp_path / "nowhere"))
     assert missing.returncode == 2 and "does not exist" in missing.stderr
     assert len(missing.stderr.strip().splitlines()) == 1 and "Traceback" not in missing.stderr
     with pytest.raises(ValueError, match="inside the dataset"):
@@ -266,7 +270,7 @@ def test_a_label_conflict_between_near_duplicates_is_counted_with_them(samples_d
         shutil.copy(samples_dir / source, data / name)
     with Image.open(samples_dir / "cat" / "cat.1.jpg") as photo:
         photo.resize((photo.width // 2, photo.height // 2)).save(data / "dog" / "a_small.jpg", quality=90)
-    done = run_catdog("data", "check", str(data), "--cache-dir", str(tmp_path / "cache"))
+    done = run_catdog_in_process("data", "check", str(data), "--cache-dir", str(tmp_path / "cache"))
     verdict = " ".join(done.stdout.split())
     assert "1 problem: 1 near-duplicate group (within 4 bits; 1 a label conflict)." in verdict, verdict
 

@@ -30,7 +30,7 @@ from catdog.models.pretrained import IMAGENET_CAT_CLASSES, IMAGENET_DOG_CLASSES
 from catdog.predict import Outputs, Predictor
 from catdog.preprocess import Preprocess
 
-from conftest import run_catdog
+from conftest import run_catdog_in_process
 
 
 def _predictor(gate_threshold: float | None = 0.5, classes=("cat", "dog")) -> Predictor:
@@ -216,16 +216,16 @@ def test_every_bundled_backbone_ships_a_gate_at_each_of_its_sizes():
 
 def test_cli_neither_threshold_and_csv_column(data_root, cat_photo):
     horse = sorted((data_root / "neither" / "horse").glob("*"))[0]
-    strict = run_catdog("predict", "--csv", "--neither-threshold", "1", str(cat_photo), str(horse))
+    strict = run_catdog_in_process("predict", "--csv", "--neither-threshold", "1", str(cat_photo), str(horse))
     assert strict.returncode == 0, strict.stderr
     header, cat_row, horse_row = strict.stdout.strip().splitlines()
     assert header == "path,label,confidence,cat,dog,neither,error"
     assert cat_row.split(",")[1] == "neither"  # nothing is a pet for sure at 1.0
-    lenient = run_catdog("predict", "--json", "--neither-threshold", "0", str(horse))
+    lenient = run_catdog_in_process("predict", "--json", "--neither-threshold", "0", str(horse))
     assert json.loads(lenient.stdout)[0]["label"] in ("cat", "dog")
-    bad = run_catdog("predict", "--neither-threshold", "2", str(horse))
+    bad = run_catdog_in_process("predict", "--neither-threshold", "2", str(horse))
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
-    text = run_catdog("predict", str(horse))
+    text = run_catdog_in_process("predict", str(horse))
     assert "neither" in text.stdout and "looks like:" in text.stdout and "horse" in text.stdout
 
 

@@ -22,7 +22,7 @@ from PIL import Image
 from catdog.images import ImageError, decode
 from catdog.preprocess import Preprocess, image_to_uint8, to_uint8
 
-from conftest import run_catdog
+from conftest import run_catdog_in_process
 from hostile import Case, corpus, one_sentence, photo_like, shared_server, unhandled_errors, vm_rss_mib, write_corpus
 from serving import Server
 
@@ -105,7 +105,7 @@ for case in corpus():
     assert sum(c.name.startswith("garbled-") and c.expect == "error" for c in CORPUS) == 3
 
 
-# -- the command line -------------------------------------------------------------------------
+# -- the command line, in this process (run_catdog_in_process): a subprocess each imported torch again --------
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +119,7 @@ def corpus_dir(tmp_path_factory: pytest.TempPathFactory, samples_dir: Path) -> t
 
 def test_predict_reports_each_bad_file_and_answers_the_good_ones(corpus_dir) -> None:
     folder, cases = corpus_dir
-    done = run_catdog("predict", "--json", str(folder), timeout=600)
+    done = run_catdog_in_process("predict", "--json", str(folder))
     assert done.returncode == 1, done.stderr[-3000:]
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
     results = {r["path"]: r for r in json.loads(done.stdout)}
@@ -141,7 +141,7 @@ def test_data_check_lists_every_bad_file(corpus_dir, tmp_path: Path, samples_dir
     shutil.copytree(folder, dataset / "cat")
     (dataset / "dog").mkdir()
     shutil.copy(samples_dir / "dog" / "dog.2.jpg", dataset / "dog")
-    done = run_catdog("data", "check", "--json", "--cache-dir", str(tmp_path / "cache"), str(dataset), timeout=600)
+    done = run_catdog_in_process("data", "check", "--json", "--cache-dir", str(tmp_path / "cache"), str(dataset))
     assert done.returncode == 1, done.stderr[-3000:]
     assert "Traceback" not in done.stderr
     report = json.loads(done.stdout)
@@ -163,9 +163,9 @@ def test_train_skips_each_bad_file_and_names_it(corpus_dir, tmp_path: Path, samp
     shutil.copytree(samples_dir / "cat", dataset / "cat", dirs_exist_ok=True)
     shutil.copytree(samples_dir / "dog", dataset / "dog")
     out = tmp_path / "model"
-    done = run_catdog(
+    done = run_catdog_in_process(
         "train", str(dataset), "--out", str(out), "--model", "seed-cnn", "--image-size", "48", "--epochs", "1",
-        "--batch-size", "16", "--workers", "0", "--cache-dir", str(tmp_path / "cache"), timeout=600,
+        "--batch-size", "16", "--workers", "0", "--cache-dir", str(tmp_path / "cache"),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Traceback" not in done.stderr

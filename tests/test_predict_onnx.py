@@ -18,7 +18,7 @@ from PIL import Image
 from catdog.predict import Predictor
 from catdog.sharding import local_share_of_cores
 
-from conftest import REPO, run_catdog
+from conftest import REPO, run_catdog_in_process
 
 
 def _by_path(output: str) -> dict[str, dict]:
@@ -26,14 +26,14 @@ def _by_path(output: str) -> dict[str, dict]:
 
 
 def test_onnx_file_alone_predicts_like_the_model_directory(
-    onnx_model_file: Path, trained_model_dir: Path, samples_dir: Path, tmp_path: Path
+    onnx_model_file: Path, trained_model_dir: Path, samples_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     alone = tmp_path / "only-this.onnx"  # nothing beside it: no config.json, no weights
     shutil.copy(onnx_model_file, alone)
-    via_onnx = run_catdog("predict", "--model", str(alone), "--json", str(samples_dir))
-    via_torch = run_catdog(
-        "predict", "--model", str(trained_model_dir), "--json", str(samples_dir), env={"CATDOG_BACKEND": "torch"}
-    )
+    # In this process, as the CLI runs them: a subprocess each would start Python (and import torch) again.
+    via_onnx = run_catdog_in_process("predict", "--model", str(alone), "--json", str(samples_dir))
+    monkeypatch.setenv("CATDOG_BACKEND", "torch")
+    via_torch = run_catdog_in_process("predict", "--model", str(trained_model_dir), "--json", str(samples_dir))
     assert via_onnx.returncode == 0, via_onnx.stderr
     assert via_torch.returncode == 0, via_torch.stderr
     onnx_out, torch_out = _by_path(via_onnx.stdout), _by_path(via_torch.stdout)
@@ -87,17 +87,17 @@ def test_tta_and_threshold_with_onnx(onnx_model_file: Path, samples_dir: Path) -
 def test_onnx_errors_are_one_sentence(tmp_path: Path, samples_dir: Path) -> None:
     bad = tmp_path / "broken.onnx"
     bad.write_bytes(b"not an onnx model")
-    done = run_catdog("predict", "--model", str(bad), str(samples_dir / "cat" / "cat.1.jpg"))
+    done = run_catdog_in_process("predict", "--model", str(bad), str(samples_dir / "cat" / "cat.1.jpg"))
     assert done.returncode == 2
     assert "broken.onnx" in done.stderr and "Traceback" not in done.stderr
-    missing = run_catdog("predict", "--model", str(tmp_path / "nope.onnx"), str(samples_dir))
+    missing = run_catdog_in_process("predict", "--model", str(tmp_path / "nope.onnx"), str(samples_dir))
     assert missing.returncode == 2 and "does not exist" in missing.stderr
 
 
 def test_torchrun_shards_and_keeps_input_order(onnx_model_file: Path, samples_dir: Path, tmp_path: Path) -> None:
     files = sorted(str(p) for p in samples_dir.rglob("*.jpg"))[::3]
     files.insert(2, str(tmp_path / "missing.jpg"))  # an error entry keeps its place
-    single = run_catdog("predict", "--model", str(onnx_model_file), "--json", *files)
+    single = run_catdog_in_process("predict", "--model", str(onnx_model_file), "--json", *files)
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     multi = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
