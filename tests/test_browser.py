@@ -438,11 +438,14 @@ def test_the_page_stays_within_the_connection_limit(browser, tmp_path: Path, sam
         assert "Exceeded concurrency limit" not in server.log(), server.log()[-3000:]
 
 
-def test_a_model_of_other_classes_is_not_asked_about_cats_and_dogs(browser, tmp_path: Path) -> None:
+def test_a_model_of_other_classes_is_not_asked_about_cats_and_dogs(
+    browser, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A horse/cow model's page asked "Is it a cat, a dog, or neither?" above "answers cow, horse"."""
     from catdog.models import build_model, save_model_dir
     from catdog.preprocess import Preprocess
 
+    monkeypatch.setenv("CATDOG_BACKEND", "torch")  # the server's: the page is tested, not an export of random weights
     model = build_model("catnet", 2, pretrained=False).eval()
     pre = Preprocess(image_size=64, crop_pct=1.0, interpolation="bilinear")
     config = {"architecture": "catnet", "classes": ["cow", "horse"], "preprocess": pre.to_dict(), "gate": None}
@@ -458,13 +461,17 @@ def test_a_model_of_other_classes_is_not_asked_about_cats_and_dogs(browser, tmp_
 
 
 @pytest.mark.parametrize("builtin", [True, False], ids=["built-in", "horse-cow"])
-def test_unsure_is_no_answer_the_page_asks_about(browser, tmp_path: Path, builtin: bool) -> None:
+def test_unsure_is_no_answer_the_page_asks_about(
+    browser, tmp_path: Path, builtin: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Under --threshold the model's labels end in `unsure`: the built-in model's page then asked "Which is it:
     cat, dog, neither or unsure?", and a horse/cow model's "Which is it: cow, horse or unsure?"."""
     args = ["--threshold", "0.6"]
     if not builtin:
         from catdog.models import build_model, save_model_dir
         from catdog.preprocess import Preprocess
+
+        monkeypatch.setenv("CATDOG_BACKEND", "torch")  # as above: no ONNX export of random weights
 
         pre = Preprocess(image_size=64, crop_pct=1.0, interpolation="bilinear")
         config = {"architecture": "catnet", "classes": ["cow", "horse"], "preprocess": pre.to_dict(), "gate": None}

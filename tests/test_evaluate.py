@@ -463,12 +463,15 @@ def test_the_built_in_model_measured_on_kaggle_photos_says_they_trained_it(dev_d
     assert not split_warnings({}, kaggle, "all", 9, "my-model", names)  # a model trained on other photos
 
 
-def test_a_model_of_other_classes_is_not_said_to_tell_pets_from_neither(data_root: Path, tmp_path: Path) -> None:
+def test_a_model_of_other_classes_is_not_said_to_tell_pets_from_neither(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A horse/cow model evaluated beside a neither/ folder printed "pets versus neither (73 pets, ..." and its
     report a "Pets versus neither" section: there are no pets, and no gate to tell anything from `neither`."""
     from catdog.models import build_model, save_model_dir
     from catdog.preprocess import Preprocess
 
+    monkeypatch.setenv("CATDOG_BACKEND", "torch")  # the wording is tested, not an ONNX export of random weights
     pre = Preprocess(image_size=64, crop_pct=1.0, interpolation="bilinear")
     config = {"architecture": "catnet", "classes": ["cow", "horse"], "preprocess": pre.to_dict(), "gate": None}
     save_model_dir(build_model("catnet", 2, pretrained=False).eval(), config, tmp_path / "model")

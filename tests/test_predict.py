@@ -245,11 +245,13 @@ def test_sort_into_copies_each_photo_into_its_answer(tmp_path, samples_dir, data
     assert not (photos / "sorted").exists()
 
 
-def test_sort_into_names_the_folders_after_a_models_own_answers(tmp_path, data_root):
+def test_sort_into_names_the_folders_after_a_models_own_answers(tmp_path, data_root, monkeypatch):
     """A cow/horse model sorts into DIR/cow and DIR/horse, and `--help` says so: it promised DIR/cat, DIR/dog or
     DIR/neither whatever the model answered."""
     from catdog.models import build_model, save_model_dir
     from catdog.preprocess import Preprocess
+
+    monkeypatch.setenv("CATDOG_BACKEND", "torch")  # the folders are tested, not an ONNX export of random weights
 
     pre = Preprocess(image_size=64, crop_pct=1.0, interpolation="bilinear")
     config = {"architecture": "catnet", "classes": ["cow", "horse"], "preprocess": pre.to_dict(), "gate": None}
