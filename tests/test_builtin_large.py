@@ -1,4 +1,8 @@
-"""``builtin-large``: EfficientNet-Lite2 fine-tuned whole (a soup of GPU runs) with its gate, through every command."""
+"""``builtin-large``: EfficientNet-Lite2 fine-tuned whole (a soup of GPU runs) with its gate, through every command.
+
+The default suite's commands run in this process (run_catdog_in_process): a subprocess each started Python (and
+explain imported torch) again; the server is a process of its own.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from catdog.explain import explain
 from catdog.models.files import large_config
 from catdog.predict import Predictor
 
-from conftest import WEIGHTS, fewest_correct, missing, pinned_photos, run_catdog
+from conftest import WEIGHTS, fewest_correct, missing, pinned_photos, run_catdog, run_catdog_in_process
 from serving import Server
 
 
@@ -34,7 +38,7 @@ def horse(held_out: dict[str, list[str]]) -> str:
 
 def test_cli_predict_answers_cat_dog_and_neither_as_pytorch_does(large, cat_photo, dog_photo, horse):
     """Through the cached ONNX export (the default), and the same figures from PyTorch eager."""
-    done = run_catdog("predict", "--model", "builtin-large", "--json", str(cat_photo), str(dog_photo), horse)
+    done = run_catdog_in_process("predict", "--model", "builtin-large", "--json", str(cat_photo), str(dog_photo), horse)
     assert done.returncode == 0, done.stderr
     answers = json.loads(done.stdout)
     assert [a["label"] for a in answers] == ["cat", "dog", "neither"], answers
@@ -97,7 +101,7 @@ def test_serve_answers_with_it(large, horse, dog_photo, tmp_path):
 
 
 def test_a_misspelt_name_is_one_clear_sentence(cat_photo):
-    done = run_catdog("predict", "--model", "builtin-larg", str(cat_photo))
+    done = run_catdog_in_process("predict", "--model", "builtin-larg", str(cat_photo))
     assert done.returncode == 2 and "builtin-large" in done.stderr and "Traceback" not in done.stderr
 
 
@@ -125,7 +129,7 @@ def test_explain_heat_is_on_the_cat_not_the_background(large, cat_photo, tmp_pat
     canvas.paste(cat, (0, (448 - cat.height) // 2))
     photo, out = tmp_path / "cat-left.png", tmp_path / "heat.png"
     canvas.save(photo)
-    done = run_catdog("explain", "builtin-large", str(photo), "--out", str(out))
+    done = run_catdog_in_process("explain", "builtin-large", str(photo), "--out", str(out))
     assert done.returncode == 0, done.stderr
     assert ": cat (" in done.stdout and Image.open(out).format == "PNG"
     result = explain("builtin-large", photo.read_bytes())

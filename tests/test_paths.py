@@ -181,19 +181,19 @@ def test_quarantine_plan_cannot_move_files_from_or_to_outside(tmp_path: Path, ou
 
 def test_links_alone_are_named_in_the_error_and_listed_by_data_check(tmp_path: Path, outside: Path) -> None:
     """A folder of links (as DVC or git-annex leave them) once read "No images found" and nothing more."""
-    from conftest import run_catdog
+    from conftest import run_catdog_in_process  # the command's answer is tested, not its process
 
     root = tmp_path / "links"
     for label in ("cat", "dog"):
         (root / label).mkdir(parents=True)
         (root / label / f"{label}.1.jpg").symlink_to(outside / "cat.100.jpg")
-    done = run_catdog("data", "check", str(root))
+    done = run_catdog_in_process("data", "check", str(root))
     assert done.returncode == 2 and "2 symbolic links not followed" in done.stderr and "hard links" in done.stderr
     assert "Traceback" not in done.stderr
 
     (root / "cat" / "real.jpg").write_bytes(image_bytes())
     (root / "dog" / "real.jpg").write_bytes(image_bytes("PNG"))
-    done = run_catdog("data", "check", "--json", str(root))
+    done = run_catdog_in_process("data", "check", "--json", str(root))
     report = json.loads(done.stdout)
     assert done.returncode == 1 and not report["clean"]
     assert sorted(item["path"] for item in report["not_read"]) == ["cat/cat.1.jpg", "dog/dog.1.jpg"]
