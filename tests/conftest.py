@@ -146,21 +146,32 @@ def run_catdog(
 
 
 def run_catdog_in_process(*args: str) -> subprocess.CompletedProcess:
-    """Run the real ``catdog`` command line in this process (its app, its error handling), as :func:`run_catdog` does.
+    """Run the real ``catdog`` command line in this process (its entry point, its error handling), as
+    :func:`run_catdog` does.
 
     For the many one-sentence refusals of a command that imports torch before it checks its arguments: a
-    subprocess each would spend its seconds importing. Whatever escapes the app's own error handling fails here
-    (``exception``), as it would print a traceback in a subprocess. Settings read at import (such as
-    ``HF_HUB_OFFLINE``) need :func:`run_catdog`.
+    subprocess each would spend its seconds importing. Whatever escapes the command line's own error handling fails
+    here, as it would print a traceback in a subprocess. Through :func:`catdog.cli.main`, not the typer app alone:
+    the app alone answers a usage error (``--threshold nan``) with click's usage block, which a user never sees.
+    Settings read at import (such as ``HF_HUB_OFFLINE``) need :func:`run_catdog`.
     """
-    from typer.testing import CliRunner
+    from click.testing import CliRunner
 
-    from catdog.cli import app
+    from catdog.cli import main
 
-    result = CliRunner().invoke(app, list(args))
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise AssertionError(f"catdog {' '.join(args)} raised instead of failing in one sentence") from result.exception
-    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
+    code = 0
+    with CliRunner().isolation() as (stdout, stderr, _):
+        try:
+            main(list(args), prog_name="catdog")
+        except SystemExit as done:
+            code = done.code if isinstance(done.code, int) else 0 if done.code is None else 1
+        except Exception as error:
+            raise AssertionError(f"catdog {' '.join(args)} raised instead of failing in one sentence") from error
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        said, err = stdout.getvalue().decode(), stderr.getvalue().decode()
+    return subprocess.CompletedProcess(args, code, said, err)
 
 
 @pytest.fixture(scope="session")

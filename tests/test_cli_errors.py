@@ -113,9 +113,14 @@ def test_an_output_of_the_wrong_kind_is_refused_before_any_work(
     ("option", "value"), [("--neither-threshold", "nan"), ("--neither-threshold", "2"), ("--threshold", "nan")]
 )
 def test_a_threshold_that_is_no_probability_says_so(option: str, value: str, cat_photo) -> None:
-    """NaN was refused as "less than or equal to 1" by the range check."""
+    """NaN was refused as "less than or equal to 1" by the range check. In one line, as catdog's entry point words
+    click's usage errors: run in process through the typer app alone, it was click's usage block, which no user sees.
+    """
     proc = run_catdog_in_process("predict", option, value, str(cat_photo))
-    assert proc.returncode == 2 and "is not a probability from 0 to 1" in proc.stderr, proc.stderr
+    assert proc.returncode == 2 and proc.stderr.strip().endswith(
+        "is not a probability from 0 to 1 (see 'catdog predict --help')."
+    ), proc.stderr
+    assert proc.stderr.startswith(f"error: Invalid value for '{option}': ") and proc.stderr.count("\n") == 1
 
 
 def test_a_backbone_to_download_with_no_hub_in_reach_is_one_sentence(samples_dir: Path, tmp_path: Path) -> None:

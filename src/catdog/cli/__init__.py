@@ -45,12 +45,13 @@ __all__ = [
 ]
 
 
-def main() -> None:
-    """Console-script entry point."""
+def main(args: list[str] | None = None, prog_name: str | None = None) -> None:
+    """Console-script entry point. ``args`` and ``prog_name`` (else from ``sys.argv``): for the tests that run the
+    command line in their own process, through this handling of click's errors as a user's ``catdog`` would."""
     # Quiet, predictable CPU threading unless the user chose otherwise.
     os.environ.setdefault("KMP_WARNINGS", "0")
     try:
-        code = app(standalone_mode=False)
+        code = app(args=args, prog_name=prog_name, standalone_mode=False)
     except BrokenPipeError:  # `catdog predict ... | head`
         sys.stderr.close()
         raise SystemExit(1) from None
