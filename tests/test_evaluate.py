@@ -124,7 +124,7 @@ def test_the_report_names_the_gate_threshold_and_the_files_left_out(eval_dir: Pa
     page = (tmp_path / "report" / "report.html").read_text()
     assert result["left_out"] == [str(data / "loose.jpg")]
     assert "Answers 'neither' when P(cat or dog) is below 0.3 (the gate's threshold)" in page
-    assert "1 image file left out: the folder's layout gives them no label (loose.jpg)." in page
+    assert "1 image file left out: the folder's layout gives it no label (loose.jpg)." in page
 
 
 @pytest.fixture(scope="module")

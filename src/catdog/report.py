@@ -364,7 +364,8 @@ def _what_was_measured(metrics: dict) -> str:
     if left_out:
         shown = ", ".join(html.escape(os.path.basename(p)) for p in left_out[:5]) + (" …" if len(left_out) > 5 else "")
         files = counted(len(left_out), "image file")
-        lines.append(f"<b>Note:</b> {files} left out: the folder's layout gives them no label ({shown}).")
+        them = "it" if len(left_out) == 1 else "them"  # "1 image file left out: ... gives them no label" was wrong
+        lines.append(f"<b>Note:</b> {files} left out: the folder's layout gives {them} no label ({shown}).")
     return "".join(f"<p>{line}</p>" for line in lines)
 
 
