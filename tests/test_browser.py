@@ -131,12 +131,12 @@ def test_a_photo_over_the_limit_is_refused_in_the_page(page, server: Server, tmp
     """The page refuses a photo over the server's limit before sending it, in the server's words: the name
     was the one without quotes among the page's messages."""
     big = tmp_path / "huge.jpg"
-    big.write_bytes(b"\xff" * 10_500_000)
+    big.write_bytes(b"\xff" * 10_000_001)  # rounded up: not "10.0 MB, over the 10 MB limit"
     before = _predict_requests(server)
     page.set_input_files("#file-input", str(big))
     error = page.locator("#results .card[data-state=error] .error")
     error.wait_for(timeout=30_000)
-    assert error.inner_text() == "'huge.jpg' is 10.5 MB, over the 10 MB limit for one photo."
+    assert error.inner_text() == "'huge.jpg' is 10.1 MB, over the 10 MB limit for one photo."
     assert _predict_requests(server) == before, "the page sent a photo it knew the server refuses"
     # Nor does it decode it to show it (a 50-MB photo is hundreds of MB of pixels on a phone): the card says so.
     assert page.evaluate("document.querySelector('#results .card[data-state=error] .pic img').src") == ""

@@ -240,7 +240,7 @@ def test_size_limits_are_413(client: httpx.Client, cat_photo: Path) -> None:
     # as the prediction routes word it (explain's once left out the size).
     for route in ("/api/v1/predict", "/api/v1/explain"):
         big = client.post(route, files={"file": ("big.jpg", b"x" * 2_010_000)})
-        assert big.status_code == 413 and error_of(big) == "'big.jpg' is 2.0 MB, over the 2 MB limit for one photo."
+        assert big.status_code == 413 and error_of(big) == "'big.jpg' is 2.1 MB, over the 2 MB limit for one photo."
 
 
 def test_other_client_errors(client: httpx.Client, server: Server) -> None:

@@ -212,6 +212,12 @@ def _name(source_name: str | None) -> str:
     return f"'{source_name}'" if source_name else "The image"
 
 
+def tenths_up(count: int, unit: int = 1_000_000) -> str:
+    """A count over a limit in tenths of ``unit``, rounded up: 10,000,001 bytes are '10.1' MB, never '10.0', which
+    read "10.0 MB, over the 10 MB limit"."""
+    return f"{-(-count * 10 // unit) / 10:.1f}"
+
+
 def _read_source(source: bytes | str | os.PathLike, max_bytes: int) -> tuple[bytes, str | None]:
     if isinstance(source, (bytes, bytearray, memoryview)):
         return bytes(source), None
@@ -220,7 +226,7 @@ def _read_source(source: bytes | str | os.PathLike, max_bytes: int) -> tuple[byt
         size = path.stat().st_size
         if size > max_bytes:
             raise ImageTooLargeError(
-                f"'{path}' is {size / 1e6:.1f} MB, over the {max_bytes / 1e6:.0f} MB limit for one image."
+                f"'{path}' is {tenths_up(size)} MB, over the {max_bytes / 1e6:.0f} MB limit for one image."
             )
         with open(path, "rb") as handle:  # bounded: a pipe or a device has no size to check first
             data = handle.read(max_bytes + 1)

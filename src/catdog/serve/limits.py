@@ -7,6 +7,7 @@ import asyncio
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from catdog.images import tenths_up
 from catdog.serve.settings import ServeSettings
 
 
@@ -49,7 +50,7 @@ class LimitsMiddleware:
     def too_large(self, path: str, size: int | None = None) -> str:
         files, mb = self.files(path), self.settings.max_file_bytes / 1e6
         what = f"the {mb:g} MB limit for one photo" if files == 1 else f"the limit of {files} photos of {mb:g} MB"
-        return f"The upload is {size / 1e6:.1f} MB, over {what}." if size else f"The upload is over {what}."
+        return f"The upload is {tenths_up(size)} MB, over {what}." if size else f"The upload is over {what}."
 
     def busy(self, what: str, limit: int) -> str:
         return f"The server is busy (its limit of {limit} {what} at once is reached); try again shortly."

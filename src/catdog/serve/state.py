@@ -16,7 +16,7 @@ import numpy as np
 from starlette.datastructures import UploadFile
 
 from catdog import __version__
-from catdog.images import ImageError, ImageTooLargeError
+from catdog.images import ImageError, ImageTooLargeError, tenths_up
 from catdog.inference.predictor import Prediction, Predictor, _name_in_error
 from catdog.preprocess import stack_uint8
 from catdog.serve.batcher import MicroBatcher
@@ -129,7 +129,7 @@ class ServeState:
     def too_large(self, name: str, size: int) -> str:
         """The refusal of a photo over --max-file-mb, the same on every route."""
         return (
-            f"'{name}' is {size / 1e6:.1f} MB, over the {self.settings.max_file_bytes / 1e6:g} MB limit for one photo."
+            f"'{name}' is {tenths_up(size)} MB, over the {self.settings.max_file_bytes / 1e6:g} MB limit for one photo."
         )
 
     async def trim_memory(self, period: float = 1.0) -> None:

@@ -406,7 +406,8 @@ async function heifSize(bytes, fileSize) {
 
 const overLimit = (name, width, height) =>
   new Error(
-    `'${name}' has ${((width * height) / 1e6).toFixed(1)} megapixels, over the ` +
+    // Rounded up: 40,000,001 pixels are "40.1 megapixels", not "40.0 megapixels, over the 40 megapixel limit".
+    `'${name}' has ${(Math.ceil((width * height) / 1e5) / 10).toFixed(1)} megapixels, over the ` +
       `${config.max_pixels / 1e6} megapixel limit.`,
   );
 
