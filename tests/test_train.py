@@ -420,15 +420,18 @@ def test_the_last_step_of_a_budget_takes_the_schedules_last_rate(tmp_path: Path)
     )
     ctx, log, state = DistContext(), Reporter(Console(), enabled=False), RunState()
     budget = Budget(time.monotonic() + 4.0, schedule)  # a tenth in reserve: 3.6 s of steps, about 17
+    cfg = TrainConfig(data_dir="d", out=str(tmp_path))
     spent = train_one_epoch(
-        cfg=TrainConfig(data_dir="d", out=str(tmp_path)), model=model, loader=batches,
+        cfg=cfg, model=model, loader=batches,
         to_input=lambda images, seeds: images, parts=parts, state=state, steps_per_epoch=len(batches), ctx=ctx,
         log=log, save=lambda state: None, out_of_time=SharedBudget(budget, ctx),
     )  # fmt: skip
     assert spent and 5 <= state.step < len(batches)
     labels = torch.tensor([0, 1])
     val = {"val_loss": 0.5, "val_accuracy": 1.0, "logits": torch.eye(2), "labels": labels, "pets": torch.ones(2)}
-    record_epoch(None, state, val, model, len(batches), ctx, tmp_path, log)
+    record_epoch(
+        cfg=cfg, state=state, val=val, trainable=model, steps_per_epoch=len(batches), ctx=ctx, out=tmp_path, log=log
+    )
     # The cosine ends at 0 (it did, in 3 runs of 3); a last step slower than the one before it, the clock's guess
     # of it, may leave a little: 0.3 % of the rate is a step 0.12 s slower. Read late, it was 1.2-23 % (5 runs).
     assert history(tmp_path)[-1]["lr"] <= 0.003 * 0.1, (history(tmp_path)[-1]["lr"], state.step)
@@ -601,8 +604,16 @@ def test_evaluate_drops_the_rows_that_fill_up_a_last_batch(small_dev: Path, shar
     model = build_model("catnet", 2, pretrained=False)
     to_input = image_input(pre, torch.device("cpu"), channels_last=False, eval_view=True)
     ctx = DistContext(world=1, rank=0, device=torch.device("cpu"))
-    whole = evaluate(model, CachedBatches(images, torch.device("cpu"), len(images)), to_input, None, ctx)
-    padded = evaluate(model, CachedBatches(images, torch.device("cpu"), 7), to_input, None, ctx)
+    whole = evaluate(
+        model=model,
+        loader=CachedBatches(images, torch.device("cpu"), len(images)),
+        to_input=to_input,
+        dtype=None,
+        ctx=ctx,
+    )
+    padded = evaluate(
+        model=model, loader=CachedBatches(images, torch.device("cpu"), 7), to_input=to_input, dtype=None, ctx=ctx
+    )
     assert len(padded["labels"]) == len(images) and torch.equal(padded["labels"], whole["labels"])
     assert padded["val_accuracy"] == whole["val_accuracy"]
     assert abs(padded["val_loss"] - whole["val_loss"]) < 1e-5
@@ -1055,7 +1066,10 @@ def test_epochs_tied_on_calibrated_loss_are_told_apart_by_the_raw_loss(tmp_path:
             "labels": labels,
             "pets": torch.ones(4),
         }
-        record_epoch(None, state, val, layer, 1, DistContext(), tmp_path, Reporter(Console(), enabled=False))
+        record_epoch(
+            cfg=TrainConfig(data_dir="d", out=str(tmp_path)), state=state, val=val, trainable=layer,
+            steps_per_epoch=1, ctx=DistContext(), out=tmp_path, log=Reporter(Console(), enabled=False),
+        )  # fmt: skip
         state.epoch += 1
     # Every photo right: no sharpening (T = 1, the calibrated loss is the raw one); it once went to T = 0.05,
     # a calibrated loss of 0 at every epoch, and epoch 1 was kept with "no better" ever after.
@@ -1078,7 +1092,10 @@ def test_an_epoch_is_partial_only_when_steps_were_left_out(tmp_path: Path) -> No
     state = RunState(seen=32, correct=16, loss_sum=20.0)
     for steps in (8, 5):  # all 8 steps of the epoch ran, then a budget spent after 5
         state.step = steps
-        record_epoch(None, state, val, torch.nn.Linear(2, 2), 8, DistContext(), tmp_path, Reporter(Console(), False))
+        record_epoch(
+            cfg=TrainConfig(data_dir="d", out=str(tmp_path)), state=state, val=val, trainable=torch.nn.Linear(2, 2),
+            steps_per_epoch=8, ctx=DistContext(), out=tmp_path, log=Reporter(Console(), enabled=False),
+        )  # fmt: skip
     assert [(row["steps"], row["partial"]) for row in state.history] == [(8, False), (5, True)]
 
 

@@ -8,6 +8,7 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -142,8 +143,15 @@ def train_one_epoch(
 
 
 @torch.no_grad()  # not inference_mode: the logits later fit the temperature with autograd
-def evaluate(model, loader, to_input, dtype, ctx) -> dict:
-    """Loss and accuracy over the whole validation split (each rank does its share, then sum)."""
+def evaluate(
+    *, model: nn.Module, loader: Iterable, to_input: Callable, dtype: torch.dtype | None, ctx: DistContext
+) -> dict:
+    """Loss and accuracy over the whole validation split (each rank does its share, then sum).
+
+    ``to_input``: (images, None) -> the batch the model takes, on its device (the validation view: no augmentation).
+    ``dtype``: what autocast computes in (None: float32). Returns ``val_loss`` and ``val_accuracy``, and the
+    ``logits``, ``labels`` and gate ``pets`` scores of every photo (of every rank), on the CPU.
+    """
     model.eval()
     all_logits, all_labels, all_pets = [], [], []
     for images, labels in loader:
@@ -177,8 +185,23 @@ def evaluate(model, loader, to_input, dtype, ctx) -> dict:
     return {"val_loss": loss_sum / n, "val_accuracy": correct / n, "logits": logits, "labels": labels, "pets": pets}
 
 
-def record_epoch(cfg, state, val, trainable, steps_per_epoch, ctx, out, log, elapsed: float = 0.0) -> None:
-    """Append the epoch to the history, keep the best weights, write metrics.jsonl and curves.png."""
+def record_epoch(
+    *,
+    cfg: TrainConfig,
+    state: RunState,
+    val: dict,
+    trainable: nn.Module,
+    steps_per_epoch: int,
+    ctx: DistContext,
+    out: Path,
+    log: Reporter,
+    elapsed: float = 0.0,
+) -> None:
+    """Append the epoch to the history, keep the best weights, write metrics.jsonl and curves.png.
+
+    ``val``: what :func:`evaluate` returned; ``trainable``: the weights the best epoch keeps (the averaged ones,
+    with --ema); ``elapsed``: seconds since the command started, for the history.
+    """
     loss_sum, correct, seen = state.loss_sum, state.correct, state.seen
     if ctx.world > 1:  # the training figures of every process, as the validation ones are
         sums = torch.tensor([loss_sum, correct, seen], dtype=torch.float64, device=ctx.comm_device)
@@ -271,7 +294,7 @@ def validate_at_size(model, data, val_indices, pre, cfg, ctx, dtype, per_rank_ba
     share = Subset(images, range(ctx.rank, len(images), ctx.world))
     loader = make_loader(share, per_rank_batch, workers=validation_workers(cfg, ctx.device))
     to_input = image_input(pre, ctx.device, cfg.channels_last, eval_view=True)
-    return evaluate(model, loader, to_input, dtype, ctx)
+    return evaluate(model=model, loader=loader, to_input=to_input, dtype=dtype, ctx=ctx)
 
 
 def validation_workers(cfg: TrainConfig, device: torch.device) -> int:

@@ -177,10 +177,19 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
                 out_of_time=out_of_time,
             )
             tick = time.monotonic()
-            val = evaluate(validated_module, val_loader, job.eval_input, dtype, ctx)
+            val = evaluate(model=validated_module, loader=val_loader, to_input=job.eval_input, dtype=dtype, ctx=ctx)
             budget.eval_seconds = time.monotonic() - tick
-            elapsed = time.monotonic() - started
-            record_epoch(cfg, state, val, kept, steps_per_epoch, ctx, out, log, elapsed)
+            record_epoch(
+                cfg=cfg,
+                state=state,
+                val=val,
+                trainable=kept,
+                steps_per_epoch=steps_per_epoch,
+                ctx=ctx,
+                out=out,
+                log=log,
+                elapsed=time.monotonic() - started,
+            )
             stop_reason = why_stop(cfg, state, budget_hit)
             state.epoch, state.step = state.epoch + 1, 0
             state.reset_running()
