@@ -138,19 +138,24 @@ def twelve_photos(samples_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
     return data
 
 
-def test_the_report_and_the_console_say_what_log_loss_and_ece_are(twelve_photos: Path, tmp_path: Path) -> None:
-    """report.html showed "log loss" and "ECE" beside their figures and said nowhere what they measure."""
+def test_the_report_and_the_console_say_what_log_loss_roc_auc_and_ece_are(twelve_photos: Path, tmp_path: Path) -> None:
+    """report.html showed "log loss", "ROC AUC" and "ECE" beside their figures and said nowhere what they measure."""
     data = twelve_photos
     evaluate(None, data, out_dir=tmp_path / "report")
     page = (tmp_path / "report" / "report.html").read_text()
     said = page.index("Log loss is the mean, over the photos, of −ln of the probability the model gave the true class")
     assert page.index("<th>log loss</th>") < said < page.index("<h2>Per class</h2>")  # beside the figures
+    auc = page.index("ROC AUC (the area under the ROC curve) is the chance that a photo of a class, picked at random")
+    assert page.index("<th>ROC AUC</th>") < auc < page.index("<h2>Per class</h2>")
     assert "ECE (expected calibration error) sorts the photos into bins by the model&#x27;s confidence" in page
     # The console's summary says it in a few words, and docs/training.md in the report's sentences.
     done = run_catdog_in_process("evaluate", str(data))
-    assert "log loss: the mean of −ln P(true class); ECE: the mean gap between confidence and accuracy" in done.stdout
+    console = " ".join(done.stdout.split())  # rich wraps the line at the terminal's width
+    assert "log loss: the mean of −ln P(true class), 0 at best; ROC AUC: how often a photo of a class" in console
+    assert "0.5 by guessing; ECE: the mean gap between confidence and accuracy, 0 at best" in console
     docs = " ".join((Path(__file__).resolve().parents[1] / "docs" / "training.md").read_text().split())
     assert "Log loss is the mean, over the photos, of −ln of the probability the model gave the true class" in docs
+    assert "ROC AUC (the area under the ROC curve) is the chance that a photo of a class, picked at random" in docs
     assert "ECE (expected calibration error) sorts the photos into 15 bins of equal width" in docs
 
 

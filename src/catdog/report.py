@@ -24,11 +24,17 @@ from catdog.images import ImageError, decode  # noqa: E402
 GALLERY_SIZE = 16
 THUMB = 200
 
-# What the two figures a learner may not know mean, said where the report shows them (and in docs/training.md).
+# What the three figures a learner may not know mean, said where the report shows them (and in docs/training.md).
 LOG_LOSS_MEANS = (
     "Log loss is the mean, over the photos, of −ln of the probability the model gave the true class: 0 if it gave "
     "every true class a probability of 1, 0.693 if it always said 50/50 between two classes, and a confident "
     "mistake costs the most."
+)
+ROC_AUC_MEANS = (
+    "ROC AUC (the area under the ROC curve) is the chance that a photo of a class, picked at random, gets a higher "
+    "probability of that class than a photo of another class does: 1 when the probabilities rank every photo of "
+    "each class first, 0.5 for guessing, whatever threshold would turn them into answers (with more than two "
+    "classes, the mean over the classes of each against the rest)."
 )
 ECE_MEANS = (
     "ECE (expected calibration error) sorts the photos into bins by the model's confidence (its highest class "
@@ -314,7 +320,7 @@ img {{ max-width: 100%; }}
 <h1>catdog evaluation</h1>
 {_what_was_measured(metrics)}
 <table>{summary}</table>
-<p>{html.escape(LOG_LOSS_MEANS)} {html.escape(ECE_MEANS)}</p>
+<p>{html.escape(LOG_LOSS_MEANS)} {html.escape(ROC_AUC_MEANS)} {html.escape(ECE_MEANS)}</p>
 <p>{_what_is_counted(metrics)}</p>
 <h2>Per class</h2>
 <table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>{rows}</table>

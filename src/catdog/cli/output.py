@@ -75,8 +75,9 @@ def print_evaluation(result: dict) -> None:
     )
     # Said in a few words here, in a sentence each in report.html and docs/training.md.
     out.print(
-        "[dim](log loss: the mean of −ln P(true class); ECE: the mean gap between confidence and accuracy; "
-        "both 0 at best)[/]"
+        "[dim](log loss: the mean of −ln P(true class), 0 at best; ROC AUC: how often a photo of a class gets a "
+        "higher P(that class) than a photo of another, 1 at best, 0.5 by guessing; ECE: the mean gap between "
+        "confidence and accuracy, 0 at best)[/]"
     )
     if result["neither"] or result["unsure"]:
         neither, unsure = counted(result["neither"], "time"), counted(result["unsure"], "time")
