@@ -437,6 +437,55 @@ def test_the_last_step_of_a_budget_takes_the_schedules_last_rate(tmp_path: Path)
     assert history(tmp_path)[-1]["lr"] <= 0.003 * 0.1, (history(tmp_path)[-1]["lr"], state.step)
 
 
+def test_a_short_budget_is_not_stopped_half_way_down_by_its_first_validation(tmp_path: Path) -> None:
+    """Before its first validation the budget kept a tenth of its time for it (1 s of 10), but after it 1.25 times
+    the pass plus 5 s: an epoch and a validation ending in between stopped the run at once, its rate half-way down
+    the cosine (2.9e-4 of seed-cnn's 1e-3 on a 30-s run). The first pass is now guessed from the validation's size
+    and the steps' times, and kept for in the same way as the later ones."""
+    from rich.console import Console
+
+    from catdog.training.checkpoint import RunState
+    from catdog.training.distributed import DistContext, SharedBudget
+    from catdog.training.loop import StepParts, evaluate, record_epoch, train_one_epoch
+    from catdog.training.progress import Reporter
+    from catdog.training.schedule import Budget, Schedule
+
+    torch.manual_seed(0)
+    model = _SlowLayer(4, 2)  # 0.2 s a step or a validation batch: an epoch of 20 steps is 4 s, a validation 1 s
+    batches = [(torch.randn(8, 4), torch.randint(0, 2, (8,)), None) for _ in range(20)]
+    val_batches = [(torch.randn(8, 4), torch.randint(0, 2, (8,))) for _ in range(5)]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    schedule = Schedule("cosine", total_steps=None, warmup_steps=1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    parts = StepParts(
+        torch.nn.CrossEntropyLoss(), optimizer, scheduler, torch.amp.GradScaler("cpu", enabled=False), None
+    )
+    cfg = TrainConfig(data_dir="d", out=str(tmp_path))
+    ctx, log, state = DistContext(), Reporter(Console(), enabled=False), RunState()
+    # A 10-s budget: the epoch and its validation end at 5 s, within the 9 s a tenth in reserve left for them,
+    # but after the 3.75 s that 1.25 times the validation plus 5 s leave.
+    budget = Budget(time.monotonic() + 10.0, schedule, validation_steps=len(val_batches))
+    spent = False
+    while not spent:  # the epochs of catdog.training.recipe.train
+        model.train()
+        spent = train_one_epoch(
+            cfg=cfg, model=model, loader=batches, to_input=lambda images, seeds: images, parts=parts, state=state,
+            steps_per_epoch=len(batches), ctx=ctx, log=log, save=lambda state: None,
+            out_of_time=SharedBudget(budget, ctx),
+        )  # fmt: skip
+        tick = time.monotonic()
+        val = evaluate(model=model, loader=val_batches, to_input=lambda images, seeds: images, dtype=None, ctx=ctx)
+        budget.eval_seconds = time.monotonic() - tick
+        record_epoch(
+            cfg=cfg, state=state, val=val, trainable=model, steps_per_epoch=len(batches), ctx=ctx, out=tmp_path, log=log
+        )
+        state.epoch, state.step = state.epoch + 1, 0
+        state.reset_running()
+    # The run ends where its schedule does (it ended after one step of epoch 2, at 47 % of the rate: 0.047).
+    assert history(tmp_path)[-1]["lr"] <= 0.003 * 0.1, history(tmp_path)
+    assert time.monotonic() < budget.deadline
+
+
 def test_a_resumed_budget_goes_on_down_its_schedule() -> None:
     """--resume under --time-budget gives the rest of the run a new budget, but its schedule read the new clock
     from 0: a run stopped near its end went back to near its peak rate, undoing its last epochs' decay. The
