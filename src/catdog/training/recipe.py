@@ -152,7 +152,8 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
         log.info(f"training on {device} with {processes}, {counted(steps_per_epoch, 'step')} per epoch")
         test_pre = replace(pre, image_size=cfg.test_image_size) if cfg.test_image_size else pre
         validation_steps = math.ceil(len(job.val_set) / ctx.world) / per_rank_batch  # its rows, in steps' worth
-        budget = Budget(deadline, schedule, validation_steps)
+        # Under --compile the first validation compiles the eval graph too (minutes on a GPU): no guess from steps.
+        budget = Budget(deadline, schedule, None if cfg.compile else validation_steps)
         budget.final_seconds = final_seconds(cfg, model, pre, test_pre, deadline, len(splits["val"]), ctx)
         out_of_time = SharedBudget(budget, ctx)
         save = checkpointer(cfg, trainable, optimizer, scheduler, scaler, ctx, ema)  # save(state): rank 0 writes
