@@ -7,6 +7,7 @@ no unhandled exception.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import selectors
@@ -275,10 +276,20 @@ def settles(what, within: float = 5) -> bool:
     return what()
 
 
+def whole_answer(sock: socket.socket) -> tuple[bytes, bytes]:
+    """The head and body of the one response on ``sock``, read until the server closes it."""
+    data = b""
+    while chunk := sock.recv(4096):
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return head, body
+
+
 def test_connections_over_max_connections_get_503_and_are_let_go(tmp_path: Path) -> None:
-    """--max-connections 8 with 8 silent connections open: 5 more that ask get 503 and are closed, 5 more that say
-    nothing are closed within OVER_LIMIT_HEAD_S (not HEAD_TIMEOUT_S), the 8 are then answered, and the server's
-    open files come back to what they were. There was no limit: every connection was taken, however many."""
+    """--max-connections 8 with 8 silent connections open: 5 more that ask get the API's JSON 503 with Retry-After
+    and are closed, 5 more that say nothing are closed within OVER_LIMIT_HEAD_S (not HEAD_TIMEOUT_S), the 8 are then
+    answered, and the server's open files come back to what they were. There was no limit: every connection was
+    taken, however many; then uvicorn's own 503 was plain text ("Service Unavailable") with no Retry-After."""
     limit, get = 8, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
     srv = Server("--max-connections", str(limit), log=tmp_path / "server.log")
     try:
@@ -288,7 +299,14 @@ def test_connections_over_max_connections_get_503_and_are_let_go(tmp_path: Path)
         asking = [connect(srv) for _ in range(5)]
         for sock in asking:
             sock.sendall(get)
-        assert [status_of(sock) for sock in asking] == [503] * 5
+        answers = [whole_answer(sock) for sock in asking]  # each read until the server closes the connection
+        for head, body in answers:
+            assert head.startswith(b"HTTP/1.1 503"), head
+            headers = dict(line.lower().split(b": ", 1) for line in head.split(b"\r\n")[1:])
+            assert headers[b"content-type"] == b"application/json" and headers[b"retry-after"] == b"1", head
+            assert json.loads(body) == {
+                "error": f"The server is busy (its limit of {limit} connections at once is reached); try again shortly."
+            }
         silent = [connect(srv) for _ in range(5)]
         closed = closed_by_server(asking + silent, within=OVER_LIMIT_HEAD_S + 2)
         assert max(closed) < OVER_LIMIT_HEAD_S + 2 < HEAD_TIMEOUT_S, closed
@@ -299,8 +317,11 @@ def test_connections_over_max_connections_get_503_and_are_let_go(tmp_path: Path)
             sock.close()
         assert settles(lambda: open_files(srv) <= before), (open_files(srv), before)
         assert httpx.get(srv.url + "/healthz").status_code == 200
+        # Counted where an operator looks for refusals (uvicorn's own 503 never reached the app).
+        assert 'route="unmatched",status="503"} 5.0' in httpx.get(srv.url + "/metrics").text
     finally:
         srv.stop()
+    assert srv.log().count(f"Exceeded concurrency limit (--max-connections {limit})") == 5, srv.log()[-5000:]
     assert not unhandled_errors(srv.log()), srv.log()[-5000:]
 
 

@@ -232,8 +232,8 @@ def serve(
         root_path=root_path, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
         ssl_ciphers=None,  # Python's modern defaults; uvicorn before 0.48 set 'TLSv1', every TLS 1.0 cipher
         http=HeadTimeoutProtocol,  # h11 with deadlines for request heads and late bodies: uvicorn has none
-        # uvicorn answers 503 to a request while this many connections are open, its own included (N + 1 serves N),
-        # or this many requests are in flight.
+        # A request is answered 503 while this many connections are open, its own included (N + 1 serves N), or
+        # this many requests are in flight: uvicorn's check, made by HeadTimeoutProtocol, which lets the app answer.
         limit_concurrency=max_connections + 1,
     )  # fmt: skip
     if ssl_certfile:  # TLS handshakes within the head deadline (asyncio's loop then, even where uvloop is installed)

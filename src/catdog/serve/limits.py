@@ -1,4 +1,4 @@
-"""Limits enforced before a request reaches its handler: body size, upload and work slots, timeout."""
+"""Limits enforced before a request reaches its handler: body size, upload and work slots, timeout, connections."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from catdog.images import tenths_up
+from catdog.serve.protocol import OVER_LIMIT
 from catdog.serve.settings import ServeSettings
 
 
@@ -56,6 +57,11 @@ class LimitsMiddleware:
         return f"The server is busy (its limit of {limit} {what} at once is reached); try again shortly."
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and OVER_LIMIT in scope.get("extensions", {}):  # --max-connections, on any path
+            message = self.busy("connections", scope["extensions"][OVER_LIMIT]["connections"])
+            # The connection is closed after the answer, as uvicorn closed it: this one is beyond the limit.
+            await busy_response(message, {"Connection": "close"})(scope, receive, send)
+            return
         if scope["type"] != "http" or not route_path(scope).startswith("/api/"):
             await self.app(scope, receive, send)
             return
@@ -112,6 +118,6 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-def busy_response(message: str) -> JSONResponse:
-    """503 for a limit of slots reached: the client may retry in a second."""
-    return error_response(503, message, {"Retry-After": "1"})
+def busy_response(message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """503 for a limit of slots or connections reached: the client may retry in a second."""
+    return error_response(503, message, {"Retry-After": "1"} | (headers or {}))

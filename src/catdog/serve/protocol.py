@@ -13,7 +13,9 @@ being read by a handler is not timed here: ``--timeout`` bounds an API request, 
 
 ``--max-connections`` is uvicorn's ``limit_concurrency``: a request on a connection beyond it is answered 503
 and the connection closed. uvicorn still accepts such a connection and waits for its request, so one that
-sends nothing gets OVER_LIMIT_HEAD_S, not HEAD_TIMEOUT_S, before it is closed.
+sends nothing gets OVER_LIMIT_HEAD_S, not HEAD_TIMEOUT_S, before it is closed. uvicorn's own answer is plain
+text with no Retry-After, from an app of its own, and it has no option for another; this protocol makes the same
+check and hands the request to catdog's app marked OVER_LIMIT, which answers as the API answers its other limits.
 
 Over https the protocol starts once the TLS handshake is done; :class:`HandshakeDeadlineLoop` bounds the handshake.
 """
@@ -24,6 +26,7 @@ import asyncio
 from typing import Any
 
 import h11
+from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 # Seconds from a connection's start (or the first byte of a later request on it) to the end of the
@@ -35,6 +38,8 @@ LINGER_S = 30.0
 # Seconds for the request head of a connection that came while --max-connections were open: a client sends its
 # request at once and is answered 503; a silent one would hold a socket beyond the limit for HEAD_TIMEOUT_S.
 OVER_LIMIT_HEAD_S = 1.0
+# The scope extension that marks a request over --max-connections; its value is {"connections": the limit}.
+OVER_LIMIT = "catdog.over_connection_limit"
 
 
 class HeadTimeoutProtocol(H11Protocol):
@@ -45,17 +50,44 @@ class HeadTimeoutProtocol(H11Protocol):
     ``their_state`` SEND_BODY: LINGER_S from its first late byte). A deadline is never extended by a
     byte; when it passes, the connection is closed without an answer, as nginx and Go close theirs.
     Between requests uvicorn's keep-alive timeout closes an idle connection first. A connection beyond
-    ``limit_concurrency`` has OVER_LIMIT_HEAD_S for its head (uvicorn answers it 503 and closes it).
+    ``limit_concurrency`` has OVER_LIMIT_HEAD_S for its head, and its request goes to the app marked OVER_LIMIT
+    (answered 503, the connection closed).
     """
 
     _deadline: asyncio.TimerHandle | None = None
     _deadline_for: float | None = None  # the limit the armed deadline enforces (a head's limit or LINGER_S)
     _head_limit = HEAD_TIMEOUT_S
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # This class checks the limit itself (see `app`): uvicorn's check, on a limit it is given, would answer first.
+        self.max_open, self.limit_concurrency = self.limit_concurrency, None
+
+    @property
+    def app(self) -> ASGIApp:
+        """The app for the request whose head has just arrived: uvicorn reads this once per request, at the moment
+        its own ``limit_concurrency`` check would run, so the same counts decide: connections open (this one
+        included) and requests in flight, before this one's task is added."""
+        if self.max_open is not None and max(len(self.connections), len(self.tasks)) >= self.max_open:
+            return self._over_limit
+        return self._app
+
+    @app.setter
+    def app(self, app: ASGIApp) -> None:  # uvicorn sets it in its __init__
+        self._app = app
+
+    async def _over_limit(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # The app answers it (catdog's limits middleware): JSON with Retry-After, counted in /metrics. The limit
+        # counts this connection too, so `catdog serve` gives it as --max-connections + 1.
+        connections = self.max_open - 1
+        self.logger.warning("Exceeded concurrency limit (--max-connections %d): answered 503.", connections)
+        marked = {**scope.get("extensions", {}), OVER_LIMIT: {"connections": connections}}
+        await self._app({**scope, "extensions": marked}, receive, send)
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)  # counts this connection in self.connections
-        # As uvicorn decides on a request's 503: its connections, this one included, against the limit.
-        if self.limit_concurrency is not None and len(self.connections) >= self.limit_concurrency:
+        # As `app` decides on a request's 503: its connections, this one included, against the limit.
+        if self.max_open is not None and len(self.connections) >= self.max_open:
             self._head_limit = OVER_LIMIT_HEAD_S
         self._watch()
 
