@@ -185,6 +185,13 @@ def serve(
         typer.Option(help="Serve https with this certificate (PEM): what a phone needs for the app's camera."),
     ] = None,
     ssl_keyfile: Annotated[str | None, typer.Option(help="The private key of --ssl-certfile (PEM).")] = None,
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Let pages of this site call the API from the browser (CORS), e.g. https://example.com; repeat "
+            "for more, * for any site (default: none, only this server's own pages)."
+        ),
+    ] = None,
 ) -> None:
     """Serve the web page and the JSON API (OpenAPI docs at /docs)."""
     import uvicorn
@@ -215,6 +222,7 @@ def serve(
         max_wait_ms=batch_wait_ms,
         threshold=threshold,
         neither_threshold=neither_threshold,
+        cors_origins=tuple(_origin(value) for value in cors_origin or ()),
     )
     root_path = _root_path(root_path)
     _check_certificate(ssl_certfile, ssl_keyfile)
@@ -322,6 +330,19 @@ def _root_path(value: str) -> str:
     # uvicorn puts it in front of each request's raw path as ASCII: '/kätze' made every request fail (the
     # connection closed, a UnicodeEncodeError in the log). Encoded, it is the address a browser sends anyway.
     return quote(path, safe="/")
+
+
+def _origin(value: str) -> str:
+    """``--cors-origin`` as a browser sends it in ``Origin``: scheme://host[:port], lower case, no path or slash."""
+    from urllib.parse import urlsplit
+
+    if value == "*":
+        return value
+    parts = urlsplit(value.strip())
+    bad = parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/")
+    if bad or parts.query or parts.fragment or "@" in parts.netloc:  # a page's origin has none of these
+        raise fail(f"--cors-origin '{value}' is not an origin; give one like https://example.com (no path).")
+    return f"{parts.scheme}://{parts.netloc.lower()}"
 
 
 def _port_to_serve_on(host: str, port: int) -> int:

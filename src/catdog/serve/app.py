@@ -23,6 +23,7 @@ from importlib import resources
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -178,6 +179,16 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
 
     app.add_middleware(LimitsMiddleware, settings=settings)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+    if settings.cors_origins:
+        # Pages of these sites may read the answers (without it, only this server's own pages can). Outermost, so
+        # that every answer carries the headers, the limits' 413 and 503 too: a page reads their sentence. Without
+        # cookies: the API has none.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "HEAD", "POST"],
+            expose_headers=["Retry-After", "X-Explained"],
+        )
     return app
 
 

@@ -25,6 +25,7 @@ class ServeSettings:
     decode_threads: int = 0  # 0: one per CPU core
     threshold: float | None = None  # answer "unsure" below this confidence
     neither_threshold: float | None = None  # answer "neither" below this P(cat or dog) (default: the model's)
+    cors_origins: tuple[str, ...] = ()  # other sites whose pages may call the API from the browser ("*": any)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
