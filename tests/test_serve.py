@@ -87,6 +87,21 @@ def test_health_ready_docs_and_openapi(client: httpx.Client) -> None:
     assert len(ids) == len(set(ids)), f"operation ids must be unique in an OpenAPI document: {sorted(ids)}"
 
 
+def test_the_schema_names_every_field_of_an_answer(client: httpx.Client, data_root: Path) -> None:
+    """A `neither` answer's `looks_like` and `looks_like_means` were missing from the OpenAPI schema of a Prediction:
+    a client generated from /openapi.json dropped them. Every field of a real answer is in it now, typed."""
+    horse = data_root / "neither" / "horse" / "inet-n02389026_sorrel.JPEG"
+    answer = client.post("/api/v1/predict", files={"file": (horse.name, horse.read_bytes(), "image/jpeg")}).json()
+    assert answer["label"] == "neither" and answer["looks_like"] == "sorrel", answer
+    schema = client.get("/openapi.json").json()
+    fields = schema["components"]["schemas"]["PredictionOut"]["properties"]
+    assert set(answer) <= set(fields), f"answered but not in the schema: {set(answer) - set(fields)}"
+    for name in ("looks_like", "looks_like_means"):
+        assert {"type": "string"} in fields[name]["anyOf"] and fields[name]["description"], fields[name]
+    # The model's description answers 503 while the model loads, as the other routes do.
+    assert "503" in schema["paths"]["/api/v1/model"]["get"]["responses"]
+
+
 def test_model_info(client: httpx.Client) -> None:
     info = client.get("/api/v1/model").json()
     assert info["classes"] == ["cat", "dog"]

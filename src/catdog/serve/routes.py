@@ -10,7 +10,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -24,11 +24,19 @@ from catdog.serve.state import ServeState
 class PredictionOut(BaseModel):
     """The Prediction contract (DESIGN.md); an unusable photo in a batch has ``error`` instead."""
 
-    filename: str
-    label: str | None = None
-    confidence: float | None = None
-    probabilities: dict[str, float] | None = None
-    error: str | None = None
+    filename: str = Field(description="The uploaded file's name; `upload` for a raw body.")
+    label: str | None = Field(
+        None, description="`cat`, `dog` or `neither` (a model of other classes: its own); `unsure` under --threshold."
+    )
+    confidence: float | None = Field(None, description="The label's probability.")
+    probabilities: dict[str, float] | None = Field(
+        None, description="The model's classes (and `neither`, for a model with a gate), summing to 1."
+    )
+    looks_like: str | None = Field(
+        None, description="On a `neither` answer: the ImageNet class the photo looks most like, e.g. `sorrel`."
+    )
+    looks_like_means: str | None = Field(None, description="What `looks_like` is (WordNet's definition).")
+    error: str | None = Field(None, description="Instead of an answer, for an unusable photo in a batch: why.")
 
 
 class ErrorOut(BaseModel):
@@ -215,7 +223,10 @@ async def explain(request: Request) -> Response:
     return Response(png, media_type="image/png", headers={"X-Explained": quote(explained, safe=" '-,()")})
 
 
-@router.get("/api/v1/model")
+@router.get(
+    "/api/v1/model",
+    responses={503: {"model": ErrorOut, "description": "The model is still loading, or failed to load."}},
+)
 async def model_info(request: Request) -> dict:
     """The model being served: classes, labels it can answer, architecture, metrics, version."""
     state = _state(request)
