@@ -272,6 +272,23 @@ def test_other_client_errors(client: httpx.Client, server: Server) -> None:
     assert client.get("/api/v1/predict").status_code == 405
 
 
+def test_a_photo_sent_as_a_form_field_or_json_is_told_how_to_send_it(client: httpx.Client, cat_photo: Path) -> None:
+    """`curl -d @photo.jpg` (a url-encoded form: curl drops the photo's line breaks) was told "'upload' looks like JPEG
+    but its header is damaged", and JSON naming a photo's URL "'upload' is not an image: its content is TEXT."."""
+    mangled = cat_photo.read_bytes().replace(b"\r", b"").replace(b"\n", b"")  # what curl -d sends
+    for route in ("/api/v1/predict", "/api/v1/explain"):
+        form = client.post(route, content=mangled, headers={"content-type": "application/x-www-form-urlencoded"})
+        assert form.status_code == 415 and error_of(form) == (
+            "A url-encoded form cannot carry a photo (curl -d drops its line breaks): send it as the multipart "
+            "file field 'file' (curl -F file=@photo.jpg) or as the raw body (curl --data-binary @photo.jpg)."
+        )
+        json_body = client.post(route, json={"url": "http://example.com/cat.jpg"})
+        assert json_body.status_code == 415 and error_of(json_body) == (
+            "The API reads no JSON (it fetches no URL): send the photo as the multipart file field 'file' or as "
+            "the raw body."
+        )
+
+
 def test_clients_that_hang_up_mid_upload(client: httpx.Client, server: Server, cat_photo: Path) -> None:
     body = cat_photo.read_bytes()
     part_head = b'--zz\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n\r\n'

@@ -83,9 +83,24 @@ def _uploads(form, fields: tuple[str, ...]) -> list[UploadFile]:
     return [value for field, value in form.multi_items() if field in fields and isinstance(value, UploadFile)]
 
 
+# Bodies that are never a photo, whatever they hold, each with how to send one instead (said before decoding: as
+# content, curl -d's photo is "damaged", and JSON is "TEXT").
+NOT_A_PHOTO_BODY = {
+    "application/x-www-form-urlencoded": "A url-encoded form cannot carry a photo (curl -d drops its line breaks): "
+    "send it as the multipart file field 'file' (curl -F file=@photo.jpg) or as the raw body (curl --data-binary "
+    "@photo.jpg).",
+    "application/json": "The API reads no JSON (it fetches no URL): send the photo as the multipart file field "
+    "'file' or as the raw body.",
+}
+
+
 async def read_one_image(request: Request) -> tuple[str, bytes]:
-    """A multipart field ``file``, or the raw body (any non-form content type; the content decides)."""
+    """A multipart field ``file``, or the raw body (any content type but a url-encoded form or JSON; the content
+    decides the format)."""
     content_type = request.headers.get("content-type", "")
+    media_type = content_type.partition(";")[0].strip().lower()
+    if media_type in NOT_A_PHOTO_BODY:
+        raise ApiError(415, NOT_A_PHOTO_BODY[media_type])
     if content_type.startswith("multipart/form-data"):
         async with _form(request, max_files=1, one_photo=True) as form:
             uploads = _uploads(form, ("file",))
@@ -120,7 +135,7 @@ ERRORS = {
     for code, text in {
         400: "Damaged image or unreadable request.",
         413: "Over a limit: bytes per photo, megapixels, photos per batch.",
-        415: "Not an image, or an unsupported format.",
+        415: "Not an image, or an unsupported format; a url-encoded form or JSON as the body.",
         422: "No photo in the request.",
         500: "The model failed on a photo (a fault of the server; its log has the details).",
         503: "The model is still loading, the server is busy, or the request timed out.",
