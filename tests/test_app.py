@@ -471,15 +471,26 @@ def test_a_jpeg_with_stray_bytes_between_its_segments_is_answered(browser, playw
 
 def test_a_cut_avif_is_called_an_avif_file(browser, playwright, server, tmp_path, cat_photo):
     """The sentence for a file the browser cannot decode names its kind with "a": "a AVIF file" (since the app
-    learnt AVIF's signature). An AVIF cut short, its header whole, gets "an AVIF file"."""
+    learnt AVIF's signature). An AVIF cut short, its header whole, gets "an AVIF file".
+
+    So does one whose ftyp box names the generic HEIF brand first (mif1) and AVIF among its compatible brands, as
+    some encoders write it: the header reader sized it, but the sentence looked at the first brand only and called
+    it "not an image the app can read (it reads ... AVIF)". Whole, that file is answered."""
     data = encode(Image.open(cat_photo), "AVIF", speed=10)
-    cut = tmp_path / "cut.avif"
+    assert data[4:12] == b"ftypavif" and b"mif1" in data[16:32]  # Pillow's brands: avif, then avif mif1 miaf ...
+    generic = data[:8] + b"mif1" + data[12:]  # the first brand mif1; avif stays among the compatible ones
+    cut, cut_generic, whole_generic = tmp_path / "cut.avif", tmp_path / "cut-mif1.avif", tmp_path / "mif1.avif"
     cut.write_bytes(data[: len(data) * 2 // 3])  # the header (ftyp, meta) whole, the image data cut
+    cut_generic.write_bytes(generic[: len(generic) * 2 // 3])
+    whole_generic.write_bytes(generic)
     context, page = phone(browser, playwright, server.url + "/app/")
     try:
-        said = answers(page, [cut])
-        assert said == {"cut.avif": {"error": "'cut.avif' is truncated or corrupt (an AVIF file this browser cannot "
-                                              "decode)."}}  # fmt: skip
+        said = answers(page, [cut, cut_generic])
+        for name in (cut.name, cut_generic.name):
+            assert said[name] == {"error": f"'{name}' is truncated or corrupt (an AVIF file this browser cannot "
+                                           "decode)."}, said  # fmt: skip
+        assert answers(page, [whole_generic])[whole_generic.name].get("label") == "cat"
+        assert not page.errors
     finally:
         context.close()
 

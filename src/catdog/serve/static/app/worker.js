@@ -241,23 +241,48 @@ function pixelsOf(bitmap) {
   return context.getImageData(0, 0, width, height).data;
 }
 
-// The sentence catdog.images gives for the same file, as far as the first bytes tell.
-const SIGNATURES = [[[0xff, 0xd8, 0xff], "JPEG"], [[0x89, 0x50, 0x4e, 0x47], "PNG"], [[0x47, 0x49, 0x46, 0x38], "GIF"]];
-const ascii = (bytes, from, to) => String.fromCharCode(...bytes.slice(from, to));
+// -- which format a file is -------------------------------------------------------------------------------
 
-async function whyUnreadable(name, blob) {
+// One answer, from the file's first bytes, for the header reader (headerSize), the sentence for a file that
+// cannot be used (whyUnreadable) and the JPEG draft mode's stand-in (decodePhoto): each once looked on its own,
+// and a file could be sized as one format and then called another.
+const HEAD_BYTES = 64; // a signature, or an ftyp box with its brands
+const ascii = (bytes, from, to) => String.fromCharCode(...bytes.slice(from, to));
+const READABLE = ["JPEG", "PNG", "WebP", "GIF", "BMP", "AVIF"]; // what the app reads (HEIF is not)
+// ISO base media files (HEIF and its AVIF) name their kind by brands in their first box, ftyp: a major brand,
+// then compatible ones. An AVIF may have the generic HEIF brand first (mif1) and avif after; a phone's HEIC
+// (which browsers do not read) has heic, heix, ... or mif1 alone.
+const AVIF_BRANDS = ["avif", "avis"];
+const HEIF_BRANDS = ["heic", "heix", "heim", "heis", "hevc", "hevx", "mif1", "msf1"];
+
+// "JPEG", "PNG", "GIF", "WebP", "BMP", "AVIF", "HEIF", or null: what the first HEAD_BYTES bytes say.
+function formatOf(head) {
+  const text = ascii(head, 0, head.length);
+  if (head[0] === 0xff && head[1] === 0xd8 && head[2] === 0xff) return "JPEG";
+  if (text.startsWith("\x89PNG")) return "PNG";
+  if (text.startsWith("GIF8")) return "GIF";
+  if (text.startsWith("RIFF") && text.slice(8, 12) === "WEBP") return "WebP";
+  if (text.startsWith("BM")) return "BMP";
+  if (text.slice(4, 8) === "ftyp") {
+    // The box's size (its first 4 bytes) ends the brands; a size too small to hold one leaves the major brand.
+    const size = new DataView(head.buffer, head.byteOffset, 4).getUint32(0);
+    const brands = [text.slice(8, 12)];
+    for (let at = 16; at + 4 <= Math.min(size, head.length); at += 4) brands.push(text.slice(at, at + 4));
+    if (brands.some((brand) => AVIF_BRANDS.includes(brand))) return "AVIF";
+    if (brands.some((brand) => HEIF_BRANDS.includes(brand))) return "HEIF";
+  }
+  return null;
+}
+
+const formatOfBlob = async (blob) => formatOf(new Uint8Array(await blob.slice(0, HEAD_BYTES).arrayBuffer()));
+
+// The sentence catdog.images gives for the same file, as far as its format tells.
+function whyUnreadable(name, blob, format) {
   if (blob.size === 0) return `'${name}' is empty (0 bytes).`;
-  const head = new Uint8Array(await blob.slice(0, 12).arrayBuffer());
-  const webp = ascii(head, 0, 4) === "RIFF" && ascii(head, 8, 12) === "WEBP";
-  const avif = ascii(head, 4, 8) === "ftyp" && ["avif", "avis"].includes(ascii(head, 8, 12));
-  const bmp = ascii(head, 0, 2) === "BM";
-  const known =
-    (webp && "WebP") ||
-    (avif && "AVIF") ||
-    (bmp && "BMP") ||
-    SIGNATURES.find(([magic]) => magic.every((byte, i) => head[i] === byte))?.[1];
-  const article = known === "AVIF" ? "an" : "a";
-  if (known) return `'${name}' is truncated or corrupt (${article} ${known} file this browser cannot decode).`;
+  if (READABLE.includes(format)) {
+    const article = format === "AVIF" ? "an" : "a";
+    return `'${name}' is truncated or corrupt (${article} ${format} file this browser cannot decode).`;
+  }
   return `'${name}' is not an image the app can read (it reads JPEG, PNG, WebP, GIF, BMP and AVIF).`;
 }
 
@@ -267,7 +292,7 @@ async function whyUnreadable(name, blob) {
 // the header gives none: not one of those formats, or a damaged one; such a file is not decoded.
 const WINDOW = 1 << 20; // bytes read at once
 
-async function headerSize(blob) {
+async function headerSize(blob, format) {
   let start = 0;
   let view = new DataView(new ArrayBuffer(0));
   // n bytes at pos as a DataView (null past the end), from a window of the file that moves forward as needed.
@@ -278,16 +303,10 @@ async function headerSize(blob) {
     }
     return pos + n <= start + view.byteLength ? new DataView(view.buffer, pos - start, n) : null;
   };
-  const head = await bytes(0, 12);
-  if (!head) return null;
-  const magic = ascii(new Uint8Array(head.buffer, head.byteOffset, 12), 0, 12);
-  if (head.getUint32(0) === 0x89504e47) return pngSize(bytes);
-  if (head.getUint16(0) === 0xffd8) return jpegSize(bytes);
-  if (magic.startsWith("GIF8")) return gifSize(bytes);
-  if (magic.startsWith("RIFF") && magic.endsWith("WEBP")) return webpSize(bytes);
-  if (magic.startsWith("BM")) return bmpSize(bytes);
-  if (magic.slice(4, 8) === "ftyp") return heifSize(bytes, blob.size);
-  return null;
+  // A HEIC is sized too: one over the limit is told so, as catdog predict tells it (the app reads none).
+  const readers = { JPEG: jpegSize, PNG: pngSize, GIF: gifSize, WebP: webpSize, BMP: bmpSize };
+  const reader = format === "AVIF" || format === "HEIF" ? heifSize : readers[format];
+  return reader ? reader(bytes, blob.size) : null;
 }
 
 async function pngSize(bytes) {
@@ -412,8 +431,9 @@ const overLimit = (name, width, height) =>
   );
 
 async function decodePhoto(name, blob) {
-  const declared = await headerSize(blob);
-  if (!declared) throw new Error(await whyUnreadable(name, blob));
+  const format = await formatOfBlob(blob);
+  const declared = await headerSize(blob, format);
+  if (!declared) throw new Error(whyUnreadable(name, blob, format));
   if (declared.width * declared.height > config.max_pixels) throw overLimit(name, declared.width, declared.height);
   let bitmap;
   try {
@@ -423,7 +443,7 @@ async function decodePhoto(name, blob) {
       colorSpaceConversion: "none",
     });
   } catch {
-    throw new Error(await whyUnreadable(name, blob));
+    throw new Error(whyUnreadable(name, blob, format));
   }
   const { width, height } = bitmap;
   if (width * height > config.max_pixels) {
@@ -433,12 +453,10 @@ async function decodePhoto(name, blob) {
   let rgba = pixelsOf(bitmap);
   bitmap.close();
   let size = { width, height };
-  const head = new Uint8Array(await blob.slice(0, 3).arrayBuffer());
-  const jpeg = head[0] === 0xff && head[1] === 0xd8 && head[2] === 0xff;
   const side = config.preprocess.resize_size;
   const scale = Math.min(Math.floor(width / side), Math.floor(height / side));
   const s = [8, 4, 2].find((f) => scale >= f);
-  if (jpeg && s) {
+  if (format === "JPEG" && s) {
     const reduced = reduce(rgba, width, height, s);
     rgba = reduced.rgba;
     size = reduced;
