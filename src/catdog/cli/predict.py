@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import math
 import os
 import socket
 from collections import Counter
@@ -276,6 +277,18 @@ def _check_certificate(certfile: str | None, keyfile: str | None) -> None:
 OTHER_FILES = 128
 
 
+def _open_file_limits() -> tuple[float, float] | None:
+    """This process's soft and hard limits of open files (``ulimit -Sn``, ``ulimit -Hn``), ``math.inf`` where one is
+    unlimited; None where the system has no such limits (Windows has no ``resource`` module)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    unlimited = resource.RLIM_INFINITY
+    return (math.inf if soft == unlimited else soft, math.inf if hard == unlimited else hard)
+
+
 def _default_max_connections(max_uploads: int, max_concurrent: int) -> int:
     """Room for every API request the other limits let in at once (beyond those the API answers its own 503, which
     says which limit), and as many again for the page's files, health checks and idle keep-alive connections.
@@ -284,12 +297,10 @@ def _default_max_connections(max_uploads: int, max_concurrent: int) -> int:
     "--max-connections 4128 needs 4256 open files" did for --max-uploads 2000 under a hard limit of 4096.
     """
     wanted = 2 * (max_uploads + max_concurrent)
-    try:
-        import resource
-    except ImportError:  # Windows has no such limit
+    limits = _open_file_limits()
+    if limits is None or limits[1] == math.inf:
         return wanted
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    return wanted if hard == resource.RLIM_INFINITY else max(1, min(wanted, hard - OTHER_FILES))
+    return max(1, min(wanted, limits[1] - OTHER_FILES))
 
 
 def _file_descriptors_for(connections: int) -> None:
@@ -298,21 +309,20 @@ def _file_descriptors_for(connections: int) -> None:
     Otherwise sockets run out before ``--max-connections``: Linux's usual soft limit is 1024, and a server at it
     stops accepting connections (asyncio logs an error and tries again a second later).
     """
-    try:
-        import resource
-    except ImportError:  # Windows has no such limit to raise
-        return
+    limits = _open_file_limits()
     needed = connections + OTHER_FILES
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY or soft >= needed:
+    if limits is None or limits[0] >= needed:  # no such limit (Windows), or room enough (an unlimited soft one)
         return
-    if hard != resource.RLIM_INFINITY and hard < needed:
+    hard = limits[1]
+    if hard < needed:
         raise fail(
             f"--max-connections {connections} needs {needed} open files, over this system's limit of {hard} "
             f"(ulimit -Hn); lower --max-connections or raise the limit."
         )
+    import resource  # there: the limits were read from it
+
     try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, resource.RLIM_INFINITY if hard == math.inf else hard))
     except (ValueError, OSError) as err:  # macOS caps the soft limit (kern.maxfilesperproc) below an unlimited hard one
         raise fail(
             f"--max-connections {connections} needs {needed} open files, and this system refused that many ({err}); "
