@@ -287,8 +287,21 @@ class DecodedImages(torch.utils.data.Dataset):
         return torch.from_numpy(np.ascontiguousarray(square.transpose(2, 0, 1))), self.labels[index]
 
 
-def validate_at_size(model, data, val_indices, pre, cfg, ctx, dtype, per_rank_batch) -> dict:
-    """The whole model (frozen part included) over the validation photos, decoded at ``pre``'s size."""
+def validate_at_size(
+    *,
+    model: nn.Module,
+    data: PreparedData,
+    val_indices: list[int],
+    pre: Preprocess,
+    cfg: TrainConfig,
+    ctx: DistContext,
+    dtype: torch.dtype | None,
+    per_rank_batch: int,
+) -> dict:
+    """The whole model (frozen part included) over the validation photos, decoded at ``pre``'s size.
+
+    ``dtype``: what autocast computes in (None: float32). Returns what :func:`evaluate` returns.
+    """
     model.to(ctx.device)
     images = DecodedImages(data, val_indices, pre)
     share = Subset(images, range(ctx.rank, len(images), ctx.world))

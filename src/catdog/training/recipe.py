@@ -497,7 +497,16 @@ def best_at_test_size(model, data, splits, pre, test_pre, cfg, ctx, dtype, per_r
     """The preprocessing the model directory predicts with: ``test_pre`` after validating there again."""
     if test_pre == pre:
         return pre
-    at_size = validate_at_size(model, data, splits["val"], test_pre, cfg, ctx, dtype, per_rank_batch)
+    at_size = validate_at_size(
+        model=model,
+        data=data,
+        val_indices=splits["val"],
+        pre=test_pre,
+        cfg=cfg,
+        ctx=ctx,
+        dtype=dtype,
+        per_rank_batch=per_rank_batch,
+    )
     log.info(
         f"validation at {test_pre.image_size} px: acc {at_size['val_accuracy']:.2%} "
         f"(at {pre.image_size} px: {state.best_accuracy:.2%})"
