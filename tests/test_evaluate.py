@@ -100,7 +100,8 @@ def test_cli_json_and_report(onnx_model_file: Path, eval_dir: Path, tmp_path: Pa
     for name, shares in robust["neither"].items():  # a pet answered `neither` is one of the wrong ones
         assert all(0 <= n <= 1 - a + 1e-9 for a, n in zip(robust["accuracy"][name], shares)), (name, robust)
     for name in ("confusion_matrix.png", "roc.png", "reliability.png", "mistakes.png", "robustness.png"):
-        assert Image.open(out / name).format == "PNG"
+        with Image.open(out / name) as plot:
+            assert plot.format == "PNG"
     page = (out / "report.html").read_text()
     turned_away = [n for shares in robust["neither"].values() for n in shares if n]
     assert ("% neither)" in page) == bool(turned_away)
@@ -354,7 +355,8 @@ def test_the_report_says_a_gated_models_probabilities_are_given_a_pet(pets_only_
 def test_report_shows_the_open_set_plot_and_figures(open_set_run: tuple[dict, Path]) -> None:
     result, out = open_set_run
     o = result["open_set"]
-    assert Image.open(out / "open_set.png").format == "PNG"
+    with Image.open(out / "open_set.png") as plot:
+        assert plot.format == "PNG"
     page = (out / "report.html").read_text()
     assert 'alt="open_set.png"' in page and "Pets versus neither" in page
     section = page[page.index("Pets versus neither") :]
