@@ -226,18 +226,30 @@ def test_dropping_and_pasting_photos(page, dog_photo: Path) -> None:
         assert page.locator(f"#results .card:has(.name:text-is('{name}'))").get_attribute("data-label") == "dog"
 
 
-def _answer_colours(page) -> dict[str, str]:
+def _answer_colours(page, labels: tuple[str, ...] = ("cat", "dog", "neither")) -> dict[str, str]:
     """The computed colour of an answer of each label, drawn as the page's own answers are."""
     return page.evaluate(
-        """Object.fromEntries(['cat', 'dog', 'neither'].map((label) => {
+        """(labels) => Object.fromEntries(labels.map((label) => {
             const p = document.createElement('p');
             p.className = `answer ${label}`;
             document.body.append(p);
             const colour = getComputedStyle(p).color;
             p.remove();
             return [label, colour];
-        }))"""
+        }))""",
+        list(labels),
     )
+
+
+# A card's background, computed: rgb(r, g, b) whichever way --card is written.
+CARD_COLOUR = """(() => {
+    const div = document.createElement('div');
+    div.style.background = 'var(--card)';
+    document.body.append(div);
+    const colour = getComputedStyle(div).backgroundColor;
+    div.remove();
+    return colour;
+})()"""
 
 
 def _contrast(a: str, b: str) -> float:
@@ -255,21 +267,26 @@ def _contrast(a: str, b: str) -> float:
 def test_the_page_and_the_app_colour_the_answers_alike(browser, server: Server) -> None:
     """The page drew a cat magenta, a dog teal and neither ochre; the phone app, served beside it, brown, green
     and purple. The page now takes the app's; in the dark (the app has no dark scheme) the same hues, lighter,
-    readable on the card."""
+    readable on the card. The page's unsure (under --threshold) was neither's purple: it has a colour of its own,
+    in both schemes."""
+    every = ("cat", "dog", "neither", "unsure")
     context = browser.new_context(bypass_csp=True)
     try:
         page = context.new_page()
         page.goto(server.url + "/app/")
         app = _answer_colours(page)
         page.goto(server.url + "/")
-        assert _answer_colours(page) == app
+        light = _answer_colours(page, every)
+        assert {label: light[label] for label in app} == app
         assert len(set(app.values())) == 3, app
         page.emulate_media(color_scheme="dark")
-        card = page.evaluate("getComputedStyle(document.documentElement).getPropertyValue('--card')").strip()
-        dark = _answer_colours(page)
-        assert dark != app, "the page in the dark kept the light scheme's colours"
-        card_rgb = "rgb({}, {}, {})".format(*(int(card[i : i + 2], 16) for i in (1, 3, 5)))
-        assert all(_contrast(colour, card_rgb) >= 4.5 for colour in dark.values()), (dark, card)
+        dark = _answer_colours(page, every)
+        assert dark != light, "the page in the dark kept the light scheme's colours"
+        for scheme, colours in (("light", light), ("dark", dark)):
+            page.emulate_media(color_scheme=scheme)
+            assert len(set(colours.values())) == 4, (scheme, colours)  # unsure is not neither's colour, nor another's
+            card = page.evaluate(CARD_COLOUR)
+            assert all(_contrast(colour, card) >= 4.5 for colour in colours.values()), (scheme, colours, card)
     finally:
         context.close()
 
