@@ -194,6 +194,14 @@ def test_a_small_evaluation_says_how_rough_its_accuracy_is(twelve_photos: Path, 
     assert few_photos_note(many) == [] and few_photos_note(many | {"n": FEW_PHOTOS - 1}) != []
 
 
+def test_no_photos_get_no_note_on_their_accuracy() -> None:
+    """With no photo there is no accuracy (compute_metrics gives None for it and its interval) and nothing to say
+    of how rough it is: the note unpacked the missing interval and failed. evaluate refuses such data before it."""
+    from catdog.evaluate import few_photos_note
+
+    assert few_photos_note({"n": 0, "accuracy": None, "accuracy_interval": None}) == []
+
+
 def test_cli_text_output_and_errors(
     trained_model_dir: Path, eval_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -237,9 +237,9 @@ FEW_PHOTOS = 200  # fewer photos than this, and the accuracy's interval is wide 
 
 def few_photos_note(metrics: dict) -> list[str]:
     """On fewer than ``FEW_PHOTOS`` photos, a sentence with their count and the accuracy's 95 % interval: 11 right
-    of 12 read as a precise 0.9167, and its interval is 0.6461-0.9851."""
+    of 12 read as a precise 0.9167, and its interval is 0.6461-0.9851. No sentence for no photo: it has no accuracy."""
     n = metrics["n"]
-    if n >= FEW_PHOTOS:
+    if n == 0 or n >= FEW_PHOTOS:
         return []
     low, high = metrics["accuracy_interval"]
     right = round(metrics["accuracy"] * n)
