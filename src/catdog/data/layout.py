@@ -2,7 +2,7 @@
 
 - flat, Kaggle style: ``cat.123.jpg``, ``dog.7.jpg`` (label = the name's leading letters);
 - one folder per class: ``cat/``, ``Dogs/`` ... (files found recursively inside each);
-- Microsoft PetImages: ``PetImages/Cat``, ``PetImages/Dog`` (a single wrapper folder is skipped).
+- Microsoft PetImages: ``PetImages/Cat``, ``PetImages/Dog`` (a single wrapper folder around any layout is looked into).
 
 Labels are normalised (``Cats`` → ``cat``) and classes are the sorted normalised names. A folder
 of photos that show neither class (``neither/``, also ``other/``, ``none/``, ``negatives/``,
@@ -140,6 +140,14 @@ def _class_folders(entries: list[Path], skipped: list[tuple[Path, str]]) -> list
     return [p for p in entries if p.is_dir() and not p.is_symlink()]
 
 
+def _entries(listing: list[Path], skipped: list[tuple[Path, str]]) -> tuple[list[Path], list[Path]]:
+    """The class folders and the loose image files of a folder's ``listing``; its links go into ``skipped``."""
+    folders = _class_folders(listing, skipped)
+    loose = [p for p in listing if p.suffix.lower() in IMAGE_EXTENSIONS]
+    skipped.extend((p, LINK) for p in loose if p.is_symlink() and not p.is_dir())  # _class_folders names the others
+    return folders, [p for p in loose if p.is_file() and not p.is_symlink()]
+
+
 def discover(root: str | os.PathLike, *, image_files_only: bool = False) -> Dataset:
     """Find labelled files under ``root`` in any supported layout.
 
@@ -160,21 +168,22 @@ def discover(root: str | os.PathLike, *, image_files_only: bool = False) -> Data
         listing = _listing(root)
     except PermissionError as err:
         raise DatasetError(f"Dataset folder '{root}' cannot be read ({err.strerror}).") from None
-    folders = _class_folders(listing, skipped)
-    loose = [p for p in listing if p.suffix.lower() in IMAGE_EXTENSIONS]
-    skipped.extend((p, LINK) for p in loose if p.is_symlink() and not p.is_dir())  # _class_folders names the others
-    flat_images = [p for p in loose if p.is_file() and not p.is_symlink()]
-    # PetImages, or any single wrapper folder around the class folders.
+    folders, flat_images = _entries(listing, skipped)
+    # PetImages, or any single wrapper folder around the dataset: class folders, or a flat layout (Kaggle's
+    # archive unpacks to train/cat.1.jpg ...). What lies loose inside a wrapper is looked at as it would be at
+    # the top: the photos of train/ once became one class "train", and a loose IMG_1.jpg beside the wrapped
+    # class folders was neither used nor listed as left out.
     if len(folders) == 1 and not flat_images:
         try:
             inside = _listing(folders[0])
         except PermissionError:  # no wrapper that can be seen: the walk of it as a class folder says why
             inside = []
         links_inside: list[tuple[Path, str]] = []
-        wrapped = _class_folders(inside, links_inside)
-        if wrapped:
+        wrapped, wrapped_images = _entries(inside, links_inside)
+        # Loose photos of two labels make a flat layout; of one label (or none) the folder is a class folder.
+        if wrapped or len({_flat_label(p.name) for p in wrapped_images} - {None}) > 1:
             layout = "petimages" if folders[0].name.lower() == "petimages" else "folders"
-            folders = wrapped
+            folders, flat_images = wrapped, wrapped_images
             skipped.extend(links_inside)
 
     in_folders = [
