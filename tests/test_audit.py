@@ -104,6 +104,29 @@ def test_audit_needs_two_classes(dev_dir: Path, tmp_path: Path) -> None:
     assert done.returncode == 2 and "two or more" in done.stderr and "neither" in done.stderr
 
 
+def test_a_class_of_one_photo_is_named_before_any_feature_is_computed(dev_dir: Path, tmp_path: Path) -> None:
+    """A French 'Chats/' folder beside 'Cats/' is a class 'chat' of one photo: the audit computed every photo's
+    features (a minute on the first run) and then said only that it "needs at least 2 readable photos per class",
+    not which class nor where."""
+    for folder, names in (
+        ("Cats", ("cat.1.jpg", "cat.2.jpg")),
+        ("Dogs", ("dog.1.jpg", "dog.2.jpg")),
+        ("Chats", ("cat.3.jpg",)),
+    ):
+        (tmp_path / folder).mkdir()
+        for name in names:
+            shutil.copy(dev_dir / name, tmp_path / folder / name)
+    done = run_catdog_in_process("data", "audit", str(tmp_path))
+    assert done.returncode == 2
+    said = " ".join(done.stderr.split())
+    assert f"has 1 photo of class 'chat' ('{tmp_path / 'Chats' / 'cat.3.jpg'}'); an audit needs at least 2" in said
+    # Two files, one of them no photo: the same sentence once they are read.
+    (tmp_path / "Chats" / "note.jpg").write_text("not a photo")
+    done = run_catdog_in_process("data", "audit", str(tmp_path))
+    said = " ".join(done.stderr.split())
+    assert done.returncode == 2 and "has 1 readable photo of class 'chat' ('" in said, said
+
+
 def test_three_classes_are_listed_in_words() -> None:
     """A cat/dog/rabbit data set's audit read "148 photos of cat and dog and rabbit"."""
     from catdog.audit import AuditResult, pets_counted

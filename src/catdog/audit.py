@@ -189,15 +189,16 @@ def audit(
         raise DatasetError(
             f"'{data_dir}' has {found} besides `{NEITHER}`; an audit needs two or more classes to compare."
         )
+    # Refused before a minute of features when the files alone are too few; again below once decoded.
+    _refuse_small_classes(data_dir, names, [(item.path, item.label) for item in dataset.files])
     extract, pre, threshold = feature_extractor(model)
     paths = [item.path for item in dataset.files]
     features, pet_scores, kept, unreadable = compute_features(paths, extract, pre, batch_size)
     kept_labels = [dataset.files[i].label for i in kept]
     pets = np.array([label != NEITHER for label in kept_labels], dtype=bool)
     labels = np.array([names.index(label) for label in kept_labels if label != NEITHER], dtype=int)
+    _refuse_small_classes(data_dir, names, [(paths[i], label) for i, label in zip(kept, kept_labels)], "readable ")
     smallest = min(int((labels == c).sum()) for c in range(len(names)))
-    if smallest < 2:
-        raise DatasetError(f"'{data_dir}' needs at least 2 readable photos per class for an audit.")
     folds = max(2, min(folds, smallest))
     pet_paths = [str(paths[i]) for i, pet in zip(kept, pets) if pet]
     probs = out_of_fold_probabilities(features[pets], labels, folds)
@@ -234,6 +235,21 @@ def audit(
     suspects.sort(key=lambda s: -s.confidence)
     accuracy = float((best == labels).mean()) if len(labels) else float("nan")
     return AuditResult(len(kept), names, folds, suspects, accuracy, unreadable, len(others), judged, ungated)
+
+
+def _refuse_small_classes(
+    data_dir: str | os.PathLike, names: list[str], photos: list[tuple[Path, str]], kind: str = ""
+) -> None:
+    """Refuse, naming it and a photo of it, a class with under 2 photos: out-of-fold judging needs one to fit
+    on besides the one judged. A lone photo is most often a stray folder (`Chats/` beside `Cats/`), so say where."""
+    for name in names:
+        found = [path for path, label in photos if label == name]
+        if len(found) < 2:
+            where, fix = (f" ('{found[0]}')", "move it into the class it belongs to, or add") if found else ("", "add")
+            raise DatasetError(
+                f"'{data_dir}' has {counted(len(found), kind + 'photo')} of class '{name}'{where}; an audit needs "
+                f"at least 2 of each class: {fix} photos."
+            )
 
 
 def pets_counted(result: AuditResult) -> str:
