@@ -285,6 +285,14 @@ def rendered(parts: list) -> str:
     return console.file.getvalue()
 
 
+def test_an_unusable_file_is_named_once_in_its_row(planted: Path, tmp_path: Path) -> None:
+    """The table's detail was the --json reason, which names the file: "cat/truncated.jpg | 'cat/truncated.jpg' is
+    truncated ...", the path twice in one row (two lines more per file on an 80-column terminal)."""
+    text = rendered(summary(check_dataset(planted, cache_dir=tmp_path / "cache")))
+    [row] = [line for line in text.splitlines() if "cat/truncated.jpg" in line]
+    assert row.count("truncated.jpg") == 1 and "is truncated or corrupt" in row, row
+
+
 def test_near_copies_of_one_photo_are_one_group(samples_dir: Path, tmp_path: Path) -> None:
     """Five re-encodings of one photo are one near-duplicate group (and one problem), not ten pairs; the
     quarantine keeps the largest of them."""

@@ -497,7 +497,9 @@ def summary(report: CheckReport, limit: int = 20) -> list:
     for column in ("finding", "files", "detail"):
         details.add_column(column, overflow="fold")
     rows = {
-        "unusable": [(u["path"], u["reason"]) for u in report.unusable],
+        # The reason names the file for --json; beside its path in the table that name was the same path again,
+        # and on an 80-column terminal each unusable file took two lines more.
+        "unusable": [(u["path"], u["reason"].removeprefix(f"'{u['path']}' ")) for u in report.unusable],
         "duplicate": [(", ".join(d["files"]), _labels(d)) for d in report.duplicates],
         "near-duplicate": [(", ".join(d["files"]), f"{_apart(d)}; {_labels(d)}") for d in report.near_duplicates],
         "wrong extension": [
