@@ -293,6 +293,24 @@ def test_an_unusable_file_is_named_once_in_its_row(planted: Path, tmp_path: Path
     assert row.count("truncated.jpg") == 1 and "is truncated or corrupt" in row, row
 
 
+def test_a_class_of_one_photo_is_noted(samples_dir: Path, dev_dir: Path, tmp_path: Path) -> None:
+    """A French 'Chats/' folder beside 'Cats/' is a class 'chat' of one photo: data check counted it in the table
+    and said nothing more (clean), and train made a model that answers 'chat'."""
+    data = tmp_path / "data"
+    shutil.copytree(samples_dir / "cat", data / "Cats")
+    shutil.copytree(samples_dir / "dog", data / "dogs")
+    (data / "Chats").mkdir()
+    shutil.copy(dev_dir / "cat.5001.jpg", data / "Chats" / "minou.jpg")
+    (data / "Chats" / "Thumbs.db").write_bytes(b"\x00junk")  # sorted first, but no photo to show
+    report = check_dataset(data, cache_dir=tmp_path / "cache")
+    assert report.small_classes == [{"class": "chat", "photos": 1, "example": "Chats/minou.jpg"}]
+    # Thumbs.db is the one problem; a small class is a note (a test set of a few photos may be meant).
+    assert [u["path"] for u in report.unusable] == ["Chats/Thumbs.db"] and report.problems == 1
+    text = rendered(summary(report))
+    [row] = [line for line in text.splitlines() if "Chats/minou.jpg" in line]
+    assert "small class (note)" in row and "class chat: 1 usable photo, under 10: too few to learn from" in row, row
+
+
 def test_near_copies_of_one_photo_are_one_group(samples_dir: Path, tmp_path: Path) -> None:
     """Five re-encodings of one photo are one near-duplicate group (and one problem), not ten pairs; the
     quarantine keeps the largest of them."""

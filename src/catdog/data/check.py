@@ -12,7 +12,7 @@ Reported:
   ``near_distance`` bits, grouped), within a class and across classes (a label conflict);
 - images whose extension does not name their content (a PNG called ``.jpg``);
 - images the layout gives no label (:attr:`catdog.data.layout.Dataset.left_out`), which no model would see;
-- notes that do not make a dataset unclean: unusual pixel modes and tiny images.
+- notes that do not make a dataset unclean: unusual pixel modes, tiny images and small classes.
 
 Quarantine moves (never deletes) the unusable files and all but one copy of each duplicate group
 into another folder, keeping relative paths. A group that spans several classes is a label
@@ -28,6 +28,7 @@ import json
 import os
 import shutil
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -45,6 +46,9 @@ from catdog.images import DEFAULT_MAX_BYTES, ImageError, decode, extension_match
 # Sides below this many pixels make an image "tiny": 32 px is where a photo stops showing a
 # recognisable animal, and it is far below any input size our models use (128-224 px).
 TINY_SIDE = 32
+# A class of fewer usable photos than this is too few to learn from, and most often a stray folder: a French
+# Chats/ beside Cats/ became a class `chat` of one photo, which a model trained on it would answer.
+SMALL_CLASS = 10
 # Near-duplicate threshold in bits of the 64-bit pHash (pHash distances are always even).
 # Chosen on the 23,000-image dev set: all 22 pairs at <= 4 bits are the same photo (re-encoded,
 # resized or with a caption added); of the 12 pairs at 6-8 bits, 11 are different animals with
@@ -206,6 +210,7 @@ class CheckReport:
     extension_mismatches: list[dict] = field(default_factory=list)
     unusual_modes: list[dict] = field(default_factory=list)
     tiny_images: list[dict] = field(default_factory=list)
+    small_classes: list[dict] = field(default_factory=list)  # classes of under SMALL_CLASS usable photos: a note
     left_out: list[dict] = field(default_factory=list)  # images the layout gives no label: no model sees them
     not_read: list[dict] = field(default_factory=list)  # links (never followed) and folders that cannot be listed
     to_quarantine: list[Move] = field(default_factory=list)
@@ -214,7 +219,7 @@ class CheckReport:
 
     @property
     def problems(self) -> int:
-        """Findings that make a dataset unclean; unusual modes and tiny images are only notes."""
+        """Findings that make a dataset unclean; unusual modes, tiny images and small classes are only notes."""
         found = len(self.unusable) + len(self.duplicates) + len(self.near_duplicates) + len(self.extension_mismatches)
         return found + len(self.left_out) + len(self.not_read)
 
@@ -306,6 +311,13 @@ def _scan_report(root, cache_dir, near_distance, workers, progress, on_start) ->
             report.unusual_modes.append(mode)
         if min(facts.width, facts.height) < TINY_SIDE:
             report.tiny_images.append({"path": rel[i], "width": facts.width, "height": facts.height})
+
+    usable_in = Counter(labels[i] for i in usable)
+    for name in report.classes:
+        if usable_in[name] < SMALL_CLASS:
+            # A photo of it shows where the class comes from; any file of it when none is usable.
+            example = next((i for i in usable if labels[i] == name), labels.index(name))
+            report.small_classes.append({"class": name, "photos": usable_in[name], "example": rel[example]})
 
     groups = _Groups(len(paths))
     _find_duplicates(report, usable, results, rel, labels, groups, near_distance)
@@ -496,6 +508,7 @@ def summary(report: CheckReport, limit: int = 20) -> list:
     details = Table(title="Findings", title_justify="left")
     for column in ("finding", "files", "detail"):
         details.add_column(column, overflow="fold")
+    too_few = f"under {SMALL_CLASS}: too few to learn from"
     rows = {
         # The reason names the file for --json; beside its path in the table that name was the same path again,
         # and on an 80-column terminal each unusable file took two lines more.
@@ -510,6 +523,10 @@ def summary(report: CheckReport, limit: int = 20) -> list:
         "not read": [(item["path"], item["reason"]) for item in report.not_read],
         "tiny image (note)": [
             (t["path"], f"{t['width']}x{t['height']} (< {TINY_SIDE} px)") for t in report.tiny_images
+        ],
+        "small class (note)": [
+            (c["example"], f"class {c['class']}: {counted(c['photos'], 'usable photo')}, {too_few}")
+            for c in report.small_classes
         ],
         "moved": [(q["path"], q["to"]) for q in report.quarantined if q["to"]],
         "not moved": [(q["path"], q["reason"]) for q in report.quarantined if not q["to"]],
