@@ -311,6 +311,26 @@ def test_a_class_of_one_photo_is_noted(samples_dir: Path, dev_dir: Path, tmp_pat
     assert "small class (note)" in row and "class chat: 1 usable photo, under 10: too few to learn from" in row, row
 
 
+def test_blank_frames_are_no_near_duplicates(samples_dir: Path, tmp_path: Path) -> None:
+    """A picture of one colour has no detail for a perceptual hash (0 or 1 bit set of 64): a black frame under
+    cat/ and a white one under dog/ were a near-duplicate pair "1 bits apart", a label conflict, and --quarantine
+    moved both. They are noted as blank instead, and two copies of one blank frame are still duplicates."""
+    data = tmp_path / "data"
+    for name in ("cat/cat.1.jpg", "cat/cat.2.jpg", "dog/dog.1.jpg", "dog/dog.2.jpg"):
+        (data / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(samples_dir / name, data / name)
+    Image.new("RGB", (640, 480), (0, 0, 0)).save(data / "cat" / "lens_cap.png")
+    Image.new("RGB", (640, 480), (255, 255, 255)).save(data / "dog" / "overexposed.jpg", quality=90)
+    shutil.copy(data / "dog" / "overexposed.jpg", data / "dog" / "overexposed_copy.jpg")
+    report = check_dataset(data, cache_dir=tmp_path / "cache")
+    assert report.near_duplicates == [] and report.label_conflicts == []
+    assert [d["files"] for d in report.duplicates] == [["dog/overexposed.jpg", "dog/overexposed_copy.jpg"]]
+    blank = ["cat/lens_cap.png", "dog/overexposed.jpg", "dog/overexposed_copy.jpg"]
+    assert [b["path"] for b in report.blank_images] == blank
+    text = rendered(summary(report))
+    assert "blank image (note)" in text and "one colour, no detail" in text
+
+
 def test_near_copies_of_one_photo_are_one_group(samples_dir: Path, tmp_path: Path) -> None:
     """Five re-encodings of one photo are one near-duplicate group (and one problem), not ten pairs; the
     quarantine keeps the largest of them."""

@@ -47,13 +47,12 @@ def data_check(
     ] = None,
 ) -> None:
     """Report unusable files, duplicates, label conflicts, wrong extensions, images left out (no label), unusual
-    modes, tiny images and small classes.
+    modes, tiny images, small classes and blank images.
 
     Photos per class are counted; those of a `neither` folder (neither/, other/ ...) are counted apart,
     as examples of what is not a cat or a dog, not as a class to train.
 
-    Exit status 1 when problems were found (unusual modes, tiny images and small classes are only notes), 0 when
-    clean.
+    Exit status 1 when problems were found (the last four are only notes), 0 when clean.
     """
     from rich.progress import Progress
 

@@ -12,7 +12,8 @@ Reported:
   ``near_distance`` bits, grouped), within a class and across classes (a label conflict);
 - images whose extension does not name their content (a PNG called ``.jpg``);
 - images the layout gives no label (:attr:`catdog.data.layout.Dataset.left_out`), which no model would see;
-- notes that do not make a dataset unclean: unusual pixel modes, tiny images and small classes.
+- notes that do not make a dataset unclean: unusual pixel modes, tiny images, small classes and blank images
+  (one colour: their perceptual hashes say nothing, so they are no near-duplicates of anything).
 
 Quarantine moves (never deletes) the unusable files and all but one copy of each duplicate group
 into another folder, keeping relative paths. A group that spans several classes is a label
@@ -54,6 +55,11 @@ SMALL_CLASS = 10
 # resized or with a caption added); of the 12 pairs at 6-8 bits, 11 are different animals with
 # a similar layout, and there are 139 pairs at 10 bits, 1,277 at 12.
 NEAR_DISTANCE = 4
+# pHash sets a bit for each of 64 DCT coefficients above their median: 32 on every photo of the dev set. A picture
+# without detail (one colour: a blank frame, a lens cap) has them all at 0 but one, so 0 or 1 bit set, and any two
+# such pictures were within a bit of each other: a black frame under cat/ and a white one under dog/ were one photo,
+# a label conflict. A hash with fewer bits set says nothing of the picture: it takes no part in near-duplicates.
+MIN_HASH_BITS = 8
 # pHash looks at a 32x32 grey thumbnail, so decoding JPEGs at >= 64 px (DCT scaling) loses nothing.
 HASH_DECODE_SIDE = 64
 # Bump when what is cached per content hash changes.
@@ -211,6 +217,7 @@ class CheckReport:
     unusual_modes: list[dict] = field(default_factory=list)
     tiny_images: list[dict] = field(default_factory=list)
     small_classes: list[dict] = field(default_factory=list)  # classes of under SMALL_CLASS usable photos: a note
+    blank_images: list[dict] = field(default_factory=list)  # no detail for a perceptual hash (one colour): a note
     left_out: list[dict] = field(default_factory=list)  # images the layout gives no label: no model sees them
     not_read: list[dict] = field(default_factory=list)  # links (never followed) and folders that cannot be listed
     to_quarantine: list[Move] = field(default_factory=list)
@@ -219,7 +226,8 @@ class CheckReport:
 
     @property
     def problems(self) -> int:
-        """Findings that make a dataset unclean; unusual modes, tiny images and small classes are only notes."""
+        """Findings that make a dataset unclean; unusual modes, tiny images, small classes and blank images are only
+        notes."""
         found = len(self.unusable) + len(self.duplicates) + len(self.near_duplicates) + len(self.extension_mismatches)
         return found + len(self.left_out) + len(self.not_read)
 
@@ -311,6 +319,8 @@ def _scan_report(root, cache_dir, near_distance, workers, progress, on_start) ->
             report.unusual_modes.append(mode)
         if min(facts.width, facts.height) < TINY_SIDE:
             report.tiny_images.append({"path": rel[i], "width": facts.width, "height": facts.height})
+        if not _detailed(facts):
+            report.blank_images.append({"path": rel[i]})
 
     usable_in = Counter(labels[i] for i in usable)
     for name in report.classes:
@@ -323,6 +333,11 @@ def _scan_report(root, cache_dir, near_distance, workers, progress, on_start) ->
     _find_duplicates(report, usable, results, rel, labels, groups, near_distance)
     _plan_duplicate_moves(report, usable, results, rel, labels, groups)
     return report
+
+
+def _detailed(facts: Facts) -> bool:
+    """Whether a usable image's perceptual hash tells it from others (see MIN_HASH_BITS)."""
+    return int(facts.phash or "0", 16).bit_count() >= MIN_HASH_BITS
 
 
 def _why_left_out(layout: str) -> str:
@@ -343,7 +358,7 @@ def _find_duplicates(report, usable, results, rel, labels, groups, near_distance
             report.duplicates.append({"files": [rel[i] for i in members], "labels": names, "conflict": len(names) > 1})
     # Near-duplicates among distinct contents (exact copies are reported above), as groups: 13 shots of one
     # scene were once 78 pairs, and 78 problems.
-    firsts = [members[0] for members in by_hash.values()]
+    firsts = [members[0] for members in by_hash.values() if _detailed(results[members[0]][1])]
     hashes = np.array([int(results[i][1].phash, 16) for i in firsts], dtype=np.uint64)
     near, widest = _Groups(len(rel)), {}
     for a, b, distance in near_pairs(hashes, near_distance):
@@ -528,6 +543,7 @@ def summary(report: CheckReport, limit: int = 20) -> list:
             (c["example"], f"class {c['class']}: {counted(c['photos'], 'usable photo')}, {too_few}")
             for c in report.small_classes
         ],
+        "blank image (note)": [(b["path"], "one colour, no detail: a blank frame?") for b in report.blank_images],
         "moved": [(q["path"], q["to"]) for q in report.quarantined if q["to"]],
         "not moved": [(q["path"], q["reason"]) for q in report.quarantined if not q["to"]],
     }
