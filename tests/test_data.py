@@ -28,6 +28,7 @@ from conftest import image_bytes
         ("Golden Retrievers", "golden_retriever"),
         ("puppies", "puppy"),
         ("grass", "grass"),
+        ("Chiens e\u0301leve\u0301s", "chiens_\u00e9lev\u00e9"),  # as a Mac names it (NFD): one class with NFC's
     ],
 )
 def test_normalize_label(raw, label):

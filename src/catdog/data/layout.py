@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,7 +72,9 @@ class Dataset:
 
 def normalize_label(name: str) -> str:
     """``'Cats'`` → ``'cat'``, ``'Golden Retrievers'`` → ``'golden_retriever'``."""
-    label = re.sub(r"[\s\-]+", "_", name.strip().lower())
+    # NFC: names from a Mac often spell 'é' as 'e' and a combining accent (NFD), other systems as one letter. One
+    # folder copied from both was two classes that look alike ('chiens_élevé' twice), each with part of the photos.
+    label = re.sub(r"[\s\-]+", "_", unicodedata.normalize("NFC", name).strip().lower())
     if label.endswith("ies") and len(label) > 4:
         label = label[:-3] + "y"
     elif label.endswith("s") and not label.endswith(("ss", "us", "is")) and len(label) > 3:
