@@ -46,13 +46,13 @@ def data_check(
         int | None, typer.Option(help="Threads reading images; default: one per CPU core.", min=1)
     ] = None,
 ) -> None:
-    """Report unusable files, duplicates, label conflicts, wrong extensions, images left out (no label), unusual
-    modes, tiny images, small classes and blank images.
+    """Report unusable files, duplicates, label conflicts, wrong extensions and images left out (no label); note
+    unusual modes, tiny images, small classes, blank images and files that are not images.
 
     Photos per class are counted; those of a `neither` folder (neither/, other/ ...) are counted apart,
     as examples of what is not a cat or a dog, not as a class to train.
 
-    Exit status 1 when problems were found (the last four are only notes), 0 when clean.
+    Exit status 1 when problems were found (notes aside), 0 when clean.
     """
     from rich.progress import Progress
 

@@ -12,8 +12,9 @@ Reported:
   ``near_distance`` bits, grouped), within a class and across classes (a label conflict);
 - images whose extension does not name their content (a PNG called ``.jpg``);
 - images the layout gives no label (:attr:`catdog.data.layout.Dataset.left_out`), which no model would see;
-- notes that do not make a dataset unclean: unusual pixel modes, tiny images, small classes and blank images
-  (one colour: their perceptual hashes say nothing, so they are no near-duplicates of anything).
+- notes that do not make a dataset unclean: unusual pixel modes, tiny images, small classes, blank images
+  (one colour: their perceptual hashes say nothing, so they are no near-duplicates of anything) and files that are
+  no image and have no image extension (``.json`` sidecars, ``.MOV``, ``Thumbs.db``), which no command reads.
 
 Quarantine moves (never deletes) the unusable files and all but one copy of each duplicate group
 into another folder, keeping relative paths. A group that spans several classes is a label
@@ -42,7 +43,15 @@ from catdog.data.hashing import HashIndex, content_hash
 from catdog.data.layout import NEITHER, discover
 from catdog.errors import CatdogError
 from catdog.fsutil import atomic_write_text, counted, default_cache_dir, shown
-from catdog.images import DEFAULT_MAX_BYTES, ImageError, decode, extension_matches, read_info, sniff_format
+from catdog.images import (
+    DEFAULT_MAX_BYTES,
+    IMAGE_EXTENSIONS,
+    ImageError,
+    decode,
+    extension_matches,
+    read_info,
+    sniff_format,
+)
 
 # Sides below this many pixels make an image "tiny": 32 px is where a photo stops showing a
 # recognisable animal, and it is far below any input size our models use (128-224 px).
@@ -218,6 +227,9 @@ class CheckReport:
     tiny_images: list[dict] = field(default_factory=list)
     small_classes: list[dict] = field(default_factory=list)  # classes of under SMALL_CLASS usable photos: a note
     blank_images: list[dict] = field(default_factory=list)  # no detail for a perceptual hash (one colour): a note
+    # Files that are no image and have no image extension (a .json beside each photo, .MOV, Thumbs.db): no command
+    # reads them, so they are a note, not unusable photos; `classes` does not count them.
+    not_images: list[dict] = field(default_factory=list)
     left_out: list[dict] = field(default_factory=list)  # images the layout gives no label: no model sees them
     not_read: list[dict] = field(default_factory=list)  # links (never followed) and folders that cannot be listed
     to_quarantine: list[Move] = field(default_factory=list)
@@ -226,8 +238,8 @@ class CheckReport:
 
     @property
     def problems(self) -> int:
-        """Findings that make a dataset unclean; unusual modes, tiny images, small classes and blank images are only
-        notes."""
+        """Findings that make a dataset unclean; unusual modes, tiny images, small classes, blank images and files
+        that are not images are only notes."""
         found = len(self.unusable) + len(self.duplicates) + len(self.near_duplicates) + len(self.extension_mismatches)
         return found + len(self.left_out) + len(self.not_read)
 
@@ -289,7 +301,14 @@ def _scan_report(root, cache_dir, near_distance, workers, progress, on_start) ->
     if on_start:
         on_start(len(paths))
     results = scan(paths, Path(cache_dir) if cache_dir else default_cache_dir(), workers=workers, progress=progress)
-    counts = dataset.counts()
+    # Among 5,000 photos a .json beside each (Google Photos' export) were 5,000 "unusable files", the two broken
+    # photos lost among them, and doubled the class counts; `train` never reads them (it goes by the extension).
+    stray = {
+        i for i, (_, facts) in enumerate(results) if facts.error and paths[i].suffix.lower() not in IMAGE_EXTENSIONS
+    }
+    counts = {name: 0 for name in dataset.classes}
+    for i, label in enumerate(labels):
+        counts[label] += i not in stray
     neither = counts.pop(NEITHER, 0)
     report = CheckReport(
         str(dataset.root), dataset.layout, counts, len(paths), neither=neither, near_distance=near_distance
@@ -304,6 +323,9 @@ def _scan_report(root, cache_dir, near_distance, workers, progress, on_start) ->
 
     usable = []
     for i, (_, facts) in enumerate(results):
+        if i in stray:
+            report.not_images.append({"path": rel[i], "label": labels[i], "extension": paths[i].suffix.lower()})
+            continue
         if facts.error:
             reason = facts.error.replace("The image", f"'{rel[i]}'", 1)
             report.unusable.append({"path": rel[i], "label": labels[i], "reason": reason})
@@ -544,6 +566,7 @@ def summary(report: CheckReport, limit: int = 20) -> list:
             for c in report.small_classes
         ],
         "blank image (note)": [(b["path"], "one colour, no detail: a blank frame?") for b in report.blank_images],
+        "not an image (note)": _by_extension(report.not_images),
         "moved": [(q["path"], q["to"]) for q in report.quarantined if q["to"]],
         "not moved": [(q["path"], q["reason"]) for q in report.quarantined if not q["to"]],
     }
@@ -563,6 +586,25 @@ def summary(report: CheckReport, limit: int = 20) -> list:
         out.append(details)
     out.append(verdict)
     return out
+
+
+def _by_extension(files: list[dict]) -> list[tuple[str, str]]:
+    """One row per extension: a .json beside each of 5,000 photos is one line, not 20 and "4,980 more"."""
+    rows: dict[str, list[str]] = {}
+    for item in files:
+        rows.setdefault(item["extension"], []).append(item["path"])
+    return [
+        (paths[0] + (f" and {len(paths) - 1:,} more" if len(paths) > 1 else ""), _no_image(extension, len(paths)))
+        for extension, paths in sorted(rows.items(), key=lambda row: -len(row[1]))
+    ]
+
+
+def _no_image(extension: str, n: int) -> str:
+    noun, verdict = (
+        ("file", "not an image; no command reads it") if n == 1 else ("files", "not images; no command reads them")
+    )
+    what = f"{extension} {noun}" if extension else f"{noun} without an extension"
+    return f"{n:,} {what}: {verdict}"
 
 
 def _found(report: CheckReport) -> str:
