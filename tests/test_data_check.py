@@ -365,6 +365,22 @@ def test_files_that_are_no_images_are_a_note_apart_as_train_ignores_them(samples
     assert [path.name for path, _ in trained.unreadable] == ["notes.jpg"]
 
 
+def test_a_large_group_is_shown_in_a_few_names(samples_dir: Path, tmp_path: Path) -> None:
+    """Copies of one placeholder photo in every album were one row naming every copy (300 would fill a screen).
+    The row names the first 5 and counts the rest; --json keeps every one."""
+    data = tmp_path / "data"
+    for name in ("cat/cat.1.jpg", "dog/dog.1.jpg"):
+        (data / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(samples_dir / name, data / name)
+    for n in range(12):
+        shutil.copy(samples_dir / "dog" / "dog.2.jpg", data / "dog" / f"unavailable{n:02}.jpg")
+    report = check_dataset(data, cache_dir=tmp_path / "cache")
+    [group] = report.duplicates
+    assert len(group["files"]) == 12
+    [row] = [line for line in rendered(summary(report)).splitlines() if line.startswith("│ duplicate")]
+    assert "dog/unavailable04.jpg and 7 more" in row and "unavailable05" not in row, row
+
+
 def test_near_copies_of_one_photo_are_one_group(samples_dir: Path, tmp_path: Path) -> None:
     """Five re-encodings of one photo are one near-duplicate group (and one problem), not ten pairs; the
     quarantine keeps the largest of them."""

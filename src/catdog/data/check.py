@@ -550,8 +550,8 @@ def summary(report: CheckReport, limit: int = 20) -> list:
         # The reason names the file for --json; beside its path in the table that name was the same path again,
         # and on an 80-column terminal each unusable file took two lines more.
         "unusable": [(u["path"], u["reason"].removeprefix(f"'{u['path']}' ")) for u in report.unusable],
-        "duplicate": [(", ".join(d["files"]), _labels(d)) for d in report.duplicates],
-        "near-duplicate": [(", ".join(d["files"]), f"{_apart(d)}; {_labels(d)}") for d in report.near_duplicates],
+        "duplicate": [(_some(d["files"]), _labels(d)) for d in report.duplicates],
+        "near-duplicate": [(_some(d["files"]), f"{_apart(d)}; {_labels(d)}") for d in report.near_duplicates],
         "wrong extension": [
             (m["path"], f"{m['content']} content named {m['extension']}") for m in report.extension_mismatches
         ],
@@ -586,6 +586,13 @@ def summary(report: CheckReport, limit: int = 20) -> list:
         out.append(details)
     out.append(verdict)
     return out
+
+
+def _some(files: list[str], shown: int = 5) -> str:
+    """A group's first few files: the row of a group named every file, so 300 copies of one placeholder photo
+    would fill a screen."""
+    more = f" and {len(files) - shown:,} more" if len(files) > shown else ""
+    return ", ".join(files[:shown]) + more
 
 
 def _by_extension(files: list[dict]) -> list[tuple[str, str]]:
