@@ -14,18 +14,59 @@ err_console = Console(stderr=True)
 DEBUG = {"on": False}
 
 
-def fail(message: str, code: int = 2) -> typer.Exit:
+def fail(message: str, code: int = 2, *, every_rank: bool = False) -> typer.Exit:
     """Print one clear sentence and return the Exit to raise.
 
     The sentence is text, not rich markup: it may name a path or a folder such as '[/a]', which rich read as a
     closing tag (a traceback instead of the sentence) or '[red]', which it dropped.
+
+    Under torchrun only rank 0 prints it: the same command, data and model give every rank the same refusal, and
+    8 processes printed it 8 times. ``every_rank``: a failure of this process alone (an error of its own
+    machine, a bug), which every rank prints, the others after their rank.
     """
     from rich.text import Text
 
     from catdog.fsutil import printable
 
-    err_console.print(Text.assemble(("error:", "bold red"), " ", printable(message)), highlight=False, soft_wrap=True)
+    rank = other_rank()
+    if rank and not every_rank:
+        return typer.Exit(code)
+    said = f"rank {rank}: {message}" if rank else message
+    err_console.print(Text.assemble(("error:", "bold red"), " ", printable(said)), highlight=False, soft_wrap=True)
     return typer.Exit(code)
+
+
+def other_rank() -> int:
+    """This process's rank when torchrun started it as one of several and it is not rank 0; 0 otherwise."""
+    from catdog.inference.cores import world
+
+    rank, size = world()
+    return rank if size > 1 else 0
+
+
+# What rank 0 says when a collective fails because another process of the run has gone.
+LOST_PEER = (
+    "Another process of this torchrun run stopped, so this one cannot go on; its own message, if it left one, is "
+    "above, and torchrun's report below names its rank and how it ended"
+)
+
+
+def lost_peer(err: BaseException) -> bool:
+    """Whether ``err`` is a collective failing because another process of the run has gone.
+
+    gloo says so in a RuntimeError from its transport ("Connection closed by peer", "... reset by peer"), which
+    catdog once called an unexpected error of its own and asked to be reported.
+    """
+    import sys
+
+    from catdog.inference.cores import world
+
+    dist = sys.modules.get("torch.distributed")  # a collective ran only if torch.distributed was imported
+    if dist is None or world()[1] == 1:
+        return False
+    return isinstance(err, getattr(dist, "DistError", ())) or (
+        isinstance(err, RuntimeError) and "gloo/transport" in str(err)
+    )
 
 
 def refuse_unwritable(path: str | None, kind: str, option: str = "--out") -> None:
@@ -65,7 +106,8 @@ def user_errors(func: Callable) -> Callable:
             message = str(err) or type(err).__name__
             if isinstance(err, OSError) and err.filename:
                 message = f"{err.strerror or 'cannot use'}: '{err.filename}'."
-            raise fail(message) from None
+            # Under torchrun every rank meets a refusal of the input alike; an OSError may be one machine's own.
+            raise fail(message, every_rank=isinstance(err, OSError)) from None
         except KeyboardInterrupt:
             raise fail("Interrupted.", 130) from None
         except typer_exits():
@@ -73,7 +115,10 @@ def user_errors(func: Callable) -> Callable:
         except Exception as err:
             if DEBUG["on"]:
                 raise
-            raise fail(unexpected(err), 2 if out_of_memory(err) else INTERNAL_ERROR) from None
+            if lost_peer(err):  # the other process's own sentence, or torchrun's report, says why
+                raise fail(f"{LOST_PEER}.", 1) from None
+            code = 2 if out_of_memory(err) else INTERNAL_ERROR
+            raise fail(unexpected(err), code, every_rank=True) from None
 
     return wrapper
 

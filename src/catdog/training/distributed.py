@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import os
+import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 
+from catdog.errors import CatdogError
 from catdog.training.schedule import Budget
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -41,6 +47,32 @@ def setup_distributed() -> DistContext:
 def barrier(ctx: DistContext) -> None:
     if ctx.world > 1:
         dist.barrier()
+
+
+def agreed(ctx: DistContext, check: Callable[[], T]) -> T:
+    """``check()`` on every rank; if it refuses on any, every rank raises the refusal and rank 0 says it.
+
+    Each rank reads the data folder and ``--out`` itself, and on several machines one may not see what the
+    others do (a folder missing from its filesystem). That rank alone stopped, with a sentence on its own
+    machine, and rank 0 stopped in its next collective with a network error; so the ranks compare their
+    answers, and rank 0's sentence names the first rank that refused, and its host, when it is not rank 0.
+    """
+    if ctx.world == 1:
+        return check()
+    result, refusal = None, None
+    try:
+        result = check()
+    except CatdogError as err:
+        refusal = err
+    answers: list[tuple[str | None, str] | None] = [None] * ctx.world
+    dist.all_gather_object(answers, (None if refusal is None else str(refusal), socket.gethostname()))
+    refused = [(rank, why, host) for rank, (why, host) in enumerate(answers) if why is not None]
+    if not refused:
+        return result  # type: ignore[return-value]
+    rank, why, host = refused[0]
+    if rank == 0 and ctx.is_main:
+        raise refusal
+    raise CatdogError(why if rank == 0 else f"On {host} (rank {rank} of {ctx.world}): {why}")
 
 
 class SharedBudget:

@@ -61,7 +61,7 @@ from catdog.training.calibration import (
 )
 from catdog.training.checkpoint import CHECKPOINT, RunState, check_out_dir, load_checkpoint, save_checkpoint
 from catdog.training.config import PET_CLASSES, TrainConfig
-from catdog.training.distributed import DistContext, SharedBudget, barrier, setup_distributed
+from catdog.training.distributed import DistContext, SharedBudget, agreed, barrier, setup_distributed
 from catdog.training.loop import (
     StepParts,
     estimate_seconds,
@@ -92,12 +92,12 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
     timeline = Timeline(started)
     timeline.mark("imported")  # the command's imports (torch, timm) are behind us
     try:
-        # 1. Reproducibility and the output folder.
-        check_out_dir(out, cfg)
+        # 1. Reproducibility and the output folder (under torchrun, checked by every rank; rank 0 says a refusal).
+        agreed(ctx, lambda: check_out_dir(out, cfg))
         seed(cfg)
 
         # 2. The classes, then the model and its preprocessing.
-        classes, has_neither = model_classes(cfg)
+        classes, has_neither = agreed(ctx, lambda: model_classes(cfg))
         gate = cfg.family() != "scratch" and set(classes) <= PET_CLASSES
         # A from-scratch cat/dog net has no ImageNet backbone to gate it: it learns `neither` as a class.
         learns_neither = cfg.family() == "scratch" and set(classes) <= PET_CLASSES and has_neither
