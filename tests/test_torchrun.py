@@ -6,9 +6,11 @@ Real torchrun processes (gloo, on the CPU). The runs that train are ``slow``; a 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ from test_train import copy_dev_subset
 from conftest import REPO
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+KEEPS = "keeps the run: add --resume to the same command to go on."
 
 
 def torchrun(*args: str, nodes: str = "--standalone") -> list[str]:
@@ -83,3 +86,90 @@ def test_a_folder_only_one_machine_lacks_is_named_by_rank_0(small_dev: Path, tmp
     said = f"error: On {socket.gethostname()} (rank 1 of 2): Dataset folder 'data' does not exist."
     assert errors(head) == [said], head[-3000:]
     assert errors(other) == [], other[-3000:]
+
+
+def training(small_dev: Path, out: Path, *extra: str) -> list[str]:
+    """A torchrun training run of short epochs (about a second each), checkpointed every step."""
+    cmd = torchrun("train", str(small_dev), "--out", str(out), "--image-size", "64", "--batch-size", "8")
+    return cmd + ["--epochs", "8", "--patience", "8", "--checkpoint-seconds", "0", "--seed", "3", *extra]
+
+
+def start_training(small_dev: Path, out: Path) -> subprocess.Popen:
+    """:func:`training` started in its own process group."""
+    cmd = training(small_dev, out)
+    # A terminal's Ctrl-C, not a background shell's ignored SIGINT (see test_train.py's test_ctrl_c_says_how_to_go_on).
+    return subprocess.Popen(
+        cmd, stderr=subprocess.PIPE, text=True, env=ENV, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+
+
+def wait_for_checkpoint(run: subprocess.Popen, out: Path) -> None:
+    deadline = time.monotonic() + 300
+    while not (out / "checkpoint.pt").exists() and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert run.poll() is None and (out / "checkpoint.pt").exists(), "no checkpoint while the run trained"
+    time.sleep(2)  # into the steps after it
+
+
+def workers(run: subprocess.Popen) -> list[int]:
+    """The pids of the catdog processes torchrun started (its children)."""
+    found = subprocess.run(["pgrep", "-P", str(run.pid)], capture_output=True, text=True).stdout.split()
+    return [int(pid) for pid in found]
+
+
+@pytest.mark.slow
+def test_a_killed_process_leaves_a_run_that_resumes(small_dev: Path, tmp_path: Path) -> None:
+    """SIGKILL of one worker: rank 0 called its network error a catdog bug to report (status 70), or, stopped by
+    torchrun first, said nothing of the checkpoint."""
+    out = tmp_path / "m"
+    run = start_training(small_dev, out)
+    try:
+        wait_for_checkpoint(run, out)
+        os.kill(max(workers(run)), signal.SIGKILL)  # the later-started worker: rank 1
+        stderr = run.communicate(timeout=120)[1]
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+    # Rank 0 meets rank 1's end in a collective, or is stopped first by torchrun's SIGTERM: either way once said,
+    # with the checkpoint it keeps.
+    said = errors(stderr)
+    assert len(said) == 1 and said[0].endswith(f"'{out}' {KEEPS}"), stderr[-3000:]
+    assert said[0].startswith(("error: Another process of this torchrun run stopped", "error: Stopped by SIGTERM;"))
+
+    resumed = subprocess.run(training(small_dev, out, "--resume"), capture_output=True, text=True, timeout=600, env=ENV)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed at epoch" in resumed.stderr
+    assert (out / "model.safetensors").exists() and not (out / "checkpoint.pt").exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_is_said_once_with_how_to_go_on(small_dev: Path, tmp_path: Path) -> None:
+    """A terminal's Ctrl-C reaches torchrun and every worker: rank 0, waiting in a collective, met the other rank
+    leaving it first and said another process had stopped."""
+    out = tmp_path / "m"
+    run = start_training(small_dev, out)
+    try:
+        wait_for_checkpoint(run, out)
+        os.killpg(run.pid, signal.SIGINT)
+        stderr = run.communicate(timeout=120)[1]
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+    assert errors(stderr) == [f"error: Interrupted; '{out}' {KEEPS}"], stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_sigterm_to_torchrun_says_how_to_go_on(small_dev: Path, tmp_path: Path) -> None:
+    """A scheduler stops a job with SIGTERM to torchrun, which sends it on to every worker: they ended without a
+    word, the checkpoint they kept unsaid."""
+    out = tmp_path / "m"
+    run = start_training(small_dev, out)
+    try:
+        wait_for_checkpoint(run, out)
+        run.send_signal(signal.SIGTERM)
+        stderr = run.communicate(timeout=120)[1]
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+    assert errors(stderr) == [f"error: Stopped by SIGTERM; '{out}' {KEEPS}"], stderr[-3000:]

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from catdog.cli.app import app
-from catdog.cli.errors import fail, user_errors
+from catdog.cli.errors import LOST_PEER, fail, lost_peer, user_errors
 
 
 @app.command(short_help="Train a model on a dataset folder (CPU, GPU or torchrun).")
@@ -158,13 +161,51 @@ def train(
     from catdog.training.checkpoint import CHECKPOINT
     from catdog.training.recipe import train as run_training
 
+    stops: list[int] = []  # SIGINT or SIGTERM, once one has come
+    kept = f"'{config.out}' keeps the run: add --resume to the same command to go on."
     try:
-        run_training(config, started=started)
-    except KeyboardInterrupt:
-        if not (Path(config.out) / CHECKPOINT).exists():
+        with stopping_on_signals(stops):
+            run_training(config, started=started)
+    except (KeyboardInterrupt, RuntimeError) as err:
+        # Under torchrun rank 0 may meet the other ranks, stopped too, leaving its collective before its own signal.
+        stopped = isinstance(err, KeyboardInterrupt) or (bool(stops) and lost_peer(err))
+        if not (stopped or lost_peer(err)):
             raise
-        hint = f"Interrupted; '{config.out}' keeps the run: add --resume to the same command to go on."
-        raise fail(hint, 130) from None
+        if not (Path(config.out) / CHECKPOINT).exists():
+            if stopped:
+                raise KeyboardInterrupt from None  # "Interrupted." (user_errors)
+            raise
+        if not stopped:
+            raise fail(f"{LOST_PEER}. {kept}", 1) from None
+        if stops and stops[0] == signal.SIGTERM:
+            raise fail(f"Stopped by SIGTERM; {kept}", 128 + signal.SIGTERM) from None
+        raise fail(f"Interrupted; {kept}", 130) from None
+
+
+@contextmanager
+def stopping_on_signals(stops: list[int]) -> Iterator[None]:
+    """Ctrl-C (SIGINT) and SIGTERM raise KeyboardInterrupt, and are noted in ``stops``.
+
+    SIGTERM is how a scheduler stops a job, and how torchrun stops every process when one fails or when it is
+    stopped itself: the run ended without a word of the checkpoint it keeps. Under torchrun a Ctrl-C reaches
+    every rank; rank 0, waiting in a collective, met the others leaving it (a network error) before its own
+    KeyboardInterrupt, and said another process had stopped. A signal ignored (SIGINT in a background job) or
+    handled by the caller is left so.
+    """
+
+    def stop(signum: int, frame: object) -> None:
+        stops.append(signum)
+        raise KeyboardInterrupt
+
+    defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+    ours = [signum for signum, default in defaults.items() if signal.getsignal(signum) is default]
+    for signum in ours:
+        signal.signal(signum, stop)
+    try:
+        yield
+    finally:
+        for signum in ours:
+            signal.signal(signum, defaults[signum])
 
 
 @app.command(short_help="Average models fine-tuned from the same weights: a model soup.")
