@@ -173,3 +173,32 @@ def test_sigterm_to_torchrun_says_how_to_go_on(small_dev: Path, tmp_path: Path) 
         if run.poll() is None:
             os.killpg(run.pid, signal.SIGKILL)
     assert errors(stderr) == [f"error: Stopped by SIGTERM; '{out}' {KEEPS}"], stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_the_documented_two_machine_command_trains(small_dev: Path, tmp_path: Path) -> None:
+    """docs/training.md's line for two machines, run as two "machines" on this one (one process each). Without
+    --node-rank both took themselves for node 0 and waited for each other until torchrun gave up."""
+    docs = (REPO / "docs" / "training.md").read_text()
+    line = next(line for line in docs.splitlines() if line.startswith("torchrun --nnodes 2"))
+    port, model, cache = free_port(), tmp_path / "model", tmp_path / "shared-cache"
+    line = line.replace("head:29400", f"localhost:{port}").replace("--nproc_per_node 8", "--nproc_per_node 1")
+    line = line.replace("DATA_DIR", str(small_dev)).replace("MODEL", str(model)).replace("/shared/cache", str(cache))
+    words = line.split()
+    assert words[0] == "torchrun"
+    cmd = [sys.executable, "-m", "torch.distributed.run", *words[1:], "--image-size", "64", "--epochs", "1"]
+    runs = []
+    for node in ("0", "1"):  # the same command on the other machine, but for --node-rank
+        if "--node-rank" in cmd:
+            cmd[cmd.index("--node-rank") + 1] = node
+        runs.append(subprocess.Popen(list(cmd), cwd=tmp_path, stderr=subprocess.PIPE, text=True, env=ENV))
+    try:
+        stderr = [run.communicate(timeout=240)[1] for run in runs]
+    finally:
+        for run in runs:
+            if run.poll() is None:
+                run.kill()
+    assert [run.returncode for run in runs] == [0, 0], stderr[0][-2000:] + stderr[1][-2000:]
+    assert (model / "model.safetensors").exists()
+    assert "saved " in stderr[0] and "saved " not in stderr[1]  # node 0 holds rank 0, which logs and writes
+    assert (cache / "pixels").is_dir()  # the --cache-dir given
