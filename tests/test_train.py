@@ -869,6 +869,20 @@ def test_existing_model_is_not_overwritten_and_resume_needs_a_run(small_dev: Pat
     assert not inside.exists()
 
 
+def test_an_out_that_cannot_be_written_is_refused_before_training(small_dev: Path, tmp_path: Path) -> None:
+    """An --out under a file (or read-only) was found out after the first epoch, when its first file was written."""
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a folder")
+    done = run_catdog_in_process("train", str(small_dev), "--out", str(a_file / "model"), "--image-size", "64")
+    _fails_cleanly(done, f"--out '{a_file / 'model'}' cannot be written", "choose a folder you can write to")
+    assert "epoch" not in done.stderr
+    # A folder that can be written is left as it was: the probe's folders are removed again.
+    deep = tmp_path / "new" / "deeper" / "model"
+    done = run_catdog_in_process("train", str(tmp_path / "no-data"), "--out", str(deep), "--image-size", "64")
+    _fails_cleanly(done, "does not exist")
+    assert not (tmp_path / "new").exists()
+
+
 @pytest.mark.slow  # keeps the default suite near 10 minutes on 2 cores
 def test_a_test_split_is_held_out_of_training_and_evaluated_alone(
     small_dev: Path, shared_cache: Path, tmp_path: Path, trained_model_dir: Path

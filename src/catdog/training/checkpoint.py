@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import pickle
+import tempfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -45,10 +47,13 @@ class RunState:
         self.loss_sum, self.correct, self.seen, self.train_seconds = 0.0, 0, 0, 0.0
 
 
-def check_out_dir(out: Path, cfg: TrainConfig) -> None:
+def check_out_dir(out: Path, cfg: TrainConfig, writer: bool = True) -> None:
+    """Refuse an ``--out`` the run cannot use, before any work. ``writer``: this process writes it (rank 0)."""
     data = Path(cfg.data_dir).resolve()
     if out.exists() and not out.is_dir():  # found out only after an epoch's training, when the model was written
         raise CatdogError(f"--out '{out}' is a file; give a folder to write the model into.")
+    if writer:
+        check_writable(out)
     if out.resolve() == data or data in out.resolve().parents:
         # Its curves.png would be a photo of the next run, and the folder a class of its own.
         raise CatdogError(f"--out '{out}' is inside the data folder '{cfg.data_dir}'; write the model elsewhere.")
@@ -60,6 +65,25 @@ def check_out_dir(out: Path, cfg: TrainConfig) -> None:
         raise CatdogError(f"'{out}' holds an unfinished run; pass --resume to continue it, or choose another --out.")
     if (out / "model.safetensors").exists() and not cfg.overwrite:
         raise CatdogError(f"'{out}' already holds a model; choose another --out or pass --overwrite.")
+
+
+def check_writable(out: Path) -> None:
+    """Refuse a folder that cannot be written (under a file, read-only, not permitted), leaving no folder behind.
+
+    It was found out after the first epoch, when the first checkpoint or metrics.jsonl was written.
+    """
+    created = [folder for folder in (out, *out.parents) if not folder.exists()]  # deepest first
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        why = err.strerror or type(err).__name__
+        raise CatdogError(f"--out '{out}' cannot be written ({why}); choose a folder you can write to.") from None
+    finally:
+        for folder in created:  # the run creates them again when it writes
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
 
 def save_checkpoint(out, cfg, state, trainable, optimizer, scheduler, scaler, ema=None) -> None:

@@ -93,7 +93,7 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
     timeline.mark("imported")  # the command's imports (torch, timm) are behind us
     try:
         # 1. Reproducibility and the output folder (under torchrun, checked by every rank; rank 0 says a refusal).
-        agreed(ctx, lambda: check_out_dir(out, cfg))
+        agreed(ctx, lambda: check_out_dir(out, cfg, writer=ctx.is_main))  # rank 0 writes
         seed(cfg)
 
         # 2. The classes, then the model and its preprocessing.
