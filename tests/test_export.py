@@ -103,6 +103,7 @@ def test_int8_keeps_the_gate_and_heads_in_fp32(
     metadata = {prop.key: prop.value for prop in proto.metadata_props}
     assert json.loads(metadata["classes"]) == ["cat", "dog"]  # the file describes itself, as the fp32 one does
     assert Preprocess.from_dict(json.loads(metadata["preprocess"])) == pre
+    assert "(pixel / 255 - mean) / std" in proto.doc_string  # and says in words what its input holds
     nodes = proto.graph.node
     producer = {out: node.op_type for node in nodes for out in node.output}
     consumers = {name: [n.op_type for n in nodes if name in n.input] for node in nodes for name in node.output}

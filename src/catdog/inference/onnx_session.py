@@ -9,7 +9,8 @@ The file carries everything :class:`catdog.inference.predictor.Predictor` needs 
 - ``looks_like`` — ``(N,)`` int64, only for gated models: the top non-pet ImageNet class the backbone sees;
 - ``features`` — ``(N, F)`` penultimate features, for timm backbones (used by ``data audit``).
 
-ONNX Runtime computes only the outputs asked for, so prediction pays nothing for ``features``.
+ONNX Runtime computes only the outputs asked for, so prediction pays nothing for ``features``. The file's
+``doc_string`` (:func:`describe`) says the same in words for a developer without catdog, with what ``input`` holds.
 
 This module runs ONNX files without importing torch or timm (a prediction starts in about a
 second); making an export needs PyTorch and lives in :mod:`catdog.inference.onnx_export`.
@@ -18,6 +19,7 @@ second); making an export needs PyTorch and lives in :mod:`catdog.inference.onnx
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable
 
@@ -54,6 +56,58 @@ def set_metadata(proto, config: dict) -> None:
         proto.metadata_props.add(key=prop.key, value=prop.value)
     for key, value in values.items():
         proto.metadata_props.add(key=key, value=value)
+    # The input's contract in words, where a developer with only the file looks (Netron, ONNX Runtime's
+    # get_modelmeta().description): the shape says NCHW, but not RGB, nor how pixels become values, and
+    # 0-255 values run without an error (the built-in model then answers `neither` to most photos).
+    outputs = [output.name for output in proto.graph.output]
+    proto.doc_string = describe(config, outputs)
+    for value in proto.graph.input:
+        if value.name == INPUT:
+            value.doc_string = _input_words(config)
+
+
+def _input_words(config: dict) -> str:
+    pre = config["preprocess"]
+    size, side = int(pre["image_size"]), math.floor(int(pre["image_size"]) / float(pre["crop_pct"]))
+    return (
+        f"float32 (N, 3, {size}, {size}): N photos, RGB channels first (NCHW). Each photo upright (EXIF "
+        f"orientation), transparency on white, its shorter side resized to {side} px (Pillow's "
+        f"{pre['interpolation']}), the centre {side}x{side} square, then its centre {size}x{size}; each channel "
+        f"(pixel / 255 - mean) / std with mean {list(pre['mean'])} and std {list(pre['std'])} (metadata "
+        "'preprocess'), not 0-255 values."
+    )
+
+
+def describe(config: dict, outputs: list[str]) -> str:
+    """The file's contract in a few sentences: what ``input`` must hold and what each output means."""
+    classes = list(config["classes"])
+    gate = config.get("gate") or {}
+    words = [
+        f"A catdog {'/'.join(classes)} classifier (catdog {catdog.__version__}).",
+        f"Input 'input': {_input_words(config)}",
+        f"Output 'logits': (N, {len(classes)}), in the order of metadata 'classes' {classes}; the probabilities "
+        f"are softmax(logits / temperature), temperature {config.get('temperature') or 1.0} (metadata "
+        "'temperature').",
+    ]
+    if "pet_score" in outputs and gate.get("threshold") is not None and set(classes) <= {"cat", "dog"}:
+        words.append(
+            "Output 'pet_score': (N,), P(cat or dog), 0 to 1; the answer is 'neither' below "
+            f"{gate['threshold']} (metadata 'gate'), each class's probability is multiplied by it and "
+            "P(neither) is 1 - pet_score."
+        )
+    if "looks_like" in outputs:
+        words.append(
+            "Output 'looks_like': (N,) int64, the ImageNet class (0-999) the photo looks like most among those "
+            "that are no cat or dog."
+        )
+    if "features" in outputs:
+        words.append("Output 'features': (N, F), the pooled features the classifier reads.")
+    words.append(
+        "The metadata_props values catdog writes are JSON (an int8 file also has ONNX Runtime's onnx.* marks). "
+        "catdog's docs/predict-and-serve.md ('Using the file without catdog') gives a script that answers as "
+        "catdog predict does."
+    )
+    return " ".join(words)
 
 
 def session(path: str | os.PathLike, threads: int | None = None):
