@@ -86,16 +86,17 @@ def test_a_reader_that_goes_away_is_no_error(output: list[str], samples_dir) -> 
     assert stderr == "", stderr
 
 
-@pytest.mark.parametrize(
-    ("command", "wrong"),
-    [
-        (["data", "audit", "{samples}"], "file"),
-        (["evaluate", "{samples}"], "file"),
-        (["export", "--format", "web"], "file"),
-        (["export"], "folder"),
-        (["explain", "{samples}/cat/cat.1.jpg"], "folder"),
-    ],
-)
+# The commands that write an --out: the kind of path that would be wrong, and a name each could write.
+WRITERS = [
+    (["data", "audit", "{samples}"], "file", "audit"),
+    (["evaluate", "{samples}"], "file", "report"),
+    (["export", "--format", "web"], "file", "app"),
+    (["export"], "folder", "model.onnx"),
+    (["explain", "{samples}/cat/cat.1.jpg"], "folder", "heat.png"),
+]
+
+
+@pytest.mark.parametrize(("command", "wrong"), [(command, wrong) for command, wrong, _ in WRITERS])
 def test_an_output_of_the_wrong_kind_is_refused_before_any_work(
     command: list[str], wrong: str, samples_dir, tmp_path
 ) -> None:
@@ -107,6 +108,28 @@ def test_an_output_of_the_wrong_kind_is_refused_before_any_work(
     # The check before the work, not the OS error after it ("File exists", "Is a directory" on a temp name).
     assert proc.returncode == 2 and f"--out '{out}' is a {wrong}" in proc.stderr, proc.stderr
     assert out.is_dir() if wrong == "folder" else out.read_bytes() == b"mine"
+
+
+@pytest.mark.parametrize(("command", "name"), [(command, name) for command, _, name in WRITERS])
+@pytest.mark.parametrize("where", ["under a file", "in /proc"])
+def test_an_output_that_cannot_be_written_is_refused_before_any_work(
+    command: list[str], name: str, where: str, samples_dir, tmp_path
+) -> None:
+    """An --out under a file, or in a folder that takes no new files (/proc, where even root cannot add one), failed
+    after the work (45 s for an export) with the OS's words about a temporary file: "No such file or directory:
+    '/proc/.export-f223u01r'"."""
+    if where == "in /proc":
+        if not Path("/proc/self").is_dir():
+            pytest.skip("no /proc here")
+        out, nearest, why = Path("/proc") / "catdog-out" / name, "/proc", "takes no new files ("
+    else:
+        (tmp_path / "a-file").write_bytes(b"mine")
+        out, nearest, why = tmp_path / "a-file" / name, str(tmp_path / "a-file"), "is a file, not a folder"
+    args = [part.replace("{samples}", str(samples_dir)) for part in command]
+    proc = run_catdog_in_process(*args, "--out", str(out))
+    said = f"error: --out '{out}' cannot be written: '{nearest}' {why}"
+    assert proc.returncode == 2 and proc.stderr.startswith(said), proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize(

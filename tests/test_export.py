@@ -211,6 +211,17 @@ def test_cli_errors(trained_model_dir: Path, tmp_path: Path) -> None:
     missing = run_catdog_in_process("export", str(tmp_path / "nowhere"), "--check-data", str(tmp_path))
     assert missing.returncode == 2 and "does not exist" in missing.stderr
     assert not (tmp_path / "m.onnx").exists()
+    # A name without .onnx was written (over any file of that name: --out notes.txt), and catdog predict then
+    # refused it as "not a model directory"; it is refused before any work, and the file is kept.
+    (tmp_path / "notes.txt").write_text("mine")
+    for name in ("notes.txt", "my-model"):
+        unnamed = run_catdog_in_process("export", str(trained_model_dir), "--out", str(tmp_path / name))
+        assert unnamed.returncode == 2, unnamed.stderr
+        assert (
+            unnamed.stderr.strip()
+            == f"error: --out '{tmp_path / name}' must end in .onnx: catdog reads a model file by that name."
+        )
+    assert (tmp_path / "notes.txt").read_text() == "mine" and not (tmp_path / "my-model").exists()
 
 
 @pytest.mark.slow

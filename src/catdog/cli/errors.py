@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import tempfile
 from collections.abc import Callable
 
 import typer
@@ -70,7 +71,8 @@ def lost_peer(err: BaseException) -> bool:
 
 
 def refuse_unwritable(path: str | None, kind: str, option: str = "--out") -> None:
-    """Refuse, before any work, an output ``path`` of the wrong ``kind`` ("file" or "folder") already there."""
+    """Refuse, before any work, an output ``path`` of the wrong ``kind`` ("file" or "folder") already there, or
+    one that cannot be written (under a file, or in a folder that takes no new files)."""
     from pathlib import Path
 
     if path is None:
@@ -79,6 +81,19 @@ def refuse_unwritable(path: str | None, kind: str, option: str = "--out") -> Non
         raise fail(f"{option} '{path}' is a folder; give the file to write.")
     if kind == "folder" and Path(path).exists() and not Path(path).is_dir():
         raise fail(f"{option} '{path}' is a file; give a folder to write into.")
+    # The nearest folder that exists must take new files (the missing ones below it are made): otherwise the
+    # OS error came after the work, naming a temporary file the user never gave ('/proc/.export-f223u01r').
+    target = Path(path).absolute()
+    nearest = target if kind == "folder" else target.parent
+    while not nearest.exists() and nearest != nearest.parent:
+        nearest = nearest.parent
+    if not nearest.is_dir():
+        raise fail(f"{option} '{path}' cannot be written: '{nearest}' is a file, not a folder.")
+    try:
+        with tempfile.TemporaryFile(dir=nearest):
+            pass
+    except OSError as err:
+        raise fail(f"{option} '{path}' cannot be written: '{nearest}' takes no new files ({err.strerror}).") from None
 
 
 # The exit status of a failure that is catdog's fault, not the input's: EX_SOFTWARE of sysexits.h.

@@ -203,6 +203,10 @@ def export(
         os.path.join(model, suffix) if shipped is None else f"catdog-{shipped}{'-int8' if int8 else ''}.onnx"
     )
     refuse_unwritable(target, "file")
+    if not target.lower().endswith(".onnx"):
+        # catdog predict, evaluate and serve take a file as a model only by this name; without it the file was
+        # written (over whatever had the name: --out notes.txt) and then refused as "not a model directory".
+        raise fail(f"--out '{target}' must end in .onnx: catdog reads a model file by that name.")
     report = run_export(model, target, int8=int8, check_dir=check_data, n_check=check_images)
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
