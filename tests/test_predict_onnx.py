@@ -63,6 +63,29 @@ def test_metadata_and_dynamic_batch(onnx_model_file: Path, trained_model_dir: Pa
         assert logits.shape == (n, 2) and pet.shape == (n,)
 
 
+def test_the_docs_name_the_files_onnx_versions_and_batches(onnx_model_file: Path, samples_dir: Path) -> None:
+    """docs/predict-and-serve.md states the IR version and opset, from which the oldest ONNX Runtime that loads
+    the file follows (1.17 refuses IR 10): an exporter that writes newer ones must change the docs too."""
+    import re
+
+    import onnx
+
+    from catdog.export import check_images
+    from catdog.preprocess import Preprocess
+
+    proto = onnx.load(str(onnx_model_file), load_external_data=False)
+    opset = next(entry.version for entry in proto.opset_import if entry.domain in ("", "ai.onnx"))
+    said = re.search(r"the file is IR version (\d+), opset (\d+)", (REPO / "docs" / "predict-and-serve.md").read_text())
+    assert said and (int(said[1]), int(said[2])) == (proto.ir_version, opset)
+    # "1, 7 or 32 photos in one run give the same outputs as one photo at a time", on real photos.
+    sess = ort.InferenceSession(str(onnx_model_file), providers=["CPUExecutionProvider"])
+    photos, _ = check_images(samples_dir, Preprocess(), ["cat", "dog"], 40)
+    batch = np.concatenate([photos, photos[:2]])[:32]
+    alone = np.concatenate([sess.run(["logits"], {"input": batch[i : i + 1]})[0] for i in range(32)])
+    for n in (7, 32):
+        assert np.allclose(sess.run(["logits"], {"input": batch[:n]})[0], alone[:n], rtol=0, atol=1e-5)
+
+
 def test_the_file_says_what_its_input_holds(onnx_model_file: Path) -> None:
     """A developer with only the file (Netron, `get_modelmeta()`) saw a float32 (N, 3, 224, 224) `input` and the
     mean and std, but not RGB, nor that pixels are divided by 255 first: 0-255 values run without an error, and
