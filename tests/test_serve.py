@@ -275,13 +275,17 @@ def test_other_client_errors(client: httpx.Client, server: Server) -> None:
 def test_a_photo_sent_as_a_form_field_or_json_is_told_how_to_send_it(client: httpx.Client, cat_photo: Path) -> None:
     """`curl -d @photo.jpg` (a url-encoded form: curl drops the photo's line breaks) was told "'upload' looks like JPEG
     but its header is damaged", and JSON naming a photo's URL "'upload' is not an image: its content is TEXT."."""
-    mangled = cat_photo.read_bytes().replace(b"\r", b"").replace(b"\n", b"")  # what curl -d sends
+    photo = cat_photo.read_bytes()
+    mangled = photo.replace(b"\r", b"").replace(b"\n", b"")  # what curl -d sends
+    url_encoded = {"content-type": "application/x-www-form-urlencoded"}  # what curl sends without -H
     for route in ("/api/v1/predict", "/api/v1/explain"):
-        form = client.post(route, content=mangled, headers={"content-type": "application/x-www-form-urlencoded"})
-        assert form.status_code == 415 and error_of(form) == (
-            "A url-encoded form cannot carry a photo (curl -d drops its line breaks): send it as the multipart "
-            "file field 'file' (curl -F file=@photo.jpg) or as the raw body (curl --data-binary @photo.jpg)."
-        )
+        form = client.post(route, content=mangled, headers=url_encoded)
+        assert form.status_code == 400 and error_of(form).endswith(
+            " A url-encoded body loses a photo's line breaks when sent with curl -d: send it with curl -F "
+            "file=@photo.jpg, or curl --data-binary @photo.jpg -H 'Content-Type: image/jpeg'."
+        ), form.text
+        # curl --data-binary @photo.jpg keeps the bytes: the photo is answered, as it always was.
+        assert client.post(route, content=photo, headers=url_encoded).status_code == 200
         json_body = client.post(route, json={"url": "http://example.com/cat.jpg"})
         assert json_body.status_code == 415 and error_of(json_body) == (
             "The API reads no JSON (it fetches no URL): send the photo as the multipart file field 'file' or as "

@@ -83,24 +83,33 @@ def _uploads(form, fields: tuple[str, ...]) -> list[UploadFile]:
     return [value for field, value in form.multi_items() if field in fields and isinstance(value, UploadFile)]
 
 
-# Bodies that are never a photo, whatever they hold, each with how to send one instead (said before decoding: as
-# content, curl -d's photo is "damaged", and JSON is "TEXT").
-NOT_A_PHOTO_BODY = {
-    "application/x-www-form-urlencoded": "A url-encoded form cannot carry a photo (curl -d drops its line breaks): "
-    "send it as the multipart file field 'file' (curl -F file=@photo.jpg) or as the raw body (curl --data-binary "
-    "@photo.jpg).",
-    "application/json": "The API reads no JSON (it fetches no URL): send the photo as the multipart file field "
-    "'file' or as the raw body.",
-}
+# A JSON body is never a photo, whatever it holds: said before decoding, where it was "'upload' is not an image: its
+# content is TEXT.", which did not say what to send.
+JSON_BODY = (
+    "The API reads no JSON (it fetches no URL): send the photo as the multipart file field 'file' or as the raw body."
+)
+# A url-encoded body is read as the photo: curl --data-binary @photo.jpg sends one so, intact, without -H. curl -d's has
+# lost the photo's line breaks, which only its decoding shows ("header is damaged"): that refusal says how to send it.
+FORM_BODY_HINT = (
+    " A url-encoded body loses a photo's line breaks when sent with curl -d: send it with curl -F file=@photo.jpg, or"
+    " curl --data-binary @photo.jpg -H 'Content-Type: image/jpeg'."
+)
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").partition(";")[0].strip().lower()
+
+
+def _unreadable(request: Request, message: str) -> str:
+    """``message`` (a photo that cannot be decoded), with how to send one when it came as a url-encoded body."""
+    return message + FORM_BODY_HINT if _media_type(request) == "application/x-www-form-urlencoded" else message
 
 
 async def read_one_image(request: Request) -> tuple[str, bytes]:
-    """A multipart field ``file``, or the raw body (any content type but a url-encoded form or JSON; the content
-    decides the format)."""
+    """A multipart field ``file``, or the raw body (any content type but JSON; the content decides the format)."""
     content_type = request.headers.get("content-type", "")
-    media_type = content_type.partition(";")[0].strip().lower()
-    if media_type in NOT_A_PHOTO_BODY:
-        raise ApiError(415, NOT_A_PHOTO_BODY[media_type])
+    if _media_type(request) == "application/json":
+        raise ApiError(415, JSON_BODY)
     if content_type.startswith("multipart/form-data"):
         async with _form(request, max_files=1, one_photo=True) as form:
             uploads = _uploads(form, ("file",))
@@ -135,7 +144,7 @@ ERRORS = {
     for code, text in {
         400: "Damaged image or unreadable request.",
         413: "Over a limit: bytes per photo, megapixels, photos per batch.",
-        415: "Not an image, or an unsupported format; a url-encoded form or JSON as the body.",
+        415: "Not an image, or an unsupported format; JSON as the body.",
         422: "No photo in the request.",
         500: "The model failed on a photo (a fault of the server; its log has the details).",
         503: "The model is still loading, the server is busy, or the request timed out.",
@@ -157,7 +166,7 @@ async def predict(request: Request) -> JSONResponse:
         prediction = await state.classify(name, data)
     except ImageError as err:
         state.metrics.predictions.labels("error").inc()
-        raise ApiError(image_error_status(err), str(err)) from None
+        raise ApiError(image_error_status(err), _unreadable(request, str(err))) from None
     state.metrics.predictions.labels(prediction.label or "").inc()
     return JSONResponse(prediction.to_dict())
 
@@ -231,7 +240,7 @@ async def explain(request: Request) -> Response:
             state.decode_pool, explain_png, predictor, data
         )
     except ImageError as err:
-        raise ApiError(image_error_status(err), _name_in_error(str(err), name)) from None
+        raise ApiError(image_error_status(err), _unreadable(request, _name_in_error(str(err), name))) from None
     except ModelError as err:  # a bare .onnx file has no torch model to take gradients of
         raise ApiError(501, str(err)) from None
     # What the map shows: the answer's class, or for `neither` what the photo looks like (percent-encoded: a header).
