@@ -245,3 +245,17 @@ def test_loader_yields_uint8_batches_with_labels(tmp_path, samples_dir):
     assert images.dtype == torch.uint8 and images.shape[1:] == (3, pre.resize_size, pre.resize_size)
     assert set(labels.tolist()) <= {0, 1}
     assert len(loader.dataset) == len(split["train"]) and len(split["val"]) > 0
+
+
+def test_a_model_whose_classes_a_mac_spelt_reads_the_same_folder(tmp_path):
+    """Labels are composed (NFC) since a folder from a Mac and from elsewhere became one class; a model trained before
+    that may name its class 'chiens_e\u0301leve\u0301' (NFD), and its own data folder was "classes the model does
+    not know: chiens_élevé"."""
+    decomposed, composed_name = "chiens_e\u0301leve\u0301", "chiens_\u00e9lev\u00e9"
+    _write(tmp_path / "data" / composed_name / "a.jpg", image_bytes())
+    _write(tmp_path / "data" / "chat" / "b.png", image_bytes("PNG"))
+    data = prepare(tmp_path / "data", Preprocess(image_size=32), tmp_path / "cache", classes=["chat", decomposed])
+    assert {p.parent.name: data.classes[label] for p, label in zip(data.paths, data.labels)} == {
+        composed_name: decomposed,
+        "chat": "chat",
+    }

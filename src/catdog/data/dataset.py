@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from catdog.data.cache import PixelCache
 from catdog.data.hashing import HashIndex
-from catdog.data.layout import Dataset, DatasetError, discover
+from catdog.data.layout import Dataset, DatasetError, composed, discover
 from catdog.data.split import split_indices
 from catdog.images import DEFAULT_MAX_PIXELS
 from catdog.preprocess import Preprocess
@@ -61,8 +61,10 @@ def prepare(
     ``classes``: the class order of an existing model; files of other classes are an error.
     """
     dataset = discover(root, image_files_only=True)
+    class_index = {name: i for i, name in enumerate(dataset.classes)}
     if classes is not None:
-        unknown = sorted(set(dataset.classes) - set(classes))
+        class_index = {composed(name): i for i, name in enumerate(classes)}  # as discover spells the labels
+        unknown = sorted(set(dataset.classes) - set(class_index))
         if unknown:
             raise DatasetError(f"'{root}' has classes the model does not know: {', '.join(unknown)}.")
         dataset = Dataset(dataset.root, dataset.layout, dataset.files, list(classes))
@@ -72,7 +74,6 @@ def prepare(
     readable = [(p, h) for p, h in zip(paths, hashes) if h is not None]
     cache.build([p for p, _ in readable], [h for _, h in readable], workers=workers, progress=progress)
 
-    class_index = {name: i for i, name in enumerate(dataset.classes)}
     out = PreparedData(dataset, cache, [], [], [], [])
     for item, digest in zip(dataset.files, hashes):
         if digest is None:

@@ -70,11 +70,19 @@ class Dataset:
         return out
 
 
+def composed(name: str) -> str:
+    """``name`` in Unicode's composed form (NFC), the one spelling of every label :func:`normalize_label` gives.
+
+    Names from a Mac often spell 'é' as 'e' and a combining accent (NFD), other systems as one letter. One folder
+    copied from both was two classes that look alike ('chiens_élevé' twice), each with part of the photos; and a
+    model trained before labels were composed may name its classes either way.
+    """
+    return unicodedata.normalize("NFC", name)
+
+
 def normalize_label(name: str) -> str:
     """``'Cats'`` → ``'cat'``, ``'Golden Retrievers'`` → ``'golden_retriever'``."""
-    # NFC: names from a Mac often spell 'é' as 'e' and a combining accent (NFD), other systems as one letter. One
-    # folder copied from both was two classes that look alike ('chiens_élevé' twice), each with part of the photos.
-    label = re.sub(r"[\s\-]+", "_", unicodedata.normalize("NFC", name).strip().lower())
+    label = re.sub(r"[\s\-]+", "_", composed(name).strip().lower())
     if label.endswith("ies") and len(label) > 4:
         label = label[:-3] + "y"
     elif label.endswith("s") and not label.endswith(("ss", "us", "is")) and len(label) > 3:

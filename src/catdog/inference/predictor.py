@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from catdog.data.layout import composed
 from catdog.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageError
 from catdog.inference.cores import local_share_of_cores
 from catdog.inference.outputs import ModelFn, Outputs
@@ -130,7 +131,7 @@ class Predictor:
         gate = config.get("gate") or {}
         return cls(
             model_fn=model_fn,
-            classes=list(config["classes"]),
+            classes=[composed(name) for name in config["classes"]],  # spelt as the labels of a data folder
             pre=Preprocess.from_dict(config["preprocess"]),
             temperature=float(config.get("temperature", 1.0)),
             gate_threshold=_gate_threshold(gate, neither_threshold, config["classes"]),
