@@ -26,7 +26,7 @@ from catdog.cli.errors import (
     click_kinds,
     err_console,
     fail,
-    other_rank,
+    first_on_its_machine,
     out_of_memory,
     unexpected,
     user_errors,
@@ -62,7 +62,7 @@ def main(args: list[str] | None = None, prog_name: str | None = None) -> None:
     except click_kinds("UsageError") as err:  # one sentence, like every other refusal, not click's usage block
         command = err.ctx.command_path if err.ctx else "catdog"
         message = err.format_message().rstrip(".")
-        if not other_rank():  # under torchrun every rank has the same command line: rank 0 says it once
+        if first_on_its_machine():  # under torchrun every process of a machine has the same command line
             err_console.print(
                 f"[bold red]error:[/] {message} (see '{command} --help').", highlight=False, soft_wrap=True
             )

@@ -21,20 +21,28 @@ def fail(message: str, code: int = 2, *, every_rank: bool = False) -> typer.Exit
     The sentence is text, not rich markup: it may name a path or a folder such as '[/a]', which rich read as a
     closing tag (a traceback instead of the sentence) or '[red]', which it dropped.
 
-    Under torchrun only rank 0 prints it: the same command, data and model give every rank the same refusal, and
-    8 processes printed it 8 times. ``every_rank``: a failure of this process alone (an error of its own
-    machine, a bug), which every rank prints, the others after their rank.
+    Under torchrun the first process of each machine prints it: the same command, data and model give the
+    processes of a machine the same refusal, and 8 processes printed it 8 times; another machine's data may differ
+    (a folder its filesystem lacks), and a refusal met there alone was printed by nobody. ``every_rank``: a
+    failure of this process alone (an OSError, a bug), which every process prints. Any but rank 0 says its rank.
     """
     from rich.text import Text
 
     from catdog.fsutil import printable
 
     rank = other_rank()
-    if rank and not every_rank:
+    if not (every_rank or first_on_its_machine()):
         return typer.Exit(code)
     said = f"rank {rank}: {message}" if rank else message
     err_console.print(Text.assemble(("error:", "bold red"), " ", printable(said)), highlight=False, soft_wrap=True)
     return typer.Exit(code)
+
+
+def first_on_its_machine() -> bool:
+    """Whether this process is the first torchrun started on its machine (LOCAL_RANK 0), or a plain run."""
+    import os
+
+    return os.environ.get("LOCAL_RANK", "0") == "0"
 
 
 def other_rank() -> int:

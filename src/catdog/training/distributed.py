@@ -70,7 +70,7 @@ def agreed(ctx: DistContext, check: Callable[[], T]) -> T:
     if not refused:
         return result  # type: ignore[return-value]
     rank, why, host = refused[0]
-    if rank == 0 and ctx.is_main:
+    if rank == ctx.rank:  # its own: rank 0 says it, and on another machine its first process, after its rank
         raise refusal
     raise CatdogError(why if rank == 0 else f"On {host} (rank {rank} of {ctx.world}): {why}")
 
