@@ -108,6 +108,25 @@ def copy_into(src: str | os.PathLike, folder: str | os.PathLike) -> tuple[Path, 
             staged.unlink(missing_ok=True)
 
 
+def why_unwritable(folder: str | os.PathLike) -> str | None:
+    """Why no file can be written into ``folder`` (the missing folders above it made as needed); None if one can.
+
+    Asked before any work: found out when the first file was written, the OS error came after it (an epoch, an
+    export) and could name a temporary file the user never gave.
+    """
+    nearest = Path(folder).absolute()
+    while not nearest.exists() and nearest != nearest.parent:
+        nearest = nearest.parent
+    if not nearest.is_dir():
+        return f"'{nearest}' is a file, not a folder"
+    try:
+        with tempfile.TemporaryFile(dir=nearest):
+            pass
+    except OSError as err:
+        return f"'{nearest}' takes no new files ({err.strerror or type(err).__name__})"
+    return None
+
+
 def counted(n: int, noun: str) -> str:
     """ "1 photo", "2 photos": a count as a person reads it ("answered 'neither' 1 times" once)."""
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import tempfile
 from collections.abc import Callable
 
 import typer
@@ -83,25 +82,17 @@ def refuse_unwritable(path: str | None, kind: str, option: str = "--out") -> Non
     one that cannot be written (under a file, or in a folder that takes no new files)."""
     from pathlib import Path
 
+    from catdog.fsutil import why_unwritable
+
     if path is None:
         return
     if kind == "file" and Path(path).is_dir():
         raise fail(f"{option} '{path}' is a folder; give the file to write.")
     if kind == "folder" and Path(path).exists() and not Path(path).is_dir():
         raise fail(f"{option} '{path}' is a file; give a folder to write into.")
-    # The nearest folder that exists must take new files (the missing ones below it are made): otherwise the
-    # OS error came after the work, naming a temporary file the user never gave ('/proc/.export-f223u01r').
-    target = Path(path).absolute()
-    nearest = target if kind == "folder" else target.parent
-    while not nearest.exists() and nearest != nearest.parent:
-        nearest = nearest.parent
-    if not nearest.is_dir():
-        raise fail(f"{option} '{path}' cannot be written: '{nearest}' is a file, not a folder.")
-    try:
-        with tempfile.TemporaryFile(dir=nearest):
-            pass
-    except OSError as err:
-        raise fail(f"{option} '{path}' cannot be written: '{nearest}' takes no new files ({err.strerror}).") from None
+    why = why_unwritable(Path(path) if kind == "folder" else Path(path).absolute().parent)
+    if why:
+        raise fail(f"{option} '{path}' cannot be written: {why}.")
 
 
 # The exit status of a failure that is catdog's fault, not the input's: EX_SOFTWARE of sysexits.h.

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import pickle
-import tempfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
 
 from catdog.errors import CatdogError
-from catdog.fsutil import atomic_write
+from catdog.fsutil import atomic_write, why_unwritable
 from catdog.models import ModelError
 from catdog.training.config import RESUME_KEYS, TrainConfig
 
@@ -68,22 +66,13 @@ def check_out_dir(out: Path, cfg: TrainConfig, writer: bool = True) -> None:
 
 
 def check_writable(out: Path) -> None:
-    """Refuse a folder that cannot be written (under a file, read-only, not permitted), leaving no folder behind.
+    """Refuse a folder that cannot be written (under a file, read-only, not permitted).
 
     It was found out after the first epoch, when the first checkpoint or metrics.jsonl was written.
     """
-    created = [folder for folder in (out, *out.parents) if not folder.exists()]  # deepest first
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as err:
-        why = err.strerror or type(err).__name__
-        raise CatdogError(f"--out '{out}' cannot be written ({why}); choose a folder you can write to.") from None
-    finally:
-        for folder in created:  # the run creates them again when it writes
-            with contextlib.suppress(OSError):
-                folder.rmdir()
+    why = why_unwritable(out)
+    if why:
+        raise CatdogError(f"--out '{out}' cannot be written: {why}; choose a folder you can write to.")
 
 
 def save_checkpoint(out, cfg, state, trainable, optimizer, scheduler, scaler, ema=None) -> None:
