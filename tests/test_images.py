@@ -305,3 +305,16 @@ def test_pixel_limit_message_tells_the_photo_from_the_limit(size, max_pixels, wo
     with pytest.raises(ImageTooLargeError) as refused:
         decode(_png_header_only(*size), max_pixels=max_pixels)
     assert words in str(refused.value)
+
+
+def test_an_avif_with_the_heif_brand_first_is_named_an_avif():
+    """An AVIF may give the generic HEIF brand first (mif1) and avif among its compatible brands; the first brand
+    alone named it HEIF, so a cut one was "looks like HEIF" where the app said AVIF."""
+    data = image_bytes("AVIF")
+    mif1_first = data[:8] + b"mif1" + data[12:]
+    assert b"avif" in mif1_first[16 : int.from_bytes(mif1_first[:4], "big")]  # still an AVIF by its brands
+    assert sniff_format(mif1_first[:64]) == "AVIF"
+    heic = data[:8] + b"heic" + data[12:16] + b"mif1heic" + data[24:]  # a phone's HEIC: no AVIF brand
+    assert sniff_format(heic[:24]) == "HEIF"
+    with pytest.raises(ImageError, match="AVIF"):
+        decode(mif1_first[: len(mif1_first) // 2])

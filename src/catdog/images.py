@@ -151,6 +151,20 @@ class ImageInfo:
     mode: str
 
 
+# ISO base media files (HEIF and its AVIF) name their kind by brands in their first box, ftyp: a major brand, then
+# compatible ones. An AVIF may have the generic HEIF brand first (mif1) and avif after (the app's worker.js reads
+# them alike); a phone's HEIC has heic, heix, ... or mif1 alone.
+_AVIF_BRANDS = {b"avif", b"avis"}
+_HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"}
+
+
+def _ftyp_brands(head: bytes) -> set[bytes]:
+    """The major and compatible brands of an ftyp box at the start of ``head`` (its size ends the list)."""
+    size = int.from_bytes(head[:4], "big")
+    compatible = head[16 : min(size, len(head))]
+    return {head[8:12]} | {compatible[at : at + 4] for at in range(0, len(compatible) - 3, 4)}
+
+
 def sniff_format(head: bytes) -> str | None:
     """Name the format from the first bytes of the content (``"JPEG"``, ``"PNG"``, ``"HTML"`` ...).
 
@@ -168,18 +182,12 @@ def sniff_format(head: bytes) -> str | None:
         return "GIF"
     if head[:4] in (b"II*\x00", b"MM\x00*"):
         return "TIFF"
-    if head[4:8] == b"ftyp" and head[8:12] in (
-        b"heic",
-        b"heix",
-        b"hevc",
-        b"hevx",
-        b"mif1",
-        b"msf1",
-        b"heim",
-        b"heis",
-        b"avif",
-    ):
-        return "AVIF" if head[8:12] == b"avif" else "HEIF"
+    if head[4:8] == b"ftyp":
+        brands = _ftyp_brands(head)
+        if brands & _AVIF_BRANDS:
+            return "AVIF"
+        if brands & _HEIF_BRANDS:
+            return "HEIF"
     if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
         return "ZIP"
     if head[:3] == b"\x1f\x8b\x08":
