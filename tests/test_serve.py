@@ -75,7 +75,7 @@ def test_page_is_self_contained(client: httpx.Client) -> None:
 def test_health_ready_docs_and_openapi(client: httpx.Client) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").json() == {"status": "ready"}
-    for path in ("/healthz", "/readyz", "/", "/app/"):  # probes and link checkers that use HEAD
+    for path in ("/healthz", "/readyz", "/", "/app/", "/api/v1/model"):  # probes and link checkers that use HEAD
         assert client.head(path).status_code == 200, path
     assert "swagger" in client.get("/docs").text.lower()
     paths = client.get("/openapi.json").json()["paths"]

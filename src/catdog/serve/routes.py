@@ -247,6 +247,7 @@ async def explain(request: Request) -> Response:
     return Response(png, media_type="image/png", headers={"X-Explained": quote(explained, safe=" '-,()")})
 
 
+@router.head("/api/v1/model", include_in_schema=False)  # a client checking the model is up, as /readyz answers
 @router.get(
     "/api/v1/model",
     responses={503: {"model": ErrorOut, "description": "The model is still loading, or failed to load."}},
