@@ -5,6 +5,7 @@ Real torchrun processes (gloo, on the CPU). The runs that train are ``slow``; a 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -88,6 +89,19 @@ def test_a_folder_only_one_machine_lacks_is_named_by_rank_0(small_dev: Path, tmp
     assert errors(head) == [said], head[-3000:]
     # The other machine's own terminal says why it stopped, too: there no other process said so.
     assert errors(other) == ["error: rank 1: Dataset folder 'data' does not exist."], other[-3000:]
+
+
+@pytest.mark.slow
+def test_a_batch_the_processes_do_not_divide_is_said(small_dev: Path, tmp_path: Path) -> None:
+    """--batch-size 15 over 2 processes trained 14 photos a step (7 each) without a word."""
+    out = tmp_path / "m"
+    cmd = torchrun("train", str(small_dev), "--out", str(out), "--image-size", "64", "--batch-size", "15")
+    done = subprocess.run([*cmd, "--epochs", "1"], capture_output=True, text=True, timeout=300, env=ENV)
+    assert done.returncode == 0, done.stderr[-3000:]
+    said = "--batch-size 15 over 2 processes trains 14 photos a step (7 each); give a multiple of 2 to train 15"
+    assert (done.stdout + done.stderr).count(said) == 1, done.stderr[-3000:]
+    metrics = json.loads((out / "config.json").read_text())["metrics"]
+    assert (metrics["batch_per_process"], metrics["batch"]) == (7, 14)
 
 
 def training(small_dev: Path, out: Path, *extra: str) -> list[str]:

@@ -110,6 +110,8 @@ def test_each_family_learns_and_round_trips(family: str, small_dev: Path, shared
     assert run["data_dir"] == str(small_dev.resolve()) and run["out"] == str(out.resolve())
     assert config["training"]["cache_dir"] == str(shared_cache.resolve()) and config["data"]["left_out"] == []
     assert metrics["processes"] == 1 and metrics["stopped"] == f"{options['epochs']} epochs done"
+    # One process trains the whole --batch-size a step (no larger than the training photos).
+    assert metrics["batch"] == metrics["batch_per_process"] <= run["batch_size"]
     assert config["metrics"] == metrics
     # The kept epoch is the one with the lowest calibrated validation loss (the loss the model is deployed with).
     best = min(rows, key=lambda r: r["val_loss_calibrated"])

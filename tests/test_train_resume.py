@@ -121,7 +121,8 @@ def test_torchrun_two_processes_match_one(small_dev: Path, tmp_path: Path) -> No
     # The training figures are every process's, as the validation ones (they were rank 0's alone).
     for a, b in zip(train_losses(single), train_losses(multi), strict=True):
         assert a == pytest.approx(b, abs=1e-3)
-    assert json.loads((multi / "config.json").read_text())["metrics"]["processes"] == 2
+    run = json.loads((multi / "config.json").read_text())["metrics"]
+    assert (run["processes"], run["batch_per_process"], run["batch"]) == (2, 8, 16)
     config = json.loads((multi / "config.json").read_text())
     assert config["data"]["val_images"] == json.loads((single / "config.json").read_text())["data"]["val_images"]
 

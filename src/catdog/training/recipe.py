@@ -124,6 +124,11 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
         # No batch larger than the data: --batch-size 100000 on 364 photos once padded every batch to its size
         # and ran out of memory without a word.
         per_rank_batch = max(1, min(cfg.batch_size // ctx.world, math.ceil(len(job.train_set) / ctx.world)))
+        if cfg.batch_size % ctx.world:  # 64 over 3 processes is 21 each: the run trained 63 a step without a word
+            log.info(
+                f"--batch-size {cfg.batch_size} over {ctx.world} processes trains {per_rank_batch * ctx.world} photos "
+                f"a step ({per_rank_batch} each); give a multiple of {ctx.world} to train {cfg.batch_size}"
+            )
         sampler, train_loader, val_loader = loaders(cfg, job, ctx, per_rank_batch)
         steps_per_epoch = len(train_loader)
 
@@ -210,6 +215,8 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
         metrics = final_metrics(state, time.monotonic() - started)
         metrics["stopped"] = stop_reason or epochs_done(cfg.epochs)
         metrics["processes"] = ctx.world
+        # What a step trained: --batch-size is split over the processes and capped at the data.
+        metrics["batch_per_process"], metrics["batch"] = per_rank_batch, per_rank_batch * ctx.world
         metrics["timeline_seconds"] = dict(timeline)
         if ctx.is_main:  # rank 0 writes
             write_model(
