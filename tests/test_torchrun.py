@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -160,35 +161,31 @@ def test_a_killed_process_leaves_a_run_that_resumes(small_dev: Path, tmp_path: P
 
 
 @pytest.mark.slow
-def test_ctrl_c_is_said_once_with_how_to_go_on(small_dev: Path, tmp_path: Path) -> None:
-    """A terminal's Ctrl-C reaches torchrun and every worker: rank 0, waiting in a collective, met the other rank
-    leaving it first and said another process had stopped."""
+@pytest.mark.parametrize(
+    ("stop", "said"),
+    [
+        # A terminal's Ctrl-C reaches torchrun and every worker: rank 0, waiting in a collective, met the other
+        # rank leaving it first and said another process had stopped.
+        (lambda run: os.killpg(run.pid, signal.SIGINT), "Interrupted"),
+        # A scheduler stops a job with SIGTERM to torchrun, which sends it on to every worker: they ended without
+        # a word, the checkpoint they kept unsaid.
+        (lambda run: run.send_signal(signal.SIGTERM), "Stopped by SIGTERM"),
+    ],
+    ids=["ctrl-c", "sigterm"],
+)
+def test_a_stopped_run_says_once_how_to_go_on(
+    stop: Callable[[subprocess.Popen], None], said: str, small_dev: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "m"
     run = start_training(small_dev, out)
     try:
         wait_for_checkpoint(run, out)
-        os.killpg(run.pid, signal.SIGINT)
+        stop(run)
         stderr = run.communicate(timeout=120)[1]
     finally:
         if run.poll() is None:
             os.killpg(run.pid, signal.SIGKILL)
-    assert errors(stderr) == [f"error: Interrupted; '{out}' {KEEPS}"], stderr[-3000:]
-
-
-@pytest.mark.slow
-def test_sigterm_to_torchrun_says_how_to_go_on(small_dev: Path, tmp_path: Path) -> None:
-    """A scheduler stops a job with SIGTERM to torchrun, which sends it on to every worker: they ended without a
-    word, the checkpoint they kept unsaid."""
-    out = tmp_path / "m"
-    run = start_training(small_dev, out)
-    try:
-        wait_for_checkpoint(run, out)
-        run.send_signal(signal.SIGTERM)
-        stderr = run.communicate(timeout=120)[1]
-    finally:
-        if run.poll() is None:
-            os.killpg(run.pid, signal.SIGKILL)
-    assert errors(stderr) == [f"error: Stopped by SIGTERM; '{out}' {KEEPS}"], stderr[-3000:]
+    assert errors(stderr) == [f"error: {said}; '{out}' {KEEPS}"], stderr[-3000:]
 
 
 @pytest.mark.slow
