@@ -601,7 +601,7 @@ def _by_extension(files: list[dict]) -> list[tuple[str, str]]:
     for item in files:
         rows.setdefault(item["extension"], []).append(item["path"])
     return [
-        (paths[0] + (f" and {len(paths) - 1:,} more" if len(paths) > 1 else ""), _no_image(extension, len(paths)))
+        (_some(paths, shown=1), _no_image(extension, len(paths)))
         for extension, paths in sorted(rows.items(), key=lambda row: -len(row[1]))
     ]
 
