@@ -156,3 +156,16 @@ def test_a_root_path_that_is_not_a_path_is_refused() -> None:
     assert done.returncode == 2 and done.stderr.strip() == (
         "error: --root-path 'catdog?x' is not a URL path; give one like /catdog."
     ), done.stderr
+
+
+def test_a_trailing_slash_on_an_api_path_is_answered_under_a_root_path(
+    site: str, server: Server, cat_photo: Path
+) -> None:
+    """As at the root (test_serve.py): ``/catdog/api/v1/predict/`` is answered, not redirected; through nginx and
+    straight to catdog, which sees the prefix in every path."""
+    photo = cat_photo.read_bytes()
+    for url in (site, server.url):
+        answer = httpx.post(url + "/api/v1/predict/", content=photo, timeout=30)
+        assert answer.status_code == 200 and answer.json()["label"] == "cat", (url, answer.status_code, answer.text)
+        batch = httpx.post(url + "/api/v1/predict/batch/", files={"files": ("a.jpg", photo)}, timeout=30)
+        assert batch.status_code == 200 and batch.json()[0]["label"] == "cat", (url, batch.status_code, batch.text)

@@ -628,3 +628,20 @@ def test_https_takes_only_modern_tls(tmp_path: Path) -> None:
         assert handshake(ssl.TLSVersion.TLSv1_1, "DEFAULT") is None
     finally:
         srv.stop()
+
+
+def test_a_trailing_slash_on_an_api_path_is_answered(client: httpx.Client, cat_photo: Path) -> None:
+    """``POST /api/v1/predict/`` got a 307 to the path without the slash, which curl does not follow for a POST
+    (it printed nothing). Each API path is answered with the slash too, and the OpenAPI document still has one path
+    per operation."""
+    photo = cat_photo.read_bytes()
+    for path in ("/api/v1/predict/", "/api/v1/explain/"):
+        answer = client.post(path, content=photo, headers={"Content-Type": "image/jpeg"})
+        assert answer.status_code == 200, (path, answer.status_code, answer.text[:200])
+    assert client.post("/api/v1/predict/", content=photo).json()["label"] == "cat"
+    batch = client.post("/api/v1/predict/batch/", files=[("files", ("a.jpg", photo)), ("files", ("b.jpg", photo))])
+    assert [p["label"] for p in batch.json()] == ["cat", "cat"], batch.text[:200]
+    assert client.get("/api/v1/model/").json()["classes"] == client.get("/api/v1/model").json()["classes"]
+    assert client.get("/api/v1/nothing/").status_code == 404
+    paths = client.get("/openapi.json").json()["paths"]
+    assert not [path for path in paths if path.endswith("/")], sorted(paths)

@@ -32,7 +32,14 @@ from starlette.requests import ClientDisconnect
 from catdog import __version__
 from catdog.serve import app_routes
 from catdog.serve.batcher import ModelFailedError
-from catdog.serve.limits import BodyTooLargeError, LimitsMiddleware, ServerBusyError, busy_response, error_response
+from catdog.serve.limits import (
+    ApiTrailingSlashMiddleware,
+    BodyTooLargeError,
+    LimitsMiddleware,
+    ServerBusyError,
+    busy_response,
+    error_response,
+)
 from catdog.serve.metrics import MetricsMiddleware
 from catdog.serve.routes import router
 from catdog.serve.settings import SETTINGS_ENV, ApiError, ServeSettings
@@ -179,6 +186,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
 
     app.add_middleware(LimitsMiddleware, settings=settings)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+    app.add_middleware(ApiTrailingSlashMiddleware)  # outside the limits and metrics: they see the path routed
     if settings.cors_origins:
         # Pages of these sites may read the answers (without it, only this server's own pages can). Outermost, so
         # that every answer carries the headers, the limits' 413 and 503 too: a page reads their sentence. Without

@@ -27,6 +27,21 @@ def route_path(scope: Scope) -> str:
     return path[len(root) :] if root and path.startswith(root + "/") else path
 
 
+class ApiTrailingSlashMiddleware:
+    """``/api/v1/predict/`` is answered as ``/api/v1/predict``: the router's 307 to the path without the slash made
+    ``curl -X POST --data-binary @cat.jpg .../predict/`` print nothing (curl does not follow a POST's redirect). One
+    path per operation stays in the OpenAPI document."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = route_path(scope) if scope["type"] == "http" else ""
+        if path.startswith("/api/") and path.endswith("/"):
+            scope = {**scope, "path": scope["path"][:-1]}
+        await self.app(scope, receive, send)
+
+
 class LimitsMiddleware:
     """413 for bodies over the limit (from Content-Length, or while streaming); 503 over the upload or work limit.
 
