@@ -130,3 +130,23 @@ def test_an_origin_that_is_not_one_is_one_sentence(origin: str) -> None:
     assert result.returncode == 2, result.stderr
     assert f"--cors-origin '{origin}' is not an origin; give one like https://example.com" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_private_network_preflight_is_answered_for_the_sites_named(sites, tmp_path: Path) -> None:
+    """Chrome asks before a public site's page calls a server on the LAN (Private Network Access): the preflight
+    carries ``Access-Control-Request-Private-Network: true`` and needs ``Access-Control-Allow-Private-Network:
+    true`` back. Starlette refused it as "Disallowed CORS private-network" (400) for the sites --cors-origin names;
+    they are now answered, and another site still is not allowed."""
+    allowed, other = sites
+    asked = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Private-Network": "true"}
+    url = "/api/v1/predict"
+    with running("--cors-origin", allowed, log=tmp_path / "server.log") as server:
+        answer = httpx.options(server.url + url, headers={"Origin": allowed} | asked)
+        refused = httpx.options(server.url + url, headers={"Origin": other} | asked)
+    assert answer.status_code == 200, (answer.status_code, answer.text)
+    assert answer.headers["access-control-allow-private-network"] == "true"
+    assert answer.headers["access-control-allow-origin"] == allowed
+    assert refused.status_code == 400 and "access-control-allow-origin" not in refused.headers, refused.headers
+    with running(log=tmp_path / "server-default.log") as server:
+        default = httpx.options(server.url + url, headers={"Origin": allowed} | asked)
+    assert "access-control-allow-private-network" not in default.headers, default.headers

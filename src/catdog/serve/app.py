@@ -190,11 +190,13 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     if settings.cors_origins:
         # Pages of these sites may read the answers (without it, only this server's own pages can). Outermost, so
         # that every answer carries the headers, the limits' 413 and 503 too: a page reads their sentence. Without
-        # cookies: the API has none.
+        # cookies: the API has none. A public site's page calling a server on the LAN is asked about first by
+        # Chrome (Private Network Access): the sites named may.
         app.add_middleware(
             CORSMiddleware,
             allow_origins=list(settings.cors_origins),
             allow_methods=["GET", "HEAD", "POST"],
+            allow_private_network=True,
             expose_headers=["Retry-After", "X-Explained"],
         )
     return app
