@@ -22,7 +22,10 @@ class ServerBusyError(Exception):
 
 def route_path(scope: Scope) -> str:
     """The path the routes match: under ``--root-path /prefix`` uvicorn puts the prefix in front of every path
-    (``/prefix/api/v1/predict``), and the router takes it off again, as this does; the limits once let those by."""
+    (``/prefix/api/v1/predict``), and the router takes it off again, as this does; the limits once let those by.
+
+    Starlette's router uses ``get_route_path`` for this, but it lives in ``starlette._utils``, a private module
+    that is documented nowhere and may change in any release: catdog keeps its own two lines."""
     path, root = scope["path"], scope.get("root_path", "")
     return path[len(root) :] if root and path.startswith(root + "/") else path
 
