@@ -267,7 +267,7 @@ def _contrast(a: str, b: str) -> float:
 
 def test_the_page_and_the_app_colour_the_answers_alike(browser, server: Server) -> None:
     """The page drew a cat magenta, a dog teal and neither ochre; the phone app, served beside it, brown, green
-    and purple. The page now takes the app's; in the dark (the app has no dark scheme) the same hues, lighter,
+    and purple. The page now takes the app's; in the dark (the app's too) the same hues, lighter,
     readable on the card. The page's unsure (under --threshold) was neither's purple: it has a colour of its own,
     in both schemes."""
     every = ("cat", "dog", "neither", "unsure")
@@ -524,3 +524,30 @@ def test_the_page_waits_as_long_as_a_503_asks(page, cat_photo: Path) -> None:
     page.wait_for_selector("#results .card[data-state=done]", timeout=30_000)
     assert page.locator("#results .card").get_attribute("data-label") == "cat"
     assert len(asked) == 2 and asked[1] - asked[0] >= 2.8, asked
+
+
+BODY_BACKGROUND = "getComputedStyle(document.body).backgroundColor"
+
+
+def test_the_app_has_the_pages_dark_scheme_and_a_colour_for_unsure(browser, server: Server) -> None:
+    """The phone app had no dark scheme (a white page on a phone set to dark) and drew `unsure` in the card's
+    plain text colour, while the page has both. The app now answers in the page's colours in either scheme, unsure
+    apart from the rest, each readable on the app's card."""
+    every = ("cat", "dog", "neither", "unsure")
+    backgrounds = {}
+    for scheme in ("light", "dark"):
+        context = browser.new_context(color_scheme=scheme, bypass_csp=True)
+        try:
+            page = context.new_page()
+            page.goto(server.url + "/")
+            on_the_page = _answer_colours(page, every)
+            page.goto(server.url + "/app/")
+            in_the_app = _answer_colours(page, every)
+            card, backgrounds[scheme] = page.evaluate(CARD_COLOUR), page.evaluate(BODY_BACKGROUND)
+        finally:
+            context.close()
+        assert in_the_app == on_the_page, (scheme, in_the_app, on_the_page)
+        assert len(set(in_the_app.values())) == 4, (scheme, in_the_app)
+        assert all(_contrast(colour, card) >= 4.5 for colour in in_the_app.values()), (scheme, in_the_app, card)
+    assert backgrounds["dark"] != backgrounds["light"], backgrounds
+    assert _contrast(backgrounds["dark"], "rgb(255, 255, 255)") > 10, backgrounds  # dark, not a lighter grey
