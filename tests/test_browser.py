@@ -507,20 +507,30 @@ def test_unsure_is_no_answer_the_page_asks_about(
 
 def test_the_page_waits_as_long_as_a_503_asks(page, cat_photo: Path) -> None:
     """On a 503 the page asked again after a fixed second, whatever Retry-After said, and said nothing meanwhile. It
-    now waits what Retry-After says (within 1-30 s) and says so on the card. The first answer is a 503 with
-    Retry-After: 3 put in by the browser (as a proxy in front of catdog might send); the retry goes to the server."""
+    now waits what Retry-After says (within 1-30 s) and says so on the card, and says "Classifying…" again while
+    the retry is on its way (it kept "trying again in 3 s" then). The first answer is a 503 with Retry-After: 3 put
+    in by the browser (as a proxy in front of catdog might send); the retry is held, then goes to the server."""
     asked: list[float] = []
+    held = []
 
     def busy_once(route) -> None:
         asked.append(time.monotonic())
         if len(asked) > 1:
-            route.continue_()
+            held.append(route)
             return
         route.fulfill(status=503, headers={"Retry-After": "3"}, json={"error": "The server is busy; try again."})
 
     page.route("**/api/v1/predict", busy_once)
     page.set_input_files("#file-input", str(cat_photo))
     page.wait_for_selector("#results .card .answer:has-text('trying again in 3 s')", timeout=5_000)
+    page.wait_for_function(
+        "() => document.querySelector('#results .card .answer').textContent === 'Classifying…'", timeout=10_000
+    )
+    for _ in range(100):  # the retry reaches the route handler only while Playwright is called: wait for it here
+        if held:
+            break
+        page.wait_for_timeout(100)
+    held[0].continue_()
     page.wait_for_selector("#results .card[data-state=done]", timeout=30_000)
     assert page.locator("#results .card").get_attribute("data-label") == "cat"
     assert len(asked) == 2 and asked[1] - asked[0] >= 2.8, asked
