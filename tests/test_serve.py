@@ -635,7 +635,7 @@ def test_a_trailing_slash_on_an_api_path_is_answered(client: httpx.Client, cat_p
     (it printed nothing). Each API path is answered with the slash too, and the OpenAPI document still has one path
     per operation."""
     photo = cat_photo.read_bytes()
-    for path in ("/api/v1/predict/", "/api/v1/explain/"):
+    for path in ("/api/v1/predict/", "/api/v1/predict//", "/api/v1/explain/"):
         answer = client.post(path, content=photo, headers={"Content-Type": "image/jpeg"})
         assert answer.status_code == 200, (path, answer.status_code, answer.text[:200])
     assert client.post("/api/v1/predict/", content=photo).json()["label"] == "cat"

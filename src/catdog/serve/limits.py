@@ -41,7 +41,7 @@ class ApiTrailingSlashMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = route_path(scope) if scope["type"] == "http" else ""
         if path.startswith("/api/") and path.endswith("/"):
-            scope = {**scope, "path": scope["path"][:-1]}
+            scope = {**scope, "path": scope["path"].rstrip("/")}  # all of them: "//" would get the 307 again
         await self.app(scope, receive, send)
 
 
