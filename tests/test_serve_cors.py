@@ -133,10 +133,11 @@ def test_an_origin_that_is_not_one_is_one_sentence(origin: str) -> None:
 
 
 def test_a_private_network_preflight_is_answered_for_the_sites_named(sites, tmp_path: Path) -> None:
-    """Chrome asks before a public site's page calls a server on the LAN (Private Network Access): the preflight
-    carries ``Access-Control-Request-Private-Network: true`` and needs ``Access-Control-Allow-Private-Network:
-    true`` back. Starlette refused it as "Disallowed CORS private-network" (400) for the sites --cors-origin names;
-    they are now answered, and another site still is not allowed."""
+    """Chrome before 142 asked before a public site's page called a server on the LAN (Private Network Access):
+    the preflight carries ``Access-Control-Request-Private-Network: true`` and needs
+    ``Access-Control-Allow-Private-Network: true`` back (Chrome 142 on asks the user instead: the test below).
+    Starlette refused it as "Disallowed CORS private-network" (400) for the sites --cors-origin names; they are now
+    answered, and another site still is not allowed."""
     allowed, other = sites
     asked = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Private-Network": "true"}
     url = "/api/v1/predict"
@@ -150,3 +151,28 @@ def test_a_private_network_preflight_is_answered_for_the_sites_named(sites, tmp_
     with running(log=tmp_path / "server-default.log") as server:
         default = httpx.options(server.url + url, headers={"Origin": allowed} | asked)
     assert "access-control-allow-private-network" not in default.headers, default.headers
+
+
+def test_a_public_site_reads_catdog_on_the_lan_once_the_user_lets_it(
+    browser, sites, tmp_path: Path, cat_photo: Path
+) -> None:
+    """What Chromium does today (Local Network Access, Chrome 142 on) when a public site's page calls catdog on a
+    local address: it asks the user, and the page reads the answers once the user allows it and --cors-origin names
+    the site. It passes with ``allow_private_network`` off too: Chromium 156 sends no
+    ``Access-Control-Request-Private-Network``. Chromium is told that the site's port is on the public internet
+    (--ip-address-space-overrides); catdog is on loopback."""
+    allowed, _ = sites
+    public = f"--ip-address-space-overrides=127.0.0.1:{allowed.rsplit(':', 1)[1]}=public"
+    with running("--cors-origin", allowed, log=tmp_path / "server.log") as server:
+        chromium = browser.browser_type.launch(executable_path=str(test_browser.CHROMIUM), args=[public])
+        try:
+            refused = calls_from(chromium.new_context(), allowed, server, cat_photo.read_bytes())
+            let = chromium.new_context()
+            let.grant_permissions(["local-network-access"])
+            out = calls_from(let, allowed, server, cat_photo.read_bytes())
+        finally:
+            chromium.close()
+    assert refused == {name: "TypeError: Failed to fetch" for name in ("multipart", "raw", "text")}, refused
+    for name in ("multipart", "raw"):
+        status, prediction = out[name]
+        assert status == 200 and prediction["label"] == "cat", out
