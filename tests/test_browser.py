@@ -561,3 +561,26 @@ def test_the_app_has_the_pages_dark_scheme_and_a_colour_for_unsure(browser, serv
         assert all(_contrast(colour, card) >= 4.5 for colour in in_the_app.values()), (scheme, in_the_app, card)
     assert backgrounds["dark"] != backgrounds["light"], backgrounds
     assert _contrast(backgrounds["dark"], "rgb(255, 255, 255)") > 10, backgrounds  # dark, not a lighter grey
+
+
+def test_live_mode_waits_as_long_as_a_503_asks(page) -> None:
+    """Live mode sent the next frame ~125 ms after a 503, whatever its Retry-After said: 8 frames a second at a
+    server that is loading or busy. The next frame now waits what Retry-After says, as a photo's retry does."""
+    asked: list[float] = []
+
+    def busy_once(route) -> None:
+        asked.append(time.monotonic())
+        if len(asked) > 1:
+            route.continue_()
+            return
+        route.fulfill(status=503, headers={"Retry-After": "3"}, json={"error": "The server is busy; try again."})
+
+    page.route("**/api/v1/predict", busy_once)
+    page.click("#camera-start")
+    page.wait_for_selector("#live-error:has-text('The server is busy')", timeout=30_000)
+    for _ in range(100):  # requests reach the route handler only while Playwright is called: wait for the next
+        if len(asked) > 1:
+            break
+        page.wait_for_timeout(100)
+    page.click("#camera-stop")
+    assert len(asked) > 1 and asked[1] - asked[0] >= 2.8, asked
