@@ -13,6 +13,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from packaging.requirements import Requirement  # pytest's own dependency, as tomli is on Python 3.10
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
 from conftest import REPO, image_bytes
 from hostile import one_sentence
 
@@ -95,3 +102,14 @@ def test_a_missing_heif_dependency_is_one_sentence_not_unsupported_photos(tmp_pa
     assert done.returncode == 2, done.stdout + done.stderr
     message = done.stderr.strip()
     assert one_sentence(message) and "pillow-heif" in message, message
+
+
+def test_every_dependency_has_an_upper_bound() -> None:
+    """Every dependency in pyproject.toml is capped, so that a release nobody has run catdog with (a major one
+    above all) does not reach a user's install. ``starlette>=0.51`` came in with none."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    lines = project["dependencies"] + [line for extra in project["optional-dependencies"].values() for line in extra]
+    uncapped = [
+        line for line in lines if not any(s.operator in ("<", "<=", "==", "~=") for s in Requirement(line).specifier)
+    ]
+    assert not uncapped, uncapped
