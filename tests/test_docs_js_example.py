@@ -1,5 +1,6 @@
-"""docs/predict-and-serve.md's "Using the file in a web page": the HTML block, as written, served by a local
-HTTP server beside the built-in model's ONNX file and driven in Chromium like a user (``set_input_files``).
+"""docs/examples/onnx-web-page.html, the page docs/predict-and-serve.md's "Using the file in a web page" links
+to: the file as it is, served by a local HTTP server beside the built-in model's ONNX file and driven in
+Chromium like a user (``set_input_files``).
 
 The page imports onnxruntime-web from jsDelivr; this machine has no internet, so Playwright answers those
 requests with the package's own files, the copy the phone app ships (``vendor/``, the version the docs pin).
@@ -24,7 +25,7 @@ from conftest import REPO, builtin_model_available, missing
 
 pytestmark = pytest.mark.browser
 
-MARK = "<!-- web-page: tests/test_docs_js_example.py runs this block -->\n```html\n"
+PAGE = REPO / "docs" / "examples" / "onnx-web-page.html"
 # Labels must be equal; probabilities are compared after both sides round to 6 decimals.
 TOLERANCE = 1e-5
 # Python decodes a JPEG twice the model's square or larger at a reduced scale; the page averages blocks of pixels
@@ -51,11 +52,6 @@ def prerequisites() -> None:
         missing(str(err))
 
 
-def documented_page() -> str:
-    text = (REPO / "docs" / "predict-and-serve.md").read_text()
-    return text.split(MARK)[1].split("```")[0]
-
-
 @pytest.fixture(scope="module")
 def model_file() -> Path:
     """The built-in model's ONNX export (made once into catdog's cache, as ``catdog predict`` makes it)."""
@@ -72,17 +68,22 @@ def browser():
             browser.close()
 
 
+def test_the_docs_link_to_the_page() -> None:
+    assert "](examples/onnx-web-page.html)" in (REPO / "docs" / "predict-and-serve.md").read_text()
+
+
 def open_page(browser, folder: Path):
-    """The documented page, served from ``folder``, in a new Chromium page; ``page.errors`` collects uncaught errors.
+    """The page, copied into ``folder`` under its own name, in a new Chromium page; ``page.errors`` collects uncaught
+    errors.
 
     The page imports onnxruntime-web from jsDelivr, answered here with the vendored files of the same version."""
-    html = documented_page()
+    html = PAGE.read_text()
     runtime = re.search(r'"(https://cdn\.jsdelivr\.net/npm/onnxruntime-web@([\d.]+)/dist/)ort\.wasm\.min\.mjs"', html)
     assert runtime, "the page imports onnxruntime-web from jsDelivr"
     cdn, version = runtime.groups()
     vendor = webapp.runtime_dir()
-    assert version == (vendor / "VERSION").read_text().strip(), "the docs pin the version the app ships"
-    (folder / "index.html").write_text(html)
+    assert version == (vendor / "VERSION").read_text().strip(), "the page pins the version the app ships"
+    shutil.copy(PAGE, folder / PAGE.name)
 
     def from_vendor(route) -> None:
         name = route.request.url.removeprefix(cdn)
@@ -103,7 +104,7 @@ def page(browser, tmp_path_factory: pytest.TempPathFactory, model_file: Path):
     shutil.copy(model_file, folder / "model.onnx")
     page = open_page(browser, folder)
     with static_server(folder, isolation=False) as (url, _):
-        page.goto(url + "/")
+        page.goto(f"{url}/{PAGE.name}")
         page.wait_for_selector("input:enabled", timeout=120_000)
         yield page
     page.close()
@@ -113,7 +114,7 @@ def test_without_the_model_the_page_says_where_to_put_it(browser, tmp_path):
     """A page served without model.onnx beside it says so in one sentence (it said "Loading model.onnx…" forever)."""
     page = open_page(browser, tmp_path)
     with static_server(tmp_path, isolation=False) as (url, _):
-        page.goto(url + "/")
+        page.goto(f"{url}/{PAGE.name}")
         page.wait_for_function("document.querySelector('#answers').textContent.includes('not found')", timeout=60_000)
         assert page.inner_text("#answers") == "model.onnx was not found: put it beside this page."
         assert page.locator("input").is_disabled()
