@@ -102,6 +102,8 @@ def test_the_file_says_what_its_input_holds(onnx_model_file: Path) -> None:
         assert "(pixel / 255 - mean) / std with mean [0.5, 0.5, 0.5]" in words and "not 0-255 values" in words
     assert "softmax(logits / temperature), temperature 1.0" in description
     assert "the answer is 'neither' below 0.5" in description
+    assert "docs/examples/onnx-web-page.html" in description  # the web page, beside the Python script
+    assert (REPO / "docs" / "examples" / "onnx-web-page.html").is_file()
 
 
 def _mirrored(path: Path) -> bytes:

@@ -105,7 +105,7 @@ def describe(config: dict, outputs: list[str]) -> str:
     words.append(
         "The metadata_props values catdog writes are JSON (an int8 file also has ONNX Runtime's onnx.* marks). "
         "catdog's docs/predict-and-serve.md ('Using the file without catdog') gives a script that answers as "
-        "catdog predict does."
+        "catdog predict does, and docs/examples/onnx-web-page.html a web page that does (onnxruntime-web)."
     )
     return " ".join(words)
 
