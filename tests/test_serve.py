@@ -645,3 +645,14 @@ def test_a_trailing_slash_on_an_api_path_is_answered(client: httpx.Client, cat_p
     assert client.get("/api/v1/nothing/").status_code == 404
     paths = client.get("/openapi.json").json()["paths"]
     assert not [path for path in paths if path.endswith("/")], sorted(paths)
+
+
+def test_a_batch_with_a_trailing_slash_has_the_batchs_body_limit(client: httpx.Client) -> None:
+    """The limits read the path the trailing-slash middleware left (it runs first): ``/batch/`` and ``/batch//``
+    take the batch's body limit (4 photos of 2 MB here), not one photo's, as ``/batch`` does. Two files of 1.5 MB
+    are answered file by file (not photos), not refused whole as over the 2 MB limit for one photo."""
+    files = [("files", (f"{name}.jpg", b"x" * 1_500_000)) for name in "ab"]
+    for path in ("/api/v1/predict/batch", "/api/v1/predict/batch/", "/api/v1/predict/batch//"):
+        answer = client.post(path, files=files)
+        assert answer.status_code == 200, (path, answer.status_code, answer.text[:200])
+        assert [list(p) for p in answer.json()] == [["filename", "error"]] * 2, answer.text[:300]

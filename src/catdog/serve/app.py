@@ -6,8 +6,8 @@ Every photo goes the same way as in ``catdog predict``: :func:`catdog.preprocess
 files); nothing a client sends is written under a name the client chose.
 
 This module assembles the app: the routes (:mod:`catdog.serve.routes`, :mod:`catdog.serve.app_routes`),
-the limits middleware (:mod:`catdog.serve.limits`), the model's state (:mod:`catdog.serve.state`), the
-error handlers and the page.
+the limits and trailing-slash middleware (:mod:`catdog.serve.limits`, :mod:`catdog.serve.paths`), the model's
+state (:mod:`catdog.serve.state`), the error handlers and the page.
 """
 
 from __future__ import annotations
@@ -32,15 +32,9 @@ from starlette.requests import ClientDisconnect
 from catdog import __version__
 from catdog.serve import app_routes
 from catdog.serve.batcher import ModelFailedError
-from catdog.serve.limits import (
-    ApiTrailingSlashMiddleware,
-    BodyTooLargeError,
-    LimitsMiddleware,
-    ServerBusyError,
-    busy_response,
-    error_response,
-)
+from catdog.serve.limits import BodyTooLargeError, LimitsMiddleware, ServerBusyError, busy_response, error_response
 from catdog.serve.metrics import MetricsMiddleware
+from catdog.serve.paths import ApiTrailingSlashMiddleware
 from catdog.serve.routes import router
 from catdog.serve.settings import SETTINGS_ENV, ApiError, ServeSettings
 from catdog.serve.state import ServeState

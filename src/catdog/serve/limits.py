@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from catdog.images import tenths_up
+from catdog.serve.paths import route_path
 from catdog.serve.protocol import OVER_LIMIT
 from catdog.serve.settings import ServeSettings
 
@@ -18,31 +19,6 @@ class BodyTooLargeError(Exception):
 
 class ServerBusyError(Exception):
     """Raised when a body has arrived but every work slot is taken; answered with 503."""
-
-
-def route_path(scope: Scope) -> str:
-    """The path the routes match: under ``--root-path /prefix`` uvicorn puts the prefix in front of every path
-    (``/prefix/api/v1/predict``), and the router takes it off again, as this does; the limits once let those by.
-
-    Starlette's router uses ``get_route_path`` for this, but it lives in ``starlette._utils``, a private module
-    that is documented nowhere and may change in any release: catdog keeps its own two lines."""
-    path, root = scope["path"], scope.get("root_path", "")
-    return path[len(root) :] if root and path.startswith(root + "/") else path
-
-
-class ApiTrailingSlashMiddleware:
-    """``/api/v1/predict/`` is answered as ``/api/v1/predict``: the router's 307 to the path without the slash made
-    ``curl -X POST --data-binary @cat.jpg .../predict/`` print nothing (curl does not follow a POST's redirect). One
-    path per operation stays in the OpenAPI document."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = route_path(scope) if scope["type"] == "http" else ""
-        if path.startswith("/api/") and path.endswith("/"):
-            scope = {**scope, "path": scope["path"].rstrip("/")}  # all of them: "//" would get the 307 again
-        await self.app(scope, receive, send)
 
 
 class LimitsMiddleware:
@@ -60,7 +36,7 @@ class LimitsMiddleware:
         self.working = 0
 
     def files(self, path: str) -> int:
-        return self.settings.max_files if path.rstrip("/").endswith("/batch") else 1
+        return self.settings.max_files if path.endswith("/batch") else 1
 
     def body_limit(self, path: str) -> int:
         files = self.files(path)
