@@ -1,5 +1,5 @@
-// catdog: how a prediction's probabilities are shown, the same on the server's page and in the phone app.
-// A classic script (the page loads it with <script src>, the app imports it) that defines catdogShares.
+// catdog: what the server's page and the phone app do alike: show a prediction's probabilities, and wait as a
+// 503 asks. A classic script (the page loads it with <script src>, the app imports it) that defines catdogShares.
 "use strict";
 globalThis.catdogShares = {
   // Percentages with one decimal that add up to exactly 100 (largest remainder), for any class names.
@@ -14,5 +14,15 @@ globalThis.catdogShares = {
     let left = 1000 - parts.reduce((sum, part) => sum + part.n, 0);
     [...parts].sort((a, b) => b.rest - a.rest).forEach((part) => { if (left-- > 0) part.n += 1; });
     return parts.map(({ name, n }) => `${name} ${(n / 10).toFixed(1)}%`);
+  },
+
+  // The seconds to wait before asking again after a 503 (the model still loading, the server busy): what its
+  // Retry-After names, within 1-30 s (1 when it names none, or a date). 0 when that wait would take the waits
+  // so far (`waited` seconds) past a minute: a server busy that long will not be free soon, and the caller says so
+  // rather than wait on (twenty waits of 30 s were ten minutes).
+  retryWait(response, waited = 0) {
+    const asked = Number.parseInt(response.headers.get("Retry-After") || "", 10);
+    const seconds = Number.isFinite(asked) ? Math.min(Math.max(asked, 1), 30) : 1;
+    return waited + seconds <= 60 ? seconds : 0;
   },
 };
