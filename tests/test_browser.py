@@ -617,3 +617,31 @@ def test_a_photo_waits_for_a_busy_server_a_minute_at_most(page, cat_photo: Path)
     page.wait_for_selector("#results .card[data-state=error]", timeout=10_000)
     assert card.locator(".error").inner_text() == "The server is still busy after 60 s of waiting; try again later."
     assert len(asked) == 3, asked
+
+
+@pytest.mark.parametrize("first_frame", ["answered 503", "still out"])
+def test_restarting_the_camera_leaves_one_live_loop(page, first_frame: str) -> None:
+    """The camera stopped while live mode waited out a 503's Retry-After, or while a frame was still out, and
+    started again: once that wait or answer was over the old loop went on beside the new one, twice the frames.
+    Stopping now ends the loop, its wait and its request. Every frame but the first is held unanswered here, so one
+    loop has one frame out and sends no other."""
+    asked: list = []
+
+    def frames(route) -> None:
+        asked.append(route)
+        if len(asked) == 1 and first_frame == "answered 503":
+            route.fulfill(status=503, headers={"Retry-After": "2"}, json={"error": "The server is busy; try again."})
+
+    page.route("**/api/v1/predict", frames)
+    page.click("#camera-start")
+    _until_asked(page, asked, 1)
+    if first_frame == "answered 503":
+        page.wait_for_selector("#live-error:has-text('The server is busy')", timeout=10_000)
+    page.click("#camera-stop")
+    page.click("#camera-start")
+    _until_asked(page, asked, 2)
+    if first_frame == "still out":
+        asked[0].continue_()  # its answer comes after the restart
+    page.wait_for_timeout(3_000)  # past the 503's 2 s, or the old frame's answer and the 125 ms between frames
+    assert len(asked) == 2, f"{len(asked)} frames sent: more than one loop"
+    page.click("#camera-stop")
