@@ -871,3 +871,35 @@ def test_an_app_for_other_classes_names_them(tmp_path, samples_dir):
     assert (
         webapp.app_file_bytes("index.html", ["cat", "dog", "neither"]) == (webapp.app_dir() / "index.html").read_bytes()
     )
+
+
+def test_the_app_waits_as_long_as_a_503_asks_a_minute_at_most(browser, playwright, server):
+    """While the server loaded its model the app asked for its files again every 2 s, whatever the 503's
+    Retry-After said (a proxy's 30, say), and said only that the server was loading. It now waits what each 503
+    asks (1-30 s, the server's page's rule in shares.js), says how long, and gives up after a minute of waits in
+    all. Here model.json is answered 503 with Retry-After: 30, then 25, then 25 (30 + 25 + 25 is over a minute),
+    on the page's clock run forward by Playwright."""
+    asked: list[str] = []
+
+    def loading(route) -> None:
+        asked.append(route.request.url)
+        wait = "30" if len(asked) == 1 else "25"
+        route.fulfill(status=503, headers={"Retry-After": wait}, json={"error": "The model is still loading."})
+
+    # No service worker: its own requests for the app's files are not the page's, and page.route sees only these.
+    context = browser.new_context(**playwright.devices[PHONE], bypass_csp=True, service_workers="block")
+    try:
+        page = context.new_page()
+        page.clock.install()
+        page.route("**/app/model.json", loading)
+        page.goto(server.url + "/app/")
+        for seconds in (30, 25):
+            page.wait_for_selector(f"#status:has-text('trying again in {seconds} s')", timeout=10_000)
+            page.clock.run_for(seconds * 1000)
+        page.wait_for_selector("#status:has-text('could not be loaded')", timeout=10_000)
+        assert page.locator("#status").inner_text() == (
+            "The model could not be loaded: the server still asked to wait after 55 s; reload the page to try again."
+        )
+        assert len(asked) == 3, asked
+    finally:
+        context.close()

@@ -205,15 +205,20 @@ function showBackend(info, params) {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-// A file of the app; while a just-started catdog serve loads its model (503), asks again every 2 s for a minute.
+// A file of the app. While a just-started catdog serve loads its model (503), asks again after the wait each
+// answer's Retry-After names, for up to a minute of waits in all: shares.js's rule, as on the server's page.
 async function fetchOk(url) {
-  for (let attempt = 0; ; attempt++) {
+  for (let waited = 0; ; ) {
     const response = await fetch(url);
     if (response.ok) return response;
     const reason = await response.json().then((body) => body.error, () => `${url} answered HTTP ${response.status}`);
-    if (response.status !== 503 || attempt >= 30) throw new Error(reason.replace(/\.$/, ""));
-    $("status").textContent = "The server is still loading the model…";
-    await sleep(2000);
+    if (response.status !== 503) throw new Error(reason.replace(/\.$/, ""));
+    const seconds = globalThis.catdogShares.retryWait(response, waited);
+    if (!seconds) throw new Error(`the server still asked to wait after ${waited} s; reload the page to try again`);
+    $("status").textContent = `The server is still loading the model; trying again in ${seconds} s…`;
+    await sleep(seconds * 1000);
+    $("status").textContent = "Loading the model…";
+    waited += seconds;
   }
 }
 
