@@ -8,6 +8,7 @@ import os
 import socket
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
@@ -75,20 +76,27 @@ def predict(
         return
     predicted = iter(predictions)
     results = (next(predicted) if isinstance(e, str) else e for e in entries)  # streamed, in input order
-    copied: Counter[str] = Counter()  # photos per answer, and "there already"
+    sorted_photos = SortedPhotos()
     if sort_into is not None:
-        results = _copied_into(results, Path(sort_into), copied)
+        results = _copied_into(results, Path(sort_into), sorted_photos)
     failed = print_predictions(results, predictor.answers, as_json=as_json, as_csv=as_csv)
     if sort_into is not None:
-        err_console.print(_sorted_summary(shown(sort_into), copied), soft_wrap=True)
+        err_console.print(_sorted_summary(shown(sort_into), sorted_photos), soft_wrap=True)
     raise typer.Exit(1 if failed else 0)
 
 
-def _sorted_summary(folder: str, copied: Counter[str]) -> str:
+@dataclass
+class SortedPhotos:
+    """What --sort-into has done so far: the photos per answer, and how many of them were there already."""
+
+    per_answer: Counter[str] = field(default_factory=Counter)
+    there_already: int = 0
+
+
+def _sorted_summary(folder: str, sorted_photos: SortedPhotos) -> str:
     """What --sort-into did: the photos per answer, and how many were copied now. A rerun once read "Sorted 312
     photos ...; 312 were there already" when it had copied nothing."""
-    there = copied[THERE_ALREADY]
-    answers = Counter({label: n for label, n in copied.items() if label != THERE_ALREADY})
+    there, answers = sorted_photos.there_already, sorted_photos.per_answer
     total = answers.total()
     each = f" ({', '.join(f'{label} {n}' for label, n in sorted(answers.items()))})" if answers else ""
     were = "was" if there == 1 else "were"  # not "1 were"
@@ -97,9 +105,6 @@ def _sorted_summary(folder: str, copied: Counter[str]) -> str:
         return f"Nothing new was copied into '{folder}': {which}{each} {were} there already."
     already = f": {total - there} copied, {there} {were} there already" if there else ""
     return f"Sorted {counted(total, 'photo')} into '{folder}'{each}{already}."
-
-
-THERE_ALREADY = " there already"  # a key no answer has
 
 
 def _check_sort_folder(folder: str, paths: list[str]) -> None:
@@ -121,15 +126,15 @@ def _check_sort_folder(folder: str, paths: list[str]) -> None:
                        "choose a folder outside it.")  # fmt: skip
 
 
-def _copied_into(results: Iterable, folder: Path, copied: Counter) -> Iterator:
+def _copied_into(results: Iterable, folder: Path, sorted_photos: SortedPhotos) -> Iterator:
     """Each result, once its photo is copied into ``folder``/its answer (photos that failed stay where they are)."""
     from catdog.fsutil import copy_into
 
     for result in results:
         if result.ok:
             _, new = copy_into(result.source, folder / result.label)
-            copied[result.label] += 1
-            copied[THERE_ALREADY] += not new
+            sorted_photos.per_answer[result.label] += 1
+            sorted_photos.there_already += not new
         yield result
 
 
