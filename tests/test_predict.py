@@ -329,3 +329,34 @@ def test_sort_into_refuses_a_folder_a_recursive_glob_reaches(tmp_path, cat_photo
     assert not (photos / "sorted").exists()
     beside = run_catdog_in_process("predict", f"{photos}/**/*.jpg", "--sort-into", str(tmp_path / "sorted"))
     assert beside.returncode == 0 and (tmp_path / "sorted" / "cat" / "x.jpg").exists(), beside.stderr
+
+
+def test_a_name_that_is_not_utf8_is_written_as_valid_utf8_in_every_format(tmp_path, cat_photo):
+    """A photo named with the Latin-1 byte of 'café': its name came out of --json as the lone surrogate
+    '\\udce9', which strict JSON parsers refuse, and --csv wrote the raw byte (or failed, where stdout is strict
+    UTF-8). Every format now writes the byte as the text '\\xe9', as the plain lines always did."""
+    import os
+    import subprocess
+    import sys
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / os.fsdecode(b"caf\xe9.jpg")).write_bytes(cat_photo.read_bytes())
+    (folder / os.fsdecode(b"br\xffoken.jpg")).write_bytes(b"not a photo")
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8"}  # strict UTF-8, as under a user's UTF-8 locale
+    printed = {}
+    for output in ("--json", "--csv", "--plain"):
+        options = [] if output == "--plain" else [output]
+        done = subprocess.run(
+            [sys.executable, "-m", "catdog", "predict", *options, str(folder)], capture_output=True, env=env
+        )
+        assert done.returncode == 1, done.stderr  # the broken file, not a crash
+        printed[output] = done.stdout.decode("utf-8")  # strict: raises on a raw byte or an encoded surrogate
+    answers = json.loads(printed["--json"])
+    assert [a["path"] for a in answers] == [f"{folder}/br\\xffoken.jpg", f"{folder}/caf\\xe9.jpg"]
+    assert answers[0]["error"].startswith(f"'{folder}/br\\xffoken.jpg' is not an image")
+    assert answers[1]["label"] == "cat"
+    rows = list(csv.DictReader(io.StringIO(printed["--csv"])))
+    assert [row["path"] for row in rows] == [a["path"] for a in answers]
+    assert rows[0]["error"] == answers[0]["error"]
+    assert printed["--plain"].splitlines()[1].startswith(f"{folder}/caf\\xe9.jpg: cat")

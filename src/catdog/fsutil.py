@@ -6,6 +6,7 @@ import errno
 import fcntl
 import filecmp
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -169,10 +170,18 @@ def shown(text: str) -> str:
 
 def printable(text: str) -> str:
     """``text`` with its control characters (and the bytes of a name that is not UTF-8) escaped, for one line."""
-    return "".join(map(_visible, text))
+    return "".join(map(_visible, utf8_safe(text)))
 
 
 def _visible(c: str) -> str:
-    if "\udc80" <= c <= "\udcff":  # a byte of a name that is not UTF-8 (os.fsdecode's surrogate): shown as \xe9
-        return f"\\x{ord(c) - 0xDC00:02x}"
     return c if c.isprintable() else c.encode("unicode_escape").decode()
+
+
+# The bytes of a name that is not UTF-8, as os.fsdecode keeps them: lone surrogates U+DC80 to U+DCFF.
+_UNDECODABLE_BYTE = re.compile("[\udc80-\udcff]")
+
+
+def utf8_safe(text: str) -> str:
+    """``text`` with each byte of a name that is not UTF-8 written as ``\\xe9``: valid UTF-8 for JSON, CSV or a
+    terminal. Left as the surrogate ``\\udce9`` it made JSON that strict parsers refuse, and raw bytes in CSV."""
+    return _UNDECODABLE_BYTE.sub(lambda byte: f"\\x{ord(byte[0]) - 0xDC00:02x}", text)

@@ -10,21 +10,24 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from catdog.fsutil import counted, shown
+from catdog.fsutil import counted, shown, utf8_safe
 
 if TYPE_CHECKING:
     from catdog.inference.predictor import Prediction
 
 
 def print_predictions(results: Iterable, classes: list[str], *, as_json: bool, as_csv: bool) -> bool:
-    """Print each prediction as soon as it is known (a long job shows its progress); True if any failed."""
+    """Print each prediction as soon as it is known (a long job shows its progress); True if any failed.
+
+    A name that is not UTF-8 is written with its bad bytes as ``\\xe9`` in every format (:func:`utf8_safe`)."""
     failed = False
     if as_json:  # the same text as json.dump(list, indent=2), one element at a time
         sys.stdout.write("[")
         count = 0
         for count, r in enumerate(results, 1):
             failed |= not r.ok
-            element = json.dumps(r.to_dict(), indent=2).replace("\n", "\n  ")
+            fields = {key: utf8_safe(value) if isinstance(value, str) else value for key, value in r.to_dict().items()}
+            element = json.dumps(fields, indent=2).replace("\n", "\n  ")
             sys.stdout.write(("," if count > 1 else "") + "\n  " + element)
         sys.stdout.write("\n]\n" if count else "]\n")
         return failed
@@ -36,11 +39,11 @@ def print_predictions(results: Iterable, classes: list[str], *, as_json: bool, a
             probs = r.probabilities or {}
             writer.writerow(
                 [
-                    r.source,
+                    utf8_safe(r.source),
                     r.label or "",
                     r.confidence if r.confidence is not None else "",
                     *[probs.get(c, "") for c in classes],
-                    r.error or "",
+                    utf8_safe(r.error or ""),
                 ]
             )
         return failed
