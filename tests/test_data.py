@@ -259,3 +259,28 @@ def test_a_model_whose_classes_a_mac_spelt_reads_the_same_folder(tmp_path):
         composed_name: decomposed,
         "chat": "chat",
     }
+
+
+def test_a_wrapper_folder_of_one_labels_photos_is_looked_into(tmp_path):
+    """train/ holding only cat.1.jpg ... (Kaggle's layout with the dogs taken out) was one class "train"; its
+    photos are now read by their names as at the top, and training says the data has one class, cat. A folder
+    named for its photos' label stays a class folder, its photos with no label in their names included."""
+    for name in ("cats_only/train/cat.1.jpg", "cats_only/train/cat.2.jpg", "cats_only/train/IMG_3.jpg"):
+        _write(tmp_path / name, image_bytes())
+    ds = discover(tmp_path / "cats_only")
+    assert ds.layout == "flat" and ds.counts() == {"cat": 2}
+    assert [p.name for p in ds.left_out] == ["IMG_3.jpg"]  # as at the top: listed, not dropped unsaid
+
+    _write(tmp_path / "in_class_folders/train/cat/a.jpg", image_bytes())
+    assert discover(tmp_path / "in_class_folders").counts() == {"cat": 1}
+
+    for name in ("named/Cats/cat.1.jpg", "named/Cats/IMG_2.jpg"):
+        _write(tmp_path / name, image_bytes())
+    ds = discover(tmp_path / "named")
+    assert ds.layout == "folders" and ds.counts() == {"cat": 2} and ds.left_out == []
+
+    from catdog.training.config import TrainConfig
+    from catdog.training.recipe import model_classes
+
+    with pytest.raises(DatasetError, match=r"has only one class \(cat\); training needs at least two"):
+        model_classes(TrainConfig(data_dir=str(tmp_path / "cats_only"), out=str(tmp_path / "model")))

@@ -472,3 +472,18 @@ def test_sigkill_during_quarantine_loses_nothing(samples_dir: Path, tmp_path: Pa
     assert all(where(rel) == ["quarantine"] for rel in planted)
     assert _files(root) == {k: v for k, v in before.items() if k not in set(planted)}
     assert not (quarantine / PLAN_NAME).exists()
+
+
+def test_a_wrapper_of_one_labels_photos_is_checked_as_that_one_class(samples_dir: Path, tmp_path: Path) -> None:
+    """train/ holding only cat photos named cat.N.jpg was checked as one class "train", and nothing said that
+    one class cannot be trained on; it is now the class cat, and a sentence says what one class is good for."""
+    train = tmp_path / "mydata" / "train"
+    train.mkdir(parents=True)
+    for src in sorted((samples_dir / "cat").glob("*.jpg"))[:3]:
+        shutil.copy(src, train / src.name)
+    text = run_catdog_in_process("data", "check", str(tmp_path / "mydata"))
+    assert text.returncode == 0, text.stderr
+    assert "flat layout, 3 files" in text.stdout and "train" not in text.stdout.split("Findings")[0]
+    assert text.stdout.rstrip().endswith(
+        "One class (cat): enough to evaluate a model on, not to train one (training needs two or more)."
+    )

@@ -585,6 +585,9 @@ def summary(report: CheckReport, limit: int = 20) -> list:
     if details.row_count:
         out.append(details)
     out.append(verdict)
+    if len(report.classes) == 1:  # a wrapper of one label's photos read as class "train" once, and nothing said
+        only = shown(next(iter(report.classes)))
+        out.append(f"One class ({only}): enough to evaluate a model on, not to train one (training needs two or more).")
     return out
 
 

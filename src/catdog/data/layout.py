@@ -159,6 +159,17 @@ def _entries(listing: list[Path], skipped: list[tuple[Path, str]]) -> tuple[list
     return folders, [p for p in loose if p.is_file() and not p.is_symlink()]
 
 
+def _names_a_flat_layout(folder: Path, images: list[Path]) -> bool:
+    """Whether the loose ``images`` of a lone ``folder`` are a flat layout wrapped in it, not a class folder.
+
+    Yes when their names carry two labels, or one the folder's own name is not: Kaggle's train/ holding only
+    cat.1.jpg ... was one class "train". No when they carry none, or the folder's label (cats/cat.1.jpg), so that
+    its photos with no label in their names (cats/IMG_1.jpg) stay in the class.
+    """
+    labels = {_flat_label(path.name) for path in images} - {None}
+    return len(labels) > 1 or (len(labels) == 1 and labels != {normalize_label(folder.name)})
+
+
 def discover(root: str | os.PathLike, *, image_files_only: bool = False) -> Dataset:
     """Find labelled files under ``root`` in any supported layout.
 
@@ -191,8 +202,7 @@ def discover(root: str | os.PathLike, *, image_files_only: bool = False) -> Data
             inside = []
         links_inside: list[tuple[Path, str]] = []
         wrapped, wrapped_images = _entries(inside, links_inside)
-        # Loose photos of two labels make a flat layout; of one label (or none) the folder is a class folder.
-        if wrapped or len({_flat_label(p.name) for p in wrapped_images} - {None}) > 1:
+        if wrapped or _names_a_flat_layout(folders[0], wrapped_images):
             layout = "petimages" if folders[0].name.lower() == "petimages" else "folders"
             folders, flat_images = wrapped, wrapped_images
             skipped.extend(links_inside)
