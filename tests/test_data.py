@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -126,10 +127,11 @@ def test_each_folder_is_listed_once(tmp_path, monkeypatch):
         _write(pets / name, image_bytes())
     for name in ("cat.1.jpg", "dog.1.jpg"):
         _write(flat / name, image_bytes())
-    listed, iterdir = [], Path.iterdir
-    monkeypatch.setattr(Path, "iterdir", lambda folder: (listed.append(folder), iterdir(folder))[1])
+    listed, scandir = [], os.scandir
+    monkeypatch.setattr(os, "scandir", lambda folder: (listed.append(Path(folder)), scandir(folder))[1])
     assert discover(pets).layout == "petimages" and discover(flat).layout == "flat"
-    assert listed == [pets, pets / "PetImages", flat]  # the class folders themselves are walked (os.scandir)
+    class_folders = [pets / "PetImages" / "Cat", pets / "PetImages" / "Dog"]
+    assert listed == [pets, pets / "PetImages", *class_folders, flat]
 
 
 def test_other_class_names_work(tmp_path):
@@ -284,3 +286,23 @@ def test_a_wrapper_folder_of_one_labels_photos_is_looked_into(tmp_path):
 
     with pytest.raises(DatasetError, match=r"has only one class \(cat\); training needs at least two"):
         model_classes(TrainConfig(data_dir=str(tmp_path / "cats_only"), out=str(tmp_path / "model")))
+
+
+def test_discover_stats_no_name_the_listing_describes(tmp_path, monkeypatch):
+    """discover stat-ed each name three to five times (Path.is_symlink, is_dir, is_file, again while walking):
+    115,002 stat calls for a flat folder of 23,000 photos, 60,008 for two class folders of 10,000 each. The
+    listing (os.scandir) says what each name is, so only the dataset folder itself is stat-ed now."""
+    for name in [f"cats/cat/{i}.jpg" for i in range(30)] + [f"cats/dog/{i}.jpg" for i in range(30)]:
+        _write(tmp_path / name, b"")
+    for i in range(30):
+        _write(tmp_path / "flat" / f"cat.{i}.jpg", b"")
+        _write(tmp_path / "flat" / f"dog.{i}.jpg", b"")
+    stats = []
+    for name in ("stat", "lstat"):
+        real = getattr(os, name)
+        monkeypatch.setattr(
+            os, name, lambda *args, real=real, **kwargs: (stats.append(args[0]), real(*args, **kwargs))[1]
+        )
+    assert discover(tmp_path / "cats").counts() == {"cat": 30, "dog": 30}
+    assert discover(tmp_path / "flat").counts() == {"cat": 30, "dog": 30}
+    assert len(stats) <= 4, stats[:10]  # exists() and is_dir() of each dataset folder

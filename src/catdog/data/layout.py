@@ -99,7 +99,11 @@ def _flat_label(name: str) -> str | None:
 
 def is_hidden(path: Path) -> bool:
     """A file or folder no command reads: dot-names and macOS's ``__MACOSX`` archives folders."""
-    return path.name.startswith(".") or path.name.startswith("__MACOSX")
+    return _hidden_name(path.name)
+
+
+def _hidden_name(name: str) -> bool:
+    return name.startswith(".") or name.startswith("__MACOSX")
 
 
 LINK = "a symbolic link, which catdog does not follow: copy the file or folder, or make a hard link"
@@ -109,54 +113,71 @@ def _unreadable(err: OSError) -> tuple[Path, str]:
     return Path(err.filename), f"a folder that cannot be read ({err.strerror})"
 
 
-def walk_files(folder: Path, onerror: Callable[[OSError], object]) -> Iterator[Path]:
+# Each name below is looked at through os.scandir's DirEntry, which knows from the listing whether it is a link, a
+# folder or a file: Path.is_symlink(), is_dir() and is_file() stat it again each time, three to five times a name.
+
+
+def walk_files(folder: Path, onerror: Callable[[OSError], object]) -> Iterator[os.DirEntry]:
     """The files below ``folder`` and the links, folder by folder in sorted order; hidden names left out.
 
     Never descends into a linked folder (two links back up a tree make a walk that never ends) nor a hidden
     one; ``onerror`` hears of each folder that cannot be listed. A link, to a file, a folder or nothing, is
     yielded as it is: each caller says what a link is to it (``discover`` names it and reads nothing
-    through it, ``predict`` reads a linked photo).
+    through it, ``predict`` reads a linked photo). Folders are walked as ``os.walk`` walks them, depth first.
     """
-    for dirpath, dirnames, filenames in os.walk(folder, onerror=onerror):
-        here = Path(dirpath)
-        dirnames[:] = sorted(d for d in dirnames if not is_hidden(Path(d)))
-        yield from (here / d for d in dirnames if (here / d).is_symlink())
-        for name in sorted(filenames):
-            path = here / name
-            if not is_hidden(path) and (path.is_symlink() or path.is_file()):
-                yield path
+    pending = [os.fspath(folder)]
+    while pending:
+        here = pending.pop()
+        try:
+            entries = _listing(here)
+        except OSError as err:
+            onerror(err)
+            continue
+        folders = [e for e in entries if _is_dir(e)]
+        yield from (e for e in folders if e.is_symlink())
+        yield from (e for e in entries if not _is_dir(e) and (e.is_symlink() or e.is_file()))
+        pending.extend(e.path for e in reversed(folders) if not e.is_symlink())
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    """A folder or a link to one (as ``os.walk`` sorts names); False where that cannot be known."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
 
 
 def _files_under(folder: Path, skipped: list[tuple[Path, str]]) -> list[Path]:
     """Every regular, non-hidden file below ``folder``, sorted, without following links out (each link and
     each folder that cannot be listed goes into ``skipped``, with why)."""
     found = []
-    for path in walk_files(folder, lambda err: skipped.append(_unreadable(err))):
-        if path.is_symlink():
-            skipped.append((path, LINK))
+    for entry in walk_files(folder, lambda err: skipped.append(_unreadable(err))):
+        if entry.is_symlink():
+            skipped.append((Path(entry.path), LINK))
         else:
-            found.append(path)
+            found.append(Path(entry.path))
     return found
 
 
-def _listing(folder: Path) -> list[Path]:
+def _listing(folder: str | os.PathLike) -> list[os.DirEntry]:
     """What ``folder`` holds, sorted, hidden names left out."""
-    return [p for p in sorted(folder.iterdir()) if not is_hidden(p)]
+    with os.scandir(folder) as listing:
+        return sorted((e for e in listing if not _hidden_name(e.name)), key=lambda e: e.name)
 
 
-def _class_folders(entries: list[Path], skipped: list[tuple[Path, str]]) -> list[Path]:
+def _class_folders(entries: list[os.DirEntry], skipped: list[tuple[Path, str]]) -> list[Path]:
     """The folders among a listing's ``entries``. A linked folder may point anywhere on the machine: not
     followed, like links further down, and named in ``skipped``."""
-    skipped.extend((p, LINK) for p in entries if p.is_symlink() and p.is_dir())
-    return [p for p in entries if p.is_dir() and not p.is_symlink()]
+    skipped.extend((Path(e.path), LINK) for e in entries if e.is_symlink() and _is_dir(e))
+    return [Path(e.path) for e in entries if e.is_dir(follow_symlinks=False)]
 
 
-def _entries(listing: list[Path], skipped: list[tuple[Path, str]]) -> tuple[list[Path], list[Path]]:
+def _entries(listing: list[os.DirEntry], skipped: list[tuple[Path, str]]) -> tuple[list[Path], list[Path]]:
     """The class folders and the loose image files of a folder's ``listing``; its links go into ``skipped``."""
     folders = _class_folders(listing, skipped)
-    loose = [p for p in listing if p.suffix.lower() in IMAGE_EXTENSIONS]
-    skipped.extend((p, LINK) for p in loose if p.is_symlink() and not p.is_dir())  # _class_folders names the others
-    return folders, [p for p in loose if p.is_file() and not p.is_symlink()]
+    loose = [e for e in listing if Path(e.name).suffix.lower() in IMAGE_EXTENSIONS]
+    skipped.extend((Path(e.path), LINK) for e in loose if e.is_symlink() and not _is_dir(e))  # _class_folders: others
+    return folders, [Path(e.path) for e in loose if e.is_file(follow_symlinks=False)]
 
 
 def _names_a_flat_layout(folder: Path, images: list[Path]) -> bool:

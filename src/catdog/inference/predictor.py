@@ -350,9 +350,9 @@ def expand_inputs(patterns: list[str]) -> list[str | Prediction]:
             # a linked photo is read (is_file follows it), unlike in a dataset.
             unreadable: list[OSError] = []
             found = sorted(
-                str(p)
-                for p in walk_files(Path(pattern), unreadable.append)
-                if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+                str(Path(entry.path))
+                for entry in walk_files(Path(pattern), unreadable.append)
+                if Path(entry.name).suffix.lower() in IMAGE_EXTENSIONS and entry.is_file()
             )
             for err in unreadable:  # a folder it could not list: say so, in its place
                 out.append(
