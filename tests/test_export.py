@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -251,7 +252,7 @@ def test_int8_from_a_folder_too_small_to_show_the_floor_is_refused_before_any_wo
     """Fewer than 200 check photos cannot show 99.5 % agreement: one changed label is below it, and none shows
     little (a head fitted on 68 photos agreed with fp32 on all 9 photos its 73-photo folder left to check, and on
     98.5 % of 200 other photos). A small folder is refused in one sentence that says how many photos it needs."""
-    folder = tmp_path / "photos"  # 73 photos, a small user dataset: 64 calibrate int8, 9 would check it
+    folder = tmp_path / "photos"  # 73 photos, a small user dataset: 32 calibrate int8, 41 would check it
     shutil.copytree(samples_dir, folder)
     for i in range(33):
         shutil.copy(samples_dir / "cat" / sorted(p.name for p in (samples_dir / "cat").iterdir())[i % 20],
@@ -261,8 +262,8 @@ def test_int8_from_a_folder_too_small_to_show_the_floor_is_refused_before_any_wo
     assert done.returncode == 2 and not out.parent.exists()
     said = (
         "error: int8 must agree with fp32 on 99.5% of labels, which fewer than 200 check photos cannot show (on "
-        f"fewer, one changed label is already below it); '{folder}' has 73 photos, 64 to calibrate int8 and 9 to "
-        "check it: give --check-data at least 264 photos like those the model will see (they need no labels: a "
+        f"fewer, one changed label is already below it); '{folder}' has 73 photos, 32 to calibrate int8 and 41 "
+        "to check it: give --check-data at least 232 photos like those the model will see (they need no labels: a "
         "subfolder of any name will do), or export fp32 without --int8."
     )
     assert done.stderr.strip().splitlines() == [said]
@@ -382,3 +383,39 @@ def _photos_in_other_modes(sources: list[Path], folder: Path) -> list[str]:
         rgb.transpose(Image.Transpose.ROTATE_90).save(folder / f"{i}-exif.jpg", exif=exif, quality=95)
         made += [str(path) for path in sorted(folder.glob(f"{i}-*"))]
     return made
+
+
+@pytest.mark.parametrize(
+    ("photos", "calibrated", "checked"), [(73, 32, 41), (231, 32, 199), (240, 40, 200), (264, 64, 200), (600, 64, 536)]
+)
+def test_int8_calibrates_on_fewer_photos_in_a_small_folder(tmp_path: Path, photos: int, calibrated: int, checked: int):
+    """64 photos calibrated int8 and the rest checked it, so a folder of 240 (a small user dataset) was refused for
+    leaving 176 to check. Under 264 photos int8 now calibrates on what 200 check photos leave, down to 32; never
+    on a photo that checks it. The folder's names are all that is read: empty files do."""
+    for i in range(photos):
+        (tmp_path / f"{'cat' if i % 2 else 'dog'}.{i}.jpg").touch()
+    calibration, check = export_module.int8_split(tmp_path, ["cat", "dog"])
+    assert (len(calibration), len(check)) == (calibrated, checked)
+    assert not {path for path, _ in calibration} & {path for path, _ in check}
+
+
+@pytest.mark.slow  # an int8 export of Lite0: about a minute on 2 cores
+def test_int8_from_a_240_photo_folder_says_what_it_calibrated_on_and_how_narrow_the_check_is(
+    dev_dir: Path, tmp_path: Path
+) -> None:
+    """A folder of 240 photos was refused (64 to calibrate left 176 to check). It now calibrates on 40 and
+    checks on 200, and the line says so, and that 2 changed labels would have failed a check on so few."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for label in ("cat", "dog"):
+        for i in range(3000, 3120):
+            (folder / f"{label}.{i}.jpg").hardlink_to(dev_dir / f"{label}.{i}.jpg")
+    out = tmp_path / "int8.onnx"
+    done = run_catdog_in_process("export", "--int8", "--out", str(out), "--check-data", str(folder))
+    assert done.returncode == 0, done.stderr
+    assert re.fullmatch(
+        rf"Wrote {re.escape(str(out))}: max \|Δprobability\| vs PyTorch \S+ on 240 photos; int8, calibrated on 40 "
+        r"photos, agrees with fp32 on \S+% of 200 others, accuracy \S+ \(fp32 \S+\)\. That check rests on few "
+        r"photos: 2 changed labels would have failed it; 2,000 photos in --check-data make a firmer one\.",
+        done.stdout.strip(),
+    ), done.stdout

@@ -5,11 +5,12 @@ The export itself (:class:`~catdog.inference.onnx_export.ExportModule`, :func:`e
 adds the checks on real photos and int8.
 
 - fp32: the largest |Δprobability| against PyTorch over the check photos must be ≤ 1e-4.
-- int8 (ONNX Runtime static quantization, QDQ, per-channel weights, calibrated on real
-  photos): labels must agree with fp32 on ≥ 99.5% of the check photos and accuracy must stay
-  within 0.3 points. A model that fails is not written, and the message says by how much. Fewer than
-  200 check photos cannot show the floor, so they are refused before any work: counted from the model's
-  record and the folder's names, before torch and the model load (seconds on a small CPU).
+- int8 (ONNX Runtime static quantization, QDQ, per-channel weights, calibrated on 64 real
+  photos, or down to 32 in a small folder so that 200 are left to check it): labels must agree with fp32
+  on ≥ 99.5% of the check photos and accuracy must stay within 0.3 points. A model that fails is not
+  written, and the message says by how much. Fewer than 200 check photos cannot show the floor, so they are
+  refused before any work: counted from the model's record and the folder's names, before torch and the
+  model load (seconds on a small CPU).
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ FP32_MAX_GAP = 1e-4
 INT8_MIN_AGREEMENT = 0.995
 INT8_MAX_ACCURACY_DROP = 0.003  # a share of the check photos: 0.3 percentage points
 CALIBRATION_IMAGES = 64
+# A folder too small for 64 photos to calibrate and 200 to check calibrates int8 on fewer, down to half, so that
+# the check keeps its 200: ranges from fewer photos can only make int8 disagree more, which the check would see.
+FEWEST_CALIBRATION_IMAGES = CALIBRATION_IMAGES // 2
 FP32_CHECK_IMAGES = 300
 # int8 flips ~0.4 % of labels (photos on a decision boundary): on 300 photos one flip more or less
 # decides the 99.5 % floor, so int8 agreement is measured on more photos, decoded a chunk at a time.
@@ -44,6 +48,7 @@ INT8_CHECK_IMAGES = 2000
 # it, and none does not show it (a head fitted on 68 photos agreed on all 9 photos a 73-photo folder left to
 # check, and on 99.15 % of 2,000 dev photos).
 INT8_FLOOR_PHOTOS = round(1 / (1 - INT8_MIN_AGREEMENT))
+SMALLEST_INT8_FOLDER = FEWEST_CALIBRATION_IMAGES + INT8_FLOOR_PHOTOS
 _INT8_FLOOR = (
     f"int8 must agree with fp32 on {INT8_MIN_AGREEMENT:.1%} of labels, which fewer than {INT8_FLOOR_PHOTOS} check "
     "photos cannot show"
@@ -60,6 +65,7 @@ class ExportReport:
     n_check: int
     fp32_max_gap: float
     int8: bool = False
+    n_calibration: int | None = None
     n_check_int8: int | None = None
     accuracy_fp32: float | None = None
     accuracy_int8: float | None = None
@@ -175,9 +181,7 @@ def export(
         )
     classes = list(record["classes"])
     if int8:  # chosen first: a folder too small for both is refused before any work
-        calibration_photos = check_files(check_dir, classes, CALIBRATION_IMAGES, others=True)
-        exclude = [path for path, _ in calibration_photos]
-        int8_photos = check_files(check_dir, classes, n_check or INT8_CHECK_IMAGES, exclude=exclude)
+        calibration_photos, int8_photos = int8_split(check_dir, classes, n_check)
         if len(int8_photos) < INT8_FLOOR_PHOTOS:
             raise ExportError(_too_few_for_int8(check_dir, len(calibration_photos), len(int8_photos), n_check))
     from catdog.inference.onnx_export import export_onnx  # torch and timm: seconds, so only now
@@ -198,6 +202,8 @@ def export(
                 f"(limit {FP32_MAX_GAP:g}); nothing was written."
             )
         report = ExportReport(path=str(out), n_check=len(batch), fp32_max_gap=gap, int8=int8)
+        if int8:
+            report.n_calibration = len(calibration_photos)
         final = fp32
         if int8:
             final = Path(tmp) / "int8.onnx"
@@ -208,6 +214,19 @@ def export(
     return report
 
 
+def int8_split(check_dir: str | os.PathLike, classes: list[str], n_check: int | None = None) -> tuple[list, list]:
+    """The photos that calibrate int8 and the others that check it, as :func:`check_files` gives them.
+
+    64 calibrate it, or in a folder of fewer than 264 what 200 check photos leave, down to 32: a folder of
+    240 photos was refused though 40 could calibrate int8 and 200 check it.
+    """
+    available = len(check_files(check_dir, classes, CALIBRATION_IMAGES + INT8_FLOOR_PHOTOS))  # up to that many
+    n_calibration = max(FEWEST_CALIBRATION_IMAGES, min(CALIBRATION_IMAGES, available - INT8_FLOOR_PHOTOS))
+    calibration = check_files(check_dir, classes, n_calibration, others=True)
+    exclude = [path for path, _ in calibration]
+    return calibration, check_files(check_dir, classes, n_check or INT8_CHECK_IMAGES, exclude=exclude)
+
+
 def _too_few_for_int8(check_dir: str | os.PathLike, n_calibration: int, n_check: int, asked: int | None) -> str:
     """Why int8 cannot be checked on ``n_check`` photos, and what to give instead, in one sentence."""
     floor = f"{_INT8_FLOOR} (on fewer, one changed label is already below it)"
@@ -215,7 +234,7 @@ def _too_few_for_int8(check_dir: str | os.PathLike, n_calibration: int, n_check:
         return f"--check-images {asked} is too few for --int8: {floor}; give {INT8_FLOOR_PHOTOS} or more."
     return (
         f"{floor}; '{check_dir}' has {n_calibration + n_check} photos, {n_calibration} to calibrate int8 and "
-        f"{n_check} to check it: give --check-data at least {CALIBRATION_IMAGES + INT8_FLOOR_PHOTOS} photos like "
+        f"{n_check} to check it: give --check-data at least {SMALLEST_INT8_FOLDER} photos like "
         "those the model will see (they need no labels: a subfolder of any name will do), or export fp32 "
         "without --int8."
     )

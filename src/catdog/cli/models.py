@@ -218,7 +218,17 @@ def _checks(report: dict) -> str:
     """What an export was checked against, in words (the `--json` report's figures)."""
     line = f"max |Δprobability| vs PyTorch {report['fp32_max_gap']:.1e} on {report['n_check']} photos"
     if report["int8"]:
-        line += f"; int8 agrees with fp32 on {report['agreement']:.1%} of {report['n_check_int8']} photos"
+        from catdog.export import INT8_CHECK_IMAGES, INT8_MIN_AGREEMENT  # loaded already: it made the report
+
+        checked = report["n_check_int8"]
+        line += f"; int8, calibrated on {report['n_calibration']} photos, agrees with fp32 on {report['agreement']:.1%}"
+        line += f" of {checked} others"
         if report["accuracy_int8"] is not None:
             line += f", accuracy {report['accuracy_int8']:.1%} (fp32 {report['accuracy_fp32']:.1%})"
+        if checked < INT8_CHECK_IMAGES:  # a pass on a few hundred photos is a narrow one: said, not left to infer
+            failing = int(checked * (1 - INT8_MIN_AGREEMENT) + 1e-9) + 1
+            line += (
+                f". That check rests on few photos: {failing} changed labels would have failed it; "
+                f"{INT8_CHECK_IMAGES:,} photos in --check-data make a firmer one"
+            )
     return line
