@@ -280,6 +280,8 @@ def test_a_wrapper_folder_of_one_labels_photos_is_looked_into(tmp_path):
         _write(tmp_path / name, image_bytes())
     ds = discover(tmp_path / "named")
     assert ds.layout == "folders" and ds.counts() == {"cat": 2} and ds.left_out == []
+    _write(tmp_path / "negatives/other/horse.1.jpg", image_bytes())
+    assert discover(tmp_path / "negatives").counts() == {"neither": 1}
 
     from catdog.training.config import TrainConfig
     from catdog.training.recipe import model_classes

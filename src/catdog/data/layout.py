@@ -185,10 +185,12 @@ def _names_a_flat_layout(folder: Path, images: list[Path]) -> bool:
 
     Yes when their names carry two labels, or one the folder's own name is not: Kaggle's train/ holding only
     cat.1.jpg ... was one class "train". No when they carry none, or the folder's label (cats/cat.1.jpg), so that
-    its photos with no label in their names (cats/IMG_1.jpg) stay in the class.
+    its photos with no label in their names (cats/IMG_1.jpg) stay in the class; nor for a `neither` folder
+    (other/horse.1.jpg ... shows what is neither, not a class "horse").
     """
     labels = {_flat_label(path.name) for path in images} - {None}
-    return len(labels) > 1 or (len(labels) == 1 and labels != {normalize_label(folder.name)})
+    own = normalize_label(folder.name)
+    return len(labels) > 1 or (len(labels) == 1 and labels != {own} and own != NEITHER)
 
 
 def discover(root: str | os.PathLike, *, image_files_only: bool = False) -> Dataset:
