@@ -265,13 +265,16 @@ def test_a_model_whose_classes_a_mac_spelt_reads_the_same_folder(tmp_path):
 
 def test_a_wrapper_folder_of_one_labels_photos_is_looked_into(tmp_path):
     """train/ holding only cat.1.jpg ... (Kaggle's layout with the dogs taken out) was one class "train"; its
-    photos are now read by their names as at the top, and training says the data has one class, cat. A folder
-    named for its photos' label stays a class folder, its photos with no label in their names included."""
+    photos are now read by their names as at the top, and training says the data has one class, cat. Only a
+    folder named like a split or a container is looked into so: any other is a class folder, its photos with no
+    label in their names included."""
     for name in ("cats_only/train/cat.1.jpg", "cats_only/train/cat.2.jpg", "cats_only/train/IMG_3.jpg"):
         _write(tmp_path / name, image_bytes())
     ds = discover(tmp_path / "cats_only")
     assert ds.layout == "flat" and ds.counts() == {"cat": 2}
     assert [p.name for p in ds.left_out] == ["IMG_3.jpg"]  # as at the top: listed, not dropped unsaid
+    _write(tmp_path / "dogs_only/Photos/dog.1.jpg", image_bytes())  # a container's name, like a split's
+    assert discover(tmp_path / "dogs_only").counts() == {"dog": 1}
 
     _write(tmp_path / "in_class_folders/train/cat/a.jpg", image_bytes())
     assert discover(tmp_path / "in_class_folders").counts() == {"cat": 1}
@@ -282,6 +285,12 @@ def test_a_wrapper_folder_of_one_labels_photos_is_looked_into(tmp_path):
     assert ds.layout == "folders" and ds.counts() == {"cat": 2} and ds.left_out == []
     _write(tmp_path / "negatives/other/horse.1.jpg", image_bytes())
     assert discover(tmp_path / "negatives").counts() == {"neither": 1}
+    # Any other lone folder is named for its class, whatever one label its photos' names carry: a dog called Rex,
+    # a phone app's names. Read by their names, they were classes "rex" and "whatsapp_image" that no model knows.
+    _write(tmp_path / "rex/dogs/Rex 1.jpg", image_bytes())
+    _write(tmp_path / "whatsapp/cats/WhatsApp Image 2026-11-01 at 10.11.12.jpeg", image_bytes())
+    assert discover(tmp_path / "rex").counts() == {"dog": 1}
+    assert discover(tmp_path / "whatsapp").counts() == {"cat": 1}
 
     from catdog.training.config import TrainConfig
     from catdog.training.recipe import model_classes

@@ -35,6 +35,9 @@ _NEITHER_NAMES = frozenset(
 # Leading letters that cameras, phones and screenshots put in file names: no label in a flat layout.
 _CAMERA_NAMES = frozenset({"img", "dsc", "dscn", "dscf", "pxl", "mvimg", "pic", "image", "photo", "screenshot", "scan"})
 
+# Normalised names of a lone folder that wraps a dataset rather than naming a class: a split, or a container.
+_WRAPPER_NAMES = _CAMERA_NAMES | {"train", "training", "test", "val", "valid", "validation", "dev", "data", "dataset"}
+
 _FLAT_NAME = re.compile(r"^(?P<label>[A-Za-z][A-Za-z ]*?)[._\- ]?\d+(?:[._\- ]\w+)*\.[A-Za-z0-9]+$")
 
 
@@ -183,14 +186,13 @@ def _entries(listing: list[os.DirEntry], skipped: list[tuple[Path, str]]) -> tup
 def _names_a_flat_layout(folder: Path, images: list[Path]) -> bool:
     """Whether the loose ``images`` of a lone ``folder`` are a flat layout wrapped in it, not a class folder.
 
-    Yes when their names carry two labels, or one the folder's own name is not: Kaggle's train/ holding only
-    cat.1.jpg ... was one class "train". No when they carry none, or the folder's label (cats/cat.1.jpg), so that
-    its photos with no label in their names (cats/IMG_1.jpg) stay in the class; nor for a `neither` folder
-    (other/horse.1.jpg ... shows what is neither, not a class "horse").
+    Yes when their names carry two labels, or one and the folder is named like a split or a container, not a
+    class: Kaggle's train/ holding only cat.1.jpg ... was one class "train". Any other folder's name is its
+    class, whatever one label its photos' names carry: dogs/ holding 'Rex 1.jpg' ... or cats/ of 'WhatsApp Image
+    2026-11-01 at 10.11.12.jpeg' ... are dogs and cats, not classes "rex" and "whatsapp_image".
     """
     labels = {_flat_label(path.name) for path in images} - {None}
-    own = normalize_label(folder.name)
-    return len(labels) > 1 or (len(labels) == 1 and labels != {own} and own != NEITHER)
+    return len(labels) > 1 or (len(labels) == 1 and normalize_label(folder.name) in _WRAPPER_NAMES)
 
 
 def discover(root: str | os.PathLike, *, image_files_only: bool = False) -> Dataset:
