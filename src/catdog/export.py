@@ -202,12 +202,11 @@ def export(
                 f"(limit {FP32_MAX_GAP:g}); nothing was written."
             )
         report = ExportReport(path=str(out), n_check=len(batch), fp32_max_gap=gap, int8=int8)
-        if int8:
-            report.n_calibration = len(calibration_photos)
         final = fp32
         if int8:
             final = Path(tmp) / "int8.onnx"
             calibration, _ = in_one_batch(decode_chunks(calibration_photos, pre, check_dir))
+            report.n_calibration = len(calibration)  # the photos read: an unreadable one calibrates nothing
             _quantize(fp32, final, calibration, Path(tmp), config)
             _check_int8(fp32, final, decode_chunks(int8_photos, pre, check_dir), config, report)
         _write(final, out, report)
