@@ -487,3 +487,20 @@ def test_a_wrapper_of_one_labels_photos_is_checked_as_that_one_class(samples_dir
     assert text.stdout.rstrip().endswith(
         "One class (cat): enough to evaluate a model on, not to train one (training needs two or more)."
     )
+
+
+def test_json_writes_a_name_that_is_not_utf8_as_valid_utf8(samples_dir: Path, tmp_path: Path) -> None:
+    """A file named with a Latin-1 byte came out of `data check --json` as the lone surrogate '\\udcff', which
+    strict JSON parsers refuse (predict --json wrote it so too); each such byte is now the text '\\xff', as in
+    predict's output and data check's own table."""
+    for label in ("cat", "dog"):
+        (tmp_path / label).mkdir()
+        for src in sorted((samples_dir / label).glob("*.jpg"))[:3]:
+            shutil.copy(src, tmp_path / label / src.name)
+    (tmp_path / "dog" / os.fsdecode(b"br\xffoken.jpg")).write_bytes(b"not a photo")
+    done = run_catdog_in_process("data", "check", "--json", str(tmp_path))
+    assert done.returncode == 1, done.stderr  # the broken file is a problem
+    assert "\\udc" not in done.stdout
+    [unusable] = json.loads(done.stdout)["unusable"]
+    assert unusable["path"] == "dog/br\\xffoken.jpg"
+    assert unusable["reason"].startswith("'dog/br\\xffoken.jpg' is not an image")

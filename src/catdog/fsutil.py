@@ -185,3 +185,15 @@ def utf8_safe(text: str) -> str:
     """``text`` with each byte of a name that is not UTF-8 written as ``\\xe9``: valid UTF-8 for JSON, CSV or a
     terminal. Left as the surrogate ``\\udce9`` it made JSON that strict parsers refuse, and raw bytes in CSV."""
     return _UNDECODABLE_BYTE.sub(lambda byte: f"\\x{ord(byte[0]) - 0xDC00:02x}", text)
+
+
+def utf8_safe_json(value: object) -> object:
+    """A JSON-able ``value`` (dicts, lists, strings, numbers) with :func:`utf8_safe` applied to every string in it,
+    keys included: the file names a --json document carries, at whatever depth."""
+    if isinstance(value, str):
+        return utf8_safe(value)
+    if isinstance(value, dict):
+        return {utf8_safe_json(key): utf8_safe_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [utf8_safe_json(item) for item in value]
+    return value

@@ -57,6 +57,7 @@ def data_check(
     from rich.progress import Progress
 
     from catdog.data.check import check_dataset, summary
+    from catdog.fsutil import utf8_safe_json
 
     with Progress(console=err_console, transient=True, disable=as_json or not err_console.is_terminal) as bar:
         task = bar.add_task("checking", total=None)
@@ -70,7 +71,7 @@ def data_check(
             progress=lambda n: bar.advance(task, n),
         )
     if as_json:
-        json.dump(report.to_dict(), sys.stdout, indent=2)
+        json.dump(utf8_safe_json(report.to_dict()), sys.stdout, indent=2)  # a name that is not UTF-8 as \xe9
         sys.stdout.write("\n")
     else:
         out = Console(highlight=False, soft_wrap=True)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from catdog.fsutil import counted, shown, utf8_safe
+from catdog.fsutil import counted, shown, utf8_safe, utf8_safe_json
 
 if TYPE_CHECKING:
     from catdog.inference.predictor import Prediction
@@ -26,8 +26,7 @@ def print_predictions(results: Iterable, classes: list[str], *, as_json: bool, a
         count = 0
         for count, r in enumerate(results, 1):
             failed |= not r.ok
-            fields = {key: utf8_safe(value) if isinstance(value, str) else value for key, value in r.to_dict().items()}
-            element = json.dumps(fields, indent=2).replace("\n", "\n  ")
+            element = json.dumps(utf8_safe_json(r.to_dict()), indent=2).replace("\n", "\n  ")
             sys.stdout.write(("," if count > 1 else "") + "\n  " + element)
         sys.stdout.write("\n]\n" if count else "]\n")
         return failed
