@@ -20,6 +20,7 @@ from catdog.models.scratch import SCRATCH_MODELS
 from catdog.predict import Predictor
 from catdog.train import PADDING, TrainConfig, train
 
+from budget_ranks import budget_rank
 from conftest import run_catdog, run_catdog_in_process
 
 
@@ -343,35 +344,6 @@ def test_short_runs_peak_below_lr_as_the_docs_say() -> None:
             assert low - 0.05 <= peak <= high + 0.05, (epochs, steps, peak, (low, high))
 
 
-def _budget_rank(rank: int, world: int, port: int, results) -> None:
-    """One rank of a real two-process gloo group stepping under a 2-second budget."""
-    import os
-    import time
-
-    import torch.distributed as dist
-
-    from catdog.train import Budget, DistContext, Schedule, SharedBudget
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        schedule = Schedule("cosine", total_steps=10**6, warmup_steps=1)
-        # Rank 1's clock is a second behind: only rank 0's may decide.
-        budget = Budget(time.monotonic() + 2.0 + rank, schedule)
-        shared = SharedBudget(budget, DistContext(rank, world), seconds=0.2)
-        fractions, started, step = [], time.monotonic(), 0
-        while True:
-            step += 1
-            time.sleep(0.002 * (1 + rank))  # rank 1 steps slower here; a real step would wait for it
-            stop = shared()
-            fractions.append(schedule.time_fraction)
-            if stop:
-                break
-        results[rank] = (step, shared.checks, time.monotonic() - started, fractions)
-    finally:
-        dist.destroy_process_group()
-
-
 def test_ranks_share_rank_0s_budget_and_learning_rate_clock_without_asking_every_step() -> None:
     import socket
 
@@ -381,7 +353,7 @@ def test_ranks_share_rank_0s_budget_and_learning_rate_clock_without_asking_every
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     results = mp.Manager().dict()
-    mp.spawn(_budget_rank, args=(2, port, results), nprocs=2)
+    mp.spawn(budget_rank, args=(2, port, results), nprocs=2)
     (steps_0, checks_0, seconds_0, fractions_0), (steps_1, checks_1, _, fractions_1) = results[0], results[1]
     assert steps_0 == steps_1 and checks_0 == checks_1  # the same decision at the same step
     assert fractions_0 == fractions_1  # the same learning rate at every step
