@@ -145,8 +145,9 @@ def test_builtin_gate_turns_away_held_out_non_pets(builtin, held_out):
     # Measured 2026-12-02: 97.3 % of 439 (ff7dc13: 97.95 %); 95 % is below the binomial 99 % lower bound of that figure.
     assert len(photos) > 400 and neither / len(photos) >= 0.95, f"{neither}/{len(photos)}"
     # The photos a new user tries first.
+    by_path = {a.source: a for a in answers}
     for subject in ("horse", "sheep", "flower", "cow"):
-        subject_answers = list(builtin.predict_paths(held_out[subject]))
+        subject_answers = [by_path[path] for path in held_out[subject]]  # answered above: none is a wild subject
         share = np.mean([a.label == "neither" for a in subject_answers])
         assert share >= 0.85, f"{subject}: {share:.0%} of {len(subject_answers)}"
     horse = next(a for a in answers if a.label == "neither" and "/horse/" in a.source)
