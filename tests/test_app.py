@@ -25,7 +25,7 @@ from benchmarks.bench_app import BROWSER_ARGS, CHROMIUM, PHONE, WEBGPU_ARGS, sta
 from catdog import webapp
 
 from conftest import builtin_model_available, missing
-from hostile import encode, many_scans_jpeg, photo_like, png_bomb
+from hostile import encode, many_scans_jpeg, photo_like, png_bomb, shared_server
 from serving import REPO, Server, running, self_signed
 
 SCREENSHOTS = REPO / "artifacts" / "screenshots"
@@ -53,13 +53,10 @@ def prerequisites() -> None:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory):
-    srv = Server(log=tmp_path_factory.mktemp("serve-app") / "server.log")
-    try:
-        srv.wait()
-        yield srv
-    finally:
-        srv.stop()
+def server(request: pytest.FixtureRequest) -> Server:
+    """The session's server with the built-in model and default limits (a model load saved); the tests that need
+    other options start their own."""
+    return shared_server(request)
 
 
 @pytest.fixture(scope="module")

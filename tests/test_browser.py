@@ -15,6 +15,7 @@ import pytest
 from benchmarks.bench_app import BROWSER_ARGS, CHROMIUM
 
 from conftest import missing
+from hostile import shared_server
 from serving import REPO, Server, running
 
 try:
@@ -28,9 +29,10 @@ pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("builtin_model")]
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory):
-    with running(log=tmp_path_factory.mktemp("serve") / "server.log") as srv:
-        yield srv
+def server(request: pytest.FixtureRequest) -> Server:
+    """The session's server with the built-in model and default limits (a model load saved); the tests that need
+    other options start their own."""
+    return shared_server(request)
 
 
 @pytest.fixture(scope="module")
