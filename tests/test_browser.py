@@ -647,3 +647,35 @@ def test_restarting_the_camera_leaves_one_live_loop(page, first_frame: str) -> N
     page.wait_for_timeout(3_000)  # past the 503's 2 s, or the old frame's answer and the 125 ms between frames
     assert len(asked) == 2, f"{len(asked)} frames sent: more than one loop"
     page.click("#camera-stop")
+
+
+def test_the_page_asks_whether_the_model_is_ready_as_a_503_asks(browser, server: Server) -> None:
+    """The page asked whether the model was ready every 1.5 s, whatever a 503's Retry-After said, and forever.
+    It now waits what Retry-After names (retryWait, as a photo does), a minute of waits at most, then says to
+    reload the page. Every answer here is a 503 with Retry-After: 20, on the page's clock run forward: asks at
+    0, 20, 40 and 60 s; the fourth 503 would take the waits past a minute, so the page says so."""
+    asked: list = []
+
+    def loading(route) -> None:
+        asked.append(route)
+        route.fulfill(status=503, headers={"Retry-After": "20"}, json={"error": "The model is still loading."})
+
+    context = browser.new_context(bypass_csp=True)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    page.clock.install()
+    page.route("**/api/v1/model", loading)
+    page.goto(server.url + "/")
+    for count in (1, 2, 3):
+        _until_asked(page, asked, count)
+        page.wait_for_selector("#model-status:has-text('still loading')", timeout=10_000)
+        page.clock.run_for(19_000)
+        assert len(asked) == count, f"asked again within 19 s of a 503 that asked for 20: {len(asked)} asks"
+        page.clock.run_for(1_000)
+    status = page.locator("#model-status")
+    status.filter(has_text="reload").wait_for(timeout=10_000)
+    assert status.inner_text() == "The model is still not ready after 60 s; reload the page to try again."
+    assert len(asked) == 4, len(asked)
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
