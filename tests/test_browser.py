@@ -679,3 +679,28 @@ def test_the_page_asks_whether_the_model_is_ready_as_a_503_asks(browser, server:
     assert len(asked) == 4, len(asked)
     context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def test_start_clicked_twice_while_the_camera_starts_opens_one_stream(page) -> None:
+    """Start clicked again while the browser was still asking for the camera asked for a second stream; the first
+    was never stopped, so the camera stayed on after Stop. A click while the camera starts now does nothing."""
+    page.route("**/api/v1/predict", lambda route: None)  # frames held unanswered: this is about the camera
+    live_streams = """() => window.streams.filter((s) => s.getTracks().some((t) => t.readyState === 'live')).length"""
+    page.evaluate(
+        """() => {
+            window.streams = [];
+            const ask = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+            navigator.mediaDevices.getUserMedia = async (constraints) => {
+                const stream = await ask(constraints);
+                window.streams.push(stream);
+                return stream;
+            };
+        }"""
+    )
+    # Both clicks before the browser answers the first: a user's double click on a slow permission prompt.
+    page.locator("#camera-start").evaluate("button => { button.click(); button.click(); }")
+    page.wait_for_function("document.getElementById('video').videoWidth > 0", timeout=30_000)
+    page.wait_for_timeout(500)  # a second stream, if one was asked for, comes by now
+    asked = page.evaluate("window.streams.length")
+    page.click("#camera-stop")
+    assert (asked, page.evaluate(live_streams)) == (1, 0), "camera streams asked for, and still live after Stop"
