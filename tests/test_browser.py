@@ -652,8 +652,9 @@ def test_restarting_the_camera_leaves_one_live_loop(page, first_frame: str) -> N
 def test_the_page_asks_whether_the_model_is_ready_as_a_503_asks(browser, server: Server) -> None:
     """The page asked whether the model was ready every 1.5 s, whatever a 503's Retry-After said, and forever.
     It now waits what Retry-After names (retryWait, as a photo does), a minute of waits at most, then says to
-    reload the page. Every answer here is a 503 with Retry-After: 20, on the page's clock run forward: asks at
-    0, 20, 40 and 60 s; the fourth 503 would take the waits past a minute, so the page says so."""
+    reload the page, after the server's own reason. Every answer here is a 503 with Retry-After: 20, on the
+    page's clock run forward: asks at 0, 20, 40 and 60 s; the fourth 503 would take the waits past a minute, so
+    the page says so."""
     asked: list = []
 
     def loading(route) -> None:
@@ -675,7 +676,9 @@ def test_the_page_asks_whether_the_model_is_ready_as_a_503_asks(browser, server:
         page.clock.run_for(1_000)
     status = page.locator("#model-status")
     status.filter(has_text="reload").wait_for(timeout=10_000)
-    assert status.inner_text() == "The model is still not ready after 60 s; reload the page to try again."
+    assert status.inner_text() == (  # the server's reason kept: a model that failed to load says why
+        "The model is still loading. Still not ready after 60 s; reload the page to try again."
+    )
     assert len(asked) == 4, len(asked)
     context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
