@@ -658,6 +658,33 @@ def test_a_camera_taken_away_or_in_the_background_stops(playwright, server, dev_
         b.close()
 
 
+def test_start_clicked_twice_while_the_camera_starts_opens_one_stream(browser, playwright, server) -> None:
+    """Start clicked again while the browser was still asking for the camera asked for a second stream; the first
+    was never stopped, so the camera stayed on after Stop. A click while the camera starts now does nothing."""
+    context, page = phone(browser, playwright, server.url + "/app/")
+    try:
+        page.evaluate("""() => {  // every stream the app is given, to see which are still live after Stop
+            window.streams = [];
+            const ask = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+            navigator.mediaDevices.getUserMedia = async (constraints) => {
+                const stream = await ask(constraints);
+                window.streams.push(stream);
+                return stream;
+            };
+        }""")
+        # Both clicks before the browser answers the first: a user's double tap on a slow permission prompt.
+        page.locator("#camera-start").evaluate("button => { button.click(); button.click(); }")
+        page.locator("#camera-stop").wait_for(state="visible", timeout=30_000)
+        page.wait_for_timeout(500)  # a second stream, if one was asked for, comes by now
+        asked = page.evaluate("window.streams.length")
+        page.click("#camera-stop")
+        live = page.evaluate("window.streams.filter((s) => s.getTracks().some((t) => t.readyState === 'live')).length")
+        assert (asked, live) == (1, 0), "camera streams asked for, and still live after Stop"
+        assert not page.errors
+    finally:
+        context.close()
+
+
 @pytest.mark.slow  # a browser and the model each: the default suite stays near 10 minutes
 def test_over_plain_http_the_app_says_what_needs_https(playwright, server):
     """Opened from another machine over plain http (a phone on the LAN), the camera button was greyed out without

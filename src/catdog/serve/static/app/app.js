@@ -435,7 +435,7 @@ function cameraProblem(err) {
   }
 }
 
-$("camera-start").addEventListener("click", async () => {
+async function startCamera() {
   $("camera-error").textContent = "";
   let mine;
   try {
@@ -468,6 +468,19 @@ $("camera-start").addEventListener("click", async () => {
   $("live").scrollIntoView({ block: "nearest" });
   app.frames = [];
   grab();
+}
+
+$("camera-start").addEventListener("click", async () => {
+  const start = $("camera-start");
+  // A click while the camera starts would ask for a second stream, which replaced the first in `stream`: the
+  // first was never stopped, the camera on after Stop. aria-busy, not disabled: the keyboard focus stays on Start.
+  if (start.getAttribute("aria-busy") === "true") return;
+  start.setAttribute("aria-busy", "true");
+  try {
+    await startCamera();
+  } finally {
+    start.removeAttribute("aria-busy");
+  }
 });
 $("video").addEventListener("playing", grab); // once: a listener per start piled up over restarts
 
