@@ -19,7 +19,6 @@ and says so.
 from __future__ import annotations
 
 import html
-import json
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -29,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from catdog.data.layout import NEITHER, DatasetError, discover
-from catdog.fsutil import atomic_write_text, counted, listed
+from catdog.fsutil import atomic_write_text, counted, json_text, listed, utf8_safe
 from catdog.images import ImageError
 from catdog.preprocess import Preprocess, normalize, stack_uint8, to_uint8
 
@@ -272,7 +271,7 @@ def write_audit(result: AuditResult, out_dir: str | os.PathLike, top: int = 100)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "suspects.json", json.dumps(result.to_dict(), indent=2) + "\n")
+    atomic_write_text(out / "suspects.json", json_text(result.to_dict()) + "\n")
     cards = "".join(
         f'<figure><img src="{thumbnail_data_uri(s.path) or ""}" alt="{html.escape(Path(s.path).name)}">'
         f"<figcaption>#{rank} {html.escape(Path(s.path).name)}<br>labelled <b>{html.escape(s.label)}</b>, "
@@ -296,5 +295,5 @@ Suspects are photos whose {result.folds}-fold out-of-fold prediction disagrees w
 {cards or "<p>No suspects.</p>"}
 </body></html>
 """
-    atomic_write_text(out / "audit.html", page)
+    atomic_write_text(out / "audit.html", utf8_safe(page))  # the names in it; a lone surrogate cannot be written
     return out / "audit.html"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import filecmp
+import json
 import os
 import re
 import shutil
@@ -197,3 +198,10 @@ def utf8_safe_json(value: object) -> object:
     if isinstance(value, list | tuple):
         return [utf8_safe_json(item) for item in value]
     return value
+
+
+def json_text(document: object) -> str:
+    """``document`` as indented JSON with every string :func:`utf8_safe`: the one way catdog writes a JSON
+    document (a command's --json output, metrics.json, suspects.json). By itself json.dumps writes the byte of a
+    name that is not UTF-8 as the escaped lone surrogate ``\\udce9``, which strict JSON parsers refuse."""
+    return json.dumps(utf8_safe_json(document), indent=2)

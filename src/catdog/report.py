@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import os
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from sklearn import metrics as skm  # noqa: E402
 from sklearn.calibration import calibration_curve  # noqa: E402
 
 from catdog.data.layout import NEITHER  # noqa: E402
-from catdog.fsutil import atomic_write_bytes, atomic_write_text, counted  # noqa: E402
+from catdog.fsutil import atomic_write_bytes, atomic_write_text, counted, json_text, printable, utf8_safe  # noqa: E402
 from catdog.images import ImageError, decode  # noqa: E402
 
 GALLERY_SIZE = 16
@@ -211,7 +210,9 @@ def gallery_png(mistakes: list[dict]) -> bytes:
         except ImageError:
             pass
         probs = mistake_probabilities(item, 2)
-        ax.set_title(f"{Path(item['path']).name}\ntrue {item['truth']} → {item['answer']}\n{probs}", fontsize=8)
+        ax.set_title(
+            f"{printable(Path(item['path']).name)}\ntrue {item['truth']} → {item['answer']}\n{probs}", fontsize=8
+        )
     if not mistakes:
         axes[0, 0].text(0.5, 0.5, "no mistakes", ha="center")
     return _png(fig)
@@ -245,9 +246,9 @@ def write_report(out_dir: str | os.PathLike, evaluation, metrics: dict) -> Path:
         pngs["open_set.png"] = open_set_png(evaluation, metrics["open_set"])
     for name, data in pngs.items():
         atomic_write_bytes(out / name, data)
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    atomic_write_text(out / "metrics.json", json_text(metrics) + "\n")
     page = _html(metrics, pngs, mistakes, let_through(evaluation))
-    atomic_write_text(out / "report.html", page)
+    atomic_write_text(out / "report.html", utf8_safe(page))  # the names in it; a lone surrogate cannot be written
     return out / "report.html"
 
 

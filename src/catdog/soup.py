@@ -12,7 +12,6 @@ measured beside each member's, so that a soup worse than its best member shows.
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass
@@ -233,7 +232,3 @@ def summary(cfg: SoupConfig, metrics: dict) -> str:
             "compare them on photos neither has been chosen on (catdog evaluate MODEL DATA --split test)."
         )
     return "\n".join(lines)
-
-
-def to_json(cfg: SoupConfig, metrics: dict) -> str:
-    return json.dumps({"out": cfg.out, **metrics}, indent=2)

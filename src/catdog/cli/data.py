@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from typing import Annotated
 
 import typer
@@ -11,6 +9,7 @@ from rich.console import Console
 
 from catdog.cli.app import app, data_app
 from catdog.cli.errors import err_console, refuse_unwritable, user_errors
+from catdog.cli.output import print_json
 
 TOP_SUSPECTS = 20  # printed and shown by `catdog data audit` unless --top says otherwise
 
@@ -57,7 +56,6 @@ def data_check(
     from rich.progress import Progress
 
     from catdog.data.check import check_dataset, summary
-    from catdog.fsutil import utf8_safe_json
 
     with Progress(console=err_console, transient=True, disable=as_json or not err_console.is_terminal) as bar:
         task = bar.add_task("checking", total=None)
@@ -71,8 +69,7 @@ def data_check(
             progress=lambda n: bar.advance(task, n),
         )
     if as_json:
-        json.dump(utf8_safe_json(report.to_dict()), sys.stdout, indent=2)  # a name that is not UTF-8 as \xe9
-        sys.stdout.write("\n")
+        print_json(report.to_dict())
     else:
         out = Console(highlight=False, soft_wrap=True)
         for part in summary(report):
@@ -116,7 +113,7 @@ def data_audit(
     if as_json:
         document = result.to_dict()
         document["suspects"] = document["suspects"][:top]  # [:None]: every one
-        print(json.dumps(document, indent=2))
+        print_json(document)
         return
     top = top or TOP_SUSPECTS
     console = Console(highlight=False, soft_wrap=True)
@@ -166,7 +163,7 @@ def cache(
 
     from catdog.data.cache_dir import cache_parts, clear_cache
     from catdog.errors import CatdogError
-    from catdog.fsutil import counted, default_cache_dir
+    from catdog.fsutil import counted, default_cache_dir, shown
 
     root = Path(cache_dir) if cache_dir else default_cache_dir()
     if root.exists() and not root.is_dir():
@@ -176,19 +173,19 @@ def cache(
     if as_json:
         parts_dicts = [p.to_dict() for p in parts]
         document = {"cache_dir": str(root), "cleared": clear, "size_bytes": total, "parts": parts_dicts}
-        json.dump(document | ({"other_files_kept": kept} if clear else {}), sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        print_json(document | ({"other_files_kept": kept} if clear else {}))
         return
     out = Console(highlight=False, soft_wrap=True)
     if clear:
         were, stay = ("was", "stays") if kept == 1 else ("were", "stay")
         others = f"; {counted(kept, 'other file')} in its folders {were} not catdog's and {stay}" if kept else ""
-        out.print(f"Cleared catdog's cache in {root}: {_size(total)} freed ({counted(len(parts), 'item')}){others}.")
+        freed = f"{_size(total)} freed ({counted(len(parts), 'item')})"
+        out.print(f"Cleared catdog's cache in {shown(str(root))}: {freed}{others}.")
         return
     items = counted(len(parts), "item")  # "1 items" once, beside the "1 other file" it says right
-    out.print(f"catdog's cache: {root}, {_size(total)} in {items} (catdog cache --clear frees it all)")
+    out.print(f"catdog's cache: {shown(str(root))}, {_size(total)} in {items} (catdog cache --clear frees it all)")
     for part in sorted(parts, key=lambda p: -p.size_bytes):
-        out.print(f"  {_size(part.size_bytes):>9}  {part.path}  [dim]{part.holds}[/]")
+        out.print(f"  {_size(part.size_bytes):>9}  {shown(part.path)}  [dim]{part.holds}[/]")
 
 
 def _size(size_bytes: int) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import sys
@@ -13,7 +12,7 @@ from rich.console import Console
 
 from catdog.cli.app import NeitherThreshold, app, probability
 from catdog.cli.errors import fail, refuse_unwritable, user_errors
-from catdog.cli.output import print_evaluation
+from catdog.cli.output import print_evaluation, print_json
 from catdog.models.files import builtin_name, names_a_model
 
 
@@ -85,7 +84,7 @@ def evaluate(
     for warning in result["warnings"]:
         print(f"note: {warning}", file=sys.stderr)
     if as_json:
-        print(json.dumps(result, indent=2))
+        print_json(result)
         return
     print_evaluation(result)
 
@@ -126,7 +125,7 @@ def explain(
 
     from catdog.explain import explain as run_explain
     from catdog.explain import overlay
-    from catdog.fsutil import atomic_write
+    from catdog.fsutil import atomic_write, shown
 
     target = Path(out or f"{Path(image).stem}-gradcam.png")
     picture_format = OVERLAY_FORMATS.get(target.suffix.lower())
@@ -140,7 +139,7 @@ def explain(
     atomic_write(target, lambda tmp: picture.save(tmp, picture_format))
     probs = ", ".join(f"{c} {p:.3f}" for c, p in explanation.probabilities.items())
     Console(highlight=False, soft_wrap=True).print(
-        f"{image}: {explanation.label} ({probs}); heat map for '{explanation.explained}' written to {target}"
+        shown(f"{image}: {explanation.label} ({probs}); heat map for '{explanation.explained}' written to {target}")
     )
 
 
@@ -189,7 +188,7 @@ def export(
         refuse_unwritable(target, "folder")
         config = write_web(model, target, int8=int8, check_dir=check_data, n_check=check_images)
         if as_json:
-            print(json.dumps({"path": target, **{k: v for k, v in config.items() if k != "imagenet"}}, indent=2))
+            print_json({"path": target, **{k: v for k, v in config.items() if k != "imagenet"}})
             return
         checked = f"; its model {_checks(config['check'])}" if "check" in config else ""
         print(f"Wrote the phone app to {target}/ (model {config['model_bytes'] / 1e6:.1f} MB{checked}): serve "
@@ -209,9 +208,11 @@ def export(
         raise fail(f"--out '{target}' must end in .onnx: catdog reads a model file by that name.")
     report = run_export(model, target, int8=int8, check_dir=check_data, n_check=check_images)
     if as_json:
-        print(json.dumps(report.to_dict(), indent=2))
+        print_json(report.to_dict())
         return
-    Console(highlight=False, soft_wrap=True).print(f"Wrote {report.path}: {_checks(report.to_dict())}.")
+    from catdog.fsutil import shown
+
+    Console(highlight=False, soft_wrap=True).print(shown(f"Wrote {report.path}: {_checks(report.to_dict())}."))
 
 
 def _checks(report: dict) -> str:

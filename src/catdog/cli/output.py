@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import csv
-import json
 import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from catdog.fsutil import counted, shown, utf8_safe, utf8_safe_json
+from catdog.fsutil import counted, json_text, shown, utf8_safe
 
 if TYPE_CHECKING:
     from catdog.inference.predictor import Prediction
+
+
+def print_json(document: object) -> None:
+    """Print ``document`` as a command's --json output: a name that is not UTF-8 as ``\\xe9`` (:func:`json_text`)."""
+    sys.stdout.write(json_text(document) + "\n")
 
 
 def print_predictions(results: Iterable, classes: list[str], *, as_json: bool, as_csv: bool) -> bool:
@@ -26,7 +30,7 @@ def print_predictions(results: Iterable, classes: list[str], *, as_json: bool, a
         count = 0
         for count, r in enumerate(results, 1):
             failed |= not r.ok
-            element = json.dumps(utf8_safe_json(r.to_dict()), indent=2).replace("\n", "\n  ")
+            element = json_text(r.to_dict()).replace("\n", "\n  ")
             sys.stdout.write(("," if count > 1 else "") + "\n  " + element)
         sys.stdout.write("\n]\n" if count else "]\n")
         return failed
@@ -63,7 +67,7 @@ def print_evaluation(result: dict) -> None:
 
     out = Console(highlight=False, soft_wrap=True)
     part = "" if result.get("split", "all") == "all" else f" of its {result['split']} split"
-    table = Table(title=f"{result['model']} on {result['n']} photos{part}")
+    table = Table(title=shown(f"{result['model']} on {result['n']} photos{part}"))
     for column in ("class", "precision", "recall", "F1", "support"):
         table.add_column(column, justify="right")
     for c in result["classes"]:
@@ -126,7 +130,7 @@ def print_evaluation(result: dict) -> None:
             table.add_row(name, *(robustness_cell(v, n) for v, n in zip(values, r["neither"][name])))
         out.print(table)
     if "report" in result:
-        out.print(f"Report: {result['report']}")
+        out.print(shown(f"Report: {result['report']}"))
 
 
 def _confidence(r: Prediction) -> str:

@@ -225,9 +225,13 @@ def soup(
     """Average the weights of models fine-tuned from the same pretrained weights: one model, often more
     accurate than each, at one model's cost. Its temperature is fitted on the members' validation split,
     where it is measured beside each member."""
-    from catdog.soup import SoupConfig, summary, to_json
+    from catdog.cli.output import print_json
+    from catdog.soup import SoupConfig, summary
     from catdog.soup import soup as make_soup
 
     config = SoupConfig(models=models, data_dir=data_dir, out=out, overwrite=overwrite, batch_size=batch_size)
     metrics = make_soup(config)
-    print(to_json(config, metrics) if as_json else summary(config, metrics))
+    if as_json:
+        print_json({"out": config.out, **metrics})
+    else:
+        print(summary(config, metrics))

@@ -1,0 +1,112 @@
+"""File names that are not UTF-8 (a Latin-1 byte: b'caf\\xe9.jpg'), in every command's output.
+
+Python keeps such a byte as the lone surrogate '\\udce9'. json.dumps wrote it as that escape, which strict JSON
+parsers refuse, and a strict UTF-8 stdout could not print it at all. Every command writes it as the text '\\xe9'.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from catdog.preprocess import Preprocess
+
+# The bytes of the names, as a user's old camera or a Latin-1 file system wrote them.
+PHOTO = os.fsdecode(b"caf\xe9.jpg")
+BROKEN = os.fsdecode(b"br\xffoken.jpg")
+MODEL_FILE = os.fsdecode(b"mod\xe8le.onnx")
+CACHE = os.fsdecode(b"cach\xe9")
+REPORT = os.fsdecode(b"rapport-\xe9t\xe9")
+
+
+@pytest.fixture(scope="module")
+def folders(samples_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Labelled photos, among them a real JPEG and a broken file whose names are not UTF-8, and a tiny model."""
+    from catdog.models import build_model, save_model_dir
+
+    root = tmp_path_factory.mktemp("not-utf8")
+    data = root / "data"
+    for label in ("cat", "dog"):
+        (data / label).mkdir(parents=True)
+        for photo in sorted((samples_dir / label).glob("*.jpg"))[:3]:
+            shutil.copy(photo, data / label / photo.name)
+    shutil.copy(sorted((samples_dir / "cat").glob("*.jpg"))[3], data / "cat" / PHOTO)
+    (data / "dog" / BROKEN).write_bytes(b"not a photo")
+    # A small from-scratch net: what is printed does not depend on the model, and it loads in a second.
+    pre = Preprocess(image_size=64, crop_pct=1.0, interpolation="bilinear")
+    config = {"architecture": "catnet", "classes": ["cat", "dog"], "preprocess": pre.to_dict(), "gate": None}
+    save_model_dir(build_model("catnet", 2, pretrained=False).eval(), config, root / "model")
+    return {"data": str(data), "model": str(root / "model"), "root": str(root)}
+
+
+# Each command, its arguments, its exit status and the names that must be recognisable in what it prints.
+COMMANDS = {
+    "predict": (["predict", "-m", "{model}", "{data}"], 1, "br\\xffoken.jpg"),
+    "data check": (["data", "check", "{data}", "--cache-dir", "{root}/cache"], 1, "br\\xffoken.jpg"),
+    "data audit": (
+        ["data", "audit", "{data}", "-m", "{model}", "--folds", "2", "--out", f"{{root}}/{REPORT}-{{output}}"],
+        0,
+        "br\\xffoken.jpg",
+    ),
+    "evaluate": (
+        ["evaluate", "{model}", "{data}", "--out", f"{{root}}/{REPORT}-{{output}}"],
+        0,
+        "br\\xffoken.jpg",
+        "rapport-\\xe9t\\xe9",
+    ),
+    "export": (
+        ["export", "{model}", "--out", f"{{root}}/{MODEL_FILE}", "--check-data", "{data}", "--check-images", "8"],
+        0,
+        "mod\\xe8le.onnx",
+    ),
+    "cache": (["cache", "--cache-dir", f"{{root}}/{CACHE}"], 0, "cach\\xe9"),
+    "explain": (["explain", "{model}", f"{{data}}/cat/{PHOTO}", "--out", "{root}/heat.png"], 0, "caf\\xe9.jpg"),
+}
+TEXT_ONLY = {"explain"}  # no --json
+
+
+@pytest.mark.parametrize(
+    ("command", "output"),
+    [
+        (command, output)
+        for command in COMMANDS
+        for output in ("--json", "text")
+        if not (output == "--json" and command in TEXT_ONLY)
+    ],  # fmt: skip
+)
+def test_a_name_that_is_not_utf8_is_printed_as_valid_utf8(folders: dict[str, str], command: str, output: str) -> None:
+    """Run as a user runs it, with a strict UTF-8 stdout: the name's byte is the text '\\xe9' (recognisable),
+    never the surrogate '\\udce9' in JSON nor a UnicodeEncodeError (exit 70) in the text."""
+    template, status, *names = COMMANDS[command]
+    args = [arg.format(**folders, output=output.strip("-")) for arg in template] + (
+        [output] if output == "--json" else []
+    )
+    # Strict UTF-8, as under a user's UTF-8 locale; the cache (predict's ONNX export of the model) kept apart.
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict", "CATDOG_CACHE_DIR": f"{folders['root']}/cache"}
+    done = subprocess.run([sys.executable, "-m", "catdog", *args], capture_output=True, env=env, timeout=300)
+    assert done.returncode == status, done.stderr.decode(errors="replace")
+    printed = done.stdout.decode("utf-8")  # strict: fails on a raw byte or an encoded surrogate
+    assert "\\udc" not in printed
+    if output == "--json":
+        strings = _strings(json.loads(printed))
+        assert all(any(name in text for text in strings) for name in names), printed
+    else:
+        assert all(name in printed for name in names), printed
+    for written in Path(folders["root"]).glob(f"{REPORT}-{output.strip('-')}/*.json"):  # metrics, suspects
+        assert "\\udc" not in written.read_text(encoding="utf-8"), written
+        assert json.loads(written.read_text(encoding="utf-8"))
+
+
+def _strings(value: object) -> list[str]:
+    """Every string in a parsed JSON document, keys included."""
+    if isinstance(value, dict):
+        return [*value, *(text for item in value.values() for text in _strings(item))]
+    if isinstance(value, list):
+        return [text for item in value for text in _strings(item)]
+    return [value] if isinstance(value, str) else []
