@@ -69,12 +69,15 @@ COMMANDS = {
     "explain": (["explain", "{model}", f"{{data}}/cat/{PHOTO}", "--out", "{root}/heat.png"], 0, "caf\\xe9.jpg"),
 }
 TEXT_ONLY = {"explain"}  # no --json
+# In the default suite: the two reports (JSON beside them) and two plain outputs that crashed. The other cases run
+# with the slow tests (each is a subprocess of a few seconds; predict's and data check's own tests cover theirs).
+FAST = {("data audit", "--json"), ("evaluate", "--json"), ("export", "text"), ("explain", "text")}
 
 
 @pytest.mark.parametrize(
     ("command", "output"),
     [
-        (command, output)
+        pytest.param(command, output, marks=() if (command, output) in FAST else pytest.mark.slow)
         for command in COMMANDS
         for output in ("--json", "text")
         if not (output == "--json" and command in TEXT_ONLY)
