@@ -1268,3 +1268,21 @@ def test_the_curves_show_the_learning_rate_beside_loss_and_accuracy(tmp_path: Pa
     assert lr_axis.get_ylim()[0] == 0  # the cosine's end is on the axis, not below its bottom
     plot_curves(history, tmp_path / "curves.png", kept_epoch=3)
     assert Image.open(tmp_path / "curves.png").size == (1500, 400)  # three panels, as drawn
+
+
+def test_a_class_too_small_to_learn_from_is_named_once_as_data_check_names_it(
+    tmp_path: Path, dev_dir: Path, shared_cache: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """`data check` notes a class of under 10 photos (a stray Chats/ folder of 1 photo became a class); `train`
+    trained on 4 dog photos without a word. It now says so once, in data check's sentence."""
+    from catdog.data.check import small_class_note
+
+    data = tmp_path / "data"
+    for label, count in (("cat", 12), ("dog", 4)):
+        (data / label).mkdir(parents=True)
+        for i in range(count):
+            shutil.copy(dev_dir / f"{label}.{i}.jpg", data / label / f"{i}.jpg")
+    options = dict(model="catnet", image_size=32, epochs=1, batch_size=16, workers=0)
+    train(TrainConfig(data_dir=str(data), out=str(tmp_path / "model"), cache_dir=str(shared_cache), **options))
+    err = capsys.readouterr().err
+    assert err.count(small_class_note("dog", 4)) == 1 and "class cat" not in err, err

@@ -357,6 +357,11 @@ def _scan_report(root, cache_dir, near_distance, workers, progress, on_start) ->
     return report
 
 
+def small_class_note(name: str, photos: int) -> str:
+    """The note on a class of under ``SMALL_CLASS`` usable photos, in the words of data check and of train."""
+    return f"class {name}: {counted(photos, 'usable photo')}, under {SMALL_CLASS}: too few to learn from"
+
+
 def _detailed(facts: Facts) -> bool:
     """Whether a usable image's perceptual hash tells it from others (see MIN_HASH_BITS)."""
     return int(facts.phash or "0", 16).bit_count() >= MIN_HASH_BITS
@@ -545,7 +550,6 @@ def summary(report: CheckReport, limit: int = 20) -> list:
     details = Table(title="Findings", title_justify="left")
     for column in ("finding", "files", "detail"):
         details.add_column(column, overflow="fold")
-    too_few = f"under {SMALL_CLASS}: too few to learn from"
     rows = {
         # The reason names the file for --json; beside its path in the table that name was the same path again,
         # and on an 80-column terminal each unusable file took two lines more.
@@ -561,10 +565,7 @@ def summary(report: CheckReport, limit: int = 20) -> list:
         "tiny image (note)": [
             (t["path"], f"{t['width']}x{t['height']} (< {TINY_SIDE} px)") for t in report.tiny_images
         ],
-        "small class (note)": [
-            (c["example"], f"class {c['class']}: {counted(c['photos'], 'usable photo')}, {too_few}")
-            for c in report.small_classes
-        ],
+        "small class (note)": [(c["example"], small_class_note(c["class"], c["photos"])) for c in report.small_classes],
         "blank image (note)": [(b["path"], "one colour, no detail: a blank frame?") for b in report.blank_images],
         "not an image (note)": _by_extension(report.not_images),
         "moved": [(q["path"], q["to"]) for q in report.quarantined if q["to"]],

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,6 +31,7 @@ from torch.utils.data import Subset
 
 from catdog.augment import mix_transform
 from catdog.data import NEITHER, CachedImages, DatasetError, PreparedData, discover, make_loader, prepare
+from catdog.data.check import SMALL_CLASS, small_class_note
 from catdog.features import PooledFeatures, split_backbone
 from catdog.fsutil import counted, default_cache_dir
 from catdog.models import build_model, save_model_dir
@@ -117,6 +119,7 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
         data = decode(cfg, model, pre, cache_dir, ctx, log, timeline.mark)
         timeline.mark("data_ready")
         splits, test, negatives = split(cfg, data, len(classes), log, learns_neither)
+        note_small_classes(data, classes, log)
 
         # 4. What trains (the whole network, or the part after a frozen one) and what it eats.
         job = what_trains(cfg, model, gate, data, splits, pre, cache_dir, ctx, deadline, log)
@@ -319,6 +322,17 @@ def split(cfg: TrainConfig, data: PreparedData, n_classes: int, log: Reporter, l
     held = f", {len(held_for_test)} held out for the test split" if held_for_test else ""
     log.info(f"{len(splits['train'])} training and {len(splits['val'])} validation images{held}")
     return splits, held_for_test, negatives
+
+
+def note_small_classes(data: PreparedData, classes: list[str], log: Reporter) -> None:
+    """Name each class of too few usable photos to learn from, as ``catdog data check`` notes it.
+
+    Train said nothing of them: a stray folder of 3 photos (a French Chats/ beside Cats/) trained as a class.
+    """
+    usable = Counter(data.labels)
+    for label, name in enumerate(classes):
+        if usable[label] < SMALL_CLASS:
+            log.info(small_class_note(name, usable[label]))
 
 
 @dataclass
