@@ -162,7 +162,9 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
         validation_steps = math.ceil(len(job.val_set) / ctx.world) / per_rank_batch  # its rows, in steps' worth
         # Under --compile the first validation compiles the eval graph too (minutes on a GPU): no guess from steps.
         budget = Budget(deadline, schedule, None if cfg.compile else validation_steps)
-        budget.final_seconds = final_seconds(cfg, model, pre, test_pre, deadline, len(splits["val"]), ctx)
+        budget.final_seconds = final_seconds(
+            cfg=cfg, model=model, pre=pre, test_pre=test_pre, deadline=deadline, val_images=len(splits["val"]), ctx=ctx
+        )
         out_of_time = SharedBudget(budget, ctx)
         save = checkpointer(cfg, trainable, optimizer, scheduler, scaler, ctx, ema)  # save(state): rank 0 writes
         stop_reason = ""
@@ -211,7 +213,17 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
         trainable.load_state_dict(state.best_state)
         validated = model.net if learns_neither else model  # a LearntNeither net: on its three classes
         final_pre = best_at_test_size(
-            validated, data, splits, pre, test_pre, cfg, ctx, dtype, per_rank_batch, state, log
+            model=validated,
+            data=data,
+            val_indices=splits["val"],
+            pre=pre,
+            test_pre=test_pre,
+            cfg=cfg,
+            ctx=ctx,
+            dtype=dtype,
+            per_rank_batch=per_rank_batch,
+            state=state,
+            log=log,
         )
         gate_evidence(model, gate, data, splits, negatives, pre, final_pre, cfg, cache_dir, job, ctx, state, log)
         timeline.mark("validated")
@@ -506,22 +518,50 @@ def recipe_line(cfg: TrainConfig, n_classes: int, mixes: bool) -> str:
     return line
 
 
-def final_seconds(cfg, model, pre, test_pre, deadline, val_images: int, ctx: DistContext) -> float:
-    """The time the budget keeps for validating again at ``--test-image-size`` (0 when there is none)."""
+def final_seconds(
+    *,
+    cfg: TrainConfig,
+    model: nn.Module,
+    pre: Preprocess,
+    test_pre: Preprocess,
+    deadline: float | None,
+    val_images: int,
+    ctx: DistContext,
+) -> float:
+    """The time the budget keeps for validating again at ``--test-image-size`` (0 when there is none).
+
+    ``pre``/``test_pre``: the training and test sizes' preprocessing; ``deadline``: the budget's end (None: no
+    budget); ``val_images``: the validation photos of all ranks."""
     if test_pre == pre or deadline is None:
         return 0.0
     workers = validation_workers(cfg, ctx.device)
     return estimate_seconds(model, test_pre, val_images // ctx.world, ctx.device, workers)
 
 
-def best_at_test_size(model, data, splits, pre, test_pre, cfg, ctx, dtype, per_rank_batch, state, log) -> Preprocess:
-    """The preprocessing the model directory predicts with: ``test_pre`` after validating there again."""
+def best_at_test_size(
+    *,
+    model: nn.Module,
+    data: PreparedData,
+    val_indices: list[int],
+    pre: Preprocess,
+    test_pre: Preprocess,
+    cfg: TrainConfig,
+    ctx: DistContext,
+    dtype: torch.dtype | None,
+    per_rank_batch: int,
+    state: RunState,
+    log: Reporter,
+) -> Preprocess:
+    """The preprocessing the model directory predicts with: ``test_pre`` after validating there again.
+
+    ``model``: the best weights, validated on ``val_indices`` at ``test_pre``'s size; ``state`` then holds the
+    figures at that size (the training size's kept as ``train_size_metrics``)."""
     if test_pre == pre:
         return pre
     at_size = validate_at_size(
         model=model,
         data=data,
-        val_indices=splits["val"],
+        val_indices=val_indices,
         pre=test_pre,
         cfg=cfg,
         ctx=ctx,
