@@ -106,7 +106,7 @@ def test_a_batch_the_processes_do_not_divide_is_said(small_dev: Path, tmp_path: 
 
 
 def training(small_dev: Path, out: Path, *extra: str) -> list[str]:
-    """A torchrun training run of short epochs (about a second each), checkpointed every step."""
+    """A torchrun training run of short epochs (about a second each), checkpointed every step (about every second)."""
     cmd = torchrun("train", str(small_dev), "--out", str(out), "--image-size", "64", "--batch-size", "8")
     return cmd + ["--epochs", "8", "--patience", "8", "--checkpoint-seconds", "0", "--seed", "3", *extra]
 
@@ -215,3 +215,62 @@ def test_the_documented_two_machine_command_trains(small_dev: Path, tmp_path: Pa
     assert (model / "model.safetensors").exists()
     assert "saved " in stderr[0] and "saved " not in stderr[1]  # node 0 holds rank 0, which logs and writes
     assert (cache / "pixels").is_dir()  # the --cache-dir given
+
+
+def checkpoint_position(out: Path) -> tuple[int, int] | None:
+    """(epoch, step) of the checkpoint in ``out``, or None while there is none (or it is being replaced)."""
+    import torch
+
+    try:
+        state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)["state"]
+    except (OSError, RuntimeError, EOFError, KeyError):
+        return None
+    return state["epoch"], state["step"]
+
+
+@pytest.mark.slow
+def test_an_epoch_resumed_mid_way_has_the_training_figures_of_one_not_stopped(dev_dir: Path, tmp_path: Path) -> None:
+    """The checkpoint held rank 0's running sums alone, and on --resume every process took them up: the resumed
+    epoch's training loss and accuracy counted rank 0's photos before the checkpoint once for each process. The
+    checkpoint now holds every process's sums, and the epoch's figures are those of a run never stopped."""
+    data = copy_dev_subset(dev_dir, tmp_path / "data", 150)  # 34 steps of 4 photos a process: seconds to stop in
+    common = ["--model", "catnet", "--epochs", "1", "--seed", "3", "--deterministic"]
+    common += ["--cache-dir", str(tmp_path / "cache"), "--checkpoint-seconds", "0"]
+
+    def command(out: Path, *extra: str) -> list[str]:
+        return torchrun(
+            "train", str(data), "--out", str(out), "--image-size", "64", "--batch-size", "8", *common, *extra
+        )
+
+    whole = tmp_path / "whole"
+    done = subprocess.run(command(whole), capture_output=True, text=True, timeout=600, env=ENV)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    stopped = tmp_path / "stopped"
+    run = subprocess.Popen(command(stopped), stderr=subprocess.DEVNULL, env=ENV, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while run.poll() is None and time.monotonic() < deadline:
+            position = checkpoint_position(stopped)
+            if position is not None and position[0] == 0 and position[1] >= 5:
+                break
+            time.sleep(0.05)
+        assert run.poll() is None, "the run ended before it could be stopped mid-epoch"
+        for pid in workers(run):  # torchrun starts its workers in sessions of their own: killpg misses them
+            os.kill(pid, signal.SIGKILL)
+    finally:
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait()
+    epoch, step = checkpoint_position(stopped)
+    assert epoch == 0 and step > 0, (epoch, step)  # the resumed epoch began before the stop
+
+    resumed = subprocess.run(command(stopped, "--resume"), capture_output=True, text=True, timeout=600, env=ENV)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resumed at epoch 1, step {step} of" in resumed.stderr
+
+    def figures(out: Path) -> dict:
+        row = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+        return {key: row[key] for key in ("train_loss", "train_accuracy")}
+
+    got, expected = figures(stopped), figures(whole)
+    assert got == pytest.approx(expected, abs=2e-5), (got, expected, step)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import time
@@ -76,7 +77,7 @@ def agreed(ctx: DistContext, check: Callable[[], T]) -> T:
 
 
 class SharedBudget:
-    """Rank 0's budget decision and schedule clock on every rank, asked about once a second.
+    """Rank 0's budget decision, schedule clock and checkpoint time on every rank, asked about once a second.
 
     Called once per training step. One process asks its :class:`Budget` every step (host clocks only).
     With several, each question is a broadcast the host must wait for, which would drain a GPU's queue
@@ -84,36 +85,66 @@ class SharedBudget:
     steps the same learning rate: each rank's own clock would let their weights drift apart) and how
     many steps to go before the next question: about ``seconds`` worth at the pace since the last one.
     The budget is then seen spent up to ``seconds`` late, well within its reserve (5 s at least).
+
+    A checkpoint is due after ``checkpoint_seconds`` of rank 0's clock, at the same step on every rank: its
+    training figures are every rank's running sums added up, which needs every rank at once. Each rank's own
+    clock would have them save at different steps.
     """
 
     MAX_STEPS_BETWEEN = 1000
 
-    def __init__(self, budget: Budget, ctx: DistContext, seconds: float = 1.0) -> None:
+    def __init__(
+        self, budget: Budget, ctx: DistContext, seconds: float = 1.0, checkpoint_seconds: float = math.inf
+    ) -> None:
         self.budget, self.ctx, self.seconds = budget, ctx, seconds
         self.calls = 0
         self.next_check = 1
         self.checked_at: float | None = None
         self.checked_call = 0
         self.checks = 0
+        self.checkpoint_seconds = checkpoint_seconds
+        self.checkpointed_at = time.monotonic()
+        self.checkpoint_due = False  # after the step just asked about: the same answer on every rank
+
+    def checkpointed(self) -> None:
+        """A checkpoint was written: the next is due ``checkpoint_seconds`` from now."""
+        self.checkpointed_at = time.monotonic()
 
     def __call__(self, step_seconds: float = 0.0, validation_next: bool = False) -> bool:
         """:meth:`Budget.out_of_time` of rank 0, called after each step before ``scheduler.step()``."""
+        now = time.monotonic()
+        self.checkpoint_due = now - self.checkpointed_at >= self.checkpoint_seconds
         if self.ctx.world == 1:
             return self.budget.out_of_time(step_seconds, validation_next)
         self.calls += 1
         if self.calls < self.next_check:
+            self.checkpoint_due = False  # decided only where rank 0 tells every rank
             return False
-        now = time.monotonic()
         spent = self.budget.out_of_time(step_seconds, validation_next)
         every = 1
         if self.checked_at is not None:
             pace = (now - self.checked_at) / (self.calls - self.checked_call)
             every = max(1, min(self.MAX_STEPS_BETWEEN, int(self.seconds / max(pace, 1e-9))))
         fraction = self.budget.schedule.time_fraction
-        message = torch.tensor([float(spent), fraction, float(every)], dtype=torch.float64, device=self.ctx.comm_device)
+        message = torch.tensor(
+            [float(spent), fraction, float(every), float(self.checkpoint_due)],
+            dtype=torch.float64,
+            device=self.ctx.comm_device,
+        )
         dist.broadcast(message, 0)
-        spent, fraction, every = message.tolist()
+        spent, fraction, every, due = message.tolist()
         self.budget.schedule.time_fraction = fraction
+        self.checkpoint_due = bool(due)
         self.next_check, self.checked_at, self.checked_call = self.calls + int(every), now, self.calls
         self.checks += 1
         return bool(spent)
+
+
+def epoch_sums(loss_sum: float, correct: int, seen: int, ctx: DistContext) -> tuple[float, int, int]:
+    """The running training sums of every rank added up (the same on every rank; all ranks must call it)."""
+    if ctx.world == 1:
+        return loss_sum, correct, seen
+    sums = torch.tensor([loss_sum, correct, seen], dtype=torch.float64, device=ctx.comm_device)
+    dist.all_reduce(sums)
+    total_loss, total_correct, total_seen = sums.tolist()
+    return total_loss, round(total_correct), round(total_seen)

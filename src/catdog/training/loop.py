@@ -26,7 +26,7 @@ from catdog.training.batches import PADDING, image_input
 from catdog.training.calibration import calibrated_nll, fit_temperature
 from catdog.training.checkpoint import RunState
 from catdog.training.config import TrainConfig
-from catdog.training.distributed import DistContext
+from catdog.training.distributed import DistContext, SharedBudget, epoch_sums
 from catdog.training.precision import autocast, logits_of
 from catdog.training.progress import Reporter, peak_rss_mib, plot_curves
 
@@ -57,18 +57,18 @@ def train_one_epoch(
     ctx: DistContext,
     log: Reporter,
     save: Callable[[RunState], None],
-    out_of_time: Callable[..., bool],
+    out_of_time: SharedBudget,
 ) -> bool:
     """One pass over this rank's share of the training set; returns True when the time budget ran out.
 
     ``to_input``: (images, seeds) -> the batch the model takes, on its device (augmented there, for images).
-    ``save(state)`` writes a checkpoint, every ``cfg.checkpoint_seconds``.
-    ``out_of_time(step_seconds, validation_next)`` asks the time budget (a :class:`SharedBudget`).
+    ``save(state)`` writes a checkpoint, when ``out_of_time.checkpoint_due`` (every ``cfg.checkpoint_seconds``).
+    ``out_of_time(step_seconds, validation_next)`` asks the time budget, and whether a checkpoint is due.
 
     The running loss and accuracy add up on the device and reach the host about once a second:
     reading them every step would make the CPU wait for the GPU at every step.
     """
-    last_save = folded_at = last_step_ended = time.monotonic()
+    folded_at = last_step_ended = time.monotonic()
     running = None  # (loss sum, correct) on the device since the last fold
 
     def fold() -> bool:
@@ -134,10 +134,10 @@ def train_one_epoch(
             if budget_spent:
                 final_fold()
                 return True
-            if time.monotonic() - last_save >= cfg.checkpoint_seconds and state.step < steps_per_epoch:
+            if out_of_time.checkpoint_due and state.step < steps_per_epoch:
                 fold()
                 save(state)
-                last_save = time.monotonic()
+                out_of_time.checkpointed()
         final_fold()
     return False
 
@@ -202,11 +202,9 @@ def record_epoch(
     ``val``: what :func:`evaluate` returned; ``trainable``: the weights the best epoch keeps (the averaged ones,
     with --ema); ``elapsed``: seconds since the command started, for the history.
     """
-    loss_sum, correct, seen = state.loss_sum, state.correct, state.seen
-    if ctx.world > 1:  # the training figures of every process, as the validation ones are
-        sums = torch.tensor([loss_sum, correct, seen], dtype=torch.float64, device=ctx.comm_device)
-        dist.all_reduce(sums)
-        loss_sum, correct, seen = sums.tolist()
+    # The training figures of every process, as the validation ones are (a resumed epoch's: rank 0 holds the sums
+    # of every process up to the checkpoint, the others their own since).
+    loss_sum, correct, seen = epoch_sums(state.loss_sum, state.correct, state.seen, ctx)
     seen = seen or 1
     if not (math.isfinite(loss_sum) and math.isfinite(val["val_loss"])):  # the same on every process (reduced)
         # Fitting a temperature to inf/nan logits failed with an overflow that said nothing of why.
@@ -230,7 +228,7 @@ def record_epoch(
         "val_loss_calibrated": round(calibrated, 5),
         "val_accuracy": round(val["val_accuracy"], 5),
         "lr": float(f"{state.last_lr:.6g}"),  # six significant digits: a decayed rate is 1e-6 or less
-        "images_per_s": round(ctx.world * state.seen / max(state.train_seconds, 1e-9), 2),
+        "images_per_s": round(seen / max(state.train_seconds, 1e-9), 2),
         "wall_seconds": round(elapsed, 1),  # since the command started (a resumed run: since its restart)
     }
     # Ties broken by the raw loss, or the first of tied epochs would be kept whatever followed. (A split the

@@ -63,7 +63,7 @@ from catdog.training.calibration import (
 )
 from catdog.training.checkpoint import CHECKPOINT, RunState, check_out_dir, load_checkpoint, save_checkpoint
 from catdog.training.config import PET_CLASSES, TrainConfig
-from catdog.training.distributed import DistContext, SharedBudget, agreed, barrier, setup_distributed
+from catdog.training.distributed import DistContext, SharedBudget, agreed, barrier, epoch_sums, setup_distributed
 from catdog.training.loop import (
     StepParts,
     estimate_seconds,
@@ -152,6 +152,8 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
         state = RunState()
         if cfg.resume:
             state = resume(cfg, trainable, optimizer, scheduler, scaler, steps_per_epoch, log, ema)
+            if not ctx.is_main:  # rank 0's checkpoint holds every process's running sums: counted there, once
+                state.loss_sum, state.correct, state.seen = 0.0, 0, 0
         # What each epoch validates and the best epoch keeps: the averaged weights, with --ema.
         validated_module, kept = (ema.module, ema.module) if ema is not None else (forward_module, trainable)
 
@@ -165,7 +167,7 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
         budget.final_seconds = final_seconds(
             cfg=cfg, model=model, pre=pre, test_pre=test_pre, deadline=deadline, val_images=len(splits["val"]), ctx=ctx
         )
-        out_of_time = SharedBudget(budget, ctx)
+        out_of_time = SharedBudget(budget, ctx, checkpoint_seconds=cfg.checkpoint_seconds)
         save = checkpointer(cfg, trainable, optimizer, scheduler, scaler, ctx, ema)  # save(state): rank 0 writes
         stop_reason = ""
         timeline.mark("training_started")
@@ -206,6 +208,7 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
             state.epoch, state.step = state.epoch + 1, 0
             state.reset_running()
             save(state)
+            out_of_time.checkpointed()
         log.info(f"stopped: {stop_reason or epochs_done(cfg.epochs)}")
         timeline.mark("training_ended")
 
@@ -451,11 +454,16 @@ def resume(cfg, trainable, optimizer, scheduler, scaler, steps_per_epoch: int, l
 
 
 def checkpointer(cfg, trainable, optimizer, scheduler, scaler, ctx: DistContext, ema=None):
-    """``save(state)``: the checkpoint of the run at ``state``, written by rank 0."""
+    """``save(state)``: the checkpoint of the run at ``state``, written by rank 0; every rank calls it at once.
+
+    The checkpoint's running training sums are every process's: with rank 0's alone, a resumed epoch counted
+    rank 0's photos before the checkpoint once for each process."""
 
     def save(state: RunState) -> None:
+        sums = epoch_sums(state.loss_sum, state.correct, state.seen, ctx)
         if ctx.is_main:
-            save_checkpoint(Path(cfg.out), cfg, state, trainable, optimizer, scheduler, scaler, ema)
+            of_every_rank = replace(state, **dict(zip(("loss_sum", "correct", "seen"), sums, strict=True)))
+            save_checkpoint(Path(cfg.out), cfg, of_every_rank, trainable, optimizer, scheduler, scaler, ema)
 
     return save
 
