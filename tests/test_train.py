@@ -1286,3 +1286,47 @@ def test_a_class_too_small_to_learn_from_is_named_once_as_data_check_names_it(
     train(TrainConfig(data_dir=str(data), out=str(tmp_path / "model"), cache_dir=str(shared_cache), **options))
     err = capsys.readouterr().err
     assert err.count(small_class_note("dog", 4)) == 1 and "class cat" not in err, err
+
+
+def test_the_first_step_after_an_epochs_end_takes_the_rate_of_the_time_it_ends(tmp_path: Path) -> None:
+    """The rate of an epoch's first step was set before the previous epoch's end (validation, curves.png, the
+    checkpoint), on a guess of that end's length from the validation's size alone. On a 10-s budget of 5-step
+    epochs the end took 2.5 s for 0.6 guessed, and the first step after it spent the budget at 16-59 % of the
+    peak rate. The clock is read again as the epoch starts: the budget's last step takes the cosine's end, 0."""
+    from rich.console import Console
+
+    from catdog.training.checkpoint import RunState
+    from catdog.training.distributed import DistContext, SharedBudget
+    from catdog.training.loop import StepParts, evaluate, record_epoch, train_one_epoch
+    from catdog.training.progress import Reporter
+    from catdog.training.schedule import Budget, Schedule
+
+    torch.manual_seed(0)
+    model = _SlowLayer(4, 2)  # 0.2 s a step or a validation batch: an epoch of 5 steps is 1 s, a validation 0.6 s
+    batches = [(torch.randn(8, 4), torch.randint(0, 2, (8,)), None) for _ in range(5)]
+    val_batches = [(torch.randn(8, 4), torch.randint(0, 2, (8,))) for _ in range(3)]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    schedule = Schedule("cosine", total_steps=None, warmup_steps=5)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    parts = StepParts(
+        torch.nn.CrossEntropyLoss(), optimizer, scheduler, torch.amp.GradScaler("cpu", enabled=False), None
+    )
+    cfg = TrainConfig(data_dir="d", out=str(tmp_path))
+    ctx, log, state = DistContext(), Reporter(Console(), enabled=False), RunState()
+    budget = Budget(time.monotonic() + 10.0, schedule, validation_steps=len(val_batches))
+    out_of_time, spent = SharedBudget(budget, ctx), False
+    while not spent:  # the epochs of catdog.training.recipe.train
+        model.train()
+        spent = train_one_epoch(
+            cfg=cfg, model=model, loader=batches, to_input=lambda images, seeds: images, parts=parts, state=state,
+            steps_per_epoch=len(batches), ctx=ctx, log=log, save=lambda state: None, out_of_time=out_of_time,
+        )  # fmt: skip
+        val = evaluate(model=model, loader=val_batches, to_input=lambda images, seeds: images, dtype=None, ctx=ctx)
+        record_epoch(
+            cfg=cfg, state=state, val=val, trainable=model, steps_per_epoch=len(batches), ctx=ctx, out=tmp_path, log=log
+        )
+        time.sleep(2.0)  # the epoch's checkpoint of a large model: an end of epoch far longer than its validation
+        state.epoch, state.step = state.epoch + 1, 0
+        state.reset_running()
+    assert history(tmp_path)[-1]["lr"] <= 0.01 * 0.1, history(tmp_path)
+    assert time.monotonic() < budget.deadline

@@ -87,16 +87,29 @@ class Budget:
             self.fastest_step = min(self.fastest_step, step_seconds)
         now = time.monotonic()
         validation = self.validation_seconds()
-        # Until then (one step, or no validation size given), a tenth of the time is kept for the validation.
-        reserve = 1.25 * validation + 5.0 if validation is not None else 0.1 * (self.deadline - self.started)
-        reserve += self.final_seconds
         # The rate set after this check is the one the next step takes, so the schedule reads the time that step
         # will end at: the step that spends the budget then takes the schedule's last rate. Read at the check
         # before, as it was, a budget run's last step took the rate of one or two steps earlier (2 % of --lr).
-        next_step_ends = now + step_seconds + ((validation or 0.0) if validation_next else 0.0)
-        spent = (next_step_ends - self.started) / max(1.0, self.deadline - reserve - self.started)
+        self.aim(now + step_seconds + ((validation or 0.0) if validation_next else 0.0))
+        return now + self.reserve() > self.deadline
+
+    def reserve(self) -> float:
+        """Seconds kept at the end for the validation pass that follows the last steps and the final save."""
+        validation = self.validation_seconds()
+        # Until then (one step, or no validation size given), a tenth of the time is kept for the validation.
+        reserve = 1.25 * validation + 5.0 if validation is not None else 0.1 * (self.deadline - self.started)
+        return reserve + self.final_seconds
+
+    def aim(self, step_ends: float) -> None:
+        """Set the schedule's clock to the share of the budget spent when a step ends at ``step_ends``."""
+        spent = (step_ends - self.started) / max(1.0, self.deadline - self.reserve() - self.started)
         self.schedule.time_fraction = self.done_before + (1.0 - self.done_before) * spent
-        return now + reserve > self.deadline
+
+    def aim_at_next_step(self) -> None:
+        """Aim the schedule at the end of a step starting now, as long as the fastest so far (after an epoch's end,
+        whose length the last check could only guess); nothing without a budget or a timed step."""
+        if self.deadline is not None and math.isfinite(self.fastest_step):
+            self.aim(time.monotonic() + self.fastest_step)
 
 
 class Schedule:
