@@ -1,4 +1,4 @@
-"""One rank of a real two-process gloo group stepping under a time budget, for tests/test_train.py.
+"""One rank of a real two-process gloo group under a time budget or asking for checkpoints, for tests/test_train.py.
 
 Its own module, with light imports: ``torch.multiprocessing.spawn`` imports the module of the function it runs in
 each new process, and test_train.py's imports (catdog.train, the models, the predictor) took seconds more there.
@@ -33,5 +33,25 @@ def budget_rank(rank: int, world: int, port: int, results) -> None:
             if stop:
                 break
         results[rank] = (step, shared.checks, time.monotonic() - started, fractions)
+    finally:
+        dist.destroy_process_group()
+
+
+def checkpoint_rank(rank: int, world: int, port: int, results) -> None:
+    """One rank of a real two-process gloo group asking, step by step, whether a checkpoint is due."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        for seconds in (0.0, 0.05):
+            budget = Budget(None, Schedule("cosine", total_steps=100, warmup_steps=1))  # no --time-budget
+            shared = SharedBudget(budget, DistContext(rank, world), seconds=0.2, checkpoint_seconds=seconds)
+            due = []
+            for _ in range(40):
+                time.sleep(0.005 * (1 + rank))  # rank 1's clock would be due at other steps than rank 0's
+                shared()
+                due.append(shared.checkpoint_due)
+                if shared.checkpoint_due:
+                    shared.checkpointed()
+            results[rank, seconds] = due
     finally:
         dist.destroy_process_group()

@@ -106,7 +106,7 @@ def test_a_batch_the_processes_do_not_divide_is_said(small_dev: Path, tmp_path: 
 
 
 def training(small_dev: Path, out: Path, *extra: str) -> list[str]:
-    """A torchrun training run of short epochs (about a second each), checkpointed every step (about every second)."""
+    """A torchrun training run of short epochs (about a second each), checkpointed every step."""
     cmd = torchrun("train", str(small_dev), "--out", str(out), "--image-size", "64", "--batch-size", "8")
     return cmd + ["--epochs", "8", "--patience", "8", "--checkpoint-seconds", "0", "--seed", "3", *extra]
 

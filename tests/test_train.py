@@ -20,7 +20,7 @@ from catdog.models.scratch import SCRATCH_MODELS
 from catdog.predict import Predictor
 from catdog.train import PADDING, TrainConfig, train
 
-from budget_ranks import budget_rank
+from budget_ranks import budget_rank, checkpoint_rank
 from conftest import run_catdog, run_catdog_in_process
 
 
@@ -342,6 +342,23 @@ def test_short_runs_peak_below_lr_as_the_docs_say() -> None:
             schedule = Schedule("cosine", epochs * steps, steps)
             peak = 100 * max(schedule(step) for step in range(epochs * steps))
             assert low - 0.05 <= peak <= high + 0.05, (epochs, steps, peak, (low, high))
+
+
+def test_ranks_checkpoint_at_the_same_steps_and_every_step_for_0_seconds() -> None:
+    """A mid-epoch checkpoint adds up every rank's running sums, so every rank must reach it at the same step:
+    rank 0's clock decides, told with the budget's question about once a second. --checkpoint-seconds 0 was then
+    once a second too, where it says every step (which needs no telling: every rank knows it)."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    results = mp.Manager().dict()
+    mp.spawn(checkpoint_rank, args=(2, port, results), nprocs=2)
+    assert results[0, 0.0] == results[1, 0.0] == [True] * 40
+    assert results[0, 0.05] == results[1, 0.05] and 1 <= sum(results[0, 0.05]) < 40
 
 
 def test_ranks_share_rank_0s_budget_and_learning_rate_clock_without_asking_every_step() -> None:

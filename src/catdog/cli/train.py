@@ -147,10 +147,7 @@ def train(
         ),
     ] = None,
     checkpoint_seconds: Annotated[
-        float,
-        typer.Option(
-            help="Checkpoint this often (and after every epoch); 0: every step (torchrun: every second).", min=0
-        ),
+        float, typer.Option(help="Checkpoint this often (and after every epoch); 0: every step.", min=0)
     ] = 60.0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the unfinished run in --out.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a model already in --out.")] = False,

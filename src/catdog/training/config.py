@@ -59,7 +59,7 @@ class TrainConfig:
     workers: int | None = None  # DataLoader processes decoding photos (--test-image-size; a GPU too small for
     # the pixel cache); None: one per core on a GPU, one on a CPU. Training images need none (CachedBatches)
     cache_dir: str | None = None  # decoded images and features; None: $CATDOG_CACHE_DIR or ~/.cache/catdog
-    checkpoint_seconds: float = 60.0  # also at every epoch end; 0: after every step (torchrun: every second)
+    checkpoint_seconds: float = 60.0  # also at every epoch end; 0: after every step
     resume: bool = False
     overwrite: bool = False
 

@@ -88,7 +88,7 @@ class SharedBudget:
 
     A checkpoint is due after ``checkpoint_seconds`` of rank 0's clock, at the same step on every rank: its
     training figures are every rank's running sums added up, which needs every rank at once. Each rank's own
-    clock would have them save at different steps.
+    clock would have them save at different steps. ``checkpoint_seconds`` 0 is every step, on every rank.
     """
 
     MAX_STEPS_BETWEEN = 1000
@@ -118,7 +118,8 @@ class SharedBudget:
             return self.budget.out_of_time(step_seconds, validation_next)
         self.calls += 1
         if self.calls < self.next_check:
-            self.checkpoint_due = False  # decided only where rank 0 tells every rank
+            # Otherwise decided only where rank 0 tells every rank; a checkpoint every step needs no telling.
+            self.checkpoint_due = self.checkpoint_seconds == 0
             return False
         spent = self.budget.out_of_time(step_seconds, validation_next)
         every = 1
