@@ -39,7 +39,8 @@ INT8_MAX_ACCURACY_DROP = 0.003  # a share of the check photos: 0.3 percentage po
 CALIBRATION_IMAGES = 64
 # A folder too small for 64 photos to calibrate and 200 to check calibrates int8 on fewer, down to half, so that
 # the check keeps its 200. Half costs nothing measurable: the built-in model's int8 agreed with fp32 on 99.75 % of
-# 2,000 dev photos calibrated on 32, 99.70 % on 64 (2026-12-06, 2-core EPYC; the same 2,000, none calibrating).
+# 2,000 dev photos calibrated on 32, 99.70 % on 64 (2026-12-06, 2-core Intel Xeon with AMX; the same 2,000, none
+# calibrating).
 FEWEST_CALIBRATION_IMAGES = CALIBRATION_IMAGES // 2
 FP32_CHECK_IMAGES = 300
 # int8 flips ~0.4 % of labels (photos on a decision boundary): on 300 photos one flip more or less
