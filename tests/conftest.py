@@ -228,3 +228,14 @@ def onnx_model_file(tmp_path_factory: pytest.TempPathFactory, trained_model_dir:
     )
     assert done.returncode == 0, done.stderr
     return out
+
+
+def checkpoint_position(out: Path) -> tuple[int, int] | None:
+    """(epoch, step) of the checkpoint in ``out``, or None while there is none (or it is being replaced)."""
+    import torch
+
+    try:
+        state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)["state"]
+    except (OSError, RuntimeError, EOFError, KeyError):
+        return None
+    return state["epoch"], state["step"]

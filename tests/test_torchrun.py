@@ -19,7 +19,7 @@ import pytest
 
 from test_train import copy_dev_subset
 
-from conftest import REPO
+from conftest import REPO, checkpoint_position
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
 KEEPS = "keeps the run: add --resume to the same command to go on."
@@ -215,17 +215,6 @@ def test_the_documented_two_machine_command_trains(small_dev: Path, tmp_path: Pa
     assert (model / "model.safetensors").exists()
     assert "saved " in stderr[0] and "saved " not in stderr[1]  # node 0 holds rank 0, which logs and writes
     assert (cache / "pixels").is_dir()  # the --cache-dir given
-
-
-def checkpoint_position(out: Path) -> tuple[int, int] | None:
-    """(epoch, step) of the checkpoint in ``out``, or None while there is none (or it is being replaced)."""
-    import torch
-
-    try:
-        state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)["state"]
-    except (OSError, RuntimeError, EOFError, KeyError):
-        return None
-    return state["epoch"], state["step"]
 
 
 @pytest.mark.slow

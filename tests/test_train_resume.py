@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from test_train import copy_dev_subset
 
-from conftest import run_catdog
+from conftest import checkpoint_position, run_catdog
 
 pytestmark = pytest.mark.slow
 
@@ -36,14 +36,6 @@ def val_losses(model_dir: Path) -> list[float]:
 
 def train_losses(model_dir: Path) -> list[float]:
     return [json.loads(line)["train_loss"] for line in (model_dir / "metrics.jsonl").read_text().splitlines()]
-
-
-def checkpoint_position(out: Path) -> tuple[int, int] | None:
-    try:
-        state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)["state"]
-    except (OSError, RuntimeError, EOFError, KeyError):
-        return None
-    return state["epoch"], state["step"]
 
 
 # With --ema the moving average of the weights is in the checkpoint too, and the kept weights are that average.
