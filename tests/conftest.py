@@ -239,3 +239,23 @@ def checkpoint_position(out: Path) -> tuple[int, int] | None:
     except (OSError, RuntimeError, EOFError, KeyError):
         return None
     return state["epoch"], state["step"]
+
+
+def require_the_app_in_chromium() -> None:
+    """Playwright, Chromium, the built-in model's head and the built phone app, for the tests that run the app or
+    its runtime in a browser: one missing fails under CI (a skip elsewhere), in one sentence."""
+    from benchmarks.bench_app import CHROMIUM
+    from catdog import webapp
+
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        missing("playwright (Python) is not installed: pip install -e '.[test]'")
+    if not CHROMIUM.exists():
+        missing(f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)")
+    if not builtin_model_available():
+        missing("the built-in model's head is missing")
+    try:
+        webapp.runtime_dir()
+    except webapp.AppNotBuiltError as err:
+        missing(str(err))

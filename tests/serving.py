@@ -111,3 +111,16 @@ def error_of(response: httpx.Response) -> str:
     assert isinstance(message, str) and message.endswith("."), message
     assert "Traceback" not in message
     return message
+
+
+# In a page: every camera stream the browser hands out, kept in window.streams (to count them, and which are live).
+RECORD_STREAMS = """() => {
+    window.streams = [];
+    const ask = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+    navigator.mediaDevices.getUserMedia = async (constraints) => {
+        const stream = await ask(constraints);
+        window.streams.push(stream);
+        return stream;
+    };
+}"""
+LIVE_STREAMS = "() => window.streams.filter((s) => s.getTracks().some((t) => t.readyState === 'live')).length"

@@ -24,9 +24,9 @@ from PIL import Image
 from benchmarks.bench_app import BROWSER_ARGS, CHROMIUM, PHONE, WEBGPU_ARGS, static_server, write_y4m
 from catdog import webapp
 
-from conftest import builtin_model_available, missing
+from conftest import missing, require_the_app_in_chromium
 from hostile import encode, many_scans_jpeg, photo_like, png_bomb, shared_server
-from serving import REPO, Server, running, self_signed
+from serving import LIVE_STREAMS, RECORD_STREAMS, REPO, Server, running, self_signed
 
 SCREENSHOTS = REPO / "artifacts" / "screenshots"
 
@@ -40,16 +40,7 @@ except ImportError:  # said by the prerequisites fixture: a failure under CI, a 
 
 @pytest.fixture(scope="module", autouse=True)
 def prerequisites() -> None:
-    if sync_api is None:
-        missing("playwright (Python) is not installed: pip install -e '.[test]'")
-    if not CHROMIUM.exists():
-        missing(f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)")
-    if not builtin_model_available():
-        missing("the built-in model's head is missing")
-    try:
-        webapp.runtime_dir()
-    except webapp.AppNotBuiltError as err:
-        missing(str(err))
+    require_the_app_in_chromium()
 
 
 @pytest.fixture(scope="module")
@@ -663,23 +654,14 @@ def test_start_clicked_twice_while_the_camera_starts_opens_one_stream(browser, p
     was never stopped, so the camera stayed on after Stop. A click while the camera starts now does nothing."""
     context, page = phone(browser, playwright, server.url + "/app/")
     try:
-        page.evaluate("""() => {  // every stream the app is given, to see which are still live after Stop
-            window.streams = [];
-            const ask = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
-            navigator.mediaDevices.getUserMedia = async (constraints) => {
-                const stream = await ask(constraints);
-                window.streams.push(stream);
-                return stream;
-            };
-        }""")
+        page.evaluate(RECORD_STREAMS)  # every stream the app is given, to see which are still live after Stop
         # Both clicks before the browser answers the first: a user's double tap on a slow permission prompt.
         page.locator("#camera-start").evaluate("button => { button.click(); button.click(); }")
         page.locator("#camera-stop").wait_for(state="visible", timeout=30_000)
         page.wait_for_timeout(500)  # a second stream, if one was asked for, comes by now
         asked = page.evaluate("window.streams.length")
         page.click("#camera-stop")
-        live = page.evaluate("window.streams.filter((s) => s.getTracks().some((t) => t.readyState === 'live')).length")
-        assert (asked, live) == (1, 0), "camera streams asked for, and still live after Stop"
+        assert (asked, page.evaluate(LIVE_STREAMS)) == (1, 0), "camera streams asked for, and still live after Stop"
         assert not page.errors
     finally:
         context.close()

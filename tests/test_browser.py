@@ -16,7 +16,7 @@ from benchmarks.bench_app import BROWSER_ARGS, CHROMIUM
 
 from conftest import missing
 from hostile import shared_server
-from serving import REPO, Server, running
+from serving import LIVE_STREAMS, RECORD_STREAMS, REPO, Server, running
 
 try:
     from playwright import sync_api
@@ -688,22 +688,11 @@ def test_start_clicked_twice_while_the_camera_starts_opens_one_stream(page) -> N
     """Start clicked again while the browser was still asking for the camera asked for a second stream; the first
     was never stopped, so the camera stayed on after Stop. A click while the camera starts now does nothing."""
     page.route("**/api/v1/predict", lambda route: None)  # frames held unanswered: this is about the camera
-    live_streams = """() => window.streams.filter((s) => s.getTracks().some((t) => t.readyState === 'live')).length"""
-    page.evaluate(
-        """() => {
-            window.streams = [];
-            const ask = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
-            navigator.mediaDevices.getUserMedia = async (constraints) => {
-                const stream = await ask(constraints);
-                window.streams.push(stream);
-                return stream;
-            };
-        }"""
-    )
+    page.evaluate(RECORD_STREAMS)
     # Both clicks before the browser answers the first: a user's double click on a slow permission prompt.
     page.locator("#camera-start").evaluate("button => { button.click(); button.click(); }")
     page.wait_for_function("document.getElementById('video').videoWidth > 0", timeout=30_000)
     page.wait_for_timeout(500)  # a second stream, if one was asked for, comes by now
     asked = page.evaluate("window.streams.length")
     page.click("#camera-stop")
-    assert (asked, page.evaluate(live_streams)) == (1, 0), "camera streams asked for, and still live after Stop"
+    assert (asked, page.evaluate(LIVE_STREAMS)) == (1, 0), "camera streams asked for, and still live after Stop"

@@ -21,7 +21,7 @@ from PIL import Image
 from benchmarks.bench_app import BROWSER_ARGS, CHROMIUM, static_server
 from catdog import webapp
 
-from conftest import REPO, builtin_model_available, missing
+from conftest import REPO, require_the_app_in_chromium
 
 pytestmark = pytest.mark.browser
 
@@ -40,16 +40,7 @@ except ImportError:  # said by the prerequisites fixture: a failure under CI, a 
 
 @pytest.fixture(scope="module", autouse=True)
 def prerequisites() -> None:
-    if sync_api is None:
-        missing("playwright (Python) is not installed: pip install -e '.[test]'")
-    if not CHROMIUM.exists():
-        missing(f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)")
-    if not builtin_model_available():
-        missing("the built-in model's head is missing")
-    try:
-        webapp.runtime_dir()
-    except webapp.AppNotBuiltError as err:
-        missing(str(err))
+    require_the_app_in_chromium()
 
 
 @pytest.fixture(scope="module")
