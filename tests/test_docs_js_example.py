@@ -112,6 +112,29 @@ def test_without_the_model_the_page_says_where_to_put_it(browser, tmp_path):
     page.close()
 
 
+NOT_CATDOGS = "model.onnx is not a model written by catdog export: export the model again beside this page."
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"<!doctype html><title>Not found</title>",  # a server that answers any name with its own page
+        b"\x08\xff",  # a copy cut short inside a number: the page's reader looped for ever
+    ],
+    ids=["html", "cut-short"],
+)
+def test_a_model_onnx_that_is_not_catdogs_is_one_sentence(browser, tmp_path, content: bytes):
+    """A model.onnx that is not catdog's export left the page saying "Loading model.onnx…" for ever, or froze it."""
+    (tmp_path / "model.onnx").write_bytes(content)
+    page = open_page(browser, tmp_path)
+    with static_server(tmp_path, isolation=False) as (url, _):
+        page.goto(f"{url}/{PAGE.name}")
+        page.wait_for_function("!document.querySelector('#answers').textContent.startsWith('Loading')", timeout=30_000)
+        assert page.inner_text("#answers") == NOT_CATDOGS
+        assert page.locator("input").is_disabled()
+    page.close()
+
+
 def answers(page, files: list[Path]) -> list[dict]:
     """Choose ``files`` in the page; its printed lines, one JSON object per file."""
     page.evaluate("document.querySelector('#answers').textContent = ''")
