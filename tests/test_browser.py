@@ -659,25 +659,30 @@ def test_the_page_asks_whether_the_model_is_ready_as_a_503_asks(browser, server:
 
     def loading(route) -> None:
         asked.append(route)
-        route.fulfill(status=503, headers={"Retry-After": "20"}, json={"error": "The model is still loading."})
+        # Each answer its own words: the status line then shows that the page has read this one (and set its wait).
+        error = f"The model is still loading (ask {len(asked)})."
+        route.fulfill(status=503, headers={"Retry-After": "20"}, json={"error": error})
 
     context = browser.new_context(bypass_csp=True)
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda err: errors.append(str(err)))
-    page.clock.install()
+    # Paused: the page's clock moves only when run forward here, not with the real seconds a loaded machine takes
+    # between two steps (a clock left to flow fired the 20 s wait within the test's 19).
+    page.clock.install(time=0)
+    page.clock.pause_at(1_000)
     page.route("**/api/v1/model", loading)
     page.goto(server.url + "/")
     for count in (1, 2, 3):
         _until_asked(page, asked, count)
-        page.wait_for_selector("#model-status:has-text('still loading')", timeout=10_000)
+        page.wait_for_selector(f"#model-status:has-text('(ask {count}).')", timeout=10_000)
         page.clock.run_for(19_000)
         assert len(asked) == count, f"asked again within 19 s of a 503 that asked for 20: {len(asked)} asks"
         page.clock.run_for(1_000)
     status = page.locator("#model-status")
     status.filter(has_text="reload").wait_for(timeout=10_000)
     assert status.inner_text() == (  # the server's reason kept: a model that failed to load says why
-        "The model is still loading. Still not ready after 60 s; reload the page to try again."
+        "The model is still loading (ask 4). Still not ready after 60 s; reload the page to try again."
     )
     assert len(asked) == 4, len(asked)
     context.close()
