@@ -42,12 +42,18 @@ def folders(samples_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
     pre = Preprocess(image_size=64, crop_pct=1.0, interpolation="bilinear")
     config = {"architecture": "catnet", "classes": ["cat", "dog"], "preprocess": pre.to_dict(), "gate": None}
     save_model_dir(build_model("catnet", 2, pretrained=False).eval(), config, root / "model")
-    return {"data": str(data), "model": str(root / "model"), "root": str(root)}
+    from catdog.export import export
+
+    (root / "onnx").mkdir()
+    export(root / "model", root / "onnx" / MODEL_FILE, check_dir=data, n_check=4)
+    return {"data": str(data), "model": str(root / "model"), "onnx": str(root / "onnx" / MODEL_FILE), "root": str(root)}
 
 
 # Each command, its arguments, its exit status and the names that must be recognisable in what it prints.
 COMMANDS = {
     "predict": (["predict", "-m", "{model}", "{data}"], 1, "br\\xffoken.jpg"),
+    # ONNX Runtime takes a file name only in UTF-8: "not a usable ONNX model (__init__(): incompatible ...)"
+    "predict with an ONNX file": (["predict", "-m", "{onnx}", "{data}"], 1, "br\\xffoken.jpg"),
     "data check": (["data", "check", "{data}", "--cache-dir", "{root}/cache"], 1, "br\\xffoken.jpg"),
     "data audit": (
         ["data", "audit", "{data}", "-m", "{model}", "--folds", "2", "--out", f"{{root}}/{REPORT}-{{output}}"],
@@ -65,13 +71,26 @@ COMMANDS = {
         0,
         "mod\\xe8le.onnx",
     ),
+    "export --format web": (
+        ["export", "{model}", "--format", "web", "--out", f"{{root}}/{CACHE}-app-{{output}}"],
+        0,
+        "cach\\xe9-app-",
+    ),
     "cache": (["cache", "--cache-dir", f"{{root}}/{CACHE}"], 0, "cach\\xe9"),
     "explain": (["explain", "{model}", f"{{data}}/cat/{PHOTO}", "--out", "{root}/heat.png"], 0, "caf\\xe9.jpg"),
 }
 TEXT_ONLY = {"explain"}  # no --json
-# In the default suite: the two reports (JSON beside them) and two plain outputs that crashed. The other cases run
-# with the slow tests (each is a subprocess of a few seconds; predict's and data check's own tests cover theirs).
-FAST = {("data audit", "--json"), ("evaluate", "--json"), ("export", "text"), ("explain", "text")}
+# In the default suite: the two reports (JSON beside them) and the plain outputs that crashed or were refused. The
+# other cases run with the slow tests (each a subprocess of a few seconds; predict's and data check's own tests
+# cover theirs).
+FAST = {
+    ("data audit", "--json"),
+    ("evaluate", "--json"),
+    ("export", "text"),
+    ("explain", "text"),
+    ("predict with an ONNX file", "text"),
+    ("export --format web", "text"),
+}
 
 
 @pytest.mark.parametrize(

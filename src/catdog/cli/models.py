@@ -191,8 +191,11 @@ def export(
             print_json({"path": target, **{k: v for k, v in config.items() if k != "imagenet"}})
             return
         checked = f"; its model {_checks(config['check'])}" if "check" in config else ""
-        print(f"Wrote the phone app to {target}/ (model {config['model_bytes'] / 1e6:.1f} MB{checked}): serve "
-              "the folder over HTTPS from any static host (its _headers file lists the headers to send).")  # fmt: skip
+        from catdog.fsutil import printable
+
+        size = f"model {config['model_bytes'] / 1e6:.1f} MB{checked}"
+        where = "serve the folder over HTTPS from any static host (its _headers file lists the headers to send)"
+        print(printable(f"Wrote the phone app to {target}/ ({size}): {where}."))
         return
     from catdog.export import export as run_export
 

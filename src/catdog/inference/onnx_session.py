@@ -22,6 +22,7 @@ import json
 import math
 import os
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -120,10 +121,21 @@ def session(path: str | os.PathLike, threads: int | None = None):
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(_openable(path), options, providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime raises its own exception types for bad files
         first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
         raise ModelError(f"'{path}' is not a usable ONNX model ({first}).") from None
+
+
+def _openable(path: str | os.PathLike) -> str | bytes:
+    """``path`` as ONNX Runtime takes it: its name, or the file's bytes when the name is not UTF-8 (ONNX Runtime
+    takes only a UTF-8 name, and refused 'caf\\xe9.onnx' with a message about its constructor's arguments)."""
+    name = str(path)
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return Path(path).read_bytes()
+    return name
 
 
 def _cores() -> int:
