@@ -135,6 +135,19 @@ def test_a_model_onnx_that_is_not_catdogs_is_one_sentence(browser, tmp_path, con
     page.close()
 
 
+def test_a_runtime_that_cannot_start_is_one_sentence(browser, tmp_path, model_file):
+    """ONNX Runtime Web's .wasm out of reach (offline, a blocked CDN): its own reason, not "Loading…" for ever."""
+    shutil.copy(model_file, tmp_path / "model.onnx")
+    page = open_page(browser, tmp_path)
+    page.route("**/*.wasm", lambda route: route.fulfill(status=404))  # after open_page's routes: tried first
+    with static_server(tmp_path, isolation=False) as (url, _):
+        page.goto(f"{url}/{PAGE.name}")
+        page.wait_for_function("!document.querySelector('#answers').textContent.startsWith('Loading')", timeout=60_000)
+        assert page.inner_text("#answers").startswith("ONNX Runtime Web cannot run model.onnx: ")
+        assert page.locator("input").is_disabled()
+    page.close()
+
+
 def answers(page, files: list[Path]) -> list[dict]:
     """Choose ``files`` in the page; its printed lines, one JSON object per file."""
     page.evaluate("document.querySelector('#answers').textContent = ''")
