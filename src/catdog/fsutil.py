@@ -201,7 +201,8 @@ def utf8_safe_json(value: object) -> object:
 
 
 def json_text(document: object) -> str:
-    """``document`` as indented JSON with every string :func:`utf8_safe`: the one way catdog writes a JSON
-    document (a command's --json output, metrics.json, suspects.json). By itself json.dumps writes the byte of a
-    name that is not UTF-8 as the escaped lone surrogate ``\\udce9``, which strict JSON parsers refuse."""
+    """``document`` as indented JSON with every string :func:`utf8_safe`: how catdog writes the JSON it gives users
+    (a command's --json output, metrics.json, suspects.json; a model's config.json, which catdog reads back, keeps
+    plain json.dumps). By itself json.dumps writes the byte of a name that is not UTF-8 as the escaped lone
+    surrogate ``\\udce9``, which strict JSON parsers refuse."""
     return json.dumps(utf8_safe_json(document), indent=2)
