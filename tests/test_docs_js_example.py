@@ -148,6 +148,20 @@ def test_a_runtime_that_cannot_start_is_one_sentence(browser, tmp_path, model_fi
     page.close()
 
 
+def test_a_runtime_out_of_reach_is_one_sentence(browser, tmp_path, model_file):
+    """Offline, or with jsDelivr blocked, the runtime's module itself cannot be imported: the page's static import
+    stopped its script before any of it ran, and it said "Loading model.onnx…" for ever."""
+    shutil.copy(model_file, tmp_path / "model.onnx")
+    page = open_page(browser, tmp_path)
+    page.route("**/ort.wasm.min.mjs", lambda route: route.abort())  # after open_page's routes: tried first
+    with static_server(tmp_path, isolation=False) as (url, _):
+        page.goto(f"{url}/{PAGE.name}")
+        page.wait_for_function("!document.querySelector('#answers').textContent.startsWith('Loading')", timeout=60_000)
+        assert page.inner_text("#answers").startswith("ONNX Runtime Web could not be loaded from https://cdn.")
+        assert page.locator("input").is_disabled()
+    page.close()
+
+
 def answers(page, files: list[Path]) -> list[dict]:
     """Choose ``files`` in the page; its printed lines, one JSON object per file."""
     page.evaluate("document.querySelector('#answers').textContent = ''")
