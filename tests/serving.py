@@ -114,13 +114,23 @@ def error_of(response: httpx.Response) -> str:
 
 
 # In a page: every camera stream the browser hands out, kept in window.streams (to count them, and which are live).
-RECORD_STREAMS = """() => {
+# Given true, the browser answers only once the test calls window.answerCamera(), as when a person answers its
+# permission prompt late; later asks are answered at once.
+RECORD_STREAMS = """(held) => {
     window.streams = [];
     const ask = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+    const answered = held ? new Promise((resolve) => { window.answerCamera = resolve; }) : null;
     navigator.mediaDevices.getUserMedia = async (constraints) => {
+        await answered;
         const stream = await ask(constraints);
         window.streams.push(stream);
         return stream;
     };
 }"""
 LIVE_STREAMS = "() => window.streams.filter((s) => s.getTracks().some((t) => t.readyState === 'live')).length"
+
+# In a page: hides it (true) or shows it again (false), as when a person switches to another app or tab and back.
+SET_HIDDEN = """(hidden) => {
+    Object.defineProperty(document, "hidden", { configurable: true, get: () => hidden });
+    document.dispatchEvent(new Event("visibilitychange"));
+}"""

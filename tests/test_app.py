@@ -26,7 +26,7 @@ from catdog import webapp
 
 from conftest import missing, require_the_app_in_chromium
 from hostile import encode, many_scans_jpeg, photo_like, png_bomb, shared_server
-from serving import LIVE_STREAMS, RECORD_STREAMS, REPO, Server, running, self_signed
+from serving import LIVE_STREAMS, RECORD_STREAMS, REPO, SET_HIDDEN, Server, running, self_signed
 
 SCREENSHOTS = REPO / "artifacts" / "screenshots"
 
@@ -626,15 +626,9 @@ def test_a_camera_taken_away_or_in_the_background_stops(playwright, server, dev_
         page.click("#camera-start")
         page.wait_for_function("window.catdogApp.frames.length >= 3", timeout=60_000, polling=250)
 
-        page.evaluate("""() => {  // the page is hidden, as when the user switches app
-            Object.defineProperty(document, "hidden", { configurable: true, get: () => true });
-            document.dispatchEvent(new Event("visibilitychange"));
-        }""")
+        page.evaluate(SET_HIDDEN, True)  # the user switches app
         assert page.evaluate(f"{stream} === null") and page.locator("#camera-start").is_visible()
-        page.evaluate("""() => {
-            Object.defineProperty(document, "hidden", { configurable: true, get: () => false });
-            document.dispatchEvent(new Event("visibilitychange"));
-        }""")
+        page.evaluate(SET_HIDDEN, False)
         page.locator("#camera-stop").wait_for(state="visible", timeout=30_000)  # taken again, and answering
         page.wait_for_function("window.catdogApp.frames.length >= 3", timeout=30_000, polling=250)
 
@@ -662,6 +656,30 @@ def test_start_clicked_twice_while_the_camera_starts_opens_one_stream(browser, p
         asked = page.evaluate("window.streams.length")
         page.click("#camera-stop")
         assert (asked, page.evaluate(LIVE_STREAMS)) == (1, 0), "camera streams asked for, and still live after Stop"
+        assert not page.errors
+    finally:
+        context.close()
+
+
+def test_the_camera_answered_while_the_app_is_hidden_waits_until_it_is_back(browser, playwright, server) -> None:
+    """The app went to the background while the browser still asked for the camera (a permission prompt answered
+    late, a slow camera): the app lets go only a camera it has, so the stream that came then ran hidden, its light
+    on. That stream is now let go as soon as it comes, and the camera taken again once the app is back in front."""
+    context, page = phone(browser, playwright, server.url + "/app/")
+    try:
+        page.evaluate(RECORD_STREAMS, True)
+        page.click("#camera-start")
+        page.evaluate(SET_HIDDEN, True)
+        page.evaluate("window.answerCamera()")
+        page.wait_for_function("window.streams.length === 1", timeout=30_000)
+        page.wait_for_timeout(500)  # the app has had the stream for a while
+        assert page.evaluate(LIVE_STREAMS) == 0, "a camera live while the app is in the background"
+        assert page.locator("#camera-start").is_visible()
+        page.evaluate(SET_HIDDEN, False)
+        page.locator("#camera-stop").wait_for(state="visible", timeout=30_000)
+        assert (page.evaluate("window.streams.length"), page.evaluate(LIVE_STREAMS)) == (2, 1)
+        page.click("#camera-stop")
+        assert page.evaluate(LIVE_STREAMS) == 0, "a camera live after Stop"
         assert not page.errors
     finally:
         context.close()

@@ -366,6 +366,7 @@ $("file-input").addEventListener("change", (event) => {
 
 // -- the camera ---------------------------------------------------------------------------------------------
 let stream = null;
+let resume = false; // let go in the background: taken again when the app is back in front
 let inFlight = 0;
 let grabbed = 0;
 let shown = 0; // the newest frame shown (lanes may answer out of order)
@@ -439,15 +440,22 @@ async function startCamera() {
   $("camera-error").textContent = "";
   let mine;
   try {
-    mine = stream = await navigator.mediaDevices.getUserMedia({
+    mine = await navigator.mediaDevices.getUserMedia({
       video: { facingMode: "environment", width: { ideal: 640 }, height: { ideal: 480 } },
       audio: false,
     });
   } catch (err) {
-    stream = null;
     $("camera-error").textContent = cameraProblem(err);
     return;
   }
+  if (document.hidden) {
+    // The browser answered after the app went to the background (a permission prompt, a slow camera): the
+    // visibility rule below had no stream to let go then, so this one is let go now and taken again on return.
+    mine.getTracks().forEach((track) => track.stop());
+    resume = true;
+    return;
+  }
+  stream = mine;
   stream.getVideoTracks()[0]?.addEventListener("ended", () => {
     if (document.hidden) return; // stopped by the page itself when it went to the background
     stopCamera();
@@ -499,7 +507,6 @@ $("camera-stop").addEventListener("click", () => {
 });
 
 // In the background the camera is released (its light goes off, the model stops); back in front, it resumes.
-let resume = false;
 document.addEventListener("visibilitychange", () => {
   if (document.hidden && stream) {
     resume = true;
