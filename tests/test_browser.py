@@ -16,7 +16,7 @@ from benchmarks.bench_app import BROWSER_ARGS, CHROMIUM
 
 from conftest import missing
 from hostile import shared_server
-from serving import LIVE_STREAMS, RECORD_STREAMS, REPO, Server, running
+from serving import LIVE_STREAMS, RECORD_STREAMS, REPO, SET_HIDDEN, Server, running
 
 try:
     from playwright import sync_api
@@ -702,3 +702,27 @@ def test_start_clicked_twice_while_the_camera_starts_opens_one_stream(page) -> N
     asked = page.evaluate("window.streams.length")
     page.click("#camera-stop")
     assert (asked, page.evaluate(LIVE_STREAMS)) == (1, 0), "camera streams asked for, and still live after Stop"
+
+
+@pytest.mark.parametrize("hidden", ["while the camera runs", "while the browser asks for it"])
+def test_in_the_background_the_camera_is_let_go_until_the_page_is_back(page, hidden: str) -> None:
+    """Live mode went on in a background tab, the camera's light on and frames sent to the server, whether the
+    camera ran when the page was hidden or was still asked for (its permission prompt answered late). The camera
+    is now let go while the page is hidden, and taken again when it is back, as in the phone app: one stream."""
+    page.route("**/api/v1/predict", lambda route: None)  # frames held unanswered: this is about the camera
+    page.evaluate(RECORD_STREAMS, hidden == "while the browser asks for it")
+    page.click("#camera-start")
+    if hidden == "while the camera runs":
+        page.wait_for_function("document.getElementById('video').videoWidth > 0", timeout=30_000)
+        page.evaluate(SET_HIDDEN, True)
+    else:
+        page.evaluate(SET_HIDDEN, True)
+        page.evaluate("window.answerCamera()")
+        page.wait_for_function("window.streams.length === 1", timeout=30_000)
+    page.wait_for_timeout(500)  # the page has had the stream for a while
+    assert page.evaluate(LIVE_STREAMS) == 0, "a camera live while the page is in the background"
+    page.evaluate(SET_HIDDEN, False)
+    page.wait_for_function("document.getElementById('video').videoWidth > 0", timeout=30_000)
+    assert (page.evaluate("window.streams.length"), page.evaluate(LIVE_STREAMS)) == (2, 1)
+    page.click("#camera-stop")
+    assert page.evaluate(LIVE_STREAMS) == 0, "a camera live after Stop"
