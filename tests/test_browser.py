@@ -244,15 +244,15 @@ def _answer_colours(page, labels: tuple[str, ...] = ("cat", "dog", "neither")) -
     )
 
 
-# A card's background, computed: rgb(r, g, b) whichever way --card is written.
-CARD_COLOUR = """(() => {
+# A CSS colour computed in the page (a var(--card), a manifest's hex): rgb(r, g, b) whichever way it is written.
+COMPUTED_COLOUR = """(value) => {
     const div = document.createElement('div');
-    div.style.background = 'var(--card)';
+    div.style.background = value;
     document.body.append(div);
     const colour = getComputedStyle(div).backgroundColor;
     div.remove();
     return colour;
-})()"""
+}"""
 
 
 def _contrast(a: str, b: str) -> float:
@@ -288,7 +288,7 @@ def test_the_page_and_the_app_colour_the_answers_alike(browser, server: Server) 
         for scheme, colours in (("light", light), ("dark", dark)):
             page.emulate_media(color_scheme=scheme)
             assert len(set(colours.values())) == 4, (scheme, colours)  # unsure is not neither's colour, nor another's
-            card = page.evaluate(CARD_COLOUR)
+            card = page.evaluate(COMPUTED_COLOUR, "var(--card)")
             assert all(_contrast(colour, card) >= 4.5 for colour in colours.values()), (scheme, colours, card)
     finally:
         context.close()
@@ -555,7 +555,7 @@ def test_the_app_has_the_pages_dark_scheme_and_a_colour_for_unsure(browser, serv
             on_the_page = _answer_colours(page, every)
             page.goto(server.url + "/app/")
             in_the_app = _answer_colours(page, every)
-            card, backgrounds[scheme] = page.evaluate(CARD_COLOUR), page.evaluate(BODY_BACKGROUND)
+            card, backgrounds[scheme] = page.evaluate(COMPUTED_COLOUR, "var(--card)"), page.evaluate(BODY_BACKGROUND)
         finally:
             context.close()
         assert in_the_app == on_the_page, (scheme, in_the_app, on_the_page)
@@ -563,6 +563,28 @@ def test_the_app_has_the_pages_dark_scheme_and_a_colour_for_unsure(browser, serv
         assert all(_contrast(colour, card) >= 4.5 for colour in in_the_app.values()), (scheme, in_the_app, card)
     assert backgrounds["dark"] != backgrounds["light"], backgrounds
     assert _contrast(backgrounds["dark"], "rgb(255, 255, 255)") > 10, backgrounds  # dark, not a lighter grey
+
+
+def test_the_installed_apps_splash_is_the_colour_the_app_opens_in(browser, server: Server) -> None:
+    """The manifest's background_color (the installed app's splash screen) was the light scheme's, so a phone set
+    to dark flashed a light screen before the dark app. The splash is now the app's own background in each scheme:
+    background_color the light one, color_scheme_dark's the dark one (browsers without that member show the light
+    one, the app's scheme unless the phone is set to dark). The header, the status bar's theme_color, stays the same
+    blue in both."""
+    manifest = httpx.get(server.url + "/app/manifest.webmanifest").json()
+    dark = manifest.get("color_scheme_dark", {})  # what a browser shows in the dark: this, or background_color
+    splash = {"light": manifest["background_color"], "dark": dark.get("background_color", manifest["background_color"])}
+    for scheme, colour in splash.items():
+        context = browser.new_context(color_scheme=scheme, bypass_csp=True)
+        try:
+            page = context.new_page()
+            page.goto(server.url + "/app/")
+            opens_in = page.evaluate(BODY_BACKGROUND)
+            header = page.evaluate("getComputedStyle(document.querySelector('header')).backgroundColor")
+            assert opens_in == page.evaluate(COMPUTED_COLOUR, colour), (scheme, opens_in, colour)
+            assert header == page.evaluate(COMPUTED_COLOUR, manifest["theme_color"]), (scheme, header)
+        finally:
+            context.close()
 
 
 def test_live_mode_waits_as_long_as_a_503_asks(page) -> None:
