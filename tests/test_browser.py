@@ -748,3 +748,20 @@ def test_in_the_background_the_camera_is_let_go_until_the_page_is_back(page, hid
     assert (page.evaluate("window.streams.length"), page.evaluate(LIVE_STREAMS)) == (2, 1)
     page.click("#camera-stop")
     assert page.evaluate(LIVE_STREAMS) == 0, "a camera live after Stop"
+
+
+def test_a_camera_the_system_ends_stops_live_mode_with_a_sentence(page) -> None:
+    """A webcam the system ends (another app takes it, it is unplugged) left live mode sending the last picture,
+    or black ones, to the server and showing their answers, with nothing said. Live mode now stops and says so, as
+    the phone app does, and sends no more frames."""
+    asked: list = []
+    page.route("**/api/v1/predict", lambda route: (asked.append(route), route.continue_()))
+    page.click("#camera-start")
+    _until_asked(page, asked, 2)
+    page.evaluate("document.getElementById('video').srcObject.getVideoTracks()[0].dispatchEvent(new Event('ended'))")
+    assert page.locator("#live-error").inner_text().startswith("The camera stopped")
+    assert page.locator("#camera-start").is_enabled() and page.evaluate("document.getElementById('video').hidden")
+    page.wait_for_timeout(300)  # the route handlers see what was sent before the camera ended
+    sent = len(asked)
+    page.wait_for_timeout(1_000)  # 8 frames a second, were live mode still on
+    assert len(asked) == sent, f"{len(asked) - sent} frames sent after the camera ended"
