@@ -765,3 +765,24 @@ def test_a_camera_the_system_ends_stops_live_mode_with_a_sentence(page) -> None:
     sent = len(asked)
     page.wait_for_timeout(1_000)  # 8 frames a second, were live mode still on
     assert len(asked) == sent, f"{len(asked) - sent} frames sent after the camera ended"
+
+
+def test_a_camera_another_app_took_while_the_page_was_hidden_is_said_plainly(page) -> None:
+    """The page lets the camera go while it is hidden, so another app can take the webcam meanwhile; taking it
+    again on return then failed with "The camera cannot be started (NotReadableError).", an error's name and
+    nothing to do. The page now says what the phone app says, in one sentence (app/shares.js)."""
+    page.route("**/api/v1/predict", lambda route: None)  # frames held unanswered: this is about the camera
+    page.click("#camera-start")
+    page.wait_for_function("document.getElementById('video').videoWidth > 0", timeout=30_000)
+    page.evaluate(SET_HIDDEN, True)
+    # Another app has the webcam now: the browser's next answer is the error it gives then.
+    page.evaluate("""() => {
+        navigator.mediaDevices.getUserMedia = async () => {
+            throw new DOMException("Could not start video source", "NotReadableError");
+        };
+    }""")
+    page.evaluate(SET_HIDDEN, False)
+    error = page.locator("#live-error")
+    error.filter(has_text="camera").wait_for(timeout=10_000)
+    assert error.inner_text() == "The camera is in use by another app: close it, then try again."
+    assert page.locator("#camera-start").is_enabled() and page.evaluate("document.getElementById('video').hidden")

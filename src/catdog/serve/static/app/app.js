@@ -419,23 +419,6 @@ function showFrame({ prediction, prepMs, inferMs }, seq) {
   $("live-info").dataset.fps = fps.toFixed(2);
 }
 
-// One sentence a person can act on, for getUserMedia's errors.
-function cameraProblem(err) {
-  switch (err.name) {
-    case "NotAllowedError":
-    case "SecurityError":
-      return "The camera is blocked for this page: allow it in the browser's site settings, then try again.";
-    case "NotFoundError":
-    case "OverconstrainedError":
-      return "This device has no camera that the browser can use: choose photos instead.";
-    case "NotReadableError":
-    case "AbortError":
-      return "The camera is in use by another app: close it, then try again.";
-    default:
-      return `The camera could not be started: ${err.message || err.name}.`;
-  }
-}
-
 async function startCamera() {
   $("camera-error").textContent = "";
   let mine;
@@ -445,7 +428,7 @@ async function startCamera() {
       audio: false,
     });
   } catch (err) {
-    $("camera-error").textContent = cameraProblem(err);
+    $("camera-error").textContent = globalThis.catdogShares.cameraProblem(err);
     return;
   }
   if (document.hidden) {

@@ -1,5 +1,5 @@
-// catdog: what the server's page and the phone app do alike: show a prediction's probabilities, and wait as a
-// 503 asks. A classic script (the page loads it with <script src>, the app imports it) that defines catdogShares.
+// catdog: what the server's page and the phone app do alike: show a prediction's probabilities, wait as a 503
+// asks, and say why the camera did not start. A classic script (the page loads it with <script src>, the app imports it) that defines catdogShares.
 "use strict";
 globalThis.catdogShares = {
   // Percentages with one decimal that add up to exactly 100 (largest remainder), for any class names.
@@ -24,5 +24,22 @@ globalThis.catdogShares = {
     const asked = Number.parseInt(response.headers.get("Retry-After") || "", 10);
     const seconds = Number.isFinite(asked) ? Math.min(Math.max(asked, 1), 30) : 1;
     return waited + seconds <= 60 ? seconds : 0;
+  },
+
+  // One sentence a person can act on, for getUserMedia's errors.
+  cameraProblem(err) {
+    switch (err.name) {
+      case "NotAllowedError":
+      case "SecurityError":
+        return "The camera is blocked for this page: allow it in the browser's site settings, then try again.";
+      case "NotFoundError":
+      case "OverconstrainedError":
+        return "This device has no camera that the browser can use: choose photos instead.";
+      case "NotReadableError":
+      case "AbortError":
+        return "The camera is in use by another app: close it, then try again.";
+      default:
+        return `The camera could not be started: ${err.message || err.name}.`;
+    }
   },
 };
