@@ -786,3 +786,33 @@ def test_a_camera_another_app_took_while_the_page_was_hidden_is_said_plainly(pag
     error.filter(has_text="camera").wait_for(timeout=10_000)
     assert error.inner_text() == "The camera is in use by another app: close it, then try again."
     assert page.locator("#camera-start").is_enabled() and page.evaluate("document.getElementById('video').hidden")
+
+
+def test_the_camera_let_go_or_ended_leaves_the_keyboard_focus_where_it_was(page) -> None:
+    """Stopping the camera moved the keyboard focus to Start, and starting it to Stop, whoever did it: with the
+    camera let go and taken again as the page was hidden and shown, or ended by the system, the focus jumped from
+    wherever the person was (a screen reader then reads Stop camera). Only a focus on the button disabled moves on
+    to the other one now."""
+    page.route("**/api/v1/predict", lambda route: None)  # frames held unanswered: this is about the camera
+    focused = "document.activeElement.id"
+    page.focus("#camera-start")
+    page.keyboard.press("Enter")
+    page.wait_for_function("document.getElementById('video').videoWidth > 0", timeout=30_000)
+    assert page.evaluate(focused) == "camera-stop"  # the keyboard goes on from Stop
+
+    page.focus("#clear")
+    page.evaluate(SET_HIDDEN, True)
+    assert page.evaluate(focused) == "clear"
+    page.evaluate(SET_HIDDEN, False)
+    page.wait_for_function("document.getElementById('video').videoWidth > 0", timeout=30_000)
+    assert page.evaluate(focused) == "clear"
+
+    page.evaluate("document.getElementById('video').srcObject.getVideoTracks()[0].dispatchEvent(new Event('ended'))")
+    assert page.locator("#live-error").inner_text().startswith("The camera stopped")
+    assert page.evaluate(focused) == "clear"
+
+    page.focus("#camera-start")
+    page.keyboard.press("Enter")
+    page.wait_for_function("document.activeElement.id === 'camera-stop'", timeout=30_000)
+    page.keyboard.press("Enter")
+    assert page.evaluate(focused) == "camera-start"  # and from Start again, once stopped
