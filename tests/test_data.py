@@ -299,6 +299,35 @@ def test_a_wrapper_folder_of_one_labels_photos_is_looked_into(tmp_path):
         model_classes(TrainConfig(data_dir=str(tmp_path / "cats_only"), out=str(tmp_path / "model")))
 
 
+def test_a_lone_container_folder_of_flat_files_is_read_by_their_names(tmp_path):
+    """A lone PetImages/ of flat files (Microsoft's download, its Cat/ and Dog/ emptied into it) was the one class
+    "petimage", and training said so. A lone folder named like a container or a split (PetImages, training_set,
+    Pictures, samples2), or for both classes (dogs-vs-cats), whose photos' names carry a label is now read by
+    those names, as at the top. A class folder stays one class."""
+    for name in ("pets/PetImages/cat.1.jpg", "pets/PetImages/cat.2.jpg", "pets/PetImages/IMG_3.jpg"):
+        _write(tmp_path / name, image_bytes())
+    ds = discover(tmp_path / "pets")
+    assert (ds.layout, ds.counts(), ds.wrapper) == ("flat", {"cat": 2}, tmp_path / "pets/PetImages")
+    assert [p.name for p in ds.left_out] == ["IMG_3.jpg"]
+    for folder in ("dogs-vs-cats", "cats_and_dogs", "training_set", "Pictures", "samples2"):
+        _write(tmp_path / folder / folder / "dog.1.jpg", image_bytes())
+        assert discover(tmp_path / folder).counts() == {"dog": 1}, folder
+    _write(tmp_path / "kittens/cats/cat.1.jpg", image_bytes())  # a class folder, as before: one class
+    ds = discover(tmp_path / "kittens")
+    assert (ds.layout, ds.counts(), ds.wrapper) == ("folders", {"cat": 1}, None)
+
+    from catdog.training.config import TrainConfig
+    from catdog.training.recipe import model_classes
+
+    with pytest.raises(DatasetError, match=r"has only one class \(cat\); training needs at least two"):
+        model_classes(TrainConfig(data_dir=str(tmp_path / "pets"), out=str(tmp_path / "model")))
+    _write(tmp_path / "pets/PetImages/dog.1.jpg", image_bytes())
+    assert model_classes(TrainConfig(data_dir=str(tmp_path / "pets"), out=str(tmp_path / "model"))) == (
+        ["cat", "dog"],
+        False,
+    )
+
+
 def test_discover_stats_no_name_the_listing_describes(tmp_path, monkeypatch):
     """discover stat-ed each name three to five times (Path.is_symlink, is_dir, is_file, again while walking):
     115,002 stat calls for a flat folder of 23,000 photos, 60,008 for two class folders of 10,000 each. The

@@ -483,10 +483,28 @@ def test_a_wrapper_of_one_labels_photos_is_checked_as_that_one_class(samples_dir
         shutil.copy(src, train / src.name)
     text = run_catdog_in_process("data", "check", str(tmp_path / "mydata"))
     assert text.returncode == 0, text.stderr
-    assert "flat layout, 3 files" in text.stdout and "train" not in text.stdout.split("Findings")[0]
+    assert "flat layout in train/, 3 files" in text.stdout and "│ train" not in text.stdout.split("Findings")[0]
     assert text.stdout.rstrip().endswith(
         "One class (cat): enough to evaluate a model on, not to train one (training needs two or more)."
     )
+
+
+def test_a_lone_petimages_folder_of_flat_files_is_checked_by_their_names(samples_dir: Path, tmp_path: Path) -> None:
+    """PetImages/ holding cat.N.jpg files alone (Microsoft's folders emptied into it) was checked as one class
+    "petimage"; its photos are now read by their names, and the title says where: the layout in PetImages/."""
+    pets = tmp_path / "mydata" / "PetImages"
+    pets.mkdir(parents=True)
+    for src in sorted((samples_dir / "cat").glob("*.jpg"))[:3]:
+        shutil.copy(src, pets / src.name)
+    text = run_catdog_in_process("data", "check", str(tmp_path / "mydata"))
+    assert text.returncode == 0, text.stderr
+    title, rest = text.stdout.split("\n", 1)
+    assert title.endswith("(flat layout in PetImages/, 3 files)") and "petimage" not in rest, text.stdout
+    assert text.stdout.rstrip().endswith(
+        "One class (cat): enough to evaluate a model on, not to train one (training needs two or more)."
+    )
+    found = json.loads(run_catdog_in_process("data", "check", "--json", str(tmp_path / "mydata")).stdout)
+    assert (found["layout"], found["wrapper"], found["classes"]) == ("flat", "PetImages", {"cat": 3})
 
 
 def test_json_writes_a_name_that_is_not_utf8_as_valid_utf8(samples_dir: Path, tmp_path: Path) -> None:

@@ -218,6 +218,7 @@ class CheckReport:
     classes: dict[str, int]  # photos per class a model learns; `neither` photos are counted apart
     files: int
     neither: int = 0  # photos in a `neither` folder: examples of what is not a cat or a dog
+    wrapper: str | None = None  # the lone folder the layout was found in (PetImages, train), or None
     unusable: list[dict] = field(default_factory=list)
     duplicates: list[dict] = field(default_factory=list)
     near_duplicates: list[dict] = field(default_factory=list)
@@ -310,8 +311,9 @@ def _scan_report(root, cache_dir, near_distance, workers, progress, on_start) ->
     for i, label in enumerate(labels):
         counts[label] += i not in stray
     neither = counts.pop(NEITHER, 0)
+    wrapper = dataset.wrapper.relative_to(dataset.root).as_posix() if dataset.wrapper else None
     report = CheckReport(
-        str(dataset.root), dataset.layout, counts, len(paths), neither=neither, near_distance=near_distance
+        str(dataset.root), dataset.layout, counts, len(paths), neither, wrapper, near_distance=near_distance
     )
     report.left_out = [
         {"path": path.relative_to(dataset.root).as_posix(), "reason": _why_left_out(dataset.layout)}
@@ -537,7 +539,10 @@ def summary(report: CheckReport, limit: int = 20) -> list:
     """Rich renderables for a person: counts per class, counts per finding, then the details."""
     from rich.table import Table
 
-    classes = Table(title=f"{shown(report.root)} ({report.layout} layout, {report.files} files)", title_justify="left")
+    # Said, as a lone PetImages/ of flat files was read as the class "petimage" once and only the table showed it.
+    where = f" in {shown(report.wrapper)}/" if report.wrapper else ""
+    title = f"{shown(report.root)} ({report.layout} layout{where}, {report.files} files)"
+    classes = Table(title=title, title_justify="left")
     classes.add_column("class")
     classes.add_column("files", justify="right")  # unusable ones included: the findings below name them
     for name, count in report.classes.items():

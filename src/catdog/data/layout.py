@@ -35,8 +35,12 @@ _NEITHER_NAMES = frozenset(
 # Leading letters that cameras, phones and screenshots put in file names: no label in a flat layout.
 _CAMERA_NAMES = frozenset({"img", "dsc", "dscn", "dscf", "pxl", "mvimg", "pic", "image", "photo", "screenshot", "scan"})
 
-# Normalised names of a lone folder that wraps a dataset rather than naming a class: a split, or a container.
-_WRAPPER_NAMES = _CAMERA_NAMES | {"train", "training", "test", "val", "valid", "validation", "dev", "data", "dataset"}
+# Normalised names of a lone folder that wraps a dataset rather than naming a class: a split, or a container
+# (Microsoft's PetImages/, a Kaggle archive's training_set/ ...). Trailing digits are no part of the name: train2/.
+_WRAPPER_NAMES = _CAMERA_NAMES | {
+    *("train", "training", "test", "val", "valid", "validation", "dev", "data", "dataset", "sample", "picture"),
+    *("petimage", "pet_image", "train_set", "training_set", "test_set", "trainset", "testset"),
+}
 
 _FLAT_NAME = re.compile(r"^(?P<label>[A-Za-z][A-Za-z ]*?)[._\- ]?\d+(?:[._\- ]\w+)*\.[A-Za-z0-9]+$")
 
@@ -60,6 +64,8 @@ class Dataset:
     left_out: list[Path] = field(default_factory=list)
     # What was not read at all, with why: links (never followed) and folders that cannot be listed.
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+    # The lone folder around the dataset that was looked into (PetImages/, train/), or None.
+    wrapper: Path | None = None
 
     @property
     def model_classes(self) -> list[str]:
@@ -187,12 +193,33 @@ def _names_a_flat_layout(folder: Path, images: list[Path]) -> bool:
     """Whether the loose ``images`` of a lone ``folder`` are a flat layout wrapped in it, not a class folder.
 
     Yes when their names carry two labels, or one and the folder is named like a split or a container, not a
-    class: Kaggle's train/ holding only cat.1.jpg ... was one class "train". Any other folder's name is its
-    class, whatever one label its photos' names carry: dogs/ holding 'Rex 1.jpg' ... or cats/ of 'WhatsApp Image
-    2026-11-01 at 10.11.12.jpeg' ... are dogs and cats, not classes "rex" and "whatsapp_image".
+    class: Kaggle's train/ holding only cat.1.jpg ... was one class "train", and PetImages/ of them "petimage".
+    Any other folder's name is its class, whatever one label its photos' names carry: dogs/ holding 'Rex 1.jpg'
+    ... or cats/ of 'WhatsApp Image 2026-11-01 at 10.11.12.jpeg' ... are dogs and cats, not classes "rex" and
+    "whatsapp_image". Photos whose names carry no label stay a class of any name: export's --check-data needs
+    no labels.
     """
     labels = {_flat_label(path.name) for path in images} - {None}
-    return len(labels) > 1 or (len(labels) == 1 and normalize_label(folder.name) in _WRAPPER_NAMES)
+    return len(labels) > 1 or (len(labels) == 1 and _is_wrapper_name(folder.name))
+
+
+def _is_wrapper_name(name: str) -> bool:
+    """Whether a folder's name says it holds a dataset, not a class: a split, a container, or both classes at
+    once (dogs-vs-cats/, cats_and_dogs/, kagglecatsanddogs_5340/)."""
+    label = normalize_label(name.rstrip("0123456789_-. "))
+    return label in _WRAPPER_NAMES or ("cat" in label and "dog" in label)
+
+
+def _unwrapped(folder: Path) -> tuple[list[Path], list[Path], list[tuple[Path, str]]] | None:
+    """The folders, loose images and links of a lone ``folder`` that wraps the dataset; None for a class folder,
+    or one that cannot be listed (the walk of it as a class folder says why)."""
+    try:
+        inside = _listing(folder)
+    except PermissionError:
+        return None
+    links: list[tuple[Path, str]] = []
+    wrapped, images = _entries(inside, links)
+    return (wrapped, images, links) if wrapped or _names_a_flat_layout(folder, images) else None
 
 
 def discover(root: str | os.PathLike, *, image_files_only: bool = False) -> Dataset:
@@ -209,6 +236,7 @@ def discover(root: str | os.PathLike, *, image_files_only: bool = False) -> Data
         raise DatasetError(f"'{root}' is a file; give the folder that holds the images.")
 
     layout = "folders"
+    wrapper = None
     skipped: list[tuple[Path, str]] = []
     # Each folder is listed once: a flat folder of 25,000 photos costs a stat or two per name.
     try:
@@ -220,17 +248,11 @@ def discover(root: str | os.PathLike, *, image_files_only: bool = False) -> Data
     # archive unpacks to train/cat.1.jpg ...). What lies loose inside a wrapper is looked at as it would be at
     # the top: the photos of train/ once became one class "train", and a loose IMG_1.jpg beside the wrapped
     # class folders was neither used nor listed as left out.
-    if len(folders) == 1 and not flat_images:
-        try:
-            inside = _listing(folders[0])
-        except PermissionError:  # no wrapper that can be seen: the walk of it as a class folder says why
-            inside = []
-        links_inside: list[tuple[Path, str]] = []
-        wrapped, wrapped_images = _entries(inside, links_inside)
-        if wrapped or _names_a_flat_layout(folders[0], wrapped_images):
-            layout = "petimages" if folders[0].name.lower() == "petimages" else "folders"
-            folders, flat_images = wrapped, wrapped_images
-            skipped.extend(links_inside)
+    if len(folders) == 1 and not flat_images and (unwrapped := _unwrapped(folders[0])):
+        wrapper = folders[0]
+        layout = "petimages" if wrapper.name.lower() == "petimages" else "folders"
+        folders, flat_images, links_inside = unwrapped
+        skipped.extend(links_inside)
 
     in_folders = [
         LabelledFile(path, normalize_label(folder.name))
@@ -268,4 +290,4 @@ def discover(root: str | os.PathLike, *, image_files_only: bool = False) -> Data
             f"No images found in '{root}'{hint}: expected 'cat.1.jpg'-style files or one folder per class (cat/, dog/)."
         )
     classes = sorted({item.label for item in files})
-    return Dataset(root=root, layout=layout, files=files, classes=classes, left_out=left_out, skipped=skipped)
+    return Dataset(root, layout, files, classes, left_out=left_out, skipped=skipped, wrapper=wrapper)
