@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -397,6 +398,18 @@ def test_int8_calibrates_on_fewer_photos_in_a_small_folder(tmp_path: Path, photo
     calibration, check = export_module.int8_split(tmp_path, ["cat", "dog"])
     assert (len(calibration), len(check)) == (calibrated, checked)
     assert not {path for path, _ in calibration} & {path for path, _ in check}
+
+
+def test_int8_split_lists_the_folder_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """int8_split listed the check folder three times (once to count it, once for each part): on a folder of
+    4,000 photos 3x the time of one listing. It lists it once now, and splits it as before."""
+    for i in range(300):
+        (tmp_path / f"{'cat' if i % 2 else 'dog'}.{i}.jpg").touch()
+    listed, scandir = [], os.scandir
+    monkeypatch.setattr(os, "scandir", lambda folder: (listed.append(Path(folder)), scandir(folder))[1])
+    calibration, check = export_module.int8_split(tmp_path, ["cat", "dog"])
+    assert listed == [tmp_path]
+    assert (len(calibration), len(check)) == (64, 236)
 
 
 @pytest.mark.slow  # an int8 export of Lite0: about a minute on 2 cores
