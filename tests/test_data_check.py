@@ -506,6 +506,16 @@ def test_a_lone_petimages_folder_of_flat_files_is_checked_by_their_names(samples
     found = json.loads(run_catdog_in_process("data", "check", "--json", str(tmp_path / "mydata")).stdout)
     assert (found["layout"], found["wrapper"], found["classes"]) == ("flat", "PetImages", {"cat": 3})
 
+    # Microsoft's archive unpacked whole: a wrapper in a wrapper, once one class "petimage" of cats and dogs.
+    for label in ("Cat", "Dog"):
+        folder = tmp_path / "download" / "kagglecatsanddogs_5340" / "PetImages" / label
+        folder.mkdir(parents=True)
+        for src in sorted((samples_dir / label.lower()).glob("*.jpg"))[:3]:
+            shutil.copy(src, folder / src.name)
+    found = json.loads(run_catdog_in_process("data", "check", "--json", str(tmp_path / "download")).stdout)
+    assert (found["layout"], found["wrapper"]) == ("petimages", "kagglecatsanddogs_5340/PetImages")
+    assert found["classes"] == {"cat": 3, "dog": 3}
+
 
 def test_json_writes_a_name_that_is_not_utf8_as_valid_utf8(samples_dir: Path, tmp_path: Path) -> None:
     """A file named with a Latin-1 byte came out of `data check --json` as the lone surrogate '\\udcff', which

@@ -2,7 +2,8 @@
 
 - flat, Kaggle style: ``cat.123.jpg``, ``dog.7.jpg`` (label = the name's leading letters);
 - one folder per class: ``cat/``, ``Dogs/`` ... (files found recursively inside each);
-- Microsoft PetImages: ``PetImages/Cat``, ``PetImages/Dog`` (a single wrapper folder around any layout is looked into).
+- Microsoft PetImages: ``PetImages/Cat``, ``PetImages/Dog`` (a single wrapper folder around any layout is looked into,
+  and one inside it named like a wrapper: ``kagglecatsanddogs_5340/PetImages/Cat``).
 
 Labels are normalised (``Cats`` → ``cat``) and classes are the sorted normalised names. A folder
 of photos that show neither class (``neither/``, also ``other/``, ``none/``, ``negatives/``,
@@ -210,16 +211,22 @@ def _is_wrapper_name(name: str) -> bool:
     return label in _WRAPPER_NAMES or ("cat" in label and "dog" in label)
 
 
-def _unwrapped(folder: Path) -> tuple[list[Path], list[Path], list[tuple[Path, str]]] | None:
+def _unwrapped(folder: Path, *, outermost: bool) -> tuple[list[Path], list[Path], list[tuple[Path, str]]] | None:
     """The folders, loose images and links of a lone ``folder`` that wraps the dataset; None for a class folder,
-    or one that cannot be listed (the walk of it as a class folder says why)."""
+    or one that cannot be listed (the walk of it as a class folder says why).
+
+    The outermost lone folder of folders is a wrapper (PetImages/Cat ...). Inside it, one is only when named
+    like one: kagglecatsanddogs_5340/PetImages/Cat/ and training_set/training_set/cats/ were each one class of
+    cats and dogs, but x/cats/2019/ is the class cat, and so is x/cats/ of 'Tom 1.jpg', 'Kitty 2.jpg'.
+    """
     try:
         inside = _listing(folder)
     except PermissionError:
         return None
     links: list[tuple[Path, str]] = []
     wrapped, images = _entries(inside, links)
-    return (wrapped, images, links) if wrapped or _names_a_flat_layout(folder, images) else None
+    looks_wrapped = bool(wrapped) or _names_a_flat_layout(folder, images)
+    return (wrapped, images, links) if looks_wrapped and (outermost or _is_wrapper_name(folder.name)) else None
 
 
 def discover(root: str | os.PathLike, *, image_files_only: bool = False) -> Dataset:
@@ -245,10 +252,10 @@ def discover(root: str | os.PathLike, *, image_files_only: bool = False) -> Data
         raise DatasetError(f"Dataset folder '{root}' cannot be read ({err.strerror}).") from None
     folders, flat_images = _entries(listing, skipped)
     # PetImages, or any single wrapper folder around the dataset: class folders, or a flat layout (Kaggle's
-    # archive unpacks to train/cat.1.jpg ...). What lies loose inside a wrapper is looked at as it would be at
-    # the top: the photos of train/ once became one class "train", and a loose IMG_1.jpg beside the wrapped
-    # class folders was neither used nor listed as left out.
-    if len(folders) == 1 and not flat_images and (unwrapped := _unwrapped(folders[0])):
+    # archive unpacks to train/cat.1.jpg ...), or another wrapper. What lies loose inside a wrapper is looked at
+    # as it would be at the top: the photos of train/ once became one class "train", and a loose IMG_1.jpg beside
+    # the wrapped class folders was neither used nor listed as left out.
+    while len(folders) == 1 and not flat_images and (unwrapped := _unwrapped(folders[0], outermost=wrapper is None)):
         wrapper = folders[0]
         layout = "petimages" if wrapper.name.lower() == "petimages" else "folders"
         folders, flat_images, links_inside = unwrapped
