@@ -52,6 +52,17 @@ def test_flat_kaggle_layout(tmp_path):
     assert ds.counts() == {"cat": 2, "dog": 2}
 
 
+def test_flat_names_a_person_renamed_carry_their_label(tmp_path):
+    """Windows renames a batch of photos 'Cat (1).jpg', 'Cat (2).jpg' ..., and a browser names a second download
+    'cat.1 (1).jpg': neither read as a label, so a folder of them 'carried no label'. A camera's 'IMG (3).jpg'
+    and a browser's 'download (2).jpg' still carry none."""
+    for name in ["Cat (1).jpg", "Cat (2).jpg", "dog(1).png", "dog.1 (1).jpg", "IMG (3).jpg", "download (2).jpg"]:
+        _write(tmp_path / "PetImages" / name, image_bytes())
+    ds = discover(tmp_path)
+    assert (ds.layout, ds.counts()) == ("flat", {"cat": 2, "dog": 2})
+    assert sorted(p.name for p in ds.left_out) == ["IMG (3).jpg", "download (2).jpg"]
+
+
 def test_folder_layout_normalises_and_merges_class_names(tmp_path):
     _write(tmp_path / "Cats" / "a.jpg", image_bytes())
     _write(tmp_path / "cat" / "nested" / "b.png", image_bytes("PNG"))

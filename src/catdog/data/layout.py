@@ -33,8 +33,14 @@ _NEITHER_NAMES = frozenset(
     {"neither", "other", "none", "negative", "background", "nothing", "not_cat_or_dog", "no_pet", "non_pet", "unknown"}
 )
 
-# Leading letters that cameras, phones and screenshots put in file names: no label in a flat layout.
-_CAMERA_NAMES = frozenset({"img", "dsc", "dscn", "dscf", "pxl", "mvimg", "pic", "image", "photo", "screenshot", "scan"})
+# Leading letters that cameras, phones, screenshots and browsers ('download (1).jpg') put in file names: no label
+# in a flat layout.
+_CAMERA_NAMES = frozenset(
+    {
+        *("img", "dsc", "dscn", "dscf", "pxl", "mvimg", "pic", "image", "photo", "screenshot", "scan"),
+        *("download", "unnamed", "untitled"),
+    }
+)
 
 # Normalised names of a lone folder that wraps a dataset rather than naming a class: a split, or a container
 # (Microsoft's PetImages/, a Kaggle archive's training_set/ ...). Trailing digits are no part of the name: train2/.
@@ -43,7 +49,9 @@ _WRAPPER_NAMES = _CAMERA_NAMES | {
     *("petimage", "pet_image", "train_set", "training_set", "test_set", "trainset", "testset"),
 }
 
-_FLAT_NAME = re.compile(r"^(?P<label>[A-Za-z][A-Za-z ]*?)[._\- ]?\d+(?:[._\- ]\w+)*\.[A-Za-z0-9]+$")
+# The number may stand in brackets: Windows names a batch it renames 'Cat (1).jpg', 'Cat (2).jpg' ..., and a browser
+# a second download of cat.1.jpg 'cat.1 (1).jpg'.
+_FLAT_NAME = re.compile(r"^(?P<label>[A-Za-z][A-Za-z ]*?)[._\- ]?\(?\d+\)?(?:[._\- ]\(?\w+\)?)*\.[A-Za-z0-9]+$")
 
 
 @dataclass(frozen=True)
