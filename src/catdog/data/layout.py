@@ -50,8 +50,10 @@ _WRAPPER_NAMES = _CAMERA_NAMES | {
 }
 
 # The number may stand in brackets: Windows names a batch it renames 'Cat (1).jpg', 'Cat (2).jpg' ..., and a browser
-# a second download of cat.1.jpg 'cat.1 (1).jpg'.
-_FLAT_NAME = re.compile(r"^(?P<label>[A-Za-z][A-Za-z ]*?)[._\- ]?\(?\d+\)?(?:[._\- ]\(?\w+\)?)*\.[A-Za-z0-9]+$")
+# a second download of cat.1.jpg 'cat.1 (1).jpg'. After it come words, each after a separator or a bracket
+# ('cat.1 - Copy (2).jpg'): the two never overlap, so a name is read in one pass. Words that could hold '_' made
+# 'cat.1_a_a_..._a!.jpg' try every split at its underscores, and one with 60 never finished.
+_FLAT_NAME = re.compile(r"^(?P<label>[A-Za-z][A-Za-z ]*?)[._\- ]?\(?\d+(?:[._\- ()][^\W_]*)*\.[A-Za-z0-9]+$")
 
 
 @dataclass(frozen=True)
