@@ -63,6 +63,19 @@ def test_flat_names_a_person_renamed_carry_their_label(tmp_path):
     assert sorted(p.name for p in ds.left_out) == ["IMG (3).jpg", "download (2).jpg"]
 
 
+def test_names_a_browser_gives_saved_web_images_carry_no_label(tmp_path):
+    """Since a number may stand in brackets, Bing's 'th (1).jpg' and 'OIP (2).jpg' and YouTube's
+    'maxresdefault (1).jpg', saved beside cat.1.jpg and dog.1.jpg, were classes 'th', 'oip' and 'maxresdefault'
+    of one photo each, and train trained five classes (with a note that each was too small). They carry no
+    label, and are left out."""
+    web_names = ["OIP (2).jpg", "hqdefault (1).jpg", "maxresdefault (1).jpg", "th (1).jpg"]
+    for name in ["cat.1.jpg", "dog.1.jpg", *web_names]:
+        _write(tmp_path / name, image_bytes())
+    ds = discover(tmp_path)
+    assert ds.counts() == {"cat": 1, "dog": 1}
+    assert sorted(p.name for p in ds.left_out) == web_names
+
+
 @pytest.mark.timeout(60)
 def test_a_long_flat_name_is_read_at_once(tmp_path):
     """Reading a label from 'cat.1_a_a_..._a!.jpg' tried every way to split its words at their underscores: a

@@ -34,11 +34,12 @@ _NEITHER_NAMES = frozenset(
 )
 
 # Leading letters that cameras, phones, screenshots and browsers ('download (1).jpg') put in file names: no label
-# in a flat layout.
+# in a flat layout. A web image saved twice is 'th (1).jpg' or 'OIP (2).jpg' (Bing), 'maxresdefault (1).jpg'
+# (YouTube): since a number may stand in brackets, each was a class of its own beside cat and dog.
 _CAMERA_NAMES = frozenset(
     {
         *("img", "dsc", "dscn", "dscf", "pxl", "mvimg", "pic", "image", "photo", "screenshot", "scan"),
-        *("download", "unnamed", "untitled"),
+        *("download", "unnamed", "untitled", "th", "oip", "maxresdefault", "hqdefault", "sddefault", "mqdefault"),
     }
 )
 
