@@ -230,14 +230,15 @@ def _unwrapped(folder: Path, *, outermost: bool) -> tuple[list[Path], list[Path]
     like one: kagglecatsanddogs_5340/PetImages/Cat/ and training_set/training_set/cats/ were each one class of
     cats and dogs, but x/cats/2019/ is the class cat, and so is x/cats/ of 'Tom 1.jpg', 'Kitty 2.jpg'.
     """
+    if not outermost and not _is_wrapper_name(folder.name):
+        return None  # not listed here: the walk of a class folder of 12,500 photos lists it once
     try:
         inside = _listing(folder)
     except PermissionError:
         return None
     links: list[tuple[Path, str]] = []
     wrapped, images = _entries(inside, links)
-    looks_wrapped = bool(wrapped) or _names_a_flat_layout(folder, images)
-    return (wrapped, images, links) if looks_wrapped and (outermost or _is_wrapper_name(folder.name)) else None
+    return (wrapped, images, links) if wrapped or _names_a_flat_layout(folder, images) else None
 
 
 def discover(root: str | os.PathLike, *, image_files_only: bool = False) -> Dataset:
