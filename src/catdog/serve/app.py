@@ -34,7 +34,7 @@ from catdog.serve import app_routes
 from catdog.serve.batcher import ModelFailedError
 from catdog.serve.limits import BodyTooLargeError, LimitsMiddleware, ServerBusyError, busy_response, error_response
 from catdog.serve.metrics import MetricsMiddleware
-from catdog.serve.paths import ApiTrailingSlashMiddleware
+from catdog.serve.paths import ApiTrailingSlashMiddleware, asked_path
 from catdog.serve.routes import router
 from catdog.serve.settings import SETTINGS_ENV, ApiError, ServeSettings
 from catdog.serve.state import ServeState
@@ -64,7 +64,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
-        message = {404: f"Not found: {request.url.path}", 405: f"Method {request.method} is not allowed here."}
+        message = {404: f"Not found: {asked_path(request)}", 405: f"Method {request.method} is not allowed here."}
         return error_response(
             err.status_code, message.get(err.status_code, str(err.detail)), getattr(err, "headers", None)
         )

@@ -3,7 +3,11 @@ slashes."""
 
 from __future__ import annotations
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+# The scope's key for the path as the client sent it, when ApiTrailingSlashMiddleware took its slashes off.
+_ASKED_PATH = "catdog.asked_path"
 
 
 def route_path(scope: Scope) -> str:
@@ -14,6 +18,11 @@ def route_path(scope: Scope) -> str:
     that is documented nowhere and may change in any release: catdog keeps its own two lines."""
     path, root = scope["path"], scope.get("root_path", "")
     return path[len(root) :] if root and path.startswith(root + "/") else path
+
+
+def asked_path(request: Request) -> str:
+    """The path the client asked for, trailing slashes and all (``request.url.path`` is the one routed)."""
+    return request.scope.get(_ASKED_PATH, request.url.path)
 
 
 class ApiTrailingSlashMiddleware:
@@ -27,5 +36,6 @@ class ApiTrailingSlashMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = route_path(scope) if scope["type"] == "http" else ""
         if path.startswith("/api/") and path.endswith("/"):
-            scope = {**scope, "path": scope["path"].rstrip("/")}  # all of them: "//" would get the 307 again
+            # All of them: "//" would get the 307 again. A 404 names the path as asked (asked_path).
+            scope = {**scope, "path": scope["path"].rstrip("/"), _ASKED_PATH: scope["path"]}
         await self.app(scope, receive, send)
