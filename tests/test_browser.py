@@ -672,44 +672,57 @@ def test_restarting_the_camera_leaves_one_live_loop(page, first_frame: str) -> N
     page.click("#camera-stop")
 
 
-def test_the_page_asks_whether_the_model_is_ready_as_a_503_asks(browser, server: Server) -> None:
+def _page_on_a_paused_clock(browser):
+    """A context and a page whose clock moves only when run forward by the test, not with the real seconds a
+    loaded machine takes between two steps (a clock left to flow fired a 20 s wait within a test's 19)."""
+    context = browser.new_context(bypass_csp=True)
+    page = context.new_page()
+    page.errors = []
+    page.on("pageerror", lambda err: page.errors.append(str(err)))
+    page.clock.install(time=0)
+    page.clock.pause_at(1_000)
+    return context, page
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "waits"),
+    [("20", [20, 20, 20]), (None, [1, 2, 4, 8, 16, 29])],
+    ids=["Retry-After 20", "no Retry-After"],
+)
+def test_the_page_asks_whether_the_model_is_ready_as_a_503_asks(
+    browser, server: Server, retry_after: str | None, waits: list[int]
+) -> None:
     """The page asked whether the model was ready every 1.5 s, whatever a 503's Retry-After said, and forever.
     It now waits what Retry-After names (retryWait, as a photo does), a minute of waits at most, then says to
-    reload the page, after the server's own reason. Every answer here is a 503 with Retry-After: 20, on the
-    page's clock run forward: asks at 0, 20, 40 and 60 s; the fourth 503 would take the waits past a minute, so
-    the page says so."""
+    reload the page, after the server's own reason. With Retry-After: 20 it asks at 0, 20, 40 and 60 s; the fourth
+    503 would take the waits past a minute, so the page says so. A 503 without Retry-After (a proxy's) was asked
+    again every second, 60 times; it is now asked after 1, 2, 4, 8, 16 s, then the 29 s left of the minute."""
     asked: list = []
 
     def loading(route) -> None:
         asked.append(route)
         # Each answer its own words: the status line then shows that the page has read this one (and set its wait).
         error = f"The model is still loading (ask {len(asked)})."
-        route.fulfill(status=503, headers={"Retry-After": "20"}, json={"error": error})
+        route.fulfill(status=503, headers={"Retry-After": retry_after} if retry_after else {}, json={"error": error})
 
-    context = browser.new_context(bypass_csp=True)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda err: errors.append(str(err)))
-    # Paused: the page's clock moves only when run forward here, not with the real seconds a loaded machine takes
-    # between two steps (a clock left to flow fired the 20 s wait within the test's 19).
-    page.clock.install(time=0)
-    page.clock.pause_at(1_000)
+    context, page = _page_on_a_paused_clock(browser)
     page.route("**/api/v1/model", loading)
     page.goto(server.url + "/")
-    for count in (1, 2, 3):
+    for count, seconds in enumerate(waits, start=1):
         _until_asked(page, asked, count)
         page.wait_for_selector(f"#model-status:has-text('(ask {count}).')", timeout=10_000)
-        page.clock.run_for(19_000)
-        assert len(asked) == count, f"asked again within 19 s of a 503 that asked for 20: {len(asked)} asks"
-        page.clock.run_for(1_000)
+        page.clock.run_for(seconds * 1000 - 500)
+        assert len(asked) == count, f"asked again within {seconds - 0.5} s of a 503 it waits {seconds} s for"
+        page.clock.run_for(500)
+    last = len(waits) + 1
     status = page.locator("#model-status")
     status.filter(has_text="reload").wait_for(timeout=10_000)
-    assert status.inner_text() == (  # the server's reason kept: a model that failed to load says why
-        "The model is still loading (ask 4). Still not ready after 60 s; reload the page to try again."
+    assert status.inner_text() == (  # the server's reason kept
+        f"The model is still loading (ask {last}). Still not ready after 60 s; reload the page to try again."
     )
-    assert len(asked) == 4, len(asked)
+    assert len(asked) == last, len(asked)
     context.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
+    assert not page.errors, f"JavaScript errors on the page: {page.errors}"
 
 
 def test_start_clicked_twice_while_the_camera_starts_opens_one_stream(page) -> None:

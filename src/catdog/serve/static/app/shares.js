@@ -17,12 +17,14 @@ globalThis.catdogShares = {
   },
 
   // The seconds to wait before asking again after a 503 (the model still loading, the server busy): what its
-  // Retry-After names, within 1-30 s (1 when it names none, or a date). 0 when that wait would take the waits
-  // so far (`waited` seconds) past a minute: a server busy that long will not be free soon, and the caller says so
-  // rather than wait on (twenty waits of 30 s were ten minutes).
+  // Retry-After names, within 1-30 s. A 503 that names none (or a date: a proxy's, say) is asked again after
+  // 1, 2, 4, 8, 16 s (each wait as long as all before it, plus one: doubling), then what is left of the minute.
+  // 0 when the next wait would take the waits so far (`waited` seconds) past a minute: a server busy that long
+  // will not be free soon, and the caller says so rather than wait on (twenty waits of 30 s were ten minutes).
   retryWait(response, waited = 0) {
     const asked = Number.parseInt(response.headers.get("Retry-After") || "", 10);
-    const seconds = Number.isFinite(asked) ? Math.min(Math.max(asked, 1), 30) : 1;
+    if (!Number.isFinite(asked)) return Math.max(Math.min(waited + 1, 30, 60 - waited), 0);
+    const seconds = Math.min(Math.max(asked, 1), 30);
     return waited + seconds <= 60 ? seconds : 0;
   },
 
