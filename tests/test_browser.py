@@ -725,6 +725,40 @@ def test_the_page_asks_whether_the_model_is_ready_as_a_503_asks(
     assert not page.errors, f"JavaScript errors on the page: {page.errors}"
 
 
+@pytest.mark.parametrize(
+    ("status", "body", "said"),
+    [
+        (404, "<html><body>404 Not Found</body></html>", "The page finds no catdog API at /api/v1/model (HTTP 404): "
+         "behind a proxy, check its path to catdog and catdog serve's --root-path."),
+        (500, "", "The server answered HTTP 500 when asked about its model; its log says why."),
+    ],
+    ids=["a proxy's 404", "a 500 without a sentence"],
+)  # fmt: skip
+def test_the_page_stops_asking_whether_the_model_is_ready_on_a_404_or_500(
+    browser, server: Server, status: int, body: str, said: str
+) -> None:
+    """The page asked whether the model was ready every 1.5 s for ever when that answered 404 (a reverse proxy
+    with the wrong path or --root-path) or 500 (a broken server), and said only "The model is not ready (HTTP
+    404)". Asking again changes neither: the page now asks once and says in one sentence what is wrong."""
+    asked: list = []
+
+    def broken(route) -> None:
+        asked.append(route)
+        route.fulfill(status=status, body=body, content_type="text/html")
+
+    context, page = _page_on_a_paused_clock(browser)
+    page.route("**/api/v1/model", broken)
+    page.goto(server.url + "/")
+    _until_asked(page, asked, 1)
+    page.wait_for_selector(f"#model-status:has-text('HTTP {status}')", timeout=10_000)
+    page.clock.run_for(60_000)
+    page.wait_for_timeout(500)  # a request the page sent would reach the route handler now
+    assert page.locator("#model-status").inner_text() == said
+    assert len(asked) == 1, f"asked {len(asked)} times"
+    context.close()
+    assert not page.errors, f"JavaScript errors on the page: {page.errors}"
+
+
 def test_start_clicked_twice_while_the_camera_starts_opens_one_stream(page) -> None:
     """Start clicked again while the browser was still asking for the camera asked for a second stream; the first
     was never stopped, so the camera stayed on after Stop. A click while the camera starts now does nothing."""
