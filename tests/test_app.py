@@ -775,6 +775,36 @@ def test_opened_while_the_server_still_loads_its_model(browser, playwright, samp
         srv.stop()
 
 
+def test_a_model_that_failed_to_load_is_said_once_in_the_app(browser, playwright, tmp_path):
+    """A model that failed to load was a 503 without Retry-After: the app asked for model.json again every second
+    for a minute, then said "reload the page", which cannot help. The server now answers 500 with why and what to
+    do; the app shows that sentence as it is, after one ask."""
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{ not json")
+    srv = Server("--model", str(model), log=tmp_path / "server.log")
+    # No service worker: its own requests for the app's files are not the page's, and page.route sees only these.
+    context = browser.new_context(**playwright.devices[PHONE], bypass_csp=True, service_workers="block")
+    try:
+        srv.wait("/readyz", status=500, timeout=60)
+        asked: list = []
+        page = context.new_page()
+        page.clock.install()
+        page.route("**/app/model.json", lambda route: (asked.append(route), route.continue_()))
+        page.goto(srv.url + "/app/")
+        status = page.locator("#status")
+        status.filter(has_text="could not be loaded").wait_for(timeout=10_000)
+        said = status.inner_text()
+        assert said.startswith("The model could not be loaded: '") and "cannot be read as JSON" in said, said
+        assert said.endswith("; restart catdog serve with a model that loads."), said
+        page.clock.run_for(60_000)
+        page.wait_for_timeout(500)  # a request the app sent would reach the route handler now
+        assert len(asked) == 1, f"asked {len(asked)} times"
+    finally:
+        context.close()
+        srv.stop()
+
+
 def test_a_missing_runtime_is_one_clear_sentence_without_a_path(monkeypatch, tmp_path):
     """An install built without npm: /app answers 503 with the sentence that says what to do. It named the
     folder the files were missing from, a path on the server's disk, to any client; now only the log does."""

@@ -759,6 +759,37 @@ def test_the_page_stops_asking_whether_the_model_is_ready_on_a_404_or_500(
     assert not page.errors, f"JavaScript errors on the page: {page.errors}"
 
 
+def test_a_model_that_failed_to_load_is_said_once_on_the_page(browser, tmp_path: Path, cat_photo: Path) -> None:
+    """A model that failed to load was a 503 without Retry-After: the page asked again every second for a minute,
+    then said to reload the page, which cannot help. The server now answers 500 with why and what to do (restart
+    with a model that loads); the page shows that sentence after one ask, and a photo's card shows it at once."""
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{ not json")
+    srv = Server("--model", str(model), log=tmp_path / "server.log")
+    try:
+        srv.wait("/readyz", status=500, timeout=60)
+        asked: list = []
+        context, page = _page_on_a_paused_clock(browser)
+        page.route("**/api/v1/model", lambda route: (asked.append(route), route.continue_()))
+        page.goto(srv.url + "/")
+        status = page.locator("#model-status")
+        status.filter(has_text="could not be loaded").wait_for(timeout=10_000)
+        said = status.inner_text()
+        assert said.startswith("The model could not be loaded: '") and "cannot be read as JSON" in said, said
+        assert said.endswith("; restart catdog serve with a model that loads."), said
+        page.clock.run_for(60_000)
+        page.wait_for_timeout(500)
+        assert len(asked) == 1, f"asked {len(asked)} times"
+        page.set_input_files("#file-input", str(cat_photo))
+        page.wait_for_selector("#results .card[data-state=error]", timeout=10_000)
+        assert page.locator("#results .card .error").inner_text() == said
+        context.close()
+        assert not page.errors, f"JavaScript errors on the page: {page.errors}"
+    finally:
+        srv.stop()
+
+
 def test_start_clicked_twice_while_the_camera_starts_opens_one_stream(page) -> None:
     """Start clicked again while the browser was still asking for the camera asked for a second stream; the first
     was never stopped, so the camera stayed on after Stop. A click while the camera starts now does nothing."""

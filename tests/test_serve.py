@@ -358,23 +358,29 @@ def test_metrics_count_made_up_methods_as_one(client: httpx.Client) -> None:
 # -- loading, busy, timeouts, shutdown (servers of their own) ------------------------------------
 
 
-def test_readyz_is_503_while_the_model_cannot_load(tmp_path: Path, cat_photo: Path) -> None:
+def test_a_model_that_failed_to_load_is_a_500_that_says_to_restart(tmp_path: Path, cat_photo: Path) -> None:
+    """A model that failed to load was a 503 without Retry-After on /readyz and every API call: "unavailable", so
+    the page and the phone app asked again every second for a minute, for a load that had failed for good. It is
+    now a 500 whose sentence says why and what to do (503 with Retry-After only while the model loads)."""
     model = tmp_path / "model"
     model.mkdir()
     (model / "config.json").write_text("{ not json")
     srv = Server("--model", str(model), log=tmp_path / "server.log")
     try:
         srv.wait("/healthz")
-        srv.wait("/readyz", status=503, timeout=60)
         deadline = time.monotonic() + 60  # loading imports torch first: slow on a busy machine
-        while "could not be loaded" not in error_of(ready := httpx.get(srv.url + "/readyz")):
-            assert ready.status_code == 503 and time.monotonic() < deadline, ready.text
+        while (ready := httpx.get(srv.url + "/readyz")).status_code == 503:
+            assert "still loading" in error_of(ready) and ready.headers["Retry-After"] == "2", ready.text
+            assert time.monotonic() < deadline, ready.text
             time.sleep(0.2)
         time.sleep(1)  # the failure is lasting, not a loading phase
-        ready = httpx.get(srv.url + "/readyz")
-        assert ready.status_code == 503 and "could not be loaded" in error_of(ready)
-        answer = httpx.post(srv.url + "/api/v1/predict", files={"file": ("cat.jpg", cat_photo.read_bytes())})
-        assert answer.status_code == 503 and "could not be loaded" in error_of(answer)
+        answers = [httpx.get(srv.url + path) for path in ("/readyz", "/api/v1/model", "/app/model.json")]
+        answers.append(httpx.post(srv.url + "/api/v1/predict", files={"file": ("cat.jpg", cat_photo.read_bytes())}))
+        for answer in answers:
+            assert answer.status_code == 500 and "Retry-After" not in answer.headers, (answer.url, answer.text)
+            message = error_of(answer)
+            assert message.startswith("The model could not be loaded: '") and "cannot be read as JSON" in message
+            assert message.endswith("; restart catdog serve with a model that loads."), message
     finally:
         assert srv.stop() in STOPPED
 

@@ -146,7 +146,7 @@ ERRORS = {
         413: "Over a limit: bytes per photo, megapixels, photos per batch.",
         415: "Not an image, or an unsupported format; JSON as the body.",
         422: "No photo in the request.",
-        500: "The model failed on a photo (a fault of the server; its log has the details).",
+        500: "The model failed to load, or failed on a photo (a fault of the server; its log has the details).",
         503: "The model is still loading, the server is busy, or the request timed out.",
     }.items()
 }
@@ -160,7 +160,7 @@ router = APIRouter()
 async def predict(request: Request) -> JSONResponse:
     """Classify one photo: cat, dog or neither, with calibrated probabilities."""
     state = _state(request)
-    state.ready()  # 503 before reading a large body when the model is not there
+    state.ready()  # its 503 (loading) or 500 (failed to load) before reading a large body
     name, data = await read_one_image(request)
     try:
         prediction = await state.classify(name, data)
@@ -250,7 +250,10 @@ async def explain(request: Request) -> Response:
 @router.head("/api/v1/model", include_in_schema=False)  # a client checking the model is up, as /readyz answers
 @router.get(
     "/api/v1/model",
-    responses={503: {"model": ErrorOut, "description": "The model is still loading, or failed to load."}},
+    responses={
+        500: {"model": ErrorOut, "description": "The model failed to load."},
+        503: {"model": ErrorOut, "description": "The model is still loading."},
+    },
 )
 async def model_info(request: Request) -> dict:
     """The model being served: classes, labels it can answer, architecture, metrics, version."""
@@ -274,9 +277,9 @@ async def healthz() -> dict:
 
 
 @router.head("/readyz", include_in_schema=False)
-@router.get("/readyz", responses={503: {"model": ErrorOut}})
+@router.get("/readyz", responses={500: {"model": ErrorOut}, 503: {"model": ErrorOut}})
 async def readyz(request: Request) -> dict:
-    """Readiness: 200 once the model is loaded, 503 before (or when it failed to load)."""
+    """Readiness: 200 once the model is loaded, 503 before, 500 when it failed to load."""
     _state(request).ready()
     return {"status": "ready"}
 

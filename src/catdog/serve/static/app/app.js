@@ -205,16 +205,26 @@ function showBackend(info, params) {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+// A failure whose message is a whole sentence to show as it is: the server's own (a model that failed to load says
+// why and what to do), or the app's when the server asked to wait too long.
+class ServerAnswer extends Error {}
+
 // A file of the app. While a just-started catdog serve loads its model (503), asks again after the wait each
-// answer's Retry-After names, for up to a minute of waits in all: shares.js's rule, as on the server's page.
+// answer's Retry-After names, for up to a minute of waits in all: shares.js's rule, as on the server's page. Any
+// other failure will not change by asking again: its sentence is thrown at once.
 async function fetchOk(url) {
   for (let waited = 0; ; ) {
     const response = await fetch(url);
     if (response.ok) return response;
-    const reason = await response.json().then((body) => body.error, () => `${url} answered HTTP ${response.status}`);
-    if (response.status !== 503) throw new Error(reason.replace(/\.$/, ""));
+    const error = await response.json().then((body) => body.error, () => null);
+    if (response.status !== 503) {
+      throw error ? new ServerAnswer(error) : new Error(`${url} answered HTTP ${response.status}`);
+    }
     const seconds = globalThis.catdogShares.retryWait(response, waited);
-    if (!seconds) throw new Error(`the server still asked to wait after ${waited} s; reload the page to try again`);
+    if (!seconds) {
+      throw new ServerAnswer(`The model could not be loaded: the server still asked to wait after ${waited} s; ` +
+        "reload the page to try again.");
+    }
     $("status").textContent = `The server is still loading the model; trying again in ${seconds} s…`;
     await sleep(seconds * 1000);
     $("status").textContent = "Loading the model…";
@@ -270,7 +280,8 @@ app.ready = (async () => {
     }
     return ready(info || await loadWasmLanes(modelBytes, params));
   } catch (err) {
-    $("status").textContent = `The model could not be loaded: ${err.message}.`;
+    const sentence = err instanceof ServerAnswer ? err.message : `The model could not be loaded: ${err.message}.`;
+    $("status").textContent = sentence;
     throw err;
   }
 })();
