@@ -759,6 +759,34 @@ def test_the_page_stops_asking_whether_the_model_is_ready_on_a_404_or_500(
     assert not page.errors, f"JavaScript errors on the page: {page.errors}"
 
 
+def test_the_page_asks_again_while_a_proxy_cannot_reach_the_server(browser, server: Server) -> None:
+    """A proxy's 502 or 504 (catdog serve restarting behind it) stopped the page's readiness check for good, as a
+    404 does, though asking again is what mends it. Both are now asked again after 1.5 s, as an unreachable
+    server is, and the page shows the model once the proxy reaches it."""
+    asked: list = []
+
+    def through_a_proxy(route) -> None:
+        asked.append(route)
+        if len(asked) > 2:
+            route.continue_()
+            return
+        status = (502, 504)[len(asked) - 1]
+        route.fulfill(status=status, body=f"<html><body>{status}</body></html>", content_type="text/html")
+
+    context, page = _page_on_a_paused_clock(browser)
+    page.route("**/api/v1/model", through_a_proxy)
+    page.goto(server.url + "/")
+    for count, status in enumerate((502, 504), start=1):
+        _until_asked(page, asked, count)
+        said = f"The proxy cannot reach the server (HTTP {status}); retrying…"
+        page.wait_for_selector(f"#model-status:has-text('{said}')", timeout=10_000)
+        page.clock.run_for(1_500)
+    page.wait_for_selector("#model-status:has-text('Model:')", timeout=30_000)
+    assert len(asked) == 3, f"asked {len(asked)} times"
+    context.close()
+    assert not page.errors, f"JavaScript errors on the page: {page.errors}"
+
+
 def test_a_model_that_failed_to_load_is_said_once_on_the_page(browser, tmp_path: Path, cat_photo: Path) -> None:
     """A model that failed to load was a 503 without Retry-After: the page asked again every second for a minute,
     then said to reload the page, which cannot help. The server now answers 500 with why and what to do (restart
