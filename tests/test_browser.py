@@ -610,6 +610,45 @@ def test_live_mode_waits_as_long_as_a_503_asks(page) -> None:
     assert len(asked) > 1 and asked[1] - asked[0] >= 2.8, asked
 
 
+def test_live_mode_waits_a_minute_at_most_for_503s(browser, server: Server) -> None:
+    """Live mode asked retryWait with no running total: a 503 without Retry-After (a proxy's, say) was waited 1 s
+    per frame for ever, one with Retry-After: 30 every 30 s for ever. Its waits now add up as a photo's do (1, 2, 4,
+    8, 16 s, then the 29 s left of the minute); after the minute the camera stops and says so in one sentence."""
+    asked: list = []
+
+    def unavailable(route) -> None:
+        asked.append(route)
+        route.fulfill(status=503, json={"error": f"Service unavailable (frame {len(asked)})."})
+
+    context, page = _page_on_a_paused_clock(browser)
+    context.grant_permissions(["camera"], origin=server.url)
+    page.goto(server.url + "/")
+    page.evaluate(RECORD_STREAMS)
+    page.route("**/api/v1/predict", unavailable)
+    page.click("#camera-start")
+    for _ in range(300):  # the loop looks for the camera's first picture every 100 ms, on the paused clock
+        if asked:
+            break
+        page.clock.run_for(100)
+        page.wait_for_timeout(100)
+    for count, seconds in enumerate([1, 2, 4, 8, 16, 29], start=1):
+        _until_asked(page, asked, count)
+        page.wait_for_selector(f"#live-error:has-text('(frame {count}).')", timeout=10_000)
+        page.clock.run_for(seconds * 1000 - 500)
+        page.wait_for_timeout(300)  # a frame sent too early would reach the route handler now
+        assert len(asked) == count, f"a frame sent within {seconds - 0.5} s of a 503 it waits {seconds} s for"
+        page.clock.run_for(500)
+    said = "The server is still busy after 60 s of waiting; press Start camera to try again."
+    page.wait_for_selector(f"#live-error:has-text('{said}')", timeout=10_000)
+    page.clock.run_for(60_000)
+    page.wait_for_timeout(500)  # a frame the page sent would reach the route handler now
+    assert len(asked) == 7, f"{len(asked)} frames sent"
+    assert page.evaluate(LIVE_STREAMS) == 0, "the camera is still on"
+    assert page.locator("#camera-start").is_enabled()
+    context.close()
+    assert not page.errors, f"JavaScript errors on the page: {page.errors}"
+
+
 def _until_asked(page, asked: list, count: int, seconds: float = 30) -> None:
     """Wait until route handlers have seen ``count`` requests: they run only while Playwright is called."""
     for _ in range(int(seconds * 10)):
