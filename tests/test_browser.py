@@ -649,6 +649,26 @@ def test_live_mode_waits_a_minute_at_most_for_503s(browser, server: Server) -> N
     assert not page.errors, f"JavaScript errors on the page: {page.errors}"
 
 
+def test_live_mode_stops_on_a_500(page) -> None:
+    """A model that failed to load is a 500 now: live mode sent it a frame every 125 ms for as long as the camera
+    was on (31 frames in 4 s against a real server of a broken config.json), each answered the same. A 500 now
+    stops the camera, with the server's sentence kept."""
+    said = "The model could not be loaded: config.json is broken; restart catdog serve with a model that loads."
+    asked: list = []
+
+    def failed(route) -> None:
+        asked.append(route)
+        route.fulfill(status=500, json={"error": said})
+
+    page.route("**/api/v1/predict", failed)
+    page.click("#camera-start")
+    page.wait_for_selector("#live-info:has-text('Camera stopped.')", timeout=30_000)
+    page.wait_for_timeout(1_000)  # 8 frames at 125 ms each, had the loop gone on
+    assert len(asked) == 1, f"{len(asked)} frames sent"
+    assert page.locator("#live-error").inner_text() == said
+    assert page.locator("#camera-start").is_enabled()
+
+
 def _until_asked(page, asked: list, count: int, seconds: float = 30) -> None:
     """Wait until route handlers have seen ``count`` requests: they run only while Playwright is called."""
     for _ in range(int(seconds * 10)):
