@@ -95,11 +95,10 @@ class ServeState:
     def ready(self) -> tuple[Predictor, MicroBatcher]:
         if self.load_error is not None:
             # 500, not 503: a load that failed stays failed until the server is restarted, and a client told
-            # "unavailable" (the page, the phone app, a load balancer's retries) would ask again in vain.
+            # "unavailable" (the page, the phone app, a load balancer's retries) would ask again in vain. Why is
+            # for the log (load said it): it names the model's files on this machine, which no client is told.
             raise ApiError(
-                500,
-                f"The model could not be loaded: {self.load_error.rstrip('.')}; "
-                "restart catdog serve with a model that loads.",
+                500, "The model could not be loaded (catdog serve's log says why); restart it with a model that loads."
             )
         if self.predictor is None or self.batcher is None:
             raise ApiError(503, "The model is still loading; try again in a few seconds.", {"Retry-After": "2"})

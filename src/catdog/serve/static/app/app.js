@@ -206,7 +206,7 @@ function showBackend(info, params) {
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 // A failure whose message is a whole sentence to show as it is: the server's own (a model that failed to load says
-// why and what to do), or the app's when the server asked to wait too long.
+// what to do), or the app's when the server asked to wait too long.
 class ServerAnswer extends Error {}
 
 // A file of the app. While a just-started catdog serve loads its model (503), asks again after the wait each
