@@ -113,10 +113,10 @@ def error_of(response: httpx.Response) -> str:
     return message
 
 
-# In a page: every camera stream the browser hands out, kept in window.streams (to count them, and which are live).
 # What a model that failed to load is answered, on every path that needs it: why is for the server's log alone.
 FAILED_TO_LOAD = "The model could not be loaded (catdog serve's log says why); restart it with a model that loads."
 
+# In a page: every camera stream the browser hands out, kept in window.streams (to count them, and which are live).
 # Given true, the browser answers only once the test calls window.answerCamera(), as when a person answers its
 # permission prompt late; later asks are answered at once.
 RECORD_STREAMS = """(held) => {
