@@ -76,6 +76,34 @@ def test_names_a_browser_gives_saved_web_images_carry_no_label(tmp_path):
     assert sorted(p.name for p in ds.left_out) == web_names
 
 
+def test_names_phones_and_chat_apps_give_carry_no_label(tmp_path):
+    """A Mac's 'Screen Shot ... at 10.00.00.png', WhatsApp's and Signal's saved photos beside cat.1.jpg and
+    dog.1.jpg were classes 'screen_shot', 'whatsapp_image', 'signal' ..., and train trained them. They carry no
+    label, as 'IMG_0001.jpg' does, and are left out."""
+    device_names = [
+        "PXL_20200101_100000.jpg",
+        "Photo on 01-01-2020 at 10.00.jpg",
+        "Screen Shot 2020-01-01 at 10.00.00.png",
+        "Screenshot_20200101-1000.png",
+        "WhatsApp Image 2020-01-01 at 10.00.00.jpeg",
+        "received_1234567890.jpeg",
+        "signal-2020-01-01-100000.jpg",
+    ]
+    for name in ["cat.1.jpg", "dog.1.jpg", "cat.2.jpg", "dog.2.jpg", *device_names]:
+        _write(tmp_path / "pets" / name, image_bytes())
+    ds = discover(tmp_path / "pets")
+    assert (ds.layout, ds.counts()) == ("flat", {"cat": 2, "dog": 2})
+    assert sorted(p.name for p in ds.left_out) == device_names
+
+    from catdog.training.config import TrainConfig
+    from catdog.training.recipe import model_classes
+
+    assert model_classes(TrainConfig(data_dir=str(tmp_path / "pets"), out=str(tmp_path / "model"))) == (
+        ["cat", "dog"],
+        False,
+    )
+
+
 @pytest.mark.timeout(60)
 def test_a_long_flat_name_is_read_at_once(tmp_path):
     """Reading a label from 'cat.1_a_a_..._a!.jpg' tried every way to split its words at their underscores: a
