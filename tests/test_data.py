@@ -216,6 +216,34 @@ def test_a_wrapper_inside_a_wrapper_is_looked_into(tmp_path):
     )
 
 
+def test_a_lone_folder_named_for_a_class_is_that_class_at_the_top_too(tmp_path):
+    """Inside a wrapper a lone cats/ was the class cat, but at the top it was looked into: its 'Kitty (1).jpg' and
+    'Tom (1).jpg' were classes "kitty" and "tom", its 2019/ and 2020/ classes "2019" and "2020", and an other/
+    of 'horse.1.jpg' and 'cow.1.jpg' classes "horse" and "cow", and train trained them. A folder named for cat,
+    dog or neither is that class wherever it is; a lone folder of any other name is looked into as before."""
+    layouts = {
+        "names": (["cats/Kitty (1).jpg", "cats/Tom (1).jpg"], {"cat": 2}),
+        "years": (["Cats/2019/a.jpg", "Cats/2020/b.jpg"], {"cat": 2}),
+        "negatives": (["Other/horse.1.jpg", "Other/cow.1.jpg"], {"neither": 2}),
+    }
+    for case, (names, counts) in layouts.items():
+        for name in names:
+            _write(tmp_path / case / name, image_bytes())
+            _write(tmp_path / "wrapped" / case / "x" / name, image_bytes())
+        assert discover(tmp_path / case).counts() == counts, case
+        assert discover(tmp_path / "wrapped" / case).counts() == counts, case
+    for name in ("mydata/cat.1.jpg", "mydata/dog.1.jpg", "mine/Photos/Cats/a.jpg", "mine/Photos/Dogs/b.jpg"):
+        _write(tmp_path / name, image_bytes())
+    assert discover(tmp_path / "mydata").counts() == {"cat": 1, "dog": 1}
+    assert discover(tmp_path / "mine").counts() == {"cat": 1, "dog": 1}
+
+    from catdog.training.config import TrainConfig
+    from catdog.training.recipe import model_classes
+
+    with pytest.raises(DatasetError, match=r"has only one class \(cat\); training needs at least two"):
+        model_classes(TrainConfig(data_dir=str(tmp_path / "names"), out=str(tmp_path / "model")))
+
+
 def test_each_folder_is_listed_once(tmp_path, monkeypatch):
     """discover listed the dataset root twice, and a PetImages wrapper twice too: each listing stats every name
     again, and on a flat folder of 23,000 photos it took 1.42 s instead of 1.17 s (2-core EPYC, warm cache).

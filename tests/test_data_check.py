@@ -517,6 +517,17 @@ def test_a_lone_petimages_folder_of_flat_files_is_checked_by_their_names(samples
     assert found["classes"] == {"cat": 3, "dog": 3}
 
 
+def test_a_lone_cats_folder_is_checked_as_the_class_cat(samples_dir: Path, tmp_path: Path) -> None:
+    """A lone cats/ of 'Kitty (1).jpg' and 'Tom (1).jpg' was checked as classes "kitty" and "tom" (inside a wrapper,
+    as the class cat): a folder named for a class is that class."""
+    cats = tmp_path / "mydata" / "cats"
+    cats.mkdir(parents=True)
+    for name, src in zip(("Kitty (1).jpg", "Tom (1).jpg"), sorted((samples_dir / "cat").glob("*.jpg"))):
+        shutil.copy(src, cats / name)
+    code, found = _check_json(tmp_path / "mydata")
+    assert (code, found["layout"], found["wrapper"], found["classes"]) == (0, "folders", None, {"cat": 2})
+
+
 def test_json_writes_a_name_that_is_not_utf8_as_valid_utf8(samples_dir: Path, tmp_path: Path) -> None:
     """A file named with a Latin-1 byte came out of `data check --json` as the lone surrogate '\\udcff', which
     strict JSON parsers refuse (predict --json wrote it so too); each such byte is now the text '\\xff', as in

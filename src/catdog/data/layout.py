@@ -217,6 +217,12 @@ def _names_a_flat_layout(folder: Path, images: list[Path]) -> bool:
     return len(labels) > 1 or (len(labels) == 1 and _is_wrapper_name(folder.name))
 
 
+def _is_class_name(name: str) -> bool:
+    """Whether a folder is named for one of catdog's own classes (Cats/, dog/, Other/ ...): that class, whatever
+    it holds."""
+    return normalize_label(name) in {"cat", "dog", NEITHER}
+
+
 def _is_wrapper_name(name: str) -> bool:
     """Whether a folder's name says it holds a dataset, not a class: a split, a container, or both classes at
     once (dogs-vs-cats/, cats_and_dogs/, kagglecatsanddogs_5340/)."""
@@ -228,11 +234,13 @@ def _unwrapped(folder: Path, *, outermost: bool) -> tuple[list[Path], list[Path]
     """The folders, loose images and links of a lone ``folder`` that wraps the dataset; None for a class folder,
     or one that cannot be listed (the walk of it as a class folder says why).
 
-    The outermost lone folder of folders is a wrapper (PetImages/Cat ...). Inside it, one is only when named
-    like one: kagglecatsanddogs_5340/PetImages/Cat/ and training_set/training_set/cats/ were each one class of
-    cats and dogs, but x/cats/2019/ is the class cat, and so is x/cats/ of 'Tom 1.jpg', 'Kitty 2.jpg'.
+    The outermost lone folder of folders is a wrapper (PetImages/Cat ...), unless it is named for a class.
+    Inside it, one is only when named like one: kagglecatsanddogs_5340/PetImages/Cat/ and
+    training_set/training_set/cats/ were each one class of cats and dogs, but x/cats/2019/ is the class cat, and
+    so is x/cats/ of 'Tom (1).jpg', 'Kitty (1).jpg'. A lone cats/ at the top was classes "2019" or "tom" and
+    "kitty" instead.
     """
-    if not outermost and not _is_wrapper_name(folder.name):
+    if _is_class_name(folder.name) or (not outermost and not _is_wrapper_name(folder.name)):
         return None  # not listed here: the walk of a class folder of 12,500 photos lists it once
     try:
         inside = _listing(folder)
