@@ -244,6 +244,48 @@ def test_a_lone_folder_named_for_a_class_is_that_class_at_the_top_too(tmp_path):
         model_classes(TrainConfig(data_dir=str(tmp_path / "names"), out=str(tmp_path / "model")))
 
 
+def test_splits_side_by_side_are_named_not_read_as_classes(tmp_path):
+    """Kaggle's Cat and Dog set unpacks to archive/training_set/training_set/{cats,dogs} and
+    archive/test_set/test_set/{cats,dogs}: given archive/, discover read two classes, "training_set" and
+    "test_set", and train trained a model that answered them; so for an ImageFolder download's train/, val/ and
+    test/, and Kaggle's Dogs vs. Cats train/ (cat.1.jpg ...) beside test1/ (unlabelled 1.jpg ...). Folders side by
+    side all named like splits, one at least labelled, are splits: one sentence says which to train on."""
+    downloads = {
+        "archive": ["training_set/training_set/cats", "training_set/training_set/dogs", "test_set/test_set/cats"],
+        "data": ["train/cat", "train/dog", "val/cat", "val/dog", "test/cat", "test/dog"],
+    }
+    for download, folders in downloads.items():
+        for folder in folders:
+            _write(tmp_path / download / folder / "a.jpg", image_bytes())
+    for name in ("dogs-vs-cats/train/cat.1.jpg", "dogs-vs-cats/train/dog.1.jpg", "dogs-vs-cats/test1/1.jpg"):
+        _write(tmp_path / name, image_bytes())
+    said = {
+        "archive": "holds splits (test_set/, training_set/), not classes: train on '{0}/training_set', evaluate "
+        "on '{0}/test_set'.",
+        "data": "holds splits (test/, train/, val/), not classes: train on '{0}/train', evaluate on '{0}/test' or "
+        "'{0}/val'.",
+        "dogs-vs-cats": "holds splits (test1/, train/), not classes: train on '{0}/train'.",
+    }
+    for download, sentence in said.items():
+        with pytest.raises(DatasetError) as info:
+            discover(tmp_path / download)
+        assert str(info.value) == f"'{tmp_path / download}' " + sentence.format(tmp_path / download)
+    assert discover(tmp_path / "archive" / "training_set").counts() == {"cat": 1, "dog": 1}
+    assert discover(tmp_path / "data" / "test").counts() == {"cat": 1, "dog": 1}
+    assert discover(tmp_path / "dogs-vs-cats" / "train").counts() == {"cat": 1, "dog": 1}
+    # Folders of other names, or unlabelled photos in folders named like splits, are classes as before.
+    for name in ("mine/train/IMG_1.jpg", "mine/test/IMG_2.jpg", "mixed/train/cat/a.jpg", "mixed/fox/b.jpg"):
+        _write(tmp_path / name, image_bytes())
+    assert discover(tmp_path / "mine").counts() == {"test": 1, "train": 1}
+    assert discover(tmp_path / "mixed").counts() == {"fox": 1, "train": 1}
+
+    from catdog.training.config import TrainConfig
+    from catdog.training.recipe import model_classes
+
+    with pytest.raises(DatasetError, match=r"holds splits \(test_set/, training_set/\), not classes"):
+        model_classes(TrainConfig(data_dir=str(tmp_path / "archive"), out=str(tmp_path / "model")))
+
+
 def test_each_folder_is_listed_once(tmp_path, monkeypatch):
     """discover listed the dataset root twice, and a PetImages wrapper twice too: each listing stats every name
     again, and on a flat folder of 23,000 photos it took 1.42 s instead of 1.17 s (2-core EPYC, warm cache).

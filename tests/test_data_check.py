@@ -528,6 +528,28 @@ def test_a_lone_cats_folder_is_checked_as_the_class_cat(samples_dir: Path, tmp_p
     assert (code, found["layout"], found["wrapper"], found["classes"]) == (0, "folders", None, {"cat": 2})
 
 
+def test_a_download_of_splits_is_refused_in_a_sentence_naming_the_split(samples_dir: Path, tmp_path: Path) -> None:
+    """Kaggle's Cat and Dog archive/ (training_set/training_set/{cats,dogs}, test_set/test_set/{cats,dogs}) was
+    checked as classes "training_set" and "test_set", and train trained them. Every command now says which folder
+    to use, with a non-zero exit, before anything is read or written."""
+    archive = tmp_path / "archive"
+    for split in ("training_set", "test_set"):
+        for label in ("cat", "dog"):
+            folder = archive / split / split / f"{label}s"
+            folder.mkdir(parents=True)
+            shutil.copy(sorted((samples_dir / label).glob("*.jpg"))[0], folder)
+    sentence = (
+        f"'{archive}' holds splits (test_set/, training_set/), not classes: train on '{archive}/training_set', "
+        f"evaluate on '{archive}/test_set'."
+    )
+    for command in (("data", "check", str(archive)), ("train", str(archive), "--out", str(tmp_path / "model"))):
+        done = run_catdog_in_process(*command)
+        assert (done.returncode, done.stdout, done.stderr.strip()) == (2, "", f"error: {sentence}"), command
+    assert not (tmp_path / "model").exists()
+    code, found = _check_json(archive / "training_set")
+    assert (found["wrapper"], found["classes"]) == ("training_set", {"cat": 1, "dog": 1})
+
+
 def test_json_writes_a_name_that_is_not_utf8_as_valid_utf8(samples_dir: Path, tmp_path: Path) -> None:
     """A file named with a Latin-1 byte came out of `data check --json` as the lone surrogate '\\udcff', which
     strict JSON parsers refuse (predict --json wrote it so too); each such byte is now the text '\\xff', as in

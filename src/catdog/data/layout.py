@@ -5,6 +5,9 @@
 - Microsoft PetImages: ``PetImages/Cat``, ``PetImages/Dog`` (a single wrapper folder around any layout is looked into,
   and one inside it named like a wrapper: ``kagglecatsanddogs_5340/PetImages/Cat``).
 
+A download's splits side by side (``training_set/`` and ``test_set/``, ``train/`` and ``val/``) are refused in a
+sentence that names the folder to give: they are no classes.
+
 Labels are normalised (``Cats`` → ``cat``) and classes are the sorted normalised names. A folder
 of photos that show neither class (``neither/``, also ``other/``, ``none/``, ``negatives/``,
 ``background/`` ...) is the class ``neither``: examples of what a model must turn away, none of the
@@ -45,12 +48,14 @@ _CAMERA_NAMES = frozenset(
     }
 )
 
+# Normalised names of the folders a download splits a dataset into, those to train on first.
+_TRAINING_SPLIT_NAMES = frozenset({"train", "training", "train_set", "training_set", "trainset"})
+_SPLIT_NAMES = _TRAINING_SPLIT_NAMES | {
+    *("test", "test_set", "testset", "val", "val_set", "valid", "validation", "validation_set", "dev"),
+}
 # Normalised names of a lone folder that wraps a dataset rather than naming a class: a split, or a container
 # (Microsoft's PetImages/, a Kaggle archive's training_set/ ...). Trailing digits are no part of the name: train2/.
-_WRAPPER_NAMES = _CAMERA_NAMES | {
-    *("train", "training", "test", "val", "valid", "validation", "dev", "data", "dataset", "sample", "picture"),
-    *("petimage", "pet_image", "train_set", "training_set", "test_set", "trainset", "testset"),
-}
+_WRAPPER_NAMES = _CAMERA_NAMES | _SPLIT_NAMES | {"data", "dataset", "sample", "picture", "petimage", "pet_image"}
 
 # The number may stand in brackets: Windows names a batch it renames 'Cat (1).jpg', 'Cat (2).jpg' ..., and a browser
 # a second download of cat.1.jpg 'cat.1 (1).jpg'. After it come words, each after a separator or a bracket
@@ -226,8 +231,44 @@ def _is_class_name(name: str) -> bool:
 def _is_wrapper_name(name: str) -> bool:
     """Whether a folder's name says it holds a dataset, not a class: a split, a container, or both classes at
     once (dogs-vs-cats/, cats_and_dogs/, kagglecatsanddogs_5340/)."""
-    label = normalize_label(name.rstrip("0123456789_-. "))
+    label = _name_without_number(name)
     return label in _WRAPPER_NAMES or ("cat" in label and "dog" in label)
+
+
+def _name_without_number(name: str) -> str:
+    """A folder's normalised name without the number after it: train2/ and Kaggle's test1/ are splits."""
+    return normalize_label(name.rstrip("0123456789_-. "))
+
+
+def _splits_instead_of_classes(folders: list[Path]) -> str | None:
+    """One sentence naming the split to train on, when ``folders`` side by side are a download's splits.
+
+    Kaggle's Cat and Dog set unpacks to training_set/ and test_set/ (each holding cats/ and dogs/), an
+    ImageFolder download to train/, val/ and test/: read as classes, a model learnt to answer "training_set" or
+    "test_set". All named like splits and one at least labelled (Kaggle's test1/ holds unlabelled '1.jpg' ...),
+    they are splits. catdog splits a dataset by content hash, never by folder: the person is told which to give.
+    """
+    if len(folders) < 2 or not all(_name_without_number(folder.name) in _SPLIT_NAMES for folder in folders):
+        return None
+    labelled = [folder for folder in folders if _holds_labels(folder)]
+    if not labelled:
+        return None
+    to_train = [f"'{f}'" for f in labelled if _name_without_number(f.name) in _TRAINING_SPLIT_NAMES]
+    to_evaluate = [f"'{f}'" for f in labelled if f"'{f}'" not in to_train]
+    uses = [
+        f"{verb} on {' or '.join(where)}" for verb, where in (("train", to_train), ("evaluate", to_evaluate)) if where
+    ]
+    names = ", ".join(f"{folder.name}/" for folder in folders)
+    return f"'{folders[0].parent}' holds splits ({names}), not classes: {', '.join(uses)}."
+
+
+def _holds_labels(folder: Path) -> bool:
+    """Whether ``folder`` holds a folder (of a class, or a wrapper) or a photo whose name carries a label."""
+    try:
+        folders, images = _entries(_listing(folder), [])
+    except OSError:
+        return False
+    return bool(folders) or any(_flat_label(path.name) for path in images)
 
 
 def _unwrapped(folder: Path, *, outermost: bool) -> tuple[list[Path], list[Path], list[tuple[Path, str]]] | None:
@@ -256,7 +297,8 @@ def discover(root: str | os.PathLike, *, image_files_only: bool = False) -> Data
 
     ``image_files_only`` keeps only files with an image extension inside class folders
     (training wants that); ``data check`` keeps every file so it can report strays.
-    Raises :class:`DatasetError` for a missing, empty or unlabelled folder.
+    Raises :class:`DatasetError` for a missing, empty or unlabelled folder, and for a download's splits side by
+    side (training_set/ and test_set/ are no classes).
     """
     root = Path(root)
     if not root.exists():
@@ -282,6 +324,9 @@ def discover(root: str | os.PathLike, *, image_files_only: bool = False) -> Data
         layout = "petimages" if wrapper.name.lower() == "petimages" else "folders"
         folders, flat_images, links_inside = unwrapped
         skipped.extend(links_inside)
+
+    if not any(_flat_label(path.name) for path in flat_images) and (misread := _splits_instead_of_classes(folders)):
+        raise DatasetError(misread)
 
     in_folders = [
         LabelledFile(path, normalize_label(folder.name))
