@@ -286,6 +286,55 @@ def test_splits_side_by_side_are_named_not_read_as_classes(tmp_path):
         model_classes(TrainConfig(data_dir=str(tmp_path / "archive"), out=str(tmp_path / "model")))
 
 
+def test_a_neither_folder_beside_splits_is_told_where_it_belongs(tmp_path):
+    """A neither/ (or other/) put beside Kaggle's training_set/ and test_set/ made them classes again, and train
+    trained "training_set" against "test_set"; beside Kaggle's lone train/ of cat.1.jpg ... it made one class
+    "train". Splits and a neither folder are refused too, in a sentence that says where the neither folder goes:
+    among the classes of the folder to train on, which then reads as cats, dogs and neither."""
+    for name in (
+        "archive/training_set/training_set/cats/a.jpg",
+        "archive/training_set/training_set/dogs/a.jpg",
+        "archive/test_set/test_set/cats/a.jpg",
+        "archive/neither/a.jpg",
+        "kaggle/train/cat.1.jpg",
+        "kaggle/train/dog.1.jpg",
+        "kaggle/test1/1.jpg",
+        "kaggle/Other/a.jpg",
+        "pets/train/cat.1.jpg",
+        "pets/train/dog.1.jpg",
+        "pets/neither/a.jpg",
+    ):
+        _write(tmp_path / name, image_bytes())
+    archive, kaggle, pets = tmp_path / "archive", tmp_path / "kaggle", tmp_path / "pets"
+    said = {
+        archive: f"'{archive}' holds splits (test_set/, training_set/), not classes: train on "
+        f"'{archive}/training_set', evaluate on '{archive}/test_set', and move '{archive}/neither' into "
+        f"'{archive}/training_set/training_set'.",
+        kaggle: f"'{kaggle}' holds splits (test1/, train/), not classes: train on '{kaggle}/train', and move "
+        f"'{kaggle}/Other' into '{kaggle}/train'.",
+        pets: f"'{pets}' holds a split (train/), not classes: train on '{pets}/train', and move '{pets}/neither' "
+        f"into '{pets}/train'.",
+    }
+    for root, sentence in said.items():
+        with pytest.raises(DatasetError) as info:
+            discover(root)
+        assert str(info.value) == sentence
+    shutil.move(archive / "neither", archive / "training_set" / "training_set")
+    assert discover(archive / "training_set").counts() == {"cat": 1, "dog": 1, "neither": 1}
+    shutil.move(pets / "neither", pets / "train")
+    assert discover(pets / "train").counts() == {"cat": 1, "dog": 1, "neither": 1}
+    # Unlabelled photos in a folder named like a split stay a class beside neither/, as before.
+    for name in ("mine/train/IMG_1.jpg", "mine/neither/IMG_2.jpg"):
+        _write(tmp_path / name, image_bytes())
+    assert discover(tmp_path / "mine").counts() == {"neither": 1, "train": 1}
+
+    from catdog.training.config import TrainConfig
+    from catdog.training.recipe import model_classes
+
+    with pytest.raises(DatasetError, match=r"holds splits \(test1/, train/\), not classes"):
+        model_classes(TrainConfig(data_dir=str(kaggle), out=str(tmp_path / "model")))
+
+
 def test_each_folder_is_listed_once(tmp_path, monkeypatch):
     """discover listed the dataset root twice, and a PetImages wrapper twice too: each listing stats every name
     again, and on a flat folder of 23,000 photos it took 1.42 s instead of 1.17 s (2-core EPYC, warm cache).

@@ -247,19 +247,39 @@ def _splits_instead_of_classes(folders: list[Path]) -> str | None:
     ImageFolder download to train/, val/ and test/: read as classes, a model learnt to answer "training_set" or
     "test_set". All named like splits and one at least labelled (Kaggle's test1/ holds unlabelled '1.jpg' ...),
     they are splits. catdog splits a dataset by content hash, never by folder: the person is told which to give.
+    A neither/ beside them is no split either (with it, they were classes again): it is told where it belongs.
     """
-    if len(folders) < 2 or not all(_name_without_number(folder.name) in _SPLIT_NAMES for folder in folders):
+    negatives = [folder for folder in folders if normalize_label(folder.name) == NEITHER]
+    splits = [folder for folder in folders if folder not in negatives]
+    if len(folders) < 2 or not splits or not all(_name_without_number(f.name) in _SPLIT_NAMES for f in splits):
         return None
-    labelled = [folder for folder in folders if _holds_labels(folder)]
+    labelled = [folder for folder in splits if _holds_labels(folder)]
     if not labelled:
         return None
-    to_train = [f"'{f}'" for f in labelled if _name_without_number(f.name) in _TRAINING_SPLIT_NAMES]
-    to_evaluate = [f"'{f}'" for f in labelled if f"'{f}'" not in to_train]
+    to_train = [f for f in labelled if _name_without_number(f.name) in _TRAINING_SPLIT_NAMES]
+    to_evaluate = [f for f in labelled if f not in to_train]
     uses = [
-        f"{verb} on {' or '.join(where)}" for verb, where in (("train", to_train), ("evaluate", to_evaluate)) if where
+        f"{verb} on {_quoted(where, 'or')}" for verb, where in (("train", to_train), ("evaluate", to_evaluate)) if where
     ]
-    names = ", ".join(f"{folder.name}/" for folder in folders)
-    return f"'{folders[0].parent}' holds splits ({names}), not classes: {', '.join(uses)}."
+    if negatives:
+        into = f"'{_classes_folder(to_train[0])}'" if to_train else "the folder you train on"
+        uses.append(f"and move {_quoted(negatives, 'and')} into {into}")
+    held = f"{'a split' if len(splits) == 1 else 'splits'} ({', '.join(f'{folder.name}/' for folder in splits)})"
+    return f"'{folders[0].parent}' holds {held}, not classes: {', '.join(uses)}."
+
+
+def _quoted(folders: list[Path], joined_by: str) -> str:
+    """``'a/train' or 'a/train2'``."""
+    return f" {joined_by} ".join(f"'{folder}'" for folder in folders)
+
+
+def _classes_folder(split: Path) -> Path:
+    """The folder under ``split`` that holds its classes (or flat photos): Kaggle's training_set/training_set/."""
+    try:
+        folders, images = _entries(_listing(split), [])
+    except OSError:
+        return split
+    return _inside_wrappers(folders, images, [])[2] or split
 
 
 def _holds_labels(folder: Path) -> bool:
@@ -292,6 +312,25 @@ def _unwrapped(folder: Path, *, outermost: bool) -> tuple[list[Path], list[Path]
     return (wrapped, images, links) if wrapped or _names_a_flat_layout(folder, images) else None
 
 
+def _inside_wrappers(
+    folders: list[Path], images: list[Path], skipped: list[tuple[Path, str]]
+) -> tuple[list[Path], list[Path], Path | None]:
+    """The class folders and loose images of a listing's ``folders`` and ``images`` once every lone wrapper
+    around them is looked into, and the innermost wrapper (None for none); links inside go into ``skipped``.
+
+    PetImages, or any single wrapper folder around the dataset: class folders, or a flat layout (Kaggle's
+    archive unpacks to train/cat.1.jpg ...), or another wrapper. What lies loose inside a wrapper is looked at
+    as it would be at the top: the photos of train/ once became one class "train", and a loose IMG_1.jpg beside
+    the wrapped class folders was neither used nor listed as left out.
+    """
+    wrapper = None
+    while len(folders) == 1 and not images and (unwrapped := _unwrapped(folders[0], outermost=wrapper is None)):
+        wrapper = folders[0]
+        folders, images, links_inside = unwrapped
+        skipped.extend(links_inside)
+    return folders, images, wrapper
+
+
 def discover(root: str | os.PathLike, *, image_files_only: bool = False) -> Dataset:
     """Find labelled files under ``root`` in any supported layout.
 
@@ -306,24 +345,14 @@ def discover(root: str | os.PathLike, *, image_files_only: bool = False) -> Data
     if not root.is_dir():
         raise DatasetError(f"'{root}' is a file; give the folder that holds the images.")
 
-    layout = "folders"
-    wrapper = None
     skipped: list[tuple[Path, str]] = []
     # Each folder is listed once: a flat folder of 25,000 photos costs a stat or two per name.
     try:
         listing = _listing(root)
     except PermissionError as err:
         raise DatasetError(f"Dataset folder '{root}' cannot be read ({err.strerror}).") from None
-    folders, flat_images = _entries(listing, skipped)
-    # PetImages, or any single wrapper folder around the dataset: class folders, or a flat layout (Kaggle's
-    # archive unpacks to train/cat.1.jpg ...), or another wrapper. What lies loose inside a wrapper is looked at
-    # as it would be at the top: the photos of train/ once became one class "train", and a loose IMG_1.jpg beside
-    # the wrapped class folders was neither used nor listed as left out.
-    while len(folders) == 1 and not flat_images and (unwrapped := _unwrapped(folders[0], outermost=wrapper is None)):
-        wrapper = folders[0]
-        layout = "petimages" if wrapper.name.lower() == "petimages" else "folders"
-        folders, flat_images, links_inside = unwrapped
-        skipped.extend(links_inside)
+    folders, flat_images, wrapper = _inside_wrappers(*_entries(listing, skipped), skipped)
+    layout = "petimages" if wrapper and wrapper.name.lower() == "petimages" else "folders"
 
     if not any(_flat_label(path.name) for path in flat_images) and (misread := _splits_instead_of_classes(folders)):
         raise DatasetError(misread)
