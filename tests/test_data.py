@@ -78,14 +78,16 @@ def test_names_a_browser_gives_saved_web_images_carry_no_label(tmp_path):
 
 def test_names_phones_and_chat_apps_give_carry_no_label(tmp_path):
     """A Mac's 'Screen Shot ... at 10.00.00.png', WhatsApp's and Signal's saved photos beside cat.1.jpg and
-    dog.1.jpg were classes 'screen_shot', 'whatsapp_image', 'signal' ..., and train trained them. They carry no
-    label, as 'IMG_0001.jpg' does, and are left out."""
+    dog.1.jpg were classes 'screen_shot', 'whatsapp_image', 'signal' ..., and train trained them, as were WeChat's
+    'mmexport...' and KakaoTalk's. They carry no label, as 'IMG_0001.jpg' does, and are left out."""
     device_names = [
+        "KakaoTalk_20200101_100000000.jpg",
         "PXL_20200101_100000.jpg",
         "Photo on 01-01-2020 at 10.00.jpg",
         "Screen Shot 2020-01-01 at 10.00.00.png",
         "Screenshot_20200101-1000.png",
         "WhatsApp Image 2020-01-01 at 10.00.00.jpeg",
+        "mmexport1577836800000.jpg",
         "received_1234567890.jpeg",
         "signal-2020-01-01-100000.jpg",
     ]

@@ -39,11 +39,12 @@ _NEITHER_NAMES = frozenset(
 # Leading letters that cameras, phones, screenshots, chat apps and browsers ('download (1).jpg') put in file names:
 # no label in a flat layout. A web image saved twice is 'th (1).jpg' or 'OIP (2).jpg' (Bing), 'maxresdefault (1).jpg'
 # (YouTube): since a number may stand in brackets, each was a class of its own beside cat and dog, as were a Mac's
-# 'Screen Shot 2020-01-01 at 10.00.00.png' and 'WhatsApp Image 2020-01-01 at 10.00.00.jpeg' (normalised names).
+# 'Screen Shot 2020-01-01 at 10.00.00.png' and 'WhatsApp Image 2020-01-01 at 10.00.00.jpeg' (normalised names),
+# WeChat's 'mmexport1577836800000.jpg' and KakaoTalk's 'KakaoTalk_20200101_100000000.jpg'.
 _CAMERA_NAMES = frozenset(
     {
         *("img", "dsc", "dscn", "dscf", "pxl", "mvimg", "pic", "image", "photo", "photo_on", "scan", "dji", "gopr"),
-        *("screenshot", "screen_shot", "whatsapp_image", "signal", "received", "snapchat"),
+        *("screenshot", "screen_shot", "whatsapp_image", "signal", "received", "snapchat", "mmexport", "kakaotalk"),
         *("download", "unnamed", "untitled", "th", "oip", "maxresdefault", "hqdefault", "sddefault", "mqdefault"),
     }
 )
