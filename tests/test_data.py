@@ -337,6 +337,20 @@ def test_a_neither_folder_beside_splits_is_told_where_it_belongs(tmp_path):
         model_classes(TrainConfig(data_dir=str(kaggle), out=str(tmp_path / "model")))
 
 
+def test_a_stray_labelled_photo_beside_splits_does_not_make_them_classes(tmp_path):
+    """One cat.1.jpg left loose beside Kaggle's training_set/ and test_set/ skipped the refusal of splits, and they
+    were classes "training_set" and "test_set" again (the photo left out). The splits are refused whenever the
+    folders are the dataset; where loose labelled photos are (Kaggle's flat train beside a test1/), they are."""
+    for name in ("training_set/cats/a.jpg", "training_set/dogs/b.jpg", "test_set/cats/c.jpg", "cat.1.jpg"):
+        _write(tmp_path / "archive" / name, image_bytes())
+    with pytest.raises(DatasetError, match=r"holds splits \(test_set/, training_set/\), not classes: train on"):
+        discover(tmp_path / "archive")
+    for name in ("cat.1.jpg", "dog.1.jpg", "cat.2.jpg", "test1/1.jpg", "train/cat.3.jpg"):
+        _write(tmp_path / "flat" / name, image_bytes())
+    ds = discover(tmp_path / "flat")
+    assert (ds.layout, ds.counts(), len(ds.left_out)) == ("flat", {"cat": 2, "dog": 1}, 2)
+
+
 def test_each_folder_is_listed_once(tmp_path, monkeypatch):
     """discover listed the dataset root twice, and a PetImages wrapper twice too: each listing stats every name
     again, and on a flat folder of 23,000 photos it took 1.42 s instead of 1.17 s (2-core EPYC, warm cache).

@@ -355,9 +355,6 @@ def discover(root: str | os.PathLike, *, image_files_only: bool = False) -> Data
     folders, flat_images, wrapper = _inside_wrappers(*_entries(listing, skipped), skipped)
     layout = "petimages" if wrapper and wrapper.name.lower() == "petimages" else "folders"
 
-    if not any(_flat_label(path.name) for path in flat_images) and (misread := _splits_instead_of_classes(folders)):
-        raise DatasetError(misread)
-
     in_folders = [
         LabelledFile(path, normalize_label(folder.name))
         for folder in folders
@@ -380,6 +377,10 @@ def discover(root: str | os.PathLike, *, image_files_only: bool = False) -> Data
             )
         layout, files = "flat", flat + negatives
         left_out = [path for path, label in named.items() if not label] + folder_images
+    elif misread := _splits_instead_of_classes(folders):
+        # Asked only when the folders are the dataset: a stray cat.1.jpg beside training_set/ and test_set/
+        # made them classes again, while a flat dataset's own train/ or test1/ is left out as any folder is.
+        raise DatasetError(misread)
     else:
         files, left_out = in_folders, flat_images
 
