@@ -246,6 +246,37 @@ def test_a_lone_folder_named_for_a_class_is_that_class_at_the_top_too(tmp_path):
         model_classes(TrainConfig(data_dir=str(tmp_path / "names"), out=str(tmp_path / "model")))
 
 
+def test_a_lone_cats_folder_of_breeds_is_named_when_training_refuses_it(tmp_path):
+    """A lone Cats/ of breed folders, given from the folder above, was trained on as its breeds; it is the one
+    class cat now, and train said only that it needs two classes. It also names the folder to give for the
+    breeds; a class folder of photos, or of photos and one folder, gets no such hint."""
+    for name in ("pets/Cats/siamese/a.jpg", "pets/Cats/persian/b.jpg", "wrapped/x/Cats/siamese/a.jpg"):
+        _write(tmp_path / name, image_bytes())
+    _write(tmp_path / "wrapped/x/Cats/persian/b.jpg", image_bytes())
+    _write(tmp_path / "photos/Cats/a.jpg", image_bytes())
+    _write(tmp_path / "photos/Cats/2019/b.jpg", image_bytes())  # given itself, one class "2019": no hint
+
+    from catdog.training.config import TrainConfig
+    from catdog.training.recipe import model_classes
+
+    def refusal(data_dir: Path) -> str:
+        with pytest.raises(DatasetError) as info:
+            model_classes(TrainConfig(data_dir=str(data_dir), out=str(tmp_path / "model")))
+        return str(info.value)
+
+    pets = tmp_path / "pets"
+    assert refusal(pets) == (
+        f"'{pets}' has only one class (cat); training needs at least two, or give '{pets / 'Cats'}' to train on the "
+        "folders inside it."
+    )
+    assert refusal(tmp_path / "wrapped").endswith(
+        f"or give '{tmp_path / 'wrapped/x/Cats'}' to train on the folders inside it."
+    )
+    assert refusal(tmp_path / "photos").endswith("training needs at least two.")
+    cfg = TrainConfig(data_dir=str(pets / "Cats"), out=str(tmp_path / "model"))
+    assert model_classes(cfg) == (["persian", "siamese"], False)
+
+
 def test_splits_side_by_side_are_named_not_read_as_classes(tmp_path):
     """Kaggle's Cat and Dog set unpacks to archive/training_set/training_set/{cats,dogs} and
     archive/test_set/test_set/{cats,dogs}: given archive/, discover read two classes, "training_set" and

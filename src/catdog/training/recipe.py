@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils.data import Subset
 
 from catdog.augment import mix_transform
-from catdog.data import NEITHER, CachedImages, DatasetError, PreparedData, discover, make_loader, prepare
+from catdog.data import NEITHER, CachedImages, Dataset, DatasetError, PreparedData, discover, make_loader, prepare
 from catdog.data.check import SMALL_CLASS, small_class_note
 from catdog.features import PooledFeatures, split_backbone
 from catdog.fsutil import counted, default_cache_dir
@@ -273,8 +273,22 @@ def model_classes(cfg: TrainConfig) -> tuple[list[str], bool]:
         # car/ beside other/ is two folders to the user, but other/ is a `neither` folder: say so, not just "one".
         neither = NEITHER in dataset.classes
         beside = " besides its `neither` folder (examples of what is neither, never a class)" if neither else ""
-        raise DatasetError(f"'{cfg.data_dir}' has only one class{only}{beside}; training needs at least two.")
+        inside = _folder_of_folders(dataset, classes[0]) if classes else None
+        hint = f", or give '{inside}' to train on the folders inside it" if inside else ""
+        raise DatasetError(f"'{cfg.data_dir}' has only one class{only}{beside}; training needs at least two{hint}.")
     return classes, NEITHER in dataset.classes
+
+
+def _folder_of_folders(dataset: Dataset, label: str) -> Path | None:
+    """The one class folder of ``label`` when its photos lie in two folders inside it or more, else None.
+
+    A lone Cats/ of breed folders is the class cat, given from the folder above: given itself, its folders are
+    the classes, which is what its owner meant to train on.
+    """
+    base = dataset.wrapper or dataset.root
+    where = [item.path.relative_to(base).parts for item in dataset.files if item.label == label]
+    tops, inner = {parts[0] for parts in where}, {parts[1] for parts in where if len(parts) > 2}
+    return base / tops.pop() if len(tops) == 1 and len(inner) > 1 else None
 
 
 def build(
