@@ -132,3 +132,20 @@ def _strings(value: object) -> list[str]:
     if isinstance(value, list):
         return [text for item in value for text in _strings(item)]
     return [value] if isinstance(value, str) else []
+
+
+def test_features_are_computed_in_a_cache_folder_whose_name_is_not_utf8(tmp_path: Path) -> None:
+    """Frozen-backbone training and the open-set gate run the feature extractor's ONNX export from the cache. Its
+    session was opened by name, which ONNX Runtime takes only in UTF-8: 'incompatible constructor arguments'."""
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from catdog.features import onnx_feature_fn
+
+    extractor = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
+    features = onnx_feature_fn(extractor, tmp_path / CACHE / "onnx" / "features.onnx", image_size=16)
+    batch = torch.rand(3, 3, 16, 16)
+    with torch.no_grad():
+        expected = extractor(batch).numpy()
+    np.testing.assert_allclose(features(batch), expected, atol=1e-5)

@@ -35,6 +35,7 @@ from catdog.augment import sample_seed, view_transform
 from catdog.data import PreparedData
 from catdog.errors import CatdogError
 from catdog.fsutil import atomic_write, atomic_write_text, file_lock
+from catdog.inference import onnx_session
 from catdog.preprocess import Preprocess, normalize
 
 FeatureFn = Callable[[torch.Tensor], np.ndarray]  # normalised float32 NCHW batch -> (N, dim) features
@@ -157,8 +158,6 @@ def cache_key(architecture: str, pre: Preprocess, frozen: str = "backbone") -> s
 
 def onnx_feature_fn(extractor: nn.Module, onnx_file: Path, image_size: int, threads: int | None = None) -> FeatureFn:
     """Export the eval-mode feature extractor once (cached), then run it in ONNX Runtime."""
-    import onnxruntime as ort
-
     if not onnx_file.exists():
         # .eval() on the very module exported: a wrapper left in train mode would export
         # batch-statistics BatchNorm, silently giving different features.
@@ -168,10 +167,7 @@ def onnx_feature_fn(extractor: nn.Module, onnx_file: Path, image_size: int, thre
             module, (example,), dynamo=True, dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False
         )
         atomic_write(onnx_file, lambda tmp: program.save(str(tmp)))
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or os.cpu_count() or 1
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
+    session = onnx_session.session(onnx_file, threads)
     input_name = session.get_inputs()[0].name
 
     def run(batch: torch.Tensor) -> np.ndarray:
