@@ -21,13 +21,15 @@ from catdog.preprocess import Preprocess
 PHOTO = os.fsdecode(b"caf\xe9.jpg")
 BROKEN = os.fsdecode(b"br\xffoken.jpg")
 MODEL_FILE = os.fsdecode(b"mod\xe8le.onnx")
+MODEL_DIR = os.fsdecode(b"r\xe9seau")  # safetensors opens only a UTF-8 name
 CACHE = os.fsdecode(b"cach\xe9")
 REPORT = os.fsdecode(b"rapport-\xe9t\xe9")
 
 
 @pytest.fixture(scope="module")
 def folders(samples_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """Labelled photos, among them a real JPEG and a broken file whose names are not UTF-8, and a tiny model."""
+    """Labelled photos, among them a real JPEG and a broken file whose names are not UTF-8, and a tiny model in a
+    folder whose name is not UTF-8."""
     from catdog.models import build_model, save_model_dir
 
     root = tmp_path_factory.mktemp("not-utf8")
@@ -41,12 +43,17 @@ def folders(samples_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
     # A small from-scratch net: what is printed does not depend on the model, and it loads in a second.
     pre = Preprocess(image_size=64, crop_pct=1.0, interpolation="bilinear")
     config = {"architecture": "catnet", "classes": ["cat", "dog"], "preprocess": pre.to_dict(), "gate": None}
-    save_model_dir(build_model("catnet", 2, pretrained=False).eval(), config, root / "model")
+    save_model_dir(build_model("catnet", 2, pretrained=False).eval(), config, root / MODEL_DIR)
     from catdog.export import export
 
     (root / "onnx").mkdir()
-    export(root / "model", root / "onnx" / MODEL_FILE, check_dir=data, n_check=4)
-    return {"data": str(data), "model": str(root / "model"), "onnx": str(root / "onnx" / MODEL_FILE), "root": str(root)}
+    export(root / MODEL_DIR, root / "onnx" / MODEL_FILE, check_dir=data, n_check=4)
+    return {
+        "data": str(data),
+        "model": str(root / MODEL_DIR),
+        "onnx": str(root / "onnx" / MODEL_FILE),
+        "root": str(root),
+    }
 
 
 # Each command, its arguments, its exit status and the names that must be recognisable in what it prints.

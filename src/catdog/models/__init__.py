@@ -114,7 +114,7 @@ def read_config(model_dir: str | Path) -> dict:
 def load_model_dir(model_dir: str | Path) -> tuple[nn.Module, dict]:
     """The trained module (eval mode) and its config from a model directory."""
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors.torch import load
 
     model_dir = Path(model_dir)
     config = read_config(model_dir)
@@ -122,7 +122,8 @@ def load_model_dir(model_dir: str | Path) -> tuple[nn.Module, dict]:
     if not weights.exists():
         raise ModelError(f"'{model_dir}' has no model.safetensors; the training run did not finish.")
     try:
-        state = load_file(str(weights))
+        # By its bytes: safetensors opens only a UTF-8 name, and refused a model folder named 'mod\xe8le'.
+        state = load(weights.read_bytes())
     except (SafetensorError, OSError) as err:
         raise ModelError(f"'{weights}' is not a valid safetensors file ({err}).") from None
     gate = config.get("gate") or {}
