@@ -15,7 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from catdog.fsutil import utf8_safe
 from catdog.preprocess import Preprocess
+
+from conftest import run_catdog_in_process
 
 # The bytes of the names, as a user's old camera or a Latin-1 file system wrote them.
 PHOTO = os.fsdecode(b"caf\xe9.jpg")
@@ -127,7 +130,8 @@ def test_a_name_that_is_not_utf8_is_printed_as_valid_utf8(folders: dict[str, str
         assert all(any(name in text for text in strings) for name in names), printed
     else:
         assert all(name in printed for name in names), printed
-    for written in Path(folders["root"]).glob(f"{REPORT}-{output.strip('-')}/*.json"):  # metrics, suspects
+    # metrics.json, suspects.json; the web app's model.json, which names the model's folder
+    for written in Path(folders["root"]).glob(f"*-{output.strip('-')}/*.json"):
         assert "\\udc" not in written.read_text(encoding="utf-8"), written
         assert json.loads(written.read_text(encoding="utf-8"))
 
@@ -156,3 +160,50 @@ def test_features_are_computed_in_a_cache_folder_whose_name_is_not_utf8(tmp_path
     with torch.no_grad():
         expected = extractor(batch).numpy()
     np.testing.assert_allclose(features(batch), expected, atol=1e-5)
+
+
+def test_a_model_folder_records_a_training_folder_not_utf8_as_valid_utf8(tmp_path: Path) -> None:
+    """config.json records the training folder (and --out). Written with json.dumps it was the lone surrogate
+    '\\udce9', which strict JSON parsers refuse; written as the text '\\xe9', evaluate and export still find the
+    folder (evaluate's note that these photos trained the model; export's check photos by default)."""
+    from catdog.evaluate import split_warnings
+    from catdog.export import default_check_dir
+    from catdog.models import build_model, read_config, save_model_dir
+
+    data = tmp_path / os.fsdecode(b"donn\xe9es")
+    data.mkdir()
+    pre = Preprocess(image_size=32, crop_pct=1.0, interpolation="bilinear")
+    config = {"architecture": "catnet", "classes": ["cat", "dog"], "preprocess": pre.to_dict(), "gate": None}
+    config["data"] = {"root": str(data), "train_images": 8}
+    save_model_dir(build_model("catnet", 2, pretrained=False), config, tmp_path / MODEL_DIR)
+
+    written = (tmp_path / MODEL_DIR / "config.json").read_text(encoding="utf-8")
+    assert "\\udc" not in written and "donn\\\\xe9es" in written, written
+    record = read_config(tmp_path / MODEL_DIR)
+    assert "is the folder this model was trained on" in split_warnings(record, data, "all", 8)[0]
+    assert default_check_dir(record) == str(data)
+
+
+@pytest.mark.slow  # a training run, an evaluation and an export: 20-50 s on a busy 2-core machine
+def test_a_model_trained_from_and_into_folders_not_utf8_records_them_as_valid_utf8(
+    samples_dir: Path, tmp_path: Path
+) -> None:
+    """The same, as a user does it: a real training run, then evaluate and export without --check-data."""
+    data, model = tmp_path / os.fsdecode(b"donn\xe9es"), tmp_path / MODEL_DIR
+    for label in ("cat", "dog"):
+        (data / label).mkdir(parents=True)
+        for photo in sorted((samples_dir / label).glob("*.jpg"))[:4]:
+            shutil.copy(photo, data / label / photo.name)
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    train = ["train", str(data), "--out", str(model), "--image-size", "32", "--epochs", "1", "--batch-size", "4"]
+    trained = run_catdog_in_process(*train, *cache)
+    assert trained.returncode == 0, trained.stderr
+
+    record = (model / "config.json").read_text(encoding="utf-8")
+    assert "\\udc" not in record
+    assert json.loads(record)["data"]["root"] == utf8_safe(str(data.resolve()))
+    evaluated = run_catdog_in_process("evaluate", str(model), str(data))
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "is the folder this model was trained on" in evaluated.stdout + evaluated.stderr
+    exported = run_catdog_in_process("export", str(model), "--out", str(tmp_path / "model.onnx"))  # no --check-data
+    assert exported.returncode == 0, exported.stderr

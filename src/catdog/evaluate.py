@@ -25,7 +25,7 @@ from PIL import Image
 from sklearn import metrics as skm
 
 from catdog.data.layout import NEITHER, DatasetError, discover
-from catdog.fsutil import counted
+from catdog.fsutil import counted, recorded_path
 from catdog.images import ImageError, decode
 from catdog.inference.outputs import Outputs
 from catdog.inference.predictor import Prediction, Predictor
@@ -160,7 +160,7 @@ def split_warnings(
     """What a user should know of the photos measured: training photos among them, or a split of a folder the
     model never saw (both are easy to do without noticing; the figures are still computed)."""
     data = info.get("data") if isinstance(info.get("data"), dict) else {}
-    root = data.get("root")
+    root = recorded_path(data["root"]) if data.get("root") else None
     kaggle = sum(bool(KAGGLE_NAME.fullmatch(os.path.basename(p))) for p in paths)
     if model in BUILTIN_MODELS and split == "all" and paths and kaggle >= len(paths) / 2:
         who = "the built-in model" if model == "builtin" else model

@@ -26,7 +26,7 @@ import numpy as np
 
 from catdog.data.layout import DatasetError, LabelledFile, discover
 from catdog.errors import CatdogError, ModelError
-from catdog.fsutil import atomic_write
+from catdog.fsutil import atomic_write, recorded_path
 from catdog.images import ImageError
 from catdog.inference.model_cache import torch_source
 from catdog.inference.onnx_session import onnx_model_fn, session, set_metadata
@@ -156,8 +156,9 @@ def default_check_dir(config: dict) -> str | None:
         value = config.get(key)
         if isinstance(value, dict):
             value = value.get("root") or value.get("dir") or value.get("path")
-        if isinstance(value, str) and Path(value).is_dir():
-            return value
+        folder = recorded_path(value) if isinstance(value, str) else None
+        if folder is not None and Path(folder).is_dir():
+            return folder
     return None
 
 

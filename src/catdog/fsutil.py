@@ -202,7 +202,20 @@ def utf8_safe_json(value: object) -> object:
 
 def json_text(document: object) -> str:
     """``document`` as indented JSON with every string :func:`utf8_safe`: how catdog writes the JSON it gives users
-    (a command's --json output, metrics.json, suspects.json; a model's config.json, which catdog reads back, keeps
-    plain json.dumps). By itself json.dumps writes the byte of a name that is not UTF-8 as the escaped lone
+    (a command's --json output, metrics.json, suspects.json; a model's config.json and model.json too, through
+    :func:`utf8_safe_json`). By itself json.dumps writes the byte of a name that is not UTF-8 as the escaped lone
     surrogate ``\\udce9``, which strict JSON parsers refuse."""
     return json.dumps(utf8_safe_json(document), indent=2)
+
+
+# A byte that utf8_safe wrote as text: '\\xe9' (only 0x80 to 0xff are ever written so).
+_ESCAPED_BYTE = re.compile(r"\\x([89a-f][0-9a-f])")
+
+
+def recorded_path(text: str) -> str:
+    """A path that catdog recorded with :func:`utf8_safe` (a model's training folder in its config.json), as the
+    file system names it: where ``text`` names nothing, each ``\\xe9`` as the byte again, if that names something."""
+    if os.path.lexists(text):
+        return text
+    restored = _ESCAPED_BYTE.sub(lambda escaped: chr(0xDC00 + int(escaped[1], 16)), text)
+    return restored if os.path.lexists(restored) else text

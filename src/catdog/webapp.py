@@ -24,7 +24,7 @@ from pathlib import Path
 
 from catdog import __version__
 from catdog.errors import CatdogError
-from catdog.fsutil import listed
+from catdog.fsutil import listed, utf8_safe
 
 APP_FILES = (
     "index.html",
@@ -150,7 +150,7 @@ def app_config(predictor, model_path: Path) -> dict:
     stat = model_path.stat()
     return {
         "catdog_version": __version__,
-        "name": "builtin" if predictor.name == "builtin" else Path(predictor.name).name,
+        "name": "builtin" if predictor.name == "builtin" else utf8_safe(Path(predictor.name).name),
         "model": MODEL_FILE,
         "model_bytes": stat.st_size,
         "model_sha256": _sha256(model_path),
@@ -242,7 +242,7 @@ def write_web(
             shutil.copyfile(model_file(model), target)
         predictor = Predictor.load(str(target), neither_threshold=neither_threshold, backend="onnx")
         config = app_config(predictor, target)
-        config["name"] = "builtin" if model is None else Path(model).name
+        config["name"] = "builtin" if model is None else utf8_safe(Path(model).name)  # the page shows it
         for name in APP_FILES:
             (tmp / name).write_bytes(app_file_bytes(name, config["answers"]))
         for name in VENDOR_FILES:

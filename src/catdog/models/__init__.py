@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from catdog.errors import ModelError
-from catdog.fsutil import atomic_write, atomic_write_text
+from catdog.fsutil import atomic_write, atomic_write_text, utf8_safe_json
 
 if TYPE_CHECKING:
     from torch import nn
@@ -171,4 +171,5 @@ def save_model_dir(model: nn.Module, config: dict, model_dir: str | Path) -> Non
     model_dir.mkdir(parents=True, exist_ok=True)
     state = {name: t.detach().cpu().contiguous().clone() for name, t in model.state_dict().items()}
     atomic_write(model_dir / "model.safetensors", lambda tmp: save_file(state, str(tmp)))
-    atomic_write_text(model_dir / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
+    # Its paths (the training folder, --out) as valid UTF-8, as every JSON catdog writes: fsutil.json_text.
+    atomic_write_text(model_dir / "config.json", json.dumps(utf8_safe_json(config), indent=2, sort_keys=True) + "\n")
