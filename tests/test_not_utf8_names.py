@@ -207,3 +207,14 @@ def test_a_model_trained_from_and_into_folders_not_utf8_records_them_as_valid_ut
     assert "is the folder this model was trained on" in evaluated.stdout + evaluated.stderr
     exported = run_catdog_in_process("export", str(model), "--out", str(tmp_path / "model.onnx"))  # no --check-data
     assert exported.returncode == 0, exported.stderr
+
+
+def test_soup_prints_its_out_folder_as_every_command_prints_a_path() -> None:
+    """Plain `catdog soup` printed --out as it is: a name that is not UTF-8 stopped it on a UnicodeEncodeError
+    (exit 70) where stdout is strict UTF-8, once the soup was written; the other commands print '\\xe9'."""
+    from catdog.soup import SoupConfig, summary
+
+    config = SoupConfig(models=["seed-1", "seed-2"], data_dir="data", out=os.fsdecode(b"soupe-\xe9t\xe9"))
+    said = summary(config, {"val_images": 6, "val_accuracy": 1.0, "members_val_accuracy": [1.0, 1.0]})
+    assert "Averaged 2 models into 'soupe-\\xe9t\\xe9'." in said
+    said.encode("utf-8")  # strict, as such a stdout is

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -10,6 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from catdog.errors import CatdogError
+from catdog.models import build_model
 from catdog.predict import Predictor
 from catdog.soup import check_members
 from catdog.train import TrainConfig, train
@@ -153,6 +156,20 @@ def test_a_soup_with_its_own_member_is_refused(tmp_path: Path) -> None:
     # A soup of other models than these averages with them like any model.
     other = fake_member(tmp_path, "other-soup", soup={"members": [str(tmp_path / "elsewhere")]})
     check_members([str(other), str(second)], [json.loads((d / "config.json").read_text()) for d in (other, second)])
+
+
+def test_a_soup_with_its_own_member_is_refused_whatever_its_name(tmp_path: Path) -> None:
+    """config.json records a member whose name is not UTF-8 with its byte as the text '\\xe9'; the members named on
+    the command line were compared as the file system names them, so such a member counted twice unnoticed."""
+    from catdog.models import save_model_dir
+
+    second = fake_member(tmp_path, os.fsdecode(b"s\xe9cond"))
+    model = build_model("catnet", 2, pretrained=False)
+    config = json.loads((second / "config.json").read_text()) | {"soup": {"members": [str(second.resolve())]}}
+    save_model_dir(model, config, tmp_path / "soup")  # written as every soup is
+    configs = [json.loads((d / "config.json").read_text()) for d in (tmp_path / "soup", second)]
+    with pytest.raises(CatdogError, match="is already a soup with"):
+        check_members([str(tmp_path / "soup"), str(second)], configs)
 
 
 def test_a_soup_of_one_model_is_refused(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ import numpy as np
 
 from catdog.data.layout import DatasetError
 from catdog.errors import CatdogError, ModelError
+from catdog.fsutil import printable, utf8_safe
 
 # What every member must agree on, in config.json (the rest may differ: seeds, rates, budgets ...).
 MUST_MATCH = ("architecture", "classes", "preprocess")
@@ -44,11 +45,13 @@ def check_members(models: list[str], configs: list[dict]) -> None:
 
     if len(models) < 2:
         raise CatdogError("A soup needs at least two model directories to average.")
-    named = {str(Path(m).resolve()): m for m in models}
+    # As config.json records the members: a name that is not UTF-8 with its bytes as the text '\xe9'.
+    named = {utf8_safe(str(Path(m).resolve())): m for m in models}
     if len(named) < len(models):
         raise CatdogError("The same model directory is named twice; a soup averages different models.")
     for model, config in zip(models, configs):
-        inside = [named[m] for m in (config.get("soup") or {}).get("members", []) if m in named]
+        recorded = [utf8_safe(m) for m in (config.get("soup") or {}).get("members", [])]
+        inside = [named[m] for m in recorded if m in named]
         if inside:
             raise CatdogError(
                 f"'{model}' is already a soup with '{inside[0]}' in it, which would count twice; "
@@ -222,7 +225,7 @@ def summary(cfg: SoupConfig, metrics: dict) -> str:
     """What ``catdog soup`` prints: where the soup is and how it compares with its members."""
     members = ", ".join(f"{100 * a:.2f} %" for a in metrics["members_val_accuracy"])
     lines = [
-        f"Averaged {len(cfg.models)} models into '{cfg.out}'.",
+        f"Averaged {len(cfg.models)} models into '{printable(cfg.out)}'.",
         f"Validation ({metrics['val_images']:,} photos): the soup {100 * metrics['val_accuracy']:.2f} %; "
         f"its members {members}.",
     ]
