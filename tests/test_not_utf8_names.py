@@ -184,16 +184,31 @@ def test_a_model_folder_records_a_training_folder_not_utf8_as_valid_utf8(tmp_pat
     assert default_check_dir(record) == str(data)
 
 
+def test_a_class_folder_whose_name_is_not_utf8_is_a_label_in_valid_utf8(samples_dir: Path, tmp_path: Path) -> None:
+    """A class folder 'chi\\xe9ns/' was the label 'chi\\udce9n': training ran every epoch, then stopped on a
+    UnicodeEncodeError (exit 70) hashing the labels for config.json, and wrote no model. A label is text."""
+    from catdog.data import prepare
+
+    for folder in (b"cats", b"chi\xe9ns"):
+        (tmp_path / "data" / os.fsdecode(folder)).mkdir(parents=True)
+        for photo in sorted((samples_dir / "dog").glob("*.jpg"))[:2]:
+            shutil.copy(photo, tmp_path / "data" / os.fsdecode(folder) / photo.name)
+    data = prepare(tmp_path / "data", Preprocess(image_size=32), tmp_path / "cache", workers=1)
+    assert data.classes == ["cat", "chi\\xe9n"]
+    assert len(data.fingerprint()) == 32  # the labels hashed
+
+
 @pytest.mark.slow  # a training run, an evaluation and an export: 20-50 s on a busy 2-core machine
 def test_a_model_trained_from_and_into_folders_not_utf8_records_them_as_valid_utf8(
     samples_dir: Path, tmp_path: Path
 ) -> None:
-    """The same, as a user does it: a real training run, then evaluate and export without --check-data."""
+    """The same, as a user does it: a real training run, a class folder so named too ('chiens' with a Latin-1
+    'e acute'), then evaluate and export without --check-data."""
     data, model = tmp_path / os.fsdecode(b"donn\xe9es"), tmp_path / MODEL_DIR
-    for label in ("cat", "dog"):
-        (data / label).mkdir(parents=True)
+    for label, folder in (("cat", "cat"), ("dog", os.fsdecode(b"chi\xe9ns"))):
+        (data / folder).mkdir(parents=True)
         for photo in sorted((samples_dir / label).glob("*.jpg"))[:4]:
-            shutil.copy(photo, data / label / photo.name)
+            shutil.copy(photo, data / folder / photo.name)
     cache = ["--cache-dir", str(tmp_path / "cache")]
     train = ["train", str(data), "--out", str(model), "--image-size", "32", "--epochs", "1", "--batch-size", "4"]
     trained = run_catdog_in_process(*train, *cache)
@@ -202,6 +217,7 @@ def test_a_model_trained_from_and_into_folders_not_utf8_records_them_as_valid_ut
     record = (model / "config.json").read_text(encoding="utf-8")
     assert "\\udc" not in record
     assert json.loads(record)["data"]["root"] == utf8_safe(str(data.resolve()))
+    assert json.loads(record)["classes"] == ["cat", "chi\\xe9n"]
     evaluated = run_catdog_in_process("evaluate", str(model), str(data))
     assert evaluated.returncode == 0, evaluated.stderr
     assert "is the folder this model was trained on" in evaluated.stdout + evaluated.stderr

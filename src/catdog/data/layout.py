@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from catdog.errors import DatasetError
-from catdog.fsutil import counted
+from catdog.fsutil import counted, utf8_safe
 from catdog.images import IMAGE_EXTENSIONS
 
 __all__ = ["NEITHER", "Dataset", "DatasetError", "LabelledFile", "discover", "normalize_label"]
@@ -110,8 +110,12 @@ def composed(name: str) -> str:
 
 
 def normalize_label(name: str) -> str:
-    """``'Cats'`` → ``'cat'``, ``'Golden Retrievers'`` → ``'golden_retriever'``."""
-    label = re.sub(r"[\s\-]+", "_", composed(name).strip().lower())
+    """``'Cats'`` → ``'cat'``, ``'Golden Retrievers'`` → ``'golden_retriever'``, ``b'Chi\\xe9ns'`` → ``'chi\\xe9n'``.
+
+    A label is text, not a path: a name's byte that is not UTF-8 is the text ``\\xe9`` in it (:func:`utf8_safe`),
+    or training stopped on a UnicodeEncodeError at its end, when it hashed the labels.
+    """
+    label = re.sub(r"[\s\-]+", "_", composed(utf8_safe(name)).strip().lower())
     if label.endswith("ies") and len(label) > 4:
         label = label[:-3] + "y"
     elif label.endswith("s") and not label.endswith(("ss", "us", "is")) and len(label) > 3:
