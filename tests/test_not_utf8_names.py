@@ -31,12 +31,12 @@ REPORT = os.fsdecode(b"rapport-\xe9t\xe9")
 
 @pytest.fixture(scope="module")
 def folders(samples_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """Labelled photos, among them a real JPEG and a broken file whose names are not UTF-8, and a tiny model in a
-    folder whose name is not UTF-8."""
+    """Labelled photos in a folder, among them a real JPEG and a broken file, and a tiny model trained on them (as its
+    config.json says) in a folder, all named with a byte that is not UTF-8."""
     from catdog.models import build_model, save_model_dir
 
     root = tmp_path_factory.mktemp("not-utf8")
-    data = root / "data"
+    data = root / os.fsdecode(b"donn\xe9es")
     for label in ("cat", "dog"):
         (data / label).mkdir(parents=True)
         for photo in sorted((samples_dir / label).glob("*.jpg"))[:3]:
@@ -46,6 +46,7 @@ def folders(samples_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
     # A small from-scratch net: what is printed does not depend on the model, and it loads in a second.
     pre = Preprocess(image_size=64, crop_pct=1.0, interpolation="bilinear")
     config = {"architecture": "catnet", "classes": ["cat", "dog"], "preprocess": pre.to_dict(), "gate": None}
+    config["data"] = {"root": str(data), "train_images": 6}  # evaluate notes that these photos trained it
     save_model_dir(build_model("catnet", 2, pretrained=False).eval(), config, root / MODEL_DIR)
     from catdog.export import export
 
@@ -125,6 +126,7 @@ def test_a_name_that_is_not_utf8_is_printed_as_valid_utf8(folders: dict[str, str
     assert done.returncode == status, done.stderr.decode(errors="replace")
     printed = done.stdout.decode("utf-8")  # strict: fails on a raw byte or an encoded surrogate
     assert "\\udc" not in printed
+    assert "\\udc" not in done.stderr.decode("utf-8"), done.stderr  # notes, progress lines
     if output == "--json":
         strings = _strings(json.loads(printed))
         assert all(any(name in text for text in strings) for name in names), printed
@@ -213,6 +215,7 @@ def test_a_model_trained_from_and_into_folders_not_utf8_records_them_as_valid_ut
     train = ["train", str(data), "--out", str(model), "--image-size", "32", "--epochs", "1", "--batch-size", "4"]
     trained = run_catdog_in_process(*train, *cache)
     assert trained.returncode == 0, trained.stderr
+    assert "\\udc" not in trained.stderr and "r\\xe9seau" in trained.stderr  # "saved r\xe9seau: ..."
 
     record = (model / "config.json").read_text(encoding="utf-8")
     assert "\\udc" not in record
@@ -220,7 +223,7 @@ def test_a_model_trained_from_and_into_folders_not_utf8_records_them_as_valid_ut
     assert json.loads(record)["classes"] == ["cat", "chi\\xe9n"]
     evaluated = run_catdog_in_process("evaluate", str(model), str(data))
     assert evaluated.returncode == 0, evaluated.stderr
-    assert "is the folder this model was trained on" in evaluated.stdout + evaluated.stderr
+    assert "donn\\xe9es' is the folder this model was trained on" in evaluated.stderr
     exported = run_catdog_in_process("export", str(model), "--out", str(tmp_path / "model.onnx"))  # no --check-data
     assert exported.returncode == 0, exported.stderr
 
@@ -234,3 +237,16 @@ def test_soup_prints_its_out_folder_as_every_command_prints_a_path() -> None:
     said = summary(config, {"val_images": 6, "val_accuracy": 1.0, "members_val_accuracy": [1.0, 1.0]})
     assert "Averaged 2 models into 'soupe-\\xe9t\\xe9'." in said
     said.encode("utf-8")  # strict, as such a stdout is
+
+
+def test_training_logs_a_name_that_is_not_utf8_as_every_command_prints_it() -> None:
+    """train's lines go to stderr, where Python writes the byte's lone surrogate as '\\udce9': 'saved r\\udce9seau'."""
+    import io
+
+    from rich.console import Console
+
+    from catdog.training.progress import Reporter
+
+    written = io.StringIO()
+    Reporter(Console(file=written, width=200)).info(f"saved {MODEL_DIR}")
+    assert written.getvalue().endswith("saved r\\xe9seau\n")

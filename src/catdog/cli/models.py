@@ -68,6 +68,7 @@ def evaluate(
         raise fail("Give the folder of labelled photos to evaluate on: catdog evaluate [MODEL] DATA_DIR.")
     refuse_unwritable(out, "folder")
     from catdog.evaluate import evaluate as run_evaluate
+    from catdog.fsutil import printable
 
     result = run_evaluate(
         model,
@@ -82,7 +83,7 @@ def evaluate(
         split=split,
     )
     for warning in result["warnings"]:
-        print(f"note: {warning}", file=sys.stderr)
+        print(printable(f"note: {warning}"), file=sys.stderr)
     if as_json:
         print_json(result)
         return

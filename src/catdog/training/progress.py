@@ -10,7 +10,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from catdog.fsutil import atomic_write
+from catdog.fsutil import atomic_write, utf8_safe
 
 
 class Timeline(dict):
@@ -40,7 +40,9 @@ class Reporter:
 
     def info(self, message: str) -> None:
         if self.enabled:
-            self.console.print(f"[{time.strftime('%H:%M:%S')}] {message}", highlight=False, soft_wrap=True)
+            # A name that is not UTF-8 as '\xe9', as every command prints it (stderr wrote '\udce9').
+            line = f"[{time.strftime('%H:%M:%S')}] {utf8_safe(message)}"
+            self.console.print(line, highlight=False, soft_wrap=True)
 
     @contextmanager
     def progress(self, description: str, total: int, completed: int = 0):
