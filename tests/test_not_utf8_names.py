@@ -250,3 +250,20 @@ def test_training_logs_a_name_that_is_not_utf8_as_every_command_prints_it() -> N
     written = io.StringIO()
     Reporter(Console(file=written, width=200)).info(f"saved {MODEL_DIR}")
     assert written.getvalue().endswith("saved r\\xe9seau\n")
+
+
+def test_serve_describes_a_model_in_a_folder_whose_name_is_not_utf8(
+    folders: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GET /api/v1/model named the model's folder by its lone surrogate, which FastAPI cannot write as JSON: a 500
+    (PydanticSerializationError), where a client and the page ask what is served."""
+    import httpx
+
+    from serving import running
+
+    monkeypatch.setenv("CATDOG_CACHE_DIR", f"{folders['root']}/cache")  # the model's export, made once
+    with running("--model", folders["model"], log=tmp_path / "server.log") as server:
+        described = httpx.get(server.url + "/api/v1/model", timeout=30)
+        app_config = httpx.get(server.url + "/app/model.json", timeout=30)
+    assert described.status_code == 200, described.text
+    assert described.json()["name"] == app_config.json()["name"] == "r\\xe9seau"

@@ -16,6 +16,7 @@ import numpy as np
 from starlette.datastructures import UploadFile
 
 from catdog import __version__
+from catdog.fsutil import utf8_safe
 from catdog.images import ImageError, ImageTooLargeError, tenths_up
 from catdog.inference.predictor import Prediction, Predictor, _name_in_error
 from catdog.preprocess import stack_uint8
@@ -162,8 +163,9 @@ def describe_model(predictor: Predictor) -> dict[str, Any]:
     labels = predictor.answers
     if predictor.threshold is not None:
         labels.append("unsure")
+    name = predictor.name if predictor.name == "builtin" else os.path.basename(os.path.normpath(predictor.name))
     return {
-        "name": predictor.name if predictor.name == "builtin" else os.path.basename(os.path.normpath(predictor.name)),
+        "name": utf8_safe(name),  # a name that is not UTF-8 as '\xe9': its lone surrogate failed the answer (500)
         "classes": list(predictor.classes),
         "labels": labels,
         "architecture": info.get("architecture", "unknown"),
