@@ -10,7 +10,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from catdog.fsutil import atomic_write, utf8_safe
+from catdog.fsutil import atomic_write, shown
 
 
 class Timeline(dict):
@@ -40,8 +40,9 @@ class Reporter:
 
     def info(self, message: str) -> None:
         if self.enabled:
-            # A name that is not UTF-8 as '\xe9', as every command prints it (stderr wrote '\udce9').
-            line = f"[{time.strftime('%H:%M:%S')}] {utf8_safe(message)}"
+            # Its names as every command prints them: a byte that is not UTF-8 as '\xe9' (stderr wrote '\udce9'), and
+            # square brackets as text, not rich markup ('saved models[v2]' printed 'saved models').
+            line = f"[{time.strftime('%H:%M:%S')}] {shown(message)}"
             self.console.print(line, highlight=False, soft_wrap=True)
 
     @contextmanager
