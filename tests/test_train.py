@@ -633,6 +633,21 @@ def test_an_epoch_on_cached_features_is_every_row_the_last_batch_included() -> N
     assert len(train_loader) == 5 and [len(labels) for _, labels, _ in train_loader] == [256, 256, 256, 256, 60]
 
 
+def test_rank_0_extracts_frozen_features_on_every_core(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under torchrun rank 0 extracts the features alone while the other ranks wait: its ONNX Runtime session
+    takes every core, as it did before it shared prediction's session code (which took a process's share)."""
+    import inspect
+    import os
+
+    from catdog.features import onnx_feature_fn
+
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(len(os.sched_getaffinity(0))))  # a share of one core
+    extractor = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    features = onnx_feature_fn(extractor, tmp_path / "features.onnx", image_size=16)
+    session = inspect.getclosurevars(features).nonlocals["session"]
+    assert session.get_session_options().intra_op_num_threads == len(os.sched_getaffinity(0))
+
+
 def test_evaluate_drops_the_rows_that_fill_up_a_last_batch(small_dev: Path, shared_cache: Path) -> None:
     from catdog.data import CachedImages, prepare
     from catdog.preprocess import Preprocess

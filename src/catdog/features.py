@@ -36,6 +36,7 @@ from catdog.data import PreparedData
 from catdog.errors import CatdogError
 from catdog.fsutil import atomic_write, atomic_write_text, file_lock
 from catdog.inference import onnx_session
+from catdog.inference.cores import machine_cores
 from catdog.preprocess import Preprocess, normalize
 
 FeatureFn = Callable[[torch.Tensor], np.ndarray]  # normalised float32 NCHW batch -> (N, dim) features
@@ -167,7 +168,8 @@ def onnx_feature_fn(extractor: nn.Module, onnx_file: Path, image_size: int, thre
             module, (example,), dynamo=True, dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False
         )
         atomic_write(onnx_file, lambda tmp: program.save(str(tmp)))
-    session = onnx_session.session(onnx_file, threads)
+    # Every core, not a torchrun process's share: rank 0 extracts alone while the other ranks wait for it.
+    session = onnx_session.session(onnx_file, threads or machine_cores())
     input_name = session.get_inputs()[0].name
 
     def run(batch: torch.Tensor) -> np.ndarray:

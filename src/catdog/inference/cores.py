@@ -10,10 +10,14 @@ def world() -> tuple[int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def machine_cores() -> int:
+    """The cores this process may run on: all of them, whatever torchrun's other processes do."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
 def local_share_of_cores() -> int:
     """Cores per process when torchrun starts several on one machine (so they do not oversubscribe)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    return max(1, machine_cores() // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
