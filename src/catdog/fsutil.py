@@ -182,6 +182,16 @@ def _visible(c: str) -> str:
 _UNDECODABLE_BYTE = re.compile("[\udc80-\udcff]")
 
 
+def utf8_name(path: str | os.PathLike) -> bool:
+    """Whether ``path``'s name is UTF-8, the only kind ONNX Runtime and safetensors open by name (a Latin-1
+    'caf\\xe9.onnx' is not: they refused it, so catdog gives them such a file's bytes instead)."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def utf8_safe(text: str) -> str:
     """``text`` with each byte of a name that is not UTF-8 written as ``\\xe9``: valid UTF-8 for JSON, CSV or a
     terminal. Left as the surrogate ``\\udce9`` it made JSON that strict parsers refuse, and raw bytes in CSV."""

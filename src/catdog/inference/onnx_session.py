@@ -28,6 +28,7 @@ import numpy as np
 
 import catdog
 from catdog.errors import ModelError
+from catdog.fsutil import utf8_name
 from catdog.inference.cores import local_share_of_cores
 from catdog.inference.outputs import Outputs
 
@@ -130,12 +131,7 @@ def session(path: str | os.PathLike, threads: int | None = None):
 def _openable(path: str | os.PathLike) -> str | bytes:
     """``path`` as ONNX Runtime takes it: its name, or the file's bytes when the name is not UTF-8 (ONNX Runtime
     takes only a UTF-8 name, and refused 'caf\\xe9.onnx' with a message about its constructor's arguments)."""
-    name = str(path)
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return Path(path).read_bytes()
-    return name
+    return str(path) if utf8_name(path) else Path(path).read_bytes()
 
 
 def _cores() -> int:
