@@ -273,8 +273,8 @@ def test_training_logs_a_name_that_is_not_utf8_as_every_command_prints_it() -> N
     from catdog.training.progress import Reporter
 
     written = io.StringIO()
-    Reporter(Console(file=written, width=200)).info(f"saved {MODEL_DIR}[v2]")  # and [v2] is no rich markup
-    assert written.getvalue().endswith("saved r\\xe9seau[v2]\n")
+    Reporter(Console(file=written, width=200)).info(f"saved {MODEL_DIR}[v2]:dog:")  # no rich markup, no emoji
+    assert written.getvalue().endswith("saved r\\xe9seau[v2]:dog:\n")
 
 
 def test_serve_describes_a_model_in_a_folder_whose_name_is_not_utf8(

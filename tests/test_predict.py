@@ -196,16 +196,27 @@ def test_neither_exactly_when_the_pet_score_is_below_the_threshold(threshold):
 
 
 def test_odd_file_names_keep_one_line_each_and_their_brackets(tmp_path, cat_photo):
-    """A newline in a name split its answer over two lines; rich took '[bold]' in a name as markup."""
-    for name in ("a\nb.jpg", "[bold]x.jpg"):
+    """A newline in a name split its answer over two lines; rich took '[bold]' in a name as markup, and ':dog:' as
+    an emoji code ('x:dog:.jpg' was printed 'x🐶.jpg')."""
+    for name in ("a\nb.jpg", "[bold]x.jpg", "x:dog:.jpg"):
         (tmp_path / name).write_bytes(cat_photo.read_bytes())
     (tmp_path / "t\nx.jpg").write_text("not a photo")
     result = run_catdog_in_process("predict", str(tmp_path))
     assert result.returncode == 1, result.stderr
     lines = result.stdout.splitlines()
-    assert len(lines) == 3
+    assert len(lines) == 4
     assert lines[0].startswith(f"{tmp_path}/[bold]x.jpg: cat (") and lines[1].startswith(f"{tmp_path}/a\\nb.jpg: cat (")
     assert lines[2] == f"{tmp_path}/t\\nx.jpg: error '{tmp_path}/t\\nx.jpg' is not an image: its content is TEXT."
+    assert lines[3].startswith(f"{tmp_path}/x:dog:.jpg: cat (")
+
+
+def test_sort_into_names_a_folder_with_an_emoji_code_as_it_is(tmp_path, cat_photo):
+    """The summary went through rich's emoji codes: 'Sorted 1 photo into 'sorted🐶'' for --sort-into sorted:dog:."""
+    (tmp_path / "cat.jpg").write_bytes(cat_photo.read_bytes())
+    out = tmp_path / "sorted:dog:"
+    result = run_catdog_in_process("predict", str(tmp_path / "cat.jpg"), "--sort-into", str(out))
+    assert result.returncode == 0, result.stderr
+    assert f"Sorted 1 photo into '{out}' (cat 1)." in result.stderr, result.stderr
 
 
 def test_sort_into_copies_each_photo_into_its_answer(tmp_path, samples_dir, data_root):

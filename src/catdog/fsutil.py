@@ -163,7 +163,8 @@ def file_lock(path: str | os.PathLike) -> Iterator[None]:
 
 def shown(text: str) -> str:
     """A file name (or a sentence naming one) for one line of rich output: control characters escaped (a
-    name may hold a newline, which split a line in two) and square brackets kept as text, not rich markup."""
+    name may hold a newline, which split a line in two) and square brackets kept as text, not rich markup. Rich
+    has no escape for emoji codes ('x:dog:.jpg' printed 'x🐶.jpg'): catdog's consoles are made with emoji=False."""
     from rich.markup import escape
 
     return escape(printable(text))

@@ -71,7 +71,7 @@ def data_check(
     if as_json:
         print_json(report.to_dict())
     else:
-        out = Console(highlight=False, soft_wrap=True)
+        out = Console(highlight=False, soft_wrap=True, emoji=False)
         for part in summary(report):
             out.print(part)
     raise typer.Exit(1 if report.problems else 0)
@@ -116,7 +116,7 @@ def data_audit(
         print_json(document)
         return
     top = top or TOP_SUSPECTS
-    console = Console(highlight=False, soft_wrap=True)
+    console = Console(highlight=False, soft_wrap=True, emoji=False)
     n = len(result.suspects)
     disagree = "1 disagrees with its label" if n == 1 else f"{n} disagree with their label"  # "1 disagree" once
     # Paths and class names are text, not rich markup: a '[/x]' in one raised MarkupError, and '[red]' vanished.
@@ -175,7 +175,7 @@ def cache(
         document = {"cache_dir": str(root), "cleared": clear, "size_bytes": total, "parts": parts_dicts}
         print_json(document | ({"other_files_kept": kept} if clear else {}))
         return
-    out = Console(highlight=False, soft_wrap=True)
+    out = Console(highlight=False, soft_wrap=True, emoji=False)
     if clear:
         were, stay = ("was", "stays") if kept == 1 else ("were", "stay")
         others = f"; {counted(kept, 'other file')} in its folders {were} not catdog's and {stay}" if kept else ""

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import typer
 from rich.console import Console
 
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, emoji=False)
 
 
 DEBUG = {"on": False}

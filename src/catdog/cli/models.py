@@ -139,7 +139,7 @@ def explain(
     picture = overlay(explanation)
     atomic_write(target, lambda tmp: picture.save(tmp, picture_format))
     probs = ", ".join(f"{c} {p:.3f}" for c, p in explanation.probabilities.items())
-    Console(highlight=False, soft_wrap=True).print(
+    Console(highlight=False, soft_wrap=True, emoji=False).print(
         shown(f"{image}: {explanation.label} ({probs}); heat map for '{explanation.explained}' written to {target}")
     )
 
@@ -216,7 +216,9 @@ def export(
         return
     from catdog.fsutil import shown
 
-    Console(highlight=False, soft_wrap=True).print(shown(f"Wrote {report.path}: {_checks(report.to_dict())}."))
+    Console(highlight=False, soft_wrap=True, emoji=False).print(
+        shown(f"Wrote {report.path}: {_checks(report.to_dict())}.")
+    )
 
 
 def _checks(report: dict) -> str:

@@ -50,7 +50,7 @@ def print_predictions(results: Iterable, classes: list[str], *, as_json: bool, a
                 ]
             )
         return failed
-    out = Console(highlight=False, soft_wrap=True)
+    out = Console(highlight=False, soft_wrap=True, emoji=False)
     for r in results:
         failed |= not r.ok
         if r.ok:
@@ -65,7 +65,7 @@ def print_predictions(results: Iterable, classes: list[str], *, as_json: bool, a
 def print_evaluation(result: dict) -> None:
     from rich.table import Table
 
-    out = Console(highlight=False, soft_wrap=True)
+    out = Console(highlight=False, soft_wrap=True, emoji=False)
     part = "" if result.get("split", "all") == "all" else f" of its {result['split']} split"
     table = Table(title=shown(f"{result['model']} on {result['n']} photos{part}"))
     for column in ("class", "precision", "recall", "F1", "support"):

@@ -41,9 +41,9 @@ class Reporter:
     def info(self, message: str) -> None:
         if self.enabled:
             # Its names as every command prints them: a byte that is not UTF-8 as '\xe9' (stderr wrote '\udce9'), and
-            # square brackets as text, not rich markup ('saved models[v2]' printed 'saved models').
+            # square brackets and ':dog:' as text, not rich markup or emoji ('saved models[v2]' printed 'saved models').
             line = f"[{time.strftime('%H:%M:%S')}] {shown(message)}"
-            self.console.print(line, highlight=False, soft_wrap=True)
+            self.console.print(line, highlight=False, soft_wrap=True, emoji=False)
 
     @contextmanager
     def progress(self, description: str, total: int, completed: int = 0):
