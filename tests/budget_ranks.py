@@ -1,4 +1,5 @@
-"""One rank of a real two-process gloo group under a time budget or asking for checkpoints, for tests/test_train.py.
+"""One rank of a real two-process gloo group under a time budget, asking for checkpoints or resuming an epoch, for
+tests/test_train.py.
 
 Its own module, with light imports: ``torch.multiprocessing.spawn`` imports the module of the function it runs in
 each new process, and test_train.py's imports (catdog.train, the models, the predictor) took seconds more there.
@@ -8,11 +9,25 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
+import torch
 import torch.distributed as dist
 
 from catdog.training.distributed import DistContext, SharedBudget
 from catdog.training.schedule import Budget, Schedule
+
+
+class SlowLayer(torch.nn.Linear):
+    """A layer whose forward pass takes ``seconds``, as a network's step does: long beside a busy machine's hiccups."""
+
+    def __init__(self, in_features: int, out_features: int, seconds: float = 0.2) -> None:
+        super().__init__(in_features, out_features)
+        self.seconds = seconds
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        time.sleep(self.seconds)
+        return super().forward(x)
 
 
 def budget_rank(rank: int, world: int, port: int, results) -> None:
@@ -53,5 +68,63 @@ def checkpoint_rank(rank: int, world: int, port: int, results) -> None:
                 if shared.checkpoint_due:
                     shared.checkpointed()
             results[rank, seconds] = due
+    finally:
+        dist.destroy_process_group()
+
+
+def resumed_epoch_rank(rank: int, world: int, port: int, out: Path, results) -> None:
+    """Train 20 steps of a 45-step epoch, checkpoint, resume and train the rest with rank 0's progress bar on; record
+    what the bar showed last and the epoch's line of metrics.jsonl."""
+    import io
+    import json
+
+    from rich.console import Console
+
+    from catdog.training.checkpoint import RunState, load_checkpoint, save_checkpoint
+    from catdog.training.config import TrainConfig
+    from catdog.training.distributed import epoch_sums
+    from catdog.training.loop import StepParts, record_epoch, train_one_epoch
+    from catdog.training.progress import Reporter
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        ctx, cfg, steps = DistContext(rank, world), TrainConfig(data_dir="d", out=str(out)), 45
+        torch.manual_seed(rank)
+        batches = [(torch.randn(8, 4), torch.randint(0, 2, (8,)), None) for _ in range(steps)]
+
+        def epoch(state: RunState, loader: list, log: Reporter) -> tuple:
+            model = SlowLayer(4, 2, seconds=0.05)  # 160 photos/s over the two ranks
+            optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, Schedule("cosine", steps, warmup_steps=1))
+            scaler = torch.amp.GradScaler("cpu", enabled=False)
+            if state is None:  # resumed: the checkpoint rank 0 wrote
+                state = load_checkpoint(out, cfg, model, optimizer, scheduler, scaler)
+                if rank != 0:  # as catdog.training.recipe.train resumes: rank 0's checkpoint holds every rank's sums
+                    state.loss_sum, state.correct, state.seen = 0.0, 0, 0
+            parts = StepParts(torch.nn.CrossEntropyLoss(), optimizer, scheduler, scaler, None)
+            out_of_time = SharedBudget(Budget(None, Schedule("cosine", steps, 1)), ctx)
+            train_one_epoch(
+                cfg=cfg, model=model, loader=loader, to_input=lambda images, seeds: images, parts=parts, state=state,
+                steps_per_epoch=steps, ctx=ctx, log=log, save=lambda state: None, out_of_time=out_of_time,
+            )  # fmt: skip
+            return state, (model, optimizer, scheduler, scaler)
+
+        quiet = Reporter(Console(file=io.StringIO()), enabled=False)
+        state, trained = epoch(RunState(), batches[:20], quiet)
+        sums = epoch_sums(state.loss_sum, state.correct, state.seen, ctx)  # as catdog.training.recipe.checkpointer
+        if rank == 0:
+            state.loss_sum, state.correct, state.seen = sums
+            save_checkpoint(out, cfg, state, *trained)
+        dist.barrier()
+
+        shown = io.StringIO()
+        bar = Reporter(Console(file=shown, force_terminal=True, width=200), enabled=rank == 0)
+        state, (model, *_) = epoch(None, batches[20:], bar)
+        labels = torch.tensor([0, 1])
+        val = {"val_loss": 0.5, "val_accuracy": 1.0, "logits": torch.eye(2), "labels": labels, "pets": torch.ones(2)}
+        record_epoch(cfg=cfg, state=state, val=val, trainable=model, steps_per_epoch=steps, ctx=ctx, out=out, log=bar)
+        if rank == 0:
+            results[rank] = (shown.getvalue(), json.loads((out / "metrics.jsonl").read_text().splitlines()[-1]))
     finally:
         dist.destroy_process_group()

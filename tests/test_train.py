@@ -20,7 +20,7 @@ from catdog.models.scratch import SCRATCH_MODELS
 from catdog.predict import Predictor
 from catdog.train import PADDING, TrainConfig, train
 
-from budget_ranks import budget_rank, checkpoint_rank
+from budget_ranks import SlowLayer, budget_rank, checkpoint_rank, resumed_epoch_rank
 from conftest import run_catdog, run_catdog_in_process
 
 
@@ -380,12 +380,23 @@ def test_ranks_share_rank_0s_budget_and_learning_rate_clock_without_asking_every
     assert fractions_0[-1] == pytest.approx(1.0, abs=0.15)
 
 
-class _SlowLayer(torch.nn.Linear):
-    """A layer whose forward pass takes 0.2 s, as a network's step does: long beside a busy machine's hiccups."""
+def test_a_resumed_epochs_progress_bar_shows_the_rate_metrics_jsonl_records(tmp_path: Path) -> None:
+    """Resumed mid-epoch under torchrun, rank 0's running sums hold every rank's photos up to the checkpoint, and the
+    bar multiplied them all by the ranks: it showed up to twice the rate that ran for the rest of the epoch (1.6 times
+    here), while metrics.jsonl was right. The photos counted before the resume are counted once."""
+    import socket
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        time.sleep(0.2)
-        return super().forward(x)
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    results = mp.Manager().dict()
+    mp.spawn(resumed_epoch_rank, args=(2, port, tmp_path, results), nprocs=2)
+    shown, row = results[0]
+    rates = [float(rate) for rate in re.findall(r"([\d.]+) img/s", shown)]
+    assert rates, shown
+    assert rates[-1] == pytest.approx(row["images_per_s"], rel=0.15), (rates, row)
 
 
 def test_the_last_step_of_a_budget_takes_the_schedules_last_rate(tmp_path: Path) -> None:
@@ -401,7 +412,7 @@ def test_the_last_step_of_a_budget_takes_the_schedules_last_rate(tmp_path: Path)
     from catdog.training.schedule import Budget, Schedule
 
     torch.manual_seed(0)
-    model = _SlowLayer(4, 2)
+    model = SlowLayer(4, 2)
     batches = [(torch.randn(8, 4), torch.randint(0, 2, (8,)), None) for _ in range(40)]  # 8 s: past the budget
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     schedule = Schedule("cosine", total_steps=None, warmup_steps=1)  # the clock alone: a budget without --epochs
@@ -442,7 +453,7 @@ def test_a_short_budget_is_not_stopped_half_way_down_by_its_first_validation(tmp
     from catdog.training.schedule import Budget, Schedule
 
     torch.manual_seed(0)
-    model = _SlowLayer(4, 2)  # 0.2 s a step or a validation batch: an epoch of 20 steps is 4 s, a validation 1 s
+    model = SlowLayer(4, 2)  # 0.2 s a step or a validation batch: an epoch of 20 steps is 4 s, a validation 1 s
     batches = [(torch.randn(8, 4), torch.randint(0, 2, (8,)), None) for _ in range(20)]
     val_batches = [(torch.randn(8, 4), torch.randint(0, 2, (8,))) for _ in range(5)]
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -1334,7 +1345,7 @@ def test_the_first_step_after_an_epochs_end_takes_the_rate_of_the_time_it_ends(t
     from catdog.training.schedule import Budget, Schedule
 
     torch.manual_seed(0)
-    model = _SlowLayer(4, 2)  # 0.2 s a step or a validation batch: an epoch of 5 steps is 1 s, a validation 0.6 s
+    model = SlowLayer(4, 2)  # 0.2 s a step or a validation batch: an epoch of 5 steps is 1 s, a validation 0.6 s
     batches = [(torch.randn(8, 4), torch.randint(0, 2, (8,)), None) for _ in range(5)]
     val_batches = [(torch.randn(8, 4), torch.randint(0, 2, (8,))) for _ in range(3)]
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)

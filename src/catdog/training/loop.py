@@ -70,6 +70,9 @@ def train_one_epoch(
     """
     folded_at = last_step_ended = time.monotonic()
     running = None  # (loss sum, correct) on the device since the last fold
+    # A resumed epoch's count holds every rank's photos up to the checkpoint (on rank 0); the steps from here on
+    # count this rank's alone. Scaled by the ranks as a whole, the bar showed up to twice the rate that ran.
+    counted_for_every_rank = state.seen
     # Under --time-budget this step's rate was set before the last epoch's end (validation, curves.png, the
     # checkpoint), on a guess of how long that would take: 0.6 s guessed, 2.5 s taken, a 10-s budget was spent by
     # the next step at 26 % of --lr. The clock is read again now that the epoch's end is over.
@@ -96,7 +99,8 @@ def train_one_epoch(
         return {
             "loss": state.loss_sum / max(state.seen, 1),
             "acc": state.correct / max(state.seen, 1),
-            "ips": ctx.world * state.seen / max(state.train_seconds, 1e-9),
+            "ips": (counted_for_every_rank + ctx.world * (state.seen - counted_for_every_rank))
+            / max(state.train_seconds, 1e-9),
         }
 
     with log.progress(f"epoch {state.epoch + 1}", steps_per_epoch, state.step) as bar:
