@@ -30,24 +30,30 @@ class SlowLayer(torch.nn.Linear):
         return super().forward(x)
 
 
-def budget_rank(rank: int, world: int, port: int, results) -> None:
-    """Step under a 2-second budget (rank 1's clock a second behind) and record what this rank saw in ``results``."""
+def budget_rank(rank: int, world: int, port: int, results, runs: dict) -> None:
+    """Step under each of ``runs``' budgets in turn, recording what this rank saw in ``results[name, rank]``.
+
+    ``runs``: name -> (the budget's seconds, each rank's step in seconds, how often rank 0's budget is asked).
+    Rank 1's clock is a second behind: only rank 0's may decide."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        schedule = Schedule("cosine", total_steps=10**6, warmup_steps=1)
-        # Rank 1's clock is a second behind: only rank 0's may decide.
-        budget = Budget(time.monotonic() + 2.0 + rank, schedule)
-        shared = SharedBudget(budget, DistContext(rank, world), seconds=0.2)
-        fractions, started, step = [], time.monotonic(), 0
-        while True:
-            step += 1
-            time.sleep(0.002 * (1 + rank))  # rank 1 steps slower here; a real step would wait for it
-            stop = shared()
-            fractions.append(schedule.time_fraction)
-            if stop:
-                break
-        results[rank] = (step, shared.checks, time.monotonic() - started, fractions)
+        for name, (budget_seconds, step_seconds, ask_seconds) in runs.items():
+            schedule = Schedule("cosine", total_steps=10**6, warmup_steps=1)
+            budget = Budget(time.monotonic() + budget_seconds + rank, schedule)
+            shared = SharedBudget(budget, DistContext(rank, world), seconds=ask_seconds)
+            fractions, started, step = [], time.monotonic(), 0
+            step_ended = started
+            while True:
+                step += 1
+                time.sleep(step_seconds[rank])  # a real step would wait for the slower rank
+                step_started, step_ended = step_ended, time.monotonic()
+                stop = shared(step_ended - step_started)
+                fractions.append(schedule.time_fraction)  # the next step's: the last one is not run
+                if stop:
+                    break
+            steps_end = budget.deadline - budget.reserve() - started
+            results[name, rank] = (step, shared.checks, step_ended - started, fractions, steps_end)
     finally:
         dist.destroy_process_group()
 

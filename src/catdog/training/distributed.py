@@ -83,8 +83,8 @@ class SharedBudget:
     With several, each question is a broadcast the host must wait for, which would drain a GPU's queue
     at every step; so rank 0 answers with its decision, its schedule's time fraction (every rank then
     steps the same learning rate: each rank's own clock would let their weights drift apart) and how
-    many steps to go before the next question: about ``seconds`` worth at the pace since the last one.
-    The budget is then seen spent up to ``seconds`` late, well within its reserve (5 s at least).
+    many steps to go before the next question: about ``seconds`` worth at the pace since the last one, and no
+    more than reach the end of the budget's steps, so that the run stops at the step the budget says.
 
     A checkpoint is due after ``checkpoint_seconds`` of rank 0's clock, at the same step on every rank: its
     training figures are every rank's running sums added up, which needs every rank at once. Each rank's own
@@ -125,7 +125,10 @@ class SharedBudget:
         every = 1
         if self.checked_at is not None:
             pace = (now - self.checked_at) / (self.calls - self.checked_call)
-            every = max(1, min(self.MAX_STEPS_BETWEEN, int(self.seconds / max(pace, 1e-9))))
+            # No later than the step the budget ends at: asked a second apart, the run went on for up to a second
+            # past it, at the rate set for the step after the question.
+            ahead = min(self.seconds, self.budget.seconds_left())
+            every = max(1, min(self.MAX_STEPS_BETWEEN, int(ahead / max(pace, 1e-9))))
         fraction = self.budget.schedule.time_fraction
         message = torch.tensor(
             [float(spent), fraction, float(every), float(self.checkpoint_due)],

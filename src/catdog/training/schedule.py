@@ -74,8 +74,9 @@ class Budget:
         return self.validation_steps * self.fastest_step
 
     def out_of_time(self, step_seconds: float = 0.0, validation_next: bool = False) -> bool:
-        """True when the budget is spent. Called after each step, before ``scheduler.step()`` sets the next
-        step's rate: it also sets the schedule's clock to the time that next step will end at.
+        """True when the budget is spent: the next step would end past the time kept for the end. Called after
+        each step, before ``scheduler.step()`` sets the next step's rate: it also sets the schedule's clock to the
+        time that next step will end at.
 
         ``step_seconds``: how long the step just done took (the guess of the next one's); ``validation_next``:
         the epoch has ended, so a validation pass (as long as the last one) comes before the next step.
@@ -85,13 +86,23 @@ class Budget:
         self.calls += 1
         if self.calls > 1:  # under torchrun asked about once a second: the step just before each question
             self.fastest_step = min(self.fastest_step, step_seconds)
-        now = time.monotonic()
         validation = self.validation_seconds()
+        next_step_ends = time.monotonic() + step_seconds + ((validation or 0.0) if validation_next else 0.0)
         # The rate set after this check is the one the next step takes, so the schedule reads the time that step
-        # will end at: the step that spends the budget then takes the schedule's last rate. Read at the check
-        # before, as it was, a budget run's last step took the rate of one or two steps earlier (2 % of --lr).
-        self.aim(now + step_seconds + ((validation or 0.0) if validation_next else 0.0))
-        return now + self.reserve() > self.deadline
+        # will end at. Read at the check before, as it was, a budget run's last step took the rate of one or two
+        # steps earlier (2 % of --lr).
+        self.aim(next_step_ends)
+        # A step ending past the time kept would take the schedule's end, a rate of 0, and train nothing: the
+        # budget stopped one step later, and every run's last step (with torchrun up to a second of them) ran at 0.
+        return next_step_ends > self.steps_end()
+
+    def steps_end(self) -> float:
+        """When the steps must have ended: the deadline less the time kept for the validation and the final save."""
+        return self.deadline - self.reserve()
+
+    def seconds_left(self) -> float:
+        """Seconds until the steps must have ended (infinite without a budget)."""
+        return math.inf if self.deadline is None else self.steps_end() - time.monotonic()
 
     def reserve(self) -> float:
         """Seconds kept at the end for the validation pass that follows the last steps and the final save."""
@@ -102,7 +113,7 @@ class Budget:
 
     def aim(self, step_ends: float) -> None:
         """Set the schedule's clock to the share of the budget spent when a step ends at ``step_ends``."""
-        spent = (step_ends - self.started) / max(1.0, self.deadline - self.reserve() - self.started)
+        spent = (step_ends - self.started) / max(1.0, self.steps_end() - self.started)
         self.schedule.time_fraction = self.done_before + (1.0 - self.done_before) * spent
 
     def aim_at_next_step(self) -> None:
