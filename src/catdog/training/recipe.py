@@ -122,7 +122,18 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
         note_small_classes(data, classes, log)
 
         # 4. What trains (the whole network, or the part after a frozen one) and what it eats.
-        job = what_trains(cfg, model, gate, data, splits, pre, cache_dir, ctx, deadline, log)
+        job = what_trains(
+            cfg=cfg,
+            model=model,
+            gate=gate,
+            data=data,
+            splits=splits,
+            pre=pre,
+            cache_dir=cache_dir,
+            ctx=ctx,
+            deadline=deadline,
+            log=log,
+        )
         trainable, device = job.trainable, ctx.device
         # No batch larger than the data: --batch-size 100000 on 364 photos once padded every batch to its size
         # and ran out of memory without a word.
@@ -228,7 +239,21 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
             state=state,
             log=log,
         )
-        gate_evidence(model, gate, data, splits, negatives, pre, final_pre, cfg, cache_dir, job, ctx, state, log)
+        gate_evidence(
+            model=model,
+            gate=gate,
+            data=data,
+            splits=splits,
+            negatives=negatives,
+            train_pre=pre,
+            pre=final_pre,
+            cfg=cfg,
+            cache_dir=cache_dir,
+            job=job,
+            ctx=ctx,
+            state=state,
+            log=log,
+        )
         timeline.mark("validated")
         metrics = final_metrics(state, time.monotonic() - started)
         metrics["stopped"] = stop_reason or epochs_done(cfg.epochs)
@@ -238,9 +263,20 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
         metrics["timeline_seconds"] = dict(timeline)
         if ctx.is_main:  # rank 0 writes
             write_model(
-                cfg, model, classes, final_pre, gate, data, splits, test, negatives, state, metrics, log,
-                learns_neither,
-            )  # fmt: skip
+                cfg=cfg,
+                model=model,
+                classes=classes,
+                pre=final_pre,
+                gate=gate,
+                data=data,
+                splits=splits,
+                test=test,
+                negatives=negatives,
+                state=state,
+                metrics=metrics,
+                log=log,
+                learns_neither=learns_neither,
+            )
         barrier(ctx)
         return metrics
     finally:
@@ -377,7 +413,19 @@ class Job:
     val_gate_rows: torch.Tensor | None = None  # frozen backbone: the validation photos' pooled features and taps
 
 
-def what_trains(cfg, model, gate, data, splits, pre, cache_dir, ctx, deadline, log) -> Job:
+def what_trains(
+    *,
+    cfg: TrainConfig,
+    model: nn.Module,
+    gate: bool,
+    data: PreparedData,
+    splits: dict[str, list[int]],
+    pre: Preprocess,
+    cache_dir: Path,
+    ctx: DistContext,
+    deadline: float | None,
+    log: Reporter,
+) -> Job:
     """The whole network on augmented images, or the part after a frozen one on that part's cached
     output (a new head on pooled features, or the last stages and the head)."""
     device, val_gate_rows = ctx.device, None
@@ -601,8 +649,25 @@ def best_at_test_size(
     return test_pre  # the model directory predicts at the size it was validated at
 
 
-def gate_evidence(model, gate, data, splits, negatives, train_pre, pre, cfg, cache_dir, job, ctx, state, log) -> None:
-    """The validation photos' pet scores (``state.best_pets``), and the gate refitted on the `neither` photos."""
+def gate_evidence(
+    *,
+    model: nn.Module,
+    gate: bool,
+    data: PreparedData,
+    splits: dict[str, list[int]],
+    negatives: list[int],
+    train_pre: Preprocess,
+    pre: Preprocess,
+    cfg: TrainConfig,
+    cache_dir: Path,
+    job: Job,
+    ctx: DistContext,
+    state: RunState,
+    log: Reporter,
+) -> None:
+    """The validation photos' pet scores (``state.best_pets``), and the gate refitted on the `neither` photos.
+
+    ``train_pre``: the preprocessing the model trained at; ``pre``: the one it predicts at (features anew if not)."""
     open_set = getattr(model, "open_set", None)
     missing = gate and (state.best_pets is None or not len(state.best_pets))
     if missing and cfg.family() == "frozen":
@@ -620,7 +685,20 @@ def gate_evidence(model, gate, data, splits, negatives, train_pre, pre, cfg, cac
 
 
 def write_model(
-    cfg, model, classes, pre, gate, data, splits, test, negatives, state, metrics, log, learns_neither=False
+    *,
+    cfg: TrainConfig,
+    model: nn.Module,
+    classes: list[str],
+    pre: Preprocess,
+    gate: bool,
+    data: PreparedData,
+    splits: dict[str, list[int]],
+    test: set[int],
+    negatives: list[int],
+    state: RunState,
+    metrics: dict,
+    log: Reporter,
+    learns_neither: bool = False,
 ) -> None:
     """Fit the temperature and write the model directory (rank 0)."""
     logits, labels = state.best_logits, state.best_labels
