@@ -465,11 +465,12 @@ def test_the_last_step_of_a_budget_takes_the_rate_of_its_end_and_none_runs_at_0(
     assert 0 < history(tmp_path)[-1]["lr"] <= 0.01 * 0.1, (history(tmp_path)[-1]["lr"], state.step)
 
 
-def test_a_short_budget_is_not_stopped_half_way_down_by_its_first_validation(tmp_path: Path) -> None:
-    """Before its first validation the budget kept a tenth of its time for it (1 s of 10), but after it 1.25 times
-    the pass plus 5 s: an epoch and a validation ending in between stopped the run at once, its rate half-way down
-    the cosine (2.9e-4 of seed-cnn's 1e-3 on a 30-s run). The first pass is now guessed from the validation's size
-    and the steps' times, and kept for in the same way as the later ones."""
+def _budget_epochs(
+    tmp_path: Path, *, steps: int, val_steps: int, warmup_steps: int, epoch_end_seconds: float = 0.0
+) -> tuple:
+    """Epochs of ``steps`` steps under a 10-s budget, as catdog.training.recipe.train runs them, until it is spent:
+    ``(the budget, metrics.jsonl's rows)``. Each step or validation batch takes 0.2 s (:class:`SlowLayer`), and
+    ``epoch_end_seconds`` more follow each validation (a large model's checkpoint)."""
     from rich.console import Console
 
     from catdog.training.checkpoint import RunState
@@ -479,39 +480,59 @@ def test_a_short_budget_is_not_stopped_half_way_down_by_its_first_validation(tmp
     from catdog.training.schedule import Budget, Schedule
 
     torch.manual_seed(0)
-    model = SlowLayer(4, 2)  # 0.2 s a step or a validation batch: an epoch of 20 steps is 4 s, a validation 1 s
-    batches = [(torch.randn(8, 4), torch.randint(0, 2, (8,)), None) for _ in range(20)]
-    val_batches = [(torch.randn(8, 4), torch.randint(0, 2, (8,))) for _ in range(5)]
+    model = SlowLayer(4, 2)
+    batches = [(torch.randn(8, 4), torch.randint(0, 2, (8,)), None) for _ in range(steps)]
+    val_batches = [(torch.randn(8, 4), torch.randint(0, 2, (8,))) for _ in range(val_steps)]
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    schedule = Schedule("cosine", total_steps=None, warmup_steps=1)
+    schedule = Schedule("cosine", total_steps=None, warmup_steps=warmup_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     parts = StepParts(
         torch.nn.CrossEntropyLoss(), optimizer, scheduler, torch.amp.GradScaler("cpu", enabled=False), None
     )
     cfg = TrainConfig(data_dir="d", out=str(tmp_path))
     ctx, log, state = DistContext(), Reporter(Console(), enabled=False), RunState()
-    # A 10-s budget: the epoch and its validation end at 5 s, within the 9 s a tenth in reserve left for them,
-    # but after the 3.75 s that 1.25 times the validation plus 5 s leave.
-    budget = Budget(time.monotonic() + 10.0, schedule, validation_steps=len(val_batches))
-    spent = False
-    while not spent:  # the epochs of catdog.training.recipe.train
+    budget = Budget(time.monotonic() + 10.0, schedule, validation_steps=val_steps)
+    out_of_time, spent = SharedBudget(budget, ctx), False
+    while not spent:
         model.train()
         spent = train_one_epoch(
             cfg=cfg, model=model, loader=batches, to_input=lambda images, seeds: images, parts=parts, state=state,
-            steps_per_epoch=len(batches), ctx=ctx, log=log, save=lambda state: None,
-            out_of_time=SharedBudget(budget, ctx),
+            steps_per_epoch=steps, ctx=ctx, log=log, save=lambda state: None, out_of_time=out_of_time,
         )  # fmt: skip
         tick = time.monotonic()
         val = evaluate(model=model, loader=val_batches, to_input=lambda images, seeds: images, dtype=None, ctx=ctx)
         budget.eval_seconds = time.monotonic() - tick
         record_epoch(
-            cfg=cfg, state=state, val=val, trainable=model, steps_per_epoch=len(batches), ctx=ctx, out=tmp_path, log=log
+            cfg=cfg, state=state, val=val, trainable=model, steps_per_epoch=steps, ctx=ctx, out=tmp_path, log=log
         )
+        time.sleep(epoch_end_seconds)
         state.epoch, state.step = state.epoch + 1, 0
         state.reset_running()
+    return budget, history(tmp_path)
+
+
+def test_a_short_budget_is_not_stopped_half_way_down_by_its_first_validation(tmp_path: Path) -> None:
+    """Before its first validation the budget kept a tenth of its time for it (1 s of 10), but after it 1.25 times
+    the pass plus 5 s: an epoch and a validation ending in between stopped the run at once, its rate half-way down
+    the cosine (2.9e-4 of seed-cnn's 1e-3 on a 30-s run). The first pass is now guessed from the validation's size
+    and the steps' times, and kept for in the same way as the later ones."""
+    # An epoch of 20 steps is 4 s, a validation 1 s: they end at 5 s, within the 9 s a tenth in reserve left for
+    # them, but after the 3.75 s that 1.25 times the validation plus 5 s leave.
+    budget, rows = _budget_epochs(tmp_path, steps=20, val_steps=5, warmup_steps=1)
     # The run ends where its schedule does, within a step of 0.2 s of 3.75 (it ended after one step of epoch 2, at
     # 47 % of the rate: 0.047).
-    assert history(tmp_path)[-1]["lr"] <= 0.01 * 0.1, history(tmp_path)
+    assert rows[-1]["lr"] <= 0.01 * 0.1, rows
+    assert time.monotonic() < budget.deadline
+
+
+def test_the_first_step_after_an_epochs_end_takes_the_rate_of_the_time_it_ends(tmp_path: Path) -> None:
+    """The rate of an epoch's first step was set before the previous epoch's end (validation, curves.png, the
+    checkpoint), on a guess of that end's length from the validation's size alone. On a 10-s budget of 5-step
+    epochs the end took 2.5 s for 0.6 guessed, and the first step after it spent the budget at 16-59 % of the
+    peak rate. The clock is read again as the epoch starts: the budget's last step takes the cosine's end."""
+    # An epoch of 5 steps is 1 s, a validation 0.6 s, and 2 s more follow it: an end far longer than its validation.
+    budget, rows = _budget_epochs(tmp_path, steps=5, val_steps=3, warmup_steps=5, epoch_end_seconds=2.0)
+    assert rows[-1]["lr"] <= 0.01 * 0.1, rows
     assert time.monotonic() < budget.deadline
 
 
@@ -1356,47 +1377,3 @@ def test_a_class_too_small_to_learn_from_is_named_once_as_data_check_names_it(
     train(TrainConfig(data_dir=str(data), out=str(tmp_path / "model"), cache_dir=str(shared_cache), **options))
     err = capsys.readouterr().err
     assert err.count(small_class_note("dog", 4)) == 1 and "class cat" not in err, err
-
-
-def test_the_first_step_after_an_epochs_end_takes_the_rate_of_the_time_it_ends(tmp_path: Path) -> None:
-    """The rate of an epoch's first step was set before the previous epoch's end (validation, curves.png, the
-    checkpoint), on a guess of that end's length from the validation's size alone. On a 10-s budget of 5-step
-    epochs the end took 2.5 s for 0.6 guessed, and the first step after it spent the budget at 16-59 % of the
-    peak rate. The clock is read again as the epoch starts: the budget's last step takes the cosine's end, 0."""
-    from rich.console import Console
-
-    from catdog.training.checkpoint import RunState
-    from catdog.training.distributed import DistContext, SharedBudget
-    from catdog.training.loop import StepParts, evaluate, record_epoch, train_one_epoch
-    from catdog.training.progress import Reporter
-    from catdog.training.schedule import Budget, Schedule
-
-    torch.manual_seed(0)
-    model = SlowLayer(4, 2)  # 0.2 s a step or a validation batch: an epoch of 5 steps is 1 s, a validation 0.6 s
-    batches = [(torch.randn(8, 4), torch.randint(0, 2, (8,)), None) for _ in range(5)]
-    val_batches = [(torch.randn(8, 4), torch.randint(0, 2, (8,))) for _ in range(3)]
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    schedule = Schedule("cosine", total_steps=None, warmup_steps=5)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    parts = StepParts(
-        torch.nn.CrossEntropyLoss(), optimizer, scheduler, torch.amp.GradScaler("cpu", enabled=False), None
-    )
-    cfg = TrainConfig(data_dir="d", out=str(tmp_path))
-    ctx, log, state = DistContext(), Reporter(Console(), enabled=False), RunState()
-    budget = Budget(time.monotonic() + 10.0, schedule, validation_steps=len(val_batches))
-    out_of_time, spent = SharedBudget(budget, ctx), False
-    while not spent:  # the epochs of catdog.training.recipe.train
-        model.train()
-        spent = train_one_epoch(
-            cfg=cfg, model=model, loader=batches, to_input=lambda images, seeds: images, parts=parts, state=state,
-            steps_per_epoch=len(batches), ctx=ctx, log=log, save=lambda state: None, out_of_time=out_of_time,
-        )  # fmt: skip
-        val = evaluate(model=model, loader=val_batches, to_input=lambda images, seeds: images, dtype=None, ctx=ctx)
-        record_epoch(
-            cfg=cfg, state=state, val=val, trainable=model, steps_per_epoch=len(batches), ctx=ctx, out=tmp_path, log=log
-        )
-        time.sleep(2.0)  # the epoch's checkpoint of a large model: an end of epoch far longer than its validation
-        state.epoch, state.step = state.epoch + 1, 0
-        state.reset_running()
-    assert history(tmp_path)[-1]["lr"] <= 0.01 * 0.1, history(tmp_path)
-    assert time.monotonic() < budget.deadline
