@@ -387,8 +387,10 @@ def test_ranks_share_rank_0s_budget_and_learning_rate_clock_without_asking_every
     steps_1, checks_1, _, fractions_1, _ = budget_runs["fast steps", 1]
     assert steps_0 == steps_1 and checks_0 == checks_1  # the same decision at the same step
     assert fractions_0 == fractions_1  # the same learning rate at every step
-    # Rank 0's budget: 2 s less a tenth in reserve, its steps 2 ms long (but 4 ms on rank 1); stopped at its end.
-    assert 1.7 <= seconds_0 <= 1.85
+    # Rank 0's budget: 2 s less a tenth in reserve, its steps 2 ms long (but 4 ms on rank 1); rank 1's own clock
+    # would stop at 2.7 s. How close to 1.8 s is the slow-steps test's to say: 2-ms steps on a loaded 2-core
+    # machine ran 1.89 s (the questions' spacing is guessed from a pace that a busy machine slows).
+    assert 1.7 <= seconds_0 <= 2.3
     assert 5 <= checks_0 <= steps_0 / 10  # about five questions a second, not one per step
     assert fractions_0[-1] == pytest.approx(1.0, abs=0.15)
 
