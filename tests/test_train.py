@@ -406,6 +406,7 @@ def test_ranks_stop_at_the_budgets_last_step_and_never_step_at_a_rate_of_0(budge
     assert steps_end - 0.5 <= seconds_0 <= steps_end + 0.02, (seconds_0, steps_end, fractions_0)
 
 
+@pytest.mark.slow  # 15-25 s on a loaded 2-core machine: two spawned ranks each import catdog.training.loop
 def test_a_resumed_epochs_progress_bar_shows_the_rate_metrics_jsonl_records(tmp_path: Path) -> None:
     """Resumed mid-epoch under torchrun, rank 0's running sums hold every rank's photos up to the checkpoint, and the
     bar multiplied them all by the ranks: it showed up to twice the rate that ran for the rest of the epoch (1.6 times
