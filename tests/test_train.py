@@ -468,6 +468,43 @@ def test_the_last_step_of_a_budget_takes_the_rate_of_its_end_and_none_runs_at_0(
     assert 0 < history(tmp_path)[-1]["lr"] <= 0.01 * 0.1, (history(tmp_path)[-1]["lr"], state.step)
 
 
+def test_a_slow_step_near_a_budgets_end_does_not_stop_the_run_early(tmp_path: Path) -> None:
+    """The budget guessed the next step's length from the step just done, and stopped when that guess ended past its
+    steps. The step after a checkpoint counts the checkpoint's write (an epoch's first step, its loader starting; a
+    busy machine, a hiccup): a 2-s write 1.2 s before the steps' end stopped a run of 0.2-s steps there, five steps
+    early. The guess is now the fastest step's."""
+    from rich.console import Console
+
+    from catdog.training.checkpoint import RunState
+    from catdog.training.distributed import DistContext, SharedBudget
+    from catdog.training.loop import StepParts, train_one_epoch
+    from catdog.training.progress import Reporter
+    from catdog.training.schedule import Budget, Schedule
+
+    model = SlowLayer(4, 2)
+    batches = [(torch.randn(8, 4), torch.randint(0, 2, (8,)), None) for _ in range(60)]  # 12 s: past the budget
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    schedule = Schedule("cosine", total_steps=None, warmup_steps=1)
+    parts = StepParts(
+        torch.nn.CrossEntropyLoss(), optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule),
+        torch.amp.GradScaler("cpu", enabled=False), None,
+    )  # fmt: skip
+    ctx, log, state = DistContext(), Reporter(Console(), enabled=False), RunState()
+    budget = Budget(time.monotonic() + 6.0, schedule)  # a tenth in reserve: the steps end at 5.4 s
+    # One checkpoint, after 2 s of steps, that takes 2 s to write: the step after it ends at about 4.2 s.
+    out_of_time = SharedBudget(budget, ctx, checkpoint_seconds=2.0)
+    spent = train_one_epoch(
+        cfg=TrainConfig(data_dir="d", out=str(tmp_path)), model=model, loader=batches,
+        to_input=lambda images, seeds: images, parts=parts, state=state, steps_per_epoch=len(batches), ctx=ctx,
+        log=log, save=lambda state: time.sleep(2.0), out_of_time=out_of_time,
+    )  # fmt: skip
+    left = budget.steps_end() - time.monotonic()
+    # The next 0.2-s step would have ended past the steps' end: the run stops within a step or two of it (it
+    # stopped 1.2 s before it), and the last step ran at a rate above 0.
+    assert spent and -0.3 <= left <= 0.5, (left, state.step)
+    assert state.last_lr > 0, state.last_lr
+
+
 def _budget_epochs(
     tmp_path: Path, *, steps: int, val_steps: int, warmup_steps: int, epoch_end_seconds: float = 0.0
 ) -> tuple:

@@ -124,7 +124,7 @@ def train_one_epoch(
             # block's, far below it, and after scheduler.step() the rate is the next step's (0 after the last).
             state.last_lr = max(group["lr"] for group in parts.optimizer.param_groups)
             # The time budget's clock is read before the scheduler sets the next step's rate, which under
-            # --time-budget follows the time that step will end at (the step just done: its guess of how long).
+            # --time-budget follows the time that step will end at.
             step_ended = time.monotonic()
             budget_spent = out_of_time(step_ended - last_step_ended, validation_next=state.step + 1 == steps_per_epoch)
             last_step_ended = step_ended

@@ -78,8 +78,8 @@ class Budget:
         each step, before ``scheduler.step()`` sets the next step's rate: it also sets the schedule's clock to the
         time that next step will end at.
 
-        ``step_seconds``: how long the step just done took (the guess of the next one's); ``validation_next``:
-        the epoch has ended, so a validation pass (as long as the last one) comes before the next step.
+        ``step_seconds``: how long the step just done took; ``validation_next``: the epoch has ended, so a
+        validation pass (as long as the last one) comes before the next step.
         """
         if self.deadline is None:
             return False
@@ -87,7 +87,11 @@ class Budget:
         if self.calls > 1:  # under torchrun asked about once a second: the step just before each question
             self.fastest_step = min(self.fastest_step, step_seconds)
         validation = self.validation_seconds()
-        next_step_ends = time.monotonic() + step_seconds + ((validation or 0.0) if validation_next else 0.0)
+        # The next step is guessed as long as the fastest: the step just done may have been slowed by a checkpoint's
+        # write (an epoch's first step, by its loader starting; any, by a busy machine), and taken as the guess it
+        # stopped the run up to its length early. After the first step alone (it also sets up kernels): no guess.
+        next_step = self.fastest_step if math.isfinite(self.fastest_step) else 0.0
+        next_step_ends = time.monotonic() + next_step + ((validation or 0.0) if validation_next else 0.0)
         # The rate set after this check is the one the next step takes, so the schedule reads the time that step
         # will end at. Read at the check before, as it was, a budget run's last step took the rate of one or two
         # steps earlier (2 % of --lr).
