@@ -53,7 +53,9 @@ def budget_rank(rank: int, world: int, port: int, results, runs: dict) -> None:
                 if stop:
                     break
             steps_end = budget.deadline - budget.reserve() - started
-            results[name, rank] = (step, shared.checks, step_ended - started, fractions, steps_end)
+            # As the next epoch starts: rank 0's budget is spent (rank 1's own clock, a second behind, is not).
+            spent_at_next_epoch = shared.aim_at_next_step()
+            results[name, rank] = (step, shared.checks, step_ended - started, fractions, steps_end, spent_at_next_epoch)
     finally:
         dist.destroy_process_group()
 

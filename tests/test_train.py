@@ -364,7 +364,8 @@ def test_ranks_checkpoint_at_the_same_steps_and_every_step_for_0_seconds() -> No
 @pytest.fixture(scope="module")
 def budget_runs() -> dict:
     """Two real gloo ranks stepping under rank 0's budget (tests/budget_ranks.py), once for these budgets:
-    ``(name, rank)`` -> (steps, questions, seconds to the last step's end, schedule fractions, the steps' end)."""
+    ``(name, rank)`` -> (steps, questions, seconds to the last step's end, schedule fractions, the steps' end,
+    whether an epoch starting after the last step would run none)."""
     import socket
 
     import torch.multiprocessing as mp
@@ -383,9 +384,10 @@ def budget_runs() -> dict:
 
 
 def test_ranks_share_rank_0s_budget_and_learning_rate_clock_without_asking_every_step(budget_runs: dict) -> None:
-    steps_0, checks_0, seconds_0, fractions_0, _ = budget_runs["fast steps", 0]
-    steps_1, checks_1, _, fractions_1, _ = budget_runs["fast steps", 1]
+    steps_0, checks_0, seconds_0, fractions_0, _, next_epoch_0 = budget_runs["fast steps", 0]
+    steps_1, checks_1, _, fractions_1, _, next_epoch_1 = budget_runs["fast steps", 1]
     assert steps_0 == steps_1 and checks_0 == checks_1  # the same decision at the same step
+    assert next_epoch_0 and next_epoch_1  # and at an epoch's start (rank 1's own budget is not spent)
     assert fractions_0 == fractions_1  # the same learning rate at every step
     # Rank 0's budget: 2 s less a tenth in reserve, its steps 2 ms long (but 4 ms on rank 1); rank 1's own clock
     # would stop at 2.7 s. How close to 1.8 s is the slow-steps test's to say: 2-ms steps on a loaded 2-core
@@ -400,7 +402,7 @@ def test_ranks_stop_at_the_budgets_last_step_and_never_step_at_a_rate_of_0(budge
     of its end aimed the schedule past it: every step until the next question ran at the cosine's end, a rate of
     0 (here a step of 0.5 s, the run stopping 0.25 s past its steps' end). The question now comes no later than
     the step the budget ends at, and a step that would end past it is not run."""
-    steps_0, _, seconds_0, fractions_0, steps_end = budget_runs["slow steps", 0]
+    steps_0, _, seconds_0, fractions_0, steps_end, _ = budget_runs["slow steps", 0]
     assert steps_0 == budget_runs["slow steps", 1][0]
     assert max(fractions_0[:-1]) < 1.0, fractions_0  # the rate each step ran at (the last is the one not run)
     assert steps_end - 0.5 <= seconds_0 <= steps_end + 0.02, (seconds_0, steps_end, fractions_0)
@@ -535,10 +537,13 @@ def _budget_epochs(
     out_of_time, spent = SharedBudget(budget, ctx), False
     while not spent:
         model.train()
+        steps_before = state.global_step
         spent = train_one_epoch(
             cfg=cfg, model=model, loader=batches, to_input=lambda images, seeds: images, parts=parts, state=state,
             steps_per_epoch=steps, ctx=ctx, log=log, save=lambda state: None, out_of_time=out_of_time,
         )  # fmt: skip
+        if spent and state.global_step == steps_before:  # spent by the last epoch's end
+            break
         tick = time.monotonic()
         val = evaluate(model=model, loader=val_batches, to_input=lambda images, seeds: images, dtype=None, ctx=ctx)
         budget.eval_seconds = time.monotonic() - tick
@@ -565,14 +570,16 @@ def test_a_short_budget_is_not_stopped_half_way_down_by_its_first_validation(tmp
     assert time.monotonic() < budget.deadline
 
 
-def test_the_first_step_after_an_epochs_end_takes_the_rate_of_the_time_it_ends(tmp_path: Path) -> None:
+def test_an_epochs_end_that_spends_the_budget_is_followed_by_no_step(tmp_path: Path) -> None:
     """The rate of an epoch's first step was set before the previous epoch's end (validation, curves.png, the
     checkpoint), on a guess of that end's length from the validation's size alone. On a 10-s budget of 5-step
     epochs the end took 2.5 s for 0.6 guessed, and the first step after it spent the budget at 16-59 % of the
-    peak rate. The clock is read again as the epoch starts: the budget's last step takes the cosine's end."""
-    # An epoch of 5 steps is 1 s, a validation 0.6 s, and 2 s more follow it: an end far longer than its validation.
-    budget, rows = _budget_epochs(tmp_path, steps=5, val_steps=3, warmup_steps=5, epoch_end_seconds=2.0)
-    assert rows[-1]["lr"] <= 0.01 * 0.1, rows
+    peak rate. Read again as the epoch started, the clock then gave that step the cosine's end: it ran at a rate
+    of 0, and a validation and a row of metrics.jsonl followed it. The epoch now runs no step and the run stops."""
+    # An epoch of 5 steps is 1 s, a validation 0.6 s, and 3.5 s more follow it: an end far longer than its
+    # validation, past the 4.25 s of steps that 1.25 times the validation plus 5 s leave.
+    budget, rows = _budget_epochs(tmp_path, steps=5, val_steps=3, warmup_steps=5, epoch_end_seconds=3.5)
+    assert [row["epoch"] for row in rows] == [1] and rows[0]["lr"] > 0, rows
     assert time.monotonic() < budget.deadline
 
 

@@ -143,15 +143,16 @@ class SharedBudget:
         self.checks += 1
         return bool(spent)
 
-    def aim_at_next_step(self) -> None:
+    def aim_at_next_step(self) -> bool:
         """Rank 0's :meth:`Budget.aim_at_next_step` on every rank (every rank calls it at once)."""
-        self.budget.aim_at_next_step()
+        spent = self.budget.aim_at_next_step()
         if self.ctx.world > 1 and self.budget.deadline is not None:
-            fraction = torch.tensor(
-                [self.budget.schedule.time_fraction], dtype=torch.float64, device=self.ctx.comm_device
+            message = torch.tensor(
+                [self.budget.schedule.time_fraction, float(spent)], dtype=torch.float64, device=self.ctx.comm_device
             )
-            dist.broadcast(fraction, 0)
-            self.budget.schedule.time_fraction = fraction.item()
+            dist.broadcast(message, 0)
+            self.budget.schedule.time_fraction, spent = message.tolist()
+        return bool(spent)
 
 
 def epoch_sums(loss_sum: float, correct: int, seen: int, ctx: DistContext) -> tuple[float, int, int]:

@@ -59,7 +59,8 @@ def train_one_epoch(
     save: Callable[[RunState], None],
     out_of_time: SharedBudget,
 ) -> bool:
-    """One pass over this rank's share of the training set; returns True when the time budget ran out.
+    """One pass over this rank's share of the training set; returns True when the time budget ran out (before any
+    step, when the last epoch's end spent it).
 
     ``to_input``: (images, seeds) -> the batch the model takes, on its device (augmented there, for images).
     ``save(state)`` writes a checkpoint, when ``out_of_time.checkpoint_due`` (every ``cfg.checkpoint_seconds``).
@@ -76,7 +77,8 @@ def train_one_epoch(
     # Under --time-budget this step's rate was set before the last epoch's end (validation, curves.png, the
     # checkpoint), on a guess of how long that would take: 0.6 s guessed, 2.5 s taken, a 10-s budget was spent by
     # the next step at 26 % of --lr. The clock is read again now that the epoch's end is over.
-    out_of_time.aim_at_next_step()
+    if out_of_time.aim_at_next_step():
+        return True  # no step: the epoch's end spent the budget (a step now would run at a rate of 0)
     restate_rates(parts.scheduler)
 
     def fold() -> bool:

@@ -188,6 +188,7 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
             sampler.start = state.step * per_rank_batch
             model.eval()  # with a frozen part, only `trainable` trains (and nothing else sees batches)
             trainable.train()
+            steps_before = state.global_step
             budget_hit = train_one_epoch(
                 cfg=cfg,
                 model=forward_module,
@@ -201,6 +202,9 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
                 save=save,
                 out_of_time=out_of_time,
             )
+            if budget_hit and state.global_step == steps_before:  # spent by the last epoch's end: nothing to validate
+                stop_reason = why_stop(cfg, state, budget_hit)
+                break
             tick = time.monotonic()
             val = evaluate(model=validated_module, loader=val_loader, to_input=job.eval_input, dtype=dtype, ctx=ctx)
             budget.eval_seconds = time.monotonic() - tick

@@ -120,11 +120,17 @@ class Budget:
         spent = (step_ends - self.started) / max(1.0, self.steps_end() - self.started)
         self.schedule.time_fraction = self.done_before + (1.0 - self.done_before) * spent
 
-    def aim_at_next_step(self) -> None:
+    def aim_at_next_step(self) -> bool:
         """Aim the schedule at the end of a step starting now, as long as the fastest so far (after an epoch's end,
-        whose length the last check could only guess); nothing without a budget or a timed step."""
-        if self.deadline is not None and math.isfinite(self.fastest_step):
-            self.aim(time.monotonic() + self.fastest_step)
+        whose length the last check could only guess); nothing without a budget or a timed step.
+
+        True when that step would end past the steps' end: the epoch's end took longer than guessed, and the step
+        would take the schedule's end, a rate of 0."""
+        if self.deadline is None or not math.isfinite(self.fastest_step):
+            return False
+        step_ends = time.monotonic() + self.fastest_step
+        self.aim(step_ends)
+        return step_ends > self.steps_end()
 
 
 class Schedule:
