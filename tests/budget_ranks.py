@@ -24,8 +24,10 @@ class SlowLayer(torch.nn.Linear):
     def __init__(self, in_features: int, out_features: int, seconds: float = 0.2) -> None:
         super().__init__(in_features, out_features)
         self.seconds = seconds
+        self.forward_started = 0.0  # time.monotonic() as the last forward pass began
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.forward_started = time.monotonic()
         time.sleep(self.seconds)
         return super().forward(x)
 

@@ -465,9 +465,13 @@ def test_the_last_step_of_a_budget_takes_the_rate_of_its_end_and_none_runs_at_0(
     record_epoch(
         cfg=cfg, state=state, val=val, trainable=model, steps_per_epoch=len(batches), ctx=ctx, out=tmp_path, log=log
     )
-    # The last step ends within a step (0.2 s of 3.6) of the cosine's end: under 0.8 % of the rate. Read late, it
-    # was 1.2-23 % (5 runs); run past the budget's steps, 0 (3 runs of 3).
-    assert 0 < history(tmp_path)[-1]["lr"] <= 0.01 * 0.1, (history(tmp_path)[-1]["lr"], state.step)
+    # The last step's rate is the clock's at its end, so below the clock's as it began (read late, it was at or above
+    # it: 1.2-23 % of --lr in 5 runs), and above 0 (run past the budget's steps, 0 in 3 runs of 3). How far below 1 %
+    # it is depends on how long that step took: a busy machine's 0.33-s step left 2 %.
+    began = Schedule("cosine", total_steps=None, warmup_steps=1)
+    began.time_fraction = (model.forward_started - budget.started) / (budget.steps_end() - budget.started)
+    last_lr = history(tmp_path)[-1]["lr"]
+    assert 0 < last_lr < 0.1 * began(state.step) and last_lr <= 0.05 * 0.1, (last_lr, began.time_fraction)
 
 
 def test_a_slow_step_near_a_budgets_end_does_not_stop_the_run_early(tmp_path: Path) -> None:
