@@ -569,8 +569,9 @@ def test_a_short_budget_is_not_stopped_half_way_down_by_its_first_validation(tmp
     # them, but after the 3.75 s that 1.25 times the validation plus 5 s leave.
     budget, rows = _budget_epochs(tmp_path, steps=20, val_steps=5, warmup_steps=1)
     # The run ends where its schedule does, within a step of 0.2 s of 3.75 (it ended after one step of epoch 2, at
-    # 47 % of the rate: 0.047).
-    assert rows[-1]["lr"] <= 0.01 * 0.1, rows
+    # 47 % of the rate: 0.047). Near 0, how near is how long the last step took: 0.35 % for 0.2 s, 3.5 % for a
+    # busy machine's 0.45 s.
+    assert rows[-1]["lr"] <= 0.05 * 0.1, rows
     assert time.monotonic() < budget.deadline
 
 
