@@ -35,12 +35,13 @@ class SlowLayer(torch.nn.Linear):
 def budget_rank(rank: int, world: int, port: int, results, runs: dict) -> None:
     """Step under each of ``runs``' budgets in turn, recording what this rank saw in ``results[name, rank]``.
 
-    ``runs``: name -> (the budget's seconds, each rank's step in seconds, how often rank 0's budget is asked).
-    Rank 1's clock is a second behind: only rank 0's may decide."""
+    ``runs``: name -> (the budget's seconds, each rank's step in seconds, how often rank 0's budget is asked, and
+    when an epoch ends and how long its end takes, in seconds, or None). Rank 1's clock is a second behind: only
+    rank 0's may decide."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        for name, (budget_seconds, step_seconds, ask_seconds) in runs.items():
+        for name, (budget_seconds, step_seconds, ask_seconds, epoch_end) in runs.items():
             schedule = Schedule("cosine", total_steps=10**6, warmup_steps=1)
             budget = Budget(time.monotonic() + budget_seconds + rank, schedule)
             shared = SharedBudget(budget, DistContext(rank, world), seconds=ask_seconds)
@@ -54,6 +55,11 @@ def budget_rank(rank: int, world: int, port: int, results, runs: dict) -> None:
                 fractions.append(schedule.time_fraction)  # the next step's: the last one is not run
                 if stop:
                     break
+                if epoch_end is not None and step_ended - started >= epoch_end[0]:  # as train_one_epoch starts
+                    time.sleep(epoch_end[1])  # the validation, curves.png, the checkpoint
+                    epoch_end, step_ended = None, time.monotonic()
+                    if shared.aim_at_next_step():
+                        break
             steps_end = budget.deadline - budget.reserve() - started
             # As the next epoch starts: rank 0's budget is spent (rank 1's own clock, a second behind, is not).
             spent_at_next_epoch = shared.aim_at_next_step()

@@ -375,9 +375,12 @@ def budget_runs() -> dict:
         port = sock.getsockname()[1]
     results = mp.Manager().dict()
     runs = {
-        "fast steps": (2.0, (0.002, 0.004), 0.2),  # rank 1 slower
+        "fast steps": (2.0, (0.002, 0.004), 0.2, None),  # rank 1 slower
         # A tenth kept: the steps end at 1.25 s, within a step after the second question (at 0.5 and 1 s).
-        "slow steps": (1.39, (0.5, 0.5), 1.0),
+        "slow steps": (1.39, (0.5, 0.5), 1.0, None),
+        # The steps end at 2.7 s; an epoch ends just after the question at 1.1 s (the next one a second of steps
+        # later) and its end takes 1.2 s: not spent as the next epoch starts, and without asking it ran 0.55 s late.
+        "an epoch's end": (3.0, (0.05, 0.05), 1.0, (1.15, 1.2)),
     }
     mp.spawn(budget_rank, args=(2, port, results, runs), nprocs=2)
     return dict(results)
@@ -406,6 +409,16 @@ def test_ranks_stop_at_the_budgets_last_step_and_never_step_at_a_rate_of_0(budge
     assert steps_0 == budget_runs["slow steps", 1][0]
     assert max(fractions_0[:-1]) < 1.0, fractions_0  # the rate each step ran at (the last is the one not run)
     assert steps_end - 0.5 <= seconds_0 <= steps_end + 0.02, (seconds_0, steps_end, fractions_0)
+
+
+def test_ranks_stop_at_the_budgets_last_step_after_an_epochs_end(budget_runs: dict) -> None:
+    """Rank 0 spaced its questions by the time left at the last one, before an epoch's end (validation, curves,
+    checkpoint) it knew nothing of: the steps after that end went on to the next question, past the budget's
+    steps by up to the end's length. The first step after an epoch's end is asked about."""
+    steps_0, _, seconds_0, fractions_0, steps_end, _ = budget_runs["an epoch's end", 0]
+    assert steps_0 == budget_runs["an epoch's end", 1][0]
+    assert max(fractions_0[:-1]) < 1.0, fractions_0
+    assert steps_end - 0.25 <= seconds_0 <= steps_end + 0.1, (seconds_0, steps_end)
 
 
 @pytest.mark.slow  # 15-25 s on a loaded 2-core machine: two spawned ranks each import catdog.training.loop

@@ -152,6 +152,9 @@ class SharedBudget:
             )
             dist.broadcast(message, 0)
             self.budget.schedule.time_fraction, spent = message.tolist()
+            # The next question was spaced by the time left before the epoch's end, which it knew nothing of: the
+            # steps after an end that took a second ran up to a second past the budget's steps. Asked at once.
+            self.next_check = self.calls + 1
         return bool(spent)
 
 
