@@ -116,6 +116,9 @@ def error_of(response: httpx.Response) -> str:
 # What a model that failed to load is answered, on every path that needs it: why is for the server's log alone.
 FAILED_TO_LOAD = "The model could not be loaded (catdog serve's log says why); restart it with a model that loads."
 
+# What the page and the phone app say when the system ends their camera (app/shares.js).
+CAMERA_ENDED = "The camera stopped (another app may have taken it, or it was unplugged): start it again."
+
 # In a page: every camera stream the browser hands out, kept in window.streams (to count them, and which are live).
 # Given true, the browser answers only once the test calls window.answerCamera(), as when a person answers its
 # permission prompt late; later asks are answered at once.

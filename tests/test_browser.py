@@ -16,7 +16,7 @@ from benchmarks.bench_app import BROWSER_ARGS, CHROMIUM
 
 from conftest import missing
 from hostile import shared_server
-from serving import FAILED_TO_LOAD, LIVE_STREAMS, RECORD_STREAMS, REPO, SET_HIDDEN, Server, running
+from serving import CAMERA_ENDED, FAILED_TO_LOAD, LIVE_STREAMS, RECORD_STREAMS, REPO, SET_HIDDEN, Server, running
 
 try:
     from playwright import sync_api
@@ -893,7 +893,8 @@ def test_start_clicked_twice_while_the_camera_starts_opens_one_stream(page) -> N
 def test_in_the_background_the_camera_is_let_go_until_the_page_is_back(page, hidden: str) -> None:
     """Live mode went on in a background tab, the camera's light on and frames sent to the server, whether the
     camera ran when the page was hidden or was still asked for (its permission prompt answered late). The camera
-    is now let go while the page is hidden, and taken again when it is back, as in the phone app: one stream."""
+    is now let go while the page is hidden, and taken again when it is back, as in the phone app: one stream.
+    Taken again, it said "Camera stopped." until the first frame was answered (never, here); it now says it is on."""
     page.route("**/api/v1/predict", lambda route: None)  # frames held unanswered: this is about the camera
     page.evaluate(RECORD_STREAMS, hidden == "while the browser asks for it")
     page.click("#camera-start")
@@ -909,6 +910,8 @@ def test_in_the_background_the_camera_is_let_go_until_the_page_is_back(page, hid
     page.evaluate(SET_HIDDEN, False)
     page.wait_for_function("document.getElementById('video').videoWidth > 0", timeout=30_000)
     assert (page.evaluate("window.streams.length"), page.evaluate(LIVE_STREAMS)) == (2, 1)
+    said = (page.locator("#live-label").inner_text(), page.locator("#live-info").inner_text())
+    assert said == ("…", "Camera on: classifying the first frame…"), said
     page.click("#camera-stop")
     assert page.evaluate(LIVE_STREAMS) == 0, "a camera live after Stop"
 
@@ -922,7 +925,7 @@ def test_a_camera_the_system_ends_stops_live_mode_with_a_sentence(page) -> None:
     page.click("#camera-start")
     _until_asked(page, asked, 2)
     page.evaluate("document.getElementById('video').srcObject.getVideoTracks()[0].dispatchEvent(new Event('ended'))")
-    assert page.locator("#live-error").inner_text().startswith("The camera stopped")
+    assert page.locator("#live-error").inner_text() == CAMERA_ENDED  # the phone app's sentence
     assert page.locator("#camera-start").is_enabled() and page.evaluate("document.getElementById('video').hidden")
     page.wait_for_timeout(300)  # the route handlers see what was sent before the camera ended
     sent = len(asked)

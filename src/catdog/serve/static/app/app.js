@@ -453,7 +453,7 @@ async function startCamera() {
   stream.getVideoTracks()[0]?.addEventListener("ended", () => {
     if (document.hidden) return; // stopped by the page itself when it went to the background
     stopCamera();
-    $("camera-error").textContent = "The camera stopped (another app may have taken it): start it again.";
+    $("camera-error").textContent = globalThis.catdogShares.cameraEnded;
   });
   const video = $("video");
   video.srcObject = stream;

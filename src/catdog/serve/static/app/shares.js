@@ -28,6 +28,9 @@ globalThis.catdogShares = {
     return waited + seconds <= 60 ? seconds : 0;
   },
 
+  // The camera ended by the system while the page or app was in front: what the two say alike.
+  cameraEnded: "The camera stopped (another app may have taken it, or it was unplugged): start it again.",
+
   // One sentence a person can act on, for getUserMedia's errors.
   cameraProblem(err) {
     switch (err.name) {
