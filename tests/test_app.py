@@ -695,6 +695,49 @@ def test_the_camera_answered_while_the_app_is_hidden_waits_until_it_is_back(brow
         context.close()
 
 
+# In a page, before its scripts: the model's answers (a worker's messages) are held while window.heldAnswers is an
+# array, each as a function that hands it on; a test calls them to have the answers come when it chooses.
+HOLD_ANSWERS = """
+window.heldAnswers = null;
+window.Worker = class extends Worker {
+    set onmessage(handler) {
+        const hold = (event) => window.heldAnswers.push(() => handler(event));
+        super.onmessage = (event) => (window.heldAnswers ? hold(event) : handler(event));
+    }
+};
+"""
+
+
+def test_a_frame_sent_before_stop_is_not_shown_after_a_restart(browser, playwright, server) -> None:
+    """A frame sent before Stop and answered after the next Start was shown as the new session's first answer (a
+    slow lane; its number was newer than the last one shown). A stopped session's answers are now never shown:
+    here the answers to the frames out at Stop are handed on only after the camera has started again."""
+    context = browser.new_context(**playwright.devices[PHONE], bypass_csp=True)
+    context.add_init_script(HOLD_ANSWERS)
+    try:
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda err: errors.append(str(err)))
+        page.goto(server.url + "/app/")
+        page.evaluate("window.catdogApp.ready")
+        page.click("#camera-start")
+        page.wait_for_function("window.catdogApp.frames.length >= 1", timeout=60_000, polling=100)
+        page.evaluate("window.heldAnswers = []")
+        page.wait_for_function("window.heldAnswers.length >= 1", timeout=30_000, polling=100)
+        page.click("#camera-stop")
+        page.click("#camera-start")
+        page.locator("#camera-stop").wait_for(state="visible", timeout=30_000)
+        assert page.evaluate("window.catdogApp.frames.length") == 0  # a new session's frames
+        # The last session's answers come now; the new session's stay held.
+        page.evaluate("() => { const old = window.heldAnswers; window.heldAnswers = []; old.forEach((on) => on()); }")
+        page.wait_for_timeout(300)
+        shown = (page.evaluate("window.catdogApp.frames.length"), page.locator("#live-label").inner_text())
+        assert shown == (0, "…"), "answers of the stopped session shown after the restart"
+        assert not errors, errors
+    finally:
+        context.close()
+
+
 @pytest.mark.slow  # a browser and the model each: the default suite stays near 10 minutes
 def test_over_plain_http_the_app_says_what_needs_https(playwright, server):
     """Opened from another machine over plain http (a phone on the LAN), the camera button was greyed out without

@@ -381,6 +381,9 @@ let resume = false; // let go in the background: taken again when the app is bac
 let inFlight = 0;
 let grabbed = 0;
 let shown = 0; // the newest frame shown (lanes may answer out of order)
+// Each start of the camera is a new session: a frame sent before a Stop, answered after the next Start, is the
+// last session's picture and must not be shown as the new one's first answer.
+let session = 0;
 
 function median(values) {
   const sorted = [...values].sort((a, b) => a - b);
@@ -401,8 +404,9 @@ async function grab() {
       break;
     }
     const seq = ++grabbed;
-    askModel({ type: "frame", frame }, [frame]).then((result) => result && showFrame(result, seq), (err) => {
-      $("camera-error").textContent = err.message;
+    const sent = session;
+    askModel({ type: "frame", frame }, [frame]).then((result) => result && showFrame(result, seq, sent), (err) => {
+      if (stream && sent === session) $("camera-error").textContent = err.message; // not a stopped session's
     }).finally(() => {
       inFlight--;
       grab();
@@ -410,8 +414,8 @@ async function grab() {
   }
 }
 
-function showFrame({ prediction, prepMs, inferMs }, seq) {
-  if (!stream) return;
+function showFrame({ prediction, prepMs, inferMs }, seq, sent) {
+  if (!stream || sent !== session) return;
   answered();
   const now = performance.now();
   app.frames.push({ t: now, label: prediction.label, prediction, prepMs, inferMs });
@@ -450,6 +454,7 @@ async function startCamera() {
     return;
   }
   stream = mine;
+  session++;
   stream.getVideoTracks()[0]?.addEventListener("ended", () => {
     if (document.hidden) return; // stopped by the page itself when it went to the background
     stopCamera();
