@@ -979,18 +979,19 @@ def test_an_app_for_other_classes_names_them(tmp_path, samples_dir):
     )
 
 
-def test_the_app_waits_as_long_as_a_503_asks_a_minute_at_most(browser, playwright, server):
+@pytest.mark.parametrize("status", [503, 429], ids=["503", "a proxy's 429"])
+def test_the_app_waits_as_long_as_a_503_asks_a_minute_at_most(browser, playwright, server, status):
     """While the server loaded its model the app asked for its files again every 2 s, whatever the 503's
     Retry-After said (a proxy's 30, say), and said only that the server was loading. It now waits what each 503
     asks (1-30 s, the server's page's rule in shares.js), says how long, and gives up after a minute of waits in
     all. Here model.json is answered 503 with Retry-After: 30, then 25, then 25 (30 + 25 + 25 is over a minute),
-    on the page's clock run forward by Playwright."""
+    on the page's clock run forward by Playwright. A rate-limiting proxy's 429 is waited for alike."""
     asked: list[str] = []
 
     def loading(route) -> None:
         asked.append(route.request.url)
         wait = "30" if len(asked) == 1 else "25"
-        route.fulfill(status=503, headers={"Retry-After": wait}, json={"error": "The model is still loading."})
+        route.fulfill(status=status, headers={"Retry-After": wait}, json={"error": "The model is still loading."})
 
     # No service worker: its own requests for the app's files are not the page's, and page.route sees only these.
     context = browser.new_context(**playwright.devices[PHONE], bypass_csp=True, service_workers="block")
@@ -1007,5 +1008,36 @@ def test_the_app_waits_as_long_as_a_503_asks_a_minute_at_most(browser, playwrigh
             "The model could not be loaded: the server still asked to wait after 55 s; reload the page to try again."
         )
         assert len(asked) == 3, asked
+    finally:
+        context.close()
+
+
+def test_the_app_asks_again_while_a_proxy_cannot_reach_the_server(browser, playwright, server):
+    """A proxy's 502 or 504 for model.json (catdog serve restarting behind it) ended the app's load with "The
+    model could not be loaded: model.json answered HTTP 502.", where the server's page asks again. The app now
+    asks again every 1.5 s, as the page does, and loads the model once the proxy reaches the server."""
+    asked: list = []
+
+    def through_a_proxy(route) -> None:
+        asked.append(route)
+        if len(asked) > 2:
+            route.continue_()
+            return
+        status = (502, 504)[len(asked) - 1]
+        route.fulfill(status=status, body=f"<html><body>{status}</body></html>", content_type="text/html")
+
+    # No service worker: its own requests for the app's files are not the page's, and page.route sees only these.
+    context = browser.new_context(**playwright.devices[PHONE], bypass_csp=True, service_workers="block")
+    try:
+        page = context.new_page()
+        page.clock.install()
+        page.route("**/app/model.json", through_a_proxy)
+        page.goto(server.url + "/app/")
+        for status in (502, 504):
+            said = f"The proxy cannot reach the server (HTTP {status}); retrying…"
+            page.wait_for_selector(f"#status:has-text('{said}')", timeout=10_000)
+            page.clock.run_for(1_500)
+        page.wait_for_selector("#status:has-text('Ready:')", timeout=60_000)
+        assert len(asked) == 3, f"asked {len(asked)} times"
     finally:
         context.close()

@@ -743,25 +743,27 @@ def _page_on_a_paused_clock(browser):
 
 
 @pytest.mark.parametrize(
-    ("retry_after", "waits"),
-    [("20", [20, 20, 20]), (None, [1, 2, 4, 8, 16, 29])],
-    ids=["Retry-After 20", "no Retry-After"],
+    ("code", "retry_after", "waits"),
+    [(503, "20", [20, 20, 20]), (503, None, [1, 2, 4, 8, 16, 29]), (429, "20", [20, 20, 20])],
+    ids=["Retry-After 20", "no Retry-After", "a proxy's 429"],
 )
 def test_the_page_asks_whether_the_model_is_ready_as_a_503_asks(
-    browser, server: Server, retry_after: str | None, waits: list[int]
+    browser, server: Server, code: int, retry_after: str | None, waits: list[int]
 ) -> None:
     """The page asked whether the model was ready every 1.5 s, whatever a 503's Retry-After said, and forever.
     It now waits what Retry-After names (retryWait, as a photo does), a minute of waits at most, then says to
     reload the page, after the server's own reason. With Retry-After: 20 it asks at 0, 20, 40 and 60 s; the fourth
     503 would take the waits past a minute, so the page says so. A 503 without Retry-After (a proxy's) was asked
-    again every second, 60 times; it is now asked after 1, 2, 4, 8, 16 s, then the 29 s left of the minute."""
+    again every second, 60 times; it is now asked after 1, 2, 4, 8, 16 s, then the 29 s left of the minute. A
+    rate-limiting proxy's 429 stopped the check for good; it is asked again as a 503 is."""
     asked: list = []
 
     def loading(route) -> None:
         asked.append(route)
         # Each answer its own words: the status line then shows that the page has read this one (and set its wait).
         error = f"The model is still loading (ask {len(asked)})."
-        route.fulfill(status=503, headers={"Retry-After": retry_after} if retry_after else {}, json={"error": error})
+        headers = {"Retry-After": retry_after} if retry_after else {}
+        route.fulfill(status=code, headers=headers, json={"error": error})
 
     context, page = _page_on_a_paused_clock(browser)
     page.route("**/api/v1/model", loading)

@@ -209,23 +209,32 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 // what to do), or the app's when the server asked to wait too long.
 class ServerAnswer extends Error {}
 
-// A file of the app. While a just-started catdog serve loads its model (503), asks again after the wait each
-// answer's Retry-After names, for up to a minute of waits in all: shares.js's rule, as on the server's page. Any
-// other failure will not change by asking again: its sentence is thrown at once.
+// A file of the app, asked for by the server's page's rules (shares.js). While a just-started catdog serve loads
+// its model (503), or a rate-limiting proxy answers 429, asks again after the wait each answer's Retry-After
+// names, for up to a minute of waits in all; a proxy's 502 or 504 (catdog serve restarting behind it) every 1.5 s,
+// as long as it takes. Any other failure will not change by asking again: its sentence is thrown at once.
 async function fetchOk(url) {
+  const { asksToWait, proxyCannotReach, PROXY_RETRY_S, retryWait } = globalThis.catdogShares;
   for (let waited = 0; ; ) {
     const response = await fetch(url);
     if (response.ok) return response;
+    if (proxyCannotReach(response.status)) {
+      $("status").textContent = `The proxy cannot reach the server (HTTP ${response.status}); retrying…`;
+      await sleep(PROXY_RETRY_S * 1000);
+      $("status").textContent = "Loading the model…";
+      continue;
+    }
     const error = await response.json().then((body) => body.error, () => null);
-    if (response.status !== 503) {
+    if (!asksToWait(response.status)) {
       throw error ? new ServerAnswer(error) : new Error(`${url} answered HTTP ${response.status}`);
     }
-    const seconds = globalThis.catdogShares.retryWait(response, waited);
+    const seconds = retryWait(response, waited);
     if (!seconds) {
       throw new ServerAnswer(`The model could not be loaded: the server still asked to wait after ${waited} s; ` +
         "reload the page to try again.");
     }
-    $("status").textContent = `The server is still loading the model; trying again in ${seconds} s…`;
+    const why = response.status === 429 ? "Too many requests through the proxy" : "The server is still loading the model";
+    $("status").textContent = `${why}; trying again in ${seconds} s…`;
     await sleep(seconds * 1000);
     $("status").textContent = "Loading the model…";
     waited += seconds;

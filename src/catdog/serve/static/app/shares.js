@@ -16,6 +16,13 @@ globalThis.catdogShares = {
     return parts.map(({ name, n }) => `${name} ${(n / 10).toFixed(1)}%`);
   },
 
+  // Answers that asking again mends, alike for the page's readiness check and the app's files. A 503 (the model
+  // still loading, the server busy) or a rate-limiting proxy's 429 is asked again after retryWait's seconds; a
+  // proxy's 502 or 504 (catdog serve not up behind it: restarting, say) every PROXY_RETRY_S, as long as it takes.
+  asksToWait: (status) => status === 503 || status === 429,
+  proxyCannotReach: (status) => status === 502 || status === 504,
+  PROXY_RETRY_S: 1.5,
+
   // The seconds to wait before asking again after a 503 (the model still loading, the server busy): what its
   // Retry-After names, within 1-30 s. A 503 that names none (or a date: a proxy's, say) is asked again after
   // 1, 2, 4, 8, 16 s (each wait as long as all before it, plus one: doubling), then what is left of the minute.
