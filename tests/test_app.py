@@ -1041,3 +1041,24 @@ def test_the_app_asks_again_while_a_proxy_cannot_reach_the_server(browser, playw
         assert len(asked) == 3, f"asked {len(asked)} times"
     finally:
         context.close()
+
+
+@pytest.mark.parametrize("name", ["model.json", "model.onnx"])
+def test_a_model_file_missing_from_the_server_is_said_with_what_to_do(browser, playwright, server, name):
+    """A 404 for the app's own model file (a static host given part of an export) showed the server's bare "Not
+    found: /app/model.onnx". The app now says which file is missing and what to do, in one sentence. The request
+    goes to a name the real server has nothing at, for its real 404."""
+    # No service worker: its own requests for the app's files are not the page's, and page.route sees only these.
+    context = browser.new_context(**playwright.devices[PHONE], bypass_csp=True, service_workers="block")
+    try:
+        page = context.new_page()
+        page.route(f"**/app/{name}", lambda route: route.continue_(url=f"{server.url}/app/missing-{name}"))
+        page.goto(server.url + "/app/")
+        status = page.locator("#status")
+        status.filter(has_text="could not be loaded").wait_for(timeout=30_000)
+        assert status.inner_text() == (
+            f"The model could not be loaded: {name}, the app's model file, is missing from the server (HTTP 404); "
+            "copy every file catdog export --format web wrote, or open the app that catdog serve serves."
+        )
+    finally:
+        context.close()

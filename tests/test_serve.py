@@ -268,7 +268,10 @@ def test_other_client_errors(client: httpx.Client, server: Server) -> None:
     assert "Expected boundary character" not in server.log()
     not_multipart = client.post("/api/v1/predict/batch", content=b"abc", headers={"content-type": "image/jpeg"})
     assert not_multipart.status_code == 415 and "multipart" in error_of(not_multipart)
-    assert client.get("/api/v1/nothing").status_code == 404
+    # A 404 is a sentence with its full stop, as every other answer (it was "Not found: /api/v1/nothing").
+    for path in ("/api/v1/nothing", "/app/nothing.js", "/app/vendor/nothing.wasm", "/docs/nothing.css"):
+        nothing = client.get(path)
+        assert (nothing.status_code, error_of(nothing)) == (404, f"Nothing is served at {path}."), path
     assert client.get("/api/v1/predict").status_code == 405
 
 
@@ -649,7 +652,7 @@ def test_a_trailing_slash_on_an_api_path_is_answered(client: httpx.Client, cat_p
     assert [p["label"] for p in batch.json()] == ["cat", "cat"], batch.text[:200]
     assert client.get("/api/v1/model/").json()["classes"] == client.get("/api/v1/model").json()["classes"]
     nothing = client.get("/api/v1/nothing/")  # its 404 named "/api/v1/nothing", a path the client never asked for
-    assert nothing.status_code == 404 and nothing.json()["error"] == "Not found: /api/v1/nothing/", nothing.text
+    assert nothing.status_code == 404 and error_of(nothing) == "Nothing is served at /api/v1/nothing/.", nothing.text
     paths = client.get("/openapi.json").json()["paths"]
     assert not [path for path in paths if path.endswith("/")], sorted(paths)
 

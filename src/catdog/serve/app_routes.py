@@ -16,6 +16,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 
 from catdog import webapp
+from catdog.serve.paths import not_found
 
 router = APIRouter(include_in_schema=False)
 log = logging.getLogger("catdog.serve")
@@ -144,14 +145,14 @@ async def app_service_worker(request: Request) -> Response:
 @router.get("/app/{name}")
 async def app_file(request: Request, name: str) -> Response:
     if name not in webapp.APP_FILES:
-        return _error(404, f"Not found: /app/{name}")
+        return _error(404, not_found(f"/app/{name}"))
     return _app_file(request, name)
 
 
 @router.get("/app/vendor/{name}")
 async def app_runtime_file(request: Request, name: str) -> Response:
     if name not in webapp.VENDOR_FILES:
-        return _error(404, f"Not found: /app/vendor/{name}")
+        return _error(404, not_found(f"/app/vendor/{name}"))
     try:
         return _file(webapp.runtime_dir() / name)
     except webapp.AppNotBuiltError as err:

@@ -20,6 +20,11 @@ def route_path(scope: Scope) -> str:
     return path[len(root) :] if root and path.startswith(root + "/") else path
 
 
+def not_found(path: str) -> str:
+    """The 404's sentence, for any path catdog serve has nothing at."""
+    return f"Nothing is served at {path}."
+
+
 def asked_path(request: Request) -> str:
     """The path the client asked for, trailing slashes and all (``request.url.path`` is the one routed)."""
     return request.scope.get(_ASKED_PATH, request.url.path)

@@ -224,6 +224,13 @@ async function fetchOk(url) {
       $("status").textContent = "Loading the model…";
       continue;
     }
+    if (response.status === 404) {
+      // A static host given part of an export, or a cache of an older app: the server's own "Nothing is served at
+      // /app/model.onnx." said nothing of the app or what to do.
+      throw new ServerAnswer(`The model could not be loaded: ${url}, the app's model file, is missing from the ` +
+        "server (HTTP 404); copy every file catdog export --format web wrote, or open the app that catdog serve " +
+        "serves.");
+    }
     const error = await response.json().then((body) => body.error, () => null);
     if (!asksToWait(response.status)) {
       throw error ? new ServerAnswer(error) : new Error(`${url} answered HTTP ${response.status}`);
