@@ -695,44 +695,78 @@ def test_the_camera_answered_while_the_app_is_hidden_waits_until_it_is_back(brow
         context.close()
 
 
-# In a page, before its scripts: the model's answers (a worker's messages) are held while window.heldAnswers is an
-# array, each as a function that hands it on; a test calls them to have the answers come when it chooses.
-HOLD_ANSWERS = """
-window.heldAnswers = null;
+# In a page, before its scripts: while window.held.answers is an array, the model's answers (a worker's messages)
+# are held there, and while window.held.pictures is, the camera's pictures (createImageBitmap's: taken at once,
+# handed on later), each as a function that hands it on. window.framesOut counts the frames sent to a worker and
+# not yet answered, held or not.
+HOLD = """
+window.held = { answers: null, pictures: null };
+window.framesOut = 0;
+const holdOr = (kind, handOn) => (window.held[kind] ? window.held[kind].push(handOn) : handOn());
 window.Worker = class extends Worker {
-    set onmessage(handler) {
-        const hold = (event) => window.heldAnswers.push(() => handler(event));
-        super.onmessage = (event) => (window.heldAnswers ? hold(event) : handler(event));
+    postMessage(message, transfer) {
+        if (message.type === "frame") window.framesOut++;
+        super.postMessage(message, transfer);
     }
+    get onmessage() {
+        return super.onmessage;
+    }
+    set onmessage(handler) {
+        super.onmessage = (event) => {
+            if (event.data.prediction) window.framesOut--;
+            holdOr("answers", () => handler(event));
+        };
+    }
+};
+const takePicture = window.createImageBitmap;
+window.createImageBitmap = (...args) => {
+    const picture = takePicture(...args);
+    return new Promise((resolve, reject) => holdOr("pictures", () => picture.then(resolve, reject)));
+};
+window.handOn = (kind, holdOn) => {
+    const out = window.held[kind];
+    window.held[kind] = holdOn ? [] : null;
+    out.forEach((handOn) => handOn());
 };
 """
 
 
-def test_a_frame_sent_before_stop_is_not_shown_after_a_restart(browser, playwright, server) -> None:
+@pytest.mark.parametrize("held", ["answers", "pictures"])
+def test_a_frame_sent_before_stop_is_not_shown_after_a_restart(browser, playwright, server, held: str) -> None:
     """A frame sent before Stop and answered after the next Start was shown as the new session's first answer (a
-    slow lane; its number was newer than the last one shown). A stopped session's answers are now never shown:
-    here the answers to the frames out at Stop are handed on only after the camera has started again."""
+    slow lane; its number was newer than the last one shown), and so was a picture taken before Stop that came
+    after Start. A stopped session's frames are now never shown, and the new session's are: here what was out at
+    Stop (the answers, or a picture) comes only after the camera has started again, the new session's held."""
     context = browser.new_context(**playwright.devices[PHONE], bypass_csp=True)
-    context.add_init_script(HOLD_ANSWERS)
+    context.add_init_script(HOLD)
     try:
         page = context.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda err: errors.append(str(err)))
         page.goto(server.url + "/app/")
-        page.evaluate("window.catdogApp.ready")
+        page.evaluate("window.catdogApp.ready.then(() => window.catdogApp.allLanes)")  # no lane's load answer held
         page.click("#camera-start")
         page.wait_for_function("window.catdogApp.frames.length >= 1", timeout=60_000, polling=100)
-        page.evaluate("window.heldAnswers = []")
-        page.wait_for_function("window.heldAnswers.length >= 1", timeout=30_000, polling=100)
+        page.evaluate(f"window.held.{held} = []")
+        # Out at Stop: answers held, every frame sent answered; or a picture held, none sent unanswered.
+        page.wait_for_function(f"window.held.{held}.length >= 1", timeout=30_000, polling=100)
         page.click("#camera-stop")
+        page.wait_for_function("window.framesOut === 0", timeout=30_000, polling=100)
+        page.evaluate(
+            f"() => {{ window.lastSession = window.held.{held}; window.held = {{ answers: [], pictures: [] }}; }}"
+        )
         page.click("#camera-start")
         page.locator("#camera-stop").wait_for(state="visible", timeout=30_000)
-        assert page.evaluate("window.catdogApp.frames.length") == 0  # a new session's frames
-        # The last session's answers come now; the new session's stay held.
-        page.evaluate("() => { const old = window.heldAnswers; window.heldAnswers = []; old.forEach((on) => on()); }")
+        page.evaluate("window.lastSession.forEach((handOn) => handOn())")
+        if held == "pictures":  # its frame is sent now, the new session's pictures held: its answer is the one held
+            page.wait_for_function("window.held.answers.length >= 1", timeout=30_000, polling=100)
+            page.evaluate("window.handOn('answers', true)")
         page.wait_for_timeout(300)
         shown = (page.evaluate("window.catdogApp.frames.length"), page.locator("#live-label").inner_text())
-        assert shown == (0, "…"), "answers of the stopped session shown after the restart"
+        assert shown == (0, "…"), "a frame of the stopped session shown after the restart"
+        page.evaluate("window.handOn('pictures', false); window.handOn('answers', false)")
+        page.wait_for_function("window.catdogApp.frames.length >= 1", timeout=30_000, polling=100)
+        assert page.locator("#live-label").inner_text() != "…", "the new session's answer not shown"
         assert not errors, errors
     finally:
         context.close()

@@ -412,6 +412,7 @@ async function grab() {
   const live = () => stream && stream.getVideoTracks()[0]?.readyState === "live";
   while (live() && inFlight < lanes.length + 1 && video.readyState >= 2) {
     inFlight++;
+    const sent = session; // before the wait: a Stop and Start meanwhile, and this is still the last camera's picture
     let frame;
     try {
       frame = await createImageBitmap(video);
@@ -420,7 +421,6 @@ async function grab() {
       break;
     }
     const seq = ++grabbed;
-    const sent = session;
     askModel({ type: "frame", frame }, [frame]).then((result) => result && showFrame(result, seq, sent), (err) => {
       if (stream && sent === session) $("camera-error").textContent = err.message; // not a stopped session's
     }).finally(() => {
