@@ -19,7 +19,7 @@ import pytest
 import test_browser
 
 from conftest import missing, run_catdog_in_process
-from serving import Server, free_port, running
+from serving import Server, error_of, free_port, running
 
 browser = test_browser.browser  # that module's Chromium, a fixture here too
 shot = test_browser.shot
@@ -169,3 +169,11 @@ def test_a_trailing_slash_on_an_api_path_is_answered_under_a_root_path(
         assert answer.status_code == 200 and answer.json()["label"] == "cat", (url, answer.status_code, answer.text)
         batch = httpx.post(url + "/api/v1/predict/batch/", files={"files": ("a.jpg", photo)}, timeout=30)
         assert batch.status_code == 200 and batch.json()[0]["label"] == "cat", (url, batch.status_code, batch.text)
+
+
+def test_every_404_names_the_path_asked_through_the_proxy(site: str) -> None:
+    """A 404 names the path as asked: the API's named the prefix, but /app/'s and /docs/' named their route's own
+    path ("/app/nothing.js"), which nobody asked for through the proxy. All four kinds now say the same."""
+    for path in ("/api/v1/nothing/", "/app/nothing.js", "/app/vendor/nothing.wasm", "/docs/nothing.css"):
+        nothing = httpx.get(site + path, timeout=30)
+        assert (nothing.status_code, error_of(nothing)) == (404, f"Nothing is served at {PREFIX}{path}."), path

@@ -34,7 +34,7 @@ from catdog.serve import app_routes
 from catdog.serve.batcher import ModelFailedError
 from catdog.serve.limits import BodyTooLargeError, LimitsMiddleware, ServerBusyError, busy_response, error_response
 from catdog.serve.metrics import MetricsMiddleware
-from catdog.serve.paths import ApiTrailingSlashMiddleware, asked_path, not_found
+from catdog.serve.paths import ApiTrailingSlashMiddleware, not_found
 from catdog.serve.routes import router
 from catdog.serve.settings import SETTINGS_ENV, ApiError, ServeSettings
 from catdog.serve.state import ServeState
@@ -64,7 +64,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
-        message = {404: not_found(asked_path(request)), 405: f"Method {request.method} is not allowed here."}
+        message = {404: not_found(request), 405: f"Method {request.method} is not allowed here."}
         return error_response(
             err.status_code, message.get(err.status_code, str(err.detail)), getattr(err, "headers", None)
         )
@@ -172,10 +172,10 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         return _docs_page()
 
     @app.get("/docs/{name}", include_in_schema=False)
-    async def docs_file(name: str) -> Response:
+    async def docs_file(request: Request, name: str) -> Response:
         path = resources.files("catdog.serve") / "static" / "docs" / name
         if name not in DOCS_FILES or not path.is_file():
-            return error_response(404, not_found(f"/docs/{name}"))
+            return error_response(404, not_found(request))
         return FileResponse(str(path), media_type=DOCS_FILES[name])
 
     app.add_middleware(LimitsMiddleware, settings=settings)

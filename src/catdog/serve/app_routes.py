@@ -145,14 +145,14 @@ async def app_service_worker(request: Request) -> Response:
 @router.get("/app/{name}")
 async def app_file(request: Request, name: str) -> Response:
     if name not in webapp.APP_FILES:
-        return _error(404, not_found(f"/app/{name}"))
+        return _error(404, not_found(request))
     return _app_file(request, name)
 
 
 @router.get("/app/vendor/{name}")
 async def app_runtime_file(request: Request, name: str) -> Response:
     if name not in webapp.VENDOR_FILES:
-        return _error(404, not_found(f"/app/vendor/{name}"))
+        return _error(404, not_found(request))
     try:
         return _file(webapp.runtime_dir() / name)
     except webapp.AppNotBuiltError as err:

@@ -20,14 +20,15 @@ def route_path(scope: Scope) -> str:
     return path[len(root) :] if root and path.startswith(root + "/") else path
 
 
-def not_found(path: str) -> str:
-    """The 404's sentence, for any path catdog serve has nothing at."""
-    return f"Nothing is served at {path}."
-
-
 def asked_path(request: Request) -> str:
     """The path the client asked for, trailing slashes and all (``request.url.path`` is the one routed)."""
     return request.scope.get(_ASKED_PATH, request.url.path)
+
+
+def not_found(request: Request) -> str:
+    """The 404's sentence, for any path catdog serve has nothing at: the path as asked, ``--root-path`` included
+    (a route's own ``/app/{name}`` would leave out the prefix the client asked under)."""
+    return f"Nothing is served at {asked_path(request)}."
 
 
 class ApiTrailingSlashMiddleware:
