@@ -890,6 +890,39 @@ def test_the_page_asks_again_while_a_proxy_cannot_reach_the_server(browser, serv
     assert not page.errors, f"JavaScript errors on the page: {page.errors}"
 
 
+def test_the_readiness_line_is_said_again_only_when_it_changes(browser, server: Server) -> None:
+    """The readiness line became a live region (role=status), but the page wrote it afresh at every ask, in the
+    same words: a screen reader said "The proxy cannot reach the server…" again every 1.5 s for as long as the
+    proxy could not. It is now replaced only when it says something new: here 502 three times, then the model."""
+    asked: list = []
+
+    def through_a_proxy(route) -> None:
+        asked.append(route)
+        if len(asked) > 3:
+            route.continue_()
+            return
+        route.fulfill(status=502, body="<html><body>502</body></html>", content_type="text/html")
+
+    context, page = _page_on_a_paused_clock(browser)
+    page.route("**/api/v1/model", through_a_proxy)
+    page.goto(server.url + "/")
+    _until_asked(page, asked, 1)
+    page.wait_for_selector("#model-status:has-text('HTTP 502')", timeout=10_000)
+    page.evaluate(
+        """() => { window.said = []; new MutationObserver(() => window.said.push(document.getElementById(
+        'model-status').textContent)).observe(document.getElementById('model-status'), { childList: true }); }"""
+    )
+    for count in (2, 3):
+        page.clock.run_for(1_500)
+        _until_asked(page, asked, count)
+    page.clock.run_for(1_500)
+    page.wait_for_selector("#model-status:has-text('Model:')", timeout=30_000)
+    said = page.evaluate("window.said")
+    assert len(said) == 1 and said[0].startswith("Model:"), said
+    context.close()
+    assert not page.errors, f"JavaScript errors on the page: {page.errors}"
+
+
 def test_a_model_that_failed_to_load_is_said_once_on_the_page(browser, tmp_path: Path, cat_photo: Path) -> None:
     """A model that failed to load was a 503 without Retry-After: the page asked again every second for a minute,
     then said to reload the page, which cannot help. The server now answers 500 with what to do (restart with a
