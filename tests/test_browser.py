@@ -610,15 +610,17 @@ def test_live_mode_waits_as_long_as_a_503_asks(page) -> None:
     assert len(asked) > 1 and asked[1] - asked[0] >= 2.8, asked
 
 
-def test_live_mode_waits_a_minute_at_most_for_503s(browser, server: Server) -> None:
+@pytest.mark.parametrize("code", [503, 429], ids=["503", "a proxy's 429"])
+def test_live_mode_waits_a_minute_at_most_for_503s(browser, server: Server, code: int) -> None:
     """Live mode asked retryWait with no running total: a 503 without Retry-After (a proxy's, say) was waited 1 s
     per frame for ever, one with Retry-After: 30 every 30 s for ever. Its waits now add up as a photo's do (1, 2, 4,
-    8, 16 s, then the 29 s left of the minute); after the minute the camera stops and says so in one sentence."""
+    8, 16 s, then the 29 s left of the minute); after the minute the camera stops and says so in one sentence. A
+    rate-limiting proxy's 429 was sent the next frame at once, 8 a second; it is waited for as a 503 is."""
     asked: list = []
 
     def unavailable(route) -> None:
         asked.append(route)
-        route.fulfill(status=503, json={"error": f"Service unavailable (frame {len(asked)})."})
+        route.fulfill(status=code, json={"error": f"Service unavailable (frame {len(asked)})."})
 
     context, page = _page_on_a_paused_clock(browser)
     context.grant_permissions(["camera"], origin=server.url)
@@ -677,18 +679,20 @@ def _until_asked(page, asked: list, count: int, seconds: float = 30) -> None:
     raise AssertionError(f"{len(asked)} requests in {seconds:g} s, not {count}")
 
 
-def test_a_photo_waits_for_a_busy_server_a_minute_at_most(page, cat_photo: Path) -> None:
+@pytest.mark.parametrize("code", [503, 429], ids=["503", "a proxy's 429"])
+def test_a_photo_waits_for_a_busy_server_a_minute_at_most(page, cat_photo: Path, code: int) -> None:
     """A photo's retries waited each 503's Retry-After, up to 20 times: 10 minutes at 30 s before the card said
     anything. The waits now add up to a minute at most; then the card says in one sentence that the server is
     still busy. Every answer here is a 503, with Retry-After: 30, then 25, then 25 (30 + 25 + 25 is over a minute),
     on the page's own clock, run forward by Playwright: the page asks 3 times, then stops. (Each wait has its own
-    words, so the test runs the clock only once the page has read that 503.)"""
+    words, so the test runs the clock only once the page has read that 503.) A rate-limiting proxy's 429 was the
+    card's error at once; it is waited for as a 503 is."""
     asked: list[float] = []
 
     def busy(route) -> None:
         asked.append(time.monotonic())
         wait = "30" if len(asked) == 1 else "25"
-        route.fulfill(status=503, headers={"Retry-After": wait}, json={"error": "The server is busy; try again."})
+        route.fulfill(status=code, headers={"Retry-After": wait}, json={"error": "The server is busy; try again."})
 
     page.clock.install()
     page.route("**/api/v1/predict", busy)
