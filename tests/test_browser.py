@@ -971,6 +971,33 @@ def test_start_clicked_twice_while_the_camera_starts_opens_one_stream(page) -> N
     assert (asked, page.evaluate(LIVE_STREAMS)) == (1, 0), "camera streams asked for, and still live after Stop"
 
 
+def test_the_camera_started_again_shows_no_answer_of_the_last_session(page) -> None:
+    """Started again, the live answer said "…" and "Camera on…" but its confidence bar still stood at the last
+    session's answer (97 % here) until a frame was answered. It now starts empty too. The first frame is answered
+    "cat", every frame after it held unanswered."""
+    asked: list = []
+
+    def frames(route) -> None:
+        asked.append(route)
+        if len(asked) == 1:
+            probabilities = {"cat": 0.97, "dog": 0.02, "neither": 0.01}
+            route.fulfill(json={"label": "cat", "confidence": 0.97, "probabilities": probabilities})
+
+    page.route("**/api/v1/predict", frames)
+    page.click("#camera-start")
+    page.wait_for_selector("#live-label[data-label=cat]", timeout=30_000)
+    assert page.get_attribute("#live-bar", "aria-valuenow") == "97"
+    page.click("#camera-stop")
+    page.click("#camera-start")
+    page.wait_for_selector("#live-info:has-text('Camera on')", timeout=30_000)
+    bar = page.evaluate(
+        "[document.getElementById('live-bar').getAttribute('aria-valuenow'), "
+        "document.querySelector('#live-bar span').style.width]"
+    )
+    assert (page.locator("#live-label").inner_text(), bar) == ("…", ["0", "0%"]), bar
+    page.click("#camera-stop")
+
+
 @pytest.mark.parametrize("hidden", ["while the camera runs", "while the browser asks for it"])
 def test_in_the_background_the_camera_is_let_go_until_the_page_is_back(page, hidden: str) -> None:
     """Live mode went on in a background tab, the camera's light on and frames sent to the server, whether the
