@@ -116,6 +116,20 @@ def error_of(response: httpx.Response) -> str:
 # What a model that failed to load is answered, on every path that needs it: why is for the server's log alone.
 FAILED_TO_LOAD = "The model could not be loaded (catdog serve's log says why); restart it with a model that loads."
 
+# In a page: on how many lines the text `needle` of the element `id` is laid out (0 where it is not there).
+LINES_OF = """([id, needle]) => {
+    const walker = document.createTreeWalker(document.getElementById(id), NodeFilter.SHOW_TEXT);
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+        const at = node.data.indexOf(needle);
+        if (at < 0) continue;
+        const range = document.createRange();
+        range.setStart(node, at);
+        range.setEnd(node, at + needle.length);
+        return new Set([...range.getClientRects()].map((rect) => Math.round(rect.top))).size;
+    }
+    return 0;
+}"""
+
 # What the page and the phone app say when the system ends their camera (app/shares.js).
 CAMERA_ENDED = "The camera stopped (another app may have taken it, or it was unplugged): start it again."
 

@@ -16,7 +16,17 @@ from benchmarks.bench_app import BROWSER_ARGS, CHROMIUM
 
 from conftest import missing
 from hostile import shared_server
-from serving import CAMERA_ENDED, FAILED_TO_LOAD, LIVE_STREAMS, RECORD_STREAMS, REPO, SET_HIDDEN, Server, running
+from serving import (
+    CAMERA_ENDED,
+    FAILED_TO_LOAD,
+    LINES_OF,
+    LIVE_STREAMS,
+    RECORD_STREAMS,
+    REPO,
+    SET_HIDDEN,
+    Server,
+    running,
+)
 
 try:
     from playwright import sync_api
@@ -821,21 +831,6 @@ def test_the_page_stops_asking_whether_the_model_is_ready_on_a_404_or_500(
     assert len(asked) == 1, f"asked {len(asked)} times"
     context.close()
     assert not page.errors, f"JavaScript errors on the page: {page.errors}"
-
-
-# In a page: on how many lines the text `needle` of the element `id` is laid out (0 where it is not there).
-LINES_OF = """([id, needle]) => {
-    const walker = document.createTreeWalker(document.getElementById(id), NodeFilter.SHOW_TEXT);
-    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
-        const at = node.data.indexOf(needle);
-        if (at < 0) continue;
-        const range = document.createRange();
-        range.setStart(node, at);
-        range.setEnd(node, at + needle.length);
-        return new Set([...range.getClientRects()].map((rect) => Math.round(rect.top))).size;
-    }
-    return 0;
-}"""
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])

@@ -1,6 +1,20 @@
 // catdog's phone app: the page. The model runs in worker.js; this file shows its answers.
 import "./shares.js";
 const $ = (id) => document.getElementById(id);
+
+// The status line, a live region: a screen reader says it again whenever it is replaced, in the same words or not,
+// so it is replaced only when it says something new. A command-line option in it is a <code> that does not wrap
+// (on a phone "--format" broke after its "--").
+function say(sentence) {
+  const line = $("status");
+  if (line.textContent === sentence) return;
+  line.replaceChildren(...sentence.split(/(--[a-z][a-z-]*)/).map((part, i) => {
+    if (i % 2 === 0) return part;
+    const option = document.createElement("code");
+    option.textContent = part;
+    return option;
+  }));
+}
 const opened = performance.now();
 
 // Test and benchmark hooks (read only by tests/test_app.py and benchmarks/bench_app.py).
@@ -29,7 +43,7 @@ async function cachedForOffline(timeout) {
   // A slow network: the worker is still downloading the files. Fetching them here too would download the
   // model twice; an install that stalls ends as "redundant" (the browser times its install event out).
   while (worker && worker.state === "installing") {
-    $("status").textContent = "Still downloading the model for offline use (once; a slow connection)…";
+    say("Still downloading the model for offline use (once; a slow connection)…");
     await Promise.race([settled, sleep(timeout)]);
   }
   if (worker && worker.state === "activated") await Promise.race([claimed, sleep(3000)]);
@@ -76,7 +90,7 @@ function startLane(backend) {
       pending.delete(id);
       job.reject(new Error(reason));
     }
-    if (backend === "wasm") $("status").textContent = `The model cannot run in this browser: ${reason}.`;
+    if (backend === "wasm") say(`The model cannot run in this browser: ${reason}.`);
   };
   return lane; // joins `lanes` (gets jobs) once its model is loaded
 }
@@ -155,7 +169,7 @@ function fallBackToWasm(err) {
     app.gpuFailure = err.message;
     console.warn("WebGPU failed while answering; the model runs in WebAssembly from now on.", err);
     for (const lane of lanes.filter((l) => l.backend === "webgpu")) stopLane(lane, err);
-    $("status").textContent = "The GPU failed: loading the model in WebAssembly…";
+    say("The GPU failed: loading the model in WebAssembly…");
     switchingToWasm = loadWasmLanes(modelBytes, new URLSearchParams(location.search)).then(ready);
   }
   return switchingToWasm;
@@ -219,9 +233,8 @@ async function fetchOk(url) {
     const response = await fetch(url);
     if (response.ok) return response;
     if (proxyCannotReach(response.status)) {
-      $("status").textContent = `The proxy cannot reach the server (HTTP ${response.status}); retrying…`;
-      await sleep(PROXY_RETRY_S * 1000);
-      $("status").textContent = "Loading the model…";
+      say(`The proxy cannot reach the server (HTTP ${response.status}); retrying…`);
+      await sleep(PROXY_RETRY_S * 1000); // the line stays: asked every 1.5 s, it would be said twice as often
       continue;
     }
     if (response.status === 404) {
@@ -241,9 +254,9 @@ async function fetchOk(url) {
         "reload the page to try again.");
     }
     const why = response.status === 429 ? "Too many requests through the proxy" : "The server is still loading the model";
-    $("status").textContent = `${why}; trying again in ${seconds} s…`;
+    say(`${why}; trying again in ${seconds} s…`);
     await sleep(seconds * 1000);
-    $("status").textContent = "Loading the model…";
+    say("Loading the model…");
     waited += seconds;
   }
 }
@@ -258,7 +271,7 @@ function ready(info) {
       : `${info.lanes} workers`;
     work = `WebAssembly, ${lanesOrThreads}`;
   }
-  $("status").textContent = `Ready: ${config.name} model on this device (${work}).`;
+  say(`Ready: ${config.name} model on this device (${work}).`);
   showBackend(info, params);
   $("camera-start").disabled = !navigator.mediaDevices;
   if (!self.isSecureContext) { // browsers give the camera, service workers and installing to secure pages only
@@ -273,7 +286,7 @@ let config = null;
 app.ready = (async () => {
   try {
     if (self.isSecureContext && !navigator.serviceWorker?.controller) {
-      $("status").textContent = "Downloading the model for offline use…"; // no service worker over plain http
+      say("Downloading the model for offline use…"); // no service worker over plain http
     }
     await cachedForOffline(60000);
     config = await (await fetchOk("model.json")).json();
@@ -285,7 +298,7 @@ app.ready = (async () => {
     const adapter = await gpuAdapter(params);
     let info = null;
     if (adapter) {
-      $("status").textContent = "Preparing the model for this device's GPU…";
+      say("Preparing the model for this device's GPU…");
       const gpu = await loadGpuLane(modelBytes, 1000 * (Number(params.get("gpu-timeout")) || 90));
       if (gpu) {
         const { vendor, architecture, description } = adapter.info || {};
@@ -297,7 +310,7 @@ app.ready = (async () => {
     return ready(info || await loadWasmLanes(modelBytes, params));
   } catch (err) {
     const sentence = err instanceof ServerAnswer ? err.message : `The model could not be loaded: ${err.message}.`;
-    $("status").textContent = sentence;
+    say(sentence);
     throw err;
   }
 })();
