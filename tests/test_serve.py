@@ -77,6 +77,10 @@ def test_health_ready_docs_and_openapi(client: httpx.Client) -> None:
     assert client.get("/readyz").json() == {"status": "ready"}
     for path in ("/healthz", "/readyz", "/", "/app/", "/api/v1/model"):  # probes and link checkers that use HEAD
         assert client.head(path).status_code == 200, path
+    # The app's files and /docs were GET only: HEAD got 405, even for a file that is not there.
+    for path in ("/app/app.js", "/app/model.json", "/app/vendor/nothing.wasm", "/docs", "/docs/nothing.css"):
+        head, get = client.head(path), client.get(path)
+        assert (head.status_code, head.content) == (get.status_code, b""), path
     assert "swagger" in client.get("/docs").text.lower()
     paths = client.get("/openapi.json").json()["paths"]
     for path in ("/api/v1/predict", "/api/v1/predict/batch", "/api/v1/explain", "/api/v1/model", "/readyz"):

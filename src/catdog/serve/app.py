@@ -167,11 +167,11 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         root = request.scope.get("root_path", "").rstrip("/")
         return JSONResponse({**schema, "servers": [{"url": root}]} if root else schema)
 
-    @app.get("/docs", include_in_schema=False)
+    @app.api_route("/docs", methods=["GET", "HEAD"], include_in_schema=False)
     async def docs() -> HTMLResponse:
         return _docs_page()
 
-    @app.get("/docs/{name}", include_in_schema=False)
+    @app.api_route("/docs/{name}", methods=["GET", "HEAD"], include_in_schema=False)
     async def docs_file(request: Request, name: str) -> Response:
         path = resources.files("catdog.serve") / "static" / "docs" / name
         if name not in DOCS_FILES or not path.is_file():

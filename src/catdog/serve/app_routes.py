@@ -96,7 +96,8 @@ def _app_file(request: Request, name: str) -> Response:
     return Response(webapp.app_file_bytes(name, answers), media_type=media_type, headers=_FILE_HEADERS)
 
 
-@router.api_route("/app", methods=["GET", "HEAD"])  # HEAD too, as /app/ answers it (a link checker's 405)
+# HEAD on every path of the app, as on the page and the API: a link checker that probes with it got 405s.
+@router.api_route("/app", methods=["GET", "HEAD"])
 async def app_redirect(request: Request) -> Response:
     """``/app`` → ``/app/``, the app's scope; the query goes along (``/app?backend=wasm`` lost it). Relative, so
     that behind a proxy ``/prefix/app`` goes to ``/prefix/app/`` (not to ``/app/``, outside it)."""
@@ -113,13 +114,13 @@ async def app_page(request: Request) -> Response:
     return _app_file(request, "index.html")
 
 
-@router.get("/app/model.json")
+@router.api_route("/app/model.json", methods=["GET", "HEAD"])
 async def app_model_config(request: Request) -> Response:
     app_state = await _model(request)
     return Response(json.dumps(app_state.config), media_type="application/json", headers=webapp.APP_HEADERS)
 
 
-@router.get("/app/model.onnx")
+@router.api_route("/app/model.onnx", methods=["GET", "HEAD"])
 async def app_model_file(request: Request) -> Response:
     app_state = await _model(request)
     if not app_state.model_path.exists():  # the cache was cleared under the server (catdog cache --clear)
@@ -129,7 +130,7 @@ async def app_model_file(request: Request) -> Response:
     return _file(app_state.model_path)
 
 
-@router.get("/app/sw.js")
+@router.api_route("/app/sw.js", methods=["GET", "HEAD"])
 async def app_service_worker(request: Request) -> Response:
     app_state = await _model(request)
     if app_state.sw is None:
@@ -142,14 +143,14 @@ async def app_service_worker(request: Request) -> Response:
     return Response(app_state.sw, media_type="text/javascript; charset=utf-8", headers=headers)
 
 
-@router.get("/app/{name}")
+@router.api_route("/app/{name}", methods=["GET", "HEAD"])
 async def app_file(request: Request, name: str) -> Response:
     if name not in webapp.APP_FILES:
         return _error(404, not_found(request))
     return _app_file(request, name)
 
 
-@router.get("/app/vendor/{name}")
+@router.api_route("/app/vendor/{name}", methods=["GET", "HEAD"])
 async def app_runtime_file(request: Request, name: str) -> Response:
     if name not in webapp.VENDOR_FILES:
         return _error(404, not_found(request))
