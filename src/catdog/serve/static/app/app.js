@@ -253,7 +253,8 @@ async function fetchOk(url) {
       throw new ServerAnswer(`The model could not be loaded: the server still asked to wait after ${waited} s; ` +
         "reload the page to try again.");
     }
-    const why = response.status === 429 ? "Too many requests through the proxy" : "The server is still loading the model";
+    const why = response.status === 429
+      ? "Too many requests through the proxy" : "The server is still loading the model";
     say(`${why}; trying again in ${seconds} s…`);
     await sleep(seconds * 1000);
     say("Loading the model…");

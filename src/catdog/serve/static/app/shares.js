@@ -23,7 +23,7 @@ globalThis.catdogShares = {
   proxyCannotReach: (status) => status === 502 || status === 504,
   PROXY_RETRY_S: 1.5,
 
-  // The seconds to wait before asking again after a 503 (the model still loading, the server busy): what its
+  // The seconds to wait before asking again after a 503 (the model still loading, the server busy) or a 429: what its
   // Retry-After names, within 1-30 s. A 503 that names none (or a date: a proxy's, say) is asked again after
   // 1, 2, 4, 8, 16 s (each wait as long as all before it, plus one: doubling), then what is left of the minute.
   // 0 when the next wait would take the waits so far (`waited` seconds) past a minute: a server busy that long
