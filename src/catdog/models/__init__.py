@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from catdog.errors import ModelError
+from catdog.errors import CatdogError, ModelError
 from catdog.fsutil import atomic_write, atomic_write_text, utf8_name, utf8_safe_json
 
 if TYPE_CHECKING:
@@ -105,10 +105,62 @@ def read_config(model_dir: str | Path) -> dict:
         ) from None
     except (OSError, ValueError) as err:
         raise ModelError(f"'{config_file}' cannot be read as JSON ({err}).") from None
-    for key in ("architecture", "classes", "preprocess"):
+    check_config(config, config_file)
+    return config
+
+
+# The fields of config.json that catdog reads, and what each must be (None: may be absent or null).
+_NUMBER = (int, float)
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "architecture": (str,),
+    "classes": (list,),
+    "preprocess": (dict,),
+    "temperature": (*_NUMBER, type(None)),
+    "gate": (dict, type(None)),
+    "gate.kind": (str, type(None)),
+    "gate.threshold": (*_NUMBER, type(None)),
+    "gate.taps": (list, type(None)),
+    "gate.pristine_after_blocks": (int, type(None)),
+    "data": (dict, type(None)),
+    "data.root": (str, type(None)),
+    "data.train_images": (int, type(None)),
+    "data.val_images": (int, type(None)),
+    "split": (dict, type(None)),
+    "split.val_fraction": (*_NUMBER, type(None)),
+    "split.test_fraction": (*_NUMBER, type(None)),
+    "training": (dict, type(None)),
+    "training.val_fraction": (*_NUMBER, type(None)),
+}
+_REQUIRED = ("architecture", "classes", "preprocess")
+_TYPE_NAMES = {str: "a string", list: "a list", dict: "an object", int: "a whole number", float: "a number"}
+
+
+def check_config(config: object, config_file: str | Path) -> None:
+    """Raise one clear ModelError, naming the file and the field, where a (hand-edited) config is not usable."""
+    from catdog.preprocess import Preprocess
+
+    def wrong(field: str, what: str) -> ModelError:
+        return ModelError(f"'{config_file}' is damaged: '{field}' must be {what}; train the model again or fix it.")
+
+    if not isinstance(config, dict):
+        raise ModelError(f"'{config_file}' is damaged: it must hold a JSON object; train the model again.")
+    for key in _REQUIRED:
         if key not in config:
             raise ModelError(f"'{config_file}' lacks '{key}'; the model directory is incomplete.")
-    return config
+    for field, types in _FIELD_TYPES.items():
+        parent, _, key = field.rpartition(".")
+        values = config.get(parent) if parent else config
+        value = values.get(key) if isinstance(values, dict) else None
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            names = [_TYPE_NAMES[t] for t in types if t in _TYPE_NAMES and not (t is int and float in types)]
+            raise wrong(field, " or ".join(names) + (" or null" if type(None) in types else ""))
+    classes = config["classes"]
+    if not classes or not all(isinstance(name, str) and name for name in classes):
+        raise wrong("classes", "a list of class names")
+    try:
+        Preprocess.from_dict(config["preprocess"])
+    except (CatdogError, TypeError, ValueError) as err:
+        raise wrong("preprocess", f"valid preprocessing settings ({err})") from None
 
 
 def load_model_dir(model_dir: str | Path) -> tuple[nn.Module, dict]:

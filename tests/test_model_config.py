@@ -1,0 +1,96 @@
+"""A hand-edited or damaged config.json in a model directory is one sentence naming the file and the field.
+
+``catdog evaluate`` stopped on "an unexpected TypeError" for a number as ``data.root``; a string as
+``temperature`` or ``gate.threshold``, or a number as ``classes`` failed as deep. Each command that reads a model
+directory (evaluate, predict, export, explain, soup, serve, data audit -m) reads it through
+:func:`catdog.models.read_config`, which now checks every field catdog reads.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from catdog.models import build_model, save_model_dir
+from catdog.preprocess import Preprocess
+
+from conftest import image_bytes, run_catdog_in_process
+from hostile import one_sentence
+
+PRE = Preprocess(image_size=64, crop_pct=1.0, interpolation="bilinear")
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real catnet model directory (untrained weights: only its config is under test)."""
+    config = {"architecture": "catnet", "classes": ["cat", "dog"], "preprocess": PRE.to_dict(), "gate": None}
+    out = tmp_path_factory.mktemp("model") / "catnet"
+    save_model_dir(build_model("catnet", 2, pretrained=False).eval(), config, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("photos")
+    for label in ("cat", "dog"):
+        (root / label).mkdir()
+        for i in range(2):
+            (root / label / f"{i}.jpg").write_bytes(image_bytes(size=(80 + i, 80), quality=90 - i))
+    return root
+
+
+def damaged(model_dir: Path, tmp_path: Path, field: str, value: object) -> Path:
+    """A copy of ``model_dir`` whose config.json has ``value`` at the dotted ``field``."""
+    copy = tmp_path / "model"
+    copy.mkdir()
+    (copy / "model.safetensors").write_bytes((model_dir / "model.safetensors").read_bytes())
+    config = json.loads((model_dir / "config.json").read_text())
+    parent, _, key = field.rpartition(".")
+    if parent:
+        config[parent] = {**(config.get(parent) or {}), key: value}
+    else:
+        config[key] = value
+    (copy / "config.json").write_text(json.dumps(config))
+    return copy
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("data.root", 5),
+        ("temperature", "hot"),
+        ("gate.threshold", "high"),
+        ("gate", ["open-set"]),
+        ("classes", 2),
+        ("classes", ["cat", 7]),
+        ("preprocess.image_size", "224"),
+        ("preprocess.mean", 0.5),
+        ("split.val_fraction", "a tenth"),
+    ],
+)
+def test_a_wrong_type_in_config_json_is_one_sentence_naming_the_file_and_the_field(
+    model_dir: Path, photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, field: str, value: object
+) -> None:
+    monkeypatch.setenv("CATDOG_BACKEND", "torch")  # the config is under test, not an ONNX export
+    model = damaged(model_dir, tmp_path, field, value)
+    name = field.partition(".")[0] if field.startswith("preprocess.") else field
+    for args in (
+        ["evaluate", str(model), str(photos), "--out", str(tmp_path / "report")],
+        ["predict", "-m", str(model), str(photos)],
+    ):
+        done = run_catdog_in_process(*args)
+        message = done.stderr.strip().removeprefix("Error: ")
+        assert done.returncode != 0, (args[0], done.stdout)
+        assert one_sentence(message, str(model / "config.json")) and f"'{name}'" in message, (args[0], message)
+
+
+def test_a_config_json_without_classes_or_not_an_object_is_one_sentence(model_dir: Path, tmp_path: Path) -> None:
+    model = damaged(model_dir, tmp_path, "gate", None)
+    config_file = model / "config.json"
+    for text, said in (('{"architecture": "catnet", "preprocess": {}}', "lacks 'classes'"), ("[1, 2]", "JSON object")):
+        config_file.write_text(text)
+        done = run_catdog_in_process("predict", "-m", str(model), str(tmp_path))
+        message = done.stderr.strip().removeprefix("Error: ")
+        assert done.returncode != 0 and one_sentence(message, str(config_file)) and said in message, message
