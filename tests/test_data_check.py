@@ -565,3 +565,11 @@ def test_json_writes_a_name_that_is_not_utf8_as_valid_utf8(samples_dir: Path, tm
     [unusable] = json.loads(done.stdout)["unusable"]
     assert unusable["path"] == "dog/br\\xffoken.jpg"
     assert unusable["reason"].startswith("'dog/br\\xffoken.jpg' is not an image")
+
+
+def test_one_file_is_counted_as_one_file(tmp_path: Path) -> None:
+    """The table's title read "(one-folder-per-class layout, 1 files)" for a folder of one photo."""
+    (tmp_path / "cat").mkdir()
+    Image.new("RGB", (80, 80), (200, 120, 40)).save(tmp_path / "cat" / "1.jpg")
+    done = run_catdog_in_process("data", "check", str(tmp_path))
+    assert "1 file)" in done.stdout and "1 files" not in done.stdout, done.stdout

@@ -447,7 +447,9 @@ def test_a_user_is_told_when_training_photos_are_measured_or_a_split_is_of_anoth
     (flattering,) = split_warnings(info, trained_on, "all", 300)
     assert "270 of its photos trained it" in flattering and "--split val" in flattering
     (foreign,) = split_warnings(info, other, "val", 14)
-    assert f"'{trained_on}'" in foreign and "only the 14 of its photos" in foreign
+    assert f"'{trained_on}'" in foreign and "only the 14 photos of it in that part" in foreign
+    (one,) = split_warnings(info, other, "val", 1)  # "the 1 of its photos that fall" once
+    assert "only the 1 photo of it in that part" in one, one
     assert split_warnings(info, trained_on / ".", "val", 30) == []  # the same folder, spelt otherwise
     assert split_warnings(info, other, "all", 300) == []
     assert split_warnings({"classes": ["cat", "dog"]}, trained_on, "all", 300) == []  # the built-in model
@@ -517,3 +519,23 @@ def test_a_robustness_cell_never_rounds_its_neither_share_to_either_end(accuracy
     from catdog.report import robustness_cell
 
     assert robustness_cell(accuracy, neither) == cell
+
+
+def test_one_unreadable_file_is_counted_as_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`catdog evaluate` printed "1 unreadable files:" (and the title "on 1 photos" for one photo)."""
+    from catdog.models import build_model, save_model_dir
+    from catdog.preprocess import Preprocess
+
+    monkeypatch.setenv("CATDOG_BACKEND", "torch")  # the wording is tested, not an ONNX export of random weights
+    pre = Preprocess(image_size=64, crop_pct=1.0, interpolation="bilinear")
+    config = {"architecture": "catnet", "classes": ["cat", "dog"], "preprocess": pre.to_dict(), "gate": None}
+    save_model_dir(build_model("catnet", 2, pretrained=False).eval(), config, tmp_path / "model")
+    data = tmp_path / "photos"
+    for label in ("cat", "dog"):
+        (data / label).mkdir(parents=True)
+    Image.new("RGB", (80, 80), (200, 120, 40)).save(data / "cat" / "1.jpg")
+    (data / "dog" / "1.jpg").write_bytes(b"not a JPEG")
+    done = run_catdog_in_process("evaluate", str(tmp_path / "model"), str(data), "--out", str(tmp_path / "report"))
+    assert done.returncode == 0, done.stderr
+    assert "1 unreadable file:" in done.stdout and "on 1 photo" in done.stdout, done.stdout
+    assert "1 unreadable files" not in done.stdout and "1 photos" not in done.stdout, done.stdout

@@ -165,7 +165,8 @@ def split_warnings(
     if model in BUILTIN_MODELS and split == "all" and paths and kaggle >= len(paths) / 2:
         who = "the built-in model" if model == "builtin" else model
         return [
-            f"{kaggle} of these photos are named like Kaggle's Dogs vs. Cats photos (cat.N.jpg, dog.N.jpg), which "
+            f"{kaggle} of these photos {'is' if kaggle == 1 else 'are'} named like Kaggle's Dogs vs. Cats photos "
+            "(cat.N.jpg, dog.N.jpg), which "
             f"{who} learnt from, so these figures may flatter it: photos from elsewhere measure it fairly."
         ]
     if not root:
@@ -179,7 +180,7 @@ def split_warnings(
     if split != "all" and here != os.path.realpath(root):
         return [
             f"'{data_dir}' is not the folder this model was trained on ('{root}'): --split {split} kept only the "
-            f"{n} of its photos that fall in that part of the split by content hash. --split all measures them all."
+            f"{counted(n, 'photo')} of it in that part of the split by content hash. --split all measures them all."
         ]
     return []
 

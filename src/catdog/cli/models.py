@@ -223,17 +223,19 @@ def export(
 
 def _checks(report: dict) -> str:
     """What an export was checked against, in words (the `--json` report's figures)."""
-    line = f"max |Δprobability| vs PyTorch {report['fp32_max_gap']:.1e} on {report['n_check']} photos"
+    from catdog.fsutil import counted
+
+    line = f"max |Δprobability| vs PyTorch {report['fp32_max_gap']:.1e} on {counted(report['n_check'], 'photo')}"
     if report["int8"]:
         from catdog.export import (  # loaded already: it made the report
             INT8_CHECK_IMAGES,
             INT8_MAX_ACCURACY_DROP,
             INT8_MIN_AGREEMENT,
         )
-        from catdog.fsutil import counted
 
         checked = report["n_check_int8"]
-        line += f"; int8, calibrated on {report['n_calibration']} photos, agrees with fp32 on {report['agreement']:.1%}"
+        calibration = counted(report["n_calibration"], "photo")
+        line += f"; int8, calibrated on {calibration}, agrees with fp32 on {report['agreement']:.1%}"
         line += f" of {checked} others"
         if report["accuracy_int8"] is not None:
             line += f", accuracy {report['accuracy_int8']:.1%} (fp32 {report['accuracy_fp32']:.1%})"

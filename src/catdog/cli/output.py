@@ -67,7 +67,7 @@ def print_evaluation(result: dict) -> None:
 
     out = Console(highlight=False, soft_wrap=True, emoji=False)
     part = "" if result.get("split", "all") == "all" else f" of its {result['split']} split"
-    table = Table(title=shown(f"{result['model']} on {result['n']} photos{part}"))
+    table = Table(title=shown(f"{result['model']} on {counted(result['n'], 'photo')}{part}"))
     for column in ("class", "precision", "recall", "F1", "support"):
         table.add_column(column, justify="right")
     for c in result["classes"]:
@@ -108,7 +108,7 @@ def print_evaluation(result: dict) -> None:
                 f"{fmt(o['score_at_95_tpr'])}, the P(cat or dog) that keeps 95% of pets)"
             )
     if result["unreadable"]:
-        out.print(f"[yellow]{len(result['unreadable'])} unreadable files[/]:")
+        out.print(f"[yellow]{counted(len(result['unreadable']), 'unreadable file')}[/]:")
         for item in result["unreadable"]:
             out.print(f"  {shown(item['error'])}")
     if result.get("left_out"):
@@ -123,7 +123,7 @@ def print_evaluation(result: dict) -> None:
 
         r = result["robustness"]
         clean = robustness_cell(r["clean"], r["clean_neither"])
-        table = Table(title=f"accuracy under corruptions ({r['n']} photos, clean {clean})")
+        table = Table(title=f"accuracy under corruptions ({counted(r['n'], 'photo')}, clean {clean})")
         for column in ("corruption", "severity 1", "2", "3"):
             table.add_column(column, justify="right")
         for name, values in r["accuracy"].items():

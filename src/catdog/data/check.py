@@ -541,7 +541,7 @@ def summary(report: CheckReport, limit: int = 20) -> list:
 
     # Said, as a lone PetImages/ of flat files was read as the class "petimage" once and only the table showed it.
     where = f" in {shown(report.wrapper)}/" if report.wrapper else ""
-    title = f"{shown(report.root)} ({report.layout} layout{where}, {report.files} files)"
+    title = f"{shown(report.root)} ({report.layout} layout{where}, {counted(report.files, 'file')})"
     classes = Table(title=title, title_justify="left")
     classes.add_column("class")
     classes.add_column("files", justify="right")  # unusable ones included: the findings below name them
