@@ -292,3 +292,45 @@ def test_serve_describes_a_model_in_a_folder_whose_name_is_not_utf8(
         app_config = httpx.get(server.url + "/app/model.json", timeout=30)
     assert described.status_code == 200, described.text
     assert described.json()["name"] == app_config.json()["name"] == "r\\xe9seau"
+
+
+def test_serve_logs_a_model_folder_whose_name_is_not_utf8_as_every_command_prints_it(
+    folders: dict[str, str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """serve's "Model '%s' loaded" line (shown where a deployment configures logging) wrote the folder's lone
+    surrogate: 'r\\udce9seau' in the log, where every command prints 'r\\xe9seau'."""
+    import asyncio
+    import logging
+
+    from catdog.serve.settings import ServeSettings
+    from catdog.serve.state import ServeState
+
+    monkeypatch.setenv("CATDOG_CACHE_DIR", f"{folders['root']}/cache")  # the model's export, made once
+
+    async def load() -> None:
+        state = ServeState(ServeSettings(model=folders["model"], decode_threads=1))
+        try:
+            await state.load()
+        finally:
+            await state.close()
+
+    caplog.set_level(logging.INFO, logger="catdog.serve")
+    asyncio.run(load())
+    assert f"Model '{utf8_safe(folders['model'])}' loaded; ready." in caplog.messages, caplog.messages
+    assert "r\\xe9seau' loaded" in caplog.text and "\\udc" not in caplog.text, caplog.text
+
+
+def test_serve_logs_a_model_that_failed_to_load_as_every_command_prints_its_name(tmp_path: Path) -> None:
+    """Why a model failed to load goes to serve's log (stderr), which wrote the lone surrogate as '\\udce9'."""
+    from serving import Server
+
+    model = tmp_path / MODEL_DIR
+    model.mkdir()
+    (model / "config.json").write_text("{ not json")
+    srv = Server("--model", str(model), log=tmp_path / "server.log")
+    try:
+        srv.wait("/readyz", status=500, timeout=120)
+    finally:
+        srv.stop()
+    assert "could not be loaded: '" in srv.log() and "r\\xe9seau/config.json' cannot be read" in srv.log(), srv.log()
+    assert "\\udc" not in srv.log(), srv.log()

@@ -16,7 +16,7 @@ import numpy as np
 from starlette.datastructures import UploadFile
 
 from catdog import __version__
-from catdog.fsutil import utf8_safe
+from catdog.fsutil import printable, utf8_safe
 from catdog.images import ImageError, ImageTooLargeError, tenths_up
 from catdog.inference.predictor import Prediction, Predictor, _name_in_error
 from catdog.preprocess import stack_uint8
@@ -61,7 +61,8 @@ class ServeState:
             predictor = await asyncio.to_thread(self._load_and_warm_up)
         except Exception as err:  # reported by /readyz and every API call; the server stays up
             self.load_error = str(err) or type(err).__name__
-            log.error("The model could not be loaded: %s", self.load_error)
+            # On one line, a name that is not UTF-8 as '\xe9' (as every command prints it), not '\udce9'.
+            log.error("The model could not be loaded: %s", printable(self.load_error))
             return
         self.model_info = describe_model(predictor)
         self.metrics.model.info({k: str(self.model_info[k]) for k in ("name", "architecture", "version")})
@@ -74,7 +75,7 @@ class ServeState:
         self.batcher.start()
         self.predictor = predictor
         self.metrics.ready.set(1)
-        log.info("Model '%s' loaded; ready.", predictor.name)
+        log.info("Model '%s' loaded; ready.", printable(predictor.name))
 
     def _load_and_warm_up(self) -> Predictor:
         predictor = Predictor.load(
