@@ -334,3 +334,29 @@ def test_serve_logs_a_model_that_failed_to_load_as_every_command_prints_its_name
         srv.stop()
     assert "could not be loaded: '" in srv.log() and "r\\xe9seau/config.json' cannot be read" in srv.log(), srv.log()
     assert "\\udc" not in srv.log(), srv.log()
+
+
+def test_the_shipped_weights_load_where_catdog_is_installed_under_a_folder_whose_name_is_not_utf8(
+    tmp_path: Path,
+) -> None:
+    """The built-in models' head, gates and builtin-large's weights were opened by name, which safetensors refuses
+    for a name that is not UTF-8: catdog installed under 'site-\\xe9' (a virtual environment in such a folder)
+    could not load either built-in model. This imports catdog from such a folder (a link to this checkout)."""
+    import catdog
+
+    site = tmp_path / os.fsdecode(b"site-\xe9")
+    site.mkdir()
+    (site / "catdog").symlink_to(Path(catdog.__file__).parent, target_is_directory=True)
+    check = (
+        "import catdog, torch\n"
+        "from catdog.models.builtin import load_builtin, load_builtin_large\n"
+        "from catdog.models.files import WEIGHTS_DIR\n"
+        "assert not str(WEIGHTS_DIR).isascii(), WEIGHTS_DIR\n"
+        "for load in (load_builtin, load_builtin_large):\n"
+        "    model, _ = load()\n"
+        "    print(load.__name__, model.open_set.taps)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    done = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["load_builtin (4, 6)", "load_builtin_large (4, 6)"], done.stdout

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from catdog.errors import CatdogError, ModelError
-from catdog.fsutil import atomic_write, atomic_write_text, utf8_name, utf8_safe_json
+from catdog.fsutil import atomic_write, atomic_write_text, utf8_safe_json
 
 if TYPE_CHECKING:
     from torch import nn
@@ -166,7 +166,8 @@ def check_config(config: object, config_file: str | Path) -> None:
 def load_model_dir(model_dir: str | Path) -> tuple[nn.Module, dict]:
     """The trained module (eval mode) and its config from a model directory."""
     from safetensors import SafetensorError
-    from safetensors.torch import load, load_file
+
+    from catdog.models.files import read_safetensors
 
     model_dir = Path(model_dir)
     config = read_config(model_dir)
@@ -174,10 +175,8 @@ def load_model_dir(model_dir: str | Path) -> tuple[nn.Module, dict]:
     if not weights.exists():
         raise ModelError(f"'{model_dir}' has no model.safetensors; the training run did not finish.")
     try:
-        # By name where safetensors can open it: memory-mapped, where reading the bytes first held the weights
-        # twice (640 MB more for a 335 MB file). By its bytes for a folder named 'mod\xe8le', which it refused.
-        state = load_file(str(weights)) if utf8_name(weights) else load(weights.read_bytes())
-    except (SafetensorError, OSError) as err:
+        state, _ = read_safetensors(weights)
+    except (SafetensorError, OSError, ValueError) as err:
         raise ModelError(f"'{weights}' is not a valid safetensors file ({err}).") from None
     gate = config.get("gate") or {}
     classes = len(config["classes"])

@@ -13,13 +13,12 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file
+from safetensors import SafetensorError
 from torch import nn
 
 from catdog.errors import ModelError
 from catdog.models.delta import unpack_change
-from catdog.models.files import BUILTIN_BACKBONE, WEIGHTS_DIR, builtin_config, large_config
+from catdog.models.files import BUILTIN_BACKBONE, WEIGHTS_DIR, builtin_config, large_config, read_safetensors
 from catdog.models.gate import OpenSetGate, pet_mass, run_blocks, tap_channels
 from catdog.models.pretrained import (
     IMAGENET_CAT_CLASSES,
@@ -222,9 +221,8 @@ def load_builtin_gate(num_features: int, image_size: int = 224, architecture: st
 
 def _shipped_gate(num_features: int, path: Path) -> OpenSetGate:
     """A shipped gate file; the blocks it taps, if any, are in its metadata (``"taps": "4,5"``)."""
-    state = load_file(str(path))
-    with safe_open(str(path), "pt") as file:
-        taps = tuple(int(i) for i in ((file.metadata() or {}).get("taps") or "").split(",") if i)
+    state, metadata = read_safetensors(path)
+    taps = tuple(int(i) for i in (metadata.get("taps") or "").split(",") if i)
     gate = OpenSetGate(num_features, taps, int(state["weight"].numel()) - num_features - 1)
     gate.load_state_dict(state)
     return gate
@@ -232,7 +230,7 @@ def _shipped_gate(num_features: int, path: Path) -> OpenSetGate:
 
 def _shipped_head(path: Path) -> nn.Linear:
     """A linear head from a safetensors file of its ``weight`` and ``bias``."""
-    state = load_file(str(path))
+    state, _ = read_safetensors(path)
     head = nn.Linear(state["weight"].shape[1], state["weight"].shape[0])
     head.load_state_dict(state)
     return head
@@ -269,7 +267,7 @@ def load_builtin_large() -> tuple[GatedClassifier, dict]:
     model.add_open_set_gate(OpenSetGate(backbone.num_features, taps, tap_channels(backbone, taps)))
     path = WEIGHTS_DIR / "builtin_large.safetensors"
     try:
-        model.load_state_dict(unpack_change(model.state_dict(), load_file(str(path))))
+        model.load_state_dict(unpack_change(model.state_dict(), read_safetensors(path)[0]))
     except (OSError, RuntimeError, KeyError, SafetensorError) as err:
         raise ModelError(f"catdog's packaged '{path}' cannot be loaded ({err}); reinstall catdog.") from None
     return model.eval(), config
