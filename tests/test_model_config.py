@@ -67,6 +67,8 @@ def damaged(model_dir: Path, tmp_path: Path, field: str, value: object) -> Path:
         ("classes", ["cat", 7]),
         ("preprocess.image_size", "224"),
         ("preprocess.mean", 0.5),
+        ("preprocess.mean", [0.5, 0.5]),
+        ("preprocess.image_size", 64.5),
         ("split.val_fraction", "a tenth"),
     ],
 )
@@ -75,7 +77,6 @@ def test_a_wrong_type_in_config_json_is_one_sentence_naming_the_file_and_the_fie
 ) -> None:
     monkeypatch.setenv("CATDOG_BACKEND", "torch")  # the config is under test, not an ONNX export
     model = damaged(model_dir, tmp_path, field, value)
-    name = field.partition(".")[0] if field.startswith("preprocess.") else field
     for args in (
         ["evaluate", str(model), str(photos), "--out", str(tmp_path / "report")],
         ["predict", "-m", str(model), str(photos)],
@@ -83,7 +84,7 @@ def test_a_wrong_type_in_config_json_is_one_sentence_naming_the_file_and_the_fie
         done = run_catdog_in_process(*args)
         message = done.stderr.strip().removeprefix("Error: ")
         assert done.returncode != 0, (args[0], done.stdout)
-        assert one_sentence(message, str(model / "config.json")) and f"'{name}'" in message, (args[0], message)
+        assert one_sentence(message, str(model / "config.json")) and f"'{field}'" in message, (args[0], message)
 
 
 def test_a_config_json_without_classes_or_not_an_object_is_one_sentence(model_dir: Path, tmp_path: Path) -> None:

@@ -115,6 +115,11 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "architecture": (str,),
     "classes": (list,),
     "preprocess": (dict,),
+    "preprocess.image_size": (int, type(None)),
+    "preprocess.crop_pct": (*_NUMBER, type(None)),
+    "preprocess.interpolation": (str, type(None)),
+    "preprocess.mean": (list, type(None)),
+    "preprocess.std": (list, type(None)),
     "temperature": (*_NUMBER, type(None)),
     "gate": (dict, type(None)),
     "gate.kind": (str, type(None)),
@@ -158,9 +163,12 @@ def check_config(config: object, config_file: str | Path) -> None:
     if not classes or not all(isinstance(name, str) and name for name in classes):
         raise wrong("classes", "a list of class names")
     try:
-        Preprocess.from_dict(config["preprocess"])
+        pre = Preprocess.from_dict(config["preprocess"])
     except (CatdogError, TypeError, ValueError) as err:
         raise wrong("preprocess", f"valid preprocessing settings ({err})") from None
+    for key in ("mean", "std"):
+        if len(getattr(pre, key)) != 3:
+            raise wrong(f"preprocess.{key}", "three numbers, one for each of red, green and blue")
 
 
 def load_model_dir(model_dir: str | Path) -> tuple[nn.Module, dict]:
