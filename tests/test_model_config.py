@@ -70,6 +70,12 @@ def damaged(model_dir: Path, tmp_path: Path, field: str, value: object) -> Path:
         ("preprocess.mean", [0.5, 0.5]),
         ("preprocess.image_size", 64.5),
         ("split.val_fraction", "a tenth"),
+        # null where the command reads a number (float(None)), and lists of the wrong things: found in review
+        ("temperature", None),
+        ("gate.threshold", None),
+        ("preprocess.image_size", None),
+        ("preprocess.mean", ["a", "b", "c"]),
+        ("gate.taps", [4, "x"]),
     ],
 )
 def test_a_wrong_type_in_config_json_is_one_sentence_naming_the_file_and_the_field(
@@ -95,3 +101,13 @@ def test_a_config_json_without_classes_or_not_an_object_is_one_sentence(model_di
         done = run_catdog_in_process("predict", "-m", str(model), str(tmp_path))
         message = done.stderr.strip().removeprefix("Error: ")
         assert done.returncode != 0 and one_sentence(message, str(config_file)) and said in message, message
+
+
+def test_a_preprocessing_value_out_of_range_is_one_sentence_without_python_words(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    model = damaged(model_dir, tmp_path, "preprocess.image_size", 4)
+    done = run_catdog_in_process("predict", "-m", str(model), str(tmp_path))
+    message = done.stderr.strip().removeprefix("Error: ")
+    assert done.returncode != 0 and one_sentence(message, str(model / "config.json")), message
+    assert "image size 4 is too small" in message and ".)" not in message, message

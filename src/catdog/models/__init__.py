@@ -109,23 +109,24 @@ def read_config(model_dir: str | Path) -> dict:
     return config
 
 
-# The fields of config.json that catdog reads, and what each must be (None: may be absent or null).
+# The fields of config.json that catdog reads, and what each must be. An absent field takes its default (but for
+# _REQUIRED); null is allowed only where NoneType is listed, as float(None) or int(None) fails where it is read.
 _NUMBER = (int, float)
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "architecture": (str,),
     "classes": (list,),
     "preprocess": (dict,),
-    "preprocess.image_size": (int, type(None)),
-    "preprocess.crop_pct": (*_NUMBER, type(None)),
-    "preprocess.interpolation": (str, type(None)),
-    "preprocess.mean": (list, type(None)),
-    "preprocess.std": (list, type(None)),
-    "temperature": (*_NUMBER, type(None)),
+    "preprocess.image_size": (int,),
+    "preprocess.crop_pct": _NUMBER,
+    "preprocess.interpolation": (str,),
+    "preprocess.mean": (list,),
+    "preprocess.std": (list,),
+    "temperature": _NUMBER,
     "gate": (dict, type(None)),
     "gate.kind": (str, type(None)),
-    "gate.threshold": (*_NUMBER, type(None)),
+    "gate.threshold": _NUMBER,
     "gate.taps": (list, type(None)),
-    "gate.pristine_after_blocks": (int, type(None)),
+    "gate.pristine_after_blocks": (int,),
     "data": (dict, type(None)),
     "data.root": (str, type(None)),
     "data.train_images": (int, type(None)),
@@ -154,21 +155,30 @@ def check_config(config: object, config_file: str | Path) -> None:
             raise ModelError(f"'{config_file}' lacks '{key}'; the model directory is incomplete.")
     for field, types in _FIELD_TYPES.items():
         parent, _, key = field.rpartition(".")
-        values = config.get(parent) if parent else config
-        value = values.get(key) if isinstance(values, dict) else None
+        values = config.get(parent) if parent else config  # a parent is checked before its fields
+        if not isinstance(values, dict) or key not in values:
+            continue
+        value = values[key]
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             names = [_TYPE_NAMES[t] for t in types if t in _TYPE_NAMES and not (t is int and float in types)]
             raise wrong(field, " or ".join(names) + (" or null" if type(None) in types else ""))
     classes = config["classes"]
     if not classes or not all(isinstance(name, str) and name for name in classes):
         raise wrong("classes", "a list of class names")
-    try:
-        pre = Preprocess.from_dict(config["preprocess"])
-    except (CatdogError, TypeError, ValueError) as err:
-        raise wrong("preprocess", f"valid preprocessing settings ({err})") from None
+    if not all(_is_whole(block) for block in (config.get("gate") or {}).get("taps") or ()):
+        raise wrong("gate.taps", "a list of block numbers")
     for key in ("mean", "std"):
-        if len(getattr(pre, key)) != 3:
+        values = config["preprocess"].get(key, (0.5, 0.5, 0.5))
+        if len(values) != 3 or not all(isinstance(v, _NUMBER) and not isinstance(v, bool) for v in values):
             raise wrong(f"preprocess.{key}", "three numbers, one for each of red, green and blue")
+    try:
+        Preprocess.from_dict(config["preprocess"])
+    except CatdogError as err:  # a value out of range, in Preprocess's own words
+        raise wrong("preprocess", f"valid preprocessing settings ({str(err).rstrip('.')})") from None
+
+
+def _is_whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def load_model_dir(model_dir: str | Path) -> tuple[nn.Module, dict]:
