@@ -539,3 +539,11 @@ def test_one_unreadable_file_is_counted_as_one(tmp_path: Path, monkeypatch: pyte
     assert done.returncode == 0, done.stderr
     assert "1 unreadable file:" in done.stdout and "on 1 photo" in done.stdout, done.stdout
     assert "1 unreadable files" not in done.stdout and "1 photos" not in done.stdout, done.stdout
+
+
+def test_the_report_counts_one_pet_photo_as_one() -> None:
+    """Found reviewing the "1 files" fix: the HTML report's "Pets versus neither" still said "1 photos"."""
+    from catdog.report import _open_set_html
+
+    section = _open_set_html({"gate": True, "n_pets": 1, "n_neither": 1, "threshold": 0.5}, b"")
+    assert "<p>1 photo of the model's classes, 1 'neither' photo " in section, section

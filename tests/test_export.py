@@ -456,3 +456,14 @@ def test_a_narrow_int8_check_says_how_few_changes_would_have_failed_it() -> None
     unlabelled = report | {"accuracy_fp32": None, "accuracy_int8": None}  # no accuracy, no accuracy floor
     assert "few photos: 2 changed labels would have failed it; " in _checks(unlabelled)
     assert "rests on few" not in _checks(report | {"n_check_int8": 2000})
+
+
+def test_an_int8_check_on_one_photo_counts_it_as_one() -> None:
+    """Found reviewing the "1 files" fix: export's line still said "of 1 others" and "1 changed labels"."""
+    from catdog.cli.models import _checks
+
+    report = {"fp32_max_gap": 1e-6, "n_check": 1, "int8": True, "n_calibration": 1, "agreement": 1.0,
+              "n_check_int8": 1, "accuracy_fp32": None, "accuracy_int8": None}  # fmt: skip
+    line = _checks(report)
+    assert "on 1 photo;" in line and "calibrated on 1 photo," in line and "of 1 other." in line, line
+    assert "1 changed label would" in line, line

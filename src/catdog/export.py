@@ -26,7 +26,7 @@ import numpy as np
 
 from catdog.data.layout import DatasetError, LabelledFile, discover
 from catdog.errors import CatdogError, ModelError
-from catdog.fsutil import atomic_write, recorded_path
+from catdog.fsutil import atomic_write, counted, recorded_path
 from catdog.images import ImageError
 from catdog.inference.model_cache import torch_source
 from catdog.inference.onnx_session import onnx_model_fn, session, set_metadata
@@ -206,7 +206,7 @@ def export(
         gap = _chunked_gap(module, session(fp32), batch)
         if not gap <= FP32_MAX_GAP:
             raise ExportError(
-                f"The ONNX model differs from PyTorch by {gap:.2g} in probability on {len(batch)} photos "
+                f"The ONNX model differs from PyTorch by {gap:.2g} in probability on {counted(len(batch), 'photo')} "
                 f"(limit {FP32_MAX_GAP:g}); nothing was written."
             )
         report = ExportReport(path=str(out), n_check=len(batch), fp32_max_gap=gap, int8=int8)

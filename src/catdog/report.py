@@ -114,7 +114,7 @@ def robustness_png(robust: dict) -> bytes:
     ax.set_xticks([0, 1, 2, 3], ["clean", "1", "2", "3"])
     ax.set_xlabel("severity")
     ax.set_ylabel("accuracy")
-    ax.set_title(f"Accuracy under corruptions ({robust['n']} photos)")
+    ax.set_title(f"Accuracy under corruptions ({counted(robust['n'], 'photo')})")
     ax.legend(fontsize=8, ncol=2)
     return _png(fig)
 
@@ -129,7 +129,7 @@ def open_set_png(evaluation, open_set: dict) -> bytes:
         if mask.any():
             ax.hist(
                 scores[mask], bins=bins, weights=np.full(mask.sum(), 1 / mask.sum()), alpha=0.55, color=colour,
-                label=f"{name} ({mask.sum()} photos)",
+                label=f"{name} ({counted(int(mask.sum()), 'photo')})",
             )  # fmt: skip
     ax.axvline(open_set["threshold"], color="k", linestyle="--", label=f"threshold {open_set['threshold']:.3g}")
     if open_set.get("score_at_95_tpr") is not None:
@@ -300,7 +300,7 @@ def _html(metrics: dict, pngs: dict[str, bytes], mistakes: list[dict], through: 
             for name, values in r["accuracy"].items()
         )
         robust = (
-            f"<h2>Robustness</h2><p>{r['n']} photos of the model's classes; clean accuracy "
+            f"<h2>Robustness</h2><p>{counted(r['n'], 'photo')} of the model's classes; clean accuracy "
             f"{robustness_cell(r['clean'], r['clean_neither'])}. A photo answered 'neither' (the gate: its share is "
             "in brackets) or 'unsure' counts as wrong.</p>"
             f"<table><tr><th>corruption</th><th>severity 1</th><th>2</th><th>3</th></tr>{body}</table>"
@@ -387,7 +387,7 @@ def _open_set_html(open_set: dict | None, png: bytes | None, through: list[dict]
             f"{html.escape(open_set['note'])}</p>"
         )
     head = (
-        f"<h2>Pets versus neither</h2><p>{open_set['n_pets']} photos of the model's classes, "
+        f"<h2>Pets versus neither</h2><p>{counted(open_set['n_pets'], 'photo')} of the model's classes, "
         f"{neither_photos} (not in the figures above).</p>"
     )
     rows = "".join(

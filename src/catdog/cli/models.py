@@ -236,7 +236,7 @@ def _checks(report: dict) -> str:
         checked = report["n_check_int8"]
         calibration = counted(report["n_calibration"], "photo")
         line += f"; int8, calibrated on {calibration}, agrees with fp32 on {report['agreement']:.1%}"
-        line += f" of {checked} others"
+        line += f" of {counted(checked, 'other')}"
         if report["accuracy_int8"] is not None:
             line += f", accuracy {report['accuracy_int8']:.1%} (fp32 {report['accuracy_fp32']:.1%})"
         if checked < INT8_CHECK_IMAGES:  # a pass on a few hundred photos is a narrow one: said, not left to infer
@@ -245,7 +245,7 @@ def _checks(report: dict) -> str:
             mistakes = _fewest_over(checked, INT8_MAX_ACCURACY_DROP)
             more = "" if report["accuracy_int8"] is None else f", or {counted(mistakes, 'more mistake')} than fp32,"
             line += (
-                f". That check rests on few photos: {flips} changed labels{more} would have failed it; "
+                f". That check rests on few photos: {counted(flips, 'changed label')}{more} would have failed it; "
                 f"{INT8_CHECK_IMAGES:,} photos in --check-data make a firmer one"
             )
     return line
