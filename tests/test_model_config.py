@@ -76,6 +76,9 @@ def damaged(model_dir: Path, tmp_path: Path, field: str, value: object) -> Path:
         ("preprocess.image_size", None),
         ("preprocess.mean", ["a", "b", "c"]),
         ("gate.taps", [4, "x"]),
+        ("temperature", 0),  # answered "cat (nan%)"
+        ("temperature", -1.0),
+        ("gate.threshold", 1.5),
     ],
 )
 def test_a_wrong_type_in_config_json_is_one_sentence_naming_the_file_and_the_field(

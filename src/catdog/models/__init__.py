@@ -11,6 +11,7 @@ torch, timm and safetensors are imported by the functions that need them: readin
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -165,7 +166,12 @@ def check_config(config: object, config_file: str | Path) -> None:
     classes = config["classes"]
     if not classes or not all(isinstance(name, str) and name for name in classes):
         raise wrong("classes", "a list of class names")
-    if not all(_is_whole(block) for block in (config.get("gate") or {}).get("taps") or ()):
+    temperature, gate = config.get("temperature", 1.0), config.get("gate") or {}
+    if not (math.isfinite(temperature) and temperature > 0):  # 0 answered "cat (nan%)"; below 0, the other class
+        raise wrong("temperature", "a positive number")
+    if not 0 <= gate.get("threshold", 0.5) <= 1:
+        raise wrong("gate.threshold", "a number between 0 and 1")
+    if not all(_is_whole(block) for block in gate.get("taps") or ()):
         raise wrong("gate.taps", "a list of block numbers")
     for key in ("mean", "std"):
         values = config["preprocess"].get(key, (0.5, 0.5, 0.5))
