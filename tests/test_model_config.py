@@ -114,3 +114,60 @@ def test_a_preprocessing_value_out_of_range_is_one_sentence_without_python_words
     message = done.stderr.strip().removeprefix("Error: ")
     assert done.returncode != 0 and one_sentence(message, str(model / "config.json")), message
     assert "image size 4 is too small" in message and ".)" not in message, message
+
+
+def onnx_with_metadata(path: Path, **changes: str) -> Path:
+    """A real, tiny ONNX classifier (mean colour → two logits) with catdog's metadata, ``changes`` written over it."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from catdog.inference.onnx_session import set_metadata
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMean", ["input"], ["colour"], axes=[2, 3], keepdims=0),
+            helper.make_node("MatMul", ["colour", "weight"], ["logits"]),
+        ],
+        "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 64, 64])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])],
+        [numpy_helper.from_array(np.eye(3, 2, dtype=np.float32), "weight")],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    proto.ir_version = 8
+    set_metadata(proto, {"architecture": "catnet", "classes": ["cat", "dog"], "preprocess": PRE.to_dict()})
+    for prop in proto.metadata_props:
+        prop.value = changes.get(prop.key, prop.value)
+    onnx.save(proto, str(path))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("field", "text"),
+    [
+        ("temperature", '"hot"'),
+        ("temperature", "0"),
+        ("classes", "2"),
+        ("preprocess", '{"image_size": "224"}'),
+        ("gate", '["open-set"]'),
+        ("data", '{"root": 5}'),
+        ("classes", "[cat, dog"),  # not JSON at all
+    ],
+)
+def test_damaged_metadata_in_an_onnx_file_is_one_sentence_naming_the_file_and_the_field(
+    photos: Path, tmp_path: Path, field: str, text: str
+) -> None:
+    """The file's metadata is checked as config.json is (check_config): json.loads alone let a wrong type through
+    to a TypeError deep in predict, evaluate or serve."""
+    good = run_catdog_in_process("predict", "-m", str(onnx_with_metadata(tmp_path / "good.onnx")), str(photos))
+    assert good.returncode == 0, good.stderr  # the tiny model runs: only the metadata below is wrong
+    model = onnx_with_metadata(tmp_path / "hand-made.onnx", **{field: text})
+    for args in (
+        ["predict", "-m", str(model), str(photos)],
+        ["evaluate", str(model), str(photos), "--out", str(tmp_path / "report")],
+    ):
+        done = run_catdog_in_process(*args)
+        message = done.stderr.strip().removeprefix("Error: ")
+        assert done.returncode != 0, (args[0], done.stdout)
+        assert one_sentence(message, str(model)) and f"'{field}" in message, (args[0], message)

@@ -96,13 +96,14 @@ def feature_extractor(model: str | os.PathLike | None) -> tuple[Extractor, Prepr
         fn = features_fn(sess)
         if fn is None:
             raise DatasetError(f"'{model}' has no 'features' output; audit with its model directory instead.")
-        return described(fn, read_config(sess))
+        return described(fn, read_config(sess, model))
     name, key_files, load = torch_source(model)
     try:
-        sess = session(cached_export(name, key_files, load))
+        export = cached_export(name, key_files, load)
+        sess = session(export)
         fn = features_fn(sess)
         if fn is not None:
-            return described(fn, read_config(sess))
+            return described(fn, read_config(sess, export))
     except (OSError, RuntimeError, ValueError, ImportError):
         pass  # fall back to PyTorch below
     import torch

@@ -143,13 +143,13 @@ def load_model_fn(
         if backend == "torch":
             raise CatdogError("an .onnx file runs only with the onnx backend.")
         sess = session(model, threads)
-        return onnx_model_fn(sess), read_config(sess), str(model), "onnx"
+        return onnx_model_fn(sess), read_config(sess, model), str(model), "onnx"
     name, key_files, load = torch_source(model, loaded)
     if backend != "torch":
         try:
             path = cached_export(name, key_files, load)
             sess = session(path, threads)
-            return onnx_model_fn(sess), _full_config(sess, model), str(model or "builtin"), "onnx"
+            return onnx_model_fn(sess), _full_config(sess, path, model), str(model or "builtin"), "onnx"
         except (ModelError, OSError, RuntimeError, ValueError, ImportError) as err:
             if backend == "onnx":
                 raise
@@ -158,9 +158,9 @@ def load_model_fn(
     return torch_model_fn(module), config, str(model or "builtin"), "torch"
 
 
-def _full_config(sess, model: str | os.PathLike | None) -> dict:
-    """The exported settings, plus the rest of a model directory's config.json (metrics, data ...)."""
-    config = read_config(sess)
+def _full_config(sess, path: str | os.PathLike, model: str | os.PathLike | None) -> dict:
+    """The exported settings (of the export at ``path``), plus the rest of a model directory's config.json."""
+    config = read_config(sess, path)
     from catdog.models.files import builtin_model_config, builtin_name
 
     name = builtin_name(model)

@@ -138,18 +138,27 @@ def _cores() -> int:
     return local_share_of_cores()
 
 
-def read_config(sess) -> dict:
-    """The catdog config stored in an ONNX session's metadata; a clear error when absent."""
+def read_config(sess, path: str | os.PathLike) -> dict:
+    """The catdog config stored in the metadata of ``sess`` (the ONNX file ``path``), checked as config.json is.
+
+    A hand-made or damaged file's metadata is one sentence naming the file and the field, never a traceback.
+    """
+    from catdog.models import check_config
+
     props = sess.get_modelmeta().custom_metadata_map
     if "classes" not in props or "preprocess" not in props:
-        raise ModelError("The ONNX file has no catdog metadata (classes, preprocess); export it with 'catdog export'.")
+        raise ModelError(f"'{path}' has no catdog metadata (classes, preprocess); export it with 'catdog export'.")
     config = {}
-    for meta, key in _META_KEYS.items():
-        if meta in props:
-            config[key] = json.loads(props[meta])
-    config["catdog_version"] = json.loads(props.get("catdog_version", "null"))
+    for meta, key in (*_META_KEYS.items(), ("catdog_version", "catdog_version")):
+        if meta not in props and meta != "catdog_version":
+            continue
+        try:
+            config[key] = json.loads(props.get(meta, "null"))
+        except ValueError:
+            raise ModelError(f"'{path}' is damaged: its metadata '{meta}' is not JSON; export it again.") from None
     if config.get("temperature") is None:
         config["temperature"] = 1.0
+    check_config(config, path)
     return config
 
 
