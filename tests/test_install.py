@@ -76,6 +76,44 @@ def test_a_damaged_head_record_is_an_error(tmp_path: Path) -> None:
     assert "builtin_head.json" in builtin_config_error(site)
 
 
+DAMAGED_WEIGHTS = """
+import sys
+from pathlib import Path
+from safetensors.torch import save_file
+import torch
+from catdog.errors import CatdogError
+from catdog.models.builtin import load_builtin
+from catdog.models.files import WEIGHTS_DIR
+
+weights = Path(str(WEIGHTS_DIR))
+head, gate = weights / "builtin_head.safetensors", weights / "builtin_gate.safetensors"
+good_head = head.read_bytes()
+for damage in ("head cut short", "gate without its weight"):
+    if damage == "head cut short":
+        head.write_bytes(good_head[:100])
+    else:
+        head.write_bytes(good_head)
+        save_file({"bias": torch.zeros(1)}, str(gate))
+    try:
+        load_builtin()
+        print("loaded")
+    except CatdogError as err:
+        print(err)
+"""
+
+
+def test_damaged_shipped_weights_say_reinstall_catdog_in_one_sentence(tmp_path: Path) -> None:
+    """The built-in head and gate files are read by catdog itself: one cut short stopped `predict` on a
+    SafetensorError traceback, one without its `weight` on a KeyError, where a broken install says so."""
+    site = package_copy(tmp_path)
+    done = python(DAMAGED_WEIGHTS, site)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 2, done.stdout
+    for message, name in zip(lines, ("builtin_head.safetensors", "builtin_gate.safetensors")):
+        assert one_sentence(message, name) and "reinstall catdog" in message, message
+
+
 def test_a_broken_scratch_module_surfaces_its_import_error(tmp_path: Path) -> None:
     """A from-scratch net module that cannot be imported is a broken install, not an "unknown model"."""
     site = package_copy(tmp_path)

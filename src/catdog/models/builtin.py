@@ -9,6 +9,8 @@ gate that answers ``neither`` when a photo shows no cat or dog at all.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
@@ -221,19 +223,30 @@ def load_builtin_gate(num_features: int, image_size: int = 224, architecture: st
 
 def _shipped_gate(num_features: int, path: Path) -> OpenSetGate:
     """A shipped gate file; the blocks it taps, if any, are in its metadata (``"taps": "4,5"``)."""
-    state, metadata = read_safetensors(path)
-    taps = tuple(int(i) for i in (metadata.get("taps") or "").split(",") if i)
-    gate = OpenSetGate(num_features, taps, int(state["weight"].numel()) - num_features - 1)
-    gate.load_state_dict(state)
+    with _reinstall_if_broken(path):
+        state, metadata = read_safetensors(path)
+        taps = tuple(int(i) for i in (metadata.get("taps") or "").split(",") if i)
+        gate = OpenSetGate(num_features, taps, int(state["weight"].numel()) - num_features - 1)
+        gate.load_state_dict(state)
     return gate
 
 
 def _shipped_head(path: Path) -> nn.Linear:
     """A linear head from a safetensors file of its ``weight`` and ``bias``."""
-    state, _ = read_safetensors(path)
-    head = nn.Linear(state["weight"].shape[1], state["weight"].shape[0])
-    head.load_state_dict(state)
+    with _reinstall_if_broken(path):
+        state, _ = read_safetensors(path)
+        head = nn.Linear(state["weight"].shape[1], state["weight"].shape[0])
+        head.load_state_dict(state)
     return head
+
+
+@contextmanager
+def _reinstall_if_broken(path: Path) -> Iterator[None]:
+    """A packaged weights file that cannot be loaded is a broken install: one sentence, not a traceback."""
+    try:
+        yield
+    except (OSError, RuntimeError, KeyError, IndexError, ValueError, SafetensorError) as err:
+        raise ModelError(f"catdog's packaged '{path}' cannot be loaded ({err}); reinstall catdog.") from None
 
 
 def load_builtin() -> tuple[GatedClassifier, dict]:
@@ -266,8 +279,6 @@ def load_builtin_large() -> tuple[GatedClassifier, dict]:
     taps = tuple(config["gate"]["taps"])
     model.add_open_set_gate(OpenSetGate(backbone.num_features, taps, tap_channels(backbone, taps)))
     path = WEIGHTS_DIR / "builtin_large.safetensors"
-    try:
+    with _reinstall_if_broken(path):
         model.load_state_dict(unpack_change(model.state_dict(), read_safetensors(path)[0]))
-    except (OSError, RuntimeError, KeyError, SafetensorError) as err:
-        raise ModelError(f"catdog's packaged '{path}' cannot be loaded ({err}); reinstall catdog.") from None
     return model.eval(), config
