@@ -38,12 +38,12 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict, dict[str, str]]:
     catdog installed under one), which safetensors refuses by name.
     """
     from safetensors import safe_open
-    from safetensors.torch import load, load_file
+    from safetensors.torch import load
 
     if utf8_name(path):
-        with safe_open(str(path), "pt") as file:
-            metadata = file.metadata() or {}
-        return load_file(str(path)), metadata
+        with safe_open(str(path), "pt") as file:  # one open for both, reading the tensors as load_file does
+            names = file.keys()  # a safe_open is not iterable
+            return {name: file.get_tensor(name) for name in names}, file.metadata() or {}
     data = Path(path).read_bytes()
     state = load(data)  # first: safetensors' own words for a damaged file
     # safetensors' format: the JSON header's length (8 bytes, little-endian), then the header, metadata and all;
