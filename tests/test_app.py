@@ -9,6 +9,7 @@ device streaming a video made from a dev photo.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import ssl
@@ -23,6 +24,7 @@ from PIL import Image
 
 from benchmarks.bench_app import BROWSER_ARGS, CHROMIUM, PHONE, WEBGPU_ARGS, static_server, write_y4m
 from catdog import webapp
+from catdog.fsutil import printable
 
 from conftest import missing, require_the_app_in_chromium
 from hostile import encode, many_scans_jpeg, photo_like, png_bomb, shared_server
@@ -894,8 +896,9 @@ def test_a_model_that_failed_to_load_is_said_once_in_the_app(browser, playwright
 
 def test_a_missing_runtime_is_one_clear_sentence_without_a_path(monkeypatch, tmp_path):
     """An install built without npm: /app answers 503 with the sentence that says what to do. It named the
-    folder the files were missing from, a path on the server's disk, to any client; now only the log does."""
-    install = tmp_path / "site-packages"
+    folder the files were missing from, a path on the server's disk, to any client; now only the log does, as
+    every log line names a folder that is not UTF-8 ('\\xe9', not the lone surrogate '\\udce9')."""
+    install = tmp_path / os.fsdecode(b"site-packages-\xe9")
     shutil.copytree(REPO / "src" / "catdog", install / "catdog", ignore=shutil.ignore_patterns("vendor", "__pycache__"))
     vendor = install / "catdog" / "serve" / "static" / "app" / "vendor"
     monkeypatch.setenv("PYTHONPATH", str(install))  # the server imports this copy, without its runtime
@@ -907,7 +910,8 @@ def test_a_missing_runtime_is_one_clear_sentence_without_a_path(monkeypatch, tmp
             assert str(tmp_path) not in error and "not built" in error and "npm" in error, error
             assert error == getattr(webapp.AppNotBuiltError, "public", None)
         assert httpx.get(srv.url + "/app/nothing.js").status_code == 404
-    assert srv.log().count(f"missing from {vendor}") == 1, srv.log()  # the log names it, once
+    assert srv.log().count(f"missing from {printable(str(vendor))}") == 1, srv.log()  # the log names it, once
+    assert "\\udc" not in srv.log(), srv.log()
 
 
 def test_the_build_copies_the_runtime_files_the_server_serves():

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 
 from catdog import webapp
+from catdog.fsutil import printable
 from catdog.serve.paths import not_found
 
 router = APIRouter(include_in_schema=False)
@@ -49,7 +50,7 @@ def _not_built(request: Request, err: webapp.AppNotBuiltError) -> Response:
     app_state = _app_state(request)
     if not app_state.said_not_built:
         app_state.said_not_built = True
-        log.warning("%s", err)
+        log.warning("%s", printable(str(err)))
     return _error(503, err.public)
 
 
