@@ -276,6 +276,8 @@ def test_other_client_errors(client: httpx.Client, server: Server) -> None:
     for path in ("/api/v1/nothing", "/app/nothing.js", "/app/vendor/nothing.wasm", "/docs/nothing.css"):
         nothing = client.get(path)
         assert (nothing.status_code, error_of(nothing)) == (404, f"Nothing is served at {path}."), path
+        # One JSON style: compact, as every answer (the app's were spaced: '{"error": "Nothing ...'").
+        assert nothing.text == json.dumps({"error": error_of(nothing)}, separators=(",", ":")), nothing.text
     assert client.get("/api/v1/predict").status_code == 405
 
 

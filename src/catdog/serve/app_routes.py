@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 
 from catdog import webapp
 from catdog.fsutil import printable
@@ -42,7 +42,7 @@ def _app_state(request: Request) -> _AppState:
 
 
 def _error(status: int, message: str) -> Response:
-    return Response(json.dumps({"error": message}), status, media_type="application/json", headers=webapp.APP_HEADERS)
+    return JSONResponse({"error": message}, status, headers=webapp.APP_HEADERS)  # compact, as every error
 
 
 def _not_built(request: Request, err: webapp.AppNotBuiltError) -> Response:
