@@ -886,6 +886,8 @@ def test_a_model_that_failed_to_load_is_said_once_in_the_app(browser, playwright
         status.filter(has_text="could not be loaded").wait_for(timeout=10_000)
         said = status.inner_text()
         assert said == FAILED_TO_LOAD, said
+        footer = page.locator("footer").inner_text()  # it promised "Works offline." without a model
+        assert "nothing is sent anywhere" in footer and "offline" not in footer.lower(), footer
         page.clock.run_for(60_000)
         page.wait_for_timeout(500)  # a request the app sent would reach the route handler now
         assert len(asked) == 1, f"asked {len(asked)} times"

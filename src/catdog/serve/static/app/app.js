@@ -312,6 +312,7 @@ app.ready = (async () => {
   } catch (err) {
     const sentence = err instanceof ServerAnswer ? err.message : `The model could not be loaded: ${err.message}.`;
     say(sentence);
+    $("offline-note").hidden = true; // nothing works without the model, offline or not
     throw err;
   }
 })();
