@@ -116,8 +116,9 @@ def test_a_preprocessing_value_out_of_range_is_one_sentence_without_python_words
     assert "image size 4 is too small" in message and ".)" not in message, message
 
 
-def onnx_with_metadata(path: Path, **changes: str) -> Path:
-    """A real, tiny ONNX classifier (mean colour → two logits) with catdog's metadata, ``changes`` written over it."""
+def onnx_with_metadata(path: Path, **changes: str | None) -> Path:
+    """A real, tiny ONNX classifier (mean colour → two logits) with catdog's metadata, ``changes`` written over it
+    (None drops a key)."""
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -137,8 +138,11 @@ def onnx_with_metadata(path: Path, **changes: str) -> Path:
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     proto.ir_version = 8
     set_metadata(proto, {"architecture": "catnet", "classes": ["cat", "dog"], "preprocess": PRE.to_dict()})
-    for prop in proto.metadata_props:
-        prop.value = changes.get(prop.key, prop.value)
+    values = {prop.key: changes.get(prop.key, prop.value) for prop in proto.metadata_props}
+    del proto.metadata_props[:]
+    for key, value in values.items():
+        if value is not None:  # a change of None drops the key
+            proto.metadata_props.add(key=key, value=value)
     onnx.save(proto, str(path))
     return path
 
@@ -171,3 +175,12 @@ def test_damaged_metadata_in_an_onnx_file_is_one_sentence_naming_the_file_and_th
         message = done.stderr.strip().removeprefix("Error: ")
         assert done.returncode != 0, (args[0], done.stdout)
         assert one_sentence(message, str(model)) and f"'{field}" in message, (args[0], message)
+
+
+def test_an_onnx_file_with_only_classes_and_preprocess_still_predicts(photos: Path, tmp_path: Path) -> None:
+    """classes and preprocess are all the metadata an ONNX file needs: checking it as config.json is must not also
+    ask for the 'architecture' (or anything else) that only a model directory needs to rebuild its network."""
+    bare = {key: None for key in ("architecture", "temperature", "gate", "split", "data", "catdog_version")}
+    model = onnx_with_metadata(tmp_path / "bare.onnx", **bare)
+    done = run_catdog_in_process("predict", "-m", str(model), str(photos))
+    assert done.returncode == 0, done.stderr

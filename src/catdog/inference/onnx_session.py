@@ -158,7 +158,8 @@ def read_config(sess, path: str | os.PathLike) -> dict:
             raise ModelError(f"'{path}' is damaged: its metadata '{meta}' is not JSON; export it again.") from None
     if config.get("temperature") is None:
         config["temperature"] = 1.0
-    check_config(config, path)
+    # Only a model directory needs 'architecture' (to rebuild its network): an ONNX file is its network.
+    check_config({**config, "architecture": config.get("architecture") or "onnx"}, path)
     return config
 
 
