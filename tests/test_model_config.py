@@ -175,6 +175,7 @@ def test_damaged_metadata_in_an_onnx_file_is_one_sentence_naming_the_file_and_th
         message = done.stderr.strip().removeprefix("Error: ")
         assert done.returncode != 0, (args[0], done.stdout)
         assert one_sentence(message, str(model)) and f"'{field}" in message, (args[0], message)
+        assert message.endswith("; export it again."), (args[0], message)  # not "train the model again"
 
 
 def test_an_onnx_file_with_only_classes_and_preprocess_still_predicts(photos: Path, tmp_path: Path) -> None:

@@ -159,7 +159,7 @@ def read_config(sess, path: str | os.PathLike) -> dict:
     if config.get("temperature") is None:
         config["temperature"] = 1.0
     # Only a model directory needs 'architecture' (to rebuild its network): an ONNX file is its network.
-    check_config({**config, "architecture": config.get("architecture") or "onnx"}, path)
+    check_config({**config, "architecture": config.get("architecture") or "onnx"}, path, "export it again")
     return config
 
 

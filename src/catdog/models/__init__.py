@@ -142,12 +142,15 @@ _REQUIRED = ("architecture", "classes", "preprocess")
 _TYPE_NAMES = {str: "a string", list: "a list", dict: "an object", int: "a whole number", float: "a number"}
 
 
-def check_config(config: object, config_file: str | Path) -> None:
-    """Raise one clear ModelError, naming the file and the field, where a (hand-edited) config is not usable."""
+def check_config(config: object, config_file: str | Path, remedy: str = "train the model again or fix it") -> None:
+    """Raise one clear ModelError, naming the file and the field, where a (hand-edited) config is not usable.
+
+    ``remedy`` says what to do about a wrong field (an ONNX file's metadata is not fixed by hand: export it again).
+    """
     from catdog.preprocess import Preprocess
 
     def wrong(field: str, what: str) -> ModelError:
-        return ModelError(f"'{config_file}' is damaged: '{field}' must be {what}; train the model again or fix it.")
+        return ModelError(f"'{config_file}' is damaged: '{field}' must be {what}; {remedy}.")
 
     if not isinstance(config, dict):
         raise ModelError(f"'{config_file}' is damaged: it must hold a JSON object; train the model again.")
