@@ -1,5 +1,6 @@
 // catdog: what the server's page and the phone app do alike: show a prediction's probabilities, wait as a 503
-// asks, and say why the camera did not start. A classic script (the page loads it with <script src>, the app imports it) that defines catdogShares.
+// asks, and say why the camera did not start. A classic script (the page loads it with <script src>, the app
+// imports it) that defines catdogShares.
 "use strict";
 globalThis.catdogShares = {
   // Percentages with one decimal that add up to exactly 100 (largest remainder), for any class names.
