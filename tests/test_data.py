@@ -69,6 +69,8 @@ def test_names_a_browser_gives_saved_web_images_carry_no_label(tmp_path):
     of one photo each, and train trained five classes (with a note that each was too small). They carry no
     label, and are left out."""
     web_names = ["OIP (2).jpg", "hqdefault (1).jpg", "maxresdefault (1).jpg", "th (1).jpg"]
+    # Canva's designs and an iPhone's photos sent to Windows were classes "untitled_design" and "image_from_io".
+    web_names = sorted([*web_names, "Image from iOS (1).jpg", "Untitled design (2).png"])
     for name in ["cat.1.jpg", "dog.1.jpg", *web_names]:
         _write(tmp_path / name, image_bytes())
     ds = discover(tmp_path)

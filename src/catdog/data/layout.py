@@ -40,12 +40,15 @@ _NEITHER_NAMES = frozenset(
 # no label in a flat layout. A web image saved twice is 'th (1).jpg' or 'OIP (2).jpg' (Bing), 'maxresdefault (1).jpg'
 # (YouTube): since a number may stand in brackets, each was a class of its own beside cat and dog, as were a Mac's
 # 'Screen Shot 2020-01-01 at 10.00.00.png' and 'WhatsApp Image 2020-01-01 at 10.00.00.jpeg' (normalised names),
-# WeChat's 'mmexport1577836800000.jpg' and KakaoTalk's 'KakaoTalk_20200101_100000000.jpg'.
+# WeChat's 'mmexport1577836800000.jpg' and KakaoTalk's 'KakaoTalk_20200101_100000000.jpg', and Canva's
+# 'Untitled design (1).png' and an iPhone's photo sent to Windows, 'Image from iOS (1).jpg' ('image_from_io' once
+# normalised): classes 'untitled_design' and 'image_from_io'.
 _CAMERA_NAMES = frozenset(
     {
         *("img", "dsc", "dscn", "dscf", "pxl", "mvimg", "pic", "image", "photo", "photo_on", "scan", "dji", "gopr"),
         *("screenshot", "screen_shot", "whatsapp_image", "signal", "received", "snapchat", "mmexport", "kakaotalk"),
         *("download", "unnamed", "untitled", "th", "oip", "maxresdefault", "hqdefault", "sddefault", "mqdefault"),
+        *("untitled_design", "image_from_io"),
     }
 )
 
