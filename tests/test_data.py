@@ -370,6 +370,20 @@ def test_a_neither_folder_beside_splits_is_told_where_it_belongs(tmp_path):
         model_classes(TrainConfig(data_dir=str(kaggle), out=str(tmp_path / "model")))
 
 
+def test_validation_and_test_splits_alone_are_told_where_to_train(tmp_path):
+    """A download of valid/ and test/ only (its train split left out) was told "evaluate on 'test' or 'valid'",
+    with nowhere to train. It is told that there is no training split, to train on valid/ and evaluate on test/."""
+    for name in ("valid/cat/a.jpg", "valid/dog/b.jpg", "test/cat/c.jpg", "test/dog/d.jpg"):
+        _write(tmp_path / "download" / name, image_bytes())
+    root = tmp_path / "download"
+    with pytest.raises(DatasetError) as info:
+        discover(root)
+    assert str(info.value) == (
+        f"'{root}' holds splits (test/, valid/), not classes, and no training split: train on '{root}/valid', "
+        f"evaluate on '{root}/test'."
+    )
+
+
 def test_a_stray_labelled_photo_beside_splits_does_not_make_them_classes(tmp_path):
     """One cat.1.jpg left loose beside Kaggle's training_set/ and test_set/ skipped the refusal of splits, and they
     were classes "training_set" and "test_set" again (the photo left out). The splits are refused whenever the

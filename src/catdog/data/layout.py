@@ -54,9 +54,9 @@ _CAMERA_NAMES = frozenset(
 
 # Normalised names of the folders a download splits a dataset into, those to train on first.
 _TRAINING_SPLIT_NAMES = frozenset({"train", "training", "train_set", "training_set", "trainset"})
-_SPLIT_NAMES = _TRAINING_SPLIT_NAMES | {
-    *("test", "test_set", "testset", "val", "val_set", "valid", "validation", "validation_set", "dev"),
-}
+_TEST_SPLIT_NAMES = frozenset({"test", "test_set", "testset"})
+_VALIDATION_SPLIT_NAMES = frozenset({"val", "val_set", "valid", "validation", "validation_set", "dev"})
+_SPLIT_NAMES = _TRAINING_SPLIT_NAMES | _VALIDATION_SPLIT_NAMES | _TEST_SPLIT_NAMES
 # Normalised names of a lone folder that wraps a dataset rather than naming a class: a split, or a container
 # (Microsoft's PetImages/, a Kaggle archive's training_set/ ...). Trailing digits are no part of the name: train2/.
 _WRAPPER_NAMES = _CAMERA_NAMES | _SPLIT_NAMES | {"data", "dataset", "sample", "picture", "petimage", "pet_image"}
@@ -265,6 +265,10 @@ def _splits_instead_of_classes(folders: list[Path]) -> str | None:
     if not labelled:
         return None
     to_train = [f for f in labelled if _name_without_number(f.name) in _TRAINING_SPLIT_NAMES]
+    # A download of valid/ and test/ alone (the train split left out) was told only to evaluate, with nowhere to
+    # train: it is told that, and to train on its validation split (train sets its own validation photos apart).
+    missing = "" if to_train else ", and no training split"
+    to_train = to_train or [f for f in labelled if _name_without_number(f.name) not in _TEST_SPLIT_NAMES]
     to_evaluate = [f for f in labelled if f not in to_train]
     uses = [
         f"{verb} on {_quoted(where, 'or')}" for verb, where in (("train", to_train), ("evaluate", to_evaluate)) if where
@@ -273,7 +277,7 @@ def _splits_instead_of_classes(folders: list[Path]) -> str | None:
         into = f"'{_classes_folder(to_train[0])}'" if to_train else "the folder you train on"
         uses.append(f"and move {_quoted(negatives, 'and')} into {into}")
     held = f"{'a split' if len(splits) == 1 else 'splits'} ({', '.join(f'{folder.name}/' for folder in splits)})"
-    return f"'{folders[0].parent}' holds {held}, not classes: {', '.join(uses)}."
+    return f"'{folders[0].parent}' holds {held}, not classes{missing}: {', '.join(uses)}."
 
 
 def _quoted(folders: list[Path], joined_by: str) -> str:
