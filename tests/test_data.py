@@ -323,9 +323,9 @@ def test_splits_side_by_side_are_named_not_read_as_classes(tmp_path):
 
 def test_a_neither_folder_beside_splits_is_told_where_it_belongs(tmp_path):
     """A neither/ (or other/) put beside Kaggle's training_set/ and test_set/ made them classes again, and train
-    trained "training_set" against "test_set"; beside Kaggle's lone train/ of cat.1.jpg ... it made one class
-    "train". Splits and a neither folder are refused too, in a sentence that says where the neither folder goes:
-    among the classes of the folder to train on, which then reads as cats, dogs and neither."""
+    trained "training_set" against "test_set"; beside Kaggle's train/ of cat.1.jpg ... and test1/ it made classes
+    "train" and "test1". Splits and a neither folder are refused too, in a sentence that says where the neither
+    folder goes: among the classes of the folder to train on, which then reads as cats, dogs and neither."""
     for name in (
         "archive/training_set/training_set/cats/a.jpg",
         "archive/training_set/training_set/dogs/a.jpg",
@@ -335,20 +335,15 @@ def test_a_neither_folder_beside_splits_is_told_where_it_belongs(tmp_path):
         "kaggle/train/dog.1.jpg",
         "kaggle/test1/1.jpg",
         "kaggle/Other/a.jpg",
-        "pets/train/cat.1.jpg",
-        "pets/train/dog.1.jpg",
-        "pets/neither/a.jpg",
     ):
         _write(tmp_path / name, image_bytes())
-    archive, kaggle, pets = tmp_path / "archive", tmp_path / "kaggle", tmp_path / "pets"
+    archive, kaggle = tmp_path / "archive", tmp_path / "kaggle"
     said = {
         archive: f"'{archive}' holds splits (test_set/, training_set/), not classes: train on "
         f"'{archive}/training_set', evaluate on '{archive}/test_set', and move '{archive}/neither' into "
         f"'{archive}/training_set/training_set'.",
         kaggle: f"'{kaggle}' holds splits (test1/, train/), not classes: train on '{kaggle}/train', and move "
         f"'{kaggle}/Other' into '{kaggle}/train'.",
-        pets: f"'{pets}' holds a split (train/), not classes: train on '{pets}/train', and move '{pets}/neither' "
-        f"into '{pets}/train'.",
     }
     for root, sentence in said.items():
         with pytest.raises(DatasetError) as info:
@@ -356,8 +351,6 @@ def test_a_neither_folder_beside_splits_is_told_where_it_belongs(tmp_path):
         assert str(info.value) == sentence
     shutil.move(archive / "neither", archive / "training_set" / "training_set")
     assert discover(archive / "training_set").counts() == {"cat": 1, "dog": 1, "neither": 1}
-    shutil.move(pets / "neither", pets / "train")
-    assert discover(pets / "train").counts() == {"cat": 1, "dog": 1, "neither": 1}
     # Unlabelled photos in a folder named like a split stay a class beside neither/, as before.
     for name in ("mine/train/IMG_1.jpg", "mine/neither/IMG_2.jpg"):
         _write(tmp_path / name, image_bytes())
@@ -368,6 +361,26 @@ def test_a_neither_folder_beside_splits_is_told_where_it_belongs(tmp_path):
 
     with pytest.raises(DatasetError, match=r"holds splits \(test1/, train/\), not classes"):
         model_classes(TrainConfig(data_dir=str(kaggle), out=str(tmp_path / "model")))
+
+
+def test_a_lone_training_split_beside_a_neither_folder_is_read(tmp_path):
+    """Kaggle's train/ of cat.1.jpg ... with one's own neither/ beside it (or an ImageFolder train/cat, train/dog)
+    was refused as "a split, not classes", and told to move neither/ into train/: it can mean nothing but "train
+    on train/, and neither/ holds the negatives", and reads so. Beside test/ as well, it stays refused."""
+    for name in ("flat/train/cat.1.jpg", "flat/train/dog.1.jpg", "flat/neither/a.jpg"):
+        _write(tmp_path / name, image_bytes())
+    for name in ("folders/training_set/cats/a.jpg", "folders/training_set/dogs/b.jpg", "folders/Other/c.jpg"):
+        _write(tmp_path / name, image_bytes())
+    flat, folders = discover(tmp_path / "flat"), discover(tmp_path / "folders")
+    assert (flat.layout, flat.wrapper, flat.counts()) == (
+        "flat",
+        tmp_path / "flat/train",
+        {"cat": 1, "dog": 1, "neither": 1},
+    )
+    assert (folders.layout, folders.counts()) == ("folders", {"cat": 1, "dog": 1, "neither": 1})
+    _write(tmp_path / "flat/test/cat.2.jpg", image_bytes())
+    with pytest.raises(DatasetError, match=r"holds splits \(test/, train/\), not classes: train on"):
+        discover(tmp_path / "flat")
 
 
 def test_validation_and_test_splits_alone_are_told_where_to_train(tmp_path):

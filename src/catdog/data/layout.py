@@ -334,13 +334,34 @@ def _inside_wrappers(
     archive unpacks to train/cat.1.jpg ...), or another wrapper. What lies loose inside a wrapper is looked at
     as it would be at the top: the photos of train/ once became one class "train", and a loose IMG_1.jpg beside
     the wrapped class folders was neither used nor listed as left out.
+
+    A lone training split beside a neither folder (train/ and neither/) is looked into too: the split holds the
+    dataset, and the neither folder its negatives.
     """
     wrapper = None
-    while len(folders) == 1 and not images and (unwrapped := _unwrapped(folders[0], outermost=wrapper is None)):
-        wrapper = folders[0]
-        folders, images, links_inside = unwrapped
+    while not images:
+        if len(folders) == 1 and (unwrapped := _unwrapped(folders[0], outermost=wrapper is None)):
+            wrapper, beside = folders[0], []
+        elif (split := _training_split_beside_negatives(folders)) and (unwrapped := _unwrapped(split, outermost=False)):
+            wrapper, beside = split, [folder for folder in folders if folder != split]
+        else:
+            break
+        inside, images, links_inside = unwrapped
+        folders = inside + beside
         skipped.extend(links_inside)
     return folders, images, wrapper
+
+
+def _training_split_beside_negatives(folders: list[Path]) -> Path | None:
+    """The training split of ``folders`` that are one training split and one neither folder, else None.
+
+    Kaggle's train/ of cat.1.jpg ... with the person's own neither/ beside it was refused as a split to train on;
+    it says nothing but "train on train/, and here are the negatives". A split beside test/ stays refused.
+    """
+    if len(folders) != 2 or sum(normalize_label(folder.name) == NEITHER for folder in folders) != 1:
+        return None
+    splits = [folder for folder in folders if _name_without_number(folder.name) in _TRAINING_SPLIT_NAMES]
+    return splits[0] if len(splits) == 1 else None
 
 
 def discover(root: str | os.PathLike, *, image_files_only: bool = False) -> Dataset:
