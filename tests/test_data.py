@@ -397,6 +397,31 @@ def test_validation_and_test_splits_alone_are_told_where_to_train(tmp_path):
     )
 
 
+def test_folders_named_like_dates_are_no_classes(tmp_path):
+    """Pictures/2019 and Pictures/2020 (photos sorted by year, as a phone or Google Takeout exports them) were two
+    classes, "2019" and "2020", and train trained them. Folders named like years or dates are refused in one
+    sentence, as splits are; inside a class folder (cats/2019/) they are that class's, as before."""
+    for name in ("Pictures/2019/IMG_1.jpg", "Pictures/2020/IMG_2.jpg", "mixed/cat/a.jpg", "mixed/dog/b.jpg"):
+        _write(tmp_path / name, image_bytes())
+    _write(tmp_path / "mixed/Photos from 2021/c.jpg", image_bytes())
+    for folder, named in ((tmp_path / "Pictures", "2019/, 2020/"), (tmp_path / "mixed", "Photos from 2021/")):
+        with pytest.raises(DatasetError) as info:
+            discover(tmp_path / folder.name)
+        assert str(info.value) == (
+            f"'{folder}' holds folders named like dates ({named}), not classes: sort their photos into folders "
+            "named for what they show (cat/, dog/, and neither/ for the rest)."
+        )
+    for name in ("pets/cats/2019/a.jpg", "pets/dogs/2019-07-14/b.jpg"):
+        _write(tmp_path / name, image_bytes())
+    assert discover(tmp_path / "pets").counts() == {"cat": 1, "dog": 1}
+
+    from catdog.training.config import TrainConfig
+    from catdog.training.recipe import model_classes
+
+    with pytest.raises(DatasetError, match=r"holds folders named like dates \(2019/, 2020/\), not classes"):
+        model_classes(TrainConfig(data_dir=str(tmp_path / "Pictures"), out=str(tmp_path / "model")))
+
+
 def test_a_stray_labelled_photo_beside_splits_does_not_make_them_classes(tmp_path):
     """One cat.1.jpg left loose beside Kaggle's training_set/ and test_set/ skipped the refusal of splits, and they
     were classes "training_set" and "test_set" again (the photo left out). The splits are refused whenever the

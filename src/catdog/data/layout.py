@@ -61,6 +61,10 @@ _SPLIT_NAMES = _TRAINING_SPLIT_NAMES | _VALIDATION_SPLIT_NAMES | _TEST_SPLIT_NAM
 # (Microsoft's PetImages/, a Kaggle archive's training_set/ ...). Trailing digits are no part of the name: train2/.
 _WRAPPER_NAMES = _CAMERA_NAMES | _SPLIT_NAMES | {"data", "dataset", "sample", "picture", "petimage", "pet_image"}
 
+# A folder named for a year or a date ('2019', '2019-07', '2019_07_14', Google Takeout's 'Photos from 2019') sorts
+# photos by when they were taken, never by what they show: 'Pictures/2019' and 'Pictures/2020' were classes.
+_DATE_NAME = re.compile(r"(?:photos from )?(?:19|20)\d\d(?:[-_. ]?\d\d){0,2}", re.IGNORECASE)
+
 # The number may stand in brackets: Windows names a batch it renames 'Cat (1).jpg', 'Cat (2).jpg' ..., and a browser
 # a second download of cat.1.jpg 'cat.1 (1).jpg'. After it come words, each after a separator or a bracket
 # ('cat.1 - Copy (2).jpg'): the two never overlap, so a name is read in one pass. Words that could hold '_' made
@@ -280,6 +284,18 @@ def _splits_instead_of_classes(folders: list[Path]) -> str | None:
     return f"'{folders[0].parent}' holds {held}, not classes{missing}: {', '.join(uses)}."
 
 
+def _dated_instead_of_classes(folders: list[Path]) -> str | None:
+    """One sentence saying so, when some of the class ``folders`` are named like years or dates (2019/, 2020/)."""
+    dated = [folder for folder in folders if _DATE_NAME.fullmatch(folder.name)]
+    if not dated:
+        return None
+    named = ", ".join(f"{folder.name}/" for folder in dated)
+    return (
+        f"'{dated[0].parent}' holds folders named like dates ({named}), not classes: sort their photos into folders "
+        "named for what they show (cat/, dog/, and neither/ for the rest)."
+    )
+
+
 def _quoted(folders: list[Path], joined_by: str) -> str:
     """``'a/train' or 'a/train2'``."""
     return f" {joined_by} ".join(f"'{folder}'" for folder in folders)
@@ -409,7 +425,7 @@ def discover(root: str | os.PathLike, *, image_files_only: bool = False) -> Data
             )
         layout, files = "flat", flat + negatives
         left_out = [path for path, label in named.items() if not label] + folder_images
-    elif misread := _splits_instead_of_classes(folders):
+    elif misread := _splits_instead_of_classes(folders) or _dated_instead_of_classes(folders):
         # Asked only when the folders are the dataset: a stray cat.1.jpg beside training_set/ and test_set/
         # made them classes again, while a flat dataset's own train/ or test1/ is left out as any folder is.
         raise DatasetError(misread)
