@@ -573,3 +573,17 @@ def test_one_file_is_counted_as_one_file(tmp_path: Path) -> None:
     Image.new("RGB", (80, 80), (200, 120, 40)).save(tmp_path / "cat" / "1.jpg")
     done = run_catdog_in_process("data", "check", str(tmp_path))
     assert "1 file)" in done.stdout and "1 files" not in done.stdout, done.stdout
+
+
+def test_photos_named_for_another_class_than_their_folder_are_noted(tmp_path: Path) -> None:
+    """cats/ holding dog.1.jpg and dog.2.jpg beside cat.1.jpg read them as cats without a word. The folder's class
+    stays the label, and data check notes how many files of a class are named for another, with one of them."""
+    rng = np.random.default_rng(0)
+    for name in ("cats/cat.1.jpg", "cats/dog.1.jpg", "cats/dog.2.jpg", "dogs/dog.3.jpg", "dogs/Rex 1.jpg"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(tmp_path / name)
+    code, found = _check_json(tmp_path)
+    assert (code, found["classes"]) == (0, {"cat": 3, "dog": 2})  # a note: the dataset is clean
+    assert found["named_otherwise"] == [{"class": "cat", "named": "dog", "photos": 2, "example": "cats/dog.1.jpg"}]
+    [row] = [line for line in rendered(summary(check_dataset(tmp_path))).splitlines() if "named for another" in line]
+    assert " ".join(row.split()).endswith("│ cats/dog.1.jpg │ 2 files of class cat named like dog: read as cat │"), row

@@ -12,7 +12,8 @@ Reported:
   ``near_distance`` bits, grouped), within a class and across classes (a label conflict);
 - images whose extension does not name their content (a PNG called ``.jpg``);
 - images the layout gives no label (:attr:`catdog.data.layout.Dataset.left_out`), which no model would see;
-- notes that do not make a dataset unclean: unusual pixel modes, tiny images, small classes, blank images
+- notes that do not make a dataset unclean: unusual pixel modes, tiny images, small classes, photos whose name
+  says another class than their folder (``cats/dog.1.jpg``: the folder's class is used), blank images
   (one colour: their perceptual hashes say nothing, so they are no near-duplicates of anything) and files that are
   no image and have no image extension (``.json`` sidecars, ``.MOV``, ``Thumbs.db``), which no command reads.
 
@@ -40,7 +41,7 @@ import imagehash
 import numpy as np
 
 from catdog.data.hashing import HashIndex, content_hash
-from catdog.data.layout import NEITHER, discover
+from catdog.data.layout import NEITHER, Dataset, discover, label_in_name
 from catdog.errors import CatdogError
 from catdog.fsutil import atomic_write_text, counted, default_cache_dir, shown
 from catdog.images import (
@@ -228,6 +229,9 @@ class CheckReport:
     tiny_images: list[dict] = field(default_factory=list)
     small_classes: list[dict] = field(default_factory=list)  # classes of under SMALL_CLASS usable photos: a note
     blank_images: list[dict] = field(default_factory=list)  # no detail for a perceptual hash (one colour): a note
+    # Photos in one class folder named for another class (cats/dog.1.jpg), per pair of classes: a note, as the
+    # folder's class is the label (a name is the weaker word), but most often a photo sorted into the wrong folder.
+    named_otherwise: list[dict] = field(default_factory=list)
     # Files that are no image and have no image extension (a .json beside each photo, .MOV, Thumbs.db): no command
     # reads them, so they are a note, not unusable photos; `classes` does not count them.
     not_images: list[dict] = field(default_factory=list)
@@ -322,6 +326,7 @@ def _scan_report(root, cache_dir, near_distance, workers, progress, on_start) ->
     report.not_read = [
         {"path": path.relative_to(dataset.root).as_posix(), "reason": why} for path, why in dataset.skipped
     ]
+    report.named_otherwise = _named_otherwise(dataset)
 
     usable = []
     for i, (_, facts) in enumerate(results):
@@ -357,6 +362,21 @@ def _scan_report(root, cache_dir, near_distance, workers, progress, on_start) ->
     _find_duplicates(report, usable, results, rel, labels, groups, near_distance)
     _plan_duplicate_moves(report, usable, results, rel, labels, groups)
     return report
+
+
+def _named_otherwise(dataset: Dataset) -> list[dict]:
+    """Per folder class and the other class its files' names say: how many, and the first of them."""
+    if dataset.layout == "flat":  # the name is the label there
+        return []
+    found: dict[tuple[str, str], list[Path]] = {}
+    for item in dataset.files:
+        named = label_in_name(item.path.name)
+        if named != item.label and named in dataset.classes and item.path.suffix.lower() in IMAGE_EXTENSIONS:
+            found.setdefault((item.label, named), []).append(item.path)
+    return [
+        {"class": label, "named": named, "photos": len(paths), "example": paths[0].relative_to(dataset.root).as_posix()}
+        for (label, named), paths in found.items()
+    ]
 
 
 def small_class_note(name: str, photos: int) -> str:
@@ -571,6 +591,13 @@ def summary(report: CheckReport, limit: int = 20) -> list:
             (t["path"], f"{t['width']}x{t['height']} (< {TINY_SIDE} px)") for t in report.tiny_images
         ],
         "small class (note)": [(c["example"], small_class_note(c["class"], c["photos"])) for c in report.small_classes],
+        "named for another class (note)": [
+            (
+                n["example"],
+                f"{counted(n['photos'], 'file')} of class {n['class']} named like {n['named']}: read as {n['class']}",
+            )
+            for n in report.named_otherwise
+        ],
         "blank image (note)": [(b["path"], "one colour, no detail: a blank frame?") for b in report.blank_images],
         "not an image (note)": _by_extension(report.not_images),
         "moved": [(q["path"], q["to"]) for q in report.quarantined if q["to"]],

@@ -28,7 +28,7 @@ from catdog.errors import DatasetError
 from catdog.fsutil import counted, utf8_safe
 from catdog.images import IMAGE_EXTENSIONS
 
-__all__ = ["NEITHER", "Dataset", "DatasetError", "LabelledFile", "discover", "normalize_label"]
+__all__ = ["NEITHER", "Dataset", "DatasetError", "LabelledFile", "discover", "label_in_name", "normalize_label"]
 
 NEITHER = "neither"
 # Normalised folder names that mean "no cat and no dog here" (after normalize_label's plural rule).
@@ -130,8 +130,8 @@ def normalize_label(name: str) -> str:
     return NEITHER if label in _NEITHER_NAMES else label
 
 
-def _flat_label(name: str) -> str | None:
-    """The label a flat layout reads from a file name (``cat.1.jpg`` → ``cat``), or None."""
+def label_in_name(name: str) -> str | None:
+    """The label a flat layout reads from a file name (``cat.1.jpg`` → ``cat``), or None (``IMG_0001.jpg``)."""
     match = _FLAT_NAME.match(name)
     label = normalize_label(match["label"]) if match else None
     return None if label in _CAMERA_NAMES else label
@@ -230,7 +230,7 @@ def _names_a_flat_layout(folder: Path, images: list[Path]) -> bool:
     "whatsapp_image". Photos whose names carry no label stay a class of any name: export's --check-data needs
     no labels.
     """
-    labels = {_flat_label(path.name) for path in images} - {None}
+    labels = {label_in_name(path.name) for path in images} - {None}
     return len(labels) > 1 or (len(labels) == 1 and _is_wrapper_name(folder.name))
 
 
@@ -316,7 +316,7 @@ def _holds_labels(folder: Path) -> bool:
         folders, images = _entries(_listing(folder), [])
     except OSError:
         return False
-    return bool(folders) or any(_flat_label(path.name) for path in images)
+    return bool(folders) or any(label_in_name(path.name) for path in images)
 
 
 def _unwrapped(folder: Path, *, outermost: bool) -> tuple[list[Path], list[Path], list[tuple[Path, str]]] | None:
@@ -414,7 +414,7 @@ def discover(root: str | os.PathLike, *, image_files_only: bool = False) -> Data
     folder_images = [
         item.path for item in in_folders if item.label != NEITHER and item.path.suffix.lower() in IMAGE_EXTENSIONS
     ]
-    named = {path: _flat_label(path.name) for path in flat_images}
+    named = {path: label_in_name(path.name) for path in flat_images}
     flat = [LabelledFile(path, label) for path, label in named.items() if label]
     # Both kinds side by side: the one that holds more images is the dataset; the other's images are listed
     # as left out, never dropped without a word.
