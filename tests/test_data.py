@@ -383,6 +383,21 @@ def test_a_lone_training_split_beside_a_neither_folder_is_read(tmp_path):
         discover(tmp_path / "flat")
 
 
+def test_a_wrapper_inside_a_lone_training_split_beside_a_neither_folder_is_looked_into(tmp_path):
+    """train/PetImages/Cat, train/PetImages/Dog with neither/ beside train/ read as one class "petimage" (and
+    train/data/cat ... as "data"): the split was looked into, but the wrapper inside it no more, as neither/ stood
+    beside it. The neither folder is carried along while wrappers are looked into, as a lone folder's are."""
+    for name in ("pets/train/PetImages/Cat/a.jpg", "pets/train/PetImages/Dog/b.jpg", "pets/neither/c.jpg"):
+        _write(tmp_path / name, image_bytes())
+    for name in ("nested/train/train/cat.1.jpg", "nested/train/train/dog.1.jpg", "nested/train/neither/c.jpg"):
+        _write(tmp_path / name, image_bytes())
+    _write(tmp_path / "nested/Other/d.jpg", image_bytes())
+    pets = discover(tmp_path / "pets")
+    assert (pets.wrapper, pets.counts()) == (tmp_path / "pets/train/PetImages", {"cat": 1, "dog": 1, "neither": 1})
+    # Kaggle's train/train/ with a neither folder beside each train/: both are kept (it was refused).
+    assert discover(tmp_path / "nested").counts() == {"cat": 1, "dog": 1, "neither": 2}
+
+
 def test_validation_and_test_splits_alone_are_told_where_to_train(tmp_path):
     """A download of valid/ and test/ only (its train split left out) was told "evaluate on 'test' or 'valid'",
     with nowhere to train. It is told that there is no training split, to train on valid/ and evaluate on test/."""

@@ -352,20 +352,20 @@ def _inside_wrappers(
     the wrapped class folders was neither used nor listed as left out.
 
     A lone training split beside a neither folder (train/ and neither/) is looked into too: the split holds the
-    dataset, and the neither folder its negatives.
+    dataset, and the neither folder its negatives. The neither folder is carried along while the wrappers inside
+    the split are looked into: train/PetImages/Cat ... beside it was one class "petimage".
     """
-    wrapper = None
+    wrapper, negatives = None, []
     while not images:
         if len(folders) == 1 and (unwrapped := _unwrapped(folders[0], outermost=wrapper is None)):
-            wrapper, beside = folders[0], []
+            wrapper = folders[0]
         elif (split := _training_split_beside_negatives(folders)) and (unwrapped := _unwrapped(split, outermost=False)):
-            wrapper, beside = split, [folder for folder in folders if folder != split]
+            wrapper, negatives = split, [*negatives, *(folder for folder in folders if folder != split)]
         else:
             break
-        inside, images, links_inside = unwrapped
-        folders = inside + beside
+        folders, images, links_inside = unwrapped
         skipped.extend(links_inside)
-    return folders, images, wrapper
+    return folders + negatives, images, wrapper
 
 
 def _training_split_beside_negatives(folders: list[Path]) -> Path | None:
