@@ -467,3 +467,15 @@ def test_an_int8_check_on_one_photo_counts_it_as_one() -> None:
     line = _checks(report)
     assert "on 1 photo;" in line and "calibrated on 1 photo," in line and "of 1 other." in line, line
     assert "1 changed label would" in line, line
+
+
+def test_check_photos_in_folders_named_like_dates_are_read_without_labels(tmp_path: Path) -> None:
+    """int8's agreement check needs no labels (docs: photos "in a subfolder of any name"), but a Pictures/ of
+    2019/ and 2020/, a phone's photos sorted by year, was refused as folders named like dates, which only a
+    command that needs classes must refuse. Its photos are check photos without a label (-1)."""
+    for name in ("2019/IMG_1.jpg", "2020/IMG_2.jpg", "2020/IMG_3.jpg"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).touch()
+    assert [label for _, label in check_files(tmp_path, ["cat", "dog"], 10)] == [-1, -1, -1]
+    calibration, check = export_module.int8_split(tmp_path, ["cat", "dog"])
+    assert len(calibration) + len(check) == 3

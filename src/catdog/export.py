@@ -86,7 +86,8 @@ def check_files(
     from the odd ones: calibration photos that the parity check never sees. ``exclude``: paths
     never to choose (the calibration photos, in a folder too small for the split).
     """
-    return _spread(discover(data_dir, image_files_only=True).files, classes, n, others=others, exclude=exclude)
+    found = discover(data_dir, image_files_only=True, labels_optional=True).files
+    return _spread(found, classes, n, others=others, exclude=exclude)
 
 
 def _spread(found: list[LabelledFile], classes: list[str], n: int, *, others: bool, exclude: Iterable) -> list:
@@ -228,7 +229,7 @@ def int8_split(check_dir: str | os.PathLike, classes: list[str], n_check: int | 
     240 photos was refused though 40 could calibrate int8 and 200 check it.
     """
     # The folder is listed once: three listings of a folder of 4,000 photos took three times as long.
-    found = discover(check_dir, image_files_only=True).files
+    found = discover(check_dir, image_files_only=True, labels_optional=True).files
     n_calibration = max(FEWEST_CALIBRATION_IMAGES, min(CALIBRATION_IMAGES, len(found) - INT8_FLOOR_PHOTOS))
     calibration = _spread(found, classes, n_calibration, others=True, exclude=())
     exclude = [path for path, _ in calibration]

@@ -380,13 +380,14 @@ def _training_split_beside_negatives(folders: list[Path]) -> Path | None:
     return splits[0] if len(splits) == 1 else None
 
 
-def discover(root: str | os.PathLike, *, image_files_only: bool = False) -> Dataset:
+def discover(root: str | os.PathLike, *, image_files_only: bool = False, labels_optional: bool = False) -> Dataset:
     """Find labelled files under ``root`` in any supported layout.
 
     ``image_files_only`` keeps only files with an image extension inside class folders
     (training wants that); ``data check`` keeps every file so it can report strays.
-    Raises :class:`DatasetError` for a missing, empty or unlabelled folder, and for a download's splits side by
-    side (training_set/ and test_set/ are no classes).
+    Raises :class:`DatasetError` for a missing, empty or unlabelled folder, for a download's splits side by
+    side (training_set/ and test_set/ are no classes), and for folders named like dates (2019/, 2020/), unless
+    ``labels_optional``: export's check photos need no labels, and a phone's photos sorted by year will do.
     """
     root = Path(root)
     if not root.exists():
@@ -425,7 +426,7 @@ def discover(root: str | os.PathLike, *, image_files_only: bool = False) -> Data
             )
         layout, files = "flat", flat + negatives
         left_out = [path for path, label in named.items() if not label] + folder_images
-    elif misread := _splits_instead_of_classes(folders) or _dated_instead_of_classes(folders):
+    elif misread := _splits_instead_of_classes(folders) or (not labels_optional and _dated_instead_of_classes(folders)):
         # Asked only when the folders are the dataset: a stray cat.1.jpg beside training_set/ and test_set/
         # made them classes again, while a flat dataset's own train/ or test1/ is left out as any folder is.
         raise DatasetError(misread)
