@@ -577,13 +577,29 @@ def test_one_file_is_counted_as_one_file(tmp_path: Path) -> None:
 
 def test_photos_named_for_another_class_than_their_folder_are_noted(tmp_path: Path) -> None:
     """cats/ holding dog.1.jpg and dog.2.jpg beside cat.1.jpg read them as cats without a word. The folder's class
-    stays the label, and data check notes how many files of a class are named for another, with one of them."""
+    stays the label, and data check notes how many files of a class are named for another, with one of them. A
+    cat.4.jpg among the neither examples is noted too, without calling neither a class (it is none)."""
     rng = np.random.default_rng(0)
-    for name in ("cats/cat.1.jpg", "cats/dog.1.jpg", "cats/dog.2.jpg", "dogs/dog.3.jpg", "dogs/Rex 1.jpg"):
+    names = (
+        "cats/cat.1.jpg",
+        "cats/dog.1.jpg",
+        "cats/dog.2.jpg",
+        "dogs/dog.3.jpg",
+        "dogs/Rex 1.jpg",
+        "other/cat.4.jpg",
+    )
+    for name in names:
         (tmp_path / name).parent.mkdir(exist_ok=True)
         Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(tmp_path / name)
     code, found = _check_json(tmp_path)
-    assert (code, found["classes"]) == (0, {"cat": 3, "dog": 2})  # a note: the dataset is clean
-    assert found["named_otherwise"] == [{"class": "cat", "named": "dog", "photos": 2, "example": "cats/dog.1.jpg"}]
-    [row] = [line for line in rendered(summary(check_dataset(tmp_path))).splitlines() if "named for another" in line]
-    assert " ".join(row.split()).endswith("│ cats/dog.1.jpg │ 2 files of class cat named like dog: read as cat │"), row
+    assert (code, found["classes"], found["neither"]) == (0, {"cat": 3, "dog": 2}, 1)  # a note: the dataset is clean
+    assert found["named_otherwise"] == [
+        {"class": "cat", "named": "dog", "photos": 2, "example": "cats/dog.1.jpg"},
+        {"class": "neither", "named": "cat", "photos": 1, "example": "other/cat.4.jpg"},
+    ]
+    lines = rendered(summary(check_dataset(tmp_path))).splitlines()
+    rows = [" ".join(line.split()) for line in lines if "named for another" in line]
+    assert [row.split("│")[2:4] for row in rows] == [
+        [" cats/dog.1.jpg ", " 2 files named like dog in a cat folder: read as cat "],
+        [" other/cat.4.jpg ", " 1 file named like cat in a neither folder: read as neither "],
+    ], rows

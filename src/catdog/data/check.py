@@ -379,6 +379,12 @@ def _named_otherwise(dataset: Dataset) -> list[dict]:
     ]
 
 
+def _named_otherwise_note(found: dict) -> str:
+    """'2 files named like dog in a cat folder: read as cat'. The folder is named, not "class": neither is none."""
+    folder = found["class"]
+    return f"{counted(found['photos'], 'file')} named like {found['named']} in a {folder} folder: read as {folder}"
+
+
 def small_class_note(name: str, photos: int) -> str:
     """The note on a class of under ``SMALL_CLASS`` usable photos, in the words of data check and of train."""
     return f"class {name}: {counted(photos, 'usable photo')}, under {SMALL_CLASS}: too few to learn from"
@@ -591,13 +597,7 @@ def summary(report: CheckReport, limit: int = 20) -> list:
             (t["path"], f"{t['width']}x{t['height']} (< {TINY_SIDE} px)") for t in report.tiny_images
         ],
         "small class (note)": [(c["example"], small_class_note(c["class"], c["photos"])) for c in report.small_classes],
-        "named for another class (note)": [
-            (
-                n["example"],
-                f"{counted(n['photos'], 'file')} of class {n['class']} named like {n['named']}: read as {n['class']}",
-            )
-            for n in report.named_otherwise
-        ],
+        "named for another class (note)": [(n["example"], _named_otherwise_note(n)) for n in report.named_otherwise],
         "blank image (note)": [(b["path"], "one colour, no detail: a blank frame?") for b in report.blank_images],
         "not an image (note)": _by_extension(report.not_images),
         "moved": [(q["path"], q["to"]) for q in report.quarantined if q["to"]],
