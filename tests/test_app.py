@@ -1020,6 +1020,11 @@ def test_an_app_for_other_classes_names_them(tmp_path, samples_dir):
     )
 
 
+# In the app: from now on, every sentence its status line (a live region) says, in window.said.
+SAID = """() => { window.said = []; const line = document.getElementById('status');
+    new MutationObserver(() => window.said.push(line.textContent)).observe(line, { childList: true }); }"""
+
+
 @pytest.mark.parametrize("status", [503, 429], ids=["503", "a proxy's 429"])
 def test_the_app_waits_as_long_as_a_503_asks_a_minute_at_most(browser, playwright, server, status):
     """While the server loaded its model the app asked for its files again every 2 s, whatever the 503's
@@ -1041,14 +1046,18 @@ def test_the_app_waits_as_long_as_a_503_asks_a_minute_at_most(browser, playwrigh
         page.clock.install()
         page.route("**/app/model.json", loading)
         page.goto(server.url + "/app/")
-        for seconds in (30, 25):
-            page.wait_for_selector(f"#status:has-text('trying again in {seconds} s')", timeout=10_000)
-            page.clock.run_for(seconds * 1000)
+        page.wait_for_selector("#status:has-text('trying again in 30 s')", timeout=10_000)
+        page.evaluate(SAID)
+        page.clock.run_for(30_000)
+        page.wait_for_selector("#status:has-text('trying again in 25 s')", timeout=10_000)
+        page.clock.run_for(25_000)
         page.wait_for_selector("#status:has-text('could not be loaded')", timeout=10_000)
         assert page.locator("#status").inner_text() == (
             "The model could not be loaded: the server still asked to wait after 55 s; reload the page to try again."
         )
         assert len(asked) == 3, asked
+        # Between two waits the line went back to "Loading the model…": it is still the server that is waited for.
+        assert "Loading the model…" not in page.evaluate("window.said"), page.evaluate("window.said")
     finally:
         context.close()
 
@@ -1078,10 +1087,7 @@ def test_the_app_asks_again_while_a_proxy_cannot_reach_the_server(browser, playw
         page.route("**/app/model.json", through_a_proxy)
         page.goto(server.url + "/app/")
         page.wait_for_selector("#status:has-text('(HTTP 502)')", timeout=10_000)
-        page.evaluate(
-            """() => { window.said = []; const line = document.getElementById('status');
-            new MutationObserver(() => window.said.push(line.textContent)).observe(line, { childList: true }); }"""
-        )
+        page.evaluate(SAID)
         for count in range(2, len(proxy) + 2):
             page.clock.run_for(1_500)
             for _ in range(100):  # route handlers run only while Playwright is called
@@ -1093,6 +1099,55 @@ def test_the_app_asks_again_while_a_proxy_cannot_reach_the_server(browser, playw
         said = page.evaluate("window.said")
         assert said[0] == "The proxy cannot reach the server (HTTP 504); retrying…", said
         assert "Loading the model…" not in said and said[-1].startswith("Ready:"), said
+    finally:
+        context.close()
+
+
+def test_the_app_asks_again_while_the_server_cannot_be_reached_a_minute_at_most(browser, playwright, server):
+    """A server that could not be reached while the app loaded its model (catdog serve restarting, a phone's
+    network coming back) ended the load at once with "The model could not be loaded: Failed to fetch.", where the
+    server's page asks again every 1.5 s. The app now asks again every 1.5 s, as the page does, saying so, and
+    loads the model once the server answers; a server still out of reach after a minute is said with what to do.
+    Here model.json's connection is refused twice, then the real server answers; then, reloaded, always refused."""
+    asked: list = []
+    refusals = 2
+
+    def refused_at_first(route) -> None:
+        asked.append(route)
+        if len(asked) > refusals:
+            route.continue_()
+        else:
+            route.abort("connectionrefused")
+
+    # No service worker: its own requests for the app's files are not the page's, and page.route sees only these.
+    context = browser.new_context(**playwright.devices[PHONE], bypass_csp=True, service_workers="block")
+    try:
+        page = context.new_page()
+        page.clock.install()
+        page.route("**/app/model.json", refused_at_first)
+        page.goto(server.url + "/app/")
+        status = page.locator("#status")
+        status.filter(has_text="retrying").wait_for(timeout=10_000)
+        assert status.inner_text() == "Cannot reach the server; retrying…"  # the page's words
+        for count in range(2, refusals + 2):
+            page.clock.run_for(1_500)
+            for _ in range(100):  # route handlers run only while Playwright is called
+                if len(asked) >= count:
+                    break
+                page.wait_for_timeout(100)
+        status.filter(has_text="Ready:").wait_for(timeout=60_000)
+        assert len(asked) == refusals + 1, f"asked {len(asked)} times"
+
+        page.unroute("**/app/model.json")
+        page.route("**/app/model.json", lambda route: route.abort("connectionrefused"))
+        page.reload()
+        status.filter(has_text="retrying").wait_for(timeout=10_000)
+        page.clock.run_for(60_000)
+        status.filter(has_text="could not be loaded").wait_for(timeout=10_000)
+        assert status.inner_text() == (
+            "The model could not be loaded: the server could not be reached for a minute; check that catdog serve "
+            "is running and this device is online, then reload the page."
+        )
     finally:
         context.close()
 

@@ -223,14 +223,33 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 // what to do), or the app's when the server asked to wait too long.
 class ServerAnswer extends Error {}
 
+// How long the app asks again for a server it cannot reach (catdog serve down, this device offline with nothing
+// cached) before it says what to do: the page asks on as long as it takes, but the app cannot load without it.
+const UNREACHABLE_FOR_MS = 60_000;
+
 // A file of the app, asked for by the server's page's rules (shares.js). While a just-started catdog serve loads
 // its model (503), or a rate-limiting proxy answers 429, asks again after the wait each answer's Retry-After
 // names, for up to a minute of waits in all; a proxy's 502 or 504 (catdog serve restarting behind it) every 1.5 s,
-// as long as it takes. Any other failure will not change by asking again: its sentence is thrown at once.
+// as long as it takes; a server it cannot reach every 1.5 s, for a minute. Any other failure will not change by
+// asking again: its sentence is thrown at once.
 async function fetchOk(url) {
   const { asksToWait, proxyCannotReach, PROXY_RETRY_S, retryWait } = globalThis.catdogShares;
+  let unreachableSince = null;
   for (let waited = 0; ; ) {
-    const response = await fetch(url);
+    let response;
+    try {
+      response = await fetch(url);
+    } catch {
+      unreachableSince ??= performance.now();
+      if (performance.now() - unreachableSince >= UNREACHABLE_FOR_MS) {
+        throw new ServerAnswer("The model could not be loaded: the server could not be reached for a minute; " +
+          "check that catdog serve is running and this device is online, then reload the page.");
+      }
+      say("Cannot reach the server; retrying…"); // the page's words
+      await sleep(PROXY_RETRY_S * 1000);
+      continue;
+    }
+    unreachableSince = null;
     if (response.ok) return response;
     if (proxyCannotReach(response.status)) {
       say(`The proxy cannot reach the server (HTTP ${response.status}); retrying…`);
@@ -256,8 +275,7 @@ async function fetchOk(url) {
     const why = response.status === 429
       ? "Too many requests through the proxy" : "The server is still loading the model";
     say(`${why}; trying again in ${seconds} s…`);
-    await sleep(seconds * 1000);
-    say("Loading the model…");
+    await sleep(seconds * 1000); // the line stays as the page's does: it is still the server that is waited for
     waited += seconds;
   }
 }
