@@ -426,7 +426,6 @@ $("file-input").addEventListener("change", (event) => {
 
 // -- the camera ---------------------------------------------------------------------------------------------
 let stream = null;
-let resume = false; // let go in the background: taken again when the app is back in front
 let inFlight = 0;
 let grabbed = 0;
 let shown = 0; // the newest frame shown (lanes may answer out of order)
@@ -499,7 +498,7 @@ async function startCamera() {
     // The browser answered after the app went to the background (a permission prompt, a slow camera): the
     // visibility rule below had no stream to let go then, so this one is let go now and taken again on return.
     mine.getTracks().forEach((track) => track.stop());
-    resume = true;
+    takeAgainOnReturn();
     return;
   }
   stream = mine;
@@ -554,13 +553,7 @@ $("camera-stop").addEventListener("click", () => {
   $("camera-start").focus();
 });
 
-// In the background the camera is released (its light goes off, the model stops); back in front, it resumes.
-document.addEventListener("visibilitychange", () => {
-  if (document.hidden && stream) {
-    resume = true;
-    stopCamera();
-  } else if (!document.hidden && resume) {
-    resume = false;
-    $("camera-start").click();
-  }
-});
+// In the background the camera is released (the model idle too), as on the server's page (shares.js).
+const takeAgainOnReturn = globalThis.catdogShares.cameraInTheBackground(
+  () => stream !== null, stopCamera, () => $("camera-start").click(),
+);

@@ -1,5 +1,5 @@
 // catdog: what the server's page and the phone app do alike: show a prediction's probabilities, wait as a 503
-// asks, and say why the camera did not start. A classic script (the page loads it with <script src>, the app
+// asks, let the camera go in the background, and say why the camera did not start. A classic script (the page loads it with <script src>, the app
 // imports it) that defines catdogShares.
 "use strict";
 globalThis.catdogShares = {
@@ -34,6 +34,24 @@ globalThis.catdogShares = {
     if (!Number.isFinite(asked)) return Math.max(Math.min(waited + 1, 30, 60 - waited), 0);
     const seconds = Math.min(Math.max(asked, 1), 30);
     return waited + seconds <= 60 ? seconds : 0;
+  },
+
+  // In the background the camera is let go (its light off, no frames classified) and taken again once the page or
+  // app is back in front: isOn() says whether it runs, stop() and start() let it go and take it again. Returns the
+  // function to call on a camera the browser gave only once hidden (a permission prompt answered late): its caller
+  // lets that one go at once, and it is taken again on return too.
+  cameraInTheBackground(isOn, stop, start) {
+    let resume = false;
+    document.addEventListener("visibilitychange", () => {
+      if (document.hidden && isOn()) {
+        resume = true;
+        stop();
+      } else if (!document.hidden && resume) {
+        resume = false;
+        start();
+      }
+    });
+    return () => { resume = true; };
   },
 
   // The camera ended by the system while the page or app was in front: what the two say alike.
