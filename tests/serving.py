@@ -132,6 +132,8 @@ LINES_OF = """([id, needle]) => {
 
 # What the page and the phone app say when the system ends their camera (app/shares.js).
 CAMERA_ENDED = "The camera stopped (another app may have taken it, or it was unplugged): start it again."
+# What they say while the system interrupts their camera without ending it (a call, another app: iOS mutes it).
+CAMERA_INTERRUPTED = "The camera is interrupted (a call, or another app using it): live answers go on when it is back."
 
 # In a page: every camera stream the browser hands out, kept in window.streams (to count them, and which are live).
 # Given true, the browser answers only once the test calls window.answerCamera(), as when a person answers its

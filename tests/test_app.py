@@ -30,6 +30,7 @@ from conftest import missing, require_the_app_in_chromium
 from hostile import encode, many_scans_jpeg, photo_like, png_bomb, shared_server
 from serving import (
     CAMERA_ENDED,
+    CAMERA_INTERRUPTED,
     FAILED_TO_LOAD,
     LINES_OF,
     LIVE_STREAMS,
@@ -693,6 +694,32 @@ def test_the_camera_answered_while_the_app_is_hidden_waits_until_it_is_back(brow
         assert (page.evaluate("window.streams.length"), page.evaluate(LIVE_STREAMS)) == (2, 1)
         page.click("#camera-stop")
         assert page.evaluate(LIVE_STREAMS) == 0, "a camera live after Stop"
+        assert not page.errors
+    finally:
+        context.close()
+
+
+def test_a_camera_the_system_interrupts_pauses_until_it_is_back(browser, playwright, server) -> None:
+    """A camera the system interrupts without ending it (iOS: a phone call, another app taking the camera) fires
+    `mute`, then `unmute`; the app went on classifying its black or frozen frames, with nothing said. It now
+    classifies none while the camera is muted, says why (the server's page's sentence), and goes on once it is
+    back."""
+    context, page = phone(browser, playwright, server.url + "/app/")
+    try:
+        frames = "window.catdogApp.frames.length"
+        track = "document.getElementById('video').srcObject.getVideoTracks()[0]"
+        page.click("#camera-start")
+        page.wait_for_function(f"{frames} >= 2", timeout=60_000, polling=100)
+        page.evaluate(f"{track}.dispatchEvent(new Event('mute'))")
+        assert page.locator("#camera-error").inner_text() == CAMERA_INTERRUPTED
+        page.wait_for_timeout(1_500)  # the frames out when the camera was interrupted are answered
+        answered = page.evaluate(frames)
+        page.wait_for_timeout(1_000)
+        assert page.evaluate(frames) == answered, "frames classified while the camera was interrupted"
+        page.evaluate(f"{track}.dispatchEvent(new Event('unmute'))")
+        assert page.locator("#camera-error").inner_text() == ""
+        page.wait_for_function(f"{frames} >= {answered + 2}", timeout=30_000, polling=100)
+        page.click("#camera-stop")
         assert not page.errors
     finally:
         context.close()

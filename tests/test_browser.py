@@ -18,6 +18,7 @@ from conftest import missing
 from hostile import shared_server
 from serving import (
     CAMERA_ENDED,
+    CAMERA_INTERRUPTED,
     FAILED_TO_LOAD,
     LINES_OF,
     LIVE_STREAMS,
@@ -1035,6 +1036,29 @@ def test_a_camera_the_system_ends_stops_live_mode_with_a_sentence(page) -> None:
     sent = len(asked)
     page.wait_for_timeout(1_000)  # 8 frames a second, were live mode still on
     assert len(asked) == sent, f"{len(asked) - sent} frames sent after the camera ended"
+
+
+def test_a_camera_the_system_interrupts_pauses_live_mode_until_it_is_back(page) -> None:
+    """A camera the system interrupts without ending it (iOS: a phone call, another app taking the camera) fires
+    `mute`, then `unmute`; live mode went on sending its black or frozen frames and showing their answers, with
+    nothing said. It now sends none while the camera is muted, says why, and goes on once it is back."""
+    asked: list = []
+    page.route("**/api/v1/predict", lambda route: (asked.append(route), route.continue_()))
+    page.click("#camera-start")
+    _until_asked(page, asked, 2)
+    track = "document.getElementById('video').srcObject.getVideoTracks()[0]"
+    page.evaluate(f"{track}.dispatchEvent(new Event('mute'))")
+    assert page.locator("#live-error").inner_text() == CAMERA_INTERRUPTED  # the phone app's sentence
+    page.wait_for_timeout(500)  # the route handlers see what was sent before the camera was interrupted
+    sent = len(asked)
+    page.wait_for_timeout(1_000)  # 8 frames a second, were live mode still sending
+    assert len(asked) == sent, f"{len(asked) - sent} frames sent while the camera was interrupted"
+    assert page.locator("#live-error").inner_text() == CAMERA_INTERRUPTED, "an answer's error line replaced it"
+    page.evaluate(f"{track}.dispatchEvent(new Event('unmute'))")
+    assert page.locator("#live-error").inner_text() == ""
+    _until_asked(page, asked, sent + 2)
+    assert page.locator("#camera-stop").is_enabled()
+    page.click("#camera-stop")
 
 
 def test_a_camera_another_app_took_while_the_page_was_hidden_is_said_plainly(page) -> None:

@@ -426,6 +426,7 @@ $("file-input").addEventListener("change", (event) => {
 
 // -- the camera ---------------------------------------------------------------------------------------------
 let stream = null;
+let interrupted = false; // the camera's track muted by the system: its frames are black or frozen
 let inFlight = 0;
 let grabbed = 0;
 let shown = 0; // the newest frame shown (lanes may answer out of order)
@@ -441,7 +442,7 @@ function median(values) {
 async function grab() {
   const video = $("video");
   // One frame per lane computing and one more waiting: no lane idles between frames.
-  const live = () => stream && stream.getVideoTracks()[0]?.readyState === "live";
+  const live = () => stream && stream.getVideoTracks()[0]?.readyState === "live" && !interrupted;
   while (live() && inFlight < lanes.length + 1 && video.readyState >= 2) {
     inFlight++;
     const sent = session; // before the wait: a Stop and Start meanwhile, and this is still the last camera's picture
@@ -508,6 +509,12 @@ async function startCamera() {
     stopCamera();
     $("camera-error").textContent = globalThis.catdogShares.cameraEnded;
   });
+  if (stream.getVideoTracks()[0]) { // the server's page's rule and sentence (shares.js)
+    globalThis.catdogShares.followInterruptions(stream.getVideoTracks()[0], $("camera-error"), (paused) => {
+      interrupted = paused;
+      if (!paused) grab();
+    });
+  }
   const video = $("video");
   video.srcObject = stream;
   await video.play().catch(() => {}); // interrupted by Stop or by the page going to the background

@@ -1,5 +1,5 @@
 // catdog: what the server's page and the phone app do alike: show a prediction's probabilities, wait as a 503
-// asks, let the camera go in the background, and say why the camera did not start. A classic script (the page loads it with <script src>, the app
+// asks, let the camera go in the background, pause it while the system interrupts it, and say why it did not start. A classic script (the page loads it with <script src>, the app
 // imports it) that defines catdogShares.
 "use strict";
 globalThis.catdogShares = {
@@ -52,6 +52,22 @@ globalThis.catdogShares = {
       }
     });
     return () => { resume = true; };
+  },
+
+  // A camera the system interrupts without ending it (iOS: a phone call, another app taking the camera) fires
+  // `mute`, then `unmute`: its frames meanwhile are black or frozen, not to be classified. While it lasts, `line`
+  // says so and paused(true) holds the caller's frames; paused(false) lets them go on.
+  cameraInterrupted: "The camera is interrupted (a call, or another app using it): live answers go on when it is back.",
+  followInterruptions(track, line, paused) {
+    track.addEventListener("mute", () => {
+      line.textContent = this.cameraInterrupted;
+      paused(true);
+    });
+    track.addEventListener("unmute", () => {
+      if (line.textContent === this.cameraInterrupted) line.textContent = "";
+      paused(false);
+    });
+    paused(track.muted);
   },
 
   // The camera ended by the system while the page or app was in front: what the two say alike.
