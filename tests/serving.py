@@ -130,6 +130,12 @@ LINES_OF = """([id, needle]) => {
     return 0;
 }"""
 
+# In a page: each live region (what a screen reader says when its text changes), by its id, or by its tag and
+# class where it has none (a card's).
+LIVE_REGIONS = """() => [...document.querySelectorAll(
+    '[aria-live]:not([aria-live=off]), [role=status], [role=alert], [role=log], [role=marquee], [role=timer]'
+)].map((region) => region.id || `${region.tagName.toLowerCase()}.${region.className}`)"""
+
 # What the page and the phone app say when the system ends their camera (app/shares.js).
 CAMERA_ENDED = "The camera stopped (another app may have taken it, or it was unplugged): start it again."
 # What they say while the system interrupts their camera without ending it (a call, another app: iOS mutes it).

@@ -400,13 +400,23 @@ async function showFile(file, before) {
     el.dataset.label = prediction.label;
     el.dataset.prediction = JSON.stringify(prediction);
     el.dataset.state = "done";
+    return `${file.name}: ${globalThis.catdogShares.spoken(prediction)}`;
   } catch (err) {
     const answer = el.querySelector(".answer");
     answer.className = "error";
-    answer.setAttribute("role", "alert");
     answer.textContent = err.message;
     el.dataset.state = "error";
+    return `${file.name}: ${err.message}`;
   }
+}
+
+// The batch is said once all its photos are answered, from the one live region of photos (shares.js).
+async function showBatch(files) {
+  const { announce, batchChosen, batchAnswered } = globalThis.catdogShares;
+  announce($("announce"), batchChosen(files.length));
+  const before = $("results").firstElementChild;
+  const said = await Promise.all(files.map((file) => showFile(file, before))); // the lanes share them out
+  announce($("announce"), batchAnswered(said));
 }
 
 // It looks like a button: Enter opens the chooser too (a file input opens on Space only).
@@ -420,8 +430,7 @@ $("file-input").addEventListener("keydown", (event) => {
 $("file-input").addEventListener("change", (event) => {
   const files = [...event.target.files];
   event.target.value = "";
-  const before = $("results").firstElementChild;
-  files.forEach((file) => showFile(file, before)); // the lanes share them out
+  if (files.length) showBatch(files);
 });
 
 // -- the camera ---------------------------------------------------------------------------------------------

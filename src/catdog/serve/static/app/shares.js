@@ -1,4 +1,5 @@
-// catdog: what the server's page and the phone app do alike: show a prediction's probabilities, wait as a 503
+// catdog: what the server's page and the phone app do alike: show a prediction's probabilities, announce a batch
+// of photos to screen readers, wait as a 503
 // asks, let the camera go in the background, pause it while the system interrupts it, and say why it did not start. A classic script (the page loads it with <script src>, the app
 // imports it) that defines catdogShares.
 "use strict";
@@ -15,6 +16,22 @@ globalThis.catdogShares = {
     let left = 1000 - parts.reduce((sum, part) => sum + part.n, 0);
     [...parts].sort((a, b) => b.rest - a.rest).forEach((part) => { if (left-- > 0) part.n += 1; });
     return parts.map(({ name, n }) => `${name} ${(n / 10).toFixed(1)}%`);
+  },
+
+  // A screen reader hears a batch of photos once, from one live region: "Classifying 3 photos…" when they are
+  // chosen, then each photo's name and answer (or why it has none) once all are in. The cards are not live
+  // regions: each answer would be said twice, and each card's "Classifying…" too.
+  announce(region, text) {
+    region.textContent = ""; // emptied first: the same words as the last batch's are said again
+    setTimeout(() => { region.textContent = text; }, 50);
+  },
+  batchChosen: (count) => `Classifying ${count} photo${count > 1 ? "s" : ""}…`,
+  batchAnswered: (said) => said.map((line) => line.replace(/\.+$/, "")).join(". ") + ".",
+  // One photo's answer in words: "cat, 97 percent", "no cat or dog, looks like sorrel".
+  spoken(p) {
+    if (p.label !== "neither") return `${p.label}, ${Math.round(p.confidence * 100)} percent`;
+    const looks = p.looks_like ? String(p.looks_like).split(",")[0].trim() : "";
+    return `no cat or dog${looks ? `, looks like ${looks}` : ""}`;
   },
 
   // Answers that asking again mends, alike for the page's readiness check and the app's files. A 503 (the model
