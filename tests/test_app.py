@@ -742,7 +742,10 @@ def test_a_camera_the_system_interrupts_pauses_until_it_is_back(browser, playwri
         page.evaluate(f"{track}.dispatchEvent(new Event('unmute'))")
         assert page.locator("#camera-error").inner_text() == ""
         page.wait_for_function(f"{frames} >= {answered + 2}", timeout=30_000, polling=100)
+        # Stopped while interrupted, the camera does not go on when it is back: the sentence saying it would goes.
+        page.evaluate(f"{track}.dispatchEvent(new Event('mute'))")
         page.click("#camera-stop")
+        assert page.locator("#camera-error").inner_text() == "", "a stopped camera still said its answers would go on"
         assert not page.errors
     finally:
         context.close()

@@ -562,6 +562,7 @@ function stopCamera() {
   $("live").classList.remove("on");
   $("camera-start").hidden = false;
   $("camera-stop").hidden = true;
+  globalThis.catdogShares.forgetInterruption($("camera-error")); // its "live answers go on" no longer holds
 }
 
 $("camera-stop").addEventListener("click", () => {

@@ -1,6 +1,6 @@
 // catdog: what the server's page and the phone app do alike: show a prediction's probabilities, announce a batch
-// of photos to screen readers, wait as a 503
-// asks, let the camera go in the background, pause it while the system interrupts it, and say why it did not start. A classic script (the page loads it with <script src>, the app
+// of photos to screen readers, wait as a 503 asks, let the camera go in the background, pause it while the system
+// interrupts it, and say why it did not start. A classic script (the page loads it with <script src>, the app
 // imports it) that defines catdogShares.
 "use strict";
 globalThis.catdogShares = {
@@ -81,10 +81,14 @@ globalThis.catdogShares = {
       paused(true);
     });
     track.addEventListener("unmute", () => {
-      if (line.textContent === this.cameraInterrupted) line.textContent = "";
+      this.forgetInterruption(line);
       paused(false);
     });
     paused(track.muted);
+  },
+  // The camera back, or stopped: the interruption's sentence goes (stopping a track fires no event to clear it).
+  forgetInterruption(line) {
+    if (line.textContent === this.cameraInterrupted) line.textContent = "";
   },
 
   // The camera ended by the system while the page or app was in front: what the two say alike.
