@@ -462,8 +462,15 @@ async function grab() {
       inFlight--;
       break;
     }
+    if (interrupted) { // taken as the system interrupted the camera: black or frozen
+      frame.close();
+      inFlight--;
+      break;
+    }
+    const grabbedAt = performance.now();
     const seq = ++grabbed;
-    askModel({ type: "frame", frame }, [frame]).then((result) => result && showFrame(result, seq, sent), (err) => {
+    const show = (result) => result && showFrame(result, seq, sent, grabbedAt);
+    askModel({ type: "frame", frame }, [frame]).then(show, (err) => {
       if (stream && sent === session) $("camera-error").textContent = err.message; // not a stopped session's
     }).finally(() => {
       inFlight--;
@@ -472,11 +479,11 @@ async function grab() {
   }
 }
 
-function showFrame({ prediction, prepMs, inferMs }, seq, sent) {
+function showFrame({ prediction, prepMs, inferMs }, seq, sent, grabbedAt) {
   if (!stream || sent !== session) return;
   answered();
   const now = performance.now();
-  app.frames.push({ t: now, label: prediction.label, prediction, prepMs, inferMs });
+  app.frames.push({ t: now, grabbedAt, label: prediction.label, prediction, prepMs, inferMs });
   if (seq < shown) return;
   shown = seq;
   const recent = app.frames.slice(-31);
