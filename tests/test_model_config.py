@@ -79,6 +79,12 @@ def damaged(model_dir: Path, tmp_path: Path, field: str, value: object) -> Path:
         ("temperature", 0),  # answered "cat (nan%)"
         ("temperature", -1.0),
         ("gate.threshold", 1.5),
+        # valid JSON that no model can mean: one class tells nothing apart, a name twice makes answers ambiguous
+        ("classes", ["cat"]),
+        ("classes", ["cat", "dog", "cat"]),
+        ("classes", ["caf\u00e9", "cafe\u0301"]),  # one name in two spellings (NFC, NFD): the Predictor's one
+        ("split.val_fraction", None),  # evaluate --split val stopped on float(None)
+        ("training.val_fraction", None),
     ],
 )
 def test_a_wrong_type_in_config_json_is_one_sentence_naming_the_file_and_the_field(
@@ -104,6 +110,16 @@ def test_a_config_json_without_classes_or_not_an_object_is_one_sentence(model_di
         done = run_catdog_in_process("predict", "-m", str(model), str(tmp_path))
         message = done.stderr.strip().removeprefix("Error: ")
         assert done.returncode != 0 and one_sentence(message, str(config_file)) and said in message, message
+
+
+def test_a_config_that_is_not_an_object_gives_the_remedy_it_is_given(tmp_path: Path) -> None:
+    """An ONNX file's metadata is checked with "export it again": every sentence of the check must end so."""
+    from catdog.errors import ModelError
+    from catdog.models import check_config
+
+    with pytest.raises(ModelError) as refused:
+        check_config(["cat", "dog"], tmp_path / "model.onnx", "export it again")
+    assert str(refused.value) == f"'{tmp_path / 'model.onnx'}' is damaged: it must hold a JSON object; export it again."
 
 
 def test_a_preprocessing_value_out_of_range_is_one_sentence_without_python_words(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -133,10 +134,10 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "data.train_images": (int, type(None)),
     "data.val_images": (int, type(None)),
     "split": (dict, type(None)),
-    "split.val_fraction": (*_NUMBER, type(None)),
+    "split.val_fraction": _NUMBER,  # evaluate --split reads it: float(None) failed; a null test_fraction is none
     "split.test_fraction": (*_NUMBER, type(None)),
     "training": (dict, type(None)),
-    "training.val_fraction": (*_NUMBER, type(None)),
+    "training.val_fraction": _NUMBER,
 }
 _REQUIRED = ("architecture", "classes", "preprocess")
 _TYPE_NAMES = {str: "a string", list: "a list", dict: "an object", int: "a whole number", float: "a number"}
@@ -153,7 +154,7 @@ def check_config(config: object, config_file: str | Path, remedy: str = "train t
         return ModelError(f"'{config_file}' is damaged: '{field}' must be {what}; {remedy}.")
 
     if not isinstance(config, dict):
-        raise ModelError(f"'{config_file}' is damaged: it must hold a JSON object; train the model again.")
+        raise ModelError(f"'{config_file}' is damaged: it must hold a JSON object; {remedy}.")
     for key in _REQUIRED:
         if key not in config:
             raise ModelError(f"'{config_file}' lacks '{key}'; the model directory is incomplete.")
@@ -166,9 +167,12 @@ def check_config(config: object, config_file: str | Path, remedy: str = "train t
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             names = [_TYPE_NAMES[t] for t in types if t in _TYPE_NAMES and not (t is int and float in types)]
             raise wrong(field, " or ".join(names) + (" or null" if type(None) in types else ""))
-    classes = config["classes"]
-    if not classes or not all(isinstance(name, str) and name for name in classes):
-        raise wrong("classes", "a list of class names")
+    # Spelt as the Predictor spells them (catdog.data.layout.composed): 'é' in two spellings is one name twice.
+    classes = [unicodedata.normalize("NFC", name) for name in config["classes"] if isinstance(name, str) and name]
+    # One class cannot be told from another, and a name twice makes an answer ambiguous: catdog train never writes
+    # either (it refuses a dataset of one class, and folders of one name are one class).
+    if len(classes) != len(config["classes"]) or len(classes) < 2 or len(set(classes)) < len(classes):
+        raise wrong("classes", "a list of two or more different class names")
     temperature, gate = config.get("temperature", 1.0), config.get("gate") or {}
     if not (math.isfinite(temperature) and temperature > 0):  # 0 answered "cat (nan%)"; below 0, the other class
         raise wrong("temperature", "a positive number")
