@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from catdog.models.files import builtin_config
 
 from conftest import image_bytes, run_catdog
-from serving import FAILED_TO_LOAD, Server, error_of, self_signed
+from serving import FAILED_TO_LOAD, Server, error_of, running, self_signed
 
 pytestmark = pytest.mark.usefixtures("builtin_model")
 
@@ -279,6 +279,62 @@ def test_other_client_errors(client: httpx.Client, server: Server) -> None:
         # One JSON style: compact, as every answer (the app's were spaced: '{"error": "Nothing ...'").
         assert nothing.text == json.dumps({"error": error_of(nothing)}, separators=(",", ":")), nothing.text
     assert client.get("/api/v1/predict").status_code == 405
+
+
+# What OPTIONS on each kind of path says may be done there: the API, the page, the app, the API's docs.
+ALLOWED = {
+    "/api/v1/predict": "OPTIONS, POST",
+    "/api/v1/predict/batch/": "OPTIONS, POST",  # the trailing slash, as the API takes it
+    "/api/v1/explain": "OPTIONS, POST",
+    "/api/v1/model": "GET, HEAD, OPTIONS",
+    "/healthz": "GET, HEAD, OPTIONS",
+    "/": "GET, HEAD, OPTIONS",
+    "/app/": "GET, HEAD, OPTIONS",
+    "/app/model.onnx": "GET, HEAD, OPTIONS",
+    "/docs": "GET, HEAD, OPTIONS",
+    "/openapi.json": "GET, HEAD, OPTIONS",
+}
+
+
+def allowed_at(base: str, **headers: str) -> dict[str, tuple[int, str | None]]:
+    """``OPTIONS base + path`` for each path of ALLOWED: its status and Allow header."""
+    out = {}
+    for path in ALLOWED:
+        answer = httpx.options(base + path, headers=headers)
+        out[path] = (answer.status_code, answer.headers.get("allow"))
+    return out
+
+
+def test_options_says_what_may_be_done_at_a_path_and_a_405_says_it_too(server: Server, client: httpx.Client) -> None:
+    """OPTIONS was a 405 on every path (and a 405 must name the methods there, RFC 9110 15.5.6): it is a 204 with
+    the Allow header on every path that exists, a 404 elsewhere. /healthz's 405 named "GET" alone, not its HEAD."""
+    assert allowed_at(server.url) == {path: (204, methods) for path, methods in ALLOWED.items()}
+    nothing = client.options("/api/v1/nothing")
+    assert (nothing.status_code, error_of(nothing)) == (404, "Nothing is served at /api/v1/nothing.")
+    for method, path in (("POST", "/healthz"), ("GET", "/api/v1/predict"), ("DELETE", "/app/")):
+        refused = client.request(method, path)
+        assert (refused.status_code, refused.headers["allow"]) == (405, ALLOWED[path]), (method, path)
+        assert error_of(refused) == f"Method {method} is not allowed here."
+
+
+def test_options_behind_a_root_path_and_beside_cors(tmp_path: Path) -> None:
+    """The same under --root-path (the proxy strips the prefix, as for every other method) and --cors-origin, whose
+    preflights stay CORS's own: the site named is allowed, another is not, and neither gets our 204."""
+    site, other = "https://shop.example", "https://other.example"
+    preflight = {"Access-Control-Request-Method": "POST"}
+    with running("--root-path", "/catdog/", "--cors-origin", site, log=tmp_path / "server.log") as server:
+        answered = allowed_at(server.url)
+        allowed = httpx.options(server.url + "/api/v1/predict", headers={"Origin": site} | preflight)
+        refused = httpx.options(server.url + "/api/v1/predict", headers={"Origin": other} | preflight)
+        plain = httpx.options(server.url + "/api/v1/predict", headers={"Origin": site})  # no preflight: ours
+    assert answered == {path: (204, methods) for path, methods in ALLOWED.items()}
+    assert allowed.status_code == 200 and allowed.headers["access-control-allow-origin"] == site
+    assert refused.status_code == 400 and "access-control-allow-origin" not in refused.headers
+    assert (plain.status_code, plain.headers["allow"], plain.headers["access-control-allow-origin"]) == (
+        204,
+        "OPTIONS, POST",
+        site,
+    )
 
 
 def test_a_photo_sent_as_a_form_field_or_json_is_told_how_to_send_it(client: httpx.Client, cat_photo: Path) -> None:

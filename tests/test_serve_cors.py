@@ -103,7 +103,9 @@ def test_by_default_no_other_site_reads_an_answer(browser, sites, tmp_path: Path
     assert "access-control-allow-origin" not in preflight.headers
     assert 'method="POST",route="/api/v1/predict",status="200"} 1.0' in counted  # the form, answered
     assert 'method="POST",route="/api/v1/predict",status="415"}' not in counted  # the text file, never sent
-    assert 'method="OPTIONS",route="/api/v1/predict",status="405"} 3.0' in counted  # 2 preflights and the one above
+    # 2 preflights and the one above: answered what may be done there (Allow), which no other site may read
+    assert 'method="OPTIONS",route="/api/v1/predict",status="204"} 3.0' in counted
+    assert preflight.status_code == 204 and preflight.headers["allow"] == "OPTIONS, POST"
 
 
 def test_cors_origin_lets_that_site_read_answers_and_errors(browser, sites, tmp_path: Path, cat_photo: Path) -> None:

@@ -26,8 +26,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.routing import Match
 
 from catdog import __version__
 from catdog.serve import app_routes
@@ -63,17 +65,33 @@ def _install_error_handlers(app: FastAPI) -> None:
         return busy_response(str(err))
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, err: StarletteHTTPException) -> Response:
+        headers = getattr(err, "headers", None)
+        if err.status_code == 405:  # the path exists, not for this method
+            headers = {**(headers or {}), "Allow": _allowed_methods(request)}
+            if request.method == "OPTIONS":  # what may be done here (RFC 9110, 9.3.7): no error
+                return Response(status_code=204, headers=headers)
         message = {404: not_found(request), 405: f"Method {request.method} is not allowed here."}
-        return error_response(
-            err.status_code, message.get(err.status_code, str(err.detail)), getattr(err, "headers", None)
-        )
+        return error_response(err.status_code, message.get(err.status_code, str(err.detail)), headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, err: RequestValidationError) -> JSONResponse:
         first = err.errors()[0] if err.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()))
         return error_response(422, f"Invalid request: {where}: {first.get('msg', 'invalid value')}.")
+
+
+def _allowed_methods(request: Request) -> str:
+    """The methods answered at the request's path, for its ``Allow`` header: OPTIONS, and those of every route there.
+
+    Starlette's 405 names the first route's alone: "GET" at /healthz, whose HEAD is another route.
+    """
+    methods = {"OPTIONS"}
+    # The routers' own lists: the app's holds an included router as one opaque entry (FastAPI 0.165).
+    for route in (*router.routes, *app_routes.router.routes, *request.app.router.routes):
+        if isinstance(route, APIRoute) and route.matches(request.scope)[0] is not Match.NONE:
+            methods |= route.methods
+    return ", ".join(sorted(methods))
 
 
 # The multipart parser logs a warning, then raises what the client is told in a 400: no line for the log.
