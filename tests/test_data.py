@@ -599,6 +599,22 @@ def test_a_model_whose_classes_a_mac_spelt_reads_the_same_folder(tmp_path):
     }
 
 
+def test_data_prepared_in_a_models_class_order_keeps_what_was_left_out(tmp_path):
+    """prepare(classes=...) rebuilt the Dataset from four of its fields: the photos with no label, the links not
+    followed and the wrapper folder were gone. Training always prepares in the model's order, so the model's
+    config.json recorded "left_out": [] whatever the folder held."""
+    photos = tmp_path / "photos"
+    for name in ("Photos/Cats/a.jpg", "Photos/dogs/b.jpg", "Photos/IMG_0001.jpg"):
+        _write(photos / name, image_bytes())
+    (photos / "Photos" / "link.jpg").symlink_to(photos / "Photos" / "Cats" / "a.jpg")
+    found = discover(photos, image_files_only=True)
+    assert found.left_out and found.skipped and found.wrapper  # what must survive
+    data = prepare(photos, Preprocess(image_size=32), tmp_path / "cache", classes=["dog", "cat"])
+    kept = data.dataset
+    assert (kept.left_out, kept.skipped, kept.wrapper) == (found.left_out, found.skipped, found.wrapper)
+    assert data.classes == ["dog", "cat"]
+
+
 def test_a_wrapper_folder_of_one_labels_photos_is_looked_into(tmp_path):
     """train/ holding only cat.1.jpg ... (Kaggle's layout with the dogs taken out) was one class "train"; its
     photos are now read by their names as at the top, and training says the data has one class, cat. Only a

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -67,7 +67,7 @@ def prepare(
         unknown = sorted(set(dataset.classes) - set(class_index))
         if unknown:
             raise DatasetError(f"'{root}' has classes the model does not know: {', '.join(unknown)}.")
-        dataset = Dataset(dataset.root, dataset.layout, dataset.files, list(classes))
+        dataset = replace(dataset, classes=list(classes))  # what was left out or skipped stays listed
     paths = [item.path for item in dataset.files]
     hashes = HashIndex(cache_dir).hashes(paths, workers)
     cache = PixelCache(cache_dir, pre, max_pixels=max_pixels)
