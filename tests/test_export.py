@@ -14,12 +14,13 @@ import pytest
 import torch
 
 from catdog import export as export_module
+from catdog.data import discover
 from catdog.export import ExportError, check_chunks, check_files, check_images, export
 from catdog.models import load_model_dir
 from catdog.predict import Predictor
 from catdog.preprocess import Preprocess
 
-from conftest import REPO, fewest_correct, pinned_photos, run_catdog, run_catdog_in_process
+from conftest import REPO, fewest_correct, image_bytes, pinned_photos, run_catdog, run_catdog_in_process
 
 
 def _probs(logits: np.ndarray) -> np.ndarray:
@@ -395,21 +396,33 @@ def test_int8_calibrates_on_fewer_photos_in_a_small_folder(tmp_path: Path, photo
     on a photo that checks it. The folder's names are all that is read: empty files do."""
     for i in range(photos):
         (tmp_path / f"{'cat' if i % 2 else 'dog'}.{i}.jpg").touch()
-    calibration, check = export_module.int8_split(tmp_path, ["cat", "dog"])
+    calibration, check = export_module.int8_split(discover(tmp_path).files, ["cat", "dog"])
     assert (len(calibration), len(check)) == (calibrated, checked)
     assert not {path for path, _ in calibration} & {path for path, _ in check}
 
 
-def test_int8_split_lists_the_folder_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """int8_split listed the check folder three times (once to count it, once for each part): on a folder of
-    4,000 photos 3x the time of one listing. It lists it once now, and splits it as before."""
-    for i in range(300):
-        (tmp_path / f"{'cat' if i % 2 else 'dog'}.{i}.jpg").touch()
+def test_an_int8_export_lists_the_check_folder_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The folder was listed three times for int8's two parts (4,000 photos: 3x the time of one listing), and then
+    once more for the fp32 check. An export lists it once now, and still checks fp32 and int8 on their photos."""
+    from catdog.models import build_model, save_model_dir
+
+    pre = Preprocess(image_size=32, crop_pct=1.0, interpolation="bilinear")
+    model = tmp_path / "catnet"
+    config = {"architecture": "catnet", "classes": ["cat", "dog"], "preprocess": pre.to_dict(), "gate": None}
+    save_model_dir(build_model("catnet", 2, pretrained=False).eval(), config, model)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(export_module.SMALLEST_INT8_FOLDER):
+        (folder / f"{'cat' if i % 2 else 'dog'}.{i}.jpg").write_bytes(image_bytes(size=(32 + i % 7, 32), quality=80))
     listed, scandir = [], os.scandir
-    monkeypatch.setattr(os, "scandir", lambda folder: (listed.append(Path(folder)), scandir(folder))[1])
-    calibration, check = export_module.int8_split(tmp_path, ["cat", "dog"])
-    assert listed == [tmp_path]
-    assert (len(calibration), len(check)) == (64, 236)
+    monkeypatch.setattr(os, "scandir", lambda path=".": (listed.append(path), scandir(path))[1])  # rmtree: an fd
+    report = export(model, tmp_path / "int8.onnx", int8=True, check_dir=folder)
+    assert [path for path in listed if not isinstance(path, int) and Path(path) == folder] == [folder], listed
+    assert (report.n_check, report.n_calibration, report.n_check_int8) == (
+        export_module.SMALLEST_INT8_FOLDER,  # under FP32_CHECK_IMAGES: all of them
+        export_module.FEWEST_CALIBRATION_IMAGES,
+        export_module.INT8_FLOOR_PHOTOS,
+    )
 
 
 @pytest.mark.slow  # an int8 export of Lite0: about a minute on 2 cores
@@ -424,7 +437,7 @@ def test_int8_from_a_240_photo_folder_says_what_it_calibrated_on_and_how_narrow_
     for label in ("cat", "dog"):
         for i in range(3000, 3120):
             (folder / f"{label}.{i}.jpg").hardlink_to(dev_dir / f"{label}.{i}.jpg")
-    calibration, _ = export_module.int8_split(folder, ["cat", "dog"])
+    calibration, _ = export_module.int8_split(discover(folder).files, ["cat", "dog"])
     broken = calibration[0][0]
     broken.unlink()
     broken.write_bytes(b"not a photo")

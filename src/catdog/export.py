@@ -189,8 +189,10 @@ def export(
             "with --check-data."
         )
     classes = list(record["classes"])
+    # Listed once, for the fp32 check and int8's alike.
+    found = discover(check_dir, image_files_only=True, labels_optional=True).files
     if int8:  # chosen first: a folder too small for both is refused before any work
-        calibration_photos, int8_photos = int8_split(check_dir, classes, n_check)
+        calibration_photos, int8_photos = int8_split(found, classes, n_check)
         if len(int8_photos) < INT8_FLOOR_PHOTOS:
             raise ExportError(_too_few_for_int8(check_dir, len(calibration_photos), len(int8_photos), n_check))
     from catdog.inference.onnx_export import export_onnx  # torch and timm: seconds, so only now
@@ -198,7 +200,8 @@ def export(
     _, _, load = torch_source(model)
     module, config = load()
     pre = Preprocess.from_dict(config["preprocess"])
-    batch, _ = check_images(check_dir, pre, classes, n_check or FP32_CHECK_IMAGES)
+    fp32_photos = _spread(found, classes, n_check or FP32_CHECK_IMAGES, others=False, exclude=())
+    batch, _ = in_one_batch(decode_chunks(fp32_photos, pre, check_dir))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as tmp:
@@ -222,14 +225,13 @@ def export(
     return report
 
 
-def int8_split(check_dir: str | os.PathLike, classes: list[str], n_check: int | None = None) -> tuple[list, list]:
-    """The photos that calibrate int8 and the others that check it, as :func:`check_files` gives them.
+def int8_split(found: list[LabelledFile], classes: list[str], n_check: int | None = None) -> tuple[list, list]:
+    """The photos of a check folder's ``found`` files that calibrate int8 and the others that check it, as
+    :func:`check_files` gives them.
 
     64 calibrate it, or in a folder of fewer than 264 what 200 check photos leave, down to 32: a folder of
     240 photos was refused though 40 could calibrate int8 and 200 check it.
     """
-    # The folder is listed once: three listings of a folder of 4,000 photos took three times as long.
-    found = discover(check_dir, image_files_only=True, labels_optional=True).files
     n_calibration = max(FEWEST_CALIBRATION_IMAGES, min(CALIBRATION_IMAGES, len(found) - INT8_FLOOR_PHOTOS))
     calibration = _spread(found, classes, n_calibration, others=True, exclude=())
     exclude = [path for path, _ in calibration]
