@@ -85,6 +85,11 @@ def damaged(model_dir: Path, tmp_path: Path, field: str, value: object) -> Path:
         ("classes", ["caf\u00e9", "cafe\u0301"]),  # one name in two spellings (NFC, NFD): the Predictor's one
         ("split.val_fraction", None),  # evaluate --split val stopped on float(None)
         ("training.val_fraction", None),
+        # what evaluate --split reads, absent or out of range: a KeyError, or a sentence that named no file
+        ("split", {"test_fraction": 0.1}),
+        ("split", {"val_fraction": 0.9, "test_fraction": 0.5}),
+        ("split", {"val_fraction": -0.1}),
+        ("training.val_fraction", 1.0),
     ],
 )
 def test_a_wrong_type_in_config_json_is_one_sentence_naming_the_file_and_the_field(

@@ -173,6 +173,14 @@ def check_config(config: object, config_file: str | Path, remedy: str = "train t
     # either (it refuses a dataset of one class, and folders of one name are one class).
     if len(classes) != len(config["classes"]) or len(classes) < 2 or len(set(classes)) < len(classes):
         raise wrong("classes", "a list of two or more different class names")
+    # evaluate --split finds the held-out photos again from these: a split without val_fraction stopped on a
+    # KeyError, and fractions out of range on a sentence that named no file.
+    split = config.get("split") or {}
+    val, test = split.get("val_fraction"), split.get("test_fraction") or 0
+    if split and not (val is not None and min(val, test) >= 0 and val + test < 1):
+        raise wrong("split", "an object whose val_fraction and test_fraction are 0 or more and sum to less than 1")
+    if not 0 <= (config.get("training") or {}).get("val_fraction", 0) < 1:
+        raise wrong("training.val_fraction", "a number from 0 to less than 1")
     temperature, gate = config.get("temperature", 1.0), config.get("gate") or {}
     if not (math.isfinite(temperature) and temperature > 0):  # 0 answered "cat (nan%)"; below 0, the other class
         raise wrong("temperature", "a positive number")
