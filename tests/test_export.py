@@ -401,9 +401,13 @@ def test_int8_calibrates_on_fewer_photos_in_a_small_folder(tmp_path: Path, photo
     assert not {path for path, _ in calibration} & {path for path, _ in check}
 
 
-def test_an_int8_export_lists_the_check_folder_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("dated", [False, True], ids=["labelled", "year-folders"])
+def test_an_int8_export_lists_the_check_folder_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dated: bool
+) -> None:
     """The folder was listed three times for int8's two parts (4,000 photos: 3x the time of one listing), and then
-    once more for the fp32 check. An export lists it once now, and still checks fp32 and int8 on their photos."""
+    once more for the fp32 check. An export lists it once now, and still checks fp32 and int8 on their photos.
+    The check needs no labels, so a phone's photos sorted into year folders (refused as classes) are read too."""
     from catdog.models import build_model, save_model_dir
 
     pre = Preprocess(image_size=32, crop_pct=1.0, interpolation="bilinear")
@@ -413,7 +417,9 @@ def test_an_int8_export_lists_the_check_folder_once(tmp_path: Path, monkeypatch:
     folder = tmp_path / "photos"
     folder.mkdir()
     for i in range(export_module.SMALLEST_INT8_FOLDER):
-        (folder / f"{'cat' if i % 2 else 'dog'}.{i}.jpg").write_bytes(image_bytes(size=(32 + i % 7, 32), quality=80))
+        name = f"{2019 + i % 2}/IMG_{i}.jpg" if dated else f"{'cat' if i % 2 else 'dog'}.{i}.jpg"
+        (folder / name).parent.mkdir(exist_ok=True)
+        (folder / name).write_bytes(image_bytes(size=(32 + i % 7, 32), quality=80))
     listed, scandir = [], os.scandir
     monkeypatch.setattr(os, "scandir", lambda path=".": (listed.append(path), scandir(path))[1])  # rmtree: an fd
     report = export(model, tmp_path / "int8.onnx", int8=True, check_dir=folder)
@@ -490,5 +496,3 @@ def test_check_photos_in_folders_named_like_dates_are_read_without_labels(tmp_pa
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).touch()
     assert [label for _, label in check_files(tmp_path, ["cat", "dog"], 10)] == [-1, -1, -1]
-    calibration, check = export_module.int8_split(tmp_path, ["cat", "dog"])
-    assert len(calibration) + len(check) == 3
