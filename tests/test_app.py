@@ -150,8 +150,10 @@ def test_the_app_answers_as_python_does(
     browser, playwright, server, python_predictor, data_root, samples_dir, tmp_path
 ):
     """Cat, dog, a horse, a large JPEG (decoded at a reduced scale by Python), a rotated one and a transparent
-    PNG on a phone: the same labels, probabilities within 0.02 (all but the large JPEG: within 1e-5)."""
+    PNG on a phone: the same labels, probabilities within 0.02 (all but the large JPEG: within 1e-5). A piebald
+    horse the backbone sees as nothing clearly (plow, 0.004) is not said to look like anything, as in Python."""
     horse = data_root / "neither" / "horse" / "inet-n02389026_sorrel.JPEG"
+    piebald = data_root / "neither" / "horse" / "popanim-horse_65.png"
     cat = Image.open(samples_dir / "cat" / "cat.1.jpg").convert("RGB")
     large, rotated, transparent = tmp_path / "large.jpg", tmp_path / "rotated.jpg", tmp_path / "transparent.png"
     cat.resize((cat.width * 4, cat.height * 4), Image.Resampling.LANCZOS).save(large, quality=92)
@@ -160,7 +162,7 @@ def test_the_app_answers_as_python_does(
     cat.rotate(90, expand=True).save(rotated, exif=exif, quality=95)
     _half_transparent(cat).save(transparent)
     photos = [samples_dir / "cat" / "cat.1.jpg", samples_dir / "dog" / "dog.1.jpg", horse, large, rotated, transparent]
-    photos += [samples_dir / "cat" / "cat.18.jpg"]  # its shares, each rounded alone, added up to 100.1 %
+    photos += [samples_dir / "cat" / "cat.18.jpg", piebald]  # cat.18: its shares, rounded alone, added to 100.1 %
     context, page = phone(browser, playwright, server.url + "/app/")
     try:
         assert page.evaluate("crossOriginIsolated"), "COOP/COEP headers missing: WebAssembly gets no threads"
@@ -177,6 +179,9 @@ def test_the_app_answers_as_python_does(
         card = page.locator(f"#results .card:has(.name:text-is('{horse.name}'))")
         assert card.locator(".answer").inner_text() == "No cat or dog"
         assert card.locator(".looks").inner_text().startswith("Looks like: sorrel")
+        assert got[piebald.name]["label"] == "neither" and "looks_like" not in got[piebald.name]
+        card = page.locator(f"#results .card:has(.name:text-is('{piebald.name}'))")
+        assert card.locator(".answer").inner_text() == "No cat or dog" and card.locator(".looks").is_hidden()
         for shown in page.locator("#results .card .probs").all_inner_texts():  # as on the server's page
             shares = [float(value) for value in re.findall(r"(\d+\.\d)%", shown)]
             assert len(shares) == 3 and round(sum(shares), 1) == 100.0, shown

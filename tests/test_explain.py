@@ -77,6 +77,16 @@ def test_a_neither_answer_shows_where_it_sees_what_it_looks_like(model: str | No
     assert result.heat[: rows // 2].mean() > 2 * result.heat[-rows // 4 :].mean()
 
 
+def test_a_neither_answer_too_weak_to_name_shows_no_name_and_not_the_heads_class(data_root: Path) -> None:
+    """A piebald horse is answered `neither` with no class named (its top non-pet class, plow, is too weak):
+    its heat map is still that class's, not the cat/dog head's likelier class, and it names neither."""
+    piebald = (data_root / "neither" / "horse" / "popanim-horse_65.png").read_bytes()
+    result = explain(None, piebald)
+    assert result.label == "neither" and result.explained == "no cat or dog", result.explained
+    head_class = max(("cat", "dog"), key=lambda c: result.probabilities[c])
+    assert not np.allclose(result.heat, explain(None, piebald, class_name=head_class).heat)
+
+
 def test_cli_writes_the_overlay_and_refuses_bad_input(
     trained_model_dir: Path, onnx_model_file: Path, cat_photo: Path, tmp_path: Path
 ) -> None:

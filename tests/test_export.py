@@ -57,12 +57,14 @@ def test_fp32_file_matches_pytorch_on_real_photos(onnx_model_file: Path, trained
     module, config = load_model_dir(trained_model_dir)
     batch, _ = check_images(samples_dir, Preprocess.from_dict(config["preprocess"]), config["classes"], 40)
     with torch.inference_mode():
-        ref_logits, ref_pet, ref_looks = module(torch.from_numpy(batch))
+        ref_logits, ref_pet, ref_looks, ref_score = module(torch.from_numpy(batch))
     sess = ort.InferenceSession(str(onnx_model_file), providers=["CPUExecutionProvider"])
-    logits, pet, looks_like = sess.run(["logits", "pet_score", "looks_like"], {"input": batch})
+    names = ["logits", "pet_score", "looks_like", "looks_like_score"]
+    logits, pet, looks_like, looks_like_score = sess.run(names, {"input": batch})
     assert np.abs(_probs(logits) - _probs(ref_logits.numpy())).max() <= 1e-4
     assert np.abs(pet - ref_pet.numpy()).max() <= 1e-4  # the open-set gate is inside the file
     assert (looks_like == ref_looks.numpy()).all()
+    assert np.abs(looks_like_score - ref_score.numpy()).max() <= 1e-4  # what decides whether it is named
     check = json.loads(sess.get_modelmeta().custom_metadata_map["parity_check"])
     assert check["fp32_max_gap"] <= 1e-4 and check["n_check"] == 64
 
@@ -116,6 +118,7 @@ def test_int8_keeps_the_gate_and_heads_in_fp32(
         assert not any(producer.get(name) == "DequantizeLinear" for name in node.input), node.name
         assert not any("QuantizeLinear" in consumers[name] for name in node.output), node.name
     assert sum(node.op_type == "QuantizeLinear" for node in nodes) > 20  # the backbone itself is quantized
+    assert "looks_like_score" in [output.name for output in proto.graph.output]  # int8 names only what fp32 does
 
     batch, _ = check_images(samples_dir, pre, ["cat", "dog"], 16)
     fp32_pet, int8_pet = (

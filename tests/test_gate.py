@@ -53,6 +53,21 @@ def test_probabilities_sum_to_one_and_confidence_is_the_labels():
     assert edge.label == "cat"  # exactly at the threshold: still a pet
 
 
+def test_a_neither_answer_names_only_a_class_the_backbone_sees_clearly():
+    """A piebald horse came back "looks like: plow" (its top non-pet class, at an ImageNet probability of 0.004):
+    a class is named from LOOKS_LIKE_FLOOR up only; without a score (an ONNX file before it) as before."""
+    from catdog.inference.outputs import LOOKS_LIKE_FLOOR
+
+    scores = np.array([0.004, LOOKS_LIKE_FLOOR - 1e-6, LOOKS_LIKE_FLOOR, 0.89])
+    outputs = Outputs(np.zeros((4, 2)), np.zeros(4), np.array([730, 339, 339, 339]), scores)  # 730: plow
+    answers = _predictor().to_predictions(outputs, ["piebald", "weak", "at the floor", "sorrel"])
+    assert [a.label for a in answers] == ["neither"] * 4
+    assert [a.to_dict().get("looks_like") for a in answers] == [None, None, "sorrel", "sorrel"]
+    assert "looks_like" not in answers[0].to_dict() and "looks_like_means" not in answers[0].to_dict()
+    unscored = _predictor().to_predictions(Outputs(np.zeros((1, 2)), np.zeros(1), np.array([730])), ["old file"])
+    assert unscored[0].looks_like == "plow"
+
+
 def test_neither_threshold_moves_the_operating_point():
     outputs = Outputs(np.array([[2.0, 0.0]]), pet_score=np.array([0.7]), looks_like=np.array([0]))
     assert _predictor(0.5).to_predictions(outputs, ["x"])[0].label == "cat"
@@ -247,7 +262,7 @@ def test_a_model_saved_before_the_open_set_gate_still_uses_the_pet_mass(tmp_path
     assert model.open_set is None
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
-        _, pets, _ = model(x)
+        _, pets, *_ = model(x)
         imagenet = model.backbone(x).softmax(1)[:, model.pet_classes].sum(1)
     assert torch.allclose(pets, imagenet, atol=1e-5)
     assert Predictor.load(old, backend="torch").gate_threshold == 0.1

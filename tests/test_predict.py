@@ -195,6 +195,22 @@ def test_neither_exactly_when_the_pet_score_is_below_the_threshold(threshold):
         assert answer.looks_like == ("sorrel" if answer.label == "neither" else None)
 
 
+def test_a_neither_answer_names_what_it_looks_like_only_when_the_backbone_sees_it_clearly(data_root):
+    """A piebald horse was answered "no cat or dog; looks like: plow" (ImageNet has one horse, the sorrel, and
+    the backbone gave plow 0.004): it now says only that it sees no cat or dog, and `--json` has no `looks_like`.
+    A sorrel the backbone sees clearly (0.89) is still named."""
+    horses = data_root / "neither" / "horse"
+    piebald, sorrel = horses / "popanim-horse_65.png", horses / "inet-n02389026_sorrel.JPEG"
+    done = run_catdog_in_process("predict", "--json", str(piebald), str(sorrel))
+    assert done.returncode == 0, done.stderr
+    weak, strong = json.loads(done.stdout)
+    assert weak["label"] == "neither" and "looks_like" not in weak and "looks_like_means" not in weak, weak
+    assert strong["label"] == "neither" and strong["looks_like"] == "sorrel", strong
+    said = run_catdog_in_process("predict", str(piebald), str(sorrel)).stdout.splitlines()
+    assert said[0].endswith("neither (99.8%) no cat or dog"), said
+    assert said[1].endswith("no cat or dog; looks like: sorrel (a horse of a brownish orange to light brown color)")
+
+
 def test_odd_file_names_keep_one_line_each_and_their_brackets(tmp_path, cat_photo):
     """A newline in a name split its answer over two lines; rich took '[bold]' in a name as markup, and ':dog:' as
     an emoji code ('x:dog:.jpg' was printed 'x🐶.jpg')."""

@@ -48,6 +48,30 @@ def test_onnx_file_alone_predicts_like_the_model_directory(
     assert correct >= 36
 
 
+def test_a_file_exported_before_looks_like_score_names_the_class_as_it_did(
+    onnx_model_file: Path, data_root: Path, tmp_path: Path
+) -> None:
+    """A piebald horse's top non-pet class, plow (0.004), is not named by a file with `looks_like_score`; a file
+    exported before that output (the same graph without it) still answers, and names the class as it did."""
+    import onnx
+
+    before = tmp_path / "before.onnx"
+    proto = onnx.load(str(onnx_model_file))
+    kept = [output for output in proto.graph.output if output.name != "looks_like_score"]
+    del proto.graph.output[:]
+    proto.graph.output.extend(kept)
+    onnx.save(proto, str(before))
+    piebald = data_root / "neither" / "horse" / "popanim-horse_65.png"
+    answers = {}
+    for model in (onnx_model_file, before):
+        done = run_catdog_in_process("predict", "--model", str(model), "--json", str(piebald))
+        assert done.returncode == 0, done.stderr
+        answers[model.name] = json.loads(done.stdout)[0]
+    assert answers[onnx_model_file.name]["label"] == answers["before.onnx"]["label"] == "neither", answers
+    assert "looks_like" not in answers[onnx_model_file.name], answers
+    assert answers["before.onnx"]["looks_like"] == "plow", answers
+
+
 def test_metadata_and_dynamic_batch(onnx_model_file: Path, trained_model_dir: Path) -> None:
     sess = ort.InferenceSession(str(onnx_model_file), providers=["CPUExecutionProvider"])
     meta = sess.get_modelmeta().custom_metadata_map
@@ -57,7 +81,7 @@ def test_metadata_and_dynamic_batch(onnx_model_file: Path, trained_model_dir: Pa
     assert json.loads(meta["temperature"]) == config["temperature"]
     assert json.loads(meta["gate"]) == config["gate"]
     assert json.loads(meta["catdog_version"])
-    assert [o.name for o in sess.get_outputs()] == ["logits", "pet_score", "looks_like", "features"]
+    assert [o.name for o in sess.get_outputs()] == ["logits", "pet_score", "looks_like", "looks_like_score", "features"]
     for n in (1, 7, 32):
         logits, pet = sess.run(["logits", "pet_score"], {"input": np.zeros((n, 3, 224, 224), np.float32)})
         assert logits.shape == (n, 2) and pet.shape == (n,)

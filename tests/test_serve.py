@@ -106,6 +106,15 @@ def test_the_schema_names_every_field_of_an_answer(client: httpx.Client, data_ro
     assert "503" in schema["paths"]["/api/v1/model"]["get"]["responses"]
 
 
+def test_a_neither_answer_names_only_what_the_backbone_sees_clearly(client: httpx.Client, data_root: Path) -> None:
+    """A piebald horse was answered `"looks_like": "plow"` (an ImageNet probability of 0.004): the answer has no
+    `looks_like` now, as the schema allows; a sorrel seen clearly keeps its name (the test above)."""
+    piebald = data_root / "neither" / "horse" / "popanim-horse_65.png"
+    answer = client.post("/api/v1/predict", files={"file": (piebald.name, piebald.read_bytes(), "image/png")}).json()
+    assert answer["label"] == "neither", answer
+    assert answer.get("looks_like") is None and answer.get("looks_like_means") is None, answer
+
+
 def test_model_info(client: httpx.Client) -> None:
     info = client.get("/api/v1/model").json()
     assert info["classes"] == ["cat", "dog"]

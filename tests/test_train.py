@@ -258,7 +258,7 @@ def test_partial_fine_tuning_trains_only_the_stages_after_the_frozen_part(
     assert all(torch.equal(a, b) for a, b in zip(gate_state.values(), copied_state.values()))
     x = torch.randn(3, 3, 96, 96)
     with torch.no_grad():
-        _, pets, looks_like = model(x)
+        _, pets, looks_like, looks_like_score = model(x)
         # The gate reads the pristine backbone: its pooled features and the mean output of the blocks it taps.
         rows = PooledFeatures(pristine, model.open_set.taps)(x)
         widths = tap_widths(pristine, model.open_set.taps)
@@ -268,8 +268,10 @@ def test_partial_fine_tuning_trains_only_the_stages_after_the_frozen_part(
         assert torch.allclose(pets, expected, atol=1e-5)
         # What it looks like: the top ImageNet class that is no cat or dog breed (only `neither` answers name it).
         imagenet_logits = pristine(x)
+        probabilities = imagenet_logits.softmax(1)  # over all 1,000 classes, pets included
         imagenet_logits[:, IMAGENET_CAT_CLASSES + IMAGENET_DOG_CLASSES] = float("-inf")
         assert torch.equal(looks_like, imagenet_logits.argmax(1))
+        assert torch.allclose(looks_like_score, probabilities.gather(1, looks_like[:, None])[:, 0], atol=1e-6)
 
 
 def test_mix_transform_mixes_images_and_labels() -> None:

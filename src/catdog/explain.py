@@ -138,8 +138,9 @@ def explain(
         outputs = predictor.forward_uint8(uint8)
         answer = predictor.to_predictions(outputs, ["image"])[0]
         # A `neither` answer says what the photo looks like: the map shows where (a horse's "sorrel"), not where
-        # the head, which only knows cats and dogs, would see its likelier class.
-        looks_like = answer.looks_like is not None and class_name is None and outputs.looks_like is not None
+        # the head, which only knows cats and dogs, would see its likelier class. Where the class is too weak to
+        # name, the map is still its (where the backbone sees something other than a cat or dog).
+        looks_like = answer.label == "neither" and class_name is None and outputs.looks_like is not None
         imagenet_class = int(outputs.looks_like[0]) if looks_like else None
         # A from-scratch net's `neither` is its own last class: that class's map.
         learnt = answer.label == "neither" and class_name is None and isinstance(module, LearntNeither)
@@ -147,7 +148,9 @@ def explain(
             heat, _ = gradcam(module.net, batch, len(predictor.classes))
         else:
             heat, index = gradcam(module, batch, wanted, imagenet_class)
-    explained = "neither" if learnt else answer.looks_like if looks_like else predictor.classes[index]
+    explained = (
+        "neither" if learnt else (answer.looks_like or "no cat or dog") if looks_like else predictor.classes[index]
+    )
     view = center_crop(uint8, predictor.pre.image_size)[0].permute(1, 2, 0).numpy()
     return Explanation(heat, view, answer.label, explained, answer.probabilities)
 

@@ -125,7 +125,7 @@ class GatedTail(nn.Module):
         if not self.training and all(i >= self.stages - 1 for i in taps):
             tapped = {self.stages - 1: maps.mean(dim=(2, 3))} if self.stages - 1 in taps else {}
             outputs = pristine_outputs(self.gate, maps, self.stages, taps, tapped)
-            pet, looks_like = judge(self.open_set, *outputs, self.pet_classes, self.non_pet_classes, tapped)
+            pet, looks_like, _ = judge(self.open_set, *outputs, self.pet_classes, self.non_pet_classes, tapped)
         return self.head(self.layers(maps)), pet, looks_like
 
 

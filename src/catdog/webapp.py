@@ -145,7 +145,7 @@ def app_config(predictor, model_path: Path) -> dict:
 
     The browser's ``toPrediction`` follows :meth:`Predictor.to_predictions` with these values.
     """
-    from catdog.inference.predictor import imagenet_classes
+    from catdog.inference.predictor import LOOKS_LIKE_FLOOR, imagenet_classes
 
     stat = model_path.stat()
     return {
@@ -163,6 +163,7 @@ def app_config(predictor, model_path: Path) -> dict:
         "threshold": predictor.threshold,
         "max_pixels": min(predictor.max_pixels, APP_MAX_PIXELS),
         "imagenet": [list(pair) for pair in imagenet_classes()] if predictor.gated else [],
+        "looks_like_floor": LOOKS_LIKE_FLOOR,
     }
 
 

@@ -55,11 +55,18 @@ def print_predictions(results: Iterable, classes: list[str], *, as_json: bool, a
         failed |= not r.ok
         if r.ok:
             colour = {"cat": "magenta", "dog": "cyan"}.get(r.label or "", "yellow")
-            seen = f" [dim]no cat or dog; looks like: {r.looks_like} ({r.looks_like_means})[/]" if r.looks_like else ""
-            out.print(f"{shown(r.source)}: [bold {colour}]{r.label}[/] ({_confidence(r)}){seen}")
+            out.print(f"{shown(r.source)}: [bold {colour}]{r.label}[/] ({_confidence(r)}){_seen(r)}")
         else:
             out.print(f"{shown(r.source)}: [red]error[/] {shown(r.error)}")
     return failed
+
+
+def _seen(r: Prediction) -> str:
+    """What a `neither` answer sees: no cat or dog, and what the photo looks like where the backbone sees it
+    clearly enough to name it (``looks_like``)."""
+    if r.looks_like:
+        return f" [dim]no cat or dog; looks like: {r.looks_like} ({r.looks_like_means})[/]"
+    return " [dim]no cat or dog[/]" if r.label == "neither" else ""
 
 
 def print_evaluation(result: dict) -> None:

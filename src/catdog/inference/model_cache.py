@@ -26,7 +26,7 @@ from catdog.inference.outputs import torch_model_fn
 if TYPE_CHECKING:
     from torch import nn
 
-EXPORT_FORMAT = 3  # bump when the graph layout or metadata change, so cached exports are rebuilt
+EXPORT_FORMAT = 4  # bump when the graph layout or metadata change, so cached exports are rebuilt
 # Exports kept in the cache, the most recently used first: each trained model and catdog version makes
 # its own (20-60 MB), and a practitioner's cache had grown to 287 of them (6 GB). Pruned after each export.
 KEPT_EXPORTS = 16

@@ -20,7 +20,7 @@ from catdog.models.gate import LearntNeither
 
 
 class ExportModule(nn.Module):
-    """What is exported: ``(logits[, pet_score[, looks_like]][, features])`` from one forward pass.
+    """What is exported: ``(logits[, pet_score[, looks_like, looks_like_score]][, features])`` from one forward pass.
 
     For a gated or timm model the pieces are computed exactly as ``GatedClassifier.parts``
     (and timm's ``forward``) do, with the features kept as an extra output; the parity check
@@ -38,7 +38,7 @@ class ExportModule(nn.Module):
     def output_names(self) -> list[str]:
         names = ["logits"]
         if self.gated:
-            names += ["pet_score", "looks_like"]
+            names += ["pet_score", "looks_like", "looks_like_score"]
         elif self.learnt_neither:
             names.append("pet_score")
         if self.has_features:

@@ -7,6 +7,8 @@ The file carries everything :class:`catdog.inference.predictor.Predictor` needs 
 - ``logits`` — ``(N, classes)``;
 - ``pet_score`` — ``(N,)``, only for gated models: ``P(cat or dog)`` from the open-set gate;
 - ``looks_like`` — ``(N,)`` int64, only for gated models: the top non-pet ImageNet class the backbone sees;
+- ``looks_like_score`` — ``(N,)``, beside ``looks_like`` in files since catdog wrote it: that class's ImageNet
+  probability (a file without it names the class however weak it is, as before);
 - ``features`` — ``(N, F)`` penultimate features, for timm backbones (used by ``data audit``).
 
 ONNX Runtime computes only the outputs asked for, so prediction pays nothing for ``features``. The file's
@@ -30,7 +32,7 @@ import catdog
 from catdog.errors import ModelError
 from catdog.fsutil import utf8_name
 from catdog.inference.cores import local_share_of_cores
-from catdog.inference.outputs import Outputs
+from catdog.inference.outputs import LOOKS_LIKE_FLOOR, Outputs
 
 INPUT = "input"
 
@@ -102,6 +104,11 @@ def describe(config: dict, outputs: list[str]) -> str:
             "Output 'looks_like': (N,) int64, the ImageNet class (0-999) the photo looks like most among those "
             "that are no cat or dog."
         )
+    if "looks_like_score" in outputs:
+        words.append(
+            "Output 'looks_like_score': (N,), that class's probability (softmax over the 1,000 ImageNet classes); "
+            f"catdog names the class only from {LOOKS_LIKE_FLOOR} up."
+        )
     if "features" in outputs:
         words.append("Output 'features': (N, F), the pooled features the classifier reads.")
     words.append(
@@ -166,14 +173,15 @@ def read_config(sess, path: str | os.PathLike) -> dict:
 def onnx_model_fn(sess) -> Callable[[np.ndarray], Outputs]:
     """A Predictor model function running ``sess``: its :class:`catdog.inference.outputs.Outputs`."""
     names = [o.name for o in sess.get_outputs()]
-    wanted = ["logits"] + [name for name in ("pet_score", "looks_like") if name in names]
+    wanted = ["logits"] + [name for name in ("pet_score", "looks_like", "looks_like_score") if name in names]
     if "logits" not in names:
         wanted = [names[0]]
     input_name = sess.get_inputs()[0].name
 
     def run(batch: np.ndarray) -> Outputs:
         out = dict(zip(wanted, sess.run(wanted, {input_name: np.ascontiguousarray(batch, dtype=np.float32)})))
-        return Outputs(out.get("logits", out[wanted[0]]), out.get("pet_score"), out.get("looks_like"))
+        logits = out.get("logits", out[wanted[0]])
+        return Outputs(logits, out.get("pet_score"), out.get("looks_like"), out.get("looks_like_score"))
 
     return run
 

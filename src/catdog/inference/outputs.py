@@ -21,14 +21,20 @@ class Outputs(NamedTuple):
     logits: np.ndarray  # (N, classes)
     pet_score: np.ndarray | None = None  # (N,) P(cat or dog) (the pet mass for models before the open-set gate)
     looks_like: np.ndarray | None = None  # (N,) the top ImageNet class the pretrained backbone sees, pets aside
+    looks_like_score: np.ndarray | None = None  # (N,) its ImageNet probability (None from ONNX files before it)
 
+
+# A `neither` answer names what the photo looks like only where the backbone gives that class at least this
+# probability: below it the named class was a fair description of about 1 photo in 20 (a piebald horse "looks
+# like: plow"), from it up of most (docs/benchmarks.md, the `neither` gate, 2026-12-07).
+LOOKS_LIKE_FLOOR = 0.3
 
 # A model function takes a float32 NCHW batch and returns its Outputs.
 ModelFn = Callable[[np.ndarray], Outputs]
 
 
 def torch_model_fn(module: torch.nn.Module) -> ModelFn:
-    """Wrap an eval-mode torch module (returning logits, or (logits, pet_score, looks_like))."""
+    """Wrap an eval-mode torch module (returning logits, or (logits, pet_score, looks_like, looks_like_score))."""
     import torch
 
     module = module.eval().to(memory_format=torch.channels_last)

@@ -21,7 +21,7 @@ import numpy as np
 from catdog.data.layout import composed
 from catdog.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageError
 from catdog.inference.cores import local_share_of_cores
-from catdog.inference.outputs import ModelFn, Outputs
+from catdog.inference.outputs import LOOKS_LIKE_FLOOR, ModelFn, Outputs
 from catdog.preprocess import Preprocess, normalize, stack_uint8, to_uint8
 
 if TYPE_CHECKING:
@@ -183,7 +183,8 @@ class Predictor:
             # A threshold of 1 means "never sure it is a pet": P(cat or dog) saturates at exactly 1 in float32.
             if gated and (pets[i] < self.gate_threshold or self.gate_threshold >= 1.0):
                 label = NEITHER
-                looks_like, means = names[int(outputs.looks_like[i])] if names is not None else (None, None)
+                if names is not None and _worth_naming(outputs.looks_like_score, i):
+                    looks_like, means = names[int(outputs.looks_like[i])]
             confidence = probabilities[label]
             if label != NEITHER and self.threshold is not None and confidence < self.threshold:
                 label = "unsure"
@@ -214,7 +215,7 @@ class Predictor:
         avg = (self.probabilities(outputs.logits) + self.probabilities(flipped.logits)) / 2
         logits = np.log(np.clip(avg, 1e-12, None)) * self.temperature
         pet = None if outputs.pet_score is None else (outputs.pet_score + flipped.pet_score) / 2
-        return Outputs(logits, pet, outputs.looks_like)
+        return Outputs(logits, pet, outputs.looks_like, outputs.looks_like_score)
 
     def _square(self, source: bytes | str | os.PathLike) -> np.ndarray:
         return to_uint8(source, self.pre, max_pixels=self.max_pixels)
@@ -376,3 +377,9 @@ def expand_inputs(patterns: list[str]) -> list[str | Prediction]:
                 seen.add(same_file)
                 out.append(path)
     return out
+
+
+def _worth_naming(looks_like_score: np.ndarray | None, i: int) -> bool:
+    """Whether the backbone sees photo ``i``'s top non-pet class clearly enough to name it (an ONNX file
+    exported before ``looks_like_score`` has no score: its class is named, as it was)."""
+    return looks_like_score is None or float(looks_like_score[i]) >= LOOKS_LIKE_FLOOR

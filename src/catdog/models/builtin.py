@@ -41,11 +41,13 @@ def add_class_indices(module: nn.Module) -> None:
 
 
 class GatedOutputs(NamedTuple):
-    """What a gated model computes: class logits, ``P(cat or dog)``, the ImageNet class it sees, features."""
+    """What a gated model computes: class logits, ``P(cat or dog)``, the ImageNet class it sees and the backbone's
+    probability of that class, features."""
 
     logits: torch.Tensor
     pet_score: torch.Tensor | None
     looks_like: torch.Tensor | None
+    looks_like_score: torch.Tensor | None
     features: torch.Tensor
 
 
@@ -100,14 +102,15 @@ class GatedClassifier(nn.Module):
             self.gate.eval()  # frozen, batch norm statistics included
         return self
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        logits, pet, looks_like, _ = self.parts(x)
-        return logits, pet, looks_like
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        """``(logits, P(cat or dog), looks_like, looks_like_score)`` (see :func:`judge`)."""
+        return self.parts(x)[:-1]
 
     def judge(
         self, features: torch.Tensor, imagenet_logits: torch.Tensor, tapped: dict[int, torch.Tensor]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(P(cat or dog), top non-pet ImageNet class)`` from the pretrained backbone's features, logits, taps."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(P(cat or dog), top non-pet ImageNet class, its probability)`` from the pretrained backbone's
+        features, logits and taps."""
         return judge(self.open_set, features, imagenet_logits, self.pet_classes, self.non_pet_classes, tapped)
 
     def parts(self, x: torch.Tensor) -> GatedOutputs:
@@ -117,16 +120,16 @@ class GatedClassifier(nn.Module):
         tapped: dict[int, torch.Tensor] = {}  # pooled outputs of the pristine blocks the gate taps
         if self.gate is None:
             features = backbone.forward_head(backbone_maps(backbone, x, taps, tapped), pre_logits=True)
-            pet, looks_like = self.judge(features, backbone.get_classifier()(features), tapped)
-            return GatedOutputs(self.head(features), pet, looks_like, features)
+            pet, looks_like, score = self.judge(features, backbone.get_classifier()(features), tapped)
+            return GatedOutputs(self.head(features), pet, looks_like, score, features)
         shared = x  # what the model and the gate both start from: the frozen stem and first blocks' output
         if self.shared_blocks:
             stem = backbone.bn1(backbone.conv_stem(x))
             shared = run_blocks(backbone.blocks[: self.shared_blocks], stem, 0, taps, tapped)
-        pet = looks_like = None
+        pet = looks_like = score = None
         if not self.training:  # the gate first, so that the model's own feature maps come last (Grad-CAM)
             outputs = pristine_outputs(self.gate, shared, self.shared_blocks, taps, tapped)
-            pet, looks_like = self.judge(*outputs, tapped)
+            pet, looks_like, score = self.judge(*outputs, tapped)
         if self.shared_blocks:
             maps = shared
             for layer in (*backbone.blocks[self.shared_blocks :], backbone.conv_head, backbone.bn2):
@@ -134,7 +137,7 @@ class GatedClassifier(nn.Module):
         else:
             maps = backbone.forward_features(x)
         features = backbone.forward_head(maps, pre_logits=True)
-        return GatedOutputs(self.head(features), pet, looks_like, features)
+        return GatedOutputs(self.head(features), pet, looks_like, score, features)
 
 
 def judge(
@@ -144,18 +147,23 @@ def judge(
     pet_classes: torch.Tensor,
     non_pet_classes: torch.Tensor,
     tapped: dict[int, torch.Tensor] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(P(cat or dog), top ImageNet class that is no pet)``: the open-set gate's, or older models' pet mass.
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(P(cat or dog), top ImageNet class that is no pet, its probability)``: P(cat or dog) is the open-set
+    gate's, or older models' pet mass.
 
     Only a `neither` answer names what the photo looks like, so the class named is never a cat or dog breed:
-    a pig the backbone takes for a Maltese dog reads "looks like: hog", its best guess that is no pet.
+    a pig the backbone takes for a Maltese dog reads "looks like: hog", its best guess that is no pet. Its
+    probability (softmax over the 1,000 ImageNet classes) says whether that guess is worth naming: a piebald
+    horse's top one, "plow", has 0.004 (the predictor's ``LOOKS_LIKE_FLOOR``).
     The class indices are the caller's buffers (:func:`add_class_indices`), not a tensor made per call.
     """
-    looks_like = non_pet_classes[imagenet_logits.index_select(1, non_pet_classes).argmax(dim=1)]
+    non_pet = imagenet_logits.float().softmax(dim=1).index_select(1, non_pet_classes)
+    score, top = non_pet.max(dim=1)
+    looks_like = non_pet_classes[top]
     if open_set is None:
-        return pet_mass(imagenet_logits, pet_classes), looks_like
+        return pet_mass(imagenet_logits, pet_classes), looks_like, score
     taps = [tapped[i] for i in open_set.taps] if open_set.taps else []
-    return open_set(features, imagenet_logits, pet_classes, taps), looks_like
+    return open_set(features, imagenet_logits, pet_classes, taps), looks_like, score
 
 
 def backbone_maps(

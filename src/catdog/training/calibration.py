@@ -224,7 +224,7 @@ def frozen_val_pets(model: nn.Module, rows: torch.Tensor) -> torch.Tensor:
     taps = model.open_set.taps if model.open_set is not None else ()
     features, tapped = split_pooled(rows.float().to(model.head.weight.device), model.backbone, taps)
     with torch.no_grad():
-        pets, _ = model.judge(features, model.backbone.get_classifier()(features), dict(zip(taps, tapped)))
+        pets, *_ = model.judge(features, model.backbone.get_classifier()(features), dict(zip(taps, tapped)))
     return pets.cpu()
 
 

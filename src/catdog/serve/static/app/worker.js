@@ -486,7 +486,9 @@ async function load(message) {
     graphOptimizationLevel: "all",
     executionMode: "sequential",
   });
-  outputNames = ["logits", "pet_score", "looks_like"].filter((name) => session.outputNames.includes(name));
+  outputNames = ["logits", "pet_score", "looks_like", "looks_like_score"].filter((name) =>
+    session.outputNames.includes(name),
+  );
   if (!outputNames.includes("logits")) outputNames = [session.outputNames[0]];
   const size = config.preprocess.image_size;
   const warm = await run(new Float32Array(3 * size * size)); // the first run pays for lazy initialisation
@@ -507,7 +509,13 @@ async function run(data) {
   const logits = value(outputNames[0]);
   const pet = value("pet_score");
   const looks = value("looks_like");
-  return { logits: Array.from(logits), pet: pet ? pet[0] : null, looks: looks ? Number(looks[0]) : null };
+  const looksScore = value("looks_like_score");
+  return {
+    logits: Array.from(logits),
+    pet: pet ? pet[0] : null,
+    looks: looks ? Number(looks[0]) : null,
+    looksScore: looksScore ? looksScore[0] : null,
+  };
 }
 
 // The model alone, `runs` times on one frame of noise: ms per run (benchmarks/bench_app.py).
@@ -524,7 +532,7 @@ async function bench({ runs }) {
 }
 
 // Predictor.to_predictions for one photo.
-function toPrediction({ logits, pet, looks }) {
+function toPrediction({ logits, pet, looks, looksScore }) {
   const classes = config.classes;
   const scaled = logits.map((v) => v / config.temperature);
   const top = Math.max(...scaled);
@@ -542,7 +550,9 @@ function toPrediction({ logits, pet, looks }) {
   let label = classes.reduce((best, c) => (probabilities[c] > probabilities[best] ? c : best), classes[0]);
   if (gated && (pet < config.neither_threshold || config.neither_threshold >= 1)) {
     label = "neither";
-    if (looks !== null && config.imagenet.length) [looksLike, means] = config.imagenet[looks];
+    // Only a class the backbone sees clearly is named (a file without looks_like_score names it, as before).
+    const worthNaming = looksScore === null || looksScore >= config.looks_like_floor;
+    if (looks !== null && worthNaming && config.imagenet.length) [looksLike, means] = config.imagenet[looks];
   }
   const confidence = probabilities[label];
   if (label !== "neither" && config.threshold !== null && confidence < config.threshold) label = "unsure";
