@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
+from catdog.inference.outputs import LOOKS_LIKE_FLOOR
 from catdog.models.files import builtin_config
 
 from conftest import image_bytes, run_catdog
@@ -113,6 +114,9 @@ def test_a_neither_answer_names_only_what_the_backbone_sees_clearly(client: http
     answer = client.post("/api/v1/predict", files={"file": (piebald.name, piebald.read_bytes(), "image/png")}).json()
     assert answer["label"] == "neither", answer
     assert answer.get("looks_like") is None and answer.get("looks_like_means") is None, answer
+    # A client generated from /openapi.json learns that a `neither` answer may name nothing, and from what on.
+    described = client.get("/openapi.json").json()["components"]["schemas"]["PredictionOut"]["properties"]
+    assert f"under {LOOKS_LIKE_FLOOR}" in described["looks_like"]["description"], described["looks_like"]
 
 
 def test_model_info(client: httpx.Client) -> None:

@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from catdog.fsutil import counted
 from catdog.images import ImageError, ImageTooLargeError, NotAnImageError, UnsupportedFormatError
+from catdog.inference.outputs import LOOKS_LIKE_FLOOR
 from catdog.inference.predictor import Prediction, _name_in_error
 from catdog.serve.settings import ApiError
 from catdog.serve.state import ServeState
@@ -33,7 +34,11 @@ class PredictionOut(BaseModel):
         None, description="The model's classes (and `neither`, for a model with a gate), summing to 1."
     )
     looks_like: str | None = Field(
-        None, description="On a `neither` answer: the ImageNet class the photo looks most like, e.g. `sorrel`."
+        None,
+        description=(
+            "On a `neither` answer: the ImageNet class the photo looks most like, e.g. `sorrel`; absent where the "
+            f"backbone gives it an ImageNet probability under {LOOKS_LIKE_FLOOR} (too weak to name)."
+        ),
     )
     looks_like_means: str | None = Field(None, description="What `looks_like` is (WordNet's definition).")
     error: str | None = Field(None, description="Instead of an answer, for an unusable photo in a batch: why.")
