@@ -25,8 +25,8 @@ class Outputs(NamedTuple):
 
 
 # A `neither` answer names what the photo looks like only where the backbone gives that class at least this
-# probability: below it the named class was a fair description of about 1 photo in 20 (a piebald horse "looks
-# like: plow"), from it up of most (docs/benchmarks.md, the `neither` gate, 2026-12-07).
+# probability: below it the named class read fair for 5 of 30 photos read by hand (a piebald horse "looks like:
+# plow"), from it up for 16 of 20 (docs/benchmarks.md, the `neither` gate, 2026-12-07).
 LOOKS_LIKE_FLOOR = 0.3
 
 # A model function takes a float32 NCHW batch and returns its Outputs.
