@@ -139,7 +139,7 @@ def explain(
         answer = predictor.to_predictions(outputs, ["image"])[0]
         # A `neither` answer says what the photo looks like: the map shows where (a horse's "sorrel"), not where
         # the head, which only knows cats and dogs, would see its likelier class. Where the class is too weak to
-        # name, the map is still its (where the backbone sees something other than a cat or dog).
+        # name, the map is still that class's (where the backbone sees something other than a cat or dog).
         looks_like = answer.label == "neither" and class_name is None and outputs.looks_like is not None
         imagenet_class = int(outputs.looks_like[0]) if looks_like else None
         # A from-scratch net's `neither` is its own last class: that class's map.
