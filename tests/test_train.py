@@ -8,6 +8,7 @@ import math
 import re
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import pytest
 import torch
 
 from catdog.models import build_model, load_model_dir
+from catdog.models.builtin import load_builtin_gate
 from catdog.models.pretrained import IMAGENET_CAT_CLASSES, IMAGENET_DOG_CLASSES
 from catdog.models.scratch import SCRATCH_MODELS
 from catdog.predict import Predictor
@@ -1121,16 +1123,20 @@ def test_a_from_scratch_net_learns_neither_as_a_class(
     assert not np.allclose(explained.heat, explain(str(tmp_path / "sure"), toys[0], class_name="cat").heat)
 
 
-def _train_frozen_beside_toys(
-    small_dev: Path, data_root: Path, shared_cache: Path, tmp_path: Path, neither_name: str, **options
-) -> tuple[Path, dict, torch.nn.Module, list[Path]]:
-    """A frozen-backbone model trained on the small dev set with toy photos in ``neither_name``/."""
-    data, toys = _pets_and_toys(small_dev, data_root, tmp_path / "data", neither_name)
-    out = tmp_path / "model"
-    options = dict(FAMILIES["frozen"], workers=0) | options
-    train(TrainConfig(data_dir=str(data), out=str(out), cache_dir=str(shared_cache), **options))
-    model, _ = load_model_dir(out)
-    return out, json.loads((out / "config.json").read_text()), model, toys
+@pytest.fixture
+def frozen_beside_toys(small_dev: Path, shared_cache: Path, tmp_path: Path, data_root: Path) -> Callable:
+    """``(neither_name, **options)`` -> a frozen-backbone model trained on the small dev set with toy photos in
+    ``neither_name``/, as ``(model dir, its config.json, the model, the toys)``: the gate tests' one setup."""
+
+    def trained(neither_name: str, **options) -> tuple[Path, dict, torch.nn.Module, list[Path]]:
+        data, toys = _pets_and_toys(small_dev, data_root, tmp_path / "data", neither_name)
+        out = tmp_path / "model"
+        options = dict(FAMILIES["frozen"], workers=0) | options
+        train(TrainConfig(data_dir=str(data), out=str(out), cache_dir=str(shared_cache), **options))
+        model, _ = load_model_dir(out)
+        return out, json.loads((out / "config.json").read_text()), model, toys
+
+    return trained
 
 
 def _gate_moved(model: torch.nn.Module, shipped) -> float:
@@ -1142,15 +1148,9 @@ def _gate_moved(model: torch.nn.Module, shipped) -> float:
 
 
 @pytest.mark.slow
-def test_a_neither_folder_refits_the_gate_and_is_no_class(
-    small_dev: Path, shared_cache: Path, tmp_path: Path, data_root: Path
-) -> None:
+def test_a_neither_folder_refits_the_gate_and_is_no_class(frozen_beside_toys: Callable, small_dev: Path) -> None:
     """Photos in ``other/`` (= neither) are no class: they refit the open-set gate, pulled towards the shipped one."""
-    from catdog.models.builtin import load_builtin_gate
-
-    out, config, model, toys = _train_frozen_beside_toys(
-        small_dev, data_root, shared_cache, tmp_path, "other", epochs=2, test_fraction=0.2
-    )
+    out, config, model, toys = frozen_beside_toys("other", epochs=2, test_fraction=0.2)
     # Every photo counted once: the pets of each part and its `neither` photos apart (test_images once
     # counted the test part's neither photos among the pets).
     counts = config["data"]
@@ -1170,15 +1170,9 @@ def test_a_neither_folder_refits_the_gate_and_is_no_class(
 
 
 @pytest.mark.slow
-def test_a_model_predicting_at_288_px_gets_the_gate_fitted_there(
-    small_dev: Path, shared_cache: Path, tmp_path: Path, data_root: Path
-) -> None:
+def test_a_model_predicting_at_288_px_gets_the_gate_fitted_there(frozen_beside_toys: Callable) -> None:
     """Features move with the input size: the gate (and its refit on a `neither` folder) is the 288-px one."""
-    from catdog.models.builtin import load_builtin_gate
-
-    _, config, model, _ = _train_frozen_beside_toys(
-        small_dev, data_root, shared_cache, tmp_path, "neither", epochs=1, test_image_size=288
-    )
+    _, config, model, _ = frozen_beside_toys("neither", epochs=1, test_image_size=288)
     assert config["preprocess"]["image_size"] == 288 and config["gate"]["fitted_at_px"] == 288
     at_288, at_224 = (load_builtin_gate(1280, size) for size in (288, 224))
     # Refitted from the 288-px gate, on 288-px features.
@@ -1187,16 +1181,11 @@ def test_a_model_predicting_at_288_px_gets_the_gate_fitted_there(
 
 
 @pytest.mark.slow
-def test_a_lite1_model_gets_the_gate_fitted_on_lite1_features(
-    small_dev: Path, shared_cache: Path, tmp_path: Path, data_root: Path
-) -> None:
+def test_a_lite1_model_gets_the_gate_fitted_on_lite1_features(frozen_beside_toys: Callable) -> None:
     """Every bundled backbone has its own shipped gate: Lite1's, refitted on the data's `neither` photos."""
-    from catdog.models.builtin import load_builtin_gate
     from catdog.training.calibration import builtin_gate_record
 
-    out, config, model, toys = _train_frozen_beside_toys(
-        small_dev, data_root, shared_cache, tmp_path, "neither", model="tf_efficientnet_lite1", epochs=2
-    )
+    out, config, model, toys = frozen_beside_toys("neither", model="tf_efficientnet_lite1", epochs=2)
     assert config["gate"]["kind"] == "open-set" and config["gate"]["fitted_at_px"] == 240
     assert "Lite1" in config["gate"]["score"]
     # Its operating point is the share of pets the shipped Lite1 gate was built to turn away, on this model's pets.
