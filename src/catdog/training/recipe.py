@@ -32,6 +32,7 @@ from torch.utils.data import Subset
 from catdog.augment import mix_transform
 from catdog.data import NEITHER, CachedImages, Dataset, DatasetError, PreparedData, discover, make_loader, prepare
 from catdog.data.check import SMALL_CLASS, small_class_note
+from catdog.errors import CatdogError
 from catdog.features import PooledFeatures, split_backbone
 from catdog.fsutil import counted, default_cache_dir
 from catdog.models import build_model, save_model_dir
@@ -178,6 +179,7 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
         budget.final_seconds = final_seconds(
             cfg=cfg, model=model, pre=pre, test_pre=test_pre, deadline=deadline, val_images=len(splits["val"]), ctx=ctx
         )
+        agreed(ctx, lambda: refuse_a_spent_budget(cfg, budget, started))
         out_of_time = SharedBudget(budget, ctx, checkpoint_seconds=cfg.checkpoint_seconds)
         save = checkpointer(cfg, trainable, optimizer, scheduler, scaler, ctx, ema)  # save(state): rank 0 writes
         stop_reason = ""
@@ -532,6 +534,24 @@ def checkpointer(cfg, trainable, optimizer, scheduler, scaler, ctx: DistContext,
             save_checkpoint(Path(cfg.out), cfg, of_every_rank, trainable, optimizer, scheduler, scaler, ema)
 
     return save
+
+
+def refuse_a_spent_budget(cfg: TrainConfig, budget: Budget, started: float) -> None:
+    """Refuse a time budget with no time for steps left: what is left must hold the final save and validation.
+
+    --time-budget 0.01 (0.6 s), and 0.05, once ran one step at a warm-up rate, a quarter of --lr, and saved that
+    as the model 8-10 s after the start."""
+    if budget.deadline is None:
+        return
+    now = time.monotonic()
+    spent = now - started
+    if budget.deadline - now <= budget.least_reserve():
+        at_least = (spent + budget.least_reserve()) / 60
+        raise CatdogError(
+            f"--time-budget {cfg.time_budget:g} leaves no time to train: getting the data and the model ready took "
+            f"{spent:.1f} s, and the end of a run keeps {budget.least_reserve():.0f} s to validate and save; "
+            f"give it more than {at_least:.2g} minutes."
+        )
 
 
 def why_stop(cfg: TrainConfig, state: RunState, budget_hit: bool) -> str:
