@@ -491,11 +491,24 @@ def test_the_last_step_of_a_budget_takes_the_rate_of_its_end_and_none_runs_at_0(
     assert 0 < last_lr < 0.1 * began(state.step) and last_lr <= 0.05 * 0.1, (last_lr, began.time_fraction)
 
 
-def test_a_slow_step_near_a_budgets_end_does_not_stop_the_run_early(tmp_path: Path) -> None:
+CHECKPOINTS_IN_A_BUDGET = {
+    # One checkpoint, after 2 s of 0.2-s steps, that takes 2 s to write: the step after it ends at about 4.2 s, and
+    # the steps at 5.4 s (a tenth of 6 s kept).
+    "one slow write": dict(budget=6.0, validation_steps=None, step=0.2, every=2.0, write=2.0, left=0.5),
+    # A 0.5-s write after every 0.1-s step, and a validation of 5 steps' worth: 10 s less 1.25 times 0.5 s and 5 s
+    # leave 4.4 s of steps, about 7; the run stops when a write and a step would end past them.
+    "a write every step": dict(budget=10.0, validation_steps=5, step=0.1, every=0.0, write=0.5, left=0.7),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CHECKPOINTS_IN_A_BUDGET))
+def test_a_checkpoints_write_is_kept_by_the_budget_not_counted_as_a_step(case: str, tmp_path: Path) -> None:
     """The budget guessed the next step's length from the step just done, and stopped when that guess ended past its
     steps. The step after a checkpoint counts the checkpoint's write (an epoch's first step, its loader starting; a
     busy machine, a hiccup): a 2-s write 1.2 s before the steps' end stopped a run of 0.2-s steps there, five steps
-    early. The guess is now the fastest step's."""
+    early. The guess is now the fastest step's. But with a write after every step the fastest step was a step and a
+    write (0.6 s for 0.1), and the first validation's guess 5 of them: 2 steps of 7 ran. A write is now timed apart
+    and kept for only before the step it precedes."""
     from rich.console import Console
 
     from catdog.training.checkpoint import RunState
@@ -504,8 +517,9 @@ def test_a_slow_step_near_a_budgets_end_does_not_stop_the_run_early(tmp_path: Pa
     from catdog.training.progress import Reporter
     from catdog.training.schedule import Budget, Schedule
 
-    model = SlowLayer(4, 2)
-    batches = [(torch.randn(8, 4), torch.randint(0, 2, (8,)), None) for _ in range(60)]  # 12 s: past the budget
+    run = CHECKPOINTS_IN_A_BUDGET[case]
+    model = SlowLayer(4, 2, run["step"])
+    batches = [(torch.randn(8, 4), torch.randint(0, 2, (8,)), None) for _ in range(100)]  # past the budget
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     schedule = Schedule("cosine", total_steps=None, warmup_steps=1)
     parts = StepParts(
@@ -513,19 +527,35 @@ def test_a_slow_step_near_a_budgets_end_does_not_stop_the_run_early(tmp_path: Pa
         torch.amp.GradScaler("cpu", enabled=False), None,
     )  # fmt: skip
     ctx, log, state = DistContext(), Reporter(Console(), enabled=False), RunState()
-    budget = Budget(time.monotonic() + 6.0, schedule)  # a tenth in reserve: the steps end at 5.4 s
-    # One checkpoint, after 2 s of steps, that takes 2 s to write: the step after it ends at about 4.2 s.
-    out_of_time = SharedBudget(budget, ctx, checkpoint_seconds=2.0)
+    budget = Budget(time.monotonic() + run["budget"], schedule, run["validation_steps"])
+    out_of_time = SharedBudget(budget, ctx, checkpoint_seconds=run["every"])
     spent = train_one_epoch(
         cfg=TrainConfig(data_dir="d", out=str(tmp_path)), model=model, loader=batches,
         to_input=lambda images, seeds: images, parts=parts, state=state, steps_per_epoch=len(batches), ctx=ctx,
-        log=log, save=lambda state: time.sleep(2.0), out_of_time=out_of_time,
+        log=log, save=lambda state: time.sleep(run["write"]), out_of_time=out_of_time,
     )  # fmt: skip
     left = budget.steps_end() - time.monotonic()
-    # The next 0.2-s step would have ended past the steps' end: the run stops within a step or two of it (it
-    # stopped 1.2 s before it), and the last step ran at a rate above 0.
-    assert spent and -0.3 <= left <= 0.5, (left, state.step)
+    # The next step (and its write) would have ended past the steps' end: the run stops within a step or two of it,
+    # not past it, and the last step ran at a rate above 0.
+    assert spent and -0.3 <= left <= run["left"], (left, state.step)
+    assert budget.fastest_step < 2 * run["step"], budget.fastest_step
     assert state.last_lr > 0, state.last_lr
+
+
+def test_a_checkpoint_due_before_the_next_step_is_kept_for_in_its_end() -> None:
+    """A write left out of the steps' times is still the user's time: when one is due before the next step, the
+    budget aims that step's rate at, and stops before, the end of the write and the step, not of the step alone."""
+    from catdog.training.schedule import Budget, Schedule
+
+    schedule = Schedule("cosine", total_steps=None, warmup_steps=1)
+    budget = Budget(time.monotonic() + 10.0, schedule)  # a tenth in reserve: 9 s of steps
+    for _ in range(2):  # the first step is not timed (it also sets up kernels); the second is 0.1 s
+        budget.out_of_time(0.1)
+    budget.checkpoint_seconds = 0.5  # the last checkpoint's write
+    budget.out_of_time(0.1)
+    step_alone = schedule.time_fraction
+    budget.out_of_time(0.1, checkpoint_next=True)
+    assert schedule.time_fraction - step_alone == pytest.approx(0.5 / 9.0, abs=0.005)
 
 
 def _budget_epochs(

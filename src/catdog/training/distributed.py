@@ -106,22 +106,26 @@ class SharedBudget:
         self.checkpointed_at = time.monotonic()
         self.checkpoint_due = False  # after the step just asked about: the same answer on every rank
 
-    def checkpointed(self) -> None:
-        """A checkpoint was written: the next is due ``checkpoint_seconds`` from now."""
+    def checkpointed(self, seconds: float) -> None:
+        """A checkpoint was written, in ``seconds``: the next is due ``checkpoint_seconds`` from now, and the budget
+        keeps as long for the write before the step it precedes."""
         self.checkpointed_at = time.monotonic()
+        self.budget.checkpoint_seconds = seconds
 
     def __call__(self, step_seconds: float = 0.0, validation_next: bool = False) -> bool:
         """:meth:`Budget.out_of_time` of rank 0, called after each step before ``scheduler.step()``."""
         now = time.monotonic()
         self.checkpoint_due = now - self.checkpointed_at >= self.checkpoint_seconds
+        # No checkpoint is written mid-epoch after an epoch's last step: its end writes one after the validation.
+        checkpoint_next = self.checkpoint_due and not validation_next
         if self.ctx.world == 1:
-            return self.budget.out_of_time(step_seconds, validation_next)
+            return self.budget.out_of_time(step_seconds, validation_next, checkpoint_next)
         self.calls += 1
         if self.calls < self.next_check:
             # Otherwise decided only where rank 0 tells every rank; a checkpoint every step needs no telling.
             self.checkpoint_due = self.checkpoint_seconds == 0
             return False
-        spent = self.budget.out_of_time(step_seconds, validation_next)
+        spent = self.budget.out_of_time(step_seconds, validation_next, checkpoint_next)
         every = 1
         if self.checked_at is not None:
             pace = (now - self.checked_at) / (self.calls - self.checked_call)

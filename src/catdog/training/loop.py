@@ -147,8 +147,11 @@ def train_one_epoch(
                 return True
             if out_of_time.checkpoint_due and state.step < steps_per_epoch:
                 fold()
+                writing = time.monotonic()
                 save(state)
-                out_of_time.checkpointed()
+                write_seconds = time.monotonic() - writing
+                out_of_time.checkpointed(write_seconds)
+                last_step_ended += write_seconds  # the budget counts the write apart from the next step's time
         final_fold()
     return False
 

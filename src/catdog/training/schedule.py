@@ -59,6 +59,7 @@ class Budget:
         self.calls = 0
         self.fastest_step = math.inf  # seconds, of the steps after the first (which also sets up kernels)
         self.eval_seconds = 0.0  # the last validation pass's, once one has run
+        self.checkpoint_seconds = 0.0  # the last checkpoint's write, once one has been written
         self.final_seconds = 0.0  # kept for the work after the last epoch (validation at the test size)
 
     def validation_seconds(self) -> float | None:
@@ -75,13 +76,16 @@ class Budget:
             return None
         return self.validation_steps * self.fastest_step
 
-    def out_of_time(self, step_seconds: float = 0.0, validation_next: bool = False) -> bool:
+    def out_of_time(
+        self, step_seconds: float = 0.0, validation_next: bool = False, checkpoint_next: bool = False
+    ) -> bool:
         """True when the budget is spent: the next step would end past the time kept for the end. Called after
         each step, before ``scheduler.step()`` sets the next step's rate: it also sets the schedule's clock to the
         time that next step will end at.
 
-        ``step_seconds``: how long the step just done took; ``validation_next``: the epoch has ended, so a
-        validation pass (as long as the last one) comes before the next step.
+        ``step_seconds``: how long the step just done took, a checkpoint's write before it left out;
+        ``validation_next``: the epoch has ended, so a validation pass (as long as the last one) comes before the
+        next step; ``checkpoint_next``: a checkpoint (as long as the last one) is written before the next step.
         """
         if self.deadline is None:
             return False
@@ -94,6 +98,9 @@ class Budget:
         # stopped the run up to its length early. After the first step alone (it also sets up kernels): no guess.
         next_step = self.fastest_step if math.isfinite(self.fastest_step) else 0.0
         next_step_ends = time.monotonic() + next_step + ((validation or 0.0) if validation_next else 0.0)
+        # Its write is counted here, not in the steps' times: a write every step (--checkpoint-seconds 0) made the
+        # fastest step, and the first validation's guess from it, as long as a step and a write.
+        next_step_ends += self.checkpoint_seconds if checkpoint_next else 0.0
         # The rate set after this check is the one the next step takes, so the schedule reads the time that step
         # will end at. Read at the check before, as it was, a budget run's last step took the rate of one or two
         # steps earlier (2 % of --lr).
