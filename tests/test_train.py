@@ -491,6 +491,45 @@ def test_the_last_step_of_a_budget_takes_the_rate_of_its_end_and_none_runs_at_0(
     assert 0 < last_lr < 0.1 * began(state.step) and last_lr <= 0.05 * 0.1, (last_lr, began.time_fraction)
 
 
+def _steps_under_a_budget(
+    tmp_path: Path,
+    model: torch.nn.Module,
+    seconds: float | None,
+    *,
+    validation_steps: float | None = None,
+    ctx=None,
+    checkpoint_seconds: float = math.inf,
+    write_seconds: float = 0.0,
+    steps: int = 100,
+) -> tuple:
+    """An epoch of ``steps`` steps of ``model`` under a budget of ``seconds`` (None: none), as train_one_epoch runs
+    them, with a checkpoint that takes ``write_seconds`` every ``checkpoint_seconds``: ``(spent, state, budget)``."""
+    from rich.console import Console
+
+    from catdog.training.checkpoint import RunState
+    from catdog.training.distributed import DistContext, SharedBudget
+    from catdog.training.loop import StepParts, train_one_epoch
+    from catdog.training.progress import Reporter
+    from catdog.training.schedule import Budget, Schedule
+
+    batches = [(torch.randn(8, 4), torch.randint(0, 2, (8,)), None) for _ in range(steps)]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    schedule = Schedule("cosine", total_steps=None, warmup_steps=1)
+    parts = StepParts(
+        torch.nn.CrossEntropyLoss(), optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule),
+        torch.amp.GradScaler("cpu", enabled=False), None,
+    )  # fmt: skip
+    ctx, log, state = ctx or DistContext(), Reporter(Console(), enabled=False), RunState()
+    budget = Budget(None if seconds is None else time.monotonic() + seconds, schedule, validation_steps)
+    spent = train_one_epoch(
+        cfg=TrainConfig(data_dir="d", out=str(tmp_path)), model=model, loader=batches,
+        to_input=lambda images, seeds: images, parts=parts, state=state, steps_per_epoch=len(batches), ctx=ctx,
+        log=log, save=lambda state: time.sleep(write_seconds),
+        out_of_time=SharedBudget(budget, ctx, checkpoint_seconds=checkpoint_seconds),
+    )  # fmt: skip
+    return spent, state, budget
+
+
 CHECKPOINTS_IN_A_BUDGET = {
     # One checkpoint, after 2 s of 0.2-s steps, that takes 2 s to write: the step after it ends at about 4.2 s, and
     # the steps at 5.4 s (a tenth of 6 s kept).
@@ -509,30 +548,10 @@ def test_a_checkpoints_write_is_kept_by_the_budget_not_counted_as_a_step(case: s
     early. The guess is now the fastest step's. But with a write after every step the fastest step was a step and a
     write (0.6 s for 0.1), and the first validation's guess 5 of them: 2 steps of 7 ran. A write is now timed apart
     and kept for only before the step it precedes."""
-    from rich.console import Console
-
-    from catdog.training.checkpoint import RunState
-    from catdog.training.distributed import DistContext, SharedBudget
-    from catdog.training.loop import StepParts, train_one_epoch
-    from catdog.training.progress import Reporter
-    from catdog.training.schedule import Budget, Schedule
-
     run = CHECKPOINTS_IN_A_BUDGET[case]
-    model = SlowLayer(4, 2, run["step"])
-    batches = [(torch.randn(8, 4), torch.randint(0, 2, (8,)), None) for _ in range(100)]  # past the budget
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    schedule = Schedule("cosine", total_steps=None, warmup_steps=1)
-    parts = StepParts(
-        torch.nn.CrossEntropyLoss(), optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule),
-        torch.amp.GradScaler("cpu", enabled=False), None,
-    )  # fmt: skip
-    ctx, log, state = DistContext(), Reporter(Console(), enabled=False), RunState()
-    budget = Budget(time.monotonic() + run["budget"], schedule, run["validation_steps"])
-    out_of_time = SharedBudget(budget, ctx, checkpoint_seconds=run["every"])
-    spent = train_one_epoch(
-        cfg=TrainConfig(data_dir="d", out=str(tmp_path)), model=model, loader=batches,
-        to_input=lambda images, seeds: images, parts=parts, state=state, steps_per_epoch=len(batches), ctx=ctx,
-        log=log, save=lambda state: time.sleep(run["write"]), out_of_time=out_of_time,
+    spent, state, budget = _steps_under_a_budget(
+        tmp_path, SlowLayer(4, 2, run["step"]), run["budget"], validation_steps=run["validation_steps"],
+        checkpoint_seconds=run["every"], write_seconds=run["write"],
     )  # fmt: skip
     left = budget.steps_end() - time.monotonic()
     # The next step (and its write) would have ended past the steps' end: the run stops within a step or two of it,
@@ -540,6 +559,31 @@ def test_a_checkpoints_write_is_kept_by_the_budget_not_counted_as_a_step(case: s
     assert spent and -0.3 <= left <= run["left"], (left, state.step)
     assert budget.fastest_step < 2 * run["step"], budget.fastest_step
     assert state.last_lr > 0, state.last_lr
+
+
+def test_a_gpu_steps_time_is_its_work_not_the_time_to_queue_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A GPU runs a step's work after the host has queued it, so the clock read as the step returned told when the
+    queueing ended: the fastest step the budget plans with was the time to queue one. The step's end is now read
+    after torch.cuda.synchronize wherever the budget reads it. CI has no GPU: a CUDA DistContext runs the CPU loop,
+    and torch.cuda.synchronize stands for a device whose every step takes 0.1 s after it is queued."""
+    from catdog.training.distributed import DistContext
+
+    waits = []
+
+    def device_work(device: torch.device | None = None) -> None:
+        waits.append(device)
+        time.sleep(0.1)
+
+    monkeypatch.setattr(torch.cuda, "synchronize", device_work)
+    gpu = DistContext(device=torch.device("cuda", 0))
+    spent, state, budget = _steps_under_a_budget(tmp_path, SlowLayer(4, 2, 0.0), 2.0, ctx=gpu)
+    assert spent and budget.fastest_step >= 0.09, budget.fastest_step  # the device's step, not ~1 ms of queueing
+    assert len(waits) == state.step and set(waits) == {gpu.device}  # one process: the budget reads every step
+    waits.clear()
+    _, state, budget = _steps_under_a_budget(tmp_path, SlowLayer(4, 2, 0.0), 2.0, steps=20)
+    assert state.step == 20 and not waits  # the CPU's clock is its work's: no wait
+    _, state, budget = _steps_under_a_budget(tmp_path, SlowLayer(4, 2, 0.0), None, ctx=gpu, steps=20)
+    assert state.step == 20 and not waits  # no budget reads a GPU's clock: it is never waited for
 
 
 def test_a_checkpoint_due_before_the_next_step_is_kept_for_in_its_end() -> None:

@@ -112,6 +112,19 @@ class SharedBudget:
         self.checkpointed_at = time.monotonic()
         self.budget.checkpoint_seconds = seconds
 
+    def step_ended(self) -> float:
+        """``time.monotonic()`` at the end of the step just run, as the budget reads it: on a GPU, once the step's
+        work is done, wherever the budget will read this step's time (every step with one process; with several,
+        the steps that end at a question and the ones before them, whose end is such a step's start).
+
+        A GPU runs a step's work after the host has queued it: read at once, the clock told when the queueing ended.
+        Just after a wait for the device (a fold of the running sums, a checkpoint) nothing is queued ahead, so the
+        fastest step, which the budget plans with, was the time to queue one, and a run could stop a step late."""
+        asks = self.budget.deadline is not None and (self.ctx.world == 1 or self.calls + 2 >= self.next_check)
+        if asks and self.ctx.device.type == "cuda":
+            torch.cuda.synchronize(self.ctx.device)
+        return time.monotonic()
+
     def __call__(self, step_seconds: float = 0.0, validation_next: bool = False) -> bool:
         """:meth:`Budget.out_of_time` of rank 0, called after each step before ``scheduler.step()``."""
         now = time.monotonic()

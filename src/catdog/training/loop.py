@@ -127,7 +127,7 @@ def train_one_epoch(
             state.last_lr = max(group["lr"] for group in parts.optimizer.param_groups)
             # The time budget's clock is read before the scheduler sets the next step's rate, which under
             # --time-budget follows the time that step will end at.
-            step_ended = time.monotonic()
+            step_ended = out_of_time.step_ended()
             budget_spent = out_of_time(step_ended - last_step_ended, validation_next=state.step + 1 == steps_per_epoch)
             last_step_ended = step_ended
             parts.scheduler.step()
