@@ -690,6 +690,19 @@ def test_a_budget_with_under_a_second_of_steps_ends_its_cosine_at_its_end() -> N
     assert schedule.time_fraction == pytest.approx(1.0) and schedule(10) < 1e-9
 
 
+def test_a_refused_budget_is_told_a_budget_that_would_do() -> None:
+    """The refusal's advice was rounded to two digits, down as often as up: --time-budget 1 with 57 s spent getting
+    ready was told to "give it more than 1 minutes". It names the next tenth of a minute above the least now."""
+    from catdog.errors import CatdogError
+    from catdog.training.recipe import refuse_a_spent_budget
+    from catdog.training.schedule import Budget, Schedule
+
+    started = time.monotonic() - 57.0
+    budget = Budget(started + 60.0, Schedule("cosine", total_steps=None, warmup_steps=1))  # 3 s left, 5 s kept
+    with pytest.raises(CatdogError, match=r"took 57\.\d s.* give it at least 1\.1 minutes\.$"):
+        refuse_a_spent_budget(TrainConfig(data_dir="d", out="o", time_budget=1.0), budget, started)
+
+
 def test_a_resumed_budget_goes_on_down_its_schedule() -> None:
     """--resume under --time-budget gives the rest of the run a new budget, but its schedule read the new clock
     from 0: a run stopped near its end went back to near its peak rate, undoing its last epochs' decay. The

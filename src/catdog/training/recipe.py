@@ -547,11 +547,13 @@ def refuse_a_spent_budget(cfg: TrainConfig, budget: Budget, started: float) -> N
     now = time.monotonic()
     spent = now - started
     if budget.deadline - now <= budget.least_reserve():
-        at_least = (spent + budget.least_reserve()) / 60
+        # The next tenth of a minute above the least: rounded to two digits, --time-budget 1 with 57 s spent was
+        # told to give "more than 1 minutes".
+        at_least = math.floor((spent + budget.least_reserve()) / 6 + 1) / 10
         raise CatdogError(
             f"--time-budget {cfg.time_budget:g} leaves no time to train: getting the data and the model ready took "
             f"{spent:.1f} s, and the end of a run keeps {budget.least_reserve():.0f} s to validate and save; "
-            f"give it more than {at_least:.2g} minutes."
+            f"give it at least {at_least:g} minutes."
         )
 
 
