@@ -595,7 +595,7 @@ def test_a_checkpoint_due_before_the_next_step_is_kept_for_in_its_end() -> None:
     budget = Budget(time.monotonic() + 10.0, schedule)  # a tenth in reserve: 9 s of steps
     for _ in range(2):  # the first step is not timed (it also sets up kernels); the second is 0.1 s
         budget.out_of_time(0.1)
-    budget.checkpoint_seconds = 0.5  # the last checkpoint's write
+    budget.checkpoint_write_seconds = 0.5  # the last checkpoint's write
     budget.out_of_time(0.1)
     step_alone = schedule.time_fraction
     budget.out_of_time(0.1, checkpoint_next=True)

@@ -110,7 +110,7 @@ class SharedBudget:
         """A checkpoint was written, in ``seconds``: the next is due ``checkpoint_seconds`` from now, and the budget
         keeps as long for the write before the step it precedes."""
         self.checkpointed_at = time.monotonic()
-        self.budget.checkpoint_seconds = seconds
+        self.budget.checkpoint_write_seconds = seconds
 
     def step_ended(self) -> float:
         """``time.monotonic()`` at the end of the step just run, as the budget reads it: on a GPU, once the step's

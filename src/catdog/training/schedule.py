@@ -59,7 +59,7 @@ class Budget:
         self.calls = 0
         self.fastest_step = math.inf  # seconds, of the steps after the first (which also sets up kernels)
         self.eval_seconds = 0.0  # the last validation pass's, once one has run
-        self.checkpoint_seconds = 0.0  # the last checkpoint's write, once one has been written
+        self.checkpoint_write_seconds = 0.0  # the last checkpoint's write, once one has been written
         self.final_seconds = 0.0  # kept for the work after the last epoch (validation at the test size)
 
     def validation_seconds(self) -> float | None:
@@ -100,7 +100,7 @@ class Budget:
         next_step_ends = time.monotonic() + next_step + ((validation or 0.0) if validation_next else 0.0)
         # Its write is counted here, not in the steps' times: a write every step (--checkpoint-seconds 0) made the
         # fastest step, and the first validation's guess from it, as long as a step and a write.
-        next_step_ends += self.checkpoint_seconds if checkpoint_next else 0.0
+        next_step_ends += self.checkpoint_write_seconds if checkpoint_next else 0.0
         # The rate set after this check is the one the next step takes, so the schedule reads the time that step
         # will end at. Read at the check before, as it was, a budget run's last step took the rate of one or two
         # steps earlier (2 % of --lr).
