@@ -174,6 +174,16 @@ def test_cli_predict_missing_path_exits_non_zero_with_one_line():
     assert "does not exist" in result.stdout and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+def test_a_missing_model_names_every_kind_of_model_the_command_takes(command: str, cat_photo) -> None:
+    """A mistyped --model once said "give a model directory ... or builtin-large", leaving out the .onnx files that
+    predict and evaluate take (serve named them)."""
+    args = ["--model", "no-such-model"] if command == "predict" else ["no-such-model"]
+    result = run_catdog_in_process(command, *args, str(cat_photo.parent))
+    assert result.returncode == 2
+    assert "Model 'no-such-model' does not exist" in result.stderr and "an .onnx file" in result.stderr, result
+
+
 def test_cli_help_documents_defaults():
     result = run_catdog_in_process("predict", "--help")
     assert result.returncode == 0

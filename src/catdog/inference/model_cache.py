@@ -144,6 +144,14 @@ def load_model_fn(
             raise CatdogError("an .onnx file runs only with the onnx backend.")
         sess = session(model, threads)
         return onnx_model_fn(sess), read_config(sess, model), str(model), "onnx"
+    from catdog.models.files import builtin_name
+
+    if model is not None and builtin_name(model) is None and not Path(model).exists():
+        # Said here, not by the model directory's reader: these commands take an .onnx file too.
+        raise ModelError(
+            f"Model '{model}' does not exist; give a model directory written by 'catdog train', an .onnx file "
+            "or builtin-large."
+        )
     name, key_files, load = torch_source(model, loaded)
     if backend != "torch":
         try:
