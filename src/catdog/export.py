@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
@@ -26,7 +27,7 @@ import numpy as np
 
 from catdog.data.layout import DatasetError, LabelledFile, discover
 from catdog.errors import CatdogError, ModelError
-from catdog.fsutil import atomic_write, counted, recorded_path
+from catdog.fsutil import atomic_write, counted, printable, recorded_path
 from catdog.images import ImageError
 from catdog.inference.model_cache import torch_source
 from catdog.inference.onnx_session import onnx_model_fn, session, set_metadata
@@ -199,6 +200,9 @@ def export(
 
     _, _, load = torch_source(model)
     module, config = load()
+    # PyTorch on hundreds of photos takes minutes on a loaded CPU, which passed in silence before.
+    checked_on = f"{counted(n_check or FP32_CHECK_IMAGES, 'photo')} of '{check_dir}'"
+    print(printable(f"Exporting to ONNX; checking it against PyTorch on up to {checked_on} first."), file=sys.stderr)
     pre = Preprocess.from_dict(config["preprocess"])
     fp32_photos = _spread(found, classes, n_check or FP32_CHECK_IMAGES, others=False, exclude=())
     batch, _ = in_one_batch(decode_chunks(fp32_photos, pre, check_dir))
