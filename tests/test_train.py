@@ -859,6 +859,34 @@ def test_an_epoch_on_cached_features_is_every_row_the_last_batch_included() -> N
     assert len(train_loader) == 5 and [len(labels) for _, labels, _ in train_loader] == [256, 256, 256, 256, 60]
 
 
+def test_a_photo_and_its_copy_in_one_batch_of_features_are_one_row(tmp_path: Path) -> None:
+    """`catdog train messy --freeze backbone` on a folder holding cat.1.jpg and a copy of it (one content hash, so
+    one key) stopped on "IndexError: index 442 is out of bounds for axis 0 with size 442": the store wrote two
+    rows for the key and indexed one, so every later key pointed a row too far, and the next add wrote another
+    photo's vector under the last one."""
+    from catdog.features import FeatureStore
+
+    store = FeatureStore(tmp_path, "lite0")
+    store.add(["a:0", "b:0", "a:0", "c:0"], np.array([[1.0], [2.0], [1.0], [3.0]]))
+    store.add(["d:0"], np.array([[4.0]]))
+    assert store.read(["a:0", "b:0", "c:0", "d:0"]).ravel().tolist() == [1.0, 2.0, 3.0, 4.0]
+    assert FeatureStore(tmp_path, "lite0").rows == {"a:0": 0, "b:0": 1, "c:0": 2, "d:0": 3}  # as read again
+
+
+def test_a_feature_index_that_skips_a_row_is_computed_again(tmp_path: Path) -> None:
+    """What that bug left in a user's cache: an index whose rows skip one. It is dropped (the features are
+    computed again), not read a row too far."""
+    from catdog.features import FeatureStore
+
+    store = FeatureStore(tmp_path, "lite0")
+    store.file.write_bytes(np.array([[1.0], [1.0], [2.0]], dtype=np.float32).tobytes())
+    store.index_file.write_text(json.dumps({"dim": 1, "rows": {"a:0": 1, "b:0": 2}}))
+    store.reload()
+    assert store.rows == {}
+    store.add(["b:0"], np.array([[2.0]]))
+    assert store.read(["b:0"]).ravel().tolist() == [2.0]
+
+
 def test_rank_0_extracts_frozen_features_on_every_core(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Under torchrun rank 0 extracts the features alone while the other ranks wait: its ONNX Runtime session
     takes every core, as it did before it shared prediction's session code (which took a process's share)."""

@@ -215,6 +215,10 @@ class FeatureStore:
             self.dim, self.rows = 0, {}
         if self.rows and (not self.file.exists() or self.file.stat().st_size < len(self.rows) * self.row_bytes):
             self.dim, self.rows = 0, {}  # the vectors were lost behind the index's back
+        if set(self.rows.values()) != set(range(len(self.rows))):
+            # Rows 0..n-1, each once: an index that skips one (a photo twice in one add, before 2026-12-07) pointed
+            # past the end of what it reads, and the next add wrote another photo's vector under that key.
+            self.dim, self.rows = 0, {}
 
     @property
     def row_bytes(self) -> int:
@@ -224,7 +228,8 @@ class FeatureStore:
         """Append vectors and commit the index (under the lock; other processes may be adding too)."""
         with file_lock(self.dir / ".lock"):
             self.reload()
-            fresh = [(k, v) for k, v in zip(keys, vectors) if k not in self.rows]
+            # One row a key: a photo and its copy (one content hash) in one batch are one key.
+            fresh = {k: v for k, v in zip(keys, vectors) if k not in self.rows}
             if not fresh:
                 return
             self.dim = vectors.shape[1]
@@ -233,10 +238,10 @@ class FeatureStore:
             with open(self.file, "r+b") as out:
                 out.truncate(n_rows * self.row_bytes)  # drop vectors a killed run wrote but never indexed
                 out.seek(n_rows * self.row_bytes)
-                out.write(np.stack([v for _, v in fresh]).astype(self.dtype).tobytes())
+                out.write(np.stack(list(fresh.values())).astype(self.dtype).tobytes())
                 out.flush()
                 os.fsync(out.fileno())
-            for i, (key, _) in enumerate(fresh):
+            for i, key in enumerate(fresh):
                 self.rows[key] = n_rows + i
             atomic_write_text(self.index_file, json.dumps({"dim": self.dim, "rows": self.rows}))
 
