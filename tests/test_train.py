@@ -887,6 +887,18 @@ def test_a_feature_index_that_skips_a_row_is_computed_again(tmp_path: Path) -> N
     assert store.read(["b:0"]).ravel().tolist() == [2.0]
 
 
+def test_a_time_budget_that_cuts_feature_views_says_every_image_is_in() -> None:
+    """`catdog train small --freeze backbone --time-budget 1` on 263 photos said "training on 281 of 526 feature
+    vectors", which read as if half the photos were left out: every photo had its first view, 18 a second."""
+    from catdog.training.batches import budget_note
+
+    done = [(i, 0) for i in range(263)] + [(i, 1) for i in range(18)]
+    assert budget_note(done, 263, 2) == (
+        "time budget: training on 281 of 526 feature vectors (263 of 263 images; --feature-views 2 asks for 2 views "
+        "each); a longer --time-budget computes the rest, and reuses those cached"
+    )
+
+
 def test_rank_0_extracts_frozen_features_on_every_core(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Under torchrun rank 0 extracts the features alone while the other ranks wait: its ONNX Runtime session
     takes every core, as it did before it shared prediction's session code (which took a process's share)."""

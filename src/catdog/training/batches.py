@@ -267,6 +267,17 @@ def feature_input(device, shape: tuple[int, ...] | None, channels_last: bool):
     return run
 
 
+def budget_note(done: list[tuple[int, int]], n_images: int, views: int) -> str:
+    """What the time budget left of the training features: "281 of 526 feature vectors" alone read as if
+    half the photos were dropped, where every photo had one view and some a second."""
+    planned = n_images * max(1, views)
+    return (
+        f"time budget: training on {len(done)} of {planned} feature vectors ({len({i for i, _ in done})} of "
+        f"{n_images} images; --feature-views {max(1, views)} asks for {max(1, views)} views each); a longer "
+        "--time-budget computes the rest, and reuses those cached"
+    )
+
+
 def cached_features(cfg, data, splits, pre, extractor, cache_dir, ctx, deadline, log):
     """The frozen part's output for val (view 0) and train (``feature_views`` views), from the disk cache.
 
@@ -298,7 +309,7 @@ def cached_features(cfg, data, splits, pre, extractor, cache_dir, ctx, deadline,
     if not done:
         raise CatdogError("The time budget ran out before any training features were computed; raise --time-budget.")
     if len(done) < len(train_jobs):
-        log.info(f"time budget: training on {len(done)} of {len(train_jobs)} feature vectors")
+        log.info(budget_note(done, len(by_hash), cfg.feature_views))
 
     def tensors(jobs):
         feats = torch.from_numpy(store.read([f"{data.hashes[i]}:{v}" for i, v in jobs]))
