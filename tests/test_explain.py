@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -93,7 +94,10 @@ def test_cli_writes_the_overlay_and_refuses_bad_input(
     out = tmp_path / "heat.png"  # the first run as a user starts it; the others in this process (seconds each)
     done = run_catdog("explain", str(trained_model_dir), str(cat_photo), "--out", str(out))
     assert done.returncode == 0, done.stderr
-    assert "cat" in done.stdout and Image.open(out).format == "PNG"
+    assert Image.open(out).format == "PNG"
+    shares = r"cat \d+\.\d%, dog \d+\.\d%, neither \d+\.\d%"  # percentages, as predict and the page show them
+    said = rf"{re.escape(str(cat_photo))}: cat \({shares}\); heat map for 'cat' written to {re.escape(str(out))}"
+    assert re.fullmatch(said, done.stdout.strip()), done.stdout
     onnx_only = run_catdog_in_process("explain", str(onnx_model_file), str(cat_photo), "--out", str(tmp_path / "x.png"))
     assert onnx_only.returncode == 2 and "model directory" in onnx_only.stderr
     broken = tmp_path / "broken.jpg"

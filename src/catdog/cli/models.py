@@ -138,7 +138,8 @@ def explain(
     explanation = run_explain(model, image, class_name=class_name)
     picture = overlay(explanation)
     atomic_write(target, lambda tmp: picture.save(tmp, picture_format))
-    probs = ", ".join(f"{c} {p:.3f}" for c, p in explanation.probabilities.items())
+    # As percentages, as predict, the page and the app show them: "cat 0.825" here was the one place with decimals.
+    probs = ", ".join(f"{c} {p:.1%}" for c, p in explanation.probabilities.items())
     Console(highlight=False, soft_wrap=True, emoji=False).print(
         shown(f"{image}: {explanation.label} ({probs}); heat map for '{explanation.explained}' written to {target}")
     )
