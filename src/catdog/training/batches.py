@@ -25,6 +25,7 @@ from catdog.features import (
     pooled_part,
     torch_feature_fn,
 )
+from catdog.fsutil import counted
 from catdog.models.scratch import SCRATCH_MODELS
 from catdog.preprocess import Preprocess, normalize
 from catdog.training.config import TrainConfig
@@ -268,14 +269,16 @@ def feature_input(device, shape: tuple[int, ...] | None, channels_last: bool):
 
 
 def budget_note(done: list[tuple[int, int]], n_images: int, views: int) -> str:
-    """What the time budget left of the training features: "281 of 526 feature vectors" alone read as if
-    half the photos were dropped, where every photo had one view and some a second."""
-    planned = n_images * max(1, views)
-    return (
-        f"time budget: training on {len(done)} of {planned} feature vectors ({len({i for i, _ in done})} of "
-        f"{n_images} images; --feature-views {max(1, views)} asks for {max(1, views)} views each); a longer "
-        "--time-budget computes the rest, and reuses those cached"
-    )
+    """What the time budget left of the training features, images first: "281 of 526 feature vectors" alone
+    read as if half the photos were dropped, where every photo had one view and some a second."""
+    in_training = len({i for i, _ in done})
+    images = f"all {counted(n_images, 'image')}" if in_training == n_images else f"{in_training} of {n_images} images"
+    if views > 1:
+        asked = f"--feature-views {views} asks for {views} views of each"
+        what = f"{len(done)} of {n_images * views} feature vectors ({images}; {asked})"
+    else:  # one vector an image: the count of vectors says nothing more
+        what = f"the features of {images}"
+    return f"time budget: training on {what}; a longer --time-budget computes the rest and reuses the ones cached"
 
 
 def cached_features(cfg, data, splits, pre, extractor, cache_dir, ctx, deadline, log):
@@ -309,7 +312,7 @@ def cached_features(cfg, data, splits, pre, extractor, cache_dir, ctx, deadline,
     if not done:
         raise CatdogError("The time budget ran out before any training features were computed; raise --time-budget.")
     if len(done) < len(train_jobs):
-        log.info(budget_note(done, len(by_hash), cfg.feature_views))
+        log.info(budget_note(done, len(by_hash), max(1, cfg.feature_views)))
 
     def tensors(jobs):
         feats = torch.from_numpy(store.read([f"{data.hashes[i]}:{v}" for i, v in jobs]))
