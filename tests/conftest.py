@@ -229,7 +229,7 @@ def onnx_model_file(tmp_path_factory: pytest.TempPathFactory, trained_model_dir:
     assert done.returncode == 0, done.stderr
     # The check runs PyTorch on up to 300 photos: 2.5 silent minutes on a loaded 2-core Xeon (2026-12-07) before
     # the line that said what was written. Asserted here, where the export runs anyway, not in a 20 s test of its own.
-    said = f"Exporting to ONNX; checking it against PyTorch on up to 64 photos of '{dev_dir}' first.\n"
+    said = f"Exporting to ONNX; checking it against PyTorch on 64 photos of '{dev_dir}' first.\n"
     assert done.stderr == said and done.stdout.startswith(f"Wrote {out}: max |Δprobability| vs PyTorch"), done
     return out
 

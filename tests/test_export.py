@@ -216,6 +216,16 @@ def test_cli_errors(trained_model_dir: Path, tmp_path: Path) -> None:
     assert wrong_format.returncode == 2 and "tflite" in wrong_format.stderr
     missing = run_catdog_in_process("export", str(tmp_path / "nowhere"), "--check-data", str(tmp_path))
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+    # A check folder that is missing or holds no photo: one sentence, not "Exporting to ONNX; checking it against
+    # PyTorch on up to 300 photos of 'nowhere' first." before it (the model has loaded by then).
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "cat.1.jpg").write_text("not a photo")
+    for folder, said in (("nowhere", "does not exist"), ("notes", "holds no readable photo")):
+        refused = run_catdog_in_process(
+            "export", str(trained_model_dir), "--out", str(tmp_path / "m.onnx"), "--check-data", str(tmp_path / folder)
+        )
+        assert refused.returncode == 2 and refused.stderr.startswith("error: ") and said in refused.stderr, refused
+        assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
     assert not (tmp_path / "m.onnx").exists()
     # A name without .onnx was written (over any file of that name: --out notes.txt), and catdog predict then
     # refused it as "not a model directory"; it is refused before any work, and the file is kept.

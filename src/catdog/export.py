@@ -200,12 +200,13 @@ def export(
 
     _, _, load = torch_source(model)
     module, config = load()
-    # PyTorch on hundreds of photos takes minutes on a loaded CPU, which passed in silence before.
-    checked_on = f"{counted(n_check or FP32_CHECK_IMAGES, 'photo')} of '{check_dir}'"
-    print(printable(f"Exporting to ONNX; checking it against PyTorch on up to {checked_on} first."), file=sys.stderr)
     pre = Preprocess.from_dict(config["preprocess"])
     fp32_photos = _spread(found, classes, n_check or FP32_CHECK_IMAGES, others=False, exclude=())
     batch, _ = in_one_batch(decode_chunks(fp32_photos, pre, check_dir))
+    # PyTorch on hundreds of photos takes minutes on a loaded CPU, which passed in silence before. Said once the
+    # photos are read, so a check folder that is missing or holds none is still refused in one sentence.
+    checked_on = f"{counted(len(batch), 'photo')} of '{check_dir}'"
+    print(printable(f"Exporting to ONNX; checking it against PyTorch on {checked_on} first."), file=sys.stderr)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as tmp:
