@@ -873,6 +873,19 @@ def test_a_photo_and_its_copy_in_one_batch_of_features_are_one_row(tmp_path: Pat
     assert FeatureStore(tmp_path, "lite0").rows == {"a:0": 0, "b:0": 1, "c:0": 2, "d:0": 3}  # as read again
 
 
+def test_a_frozen_head_trains_on_a_folder_holding_a_photo_and_its_copy(
+    dev_dir: Path, shared_cache: Path, tmp_path: Path
+) -> None:
+    """The store's test above, from training's end: the copy lands in the same batch of features as its original
+    (one content hash), which stopped training on "IndexError: index 12 is out of bounds for axis 0 with size 12"
+    (~4 s in the suite, where the Lite0 export is cached by test_frozen_part_...; ~20 s alone)."""
+    data_dir = copy_dev_subset(dev_dir, tmp_path / "data", 6, start=920)  # photos no other test caches
+    shutil.copy(data_dir / "cat.920.jpg", data_dir / "cat.99920.jpg")
+    options = dict(model="tf_efficientnet_lite0", freeze="backbone", workers=0, cache_dir=str(shared_cache))
+    train(TrainConfig(data_dir=str(data_dir), out=str(tmp_path / "model"), feature_views=1, epochs=1, **options))
+    assert json.loads((tmp_path / "model" / "config.json").read_text())["data"]["train_images"] >= 10
+
+
 def test_a_feature_index_that_skips_a_row_is_computed_again(tmp_path: Path) -> None:
     """What that bug left in a user's cache: an index whose rows skip one. It is dropped (the features are
     computed again), not read a row too far."""
