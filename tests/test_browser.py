@@ -238,25 +238,38 @@ def _percentages(text: str) -> dict[str, float]:
     return {name: float(value) for name, value in re.findall(r"(\S+) (\d+(?:\.\d+)?)%", text)}
 
 
+# In the page: a file of these bytes and this name dropped on the target, or pasted ([event, target, bytes, name]).
+DROP_OR_PASTE = """([event, target, bytes, name]) => {
+    const file = new File([new Uint8Array(bytes)], name, { type: "image/jpeg" });
+    const transfer = new DataTransfer();
+    transfer.items.add(file);
+    const init = { bubbles: true, cancelable: true };
+    const e = event === "drop"
+        ? new DragEvent("drop", { ...init, dataTransfer: transfer })
+        : new ClipboardEvent("paste", { ...init, clipboardData: transfer });
+    document.querySelector(target).dispatchEvent(e);
+}"""
+
+
 def test_dropping_and_pasting_photos(page, dog_photo: Path) -> None:
     data = list(dog_photo.read_bytes())
     for event, target in (("drop", "#drop"), ("paste", "body")):
-        page.evaluate(
-            """([event, target, bytes, name]) => {
-                const file = new File([new Uint8Array(bytes)], name, { type: "image/jpeg" });
-                const transfer = new DataTransfer();
-                transfer.items.add(file);
-                const init = { bubbles: true, cancelable: true };
-                const e = event === "drop"
-                    ? new DragEvent("drop", { ...init, dataTransfer: transfer })
-                    : new ClipboardEvent("paste", { ...init, clipboardData: transfer });
-                document.querySelector(target).dispatchEvent(e);
-            }""",
-            [event, target, data, f"{event}.jpg"],
-        )
+        page.evaluate(DROP_OR_PASTE, [event, target, data, f"{event}.jpg"])
     page.wait_for_selector("#results .card[data-state=done] >> nth=1", timeout=30_000)
     for name in ("drop.jpg", "paste.jpg"):
         assert page.locator(f"#results .card:has(.name:text-is('{name}'))").get_attribute("data-label") == "dog"
+
+
+def test_a_pasted_image_that_fails_is_said_by_the_name_on_its_card(page) -> None:
+    """A pasted image has no name: its card says "pasted image", but a failed one was said as ": <why>" (the error
+    paths used the file's empty name). Every path now names a photo alike."""
+    page.evaluate(DROP_OR_PASTE, ["paste", "body", list(b"not an image at all"), ""])
+    card = page.locator("#results .card[data-state=error]")
+    card.wait_for(timeout=30_000)
+    assert card.locator(".name").inner_text() == "pasted image"
+    error = card.locator(".error").inner_text()
+    said = f"pasted image: {error.rstrip('.')}."
+    page.wait_for_function("(said) => document.getElementById('announce').textContent === said", arg=said)
 
 
 def _answer_colours(page, labels: tuple[str, ...] = ("cat", "dog", "neither")) -> dict[str, str]:
@@ -422,6 +435,19 @@ def test_heat_map(page, server: Server, cat_photo: Path, dog_photo: Path) -> Non
     page.wait_for_function("document.querySelectorAll('#results img.heat').length === 2", timeout=60_000, polling=200)
     page.uncheck("#heatmap-toggle")
     page.wait_for_function("document.querySelectorAll('#results img.heat').length === 0", timeout=10_000, polling=200)
+
+
+def test_a_failing_heat_map_is_said_with_the_batch_not_instead_of_it(page, cat_photo: Path) -> None:
+    """With "Show heat maps" on, a heat map that failed was said in the one live region of photos in place of the
+    batch's summary, so a screen reader never heard the photos' answers. Its failure is now part of the summary."""
+    page.route("**/api/v1/explain", lambda route: route.fulfill(status=500, json={"error": "Heat maps are down here."}))
+    page.check("#heatmap-toggle")
+    page.set_input_files("#file-input", str(cat_photo))
+    card = page.locator("#results .card[data-state=done]")
+    card.locator(".error:has-text('Heat maps are down here.')").wait_for(timeout=30_000)
+    percent = card.locator(".bar").get_attribute("aria-valuenow")
+    said = f"{cat_photo.name}: cat, {percent} percent, no heat map: Heat maps are down here."
+    page.wait_for_function("(said) => document.getElementById('announce').textContent === said", arg=said)
 
 
 def _predict_requests(server: Server) -> float:
@@ -707,6 +733,36 @@ def _until_asked(page, asked: list, count: int, seconds: float = 30) -> None:
             return
         page.wait_for_timeout(100)
     raise AssertionError(f"{len(asked)} requests in {seconds:g} s, not {count}")
+
+
+# In the page: from now on, every text of the live region of photos, in window.announced.
+RECORD_ANNOUNCED = """() => { window.announced = []; const region = document.getElementById('announce');
+    new MutationObserver(() => region.textContent && window.announced.push(region.textContent))
+        .observe(region, { childList: true }); }"""
+
+
+def test_a_screen_reader_is_told_once_that_the_server_asks_to_wait(page, cat_photo: Path, dog_photo: Path) -> None:
+    """A card's "The server asks to wait; trying again in N s…" is no live region: a screen reader heard
+    "Classifying 2 photos…", then nothing until the batch was answered, up to a minute later. The live region now
+    says once per batch that the server asked to wait: here both photos are first answered 503 (Retry-After: 1)."""
+    asked: list[float] = []
+
+    def busy_at_first(route) -> None:
+        asked.append(time.monotonic())
+        if len(asked) > 2:
+            route.continue_()
+        else:
+            route.fulfill(status=503, headers={"Retry-After": "1"}, json={"error": "The server is busy; try again."})
+
+    page.route("**/api/v1/predict", busy_at_first)
+    page.evaluate(RECORD_ANNOUNCED)
+    page.set_input_files("#file-input", [str(cat_photo), str(dog_photo)])
+    page.wait_for_selector("#results .card[data-state=done] >> nth=1", timeout=30_000)
+    page.wait_for_function("window.announced.some((text) => text.endsWith('percent.'))")
+    assert len(asked) == 4, asked
+    announced = page.evaluate("window.announced")
+    assert announced[:2] == ["Classifying 2 photos…", "The server asks to wait; still classifying…"], announced
+    assert len(announced) == 3, announced
 
 
 @pytest.mark.parametrize("code", [503, 429], ids=["503", "a proxy's 429"])
