@@ -1206,8 +1206,32 @@ def test_the_app_asks_again_while_the_server_cannot_be_reached_a_minute_at_most(
         page.clock.run_for(60_000)
         status.filter(has_text="could not be loaded").wait_for(timeout=10_000)
         assert status.inner_text() == (
-            "The model could not be loaded: the server could not be reached for a minute; check that catdog serve "
-            "is running and this device is online, then reload the page."
+            # true of an app exported with --format web on a static host too, where no catdog serve runs
+            "The model could not be loaded: the server could not be reached for a minute; check that the server is "
+            "running and this device is online, then reload the page."
+        )
+    finally:
+        context.close()
+
+
+def test_a_malformed_model_address_is_said_at_once_not_as_a_server_out_of_reach(browser, playwright, server):
+    """fetch rejects a malformed address with the TypeError of a network failure, so a model.json naming its model
+    by one was asked again for a minute and then said to be "a server that could not be reached". The app now says
+    at once which address is malformed. Here the real model.json, its "model" changed."""
+
+    def malformed(route) -> None:
+        config = route.fetch().json()
+        route.fulfill(json={**config, "model": "http://[oops/model.onnx"})
+
+    context = browser.new_context(**playwright.devices[PHONE], bypass_csp=True, service_workers="block")
+    try:
+        page = context.new_page()
+        page.route("**/app/model.json", malformed)
+        page.goto(server.url + "/app/")
+        status = page.locator("#status")
+        status.filter(has_text="could not be loaded").wait_for(timeout=30_000)
+        assert status.inner_text() == (
+            'The model could not be loaded: "http://[oops/model.onnx" is no valid address; check model.json.'
         )
     finally:
         context.close()

@@ -234,16 +234,26 @@ const UNREACHABLE_FOR_MS = 60_000;
 // asking again: its sentence is thrown at once.
 async function fetchOk(url) {
   const { asksToWait, proxyCannotReach, PROXY_RETRY_S, retryWait } = globalThis.catdogShares;
+  // fetch rejects a malformed address (model.json's "model", say) with the TypeError of a network failure: it is
+  // told apart here, or it was asked again for a minute and said to be a server out of reach.
+  try {
+    new URL(url, location.href);
+  } catch {
+    throw new ServerAnswer(`The model could not be loaded: "${url}" is no valid address; check model.json.`);
+  }
   let unreachableSince = null;
   for (let waited = 0; ; ) {
     let response;
     try {
       response = await fetch(url);
-    } catch {
+    } catch (err) {
+      // fetch rejects with a TypeError where the network failed; anything else will not mend by asking again
+      if (!(err instanceof TypeError)) throw err;
       unreachableSince ??= performance.now();
       if (performance.now() - unreachableSince >= UNREACHABLE_FOR_MS) {
+        // The server may be catdog serve or a static host given the export: the sentence holds for both.
         throw new ServerAnswer("The model could not be loaded: the server could not be reached for a minute; " +
-          "check that catdog serve is running and this device is online, then reload the page.");
+          "check that the server is running and this device is online, then reload the page.");
       }
       say("Cannot reach the server; retrying…"); // the page's words
       await sleep(PROXY_RETRY_S * 1000);
