@@ -140,6 +140,8 @@ LIVE_REGIONS = """() => [...document.querySelectorAll(
 CAMERA_ENDED = "The camera stopped (another app may have taken it, or it was unplugged): start it again."
 # What they say while the system interrupts their camera without ending it (a call, another app: iOS mutes it).
 CAMERA_INTERRUPTED = "The camera is interrupted (a call, or another app using it): live answers go on when it is back."
+# Under the last live answer, dimmed, meanwhile (the page and the app alike).
+LIVE_PAUSED = "Paused: the answer shown is from before the camera was interrupted."
 
 # In a page: every camera stream the browser hands out, kept in window.streams (to count them, and which are live).
 # Given true, the browser answers only once the test calls window.answerCamera(), as when a person answers its

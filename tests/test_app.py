@@ -33,6 +33,7 @@ from serving import (
     CAMERA_INTERRUPTED,
     FAILED_TO_LOAD,
     LINES_OF,
+    LIVE_PAUSED,
     LIVE_REGIONS,
     LIVE_STREAMS,
     RECORD_STREAMS,
@@ -740,7 +741,12 @@ def test_a_camera_the_system_interrupts_pauses_until_it_is_back(browser, playwri
         page.wait_for_function(f"{frames} >= 2", timeout=60_000, polling=100)
         muted_at = page.evaluate(f"() => {{ {track}.dispatchEvent(new Event('mute')); return performance.now(); }}")
         assert page.locator("#camera-error").inner_text() == CAMERA_INTERRUPTED
+        # The last answer stays, dimmed, and the line under it says it is from before (not the last fps).
+        label_opacity = "getComputedStyle(document.getElementById('live-label')).opacity"
+        assert page.locator("#live-info").inner_text() == LIVE_PAUSED
+        assert page.evaluate(label_opacity) == "0.45"
         page.wait_for_timeout(1_000)  # the time a frame could be taken while the camera is interrupted
+        assert page.locator("#live-info").inner_text() == LIVE_PAUSED, "a frame taken before the mute was shown"
         unmuted_at = page.evaluate(f"() => {{ {track}.dispatchEvent(new Event('unmute')); return performance.now(); }}")
         assert page.locator("#camera-error").inner_text() == ""
         page.wait_for_function(
@@ -748,6 +754,8 @@ def test_a_camera_the_system_interrupts_pauses_until_it_is_back(browser, playwri
             timeout=30_000,
             polling=100,
         )
+        assert "fps" in page.locator("#live-info").inner_text()
+        assert page.evaluate(label_opacity) == "1"
         taken = page.evaluate("window.catdogApp.frames.map((f) => f.grabbedAt)")
         assert not [t for t in taken if muted_at < t < unmuted_at], "frames classified while the camera was interrupted"
         # Stopped while interrupted, the camera does not go on when it is back: the sentence saying it would goes.

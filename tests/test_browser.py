@@ -21,6 +21,7 @@ from serving import (
     CAMERA_INTERRUPTED,
     FAILED_TO_LOAD,
     LINES_OF,
+    LIVE_PAUSED,
     LIVE_REGIONS,
     LIVE_STREAMS,
     RECORD_STREAMS,
@@ -1126,11 +1127,18 @@ def test_a_camera_the_system_interrupts_pauses_live_mode_until_it_is_back(page) 
     track = "document.getElementById('video').srcObject.getVideoTracks()[0]"
     muted_at = page.evaluate(f"() => {{ {track}.dispatchEvent(new Event('mute')); return performance.now(); }}")
     assert page.locator("#live-error").inner_text() == CAMERA_INTERRUPTED  # the phone app's sentence
+    # The last answer stays, dimmed, and the line under it says it is from before (not "classifying the first
+    # frame…" or the last frame's speed).
+    assert page.locator("#live-info").inner_text() == LIVE_PAUSED
+    assert page.evaluate("getComputedStyle(document.getElementById('live-label')).opacity") == "0.4"
     page.wait_for_timeout(1_000)  # 8 frames a second, were live mode still sending
     assert page.locator("#live-error").inner_text() == CAMERA_INTERRUPTED, "an answer's error line replaced it"
+    assert page.locator("#live-info").inner_text() == LIVE_PAUSED, "a frame sent before the mute was shown"
     unmuted_at = page.evaluate(f"() => {{ {track}.dispatchEvent(new Event('unmute')); return performance.now(); }}")
     assert page.locator("#live-error").inner_text() == ""
     page.wait_for_function(f"({sent})().filter((t) => t > {unmuted_at}).length >= 2", timeout=30_000, polling=100)
+    page.locator("#live-info", has_text="ms per frame").wait_for(timeout=30_000)
+    assert page.evaluate("getComputedStyle(document.getElementById('live-label')).opacity") == "1"
     while_muted = [t for t in page.evaluate(sent) if muted_at < t < unmuted_at]
     assert not while_muted, f"{len(while_muted)} frames sent while the camera was interrupted"
     # Stopped while interrupted, the camera does not go on when it is back: the sentence saying it would goes.

@@ -489,8 +489,23 @@ async function grab() {
   }
 }
 
+// While the camera is interrupted no frame is taken: the last answer stays, dimmed, and the line under it says it
+// is from before (it went on showing the last frame's fps as if frames were still classified).
+function pauseLive(paused) {
+  if (paused === interrupted) return; // followInterruptions tells the track's state as the camera starts, too
+  interrupted = paused;
+  $("live").classList.toggle("paused", paused);
+  if (paused) {
+    $("live-info").textContent = globalThis.catdogShares.livePaused;
+    delete $("live-info").dataset.fps;
+  } else {
+    $("live-info").textContent = "";
+    grab();
+  }
+}
+
 function showFrame({ prediction, prepMs, inferMs }, seq, sent, grabbedAt) {
-  if (!stream || sent !== session) return;
+  if (!stream || sent !== session || interrupted) return; // interrupted: a frame taken before, answered after
   answered();
   const now = performance.now();
   app.frames.push({ t: now, grabbedAt, label: prediction.label, prediction, prepMs, inferMs });
@@ -536,10 +551,7 @@ async function startCamera() {
     $("camera-error").textContent = globalThis.catdogShares.cameraEnded;
   });
   if (stream.getVideoTracks()[0]) { // the server's page's rule and sentence (shares.js)
-    globalThis.catdogShares.followInterruptions(stream.getVideoTracks()[0], $("camera-error"), (paused) => {
-      interrupted = paused;
-      if (!paused) grab();
-    });
+    globalThis.catdogShares.followInterruptions(stream.getVideoTracks()[0], $("camera-error"), pauseLive);
   }
   const video = $("video");
   video.srcObject = stream;
@@ -575,6 +587,7 @@ $("video").addEventListener("playing", grab); // once: a listener per start pile
 function stopCamera() {
   if (stream) stream.getTracks().forEach((track) => track.stop());
   stream = null;
+  pauseLive(false); // after the stream is gone: it grabs no frame of it
   $("video").srcObject = null;
   $("live").classList.remove("on");
   $("camera-start").hidden = false;

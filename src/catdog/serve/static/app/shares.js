@@ -86,6 +86,8 @@ globalThis.catdogShares = {
     });
     paused(track.muted);
   },
+  // Under the last live answer, dimmed, while the camera is interrupted.
+  livePaused: "Paused: the answer shown is from before the camera was interrupted.",
   // The camera back, or stopped: the interruption's sentence goes (stopping a track fires no event to clear it).
   forgetInterruption(line) {
     if (line.textContent === this.cameraInterrupted) line.textContent = "";
