@@ -451,6 +451,26 @@ def test_a_failing_heat_map_is_said_with_the_batch_not_instead_of_it(page, cat_p
     page.wait_for_function("(said) => document.getElementById('announce').textContent === said", arg=said)
 
 
+def test_a_heat_map_that_never_comes_holds_back_no_summary(page, cat_photo: Path) -> None:
+    """With "Show heat maps" on, the batch's summary waited for every heat map, so one the server never answered
+    (hung, or a proxy holding it) kept the photos' answers from a screen reader for ever. The summary now waits
+    10 s at most; a heat map failing after that is said by itself."""
+    held: list = []
+    page.route("**/api/v1/explain", lambda route: held.append(route))  # unanswered until the test answers it
+    page.clock.install()
+    page.check("#heatmap-toggle")
+    page.set_input_files("#file-input", str(cat_photo))
+    card = page.locator("#results .card[data-state=done]")
+    card.locator(".heat-button:text-is('Computing heat map…')").wait_for(timeout=30_000)
+    percent = card.locator(".bar").get_attribute("aria-valuenow")
+    page.clock.run_for(10_000)
+    said = f"{cat_photo.name}: cat, {percent} percent."
+    page.wait_for_function("(said) => document.getElementById('announce').textContent === said", arg=said)
+    held[0].fulfill(status=500, json={"error": "Heat maps are down here."})
+    said = f"{cat_photo.name}: Heat maps are down here."
+    page.wait_for_function("(said) => document.getElementById('announce').textContent === said", arg=said)
+
+
 def _predict_requests(server: Server) -> float:
     from prometheus_client.parser import text_string_to_metric_families
 
