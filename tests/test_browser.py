@@ -1141,9 +1141,17 @@ def test_a_camera_the_system_interrupts_pauses_live_mode_until_it_is_back(page) 
     # When each frame was sent (the browser's resource timing: a request's start, from its fetch() call).
     sent = """() => performance.getEntriesByType('resource')
         .filter((entry) => entry.name.endsWith('/api/v1/predict')).map((entry) => entry.startTime)"""
+    frames: list = []  # their requests: the third is held, and answered only once the camera is interrupted
+
+    def third_held(route) -> None:
+        frames.append(route)
+        if len(frames) != 3:
+            route.continue_()
+
     page.evaluate("performance.setResourceTimingBufferSize(10_000)")
+    page.route("**/api/v1/predict", third_held)
     page.click("#camera-start")
-    page.wait_for_function(f"({sent})().length >= 2", timeout=30_000, polling=100)
+    _until_asked(page, frames, 3)
     track = "document.getElementById('video').srcObject.getVideoTracks()[0]"
     muted_at = page.evaluate(f"() => {{ {track}.dispatchEvent(new Event('mute')); return performance.now(); }}")
     assert page.locator("#live-error").inner_text() == CAMERA_INTERRUPTED  # the phone app's sentence
@@ -1151,6 +1159,8 @@ def test_a_camera_the_system_interrupts_pauses_live_mode_until_it_is_back(page) 
     # frame…" or the last frame's speed).
     assert page.locator("#live-info").inner_text() == LIVE_PAUSED
     assert page.evaluate("getComputedStyle(document.getElementById('live-label')).opacity") == "0.4"
+    frames[2].continue_()  # a frame sent before the mute, answered after it: however slow the server
+    page.wait_for_function(f"({sent})().length >= 3", timeout=30_000, polling=100)
     page.wait_for_timeout(1_000)  # 8 frames a second, were live mode still sending
     assert page.locator("#live-error").inner_text() == CAMERA_INTERRUPTED, "an answer's error line replaced it"
     assert page.locator("#live-info").inner_text() == LIVE_PAUSED, "a frame sent before the mute was shown"
