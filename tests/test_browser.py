@@ -402,9 +402,9 @@ def test_live_camera_shows_a_label(page, server: Server) -> None:
         "(() => { const l = document.getElementById('live-label'), k = document.getElementById('live-looks');"
         " return [l.dataset.label, l.textContent, k.hidden ? null : k.textContent]; })()"
     )
-    if label == "neither":
+    if label == "neither":  # what it looks like is named only where the backbone sees it clearly (floor 0.3)
         assert text == "No cat or dog"
-        assert looks and looks.startswith("Looks like: ")
+        assert looks is None or looks.startswith("Looks like: "), looks
     # Running, the preview takes the left half and the controls the right.
     video = page.locator("#video").bounding_box()
     assert video["x"] - left < 2 and page.locator("#camera-start").bounding_box()["x"] > video["x"] + video["width"]
