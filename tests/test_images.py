@@ -187,7 +187,7 @@ def test_a_file_cut_short_says_so_in_words(tmp_path: Path, fmt: str) -> None:
     ("content", "kind"),
     [
         (b"<!DOCTYPE html><html><body>Not found</body></html>", "HTML"),
-        (b"just some words in a text file\n", "TEXT"),
+        (b"just some words in a text file\n", "text"),
     ],
 )
 def test_non_images_with_an_image_extension(tmp_path, content, kind):

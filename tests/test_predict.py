@@ -232,7 +232,7 @@ def test_odd_file_names_keep_one_line_each_and_their_brackets(tmp_path, cat_phot
     lines = result.stdout.splitlines()
     assert len(lines) == 4
     assert lines[0].startswith(f"{tmp_path}/[bold]x.jpg: cat (") and lines[1].startswith(f"{tmp_path}/a\\nb.jpg: cat (")
-    assert lines[2] == f"{tmp_path}/t\\nx.jpg: error '{tmp_path}/t\\nx.jpg' is not an image: its content is TEXT."
+    assert lines[2] == f"{tmp_path}/t\\nx.jpg: error '{tmp_path}/t\\nx.jpg' is not an image: its content is text."
     assert lines[3].startswith(f"{tmp_path}/x:dog:.jpg: cat (")
 
 

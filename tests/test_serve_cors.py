@@ -120,7 +120,7 @@ def test_cors_origin_lets_that_site_read_answers_and_errors(browser, sites, tmp_
         status, prediction = out[name]
         assert status == 200 and prediction["label"] == "cat", out
         assert abs(sum(prediction["probabilities"].values()) - 1) < 1e-5, prediction
-    assert out["text"] == [415, {"error": "'upload' is not an image: its content is TEXT."}], out
+    assert out["text"] == [415, {"error": "'upload' is not an image: its content is text."}], out
     assert refused == {name: "TypeError: Failed to fetch" for name in ("multipart", "raw", "text")}, refused
     assert error.status_code == 415 and error.headers["access-control-allow-origin"] == allowed
     assert {"retry-after", "x-explained"} <= set(error.headers["access-control-expose-headers"].lower().split(", "))

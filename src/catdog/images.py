@@ -258,7 +258,8 @@ def _open(data: bytes, name: str | None, max_pixels: int) -> Image.Image:
         raise EmptyImageError(f"{label} is empty (0 bytes).")
     detected = sniff_format(data[:64])
     if detected in ("HTML", "TEXT", "XML", "ZIP", "GZIP", "PDF"):
-        raise NotAnImageError(f"{label} is not an image: its content is {detected}.")
+        content = "text" if detected == "TEXT" else detected  # a word, not a format's name: "its content is text"
+        raise NotAnImageError(f"{label} is not an image: its content is {content}.")
     if detected == "AVIF" and detected not in ACCEPTED_FORMATS:
         raise UnsupportedFormatError(
             f"{label} is an AVIF file, which this installation's Pillow cannot read; "
