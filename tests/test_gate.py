@@ -235,7 +235,7 @@ def test_cli_neither_threshold_and_csv_column(data_root, cat_photo):
     strict = run_catdog_in_process("predict", "--csv", "--neither-threshold", "1", str(cat_photo), str(horse))
     assert strict.returncode == 0, strict.stderr
     header, cat_row, horse_row = strict.stdout.strip().splitlines()
-    assert header == "path,label,confidence,cat,dog,neither,error"
+    assert header == "path,label,confidence,cat,dog,neither,error,looks_like,looks_like_means"
     assert cat_row.split(",")[1] == "neither"  # nothing is a pet for sure at 1.0
     lenient = run_catdog_in_process("predict", "--json", "--neither-threshold", "0", str(horse))
     assert json.loads(lenient.stdout)[0]["label"] in ("cat", "dog")

@@ -219,6 +219,12 @@ def test_a_neither_answer_names_what_it_looks_like_only_when_the_backbone_sees_i
     said = run_catdog_in_process("predict", str(piebald), str(sorrel)).stdout.splitlines()
     assert re.search(r"neither \(\d+\.\d%\) no cat or dog$", said[0]), said  # 99.75 %: no rounding edge pinned
     assert said[1].endswith("no cat or dog; looks like: sorrel (a horse of a brownish orange to light brown color)")
+    # --csv had no such column; it now ends with them, so the older columns keep their places.
+    table = run_catdog_in_process("predict", "--csv", str(piebald), str(sorrel)).stdout
+    header, *rows = list(csv.reader(io.StringIO(table)))
+    assert header == ["path", "label", "confidence", "cat", "dog", "neither", "error", "looks_like", "looks_like_means"]
+    assert rows[0][-2:] == ["", ""] and rows[0][1] == "neither", rows
+    assert rows[1][-2:] == ["sorrel", "a horse of a brownish orange to light brown color"], rows
 
 
 def test_odd_file_names_keep_one_line_each_and_their_brackets(tmp_path, cat_photo):

@@ -36,7 +36,8 @@ def print_predictions(results: Iterable, classes: list[str], *, as_json: bool, a
         return failed
     if as_csv:
         writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(["path", "label", "confidence", *classes, "error"])
+        # looks_like after error: a reader that takes the older columns by position keeps working.
+        writer.writerow(["path", "label", "confidence", *classes, "error", "looks_like", "looks_like_means"])
         for r in results:
             failed |= not r.ok
             probs = r.probabilities or {}
@@ -47,6 +48,8 @@ def print_predictions(results: Iterable, classes: list[str], *, as_json: bool, a
                     r.confidence if r.confidence is not None else "",
                     *[probs.get(c, "") for c in classes],
                     utf8_safe(r.error or ""),
+                    r.looks_like or "",
+                    r.looks_like_means or "",
                 ]
             )
         return failed

@@ -35,7 +35,11 @@ def predict(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON list of predictions.")] = False,
     as_csv: Annotated[
-        bool, typer.Option("--csv", help="Print CSV: path,label,confidence,<probabilities: cat,dog,neither>,error.")
+        bool,
+        typer.Option(
+            "--csv",
+            help="Print CSV: path,label,confidence,<probabilities: cat,dog,neither>,error,looks_like,looks_like_means.",
+        ),
     ] = False,
     threshold: Annotated[
         float | None,
