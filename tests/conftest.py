@@ -145,7 +145,7 @@ def run_catdog(
     )
 
 
-def run_catdog_in_process(*args: str) -> subprocess.CompletedProcess:
+def run_catdog_in_process(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
     """Run the real ``catdog`` command line in this process (its entry point, its error handling), as
     :func:`run_catdog` does.
 
@@ -153,14 +153,14 @@ def run_catdog_in_process(*args: str) -> subprocess.CompletedProcess:
     subprocess each would spend its seconds importing. Whatever escapes the command line's own error handling fails
     here, as it would print a traceback in a subprocess. Through :func:`catdog.cli.main`, not the typer app alone:
     the app alone answers a usage error (``--threshold nan``) with click's usage block, which a user never sees.
-    Settings read at import (such as ``HF_HUB_OFFLINE``) need :func:`run_catdog`.
+    Settings read at import (such as ``HF_HUB_OFFLINE``) need :func:`run_catdog`. ``stdin``: the bytes piped in.
     """
     from click.testing import CliRunner
 
     from catdog.cli import main
 
     code = 0
-    with CliRunner().isolation() as (stdout, stderr, _):
+    with CliRunner().isolation(input=stdin) as (stdout, stderr, _):
         try:
             main(list(args), prog_name="catdog")
         except SystemExit as done:

@@ -87,6 +87,12 @@ def test_a_file_with_no_size_is_read_no_further_than_the_limit(tmp_path):
         images._read_source(pipe, 1_000_000)
 
 
+def test_bytes_over_the_size_limit_are_refused_not_decoded_cut():
+    """``catdog predict -`` reads standard input up to one byte over the limit: those bytes are refused whole."""
+    with pytest.raises(ImageTooLargeError, match=r"^The image is over the 1 MB limit for one image\.$"):
+        decode(image_bytes() + bytes(1_000_000), max_bytes=1_000_000)
+
+
 @pytest.mark.parametrize("mode", ["L", "P", "1", "CMYK", "I", "RGBA", "LA"])
 def test_modes_become_rgb(mode):
     fmt = "JPEG" if mode == "CMYK" else "TIFF" if mode == "I" else "PNG"

@@ -155,6 +155,27 @@ def test_cli_predict_csv_and_folder(samples_dir):
     assert correct >= 38
 
 
+def test_a_photo_piped_in_as_dash_is_read_from_standard_input(cat_photo, dog_photo):
+    """``cat photo.jpg | catdog predict -`` once said "'-' does not exist."; it now reads the photo piped in,
+    names it '-' in its place among the files, and refuses bad input in one sentence."""
+    piped = run_catdog_in_process("predict", "--json", str(dog_photo), "-", stdin=cat_photo.read_bytes())
+    assert piped.returncode == 0, piped.stderr
+    dog, cat = json.loads(piped.stdout)
+    assert dog["path"] == str(dog_photo) and dog["label"] == "dog"
+    assert cat["path"] == "-" and cat["label"] == "cat", cat
+    direct = json.loads(run_catdog_in_process("predict", "--json", str(cat_photo)).stdout)[0]
+    assert cat["probabilities"] == direct["probabilities"]  # the same decoding as the file's
+    empty = run_catdog_in_process("predict", "-", stdin=b"")
+    assert (empty.returncode, empty.stdout) == (1, "-: error '-' is empty (0 bytes).\n"), empty
+    text = run_catdog_in_process("predict", "-", stdin=b"not a photo\n")
+    assert text.stdout == "-: error '-' is not an image: its content is text.\n", text
+    twice = run_catdog_in_process("predict", "-", "-", stdin=cat_photo.read_bytes())
+    assert twice.returncode == 2 and twice.stdout == "", twice
+    assert twice.stderr == "error: '-' (standard input) is given more than once; it holds one photo, so give it once.\n"
+    sorting = run_catdog_in_process("predict", "--sort-into", "sorted", "-", stdin=cat_photo.read_bytes())
+    assert sorting.returncode == 2 and "has no file to copy" in sorting.stderr, sorting
+
+
 def test_an_answer_a_threshold_made_shows_the_digits_that_explain_it(cat_photo):
     """--threshold 0.99999 once printed "unsure (100.0%)" for a confidence of 0.99977."""
     answer = json.loads(run_catdog_in_process("predict", "--json", str(cat_photo)).stdout)[0]

@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -20,12 +20,19 @@ from catdog.cli.output import print_predictions
 from catdog.fsutil import counted, shown
 from catdog.models.files import builtin_name
 
+if TYPE_CHECKING:
+    from catdog.inference.predictor import Prediction, Predictor
+
 
 @app.command()
 @user_errors
 def predict(
     paths: Annotated[
-        list[str], typer.Argument(metavar="PATHS", help="Image files, folders (searched recursively) or glob patterns.")
+        list[str],
+        typer.Argument(
+            metavar="PATHS",
+            help="Image files, folders (searched recursively), glob patterns, or - for a photo on standard input.",
+        ),
     ],
     model: Annotated[
         str | None,
@@ -64,10 +71,11 @@ def predict(
     """Classify photos as cat, dog or neither."""
     if as_json and as_csv:
         raise fail("Choose one of --json and --csv.")
+    from catdog.inference.predictor import STDIN, Predictor, expand_inputs
+
+    _check_stdin(paths, sort_into)
     if sort_into is not None:
         _check_sort_folder(sort_into, paths)
-    from catdog.inference.predictor import Predictor, expand_inputs
-
     entries = expand_inputs(paths)
     predictor = Predictor.load(
         model, threshold=threshold, neither_threshold=neither_threshold, tta=tta, throughput=True
@@ -75,11 +83,13 @@ def predict(
     from catdog.inference.sharding import predict_sharded
 
     # Under torchrun, files are sharded over the ranks and rank 0 prints them all in input order.
-    predictions = predict_sharded(predictor, [e for e in entries if isinstance(e, str)], batch_size=batch_size)
+    files = [e for e in entries if isinstance(e, str) and e != STDIN]
+    predictions = predict_sharded(predictor, files, batch_size=batch_size)
     if predictions is None:
         return
+    piped = _predict_stdin(predictor) if STDIN in entries else None
     predicted = iter(predictions)
-    results = (next(predicted) if isinstance(e, str) else e for e in entries)  # streamed, in input order
+    results = (piped if e == STDIN else next(predicted) if isinstance(e, str) else e for e in entries)  # in order
     sorted_photos = SortedPhotos()
     if sort_into is not None:
         results = _copied_into(results, Path(sort_into), sorted_photos)
@@ -87,6 +97,36 @@ def predict(
     if sort_into is not None:
         err_console.print(_sorted_summary(shown(sort_into), sorted_photos), soft_wrap=True)
     raise typer.Exit(1 if failed else 0)
+
+
+def _check_stdin(paths: list[str], sort_into: str | None) -> None:
+    """Refuse what ``-`` (standard input) cannot do: be read twice, be copied by --sort-into, or wait on a
+    terminal for a photo nobody pipes in."""
+    import sys
+
+    from catdog.inference.predictor import STDIN
+
+    if STDIN not in paths:
+        return
+    if paths.count(STDIN) > 1:
+        raise fail("'-' (standard input) is given more than once; it holds one photo, so give it once.")
+    if sort_into is not None:
+        raise fail("--sort-into copies photo files; the photo on standard input ('-') has no file to copy.")
+    if sys.stdin is None or sys.stdin.isatty():
+        raise fail("'-' reads a photo from standard input, and none is piped in: cat photo.jpg | catdog predict -")
+
+
+def _predict_stdin(predictor: Predictor) -> Prediction:
+    """The answer for the photo on standard input, named '-': its bytes go through the one bytes -> tensor path,
+    read up to one byte over the size limit so that a larger stream is refused, not truncated."""
+    import sys
+
+    from catdog.images import DEFAULT_MAX_BYTES
+    from catdog.inference.predictor import STDIN
+
+    data = sys.stdin.buffer.read(DEFAULT_MAX_BYTES + 1)
+    (answer,) = predictor.predict_batch([(STDIN, data)])
+    return answer
 
 
 @dataclass

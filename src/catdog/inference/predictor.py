@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 PET_CLASSES = frozenset({"cat", "dog"})
 NEITHER = "neither"
 DEFAULT_NEITHER_THRESHOLD = 0.5  # open-set gates put their operating point here (catdog.models.gate)
+STDIN = "-"  # as an input: the photo piped in on standard input (a file named '-' is ./-)
 
 
 @cache
@@ -339,11 +340,15 @@ def expand_inputs(patterns: list[str]) -> list[str | Prediction]:
     """Files, folders (recursive, image extensions) and globs → file paths, in the order given.
 
     A pattern that matches nothing stays in its place as an error Prediction, so that output
-    order always follows the input order; a file named twice is predicted once.
+    order always follows the input order; a file named twice is predicted once. ``-`` (:data:`STDIN`) stays
+    in its place as itself: the caller reads standard input.
     """
     out: list[str | Prediction] = []
     seen: set[str] = set()
     for pattern in patterns:
+        if pattern == STDIN:
+            out.append(STDIN)
+            continue
         if os.path.isdir(pattern):
             from catdog.data.layout import walk_files
 
