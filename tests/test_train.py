@@ -1465,6 +1465,40 @@ def test_the_temperature_never_sharpens_a_split_with_no_error() -> None:
     assert 0.05 < fit_temperature(flipped, labels) < 20
 
 
+def test_a_tiny_validation_split_keeps_the_temperature_of_1_and_says_so(
+    small_dev: Path, tmp_path: Path, cache_dir: Path
+) -> None:
+    """A 6-photo validation split once calibrated a temperature of 20.000, the limit of the fit: a couple of
+    confident wrong answers set it, which pulls every answer towards 50 %. Below
+    MIN_PHOTOS_TO_CALIBRATE the fit is noise: 1.0 is kept, train says so in one line, and config.json records why."""
+    from catdog.training.calibration import MIN_PHOTOS_TO_CALIBRATE, fit_temperature
+
+    labels = torch.tensor([0, 1] * 3)
+    logits = torch.stack([labels == 0, labels == 1], 1).float() * 16.0
+    logits[:2] = logits[:2].flip(1)  # two of six wrong, sure of themselves
+    assert fit_temperature(logits, labels) == 1.0  # the fit alone: 20.0
+    out = tmp_path / "m"
+    args = [
+        "--model",
+        "seed-cnn",
+        "--image-size",
+        "64",
+        "--epochs",
+        "1",
+        "--workers",
+        "0",
+        "--cache-dir",
+        str(cache_dir),
+    ]
+    done = run_catdog_in_process("train", str(small_dev), "--out", str(out), *args)
+    assert done.returncode == 0, done.stderr
+    config = json.loads((out / "config.json").read_text())
+    n = config["data"]["val_images"]
+    assert 0 < n < MIN_PHOTOS_TO_CALIBRATE and config["temperature"] == 1.0, config
+    said = f"temperature 1.0 kept: {n} validation photos are too few to fit one on ({MIN_PHOTOS_TO_CALIBRATE} needed"
+    assert config["calibration"].startswith(said) and said in done.stderr, (config["calibration"], done.stderr)
+
+
 def test_the_temperature_sharpens_only_on_ten_wrong_answers_or_more() -> None:
     """An under-confident model (label smoothing trains one in) is sharpened when its validation split has
     enough wrong answers to say by how much, and never on one or two: a 400-photo run with 1 wrong of 47 got

@@ -17,10 +17,26 @@ from catdog.preprocess import Preprocess
 # ten events per fitted parameter of a logistic fit. Every dev-data recipe has more (the built-in head 26 of
 # 2,237 photos, the best soup 14); a user's folder of a few hundred photos usually has fewer.
 MIN_ERRORS_TO_SHARPEN = 10
+# Fewest validation photos a temperature is fitted on (chosen, not measured): a 6-photo split fitted 20.0, the
+# limit of the fit, from one or two answers, which pulls every answer towards 50 %.
+MIN_PHOTOS_TO_CALIBRATE = 30
+
+
+def too_few_to_calibrate(n_photos: int) -> str | None:
+    """Why no temperature is fitted on ``n_photos`` validation photos, in one sentence; None where they are enough."""
+    if n_photos >= MIN_PHOTOS_TO_CALIBRATE:
+        return None
+    return (
+        f"temperature 1.0 kept: {n_photos} validation photos are too few to fit one on ({MIN_PHOTOS_TO_CALIBRATE} "
+        "needed; more photos or a larger --val-fraction give them)"
+    )
 
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """The temperature minimising the validation NLL of ``softmax(logits / T)`` (LBFGS on log T)."""
+    """The temperature minimising the validation NLL of ``softmax(logits / T)`` (LBFGS on log T); 1.0, the model
+    as trained, on fewer than ``MIN_PHOTOS_TO_CALIBRATE`` photos."""
+    if too_few_to_calibrate(len(labels)):
+        return 1.0
     log_t = torch.zeros(1, requires_grad=True)
     optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=100, line_search_fn="strong_wolfe")
 

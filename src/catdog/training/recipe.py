@@ -61,6 +61,7 @@ from catdog.training.calibration import (
     learnt_neither_gate,
     pristine_val_pets,
     refit_gate,
+    too_few_to_calibrate,
 )
 from catdog.training.checkpoint import CHECKPOINT, RunState, check_out_dir, load_checkpoint, save_checkpoint
 from catdog.training.config import PET_CLASSES, TrainConfig
@@ -739,11 +740,15 @@ def write_model(
         gate_record = None
     temperature = fit_temperature(logits, labels)
     metrics["val_loss_calibrated"] = round(calibrated_nll(logits, labels, temperature), 5)
+    calibration = too_few_to_calibrate(len(labels))
+    if calibration:
+        log.info(calibration)
     config = {
         "architecture": cfg.model,
         "classes": classes,
         "preprocess": pre.to_dict(),
         "temperature": temperature,
+        "calibration": calibration or f"temperature fitted on {len(labels)} validation photos",
         "gate": gate_record,
         # The settings as run: absolute paths, so that the run can be told apart and repeated from anywhere.
         "training": cfg.to_dict()
