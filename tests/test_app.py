@@ -180,6 +180,9 @@ def test_the_app_answers_as_python_does(
         card = page.locator(f"#results .card:has(.name:text-is('{horse.name}'))")
         assert card.locator(".answer").inner_text() == "No cat or dog"
         assert card.locator(".looks").inner_text().startswith("Looks like: sorrel")
+        # In the server page's order: the answer, what it looks like, then the shares (the app put it last).
+        lines = card.locator(".body > *").evaluate_all("els => els.map((el) => el.classList[0])")
+        assert [line for line in lines if line in ("answer", "looks", "probs")] == ["answer", "looks", "probs"], lines
         assert got[piebald.name]["label"] == "neither" and "looks_like" not in got[piebald.name]
         card = page.locator(f"#results .card:has(.name:text-is('{piebald.name}'))")
         assert card.locator(".answer").inner_text() == "No cat or dog" and card.locator(".looks").is_hidden()

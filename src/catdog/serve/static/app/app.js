@@ -374,8 +374,9 @@ function card(file, before) {
   }, { once: true });
   const body = document.createElement("div");
   body.className = "body";
-  body.innerHTML = '<div class="name"></div><div class="answer">…</div><div class="probs"></div>' +
-    '<div class="looks" hidden></div>';
+  // In the server page's order: the answer, what a `neither` photo looks like, then the shares.
+  body.innerHTML = '<div class="name"></div><div class="answer">…</div><div class="looks" hidden></div>' +
+    '<div class="probs"></div>';
   body.querySelector(".name").textContent = file.name;
   el.append(img, body);
   $("results").insertBefore(el, before); // a batch keeps the order chosen, above the batches before it
