@@ -158,6 +158,8 @@ def test_cli_predict_csv_and_folder(samples_dir):
 def test_a_photo_piped_in_as_dash_is_read_from_standard_input(cat_photo, dog_photo):
     """``cat photo.jpg | catdog predict -`` once said "'-' does not exist."; it now reads the photo piped in,
     names it '-' in its place among the files, and refuses bad input in one sentence."""
+    from catdog.images import DEFAULT_MAX_BYTES
+
     piped = run_catdog_in_process("predict", "--json", str(dog_photo), "-", stdin=cat_photo.read_bytes())
     assert piped.returncode == 0, piped.stderr
     dog, cat = json.loads(piped.stdout)
@@ -169,6 +171,8 @@ def test_a_photo_piped_in_as_dash_is_read_from_standard_input(cat_photo, dog_pho
     assert (empty.returncode, empty.stdout) == (1, "-: error '-' is empty (0 bytes).\n"), empty
     text = run_catdog_in_process("predict", "-", stdin=b"not a photo\n")
     assert text.stdout == "-: error '-' is not an image: its content is text.\n", text
+    endless = run_catdog_in_process("predict", "-", stdin=cat_photo.read_bytes() + bytes(DEFAULT_MAX_BYTES))
+    assert endless.stdout == "-: error '-' is over the 67 MB limit for one image.\n", endless  # not decoded cut
     twice = run_catdog_in_process("predict", "-", "-", stdin=cat_photo.read_bytes())
     assert twice.returncode == 2 and twice.stdout == "", twice
     assert twice.stderr == "error: '-' (standard input) is given more than once; it holds one photo, so give it once.\n"

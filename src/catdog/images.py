@@ -16,6 +16,7 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError, features
@@ -226,10 +227,17 @@ def tenths_up(count: int, unit: int = 1_000_000) -> str:
     return f"{-(-count * 10 // unit) / 10:.1f}"
 
 
+def read_within_limit(stream: BinaryIO, name: str, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+    """The bytes of a stream with no size to check first (a pipe, a device, standard input), read no further than
+    one byte past ``max_bytes``: a longer one is refused in one sentence, never read until memory runs out."""
+    data = stream.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ImageTooLargeError(f"'{name}' is over the {max_bytes / 1e6:.0f} MB limit for one image.")
+    return data
+
+
 def _read_source(source: bytes | str | os.PathLike, max_bytes: int) -> tuple[bytes, str | None]:
     if isinstance(source, (bytes, bytearray, memoryview)):
-        if len(source) > max_bytes:  # a pipe read up to one byte over the limit (catdog predict -)
-            raise ImageTooLargeError(f"The image is over the {max_bytes / 1e6:.0f} MB limit for one image.")
         return bytes(source), None
     path = Path(source)
     try:
@@ -239,10 +247,7 @@ def _read_source(source: bytes | str | os.PathLike, max_bytes: int) -> tuple[byt
                 f"'{path}' is {tenths_up(size)} MB, over the {max_bytes / 1e6:.0f} MB limit for one image."
             )
         with open(path, "rb") as handle:  # bounded: a pipe or a device has no size to check first
-            data = handle.read(max_bytes + 1)
-        if len(data) > max_bytes:
-            raise ImageTooLargeError(f"'{path}' is over the {max_bytes / 1e6:.0f} MB limit for one image.")
-        return data, str(path)
+            return read_within_limit(handle, str(path), max_bytes), str(path)
     except IsADirectoryError:
         raise ImageError(f"'{path}' is a folder, not an image file.") from None
     except FileNotFoundError:

@@ -118,13 +118,16 @@ def _check_stdin(paths: list[str], sort_into: str | None) -> None:
 
 def _predict_stdin(predictor: Predictor) -> Prediction:
     """The answer for the photo on standard input, named '-': its bytes go through the one bytes -> tensor path,
-    read up to one byte over the size limit so that a larger stream is refused, not truncated."""
+    read no further than the size limit for one image, as a file's are."""
     import sys
 
-    from catdog.images import DEFAULT_MAX_BYTES
-    from catdog.inference.predictor import STDIN
+    from catdog.images import ImageTooLargeError, read_within_limit
+    from catdog.inference.predictor import STDIN, Prediction
 
-    data = sys.stdin.buffer.read(DEFAULT_MAX_BYTES + 1)
+    try:
+        data = read_within_limit(sys.stdin.buffer, STDIN)
+    except ImageTooLargeError as err:  # a line in its place, as a file over the limit gets
+        return Prediction(source=STDIN, error=str(err))
     (answer,) = predictor.predict_batch([(STDIN, data)])
     return answer
 
