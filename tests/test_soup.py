@@ -69,7 +69,11 @@ def test_a_soup_is_the_mean_of_its_members_and_is_measured_beside_them(
     assert len(metrics["members_val_accuracy"]) == 2
     assert all(0 <= a <= 1 for a in [metrics["val_accuracy"], *metrics["members_val_accuracy"]])
     assert f"{100 * metrics['val_accuracy']:.2f} %" in done.stdout
-    assert config["temperature"] > 0
+    # 6 validation photos: no temperature is fitted, and the soup says so as train does (it once kept 1.0 silently
+    # and copied its first member's record).
+    kept = f"temperature 1.0 kept: {metrics['val_images']} validation photos are too few to fit one on"
+    assert config["temperature"] == 1.0 and config["calibration"].startswith(kept), config["calibration"]
+    assert f"The soup's {kept}" in done.stdout, done.stdout
     # The members' exports stay in the cache for later use; the soup's own at T = 1 was only for measuring.
     assert len(list((cache_dir / "onnx").glob("model-*.onnx"))) == 2
 

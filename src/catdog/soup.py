@@ -158,6 +158,7 @@ def soup(cfg: SoupConfig) -> dict:
         config = {
             **configs[0],
             "temperature": metrics.pop("temperature"),
+            "calibration": metrics.pop("calibration"),  # the soup's own, not its first member's
             "metrics": metrics,
             "soup": {
                 "members": [str(Path(m).resolve()) for m in cfg.models],
@@ -179,12 +180,13 @@ def _calibrated(logits: np.ndarray, labels: np.ndarray) -> dict:
     """The temperature fitted on validation, and the log loss there with it."""
     import torch
 
-    from catdog.training.calibration import calibrated_nll, fit_temperature
+    from catdog.training.calibration import calibrated_nll, calibration_record, fit_temperature
 
     logits_t, labels_t = torch.from_numpy(logits), torch.from_numpy(labels)
     temperature = fit_temperature(logits_t, labels_t)
     return {
         "temperature": temperature,
+        "calibration": calibration_record(len(labels)),
         "val_loss_calibrated": round(calibrated_nll(logits_t, labels_t, temperature), 5),
     }
 
@@ -229,6 +231,11 @@ def summary(cfg: SoupConfig, metrics: dict) -> str:
         f"Validation ({metrics['val_images']:,} photos): the soup {100 * metrics['val_accuracy']:.2f} %; "
         f"its members {members}.",
     ]
+    from catdog.training.calibration import too_few_to_calibrate
+
+    kept = too_few_to_calibrate(metrics["val_images"])
+    if kept:  # as `catdog train` says it: a temperature fitted on a handful of photos is noise
+        lines.append(f"The soup's {kept}.")
     if metrics["val_accuracy"] < max(metrics["members_val_accuracy"]):
         lines.append(
             "On validation the soup is below its best member, whose figure, the best of several, flatters it: "

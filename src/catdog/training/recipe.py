@@ -55,6 +55,7 @@ from catdog.training.batches import (
 )
 from catdog.training.calibration import (
     calibrated_nll,
+    calibration_record,
     fit_temperature,
     frozen_val_pets,
     gate_config,
@@ -748,7 +749,7 @@ def write_model(
         "classes": classes,
         "preprocess": pre.to_dict(),
         "temperature": temperature,
-        "calibration": calibration or f"temperature fitted on {len(labels)} validation photos",
+        "calibration": calibration_record(len(labels)),
         "gate": gate_record,
         # The settings as run: absolute paths, so that the run can be told apart and repeated from anywhere.
         "training": cfg.to_dict()
