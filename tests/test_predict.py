@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -178,6 +179,17 @@ def test_a_photo_piped_in_as_dash_is_read_from_standard_input(cat_photo, dog_pho
     assert twice.stderr == "error: '-' (standard input) is given more than once; it holds one photo, so give it once.\n"
     sorting = run_catdog_in_process("predict", "--sort-into", "sorted", "-", stdin=cat_photo.read_bytes())
     assert sorting.returncode == 2 and "has no file to copy" in sorting.stderr, sorting
+
+
+def test_a_file_named_dash_that_a_glob_finds_is_that_file(tmp_path, monkeypatch, cat_photo, dog_photo):
+    """'-' alone is standard input; `catdog predict '*'` beside a photo named '-' read standard input in the file's
+    place (waiting on a terminal for a photo nobody pipes in), and named the answer '-'."""
+    shutil.copy(cat_photo, tmp_path / "-")
+    shutil.copy(dog_photo, tmp_path / "dog.jpg")
+    monkeypatch.chdir(tmp_path)
+    found = run_catdog_in_process("predict", "--json", "*", stdin=b"not a photo\n")
+    assert found.returncode == 0, found.stdout
+    assert [(p["path"], p["label"]) for p in json.loads(found.stdout)] == [("./-", "cat"), ("dog.jpg", "dog")]
 
 
 def test_an_answer_a_threshold_made_shows_the_digits_that_explain_it(cat_photo):

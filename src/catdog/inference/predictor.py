@@ -380,7 +380,8 @@ def expand_inputs(patterns: list[str]) -> list[str | Prediction]:
             same_file = os.path.realpath(path)  # ./a.jpg, a.jpg, /abs/a.jpg and a link to it are one file
             if same_file not in seen:
                 seen.add(same_file)
-                out.append(path)
+                # A file named '-' that a glob found is ./-: the caller reads standard input for '-' alone.
+                out.append(os.path.join(os.curdir, path) if path == STDIN else path)
     return out
 
 
