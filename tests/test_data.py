@@ -419,7 +419,7 @@ def test_folders_named_like_dates_are_no_classes(tmp_path):
     for name in ("Pictures/2019/IMG_1.jpg", "Pictures/2020/IMG_2.jpg", "mixed/cat/a.jpg", "mixed/dog/b.jpg"):
         _write(tmp_path / name, image_bytes())
     _write(tmp_path / "mixed/Photos from 2021/c.jpg", image_bytes())
-    for folder, named in ((tmp_path / "Pictures", "2019/, 2020/"), (tmp_path / "mixed", "Photos from 2021/")):
+    for folder, named in ((tmp_path / "Pictures", "2019/ and 2020/"), (tmp_path / "mixed", "Photos from 2021/")):
         with pytest.raises(DatasetError) as info:
             discover(tmp_path / folder.name)
         assert str(info.value) == (
@@ -433,8 +433,33 @@ def test_folders_named_like_dates_are_no_classes(tmp_path):
     from catdog.training.config import TrainConfig
     from catdog.training.recipe import model_classes
 
-    with pytest.raises(DatasetError, match=r"holds folders named like dates \(2019/, 2020/\), not classes"):
+    with pytest.raises(DatasetError, match=r"holds folders named like dates \(2019/ and 2020/\), not classes"):
         model_classes(TrainConfig(data_dir=str(tmp_path / "Pictures"), out=str(tmp_path / "model")))
+
+
+def test_a_takeout_export_of_many_years_is_refused_in_a_short_sentence(tmp_path):
+    """A Google Takeout export holds some 20 folders, "Photos from 2003" ... "Photos from 2024", and the refusal
+    listed every one. It names three and counts the rest. Months, events and Takeout's other languages ("July 2019",
+    "2019-07-14 Beach", "Fotos von 2019", "Photos de 2019") were classes: they are dated too; cat2/ and dog_1/
+    stay classes."""
+    takeout = tmp_path / "Takeout" / "Google Photos"
+    for year in range(2003, 2025):
+        _write(takeout / f"Photos from {year}" / "IMG_1.jpg", image_bytes())
+    with pytest.raises(DatasetError) as info:
+        discover(takeout)
+    assert str(info.value).startswith(
+        f"'{takeout}' holds folders named like dates (Photos from 2003/, Photos from 2004/, Photos from 2005/ and "
+        "19 more), not classes:"
+    )
+    _write(tmp_path / "sorted" / "cat" / "a.jpg", image_bytes())
+    for dated in ("July 2019", "2019-07-14 Beach", "Fotos von 2019", "Photos de 2019"):
+        _write(tmp_path / "sorted" / dated / "b.jpg", image_bytes())
+        with pytest.raises(DatasetError, match=rf"holds folders named like dates \({dated}/\), not classes"):
+            discover(tmp_path / "sorted")
+        shutil.rmtree(tmp_path / "sorted" / dated)
+    for name in ("numbered/cat2/a.jpg", "numbered/dog_1/b.jpg"):
+        _write(tmp_path / name, image_bytes())
+    assert discover(tmp_path / "numbered").counts() == {"cat2": 1, "dog_1": 1}
 
 
 def test_a_stray_labelled_photo_beside_splits_does_not_make_them_classes(tmp_path):

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from catdog.errors import DatasetError
-from catdog.fsutil import counted, utf8_safe
+from catdog.fsutil import counted, listed, utf8_safe
 from catdog.images import IMAGE_EXTENSIONS
 
 __all__ = ["NEITHER", "Dataset", "DatasetError", "LabelledFile", "discover", "label_in_name", "normalize_label"]
@@ -61,9 +61,19 @@ _SPLIT_NAMES = _TRAINING_SPLIT_NAMES | _VALIDATION_SPLIT_NAMES | _TEST_SPLIT_NAM
 # (Microsoft's PetImages/, a Kaggle archive's training_set/ ...). Trailing digits are no part of the name: train2/.
 _WRAPPER_NAMES = _CAMERA_NAMES | _SPLIT_NAMES | {"data", "dataset", "sample", "picture", "petimage", "pet_image"}
 
-# A folder named for a year or a date ('2019', '2019-07', '2019_07_14', Google Takeout's 'Photos from 2019') sorts
-# photos by when they were taken, never by what they show: 'Pictures/2019' and 'Pictures/2020' were classes.
-_DATE_NAME = re.compile(r"(?:photos from )?(?:19|20)\d\d(?:[-_. ]?\d\d){0,2}", re.IGNORECASE)
+# A folder named for a year or a date ('2019', '2019-07', '2019_07_14', 'July 2019', an event's '2019-07-14 Beach',
+# Google Takeout's 'Photos from 2019', 'Fotos von 2019', 'Photos de 2019') sorts photos by when they were taken,
+# never by what they show: 'Pictures/2019' and 'Pictures/2020' were classes. Four digits from 19 or 20 on: cat2/
+# and dog_1/ stay classes. Each part is a fixed alternative or bounded, and only the event's words are free.
+_MONTH = (
+    "january|february|march|april|may|june|july|august|september|october|november|december"
+    "|jan|feb|mar|apr|jun|jul|aug|sept|sep|oct|nov|dec"
+)
+_DATE_NAME = re.compile(
+    rf"(?:(?:photos|fotos|foto) (?:from|von|de|del|uit) )?(?:(?:{_MONTH})\.? )?(?:19|20)\d\d(?:[-_. ]?\d\d){{0,2}}"
+    r"(?:[-_ ].*)?",
+    re.IGNORECASE,
+)
 
 # The number may stand in brackets: Windows names a batch it renames 'Cat (1).jpg', 'Cat (2).jpg' ..., and a browser
 # a second download of cat.1.jpg 'cat.1 (1).jpg'. After it come words, each after a separator or a bracket
@@ -289,7 +299,9 @@ def _dated_instead_of_classes(folders: list[Path]) -> str | None:
     dated = [folder for folder in folders if _DATE_NAME.fullmatch(folder.name)]
     if not dated:
         return None
-    named = ", ".join(f"{folder.name}/" for folder in dated)
+    # A Google Takeout export holds some 20 ('Photos from 2003/' ... 'Photos from 2024/'): a few name the rest.
+    shown = [f"{folder.name}/" for folder in dated[:3]]
+    named = listed(shown + [f"{len(dated) - len(shown)} more"] if len(dated) > len(shown) else shown)
     return (
         f"'{dated[0].parent}' holds folders named like dates ({named}), not classes: sort their photos into folders "
         "named for what they show (cat/, dog/, and neither/ for the rest)."
