@@ -412,6 +412,22 @@ def test_validation_and_test_splits_alone_are_told_where_to_train(tmp_path):
     )
 
 
+def test_an_unlabelled_training_split_beside_labelled_ones_is_told_to_be_sorted(tmp_path):
+    """A train/ of camera names (IMG_1.jpg, no class folders) beside labelled valid/ and test/ was told "no
+    training split", and to train on valid/. train/ is there; what is wrong is that its photos carry no label:
+    the sentence says so, and to sort them into class folders and train on it."""
+    for name in ("train/IMG_1.jpg", "train/IMG_2.jpg", "valid/cat/a.jpg", "valid/dog/b.jpg", "test/cat/c.jpg"):
+        _write(tmp_path / "download" / name, image_bytes())
+    root = tmp_path / "download"
+    with pytest.raises(DatasetError) as info:
+        discover(root)
+    assert str(info.value) == (
+        f"'{root}' holds splits (test/, train/, valid/), not classes, and the photos in '{root}/train' carry no "
+        f"label: sort them into class folders (cat/, dog/, neither/) and train on '{root}/train', evaluate on "
+        f"'{root}/test' or '{root}/valid'."
+    )
+
+
 def test_folders_named_like_dates_are_no_classes(tmp_path):
     """Pictures/2019 and Pictures/2020 (photos sorted by year, as a phone or Google Takeout exports them) were two
     classes, "2019" and "2020", and train trained them. Folders named like years or dates are refused in one

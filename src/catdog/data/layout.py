@@ -279,13 +279,21 @@ def _splits_instead_of_classes(folders: list[Path]) -> str | None:
     if not labelled:
         return None
     to_train = [f for f in labelled if _name_without_number(f.name) in _TRAINING_SPLIT_NAMES]
-    # A download of valid/ and test/ alone (the train split left out) was told only to evaluate, with nowhere to
-    # train: it is told that, and to train on its validation split (train sets its own validation photos apart).
-    missing = "" if to_train else ", and no training split"
-    to_train = to_train or [f for f in labelled if _name_without_number(f.name) not in _TEST_SPLIT_NAMES]
+    unsorted = [f for f in splits if f not in labelled and _name_without_number(f.name) in _TRAINING_SPLIT_NAMES]
+    missing, train = "", "train"
+    if not to_train and unsorted:
+        # A train/ of camera names beside labelled valid/ and test/ was told "no training split": it is one, whose
+        # photos are not sorted yet.
+        missing = f", and the photos in {_quoted(unsorted, 'and')} carry no label"
+        train, to_train = "sort them into class folders (cat/, dog/, neither/) and train", unsorted
+    elif not to_train:
+        # A download of valid/ and test/ alone (the train split left out) was told only to evaluate, with nowhere
+        # to train: it is told that, and to train on its validation split (train sets its own validation apart).
+        missing = ", and no training split"
+        to_train = [f for f in labelled if _name_without_number(f.name) not in _TEST_SPLIT_NAMES]
     to_evaluate = [f for f in labelled if f not in to_train]
     uses = [
-        f"{verb} on {_quoted(where, 'or')}" for verb, where in (("train", to_train), ("evaluate", to_evaluate)) if where
+        f"{verb} on {_quoted(where, 'or')}" for verb, where in ((train, to_train), ("evaluate", to_evaluate)) if where
     ]
     if negatives:
         into = f"'{_classes_folder(to_train[0])}'" if to_train else "the folder you train on"
