@@ -779,6 +779,44 @@ def test_a_camera_the_system_interrupts_pauses_until_it_is_back(browser, playwri
         context.close()
 
 
+def test_an_interrupted_camera_keeps_its_sentence_and_dims_until_a_new_answer(browser, playwright, server) -> None:
+    """While the camera was interrupted, a frame's error (a frame taken before) took the sentence saying so away,
+    as the server's page no longer does; interrupted before any answer (a camera that starts muted), the app said
+    "Paused: the answer shown is from before ..." with none shown; at unmute the old answer was at full brightness
+    until the next. The sentence stays, the line needs an answer, and the old one is dimmed until a new one."""
+    context = browser.new_context(**playwright.devices[PHONE], bypass_csp=True)
+    context.add_init_script(HOLD)
+    try:
+        page = context.new_page()
+        page.goto(server.url + "/app/")
+        page.evaluate("window.catdogApp.ready.then(() => window.catdogApp.allLanes)")  # no lane's load answer held
+        track = "document.getElementById('video').srcObject.getVideoTracks()[0]"
+        opacity = "getComputedStyle(document.getElementById('live-label')).opacity"
+        page.evaluate("window.held.answers = []")
+        page.click("#camera-start")
+        page.wait_for_function("window.held.answers.length >= 1", timeout=60_000, polling=100)
+        page.evaluate(f"{track}.dispatchEvent(new Event('mute'))")
+        assert page.locator("#live-info").inner_text() == "", "the paused line said with no answer shown"
+        page.evaluate("window.failFrames = true; window.handOn('answers', true)")  # their errors, while interrupted
+        assert page.locator("#camera-error").inner_text() == CAMERA_INTERRUPTED, "a frame's error replaced it"
+        page.evaluate(f"window.failFrames = false; {track}.dispatchEvent(new Event('unmute'))")
+        page.evaluate("window.handOn('answers', false)")
+        page.wait_for_function("window.catdogApp.frames.length >= 1", timeout=30_000, polling=100)
+        page.evaluate("window.held.answers = []")
+        page.wait_for_function("window.held.answers.length >= 1", timeout=30_000, polling=100)
+        page.evaluate(f"{track}.dispatchEvent(new Event('mute'))")
+        assert page.locator("#live-info").inner_text() == LIVE_PAUSED
+        page.evaluate(f"{track}.dispatchEvent(new Event('unmute'))")
+        assert page.evaluate(opacity) == "0.45", "the answer from before the interruption shown as if new"
+        shown = page.evaluate("window.catdogApp.frames.length")
+        page.evaluate("window.handOn('answers', false)")
+        page.wait_for_function(f"window.catdogApp.frames.length > {shown}", timeout=30_000, polling=100)
+        assert page.evaluate(opacity) == "1"
+        page.click("#camera-stop")
+    finally:
+        context.close()
+
+
 # In a page, before its scripts: while window.held.answers is an array, the model's answers (a worker's messages)
 # are held there, and while window.held.pictures is, the camera's pictures (createImageBitmap's: taken at once,
 # handed on later), each as a function that hands it on. window.framesOut counts the frames sent to a worker and
@@ -798,7 +836,10 @@ window.Worker = class extends Worker {
     set onmessage(handler) {
         super.onmessage = (event) => {
             if (event.data.prediction) window.framesOut--;
-            holdOr("answers", () => handler(event));
+            // window.failFrames: a frame's answer handed on as the worker's error for it.
+            const data = { id: event.data.id, ok: false, error: "Failed." };
+            const failed = () => new MessageEvent("message", { data });
+            holdOr("answers", () => handler(window.failFrames && event.data.prediction ? failed() : event));
         };
     }
 };

@@ -1177,6 +1177,38 @@ def test_a_camera_the_system_interrupts_pauses_live_mode_until_it_is_back(page) 
     assert page.locator("#live-error").inner_text() == "", "a stopped camera still said its answers would go on"
 
 
+def test_the_paused_line_needs_an_answer_and_the_dimming_lasts_until_a_new_one(page) -> None:
+    """Interrupted before its first answer (a camera that starts muted), the page said "Paused: the answer shown is
+    from before the camera was interrupted." with no answer shown; at unmute it showed the old answer at full
+    brightness until the next frame's. The line now needs an answer, and the old one stays dimmed until a new one
+    comes."""
+    frames: list = []
+    holding = [True]  # while true, each frame's request waits until the test lets it go
+    page.route("**/api/v1/predict", lambda route: (frames.append(route), holding[0] or route.continue_()))
+    track = "document.getElementById('video').srcObject.getVideoTracks()[0]"
+    opacity = "getComputedStyle(document.getElementById('live-label')).opacity"
+    page.click("#camera-start")
+    _until_asked(page, frames, 1)
+    page.evaluate(f"{track}.dispatchEvent(new Event('mute'))")
+    assert page.locator("#live-error").inner_text() == CAMERA_INTERRUPTED
+    assert page.locator("#live-info").inner_text() == "", "the paused line said with no answer shown"
+    page.evaluate(f"{track}.dispatchEvent(new Event('unmute'))")
+    holding[0] = False
+    frames[0].continue_()
+    page.locator("#live-info", has_text="ms per frame").wait_for(timeout=30_000)
+    holding[0], out = True, len(frames)
+    _until_asked(page, frames, out + 1)  # a frame held: no new answer until the test lets it go
+    page.evaluate(f"{track}.dispatchEvent(new Event('mute'))")
+    assert page.locator("#live-info").inner_text() == LIVE_PAUSED
+    page.evaluate(f"{track}.dispatchEvent(new Event('unmute'))")
+    assert page.evaluate(opacity) == "0.4", "the answer from before the interruption shown as if new"
+    holding[0] = False
+    frames[-1].continue_()
+    page.locator("#live-info", has_text="ms per frame").wait_for(timeout=30_000)
+    assert page.evaluate(opacity) == "1"
+    page.click("#camera-stop")
+
+
 def test_a_camera_another_app_took_while_the_page_was_hidden_is_said_plainly(page) -> None:
     """The page lets the camera go while it is hidden, so another app can take the webcam meanwhile; taking it
     again on return then failed with "The camera cannot be started (NotReadableError).", an error's name and

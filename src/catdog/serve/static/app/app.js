@@ -482,7 +482,8 @@ async function grab() {
     const seq = ++grabbed;
     const show = (result) => result && showFrame(result, seq, sent, grabbedAt);
     askModel({ type: "frame", frame }, [frame]).then(show, (err) => {
-      if (stream && sent === session) $("camera-error").textContent = err.message; // not a stopped session's
+      // Not a stopped session's; not over the sentence of a camera interrupted since (the page's rule, shares.js).
+      if (stream && sent === session) globalThis.catdogShares.showFrameError($("camera-error"), err.message);
     }).finally(() => {
       inFlight--;
       grab();
@@ -491,13 +492,14 @@ async function grab() {
 }
 
 // While the camera is interrupted no frame is taken: the last answer stays, dimmed, and the line under it says it
-// is from before (it went on showing the last frame's fps as if frames were still classified).
+// is from before (it went on showing the last frame's fps as if frames were still classified). Said only when an
+// answer is shown (a camera may start muted), and dimmed until a new one comes: at unmute it is still the old one.
 function pauseLive(paused) {
   if (paused === interrupted) return; // followInterruptions tells the track's state as the camera starts, too
   interrupted = paused;
-  $("live").classList.toggle("paused", paused);
   if (paused) {
-    $("live-info").textContent = globalThis.catdogShares.livePaused;
+    $("live").classList.add("paused");
+    $("live-info").textContent = "label" in $("live-label").dataset ? globalThis.catdogShares.livePaused : "";
     delete $("live-info").dataset.fps;
   } else {
     $("live-info").textContent = "";
@@ -512,6 +514,7 @@ function showFrame({ prediction, prepMs, inferMs }, seq, sent, grabbedAt) {
   app.frames.push({ t: now, grabbedAt, label: prediction.label, prediction, prepMs, inferMs });
   if (seq < shown) return;
   shown = seq;
+  $("live").classList.remove("paused"); // a new answer: the one from before the camera was interrupted is gone
   const recent = app.frames.slice(-31);
   const gaps = recent.slice(1).map((f, i) => f.t - recent[i].t);
   const fps = gaps.length ? 1000 / median(gaps) : 0;
@@ -590,7 +593,7 @@ function stopCamera() {
   stream = null;
   pauseLive(false); // after the stream is gone: it grabs no frame of it
   $("video").srcObject = null;
-  $("live").classList.remove("on");
+  $("live").classList.remove("on", "paused");
   $("camera-start").hidden = false;
   $("camera-stop").hidden = true;
   globalThis.catdogShares.forgetInterruption($("camera-error")); // its "live answers go on" no longer holds

@@ -92,6 +92,11 @@ globalThis.catdogShares = {
   forgetInterruption(line) {
     if (line.textContent === this.cameraInterrupted) line.textContent = "";
   },
+  // A live frame's error (or "" for its answer) in `line`, but not over the interruption's sentence: a frame sent
+  // before the camera was interrupted and answered after took it away while the camera was still interrupted.
+  showFrameError(line, message) {
+    if (line.textContent !== this.cameraInterrupted) line.textContent = message;
+  },
 
   // The camera ended by the system while the page or app was in front: what the two say alike.
   cameraEnded: "The camera stopped (another app may have taken it, or it was unplugged): start it again.",
