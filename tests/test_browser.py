@@ -471,6 +471,26 @@ def test_a_heat_map_that_never_comes_holds_back_no_summary(page, cat_photo: Path
     page.wait_for_function("(said) => document.getElementById('announce').textContent === said", arg=said)
 
 
+def test_a_heat_map_failing_after_clear_is_not_said(page, cat_photo: Path) -> None:
+    """A heat map asked for (its button, or "Show heat maps" past the summary's wait) that failed after "Clear"
+    emptied the results was still said, "cat.jpg: Heat maps are down here.", of a photo no longer on the page.
+    A cleared card's failure is not said."""
+    held: list = []
+    page.route("**/api/v1/explain", lambda route: held.append(route))  # unanswered until the test answers it
+    page.set_input_files("#file-input", str(cat_photo))
+    card = page.locator("#results .card[data-state=done]")
+    card.locator(".heat-button").click()
+    _until_asked(page, held, 1)
+    page.click("#clear")
+    page.evaluate(RECORD_ANNOUNCED)
+    held[0].fulfill(status=500, json={"error": "Heat maps are down here."})
+    # A second photo's answer, a round trip to the model, comes after the failure's reading of a short body.
+    page.set_input_files("#file-input", str(cat_photo))
+    page.wait_for_function("window.announced.some((text) => text.endsWith('percent.'))", timeout=30_000)
+    announced = page.evaluate("window.announced")
+    assert not [text for text in announced if "Heat maps are down here." in text], announced
+
+
 def _predict_requests(server: Server) -> float:
     from prometheus_client.parser import text_string_to_metric_families
 
