@@ -478,6 +478,21 @@ def test_a_takeout_export_of_many_years_is_refused_in_a_short_sentence(tmp_path)
     assert discover(tmp_path / "numbered").counts() == {"cat2": 1, "dog_1": 1}
 
 
+def test_a_year_before_a_name_is_a_class(tmp_path):
+    """Words after a bare year were read as an event, so '2019 cats/' and '2019 dogs/' (photos sorted by year and
+    kind), '2001_space/' or a car's '2012 Tesla Model S/' were refused as dates and told to be named for what they
+    show, which they are. An event's words follow a month ('2019-07-14 Beach/', 'July 2019 Beach/'): those stay
+    dated."""
+    classes = ("2019 cats", "2019 dogs", "2001_space", "2012 Tesla Model S")
+    for number, name in enumerate(classes):
+        _write(tmp_path / "kinds" / name / f"{number}.jpg", image_bytes())
+    assert len(discover(tmp_path / "kinds").counts()) == len(classes)
+    for dated in ("2019-07 Paris", "July 2019 Beach"):
+        _write(tmp_path / "events" / dated / "a.jpg", image_bytes())
+    with pytest.raises(DatasetError, match=r"named like dates \(2019-07 Paris/ and July 2019 Beach/\), not classes"):
+        discover(tmp_path / "events")
+
+
 def test_a_stray_labelled_photo_beside_splits_does_not_make_them_classes(tmp_path):
     """One cat.1.jpg left loose beside Kaggle's training_set/ and test_set/ skipped the refusal of splits, and they
     were classes "training_set" and "test_set" again (the photo left out). The splits are refused whenever the
