@@ -426,6 +426,12 @@ def test_an_unlabelled_training_split_beside_labelled_ones_is_told_to_be_sorted(
         f"label: sort them into class folders (cat/, dog/, neither/) and train on '{root}/train', evaluate on "
         f"'{root}/test' or '{root}/valid'."
     )
+    # An empty train/ (or one of notes) holds no photo to sort: it is no training split, and valid/ is trained on.
+    shutil.rmtree(root / "train")
+    (root / "train").mkdir()
+    (root / "train" / "README.txt").write_text("photos to come")
+    with pytest.raises(DatasetError, match=rf"not classes, and no training split: train on '{root}/valid',"):
+        discover(root)
 
 
 def test_folders_named_like_dates_are_no_classes(tmp_path):

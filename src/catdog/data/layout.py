@@ -281,7 +281,9 @@ def _splits_instead_of_classes(folders: list[Path]) -> str | None:
     if not labelled:
         return None
     to_train = [f for f in labelled if _name_without_number(f.name) in _TRAINING_SPLIT_NAMES]
-    unsorted = [f for f in splits if f not in labelled and _name_without_number(f.name) in _TRAINING_SPLIT_NAMES]
+    # A train/ with no photo in it (left empty, or of notes) has none to sort: it is told as no training split.
+    training = [f for f in splits if _name_without_number(f.name) in _TRAINING_SPLIT_NAMES]
+    unsorted = [f for f in training if f not in labelled and _holds_photos(f)]
     missing, train = "", "train"
     if not to_train and unsorted:
         # A train/ of camera names beside labelled valid/ and test/ was told "no training split": it is one, whose
@@ -339,6 +341,14 @@ def _holds_labels(folder: Path) -> bool:
     except OSError:
         return False
     return bool(folders) or any(label_in_name(path.name) for path in images)
+
+
+def _holds_photos(folder: Path) -> bool:
+    """Whether ``folder`` holds a photo loose (an empty train/, or one of notes, holds none to sort)."""
+    try:
+        return bool(_entries(_listing(folder), [])[1])
+    except OSError:
+        return False
 
 
 def _unwrapped(folder: Path, *, outermost: bool) -> tuple[list[Path], list[Path], list[tuple[Path, str]]] | None:
