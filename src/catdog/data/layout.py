@@ -311,8 +311,9 @@ def _dated_instead_of_classes(folders: list[Path]) -> str | None:
     dated = [folder for folder in folders if _DATE_NAME.fullmatch(folder.name)]
     if not dated:
         return None
-    # A Google Takeout export holds some 20 ('Photos from 2003/' ... 'Photos from 2024/'): a few name the rest.
-    shown = [f"{folder.name}/" for folder in dated[:3]]
+    # A Google Takeout export holds some 20 ('Photos from 2003/' ... 'Photos from 2024/'): three are named and the
+    # rest counted, but a fourth is named rather than counted as "1 more".
+    shown = [f"{folder.name}/" for folder in (dated if len(dated) <= 4 else dated[:3])]
     named = listed(shown + [f"{len(dated) - len(shown)} more"] if len(dated) > len(shown) else shown)
     return (
         f"'{dated[0].parent}' holds folders named like dates ({named}), not classes: sort their photos into folders "
