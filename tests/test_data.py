@@ -480,7 +480,7 @@ def test_a_takeout_export_of_many_years_is_refused_in_a_short_sentence(tmp_path)
     ):
         discover(takeout)
     _write(tmp_path / "sorted" / "cat" / "a.jpg", image_bytes())
-    for dated in ("July 2019", "2019-07-14 Beach", "Fotos von 2019", "Photos de 2019"):
+    for dated in ("July 2019", "2019-07-14 Beach", "Fotos von 2019", "Photos de 2019", "Foto's uit 2019"):
         _write(tmp_path / "sorted" / dated / "b.jpg", image_bytes())
         with pytest.raises(DatasetError, match=rf"holds folders named like dates \({dated}/\), not classes"):
             discover(tmp_path / "sorted")

@@ -62,17 +62,18 @@ _SPLIT_NAMES = _TRAINING_SPLIT_NAMES | _VALIDATION_SPLIT_NAMES | _TEST_SPLIT_NAM
 _WRAPPER_NAMES = _CAMERA_NAMES | _SPLIT_NAMES | {"data", "dataset", "sample", "picture", "petimage", "pet_image"}
 
 # A folder named for a year or a date ('2019', '2019-07', '2019_07_14', 'July 2019', an event's '2019-07-14 Beach',
-# Google Takeout's 'Photos from 2019', 'Fotos von 2019', 'Photos de 2019') sorts photos by when they were taken,
-# never by what they show: 'Pictures/2019' and 'Pictures/2020' were classes. Four digits from 19 or 20 on: cat2/
-# and dog_1/ stay classes. An event's words follow a month, never a bare year: '2019 cats/', '2001_space/' and a
-# car's '2012 Tesla Model S/' are classes. Each part is a fixed alternative or bounded; only the words are free.
+# Google Takeout's 'Photos from 2019', 'Fotos von 2019', 'Photos de 2019', "Foto's uit 2019") sorts photos by when
+# they were taken, never by what they show: 'Pictures/2019' and 'Pictures/2020' were classes. Four digits from 19
+# or 20 on: cat2/ and dog_1/ stay classes. An event's words follow a month, never a bare year: '2019 cats/',
+# '2001_space/' and a car's '2012 Tesla Model S/' are classes. Each part is a fixed alternative or bounded; only
+# the words are free.
 _MONTH = (
     "january|february|march|april|may|june|july|august|september|october|november|december"
     "|jan|feb|mar|apr|jun|jul|aug|sept|sep|oct|nov|dec"
 )
 _YEAR = r"(?:19|20)\d\d"
 _DATE_NAME = re.compile(
-    rf"(?:(?:photos|fotos|foto) (?:from|von|de|del|uit) )?"
+    rf"(?:(?:photos|fotos|foto's|foto) (?:from|von|de|del|uit) )?"
     rf"(?:{_YEAR}|(?:(?:{_MONTH})\.? {_YEAR}|{_YEAR}(?:[-_. ]?\d\d){{1,2}})(?:[-_ ].*)?)",
     re.IGNORECASE,
 )
