@@ -817,6 +817,26 @@ def test_an_interrupted_camera_keeps_its_sentence_and_dims_until_a_new_answer(br
         context.close()
 
 
+def test_a_frame_error_goes_once_a_newer_frame_is_answered(browser, playwright, server) -> None:
+    """A frame the model failed on left its error under the live answer while the next frames were answered, until
+    Stop: the app never took a frame's error away. As on the server's page, the next answer shown takes it away."""
+    context = browser.new_context(**playwright.devices[PHONE], bypass_csp=True)
+    context.add_init_script(HOLD)
+    try:
+        page = context.new_page()
+        page.goto(server.url + "/app/")
+        page.evaluate("window.catdogApp.ready.then(() => window.catdogApp.allLanes)")
+        page.evaluate("window.failFrames = true")
+        page.click("#camera-start")
+        page.locator("#camera-error", has_text="Failed.").wait_for(timeout=60_000)
+        page.evaluate("window.failFrames = false")
+        page.wait_for_function("document.getElementById('live-info').dataset.fps", timeout=30_000, polling=100)
+        assert page.locator("#camera-error").inner_text() == "", "a frame's error stayed under newer answers"
+        page.click("#camera-stop")
+    finally:
+        context.close()
+
+
 # In a page, before its scripts: while window.held.answers is an array, the model's answers (a worker's messages)
 # are held there, and while window.held.pictures is, the camera's pictures (createImageBitmap's: taken at once,
 # handed on later), each as a function that hands it on. window.framesOut counts the frames sent to a worker and

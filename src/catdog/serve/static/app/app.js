@@ -515,6 +515,8 @@ function showFrame({ prediction, prepMs, inferMs }, seq, sent, grabbedAt) {
   if (seq < shown) return;
   shown = seq;
   $("live").classList.remove("paused"); // a new answer: the one from before the camera was interrupted is gone
+  // A frame's error is over once a newer frame is answered (it stayed until Stop); the page's rule, shares.js.
+  globalThis.catdogShares.showFrameError($("camera-error"), "");
   const recent = app.frames.slice(-31);
   const gaps = recent.slice(1).map((f, i) => f.t - recent[i].t);
   const fps = gaps.length ? 1000 / median(gaps) : 0;
