@@ -1229,6 +1229,31 @@ def test_the_paused_line_needs_an_answer_and_the_dimming_lasts_until_a_new_one(p
     page.click("#camera-stop")
 
 
+def test_a_frame_whose_request_fails_while_interrupted_leaves_the_sentence(page) -> None:
+    """A frame sent before the camera was interrupted whose request failed after it (the server gone) put "The
+    server cannot be reached ..." over "The camera is interrupted ..." while the camera was still interrupted: the
+    page kept the sentence from a frame's answer, not from a failed request."""
+    frames: list = []
+    page.route("**/api/v1/predict", lambda route: frames.append(route))  # each held until the test ends it
+    # window.settled counts the requests settled: its callback runs just before the page's own, in one go.
+    page.evaluate("""() => {
+        const fetchOnce = window.fetch;
+        window.settled = 0;
+        window.fetch = (...args) => {
+            const answer = fetchOnce(...args);
+            answer.finally(() => { window.settled += 1; }).catch(() => {});
+            return answer;
+        };
+    }""")
+    page.click("#camera-start")
+    _until_asked(page, frames, 1)
+    page.evaluate("document.getElementById('video').srcObject.getVideoTracks()[0].dispatchEvent(new Event('mute'))")
+    frames[0].abort()
+    page.wait_for_function("window.settled >= 1", timeout=30_000, polling=100)
+    assert page.locator("#live-error").inner_text() == CAMERA_INTERRUPTED, "a failed request's line replaced it"
+    page.click("#camera-stop")
+
+
 def test_a_camera_another_app_took_while_the_page_was_hidden_is_said_plainly(page) -> None:
     """The page lets the camera go while it is hidden, so another app can take the webcam meanwhile; taking it
     again on return then failed with "The camera cannot be started (NotReadableError).", an error's name and
