@@ -888,7 +888,7 @@ def test_a_frozen_head_trains_on_a_folder_holding_a_photo_and_its_copy(
 
 def test_a_feature_index_that_skips_a_row_is_computed_again(tmp_path: Path) -> None:
     """What that bug left in a user's cache: an index whose rows skip one. It is dropped (the features are
-    computed again), not read a row too far."""
+    computed again), not read a row too far, and the store says why for the run to print."""
     from catdog.features import FeatureStore
 
     store = FeatureStore(tmp_path, "lite0")
@@ -896,6 +896,11 @@ def test_a_feature_index_that_skips_a_row_is_computed_again(tmp_path: Path) -> N
     store.index_file.write_text(json.dumps({"dim": 1, "rows": {"a:0": 1, "b:0": 2}}))
     store.reload()
     assert store.rows == {}
+    # Said, so a user wondering why the run is slow knows (it was dropped without a word).
+    assert store.dropped == (
+        f"the feature cache '{store.dir}' was dropped, its index skips or repeats a row (written by catdog before "
+        "2026-12-07); its features are computed again"
+    )
     store.add(["b:0"], np.array([[2.0]]))
     assert store.read(["b:0"]).ravel().tolist() == [2.0]
 

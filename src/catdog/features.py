@@ -34,7 +34,7 @@ from torch import nn
 from catdog.augment import sample_seed, view_transform
 from catdog.data import PreparedData
 from catdog.errors import CatdogError
-from catdog.fsutil import atomic_write, atomic_write_text, file_lock
+from catdog.fsutil import atomic_write, atomic_write_text, file_lock, printable
 from catdog.inference import onnx_session
 from catdog.inference.cores import machine_cores
 from catdog.preprocess import Preprocess, normalize
@@ -205,6 +205,7 @@ class FeatureStore:
         self.index_file = self.dir / "index.json"
         self.dim = 0
         self.rows: dict[str, int] = {}
+        self.dropped = ""  # why reload() dropped the index, for a run to say (it then computes the features again)
         self.reload()
 
     def reload(self) -> None:
@@ -214,11 +215,16 @@ class FeatureStore:
         except (OSError, ValueError, KeyError):
             self.dim, self.rows = 0, {}
         if self.rows and (not self.file.exists() or self.file.stat().st_size < len(self.rows) * self.row_bytes):
-            self.dim, self.rows = 0, {}  # the vectors were lost behind the index's back
+            self.drop(f"its file holds fewer than the {len(self.rows)} vectors its index names")  # lost behind its back
         if set(self.rows.values()) != set(range(len(self.rows))):
             # Rows 0..n-1, each once: an index that skips one (a photo twice in one add, before 2026-12-07) pointed
             # past the end of what it reads, and the next add wrote another photo's vector under that key.
-            self.dim, self.rows = 0, {}
+            self.drop("its index skips or repeats a row (written by catdog before 2026-12-07)")
+
+    def drop(self, why: str) -> None:
+        """Forget the index (its features are computed again), keeping why for the run to say."""
+        self.dim, self.rows = 0, {}
+        self.dropped = printable(f"the feature cache '{self.dir}' was dropped, {why}; its features are computed again")
 
     @property
     def row_bytes(self) -> int:
