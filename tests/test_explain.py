@@ -98,6 +98,7 @@ def test_cli_writes_the_overlay_and_refuses_bad_input(
     shares = r"cat \d+\.\d%, dog \d+\.\d%, neither \d+\.\d%"  # percentages, as predict and the page show them
     said = rf"{re.escape(str(cat_photo))}: cat \({shares}\); heat map for 'cat' written to {re.escape(str(out))}"
     assert re.fullmatch(said, done.stdout.strip()), done.stdout
+    assert sum(map(float, re.findall(r"(\d+\.\d)%", done.stdout))) == pytest.approx(100.0)  # as the page's add up
     onnx_only = run_catdog_in_process("explain", str(onnx_model_file), str(cat_photo), "--out", str(tmp_path / "x.png"))
     assert onnx_only.returncode == 2 and "model directory" in onnx_only.stderr
     broken = tmp_path / "broken.jpg"
@@ -115,3 +116,12 @@ def test_cli_writes_the_overlay_and_refuses_bad_input(
     assert photo.read_bytes() == cat_photo.read_bytes()  # it once became the heat map
     text = run_catdog_in_process("explain", str(trained_model_dir), str(cat_photo), "--out", str(tmp_path / "heat.txt"))
     assert text.returncode == 2 and ".png, .jpg or .webp" in text.stderr and not (tmp_path / "heat.txt").exists()
+
+
+def test_explains_percentages_add_up_to_100_as_the_pages_do() -> None:
+    """explain rounded each percentage on its own: thirds read "33.3%, 33.3%, 33.3%" (99.9 in all), where the page
+    and the app (largest remainder, shares.js) show 33.4 for the largest remainder."""
+    from catdog.cli.output import percents
+
+    assert percents({"cat": 0.33335, "dog": 0.33332, "neither": 0.33333}) == "cat 33.4%, dog 33.3%, neither 33.3%"
+    assert percents({"cat": 0.9994, "dog": 0.0003, "neither": 0.0003}) == "cat 100.0%, dog 0.0%, neither 0.0%"

@@ -12,7 +12,7 @@ from rich.console import Console
 
 from catdog.cli.app import NeitherThreshold, app, probability
 from catdog.cli.errors import fail, refuse_unwritable, user_errors
-from catdog.cli.output import print_evaluation, print_json
+from catdog.cli.output import percents, print_evaluation, print_json
 from catdog.models.files import builtin_name, names_a_model
 
 
@@ -138,8 +138,7 @@ def explain(
     explanation = run_explain(model, image, class_name=class_name)
     picture = overlay(explanation)
     atomic_write(target, lambda tmp: picture.save(tmp, picture_format))
-    # As percentages, as predict, the page and the app show them: "cat 0.825" here was the one place with decimals.
-    probs = ", ".join(f"{c} {p:.1%}" for c, p in explanation.probabilities.items())
+    probs = percents(explanation.probabilities)  # as the page and the app list them, adding up to 100 %
     Console(highlight=False, soft_wrap=True, emoji=False).print(
         shown(f"{image}: {explanation.label} ({probs}); heat map for '{explanation.explained}' written to {target}")
     )

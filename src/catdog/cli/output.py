@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -161,3 +162,17 @@ def _digits(p: float) -> str:
         if not (0 < p < 1) or text not in (f"{0:.{decimals}%}", f"{1:.{decimals}%}"):
             return text
     return text
+
+
+def percents(probabilities: dict[str, float]) -> str:
+    """``probabilities`` as "cat 82.5%, dog 17.5%, neither 0.0%": one decimal each, adding up to exactly 100 %.
+
+    Largest remainder, as the page and the app do (shares.js, ``catdogShares.percents``): each rounded on its own,
+    three of them once read 99.9 % or 100.1 % in all."""
+    total = sum(probabilities.values())
+    tenths = {name: p / total * 1000 for name, p in probabilities.items()} if total > 0 else {}
+    shares = {name: math.floor(t) for name, t in tenths.items()}
+    left = 1000 - sum(shares.values()) if tenths else 0
+    for name in sorted(tenths, key=lambda n: tenths[n] - shares[n], reverse=True)[:left]:
+        shares[name] += 1
+    return ", ".join(f"{name} {n / 10:.1f}%" for name, n in shares.items())
