@@ -18,7 +18,7 @@ from catdog.cli.app import NeitherThreshold, app, probability
 from catdog.cli.errors import err_console, fail, user_errors
 from catdog.cli.output import print_predictions
 from catdog.fsutil import counted, shown
-from catdog.models.files import builtin_name
+from catdog.models.files import refuse_a_missing_model
 
 if TYPE_CHECKING:
     from catdog.inference.predictor import Prediction, Predictor
@@ -252,10 +252,7 @@ def serve(
     from catdog.serve.app import SETTINGS_ENV, ServeSettings, create_app
     from catdog.serve.protocol import HandshakeDeadlineLoop, HeadTimeoutProtocol
 
-    if builtin_name(model) is None and not os.path.exists(model):
-        raise fail(
-            f"Model '{model}' does not exist; give a model directory, an .onnx file or builtin-large, or omit --model."
-        )
+    refuse_a_missing_model(model, remedy=", or omit --model")  # before the server starts
     if neither_threshold is not None and model is not None and os.path.isdir(model):  # said now, not as a 503
         from catdog.inference.predictor import no_gate
         from catdog.models import read_config

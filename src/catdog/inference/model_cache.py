@@ -137,21 +137,16 @@ def load_model_fn(
     """
     if backend not in ("auto", "onnx", "torch"):
         raise CatdogError(f"backend '{backend}' must be auto, onnx or torch.")
+    from catdog.models.files import refuse_a_missing_model
+
+    refuse_a_missing_model(model)  # said here, not by the model directory's reader: an .onnx file is taken too
     if model is not None and Path(model).suffix.lower() == ".onnx" and not Path(model).is_dir():
         if not Path(model).is_file():
-            raise ModelError(f"ONNX file '{model}' does not exist.")
+            raise ModelError(f"ONNX file '{model}' is not a file.")
         if backend == "torch":
             raise CatdogError("an .onnx file runs only with the onnx backend.")
         sess = session(model, threads)
         return onnx_model_fn(sess), read_config(sess, model), str(model), "onnx"
-    from catdog.models.files import builtin_name
-
-    if model is not None and builtin_name(model) is None and not Path(model).exists():
-        # Said here, not by the model directory's reader: these commands take an .onnx file too.
-        raise ModelError(
-            f"Model '{model}' does not exist; give a model directory written by 'catdog train', an .onnx file "
-            "or builtin-large."
-        )
     name, key_files, load = torch_source(model, loaded)
     if backend != "torch":
         try:

@@ -104,6 +104,16 @@ def builtin_name(model: str | os.PathLike | None) -> str | None:
     return str(model) if str(model) in BUILTIN_MODELS else None
 
 
+def refuse_a_missing_model(model: str | os.PathLike | None, remedy: str = "") -> None:
+    """Refuse a ``--model`` that names neither a shipped model nor anything on disk, in one sentence that names
+    every kind of model predict, evaluate and serve take; ``remedy``: a command's own, added at its end."""
+    if builtin_name(model) is None and not Path(model).exists():
+        raise ModelError(
+            f"Model '{model}' does not exist; give a model directory written by 'catdog train', an .onnx file "
+            f"or builtin-large{remedy}."
+        )
+
+
 # What a model directory holds: save_model_dir writes the weights, then the record; load_model_dir reads both.
 MODEL_DIR_FILES = ("model.safetensors", "config.json")
 
