@@ -166,8 +166,11 @@ def test_refuses_to_write_when_parity_fails(samples_dir: Path, tmp_path: Path, m
 
 
 @pytest.mark.slow  # keeps the default suite near 10 minutes on 2 cores
-def test_int8_export_refuses_a_model_that_disagrees_with_fp32(trained_model_dir: Path, dev_dir: Path, tmp_path: Path):
-    """The int8 refusal: calibrated on black frames, int8 saturates on real photos; nothing is written.
+def test_int8_export_refuses_a_model_that_disagrees_with_fp32(
+    trained_model_dir: Path, dev_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+):
+    """The int8 refusal: calibrated on black frames, int8 saturates on real photos; nothing is written. Before
+    the minutes of quantizing and checking, stderr says so (they passed in silence).
 
     The check folder alternates real photos and black frames; the calibration photos come from its odd
     positions (the black frames) and the agreement check takes the first 200 of the rest (most of them real).
@@ -184,6 +187,8 @@ def test_int8_export_refuses_a_model_that_disagrees_with_fp32(trained_model_dir:
     with pytest.raises(ExportError, match=r"int8 model agrees with fp32 on .* nothing was written") as refused:
         export(trained_model_dir, out, int8=True, check_dir=folder, n_check=export_module.INT8_FLOOR_PHOTOS)
     assert "of 200 photos" in str(refused.value)
+    said = "Quantizing to int8 on 64 photos; checking it against fp32 on up to 200 photos.\n"
+    assert capsys.readouterr().err.endswith(said)
     assert not out.exists() and list(out.parent.iterdir()) == []
 
 
