@@ -124,7 +124,13 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
         splits, test, negatives = split(cfg, data, len(classes), log, learns_neither)
         note_small_classes(data, classes, log)
 
-        # 4. What trains (the whole network, or the part after a frozen one) and what it eats.
+        # 4. What trains (the whole network, or the part after a frozen one) and what it eats. The time kept for
+        #    validating at --test-image-size is known first: a frozen part's extraction stops short of it too (it
+        #    once filled that time, and the run was refused only after minutes of extracting).
+        test_pre = replace(pre, image_size=cfg.test_image_size) if cfg.test_image_size else pre
+        kept_for_test_size = final_seconds(
+            cfg=cfg, model=model, pre=pre, test_pre=test_pre, deadline=deadline, val_images=len(splits["val"]), ctx=ctx
+        )
         job = what_trains(
             cfg=cfg,
             model=model,
@@ -134,7 +140,7 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
             pre=pre,
             cache_dir=cache_dir,
             ctx=ctx,
-            deadline=deadline,
+            deadline=None if deadline is None else deadline - kept_for_test_size,
             log=log,
         )
         trainable, device = job.trainable, ctx.device
@@ -174,13 +180,10 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
         # 7. The epochs (under a budget, leaving time for the final validation at the test size).
         processes = "1 process" if ctx.world == 1 else f"{ctx.world} processes"
         log.info(f"training on {device} with {processes}, {counted(steps_per_epoch, 'step')} per epoch")
-        test_pre = replace(pre, image_size=cfg.test_image_size) if cfg.test_image_size else pre
         validation_steps = math.ceil(len(job.val_set) / ctx.world) / per_rank_batch  # its rows, in steps' worth
         # Under --compile the first validation compiles the eval graph too (minutes on a GPU): no guess from steps.
         budget = Budget(deadline, schedule, None if cfg.compile else validation_steps)
-        budget.final_seconds = final_seconds(
-            cfg=cfg, model=model, pre=pre, test_pre=test_pre, deadline=deadline, val_images=len(splits["val"]), ctx=ctx
-        )
+        budget.final_seconds = kept_for_test_size
         agreed(ctx, lambda: refuse_a_spent_budget(cfg, budget, started))
         out_of_time = SharedBudget(budget, ctx, checkpoint_seconds=cfg.checkpoint_seconds)
         save = checkpointer(cfg, trainable, optimizer, scheduler, scaler, ctx, ema)  # save(state): rank 0 writes
@@ -436,7 +439,10 @@ def what_trains(
     log: Reporter,
 ) -> Job:
     """The whole network on augmented images, or the part after a frozen one on that part's cached
-    output (a new head on pooled features, or the last stages and the head)."""
+    output (a new head on pooled features, or the last stages and the head).
+
+    ``deadline``: when the run's steps and validations must end (the budget's end less the time kept for
+    validating at the test size); a frozen part's extraction stops short of it."""
     device, val_gate_rows = ctx.device, None
     if cfg.family() in ("frozen", "partial"):
         backbone = model.backbone if gate else model
@@ -450,7 +456,9 @@ def what_trains(
             gate_copy, open_set = (model.gate, model.open_set) if gate else (None, None)
             extractor, trainable = split_backbone(backbone, cfg.frozen_stages(), new_head, gate_copy, open_set)
             extractor.requires_grad_(False)
-            probe = extractor[:-1].eval()(torch.zeros(1, 3, pre.image_size, pre.image_size))
+            # On the model's device: timing the test size's validation (final_seconds) may have moved it there.
+            where = next(extractor.parameters()).device
+            probe = extractor[:-1].eval()(torch.zeros(1, 3, pre.image_size, pre.image_size, device=where))
             shape = tuple(probe.shape[1:])  # the cached rows are these activation maps, flattened
         train_set, val_set = cached_features(cfg, data, splits, pre, extractor, cache_dir, ctx, deadline, log)
         if cfg.family() == "frozen":
