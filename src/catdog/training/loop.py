@@ -336,15 +336,30 @@ def validation_workers(cfg: TrainConfig, device: torch.device) -> int:
     return min(8, len(os.sched_getaffinity(0))) if device.type == "cuda" else 1
 
 
-def estimate_seconds(model: nn.Module, pre: Preprocess, images: int, device: torch.device, workers: int = 1) -> float:
-    """A generous guess of :func:`validate_at_size`'s time: one timed batch of 8, plus decoding in ``workers``."""
+def forward_seconds(model: nn.Module, pre: Preprocess, device: torch.device) -> float:
+    """Seconds of ``model``'s forward pass an image at ``pre``'s size: the fastest of three timed batches of 8.
+
+    The fastest, as one batch on a busy machine was once slowed 2-3 times by the others' work, and the guess of a
+    time budget's least (:func:`catdog.training.recipe.seconds_to_train`) went from 11 to 27 s between runs."""
     x = torch.zeros(8, 3, pre.image_size, pre.image_size, device=device)
     model.to(device).eval()
+    timed = []
     with torch.no_grad():
         model(x)  # the first call of a shape sets up its kernels: not what each batch costs
-        tick = time.monotonic()
-        model(x)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        per_image = (time.monotonic() - tick) / 8
+        for _ in range(3):
+            tick = time.monotonic()
+            model(x)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            timed.append(time.monotonic() - tick)
+    return min(timed) / 8
+
+
+def estimate_seconds(model: nn.Module, pre: Preprocess, images: int, device: torch.device, workers: int = 1) -> float:
+    """A generous guess of :func:`validate_at_size`'s time: one timed batch of 8, plus decoding in ``workers``."""
+    return validation_guess(forward_seconds(model, pre, device), images, workers)
+
+
+def validation_guess(per_image: float, images: int, workers: int = 1) -> float:
+    """:func:`estimate_seconds` from a forward pass's ``per_image`` seconds, already timed."""
     return 1.3 * images * (per_image + 0.01 / max(1, workers)) + 10.0 / max(1, workers) ** 0.5

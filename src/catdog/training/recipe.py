@@ -72,9 +72,11 @@ from catdog.training.loop import (
     estimate_seconds,
     evaluate,
     final_metrics,
+    forward_seconds,
     record_epoch,
     train_one_epoch,
     validate_at_size,
+    validation_guess,
     validation_workers,
 )
 from catdog.training.precision import autocast_dtype, resolve_precision
@@ -184,7 +186,9 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
         # Under --compile the first validation compiles the eval graph too (minutes on a GPU): no guess from steps.
         budget = Budget(deadline, schedule, None if cfg.compile else validation_steps)
         budget.final_seconds = kept_for_test_size
-        agreed(ctx, lambda: refuse_a_spent_budget(cfg, budget, started))
+        if deadline is not None:
+            to_train = seconds_to_train(cfg, model, pre, len(splits["val"]), per_rank_batch, ctx)
+            agreed(ctx, lambda: refuse_a_spent_budget(cfg, budget, started, to_train))
         out_of_time = SharedBudget(budget, ctx, checkpoint_seconds=cfg.checkpoint_seconds)
         save = checkpointer(cfg, trainable, optimizer, scheduler, scaler, ctx, ema)  # save(state): rank 0 writes
         stop_reason = ""
@@ -547,23 +551,47 @@ def checkpointer(cfg, trainable, optimizer, scheduler, scaler, ctx: DistContext,
     return save
 
 
-def refuse_a_spent_budget(cfg: TrainConfig, budget: Budget, started: float) -> None:
-    """Refuse a time budget with no time for steps left: what is left must hold the final save and validation.
+# Steps a budget must leave room for: one ran at a quarter of --lr (the warm-up's first rate) and was saved.
+STEPS_ROOM = 5
+SUGGESTED_HEADROOM = 1.25  # the least budget times this is the one a refusal suggests
+
+
+def seconds_to_train(
+    cfg: TrainConfig, model: nn.Module, pre: Preprocess, val_images: int, per_rank_batch: int, ctx: DistContext
+) -> float:
+    """A guess of the time a budget must hold besides the final save: a validation pass and :data:`STEPS_ROOM`
+    steps (a step taken as three forward passes), from one timed forward batch. 0 for a frozen part's run: its
+    steps and validation run on cached features, fractions of a second."""
+    if cfg.family() in ("frozen", "partial"):
+        return 0.0
+    per_image = forward_seconds(model, pre, ctx.device)
+    validation = validation_guess(per_image, val_images // ctx.world, validation_workers(cfg, ctx.device))
+    return validation + STEPS_ROOM * 3 * per_image * per_rank_batch
+
+
+def refuse_a_spent_budget(cfg: TrainConfig, budget: Budget, started: float, to_train: float) -> None:
+    """Refuse a time budget with no time to train left: what is left must hold ``to_train`` (a validation pass and
+    a few steps, :func:`seconds_to_train`), the final save and the validation at the test size.
 
     --time-budget 0.01 (0.6 s), and 0.05, once ran one step at a warm-up rate, a quarter of --lr, and saved that
-    as the model 8-10 s after the start."""
+    as the model 8-10 s after the start; a budget just over the save's 5 s (the one this refusal suggested) still
+    trained about one step."""
     if budget.deadline is None:
         return
     now = time.monotonic()
     spent = now - started
-    if budget.deadline - now <= budget.least_reserve():
+    kept = budget.least_reserve()
+    if budget.deadline - now <= to_train + kept:
         # The next tenth of a minute above the least: rounded to two digits, --time-budget 1 with 57 s spent was
-        # told to give "more than 1 minutes".
-        at_least = math.floor((spent + budget.least_reserve()) / 6 + 1) / 10
+        # told to give "more than 1 minutes". A quarter more: on a busy machine the same start, and the guess,
+        # took 20-40 % longer the next time, and the budget suggested was refused in its turn.
+        at_least = math.floor(SUGGESTED_HEADROOM * (spent + to_train + kept) / 6 + 1) / 10
+        needs = [f"{to_train:.0f} s for a validation pass and {STEPS_ROOM} steps"] if to_train else []
+        needs += [f"{budget.final_seconds:.0f} s to validate at --test-image-size"] if budget.final_seconds else []
+        needs += [f"{budget.SAVE_SECONDS:.0f} s to save"]
         raise CatdogError(
             f"--time-budget {cfg.time_budget:g} leaves no time to train: getting the data and the model ready took "
-            f"{spent:.1f} s, and the end of a run keeps {budget.least_reserve():.0f} s to validate and save; "
-            f"give it at least {at_least:g} minutes."
+            f"{spent:.1f} s, and a run needs about {' and '.join(needs)}; give it at least {at_least:g} minutes."
         )
 
 
