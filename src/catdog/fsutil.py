@@ -140,6 +140,14 @@ def listed(names: list[str] | tuple[str, ...], conjunction: str = "and") -> str:
     return f"{', '.join(rest)} {conjunction} {last}" if rest else last
 
 
+def first_few(names: list[str], shown: int) -> list[str]:
+    """The first ``shown`` names and "N more" for the rest, so 300 copies or 20 year folders fit in a sentence;
+    one left over is named, not counted as "1 more"."""
+    if len(names) <= shown + 1:
+        return list(names)
+    return [*names[:shown], f"{len(names) - shown:,} more"]
+
+
 def default_cache_dir() -> Path:
     """``$CATDOG_CACHE_DIR``, else ``$XDG_CACHE_HOME/catdog``, else ``~/.cache/catdog``."""
     if os.environ.get("CATDOG_CACHE_DIR"):

@@ -43,7 +43,7 @@ import numpy as np
 from catdog.data.hashing import HashIndex, content_hash
 from catdog.data.layout import NEITHER, Dataset, discover, label_in_name
 from catdog.errors import CatdogError
-from catdog.fsutil import atomic_write_text, counted, default_cache_dir, shown
+from catdog.fsutil import atomic_write_text, counted, default_cache_dir, first_few, listed, shown
 from catdog.images import (
     DEFAULT_MAX_BYTES,
     IMAGE_EXTENSIONS,
@@ -626,9 +626,9 @@ def summary(report: CheckReport, limit: int = 20) -> list:
 
 def _some(files: list[str], shown: int = 5) -> str:
     """A group's first few files: the row of a group named every file, so 300 copies of one placeholder photo
-    would fill a screen."""
-    more = f" and {len(files) - shown:,} more" if len(files) > shown else ""
-    return ", ".join(files[:shown]) + more
+    would fill a screen. Paths all shown are a plain comma list; "and" only comes before a count."""
+    few = first_few(files, shown)
+    return listed(few) if len(few) < len(files) else ", ".join(files)
 
 
 def _by_extension(files: list[dict]) -> list[tuple[str, str]]:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from catdog.errors import DatasetError
-from catdog.fsutil import counted, listed, utf8_safe
+from catdog.fsutil import counted, first_few, listed, utf8_safe
 from catdog.images import IMAGE_EXTENSIONS
 
 __all__ = ["NEITHER", "Dataset", "DatasetError", "LabelledFile", "discover", "label_in_name", "normalize_label"]
@@ -312,10 +312,8 @@ def _dated_instead_of_classes(folders: list[Path]) -> str | None:
     dated = [folder for folder in folders if _DATE_NAME.fullmatch(folder.name)]
     if not dated:
         return None
-    # A Google Takeout export holds some 20 ('Photos from 2003/' ... 'Photos from 2024/'): three are named and the
-    # rest counted, but a fourth is named rather than counted as "1 more".
-    shown = [f"{folder.name}/" for folder in (dated if len(dated) <= 4 else dated[:3])]
-    named = listed(shown + [f"{len(dated) - len(shown)} more"] if len(dated) > len(shown) else shown)
+    # A Google Takeout export holds some 20 ('Photos from 2003/' ... 'Photos from 2024/').
+    named = listed(first_few([f"{folder.name}/" for folder in dated], shown=3))
     return (
         f"'{dated[0].parent}' holds folders named like dates ({named}), not classes: sort their photos into folders "
         "named for what they show (cat/, dog/, and neither/ for the rest)."
