@@ -489,6 +489,22 @@ def test_a_wrapper_of_one_labels_photos_is_checked_as_that_one_class(samples_dir
     )
 
 
+def test_a_neither_folder_beside_a_lone_train_folder_is_in_the_title(
+    samples_dir: Path, data_root: Path, tmp_path: Path
+) -> None:
+    """train/ of cat.N.jpg and dog.N.jpg with neither/ beside it was titled "flat layout in train/", though the
+    neither/ photos outside train/ were read too (the table counts them); the title names both folders."""
+    train = tmp_path / "mydata" / "train"
+    train.mkdir(parents=True)
+    for src in [*sorted((samples_dir / "cat").glob("*.jpg"))[:2], *sorted((samples_dir / "dog").glob("*.jpg"))[:2]]:
+        shutil.copy(src, train / src.name)
+    (tmp_path / "mydata" / "neither").mkdir()
+    shutil.copy(data_root / "neither" / "horse" / "inet-n02389026_sorrel.JPEG", tmp_path / "mydata" / "neither")
+    text = run_catdog_in_process("data", "check", str(tmp_path / "mydata"))
+    assert text.returncode == 0, text.stderr
+    assert text.stdout.split("\n", 1)[0].endswith("(flat layout in train/, neither/ beside it, 5 files)"), text.stdout
+
+
 def test_a_lone_petimages_folder_of_flat_files_is_checked_by_their_names(samples_dir: Path, tmp_path: Path) -> None:
     """PetImages/ holding cat.N.jpg files alone (Microsoft's folders emptied into it) was checked as one class
     "petimage"; its photos are now read by their names, and the title says where: the layout in PetImages/."""

@@ -220,6 +220,7 @@ class CheckReport:
     files: int
     neither: int = 0  # photos in a `neither` folder: examples of what is not a cat or a dog
     wrapper: str | None = None  # the lone folder the layout was found in (PetImages, train), or None
+    neither_beside: str | None = None  # the folder of `neither` photos beside the wrapper, not in it, or None
     unusable: list[dict] = field(default_factory=list)
     duplicates: list[dict] = field(default_factory=list)
     near_duplicates: list[dict] = field(default_factory=list)
@@ -316,8 +317,16 @@ def _scan_report(root, cache_dir, near_distance, workers, progress, on_start) ->
         counts[label] += i not in stray
     neither = counts.pop(NEITHER, 0)
     wrapper = dataset.wrapper.relative_to(dataset.root).as_posix() if dataset.wrapper else None
+    beside = next(
+        (
+            path.relative_to(dataset.root).parts[0]
+            for path, label in zip(paths, labels, strict=True)
+            if label == NEITHER and dataset.wrapper and dataset.wrapper not in path.parents
+        ),
+        None,
+    )
     report = CheckReport(
-        str(dataset.root), dataset.layout, counts, len(paths), neither, wrapper, near_distance=near_distance
+        str(dataset.root), dataset.layout, counts, len(paths), neither, wrapper, beside, near_distance=near_distance
     )
     report.left_out = [
         {"path": path.relative_to(dataset.root).as_posix(), "reason": _why_left_out(dataset.layout)}
@@ -567,6 +576,8 @@ def summary(report: CheckReport, limit: int = 20) -> list:
 
     # Said, as a lone PetImages/ of flat files was read as the class "petimage" once and only the table showed it.
     where = f" in {shown(report.wrapper)}/" if report.wrapper else ""
+    if report.neither_beside:  # a neither/ beside train/ is read too, though the layout is in train/
+        where += f", {shown(report.neither_beside)}/ beside it"
     title = f"{shown(report.root)} ({report.layout} layout{where}, {counted(report.files, 'file')})"
     classes = Table(title=title, title_justify="left")
     classes.add_column("class")
