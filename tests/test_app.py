@@ -16,7 +16,10 @@ import ssl
 import struct
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -52,6 +55,9 @@ try:
     from playwright import sync_api
 except ImportError:  # said by the prerequisites fixture: a failure under CI, a skip elsewhere
     sync_api = None
+
+if TYPE_CHECKING:  # playwright is imported by the fixtures, after the check that Chromium is there
+    from playwright.sync_api import Page
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -1168,6 +1174,22 @@ SAID = """() => { window.said = []; const line = document.getElementById('status
     new MutationObserver(() => window.said.push(line.textContent)).observe(line, { childList: true }); }"""
 
 
+@contextmanager
+def _phone_app_on_a_clock(browser, playwright, server, answer_model_json) -> Iterator[Page]:
+    """The app opened on a phone whose clock the test runs forward (page.clock), its model.json answered by
+    ``answer_model_json``. No service worker: its own requests for the app's files are not the page's, and
+    page.route sees only these."""
+    context = browser.new_context(**playwright.devices[PHONE], bypass_csp=True, service_workers="block")
+    try:
+        page = context.new_page()
+        page.clock.install()
+        page.route("**/app/model.json", answer_model_json)
+        page.goto(server.url + "/app/")
+        yield page
+    finally:
+        context.close()
+
+
 @pytest.mark.parametrize("status", [503, 429], ids=["503", "a proxy's 429"])
 def test_the_app_waits_as_long_as_a_503_asks_a_minute_at_most(browser, playwright, server, status):
     """While the server loaded its model the app asked for its files again every 2 s, whatever the 503's
@@ -1182,13 +1204,7 @@ def test_the_app_waits_as_long_as_a_503_asks_a_minute_at_most(browser, playwrigh
         wait = "30" if len(asked) == 1 else "25"
         route.fulfill(status=status, headers={"Retry-After": wait}, json={"error": "The model is still loading."})
 
-    # No service worker: its own requests for the app's files are not the page's, and page.route sees only these.
-    context = browser.new_context(**playwright.devices[PHONE], bypass_csp=True, service_workers="block")
-    try:
-        page = context.new_page()
-        page.clock.install()
-        page.route("**/app/model.json", loading)
-        page.goto(server.url + "/app/")
+    with _phone_app_on_a_clock(browser, playwright, server, loading) as page:
         page.wait_for_selector("#status:has-text('trying again in 30 s')", timeout=10_000)
         page.evaluate(SAID)
         page.clock.run_for(30_000)
@@ -1201,8 +1217,6 @@ def test_the_app_waits_as_long_as_a_503_asks_a_minute_at_most(browser, playwrigh
         assert len(asked) == 3, asked
         # Between two waits the line went back to "Loading the model…": it is still the server that is waited for.
         assert "Loading the model…" not in page.evaluate("window.said"), page.evaluate("window.said")
-    finally:
-        context.close()
 
 
 def test_the_app_asks_again_while_a_proxy_cannot_reach_the_server(browser, playwright, server):
@@ -1222,13 +1236,7 @@ def test_the_app_asks_again_while_a_proxy_cannot_reach_the_server(browser, playw
         status = proxy[len(asked) - 1]
         route.fulfill(status=status, body=f"<html><body>{status}</body></html>", content_type="text/html")
 
-    # No service worker: its own requests for the app's files are not the page's, and page.route sees only these.
-    context = browser.new_context(**playwright.devices[PHONE], bypass_csp=True, service_workers="block")
-    try:
-        page = context.new_page()
-        page.clock.install()
-        page.route("**/app/model.json", through_a_proxy)
-        page.goto(server.url + "/app/")
+    with _phone_app_on_a_clock(browser, playwright, server, through_a_proxy) as page:
         page.wait_for_selector("#status:has-text('(HTTP 502)')", timeout=10_000)
         page.evaluate(SAID)
         for count in range(2, len(proxy) + 2):
@@ -1242,8 +1250,6 @@ def test_the_app_asks_again_while_a_proxy_cannot_reach_the_server(browser, playw
         said = page.evaluate("window.said")
         assert said[0] == "The proxy cannot reach the server (HTTP 504); retrying…", said
         assert "Loading the model…" not in said and said[-1].startswith("Ready:"), said
-    finally:
-        context.close()
 
 
 def test_the_app_asks_again_while_the_server_cannot_be_reached_a_minute_at_most(browser, playwright, server):
@@ -1262,13 +1268,7 @@ def test_the_app_asks_again_while_the_server_cannot_be_reached_a_minute_at_most(
         else:
             route.abort("connectionrefused")
 
-    # No service worker: its own requests for the app's files are not the page's, and page.route sees only these.
-    context = browser.new_context(**playwright.devices[PHONE], bypass_csp=True, service_workers="block")
-    try:
-        page = context.new_page()
-        page.clock.install()
-        page.route("**/app/model.json", refused_at_first)
-        page.goto(server.url + "/app/")
+    with _phone_app_on_a_clock(browser, playwright, server, refused_at_first) as page:
         status = page.locator("#status")
         status.filter(has_text="retrying").wait_for(timeout=10_000)
         assert status.inner_text() == "Cannot reach the server; retrying…"  # the page's words
@@ -1292,8 +1292,6 @@ def test_the_app_asks_again_while_the_server_cannot_be_reached_a_minute_at_most(
             "The model could not be loaded: the server could not be reached for a minute; check that the server is "
             "running and this device is online, then reload the page."
         )
-    finally:
-        context.close()
 
 
 def test_a_malformed_model_address_is_said_at_once_not_as_a_server_out_of_reach(browser, playwright, server):

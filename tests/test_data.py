@@ -398,15 +398,21 @@ def test_a_wrapper_inside_a_lone_training_split_beside_a_neither_folder_is_looke
     assert discover(tmp_path / "nested").counts() == {"cat": 1, "dog": 1, "neither": 2}
 
 
+def _refusal_of_download(root: Path, *names: str) -> str:
+    """What discover says of a ``root`` holding an image at each of ``names``, which it must refuse."""
+    for name in names:
+        _write(root / name, image_bytes())
+    with pytest.raises(DatasetError) as info:
+        discover(root)
+    return str(info.value)
+
+
 def test_validation_and_test_splits_alone_are_told_where_to_train(tmp_path):
     """A download of valid/ and test/ only (its train split left out) was told "evaluate on 'test' or 'valid'",
     with nowhere to train. It is told that there is no training split, to train on valid/ and evaluate on test/."""
-    for name in ("valid/cat/a.jpg", "valid/dog/b.jpg", "test/cat/c.jpg", "test/dog/d.jpg"):
-        _write(tmp_path / "download" / name, image_bytes())
     root = tmp_path / "download"
-    with pytest.raises(DatasetError) as info:
-        discover(root)
-    assert str(info.value) == (
+    refusal = _refusal_of_download(root, "valid/cat/a.jpg", "valid/dog/b.jpg", "test/cat/c.jpg", "test/dog/d.jpg")
+    assert refusal == (
         f"'{root}' holds splits (test/, valid/), not classes, and no training split: train on '{root}/valid', "
         f"evaluate on '{root}/test'."
     )
@@ -416,12 +422,11 @@ def test_an_unlabelled_training_split_beside_labelled_ones_is_told_to_be_sorted(
     """A train/ of camera names (IMG_1.jpg, no class folders) beside labelled valid/ and test/ was told "no
     training split", and to train on valid/. train/ is there; what is wrong is that its photos carry no label:
     the sentence says so, and to sort them into class folders and train on it."""
-    for name in ("train/IMG_1.jpg", "train/IMG_2.jpg", "valid/cat/a.jpg", "valid/dog/b.jpg", "test/cat/c.jpg"):
-        _write(tmp_path / "download" / name, image_bytes())
     root = tmp_path / "download"
-    with pytest.raises(DatasetError) as info:
-        discover(root)
-    assert str(info.value) == (
+    refusal = _refusal_of_download(
+        root, "train/IMG_1.jpg", "train/IMG_2.jpg", "valid/cat/a.jpg", "valid/dog/b.jpg", "test/cat/c.jpg"
+    )
+    assert refusal == (
         f"'{root}' holds splits (test/, train/, valid/), not classes, and the photos in '{root}/train' carry no "
         f"label: sort them into class folders (cat/, dog/, neither/) and train on '{root}/train', evaluate on "
         f"'{root}/test' or '{root}/valid'."
