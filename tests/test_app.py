@@ -615,10 +615,13 @@ def test_offline_after_the_first_visit_and_no_request_after_load(browser, playwr
         context.close()
 
 
-@pytest.mark.parametrize("label", ["cat", "dog"])
-def test_camera_frames_get_the_right_answer(playwright, server, dev_dir, tmp_path, label):
-    """Chromium's fake camera streams a video of one dev photo: every frame answered gets its label."""
-    photo = dev_dir / f"{label}.1.jpg"
+@pytest.mark.parametrize("label", ["cat", "dog", "neither"])
+def test_camera_frames_get_the_right_answer(playwright, server, dev_dir, data_root, tmp_path, label):
+    """Chromium's fake camera streams a video of one dev photo: every frame answered gets its label. A horse's
+    frames are `neither`, and what it looks like has its own line, as on the server's page (the app put "looks
+    like: sorrel" in the fps line)."""
+    horse = data_root / "neither" / "horse" / "inet-n02389026_sorrel.JPEG"
+    photo = horse if label == "neither" else dev_dir / f"{label}.1.jpg"
     video = write_y4m(photo, tmp_path / f"{label}.y4m")
     b = playwright.chromium.launch(
         executable_path=str(CHROMIUM), args=[*BROWSER_ARGS, f"--use-file-for-fake-video-capture={video}"]
@@ -630,9 +633,16 @@ def test_camera_frames_get_the_right_answer(playwright, server, dev_dir, tmp_pat
         page.wait_for_function("window.catdogApp.frames.length >= 20", timeout=60_000, polling=250)
         labels = page.evaluate("window.catdogApp.frames.map(f => f.label)")
         assert labels.count(label) == len(labels), labels
-        assert page.locator("#live-label").inner_text().startswith(f"{label} · ")
+        headline = "No cat or dog" if label == "neither" else f"{label} · "
+        assert page.locator("#live-label").inner_text().startswith(headline)
         info = page.locator("#live-info").inner_text()
         assert " fps · model " in info and float(page.locator("#live-info").get_attribute("data-fps")) > 0
+        assert "looks like" not in info.lower(), info
+        looks = page.locator("#live-looks")
+        if label == "neither":
+            assert looks.inner_text() == "Looks like: sorrel — a horse of a brownish orange to light brown color"
+        else:
+            assert looks.is_hidden()
         assert page.evaluate("document.getElementById('video').videoWidth") == 640
         shot(page, f"test_app_camera_{label}")
         page.click("#camera-stop")

@@ -403,10 +403,11 @@ async function showFile(file, before) {
     answer.textContent = headline(prediction);
     answer.classList.add(prediction.label);
     el.querySelector(".probs").textContent = shares(prediction);
-    if (prediction.looks_like) {
+    if (prediction.looks_like) { // as on the server's page (shares.js): the class's first name, the full one on hover
       const looks = el.querySelector(".looks");
       looks.hidden = false;
-      looks.textContent = `Looks like: ${prediction.looks_like} — ${prediction.looks_like_means}`;
+      looks.textContent = globalThis.catdogShares.looksLine(prediction);
+      looks.title = `ImageNet class: ${prediction.looks_like}`;
     }
     el.dataset.label = prediction.label;
     el.dataset.prediction = JSON.stringify(prediction);
@@ -525,8 +526,12 @@ function showFrame({ prediction, prepMs, inferMs }, seq, sent, grabbedAt) {
     ? "No cat or dog" : `${prediction.label} · ${Math.round(prediction.confidence * 100)}%`;
   if (label.textContent !== text) label.textContent = text; // aria-live: a change is announced, not every frame
   label.dataset.label = prediction.label;
+  // What a `neither` frame looks like has its own line, as on the server's page, not a place in the fps line.
+  const looks = $("live-looks");
+  looks.textContent = globalThis.catdogShares.looksLine(prediction);
+  looks.hidden = !looks.textContent;
   $("live-info").textContent = `${fps.toFixed(1)} fps · model ${inferMs.toFixed(0)} ms · preprocessing ` +
-    `${prepMs.toFixed(0)} ms` + (prediction.looks_like ? ` · looks like: ${prediction.looks_like}` : "");
+    `${prepMs.toFixed(0)} ms`;
   $("live-info").dataset.fps = fps.toFixed(2);
 }
 
@@ -566,6 +571,7 @@ async function startCamera() {
   $("live").classList.add("on");
   $("live-label").textContent = "…"; // not the last session's answer while the first frame is read
   delete $("live-label").dataset.label;
+  $("live-looks").hidden = true;
   $("live-info").textContent = "";
   $("camera-start").hidden = true;
   $("camera-stop").hidden = false;

@@ -27,10 +27,18 @@ globalThis.catdogShares = {
   },
   batchChosen: (count) => `Classifying ${count} photo${count > 1 ? "s" : ""}…`,
   batchAnswered: (said) => said.map((line) => line.replace(/\.+$/, "")).join(". ") + ".",
+  // What a `neither` photo looks like: the ImageNet class the backbone sees, its first name only ("sorrel"; a
+  // model's own list may name a class "tabby, tabby cat"), or "" when it names none.
+  looksLike: (p) => (p.looks_like ? String(p.looks_like).split(",")[0].trim() : ""),
+  // Its line on a card or under the live answer: "Looks like: sorrel — a horse of a brownish ...", or "".
+  looksLine(p) {
+    const looks = globalThis.catdogShares.looksLike(p);
+    return looks ? `Looks like: ${looks}${p.looks_like_means ? ` — ${p.looks_like_means}` : ""}` : "";
+  },
   // One photo's answer in words: "cat, 97 percent", "no cat or dog, looks like sorrel".
   spoken(p) {
     if (p.label !== "neither") return `${p.label}, ${Math.round(p.confidence * 100)} percent`;
-    const looks = p.looks_like ? String(p.looks_like).split(",")[0].trim() : "";
+    const looks = globalThis.catdogShares.looksLike(p);
     return `no cat or dog${looks ? `, looks like ${looks}` : ""}`;
   },
 
