@@ -203,6 +203,34 @@ def test_the_app_answers_as_python_does(
         context.close()
 
 
+def test_a_card_names_a_neither_photo_by_its_class_s_first_name(browser, playwright, server, data_root) -> None:
+    """A model's own ImageNet list may name a class "sorrel, chestnut horse": the app's card gave that whole name
+    where the server's page gives its first one. The card says "sorrel", the whole name on hover, as the page does.
+    The real model.json, the sorrel's name lengthened; no service worker, so page.route sees its request."""
+    horse = data_root / "neither" / "horse" / "inet-n02389026_sorrel.JPEG"
+
+    def longer_name(route) -> None:
+        config = route.fetch().json()
+        config["imagenet"] = [
+            ["sorrel, chestnut horse", means] if name == "sorrel" else [name, means]
+            for name, means in config["imagenet"]
+        ]
+        route.fulfill(json=config)
+
+    context = browser.new_context(**playwright.devices[PHONE], bypass_csp=True, service_workers="block")
+    try:
+        page = context.new_page()
+        page.route("**/app/model.json", longer_name)
+        page.goto(server.url + "/app/")
+        page.evaluate("window.catdogApp.ready")
+        assert answers(page, [horse])[horse.name]["looks_like"] == "sorrel, chestnut horse"
+        looks = page.locator(f"#results .card:has(.name:text-is('{horse.name}')) .looks")
+        assert looks.inner_text() == "Looks like: sorrel — a horse of a brownish orange to light brown color"
+        assert looks.get_attribute("title") == "ImageNet class: sorrel, chestnut horse"
+    finally:
+        context.close()
+
+
 @pytest.mark.slow  # about a minute of SwiftShader on 2 cores; the fallback tests below stay in the fast suite
 def test_webgpu_answers_as_python_does(gpu_browser, playwright, server, python_predictor, data_root, samples_dir):
     """Where the browser has WebGPU (here SwiftShader's, on the CPU: about 25 s to load, 9 s a photo) the model
