@@ -505,6 +505,23 @@ def test_a_neither_folder_beside_a_lone_train_folder_is_in_the_title(
     assert text.stdout.split("\n", 1)[0].endswith("(flat layout in train/, neither/ beside it, 5 files)"), text.stdout
 
 
+def test_a_neither_folder_inside_the_split_beside_a_kaggle_train_folder_is_named_whole(
+    samples_dir: Path, data_root: Path, tmp_path: Path
+) -> None:
+    """Kaggle's train/train/ with neither/ beside the inner train/ was titled "train/ beside it": the neither
+    folder's first part alone, which names the split the layout is in. The title names train/neither/."""
+    inner = tmp_path / "mydata" / "train" / "train"
+    inner.mkdir(parents=True)
+    for src in [samples_dir / "cat" / "cat.1.jpg", samples_dir / "dog" / "dog.1.jpg"]:
+        shutil.copy(src, inner / src.name)
+    (tmp_path / "mydata" / "train" / "neither").mkdir()
+    shutil.copy(data_root / "neither" / "horse" / "inet-n02389026_sorrel.JPEG", inner.parent / "neither")
+    text = run_catdog_in_process("data", "check", str(tmp_path / "mydata"))
+    assert text.returncode == 0, text.stderr
+    title = text.stdout.split("\n", 1)[0]
+    assert title.endswith("(flat layout in train/train/, train/neither/ beside it, 3 files)"), text.stdout
+
+
 def test_a_lone_petimages_folder_of_flat_files_is_checked_by_their_names(samples_dir: Path, tmp_path: Path) -> None:
     """PetImages/ holding cat.N.jpg files alone (Microsoft's folders emptied into it) was checked as one class
     "petimage"; its photos are now read by their names, and the title says where: the layout in PetImages/."""

@@ -41,7 +41,7 @@ import imagehash
 import numpy as np
 
 from catdog.data.hashing import HashIndex, content_hash
-from catdog.data.layout import NEITHER, Dataset, discover, label_in_name
+from catdog.data.layout import NEITHER, Dataset, discover, label_in_name, normalize_label
 from catdog.errors import CatdogError
 from catdog.fsutil import atomic_write_text, counted, default_cache_dir, first_few, listed, shown
 from catdog.images import (
@@ -299,6 +299,19 @@ def check_dataset(
     return report
 
 
+def _neither_beside(dataset: Dataset) -> str | None:
+    """The folder of `neither` photos beside the wrapper rather than in it, from the root: neither/ beside train/,
+    train/neither/ beside train/train/ (its first folder alone, "train/", named the wrapper's split). Or None."""
+    if dataset.wrapper is None:
+        return None
+    for item in dataset.files:
+        if item.label == NEITHER and dataset.wrapper not in item.path.parents:
+            folders = item.path.relative_to(dataset.root).parts[:-1]
+            depth = next((i for i, name in enumerate(folders) if normalize_label(name) == NEITHER), len(folders) - 1)
+            return "/".join(folders[: depth + 1])
+    return None
+
+
 def _scan_report(root, cache_dir, near_distance, workers, progress, on_start) -> CheckReport:
     dataset = discover(root, image_files_only=False)
     paths = [item.path for item in dataset.files]
@@ -317,16 +330,15 @@ def _scan_report(root, cache_dir, near_distance, workers, progress, on_start) ->
         counts[label] += i not in stray
     neither = counts.pop(NEITHER, 0)
     wrapper = dataset.wrapper.relative_to(dataset.root).as_posix() if dataset.wrapper else None
-    beside = next(
-        (
-            path.relative_to(dataset.root).parts[0]
-            for path, label in zip(paths, labels, strict=True)
-            if label == NEITHER and dataset.wrapper and dataset.wrapper not in path.parents
-        ),
-        None,
-    )
     report = CheckReport(
-        str(dataset.root), dataset.layout, counts, len(paths), neither, wrapper, beside, near_distance=near_distance
+        str(dataset.root),
+        dataset.layout,
+        counts,
+        len(paths),
+        neither,
+        wrapper,
+        _neither_beside(dataset),
+        near_distance=near_distance,
     )
     report.left_out = [
         {"path": path.relative_to(dataset.root).as_posix(), "reason": _why_left_out(dataset.layout)}
