@@ -365,6 +365,19 @@ def test_files_that_are_no_images_are_a_note_apart_as_train_ignores_them(samples
     assert [path.name for path, _ in trained.unreadable] == ["notes.jpg"]
 
 
+def test_one_file_over_the_few_shown_is_named_not_counted(samples_dir: Path, tmp_path: Path) -> None:
+    """Two .json files beside photos were one row "cat/cat.1.jpg.json and 1 more": "1 more" is no shorter than the
+    name. The row names both, as the dated-folder sentence names a fourth folder (fsutil.first_few)."""
+    data = tmp_path / "data"
+    for name in ("cat/cat.1.jpg", "dog/dog.1.jpg"):
+        (data / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(samples_dir / name, data / name)
+        (data / f"{name}.json").write_text("{}")
+    report = check_dataset(data, cache_dir=tmp_path / "cache")
+    [row] = [line for line in rendered(summary(report)).splitlines() if "not an image (note)" in line]
+    assert "cat/cat.1.jpg.json, dog/dog.1.jpg.json" in row and "more" not in row, row
+
+
 def test_a_large_group_is_shown_in_a_few_names(samples_dir: Path, tmp_path: Path) -> None:
     """Copies of one placeholder photo in every album were one row naming every copy (300 would fill a screen).
     The row names the first 5 and counts the rest; --json keeps every one."""
