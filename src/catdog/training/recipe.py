@@ -34,7 +34,7 @@ from catdog.data import NEITHER, CachedImages, Dataset, DatasetError, PreparedDa
 from catdog.data.check import SMALL_CLASS, small_class_note
 from catdog.errors import CatdogError
 from catdog.features import PooledFeatures, split_backbone
-from catdog.fsutil import counted, default_cache_dir
+from catdog.fsutil import counted, default_cache_dir, listed
 from catdog.models import build_model, save_model_dir
 from catdog.models.builtin import GATE_SIZES, load_builtin_gate
 from catdog.models.gate import LearntNeither
@@ -591,10 +591,9 @@ def refuse_a_spent_budget(cfg: TrainConfig, budget: Budget, started: float, to_t
         needs = [f"{to_train:.0f} s for a validation pass and {STEPS_ROOM} steps"] if to_train else []
         needs += [f"{budget.final_seconds:.0f} s to validate at --test-image-size"] if budget.final_seconds else []
         needs += [f"{budget.SAVE_SECONDS:.0f} s to save"]
-        listed = needs[0] if len(needs) == 1 else f"{', '.join(needs[:-1])} and {needs[-1]}"
         raise CatdogError(
             f"--time-budget {cfg.time_budget:g} leaves no time to train: getting the data and the model ready took "
-            f"{spent:.1f} s, and a run needs about {listed}; give it at least {at_least:g} minutes."
+            f"{spent:.1f} s, and a run needs about {listed(needs)}; give it at least {at_least:g} minutes."
         )
 
 
