@@ -119,6 +119,52 @@ def test_a_neither_answer_names_only_what_the_backbone_sees_clearly(client: http
     assert f"under {LOOKS_LIKE_FLOOR}" in described["looks_like"]["description"], described["looks_like"]
 
 
+def same_answer(got: dict, shown: dict) -> bool:
+    """An answer as an example shows it: the same fields, probabilities within the rounding to 6 decimals."""
+    got, shown = dict(got), dict(shown)
+    return got.pop("probabilities", {}) == pytest.approx(shown.pop("probabilities", {}), abs=2e-6) and got == shown
+
+
+def without_figures(message: str) -> str:
+    return re.sub(r"\d+(\.\d+)?", "N", message)
+
+
+def test_the_api_page_shows_real_answers_and_errors(client: httpx.Client, data_root: Path, cat_photo: Path) -> None:
+    """/docs showed no example of an answer or an error: Swagger UI made them up from the schema ("filename":
+    "string", "probabilities": {"additionalProp1": 0}). Its examples are real answers now: what the server answers
+    for the same photo, on the one-photo route and the batch route, and its refusals of each status a client can
+    cause (the 413 said with this server's smaller limit)."""
+    paths = client.get("/openapi.json").json()["paths"]
+    one, batch = paths["/api/v1/predict"]["post"]["responses"], paths["/api/v1/predict/batch"]["post"]["responses"]
+    shown = {name: example["value"] for name, example in one["200"]["content"]["application/json"]["examples"].items()}
+    horse = data_root / "neither" / "horse" / "inet-n02389026_sorrel.JPEG"
+    for photo, name in ((cat_photo, "cat"), (horse, "neither")):
+        answer = client.post("/api/v1/predict", files={"file": (photo.name, photo.read_bytes(), "image/jpeg")})
+        assert same_answer(answer.json(), shown[name]), (answer.json(), shown[name])
+
+    notes = ("notes.jpg", b"Buy cat food.\n", "image/jpeg")
+    [batch_shown] = [example["value"] for example in batch["200"]["content"]["application/json"]["examples"].values()]
+    answers = client.post(
+        "/api/v1/predict/batch", files=[("files", (cat_photo.name, cat_photo.read_bytes())), ("files", notes)]
+    )
+    assert [same_answer(got, want) for got, want in zip(answers.json(), batch_shown, strict=True)] == [True, True], (
+        answers.text
+    )
+
+    refusals = {
+        400: client.post(
+            "/api/v1/predict", files={"file": (cat_photo.name, cat_photo.read_bytes()[:2000], "image/jpeg")}
+        ),
+        413: client.post("/api/v1/predict", files={"file": ("big.jpg", cat_photo.read_bytes() + bytes(2_600_000))}),
+        415: client.post("/api/v1/predict", files={"file": notes}),
+        422: client.post("/api/v1/predict", files={"photo": notes}),
+    }
+    for status, refused in refusals.items():
+        example = one[str(status)]["content"]["application/json"]["example"]["error"]
+        assert refused.status_code == status, refused.text
+        assert without_figures(error_of(refused)) == without_figures(example), status
+
+
 def test_model_info(client: httpx.Client) -> None:
     info = client.get("/api/v1/model").json()
     assert info["classes"] == ["cat", "dog"]

@@ -19,7 +19,7 @@ from catdog.images import ImageError, ImageTooLargeError, NotAnImageError, Unsup
 from catdog.inference.outputs import LOOKS_LIKE_FLOOR
 from catdog.inference.predictor import Prediction, _name_in_error
 from catdog.serve.settings import ApiError
-from catdog.serve.state import ServeState
+from catdog.serve.state import MODEL_FAILED_TO_LOAD, MODEL_LOADING, ServeState
 
 
 class PredictionOut(BaseModel):
@@ -88,6 +88,7 @@ def _uploads(form, fields: tuple[str, ...]) -> list[UploadFile]:
     return [value for field, value in form.multi_items() if field in fields and isinstance(value, UploadFile)]
 
 
+NO_PHOTO = "No photo: send it as the multipart file field 'file' or as a raw image/* body."
 # A JSON body is never a photo, whatever it holds: said before decoding, where it was "'upload' is not an image: its
 # content is TEXT.", which did not say what to send.
 JSON_BODY = (
@@ -119,7 +120,7 @@ async def read_one_image(request: Request) -> tuple[str, bytes]:
         async with _form(request, max_files=1, one_photo=True) as form:
             uploads = _uploads(form, ("file",))
             if not uploads:
-                raise ApiError(422, "No photo: send it as the multipart file field 'file' or as a raw image/* body.")
+                raise ApiError(422, NO_PHOTO)
             return _clean_name(uploads[0].filename, "upload"), await uploads[0].read()
     data = await request.body()
     if not data:
@@ -144,23 +145,55 @@ IMAGE_BODY = {
 }
 
 
-ERRORS = {
-    code: {"model": ErrorOut, "description": text}
-    for code, text in {
-        400: "Damaged image or unreadable request.",
-        413: "Over a limit: bytes per photo, megapixels, photos per batch.",
-        415: "Not an image, or an unsupported format; JSON as the body.",
-        422: "No photo in the request.",
-        500: "The model failed to load, or failed on a photo (a fault of the server; its log has the details).",
-        503: "The model is still loading, the server is busy, or the request timed out.",
-    }.items()
+# Real answers of the built-in model, shown as examples by /docs (without them Swagger UI showed "string" and
+# "additionalProp1" as a Prediction); tests/test_serve.py checks them against the server's own answers.
+CAT_ANSWER = {
+    "filename": "cat.1.jpg",
+    "label": "cat",
+    "confidence": 0.999769,
+    "probabilities": {"cat": 0.999769, "dog": 0.000223, "neither": 8e-06},
 }
+NEITHER_ANSWER = {
+    "filename": "inet-n02389026_sorrel.JPEG",
+    "label": "neither",
+    "confidence": 1.0,
+    "probabilities": {"cat": 0.0, "dog": 0.0, "neither": 1.0},
+    "looks_like": "sorrel",
+    "looks_like_means": "a horse of a brownish orange to light brown color",
+}
+NOT_AN_IMAGE = "'notes.jpg' is not an image: its content is text."
+EXAMPLE_ANSWERS = {
+    "cat": {"summary": "A cat", "value": CAT_ANSWER},
+    "neither": {"summary": "A horse: neither, and what it looks like", "value": NEITHER_ANSWER},
+}
+EXAMPLE_BATCHES = {
+    "cat and text": {
+        "summary": "A cat and a text file",
+        "value": [CAT_ANSWER, {"filename": "notes.jpg", "error": NOT_AN_IMAGE}],
+    }
+}
+
+ERRORS = {
+    code: {"model": ErrorOut, "description": text, "content": {"application/json": {"example": {"error": example}}}}
+    for code, text, example in (
+        (400, "Damaged image or unreadable request.",
+         "'cat.1.jpg' is truncated or corrupt (the file ends before its image does)."),
+        (413, "Over a limit: bytes per photo, megapixels, photos per batch.",
+         "The upload is 12.6 MB, over the 10 MB limit for one photo."),
+        (415, "Not an image, or an unsupported format; JSON as the body.", NOT_AN_IMAGE),
+        (422, "No photo in the request.", NO_PHOTO),
+        (500, "The model failed to load, or failed on a photo (a fault of the server; its log has the details).",
+         MODEL_FAILED_TO_LOAD),
+        (503, "The model is still loading, the server is busy, or the request timed out.", MODEL_LOADING),
+    )
+}  # fmt: skip
 
 
 router = APIRouter()
 
 
-@router.post("/api/v1/predict", response_model=None, responses={200: {"model": PredictionOut}, **ERRORS},
+@router.post("/api/v1/predict", response_model=None, responses={
+             200: {"model": PredictionOut, "content": {"application/json": {"examples": EXAMPLE_ANSWERS}}}, **ERRORS},
              openapi_extra=IMAGE_BODY)  # fmt: skip
 async def predict(request: Request) -> JSONResponse:
     """Classify one photo: cat, dog or neither, with calibrated probabilities."""
@@ -192,7 +225,9 @@ BATCH_BODY = {
 }
 
 
-@router.post("/api/v1/predict/batch", response_model=None, responses={200: {"model": list[PredictionOut]}, **ERRORS},
+@router.post("/api/v1/predict/batch", response_model=None, responses={
+             200: {"model": list[PredictionOut], "content": {"application/json": {"examples": EXAMPLE_BATCHES}}},
+             **ERRORS},
              openapi_extra=BATCH_BODY)  # fmt: skip
 async def predict_batch(request: Request) -> JSONResponse:
     """Classify several photos (multipart fields ``files``); an unusable photo gets an ``error`` entry."""

@@ -26,6 +26,11 @@ from catdog.serve.settings import ApiError, ServeSettings
 
 log = logging.getLogger("catdog.serve")
 
+MODEL_LOADING = "The model is still loading; try again in a few seconds."
+MODEL_FAILED_TO_LOAD = (
+    "The model could not be loaded (catdog serve's log says why); restart it with a model that loads."
+)
+
 
 def _malloc_trim():
     """glibc's malloc_trim, or None where the C library has none (musl, macOS)."""
@@ -99,11 +104,9 @@ class ServeState:
             # 500, not 503: a load that failed stays failed until the server is restarted, and a client told
             # "unavailable" (the page, the phone app, a load balancer's retries) would ask again in vain. Why is
             # for the log (load said it): it names the model's files on this machine, which no client is told.
-            raise ApiError(
-                500, "The model could not be loaded (catdog serve's log says why); restart it with a model that loads."
-            )
+            raise ApiError(500, MODEL_FAILED_TO_LOAD)
         if self.predictor is None or self.batcher is None:
-            raise ApiError(503, "The model is still loading; try again in a few seconds.", {"Retry-After": "2"})
+            raise ApiError(503, MODEL_LOADING, {"Retry-After": "2"})
         return self.predictor, self.batcher
 
     async def classify(self, name: str, data: bytes | UploadFile) -> Prediction:
