@@ -313,6 +313,17 @@ def test_the_split_option_says_what_it_picks() -> None:
     assert "Which photos to measure: all, or only those" in split, split
 
 
+def test_the_csv_help_names_every_column_whole(cat_photo: Path) -> None:
+    """predict's --csv help listed the columns as one comma-joined word, which an 80-column help cut mid-name
+    ("<probabilities: cat,dog,n" / "either>"). It names each column of the real header whole now."""
+    env = {**os.environ, "COLUMNS": "80", "NO_COLOR": "1", "TERM": "dumb"}
+    run = functools.partial(subprocess.run, capture_output=True, text=True, env=env, timeout=300)
+    header = run([sys.executable, "-m", "catdog", "predict", "--csv", str(cat_photo)]).stdout.splitlines()[0]
+    shown = run([sys.executable, "-m", "catdog", "predict", "--help"]).stdout
+    csv_help = shown.split("--csv", 1)[1].split("--threshold", 1)[0]
+    assert set(header.split(",")) <= set(re.findall(r"\w+", csv_help)), (header, csv_help)
+
+
 def test_data_checks_help_names_the_images_it_leaves_out() -> None:
     """data check counts images no label reaches ("62 image files left out (no label)"), the one finding a folder
     of mixed photos shows most; its help's first line and its line in `catdog data --help` did not name it."""

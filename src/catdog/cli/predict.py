@@ -45,7 +45,8 @@ def predict(
         bool,
         typer.Option(
             "--csv",
-            help="Print CSV: path,label,confidence,<probabilities: cat,dog,neither>,error,looks_like,looks_like_means.",
+            help="Print CSV, its columns: path, label, confidence, one per answer (cat, dog, neither), error, "
+            "looks_like, looks_like_means.",
         ),
     ] = False,
     threshold: Annotated[
