@@ -324,6 +324,19 @@ def test_the_csv_help_names_every_column_whole(cat_photo: Path) -> None:
     assert set(header.split(",")) <= set(re.findall(r"\w+", csv_help)), (header, csv_help)
 
 
+def test_the_epochs_help_says_a_time_budget_sets_them() -> None:
+    """train's --epochs help gave only the defaults without a budget ("40 for a frozen head"), but the README's
+    `--time-budget 10` run sets no --epochs and trains as many as the budget allows (a frozen head ran 42 epochs).
+    The help says so, as docs/training.md does."""
+    from typer.testing import CliRunner
+
+    from catdog.cli import app
+
+    shown = " ".join(CliRunner().invoke(app, ["train", "--help"], terminal_width=240).stdout.split())
+    epochs = shown.split("--epochs", 1)[1].split("--time-budget <", 1)[0]
+    assert "with a --time-budget as many as it allows" in epochs, epochs
+
+
 def test_data_checks_help_names_the_images_it_leaves_out() -> None:
     """data check counts images no label reaches ("62 image files left out (no label)"), the one finding a folder
     of mixed photos shows most; its help's first line and its line in `catdog data --help` did not name it."""

@@ -33,7 +33,12 @@ def train(
         ),
     ] = "none",
     epochs: Annotated[
-        int | None, typer.Option(help="Epochs; default 30 from scratch, 10 fine-tuning, 40 for a frozen head.", min=1)
+        int | None,
+        typer.Option(
+            help="Epochs; default 30 from scratch, 10 fine-tuning, 40 for a frozen head, and with a --time-budget as "
+            "many as it allows (at most --epochs, if given).",
+            min=1,
+        ),
     ] = None,
     time_budget: Annotated[
         float | None,
