@@ -337,6 +337,20 @@ def test_the_epochs_help_says_a_time_budget_sets_them() -> None:
     assert "with a --time-budget as many as it allows" in epochs, epochs
 
 
+def test_the_export_help_says_where_each_format_is_written() -> None:
+    """export's --out help said "Output file; default MODEL/model.onnx": `catdog export --format web` (the README's
+    tour) writes a folder, catdog-app/ for the built-in model, and the built-in model's ONNX file is
+    catdog-builtin.onnx here; a reader of the help could not tell where either went."""
+    from typer.testing import CliRunner
+
+    from catdog.cli import app
+
+    shown = " ".join(CliRunner().invoke(app, ["export", "--help"], terminal_width=240).stdout.split())
+    out = shown.split("--out <", 1)[1].split(" --check-data", 1)[0]
+    for default in ("MODEL/model.onnx", "catdog-builtin.onnx", "MODEL/app", "catdog-app"):
+        assert default in out, out
+
+
 def test_data_checks_help_names_the_images_it_leaves_out() -> None:
     """data check counts images no label reaches ("62 image files left out (no label)"), the one finding a folder
     of mixed photos shows most; its help's first line and its line in `catdog data --help` did not name it."""

@@ -164,7 +164,14 @@ def export(
         bool, typer.Option("--int8", help="Quantize to int8 with ONNX Runtime (checked against fp32 on real photos).")
     ] = False,
     out: Annotated[
-        str | None, typer.Option("--out", "-o", help="Output file; default MODEL/model.onnx (model-int8.onnx).")
+        str | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="The .onnx file; default MODEL/model.onnx (model-int8.onnx), or here catdog-builtin.onnx "
+            "(catdog-builtin-large.onnx) for a built-in model. With --format web, the folder; default MODEL/app, or "
+            "catdog-app here for a built-in model.",
+        ),
     ] = None,
     check_data: Annotated[
         str | None,
