@@ -173,6 +173,28 @@ EXAMPLE_BATCHES = {
     }
 }
 
+# The built-in model as /api/v1/model describes it with the default limits (2026-12-07).
+BUILTIN_MODEL_INFO = {
+    "name": "builtin",
+    "classes": ["cat", "dog"],
+    "labels": ["cat", "dog", "neither"],
+    "architecture": "tf_efficientnet_lite0",
+    "backend": "onnx",
+    "image_size": 224,
+    "neither_threshold": 0.5,
+    "metrics": {
+        "test_images": 2246,
+        "test_accuracy": 0.9866,
+        "test_log_loss": 0.0421,
+        "val_images": 2237,
+        "val_accuracy": 0.9884,
+        "val_log_loss": 0.0318,
+    },
+    "version": "e8cf5d82a4c7",
+    "catdog_version": "0.1.0",
+    "limits": {"max_file_bytes": 10000000, "max_pixels": 40000000, "max_files": 32},
+}
+
 ERRORS = {
     code: {"model": ErrorOut, "description": text, "content": {"application/json": {"example": {"error": example}}}}
     for code, text, example in (
@@ -291,6 +313,7 @@ async def explain(request: Request) -> Response:
 @router.get(
     "/api/v1/model",
     responses={
+        200: {"content": {"application/json": {"example": BUILTIN_MODEL_INFO}}},
         500: {"model": ErrorOut, "description": "The model failed to load."},
         503: {"model": ErrorOut, "description": "The model is still loading."},
     },
