@@ -132,8 +132,9 @@ def without_figures(message: str) -> str:
 def test_the_api_page_shows_real_answers_and_errors(client: httpx.Client, data_root: Path, cat_photo: Path) -> None:
     """/docs showed no example of an answer or an error: Swagger UI made them up from the schema ("filename":
     "string", "probabilities": {"additionalProp1": 0}). Its examples are real answers now: what the server answers
-    for the same photo, on the one-photo route and the batch route, and its refusals of each status a client can
-    cause (the 413 said with this server's smaller limit)."""
+    for the same photo, on the one-photo route and the batch route, and the refusals of each status a client can
+    cause on each (the 413s said with this server's smaller limits). The batch route showed the one-photo route's
+    refusals, which it never gives."""
     paths = client.get("/openapi.json").json()["paths"]
     one, batch = paths["/api/v1/predict"]["post"]["responses"], paths["/api/v1/predict/batch"]["post"]["responses"]
     shown = {name: example["value"] for name, example in one["200"]["content"]["application/json"]["examples"].items()}
@@ -151,18 +152,29 @@ def test_the_api_page_shows_real_answers_and_errors(client: httpx.Client, data_r
         answers.text
     )
 
+    photo = cat_photo.read_bytes()
+    big = ("big.jpg", photo + bytes(2_000_100 - len(photo)))  # over the 2 MB for a photo, within the body's room
     refusals = {
-        400: client.post(
-            "/api/v1/predict", files={"file": (cat_photo.name, cat_photo.read_bytes()[:2000], "image/jpeg")}
-        ),
-        413: client.post("/api/v1/predict", files={"file": ("big.jpg", cat_photo.read_bytes() + bytes(2_600_000))}),
-        415: client.post("/api/v1/predict", files={"file": notes}),
-        422: client.post("/api/v1/predict", files={"photo": notes}),
+        "/api/v1/predict": {
+            400: {"files": {"file": (cat_photo.name, photo[:2000], "image/jpeg")}},
+            413: {"files": {"file": big}},
+            415: {"files": {"file": notes}},
+            422: {"files": {"photo": notes}},
+        },
+        # The batch route answers a damaged photo, one too large or a text file with an error entry, not a refusal.
+        "/api/v1/predict/batch": {
+            400: {"content": b"x", "headers": {"Content-Type": "multipart/form-data"}},
+            413: {"files": [("files", notes)] * 5},
+            415: {"content": photo, "headers": {"Content-Type": "image/jpeg"}},
+            422: {"files": {"photo": notes}},
+        },
     }
-    for status, refused in refusals.items():
-        example = one[str(status)]["content"]["application/json"]["example"]["error"]
-        assert refused.status_code == status, refused.text
-        assert without_figures(error_of(refused)) == without_figures(example), status
+    for route, requests in refusals.items():
+        for status, request in requests.items():
+            refused = client.post(route, **request)
+            example = paths[route]["post"]["responses"][str(status)]["content"]["application/json"]["example"]
+            assert refused.status_code == status, (route, refused.text)
+            assert without_figures(error_of(refused)) == without_figures(example["error"]), (route, status, example)
 
 
 def test_model_info(client: httpx.Client) -> None:

@@ -18,8 +18,8 @@ from catdog.fsutil import counted
 from catdog.images import ImageError, ImageTooLargeError, NotAnImageError, UnsupportedFormatError
 from catdog.inference.outputs import LOOKS_LIKE_FLOOR
 from catdog.inference.predictor import Prediction, _name_in_error
-from catdog.serve.settings import ApiError
-from catdog.serve.state import MODEL_FAILED_TO_LOAD, MODEL_LOADING, ServeState
+from catdog.serve.settings import ApiError, ServeSettings
+from catdog.serve.state import MODEL_FAILED_TO_LOAD, MODEL_LOADING, ServeState, photo_too_large
 
 
 class PredictionOut(BaseModel):
@@ -78,9 +78,12 @@ async def _form(request: Request, max_files: int, one_photo: bool = False):
             batch = ": send several to /api/v1/predict/batch instead" if request.url.path.endswith("/predict") else ""
             raise ApiError(413, f"{request.url.path} takes one photo{batch}.") from None
         if str(err.detail).startswith("Too many files"):
-            photos = counted(max_files, "photo")
-            raise ApiError(413, f"Too many files: send at most {photos} in one request (--max-files).") from None
+            raise ApiError(413, too_many_files(max_files)) from None
         raise ApiError(400, f"The multipart body cannot be read: {err.detail}") from None
+
+
+def too_many_files(max_files: int) -> str:
+    return f"Too many files: send at most {counted(max_files, 'photo')} in one request (--max-files)."
 
 
 def _uploads(form, fields: tuple[str, ...]) -> list[UploadFile]:
@@ -89,6 +92,8 @@ def _uploads(form, fields: tuple[str, ...]) -> list[UploadFile]:
 
 
 NO_PHOTO = "No photo: send it as the multipart file field 'file' or as a raw image/* body."
+NO_PHOTOS = "No photos: send them as multipart file fields named 'files'."
+NOT_MULTIPART = "Send the photos as multipart/form-data file fields named 'files'."
 # A JSON body is never a photo, whatever it holds: said before decoding, where it was "'upload' is not an image: its
 # content is TEXT.", which did not say what to send.
 JSON_BODY = (
@@ -195,27 +200,50 @@ BUILTIN_MODEL_INFO = {
     "limits": {"max_file_bytes": 10000000, "max_pixels": 40000000, "max_files": 32},
 }
 
-ERRORS = {
-    code: {"model": ErrorOut, "description": text, "content": {"application/json": {"example": {"error": example}}}}
-    for code, text, example in (
-        (400, "Damaged image or unreadable request.",
-         "'cat.1.jpg' is truncated or corrupt (the file ends before its image does)."),
-        (413, "Over a limit: bytes per photo, megapixels, photos per batch.",
-         "The upload is 12.6 MB, over the 10 MB limit for one photo."),
-        (415, "Not an image, or an unsupported format; JSON as the body.", NOT_AN_IMAGE),
-        (422, "No photo in the request.", NO_PHOTO),
-        (500, "The model failed to load, or failed on a photo (a fault of the server; its log has the details).",
-         MODEL_FAILED_TO_LOAD),
-        (503, "The model is still loading, the server is busy, or the request timed out.", MODEL_LOADING),
-    )
-}  # fmt: skip
+
+def refusals(statuses: dict[int, tuple[str, str]]) -> dict[int, dict]:
+    """/docs' entries for a route's refusals: what each status means there, and a sentence the route answers with it
+    (the server's own, built by the same code where it holds a figure)."""
+    server_faults = {
+        500: ("The model failed to load, or failed on a photo (a fault of the server; its log has the details).",
+              MODEL_FAILED_TO_LOAD),
+        503: ("The model is still loading, the server is busy, or the request timed out.", MODEL_LOADING),
+    }  # fmt: skip
+    return {
+        code: {
+            "model": ErrorOut,
+            "description": description,
+            "content": {"application/json": {"example": {"error": example}}},
+        }
+        for code, (description, example) in (statuses | server_faults).items()
+    }
+
+
+DEFAULTS = ServeSettings()
+# One photo (/predict, /explain): the photo itself is refused; in a batch the same photo gets an error entry instead.
+# The 413's photo is just over the limit: a larger one's body is refused before its photo is read ("The upload is").
+PHOTO_REFUSALS = refusals({
+    400: ("Damaged image or unreadable request.",
+          "'cat.1.jpg' is truncated or corrupt (the file ends before its image does)."),
+    413: ("Over a limit: bytes per photo, megapixels, photos per request.",
+          photo_too_large(DEFAULTS, "big.jpg", DEFAULTS.max_file_bytes + 50_000)),
+    415: ("Not an image, or an unsupported format; JSON as the body.", NOT_AN_IMAGE),
+    422: ("No photo in the request.", NO_PHOTO),
+})  # fmt: skip
+BATCH_REFUSALS = refusals({
+    400: ("A multipart body that cannot be read.", "The multipart body cannot be read: Missing boundary in multipart."),
+    413: ("Over a limit: photos per batch, or bytes of the whole request.", too_many_files(DEFAULTS.max_files)),
+    415: ("Not a multipart/form-data body.", NOT_MULTIPART),
+    422: ("No photo in the request.", NO_PHOTOS),
+})  # fmt: skip
 
 
 router = APIRouter()
 
 
 @router.post("/api/v1/predict", response_model=None, responses={
-             200: {"model": PredictionOut, "content": {"application/json": {"examples": EXAMPLE_ANSWERS}}}, **ERRORS},
+             200: {"model": PredictionOut, "content": {"application/json": {"examples": EXAMPLE_ANSWERS}}},
+             **PHOTO_REFUSALS},
              openapi_extra=IMAGE_BODY)  # fmt: skip
 async def predict(request: Request) -> JSONResponse:
     """Classify one photo: cat, dog or neither, with calibrated probabilities."""
@@ -249,18 +277,18 @@ BATCH_BODY = {
 
 @router.post("/api/v1/predict/batch", response_model=None, responses={
              200: {"model": list[PredictionOut], "content": {"application/json": {"examples": EXAMPLE_BATCHES}}},
-             **ERRORS},
+             **BATCH_REFUSALS},
              openapi_extra=BATCH_BODY)  # fmt: skip
 async def predict_batch(request: Request) -> JSONResponse:
     """Classify several photos (multipart fields ``files``); an unusable photo gets an ``error`` entry."""
     state = _state(request)
     state.ready()
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        raise ApiError(415, "Send the photos as multipart/form-data file fields named 'files'.")
+        raise ApiError(415, NOT_MULTIPART)
     async with _form(request, max_files=state.settings.max_files) as form:
         uploads = _uploads(form, ("files", "file"))
         if not uploads:
-            raise ApiError(422, "No photos: send them as multipart file fields named 'files'.")
+            raise ApiError(422, NO_PHOTOS)
 
         async def one(name: str, upload: UploadFile) -> Prediction:
             try:
@@ -284,7 +312,8 @@ async def predict_batch(request: Request) -> JSONResponse:
 @router.post("/api/v1/explain", response_class=Response, responses={
     200: {"content": {"image/png": {}}, "description": "The Grad-CAM heat map over the photo; the X-Explained header "
           "names what it shows: the answer's class, or for a `neither` answer what the photo looks like."},
-    501: {"model": ErrorOut, "description": "Heat maps need a PyTorch model (not a bare ONNX file)."}, **ERRORS},
+    501: {"model": ErrorOut, "description": "Heat maps need a PyTorch model (not a bare ONNX file)."},
+    **PHOTO_REFUSALS},
     openapi_extra=IMAGE_BODY)  # fmt: skip
 async def explain(request: Request) -> Response:
     """A Grad-CAM heat map (PNG) showing which parts of the photo drove the answer."""
@@ -292,7 +321,7 @@ async def explain(request: Request) -> Response:
     predictor, _ = state.ready()
     name, data = await read_one_image(request)
     if len(data) > state.settings.max_file_bytes:
-        raise ApiError(413, state.too_large(name, len(data)))
+        raise ApiError(413, photo_too_large(state.settings, name, len(data)))
     from catdog.errors import ModelError
     from catdog.explain import explain_png
 

@@ -32,6 +32,11 @@ MODEL_FAILED_TO_LOAD = (
 )
 
 
+def photo_too_large(settings: ServeSettings, name: str, size: int) -> str:
+    """The refusal of a photo over --max-file-mb, the same on every route (and in the examples of /docs)."""
+    return f"'{name}' is {tenths_up(size)} MB, over the {settings.max_file_bytes / 1e6:g} MB limit for one photo."
+
+
 def _malloc_trim():
     """glibc's malloc_trim, or None where the C library has none (musl, macOS)."""
     try:
@@ -134,13 +139,7 @@ class ServeState:
 
     def _check_size(self, name: str, size: int | None) -> None:
         if size is not None and size > self.settings.max_file_bytes:
-            raise ImageTooLargeError(self.too_large(name, size))
-
-    def too_large(self, name: str, size: int) -> str:
-        """The refusal of a photo over --max-file-mb, the same on every route."""
-        return (
-            f"'{name}' is {tenths_up(size)} MB, over the {self.settings.max_file_bytes / 1e6:g} MB limit for one photo."
-        )
+            raise ImageTooLargeError(photo_too_large(self.settings, name, size))
 
     async def trim_memory(self, period: float = 1.0) -> None:
         """Hand freed memory back to the OS once a second while photos come in, and once after the last.
