@@ -14,12 +14,13 @@ from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from catdog import __version__
 from catdog.fsutil import counted
 from catdog.images import ImageError, ImageTooLargeError, NotAnImageError, UnsupportedFormatError
 from catdog.inference.outputs import LOOKS_LIKE_FLOOR
 from catdog.inference.predictor import Prediction, _name_in_error
 from catdog.serve.settings import ApiError, ServeSettings
-from catdog.serve.state import MODEL_FAILED_TO_LOAD, MODEL_LOADING, ServeState, photo_too_large
+from catdog.serve.state import MODEL_FAILED_TO_LOAD, MODEL_LOADING, ServeState, limits, photo_too_large
 
 
 class PredictionOut(BaseModel):
@@ -178,7 +179,9 @@ EXAMPLE_BATCHES = {
     }
 }
 
-# The built-in model as /api/v1/model describes it with the default limits (2026-12-07).
+DEFAULTS = ServeSettings()
+# The built-in model as /api/v1/model describes it with the default limits (its figures and version of 2026-12-07;
+# tests/test_serve.py compares all but the version with the server's).
 BUILTIN_MODEL_INFO = {
     "name": "builtin",
     "classes": ["cat", "dog"],
@@ -196,8 +199,8 @@ BUILTIN_MODEL_INFO = {
         "val_log_loss": 0.0318,
     },
     "version": "e8cf5d82a4c7",
-    "catdog_version": "0.1.0",
-    "limits": {"max_file_bytes": 10000000, "max_pixels": 40000000, "max_files": 32},
+    "catdog_version": __version__,
+    "limits": limits(DEFAULTS),
 }
 
 
@@ -219,7 +222,6 @@ def refusals(statuses: dict[int, tuple[str, str]]) -> dict[int, dict]:
     }
 
 
-DEFAULTS = ServeSettings()
 # One photo (/predict, /explain): the photo itself is refused; in a batch the same photo gets an error entry instead.
 # The 413's photo is just over the limit: a larger one's body is refused before its photo is read ("The upload is").
 PHOTO_REFUSALS = refusals({
@@ -351,12 +353,7 @@ async def model_info(request: Request) -> dict:
     """The model being served: classes, labels it can answer, architecture, metrics, version."""
     state = _state(request)
     state.ready()
-    limits = {
-        "max_file_bytes": state.settings.max_file_bytes,
-        "max_pixels": state.settings.max_pixels,
-        "max_files": state.settings.max_files,
-    }
-    return {**state.model_info, "limits": limits}
+    return {**state.model_info, "limits": limits(state.settings)}
 
 
 # HEAD too: load balancers and uptime checkers often probe with it (kept out of the OpenAPI document, where

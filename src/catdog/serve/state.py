@@ -37,6 +37,15 @@ def photo_too_large(settings: ServeSettings, name: str, size: int) -> str:
     return f"'{name}' is {tenths_up(size)} MB, over the {settings.max_file_bytes / 1e6:g} MB limit for one photo."
 
 
+def limits(settings: ServeSettings) -> dict[str, int]:
+    """The limits a client keeps to, as ``GET /api/v1/model`` tells them."""
+    return {
+        "max_file_bytes": settings.max_file_bytes,
+        "max_pixels": settings.max_pixels,
+        "max_files": settings.max_files,
+    }
+
+
 def _malloc_trim():
     """glibc's malloc_trim, or None where the C library has none (musl, macOS)."""
     try:
