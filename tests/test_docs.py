@@ -340,14 +340,21 @@ def test_the_epochs_help_says_a_time_budget_sets_them() -> None:
 def test_the_export_help_says_where_each_format_is_written() -> None:
     """export's --out help said "Output file; default MODEL/model.onnx": `catdog export --format web` (the README's
     tour) writes a folder, catdog-app/ for the built-in model, and the built-in model's ONNX file is
-    catdog-builtin.onnx here; a reader of the help could not tell where either went."""
+    catdog-builtin.onnx here; a reader of the help could not tell where either went. Nor where the built-in model's
+    --int8 file goes (catdog-builtin-int8.onnx: the help named only MODEL/model-int8.onnx)."""
     from typer.testing import CliRunner
 
     from catdog.cli import app
 
     shown = " ".join(CliRunner().invoke(app, ["export", "--help"], terminal_width=240).stdout.split())
     out = shown.split("--out <", 1)[1].split(" --check-data", 1)[0]
-    for default in ("MODEL/model.onnx", "catdog-builtin.onnx", "MODEL/app", "catdog-app"):
+    for default in (
+        "MODEL/model.onnx",
+        "catdog-builtin.onnx",
+        "ends -int8.onnx with --int8",
+        "MODEL/app",
+        "catdog-app",
+    ):
         assert default in out, out
 
 

@@ -168,9 +168,9 @@ def export(
         typer.Option(
             "--out",
             "-o",
-            help="The .onnx file; default MODEL/model.onnx (model-int8.onnx), or here catdog-builtin.onnx "
-            "(catdog-builtin-large.onnx) for a built-in model. With --format web, the folder; default MODEL/app, or "
-            "catdog-app here for a built-in model.",
+            help="The .onnx file; default MODEL/model.onnx, or here catdog-builtin.onnx (catdog-builtin-large.onnx) "
+            "for a built-in model; each ends -int8.onnx with --int8. With --format web, the folder; default MODEL/app, "
+            "or catdog-app here for a built-in model.",
         ),
     ] = None,
     check_data: Annotated[
