@@ -731,6 +731,36 @@ def test_start_clicked_twice_while_the_camera_starts_opens_one_stream(browser, p
         context.close()
 
 
+def test_the_camera_let_go_or_ended_leaves_the_keyboard_focus_where_it_was(browser, playwright, server) -> None:
+    """The app moved the keyboard focus to Stop whenever the camera started: taken again as the app came back
+    from the background, it jumped from wherever the person was (a screen reader then read Stop camera). And Stop,
+    focused and hidden as the system ended the camera, dropped the focus to the page. As on the server's page,
+    only a focus on the button that goes moves on to the other one now."""
+    context, page = phone(browser, playwright, server.url + "/app/")
+    focused = "document.activeElement.id"
+    try:
+        page.focus("#camera-start")
+        page.keyboard.press("Enter")
+        page.locator("#camera-stop").wait_for(state="visible", timeout=30_000)
+        assert page.evaluate(focused) == "camera-stop"  # the keyboard goes on from Stop
+
+        page.focus("#file-input")
+        page.evaluate(SET_HIDDEN, True)
+        page.evaluate(SET_HIDDEN, False)
+        page.locator("#camera-stop").wait_for(state="visible", timeout=30_000)  # taken again
+        assert page.evaluate(focused) == "file-input"
+
+        page.focus("#camera-stop")
+        page.evaluate(
+            "document.getElementById('video').srcObject.getVideoTracks()[0].dispatchEvent(new Event('ended'))"
+        )
+        assert page.locator("#camera-error").inner_text() == CAMERA_ENDED
+        assert page.evaluate(focused) == "camera-start"  # not the page's body: the keyboard goes on from Start
+        assert not page.errors
+    finally:
+        context.close()
+
+
 def test_the_camera_answered_while_the_app_is_hidden_waits_until_it_is_back(browser, playwright, server) -> None:
     """The app went to the background while the browser still asked for the camera (a permission prompt answered
     late, a slow camera): the app lets go only a camera it has, so the stream that came then ran hidden, its light

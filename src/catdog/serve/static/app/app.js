@@ -535,6 +535,16 @@ function showFrame({ prediction, prepMs, inferMs }, seq, sent, grabbedAt) {
   $("live-info").dataset.fps = fps.toFixed(2);
 }
 
+// Hides `from` and shows `to`; the keyboard focus on `from` goes on from `to`, or it fell to the page with the button
+// gone. Focus elsewhere stays: the camera let go and taken again as the app is hidden and shown, or ended by the
+// system, moved anyone's focus to Stop or Start (a screen reader then read it). The server page's rule.
+function handOver(from, to) {
+  const focused = document.activeElement === from;
+  from.hidden = true;
+  to.hidden = false;
+  if (focused) to.focus({ preventScroll: true });
+}
+
 async function startCamera() {
   $("camera-error").textContent = "";
   let mine;
@@ -573,11 +583,8 @@ async function startCamera() {
   delete $("live-label").dataset.label;
   $("live-looks").hidden = true;
   $("live-info").textContent = "";
-  $("camera-start").hidden = true;
-  $("camera-stop").hidden = false;
-  // The pressed button is gone: the keyboard goes on from its replacement, the answer on screen (landscape).
-  $("camera-stop").focus({ preventScroll: true });
-  $("live").scrollIntoView({ block: "nearest" });
+  handOver($("camera-start"), $("camera-stop"));
+  $("live").scrollIntoView({ block: "nearest" }); // the answer on screen (landscape)
   app.frames = [];
   grab();
 }
@@ -602,8 +609,7 @@ function stopCamera() {
   pauseLive(false); // after the stream is gone: it grabs no frame of it
   $("video").srcObject = null;
   $("live").classList.remove("on", "paused");
-  $("camera-start").hidden = false;
-  $("camera-stop").hidden = true;
+  handOver($("camera-stop"), $("camera-start"));
   globalThis.catdogShares.forgetInterruption($("camera-error")); // its "live answers go on" no longer holds
 }
 
