@@ -338,6 +338,31 @@ def test_the_page_and_the_app_colour_the_answers_alike(browser, server: Server) 
         context.close()
 
 
+def test_forced_colours_keep_the_confidence_bar_and_the_apps_buttons(browser, server: Server, cat_photo: Path) -> None:
+    """In forced colours (Windows' contrast themes) the browser paints every background the system's one: the
+    page's confidence bar and its fill were both the page's white, so the bar was gone; the app's buttons, which
+    have no border, read as plain text. The fill is now drawn in the text's colour, and the buttons outlined."""
+    context = browser.new_context(forced_colors="active", bypass_csp=True)
+    try:
+        page = context.new_page()
+        page.goto(server.url + "/")
+        page.set_input_files("#file-input", str(cat_photo))
+        page.locator("#results .card[data-state=done]").wait_for(timeout=30_000)
+        track, fill = page.evaluate(
+            """[...document.querySelectorAll('#results .bar, #results .bar > span')]
+                .map((e) => getComputedStyle(e).backgroundColor)"""
+        )
+        assert _contrast(track, fill) >= 3, (track, fill)  # WCAG's 3:1 for a graphic
+        page.goto(server.url + "/app/")
+        borders = page.evaluate(
+            """['#pick', '#camera-start'].map((s) => getComputedStyle(document.querySelector(s)))
+                .map((style) => `${style.borderTopStyle} ${style.borderTopWidth}`)"""
+        )
+        assert borders == ["solid 1px", "solid 1px"], "the app's buttons have no outline in forced colours"
+    finally:
+        context.close()
+
+
 def test_keyboard_reaches_every_control(page) -> None:
     reached = set()
     for _ in range(12):
