@@ -363,6 +363,21 @@ def test_forced_colours_keep_the_confidence_bar_and_the_apps_buttons(browser, se
         context.close()
 
 
+def test_asked_for_less_motion_the_confidence_bar_does_not_slide(browser, server: Server, cat_photo: Path) -> None:
+    """The confidence bar slid to its width over 0.3 s even where the system asks for less motion
+    (prefers-reduced-motion: reduce); it is drawn at its width at once there now."""
+    context = browser.new_context(reduced_motion="reduce", bypass_csp=True)
+    try:
+        page = context.new_page()
+        page.goto(server.url + "/")
+        page.set_input_files("#file-input", str(cat_photo))
+        page.locator("#results .card[data-state=done]").wait_for(timeout=30_000)
+        slide = page.evaluate("getComputedStyle(document.querySelector('#results .bar > span')).transitionDuration")
+        assert slide == "0s"
+    finally:
+        context.close()
+
+
 def test_keyboard_reaches_every_control(page) -> None:
     reached = set()
     for _ in range(12):
