@@ -231,6 +231,21 @@ def test_a_card_names_a_neither_photo_by_its_class_s_first_name(browser, playwri
         context.close()
 
 
+def test_a_card_shows_a_long_photo_name_whole(browser, playwright, server, tmp_path, cat_photo) -> None:
+    """On a phone the app cut a photo's name to one line with an ellipsis: a long name (a camera's, a download's)
+    lost all but its first 20 letters, with no way to read the rest. It wraps now, as on the server's page."""
+    photo = tmp_path / "a_photo_downloaded_from_a_chat_with_a_name_much_longer_than_a_phone_is_wide.jpg"
+    photo.write_bytes(cat_photo.read_bytes())
+    context, page = phone(browser, playwright, server.url + "/app/")
+    try:
+        answers(page, [photo])
+        shown, whole = page.locator("#results .card .name").evaluate("(name) => [name.clientWidth, name.scrollWidth]")
+        assert whole <= shown, f"the name is {whole} px wide, {shown} px of it shown"
+        assert not page.errors
+    finally:
+        context.close()
+
+
 @pytest.mark.slow  # about a minute of SwiftShader on 2 cores; the fallback tests below stay in the fast suite
 def test_webgpu_answers_as_python_does(gpu_browser, playwright, server, python_predictor, data_root, samples_dir):
     """Where the browser has WebGPU (here SwiftShader's, on the CPU: about 25 s to load, 9 s a photo) the model
