@@ -662,7 +662,7 @@ def test_offline_after_the_first_visit_and_no_request_after_load(browser, playwr
 def test_camera_frames_get_the_right_answer(playwright, server, dev_dir, data_root, tmp_path, label):
     """Chromium's fake camera streams a video of one dev photo: every frame answered gets its label. A horse's
     frames are `neither`, and what it looks like has its own line, as on the server's page (the app put "looks
-    like: sorrel" in the fps line)."""
+    like: sorrel" in the fps line). Only the answer is a live region, its percentage beside it."""
     horse = data_root / "neither" / "horse" / "inet-n02389026_sorrel.JPEG"
     photo = horse if label == "neither" else dev_dir / f"{label}.1.jpg"
     video = write_y4m(photo, tmp_path / f"{label}.y4m")
@@ -677,7 +677,10 @@ def test_camera_frames_get_the_right_answer(playwright, server, dev_dir, data_ro
         labels = page.evaluate("window.catdogApp.frames.map(f => f.label)")
         assert labels.count(label) == len(labels), labels
         headline = "No cat or dog" if label == "neither" else f"{label} · "
-        assert page.locator("#live-label").inner_text().startswith(headline)
+        assert page.locator("#live-answer").inner_text().startswith(headline)
+        # The live region holds the answer alone: with its percentage, a screen reader said again each frame
+        # whose percentage moved ("cat 87%", "cat 88%"…), several times a second.
+        assert page.locator("#live-label").inner_text() == ("No cat or dog" if label == "neither" else label)
         info = page.locator("#live-info").inner_text()
         assert " fps · model " in info and float(page.locator("#live-info").get_attribute("data-fps")) > 0
         assert "looks like" not in info.lower(), info

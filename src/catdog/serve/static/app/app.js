@@ -522,9 +522,12 @@ function showFrame({ prediction, prepMs, inferMs }, seq, sent, grabbedAt) {
   const gaps = recent.slice(1).map((f, i) => f.t - recent[i].t);
   const fps = gaps.length ? 1000 / median(gaps) : 0;
   const label = $("live-label");
-  const text = prediction.label === "neither"
-    ? "No cat or dog" : `${prediction.label} · ${Math.round(prediction.confidence * 100)}%`;
-  if (label.textContent !== text) label.textContent = text; // aria-live: a change is announced, not every frame
+  // Only the answer is live (a change is announced, not every frame): with its percentage in the live region, a
+  // screen reader said again each frame whose percentage moved, "cat 87%", "cat 88%"…; it is shown beside it.
+  const answer = prediction.label === "neither" ? "No cat or dog" : prediction.label;
+  if (label.textContent !== answer) label.textContent = answer;
+  $("live-confidence").textContent =
+    prediction.label === "neither" ? "" : ` · ${Math.round(prediction.confidence * 100)}%`;
   label.dataset.label = prediction.label;
   // What a `neither` frame looks like has its own line, as on the server's page, not a place in the fps line.
   const looks = $("live-looks");
@@ -581,6 +584,7 @@ async function startCamera() {
   $("live").classList.add("on");
   $("live-label").textContent = "…"; // not the last session's answer while the first frame is read
   delete $("live-label").dataset.label;
+  $("live-confidence").textContent = "";
   $("live-looks").hidden = true;
   $("live-info").textContent = "";
   handOver($("camera-start"), $("camera-stop"));
