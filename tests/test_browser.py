@@ -378,6 +378,27 @@ def test_asked_for_less_motion_the_confidence_bar_does_not_slide(browser, server
         context.close()
 
 
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_the_apps_choose_photos_shows_its_keyboard_focus_clearly(browser, server: Server, scheme: str) -> None:
+    """The app's "Choose photos" (a label round a hidden file input) drew its keyboard focus as a yellow ring:
+    1.7:1 on the light background, under WCAG's 3:1 for what shows the focus. It is the text's colour now, in both
+    schemes."""
+    context = browser.new_context(color_scheme=scheme, bypass_csp=True)
+    try:
+        page = context.new_page()
+        page.goto(server.url + "/app/")
+        page.keyboard.press("Tab")
+        assert page.evaluate("document.activeElement.id") == "file-input"
+        colour, style = page.evaluate(
+            "(({ outlineColor, outlineStyle }) => [outlineColor, outlineStyle])"
+            "(getComputedStyle(document.getElementById('pick')))"
+        )
+        background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+        assert style == "solid" and _contrast(colour, background) >= 3, (colour, background)
+    finally:
+        context.close()
+
+
 def test_keyboard_reaches_every_control(page) -> None:
     reached = set()
     for _ in range(12):
