@@ -233,14 +233,21 @@ def test_a_card_names_a_neither_photo_by_its_class_s_first_name(browser, playwri
 
 def test_a_card_shows_a_long_photo_name_whole(browser, playwright, server, tmp_path, cat_photo) -> None:
     """On a phone the app cut a photo's name to one line with an ellipsis: a long name (a camera's, a download's)
-    lost all but its first 20 letters, with no way to read the rest. It wraps now, as on the server's page."""
-    photo = tmp_path / "a_photo_downloaded_from_a_chat_with_a_name_much_longer_than_a_phone_is_wide.jpg"
+    lost all but its first 20 letters, with no way to read the rest. It wraps now, as on the server's page; so
+    does the error sentence that quotes it (it ran off the card, and the phone zoomed the whole app out)."""
+    long_name = "a_photo_downloaded_from_a_chat_with_a_name_much_longer_than_a_phone_is_wide"
+    photo = tmp_path / f"{long_name}.jpg"
     photo.write_bytes(cat_photo.read_bytes())
+    unreadable = tmp_path / f"{long_name}_cut.jpg"
+    unreadable.write_bytes(b"not a photo")
     context, page = phone(browser, playwright, server.url + "/app/")
     try:
-        answers(page, [photo])
-        shown, whole = page.locator("#results .card .name").evaluate("(name) => [name.clientWidth, name.scrollWidth]")
-        assert whole <= shown, f"the name is {whole} px wide, {shown} px of it shown"
+        answers(page, [photo, unreadable])
+        lines = page.locator("#results .card :is(.name, .error)")
+        assert lines.count() == 3  # two names, one error
+        for line in lines.all():
+            shown, whole = line.evaluate("(line) => [line.clientWidth, line.scrollWidth]")
+            assert whole <= shown, f"{line.inner_text()!r} is {whole} px wide, {shown} px of it shown"
         assert not page.errors
     finally:
         context.close()

@@ -441,6 +441,18 @@ def test_phone_sized_screen(browser, server: Server, cat_photo: Path) -> None:
     context.close()
 
 
+def test_an_error_shows_a_long_photo_name_whole(page, tmp_path: Path) -> None:
+    """A photo's error quotes its name: a long one (a download's) ran past the card's edge, cut off there."""
+    unreadable = tmp_path / "a_photo_downloaded_from_a_chat_with_a_name_much_longer_than_a_card_is_wide.jpg"
+    unreadable.write_bytes(b"not a photo")
+    page.set_input_files("#file-input", str(unreadable))
+    error = page.locator("#results .card[data-state=error] .error")
+    error.wait_for(timeout=30_000)
+    assert unreadable.name in error.inner_text()
+    shown, whole = error.evaluate("(error) => [error.clientWidth, error.scrollWidth]")
+    assert whole <= shown, f"the error is {whole} px wide, {shown} px of it shown"
+
+
 def test_live_camera_shows_a_label(page, server: Server) -> None:
     """Chromium's fake camera (a moving test pattern) streams frames; the page shows the live answer."""
     # With the camera off the controls start at the section's left edge: its left half was left blank.
