@@ -350,9 +350,17 @@ function answered() {
 }
 
 // -- photos ----------------------------------------------------------------------------------------------------
+// A card's headline, "cat · 87%"; the live answer shows the same in two parts, only the answer live (showFrame).
+function answerOf(p) {
+  return p.label === "neither" ? "No cat or dog" : p.label;
+}
+
+function confidenceOf(p) {
+  return p.label === "neither" ? "" : ` · ${Math.round(p.confidence * 100)}%`;
+}
+
 function headline(p) {
-  if (p.label === "neither") return "No cat or dog";
-  return `${p.label} · ${Math.round(p.confidence * 100)}%`;
+  return answerOf(p) + confidenceOf(p);
 }
 
 function shares(p) {
@@ -524,10 +532,9 @@ function showFrame({ prediction, prepMs, inferMs }, seq, sent, grabbedAt) {
   const label = $("live-label");
   // Only the answer is live (a change is announced, not every frame): with its percentage in the live region, a
   // screen reader said again each frame whose percentage moved, "cat 87%", "cat 88%"…; it is shown beside it.
-  const answer = prediction.label === "neither" ? "No cat or dog" : prediction.label;
+  const answer = answerOf(prediction);
   if (label.textContent !== answer) label.textContent = answer;
-  $("live-confidence").textContent =
-    prediction.label === "neither" ? "" : ` · ${Math.round(prediction.confidence * 100)}%`;
+  $("live-confidence").textContent = confidenceOf(prediction);
   label.dataset.label = prediction.label;
   // What a `neither` frame looks like has its own line, as on the server's page, not a place in the fps line.
   const looks = $("live-looks");
