@@ -195,7 +195,7 @@ def test_the_app_answers_as_python_does(
         for shown in page.locator("#results .card .probs").all_inner_texts():  # as on the server's page
             shares = [float(value) for value in re.findall(r"(\d+\.\d)%", shown)]
             assert len(shares) == 3 and round(sum(shares), 1) == 100.0, shown
-        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
         assert overflow <= 0, f"the app is {overflow}px wider than the phone's screen"
         shot(page, "test_app_phone")
         assert not page.errors

@@ -436,7 +436,7 @@ def test_phone_sized_screen(browser, server: Server, cat_photo: Path) -> None:
     page.goto(server.url + "/")
     page.set_input_files("#file-input", str(cat_photo))
     page.locator("#results .card[data-state=done]").wait_for(timeout=30_000)
-    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
     assert overflow <= 0, f"the page is {overflow}px wider than a phone screen"
     card = page.locator("#results .card").first.bounding_box()
     assert card["width"] <= 375
