@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -493,6 +494,24 @@ def test_a_takeout_export_of_many_years_is_refused_in_a_short_sentence(tmp_path)
     for name in ("numbered/cat2/a.jpg", "numbered/dog_1/b.jpg"):
         _write(tmp_path / name, image_bytes())
     assert discover(tmp_path / "numbered").counts() == {"cat2": 1, "dog_1": 1}
+
+
+def test_months_in_takeout_s_languages_are_dates(tmp_path):
+    """Only English months were read as dates: 'Juli 2019/', 'juillet 2019/', 'julio 2019/', 'luglio 2019/' and
+    'julho 2019/' (a phone or Takeout set to German, French, Spanish, Dutch, Italian or Portuguese) were classes,
+    though 'Fotos von 2019/' and 'July 2019/' were refused. A Mac's decomposed 'März' is the same month. A month's
+    name without a year, a number after a name and words after a bare year stay classes."""
+    _write(tmp_path / "sorted" / "cat" / "a.jpg", image_bytes())
+    months = ("Juli 2019", "juillet 2019", "julio de 2019", "luglio 2019", "julho 2019", "août 2019", "Mrz. 2020")
+    for dated in (*months, unicodedata.normalize("NFD", "März 2019"), "mei 2021 Strand", "dic 2018"):
+        _write(tmp_path / "sorted" / dated / "b.jpg", image_bytes())
+        with pytest.raises(DatasetError, match=rf"holds folders named like dates \({dated}/\), not classes"):
+            discover(tmp_path / "sorted")
+        shutil.rmtree(tmp_path / "sorted" / dated)
+    classes = ("mars", "Mai", "julio", "cat2", "2019 cats", "2001_space")
+    for number, name in enumerate(classes):
+        _write(tmp_path / "kinds" / name / f"{number}.jpg", image_bytes())
+    assert len(discover(tmp_path / "kinds").counts()) == len(classes)
 
 
 def test_a_year_before_a_name_is_a_class(tmp_path):

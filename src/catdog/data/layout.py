@@ -66,15 +66,26 @@ _WRAPPER_NAMES = _CAMERA_NAMES | _SPLIT_NAMES | {"data", "dataset", "sample", "p
 # they were taken, never by what they show: 'Pictures/2019' and 'Pictures/2020' were classes. Four digits from 19
 # or 20 on: cat2/ and dog_1/ stay classes. An event's words follow a month, never a bare year: '2019 cats/',
 # '2001_space/' and a car's '2012 Tesla Model S/' are classes. Each part is a fixed alternative or bounded; only
-# the words are free.
-_MONTH = (
-    "january|february|march|april|may|june|july|august|september|october|november|december"
-    "|jan|feb|mar|apr|jun|jul|aug|sept|sep|oct|nov|dec"
+# the words are free. Months are named in Takeout's languages and their neighbours ('Juli 2019', 'juillet 2019',
+# 'julio de 2019', 'luglio 2019', 'julho 2019'), with and without accents: in English only, those were classes.
+_MONTH = "|".join(
+    (
+        "january|february|march|april|may|june|july|august|september|october|november|december",
+        "jan|feb|mar|apr|jun|jul|aug|sept|sep|oct|nov|dec",
+        "januar|jänner|jaenner|februar|märz|maerz|marz|mai|juni|juli|oktober|dezember|mrz|okt|dez",  # German
+        "janvier|février|fevrier|mars|avril|juin|juillet|août|aout|septembre|octobre|novembre|décembre|decembre",
+        "janv|févr|fevr|avr|juil|déc",  # French
+        "enero|febrero|marzo|abril|mayo|junio|julio|agosto|septiembre|setiembre|octubre|noviembre|diciembre",
+        "ene|abr|ago|dic",  # Spanish
+        "januari|februari|maart|mei|augustus|mrt",  # Dutch
+        "gennaio|febbraio|aprile|maggio|giugno|luglio|settembre|ottobre|dicembre|gen|giu|lug|set|ott",  # Italian
+        "janeiro|fevereiro|março|marco|maio|junho|julho|setembro|outubro|dezembro|fev|out",  # Portuguese
+    )
 )
 _YEAR = r"(?:19|20)\d\d"
 _DATE_NAME = re.compile(
     rf"(?:(?:photos|fotos|foto's|foto) (?:from|von|de|del|uit) )?"
-    rf"(?:{_YEAR}|(?:(?:{_MONTH})\.? {_YEAR}|{_YEAR}(?:[-_. ]?\d\d){{1,2}})(?:[-_ ].*)?)",
+    rf"(?:{_YEAR}|(?:(?:{_MONTH})\.?(?: de)? {_YEAR}|{_YEAR}(?:[-_. ]?\d\d){{1,2}})(?:[-_ ].*)?)",
     re.IGNORECASE,
 )
 
@@ -309,7 +320,7 @@ def _splits_instead_of_classes(folders: list[Path]) -> str | None:
 
 def _dated_instead_of_classes(folders: list[Path]) -> str | None:
     """One sentence saying so, when some of the class ``folders`` are named like years or dates (2019/, 2020/)."""
-    dated = [folder for folder in folders if _DATE_NAME.fullmatch(folder.name)]
+    dated = [folder for folder in folders if _DATE_NAME.fullmatch(composed(folder.name))]
     if not dated:
         return None
     # A Google Takeout export holds some 20 ('Photos from 2003/' ... 'Photos from 2024/').
