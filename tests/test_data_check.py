@@ -232,13 +232,32 @@ def test_quarantine_moves_exactly_those_then_clean(planted: Path, tmp_path: Path
     assert len(clean.unusual_modes) == 2 and len(clean.tiny_images) == 1  # notes only
 
 
+def test_the_summary_gives_the_quarantine_command_that_moves_what_it_found(
+    planted: Path, tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The verdict counted the problems and stopped: nothing told a newcomer that --quarantine moves them out,
+    nor that its folder must be outside the dataset. The summary ends with the command, a folder beside the
+    dataset's; run as printed it moves those files, and the summary then has no such line."""
+    monkeypatch.chdir(tmp_path)
+    proc = run_catdog_in_process("data", "check", "data")
+    assert proc.returncode == 1
+    last = " ".join(proc.stdout.split()).rsplit(" To move ", 1)[-1]
+    assert last.startswith(f"the {len(MOVED)} files at fault out of the dataset"), proc.stdout
+    command = last.split(": catdog ", 1)[1].split()
+    assert command == ["data", "check", "data", "--quarantine", "data-quarantine"]
+    moved = run_catdog_in_process(*command)
+    assert moved.returncode == 1, moved.stderr  # the wrong extension stays: a usable image, never moved
+    assert {path for path in MOVED if (tmp_path / "data-quarantine" / path).is_file()} == MOVED
+    assert "To move" not in run_catdog_in_process("data", "check", "data").stdout
+
+
 def test_human_summary_and_bad_arguments(planted: Path, tmp_path: Path, cache_dir: Path) -> None:
     proc = run_catdog_in_process("data", "check", str(planted))
     assert proc.returncode == 1
     for text in ("cat/truncated.jpg", EXACT_COPY, RESIZED, "label conflict", "PNG content named .jpg"):
         assert text in proc.stdout
     # The parts of the count add up to it: a label conflict is one of the duplicate groups, not one more problem.
-    verdict = " ".join(proc.stdout.split())  # the terminal may wrap it
+    verdict = " ".join(proc.stdout.split()).split(" To move ")[0]  # the terminal may wrap it; the hint after
     count = int(verdict.split(" problems: ")[0].split()[-1])
     parts = verdict.split(" problems: ")[1].split(", ")
     numbers = [int(part.split()[0]) for part in parts]

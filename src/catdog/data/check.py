@@ -29,6 +29,7 @@ import contextlib
 import errno
 import json
 import os
+import shlex
 import shutil
 import time
 from collections import Counter
@@ -641,10 +642,27 @@ def summary(report: CheckReport, limit: int = 20) -> list:
     if details.row_count:
         out.append(details)
     out.append(verdict)
+    if report.to_quarantine and not report.quarantined:
+        out.append(shown(_quarantine_hint(report)))
     if len(report.classes) == 1:  # a wrapper of one label's photos read as class "train" once, and nothing said
         only = shown(next(iter(report.classes)))
         out.append(f"One class ({only}): enough to evaluate a model on, not to train one (training needs two or more).")
     return out
+
+
+def _quarantine_hint(report: CheckReport) -> str:
+    """The command that moves what the findings name out of the dataset. The verdict counted the problems and
+    stopped: a newcomer was not told that --quarantine exists, nor where its folder may go (not inside)."""
+    root = Path(report.root)
+    if root.name in ("", ".."):  # '.' or '..': a folder beside it needs its name
+        root = root.resolve()
+    beside = root.parent / f"{root.name or 'dataset'}-quarantine"  # never inside: check refuses that
+    command = f"catdog data check {shlex.quote(str(root))} --quarantine {shlex.quote(str(beside))}"
+    moved = counted(len(report.to_quarantine), "file")
+    return (
+        f"To move the {moved} at fault out of the dataset (unusable files, the extra copies of duplicates and "
+        f"near-duplicates, every copy of a label conflict; nothing is deleted): {command}"
+    )
 
 
 def _some(files: list[str], shown: int = 5) -> str:
