@@ -312,6 +312,18 @@ def test_an_unusable_file_is_named_once_in_its_row(planted: Path, tmp_path: Path
     assert row.count("truncated.jpg") == 1 and "is truncated or corrupt" in row, row
 
 
+def test_files_of_one_unusual_mode_are_one_row(planted: Path, tmp_path: Path) -> None:
+    """Each file of an unusual mode was a row of its own: a download of 25 PNGs with alpha filled 20 rows and
+    "... and 5 more" with the same note, above the problems' rows. One row per mode names the first and counts."""
+    for number in range(25):
+        _save(Image.new("RGBA", (64, 64), (number * 10, 80, 160, 200)), planted / "dog" / f"web.{number}.png", "PNG")
+    report = check_dataset(planted, cache_dir=tmp_path / "cache")
+    assert len(report.unusual_modes) == 27  # --json still lists every one
+    rows = [line for line in rendered(summary(report)).splitlines() if "unusual mode (note)" in line]
+    assert len(rows) == 3, rows  # RGB with alpha, CMYK, grayscale
+    assert "dog/web.0.png and 24 more" in rows[0] and "RGB with alpha (25 files)" in rows[0], rows
+
+
 def test_a_class_of_one_photo_is_noted(samples_dir: Path, dev_dir: Path, tmp_path: Path) -> None:
     """A French 'Chats/' folder beside 'Cats/' is a class 'chat' of one photo: data check counted it in the table
     and said nothing more (clean), and train made a model that answers 'chat'."""

@@ -614,7 +614,7 @@ def summary(report: CheckReport, limit: int = 20) -> list:
         "wrong extension": [
             (m["path"], f"{m['content']} content named {m['extension']}") for m in report.extension_mismatches
         ],
-        "unusual mode (note)": [(m["path"], m["description"]) for m in report.unusual_modes],
+        "unusual mode (note)": _by_mode(report.unusual_modes),
         "left out": [(item["path"], item["reason"]) for item in report.left_out],
         "not read": [(item["path"], item["reason"]) for item in report.not_read],
         "tiny image (note)": [
@@ -680,6 +680,18 @@ def _by_extension(files: list[dict]) -> list[tuple[str, str]]:
     return [
         (_some(paths, shown=1), _no_image(extension, len(paths)))
         for extension, paths in sorted(rows.items(), key=lambda row: -len(row[1]))
+    ]
+
+
+def _by_mode(files: list[dict]) -> list[tuple[str, str]]:
+    """One row per mode: 25 PNGs with alpha from a download filled 20 rows and "... and 5 more" of the same
+    note, pushing the problems off the screen."""
+    rows: dict[str, list[str]] = {}
+    for item in files:
+        rows.setdefault(item["description"], []).append(item["path"])
+    return [
+        (_some(paths, shown=1), description if len(paths) == 1 else f"{description} ({len(paths):,} files)")
+        for description, paths in sorted(rows.items(), key=lambda row: -len(row[1]))
     ]
 
 
