@@ -324,6 +324,20 @@ def test_files_of_one_unusual_mode_are_one_row(planted: Path, tmp_path: Path) ->
     assert "dog/web.0.png and 24 more" in rows[0] and "RGB with alpha (25 files)" in rows[0], rows
 
 
+def test_a_file_over_the_size_limit_is_named_from_the_dataset_folder(planted: Path, tmp_path: Path) -> None:
+    """data check read files with a sentence of its own, and a file over the size limit kept the path as given:
+    "cat/huge.jpg | 'data/cat/huge.jpg' is 70.1 MB ...", the file twice in one row, and a reason in --json that
+    named it unlike every other. It reads as every command does, and names the file once, from the folder."""
+    with open(planted / "cat" / "huge.jpg", "wb") as huge:
+        huge.write((planted / "cat" / "cat.2.jpg").read_bytes())
+        huge.truncate(70_000_000)  # sparse: no 70 MB written
+    report = check_dataset(planted, cache_dir=tmp_path / "cache")
+    [reason] = [u["reason"] for u in report.unusable if u["path"] == "cat/huge.jpg"]
+    assert reason == "'cat/huge.jpg' is 70.0 MB, over the 67 MB limit for one image.", reason
+    [row] = [line for line in rendered(summary(report)).splitlines() if "huge.jpg" in line]
+    assert row.count("huge.jpg") == 1 and "is 70.0 MB, over the 67 MB limit" in row, row
+
+
 def test_a_class_of_one_photo_is_noted(samples_dir: Path, dev_dir: Path, tmp_path: Path) -> None:
     """A French 'Chats/' folder beside 'Cats/' is a class 'chat' of one photo: data check counted it in the table
     and said nothing more (clean), and train made a model that answers 'chat'."""

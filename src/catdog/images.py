@@ -236,6 +236,12 @@ def read_within_limit(stream: BinaryIO, name: str, max_bytes: int = DEFAULT_MAX_
     return data
 
 
+def read_file(path: str | os.PathLike, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+    """The bytes of one image file, or :class:`ImageError` saying in one sentence why not (too large, a folder,
+    gone, unreadable), the file named as ``path`` is given."""
+    return _read_source(path, max_bytes)[0]
+
+
 def _read_source(source: bytes | str | os.PathLike, max_bytes: int) -> tuple[bytes, str | None]:
     if isinstance(source, (bytes, bytearray, memoryview)):
         return bytes(source), None

@@ -46,11 +46,11 @@ from catdog.data.layout import NEITHER, Dataset, discover, label_in_name, normal
 from catdog.errors import CatdogError
 from catdog.fsutil import atomic_write_text, counted, default_cache_dir, first_few, listed, shown
 from catdog.images import (
-    DEFAULT_MAX_BYTES,
     IMAGE_EXTENSIONS,
     ImageError,
     decode,
     extension_matches,
+    read_file,
     read_info,
     sniff_format,
 )
@@ -142,13 +142,11 @@ class FactsCache:
 def _inspect_file(path: Path) -> tuple[str | None, Facts]:
     """(content hash, facts) of one file; the hash is None when the file cannot be read."""
     try:
-        if path.stat().st_size > DEFAULT_MAX_BYTES:
-            read_info(path)  # raises the "over the limit" sentence without reading the file
-        data = path.read_bytes()
+        data = read_file(path)
     except ImageError as err:
-        return None, Facts(error=str(err))
-    except OSError as err:
-        return None, Facts(error=f"The image cannot be read ({err.strerror or err}).")
+        # The sentence every command gives (too large, unreadable ...), the file named from the dataset folder
+        # later: it named the path as given, and the table's row showed it twice.
+        return None, Facts(error=str(err).replace(f"'{path}'", "The image", 1))
     return content_hash(data), inspect_bytes(data)
 
 
