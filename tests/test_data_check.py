@@ -338,6 +338,21 @@ def test_a_file_over_the_size_limit_is_named_from_the_dataset_folder(planted: Pa
     assert row.count("huge.jpg") == 1 and "is 70.0 MB, over the 67 MB limit" in row, row
 
 
+def test_the_title_counts_the_files_the_table_counts(samples_dir: Path, tmp_path: Path) -> None:
+    """A Google Photos export has a .json beside each photo, and Windows a Thumbs.db in each folder: the title
+    counted them ("81 files") above classes that add up to 40, the others noted as no images."""
+    data = tmp_path / "data"
+    shutil.copytree(samples_dir, data)
+    photos = sorted(data.rglob("*.jpg"))
+    for photo in photos:
+        photo.with_name(f"{photo.name}.json").write_text("{}")
+    (data / "dog" / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")
+    report = check_dataset(data, cache_dir=tmp_path / "cache")
+    text = " ".join(rendered(summary(report)).split())  # the title wraps to the table's width
+    assert f"(folders layout, {len(photos)} files) " in text, text
+    assert sum(report.classes.values()) + report.neither == len(photos)
+
+
 def test_a_class_of_one_photo_is_noted(samples_dir: Path, dev_dir: Path, tmp_path: Path) -> None:
     """A French 'Chats/' folder beside 'Cats/' is a class 'chat' of one photo: data check counted it in the table
     and said nothing more (clean), and train made a model that answers 'chat'."""

@@ -589,7 +589,10 @@ def summary(report: CheckReport, limit: int = 20) -> list:
     where = f" in {shown(report.wrapper)}/" if report.wrapper else ""
     if report.neither_beside:  # a neither/ beside train/ is read too, though the layout is in train/
         where += f", {shown(report.neither_beside)}/ beside it"
-    title = f"{shown(report.root)} ({report.layout} layout{where}, {counted(report.files, 'file')})"
+    # The files the table counts: a .json beside each of 5,000 photos (Google Photos) made the title say 10,000
+    # above classes that add up to 5,000; those files have a note row of their own.
+    images = report.files - len(report.not_images)
+    title = f"{shown(report.root)} ({report.layout} layout{where}, {counted(images, 'file')})"
     classes = Table(title=title, title_justify="left")
     classes.add_column("class")
     classes.add_column("files", justify="right")  # unusable ones included: the findings below name them
