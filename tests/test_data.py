@@ -790,3 +790,26 @@ def test_discover_stats_no_name_the_listing_describes(tmp_path, monkeypatch):
     assert discover(tmp_path / "cats").counts() == {"cat": 30, "dog": 30}
     assert discover(tmp_path / "flat").counts() == {"cat": 30, "dog": 30}
     assert len(stats) <= 4, stats[:10]  # exists() and is_dir() of each dataset folder
+
+
+def test_train_says_when_one_photo_is_filed_under_two_classes(samples_dir, tmp_path):
+    """A copy of one photo in cats/ and dogs/ is a label conflict to data check, and train trained on it as both
+    without a word. It says so once, names one, and points at data check."""
+    import io
+
+    from rich.console import Console
+
+    from catdog.training.batches import prepare_data
+    from catdog.training.config import TrainConfig
+    from catdog.training.distributed import DistContext
+    from catdog.training.progress import Reporter
+
+    data = tmp_path / "data"
+    shutil.copytree(samples_dir, data)
+    shutil.copy(data / "cat" / "cat.3.jpg", data / "dog" / "copy.jpg")
+    console = Console(file=io.StringIO(), width=400)
+    cfg = TrainConfig(data_dir=str(data), out=str(tmp_path / "model"))
+    prepare_data(cfg, Preprocess(image_size=32), tmp_path / "cache", DistContext(), Reporter(console))
+    [line] = [line for line in console.file.getvalue().splitlines() if "more than one class" in line]
+    assert f"1 photo filed under more than one class, e.g. '{data / 'cat' / 'cat.3.jpg'}' (cat and dog)" in line
+    assert f"'catdog data check {data}' lists them" in line, line

@@ -71,10 +71,29 @@ def prepare_data(cfg: TrainConfig, pre: Preprocess, cache_dir: Path, ctx, log) -
         raise DatasetError(f"None of the {total} image files in '{cfg.data_dir}' can be decoded.")
     if data.unreadable:
         log.info(f"skipped {len(data.unreadable)} of {total} files that cannot be used, e.g. {data.unreadable[0][1]}")
+    if ctx.is_main:
+        _say_label_conflicts(data, cfg.data_dir, log)
     present = sorted({data.classes[y] for y in data.labels} - {NEITHER})
     if len(present) < 2:
         raise DatasetError(f"Only class '{present[0]}' has usable images in '{cfg.data_dir}'; training needs two.")
     return data
+
+
+def _say_label_conflicts(data: PreparedData, data_dir: str, log) -> None:
+    """One photo filed under two classes (a copy in cats/ and dogs/) is taught as both answers: data check names
+    it a label conflict, and train trained on it without a word."""
+    classes_of: dict[str, set[int]] = {}
+    for digest, label in zip(data.hashes, data.labels):
+        classes_of.setdefault(digest, set()).add(label)
+    conflicts = [digest for digest, labels in classes_of.items() if len(labels) > 1]
+    if not conflicts:
+        return
+    example = data.paths[data.hashes.index(conflicts[0])]
+    names = " and ".join(sorted(data.classes[label] for label in classes_of[conflicts[0]]))
+    log.info(
+        f"{counted(len(conflicts), 'photo')} filed under more than one class, e.g. '{example}' ({names}): the model "
+        f"is taught every answer; 'catdog data check {data_dir}' lists them, and its --quarantine moves them out"
+    )
 
 
 class TrainImages(torch.utils.data.Dataset):
