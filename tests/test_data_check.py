@@ -353,6 +353,16 @@ def test_the_title_counts_the_files_the_table_counts(samples_dir: Path, tmp_path
     assert sum(report.classes.values()) + report.neither == len(photos)
 
 
+def test_a_wrong_extension_s_row_says_which_to_give_it(planted: Path, tmp_path: Path) -> None:
+    """The row said "PNG content named .jpg" and stopped, though it is a problem (exit status 1): which name to give
+    it was left to the reader. It ends with the usual extension of its content; renamed so, the file is clean."""
+    text = rendered(summary(check_dataset(planted, cache_dir=tmp_path / "cache")))
+    [row] = [line for line in text.splitlines() if PNG_AS_JPG in line]
+    assert "PNG content named .jpg: rename it .png" in row, row
+    (planted / PNG_AS_JPG).rename((planted / PNG_AS_JPG).with_suffix(".png"))
+    assert check_dataset(planted, cache_dir=tmp_path / "cache").extension_mismatches == []
+
+
 def test_a_class_of_one_photo_is_noted(samples_dir: Path, dev_dir: Path, tmp_path: Path) -> None:
     """A French 'Chats/' folder beside 'Cats/' is a class 'chat' of one photo: data check counted it in the table
     and said nothing more (clean), and train made a model that answers 'chat'."""

@@ -105,16 +105,16 @@ IMAGE_EXTENSIONS = frozenset(
     }
 )
 
-# Which extensions honestly describe which detected format.
+# Which extensions honestly describe which detected format, the usual one first.
 EXTENSIONS_BY_FORMAT = {
-    "JPEG": {".jpg", ".jpeg", ".jpe", ".jfif"},
-    "PNG": {".png"},
-    "WEBP": {".webp"},
-    "BMP": {".bmp", ".dib"},
-    "GIF": {".gif"},
-    "TIFF": {".tif", ".tiff"},
-    "HEIF": {".heic", ".heif"},
-    "AVIF": {".avif"},
+    "JPEG": (".jpg", ".jpeg", ".jpe", ".jfif"),
+    "PNG": (".png",),
+    "WEBP": (".webp",),
+    "BMP": (".bmp", ".dib"),
+    "GIF": (".gif",),
+    "TIFF": (".tif", ".tiff"),
+    "HEIF": (".heic", ".heif"),
+    "AVIF": (".avif",),
 }
 
 
@@ -412,4 +412,9 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 def extension_matches(path: str | os.PathLike, detected_format: str) -> bool:
     """Whether the file's extension honestly names its detected content."""
     suffix = Path(path).suffix.lower()
-    return suffix in EXTENSIONS_BY_FORMAT.get(detected_format, set())
+    return suffix in EXTENSIONS_BY_FORMAT.get(detected_format, ())
+
+
+def usual_extension(detected_format: str) -> str | None:
+    """``'.jpg'`` for JPEG content: what a file of it is best named; None for a format without one."""
+    return next(iter(EXTENSIONS_BY_FORMAT.get(detected_format, ())), None)

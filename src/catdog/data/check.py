@@ -53,6 +53,7 @@ from catdog.images import (
     read_file,
     read_info,
     sniff_format,
+    usual_extension,
 )
 
 # Sides below this many pixels make an image "tiny": 32 px is where a photo stops showing a
@@ -612,9 +613,7 @@ def summary(report: CheckReport, limit: int = 20) -> list:
         "unusable": [(u["path"], u["reason"].removeprefix(f"'{u['path']}' ")) for u in report.unusable],
         "duplicate": [(_some(d["files"]), _labels(d)) for d in report.duplicates],
         "near-duplicate": [(_some(d["files"]), f"{_apart(d)}; {_labels(d)}") for d in report.near_duplicates],
-        "wrong extension": [
-            (m["path"], f"{m['content']} content named {m['extension']}") for m in report.extension_mismatches
-        ],
+        "wrong extension": [(m["path"], _misnamed(m)) for m in report.extension_mismatches],
         "unusual mode (note)": _by_mode(report.unusual_modes),
         "left out": [(item["path"], item["reason"]) for item in report.left_out],
         "not read": [(item["path"], item["reason"]) for item in report.not_read],
@@ -682,6 +681,13 @@ def _by_extension(files: list[dict]) -> list[tuple[str, str]]:
         (_some(paths, shown=1), _no_image(extension, len(paths)))
         for extension, paths in sorted(rows.items(), key=lambda row: -len(row[1]))
     ]
+
+
+def _misnamed(mismatch: dict) -> str:
+    """ "JPEG content named .heic: rename it .jpg": the row said what was wrong, not what to do about it."""
+    usual = usual_extension(mismatch["content"] or "")
+    remedy = f": rename it {usual}" if usual else ""
+    return f"{mismatch['content']} content named {mismatch['extension']}{remedy}"
 
 
 def _by_mode(files: list[dict]) -> list[tuple[str, str]]:
