@@ -289,3 +289,33 @@ def test_an_error_naming_a_path_in_square_brackets_prints_it_as_it_is(tmp_path: 
     done = run_catdog_in_process("data", "check", str(missing))
     assert done.returncode == 2
     assert done.stderr.strip() == f"error: Dataset folder '{missing}' does not exist.", done.stderr
+
+
+def test_a_file_that_cannot_be_read_says_why(tmp_path: Path, samples_dir: Path) -> None:
+    """A photo without read permission (copied from another user's disk) was "'cat/locked.jpg' cannot be read." to
+    train, with no reason, and "(Permission denied)" to data check where audit said "(permission denied)". Each now
+    gives the reader's one sentence."""
+    import shutil
+    import subprocess
+    import sys
+
+    root = tmp_path / "data"
+    shutil.copytree(samples_dir, root)
+    locked = root / "cat" / "locked.jpg"
+    shutil.copy(samples_dir / "cat" / "cat.1.jpg", locked)
+    locked.chmod(0)
+    why = f"'{locked}' cannot be read (permission denied)."
+    env = {**os.environ, "CATDOG_CACHE_DIR": str(tmp_path / "cache")}
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*_unprivileged(), *args], capture_output=True, text=True, timeout=300, env=env)
+
+    done = run(sys.executable, "-m", "catdog", "data", "check", "--json", str(root))
+    [unusable] = json.loads(done.stdout)["unusable"]
+    assert unusable["reason"] == "'cat/locked.jpg' cannot be read (permission denied).", done.stdout
+    script = (
+        "import sys; from catdog.data import prepare; from catdog.preprocess import Preprocess; "
+        "print(prepare(sys.argv[1], Preprocess(image_size=32), sys.argv[2]).unreadable[0][1])"
+    )
+    done = run(sys.executable, "-c", script, str(root), str(tmp_path / "cache"))
+    assert done.stdout.strip() == why, done.stderr

@@ -15,7 +15,7 @@ from catdog.data.cache import PixelCache
 from catdog.data.hashing import HashIndex
 from catdog.data.layout import Dataset, DatasetError, composed, discover
 from catdog.data.split import split_indices
-from catdog.images import DEFAULT_MAX_PIXELS
+from catdog.images import DEFAULT_MAX_PIXELS, ImageError, read_file
 from catdog.preprocess import Preprocess
 
 
@@ -77,7 +77,7 @@ def prepare(
     out = PreparedData(dataset, cache, [], [], [], [])
     for item, digest in zip(dataset.files, hashes):
         if digest is None:
-            out.unreadable.append((item.path, f"'{item.path}' cannot be read."))
+            out.unreadable.append((item.path, _why_unreadable(item.path)))
         elif digest in cache.errors:
             out.unreadable.append((item.path, cache.errors[digest].replace("The image", f"'{item.path}'")))
         else:
@@ -86,6 +86,16 @@ def prepare(
             out.hashes.append(digest)
             out.rows.append(cache.rows[digest])
     return out
+
+
+def _why_unreadable(path: Path) -> str:
+    """Why the hash index could not read a file, in the reader's sentence: train said "'x.jpg' cannot be read."
+    and no more, where data check says "(permission denied)"."""
+    try:
+        read_file(path)
+    except ImageError as err:
+        return str(err)
+    return f"'{path}' cannot be read."  # readable again: it changed while it was read
 
 
 class CachedImages(torch.utils.data.Dataset):
