@@ -319,3 +319,22 @@ def test_a_file_that_cannot_be_read_says_why(tmp_path: Path, samples_dir: Path) 
     )
     done = run(sys.executable, "-c", script, str(root), str(tmp_path / "cache"))
     assert done.stdout.strip() == why, done.stderr
+
+
+def test_a_link_up_its_own_tree_is_told_to_be_removed_not_copied(tmp_path: Path) -> None:
+    """'loop -> ..' in a class folder (a link back up the tree) was told "copy the file or folder, or make a hard
+    link", which would copy the dataset into itself. A link to a folder that holds it is told to be removed; a
+    link elsewhere is told to be copied, as before."""
+    from catdog.data.layout import LINK, LOOP
+
+    root = tmp_path / "data"
+    for label in ("cat", "dog"):
+        (root / label).mkdir(parents=True)
+        (root / label / f"{label}.1.jpg").write_bytes(image_bytes())
+    (tmp_path / "elsewhere").mkdir()
+    (root / "dog" / "loop").symlink_to("..")
+    (root / "cat" / "self").symlink_to(root / "cat")
+    (root / "cat" / "away").symlink_to(tmp_path / "elsewhere")
+    skipped = {path.relative_to(root).as_posix(): why for path, why in discover(root).skipped}
+    assert skipped == {"dog/loop": LOOP, "cat/self": LOOP, "cat/away": LINK}
+    assert LOOP.endswith("remove the link")

@@ -171,6 +171,14 @@ def _hidden_name(name: str) -> bool:
 
 
 LINK = "a symbolic link, which catdog does not follow: copy the file or folder, or make a hard link"
+# A link to a folder it is in ('loop -> ..'): "copy the folder" there would copy a folder into itself.
+LOOP = "a symbolic link to a folder that holds it (a loop), which catdog does not follow: remove the link"
+
+
+def _why_link(link: str) -> str:
+    """Why a link is not read, with what to do about it: LOOP for a link up its own tree, else LINK."""
+    target, folder = Path(os.path.realpath(link)), Path(os.path.realpath(os.path.dirname(link)))
+    return LOOP if target == folder or target in folder.parents else LINK
 
 
 def _unreadable(err: OSError) -> tuple[Path, str]:
@@ -217,7 +225,7 @@ def _files_under(folder: Path, skipped: list[tuple[Path, str]]) -> list[Path]:
     found = []
     for entry in walk_files(folder, lambda err: skipped.append(_unreadable(err))):
         if entry.is_symlink():
-            skipped.append((Path(entry.path), LINK))
+            skipped.append((Path(entry.path), _why_link(entry.path)))
         else:
             found.append(Path(entry.path))
     return found
@@ -232,7 +240,7 @@ def _listing(folder: str | os.PathLike) -> list[os.DirEntry]:
 def _class_folders(entries: list[os.DirEntry], skipped: list[tuple[Path, str]]) -> list[Path]:
     """The folders among a listing's ``entries``. A linked folder may point anywhere on the machine: not
     followed, like links further down, and named in ``skipped``."""
-    skipped.extend((Path(e.path), LINK) for e in entries if e.is_symlink() and _is_dir(e))
+    skipped.extend((Path(e.path), _why_link(e.path)) for e in entries if e.is_symlink() and _is_dir(e))
     return [Path(e.path) for e in entries if e.is_dir(follow_symlinks=False)]
 
 
@@ -240,7 +248,9 @@ def _entries(listing: list[os.DirEntry], skipped: list[tuple[Path, str]]) -> tup
     """The class folders and the loose image files of a folder's ``listing``; its links go into ``skipped``."""
     folders = _class_folders(listing, skipped)
     loose = [e for e in listing if Path(e.name).suffix.lower() in IMAGE_EXTENSIONS]
-    skipped.extend((Path(e.path), LINK) for e in loose if e.is_symlink() and not _is_dir(e))  # _class_folders: others
+    skipped.extend(
+        (Path(e.path), _why_link(e.path)) for e in loose if e.is_symlink() and not _is_dir(e)
+    )  # _class_folders: others
     return folders, [Path(e.path) for e in loose if e.is_file(follow_symlinks=False)]
 
 
@@ -477,7 +487,8 @@ def discover(root: str | os.PathLike, *, image_files_only: bool = False, labels_
         files, left_out = in_folders, flat_images
 
     if not files:
-        links, locked = [p for p, why in skipped if why == LINK], [p for p, why in skipped if why != LINK]
+        links = [p for p, why in skipped if why in (LINK, LOOP)]
+        locked = [p for p, why in skipped if why not in (LINK, LOOP)]
         hint = ""
         if links:
             hint += f" ({counted(len(links), 'symbolic link')} not followed: copy the files, or make hard links)"
