@@ -251,6 +251,23 @@ def test_the_summary_gives_the_quarantine_command_that_moves_what_it_found(
     assert "To move" not in run_catdog_in_process("data", "check", "data").stdout
 
 
+def test_the_quarantine_command_keeps_the_near_distance_it_was_given(
+    samples_dir: Path, tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The summary's command left out --near-distance: 'data check data --near-distance 20' found near-duplicates
+    among the samples and counted "the 5 files at fault", and the command, run as printed, found none and moved
+    nothing. It repeats the distance it was given, and moves what it counted."""
+    shutil.copytree(samples_dir, tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    proc = run_catdog_in_process("data", "check", "data", "--near-distance", "20")
+    last = " ".join(proc.stdout.split()).rsplit(" To move the ", 1)[-1]
+    claimed, command = int(last.split()[0]), last.split(": catdog ", 1)[1].split()
+    assert command == ["data", "check", "data", "--quarantine", "data-quarantine", "--near-distance", "20"], command
+    assert run_catdog_in_process(*command).returncode == 1  # the report of what it moved
+    moved = [path for path in (tmp_path / "data-quarantine").rglob("*.jpg")]
+    assert claimed > 0 and len(moved) == claimed, (moved, claimed)
+
+
 def test_human_summary_and_bad_arguments(planted: Path, tmp_path: Path, cache_dir: Path) -> None:
     proc = run_catdog_in_process("data", "check", str(planted))
     assert proc.returncode == 1

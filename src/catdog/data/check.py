@@ -658,6 +658,8 @@ def _quarantine_hint(report: CheckReport) -> str:
         root = root.resolve()
     beside = root.parent / f"{root.name or 'dataset'}-quarantine"  # never inside: check refuses that
     command = f"catdog data check {shlex.quote(str(root))} --quarantine {shlex.quote(str(beside))}"
+    if report.near_distance != NEAR_DISTANCE:  # without it, the command moved other near-duplicates than counted
+        command += f" --near-distance {report.near_distance}"
     moved = counted(len(report.to_quarantine), "file")
     return (
         f"To move the {moved} at fault out of the dataset (unusable files, the extra copies of duplicates and "
