@@ -813,3 +813,27 @@ def test_train_says_when_one_photo_is_filed_under_two_classes(samples_dir, tmp_p
     [line] = [line for line in console.file.getvalue().splitlines() if "more than one class" in line]
     assert f"1 photo filed under more than one class, e.g. '{data / 'cat' / 'cat.3.jpg'}' (cat and dog)" in line
     assert f"'catdog data check {data}' lists them" in line, line
+
+
+def test_train_counts_one_link_and_one_left_out_file_in_the_singular(samples_dir, tmp_path):
+    """Run on a messy folder with one 'loop -> ..' link, train said "did not read 1 links or folders", and of one
+    loose photo beside the class folders "left out 1 image files that carry no label"."""
+    import io
+
+    from rich.console import Console
+
+    from catdog.training.batches import prepare_data
+    from catdog.training.config import TrainConfig
+    from catdog.training.distributed import DistContext
+    from catdog.training.progress import Reporter
+
+    data = tmp_path / "data"
+    shutil.copytree(samples_dir, data)
+    (data / "dog" / "loop").symlink_to("..")
+    shutil.copy(data / "cat" / "cat.3.jpg", data / "loose.jpg")
+    console = Console(file=io.StringIO(), width=400)
+    cfg = TrainConfig(data_dir=str(data), out=str(tmp_path / "model"))
+    prepare_data(cfg, Preprocess(image_size=32), tmp_path / "cache", DistContext(), Reporter(console))
+    said = console.file.getvalue()
+    assert "did not read 1 link or folder, e.g. " in said, said
+    assert "left out 1 image file with no label in the folders layout, e.g. " in said, said

@@ -134,6 +134,11 @@ def counted(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
+def links_or_folders(n: int) -> str:
+    """ "1 link or folder", "2 links or folders": counted() would pluralise the last noun alone."""
+    return f"{n} link or folder" if n == 1 else f"{n} links or folders"
+
+
 def listed(names: list[str] | tuple[str, ...], conjunction: str = "and") -> str:
     """Names as a person lists them: "cat, dog and rabbit" ("cat and dog and rabbit" once), "cat, dog or neither"."""
     *rest, last = names

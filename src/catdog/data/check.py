@@ -44,7 +44,7 @@ import numpy as np
 from catdog.data.hashing import HashIndex, content_hash
 from catdog.data.layout import NEITHER, Dataset, discover, label_in_name, normalize_label
 from catdog.errors import CatdogError
-from catdog.fsutil import atomic_write_text, counted, default_cache_dir, first_few, listed, shown
+from catdog.fsutil import atomic_write_text, counted, default_cache_dir, first_few, links_or_folders, listed, shown
 from catdog.images import (
     IMAGE_EXTENSIONS,
     ImageError,
@@ -730,14 +730,9 @@ def _found(report: CheckReport) -> str:
         ),
         (len(report.extension_mismatches), counted(len(report.extension_mismatches), "wrong extension")),
         (len(report.left_out), f"{counted(len(report.left_out), 'image file')} left out (no label)"),
-        (len(report.not_read), f"{len(report.not_read)} {_links_or_folders(len(report.not_read))} not read"),
+        (len(report.not_read), f"{links_or_folders(len(report.not_read))} not read"),
     ]
     return ", ".join(words for n, words in kinds if n)
-
-
-def _links_or_folders(n: int) -> str:
-    """ "link or folder", "links or folders": counted() would pluralise the last noun alone."""
-    return "link or folder" if n == 1 else "links or folders"
 
 
 def _labels(group: dict) -> str:

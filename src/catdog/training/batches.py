@@ -25,7 +25,7 @@ from catdog.features import (
     pooled_part,
     torch_feature_fn,
 )
-from catdog.fsutil import counted
+from catdog.fsutil import counted, links_or_folders
 from catdog.models.scratch import SCRATCH_MODELS
 from catdog.preprocess import Preprocess, normalize
 from catdog.training.config import TrainConfig
@@ -51,12 +51,12 @@ def prepare_data(cfg: TrainConfig, pre: Preprocess, cache_dir: Path, ctx, log) -
     dataset = discover(cfg.data_dir, image_files_only=True)
     if dataset.left_out and ctx.is_main:
         log.info(
-            f"left out {len(dataset.left_out)} image files that carry no label in the {dataset.layout} layout, e.g. "
-            f"'{dataset.left_out[0]}'; 'catdog data check {cfg.data_dir}' lists them"
+            f"left out {counted(len(dataset.left_out), 'image file')} with no label in the {dataset.layout} layout, "
+            f"e.g. '{dataset.left_out[0]}'; 'catdog data check {cfg.data_dir}' lists them"
         )
     if dataset.skipped and ctx.is_main:
         path, why = dataset.skipped[0]
-        log.info(f"did not read {len(dataset.skipped)} links or folders, e.g. '{path}': {why}")
+        log.info(f"did not read {links_or_folders(len(dataset.skipped))}, e.g. '{path}': {why}")
     # The model's classes first, so that their labels are the model's outputs; `neither` photos come last.
     order = dataset.model_classes + [NEITHER] * (NEITHER in dataset.classes)
     if ctx.is_main:
