@@ -1387,25 +1387,42 @@ def test_the_app_asks_again_while_the_server_cannot_be_reached_a_minute_at_most(
         )
 
 
-def test_a_malformed_model_address_is_said_at_once_not_as_a_server_out_of_reach(browser, playwright, server):
-    """fetch rejects a malformed address with the TypeError of a network failure, so a model.json naming its model
-    by one was asked again for a minute and then said to be "a server that could not be reached". The app now says
-    at once which address is malformed. Here the real model.json, its "model" changed."""
+OTHER_SERVER = "http://127.0.0.2:9/model.onnx"  # refused where the CSP is bypassed: a network failure to fetch
 
-    def malformed(route) -> None:
+
+@pytest.mark.parametrize(
+    ("address", "sentence"),
+    [
+        ("http://[oops/model.onnx", '"http://[oops/model.onnx" is no valid address; check model.json.'),
+        ("ftp://example.com/m.onnx", '"ftp://example.com/m.onnx" is no http or https address; check model.json.'),
+        (
+            OTHER_SERVER,
+            f'"{OTHER_SERVER}" is on another server, and the app loads its model only from its own (its security '
+            "policy); put the model beside the app and name it in model.json.",
+        ),
+    ],
+    ids=["malformed", "ftp", "another server"],
+)
+def test_a_model_address_fetch_cannot_use_is_said_at_once_not_as_a_server_out_of_reach(
+    browser, playwright, server, address: str, sentence: str
+):
+    """fetch rejects a malformed address, one of a scheme it cannot fetch (ftp:) and one the app's security policy
+    blocks (another server's) with the TypeError of a network failure, so a model.json naming its model by one was
+    asked again for a minute and then said to be "a server that could not be reached". The app now says at once
+    what is wrong with the address. Here the real model.json, its "model" changed."""
+
+    def changed(route) -> None:
         config = route.fetch().json()
-        route.fulfill(json={**config, "model": "http://[oops/model.onnx"})
+        route.fulfill(json={**config, "model": address})
 
     context = browser.new_context(**playwright.devices[PHONE], bypass_csp=True, service_workers="block")
     try:
         page = context.new_page()
-        page.route("**/app/model.json", malformed)
+        page.route("**/app/model.json", changed)
         page.goto(server.url + "/app/")
         status = page.locator("#status")
         status.filter(has_text="could not be loaded").wait_for(timeout=30_000)
-        assert status.inner_text() == (
-            'The model could not be loaded: "http://[oops/model.onnx" is no valid address; check model.json.'
-        )
+        assert status.inner_text() == f"The model could not be loaded: {sentence}"
     finally:
         context.close()
 

@@ -236,10 +236,20 @@ async function fetchOk(url) {
   const { asksToWait, proxyCannotReach, PROXY_RETRY_S, retryWait } = globalThis.catdogShares;
   // fetch rejects a malformed address (model.json's "model", say) with the TypeError of a network failure: it is
   // told apart here, or it was asked again for a minute and said to be a server out of reach.
+  let address;
   try {
-    new URL(url, location.href);
+    address = new URL(url, location.href);
   } catch {
     throw new ServerAnswer(`The model could not be loaded: "${url}" is no valid address; check model.json.`);
+  }
+  // So does an address fetch cannot use (ftp:, file:) or that the app's security policy blocks (connect-src 'self'
+  // blob: data:, webapp.APP_HEADERS): known before asking, said at once.
+  if (!["http:", "https:", "blob:", "data:"].includes(address.protocol)) {
+    throw new ServerAnswer(`The model could not be loaded: "${url}" is no http or https address; check model.json.`);
+  }
+  if (address.protocol.startsWith("http") && address.origin !== location.origin) {
+    throw new ServerAnswer(`The model could not be loaded: "${url}" is on another server, and the app loads its ` +
+      "model only from its own (its security policy); put the model beside the app and name it in model.json.");
   }
   let unreachableSince = null;
   for (let waited = 0; ; ) {
