@@ -917,6 +917,41 @@ def test_an_interrupted_camera_keeps_its_sentence_and_dims_until_a_new_answer(br
         context.close()
 
 
+def test_a_frame_taken_before_an_interruption_is_no_new_answer_after_it(browser, playwright, server) -> None:
+    """A frame taken before the camera was interrupted (`mute`) and answered after it was back (`unmute`) was shown
+    as the new answer: the old answer's dimming ended, and its fps line came back, on a picture from before. Such a
+    frame is now dropped, and the dimming lasts until a frame taken since the unmute is answered. Here the answers
+    out at the mute are held and handed on after the unmute, the later frames' held meanwhile."""
+    context = browser.new_context(**playwright.devices[PHONE], bypass_csp=True)
+    context.add_init_script(HOLD)
+    try:
+        page = context.new_page()
+        page.goto(server.url + "/app/")
+        page.evaluate("window.catdogApp.ready.then(() => window.catdogApp.allLanes)")  # no lane's load answer held
+        track = "document.getElementById('video').srcObject.getVideoTracks()[0]"
+        opacity = "getComputedStyle(document.getElementById('live-label')).opacity"
+        page.click("#camera-start")
+        page.wait_for_function("window.catdogApp.frames.length >= 1", timeout=60_000, polling=100)
+        page.evaluate("window.held.answers = []")
+        page.wait_for_function("window.held.answers.length >= 1", timeout=30_000, polling=100)
+        page.evaluate(f"{track}.dispatchEvent(new Event('mute'))")
+        page.wait_for_function("window.framesOut === 0", timeout=30_000, polling=100)  # every frame sent is held
+        shown = page.evaluate("window.catdogApp.frames.length")
+        page.evaluate(
+            f"() => {{ window.beforeMute = window.held.answers; window.held.answers = [];"
+            f" {track}.dispatchEvent(new Event('unmute')); window.beforeMute.forEach((handOn) => handOn()); }}"
+        )
+        page.wait_for_timeout(300)
+        assert page.evaluate(opacity) == "0.45", "a frame taken before the interruption ended its dimming"
+        assert page.evaluate("window.catdogApp.frames.length") == shown, "a frame taken before the mute was shown"
+        page.evaluate("window.handOn('answers', false)")
+        page.wait_for_function("'fps' in document.getElementById('live-info').dataset", timeout=30_000, polling=100)
+        assert page.evaluate(opacity) == "1"
+        page.click("#camera-stop")
+    finally:
+        context.close()
+
+
 def test_a_frame_error_goes_once_a_newer_frame_is_answered(browser, playwright, server) -> None:
     """A frame the model failed on left its error under the live answer while the next frames were answered, until
     Stop: the app never took a frame's error away. As on the server's page, the next answer shown takes it away."""

@@ -470,7 +470,8 @@ let inFlight = 0;
 let grabbed = 0;
 let shown = 0; // the newest frame shown (lanes may answer out of order)
 // Each start of the camera is a new session: a frame sent before a Stop, answered after the next Start, is the
-// last session's picture and must not be shown as the new one's first answer.
+// last session's picture and must not be shown as the new one's first answer. So is each interruption (pauseLive):
+// a frame taken before a mute and answered after the unmute is no new answer.
 let session = 0;
 
 function median(values) {
@@ -517,6 +518,7 @@ function pauseLive(paused) {
   if (paused === interrupted) return; // followInterruptions tells the track's state as the camera starts, too
   interrupted = paused;
   if (paused) {
+    session++;
     $("live").classList.add("paused");
     $("live-info").textContent = "label" in $("live-label").dataset ? globalThis.catdogShares.livePaused : "";
     delete $("live-info").dataset.fps;
