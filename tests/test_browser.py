@@ -557,8 +557,24 @@ def test_a_heat_map_that_never_comes_holds_back_no_summary(page, cat_photo: Path
     said = f"{cat_photo.name}: cat, {percent} percent."
     page.wait_for_function("(said) => document.getElementById('announce').textContent === said", arg=said)
     held[0].fulfill(status=500, json={"error": "Heat maps are down here."})
-    said = f"{cat_photo.name}: Heat maps are down here."
+    said += f" {cat_photo.name}: Heat maps are down here."  # added to the summary, not in place of it
     page.wait_for_function("(said) => document.getElementById('announce').textContent === said", arg=said)
+
+
+def test_a_heat_map_asked_for_later_adds_its_sentence_to_the_batch_s(page, cat_photo: Path, dog_photo: Path) -> None:
+    """A heat map asked for by its button after the batch's summary, and failing, replaced the summary in the one
+    live region of photos: a screen reader that had not read the batch's answers yet never heard them. Its sentence
+    is now added to the summary, in an element of its own in a region that is not atomic, so only it is said."""
+    page.route("**/api/v1/explain", lambda route: route.fulfill(status=500, json={"error": "Heat maps are down here."}))
+    page.set_input_files("#file-input", [str(cat_photo), str(dog_photo)])
+    page.wait_for_function("document.getElementById('announce').textContent.endsWith('percent.')", timeout=30_000)
+    summary = page.locator("#announce").text_content()
+    card = page.locator("#results .card[data-state=done]").first
+    card.locator(".heat-button").click()
+    card.locator(".error:has-text('Heat maps are down here.')").wait_for(timeout=30_000)
+    said = f"{summary} {card.locator('.name').inner_text()}: Heat maps are down here."
+    page.wait_for_function("(said) => document.getElementById('announce').textContent === said", arg=said)
+    assert page.get_attribute("#announce", "aria-atomic") in (None, "false"), "the whole region said again"
 
 
 def test_a_heat_map_failing_after_clear_is_not_said(page, cat_photo: Path) -> None:
