@@ -253,6 +253,38 @@ def test_a_card_shows_a_long_photo_name_whole(browser, playwright, server, tmp_p
         context.close()
 
 
+# In a page: each share ("neither 99.7%") of the cards' shares that a line break cuts in two.
+BROKEN_SHARES = """() => [...document.querySelectorAll('#results .card .probs')].flatMap((probs) => {
+    const walker = document.createTreeWalker(probs, NodeFilter.SHOW_TEXT);
+    const broken = [];
+    while (walker.nextNode()) {
+        for (const share of walker.currentNode.data.matchAll(/\\S+ \\d+\\.\\d%/g)) {
+            const range = document.createRange();
+            range.setStart(walker.currentNode, share.index);
+            range.setEnd(walker.currentNode, share.index + share[0].length);
+            const lines = new Set([...range.getClientRects()].filter((r) => r.width).map((r) => Math.round(r.top)));
+            if (lines.size > 1) broken.push(share[0]);
+        }
+    }
+    return broken;
+})"""
+
+
+def test_a_card_keeps_each_share_on_one_line_on_a_phone(browser, playwright, server, dev_dir, data_root) -> None:
+    """On a phone the app's card broke its shares anywhere: "cat 100.0% · dog 0.0% · neither" on one line and "0.0%"
+    on the next. Each share is now kept whole (the page's cards too: one helper in shares.js), a line breaking only
+    between two."""
+    photos = [dev_dir / "cat.1.jpg", data_root / "neither" / "food" / "inet-n07714571_head_cabbage.JPEG"]
+    context, page = phone(browser, playwright, server.url + "/app/")
+    try:
+        answers(page, photos)
+        assert page.locator("#results .card .probs").first.inner_text().count("%") == 3
+        assert page.evaluate(BROKEN_SHARES) == []
+        assert not page.errors
+    finally:
+        context.close()
+
+
 @pytest.mark.slow  # about a minute of SwiftShader on 2 cores; the fallback tests below stay in the fast suite
 def test_webgpu_answers_as_python_does(gpu_browser, playwright, server, python_predictor, data_root, samples_dir):
     """Where the browser has WebGPU (here SwiftShader's, on the CPU: about 25 s to load, 9 s a photo) the model

@@ -373,10 +373,6 @@ function headline(p) {
   return answerOf(p) + confidenceOf(p);
 }
 
-function shares(p) {
-  return globalThis.catdogShares.percents(p.probabilities).join(" · "); // adds up to 100.0 %, as on the server's page
-}
-
 function card(file, before) {
   const el = document.createElement("article");
   el.className = "card";
@@ -420,7 +416,8 @@ async function showFile(file, before) {
     const answer = el.querySelector(".answer");
     answer.textContent = headline(prediction);
     answer.classList.add(prediction.label);
-    el.querySelector(".probs").textContent = shares(prediction);
+    // They add up to 100.0 %, as on the server's page.
+    globalThis.catdogShares.showPercents(el.querySelector(".probs"), prediction.probabilities);
     if (prediction.looks_like) { // as on the server's page (shares.js): the class's first name, the full one on hover
       const looks = el.querySelector(".looks");
       looks.hidden = false;

@@ -18,6 +18,18 @@ globalThis.catdogShares = {
     return parts.map(({ name, n }) => `${name} ${(n / 10).toFixed(1)}%`);
   },
 
+  // The shares under an answer, "cat 0.1% · dog 0.2% · neither 99.7%": each kept whole on one line (on a phone the
+  // app's card broke "neither" from its "99.7%"), a line breaking only between two.
+  showPercents(element, probabilities) {
+    const shares = this.percents(probabilities).map((share) => {
+      const whole = document.createElement("span");
+      whole.style.whiteSpace = "nowrap";
+      whole.textContent = share;
+      return whole;
+    });
+    element.replaceChildren(...shares.flatMap((share, i) => (i ? [" · ", share] : [share])));
+  },
+
   // A screen reader hears a batch of photos once, from one live region: "Classifying 3 photos…" when they are
   // chosen, then each photo's name and answer (or why it has none) once all are in. The cards are not live
   // regions: each answer would be said twice, and each card's "Classifying…" too.
