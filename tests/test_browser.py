@@ -129,6 +129,7 @@ def test_several_photos_at_once(page, cat_photo: Path, dog_photo: Path) -> None:
 
 
 def test_a_broken_file_shows_the_error(page, tmp_path: Path) -> None:
+    """A file that is no photo is said on its card, with no empty box where its picture would be."""
     broken = tmp_path / "holiday.jpg"
     broken.write_bytes(b"this is not really a photo")
     page.set_input_files("#file-input", str(broken))
@@ -141,6 +142,9 @@ def test_a_broken_file_shows_the_error(page, tmp_path: Path) -> None:
     card = page.locator("#results .card[data-state=error]")
     # No heat-map button on a card with no answer, and no broken-picture icon (CSS overrode `hidden`).
     assert card.locator(".heat-button").is_hidden() and card.locator(".pic img").is_hidden()
+    # Nor an empty grey box the height of a photo where there is nothing to show (a phone's whole screen of them).
+    card.locator(".pic[data-nopreview]").wait_for(state="attached", timeout=10_000)
+    assert card.locator(".pic").is_hidden()
 
 
 def test_a_photo_cut_short_is_shown_set_aside(page, cat_photo: Path, tmp_path: Path) -> None:
