@@ -21,7 +21,7 @@ globalThis.catdogShares = {
   // The shares under an answer, "cat 0.1% · dog 0.2% · neither 99.7%": each kept whole on one line (on a phone the
   // app's card broke "neither" from its "99.7%"), a line breaking only between two.
   showPercents(element, probabilities) {
-    const shares = this.percents(probabilities).map((share) => {
+    const shares = globalThis.catdogShares.percents(probabilities).map((share) => { // not `this`: destructured
       const whole = document.createElement("span");
       whole.style.whiteSpace = "nowrap";
       whole.textContent = share;
