@@ -1354,6 +1354,32 @@ def test_the_paused_line_needs_an_answer_and_the_dimming_lasts_until_a_new_one(p
     page.click("#camera-stop")
 
 
+def test_a_frame_sent_before_an_interruption_is_no_new_answer_after_it(page) -> None:
+    """A frame sent before the camera was interrupted (`mute`) and answered after it was back (`unmute`) was shown
+    as the new answer: the old answer's dimming ended on a picture from before (the phone app's fault too). Such a
+    frame is now no answer: the dimming lasts until a frame sent since the unmute is answered."""
+    frames: list = []
+    holding = [False]  # while true, each frame's request waits until the test lets it go
+    page.route("**/api/v1/predict", lambda route: (frames.append(route), holding[0] or route.continue_()))
+    track = "document.getElementById('video').srcObject.getVideoTracks()[0]"
+    opacity = "getComputedStyle(document.getElementById('live-label')).opacity"
+    page.click("#camera-start")
+    page.locator("#live-info", has_text="ms per frame").wait_for(timeout=30_000)
+    holding[0], out = True, len(frames)
+    _until_asked(page, frames, out + 1)  # held: a frame sent before the interruption
+    page.evaluate(f"{track}.dispatchEvent(new Event('mute'))")
+    page.evaluate(f"{track}.dispatchEvent(new Event('unmute'))")
+    frames[out].continue_()
+    _until_asked(page, frames, out + 2)  # one frame at a time: the old frame's answer has been read
+    assert page.evaluate(opacity) == "0.4", "a frame sent before the interruption ended its dimming"
+    assert page.locator("#live-info").inner_text() == "Camera back: classifying…"
+    holding[0] = False
+    frames[out + 1].continue_()
+    page.locator("#live-info", has_text="ms per frame").wait_for(timeout=30_000)
+    assert page.evaluate(opacity) == "1"
+    page.click("#camera-stop")
+
+
 def test_a_frame_whose_request_fails_while_interrupted_leaves_the_sentence(page) -> None:
     """A frame sent before the camera was interrupted whose request failed after it (the server gone) put "The
     server cannot be reached ..." over "The camera is interrupted ..." while the camera was still interrupted: the
