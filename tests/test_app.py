@@ -280,6 +280,17 @@ def test_a_card_keeps_each_share_on_one_line_on_a_phone(browser, playwright, ser
         answers(page, photos)
         assert page.locator("#results .card .probs").first.inner_text().count("%") == 3
         assert page.evaluate(BROKEN_SHARES) == []
+        # A trained model's class longer than the line (its folder's name) still wraps, within its share, rather
+        # than run out of the card: kept whole on one line, it pushed a 320-px phone's page sideways.
+        page.set_viewport_size({"width": 320, "height": 640})
+        overflow = page.evaluate("""() => {
+            const probs = document.querySelector('#results .card .probs');
+            const names = { 'staffordshire bull terrier': 0.5, 'american pit bull terrier': 0.3, neither: 0.2 };
+            globalThis.catdogShares.showPercents(probs, names);
+            const page = document.documentElement;
+            return [probs.scrollWidth - probs.clientWidth, page.scrollWidth - page.clientWidth];
+        }""")
+        assert overflow == [0, 0], "a long share ran out of its card"
         assert not page.errors
     finally:
         context.close()

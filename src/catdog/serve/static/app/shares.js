@@ -19,15 +19,18 @@ globalThis.catdogShares = {
   },
 
   // The shares under an answer, "cat 0.1% · dog 0.2% · neither 99.7%": each kept whole on one line (on a phone the
-  // app's card broke "neither" from its "99.7%"), a line breaking only between two.
+  // app's card broke "neither" from its "99.7%"), a line breaking only between two, the "·" at the line's end. An
+  // inline block, not nowrap: a share longer than the line (a trained model's class) wraps within itself rather
+  // than run out of the card.
   showPercents(element, probabilities) {
-    const shares = globalThis.catdogShares.percents(probabilities).map((share) => { // not `this`: destructured
+    const shares = globalThis.catdogShares.percents(probabilities); // not `this`: it is called destructured
+    const wholes = shares.map((share, i) => {
       const whole = document.createElement("span");
-      whole.style.whiteSpace = "nowrap";
-      whole.textContent = share;
+      Object.assign(whole.style, { display: "inline-block", maxWidth: "100%", overflowWrap: "anywhere" });
+      whole.textContent = i < shares.length - 1 ? `${share} ·` : share;
       return whole;
     });
-    element.replaceChildren(...shares.flatMap((share, i) => (i ? [" · ", share] : [share])));
+    element.replaceChildren(...wholes.flatMap((whole, i) => (i ? [" ", whole] : [whole])));
   },
 
   // A screen reader hears a batch of photos once, from one live region: "Classifying 3 photos…" when they are
