@@ -565,6 +565,27 @@ def test_a_heat_map_that_never_comes_holds_back_no_summary(page, cat_photo: Path
     page.wait_for_function("(said) => document.getElementById('announce').textContent === said", arg=said)
 
 
+def test_a_heat_map_failing_as_the_summary_is_said_is_not_wiped_by_it(page, cat_photo: Path) -> None:
+    """A live region's words are written 50 ms after it is emptied (the same words are then said again): a heat map
+    failing in between added its sentence to the emptied region, and the summary's words then took its place. The
+    sentence now stays, after the summary. The page's clock is paused so that the failure comes in that gap."""
+    held: list = []
+    page.route("**/api/v1/explain", lambda route: held.append(route))  # unanswered until the test answers it
+    page.clock.install()
+    page.clock.pause_at(page.evaluate("Date.now()") + 1_000)  # no timer fires but those the test runs
+    page.check("#heatmap-toggle")
+    page.set_input_files("#file-input", str(cat_photo))
+    card = page.locator("#results .card[data-state=done]")
+    card.locator(".heat-button:text-is('Computing heat map…')").wait_for(timeout=30_000)
+    percent = card.locator(".bar").get_attribute("aria-valuenow")
+    page.clock.run_for(10_000)  # the summary's wait for the heat map: the region is emptied, its words to come
+    held[0].fulfill(status=500, json={"error": "Heat maps are down here."})
+    card.locator(".error:has-text('Heat maps are down here.')").wait_for(timeout=30_000)
+    page.clock.run_for(100)
+    said = f"{cat_photo.name}: cat, {percent} percent. {cat_photo.name}: Heat maps are down here."
+    assert page.locator("#announce").text_content() == said
+
+
 def live_region(page, selector: str) -> dict[str, object]:
     """How Chromium's accessibility tree, which a screen reader reads, has the element's live region: its
     live, atomic and relevant properties, implicit ones included (role=status is atomic by the ARIA spec)."""

@@ -38,7 +38,14 @@ globalThis.catdogShares = {
   // regions: each answer would be said twice, and each card's "Classifying…" too.
   announce(region, text) {
     region.textContent = ""; // emptied first: the same words as the last batch's are said again
-    setTimeout(() => { region.textContent = text; }, 50);
+    // Put before the sentences added meanwhile (announceToo's elements), not in their place: they were not said yet.
+    setTimeout(() => region.replaceChildren(text, ...region.children), 50);
+  },
+  // One more sentence after what the region says (the page's heat map asked for later, after its batch's
+  // summary): added, so that it takes away no answer a screen reader has not read yet; the region is not atomic
+  // (aria-atomic="false"), so only it is said.
+  announceToo(region, text) {
+    region.append(Object.assign(document.createElement("span"), { textContent: ` ${text}` }));
   },
   batchChosen: (count) => `Classifying ${count} photo${count > 1 ? "s" : ""}…`,
   batchAnswered: (said) => said.map((line) => line.replace(/\.+$/, "")).join(". ") + ".",
