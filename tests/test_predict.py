@@ -12,6 +12,8 @@ import io
 import json
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -179,6 +181,25 @@ def test_a_photo_piped_in_as_dash_is_read_from_standard_input(cat_photo, dog_pho
     assert twice.stderr == "error: '-' (standard input) is given more than once; it holds one photo, so give it once.\n"
     sorting = run_catdog_in_process("predict", "--sort-into", "sorted", "-", stdin=cat_photo.read_bytes())
     assert sorting.returncode == 2 and "has no file to copy" in sorting.stderr, sorting
+
+
+def test_standard_input_that_cannot_be_read_is_one_sentence(tmp_path, cat_photo):
+    """``catdog predict - photo.jpg 0>file`` (standard input open for writing only) ended the whole batch with
+    "error: [Errno 9] Bad file descriptor"; '-' now gets its line and the photo its answer. With standard input
+    closed (``<&-``) the refusal said none was piped in."""
+    command = [sys.executable, "-m", "catdog", "predict", "-", str(cat_photo)]
+    with open(tmp_path / "written", "wb") as write_only:
+        done = subprocess.run(command, stdin=write_only, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and done.stderr == "", done
+    assert (
+        done.stdout
+        == f"-: error '-' cannot be read from standard input (Bad file descriptor).\n{cat_photo}: cat (100.0%)\n"
+    )
+    closed = subprocess.run(["bash", "-c", '"$@" <&-', "bash", *command], capture_output=True, text=True, timeout=300)
+    assert (closed.returncode, closed.stdout) == (2, ""), closed
+    assert closed.stderr.startswith("error: '-' reads a photo from standard input, and standard input is closed"), (
+        closed
+    )
 
 
 def test_a_file_named_dash_that_a_glob_finds_is_that_file(tmp_path, monkeypatch, cat_photo, dog_photo):

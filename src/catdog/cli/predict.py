@@ -113,7 +113,11 @@ def _check_stdin(paths: list[str], sort_into: str | None) -> None:
         raise fail("'-' (standard input) is given more than once; it holds one photo, so give it once.")
     if sort_into is not None:
         raise fail("--sort-into copies photo files; the photo on standard input ('-') has no file to copy.")
-    if sys.stdin is None or sys.stdin.isatty():
+    if sys.stdin is None:  # `catdog predict - <&-`: Python finds no file descriptor 0 at all
+        raise fail(
+            "'-' reads a photo from standard input, and standard input is closed: cat photo.jpg | catdog predict -"
+        )
+    if sys.stdin.isatty():
         raise fail("'-' reads a photo from standard input, and none is piped in: cat photo.jpg | catdog predict -")
 
 
@@ -129,6 +133,8 @@ def _predict_stdin(predictor: Predictor) -> Prediction:
         data = read_within_limit(sys.stdin.buffer, STDIN)
     except ImageTooLargeError as err:  # a line in its place, as a file over the limit gets
         return Prediction(source=STDIN, error=str(err))
+    except OSError as err:  # `catdog predict - 0>file`: open for writing only; the other photos still get answers
+        return Prediction(source=STDIN, error=f"'-' cannot be read from standard input ({err.strerror or err}).")
     (answer,) = predictor.predict_batch([(STDIN, data)])
     return answer
 
