@@ -76,7 +76,7 @@ def test_page_is_self_contained(client: httpx.Client) -> None:
 def test_health_ready_docs_and_openapi(client: httpx.Client) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").json() == {"status": "ready"}
-    for path in ("/healthz", "/readyz", "/", "/app/", "/api/v1/model"):  # probes and link checkers that use HEAD
+    for path in ("/healthz", "/readyz", "/", "/app/", "/api/v1/model", "/metrics"):  # probes, link checkers
         assert client.head(path).status_code == 200, path
     # The app's files and /docs were GET only: HEAD got 405, even for a file that is not there.
     for path in ("/app/app.js", "/app/model.json", "/app/vendor/nothing.wasm", "/docs", "/docs/nothing.css"):
@@ -370,22 +370,49 @@ ALLOWED = {
     "/app/model.onnx": "GET, HEAD, OPTIONS",
     "/docs": "GET, HEAD, OPTIONS",
     "/openapi.json": "GET, HEAD, OPTIONS",
+    "/app/app.js": "GET, HEAD, OPTIONS",
+    "/app/vendor/ort-wasm-simd-threaded.wasm": "GET, HEAD, OPTIONS",
+    "/docs/swagger-ui.css": "GET, HEAD, OPTIONS",
+    "/metrics": "GET, HEAD, OPTIONS",  # its HEAD was a 405, where every other GET route has one
 }
+# Where nothing is, files routes included: OPTIONS answered 204 there (the pattern matched) where GET said 404.
+NOT_THERE = ("/api/v1/nothing", "/app/nothing.js", "/app/vendor/nothing.wasm", "/docs/nothing.css")
 
 
 def allowed_at(base: str, **headers: str) -> dict[str, tuple[int, str | None]]:
-    """``OPTIONS base + path`` for each path of ALLOWED: its status and Allow header."""
+    """``OPTIONS base + path`` for each path of ALLOWED and NOT_THERE, and ``OPTIONS *``: status and Allow header."""
     out = {}
-    for path in ALLOWED:
+    for path in (*ALLOWED, *NOT_THERE):
         answer = httpx.options(base + path, headers=headers)
         out[path] = (answer.status_code, answer.headers.get("allow"))
+    out["*"] = options_asterisk(base)
     return out
+
+
+def options_asterisk(base: str) -> tuple[int, str | None]:
+    """``OPTIONS *`` (RFC 9110, 9.3.7), which httpx cannot send: its status and Allow header."""
+    url = httpx.URL(base)
+    with socket.create_connection((url.host, url.port), timeout=10) as connection:
+        connection.sendall(b"OPTIONS * HTTP/1.1\r\nHost: catdog\r\nConnection: close\r\n\r\n")
+        head = connection.makefile("rb").read().partition(b"\r\n\r\n")[0].decode()
+    status, *fields = head.split("\r\n")
+    allow = [value.strip() for name, _, value in (f.partition(":") for f in fields) if name.lower() == "allow"]
+    return int(status.split()[1]), (allow or [None])[0]
+
+
+# Every path of ALLOWED answers OPTIONS, the paths of NOT_THERE a 404, `OPTIONS *` with all the server's methods.
+OPTIONS_ANSWERS = (
+    {path: (204, methods) for path, methods in ALLOWED.items()}
+    | {path: (404, None) for path in NOT_THERE}
+    | {"*": (204, "GET, HEAD, OPTIONS, POST")}
+)
 
 
 def test_options_says_what_may_be_done_at_a_path_and_a_405_says_it_too(server: Server, client: httpx.Client) -> None:
     """OPTIONS was a 405 on every path (and a 405 must name the methods there, RFC 9110 15.5.6): it is a 204 with
-    the Allow header on every path that exists, a 404 elsewhere. /healthz's 405 named "GET" alone, not its HEAD."""
-    assert allowed_at(server.url) == {path: (204, methods) for path, methods in ALLOWED.items()}
+    the Allow header on every path that exists, a 404 elsewhere (a file's route once said 204 for any name), and
+    ``OPTIONS *`` names the server's methods (it was a 404). /healthz's 405 named "GET" alone, not its HEAD."""
+    assert allowed_at(server.url) == OPTIONS_ANSWERS
     nothing = client.options("/api/v1/nothing")
     assert (nothing.status_code, error_of(nothing)) == (404, "Nothing is served at /api/v1/nothing.")
     for method, path in (("POST", "/healthz"), ("GET", "/api/v1/predict"), ("DELETE", "/app/")):
@@ -404,7 +431,7 @@ def test_options_behind_a_root_path_and_beside_cors(tmp_path: Path) -> None:
         allowed = httpx.options(server.url + "/api/v1/predict", headers={"Origin": site} | preflight)
         refused = httpx.options(server.url + "/api/v1/predict", headers={"Origin": other} | preflight)
         plain = httpx.options(server.url + "/api/v1/predict", headers={"Origin": site})  # no preflight: ours
-    assert answered == {path: (204, methods) for path, methods in ALLOWED.items()}
+    assert answered == OPTIONS_ANSWERS
     assert allowed.status_code == 200 and allowed.headers["access-control-allow-origin"] == site
     assert refused.status_code == 400 and "access-control-allow-origin" not in refused.headers
     assert (plain.status_code, plain.headers["allow"], plain.headers["access-control-allow-origin"]) == (

@@ -18,6 +18,7 @@ import hashlib
 import logging
 import os
 import re
+from collections.abc import Iterable
 from contextlib import asynccontextmanager
 from importlib import resources
 
@@ -36,7 +37,7 @@ from catdog.serve import app_routes
 from catdog.serve.batcher import ModelFailedError
 from catdog.serve.limits import BodyTooLargeError, LimitsMiddleware, ServerBusyError, busy_response, error_response
 from catdog.serve.metrics import MetricsMiddleware
-from catdog.serve.paths import ApiTrailingSlashMiddleware, not_found
+from catdog.serve.paths import ApiTrailingSlashMiddleware, is_asterisk_form, not_found, register_names
 from catdog.serve.routes import router
 from catdog.serve.settings import SETTINGS_ENV, ApiError, ServeSettings
 from catdog.serve.state import ServeState
@@ -67,6 +68,8 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, err: StarletteHTTPException) -> Response:
         headers = getattr(err, "headers", None)
+        if request.method == "OPTIONS" and is_asterisk_form(request.scope):  # what the whole server answers
+            return Response(status_code=204, headers={"Allow": _methods(_api_routes(request))})
         if err.status_code == 405:  # the path exists, not for this method
             headers = {**(headers or {}), "Allow": _allowed_methods(request)}
             if request.method == "OPTIONS":  # what may be done here (RFC 9110, 9.3.7): no error
@@ -86,12 +89,18 @@ def _allowed_methods(request: Request) -> str:
 
     Starlette's 405 names the first route's alone: "GET" at /healthz, whose HEAD is another route.
     """
-    methods = {"OPTIONS"}
+    return _methods(route for route in _api_routes(request) if route.matches(request.scope)[0] is not Match.NONE)
+
+
+def _api_routes(request: Request) -> list[APIRoute]:
     # The routers' own lists: the app's holds an included router as one opaque entry (FastAPI 0.165).
-    for route in (*router.routes, *app_routes.router.routes, *request.app.router.routes):
-        if isinstance(route, APIRoute) and route.matches(request.scope)[0] is not Match.NONE:
-            methods |= route.methods
-    return ", ".join(sorted(methods))
+    routes = (*router.routes, *app_routes.router.routes, *request.app.router.routes)
+    return [route for route in routes if isinstance(route, APIRoute)]
+
+
+def _methods(routes: Iterable[APIRoute]) -> str:
+    """An ``Allow`` header's value: OPTIONS, and the methods of ``routes``."""
+    return ", ".join(sorted({"OPTIONS"}.union(*(route.methods for route in routes))))
 
 
 # The multipart parser logs a warning, then raises what the client is told in a 400: no line for the log.
@@ -111,6 +120,7 @@ PAGE_HEADERS = {
 # Swagger UI for /docs, copied out of npm at build time (web/build_app.py): served from here, not a CDN, so
 # the API's page works offline like the rest of catdog.
 DOCS_FILES = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "text/css"}
+register_names("docs_file", DOCS_FILES)
 
 
 def _docs_page() -> HTMLResponse:
@@ -189,10 +199,10 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     async def docs() -> HTMLResponse:
         return _docs_page()
 
-    @app.api_route("/docs/{name}", methods=["GET", "HEAD"], include_in_schema=False)
+    @app.api_route("/docs/{name:docs_file}", methods=["GET", "HEAD"], include_in_schema=False)
     async def docs_file(request: Request, name: str) -> Response:
         path = resources.files("catdog.serve") / "static" / "docs" / name
-        if name not in DOCS_FILES or not path.is_file():
+        if not path.is_file():  # not copied in at build time (web/build_app.py)
             return error_response(404, not_found(request))
         return FileResponse(str(path), media_type=DOCS_FILES[name])
 

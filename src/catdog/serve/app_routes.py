@@ -17,9 +17,11 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Resp
 
 from catdog import webapp
 from catdog.fsutil import printable
-from catdog.serve.paths import not_found
+from catdog.serve.paths import register_names
 
 router = APIRouter(include_in_schema=False)
+register_names("app_file", webapp.APP_FILES)
+register_names("vendor_file", webapp.VENDOR_FILES)
 log = logging.getLogger("catdog.serve")
 
 
@@ -144,17 +146,13 @@ async def app_service_worker(request: Request) -> Response:
     return Response(app_state.sw, media_type="text/javascript; charset=utf-8", headers=headers)
 
 
-@router.api_route("/app/{name}", methods=["GET", "HEAD"])
+@router.api_route("/app/{name:app_file}", methods=["GET", "HEAD"])
 async def app_file(request: Request, name: str) -> Response:
-    if name not in webapp.APP_FILES:
-        return _error(404, not_found(request))
     return _app_file(request, name)
 
 
-@router.api_route("/app/vendor/{name}", methods=["GET", "HEAD"])
+@router.api_route("/app/vendor/{name:vendor_file}", methods=["GET", "HEAD"])
 async def app_runtime_file(request: Request, name: str) -> Response:
-    if name not in webapp.VENDOR_FILES:
-        return _error(404, not_found(request))
     try:
         return _file(webapp.runtime_dir() / name)
     except webapp.AppNotBuiltError as err:

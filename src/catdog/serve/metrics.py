@@ -78,7 +78,7 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_status)
         finally:
             route = scope.get("route")
-            path = getattr(route, "path", None) or "unmatched"
+            path = getattr(route, "path_format", None) or "unmatched"  # /app/{name}, not /app/{name:app_file}
             method = scope["method"] if scope["method"] in METHODS else "other"
             self.metrics.requests.labels(path, method, str(status)).inc()
             self.metrics.latency.labels(path).observe(time.perf_counter() - start)

@@ -3,6 +3,10 @@ slashes."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
+
+from starlette.convertors import StringConvertor, register_url_convertor
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -18,6 +22,22 @@ def route_path(scope: Scope) -> str:
     that is documented nowhere and may change in any release: catdog keeps its own two lines."""
     path, root = scope["path"], scope.get("root_path", "")
     return path[len(root) :] if root and path.startswith(root + "/") else path
+
+
+def is_asterisk_form(scope: Scope) -> bool:
+    """``OPTIONS *`` (RFC 9110, 9.3.7): uvicorn hands its ``*`` on as the path, after ``--root-path``'s prefix."""
+    return scope["path"] == scope.get("root_path", "") + "*"
+
+
+def register_names(kind: str, names: Iterable[str]) -> None:
+    """A path convertor ``{name:kind}`` that matches only ``names``: a route for a fixed set of files matches no
+    other name, so GET, HEAD and OPTIONS on a file that is not there are the router's 404 alike (a route that
+    matched any name answered OPTIONS with a 204 where GET said 404)."""
+
+    class OneOf(StringConvertor):
+        regex = "|".join(re.escape(name) for name in names)
+
+    register_url_convertor(kind, OneOf())
 
 
 def asked_path(request: Request) -> str:

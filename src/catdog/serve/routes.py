@@ -373,6 +373,7 @@ async def readyz(request: Request) -> dict:
     return {"status": "ready"}
 
 
+@router.head("/metrics", include_in_schema=False)  # as every GET route: a probe of the scrape target
 @router.get("/metrics", response_class=Response)
 async def metrics(request: Request) -> Response:
     """Prometheus metrics."""
