@@ -89,7 +89,7 @@ def test_a_file_with_no_size_is_read_no_further_than_the_limit(tmp_path):
 
 def test_bytes_in_memory_are_decoded_whatever_their_size():
     """Bytes in memory were read under their reader's own limit (the server's --max-file-mb, which may be over
-    67 MB; ``catdog predict -`` stops at 67 MB): decode refused bytes over its file limit, so a server run with
+    64 MB; ``catdog predict -`` stops at 64 MB): decode refused bytes over its file limit, so a server run with
     --max-file-mb 100 answered a 72 MB photo "'upload' is over the 67 MB limit for one image."."""
     buffer = io.BytesIO()
     Image.new("RGB", (800, 600), (200, 120, 40)).save(buffer, format="BMP")  # 1.44 MB, uncompressed

@@ -37,7 +37,8 @@ pillow_heif.register_heif_opener()
 # a 200-MP PNG, decoded whole, 13 s and 1.5 GiB (2-core EPYC, 2026-12-06). The server keeps its own 40 MP
 # (--max-megapixels), photos from strangers; the phone app decodes whole, within APP_MAX_PIXELS.
 DEFAULT_MAX_PIXELS = 200_000_000
-DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+# In MB, as the server's --max-file-mb: 64 MiB read "over the 67 MB limit", a figure set nowhere.
+DEFAULT_MAX_BYTES = 64_000_000
 # Scans in one progressive JPEG. libjpeg decodes every scan over the whole image, and a scan of blocks that are
 # all zero takes a few bytes (one end-of-band run), so a 700 kB upload of 10,000 scans at 40 MP kept a decode
 # thread busy for a minute, long after the client's 30 s timeout (2-core EPYC, 2026-12-06). A camera's or an
@@ -232,7 +233,7 @@ def read_within_limit(stream: BinaryIO, name: str, max_bytes: int = DEFAULT_MAX_
     one byte past ``max_bytes``: a longer one is refused in one sentence, never read until memory runs out."""
     data = stream.read(max_bytes + 1)
     if len(data) > max_bytes:
-        raise ImageTooLargeError(f"'{name}' is over the {max_bytes / 1e6:.0f} MB limit for one image.")
+        raise ImageTooLargeError(f"'{name}' is over the {max_bytes / 1e6:g} MB limit for one image.")
     return data
 
 
@@ -250,7 +251,7 @@ def _read_source(source: bytes | str | os.PathLike, max_bytes: int) -> tuple[byt
         size = path.stat().st_size
         if size > max_bytes:
             raise ImageTooLargeError(
-                f"'{path}' is {tenths_up(size)} MB, over the {max_bytes / 1e6:.0f} MB limit for one image."
+                f"'{path}' is {tenths_up(size)} MB, over the {max_bytes / 1e6:g} MB limit for one image."
             )
         with open(path, "rb") as handle:  # bounded: a pipe or a device has no size to check first
             return read_within_limit(handle, str(path), max_bytes), str(path)
