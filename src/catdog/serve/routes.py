@@ -95,6 +95,20 @@ def _uploads(form, fields: tuple[str, ...]) -> list[UploadFile]:
 NO_PHOTO = "No photo: send it as the multipart file field 'file' or as a raw image/* body."
 NO_PHOTOS = "No photos: send them as multipart file fields named 'files'."
 NOT_MULTIPART = "Send the photos as multipart/form-data file fields named 'files'."
+
+
+def _no_photo(form, fields: tuple[str, ...], sentence: str) -> ApiError:
+    """The 422 for a form without a photo under ``fields``: ``sentence``, and what the form held instead. A text
+    field under the name is curl's usual slip (``-F file=photo.jpg``, without the @ that sends the file)."""
+    texts = [field for field, value in form.multi_items() if field in fields and not isinstance(value, UploadFile)]
+    others = sorted({field[:40] for field, value in form.multi_items() if isinstance(value, UploadFile)})
+    if texts:
+        sentence += f" '{texts[0]}' came as a text field: with curl, -F {texts[0]}=@photo.jpg (the @ sends the file)."
+    elif others:
+        sentence += f" The form's file fields are named {', '.join(repr(name) for name in others[:5])}."
+    return ApiError(422, sentence)
+
+
 # A JSON body is never a photo, whatever it holds: said before decoding, where it was "'upload' is not an image: its
 # content is TEXT.", which did not say what to send.
 JSON_BODY = (
@@ -126,7 +140,7 @@ async def read_one_image(request: Request) -> tuple[str, bytes]:
         async with _form(request, max_files=1, one_photo=True) as form:
             uploads = _uploads(form, ("file",))
             if not uploads:
-                raise ApiError(422, NO_PHOTO)
+                raise _no_photo(form, ("file",), NO_PHOTO)
             return _clean_name(uploads[0].filename, "upload"), await uploads[0].read()
     data = await request.body()
     if not data:
@@ -290,7 +304,7 @@ async def predict_batch(request: Request) -> JSONResponse:
     async with _form(request, max_files=state.settings.max_files) as form:
         uploads = _uploads(form, ("files", "file"))
         if not uploads:
-            raise ApiError(422, NO_PHOTOS)
+            raise _no_photo(form, ("files", "file"), NO_PHOTOS)
 
         async def one(name: str, upload: UploadFile) -> Prediction:
             try:
