@@ -222,6 +222,16 @@ def test_raw_body_equals_multipart(client: httpx.Client, cat_photo: Path) -> Non
     assert raw["probabilities"] == pytest.approx(multipart["probabilities"], abs=1e-5)
 
 
+def test_a_media_type_in_capitals_is_the_same_media_type(client: httpx.Client, cat_photo: Path) -> None:
+    """Media types are case-insensitive (RFC 9110, 8.3.1): a form sent as ``Multipart/Form-Data`` was read as a raw
+    photo by /predict ("'upload' is not an image: its content is text.") and refused by /predict/batch (415)."""
+    for route, field in (("/api/v1/predict", "file"), ("/api/v1/predict/batch", "files")):
+        form = httpx.Request("POST", route, files={field: ("cat.jpg", cat_photo.read_bytes())})
+        capitals = form.headers["content-type"].replace("multipart/form-data", "Multipart/Form-Data")
+        answer = client.post(route, content=form.read(), headers={"content-type": capitals})
+        assert answer.status_code == 200 and "cat.jpg" in answer.text and '"cat"' in answer.text, (route, answer.text)
+
+
 def test_batch_keeps_order_and_reports_bad_files(client: httpx.Client, cat_photo: Path, dog_photo: Path) -> None:
     files = [  # `file` is welcome in a batch too, and keeps its place among the `files`
         ("files", ("dog.jpg", dog_photo.read_bytes(), "image/jpeg")),

@@ -123,6 +123,7 @@ FORM_BODY_HINT = (
 
 
 def _media_type(request: Request) -> str:
+    """The body's media type, in lower case: ``Multipart/Form-Data`` is ``multipart/form-data`` (RFC 9110, 8.3.1)."""
     return request.headers.get("content-type", "").partition(";")[0].strip().lower()
 
 
@@ -133,10 +134,9 @@ def _unreadable(request: Request, message: str) -> str:
 
 async def read_one_image(request: Request) -> tuple[str, bytes]:
     """A multipart field ``file``, or the raw body (any content type but JSON; the content decides the format)."""
-    content_type = request.headers.get("content-type", "")
     if _media_type(request) == "application/json":
         raise ApiError(415, JSON_BODY)
-    if content_type.startswith("multipart/form-data"):
+    if _media_type(request) == "multipart/form-data":
         async with _form(request, max_files=1, one_photo=True) as form:
             uploads = _uploads(form, ("file",))
             if not uploads:
@@ -299,7 +299,7 @@ async def predict_batch(request: Request) -> JSONResponse:
     """Classify several photos (multipart fields ``files``); an unusable photo gets an ``error`` entry."""
     state = _state(request)
     state.ready()
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+    if _media_type(request) != "multipart/form-data":
         raise ApiError(415, NOT_MULTIPART)
     async with _form(request, max_files=state.settings.max_files) as form:
         uploads = _uploads(form, ("files", "file"))
