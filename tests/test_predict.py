@@ -183,10 +183,14 @@ def test_a_photo_piped_in_as_dash_is_read_from_standard_input(cat_photo, dog_pho
     assert sorting.returncode == 2 and "has no file to copy" in sorting.stderr, sorting
 
 
-def test_standard_input_that_cannot_be_read_is_one_sentence(tmp_path, cat_photo):
+STDOUT_CLOSED = "Standard output is closed, so the answers would be lost: print them somewhere (> answers.txt)."
+
+
+def test_standard_input_or_output_that_cannot_be_used_is_one_sentence(tmp_path, cat_photo):
     """``catdog predict - photo.jpg 0>file`` (standard input open for writing only) ended the whole batch with
     "error: [Errno 9] Bad file descriptor"; '-' now gets its line and the photo its answer. With standard input
-    closed (``<&-``) the refusal said none was piped in."""
+    closed (``<&-``) the refusal said none was piped in; with standard output closed (``>&-``) the answers were
+    dropped and the exit status was 0."""
     command = [sys.executable, "-m", "catdog", "predict", "-", str(cat_photo)]
     with open(tmp_path / "written", "wb") as write_only:
         done = subprocess.run(command, stdin=write_only, capture_output=True, text=True, timeout=300)
@@ -200,6 +204,11 @@ def test_standard_input_that_cannot_be_read_is_one_sentence(tmp_path, cat_photo)
     assert closed.stderr.startswith("error: '-' reads a photo from standard input, and standard input is closed"), (
         closed
     )
+    # Standard output closed: every answer was dropped, exit status 0.
+    mute = subprocess.run(
+        ["bash", "-c", '"$@" >&-', "bash", *command[:-2], str(cat_photo)], capture_output=True, text=True, timeout=300
+    )
+    assert (mute.returncode, mute.stderr) == (2, f"error: {STDOUT_CLOSED}\n"), mute
 
 
 def test_a_file_over_the_size_limit_is_named_in_the_unit_the_limit_is_set_in(tmp_path):

@@ -75,6 +75,7 @@ def predict(
     from catdog.inference.predictor import STDIN, Predictor, expand_inputs
 
     _check_stdin(paths, sort_into)
+    _check_stdout(sort_into)
     if sort_into is not None:
         _check_sort_folder(sort_into, paths)
     entries = expand_inputs(paths)
@@ -119,6 +120,15 @@ def _check_stdin(paths: list[str], sort_into: str | None) -> None:
         )
     if sys.stdin.isatty():
         raise fail("'-' reads a photo from standard input, and none is piped in: cat photo.jpg | catdog predict -")
+
+
+def _check_stdout(sort_into: str | None) -> None:
+    """Refuse to classify for nobody: with standard output closed (``>&-``) Python drops every print, and the
+    answers were lost with exit status 0. --sort-into's copies are work enough, its summary on standard error."""
+    import sys
+
+    if sys.stdout is None and sort_into is None:
+        raise fail("Standard output is closed, so the answers would be lost: print them somewhere (> answers.txt).")
 
 
 def _predict_stdin(predictor: Predictor) -> Prediction:
