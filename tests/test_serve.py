@@ -405,15 +405,15 @@ def allowed_at(base: str, **headers: str) -> dict[str, tuple[int, str | None]]:
     return out
 
 
-def options_asterisk(base: str) -> tuple[int, str | None]:
-    """``OPTIONS *`` (RFC 9110, 9.3.7), which httpx cannot send: its status and Allow header."""
+def options_asterisk(base: str, method: str = "OPTIONS") -> tuple[int, str | None]:
+    """``OPTIONS *`` (RFC 9110, 9.3.7), which httpx cannot send: its status and Allow header (or error)."""
     url = httpx.URL(base)
     with socket.create_connection((url.host, url.port), timeout=10) as connection:
-        connection.sendall(b"OPTIONS * HTTP/1.1\r\nHost: catdog\r\nConnection: close\r\n\r\n")
-        head = connection.makefile("rb").read().partition(b"\r\n\r\n")[0].decode()
-    status, *fields = head.split("\r\n")
+        connection.sendall(f"{method} * HTTP/1.1\r\nHost: catdog\r\nConnection: close\r\n\r\n".encode())
+        head, _, body = connection.makefile("rb").read().partition(b"\r\n\r\n")
+    status, *fields = head.decode().split("\r\n")
     allow = [value.strip() for name, _, value in (f.partition(":") for f in fields) if name.lower() == "allow"]
-    return int(status.split()[1]), (allow or [None])[0]
+    return int(status.split()[1]), (allow or [json.loads(body)["error"] if body else None])[0]
 
 
 # Every path of ALLOWED answers OPTIONS, the paths of NOT_THERE a 404, `OPTIONS *` with all the server's methods.
@@ -429,6 +429,11 @@ def test_options_says_what_may_be_done_at_a_path_and_a_405_says_it_too(server: S
     the Allow header on every path that exists, a 404 elsewhere (a file's route once said 204 for any name), and
     ``OPTIONS *`` names the server's methods (it was a 404). /healthz's 405 named "GET" alone, not its HEAD."""
     assert allowed_at(server.url) == OPTIONS_ANSWERS
+    # Any other method on `*` said "Nothing is served at /*.", a path nobody asked for.
+    assert options_asterisk(server.url, "GET") == (
+        400,
+        "The request target * is for OPTIONS alone (what the whole server takes); GET needs a path, such as /healthz.",
+    )
     nothing = client.options("/api/v1/nothing")
     assert (nothing.status_code, error_of(nothing)) == (404, "Nothing is served at /api/v1/nothing.")
     for method, path in (("POST", "/healthz"), ("GET", "/api/v1/predict"), ("DELETE", "/app/")):

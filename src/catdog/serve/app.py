@@ -68,8 +68,11 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, err: StarletteHTTPException) -> Response:
         headers = getattr(err, "headers", None)
-        if request.method == "OPTIONS" and is_asterisk_form(request.scope):  # what the whole server answers
-            return Response(status_code=204, headers={"Allow": _methods(_api_routes(request))})
+        if is_asterisk_form(request.scope):  # `*` names the whole server, for OPTIONS alone (RFC 9112, 3.2.4)
+            if request.method == "OPTIONS":
+                return Response(status_code=204, headers={"Allow": _methods(_api_routes(request))})
+            only = "The request target * is for OPTIONS alone (what the whole server takes)"
+            return error_response(400, f"{only}; {request.method} needs a path, such as /healthz.")
         if err.status_code == 405:  # the path exists, not for this method
             headers = {**(headers or {}), "Allow": _allowed_methods(request)}
             if request.method == "OPTIONS":  # what may be done here (RFC 9110, 9.3.7): no error
