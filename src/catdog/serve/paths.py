@@ -25,7 +25,8 @@ def route_path(scope: Scope) -> str:
 
 
 def is_asterisk_form(scope: Scope) -> bool:
-    """``OPTIONS *`` (RFC 9110, 9.3.7): uvicorn hands its ``*`` on as the path, after ``--root-path``'s prefix."""
+    """A request target of ``*`` (``OPTIONS *``, RFC 9110, 9.3.7): uvicorn hands it on as the path, after
+    ``--root-path``'s prefix."""
     return scope["path"] == scope.get("root_path", "") + "*"
 
 
