@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from catdog.inference.outputs import LOOKS_LIKE_FLOOR
 from catdog.models.files import builtin_config
+from catdog.webapp import APP_HEADERS
 
 from conftest import image_bytes, run_catdog
 from serving import FAILED_TO_LOAD, Server, error_of, running, self_signed
@@ -440,6 +441,16 @@ def test_options_says_what_may_be_done_at_a_path_and_a_405_says_it_too(server: S
         refused = client.request(method, path)
         assert (refused.status_code, refused.headers["allow"]) == (405, ALLOWED[path]), (method, path)
         assert error_of(refused) == f"Method {method} is not allowed here."
+
+
+def test_a_file_the_app_does_not_have_is_a_404_with_the_apps_headers(client: httpx.Client) -> None:
+    """The app's 404s carry its headers (nosniff, its Content-Security-Policy), as its files do: once its file routes
+    matched only the names they serve, /app/nothing.js became the router's 404 without them."""
+    for path in ("/app/nothing.js", "/app/vendor/nothing.wasm"):
+        for method in ("GET", "HEAD", "OPTIONS"):
+            answer = client.request(method, path)
+            assert answer.status_code == 404, (method, path)
+            assert {name: answer.headers.get(name) for name in APP_HEADERS} == APP_HEADERS, (method, path)
 
 
 def test_options_behind_a_root_path_and_beside_cors(tmp_path: Path) -> None:

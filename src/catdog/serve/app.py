@@ -32,12 +32,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 
-from catdog import __version__
+from catdog import __version__, webapp
 from catdog.serve import app_routes
 from catdog.serve.batcher import ModelFailedError
 from catdog.serve.limits import BodyTooLargeError, LimitsMiddleware, ServerBusyError, busy_response, error_response
 from catdog.serve.metrics import MetricsMiddleware
-from catdog.serve.paths import ApiTrailingSlashMiddleware, is_asterisk_form, not_found, register_names
+from catdog.serve.paths import ApiTrailingSlashMiddleware, is_asterisk_form, not_found, register_names, route_path
 from catdog.serve.routes import router
 from catdog.serve.settings import SETTINGS_ENV, ApiError, ServeSettings
 from catdog.serve.state import ServeState
@@ -77,6 +77,8 @@ def _install_error_handlers(app: FastAPI) -> None:
             headers = {**(headers or {}), "Allow": _allowed_methods(request)}
             if request.method == "OPTIONS":  # what may be done here (RFC 9110, 9.3.7): no error
                 return Response(status_code=204, headers=headers)
+        if err.status_code == 404 and route_path(request.scope).startswith("/app/"):  # as the app's own errors
+            headers = webapp.APP_HEADERS | (headers or {})
         message = {404: not_found(request), 405: f"Method {request.method} is not allowed here."}
         return error_response(err.status_code, message.get(err.status_code, str(err.detail)), headers)
 
