@@ -325,6 +325,12 @@ def test_missing_file_is_422(client: httpx.Client, cat_photo: Path) -> None:
         text = client.post(route, files={field: (None, "cat.jpg")})
         slip = f" '{field}' came as a text field: with curl, -F {field}=@photo.jpg (the @ sends the file)."
         assert text.status_code == 422 and error_of(text).endswith(slip), text.text
+    # Named as catdog lists names (past five, "and 2 more", where five were shown as if they were all); a quote in
+    # one changed repr's quotes ("it's").
+    three = client.post("/api/v1/predict/batch", files=[(name, ("x.jpg", b"x")) for name in "cba"])
+    assert error_of(three).endswith(" named 'a', 'b' and 'c'."), three.text
+    quote = client.post("/api/v1/predict", files={"it's": ("x.jpg", b"x")})
+    assert error_of(quote).endswith(" named 'it's'."), quote.text
 
 
 def test_size_limits_are_413(client: httpx.Client, cat_photo: Path) -> None:

@@ -15,7 +15,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from catdog import __version__
-from catdog.fsutil import counted
+from catdog.fsutil import counted, first_few, listed, printable
 from catdog.images import ImageError, ImageTooLargeError, NotAnImageError, UnsupportedFormatError
 from catdog.inference.outputs import LOOKS_LIKE_FLOOR
 from catdog.inference.predictor import Prediction, _name_in_error
@@ -104,8 +104,9 @@ def _no_photo(form, fields: tuple[str, ...], sentence: str) -> ApiError:
     others = sorted({field[:40] for field, value in form.multi_items() if isinstance(value, UploadFile)})
     if texts:
         sentence += f" '{texts[0]}' came as a text field: with curl, -F {texts[0]}=@photo.jpg (the @ sends the file)."
-    elif others:
-        sentence += f" The form's file fields are named {', '.join(repr(name) for name in others[:5])}."
+    elif others:  # every one counted; in catdog's quotes, control characters escaped (repr's quotes vary)
+        names = [f"'{printable(name)}'" for name in others]
+        sentence += f" The form's file fields are named {listed(first_few(names, 5))}."
     return ApiError(422, sentence)
 
 
