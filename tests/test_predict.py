@@ -209,6 +209,15 @@ def test_standard_input_or_output_that_cannot_be_used_is_one_sentence(tmp_path, 
         ["bash", "-c", '"$@" >&-', "bash", *command[:-2], str(cat_photo)], capture_output=True, text=True, timeout=300
     )
     assert (mute.returncode, mute.stderr) == (2, f"error: {STDOUT_CLOSED}\n"), mute
+    # Standard output open for reading only: the first answer ended the run with "[Errno 9] Bad file descriptor".
+    with open(tmp_path / "written", "rb") as read_only:
+        unwritable = subprocess.run(
+            command[:-2] + [str(cat_photo)], stdout=read_only, stderr=subprocess.PIPE, text=True, timeout=300
+        )
+    assert unwritable.returncode == 2, unwritable
+    assert unwritable.stderr.startswith("error: Standard output cannot be written (Bad file descriptor), so"), (
+        unwritable
+    )
 
 
 def test_a_file_over_the_size_limit_is_named_in_the_unit_the_limit_is_set_in(tmp_path):

@@ -124,11 +124,25 @@ def _check_stdin(paths: list[str], sort_into: str | None) -> None:
 
 def _check_stdout(sort_into: str | None) -> None:
     """Refuse to classify for nobody: with standard output closed (``>&-``) Python drops every print, and the
-    answers were lost with exit status 0. --sort-into's copies are work enough, its summary on standard error."""
+    answers were lost with exit status 0; open for reading only (``1<file``), the first answer ended the run with
+    "[Errno 9] Bad file descriptor". --sort-into's copies are work enough, its summary on standard error."""
     import sys
 
-    if sys.stdout is None and sort_into is None:
+    if sort_into is not None:
+        return
+    if sys.stdout is None:
         raise fail("Standard output is closed, so the answers would be lost: print them somewhere (> answers.txt).")
+    try:
+        descriptor = sys.stdout.fileno()
+    except (OSError, ValueError):  # not a file at all (a caller's own stream): its writes are its own
+        return
+    try:
+        os.write(descriptor, b"")  # writes nothing, but a descriptor open for reading only refuses it
+    except OSError as err:
+        raise fail(
+            f"Standard output cannot be written ({err.strerror}), so the answers would be lost: print them somewhere "
+            "(> answers.txt)."
+        ) from None
 
 
 def _predict_stdin(predictor: Predictor) -> Prediction:
