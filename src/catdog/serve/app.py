@@ -71,8 +71,8 @@ def _install_error_handlers(app: FastAPI) -> None:
         if is_asterisk_form(request.scope):  # `*` names the whole server, for OPTIONS alone (RFC 9112, 3.2.4)
             if request.method == "OPTIONS":
                 return Response(status_code=204, headers={"Allow": _methods(_api_routes(request))})
-            only = "The request target * is for OPTIONS alone (what the whole server takes)"
-            return error_response(400, f"{only}; {request.method} needs a path, such as /healthz.")
+            only = "The request target * asks what the whole server takes, for OPTIONS alone"
+            return error_response(400, f"{only}; {request.method} needs a path.")
         if err.status_code == 405:  # the path exists, not for this method
             headers = {**(headers or {}), "Allow": _allowed_methods(request)}
             if request.method == "OPTIONS":  # what may be done here (RFC 9110, 9.3.7): no error
