@@ -184,6 +184,7 @@ def test_a_photo_piped_in_as_dash_is_read_from_standard_input(cat_photo, dog_pho
 
 
 STDOUT_CLOSED = "Standard output is closed, so the answers would be lost: print them somewhere (> answers.txt)."
+CAPTURED = {"capture_output": True, "text": True, "timeout": 300}
 
 
 def test_standard_input_or_output_that_cannot_be_used_is_one_sentence(tmp_path, cat_photo):
@@ -218,6 +219,20 @@ def test_standard_input_or_output_that_cannot_be_used_is_one_sentence(tmp_path, 
     assert unwritable.stderr.startswith("error: Standard output cannot be written (Bad file descriptor), so"), (
         unwritable
     )
+    # --sort-into goes ahead with standard output closed where its answers are text, which rich drops; --json wrote
+    # to the closed stream itself (exit status 70, as a bug, before any copy), and an unwritable one stopped the
+    # sorting at the first answer.
+    sort = [*command[:-2], str(cat_photo), "--sort-into"]
+    quiet = subprocess.run(["bash", "-c", '"$@" >&-', "bash", *sort, str(tmp_path / "text")], **CAPTURED)
+    assert quiet.returncode == 0 and (tmp_path / "text" / "cat" / cat_photo.name).is_file(), quiet
+    as_json = subprocess.run(["bash", "-c", '"$@" >&-', "bash", *sort, str(tmp_path / "json"), "--json"], **CAPTURED)
+    assert (as_json.returncode, as_json.stderr) == (2, f"error: {STDOUT_CLOSED}\n"), as_json
+    with open(tmp_path / "written", "rb") as read_only:
+        sorting = subprocess.run(
+            [*sort, str(tmp_path / "read")], stdout=read_only, stderr=subprocess.PIPE, text=True, timeout=300
+        )
+    assert sorting.returncode == 2 and "Standard output cannot be written" in sorting.stderr, sorting
+    assert not (tmp_path / "json").exists() and not (tmp_path / "read").exists()
 
 
 def test_a_file_over_the_size_limit_is_named_in_the_unit_the_limit_is_set_in(tmp_path):

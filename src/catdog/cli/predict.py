@@ -75,7 +75,7 @@ def predict(
     from catdog.inference.predictor import STDIN, Predictor, expand_inputs
 
     _check_stdin(paths, sort_into)
-    _check_stdout(sort_into)
+    _check_stdout(copies_only=sort_into is not None and not (as_json or as_csv))
     if sort_into is not None:
         _check_sort_folder(sort_into, paths)
     entries = expand_inputs(paths)
@@ -122,15 +122,19 @@ def _check_stdin(paths: list[str], sort_into: str | None) -> None:
         raise fail("'-' reads a photo from standard input, and none is piped in: cat photo.jpg | catdog predict -")
 
 
-def _check_stdout(sort_into: str | None) -> None:
+def _check_stdout(copies_only: bool) -> None:
     """Refuse to classify for nobody: with standard output closed (``>&-``) Python drops every print, and the
     answers were lost with exit status 0; open for reading only (``1<file``), the first answer ended the run with
-    "[Errno 9] Bad file descriptor". --sort-into's copies are work enough, its summary on standard error."""
+    "[Errno 9] Bad file descriptor", --sort-into's too, after its first copy.
+
+    ``copies_only``: --sort-into with its answers as text, which rich drops quietly where standard output is
+    closed; the copies are the work, the summary is on standard error. --json and --csv write to ``sys.stdout``
+    itself, and on a closed one stopped before the first copy, as a bug of catdog's (exit status 70)."""
     import sys
 
-    if sort_into is not None:
-        return
     if sys.stdout is None:
+        if copies_only:
+            return
         raise fail("Standard output is closed, so the answers would be lost: print them somewhere (> answers.txt).")
     try:
         descriptor = sys.stdout.fileno()
