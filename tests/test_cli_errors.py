@@ -288,3 +288,14 @@ def test_a_folder_of_photos_with_a_stray_config_json_is_still_photos(samples_dir
     measured = run_catdog_in_process("evaluate", str(photos), "--json")
     assert measured.returncode == 0, measured.stderr
     assert json.loads(measured.stdout)["n"] == 4
+
+
+def test_json_for_a_closed_standard_output_is_one_sentence(cat_photo: Path, tmp_path: Path) -> None:
+    """``catdog data check --json DIR >&-`` (and evaluate's, export's --json) wrote to a stream Python does not have:
+    "unexpected AttributeError ... please report it", exit status 70, as if it were catdog's bug."""
+    (tmp_path / "cat").mkdir()
+    shutil.copy(cat_photo, tmp_path / "cat")
+    command = [sys.executable, "-m", "catdog", "data", "check", "--json", str(tmp_path)]
+    done = subprocess.run(["bash", "-c", '"$@" >&-', "bash", *command], capture_output=True, text=True, timeout=300)
+    lost = "Standard output is closed, so the JSON is lost: print it somewhere (> report.json)."
+    assert (done.returncode, done.stderr) == (2, f"error: {lost}\n"), done

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
+from catdog.cli.errors import fail
 from catdog.fsutil import counted, json_text, shown, utf8_safe
 
 if TYPE_CHECKING:
@@ -18,6 +19,8 @@ if TYPE_CHECKING:
 
 def print_json(document: object) -> None:
     """Print ``document`` as a command's --json output: a name that is not UTF-8 as ``\\xe9`` (:func:`json_text`)."""
+    if sys.stdout is None:  # `>&-`: Python has no stream at all; writing to it was "unexpected AttributeError", 70
+        raise fail("Standard output is closed, so the JSON is lost: print it somewhere (> report.json).")
     sys.stdout.write(json_text(document) + "\n")
 
 
