@@ -319,11 +319,13 @@ def test_missing_file_is_422(client: httpx.Client, cat_photo: Path) -> None:
     assert empty_body.status_code == 422 and "empty" in error_of(empty_body)
     no_files = client.post("/api/v1/predict/batch", files={"other": ("x.txt", b"x")})
     assert no_files.status_code == 422 and "'files'" in error_of(no_files)
-    # What the form held instead was not said: curl -F file=cat.jpg (without the @) sends the text "cat.jpg".
-    assert error_of(wrong_field).endswith(" The form's file fields are named 'photo'."), wrong_field.text
+    # What the form held instead was not said: curl -F file=cat.jpg (without the @) sends the text "cat.jpg". It is
+    # said in the same sentence (it was once a second one, "... body. The form's file fields are named ...").
+    wanted = "No photo: send it as the multipart file field 'file' or as a raw image/* body"
+    assert error_of(wrong_field) == f"{wanted}; the form's file fields are named 'photo'.", wrong_field.text
     for route, field in (("/api/v1/predict", "file"), ("/api/v1/predict/batch", "files")):
         text = client.post(route, files={field: (None, "cat.jpg")})
-        slip = f" '{field}' came as a text field: with curl, -F {field}=@photo.jpg (the @ sends the file)."
+        slip = f"; '{field}' came as a text field (with curl, -F {field}=@photo.jpg: the @ sends the file)."
         assert text.status_code == 422 and error_of(text).endswith(slip), text.text
     # Named as catdog lists names (past five, "and 2 more", where five were shown as if they were all); a quote in
     # one changed repr's quotes ("it's").

@@ -98,16 +98,19 @@ NOT_MULTIPART = "Send the photos as multipart/form-data file fields named 'files
 
 
 def _no_photo(form, fields: tuple[str, ...], sentence: str) -> ApiError:
-    """The 422 for a form without a photo under ``fields``: ``sentence``, and what the form held instead. A text
-    field under the name is curl's usual slip (``-F file=photo.jpg``, without the @ that sends the file)."""
+    """The 422 for a form without a photo under ``fields``: ``sentence``, and in it what the form held instead (one
+    sentence: "... body. 'file' came as ..." was two). A text field under the name is curl's usual slip
+    (``-F file=photo.jpg``, without the @ that sends the file)."""
     texts = [field for field, value in form.multi_items() if field in fields and not isinstance(value, UploadFile)]
     others = sorted({field[:40] for field, value in form.multi_items() if isinstance(value, UploadFile)})
     if texts:
-        sentence += f" '{texts[0]}' came as a text field: with curl, -F {texts[0]}=@photo.jpg (the @ sends the file)."
+        held = f"'{texts[0]}' came as a text field (with curl, -F {texts[0]}=@photo.jpg: the @ sends the file)"
     elif others:  # every one counted; in catdog's quotes, control characters escaped (repr's quotes vary)
         names = [f"'{printable(name)}'" for name in others]
-        sentence += f" The form's file fields are named {listed(first_few(names, 5))}."
-    return ApiError(422, sentence)
+        held = f"the form's file fields are named {listed(first_few(names, 5))}"
+    else:
+        return ApiError(422, sentence)
+    return ApiError(422, f"{sentence.removesuffix('.')}; {held}.")
 
 
 # A JSON body is never a photo, whatever it holds: said before decoding, where it was "'upload' is not an image: its
