@@ -106,11 +106,14 @@ class SharedBudget:
         self.checkpointed_at = time.monotonic()
         self.checkpoint_due = False  # after the step just asked about: the same answer on every rank
 
-    def checkpointed(self, seconds: float) -> None:
-        """A checkpoint was written, in ``seconds``: the next is due ``checkpoint_seconds`` from now, and the budget
-        keeps as long for the write before the step it precedes."""
+    def write_checkpoint(self, save: Callable[[], None]) -> float:
+        """Write a checkpoint with ``save()`` and return its seconds: the next is due ``checkpoint_seconds`` after
+        it ends, and the budget keeps as long for the write before the step it precedes."""
+        writing = time.monotonic()
+        save()
         self.checkpointed_at = time.monotonic()
-        self.budget.checkpoint_write_seconds = seconds
+        self.budget.checkpoint_write_seconds = self.checkpointed_at - writing
+        return self.budget.checkpoint_write_seconds
 
     def step_ended(self) -> float:
         """``time.monotonic()`` at the end of the step just run, as the budget reads it: on a GPU, once the step's

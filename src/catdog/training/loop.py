@@ -147,11 +147,8 @@ def train_one_epoch(
                 return True
             if out_of_time.checkpoint_due and state.step < steps_per_epoch:
                 fold()
-                writing = time.monotonic()
-                save(state)
-                write_seconds = time.monotonic() - writing
-                out_of_time.checkpointed(write_seconds)
-                last_step_ended += write_seconds  # the budget counts the write apart from the next step's time
+                # The budget counts the write apart from the next step's time.
+                last_step_ended += out_of_time.write_checkpoint(lambda: save(state))
         final_fold()
     return False
 

@@ -233,9 +233,7 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
             stop_reason = why_stop(cfg, state, budget_hit)
             state.epoch, state.step = state.epoch + 1, 0
             state.reset_running()
-            writing = time.monotonic()
-            save(state)
-            out_of_time.checkpointed(time.monotonic() - writing)
+            out_of_time.write_checkpoint(lambda: save(state))
         log.info(f"stopped: {stop_reason or epochs_done(cfg.epochs)}")
         timeline.mark("training_ended")
 
