@@ -180,13 +180,13 @@ def _calibrated(logits: np.ndarray, labels: np.ndarray) -> dict:
     """The temperature fitted on validation, and the log loss there with it."""
     import torch
 
-    from catdog.training.calibration import calibrated_nll, calibration_record, fit_temperature
+    from catdog.training.calibration import calibrated_nll, calibration_record, fit_temperature, too_few_to_calibrate
 
     logits_t, labels_t = torch.from_numpy(logits), torch.from_numpy(labels)
     temperature = fit_temperature(logits_t, labels_t)
     return {
         "temperature": temperature,
-        "calibration": calibration_record(len(labels)),
+        "calibration": calibration_record(len(labels), too_few_to_calibrate(len(labels))),
         "val_loss_calibrated": round(calibrated_nll(logits_t, labels_t, temperature), 5),
     }
 

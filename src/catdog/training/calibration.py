@@ -34,9 +34,10 @@ def too_few_to_calibrate(n_photos: int) -> str | None:
     )
 
 
-def calibration_record(n_photos: int) -> str:
-    """What config.json's ``calibration`` says: why 1.0 was kept, or how many photos the temperature was fitted on."""
-    return too_few_to_calibrate(n_photos) or f"temperature fitted on {n_photos} validation photos"
+def calibration_record(n_photos: int, kept: str | None) -> str:
+    """What config.json's ``calibration`` says: why 1.0 was kept (``kept``, :func:`too_few_to_calibrate`'s answer
+    for ``n_photos``), or how many photos the temperature was fitted on."""
+    return kept or f"temperature fitted on {n_photos} validation photos"
 
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:

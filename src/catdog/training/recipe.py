@@ -777,15 +777,15 @@ def write_model(
         gate_record = None
     temperature = fit_temperature(logits, labels)
     metrics["val_loss_calibrated"] = round(calibrated_nll(logits, labels, temperature), 5)
-    calibration = too_few_to_calibrate(len(labels))
-    if calibration:
-        log.info(calibration)
+    kept = too_few_to_calibrate(len(labels))
+    if kept:
+        log.info(kept)
     config = {
         "architecture": cfg.model,
         "classes": classes,
         "preprocess": pre.to_dict(),
         "temperature": temperature,
-        "calibration": calibration_record(len(labels)),
+        "calibration": calibration_record(len(labels), kept),
         "gate": gate_record,
         # The settings as run: absolute paths, so that the run can be told apart and repeated from anywhere.
         "training": cfg.to_dict()
