@@ -717,14 +717,33 @@ def test_a_budget_is_refused_unless_it_holds_a_validation_pass_and_a_few_steps()
 
     cfg = TrainConfig(data_dir="d", out="o", model="seed-cnn", image_size=64, time_budget=1.1).resolved()
     model, pre, ctx = build_model(cfg.model, 2), Preprocess(image_size=64), setup_distributed()
-    to_train = seconds_to_train(cfg, model, pre, val_images=40, per_rank_batch=8, ctx=ctx)
-    assert to_train > 5  # a validation pass over 40 photos, and its workers' start
+    to_train = seconds_to_train(cfg, model, pre, val_images=40, per_rank_batch=8, ctx=ctx, val_workers=1)
+    assert to_train > 5  # a validation pass over 40 photos, and its worker's start
     started = time.monotonic() - 60.0
     budget = Budget(started + 66.0, Schedule("cosine", total_steps=None, warmup_steps=1))  # 6 s left, 5 s kept
     least = math.floor(2 * (60 + to_train + 5) / 6 + 1) / 10  # twice the least, for a busy machine
     said = rf"about \d+ s for a validation pass and {STEPS_ROOM} steps and 5 s to save; give it at least {least:g} "
     with pytest.raises(CatdogError, match=said):
         refuse_a_spent_budget(cfg, budget, started, to_train)
+
+
+def test_a_budget_holding_a_run_without_validation_workers_is_not_refused() -> None:
+    """The guess of a validation pass counted 10 s for starting its worker processes even where the run starts none
+    (--workers 0, or the pixel cache's batches, as on every CPU), so a budget of 15 s that held the run was refused,
+    told about half a minute. With no workers to start, a budget leaving 10 s (5 s of them for the save) trains."""
+    from catdog.preprocess import Preprocess
+    from catdog.training.distributed import setup_distributed
+    from catdog.training.loop import validation_guess
+    from catdog.training.recipe import refuse_a_spent_budget, seconds_to_train
+    from catdog.training.schedule import Budget, Schedule
+
+    assert validation_guess(per_image=0.0, images=0, workers=0) == 0.0  # nothing to start, nothing to wait for
+    cfg = TrainConfig(data_dir="d", out="o", model="seed-cnn", image_size=64, workers=0, time_budget=0.25).resolved()
+    model, pre, ctx = build_model(cfg.model, 2), Preprocess(image_size=64), setup_distributed()
+    to_train = seconds_to_train(cfg, model, pre, val_images=40, per_rank_batch=8, ctx=ctx, val_workers=0)
+    started = time.monotonic() - 5.0
+    budget = Budget(started + 15.0, Schedule("cosine", total_steps=None, warmup_steps=1))  # 10 s left, 5 s kept
+    refuse_a_spent_budget(cfg, budget, started, to_train)
 
 
 def test_a_refused_budgets_suggestion_passes_a_second_try_twice_as_slow() -> None:

@@ -358,5 +358,7 @@ def estimate_seconds(model: nn.Module, pre: Preprocess, images: int, device: tor
 
 
 def validation_guess(per_image: float, images: int, workers: int = 1) -> float:
-    """:func:`estimate_seconds` from a forward pass's ``per_image`` seconds, already timed."""
-    return 1.3 * images * (per_image + 0.01 / max(1, workers)) + 10.0 / max(1, workers) ** 0.5
+    """:func:`estimate_seconds` from a forward pass's ``per_image`` seconds, already timed: the images, decoded in
+    ``workers`` processes (0: in this one), and the workers' start, which a run without them never waits for."""
+    starting = 10.0 / workers**0.5 if workers else 0.0
+    return 1.3 * images * (per_image + 0.01 / max(1, workers)) + starting

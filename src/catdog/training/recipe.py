@@ -19,6 +19,7 @@ import math
 import os
 import time
 from collections import Counter
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -27,7 +28,7 @@ import torch
 import torch.distributed as dist
 from rich.console import Console
 from torch import nn
-from torch.utils.data import Subset
+from torch.utils.data import DataLoader, Subset
 
 from catdog.augment import mix_transform
 from catdog.data import NEITHER, CachedImages, Dataset, DatasetError, PreparedData, discover, make_loader, prepare
@@ -187,7 +188,8 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
         budget = Budget(deadline, schedule, None if cfg.compile else validation_steps)
         budget.final_seconds = kept_for_test_size
         if deadline is not None:
-            to_train = seconds_to_train(cfg, model, pre, len(splits["val"]), per_rank_batch, ctx)
+            val_workers = started_workers(val_loader)
+            to_train = seconds_to_train(cfg, model, pre, len(splits["val"]), per_rank_batch, ctx, val_workers)
             agreed(ctx, lambda: refuse_a_spent_budget(cfg, budget, started, to_train))
         out_of_time = SharedBudget(budget, ctx, checkpoint_seconds=cfg.checkpoint_seconds)
         save = checkpointer(cfg, trainable, optimizer, scheduler, scaler, ctx, ema)  # save(state): rank 0 writes
@@ -502,6 +504,11 @@ def loaders(cfg: TrainConfig, job: Job, ctx: DistContext, per_rank_batch: int):
     return sampler, train_loader, val_loader
 
 
+def started_workers(loader: Iterable) -> int:
+    """The worker processes ``loader`` starts: a DataLoader's; none for batches read from the pixel cache."""
+    return loader.num_workers if isinstance(loader, DataLoader) else 0
+
+
 def wrap(cfg: TrainConfig, trainable: nn.Module, ctx: DistContext) -> nn.Module:
     """What the step calls: ``trainable``, under DDP with several processes, compiled with ``--compile``."""
     forward_module = trainable
@@ -558,15 +565,24 @@ SUGGESTED_HEADROOM = 2.0
 
 
 def seconds_to_train(
-    cfg: TrainConfig, model: nn.Module, pre: Preprocess, val_images: int, per_rank_batch: int, ctx: DistContext
+    cfg: TrainConfig,
+    model: nn.Module,
+    pre: Preprocess,
+    val_images: int,
+    per_rank_batch: int,
+    ctx: DistContext,
+    val_workers: int,
 ) -> float:
     """A guess of the time a budget must hold besides the final save: a validation pass and :data:`STEPS_ROOM`
     steps (a step taken as three forward passes), from the fastest of three timed forward batches. 0 for a frozen
-    part's run: its steps and validation run on cached features, fractions of a second."""
+    part's run: its steps and validation run on cached features, fractions of a second.
+
+    ``val_workers``: the worker processes the run's validation batches start (:func:`started_workers`): a flat
+    10 s for starting workers that a run with none never starts had very short budgets refused."""
     if cfg.family() in ("frozen", "partial"):
         return 0.0
     per_image = forward_seconds(model, pre, ctx.device)
-    validation = validation_guess(per_image, val_images // ctx.world, validation_workers(cfg, ctx.device))
+    validation = validation_guess(per_image, val_images // ctx.world, val_workers)
     return validation + STEPS_ROOM * 3 * per_image * per_rank_batch
 
 
