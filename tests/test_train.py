@@ -966,6 +966,30 @@ def test_a_feature_index_that_skips_a_row_is_computed_again(tmp_path: Path) -> N
     assert store.read(["b:0"]).ravel().tolist() == [2.0]
 
 
+@pytest.mark.slow  # ~20 s on a busy 2-core machine: it exports Lite0 to ONNX Runtime
+def test_the_gates_features_say_a_damaged_cache_was_dropped(dev_dir: Path, tmp_path: Path) -> None:
+    """Training's frozen features said when a damaged feature cache was dropped (its features computed again, a
+    slower run), but the gate's features, read to refit it on a `neither` folder, dropped it without a word. They
+    say the same sentence now, through the same store."""
+    from catdog.data import prepare
+    from catdog.features import FeatureStore, cache_key, pooled_part, pretrained_gate_inputs
+    from catdog.models.files import BUILTIN_BACKBONE
+    from catdog.preprocess import Preprocess
+
+    pre = Preprocess(image_size=64)
+    data = prepare(copy_dev_subset(dev_dir, tmp_path / "data", 1), pre, tmp_path / "cache")
+    damaged = FeatureStore(tmp_path / "cache", cache_key(BUILTIN_BACKBONE, pre, pooled_part(())))
+    damaged.file.write_bytes(np.zeros((3, 1), dtype=np.float32).tobytes())
+    damaged.index_file.write_text(json.dumps({"dim": 1, "rows": {"a:0": 1, "b:0": 2}}))  # skips row 0
+    said: list[str] = []
+    inputs = pretrained_gate_inputs(data, [(0, 0), (1, 0)], pre, tmp_path / "cache", BUILTIN_BACKBONE, say=said.append)
+    assert len(inputs) == 2
+    assert said == [
+        f"the feature cache '{damaged.dir}' was dropped, its index skips or repeats a row (written by catdog before "
+        "2026-12-07); its features are computed again"
+    ]
+
+
 def test_a_time_budget_that_cuts_feature_views_says_every_image_is_in(
     dev_dir: Path, shared_cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

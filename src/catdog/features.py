@@ -42,6 +42,7 @@ from catdog.preprocess import Preprocess, normalize
 FeatureFn = Callable[[torch.Tensor], np.ndarray]  # normalised float32 NCHW batch -> (N, dim) features
 Jobs = list[tuple[int, int]]  # (image index, view)
 Taps = tuple[int, ...]  # indices of backbone blocks whose pooled output the open-set gate reads
+Say = Callable[[str], None]  # a run's voice (its log's info), where a store says it dropped a damaged cache
 
 
 class PooledFeatures(nn.Module):
@@ -194,10 +195,13 @@ class FeatureStore:
     """Cached feature vectors keyed by ``"<content hash>:<view>"``.
 
     ``dtype`` float16 halves the size of large rows (activation maps) at a precision far
-    below what training can notice; pooled features stay float32.
+    below what training can notice; pooled features stay float32. ``say``, where given, hears why a damaged
+    index was dropped, so that a user wondering why the run is slow knows.
     """
 
-    def __init__(self, cache_dir: str | os.PathLike, key: str, dtype: np.dtype | type = np.float32) -> None:
+    def __init__(
+        self, cache_dir: str | os.PathLike, key: str, dtype: np.dtype | type = np.float32, say: Say | None = None
+    ) -> None:
         self.dtype = np.dtype(dtype)
         self.dir = Path(cache_dir) / "features" / key
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -207,6 +211,8 @@ class FeatureStore:
         self.rows: dict[str, int] = {}
         self.dropped = ""  # why reload() dropped the index, for a run to say (it then computes the features again)
         self.reload()
+        if self.dropped and say:
+            say(self.dropped)
 
     def reload(self) -> None:
         try:
@@ -299,19 +305,20 @@ def pretrained_features(
     cache_dir: str | os.PathLike,
     architecture: str,
     taps: tuple[int, ...] = (),
+    say: Say | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     """``(pooled features, ImageNet logits, pooled taps)`` of pretrained ``architecture`` for ``(image, view)`` jobs.
 
     What the open-set gate reads (:mod:`catdog.models.gate`): the third item holds the pooled output of each
     block in ``taps``. Without taps the features come from (and go into) the same cache as ``--freeze backbone``
-    training's; all are computed in ONNX Runtime.
+    training's; all are computed in ONNX Runtime. ``say``: told when a damaged feature cache is dropped.
     """
     from catdog.models.pretrained import create_pretrained
 
     cache_dir = Path(cache_dir)
     backbone = create_pretrained(architecture).eval()
     key = cache_key(architecture, pre, pooled_part(taps))
-    store = FeatureStore(cache_dir, key)
+    store = FeatureStore(cache_dir, key, say=say)
     extractor = PooledFeatures(backbone, taps)
     feature_fn = onnx_feature_fn(extractor, cache_dir / "onnx" / f"{key}.onnx", pre.image_size)
     extract(data, jobs, pre, store, feature_fn)
@@ -322,13 +329,19 @@ def pretrained_features(
 
 
 def pretrained_gate_inputs(
-    data: PreparedData, jobs: Jobs, pre: Preprocess, cache_dir: str | os.PathLike, architecture: str, taps: Taps = ()
+    data: PreparedData,
+    jobs: Jobs,
+    pre: Preprocess,
+    cache_dir: str | os.PathLike,
+    architecture: str,
+    taps: Taps = (),
+    say: Say | None = None,
 ) -> torch.Tensor:
     """What the open-set gate reads (:func:`catdog.models.gate.gate_inputs`) for ``(image, view)`` jobs."""
     from catdog.models.gate import gate_inputs
     from catdog.models.pretrained import IMAGENET_CAT_CLASSES, IMAGENET_DOG_CLASSES
 
-    features, logits, tapped = pretrained_features(data, jobs, pre, cache_dir, architecture, taps)
+    features, logits, tapped = pretrained_features(data, jobs, pre, cache_dir, architecture, taps, say)
     pet_classes = torch.tensor(IMAGENET_CAT_CLASSES + IMAGENET_DOG_CLASSES)
     as_tensors = [torch.from_numpy(np.ascontiguousarray(t)) for t in tapped]
     pooled = torch.from_numpy(np.ascontiguousarray(features))

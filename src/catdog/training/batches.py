@@ -309,9 +309,8 @@ def cached_features(cfg, data, splits, pre, extractor, cache_dir, ctx, deadline,
     """
     key = cache_key(cfg.model, pre, pooled_part(extractor.taps) if cfg.family() == "frozen" else cfg.freeze)
     # Activation maps are large (about 15,000 values per image): half precision halves cache and memory.
-    store = FeatureStore(cache_dir, key, np.float32 if cfg.family() == "frozen" else np.float16)
-    if store.dropped and ctx.is_main:  # so a user wondering why this run is slow knows
-        log.info(store.dropped)
+    dtype = np.float32 if cfg.family() == "frozen" else np.float16
+    store = FeatureStore(cache_dir, key, dtype, say=log.info if ctx.is_main else None)
     by_hash = sorted(splits["train"], key=lambda i: data.hashes[i])
     val_jobs = [(i, 0) for i in splits["val"]]
     train_jobs = [(i, v) for v in range(max(1, cfg.feature_views)) for i in by_hash]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -197,38 +198,55 @@ def refit_gate(
     pre: Preprocess,
     cache_dir,
     architecture: str = BUILTIN_BACKBONE,
+    say: Callable[[str], None] | None = None,
 ) -> torch.Tensor:
     """Refit the open-set gate on the training pets and the `neither` folder's photos (and their mirrors).
 
     ``data``'s indices (``splits``, ``negatives``) name the photos; ``at_size`` holds them decoded for
     ``pre``, the size the model predicts at. Returns the refitted gate's ``P(cat or dog)`` for the
-    validation photos, which then set its operating point.
+    validation photos, which then set its operating point. ``say`` hears of a damaged feature cache dropped.
     """
     pets = sorted(splits["train"], key=lambda i: data.hashes[i])[:GATE_REFIT_PETS]  # a random-like subset
-    inputs = gate_inputs_of(open_set, data, at_size, pre, cache_dir, architecture)
+    inputs = gate_inputs_of(open_set, data, at_size, pre, cache_dir, architecture, say)
     x_pets, x_others = inputs([(i, 0) for i in pets]), inputs([(i, v) for i in negatives for v in (0, 1)])
     x = torch.cat([x_pets, x_others])
     y = torch.cat([torch.ones(len(x_pets)), torch.zeros(len(x_others))])
     weight, bias = fit_weights(x, y, prior=open_set, l2=GATE_REFIT_L2)
     open_set.weight.copy_(weight)
     open_set.bias.fill_(float(bias))
-    return pristine_val_pets(open_set, data, at_size, splits, pre, cache_dir, architecture)
+    return pristine_val_pets(open_set, data, at_size, splits, pre, cache_dir, architecture, say)
 
 
 def pristine_val_pets(
-    open_set, data: PreparedData, at_size: PreparedData, splits: dict, pre: Preprocess, cache_dir, architecture: str
+    open_set,
+    data: PreparedData,
+    at_size: PreparedData,
+    splits: dict,
+    pre: Preprocess,
+    cache_dir,
+    architecture: str,
+    say: Callable[[str], None] | None = None,
 ) -> torch.Tensor:
     """The open-set gate's ``P(cat or dog)`` for the validation photos, from the pretrained backbone's features.
 
     What the gate reads does not depend on training (it reads a pristine backbone), so this is what the
-    trained model answers, computed once from cached features. ``at_size`` holds the photos decoded for ``pre``.
+    trained model answers, computed once from cached features. ``at_size`` holds the photos decoded for ``pre``;
+    ``say`` hears of a damaged feature cache dropped.
     """
-    inputs = gate_inputs_of(open_set, data, at_size, pre, cache_dir, architecture)
+    inputs = gate_inputs_of(open_set, data, at_size, pre, cache_dir, architecture, say)
     with torch.no_grad():
         return torch.sigmoid(inputs([(i, 0) for i in splits["val"]]) @ open_set.weight + open_set.bias)
 
 
-def gate_inputs_of(open_set, data: PreparedData, at_size: PreparedData, pre: Preprocess, cache_dir, architecture: str):
+def gate_inputs_of(
+    open_set,
+    data: PreparedData,
+    at_size: PreparedData,
+    pre: Preprocess,
+    cache_dir,
+    architecture: str,
+    say: Callable[[str], None] | None = None,
+):
     """``jobs → gate inputs`` for ``(index into data, view)`` jobs, computed on ``at_size``'s decoded photos."""
     from catdog.features import pretrained_gate_inputs
 
@@ -236,7 +254,7 @@ def gate_inputs_of(open_set, data: PreparedData, at_size: PreparedData, pre: Pre
 
     def inputs(jobs: list[tuple[int, int]]) -> torch.Tensor:
         jobs = [(index[data.paths[i]], view) for i, view in jobs]
-        return pretrained_gate_inputs(at_size, jobs, pre, cache_dir, architecture, open_set.taps)
+        return pretrained_gate_inputs(at_size, jobs, pre, cache_dir, architecture, open_set.taps, say)
 
     return inputs
 

@@ -760,9 +760,9 @@ def gate_evidence(
     at_size = data if pre == train_pre else prepare(cfg.data_dir, pre, cache_dir, classes=data.classes)
     if negatives:
         log.info(f"refitting the `neither` gate with {len(negatives)} photos of the neither folder")
-        state.best_pets = refit_gate(open_set, data, at_size, splits, negatives, pre, cache_dir, cfg.model)
+        state.best_pets = refit_gate(open_set, data, at_size, splits, negatives, pre, cache_dir, cfg.model, log.info)
     else:  # a gate that taps blocks the cached features left out: its scores from the pretrained features
-        state.best_pets = pristine_val_pets(open_set, data, at_size, splits, pre, cache_dir, cfg.model)
+        state.best_pets = pristine_val_pets(open_set, data, at_size, splits, pre, cache_dir, cfg.model, log.info)
 
 
 def write_model(
