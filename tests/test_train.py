@@ -746,6 +746,21 @@ def test_a_budget_holding_a_run_without_validation_workers_is_not_refused() -> N
     refuse_a_spent_budget(cfg, budget, started, to_train)
 
 
+def test_a_refusal_leaves_out_a_part_of_the_run_that_takes_0_s() -> None:
+    """With no validation workers to start, seed-cnn's guess of a validation pass and 5 steps on 6 photos is a
+    fraction of a second, and the refusal said "a run needs about 0 s for a validation pass and 5 steps and 5 s to
+    save". A part that rounds to 0 s goes unsaid, as a frozen part's does."""
+    from catdog.errors import CatdogError
+    from catdog.training.recipe import refuse_a_spent_budget
+    from catdog.training.schedule import Budget, Schedule
+
+    started = time.monotonic() - 5.0
+    budget = Budget(started + 6.0, Schedule("cosine", None, 1))  # 1 s left, 5 s kept for the save
+    budget.final_seconds = 0.3  # --test-image-size's validation, as short
+    with pytest.raises(CatdogError, match=r"took 5\.\d s, and a run needs about 5 s to save; give it at least"):
+        refuse_a_spent_budget(TrainConfig(data_dir="d", out="o", time_budget=0.1), budget, started, to_train=0.4)
+
+
 def test_a_refused_budgets_suggestion_passes_a_second_try_twice_as_slow() -> None:
     """The refusal rests on timed guesses that moved from 11 to 27 s between runs on a busy machine, and the budget
     it suggested (a quarter over the least) was refused in its turn. Its suggestion passes now even when getting

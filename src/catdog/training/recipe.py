@@ -602,9 +602,14 @@ def refuse_a_spent_budget(cfg: TrainConfig, budget: Budget, started: float, to_t
         # The next tenth of a minute above the headroom's: rounded to two digits, --time-budget 1 with 57 s spent
         # was told to give "more than 1 minutes".
         at_least = math.floor(SUGGESTED_HEADROOM * (spent + to_train + kept) / 6 + 1) / 10
-        needs = [f"{to_train:.0f} s for a validation pass and {STEPS_ROOM} steps"] if to_train else []
-        needs += [f"{budget.final_seconds:.0f} s to validate at --test-image-size"] if budget.final_seconds else []
-        needs += [f"{budget.SAVE_SECONDS:.0f} s to save"]
+        parts = [
+            (to_train, f"for a validation pass and {STEPS_ROOM} steps"),
+            (budget.final_seconds, "to validate at --test-image-size"),
+            (budget.SAVE_SECONDS, "to save"),
+        ]
+        # A part that rounds to 0 s goes unsaid, as a frozen part's 0 did: with no workers to start, seed-cnn on 6
+        # photos was said to need "about 0 s for a validation pass and 5 steps".
+        needs = [f"{seconds:.0f} s {what}" for seconds, what in parts if round(seconds)]
         raise CatdogError(
             f"--time-budget {cfg.time_budget:g} leaves no time to train: getting the data and the model ready took "
             f"{spent:.1f} s, and a run needs about {listed(needs)}; give it at least {at_least:g} minutes."
