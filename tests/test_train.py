@@ -702,6 +702,10 @@ def test_a_refused_budget_is_told_a_budget_that_would_do() -> None:
     budget = Budget(started + 60.0, Schedule("cosine", total_steps=None, warmup_steps=1))  # 3 s left, 5 s kept
     with pytest.raises(CatdogError, match=r"took 57\.\d s.* give it at least 2\.1 minutes\.$"):
         refuse_a_spent_budget(TrainConfig(data_dir="d", out="o", time_budget=1.0), budget, started, to_train=0.0)
+    started = time.monotonic() - 23.0  # twice the least, 2 * (23 + 5) s, is a minute to the next tenth
+    budget = Budget(started + 24.0, Schedule("cosine", total_steps=None, warmup_steps=1))
+    with pytest.raises(CatdogError, match=r"give it at least 1 minute\.$"):  # not "1 minutes"
+        refuse_a_spent_budget(TrainConfig(data_dir="d", out="o", time_budget=0.4), budget, started, to_train=0.0)
 
 
 def test_a_budget_is_refused_unless_it_holds_a_validation_pass_and_a_few_steps() -> None:

@@ -610,9 +610,10 @@ def refuse_a_spent_budget(cfg: TrainConfig, budget: Budget, started: float, to_t
         # A part that rounds to 0 s goes unsaid, as a frozen part's 0 did: with no workers to start, seed-cnn on 6
         # photos was said to need "about 0 s for a validation pass and 5 steps".
         needs = [f"{seconds:.0f} s {what}" for seconds, what in parts if round(seconds)]
+        minutes = "1 minute" if at_least == 1 else f"{at_least:g} minutes"  # not "1 minutes"
         raise CatdogError(
             f"--time-budget {cfg.time_budget:g} leaves no time to train: getting the data and the model ready took "
-            f"{spent:.1f} s, and a run needs about {listed(needs)}; give it at least {at_least:g} minutes."
+            f"{spent:.1f} s, and a run needs about {listed(needs)}; give it at least {minutes}."
         )
 
 
