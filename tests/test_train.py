@@ -744,7 +744,10 @@ def test_a_budget_holding_a_run_without_validation_workers_is_not_refused() -> N
     assert validation_guess(per_image=0.0, images=0, workers=0) == 0.0  # nothing to start, nothing to wait for
     cfg = TrainConfig(data_dir="d", out="o", model="seed-cnn", image_size=64, workers=0, time_budget=0.25).resolved()
     model, pre, ctx = build_model(cfg.model, 2), Preprocess(image_size=64), setup_distributed()
-    to_train = seconds_to_train(cfg, model, pre, val_images=40, per_rank_batch=8, ctx=ctx, val_workers=0)
+    # Few photos and steps of 1, so that a slow timing cannot refuse the budget: half the guess must fit in 5 s, and
+    # for 40 photos and steps of 8 it is 0.3 s + 86 timed forward passes, timed at up to 35 ms each on a busy
+    # 2-core Intel Xeon (AMX), 3.3 s. Here they may take 0.4 s each.
+    to_train = seconds_to_train(cfg, model, pre, val_images=4, per_rank_batch=1, ctx=ctx, val_workers=0)
     started = time.monotonic() - 5.0
     budget = Budget(started + 15.0, Schedule("cosine", total_steps=None, warmup_steps=1))  # 10 s left, 5 s kept
     refuse_a_spent_budget(cfg, budget, started, to_train)
