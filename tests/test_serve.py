@@ -160,14 +160,14 @@ def test_the_api_page_shows_real_answers_and_errors(client: httpx.Client, data_r
             400: {"files": {"file": (cat_photo.name, photo[:2000], "image/jpeg")}},
             413: {"files": {"file": big}},
             415: {"files": {"file": notes}},
-            422: {"files": {"photo": notes}},
+            422: {"files": {"note": (None, "a form holding no file")}},
         },
         # The batch route answers a damaged photo, one too large or a text file with an error entry, not a refusal.
         "/api/v1/predict/batch": {
             400: {"content": b"x", "headers": {"Content-Type": "multipart/form-data"}},
             413: {"files": [("files", notes)] * 5},
             415: {"content": photo, "headers": {"Content-Type": "image/jpeg"}},
-            422: {"files": {"photo": notes}},
+            422: {"files": {"note": (None, "a form holding no file")}},
         },
     }
     for route, requests in refusals.items():
