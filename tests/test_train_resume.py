@@ -139,3 +139,24 @@ def test_ctrl_c_says_how_to_go_on(samples_dir: Path, tmp_path: Path) -> None:
     assert stderr.strip().splitlines()[-1] == (
         f"error: Interrupted; '{out}' keeps the run: add --resume to the same command to go on."
     )
+
+
+@pytest.mark.slow
+def test_ctrl_c_before_the_first_checkpoint_says_nothing_is_kept(samples_dir: Path, tmp_path: Path) -> None:
+    """Ctrl-C before the first checkpoint printed a bare "Interrupted.": whether to --resume went unsaid."""
+    out = tmp_path / "model"
+    args = [sys.executable, "-m", "catdog", "train", str(samples_dir), "--out", str(out), "--image-size", "64"]
+    proc = subprocess.Popen(
+        [*args, "--epochs", "200", "--patience", "200"], stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    assert proc.stderr is not None
+    first_line = proc.stderr.readline()  # the model's name: training has begun, its first epoch is seconds away
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, first_line + stderr
+    assert not (out / "checkpoint.pt").exists()
+    assert stderr.strip().splitlines()[-1] == (
+        "error: Interrupted; no checkpoint had been written yet, so nothing of this run is kept: "
+        "run the same command again to start over."
+    )

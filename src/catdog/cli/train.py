@@ -176,12 +176,16 @@ def train(
         stopped = isinstance(err, KeyboardInterrupt) or (bool(stops) and lost_peer(err))
         if not (stopped or lost_peer(err)):
             raise
-        if not (Path(config.out) / CHECKPOINT).exists():
-            if stopped:
-                raise KeyboardInterrupt from None  # "Interrupted." (user_errors)
+        checkpointed = (Path(config.out) / CHECKPOINT).exists()
+        if not (stopped or checkpointed):
             raise
         if not stopped:
             raise fail(f"{LOST_PEER}. {kept}", 1) from None
+        if not checkpointed:  # a bare "Interrupted." left a newcomer looking for a run to --resume
+            kept = (
+                "no checkpoint had been written yet, so nothing of this run is kept: "
+                "run the same command again to start over."
+            )
         if stops and stops[0] == signal.SIGTERM:
             raise fail(f"Stopped by SIGTERM; {kept}", 128 + signal.SIGTERM) from None
         raise fail(f"Interrupted; {kept}", 130) from None
