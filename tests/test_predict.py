@@ -510,3 +510,19 @@ def test_a_name_that_is_not_utf8_is_written_as_valid_utf8_in_every_format(tmp_pa
     assert [row["path"] for row in rows] == [a["path"] for a in answers]
     assert rows[0]["error"] == answers[0]["error"]
     assert printed["--plain"].splitlines()[1].startswith(f"{folder}/caf\\xe9.jpg: cat")
+
+
+def test_weights_of_another_model_are_one_sentence(trained_model_dir: Path, tmp_path: Path, cat_photo: Path) -> None:
+    """A config.json whose classes the weights do not have was announced as "Exporting model to ONNX", refused as
+    "ONNX export failed (...); running PyTorch instead", then in the same words as the error: three lines that read
+    as two problems and an export that never came."""
+    model = tmp_path / "model"
+    shutil.copytree(trained_model_dir, model)
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "classes": ["cat", "dog", "fox"]}))
+    result = run_catdog_in_process("predict", "--model", str(model), str(cat_photo))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"error: '{model / 'model.safetensors'}' does not match architecture 'tf_efficientnet_lite0' "
+        "(tensors of other shapes)."
+    )

@@ -61,8 +61,8 @@ def cached_export(name: str, key_files: list[Path], load: Callable[[], tuple[nn.
         if not path.exists():
             from catdog.inference.onnx_export import export_onnx, max_gap  # torch: only to export
 
+            module, config = load()  # first: a model that cannot load is refused before an export is announced
             print(f"Exporting {name} to ONNX for fast CPU inference (once, into {path.parent}).", file=sys.stderr)
-            module, config = load()
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
             try:
                 export_onnx(module, config, tmp)
@@ -148,6 +148,7 @@ def load_model_fn(
         sess = session(model, threads)
         return onnx_model_fn(sess), read_config(sess, model), str(model), "onnx"
     name, key_files, load = torch_source(model, loaded)
+    export_failure = None
     if backend != "torch":
         try:
             path = cached_export(name, key_files, load)
@@ -156,8 +157,12 @@ def load_model_fn(
         except (ModelError, OSError, RuntimeError, ValueError, ImportError) as err:
             if backend == "onnx":
                 raise
-            print(f"ONNX export failed ({err}); running PyTorch instead.", file=sys.stderr)
+            export_failure = err
+    # A model that PyTorch cannot load either says so alone: "ONNX export failed (...); running PyTorch instead"
+    # followed by the same sentence as the error read as two problems.
     module, config = load()
+    if export_failure is not None:
+        print(f"ONNX export failed ({export_failure}); running PyTorch instead.", file=sys.stderr)
     return torch_model_fn(module), config, str(model or "builtin"), "torch"
 
 
