@@ -526,3 +526,18 @@ def test_weights_of_another_model_are_one_sentence(trained_model_dir: Path, tmp_
         f"error: '{model / 'model.safetensors'}' does not match architecture 'tf_efficientnet_lite0' "
         "(tensors of other shapes)."
     )
+
+
+def test_a_gate_on_a_from_scratch_net_is_one_sentence(trained_model_dir: Path, tmp_path: Path, cat_photo: Path) -> None:
+    """A config.json naming a from-scratch net with an open-set gate (a gated model's config under another
+    architecture) stopped on "an unexpected AttributeError: 'CatNet' object has no attribute 'backbone'"."""
+    model = tmp_path / "model"
+    shutil.copytree(trained_model_dir, model)
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "architecture": "catnet"}))
+    result = run_catdog_in_process("predict", "--model", str(model), str(cat_photo))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"error: '{model / 'config.json'}' is damaged: architecture 'catnet' has no pretrained backbone for its "
+        "'gate' to read; train the model again or fix it."
+    )

@@ -226,6 +226,11 @@ def load_model_dir(model_dir: str | Path) -> tuple[nn.Module, dict]:
         model = LearntNeither(build_model(config["architecture"], classes + 1, pretrained=False, weights=net_state))
     else:
         model = build_model(config["architecture"], classes, pretrained=False, gate=bool(gate), weights=state)
+        if gate and not hasattr(model, "backbone"):  # a from-scratch net: no ImageNet backbone for a gate to read
+            raise ModelError(
+                f"'{model_dir / 'config.json'}' is damaged: architecture '{config['architecture']}' has no "
+                "pretrained backbone for its 'gate' to read; train the model again or fix it."
+            )
     if "pristine_after_blocks" in gate:  # a fine-tuned model's gate: its own copy of the pretrained layers
         model.add_pristine_gate(int(gate["pristine_after_blocks"]))
     if gate.get("kind") == OPEN_SET:
