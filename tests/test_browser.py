@@ -1475,3 +1475,22 @@ def test_the_camera_let_go_or_ended_leaves_the_keyboard_focus_where_it_was(page)
     page.wait_for_function("document.activeElement.id === 'camera-stop'", timeout=30_000)
     page.keyboard.press("Enter")
     assert page.evaluate(focused) == "camera-start"  # and from Start again, once stopped
+
+
+def test_an_onnx_file_served_offers_no_heat_maps(
+    browser, onnx_model_file: Path, cat_photo: Path, tmp_path: Path
+) -> None:
+    """`catdog serve --model model.onnx` offered "Show heat maps" and a "Show heat map" button on every card, and
+    each only said "Grad-CAM needs the PyTorch model": an .onnx file holds none."""
+    with running("--model", str(onnx_model_file), log=tmp_path / "server.log") as server:
+        assert httpx.get(server.url + "/api/v1/model").json()["heat_maps"] is False
+        page = browser.new_page()
+        page.goto(server.url + "/")
+        page.wait_for_selector("#model-status:has-text('Model:')")
+        page.set_input_files("#file-input", str(cat_photo))
+        card = page.locator("#results .card[data-state=done]")
+        card.wait_for(timeout=30_000)
+        assert card.get_attribute("data-label") == "cat"
+        assert card.locator(".heat-button").is_hidden()
+        assert page.locator("label:has(#heatmap-toggle)").is_hidden()
+        page.close()

@@ -22,6 +22,7 @@ from catdog.data.layout import normalize_label
 from catdog.errors import CatdogError
 from catdog.inference.outputs import torch_model_fn
 from catdog.inference.predictor import Predictor
+from catdog.models.files import has_heat_maps
 from catdog.models.gate import LearntNeither
 from catdog.models.pretrained import ModelError
 from catdog.preprocess import Preprocess, center_crop, normalize, stack_uint8, to_uint8
@@ -97,7 +98,7 @@ def _torch_model(source: Predictor | str | os.PathLike | None) -> tuple[nn.Modul
     """The PyTorch module behind a Predictor or a model reference, and a Predictor running it (cached)."""
     name = source.name if isinstance(source, Predictor) else str(source or "builtin")
     if name not in _MODELS:
-        if name.lower().endswith(".onnx"):
+        if not has_heat_maps(name):
             raise ModelError(
                 "Grad-CAM needs the PyTorch model: give the model directory (or the built-in model), not an .onnx file."
             )

@@ -104,6 +104,11 @@ def builtin_name(model: str | os.PathLike | None) -> str | None:
     return str(model) if str(model) in BUILTIN_MODELS else None
 
 
+def has_heat_maps(model: str | os.PathLike | None) -> bool:
+    """Whether Grad-CAM can explain ``model``: it needs the PyTorch module, which an .onnx file does not hold."""
+    return not str(model or "").lower().endswith(".onnx")
+
+
 def refuse_a_missing_model(model: str | os.PathLike | None, remedy: str = "") -> None:
     """Refuse a ``--model`` that names neither a shipped model nor anything on disk, in one sentence that names
     every kind of model predict, evaluate and serve take; ``remedy``: a command's own, added at its end."""

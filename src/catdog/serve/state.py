@@ -19,6 +19,7 @@ from catdog import __version__
 from catdog.fsutil import printable, utf8_safe
 from catdog.images import ImageError, ImageTooLargeError, tenths_up
 from catdog.inference.predictor import Prediction, Predictor, _name_in_error
+from catdog.models.files import has_heat_maps
 from catdog.preprocess import stack_uint8
 from catdog.serve.batcher import MicroBatcher
 from catdog.serve.metrics import ServeMetrics
@@ -184,6 +185,7 @@ def describe_model(predictor: Predictor) -> dict[str, Any]:
         "backend": info.get("backend", "torch"),
         "image_size": predictor.pre.image_size,
         "neither_threshold": predictor.gate_threshold,
+        "heat_maps": has_heat_maps(predictor.name),  # the page offers no heat map where every one would fail
         "metrics": info.get("metrics", {}),
         "version": str(info.get("version") or digest),
         "catdog_version": __version__,
