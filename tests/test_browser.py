@@ -1481,16 +1481,43 @@ def test_an_onnx_file_served_offers_no_heat_maps(
     browser, onnx_model_file: Path, cat_photo: Path, tmp_path: Path
 ) -> None:
     """`catdog serve --model model.onnx` offered "Show heat maps" and a "Show heat map" button on every card, and
-    each only said "Grad-CAM needs the PyTorch model": an .onnx file holds none."""
+    each only said "Grad-CAM needs the PyTorch model": an .onnx file holds none. What was offered while the page
+    waited for the model (a photo's button, the checkbox ticked) is taken back: a hidden checkbox left ticked
+    asked for every photo's heat map, and each card showed its failure."""
     with running("--model", str(onnx_model_file), log=tmp_path / "server.log") as server:
         assert httpx.get(server.url + "/api/v1/model").json()["heat_maps"] is False
-        page = browser.new_page()
-        page.goto(server.url + "/")
-        page.wait_for_selector("#model-status:has-text('Model:')")
-        page.set_input_files("#file-input", str(cat_photo))
-        card = page.locator("#results .card[data-state=done]")
-        card.wait_for(timeout=30_000)
-        assert card.get_attribute("data-label") == "cat"
-        assert card.locator(".heat-button").is_hidden()
-        assert page.locator("label:has(#heatmap-toggle)").is_hidden()
-        page.close()
+        context = browser.new_context(bypass_csp=True)
+        page = context.new_page()
+        explained: list[str] = []
+        page.on("request", lambda request: "/api/v1/explain" in request.url and explained.append(request.url))
+        held: list = []
+        page.route("**/api/v1/model", lambda route: held.append(route))  # the page waits for the model meanwhile
+        try:
+            page.goto(server.url + "/")
+            _until_asked(page, held, 1)
+            page.set_input_files("#file-input", str(cat_photo))
+            card = page.locator("#results .card[data-state=done]")
+            card.wait_for(timeout=30_000)
+            assert card.get_attribute("data-label") == "cat"
+            assert card.locator(".heat-button").is_visible()  # offered before the page knew
+            held.pop().continue_()
+            page.wait_for_selector("#model-status:has-text('Model:')")
+            assert card.locator(".heat-button").is_hidden()
+            assert page.locator("label:has(#heatmap-toggle)").is_hidden()
+
+            page.reload()
+            _until_asked(page, held, 1)
+            page.check("#heatmap-toggle")
+            held.pop().continue_()
+            page.wait_for_selector("#model-status:has-text('Model:')")
+            assert not page.is_checked("#heatmap-toggle")
+            page.set_input_files("#file-input", str(cat_photo))
+            card.wait_for(timeout=30_000)
+            # The batch's summary waits for the heat maps asked for: none now ("..., no heat map: Grad-CAM needs ...").
+            page.wait_for_function("(name) => document.getElementById('announce').textContent.startsWith(name)",
+                                   arg=f"{cat_photo.name}: ")  # fmt: skip
+            assert page.text_content("#announce").endswith(" percent.")
+            assert card.locator(".heat-button").is_hidden() and card.locator(".error").is_hidden()
+            assert explained == []
+        finally:
+            context.close()
