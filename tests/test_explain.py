@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -125,3 +126,15 @@ def test_explains_percentages_add_up_to_100_as_the_pages_do() -> None:
 
     assert percents({"cat": 0.33335, "dog": 0.33332, "neither": 0.33333}) == "cat 33.4%, dog 33.3%, neither 33.3%"
     assert percents({"cat": 0.9994, "dog": 0.0003, "neither": 0.0003}) == "cat 100.0%, dog 0.0%, neither 0.0%"
+
+
+def test_a_model_directory_named_like_an_onnx_file_is_explained(
+    trained_model_dir: Path, cat_photo: Path, tmp_path: Path
+) -> None:
+    """predict reads a folder called `cats.onnx` as the model directory it is; explain refused it as "not an .onnx
+    file", and `catdog serve` offered it no heat maps."""
+    model = tmp_path / "cats.onnx"
+    shutil.copytree(trained_model_dir, model)
+    done = run_catdog_in_process("explain", str(model), str(cat_photo), "--out", str(tmp_path / "heat.png"))
+    assert done.returncode == 0, done.stderr
+    assert Image.open(tmp_path / "heat.png").format == "PNG"

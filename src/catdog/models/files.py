@@ -105,8 +105,12 @@ def builtin_name(model: str | os.PathLike | None) -> str | None:
 
 
 def has_heat_maps(model: str | os.PathLike | None) -> bool:
-    """Whether Grad-CAM can explain ``model``: it needs the PyTorch module, which an .onnx file does not hold."""
-    return not str(model or "").lower().endswith(".onnx")
+    """Whether Grad-CAM can explain ``model``: it needs the PyTorch module, which an .onnx file does not hold.
+
+    A model directory is one whatever its name, as predict reads it (a folder named ``cats.onnx`` was refused).
+    """
+    path = Path(model or "")
+    return not (path.suffix.lower() == ".onnx" and not path.is_dir())
 
 
 def refuse_a_missing_model(model: str | os.PathLike | None, remedy: str = "") -> None:
