@@ -528,6 +528,22 @@ def test_weights_of_another_model_are_one_sentence(trained_model_dir: Path, tmp_
     )
 
 
+def test_a_failed_export_of_a_model_that_loads_still_says_pytorch_runs(
+    trained_model_dir: Path, cat_photo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The note on falling back to PyTorch moved after PyTorch's load (so that a model neither can load is one
+    sentence): a model that loads, whose export fails (a cache folder that cannot be made), still gets it."""
+    not_a_folder = tmp_path / "cache"
+    not_a_folder.write_text("")
+    monkeypatch.setenv("CATDOG_CACHE_DIR", str(not_a_folder))
+    result = run_catdog_in_process("predict", "--model", str(trained_model_dir), str(cat_photo))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"{cat_photo}: cat")
+    said = result.stderr
+    assert said.startswith("ONNX export failed (") and said.endswith("); running PyTorch instead.\n"), said
+    assert said.count("\n") == 1 and str(not_a_folder / "onnx") in said, said
+
+
 def test_a_gate_on_a_from_scratch_net_is_one_sentence(trained_model_dir: Path, tmp_path: Path, cat_photo: Path) -> None:
     """A config.json naming a from-scratch net with an open-set gate (a gated model's config under another
     architecture) stopped on "an unexpected AttributeError: 'CatNet' object has no attribute 'backbone'"."""
