@@ -208,6 +208,7 @@ BUILTIN_MODEL_INFO = {
     "backend": "onnx",
     "image_size": 224,
     "neither_threshold": 0.5,
+    "heat_maps": True,
     "metrics": {
         "test_images": 2246,
         "test_accuracy": 0.9866,
