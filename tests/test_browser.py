@@ -109,7 +109,8 @@ def test_a_screen_reader_hears_each_answer_once(page, cat_photo: Path, tmp_path:
     assert page.evaluate(LIVE_REGIONS) == ["model-status", "live-label", "live-error", "announce"]
     percent = page.locator("#results .card[data-state=done] .bar").get_attribute("aria-valuenow")
     error = page.locator("#results .card[data-state=error] .error").inner_text()
-    said = f"{cat_photo.name}: cat, {percent} percent. broken.jpg: {error.rstrip('.')}."
+    assert error.startswith("'broken.jpg' is not an image"), error  # so it is said without the name before it
+    said = f"{cat_photo.name}: cat, {percent} percent. {error.rstrip('.')}."
     assert page.locator("#announce").text_content() == said
 
 
@@ -139,6 +140,8 @@ def test_a_broken_file_shows_the_error(page, tmp_path: Path) -> None:
     assert "holiday.jpg" in text and "not an image" in text
     # Said once, by the batch's summary: the card is no live region (test_a_screen_reader_hears_each_answer_once).
     page.wait_for_function("document.getElementById('announce').textContent.includes('holiday.jpg')")
+    # Named once: the server's sentence names the file ("holiday.jpg: 'holiday.jpg' is not..." read it twice).
+    assert page.locator("#announce").inner_text().count("holiday.jpg") == 1, page.locator("#announce").inner_text()
     card = page.locator("#results .card[data-state=error]")
     # No heat-map button on a card with no answer, and no broken-picture icon (CSS overrode `hidden`).
     assert card.locator(".heat-button").is_hidden() and card.locator(".pic img").is_hidden()
@@ -273,7 +276,8 @@ def test_a_pasted_image_that_fails_is_said_by_the_name_on_its_card(page) -> None
     card.wait_for(timeout=30_000)
     assert card.locator(".name").inner_text() == "pasted image"
     error = card.locator(".error").inner_text()
-    said = f"pasted image: {error.rstrip('.')}."
+    assert error.startswith("'pasted image' is not an image"), error  # named in it, so said as it is
+    said = f"{error.rstrip('.')}."
     page.wait_for_function("(said) => document.getElementById('announce').textContent === said", arg=said)
 
 

@@ -433,7 +433,7 @@ async function showFile(file, before) {
     answer.className = "error";
     answer.textContent = err.message;
     el.dataset.state = "error";
-    return `${file.name}: ${err.message}`;
+    return globalThis.catdogShares.unanswered(file.name, err.message);
   }
 }
 

@@ -64,6 +64,10 @@ globalThis.catdogShares = {
     return `no cat or dog${looks ? `, looks like ${looks}` : ""}`;
   },
 
+  // What is said of a photo with no answer: the sentence names it already ("'notes.txt' is not an image…"), and
+  // "notes.txt: 'notes.txt' is not…" read its name twice.
+  unanswered: (name, message) => (message.startsWith(`'${name}'`) ? message : `${name}: ${message}`),
+
   // Answers that asking again mends, alike for the page's readiness check and the app's files. A 503 (the model
   // still loading, the server busy) or a rate-limiting proxy's 429 is asked again after retryWait's seconds; a
   // proxy's 502 or 504 (catdog serve not up behind it: restarting, say) every PROXY_RETRY_S, as long as it takes.
