@@ -465,7 +465,8 @@ def test_a_file_that_is_not_a_photo_gets_one_sentence(browser, playwright, serve
         assert said["cut.jpg"]["error"].startswith("'cut.jpg' is truncated or corrupt"), said
         assert said["empty.jpg"]["error"] == "'empty.jpg' is empty (0 bytes).", said
         # Said once, by the batch's summary: a card is no live region (test_a_screen_reader_hears_each_answer_once).
-        page.wait_for_function("document.getElementById('announce').textContent.startsWith('cut.jpg: ')")
+        # Each sentence names its photo, so it is said as it is ("cut.jpg: 'cut.jpg' is..." said the name twice).
+        page.wait_for_function("document.getElementById('announce').textContent.startsWith(\"'cut.jpg' is \")")
         assert page.locator("#results .card[data-state=error]").count() == 3
         # A batch is listed in the order chosen, above the one before (each card was put first).
         assert page.locator("#results .card .name").all_inner_texts() == ["cut.jpg", "empty.jpg", "holiday.jpg"]
