@@ -137,10 +137,10 @@ def load_model_fn(
     """
     if backend not in ("auto", "onnx", "torch"):
         raise CatdogError(f"backend '{backend}' must be auto, onnx or torch.")
-    from catdog.models.files import refuse_a_missing_model
+    from catdog.models.files import is_onnx_model, refuse_a_missing_model
 
     refuse_a_missing_model(model)  # said here, not by the model directory's reader: an .onnx file is taken too
-    if model is not None and Path(model).suffix.lower() == ".onnx" and not Path(model).is_dir():
+    if is_onnx_model(model):
         if not Path(model).is_file():
             raise ModelError(f"ONNX file '{model}' is not a file.")
         if backend == "torch":

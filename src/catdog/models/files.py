@@ -104,13 +104,15 @@ def builtin_name(model: str | os.PathLike | None) -> str | None:
     return str(model) if str(model) in BUILTIN_MODELS else None
 
 
-def has_heat_maps(model: str | os.PathLike | None) -> bool:
-    """Whether Grad-CAM can explain ``model``: it needs the PyTorch module, which an .onnx file does not hold.
+def is_onnx_model(model: str | os.PathLike | None) -> bool:
+    """Whether ``model`` is read as an .onnx file: a model directory is one whatever its name (``cats.onnx/``)."""
+    return model is not None and Path(model).suffix.lower() == ".onnx" and not Path(model).is_dir()
 
-    A model directory is one whatever its name, as predict reads it (a folder named ``cats.onnx`` was refused).
-    """
-    path = Path(model or "")
-    return not (path.suffix.lower() == ".onnx" and not path.is_dir())
+
+def has_heat_maps(model: str | os.PathLike | None) -> bool:
+    """Whether Grad-CAM can explain ``model``: it needs the PyTorch module, which an .onnx file does not hold
+    (a folder named ``cats.onnx`` was refused, where predict reads it as the model directory it is)."""
+    return not is_onnx_model(model)
 
 
 def refuse_a_missing_model(model: str | os.PathLike | None, remedy: str = "") -> None:
