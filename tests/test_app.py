@@ -928,12 +928,8 @@ def test_an_interrupted_camera_keeps_its_sentence_and_dims_until_a_new_answer(br
     as the server's page no longer does; interrupted before any answer (a camera that starts muted), the app said
     "Paused: the answer shown is from before ..." with none shown; at unmute the old answer was at full brightness
     until the next. The sentence stays, the line needs an answer, and the old one is dimmed until a new one."""
-    context = browser.new_context(**playwright.devices[PHONE], bypass_csp=True)
-    context.add_init_script(HOLD)
+    context, page = held_phone(browser, playwright, server)
     try:
-        page = context.new_page()
-        page.goto(server.url + "/app/")
-        page.evaluate("window.catdogApp.ready.then(() => window.catdogApp.allLanes)")  # no lane's load answer held
         track = "document.getElementById('video').srcObject.getVideoTracks()[0]"
         opacity = "getComputedStyle(document.getElementById('live-label')).opacity"
         page.evaluate("window.held.answers = []")
@@ -967,12 +963,8 @@ def test_a_frame_taken_before_an_interruption_is_no_new_answer_after_it(browser,
     as the new answer: the old answer's dimming ended, and its fps line came back, on a picture from before. Such a
     frame is now dropped, and the dimming lasts until a frame taken since the unmute is answered. Here the answers
     out at the mute are held and handed on after the unmute, the later frames' held meanwhile."""
-    context = browser.new_context(**playwright.devices[PHONE], bypass_csp=True)
-    context.add_init_script(HOLD)
+    context, page = held_phone(browser, playwright, server)
     try:
-        page = context.new_page()
-        page.goto(server.url + "/app/")
-        page.evaluate("window.catdogApp.ready.then(() => window.catdogApp.allLanes)")  # no lane's load answer held
         track = "document.getElementById('video').srcObject.getVideoTracks()[0]"
         opacity = "getComputedStyle(document.getElementById('live-label')).opacity"
         page.click("#camera-start")
@@ -1000,12 +992,8 @@ def test_a_frame_taken_before_an_interruption_is_no_new_answer_after_it(browser,
 def test_a_frame_error_goes_once_a_newer_frame_is_answered(browser, playwright, server) -> None:
     """A frame the model failed on left its error under the live answer while the next frames were answered, until
     Stop: the app never took a frame's error away. As on the server's page, the next answer shown takes it away."""
-    context = browser.new_context(**playwright.devices[PHONE], bypass_csp=True)
-    context.add_init_script(HOLD)
+    context, page = held_phone(browser, playwright, server)
     try:
-        page = context.new_page()
-        page.goto(server.url + "/app/")
-        page.evaluate("window.catdogApp.ready.then(() => window.catdogApp.allLanes)")
         page.evaluate("window.failFrames = true")
         page.click("#camera-start")
         page.locator("#camera-error", has_text="Failed.").wait_for(timeout=60_000)
@@ -1054,6 +1042,16 @@ window.handOn = (kind, holdOn) => {
     out.forEach((handOn) => handOn());
 };
 """
+
+
+def held_phone(browser, playwright, server):
+    """A phone's context and a page on the app with HOLD in it, every lane loaded (no lane's load answer held)."""
+    context = browser.new_context(**playwright.devices[PHONE], bypass_csp=True)
+    context.add_init_script(HOLD)
+    page = context.new_page()
+    page.goto(server.url + "/app/")
+    page.evaluate("window.catdogApp.ready.then(() => window.catdogApp.allLanes)")
+    return context, page
 
 
 @pytest.mark.parametrize("held", ["answers", "pictures"])

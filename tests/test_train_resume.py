@@ -119,17 +119,22 @@ def test_torchrun_two_processes_match_one(small_dev: Path, tmp_path: Path) -> No
     assert config["data"]["val_images"] == json.loads((single / "config.json").read_text())["data"]["val_images"]
 
 
+def _long_training(samples_dir: Path, out: Path) -> subprocess.Popen:
+    """A `catdog train` of 200 epochs into ``out``, its standard error piped, for a test to Ctrl-C."""
+    args = [sys.executable, "-m", "catdog", "train", str(samples_dir), "--out", str(out), "--image-size", "64"]
+    # A shell that runs the suite in the background (`bash .ci/run &`) ignores SIGINT, and so would the run it
+    # starts (Python keeps an inherited SIG_IGN): it trained on for minutes. A terminal's Ctrl-C is what is tested.
+    return subprocess.Popen(
+        [*args, "--epochs", "200", "--patience", "200"], stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+
+
 @pytest.mark.slow
 def test_ctrl_c_says_how_to_go_on(samples_dir: Path, tmp_path: Path) -> None:
     """Ctrl-C once printed only "Interrupted.": the checkpoint it leaves and --resume went unsaid."""
     out = tmp_path / "model"
-    args = [sys.executable, "-m", "catdog", "train", str(samples_dir), "--out", str(out), "--image-size", "64"]
-    # A shell that runs the suite in the background (`bash .ci/run &`) ignores SIGINT, and so would the run it
-    # starts (Python keeps an inherited SIG_IGN): it trained on for minutes. A terminal's Ctrl-C is what is tested.
-    proc = subprocess.Popen(
-        [*args, "--epochs", "200", "--patience", "200"], stderr=subprocess.PIPE, text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )  # fmt: skip
+    proc = _long_training(samples_dir, out)
     deadline = time.monotonic() + 300
     while not (out / "checkpoint.pt").exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.5)
@@ -145,11 +150,7 @@ def test_ctrl_c_says_how_to_go_on(samples_dir: Path, tmp_path: Path) -> None:
 def test_ctrl_c_before_the_first_checkpoint_says_nothing_is_kept(samples_dir: Path, tmp_path: Path) -> None:
     """Ctrl-C before the first checkpoint printed a bare "Interrupted.": whether to --resume went unsaid."""
     out = tmp_path / "model"
-    args = [sys.executable, "-m", "catdog", "train", str(samples_dir), "--out", str(out), "--image-size", "64"]
-    proc = subprocess.Popen(
-        [*args, "--epochs", "200", "--patience", "200"], stderr=subprocess.PIPE, text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )  # fmt: skip
+    proc = _long_training(samples_dir, out)
     assert proc.stderr is not None
     first_line = proc.stderr.readline()  # the model's name: training has begun, its first epoch is seconds away
     proc.send_signal(signal.SIGINT)
