@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -13,6 +13,9 @@ from catdog.data import PreparedData
 from catdog.models.files import BUILTIN_BACKBONE
 from catdog.models.gate import OPEN_SET, PET_MASS_THRESHOLD, TARGET_PETS_TURNED_AWAY, fit_weights, operating_bias
 from catdog.preprocess import Preprocess
+
+if TYPE_CHECKING:
+    from catdog.features import Say
 
 # Fewest wrong validation answers that may make a model surer than it was trained to be (T < 1): the rule of
 # ten events per fitted parameter of a logistic fit. Every dev-data recipe has more (the built-in head 26 of
@@ -198,7 +201,7 @@ def refit_gate(
     pre: Preprocess,
     cache_dir,
     architecture: str = BUILTIN_BACKBONE,
-    say: Callable[[str], None] | None = None,
+    say: Say | None = None,
 ) -> torch.Tensor:
     """Refit the open-set gate on the training pets and the `neither` folder's photos (and their mirrors).
 
@@ -225,7 +228,7 @@ def pristine_val_pets(
     pre: Preprocess,
     cache_dir,
     architecture: str,
-    say: Callable[[str], None] | None = None,
+    say: Say | None = None,
 ) -> torch.Tensor:
     """The open-set gate's ``P(cat or dog)`` for the validation photos, from the pretrained backbone's features.
 
@@ -245,7 +248,7 @@ def gate_inputs_of(
     pre: Preprocess,
     cache_dir,
     architecture: str,
-    say: Callable[[str], None] | None = None,
+    say: Say | None = None,
 ):
     """``jobs → gate inputs`` for ``(index into data, view)`` jobs, computed on ``at_size``'s decoded photos."""
     from catdog.features import pretrained_gate_inputs
