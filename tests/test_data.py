@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import unicodedata
 from pathlib import Path
@@ -794,7 +795,8 @@ def test_discover_stats_no_name_the_listing_describes(tmp_path, monkeypatch):
 
 def test_train_says_when_one_photo_is_filed_under_two_classes(samples_dir, tmp_path):
     """A copy of one photo in cats/ and dogs/ is a label conflict to data check, and train trained on it as both
-    without a word. It says so once, names one, and points at data check."""
+    without a word. It says so once, names one, and points at data check with a command that pastes whole (the
+    path was unquoted: a folder with a space and a quote in its name gave a command that ran on no folder)."""
     import io
 
     from rich.console import Console
@@ -804,7 +806,7 @@ def test_train_says_when_one_photo_is_filed_under_two_classes(samples_dir, tmp_p
     from catdog.training.distributed import DistContext
     from catdog.training.progress import Reporter
 
-    data = tmp_path / "data"
+    data = tmp_path / "Bob's pets"
     shutil.copytree(samples_dir, data)
     shutil.copy(data / "cat" / "cat.3.jpg", data / "dog" / "copy.jpg")
     console = Console(file=io.StringIO(), width=400)
@@ -812,12 +814,18 @@ def test_train_says_when_one_photo_is_filed_under_two_classes(samples_dir, tmp_p
     prepare_data(cfg, Preprocess(image_size=32), tmp_path / "cache", DistContext(), Reporter(console))
     [line] = [line for line in console.file.getvalue().splitlines() if "more than one class" in line]
     assert f"1 photo filed under more than one class, e.g. '{data / 'cat' / 'cat.3.jpg'}' (cat and dog)" in line
-    assert f"'catdog data check {data}' lists them" in line, line
+    assert shlex.split(line.split("to list them (its --quarantine moves them out): ")[1]) == [
+        "catdog",
+        "data",
+        "check",
+        str(data),
+    ], line
 
 
 def test_train_counts_one_link_and_one_left_out_file_in_the_singular(samples_dir, tmp_path):
     """Run on a messy folder with one 'loop -> ..' link, train said "did not read 1 links or folders", and of one
-    loose photo beside the class folders "left out 1 image files that carry no label"."""
+    loose photo beside the class folders "left out 1 image files that carry no label"; the data check command it
+    names pastes whole, its folder's space and quote quoted."""
     import io
 
     from rich.console import Console
@@ -827,7 +835,7 @@ def test_train_counts_one_link_and_one_left_out_file_in_the_singular(samples_dir
     from catdog.training.distributed import DistContext
     from catdog.training.progress import Reporter
 
-    data = tmp_path / "data"
+    data = tmp_path / "Bob's pets"
     shutil.copytree(samples_dir, data)
     (data / "dog" / "loop").symlink_to("..")
     shutil.copy(data / "cat" / "cat.3.jpg", data / "loose.jpg")
@@ -837,3 +845,5 @@ def test_train_counts_one_link_and_one_left_out_file_in_the_singular(samples_dir
     said = console.file.getvalue()
     assert "did not read 1 link or folder, e.g. " in said, said
     assert "left out 1 image file with no label in the folders layout, e.g. " in said, said
+    [typed] = [line.split("to list them: ")[1] for line in said.splitlines() if "left out" in line]
+    assert shlex.split(typed) == ["catdog", "data", "check", str(data)], said

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import shlex
 import shutil
 from pathlib import Path
 
@@ -216,13 +217,16 @@ def test_cli_text_output_and_errors(
     assert wrong.returncode == 2 and "fox" in wrong.stderr and "Traceback" not in wrong.stderr
     missing = run_catdog_in_process("evaluate", str(trained_model_dir), str(tmp_path / "nowhere"))
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
-    # A loose photo beside the class folders is not evaluated, and the report says so.
-    mixed = tmp_path / "mixed"
+    # A loose photo beside the class folders is not evaluated, and the report says so, with a data check command
+    # that pastes whole (it named 'catdog data check' without the folder).
+    mixed = tmp_path / "Bob's mixed"
     for label in ("cat", "dog"):
         shutil.copytree(eval_dir / label, mixed / label)
     shutil.copy(eval_dir / "cat" / "cat.1.jpg", mixed / "cover.jpg")
     said = run_catdog_in_process("evaluate", str(trained_model_dir), str(mixed))
     assert said.returncode == 0 and "1 image file left out" in said.stdout and "cover.jpg" in said.stdout, said.stdout
+    [typed] = [line.split("to list them: ")[1] for line in said.stdout.splitlines() if "left out" in line]
+    assert shlex.split(typed) == ["catdog", "data", "check", str(mixed)], said.stdout
 
 
 # -- a `neither` folder: open-set figures ------------------------------------------------------

@@ -8,6 +8,7 @@ import filecmp
 import json
 import os
 import re
+import shlex
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -143,6 +144,12 @@ def listed(names: list[str] | tuple[str, ...], conjunction: str = "and") -> str:
     """Names as a person lists them: "cat, dog and rabbit" ("cat and dog and rabbit" once), "cat, dog or neither"."""
     *rest, last = names
     return f"{', '.join(rest)} {conjunction} {last}" if rest else last
+
+
+def catdog_command(*words: str) -> str:
+    """A catdog command for the user to type, each word quoted for a POSIX shell where it needs it: a path with a
+    space or a quote ('my cats') pasted unquoted ran on other folders, or on none."""
+    return shlex.join(["catdog", *words])
 
 
 def first_few(names: list[str], shown: int) -> list[str]:

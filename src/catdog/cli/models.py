@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shlex
 import sys
 from typing import Annotated
 
@@ -13,6 +12,7 @@ from rich.console import Console
 from catdog.cli.app import NeitherThreshold, app, probability
 from catdog.cli.errors import fail, refuse_unwritable, user_errors
 from catdog.cli.output import percents, print_evaluation, print_json
+from catdog.fsutil import catdog_command
 from catdog.models.files import builtin_name, names_a_model
 
 
@@ -61,7 +61,7 @@ def evaluate(
         if model is not None and names_a_model(model):  # else its refusal would call the model a dataset
             raise fail(
                 f"'{model}' is a model; give the labelled photos to measure it on too: "
-                f"catdog evaluate {shlex.quote(model)} DATA_DIR."
+                f"{catdog_command('evaluate', model, 'DATA_DIR')}."
             )
         model, data_dir = None, model
     if data_dir is None:
@@ -117,7 +117,7 @@ def explain(
             )
         if model is not None and names_a_model(model):  # else its refusal would call the model a photo
             raise fail(
-                f"'{model}' is a model; give the photo to explain too: catdog explain {shlex.quote(model)} IMAGE."
+                f"'{model}' is a model; give the photo to explain too: {catdog_command('explain', model, 'IMAGE')}."
             )
         model, image = None, model
     if image is None:

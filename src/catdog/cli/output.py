@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 
 from catdog.cli.errors import fail
-from catdog.fsutil import counted, json_text, shown, utf8_safe
+from catdog.fsutil import catdog_command, counted, json_text, shown, utf8_safe
 
 if TYPE_CHECKING:
     from catdog.inference.predictor import Prediction
@@ -130,7 +130,7 @@ def print_evaluation(result: dict) -> None:
         out.print(
             f"[yellow]{counted(len(left_out), 'image file')} left out[/]: the folder's layout gives no "
             "label, e.g. "
-            f"'{shown(left_out[0])}' ('catdog data check' lists them)."
+            f"'{shown(left_out[0])}'; to list them: {shown(catdog_command('data', 'check', result['data']))}"
         )
     if "robustness" in result:
         from catdog.report import robustness_cell

@@ -29,7 +29,6 @@ import contextlib
 import errno
 import json
 import os
-import shlex
 import shutil
 import time
 from collections import Counter
@@ -44,7 +43,16 @@ import numpy as np
 from catdog.data.hashing import HashIndex, content_hash
 from catdog.data.layout import NEITHER, Dataset, discover, label_in_name, normalize_label
 from catdog.errors import CatdogError
-from catdog.fsutil import atomic_write_text, counted, default_cache_dir, first_few, links_or_folders, listed, shown
+from catdog.fsutil import (
+    atomic_write_text,
+    catdog_command,
+    counted,
+    default_cache_dir,
+    first_few,
+    links_or_folders,
+    listed,
+    shown,
+)
 from catdog.images import (
     IMAGE_EXTENSIONS,
     ImageError,
@@ -657,7 +665,7 @@ def _quarantine_hint(report: CheckReport) -> str:
     if root.name in ("", ".."):  # '.' or '..': a folder beside it needs its name
         root = root.resolve()
     beside = root.parent / f"{root.name or 'dataset'}-quarantine"  # never inside: check refuses that
-    command = f"catdog data check {shlex.quote(str(root))} --quarantine {shlex.quote(str(beside))}"
+    command = catdog_command("data", "check", str(root), "--quarantine", str(beside))
     if report.near_distance != NEAR_DISTANCE:  # without it, the command moved other near-duplicates than counted
         command += f" --near-distance {report.near_distance}"
     moved = counted(len(report.to_quarantine), "file")

@@ -25,7 +25,7 @@ from catdog.features import (
     pooled_part,
     torch_feature_fn,
 )
-from catdog.fsutil import counted, links_or_folders
+from catdog.fsutil import catdog_command, counted, links_or_folders
 from catdog.models.scratch import SCRATCH_MODELS
 from catdog.preprocess import Preprocess, normalize
 from catdog.training.config import TrainConfig
@@ -52,7 +52,7 @@ def prepare_data(cfg: TrainConfig, pre: Preprocess, cache_dir: Path, ctx, log) -
     if dataset.left_out and ctx.is_main:
         log.info(
             f"left out {counted(len(dataset.left_out), 'image file')} with no label in the {dataset.layout} layout, "
-            f"e.g. '{dataset.left_out[0]}'; 'catdog data check {cfg.data_dir}' lists them"
+            f"e.g. '{dataset.left_out[0]}'; to list them: {catdog_command('data', 'check', cfg.data_dir)}"
         )
     if dataset.skipped and ctx.is_main:
         path, why = dataset.skipped[0]
@@ -92,7 +92,8 @@ def _say_label_conflicts(data: PreparedData, data_dir: str, log) -> None:
     names = " and ".join(sorted(data.classes[label] for label in classes_of[conflicts[0]]))
     log.info(
         f"{counted(len(conflicts), 'photo')} filed under more than one class, e.g. '{example}' ({names}): the model "
-        f"is taught every answer; 'catdog data check {data_dir}' lists them, and its --quarantine moves them out"
+        f"is taught every answer; to list them (its --quarantine moves them out): "
+        f"{catdog_command('data', 'check', data_dir)}"
     )
 
 
