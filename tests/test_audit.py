@@ -48,6 +48,12 @@ def test_audit_ranks_the_flipped_labels_first(trained_model_dir: Path, dev_dir: 
     top = run_catdog_in_process("data", "audit", str(data), "--model", str(trained_model_dir), "--top", "2", "--json")
     assert json.loads(top.stdout)["suspects"] == result["suspects"][:2]
     assert json.loads(top.stdout)["n_suspects"] == len(result["suspects"])  # how many --top left out
+    # A model directory named like an ONNX file is read as the directory it is: audit opened it as an .onnx file.
+    named = tmp_path / "cats.onnx"
+    shutil.copytree(trained_model_dir, named)
+    renamed = run_catdog_in_process("data", "audit", str(data), "--model", str(named), "--top", "2", "--json")
+    assert renamed.returncode == 0, renamed.stderr
+    assert json.loads(renamed.stdout)["suspects"] == result["suspects"][:2]
 
 
 def test_audit_finds_the_cat_in_the_neither_folder(

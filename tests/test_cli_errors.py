@@ -267,6 +267,18 @@ def test_a_model_given_alone_to_evaluate_or_explain_is_named_a_model(
     assert f"catdog explain '{spaced}' IMAGE." in run_catdog_in_process("explain", str(spaced)).stderr
 
 
+def test_a_model_directory_named_like_an_onnx_file_is_a_model_directory_to_explain(tmp_path: Path) -> None:
+    """explain told an ONNX file by its name alone: `catdog explain cats.onnx`, a model directory so named, was
+    refused as an ONNX model Grad-CAM cannot use, where predict and explain read it as the directory it is."""
+    model = tmp_path / "cats.onnx"
+    model.mkdir()
+    for name in ("model.safetensors", "config.json"):  # what makes a folder a model directory to the command line
+        (model / name).write_bytes(b"")
+    explained = run_catdog_in_process("explain", str(model))
+    assert explained.returncode == 2, explained.stderr
+    assert f"'{model}' is a model; give the photo to explain too: catdog explain {model} IMAGE." in explained.stderr
+
+
 def test_photos_named_like_a_shipped_model_are_photos(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A folder of photos called builtin-large is evaluated as photos, not refused as the model of that name."""
     monkeypatch.chdir(tmp_path)

@@ -30,6 +30,7 @@ import numpy as np
 from catdog.data.layout import NEITHER, DatasetError, discover
 from catdog.fsutil import atomic_write_text, counted, json_text, listed, utf8_safe
 from catdog.images import ImageError
+from catdog.models.files import is_onnx_model
 from catdog.preprocess import Preprocess, normalize, stack_uint8, to_uint8
 
 
@@ -91,7 +92,7 @@ def feature_extractor(model: str | os.PathLike | None) -> tuple[Extractor, Prepr
     def described(fn: Extractor, config: dict) -> tuple[Extractor, Preprocess, float | None]:
         return fn, Preprocess.from_dict(config["preprocess"]), _gate_threshold(config.get("gate") or {}, None)
 
-    if model is not None and str(model).lower().endswith(".onnx"):
+    if is_onnx_model(model):
         sess = session(model)
         fn = features_fn(sess)
         if fn is None:

@@ -25,6 +25,7 @@ from pathlib import Path
 from catdog import __version__
 from catdog.errors import CatdogError
 from catdog.fsutil import listed, utf8_safe
+from catdog.models.files import is_onnx_model
 
 APP_FILES = (
     "index.html",
@@ -117,7 +118,7 @@ def model_file(model: str | os.PathLike | None) -> Path:
     """The ONNX file of a model: an ``.onnx`` file, or the cached export of a model directory or the built-in model."""
     from catdog.inference.model_cache import cached_export, torch_source
 
-    if model is not None and Path(model).suffix.lower() == ".onnx" and Path(model).is_file():
+    if is_onnx_model(model):
         return Path(model)
     name, key_files, load = torch_source(model)
     return cached_export(name, key_files, load)

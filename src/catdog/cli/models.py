@@ -13,7 +13,7 @@ from catdog.cli.app import NeitherThreshold, app, probability
 from catdog.cli.errors import fail, refuse_unwritable, user_errors
 from catdog.cli.output import percents, print_evaluation, print_json
 from catdog.fsutil import catdog_command
-from catdog.models.files import builtin_name, names_a_model
+from catdog.models.files import builtin_name, is_onnx_model, names_a_model
 
 
 @app.command(short_help="Measure a model on labelled photos: metrics, plots, a report.")
@@ -110,7 +110,7 @@ def explain(
 ) -> None:
     """Grad-CAM: a heat map of where in the photo the model's decision rests."""
     if image is None:  # `catdog explain IMAGE` uses the built-in model
-        if model is not None and model.lower().endswith(".onnx") and names_a_model(model):
+        if is_onnx_model(model) and names_a_model(model):
             raise fail(
                 f"'{model}' is an ONNX model, which Grad-CAM cannot use (it needs PyTorch's gradients); give a model "
                 "directory and the photo to explain: catdog explain MODEL_DIR IMAGE."
