@@ -228,6 +228,17 @@ def test_no_command_shows_the_help_as_before(capsys: pytest.CaptureFixture, monk
         assert code == 2 and "Usage: " in err and "Commands:" in err and not err.startswith("error:"), err
 
 
+def test_the_usage_lines_of_evaluate_and_explain_say_the_photos_are_required() -> None:
+    """`evaluate --help` read "evaluate [OPTIONS] [MODEL] [DATA_DIR]" (explain's "[MODEL] [IMAGE]"), as if the
+    photos could be left out, where the command refuses to run without them: the model is what may be."""
+    for command, photos in (("evaluate", "DATA_DIR"), ("explain", "IMAGE")):
+        helped = run_catdog_in_process(command, "--help")
+        usage = helped.stdout.splitlines()[0]
+        assert helped.returncode == 0 and usage.endswith(f"{command} [OPTIONS] [MODEL] {{{photos}}}"), usage
+        alone = run_catdog_in_process(command)
+        assert alone.returncode == 2 and alone.stderr.startswith("error: Give the "), alone.stderr
+
+
 def test_serve_refuses_a_certificate_without_its_key_or_a_key_for_a_certificate(tmp_path: Path) -> None:
     """Said before the banner, in one sentence; uvicorn would print its traceback after it."""
 

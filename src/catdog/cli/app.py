@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import click
 import typer
+from typer.core import TyperCommand
 
 from catdog.cli.errors import DEBUG
 
@@ -20,6 +22,15 @@ app = typer.Typer(
     # ("--label-smooth…", "--test-image-s…"), so they could not be read or typed from the help.
     rich_markup_mode=None,
 )
+
+
+class PhotosRequired(TyperCommand):
+    """A command whose model may be left out but whose photos may not (``evaluate [MODEL] {DATA_DIR}``): Typer
+    brackets every argument with a default, so the usage line called the photos optional, which they are not."""
+
+    def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
+        *pieces, photos = super().collect_usage_pieces(ctx)
+        return [*pieces, "{" + photos.strip("[]") + "}"]  # Typer's mark of a required argument, as train's
 
 
 data_app = typer.Typer(help="Inspect and clean datasets: check, audit.", no_args_is_help=True, rich_markup_mode=None)

@@ -9,14 +9,14 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from catdog.cli.app import NeitherThreshold, app, probability
+from catdog.cli.app import NeitherThreshold, PhotosRequired, app, probability
 from catdog.cli.errors import fail, refuse_unwritable, user_errors
 from catdog.cli.output import percents, print_evaluation, print_json
 from catdog.fsutil import catdog_command
 from catdog.models.files import builtin_name, is_onnx_model, names_a_model
 
 
-@app.command(short_help="Measure a model on labelled photos: metrics, plots, a report.")
+@app.command(short_help="Measure a model on labelled photos: metrics, plots, a report.", cls=PhotosRequired)
 @user_errors
 def evaluate(
     model: Annotated[
@@ -28,7 +28,9 @@ def evaluate(
     data_dir: Annotated[
         str | None,
         typer.Argument(
-            metavar="DATA_DIR", help="Labelled photos in any dataset layout (cat.1.jpg, cat/ dog/, PetImages)."
+            metavar="DATA_DIR",
+            help="Labelled photos in any dataset layout (cat.1.jpg, cat/ dog/, PetImages); one argument alone is "
+            "DATA_DIR.  [required]",
         ),
     ] = None,
     out: Annotated[
@@ -90,7 +92,7 @@ def evaluate(
     print_evaluation(result)
 
 
-@app.command(short_help="Grad-CAM heat map: where in the photo the decision rests.")
+@app.command(short_help="Grad-CAM heat map: where in the photo the decision rests.", cls=PhotosRequired)
 @user_errors
 def explain(
     model: Annotated[
@@ -99,7 +101,10 @@ def explain(
             metavar="MODEL", help="Model directory or builtin-large; the built-in model if only IMAGE is given."
         ),
     ] = None,
-    image: Annotated[str | None, typer.Argument(metavar="IMAGE", help="The photo to explain.")] = None,
+    image: Annotated[
+        str | None,
+        typer.Argument(metavar="IMAGE", help="The photo to explain; one argument alone is IMAGE.  [required]"),
+    ] = None,
     out: Annotated[
         str | None,
         typer.Option("--out", "-o", help="Overlay to write (.png, .jpg or .webp); default IMAGE-gradcam.png here."),
