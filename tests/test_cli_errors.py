@@ -8,9 +8,11 @@ reported as the bug it is, not dressed up as the user's mistake.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
+from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -237,6 +239,19 @@ def test_the_usage_lines_of_evaluate_and_explain_say_the_photos_are_required() -
         assert helped.returncode == 0 and usage.endswith(f"{command} [OPTIONS] [MODEL] {{{photos}}}"), usage
         alone = run_catdog_in_process(command)
         assert alone.returncode == 2 and alone.stderr.startswith("error: Give the "), alone.stderr
+    check_images = " ".join(run_catdog_in_process("export", "--help").stdout.split())
+    assert "How many photos the export is checked on: 300 by default, and 2,000 for --int8's check" in check_images
+
+
+def test_the_help_points_to_what_an_installed_catdog_has() -> None:
+    """`catdog --help` sent users to "README.md and docs/ in catdog's source", which pip does not install. It
+    names what an installed catdog has: each command's --help, and the API reference its server serves."""
+    said = " ".join(run_catdog_in_process("--help").stdout.split())
+    assert "README" not in said and "docs/" not in said, said
+    named = set(re.findall(r"catdog (\w+) --help", said)) - {"COMMAND"}
+    assert named and all(run_catdog_in_process(command, "--help").returncode == 0 for command in named), named
+    assert "/docs on the server that catdog serve starts" in said, said
+    assert (resources.files("catdog") / "serve" / "static" / "docs" / "swagger-ui-bundle.js").is_file()
 
 
 def test_serve_refuses_a_certificate_without_its_key_or_a_key_for_a_certificate(tmp_path: Path) -> None:

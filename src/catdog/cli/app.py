@@ -13,8 +13,9 @@ from catdog.cli.errors import DEBUG
 app = typer.Typer(
     name="catdog",
     help="Recognise cats and dogs in photos: check data, train, evaluate, predict, export, serve.",
-    epilog="Options of one command: catdog COMMAND --help. Guides: README.md and docs/ in catdog's source "
-    "(predict-and-serve.md, training.md, data.md, benchmarks.md, design.md).",
+    # What an installed catdog holds: its guides (README.md, docs/) are in its source, not in the package.
+    epilog="Options of one command: catdog COMMAND --help, e.g. catdog predict --help. The JSON API's reference: "
+    "/docs on the server that catdog serve starts.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

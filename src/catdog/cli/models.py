@@ -185,7 +185,8 @@ def export(
     check_images: Annotated[
         int | None,
         typer.Option(
-            help="How many photos the parity checks use [default: 300; 2,000 for int8's agreement, at least 200].",
+            help="How many photos the export is checked on: 300 by default, and 2,000 for --int8's check (which "
+            "needs at least 200).",
             min=8,
         ),
     ] = None,
