@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 from pathlib import Path
 
 import httpx
@@ -133,11 +135,14 @@ def test_only_the_most_recently_used_model_exports_are_kept(tmp_path: Path, monk
 
 
 def test_one_item_reads_as_one(samples_dir: Path, tmp_path: Path) -> None:
-    """A cache of one item read "in 1 items" and "(1 items)"."""
-    cache = tmp_path / "cache"
+    """A cache of one item read "in 1 items" and "(1 items)". The command the listing suggests clears the cache
+    listed: given --cache-dir, it said "catdog cache --clear", which cleared the default cache instead."""
+    cache = tmp_path / "Bob's cache"
     assert run_catdog_in_process("data", "check", str(samples_dir), "--cache-dir", str(cache)).returncode == 0
     (cache / "hashes.json").unlink()  # the check's results alone are left
     shown = run_catdog_in_process("cache", "--cache-dir", str(cache))
     assert " in 1 item (catdog cache --clear" in shown.stdout, shown.stdout
+    suggested = re.search(r"\((catdog cache --clear.*) frees it all\)", shown.stdout)
+    assert suggested and shlex.split(suggested[1]) == ["catdog", "cache", "--clear", "--cache-dir", str(cache)]
     cleared = run_catdog_in_process("cache", "--clear", "--cache-dir", str(cache))
     assert " freed (1 item)." in cleared.stdout, cleared.stdout

@@ -163,7 +163,7 @@ def cache(
 
     from catdog.data.cache_dir import cache_parts, clear_cache
     from catdog.errors import CatdogError
-    from catdog.fsutil import counted, default_cache_dir, shown
+    from catdog.fsutil import catdog_command, counted, default_cache_dir, shown
 
     root = Path(cache_dir) if cache_dir else default_cache_dir()
     if root.exists() and not root.is_dir():
@@ -183,7 +183,9 @@ def cache(
         out.print(f"Cleared catdog's cache in {shown(str(root))}: {freed}{others}.")
         return
     items = counted(len(parts), "item")  # "1 items" once, beside the "1 other file" it says right
-    out.print(f"catdog's cache: {shown(str(root))}, {_size(total)} in {items} (catdog cache --clear frees it all)")
+    # With the --cache-dir it was given: without it, the command pasted cleared the default cache instead.
+    clear_it = catdog_command("cache", "--clear", *(("--cache-dir", cache_dir) if cache_dir else ()))
+    out.print(f"catdog's cache: {shown(str(root))}, {_size(total)} in {items} ({shown(clear_it)} frees it all)")
     for part in sorted(parts, key=lambda p: -p.size_bytes):
         out.print(f"  {_size(part.size_bytes):>9}  {shown(part.path)}  [dim]{part.holds}[/]")
 
