@@ -57,6 +57,16 @@ def test_anything_else_is_reported_as_catdogs_bug_with_status_70(err: BaseExcept
     assert f"unexpected {type(err).__name__}" in lines[0] and "--debug" in lines[0]
 
 
+def test_the_debug_run_a_bug_suggests_is_one_catdog_takes(tmp_path: Path, capsys, monkeypatch) -> None:
+    """A bug's sentence said "Run the command again with --debug", and `catdog cache --debug`, the flag added as
+    it said, was refused ("No such option: --debug"): --debug is catdog's option and goes before the command."""
+    _, [said] = _exit(_raises(KeyError("rows")), capsys)
+    suggested = said.split("(")[-1].split(")")[0]
+    assert suggested == "catdog --debug COMMAND ...", said
+    monkeypatch.setitem(cli.DEBUG, "on", False)  # the run below turns it on; put back after
+    assert run_catdog_in_process("--debug", "cache", "--json", "--cache-dir", str(tmp_path)).returncode == 0
+
+
 def test_running_out_of_memory_is_the_input_s_size_not_a_bug(capsys) -> None:
     err = RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: 99 GB")
     code, lines = _exit(_raises(err), capsys)

@@ -163,6 +163,7 @@ def unexpected(err: BaseException) -> str:
     lines = str(err).strip().splitlines()
     detail = f": {lines[0][:200]}" if lines else ""
     return (
-        f"catdog stopped on an unexpected {type(err).__name__}{detail}. Run the command again with --debug to see "
-        "where; if the input looks right, please report it."
+        # --debug is catdog's option, not the command's: `catdog predict x.jpg --debug` is refused as unknown.
+        f"catdog stopped on an unexpected {type(err).__name__}{detail}. Run it again with --debug before the "
+        "command (catdog --debug COMMAND ...) to see where; if the input looks right, please report it."
     )
