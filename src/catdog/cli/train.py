@@ -82,7 +82,7 @@ def train(
     image_size: Annotated[
         # No typer minimum: the model's own (46 for seed-cnn) is said in one sentence by TrainConfig.
         int | None,
-        typer.Option(help="Input side in pixels; default 128 from scratch, the backbone's own."),
+        typer.Option(help="Input side in pixels; default 128 from scratch, else the backbone's own."),
     ] = None,
     test_image_size: Annotated[
         int | None,
@@ -105,7 +105,7 @@ def train(
         float,
         typer.Option(
             help="Share of images held out for a final test no training choice sees "
-            "(catdog evaluate MODEL DIR --split test); default none.",
+            "(catdog evaluate MODEL DATA_DIR --split test); 0: none.",
             min=0,
             max=0.5,
         ),
