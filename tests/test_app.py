@@ -29,7 +29,7 @@ from benchmarks.bench_app import BROWSER_ARGS, CHROMIUM, PHONE, WEBGPU_ARGS, sta
 from catdog import webapp
 from catdog.fsutil import printable
 
-from conftest import missing, require_the_app_in_chromium
+from conftest import missing, require_the_app_in_chromium, run_catdog_in_process
 from hostile import encode, many_scans_jpeg, photo_like, png_bomb, shared_server
 from serving import (
     CAMERA_ENDED,
@@ -1290,6 +1290,16 @@ def test_agreement_with_python_on_240_photos(browser, playwright, server, python
         assert gap <= 0.02, f"largest probability gap {gap:.4f}"
     finally:
         context.close()
+
+
+def test_export_web_of_a_missing_onnx_file_says_the_model_does_not_exist(tmp_path):
+    """`export missing.onnx --format web` said "No such file or directory: 'missing.onnx'.", shutil's words, once
+    the app's model file was told by is_onnx_model (true of a name alone); it says so as every command does."""
+    missing_model = tmp_path / "missing.onnx"
+    said = run_catdog_in_process("export", str(missing_model), "--format", "web", "--out", str(tmp_path / "app"))
+    assert said.returncode == 2, said.stderr
+    assert said.stderr.startswith(f"error: Model '{missing_model}' does not exist; give a model directory"), said.stderr
+    assert not (tmp_path / "app").exists()
 
 
 @pytest.mark.slow  # exports an app and starts a server (~20 s on 2 cores)

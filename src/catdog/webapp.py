@@ -25,7 +25,7 @@ from pathlib import Path
 from catdog import __version__
 from catdog.errors import CatdogError
 from catdog.fsutil import listed, utf8_safe
-from catdog.models.files import is_onnx_model
+from catdog.models.files import is_onnx_model, refuse_a_missing_model
 
 APP_FILES = (
     "index.html",
@@ -118,6 +118,7 @@ def model_file(model: str | os.PathLike | None) -> Path:
     """The ONNX file of a model: an ``.onnx`` file, or the cached export of a model directory or the built-in model."""
     from catdog.inference.model_cache import cached_export, torch_source
 
+    refuse_a_missing_model(model)  # else a missing x.onnx reached shutil as "No such file or directory"
     if is_onnx_model(model):
         return Path(model)
     name, key_files, load = torch_source(model)
