@@ -440,6 +440,16 @@ def test_cli_prints_the_open_set_figures(open_set_dir: Path, open_set_run: tuple
     assert f"on {result['n']} photos" in done.stdout
 
 
+def test_the_train_command_a_missing_test_split_suggests_names_the_data() -> None:
+    """`evaluate --split test` of a model trained without one suggested "catdog train --test-fraction 0.1", which,
+    pasted, train refuses for its missing DATA_DIR."""
+    from catdog.evaluate import held_out
+
+    with pytest.raises(DatasetError) as refused:
+        held_out({}, ["cat", "dog"], {"split": {"val_fraction": 0.2, "test_fraction": 0.0}}, "test")
+    assert "(catdog train DATA_DIR --test-fraction 0.1 holds one out)" in str(refused.value)
+
+
 def test_a_user_is_told_when_training_photos_are_measured_or_a_split_is_of_another_folder(tmp_path: Path) -> None:
     """Measuring a model on its own training folder flatters it, and --split of a folder it never saw measures
     a tenth of the photos: both are easy to do unawares, so evaluate says so (and computes the figures all the same)."""

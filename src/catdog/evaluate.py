@@ -197,7 +197,7 @@ def held_out(label_of: dict[str, str], classes: list[str], info: dict, split: st
         raise DatasetError("This model records no train/val/test split (it predates them): use --split all.")
     if split == "test" and not fractions.get("test_fraction"):
         raise DatasetError(
-            "This model was trained without a test split (catdog train --test-fraction 0.1 holds one out)."
+            "This model was trained without a test split (catdog train DATA_DIR --test-fraction 0.1 holds one out)."
         )
     return files_in_part(
         label_of,

@@ -239,6 +239,6 @@ def summary(cfg: SoupConfig, metrics: dict) -> str:
     if metrics["val_accuracy"] < max(metrics["members_val_accuracy"]):
         lines.append(
             "On validation the soup is below its best member, whose figure, the best of several, flatters it: "
-            "compare them on photos neither has been chosen on (catdog evaluate MODEL DATA --split test)."
+            "compare them on photos neither has been chosen on (catdog evaluate MODEL DATA_DIR --split test)."
         )
     return "\n".join(lines)

@@ -48,7 +48,7 @@ class TrainConfig:
     feature_views: int = 2  # frozen part: views cached per training image (1: as is; 2: + mirror; more: augmented)
     val_fraction: float = 0.1
     # Held out by content hash and never looked at (no epoch, temperature or gate choice sees it), for
-    # a final figure: catdog evaluate MODEL DIR --split test.
+    # a final figure: catdog evaluate MODEL DATA_DIR --split test.
     test_fraction: float = 0.0
     patience: int | None = None  # early stopping: epochs without a better validation loss
     seed: int = 0
