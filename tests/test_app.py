@@ -43,6 +43,7 @@ from serving import (
     REPO,
     SET_HIDDEN,
     Server,
+    error_of,
     running,
     self_signed,
 )
@@ -1290,6 +1291,20 @@ def test_agreement_with_python_on_240_photos(browser, playwright, server, python
         assert gap <= 0.02, f"largest probability gap {gap:.4f}"
     finally:
         context.close()
+
+
+def test_a_served_onnx_file_gone_from_the_disk_is_one_sentence_not_a_traceback(server, tmp_path):
+    """`serve --model m.onnx`, the file then moved away: /app/model.json and /app/model.onnx answered "Internal
+    Server Error" and the log held a traceback. They answer the sentence of a model that could not be loaded, and
+    only the log names the file."""
+    model = tmp_path / "m.onnx"
+    model.write_bytes(httpx.get(server.url + "/app/model.onnx").content)  # the built-in model's export
+    with running("--model", str(model), log=tmp_path / "server.log") as srv:
+        model.unlink()
+        for path in ("/app/model.json", "/app/model.onnx"):
+            response = httpx.get(srv.url + path)
+            assert response.status_code == 500 and error_of(response) == FAILED_TO_LOAD, response.text
+    assert "Traceback" not in srv.log() and "does not exist" in srv.log(), srv.log()
 
 
 def test_export_web_of_a_missing_onnx_file_says_the_model_does_not_exist(tmp_path):

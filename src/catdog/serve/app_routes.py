@@ -16,8 +16,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 
 from catdog import webapp
+from catdog.errors import CatdogError
 from catdog.fsutil import printable
 from catdog.serve.paths import register_names
+from catdog.serve.settings import ApiError
+from catdog.serve.state import MODEL_FAILED_TO_LOAD
 
 router = APIRouter(include_in_schema=False)
 register_names("app_file", webapp.APP_FILES)
@@ -67,7 +70,11 @@ async def _model(request: Request) -> _AppState:
         if app_state.config is None:
 
             def compute() -> tuple[Path, dict, str | None]:
-                path = webapp.model_file(serve.settings.model)
+                try:
+                    path = webapp.model_file(serve.settings.model)
+                except CatdogError as err:  # its .onnx file moved or deleted since it loaded: a 500 and a traceback
+                    log.error("The app's model file is gone: %s", printable(str(err)))  # the path: for the log alone
+                    raise ApiError(500, MODEL_FAILED_TO_LOAD) from None
                 config = webapp.app_config(predictor, path)
                 try:
                     return path, config, webapp.service_worker(config)
