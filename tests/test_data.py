@@ -847,3 +847,11 @@ def test_train_counts_one_link_and_one_left_out_file_in_the_singular(samples_dir
     assert "left out 1 image file with no label in the folders layout, e.g. " in said, said
     [typed] = [line.split("to list them: ")[1] for line in said.splitlines() if "left out" in line]
     assert shlex.split(typed) == ["catdog", "data", "check", str(data)], said
+
+
+def test_a_command_to_type_takes_a_path_as_well_as_a_string(tmp_path: Path) -> None:
+    """A caller of the Python API may hand catdog_command a Path; the command still pastes whole."""
+    from catdog.fsutil import catdog_command
+
+    folder = tmp_path / "Bob's pets"
+    assert shlex.split(catdog_command("data", "check", folder)) == ["catdog", "data", "check", str(folder)]

@@ -146,10 +146,10 @@ def listed(names: list[str] | tuple[str, ...], conjunction: str = "and") -> str:
     return f"{', '.join(rest)} {conjunction} {last}" if rest else last
 
 
-def catdog_command(*words: str) -> str:
+def catdog_command(*words: str | os.PathLike) -> str:
     """A catdog command for the user to type, each word quoted for a POSIX shell where it needs it: a path with a
     space or a quote ('my cats') pasted unquoted ran on other folders, or on none."""
-    return shlex.join(["catdog", *words])
+    return shlex.join(["catdog", *map(os.fspath, words)])
 
 
 def first_few(names: list[str], shown: int) -> list[str]:
