@@ -738,3 +738,19 @@ def test_photos_named_for_another_class_than_their_folder_are_noted(tmp_path: Pa
         [" cats/dog.1.jpg ", " 2 files named like dog in a cat folder: read as cat "],
         [" other/cat.4.jpg ", " 1 file named like cat in a neither folder: read as neither "],
     ], rows
+
+
+def test_a_file_replaced_under_its_name_is_read_again(samples_dir: Path, tmp_path: Path) -> None:
+    """The hashes were remembered by path, size and mtime: a photo overwritten by a broken file of the same size
+    whose mtime was kept (cp -p, rsync -t, a restore from a backup) was still "clean" from the cache."""
+    data = tmp_path / "data"
+    shutil.copytree(samples_dir, data)
+    photo = data / "cat" / "cat.2.jpg"
+    assert check_dataset(data, cache_dir=tmp_path / "cache").unusable == []
+    before = photo.stat()
+    broken = photo.read_bytes()[: before.st_size // 2]
+    photo.write_bytes(broken + b"\0" * (before.st_size - len(broken)))  # the end of the image overwritten
+    os.utime(photo, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert photo.stat().st_size == before.st_size and photo.stat().st_mtime_ns == before.st_mtime_ns
+    report = check_dataset(data, cache_dir=tmp_path / "cache")
+    assert [u["path"] for u in report.unusable] == ["cat/cat.2.jpg"], report.unusable

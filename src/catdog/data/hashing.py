@@ -1,4 +1,4 @@
-"""Content hashes of dataset files, remembered by (path, size, mtime) so reruns don't reread."""
+"""Content hashes of dataset files, remembered by what a stat says of them so reruns don't reread."""
 
 from __future__ import annotations
 
@@ -22,7 +22,12 @@ def file_hash(path: str | os.PathLike) -> str:
 
 
 class HashIndex:
-    """A JSON map ``path -> [size, mtime_ns, hash]`` kept in the cache folder."""
+    """A JSON map ``path -> [size, mtime_ns, ctime_ns, inode, hash]`` kept in the cache folder.
+
+    Size and mtime alone missed a file replaced under the same name: ``cp -p``, ``rsync -t`` or a restore from a
+    backup keep the mtime, and a broken copy of the same size was still "fine" from the cache. The change time
+    cannot be set back, and a replaced file is a new inode, as git's index checks them.
+    """
 
     def __init__(self, cache_dir: str | os.PathLike | None) -> None:
         self.file = Path(cache_dir) / "hashes.json" if cache_dir else None
@@ -44,8 +49,8 @@ class HashIndex:
             except OSError:
                 continue
             known = self.entries.get(key)
-            if known and known[0] == stat.st_size and known[1] == stat.st_mtime_ns:
-                results[i] = known[2]
+            if known and known[:-1] == _identity(stat):
+                results[i] = known[-1]
             else:
                 todo.append((i, key, stat))
 
@@ -61,7 +66,7 @@ class HashIndex:
                 for i, key, stat, digest in pool.map(work, todo):
                     results[i] = digest
                     if digest is not None:
-                        self.entries[key] = [stat.st_size, stat.st_mtime_ns, digest]
+                        self.entries[key] = [*_identity(stat), digest]
             self.save()
         return results
 
@@ -73,3 +78,8 @@ class HashIndex:
             atomic_write_text(self.file, json.dumps(self.entries))
         except OSError:
             pass  # the index is only a speed-up
+
+
+def _identity(stat: os.stat_result) -> list[int]:
+    """What changes when a file's content may have: an index of older entries ([size, mtime, hash]) never matches."""
+    return [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
