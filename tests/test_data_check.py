@@ -203,7 +203,9 @@ def test_finds_exactly_the_planted_problems(planted: Path, cache_dir: Path) -> N
     assert near["files"] == ["dog/dog.4.jpg", RESIZED] and near["conflict"] is False
     assert near["distance"] <= report["near_distance"]
     assert report["label_conflicts"] == [{"files": ["cat/cat.3.jpg", EXACT_COPY], "labels": ["cat", "dog"]}]
-    assert report["extension_mismatches"] == [{"path": PNG_AS_JPG, "extension": ".jpg", "content": "PNG"}]
+    assert report["extension_mismatches"] == [
+        {"path": PNG_AS_JPG, "extension": ".jpg", "content": "PNG", "usual_name_taken": None}
+    ]
     assert {(m["path"], m["mode"]) for m in report["unusual_modes"]} == {(CMYK, "CMYK"), (TINY, "L")}
     assert report["tiny_images"] == [{"path": TINY, "width": 24, "height": 20}]
 
@@ -754,3 +756,13 @@ def test_a_file_replaced_under_its_name_is_read_again(samples_dir: Path, tmp_pat
     assert photo.stat().st_size == before.st_size and photo.stat().st_mtime_ns == before.st_mtime_ns
     report = check_dataset(data, cache_dir=tmp_path / "cache")
     assert [u["path"] for u in report.unusable] == ["cat/cat.2.jpg"], report.unusable
+
+
+def test_a_wrong_extension_s_remedy_never_names_a_file_beside_it(planted: Path, tmp_path: Path) -> None:
+    """The row said "rename it .png" though a cat.crop.png was there already: renamed so, one photo overwrote the
+    other. The name taken is said, in any case of its extension, and another name asked for."""
+    Image.new("RGB", (64, 48), (10, 200, 30)).save(planted / "cat" / "cat.crop.PNG")
+    text = rendered(summary(check_dataset(planted, cache_dir=tmp_path / "cache")))
+    [row] = [line for line in text.splitlines() if PNG_AS_JPG in line]
+    assert "rename it .png" not in row, row
+    assert "PNG content named .jpg: give it another .png name ('cat.crop.PNG' is another file)" in row, row

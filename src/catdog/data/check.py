@@ -370,7 +370,12 @@ def _scan_report(root, cache_dir, near_distance, workers, progress, on_start) ->
         usable.append(i)
         if not extension_matches(paths[i], facts.format or ""):
             report.extension_mismatches.append(
-                {"path": rel[i], "extension": paths[i].suffix.lower(), "content": facts.format}
+                {
+                    "path": rel[i],
+                    "extension": paths[i].suffix.lower(),
+                    "content": facts.format,
+                    "usual_name_taken": _usual_name_taken(paths[i], facts.format),
+                }
             )
         if facts.mode != "RGB":
             mode = {"path": rel[i], "mode": facts.mode, "description": MODE_NAMES.get(facts.mode, facts.mode)}
@@ -693,10 +698,25 @@ def _by_extension(files: list[dict]) -> list[tuple[str, str]]:
     ]
 
 
+def _usual_name_taken(path: Path, content: str | None) -> str | None:
+    """The file beside ``path`` that the wrong extension's remedy would overwrite (``cat.1.png`` for ``cat.1.jpg`` of
+    PNG content), in any case: a Mac's or Windows' disk tells ``cat.1.PNG`` from ``cat.1.png`` no more than a user."""
+    usual = usual_extension(content or "")
+    if usual is None:
+        return None
+    wanted = path.with_suffix(usual).name.lower()
+    with contextlib.suppress(OSError):
+        return next((name for name in os.listdir(path.parent) if name.lower() == wanted), None)
+    return None
+
+
 def _misnamed(mismatch: dict) -> str:
-    """ "JPEG content named .heic: rename it .jpg": the row said what was wrong, not what to do about it."""
+    """ "JPEG content named .heic: rename it .jpg": the row said what was wrong, not what to do about it. A name
+    taken beside it is said: "rename it .png" over a cat.1.png there would have lost that photo."""
     usual = usual_extension(mismatch["content"] or "")
     remedy = f": rename it {usual}" if usual else ""
+    if usual and mismatch["usual_name_taken"]:
+        remedy = f": give it another {usual} name ('{mismatch['usual_name_taken']}' is another file)"
     return f"{mismatch['content']} content named {mismatch['extension']}{remedy}"
 
 
