@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import unicodedata
@@ -510,6 +511,31 @@ def test_months_in_takeout_s_languages_are_dates(tmp_path):
             discover(tmp_path / "sorted")
         shutil.rmtree(tmp_path / "sorted" / dated)
     classes = ("mars", "Mai", "julio", "cat2", "2019 cats", "2001_space")
+    for number, name in enumerate(classes):
+        _write(tmp_path / "kinds" / name / f"{number}.jpg", image_bytes())
+    assert len(discover(tmp_path / "kinds").counts()) == len(classes)
+
+
+def test_day_first_dates_and_a_month_s_name_with_its_day_are_dates(tmp_path):
+    """Only ISO dates and a month's name before a year were dates: a European camera roll's '15.07.2019/',
+    '15-07-2019/' and '15_07_2019/', America's '07-15-2019/', '14 juillet 2019/', '14. Juli 2019/', 'July 14,
+    2019/' and 'Mars_2020/' beside cat/ were classes, and train trained them. A number that is no date, a month's
+    name alone and a year before words stay classes."""
+    _write(tmp_path / "roll" / "cat" / "a.jpg", image_bytes())
+    dated_names = ("15.07.2019", "15-07-2019", "15_07_2019", "07-15-2019", "1.7.2019 Strand", "Mars 2020")
+    for dated in (
+        *dated_names,
+        "Mars_2020",
+        "14 juillet 2019",
+        "14. Juli 2019",
+        "14 de julio de 2019",
+        "July 14, 2019",
+    ):
+        _write(tmp_path / "roll" / dated / "IMG_0001.jpg", image_bytes())
+        with pytest.raises(DatasetError, match=rf"holds folders named like dates \({re.escape(dated)}/\), not classes"):
+            discover(tmp_path / "roll")
+        shutil.rmtree(tmp_path / "roll" / dated)
+    classes = ("mars", "3", "12", "15.07", "40.07.2019", "101 Dalmatians", "2019 cats")
     for number, name in enumerate(classes):
         _write(tmp_path / "kinds" / name / f"{number}.jpg", image_bytes())
     assert len(discover(tmp_path / "kinds").counts()) == len(classes)
