@@ -394,7 +394,9 @@ def test_a_class_of_one_photo_is_noted(samples_dir: Path, dev_dir: Path, tmp_pat
     shutil.copy(dev_dir / "cat.5001.jpg", data / "Chats" / "minou.jpg")
     (data / "Chats" / "Thumbs.db").write_bytes(b"\x00junk")  # sorted first, but no photo to show
     report = check_dataset(data, cache_dir=tmp_path / "cache")
-    assert report.small_classes == [{"class": "chat", "photos": 1, "example": "Chats/minou.jpg"}]
+    assert report.small_classes == [
+        {"class": "chat", "photos": 1, "example": "Chats/minou.jpg", "files": ["Chats/minou.jpg"]}
+    ]
     assert report.problems == 0  # notes only: a test set of a few photos may be meant
     text = rendered(summary(report))
     [row] = [line for line in text.splitlines() if "Chats/minou.jpg" in line]
@@ -766,3 +768,27 @@ def test_a_wrong_extension_s_remedy_never_names_a_file_beside_it(planted: Path, 
     [row] = [line for line in text.splitlines() if PNG_AS_JPG in line]
     assert "rename it .png" not in row, row
     assert "PNG content named .jpg: give it another .png name ('cat.crop.PNG' is another file)" in row, row
+
+
+def test_small_classes_are_counted_and_a_few_of_their_photos_named(dev_dir: Path, tmp_path: Path) -> None:
+    """The small-class row named one photo of the class, whatever it held; and a camera roll's stray folders were a
+    row each, 15 rows of one note. A class's row names its first photos and counts the rest; of more than three
+    small classes, one row counts them and names a few."""
+    data = tmp_path / "data"
+    photos = iter(sorted(dev_dir.glob("cat.*.jpg"))[:30])
+    for name, count in (("cat", 12), ("dog", 12), ("Chats", 4)):
+        (data / name).mkdir(parents=True)
+        for number in range(count):
+            shutil.copy(next(photos), data / name / f"{number}.jpg")
+    text = rendered(summary(check_dataset(data, cache_dir=tmp_path / "cache")))
+    [row] = [line for line in text.splitlines() if "small class (note)" in line]
+    assert "Chats/0.jpg, Chats/1.jpg and 2 more" in row and "class chat: 4 usable photos" in row, row
+    for name in ("Hund", "Katze", "Maus"):
+        (data / name).mkdir()
+        shutil.copy(data / "Chats" / "0.jpg", data / name / "a.jpg")
+    text = rendered(summary(check_dataset(data, cache_dir=tmp_path / "cache")))
+    [row] = [line for line in text.splitlines() if "small class (note)" in line]
+    assert "Chats/0.jpg, Hund/a.jpg and 2 more" in row, row
+    assert (
+        "4 classes of under 10 usable photos, too few to learn from: chat (4), hund (1), katze (1) and maus (1)" in row
+    )

@@ -70,6 +70,8 @@ TINY_SIDE = 32
 # A class of fewer usable photos than this is too few to learn from, and most often a stray folder: a French
 # Chats/ beside Cats/ became a class `chat` of one photo, which a model trained on it would answer.
 SMALL_CLASS = 10
+# More small classes than this are one row of the summary (a class named each, and the rest counted).
+SMALL_CLASSES_SHOWN = 3
 # Near-duplicate threshold in bits of the 64-bit pHash (pHash distances are always even).
 # Chosen on the 23,000-image dev set: all 22 pairs at <= 4 bits are the same photo (re-encoded,
 # resized or with a caption added); of the 12 pairs at 6-8 bits, 11 are different animals with
@@ -388,9 +390,11 @@ def _scan_report(root, cache_dir, near_distance, workers, progress, on_start) ->
     usable_in = Counter(labels[i] for i in usable)
     for name in report.classes:
         if usable_in[name] < SMALL_CLASS:
-            # A photo of it shows where the class comes from; any file of it when none is usable.
-            example = next((i for i in usable if labels[i] == name), labels.index(name))
-            report.small_classes.append({"class": name, "photos": usable_in[name], "example": rel[example]})
+            # Its photos show where the class comes from; its other files when none is usable.
+            files = [rel[i] for i in usable if labels[i] == name] or [
+                rel[i] for i, label in enumerate(labels) if label == name
+            ]
+            report.small_classes.append({"class": name, "photos": usable_in[name], "example": files[0], "files": files})
 
     groups = _Groups(len(paths))
     _find_duplicates(report, usable, results, rel, labels, groups, near_distance)
@@ -633,7 +637,7 @@ def summary(report: CheckReport, limit: int = 20) -> list:
         "tiny image (note)": [
             (t["path"], f"{t['width']}x{t['height']} (< {TINY_SIDE} px)") for t in report.tiny_images
         ],
-        "small class (note)": [(c["example"], small_class_note(c["class"], c["photos"])) for c in report.small_classes],
+        "small class (note)": _small_classes(report.small_classes),
         "named for another class (note)": [(n["example"], _named_otherwise_note(n)) for n in report.named_otherwise],
         "blank image (note)": [(b["path"], "one colour, no detail: a blank frame?") for b in report.blank_images],
         "not an image (note)": _by_extension(report.not_images),
@@ -685,6 +689,18 @@ def _some(files: list[str], shown: int = 5) -> str:
     would fill a screen. Paths all shown are a plain comma list; "and" only comes before a count."""
     few = first_few(files, shown)
     return listed(few) if len(few) < len(files) else ", ".join(files)
+
+
+def _small_classes(small: list[dict]) -> list[tuple[str, str]]:
+    """A row per small class naming its first photos and counting the rest, or, of more than a few classes (a
+    camera roll's folders), one row counting them: the row named one file, and 15 stray folders filled 15 rows."""
+    if len(small) <= SMALL_CLASSES_SHOWN:
+        return [(_some(c["files"], shown=2), small_class_note(c["class"], c["photos"])) for c in small]
+    classes = listed(first_few([f"{c['class']} ({c['photos']:,})" for c in small], SMALL_CLASSES_SHOWN))
+    examples = _some([c["example"] for c in small], shown=2)
+    return [
+        (examples, f"{len(small):,} classes of under {SMALL_CLASS} usable photos, too few to learn from: {classes}")
+    ]
 
 
 def _by_extension(files: list[dict]) -> list[tuple[str, str]]:
