@@ -792,3 +792,24 @@ def test_small_classes_are_counted_and_a_few_of_their_photos_named(dev_dir: Path
     assert (
         "4 classes of under 10 usable photos, too few to learn from: chat (4), hund (1), katze (1) and maus (1)" in row
     )
+
+
+def test_an_animated_gif_is_said_to_be_read_by_its_first_frame(samples_dir: Path, tmp_path: Path) -> None:
+    """An animated GIF (a cat walking into an empty room) and a multi-page TIFF are used by their first picture
+    alone, and nobody said so. A note names each; a phone's JPEG with a depth map after it (MPO) is one photo."""
+    data = tmp_path / "data"
+    shutil.copytree(samples_dir, data)
+    cat = Image.open(samples_dir / "cat" / "cat.1.jpg").convert("RGB")
+    frames = [cat.rotate(angle).resize((160, 120)) for angle in (0, 10, 20, 30)]
+    frames[0].save(data / "cat" / "walk in.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    frames[0].save(data / "cat" / "scan.tiff", save_all=True, append_images=frames[1:3])
+    Image.open(samples_dir / "dog" / "dog.1.jpg").convert("RGB").resize((160, 120)).save(data / "dog" / "still.gif")
+    report = check_dataset(data, cache_dir=tmp_path / "cache")
+    assert report.several_frames == [
+        {"path": "cat/scan.tiff", "format": "TIFF", "frames": 3},
+        {"path": "cat/walk in.gif", "format": "GIF", "frames": 4},
+    ]
+    text = rendered(summary(report))
+    [row] = [line for line in text.splitlines() if "several pictures (note)" in line and "walk in.gif" in line]
+    assert "several pictures (note)" in row and "an animated GIF of 4 frames: only the first is used" in row, row
+    assert "a TIFF of 3 pages: only the first page is used" in text

@@ -151,6 +151,9 @@ class ImageInfo:
     width: int
     height: int
     mode: str
+    # Pictures in an animated GIF, PNG or WebP or a multi-page TIFF: every command uses the first alone. 1 for a
+    # JPEG with pictures after it (MPO: a phone's depth map or preview), which is one photo.
+    frames: int = 1
 
 
 # ISO base media files (HEIF and its AVIF) name their kind by brands in their first box, ftyp: a major brand, then
@@ -349,7 +352,8 @@ def read_info(
     data, name = _read_source(source, max_bytes)
     img = _open(data, name, max_pixels)
     fmt = "JPEG" if img.format == "MPO" else str(img.format)
-    return ImageInfo(format=fmt, width=img.size[0], height=img.size[1], mode=img.mode)
+    frames = getattr(img, "n_frames", 1) if fmt in ("GIF", "PNG", "WEBP", "TIFF") else 1
+    return ImageInfo(format=fmt, width=img.size[0], height=img.size[1], mode=img.mode, frames=frames)
 
 
 def decode(

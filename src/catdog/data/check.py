@@ -85,7 +85,7 @@ MIN_HASH_BITS = 8
 # pHash looks at a 32x32 grey thumbnail, so decoding JPEGs at >= 64 px (DCT scaling) loses nothing.
 HASH_DECODE_SIDE = 64
 # Bump when what is cached per content hash changes.
-FACTS_VERSION = 1
+FACTS_VERSION = 2
 
 MODE_NAMES = {
     "1": "1-bit black and white",
@@ -123,6 +123,7 @@ class Facts:
     mode: str = ""
     phash: str | None = None  # 16 hex digits
     error: str | None = None  # one sentence starting "The image ..."
+    frames: int = 1  # an animated GIF's or a multi-page TIFF's pictures, of which the first alone is used
 
 
 def inspect_bytes(data: bytes) -> Facts:
@@ -132,7 +133,7 @@ def inspect_bytes(data: bytes) -> Facts:
         image = decode(data, min_size=HASH_DECODE_SIDE)
     except ImageError as err:
         return Facts(format=sniff_format(data[:64]), error=str(err))
-    return Facts(info.format, info.width, info.height, info.mode, str(imagehash.phash(image)))
+    return Facts(info.format, info.width, info.height, info.mode, str(imagehash.phash(image)), frames=info.frames)
 
 
 class FactsCache:
@@ -240,6 +241,8 @@ class CheckReport:
     tiny_images: list[dict] = field(default_factory=list)
     small_classes: list[dict] = field(default_factory=list)  # classes of under SMALL_CLASS usable photos: a note
     blank_images: list[dict] = field(default_factory=list)  # no detail for a perceptual hash (one colour): a note
+    # Animated GIFs, PNGs and WebPs and multi-page TIFFs: every command uses their first picture alone, a note.
+    several_frames: list[dict] = field(default_factory=list)
     # Photos in one class folder named for another class (cats/dog.1.jpg), per pair of classes: a note, as the
     # folder's class is the label (a name is the weaker word), but most often a photo sorted into the wrong folder.
     named_otherwise: list[dict] = field(default_factory=list)
@@ -386,6 +389,8 @@ def _scan_report(root, cache_dir, near_distance, workers, progress, on_start) ->
             report.tiny_images.append({"path": rel[i], "width": facts.width, "height": facts.height})
         if not _detailed(facts):
             report.blank_images.append({"path": rel[i]})
+        if facts.frames > 1:
+            report.several_frames.append({"path": rel[i], "format": facts.format, "frames": facts.frames})
 
     usable_in = Counter(labels[i] for i in usable)
     for name in report.classes:
@@ -640,6 +645,7 @@ def summary(report: CheckReport, limit: int = 20) -> list:
         "small class (note)": _small_classes(report.small_classes),
         "named for another class (note)": [(n["example"], _named_otherwise_note(n)) for n in report.named_otherwise],
         "blank image (note)": [(b["path"], "one colour, no detail: a blank frame?") for b in report.blank_images],
+        "several pictures (note)": [(f["path"], _first_frame_note(f)) for f in report.several_frames],
         "not an image (note)": _by_extension(report.not_images),
         "moved": [(q["path"], q["to"]) for q in report.quarantined if q["to"]],
         "not moved": [(q["path"], q["reason"]) for q in report.quarantined if not q["to"]],
@@ -734,6 +740,14 @@ def _misnamed(mismatch: dict) -> str:
     if usual and mismatch["usual_name_taken"]:
         remedy = f": give it another {usual} name ('{mismatch['usual_name_taken']}' is another file)"
     return f"{mismatch['content']} content named {mismatch['extension']}{remedy}"
+
+
+def _first_frame_note(found: dict) -> str:
+    """ "an animated GIF of 12 frames: only the first is used": a GIF of a cat walking in, read by its first frame
+    (an empty room), was learnt as a cat and nobody said so."""
+    if found["format"] == "TIFF":
+        return f"a TIFF of {found['frames']:,} pages: only the first page is used"
+    return f"an animated {found['format']} of {found['frames']:,} frames: only the first is used"
 
 
 def _by_mode(files: list[dict]) -> list[tuple[str, str]]:
