@@ -813,3 +813,20 @@ def test_an_animated_gif_is_said_to_be_read_by_its_first_frame(samples_dir: Path
     [row] = [line for line in text.splitlines() if "several pictures (note)" in line and "walk in.gif" in line]
     assert "several pictures (note)" in row and "an animated GIF of 4 frames: only the first is used" in row, row
     assert "a TIFF of 3 pages: only the first page is used" in text
+
+
+def test_unusable_files_keep_their_odd_names(samples_dir: Path, tmp_path: Path) -> None:
+    """Every reason names its file from the dataset folder, a name with a space, an accent and a quote in it too:
+    read errors (the path is in the sentence) and decoding errors (the content's sentence says "The image") alike."""
+    data = tmp_path / "data"
+    shutil.copytree(samples_dir, data)
+    photo = (samples_dir / "cat" / "cat.2.jpg").read_bytes()
+    (data / "cat" / "Mon chat é.jpg").write_bytes(photo[: len(photo) // 2])
+    (data / "cat" / "vide ü.jpg").write_bytes(b"")
+    (data / "cat" / "l'image ß.jpg").write_text("my cat")
+    with open(data / "cat" / "énorme 1.jpg", "wb") as huge:
+        huge.truncate(70_000_000)  # sparse: no 70 MB written
+    reasons = {u["path"]: u["reason"] for u in check_dataset(data, cache_dir=tmp_path / "cache").unusable}
+    assert sorted(reasons) == ["cat/Mon chat é.jpg", "cat/l'image ß.jpg", "cat/vide ü.jpg", "cat/énorme 1.jpg"]
+    for path, reason in reasons.items():
+        assert reason.startswith(f"'{path}' is "), reason
