@@ -830,3 +830,19 @@ def test_unusable_files_keep_their_odd_names(samples_dir: Path, tmp_path: Path) 
     assert sorted(reasons) == ["cat/Mon chat é.jpg", "cat/l'image ß.jpg", "cat/vide ü.jpg", "cat/énorme 1.jpg"]
     for path, reason in reasons.items():
         assert reason.startswith(f"'{path}' is "), reason
+
+
+def test_a_panorama_is_said_to_be_seen_by_its_middle(samples_dir: Path, tmp_path: Path) -> None:
+    """A phone's panorama (8:1) with the dog at one end was "neither" to the audit's model: every model sees a
+    centre square, an eighth of it, and data check said nothing. A note names it; a 16:9 photo is no panorama."""
+    data = tmp_path / "data"
+    shutil.copytree(samples_dir, data)
+    dog = Image.open(samples_dir / "dog" / "dog.1.jpg").convert("RGB")
+    pano = Image.new("RGB", (2400, 300), (90, 140, 200))
+    pano.paste(dog.resize((300, 300)), (0, 0))
+    pano.save(data / "dog" / "PANO_0001.jpg", quality=85)
+    dog.resize((320, 180)).save(data / "dog" / "wide.jpg", quality=85)
+    report = check_dataset(data, cache_dir=tmp_path / "cache")
+    assert report.panoramas == [{"path": "dog/PANO_0001.jpg", "width": 2400, "height": 300}]
+    [row] = [line for line in rendered(summary(report)).splitlines() if "panorama (note)" in line]
+    assert "dog/PANO_0001.jpg" in row and "2400x300: a model sees its middle square alone, 12% of it" in row, row

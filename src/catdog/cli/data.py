@@ -46,8 +46,8 @@ def data_check(
     ] = None,
 ) -> None:
     """Report unusable files, duplicates, label conflicts, wrong extensions and images left out (no label); note
-    unusual modes, tiny images, small classes, blank images, animated images (their first frame is used) and files
-    that are not images.
+    unusual modes, tiny images, small classes, blank images, panoramas and animated images (a model sees part of
+    them) and files that are not images.
 
     Photos per class are counted; those of a `neither` folder (neither/, other/ ...) are counted apart,
     as examples of what is not a cat or a dog, not as a class to train.

@@ -70,6 +70,9 @@ TINY_SIDE = 32
 # A class of fewer usable photos than this is too few to learn from, and most often a stray folder: a French
 # Chats/ beside Cats/ became a class `chat` of one photo, which a model trained on it would answer.
 SMALL_CLASS = 10
+# A side this many times the other makes a panorama (a phone's are 3:1 to 10:1, a 21:9 ultrawide 2.3:1): every
+# model sees a centre square of a photo, so of a panorama only its middle, where the animal may not be.
+PANORAMA_RATIO = 3
 # More small classes than this are one row of the summary (a class named each, and the rest counted).
 SMALL_CLASSES_SHOWN = 3
 # Near-duplicate threshold in bits of the 64-bit pHash (pHash distances are always even).
@@ -241,6 +244,7 @@ class CheckReport:
     tiny_images: list[dict] = field(default_factory=list)
     small_classes: list[dict] = field(default_factory=list)  # classes of under SMALL_CLASS usable photos: a note
     blank_images: list[dict] = field(default_factory=list)  # no detail for a perceptual hash (one colour): a note
+    panoramas: list[dict] = field(default_factory=list)  # a side PANORAMA_RATIO times the other: a note
     # Animated GIFs, PNGs and WebPs and multi-page TIFFs: every command uses their first picture alone, a note.
     several_frames: list[dict] = field(default_factory=list)
     # Photos in one class folder named for another class (cats/dog.1.jpg), per pair of classes: a note, as the
@@ -389,6 +393,8 @@ def _scan_report(root, cache_dir, near_distance, workers, progress, on_start) ->
             report.tiny_images.append({"path": rel[i], "width": facts.width, "height": facts.height})
         if not _detailed(facts):
             report.blank_images.append({"path": rel[i]})
+        if max(facts.width, facts.height) >= PANORAMA_RATIO * min(facts.width, facts.height):
+            report.panoramas.append({"path": rel[i], "width": facts.width, "height": facts.height})
         if facts.frames > 1:
             report.several_frames.append({"path": rel[i], "format": facts.format, "frames": facts.frames})
 
@@ -645,6 +651,7 @@ def summary(report: CheckReport, limit: int = 20) -> list:
         "small class (note)": _small_classes(report.small_classes),
         "named for another class (note)": [(n["example"], _named_otherwise_note(n)) for n in report.named_otherwise],
         "blank image (note)": [(b["path"], "one colour, no detail: a blank frame?") for b in report.blank_images],
+        "panorama (note)": [(p["path"], _panorama_note(p)) for p in report.panoramas],
         "several pictures (note)": [(f["path"], _first_frame_note(f)) for f in report.several_frames],
         "not an image (note)": _by_extension(report.not_images),
         "moved": [(q["path"], q["to"]) for q in report.quarantined if q["to"]],
@@ -740,6 +747,13 @@ def _misnamed(mismatch: dict) -> str:
     if usual and mismatch["usual_name_taken"]:
         remedy = f": give it another {usual} name ('{mismatch['usual_name_taken']}' is another file)"
     return f"{mismatch['content']} content named {mismatch['extension']}{remedy}"
+
+
+def _panorama_note(found: dict) -> str:
+    """ "24000x3000: a model sees its middle square alone, 13% of it": a dog at one end of a panorama was "neither"
+    to every model, and data check said nothing of it."""
+    share = min(found["width"], found["height"]) / max(found["width"], found["height"])
+    return f"{found['width']}x{found['height']}: a model sees its middle square alone, {share:.0%} of it"
 
 
 def _first_frame_note(found: dict) -> str:
