@@ -846,3 +846,19 @@ def test_a_panorama_is_said_to_be_seen_by_its_middle(samples_dir: Path, tmp_path
     assert report.panoramas == [{"path": "dog/PANO_0001.jpg", "width": 2400, "height": 300}]
     [row] = [line for line in rendered(summary(report)).splitlines() if "panorama (note)" in line]
     assert "dog/PANO_0001.jpg" in row and "2400x300: a model sees its middle square alone, 12% of it" in row, row
+
+
+def test_the_original_of_a_copy_is_kept_not_the_copy(samples_dir: Path, tmp_path: Path) -> None:
+    """'IMG_1000 (1).JPG' sorts before 'IMG_1000.JPG' (a space before a dot), so of a camera roll's photo and its
+    second download the copy was kept and the original moved away from its sidecars. The shorter name is kept."""
+    data = tmp_path / "data"
+    shutil.copytree(samples_dir, data)
+    roll = data / "cat" / "2019"
+    roll.mkdir()
+    shutil.copy(samples_dir / "cat" / "cat.1.jpg", roll / "IMG_1000.JPG")
+    (roll / "IMG_1000.AAE").write_text("<plist/>")
+    for copy in ("IMG_1000 (1).JPG", "IMG_1000 - Copy.JPG"):
+        shutil.copy(roll / "IMG_1000.JPG", roll / copy)
+    (data / "cat" / "cat.1.jpg").unlink()
+    moves = {move.path for move in check_dataset(data, cache_dir=tmp_path / "cache").to_quarantine}
+    assert moves == {"cat/2019/IMG_1000 (1).JPG", "cat/2019/IMG_1000 - Copy.JPG"}, moves

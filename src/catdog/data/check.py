@@ -487,7 +487,9 @@ def _find_duplicates(report, usable, results, rel, labels, groups, near_distance
 
 
 def _plan_duplicate_moves(report, usable, results, rel, labels, groups) -> None:
-    """Keep the largest image of each group (then the first path); move every copy of a conflict."""
+    """Keep the largest image of each group, then the shortest name, then the first path; move every copy of a
+    conflict. A copy's name is the longer ('IMG_1000 (1).JPG', 'cat - Copy.jpg', 'cat copy.jpg'): by path alone,
+    'IMG_1000 (1).JPG' sorted first and was kept, and the original moved away from its .AAE and .json sidecars."""
     members_of: dict[int, list[int]] = {}
     for i in usable:
         members_of.setdefault(groups.find(i), []).append(i)
@@ -501,7 +503,7 @@ def _plan_duplicate_moves(report, usable, results, rel, labels, groups) -> None:
                 others = ", ".join(f"'{rel[j]}'" for j in members if j != i)
                 report.to_quarantine.append(Move(rel[i], f"label conflict: the same photo as {others}"))
             continue
-        keep = min(members, key=lambda i: (-results[i][1].width * results[i][1].height, rel[i]))
+        keep = min(members, key=lambda i: (-results[i][1].width * results[i][1].height, len(Path(rel[i]).name), rel[i]))
         for i in members:
             if i != keep:
                 kind = "duplicate" if results[i][0] == results[keep][0] else "near-duplicate"
