@@ -541,6 +541,20 @@ def test_day_first_dates_and_a_month_s_name_with_its_day_are_dates(tmp_path):
     assert len(discover(tmp_path / "kinds").counts()) == len(classes)
 
 
+def test_dated_folders_of_class_folders_are_not_told_to_be_sorted(tmp_path):
+    """2019/cat/, 2019/dog/, 2020/cat/ ... are sorted by what they show already, but were told to "sort their photos
+    into folders named for what they show". They are told to give one of them, or to put each class together."""
+    for name in ("roll/2019/cat/a.jpg", "roll/2019/dog/b.jpg", "roll/2020/Cats/c.jpg", "roll/2020/07/d.jpg"):
+        _write(tmp_path / name, image_bytes())
+    with pytest.raises(DatasetError) as refused:
+        discover(tmp_path / "roll")
+    assert str(refused.value) == (
+        f"'{tmp_path / 'roll'}' holds folders named like dates (2019/ and 2020/), not classes, with class folders in "
+        f"them (Cats/, cat/ and dog/): give one of them ('{tmp_path / 'roll' / '2019'}'), or put each class's photos "
+        "together in one folder."
+    )
+
+
 def test_a_year_before_a_name_is_a_class(tmp_path):
     """Words after a bare year were read as an event, so '2019 cats/' and '2019 dogs/' (photos sorted by year and
     kind), '2001_space/' or a car's '2012 Tesla Model S/' were refused as dates and told to be named for what they

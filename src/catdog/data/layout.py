@@ -347,10 +347,27 @@ def _dated_instead_of_classes(folders: list[Path]) -> str | None:
         return None
     # A Google Takeout export holds some 20 ('Photos from 2003/' ... 'Photos from 2024/').
     named = listed(first_few([f"{folder.name}/" for folder in dated], shown=3))
+    inside = sorted({name for folder in dated for name in _class_names_inside(folder)})
+    if inside:
+        # 2019/cat/, 2020/cat/ ... are sorted already: "sort their photos" asked for what was done.
+        classes = listed([f"{name}/" for name in inside])
+        return (
+            f"'{dated[0].parent}' holds folders named like dates ({named}), not classes, with class folders in them "
+            f"({classes}): give one of them ('{dated[0]}'), or put each class's photos together in one folder."
+        )
     return (
         f"'{dated[0].parent}' holds folders named like dates ({named}), not classes: sort their photos into folders "
         "named for what they show (cat/, dog/, and neither/ for the rest)."
     )
+
+
+def _class_names_inside(folder: Path) -> list[str]:
+    """The names of the folders in ``folder`` named for catdog's classes (cat/, Dogs/, other/ ...)."""
+    try:
+        folders = _class_folders(_listing(folder), [])
+    except OSError:
+        return []
+    return [path.name for path in folders if _is_class_name(path.name)]
 
 
 def _quoted(folders: list[Path], joined_by: str) -> str:
