@@ -204,7 +204,13 @@ def test_finds_exactly_the_planted_problems(planted: Path, cache_dir: Path) -> N
     assert near["distance"] <= report["near_distance"]
     assert report["label_conflicts"] == [{"files": ["cat/cat.3.jpg", EXACT_COPY], "labels": ["cat", "dog"]}]
     assert report["extension_mismatches"] == [
-        {"path": PNG_AS_JPG, "extension": ".jpg", "content": "PNG", "usual_name_taken": None}
+        {
+            "path": PNG_AS_JPG,
+            "extension": ".jpg",
+            "content": "PNG",
+            "rename_to": "cat.crop.png",
+            "usual_name_taken": None,
+        }
     ]
     assert {(m["path"], m["mode"]) for m in report["unusual_modes"]} == {(CMYK, "CMYK"), (TINY, "L")}
     assert report["tiny_images"] == [{"path": TINY, "width": 24, "height": 20}]
@@ -862,3 +868,14 @@ def test_the_original_of_a_copy_is_kept_not_the_copy(samples_dir: Path, tmp_path
     (data / "cat" / "cat.1.jpg").unlink()
     moves = {move.path for move in check_dataset(data, cache_dir=tmp_path / "cache").to_quarantine}
     assert moves == {"cat/2019/IMG_1000 (1).JPG", "cat/2019/IMG_1000 - Copy.JPG"}, moves
+
+
+def test_an_extension_typed_after_the_right_one_is_told_to_go(planted: Path, tmp_path: Path) -> None:
+    """'IMG_1.heic.jpg' (a HEIC photo given .jpg, hoping to convert it) was told "rename it .heic", which makes
+    'IMG_1.heic.heic'. The remedy names the file without the extension added."""
+    Image.new("RGB", (64, 48), (10, 200, 30)).save(planted / "cat" / "IMG_1.png.jpg", "PNG")
+    report = check_dataset(planted, cache_dir=tmp_path / "cache")
+    [found] = [m for m in report.extension_mismatches if m["path"] == "cat/IMG_1.png.jpg"]
+    assert found["rename_to"] == "IMG_1.png"
+    [row] = [line for line in rendered(summary(report)).splitlines() if "wrong extension" in line and "IMG_1" in line]
+    assert "PNG content named .jpg: rename it IMG_1.png (without .jpg)" in row, row

@@ -383,6 +383,7 @@ def _scan_report(root, cache_dir, near_distance, workers, progress, on_start) ->
                     "path": rel[i],
                     "extension": paths[i].suffix.lower(),
                     "content": facts.format,
+                    "rename_to": _renamed(paths[i], facts.format),
                     "usual_name_taken": _usual_name_taken(paths[i], facts.format),
                 }
             )
@@ -729,25 +730,36 @@ def _by_extension(files: list[dict]) -> list[tuple[str, str]]:
     ]
 
 
+def _renamed(path: Path, content: str | None) -> str | None:
+    """The name a file of ``content`` is best given: 'cat.1.png' for 'cat.1.jpg' of PNG content, and 'IMG_1.heic'
+    for 'IMG_1.heic.jpg' (an extension typed after the right one, hoping to convert it: "rename it .heic" led to
+    'IMG_1.heic.heic'). None for a format without an extension of its own."""
+    if extension_matches(path.stem, content or ""):
+        return path.stem
+    usual = usual_extension(content or "")
+    return path.with_suffix(usual).name if usual else None
+
+
 def _usual_name_taken(path: Path, content: str | None) -> str | None:
     """The file beside ``path`` that the wrong extension's remedy would overwrite (``cat.1.png`` for ``cat.1.jpg`` of
     PNG content), in any case: a Mac's or Windows' disk tells ``cat.1.PNG`` from ``cat.1.png`` no more than a user."""
-    usual = usual_extension(content or "")
-    if usual is None:
+    wanted = _renamed(path, content)
+    if wanted is None:
         return None
-    wanted = path.with_suffix(usual).name.lower()
     with contextlib.suppress(OSError):
-        return next((name for name in os.listdir(path.parent) if name.lower() == wanted), None)
+        return next((name for name in os.listdir(path.parent) if name.lower() == wanted.lower()), None)
     return None
 
 
 def _misnamed(mismatch: dict) -> str:
     """ "JPEG content named .heic: rename it .jpg": the row said what was wrong, not what to do about it. A name
     taken beside it is said: "rename it .png" over a cat.1.png there would have lost that photo."""
-    usual = usual_extension(mismatch["content"] or "")
+    usual, renamed = usual_extension(mismatch["content"] or ""), mismatch["rename_to"]
     remedy = f": rename it {usual}" if usual else ""
-    if usual and mismatch["usual_name_taken"]:
-        remedy = f": give it another {usual} name ('{mismatch['usual_name_taken']}' is another file)"
+    if renamed and mismatch["usual_name_taken"]:
+        remedy = f": give it another {Path(renamed).suffix} name ('{mismatch['usual_name_taken']}' is another file)"
+    elif renamed and Path(renamed).name == Path(mismatch["path"]).stem:
+        remedy = f": rename it {renamed} (without {mismatch['extension']})"
     return f"{mismatch['content']} content named {mismatch['extension']}{remedy}"
 
 
