@@ -879,3 +879,22 @@ def test_an_extension_typed_after_the_right_one_is_told_to_go(planted: Path, tmp
     assert found["rename_to"] == "IMG_1.png"
     [row] = [line for line in rendered(summary(report)).splitlines() if "wrong extension" in line and "IMG_1" in line]
     assert "PNG content named .jpg: rename it IMG_1.png (without .jpg)" in row, row
+
+
+def test_camera_raw_photos_are_not_called_no_images(samples_dir: Path, tmp_path: Path) -> None:
+    """A camera roll's .DNG and .CR2 beside its JPEGs were "not images; no command reads them", as a .json sidecar
+    is: they are photos, which catdog does not read. The note says so and what to do."""
+    data = tmp_path / "data"
+    shutil.copytree(samples_dir, data)
+    for name in ("IMG_2.dng", "IMG_3.CR2"):
+        (data / "cat" / name).write_bytes(b"II*\x00\x08\x00\x00\x00" + bytes(64))  # a TIFF header, as raw files have
+    # Pillow reads a DNG's first picture, a TIFF thumbnail: it was a photo "named .dng: rename it .tif".
+    Image.open(samples_dir / "cat" / "cat.1.jpg").resize((256, 171)).save(data / "cat" / "IMG_1.DNG", "TIFF")
+    (data / "cat" / "IMG_1.json").write_text("{}")
+    report = check_dataset(data, cache_dir=tmp_path / "cache")
+    assert report.extension_mismatches == [] and report.classes == {"cat": 20, "dog": 20}
+    text = rendered(summary(report))
+    assert "2 .dng files: camera raw photos, which no command reads: export as JPEG" in text, text
+    assert "1 .cr2 file: a camera raw photo, which no command reads: export as JPEG" in text, text
+    assert "1 .json file: not an image; no command reads it" in text, text
+    assert "cat/IMG_1.DNG, cat/IMG_2.dng" in text, text

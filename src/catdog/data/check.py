@@ -73,6 +73,10 @@ SMALL_CLASS = 10
 # A side this many times the other makes a panorama (a phone's are 3:1 to 10:1, a 21:9 ultrawide 2.3:1): every
 # model sees a centre square of a photo, so of a panorama only its middle, where the animal may not be.
 PANORAMA_RATIO = 3
+# A camera's raw photos (Adobe, Canon, Nikon, Sony, Fujifilm, Olympus, Panasonic, Pentax, Samsung): Pillow reads none.
+RAW_EXTENSIONS = frozenset(
+    {".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".raf", ".orf", ".rw2", ".pef", ".srw"}
+)
 # More small classes than this are one row of the summary (a class named each, and the rest counted).
 SMALL_CLASSES_SHOWN = 3
 # Near-duplicate threshold in bits of the 64-bit pHash (pHash distances are always even).
@@ -339,8 +343,13 @@ def _scan_report(root, cache_dir, near_distance, workers, progress, on_start) ->
     results = scan(paths, Path(cache_dir) if cache_dir else default_cache_dir(), workers=workers, progress=progress)
     # Among 5,000 photos a .json beside each (Google Photos' export) were 5,000 "unusable files", the two broken
     # photos lost among them, and doubled the class counts; `train` never reads them (it goes by the extension).
+    # A raw photo is one too, though Pillow reads a DNG's TIFF thumbnail: "TIFF content named .dng: rename it .tif"
+    # made a 256-pixel preview of it.
     stray = {
-        i for i, (_, facts) in enumerate(results) if facts.error and paths[i].suffix.lower() not in IMAGE_EXTENSIONS
+        i
+        for i, (_, facts) in enumerate(results)
+        if (facts.error and paths[i].suffix.lower() not in IMAGE_EXTENSIONS)
+        or paths[i].suffix.lower() in RAW_EXTENSIONS
     }
     counts = {name: 0 for name in dataset.classes}
     for i, label in enumerate(labels):
@@ -791,6 +800,9 @@ def _by_mode(files: list[dict]) -> list[tuple[str, str]]:
 
 
 def _no_image(extension: str, n: int) -> str:
+    if extension in RAW_EXTENSIONS:  # "not an image" of a camera's own photo read as if the file were broken
+        photos = "a camera raw photo" if n == 1 else "camera raw photos"
+        return f"{n:,} {extension} {'file' if n == 1 else 'files'}: {photos}, which no command reads: export as JPEG"
     noun, verdict = (
         ("file", "not an image; no command reads it") if n == 1 else ("files", "not images; no command reads them")
     )
