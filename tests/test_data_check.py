@@ -898,3 +898,19 @@ def test_camera_raw_photos_are_not_called_no_images(samples_dir: Path, tmp_path:
     assert "1 .cr2 file: a camera raw photo, which no command reads: export as JPEG" in text, text
     assert "1 .json file: not an image; no command reads it" in text, text
     assert "cat/IMG_1.DNG, cat/IMG_2.dng" in text, text
+
+
+def test_a_shorter_name_alone_does_not_make_an_original(samples_dir: Path, tmp_path: Path) -> None:
+    """The shortest name was kept of any group, so of a camera's 'IMG_1002.JPG' and its re-save as 'anim.gif' (the
+    same picture, near-duplicates) the camera's JPEG was moved away from its sidecar. Only a name made from another's
+    ('IMG_1002 (1).JPG') says which is the copy; between other names the first path is kept, as before."""
+    data = tmp_path / "data"
+    shutil.copytree(samples_dir, data)
+    roll = data / "cat" / "2020"
+    roll.mkdir()
+    shutil.move(data / "cat" / "cat.1.jpg", roll / "IMG_1002.JPG")
+    (roll / "IMG_1002.JPG.json").write_text("{}")
+    shutil.copy(roll / "IMG_1002.JPG", roll / "IMG_1002 (1).JPG")
+    Image.open(roll / "IMG_1002.JPG").save(roll / "anim.gif")
+    moves = {move.path for move in check_dataset(data, cache_dir=tmp_path / "cache").to_quarantine}
+    assert moves == {"cat/2020/IMG_1002 (1).JPG", "cat/2020/anim.gif"}, moves

@@ -496,10 +496,18 @@ def _find_duplicates(report, usable, results, rel, labels, groups, near_distance
     report.near_duplicates.sort(key=lambda group: group["files"])
 
 
+def _copy_name(stem: str, stems: set[str]) -> bool:
+    """Whether ``stem`` is another's with something added, as a copy's is ('IMG_1000 (1)', 'cat - Copy', 'cat copy'
+    beside 'IMG_1000' and 'cat'). A shorter name alone says nothing: 'anim.gif' was kept over the 'IMG_1002.JPG' it
+    was saved from."""
+    stem = stem.lower()
+    return any(stem != other and stem.startswith(other) for other in stems)
+
+
 def _plan_duplicate_moves(report, usable, results, rel, labels, groups) -> None:
-    """Keep the largest image of each group, then the shortest name, then the first path; move every copy of a
-    conflict. A copy's name is the longer ('IMG_1000 (1).JPG', 'cat - Copy.jpg', 'cat copy.jpg'): by path alone,
-    'IMG_1000 (1).JPG' sorted first and was kept, and the original moved away from its .AAE and .json sidecars."""
+    """Keep the largest image of each group, then one whose name is no copy's, then the first path; move every copy
+    of a conflict. By path alone, 'IMG_1000 (1).JPG' sorted first and was kept, and the original moved away from its
+    .AAE and .json sidecars."""
     members_of: dict[int, list[int]] = {}
     for i in usable:
         members_of.setdefault(groups.find(i), []).append(i)
@@ -513,7 +521,11 @@ def _plan_duplicate_moves(report, usable, results, rel, labels, groups) -> None:
                 others = ", ".join(f"'{rel[j]}'" for j in members if j != i)
                 report.to_quarantine.append(Move(rel[i], f"label conflict: the same photo as {others}"))
             continue
-        keep = min(members, key=lambda i: (-results[i][1].width * results[i][1].height, len(Path(rel[i]).name), rel[i]))
+        stems = {Path(rel[i]).stem.lower() for i in members}
+        keep = min(
+            members,
+            key=lambda i: (-results[i][1].width * results[i][1].height, _copy_name(Path(rel[i]).stem, stems), rel[i]),
+        )
         for i in members:
             if i != keep:
                 kind = "duplicate" if results[i][0] == results[keep][0] else "near-duplicate"
