@@ -555,6 +555,15 @@ def test_dated_folders_of_class_folders_are_not_told_to_be_sorted(tmp_path):
     )
 
 
+def test_the_dated_folder_offered_holds_the_most_class_folders(tmp_path):
+    """'give one of them' named the first dated folder by name, '15.07.2020/' holding Dogs/ alone, which has too few
+    classes to train; the one offered holds the most class folders."""
+    for name in ("roll/15.07.2020/Dogs/a.jpg", "roll/2019/cat/b.jpg", "roll/2019/dog/c.jpg"):
+        _write(tmp_path / name, image_bytes())
+    with pytest.raises(DatasetError, match=re.escape(f"give one of them ('{tmp_path / 'roll' / '2019'}')")):
+        discover(tmp_path / "roll")
+
+
 def test_a_year_before_a_name_is_a_class(tmp_path):
     """Words after a bare year were read as an event, so '2019 cats/' and '2019 dogs/' (photos sorted by year and
     kind), '2001_space/' or a car's '2012 Tesla Model S/' were refused as dates and told to be named for what they

@@ -347,13 +347,15 @@ def _dated_instead_of_classes(folders: list[Path]) -> str | None:
         return None
     # A Google Takeout export holds some 20 ('Photos from 2003/' ... 'Photos from 2024/').
     named = listed(first_few([f"{folder.name}/" for folder in dated], shown=3))
-    inside = sorted({name for folder in dated for name in _class_names_inside(folder)})
-    if inside:
-        # 2019/cat/, 2020/cat/ ... are sorted already: "sort their photos" asked for what was done.
-        classes = listed([f"{name}/" for name in inside])
+    inside = {folder: _class_names_inside(folder) for folder in dated}
+    if any(inside.values()):
+        # 2019/cat/, 2020/cat/ ... are sorted already: "sort their photos" asked for what was done. The folder named
+        # is one with the most classes: the first by name, '15.07.2020/' of Dogs/ alone, had too few to train.
+        classes = listed([f"{name}/" for name in sorted({name for names in inside.values() for name in names})])
+        fullest = max(dated, key=lambda folder: len(inside[folder]))
         return (
             f"'{dated[0].parent}' holds folders named like dates ({named}), not classes, with class folders in them "
-            f"({classes}): give one of them ('{dated[0]}'), or put each class's photos together in one folder."
+            f"({classes}): give one of them ('{fullest}'), or put each class's photos together in one folder."
         )
     return (
         f"'{dated[0].parent}' holds folders named like dates ({named}), not classes: sort their photos into folders "
