@@ -914,3 +914,25 @@ def test_a_shorter_name_alone_does_not_make_an_original(samples_dir: Path, tmp_p
     Image.open(roll / "IMG_1002.JPG").save(roll / "anim.gif")
     moves = {move.path for move in check_dataset(data, cache_dir=tmp_path / "cache").to_quarantine}
     assert moves == {"cat/2020/IMG_1002 (1).JPG", "cat/2020/anim.gif"}, moves
+
+
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data")  # Pillow's, on the TIFFs cut short: expected here
+def test_a_damaged_animation_does_not_stop_the_check(samples_dir: Path, tmp_path: Path) -> None:
+    """Counting an animation's frames reads past its first: a GIF or multi-page TIFF cut or damaged after its first
+    frame raised IndexError or TypeError out of the count, and one such file stopped the whole data check."""
+    data = tmp_path / "data"
+    shutil.copytree(samples_dir, data)
+    frames = [Image.new("RGB", (64, 64), (40 * i, 90, 200 - 40 * i)) for i in range(4)]
+    damaged = 0
+    for kind in ("GIF", "TIFF"):
+        buffer = io.BytesIO()
+        frames[0].save(buffer, kind, save_all=True, append_images=frames[1:])
+        whole = buffer.getvalue()
+        for cut in range(len(whole) // 4, len(whole), len(whole) // 40):
+            (data / "cat" / f"cut {cut}.{kind.lower()}").write_bytes(whole[:cut])
+            flipped = whole[:cut] + bytes([whole[cut] ^ 0xFF]) + whole[cut + 1 :]
+            (data / "cat" / f"flipped {cut}.{kind.lower()}").write_bytes(flipped)
+            damaged += 2
+    report = check_dataset(data, cache_dir=tmp_path / "cache")
+    assert report.files == 40 + damaged
+    assert all(u["reason"].startswith(f"'{u['path']}' ") for u in report.unusable), report.unusable

@@ -352,8 +352,18 @@ def read_info(
     data, name = _read_source(source, max_bytes)
     img = _open(data, name, max_pixels)
     fmt = "JPEG" if img.format == "MPO" else str(img.format)
-    frames = getattr(img, "n_frames", 1) if fmt in ("GIF", "PNG", "WEBP", "TIFF") else 1
+    frames = _frame_count(img) if fmt in ("GIF", "PNG", "WEBP", "TIFF") else 1
     return ImageInfo(format=fmt, width=img.size[0], height=img.size[1], mode=img.mode, frames=frames)
+
+
+def _frame_count(img: Image.Image) -> int:
+    """Pictures in an animation or a multi-page TIFF; 1 when those after the first are damaged: counting reads past
+    the first, and Pillow raised IndexError, KeyError or TypeError on a GIF or TIFF cut short, which stopped a whole
+    data check. The first picture, the one every command uses, opened."""
+    try:
+        return getattr(img, "n_frames", 1)
+    except Exception:  # Pillow raises many types on damaged data
+        return 1
 
 
 def decode(
