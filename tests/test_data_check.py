@@ -936,3 +936,29 @@ def test_a_damaged_animation_does_not_stop_the_check(samples_dir: Path, tmp_path
     report = check_dataset(data, cache_dir=tmp_path / "cache")
     assert report.files == 40 + damaged
     assert all(u["reason"].startswith(f"'{u['path']}' ") for u in report.unusable), report.unusable
+
+
+def test_a_taken_name_is_no_rename_to(planted: Path, tmp_path: Path) -> None:
+    """--json gave 'cat.crop.png' as rename_to though a cat.crop.PNG was beside it: a script renaming by it lost that
+    photo. A taken name is only usual_name_taken."""
+    Image.new("RGB", (64, 48), (10, 200, 30)).save(planted / "cat" / "cat.crop.PNG")
+    report = check_dataset(planted, cache_dir=tmp_path / "cache")
+    [found] = [m for m in report.extension_mismatches if m["path"] == PNG_AS_JPG]
+    assert (found["rename_to"], found["usual_name_taken"]) == (None, "cat.crop.PNG"), found
+
+
+def test_a_folder_is_listed_once_for_all_its_wrong_extensions(
+    samples_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whether a wrong extension's new name is taken listed the folder again for each file: 11 s for a folder of
+    5,000 JPEGs named .heic (an iPhone's export), growing with the square of their number."""
+    data = tmp_path / "data"
+    shutil.copytree(samples_dir, data)
+    for photo in sorted((data / "cat").iterdir())[:15]:
+        photo.rename(photo.with_suffix(".heic"))
+    listed_folders = []
+    real_listdir = os.listdir
+    monkeypatch.setattr(os, "listdir", lambda folder=".": listed_folders.append(Path(folder)) or real_listdir(folder))
+    report = check_dataset(data, cache_dir=tmp_path / "cache")
+    assert len(report.extension_mismatches) == 15
+    assert listed_folders.count(data / "cat") <= 1, listed_folders

@@ -376,6 +376,7 @@ def _scan_report(root, cache_dir, near_distance, workers, progress, on_start) ->
     report.named_otherwise = _named_otherwise(dataset)
 
     usable = []
+    listings: dict[Path, dict[str, str]] = {}
     for i, (_, facts) in enumerate(results):
         if i in stray:
             report.not_images.append({"path": rel[i], "label": labels[i], "extension": paths[i].suffix.lower()})
@@ -392,8 +393,7 @@ def _scan_report(root, cache_dir, near_distance, workers, progress, on_start) ->
                     "path": rel[i],
                     "extension": paths[i].suffix.lower(),
                     "content": facts.format,
-                    "rename_to": _renamed(paths[i], facts.format),
-                    "usual_name_taken": _usual_name_taken(paths[i], facts.format),
+                    **_rename(paths[i], facts.format, listings),
                 }
             )
         if facts.mode != "RGB":
@@ -761,25 +761,35 @@ def _renamed(path: Path, content: str | None) -> str | None:
     return path.with_suffix(usual).name if usual else None
 
 
-def _usual_name_taken(path: Path, content: str | None) -> str | None:
-    """The file beside ``path`` that the wrong extension's remedy would overwrite (``cat.1.png`` for ``cat.1.jpg`` of
-    PNG content), in any case: a Mac's or Windows' disk tells ``cat.1.PNG`` from ``cat.1.png`` no more than a user."""
-    wanted = _renamed(path, content)
-    if wanted is None:
-        return None
-    with contextlib.suppress(OSError):
-        return next((name for name in os.listdir(path.parent) if name.lower() == wanted.lower()), None)
-    return None
+def _rename(path: Path, content: str | None, listings: dict[Path, dict[str, str]]) -> dict:
+    """``rename_to``, and ``usual_name_taken``: the file beside ``path`` that renaming it so would overwrite
+    (``cat.1.png`` for ``cat.1.jpg`` of PNG content), in any case, as a Mac's or Windows' disk tells ``cat.1.PNG``
+    from ``cat.1.png`` no more than a user. A name taken is no ``rename_to``: a script renaming by it lost a photo."""
+    renamed = _renamed(path, content)
+    taken = _listing(path.parent, listings).get(renamed.lower()) if renamed else None
+    return {"rename_to": None if taken else renamed, "usual_name_taken": taken}
+
+
+def _listing(folder: Path, listings: dict[Path, dict[str, str]]) -> dict[str, str]:
+    """The names in ``folder`` by their lower case, listed once: a listing per file took 11 s for a folder of 5,000
+    HEIC-named JPEGs, and grew with the square of their number."""
+    if folder not in listings:
+        try:
+            listings[folder] = {name.lower(): name for name in os.listdir(folder)}
+        except OSError:
+            listings[folder] = {}
+    return listings[folder]
 
 
 def _misnamed(mismatch: dict) -> str:
     """ "JPEG content named .heic: rename it .jpg": the row said what was wrong, not what to do about it. A name
     taken beside it is said: "rename it .png" over a cat.1.png there would have lost that photo."""
-    usual, renamed = usual_extension(mismatch["content"] or ""), mismatch["rename_to"]
+    usual = usual_extension(mismatch["content"] or "")
+    renamed, taken = mismatch["rename_to"], mismatch["usual_name_taken"]
     remedy = f": rename it {usual}" if usual else ""
-    if renamed and mismatch["usual_name_taken"]:
-        remedy = f": give it another {Path(renamed).suffix} name ('{mismatch['usual_name_taken']}' is another file)"
-    elif renamed and Path(renamed).name == Path(mismatch["path"]).stem:
+    if taken:
+        remedy = f": give it another {Path(taken).suffix.lower()} name ('{taken}' is another file)"
+    elif renamed and renamed == Path(mismatch["path"]).stem:
         remedy = f": rename it {renamed} (without {mismatch['extension']})"
     return f"{mismatch['content']} content named {mismatch['extension']}{remedy}"
 
