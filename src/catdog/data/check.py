@@ -501,7 +501,7 @@ def _copy_name(stem: str, stems: set[str]) -> bool:
     beside 'IMG_1000' and 'cat'). A shorter name alone says nothing: 'anim.gif' was kept over the 'IMG_1002.JPG' it
     was saved from."""
     stem = stem.lower()
-    return any(stem != other and stem.startswith(other) for other in stems)
+    return any(stem[:end] in stems for end in range(1, len(stem)))  # by prefixes: a group may be thousands
 
 
 def _plan_duplicate_moves(report, usable, results, rel, labels, groups) -> None:
