@@ -555,6 +555,21 @@ def test_dated_folders_of_class_folders_are_not_told_to_be_sorted(tmp_path):
     )
 
 
+def test_a_day_before_a_month_s_name_with_dashes_and_a_numbered_month_are_dates(tmp_path):
+    """'14-Jul-2019/' (a day and a month's name joined like the year) and a month with its year in digits
+    ('07.2019/', '07-2019/') were classes beside cat/, while 'Jul-2019/' and '14.07.2019/' were dates."""
+    _write(tmp_path / "roll" / "cat" / "a.jpg", image_bytes())
+    for dated in ("14-Jul-2019", "14_juillet_2019", "07.2019", "07-2019", "12_2019 Weihnachten"):
+        _write(tmp_path / "roll" / dated / "IMG_0001.jpg", image_bytes())
+        with pytest.raises(DatasetError, match=rf"holds folders named like dates \({re.escape(dated)}/\), not classes"):
+            discover(tmp_path / "roll")
+        shutil.rmtree(tmp_path / "roll" / dated)
+    classes = ("13-2019", "7-11", "Jul-14", "14-Jul")
+    for number, name in enumerate(classes):
+        _write(tmp_path / "kinds" / name / f"{number}.jpg", image_bytes())
+    assert len(discover(tmp_path / "kinds").counts()) == len(classes)
+
+
 def test_the_dated_folder_offered_holds_the_most_class_folders(tmp_path):
     """'give one of them' named the first dated folder by name, '15.07.2020/' holding Dogs/ alone, which has too few
     classes to train; the one offered holds the most class folders."""

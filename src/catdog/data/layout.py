@@ -85,14 +85,16 @@ _MONTH = "|".join(
 _YEAR = r"(?:19|20)\d\d"
 _DAY = r"(?:0?[1-9]|[12]\d|3[01])"
 # A date the way people write it: ISO '2019-07-14'; a day first (Europe's '14.07.2019', '14-07-2019', '14_07_2019')
-# or a month first (America's '07-14-2019'), one separator throughout; a month's name with its year, after a day or
-# before one ('July 2019', 'Mars_2020', '14 juillet 2019', '14. Juli 2019', '14 de julio de 2019', 'July 14, 2019').
+# or a month first (America's '07-14-2019'), one separator throughout; a month with its year ('07.2019'); a month's
+# name with its year, after a day or before one ('July 2019', 'Mars_2020', '14 juillet 2019', '14-Jul-2019',
+# '14. Juli 2019', '14 de julio de 2019', 'July 14, 2019').
 # Only ISO and named months were dates once: '14.07.2019/' beside cat/ and dog/ was a class.
 _DATED = "|".join(
     (
         rf"{_YEAR}(?:[-_. ]?\d\d){{1,2}}",
         rf"{_DAY}([-_.]){_DAY}\1{_YEAR}",
-        rf"(?:{_DAY}\.?(?: de)? )?(?:{_MONTH})\.?(?: de)?[-_ ]{_YEAR}",
+        rf"(?:0[1-9]|1[0-2])[-_.]{_YEAR}",
+        rf"(?:{_DAY}\.?(?: de)?[-_ ])?(?:{_MONTH})\.?(?: de)?[-_ ]{_YEAR}",
         rf"(?:{_MONTH})\.? {_DAY},? {_YEAR}",
     )
 )
