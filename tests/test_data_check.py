@@ -851,7 +851,7 @@ def test_a_panorama_is_said_to_be_seen_by_its_middle(samples_dir: Path, tmp_path
     report = check_dataset(data, cache_dir=tmp_path / "cache")
     assert report.panoramas == [{"path": "dog/PANO_0001.jpg", "width": 2400, "height": 300}]
     [row] = [line for line in rendered(summary(report)).splitlines() if "panorama (note)" in line]
-    assert "dog/PANO_0001.jpg" in row and "2400x300: a model sees its middle square alone, 12% of it" in row, row
+    assert "dog/PANO_0001.jpg" in row and "2400x300: a model sees at most its middle square, 12% of it" in row, row
 
 
 def test_the_original_of_a_copy_is_kept_not_the_copy(samples_dir: Path, tmp_path: Path) -> None:

@@ -795,10 +795,10 @@ def _misnamed(mismatch: dict) -> str:
 
 
 def _panorama_note(found: dict) -> str:
-    """ "24000x3000: a model sees its middle square alone, 13% of it": a dog at one end of a panorama was "neither"
-    to every model, and data check said nothing of it."""
+    """ "24000x3000: a model sees at most its middle square, 12% of it" (a centre crop of that square, by the model's
+    crop_pct): a dog at one end of a panorama was "neither" to every model, and data check said nothing of it."""
     share = min(found["width"], found["height"]) / max(found["width"], found["height"])
-    return f"{found['width']}x{found['height']}: a model sees its middle square alone, {share:.0%} of it"
+    return f"{found['width']}x{found['height']}: a model sees at most its middle square, {share:.0%} of it"
 
 
 def _first_frame_note(found: dict) -> str:
