@@ -345,5 +345,30 @@ def test_json_for_a_closed_standard_output_is_one_sentence(cat_photo: Path, tmp_
     shutil.copy(cat_photo, tmp_path / "cat")
     command = [sys.executable, "-m", "catdog", "data", "check", "--json", str(tmp_path)]
     done = subprocess.run(["bash", "-c", '"$@" >&-', "bash", *command], capture_output=True, text=True, timeout=300)
-    lost = "Standard output is closed, so the JSON is lost: print it somewhere (> report.json)."
+    lost = "Standard output is closed, so the findings would be lost: print them somewhere (> report.json)."
     assert (done.returncode, done.stderr) == (2, f"error: {lost}\n"), done
+
+
+def test_every_printing_command_refuses_a_closed_or_full_standard_output(cat_photo: Path, tmp_path: Path) -> None:
+    """``catdog data check DIR >&-`` and ``catdog evaluate DIR >&-`` printed their text to nowhere with exit status 0;
+    ``> /dev/full`` ended them with "[Errno 28] No space left on device". Each is now refused before its work, in
+    one sentence, as ``catdog predict`` is (whose --json, --csv and text are checked here too)."""
+    (tmp_path / "cat").mkdir()
+    shutil.copy(cat_photo, tmp_path / "cat")
+    catdog = [sys.executable, "-m", "catdog"]
+    closed = {"data check": ["data", "check", str(tmp_path)], "evaluate": ["evaluate", str(tmp_path)]}
+    for name, args in closed.items():
+        done = subprocess.run(["bash", "-c", '"$@" >&-', "bash", *catdog, *args], capture_output=True, text=True)
+        assert done.returncode == 2, (name, done)
+        assert done.stderr.startswith("error: Standard output is closed, so the "), (name, done)
+    full = {**closed, "predict": ["predict", str(cat_photo)]}
+    full |= {f"predict {option}": ["predict", option, str(cat_photo)] for option in ("--json", "--csv")}
+    for name, args in full.items():
+        with open("/dev/full", "w") as no_space:
+            done = subprocess.run([*catdog, *args], stdout=no_space, stderr=subprocess.PIPE, text=True)
+        assert done.returncode == 2, (name, done)
+        assert done.stderr.startswith("error: Standard output cannot be written (No space left on device), so"), (
+            name,
+            done,
+        )
+        assert done.stderr.count("\n") == 1, (name, done)

@@ -190,8 +190,8 @@ CAPTURED = {"capture_output": True, "text": True, "timeout": 300}
 def test_standard_input_or_output_that_cannot_be_used_is_one_sentence(tmp_path, cat_photo):
     """``catdog predict - photo.jpg 0>file`` (standard input open for writing only) ended the whole batch with
     "error: [Errno 9] Bad file descriptor"; '-' now gets its line and the photo its answer. With standard input
-    closed (``<&-``) the refusal said none was piped in; with standard output closed (``>&-``) the answers were
-    dropped and the exit status was 0."""
+    closed (``<&-``) the refusal said none was piped in, and then refused the whole batch: '-' now gets its line
+    there too. With standard output closed (``>&-``) the answers were dropped and the exit status was 0."""
     command = [sys.executable, "-m", "catdog", "predict", "-", str(cat_photo)]
     with open(tmp_path / "written", "wb") as write_only:
         done = subprocess.run(command, stdin=write_only, capture_output=True, text=True, timeout=300)
@@ -200,10 +200,11 @@ def test_standard_input_or_output_that_cannot_be_used_is_one_sentence(tmp_path, 
         done.stdout
         == f"-: error '-' cannot be read from standard input (Bad file descriptor).\n{cat_photo}: cat (100.0%)\n"
     )
+    # Standard input closed (``<&-``) refused the whole batch; '-' now gets its line there too.
     closed = subprocess.run(["bash", "-c", '"$@" <&-', "bash", *command], capture_output=True, text=True, timeout=300)
-    assert (closed.returncode, closed.stdout) == (2, ""), closed
-    assert closed.stderr.startswith("error: '-' reads a photo from standard input, and standard input is closed"), (
-        closed
+    assert (closed.returncode, closed.stderr) == (1, ""), closed
+    assert (
+        closed.stdout == f"-: error '-' cannot be read from standard input: it is closed.\n{cat_photo}: cat (100.0%)\n"
     )
     # Standard output closed: every answer was dropped, exit status 0.
     mute = subprocess.run(

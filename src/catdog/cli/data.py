@@ -9,7 +9,7 @@ from rich.console import Console
 
 from catdog.cli.app import app, data_app
 from catdog.cli.errors import err_console, refuse_unwritable, user_errors
-from catdog.cli.output import print_json
+from catdog.cli.output import print_json, refuse_lost_output
 
 TOP_SUSPECTS = 20  # printed and shown by `catdog data audit` unless --top says otherwise
 
@@ -57,6 +57,8 @@ def data_check(
     from rich.progress import Progress
 
     from catdog.data.check import check_dataset, summary
+
+    refuse_lost_output("the findings", "report.json" if as_json else "report.txt")
 
     with Progress(console=err_console, transient=True, disable=as_json or not err_console.is_terminal) as bar:
         task = bar.add_task("checking", total=None)
@@ -109,6 +111,10 @@ def data_audit(
     from catdog.fsutil import shown
 
     refuse_unwritable(out, "folder")
+    # With --out the suspects are in its files too; only what is printed is lost to a closed standard output.
+    refuse_lost_output(
+        "the suspects", "suspects.json" if as_json else "suspects.txt", also_in_files=out is not None and not as_json
+    )
     result = audit(data_dir, model, folds=folds)
     page = write_audit(result, out, top=top or TOP_SUSPECTS) if out else None  # suspects.json: every one
     if as_json:

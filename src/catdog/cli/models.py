@@ -11,7 +11,7 @@ from rich.console import Console
 
 from catdog.cli.app import NeitherThreshold, PhotosRequired, app, probability
 from catdog.cli.errors import fail, refuse_unwritable, user_errors
-from catdog.cli.output import percents, print_evaluation, print_json
+from catdog.cli.output import percents, print_evaluation, print_json, refuse_lost_output
 from catdog.fsutil import catdog_command
 from catdog.models.files import builtin_name, is_onnx_model, names_a_model
 
@@ -69,6 +69,10 @@ def evaluate(
     if data_dir is None:
         raise fail("Give the folder of labelled photos to evaluate on: catdog evaluate [MODEL] DATA_DIR.")
     refuse_unwritable(out, "folder")
+    # With --out the metrics are in its report too; only what is printed is lost to a closed standard output.
+    refuse_lost_output(
+        "the metrics", "metrics.json" if as_json else "metrics.txt", also_in_files=out is not None and not as_json
+    )
     from catdog.evaluate import evaluate as run_evaluate
     from catdog.fsutil import printable
 

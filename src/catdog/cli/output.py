@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -15,6 +16,31 @@ from catdog.fsutil import catdog_command, counted, json_text, shown, utf8_safe
 
 if TYPE_CHECKING:
     from catdog.inference.predictor import Prediction
+
+
+def refuse_lost_output(results: str, example: str, *, also_in_files: bool = False) -> None:
+    """Refuse, before any work, to print ``results`` ("the answers") where they would be lost: with standard output
+    closed (``>&-``) Python drops every print, and a command's results were lost with exit status 0; open for
+    reading only (``1<file``) or full (``> /dev/full``), the first write ended the run with "[Errno 9] Bad file
+    descriptor" or "[Errno 28] No space left on device". ``example``: a file to print them to instead.
+
+    ``also_in_files``: text output of a command that writes its results to files too (predict --sort-into's copies,
+    evaluate's and audit's --out), which rich drops quietly where standard output is closed: only a copy is lost."""
+    if sys.stdout is None:
+        if also_in_files:
+            return
+        raise fail(f"Standard output is closed, so {results} would be lost: print them somewhere (> {example}).")
+    try:
+        descriptor = sys.stdout.fileno()
+    except (OSError, ValueError):  # not a file at all (a caller's own stream): its writes are its own
+        return
+    try:
+        os.write(descriptor, b"")  # writes nothing, but a descriptor open for reading only, or /dev/full, refuses it
+    except OSError as err:
+        raise fail(
+            f"Standard output cannot be written ({err.strerror}), so {results} would be lost: print them somewhere "
+            f"(> {example})."
+        ) from None
 
 
 def print_json(document: object) -> None:

@@ -16,7 +16,7 @@ import typer
 
 from catdog.cli.app import NeitherThreshold, app, probability
 from catdog.cli.errors import err_console, fail, user_errors
-from catdog.cli.output import print_predictions
+from catdog.cli.output import print_predictions, refuse_lost_output
 from catdog.fsutil import counted, shown
 from catdog.models.files import refuse_a_missing_model
 
@@ -75,7 +75,7 @@ def predict(
     from catdog.inference.predictor import STDIN, Predictor, expand_inputs
 
     _check_stdin(paths, sort_into)
-    _check_stdout(copies_only=sort_into is not None and not (as_json or as_csv))
+    refuse_lost_output("the answers", "answers.txt", also_in_files=sort_into is not None and not (as_json or as_csv))
     if sort_into is not None:
         _check_sort_folder(sort_into, paths)
     entries = expand_inputs(paths)
@@ -114,39 +114,8 @@ def _check_stdin(paths: list[str], sort_into: str | None) -> None:
         raise fail("'-' (standard input) is given more than once; it holds one photo, so give it once.")
     if sort_into is not None:
         raise fail("--sort-into copies photo files; the photo on standard input ('-') has no file to copy.")
-    if sys.stdin is None:  # `catdog predict - <&-`: Python finds no file descriptor 0 at all
-        raise fail(
-            "'-' reads a photo from standard input, and standard input is closed: cat photo.jpg | catdog predict -"
-        )
-    if sys.stdin.isatty():
+    if sys.stdin is not None and sys.stdin.isatty():  # closed (`<&-`, None): '-' gets its line, as _predict_stdin says
         raise fail("'-' reads a photo from standard input, and none is piped in: cat photo.jpg | catdog predict -")
-
-
-def _check_stdout(copies_only: bool) -> None:
-    """Refuse to classify for nobody: with standard output closed (``>&-``) Python drops every print, and the
-    answers were lost with exit status 0; open for reading only (``1<file``), the first answer ended the run with
-    "[Errno 9] Bad file descriptor", --sort-into's too, after its first copy.
-
-    ``copies_only``: --sort-into with its answers as text, which rich drops quietly where standard output is
-    closed; the copies are the work, the summary is on standard error. --json and --csv write to ``sys.stdout``
-    itself, and on a closed one stopped before the first copy, as a bug of catdog's (exit status 70)."""
-    import sys
-
-    if sys.stdout is None:
-        if copies_only:
-            return
-        raise fail("Standard output is closed, so the answers would be lost: print them somewhere (> answers.txt).")
-    try:
-        descriptor = sys.stdout.fileno()
-    except (OSError, ValueError):  # not a file at all (a caller's own stream): its writes are its own
-        return
-    try:
-        os.write(descriptor, b"")  # writes nothing, but a descriptor open for reading only refuses it
-    except OSError as err:
-        raise fail(
-            f"Standard output cannot be written ({err.strerror}), so the answers would be lost: print them somewhere "
-            "(> answers.txt)."
-        ) from None
 
 
 def _predict_stdin(predictor: Predictor) -> Prediction:
@@ -157,6 +126,10 @@ def _predict_stdin(predictor: Predictor) -> Prediction:
     from catdog.images import ImageTooLargeError, read_within_limit
     from catdog.inference.predictor import STDIN, Prediction
 
+    if (
+        sys.stdin is None
+    ):  # `catdog predict - a.jpg <&-`: Python finds no file descriptor 0; a.jpg still gets its answer
+        return Prediction(source=STDIN, error="'-' cannot be read from standard input: it is closed.")
     try:
         data = read_within_limit(sys.stdin.buffer, STDIN)
     except ImageTooLargeError as err:  # a line in its place, as a file over the limit gets
