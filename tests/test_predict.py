@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -234,6 +235,27 @@ def test_standard_input_or_output_that_cannot_be_used_is_one_sentence(tmp_path, 
         )
     assert sorting.returncode == 2 and "Standard output cannot be written" in sorting.stderr, sorting
     assert not (tmp_path / "json").exists() and not (tmp_path / "read").exists()
+
+
+def test_a_standard_output_that_fills_up_is_one_sentence(samples_dir, tmp_path):
+    """``catdog predict photos > answers.txt`` on a full disk (here a file size limit, ``ulimit -f``) ended with
+    Python's "Exception ignored ... OSError: [Errno 27] File too large" and exit status 120, the answers being still
+    buffered at the end; unbuffered (PYTHONUNBUFFERED=1), with "error: [Errno 27] File too large", as if a photo
+    were at fault."""
+    out = tmp_path / "answers"
+    limited = 'trap "" XFSZ; ulimit -f 1; exec "$@" > "$0"'  # 1 KiB; ignored, SIGXFSZ no longer kills the writer
+    buffered = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    runs = [(option, buffered) for option in ([], ["--json"], ["--csv"])] + [
+        ([], {**buffered, "PYTHONUNBUFFERED": "1"})
+    ]
+    for option, env in runs:
+        command = [sys.executable, "-m", "catdog", "predict", *option, str(samples_dir / "cat")]
+        done = subprocess.run(
+            ["bash", "-c", limited, str(out), *command], env=env, stderr=subprocess.PIPE, text=True, timeout=300
+        )
+        lost = "error: Standard output cannot be written (File too large), so what was printed there is incomplete.\n"
+        assert (done.returncode, done.stderr) == (2, lost), (option, env.get("PYTHONUNBUFFERED"), done)
+        assert out.stat().st_size == 1024, option  # the answers up to the limit, in order
 
 
 def test_a_file_over_the_size_limit_is_named_in_the_unit_the_limit_is_set_in(tmp_path):

@@ -28,6 +28,7 @@ from catdog.cli.errors import (
     fail,
     first_on_its_machine,
     out_of_memory,
+    output_lost,
     unexpected,
     user_errors,
 )
@@ -53,6 +54,13 @@ def main(args: list[str] | None = None, prog_name: str | None = None) -> None:
     os.environ.setdefault("KMP_WARNINGS", "0")
     try:
         code = app(args=args, prog_name=prog_name, standalone_mode=False)
+        if sys.stdout is not None:  # what a command printed last may be in the buffer still: written now or said
+            try:
+                sys.stdout.flush()
+            except BrokenPipeError:
+                raise
+            except OSError as err:
+                code = output_lost(err).exit_code
     except BrokenPipeError:  # `catdog predict ... | head`
         sys.stderr.close()
         raise SystemExit(1) from None

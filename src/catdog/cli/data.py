@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 
 from catdog.cli.app import app, data_app
-from catdog.cli.errors import err_console, refuse_unwritable, user_errors
+from catdog.cli.errors import err_console, printing, refuse_unwritable, user_errors
 from catdog.cli.output import print_json, refuse_lost_output
 
 TOP_SUSPECTS = 20  # printed and shown by `catdog data audit` unless --top says otherwise
@@ -75,8 +75,9 @@ def data_check(
         print_json(report.to_dict())
     else:
         out = Console(highlight=False, soft_wrap=True, emoji=False)
-        for part in summary(report):
-            out.print(part)
+        with printing():
+            for part in summary(report):
+                out.print(part)
     raise typer.Exit(1 if report.problems else 0)
 
 
@@ -128,16 +129,19 @@ def data_audit(
     disagree = "1 disagrees with its label" if n == 1 else f"{n} disagree with their label"  # "1 disagree" once
     # Paths and class names are text, not rich markup: a '[/x]' in one raised MarkupError, and '[red]' vanished.
     accuracy = f"out-of-fold accuracy {result.out_of_fold_accuracy:.4f}"
-    console.print(
-        shown(f"{pets_counted(result)}, {accuracy}{neither_note(result, '; ')}; {disagree}.")
-        + (" Most likely mislabelled:" if n else "")
-    )
-    for rank, s in enumerate(result.suspects[:top], 1):
-        console.print(shown(f"{rank:3d}. {s.path}: labelled {s.label}, looks like {s.suggested} ({s.confidence:.3f})"))
-    for item in result.unreadable:
-        console.print(f"[yellow]unreadable[/] {shown(item['error'])}")
-    if page:
-        console.print(shown(f"Report: {page}"))
+    with printing():
+        console.print(
+            shown(f"{pets_counted(result)}, {accuracy}{neither_note(result, '; ')}; {disagree}.")
+            + (" Most likely mislabelled:" if n else "")
+        )
+        for rank, s in enumerate(result.suspects[:top], 1):
+            console.print(
+                shown(f"{rank:3d}. {s.path}: labelled {s.label}, looks like {s.suggested} ({s.confidence:.3f})")
+            )
+        for item in result.unreadable:
+            console.print(f"[yellow]unreadable[/] {shown(item['error'])}")
+        if page:
+            console.print(shown(f"Report: {page}"))
 
 
 @app.command("cache", short_help="What catdog cached and its size; --clear frees it.")

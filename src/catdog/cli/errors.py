@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import typer
 from rich.console import Console
@@ -135,6 +136,35 @@ def user_errors(func: Callable) -> Callable:
             raise fail(unexpected(err), code, every_rank=True) from None
 
     return wrapper
+
+
+def output_lost(err: OSError) -> typer.Exit:
+    """Say that standard output refused what was printed (a full disk, ``ulimit -f``), and return the Exit to raise.
+
+    Standard output is pointed at the null device first: Python's own flush at exit said it again as "Exception
+    ignored ... [Errno 28] No space left on device", exit status 120."""
+    import os
+    import sys
+
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), sys.stdout.fileno())
+    except (AttributeError, OSError, ValueError):  # no descriptor to point (a caller's own stream)
+        pass
+    return fail(f"Standard output cannot be written ({err.strerror or err}), so what was printed there is incomplete.")
+
+
+@contextmanager
+def printing() -> Iterator[None]:
+    """Around writes to standard output: one that fails is one sentence (:func:`output_lost`), not "[Errno 27] File
+    too large" read as if a file of the input were at fault. Around the writes alone: an OSError of the work (a
+    copy that fails) names its own file."""
+    try:
+        yield
+    except BrokenPipeError:
+        raise  # `| head`: the reader has gone, which is no error (main)
+    except OSError as err:
+        raise output_lost(err) from None
 
 
 def typer_exits() -> tuple[type[BaseException], ...]:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from catdog.cli.errors import fail
+from catdog.cli.errors import fail, printing
 from catdog.fsutil import catdog_command, counted, json_text, shown, utf8_safe
 
 if TYPE_CHECKING:
@@ -47,7 +47,8 @@ def print_json(document: object) -> None:
     """Print ``document`` as a command's --json output: a name that is not UTF-8 as ``\\xe9`` (:func:`json_text`)."""
     if sys.stdout is None:  # `>&-`: Python has no stream at all; writing to it was "unexpected AttributeError", 70
         raise fail("Standard output is closed, so the JSON is lost: print it somewhere (> report.json).")
-    sys.stdout.write(json_text(document) + "\n")
+    with printing():
+        sys.stdout.write(json_text(document) + "\n")
 
 
 def print_predictions(results: Iterable, classes: list[str], *, as_json: bool, as_csv: bool) -> bool:
@@ -56,22 +57,23 @@ def print_predictions(results: Iterable, classes: list[str], *, as_json: bool, a
     A name that is not UTF-8 is written with its bad bytes as ``\\xe9`` in every format (:func:`utf8_safe`)."""
     failed = False
     if as_json:  # the same text as json.dump(list, indent=2), one element at a time
-        sys.stdout.write("[")
+        write = printing()(sys.stdout.write)  # each write, not the results' work, says a failing standard output
+        write("[")
         count = 0
         for count, r in enumerate(results, 1):
             failed |= not r.ok
             element = json_text(r.to_dict()).replace("\n", "\n  ")
-            sys.stdout.write(("," if count > 1 else "") + "\n  " + element)
-        sys.stdout.write("\n]\n" if count else "]\n")
+            write(("," if count > 1 else "") + "\n  " + element)
+        write("\n]\n" if count else "]\n")
         return failed
     if as_csv:
-        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writerow = printing()(csv.writer(sys.stdout, lineterminator="\n").writerow)
         # looks_like after error: a reader that takes the older columns by position keeps working.
-        writer.writerow(["path", "label", "confidence", *classes, "error", "looks_like", "looks_like_means"])
+        writerow(["path", "label", "confidence", *classes, "error", "looks_like", "looks_like_means"])
         for r in results:
             failed |= not r.ok
             probs = r.probabilities or {}
-            writer.writerow(
+            writerow(
                 [
                     utf8_safe(r.source),
                     r.label or "",
@@ -83,14 +85,14 @@ def print_predictions(results: Iterable, classes: list[str], *, as_json: bool, a
                 ]
             )
         return failed
-    out = Console(highlight=False, soft_wrap=True, emoji=False)
+    say = printing()(Console(highlight=False, soft_wrap=True, emoji=False).print)
     for r in results:
         failed |= not r.ok
         if r.ok:
             colour = {"cat": "magenta", "dog": "cyan"}.get(r.label or "", "yellow")
-            out.print(f"{shown(r.source)}: [bold {colour}]{r.label}[/] ({_confidence(r)}){_seen(r)}")
+            say(f"{shown(r.source)}: [bold {colour}]{r.label}[/] ({_confidence(r)}){_seen(r)}")
         else:
-            out.print(f"{shown(r.source)}: [red]error[/] {shown(r.error)}")
+            say(f"{shown(r.source)}: [red]error[/] {shown(r.error)}")
     return failed
 
 
@@ -102,6 +104,7 @@ def _seen(r: Prediction) -> str:
     return " [dim]no cat or dog[/]" if r.label == "neither" else ""
 
 
+@printing()
 def print_evaluation(result: dict) -> None:
     from rich.table import Table
 
