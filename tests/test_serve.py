@@ -483,7 +483,8 @@ def test_options_behind_a_root_path_and_beside_cors(tmp_path: Path) -> None:
 
 def test_a_photo_sent_as_a_form_field_or_json_is_told_how_to_send_it(client: httpx.Client, cat_photo: Path) -> None:
     """`curl -d @photo.jpg` (a url-encoded form: curl drops the photo's line breaks) was told "'upload' looks like JPEG
-    but its header is damaged", and JSON naming a photo's URL "'upload' is not an image: its content is TEXT."."""
+    but its header is damaged", and JSON naming a photo's URL "'upload' is not an image: its content is TEXT."; JSON
+    to the batch route was not told that JSON is what it does not read."""
     photo = cat_photo.read_bytes()
     mangled = photo.replace(b"\r", b"").replace(b"\n", b"")  # what curl -d sends
     url_encoded = {"content-type": "application/x-www-form-urlencoded"}  # what curl sends without -H
@@ -500,6 +501,11 @@ def test_a_photo_sent_as_a_form_field_or_json_is_told_how_to_send_it(client: htt
             "The API reads no JSON (it fetches no URL): send the photo as the multipart file field 'file' or as "
             "the raw body."
         )
+    # The batch route said only "Send the photos as multipart/form-data file fields named 'files'." to JSON.
+    json_batch = client.post("/api/v1/predict/batch", json={})
+    assert json_batch.status_code == 415 and error_of(json_batch) == (
+        "The API reads no JSON (it fetches no URL): send the photos as multipart/form-data file fields named 'files'."
+    )
 
 
 def test_clients_that_hang_up_mid_upload(client: httpx.Client, server: Server, cat_photo: Path) -> None:

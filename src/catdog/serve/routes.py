@@ -94,7 +94,10 @@ def _uploads(form, fields: tuple[str, ...]) -> list[UploadFile]:
 
 NO_PHOTO = "No photo: send it as the multipart file field 'file' or as a raw image/* body."
 NO_PHOTOS = "No photos: send them as multipart file fields named 'files'."
-NOT_MULTIPART = "Send the photos as multipart/form-data file fields named 'files'."
+# How to send photos, said to a body of the wrong kind (after "The API reads no JSON ...: " to a JSON one).
+SEND_A_PHOTO = "send the photo as the multipart file field 'file' or as the raw body."
+SEND_PHOTOS = "send the photos as multipart/form-data file fields named 'files'."
+NOT_MULTIPART = SEND_PHOTOS.capitalize()
 
 
 def _no_photo(form, fields: tuple[str, ...], sentence: str) -> ApiError:
@@ -113,11 +116,6 @@ def _no_photo(form, fields: tuple[str, ...], sentence: str) -> ApiError:
     return ApiError(422, f"{sentence.removesuffix('.')}; {held}.")
 
 
-# A JSON body is never a photo, whatever it holds: said before decoding, where it was "'upload' is not an image: its
-# content is TEXT.", which did not say what to send.
-JSON_BODY = (
-    "The API reads no JSON (it fetches no URL): send the photo as the multipart file field 'file' or as the raw body."
-)
 # A url-encoded body is read as the photo: curl --data-binary @photo.jpg sends one so, intact, without -H. curl -d's has
 # lost the photo's line breaks, which only its decoding shows ("header is damaged"): that refusal says how to send it.
 FORM_BODY_HINT = (
@@ -131,6 +129,14 @@ def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").partition(";")[0].strip().lower()
 
 
+def _refuse_json(request: Request, send: str) -> None:
+    """A JSON body is never a photo, whatever it holds: said before decoding, where it was "'upload' is not an image:
+    its content is TEXT.", which did not say what to send, and the batch's "Send the photos as ...", which did not
+    say why. ``send``: how to send them instead."""
+    if _media_type(request) == "application/json":
+        raise ApiError(415, f"The API reads no JSON (it fetches no URL): {send}")
+
+
 def _unreadable(request: Request, message: str) -> str:
     """``message`` (a photo that cannot be decoded), with how to send one when it came as a url-encoded body."""
     return message + FORM_BODY_HINT if _media_type(request) == "application/x-www-form-urlencoded" else message
@@ -138,8 +144,7 @@ def _unreadable(request: Request, message: str) -> str:
 
 async def read_one_image(request: Request) -> tuple[str, bytes]:
     """A multipart field ``file``, or the raw body (any content type but JSON; the content decides the format)."""
-    if _media_type(request) == "application/json":
-        raise ApiError(415, JSON_BODY)
+    _refuse_json(request, SEND_A_PHOTO)
     if _media_type(request) == "multipart/form-data":
         async with _form(request, max_files=1, one_photo=True) as form:
             uploads = _uploads(form, ("file",))
@@ -304,6 +309,7 @@ async def predict_batch(request: Request) -> JSONResponse:
     """Classify several photos (multipart fields ``files``); an unusable photo gets an ``error`` entry."""
     state = _state(request)
     state.ready()
+    _refuse_json(request, SEND_PHOTOS)
     if _media_type(request) != "multipart/form-data":
         raise ApiError(415, NOT_MULTIPART)
     async with _form(request, max_files=state.settings.max_files) as form:
