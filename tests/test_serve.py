@@ -508,6 +508,31 @@ def test_a_photo_sent_as_a_form_field_or_json_is_told_how_to_send_it(client: htt
     )
 
 
+def test_a_request_http_cannot_read_is_answered_in_the_apis_shape(server: Server) -> None:
+    """Headers over h11's 16 KiB, or a request line that is not HTTP, got uvicorn's plain-text 400 "Invalid HTTP
+    request received.", unlike every other refusal of the API: now JSON with one sentence, 431 for the headers."""
+
+    def answer_to(request: bytes) -> tuple[str, dict, dict]:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(request)
+            received = b""
+            while chunk := sock.recv(65536):
+                received += chunk
+        head, _, body = received.partition(b"\r\n\r\n")
+        status_line, *header_lines = head.decode().split("\r\n")
+        headers = dict(line.lower().split(": ", 1) for line in header_lines)
+        return status_line, headers, json.loads(body)
+
+    # h11 reads a head that arrives whole, however long; one still incomplete past 16 KiB it refuses.
+    huge = b"GET /api/v1/model HTTP/1.1\r\nHost: x\r\nCookie: " + b"a" * 20_000
+    status, headers, body = answer_to(huge)
+    assert (status, headers["content-type"]) == ("HTTP/1.1 431 Request Header Fields Too Large", "application/json")
+    assert body == {"error": "The request's headers are over 16 KiB; send fewer or shorter."}
+    status, headers, body = answer_to(b"NOT HTTP AT ALL\r\n\r\n")
+    assert (status, headers["content-type"]) == ("HTTP/1.1 400 Bad Request", "application/json")
+    assert body == {"error": "The request is not HTTP/1.1 that this server can read."}
+
+
 def test_clients_that_hang_up_mid_upload(client: httpx.Client, server: Server, cat_photo: Path) -> None:
     body = cat_photo.read_bytes()
     part_head = b'--zz\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n\r\n'

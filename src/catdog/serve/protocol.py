@@ -99,6 +99,29 @@ class HeadTimeoutProtocol(H11Protocol):
         self._arm(None)
         super().connection_lost(exc)
 
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to a request h11 cannot read, in the API's shape (``{"error": ...}``) rather than plain
+        text ("Invalid HTTP request received."): a head over h11's size limit (``h11_max_incomplete_event_size``,
+        16 KiB) is 431 and says so, anything else is 400. ``msg`` is uvicorn's plain-text sentence, not used."""
+        from http import HTTPStatus
+
+        from h11._connection import DEFAULT_MAX_INCOMPLETE_EVENT_SIZE  # as uvicorn's H11Protocol takes it
+
+        from catdog.serve.limits import error_response
+
+        limit = self.config.h11_max_incomplete_event_size or DEFAULT_MAX_INCOMPLETE_EVENT_SIZE
+        if len(self.conn.trailing_data[0]) > limit:  # h11 stopped reading: the head grew past its limit
+            answer = error_response(431, f"The request's headers are over {limit // 1024} KiB; send fewer or shorter.")
+        else:
+            answer = error_response(400, "The request is not HTTP/1.1 that this server can read.")
+        status = HTTPStatus(answer.status_code)
+        head = h11.Response(
+            status_code=status, headers=[*answer.raw_headers, (b"connection", b"close")], reason=status.phrase
+        )
+        for event in (head, h11.Data(data=answer.body), h11.EndOfMessage()):
+            self.transport.write(self.conn.send(event))
+        self.transport.close()
+
     def _watch(self) -> None:
         """Arm the deadline for what the connection awaits now, once; disarm it while a handler is at work."""
         their, ours = self.conn.their_state, self.conn.our_state
