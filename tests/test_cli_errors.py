@@ -8,6 +8,7 @@ reported as the bug it is, not dressed up as the user's mistake.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -89,9 +90,13 @@ def test_typer_s_own_exits_pass_through() -> None:
 
 @pytest.mark.parametrize("output", [[], ["--json"], ["--csv"]])
 def test_a_reader_that_goes_away_is_no_error(output: list[str], samples_dir) -> None:
-    """``catdog predict ... | head``: the pipe closes under the output, and catdog stops without a word."""
+    """``catdog predict ... | head``: the pipe closes under the output, and catdog stops without a word.
+
+    As a shell runs it, its output buffered (no PYTHONUNBUFFERED): --json and --csv, whose last answers were still
+    buffered at the end, ended with "Exception ignored ... BrokenPipeError: [Errno 32] Broken pipe", status 120."""
     command = [sys.executable, "-m", "catdog", "predict", *output, str(samples_dir)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    buffered = {name: value for name, value in os.environ.items() if name != "PYTHONUNBUFFERED"}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=buffered)
     process.stdout.close()  # the reader is gone before the first answer is written
     stderr = process.stderr.read().decode()
     assert process.wait(timeout=300) == 1  # as click exits on a broken pipe

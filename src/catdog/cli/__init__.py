@@ -29,6 +29,7 @@ from catdog.cli.errors import (
     first_on_its_machine,
     out_of_memory,
     output_lost,
+    stdout_to_null,
     unexpected,
     user_errors,
 )
@@ -61,8 +62,8 @@ def main(args: list[str] | None = None, prog_name: str | None = None) -> None:
                 raise
             except OSError as err:
                 code = output_lost(err).exit_code
-    except BrokenPipeError:  # `catdog predict ... | head`
-        sys.stderr.close()
+    except BrokenPipeError:  # `catdog predict ... | head`: the reader has gone; quiet, as Unix tools are
+        stdout_to_null()
         raise SystemExit(1) from None
     except click_kinds("NoArgsIsHelpError") as err:  # `catdog`, `catdog data`: the help, as click shows it
         err.show()

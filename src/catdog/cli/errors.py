@@ -139,10 +139,15 @@ def user_errors(func: Callable) -> Callable:
 
 
 def output_lost(err: OSError) -> typer.Exit:
-    """Say that standard output refused what was printed (a full disk, ``ulimit -f``), and return the Exit to raise.
+    """Say that standard output refused what was printed (a full disk, ``ulimit -f``), and return the Exit to raise."""
+    stdout_to_null()
+    return fail(f"Standard output cannot be written ({err.strerror or err}), so what was printed there is incomplete.")
 
-    Standard output is pointed at the null device first: Python's own flush at exit said it again as "Exception
-    ignored ... [Errno 28] No space left on device", exit status 120."""
+
+def stdout_to_null() -> None:
+    """Point standard output at the null device, once it has failed: what it still buffers would fail again at
+    Python's flush at exit, as "Exception ignored ... BrokenPipeError" (or "[Errno 28] ...") and exit status 120.
+    Python's documented way for a reader that has gone (the note on SIGPIPE in the signal module)."""
     import os
     import sys
 
@@ -151,7 +156,6 @@ def output_lost(err: OSError) -> typer.Exit:
             os.dup2(null.fileno(), sys.stdout.fileno())
     except (AttributeError, OSError, ValueError):  # no descriptor to point (a caller's own stream)
         pass
-    return fail(f"Standard output cannot be written ({err.strerror or err}), so what was printed there is incomplete.")
 
 
 @contextmanager
