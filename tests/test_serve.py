@@ -528,9 +528,12 @@ def test_a_request_http_cannot_read_is_answered_in_the_apis_shape(server: Server
     status, headers, body = answer_to(huge)
     assert (status, headers["content-type"]) == ("HTTP/1.1 431 Request Header Fields Too Large", "application/json")
     assert body == {"error": "The request's headers are over 16 KiB; send fewer or shorter."}
+    not_http = ("HTTP/1.1 400 Bad Request", {"error": "The request is not HTTP/1.1 that this server can read."})
     status, headers, body = answer_to(b"NOT HTTP AT ALL\r\n\r\n")
-    assert (status, headers["content-type"]) == ("HTTP/1.1 400 Bad Request", "application/json")
-    assert body == {"error": "The request is not HTTP/1.1 that this server can read."}
+    assert (status, body) == not_http and headers["content-type"] == "application/json"
+    # A damaged chunk size, with 20 KB sent after it, was told its (short) headers were over 16 KiB: 431.
+    chunked = b"POST /api/v1/predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"
+    assert answer_to(chunked + b"b" * 20_000)[::2] == not_http
 
 
 def test_clients_that_hang_up_mid_upload(client: httpx.Client, server: Server, cat_photo: Path) -> None:

@@ -102,7 +102,13 @@ class HeadTimeoutProtocol(H11Protocol):
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to a request h11 cannot read, in the API's shape (``{"error": ...}``) rather than plain
         text ("Invalid HTTP request received."): a head over h11's size limit (``h11_max_incomplete_event_size``,
-        16 KiB) is 431 and says so, anything else is 400. ``msg`` is uvicorn's plain-text sentence, not used."""
+        16 KiB) is 431 and says so, anything else is 400. ``msg`` is uvicorn's plain-text sentence, not used.
+
+        uvicorn calls this in its ``except h11.RemoteProtocolError``, so that error is the one being handled; its
+        ``error_status_hint`` is h11's own word that the head outgrew the limit. The size of h11's buffer is not:
+        a damaged chunk size or a pipelined request, read with the bytes sent after it, left more than 16 KiB there
+        and were told their headers were too long."""
+        import sys
         from http import HTTPStatus
 
         from h11._connection import DEFAULT_MAX_INCOMPLETE_EVENT_SIZE  # as uvicorn's H11Protocol takes it
@@ -110,7 +116,7 @@ class HeadTimeoutProtocol(H11Protocol):
         from catdog.serve.limits import error_response
 
         limit = self.config.h11_max_incomplete_event_size or DEFAULT_MAX_INCOMPLETE_EVENT_SIZE
-        if len(self.conn.trailing_data[0]) > limit:  # h11 stopped reading: the head grew past its limit
+        if getattr(sys.exc_info()[1], "error_status_hint", 400) == 431:  # h11's "Receive buffer too long"
             answer = error_response(431, f"The request's headers are over {limit // 1024} KiB; send fewer or shorter.")
         else:
             answer = error_response(400, "The request is not HTTP/1.1 that this server can read.")
