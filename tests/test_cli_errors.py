@@ -377,3 +377,16 @@ def test_every_printing_command_refuses_a_closed_or_full_standard_output(cat_pho
             done,
         )
         assert done.stderr.count("\n") == 1, (name, done)
+
+
+def test_every_command_s_text_into_a_full_standard_output_is_one_sentence(tmp_path: Path) -> None:
+    """``catdog --help`` and ``--version`` (click's own printing) ended with a traceback into ``/dev/full``, and
+    ``catdog cache`` (as ``explain``, ``export`` and ``soup``), whose text rich writes at once, with "error: [Errno 28]
+    No space left on device"."""
+    lost = "Standard output cannot be written (No space left on device), so what was printed there is incomplete."
+    for args in (["--help"], ["--version"], ["cache", "--cache-dir", str(tmp_path)]):
+        with open("/dev/full", "w") as no_space:
+            done = subprocess.run(
+                [sys.executable, "-m", "catdog", *args], stdout=no_space, stderr=subprocess.PIPE, text=True, timeout=300
+            )
+        assert (done.returncode, done.stderr) == (2, f"error: {lost}\n"), (args, done)

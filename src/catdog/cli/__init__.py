@@ -56,15 +56,12 @@ def main(args: list[str] | None = None, prog_name: str | None = None) -> None:
     try:
         code = app(args=args, prog_name=prog_name, standalone_mode=False)
         if sys.stdout is not None:  # what a command printed last may be in the buffer still: written now or said
-            try:
-                sys.stdout.flush()
-            except BrokenPipeError:
-                raise
-            except OSError as err:
-                code = output_lost(err).exit_code
+            sys.stdout.flush()
     except BrokenPipeError:  # `catdog predict ... | head`: the reader has gone; quiet, as Unix tools are
         stdout_to_null()
         raise SystemExit(1) from None
+    except OSError as err:  # the last flush, or click's own --help and --version: a command's are user_errors'
+        raise SystemExit(output_lost(err).exit_code) from None
     except click_kinds("NoArgsIsHelpError") as err:  # `catdog`, `catdog data`: the help, as click shows it
         err.show()
         raise SystemExit(err.exit_code) from None

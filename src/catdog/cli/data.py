@@ -186,19 +186,19 @@ def cache(
         document = {"cache_dir": str(root), "cleared": clear, "size_bytes": total, "parts": parts_dicts}
         print_json(document | ({"other_files_kept": kept} if clear else {}))
         return
-    out = Console(highlight=False, soft_wrap=True, emoji=False)
+    say = printing()(Console(highlight=False, soft_wrap=True, emoji=False).print)
     if clear:
         were, stay = ("was", "stays") if kept == 1 else ("were", "stay")
         others = f"; {counted(kept, 'other file')} in its folders {were} not catdog's and {stay}" if kept else ""
         freed = f"{_size(total)} freed ({counted(len(parts), 'item')})"
-        out.print(f"Cleared catdog's cache in {shown(str(root))}: {freed}{others}.")
+        say(f"Cleared catdog's cache in {shown(str(root))}: {freed}{others}.")
         return
     items = counted(len(parts), "item")  # "1 items" once, beside the "1 other file" it says right
     # With the --cache-dir it was given: without it, the command pasted cleared the default cache instead.
     clear_it = catdog_command("cache", "--clear", *(("--cache-dir", cache_dir) if cache_dir else ()))
-    out.print(f"catdog's cache: {shown(str(root))}, {_size(total)} in {items} ({shown(clear_it)} frees it all)")
+    say(f"catdog's cache: {shown(str(root))}, {_size(total)} in {items} ({shown(clear_it)} frees it all)")
     for part in sorted(parts, key=lambda p: -p.size_bytes):
-        out.print(f"  {_size(part.size_bytes):>9}  {shown(part.path)}  [dim]{part.holds}[/]")
+        say(f"  {_size(part.size_bytes):>9}  {shown(part.path)}  [dim]{part.holds}[/]")
 
 
 def _size(size_bytes: int) -> str:

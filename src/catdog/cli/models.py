@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from catdog.cli.app import NeitherThreshold, PhotosRequired, app, probability
-from catdog.cli.errors import fail, refuse_unwritable, user_errors
+from catdog.cli.errors import fail, printing, refuse_unwritable, user_errors
 from catdog.cli.output import percents, print_evaluation, print_json, refuse_lost_output
 from catdog.fsutil import catdog_command
 from catdog.models.files import builtin_name, is_onnx_model, names_a_model
@@ -148,9 +148,10 @@ def explain(
     picture = overlay(explanation)
     atomic_write(target, lambda tmp: picture.save(tmp, picture_format))
     probs = percents(explanation.probabilities)  # as the page and the app list them, adding up to 100 %
-    Console(highlight=False, soft_wrap=True, emoji=False).print(
-        shown(f"{image}: {explanation.label} ({probs}); heat map for '{explanation.explained}' written to {target}")
-    )
+    with printing():
+        Console(highlight=False, soft_wrap=True, emoji=False).print(
+            shown(f"{image}: {explanation.label} ({probs}); heat map for '{explanation.explained}' written to {target}")
+        )
 
 
 OVERLAY_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}  # by the --out suffix
@@ -213,7 +214,8 @@ def export(
 
         size = f"model {config['model_bytes'] / 1e6:.1f} MB{checked}"
         where = "serve the folder over HTTPS from any static host (its _headers file lists the headers to send)"
-        print(printable(f"Wrote the phone app to {target}/ ({size}): {where}."))
+        with printing():
+            print(printable(f"Wrote the phone app to {target}/ ({size}): {where}."))
         return
     from catdog.export import export as run_export
 
@@ -233,9 +235,10 @@ def export(
         return
     from catdog.fsutil import shown
 
-    Console(highlight=False, soft_wrap=True, emoji=False).print(
-        shown(f"Wrote {report.path}: {_checks(report.to_dict())}.")
-    )
+    with printing():
+        Console(highlight=False, soft_wrap=True, emoji=False).print(
+            shown(f"Wrote {report.path}: {_checks(report.to_dict())}.")
+        )
 
 
 def _checks(report: dict) -> str:

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from catdog.cli.app import app
-from catdog.cli.errors import LOST_PEER, fail, lost_peer, user_errors
+from catdog.cli.errors import LOST_PEER, fail, lost_peer, printing, user_errors
 
 
 @app.command(short_help="Train a model on a dataset folder (CPU, GPU or torchrun).")
@@ -243,4 +243,5 @@ def soup(
     if as_json:
         print_json({"out": config.out, **metrics})
     else:
-        print(summary(config, metrics))
+        with printing():
+            print(summary(config, metrics))
