@@ -363,14 +363,16 @@ def test_every_printing_command_refuses_a_closed_or_full_standard_output(cat_pho
     catdog = [sys.executable, "-m", "catdog"]
     closed = {"data check": ["data", "check", str(tmp_path)], "evaluate": ["evaluate", str(tmp_path)]}
     for name, args in closed.items():
-        done = subprocess.run(["bash", "-c", '"$@" >&-', "bash", *catdog, *args], capture_output=True, text=True)
+        done = subprocess.run(
+            ["bash", "-c", '"$@" >&-', "bash", *catdog, *args], capture_output=True, text=True, timeout=300
+        )
         assert done.returncode == 2, (name, done)
         assert done.stderr.startswith("error: Standard output is closed, so the "), (name, done)
     full = {**closed, "predict": ["predict", str(cat_photo)]}
     full |= {f"predict {option}": ["predict", option, str(cat_photo)] for option in ("--json", "--csv")}
     for name, args in full.items():
         with open("/dev/full", "w") as no_space:
-            done = subprocess.run([*catdog, *args], stdout=no_space, stderr=subprocess.PIPE, text=True)
+            done = subprocess.run([*catdog, *args], stdout=no_space, stderr=subprocess.PIPE, text=True, timeout=300)
         assert done.returncode == 2, (name, done)
         assert done.stderr.startswith("error: Standard output cannot be written (No space left on device), so"), (
             name,

@@ -126,9 +126,8 @@ def _predict_stdin(predictor: Predictor) -> Prediction:
     from catdog.images import ImageTooLargeError, read_within_limit
     from catdog.inference.predictor import STDIN, Prediction
 
-    if (
-        sys.stdin is None
-    ):  # `catdog predict - a.jpg <&-`: Python finds no file descriptor 0; a.jpg still gets its answer
+    # `catdog predict - a.jpg <&-`: Python finds no file descriptor 0; a.jpg still gets its answer.
+    if sys.stdin is None:
         return Prediction(source=STDIN, error="'-' cannot be read from standard input: it is closed.")
     try:
         data = read_within_limit(sys.stdin.buffer, STDIN)

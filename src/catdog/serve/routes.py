@@ -97,7 +97,7 @@ NO_PHOTOS = "No photos: send them as multipart file fields named 'files'."
 # How to send photos, said to a body of the wrong kind (after "The API reads no JSON ...: " to a JSON one).
 SEND_A_PHOTO = "send the photo as the multipart file field 'file' or as the raw body."
 SEND_PHOTOS = "send the photos as multipart/form-data file fields named 'files'."
-NOT_MULTIPART = SEND_PHOTOS.capitalize()
+NOT_MULTIPART = SEND_PHOTOS[0].upper() + SEND_PHOTOS[1:]  # not .capitalize(): it lowercases the rest ("JSON")
 
 
 def _no_photo(form, fields: tuple[str, ...], sentence: str) -> ApiError:
