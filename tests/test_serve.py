@@ -523,7 +523,7 @@ def test_a_request_http_cannot_read_is_answered_in_the_apis_shape(server: Server
         headers = dict(line.lower().split(": ", 1) for line in header_lines)
         return status_line, headers, json.loads(body)
 
-    # h11 reads a head that arrives whole, however long; one still incomplete past 16 KiB it refuses.
+    # h11 refuses a head still incomplete past 16 KiB (one read whole, up to what one read takes, goes through).
     huge = b"GET /api/v1/model HTTP/1.1\r\nHost: x\r\nCookie: " + b"a" * 20_000
     status, headers, body = answer_to(huge)
     assert (status, headers["content-type"]) == ("HTTP/1.1 431 Request Header Fields Too Large", "application/json")
