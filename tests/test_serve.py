@@ -534,6 +534,17 @@ def test_a_request_http_cannot_read_is_answered_in_the_apis_shape(server: Server
     # A damaged chunk size, with 20 KB sent after it, was told its (short) headers were over 16 KiB: 431.
     chunked = b"POST /api/v1/predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"
     assert answer_to(chunked + b"b" * 20_000)[::2] == not_http
+    # A damaged chunk after the request was answered (405) cannot be answered again: the connection is closed,
+    # where sending a second answer put "Fatal error: protocol.data_received() call failed" and a traceback in the log.
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"POST /api/v1/model HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        answered = b""
+        while not answered.endswith(b"}"):  # the 405's JSON, whole
+            answered += sock.recv(65536)
+        assert answered.startswith(b"HTTP/1.1 405 ")
+        sock.sendall(b"zz\r\n")
+        assert sock.recv(65536) == b""  # closed
+    assert "Traceback" not in server.log(), server.log()
 
 
 def test_clients_that_hang_up_mid_upload(client: httpx.Client, server: Server, cat_photo: Path) -> None:

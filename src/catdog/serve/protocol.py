@@ -115,6 +115,11 @@ class HeadTimeoutProtocol(H11Protocol):
 
         from catdog.serve.limits import error_response
 
+        if self.conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            # Answered already (a 405 while the body still came, then a damaged chunk): no second answer can be sent,
+            # and trying was "Fatal error: protocol.data_received() call failed" with h11's traceback in the log.
+            self.transport.close()
+            return
         limit = self.config.h11_max_incomplete_event_size or DEFAULT_MAX_INCOMPLETE_EVENT_SIZE
         if getattr(sys.exc_info()[1], "error_status_hint", 400) == 431:  # h11's "Receive buffer too long"
             answer = error_response(431, f"The request's headers are over {limit // 1024} KiB; send fewer or shorter.")
