@@ -112,8 +112,7 @@ class HeadTimeoutProtocol(H11Protocol):
         from http import HTTPStatus
 
         from h11._connection import DEFAULT_MAX_INCOMPLETE_EVENT_SIZE  # as uvicorn's H11Protocol takes it
-
-        from catdog.serve.limits import error_response
+        from starlette.responses import JSONResponse  # limits.error_response's, which this lower layer cannot import
 
         if self.conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             # Answered already (a 405 while the body still came, then a damaged chunk): no second answer can be sent,
@@ -121,11 +120,14 @@ class HeadTimeoutProtocol(H11Protocol):
             self.transport.close()
             return
         limit = self.config.h11_max_incomplete_event_size or DEFAULT_MAX_INCOMPLETE_EVENT_SIZE
-        if getattr(sys.exc_info()[1], "error_status_hint", 400) == 431:  # h11's "Receive buffer too long"
-            answer = error_response(431, f"The request's headers are over {limit // 1024} KiB; send fewer or shorter.")
-        else:
-            answer = error_response(400, "The request is not HTTP/1.1 that this server can read.")
-        status = HTTPStatus(answer.status_code)
+        too_long = getattr(sys.exc_info()[1], "error_status_hint", 400) == 431  # h11's "Receive buffer too long"
+        status = HTTPStatus(431 if too_long else 400)
+        sentence = (
+            f"The request's headers are over {limit // 1024} KiB; send fewer or shorter."
+            if too_long
+            else "The request is not HTTP/1.1 that this server can read."
+        )
+        answer = JSONResponse({"error": sentence}, status_code=status)
         head = h11.Response(
             status_code=status, headers=[*answer.raw_headers, (b"connection", b"close")], reason=status.phrase
         )
