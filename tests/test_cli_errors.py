@@ -392,3 +392,7 @@ def test_every_command_s_text_into_a_full_standard_output_is_one_sentence(tmp_pa
                 [sys.executable, "-m", "catdog", *args], stdout=no_space, stderr=subprocess.PIPE, text=True, timeout=300
             )
         assert (done.returncode, done.stderr) == (2, f"error: {lost}\n"), (args, done)
+    # With --debug a command's own OSError (a name over 255 bytes) is its traceback, not standard output's.
+    debug = [sys.executable, "-m", "catdog", "--debug", "cache", "--cache-dir", "x" * 300]
+    done = subprocess.run(debug, capture_output=True, text=True, timeout=300)
+    assert "Traceback" in done.stderr and "Standard output" not in done.stderr, done

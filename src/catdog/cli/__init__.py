@@ -61,6 +61,8 @@ def main(args: list[str] | None = None, prog_name: str | None = None) -> None:
         stdout_to_null()
         raise SystemExit(1) from None
     except OSError as err:  # the last flush, or click's own --help and --version: a command's are user_errors'
+        if DEBUG["on"]:  # where user_errors lets a command's own through, as the traceback asked for
+            raise
         raise SystemExit(output_lost(err).exit_code) from None
     except click_kinds("NoArgsIsHelpError") as err:  # `catdog`, `catdog data`: the help, as click shows it
         err.show()
