@@ -443,6 +443,24 @@ def test_sort_into_names_the_folders_after_a_models_own_answers(tmp_path, data_r
     assert "a model of other classes, its own" in shown
 
 
+def test_sort_into_refuses_an_answer_that_is_not_a_folder_name(tmp_path, cat_photo, monkeypatch):
+    """A hand-made config.json's class '../escaped' copied the photos beside the --sort-into folder, into
+    tmp_path/escaped; such a model is now refused before any copy, in one sentence naming the answer."""
+    from catdog.models import build_model, save_model_dir
+    from catdog.preprocess import Preprocess
+
+    monkeypatch.setenv("CATDOG_BACKEND", "torch")  # the folders are tested, not an ONNX export of random weights
+    pre = Preprocess(image_size=64, crop_pct=1.0, interpolation="bilinear")
+    config = {"architecture": "catnet", "classes": ["../escaped", "sub/dir"], "preprocess": pre.to_dict(), "gate": None}
+    save_model_dir(build_model("catnet", 2, pretrained=False).eval(), config, tmp_path / "model")
+    out = tmp_path / "sorted"
+    done = run_catdog_in_process("predict", "--model", str(tmp_path / "model"), str(cat_photo), "--sort-into", str(out))
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: --sort-into copies each photo into a folder named by its answer, and this ")
+    assert "answer '../escaped' is not a folder name" in done.stderr
+    assert not (tmp_path / "escaped").exists() and not out.exists()
+
+
 def test_a_45_megapixel_camera_photo_is_answered(tmp_path, cat_photo):
     """A 45-MP camera's photos (Nikon Z7, Canon R5) were each refused, "over the 40 MP limit"; catdog reads
     up to 200 MP (a phone's 200-MP mode) and refuses more from the header."""

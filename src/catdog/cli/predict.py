@@ -82,6 +82,8 @@ def predict(
     predictor = Predictor.load(
         model, threshold=threshold, neither_threshold=neither_threshold, tta=tta, throughput=True
     )
+    if sort_into is not None:
+        _check_answer_folders(predictor.answers)
     from catdog.inference.sharding import predict_sharded
 
     # Under torchrun, files are sharded over the ranks and rank 0 prints them all in input order.
@@ -178,6 +180,17 @@ def _check_sort_folder(folder: str, paths: list[str]) -> None:
         if within.is_dir() and (target == within.resolve() or within.resolve() in target.parents):
             raise fail(f"--sort-into '{folder}' is inside '{path}', which is being classified; "
                        "choose a folder outside it.")  # fmt: skip
+
+
+def _check_answer_folders(answers: list[str]) -> None:
+    """Refuse, before any copy, a model whose answer cannot name one folder inside --sort-into's: a hand-made
+    config.json's class '../x' copied the photos beside that folder, and 'a/b' into a folder under another."""
+    for answer in answers:
+        if "/" in answer or answer in (".", ".."):
+            raise fail(
+                f"--sort-into copies each photo into a folder named by its answer, and this model's answer "
+                f"'{answer}' is not a folder name (it is '.' or '..', or holds a '/'); rename that class."
+            )
 
 
 def _copied_into(results: Iterable, folder: Path, sorted_photos: SortedPhotos) -> Iterator:
