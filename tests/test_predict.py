@@ -461,6 +461,19 @@ def test_sort_into_refuses_an_answer_that_is_not_a_folder_name(tmp_path, cat_pho
     assert not (tmp_path / "escaped").exists() and not out.exists()
 
 
+def test_sort_into_a_place_that_cannot_be_written_is_refused_before_any_work(tmp_path, cat_photo):
+    """A --sort-into folder under a file, or in /proc, failed at the first copy, after the model and a batch:
+    "No such file or directory: '/proc/sorted'." for a folder that was never meant to exist. Both are refused first,
+    saying why (tests run as root, whom a read-only folder does not stop; /proc takes no new files from anyone)."""
+    for folder, why in (
+        (cat_photo / "sorted", f"'{cat_photo}' is a file, not a folder."),
+        (Path("/proc/sorted"), "'/proc' takes no new files (No such file or directory)."),
+    ):
+        done = run_catdog_in_process("predict", str(cat_photo), "--sort-into", str(folder))
+        assert (done.returncode, done.stdout) == (2, ""), done.stderr
+        assert done.stderr == f"error: --sort-into '{folder}' cannot be written: {why}\n"
+
+
 def test_a_45_megapixel_camera_photo_is_answered(tmp_path, cat_photo):
     """A 45-MP camera's photos (Nikon Z7, Canon R5) were each refused, "over the 40 MP limit"; catdog reads
     up to 200 MP (a phone's 200-MP mode) and refuses more from the header."""

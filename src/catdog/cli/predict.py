@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from catdog.cli.app import NeitherThreshold, app, probability
-from catdog.cli.errors import err_console, fail, user_errors
+from catdog.cli.errors import err_console, fail, refuse_unwritable, user_errors
 from catdog.cli.output import print_predictions, refuse_lost_output
 from catdog.fsutil import counted, shown
 from catdog.models.files import refuse_a_missing_model
@@ -164,10 +164,11 @@ def _sorted_summary(folder: str, sorted_photos: SortedPhotos) -> str:
 
 
 def _check_sort_folder(folder: str, paths: list[str]) -> None:
-    """Refuse a --sort-into folder that is a file, or inside a folder being classified (a rerun would classify
-    the copies too)."""
+    """Refuse a --sort-into folder that is a file, cannot be written, or is inside a folder being classified (a
+    rerun would classify the copies too)."""
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise fail(f"--sort-into '{folder}' is a file; give a folder to copy the photos into.")
+    refuse_unwritable(folder, "folder", "--sort-into")  # found at the first copy, after the model and a batch
     import glob
     from itertools import takewhile
 
