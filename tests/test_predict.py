@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -472,6 +473,44 @@ def test_sort_into_a_place_that_cannot_be_written_is_refused_before_any_work(tmp
         done = run_catdog_in_process("predict", str(cat_photo), "--sort-into", str(folder))
         assert (done.returncode, done.stdout) == (2, ""), done.stderr
         assert done.stderr == f"error: --sort-into '{folder}' cannot be written: {why}\n"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_sort_stopped_midway_says_what_it_copied(tmp_path, dev_dir, signum):
+    """Ctrl-C in a long --sort-into batch said a bare "Interrupted.", and SIGTERM (a scheduler's stop) ended it
+    without a word and without its cleanup, which could leave a half-made hidden copy. Both now say how many photos
+    were copied and how to go on, with no hidden file left in the folder."""
+    import os
+
+    photos = sorted(dev_dir.iterdir())[:300]
+    out = tmp_path / "sorted"
+    command = [
+        sys.executable,
+        "-m",
+        "catdog",
+        "predict",
+        "--batch-size",
+        "1",
+        *map(str, photos),
+        "--sort-into",
+        str(out),
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # each answer line as it is printed
+    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    for _ in range(3):
+        assert run.stdout.readline()
+    run.send_signal(signum)
+    said = run.communicate(timeout=300)[1]
+    copied = [p for p in out.rglob("*") if p.is_file()]
+    how = "Interrupted" if signum == signal.SIGINT else "Stopped by SIGTERM"
+    assert run.returncode == 128 + signum, said
+    assert 3 <= len(copied) < len(photos)
+    assert re.fullmatch(
+        rf"error: {how}\. Sorted {len(copied)} photos into '{re.escape(str(out))}' \([a-z0-9, ]+\)\. "
+        r"Run the same command again to sort the rest: no photo is copied twice\.\n",
+        said,
+    ), said
+    assert not [p for p in copied if p.name.startswith(".")]
 
 
 def test_a_45_megapixel_camera_photo_is_answered(tmp_path, cat_photo):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import math
 import os
+import signal
 import socket
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -17,6 +18,7 @@ import typer
 from catdog.cli.app import NeitherThreshold, app, probability
 from catdog.cli.errors import err_console, fail, refuse_unwritable, user_errors
 from catdog.cli.output import print_predictions, refuse_lost_output
+from catdog.cli.train import stopping_on_signals
 from catdog.fsutil import counted, shown
 from catdog.models.files import refuse_a_missing_model
 
@@ -97,7 +99,12 @@ def predict(
     sorted_photos = SortedPhotos()
     if sort_into is not None:
         results = _copied_into(results, Path(sort_into), sorted_photos)
-    failed = print_predictions(results, predictor.answers, as_json=as_json, as_csv=as_csv)
+    stops: list[int] = []  # SIGINT or SIGTERM, once one has come
+    try:
+        with stopping_on_signals(stops):
+            failed = print_predictions(results, predictor.answers, as_json=as_json, as_csv=as_csv)
+    except KeyboardInterrupt:
+        raise _stopped(stops, sort_into, sorted_photos) from None
     if sort_into is not None:
         err_console.print(_sorted_summary(shown(sort_into), sorted_photos), soft_wrap=True)
     raise typer.Exit(1 if failed else 0)
@@ -161,6 +168,18 @@ def _sorted_summary(folder: str, sorted_photos: SortedPhotos) -> str:
         return f"Nothing new was copied into '{folder}': {which}{each} {were} there already."
     already = f": {total - there} copied, {there} {were} there already" if there else ""
     return f"Sorted {counted(total, 'photo')} into '{folder}'{each}{already}."
+
+
+def _stopped(stops: list[int], sort_into: str | None, sorted_photos: SortedPhotos) -> typer.Exit:
+    """The sentence for a batch stopped by Ctrl-C or SIGTERM: what --sort-into had copied, and how to go on. A bare
+    "Interrupted." left the user counting the copies; SIGTERM ended the run without a word, and could leave a
+    half-made copy (a hidden '.catdog-*.copy') that its cleanup never removed."""
+    sigterm = bool(stops) and stops[0] == signal.SIGTERM
+    how, code = ("Stopped by SIGTERM", 128 + signal.SIGTERM) if sigterm else ("Interrupted", 130)
+    if sort_into is None:
+        return fail(f"{how}.", code)
+    done = _sorted_summary(sort_into, sorted_photos)
+    return fail(f"{how}. {done} Run the same command again to sort the rest: no photo is copied twice.", code)
 
 
 def _check_sort_folder(folder: str, paths: list[str]) -> None:
