@@ -513,6 +513,26 @@ def test_a_sort_stopped_midway_says_what_it_copied(tmp_path, dev_dir, signum):
     assert not [p for p in copied if p.name.startswith(".")]
 
 
+def test_files_a_folder_holds_without_an_image_extension_are_named_not_skipped_silently(tmp_path, cat_photo):
+    """A folder of a photo, a photo saved with no extension and text files got one answer and not a word about the
+    rest; a note on standard error now names the files left out (the first three, then a count)."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "cat.jpg").write_bytes(cat_photo.read_bytes())
+    (photos / "IMG_0001").write_bytes(cat_photo.read_bytes())
+    for name in ("a.txt", "b.xmp", "c.aae", "d.txt"):
+        (photos / name).write_text("notes")
+    done = run_catdog_in_process("predict", str(photos))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"{photos}/cat.jpg: cat (") and len(done.stdout.splitlines()) == 1
+    assert done.stderr == (
+        f"note: 5 files without an image extension left out: '{photos}/IMG_0001', '{photos}/a.txt', "
+        f"'{photos}/b.xmp', 2 more; name a file to classify it whatever its extension.\n"
+    )
+    named = run_catdog_in_process("predict", str(photos / "IMG_0001"))
+    assert named.stdout.startswith(f"{photos}/IMG_0001: cat (") and named.stderr == ""
+
+
 def test_a_45_megapixel_camera_photo_is_answered(tmp_path, cat_photo):
     """A 45-MP camera's photos (Nikon Z7, Canon R5) were each refused, "over the 40 MP limit"; catdog reads
     up to 200 MP (a phone's 200-MP mode) and refuses more from the header."""

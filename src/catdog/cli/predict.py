@@ -19,7 +19,7 @@ from catdog.cli.app import NeitherThreshold, app, probability
 from catdog.cli.errors import err_console, fail, refuse_unwritable, user_errors
 from catdog.cli.output import print_predictions, refuse_lost_output
 from catdog.cli.train import stopping_on_signals
-from catdog.fsutil import counted, shown
+from catdog.fsutil import counted, first_few, shown, unambiguous
 from catdog.models.files import refuse_a_missing_model
 
 if TYPE_CHECKING:
@@ -80,7 +80,10 @@ def predict(
     refuse_lost_output("the answers", "answers.txt", also_in_files=sort_into is not None and not (as_json or as_csv))
     if sort_into is not None:
         _check_sort_folder(sort_into, paths)
-    entries = expand_inputs(paths)
+    left_out: list[str] = []
+    entries = expand_inputs(paths, left_out)
+    if left_out:
+        _note_left_out(left_out)
     predictor = Predictor.load(
         model, threshold=threshold, neither_threshold=neither_threshold, tta=tta, throughput=True
     )
@@ -108,6 +111,19 @@ def predict(
     if sort_into is not None:
         err_console.print(_sorted_summary(shown(sort_into), sorted_photos), soft_wrap=True)
     raise typer.Exit(1 if failed else 0)
+
+
+def _note_left_out(left_out: list[str]) -> None:
+    """Say which files of the folders given were not read: a folder of 135 files got 131 answers without a word
+    about a photo saved with no extension."""
+    names = ", ".join(first_few([f"'{unambiguous(name)}'" for name in left_out], 3))
+    err_console.print(
+        shown(
+            f"note: {counted(len(left_out), 'file')} without an image extension left out: {names}; "
+            "name a file to classify it whatever its extension."
+        ),
+        soft_wrap=True,
+    )
 
 
 def _check_stdin(paths: list[str], sort_into: str | None) -> None:

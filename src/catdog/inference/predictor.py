@@ -336,12 +336,13 @@ def _gate_threshold(gate: dict, override: float | None, classes: Iterable[str] =
     return float(gate.get("threshold", DEFAULT_NEITHER_THRESHOLD))
 
 
-def expand_inputs(patterns: list[str]) -> list[str | Prediction]:
+def expand_inputs(patterns: list[str], left_out: list[str] | None = None) -> list[str | Prediction]:
     """Files, folders (recursive, image extensions) and globs → file paths, in the order given.
 
     A pattern that matches nothing stays in its place as an error Prediction, so that output
     order always follows the input order; a file named twice is predicted once. ``-`` (:data:`STDIN`) stays
-    in its place as itself: the caller reads standard input.
+    in its place as itself: the caller reads standard input. ``left_out`` hears of each file a folder holds
+    without an image extension, which is not read.
     """
     out: list[str | Prediction] = []
     seen: set[str] = set()
@@ -355,11 +356,10 @@ def expand_inputs(patterns: list[str]) -> list[str | Prediction]:
             # The walk of `catdog data check`: hidden files and folders skipped, linked folders not entered;
             # a linked photo is read (is_file follows it), unlike in a dataset.
             unreadable: list[OSError] = []
-            found = sorted(
-                str(Path(entry.path))
-                for entry in walk_files(Path(pattern), unreadable.append)
-                if Path(entry.name).suffix.lower() in IMAGE_EXTENSIONS and entry.is_file()
-            )
+            files = [entry for entry in walk_files(Path(pattern), unreadable.append) if entry.is_file()]
+            found = sorted(str(Path(entry.path)) for entry in files if _image_name(entry.name))
+            if left_out is not None:
+                left_out.extend(sorted(str(Path(entry.path)) for entry in files if not _image_name(entry.name)))
             for err in unreadable:  # a folder it could not list: say so, in its place
                 out.append(
                     Prediction(source=err.filename, error=f"Folder '{err.filename}' cannot be read ({err.strerror}).")
@@ -383,6 +383,10 @@ def expand_inputs(patterns: list[str]) -> list[str | Prediction]:
                 # A file named '-' that a glob found is ./-: the caller reads standard input for '-' alone.
                 out.append(os.path.join(os.curdir, path) if path == STDIN else path)
     return out
+
+
+def _image_name(name: str) -> bool:
+    return Path(name).suffix.lower() in IMAGE_EXTENSIONS
 
 
 def _worth_naming(looks_like_score: np.ndarray | None, i: int) -> bool:
