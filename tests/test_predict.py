@@ -558,6 +558,25 @@ def test_sort_into_one_photo_reads_as_one(tmp_path, cat_photo, dog_photo):
     assert done.stderr.strip() == said, done.stderr
 
 
+def test_sort_into_tells_a_duplicate_in_the_folder_from_a_photo_sorted_before(tmp_path, cat_photo, dog_photo):
+    """The same photo kept in two subfolders under one name is copied once; a first run said "1 was there
+    already" for it, as if an earlier run had sorted it."""
+    photos, out = tmp_path / "photos", tmp_path / "sorted"
+    for name, source in (("a/x.jpg", cat_photo), ("b/x.jpg", cat_photo), ("dog.jpg", dog_photo)):
+        (photos / name).parent.mkdir(parents=True, exist_ok=True)
+        (photos / name).write_bytes(source.read_bytes())
+    first = run_catdog_in_process("predict", str(photos), "--sort-into", str(out))
+    assert first.stderr.strip() == (
+        f"Sorted 3 photos into '{out}' (cat 2, dog 1): 2 copied, 1 was a duplicate of another photo "
+        "(same name and bytes)."
+    )
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == ["cat/x.jpg", "dog/dog.jpg"]
+    again = run_catdog_in_process("predict", str(photos), "--sort-into", str(out))
+    assert (
+        again.stderr.strip() == f"Nothing new was copied into '{out}': all 3 photos (cat 2, dog 1) were there already."
+    )
+
+
 def test_a_copy_never_replaces_a_file_that_came_while_it_was_copied(tmp_path, monkeypatch):
     """Two `--sort-into` runs at once: a photo of the same name written by the other run between the look and
     the copy was replaced (the copy was renamed over it); it stays, and this one becomes name-2."""

@@ -166,24 +166,38 @@ def _predict_stdin(predictor: Predictor) -> Prediction:
 
 @dataclass
 class SortedPhotos:
-    """What --sort-into has done so far: the photos per answer, and how many of them were there already."""
+    """What --sort-into has done so far: the photos per answer, how many of them were there already (from an
+    earlier run), and how many were duplicates of a photo this run copied (same name and bytes, in another
+    subfolder)."""
 
     per_answer: Counter[str] = field(default_factory=Counter)
     there_already: int = 0
+    duplicates: int = 0
+    copied_now: set[Path] = field(default_factory=set)
 
 
 def _sorted_summary(folder: str, sorted_photos: SortedPhotos) -> str:
     """What --sort-into did: the photos per answer, and how many were copied now. A rerun once read "Sorted 312
-    photos ...; 312 were there already" when it had copied nothing."""
-    there, answers = sorted_photos.there_already, sorted_photos.per_answer
+    photos ...; 312 were there already" when it had copied nothing, and a first run "2 were there already" for a
+    photo kept twice in the folder sorted."""
+    there, duplicates, answers = sorted_photos.there_already, sorted_photos.duplicates, sorted_photos.per_answer
     total = answers.total()
     each = f" ({', '.join(f'{label} {n}' for label, n in sorted(answers.items()))})" if answers else ""
-    were = "was" if there == 1 else "were"  # not "1 were"
     if total and there == total:
         which = "the photo" if total == 1 else f"all {total} photos"
-        return f"Nothing new was copied into '{folder}': {which}{each} {were} there already."
-    already = f": {total - there} copied, {there} {were} there already" if there else ""
-    return f"Sorted {counted(total, 'photo')} into '{folder}'{each}{already}."
+        return f"Nothing new was copied into '{folder}': {which}{each} {_were(there)} there already."
+    parts = [f"{total - there - duplicates} copied"] if there or duplicates else []
+    if there:
+        parts.append(f"{there} {_were(there)} there already")
+    if duplicates:
+        kind = "a duplicate of another photo" if duplicates == 1 else "duplicates of other photos"
+        parts.append(f"{duplicates} {_were(duplicates)} {kind} (same name and bytes)")
+    details = f": {', '.join(parts)}" if parts else ""
+    return f"Sorted {counted(total, 'photo')} into '{folder}'{each}{details}."
+
+
+def _were(n: int) -> str:
+    return "was" if n == 1 else "were"  # not "1 were"
 
 
 def _stopped(stops: list[int], sort_into: str | None, sorted_photos: SortedPhotos) -> typer.Exit:
@@ -235,9 +249,14 @@ def _copied_into(results: Iterable, folder: Path, sorted_photos: SortedPhotos) -
 
     for result in results:
         if result.ok:
-            _, new = copy_into(result.source, folder / result.label)
+            copy, new = copy_into(result.source, folder / result.label)
             sorted_photos.per_answer[result.label] += 1
-            sorted_photos.there_already += not new
+            if new:
+                sorted_photos.copied_now.add(copy)
+            elif copy in sorted_photos.copied_now:
+                sorted_photos.duplicates += 1
+            else:
+                sorted_photos.there_already += 1
         yield result
 
 
