@@ -533,6 +533,20 @@ def test_files_a_folder_holds_without_an_image_extension_are_named_not_skipped_s
     assert named.stdout.startswith(f"{photos}/IMG_0001: cat (") and named.stderr == ""
 
 
+@pytest.mark.parametrize("option", ["--csv", "--json"])
+def test_an_output_file_after_csv_or_json_is_one_sentence(tmp_path, cat_photo, option):
+    """`catdog predict photos --csv out.csv` read 'out.csv' as a photo ("'out.csv' does not exist.", exit status 1)
+    and printed the CSV on the terminal."""
+    out = tmp_path / f"answers.{option[2:]}"
+    done = run_catdog_in_process("predict", str(cat_photo), option, str(out))
+    assert (done.returncode, done.stdout) == (2, ""), done.stdout
+    assert done.stderr == (
+        f"error: '{out}' is not a photo: {option} prints to standard output and takes no file name; to keep the "
+        f"answers in '{out}', write: catdog predict PHOTOS {option} > {out}\n"
+    )
+    assert not out.exists()
+
+
 def test_a_45_megapixel_camera_photo_is_answered(tmp_path, cat_photo):
     """A 45-MP camera's photos (Nikon Z7, Canon R5) were each refused, "over the 40 MP limit"; catdog reads
     up to 200 MP (a phone's 200-MP mode) and refuses more from the header."""

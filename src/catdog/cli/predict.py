@@ -76,6 +76,7 @@ def predict(
         raise fail("Choose one of --json and --csv.")
     from catdog.inference.predictor import STDIN, Predictor, expand_inputs
 
+    _check_no_output_file(paths, as_json=as_json, as_csv=as_csv)
     _check_stdin(paths, sort_into)
     refuse_lost_output("the answers", "answers.txt", also_in_files=sort_into is not None and not (as_json or as_csv))
     if sort_into is not None:
@@ -124,6 +125,18 @@ def _note_left_out(left_out: list[str]) -> None:
         ),
         soft_wrap=True,
     )
+
+
+def _check_no_output_file(paths: list[str], *, as_json: bool, as_csv: bool) -> None:
+    """Refuse ``--csv out.csv``: it read 'out.csv' as a photo to classify ("'out.csv' does not exist.", exit
+    status 1) and printed the CSV on the terminal; --csv and --json print to standard output."""
+    option = "--csv" if as_csv else "--json" if as_json else None
+    for path in paths:
+        if option and path.lower().endswith(f".{option[2:]}"):
+            raise fail(
+                f"'{path}' is not a photo: {option} prints to standard output and takes no file name; "
+                f"to keep the answers in '{path}', write: catdog predict PHOTOS {option} > {path}"
+            )
 
 
 def _check_stdin(paths: list[str], sort_into: str | None) -> None:
