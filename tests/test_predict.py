@@ -547,6 +547,21 @@ def test_an_output_file_after_csv_or_json_is_one_sentence(tmp_path, cat_photo, o
     assert not out.exists()
 
 
+def test_sort_into_refuses_a_file_where_an_answers_folder_goes(tmp_path, cat_photo, dog_photo):
+    """A file 'sorted/dog' stopped the batch at the first dog ("File exists: 'sorted/dog'."), the cats before it
+    copied and the photos after it unanswered; it is now refused before any copy."""
+    out = tmp_path / "sorted"
+    out.mkdir()
+    (out / "dog").write_text("notes")
+    done = run_catdog_in_process("predict", str(cat_photo), str(dog_photo), "--sort-into", str(out))
+    assert (done.returncode, done.stdout) == (2, ""), done.stdout
+    assert done.stderr == (
+        f"error: --sort-into copies the photos answered dog into the folder '{out / 'dog'}', and that is a file; "
+        "move it away, or choose another --sort-into folder.\n"
+    )
+    assert [p.name for p in out.iterdir()] == ["dog"]
+
+
 def test_a_45_megapixel_camera_photo_is_answered(tmp_path, cat_photo):
     """A 45-MP camera's photos (Nikon Z7, Canon R5) were each refused, "over the 40 MP limit"; catdog reads
     up to 200 MP (a phone's 200-MP mode) and refuses more from the header."""

@@ -89,7 +89,8 @@ def predict(
         model, threshold=threshold, neither_threshold=neither_threshold, tta=tta, throughput=True
     )
     if sort_into is not None:
-        _check_answer_folders(predictor.answers)
+        unsure = ["unsure"] if threshold is not None else []
+        _check_answer_folders(sort_into, [*predictor.answers, *unsure])
     from catdog.inference.sharding import predict_sharded
 
     # Under torchrun, files are sharded over the ranks and rank 0 prints them all in input order.
@@ -245,14 +246,21 @@ def _check_sort_folder(folder: str, paths: list[str]) -> None:
                        "choose a folder outside it.")  # fmt: skip
 
 
-def _check_answer_folders(answers: list[str]) -> None:
-    """Refuse, before any copy, a model whose answer cannot name one folder inside --sort-into's: a hand-made
-    config.json's class '../x' copied the photos beside that folder, and 'a/b' into a folder under another."""
+def _check_answer_folders(folder: str, answers: list[str]) -> None:
+    """Refuse, before any copy, an answer that cannot name one folder inside --sort-into's: a hand-made
+    config.json's class '../x' copied the photos beside that folder, and 'a/b' into a folder under another; a
+    file 'sorted/dog' stopped the batch at the first dog, "File exists: 'sorted/dog'."."""
     for answer in answers:
         if "/" in answer or answer in (".", ".."):
             raise fail(
                 f"--sort-into copies each photo into a folder named by its answer, and this model's answer "
                 f"'{answer}' is not a folder name (it is '.' or '..', or holds a '/'); rename that class."
+            )
+        place = os.path.join(folder, answer)
+        if os.path.lexists(place) and not os.path.isdir(place):
+            raise fail(
+                f"--sort-into copies the photos answered {answer} into the folder '{place}', and that is a file; "
+                "move it away, or choose another --sort-into folder."
             )
 
 
