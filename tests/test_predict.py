@@ -562,6 +562,31 @@ def test_sort_into_refuses_a_file_where_an_answers_folder_goes(tmp_path, cat_pho
     assert [p.name for p in out.iterdir()] == ["dog"]
 
 
+def test_a_copy_that_fails_midway_says_which_photo_and_what_was_sorted(tmp_path, dev_dir, cat_photo, dog_photo):
+    """A copy that the system refuses (here a file size limit, as a full disk would) said "File too large:
+    'cat.jpg'.", as if the photo were at fault, and nothing of the copies made before it."""
+    import resource
+
+    small, large = dev_dir / "cat.0.jpg", cat_photo
+    limit = 20_000
+    assert small.stat().st_size < limit < large.stat().st_size
+
+    def limit_file_size() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    assert run_catdog_in_process("predict", str(small)).returncode == 0  # the model's cache made, without the limit
+    out = tmp_path / "sorted"
+    photos = [str(small), str(large), str(dog_photo)]
+    command = [sys.executable, "-m", "catdog", "predict", *photos, "--sort-into", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, preexec_fn=limit_file_size, timeout=300)
+    assert done.returncode == 2 and done.stdout.startswith(f"{small}: cat ("), done.stderr
+    assert done.stderr == (
+        f"error: '{large}' could not be copied into '{out / 'cat'}' (File too large). Sorted 1 photo into '{out}' "
+        "(cat 1). Run the same command again once that is fixed, to sort the rest: no photo is copied twice.\n"
+    )
+    assert [p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()] == ["cat/cat.0.jpg"]
+
+
 def test_a_45_megapixel_camera_photo_is_answered(tmp_path, cat_photo):
     """A 45-MP camera's photos (Nikon Z7, Canon R5) were each refused, "over the 40 MP limit"; catdog reads
     up to 200 MP (a phone's 200-MP mode) and refuses more from the header."""

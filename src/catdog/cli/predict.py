@@ -226,6 +226,17 @@ def _stopped(stops: list[int], sort_into: str | None, sorted_photos: SortedPhoto
     return fail(f"{how}. {done} Run the same command again to sort the rest: no photo is copied twice.", code)
 
 
+def _copy_failed(source: str, place: Path, err: OSError, sorted_photos: SortedPhotos) -> typer.Exit:
+    """The sentence for a copy that failed (a full disk, a file size limit): which photo and where, what was
+    sorted before it, and how to go on. The OS's own words named the photo, "File too large: 'cat.jpg'.", as if
+    the photo were at fault, and said nothing of the copies made."""
+    done = _sorted_summary(str(place.parent), sorted_photos)
+    return fail(
+        f"'{source}' could not be copied into '{place}' ({err.strerror or err}). {done} Run the same command again "
+        "once that is fixed, to sort the rest: no photo is copied twice."
+    )
+
+
 def _check_sort_folder(folder: str, paths: list[str]) -> None:
     """Refuse a --sort-into folder that is a file, cannot be written, or is inside a folder being classified (a
     rerun would classify the copies too)."""
@@ -270,7 +281,10 @@ def _copied_into(results: Iterable, folder: Path, sorted_photos: SortedPhotos) -
 
     for result in results:
         if result.ok:
-            copy, new = copy_into(result.source, folder / result.label)
+            try:
+                copy, new = copy_into(result.source, folder / result.label)
+            except OSError as err:
+                raise _copy_failed(result.source, folder / result.label, err, sorted_photos) from None
             sorted_photos.per_answer[result.label] += 1
             if new:
                 sorted_photos.copied_now.add(copy)
