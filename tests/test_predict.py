@@ -698,6 +698,19 @@ def test_a_name_that_is_not_utf8_is_written_as_valid_utf8_in_every_format(tmp_pa
     assert printed["--plain"].splitlines()[1].startswith(f"{folder}/caf\\xe9.jpg: cat")
 
 
+def test_a_backslash_in_a_name_is_written_as_it_is_so_the_name_can_be_read_back(tmp_path, cat_photo):
+    """A backslash was written doubled ('photos\\\\cat.jpg'), to tell a name holding the text '\\xe9' from a
+    Latin-1 byte: a script reading --csv or --json back no longer found the photo, and a backslash is the
+    separator a Windows user sees in every path. It is written as it is, as the other commands write it."""
+    photo = tmp_path / "from a zip\\cat.jpg"  # one file, its name holding a backslash, as unzipped on Linux
+    photo.write_bytes(cat_photo.read_bytes())
+    line = run_catdog_in_process("predict", str(tmp_path)).stdout
+    assert line.startswith(f"{photo}: cat ("), line
+    [answer] = json.loads(run_catdog_in_process("predict", "--json", str(tmp_path)).stdout)
+    [row] = csv.DictReader(io.StringIO(run_catdog_in_process("predict", "--csv", str(tmp_path)).stdout))
+    assert Path(answer["path"]).is_file() and Path(row["path"]).is_file(), (answer["path"], row["path"])
+
+
 def test_weights_of_another_model_are_one_sentence(trained_model_dir: Path, tmp_path: Path, cat_photo: Path) -> None:
     """A config.json whose classes the weights do not have was announced as "Exporting model to ONNX", refused as
     "ONNX export failed (...); running PyTorch instead", then in the same words as the error: three lines that read

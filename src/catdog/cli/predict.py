@@ -19,7 +19,7 @@ from catdog.cli.app import NeitherThreshold, app, probability
 from catdog.cli.errors import err_console, fail, refuse_unwritable, user_errors
 from catdog.cli.output import print_predictions, refuse_lost_output
 from catdog.cli.train import stopping_on_signals
-from catdog.fsutil import counted, first_few, shown, unambiguous
+from catdog.fsutil import counted, first_few, shown
 from catdog.models.files import refuse_a_missing_model
 
 if TYPE_CHECKING:
@@ -118,7 +118,7 @@ def predict(
 def _note_left_out(left_out: list[str]) -> None:
     """Say which files of the folders given were not read: a folder of 135 files got 131 answers without a word
     about a photo saved with no extension."""
-    names = ", ".join(first_few([f"'{unambiguous(name)}'" for name in left_out], 3))
+    names = ", ".join(first_few([f"'{name}'" for name in left_out], 3))
     err_console.print(
         shown(
             f"note: {counted(len(left_out), 'file')} without an image extension left out: {names}; "
