@@ -547,6 +547,17 @@ def test_an_output_file_after_csv_or_json_is_one_sentence(tmp_path, cat_photo, o
     assert not out.exists()
 
 
+def test_a_folder_named_like_an_output_file_is_read_with_csv(tmp_path, cat_photo):
+    """'--csv out.csv' is refused, but a folder of photos named 'photos.csv' was refused too, with the advice to
+    write the answers over it ('> photos.csv')."""
+    photos = tmp_path / "photos.csv"
+    photos.mkdir()
+    (photos / "cat.jpg").write_bytes(cat_photo.read_bytes())
+    done = run_catdog_in_process("predict", str(photos), "--csv")
+    assert done.returncode == 0, done.stderr
+    assert [row["label"] for row in csv.DictReader(io.StringIO(done.stdout))] == ["cat"]
+
+
 def test_sort_into_refuses_a_file_where_an_answers_folder_goes(tmp_path, cat_photo, dog_photo):
     """A file 'sorted/dog' stopped the batch at the first dog ("File exists: 'sorted/dog'."), the cats before it
     copied and the photos after it unanswered; it is now refused before any copy."""

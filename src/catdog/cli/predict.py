@@ -130,10 +130,11 @@ def _note_left_out(left_out: list[str]) -> None:
 
 def _check_no_output_file(paths: list[str], *, as_json: bool, as_csv: bool) -> None:
     """Refuse ``--csv out.csv``: it read 'out.csv' as a photo to classify ("'out.csv' does not exist.", exit
-    status 1) and printed the CSV on the terminal; --csv and --json print to standard output."""
+    status 1) and printed the CSV on the terminal; --csv and --json print to standard output. A folder so named
+    holds photos: it is read."""
     option = "--csv" if as_csv else "--json" if as_json else None
     for path in paths:
-        if option and path.lower().endswith(f".{option[2:]}"):
+        if option and path.lower().endswith(f".{option[2:]}") and not os.path.isdir(path):
             raise fail(
                 f"'{path}' is not a photo: {option} prints to standard output and takes no file name; "
                 f"to keep the answers in '{path}', write: catdog predict PHOTOS {option} > {path}"
