@@ -181,6 +181,27 @@ def test_torchrun_shards_and_keeps_input_order(onnx_model_file: Path, samples_di
     assert [p.get("label") for p in got] == [p.get("label") for p in expected]
 
 
+def test_torchrun_names_the_files_left_out_once(onnx_model_file: Path, samples_dir: Path, tmp_path: Path) -> None:
+    """Every process of a torchrun run walked the folder and printed the note of the files it leaves out: two
+    processes, the note twice. Rank 0, which prints the answers, prints it."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(samples_dir / "cat" / "cat.1.jpg", photos)
+    (photos / "notes.txt").write_text("notes")
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    multi = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+        + ["-m", "catdog", "predict", "--model", str(onnx_model_file), str(photos)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert multi.returncode == 0, multi.stderr[-2000:]
+    assert multi.stdout.startswith(f"{photos}/cat.1.jpg: cat")
+    assert multi.stderr.count(f"note: 1 file without an image extension left out: '{photos}/notes.txt'") == 1
+
+
 @pytest.mark.slow
 def test_model_directory_runs_through_a_cached_onnx_export(trained_model_dir: Path, cache_dir: Path) -> None:
     first = Predictor.load(trained_model_dir)

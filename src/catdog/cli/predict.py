@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from catdog.cli.app import NeitherThreshold, app, probability
-from catdog.cli.errors import err_console, fail, refuse_unwritable, user_errors
+from catdog.cli.errors import err_console, fail, other_rank, refuse_unwritable, user_errors
 from catdog.cli.output import print_predictions, refuse_lost_output
 from catdog.cli.train import stopping_on_signals
 from catdog.fsutil import counted, first_few, shown
@@ -83,7 +83,7 @@ def predict(
         _check_sort_folder(sort_into, paths)
     left_out: list[str] = []
     entries = expand_inputs(paths, left_out)
-    if left_out:
+    if left_out and not other_rank():  # under torchrun each process found them; rank 0 prints the answers
         _note_left_out(left_out)
     predictor = Predictor.load(
         model, threshold=threshold, neither_threshold=neither_threshold, tta=tta, throughput=True
