@@ -623,6 +623,28 @@ def test_sort_into_one_photo_reads_as_one(tmp_path, cat_photo, dog_photo):
     assert done.stderr.strip() == said, done.stderr
 
 
+def test_a_photo_whose_copy_cannot_be_named_is_an_error_line_and_the_sort_goes_on(tmp_path, cat_photo, dev_dir):
+    """Two photos of one 251-character name and other bytes: the second's copy, 'name-2.jpg', is too long for the
+    folder. That stopped the whole batch ("Run the same command again once that is fixed", which failed the same
+    way again); the photos after it were never answered. It is that photo's error line now, and the sort goes on."""
+    photos, out = tmp_path / "photos", tmp_path / "sorted"
+    name = "c" * 251 + ".jpg"
+    for folder, source in (("a", cat_photo), ("b", dev_dir / "cat.0.jpg")):
+        (photos / folder).mkdir(parents=True)
+        (photos / folder / name).write_bytes(source.read_bytes())
+    (photos / "b" / "zz.jpg").write_bytes(cat_photo.read_bytes())
+    done = run_catdog_in_process("predict", str(photos), "--sort-into", str(out))
+    lines = done.stdout.splitlines()
+    assert done.returncode == 1 and len(lines) == 3, done.stderr
+    assert lines[1] == (
+        f"{photos}/b/{name}: error '{photos}/b/{name}' (cat) could not be copied into '{out}/cat' (File name too "
+        "long); it stays where it is."
+    )
+    assert lines[2].startswith(f"{photos}/b/zz.jpg: cat (")
+    assert done.stderr == f"Sorted 2 photos into '{out}' (cat 2).\n"
+    assert sorted(p.name for p in (out / "cat").iterdir()) == [name, "zz.jpg"]
+
+
 def test_sort_into_tells_a_duplicate_in_the_folder_from_a_photo_sorted_before(tmp_path, cat_photo, dog_photo):
     """The same photo kept in two subfolders under one name is copied once; a first run said "1 was there
     already" for it, as if an earlier run had sorted it."""

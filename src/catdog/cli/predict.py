@@ -238,6 +238,21 @@ def _copy_failed(source: str, place: Path, err: OSError, sorted_photos: SortedPh
     )
 
 
+# A copy that fails for this photo alone: its name, once made unique ('name-2.jpg'), too long for the folder, or
+# the photo gone since it was read. It gets an error line, as a photo that cannot be read does; the batch goes on.
+_ONE_PHOTOS_COPY_ERRORS = {errno.ENAMETOOLONG, errno.ENOENT}
+
+
+def _not_copied(result: Prediction, place: Path, err: OSError) -> Prediction:
+    """``result`` as an error naming its answer: the photo was answered but could not be copied."""
+    from catdog.inference.predictor import Prediction
+
+    why = (
+        f"'{result.source}' ({result.label}) could not be copied into '{place}' ({err.strerror}); it stays where it is."
+    )
+    return Prediction(source=result.source, error=why)
+
+
 def _check_sort_folder(folder: str, paths: list[str]) -> None:
     """Refuse a --sort-into folder that is a file, cannot be written, or is inside a folder being classified (a
     rerun would classify the copies too)."""
@@ -282,10 +297,14 @@ def _copied_into(results: Iterable, folder: Path, sorted_photos: SortedPhotos) -
 
     for result in results:
         if result.ok:
+            place = folder / result.label
             try:
-                copy, new = copy_into(result.source, folder / result.label)
+                copy, new = copy_into(result.source, place)
             except OSError as err:
-                raise _copy_failed(result.source, folder / result.label, err, sorted_photos) from None
+                if err.errno not in _ONE_PHOTOS_COPY_ERRORS:  # a full disk: every copy after it would fail too
+                    raise _copy_failed(result.source, place, err, sorted_photos) from None
+                yield _not_copied(result, place, err)
+                continue
             sorted_photos.per_answer[result.label] += 1
             if new:
                 sorted_photos.copied_now.add(copy)
