@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -201,3 +202,29 @@ def unexpected(err: BaseException) -> str:
         f"catdog stopped on an unexpected {type(err).__name__}{detail}. Run it again with --debug before the "
         "command (catdog --debug COMMAND ...) to see where; if the input looks right, please report it."
     )
+
+
+@contextmanager
+def stopping_on_signals(stops: list[int]) -> Iterator[None]:
+    """Ctrl-C (SIGINT) and SIGTERM raise KeyboardInterrupt, and are noted in ``stops``.
+
+    SIGTERM is how a scheduler stops a job, and how torchrun stops every process when one fails or when it is
+    stopped itself: the run ended without a word of the checkpoint it keeps. Under torchrun a Ctrl-C reaches
+    every rank; rank 0, waiting in a collective, met the others leaving it (a network error) before its own
+    KeyboardInterrupt, and said another process had stopped. A signal ignored (SIGINT in a background job) or
+    handled by the caller is left so.
+    """
+
+    def stop(signum: int, frame: object) -> None:
+        stops.append(signum)
+        raise KeyboardInterrupt
+
+    defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+    ours = [signum for signum, default in defaults.items() if signal.getsignal(signum) is default]
+    for signum in ours:
+        signal.signal(signum, stop)
+    try:
+        yield
+    finally:
+        for signum in ours:
+            signal.signal(signum, defaults[signum])

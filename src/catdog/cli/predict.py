@@ -16,9 +16,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from catdog.cli.app import NeitherThreshold, app, probability
-from catdog.cli.errors import err_console, fail, other_rank, refuse_unwritable, user_errors
+from catdog.cli.errors import err_console, fail, other_rank, refuse_unwritable, stopping_on_signals, user_errors
 from catdog.cli.output import print_predictions, refuse_lost_output
-from catdog.cli.train import stopping_on_signals
 from catdog.fsutil import counted, first_few, shown
 from catdog.models.files import refuse_a_missing_model
 

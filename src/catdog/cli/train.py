@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from catdog.cli.app import app
-from catdog.cli.errors import LOST_PEER, fail, lost_peer, printing, user_errors
+from catdog.cli.errors import LOST_PEER, fail, lost_peer, printing, stopping_on_signals, user_errors
 
 
 @app.command(short_help="Train a model on a dataset folder (CPU, GPU or torchrun).")
@@ -189,32 +187,6 @@ def train(
         if stops and stops[0] == signal.SIGTERM:
             raise fail(f"Stopped by SIGTERM; {kept}", 128 + signal.SIGTERM) from None
         raise fail(f"Interrupted; {kept}", 130) from None
-
-
-@contextmanager
-def stopping_on_signals(stops: list[int]) -> Iterator[None]:
-    """Ctrl-C (SIGINT) and SIGTERM raise KeyboardInterrupt, and are noted in ``stops``.
-
-    SIGTERM is how a scheduler stops a job, and how torchrun stops every process when one fails or when it is
-    stopped itself: the run ended without a word of the checkpoint it keeps. Under torchrun a Ctrl-C reaches
-    every rank; rank 0, waiting in a collective, met the others leaving it (a network error) before its own
-    KeyboardInterrupt, and said another process had stopped. A signal ignored (SIGINT in a background job) or
-    handled by the caller is left so.
-    """
-
-    def stop(signum: int, frame: object) -> None:
-        stops.append(signum)
-        raise KeyboardInterrupt
-
-    defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
-    ours = [signum for signum, default in defaults.items() if signal.getsignal(signum) is default]
-    for signum in ours:
-        signal.signal(signum, stop)
-    try:
-        yield
-    finally:
-        for signum in ours:
-            signal.signal(signum, defaults[signum])
 
 
 @app.command(short_help="Average models fine-tuned from the same weights: a model soup.")
