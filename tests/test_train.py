@@ -491,6 +491,35 @@ def test_the_last_step_of_a_budget_takes_the_rate_of_its_end_and_none_runs_at_0(
     assert 0 < last_lr < 0.1 * began(state.step) and last_lr <= 0.05 * 0.1, (last_lr, began.time_fraction)
 
 
+def test_an_epochs_line_shows_its_accuracy_rounded_once(tmp_path: Path) -> None:
+    """24 of 57 validation photos right is 42.105...%: the epoch's line said 42.10 %, formatting the figure that
+    metrics.jsonl had already rounded to 5 digits (0.42105), so it was rounded twice, and down."""
+    import io
+
+    from rich.console import Console
+
+    from catdog.training.checkpoint import RunState
+    from catdog.training.distributed import DistContext
+    from catdog.training.loop import record_epoch
+    from catdog.training.progress import Reporter
+
+    shown = io.StringIO()
+    log = Reporter(Console(file=shown, width=400), enabled=True)
+    labels = torch.tensor([0] * 30 + [1] * 27)
+    logits = torch.zeros(57, 2)
+    logits[:24, 0] = 1.0  # 24 cats right, 6 cats and 27 dogs wrong
+    val = {"val_loss": 0.7, "val_accuracy": 24 / 57, "logits": logits, "labels": labels, "pets": torch.zeros(0)}
+    state = RunState(loss_sum=40.0, correct=24, seen=57, train_seconds=1.0)
+    cfg = TrainConfig(data_dir="d", out=str(tmp_path))
+    record_epoch(
+        cfg=cfg, state=state, val=val, trainable=torch.nn.Linear(2, 2), steps_per_epoch=1, ctx=DistContext(),
+        out=tmp_path, log=log,
+    )  # fmt: skip
+    line = shown.getvalue()
+    assert "train loss 0.7018 acc 42.11%" in line and "acc 42.11% |" in line.split("val loss")[1], line
+    assert history(tmp_path)[0]["val_accuracy"] == 0.42105  # the record keeps its 5 digits
+
+
 def _steps_under_a_budget(
     tmp_path: Path,
     model: torch.nn.Module,

@@ -798,7 +798,8 @@ def write_model(
     else:
         gate_record = None
     temperature = fit_temperature(logits, labels)
-    metrics["val_loss_calibrated"] = round(calibrated_nll(logits, labels, temperature), 5)
+    calibrated = calibrated_nll(logits, labels, temperature)
+    metrics["val_loss_calibrated"] = round(calibrated, 5)
     kept = too_few_to_calibrate(len(labels))
     if kept:
         log.info(kept)
@@ -844,7 +845,7 @@ def write_model(
     # A learnt neither class is validated over three classes; the temperature only over the pets' two.
     over, pets_only = (f" over {', '.join(classes)} and neither", " on the pets") if learns_neither else ("", "")
     log.info(
-        f"saved {out}: val accuracy {metrics['val_accuracy']:.2%}{over}, val loss {metrics['val_loss']:.4f} "
-        f"(calibrated{pets_only} {metrics['val_loss_calibrated']:.4f}; epoch {metrics['best_epoch']}), "
+        f"saved {out}: val accuracy {state.best_accuracy:.2%}{over}, val loss {state.best_loss:.4f} "
+        f"(calibrated{pets_only} {calibrated:.4f}; epoch {metrics['best_epoch']}), "
         f"temperature {temperature:.3f}, {metrics['wall_seconds']:.0f} s"
     )
