@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import math
 import re
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from rich.console import Console
 
 from catdog.models import build_model, load_model_dir
 from catdog.models.builtin import load_builtin_gate
@@ -94,7 +96,9 @@ SLOW_FAMILIES = {"finetune", "catnet-compiled", "frozen", "partial", "catnet-mix
 def test_each_family_learns_and_round_trips(family: str, small_dev: Path, shared_cache: Path, tmp_path: Path) -> None:
     out = tmp_path / family
     options = dict(FAMILIES[family], label_smoothing=0.0, patience=100, workers=0, seed=1)
-    metrics = train(TrainConfig(data_dir=str(small_dev), out=str(out), cache_dir=str(shared_cache), **options))
+    said = io.StringIO()
+    cfg = TrainConfig(data_dir=str(small_dev), out=str(out), cache_dir=str(shared_cache), **options)
+    metrics = train(cfg, console=Console(file=said, width=400))
 
     rows = history(out)
     assert len(rows) == options["epochs"]
@@ -108,6 +112,8 @@ def test_each_family_learns_and_round_trips(family: str, small_dev: Path, shared
     assert config["classes"] == ["cat", "dog"]
     assert config["training"]["model"] == options["model"]
     assert config["training"]["precision"] in ("fp32", "bf16")  # what ran, not "auto"
+    # And the log says it: the docs' bf16 autocast from scratch on a CPU with AMX was once said nowhere but here.
+    assert f"training on cpu in {config['training']['precision']}" in said.getvalue(), said.getvalue()
     # Where it ran from, wherever the model directory goes, and why and how it stopped.
     run = config["training"]
     assert run["data_dir"] == str(small_dev.resolve()) and run["out"] == str(out.resolve())
@@ -494,10 +500,6 @@ def test_the_last_step_of_a_budget_takes_the_rate_of_its_end_and_none_runs_at_0(
 def test_an_epochs_line_shows_its_accuracy_rounded_once(tmp_path: Path) -> None:
     """24 of 57 validation photos right is 42.105...%: the epoch's line said 42.10 %, formatting the figure that
     metrics.jsonl had already rounded to 5 digits (0.42105), so it was rounded twice, and down."""
-    import io
-
-    from rich.console import Console
-
     from catdog.training.checkpoint import RunState
     from catdog.training.distributed import DistContext
     from catdog.training.loop import record_epoch

@@ -25,6 +25,11 @@ def resolve_precision(cfg: TrainConfig, device: torch.device) -> str:
     return "bf16" if cfg.family() == "scratch" and cpu_has_amx() else "fp32"
 
 
+def precision_words(precision: str) -> str:
+    """What the log says a resolved ``--precision`` computes in: the docs' bf16 on an AMX CPU went unsaid."""
+    return "fp32" if precision == "fp32" else f"{precision} (autocast; weights kept in fp32)"
+
+
 def cpu_has_amx() -> bool:
     """Whether this CPU has Intel's AMX tile unit (torch asks cpuinfo; the function is private, hence the guard)."""
     check = getattr(torch.cpu, "_is_amx_tile_supported", None)

@@ -80,7 +80,7 @@ from catdog.training.loop import (
     validation_guess,
     validation_workers,
 )
-from catdog.training.precision import autocast_dtype, resolve_precision
+from catdog.training.precision import autocast_dtype, precision_words, resolve_precision
 from catdog.training.progress import Reporter, Timeline, package_versions
 from catdog.training.schedule import Budget, Schedule, make_optimizer
 
@@ -182,7 +182,10 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
 
         # 7. The epochs (under a budget, leaving time for the final validation at the test size).
         processes = "1 process" if ctx.world == 1 else f"{ctx.world} processes"
-        log.info(f"training on {device} with {processes}, {counted(steps_per_epoch, 'step')} per epoch")
+        log.info(
+            f"training on {device} in {precision_words(cfg.precision)} with {processes}, "
+            f"{counted(steps_per_epoch, 'step')} per epoch"
+        )
         validation_steps = math.ceil(len(job.val_set) / ctx.world) / per_rank_batch  # its rows, in steps' worth
         # Under --compile the first validation compiles the eval graph too (minutes on a GPU): no guess from steps.
         budget = Budget(deadline, schedule, None if cfg.compile else validation_steps)
