@@ -338,6 +338,30 @@ def test_the_epochs_help_says_a_time_budget_sets_them() -> None:
     assert "with a --time-budget as many as it allows" in epochs, epochs
 
 
+def test_the_lr_and_weight_decay_help_give_each_default() -> None:
+    """train's --lr and --weight-decay help said only "default depends on the model", where every other option
+    gives its defaults: a learner reading it could not tell that seed-cnn trains at 1e-3 without weight decay. Each
+    default the help names is the one a run resolves to."""
+    from typer.testing import CliRunner
+
+    from catdog.cli import app
+    from catdog.training.config import TrainConfig
+
+    shown = " ".join(CliRunner().invoke(app, ["train", "--help"], terminal_width=240).stdout.split())
+    runs = {
+        "from scratch": TrainConfig(data_dir="d", out="o", model="catnet"),
+        "seed-cnn": TrainConfig(data_dir="d", out="o", model="seed-cnn"),
+        "fine-tuning": TrainConfig(data_dir="d", out="o", model="tf_efficientnet_lite0"),
+        "stages:N": TrainConfig(data_dir="d", out="o", model="tf_efficientnet_lite0", freeze="stages:4"),
+        "head": TrainConfig(data_dir="d", out="o", model="tf_efficientnet_lite0", freeze="backbone"),
+    }
+    for option, field, following in (("--lr", "lr", "--optimizer"), ("--weight-decay", "weight_decay", "--layer-")):
+        helped = shown.split(f"{option} <", 1)[1].split(f"{following}", 1)[0]
+        for run, config in runs.items():
+            said = re.search(rf"\b(\d[\d.e-]*) [^;,(]*{re.escape(run)}", helped)
+            assert said and float(said[1]) == getattr(config.resolved(), field), (option, run, helped)
+
+
 def test_the_export_help_says_where_each_format_is_written() -> None:
     """export's --out help said "Output file; default MODEL/model.onnx": `catdog export --format web` (the README's
     tour) writes a folder, catdog-app/ for the built-in model, and the built-in model's ONNX file is

@@ -48,10 +48,22 @@ def train(
             help="Global batch size; default 64 from scratch or with stages:N, 32 fine-tuning, 256 head.", min=1
         ),
     ] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate; default depends on the model.", min=0)] = None,
+    lr: Annotated[
+        float | None,
+        typer.Option(
+            help="Peak learning rate; default 3e-3 from scratch (1e-3 for seed-cnn), 5e-4 fine-tuning or with "
+            "stages:N, 1e-3 head.",
+            min=0,
+        ),
+    ] = None,
     optimizer: Annotated[str | None, typer.Option(help="adamw or adam; default adamw (adam for seed-cnn).")] = None,
     weight_decay: Annotated[
-        float | None, typer.Option(help="Weight decay; default depends on the model.", min=0)
+        float | None,
+        typer.Option(
+            help="Weight decay; default 0.05 from scratch (0 for seed-cnn), 0.02 fine-tuning or with stages:N, "
+            "1e-3 head.",
+            min=0,
+        ),
     ] = None,
     layer_decay: Annotated[
         float | None,
