@@ -72,7 +72,13 @@ def train(
         ),
     ] = None,
     schedule: Annotated[str, typer.Option(help="cosine (with warm-up) or onecycle.")] = "cosine",
-    warmup_epochs: Annotated[float, typer.Option(help="Linear warm-up length in epochs (cosine).", min=0)] = 1.0,
+    warmup_epochs: Annotated[
+        float,
+        typer.Option(
+            help="Linear warm-up length in epochs (cosine); under --time-budget, at most a twentieth of the budget.",
+            min=0,
+        ),
+    ] = 1.0,
     label_smoothing: Annotated[
         float | None, typer.Option(help="Label smoothing of the loss; default 0.1 (0 for seed-cnn).", min=0, max=0.5)
     ] = None,
