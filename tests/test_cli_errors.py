@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from importlib import resources
@@ -396,3 +397,26 @@ def test_every_command_s_text_into_a_full_standard_output_is_one_sentence(tmp_pa
     debug = [sys.executable, "-m", "catdog", "--debug", "cache", "--cache-dir", "x" * 300]
     done = subprocess.run(debug, capture_output=True, text=True, timeout=300)
     assert "Traceback" in done.stderr and "Standard output" not in done.stderr, done
+
+
+def test_ctrl_c_while_torch_imports_says_nothing_is_kept(tmp_path: Path) -> None:
+    """Ctrl-C in the first seconds of `catdog train`, while torch was importing (7-10 s of a busy 2-core machine
+    under torchrun), printed a bare "Interrupted.": the imports came before the command's own handling of Ctrl-C.
+    ``python -v`` says when torch's modules load, so the signal lands there."""
+    data = tmp_path / "data"
+    args = [sys.executable, "-v", "-m", "catdog", "train", str(data), "--out", str(tmp_path / "model")]
+    proc = subprocess.Popen(
+        args, stderr=subprocess.PIPE, text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if line.startswith("import 'torch"):
+            break
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-2000:]
+    said = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert said == [
+        "error: Interrupted; no checkpoint had been written yet, so nothing of this run is kept: "
+        "run the same command again to start over."
+    ]

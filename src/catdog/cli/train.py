@@ -176,23 +176,25 @@ def train(
     """Train a classifier on a dataset folder and write a model directory."""
     options = dict(locals())  # every parameter above is a TrainConfig field of the same name
     started = time.monotonic()  # the time budget includes importing torch and timm
-    from catdog.training.config import TrainConfig
-
-    config = TrainConfig(**options).resolved()  # a bad option is refused before importing timm and torchvision
-    from catdog.training.checkpoint import CHECKPOINT
-    from catdog.training.recipe import train as run_training
+    from catdog.models.files import CHECKPOINT
 
     stops: list[int] = []  # SIGINT or SIGTERM, once one has come
-    kept = f"'{config.out}' keeps the run: add --resume to the same command to go on."
+    kept = f"'{out}' keeps the run: add --resume to the same command to go on."
     try:
         with stopping_on_signals(stops):
+            # Imported here: a Ctrl-C in the seconds torch takes to import once said a bare "Interrupted.".
+            from catdog.training.config import TrainConfig
+
+            config = TrainConfig(**options).resolved()  # a bad option is refused before importing timm and torchvision
+            from catdog.training.recipe import train as run_training
+
             run_training(config, started=started)
     except (KeyboardInterrupt, RuntimeError) as err:
         # Under torchrun rank 0 may meet the other ranks, stopped too, leaving its collective before its own signal.
         stopped = isinstance(err, KeyboardInterrupt) or (bool(stops) and lost_peer(err))
         if not (stopped or lost_peer(err)):
             raise
-        checkpointed = (Path(config.out) / CHECKPOINT).exists()
+        checkpointed = (Path(out) / CHECKPOINT).exists()
         if not (stopped or checkpointed):
             raise
         if not stopped:

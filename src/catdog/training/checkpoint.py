@@ -12,9 +12,8 @@ import torch
 from catdog.errors import CatdogError
 from catdog.fsutil import atomic_write, why_unwritable
 from catdog.models import ModelError
+from catdog.models.files import CHECKPOINT
 from catdog.training.config import RESUME_KEYS, TrainConfig
-
-CHECKPOINT = "checkpoint.pt"
 
 
 @dataclass
