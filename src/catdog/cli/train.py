@@ -183,6 +183,10 @@ def train(
     try:
         with stopping_on_signals(stops):
             # Imported here: a Ctrl-C in the seconds torch takes to import once said a bare "Interrupted.".
+            # numpy first: torch's C extension imports it and swallows what goes wrong there, so a Ctrl-C landing
+            # in numpy's import was lost (the run went on) or came out as a RecursionError.
+            import numpy  # noqa: F401
+
             from catdog.training.config import TrainConfig
 
             config = TrainConfig(**options).resolved()  # a bad option is refused before importing timm and torchvision
