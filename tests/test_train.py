@@ -113,7 +113,8 @@ def test_each_family_learns_and_round_trips(family: str, small_dev: Path, shared
     assert config["training"]["model"] == options["model"]
     assert config["training"]["precision"] in ("fp32", "bf16")  # what ran, not "auto"
     # And the log says it: the docs' bf16 autocast from scratch on a CPU with AMX was once said nowhere but here.
-    assert f"training on cpu in {config['training']['precision']}" in said.getvalue(), said.getvalue()
+    said_precision = re.search(r"training on \S+ in (\w+)", said.getvalue())  # cpu, or cuda:0 on a GPU
+    assert said_precision and said_precision[1] == config["training"]["precision"], said.getvalue()
     # Where it ran from, wherever the model directory goes, and why and how it stopped.
     run = config["training"]
     assert run["data_dir"] == str(small_dev.resolve()) and run["out"] == str(out.resolve())
