@@ -399,14 +399,9 @@ def test_every_command_s_text_into_a_full_standard_output_is_one_sentence(tmp_pa
     assert "Traceback" in done.stderr and "Standard output" not in done.stderr, done
 
 
-@pytest.mark.parametrize("module", ["torch", "numpy"])
-def test_ctrl_c_while_torch_imports_says_nothing_is_kept(module: str, tmp_path: Path) -> None:
-    """Ctrl-C in the first seconds of `catdog train`, while torch was importing (7-10 s of a busy 2-core machine
-    under torchrun), printed a bare "Interrupted.": the imports came before the command's own handling of Ctrl-C.
-    ``python -v`` says when each module loads, so the signal lands there. numpy: torch's C extension imported it
-    and swallowed the KeyboardInterrupt, so the run went on (or stopped on a RecursionError, called a bug)."""
-    data = tmp_path / "data"
-    args = [sys.executable, "-v", "-m", "catdog", "train", str(data), "--out", str(tmp_path / "model")]
+def _ctrl_c_while_importing(module: str, *train_args: str) -> tuple[int, list[str]]:
+    """A real SIGINT to `catdog train ARGS` as ``python -v`` says ``module``'s modules load; its status and errors."""
+    args = [sys.executable, "-v", "-m", "catdog", "train", *train_args]
     proc = subprocess.Popen(
         args, stderr=subprocess.PIPE, text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)
     )
@@ -416,9 +411,29 @@ def test_ctrl_c_while_torch_imports_says_nothing_is_kept(module: str, tmp_path: 
             break
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130, stderr[-2000:]
-    said = [line for line in stderr.splitlines() if line.startswith("error:")]
-    assert said == [
-        "error: Interrupted; no checkpoint had been written yet, so nothing of this run is kept: "
-        "run the same command again to start over."
-    ]
+    return proc.returncode, [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+@pytest.mark.parametrize("module", ["torch", "numpy"])
+def test_ctrl_c_while_torch_imports_says_nothing_is_kept(module: str, tmp_path: Path) -> None:
+    """Ctrl-C in the first seconds of `catdog train`, while torch was importing (7-10 s of a busy 2-core machine
+    under torchrun), printed a bare "Interrupted.": the imports came before the command's own handling of Ctrl-C.
+    numpy: torch's C extension imported it and swallowed the KeyboardInterrupt, so the run went on (or stopped on
+    a RecursionError, called a bug)."""
+    said = _ctrl_c_while_importing(module, str(tmp_path / "data"), "--out", str(tmp_path / "model"))
+    assert said == (
+        130,
+        [
+            "error: Interrupted; no checkpoint had been written yet, so nothing of this run is kept: "
+            "run the same command again to start over."
+        ],
+    )
+
+
+def test_ctrl_c_of_a_resumed_run_says_to_run_it_again(tmp_path: Path) -> None:
+    """A resumed run stopped by Ctrl-C said "add --resume to the same command to go on", to a command that had it."""
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "checkpoint.pt").write_bytes(b"")  # never read: the signal comes while torch imports
+    said = _ctrl_c_while_importing("torch", str(tmp_path / "data"), "--out", str(out), "--resume")
+    assert said == (130, [f"error: Interrupted; '{out}' keeps the run: run the same command again to go on."])

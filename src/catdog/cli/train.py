@@ -179,7 +179,9 @@ def train(
     from catdog.models.files import CHECKPOINT
 
     stops: list[int] = []  # SIGINT or SIGTERM, once one has come
-    kept = f"'{out}' keeps the run: add --resume to the same command to go on."
+    # A resumed run was once told to "add --resume" to a command that had it.
+    go_on = "run the same command again" if resume else "add --resume to the same command"
+    kept = f"'{out}' keeps the run: {go_on} to go on."
     try:
         with stopping_on_signals(stops):
             # Imported here: a Ctrl-C in the seconds torch takes to import once said a bare "Interrupted.".
