@@ -1503,16 +1503,24 @@ OTHER_SERVER = "http://127.0.0.2:9/model.onnx"  # refused where the CSP is bypas
             f'"{OTHER_SERVER}" is on another server, and the app loads its model only from its own (its security '
             "policy); put the model beside the app and name it in model.json.",
         ),
+        (
+            # its own server's address, so that only the credentials are wrong with it
+            "http://user:pw@{host}/app/model.onnx",
+            "its address in model.json has a user name or password in it, which the app cannot send; name the model "
+            "without them.",
+        ),
     ],
-    ids=["malformed", "ftp", "another server"],
+    ids=["malformed", "ftp", "another server", "a user name and password"],
 )
 def test_a_model_address_fetch_cannot_use_is_said_at_once_not_as_a_server_out_of_reach(
     browser, playwright, server, address: str, sentence: str
 ):
     """fetch rejects a malformed address, one of a scheme it cannot fetch (ftp:) and one the app's security policy
     blocks (another server's) with the TypeError of a network failure, so a model.json naming its model by one was
-    asked again for a minute and then said to be "a server that could not be reached". The app now says at once
-    what is wrong with the address. Here the real model.json, its "model" changed."""
+    asked again for a minute and then said to be "a server that could not be reached". So does one with a user name
+    or password in it (https://user:pw@host/model.onnx), its password not shown. The app now says at once what is
+    wrong with the address. Here the real model.json, its "model" changed."""
+    address = address.format(host=server.url.split("://")[1])
 
     def changed(route) -> None:
         config = route.fetch().json()

@@ -247,6 +247,12 @@ async function fetchOk(url) {
   if (!["http:", "https:", "blob:", "data:"].includes(address.protocol)) {
     throw new ServerAnswer(`The model could not be loaded: "${url}" is no http or https address; check model.json.`);
   }
+  // fetch refuses an address with a user name or password in it (https://user:pw@host/…) before asking anyone.
+  // Not quoted: its password would be shown on the screen.
+  if (address.username || address.password) {
+    throw new ServerAnswer("The model could not be loaded: its address in model.json has a user name or password " +
+      "in it, which the app cannot send; name the model without them.");
+  }
   if (address.protocol.startsWith("http") && address.origin !== location.origin) {
     throw new ServerAnswer(`The model could not be loaded: "${url}" is on another server, and the app loads its ` +
       "model only from its own (its security policy); put the model beside the app and name it in model.json.");
