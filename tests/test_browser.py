@@ -424,6 +424,22 @@ def test_the_apps_choose_photos_draws_no_focus_ring_after_a_click(browser, serve
         context.close()
 
 
+def test_the_page_and_the_app_have_their_landmarks(browser, server: Server) -> None:
+    """The page's header and footer were inside main, where they are no banner or contentinfo landmark: a screen
+    reader's landmark list had main only. Both now sit beside main, on the page as in the app."""
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        for path in ("/", "/app/"):
+            page.goto(server.url + path)
+            assert page.get_by_role("banner").get_by_role("heading", name="catdog", exact=True).count() == 1, path
+            assert page.get_by_role("main").count() == 1, path
+            assert page.get_by_role("contentinfo").count() == 1, path
+            assert page.get_by_role("main").get_by_role("button", name="Start camera").count() == 1, path
+    finally:
+        context.close()
+
+
 def test_keyboard_reaches_every_control(page) -> None:
     reached = set()
     for _ in range(12):
