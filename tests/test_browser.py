@@ -49,16 +49,21 @@ def server(request: pytest.FixtureRequest) -> Server:
 
 
 @pytest.fixture(scope="module")
-def browser():
+def playwright():
     if sync_api is None:
         missing("playwright (Python) is not installed: pip install -e '.[test]'")
+    with sync_api.sync_playwright() as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def browser(playwright):
     if not CHROMIUM.exists():
         missing(f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)")
-    with sync_api.sync_playwright() as p:
-        # One browser with the fake camera: the flags only matter once a page asks for the camera.
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=BROWSER_ARGS)
-        yield b
-        b.close()
+    # One browser with the fake camera: the flags only matter once a page asks for the camera.
+    b = playwright.chromium.launch(executable_path=str(CHROMIUM), args=BROWSER_ARGS)
+    yield b
+    b.close()
 
 
 @pytest.fixture
@@ -420,6 +425,26 @@ def test_the_apps_choose_photos_draws_no_focus_ring_after_a_click(browser, serve
         chooser.value.set_files(str(cat_photo))
         assert page.evaluate("document.activeElement.id") == "file-input"  # the check tests something
         assert page.evaluate("getComputedStyle(document.getElementById('pick')).outlineStyle") == "none"
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("device", ["Pixel 5", "iPhone 13", "iPad Mini", None], ids=lambda device: device or "desktop")
+def test_ctrl_v_and_dropping_are_offered_only_with_a_mouse_or_trackpad(
+    browser, playwright, server: Server, device: str | None
+) -> None:
+    """A phone or tablet, touch only, was told "…or drop them here, or paste them (Ctrl+V / ⌘V).": it has no
+    keyboard to paste with and nothing to drop from. The hint is now there only where a pointer is fine (a
+    mouse, a trackpad: Playwright's desktop view) and gone from the phones' and tablet's."""
+    context = browser.new_context(
+        **(playwright.devices[device] if device else {"viewport": {"width": 1100, "height": 900}})
+    )
+    try:
+        page = context.new_page()
+        page.goto(server.url + "/")
+        hint = page.locator("#drop p").inner_text()
+        assert ("Ctrl+V" in hint and "drop them here" in hint) == (device is None), hint
+        assert hint.endswith("Several at once are fine."), hint
     finally:
         context.close()
 
