@@ -555,18 +555,24 @@ def test_live_camera_shows_a_label(page, server: Server) -> None:
 
 
 def test_heat_map(page, server: Server, cat_photo: Path, dog_photo: Path) -> None:
+    """A card's heat-map button is a toggle a screen reader can tell the state of: it was "Show heat map" with no
+    aria-pressed (a plain button), then "Hide heat map" pressed, its name and state saying the opposite. Its name
+    is now "Heat map" throughout (the photo's name its description), aria-pressed false, then true once shown."""
     page.set_input_files("#file-input", str(cat_photo))
     card = page.locator("#results .card[data-state=done]").first
     card.wait_for(timeout=30_000)
-    button = card.locator(".heat-button")
+    button = card.get_by_role("button", name="Heat map", exact=True, pressed=False)
+    assert button.get_attribute("aria-describedby") == card.locator(".name").get_attribute("id")
     button.focus()
     page.keyboard.press("Enter")
     card.locator("img.heat").wait_for(timeout=60_000)
+    button = card.get_by_role("button", name="Heat map", exact=True, pressed=True)
     assert button.get_attribute("aria-pressed") == "true"
     # The keyboard user is still on the button (a disabled button dropped the focus to the page).
     assert page.evaluate("document.activeElement.classList.contains('heat-button')")
     page.keyboard.press("Enter")
     card.locator("img.heat").wait_for(state="detached")
+    assert card.get_by_role("button", name="Heat map", exact=True, pressed=False).count() == 1
 
     # The checkbox shows the heat maps of the cards already there, not only of those to come.
     page.set_input_files("#file-input", str(dog_photo))
@@ -600,7 +606,9 @@ def test_a_heat_map_that_never_comes_holds_back_no_summary(page, cat_photo: Path
     page.check("#heatmap-toggle")
     page.set_input_files("#file-input", str(cat_photo))
     card = page.locator("#results .card[data-state=done]")
-    card.locator(".heat-button:text-is('Computing heat map…')").wait_for(timeout=30_000)
+    card.locator(".heat-button[aria-busy=true]:has-text('computing…')").wait_for(timeout=30_000)
+    # The wait is shown beside the toggle's name, not in it.
+    assert card.get_by_role("button", name="Heat map", exact=True, pressed=False).get_attribute("aria-busy") == "true"
     percent = card.locator(".bar").get_attribute("aria-valuenow")
     page.clock.run_for(10_000)
     said = f"{cat_photo.name}: cat, {percent} percent."
@@ -621,7 +629,7 @@ def test_a_heat_map_failing_as_the_summary_is_said_is_not_wiped_by_it(page, cat_
     page.check("#heatmap-toggle")
     page.set_input_files("#file-input", str(cat_photo))
     card = page.locator("#results .card[data-state=done]")
-    card.locator(".heat-button:text-is('Computing heat map…')").wait_for(timeout=30_000)
+    card.locator(".heat-button[aria-busy=true]:has-text('computing…')").wait_for(timeout=30_000)
     percent = card.locator(".bar").get_attribute("aria-valuenow")
     page.clock.run_for(10_000)  # the summary's wait for the heat map: the region is emptied, its words to come
     held[0].fulfill(status=500, json={"error": "Heat maps are down here."})
