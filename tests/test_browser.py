@@ -465,6 +465,18 @@ def test_the_page_and_the_app_have_their_landmarks(browser, server: Server) -> N
         context.close()
 
 
+@pytest.mark.parametrize("width", [1100, 375], ids=["desktop", "phone"])
+def test_the_live_answer_s_caption_stands_apart_from_the_camera_buttons(page, width: int) -> None:
+    """ "Live answer", the caption of the answer under it, sat against the camera's buttons (0 px apart), where it
+    read as their caption. It now has room above it, on a desktop and a phone."""
+    page.set_viewport_size({"width": width, "height": 900})
+    buttons = page.locator("#camera-start").bounding_box()
+    caption = page.locator("#live p.name").bounding_box()
+    label = page.locator("#live-label").bounding_box()
+    above, below = caption["y"] - (buttons["y"] + buttons["height"]), label["y"] - (caption["y"] + caption["height"])
+    assert above >= 8 and above > below, (above, below)
+
+
 def test_keyboard_reaches_every_control(page) -> None:
     reached = set()
     for _ in range(12):
