@@ -871,6 +871,9 @@ def test_a_screen_reader_hears_each_answer_once(browser, playwright, server, tmp
         assert error.startswith("'broken.jpg' is not an image"), error  # named in it: not said twice
         said = f"{cat_photo.name}: cat, {percent} percent. {error.rstrip('.')}."
         assert page.locator("#announce").text_content() == said
+        # Each card is named by its photo, as on the page: a list of articles said "article" for each.
+        for name in (cat_photo.name, broken.name):
+            assert page.get_by_role("article", name=name, exact=True).count() == 1, name
         assert not page.errors
     finally:
         context.close()

@@ -379,9 +379,14 @@ function headline(p) {
   return answerOf(p) + confidenceOf(p);
 }
 
+let cards = 0; // for each card's name's id
+
 function card(file, before) {
   const el = document.createElement("article");
   el.className = "card";
+  // Named by its photo, as the page's cards are: a screen reader's list of articles said "article" for each.
+  const nameId = `card-${++cards}-name`;
+  el.setAttribute("aria-labelledby", nameId);
   el.dataset.state = "pending";
   const img = document.createElement("img");
   img.alt = "";
@@ -398,6 +403,7 @@ function card(file, before) {
   body.innerHTML = '<div class="name"></div><div class="answer">…</div><div class="looks" hidden></div>' +
     '<div class="probs"></div>';
   body.querySelector(".name").textContent = file.name;
+  body.querySelector(".name").id = nameId;
   el.append(img, body);
   $("results").insertBefore(el, before); // a batch keeps the order chosen, above the batches before it
   return el;
