@@ -1541,6 +1541,21 @@ def test_a_model_address_fetch_cannot_use_is_said_at_once_not_as_a_server_out_of
         context.close()
 
 
+def test_the_app_opened_at_an_address_with_a_password_loads(browser, playwright, server) -> None:
+    """Opened at http://user:pw@host/app/ (a server behind a password, say), the app's document kept the
+    credentials in its address, fetch refused every file of the app resolved against it with a TypeError, and the
+    app said "Cannot reach the server; retrying…" for a minute. It now opens itself again at the address without
+    them (location.href), and loads."""
+    context = browser.new_context(**playwright.devices[PHONE], bypass_csp=True)
+    try:
+        page = context.new_page()
+        page.goto(server.url.replace("://", "://user:pw@") + "/app/")
+        page.locator("#status").filter(has_text="Ready:").wait_for(timeout=30_000)
+        assert page.evaluate("document.URL") == server.url + "/app/"
+    finally:
+        context.close()
+
+
 @pytest.mark.parametrize("name", ["model.json", "model.onnx"])
 def test_a_model_file_missing_from_the_server_is_said_with_what_to_do(browser, playwright, server, name):
     """A 404 for the app's own model file (a static host given part of an export) showed the server's bare "Not

@@ -477,6 +477,23 @@ def test_the_live_answer_s_caption_stands_apart_from_the_camera_buttons(page, wi
     assert above >= 8 and above > below, (above, below)
 
 
+def test_the_page_opened_at_an_address_with_a_password_works(browser, server: Server, cat_photo: Path) -> None:
+    """Opened at http://user:pw@host/ (a server behind a password, say), the page's document kept the credentials
+    in its address, fetch refused every API address resolved against it with a TypeError, and the page said
+    "Cannot reach the server; retrying…" for ever. It now opens itself again at the address without them
+    (location.href), and answers."""
+    context = browser.new_context(bypass_csp=True)
+    try:
+        page = context.new_page()
+        page.goto(server.url.replace("://", "://user:pw@") + "/")
+        page.wait_for_selector("#model-status:has-text('Model:')", timeout=30_000)
+        assert page.evaluate("document.URL") == server.url + "/"
+        page.set_input_files("#file-input", str(cat_photo))
+        page.locator("#results .card[data-state=done]").wait_for(timeout=30_000)
+    finally:
+        context.close()
+
+
 def test_keyboard_reaches_every_control(page) -> None:
     reached = set()
     for _ in range(12):

@@ -329,6 +329,7 @@ function ready(info) {
 
 let config = null;
 app.ready = (async () => {
+  if (globalThis.catdogShares.reopenWithoutCredentials()) return null; // the page as the server's does
   try {
     if (self.isSecureContext && !navigator.serviceWorker?.controller) {
       say("Downloading the model for offline use…"); // no service worker over plain http

@@ -4,6 +4,17 @@
 // imports it) that defines catdogShares.
 "use strict";
 globalThis.catdogShares = {
+  // Opened at an address with a user name or password in it (http://user:pw@host/), the document keeps them
+  // (document.URL) and fetch refuses every relative address resolved against it ("Request cannot be constructed
+  // from a URL that includes credentials"): the page and the app said they could not reach the server, for ever
+  // or for a minute. location.href has them not: the page is opened again there, once. Says whether it is.
+  reopenWithoutCredentials() {
+    const opened = new URL(document.URL);
+    if (!opened.username && !opened.password) return false;
+    location.replace(location.href);
+    return true;
+  },
+
   // Percentages with one decimal that add up to exactly 100 (largest remainder), for any class names.
   percents(probabilities) {
     const entries = Object.entries(probabilities || {}).filter(([, v]) => Number.isFinite(v) && v >= 0);
