@@ -7,11 +7,14 @@ globalThis.catdogShares = {
   // Opened at an address with a user name or password in it (http://user:pw@host/), the document keeps them
   // (document.URL) and fetch refuses every relative address resolved against it ("Request cannot be constructed
   // from a URL that includes credentials"): the page and the app said they could not reach the server, for ever
-  // or for a minute. location.href has them not: the page is opened again there, once. Says whether it is.
+  // or for a minute. The page is opened again at the same address without them, once. Says whether it is.
   reopenWithoutCredentials() {
-    const opened = new URL(document.URL);
-    if (!opened.username && !opened.password) return false;
-    location.replace(location.href);
+    const address = new URL(document.URL);
+    if (!address.username && !address.password) return false;
+    // Taken out here, not left to location.href: Chromium's has no credentials, but the URL standard's (other
+    // browsers') has them, and opening it again would reload the page for ever.
+    address.username = address.password = "";
+    location.replace(address.href);
     return true;
   },
 
