@@ -357,7 +357,8 @@ def test_the_page_and_the_app_colour_the_answers_alike(browser, server: Server) 
 def test_forced_colours_keep_the_confidence_bar_and_the_apps_buttons(browser, server: Server, cat_photo: Path) -> None:
     """In forced colours (Windows' contrast themes) the browser paints every background the system's one: the
     page's confidence bar and its fill were both the page's white, so the bar was gone; the app's buttons, which
-    have no border, read as plain text. The fill is now drawn in the text's colour, and the buttons outlined."""
+    have no border, read as plain text; a card's heat-map toggle looked the same on as off. The fill is now drawn in
+    the text's colour, the buttons outlined, and the toggle, on, in the system's highlight colours."""
     context = browser.new_context(forced_colors="active", bypass_csp=True)
     try:
         page = context.new_page()
@@ -369,6 +370,15 @@ def test_forced_colours_keep_the_confidence_bar_and_the_apps_buttons(browser, se
                 .map((e) => getComputedStyle(e).backgroundColor)"""
         )
         assert _contrast(track, fill) >= 3, (track, fill)  # WCAG's 3:1 for a graphic
+        # A card's heat-map toggle says "on" by its fill: in forced colours, on and off were both the card's white.
+        heat_button = page.get_by_role("button", name="Heat map", exact=True)
+        heat_button.click()
+        page.locator("#results img.heat").wait_for(timeout=60_000)
+        card, on = page.evaluate(
+            """[document.querySelector('#results .card'), document.querySelector('.heat-button[aria-pressed=true]')]
+                .map((e) => getComputedStyle(e).backgroundColor)"""
+        )
+        assert _contrast(card, on) >= 3, (card, on)
         page.goto(server.url + "/app/")
         borders = page.evaluate(
             """['#pick', '#camera-start'].map((s) => getComputedStyle(document.querySelector(s)))
