@@ -1512,8 +1512,14 @@ OTHER_SERVER = "http://127.0.0.2:9/model.onnx"  # refused where the CSP is bypas
             "its address in model.json has a user name or password in it, which the app cannot send; name the model "
             "without them.",
         ),
+        (
+            # said by the same sentence, not by the ftp one, which quotes the address and so the password
+            "ftp://user:secret@example.com/m.onnx",
+            "its address in model.json has a user name or password in it, which the app cannot send; name the model "
+            "without them.",
+        ),
     ],
-    ids=["malformed", "ftp", "another server", "a user name and password"],
+    ids=["malformed", "ftp", "another server", "a user name and password", "ftp with a password"],
 )
 def test_a_model_address_fetch_cannot_use_is_said_at_once_not_as_a_server_out_of_reach(
     browser, playwright, server, address: str, sentence: str

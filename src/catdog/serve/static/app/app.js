@@ -242,16 +242,16 @@ async function fetchOk(url) {
   } catch {
     throw new ServerAnswer(`The model could not be loaded: "${url}" is no valid address; check model.json.`);
   }
+  // fetch refuses an address with a user name or password in it (https://user:pw@host/…) before asking anyone.
+  // Not quoted, and before the checks below that quote it (ftp://user:pw@…): its password would be on the screen.
+  if (address.username || address.password) {
+    throw new ServerAnswer("The model could not be loaded: its address in model.json has a user name or password " +
+      "in it, which the app cannot send; name the model without them.");
+  }
   // So does an address fetch cannot use (ftp:, file:) or that the app's security policy blocks (connect-src 'self'
   // blob: data:, webapp.APP_HEADERS): known before asking, said at once.
   if (!["http:", "https:", "blob:", "data:"].includes(address.protocol)) {
     throw new ServerAnswer(`The model could not be loaded: "${url}" is no http or https address; check model.json.`);
-  }
-  // fetch refuses an address with a user name or password in it (https://user:pw@host/…) before asking anyone.
-  // Not quoted: its password would be shown on the screen.
-  if (address.username || address.password) {
-    throw new ServerAnswer("The model could not be loaded: its address in model.json has a user name or password " +
-      "in it, which the app cannot send; name the model without them.");
   }
   if (address.protocol.startsWith("http") && address.origin !== location.origin) {
     throw new ServerAnswer(`The model could not be loaded: "${url}" is on another server, and the app loads its ` +
