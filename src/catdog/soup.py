@@ -109,9 +109,13 @@ def average_weights(states: list[dict]) -> dict:
 
 
 def soup(cfg: SoupConfig) -> dict:
-    """Average ``cfg.models`` into ``cfg.out``; the soup's and the members' validation figures."""
+    """Average ``cfg.models`` into ``cfg.out``; the soup's and the members' validation figures, and
+    ``temperature_kept``: why its temperature stayed 1.0 (None where one was fitted), for :func:`summary` to say."""
+    import torch
+
     from catdog.models import load_model_dir, read_config, save_model_dir
     from catdog.models.files import builtin_name
+    from catdog.training.calibration import calibrate, calibrated_nll
 
     out = Path(cfg.out)
     if (out / "config.json").exists() and not cfg.overwrite:
@@ -150,15 +154,18 @@ def soup(cfg: SoupConfig) -> dict:
         save_model_dir(module, {**configs[0], "temperature": 1.0}, staging)
         # The soup on the validation split as `catdog predict` runs it, at T = 1 for its temperature's fit.
         accuracy, logits, labels = _validation(staging, cfg, forget_export=True)
-        metrics = _calibrated(logits, labels) | {
+        logits_t, labels_t = torch.from_numpy(logits), torch.from_numpy(labels)
+        calibration = calibrate(logits_t, labels_t)
+        metrics = {
+            "val_loss_calibrated": round(calibrated_nll(logits_t, labels_t, calibration.temperature), 5),
             "val_accuracy": round(accuracy, 5),
             "val_images": len(labels),
             "members_val_accuracy": [round(a, 5) for a in member_accuracy],
         }
         config = {
             **configs[0],
-            "temperature": metrics.pop("temperature"),
-            "calibration": metrics.pop("calibration"),  # the soup's own, not its first member's
+            "temperature": calibration.temperature,
+            "calibration": calibration.record,  # the soup's own, not its first member's
             "metrics": metrics,
             "soup": {
                 "members": [str(Path(m).resolve()) for m in cfg.models],
@@ -173,22 +180,7 @@ def soup(cfg: SoupConfig) -> dict:
         staging.rename(out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return metrics
-
-
-def _calibrated(logits: np.ndarray, labels: np.ndarray) -> dict:
-    """The temperature fitted on validation, and the log loss there with it."""
-    import torch
-
-    from catdog.training.calibration import calibrated_nll, calibration_record, fit_temperature, too_few_to_calibrate
-
-    logits_t, labels_t = torch.from_numpy(logits), torch.from_numpy(labels)
-    temperature = fit_temperature(logits_t, labels_t)
-    return {
-        "temperature": temperature,
-        "calibration": calibration_record(len(labels), too_few_to_calibrate(len(labels))),
-        "val_loss_calibrated": round(calibrated_nll(logits_t, labels_t, temperature), 5),
-    }
+    return metrics | {"temperature_kept": calibration.kept}
 
 
 def _validation(
@@ -224,16 +216,15 @@ def _forget_export(model_dir: Path) -> None:
 
 
 def summary(cfg: SoupConfig, metrics: dict) -> str:
-    """What ``catdog soup`` prints: where the soup is and how it compares with its members."""
+    """What ``catdog soup`` prints: where the soup is, how it compares with its members, and why its temperature
+    stayed 1.0 where :func:`soup` said so (``temperature_kept``)."""
     members = ", ".join(f"{100 * a:.2f} %" for a in metrics["members_val_accuracy"])
     lines = [
         f"Averaged {len(cfg.models)} models into '{printable(cfg.out)}'.",
         f"Validation ({metrics['val_images']:,} photos): the soup {100 * metrics['val_accuracy']:.2f} %; "
         f"its members {members}.",
     ]
-    from catdog.training.calibration import too_few_to_calibrate
-
-    kept = too_few_to_calibrate(metrics["val_images"])
+    kept = metrics.get("temperature_kept")
     if kept:  # as `catdog train` says it: a temperature fitted on a handful of photos is noise
         lines.append(f"The soup's {kept}.")
     if metrics["val_accuracy"] < max(metrics["members_val_accuracy"]):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -38,17 +39,31 @@ def too_few_to_calibrate(n_photos: int) -> str | None:
     )
 
 
-def calibration_record(n_photos: int, kept: str | None) -> str:
-    """What config.json's ``calibration`` says: why 1.0 was kept (``kept``, :func:`too_few_to_calibrate`'s answer
-    for ``n_photos``), or how many photos the temperature was fitted on."""
-    return kept or f"temperature fitted on {n_photos} validation photos"
+@dataclass(frozen=True)
+class Calibration:
+    """The temperature a model is deployed at, on ``n_photos`` validation photos; ``kept``: why 1.0 was kept
+    (:func:`too_few_to_calibrate`'s sentence), None where a temperature was fitted."""
+
+    temperature: float
+    n_photos: int
+    kept: str | None
+
+    @property
+    def record(self) -> str:
+        """config.json's ``calibration``: why 1.0 was kept, or how many photos the temperature was fitted on."""
+        return self.kept or f"temperature fitted on {self.n_photos} validation photos"
+
+
+def calibrate(logits: torch.Tensor, labels: torch.Tensor) -> Calibration:
+    """The one place that decides whether the validation photos are enough to fit a temperature on, and fits it."""
+    kept = too_few_to_calibrate(len(labels))
+    temperature = 1.0 if kept else fit_temperature(logits, labels)
+    return Calibration(temperature, len(labels), kept)
 
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """The temperature minimising the validation NLL of ``softmax(logits / T)`` (LBFGS on log T); 1.0, the model
-    as trained, on fewer than ``MIN_PHOTOS_TO_CALIBRATE`` photos."""
-    if too_few_to_calibrate(len(labels)):
-        return 1.0
+    """The temperature minimising the validation NLL of ``softmax(logits / T)`` (LBFGS on log T), on however
+    few photos: :func:`calibrate` first asks whether they are enough."""
     log_t = torch.zeros(1, requires_grad=True)
     optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=100, line_search_fn="strong_wolfe")
 

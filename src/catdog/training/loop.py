@@ -23,7 +23,7 @@ from catdog.errors import CatdogError
 from catdog.fsutil import atomic_write_text
 from catdog.preprocess import Preprocess, to_uint8
 from catdog.training.batches import PADDING, image_input
-from catdog.training.calibration import calibrated_nll, fit_temperature
+from catdog.training.calibration import calibrate, calibrated_nll
 from catdog.training.checkpoint import RunState
 from catdog.training.config import TrainConfig
 from catdog.training.distributed import DistContext, SharedBudget, epoch_sums
@@ -234,7 +234,8 @@ def record_epoch(
     # it will have then. The raw loss also counts the under-confidence that label smoothing trains in and
     # the temperature takes out: it kept a 45-minute fine-tune's first epoch (98.70 % at 224 px) over
     # later ones up to 99.02 %, on raw losses 0.5-1.1 % apart.
-    calibrated = calibrated_nll(val["logits"], val["labels"], fit_temperature(val["logits"], val["labels"]))
+    temperature = calibrate(val["logits"], val["labels"]).temperature
+    calibrated = calibrated_nll(val["logits"], val["labels"], temperature)
     row = {
         "epoch": state.epoch + 1,
         "steps": state.step,

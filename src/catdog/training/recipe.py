@@ -55,15 +55,13 @@ from catdog.training.batches import (
     warm_up,
 )
 from catdog.training.calibration import (
+    calibrate,
     calibrated_nll,
-    calibration_record,
-    fit_temperature,
     frozen_val_pets,
     gate_config,
     learnt_neither_gate,
     pristine_val_pets,
     refit_gate,
-    too_few_to_calibrate,
 )
 from catdog.training.checkpoint import CHECKPOINT, RunState, check_out_dir, load_checkpoint, save_checkpoint
 from catdog.training.config import PET_CLASSES, TrainConfig
@@ -800,18 +798,18 @@ def write_model(
         gate_record = gate_config(state.best_pets, model, pre.image_size, len(negatives), cfg.model)
     else:
         gate_record = None
-    temperature = fit_temperature(logits, labels)
+    calibration = calibrate(logits, labels)
+    temperature = calibration.temperature
     calibrated = calibrated_nll(logits, labels, temperature)
     metrics["val_loss_calibrated"] = round(calibrated, 5)
-    kept = too_few_to_calibrate(len(labels))
-    if kept:
-        log.info(kept)
+    if calibration.kept:
+        log.info(calibration.kept)
     config = {
         "architecture": cfg.model,
         "classes": classes,
         "preprocess": pre.to_dict(),
         "temperature": temperature,
-        "calibration": calibration_record(len(labels), kept),
+        "calibration": calibration.record,
         "gate": gate_record,
         # The settings as run: absolute paths, so that the run can be told apart and repeated from anywhere.
         "training": cfg.to_dict()
