@@ -1622,7 +1622,8 @@ def test_a_tiny_validation_split_keeps_the_temperature_of_1_and_says_so(
     """A 6-photo validation split once calibrated a temperature of 20.000, the limit of the fit: a couple of
     confident wrong answers set it, which pulls every answer towards 50 %. Below
     MIN_PHOTOS_TO_CALIBRATE the fit is noise: 1.0 is kept, train says so in one line, and config.json records why.
-    calibrate() alone decides it (fit_temperature, then write_model and soup's summary, each asked again)."""
+    calibrate() alone decides it (fit_temperature, then write_model and soup's summary, each asked again); and at
+    temperature 1 the calibrated loss is the loss itself, which every epoch line and the saved line repeated."""
     from catdog.training.calibration import MIN_PHOTOS_TO_CALIBRATE, calibrate, fit_temperature
 
     labels = torch.tensor([0, 1] * 3)
@@ -1650,6 +1651,7 @@ def test_a_tiny_validation_split_keeps_the_temperature_of_1_and_says_so(
     assert 0 < n < MIN_PHOTOS_TO_CALIBRATE and config["temperature"] == 1.0, config
     said = f"temperature 1.0 kept: {n} validation photos are too few to fit one on ({MIN_PHOTOS_TO_CALIBRATE} needed"
     assert config["calibration"].startswith(said) and done.stderr.count(said) == 1, (config["calibration"], done.stderr)
+    assert "calibrated" not in done.stderr, done.stderr
 
 
 def test_the_temperature_sharpens_only_on_ten_wrong_answers_or_more() -> None:

@@ -265,7 +265,8 @@ def record_epoch(
     # Shown from the exact figures: the row's, rounded to 5 digits first, showed 24 of 57 right (42.105...%) as 42.10%.
     log.info(
         f"epoch {row['epoch']}: train loss {loss_sum / seen:.4f} acc {correct / seen:.2%} | "
-        f"val loss {val['val_loss']:.4f} (calibrated {calibrated:.4f}) acc {val['val_accuracy']:.2%} | "
+        f"val loss {val['val_loss']:.4f}{f' (calibrated {calibrated:.4f})' if temperature != 1.0 else ''} "
+        f"acc {val['val_accuracy']:.2%} | "
         f"{row['images_per_s']:.1f} images/s"
     )
     if ctx.is_main:

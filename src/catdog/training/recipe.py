@@ -845,8 +845,10 @@ def write_model(
     (out / CHECKPOINT).unlink(missing_ok=True)
     # A learnt neither class is validated over three classes; the temperature only over the pets' two.
     over, pets_only = (f" over {', '.join(classes)} and neither", " on the pets") if learns_neither else ("", "")
+    # At temperature 1 the calibrated loss is the loss itself: said again, it read as a second figure.
+    calibrated_note = f"calibrated{pets_only} {calibrated:.4f}; "
     log.info(
         f"saved {out}: val accuracy {state.best_accuracy:.2%}{over}, val loss {state.best_loss:.4f} "
-        f"(calibrated{pets_only} {calibrated:.4f}; epoch {metrics['best_epoch']}), "
+        f"({calibrated_note if temperature != 1.0 or learns_neither else ''}epoch {metrics['best_epoch']}), "
         f"temperature {temperature:.3f}, {metrics['wall_seconds']:.0f} s"
     )
