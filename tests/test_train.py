@@ -1605,6 +1605,37 @@ def test_an_epoch_is_partial_only_when_steps_were_left_out(tmp_path: Path) -> No
     assert [(row["steps"], row["partial"]) for row in state.history] == [(8, False), (5, True)]
 
 
+def test_the_epoch_lines_give_the_rate_over_the_run_not_each_epochs_own(tmp_path: Path) -> None:
+    """A frozen head's epoch is one step of milliseconds on cached features: the epoch lines gave each epoch's own
+    rate, which swung from 700 to 75,000 images/s between lines. They now give the rate over the run so far."""
+    import io
+
+    from rich.console import Console
+
+    from catdog.training.checkpoint import RunState
+    from catdog.training.distributed import DistContext
+    from catdog.training.loop import record_epoch, run_rate
+    from catdog.training.progress import Reporter
+
+    labels = torch.tensor([0, 1, 0, 1])
+    logits = torch.stack([labels == 0, labels == 1], 1).float()
+    val = {"val_loss": 0.5, "val_accuracy": 1.0, "logits": logits, "labels": labels, "pets": torch.ones(4)}
+    said = io.StringIO()
+    state = RunState()
+    for seconds in (0.1, 0.001):  # 184 images each: 1,840 images/s, then a step timed at 184,000 images/s
+        state.seen, state.correct, state.loss_sum, state.train_seconds, state.step = 184, 92, 92.0, seconds, 1
+        record_epoch(
+            cfg=TrainConfig(data_dir="d", out=str(tmp_path)), state=state, val=val, trainable=torch.nn.Linear(2, 2),
+            steps_per_epoch=1, ctx=DistContext(), out=tmp_path, log=Reporter(Console(file=said, width=400)),
+        )  # fmt: skip
+    assert run_rate(state.history) == pytest.approx(368 / 0.101)
+    first, second = [line for line in said.getvalue().splitlines() if "epoch" in line]
+    assert first.endswith("1,840.0 images/s over the run") and second.endswith("3,643.6 images/s over the run"), (
+        said.getvalue()
+    )
+    assert run_rate([{"images_per_s": 99.0}]) == 0.0  # a resumed run's epochs from before the record say nothing
+
+
 def test_the_temperature_never_sharpens_a_split_with_no_error() -> None:
     from catdog.training.calibration import fit_temperature
 
