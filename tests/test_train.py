@@ -1001,6 +1001,24 @@ def test_a_frozen_head_trains_on_a_folder_holding_a_photo_and_its_copy(
     assert json.loads((tmp_path / "model" / "config.json").read_text())["data"]["train_images"] >= 10
 
 
+def test_a_frozen_run_says_its_training_figures_count_each_view(
+    dev_dir: Path, shared_cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A frozen head trains on each photo and its mirror: its training accuracy counted two answers a photo, where
+    evaluate and the validation figures count one, and nothing said so. The line before the first epoch does now
+    (~4 s in the suite, where the Lite0 export is cached by test_frozen_part_...; ~20 s alone)."""
+    data_dir = copy_dev_subset(dev_dir, tmp_path / "data", 6, start=920)  # the photos of the test above
+    options = dict(model="tf_efficientnet_lite0", freeze="backbone", workers=0, cache_dir=str(shared_cache))
+    train(TrainConfig(data_dir=str(data_dir), out=str(tmp_path / "model"), feature_views=2, epochs=1, **options))
+    err = " ".join(capsys.readouterr().err.split())  # rich wraps long lines
+    n = json.loads((tmp_path / "model" / "config.json").read_text())["data"]["train_images"]
+    said = (
+        f"an epoch is {2 * n} cached views of the {n} training photos (each as it is and mirrored), and its training "
+        "loss, accuracy and images/s count each view"
+    )
+    assert said in err, err
+
+
 def test_a_feature_index_that_skips_a_row_is_computed_again(tmp_path: Path) -> None:
     """What that bug left in a user's cache: an index whose rows skip one. It is dropped (the features are
     computed again), not read a row too far, and the store says why for the run to print."""

@@ -183,6 +183,7 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
         log.info(
             f"training on {device} in {precision_words(cfg.precision)} with {processes}, "
             f"{counted(steps_per_epoch, 'step')} per epoch"
+            f"{views_note(len(job.train_set), len(splits['train']), cfg.feature_views)}"
         )
         validation_steps = math.ceil(len(job.val_set) / ctx.world) / per_rank_batch  # its rows, in steps' worth
         # Under --compile the first validation compiles the eval graph too (minutes on a GPU): no guess from steps.
@@ -770,6 +771,18 @@ def gate_evidence(
         state.best_pets = refit_gate(open_set, data, at_size, splits, negatives, pre, cache_dir, cfg.model, log.info)
     else:  # a gate that taps blocks the cached features left out: its scores from the pretrained features
         state.best_pets = pristine_val_pets(open_set, data, at_size, splits, pre, cache_dir, cfg.model, log.info)
+
+
+def views_note(n_rows: int, n_photos: int, views: int) -> str:
+    """What an epoch on cached views counts, for the line before the first epoch ('' for one row a photo): its
+    training accuracy counted each photo and its mirror as two answers, and said nothing of it."""
+    if n_rows <= n_photos:
+        return ""
+    kinds = "as it is and mirrored" if views == 2 else "as it is, mirrored and augmented"
+    return (
+        f"; an epoch is {n_rows:,} cached views of the {counted(n_photos, 'training photo')} (each {kinds}), and "
+        "its training loss, accuracy and images/s count each view"
+    )
 
 
 def write_model(
