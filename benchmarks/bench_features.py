@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.common import DEV_DIR, Result, interleaved_ms, need_dev_data
+from benchmarks.common import DEV_DIR, Result, interleaved_ms, need_dev_data, say
 
 COMMAND = "python -m benchmarks features"
 BACKBONES = ("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2")
@@ -43,7 +43,7 @@ def features(architecture: str, quick: bool) -> tuple[dict[str, np.ndarray], dic
     out, labels = {}, {}
     for name, indices in parts.items():
         jobs = [(i, view) for i in indices for view in (0, 1)]
-        pooled, _, _ = pretrained_features(data, jobs, pre, cache_dir, architecture)
+        pooled, _, _ = pretrained_features(data, jobs, pre, cache_dir, architecture, say=say)
         out[name] = pooled.reshape(len(indices), 2, -1)
         labels[name] = np.array([data.labels[i] for i in indices])
     return out, labels, pre

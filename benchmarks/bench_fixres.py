@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from benchmarks.bench_features import sized_cost
-from benchmarks.common import DEV_DIR, Result, need_dev_data
+from benchmarks.common import DEV_DIR, Result, need_dev_data, say
 
 COMMAND = "python -m benchmarks fixres"
 # (backbone, input size): the backbone's own size first, then larger ones.
@@ -60,7 +60,7 @@ def features(architecture: str, size: int, quick: bool) -> tuple[dict[str, np.nd
         parts = {name: indices[:: max(1, len(indices) // 300)] for name, indices in parts.items()}
     out, labels = {}, {}
     for name, indices in parts.items():
-        pooled, _, _ = pretrained_features(data, [(i, 0) for i in indices], pre, cache_dir, architecture, TAPS)
+        pooled, _, _ = pretrained_features(data, [(i, 0) for i in indices], pre, cache_dir, architecture, TAPS, say)
         out[name], labels[name] = pooled, np.array([data.labels[i] for i in indices])
     return out, labels
 

@@ -107,6 +107,12 @@ def peak_rss_mib(children: bool = False) -> float:
     return resource.getrusage(who).ru_maxrss / 1024
 
 
+def say(message: str) -> None:
+    """A script's voice for what catdog's feature store tells a run (a damaged feature cache dropped, its features
+    computed again: a slower run), the ``say`` training passes it; on stderr, where stdout holds results."""
+    print(message, file=sys.stderr, flush=True)
+
+
 def catdog_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "catdog", *args]
 

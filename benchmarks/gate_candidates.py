@@ -23,7 +23,7 @@ from sklearn.covariance import LedoitWolf
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from benchmarks.common import DATA, WILD_SUBJECTS, calibration_slice, neither_split
+from benchmarks.common import DATA, WILD_SUBJECTS, calibration_slice, neither_split, say
 from catdog.data import prepare
 from catdog.features import pretrained_features
 from catdog.fsutil import default_cache_dir
@@ -107,7 +107,7 @@ def main() -> None:
     halves = neither_split(others.hashes, others.labels)
 
     def feats(data, indices, view=0):
-        return pretrained_features(data, [(i, view) for i in indices], pre, cache_dir, BUILTIN_BACKBONE)[:2]
+        return pretrained_features(data, [(i, view) for i in indices], pre, cache_dir, BUILTIN_BACKBONE, say=say)[:2]
 
     fit = {}
     fit["pets_f"], fit["pets_l"] = feats(dev, fit_pets)

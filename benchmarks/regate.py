@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.common import say
 from catdog.data import prepare
 from catdog.features import pretrained_gate_inputs
 from catdog.fsutil import default_cache_dir
@@ -42,7 +43,7 @@ def regate(model_dir: Path) -> dict:
     val = [i for i in data.split(config["training"]["val_fraction"])["val"] if data.labels[i] < len(config["classes"])]
     with torch.no_grad():
         jobs = [(i, 0) for i in val]
-        inputs = pretrained_gate_inputs(data, jobs, pre, cache_dir, BUILTIN_BACKBONE, model.open_set.taps)
+        inputs = pretrained_gate_inputs(data, jobs, pre, cache_dir, BUILTIN_BACKBONE, model.open_set.taps, say)
         val_pets = torch.sigmoid(inputs @ model.open_set.weight + model.open_set.bias)
     config["gate"] = gate_config(val_pets, model, pre.image_size)
     config["gate_regated_by"] = "python -m benchmarks.regate (the gate of a later commit; weights as trained)"

@@ -57,6 +57,7 @@ from benchmarks.common import (  # noqa: E402
     cross_validated_operating_point,
     neither_split,
     operating_point_record,
+    say,
 )
 from benchmarks.synthetic_graphics import prepared_graphics  # noqa: E402
 from catdog.data import prepare
@@ -113,7 +114,7 @@ def fit_at_size(
     graphics = prepared_graphics(pre, cache_dir)
 
     def evidence(data, jobs) -> tuple[torch.Tensor, torch.Tensor, dict[int, torch.Tensor]]:
-        features, logits, tapped = pretrained_features(data, jobs, pre, cache_dir, architecture, ALL_TAPS)
+        features, logits, tapped = pretrained_features(data, jobs, pre, cache_dir, architecture, ALL_TAPS, say)
         tensors = [torch.from_numpy(np.ascontiguousarray(t)) for t in (features, logits, *tapped)]
         return tensors[0], tensors[1], dict(zip(ALL_TAPS, tensors[2:]))
 

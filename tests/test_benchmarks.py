@@ -6,6 +6,8 @@ import json
 import math
 from pathlib import Path
 
+import pytest
+
 from benchmarks.bench_abuse import all_served_within
 
 
@@ -156,3 +158,43 @@ def test_the_commit_a_copy_was_made_from_can_be_named(monkeypatch) -> None:
         assert code_version() == "0123456789ab"
     finally:
         code_version.cache_clear()
+
+
+def test_scripts_and_benchmarks_say_a_damaged_feature_cache_was_dropped(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Training says when it drops a damaged feature cache (a slower run: its features are computed again); the
+    scripts and benchmarks that read the same cache dropped it without a word. They pass the store their ``say``,
+    one line on stderr, wherever they open it."""
+    import ast
+
+    import numpy as np
+
+    from benchmarks.common import say
+    from catdog.features import FeatureStore
+
+    damaged = FeatureStore(tmp_path, "lite0")
+    damaged.file.write_bytes(np.zeros((3, 1), dtype=np.float32).tobytes())
+    damaged.index_file.write_text(json.dumps({"dim": 1, "rows": {"a:0": 1, "b:0": 2}}))  # skips row 0
+    FeatureStore(tmp_path, "lite0", say=say)
+    assert capsys.readouterr().err == (
+        f"the feature cache '{damaged.dir}' was dropped, its index skips or repeats a row (written by catdog before "
+        "2026-12-07); its features are computed again\n"
+    )
+
+    root = Path(__file__).resolve().parents[1]
+    opened = {"pretrained_features", "pretrained_gate_inputs", "FeatureStore"}  # say: the 7th argument, or by name
+    calls = [
+        (path.relative_to(root), node)
+        for path in sorted([*root.glob("benchmarks/*.py"), *root.glob("scripts/*.py")])
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) in opened
+    ]
+    assert len(calls) >= 5
+    silent = [
+        f"{path}:{node.lineno}"
+        for path, node in calls
+        if not any(keyword.arg == "say" for keyword in node.keywords)
+        and not (getattr(node.func, "id", "") != "FeatureStore" and len(node.args) >= 7)
+    ]
+    assert not silent, silent
