@@ -1654,6 +1654,19 @@ def test_the_epoch_lines_give_the_rate_over_the_run_not_each_epochs_own(tmp_path
     assert run_rate([{"images_per_s": 99.0}]) == 0.0  # a resumed run's epochs from before the record say nothing
 
 
+def test_a_run_stopped_by_patience_says_calibrated_only_where_a_temperature_was_fitted() -> None:
+    """With too few validation photos to fit a temperature on, every epoch is chosen on the loss itself (T = 1), and
+    "stopped: no better calibrated validation loss for 8 epochs" named a calibration that never happened."""
+    from catdog.training.checkpoint import RunState
+    from catdog.training.recipe import why_stop
+
+    cfg = TrainConfig(data_dir="d", out="m", patience=8)
+    at_one = RunState(bad_epochs=8, history=[{"temperature": 1.0}] * 9)
+    assert why_stop(cfg, at_one, budget_hit=False) == "no better validation loss for 8 epochs"
+    fitted = RunState(bad_epochs=8, history=[{"temperature": 1.0}, {"temperature": 1.3}])
+    assert why_stop(cfg, fitted, budget_hit=False) == "no better calibrated validation loss for 8 epochs"
+
+
 def test_the_temperature_never_sharpens_a_split_with_no_error() -> None:
     from catdog.training.calibration import fit_temperature
 

@@ -245,6 +245,7 @@ def record_epoch(
         "train_accuracy": round(correct / seen, 5),
         "val_loss": round(val["val_loss"], 5),
         "val_loss_calibrated": round(calibrated, 5),
+        "temperature": temperature,
         "val_accuracy": round(val["val_accuracy"], 5),
         "lr": float(f"{state.last_lr:.6g}"),  # six significant digits: a decayed rate is 1e-6 or less
         "images_per_s": round(seen / max(state.train_seconds, 1e-9), 2),

@@ -624,7 +624,9 @@ def why_stop(cfg: TrainConfig, state: RunState, budget_hit: bool) -> str:
     if budget_hit:
         return "time budget spent"
     if state.bad_epochs >= cfg.patience:
-        return f"no better calibrated validation loss for {cfg.patience} epochs"
+        # At temperature 1 (too few photos to fit one on) the calibrated loss is the loss: "calibrated" misled.
+        calibrated = "calibrated " if any(row.get("temperature", 1.0) != 1.0 for row in state.history) else ""
+        return f"no better {calibrated}validation loss for {cfg.patience} epochs"
     return ""
 
 
