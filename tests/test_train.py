@@ -1005,8 +1005,9 @@ def test_a_frozen_run_says_its_training_figures_count_each_view(
     dev_dir: Path, shared_cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     """A frozen head trains on each photo and its mirror: its training accuracy counted two answers a photo, where
-    evaluate and the validation figures count one, and nothing said so. The line before the first epoch does now
-    (~4 s in the suite, where the Lite0 export is cached by test_frozen_part_...; ~20 s alone)."""
+    evaluate and the validation figures count one, and nothing said so. The line before the first epoch does now.
+    And a second run said "exporting the frozen part" again, where it reused the cached export (two 1-epoch runs:
+    ~8 s in the suite, where the Lite0 export is cached by test_frozen_part_...; ~30 s alone on a loaded machine)."""
     data_dir = copy_dev_subset(dev_dir, tmp_path / "data", 6, start=920)  # the photos of the test above
     options = dict(model="tf_efficientnet_lite0", freeze="backbone", workers=0, cache_dir=str(shared_cache))
     train(TrainConfig(data_dir=str(data_dir), out=str(tmp_path / "model"), feature_views=2, epochs=1, **options))
@@ -1017,6 +1018,9 @@ def test_a_frozen_run_says_its_training_figures_count_each_view(
         "loss, accuracy and images/s count each view"
     )
     assert said in err, err
+    # The frozen part's export is cached now: a second run reuses it, and said it was "exporting" it again.
+    train(TrainConfig(data_dir=str(data_dir), out=str(tmp_path / "again"), feature_views=2, epochs=1, **options))
+    assert "exporting the frozen part" not in capsys.readouterr().err
 
 
 def test_a_feature_index_that_skips_a_row_is_computed_again(tmp_path: Path) -> None:

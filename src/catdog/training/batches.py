@@ -320,8 +320,10 @@ def cached_features(cfg, data, splits, pre, extractor, cache_dir, ctx, deadline,
         if ctx.device.type == "cuda":
             feature_fn = torch_feature_fn(extractor, ctx.device)
         else:
-            log.info("exporting the frozen part to ONNX Runtime (cached for later runs)")
-            feature_fn = onnx_feature_fn(extractor, cache_dir / "onnx" / f"{key}.onnx", pre.image_size)
+            onnx_file = cache_dir / "onnx" / f"{key}.onnx"
+            if not onnx_file.exists():  # said on every run, it read as if each one exported it again
+                log.info("exporting the frozen part to ONNX Runtime (cached for later runs)")
+            feature_fn = onnx_feature_fn(extractor, onnx_file, pre.image_size)
         jobs = val_jobs + train_jobs
         with log.progress("frozen-part features", len(jobs)) as bar:
             extract(data, jobs, pre, store, feature_fn, deadline=stop, progress=lambda n: bar.update(advance=n))
