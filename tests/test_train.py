@@ -1023,6 +1023,24 @@ def test_a_frozen_run_says_its_training_figures_count_each_view(
     assert "exporting the frozen part" not in capsys.readouterr().err
 
 
+def test_a_run_says_how_many_photos_an_epoch_of_whole_batches_trains(
+    small_dev: Path, shared_cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """From scratch an epoch trains whole batches only: 92 photos in batches of 64 trained 64 an epoch, and the
+    epoch line's training accuracy (42.19 %, 27 of 64) read as one over 92 photos, with nothing said."""
+    options = dict(model="seed-cnn", image_size=64, epochs=1, batch_size=16, workers=0, cache_dir=str(shared_cache))
+    train(TrainConfig(data_dir=str(small_dev), out=str(tmp_path / "model"), **options))
+    err = " ".join(capsys.readouterr().err.split())  # rich wraps long lines
+    n = json.loads((tmp_path / "model" / "config.json").read_text())["data"]["train_images"]
+    trained = n - n % 16
+    assert 0 < trained < n, n
+    said = (
+        f"an epoch trains {trained} of the {n} training photos, in whole batches of 16 (the other {n - trained} wait "
+        "for the next epoch's shuffle)"
+    )
+    assert said in err, err
+
+
 def test_a_feature_index_that_skips_a_row_is_computed_again(tmp_path: Path) -> None:
     """What that bug left in a user's cache: an index whose rows skip one. It is dropped (the features are
     computed again), not read a row too far, and the store says why for the run to print."""
