@@ -1023,6 +1023,18 @@ def test_a_frozen_run_says_its_training_figures_count_each_view(
     assert "exporting the frozen part" not in capsys.readouterr().err
 
 
+def test_a_frozen_run_cut_by_its_budget_says_each_photo_is_mirrored_only_where_it_is() -> None:
+    """A time budget may stop the features after every photo's first view and some of their mirrors (the budget's
+    line says how many): "180 cached views ... (each as it is and mirrored)" then claimed mirrors never computed."""
+    from catdog.training.recipe import views_note
+
+    assert "(each as it is and mirrored)" in views_note(180, 90, 2)
+    cut = views_note(120, 90, 2)
+    assert cut.startswith("; an epoch is 120 cached views of the 90 training photos, and") and "each as" not in cut
+    assert "(each as it is, mirrored and augmented)" in views_note(360, 90, 4)
+    assert "each as" not in views_note(200, 90, 4)
+
+
 def test_a_run_says_how_many_photos_an_epoch_of_whole_batches_trains(
     small_dev: Path, shared_cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

@@ -778,12 +778,14 @@ def gate_evidence(
 
 def views_note(n_rows: int, n_photos: int, views: int) -> str:
     """What an epoch on cached views counts, for the line before the first epoch ('' for one row a photo): its
-    training accuracy counted each photo and its mirror as two answers, and said nothing of it."""
+    training accuracy counted each photo and its mirror as two answers, and said nothing of it. A time budget may
+    leave some photos with fewer views (the line before says which): "each" is said only where none was left out."""
     if n_rows <= n_photos:
         return ""
     kinds = "as it is and mirrored" if views == 2 else "as it is, mirrored and augmented"
+    each = f" (each {kinds})" if n_rows == n_photos * views else ""
     return (
-        f"; an epoch is {n_rows:,} cached views of the {counted(n_photos, 'training photo')} (each {kinds}), and "
+        f"; an epoch is {n_rows:,} cached views of the {counted(n_photos, 'training photo')}{each}, and "
         "its training loss, accuracy and images/s count each view"
     )
 
