@@ -1053,6 +1053,21 @@ def test_a_run_says_how_many_photos_an_epoch_of_whole_batches_trains(
     assert said in err, err
 
 
+def test_the_photos_an_epoch_leaves_over_count_every_process_batch() -> None:
+    """Under torchrun a step trains every process's batch: 92 photos at --batch-size 64 over 2 processes train 64 an
+    epoch (32 each), and the line said "in whole batches of 32", the batch of one process, half the one asked for."""
+    from catdog.training.recipe import left_over_note
+
+    assert left_over_note(92, steps=1, batch_per_process=32, processes=2) == (
+        "; an epoch trains 64 of the 92 training photos, in whole batches of 64, 32 a process (the other 28 wait for "
+        "the next epoch's shuffle)"
+    )
+    assert left_over_note(1_201, steps=2, batch_per_process=600).endswith(
+        "of 600 (the other 1 waits for the next epoch's shuffle)"
+    )
+    assert left_over_note(92, steps=2, batch_per_process=46) == ""
+
+
 def test_a_feature_index_that_skips_a_row_is_computed_again(tmp_path: Path) -> None:
     """What that bug left in a user's cache: an index whose rows skip one. It is dropped (the features are
     computed again), not read a row too far, and the store says why for the run to print."""

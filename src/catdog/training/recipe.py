@@ -184,7 +184,7 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
             f"training on {device} in {precision_words(cfg.precision)} with {processes}, "
             f"{counted(steps_per_epoch, 'step')} per epoch"
             f"{views_note(len(job.train_set), len(splits['train']), cfg.feature_views)}"
-            f"{left_over_note(steps_per_epoch * per_rank_batch * ctx.world, len(job.train_set), per_rank_batch)}"
+            f"{left_over_note(len(job.train_set), steps_per_epoch, per_rank_batch, ctx.world)}"
         )
         validation_steps = math.ceil(len(job.val_set) / ctx.world) / per_rank_batch  # its rows, in steps' worth
         # Under --compile the first validation compiles the eval graph too (minutes on a GPU): no guess from steps.
@@ -790,14 +790,19 @@ def views_note(n_rows: int, n_photos: int, views: int) -> str:
     )
 
 
-def left_over_note(trained: int, n_photos: int, batch: int) -> str:
+def left_over_note(n_photos: int, steps: int, batch_per_process: int, processes: int = 1) -> str:
     """What an epoch of whole batches leaves for the next ('' where it trains every photo): 92 photos in batches
-    of 64 trained 64 an epoch, and its training accuracy of 42.19 % (27 of 64) read as one over 92 photos."""
+    of 64 trained 64 an epoch, and its training accuracy of 42.19 % (27 of 64) read as one over 92 photos. A step's
+    batch is every process's: ``--batch-size 64`` over 2 processes is 32 each, and a batch of 64."""
+    batch = batch_per_process * processes
+    trained = steps * batch
     if trained >= n_photos:
         return ""
+    per_process = f", {batch_per_process} a process" if processes > 1 else ""
+    left = n_photos - trained
     return (
-        f"; an epoch trains {trained} of the {n_photos} training photos, in whole batches of {batch} (the other "
-        f"{n_photos - trained} wait for the next epoch's shuffle)"
+        f"; an epoch trains {trained:,} of the {n_photos:,} training photos, in whole batches of {batch}{per_process} "
+        f"(the other {left:,} {'waits' if left == 1 else 'wait'} for the next epoch's shuffle)"
     )
 
 
