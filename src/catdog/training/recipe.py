@@ -879,10 +879,17 @@ def write_model(
     (out / CHECKPOINT).unlink(missing_ok=True)
     # A learnt neither class is validated over three classes; the temperature only over the pets' two.
     over, pets_only = (f" over {', '.join(classes)} and neither", " on the pets") if learns_neither else ("", "")
-    # At temperature 1 the calibrated loss is the loss itself: said again, it read as a second figure.
-    calibrated_note = f"calibrated{pets_only} {calibrated:.4f}; "
+    # At temperature 1 the calibrated loss is the loss itself: said again, it read as a second figure. With a learnt
+    # neither class it is another figure, the pets' alone, but "calibrated" only where a temperature was fitted.
+    second_loss = f"{calibrated:.4f}; "
+    if temperature != 1.0:
+        second_loss = f"calibrated{pets_only} {second_loss}"
+    elif learns_neither:
+        second_loss = f"on the pets {second_loss}"
+    else:
+        second_loss = ""
     log.info(
         f"saved {out}: val accuracy {state.best_accuracy:.2%}{over}, val loss {state.best_loss:.4f} "
-        f"({calibrated_note if temperature != 1.0 or learns_neither else ''}epoch {metrics['best_epoch']}), "
+        f"({second_loss}epoch {metrics['best_epoch']}), "
         f"temperature {temperature:.3f}, {metrics['wall_seconds']:.0f} s"
     )
