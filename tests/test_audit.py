@@ -92,9 +92,22 @@ def test_audit_finds_the_cat_in_the_neither_folder(
     text = run_catdog_in_process("data", "audit", str(data), "--model", str(trained_model_dir), "--top", "3")
     assert text.returncode == 0, text.stderr
     assert f"{len(non_pets) + 1} neither photos judged" in text.stdout
-    # The accuracy is over the pets, and the line says so (it once counted the neither photos into "photos").
+    # The accuracy is over the pets, and the line says so (it once counted the neither photos into "photos"), as
+    # a percentage of the cat-or-dog answers; each suspect's kind is said: "out-of-fold accuracy 1.0000; 1 disagrees
+    # with its label" once, the one turned away by the gate, not answered the other class.
     accuracy = result["out_of_fold_accuracy"]
-    assert text.stdout.startswith(f"41 photos of cat and dog, out-of-fold accuracy {accuracy:.4f}")
+    right = round(accuracy * 41)
+    assert text.stdout.startswith(
+        f"41 photos of cat and dog, out-of-fold accuracy {accuracy:.1%} ({right} of 41 answered their own class, "
+        "cat or dog, by a fit on the other folds); "
+    ), text.stdout
+    away = sum(s["suggested"] == "neither" for s in result["suspects"])  # the horse, and any pet the gate errs on
+    other = len(result["suspects"]) - away - 1  # the stray cat aside
+    said = ", ".join(
+        [f"{other} answered the other class"] * bool(other)
+        + [f"{away} answered neither by the gate", "1 labelled neither answered cat or dog by the gate"]
+    )
+    assert f"\n{len(result['suspects'])} suspects: {said}. Most likely mislabelled:\n" in text.stdout, text.stdout
     assert f"neither/{stray}: labelled neither, looks like cat" in text.stdout
 
 
@@ -162,8 +175,11 @@ def test_the_report_of_gateless_photos_speaks_of_no_gate(data_root: Path, dev_di
     assert "gate puts" not in page and "cat-or-dog" not in page
     assert "3 neither photos not judged: the model's gate tells cats and dogs from the rest, and these photos are " \
            "of bird and rabbit." in page  # fmt: skip
-    assert "disagrees with the label:\n1 suspect, the top 1 below, most confident first. 0 unreadable files." in page
-    assert "; 1 disagrees with its label. Most likely mislabelled:\n  1. " in done.stdout
+    assert (
+        "disagrees with the label.\n1 suspect: 1 answered the other class; the top 1 below, most confident first. "
+        "0 unreadable files." in page
+    )
+    assert "\n1 suspect: 1 answered the other class. Most likely mislabelled:\n  1. " in done.stdout
     result = json.loads(run_catdog_in_process("data", "audit", str(data), "--json").stdout)
     assert result["classes"] == ["bird", "rabbit"] and result["gated"] is False and result["neither_judged"] is False
 
@@ -184,3 +200,25 @@ def test_names_with_square_brackets_are_printed_as_they_are(samples_dir: Path, t
     said = done.stdout
     assert f"unreadable '{data / 'cat' / '[' / 'x].jpg'}' is not an image" in said, said
     assert f"unreadable '{data / 'dog' / '[red]note.jpg'}' is not an image" in said, said
+
+
+def test_the_summary_says_which_kind_each_suspect_is() -> None:
+    """ "out-of-fold accuracy 1.0000; 1 disagrees with its label" read as a contradiction: the one was a dog photo the
+    gate answers `neither`, which the accuracy (of the cat-or-dog answers) does not count."""
+    from catdog.audit import AuditResult, Suspect, accuracy_note, suspects_note
+
+    horse = Suspect("dog/horse.jpg", "dog", "neither", 0.99)
+    result = AuditResult(41, ["cat", "dog"], 5, [horse], 1.0)
+    assert accuracy_note(result) == (
+        "out-of-fold accuracy 100.0% (41 of 41 answered their own class, cat or dog, by a fit on the other folds)"
+    )
+    assert suspects_note(result) == "1 suspect: 1 answered neither by the gate"
+    flipped = [Suspect(f"dog/cat.{i}.jpg", "dog", "cat", 0.9) for i in range(2)]
+    stray = Suspect("neither/cat.9.jpg", "neither", "cat", 0.97)
+    result = AuditResult(51, ["cat", "dog"], 5, [horse, *flipped, stray], 38 / 41, neither=10)
+    assert accuracy_note(result).startswith("out-of-fold accuracy 92.7% (38 of 41 answered")
+    assert suspects_note(result) == (
+        "4 suspects: 2 answered the other class, 1 answered neither by the gate, "
+        "1 labelled neither answered cat or dog by the gate"
+    )
+    assert suspects_note(AuditResult(3, ["bird", "fox", "owl"], 2, [], 1.0)) == "No suspects"

@@ -258,6 +258,33 @@ def pets_counted(result: AuditResult) -> str:
     return f"{result.n - result.neither} photos of {listed(result.classes)}"
 
 
+def accuracy_note(result: AuditResult) -> str:
+    """The out-of-fold accuracy as a percentage and what it counts: the cat-or-dog answers alone, never the gate's
+    (a summary read "out-of-fold accuracy 1.0000; 1 disagrees with its label", the one being the gate's)."""
+    pets = result.n - result.neither
+    right = round(result.out_of_fold_accuracy * pets) if pets else 0
+    return (
+        f"out-of-fold accuracy {result.out_of_fold_accuracy:.1%} ({right} of {pets} answered their own class, "
+        f"{listed(result.classes, 'or')}, by a fit on the other folds)"
+    )
+
+
+def suspects_note(result: AuditResult) -> str:
+    """How many suspects and of which kind: answered another class, turned away by the gate, a pet among the
+    `neither` photos. "1 disagrees with its label" did not say that the gate, not the classes, disagreed."""
+    if not result.suspects:
+        return "No suspects"
+    other = "the other class" if len(result.classes) == 2 else "another class"
+    away = sum(s.suggested == NEITHER for s in result.suspects)
+    pets = sum(s.label == NEITHER for s in result.suspects)
+    kinds = [
+        (len(result.suspects) - away - pets, f"answered {other}"),
+        (away, "answered neither by the gate"),
+        (pets, f"labelled {NEITHER} answered cat or dog by the gate"),  # only a cat/dog gate judges them
+    ]
+    return f"{counted(len(result.suspects), 'suspect')}: " + ", ".join(f"{n} {kind}" for n, kind in kinds if n)
+
+
 def neither_note(result: AuditResult, lead: str = "") -> str:
     """What became of the `neither` photos, for people; empty when there are none."""
     if not result.neither:
@@ -277,24 +304,24 @@ def write_audit(result: AuditResult, out_dir: str | os.PathLike, top: int = 100)
     cards = "".join(
         f'<figure><img src="{thumbnail_data_uri(s.path) or ""}" alt="{html.escape(Path(s.path).name)}">'
         f"<figcaption>#{rank} {html.escape(Path(s.path).name)}<br>labelled <b>{html.escape(s.label)}</b>, "
-        f"looks like <b>{html.escape(s.suggested)}</b> ({s.confidence:.3f})</figcaption></figure>"
+        f"looks like <b>{html.escape(s.suggested)}</b> ({s.confidence:.1%})</figcaption></figure>"
         for rank, s in enumerate(result.suspects[:top], 1)
     )
-    note = neither_note(result, "; ")
     # Without a gate (a model without one, or photos of other classes) no photo was judged by one.
     gate = "" if result.ungated else ",\nor that the model's gate puts on the other side of cat-or-dog"
     # Counts read as words: "1 suspects", "the top 0 below" once.
-    shown = f", the top {min(top, len(result.suspects))} below, most confident first" if result.suspects else ""
+    shown = f"; the top {min(top, len(result.suspects))} below, most confident first" if result.suspects else ""
+    summary = f"{pets_counted(result)}, {accuracy_note(result)}{neither_note(result, '; ')}."
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>catdog data audit</title>
 <style>body {{ font-family: system-ui, sans-serif; margin: 2rem; }}
 figure {{ display: inline-block; width: 210px; margin: .5rem; vertical-align: top; font-size: .8rem; }}
 img {{ max-width: 100%; }}</style></head><body>
 <h1>Photos most likely mislabelled</h1>
-<p>{html.escape(pets_counted(result))} (out-of-fold accuracy {result.out_of_fold_accuracy:.4f}){html.escape(note)}.
-Suspects are photos whose {result.folds}-fold out-of-fold prediction disagrees with the label{gate}:
-{counted(len(result.suspects), "suspect")}{shown}. {counted(len(result.unreadable), "unreadable file")}.</p>
-{cards or "<p>No suspects.</p>"}
+<p>{html.escape(summary)}
+Suspects are photos whose {result.folds}-fold out-of-fold prediction disagrees with the label{gate}.
+{html.escape(suspects_note(result))}{shown}. {counted(len(result.unreadable), "unreadable file")}.</p>
+{cards}
 </body></html>
 """
     atomic_write_text(out / "audit.html", utf8_safe(page))  # the names in it; a lone surrogate cannot be written

@@ -108,7 +108,7 @@ def data_audit(
     Photos in a `neither` folder (neither/, other/ ...) are suspects when the model's gate sees a cat or a dog,
     and photos of cat/ or dog/ when it sees neither.
     """
-    from catdog.audit import audit, neither_note, pets_counted, write_audit
+    from catdog.audit import accuracy_note, audit, neither_note, pets_counted, suspects_note, write_audit
     from catdog.fsutil import shown
 
     refuse_unwritable(out, "folder")
@@ -125,23 +125,15 @@ def data_audit(
         return
     top = top or TOP_SUSPECTS
     console = Console(highlight=False, soft_wrap=True, emoji=False)
-    n = len(result.suspects)
-    disagree = "1 disagrees with its label" if n == 1 else f"{n} disagree with their label"  # "1 disagree" once
     # Paths and class names are text, not rich markup: a '[/x]' in one raised MarkupError, and '[red]' vanished.
-    accuracy = f"out-of-fold accuracy {result.out_of_fold_accuracy:.4f}"
-    with printing():
-        console.print(
-            shown(f"{pets_counted(result)}, {accuracy}{neither_note(result, '; ')}; {disagree}.")
-            + (" Most likely mislabelled:" if n else "")
-        )
-        for rank, s in enumerate(result.suspects[:top], 1):
-            console.print(
-                shown(f"{rank:3d}. {s.path}: labelled {s.label}, looks like {s.suggested} ({s.confidence:.3f})")
-            )
-        for item in result.unreadable:
-            console.print(f"[yellow]unreadable[/] {shown(item['error'])}")
-        if page:
-            console.print(shown(f"Report: {page}"))
+    console.print(shown(f"{pets_counted(result)}, {accuracy_note(result)}{neither_note(result, '; ')}."))
+    console.print(shown(f"{suspects_note(result)}.") + (" Most likely mislabelled:" if result.suspects else ""))
+    for rank, s in enumerate(result.suspects[:top], 1):
+        console.print(shown(f"{rank:3d}. {s.path}: labelled {s.label}, looks like {s.suggested} ({s.confidence:.1%})"))
+    for item in result.unreadable:
+        console.print(f"[yellow]unreadable[/] {shown(item['error'])}")
+    if page:
+        console.print(shown(f"Report: {page}"))
 
 
 @app.command("cache", short_help="What catdog cached and its size; --clear frees it.")
