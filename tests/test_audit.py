@@ -43,6 +43,9 @@ def test_audit_ranks_the_flipped_labels_first(trained_model_dir: Path, dev_dir: 
     assert saved["suspects"] == result["suspects"]
     page = (out / "audit.html").read_text()
     assert all(name in page for name in FLIPPED) and "data:image/jpeg;base64," in page
+    # The page names the unreadable file and says why, as data check does: it said only "1 unreadable file.".
+    empty = html.escape(f"'{data / 'cat' / 'empty.jpg'}' is empty (0 bytes).")
+    assert f"1 unreadable file, left out of the audit:</p><ul><li>{empty}</li></ul>" in page
     # --top limits the JSON too (data.md: "--top 50 --json: the 50 strongest suspects"); it once printed all.
     assert len(result["suspects"]) > 2
     top = run_catdog_in_process("data", "audit", str(data), "--model", str(trained_model_dir), "--top", "2", "--json")
@@ -176,9 +179,10 @@ def test_the_report_of_gateless_photos_speaks_of_no_gate(data_root: Path, dev_di
     assert "3 neither photos not judged: the model's gate tells cats and dogs from the rest, and these photos are " \
            "of bird and rabbit." in page  # fmt: skip
     assert (
-        "disagrees with the label.\n1 suspect: 1 answered the other class; the top 1 below, most confident first. "
-        "0 unreadable files." in page
+        "disagrees with the label.\n1 suspect: 1 answered the other class; the top 1 below, most confident first."
+        in page
     )
+    assert "unreadable" not in page
     assert "\n1 suspect: 1 answered the other class. Most likely mislabelled:\n  1. " in done.stdout
     result = json.loads(run_catdog_in_process("data", "audit", str(data), "--json").stdout)
     assert result["classes"] == ["bird", "rabbit"] and result["gated"] is False and result["neither_judged"] is False
@@ -198,8 +202,9 @@ def test_names_with_square_brackets_are_printed_as_they_are(samples_dir: Path, t
     done = run_catdog_in_process("data", "audit", str(data))
     assert done.returncode == 0, done.stderr
     said = done.stdout
-    assert f"unreadable '{data / 'cat' / '[' / 'x].jpg'}' is not an image" in said, said
-    assert f"unreadable '{data / 'dog' / '[red]note.jpg'}' is not an image" in said, said
+    assert "\n2 unreadable files, left out of the audit:\n" in said, said
+    assert f"\n  '{data / 'cat' / '[' / 'x].jpg'}' is not an image" in said, said
+    assert f"\n  '{data / 'dog' / '[red]note.jpg'}' is not an image" in said, said
 
 
 def test_the_summary_says_which_kind_each_suspect_is() -> None:

@@ -312,6 +312,12 @@ def write_audit(result: AuditResult, out_dir: str | os.PathLike, top: int = 100)
     # Counts read as words: "1 suspects", "the top 0 below" once.
     shown = f"; the top {min(top, len(result.suspects))} below, most confident first" if result.suspects else ""
     summary = f"{pets_counted(result)}, {accuracy_note(result)}{neither_note(result, '; ')}."
+    # Named, each in the sentence of catdog.images: the page said only "2 unreadable files." and not which.
+    unreadable = "".join(f"<li>{html.escape(item['error'])}</li>" for item in result.unreadable)
+    if unreadable:
+        unreadable = (
+            f"<p>{counted(len(result.unreadable), 'unreadable file')}, left out of the audit:</p><ul>{unreadable}</ul>"
+        )
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>catdog data audit</title>
 <style>body {{ font-family: system-ui, sans-serif; margin: 2rem; }}
@@ -320,7 +326,8 @@ img {{ max-width: 100%; }}</style></head><body>
 <h1>Photos most likely mislabelled</h1>
 <p>{html.escape(summary)}
 Suspects are photos whose {result.folds}-fold out-of-fold prediction disagrees with the label{gate}.
-{html.escape(suspects_note(result))}{shown}. {counted(len(result.unreadable), "unreadable file")}.</p>
+{html.escape(suspects_note(result))}{shown}.</p>
+{unreadable}
 {cards}
 </body></html>
 """

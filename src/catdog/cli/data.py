@@ -109,6 +109,7 @@ def data_audit(
     and photos of cat/ or dog/ when it sees neither.
     """
     from catdog.audit import accuracy_note, audit, neither_note, pets_counted, suspects_note, write_audit
+    from catdog.cli.output import print_unreadable
     from catdog.fsutil import shown
 
     refuse_unwritable(out, "folder")
@@ -130,8 +131,7 @@ def data_audit(
     console.print(shown(f"{suspects_note(result)}.") + (" Most likely mislabelled:" if result.suspects else ""))
     for rank, s in enumerate(result.suspects[:top], 1):
         console.print(shown(f"{rank:3d}. {s.path}: labelled {s.label}, looks like {s.suggested} ({s.confidence:.1%})"))
-    for item in result.unreadable:
-        console.print(f"[yellow]unreadable[/] {shown(item['error'])}")
+    print_unreadable(console, result.unreadable, "left out of the audit")
     if page:
         console.print(shown(f"Report: {page}"))
 

@@ -150,10 +150,7 @@ def print_evaluation(result: dict) -> None:
                 f"  FPR at 95% TPR {fmt(o['fpr_at_95_tpr'])} (neither photos scoring at least "
                 f"{fmt(o['score_at_95_tpr'])}, the P(cat or dog) that keeps 95% of pets)"
             )
-    if result["unreadable"]:
-        out.print(f"[yellow]{counted(len(result['unreadable']), 'unreadable file')}[/]:")
-        for item in result["unreadable"]:
-            out.print(f"  {shown(item['error'])}")
+    print_unreadable(out, result["unreadable"])
     if result.get("left_out"):
         left_out = result["left_out"]
         out.print(
@@ -174,6 +171,15 @@ def print_evaluation(result: dict) -> None:
         out.print(table)
     if "report" in result:
         out.print(shown(f"Report: {result['report']}"))
+
+
+def print_unreadable(out: Console, unreadable: list[dict], fate: str = "") -> None:
+    """The files that could not be read, under a count, each in the one sentence catdog.images gives (the same as
+    data check's for that file): "unreadable '…' is empty (0 bytes)." read awkwardly."""
+    if unreadable:
+        out.print(f"[yellow]{counted(len(unreadable), 'unreadable file')}[/]{', ' + fate if fate else ''}:")
+        for item in unreadable:
+            out.print(f"  {shown(item['error'])}")
 
 
 def _confidence(r: Prediction) -> str:
