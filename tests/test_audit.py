@@ -205,6 +205,13 @@ def test_names_with_square_brackets_are_printed_as_they_are(samples_dir: Path, t
     assert "\n2 unreadable files, left out of the audit:\n" in said, said
     assert f"\n  '{data / 'cat' / '[' / 'x].jpg'}' is not an image" in said, said
     assert f"\n  '{data / 'dog' / '[red]note.jpg'}' is not an image" in said, said
+    # Fewer listed than found is said, and how to list them all: "2 suspects ... Most likely mislabelled:" read
+    # above one of them as if it were all.
+    found = len(json.loads(run_catdog_in_process("data", "audit", str(data), "--json").stdout)["suspects"])
+    assert found >= 2
+    one = run_catdog_in_process("data", "audit", str(data), "--top", "1").stdout
+    assert f". Most likely mislabelled, the top 1 (--top {found} lists all):\n  1. " in one, one
+    assert "\n  2. " not in one
 
 
 def test_the_summary_says_which_kind_each_suspect_is() -> None:

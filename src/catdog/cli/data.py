@@ -128,12 +128,22 @@ def data_audit(
     console = Console(highlight=False, soft_wrap=True, emoji=False)
     # Paths and class names are text, not rich markup: a '[/x]' in one raised MarkupError, and '[red]' vanished.
     console.print(shown(f"{pets_counted(result)}, {accuracy_note(result)}{neither_note(result, '; ')}."))
-    console.print(shown(f"{suspects_note(result)}.") + (" Most likely mislabelled:" if result.suspects else ""))
+    console.print(shown(f"{suspects_note(result)}.") + _suspects_heading(len(result.suspects), top))
     for rank, s in enumerate(result.suspects[:top], 1):
         console.print(shown(f"{rank:3d}. {s.path}: labelled {s.label}, looks like {s.suggested} ({s.confidence:.1%})"))
     print_unreadable(console, result.unreadable, "left out of the audit")
     if page:
         console.print(shown(f"Report: {page}"))
+
+
+def _suspects_heading(found: int, top: int) -> str:
+    """What the list below the summary holds: with more suspects than --top, the line said "5 suspects ... Most
+    likely mislabelled:" above 2 of them, and nothing that the other 3 were left out nor how to see them."""
+    if not found:
+        return ""
+    if found <= top:
+        return " Most likely mislabelled:"
+    return f" Most likely mislabelled, the top {top} (--top {found} lists all):"
 
 
 @app.command("cache", short_help="What catdog cached and its size; --clear frees it.")
