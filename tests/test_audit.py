@@ -147,6 +147,8 @@ def test_a_class_of_one_photo_is_named_before_any_feature_is_computed(dev_dir: P
     done = run_catdog_in_process("data", "audit", str(tmp_path))
     said = " ".join(done.stderr.split())
     assert done.returncode == 2 and "has 1 readable photo of class 'chat' ('" in said, said
+    # And the file that is no photo, named with why: the count alone left a newcomer looking at two files.
+    assert f"photos. 1 of its files cannot be read: '{tmp_path / 'Chats' / 'note.jpg'}' is not an image" in said, said
 
 
 def test_three_classes_are_listed_in_words() -> None:

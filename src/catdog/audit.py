@@ -198,7 +198,10 @@ def audit(
     kept_labels = [dataset.files[i].label for i in kept]
     pets = np.array([label != NEITHER for label in kept_labels], dtype=bool)
     labels = np.array([names.index(label) for label in kept_labels if label != NEITHER], dtype=int)
-    _refuse_small_classes(data_dir, names, [(paths[i], label) for i, label in zip(kept, kept_labels)], "readable ")
+    label_of = {str(item.path): item.label for item in dataset.files}
+    lost = [(u["error"], label_of[u["path"]]) for u in unreadable]
+    readable = [(paths[i], label) for i, label in zip(kept, kept_labels)]
+    _refuse_small_classes(data_dir, names, readable, "readable ", lost)
     smallest = min(int((labels == c).sum()) for c in range(len(names)))
     folds = max(2, min(folds, smallest))
     pet_paths = [str(paths[i]) for i, pet in zip(kept, pets) if pet]
@@ -239,17 +242,28 @@ def audit(
 
 
 def _refuse_small_classes(
-    data_dir: str | os.PathLike, names: list[str], photos: list[tuple[Path, str]], kind: str = ""
+    data_dir: str | os.PathLike,
+    names: list[str],
+    photos: list[tuple[Path, str]],
+    kind: str = "",
+    unreadable: list[tuple[str, str]] | None = None,
 ) -> None:
     """Refuse, naming it and a photo of it, a class with under 2 photos: out-of-fold judging needs one to fit
-    on besides the one judged. A lone photo is most often a stray folder (`Chats/` beside `Cats/`), so say where."""
+    on besides the one judged. A lone photo is most often a stray folder (`Chats/` beside `Cats/`), so say where.
+
+    ``unreadable``: (sentence, class) of each file that cannot be read, one of which is said for the class
+    refused: "has 0 readable photos of class 'cat'" of a cat/ of two files said neither which nor why."""
     for name in names:
         found = [path for path, label in photos if label == name]
         if len(found) < 2:
             where, fix = (f" ('{found[0]}')", "move it into the class it belongs to, or add") if found else ("", "add")
+            lost = [sentence for sentence, label in unreadable or [] if label == name]
+            why = ""
+            if lost:
+                why = f" {len(lost)} of its files cannot be read{', the first' * (len(lost) > 1)}: {lost[0]}"
             raise DatasetError(
                 f"'{data_dir}' has {counted(len(found), kind + 'photo')} of class '{name}'{where}; an audit needs "
-                f"at least 2 of each class: {fix} photos."
+                f"at least 2 of each class: {fix} photos.{why}"
             )
 
 
