@@ -236,3 +236,17 @@ def test_the_summary_says_which_kind_each_suspect_is() -> None:
         "1 labelled neither answered cat or dog by the gate"
     )
     assert suspects_note(AuditResult(3, ["bird", "fox", "owl"], 2, [], 1.0)) == "No suspects"
+
+
+def test_an_accuracy_short_of_every_photo_never_reads_100_percent(tmp_path: Path) -> None:
+    """ "out-of-fold accuracy 100.0% (4999 of 5000 ...)" read as a contradiction, and a suspect at 99.96% read
+    "100.0%", as sure as one the fit had no doubt about."""
+    from catdog.audit import AuditResult, Suspect, accuracy_note, write_audit
+
+    assert accuracy_note(AuditResult(5000, ["cat", "dog"], 5, [], 4999 / 5000)).startswith(
+        "out-of-fold accuracy 99.98% (4999 of 5000 answered"
+    )
+    assert accuracy_note(AuditResult(40, ["cat", "dog"], 5, [], 1.0)).startswith("out-of-fold accuracy 100.0% (40 of")
+    nearly = Suspect(str(tmp_path / "dog" / "cat.1.jpg"), "dog", "cat", 0.9996)
+    page = write_audit(AuditResult(40, ["cat", "dog"], 5, [nearly], 0.975), tmp_path / "out").read_text()
+    assert "looks like <b>cat</b> (99.96%)" in page, page

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from catdog.data.layout import NEITHER, DatasetError, discover
-from catdog.fsutil import atomic_write_text, counted, json_text, listed, utf8_safe
+from catdog.fsutil import atomic_write_text, counted, json_text, listed, percent, utf8_safe
 from catdog.images import ImageError
 from catdog.models.files import is_onnx_model
 from catdog.preprocess import Preprocess, normalize, stack_uint8, to_uint8
@@ -278,7 +278,7 @@ def accuracy_note(result: AuditResult) -> str:
     pets = result.n - result.neither
     right = round(result.out_of_fold_accuracy * pets) if pets else 0
     return (
-        f"out-of-fold accuracy {result.out_of_fold_accuracy:.1%} ({right} of {pets} answered their own class, "
+        f"out-of-fold accuracy {percent(result.out_of_fold_accuracy)} ({right} of {pets} answered their own class, "
         f"{listed(result.classes, 'or')}, by a fit on the other folds)"
     )
 
@@ -318,7 +318,7 @@ def write_audit(result: AuditResult, out_dir: str | os.PathLike, top: int = 100)
     cards = "".join(
         f'<figure><img src="{thumbnail_data_uri(s.path) or ""}" alt="{html.escape(Path(s.path).name)}">'
         f"<figcaption>#{rank} {html.escape(Path(s.path).name)}<br>labelled <b>{html.escape(s.label)}</b>, "
-        f"looks like <b>{html.escape(s.suggested)}</b> ({s.confidence:.1%})</figcaption></figure>"
+        f"looks like <b>{html.escape(s.suggested)}</b> ({percent(s.confidence)})</figcaption></figure>"
         for rank, s in enumerate(result.suspects[:top], 1)
     )
     # Without a gate (a model without one, or photos of other classes) no photo was judged by one.

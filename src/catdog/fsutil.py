@@ -135,6 +135,16 @@ def counted(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
+def percent(p: float) -> str:
+    """``p`` as a percentage with one decimal, or as many more (up to 4) as keep it off 0.0 % and 100.0 %: "unsure
+    (100.0%)" once hid 99.977 % < 99.999 %, and "accuracy 100.0% (4999 of 5000 ...)" read as a contradiction."""
+    for decimals in range(1, 5):
+        text = f"{p:.{decimals}%}"
+        if not (0 < p < 1) or text not in (f"{0:.{decimals}%}", f"{1:.{decimals}%}"):
+            return text
+    return text
+
+
 def links_or_folders(n: int) -> str:
     """ "1 link or folder", "2 links or folders": counted() would pluralise the last noun alone."""
     return f"{n} link or folder" if n == 1 else f"{n} links or folders"

@@ -110,7 +110,7 @@ def data_audit(
     """
     from catdog.audit import accuracy_note, audit, neither_note, pets_counted, suspects_note, write_audit
     from catdog.cli.output import print_unreadable
-    from catdog.fsutil import shown
+    from catdog.fsutil import percent, shown
 
     refuse_unwritable(out, "folder")
     # With --out the suspects are in its files too; only what is printed is lost to a closed standard output.
@@ -130,7 +130,9 @@ def data_audit(
     console.print(shown(f"{pets_counted(result)}, {accuracy_note(result)}{neither_note(result, '; ')}."))
     console.print(shown(f"{suspects_note(result)}.") + _suspects_heading(len(result.suspects), top))
     for rank, s in enumerate(result.suspects[:top], 1):
-        console.print(shown(f"{rank:3d}. {s.path}: labelled {s.label}, looks like {s.suggested} ({s.confidence:.1%})"))
+        console.print(
+            shown(f"{rank:3d}. {s.path}: labelled {s.label}, looks like {s.suggested} ({percent(s.confidence)})")
+        )
     print_unreadable(console, result.unreadable, "left out of the audit")
     if page:
         console.print(shown(f"Report: {page}"))

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 
 from catdog.cli.errors import fail, printing
-from catdog.fsutil import catdog_command, counted, json_text, shown, utf8_safe
+from catdog.fsutil import catdog_command, counted, json_text, percent, shown, utf8_safe
 
 if TYPE_CHECKING:
     from catdog.inference.predictor import Prediction
@@ -187,19 +187,10 @@ def _confidence(r: Prediction) -> str:
     --neither-threshold) gets the digits that show why: "unsure (100.0%)" once hid 99.977 % < 99.999 %."""
     if r.label == "unsure":
         best = max((c for c in r.probabilities or {} if c != "neither"), key=r.probabilities.__getitem__)
-        return f"best: {best} {_digits(r.probabilities[best])}"
+        return f"best: {best} {percent(r.probabilities[best])}"
     if r.label == "neither" and r.confidence < 0.5:  # a strict --neither-threshold: "neither (0.0%)" otherwise
-        return _digits(r.confidence)
+        return percent(r.confidence)
     return f"{r.confidence:.1%}"
-
-
-def _digits(p: float) -> str:
-    """``p`` as a percentage with one decimal, or as many more (up to 4) as keep it off 0.0 % and 100.0 %."""
-    for decimals in range(1, 5):
-        text = f"{p:.{decimals}%}"
-        if not (0 < p < 1) or text not in (f"{0:.{decimals}%}", f"{1:.{decimals}%}"):
-            return text
-    return text
 
 
 def percents(probabilities: dict[str, float]) -> str:
