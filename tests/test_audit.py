@@ -250,3 +250,15 @@ def test_an_accuracy_short_of_every_photo_never_reads_100_percent(tmp_path: Path
     nearly = Suspect(str(tmp_path / "dog" / "cat.1.jpg"), "dog", "cat", 0.9996)
     page = write_audit(AuditResult(40, ["cat", "dog"], 5, [nearly], 0.975), tmp_path / "out").read_text()
     assert "looks like <b>cat</b> (99.96%)" in page, page
+
+
+def test_the_cards_the_summary_announces_come_right_below_it(tmp_path: Path) -> None:
+    """ "the top 2 below" ended the summary, and the unreadable files came below it, before the cards: 300 of them
+    pushed the suspects out of sight."""
+    from catdog.audit import AuditResult, Suspect, write_audit
+
+    flipped = Suspect(str(tmp_path / "dog" / "cat.1.jpg"), "dog", "cat", 0.9)
+    lost = [{"path": f"cat/{i}.jpg", "error": f"'cat/{i}.jpg' is empty (0 bytes)."} for i in range(300)]
+    page = write_audit(AuditResult(40, ["cat", "dog"], 5, [flipped], 0.975, lost), tmp_path / "out").read_text()
+    announced = page.index("the top 1 below")
+    assert announced < page.index("<figure>") < page.index("300 unreadable files, left out of the audit:"), page

@@ -326,7 +326,8 @@ def write_audit(result: AuditResult, out_dir: str | os.PathLike, top: int = 100)
     # Counts read as words: "1 suspects", "the top 0 below" once.
     shown = f"; the top {min(top, len(result.suspects))} below, most confident first" if result.suspects else ""
     summary = f"{pets_counted(result)}, {accuracy_note(result)}{neither_note(result, '; ')}."
-    # Named, each in the sentence of catdog.images: the page said only "2 unreadable files." and not which.
+    # Named, each in the sentence of catdog.images: the page said only "2 unreadable files." and not which. Below
+    # the cards, which "the top 2 below" announces: a long list between the two pushed them out of sight.
     unreadable = "".join(f"<li>{html.escape(item['error'])}</li>" for item in result.unreadable)
     if unreadable:
         unreadable = (
@@ -341,8 +342,8 @@ img {{ max-width: 100%; }}</style></head><body>
 <p>{html.escape(summary)}
 Suspects are photos whose {result.folds}-fold out-of-fold prediction disagrees with the label{gate}.
 {html.escape(suspects_note(result))}{shown}.</p>
-{unreadable}
 {cards}
+{unreadable}
 </body></html>
 """
     atomic_write_text(out / "audit.html", utf8_safe(page))  # the names in it; a lone surrogate cannot be written
