@@ -108,7 +108,7 @@ def test_audit_finds_the_cat_in_the_neither_folder(
     other = len(result["suspects"]) - away - 1  # the stray cat aside
     said = ", ".join(
         [f"{other} answered the other class"] * bool(other)
-        + [f"{away} answered neither by the gate", "1 labelled neither answered cat or dog by the gate"]
+        + [f"{away} answered neither by the gate", "1 labelled neither but answered cat or dog by the gate"]
     )
     assert f"\n{len(result['suspects'])} suspects: {said}. Most likely mislabelled:\n" in text.stdout, text.stdout
     assert f"neither/{stray}: labelled neither, looks like cat" in text.stdout
@@ -233,7 +233,7 @@ def test_the_summary_says_which_kind_each_suspect_is() -> None:
     assert accuracy_note(result).startswith("out-of-fold accuracy 92.7% (38 of 41 answered")
     assert suspects_note(result) == (
         "4 suspects: 2 answered the other class, 1 answered neither by the gate, "
-        "1 labelled neither answered cat or dog by the gate"
+        "1 labelled neither but answered cat or dog by the gate"
     )
     assert suspects_note(AuditResult(3, ["bird", "fox", "owl"], 2, [], 1.0)) == "No suspects"
 

@@ -294,7 +294,7 @@ def suspects_note(result: AuditResult) -> str:
     kinds = [
         (len(result.suspects) - away - pets, f"answered {other}"),
         (away, "answered neither by the gate"),
-        (pets, f"labelled {NEITHER} answered cat or dog by the gate"),  # only a cat/dog gate judges them
+        (pets, f"labelled {NEITHER} but answered cat or dog by the gate"),  # only a cat/dog gate judges them
     ]
     return f"{counted(len(result.suspects), 'suspect')}: " + ", ".join(f"{n} {kind}" for n, kind in kinds if n)
 
