@@ -127,15 +127,16 @@ def data_audit(
     top = top or TOP_SUSPECTS
     console = Console(highlight=False, soft_wrap=True, emoji=False)
     # Paths and class names are text, not rich markup: a '[/x]' in one raised MarkupError, and '[red]' vanished.
-    console.print(shown(f"{pets_counted(result)}, {accuracy_note(result)}{neither_note(result, '; ')}."))
-    console.print(shown(f"{suspects_note(result)}.") + _suspects_heading(len(result.suspects), top))
-    for rank, s in enumerate(result.suspects[:top], 1):
-        console.print(
-            shown(f"{rank:3d}. {s.path}: labelled {s.label}, looks like {s.suggested} ({percent(s.confidence)})")
-        )
-    print_unreadable(console, result.unreadable, "left out of the audit")
-    if page:
-        console.print(shown(f"Report: {page}"))
+    with printing():
+        console.print(shown(f"{pets_counted(result)}, {accuracy_note(result)}{neither_note(result, '; ')}."))
+        console.print(shown(f"{suspects_note(result)}.") + _suspects_heading(len(result.suspects), top))
+        for rank, s in enumerate(result.suspects[:top], 1):
+            console.print(
+                shown(f"{rank:3d}. {s.path}: labelled {s.label}, looks like {s.suggested} ({percent(s.confidence)})")
+            )
+        print_unreadable(console, result.unreadable, "left out of the audit")
+        if page:
+            console.print(shown(f"Report: {page}"))
 
 
 def _suspects_heading(found: int, top: int) -> str:
