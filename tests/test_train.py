@@ -1744,7 +1744,7 @@ def test_a_tiny_validation_split_keeps_the_temperature_of_1_and_says_so(
     logits = torch.stack([labels == 0, labels == 1], 1).float() * 16.0
     logits[:2] = logits[:2].flip(1)  # two of six wrong, sure of themselves
     assert fit_temperature(logits, labels) == 20.0  # the fit alone, at its limit
-    assert calibrate(logits, labels).temperature == 1.0 and calibrate(logits, labels).kept
+    assert calibrate(logits, labels).temperature == 1.0 and calibrate(logits, labels).note
     out = tmp_path / "m"
     args = [
         "--model",
@@ -1783,6 +1783,47 @@ def test_the_temperature_sharpens_only_on_ten_wrong_answers_or_more() -> None:
     assert fit_temperature(*split(2000, 4 * MIN_ERRORS_TO_SHARPEN)) < 0.7  # 98 % right: be surer than 95 %
     assert fit_temperature(*split(2000, MIN_ERRORS_TO_SHARPEN - 1)) >= 1.0
     assert fit_temperature(*split(48, 1)) >= 1.0  # the fit alone: 0.39
+
+
+def test_a_model_no_better_than_its_commoner_class_is_never_sharpened() -> None:
+    """A seed-cnn that answered "dog" for every photo (48.8 % right) was fitted T = 0.42 on its validation photos,
+    enough of them with enough wrong answers, and its log loss on other photos got worse than a 50/50 guess. A
+    model right on no more photos than always answering the commoner class may be softened, never sharpened."""
+    from catdog.training.calibration import calibrate, calibrated_nll
+
+    labels = torch.tensor([1] * 41 + [0] * 39)  # 41 dogs, 39 cats
+    says_dog = torch.where(labels == 1, 1.0, 0.1)  # "dog" for every photo, surer for the dogs
+    logits = torch.stack([torch.zeros(80), says_dog], 1)
+    free_fit = min(range(5, 300), key=lambda t: calibrated_nll(logits, labels, t / 100)) / 100
+    swapped = 1 - labels  # photos where the cats are the commoner class: sharpened, worse than 50/50
+    assert free_fit < 0.5 and calibrated_nll(logits, swapped, free_fit) > math.log(2)
+    calibration = calibrate(logits, labels, ["cat", "dog"])
+    assert calibration.temperature >= 1.0
+    said = (
+        "temperature fitted on 80 validation photos, not below 1.0: the model is right on 51.2% of them, no more "
+        "than answering dog for all would be (51.2%)"
+    )
+    assert calibration.record == calibration.note == said
+    logits[-1] = logits[-1].flip(0)  # one cat answered right: 42 of 80, better than "dog" for all
+    calibration = calibrate(logits, labels, ["cat", "dog"])
+    assert calibration.note is None and calibration.temperature < 1.0
+
+
+def test_a_model_at_chance_is_said_and_recorded_not_to_be_sharpened(
+    dev_dir: Path, tmp_path: Path, shared_cache: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """The rule above said in the log and recorded in config.json's ``calibration``, as the too-few-photos rule
+    is: a seed-cnn barely moved from its initial weights (--lr 1e-7) on 80 photos, half of them validating."""
+    data = copy_dev_subset(dev_dir, tmp_path / "data", 40)
+    out = tmp_path / "model"
+    options = dict(model="seed-cnn", image_size=64, epochs=1, lr=1e-7, val_fraction=0.5, workers=0)
+    metrics = train(TrainConfig(data_dir=str(data), out=str(out), cache_dir=str(shared_cache), **options))
+    config = json.loads((out / "config.json").read_text())
+    n = config["data"]["val_images"]
+    assert n >= 30 and metrics["val_accuracy"] <= 0.5 + 1 / n, metrics  # enough photos; at chance
+    said = f"temperature fitted on {n} validation photos, not below 1.0: the model is right on"
+    assert config["calibration"].startswith(said) and config["temperature"] >= 1.0, config
+    assert said in " ".join(capsys.readouterr().err.split())
 
 
 @pytest.mark.slow  # keeps the default suite near 10 minutes on 2 cores

@@ -110,7 +110,7 @@ def average_weights(states: list[dict]) -> dict:
 
 def soup(cfg: SoupConfig) -> dict:
     """Average ``cfg.models`` into ``cfg.out``; the soup's and the members' validation figures, and
-    ``temperature_kept``: why its temperature stayed 1.0 (None where one was fitted), for :func:`summary` to say."""
+    ``temperature_note``: why its temperature was not fitted freely (None where it was), for :func:`summary` to say."""
     import torch
 
     from catdog.models import load_model_dir, read_config, save_model_dir
@@ -155,7 +155,7 @@ def soup(cfg: SoupConfig) -> dict:
         # The soup on the validation split as `catdog predict` runs it, at T = 1 for its temperature's fit.
         accuracy, logits, labels = _validation(staging, cfg, forget_export=True)
         logits_t, labels_t = torch.from_numpy(logits), torch.from_numpy(labels)
-        calibration = calibrate(logits_t, labels_t)
+        calibration = calibrate(logits_t, labels_t, configs[0]["classes"])
         metrics = {
             "val_loss_calibrated": round(calibrated_nll(logits_t, labels_t, calibration.temperature), 5),
             "val_accuracy": round(accuracy, 5),
@@ -180,7 +180,7 @@ def soup(cfg: SoupConfig) -> dict:
         staging.rename(out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return metrics | {"temperature_kept": calibration.kept}
+    return metrics | {"temperature_note": calibration.note}
 
 
 def _validation(
@@ -217,16 +217,16 @@ def _forget_export(model_dir: Path) -> None:
 
 def summary(cfg: SoupConfig, metrics: dict) -> str:
     """What ``catdog soup`` prints: where the soup is, how it compares with its members, and why its temperature
-    stayed 1.0 where :func:`soup` said so (``temperature_kept``)."""
+    was not fitted freely where :func:`soup` said so (``temperature_note``)."""
     members = ", ".join(f"{100 * a:.2f} %" for a in metrics["members_val_accuracy"])
     lines = [
         f"Averaged {len(cfg.models)} models into '{printable(cfg.out)}'.",
         f"Validation ({metrics['val_images']:,} photos): the soup {100 * metrics['val_accuracy']:.2f} %; "
         f"its members {members}.",
     ]
-    kept = metrics.get("temperature_kept")
-    if kept:  # as `catdog train` says it: a temperature fitted on a handful of photos is noise
-        lines.append(f"The soup's {kept}.")
+    note = metrics.get("temperature_note")
+    if note:  # as `catdog train` says it: too few photos, or a soup no better than one answer for all
+        lines.append(f"The soup's {note}.")
     if metrics["val_accuracy"] < max(metrics["members_val_accuracy"]):
         lines.append(
             "On validation the soup is below its best member, whose figure, the best of several, flatters it: "

@@ -832,12 +832,12 @@ def write_model(
         gate_record = gate_config(state.best_pets, model, pre.image_size, len(negatives), cfg.model)
     else:
         gate_record = None
-    calibration = calibrate(logits, labels)
+    calibration = calibrate(logits, labels, classes)
     temperature = calibration.temperature
     calibrated = calibrated_nll(logits, labels, temperature)
     metrics["val_loss_calibrated"] = round(calibrated, 5)
-    if calibration.kept:
-        log.info(calibration.kept)
+    if calibration.note:
+        log.info(calibration.note)
     config = {
         "architecture": cfg.model,
         "classes": classes,
