@@ -1877,6 +1877,38 @@ def test_the_split_line_counts_the_photos_held_out_for_the_test_split(tmp_path: 
         assert f"] {len(splits['train'])} training and {len(splits['val'])} validation images{held}" in log.getvalue()
 
 
+def test_the_split_line_counts_the_neither_photos(tmp_path: Path) -> None:
+    """130 photos, 30 of them in neither/, were logged as "89 training and 11 validation images" for a frozen
+    head (where did 30 go?) and "117 training and 13 validation images" from scratch (how many neither?)."""
+    import io
+
+    from rich.console import Console
+
+    from catdog.data import PreparedData
+    from catdog.data.hashing import content_hash
+    from catdog.training.progress import Reporter
+    from catdog.training.recipe import split
+
+    hashes = [content_hash(f"photo {i}".encode()) for i in range(60)]
+    labels = [i % 3 for i in range(60)]  # cat, dog and (label 2) neither
+    data = PreparedData(dataset=None, cache=None, paths=[], labels=labels, hashes=hashes, rows=[])
+    config = TrainConfig(data_dir=str(tmp_path), out=str(tmp_path / "model"), val_fraction=0.2)
+    parts = data.split(0.2, 0.0)
+    neither = [sum(labels[i] == 2 for i in parts[name]) for name in ("train", "val")]
+    assert all(neither)
+    for learns, refits in ((True, False), (False, True)):
+        log = io.StringIO()
+        splits, _, negatives = split(config, data, 2, Reporter(Console(file=log, width=300)), learns, refits)
+        said = " ".join(log.getvalue().split())
+        counts = f"{len(splits['train'])} training and {len(splits['val'])} validation images"
+        if learns:
+            assert f"{counts} ({neither[0]} and {neither[1]} of them neither)" in said, said
+        else:
+            assert len(negatives) == neither[0]
+            refit = f"{counts}; {neither[0]} neither photos refit the gate ({neither[1]} more left for evaluate"
+            assert refit in said, said
+
+
 def test_the_log_says_which_loss_the_training_loss_is(
     small_dev: Path, shared_cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

@@ -122,7 +122,8 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
         cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
         data = decode(cfg, model, pre, cache_dir, ctx, log, timeline.mark)
         timeline.mark("data_ready")
-        splits, test, negatives = split(cfg, data, len(classes), log, learns_neither)
+        refits_gate = getattr(model, "open_set", None) is not None
+        splits, test, negatives = split(cfg, data, len(classes), log, learns_neither, refits_gate)
         note_small_classes(data, classes, log)
 
         # 4. What trains (the whole network, or the part after a frozen one) and what it eats. The time kept for
@@ -387,13 +388,20 @@ def decode(cfg: TrainConfig, model: nn.Module, pre: Preprocess, cache_dir: Path,
     return prepare_data(cfg, pre, cache_dir, ctx, log)
 
 
-def split(cfg: TrainConfig, data: PreparedData, n_classes: int, log: Reporter, learns_neither: bool = False):
+def split(
+    cfg: TrainConfig,
+    data: PreparedData,
+    n_classes: int,
+    log: Reporter,
+    learns_neither: bool = False,
+    refits_gate: bool = False,
+):
     """``(train and val indices of the classes' photos, the test split held out, the neither photos)``.
 
-    Photos of the `neither` folder (label ``n_classes``) in the training part refit the gate; they train and
-    validate only a net that ``learns_neither`` as a class. The validation part's are fitted on by no gate, so
-    that ``catdog evaluate --split val`` measures the gate on photos it has not seen; the test split's photos,
-    pets or not, are left out of everything.
+    Photos of the `neither` folder (label ``n_classes``) in the training part refit the gate (where the model
+    ``refits_gate``); they train and validate only a net that ``learns_neither`` as a class. The validation
+    part's are fitted on by no gate, so that ``catdog evaluate --split val`` measures the gate on photos it has
+    not seen; the test split's photos, pets or not, are left out of everything.
     """
     parts = data.split(cfg.val_fraction, cfg.test_fraction)
     held_for_test = set(parts.pop("test"))
@@ -404,7 +412,16 @@ def split(cfg: TrainConfig, data: PreparedData, n_classes: int, log: Reporter, l
         raise DatasetError(f"'{cfg.data_dir}' has too few images to hold some out for validation; add more.")
     # The test split is named too: 12 photos with --test-fraction 0.2 read "6 training and 2 validation images".
     held = f", {len(held_for_test)} held out for the test split" if held_for_test else ""
-    log.info(f"{len(splits['train'])} training and {len(splits['val'])} validation images{held}")
+    # The neither photos counted apart: 130 photos were told "89 training and 11 validation images", and where
+    # the other 30 went (or how many of the 117 a learnt `neither` class trained on were neither) went unsaid.
+    neither = {name: sum(data.labels[i] == n_classes for i in part) for name, part in parts.items()}
+    of_them = f" ({neither['train']} and {neither['val']} of them neither)" if learns_neither else ""
+    refit = ""
+    if refits_gate and negatives:
+        refit = (
+            f"; {len(negatives)} neither photos refit the gate ({neither['val']} more left for evaluate --split val)"
+        )
+    log.info(f"{len(splits['train'])} training and {len(splits['val'])} validation images{of_them}{held}{refit}")
     return splits, held_for_test, negatives
 
 
