@@ -328,6 +328,22 @@ def test_warm_up_is_a_twentieth_of_the_time_budget_at_most() -> None:
     assert schedule(99) == pytest.approx(0.5)  # warmed up, half-way down the cosine
 
 
+def test_the_warm_up_a_budget_shortened_is_counted_as_run() -> None:
+    """config.json recorded `warmup_epochs: 1.0` for a run whose budget ended the warm-up far sooner: the steps
+    it lasted are counted, for ``metrics.warmup_epochs_run``, beside the asked ``training.warmup_epochs``."""
+    from catdog.train import Schedule
+
+    by_steps = Schedule("cosine", total_steps=1_000, warmup_steps=100)
+    for step in range(300):
+        by_steps(step)
+    assert by_steps.warmup_steps_run(300) == 100 and by_steps.warmup_steps_run(40) == 40  # ended before it did
+    under_budget = Schedule("cosine", total_steps=None, warmup_steps=100)
+    for step in range(300):
+        under_budget.time_fraction = step / 300  # a twentieth of the budget is 15 steps
+        under_budget(step)
+    assert under_budget.warmup_steps_run(300) == 16  # steps 0-15: the 16th, at 20 * 15/300 = 1, at full factor
+
+
 def test_short_runs_peak_below_lr_as_the_docs_say() -> None:
     """docs/training.md: the warm-up ramp multiplies the cosine, so a run of a few epochs never reaches --lr; the
     peaks it gives, for 20 to 1,000 steps an epoch (the dev data: 81 to 649), are what Schedule computes."""
@@ -1368,11 +1384,15 @@ def test_a_budget_run_records_the_epochs_it_ran_not_a_placeholder(
     read as asked for. What was asked (no --epochs: null, and the budget) and what ran are recorded now."""
     out = tmp_path / "m"
     options = dict(model="seed-cnn", image_size=64, batch_size=8, patience=100, workers=0, time_budget=0.6)
+    options.update(warmup_epochs=50)  # 200 steps: a twentieth of the budget ends it long before
     metrics = train(TrainConfig(data_dir=str(small_dev), out=str(out), cache_dir=str(shared_cache), **options))
     config = json.loads((out / "config.json").read_text())
     assert config["training"]["epochs"] is None and config["training"]["time_budget"] == 0.6
     assert metrics["stopped"] == "time budget spent"
     assert config["metrics"]["epochs_run"] == len(history(out)) >= 1
+    # The warm-up a twentieth of the budget ended, not the --warmup-epochs asked (which is recorded as asked).
+    run = config["metrics"]["warmup_epochs_run"]
+    assert config["training"]["warmup_epochs"] == 50 and 0 < run < min(50, config["metrics"]["epochs_run"]), config
 
 
 def test_existing_model_is_not_overwritten_and_resume_needs_a_run(small_dev: Path, tmp_path: Path) -> None:

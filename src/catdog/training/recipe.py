@@ -280,6 +280,9 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
         metrics["processes"] = ctx.world
         # What a step trained: --batch-size is split over the processes and capped at the data.
         metrics["batch_per_process"], metrics["batch"] = per_rank_batch, per_rank_batch * ctx.world
+        if cfg.schedule == "cosine":  # what the warm-up lasted: a time budget may end it before --warmup-epochs
+            warmup_steps = schedule.warmup_steps_run(state.global_step)
+            metrics["warmup_epochs_run"] = round(warmup_steps / steps_per_epoch, 3)
         metrics["timeline_seconds"] = dict(timeline)
         if ctx.is_main:  # rank 0 writes
             write_model(

@@ -165,6 +165,7 @@ class Schedule:
         self.total_steps = None if total_steps is None else max(1, total_steps)
         self.warmup_steps = max(1, warmup_steps)
         self.time_fraction = 0.0
+        self.warmup_ended_at: int | None = None  # the first step at the warm-up's full factor (a budget may hasten it)
 
     def __call__(self, step: int) -> float:
         by_steps = step / self.total_steps if self.total_steps else 0.0
@@ -176,4 +177,11 @@ class Schedule:
         # Under a time budget, warm-up ends after warmup_steps or a twentieth of the budget, whichever
         # comes first: a budget of about an epoch must not be spent mostly warming up.
         warmup = min(1.0, max((step + 1) / self.warmup_steps, 20 * self.time_fraction))
+        if warmup == 1.0 and self.warmup_ended_at is None:
+            self.warmup_ended_at = step
         return warmup * (1 + math.cos(math.pi * progress)) / 2
+
+    def warmup_steps_run(self, steps_run: int) -> int:
+        """How many of a run's ``steps_run`` steps the warm-up lasted: to the first at its full factor, which a time
+        budget may bring before ``warmup_steps`` (all of them when the run ended first)."""
+        return steps_run if self.warmup_ended_at is None else min(self.warmup_ended_at + 1, steps_run)
