@@ -1929,6 +1929,20 @@ def test_the_split_line_counts_the_neither_photos(tmp_path: Path) -> None:
             assert refit in said, said
 
 
+def test_the_log_says_the_batch_a_step_trained_not_a_larger_one_asked(
+    small_dev: Path, shared_cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A frozen head on 89 photos was logged as "batch 256", the --batch-size asked, while each step trained all
+    178 of their feature vectors (config.json's metrics.batch said 178)."""
+    options = dict(FAMILIES["catnet"], image_size=32, epochs=1, batch_size=1000, workers=0)
+    metrics = train(
+        TrainConfig(data_dir=str(small_dev), out=str(tmp_path / "model"), cache_dir=str(shared_cache), **options)
+    )
+    err = " ".join(capsys.readouterr().err.split())  # rich wraps long lines
+    said = f"batch {metrics['batch']} (all the training photos: --batch-size 1000 is more than there are)"
+    assert metrics["batch"] < 1000 and said in err, err
+
+
 def test_the_log_says_which_loss_the_training_loss_is(
     small_dev: Path, shared_cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

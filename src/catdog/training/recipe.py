@@ -163,7 +163,9 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
         schedule = Schedule(cfg.schedule, total_steps, int(cfg.warmup_epochs * steps_per_epoch))
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         criterion, dtype, scaler, mix = step_parts(cfg, len(classes) + learns_neither, device)
-        log.info(recipe_line(cfg, len(classes) + learns_neither, mix is not None))
+        log.info(
+            recipe_line(cfg, len(classes) + learns_neither, mix is not None, batch_said(cfg, job, per_rank_batch, ctx))
+        )
         forward_module = wrap(cfg, trainable, ctx)  # DDP, torch.compile
         ema = weight_average(cfg, trainable)  # None without --ema
         average = None if ema is None else (lambda step: ema.update(trainable, step=step))
@@ -665,11 +667,22 @@ def epochs_done(epochs: int) -> str:
     return f"{counted(epochs, 'epoch')} done"
 
 
-def recipe_line(cfg: TrainConfig, n_classes: int, mixes: bool) -> str:
+def batch_said(cfg: TrainConfig, job: Job, per_rank_batch: int, ctx: DistContext) -> str:
+    """The batch a step trains, as the log says it: a frozen head on 89 photos was logged as "batch 256" (the
+    --batch-size asked) while each step trained all 178 of their feature vectors."""
+    batch = per_rank_batch * ctx.world
+    if batch >= cfg.batch_size or batch < len(job.train_set):  # as asked, or split over the processes (said apart)
+        return f"batch {batch}"
+    items = {"frozen": "feature vectors", "partial": "cached views"}.get(cfg.family(), "photos")
+    return f"batch {batch} (all the training {items}: --batch-size {cfg.batch_size} is more than there are)"
+
+
+def recipe_line(cfg: TrainConfig, n_classes: int, mixes: bool, batch: str = "") -> str:
     """The optimiser, schedule and loss in one log line, and what the training loss shown is measured on.
 
     The training loss is the loss optimised: with label smoothing it cannot fall below the entropy of the smoothed
     targets, so beside the validation loss (plain cross-entropy) a model that fits well seemed to underfit.
+    ``batch``: :func:`batch_said`'s words (default: ``--batch-size``).
     """
     optimiser = "Adam" if cfg.optimizer == "adam" else "AdamW"
     length = "the time budget" if cfg.time_budget else counted(cfg.epochs, "epoch")
@@ -684,7 +697,8 @@ def recipe_line(cfg: TrainConfig, n_classes: int, mixes: bool) -> str:
     if cfg.family() in ("finetune", "partial"):
         lr += f" (the head's; each earlier block {cfg.layer_decay:g} times the next one's)"
     line = (
-        f"{optimiser}, {lr}, {schedule}; weight decay {cfg.weight_decay:g}, batch {cfg.batch_size}; loss: cross-entropy"
+        f"{optimiser}, {lr}, {schedule}; weight decay {cfg.weight_decay:g}, {batch or f'batch {cfg.batch_size}'}; "
+        "loss: cross-entropy"
     )
     if cfg.label_smoothing:
         true, other = 1 - cfg.label_smoothing + cfg.label_smoothing / n_classes, cfg.label_smoothing / n_classes
