@@ -48,16 +48,25 @@ def no_better_than_commoner(logits: torch.Tensor, labels: torch.Tensor, classes:
     0.42, surer than trained, and its log loss on other photos got worse than a 50/50 guess: the answers of a
     model at chance cannot say how sure it should be.
     """
-    counts = torch.bincount(labels, minlength=logits.shape[1])
-    right = int((logits.argmax(1) == labels).sum())
-    if right > int(counts.max()):
+    commoner = as_good_a_constant(logits, labels, classes)
+    if commoner is None:
         return None
-    commoner = classes[int(counts.argmax())] if classes else "their commoner class"
+    right = int((logits.argmax(1) == labels).sum())
+    share = int(torch.bincount(labels).max())
     return (
         f"temperature fitted on {len(labels)} validation photos, not below 1.0: the model is right on "
         f"{right / len(labels):.1%} of them, no more than answering {commoner} for all would be "
-        f"({int(counts.max()) / len(labels):.1%})"
+        f"({share / len(labels):.1%})"
     )
+
+
+def as_good_a_constant(logits: torch.Tensor, labels: torch.Tensor, classes: list[str] | None = None) -> str | None:
+    """The class whose every-time answer is right on as many of these photos as the model (their commoner class,
+    named from ``classes``, the logits' columns), or None where the model does better."""
+    counts = torch.bincount(labels, minlength=logits.shape[1])
+    if int((logits.argmax(1) == labels).sum()) > int(counts.max()):
+        return None
+    return classes[int(counts.argmax())] if classes else "their commoner class"
 
 
 @dataclass(frozen=True)
