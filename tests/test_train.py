@@ -1936,7 +1936,7 @@ def test_the_log_says_the_batch_a_step_trained_not_a_larger_one_asked(
     small_dev: Path, shared_cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     """A frozen head on 89 photos was logged as "batch 256", the --batch-size asked, while each step trained all
-    178 of their feature vectors (config.json's metrics.batch said 178)."""
+    178 of their cached views (config.json's metrics.batch said 178)."""
     options = dict(FAMILIES["catnet"], image_size=32, epochs=1, batch_size=1000, workers=0)
     metrics = train(
         TrainConfig(data_dir=str(small_dev), out=str(tmp_path / "model"), cache_dir=str(shared_cache), **options)
@@ -1944,6 +1944,25 @@ def test_the_log_says_the_batch_a_step_trained_not_a_larger_one_asked(
     err = " ".join(capsys.readouterr().err.split())  # rich wraps long lines
     said = f"batch {metrics['batch']} (all the training photos: --batch-size 1000 is more than there are)"
     assert metrics["batch"] < 1000 and said in err, err
+
+
+def test_the_batch_is_named_as_the_epoch_line_names_its_rows() -> None:
+    """A frozen head on 82 photos logged "batch 164 (all the training feature vectors: ...)" right above "an epoch
+    is 164 cached views of the 82 training photos": two names for the same rows. A batch as asked, or one split
+    over the processes (a line of its own says it), is said as it is."""
+    from catdog.training.recipe import batch_said, views_note
+
+    frozen = TrainConfig(data_dir=".", out="m", **{**FAMILIES["frozen"], "batch_size": 256})
+    assert batch_said(frozen, 164, 164) == (
+        "batch 164 (all the cached views of the training photos: --batch-size 256 is more than there are)"
+    )
+    assert "an epoch is 164 cached views of the 82 training photos" in views_note(164, 82, 2)
+    partial = TrainConfig(data_dir=".", out="m", **{**FAMILIES["partial"], "batch_size": 256})
+    assert "(all the cached views of the training photos:" in batch_said(partial, 164, 164)
+    catnet = TrainConfig(data_dir=".", out="m", **{**FAMILIES["catnet"], "batch_size": 256})
+    assert "(all the training photos:" in batch_said(catnet, 82, 82)
+    assert batch_said(catnet, 255, 1_000) == "batch 255"  # 256 over 3 processes: 85 each
+    assert batch_said(frozen, 256, 1_000) == "batch 256"
 
 
 def test_the_log_says_which_loss_the_training_loss_is(

@@ -164,9 +164,8 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
         schedule = Schedule(cfg.schedule, total_steps, int(cfg.warmup_epochs * steps_per_epoch))
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         criterion, dtype, scaler, mix = step_parts(cfg, len(classes) + learns_neither, device)
-        log.info(
-            recipe_line(cfg, len(classes) + learns_neither, mix is not None, batch_said(cfg, job, per_rank_batch, ctx))
-        )
+        batch = batch_said(cfg, per_rank_batch * ctx.world, len(job.train_set))
+        log.info(recipe_line(cfg, len(classes) + learns_neither, mix is not None, batch))
         forward_module = wrap(cfg, trainable, ctx)  # DDP, torch.compile
         ema = weight_average(cfg, trainable)  # None without --ema
         average = None if ema is None else (lambda step: ema.update(trainable, step=step))
@@ -668,14 +667,14 @@ def epochs_done(epochs: int) -> str:
     return f"{counted(epochs, 'epoch')} done"
 
 
-def batch_said(cfg: TrainConfig, job: Job, per_rank_batch: int, ctx: DistContext) -> str:
-    """The batch a step trains, as the log says it: a frozen head on 89 photos was logged as "batch 256" (the
-    --batch-size asked) while each step trained all 178 of their feature vectors."""
-    batch = per_rank_batch * ctx.world
-    if batch >= cfg.batch_size or batch < len(job.train_set):  # as asked, or split over the processes (said apart)
+def batch_said(cfg: TrainConfig, batch: int, n_rows: int) -> str:
+    """The ``batch`` a step trains (every process's) on ``n_rows`` training rows, as the log says it: a frozen head
+    on 89 photos was logged as "batch 256" (the --batch-size asked) while each step trained all 178 of their cached
+    views. They are named as the next line names them (:func:`views_note`)."""
+    if batch >= cfg.batch_size or batch < n_rows:  # as asked, or split over the processes (said apart)
         return f"batch {batch}"
-    items = {"frozen": "feature vectors", "partial": "cached views"}.get(cfg.family(), "photos")
-    return f"batch {batch} (all the training {items}: --batch-size {cfg.batch_size} is more than there are)"
+    rows = "cached views of the training photos" if cfg.family() in ("frozen", "partial") else "training photos"
+    return f"batch {batch} (all the {rows}: --batch-size {cfg.batch_size} is more than there are)"
 
 
 def recipe_line(cfg: TrainConfig, n_classes: int, mixes: bool, batch: str = "") -> str:
