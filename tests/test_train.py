@@ -1932,6 +1932,28 @@ def test_the_split_line_counts_the_neither_photos(tmp_path: Path) -> None:
             assert refit in said, said
 
 
+def test_the_split_line_counts_one_neither_photo_as_one(tmp_path: Path) -> None:
+    """One neither photo, in the training part, was logged as "1 neither photos refit the gate (0 more left for
+    evaluate --split val)"."""
+    import io
+
+    from rich.console import Console
+
+    from catdog.data import PreparedData
+    from catdog.data.hashing import content_hash
+    from catdog.training.progress import Reporter
+    from catdog.training.recipe import split
+
+    labels = [i % 2 for i in range(40)] + [2]  # cats, dogs and one neither photo: too few to validate on
+    hashes = [content_hash(f"photo {i}".encode()) for i in range(41)]
+    data = PreparedData(dataset=None, cache=None, paths=[], labels=labels, hashes=hashes, rows=[])
+    config = TrainConfig(data_dir=str(tmp_path), out=str(tmp_path / "model"), val_fraction=0.2)
+    log = io.StringIO()
+    _, _, negatives = split(config, data, 2, Reporter(Console(file=log, width=300)), refits_gate=True)
+    said = " ".join(log.getvalue().split())
+    assert negatives == [40] and said.endswith("validation images; 1 neither photo refits the gate"), said
+
+
 def test_the_log_says_the_batch_a_step_trained_not_a_larger_one_asked(
     small_dev: Path, shared_cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

@@ -423,9 +423,8 @@ def split(
     of_them = f" ({neither['train']} and {neither['val']} of them neither)" if learns_neither else ""
     refit = ""
     if refits_gate and negatives:
-        refit = (
-            f"; {len(negatives)} neither photos refit the gate ({neither['val']} more left for evaluate --split val)"
-        )
+        refit = f"; {counted(len(negatives), 'neither photo')} {'refits' if len(negatives) == 1 else 'refit'} the gate"
+        refit += f" ({neither['val']} more left for evaluate --split val)" if neither["val"] else ""
     log.info(f"{len(splits['train'])} training and {len(splits['val'])} validation images{of_them}{held}{refit}")
     return splits, held_for_test, negatives
 
