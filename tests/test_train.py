@@ -342,6 +342,8 @@ def test_the_warm_up_a_budget_shortened_is_counted_as_run() -> None:
         under_budget.time_fraction = step / 300  # a twentieth of the budget is 15 steps
         under_budget(step)
     assert under_budget.warmup_steps_run(300) == 16  # steps 0-15: the 16th, at 20 * 15/300 = 1, at full factor
+    none_asked = Schedule("cosine", total_steps=1_000, warmup_steps=0)  # --warmup-epochs 0 (seed-cnn's in tests)
+    assert none_asked(0) == 1.0 and none_asked.warmup_steps_run(300) == 0  # was 1: a step counted as a warm-up
 
 
 def test_short_runs_peak_below_lr_as_the_docs_say() -> None:

@@ -164,6 +164,7 @@ class Schedule:
         self.kind = kind
         self.total_steps = None if total_steps is None else max(1, total_steps)
         self.warmup_steps = max(1, warmup_steps)
+        self.warms_up = warmup_steps > 0  # --warmup-epochs 0 (or under a step's worth): the first step at full rate
         self.time_fraction = 0.0
         self.warmup_ended_at: int | None = None  # the first step at the warm-up's full factor (a budget may hasten it)
 
@@ -184,4 +185,6 @@ class Schedule:
     def warmup_steps_run(self, steps_run: int) -> int:
         """How many of a run's ``steps_run`` steps the warm-up lasted: to the first at its full factor, which a time
         budget may bring before ``warmup_steps`` (all of them when the run ended first)."""
+        if not self.warms_up:  # none was asked: 1 step, the first at full rate, was once counted as a warm-up
+            return 0
         return steps_run if self.warmup_ended_at is None else min(self.warmup_ended_at + 1, steps_run)
