@@ -22,6 +22,7 @@ from conftest import missing, run_catdog_in_process
 from serving import Server, error_of, free_port, running
 
 browser = test_browser.browser  # that module's Chromium, a fixture here too
+playwright = test_browser.playwright  # the browser fixture's own
 shot = test_browser.shot
 PREFIX = "/catdog"
 ONE_PHOTO = 10_000_000 + 64 * 1024  # catdog's body limit for one photo at --max-file-mb 10 (limits.py)

@@ -24,6 +24,7 @@ from conftest import run_catdog_in_process
 from serving import Server, running
 
 browser = test_browser.browser  # that module's Chromium, a fixture here too
+playwright = test_browser.playwright  # the browser fixture's own
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("builtin_model")]
 
