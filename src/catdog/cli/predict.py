@@ -82,14 +82,15 @@ def predict(
         _check_sort_folder(sort_into, paths)
     left_out: list[str] = []
     entries = expand_inputs(paths, left_out)
-    if left_out and not other_rank():  # under torchrun each process found them; rank 0 prints the answers
-        _note_left_out(left_out)
     predictor = Predictor.load(
         model, threshold=threshold, neither_threshold=neither_threshold, tta=tta, throughput=True
     )
     if sort_into is not None:
         unsure = ["unsure"] if threshold is not None else []
         _check_answer_folders(sort_into, [*predictor.answers, *unsure])
+    # After the model's checks: a refusal of the model is the one sentence said, not the second line under a note.
+    if left_out and not other_rank():  # under torchrun each process found them; rank 0 prints the answers
+        _note_left_out(left_out)
     from catdog.inference.sharding import predict_sharded
 
     # Under torchrun, files are sharded over the ranks and rank 0 prints them all in input order.
