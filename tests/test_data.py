@@ -488,14 +488,21 @@ def test_a_takeout_export_of_many_years_is_refused_in_a_short_sentence(tmp_path)
     ):
         discover(takeout)
     _write(tmp_path / "sorted" / "cat" / "a.jpg", image_bytes())
-    for dated in ("July 2019", "2019-07-14 Beach", "Fotos von 2019", "Photos de 2019", "Foto's uit 2019"):
-        _write(tmp_path / "sorted" / dated / "b.jpg", image_bytes())
-        with pytest.raises(DatasetError, match=rf"holds folders named like dates \({dated}/\), not classes"):
-            discover(tmp_path / "sorted")
-        shutil.rmtree(tmp_path / "sorted" / dated)
+    _refused_as_dates(
+        tmp_path / "sorted", ("July 2019", "2019-07-14 Beach", "Fotos von 2019", "Photos de 2019", "Foto's uit 2019")
+    )
     for name in ("numbered/cat2/a.jpg", "numbered/dog_1/b.jpg"):
         _write(tmp_path / name, image_bytes())
     assert discover(tmp_path / "numbered").counts() == {"cat2": 1, "dog_1": 1}
+
+
+def _refused_as_dates(root: Path, names) -> None:
+    """Each of ``names``, a folder put beside ``root``'s class folders one at a time, is refused as a date."""
+    for dated in names:
+        _write(root / dated / "IMG_0001.jpg", image_bytes())
+        with pytest.raises(DatasetError, match=rf"holds folders named like dates \({re.escape(dated)}/\), not classes"):
+            discover(root)
+        shutil.rmtree(root / dated)
 
 
 def test_months_in_takeout_s_languages_are_dates(tmp_path):
@@ -505,11 +512,9 @@ def test_months_in_takeout_s_languages_are_dates(tmp_path):
     name without a year, a number after a name and words after a bare year stay classes."""
     _write(tmp_path / "sorted" / "cat" / "a.jpg", image_bytes())
     months = ("Juli 2019", "juillet 2019", "julio de 2019", "luglio 2019", "julho 2019", "août 2019", "Mrz. 2020")
-    for dated in (*months, unicodedata.normalize("NFD", "März 2019"), "mei 2021 Strand", "dic 2018"):
-        _write(tmp_path / "sorted" / dated / "b.jpg", image_bytes())
-        with pytest.raises(DatasetError, match=rf"holds folders named like dates \({dated}/\), not classes"):
-            discover(tmp_path / "sorted")
-        shutil.rmtree(tmp_path / "sorted" / dated)
+    _refused_as_dates(
+        tmp_path / "sorted", (*months, unicodedata.normalize("NFD", "März 2019"), "mei 2021 Strand", "dic 2018")
+    )
     classes = ("mars", "Mai", "julio", "cat2", "2019 cats", "2001_space")
     for number, name in enumerate(classes):
         _write(tmp_path / "kinds" / name / f"{number}.jpg", image_bytes())
@@ -523,18 +528,8 @@ def test_day_first_dates_and_a_month_s_name_with_its_day_are_dates(tmp_path):
     name alone and a year before words stay classes."""
     _write(tmp_path / "roll" / "cat" / "a.jpg", image_bytes())
     dated_names = ("15.07.2019", "15-07-2019", "15_07_2019", "07-15-2019", "1.7.2019 Strand", "Mars 2020")
-    for dated in (
-        *dated_names,
-        "Mars_2020",
-        "14 juillet 2019",
-        "14. Juli 2019",
-        "14 de julio de 2019",
-        "July 14, 2019",
-    ):
-        _write(tmp_path / "roll" / dated / "IMG_0001.jpg", image_bytes())
-        with pytest.raises(DatasetError, match=rf"holds folders named like dates \({re.escape(dated)}/\), not classes"):
-            discover(tmp_path / "roll")
-        shutil.rmtree(tmp_path / "roll" / dated)
+    more = ("Mars_2020", "14 juillet 2019", "14. Juli 2019", "14 de julio de 2019", "July 14, 2019")
+    _refused_as_dates(tmp_path / "roll", (*dated_names, *more))
     classes = ("mars", "3", "12", "15.07", "40.07.2019", "101 Dalmatians", "2019 cats")
     for number, name in enumerate(classes):
         _write(tmp_path / "kinds" / name / f"{number}.jpg", image_bytes())
@@ -559,11 +554,9 @@ def test_a_day_before_a_month_s_name_with_dashes_and_a_numbered_month_are_dates(
     """'14-Jul-2019/' (a day and a month's name joined like the year) and a month with its year in digits
     ('07.2019/', '07-2019/') were classes beside cat/, while 'Jul-2019/' and '14.07.2019/' were dates."""
     _write(tmp_path / "roll" / "cat" / "a.jpg", image_bytes())
-    for dated in ("14-Jul-2019", "14_juillet_2019", "07.2019", "07-2019", "12_2019 Weihnachten"):
-        _write(tmp_path / "roll" / dated / "IMG_0001.jpg", image_bytes())
-        with pytest.raises(DatasetError, match=rf"holds folders named like dates \({re.escape(dated)}/\), not classes"):
-            discover(tmp_path / "roll")
-        shutil.rmtree(tmp_path / "roll" / dated)
+    _refused_as_dates(
+        tmp_path / "roll", ("14-Jul-2019", "14_juillet_2019", "07.2019", "07-2019", "12_2019 Weihnachten")
+    )
     classes = ("13-2019", "7-11", "Jul-14", "14-Jul")
     for number, name in enumerate(classes):
         _write(tmp_path / "kinds" / name / f"{number}.jpg", image_bytes())
