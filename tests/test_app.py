@@ -28,6 +28,7 @@ from PIL import Image
 from benchmarks.bench_app import BROWSER_ARGS, CHROMIUM, PHONE, WEBGPU_ARGS, static_server, write_y4m
 from catdog import webapp
 from catdog.fsutil import printable
+from test_browser import run_clock_until_asked
 
 from conftest import missing, require_the_app_in_chromium, run_catdog_in_process
 from hostile import encode, many_scans_jpeg, photo_like, png_bomb, shared_server
@@ -1439,11 +1440,7 @@ def test_the_app_asks_again_while_a_proxy_cannot_reach_the_server(browser, playw
         page.wait_for_selector("#status:has-text('(HTTP 502)')", timeout=10_000)
         page.evaluate(SAID)
         for count in range(2, len(proxy) + 2):
-            page.clock.run_for(1_500)
-            for _ in range(100):  # route handlers run only while Playwright is called
-                if len(asked) >= count:
-                    break
-                page.wait_for_timeout(100)
+            run_clock_until_asked(page, asked, count)
         page.wait_for_selector("#status:has-text('Ready:')", timeout=60_000)
         assert len(asked) == len(proxy) + 1, f"asked {len(asked)} times"
         said = page.evaluate("window.said")
@@ -1472,11 +1469,7 @@ def test_the_app_asks_again_while_the_server_cannot_be_reached_a_minute_at_most(
         status.filter(has_text="retrying").wait_for(timeout=10_000)
         assert status.inner_text() == "Cannot reach the server; retrying…"  # the page's words
         for count in range(2, refusals + 2):
-            page.clock.run_for(1_500)
-            for _ in range(100):  # route handlers run only while Playwright is called
-                if len(asked) >= count:
-                    break
-                page.wait_for_timeout(100)
+            run_clock_until_asked(page, asked, count)
         status.filter(has_text="Ready:").wait_for(timeout=60_000)
         assert len(asked) == refusals + 1, f"asked {len(asked)} times"
 
