@@ -1493,6 +1493,8 @@ OTHER_SERVER = "http://127.0.0.2:9/model.onnx"  # refused where the CSP is bypas
     ("address", "sentence"),
     [
         ("http://[oops/model.onnx", '"http://[oops/model.onnx" is no valid address; check model.json.'),
+        # quoted without its password: a malformed address cannot be parsed to take it out
+        ("http://user:secret@[oops/model.onnx", '"http://[oops/model.onnx" is no valid address; check model.json.'),
         ("ftp://example.com/m.onnx", '"ftp://example.com/m.onnx" is no http or https address; check model.json.'),
         (
             OTHER_SERVER,
@@ -1512,7 +1514,14 @@ OTHER_SERVER = "http://127.0.0.2:9/model.onnx"  # refused where the CSP is bypas
             "without them.",
         ),
     ],
-    ids=["malformed", "ftp", "another server", "a user name and password", "ftp with a password"],
+    ids=[
+        "malformed",
+        "malformed with a password",
+        "ftp",
+        "another server",
+        "a user name and password",
+        "ftp with a password",
+    ],
 )
 def test_a_model_address_fetch_cannot_use_is_said_at_once_not_as_a_server_out_of_reach(
     browser, playwright, server, address: str, sentence: str

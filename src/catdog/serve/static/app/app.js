@@ -240,7 +240,9 @@ async function fetchOk(url) {
   try {
     address = new URL(url, location.href);
   } catch {
-    throw new ServerAnswer(`The model could not be loaded: "${url}" is no valid address; check model.json.`);
+    // Quoted without its user name and password (http://user:pw@[oops/…): it cannot be parsed to take them out.
+    const shown = url.replace(/^([a-z][a-z\d+.-]*:)?\/\/[^/?#]*@/i, "$1//");
+    throw new ServerAnswer(`The model could not be loaded: "${shown}" is no valid address; check model.json.`);
   }
   // fetch refuses an address with a user name or password in it (https://user:pw@host/…) before asking anyone.
   // Not quoted, and before the checks below that quote it (ftp://user:pw@…): its password would be on the screen.
