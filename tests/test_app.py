@@ -28,6 +28,7 @@ from PIL import Image
 from benchmarks.bench_app import BROWSER_ARGS, CHROMIUM, PHONE, WEBGPU_ARGS, static_server, write_y4m
 from catdog import webapp
 from catdog.fsutil import printable
+from catdog.images import ImageError, decode
 from test_browser import run_clock_until_asked
 
 from conftest import missing, require_the_app_in_chromium, run_catdog_in_process
@@ -245,7 +246,7 @@ def test_a_card_shows_a_long_photo_name_whole(browser, playwright, server, tmp_p
     context, page = phone(browser, playwright, server.url + "/app/")
     try:
         answers(page, [photo, unreadable])
-        lines = page.locator("#results .card :is(.name, .error)")
+        lines = page.locator("#results .card :is(.name, .error:not([hidden]))")
         assert lines.count() == 3  # two names, one error
         for line in lines.all():
             shown, whole = line.evaluate("(line) => [line.clientWidth, line.scrollWidth]")
@@ -453,15 +454,23 @@ def _half_transparent(img: Image.Image) -> Image.Image:
 
 
 def test_a_file_that_is_not_a_photo_gets_one_sentence(browser, playwright, server, tmp_path, cat_photo):
-    broken = tmp_path / "holiday.jpg"
+    """A text file chosen as a photo was "not an image the app can read (it reads JPEG, …)" in the app and "not an
+    image: its content is text" on the server's page: the app now says the page's sentence (catdog.images'). Its
+    card has the page's headline, "Not classified", over the sentence (the sentence was the headline)."""
+    broken, page_source = tmp_path / "holiday.jpg", tmp_path / "saved.jpg"
     broken.write_bytes(b"this is not really a photo")
+    page_source.write_bytes(b"<!doctype html><html><body>a saved page</body></html>")
     cut, empty = tmp_path / "cut.jpg", tmp_path / "empty.jpg"
     cut.write_bytes(cat_photo.read_bytes()[:600])
     empty.write_bytes(b"")
     context, page = phone(browser, playwright, server.url + "/app/")
     try:
-        error = answers(page, [broken])["holiday.jpg"]["error"]
-        assert error.startswith("'holiday.jpg' is not an image") and error.count(". ") == 0, error
+        said = answers(page, [broken, page_source])
+        for photo in (broken, page_source):
+            with pytest.raises(ImageError) as server_said:
+                decode(photo)
+            assert said[photo.name]["error"] == str(server_said.value).replace(str(photo), photo.name), said
+        assert page.locator("#results .card[data-state=error] .answer").all_inner_texts() == ["Not classified"] * 2
         # What catdog predict says of them too (it once called a cut JPEG "not an image this browser can read").
         said = answers(page, [cut, empty])
         assert said["cut.jpg"]["error"].startswith("'cut.jpg' is truncated or corrupt"), said
@@ -469,9 +478,10 @@ def test_a_file_that_is_not_a_photo_gets_one_sentence(browser, playwright, serve
         # Said once, by the batch's summary: a card is no live region (test_a_screen_reader_hears_each_answer_once).
         # Each sentence names its photo, so it is said as it is ("cut.jpg: 'cut.jpg' is..." said the name twice).
         page.wait_for_function("document.getElementById('announce').textContent.startsWith(\"'cut.jpg' is \")")
-        assert page.locator("#results .card[data-state=error]").count() == 3
+        assert page.locator("#results .card[data-state=error]").count() == 4
         # A batch is listed in the order chosen, above the one before (each card was put first).
-        assert page.locator("#results .card .name").all_inner_texts() == ["cut.jpg", "empty.jpg", "holiday.jpg"]
+        names = page.locator("#results .card .name").all_inner_texts()
+        assert names == ["cut.jpg", "empty.jpg", "holiday.jpg", "saved.jpg"], names
     finally:
         context.close()
 

@@ -404,7 +404,7 @@ function card(file, before) {
   body.className = "body";
   // In the server page's order: the answer, what a `neither` photo looks like, then the shares.
   body.innerHTML = '<div class="name"></div><div class="answer">…</div><div class="looks" hidden></div>' +
-    '<div class="probs"></div>';
+    '<div class="probs"></div><div class="error" hidden></div>';
   body.querySelector(".name").textContent = file.name;
   body.querySelector(".name").id = nameId;
   el.append(img, body);
@@ -444,9 +444,11 @@ async function showFile(file, before) {
     el.dataset.state = "done";
     return `${file.name}: ${globalThis.catdogShares.spoken(prediction)}`;
   } catch (err) {
-    const answer = el.querySelector(".answer");
-    answer.className = "error";
-    answer.textContent = err.message;
+    // The server's page's card: a headline, then the sentence (it was the headline, in red, in a larger type).
+    el.querySelector(".answer").textContent = "Not classified";
+    const error = el.querySelector(".error");
+    error.hidden = false;
+    error.textContent = err.message;
     el.dataset.state = "error";
     return globalThis.catdogShares.unanswered(file.name, err.message);
   }

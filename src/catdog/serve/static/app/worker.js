@@ -255,7 +255,7 @@ const READABLE = ["JPEG", "PNG", "WebP", "GIF", "BMP", "AVIF"]; // what the app 
 const AVIF_BRANDS = ["avif", "avis"];
 const HEIF_BRANDS = ["heic", "heix", "heim", "heis", "hevc", "hevx", "mif1", "msf1"];
 
-// "JPEG", "PNG", "GIF", "WebP", "BMP", "AVIF", "HEIF", or null: what the first HEAD_BYTES bytes say.
+// "JPEG", "PNG", "GIF", "WebP", "BMP", "AVIF", "HEIF", "HTML", "TEXT", or null: what the first HEAD_BYTES bytes say.
 function formatOf(head) {
   const text = ascii(head, 0, head.length);
   if (head[0] === 0xff && head[1] === 0xd8 && head[2] === 0xff) return "JPEG";
@@ -271,7 +271,21 @@ function formatOf(head) {
     if (brands.some((brand) => AVIF_BRANDS.includes(brand))) return "AVIF";
     if (brands.some((brand) => HEIF_BRANDS.includes(brand))) return "HEIF";
   }
+  // Text chosen as a photo (a .txt, a saved web page): catdog.images.sniff_format's test, so that the app says
+  // what the server's page says of it ("its content is text"), not a list of the formats it reads.
+  if (/^\s*<(!doctype html|html|head|body)/i.test(text)) return "HTML";
+  if (head.length && isText(head)) return "TEXT";
   return null;
+}
+
+// UTF-8 with no control character but tab, line feed, form feed and carriage return.
+function isText(bytes) {
+  try {
+    new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    return false;
+  }
+  return bytes.every((b) => b >= 32 || [9, 10, 12, 13].includes(b));
 }
 
 const formatOfBlob = async (blob) => formatOf(new Uint8Array(await blob.slice(0, HEAD_BYTES).arrayBuffer()));
@@ -282,6 +296,9 @@ function whyUnreadable(name, blob, format) {
   if (READABLE.includes(format)) {
     const article = format === "AVIF" ? "an" : "a";
     return `'${name}' is truncated or corrupt (${article} ${format} file this browser cannot decode).`;
+  }
+  if (format === "TEXT" || format === "HTML") {
+    return `'${name}' is not an image: its content is ${format === "TEXT" ? "text" : "HTML"}.`;
   }
   return `'${name}' is not an image the app can read (it reads JPEG, PNG, WebP, GIF, BMP and AVIF).`;
 }
