@@ -462,6 +462,28 @@ def test_ctrl_v_and_dropping_are_offered_only_with_a_mouse_or_trackpad(
         context.close()
 
 
+# Every @media rule's query in the page's style sheets, as the browser wrote it back.
+MEDIA_QUERIES = """() => [...document.styleSheets].flatMap((sheet) => [...sheet.cssRules])
+    .filter((rule) => rule instanceof CSSMediaRule).flatMap((rule) => [...rule.media])"""
+
+
+@pytest.mark.parametrize("path", ["/", "/app/"])
+def test_media_queries_are_read_by_older_safari_too(browser, server: Server, path: str) -> None:
+    """The page hid its Ctrl+V hint with "@media not (any-pointer: fine)": "not" before a feature is level-4
+    syntax, which Safari before 16.4 drops as a query it cannot read, so an iPhone on iOS 16.3 was offered Ctrl+V.
+    Every "not" (or "only") now goes before a media type, as level 3 requires ("not all and (…)"); the test above
+    checks that the hint still goes on phones and tablets."""
+    page = browser.new_page()
+    try:
+        page.goto(server.url + path)
+        queries = page.evaluate(MEDIA_QUERIES)
+        assert queries, "no @media rule found"
+        level4 = [query for query in queries if re.match(r"(not|only)\s*\(", query)]
+        assert not level4, level4
+    finally:
+        page.close()
+
+
 def test_the_page_and_the_app_have_their_landmarks(browser, server: Server) -> None:
     """The page's header and footer were inside main, where they are no banner or contentinfo landmark: a screen
     reader's landmark list had main only. Both now sit beside main, on the page as in the app."""
