@@ -765,10 +765,35 @@ def test_a_heat_map_asked_for_later_adds_its_sentence_to_the_batch_s(page, cat_p
     card = page.locator("#results .card[data-state=done]").first
     card.locator(".heat-button").click()
     card.locator(".error:has-text('Heat maps are down here.')").wait_for(timeout=30_000)
-    said = f"{summary} {card.locator('.name').inner_text()}: Heat maps are down here."
+    name = card.locator(".name").inner_text()
+    said = f"{summary} Computing the heat map of {name}… {name}: Heat maps are down here."
     page.wait_for_function("(said) => document.getElementById('announce').textContent === said", arg=said)
     # What a screen reader is told is the accessibility tree's: role=status is atomic unless it says otherwise.
     assert live_region(page, "#announce") == {"live": "polite", "atomic": False, "relevant": "additions text"}
+
+
+def test_a_heat_map_being_computed_is_said_once(page, cat_photo: Path, dog_photo: Path, tmp_path: Path) -> None:
+    """A heat map takes seconds; its button's "computing…" is hidden from screen readers (a toggle keeps its name),
+    so a screen reader heard nothing until the map came. The wait is now said once, after the batch's summary: by
+    the button, for its photo; by "Show heat maps", one sentence for all the cards it asks for."""
+    another = tmp_path / "another.jpg"
+    shutil.copy(cat_photo, another)
+    held: list = []
+    page.route("**/api/v1/explain", lambda route: held.append(route))  # unanswered: the maps stay computing
+    page.set_input_files("#file-input", [str(cat_photo), str(dog_photo), str(another)])
+    page.wait_for_function("document.getElementById('announce').textContent.endsWith('percent.')", timeout=30_000)
+    summary = page.locator("#announce").text_content()
+    first = page.locator("#results .card").first
+    first.locator(".heat-button").click()
+    _until_asked(page, held, 1)
+    first.locator(".heat-button").click()  # pressed again while computing: nothing more is asked or said
+    page.check("#heatmap-toggle")  # asks for the two other cards' maps
+    _until_asked(page, held, 3)
+    page.wait_for_timeout(300)  # each sentence is added as its wait starts: none more may come
+    assert len(held) == 3
+    name = first.locator(".name").inner_text()
+    said = page.locator("#announce").text_content()
+    assert said == f"{summary} Computing the heat map of {name}… Computing 2 heat maps…", said
 
 
 def test_a_heat_map_failing_after_clear_is_not_said(page, cat_photo: Path) -> None:
