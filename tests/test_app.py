@@ -486,6 +486,32 @@ def test_a_file_that_is_not_a_photo_gets_one_sentence(browser, playwright, serve
         context.close()
 
 
+def test_clear_results_empties_the_app_as_it_does_the_page(browser, playwright, server, cat_photo) -> None:
+    """The app had no "Clear results" (the server's page has): a phone's list of answered photos only grew. It now
+    has one, shown once there is something to clear; it says "Results cleared.", hands the keyboard focus to
+    Choose photos, and a batch cleared before it is answered is not announced after."""
+    context, page = phone(browser, playwright, server.url + "/app/")
+    try:
+        clear = page.locator("#clear")
+        assert clear.is_hidden()
+        answers(page, [cat_photo])
+        clear.focus()
+        page.keyboard.press("Enter")
+        assert page.locator("#results .card").count() == 0 and clear.is_hidden()
+        assert page.evaluate("document.activeElement.id") == "file-input"
+        page.wait_for_function("document.getElementById('announce').textContent === 'Results cleared.'")
+
+        page.set_input_files("#file-input", [str(cat_photo)])
+        clear.click()
+        page.wait_for_function("window.catdogApp.timings.length === 2", timeout=30_000)
+        page.wait_for_timeout(300)  # the batch's summary would be in by now
+        assert page.locator("#announce").text_content() == "Results cleared."
+        assert page.locator("#results .card").count() == 0
+        assert not page.errors
+    finally:
+        context.close()
+
+
 # Run in the app's workers: counts the photos the browser is asked to decode (camera frames are not Blobs).
 COUNT_DECODES = """() => {
     self.decoded = 0;

@@ -454,14 +454,28 @@ async function showFile(file, before) {
   }
 }
 
+let clearings = 0; // a batch still coming in for cards cleared meanwhile is not announced (the page's rule)
+
 // The batch is said once all its photos are answered, from the one live region of photos (shares.js).
 async function showBatch(files) {
   const { announce, batchChosen, batchAnswered } = globalThis.catdogShares;
   announce($("announce"), batchChosen(files.length));
+  const cleared = clearings;
+  $("clear").hidden = false;
   const before = $("results").firstElementChild;
   const said = await Promise.all(files.map((file) => showFile(file, before))); // the lanes share them out
-  announce($("announce"), batchAnswered(said));
+  if (clearings === cleared) announce($("announce"), batchAnswered(said));
 }
+
+// As on the server's page. Shown only with results to clear: a phone's row of buttons is short. Gone, it hands
+// the keyboard focus to Choose photos, or the focus fell to the page.
+$("clear").addEventListener("click", () => {
+  clearings += 1;
+  $("results").replaceChildren();
+  $("clear").hidden = true;
+  $("file-input").focus();
+  globalThis.catdogShares.announce($("announce"), "Results cleared.");
+});
 
 // It looks like a button: Enter opens the chooser too (a file input opens on Space only).
 $("file-input").addEventListener("keydown", (event) => {
