@@ -916,6 +916,11 @@ def test_a_screen_reader_hears_each_answer_once(browser, playwright, server, tmp
         context.close()
 
 
+# In the app: its camera's track, and the live answer's opacity (0.45 while dimmed: the answer is from before).
+TRACK = "document.getElementById('video').srcObject.getVideoTracks()[0]"
+LIVE_OPACITY = "getComputedStyle(document.getElementById('live-label')).opacity"
+
+
 def test_a_camera_the_system_interrupts_pauses_until_it_is_back(browser, playwright, server) -> None:
     """A camera the system interrupts without ending it (iOS: a phone call, another app taking the camera) fires
     `mute`, then `unmute`; the app went on classifying its black or frozen frames, with nothing said. It now
@@ -929,22 +934,20 @@ def test_a_camera_the_system_interrupts_pauses_until_it_is_back(browser, playwri
         page.on("pageerror", lambda err: page.errors.append(str(err)))
         page.goto(server.url + "/app/")
         frames = "window.catdogApp.frames.length"
-        track = "document.getElementById('video').srcObject.getVideoTracks()[0]"
         page.click("#camera-start")
         page.wait_for_function(f"{frames} >= 2", timeout=60_000, polling=100)
         # An answer to a frame taken before the mute, held until after it: however slow the model
         page.evaluate("window.held.answers = []")
         page.wait_for_function("window.held.answers.length >= 1", timeout=30_000, polling=100)
-        muted_at = page.evaluate(f"() => {{ {track}.dispatchEvent(new Event('mute')); return performance.now(); }}")
+        muted_at = page.evaluate(f"() => {{ {TRACK}.dispatchEvent(new Event('mute')); return performance.now(); }}")
         assert page.locator("#camera-error").inner_text() == CAMERA_INTERRUPTED
         # The last answer stays, dimmed, and the line under it says it is from before (not the last fps).
-        label_opacity = "getComputedStyle(document.getElementById('live-label')).opacity"
         assert page.locator("#live-info").inner_text() == LIVE_PAUSED
-        assert page.evaluate(label_opacity) == "0.45"
+        assert page.evaluate(LIVE_OPACITY) == "0.45"
         page.evaluate("window.handOn('answers', false)")
         page.wait_for_timeout(1_000)  # the time a frame could be taken while the camera is interrupted
         assert page.locator("#live-info").inner_text() == LIVE_PAUSED, "a frame taken before the mute was shown"
-        unmuted_at = page.evaluate(f"() => {{ {track}.dispatchEvent(new Event('unmute')); return performance.now(); }}")
+        unmuted_at = page.evaluate(f"() => {{ {TRACK}.dispatchEvent(new Event('unmute')); return performance.now(); }}")
         assert page.locator("#camera-error").inner_text() == ""
         page.wait_for_function(
             f"window.catdogApp.frames.filter((f) => f.grabbedAt > {unmuted_at}).length >= 2",
@@ -952,16 +955,35 @@ def test_a_camera_the_system_interrupts_pauses_until_it_is_back(browser, playwri
             polling=100,
         )
         assert "fps" in page.locator("#live-info").inner_text()
-        assert page.evaluate(label_opacity) == "1"
+        assert page.evaluate(LIVE_OPACITY) == "1"
         taken = page.evaluate("window.catdogApp.frames.map((f) => f.grabbedAt)")
         assert not [t for t in taken if muted_at < t < unmuted_at], "frames classified while the camera was interrupted"
         # Stopped while interrupted, the camera does not go on when it is back: the sentence saying it would goes.
-        page.evaluate(f"{track}.dispatchEvent(new Event('mute'))")
+        page.evaluate(f"{TRACK}.dispatchEvent(new Event('mute'))")
         page.click("#camera-stop")
         assert page.locator("#camera-error").inner_text() == "", "a stopped camera still said its answers would go on"
         assert not page.errors
     finally:
         context.close()
+
+
+def _interrupt_once_answered(page) -> None:
+    """Once a frame is answered, holds the answers that follow until one is held, then interrupts the camera
+    (`mute`): that answer is to a frame taken before the interruption."""
+    page.wait_for_function("window.catdogApp.frames.length >= 1", timeout=60_000, polling=100)
+    page.evaluate("window.held.answers = []")
+    page.wait_for_function("window.held.answers.length >= 1", timeout=30_000, polling=100)
+    page.evaluate(f"{TRACK}.dispatchEvent(new Event('mute'))")
+
+
+def _a_new_answer_ends_the_dimming(page) -> None:
+    """Hands on the held answers and waits for a new answer shown (its fps line; the mute took that away), not only
+    one more answered: with two lanes a held answer can be older than the one shown, counted in frames but not
+    shown, and the old one stays dim. Then the live answer is at full brightness, and the camera is stopped."""
+    page.evaluate("window.handOn('answers', false)")
+    page.wait_for_function("'fps' in document.getElementById('live-info').dataset", timeout=30_000, polling=100)
+    assert page.evaluate(LIVE_OPACITY) == "1"
+    page.click("#camera-stop")
 
 
 def test_an_interrupted_camera_keeps_its_sentence_and_dims_until_a_new_answer(browser, playwright, server) -> None:
@@ -971,30 +993,20 @@ def test_an_interrupted_camera_keeps_its_sentence_and_dims_until_a_new_answer(br
     until the next. The sentence stays, the line needs an answer, and the old one is dimmed until a new one."""
     context, page = held_phone(browser, playwright, server)
     try:
-        track = "document.getElementById('video').srcObject.getVideoTracks()[0]"
-        opacity = "getComputedStyle(document.getElementById('live-label')).opacity"
         page.evaluate("window.held.answers = []")
         page.click("#camera-start")
         page.wait_for_function("window.held.answers.length >= 1", timeout=60_000, polling=100)
-        page.evaluate(f"{track}.dispatchEvent(new Event('mute'))")
+        page.evaluate(f"{TRACK}.dispatchEvent(new Event('mute'))")
         assert page.locator("#live-info").inner_text() == "", "the paused line said with no answer shown"
         page.evaluate("window.failFrames = true; window.handOn('answers', true)")  # their errors, while interrupted
         assert page.locator("#camera-error").inner_text() == CAMERA_INTERRUPTED, "a frame's error replaced it"
-        page.evaluate(f"window.failFrames = false; {track}.dispatchEvent(new Event('unmute'))")
+        page.evaluate(f"window.failFrames = false; {TRACK}.dispatchEvent(new Event('unmute'))")
         page.evaluate("window.handOn('answers', false)")
-        page.wait_for_function("window.catdogApp.frames.length >= 1", timeout=30_000, polling=100)
-        page.evaluate("window.held.answers = []")
-        page.wait_for_function("window.held.answers.length >= 1", timeout=30_000, polling=100)
-        page.evaluate(f"{track}.dispatchEvent(new Event('mute'))")
+        _interrupt_once_answered(page)
         assert page.locator("#live-info").inner_text() == LIVE_PAUSED
-        page.evaluate(f"{track}.dispatchEvent(new Event('unmute'))")
-        assert page.evaluate(opacity) == "0.45", "the answer from before the interruption shown as if new"
-        page.evaluate("window.handOn('answers', false)")
-        # A new answer shown (its fps line; the mute took that away), not only one more answered: with two lanes a
-        # held answer can be older than the one shown, counted in frames but not shown, and the old one stays dim.
-        page.wait_for_function("'fps' in document.getElementById('live-info').dataset", timeout=30_000, polling=100)
-        assert page.evaluate(opacity) == "1"
-        page.click("#camera-stop")
+        page.evaluate(f"{TRACK}.dispatchEvent(new Event('unmute'))")
+        assert page.evaluate(LIVE_OPACITY) == "0.45", "the answer from before the interruption shown as if new"
+        _a_new_answer_ends_the_dimming(page)
     finally:
         context.close()
 
@@ -1006,26 +1018,18 @@ def test_a_frame_taken_before_an_interruption_is_no_new_answer_after_it(browser,
     out at the mute are held and handed on after the unmute, the later frames' held meanwhile."""
     context, page = held_phone(browser, playwright, server)
     try:
-        track = "document.getElementById('video').srcObject.getVideoTracks()[0]"
-        opacity = "getComputedStyle(document.getElementById('live-label')).opacity"
         page.click("#camera-start")
-        page.wait_for_function("window.catdogApp.frames.length >= 1", timeout=60_000, polling=100)
-        page.evaluate("window.held.answers = []")
-        page.wait_for_function("window.held.answers.length >= 1", timeout=30_000, polling=100)
-        page.evaluate(f"{track}.dispatchEvent(new Event('mute'))")
+        _interrupt_once_answered(page)
         page.wait_for_function("window.framesOut === 0", timeout=30_000, polling=100)  # every frame sent is held
         shown = page.evaluate("window.catdogApp.frames.length")
         page.evaluate(
             f"() => {{ window.beforeMute = window.held.answers; window.held.answers = [];"
-            f" {track}.dispatchEvent(new Event('unmute')); window.beforeMute.forEach((handOn) => handOn()); }}"
+            f" {TRACK}.dispatchEvent(new Event('unmute')); window.beforeMute.forEach((handOn) => handOn()); }}"
         )
         page.wait_for_timeout(300)
-        assert page.evaluate(opacity) == "0.45", "a frame taken before the interruption ended its dimming"
+        assert page.evaluate(LIVE_OPACITY) == "0.45", "a frame taken before the interruption ended its dimming"
         assert page.evaluate("window.catdogApp.frames.length") == shown, "a frame taken before the mute was shown"
-        page.evaluate("window.handOn('answers', false)")
-        page.wait_for_function("'fps' in document.getElementById('live-info').dataset", timeout=30_000, polling=100)
-        assert page.evaluate(opacity) == "1"
-        page.click("#camera-stop")
+        _a_new_answer_ends_the_dimming(page)
     finally:
         context.close()
 

@@ -137,15 +137,21 @@ def test_several_photos_at_once(page, cat_photo: Path, dog_photo: Path) -> None:
     assert names == [dog_photo.name, cat_photo.name, dog_photo.name], names
 
 
-def test_a_broken_file_shows_the_error(page, tmp_path: Path) -> None:
-    """A file that is no photo is said on its card, with no empty box where its picture would be."""
-    broken = tmp_path / "holiday.jpg"
-    broken.write_bytes(b"this is not really a photo")
-    page.set_input_files("#file-input", str(broken))
+def _error_for_text_given_as(page, photo: Path):
+    """Gives the page a file of text at ``photo`` (a path to write) and returns its card's error line once shown,
+    checked to name the photo and call it no image."""
+    photo.write_bytes(b"this is not really a photo")
+    page.set_input_files("#file-input", str(photo))
     error = page.locator("#results .card[data-state=error] .error")
     error.wait_for(timeout=30_000)
     text = error.inner_text()
-    assert "holiday.jpg" in text and "not an image" in text
+    assert photo.name in text and "not an image" in text, text
+    return error
+
+
+def test_a_broken_file_shows_the_error(page, tmp_path: Path) -> None:
+    """A file that is no photo is said on its card, with no empty box where its picture would be."""
+    _error_for_text_given_as(page, tmp_path / "holiday.jpg")
     # Said once, by the batch's summary: the card is no live region (test_a_screen_reader_hears_each_answer_once).
     page.wait_for_function("document.getElementById('announce').textContent.includes('holiday.jpg')")
     # Named once: the server's sentence names the file ("holiday.jpg: 'holiday.jpg' is not..." read it twice).
@@ -610,12 +616,8 @@ def test_phone_sized_screen(browser, server: Server, cat_photo: Path) -> None:
 
 def test_an_error_shows_a_long_photo_name_whole(page, tmp_path: Path) -> None:
     """A photo's error quotes its name: a long one (a download's) ran past the card's edge, cut off there."""
-    unreadable = tmp_path / "a_photo_downloaded_from_a_chat_with_a_name_much_longer_than_a_card_is_wide.jpg"
-    unreadable.write_bytes(b"not a photo")
-    page.set_input_files("#file-input", str(unreadable))
-    error = page.locator("#results .card[data-state=error] .error")
-    error.wait_for(timeout=30_000)
-    assert unreadable.name in error.inner_text()
+    long_name = "a_photo_downloaded_from_a_chat_with_a_name_much_longer_than_a_card_is_wide.jpg"
+    error = _error_for_text_given_as(page, tmp_path / long_name)
     shown, whole = error.evaluate("(error) => [error.clientWidth, error.scrollWidth]")
     assert whole <= shown, f"the error is {whole} px wide, {shown} px of it shown"
 
