@@ -410,6 +410,27 @@ def test_asked_for_less_motion_the_confidence_bar_does_not_slide(browser, server
         context.close()
 
 
+# In a page: the top of the first line of text in the element with this id, in CSS pixels.
+TEXT_TOP = """(id) => { const range = document.createRange();
+    range.selectNodeContents(document.getElementById(id).firstChild); return range.getClientRects()[0].top; }"""
+
+
+@pytest.mark.parametrize("device", ["Pixel 5", "Pixel 5 landscape"])
+def test_the_apps_choose_photos_lines_up_with_the_camera_button(browser, playwright, server: Server, device) -> None:
+    """The app's "Choose photos" (a label, so that it opens the file chooser) had its text at the top of its 48 px,
+    0.8 px above "Start camera"'s beside it, which a button centres. It is centred now as the buttons are."""
+    context = browser.new_context(**playwright.devices[device])
+    try:
+        page = context.new_page()
+        page.goto(server.url + "/app/")
+        pick, start = (page.locator(selector).bounding_box() for selector in ("#pick", "#camera-start"))
+        assert pick["y"] == start["y"] and pick["height"] == start["height"], (pick, start)
+        lines = [page.evaluate(TEXT_TOP, id) for id in ("pick", "camera-start")]
+        assert abs(lines[0] - lines[1]) < 0.5, lines
+    finally:
+        context.close()
+
+
 @pytest.mark.parametrize("scheme", ["light", "dark"])
 def test_the_apps_choose_photos_shows_its_keyboard_focus_clearly(browser, server: Server, scheme: str) -> None:
     """The app's "Choose photos" (a label round a hidden file input) drew its keyboard focus as a yellow ring:
