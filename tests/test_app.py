@@ -486,6 +486,31 @@ def test_a_file_that_is_not_a_photo_gets_one_sentence(browser, playwright, serve
         context.close()
 
 
+def test_text_svg_and_xml_are_worded_as_the_server_words_them(browser, playwright, server, tmp_path) -> None:
+    """The app called any UTF-8 file "text", an SVG drawing (which "Choose photos" offers as an image) and an XML
+    file too, where catdog.images calls them an SVG file and XML; and a Japanese note, cut by the 64 bytes looked
+    at inside a character, was text to neither. Each is now worded as the server's page words it (an SVG, which
+    the app cannot read either, as the app words the formats it does not read)."""
+    note, drawing, feed = tmp_path / "note.jpg", tmp_path / "drawing.svg", tmp_path / "feed.jpg"
+    note.write_bytes(("猫と犬の写真についてのメモです。" * 5).encode())
+    drawing.write_text(
+        '<svg xmlns="http://www.w3.org/2000/svg" width="9" height="9"><rect width="9" height="9"/></svg>'
+    )
+    feed.write_text('<?xml version="1.0"?><feed><title>Cats</title></feed>')
+    context, page = phone(browser, playwright, server.url + "/app/")
+    try:
+        said = answers(page, [note, drawing, feed])
+        for photo in (note, feed):
+            with pytest.raises(ImageError) as server_said:
+                decode(photo)
+            assert said[photo.name]["error"] == str(server_said.value).replace(str(photo), photo.name), said
+        assert said["note.jpg"]["error"] == "'note.jpg' is not an image: its content is text.", said
+        unread = "'drawing.svg' is not an image the app can read (it reads JPEG, PNG, WebP, GIF, BMP and AVIF)."
+        assert said["drawing.svg"]["error"] == unread, said
+    finally:
+        context.close()
+
+
 def test_clear_results_empties_the_app_as_it_does_the_page(browser, playwright, server, cat_photo) -> None:
     """The app had no "Clear results" (the server's page has): a phone's list of answered photos only grew. It now
     has one, shown once there is something to clear; it says "Results cleared.", hands the keyboard focus to

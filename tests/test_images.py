@@ -298,6 +298,18 @@ def test_sniff_format():
     assert sniff_format(b"\x00\x01\x02\x03") is None
 
 
+def test_text_in_any_language_is_text():
+    """The first 64 bytes of a Japanese note end inside a character (3 bytes each in UTF-8): the cut character
+    failed the UTF-8 check, and such a note was "not an image Pillow recognises (unknown content)", where an
+    English one is "its content is text"."""
+    note = ("猫と犬の写真についてのメモです。" * 5).encode()
+    assert len(note[:64].decode("utf-8", "ignore").encode()) < 64  # cut inside a character
+    assert sniff_format(note[:64]) == "TEXT"
+    with pytest.raises(ImageError, match="its content is text"):
+        decode(note)
+    assert sniff_format(b"plain \xff\xfe text") is None  # not UTF-8 anywhere but at the end: still no text
+
+
 def test_real_photo_decodes(cat_photo):
     img = decode(cat_photo)
     assert img.mode == "RGB" and min(img.size) > 100

@@ -8,6 +8,7 @@ the header before any pixel is decoded, and turns every Pillow failure into one 
 
 from __future__ import annotations
 
+import codecs
 import ctypes
 import io
 import logging
@@ -214,8 +215,9 @@ def sniff_format(head: bytes) -> str | None:
 
 
 def _looks_like_text(head: bytes) -> bool:
+    # Incremental (final=False): the head may end inside a character, as 64 bytes of Japanese or emoji do.
     try:
-        head.decode("utf-8")
+        codecs.getincrementaldecoder("utf-8")().decode(head)
     except UnicodeDecodeError:
         return False
     return all(b >= 32 or b in b"\t\r\n\f" for b in head)

@@ -255,7 +255,8 @@ const READABLE = ["JPEG", "PNG", "WebP", "GIF", "BMP", "AVIF"]; // what the app 
 const AVIF_BRANDS = ["avif", "avis"];
 const HEIF_BRANDS = ["heic", "heix", "heim", "heis", "hevc", "hevx", "mif1", "msf1"];
 
-// "JPEG", "PNG", "GIF", "WebP", "BMP", "AVIF", "HEIF", "HTML", "TEXT", or null: what the first HEAD_BYTES bytes say.
+// "JPEG", "PNG", "GIF", "WebP", "BMP", "AVIF", "HEIF", "HTML", "SVG", "XML", "TEXT", or null: what the first
+// HEAD_BYTES bytes say.
 function formatOf(head) {
   const text = ascii(head, 0, head.length);
   if (head[0] === 0xff && head[1] === 0xd8 && head[2] === 0xff) return "JPEG";
@@ -274,14 +275,17 @@ function formatOf(head) {
   // Text chosen as a photo (a .txt, a saved web page): catdog.images.sniff_format's test, so that the app says
   // what the server's page says of it ("its content is text"), not a list of the formats it reads.
   if (/^\s*<(!doctype html|html|head|body)/i.test(text)) return "HTML";
+  // An SVG drawing (offered by accept="image/*") or XML is no "text" to catdog.images either.
+  if (/^\s*<(\?xml|svg)/i.test(text)) return /<svg/i.test(text) ? "SVG" : "XML";
   if (head.length && isText(head)) return "TEXT";
   return null;
 }
 
-// UTF-8 with no control character but tab, line feed, form feed and carriage return.
+// UTF-8 with no control character but tab, line feed, form feed and carriage return. Streamed: the head may end
+// inside a character, as 64 bytes of Japanese or emoji do.
 function isText(bytes) {
   try {
-    new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+    new TextDecoder("utf-8", { fatal: true }).decode(bytes, { stream: true });
   } catch {
     return false;
   }
@@ -297,8 +301,8 @@ function whyUnreadable(name, blob, format) {
     const article = format === "AVIF" ? "an" : "a";
     return `'${name}' is truncated or corrupt (${article} ${format} file this browser cannot decode).`;
   }
-  if (format === "TEXT" || format === "HTML") {
-    return `'${name}' is not an image: its content is ${format === "TEXT" ? "text" : "HTML"}.`;
+  if (["TEXT", "HTML", "XML"].includes(format)) {
+    return `'${name}' is not an image: its content is ${format === "TEXT" ? "text" : format}.`;
   }
   return `'${name}' is not an image the app can read (it reads JPEG, PNG, WebP, GIF, BMP and AVIF).`;
 }
