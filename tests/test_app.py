@@ -1560,6 +1560,8 @@ OTHER_SERVER = "http://127.0.0.2:9/model.onnx"  # refused where the CSP is bypas
         ("http://[oops/model.onnx", '"http://[oops/model.onnx" is no valid address; check model.json.'),
         # quoted without its password: a malformed address cannot be parsed to take it out
         ("http://user:secret@[oops/model.onnx", '"http://[oops/model.onnx" is no valid address; check model.json.'),
+        # a space before it, which the browser skips (the password was shown)
+        (" http://user:secret@[oops/m.onnx", '" http://[oops/m.onnx" is no valid address; check model.json.'),
         ("ftp://example.com/m.onnx", '"ftp://example.com/m.onnx" is no http or https address; check model.json.'),
         (
             OTHER_SERVER,
@@ -1582,6 +1584,7 @@ OTHER_SERVER = "http://127.0.0.2:9/model.onnx"  # refused where the CSP is bypas
     ids=[
         "malformed",
         "malformed with a password",
+        "malformed with a password after a space",
         "ftp",
         "another server",
         "a user name and password",

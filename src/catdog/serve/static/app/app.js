@@ -241,7 +241,8 @@ async function fetchOk(url) {
     address = new URL(url, location.href);
   } catch {
     // Quoted without its user name and password (http://user:pw@[oops/…): it cannot be parsed to take them out.
-    const shown = url.replace(/^([a-z][a-z\d+.-]*:)?\/\/[^/?#]*@/i, "$1//");
+    // Spaces before it are skipped by the browser, and so here (" http://user:pw@[oops/…" showed the password).
+    const shown = url.replace(/^(\s*(?:[a-z][a-z\d+.-]*:)?)\/\/[^/?#]*@/i, "$1//");
     throw new ServerAnswer(`The model could not be loaded: "${shown}" is no valid address; check model.json.`);
   }
   // fetch refuses an address with a user name or password in it (https://user:pw@host/…) before asking anyone.
