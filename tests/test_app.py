@@ -453,6 +453,13 @@ def _half_transparent(img: Image.Image) -> Image.Image:
     return rgba
 
 
+def server_sentence(photo: Path) -> str:
+    """What catdog.images says of ``photo``, which it cannot use, naming it by its name as the app does."""
+    with pytest.raises(ImageError) as said:
+        decode(photo)
+    return str(said.value).replace(str(photo), photo.name)
+
+
 def test_a_file_that_is_not_a_photo_gets_one_sentence(browser, playwright, server, tmp_path, cat_photo):
     """A text file chosen as a photo was "not an image the app can read (it reads JPEG, …)" in the app and "not an
     image: its content is text" on the server's page: the app now says the page's sentence (catdog.images'). Its
@@ -467,9 +474,7 @@ def test_a_file_that_is_not_a_photo_gets_one_sentence(browser, playwright, serve
     try:
         said = answers(page, [broken, page_source])
         for photo in (broken, page_source):
-            with pytest.raises(ImageError) as server_said:
-                decode(photo)
-            assert said[photo.name]["error"] == str(server_said.value).replace(str(photo), photo.name), said
+            assert said[photo.name]["error"] == server_sentence(photo), said
         assert page.locator("#results .card[data-state=error] .answer").all_inner_texts() == ["Not classified"] * 2
         # What catdog predict says of them too (it once called a cut JPEG "not an image this browser can read").
         said = answers(page, [cut, empty])
@@ -501,9 +506,7 @@ def test_text_svg_and_xml_are_worded_as_the_server_words_them(browser, playwrigh
     try:
         said = answers(page, [note, drawing, feed])
         for photo in (note, feed):
-            with pytest.raises(ImageError) as server_said:
-                decode(photo)
-            assert said[photo.name]["error"] == str(server_said.value).replace(str(photo), photo.name), said
+            assert said[photo.name]["error"] == server_sentence(photo), said
         assert said["note.jpg"]["error"] == "'note.jpg' is not an image: its content is text.", said
         unread = "'drawing.svg' is not an image the app can read (it reads JPEG, PNG, WebP, GIF, BMP and AVIF)."
         assert said["drawing.svg"]["error"] == unread, said
