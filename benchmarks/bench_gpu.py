@@ -195,7 +195,7 @@ def _figures(run_, data: Path, floor: float | None, time_floor: float | None) ->
                      f"seconds on the budget's clock ({startup:.1f} s after process start): "
                      f"{metrics.get('timeline_seconds')}"),
         Result("gpu", f"{run_.name}: training images/s", metrics["train_images_per_s"], "images/s", command,
-               notes=f"{metrics['epochs_run']} epochs"),
+               notes=f"over the run's {metrics['epochs_run']} epochs"),
     ]  # fmt: skip
     if floor and time_floor:
         results.append(time_to_accuracy_result("gpu", run_, floor, time_floor, "s"))

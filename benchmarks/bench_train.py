@@ -275,7 +275,8 @@ def run(quick: bool) -> list[Result]:
                 # The wall-clock is what the budget asked for (a run stops at its budget): a figure, not a floor.
                 Result("train", f"{name}: wall-clock", round(wall, 2), "min", command,
                        notes="process start to exit, cold cache"),
-                Result("train", f"{name}: training images/s", metrics["train_images_per_s"], "images/s", command),
+                Result("train", f"{name}: training images/s", metrics["train_images_per_s"], "images/s", command,
+                       notes="over the run: every epoch's images over their steps' time"),
             ]  # fmt: skip
             if floor_text:  # the time floor is measured: when the accuracy floor was first reached, if at all
                 rows.append(time_to_accuracy_result("train", run_, floor, 60 * full_budget, "min"))

@@ -1726,6 +1726,10 @@ def test_the_epoch_lines_give_the_rate_over_the_run_not_each_epochs_own(tmp_path
         said.getvalue()
     )
     assert run_rate([{"images_per_s": 99.0}]) == 0.0  # a resumed run's epochs from before the record say nothing
+    # config.json records the run's rate too: it recorded the last epoch's, 184,000 images/s here.
+    from catdog.training.loop import final_metrics
+
+    assert final_metrics(state, wall_seconds=1.0)["train_images_per_s"] == round(368 / 0.101, 2)
 
 
 def test_a_run_stopped_by_patience_says_calibrated_only_where_a_temperature_was_fitted() -> None:
