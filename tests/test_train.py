@@ -1756,6 +1756,21 @@ def test_the_temperature_never_sharpens_a_split_with_no_error() -> None:
     assert 0.05 < fit_temperature(flipped, labels) < 20
 
 
+def test_the_old_home_fits_the_temperature_as_calibrate_does() -> None:
+    """``catdog.train.fit_temperature``, the old home's name, imported the bare fit: 20.0 on a 6-photo split where
+    ``calibrate`` keeps 1.0. It now answers what calibrate decides."""
+    from catdog.train import fit_temperature
+
+    labels = torch.tensor([0, 1] * 3)
+    logits = torch.stack([labels == 0, labels == 1], 1).float() * 16.0
+    logits[:2] = logits[:2].flip(1)  # two of six wrong, sure of themselves: the bare fit goes to 20.0
+    assert fit_temperature(logits, labels) == 1.0
+    many = torch.tensor([0, 1] * 50)
+    margins = torch.stack([many == 0, many == 1], 1).float() * 4.0
+    margins[:20] = margins[:20].flip(1)  # 20 of 100 wrong, surer than 80 % right deserves: softened
+    assert fit_temperature(margins, many) > 1.0
+
+
 def test_a_tiny_validation_split_keeps_the_temperature_of_1_and_says_so(
     small_dev: Path, tmp_path: Path, cache_dir: Path
 ) -> None:
