@@ -1845,6 +1845,12 @@ def test_a_model_no_better_than_its_commoner_class_is_never_sharpened() -> None:
         "than answering dog for all would be (51.2%)"
     )
     assert calibration.record == calibration.note == said
+    # One function counts the answers: the commoner class and both shares, said from those counts.
+    from catdog.training.calibration import as_good_a_constant
+
+    constant = as_good_a_constant(logits, labels, ["cat", "dog"])
+    assert (constant.commoner, constant.right, constant.commoner_share) == ("dog", 41 / 80, 41 / 80)
+    assert constant.note(80) == said
     logits[-1] = logits[-1].flip(0)  # one cat answered right: 42 of 80, better than "dog" for all
     calibration = calibrate(logits, labels, ["cat", "dog"])
     assert calibration.note is None and calibration.temperature < 1.0

@@ -39,34 +39,40 @@ def too_few_to_calibrate(n_photos: int) -> str | None:
     )
 
 
-def no_better_than_commoner(logits: torch.Tensor, labels: torch.Tensor, classes: list[str] | None = None) -> str | None:
-    """Why the temperature fitted on these validation answers may soften them but never sharpen, in one sentence:
-    the model is right on no more of them than always answering their commoner class would be (named from
-    ``classes``, the logits' columns). None where it is better.
+@dataclass(frozen=True)
+class AsGoodAConstant:
+    """A model right on no more validation photos than answering their commoner class for all would be."""
 
-    A seed-cnn that answered "dog" for every photo (48.8 % right on its validation photos, 22 wrong) was fitted
-    0.42, surer than trained, and its log loss on other photos got worse than a 50/50 guess: the answers of a
-    model at chance cannot say how sure it should be.
-    """
-    commoner = as_good_a_constant(logits, labels, classes)
-    if commoner is None:
-        return None
-    right = int((logits.argmax(1) == labels).sum())
-    share = int(torch.bincount(labels).max())
-    return (
-        f"temperature fitted on {len(labels)} validation photos, not below 1.0: the model is right on "
-        f"{right / len(labels):.1%} of them, no more than answering {commoner} for all would be "
-        f"({share / len(labels):.1%})"
-    )
+    commoner: str  # that class, named from the logits' columns (or "their commoner class")
+    right: float  # the share of the photos the model is right on
+    commoner_share: float  # the share of the photos of the commoner class
+
+    def note(self, n_photos: int) -> str:
+        """Why the temperature fitted on these photos may soften them but never sharpen, in one sentence.
+
+        A seed-cnn that answered "dog" for every photo (48.8 % right on its validation photos, 22 wrong) was fitted
+        0.42, surer than trained, and its log loss on other photos got worse than a 50/50 guess: the answers of a
+        model at chance cannot say how sure it should be.
+        """
+        return (
+            f"temperature fitted on {n_photos} validation photos, not below 1.0: the model is right on "
+            f"{self.right:.1%} of them, no more than answering {self.commoner} for all would be "
+            f"({self.commoner_share:.1%})"
+        )
 
 
-def as_good_a_constant(logits: torch.Tensor, labels: torch.Tensor, classes: list[str] | None = None) -> str | None:
-    """The class whose every-time answer is right on as many of these photos as the model (their commoner class,
-    named from ``classes``, the logits' columns), or None where the model does better."""
+def as_good_a_constant(
+    logits: torch.Tensor, labels: torch.Tensor, classes: list[str] | None = None
+) -> AsGoodAConstant | None:
+    """Whether answering the commoner class of these photos for all (named from ``classes``, the logits' columns)
+    is right on as many of them as the model: how often each is right, or None where the model does better."""
     counts = torch.bincount(labels, minlength=logits.shape[1])
-    if int((logits.argmax(1) == labels).sum()) > int(counts.max()):
+    right = int((logits.argmax(1) == labels).sum())
+    if right > int(counts.max()):
         return None
-    return classes[int(counts.argmax())] if classes else "their commoner class"
+    commoner = classes[int(counts.argmax())] if classes else "their commoner class"
+    n = max(len(labels), 1)
+    return AsGoodAConstant(commoner, right / n, int(counts.max()) / n)
 
 
 @dataclass(frozen=True)
@@ -93,10 +99,10 @@ def calibrate(logits: torch.Tensor, labels: torch.Tensor, classes: list[str] | N
     if too_few:
         return Calibration(1.0, len(labels), too_few)
     temperature = fit_temperature(logits, labels)
-    at_chance = no_better_than_commoner(logits, labels, classes)
+    at_chance = as_good_a_constant(logits, labels, classes)
     if at_chance:
-        temperature = max(temperature, 1.0)
-    return Calibration(temperature, len(labels), at_chance)
+        return Calibration(max(temperature, 1.0), len(labels), at_chance.note(len(labels)))
+    return Calibration(temperature, len(labels), None)
 
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:

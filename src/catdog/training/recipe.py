@@ -923,7 +923,7 @@ def write_model(
         second_loss = ""
     # 11 validation photos, 7 of them dogs, read "val accuracy 63.64%" for a model that answered dog for all.
     constant = as_good_a_constant(state.best_logits, state.best_labels, classes + [NEITHER] * learns_neither)
-    over += f", no better than answering {constant} for all" if constant else ""
+    over += f", no better than answering {constant.commoner} for all" if constant else ""
     log.info(
         f"saved {out}: val accuracy {state.best_accuracy:.2%}{over}, val loss {state.best_loss:.4f} "
         f"({second_loss}epoch {metrics['best_epoch']}), "
