@@ -1771,6 +1771,37 @@ def test_the_old_home_fits_the_temperature_as_calibrate_does() -> None:
     assert fit_temperature(margins, many) > 1.0
 
 
+def test_the_epoch_temperature_is_fitted_on_the_pets_as_the_saved_ones_is(tmp_path: Path) -> None:
+    """A net that learnt `neither` as a class has its saved temperature fitted on the validation pets' cat/dog
+    logits; the epoch lines fitted theirs on every validation photo, `neither` ones included, so the epoch's
+    temperature and calibrated loss were not those the saved model then recorded."""
+    from catdog.training.calibration import calibrate, calibrated_nll, pets_part
+    from catdog.training.checkpoint import RunState
+    from catdog.training.distributed import DistContext
+    from catdog.training.loop import record_epoch
+    from catdog.training.progress import Reporter
+
+    labels = torch.tensor([0, 1] * 30 + [2] * 20)  # 60 pets, 20 neither
+    logits = torch.zeros(80, 3)
+    logits[torch.arange(80), labels] = 3.0
+    logits[:12, :2] = logits[:12, :2].flip(1)  # 12 pets wrong, as sure as the right ones: softened
+    logits[60:, 2] = 12.0  # the neither photos answered very surely: all three classes, sharpened
+    val = {"val_loss": 0.5, "val_accuracy": 0.85, "logits": logits, "labels": labels, "pets": torch.ones(80)}
+    state = RunState(seen=32, correct=16, loss_sum=20.0, step=1)
+    said = io.StringIO()
+    record_epoch(
+        cfg=TrainConfig(data_dir="d", out=str(tmp_path)), state=state, val=val, trainable=torch.nn.Linear(2, 2),
+        steps_per_epoch=1, ctx=DistContext(), out=tmp_path, log=Reporter(Console(file=said, width=400)),
+        temperature_classes=2,
+    )  # fmt: skip
+    pets = pets_part(logits, labels, 2)
+    saved = calibrate(*pets).temperature  # what write_model fits
+    assert saved != calibrate(logits, labels).temperature  # the photos make a difference here
+    row = state.history[0]
+    assert row["temperature"] == saved and row["val_loss_calibrated"] == round(calibrated_nll(*pets, saved), 5), row
+    assert f"(calibrated on the pets {calibrated_nll(*pets, saved):.4f})" in said.getvalue(), said.getvalue()
+
+
 def test_a_tiny_validation_split_keeps_the_temperature_of_1_and_says_so(
     small_dev: Path, tmp_path: Path, cache_dir: Path
 ) -> None:

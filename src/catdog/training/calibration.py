@@ -75,6 +75,13 @@ def as_good_a_constant(
     return AsGoodAConstant(commoner, right / n, int(counts.max()) / n)
 
 
+def pets_part(logits: torch.Tensor, labels: torch.Tensor, n_pets: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The logits of the first ``n_pets`` classes on the photos of those classes: what the temperature of a net
+    that learnt `neither` as its last class is fitted on (it scales the cat/dog logits alone)."""
+    pets = labels < n_pets
+    return logits[pets, :n_pets], labels[pets]
+
+
 @dataclass(frozen=True)
 class Calibration:
     """The temperature a model is deployed at, on ``n_photos`` validation photos; ``note``: why it was not fitted

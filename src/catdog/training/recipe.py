@@ -61,6 +61,7 @@ from catdog.training.calibration import (
     frozen_val_pets,
     gate_config,
     learnt_neither_gate,
+    pets_part,
     pristine_val_pets,
     refit_gate,
 )
@@ -237,6 +238,7 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
                 out=out,
                 log=log,
                 elapsed=time.monotonic() - started,
+                temperature_classes=len(classes) if learns_neither else None,
             )
             stop_reason = why_stop(cfg, state, budget_hit)
             state.epoch, state.step = state.epoch + 1, 0
@@ -859,8 +861,7 @@ def write_model(
     logits, labels = state.best_logits, state.best_labels
     if learns_neither:  # the temperature scales the cat/dog logits of the pets; the gate is the neither class
         gate_record = learnt_neither_gate(model, logits, labels, len(classes))
-        pets = labels < len(classes)
-        logits, labels = logits[pets, : len(classes)], labels[pets]
+        logits, labels = pets_part(logits, labels, len(classes))
     elif gate:
         gate_record = gate_config(state.best_pets, model, pre.image_size, len(negatives), cfg.model)
     else:
