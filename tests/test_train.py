@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import timm
 import torch
 from rich.console import Console
 
@@ -1936,6 +1937,33 @@ def test_a_neither_folder_beside_other_classes_is_said_to_be_unused(
     err = capsys.readouterr().err
     assert "the neither folder is not used" in err and "answer one of cow, horse for any photo" in err, err
     assert json.loads((tmp_path / "model" / "config.json").read_text())["gate"] is None
+
+
+def test_a_neither_folder_a_backbone_has_no_gate_to_refit_with_is_said_to_be_unused(
+    small_dev: Path, data_root: Path, tmp_path: Path, cache_dir: Path
+) -> None:
+    """Only EfficientNet-Lite0/1/2 have catdog's open-set gate, which a `neither` folder refits; any other timm
+    backbone keeps its ImageNet head's pet mass as its gate, and its `neither/` folder was left out without a word.
+    timm's tiny test_efficientnet stands in for such a backbone: its "pretrained" weights, random here (there is
+    no network), are put in a Hugging Face cache, where timm finds them as it finds downloaded ones."""
+    from safetensors.torch import save_file
+
+    snapshot = tmp_path / "hf" / "hub" / "models--timm--test_efficientnet.r160_in1k" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    weights = timm.create_model("test_efficientnet", pretrained=False).state_dict()
+    save_file({k: v.contiguous() for k, v in weights.items()}, str(snapshot / "model.safetensors"))
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
+    data, _ = _pets_and_toys(small_dev, data_root, tmp_path / "data", "neither")
+    args = ["--model", "test_efficientnet", "--freeze", "backbone", "--epochs", "1", "--workers", "0"]
+    args += ["--cache-dir", str(cache_dir)]
+    hub = {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    done = run_catdog("train", str(data), "--out", str(tmp_path / "model"), *args, env=hub)
+    assert done.returncode == 0, done.stderr
+    said = " ".join(done.stderr.split())  # rich wraps long lines
+    assert "the neither folder is not used: only tf_efficientnet_lite0, tf_efficientnet_lite1, " in said, said
+    assert "test_efficientnet's `neither` gate is its ImageNet head's cat and dog classes" in said, said
+    assert json.loads((tmp_path / "model" / "config.json").read_text())["gate"]["kind"] == "pet-mass"
 
 
 def test_the_split_line_counts_the_photos_held_out_for_the_test_split(tmp_path: Path) -> None:

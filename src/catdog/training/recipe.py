@@ -126,6 +126,14 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
         timeline.mark("data_ready")
         refits_gate = getattr(model, "open_set", None) is not None
         splits, test, negatives = split(cfg, data, len(classes), log, learns_neither, refits_gate)
+        if has_neither and gate and not refits_gate:
+            # Only a backbone catdog ships an open-set gate for has one to refit; other backbones' folder was left
+            # out without a word, as the horse/cow model's once was (above).
+            log.info(
+                f"the neither folder is not used: only {', '.join(GATE_SIZES)} have catdog's open-set gate to refit; "
+                f"{cfg.model}'s `neither` gate is its ImageNet head's cat and dog classes, as pretrained "
+                "(catdog evaluate --split val measures it on the folder's validation photos)"
+            )
         note_small_classes(data, classes, log)
 
         # 4. What trains (the whole network, or the part after a frozen one) and what it eats. The time kept for
