@@ -17,7 +17,7 @@ from catdog.predict import Predictor
 from catdog.soup import check_members
 from catdog.train import TrainConfig, train
 
-from conftest import run_catdog_in_process
+from conftest import REPO, run_catdog_in_process
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +82,16 @@ def test_a_soup_is_the_mean_of_its_members_and_is_measured_beside_them(
     assert predictor.temperature == config["temperature"]
     answers = list(predictor.predict_paths([str(p) for p in sorted(data.glob("*.jpg"))[:4]]))
     assert all(p.ok and abs(sum(p.probabilities.values()) - 1) < 1e-4 for p in answers)
+
+    # --json's every key is described where the soup is (temperature_note once was nowhere).
+    as_json = run_catdog_in_process("soup", *map(str, models), "--data", str(data), "--out", str(out), "--json",
+                                    "--overwrite")  # fmt: skip
+    assert as_json.returncode == 0, as_json.stderr
+    printed = json.loads(as_json.stdout)
+    assert printed["temperature_note"] == config["calibration"] and printed["out"] == str(out), printed
+    guide = (REPO / "docs" / "training.md").read_text()
+    soup_section = guide[guide.index("## Averaging runs: `catdog soup`") :].split("\n## ")[0]
+    assert [key for key in printed if f"`{key}`" not in soup_section] == []
 
     again = run_catdog_in_process("soup", *map(str, models), "--data", str(data), "--out", str(out))
     assert again.returncode != 0 and "already holds a model" in again.stderr
