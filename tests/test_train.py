@@ -1496,11 +1496,11 @@ def test_a_from_scratch_net_learns_neither_as_a_class(
     # 1-3, 2026-12-07, 2-core Intel Xeon (AMX)).
     options = dict(FAMILIES["catnet"], epochs=16, label_smoothing=0.0, workers=0, seed=1)
     train(TrainConfig(data_dir=str(data), out=str(out), cache_dir=str(shared_cache), **options))
-    # Its last line says which figures are over three classes and which over the pets (it once mixed them), and
-    # calls the pets' loss "calibrated" only at a temperature fitted: too few photos here, 1.0 kept.
+    # Its last line says its figures are over three classes, and gives no calibrated loss at a temperature of 1.0
+    # (too few photos here): the loss itself, counted again, read as a second figure.
     err = " ".join(capsys.readouterr().err.split())  # rich wraps long lines
     assert "over cat, dog and neither" in err and "temperature 1.0 kept" in err, err
-    assert "(on the pets " in err and "calibrated" not in err, err
+    assert "calibrated" not in err, err
 
     config = json.loads((out / "config.json").read_text())
     gate = config["gate"]
@@ -1779,7 +1779,7 @@ def test_the_epoch_temperature_is_fitted_on_the_pets_as_the_saved_ones_is(tmp_pa
     """A net that learnt `neither` as a class has its saved temperature fitted on the validation pets' cat/dog
     logits; the epoch lines fitted theirs on every validation photo, `neither` ones included, so the epoch's
     temperature and calibrated loss were not those the saved model then recorded."""
-    from catdog.training.calibration import calibrate, calibrated_nll, pets_part
+    from catdog.training.calibration import calibrate, learnt_neither_nll, pets_part
     from catdog.training.checkpoint import RunState
     from catdog.training.distributed import DistContext
     from catdog.training.loop import record_epoch
@@ -1801,9 +1801,48 @@ def test_the_epoch_temperature_is_fitted_on_the_pets_as_the_saved_ones_is(tmp_pa
     pets = pets_part(logits, labels, 2)
     saved = calibrate(*pets).temperature  # what write_model fits
     assert saved != calibrate(logits, labels).temperature  # the photos make a difference here
-    row = state.history[0]
-    assert row["temperature"] == saved and row["val_loss_calibrated"] == round(calibrated_nll(*pets, saved), 5), row
-    assert f"(calibrated on the pets {calibrated_nll(*pets, saved):.4f})" in said.getvalue(), said.getvalue()
+    row, loss = state.history[0], learnt_neither_nll(logits, labels, 2, saved)  # the saved model's figure too
+    assert row["temperature"] == saved and row["val_loss_calibrated"] == round(loss, 5), row
+    assert f"(calibrated {loss:.4f})" in said.getvalue(), said.getvalue()
+
+
+def test_the_kept_epoch_of_a_net_that_learnt_neither_counts_its_neither_photos(tmp_path: Path) -> None:
+    """With the epoch's temperature fitted on the pets (as the saved one), its calibrated loss was the pets' cat/dog
+    loss alone, and so the choice of the epoch to keep left out the `neither` photos: an epoch that answered every
+    one of them "cat or dog" was kept over one that turned them away, for 4 fewer wrong cat/dog answers of 60."""
+    from catdog.training.checkpoint import RunState
+    from catdog.training.distributed import DistContext
+    from catdog.training.loop import record_epoch
+    from catdog.training.progress import Reporter
+
+    labels = torch.tensor([0, 1] * 30 + [2] * 20)  # 60 pets, 20 neither
+
+    def epoch_answers(wrong_pets: int, neither_logit: float) -> dict:
+        logits = torch.zeros(80, 3)
+        logits[torch.arange(80), labels] = 3.0
+        logits[:wrong_pets, :2] = logits[:wrong_pets, :2].flip(1)
+        logits[:60, 2] = -3.0  # the pets are pets
+        logits[60:, :2] = 3.0
+        logits[60:, 2] = neither_logit
+        loss = float(torch.nn.functional.cross_entropy(logits, labels))
+        right = float((logits.argmax(1) == labels).float().mean())
+        return {"val_loss": loss, "val_accuracy": right, "logits": logits, "labels": labels, "pets": torch.ones(80)}
+
+    state = RunState()
+    for val in (epoch_answers(10, -6.0), epoch_answers(14, 9.0)):  # the neither photos taken for pets, then not
+        state.seen, state.correct, state.loss_sum, state.step = 32, 16, 20.0, 1
+        record_epoch(
+            cfg=TrainConfig(data_dir="d", out=str(tmp_path)), state=state, val=val, trainable=torch.nn.Linear(2, 2),
+            steps_per_epoch=1, ctx=DistContext(), out=tmp_path, log=Reporter(Console(file=io.StringIO())),
+            temperature_classes=2,
+        )  # fmt: skip
+        state.epoch += 1
+    assert state.best_epoch == 2, state.history
+    # At a temperature of 1 the figure is the plain loss over the three classes, as for any other model.
+    from catdog.training.calibration import learnt_neither_nll
+
+    val = epoch_answers(10, -6.0)
+    assert learnt_neither_nll(val["logits"], val["labels"], 2, 1.0) == pytest.approx(val["val_loss"])
 
 
 def test_a_tiny_validation_split_keeps_the_temperature_of_1_and_says_so(

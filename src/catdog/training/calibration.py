@@ -139,6 +139,33 @@ def calibrated_nll(logits: torch.Tensor, labels: torch.Tensor, temperature: floa
     return float(F.cross_entropy(logits.float() / temperature, labels))
 
 
+def learnt_neither_nll(logits: torch.Tensor, labels: torch.Tensor, n_pets: int, temperature: float) -> float:
+    """The log loss on every validation photo of a net that learnt `neither` after its ``n_pets`` classes, as it
+    is deployed: whether a photo is a pet from its logits as trained, which pet at ``temperature`` (fitted on the
+    pets' cat/dog logits alone). At 1.0 it is the plain loss over every class."""
+    logits = logits.float()
+    is_neither = labels == n_pets
+    pet_or_neither = torch.stack([logits[:, :n_pets].logsumexp(1), logits[:, n_pets]], 1)
+    losses = F.cross_entropy(pet_or_neither, is_neither.long(), reduction="none")
+    pets = ~is_neither
+    losses[pets] += F.cross_entropy(logits[pets, :n_pets] / temperature, labels[pets], reduction="none")
+    return float(losses.mean())
+
+
+def calibrated_loss(
+    logits: torch.Tensor, labels: torch.Tensor, n_pets: int | None = None, classes: list[str] | None = None
+) -> tuple[Calibration, float]:
+    """The temperature and the calibrated validation loss the best epoch is chosen by, the same for the epoch lines
+    and the saved model. ``n_pets``: a net that learnt `neither` after that many classes; its temperature scales
+    the pets' cat/dog logits and is fitted on them, its loss counts the `neither` photos too
+    (:func:`learnt_neither_nll`): on the pets alone, an epoch that took every `neither` photo for a pet was kept."""
+    if n_pets is None:
+        calibration = calibrate(logits, labels, classes)
+        return calibration, calibrated_nll(logits, labels, calibration.temperature)
+    calibration = calibrate(*pets_part(logits, labels, n_pets), classes)
+    return calibration, learnt_neither_nll(logits, labels, n_pets, calibration.temperature)
+
+
 def gate_config(
     val_pets: torch.Tensor | None,
     model: nn.Module,

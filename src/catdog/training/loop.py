@@ -23,7 +23,7 @@ from catdog.errors import CatdogError
 from catdog.fsutil import atomic_write_text
 from catdog.preprocess import Preprocess, to_uint8
 from catdog.training.batches import PADDING, image_input
-from catdog.training.calibration import calibrate, calibrated_nll, pets_part
+from catdog.training.calibration import calibrated_loss
 from catdog.training.checkpoint import RunState
 from catdog.training.config import TrainConfig
 from catdog.training.distributed import DistContext, SharedBudget, epoch_sums
@@ -220,8 +220,8 @@ def record_epoch(
 
     ``val``: what :func:`evaluate` returned; ``trainable``: the weights the best epoch keeps (the averaged ones,
     with --ema); ``elapsed``: seconds since the command started, for the history. ``temperature_classes``: a net
-    that learnt `neither` as its last class has its temperature fitted on the photos of the classes before it
-    (the pets) alone, as the saved model's is; None: on every photo.
+    that learnt `neither` after that many classes has its temperature fitted on the pets alone, as the saved
+    model's is (:func:`~catdog.training.calibration.calibrated_loss`); None: on every photo.
     """
     # The training figures of every process, as the validation ones are (a resumed epoch's: rank 0 holds the sums
     # of every process up to the checkpoint, the others their own since).
@@ -237,13 +237,10 @@ def record_epoch(
     # it will have then. The raw loss also counts the under-confidence that label smoothing trains in and
     # the temperature takes out: it kept a 45-minute fine-tune's first epoch (98.70 % at 224 px) over
     # later ones up to 99.02 %, on raw losses 0.5-1.1 % apart.
-    # The same photos as the saved model's temperature (write_model): fitted with a learnt `neither` class's photos
-    # too, the epoch lines' temperature and calibrated loss were not the figures the saved model then recorded.
-    logits, labels = val["logits"], val["labels"]
-    if temperature_classes is not None:
-        logits, labels = pets_part(logits, labels, temperature_classes)
-    temperature = calibrate(logits, labels).temperature
-    calibrated = calibrated_nll(logits, labels, temperature)
+    # As the saved model's (write_model): with a learnt `neither` class, its temperature fitted on every photo made
+    # the epoch lines' figures not those the saved model then recorded.
+    calibration, calibrated = calibrated_loss(val["logits"], val["labels"], temperature_classes)
+    temperature = calibration.temperature
     row = {
         "epoch": state.epoch + 1,
         "steps": state.step,
@@ -273,11 +270,10 @@ def record_epoch(
     else:
         state.bad_epochs += 1
     state.history.append(row)
-    on_the_pets = " on the pets" if temperature_classes is not None else ""
     # Shown from the exact figures: the row's, rounded to 5 digits first, showed 24 of 57 right (42.105...%) as 42.10%.
     log.info(
         f"epoch {row['epoch']}: train loss {loss_sum / seen:.4f} acc {correct / seen:.2%} | "
-        f"val loss {val['val_loss']:.4f}{f' (calibrated{on_the_pets} {calibrated:.4f})' if temperature != 1.0 else ''} "
+        f"val loss {val['val_loss']:.4f}{f' (calibrated {calibrated:.4f})' if temperature != 1.0 else ''} "
         f"acc {val['val_accuracy']:.2%} | "
         f"{run_rate(state.history):,.1f} images/s over the run"
     )

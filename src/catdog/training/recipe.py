@@ -56,12 +56,10 @@ from catdog.training.batches import (
 )
 from catdog.training.calibration import (
     as_good_a_constant,
-    calibrate,
-    calibrated_nll,
+    calibrated_loss,
     frozen_val_pets,
     gate_config,
     learnt_neither_gate,
-    pets_part,
     pristine_val_pets,
     refit_gate,
 )
@@ -869,14 +867,12 @@ def write_model(
     logits, labels = state.best_logits, state.best_labels
     if learns_neither:  # the temperature scales the cat/dog logits of the pets; the gate is the neither class
         gate_record = learnt_neither_gate(model, logits, labels, len(classes))
-        logits, labels = pets_part(logits, labels, len(classes))
     elif gate:
         gate_record = gate_config(state.best_pets, model, pre.image_size, len(negatives), cfg.model)
     else:
         gate_record = None
-    calibration = calibrate(logits, labels, classes)
+    calibration, calibrated = calibrated_loss(logits, labels, len(classes) if learns_neither else None, classes)
     temperature = calibration.temperature
-    calibrated = calibrated_nll(logits, labels, temperature)
     metrics["val_loss_calibrated"] = round(calibrated, 5)
     if calibration.note:
         log.info(calibration.note)
@@ -919,17 +915,10 @@ def write_model(
     out = Path(cfg.out)
     save_model_dir(model.cpu().to(memory_format=torch.contiguous_format), config, out)
     (out / CHECKPOINT).unlink(missing_ok=True)
-    # A learnt neither class is validated over three classes; the temperature only over the pets' two.
-    over, pets_only = (f" over {', '.join(classes)} and neither", " on the pets") if learns_neither else ("", "")
-    # At temperature 1 the calibrated loss is the loss itself: said again, it read as a second figure. With a learnt
-    # neither class it is another figure, the pets' alone, but "calibrated" only where a temperature was fitted.
-    second_loss = f"{calibrated:.4f}; "
-    if temperature != 1.0:
-        second_loss = f"calibrated{pets_only} {second_loss}"
-    elif learns_neither:
-        second_loss = f"on the pets {second_loss}"
-    else:
-        second_loss = ""
+    # A learnt neither class is validated over three classes (the temperature scales the pets' two).
+    over = f" over {', '.join(classes)} and neither" if learns_neither else ""
+    # At temperature 1 the calibrated loss is the loss itself: said again, it read as a second figure.
+    second_loss = f"calibrated {calibrated:.4f}; " if temperature != 1.0 else ""
     # 11 validation photos, 7 of them dogs, read "val accuracy 63.64%" for a model that answered dog for all.
     constant = as_good_a_constant(state.best_logits, state.best_labels, classes + [NEITHER] * learns_neither)
     over += f", no better than answering {constant.commoner} for all" if constant else ""
