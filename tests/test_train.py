@@ -1996,7 +1996,8 @@ def test_a_neither_folder_a_backbone_has_no_gate_to_refit_with_is_said_to_be_unu
     data, _ = _pets_and_toys(small_dev, data_root, tmp_path / "data", "neither")
     args = ["--model", "test_efficientnet", "--freeze", "backbone", "--epochs", "1", "--workers", "0"]
     args += ["--cache-dir", str(cache_dir)]
-    hub = {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    # HF_HUB_CACHE too: set in the environment (as on many shared machines), it wins over HF_HOME's hub/.
+    hub = {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_CACHE": str(snapshot.parents[2]), "HF_HUB_OFFLINE": "1"}
     done = run_catdog("train", str(data), "--out", str(tmp_path / "model"), *args, env=hub)
     assert done.returncode == 0, done.stderr
     said = " ".join(done.stderr.split())  # rich wraps long lines
