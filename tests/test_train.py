@@ -2003,6 +2003,8 @@ def test_a_neither_folder_a_backbone_has_no_gate_to_refit_with_is_said_to_be_unu
     said = " ".join(done.stderr.split())  # rich wraps long lines
     assert "the neither folder is not used: only tf_efficientnet_lite0, tf_efficientnet_lite1, " in said, said
     assert "test_efficientnet's `neither` gate is its ImageNet head's cat and dog classes" in said, said
+    # Said with the model, before every photo is decoded (minutes on a large folder), as the horse/cow line is.
+    assert said.index("the neither folder is not used") < said.index("training and"), said
     assert json.loads((tmp_path / "model" / "config.json").read_text())["gate"]["kind"] == "pet-mass"
 
 

@@ -115,6 +115,15 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
                 f"the neither folder is not used: catdog's `neither` gate is for cat/dog models; this model will "
                 f"answer one of {', '.join(classes)} for any photo"
             )
+        refits_gate = getattr(model, "open_set", None) is not None
+        if has_neither and gate and not refits_gate:
+            # Only a backbone catdog ships an open-set gate for has one to refit; other backbones' folder was left
+            # out without a word, as the horse/cow model's once was (above). Said before the decoding's minutes.
+            log.info(
+                f"the neither folder is not used: only {', '.join(GATE_SIZES)} have catdog's open-set gate to refit; "
+                f"{cfg.model}'s `neither` gate is its ImageNet head's cat and dog classes, as pretrained "
+                "(catdog evaluate --split val measures it on the folder's validation photos)"
+            )
         timeline.mark("model_built")
 
         # 3. Decode every image once into the pixel cache (rank 0 first, the others then find it full),
@@ -122,16 +131,7 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
         cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
         data = decode(cfg, model, pre, cache_dir, ctx, log, timeline.mark)
         timeline.mark("data_ready")
-        refits_gate = getattr(model, "open_set", None) is not None
         splits, test, negatives = split(cfg, data, len(classes), log, learns_neither, refits_gate)
-        if has_neither and gate and not refits_gate:
-            # Only a backbone catdog ships an open-set gate for has one to refit; other backbones' folder was left
-            # out without a word, as the horse/cow model's once was (above).
-            log.info(
-                f"the neither folder is not used: only {', '.join(GATE_SIZES)} have catdog's open-set gate to refit; "
-                f"{cfg.model}'s `neither` gate is its ImageNet head's cat and dog classes, as pretrained "
-                "(catdog evaluate --split val measures it on the folder's validation photos)"
-            )
         note_small_classes(data, classes, log)
 
         # 4. What trains (the whole network, or the part after a frozen one) and what it eats. The time kept for
