@@ -262,3 +262,19 @@ def test_the_cards_the_summary_announces_come_right_below_it(tmp_path: Path) -> 
     page = write_audit(AuditResult(40, ["cat", "dog"], 5, [flipped], 0.975, lost), tmp_path / "out").read_text()
     announced = page.index("the top 1 below")
     assert announced < page.index("<figure>") < page.index("300 unreadable files, left out of the audit:"), page
+
+
+def test_control_characters_in_a_name_are_shown_escaped_on_the_page(samples_dir: Path, tmp_path: Path) -> None:
+    """A right-to-left override (U+202E) in a file name went raw into audit.html, where the rest of the caption read
+    backwards, while the console escaped it: the page now shows it as the console does."""
+    from catdog.audit import AuditResult, Suspect, write_audit
+
+    photo = tmp_path / "dog" / "x\u202egnp.jpg"
+    photo.parent.mkdir()
+    shutil.copy(sorted((samples_dir / "cat").glob("*.jpg"))[0], photo)
+    lost = [{"path": "cat/a\u202e.jpg", "error": "'cat/a\u202e\n.jpg' is empty (0 bytes)."}]
+    result = AuditResult(40, ["cat", "dog"], 5, [Suspect(str(photo), "dog", "cat", 0.9)], 0.975, lost)
+    page = write_audit(result, tmp_path / "out").read_text()
+    assert "\u202e" not in page and "\n.jpg" not in page, page
+    assert 'alt="x\\u202egnp.jpg"' in page and "#1 x\\u202egnp.jpg<br>" in page, page
+    assert "<li>&#x27;cat/a\\u202e\\n.jpg&#x27; is empty (0 bytes).</li>" in page, page

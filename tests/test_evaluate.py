@@ -561,3 +561,16 @@ def test_the_report_counts_one_pet_photo_as_one() -> None:
 
     section = _open_set_html({"gate": True, "n_pets": 1, "n_neither": 1, "threshold": 0.5}, b"")
     assert "<p>1 photo of the model's classes, 1 'neither' photo " in section, section
+
+
+def test_control_characters_in_a_name_are_shown_escaped_in_the_report(twelve_photos: Path, tmp_path: Path) -> None:
+    """A right-to-left override (U+202E) in a file name went raw into report.html, where the rest of the line read
+    backwards, while the console escaped it: the page now shows it as the console does."""
+    data = tmp_path / "photos"
+    shutil.copytree(twelve_photos, data)
+    (data / "dog" / "x\u202egnp.jpg").write_bytes(b"not a JPEG")
+    (data / "cat" / "two\nlines.jpg").write_bytes(b"not a JPEG")
+    evaluate(None, data, out_dir=tmp_path / "report")
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "\u202e" not in page and "two\nlines" not in page
+    assert "x\\u202egnp.jpg" in page and "two\\nlines.jpg" in page, page

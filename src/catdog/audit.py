@@ -18,7 +18,6 @@ and says so.
 
 from __future__ import annotations
 
-import html
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from catdog.data.layout import NEITHER, DatasetError, discover
-from catdog.fsutil import atomic_write_text, counted, json_text, listed, percent, utf8_safe
+from catdog.fsutil import atomic_write_text, counted, html_text, json_text, listed, percent, utf8_safe
 from catdog.images import ImageError
 from catdog.models.files import is_onnx_model
 from catdog.preprocess import Preprocess, normalize, stack_uint8, to_uint8
@@ -316,9 +315,9 @@ def write_audit(result: AuditResult, out_dir: str | os.PathLike, top: int = 100)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "suspects.json", json_text(result.to_dict()) + "\n")
     cards = "".join(
-        f'<figure><img src="{thumbnail_data_uri(s.path) or ""}" alt="{html.escape(Path(s.path).name)}">'
-        f"<figcaption>#{rank} {html.escape(Path(s.path).name)}<br>labelled <b>{html.escape(s.label)}</b>, "
-        f"looks like <b>{html.escape(s.suggested)}</b> ({percent(s.confidence)})</figcaption></figure>"
+        f'<figure><img src="{thumbnail_data_uri(s.path) or ""}" alt="{html_text(Path(s.path).name)}">'
+        f"<figcaption>#{rank} {html_text(Path(s.path).name)}<br>labelled <b>{html_text(s.label)}</b>, "
+        f"looks like <b>{html_text(s.suggested)}</b> ({percent(s.confidence)})</figcaption></figure>"
         for rank, s in enumerate(result.suspects[:top], 1)
     )
     # Without a gate (a model without one, or photos of other classes) no photo was judged by one.
@@ -328,7 +327,7 @@ def write_audit(result: AuditResult, out_dir: str | os.PathLike, top: int = 100)
     summary = f"{pets_counted(result)}, {accuracy_note(result)}{neither_note(result, '; ')}."
     # Named, each in the sentence of catdog.images: the page said only "2 unreadable files." and not which. Below
     # the cards, which "the top 2 below" announces: a long list between the two pushed them out of sight.
-    unreadable = "".join(f"<li>{html.escape(item['error'])}</li>" for item in result.unreadable)
+    unreadable = "".join(f"<li>{html_text(item['error'])}</li>" for item in result.unreadable)
     if unreadable:
         unreadable = (
             f"<p>{counted(len(result.unreadable), 'unreadable file')}, left out of the audit:</p><ul>{unreadable}</ul>"
@@ -339,9 +338,9 @@ def write_audit(result: AuditResult, out_dir: str | os.PathLike, top: int = 100)
 figure {{ display: inline-block; width: 210px; margin: .5rem; vertical-align: top; font-size: .8rem; }}
 img {{ max-width: 100%; }}</style></head><body>
 <h1>Photos most likely mislabelled</h1>
-<p>{html.escape(summary)}
+<p>{html_text(summary)}
 Suspects are photos whose {result.folds}-fold out-of-fold prediction disagrees with the label{gate}.
-{html.escape(suspects_note(result))}{shown}.</p>
+{html_text(suspects_note(result))}{shown}.</p>
 {cards}
 {unreadable}
 </body></html>

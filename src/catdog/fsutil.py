@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import filecmp
+import html
 import json
 import os
 import re
@@ -198,6 +199,13 @@ def shown(text: str) -> str:
     from rich.markup import escape
 
     return escape(printable(text))
+
+
+def html_text(text: str) -> str:
+    """A file name (or a sentence naming one) for an HTML page, as :func:`shown` is for the terminal: control
+    characters escaped, so a right-to-left override (U+202E) in a name reads ``\\u202e`` instead of reversing the
+    rest of the caption, then HTML-escaped."""
+    return html.escape(printable(text))
 
 
 def printable(text: str) -> str:

@@ -17,7 +17,7 @@ from sklearn import metrics as skm  # noqa: E402
 from sklearn.calibration import calibration_curve  # noqa: E402
 
 from catdog.data.layout import NEITHER  # noqa: E402
-from catdog.fsutil import atomic_write_bytes, atomic_write_text, counted, json_text, printable, utf8_safe  # noqa: E402
+from catdog.fsutil import atomic_write_bytes, atomic_write_text, counted, html_text, json_text, printable, utf8_safe  # noqa: E402
 from catdog.images import ImageError, decode  # noqa: E402
 
 GALLERY_SIZE = 16
@@ -286,8 +286,8 @@ def _html(metrics: dict, pngs: dict[str, bytes], mistakes: list[dict], through: 
         uri = thumbnail_data_uri(item["path"]) or ""
         probs = html.escape(mistake_probabilities(item, 3)).replace("\n", "<br>")
         gallery += (
-            f'<figure class="mistake"><img src="{uri}" alt="{html.escape(Path(item["path"]).name)}">'
-            f"<figcaption>{html.escape(Path(item['path']).name)}<br>true <b>{html.escape(item['truth'])}</b> → "
+            f'<figure class="mistake"><img src="{uri}" alt="{html_text(Path(item["path"]).name)}">'
+            f"<figcaption>{html_text(Path(item['path']).name)}<br>true <b>{html.escape(item['truth'])}</b> → "
             f"<b>{html.escape(str(item['answer']))}</b><br>{probs}</figcaption></figure>"
         )
     robust = ""
@@ -307,7 +307,7 @@ def _html(metrics: dict, pngs: dict[str, bytes], mistakes: list[dict], through: 
             f'<figure><img src="{_uri(pngs["robustness.png"])}" alt="robustness.png"></figure>'
         )
     open_set = _open_set_html(metrics.get("open_set"), pngs.get("open_set.png"), through)
-    unreadable = "".join(f"<li>{html.escape(u['error'])}</li>" for u in metrics["unreadable"])  # it names the file
+    unreadable = "".join(f"<li>{html_text(u['error'])}</li>" for u in metrics["unreadable"])  # it names the file
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>catdog evaluation</title>
 <style>
@@ -356,8 +356,8 @@ def _what_was_measured(metrics: dict) -> str:
         else f"only the photos in the model's <b>{html.escape(split)}</b> split (by content hash, as its training)"
     )
     lines = [
-        f"Model <code>{html.escape(str(metrics.get('model')))}</code> ({html.escape(str(metrics.get('backend')))})",
-        f"Photos <code>{html.escape(str(metrics.get('data')))}</code>: {part}",
+        f"Model <code>{html_text(str(metrics.get('model')))}</code> ({html.escape(str(metrics.get('backend')))})",
+        f"Photos <code>{html_text(str(metrics.get('data')))}</code>: {part}",
     ]
     if metrics.get("tta"):
         lines.append("Each photo averaged with its mirror image (--tta)")
@@ -366,10 +366,10 @@ def _what_was_measured(metrics: dict) -> str:
         lines.append(f"Answers 'neither' when P(cat or dog) is below {below} (the gate's threshold)")
     if metrics.get("threshold") is not None:
         lines.append(f"'unsure' below a confidence of {metrics['threshold']:g} (--threshold)")
-    lines += [f"<b>Note:</b> {html.escape(warning)}" for warning in metrics.get("warnings", [])]
+    lines += [f"<b>Note:</b> {html_text(warning)}" for warning in metrics.get("warnings", [])]
     left_out = metrics.get("left_out") or []
     if left_out:
-        shown = ", ".join(html.escape(os.path.basename(p)) for p in left_out[:5]) + (" …" if len(left_out) > 5 else "")
+        shown = ", ".join(html_text(os.path.basename(p)) for p in left_out[:5]) + (" …" if len(left_out) > 5 else "")
         files = counted(len(left_out), "image file")
         them = "it" if len(left_out) == 1 else "them"  # "1 image file left out: ... gives them no label" was wrong
         lines.append(f"<b>Note:</b> {files} left out: the folder's layout gives {them} no label ({shown}).")
@@ -405,7 +405,7 @@ def _open_set_html(open_set: dict | None, png: bytes | None, through: list[dict]
     # The pets turned away are among the confident mistakes above; the non-pets let through only here.
     gallery = "".join(
         f'<figure class="mistake"><img src="{thumbnail_data_uri(item["path"]) or ""}" '
-        f'alt="{html.escape(Path(item["path"]).name)}"><figcaption>{html.escape(Path(item["path"]).name)}<br>'
+        f'alt="{html_text(Path(item["path"]).name)}"><figcaption>{html_text(Path(item["path"]).name)}<br>'
         f"neither → <b>{html.escape(item['answer'])}</b><br>P(cat or dog) {item['pet_score']:.3f}</figcaption></figure>"
         for item in through
     )
