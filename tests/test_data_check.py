@@ -962,3 +962,21 @@ def test_a_folder_is_listed_once_for_all_its_wrong_extensions(
     report = check_dataset(data, cache_dir=tmp_path / "cache")
     assert len(report.extension_mismatches) == 15
     assert listed_folders.count(data / "cat") <= 1, listed_folders
+
+
+def test_the_frames_of_a_long_animation_are_counted_to_a_limit(samples_dir: Path, tmp_path: Path) -> None:
+    """Every frame of an animated GIF was counted, and 64 MB of one-pixel frames is millions of them: one hostile
+    file held the check for seconds. Counting stops at FRAMES_COUNTED, and the note says "at least"."""
+    from catdog.images import FRAMES_COUNTED, read_info
+
+    data = tmp_path / "data"
+    shutil.copytree(samples_dir, data)
+    frames = [Image.new("RGB", (1, 1), (i % 256, i // 256, 0)) for i in range(FRAMES_COUNTED + 500)]
+    frames[0].save(data / "cat" / "long.gif", save_all=True, append_images=frames[1:], duration=10)
+    with Image.open(data / "cat" / "long.gif") as gif:
+        assert gif.n_frames == FRAMES_COUNTED + 500  # the file holds more than are counted
+    assert read_info(data / "cat" / "long.gif").frames == FRAMES_COUNTED
+    report = check_dataset(data, cache_dir=tmp_path / "cache")
+    assert report.several_frames == [{"path": "cat/long.gif", "format": "GIF", "frames": FRAMES_COUNTED}]
+    text = rendered(summary(report))
+    assert f"an animated GIF of at least {FRAMES_COUNTED:,} frames: only the first is used" in text, text

@@ -358,14 +358,26 @@ def read_info(
     return ImageInfo(format=fmt, width=img.size[0], height=img.size[1], mode=img.mode, frames=frames)
 
 
+# Where counting an animation's pictures stops: Pillow's n_frames walks every frame of a GIF or a TIFF, and 64 MB of
+# one-pixel GIF frames is millions of them, seconds a file. A file of more is said to have "at least" this many.
+FRAMES_COUNTED = 1000
+
+
 def _frame_count(img: Image.Image) -> int:
-    """Pictures in an animation or a multi-page TIFF; 1 when those after the first are damaged: counting reads past
-    the first, and Pillow raised IndexError, KeyError or TypeError on a GIF or TIFF cut short, which stopped a whole
-    data check. The first picture, the one every command uses, opened."""
+    """Pictures in an animation or a multi-page TIFF, up to :data:`FRAMES_COUNTED`; 1 when those after the first are
+    damaged: counting reads past the first, and Pillow raised IndexError, KeyError or TypeError on a GIF or TIFF cut
+    short, which stopped a whole data check. The first picture, the one every command uses, opened."""
     try:
-        return getattr(img, "n_frames", 1)
+        if img.format not in ("GIF", "TIFF"):
+            return min(img.n_frames, FRAMES_COUNTED)  # an APNG's and a WebP's header says it
+        for frame in range(1, FRAMES_COUNTED):
+            # As Pillow's n_frames walks them: a GIF's public seek decodes every frame on the way, a TIFF's allocates.
+            img._seek(frame, False) if img.format == "GIF" else img._seek(frame)
+    except EOFError:
+        return frame
     except Exception:  # Pillow raises many types on damaged data
         return 1
+    return FRAMES_COUNTED
 
 
 def decode(

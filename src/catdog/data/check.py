@@ -54,6 +54,7 @@ from catdog.fsutil import (
     shown,
 )
 from catdog.images import (
+    FRAMES_COUNTED,
     IMAGE_EXTENSIONS,
     ImageError,
     decode,
@@ -803,10 +804,11 @@ def _panorama_note(found: dict) -> str:
 
 def _first_frame_note(found: dict) -> str:
     """ "an animated GIF of 12 frames: only the first is used": a GIF of a cat walking in, read by its first frame
-    (an empty room), was learnt as a cat and nobody said so."""
+    (an empty room), was learnt as a cat and nobody said so. Counting stops at FRAMES_COUNTED: "at least 1,000"."""
+    count = f"at least {found['frames']:,}" if found["frames"] >= FRAMES_COUNTED else f"{found['frames']:,}"
     if found["format"] == "TIFF":
-        return f"a TIFF of {found['frames']:,} pages: only the first page is used"
-    return f"an animated {found['format']} of {found['frames']:,} frames: only the first is used"
+        return f"a TIFF of {count} pages: only the first page is used"
+    return f"an animated {found['format']} of {count} frames: only the first is used"
 
 
 def _by_mode(files: list[dict]) -> list[tuple[str, str]]:
