@@ -74,7 +74,8 @@ SMALL_CLASS = 10
 # A side this many times the other makes a panorama (a phone's are 3:1 to 10:1, a 21:9 ultrawide 2.3:1): every
 # model sees a centre square of a photo, so of a panorama only its middle, where the animal may not be.
 PANORAMA_RATIO = 3
-# A camera's raw photos (Adobe, Canon, Nikon, Sony, Fujifilm, Olympus, Panasonic, Pentax, Samsung): Pillow reads none.
+# A camera's raw photos (Adobe, Canon, Nikon, Sony, Fujifilm, Olympus, Panasonic, Pentax, Samsung): Pillow reads at
+# most the small TIFF preview some hold (a DNG's, a NEF's), never the photo.
 RAW_EXTENSIONS = frozenset(
     {".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".raf", ".orf", ".rw2", ".pef", ".srw"}
 )
@@ -826,7 +827,10 @@ def _by_mode(files: list[dict]) -> list[tuple[str, str]]:
 def _no_image(extension: str, n: int) -> str:
     if extension in RAW_EXTENSIONS:  # "not an image" of a camera's own photo read as if the file were broken
         photos = "a camera raw photo" if n == 1 else "camera raw photos"
-        return f"{n:,} {extension} {'file' if n == 1 else 'files'}: {photos}, which no command reads: export as JPEG"
+        # Not "which no command reads": predict, given one by name, reads it by content, so a DNG's or NEF's small
+        # TIFF preview (a folder given to predict leaves them out, as train does).
+        read = "which train, evaluate and audit leave out (predict reads only the small preview some hold)"
+        return f"{n:,} {extension} {'file' if n == 1 else 'files'}: {photos}, {read}: export as JPEG"
     noun, verdict = (
         ("file", "not an image; no command reads it") if n == 1 else ("files", "not images; no command reads them")
     )
