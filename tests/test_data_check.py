@@ -531,6 +531,20 @@ def test_cache_follows_file_content(planted: Path, tmp_path: Path) -> None:
     assert {u["path"] for u in changed.unusable} == UNUSABLE | {"dog/dog.9.jpg"}
 
 
+def test_an_older_catdogs_facts_are_removed_when_the_new_ones_are_written(samples_dir: Path, tmp_path: Path) -> None:
+    """facts-v1.json of an older catdog stayed in the cache for good, read by no version; a newer one's stays."""
+    from catdog.data.check import FACTS_VERSION
+
+    check = tmp_path / "cache" / "check"
+    check.mkdir(parents=True)
+    older, newer = check / f"facts-v{FACTS_VERSION - 1}.json", check / f"facts-v{FACTS_VERSION + 1}.json"
+    older.write_text("{}")
+    newer.write_text("{}")
+    done = run_catdog_in_process("data", "check", str(samples_dir), "--cache-dir", str(tmp_path / "cache"))
+    assert done.returncode == 0, done.stderr
+    assert sorted(path.name for path in check.iterdir()) == [f"facts-v{FACTS_VERSION}.json", newer.name]
+
+
 def test_near_pairs_matches_brute_force() -> None:
     rng = np.random.default_rng(0)
     hashes = rng.integers(0, 2**63, 600, dtype=np.uint64)

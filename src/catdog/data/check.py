@@ -155,9 +155,12 @@ class FactsCache:
             self.entries = {key: Facts(*value) for key, value in json.loads(self.file.read_text()).items()}
 
     def save(self) -> None:
+        """Write the facts, and remove an older catdog's: no version reads them again (a newer one's stay)."""
         data = {key: list(asdict(facts).values()) for key, facts in self.entries.items()}
         with contextlib.suppress(OSError):  # the cache is only a speed-up
             atomic_write_text(self.file, json.dumps(data))
+            for version in range(1, FACTS_VERSION):
+                (self.file.parent / f"facts-v{version}.json").unlink(missing_ok=True)
 
 
 def _inspect_file(path: Path) -> tuple[str | None, Facts]:
