@@ -201,10 +201,13 @@ def test_names_with_square_brackets_are_printed_as_they_are(samples_dir: Path, t
     (data / "cat" / "[").mkdir()
     (data / "cat" / "[" / "x].jpg").write_text("not a photo")
     (data / "dog" / "[red]note.jpg").write_text("not a photo")
+    # "The image" in a name was replaced by the path, as if the sentence were about bytes: named twice over.
+    (data / "dog" / "The image.jpg").write_text("not a photo")
     done = run_catdog_in_process("data", "audit", str(data))
     assert done.returncode == 0, done.stderr
     said = done.stdout
-    assert "\n2 unreadable files, left out of the audit:\n" in said, said
+    assert "\n3 unreadable files, left out of the audit:\n" in said, said
+    assert f"\n  '{data / 'dog' / 'The image.jpg'}' is not an image" in said, said
     assert f"\n  '{data / 'cat' / '[' / 'x].jpg'}' is not an image" in said, said
     assert f"\n  '{data / 'dog' / '[red]note.jpg'}' is not an image" in said, said
     # Fewer listed than found is said, and how to list them all: "2 suspects ... Most likely mislabelled:" read

@@ -724,6 +724,23 @@ def test_unreadable_files_are_listed_not_fatal(tmp_path):
     assert "not an image" in data.unreadable[0][1]
 
 
+def test_an_unreadable_file_is_named_where_it_is_whatever_its_name(tmp_path, samples_dir):
+    """Every "The image" in the cached sentence was replaced by the path, the one inside a name that already held it
+    ('cat/The image of Tom.jpg' came out as "'.../cat/'.../The image of Tom.jpg' of Tom.jpg' is ..."), and a copy
+    of a broken file elsewhere was named where the first was read (the pixel cache keeps sentences by content)."""
+    photo = (samples_dir / "cat" / "cat.1.jpg").read_bytes()
+    cut = photo[: len(photo) // 2]
+    for path in (tmp_path / "data" / "cat" / "The image of Tom.jpg", tmp_path / "data" / "dog" / "copy.jpg"):
+        _write(path, cut)
+    for label in ("cat", "dog"):
+        shutil.copy(samples_dir / label / f"{label}.2.jpg", tmp_path / "data" / label)
+    data = prepare(tmp_path / "data", Preprocess(image_size=32), tmp_path / "cache")
+    assert sorted(data.unreadable) == [
+        (path, f"'{path}' is truncated or corrupt (the file ends before its image does).")
+        for path in (tmp_path / "data" / "cat" / "The image of Tom.jpg", tmp_path / "data" / "dog" / "copy.jpg")
+    ]
+
+
 def test_loader_yields_uint8_batches_with_labels(tmp_path, samples_dir):
     pre = Preprocess(image_size=64)
     data = prepare(samples_dir, pre, tmp_path / "cache")

@@ -129,7 +129,7 @@ def compute_features(
         try:
             return to_uint8(path, pre), None
         except ImageError as err:
-            return None, str(err).replace("The image", f"'{path}'", 1)
+            return None, str(err)  # it names the file
 
     features, pets, kept, unreadable = [], [], [], []
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:

@@ -224,7 +224,24 @@ def _looks_like_text(head: bytes) -> bool:
 
 
 def _name(source_name: str | None) -> str:
-    return f"'{source_name}'" if source_name else "The image"
+    return f"'{source_name}'" if source_name else _UNNAMED
+
+
+# How a sentence about an image's bytes (no file name known) begins.
+_UNNAMED = "The image"
+
+
+def with_name(sentence: str, name: str | os.PathLike) -> str:
+    """A sentence about an image's content ("The image is ...") naming ``name`` instead: its first words only. Every
+    "The image" was replaced once, the one inside a file name that a sentence already held too."""
+    return f"'{name}'{sentence.removeprefix(_UNNAMED)}" if sentence.startswith(_UNNAMED) else sentence
+
+
+def without_name(sentence: str, name: str | os.PathLike) -> str:
+    """The reverse of :func:`with_name`: a sentence naming ``name`` first as one about content, to be kept by
+    content hash (a copy of the file elsewhere is named where it is, not where the first was read)."""
+    quoted = f"'{name}'"
+    return _UNNAMED + sentence.removeprefix(quoted) if sentence.startswith(quoted) else sentence
 
 
 def tenths_up(count: int, unit: int = 1_000_000) -> str:

@@ -11,7 +11,6 @@ from catdog.inference.predictor import (
     PET_CLASSES,
     Prediction,
     Predictor,
-    _name_in_error,
     expand_inputs,
     imagenet_classes,
 )
@@ -24,7 +23,6 @@ __all__ = [
     "Outputs",
     "Prediction",
     "Predictor",
-    "_name_in_error",
     "expand_inputs",
     "imagenet_classes",
     "torch_model_fn",

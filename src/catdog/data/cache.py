@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from catdog.fsutil import atomic_write_text, file_lock
-from catdog.images import DEFAULT_MAX_PIXELS, ImageError
+from catdog.images import DEFAULT_MAX_PIXELS, ImageError, without_name
 from catdog.preprocess import Preprocess, to_uint8
 
 CHUNK = 1024  # images decoded between two index commits
@@ -135,7 +135,7 @@ def _decode_into(target: tuple[str, Preprocess, int], job: tuple[str, int]) -> s
     try:
         pixels = to_uint8(path, pre, max_pixels=max_pixels)
     except ImageError as err:
-        return str(err)
+        return without_name(str(err), path)  # kept by content hash: a copy elsewhere is named where it is
     fd = os.open(pixels_file, os.O_WRONLY)
     try:
         os.pwrite(fd, pixels.tobytes(), row * pixels.nbytes)

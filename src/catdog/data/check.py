@@ -63,6 +63,8 @@ from catdog.images import (
     read_info,
     sniff_format,
     usual_extension,
+    with_name,
+    without_name,
 )
 
 # Sides below this many pixels make an image "tiny": 32 px is where a photo stops showing a
@@ -170,7 +172,7 @@ def _inspect_file(path: Path) -> tuple[str | None, Facts]:
     except ImageError as err:
         # The sentence every command gives (too large, unreadable ...), the file named from the dataset folder
         # later: it named the path as given, and the table's row showed it twice.
-        return None, Facts(error=str(err).replace(f"'{path}'", "The image", 1))
+        return None, Facts(error=without_name(str(err), path))
     return content_hash(data), inspect_bytes(data)
 
 
@@ -387,7 +389,7 @@ def _scan_report(root, cache_dir, near_distance, workers, progress, on_start) ->
             report.not_images.append({"path": rel[i], "label": labels[i], "extension": paths[i].suffix.lower()})
             continue
         if facts.error:
-            reason = facts.error.replace("The image", f"'{rel[i]}'", 1)
+            reason = with_name(facts.error, rel[i])
             report.unusable.append({"path": rel[i], "label": labels[i], "reason": reason})
             report.to_quarantine.append(Move(rel[i], f"unusable: {reason}"))
             continue

@@ -15,7 +15,7 @@ from catdog.data.cache import PixelCache
 from catdog.data.hashing import HashIndex
 from catdog.data.layout import Dataset, DatasetError, composed, discover
 from catdog.data.split import split_indices
-from catdog.images import DEFAULT_MAX_PIXELS, ImageError, read_file
+from catdog.images import DEFAULT_MAX_PIXELS, ImageError, read_file, with_name
 from catdog.preprocess import Preprocess
 
 
@@ -79,7 +79,7 @@ def prepare(
         if digest is None:
             out.unreadable.append((item.path, _why_unreadable(item.path)))
         elif digest in cache.errors:
-            out.unreadable.append((item.path, cache.errors[digest].replace("The image", f"'{item.path}'")))
+            out.unreadable.append((item.path, with_name(cache.errors[digest], item.path)))
         else:
             out.paths.append(item.path)
             out.labels.append(class_index[item.label])

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from catdog.data.layout import composed
-from catdog.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageError
+from catdog.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageError, with_name
 from catdog.inference.cores import local_share_of_cores
 from catdog.inference.outputs import LOOKS_LIKE_FLOOR, ModelFn, Outputs
 from catdog.preprocess import Preprocess, normalize, stack_uint8, to_uint8
@@ -239,7 +239,7 @@ class Predictor:
                 results[i] = prediction
         for i, (square, error) in enumerate(loaded):
             if square is None:
-                results[i] = Prediction(source=names[i], error=_name_in_error(error, names[i]), source_key=source_key)
+                results[i] = Prediction(source=names[i], error=with_name(error, names[i]), source_key=source_key)
         return results  # type: ignore[return-value]
 
     def predict_batch(
@@ -298,11 +298,6 @@ def _glob(pattern: str) -> list[str]:
         for found in base.glob(str(rest))
         if dotted or not any(is_hidden(Path(part)) for part in found.relative_to(base).parts)
     ]
-
-
-def _name_in_error(error: str, source: str) -> str:
-    """Decode errors about bytes say 'The image'; name the upload instead."""
-    return error.replace("The image", f"'{source}'", 1) if error.startswith("The image") else error
 
 
 def no_gate(classes: Iterable[str]) -> str:

@@ -16,9 +16,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from catdog import __version__
 from catdog.fsutil import counted, first_few, listed, printable
-from catdog.images import ImageError, ImageTooLargeError, NotAnImageError, UnsupportedFormatError
+from catdog.images import ImageError, ImageTooLargeError, NotAnImageError, UnsupportedFormatError, with_name
 from catdog.inference.outputs import LOOKS_LIKE_FLOOR
-from catdog.inference.predictor import Prediction, _name_in_error
+from catdog.inference.predictor import Prediction
 from catdog.serve.settings import ApiError, ServeSettings
 from catdog.serve.state import MODEL_FAILED_TO_LOAD, MODEL_LOADING, ServeState, limits, photo_too_large
 
@@ -358,7 +358,7 @@ async def explain(request: Request) -> Response:
             state.decode_pool, explain_png, predictor, data
         )
     except ImageError as err:
-        raise ApiError(image_error_status(err), _unreadable(request, _name_in_error(str(err), name))) from None
+        raise ApiError(image_error_status(err), _unreadable(request, with_name(str(err), name))) from None
     except ModelError as err:  # a bare .onnx file has no torch model to take gradients of
         raise ApiError(501, str(err)) from None
     # What the map shows: the answer's class, or for `neither` what the photo looks like (percent-encoded: a header).

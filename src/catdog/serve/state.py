@@ -17,8 +17,8 @@ from starlette.datastructures import UploadFile
 
 from catdog import __version__
 from catdog.fsutil import printable, utf8_safe
-from catdog.images import ImageError, ImageTooLargeError, tenths_up
-from catdog.inference.predictor import Prediction, Predictor, _name_in_error
+from catdog.images import ImageError, ImageTooLargeError, tenths_up, with_name
+from catdog.inference.predictor import Prediction, Predictor
 from catdog.models.files import has_heat_maps
 from catdog.preprocess import stack_uint8
 from catdog.serve.batcher import MicroBatcher
@@ -140,7 +140,7 @@ class ServeState:
                 except BaseException as err:
                     batcher.unexpect()
                     if isinstance(err, ImageError):
-                        raise type(err)(_name_in_error(str(err), name)) from None
+                        raise type(err)(with_name(str(err), name)) from None
                     raise
                 del data  # what waits for the model is the square, not the photo's bytes
             return await batcher.predict(square, name, expected=True)
