@@ -148,7 +148,9 @@ def test_a_class_of_one_photo_is_named_before_any_feature_is_computed(dev_dir: P
     said = " ".join(done.stderr.split())
     assert done.returncode == 2 and "has 1 readable photo of class 'chat' ('" in said, said
     # And the file that is no photo, named with why: the count alone left a newcomer looking at two files.
-    assert f"photos. 1 of its files cannot be read: '{tmp_path / 'Chats' / 'note.jpg'}' is not an image" in said, said
+    # In one sentence, as every refusal: "... add photos. 1 of its files cannot be read: ..." was two.
+    assert f"photos); 1 of its files cannot be read: '{tmp_path / 'Chats' / 'note.jpg'}' is not an image" in said, said
+    assert said.count(". ") == 0, said
 
 
 def test_three_classes_are_listed_in_words() -> None:

@@ -257,12 +257,14 @@ def _refuse_small_classes(
         if len(found) < 2:
             where, fix = (f" ('{found[0]}')", "move it into the class it belongs to, or add") if found else ("", "add")
             lost = [sentence for sentence, label in unreadable or [] if label == name]
-            why = ""
+            # One sentence, the reader's about the first unreadable file ending it: "... photos. 1 of its files ..."
+            # was two, where every refusal is one.
+            why = "."
             if lost:
-                why = f" {len(lost)} of its files cannot be read{', the first' * (len(lost) > 1)}: {lost[0]}"
+                why = f"; {len(lost)} of its files cannot be read{', the first' * (len(lost) > 1)}: {lost[0]}"
             raise DatasetError(
                 f"'{data_dir}' has {counted(len(found), kind + 'photo')} of class '{name}'{where}; an audit needs "
-                f"at least 2 of each class: {fix} photos.{why}"
+                f"at least 2 of each class ({fix} photos){why}"
             )
 
 
