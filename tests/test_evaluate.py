@@ -19,6 +19,7 @@ from sklearn import metrics as skm
 
 from catdog.data.layout import DatasetError
 from catdog.evaluate import _corrupt, collect, compute_metrics, evaluate, expected_calibration_error, open_set_metrics
+from catdog.fsutil import percent
 from catdog.predict import Predictor
 from test_train import copy_dev_subset
 
@@ -107,7 +108,7 @@ def test_cli_json_and_report(onnx_model_file: Path, eval_dir: Path, tmp_path: Pa
     turned_away = [n for shares in robust["neither"].values() for n in shares if n]
     assert ("% neither)" in page) == bool(turned_away)
     assert page.startswith("<!doctype html>") and page.rstrip().endswith("</html>")
-    assert f"{result['accuracy']:.4f}" in page and f"{result['log_loss']:.4f}" in page
+    assert f"<th>accuracy</th><td>{percent(result['accuracy'])}</td>" in page and f"{result['log_loss']:.4f}" in page
     assert "data:image/png;base64," in page and "broken.jpg" in page
     assert 'src="http' not in page and "src='http" not in page  # self-contained
     assert result["data"] == str(eval_dir) and result["split"] == "all" and result["tta"] is False
@@ -173,7 +174,8 @@ def test_the_accuracys_interval_is_wilsons() -> None:
 
 def test_a_small_evaluation_says_how_rough_its_accuracy_is(twelve_photos: Path, tmp_path: Path) -> None:
     """`catdog evaluate` on 12 photos printed an accuracy of 0.9167 to four places, with no word that on photos
-    like these it might as well be 0.65: the count and the 95 % interval are said now, first where they are few."""
+    like these it might as well be 0.65: the count and the 95 % interval are said now, first where they are few.
+    As percentages, as data audit says its accuracy: evaluate's 0.9167 beside audit's 91.7% read as two scales."""
     from catdog.evaluate import FEW_PHOTOS, few_photos_note
 
     result = evaluate(None, twelve_photos, out_dir=tmp_path / "report")
@@ -181,15 +183,17 @@ def test_a_small_evaluation_says_how_rough_its_accuracy_is(twelve_photos: Path, 
     right = round(result["accuracy"] * 12)
     assert low < result["accuracy"] <= high and high - low > 0.2  # 12 photos: wide
     note = (
-        f"Only 12 photos, so the accuracy is a rough figure: {right} of 12 right, 95 % interval {low:.4f}–{high:.4f} "
-        "(Wilson): the accuracy on many more photos like these would likely lie in it."
+        f"Only 12 photos, so the accuracy is a rough figure: {right} of 12 right, 95 % interval "
+        f"{percent(low)}–{percent(high)} (Wilson): the accuracy on many more photos like these would likely lie in it."
     )
     assert note in result["warnings"]
     page = (tmp_path / "report" / "report.html").read_text()
     assert f"<b>Note:</b> {note}" in page
-    assert f"<th>accuracy, 95 % interval (Wilson)</th><td>{low:.4f}–{high:.4f}</td>" in page  # beside the accuracy
+    assert f"<th>accuracy, 95 % interval (Wilson)</th><td>{percent(low)}–{percent(high)}</td>" in page  # beside it
     done = run_catdog_in_process("evaluate", str(twelve_photos))
-    assert f"note: {note}" in done.stderr and f"(95 % interval {low:.4f}–{high:.4f})" in done.stdout
+    assert f"note: {note}" in done.stderr, done.stderr
+    accuracy = f"accuracy {percent(result['accuracy'])} (95 % interval {percent(low)}–{percent(high)})"
+    assert accuracy in done.stdout and re.search(r"\d\.\d{4}–", done.stdout) is None, done.stdout
     # Many photos: the interval, but no note.
     many = {"n": FEW_PHOTOS, "accuracy": 0.98, "accuracy_interval": [0.95, 0.99]}
     assert few_photos_note(many) == [] and few_photos_note(many | {"n": FEW_PHOTOS - 1}) != []

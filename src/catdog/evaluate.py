@@ -25,7 +25,7 @@ from PIL import Image
 from sklearn import metrics as skm
 
 from catdog.data.layout import NEITHER, DatasetError, discover
-from catdog.fsutil import counted, recorded_path
+from catdog.fsutil import counted, percent, recorded_path
 from catdog.images import ImageError, decode
 from catdog.inference.outputs import Outputs
 from catdog.inference.predictor import Prediction, Predictor
@@ -238,7 +238,8 @@ FEW_PHOTOS = 200  # fewer photos than this, and the accuracy's interval is wide 
 
 def few_photos_note(metrics: dict) -> list[str]:
     """On fewer than ``FEW_PHOTOS`` photos, a sentence with their count and the accuracy's 95 % interval: 11 right
-    of 12 read as a precise 0.9167, and its interval is 0.6461-0.9851. No sentence for no photo: it has no accuracy."""
+    of 12 read as a precise 91.67 %, and its interval is 64.6-98.5 %. No sentence for no photo: it has no accuracy.
+    A percentage, as data audit's accuracy and the README's: this note read "0.6461–0.9851" beside them."""
     n = metrics["n"]
     if n == 0 or n >= FEW_PHOTOS:
         return []
@@ -246,7 +247,7 @@ def few_photos_note(metrics: dict) -> list[str]:
     right = round(metrics["accuracy"] * n)
     return [
         f"Only {counted(n, 'photo')}, so the accuracy is a rough figure: {right} of {n} right, 95 % interval "
-        f"{low:.4f}–{high:.4f} (Wilson): the accuracy on many more photos like these would likely lie in it."
+        f"{percent(low)}–{percent(high)} (Wilson): the accuracy on many more photos like these would likely lie in it."
     ]
 
 
