@@ -868,18 +868,24 @@ def test_a_panorama_is_said_to_be_seen_by_its_middle(samples_dir: Path, tmp_path
     assert "dog/PANO_0001.jpg" in row and "2400x300: a model sees at most its middle square, 12% of it" in row, row
 
 
+def _camera_roll(samples_dir: Path, tmp_path: Path, year: str, name: str) -> tuple[Path, Path]:
+    """The sample photos in tmp_path/data, with cat.1.jpg moved into a camera roll's folder 'cat/<year>' as
+    ``name``: (the data folder, the roll folder)."""
+    data = tmp_path / "data"
+    shutil.copytree(samples_dir, data)
+    roll = data / "cat" / year
+    roll.mkdir()
+    shutil.move(data / "cat" / "cat.1.jpg", roll / name)
+    return data, roll
+
+
 def test_the_original_of_a_copy_is_kept_not_the_copy(samples_dir: Path, tmp_path: Path) -> None:
     """'IMG_1000 (1).JPG' sorts before 'IMG_1000.JPG' (a space before a dot), so of a camera roll's photo and its
     second download the copy was kept and the original moved away from its sidecars. The shorter name is kept."""
-    data = tmp_path / "data"
-    shutil.copytree(samples_dir, data)
-    roll = data / "cat" / "2019"
-    roll.mkdir()
-    shutil.copy(samples_dir / "cat" / "cat.1.jpg", roll / "IMG_1000.JPG")
+    data, roll = _camera_roll(samples_dir, tmp_path, "2019", "IMG_1000.JPG")
     (roll / "IMG_1000.AAE").write_text("<plist/>")
     for copy in ("IMG_1000 (1).JPG", "IMG_1000 - Copy.JPG"):
         shutil.copy(roll / "IMG_1000.JPG", roll / copy)
-    (data / "cat" / "cat.1.jpg").unlink()
     moves = {move.path for move in check_dataset(data, cache_dir=tmp_path / "cache").to_quarantine}
     assert moves == {"cat/2019/IMG_1000 (1).JPG", "cat/2019/IMG_1000 - Copy.JPG"}, moves
 
@@ -922,11 +928,7 @@ def test_a_shorter_name_alone_does_not_make_an_original(samples_dir: Path, tmp_p
     """The shortest name was kept of any group, so of a camera's 'IMG_1002.JPG' and its re-save as 'anim.gif' (the
     same picture, near-duplicates) the camera's JPEG was moved away from its sidecar. Only a name made from another's
     ('IMG_1002 (1).JPG') says which is the copy; between other names the first path is kept, as before."""
-    data = tmp_path / "data"
-    shutil.copytree(samples_dir, data)
-    roll = data / "cat" / "2020"
-    roll.mkdir()
-    shutil.move(data / "cat" / "cat.1.jpg", roll / "IMG_1002.JPG")
+    data, roll = _camera_roll(samples_dir, tmp_path, "2020", "IMG_1002.JPG")
     (roll / "IMG_1002.JPG.json").write_text("{}")
     shutil.copy(roll / "IMG_1002.JPG", roll / "IMG_1002 (1).JPG")
     Image.open(roll / "IMG_1002.JPG").save(roll / "anim.gif")
