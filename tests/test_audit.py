@@ -205,9 +205,14 @@ def test_names_with_square_brackets_are_printed_as_they_are(samples_dir: Path, t
     (data / "dog" / "[red]note.jpg").write_text("not a photo")
     # "The image" in a name was replaced by the path, as if the sentence were about bytes: named twice over.
     (data / "dog" / "The image.jpg").write_text("not a photo")
-    done = run_catdog_in_process("data", "audit", str(data))
+    done = run_catdog_in_process("data", "audit", str(data), "--out", str(tmp_path / "audit"))
     assert done.returncode == 0, done.stderr
     said = done.stdout
+    # audit.html, read later, says which folder and which model: it named neither.
+    page = (tmp_path / "audit" / "audit.html").read_text()
+    assert f"<p>Photos <code>{data}</code>, judged by the features of <code>builtin</code>.</p>" in page, page
+    saved = json.loads((tmp_path / "audit" / "suspects.json").read_text())
+    assert (saved["data"], saved["model"]) == (str(data), "builtin"), saved
     assert "\n3 unreadable files, left out of the audit:\n" in said, said
     assert f"\n  '{data / 'dog' / 'The image.jpg'}' is not an image" in said, said
     assert f"\n  '{data / 'cat' / '[' / 'x].jpg'}' is not an image" in said, said

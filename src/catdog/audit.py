@@ -57,9 +57,13 @@ class AuditResult:
     neither_judged: bool = False  # whether the model's gate judged them
     # Why no gate judged the photos, in words ("the model has no gate"); empty when the model's cat/dog gate did.
     ungated: str = ""
+    data: str = ""  # the folder audited, absolute
+    model: str = "builtin"  # the model whose features judged it
 
     def to_dict(self) -> dict:
         return {
+            "data": self.data,
+            "model": self.model,
             "n": self.n,
             "classes": self.classes,
             "gated": not self.ungated,
@@ -237,7 +241,19 @@ def audit(
             ]
     suspects.sort(key=lambda s: -s.confidence)
     accuracy = float((best == labels).mean()) if len(labels) else float("nan")
-    return AuditResult(len(kept), names, folds, suspects, accuracy, unreadable, len(others), judged, ungated)
+    return AuditResult(
+        len(kept),
+        names,
+        folds,
+        suspects,
+        accuracy,
+        unreadable,
+        len(others),
+        judged,
+        ungated,
+        data=os.path.abspath(data_dir),
+        model=os.fspath(model) if model else "builtin",
+    )
 
 
 def _refuse_small_classes(
@@ -327,6 +343,7 @@ def write_audit(result: AuditResult, out_dir: str | os.PathLike, top: int = 100)
     # Counts read as words: "1 suspects", "the top 0 below" once.
     shown = f"; the top {min(top, len(result.suspects))} below, most confident first" if result.suspects else ""
     summary = f"{pets_counted(result)}, {accuracy_note(result)}{neither_note(result, '; ')}."
+    # The page names the folder and the model first, as evaluate's report does: read later, it said neither.
     # Named, each in the sentence of catdog.images: the page said only "2 unreadable files." and not which. Below
     # the cards, which "the top 2 below" announces: a long list between the two pushed them out of sight.
     unreadable = "".join(f"<li>{html_text(item['error'])}</li>" for item in result.unreadable)
@@ -340,6 +357,7 @@ def write_audit(result: AuditResult, out_dir: str | os.PathLike, top: int = 100)
 figure {{ display: inline-block; width: 210px; margin: .5rem; vertical-align: top; font-size: .8rem; }}
 img {{ max-width: 100%; }}</style></head><body>
 <h1>Photos most likely mislabelled</h1>
+<p>Photos <code>{html_text(result.data)}</code>, judged by the features of <code>{html_text(result.model)}</code>.</p>
 <p>{html_text(summary)}
 Suspects are photos whose {result.folds}-fold out-of-fold prediction disagrees with the label{gate}.
 {html_text(suspects_note(result))}{shown}.</p>
