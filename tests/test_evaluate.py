@@ -130,6 +130,20 @@ def test_the_report_names_the_gate_threshold_and_the_files_left_out(eval_dir: Pa
     assert "1 image file left out: the folder's layout gives it no label (loose.jpg)." in page
 
 
+def test_the_report_names_a_file_left_out_from_the_folder_measured(samples_dir: Path, tmp_path: Path) -> None:
+    """Beside a flat layout the photos in a folder are left out, and report.html named them by their last name
+    alone ('dog.1.jpg'), not where they are ('extra/dog.1.jpg')."""
+    data = tmp_path / "photos"
+    (data / "extra").mkdir(parents=True)
+    for label in ("cat", "dog"):
+        for photo in sorted((samples_dir / label).glob("*.jpg"))[:3]:
+            shutil.copy(photo, data / photo.name)
+    shutil.copy(samples_dir / "dog" / "dog.1.jpg", data / "extra" / "dog.1.jpg")
+    evaluate(None, data, out_dir=tmp_path / "report")
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "1 image file left out: the folder's layout gives it no label (extra/dog.1.jpg)." in page, page
+
+
 @pytest.fixture(scope="module")
 def twelve_photos(samples_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Six sample photos of each class, in cat/ and dog/: a small evaluation."""

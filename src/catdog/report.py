@@ -382,7 +382,9 @@ def _what_was_measured(metrics: dict) -> str:
     lines += [f"<b>Note:</b> {html_text(warning)}" for warning in metrics.get("warnings", [])]
     left_out = metrics.get("left_out") or []
     if left_out:
-        shown = ", ".join(html_text(os.path.basename(p)) for p in left_out[:5]) + (" …" if len(left_out) > 5 else "")
+        # From the folder measured: a flat layout's left out are in folders, and 'dog.104.jpg' said not which.
+        named = [html_text(os.path.relpath(p, metrics["data"])) for p in left_out[:5]]
+        shown = ", ".join(named) + (" …" if len(left_out) > 5 else "")
         files = counted(len(left_out), "image file")
         them = "it" if len(left_out) == 1 else "them"  # "1 image file left out: ... gives them no label" was wrong
         lines.append(f"<b>Note:</b> {files} left out: the folder's layout gives {them} no label ({shown}).")
