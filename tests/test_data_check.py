@@ -464,6 +464,24 @@ def test_files_that_are_no_images_are_a_note_apart_as_train_ignores_them(samples
     assert [path.name for path, _ in trained.unreadable] == ["notes.jpg"]
 
 
+def test_a_flat_layouts_sidecars_are_a_note_as_in_class_folders(samples_dir: Path, tmp_path: Path) -> None:
+    """Beside a flat layout's 'cat.1.jpg' its Google Photos sidecar 'cat.1.jpg.json' went unsaid, where in a class
+    folder it is a note, and the check called the folder "clean: ... files not read". It is the same note now; a
+    name of no photo's label ('notes.2024.txt') makes no class."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("cat/cat.1.jpg", "cat/cat.2.jpg", "dog/dog.1.jpg", "dog/dog.2.jpg"):
+        shutil.copy(samples_dir / name, data)
+        (data / f"{Path(name).name}.json").write_text("{}")
+    (data / "notes.2024.txt").write_text("scanned in 2024")
+    report = check_dataset(data, cache_dir=tmp_path / "cache")
+    assert report.layout == "flat" and report.classes == {"cat": 2, "dog": 2}, report.classes
+    assert sorted(item["path"] for item in report.not_images) == [
+        "cat.1.jpg.json", "cat.2.jpg.json", "dog.1.jpg.json", "dog.2.jpg.json"
+    ]  # fmt: skip
+    assert "4 .json files: not images; no command reads them" in rendered(summary(report))
+
+
 def test_one_file_over_the_few_shown_is_named_not_counted(samples_dir: Path, tmp_path: Path) -> None:
     """Two .json files beside photos were one row "cat/cat.1.jpg.json and 1 more": "1 more" is no shorter than the
     name. The row names both, as the dated-folder sentence names a fourth folder (fsutil.first_few)."""

@@ -268,6 +268,19 @@ def _entries(listing: list[os.DirEntry], skipped: list[tuple[Path, str]]) -> tup
     return folders, [Path(e.path) for e in loose if e.is_file(follow_symlinks=False)]
 
 
+def _labelled_other_files(listing: list[os.DirEntry], labels: set[str]) -> list[LabelledFile]:
+    """The files beside a flat layout's photos that are no image by their extension yet carry one of the photos'
+    ``labels`` in their name ('cat.1.jpg.json', Google Photos' sidecar): data check names them, as it does a class
+    folder's (beside a flat layout they went unsaid). Another label ('notes.2024.txt') makes no class of no photos."""
+    return [
+        LabelledFile(Path(entry.path), label)
+        for entry in listing
+        if entry.is_file(follow_symlinks=False)
+        and Path(entry.name).suffix.lower() not in IMAGE_EXTENSIONS
+        and (label := label_in_name(entry.name)) in labels
+    ]
+
+
 def _names_a_flat_layout(folder: Path, images: list[Path]) -> bool:
     """Whether the loose ``images`` of a lone ``folder`` are a flat layout wrapped in it, not a class folder.
 
@@ -511,6 +524,9 @@ def discover(root: str | os.PathLike, *, image_files_only: bool = False, labels_
                 f"The images in '{root}' carry no label: name them like 'cat.1.jpg' or use one folder per class."
             )
         layout, files = "flat", flat + negatives
+        if not image_files_only:  # data check: the root's listing again, a wrapper's (train/) listed once more
+            beside = listing if wrapper is None else _listing(flat_images[0].parent)
+            files += _labelled_other_files(beside, {item.label for item in flat})
         left_out = [path for path, label in named.items() if not label] + folder_images
     elif misread := _splits_instead_of_classes(folders) or (not labels_optional and _dated_instead_of_classes(folders)):
         # Asked only when the folders are the dataset: a stray cat.1.jpg beside training_set/ and test_set/
