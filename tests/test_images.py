@@ -163,6 +163,16 @@ def test_gif_first_frame_only():
     assert r > 200 and b < 50
 
 
+def test_a_multi_page_tiffs_size_and_mode_are_its_first_pages():
+    """Counting a TIFF's pages moved it to its last page, whose size and mode read_info then gave: a 400x300 colour
+    scan with a small grey second page was said to be a 20x10 grey image."""
+    first, second = Image.new("RGB", (400, 300), (200, 10, 10)), Image.new("L", (20, 10), 5)
+    out = io.BytesIO()
+    first.save(out, "TIFF", save_all=True, append_images=[second])
+    info = read_info(out.getvalue())
+    assert (info.width, info.height, info.mode, info.frames) == (400, 300, "RGB", 2), info
+
+
 # -- bad input ---------------------------------------------------------------------------
 
 

@@ -371,8 +371,9 @@ def read_info(
     data, name = _read_source(source, max_bytes)
     img = _open(data, name, max_pixels)
     fmt = "JPEG" if img.format == "MPO" else str(img.format)
+    (width, height), mode = img.size, img.mode  # the first picture's: counting frames moves to the last one
     frames = _frame_count(img) if fmt in ("GIF", "PNG", "WEBP", "TIFF") else 1
-    return ImageInfo(format=fmt, width=img.size[0], height=img.size[1], mode=img.mode, frames=frames)
+    return ImageInfo(format=fmt, width=width, height=height, mode=mode, frames=frames)
 
 
 # Where counting an animation's pictures stops: Pillow's n_frames walks every frame of a GIF or a TIFF, and 64 MB of
