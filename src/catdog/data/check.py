@@ -635,10 +635,11 @@ def _move_file(src: Path, dst: Path) -> str:
 
 def _apart(group: dict) -> str:
     """A pair is "3 bits apart"; in a group of more, two members may be further apart than the widest pair that
-    joined it (a chain), so "4 bits apart" said of five photos was not true of every two. Equal hashes are the
-    same picture saved again ("each within 0 bits of another" said it as a measure), and one bit is "1 bit"."""
+    joined it (a chain), so "4 bits apart" said of five photos was not true of every two. Equal hashes are said
+    as such ("each within 0 bits of another" said it as a measure), and one bit is "1 bit". Not "saved again"
+    alone: a grey or brightened copy hashes equal too."""
     if group["distance"] == 0:
-        return "the same picture, saved again (equal perceptual hashes)"
+        return "equal perceptual hashes: the same picture saved again or edited"
     bits = counted(group["distance"], "bit")
     return f"{bits} apart" if len(group["files"]) == 2 else f"each within {bits} of another"
 
