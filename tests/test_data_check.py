@@ -921,7 +921,7 @@ def test_an_extension_typed_after_the_right_one_is_told_to_go(planted: Path, tmp
 
 def test_camera_raw_photos_are_not_called_no_images(samples_dir: Path, tmp_path: Path) -> None:
     """A camera roll's .DNG and .CR2 beside its JPEGs were "not images; no command reads them", as a .json sidecar
-    is: they are photos, which catdog does not read. The note says so and what to do."""
+    is: they are photos, which train leaves out. The note says so, what reads them, and what to do."""
     data = tmp_path / "data"
     shutil.copytree(samples_dir, data)
     for name in ("IMG_2.dng", "IMG_3.CR2"):
@@ -932,8 +932,11 @@ def test_camera_raw_photos_are_not_called_no_images(samples_dir: Path, tmp_path:
     report = check_dataset(data, cache_dir=tmp_path / "cache")
     assert report.extension_mismatches == [] and report.classes == {"cat": 20, "dog": 20}
     text = rendered(summary(report))
-    # "which no command reads" was not so: predict, given a DNG by name, answers from its small preview.
-    read = "train, evaluate and audit leave out (predict reads only the small preview some hold): export as JPEG"
+    # "which no command reads" was not so: predict, given a DNG by name, answers from its small preview, and so
+    # does serve's API (curl -F file=@IMG_1.DNG .../api/v1/predict: "cat").
+    read = (
+        "train, evaluate and audit leave out (predict and serve read only the small preview some hold): export as JPEG"
+    )
     assert f"2 .dng files: camera raw photos, which {read}" in text, text
     assert f"1 .cr2 file: a camera raw photo, which {read}" in text, text
     predicted = run_catdog_in_process("predict", str(data / "cat" / "IMG_1.DNG"), "--json")

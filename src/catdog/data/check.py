@@ -835,9 +835,9 @@ def _by_mode(files: list[dict]) -> list[tuple[str, str]]:
 def _no_image(extension: str, n: int) -> str:
     if extension in RAW_EXTENSIONS:  # "not an image" of a camera's own photo read as if the file were broken
         photos = "a camera raw photo" if n == 1 else "camera raw photos"
-        # Not "which no command reads": predict, given one by name, reads it by content, so a DNG's or NEF's small
-        # TIFF preview (a folder given to predict leaves them out, as train does).
-        read = "which train, evaluate and audit leave out (predict reads only the small preview some hold)"
+        # Not "which no command reads": predict, given one by name, and serve's API read it by content, so a DNG's or
+        # NEF's small TIFF preview (a folder given to predict leaves them out, as train does).
+        read = "which train, evaluate and audit leave out (predict and serve read only the small preview some hold)"
         return f"{n:,} {extension} {'file' if n == 1 else 'files'}: {photos}, {read}: export as JPEG"
     noun, verdict = (
         ("file", "not an image; no command reads it") if n == 1 else ("files", "not images; no command reads them")
