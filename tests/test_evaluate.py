@@ -592,3 +592,35 @@ def test_control_characters_in_a_name_are_shown_escaped_in_the_report(twelve_pho
     page = (tmp_path / "report" / "report.html").read_text()
     assert "\u202e" not in page and "two\nlines" not in page
     assert "x\\u202egnp.jpg" in page and "two\\nlines.jpg" in page, page
+
+
+def test_control_characters_in_a_class_name_are_shown_escaped(samples_dir: Path, tmp_path: Path) -> None:
+    """A class is a folder's name, and a right-to-left override (U+202E) in it went raw into report.html (the
+    per-class table, the count of photos, each mistake's caption) and into the console's table, where the rest of
+    the row read backwards: both show it escaped now, as a file name's."""
+    import torch
+
+    from catdog.models import build_model, save_model_dir
+    from catdog.preprocess import Preprocess
+
+    fox = "fo\u202ex"
+    torch.manual_seed(0)  # untrained, and the same every run: it gets some photos wrong, for the mistakes' captions
+    model = build_model("seed-cnn", 2).eval()
+    model(torch.zeros(1, 3, 64, 64))  # materialise the lazy layers
+    config = {"architecture": "seed-cnn", "classes": [fox, "wolf"], "preprocess": Preprocess(image_size=64).to_dict()}
+    save_model_dir(model, config, tmp_path / "model")
+    for folder, label in ((fox, "cat"), ("wolf", "dog")):
+        (tmp_path / "data" / folder).mkdir(parents=True)
+        for photo in sorted((samples_dir / label).glob("*.jpg"))[:3]:
+            shutil.copy(photo, tmp_path / "data" / folder)
+    done = run_catdog_in_process(
+        "evaluate", str(tmp_path / "model"), str(tmp_path / "data"), "-o", str(tmp_path / "out")
+    )
+    assert done.returncode == 0, done.stderr
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "\u202e" not in page and "\u202e" not in done.stdout, done.stdout
+    assert "<tr><td>fo\\u202ex</td>" in page and "<th>photos (fo\\u202ex, wolf)</th>" in page, page
+    assert "fo\\u202ex │" in done.stdout, done.stdout
+    assert re.search(
+        r"<figcaption>[^<]*<br>true <b>(fo\\u202ex|wolf)</b> → <b>(fo\\u202ex|wolf)</b><br>fo\\u202ex 0", page
+    )

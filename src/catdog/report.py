@@ -264,7 +264,7 @@ def write_report(out_dir: str | os.PathLike, evaluation, metrics: dict) -> Path:
 def _html(metrics: dict, pngs: dict[str, bytes], mistakes: list[dict], through: list[dict] = ()) -> str:
     classes = metrics["classes"]
     rows = "".join(
-        f"<tr><td>{html.escape(c)}</td><td>{_fmt(metrics['precision'][c])}</td><td>{_fmt(metrics['recall'][c])}</td>"
+        f"<tr><td>{html_text(c)}</td><td>{_fmt(metrics['precision'][c])}</td><td>{_fmt(metrics['recall'][c])}</td>"
         f"<td>{_fmt(metrics['f1'][c])}</td><td>{metrics['support'][c]}</td></tr>"
         for c in classes
     )
@@ -275,7 +275,7 @@ def _html(metrics: dict, pngs: dict[str, bytes], mistakes: list[dict], through: 
     low, high = metrics["accuracy_interval"]
     # As percentages, as the console, data audit and the README say an accuracy (0.9167 here once).
     summary = (
-        f"<tr><th>photos ({html.escape(', '.join(classes))})</th><td>{metrics['n']}</td></tr>"
+        f"<tr><th>photos ({html_text(', '.join(classes))})</th><td>{metrics['n']}</td></tr>"
         f"<tr><th>accuracy</th><td>{percent(metrics['accuracy'])}</td></tr>"
         f"<tr><th>accuracy, 95 % interval (Wilson)</th><td>{percent(low)}–{percent(high)}</td></tr>"
     )
@@ -297,11 +297,12 @@ def _html(metrics: dict, pngs: dict[str, bytes], mistakes: list[dict], through: 
     gallery = ""
     for item in mistakes:
         uri = thumbnail_data_uri(item["path"]) or ""
-        probs = html.escape(mistake_probabilities(item, 3)).replace("\n", "<br>")
+        # A class is a folder's name, which may hold a control character as a file name may: escaped, line by line.
+        probs = "<br>".join(map(html_text, mistake_probabilities(item, 3).splitlines()))
         gallery += (
             f'<figure class="mistake"><img src="{uri}" alt="{html_text(Path(item["path"]).name)}">'
-            f"<figcaption>{html_text(Path(item['path']).name)}<br>true <b>{html.escape(item['truth'])}</b> → "
-            f"<b>{html.escape(str(item['answer']))}</b><br>{probs}</figcaption></figure>"
+            f"<figcaption>{html_text(Path(item['path']).name)}<br>true <b>{html_text(item['truth'])}</b> → "
+            f"<b>{html_text(str(item['answer']))}</b><br>{probs}</figcaption></figure>"
         )
     robust = ""
     if "robustness.png" in pngs:
@@ -421,7 +422,7 @@ def _open_set_html(open_set: dict | None, png: bytes | None, through: list[dict]
     gallery = "".join(
         f'<figure class="mistake"><img src="{thumbnail_data_uri(item["path"]) or ""}" '
         f'alt="{html_text(Path(item["path"]).name)}"><figcaption>{html_text(Path(item["path"]).name)}<br>'
-        f"neither → <b>{html.escape(item['answer'])}</b><br>P(cat or dog) {item['pet_score']:.3f}</figcaption></figure>"
+        f"neither → <b>{html_text(item['answer'])}</b><br>P(cat or dog) {item['pet_score']:.3f}</figcaption></figure>"
         for item in through
     )
     let_in = f"<h3>'neither' photos answered as a pet</h3>{gallery or '<p>None.</p>'}"

@@ -114,7 +114,9 @@ def print_evaluation(result: dict) -> None:
     for column in ("class", "precision", "recall", "F1", "support"):
         table.add_column(column, justify="right")
     for c in result["classes"]:
-        table.add_row(c, *(f"{result[k][c]:.4f}" for k in ("precision", "recall", "f1")), str(result["support"][c]))
+        table.add_row(
+            shown(c), *(f"{result[k][c]:.4f}" for k in ("precision", "recall", "f1")), str(result["support"][c])
+        )
     out.print(table)
     auc = "n/a" if result["roc_auc"] is None else f"{result['roc_auc']:.4f}"
     low, high = result["accuracy_interval"]
