@@ -466,8 +466,7 @@ def test_files_that_are_no_images_are_a_note_apart_as_train_ignores_them(samples
 
 def test_a_flat_layouts_sidecars_are_a_note_as_in_class_folders(samples_dir: Path, tmp_path: Path) -> None:
     """Beside a flat layout's 'cat.1.jpg' its Google Photos sidecar 'cat.1.jpg.json' went unsaid, where in a class
-    folder it is a note, and the check called the folder "clean: ... files not read". It is the same note now; a
-    name of no photo's label ('notes.2024.txt') makes no class."""
+    folder it is a note. It is the same note now; a name of no photo's label ('notes.2024.txt') makes no class."""
     data = tmp_path / "data"
     data.mkdir()
     for name in ("cat/cat.1.jpg", "cat/cat.2.jpg", "dog/dog.1.jpg", "dog/dog.2.jpg"):
