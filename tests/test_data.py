@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -722,6 +723,24 @@ def test_unreadable_files_are_listed_not_fatal(tmp_path):
     assert len(data.paths) == 2
     assert [p.name for p, _ in data.unreadable] == ["bad.jpg"]
     assert "not an image" in data.unreadable[0][1]
+
+
+def test_an_older_caches_sentence_names_the_copy_read_not_the_first(tmp_path, samples_dir):
+    """An older catdog's pixel cache kept "'<first path>' is ..." for a broken file's content, and a copy of it
+    elsewhere was named where the first had been read, for good: such a sentence is decoded again."""
+    photo = (samples_dir / "cat" / "cat.1.jpg").read_bytes()
+    for label in ("cat", "dog"):
+        _write(tmp_path / "data" / label / f"{label}.2.jpg", (samples_dir / label / f"{label}.2.jpg").read_bytes())
+    broken = _write(tmp_path / "data" / "cat" / "copy.jpg", photo[: len(photo) // 2])
+    pre = Preprocess(image_size=32)
+    prepare(tmp_path / "data", pre, tmp_path / "cache")
+    index = tmp_path / "cache" / "pixels" / pre.cache_key() / "index.json"
+    kept = json.loads(index.read_text())
+    [digest] = kept["errors"]
+    kept["errors"][digest] = "'/elsewhere/first.jpg' is truncated or corrupt (the file ends before its image does)."
+    index.write_text(json.dumps(kept))  # as an older catdog left it
+    data = prepare(tmp_path / "data", pre, tmp_path / "cache")
+    assert data.unreadable == [(broken, f"'{broken}' is truncated or corrupt (the file ends before its image does).")]
 
 
 def test_an_unreadable_file_is_named_where_it_is_whatever_its_name(tmp_path, samples_dir):

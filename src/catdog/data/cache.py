@@ -54,7 +54,10 @@ class PixelCache:
             try:
                 data = json.loads(self.index_file.read_text())
                 self.rows, self.errors = dict(data["rows"]), dict(data["errors"])
-            except (OSError, ValueError, KeyError):
+                # An older catdog kept the sentence naming the file first read ("'a/x.jpg' is ..."), which named it
+                # for every copy: those are decoded again, and kept as sentences about content (without_name).
+                self.errors = {digest: error for digest, error in self.errors.items() if not error.startswith("'")}
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):  # damaged: only costs a rebuild
                 self.rows, self.errors = {}, {}
         n_rows = max(self.rows.values(), default=-1) + 1
         if self.pixels_file.exists() and self.pixels_file.stat().st_size < n_rows * self.row_bytes:
