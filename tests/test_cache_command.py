@@ -9,6 +9,8 @@ import json
 import os
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -146,3 +148,43 @@ def test_one_item_reads_as_one(samples_dir: Path, tmp_path: Path) -> None:
     assert suggested and shlex.split(suggested[1]) == ["catdog", "cache", "--clear", "--cache-dir", str(cache)]
     cleared = run_catdog_in_process("cache", "--clear", "--cache-dir", str(cache))
     assert " freed (1 item)." in cleared.stdout, cleared.stdout
+
+
+def test_cache_refuses_a_closed_standard_output_before_clearing(samples_dir: Path, tmp_path: Path) -> None:
+    """``catdog cache >&-`` exited 0 having printed nothing, and with --clear cleared the cache unlisted; it is
+    refused before anything is cleared, in the sentence every other command says."""
+    cache = tmp_path / "cache"
+    assert run_catdog_in_process("data", "check", str(samples_dir), "--cache-dir", str(cache)).returncode == 0
+    before = sorted(cache.rglob("*"))
+    for options in ([], ["--json"], ["--clear"]):
+        command = [sys.executable, "-m", "catdog", "cache", *options, "--cache-dir", str(cache)]
+        done = subprocess.run(["bash", "-c", '"$@" >&-', "bash", *command], capture_output=True, text=True, timeout=300)
+        example = "cache.json" if options == ["--json"] else "cache.txt"
+        lost = f"Standard output is closed, so the cache's contents would be lost: print them somewhere (> {example})."
+        assert (done.returncode, done.stderr) == (2, f"error: {lost}\n"), (options, done)
+    assert sorted(cache.rglob("*")) == before
+
+
+def test_a_cache_with_nothing_of_catdog_s_says_what_it_holds(tmp_path: Path) -> None:
+    """A cache folder holding only a stray file read "0 B in 0 items", as did one that does not exist: each now
+    says what it is, and a listing names the files that are not catdog's (which --clear leaves)."""
+    stray = tmp_path / "stray"
+    stray.mkdir()
+    (stray / "notes.txt").write_text("mine")
+    (stray / "pixels").mkdir()
+    (stray / "pixels" / "holiday.jpg").write_bytes(b"photo")
+    missing, empty = tmp_path / "missing", tmp_path / "empty"
+    empty.mkdir()
+    said = {folder: run_catdog_in_process("cache", "--cache-dir", str(folder)) for folder in (stray, missing, empty)}
+    assert all(done.returncode == 0 for done in said.values()), said
+    assert said[stray].stdout == (
+        f"catdog's cache: {stray} holds nothing catdog cached, only 2 files or folders that are not catdog's "
+        "('notes.txt', 'pixels/holiday.jpg').\n"
+    )
+    assert said[missing].stdout.startswith(f"catdog's cache: {missing} does not exist yet: nothing is cached")
+    assert said[empty].stdout == f"catdog's cache: {empty} is empty: nothing is cached.\n"
+    (stray / "hashes.json").write_text("{}")
+    listed = run_catdog_in_process("cache", "--cache-dir", str(stray)).stdout
+    assert listed.splitlines()[-1] == (
+        "  and 2 files or folders that are not catdog's ('notes.txt', 'pixels/holiday.jpg'): --clear leaves them"
+    ), listed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -175,12 +176,13 @@ def cache(
     backbone's features; prediction caches an ONNX export of each model it runs. All of it can go:
     catdog rebuilds what it needs.
     """
-    from pathlib import Path
 
-    from catdog.data.cache_dir import cache_parts, clear_cache
+    from catdog.data.cache_dir import cache_parts, clear_cache, other_files
     from catdog.errors import CatdogError
     from catdog.fsutil import catdog_command, counted, default_cache_dir, shown
 
+    # Before --clear clears: with standard output closed the listing of what went was lost, with exit status 0.
+    refuse_lost_output("the cache's contents", "cache.json" if as_json else "cache.txt")
     root = Path(cache_dir) if cache_dir else default_cache_dir()
     if root.exists() and not root.is_dir():
         raise CatdogError(f"The cache directory '{root}' is a file, not a folder.")
@@ -198,12 +200,37 @@ def cache(
         freed = f"{_size(total)} freed ({counted(len(parts), 'item')})"
         say(f"Cleared catdog's cache in {shown(str(root))}: {freed}{others}.")
         return
+    others = other_files(root)
+    if not parts:  # "0 B in 0 items" said nothing of a folder that does not exist, or holds someone else's files
+        say(f"catdog's cache: {shown(str(root))} {_holds_nothing_of_catdog_s(root, others)}.")
+        return
     items = counted(len(parts), "item")  # "1 items" once, beside the "1 other file" it says right
     # With the --cache-dir it was given: without it, the command pasted cleared the default cache instead.
     clear_it = catdog_command("cache", "--clear", *(("--cache-dir", cache_dir) if cache_dir else ()))
     say(f"catdog's cache: {shown(str(root))}, {_size(total)} in {items} ({shown(clear_it)} frees it all)")
     for part in sorted(parts, key=lambda p: -p.size_bytes):
         say(f"  {_size(part.size_bytes):>9}  {shown(part.path)}  [dim]{part.holds}[/]")
+    if others:
+        say(f"  [dim]and {_not_catdog_s(others)}: --clear leaves {'it' if len(others) == 1 else 'them'}[/]")
+
+
+def _holds_nothing_of_catdog_s(root: Path, others: list[str]) -> str:
+    """How a cache with nothing of catdog's in it reads: "does not exist yet", "is empty", or what it holds."""
+    if not root.exists():
+        return "does not exist yet: nothing is cached (catdog makes it when it first caches something)"
+    if not others:
+        return "is empty: nothing is cached"
+    return f"holds nothing catdog cached, only {_not_catdog_s(others)}"
+
+
+def _not_catdog_s(others: list[str]) -> str:
+    """ "1 file or folder that is not catdog's ('notes.txt')", naming the first three."""
+    from catdog.fsutil import shown
+
+    names = [f"'{shown(name)}'" for name in others[:3]] + ([f"{len(others) - 3:,} more"] if len(others) > 3 else [])
+    if len(others) == 1:
+        return f"1 file or folder that is not catdog's ({names[0]})"
+    return f"{len(others):,} files or folders that are not catdog's ({', '.join(names)})"
 
 
 def _size(size_bytes: int) -> str:

@@ -44,9 +44,12 @@ def refuse_lost_output(results: str, example: str, *, also_in_files: bool = Fals
 
 
 def print_json(document: object) -> None:
-    """Print ``document`` as a command's --json output: a name that is not UTF-8 as ``\\xe9`` (:func:`json_text`)."""
-    if sys.stdout is None:  # `>&-`: Python has no stream at all; writing to it was "unexpected AttributeError", 70
-        raise fail("Standard output is closed, so the JSON is lost: print it somewhere (> report.json).")
+    """Print ``document`` as a command's --json output: a name that is not UTF-8 as ``\\xe9`` (:func:`json_text`).
+
+    A command that did not refuse a closed standard output before its work meets it here, in the same sentence:
+    writing to the stream Python does not have was "unexpected AttributeError", status 70."""
+    if sys.stdout is None:
+        refuse_lost_output("the results", "report.json")
     with printing():
         sys.stdout.write(json_text(document) + "\n")
 

@@ -98,3 +98,20 @@ def catdog_files(root: Path, entry: str) -> list[Path]:
             if file.is_file() and not file.is_symlink() and not linked:
                 found.add(file)
     return sorted(found)
+
+
+def other_files(cache_dir: str | os.PathLike) -> list[str]:
+    """What ``cache_dir`` holds that catdog did not write, relative to it: the files in catdog's own entries that
+    it did not write, and each other top-level file or folder by its name alone (not walked: a cache directory set
+    to ``~`` would take minutes)."""
+    root = Path(cache_dir)
+    if not root.is_dir():
+        return []
+    ours = {file for entry in ENTRIES for file in catdog_files(root, entry)}
+    found = []
+    for child in root.iterdir():
+        if child.name in ENTRIES and child.is_dir() and not child.is_symlink():
+            found += [Path(folder, name) for folder, _, names in os.walk(child) for name in names]
+        elif child not in ours:
+            found.append(child)
+    return sorted(path.relative_to(root).as_posix() for path in found if path not in ours)
