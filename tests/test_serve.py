@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import httpx
@@ -529,8 +530,16 @@ def test_a_request_http_cannot_read_is_answered_in_the_apis_shape(server: Server
     assert (status, headers["content-type"]) == ("HTTP/1.1 431 Request Header Fields Too Large", "application/json")
     assert body == {"error": "The request's headers are over 16 KiB; send fewer or shorter."}
     not_http = ("HTTP/1.1 400 Bad Request", {"error": "The request is not HTTP/1.1 that this server can read."})
-    status, headers, body = answer_to(b"NOT HTTP AT ALL\r\n\r\n")
-    assert (status, body) == not_http and headers["content-type"] == "application/json"
+    status, not_http_headers, body = answer_to(b"NOT HTTP AT ALL\r\n\r\n")
+    assert (status, body) == not_http and not_http_headers["content-type"] == "application/json"
+    # They lacked the date header every other answer carries (RFC 9110 asks an origin server for one).
+    status, answered, _ = answer_to(b"GET /api/v1/model HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert status == "HTTP/1.1 200 OK" and "date" in answered
+    for refused in (headers, not_http_headers):
+        assert {"date", "server"} & set(refused) == {"date", "server"} & set(answered), refused
+        assert (
+            abs(parsedate_to_datetime(refused["date"]) - parsedate_to_datetime(answered["date"])).total_seconds() < 60
+        )
     # A damaged chunk size, with 20 KB sent after it, was told its (short) headers were over 16 KiB: 431.
     chunked = b"POST /api/v1/predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"
     assert answer_to(chunked + b"b" * 20_000)[::2] == not_http

@@ -128,9 +128,9 @@ class HeadTimeoutProtocol(H11Protocol):
             else "The request is not HTTP/1.1 that this server can read."
         )
         answer = JSONResponse({"error": sentence}, status_code=status)
-        head = h11.Response(
-            status_code=status, headers=[*answer.raw_headers, (b"connection", b"close")], reason=status.phrase
-        )
+        # uvicorn's default headers (date, and server where it is on), which every answer of the app carries.
+        headers = [*self.server_state.default_headers, *answer.raw_headers, (b"connection", b"close")]
+        head = h11.Response(status_code=status, headers=headers, reason=status.phrase)
         for event in (head, h11.Data(data=answer.body), h11.EndOfMessage()):
             self.transport.write(self.conn.send(event))
         self.transport.close()
