@@ -376,6 +376,20 @@ def test_odd_file_names_keep_one_line_each_and_their_brackets(tmp_path, cat_phot
     assert lines[3].startswith(f"{tmp_path}/x:dog:.jpg: cat (")
 
 
+def test_a_backslash_in_a_name_reads_apart_from_an_escaped_byte(tmp_path, cat_photo):
+    """A name holding the four characters '\\xe9' was printed as the name holding the byte 0xE9 is, and one holding
+    '\\n' as one holding a line break. Such a backslash is now printed doubled, in answers and refusals alike; any
+    other stays as it is (test_a_backslash_in_a_name_is_written_as_it_is_so_the_name_can_be_read_back)."""
+    for name in (b"byte\xe9.jpg", b"text\\xe9.jpg", b"a\nb.jpg", b"a\\nb.jpg"):
+        Path(os.fsdecode(bytes(tmp_path) + b"/" + name)).write_bytes(cat_photo.read_bytes())
+    result = run_catdog_in_process("predict", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    names = sorted(line.split(": cat (")[0].removeprefix(f"{tmp_path}/") for line in result.stdout.splitlines())
+    assert names == ["a\\\\nb.jpg", "a\\nb.jpg", "byte\\xe9.jpg", "text\\\\xe9.jpg"], result.stdout
+    missing = run_catdog_in_process("predict", str(tmp_path / "gone\\xe9.jpg"))
+    assert missing.stdout.endswith(f"error '{tmp_path}/gone\\\\xe9.jpg' does not exist.\n"), missing.stdout
+
+
 def test_sort_into_names_a_folder_with_an_emoji_code_as_it_is(tmp_path, cat_photo):
     """The summary went through rich's emoji codes: 'Sorted 1 photo into 'sorted🐶'' for --sort-into sorted:dog:."""
     (tmp_path / "cat.jpg").write_bytes(cat_photo.read_bytes())

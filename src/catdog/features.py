@@ -34,7 +34,7 @@ from torch import nn
 from catdog.augment import sample_seed, view_transform
 from catdog.data import PreparedData
 from catdog.errors import CatdogError
-from catdog.fsutil import atomic_write, atomic_write_text, file_lock, printable
+from catdog.fsutil import atomic_write, atomic_write_text, file_lock
 from catdog.inference import onnx_session
 from catdog.inference.cores import machine_cores
 from catdog.preprocess import Preprocess, normalize
@@ -230,7 +230,8 @@ class FeatureStore:
     def drop(self, why: str) -> None:
         """Forget the index (its features are computed again), keeping why for the run to say."""
         self.dim, self.rows = 0, {}
-        self.dropped = printable(f"the feature cache '{self.dir}' was dropped, {why}; its features are computed again")
+        # Not printable(): the run's log escapes it as it prints it, and a backslash escaped twice read as two.
+        self.dropped = f"the feature cache '{self.dir}' was dropped, {why}; its features are computed again"
 
     @property
     def row_bytes(self) -> int:

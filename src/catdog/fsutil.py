@@ -209,11 +209,22 @@ def html_text(text: str) -> str:
 
 
 def printable(text: str) -> str:
-    """``text`` with its control characters (and the bytes of a name that is not UTF-8) escaped, for one line."""
-    return "".join(map(_visible, utf8_safe(text)))
+    r"""``text`` with its control characters (and the bytes of a name that is not UTF-8) escaped, for one line.
+
+    A backslash that would read as one of these escapes (``\xe9``, ``\n``, ``\u200b``, or ``\\``) is written
+    doubled: a name holding the four characters '\xe9' read as the name holding the byte 0xE9. Any other stays as
+    it is, so 'from a zip\cat.jpg' reads as its name (doubling every one was tried and reverted, 2026-12-07).
+    Apply it once, where the text is printed: applied again, those backslashes double again."""
+    return "".join(map(_visible, _READ_AS_ESCAPE.sub(r"\\\\", text)))
+
+
+# A backslash that printable() doubles: one that begins what its escapes write, or that precedes another.
+_READ_AS_ESCAPE = re.compile(r"\\(?=[\\ntr]|x[0-9a-f]{2}|u[0-9a-f]{4}|U[0-9a-f]{8})")
 
 
 def _visible(c: str) -> str:
+    if _UNDECODABLE_BYTE.match(c):
+        return utf8_safe(c)
     return c if c.isprintable() else c.encode("unicode_escape").decode()
 
 
