@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -380,6 +381,34 @@ def test_every_printing_command_refuses_a_closed_or_full_standard_output(cat_pho
             done,
         )
         assert done.stderr.count("\n") == 1, (name, done)
+
+
+@pytest.mark.parametrize(
+    ("command", "written"),
+    [
+        # explain loads the backbone for its gradients: 20-30 s on a busy 2-core machine.
+        pytest.param(["explain", "{photo}", "--out", "{out}"], "heat.png", marks=pytest.mark.slow),
+        (["export", "--format", "web", "--out", "{out}"], "app"),
+    ],
+)
+def test_a_file_that_outgrows_the_disk_is_named(
+    command: list[str], written: str, cat_photo: Path, tmp_path: Path
+) -> None:
+    """Written where there is no room (a full disk; here `ulimit -f`, which refuses the same way), explain's heat
+    map was "error: [Errno 27] File too large", naming nothing, and export --format web named the file it copied
+    from, in catdog's cache ("... '~/.cache/catdog/onnx/builtin-….onnx'"). Each names what it writes; nothing is
+    left half-written."""
+
+    def little_room() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+    out = tmp_path / written
+    args = [arg.format(photo=cat_photo, out=out) for arg in command]
+    done = subprocess.run(
+        [sys.executable, "-m", "catdog", *args], capture_output=True, text=True, timeout=300, preexec_fn=little_room
+    )
+    assert (done.returncode, done.stderr) == (2, f"error: File too large: '{out}'.\n"), done
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_every_command_s_text_into_a_full_standard_output_is_one_sentence(tmp_path: Path) -> None:

@@ -25,20 +25,39 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        try:
-            write(tmp)
-        except Exception as err:
-            if not isinstance(err, OSError) and _disk_full(err, tmp):
-                # torch.save and safetensors report a full disk as their own errors ("unexpected pos ...",
-                # "I/O error: ... (os error 28)"); say what happened, as the OSError the CLI turns into a sentence.
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from err
-            raise
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
+        with naming_the_file_written(path):
+            try:
+                write(tmp)
+            except Exception as err:
+                if not isinstance(err, OSError) and _disk_full(err, tmp):
+                    # torch.save and safetensors report a full disk as their own errors ("unexpected pos ...",
+                    # "I/O error: ... (os error 28)"); say what happened, as the OSError the CLI turns into a sentence.
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from err
+                raise
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
+        raise
+
+
+# What a write is refused for want of room: a full disk, `ulimit -f`, a full quota.
+NO_ROOM = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+
+
+@contextmanager
+def naming_the_file_written(path: str | os.PathLike) -> Iterator[None]:
+    """Around writing ``path``: an OSError that names no file, or that says there is no room, names ``path``.
+    A write to a full disk was "error: [Errno 28] No space left on device", naming nothing, and shutil's copy
+    names the file it reads ("No space left on device: '~/.cache/catdog/onnx/builtin-….onnx'"), not the one
+    that had no room."""
+    try:
+        yield
+    except OSError as err:
+        if err.filename is None or err.errno in NO_ROOM:
+            raise OSError(err.errno, err.strerror, os.fspath(path)) from err
         raise
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from catdog import __version__
 from catdog.errors import CatdogError
-from catdog.fsutil import listed, utf8_safe
+from catdog.fsutil import listed, naming_the_file_written, utf8_safe
 from catdog.models.files import is_onnx_model, refuse_a_missing_model
 
 APP_FILES = (
@@ -234,28 +234,29 @@ def write_web(
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        (tmp / "vendor").mkdir(parents=True)
-        target = tmp / MODEL_FILE
-        check = None
-        if int8 or check_dir is not None:
-            from catdog.export import export
+        with naming_the_file_written(out):  # a full disk names the app's folder
+            (tmp / "vendor").mkdir(parents=True)
+            target = tmp / MODEL_FILE
+            check = None
+            if int8 or check_dir is not None:
+                from catdog.export import export
 
-            check = export(model, target, int8=int8, check_dir=check_dir, n_check=n_check)
-        else:
-            shutil.copyfile(model_file(model), target)
-        predictor = Predictor.load(str(target), neither_threshold=neither_threshold, backend="onnx")
-        config = app_config(predictor, target)
-        config["name"] = "builtin" if model is None else utf8_safe(Path(model).name)  # the page shows it
-        for name in APP_FILES:
-            (tmp / name).write_bytes(app_file_bytes(name, config["answers"]))
-        for name in VENDOR_FILES:
-            shutil.copyfile(runtime / name, tmp / "vendor" / name)
-        (tmp / CONFIG_FILE).write_text(json.dumps(config), encoding="utf-8")
-        (tmp / SERVICE_WORKER).write_text(service_worker(config), encoding="utf-8")
-        (tmp / "_headers").write_text(_headers_file(), encoding="utf-8")
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
+                check = export(model, target, int8=int8, check_dir=check_dir, n_check=n_check)
+            else:
+                shutil.copyfile(model_file(model), target)
+            predictor = Predictor.load(str(target), neither_threshold=neither_threshold, backend="onnx")
+            config = app_config(predictor, target)
+            config["name"] = "builtin" if model is None else utf8_safe(Path(model).name)  # the page shows it
+            for name in APP_FILES:
+                (tmp / name).write_bytes(app_file_bytes(name, config["answers"]))
+            for name in VENDOR_FILES:
+                shutil.copyfile(runtime / name, tmp / "vendor" / name)
+            (tmp / CONFIG_FILE).write_text(json.dumps(config), encoding="utf-8")
+            (tmp / SERVICE_WORKER).write_text(service_worker(config), encoding="utf-8")
+            (tmp / "_headers").write_text(_headers_file(), encoding="utf-8")
+            if out.exists():
+                out.rmdir()
+            os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     # The check's own path named the temporary folder, renamed away above.
