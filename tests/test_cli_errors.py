@@ -414,14 +414,19 @@ def test_a_file_that_outgrows_the_disk_is_named(
 def test_every_command_s_text_into_a_full_standard_output_is_one_sentence(tmp_path: Path) -> None:
     """``catdog --help`` and ``--version`` (click's own printing) ended with a traceback into ``/dev/full``, and
     ``catdog cache`` (as ``explain``, ``export`` and ``soup``), whose text rich writes at once, with "error: [Errno 28]
-    No space left on device"."""
-    lost = "Standard output cannot be written (No space left on device), so what was printed there is incomplete."
+    No space left on device". ``catdog cache`` is now refused before its work, as the other commands are."""
+    lost = "Standard output cannot be written (No space left on device), so"
+    expected = {
+        "--help": f"{lost} what was printed there is incomplete.",
+        "--version": f"{lost} what was printed there is incomplete.",
+        "cache": f"{lost} the cache's contents would be lost: print them somewhere (> cache.txt).",
+    }
     for args in (["--help"], ["--version"], ["cache", "--cache-dir", str(tmp_path)]):
         with open("/dev/full", "w") as no_space:
             done = subprocess.run(
                 [sys.executable, "-m", "catdog", *args], stdout=no_space, stderr=subprocess.PIPE, text=True, timeout=300
             )
-        assert (done.returncode, done.stderr) == (2, f"error: {lost}\n"), (args, done)
+        assert (done.returncode, done.stderr) == (2, f"error: {expected[args[0]]}\n"), (args, done)
     # With --debug a command's own OSError (a name over 255 bytes) is its traceback, not standard output's.
     debug = [sys.executable, "-m", "catdog", "--debug", "cache", "--cache-dir", "x" * 300]
     done = subprocess.run(debug, capture_output=True, text=True, timeout=300)
