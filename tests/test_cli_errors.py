@@ -411,6 +411,31 @@ def test_a_file_that_outgrows_the_disk_is_named(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_an_empty_output_path_is_refused(
+    cat_photo: Path, samples_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--out "$OUT"`` with $OUT unset: evaluate wrote its report and predict --sort-into its copies into the
+    current folder ("Sorted 1 photo into ''"), and explain and export took it for no --out, writing their default
+    files there. Each is refused before any work, and nothing is written."""
+    monkeypatch.chdir(tmp_path)
+    commands = {
+        "--out": [
+            ["evaluate", str(samples_dir), "--out", ""],
+            ["data", "audit", str(samples_dir), "--out", ""],
+            ["explain", str(cat_photo), "--out", ""],
+            ["export", "--out", ""],
+            ["export", "--format", "web", "--out", ""],
+        ],
+        "--sort-into": [["predict", str(cat_photo), "--sort-into", ""]],
+    }
+    for option, each in commands.items():
+        for args in each:
+            done = run_catdog_in_process(*args)
+            said = f"error: {option} is empty; give the path to write to.\n"
+            assert (done.returncode, done.stderr, done.stdout) == (2, said, ""), (args, done)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_every_command_s_text_into_a_full_standard_output_is_one_sentence(tmp_path: Path) -> None:
     """``catdog --help`` and ``--version`` (click's own printing) ended with a traceback into ``/dev/full``, and
     ``catdog cache`` (as ``explain``, ``export`` and ``soup``), whose text rich writes at once, with "error: [Errno 28]

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from catdog.cli.app import NeitherThreshold, PhotosRequired, app, probability
-from catdog.cli.errors import fail, printing, refuse_unwritable, user_errors
+from catdog.cli.errors import fail, printing, refuse_empty, refuse_unwritable, user_errors
 from catdog.cli.output import percents, print_evaluation, print_json, refuse_lost_output
 from catdog.fsutil import catdog_command
 from catdog.models.files import builtin_name, is_onnx_model, names_a_model
@@ -137,6 +137,7 @@ def explain(
     from catdog.explain import overlay
     from catdog.fsutil import atomic_write, shown
 
+    refuse_empty(out)  # `or` below would take it for no --out
     target = Path(out or f"{Path(image).stem}-gradcam.png")
     picture_format = OVERLAY_FORMATS.get(target.suffix.lower())
     if picture_format is None:
@@ -200,6 +201,7 @@ def export(
     """Export a model to a self-contained ONNX file, refusing one that does not match PyTorch."""
     if fmt.lower() not in ("onnx", "web"):
         raise fail(f"Unknown format '{fmt}'; catdog exports 'onnx' or 'web'.")
+    refuse_empty(out)  # `or` below would take it for no --out
     if fmt.lower() == "web":
         from catdog.webapp import write_web
 
