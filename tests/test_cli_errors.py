@@ -425,6 +425,7 @@ def test_an_empty_output_path_is_refused(
             ["explain", str(cat_photo), "--out", ""],
             ["export", "--out", ""],
             ["export", "--format", "web", "--out", ""],
+            ["soup", "model-a", "model-b", "--data", str(samples_dir), "--out", ""],
         ],
         "--sort-into": [["predict", str(cat_photo), "--sort-into", ""]],
     }

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from catdog.cli.app import app
-from catdog.cli.errors import LOST_PEER, fail, lost_peer, printing, stopping_on_signals, user_errors
+from catdog.cli.errors import LOST_PEER, fail, lost_peer, printing, refuse_empty, stopping_on_signals, user_errors
 
 
 @app.command(short_help="Train a model on a dataset folder (CPU, GPU or torchrun).")
@@ -236,6 +236,7 @@ def soup(
     from catdog.soup import SoupConfig, summary
     from catdog.soup import soup as make_soup
 
+    refuse_empty(out)  # "." otherwise: the current folder
     config = SoupConfig(models=models, data_dir=data_dir, out=out, overwrite=overwrite, batch_size=batch_size)
     metrics = make_soup(config)
     if as_json:
