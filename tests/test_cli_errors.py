@@ -437,6 +437,45 @@ def test_an_empty_output_path_is_refused(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_export_soup_and_explain_refuse_a_lost_standard_output_before_their_work(
+    cat_photo: Path, samples_dir: Path, tmp_path: Path
+) -> None:
+    """export --json and soup --json with standard output closed did all their work, then lost the report they
+    print; into ``/dev/full`` export and explain wrote their files, then failed. Each is refused first, in the
+    sentence of the other commands, and writes nothing. (Closed, their text is only a copy of what their files
+    hold: explain still runs, as predict --sort-into does.)"""
+    catdog = [sys.executable, "-m", "catdog"]
+    closed = {
+        "the export's checks": (["export", "--json"], "report.json"),
+        "the validation figures": (
+            ["soup", "a", "b", "--data", str(samples_dir), "--out", "soup", "--json"],
+            "soup.json",
+        ),
+    }
+    for results, (args, example) in closed.items():
+        done = subprocess.run(
+            ["bash", "-c", '"$@" >&-', "bash", *catdog, *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=tmp_path,
+        )
+        lost = f"Standard output is closed, so {results} would be lost: print them somewhere (> {example})."
+        assert (done.returncode, done.stderr) == (2, f"error: {lost}\n"), (args, done)
+    full = {
+        "the export's checks": (["export"], "export.txt"),
+        "the answer and its probabilities": (["explain", str(cat_photo)], "explain.txt"),
+    }
+    for results, (args, example) in full.items():
+        with open("/dev/full", "w") as no_space:
+            done = subprocess.run(
+                [*catdog, *args], stdout=no_space, stderr=subprocess.PIPE, text=True, timeout=300, cwd=tmp_path
+            )
+        lost = f"Standard output cannot be written (No space left on device), so {results} would be lost"
+        assert (done.returncode, done.stderr) == (2, f"error: {lost}: print them somewhere (> {example}).\n"), done
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_every_command_s_text_into_a_full_standard_output_is_one_sentence(tmp_path: Path) -> None:
     """``catdog --help`` and ``--version`` (click's own printing) ended with a traceback into ``/dev/full``, and
     ``catdog cache`` (as ``explain``, ``export`` and ``soup``), whose text rich writes at once, with "error: [Errno 28]

@@ -137,6 +137,8 @@ def explain(
     from catdog.explain import overlay
     from catdog.fsutil import atomic_write, shown
 
+    # The heat map is the result; the line printed says what it shows. A full standard output failed after it.
+    refuse_lost_output("the answer and its probabilities", "explain.txt", also_in_files=True)
     refuse_empty(out)  # `or` below would take it for no --out
     target = Path(out or f"{Path(image).stem}-gradcam.png")
     picture_format = OVERLAY_FORMATS.get(target.suffix.lower())
@@ -202,6 +204,8 @@ def export(
     if fmt.lower() not in ("onnx", "web"):
         raise fail(f"Unknown format '{fmt}'; catdog exports 'onnx' or 'web'.")
     refuse_empty(out)  # `or` below would take it for no --out
+    # Before the export: --json's report was lost after it (closed), and a full standard output failed after it.
+    refuse_lost_output("the export's checks", "report.json" if as_json else "export.txt", also_in_files=not as_json)
     if fmt.lower() == "web":
         from catdog.webapp import write_web
 

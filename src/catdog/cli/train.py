@@ -232,11 +232,13 @@ def soup(
     """Average the weights of models fine-tuned from the same pretrained weights: one model, often more
     accurate than each, at one model's cost. Its temperature is fitted on the members' validation split,
     where it is measured beside each member."""
-    from catdog.cli.output import print_json
+    from catdog.cli.output import print_json, refuse_lost_output
     from catdog.soup import SoupConfig, summary
     from catdog.soup import soup as make_soup
 
     refuse_empty(out)  # "." otherwise: the current folder
+    # Before the soup is made: --json's figures were lost after it (closed), and a full standard output failed after it.
+    refuse_lost_output("the validation figures", "soup.json" if as_json else "soup.txt", also_in_files=not as_json)
     config = SoupConfig(models=models, data_dir=data_dir, out=out, overwrite=overwrite, batch_size=batch_size)
     metrics = make_soup(config)
     if as_json:
