@@ -183,6 +183,8 @@ def test_a_cache_with_nothing_of_catdog_s_says_what_it_holds(tmp_path: Path) -> 
     )
     assert said[missing].stdout.startswith(f"catdog's cache: {missing} does not exist yet: nothing is cached")
     assert said[empty].stdout == f"catdog's cache: {empty} is empty: nothing is cached.\n"
+    listing = json.loads(run_catdog_in_process("cache", "--json", "--cache-dir", str(stray)).stdout)
+    assert (listing["parts"], listing["other_files"]) == ([], ["notes.txt", "pixels/holiday.jpg"]), listing
     (stray / "hashes.json").write_text("{}")
     listed = run_catdog_in_process("cache", "--cache-dir", str(stray)).stdout
     assert listed.splitlines()[-1] == (

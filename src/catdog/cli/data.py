@@ -191,7 +191,7 @@ def cache(
     if as_json:
         parts_dicts = [p.to_dict() for p in parts]
         document = {"cache_dir": str(root), "cleared": clear, "size_bytes": total, "parts": parts_dicts}
-        print_json(document | ({"other_files_kept": kept} if clear else {}))
+        print_json(document | ({"other_files_kept": kept} if clear else {"other_files": other_files(root)}))
         return
     say = printing()(Console(highlight=False, soft_wrap=True, emoji=False).print)
     if clear:
