@@ -390,6 +390,22 @@ def test_a_backslash_in_a_name_reads_apart_from_an_escaped_byte(tmp_path, cat_ph
     assert missing.stdout.endswith(f"error '{tmp_path}/gone\\\\xe9.jpg' does not exist.\n"), missing.stdout
 
 
+def test_a_backslash_before_an_escaped_character_reads_apart_from_one_before_its_text(tmp_path, cat_photo):
+    """A backslash was doubled by what followed it in the name, not as printed: before a line break (printed '\\n')
+    or a byte that is not UTF-8 ('\\xe9') it stayed single, so a backslash and a line break printed as a backslash
+    and the text '\\n' did, and a backslash and the byte 0xE9 as a backslash and the text '\\xe9'."""
+    names = (b"line\\\n.jpg", b"line\\\\n.jpg", b"byte\\\xe9.jpg", b"byte\\\\xe9.jpg")
+    for name in names:
+        Path(os.fsdecode(bytes(tmp_path) + b"/" + name)).write_bytes(cat_photo.read_bytes())
+    result = run_catdog_in_process("predict", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    printed = sorted(line.split(": cat (")[0].removeprefix(f"{tmp_path}/") for line in result.stdout.splitlines())
+    # Each backslash of the text is doubled; the one before the escaped character too.
+    assert printed == ["byte\\\\\\\\xe9.jpg", "byte\\\\\\xe9.jpg", "line\\\\\\\\n.jpg", "line\\\\\\n.jpg"], (
+        result.stdout
+    )
+
+
 def test_sort_into_names_a_folder_with_an_emoji_code_as_it_is(tmp_path, cat_photo):
     """The summary went through rich's emoji codes: 'Sorted 1 photo into 'sorted🐶'' for --sort-into sorted:dog:."""
     (tmp_path / "cat.jpg").write_bytes(cat_photo.read_bytes())

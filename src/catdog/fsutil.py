@@ -234,11 +234,18 @@ def printable(text: str) -> str:
     doubled: a name holding the four characters '\xe9' read as the name holding the byte 0xE9. Any other stays as
     it is, so 'from a zip\cat.jpg' reads as its name (doubling every one was tried and reverted, 2026-12-07).
     Apply it once, where the text is printed: applied again, those backslashes double again."""
-    return "".join(map(_visible, _READ_AS_ESCAPE.sub(r"\\\\", text)))
+    visible = [_visible(c) for c in text]
+    for at, c in enumerate(text):
+        # What follows as printed, not as given: a backslash before a line break or a byte that is not UTF-8
+        # (printed '\n', '\xe9') read as one before the text '\n' or '\xe9'.
+        if c == "\\" and _READS_AS_ESCAPE.match("".join(visible[at + 1 : at + 10])):
+            visible[at] = "\\\\"
+    return "".join(visible)
 
 
-# A backslash that printable() doubles: one that begins what its escapes write, or that precedes another.
-_READ_AS_ESCAPE = re.compile(r"\\(?=[\\ntr]|x[0-9a-f]{2}|u[0-9a-f]{4}|U[0-9a-f]{8})")
+# What, printed right after a backslash, makes printable() double it: the start of one of its escapes, or another
+# backslash (a literal one, or the start of an escaped character).
+_READS_AS_ESCAPE = re.compile(r"\\|[ntr]|x[0-9a-f]{2}|u[0-9a-f]{4}|U[0-9a-f]{8}")
 
 
 def _visible(c: str) -> str:
