@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -190,3 +191,19 @@ def test_a_cache_with_nothing_of_catdog_s_says_what_it_holds(tmp_path: Path) -> 
     assert listed.splitlines()[-1] == (
         "  and 2 files or folders that are not catdog's ('notes.txt', 'pixels/holiday.jpg'): --clear leaves them"
     ), listed
+
+
+def test_the_command_suggested_for_a_cache_named_with_a_backslash_pastes_whole(
+    cat_photo: Path, dog_photo: Path, tmp_path: Path
+) -> None:
+    """Since a backslash that reads as an escape is printed doubled, the command in single quotes read
+    'c\\\\new cache': pasted, it named another folder. A word whose backslash is doubled is written in double
+    quotes, where the shell reads the two as one."""
+    data, cache = tmp_path / "pets", tmp_path / "c\\new cache"
+    for photo in (cat_photo, dog_photo):
+        (data / photo.parent.name).mkdir(parents=True)
+        shutil.copy(photo, data / photo.parent.name)
+    assert run_catdog_in_process("data", "check", str(data), "--cache-dir", str(cache)).returncode == 0
+    listed = run_catdog_in_process("cache", "--cache-dir", str(cache)).stdout
+    suggested = re.search(r"\((catdog cache --clear.*) frees it all\)", listed)
+    assert suggested and shlex.split(suggested[1]) == ["catdog", "cache", "--clear", "--cache-dir", str(cache)], listed

@@ -178,8 +178,19 @@ def listed(names: list[str] | tuple[str, ...], conjunction: str = "and") -> str:
 
 def catdog_command(*words: str | os.PathLike) -> str:
     """A catdog command for the user to type, each word quoted for a POSIX shell where it needs it: a path with a
-    space or a quote ('my cats') pasted unquoted ran on other folders, or on none."""
-    return shlex.join(["catdog", *map(os.fspath, words)])
+    space or a quote ('my cats') pasted unquoted ran on other folders, or on none. Made to be printed through
+    :func:`printable`, as every command's sentences are."""
+    return " ".join(["catdog", *(_quoted_for_shell(os.fspath(word)) for word in words)])
+
+
+def _quoted_for_shell(word: str) -> str:
+    r"""``word`` quoted so that, printed through :func:`printable`, it pastes whole: a backslash that printable()
+    doubles (the name c\new printed as c\\new) reads back as one inside double quotes; in single quotes, as
+    shlex.quote puts it, the command pasted named another folder."""
+    doubled = word.isprintable() and printable(word) != word
+    if doubled and not word.endswith("\\") and not any(c in word for c in '"$`!'):
+        return f'"{word}"'
+    return shlex.quote(word)
 
 
 def first_few(names: list[str], shown: int) -> list[str]:
