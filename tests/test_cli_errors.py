@@ -411,6 +411,19 @@ def test_a_file_that_outgrows_the_disk_is_named(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_an_error_of_a_write_without_an_errno_keeps_its_words() -> None:
+    """naming_the_file_written renamed every OSError naming no file, and one a library raises with words alone
+    (Pillow's "cannot write mode P as JPEG") has no errno either: it read "cannot use: 'heat.jpg'.", its words
+    lost. Such an error is left as it is; one with an errno still names the file."""
+    from catdog.fsutil import naming_the_file_written
+
+    with pytest.raises(OSError, match="^cannot write mode P as JPEG$"), naming_the_file_written("heat.jpg"):
+        raise OSError("cannot write mode P as JPEG")
+    with pytest.raises(OSError, match="No space left on device") as no_room, naming_the_file_written("heat.jpg"):
+        raise OSError(28, "No space left on device")
+    assert no_room.value.filename == "heat.jpg"
+
+
 def test_an_empty_output_path_is_refused(
     cat_photo: Path, samples_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -56,7 +56,8 @@ def naming_the_file_written(path: str | os.PathLike) -> Iterator[None]:
     try:
         yield
     except OSError as err:
-        if err.filename is None or err.errno in NO_ROOM:
+        # One with no errno is a library's own sentence (Pillow's "cannot write mode P as JPEG"): kept whole.
+        if err.errno is not None and (err.filename is None or err.errno in NO_ROOM):
             raise OSError(err.errno, err.strerror, os.fspath(path)) from err
         raise
 
