@@ -207,3 +207,15 @@ def test_the_command_suggested_for_a_cache_named_with_a_backslash_pastes_whole(
     listed = run_catdog_in_process("cache", "--cache-dir", str(cache)).stdout
     suggested = re.search(r"\((catdog cache --clear.*) frees it all\)", listed)
     assert suggested and shlex.split(suggested[1]) == ["catdog", "cache", "--clear", "--cache-dir", str(cache)], listed
+
+
+def test_a_fourth_file_that_is_not_catdog_s_is_named_not_counted(tmp_path: Path) -> None:
+    """The cache listing named three files that are not catdog's and counted the rest, "1 more" included, unlike
+    every other list catdog prints (fsutil.first_few): one left over is named."""
+    for name in ("a.txt", "b.txt", "c.txt", "d.txt"):
+        (tmp_path / name).write_text("mine")
+    said = run_catdog_in_process("cache", "--cache-dir", str(tmp_path)).stdout
+    assert said.endswith("only 4 files or folders that are not catdog's ('a.txt', 'b.txt', 'c.txt', 'd.txt').\n"), said
+    (tmp_path / "e.txt").write_text("mine")
+    said = run_catdog_in_process("cache", "--cache-dir", str(tmp_path)).stdout
+    assert said.endswith("not catdog's ('a.txt', 'b.txt', 'c.txt', 2 more).\n"), said

@@ -224,10 +224,10 @@ def _holds_nothing_of_catdog_s(root: Path, others: list[str]) -> str:
 
 
 def _not_catdog_s(others: list[str]) -> str:
-    """ "1 file or folder that is not catdog's ('notes.txt')", naming the first three."""
-    from catdog.fsutil import shown
+    """ "1 file or folder that is not catdog's ('notes.txt')", naming the first three (four, rather than "1 more")."""
+    from catdog.fsutil import first_few, shown
 
-    names = [f"'{shown(name)}'" for name in others[:3]] + ([f"{len(others) - 3:,} more"] if len(others) > 3 else [])
+    names = first_few([f"'{shown(name)}'" for name in others], 3)
     if len(others) == 1:
         return f"1 file or folder that is not catdog's ({names[0]})"
     return f"{len(others):,} files or folders that are not catdog's ({', '.join(names)})"
