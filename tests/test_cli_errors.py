@@ -429,7 +429,8 @@ def test_an_empty_output_path_is_refused(
 ) -> None:
     """``--out "$OUT"`` with $OUT unset: evaluate wrote its report and predict --sort-into its copies into the
     current folder ("Sorted 1 photo into ''"), and explain and export took it for no --out, writing their default
-    files there. Each is refused before any work, and nothing is written."""
+    files there; train wrote its model there and data check --quarantine moved the files at fault there. Each is
+    refused before any work, and nothing is written."""
     monkeypatch.chdir(tmp_path)
     commands = {
         "--out": [
@@ -439,8 +440,10 @@ def test_an_empty_output_path_is_refused(
             ["export", "--out", ""],
             ["export", "--format", "web", "--out", ""],
             ["soup", "model-a", "model-b", "--data", str(samples_dir), "--out", ""],
+            ["train", str(samples_dir), "--out", ""],
         ],
         "--sort-into": [["predict", str(cat_photo), "--sort-into", ""]],
+        "--quarantine": [["data", "check", str(samples_dir), "--quarantine", ""]],
     }
     for option, each in commands.items():
         for args in each:

@@ -176,6 +176,7 @@ def train(
     """Train a classifier on a dataset folder and write a model directory."""
     options = dict(locals())  # every parameter above is a TrainConfig field of the same name
     started = time.monotonic()  # the time budget includes importing torch and timm
+    refuse_empty(out)  # "." otherwise: the model written into the current folder
     from catdog.models.files import CHECKPOINT
 
     stops: list[int] = []  # SIGINT or SIGTERM, once one has come
