@@ -822,3 +822,38 @@ def test_a_gate_on_a_from_scratch_net_is_one_sentence(trained_model_dir: Path, t
         f"error: '{model / 'config.json'}' is damaged: architecture 'catnet' has no pretrained backbone for its "
         "'gate' to read; train the model again or fix it."
     )
+
+
+@pytest.mark.parametrize("option", ["--json", "--csv", "--text"])
+def test_a_batch_stopped_midway_says_how_many_were_answered_and_its_output_stays_whole(dev_dir, option):
+    """Ctrl-C in a long batch said a bare "Interrupted.", and --json's output, cut after its last element, was not
+    JSON (no closing bracket). Now the sentence says how many photos were answered of how many, the JSON list is
+    closed, and the CSV holds whole rows only."""
+    import os
+
+    photos = sorted(dev_dir.iterdir())[:300]
+    formats = [] if option == "--text" else [option]
+    command = [sys.executable, "-m", "catdog", "predict", "--batch-size", "1", *formats, *map(str, photos)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # each answer as it is printed
+    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    first_lines = [run.stdout.readline() for _ in range(40 if option == "--json" else 4)]  # 3 answers and more
+    assert all(first_lines)
+    run.send_signal(signal.SIGINT)
+    printed = "".join(first_lines) + run.stdout.read()  # communicate() would miss what readline() buffered
+    said = run.stderr.read()
+    assert run.wait(timeout=300) == 130, said
+    stop = re.fullmatch(
+        r"error: Interrupted after answering (\d+) of 300 photos; run the same command again for all of them\.\n",
+        said,
+    )
+    assert stop, said
+    answered = int(stop[1])
+    assert 3 <= answered < len(photos)
+    if option == "--json":
+        assert [answer["path"] for answer in json.loads(printed)] == list(map(str, photos[:answered]))
+    elif option == "--csv":
+        header, *rows = csv.reader(io.StringIO(printed))
+        assert [row[0] for row in rows] == list(map(str, photos[:answered]))
+        assert {len(row) for row in rows} == {len(header)}
+    else:
+        assert [line.split(":")[0] for line in printed.splitlines()] == list(map(str, photos[:answered]))

@@ -7,6 +7,7 @@ import math
 import os
 import sys
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from rich.console import Console
@@ -54,27 +55,37 @@ def print_json(document: object) -> None:
         sys.stdout.write(json_text(document) + "\n")
 
 
-def print_predictions(results: Iterable, classes: list[str], *, as_json: bool, as_csv: bool) -> bool:
-    """Print each prediction as soon as it is known (a long job shows its progress); True if any failed.
+@dataclass
+class Printed:
+    """What :func:`print_predictions` has printed so far: read after a Ctrl-C too, to say how far a batch got."""
 
-    A name that is not UTF-8 is written with its bad bytes as ``\\xe9`` in every format (:func:`utf8_safe`)."""
-    failed = False
+    answers: int = 0
+    failed: bool = False  # any of them an error line
+
+
+def print_predictions(results: Iterable, classes: list[str], printed: Printed, *, as_json: bool, as_csv: bool) -> None:
+    """Print each prediction as soon as it is known (a long job shows its progress), counting them in ``printed``.
+
+    A name that is not UTF-8 is written with its bad bytes as ``\\xe9`` in every format (:func:`utf8_safe`). A
+    Ctrl-C closes the --json list before it goes on: cut off after its last element, the output was not JSON."""
     if as_json:  # the same text as json.dump(list, indent=2), one element at a time
         write = printing()(sys.stdout.write)  # each write, not the results' work, says a failing standard output
         write("[")
-        count = 0
-        for count, r in enumerate(results, 1):
-            failed |= not r.ok
-            element = json_text(r.to_dict()).replace("\n", "\n  ")
-            write(("," if count > 1 else "") + "\n  " + element)
-        write("\n]\n" if count else "]\n")
-        return failed
+        try:
+            for r in results:
+                element = json_text(r.to_dict()).replace("\n", "\n  ")
+                write(("," if printed.answers else "") + "\n  " + element)
+                _count(printed, r)
+        except KeyboardInterrupt:
+            write("\n]\n" if printed.answers else "]\n")
+            raise
+        write("\n]\n" if printed.answers else "]\n")
+        return
     if as_csv:
         writerow = printing()(csv.writer(sys.stdout, lineterminator="\n").writerow)
         # looks_like after error: a reader that takes the older columns by position keeps working.
         writerow(["path", "label", "confidence", *classes, "error", "looks_like", "looks_like_means"])
         for r in results:
-            failed |= not r.ok
             probs = r.probabilities or {}
             writerow(
                 [
@@ -87,16 +98,21 @@ def print_predictions(results: Iterable, classes: list[str], *, as_json: bool, a
                     r.looks_like_means or "",
                 ]
             )
-        return failed
+            _count(printed, r)
+        return
     say = printing()(Console(highlight=False, soft_wrap=True, emoji=False).print)
     for r in results:
-        failed |= not r.ok
         if r.ok:
             colour = {"cat": "magenta", "dog": "cyan"}.get(r.label or "", "yellow")
             say(f"{shown(r.source)}: [bold {colour}]{r.label}[/] ({_confidence(r)}){_seen(r)}")
         else:
             say(f"{shown(r.source)}: [red]error[/] {shown(r.error)}")
-    return failed
+        _count(printed, r)
+
+
+def _count(printed: Printed, r: Prediction) -> None:
+    printed.answers += 1
+    printed.failed |= not r.ok
 
 
 def _seen(r: Prediction) -> str:

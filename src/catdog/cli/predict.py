@@ -17,7 +17,7 @@ import typer
 
 from catdog.cli.app import NeitherThreshold, app, probability
 from catdog.cli.errors import err_console, fail, other_rank, refuse_unwritable, stopping_on_signals, user_errors
-from catdog.cli.output import print_predictions, refuse_lost_output
+from catdog.cli.output import Printed, print_predictions, refuse_lost_output
 from catdog.fsutil import counted, first_few, shown
 from catdog.models.files import refuse_a_missing_model
 
@@ -105,14 +105,17 @@ def predict(
     if sort_into is not None:
         results = _copied_into(results, Path(sort_into), sorted_photos)
     stops: list[int] = []  # SIGINT or SIGTERM, once one has come
+    printed = Printed()
     try:
         with stopping_on_signals(stops):
-            failed = print_predictions(results, predictor.answers, as_json=as_json, as_csv=as_csv)
+            print_predictions(results, predictor.answers, printed, as_json=as_json, as_csv=as_csv)
     except KeyboardInterrupt:
-        raise _stopped(stops, sort_into, sorted_photos) from None
+        raise _stopped(
+            stops, sort_into, sorted_photos, f"{printed.answers} of {counted(len(entries), 'photo')}"
+        ) from None
     if sort_into is not None:
         err_console.print(_sorted_summary(shown(sort_into), sorted_photos), soft_wrap=True)
-    raise typer.Exit(1 if failed else 0)
+    raise typer.Exit(1 if printed.failed else 0)
 
 
 def _note_left_out(left_out: list[str]) -> None:
@@ -215,14 +218,15 @@ def _were(n: int) -> str:
     return "was" if n == 1 else "were"  # not "1 were"
 
 
-def _stopped(stops: list[int], sort_into: str | None, sorted_photos: SortedPhotos) -> typer.Exit:
-    """The sentence for a batch stopped by Ctrl-C or SIGTERM: what --sort-into had copied, and how to go on. A bare
-    "Interrupted." left the user counting the copies; SIGTERM ended the run without a word, and could leave a
-    half-made copy (a hidden '.catdog-*.copy') that its cleanup never removed."""
+def _stopped(stops: list[int], sort_into: str | None, sorted_photos: SortedPhotos, answered: str) -> typer.Exit:
+    """The sentence for a batch stopped by Ctrl-C or SIGTERM: how many photos were answered ("3 of 300 photos"), or
+    what --sort-into had copied, and how to go on. A bare "Interrupted." left the user counting the answers or the
+    copies; SIGTERM ended the run without a word, and could leave a half-made copy (a hidden '.catdog-*.copy') that
+    its cleanup never removed."""
     sigterm = bool(stops) and stops[0] == signal.SIGTERM
     how, code = ("Stopped by SIGTERM", 128 + signal.SIGTERM) if sigterm else ("Interrupted", 130)
     if sort_into is None:
-        return fail(f"{how}.", code)
+        return fail(f"{how} after answering {answered}; run the same command again for all of them.", code)
     done = _sorted_summary(sort_into, sorted_photos)
     return fail(f"{how}. {done} Run the same command again to sort the rest: no photo is copied twice.", code)
 
