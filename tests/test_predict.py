@@ -114,7 +114,8 @@ def test_a_folder_skips_hidden_files_and_folders_as_data_check_does(tmp_path, sa
 
 def test_a_folder_reads_linked_photos_but_enters_no_linked_folder(tmp_path, samples_dir):
     """Unlike a dataset, a folder to predict reads a linked photo; a linked folder is not entered (a link back
-    up the tree would never end) and a link to nothing is passed over."""
+    up the tree would never end). A link to nothing, once passed over without a word, gets its error line and
+    the batch goes on."""
     folder = tmp_path / "photos"
     (folder / "sub").mkdir(parents=True)
     (folder / "b.jpg").symlink_to(samples_dir / "cat" / "cat.1.jpg")
@@ -122,7 +123,14 @@ def test_a_folder_reads_linked_photos_but_enters_no_linked_folder(tmp_path, samp
     (folder / "sub" / "up").symlink_to("..")
     (folder / "elsewhere").symlink_to(samples_dir / "dog")
     (folder / "gone.jpg").symlink_to(tmp_path / "missing.jpg")
-    assert expand_inputs([str(folder)]) == [str(folder / "b.jpg"), str(folder / "sub" / "a.jpg")]
+    gone, *photos = expand_inputs([str(folder)])
+    assert photos == [str(folder / "b.jpg"), str(folder / "sub" / "a.jpg")]
+    said = f"'{folder / 'gone.jpg'}' is a link that leads to no file (its target is missing, or a loop)."
+    assert (gone.source, gone.error) == (str(folder / "gone.jpg"), said)
+    done = run_catdog_in_process("predict", str(folder))
+    assert done.returncode == 1, done.stderr
+    assert done.stdout.splitlines()[0] == f"{folder / 'gone.jpg'}: error {said}"
+    assert [line.split(": ")[1].split(" (")[0] for line in done.stdout.splitlines()[1:]] == ["cat", "dog"]
 
 
 def test_expand_inputs_predicts_a_file_once_however_it_is_named(tmp_path, samples_dir, monkeypatch):

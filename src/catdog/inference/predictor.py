@@ -351,7 +351,10 @@ def expand_inputs(patterns: list[str], left_out: list[str] | None = None) -> lis
             # The walk of `catdog data check`: hidden files and folders skipped, linked folders not entered;
             # a linked photo is read (is_file follows it), unlike in a dataset.
             unreadable: list[OSError] = []
-            files = [entry for entry in walk_files(Path(pattern), unreadable.append) if entry.is_file()]
+            walked = list(walk_files(Path(pattern), unreadable.append))
+            files = [entry for entry in walked if entry.is_file()]
+            # A link to nothing named like a photo was passed over without a word: one line each, as when named.
+            broken = sorted(str(Path(e.path)) for e in walked if _image_name(e.name) and not os.path.exists(e.path))
             found = sorted(str(Path(entry.path)) for entry in files if _image_name(entry.name))
             if left_out is not None:
                 left_out.extend(sorted(str(Path(entry.path)) for entry in files if not _image_name(entry.name)))
@@ -359,14 +362,15 @@ def expand_inputs(patterns: list[str], left_out: list[str] | None = None) -> lis
                 out.append(
                     Prediction(source=err.filename, error=f"Folder '{err.filename}' cannot be read ({err.strerror}).")
                 )
-            missing = "" if unreadable and not found else f"Folder '{pattern}' holds no image files."
+            out.extend(Prediction(source=link, error=_leads_nowhere(link)) for link in broken)
+            missing = "" if (unreadable or broken) and not found else f"Folder '{pattern}' holds no image files."
         elif os.path.exists(pattern):
             found, missing = [pattern], ""
         elif glob.has_magic(pattern):
             found = sorted(p for p in _glob(pattern) if os.path.isfile(p))
             missing = f"No file matches '{pattern}'."
         elif os.path.islink(pattern):
-            found, missing = [], f"'{pattern}' is a link that leads to no file (its target is missing, or a loop)."
+            found, missing = [], _leads_nowhere(pattern)
         else:
             found, missing = [], f"'{pattern}' does not exist."
         if not found and missing:
@@ -378,6 +382,10 @@ def expand_inputs(patterns: list[str], left_out: list[str] | None = None) -> lis
                 # A file named '-' that a glob found is ./-: the caller reads standard input for '-' alone.
                 out.append(os.path.join(os.curdir, path) if path == STDIN else path)
     return out
+
+
+def _leads_nowhere(link: str) -> str:
+    return f"'{link}' is a link that leads to no file (its target is missing, or a loop)."
 
 
 def _image_name(name: str) -> bool:
