@@ -865,3 +865,26 @@ def test_a_batch_stopped_midway_says_how_many_were_answered_and_its_output_stays
         assert {len(row) for row in rows} == {len(header)}
     else:
         assert [line.split(":")[0] for line in printed.splitlines()] == list(map(str, photos[:answered]))
+
+
+def test_a_photo_piped_in_without_a_dash_is_told_how_to_read_it(cat_photo):
+    """`catdog predict < cat.jpg` said only "Missing argument 'PATHS'", as if no photo had been given. With a photo
+    piped in, the sentence now gives the command that reads it, the user's own options kept; on a terminal, where
+    nothing is piped in, the missing photos are the whole story."""
+    import pty
+
+    piped = run_catdog_in_process("predict", "--json", stdin=cat_photo.read_bytes())
+    assert (piped.returncode, piped.stdout) == (2, "")
+    assert piped.stderr == (
+        "error: Missing argument 'PATHS'; to classify the photo on standard input, give '-' for it: "
+        "catdog predict --json - (see 'catdog predict --help').\n"
+    )
+    terminal, other_end = pty.openpty()
+    try:
+        typed = subprocess.run(
+            [sys.executable, "-m", "catdog", "predict"], stdin=other_end, capture_output=True, text=True, timeout=120
+        )
+    finally:
+        os.close(terminal)
+        os.close(other_end)
+    assert typed.returncode == 2 and typed.stderr.startswith("error: Missing argument 'PATHS' (see "), typed.stderr

@@ -69,7 +69,7 @@ def main(args: list[str] | None = None, prog_name: str | None = None) -> None:
         raise SystemExit(err.exit_code) from None
     except click_kinds("UsageError") as err:  # one sentence, like every other refusal, not click's usage block
         command = err.ctx.command_path if err.ctx else "catdog"
-        message = err.format_message().rstrip(".")
+        message = err.format_message().rstrip(".") + _piped_photo_hint(err, sys.argv[1:] if args is None else args)
         if first_on_its_machine():  # under torchrun every process of a machine has the same command line
             err_console.print(
                 f"[bold red]error:[/] {message} (see '{command} --help').", highlight=False, soft_wrap=True
@@ -82,6 +82,19 @@ def main(args: list[str] | None = None, prog_name: str | None = None) -> None:
         fail("Interrupted.", 130)
         raise SystemExit(130) from None
     raise SystemExit(code if isinstance(code, int) else 0)
+
+
+def _piped_photo_hint(err: Exception, words: list[str]) -> str:
+    """How to read a photo piped in when PATHS is left out (`catdog predict < cat.jpg`): said only "Missing
+    argument 'PATHS'", as if a photo had not been given."""
+    from catdog.fsutil import catdog_command
+
+    param = getattr(err, "param", None)
+    if not isinstance(err, click_kinds("MissingParameter")) or param is None or param.name != "paths":
+        return ""
+    if sys.stdin is None or sys.stdin.isatty():  # nothing piped in: the missing photos are the whole story
+        return ""
+    return f"; to classify the photo on standard input, give '-' for it: {catdog_command(*words, '-')}"
 
 
 if __name__ == "__main__":  # pragma: no cover
