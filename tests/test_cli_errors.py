@@ -310,6 +310,24 @@ def test_a_model_given_alone_to_evaluate_or_explain_is_named_a_model(
     assert f"catdog explain '{spaced}' IMAGE." in run_catdog_in_process("explain", str(spaced)).stderr
 
 
+def test_a_suggested_command_is_safe_to_paste_or_not_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model named '-m' was suggested as `catdog evaluate -m DATA_DIR`, which reads it as the --model option; a
+    name with a newline or a byte that is not UTF-8 was suggested escaped ('a\\nb'), a command that named another
+    folder. Now the first is written ./-m, and the others get a sentence with no command in it."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("-m", "a\nb", os.fsdecode(b"caf\xe9")):
+        (tmp_path / name).mkdir()
+        for part in ("model.safetensors", "config.json"):  # what makes a folder a model directory to the command line
+            (tmp_path / name / part).write_bytes(b"")
+    for command, then in (("evaluate", "DATA_DIR"), ("explain", "IMAGE")):
+        dashed = run_catdog_in_process(command, "--", "-m")  # as a user types a name that starts with "-"
+        assert dashed.returncode == 2 and dashed.stderr.endswith(f": catdog {command} ./-m {then}.\n"), dashed.stderr
+        for name in ("a\nb", os.fsdecode(b"caf\xe9")):
+            refused = run_catdog_in_process(command, name)
+            assert refused.returncode == 2 and len(refused.stderr.splitlines()) == 1, refused.stderr
+            assert f"catdog {command}" not in refused.stderr and "the model, then the" in refused.stderr
+
+
 def test_a_model_directory_named_like_an_onnx_file_is_a_model_directory_to_explain(tmp_path: Path) -> None:
     """explain told an ONNX file by its name alone: `catdog explain cats.onnx`, a model directory so named, was
     refused as an ONNX model Grad-CAM cannot use, where predict and explain read it as the directory it is."""

@@ -177,18 +177,32 @@ def listed(names: list[str] | tuple[str, ...], conjunction: str = "and") -> str:
     return f"{', '.join(rest)} {conjunction} {last}" if rest else last
 
 
-def catdog_command(*words: str | os.PathLike) -> str:
-    """A catdog command for the user to type, each word quoted for a POSIX shell where it needs it: a path with a
-    space or a quote ('my cats') pasted unquoted ran on other folders, or on none. Made to be printed through
-    :func:`printable`, as every command's sentences are."""
-    return " ".join(["catdog", *(_quoted_for_shell(os.fspath(word)) for word in words)])
+def catdog_command(*words: str | os.PathLike) -> str | None:
+    """A catdog command for the user to paste, each word quoted for a POSIX shell where it needs it: a path with a
+    space or a quote ('my cats') pasted unquoted ran on other folders, or on none. A word given as a path object
+    (``Path``) is a path: one that starts with '-' is written ``./-x.jpg``, else the command reads it as an option.
+    Made to be printed through :func:`printable`, as every command's sentences are.
+
+    None where a word holds a control character or a byte that is not UTF-8: printed, such a name is escaped
+    (:func:`printable`), and the command pasted would name another file; the caller says it in words instead."""
+    typed = [_as_typed(word) for word in words]
+    if not all(word.isprintable() for word in typed):
+        return None
+    return " ".join(["catdog", *(_quoted_for_shell(word) for word in typed)])
+
+
+def _as_typed(word: str | os.PathLike) -> str:
+    text = os.fspath(word)
+    if not isinstance(word, str) and text.startswith("-"):
+        return os.path.join(os.curdir, text)
+    return text
 
 
 def _quoted_for_shell(word: str) -> str:
     r"""``word`` quoted so that, printed through :func:`printable`, it pastes whole: a backslash that printable()
     doubles (the name c\new printed as c\\new) reads back as one inside double quotes; in single quotes, as
     shlex.quote puts it, the command pasted named another folder."""
-    doubled = word.isprintable() and printable(word) != word
+    doubled = printable(word) != word
     if doubled and not word.endswith("\\") and not any(c in word for c in '"$`!'):
         return f'"{word}"'
     return shlex.quote(word)

@@ -94,7 +94,8 @@ def _piped_photo_hint(err: Exception, words: list[str]) -> str:
         return ""
     if sys.stdin is None or sys.stdin.isatty():  # nothing piped in: the missing photos are the whole story
         return ""
-    return f"; to classify the photo on standard input, give '-' for it: {catdog_command(*words, '-')}"
+    command = catdog_command(*words, "-")
+    return f"; to classify the photo on standard input, give '-' for it{': ' + command if command else ''}"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -207,7 +207,8 @@ def cache(
         return
     items = counted(len(parts), "item")  # "1 items" once, beside the "1 other file" it says right
     # With the --cache-dir it was given: without it, the command pasted cleared the default cache instead.
-    clear_it = catdog_command("cache", "--clear", *(("--cache-dir", cache_dir) if cache_dir else ()))
+    clear_it = catdog_command("cache", "--clear", *(("--cache-dir", Path(cache_dir)) if cache_dir else ()))
+    clear_it = clear_it or "catdog cache --clear with that --cache-dir"
     say(f"catdog's cache: {shown(str(root))}, {_size(total)} in {items} ({shown(clear_it)} frees it all)")
     for part in sorted(parts, key=lambda p: -p.size_bytes):
         say(f"  {_size(part.size_bytes):>9}  {shown(part.path)}  [dim]{part.holds}[/]")

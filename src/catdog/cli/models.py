@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -61,10 +62,8 @@ def evaluate(
     """Measure a model on labelled photos: accuracy, log loss, ROC AUC, calibration, robustness."""
     if data_dir is None:  # `catdog evaluate DATA_DIR` uses the built-in model
         if model is not None and names_a_model(model):  # else its refusal would call the model a dataset
-            raise fail(
-                f"'{model}' is a model; give the labelled photos to measure it on too: "
-                f"{catdog_command('evaluate', model, 'DATA_DIR')}."
-            )
+            command = catdog_command("evaluate", Path(model), "DATA_DIR") or "the model, then the folder of photos"
+            raise fail(f"'{model}' is a model; give the labelled photos to measure it on too: {command}.")
         model, data_dir = None, model
     if data_dir is None:
         raise fail("Give the folder of labelled photos to evaluate on: catdog evaluate [MODEL] DATA_DIR.")
@@ -125,13 +124,11 @@ def explain(
                 "directory and the photo to explain: catdog explain MODEL_DIR IMAGE."
             )
         if model is not None and names_a_model(model):  # else its refusal would call the model a photo
-            raise fail(
-                f"'{model}' is a model; give the photo to explain too: {catdog_command('explain', model, 'IMAGE')}."
-            )
+            command = catdog_command("explain", Path(model), "IMAGE") or "the model, then the photo"
+            raise fail(f"'{model}' is a model; give the photo to explain too: {command}.")
         model, image = None, model
     if image is None:
         raise fail("Give the photo to explain: catdog explain [MODEL] IMAGE --out heat.png.")
-    from pathlib import Path
 
     from catdog.explain import explain as run_explain
     from catdog.explain import overlay

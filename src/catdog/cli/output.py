@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
@@ -175,10 +176,11 @@ def print_evaluation(result: dict) -> None:
     print_unreadable(out, result["unreadable"])
     if result.get("left_out"):
         left_out = result["left_out"]
+        list_them = catdog_command("data", "check", Path(result["data"])) or "catdog data check on that folder"
         out.print(
             f"[yellow]{counted(len(left_out), 'image file')} left out[/]: the folder's layout gives no "
             "label, e.g. "
-            f"'{shown(left_out[0])}'; to list them: {shown(catdog_command('data', 'check', result['data']))}"
+            f"'{shown(left_out[0])}'; to list them: {shown(list_them)}"
         )
     if "robustness" in result:
         from catdog.report import robustness_cell

@@ -721,9 +721,11 @@ def _quarantine_hint(report: CheckReport) -> str:
     if root.name in ("", ".."):  # '.' or '..': a folder beside it needs its name
         root = root.resolve()
     beside = root.parent / f"{root.name or 'dataset'}-quarantine"  # never inside: check refuses that
-    command = catdog_command("data", "check", str(root), "--quarantine", str(beside))
-    if report.near_distance != NEAR_DISTANCE:  # without it, the command moved other near-duplicates than counted
-        command += f" --near-distance {report.near_distance}"
+    near = ("--near-distance", str(report.near_distance)) if report.near_distance != NEAR_DISTANCE else ()
+    # --near-distance as the check had it: without it, the command moved other near-duplicates than counted.
+    command = catdog_command("data", "check", root, "--quarantine", beside, *near)
+    if command is None:
+        command = f"catdog data check on it with --quarantine and a folder beside it, such as '{beside}'"
     moved = counted(len(report.to_quarantine), "file")
     return (
         f"To move the {moved} at fault out of the dataset (unusable files, the extra copies of duplicates and "

@@ -52,7 +52,7 @@ def prepare_data(cfg: TrainConfig, pre: Preprocess, cache_dir: Path, ctx, log) -
     if dataset.left_out and ctx.is_main:
         log.info(
             f"left out {counted(len(dataset.left_out), 'image file')} with no label in the {dataset.layout} layout, "
-            f"e.g. '{dataset.left_out[0]}'; to list them: {catdog_command('data', 'check', cfg.data_dir)}"
+            f"e.g. '{dataset.left_out[0]}'; to list them: {_check_command(cfg.data_dir)}"
         )
     if dataset.skipped and ctx.is_main:
         path, why = dataset.skipped[0]
@@ -93,8 +93,12 @@ def _say_label_conflicts(data: PreparedData, data_dir: str, log) -> None:
     log.info(
         f"{counted(len(conflicts), 'photo')} filed under more than one class, e.g. '{example}' ({names}): the model "
         f"is taught every answer; to list them (its --quarantine moves them out): "
-        f"{catdog_command('data', 'check', data_dir)}"
+        f"{_check_command(data_dir)}"
     )
+
+
+def _check_command(data_dir: str | Path) -> str:
+    return catdog_command("data", "check", Path(data_dir)) or "catdog data check on that folder"
 
 
 class TrainImages(torch.utils.data.Dataset):
