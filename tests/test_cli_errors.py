@@ -328,6 +328,29 @@ def test_a_suggested_command_is_safe_to_paste_or_not_given(tmp_path: Path, monke
             assert f"catdog {command}" not in refused.stderr and "the model, then the" in refused.stderr
 
 
+def test_a_refusal_for_missing_photos_suggests_the_command_as_typed(tmp_path: Path) -> None:
+    """`catdog explain --class dog` was told "catdog explain [MODEL] IMAGE --out heat.png": brackets no shell takes,
+    an --out nobody gave, and the --class given gone. The suggestion now keeps the user's own options, quoted."""
+    alone = run_catdog_in_process("explain", "--out", "my heat.png", "--class", "dog")
+    assert (alone.returncode, alone.stderr) == (
+        2,
+        "error: Give the photo to explain, as in catdog explain IMAGE --out 'my heat.png' --class dog; a model of "
+        "yours goes first.\n",
+    )
+    measured = run_catdog_in_process("evaluate", "--json", "-o", "report", "--threshold", "0.5")
+    assert (measured.returncode, measured.stderr) == (
+        2,
+        "error: Give the folder of labelled photos to evaluate on, as in catdog evaluate DATA_DIR --out report "
+        "--json --threshold 0.5; a model of yours goes first.\n",
+    )
+    model = tmp_path / "model"
+    model.mkdir()
+    for part in ("model.safetensors", "config.json"):  # what makes a folder a model directory to the command line
+        (model / part).write_bytes(b"")
+    given = run_catdog_in_process("evaluate", "--tta", str(model))
+    assert given.stderr.endswith(f"too: catdog evaluate {model} DATA_DIR --tta.\n"), given.stderr
+
+
 def test_a_model_directory_named_like_an_onnx_file_is_a_model_directory_to_explain(tmp_path: Path) -> None:
     """explain told an ONNX file by its name alone: `catdog explain cats.onnx`, a model directory so named, was
     refused as an ONNX model Grad-CAM cannot use, where predict and explain read it as the directory it is."""

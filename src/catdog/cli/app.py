@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import click
@@ -57,6 +58,25 @@ def _main(
     ] = False,
 ) -> None:
     DEBUG["on"] = debug
+
+
+def as_typed(ctx: typer.Context, *arguments: str | os.PathLike) -> str | None:
+    """The command refused, for the user to paste: ``arguments`` for its own, then the options the user typed, as
+    typed (:func:`~catdog.fsutil.catdog_command`; None where a word cannot be pasted). A bare "catdog explain [MODEL]
+    IMAGE --out heat.png" had brackets no shell takes, an --out nobody gave, and none of the options given."""
+    from catdog.fsutil import catdog_command
+
+    words: list[str | os.PathLike] = [ctx.info_name or "", *arguments]
+    for param in ctx.command.params:
+        source = ctx.get_parameter_source(param.name)
+        if param.param_type_name != "option" or source is None or source.name != "COMMANDLINE":
+            continue
+        value = ctx.params[param.name]
+        if getattr(param, "is_flag", False):
+            words += [param.opts[0]] if value else param.secondary_opts[:1]
+        else:
+            words += [word for item in (value if param.multiple else [value]) for word in (param.opts[0], str(item))]
+    return catdog_command(*words)
 
 
 def probability(value: float | None) -> float | None:

@@ -10,16 +10,16 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from catdog.cli.app import NeitherThreshold, PhotosRequired, app, probability
+from catdog.cli.app import NeitherThreshold, PhotosRequired, app, as_typed, probability
 from catdog.cli.errors import fail, printing, refuse_empty, refuse_unwritable, user_errors
 from catdog.cli.output import percents, print_evaluation, print_json, refuse_lost_output
-from catdog.fsutil import catdog_command
 from catdog.models.files import builtin_name, is_onnx_model, names_a_model
 
 
 @app.command(short_help="Measure a model on labelled photos: metrics, plots, a report.", cls=PhotosRequired)
 @user_errors
 def evaluate(
+    ctx: typer.Context,
     model: Annotated[
         str | None,
         typer.Argument(
@@ -62,11 +62,12 @@ def evaluate(
     """Measure a model on labelled photos: accuracy, log loss, ROC AUC, calibration, robustness."""
     if data_dir is None:  # `catdog evaluate DATA_DIR` uses the built-in model
         if model is not None and names_a_model(model):  # else its refusal would call the model a dataset
-            command = catdog_command("evaluate", Path(model), "DATA_DIR") or "the model, then the folder of photos"
+            command = as_typed(ctx, Path(model), "DATA_DIR") or "the model, then the folder of photos"
             raise fail(f"'{model}' is a model; give the labelled photos to measure it on too: {command}.")
         model, data_dir = None, model
     if data_dir is None:
-        raise fail("Give the folder of labelled photos to evaluate on: catdog evaluate [MODEL] DATA_DIR.")
+        command = as_typed(ctx, "DATA_DIR") or "catdog evaluate DATA_DIR"  # or: an option's value cannot be pasted
+        raise fail(f"Give the folder of labelled photos to evaluate on, as in {command}; a model of yours goes first.")
     refuse_unwritable(out, "folder")
     # With --out the metrics are in its report too; only what is printed is lost to a closed standard output.
     refuse_lost_output(
@@ -98,6 +99,7 @@ def evaluate(
 @app.command(short_help="Grad-CAM heat map: where in the photo the decision rests.", cls=PhotosRequired)
 @user_errors
 def explain(
+    ctx: typer.Context,
     model: Annotated[
         str | None,
         typer.Argument(
@@ -124,11 +126,12 @@ def explain(
                 "directory and the photo to explain: catdog explain MODEL_DIR IMAGE."
             )
         if model is not None and names_a_model(model):  # else its refusal would call the model a photo
-            command = catdog_command("explain", Path(model), "IMAGE") or "the model, then the photo"
+            command = as_typed(ctx, Path(model), "IMAGE") or "the model, then the photo"
             raise fail(f"'{model}' is a model; give the photo to explain too: {command}.")
         model, image = None, model
     if image is None:
-        raise fail("Give the photo to explain: catdog explain [MODEL] IMAGE --out heat.png.")
+        command = as_typed(ctx, "IMAGE") or "catdog explain IMAGE"  # or: an option's value cannot be pasted
+        raise fail(f"Give the photo to explain, as in {command}; a model of yours goes first.")
 
     from catdog.explain import explain as run_explain
     from catdog.explain import overlay
