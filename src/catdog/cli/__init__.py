@@ -53,6 +53,13 @@ def main(args: list[str] | None = None, prog_name: str | None = None) -> None:
     command line in their own process, through this handling of click's errors as a user's ``catdog`` would."""
     # Quiet, predictable CPU threading unless the user chose otherwise.
     os.environ.setdefault("KMP_WARNINGS", "0")
+    words = sys.argv[1:] if args is None else args
+    if _empty_path(words):
+        fail(
+            "An argument is empty (''), which would be read as the current folder: an unset shell variable? Give "
+            "the path, or leave the option out."
+        )
+        raise SystemExit(2)
     try:
         code = app(args=args, prog_name=prog_name, standalone_mode=False)
         if sys.stdout is not None:  # what a command printed last may be in the buffer still: written now or said
@@ -69,7 +76,7 @@ def main(args: list[str] | None = None, prog_name: str | None = None) -> None:
         raise SystemExit(err.exit_code) from None
     except click_kinds("UsageError") as err:  # one sentence, like every other refusal, not click's usage block
         command = err.ctx.command_path if err.ctx else "catdog"
-        message = err.format_message().rstrip(".") + _piped_photo_hint(err, sys.argv[1:] if args is None else args)
+        message = err.format_message().rstrip(".") + _piped_photo_hint(err, words)
         if first_on_its_machine():  # under torchrun every process of a machine has the same command line
             err_console.print(
                 f"[bold red]error:[/] {message} (see '{command} --help').", highlight=False, soft_wrap=True
@@ -82,6 +89,13 @@ def main(args: list[str] | None = None, prog_name: str | None = None) -> None:
         fail("Interrupted.", 130)
         raise SystemExit(130) from None
     raise SystemExit(code if isinstance(code, int) else 0)
+
+
+def _empty_path(words: list[str]) -> bool:
+    """Whether a word is empty, as `"$OUT"` is with OUT unset: every path of catdog's is read so as the current
+    folder, and `evaluate photos --out ''` wrote its report among the user's files, `predict --sort-into ''` sorted
+    the photos into it. ``--root-path ''`` alone means something: no path, its default."""
+    return any(word == "" and before != "--root-path" for before, word in zip(["", *words], words))
 
 
 def _piped_photo_hint(err: Exception, words: list[str]) -> str:
