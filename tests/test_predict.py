@@ -888,3 +888,16 @@ def test_a_photo_piped_in_without_a_dash_is_told_how_to_read_it(cat_photo):
         os.close(terminal)
         os.close(other_end)
     assert typed.returncode == 2 and typed.stderr.startswith("error: Missing argument 'PATHS' (see "), typed.stderr
+
+
+def test_a_photo_named_with_a_trailing_slash_is_told_apart_from_a_missing_one(tmp_path, cat_photo):
+    """`catdog predict cat.jpg/` (a shell's completion of a folder, or a typo) said "'cat.jpg/' does not exist." of
+    a photo that is there; it now says what the '/' did, and the other photos get their answers."""
+    photo = tmp_path / "cat.jpg"
+    photo.write_bytes(cat_photo.read_bytes())
+    done = run_catdog_in_process("predict", f"{photo}/", str(photo))
+    assert done.returncode == 1, done.stderr
+    slashed, answered = done.stdout.splitlines()
+    why = f"'{photo}/' ends in '/', as a folder does, but '{photo}' is a file: name it without the '/'."
+    assert slashed == f"{photo}/: error {why}"
+    assert answered.startswith(f"{photo}: cat (")

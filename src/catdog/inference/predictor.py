@@ -371,6 +371,12 @@ def expand_inputs(patterns: list[str], left_out: list[str] | None = None) -> lis
             missing = f"No file matches '{pattern}'."
         elif os.path.islink(pattern):
             found, missing = [], _leads_nowhere(pattern)
+        elif pattern.endswith("/") and os.path.isfile(pattern.rstrip("/")):  # 'cat.jpg/' was "does not exist"
+            file = pattern.rstrip("/")
+            found, missing = (
+                [],
+                f"'{pattern}' ends in '/', as a folder does, but '{file}' is a file: name it without the '/'.",
+            )
         else:
             found, missing = [], f"'{pattern}' does not exist."
         if not found and missing:
