@@ -218,6 +218,7 @@ def test_serve_takes_a_neither_threshold_for_the_built_in_model() -> None:
         (["train", ".", "--out", "m", "--epochs", "0"], "Invalid value for '--epochs': Input should be greater than"),
         (["predict", "--no-such-option", "x.jpg"], "No such option: --no-such-option"),
         (["predict"], "Missing argument 'PATHS'"),
+        (["predict", "--x[/]", "x.jpg"], "No such option: --x[/]"),  # text, not rich markup: was a traceback
     ],
 )
 def test_a_usage_error_is_one_sentence(

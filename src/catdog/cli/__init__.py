@@ -26,7 +26,6 @@ from catdog.cli.errors import (
     click_kinds,
     err_console,
     fail,
-    first_on_its_machine,
     out_of_memory,
     output_lost,
     stdout_to_null,
@@ -77,10 +76,8 @@ def main(args: list[str] | None = None, prog_name: str | None = None) -> None:
     except click_kinds("UsageError") as err:  # one sentence, like every other refusal, not click's usage block
         command = err.ctx.command_path if err.ctx else "catdog"
         message = err.format_message().rstrip(".") + _piped_photo_hint(err, words)
-        if first_on_its_machine():  # under torchrun every process of a machine has the same command line
-            err_console.print(
-                f"[bold red]error:[/] {message} (see '{command} --help').", highlight=False, soft_wrap=True
-            )
+        # fail(): text, not markup, where click quotes the user's words ('--x[/]' was a rich traceback)
+        fail(f"{message} (see '{command} --help').")
         raise SystemExit(2) from None
     except click_kinds("ClickException") as err:
         err.show()
