@@ -596,15 +596,28 @@ def test_ctrl_c_of_a_resumed_run_says_to_run_it_again(tmp_path: Path) -> None:
     assert said == (130, [f"error: Interrupted; '{out}' keeps the run: run the same command again to go on."])
 
 
-def test_an_empty_argument_is_refused_not_read_as_the_current_folder(tmp_path, cat_photo, monkeypatch):
+def test_an_empty_argument_is_refused_not_read_as_the_current_folder(tmp_path, cat_photo, samples_dir, monkeypatch):
     """`catdog predict photos --sort-into "$OUT"` with OUT unset copied the photos into cat/ and dog/ of the
     current folder, and `catdog data check "$DATA"` checked it: an empty word is a path to the current folder.
-    Each empty argument is now refused before any work; `--root-path ''` (no path, its default) is still taken."""
+    Each empty argument is now refused before any work, `--out=""` in one word too (it sorted into the current
+    folder); `--root-path ''` (no path, its default) is still taken."""
     monkeypatch.chdir(tmp_path)
-    for args in (("predict", str(cat_photo), "--sort-into", ""), ("data", "check", ""), ("explain", "")):
+    for args in (
+        ("predict", str(cat_photo), "--sort-into", ""),
+        ("predict", str(cat_photo), "--sort-into="),
+        ("data", "check", ""),
+        ("explain", ""),
+        ("explain", str(cat_photo), "--out", ""),
+        ("evaluate", str(samples_dir), "--out="),
+        ("data", "audit", str(samples_dir), "--out", ""),
+        ("export", "--out", ""),
+        ("export", "--format", "web", "--out", ""),
+        ("soup", "model-a", "model-b", "--data", str(samples_dir), "--out", ""),
+    ):
         done = run_catdog_in_process(*args)
         assert (done.returncode, done.stdout) == (2, ""), done.stderr
         assert done.stderr.startswith("error: An argument is empty (''), which would be read as the current folder")
     assert list(tmp_path.iterdir()) == []
-    served = run_catdog_in_process("serve", "--root-path", "", "--port", "-1")
-    assert "empty" not in served.stderr and "--port" in served.stderr, served.stderr
+    for root_path in (["--root-path", ""], ["--root-path="]):
+        served = run_catdog_in_process("serve", *root_path, "--port", "-1")
+        assert "empty" not in served.stderr and "--port" in served.stderr, served.stderr

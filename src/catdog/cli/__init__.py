@@ -91,8 +91,15 @@ def main(args: list[str] | None = None, prog_name: str | None = None) -> None:
 def _empty_path(words: list[str]) -> bool:
     """Whether a word is empty, as `"$OUT"` is with OUT unset: every path of catdog's is read so as the current
     folder, and `evaluate photos --out ''` wrote its report among the user's files, `predict --sort-into ''` sorted
-    the photos into it. ``--root-path ''`` alone means something: no path, its default."""
-    return any(word == "" and before != "--root-path" for before, word in zip(["", *words], words))
+    the photos into it. ``--out="$OUT"`` is the same empty value, in one word. ``--root-path ''`` alone means
+    something: no path, its default."""
+    for before, word in zip(["", *words], words):
+        option, equals, value = word.partition("=")
+        if option == "--root-path" or (not word and before == "--root-path"):
+            continue
+        if not word or (option.startswith("--") and equals and not value):
+            return True
+    return False
 
 
 def _piped_photo_hint(err: Exception, words: list[str]) -> str:
