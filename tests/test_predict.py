@@ -890,6 +890,12 @@ def test_a_photo_piped_in_without_a_dash_is_told_how_to_read_it(cat_photo):
         os.close(terminal)
         os.close(other_end)
     assert typed.returncode == 2 and typed.stderr.startswith("error: Missing argument 'PATHS' (see "), typed.stderr
+    # Nor where standard input is /dev/null (cron, CI, nohup): not a terminal, and no photo in it either.
+    command = [sys.executable, "-m", "catdog", "predict"]
+    nothing = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    assert nothing.returncode == 2 and nothing.stderr.startswith("error: Missing argument 'PATHS' (see "), (
+        nothing.stderr
+    )
 
 
 def test_a_photo_named_with_a_trailing_slash_is_told_apart_from_a_missing_one(tmp_path, cat_photo):

@@ -12,6 +12,7 @@ printing in :mod:`catdog.cli.output`; the commands, each importing its work insi
 from __future__ import annotations
 
 import os
+import stat
 import sys
 
 # isort: off
@@ -110,10 +111,24 @@ def _piped_photo_hint(err: Exception, words: list[str]) -> str:
     param = getattr(err, "param", None)
     if not isinstance(err, click_kinds("MissingParameter")) or param is None or param.name != "paths":
         return ""
-    if sys.stdin is None or sys.stdin.isatty():  # nothing piped in: the missing photos are the whole story
+    if not _something_piped_in():  # the missing photos are the whole story
         return ""
     command = catdog_command(*words, "-")
     return f"; to classify the photo on standard input, give '-' for it{': ' + command if command else ''}"
+
+
+def _something_piped_in() -> bool:
+    """Whether standard input is a pipe, or a file with bytes in it: not a terminal, nor the /dev/null or empty
+    file that cron, CI, nohup and `ssh -n` give a command (the hint sent the user after a photo never piped in)."""
+    if sys.stdin is None:
+        return False
+    try:
+        status = os.fstat(sys.stdin.fileno())
+    except (OSError, ValueError):  # no file behind it (bytes a test gives): what isatty says
+        return not sys.stdin.isatty()
+    if stat.S_ISREG(status.st_mode):
+        return status.st_size > 0
+    return stat.S_ISFIFO(status.st_mode) or stat.S_ISSOCK(status.st_mode)
 
 
 if __name__ == "__main__":  # pragma: no cover
