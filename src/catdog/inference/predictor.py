@@ -349,10 +349,11 @@ def expand_inputs(patterns: list[str], left_out: list[str] | None = None) -> lis
             from catdog.data.layout import walk_files
 
             # The walk of `catdog data check`: hidden files and folders skipped, linked folders not entered;
-            # a linked photo is read (is_file follows it), unlike in a dataset.
+            # a linked photo is read (isfile follows it), unlike in a dataset. os.path.isfile, not DirEntry.is_file,
+            # whose ELOOP of a link to itself stopped the whole batch ("Too many levels of symbolic links").
             unreadable: list[OSError] = []
             walked = list(walk_files(Path(pattern), unreadable.append))
-            files = [entry for entry in walked if entry.is_file()]
+            files = [entry for entry in walked if os.path.isfile(entry.path)]
             # A link to nothing named like a photo was passed over without a word: one line each, as when named.
             broken = sorted(str(Path(e.path)) for e in walked if _image_name(e.name) and not os.path.exists(e.path))
             found = sorted(str(Path(entry.path)) for entry in files if _image_name(entry.name))
