@@ -882,6 +882,9 @@ def test_a_photo_piped_in_without_a_dash_is_told_how_to_read_it(cat_photo):
         "error: Missing argument 'PATHS'; to classify the photo on standard input, give '-' for it: "
         "catdog predict --json - (see 'catdog predict --help').\n"
     )
+    for sorting in (["--sort-into", "out"], ["--sort-into=out"]):  # '-' is refused there: no file to copy
+        sorted_too = run_catdog_in_process("predict", *sorting, stdin=cat_photo.read_bytes())
+        assert sorted_too.stderr == "error: Missing argument 'PATHS' (see 'catdog predict --help').\n"
     bracketed = run_catdog_in_process("predict", "--model", "[/]", stdin=cat_photo.read_bytes())  # was a traceback
     assert bracketed.stderr.endswith("give '-' for it: catdog predict --model '[/]' - (see 'catdog predict --help').\n")
     terminal, other_end = pty.openpty()

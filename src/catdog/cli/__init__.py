@@ -113,6 +113,8 @@ def _piped_photo_hint(err: Exception, words: list[str]) -> str:
         return ""
     if not _something_piped_in():  # the missing photos are the whole story
         return ""
+    if any(word.partition("=")[0] == "--sort-into" for word in words):  # which copies files: '-' is refused
+        return ""
     command = catdog_command(*words, "-")
     return f"; to classify the photo on standard input, give '-' for it{': ' + command if command else ''}"
 
