@@ -185,13 +185,13 @@ def catdog_command(*words: str | os.PathLike) -> str | None:
 
     None where a word holds a control character or a byte that is not UTF-8: printed, such a name is escaped
     (:func:`printable`), and the command pasted would name another file; the caller says it in words instead."""
-    typed = [_as_typed(word) for word in words]
-    if not all(word.isprintable() for word in typed):
+    shell_words = [_shell_word(word) for word in words]
+    if not all(word.isprintable() for word in shell_words):
         return None
-    return " ".join(["catdog", *(_quoted_for_shell(word) for word in typed)])
+    return " ".join(["catdog", *(_quoted_for_shell(word) for word in shell_words)])
 
 
-def _as_typed(word: str | os.PathLike) -> str:
+def _shell_word(word: str | os.PathLike) -> str:
     text = os.fspath(word)
     if not isinstance(word, str) and text.startswith("-"):
         return os.path.join(os.curdir, text)
