@@ -75,8 +75,8 @@ def print_predictions(results: Iterable, classes: list[str], printed: Printed, *
         try:
             for r in results:
                 element = json_text(r.to_dict()).replace("\n", "\n  ")
-                write(("," if printed.answers else "") + "\n  " + element)
                 _count(printed, r)
+                write(("," if printed.answers > 1 else "") + "\n  " + element)
         except KeyboardInterrupt:
             write("\n]\n" if printed.answers else "]\n")
             raise
@@ -87,6 +87,7 @@ def print_predictions(results: Iterable, classes: list[str], printed: Printed, *
         # looks_like after error: a reader that takes the older columns by position keeps working.
         writerow(["path", "label", "confidence", *classes, "error", "looks_like", "looks_like_means"])
         for r in results:
+            _count(printed, r)
             probs = r.probabilities or {}
             writerow(
                 [
@@ -99,19 +100,21 @@ def print_predictions(results: Iterable, classes: list[str], printed: Printed, *
                     r.looks_like_means or "",
                 ]
             )
-            _count(printed, r)
         return
     say = printing()(Console(highlight=False, soft_wrap=True, emoji=False).print)
     for r in results:
+        _count(printed, r)
         if r.ok:
             colour = {"cat": "magenta", "dog": "cyan"}.get(r.label or "", "yellow")
             say(f"{shown(r.source)}: [bold {colour}]{r.label}[/] ({_confidence(r)}){_seen(r)}")
         else:
             say(f"{shown(r.source)}: [red]error[/] {shown(r.error)}")
-        _count(printed, r)
 
 
 def _count(printed: Printed, r: Prediction) -> None:
+    """Called just before an answer is printed, not after: a Ctrl-C or SIGTERM sent by whoever reads the output
+    comes as the answer's write wakes the reader, before the next line, and found it printed but not counted
+    (said "2 of 300" with 3 answers out)."""
     printed.answers += 1
     printed.failed |= not r.ok
 
