@@ -56,8 +56,8 @@ def main(args: list[str] | None = None, prog_name: str | None = None) -> None:
     words = sys.argv[1:] if args is None else args
     if _empty_path(words):
         fail(
-            "An argument is empty (''), which would be read as the current folder: an unset shell variable? Give "
-            "the path, or leave the option out."
+            "An argument is empty (''), as an unset shell variable leaves it, and a path so given is the current "
+            "folder: give the path or value, or leave the argument out."
         )
         raise SystemExit(2)
     try:

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 
 from catdog.cli.app import app, data_app
-from catdog.cli.errors import err_console, printing, refuse_empty, refuse_unwritable, user_errors
+from catdog.cli.errors import err_console, printing, refuse_unwritable, user_errors
 from catdog.cli.output import print_json, refuse_lost_output
 
 TOP_SUSPECTS = 20  # printed and shown by `catdog data audit` unless --top says otherwise
@@ -60,7 +60,6 @@ def data_check(
     from catdog.data.check import check_dataset, summary
 
     refuse_lost_output("the findings", "report.json" if as_json else "report.txt")
-    refuse_empty(quarantine, "--quarantine")  # "." otherwise: the files at fault moved into the current folder
 
     with Progress(console=err_console, transient=True, disable=as_json or not err_console.is_terminal) as bar:
         task = bar.add_task("checking", total=None)

@@ -79,14 +79,6 @@ def lost_peer(err: BaseException) -> bool:
     )
 
 
-def refuse_empty(path: str | None, option: str = "--out") -> None:
-    """Refuse an empty output path (``--out "$OUT"`` with $OUT unset): it was taken as the current folder, or as no
-    --out at all, and evaluate wrote its report, predict --sort-into its copies, explain and export their files
-    into whatever folder the shell was in."""
-    if path == "":
-        raise fail(f"{option} is empty; give the path to write to.")
-
-
 def refuse_unwritable(path: str | None, kind: str, option: str = "--out") -> None:
     """Refuse, before any work, an output ``path`` of the wrong ``kind`` ("file" or "folder") already there, or
     one that cannot be written (under a file, or in a folder that takes no new files)."""
@@ -96,7 +88,6 @@ def refuse_unwritable(path: str | None, kind: str, option: str = "--out") -> Non
 
     if path is None:
         return
-    refuse_empty(path, option)
     if kind == "file" and Path(path).is_dir():
         raise fail(f"{option} '{path}' is a folder; give the file to write.")
     if kind == "folder" and Path(path).exists() and not Path(path).is_dir():

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 
 from catdog.cli.app import NeitherThreshold, PhotosRequired, app, as_typed, probability
-from catdog.cli.errors import fail, printing, refuse_empty, refuse_unwritable, user_errors
+from catdog.cli.errors import fail, printing, refuse_unwritable, user_errors
 from catdog.cli.output import percents, print_evaluation, print_json, refuse_lost_output
 from catdog.models.files import builtin_name, is_onnx_model, names_a_model
 
@@ -139,7 +139,6 @@ def explain(
 
     # The heat map is the result; the line printed says what it shows. A full standard output failed after it.
     refuse_lost_output("the answer and its probabilities", "explain.txt", also_in_files=True)
-    refuse_empty(out)  # `or` below would take it for no --out
     target = Path(out or f"{Path(image).stem}-gradcam.png")
     picture_format = OVERLAY_FORMATS.get(target.suffix.lower())
     if picture_format is None:
@@ -203,7 +202,6 @@ def export(
     """Export a model to a self-contained ONNX file, refusing one that does not match PyTorch."""
     if fmt.lower() not in ("onnx", "web"):
         raise fail(f"Unknown format '{fmt}'; catdog exports 'onnx' or 'web'.")
-    refuse_empty(out)  # `or` below would take it for no --out
     # Before the export: --json's report was lost after it (closed), and a full standard output failed after it.
     refuse_lost_output("the export's checks", "report.json" if as_json else "export.txt", also_in_files=not as_json)
     if fmt.lower() == "web":

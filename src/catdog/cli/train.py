@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from catdog.cli.app import app
-from catdog.cli.errors import LOST_PEER, fail, lost_peer, printing, refuse_empty, stopping_on_signals, user_errors
+from catdog.cli.errors import LOST_PEER, fail, lost_peer, printing, stopping_on_signals, user_errors
 
 
 @app.command(short_help="Train a model on a dataset folder (CPU, GPU or torchrun).")
@@ -176,7 +176,6 @@ def train(
     """Train a classifier on a dataset folder and write a model directory."""
     options = dict(locals())  # every parameter above is a TrainConfig field of the same name
     started = time.monotonic()  # the time budget includes importing torch and timm
-    refuse_empty(out)  # "." otherwise: the model written into the current folder
     from catdog.models.files import CHECKPOINT
 
     stops: list[int] = []  # SIGINT or SIGTERM, once one has come
@@ -237,7 +236,6 @@ def soup(
     from catdog.soup import SoupConfig, summary
     from catdog.soup import soup as make_soup
 
-    refuse_empty(out)  # "." otherwise: the current folder
     # Before the soup is made: --json's figures were lost after it (closed), and a full standard output failed after it.
     refuse_lost_output("the validation figures", "soup.json" if as_json else "soup.txt", also_in_files=not as_json)
     config = SoupConfig(models=models, data_dir=data_dir, out=out, overwrite=overwrite, batch_size=batch_size)
