@@ -597,3 +597,31 @@ def test_an_empty_argument_is_refused_not_read_as_the_current_folder(tmp_path, c
     for root_path in (["--root-path", ""], ["--root-path="]):
         served = run_catdog_in_process("serve", *root_path, "--port", "-1")
         assert "empty" not in served.stderr and "--port" in served.stderr, served.stderr
+
+
+def test_a_stop_during_a_held_step_waits_for_its_end_and_a_second_does_not() -> None:
+    """A SIGTERM between a --sort-into copy and its count said "Sorted 3 photos" with 4 in the folder (seen once in
+    a loaded run of test_a_sort_stopped_midway_says_what_it_copied): the copy and its count are now one held step.
+    The stop comes when the step ends; a second one during it stops at once, so a stuck step can still be left."""
+    import os
+    import signal
+
+    from catdog.cli.errors import stop_held, stopping_on_signals
+
+    stops: list[int] = []
+    done = []
+    with pytest.raises(KeyboardInterrupt), stopping_on_signals(stops):
+        with stop_held():
+            os.kill(os.getpid(), signal.SIGTERM)
+            done.append("the step's end")  # reached: the stop waited
+        done.append("after the step")  # not reached: the stop came as the step ended
+    assert (stops, done) == ([signal.SIGTERM], ["the step's end"])
+
+    stops.clear()
+    with pytest.raises(KeyboardInterrupt), stopping_on_signals(stops), stop_held():
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+        done.append("after a second stop")  # not reached
+    assert (stops, done[-1]) == ([signal.SIGINT, signal.SIGINT], "the step's end")
+    with stopping_on_signals(stops), stop_held():
+        pass  # nothing held over from the runs above

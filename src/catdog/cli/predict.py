@@ -16,7 +16,15 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from catdog.cli.app import NeitherThreshold, app, probability
-from catdog.cli.errors import err_console, fail, other_rank, refuse_unwritable, stopping_on_signals, user_errors
+from catdog.cli.errors import (
+    err_console,
+    fail,
+    other_rank,
+    refuse_unwritable,
+    stop_held,
+    stopping_on_signals,
+    user_errors,
+)
 from catdog.cli.output import Printed, print_predictions, refuse_lost_output
 from catdog.fsutil import counted, first_few, shown
 from catdog.models.files import refuse_a_missing_model
@@ -302,21 +310,26 @@ def _copied_into(results: Iterable, folder: Path, sorted_photos: SortedPhotos) -
     for result in results:
         if result.ok:
             place = folder / result.label
-            try:
-                copy, new = copy_into(result.source, place)
-            except OSError as err:
-                if err.errno not in _ONE_PHOTOS_COPY_ERRORS:  # a full disk: every copy after it would fail too
-                    raise _copy_failed(result.source, place, err, sorted_photos) from None
-                yield _not_copied(result, place, err)
-                continue
-            sorted_photos.per_answer[result.label] += 1
-            if new:
-                sorted_photos.copied_now.add(copy)
-            elif copy in sorted_photos.copied_now:
-                sorted_photos.duplicates += 1
-            else:
-                sorted_photos.there_already += 1
+            with stop_held():  # a stop between the copy and its count left the summary one photo short
+                try:
+                    copy, new = copy_into(result.source, place)
+                except OSError as err:
+                    if err.errno not in _ONE_PHOTOS_COPY_ERRORS:  # a full disk: every copy after it would fail too
+                        raise _copy_failed(result.source, place, err, sorted_photos) from None
+                    result = _not_copied(result, place, err)
+                else:
+                    _count_copy(sorted_photos, result.label, copy, new)
         yield result
+
+
+def _count_copy(sorted_photos: SortedPhotos, label: str, copy: Path, new: bool) -> None:
+    sorted_photos.per_answer[label] += 1
+    if new:
+        sorted_photos.copied_now.add(copy)
+    elif copy in sorted_photos.copied_now:
+        sorted_photos.duplicates += 1
+    else:
+        sorted_photos.there_already += 1
 
 
 @app.command()
