@@ -625,3 +625,28 @@ def test_a_stop_during_a_held_step_waits_for_its_end_and_a_second_does_not() -> 
     assert (stops, done[-1]) == ([signal.SIGINT, signal.SIGINT], "the step's end")
     with stopping_on_signals(stops), stop_held():
         pass  # nothing held over from the runs above
+
+
+def _command_paths(
+    command: typer.core.TyperGroup | typer.core.TyperCommand, path: tuple[str, ...] = ()
+) -> list[tuple[str, ...]]:
+    """Every command's words, ``()`` for catdog itself and ``("data", "check")`` for a group's."""
+    below = getattr(command, "commands", {})
+    return [path, *(words for name, sub in below.items() for words in _command_paths(sub, (*path, name)))]
+
+
+def test_every_help_names_values_not_python_types() -> None:
+    """`catdog predict --help` showed Typer's type names, "PATHS <list[str]>", "--batch-size <int range>",
+    "--model <str>"; `serve --help` "--cors-origin <list[str]>". Each value is named as git's and pip's are:
+    "PATHS...", "--batch-size N", "--port PORT", "--sort-into DIR"."""
+    commands = _command_paths(typer.main.get_command(cli.app))
+    assert ("predict",) in commands and ("data", "check") in commands, commands
+    for words in commands:
+        helped = run_catdog(*words, "--help", env={"COLUMNS": "120"})
+        assert helped.returncode == 0, helped.stderr
+        assert not re.findall(r"<[a-z][\w\[\], |]*>", helped.stdout), helped.stdout
+    predict = run_catdog("predict", "--help", env={"COLUMNS": "120"}).stdout
+    for shown in ("  PATHS...  ", "--batch-size N ", "--sort-into DIR ", "--model MODEL ", "--threshold P "):
+        assert shown in predict, predict
+    served = run_catdog("serve", "--help", env={"COLUMNS": "120"}).stdout
+    assert "--port PORT " in served and "--cors-origin ORIGIN " in served, served

@@ -334,7 +334,7 @@ def test_the_epochs_help_says_a_time_budget_sets_them() -> None:
     from catdog.cli import app
 
     shown = " ".join(CliRunner().invoke(app, ["train", "--help"], terminal_width=240).stdout.split())
-    epochs = shown.split("--epochs", 1)[1].split("--time-budget <", 1)[0]
+    epochs = shown.split("--epochs", 1)[1].split("--time-budget MINUTES", 1)[0]
     assert "with a --time-budget as many as it allows" in epochs, epochs
 
 
@@ -355,8 +355,11 @@ def test_the_lr_and_weight_decay_help_give_each_default() -> None:
         "stages:N": TrainConfig(data_dir="d", out="o", model="tf_efficientnet_lite0", freeze="stages:4"),
         "head": TrainConfig(data_dir="d", out="o", model="tf_efficientnet_lite0", freeze="backbone"),
     }
-    for option, field, following in (("--lr", "lr", "--optimizer"), ("--weight-decay", "weight_decay", "--layer-")):
-        helped = shown.split(f"{option} <", 1)[1].split(f"{following}", 1)[0]
+    for option, field, following in (
+        ("--lr LR", "lr", "--optimizer"),
+        ("--weight-decay DECAY", "weight_decay", "--layer-"),
+    ):
+        helped = shown.split(option, 1)[1].split(f"{following}", 1)[0]
         for run, config in runs.items():
             said = re.search(rf"\b(\d[\d.e-]*) [^;,(]*{re.escape(run)}", helped)
             assert said and float(said[1]) == getattr(config.resolved(), field), (option, run, helped)
@@ -384,7 +387,7 @@ def test_the_export_help_says_where_each_format_is_written() -> None:
     from catdog.cli import app
 
     shown = " ".join(CliRunner().invoke(app, ["export", "--help"], terminal_width=240).stdout.split())
-    out = shown.split("--out <", 1)[1].split(" --check-data", 1)[0]
+    out = shown.split("--out PATH", 1)[1].split(" --check-data", 1)[0]
     for default in (
         "MODEL/model.onnx",
         "catdog-builtin.onnx",

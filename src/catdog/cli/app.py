@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Annotated
+from typing import Annotated, Any
 
 import click
 import typer
@@ -26,7 +26,35 @@ app = typer.Typer(
 )
 
 
-class PhotosRequired(TyperCommand):
+class PlainHelp(TyperCommand):
+    """A command whose help names values as git's and pip's do (``PATHS...``, ``--port PORT``, ``--batch-size N``):
+    Typer printed its type names beside them (``PATHS <list[str]>``, ``--port <int range>``, ``--out <str>``).
+    An option without a metavar of its own is shown as argparse shows it, its name in capitals."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:  # Typer's own copy of click: its classes are not click's, told apart by name
+            if param.param_type_name == "option" and param.metavar is None and not param.is_flag:
+                param.metavar = param.opts[0].lstrip("-").upper().replace("-", "_")
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        arguments, options = [], []
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is None:
+                continue
+            if param.param_type_name == "argument":  # Typer adds the type to an argument's metavar too
+                many = "..." if param.nargs != 1 else ""
+                arguments.append((param.display_name_raw + many, record[1]))
+            else:
+                options.append(record)
+        for title, records in (("Arguments", arguments), ("Options", options)):
+            if records:
+                with formatter.section(title):
+                    formatter.write_dl(records)
+
+
+class PhotosRequired(PlainHelp):
     """A command whose model may be left out but whose photos may not (``evaluate [MODEL] {DATA_DIR}``): Typer
     brackets every argument with a default, so the usage line called the photos optional, which they are not."""
 
@@ -89,6 +117,7 @@ def probability(value: float | None) -> float | None:
 NeitherThreshold = Annotated[
     float | None,
     typer.Option(
+        metavar="P",
         help="Answer 'neither' when P(cat or dog) is below this, 0 to 1 (default: the model's own, set to turn "
         "away at most 0.5% of pets; higher is stricter).",
         callback=probability,

@@ -8,14 +8,16 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from catdog.cli.app import app, data_app
+from catdog.cli.app import PlainHelp, app, data_app
 from catdog.cli.errors import err_console, printing, refuse_unwritable, user_errors
 from catdog.cli.output import print_json, refuse_lost_output
 
 TOP_SUSPECTS = 20  # printed and shown by `catdog data audit` unless --top says otherwise
 
 
-@data_app.command("check", short_help="Find unusable, duplicate and odd files, label conflicts and images left out.")
+@data_app.command(
+    "check", short_help="Find unusable, duplicate and odd files, label conflicts and images left out.", cls=PlainHelp
+)
 @user_errors
 def data_check(
     folder: Annotated[
@@ -27,23 +29,29 @@ def data_check(
     quarantine: Annotated[
         str | None,
         typer.Option(
+            metavar="DIR",
             help="Move unusable files and the extra copies of duplicates and near-duplicates into this folder, "
             "keeping their relative paths (nothing is deleted; a photo found in several classes is moved in "
             "every copy). "
-            "Default: only report."
+            "Default: only report.",
         ),
     ] = None,
     near_distance: Annotated[
-        int, typer.Option(help="Near-duplicates: perceptual hashes at most this many bits apart (of 64).", min=0)
+        int,
+        typer.Option(
+            metavar="BITS", help="Near-duplicates: perceptual hashes at most this many bits apart (of 64).", min=0
+        ),
     ] = 4,
     cache_dir: Annotated[
         str | None,
         typer.Option(
-            help="Cache of per-file results; default $CATDOG_CACHE_DIR, else $XDG_CACHE_HOME/catdog or ~/.cache/catdog."
+            metavar="DIR",
+            help="Cache of per-file results; default $CATDOG_CACHE_DIR, else $XDG_CACHE_HOME/catdog or "
+            "~/.cache/catdog.",
         ),
     ] = None,
     workers: Annotated[
-        int | None, typer.Option(help="Threads reading images; default: one per CPU core.", min=1)
+        int | None, typer.Option(metavar="N", help="Threads reading images; default: one per CPU core.", min=1)
     ] = None,
 ) -> None:
     """Report unusable files, duplicates, label conflicts, wrong extensions and images left out (no label); note
@@ -82,7 +90,7 @@ def data_check(
     raise typer.Exit(1 if report.problems else 0)
 
 
-@data_app.command("audit", short_help="List the photos most likely mislabelled.")
+@data_app.command("audit", short_help="List the photos most likely mislabelled.", cls=PlainHelp)
 @user_errors
 def data_audit(
     data_dir: Annotated[str, typer.Argument(metavar="DATA_DIR", help="Labelled photos in any dataset layout.")],
@@ -95,12 +103,15 @@ def data_audit(
         ),
     ] = None,
     out: Annotated[
-        str | None, typer.Option("--out", "-o", help="Write audit.html (thumbnails) and suspects.json here.")
+        str | None,
+        typer.Option("--out", "-o", metavar="DIR", help="Write audit.html (thumbnails) and suspects.json here."),
     ] = None,
-    folds: Annotated[int, typer.Option(help="Folds of the out-of-fold logistic regression.", min=2)] = 5,
+    folds: Annotated[int, typer.Option(metavar="N", help="Folds of the out-of-fold logistic regression.", min=2)] = 5,
     top: Annotated[
         int | None,
-        typer.Option(help="How many suspects to print and show (default 20; with --json, every one).", min=1),
+        typer.Option(
+            metavar="N", help="How many suspects to print and show (default 20; with --json, every one).", min=1
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the suspects as JSON.")] = False,
 ) -> None:
@@ -150,7 +161,7 @@ def _suspects_heading(found: int, top: int) -> str:
     return f" Most likely mislabelled, the top {top} (--top {found} lists all):"
 
 
-@app.command("cache", short_help="What catdog cached and its size; --clear frees it.")
+@app.command("cache", short_help="What catdog cached and its size; --clear frees it.", cls=PlainHelp)
 @user_errors
 def cache(
     clear: Annotated[
@@ -166,7 +177,8 @@ def cache(
     cache_dir: Annotated[
         str | None,
         typer.Option(
-            help="The cache directory; default $CATDOG_CACHE_DIR, else $XDG_CACHE_HOME/catdog or ~/.cache/catdog."
+            metavar="DIR",
+            help="The cache directory; default $CATDOG_CACHE_DIR, else $XDG_CACHE_HOME/catdog or ~/.cache/catdog.",
         ),
     ] = None,
 ) -> None:

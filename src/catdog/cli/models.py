@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from catdog.cli.app import NeitherThreshold, PhotosRequired, app, as_typed, probability
+from catdog.cli.app import NeitherThreshold, PhotosRequired, PlainHelp, app, as_typed, probability
 from catdog.cli.errors import fail, printing, refuse_unwritable, user_errors
 from catdog.cli.output import percents, print_evaluation, print_json, refuse_lost_output
 from catdog.models.files import builtin_name, is_onnx_model, names_a_model
@@ -35,22 +35,25 @@ def evaluate(
         ),
     ] = None,
     out: Annotated[
-        str | None, typer.Option("--out", "-o", help="Write plots, a gallery of mistakes and report.html here.")
+        str | None,
+        typer.Option("--out", "-o", metavar="DIR", help="Write plots, a gallery of mistakes and report.html here."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
     robust: Annotated[
         bool, typer.Option("--robustness", help="Also measure accuracy under 7 corruptions at 3 severities.")
     ] = False,
-    robustness_samples: Annotated[int, typer.Option(help="Photos used for --robustness.", min=1)] = 300,
+    robustness_samples: Annotated[int, typer.Option(metavar="N", help="Photos used for --robustness.", min=1)] = 300,
     tta: Annotated[bool, typer.Option("--tta", help="Average the photo and its mirror image.")] = False,
     threshold: Annotated[
         float | None,
         typer.Option(
-            help="Answer 'unsure' (counted wrong) below this confidence, 0 to 1 (default: never).", callback=probability
+            metavar="P",
+            help="Answer 'unsure' (counted wrong) below this confidence, 0 to 1 (default: never).",
+            callback=probability,
         ),
     ] = None,
     neither_threshold: NeitherThreshold = None,
-    batch_size: Annotated[int, typer.Option(help="Images per forward pass.", min=1)] = 32,
+    batch_size: Annotated[int, typer.Option(metavar="N", help="Images per forward pass.", min=1)] = 32,
     split: Annotated[
         str,
         typer.Option(
@@ -112,7 +115,12 @@ def explain(
     ] = None,
     out: Annotated[
         str | None,
-        typer.Option("--out", "-o", help="Overlay to write (.png, .jpg or .webp); default IMAGE-gradcam.png here."),
+        typer.Option(
+            "--out",
+            "-o",
+            metavar="FILE",
+            help="Overlay to write (.png, .jpg or .webp); default IMAGE-gradcam.png here.",
+        ),
     ] = None,
     class_name: Annotated[
         str | None, typer.Option("--class", help="Explain this class instead of the model's answer.")
@@ -159,7 +167,7 @@ def explain(
 OVERLAY_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}  # by the --out suffix
 
 
-@app.command(short_help="Export a model to ONNX (fp32 or int8), checked against PyTorch.")
+@app.command(short_help="Export a model to ONNX (fp32 or int8), checked against PyTorch.", cls=PlainHelp)
 @user_errors
 def export(
     model: Annotated[
@@ -180,6 +188,7 @@ def export(
         typer.Option(
             "--out",
             "-o",
+            metavar="PATH",
             help="The .onnx file; default MODEL/model.onnx, or here catdog-builtin.onnx (catdog-builtin-large.onnx) "
             "for a built-in model; each ends -int8.onnx with --int8. With --format web, the folder; default MODEL/app, "
             "or catdog-app here for a built-in model.",
@@ -187,11 +196,14 @@ def export(
     ] = None,
     check_data: Annotated[
         str | None,
-        typer.Option(help="Labelled photos (any dataset layout) for the parity check; default: the training data."),
+        typer.Option(
+            metavar="DIR", help="Labelled photos (any dataset layout) for the parity check; default: the training data."
+        ),
     ] = None,
     check_images: Annotated[
         int | None,
         typer.Option(
+            metavar="N",
             help="How many photos the export is checked on: 300 by default, and 2,000 for --int8's check (which "
             "needs at least 200).",
             min=8,

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from catdog.cli.app import NeitherThreshold, app, probability
+from catdog.cli.app import NeitherThreshold, PlainHelp, app, probability
 from catdog.cli.errors import (
     err_console,
     fail,
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from catdog.inference.predictor import Prediction, Predictor
 
 
-@app.command()
+@app.command(cls=PlainHelp)
 @user_errors
 def predict(
     paths: Annotated[
@@ -61,14 +61,16 @@ def predict(
     threshold: Annotated[
         float | None,
         typer.Option(
-            help="Answer 'unsure' when the confidence is below this, 0 to 1 (default: never).", callback=probability
+            metavar="P",
+            help="Answer 'unsure' when the confidence is below this, 0 to 1 (default: never).",
+            callback=probability,
         ),
     ] = None,
     neither_threshold: NeitherThreshold = None,
     tta: Annotated[
         bool, typer.Option("--tta", help="Average the predictions of the photo and its mirror image.")
     ] = False,
-    batch_size: Annotated[int, typer.Option(help="Images per forward pass.", min=1)] = 32,
+    batch_size: Annotated[int, typer.Option(metavar="N", help="Images per forward pass.", min=1)] = 32,
     sort_into: Annotated[
         str | None,
         typer.Option(
@@ -332,7 +334,7 @@ def _count_copy(sorted_photos: SortedPhotos, label: str, copy: Path, new: bool) 
         sorted_photos.there_already += 1
 
 
-@app.command()
+@app.command(cls=PlainHelp)
 @user_errors
 def serve(
     model: Annotated[
@@ -343,53 +345,76 @@ def serve(
     ] = None,
     host: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 opens the server to the network.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.", min=0, max=65535)] = 8000,
-    workers: Annotated[int, typer.Option(help="Server processes, each with its own copy of the model.", min=1)] = 1,
-    max_file_mb: Annotated[float, typer.Option(help="Largest photo accepted, in MB (413 above).", min=0.01)] = 10.0,
+    workers: Annotated[
+        int, typer.Option(metavar="N", help="Server processes, each with its own copy of the model.", min=1)
+    ] = 1,
+    max_file_mb: Annotated[
+        float, typer.Option(metavar="MB", help="Largest photo accepted, in MB (413 above).", min=0.01)
+    ] = 10.0,
     max_megapixels: Annotated[
-        float, typer.Option(help="Most pixels in one photo, in millions (413 above).", min=0.01)
+        float, typer.Option(metavar="N", help="Most pixels in one photo, in millions (413 above).", min=0.01)
     ] = 40.0,
-    max_files: Annotated[int, typer.Option(help="Most photos in one batch request (413 above).", min=1)] = 32,
+    max_files: Annotated[
+        int, typer.Option(metavar="N", help="Most photos in one batch request (413 above).", min=1)
+    ] = 32,
     max_concurrent: Annotated[
-        int, typer.Option(help="API requests being worked on at once, uploads complete (503 above).", min=1)
+        int,
+        typer.Option(metavar="N", help="API requests being worked on at once, uploads complete (503 above).", min=1),
     ] = 64,
     max_uploads: Annotated[
-        int, typer.Option(help="API requests still uploading at once (503 above); memory: this x --max-file-mb.", min=1)
+        int,
+        typer.Option(
+            metavar="N", help="API requests still uploading at once (503 above); memory: this x --max-file-mb.", min=1
+        ),
     ] = 128,
     max_connections: Annotated[
         int | None,
         typer.Option(
+            metavar="N",
             help="Connections open at once, idle ones included, and requests in flight (503 above; default: 2 x "
             "(max uploads + max concurrent)).",
             min=1,
         ),
     ] = None,
-    timeout: Annotated[float, typer.Option(help="Seconds one API request may take (503 after).", min=0.1)] = 30.0,
-    batch_size: Annotated[int, typer.Option(help="Most images in one forward pass (micro-batching).", min=1)] = 32,
+    timeout: Annotated[
+        float, typer.Option(metavar="SECONDS", help="Seconds one API request may take (503 after).", min=0.1)
+    ] = 30.0,
+    batch_size: Annotated[
+        int, typer.Option(metavar="N", help="Most images in one forward pass (micro-batching).", min=1)
+    ] = 32,
     batch_wait_ms: Annotated[
-        float, typer.Option(help="How long a forward pass waits for more images, in ms.", min=0)
+        float, typer.Option(metavar="MS", help="How long a forward pass waits for more images, in ms.", min=0)
     ] = 5.0,
     threshold: Annotated[
         float | None,
-        typer.Option(help="Answer 'unsure' below this confidence, 0 to 1 (default: never).", callback=probability),
+        typer.Option(
+            metavar="P", help="Answer 'unsure' below this confidence, 0 to 1 (default: never).", callback=probability
+        ),
     ] = None,
     neither_threshold: NeitherThreshold = None,
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request (default: off).")] = False,
     root_path: Annotated[
         str,
         typer.Option(
-            help="The path a reverse proxy serves catdog under, e.g. /catdog (the proxy strips it; default: none)."
+            metavar="PATH",
+            help="The path a reverse proxy serves catdog under, e.g. /catdog (the proxy strips it; default: none).",
         ),
     ] = "",
     ssl_certfile: Annotated[
         str | None,
-        typer.Option(help="Serve https with this certificate (PEM): what a phone needs for the app's camera."),
+        typer.Option(
+            metavar="FILE", help="Serve https with this certificate (PEM): what a phone needs for the app's camera."
+        ),
     ] = None,
-    ssl_keyfile: Annotated[str | None, typer.Option(help="The private key of --ssl-certfile (PEM).")] = None,
+    ssl_keyfile: Annotated[
+        str | None, typer.Option(metavar="FILE", help="The private key of --ssl-certfile (PEM).")
+    ] = None,
     cors_origin: Annotated[
         list[str] | None,
         typer.Option(
+            metavar="ORIGIN",
             help="Let pages of this site call the API from the browser (CORS), e.g. https://example.com; repeat "
-            "for more, * for any site (default: none, only this server's own pages)."
+            "for more, * for any site (default: none, only this server's own pages).",
         ),
     ] = None,
 ) -> None:
