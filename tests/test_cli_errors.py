@@ -650,3 +650,16 @@ def test_every_help_names_values_not_python_types() -> None:
         assert shown in predict, predict
     served = run_catdog("serve", "--help", env={"COLUMNS": "120"}).stdout
     assert "--port PORT " in served and "--cors-origin ORIGIN " in served, served
+
+
+def test_explain_refusing_an_onnx_model_suggests_the_command_as_typed(tmp_path: Path) -> None:
+    """`catdog explain cats.onnx --class dog` was told to run "catdog explain MODEL_DIR IMAGE": the --class given
+    gone, where explain's other refusals keep the user's options."""
+    onnx_file = tmp_path / "cats.onnx"
+    onnx_file.write_bytes(b"")  # its name makes it an ONNX model to the command line
+    refused = run_catdog("explain", str(onnx_file), "--out", "my heat.png", "--class", "dog")
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.endswith(
+        "give a model directory and the photo to explain: catdog explain MODEL_DIR IMAGE --out 'my heat.png' "
+        "--class dog.\n"
+    ), refused.stderr

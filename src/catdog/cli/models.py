@@ -129,9 +129,10 @@ def explain(
     """Grad-CAM: a heat map of where in the photo the model's decision rests."""
     if image is None:  # `catdog explain IMAGE` uses the built-in model
         if is_onnx_model(model) and names_a_model(model):
+            command = as_typed(ctx, "MODEL_DIR", "IMAGE") or "catdog explain MODEL_DIR IMAGE"
             raise fail(
                 f"'{model}' is an ONNX model, which Grad-CAM cannot use (it needs PyTorch's gradients); give a model "
-                "directory and the photo to explain: catdog explain MODEL_DIR IMAGE."
+                f"directory and the photo to explain: {command}."
             )
         if model is not None and names_a_model(model):  # else its refusal would call the model a photo
             command = as_typed(ctx, Path(model), "IMAGE") or "the model, then the photo"
