@@ -577,6 +577,22 @@ def test_files_a_folder_holds_without_an_image_extension_are_named_not_skipped_s
     assert named.stdout.startswith(f"{photos}/IMG_0001: cat (") and named.stderr == ""
 
 
+def test_a_link_to_nothing_named_like_no_photo_is_in_the_left_out_note(tmp_path, cat_photo):
+    """A link to nothing in a folder given to predict, named with no image extension (IMG_0002 of a camera
+    export), was dropped without a word: not read, not an error line, not in the note of files left out."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "cat.jpg").write_bytes(cat_photo.read_bytes())
+    (photos / "IMG_0002").symlink_to(tmp_path / "moved" / "IMG_0002")
+    (photos / "loop").symlink_to("loop")  # ELOOP: exists() says no, as for a missing target
+    done = run_catdog_in_process("predict", str(photos))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"{photos}/cat.jpg: cat (") and len(done.stdout.splitlines()) == 1
+    assert done.stderr.startswith(
+        f"note: 2 files without an image extension left out: '{photos}/IMG_0002', '{photos}/loop'; "
+    ), done.stderr
+
+
 @pytest.mark.parametrize("option", ["--csv", "--json"])
 def test_an_output_file_after_csv_or_json_is_one_sentence(tmp_path, cat_photo, option):
     """`catdog predict photos --csv out.csv` read 'out.csv' as a photo ("'out.csv' does not exist.", exit status 1)

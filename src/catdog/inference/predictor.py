@@ -354,11 +354,13 @@ def expand_inputs(patterns: list[str], left_out: list[str] | None = None) -> lis
             unreadable: list[OSError] = []
             walked = list(walk_files(Path(pattern), unreadable.append))
             files = [entry for entry in walked if os.path.isfile(entry.path)]
+            links_to_nothing = [entry for entry in walked if not os.path.exists(entry.path)]
             # A link to nothing named like a photo was passed over without a word: one line each, as when named.
-            broken = sorted(str(Path(e.path)) for e in walked if _image_name(e.name) and not os.path.exists(e.path))
+            broken = sorted(str(Path(e.path)) for e in links_to_nothing if _image_name(e.name))
             found = sorted(str(Path(entry.path)) for entry in files if _image_name(entry.name))
-            if left_out is not None:
-                left_out.extend(sorted(str(Path(entry.path)) for entry in files if not _image_name(entry.name)))
+            if left_out is not None:  # one named otherwise is left out, as a file so named is, not without a word
+                not_read = [entry for entry in [*files, *links_to_nothing] if not _image_name(entry.name)]
+                left_out.extend(sorted(str(Path(entry.path)) for entry in not_read))
             for err in unreadable:  # a folder it could not list: say so, in its place
                 out.append(
                     Prediction(source=err.filename, error=f"Folder '{err.filename}' cannot be read ({err.strerror}).")
