@@ -37,6 +37,11 @@ class PlainHelp(TyperCommand):
             if param.param_type_name == "option" and param.metavar is None and not param.is_flag:
                 param.metavar = param.opts[0].lstrip("-").upper().replace("-", "_")
 
+    def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
+        # Typer braces a required argument ("predict [OPTIONS] {PATHS}..."), which reads as a choice of words;
+        # bare, as in git's, pip's and click's own usage lines, it is required, and [MODEL] optional.
+        return [piece.replace("{", "").replace("}", "") for piece in super().collect_usage_pieces(ctx)]
+
     def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         arguments, options = [], []
         for param in self.get_params(ctx):
@@ -55,12 +60,12 @@ class PlainHelp(TyperCommand):
 
 
 class PhotosRequired(PlainHelp):
-    """A command whose model may be left out but whose photos may not (``evaluate [MODEL] {DATA_DIR}``): Typer
+    """A command whose model may be left out but whose photos may not (``evaluate [MODEL] DATA_DIR``): Typer
     brackets every argument with a default, so the usage line called the photos optional, which they are not."""
 
     def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
         *pieces, photos = super().collect_usage_pieces(ctx)
-        return [*pieces, "{" + photos.strip("[]") + "}"]  # Typer's mark of a required argument, as train's
+        return [*pieces, photos.strip("[]")]
 
 
 data_app = typer.Typer(help="Inspect and clean datasets: check, audit.", no_args_is_help=True, rich_markup_mode=None)

@@ -21,7 +21,13 @@ def train(
     ],
     out: Annotated[str, typer.Option("--out", "-o", metavar="DIR", help="Model directory to write.")],
     model: Annotated[
-        str, typer.Option("--model", "-m", help="seed-cnn, catnet, or a timm backbone (e.g. tf_efficientnet_lite0).")
+        str,
+        typer.Option(
+            "--model",
+            "-m",
+            metavar="ARCH",
+            help="Architecture to train: seed-cnn, catnet, or a timm backbone (e.g. tf_efficientnet_lite0).",
+        ),
     ] = "catnet",
     freeze: Annotated[
         str,
