@@ -598,11 +598,12 @@ def test_an_output_file_after_csv_or_json_is_one_sentence(tmp_path, cat_photo, o
     """`catdog predict photos --csv out.csv` read 'out.csv' as a photo ("'out.csv' does not exist.", exit status 1)
     and printed the CSV on the terminal."""
     out = tmp_path / f"answers.{option[2:]}"
-    done = run_catdog_in_process("predict", str(cat_photo), option, str(out))
+    done = run_catdog_in_process("predict", str(cat_photo), option, str(out), "--tta")
     assert (done.returncode, done.stdout) == (2, ""), done.stdout
+    # The command to run is the one typed, the photos and options given kept: it said "catdog predict PHOTOS".
     assert done.stderr == (
         f"error: '{out}' is not a photo: {option} prints to standard output and takes no file name; to keep the "
-        f"answers in '{out}', write: catdog predict PHOTOS {option} > {out}\n"
+        f"answers in '{out}', write: catdog predict {cat_photo} {option} --tta > {out}\n"
     )
     assert not out.exists()
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from catdog.cli.app import NeitherThreshold, PlainHelp, app, probability
+from catdog.cli.app import NeitherThreshold, PlainHelp, app, as_typed, probability
 from catdog.cli.errors import (
     err_console,
     fail,
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 @app.command(cls=PlainHelp)
 @user_errors
 def predict(
+    ctx: typer.Context,
     paths: Annotated[
         list[str],
         typer.Argument(
@@ -85,7 +86,7 @@ def predict(
         raise fail("Choose one of --json and --csv.")
     from catdog.inference.predictor import STDIN, Predictor, expand_inputs
 
-    _check_no_output_file(paths, as_json=as_json, as_csv=as_csv)
+    _check_no_output_file(ctx, paths, as_json=as_json, as_csv=as_csv)
     _check_stdin(paths, sort_into)
     refuse_lost_output("the answers", "answers.txt", also_in_files=sort_into is not None and not (as_json or as_csv))
     if sort_into is not None:
@@ -141,16 +142,18 @@ def _note_left_out(left_out: list[str]) -> None:
     )
 
 
-def _check_no_output_file(paths: list[str], *, as_json: bool, as_csv: bool) -> None:
+def _check_no_output_file(ctx: typer.Context, paths: list[str], *, as_json: bool, as_csv: bool) -> None:
     """Refuse ``--csv out.csv``: it read 'out.csv' as a photo to classify ("'out.csv' does not exist.", exit
     status 1) and printed the CSV on the terminal; --csv and --json print to standard output. A folder so named
-    holds photos: it is read."""
+    holds photos: it is read. The command suggested is the one typed, its photos and options kept."""
     option = "--csv" if as_csv else "--json" if as_json else None
     for path in paths:
         if option and path.lower().endswith(f".{option[2:]}") and not os.path.isdir(path):
+            photos = [other for other in paths if other != path] or ["PHOTOS"]
+            command = as_typed(ctx, *photos) or f"catdog predict PHOTOS {option}"
             raise fail(
                 f"'{path}' is not a photo: {option} prints to standard output and takes no file name; "
-                f"to keep the answers in '{path}', write: catdog predict PHOTOS {option} > {path}"
+                f"to keep the answers in '{path}', write: {command} > {path}"
             )
 
 
