@@ -12,6 +12,7 @@ import io
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -606,6 +607,15 @@ def test_an_output_file_after_csv_or_json_is_one_sentence(tmp_path, cat_photo, o
         f"answers in '{out}', write: catdog predict {cat_photo} {option} --tta > {out}\n"
     )
     assert not out.exists()
+
+
+def test_the_command_suggested_instead_of_csv_out_csv_pastes_as_typed():
+    """`catdog predict --csv 'my answers.csv' -- -x.jpg` was told to write "catdog predict -x.jpg --csv > my
+    answers.csv": pasted, it read -x.jpg as an option, and would have sent the answers to a file named 'my'."""
+    done = run_catdog_in_process("predict", "--csv", "my answers.csv", "--", "-x.jpg")
+    assert (done.returncode, done.stdout) == (2, ""), done.stderr
+    suggested = done.stderr.rstrip("\n").split("write: ", 1)[1]
+    assert shlex.split(suggested) == ["catdog", "predict", "./-x.jpg", "--csv", ">", "my answers.csv"], suggested
 
 
 def test_a_folder_named_like_an_output_file_is_read_with_csv(tmp_path, cat_photo):

@@ -188,7 +188,7 @@ def catdog_command(*words: str | os.PathLike) -> str | None:
     shell_words = [_shell_word(word) for word in words]
     if not all(word.isprintable() for word in shell_words):
         return None
-    return " ".join(["catdog", *(_quoted_for_shell(word) for word in shell_words)])
+    return " ".join(["catdog", *(quoted_for_shell(word) for word in shell_words)])
 
 
 def _shell_word(word: str | os.PathLike) -> str:
@@ -198,10 +198,11 @@ def _shell_word(word: str | os.PathLike) -> str:
     return text
 
 
-def _quoted_for_shell(word: str) -> str:
+def quoted_for_shell(word: str) -> str:
     r"""``word`` quoted so that, printed through :func:`printable`, it pastes whole: a backslash that printable()
     doubles (the name c\new printed as c\\new) reads back as one inside double quotes; in single quotes, as
-    shlex.quote puts it, the command pasted named another folder."""
+    shlex.quote puts it, the command pasted named another folder. Also for a word beside a catdog command: the
+    file its output is redirected to."""
     doubled = printable(word) != word
     if doubled and not word.endswith("\\") and not any(c in word for c in '"$`!'):
         return f'"{word}"'

@@ -26,7 +26,7 @@ from catdog.cli.errors import (
     user_errors,
 )
 from catdog.cli.output import Printed, print_predictions, refuse_lost_output
-from catdog.fsutil import counted, first_few, shown
+from catdog.fsutil import counted, first_few, quoted_for_shell, shown
 from catdog.models.files import refuse_a_missing_model
 
 if TYPE_CHECKING:
@@ -149,11 +149,13 @@ def _check_no_output_file(ctx: typer.Context, paths: list[str], *, as_json: bool
     option = "--csv" if as_csv else "--json" if as_json else None
     for path in paths:
         if option and path.lower().endswith(f".{option[2:]}") and not os.path.isdir(path):
-            photos = [other for other in paths if other != path] or ["PHOTOS"]
+            others = [other for other in paths if other != path] or ["PHOTOS"]
+            # A photo named -x.jpg (given after --) is written ./-x.jpg, else the command pasted reads an option.
+            photos = [Path(other) if other.startswith("-") and other != "-" else other for other in others]
             command = as_typed(ctx, *photos) or f"catdog predict PHOTOS {option}"
             raise fail(
                 f"'{path}' is not a photo: {option} prints to standard output and takes no file name; "
-                f"to keep the answers in '{path}', write: {command} > {path}"
+                f"to keep the answers in '{path}', write: {command} > {quoted_for_shell(path)}"
             )
 
 
