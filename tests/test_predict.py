@@ -618,6 +618,17 @@ def test_the_command_suggested_instead_of_csv_out_csv_pastes_as_typed():
     assert shlex.split(suggested) == ["catdog", "predict", "./-x.jpg", "--csv", ">", "my answers.csv"], suggested
 
 
+def test_the_command_suggested_instead_of_csv_out_csv_names_a_few_photos_at_most():
+    """`catdog predict ~/Pictures/*.jpg --csv out.csv` was told to write a command naming each of the photos the
+    shell had listed: 2,000 of them, a page of names with the sentence's start scrolled away."""
+    photos = [f"IMG_{number:04}.jpg" for number in range(2000)]
+    done = run_catdog_in_process("predict", *photos, "--csv", "out.csv", "--tta")
+    assert (done.returncode, done.stdout) == (2, ""), done.stderr
+    assert done.stderr.endswith("write: catdog predict PHOTOS --csv --tta > out.csv\n"), done.stderr[-300:]
+    few = run_catdog_in_process("predict", *photos[:3], "--csv", "out.csv")
+    assert few.stderr.endswith("write: catdog predict IMG_0000.jpg IMG_0001.jpg IMG_0002.jpg --csv > out.csv\n")
+
+
 def test_a_folder_named_like_an_output_file_is_read_with_csv(tmp_path, cat_photo):
     """'--csv out.csv' is refused, but a folder of photos named 'photos.csv' was refused too, with the advice to
     write the answers over it ('> photos.csv')."""

@@ -142,6 +142,9 @@ def _note_left_out(left_out: list[str]) -> None:
     )
 
 
+SUGGESTED_PHOTOS = 3  # the most photos a command suggested names; more are PHOTOS
+
+
 def _check_no_output_file(ctx: typer.Context, paths: list[str], *, as_json: bool, as_csv: bool) -> None:
     """Refuse ``--csv out.csv``: it read 'out.csv' as a photo to classify ("'out.csv' does not exist.", exit
     status 1) and printed the CSV on the terminal; --csv and --json print to standard output. A folder so named
@@ -149,7 +152,9 @@ def _check_no_output_file(ctx: typer.Context, paths: list[str], *, as_json: bool
     option = "--csv" if as_csv else "--json" if as_json else None
     for path in paths:
         if option and path.lower().endswith(f".{option[2:]}") and not os.path.isdir(path):
-            others = [other for other in paths if other != path] or ["PHOTOS"]
+            others = [other for other in paths if other != path]
+            if not 0 < len(others) <= SUGGESTED_PHOTOS:  # a shell's *.jpg of 2,000 photos filled the terminal
+                others = ["PHOTOS"]
             # A photo named -x.jpg (given after --) is written ./-x.jpg, else the command pasted reads an option.
             photos = [Path(other) if other.startswith("-") and other != "-" else other for other in others]
             command = as_typed(ctx, *photos) or f"catdog predict PHOTOS {option}"
