@@ -197,6 +197,22 @@ def test_a_photo_piped_in_as_dash_is_read_from_standard_input(cat_photo, dog_pho
     assert sorting.returncode == 2 and "has no file to copy" in sorting.stderr, sorting
 
 
+def test_a_named_pipe_with_no_writer_reads_as_empty(tmp_path, cat_photo):
+    """``catdog predict fifo.jpg``, a named pipe no one writes to, waited forever in open(), in a worker thread
+    that SIGTERM did not end: the pipe now reads as empty, in one line. Process substitution (``<(cat photo)``, a
+    pipe with its writer there) still reads the photo."""
+    fifo = tmp_path / "fifo.jpg"
+    os.mkfifo(fifo)
+    script = '"$@" <(cat "$PHOTO") "$FIFO"'
+    command = ["bash", "-c", script, "bash", sys.executable, "-m", "catdog", "predict"]
+    env = {**os.environ, "PHOTO": str(cat_photo), "FIFO": str(fifo)}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stderr) == (1, ""), done
+    substituted, piped = done.stdout.splitlines()
+    assert re.fullmatch(r"/dev/fd/\d+: cat \(100\.0%\)", substituted), done.stdout
+    assert piped == f"{fifo}: error '{fifo}' is empty (0 bytes).", done.stdout
+
+
 STDOUT_CLOSED = "Standard output is closed, so the answers would be lost: print them somewhere (> answers.txt)."
 CAPTURED = {"capture_output": True, "text": True, "timeout": 300}
 

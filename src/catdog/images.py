@@ -14,6 +14,8 @@ import io
 import logging
 import os
 import re
+import select
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +47,8 @@ DEFAULT_MAX_BYTES = 64_000_000
 # thread busy for a minute, long after the client's 30 s timeout (2-core EPYC, 2026-12-06). A camera's or an
 # encoder's progressive JPEG has about 10 (mozjpeg's at most a few dozen); libtiff refuses JPEG data over 100 too.
 MAX_JPEG_SCANS = 100
+# How long a named pipe is given for a writer to start before it reads as empty (images._open_pipe).
+_PIPE_WRITER_WAIT_S = 1.0
 # A marker with a length: FF then not 00 (a stuffed byte in scan data), a restart or TEM (no length), or another FF
 # (a fill byte: the search goes on from it). No "\xff+": that form searched a 1 MB photo 40 times slower.
 _NEXT_MARKER = re.compile(rb"\xff([^\x00\x01\xd0-\xd8\xff])")
@@ -270,12 +274,13 @@ def _read_source(source: bytes | str | os.PathLike, max_bytes: int) -> tuple[byt
         return bytes(source), None
     path = Path(source)
     try:
-        size = path.stat().st_size
-        if size > max_bytes:
+        status = path.stat()
+        if status.st_size > max_bytes:
             raise ImageTooLargeError(
-                f"'{path}' is {tenths_up(size)} MB, over the {max_bytes / 1e6:g} MB limit for one image."
+                f"'{path}' is {tenths_up(status.st_size)} MB, over the {max_bytes / 1e6:g} MB limit for one image."
             )
-        with open(path, "rb") as handle:  # bounded: a pipe or a device has no size to check first
+        opener = _open_pipe if stat.S_ISFIFO(status.st_mode) else open
+        with opener(path, "rb") as handle:  # bounded: a pipe or a device has no size to check first
             return read_within_limit(handle, str(path), max_bytes), str(path)
     except IsADirectoryError:
         raise ImageError(f"'{path}' is a folder, not an image file.") from None
@@ -285,6 +290,16 @@ def _read_source(source: bytes | str | os.PathLike, max_bytes: int) -> tuple[byt
         raise ImageError(f"'{path}' cannot be read (permission denied).") from None
     except OSError as err:
         raise ImageError(f"'{path}' cannot be read ({err.strerror or err}).") from None
+
+
+def _open_pipe(path: Path, mode: str) -> BinaryIO:
+    """A named pipe opened for reading without waiting for a writer: a plain open() of ``mkfifo photo.jpg`` that
+    no one writes to waits forever, in a thread that no signal stops. A writer gets a moment to start; with none,
+    the pipe reads as empty. A pipe with its writer already there (``<(cat photo.jpg)``) reads as it did."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    select.select([descriptor], [], [], _PIPE_WRITER_WAIT_S)
+    os.set_blocking(descriptor, True)  # a writer there is waited on for its bytes, as a plain open() would
+    return os.fdopen(descriptor, mode)
 
 
 def _open(data: bytes, name: str | None, max_pixels: int) -> Image.Image:
