@@ -524,11 +524,15 @@ def test_a_request_http_cannot_read_is_answered_in_the_apis_shape(server: Server
         headers = dict(line.lower().split(": ", 1) for line in header_lines)
         return status_line, headers, json.loads(body)
 
-    # h11 refuses a head still incomplete past 16 KiB (one read whole, up to what one read takes, goes through).
+    # h11 refuses a head still incomplete past 16 KiB.
     huge = b"GET /api/v1/model HTTP/1.1\r\nHost: x\r\nCookie: " + b"a" * 20_000
     status, headers, body = answer_to(huge)
     assert (status, headers["content-type"]) == ("HTTP/1.1 431 Request Header Fields Too Large", "application/json")
     assert body == {"error": "The request's headers are over 16 KiB; send fewer or shorter."}
+    # The same head sent whole, its blank line included, was read in one piece and answered 200.
+    assert answer_to(huge + b"\r\n\r\n")[::2] == (status, body)
+    almost = b"GET /api/v1/model HTTP/1.1\r\nHost: x\r\nConnection: close\r\nCookie: " + b"a" * 16_000 + b"\r\n\r\n"
+    assert answer_to(almost)[0] == "HTTP/1.1 200 OK"  # under 16 KiB (16,384 bytes) in all
     not_http = ("HTTP/1.1 400 Bad Request", {"error": "The request is not HTTP/1.1 that this server can read."})
     status, not_http_headers, body = answer_to(b"NOT HTTP AT ALL\r\n\r\n")
     assert (status, body) == not_http and not_http_headers["content-type"] == "application/json"

@@ -26,6 +26,8 @@ import asyncio
 from typing import Any
 
 import h11
+from h11._connection import DEFAULT_MAX_INCOMPLETE_EVENT_SIZE  # as uvicorn's H11Protocol takes it
+from starlette.responses import JSONResponse  # limits.error_response's, which this lower layer cannot import
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -70,6 +72,8 @@ class HeadTimeoutProtocol(H11Protocol):
         included) and requests in flight, before this one's task is added."""
         if self.max_open is not None and max(len(self.connections), len(self.tasks)) >= self.max_open:
             return self._over_limit
+        if _head_size(self.scope) > self._max_head_size:
+            return self._head_too_long
         return self._app
 
     @app.setter
@@ -83,6 +87,19 @@ class HeadTimeoutProtocol(H11Protocol):
         self.logger.warning("Exceeded concurrency limit (--max-connections %d): answered 503.", connections)
         marked = {**scope.get("extensions", {}), OVER_LIMIT: {"connections": connections}}
         await self._app({**scope, "extensions": marked}, receive, send)
+
+    async def _head_too_long(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # h11 bounds only a head still incomplete: one read whole, blank line and all, reached the app.
+        answer = JSONResponse({"error": self._head_too_long_sentence}, status_code=431, headers={"connection": "close"})
+        await answer(scope, receive, send)
+
+    @property
+    def _max_head_size(self) -> int:
+        return self.config.h11_max_incomplete_event_size or DEFAULT_MAX_INCOMPLETE_EVENT_SIZE
+
+    @property
+    def _head_too_long_sentence(self) -> str:
+        return f"The request's headers are over {self._max_head_size // 1024} KiB; send fewer or shorter."
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)  # counts this connection in self.connections
@@ -111,21 +128,15 @@ class HeadTimeoutProtocol(H11Protocol):
         import sys
         from http import HTTPStatus
 
-        from h11._connection import DEFAULT_MAX_INCOMPLETE_EVENT_SIZE  # as uvicorn's H11Protocol takes it
-        from starlette.responses import JSONResponse  # limits.error_response's, which this lower layer cannot import
-
         if self.conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             # Answered already (a 405 while the body still came, then a damaged chunk): no second answer can be sent,
             # and trying was "Fatal error: protocol.data_received() call failed" with h11's traceback in the log.
             self.transport.close()
             return
-        limit = self.config.h11_max_incomplete_event_size or DEFAULT_MAX_INCOMPLETE_EVENT_SIZE
         too_long = getattr(sys.exc_info()[1], "error_status_hint", 400) == 431  # h11's "Receive buffer too long"
         status = HTTPStatus(431 if too_long else 400)
         sentence = (
-            f"The request's headers are over {limit // 1024} KiB; send fewer or shorter."
-            if too_long
-            else "The request is not HTTP/1.1 that this server can read."
+            self._head_too_long_sentence if too_long else "The request is not HTTP/1.1 that this server can read."
         )
         answer = JSONResponse({"error": sentence}, status_code=status)
         # uvicorn's default headers (date, and server where it is on), which every answer of the app carries.
@@ -159,6 +170,16 @@ class HeadTimeoutProtocol(H11Protocol):
         self._deadline, self._deadline_for = None, None
         if not self.transport.is_closing():
             self.transport.close()
+
+
+def _head_size(scope: Scope) -> int:
+    """The bytes of a request's head as h11 parsed it, less the spaces it strips (a request line "GET /path?query
+    HTTP/1.1", each header line, each with its CRLF, and the blank line), held to the limit h11 puts on a head
+    still arriving."""
+    query = scope["query_string"]
+    target = len(scope["raw_path"]) + (len(query) + 1 if query else 0)  # uvicorn's raw_path has no query
+    request_line = len(scope["method"]) + 1 + target + len(" HTTP/1.1\r\n")
+    return request_line + sum(len(name) + len(value) + len(": \r\n") for name, value in scope["headers"]) + 2
 
 
 class HandshakeDeadlineLoop(asyncio.SelectorEventLoop):
