@@ -2005,7 +2005,11 @@ def test_a_neither_folder_a_backbone_has_no_gate_to_refit_with_is_said_to_be_unu
     assert "test_efficientnet's `neither` gate is its ImageNet head's cat and dog classes" in said, said
     # Said with the model, before every photo is decoded (minutes on a large folder), as the horse/cow line is.
     assert said.index("the neither folder is not used") < said.index("training and"), said
-    assert json.loads((tmp_path / "model" / "config.json").read_text())["gate"]["kind"] == "pet-mass"
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert config["gate"]["kind"] == "pet-mass"
+    # config.json counted the training part's neither photos as refitting a gate the model does not have.
+    counts = config["data"]
+    assert counts["neither_images"] == 0 and counts["unused_neither_images"] > 0, counts
 
 
 def test_the_split_line_counts_the_photos_held_out_for_the_test_split(tmp_path: Path) -> None:

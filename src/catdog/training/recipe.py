@@ -420,7 +420,9 @@ def split(
     held_for_test = set(parts.pop("test"))
     trained = n_classes + learns_neither
     splits = {name: [i for i in part if data.labels[i] < trained] for name, part in parts.items()}
-    negatives = [i for i in parts["train"] if data.labels[i] == n_classes]
+    # A model with no gate to refit and no `neither` class to learn uses none: config.json counts them as unused.
+    used = refits_gate or learns_neither
+    negatives = [i for i in parts["train"] if data.labels[i] == n_classes] if used else []
     if not splits["train"] or not splits["val"]:
         raise DatasetError(f"'{cfg.data_dir}' has too few images to hold some out for validation; add more.")
     # The test split is named too: 12 photos with --test-fraction 0.2 read "6 training and 2 validation images".
@@ -876,6 +878,7 @@ def write_model(
     metrics["val_loss_calibrated"] = round(calibrated, 5)
     if calibration.note:
         log.info(calibration.note)
+    parts = data.split(cfg.val_fraction, cfg.test_fraction)
     config = {
         "architecture": cfg.model,
         "classes": classes,
@@ -900,10 +903,10 @@ def write_model(
             # Counted as val_images is: the photos of the classes the net learns (the pets, or with a learnt
             # `neither` class those too); the `neither` photos of each part also apart.
             "test_images": sum(data.labels[i] < len(classes) + learns_neither for i in test),
-            "neither_images": len(negatives),  # the training part's: the gate's refit (or the learnt class)
-            "val_neither_images": sum(
-                data.labels[i] == len(classes) for i in data.split(cfg.val_fraction, cfg.test_fraction)["val"]
-            ),
+            # The training part's: the gate's refit, or the learnt class; a model with neither uses none of them.
+            "neither_images": len(negatives),
+            "unused_neither_images": sum(data.labels[i] == len(classes) for i in parts["train"]) - len(negatives),
+            "val_neither_images": sum(data.labels[i] == len(classes) for i in parts["val"]),
             "test_neither_images": sum(data.labels[i] == len(classes) for i in test),
             "unreadable_files": len(data.unreadable),
             "unreadable": [{"path": str(Path(path).resolve()), "reason": reason} for path, reason in data.unreadable],
