@@ -109,8 +109,12 @@ def peak_rss_mib(children: bool = False) -> float:
 
 def say(message: str) -> None:
     """A script's voice for what catdog's feature store tells a run (a damaged feature cache dropped, its features
-    computed again: a slower run), the ``say`` training passes it; on stderr, where stdout holds results."""
-    print(message, file=sys.stderr, flush=True)
+    computed again: a slower run), the ``say`` training passes it; on stderr, where stdout holds results. The
+    store leaves escaping to its reader (training's log escapes it): a cache folder's control characters are
+    escaped here, as there."""
+    from catdog.fsutil import printable
+
+    print(printable(message), file=sys.stderr, flush=True)
 
 
 def catdog_cmd(*args: str) -> list[str]:

@@ -173,12 +173,15 @@ def test_scripts_and_benchmarks_say_a_damaged_feature_cache_was_dropped(
     from benchmarks.common import say
     from catdog.features import FeatureStore
 
-    damaged = FeatureStore(tmp_path, "lite0")
+    # A cache folder named with a control character reached the terminal raw (training's log escapes it).
+    cache = tmp_path / "cache\x1b[2J"
+    damaged = FeatureStore(cache, "lite0")
     damaged.file.write_bytes(np.zeros((3, 1), dtype=np.float32).tobytes())
     damaged.index_file.write_text(json.dumps({"dim": 1, "rows": {"a:0": 1, "b:0": 2}}))  # skips row 0
-    FeatureStore(tmp_path, "lite0", say=say)
+    FeatureStore(cache, "lite0", say=say)
+    escaped = str(damaged.dir).replace("\x1b", "\\x1b")
     assert capsys.readouterr().err == (
-        f"the feature cache '{damaged.dir}' was dropped, its index skips or repeats a row (written by catdog before "
+        f"the feature cache '{escaped}' was dropped, its index skips or repeats a row (written by catdog before "
         "2026-12-07); its features are computed again\n"
     )
 
