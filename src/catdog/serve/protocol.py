@@ -62,6 +62,7 @@ class HeadTimeoutProtocol(H11Protocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.conn = _HeadMeasuringConnection(h11.SERVER, self._max_head_size)
         # This class checks the limit itself (see `app`): uvicorn's check, on a limit it is given, would answer first.
         self.max_open, self.limit_concurrency = self.limit_concurrency, None
 
@@ -72,7 +73,7 @@ class HeadTimeoutProtocol(H11Protocol):
         included) and requests in flight, before this one's task is added."""
         if self.max_open is not None and max(len(self.connections), len(self.tasks)) >= self.max_open:
             return self._over_limit
-        if _head_size(self.scope) > self._max_head_size:
+        if self.conn.head_size > self._max_head_size:
             return self._head_too_long
         return self._app
 
@@ -172,14 +173,19 @@ class HeadTimeoutProtocol(H11Protocol):
             self.transport.close()
 
 
-def _head_size(scope: Scope) -> int:
-    """The bytes of a request's head as h11 parsed it, less the spaces it strips (a request line "GET /path?query
-    HTTP/1.1", each header line, each with its CRLF, and the blank line), held to the limit h11 puts on a head
-    still arriving."""
-    query = scope["query_string"]
-    target = len(scope["raw_path"]) + (len(query) + 1 if query else 0)  # uvicorn's raw_path has no query
-    request_line = len(scope["method"]) + 1 + target + len(" HTTP/1.1\r\n")
-    return request_line + sum(len(name) + len(value) + len(": \r\n") for name, value in scope["headers"]) + 2
+class _HeadMeasuringConnection(h11.Connection):
+    """h11's connection, which keeps the bytes of the last request head it read, as they came: h11 bounds only a
+    head still incomplete, and the head it parsed had lost the whitespace around each header's value (a 30 KB
+    cookie of spaces read as a few bytes)."""
+
+    head_size = 0
+
+    def next_event(self) -> Any:
+        buffered = len(self._receive_buffer)
+        event = super().next_event()
+        if isinstance(event, h11.Request):
+            self.head_size = buffered - len(self._receive_buffer)
+        return event
 
 
 class HandshakeDeadlineLoop(asyncio.SelectorEventLoop):
