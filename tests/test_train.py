@@ -1975,7 +1975,12 @@ def test_a_neither_folder_beside_other_classes_is_said_to_be_unused(
     train(TrainConfig(data_dir=str(data), out=str(tmp_path / "model"), cache_dir=str(shared_cache), **options))
     err = capsys.readouterr().err
     assert "the neither folder is not used" in err and "answer one of cow, horse for any photo" in err, err
-    assert json.loads((tmp_path / "model" / "config.json").read_text())["gate"] is None
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert config["gate"] is None
+    # config.json counted the training part's neither photos as used, as if a gate had refit on them.
+    counts = config["data"]
+    parts = counts["unused_neither_images"] + counts["val_neither_images"] + counts["test_neither_images"]
+    assert counts["neither_images"] == 0 and parts == 8, counts
 
 
 def test_a_neither_folder_a_backbone_has_no_gate_to_refit_with_is_said_to_be_unused(
