@@ -84,6 +84,8 @@ def test_clean_samples_exit_0(samples_dir: Path, cache_dir: Path) -> None:
     assert report["classes"] == {"cat": 20, "dog": 20} and report["neither"] == 0
     for kind in ("unusable", "duplicates", "near_duplicates", "label_conflicts", "extension_mismatches"):
         assert report[kind] == [], kind
+    verdict = rendered(summary(check_dataset(samples_dir, cache_dir=cache_dir))).strip().splitlines()[-1]
+    assert verdict.startswith("clean: no unusable files"), verdict  # no notes, so no "apart from the notes"
 
 
 NEITHER_CAPTION = "neither (examples of what is not a cat or a dog)"
@@ -942,6 +944,11 @@ def test_camera_raw_photos_are_not_called_no_images(samples_dir: Path, tmp_path:
     assert json.loads(predicted.stdout)[0]["label"] == "cat", predicted.stdout
     assert "1 .json file: not an image; no command reads it" in text, text
     assert "cat/IMG_1.DNG, cat/IMG_2.dng" in text, text
+    # Right under "which train, evaluate and audit leave out", a bare "clean:" read as a contradiction.
+    assert text.rstrip().endswith(
+        "clean apart from the notes above: no unusable files, duplicates, wrong extensions or "
+        "files left out or not read."
+    ), text
 
 
 def test_a_shorter_name_alone_does_not_make_an_original(samples_dir: Path, tmp_path: Path) -> None:

@@ -697,8 +697,10 @@ def summary(report: CheckReport, limit: int = 20) -> list:
         if len(found) > limit:
             details.add_row(kind, f"... and {len(found) - limit} more", "use --json for the full list")
 
+    # Right under notes such as "no command reads" camera raw photos, a bare "clean" read as a contradiction.
+    clean = "clean apart from the notes above" if details.row_count else "clean"
     verdict = (
-        "[bold green]clean[/]: no unusable files, duplicates, wrong extensions or files left out or not read."
+        f"[bold green]{clean}[/]: no unusable files, duplicates, wrong extensions or files left out or not read."
         if report.problems == 0
         else f"[bold red]{counted(report.problems, 'problem')}[/]: {_found(report)}."
     )
