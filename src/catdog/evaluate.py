@@ -246,7 +246,7 @@ def few_photos_note(metrics: dict) -> list[str]:
     low, high = metrics["accuracy_interval"]
     right = round(metrics["accuracy"] * n)
     return [
-        f"Only {counted(n, 'photo')}, so the accuracy is a rough figure: {right} of {n} right, 95 % interval "
+        f"Only {counted(n, 'photo')}, so the accuracy is a rough figure: {right} of {n} right, 95% interval "
         f"{percent(low)}–{percent(high)} (Wilson): the accuracy on many more photos like these would likely lie in it."
     ]
 

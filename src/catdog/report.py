@@ -47,7 +47,7 @@ ROC_AUC_MEANS = (
 ECE_MEANS = (
     "ECE (expected calibration error) sorts the photos into bins by the model's confidence (its highest class "
     "probability) and averages the gap between each bin's mean confidence and its accuracy, weighted by the "
-    "bin's photos: 0 when the photos it is 90 % sure of are right 90 % of the time."
+    "bin's photos: 0 when the photos it is 90% sure of are right 90% of the time."
 )
 
 
@@ -277,7 +277,7 @@ def _html(metrics: dict, pngs: dict[str, bytes], mistakes: list[dict], through: 
     summary = (
         f"<tr><th>photos ({html_text(', '.join(classes))})</th><td>{metrics['n']}</td></tr>"
         f"<tr><th>accuracy</th><td>{percent(metrics['accuracy'])}</td></tr>"
-        f"<tr><th>accuracy, 95 % interval (Wilson)</th><td>{percent(low)}–{percent(high)}</td></tr>"
+        f"<tr><th>accuracy, 95% interval (Wilson)</th><td>{percent(low)}–{percent(high)}</td></tr>"
     )
     summary += "".join(
         f"<tr><th>{name}</th><td>{_fmt(metrics.get(key))}</td></tr>"

@@ -144,7 +144,7 @@ def print_evaluation(result: dict) -> None:
     auc = "n/a" if result["roc_auc"] is None else f"{result['roc_auc']:.4f}"
     low, high = result["accuracy_interval"]
     out.print(
-        f"accuracy {percent(result['accuracy'])} (95 % interval {percent(low)}–{percent(high)})  "
+        f"accuracy {percent(result['accuracy'])} (95% interval {percent(low)}–{percent(high)})  "
         f"log loss {result['log_loss']:.4f}  "
         f"ROC AUC {auc}  ECE {result['ece']:.4f}"
     )
