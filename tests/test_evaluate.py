@@ -215,6 +215,30 @@ def test_a_small_evaluation_says_how_rough_its_accuracy_is(twelve_photos: Path, 
     assert few_photos_note(many) == [] and few_photos_note(many | {"n": FEW_PHOTOS - 1}) != []
 
 
+def test_the_report_fits_a_phone(twelve_photos: Path, tmp_path: Path) -> None:
+    """report.html was 455 px wide on a 375 px phone (its per-class table), and said no viewport, so a phone drew
+    it 980 px wide and small. In real Chromium as a phone: the page is no wider than the screen."""
+    from benchmarks.bench_app import CHROMIUM
+
+    from conftest import missing
+
+    try:
+        from playwright import sync_api
+    except ImportError:
+        missing("playwright (Python) is not installed: pip install -e '.[test]'")
+    if not CHROMIUM.exists():
+        missing(f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)")
+    report = evaluate(None, twelve_photos, out_dir=tmp_path / "report")["report"]
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM))
+        try:
+            page = browser.new_page(viewport={"width": 375, "height": 800}, is_mobile=True, has_touch=True)
+            page.goto(Path(report).as_uri())
+            assert page.evaluate("document.scrollingElement.scrollWidth") <= 375
+        finally:
+            browser.close()
+
+
 def test_no_photos_get_no_note_on_their_accuracy() -> None:
     """With no photo there is no accuracy (compute_metrics gives None for it and its interval) and nothing to say
     of how rough it is: the note unpacked the missing interval and failed. evaluate refuses such data before it."""

@@ -324,9 +324,12 @@ def _html(metrics: dict, pngs: dict[str, bytes], mistakes: list[dict], through: 
     unreadable = "".join(f"<li>{html_text(u['error'])}</li>" for u in metrics["unreadable"])  # it names the file
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>catdog evaluation</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #222; }}
-table {{ border-collapse: collapse; margin: 1rem 0; }}
+@media (max-width: 600px) {{ body {{ margin: 1rem; }} }}
+/* A block that scrolls: on a 375 px phone the per-class table made the whole page 455 px wide. */
+table {{ border-collapse: collapse; margin: 1rem 0; display: block; max-width: 100%; overflow-x: auto; }}
 td, th {{ border: 1px solid #ccc; padding: .3rem .6rem; text-align: right; }}
 figure {{ display: inline-block; margin: .5rem; vertical-align: top; }}
 figure.mistake {{ width: 210px; font-size: .8rem; }}
