@@ -230,7 +230,10 @@ def wilson_interval(right: int, n: int, confidence: float = 0.95) -> tuple[float
     p = right / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # All right (or all wrong), the bound is exactly 1 (0), but rounding left 0.99999999999999989: "100.0000%".
+    low = 0.0 if right == 0 else max(0.0, centre - half)
+    high = 1.0 if right == n else min(1.0, centre + half)
+    return low, high
 
 
 FEW_PHOTOS = 200  # fewer photos than this, and the accuracy's interval is wide enough to be said first
