@@ -8,6 +8,7 @@ device streaming a video made from a dev photo.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
@@ -16,6 +17,7 @@ import ssl
 import struct
 import subprocess
 import sys
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -510,6 +512,24 @@ def test_text_svg_and_xml_are_worded_as_the_server_words_them(browser, playwrigh
         assert said["note.jpg"]["error"] == "'note.jpg' is not an image: its content is text.", said
         unread = "'drawing.svg' is not an image the app can read (it reads JPEG, PNG, WebP, GIF, BMP and AVIF)."
         assert said["drawing.svg"]["error"] == unread, said
+    finally:
+        context.close()
+
+
+def test_a_pdf_zip_or_gzip_is_worded_as_the_server_words_it(browser, playwright, server, tmp_path, cat_photo) -> None:
+    """A PDF, a ZIP or a GZIP chosen as a photo was "not an image the app can read (it reads JPEG, …)" in the app,
+    where the server says "its content is PDF": the app now says the server's sentence (catdog.images')."""
+    scan, archive, packed = tmp_path / "scan.jpg", tmp_path / "photos.jpg", tmp_path / "cat.jpg.gz"
+    Image.open(cat_photo).save(scan, "PDF")  # a photo saved as a PDF, as a scanner does
+    with zipfile.ZipFile(archive, "w") as z:
+        z.write(cat_photo, "cat.jpg")
+    packed.write_bytes(gzip.compress(cat_photo.read_bytes()))
+    context, page = phone(browser, playwright, server.url + "/app/")
+    try:
+        said = answers(page, [scan, archive, packed])
+        for photo, content in ((scan, "PDF"), (archive, "ZIP"), (packed, "GZIP")):
+            sentence = f"'{photo.name}' is not an image: its content is {content}."
+            assert (said[photo.name]["error"], server_sentence(photo)) == (sentence, sentence), said
     finally:
         context.close()
 

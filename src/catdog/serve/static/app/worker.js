@@ -255,8 +255,8 @@ const READABLE = ["JPEG", "PNG", "WebP", "GIF", "BMP", "AVIF"]; // what the app 
 const AVIF_BRANDS = ["avif", "avis"];
 const HEIF_BRANDS = ["heic", "heix", "heim", "heis", "hevc", "hevx", "mif1", "msf1"];
 
-// "JPEG", "PNG", "GIF", "WebP", "BMP", "AVIF", "HEIF", "HTML", "SVG", "XML", "TEXT", or null: what the first
-// HEAD_BYTES bytes say.
+// "JPEG", "PNG", "GIF", "WebP", "BMP", "AVIF", "HEIF", "ZIP", "GZIP", "PDF", "HTML", "SVG", "XML", "TEXT", or null:
+// what the first HEAD_BYTES bytes say.
 function formatOf(head) {
   const text = ascii(head, 0, head.length);
   if (head[0] === 0xff && head[1] === 0xd8 && head[2] === 0xff) return "JPEG";
@@ -272,6 +272,10 @@ function formatOf(head) {
     if (brands.some((brand) => AVIF_BRANDS.includes(brand))) return "AVIF";
     if (brands.some((brand) => HEIF_BRANDS.includes(brand))) return "HEIF";
   }
+  // An archive or a document chosen as a photo: catdog.images says "its content is PDF" of them, as of text.
+  if (text.startsWith("PK\x03\x04") || text.startsWith("PK\x05\x06")) return "ZIP";
+  if (head[0] === 0x1f && head[1] === 0x8b && head[2] === 0x08) return "GZIP";
+  if (text.startsWith("%PDF")) return "PDF";
   // Text chosen as a photo (a .txt, a saved web page): catdog.images.sniff_format's test, so that the app says
   // what the server's page says of it ("its content is text"), not a list of the formats it reads.
   if (/^\s*<(!doctype html|html|head|body)/i.test(text)) return "HTML";
@@ -301,7 +305,7 @@ function whyUnreadable(name, blob, format) {
     const article = format === "AVIF" ? "an" : "a";
     return `'${name}' is truncated or corrupt (${article} ${format} file this browser cannot decode).`;
   }
-  if (["TEXT", "HTML", "XML"].includes(format)) {
+  if (["TEXT", "HTML", "XML", "ZIP", "GZIP", "PDF"].includes(format)) {
     return `'${name}' is not an image: its content is ${format === "TEXT" ? "text" : format}.`;
   }
   return `'${name}' is not an image the app can read (it reads JPEG, PNG, WebP, GIF, BMP and AVIF).`;
