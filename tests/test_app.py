@@ -585,6 +585,33 @@ def counting_decodes(page):
     return lambda: sum(worker.evaluate("self.decoded") for worker in page.workers)
 
 
+def test_clear_results_drops_the_photos_still_queued(browser, playwright, server, tmp_path, cat_photo) -> None:
+    """ "Clear results" emptied the list, but the photos still queued in the workers were computed all the same and
+    their answers dropped: a phone's battery spent on cards no longer shown. Those not yet started are dropped
+    now; a photo chosen after the clear is answered as usual."""
+    photos = []
+    for i in range(24):
+        photos.append(tmp_path / f"cat{i}.jpg")
+        shutil.copy(cat_photo, photos[-1])
+    context, page = phone(browser, playwright, server.url + "/app/")
+    try:
+        page.evaluate("window.catdogApp.allLanes")
+        decoded = counting_decodes(page)
+        page.set_input_files("#file-input", [str(p) for p in photos])
+        page.wait_for_function("window.catdogApp.timings.length >= 1", timeout=60_000, polling=50)
+        page.click("#clear")
+        cleared_at = page.evaluate("window.catdogApp.timings.length")
+        # One more photo, after the clear: its lane answers in order, so it has done (or dropped) what it was given,
+        # and the lanes were given as many each.
+        assert answers(page, [cat_photo])["cat.1.jpg"]["label"] == "cat"
+        # Computed: those answered before the clear, one a lane at most in progress at it or started since, the new.
+        lanes = len(page.workers)
+        assert decoded() <= cleared_at + 2 * lanes + 1 < len(photos) - 2 * lanes, (decoded(), cleared_at, lanes)
+        assert not page.errors, page.errors
+    finally:
+        context.close()
+
+
 def test_a_photo_over_the_limit_is_refused_before_it_is_decoded(browser, playwright, server, tmp_path, cat_photo):
     """A phone's 200-MP photo (16320x12240, 800 MB decoded) was decoded whole before the app's 40-MP check, which a
     phone's tab may not survive. A JPEG and a PNG that size (valid files of one colour, 1.7 MB and 0.6 MB) are now

@@ -472,6 +472,8 @@ async function showBatch(files) {
 // the keyboard focus to Choose photos, or the focus fell to the page.
 $("clear").addEventListener("click", () => {
   clearings += 1;
+  // The photos still queued in the lanes are dropped there, not computed for cards no longer shown.
+  for (const lane of lanes) lane.worker.postMessage({ type: "drop", before: nextId });
   $("results").replaceChildren();
   $("clear").hidden = true;
   $("file-input").focus();

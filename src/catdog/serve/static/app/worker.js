@@ -617,10 +617,21 @@ async function classify(message) {
   return { prediction: toPrediction(outputs), prepMs: prepared - started, inferMs: done - prepared };
 }
 
+// Photos asked for before "Clear results" are not computed: their cards are gone. Frames are the camera's own.
+let droppedBefore = 0;
+
 self.onmessage = (event) => {
   const message = event.data;
+  if (message.type === "drop") { // at once, not queued behind the jobs it drops
+    droppedBefore = message.before;
+    return;
+  }
   // One job at a time: the model's threads are the device's cores.
   busy = busy.then(async () => {
+    if (message.type === "photo" && message.id < droppedBefore) {
+      self.postMessage({ id: message.id, ok: false, error: "cleared before it was computed" });
+      return;
+    }
     try {
       const jobs = { load, bench, photo: classify, frame: classify };
       const result = await jobs[message.type](message);
