@@ -419,8 +419,11 @@ def test_report_shows_the_open_set_plot_and_figures(open_set_run: tuple[dict, Pa
     page = (out / "report.html").read_text()
     assert 'alt="open_set.png"' in page and "Pets versus neither" in page
     section = page[page.index("Pets versus neither") :]
-    for key in ("roc_auc", "neither_answered", "pets_turned_away", "fpr_at_95_tpr", "threshold"):
-        assert f"{o[key]:.4f}" in section, key
+    for key in ("roc_auc", "threshold"):
+        assert f"<td>{o[key]:.4f}</td>" in section, key
+    # Shares of photos as percentages, as the accuracy above them ("1.0000" read as another scale beside "97.5%").
+    for key in ("neither_answered", "pets_turned_away", "fpr_at_95_tpr"):
+        assert f"<td>{percent(o[key])}</td>" in section, key
     assert json.loads((out / "metrics.json").read_text())["open_set"] == o
 
 
@@ -478,12 +481,13 @@ def test_cli_prints_the_open_set_figures(open_set_dir: Path, open_set_run: tuple
     assert done.returncode == 0, done.stderr
     o = result["open_set"]
     assert f"{o['n_pets']} pets, {o['n_neither']} 'neither' photos" in done.stdout
+    assert f"ROC AUC {o['roc_auc']:.4f}" in done.stdout
     for name, key in (
-        ("ROC AUC", "roc_auc"),
+        ("neither answered 'neither'", "neither_answered"),
         ("pets turned away", "pets_turned_away"),
         ("FPR at 95% TPR", "fpr_at_95_tpr"),
     ):
-        assert f"{name} {o[key]:.4f}" in done.stdout, name
+        assert f"{name} {percent(o[key])}" in done.stdout, name  # a share, as the accuracy: it was 1.0000
     assert f"on {result['n']} photos" in done.stdout
 
 

@@ -409,8 +409,14 @@ def _open_set_html(open_set: dict | None, png: bytes | None, through: list[dict]
         f"<h2>Pets versus neither</h2><p>{counted(open_set['n_pets'], 'photo')} of the model's classes, "
         f"{neither_photos} (not in the figures above).</p>"
     )
+    shares = ("neither_answered", "pets_turned_away", "fpr_at_95_tpr")  # percentages, as the accuracy above
+
+    def cell(key: str) -> str:
+        value = open_set.get(key)
+        return percent(value) if key in shares and value is not None else _fmt(value)
+
     rows = "".join(
-        f"<tr><th>{name}</th><td>{_fmt(open_set.get(key))}</td></tr>"
+        f"<tr><th>{name}</th><td>{cell(key)}</td></tr>"
         for name, key in (
             ("ROC AUC, pets versus neither", "roc_auc"),
             ("neither photos answered 'neither'", "neither_answered"),

@@ -168,12 +168,15 @@ def print_evaluation(result: dict) -> None:
             def fmt(value: float | None) -> str:
                 return "n/a" if value is None else f"{value:.4f}"
 
+            def share(value: float | None) -> str:  # a share of photos, as the accuracy above: "1.0000" beside "97.5%"
+                return "n/a" if value is None else percent(value)
+
             out.print(
-                f"  ROC AUC {fmt(o['roc_auc'])}  neither answered 'neither' {fmt(o['neither_answered'])}  "
-                f"pets turned away {fmt(o['pets_turned_away'])}  (threshold {o['threshold']:.4g})"
+                f"  ROC AUC {fmt(o['roc_auc'])}  neither answered 'neither' {share(o['neither_answered'])}  "
+                f"pets turned away {share(o['pets_turned_away'])}  (threshold {o['threshold']:.4g})"
             )
             out.print(
-                f"  FPR at 95% TPR {fmt(o['fpr_at_95_tpr'])} (neither photos scoring at least "
+                f"  FPR at 95% TPR {share(o['fpr_at_95_tpr'])} (neither photos scoring at least "
                 f"{fmt(o['score_at_95_tpr'])}, the P(cat or dog) that keeps 95% of pets)"
             )
     print_unreadable(out, result["unreadable"])
