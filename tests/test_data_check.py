@@ -940,6 +940,10 @@ def test_camera_raw_photos_are_not_called_no_images(samples_dir: Path, tmp_path:
     )
     assert f"2 .dng files: camera raw photos, which {read}" in text, text
     assert f"1 .cr2 file: a camera raw photo, which {read}" in text, text
+    # Their row was "not an image (note)", beside "a camera raw photo"; the .json's is still one.
+    kinds = {" ".join(line.split("│")[1].split()): line for line in text.splitlines() if "│" in line and "." in line}
+    assert [k for k, line in kinds.items() if "camera raw" in line] == ["camera raw photo (note)"], text
+    assert [k for k, line in kinds.items() if ".json" in line] == ["not an image (note)"], text
     predicted = run_catdog_in_process("predict", str(data / "cat" / "IMG_1.DNG"), "--json")
     assert json.loads(predicted.stdout)[0]["label"] == "cat", predicted.stdout
     assert "1 .json file: not an image; no command reads it" in text, text

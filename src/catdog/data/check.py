@@ -687,7 +687,9 @@ def summary(report: CheckReport, limit: int = 20) -> list:
         "blank image (note)": [(b["path"], "one colour, no detail: a blank frame?") for b in report.blank_images],
         "panorama (note)": [(p["path"], _panorama_note(p)) for p in report.panoramas],
         "several pictures (note)": [(f["path"], _first_frame_note(f)) for f in report.several_frames],
-        "not an image (note)": _by_extension(report.not_images),
+        # A camera's raw photo is an image, if not one train reads: "not an image" above "a camera raw photo" misled.
+        "camera raw photo (note)": _by_extension([f for f in report.not_images if f["extension"] in RAW_EXTENSIONS]),
+        "not an image (note)": _by_extension([f for f in report.not_images if f["extension"] not in RAW_EXTENSIONS]),
         "moved": [(q["path"], q["to"]) for q in report.quarantined if q["to"]],
         "not moved": [(q["path"], q["reason"]) for q in report.quarantined if not q["to"]],
     }
