@@ -231,7 +231,15 @@ def test_the_report_fits_a_phone(twelve_photos: Path, tmp_path: Path) -> None:
         missing("playwright (Python) is not installed: pip install -e '.[test]'")
     if not CHROMIUM.exists():
         missing(f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)")
-    report = evaluate(None, twelve_photos, out_dir=tmp_path / "report")["report"]
+    # A long name without a space (a phone's or a download's) in a mistake's caption and the unreadable list
+    # overflowed them: the page was over 1,000 px wide.
+    photos = tmp_path / "photos"
+    shutil.copytree(twelve_photos, photos)
+    long_name = "IMG_" + "0123456789" * 9
+    shutil.copy(next((twelve_photos / "cat").glob("*.jpg")), photos / "dog" / f"{long_name}.jpg")  # a mistake
+    (photos / "cat" / f"{long_name}.jpg").write_text("not a photo")
+    report = evaluate(None, photos, out_dir=tmp_path / "report")["report"]
+    assert f"{long_name}.jpg" in Path(report).read_text()
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM))
         try:

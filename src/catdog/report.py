@@ -326,7 +326,8 @@ def _html(metrics: dict, pngs: dict[str, bytes], mistakes: list[dict], through: 
 <html lang="en"><head><meta charset="utf-8"><title>catdog evaluation</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>
-body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #222; }}
+/* break-word, not anywhere: a long file name breaks, while the tables keep their numbers whole (and scroll). */
+body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #222; overflow-wrap: break-word; }}
 @media (max-width: 600px) {{ body {{ margin: 1rem; }} }}
 /* A block that scrolls: on a 375 px phone the per-class table made the whole page 455 px wide. */
 table {{ border-collapse: collapse; margin: 1rem 0; display: block; max-width: 100%; overflow-x: auto; }}
