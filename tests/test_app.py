@@ -612,6 +612,39 @@ def test_clear_results_drops_the_photos_still_queued(browser, playwright, server
         context.close()
 
 
+def test_clear_results_drops_the_photos_chosen_while_the_model_loads(browser, playwright, server, tmp_path, cat_photo):
+    """Photos chosen while the model still loaded waited for it outside the workers, so "Clear results" (which tells
+    the workers) missed them: cleared, all were computed once the model came. The model's model.json is held until
+    after the clear; then none of them is computed, and a photo chosen after is answered."""
+    photos = []
+    for i in range(6):
+        photos.append(tmp_path / f"cat{i}.jpg")
+        shutil.copy(cat_photo, photos[-1])
+    # No service worker: its own requests for the app's files are not the page's, and page.route sees only these.
+    context = browser.new_context(**playwright.devices[PHONE], bypass_csp=True, service_workers="block")
+    try:
+        page = context.new_page()
+        page.errors = []
+        page.on("pageerror", lambda err: page.errors.append(str(err)))
+        held: list = []
+        page.route("**/app/model.json", lambda route: held.append(route))  # answered after the clear
+        page.goto(server.url + "/app/")
+        page.set_input_files("#file-input", [str(p) for p in photos])
+        page.click("#clear")
+        while not held:
+            page.wait_for_timeout(50)
+        held[0].continue_()
+        page.evaluate("window.catdogApp.ready")
+        # Timings: one a photo computed, its card shown or not (the cleared ones were asked first, as the model came).
+        assert answers(page, [cat_photo])["cat.1.jpg"]["label"] == "cat"
+        computed = page.evaluate("window.catdogApp.timings.length")
+        assert computed == 1, f"{computed} photos computed: those cleared before the model came, and the new one"
+        assert page.locator("#results .card").count() == 1
+        assert not page.errors, page.errors
+    finally:
+        context.close()
+
+
 def test_a_photo_over_the_limit_is_refused_before_it_is_decoded(browser, playwright, server, tmp_path, cat_photo):
     """A phone's 200-MP photo (16320x12240, 800 MB decoded) was decoded whole before the app's 40-MP check, which a
     phone's tab may not survive. A JPEG and a PNG that size (valid files of one colour, 1.7 MB and 0.6 MB) are now

@@ -414,7 +414,10 @@ function card(file, before) {
 }
 
 async function classifyFile(file) {
+  const asked = clearings;
   await app.ready;
+  // Chosen while the model loaded, it waited here, not in a lane, and "Clear results" told only the lanes.
+  if (clearings !== asked) throw new Error("cleared before it was computed");
   return askModel({ type: "photo", name: file.name, blob: file });
 }
 app.classify = classifyFile;
