@@ -7,10 +7,12 @@ built-in model) skips on a developer's machine and fails under CI (``CI=true``, 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
 
@@ -243,6 +245,25 @@ def checkpoint_position(out: Path) -> tuple[int, int] | None:
     except (OSError, RuntimeError, EOFError, KeyError):
         return None
     return state["epoch"], state["step"]
+
+
+@contextlib.contextmanager
+def chromium() -> Iterator:
+    """Playwright's Chromium for a test of a page in a real browser; one missing fails under CI (a skip elsewhere)."""
+    from benchmarks.bench_app import CHROMIUM
+
+    try:
+        from playwright import sync_api
+    except ImportError:
+        missing("playwright (Python) is not installed: pip install -e '.[test]'")
+    if not CHROMIUM.exists():
+        missing(f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM))
+        try:
+            yield browser
+        finally:
+            browser.close()
 
 
 def require_the_app_in_chromium() -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_catdog_in_process
+from conftest import chromium, run_catdog_in_process
 
 FLIPPED = {"cat.3003.jpg": "dog", "cat.3021.jpg": "dog", "dog.3012.jpg": "cat"}
 
@@ -271,7 +271,7 @@ def test_the_cards_the_summary_announces_come_right_below_it(tmp_path: Path) -> 
     lost = [{"path": f"cat/{i}.jpg", "error": f"'cat/{i}.jpg' is empty (0 bytes)."} for i in range(300)]
     page = write_audit(AuditResult(40, ["cat", "dog"], 5, [flipped], 0.975, lost), tmp_path / "out").read_text()
     announced = page.index("the top 1 below")
-    assert announced < page.index("<figure>") < page.index("300 unreadable files, left out of the audit:"), page
+    assert announced < page.index("<figure") < page.index("300 unreadable files, left out of the audit:"), page
 
 
 def test_control_characters_in_a_name_are_shown_escaped_on_the_page(samples_dir: Path, tmp_path: Path) -> None:
@@ -288,3 +288,21 @@ def test_control_characters_in_a_name_are_shown_escaped_on_the_page(samples_dir:
     assert "\u202e" not in page and "\n.jpg" not in page, page
     assert 'alt="x\\u202egnp.jpg"' in page and "#1 x\\u202egnp.jpg<br>" in page, page
     assert "<li>&#x27;cat/a\\u202e\\n.jpg&#x27; is empty (0 bytes).</li>" in page, page
+
+
+def test_the_audit_page_fits_a_phone_and_follows_a_dark_colour_scheme(samples_dir: Path, tmp_path: Path) -> None:
+    """audit.html said no viewport, so a phone drew it 980 px wide and small, and it stayed black on white in a
+    dark colour scheme: it now has report.html's viewport and style. In real Chromium as a phone, dark."""
+    from catdog.audit import AuditResult, Suspect, write_audit
+
+    photo = tmp_path / "dog" / "cat.1.jpg"
+    photo.parent.mkdir()
+    shutil.copy(sorted((samples_dir / "cat").glob("*.jpg"))[0], photo)
+    report = write_audit(AuditResult(40, ["cat", "dog"], 5, [Suspect(str(photo), "dog", "cat", 0.9)], 0.975), tmp_path)
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 375, "height": 800}, is_mobile=True, color_scheme="dark")
+        page.goto(report.as_uri())
+        assert page.evaluate("[innerWidth, document.scrollingElement.scrollWidth]") == [375, 375]
+        body = page.evaluate("[getComputedStyle(document.body).color, getComputedStyle(document.body).backgroundColor]")
+        assert body == ["rgb(232, 232, 232)", "rgb(22, 22, 22)"]
+        assert page.evaluate("getComputedStyle(document.querySelector('figure')).width") == "210px"

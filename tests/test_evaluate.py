@@ -18,12 +18,19 @@ from PIL import Image
 from sklearn import metrics as skm
 
 from catdog.data.layout import DatasetError
-from catdog.evaluate import _corrupt, collect, compute_metrics, evaluate, expected_calibration_error, open_set_metrics
+from catdog.evaluate import (
+    _corrupt,
+    collect,
+    compute_metrics,
+    evaluate,
+    expected_calibration_error,
+    open_set_metrics,
+)
 from catdog.fsutil import percent
 from catdog.predict import Predictor
 from test_train import copy_dev_subset
 
-from conftest import run_catdog_in_process
+from conftest import chromium, run_catdog_in_process
 
 
 def test_metrics_match_scikit_learn_on_a_hand_made_case() -> None:
@@ -218,19 +225,10 @@ def test_a_small_evaluation_says_how_rough_its_accuracy_is(twelve_photos: Path, 
     assert few_photos_note(many) == [] and few_photos_note(many | {"n": FEW_PHOTOS - 1}) != []
 
 
-def test_the_report_fits_a_phone(twelve_photos: Path, tmp_path: Path) -> None:
-    """report.html was 455 px wide on a 375 px phone (its per-class table), and said no viewport, so a phone drew
-    it 980 px wide and small. In real Chromium as a phone: the page is no wider than the screen."""
-    from benchmarks.bench_app import CHROMIUM
-
-    from conftest import missing
-
-    try:
-        from playwright import sync_api
-    except ImportError:
-        missing("playwright (Python) is not installed: pip install -e '.[test]'")
-    if not CHROMIUM.exists():
-        missing(f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)")
+@pytest.fixture(scope="module")
+def phone_report(twelve_photos: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """report.html of the twelve photos, one of them a mistake and one unreadable, both with a long name."""
+    tmp_path = tmp_path_factory.mktemp("phone")
     # A long name without a space (a phone's or a download's) in a mistake's caption and the unreadable list
     # overflowed them: the page was over 1,000 px wide.
     photos = tmp_path / "photos"
@@ -238,16 +236,56 @@ def test_the_report_fits_a_phone(twelve_photos: Path, tmp_path: Path) -> None:
     long_name = "IMG_" + "0123456789" * 9
     shutil.copy(next((twelve_photos / "cat").glob("*.jpg")), photos / "dog" / f"{long_name}.jpg")  # a mistake
     (photos / "cat" / f"{long_name}.jpg").write_text("not a photo")
-    report = evaluate(None, photos, out_dir=tmp_path / "report")["report"]
-    assert f"{long_name}.jpg" in Path(report).read_text()
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM))
-        try:
-            page = browser.new_page(viewport={"width": 375, "height": 800}, is_mobile=True, has_touch=True)
-            page.goto(Path(report).as_uri())
-            assert page.evaluate("document.scrollingElement.scrollWidth") <= 375
-        finally:
-            browser.close()
+    report = Path(evaluate(None, photos, out_dir=tmp_path / "report")["report"])
+    assert f"{long_name}.jpg" in report.read_text()
+    return report
+
+
+def test_the_report_fits_a_phone(phone_report: Path) -> None:
+    """report.html was 455 px wide on a 375 px phone (its per-class table), and said no viewport, so a phone drew
+    it 980 px wide and small. In real Chromium as a phone: the page is no wider than the screen."""
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 375, "height": 800}, is_mobile=True, has_touch=True)
+        page.goto(phone_report.as_uri())
+        assert page.evaluate("document.scrollingElement.scrollWidth") <= 375
+
+
+# Each table's display, and the role, name and tab stop of the element around it.
+TABLES_JS = """[...document.querySelectorAll('table')].map(t => [getComputedStyle(t).display,
+    t.parentElement.getAttribute('role'), t.parentElement.getAttribute('aria-label'), t.parentElement.tabIndex])"""
+
+
+def test_the_reports_tables_stay_tables_and_scroll_in_a_named_region(phone_report: Path) -> None:
+    """The tables were styled display: block to scroll sideways on a phone, which takes their table semantics
+    away in some browsers (WebKit's VoiceOver reads a flat list of cells). Each is now a table, inside a named
+    region that scrolls and takes the keyboard's focus, and the page itself still never scrolls sideways."""
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 375, "height": 800}, is_mobile=True, has_touch=True)
+        page.goto(phone_report.as_uri())
+        assert page.evaluate(TABLES_JS) == [["table", "region", "Summary", 0], ["table", "region", "Per class", 0]]
+        tree = page.get_by_role("region", name="Per class").aria_snapshot()
+        assert "- table:" in tree and '- columnheader "precision"' in tree, tree
+        assert re.search(r'- row "cat [0-9.]+ ', tree) and '- cell "' in tree, tree
+        assert page.evaluate("document.scrollingElement.scrollWidth") <= 375
+
+
+# The computed colours of the page's text and background, a table cell's border and a plot's card.
+COLOURS_JS = """[getComputedStyle(document.body).color, getComputedStyle(document.body).backgroundColor,
+    getComputedStyle(document.querySelector('td')).borderTopColor,
+    getComputedStyle(document.querySelector('img[src^="data:image/png"]')).backgroundColor]"""
+
+
+def test_the_report_follows_a_dark_colour_scheme(phone_report: Path) -> None:
+    """report.html was black on white whatever the reader's scheme; in a dark one it is light on dark, its plots
+    (drawn black on white) on a white card, and audit.html shares the style."""
+    with chromium() as browser:
+        colours = {}
+        for scheme in ("light", "dark"):
+            page = browser.new_page(viewport={"width": 1280, "height": 800}, color_scheme=scheme)
+            page.goto(phone_report.as_uri())
+            colours[scheme] = page.evaluate(COLOURS_JS)
+    assert colours["light"] == ["rgb(34, 34, 34)", "rgb(255, 255, 255)", "rgb(204, 204, 204)", "rgb(255, 255, 255)"]
+    assert colours["dark"] == ["rgb(232, 232, 232)", "rgb(22, 22, 22)", "rgb(85, 85, 85)", "rgb(255, 255, 255)"]
 
 
 def test_no_photos_get_no_note_on_their_accuracy() -> None:
@@ -425,7 +463,8 @@ def test_report_shows_the_open_set_plot_and_figures(open_set_run: tuple[dict, Pa
     with Image.open(out / "open_set.png") as plot:
         assert plot.format == "PNG"
     page = (out / "report.html").read_text()
-    assert 'alt="open_set.png"' in page and "Pets versus neither" in page
+    assert "<figcaption>open_set.png</figcaption>" in page and "Pets versus neither" in page
+    assert 'alt="Histograms of P(cat or dog) for the pet photos and the neither photos' in page
     section = page[page.index("Pets versus neither") :]
     for key in ("roc_auc", "threshold"):
         assert f"<td>{o[key]:.4f}</td>" in section, key

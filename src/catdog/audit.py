@@ -327,13 +327,13 @@ def neither_note(result: AuditResult, lead: str = "") -> str:
 
 def write_audit(result: AuditResult, out_dir: str | os.PathLike, top: int = 100) -> Path:
     """``suspects.json`` (every suspect) and ``audit.html`` (the top ones with thumbnails); returns the HTML path."""
-    from catdog.report import thumbnail_data_uri
+    from catdog.report import PAGE_STYLE, thumbnail_data_uri
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "suspects.json", json_text(result.to_dict()) + "\n")
     cards = "".join(
-        f'<figure><img src="{thumbnail_data_uri(s.path) or ""}" alt="{html_text(Path(s.path).name)}">'
+        f'<figure class="suspect"><img src="{thumbnail_data_uri(s.path) or ""}" alt="{html_text(Path(s.path).name)}">'
         f"<figcaption>#{rank} {html_text(Path(s.path).name)}<br>labelled <b>{html_text(s.label)}</b>, "
         f"looks like <b>{html_text(s.suggested)}</b> ({percent(s.confidence)})</figcaption></figure>"
         for rank, s in enumerate(result.suspects[:top], 1)
@@ -353,9 +353,8 @@ def write_audit(result: AuditResult, out_dir: str | os.PathLike, top: int = 100)
         )
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>catdog data audit</title>
-<style>body {{ font-family: system-ui, sans-serif; margin: 2rem; }}
-figure {{ display: inline-block; width: 210px; margin: .5rem; vertical-align: top; font-size: .8rem; }}
-img {{ max-width: 100%; }}</style></head><body>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>{PAGE_STYLE}</style></head><body>
 <h1>Photos most likely mislabelled</h1>
 <p>Photos <code>{html_text(result.data)}</code>, judged by the features of <code>{html_text(result.model)}</code>.</p>
 <p>{html_text(summary)}

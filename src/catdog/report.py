@@ -44,6 +44,32 @@ ROC_AUC_MEANS = (
     "each class first, 0.5 for guessing, whatever threshold would turn them into answers (with more than two "
     "classes, the mean over the classes of each against the rest)."
 )
+# The look of report.html and of audit.html (a suspect is its card), in light and dark.
+PAGE_STYLE = """
+:root { color-scheme: light dark; }
+/* break-word, not anywhere: a long file name breaks, while the tables keep their numbers whole (and scroll). */
+body { font-family: system-ui, sans-serif; margin: 2rem; color: #222; background: #fff; overflow-wrap: break-word; }
+a { color: #0645ad; }
+@media (max-width: 600px) { body { margin: 1rem; } }
+p { max-width: 60rem; }  /* lines a reader can follow on a wide screen */
+/* The scrolling is the wrapper's: a table styled display: block stops being a table to a screen reader. */
+.scroll { max-width: 100%; overflow-x: auto; margin: 1rem 0; }
+table { border-collapse: collapse; }
+td, th { border: 1px solid #ccc; padding: .3rem .6rem; text-align: right; }
+/* A cell is never broken over lines ("0.875 (12% neither)" took three on a phone): the table scrolls. */
+td { white-space: nowrap; }
+figure { display: inline-block; margin: .5rem; vertical-align: top; }
+figure.mistake, figure.suspect { width: 210px; font-size: .8rem; }
+img { max-width: 100%; height: auto; }
+/* The plots are drawn on white: a white card around them keeps their black text readable on a dark page. */
+img.plot { box-sizing: border-box; background: #fff; padding: .4rem; border-radius: 4px; }
+@media (prefers-color-scheme: dark) {
+  body { color: #e8e8e8; background: #161616; }
+  td, th { border-color: #555; }
+  a { color: #8ab4f8; }
+}
+"""
+
 ECE_MEANS = (
     "ECE (expected calibration error) sorts the photos into bins by the model's confidence (its highest class "
     "probability) and averages the gap between each bin's mean confidence and its accuracy, weighted by the "
@@ -231,6 +257,29 @@ def _uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode()
 
 
+# What each plot shows, for a screen reader: its file name alone ("roc.png") said nothing.
+PLOT_ALT = {
+    "confusion_matrix.png": "Confusion matrix: how many photos of each class (rows) got each answer (columns)",
+    "roc.png": "ROC curve: true positive rate against false positive rate",
+    "reliability.png": "Reliability diagram: accuracy against the model's confidence",
+    "robustness.png": "Accuracy under each corruption, clean and at severities 1 to 3",
+    "open_set.png": "Histograms of P(cat or dog) for the pet photos and the neither photos, the threshold marked",
+}
+
+
+def _plot(name: str, png: bytes) -> str:
+    """A plot on its white card, captioned with the name of its file beside report.html."""
+    alt = html.escape(PLOT_ALT[name])
+    return f'<figure><img class="plot" src="{_uri(png)}" alt="{alt}"><figcaption>{name}</figcaption></figure>'
+
+
+def scrolling_table(rows: str, label: str) -> str:
+    """A table that scrolls sideways inside a named region on a narrow screen, and stays a table to a screen reader."""
+    return (
+        f'<div class="scroll" role="region" aria-label="{html.escape(label)}" tabindex="0"><table>{rows}</table></div>'
+    )
+
+
 def _fmt(value) -> str:
     if isinstance(value, list):  # an interval
         return "–".join(_fmt(end) for end in value)
@@ -259,6 +308,10 @@ def write_report(out_dir: str | os.PathLike, evaluation, metrics: dict) -> Path:
     page = _html(metrics, pngs, mistakes, let_through(evaluation))
     atomic_write_text(out / "report.html", utf8_safe(page))  # the names in it; a lone surrogate cannot be written
     return out / "report.html"
+
+
+ROBUSTNESS_HEAD = "<tr><th>corruption</th><th>severity 1</th><th>2</th><th>3</th></tr>"
+PER_CLASS_HEAD = "<tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>"
 
 
 def _html(metrics: dict, pngs: dict[str, bytes], mistakes: list[dict], through: list[dict] = ()) -> str:
@@ -290,10 +343,7 @@ def _html(metrics: dict, pngs: dict[str, bytes], mistakes: list[dict], through: 
         )
     )
     summary += f"<tr><th>unreadable files</th><td>{len(metrics['unreadable'])}</td></tr>"
-    plots = "".join(
-        f'<figure><img src="{_uri(pngs[name])}" alt="{name}"><figcaption>{name}</figcaption></figure>'
-        for name in ("confusion_matrix.png", "roc.png", "reliability.png")
-    )
+    plots = "".join(_plot(name, pngs[name]) for name in ("confusion_matrix.png", "roc.png", "reliability.png"))
     gallery = ""
     for item in mistakes:
         uri = thumbnail_data_uri(item["path"]) or ""
@@ -317,32 +367,22 @@ def _html(metrics: dict, pngs: dict[str, bytes], mistakes: list[dict], through: 
             f"<h2>Robustness</h2><p>{counted(r['n'], 'photo')} of the model's classes; clean accuracy "
             f"{robustness_cell(r['clean'], r['clean_neither'])}. A photo answered 'neither' (the gate: its share is "
             "in brackets) or 'unsure' counts as wrong.</p>"
-            f"<table><tr><th>corruption</th><th>severity 1</th><th>2</th><th>3</th></tr>{body}</table>"
-            f'<figure><img src="{_uri(pngs["robustness.png"])}" alt="robustness.png"></figure>'
+            + scrolling_table(ROBUSTNESS_HEAD + body, "Robustness")
+            + _plot("robustness.png", pngs["robustness.png"])
         )
     open_set = _open_set_html(metrics.get("open_set"), pngs.get("open_set.png"), through)
     unreadable = "".join(f"<li>{html_text(u['error'])}</li>" for u in metrics["unreadable"])  # it names the file
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>catdog evaluation</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<style>
-/* break-word, not anywhere: a long file name breaks, while the tables keep their numbers whole (and scroll). */
-body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #222; overflow-wrap: break-word; }}
-@media (max-width: 600px) {{ body {{ margin: 1rem; }} }}
-/* A block that scrolls: on a 375 px phone the per-class table made the whole page 455 px wide. */
-table {{ border-collapse: collapse; margin: 1rem 0; display: block; max-width: 100%; overflow-x: auto; }}
-td, th {{ border: 1px solid #ccc; padding: .3rem .6rem; text-align: right; }}
-figure {{ display: inline-block; margin: .5rem; vertical-align: top; }}
-figure.mistake {{ width: 210px; font-size: .8rem; }}
-img {{ max-width: 100%; }}
-</style></head><body>
+<style>{PAGE_STYLE}</style></head><body>
 <h1>catdog evaluation</h1>
 {_what_was_measured(metrics)}
-<table>{summary}</table>
+{scrolling_table(summary, "Summary")}
 <p>{html.escape(LOG_LOSS_MEANS)} {html.escape(ROC_AUC_MEANS)} {html.escape(ECE_MEANS)}</p>
 <p>{_what_is_counted(metrics)}</p>
 <h2>Per class</h2>
-<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>{rows}</table>
+{scrolling_table(PER_CLASS_HEAD + rows, "Per class")}
 <h2>Plots</h2>{plots}
 <h2>Most confidently wrong</h2>{gallery or "<p>No mistakes.</p>"}
 {open_set}
@@ -427,7 +467,6 @@ def _open_set_html(open_set: dict | None, png: bytes | None, through: list[dict]
             ("threshold: 'neither' below this P(cat or dog)", "threshold"),
         )
     )
-    figure = f'<figure><img src="{_uri(png)}" alt="open_set.png"><figcaption>open_set.png</figcaption></figure>'
     # The pets turned away are among the confident mistakes above; the non-pets let through only here.
     gallery = "".join(
         f'<figure class="mistake"><img src="{thumbnail_data_uri(item["path"]) or ""}" '
@@ -436,4 +475,5 @@ def _open_set_html(open_set: dict | None, png: bytes | None, through: list[dict]
         for item in through
     )
     let_in = f"<h3>'neither' photos answered as a pet</h3>{gallery or '<p>None.</p>'}"
-    return head + f"<table>{rows}</table>" + (figure if png else "") + let_in
+    figure = _plot("open_set.png", png) if png else ""
+    return head + scrolling_table(rows, "Pets versus neither") + figure + let_in
