@@ -19,6 +19,7 @@ from sklearn import metrics as skm
 
 from catdog.data.layout import DatasetError
 from catdog.evaluate import (
+    Evaluation,
     _corrupt,
     collect,
     compute_metrics,
@@ -472,6 +473,20 @@ def test_report_shows_the_open_set_plot_and_figures(open_set_run: tuple[dict, Pa
     for key in ("neither_answered", "pets_turned_away", "fpr_at_95_tpr"):
         assert f"<td>{percent(o[key])}</td>" in section, key
     assert json.loads((out / "metrics.json").read_text())["open_set"] == o
+
+
+def test_the_open_set_plots_legend_lies_off_its_data() -> None:
+    """The legend sat inside the plot at its top centre, over the threshold line at 0.5 and the bars near it (on
+    the built-in model's scores of 40 pets and 71 non-pets): it now lies outside the axes."""
+    from catdog.report import open_set_figure
+
+    scores = np.array([0.99] * 38 + [0.55, 0.45] + [0.01] * 69)
+    truth = ["cat"] * 40 + ["neither"] * 69
+    evaluation = Evaluation(["cat", "dog"], [""] * len(truth), truth, np.zeros((len(truth), 2)), truth, [], scores)
+    figure = open_set_figure(evaluation, {"threshold": 0.5, "score_at_95_tpr": 0.98, "roc_auc": 1.0})
+    figure.canvas.draw()
+    legend, axes = figure.axes[0].get_legend().get_window_extent(), figure.axes[0].get_window_extent()
+    assert not legend.overlaps(axes), (legend, axes)
 
 
 def test_the_report_shows_the_non_pets_let_through(open_set_dir: Path, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 from sklearn import metrics as skm  # noqa: E402
 from sklearn.calibration import calibration_curve  # noqa: E402
 
@@ -156,6 +157,11 @@ def robustness_png(robust: dict) -> bytes:
 
 def open_set_png(evaluation, open_set: dict) -> bytes:
     """Histograms of the gate's P(cat or dog) for pet photos and `neither` photos, the threshold marked."""
+    return _png(open_set_figure(evaluation, open_set))
+
+
+def open_set_figure(evaluation, open_set: dict) -> Figure:
+    """The figure of :func:`open_set_png`, open (a test measures where its legend lies)."""
     scores = evaluation.pet_score
     neither = evaluation.is_neither
     bins = np.linspace(0.0, 1.0, 41)
@@ -170,14 +176,15 @@ def open_set_png(evaluation, open_set: dict) -> bytes:
     if open_set.get("score_at_95_tpr") is not None:
         ax.axvline(open_set["score_at_95_tpr"], color="grey", linestyle=":", label="95% of pets kept")
     ax.set_yscale("log")  # the tails (a non-pet that scores high, a pet that scores low) are what matter
-    ax.set_ylim(0.5 / max(1, len(scores)), 4.0)  # room above for the legend
+    ax.set_ylim(0.5 / max(1, len(scores)), 1.5)  # a share is at most 1
     ax.set_xlim(0, 1)
     ax.set_xlabel("P(cat or dog)")
     ax.set_ylabel("share of the group's photos")
     auc = open_set.get("roc_auc")
     ax.set_title(f"Pets versus neither (ROC AUC {auc:.4f})" if auc is not None else "Pets versus neither")
-    ax.legend(loc="upper center", fontsize=8)
-    return _png(fig)
+    # Below the axes: inside, "upper center" sat on the threshold line at 0.5 and any bar near it.
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=8, frameon=False)
+    return fig
 
 
 def confident_mistakes(evaluation, k: int = GALLERY_SIZE) -> list[dict]:
