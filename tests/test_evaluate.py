@@ -289,6 +289,18 @@ def test_the_report_follows_a_dark_colour_scheme(phone_report: Path) -> None:
     assert colours["dark"] == ["rgb(232, 232, 232)", "rgb(22, 22, 22)", "rgb(85, 85, 85)", "rgb(255, 255, 255)"]
 
 
+def test_the_report_prints_dark_on_white_in_a_dark_colour_scheme(phone_report: Path) -> None:
+    """Chromium keeps a dark colour scheme while it prints, and prints no backgrounds by default: the dark style
+    put light grey text on white paper. It is the screen's alone; a print is the light page's."""
+    with chromium() as browser:
+        page = browser.new_page(color_scheme="dark")
+        page.goto(phone_report.as_uri())
+        page.emulate_media(media="print")
+        assert page.evaluate("matchMedia('(prefers-color-scheme: dark)').matches")  # the scheme is still dark
+        colours = page.evaluate(COLOURS_JS)
+    assert colours == ["rgb(34, 34, 34)", "rgb(255, 255, 255)", "rgb(204, 204, 204)", "rgb(255, 255, 255)"]
+
+
 def test_no_photos_get_no_note_on_their_accuracy() -> None:
     """With no photo there is no accuracy (compute_metrics gives None for it and its interval) and nothing to say
     of how rough it is: the note unpacked the missing interval and failed. evaluate refuses such data before it."""

@@ -45,9 +45,14 @@ ROC_AUC_MEANS = (
     "each class first, 0.5 for guessing, whatever threshold would turn them into answers (with more than two "
     "classes, the mean over the classes of each against the rest)."
 )
+ECE_MEANS = (
+    "ECE (expected calibration error) sorts the photos into bins by the model's confidence (its highest class "
+    "probability) and averages the gap between each bin's mean confidence and its accuracy, weighted by the "
+    "bin's photos: 0 when the photos it is 90% sure of are right 90% of the time."
+)
 # The look of report.html and of audit.html (a suspect is its card), in light and dark.
 PAGE_STYLE = """
-:root { color-scheme: light dark; }
+:root { color-scheme: light; }
 /* break-word, not anywhere: a long file name breaks, while the tables keep their numbers whole (and scroll). */
 body { font-family: system-ui, sans-serif; margin: 2rem; color: #222; background: #fff; overflow-wrap: break-word; }
 a { color: #0645ad; }
@@ -64,18 +69,14 @@ figure.mistake, figure.suspect { width: 210px; font-size: .8rem; }
 img { max-width: 100%; height: auto; }
 /* The plots are drawn on white: a white card around them keeps their black text readable on a dark page. */
 img.plot { box-sizing: border-box; background: #fff; padding: .4rem; border-radius: 4px; }
-@media (prefers-color-scheme: dark) {
+/* On screen only: a browser printing in a dark scheme would put light text on white paper. */
+@media screen and (prefers-color-scheme: dark) {
+  :root { color-scheme: dark; }
   body { color: #e8e8e8; background: #161616; }
   td, th { border-color: #555; }
   a { color: #8ab4f8; }
 }
 """
-
-ECE_MEANS = (
-    "ECE (expected calibration error) sorts the photos into bins by the model's confidence (its highest class "
-    "probability) and averages the gap between each bin's mean confidence and its accuracy, weighted by the "
-    "bin's photos: 0 when the photos it is 90% sure of are right 90% of the time."
-)
 
 
 def _png(fig) -> bytes:
