@@ -499,6 +499,9 @@ def test_the_open_set_plots_legend_lies_off_its_data() -> None:
     figure.canvas.draw()
     legend, axes = figure.axes[0].get_legend().get_window_extent(), figure.axes[0].get_window_extent()
     assert not legend.overlaps(axes), (legend, axes)
+    # Below the axes, it must also clear the x axis's tick labels and its label "P(cat or dog)".
+    x_axis = figure.axes[0].xaxis.get_tightbbox()
+    assert not legend.overlaps(x_axis), (legend, x_axis)
 
 
 def test_the_report_shows_the_non_pets_let_through(open_set_dir: Path, tmp_path: Path) -> None:
