@@ -496,8 +496,8 @@ def test_a_file_that_is_not_a_photo_gets_one_sentence(browser, playwright, serve
 def test_text_svg_and_xml_are_worded_as_the_server_words_them(browser, playwright, server, tmp_path) -> None:
     """The app called any UTF-8 file "text", an SVG drawing (which "Choose photos" offers as an image) and an XML
     file too, where catdog.images calls them an SVG file and XML; and a Japanese note, cut by the 64 bytes looked
-    at inside a character, was text to neither. Each is now worded as the server's page words it (an SVG, which
-    the app cannot read either, as the app words the formats it does not read)."""
+    at inside a character, was text to neither. Each is now worded as the server's page words it (an SVG too:
+    test_psd_ico_tiff_and_heic_are_named_as_the_server_names_them)."""
     note, drawing, feed = tmp_path / "note.jpg", tmp_path / "drawing.svg", tmp_path / "feed.jpg"
     note.write_bytes(("猫と犬の写真についてのメモです。" * 5).encode())
     drawing.write_text(
@@ -510,8 +510,41 @@ def test_text_svg_and_xml_are_worded_as_the_server_words_them(browser, playwrigh
         for photo in (note, feed):
             assert said[photo.name]["error"] == server_sentence(photo), said
         assert said["note.jpg"]["error"] == "'note.jpg' is not an image: its content is text.", said
-        unread = "'drawing.svg' is not an image the app can read (it reads JPEG, PNG, WebP, GIF, BMP and AVIF)."
+        unread = "'drawing.svg' is an SVG file, an unsupported format; use JPEG, PNG, WebP, GIF, BMP or AVIF."
         assert said["drawing.svg"]["error"] == unread, said
+    finally:
+        context.close()
+
+
+def test_psd_ico_tiff_and_heic_are_named_as_the_server_names_them(browser, playwright, server, tmp_path, cat_photo):
+    """The server names a PSD, an ICO or an SVG ("'x' is a PSD file, an unsupported format; use ..."); the app said
+    "not an image the app can read (it reads JPEG, ...)" of each, and of a TIFF or a phone's HEIC, which catdog
+    predict reads and a browser does not. Each is named now, in the server's words, with the app's own formats;
+    a TIFF and a HEIC say where they are read."""
+    cat = Image.open(cat_photo)
+    files = {
+        "layers.psd": b"8BPS" + bytes(60),  # test_serve's PSD (Pillow writes none)
+        "favicon.ico": encode(cat.resize((64, 64)), "ICO"),
+        "scan.tif": encode(cat, "TIFF"),
+        "IMG_0001.HEIC": encode(cat, "HEIF"),
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    use = "use JPEG, PNG, WebP, GIF, BMP or AVIF"
+    context, page = phone(browser, playwright, server.url + "/app/")
+    try:
+        said = answers(page, [tmp_path / name for name in files])
+        for name in ("layers.psd", "favicon.ico"):
+            by_server = server_sentence(tmp_path / name)
+            assert by_server.startswith(said[name]["error"].removesuffix(f"{use}.")), (by_server, said)
+        assert said["layers.psd"]["error"] == f"'layers.psd' is a PSD file, an unsupported format; {use}.", said
+        assert said["favicon.ico"]["error"] == f"'favicon.ico' is an ICO file, an unsupported format; {use}.", said
+        for name, kind in (("scan.tif", "a TIFF"), ("IMG_0001.HEIC", "a HEIC")):
+            assert said[name]["error"] == (
+                f"'{name}' is {kind} file, which this browser cannot read; {use}, or the server's page "
+                "(catdog serve), which reads it."
+            ), said
+        assert not page.errors
     finally:
         context.close()
 
@@ -708,8 +741,8 @@ def test_other_formats_over_the_limit_are_refused_before_they_are_decoded(
             assert said[photo.name] == {"error": f"'{photo.name}' has 48.0 megapixels, over the 40 megapixel limit."}
         assert decoded() == 0
         said = answers(page, [tmp_path / "icon.ico"])
-        assert said == {"icon.ico": {"error": "'icon.ico' is not an image the app can read (it reads JPEG, PNG, "
-                                              "WebP, GIF, BMP and AVIF)."}}  # fmt: skip
+        assert said == {"icon.ico": {"error": "'icon.ico' is an ICO file, an unsupported format; use JPEG, PNG, "
+                                              "WebP, GIF, BMP or AVIF."}}  # fmt: skip
         assert decoded() == 0
         said = answers(page, [tmp_path / f"small-{name}" for name in kinds])
         assert all("label" in answer for answer in said.values()), said

@@ -255,8 +255,8 @@ const READABLE = ["JPEG", "PNG", "WebP", "GIF", "BMP", "AVIF"]; // what the app 
 const AVIF_BRANDS = ["avif", "avis"];
 const HEIF_BRANDS = ["heic", "heix", "heim", "heis", "hevc", "hevx", "mif1", "msf1"];
 
-// "JPEG", "PNG", "GIF", "WebP", "BMP", "AVIF", "HEIF", "ZIP", "GZIP", "PDF", "HTML", "SVG", "XML", "TEXT", or null:
-// what the first HEAD_BYTES bytes say.
+// "JPEG", "PNG", "GIF", "WebP", "BMP", "TIFF", "PSD", "ICO", "AVIF", "HEIF", "ZIP", "GZIP", "PDF", "HTML", "SVG",
+// "XML", "TEXT", or null: what the first HEAD_BYTES bytes say.
 function formatOf(head) {
   const text = ascii(head, 0, head.length);
   if (head[0] === 0xff && head[1] === 0xd8 && head[2] === 0xff) return "JPEG";
@@ -264,6 +264,10 @@ function formatOf(head) {
   if (text.startsWith("GIF8")) return "GIF";
   if (text.startsWith("RIFF") && text.slice(8, 12) === "WEBP") return "WebP";
   if (text.startsWith("BM")) return "BMP";
+  // Formats the browser does not read (or the app cannot size): named, as catdog.images.sniff_format names them.
+  if (text.startsWith("II*\x00") || text.startsWith("MM\x00*")) return "TIFF";
+  if (text.startsWith("8BPS")) return "PSD";
+  if (text.startsWith("\x00\x00\x01\x00")) return "ICO";
   if (text.slice(4, 8) === "ftyp") {
     // The box's size (its first 4 bytes) ends the brands; a size too small to hold one leaves the major brand.
     const size = new DataView(head.buffer, head.byteOffset, 4).getUint32(0);
@@ -308,7 +312,23 @@ function whyUnreadable(name, blob, format) {
   if (["TEXT", "HTML", "XML", "ZIP", "GZIP", "PDF"].includes(format)) {
     return `'${name}' is not an image: its content is ${format === "TEXT" ? "text" : format}.`;
   }
-  return `'${name}' is not an image the app can read (it reads JPEG, PNG, WebP, GIF, BMP and AVIF).`;
+  return unsupported(name, format) ||
+    `'${name}' is not an image the app can read (it reads JPEG, PNG, WebP, GIF, BMP and AVIF).`;
+}
+
+const READ_LIST = "JPEG, PNG, WebP, GIF, BMP or AVIF";
+
+// A format the app knows but does not read, named as catdog.images names it ("'x' is a PSD file, an unsupported
+// format; use ..."): a phone's HEIC or a TIFF, which catdog predict and the server's page do read, says so.
+function unsupported(name, format) {
+  const known = { PSD: "PSD", ICO: "ICO", SVG: "SVG", TIFF: "TIFF", HEIF: "HEIC" }[format];
+  if (!known) return null;
+  const article = "AEIOS".includes(known[0]) ? "an" : "a"; // an ICO, an SVG, a PSD, as catdog.images says
+  if (known === "TIFF" || known === "HEIC") {
+    return `'${name}' is ${article} ${known} file, which this browser cannot read; use ${READ_LIST}, or the ` +
+      "server's page (catdog serve), which reads it.";
+  }
+  return `'${name}' is ${article} ${known} file, an unsupported format; use ${READ_LIST}.`;
 }
 
 // A photo's width and height from its header, before it is decoded: a 200-MP photo decodes to 800 MB, which a
