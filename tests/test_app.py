@@ -968,6 +968,28 @@ def test_a_camera_taken_away_or_in_the_background_stops(playwright, server, dev_
         b.close()
 
 
+def test_the_first_camera_answer_gives_no_rate_of_0_fps(browser, playwright, server) -> None:
+    """A rate needs two answers: under the first camera answer the app said "0.0 fps", which on a phone read as a
+    camera that does not work. The first answer's line gives the model's and preprocessing's times alone; the next
+    ones the rate before them. Every text of the line, from the Start, is recorded."""
+    context, page = phone(browser, playwright, server.url + "/app/")
+    try:
+        page.evaluate(
+            """() => { window.infoLines = []; const info = document.getElementById('live-info');
+            new MutationObserver(() => info.textContent && window.infoLines.push(info.textContent))
+                .observe(info, { childList: true, characterData: true, subtree: true }); }"""
+        )
+        page.click("#camera-start")
+        page.wait_for_function("window.catdogApp.frames.length >= 3", timeout=60_000, polling=100)
+        page.click("#camera-stop")
+        lines = page.evaluate("window.infoLines")
+        assert re.fullmatch(r"model \d+ ms · preprocessing \d+ ms", lines[0]), lines
+        assert all(re.fullmatch(r"\d+\.\d fps · model \d+ ms · preprocessing \d+ ms", line) for line in lines[1:])
+        assert not any(line.startswith("0.0 fps") for line in lines), lines
+    finally:
+        context.close()
+
+
 def test_start_clicked_twice_while_the_camera_starts_opens_one_stream(browser, playwright, server) -> None:
     """Start clicked again while the browser was still asking for the camera asked for a second stream; the first
     was never stopped, so the camera stayed on after Stop. A click while the camera starts now does nothing."""

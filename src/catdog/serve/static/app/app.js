@@ -586,8 +586,9 @@ function showFrame({ prediction, prepMs, inferMs }, seq, sent, grabbedAt) {
   const looks = $("live-looks");
   looks.textContent = globalThis.catdogShares.looksLine(prediction);
   looks.hidden = !looks.textContent;
-  $("live-info").textContent = `${fps.toFixed(1)} fps · model ${inferMs.toFixed(0)} ms · preprocessing ` +
-    `${prepMs.toFixed(0)} ms`;
+  // A rate needs two answers: the first frame's "0.0 fps" read as a camera that does not work.
+  const timing = `model ${inferMs.toFixed(0)} ms · preprocessing ${prepMs.toFixed(0)} ms`;
+  $("live-info").textContent = gaps.length ? `${fps.toFixed(1)} fps · ${timing}` : timing;
   $("live-info").dataset.fps = fps.toFixed(2);
 }
 
