@@ -968,6 +968,35 @@ def test_a_camera_taken_away_or_in_the_background_stops(playwright, server, dev_
         b.close()
 
 
+def test_a_photo_or_the_camera_waiting_for_an_answer_says_so(browser, playwright, server, cat_photo) -> None:
+    """A photo chosen while the model still downloaded showed "…" under its name, and the camera "…" alone until
+    its first answer: nothing said what was awaited. As on the server's page, a card says "Classifying…" and the
+    camera "Camera on: classifying the first frame…". model.json is held to keep the photo waiting."""
+    context = browser.new_context(**playwright.devices[PHONE], bypass_csp=True, service_workers="block")
+    try:
+        page = context.new_page()
+        held: list = []
+        page.route("**/app/model.json", lambda route: held.append(route))
+        page.goto(server.url + "/app/")
+        page.set_input_files("#file-input", [str(cat_photo)])
+        assert page.locator("#results .card .answer").inner_text() == "Classifying…"
+        while not held:
+            page.wait_for_timeout(50)
+        held[0].continue_()
+        page.evaluate("window.catdogApp.ready")
+        page.evaluate(
+            """() => { window.infoLines = []; const info = document.getElementById('live-info');
+            new MutationObserver(() => window.infoLines.push(info.textContent))
+                .observe(info, { childList: true, characterData: true, subtree: true }); }"""
+        )
+        page.click("#camera-start")
+        page.wait_for_function("window.catdogApp.frames.length >= 1", timeout=60_000, polling=100)
+        page.click("#camera-stop")
+        assert page.evaluate("window.infoLines")[0] == "Camera on: classifying the first frame…"
+    finally:
+        context.close()
+
+
 def test_the_first_camera_answer_gives_no_rate_of_0_fps(browser, playwright, server) -> None:
     """A rate needs two answers: under the first camera answer the app said "0.0 fps", which on a phone read as a
     camera that does not work. The first answer's line gives the model's and preprocessing's times alone; the next
@@ -982,7 +1011,7 @@ def test_the_first_camera_answer_gives_no_rate_of_0_fps(browser, playwright, ser
         page.click("#camera-start")
         page.wait_for_function("window.catdogApp.frames.length >= 3", timeout=60_000, polling=100)
         page.click("#camera-stop")
-        lines = page.evaluate("window.infoLines")
+        lines = page.evaluate("window.infoLines")[1:]  # after "Camera on: classifying the first frame…"
         assert re.fullmatch(r"model \d+ ms · preprocessing \d+ ms", lines[0]), lines
         assert all(re.fullmatch(r"\d+\.\d fps · model \d+ ms · preprocessing \d+ ms", line) for line in lines[1:])
         assert not any(line.startswith("0.0 fps") for line in lines), lines

@@ -404,7 +404,8 @@ function card(file, before) {
   const body = document.createElement("div");
   body.className = "body";
   // In the server page's order: the answer, what a `neither` photo looks like, then the shares.
-  body.innerHTML = '<div class="name"></div><div class="answer">…</div><div class="looks" hidden></div>' +
+  // "Classifying…", the page's word: a bare "…" said nothing while the model still downloaded.
+  body.innerHTML = '<div class="name"></div><div class="answer">Classifying…</div><div class="looks" hidden></div>' +
     '<div class="probs"></div><div class="error" hidden></div>';
   body.querySelector(".name").textContent = file.name;
   body.querySelector(".name").id = nameId;
@@ -640,7 +641,7 @@ async function startCamera() {
   delete $("live-label").dataset.label;
   $("live-confidence").textContent = "";
   $("live-looks").hidden = true;
-  $("live-info").textContent = "";
+  $("live-info").textContent = "Camera on: classifying the first frame…"; // the page's line: not "…" alone
   handOver($("camera-start"), $("camera-stop"));
   $("live").scrollIntoView({ block: "nearest" }); // the answer on screen (landscape)
   app.frames = [];
