@@ -1189,7 +1189,8 @@ def test_an_interrupted_camera_keeps_its_sentence_and_dims_until_a_new_answer(br
     """While the camera was interrupted, a frame's error (a frame taken before) took the sentence saying so away,
     as the server's page no longer does; interrupted before any answer (a camera that starts muted), the app said
     "Paused: the answer shown is from before ..." with none shown; at unmute the old answer was at full brightness
-    until the next. The sentence stays, the line needs an answer, and the old one is dimmed until a new one."""
+    until the next. The sentence stays, the line needs an answer, and the old one is dimmed until a new one; the
+    line under it says "Camera back: classifying…" (it was empty), as on the page."""
     context, page = held_phone(browser, playwright, server)
     try:
         page.evaluate("window.held.answers = []")
@@ -1205,6 +1206,8 @@ def test_an_interrupted_camera_keeps_its_sentence_and_dims_until_a_new_answer(br
         assert page.locator("#live-info").inner_text() == LIVE_PAUSED
         page.evaluate(f"{TRACK}.dispatchEvent(new Event('unmute'))")
         assert page.evaluate(LIVE_OPACITY) == "0.45", "the answer from before the interruption shown as if new"
+        # The camera back, its answers held: the line says so, as the page's does (it was empty under the old one).
+        assert page.locator("#live-info").inner_text() == "Camera back: classifying…"
         _a_new_answer_ends_the_dimming(page)
     finally:
         context.close()

@@ -558,7 +558,8 @@ function pauseLive(paused) {
     $("live-info").textContent = "label" in $("live-label").dataset ? globalThis.catdogShares.livePaused : "";
     delete $("live-info").dataset.fps;
   } else {
-    $("live-info").textContent = "";
+    // The page's line: a dimmed answer over an empty line said nothing of the camera being back. Not after Stop.
+    $("live-info").textContent = stream ? "Camera back: classifying…" : "";
     grab();
   }
 }
