@@ -30,7 +30,7 @@ from PIL import Image
 from benchmarks.bench_app import BROWSER_ARGS, CHROMIUM, PHONE, WEBGPU_ARGS, static_server, write_y4m
 from catdog import webapp
 from catdog.fsutil import printable
-from catdog.images import ImageError, decode
+from catdog.images import ImageError, decode, sniff_format
 from test_browser import run_clock_until_asked
 
 from conftest import missing, require_the_app_in_chromium, run_catdog_in_process
@@ -545,6 +545,24 @@ def test_psd_ico_tiff_and_heic_are_named_as_the_server_names_them(browser, playw
                 "(catdog serve), which reads it."
             ), said
         assert not page.errors
+    finally:
+        context.close()
+
+
+def test_a_heic_whose_ftyp_box_is_256_bytes_is_no_ico(browser, playwright, server, tmp_path, cat_photo) -> None:
+    """An ftyp box of 256 bytes (a HEIC or an AVIF with many compatible brands) starts with 00 00 01 00, an ICO's
+    signature: the app looked for an ICO before the brands and called such a photo "an ICO file", where
+    catdog.images (which looks at the brands first) calls it a HEIF. The app looks in sniff_format's order now."""
+    heic = encode(Image.open(cat_photo), "HEIF")
+    size = struct.unpack(">I", heic[:4])[0]
+    assert heic[4:8] == b"ftyp" and size < 256
+    padded = struct.pack(">I", 256) + heic[4:size] + b"mif1" * ((256 - size) // 4) + heic[size:]
+    assert padded.startswith(b"\x00\x00\x01\x00") and sniff_format(padded[:64]) == "HEIF"
+    (tmp_path / "IMG_0002.HEIC").write_bytes(padded)
+    context, page = phone(browser, playwright, server.url + "/app/")
+    try:
+        said = answers(page, [tmp_path / "IMG_0002.HEIC"])
+        assert said["IMG_0002.HEIC"]["error"].startswith("'IMG_0002.HEIC' is a HEIC file,"), said
     finally:
         context.close()
 

@@ -264,10 +264,8 @@ function formatOf(head) {
   if (text.startsWith("GIF8")) return "GIF";
   if (text.startsWith("RIFF") && text.slice(8, 12) === "WEBP") return "WebP";
   if (text.startsWith("BM")) return "BMP";
-  // Formats the browser does not read (or the app cannot size): named, as catdog.images.sniff_format names them.
+  // Formats the app does not read are named too, as catdog.images.sniff_format names them (PSD and ICO below).
   if (text.startsWith("II*\x00") || text.startsWith("MM\x00*")) return "TIFF";
-  if (text.startsWith("8BPS")) return "PSD";
-  if (text.startsWith("\x00\x00\x01\x00")) return "ICO";
   if (text.slice(4, 8) === "ftyp") {
     // The box's size (its first 4 bytes) ends the brands; a size too small to hold one leaves the major brand.
     const size = new DataView(head.buffer, head.byteOffset, 4).getUint32(0);
@@ -280,6 +278,9 @@ function formatOf(head) {
   if (text.startsWith("PK\x03\x04") || text.startsWith("PK\x05\x06")) return "ZIP";
   if (head[0] === 0x1f && head[1] === 0x8b && head[2] === 0x08) return "GZIP";
   if (text.startsWith("%PDF")) return "PDF";
+  // After ftyp, in sniff_format's order: a HEIC or an AVIF whose ftyp box is 256 bytes starts as an ICO does.
+  if (text.startsWith("8BPS")) return "PSD";
+  if (text.startsWith("\x00\x00\x01\x00")) return "ICO";
   // Text chosen as a photo (a .txt, a saved web page): catdog.images.sniff_format's test, so that the app says
   // what the server's page says of it ("its content is text"), not a list of the formats it reads.
   if (/^\s*<(!doctype html|html|head|body)/i.test(text)) return "HTML";
