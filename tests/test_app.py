@@ -1231,6 +1231,37 @@ def test_an_interrupted_camera_keeps_its_sentence_and_dims_until_a_new_answer(br
         context.close()
 
 
+def test_a_camera_that_starts_interrupted_says_so(browser, playwright, server) -> None:
+    """A camera that starts interrupted (iOS: a call has it; its track is muted from the start and no mute event
+    comes) said nothing of it, and its line "Camera on: classifying the first frame…" while no frame was taken.
+    It says the interruption's sentence, no line, and "Camera back: classifying…" at the unmute, then answers.
+    The track's `muted` is the browser's, made true here until the unmute (Chromium's fake camera never is)."""
+    context = browser.new_context(**playwright.devices[PHONE], bypass_csp=True)
+    context.add_init_script(
+        """window.startMuted = true;
+        const muted = Object.getOwnPropertyDescriptor(MediaStreamTrack.prototype, "muted");
+        Object.defineProperty(MediaStreamTrack.prototype, "muted", {
+            configurable: true, get() { return window.startMuted || muted.get.call(this); } });"""
+    )
+    try:
+        page = context.new_page()
+        page.goto(server.url + "/app/")
+        page.evaluate("window.catdogApp.ready")
+        page.click("#camera-start")
+        page.locator("#camera-stop").wait_for(state="visible", timeout=30_000)
+        page.wait_for_timeout(500)
+        assert page.locator("#camera-error").inner_text() == CAMERA_INTERRUPTED
+        assert page.locator("#live-info").inner_text() == "", "a frame said to be classified while none is taken"
+        assert page.evaluate("window.catdogApp.frames.length") == 0
+        page.evaluate(f"window.startMuted = false; {TRACK}.dispatchEvent(new Event('unmute'))")
+        assert page.locator("#camera-error").inner_text() == ""
+        assert page.locator("#live-info").inner_text() == "Camera back: classifying…"
+        page.wait_for_function("window.catdogApp.frames.length >= 1", timeout=60_000, polling=100)
+        page.click("#camera-stop")
+    finally:
+        context.close()
+
+
 def test_a_frame_taken_before_an_interruption_is_no_new_answer_after_it(browser, playwright, server) -> None:
     """A frame taken before the camera was interrupted (`mute`) and answered after it was back (`unmute`) was shown
     as the new answer: the old answer's dimming ended, and its fps line came back, on a picture from before. Such a

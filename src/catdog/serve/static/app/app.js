@@ -642,7 +642,8 @@ async function startCamera() {
   delete $("live-label").dataset.label;
   $("live-confidence").textContent = "";
   $("live-looks").hidden = true;
-  $("live-info").textContent = "Camera on: classifying the first frame…"; // the page's line: not "…" alone
+  // The page's line, not "…" alone; none under a camera that starts interrupted, which classifies nothing yet.
+  $("live-info").textContent = interrupted ? "" : "Camera on: classifying the first frame…";
   handOver($("camera-start"), $("camera-stop"));
   $("live").scrollIntoView({ block: "nearest" }); // the answer on screen (landscape)
   app.frames = [];

@@ -132,6 +132,8 @@ globalThis.catdogShares = {
       this.forgetInterruption(line);
       paused(false);
     });
+    // A camera may start interrupted (iOS: a call has it), and no mute event comes: said as a mute is.
+    if (track.muted) line.textContent = this.cameraInterrupted;
     paused(track.muted);
   },
   // Under the last live answer, dimmed, while the camera is interrupted.
