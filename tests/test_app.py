@@ -541,7 +541,7 @@ def test_psd_ico_tiff_and_heic_are_named_as_the_server_names_them(browser, playw
         assert said["favicon.ico"]["error"] == f"'favicon.ico' is an ICO file, an unsupported format; {use}.", said
         for name, kind in (("scan.tif", "a TIFF"), ("IMG_0001.HEIC", "a HEIC")):
             assert said[name]["error"] == (
-                f"'{name}' is {kind} file, which this browser cannot read; {use}, or the server's page "
+                f"'{name}' is {kind} file, which this app cannot read; {use}, or the server's page "
                 "(catdog serve), which reads it."
             ), said
         assert not page.errors

@@ -317,16 +317,17 @@ function whyUnreadable(name, blob, format) {
     `'${name}' is not an image the app can read (it reads JPEG, PNG, WebP, GIF, BMP and AVIF).`;
 }
 
-const READ_LIST = "JPEG, PNG, WebP, GIF, BMP or AVIF";
+const READ_LIST = `${READABLE.slice(0, -1).join(", ")} or ${READABLE.at(-1)}`; // "JPEG, PNG, ... or AVIF"
 
 // A format the app knows but does not read, named as catdog.images names it ("'x' is a PSD file, an unsupported
-// format; use ..."): a phone's HEIC or a TIFF, which catdog predict and the server's page do read, says so.
+// format; use ..."): a phone's HEIC or a TIFF, which catdog predict and the server's page do read, says so. Not
+// "this browser cannot read": Safari reads a TIFF, which the app never decodes (it cannot size one).
 function unsupported(name, format) {
   const known = { PSD: "PSD", ICO: "ICO", SVG: "SVG", TIFF: "TIFF", HEIF: "HEIC" }[format];
   if (!known) return null;
   const article = "AEIOS".includes(known[0]) ? "an" : "a"; // an ICO, an SVG, a PSD, as catdog.images says
   if (known === "TIFF" || known === "HEIC") {
-    return `'${name}' is ${article} ${known} file, which this browser cannot read; use ${READ_LIST}, or the ` +
+    return `'${name}' is ${article} ${known} file, which this app cannot read; use ${READ_LIST}, or the ` +
       "server's page (catdog serve), which reads it.";
   }
   return `'${name}' is ${article} ${known} file, an unsupported format; use ${READ_LIST}.`;
