@@ -219,6 +219,26 @@ def test_a_photo_the_browser_cannot_show_is_answered_and_says_so(page, cat_photo
     assert note == '"No preview in this browser"' and card.locator(".pic img").is_hidden()
 
 
+def test_a_heat_map_of_a_photo_the_browser_cannot_show_is_not_written_over(page, cat_photo: Path, tmp_path: Path):
+    """The server draws a heat map over the photo, so it shows where the browser cannot show the photo (a TIFF,
+    a HEIC); "No preview in this browser" was written across it. The note goes while the heat map is shown."""
+    from PIL import Image
+
+    tiff = tmp_path / "scan.tif"
+    Image.open(cat_photo).save(tiff)
+    page.set_input_files("#file-input", str(tiff))
+    card = page.locator("#results .card[data-state=done]")
+    card.wait_for(timeout=30_000)
+    page.wait_for_function("document.querySelector('#results .pic[data-nopreview]') !== null", timeout=10_000)
+    note = "getComputedStyle(document.querySelector('#results .pic'), '::after').getPropertyValue('content')"
+    card.get_by_role("button", name="Heat map").click()
+    card.locator("img.heat").wait_for(timeout=60_000)
+    assert page.evaluate(note) == "none" and card.locator("img.heat").is_visible()
+    card.get_by_role("button", name="Heat map").click()  # hidden again: the note is back in the empty box
+    card.locator("img.heat").wait_for(state="detached")
+    assert page.evaluate(note) == '"No preview in this browser"'
+
+
 def test_a_photo_with_no_cat_or_dog_says_so(page, data_root: Path, cat_photo: Path) -> None:
     """A horse: the card says plainly that it sees no cat or dog, and what the photo looks like."""
     horse = data_root / "neither" / "horse" / "inet-n02389026_sorrel.JPEG"
