@@ -302,6 +302,32 @@ def test_dropping_and_pasting_photos(page, dog_photo: Path) -> None:
         assert page.locator(f"#results .card:has(.name:text-is('{name}'))").get_attribute("data-label") == "dog"
 
 
+def test_the_drop_zone_stays_highlighted_while_dragged_across_its_own_button(page) -> None:
+    """Dragged over "Choose photos" (or the hint, or the checkbox's row), the zone was left for its own child: its
+    highlight went off and came back with the next dragover, flickering all the way across. It stays on now, and
+    goes off once the drag leaves the zone. A link of the page is dragged: Chromium drags it as it would photos."""
+    page.evaluate(
+        """window.highlighted = [];
+        new MutationObserver(() => highlighted.push(document.getElementById('drop').classList.contains('over')))
+          .observe(document.getElementById('drop'), { attributes: true });"""
+    )
+    link, zone = page.locator("footer a").first.bounding_box(), page.locator("#drop").bounding_box()
+    button = page.locator("label[for=file-input]").bounding_box()
+    page.mouse.move(link["x"] + 5, link["y"] + 5)
+    page.mouse.down()
+    for x, y in (
+        (zone["x"] + 20, zone["y"] + 20),
+        (button["x"] + 10, button["y"] + 10),
+        (zone["x"] + 20, zone["y"] + 20),
+    ):
+        page.mouse.move(x, y, steps=5)
+    within = page.evaluate("highlighted.splice(0)")
+    page.mouse.move(link["x"] + 5, link["y"] + 5, steps=5)
+    page.mouse.up()
+    assert within and all(within), within
+    assert page.locator("#drop.over").count() == 0
+
+
 def test_a_pasted_image_that_fails_is_said_by_the_name_on_its_card(page) -> None:
     """A pasted image has no name: its card says "pasted image", but a failed one was said as ": <why>" (the error
     paths used the file's empty name). Every path now names a photo alike."""
