@@ -328,6 +328,17 @@ def test_the_drop_zone_stays_highlighted_while_dragged_across_its_own_button(pag
     assert page.locator("#drop.over").count() == 0
 
 
+def test_a_photo_dropped_beside_the_zone_is_classified_too(page, dog_photo: Path) -> None:
+    """A photo dropped on the page but not on the dashed zone (on the results, on the heading) was thrown away
+    without a word, though the guide says to drop photos on the page. It is classified as the zone's are, once."""
+    data = list(dog_photo.read_bytes())
+    page.evaluate(DROP_OR_PASTE, ["drop", "#results", data, "beside.jpg"])
+    page.locator("#results .card[data-state=done]").wait_for(timeout=30_000)
+    page.evaluate(DROP_OR_PASTE, ["drop", "#drop", data, "on.jpg"])  # the zone's drop comes up to the window once
+    page.wait_for_selector("#results .card[data-state=done] >> nth=1", timeout=30_000)
+    assert page.locator("#results .card .name").all_inner_texts() == ["on.jpg", "beside.jpg"]
+
+
 def test_a_pasted_image_that_fails_is_said_by_the_name_on_its_card(page) -> None:
     """A pasted image has no name: its card says "pasted image", but a failed one was said as ": <why>" (the error
     paths used the file's empty name). Every path now names a photo alike."""
