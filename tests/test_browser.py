@@ -239,6 +239,29 @@ def test_a_heat_map_of_a_photo_the_browser_cannot_show_is_not_written_over(page,
     assert page.evaluate(note) == '"No preview in this browser"'
 
 
+def test_a_photo_s_transparency_is_shown_on_white_as_the_model_sees_it(browser, server: Server, tmp_path: Path):
+    """The server reads a transparent PNG on white; the card drew it on the box's grey, dark in the dark scheme,
+    so a cut-out was shown as a picture the model never saw. It is drawn on white in either scheme."""
+    import io
+
+    from PIL import Image
+
+    see_through = tmp_path / "cut-out.png"
+    Image.new("RGBA", (40, 30), (0, 0, 0, 0)).save(see_through)
+    context = browser.new_context(viewport={"width": 800, "height": 900}, color_scheme="dark", bypass_csp=True)
+    try:
+        page = context.new_page()
+        page.goto(server.url + "/")
+        page.wait_for_selector("#model-status:has-text('Model:')")
+        page.set_input_files("#file-input", str(see_through))
+        page.locator("#results .card[data-state=done]").wait_for(timeout=30_000)
+        page.wait_for_function("document.querySelector('#results .pic img').complete")
+        picture = Image.open(io.BytesIO(page.locator("#results .pic").screenshot())).convert("RGB")
+        assert picture.getpixel((picture.width // 2, picture.height // 2)) == (255, 255, 255)
+    finally:
+        context.close()
+
+
 def test_a_photo_with_no_cat_or_dog_says_so(page, data_root: Path, cat_photo: Path) -> None:
     """A horse: the card says plainly that it sees no cat or dog, and what the photo looks like."""
     horse = data_root / "neither" / "horse" / "inet-n02389026_sorrel.JPEG"
