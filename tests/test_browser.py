@@ -787,6 +787,24 @@ def test_heat_map(page, server: Server, cat_photo: Path, dog_photo: Path) -> Non
     page.wait_for_function("document.querySelectorAll('#results img.heat').length === 0", timeout=10_000, polling=200)
 
 
+def test_a_heat_map_s_colours_are_explained_on_its_card(page, cat_photo: Path) -> None:
+    """A heat map laid a rainbow over the photo with nothing on the card to say what it meant, and its alt said
+    "brighter mattered more" of colours (matplotlib's jet) whose red is darker than their cyan. A line under the
+    photo says what it shows and which colour mattered most, while it is shown; the alt says the same."""
+    page.set_input_files("#file-input", str(cat_photo))
+    card = page.locator("#results .card[data-state=done]")
+    card.wait_for(timeout=30_000)
+    key = card.locator(".heat-key")
+    assert key.count() == 1 and key.is_hidden()
+    card.get_by_role("button", name="Heat map").click()
+    card.locator("img.heat").wait_for(timeout=60_000)
+    assert key.is_visible() and key.inner_text() == "Heat map: where it sees cat; red mattered most, blue least."
+    assert card.locator("img.heat").get_attribute("alt").endswith("(red mattered most, blue least)")
+    card.get_by_role("button", name="Heat map").click()
+    card.locator("img.heat").wait_for(state="detached")
+    assert key.is_hidden()
+
+
 def test_a_failing_heat_map_is_said_with_the_batch_not_instead_of_it(page, cat_photo: Path) -> None:
     """With "Show heat maps" on, a heat map that failed was said in the one live region of photos in place of the
     batch's summary, so a screen reader never heard the photos' answers. Its failure is now part of the summary."""
