@@ -805,6 +805,28 @@ def test_a_heat_map_s_colours_are_explained_on_its_card(page, cat_photo: Path) -
     assert key.is_hidden()
 
 
+def test_a_heat_map_is_shown_whole(page, tmp_path: Path) -> None:
+    """A heat map is of the model's view, the photo's middle square; the 4:3 box cut off its top and bottom
+    eighths (where a horse's back was red). It is shown whole now, on the box's grey."""
+    import io
+
+    from PIL import Image
+
+    green = tmp_path / "green.png"
+    Image.new("RGB", (400, 300), (0, 160, 0)).save(green)
+    page.set_input_files("#file-input", str(green))
+    card = page.locator("#results .card[data-state=done]")
+    card.wait_for(timeout=30_000)
+    card.get_by_role("button", name="Heat map").click()
+    card.locator("img.heat").wait_for(timeout=60_000)
+    page.wait_for_function("document.querySelector('#results img.heat').complete")
+    shown = Image.open(io.BytesIO(card.locator(".pic").screenshot())).convert("RGB")
+    edge, middle = shown.getpixel((3, shown.height // 2)), shown.getpixel((shown.width // 2, shown.height // 2))
+    grey = page.evaluate("getComputedStyle(document.querySelector('#results .pic')).backgroundColor")
+    assert edge == tuple(int(v) for v in re.findall(r"\d+", grey)), (edge, grey)  # the box's, not the map's
+    assert middle != edge  # the map over the middle
+
+
 def test_a_failing_heat_map_is_said_with_the_batch_not_instead_of_it(page, cat_photo: Path) -> None:
     """With "Show heat maps" on, a heat map that failed was said in the one live region of photos in place of the
     batch's summary, so a screen reader never heard the photos' answers. Its failure is now part of the summary."""
