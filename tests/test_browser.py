@@ -1460,6 +1460,20 @@ def test_the_readiness_line_is_announced_and_keeps_the_option_whole_on_a_phone(
     context.close()
 
 
+def test_the_readiness_line_fits_a_phone_zoomed_to_200_percent(browser, server: Server) -> None:
+    """On a 375 px phone zoomed to 200 % (187 CSS px), "Model: builtin (tf_efficientnet_lite0), …" ran 9 px past
+    the screen's edge: the model's name is one word. It breaks where it must now."""
+    context = browser.new_context(viewport={"width": 187, "height": 406}, device_scale_factor=4, bypass_csp=True)
+    try:
+        page = context.new_page()
+        page.goto(server.url + "/")
+        page.wait_for_selector("#model-status:has-text('Model:')")
+        sizes = page.evaluate("(e => [e.scrollWidth, e.clientWidth])(document.getElementById('model-status'))")
+        assert sizes[0] <= sizes[1], sizes
+    finally:
+        context.close()
+
+
 def test_the_page_asks_again_while_a_proxy_cannot_reach_the_server(browser, server: Server) -> None:
     """A proxy's 502 or 504 (catdog serve restarting behind it) stopped the page's readiness check for good, as a
     404 does, though asking again is what mends it. Both are now asked again after 1.5 s, as an unreachable
