@@ -239,27 +239,47 @@ def test_a_heat_map_of_a_photo_the_browser_cannot_show_is_not_written_over(page,
     assert page.evaluate(note) == '"No preview in this browser"'
 
 
-def test_a_photo_s_transparency_is_shown_on_white_as_the_model_sees_it(browser, server: Server, tmp_path: Path):
-    """The server reads a transparent PNG on white; the card drew it on the box's grey, dark in the dark scheme,
-    so a cut-out was shown as a picture the model never saw. It is drawn on white in either scheme."""
+def _photo_box_in_the_dark(browser, server: Server, photo: Path, state: str):
+    """The card's picture box (as drawn, RGB) once ``photo`` is answered (``state`` done or error) in the dark
+    scheme, and the box's own grey."""
     import io
 
     from PIL import Image
 
-    see_through = tmp_path / "cut-out.png"
-    Image.new("RGBA", (40, 30), (0, 0, 0, 0)).save(see_through)
     context = browser.new_context(viewport={"width": 800, "height": 900}, color_scheme="dark", bypass_csp=True)
     try:
         page = context.new_page()
         page.goto(server.url + "/")
         page.wait_for_selector("#model-status:has-text('Model:')")
-        page.set_input_files("#file-input", str(see_through))
-        page.locator("#results .card[data-state=done]").wait_for(timeout=30_000)
+        page.set_input_files("#file-input", str(photo))
+        page.locator(f"#results .card[data-state={state}]").wait_for(timeout=30_000)
         page.wait_for_function("document.querySelector('#results .pic img').complete")
-        picture = Image.open(io.BytesIO(page.locator("#results .pic").screenshot())).convert("RGB")
-        assert picture.getpixel((picture.width // 2, picture.height // 2)) == (255, 255, 255)
+        box = Image.open(io.BytesIO(page.locator("#results .pic").screenshot())).convert("RGB")
+        grey = page.evaluate("getComputedStyle(document.querySelector('#results .pic')).backgroundColor")
+        return box, tuple(int(v) for v in re.findall(r"\d+", grey))
     finally:
         context.close()
+
+
+def test_a_photo_s_transparency_is_shown_on_white_as_the_model_sees_it(browser, server: Server, tmp_path: Path):
+    """The server reads a transparent PNG on white; the card drew it on the box's grey, dark in the dark scheme,
+    so a cut-out was shown as a picture the model never saw. It is drawn on white in either scheme."""
+    from PIL import Image
+
+    see_through = tmp_path / "cut-out.png"
+    Image.new("RGBA", (40, 30), (0, 0, 0, 0)).save(see_through)
+    picture, _ = _photo_box_in_the_dark(browser, server, see_through, "done")
+    assert picture.getpixel((picture.width // 2, picture.height // 2)) == (255, 255, 255)
+
+
+def test_a_photo_cut_short_is_not_drawn_on_white(browser, server: Server, cat_photo: Path, tmp_path: Path):
+    """A photo is drawn on white, as the server reads transparency; a refused one, cut short, had the part the
+    browser could not draw as a pale slab on the dark scheme's card. It is on the box's grey, as before."""
+    data = cat_photo.read_bytes()
+    cut = tmp_path / "half.jpg"
+    cut.write_bytes(data[: len(data) // 3])
+    box, grey = _photo_box_in_the_dark(browser, server, cut, "error")
+    assert box.getpixel((box.width // 2, box.height - 3)) == grey
 
 
 def test_a_photo_with_no_cat_or_dog_says_so(page, data_root: Path, cat_photo: Path) -> None:
