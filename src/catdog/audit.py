@@ -26,8 +26,18 @@ from pathlib import Path
 
 import numpy as np
 
+from catdog.data.hashing import HashIndex
 from catdog.data.layout import NEITHER, DatasetError, discover
-from catdog.fsutil import atomic_write_text, counted, html_text, json_text, listed, percent, utf8_safe
+from catdog.fsutil import (
+    atomic_write_text,
+    counted,
+    default_cache_dir,
+    html_text,
+    json_text,
+    listed,
+    percent,
+    utf8_safe,
+)
 from catdog.images import ImageError
 from catdog.models.files import is_onnx_model
 from catdog.preprocess import Preprocess, normalize, stack_uint8, to_uint8
@@ -163,12 +173,19 @@ def _classifier():
     return make_pipeline(StandardScaler(), LogisticRegression(C=0.05, max_iter=2000))
 
 
-def out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, folds: int = 5, seed: int = 0) -> np.ndarray:
-    """k-fold logistic regression: each photo's class probabilities from a model that never saw it."""
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+def out_of_fold_probabilities(
+    features: np.ndarray, labels: np.ndarray, folds: int = 5, seed: int = 0, groups: list[str] | None = None
+) -> np.ndarray:
+    """k-fold logistic regression: each photo's class probabilities from a model that never saw it.
 
-    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    return cross_val_predict(_classifier(), features, labels, cv=cv, method="predict_proba")
+    ``groups`` (content hashes) keeps copies of one file in one fold: a copy fitted on judged its twin, so a dog
+    photo also filed under cats/ got its dog copy called a cat, learnt from itself."""
+    from sklearn.model_selection import StratifiedGroupKFold, cross_val_predict
+
+    if groups is None:
+        groups = [str(i) for i in range(len(labels))]
+    cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return cross_val_predict(_classifier(), features, labels, groups=groups, cv=cv, method="predict_proba")
 
 
 def audit(
@@ -205,10 +222,12 @@ def audit(
     lost = [(u["error"], label_of[u["path"]]) for u in unreadable]
     readable = [(paths[i], label) for i, label in zip(kept, kept_labels)]
     _refuse_small_classes(data_dir, names, readable, "readable ", lost)
-    smallest = min(int((labels == c).sum()) for c in range(len(names)))
-    folds = max(2, min(folds, smallest))
     pet_paths = [str(paths[i]) for i, pet in zip(kept, pets) if pet]
-    probs = out_of_fold_probabilities(features[pets], labels, folds)
+    hashes = HashIndex(default_cache_dir()).hashes([Path(p) for p in pet_paths])
+    groups = [digest or path for digest, path in zip(hashes, pet_paths)]  # unhashable now: a group of its own
+    smallest = min(int((labels == c).sum()) for c in range(len(names)))
+    folds = max(2, min(folds, smallest, len(set(groups))))
+    probs = out_of_fold_probabilities(features[pets], labels, folds, groups=groups)
     best = probs.argmax(axis=1)
     # A photo of a class that the gate would answer `neither` (a horse in dog/) is a suspect too, as the gate
     # decides: strictly below its threshold.
