@@ -511,10 +511,15 @@ def _copy_name(stem: str, stems: set[str]) -> bool:
     return any(stem[:end] in stems for end in range(1, len(stem)))  # by prefixes: a group may be thousands
 
 
+def _colourless(mode: str) -> bool:
+    """Whether a Pillow mode holds no colour (black and white, grayscale, 16-bit or float gray)."""
+    return mode in ("1", "L", "LA", "La", "I", "F") or mode.startswith("I;")
+
+
 def _plan_duplicate_moves(report, usable, results, rel, labels, groups) -> None:
-    """Keep the largest image of each group, then one whose name is no copy's, then the first path; move every copy
-    of a conflict. By path alone, 'IMG_1000 (1).JPG' sorted first and was kept, and the original moved away from its
-    .AAE and .json sidecars."""
+    """Keep the largest image of each group, then a colour one, then one whose name is no copy's, then the first path;
+    move every copy of a conflict. By path alone, 'IMG_1000 (1).JPG' sorted first and was kept, and the original
+    moved away from its .AAE and .json sidecars; a black-and-white edit of a photo, as large, was kept over it."""
     members_of: dict[int, list[int]] = {}
     for i in usable:
         members_of.setdefault(groups.find(i), []).append(i)
@@ -531,7 +536,12 @@ def _plan_duplicate_moves(report, usable, results, rel, labels, groups) -> None:
         stems = {Path(rel[i]).stem.lower() for i in members}
         keep = min(
             members,
-            key=lambda i: (-results[i][1].width * results[i][1].height, _copy_name(Path(rel[i]).stem, stems), rel[i]),
+            key=lambda i: (
+                -results[i][1].width * results[i][1].height,
+                _colourless(results[i][1].mode),
+                _copy_name(Path(rel[i]).stem, stems),
+                rel[i],
+            ),
         )
         for i in members:
             if i != keep:
