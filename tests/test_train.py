@@ -1314,6 +1314,22 @@ def test_bad_arguments_fail_with_one_sentence(
     _fails_cleanly(done, *words)
 
 
+def test_a_budget_spent_before_the_features_says_what_a_rerun_keeps(
+    dev_dir: Path, shared_cache: Path, tmp_path: Path
+) -> None:
+    """A first frozen-backbone run with --time-budget 1 on a messy folder spent its minute exporting the backbone and
+    said only "raise --time-budget"; the rerun, with the same budget, trained, as the export and features are cached.
+    The sentence counts the validation features done and says they are kept. (Photos no other test uses: none of
+    their features is in the shared cache.)"""
+    data = copy_dev_subset(dev_dir, tmp_path / "data", 20, start=7000)
+    args = ["--model", "tf_efficientnet_lite0", "--freeze", "backbone", "--time-budget", "0.05"]
+    done = run_catdog_in_process(
+        "train", str(data), "--out", str(tmp_path / "m"), "--cache-dir", str(shared_cache), *args
+    )
+    _fails_cleanly(done, "ran out before the validation features were computed (", "a rerun goes on from it")
+    assert re.search(r"computed \(0 of [1-9]\d*; what was computed is cached", done.stderr), done.stderr
+
+
 def test_a_backbone_it_would_download_fails_offline_with_one_sentence(
     small_dev: Path, tmp_path: Path, cache_dir: Path
 ) -> None:

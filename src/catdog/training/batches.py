@@ -333,8 +333,14 @@ def cached_features(cfg, data, splits, pre, extractor, cache_dir, ctx, deadline,
             extract(data, jobs, pre, store, feature_fn, deadline=stop, progress=lambda n: bar.update(advance=n))
     barrier(ctx)
     store.reload()
-    if any(f"{data.hashes[i]}:0" not in store.rows for i, _ in val_jobs):
-        raise CatdogError("The time budget ran out before the validation features were computed; raise --time-budget.")
+    missing = sum(f"{data.hashes[i]}:0" not in store.rows for i, _ in val_jobs)
+    if missing:
+        # The count and the cache said: a first run spends much of a short budget exporting the frozen part, and
+        # "raise --time-budget" alone did not tell that the same budget may do once the export is cached.
+        raise CatdogError(
+            f"The time budget ran out before the validation features were computed ({len(val_jobs) - missing} of "
+            f"{len(val_jobs)}; what was computed is cached, and a rerun goes on from it); raise --time-budget."
+        )
     done = [(i, v) for i, v in train_jobs if f"{data.hashes[i]}:{v}" in store.rows]
     if not done:
         raise CatdogError("The time budget ran out before any training features were computed; raise --time-budget.")
