@@ -323,3 +323,21 @@ def test_a_photo_filed_under_two_classes_is_not_judged_by_its_own_copy(
     flagged = {(Path(s["path"]).name, s["suggested"]) for s in json.loads(done.stdout)["suspects"]}
     assert ("dog.3100.jpg", "cat") not in flagged, flagged
     assert ("filed twice.jpg", "dog") in flagged, flagged
+
+
+def test_a_class_whose_photos_are_all_copies_of_one_is_refused_in_one_sentence(
+    builtin_model: None, dev_dir: Path, tmp_path: Path
+) -> None:
+    """Copies share a fold, so a cat/ of 'a.jpg' and 'a (1).jpg' left the fit that judged them no cat to learn
+    from: the audit stopped on "unexpected ValueError: This solver needs samples of at least 2 classes"."""
+    for label in ("cat", "dog"):
+        (tmp_path / label).mkdir()
+    shutil.copy(dev_dir / "cat.3100.jpg", tmp_path / "cat" / "a.jpg")
+    shutil.copy(dev_dir / "cat.3100.jpg", tmp_path / "cat" / "a (1).jpg")
+    for i in range(3100, 3104):
+        shutil.copy(dev_dir / f"dog.{i}.jpg", tmp_path / "dog" / f"dog.{i}.jpg")
+    done = run_catdog_in_process("data", "audit", str(tmp_path))
+    said = " ".join(done.stderr.split())
+    assert done.returncode == 2, said
+    assert "has 2 photos of class 'cat', all copies of one ('" in said, said
+    assert "an audit needs at least 2 different photos of each class (add photos)." in said, said

@@ -225,6 +225,7 @@ def audit(
     pet_paths = [str(paths[i]) for i, pet in zip(kept, pets) if pet]
     hashes = HashIndex(default_cache_dir()).hashes([Path(p) for p in pet_paths])
     groups = [digest or path for digest, path in zip(hashes, pet_paths)]  # unhashable now: a group of its own
+    _refuse_classes_of_one_photo(data_dir, names, labels, groups, pet_paths)
     smallest = min(int((labels == c).sum()) for c in range(len(names)))
     folds = max(2, min(folds, smallest, len(set(groups))))
     probs = out_of_fold_probabilities(features[pets], labels, folds, groups=groups)
@@ -300,6 +301,20 @@ def _refuse_small_classes(
             raise DatasetError(
                 f"'{data_dir}' has {counted(len(found), kind + 'photo')} of class '{name}'{where}; an audit needs "
                 f"at least 2 of each class ({fix} photos){why}"
+            )
+
+
+def _refuse_classes_of_one_photo(
+    data_dir: str | os.PathLike, names: list[str], labels: np.ndarray, groups: list[str], paths: list[str]
+) -> None:
+    """Refuse a class whose photos are all copies of one: copies share a fold, so the fit that judged them had
+    none of their class to learn from, and stopped on scikit-learn's "needs samples of at least 2 classes"."""
+    for c, name in enumerate(names):
+        members = np.flatnonzero(labels == c)
+        if len({groups[i] for i in members}) < 2:
+            raise DatasetError(
+                f"'{data_dir}' has {counted(len(members), 'photo')} of class '{name}', all copies of one "
+                f"('{paths[members[0]]}'); an audit needs at least 2 different photos of each class (add photos)."
             )
 
 
