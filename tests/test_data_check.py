@@ -909,11 +909,13 @@ def test_the_original_of_a_copy_is_kept_not_the_copy(samples_dir: Path, tmp_path
     assert moves == {"cat/2019/IMG_1000 (1).JPG", "cat/2019/IMG_1000 - Copy.JPG"}, moves
 
 
-def test_the_colour_photo_is_kept_not_its_black_and_white_edit(samples_dir: Path, tmp_path: Path) -> None:
-    """A phone's black-and-white edit saved as a new photo ('IMG_0999.JPG', as large as its original) is a
-    near-duplicate of it; of the two, the first path was kept, so the quarantine moved the colour original away."""
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_the_colour_photo_is_kept_not_its_black_and_white_edit(samples_dir: Path, tmp_path: Path, mode: str) -> None:
+    """A black-and-white edit saved as a new photo ('IMG_0999.JPG', as large as its original) is a near-duplicate
+    of it; of the two, the first path was kept, so the quarantine moved the colour original away. A phone saves
+    the edit in colour (mode RGB, every pixel grey), which a test of the mode alone kept over the original."""
     data, roll = _camera_roll(samples_dir, tmp_path, "2021", "IMG_1003.JPG")
-    Image.open(roll / "IMG_1003.JPG").convert("L").save(roll / "IMG_0999.JPG", quality=95)
+    Image.open(roll / "IMG_1003.JPG").convert("L").convert(mode).save(roll / "IMG_0999.JPG", quality=95)
     moves = {move.path for move in check_dataset(data, cache_dir=tmp_path / "cache").to_quarantine}
     assert moves == {"cat/2021/IMG_0999.JPG"}, moves
 

@@ -96,7 +96,10 @@ MIN_HASH_BITS = 8
 # pHash looks at a 32x32 grey thumbnail, so decoding JPEGs at >= 64 px (DCT scaling) loses nothing.
 HASH_DECODE_SIDE = 64
 # Bump when what is cached per content hash changes.
-FACTS_VERSION = 2
+FACTS_VERSION = 3
+# A picture is grey when no pixel's channels are further apart than this: a black-and-white JPEG saved in colour
+# decodes 0 apart, and of 800 dev-set photos the least colourful is 23 apart.
+GREY_SPREAD = 8
 
 MODE_NAMES = {
     "1": "1-bit black and white",
@@ -135,6 +138,7 @@ class Facts:
     phash: str | None = None  # 16 hex digits
     error: str | None = None  # one sentence starting "The image ..."
     frames: int = 1  # an animated GIF's or a multi-page TIFF's pictures, of which the first alone is used
+    grey: bool = False  # no colour in the picture, whatever its mode (a phone saves a black-and-white edit as RGB)
 
 
 def inspect_bytes(data: bytes) -> Facts:
@@ -144,7 +148,10 @@ def inspect_bytes(data: bytes) -> Facts:
         image = decode(data, min_size=HASH_DECODE_SIDE)
     except ImageError as err:
         return Facts(format=sniff_format(data[:64]), error=str(err))
-    return Facts(info.format, info.width, info.height, info.mode, str(imagehash.phash(image)), frames=info.frames)
+    grey = int(np.ptp(np.asarray(image), axis=2).max()) <= GREY_SPREAD  # decoded as RGB, whatever the mode
+    return Facts(
+        info.format, info.width, info.height, info.mode, str(imagehash.phash(image)), frames=info.frames, grey=grey
+    )
 
 
 class FactsCache:
@@ -511,11 +518,6 @@ def _copy_name(stem: str, stems: set[str]) -> bool:
     return any(stem[:end] in stems for end in range(1, len(stem)))  # by prefixes: a group may be thousands
 
 
-def _colourless(mode: str) -> bool:
-    """Whether a Pillow mode holds no colour (black and white, grayscale, 16-bit or float gray)."""
-    return mode in ("1", "L", "LA", "La", "I", "F") or mode.startswith("I;")
-
-
 def _plan_duplicate_moves(report, usable, results, rel, labels, groups) -> None:
     """Keep the largest image of each group, then a colour one, then one whose name is no copy's, then the first path;
     move every copy of a conflict. By path alone, 'IMG_1000 (1).JPG' sorted first and was kept, and the original
@@ -538,7 +540,7 @@ def _plan_duplicate_moves(report, usable, results, rel, labels, groups) -> None:
             members,
             key=lambda i: (
                 -results[i][1].width * results[i][1].height,
-                _colourless(results[i][1].mode),
+                results[i][1].grey,
                 _copy_name(Path(rel[i]).stem, stems),
                 rel[i],
             ),
