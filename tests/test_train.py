@@ -1314,20 +1314,20 @@ def test_bad_arguments_fail_with_one_sentence(
     _fails_cleanly(done, *words)
 
 
-def test_a_budget_spent_before_the_features_says_what_a_rerun_keeps(
-    dev_dir: Path, shared_cache: Path, tmp_path: Path
+def test_a_frozen_budget_that_leaves_the_features_no_time_is_refused_before_the_export(
+    dev_dir: Path, tmp_path: Path
 ) -> None:
-    """A first frozen-backbone run with --time-budget 1 on a messy folder spent its minute exporting the backbone and
-    said only "raise --time-budget"; the rerun, with the same budget, trained, as the export and features are cached.
-    The sentence counts the validation features done and says they are kept. (Photos no other test uses: none of
-    their features is in the shared cache.)"""
+    """A frozen run keeps the last 30 s of its budget to train the head, so --time-budget 0.05 (3 s) leaves the
+    features none on any run: it spent its first minute exporting the backbone, then said "a rerun goes on from
+    it", and every rerun said the same. Refused before the export now (a private cache: none is exported yet)."""
     data = copy_dev_subset(dev_dir, tmp_path / "data", 20, start=7000)
     args = ["--model", "tf_efficientnet_lite0", "--freeze", "backbone", "--time-budget", "0.05"]
-    done = run_catdog_in_process(
-        "train", str(data), "--out", str(tmp_path / "m"), "--cache-dir", str(shared_cache), *args
-    )
-    _fails_cleanly(done, "ran out before the validation features were computed (", "a rerun goes on from it")
-    assert re.search(r"computed \(0 of [1-9]\d*; what was computed is cached", done.stderr), done.stderr
+    cache = tmp_path / "cache"
+    done = run_catdog_in_process("train", str(data), "--out", str(tmp_path / "m"), "--cache-dir", str(cache), *args)
+    _fails_cleanly(done, "--time-budget 0.05 leaves the frozen part's features no time", "raise --time-budget")
+    said = " ".join(done.stderr.split())
+    assert "as its run keeps the last 30 s of the budget to train the head; raise --time-budget." in said, said
+    assert not list(cache.glob("onnx/*.onnx")), list(cache.glob("onnx/*"))
 
 
 def test_a_backbone_it_would_download_fails_offline_with_one_sentence(

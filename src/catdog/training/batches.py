@@ -305,6 +305,11 @@ def budget_note(done: list[tuple[int, int]], n_images: int, views: int) -> str:
     return f"time budget: training on {what}; a longer --time-budget computes the rest and reuses the ones cached"
 
 
+def _missing(jobs: list[tuple[int, int]], data, store: FeatureStore) -> int:
+    """How many of ``jobs`` (image, view) have no row in the feature cache."""
+    return sum(f"{data.hashes[i]}:{v}" not in store.rows for i, v in jobs)
+
+
 def cached_features(cfg, data, splits, pre, extractor, cache_dir, ctx, deadline, log):
     """The frozen part's output for val (view 0) and train (``feature_views`` views), from the disk cache.
 
@@ -319,8 +324,16 @@ def cached_features(cfg, data, splits, pre, extractor, cache_dir, ctx, deadline,
     by_hash = sorted(splits["train"], key=lambda i: data.hashes[i])
     val_jobs = [(i, 0) for i in splits["val"]]
     train_jobs = [(i, v) for v in range(max(1, cfg.feature_views)) for i in by_hash]
+    kept = max(30.0, 0.1 * (cfg.time_budget or 0) * 60)  # of the budget, to train the head on the features
+    if cfg.time_budget and cfg.time_budget * 60 <= kept and _missing(val_jobs, data, store):
+        # Refused before the export: the budget leaves the features no time on any run, so "a rerun goes on from
+        # the cache" sent a user round the same error, a minute each.
+        raise CatdogError(
+            f"--time-budget {cfg.time_budget:g} leaves the frozen part's features no time, as its run keeps the last "
+            f"{kept:.0f} s of the budget to train the head; raise --time-budget."
+        )
     if ctx.is_main:
-        stop = None if deadline is None else deadline - max(30.0, 0.1 * cfg.time_budget * 60)
+        stop = None if deadline is None else deadline - kept
         if ctx.device.type == "cuda":
             feature_fn = torch_feature_fn(extractor, ctx.device)
         else:
@@ -333,13 +346,14 @@ def cached_features(cfg, data, splits, pre, extractor, cache_dir, ctx, deadline,
             extract(data, jobs, pre, store, feature_fn, deadline=stop, progress=lambda n: bar.update(advance=n))
     barrier(ctx)
     store.reload()
-    missing = sum(f"{data.hashes[i]}:0" not in store.rows for i, _ in val_jobs)
+    missing = _missing(val_jobs, data, store)
     if missing:
         # The count and the cache said: a first run spends much of a short budget exporting the frozen part, and
         # "raise --time-budget" alone did not tell that the same budget may do once the export is cached.
         raise CatdogError(
             f"The time budget ran out before the validation features were computed ({len(val_jobs) - missing} of "
-            f"{len(val_jobs)}; what was computed is cached, and a rerun goes on from it); raise --time-budget."
+            f"{len(val_jobs)}; the frozen part's export and the features computed are cached, and a rerun goes on "
+            "from them); raise --time-budget."
         )
     done = [(i, v) for i, v in train_jobs if f"{data.hashes[i]}:{v}" in store.rows]
     if not done:
