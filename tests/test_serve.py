@@ -509,23 +509,32 @@ def test_a_photo_sent_as_a_form_field_or_json_is_told_how_to_send_it(client: htt
     )
 
 
+def raw_answer(port: int, request: bytes) -> tuple[str, dict, dict]:
+    """The status line, headers and JSON body the server answers ``request``, sent as bytes on a socket of its own
+    (until the server closes it)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode().split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in header_lines)
+    return status_line, headers, json.loads(body)
+
+
+# h11 refuses a head still incomplete past 16 KiB.
+HUGE_HEAD = b"GET /api/v1/model HTTP/1.1\r\nHost: x\r\nCookie: " + b"a" * 20_000
+
+
 def test_a_request_http_cannot_read_is_answered_in_the_apis_shape(server: Server) -> None:
     """Headers over h11's 16 KiB, or a request line that is not HTTP, got uvicorn's plain-text 400 "Invalid HTTP
     request received.", unlike every other refusal of the API: now JSON with one sentence, 431 for the headers."""
 
     def answer_to(request: bytes) -> tuple[str, dict, dict]:
-        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-            sock.sendall(request)
-            received = b""
-            while chunk := sock.recv(65536):
-                received += chunk
-        head, _, body = received.partition(b"\r\n\r\n")
-        status_line, *header_lines = head.decode().split("\r\n")
-        headers = dict(line.lower().split(": ", 1) for line in header_lines)
-        return status_line, headers, json.loads(body)
+        return raw_answer(server.port, request)
 
-    # h11 refuses a head still incomplete past 16 KiB.
-    huge = b"GET /api/v1/model HTTP/1.1\r\nHost: x\r\nCookie: " + b"a" * 20_000
+    huge = HUGE_HEAD
     status, headers, body = answer_to(huge)
     assert (status, headers["content-type"]) == ("HTTP/1.1 431 Request Header Fields Too Large", "application/json")
     assert body == {"error": "The request's headers are over 16 KiB; send fewer or shorter."}
@@ -561,6 +570,27 @@ def test_a_request_http_cannot_read_is_answered_in_the_apis_shape(server: Server
         sock.sendall(b"zz\r\n")
         assert sock.recv(65536) == b""  # closed
     assert "Traceback" not in server.log(), server.log()
+
+
+def test_the_protocols_own_refusals_are_counted_in_metrics(client: httpx.Client, server: Server) -> None:
+    """A 431 (head too long) or 400 (not HTTP) is answered below the app, by catdog's protocol: /metrics counted the
+    app's refusals and not these. Under the route `unmatched` (no route was matched; never the path the client made
+    up), by method where the request line was read."""
+
+    def count(text: str, status: str) -> float:  # by any method: h11's 431 comes before the method is read
+        return sum(metric(text, name, route="unmatched", method=m, status=status) for m in ("GET", "POST", "other"))
+
+    name = "catdog_http_requests_total"
+    before = client.get("/metrics").text
+    assert raw_answer(server.port, HUGE_HEAD)[0].startswith("HTTP/1.1 431 ")  # still arriving: h11's refusal
+    whole = b"POST /api/v1/x" + b"y" * 17_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"  # whole: catdog's own check
+    assert raw_answer(server.port, whole)[0].startswith("HTTP/1.1 431 ")
+    for _ in range(3):
+        assert raw_answer(server.port, b"NOT HTTP AT ALL\r\n\r\n")[0].startswith("HTTP/1.1 400 ")
+    text = client.get("/metrics").text
+    assert count(text, "431") == count(before, "431") + 2
+    assert count(text, "400") == count(before, "400") + 3
+    assert "yyyy" not in text  # the path asked for is no label
 
 
 def test_clients_that_hang_up_mid_upload(client: httpx.Client, server: Server, cat_photo: Path) -> None:

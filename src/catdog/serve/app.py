@@ -38,6 +38,7 @@ from catdog.serve.batcher import ModelFailedError
 from catdog.serve.limits import BodyTooLargeError, LimitsMiddleware, ServerBusyError, busy_response, error_response
 from catdog.serve.metrics import MetricsMiddleware
 from catdog.serve.paths import ApiTrailingSlashMiddleware, is_asterisk_form, not_found, register_names, route_path
+from catdog.serve.protocol import COUNT_ANSWER
 from catdog.serve.routes import router
 from catdog.serve.settings import SETTINGS_ENV, ApiError, ServeSettings
 from catdog.serve.state import ServeState
@@ -170,7 +171,8 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         loading = asyncio.create_task(state.load())
         trimming = asyncio.create_task(state.trim_memory())
         try:
-            yield
+            # uvicorn hands this state to catdog's protocol too, which counts the answers it gives without the app.
+            yield {COUNT_ANSWER: state.metrics.count_unrouted}
         finally:
             loading.cancel()
             trimming.cancel()

@@ -43,6 +43,14 @@ class ServeMetrics:
         self.model = Info("catdog_model", "The model being served.", registry=self.registry)
         self.ready = Gauge("catdog_model_ready", "1 once the model is loaded.", registry=self.registry)
 
+    def count_request(self, route: str, method: str | None, status: int) -> None:
+        """One answer, under ``route`` (a template or ``unmatched``): a method not in METHODS, or none, is "other"."""
+        self.requests.labels(route, method if method in METHODS else "other", str(status)).inc()
+
+    def count_unrouted(self, method: str | None, status: int) -> None:
+        """An answer given before any route matched: the protocol's 400 and 431 (its COUNT_ANSWER)."""
+        self.count_request(UNMATCHED, method, status)
+
     def observe_batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)
         self.batch_seconds.observe(seconds)
@@ -52,6 +60,10 @@ class ServeMetrics:
 # sending a new one each request (FOO1, FOO2, ...; up to its 16 kB of headers) added series without bound: memory
 # and a /metrics page that grew with every request.
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"})
+
+
+# The route of an answer no route gave: a path nothing is served at, and refusals made before routing.
+UNMATCHED = "unmatched"
 
 
 class MetricsMiddleware:
@@ -78,7 +90,6 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_status)
         finally:
             route = scope.get("route")
-            path = getattr(route, "path_format", None) or "unmatched"  # /app/{name}, not /app/{name:app_file}
-            method = scope["method"] if scope["method"] in METHODS else "other"
-            self.metrics.requests.labels(path, method, str(status)).inc()
+            path = getattr(route, "path_format", None) or UNMATCHED  # /app/{name}, not /app/{name:app_file}
+            self.metrics.count_request(path, scope["method"], status)
             self.metrics.latency.labels(path).observe(time.perf_counter() - start)

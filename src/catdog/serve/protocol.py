@@ -42,6 +42,9 @@ LINGER_S = 30.0
 OVER_LIMIT_HEAD_S = 1.0
 # The scope extension that marks a request over --max-connections; its value is {"connections": the limit}.
 OVER_LIMIT = "catdog.over_connection_limit"
+# The key, in the app's lifespan state, of its counter of the answers this protocol gives without the app (400, 431):
+# a callable (method or None, status). uvicorn hands that state to every connection; the app is a layer above this.
+COUNT_ANSWER = "catdog.count_protocol_answer"
 
 
 class HeadTimeoutProtocol(H11Protocol):
@@ -93,6 +96,13 @@ class HeadTimeoutProtocol(H11Protocol):
         # h11 bounds only a head still incomplete: one read whole, blank line and all, reached the app.
         answer = JSONResponse({"error": self._head_too_long_sentence}, status_code=431, headers={"connection": "close"})
         await answer(scope, receive, send)
+        self._count(scope["method"], 431)
+
+    def _count(self, method: str | None, status: int) -> None:
+        """Count an answer the app never saw in its /metrics (``method`` None: the request line was not read)."""
+        count = self.app_state.get(COUNT_ANSWER)
+        if count is not None:  # an app without it (not catdog's, or run without its lifespan)
+            count(method, status)
 
     @property
     def _max_head_size(self) -> int:
@@ -146,6 +156,7 @@ class HeadTimeoutProtocol(H11Protocol):
         for event in (head, h11.Data(data=answer.body), h11.EndOfMessage()):
             self.transport.write(self.conn.send(event))
         self.transport.close()
+        self._count(None, status)
 
     def _watch(self) -> None:
         """Arm the deadline for what the connection awaits now, once; disarm it while a handler is at work."""
