@@ -593,6 +593,22 @@ def test_the_protocols_own_refusals_are_counted_in_metrics(client: httpx.Client,
     assert "yyyy" not in text  # the path asked for is no label
 
 
+def test_a_refusal_before_routing_is_counted_under_its_route(client: httpx.Client) -> None:
+    """The limits refuse a body over the limit from its Content-Length before the router runs, and /metrics counted
+    that 413 under `unmatched`, the same upload streamed under /api/v1/predict: a graph of a route's refusals missed
+    the common one. A path nothing is served at stays `unmatched`, whatever its body."""
+    name = "catdog_http_requests_total"
+    predict = dict(route="/api/v1/predict", method="POST", status="413")
+    nowhere = dict(route="unmatched", method="POST", status="413")
+    before = client.get("/metrics").text
+    big = {"content": bytes(2_500_000), "headers": {"content-type": "image/jpeg"}}
+    assert client.post("/api/v1/predict", **big).status_code == 413
+    assert client.post("/api/v1/predict/", **big).status_code == 413  # its trailing slash is the route's too
+    text = client.get("/metrics").text
+    assert metric(text, name, **predict) == metric(before, name, **predict) + 2
+    assert metric(text, name, **nowhere) == metric(before, name, **nowhere)
+
+
 def test_clients_that_hang_up_mid_upload(client: httpx.Client, server: Server, cat_photo: Path) -> None:
     body = cat_photo.read_bytes()
     part_head = b'--zz\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n\r\n'

@@ -71,7 +71,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         headers = getattr(err, "headers", None)
         if is_asterisk_form(request.scope):  # `*` names the whole server, for OPTIONS alone (RFC 9112, 3.2.4)
             if request.method == "OPTIONS":
-                return Response(status_code=204, headers={"Allow": _methods(_api_routes(request))})
+                return Response(status_code=204, headers={"Allow": _methods(_api_routes(request.app))})
             only = "The request target * asks what the whole server takes, for OPTIONS alone"
             return error_response(400, f"{only}; {request.method} needs a path.")
         if err.status_code == 405:  # the path exists, not for this method
@@ -95,12 +95,12 @@ def _allowed_methods(request: Request) -> str:
 
     Starlette's 405 names the first route's alone: "GET" at /healthz, whose HEAD is another route.
     """
-    return _methods(route for route in _api_routes(request) if route.matches(request.scope)[0] is not Match.NONE)
+    return _methods(route for route in _api_routes(request.app) if route.matches(request.scope)[0] is not Match.NONE)
 
 
-def _api_routes(request: Request) -> list[APIRoute]:
+def _api_routes(app: FastAPI) -> list[APIRoute]:
     # The routers' own lists: the app's holds an included router as one opaque entry (FastAPI 0.165).
-    routes = (*router.routes, *app_routes.router.routes, *request.app.router.routes)
+    routes = (*router.routes, *app_routes.router.routes, *app.router.routes)
     return [route for route in routes if isinstance(route, APIRoute)]
 
 
@@ -214,7 +214,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         return FileResponse(str(path), media_type=DOCS_FILES[name])
 
     app.add_middleware(LimitsMiddleware, settings=settings)
-    app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics, routes=_api_routes(app))  # every route added by now
     app.add_middleware(ApiTrailingSlashMiddleware)  # outside the limits and metrics: they see the path routed
     if settings.cors_origins:
         # Pages of these sites may read the answers (without it, only this server's own pages can). Outermost, so

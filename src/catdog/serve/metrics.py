@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
@@ -67,11 +69,21 @@ UNMATCHED = "unmatched"
 
 
 class MetricsMiddleware:
-    """Counts every HTTP request by its route template (never the raw path: bounded label values)."""
+    """Counts every HTTP request by its route template (never the raw path: bounded label values).
 
-    def __init__(self, app: ASGIApp, metrics: ServeMetrics) -> None:
+    ``routes``: the app's routes, for an answer given before the router ran (the limits' 413 and 503): counted under
+    the route its path matches, as the same refusal is when the route gives it (a body over the limit streamed).
+    """
+
+    def __init__(self, app: ASGIApp, metrics: ServeMetrics, routes: Sequence[BaseRoute] = ()) -> None:
         self.app = app
         self.metrics = metrics
+        self.routes = routes
+
+    def route_of(self, scope: Scope) -> str:
+        """The template of the route that answered, else of the first its path matches; ``unmatched`` for none."""
+        route = scope.get("route") or next((r for r in self.routes if r.matches(scope)[0] is not Match.NONE), None)
+        return getattr(route, "path_format", None) or UNMATCHED  # /app/{name}, not /app/{name:app_file}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -89,7 +101,6 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            route = scope.get("route")
-            path = getattr(route, "path_format", None) or UNMATCHED  # /app/{name}, not /app/{name:app_file}
+            path = self.route_of(scope)
             self.metrics.count_request(path, scope["method"], status)
             self.metrics.latency.labels(path).observe(time.perf_counter() - start)
