@@ -572,6 +572,24 @@ def test_a_request_http_cannot_read_is_answered_in_the_apis_shape(server: Server
     assert "Traceback" not in server.log(), server.log()
 
 
+def test_a_request_of_another_http_version_is_told_the_one_spoken(client: httpx.Client, server: Server) -> None:
+    """h11 reads any "HTTP/d.d" request line: GET over "HTTP/2.0" was answered as HTTP/1.1, and HTTP/2's preface
+    ("PRI * HTTP/2.0", curl --http2-prior-knowledge) got a 400 about OPTIONS and the target *, then a second 400 on
+    the same connection. Now one 505 (RFC 9110, 15.6.6), in the API's shape, counted in /metrics."""
+    refused = ("HTTP/1.1 505 HTTP Version Not Supported", {"error": "This server speaks HTTP/1.1, not HTTP/2.0."})
+
+    def counted() -> float:  # PRI is no method /metrics names: "other"
+        text = client.get("/metrics").text
+        return sum(metric(text, "catdog_http_requests_total", method=m, status="505") for m in ("GET", "other"))
+
+    before = counted()
+    status, headers, body = raw_answer(server.port, b"GET /healthz HTTP/2.0\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert (status, body) == refused and headers["content-type"] == "application/json"
+    assert raw_answer(server.port, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")[::2] == refused  # one answer, then closed
+    assert raw_answer(server.port, b"GET /healthz HTTP/1.0\r\n\r\n")[::2] == ("HTTP/1.1 200 OK", {"status": "ok"})
+    assert counted() == before + 2
+
+
 def test_the_protocols_own_refusals_are_counted_in_metrics(client: httpx.Client, server: Server) -> None:
     """A 431 (head too long) or 400 (not HTTP) is answered below the app, by catdog's protocol: /metrics counted the
     app's refusals and not these. Under the route `unmatched` (no route was matched; never the path the client made

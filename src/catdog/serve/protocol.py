@@ -42,6 +42,8 @@ LINGER_S = 30.0
 OVER_LIMIT_HEAD_S = 1.0
 # The scope extension that marks a request over --max-connections; its value is {"connections": the limit}.
 OVER_LIMIT = "catdog.over_connection_limit"
+# The HTTP versions served; h11 reads a request line of any ("HTTP/2.0", "HTTP/9.9"), and answers it as HTTP/1.1.
+HTTP_VERSIONS = (b"1.0", b"1.1")
 # The key, in the app's lifespan state, of its counter of the answers this protocol gives without the app (400, 431):
 # a callable (method or None, status). uvicorn hands that state to every connection; the app is a layer above this.
 COUNT_ANSWER = "catdog.count_protocol_answer"
@@ -76,6 +78,8 @@ class HeadTimeoutProtocol(H11Protocol):
         included) and requests in flight, before this one's task is added."""
         if self.max_open is not None and max(len(self.connections), len(self.tasks)) >= self.max_open:
             return self._over_limit
+        if self.conn.their_http_version not in HTTP_VERSIONS:
+            return self._version_not_supported
         if self.conn.head_size > self._max_head_size:
             return self._head_too_long
         return self._app
@@ -94,9 +98,19 @@ class HeadTimeoutProtocol(H11Protocol):
 
     async def _head_too_long(self, scope: Scope, receive: Receive, send: Send) -> None:
         # h11 bounds only a head still incomplete: one read whole, blank line and all, reached the app.
-        answer = JSONResponse({"error": self._head_too_long_sentence}, status_code=431, headers={"connection": "close"})
+        await self._refuse(scope, receive, send, 431, self._head_too_long_sentence)
+
+    async def _version_not_supported(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # h11 reads any "HTTP/d.d" request line. HTTP/2's preface ("PRI * HTTP/2.0", then "SM") is one: it was answered
+        # twice, first about OPTIONS and the target *, then "not HTTP/1.1" for the "SM".
+        sentence = f"This server speaks HTTP/1.1, not HTTP/{scope['http_version']}."
+        await self._refuse(scope, receive, send, 505, sentence)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, status: int, sentence: str) -> None:
+        """Answer ``status`` with ``sentence`` in the API's shape, close the connection and count it."""
+        answer = JSONResponse({"error": sentence}, status_code=status, headers={"connection": "close"})
         await answer(scope, receive, send)
-        self._count(scope["method"], 431)
+        self._count(scope["method"], status)
 
     def _count(self, method: str | None, status: int) -> None:
         """Count an answer the app never saw in its /metrics (``method`` None: the request line was not read)."""
