@@ -590,6 +590,20 @@ def test_a_request_of_another_http_version_is_told_the_one_spoken(client: httpx.
     assert counted() == before + 2
 
 
+def test_a_request_target_in_absolute_form_is_served(server: Server) -> None:
+    """RFC 9112, 3.2.2: a server MUST accept a target in absolute form (``GET http://host/path``), as a client that
+    takes it for a proxy sends: it was a 404, "Nothing is served at /http://laptop.test/api/v1/model."."""
+
+    def asking(target: bytes) -> tuple[str, dict]:
+        request = b"GET " + target + b" HTTP/1.1\r\nHost: laptop.test\r\nConnection: close\r\n\r\n"
+        return raw_answer(server.port, request)[::2]
+
+    assert asking(b"http://laptop.test/healthz") == ("HTTP/1.1 200 OK", {"status": "ok"})
+    assert asking(b"HTTPS://laptop.test:8000/readyz?x=1") == ("HTTP/1.1 200 OK", {"status": "ready"})
+    status, body = asking(b"http://laptop.test/api/v1/nothing")
+    assert status.startswith("HTTP/1.1 404 ") and body == {"error": "Nothing is served at /api/v1/nothing."}
+
+
 def test_the_protocols_own_refusals_are_counted_in_metrics(client: httpx.Client, server: Server) -> None:
     """A 431 (head too long) or 400 (not HTTP) is answered below the app, by catdog's protocol: /metrics counted the
     app's refusals and not these. Under the route `unmatched` (no route was matched; never the path the client made

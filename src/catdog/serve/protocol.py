@@ -23,6 +23,7 @@ Over https the protocol starts once the TLS handshake is done; :class:`Handshake
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import h11
@@ -201,7 +202,7 @@ class HeadTimeoutProtocol(H11Protocol):
 class _HeadMeasuringConnection(h11.Connection):
     """h11's connection, which keeps the bytes of the last request head it read, as they came: h11 bounds only a
     head still incomplete, and the head it parsed had lost the whitespace around each header's value (a 30 KB
-    cookie of spaces read as a few bytes)."""
+    cookie of spaces read as a few bytes). A request's target in absolute form comes out in origin form."""
 
     head_size = 0
 
@@ -210,7 +211,24 @@ class _HeadMeasuringConnection(h11.Connection):
         event = super().next_event()
         if isinstance(event, h11.Request):
             self.head_size = buffered - len(self._receive_buffer)
+            return _in_origin_form(event)
         return event
+
+
+# A request target in absolute form (RFC 9112, 3.2.2): its scheme and authority, before the path.
+_ABSOLUTE_FORM = re.compile(rb"https?://[^/?#]*", re.IGNORECASE)
+
+
+def _in_origin_form(request: h11.Request) -> h11.Request:
+    """``GET http://host/path?q`` as ``GET /path?q``: a server must accept the absolute form (RFC 9112, 3.2.2), which
+    a client that takes it for a proxy sends; uvicorn took the whole URL for the path, and every such request was a
+    404. The authority is dropped: the routes answer alike for any host."""
+    scheme_and_host = _ABSOLUTE_FORM.match(request.target)
+    if scheme_and_host is None:
+        return request
+    rest = request.target[scheme_and_host.end() :]
+    target = rest if rest.startswith(b"/") else b"/" + rest
+    return h11.Request(method=request.method, headers=request.headers, target=target, http_version=request.http_version)
 
 
 class HandshakeDeadlineLoop(asyncio.SelectorEventLoop):
