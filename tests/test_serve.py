@@ -604,6 +604,16 @@ def test_a_request_target_in_absolute_form_is_served(server: Server) -> None:
     assert status.startswith("HTTP/1.1 404 ") and body == {"error": "Nothing is served at /api/v1/nothing."}
 
 
+def test_an_upgrade_asked_for_is_ignored_without_a_word_in_the_log(server: Server) -> None:
+    """A server may ignore ``Upgrade`` (RFC 9110, 7.8) and catdog serves no WebSocket: uvicorn answered over HTTP/1.1
+    but logged two warnings per request, the second telling the operator to install a WebSocket library; every
+    ``curl --http2 http://...`` (``Upgrade: h2c``) and any client that repeats one filled the log with them."""
+    for upgrade in (b"h2c", b"websocket"):
+        head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, close\r\nUpgrade: " + upgrade + b"\r\n\r\n"
+        assert raw_answer(server.port, head)[::2] == ("HTTP/1.1 200 OK", {"status": "ok"})
+    assert "upgrade" not in server.log().lower(), server.log()[-2000:]
+
+
 def test_the_protocols_own_refusals_are_counted_in_metrics(client: httpx.Client, server: Server) -> None:
     """A 431 (head too long) or 400 (not HTTP) is answered below the app, by catdog's protocol: /metrics counted the
     app's refusals and not these. Under the route `unmatched` (no route was matched; never the path the client made

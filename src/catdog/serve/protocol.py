@@ -173,6 +173,11 @@ class HeadTimeoutProtocol(H11Protocol):
         self.transport.close()
         self._count(None, status)
 
+    def _unsupported_upgrade_warning(self) -> None:
+        """Nothing: a request asking for another protocol (``Upgrade: h2c``, as ``curl --http2`` sends; ``websocket``)
+        is answered over HTTP/1.1, which RFC 9110 (7.8) allows. uvicorn logged two warnings for each, the second
+        telling the operator to install a WebSocket library, of no use to catdog, which serves none."""
+
     def _watch(self) -> None:
         """Arm the deadline for what the connection awaits now, once; disarm it while a handler is at work."""
         their, ours = self.conn.their_state, self.conn.our_state
