@@ -614,6 +614,21 @@ def test_an_upgrade_asked_for_is_ignored_without_a_word_in_the_log(server: Serve
     assert "upgrade" not in server.log().lower(), server.log()[-2000:]
 
 
+def test_a_range_header_the_server_cannot_use_is_ignored(client: httpx.Client) -> None:
+    """RFC 9110, 14.2: a server MUST ignore a Range of a unit it does not know and may ignore an invalid one. The
+    files of /app and /docs answered both with a 400 in plain text ("Only support bytes range"), outside the API's
+    JSON shape and without the app's headers: now the whole file, as without the header. A range it can serve is
+    still a 206."""
+    for path in ("/app/icon.svg", "/docs/swagger-ui.css"):
+        whole = client.get(path)
+        assert whole.status_code == 200
+        for unusable in ("items=0-1", "bytes=abc", "bytes=5-1", "bytes"):
+            answer = client.get(path, headers={"Range": unusable})
+            assert (answer.status_code, answer.content) == (200, whole.content), (path, unusable, answer.text)
+        part = client.get(path, headers={"Range": "bytes=0-9"})
+        assert (part.status_code, part.content) == (206, whole.content[:10])
+
+
 def test_the_protocols_own_refusals_are_counted_in_metrics(client: httpx.Client, server: Server) -> None:
     """A 431 (head too long) or 400 (not HTTP) is answered below the app, by catdog's protocol: /metrics counted the
     app's refusals and not these. Under the route `unmatched` (no route was matched; never the path the client made

@@ -26,7 +26,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
@@ -211,7 +211,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         path = resources.files("catdog.serve") / "static" / "docs" / name
         if not path.is_file():  # not copied in at build time (web/build_app.py)
             return error_response(404, not_found(request))
-        return FileResponse(str(path), media_type=DOCS_FILES[name])
+        return app_routes.FileAnswer(str(path), media_type=DOCS_FILES[name])
 
     app.add_middleware(LimitsMiddleware, settings=settings)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics, routes=_api_routes(app))  # every route added by now

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import MalformedRangeHeader
 
 from catdog import webapp
 from catdog.errors import CatdogError
@@ -86,13 +87,27 @@ async def _model(request: Request) -> _AppState:
     return app_state
 
 
+class FileAnswer(FileResponse):
+    """A file, whose Range header is ignored where it cannot be used (RFC 9110, 14.2: a unit other than bytes must
+    be, an invalid range may be): Starlette answered both with a 400 in plain text ("Only support bytes range"),
+    outside the API's JSON shape. A range beyond the file's end is still its 416."""
+
+    @classmethod
+    def _parse_range_header(cls, http_range: str, file_size: int) -> list[tuple[int, int]]:
+        # Starlette's hook (FileResponse.__call__ calls it); no ranges is its answer for the whole file.
+        try:
+            return super()._parse_range_header(http_range, file_size)
+        except MalformedRangeHeader:
+            return []
+
+
 # The service worker keeps the copies; revalidate when online.
 _FILE_HEADERS = webapp.APP_HEADERS | {"Cache-Control": "no-cache"}
 
 
 def _file(path: Path) -> Response:
     media_type = webapp.MEDIA_TYPES.get(path.suffix, "application/octet-stream")
-    return FileResponse(path, media_type=media_type, headers=_FILE_HEADERS)
+    return FileAnswer(path, media_type=media_type, headers=_FILE_HEADERS)
 
 
 def _app_file(request: Request, name: str) -> Response:
