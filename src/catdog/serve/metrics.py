@@ -50,7 +50,7 @@ class ServeMetrics:
         self.requests.labels(route, method if method in METHODS else "other", str(status)).inc()
 
     def count_unrouted(self, method: str | None, status: int) -> None:
-        """An answer given before any route matched: the protocol's 400 and 431 (its COUNT_ANSWER)."""
+        """An answer given before any route matched: the protocol's 400, 431 and 505 (its COUNT_ANSWER)."""
         self.count_request(UNMATCHED, method, status)
 
     def observe_batch(self, size: int, seconds: float) -> None:

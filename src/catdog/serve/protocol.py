@@ -45,8 +45,8 @@ OVER_LIMIT_HEAD_S = 1.0
 OVER_LIMIT = "catdog.over_connection_limit"
 # The HTTP versions served; h11 reads a request line of any ("HTTP/2.0", "HTTP/9.9"), and answers it as HTTP/1.1.
 HTTP_VERSIONS = (b"1.0", b"1.1")
-# The key, in the app's lifespan state, of its counter of the answers this protocol gives without the app (400, 431):
-# a callable (method or None, status). uvicorn hands that state to every connection; the app is a layer above this.
+# The key, in the app's lifespan state, of its counter of the answers this protocol gives without the app (400, 431,
+# 505): a callable (method or None, status). uvicorn hands that state to every connection; the app is a layer above.
 COUNT_ANSWER = "catdog.count_protocol_answer"
 
 
