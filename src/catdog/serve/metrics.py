@@ -46,8 +46,11 @@ class ServeMetrics:
         self.ready = Gauge("catdog_model_ready", "1 once the model is loaded.", registry=self.registry)
 
     def count_request(self, route: str, method: str | None, status: int) -> None:
-        """One answer, under ``route`` (a template or ``unmatched``): a method not in METHODS, or none, is "other"."""
-        self.requests.labels(route, method if method in METHODS else "other", str(status)).inc()
+        """One answer, under ``route`` (a template or ``unmatched``): a method not in METHODS, or none, is "other".
+
+        ``int``: the protocol's 400 and 431 are HTTPStatus, whose str is "HTTPStatus.BAD_REQUEST" before Python 3.11.
+        """
+        self.requests.labels(route, method if method in METHODS else "other", str(int(status))).inc()
 
     def count_unrouted(self, method: str | None, status: int) -> None:
         """An answer given before any route matched: the protocol's 400, 431 and 505 (its COUNT_ANSWER)."""
