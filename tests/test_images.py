@@ -87,6 +87,34 @@ def test_a_file_with_no_size_is_read_no_further_than_the_limit(tmp_path):
         images._read_source(pipe, 1_000_000)
 
 
+def test_a_named_pipe_reads_in_a_process_with_over_1024_files_open(tmp_path):
+    """A server has many files open; select.select, which waited on a named pipe for its writer, raised "filedescriptor
+    out of range in select()" (ValueError, a traceback) for a descriptor over 1023. Any descriptor now works."""
+    import os
+    import resource
+    import threading
+
+    from conftest import missing
+
+    wanted = 1100
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < wanted + 16:
+        missing(f"the hard limit of open files ({hard}) is below {wanted + 16}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, wanted + 16), hard))
+    opened = [os.open(os.devnull, os.O_RDONLY) for _ in range(wanted)]
+    try:
+        empty, written = tmp_path / "empty.jpg", tmp_path / "written.jpg"
+        os.mkfifo(empty)
+        os.mkfifo(written)
+        assert images.read_file(empty) == b""  # no writer: read as empty, as with few files open
+        threading.Thread(target=written.write_bytes, args=(image_bytes(),), daemon=True).start()
+        assert decode(written).size == (64, 48)
+    finally:
+        for descriptor in opened:
+            os.close(descriptor)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 def test_bytes_in_memory_are_decoded_whatever_their_size():
     """Bytes in memory were read under their reader's own limit (the server's --max-file-mb, which may be over
     64 MB; ``catdog predict -`` stops at 64 MB): decode refused bytes over its file limit, so a server run with

@@ -14,7 +14,7 @@ import io
 import logging
 import os
 import re
-import select
+import selectors
 import stat
 import warnings
 from dataclasses import dataclass
@@ -297,7 +297,10 @@ def _open_pipe(path: Path, mode: str) -> BinaryIO:
     no one writes to waits forever, in a thread that no signal stops. A writer gets a moment to start; with none,
     the pipe reads as empty. A pipe with its writer already there (``<(cat photo.jpg)``) reads as it did."""
     descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    select.select([descriptor], [], [], _PIPE_WRITER_WAIT_S)
+    # A selector, not select.select: that raised ValueError for a descriptor over 1023, in a server with many open.
+    with selectors.DefaultSelector() as waiting:
+        waiting.register(descriptor, selectors.EVENT_READ)
+        waiting.select(_PIPE_WRITER_WAIT_S)
     os.set_blocking(descriptor, True)  # a writer there is waited on for its bytes, as a plain open() would
     return os.fdopen(descriptor, mode)
 
