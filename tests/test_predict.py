@@ -610,6 +610,35 @@ def test_a_link_to_nothing_named_like_no_photo_is_in_the_left_out_note(tmp_path,
     ), done.stderr
 
 
+def test_a_pipe_a_socket_and_a_linked_folder_in_a_folder_are_in_the_left_out_note(tmp_path, cat_photo):
+    """A named pipe, a socket or a link to a folder inside a folder given to predict was passed over without a
+    word, where a file without an image extension is named in a note. Each kind now has its line of the note; a
+    linked folder is not entered (a link back up the tree would never end), and is read when named."""
+    import socket
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "cat.jpg").write_bytes(cat_photo.read_bytes())
+    os.mkfifo(photos / "pipe.jpg")
+    with socket.socket(socket.AF_UNIX) as listening:
+        listening.bind(str(photos / "sock"))
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "dog.jpg").write_bytes(cat_photo.read_bytes())
+    (photos / "more").symlink_to(tmp_path / "elsewhere")
+    (photos / "up").symlink_to(".")
+    done = run_catdog_in_process("predict", str(photos))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"{photos}/cat.jpg: cat (") and len(done.stdout.splitlines()) == 1
+    assert done.stderr.splitlines() == [
+        f"note: 2 linked folders not entered: '{photos}/more', '{photos}/up'; "
+        "give a linked folder by its own name to classify its photos.",
+        f"note: 2 special files (a named pipe, a socket or a device) left out: "
+        f"'{photos}/pipe.jpg', '{photos}/sock'; a walk through a folder reads photo files alone.",
+    ], done.stderr
+    named = run_catdog_in_process("predict", str(photos / "more"))
+    assert named.stdout.startswith(f"{photos}/more/dog.jpg: cat (") and named.stderr == "", named
+
+
 @pytest.mark.parametrize("option", ["--csv", "--json"])
 def test_an_output_file_after_csv_or_json_is_one_sentence(tmp_path, cat_photo, option):
     """`catdog predict photos --csv out.csv` read 'out.csv' as a photo ("'out.csv' does not exist.", exit status 1)

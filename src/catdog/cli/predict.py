@@ -30,7 +30,7 @@ from catdog.fsutil import counted, first_few, quoted_for_shell, shown
 from catdog.models.files import refuse_a_missing_model
 
 if TYPE_CHECKING:
-    from catdog.inference.predictor import Prediction, Predictor
+    from catdog.inference.predictor import LeftOut, Prediction, Predictor
 
 
 @app.command(cls=PlainHelp)
@@ -84,14 +84,14 @@ def predict(
     """Classify photos as cat, dog or neither."""
     if as_json and as_csv:
         raise fail("Choose one of --json and --csv.")
-    from catdog.inference.predictor import STDIN, Predictor, expand_inputs
+    from catdog.inference.predictor import STDIN, LeftOut, Predictor, expand_inputs
 
     _check_no_output_file(ctx, paths, as_json=as_json, as_csv=as_csv)
     _check_stdin(paths, sort_into)
     refuse_lost_output("the answers", "answers.txt", also_in_files=sort_into is not None and not (as_json or as_csv))
     if sort_into is not None:
         _check_sort_folder(sort_into, paths)
-    left_out: list[str] = []
+    left_out = LeftOut()
     entries = expand_inputs(paths, left_out)
     predictor = Predictor.load(
         model, threshold=threshold, neither_threshold=neither_threshold, tta=tta, throughput=True
@@ -129,17 +129,23 @@ def predict(
     raise typer.Exit(1 if printed.failed else 0)
 
 
-def _note_left_out(left_out: list[str]) -> None:
-    """Say which files of the folders given were not read: a folder of 135 files got 131 answers without a word
-    about a photo saved with no extension."""
-    names = ", ".join(first_few([f"'{name}'" for name in left_out], 3))
-    err_console.print(
-        shown(
-            f"note: {counted(len(left_out), 'file')} without an image extension left out: {names}; "
-            "name a file to classify it whatever its extension."
-        ),
-        soft_wrap=True,
-    )
+def _note_left_out(left_out: LeftOut) -> None:
+    """Say what the folders given hold that was not read, a line for each kind: a folder of 135 files got 131
+    answers without a word about a photo saved with no extension, and a linked folder or a named pipe was passed
+    over without a word too."""
+    notes = [
+        (left_out.not_named_like_photos, "file", "without an image extension left out",
+         "name a file to classify it whatever its extension"),
+        (left_out.linked_folders, "linked folder", "not entered",
+         "give a linked folder by its own name to classify its photos"),
+        (left_out.not_files, "special file", "(a named pipe, a socket or a device) left out",
+         "a walk through a folder reads photo files alone"),
+    ]  # fmt: skip
+    for names, noun, what, remedy in notes:
+        if names:
+            shown_names = ", ".join(first_few([f"'{name}'" for name in names], 3))
+            said = f"note: {counted(len(names), noun)} {what}: {shown_names}; {remedy}."
+            err_console.print(shown(said), soft_wrap=True)
 
 
 SUGGESTED_PHOTOS = 3  # the most photos a command suggested names; more are PHOTOS

@@ -203,12 +203,15 @@ def _unreadable(err: OSError) -> tuple[Path, str]:
 # folder or a file: Path.is_symlink(), is_dir() and is_file() stat it again each time, three to five times a name.
 
 
-def walk_files(folder: Path, onerror: Callable[[OSError], object]) -> Iterator[os.DirEntry]:
+def walk_files(
+    folder: Path, onerror: Callable[[OSError], object], others: Callable[[os.DirEntry], object] | None = None
+) -> Iterator[os.DirEntry]:
     """The files below ``folder`` and the links, folder by folder in sorted order; hidden names left out.
 
     Never descends into a linked folder (two links back up a tree make a walk that never ends) nor a hidden
-    one; ``onerror`` hears of each folder that cannot be listed. A link, to a file, a folder or nothing, is
-    yielded as it is: each caller says what a link is to it (``discover`` names it and reads nothing
+    one; ``onerror`` hears of each folder that cannot be listed, and ``others`` of each entry that is neither a
+    file, a folder nor a link (a named pipe, a socket, a device), which is not yielded. A link, to a file, a folder
+    or nothing, is yielded as it is: each caller says what a link is to it (``discover`` names it and reads nothing
     through it, ``predict`` reads a linked photo). Folders are walked as ``os.walk`` walks them, depth first.
     """
     pending = [os.fspath(folder)]
@@ -222,6 +225,9 @@ def walk_files(folder: Path, onerror: Callable[[OSError], object]) -> Iterator[o
         folders = [e for e in entries if _is_dir(e)]
         yield from (e for e in folders if e.is_symlink())
         yield from (e for e in entries if not _is_dir(e) and (e.is_symlink() or e.is_file()))
+        for entry in entries if others else ():
+            if not (_is_dir(entry) or entry.is_symlink() or entry.is_file()):
+                others(entry)
         pending.extend(e.path for e in reversed(folders) if not e.is_symlink())
 
 

@@ -331,13 +331,25 @@ def _gate_threshold(gate: dict, override: float | None, classes: Iterable[str] =
     return float(gate.get("threshold", DEFAULT_NEITHER_THRESHOLD))
 
 
-def expand_inputs(patterns: list[str], left_out: list[str] | None = None) -> list[str | Prediction]:
+@dataclass
+class LeftOut:
+    """What the folders given hold that predict does not read, by why: each kind is a line of predict's note."""
+
+    not_named_like_photos: list[str] = field(default_factory=list)  # no image extension (links to nothing too)
+    linked_folders: list[str] = field(default_factory=list)  # not entered: a link back up the tree never ends
+    not_files: list[str] = field(default_factory=list)  # named pipes, sockets, devices, and links to them
+
+    def __bool__(self) -> bool:
+        return bool(self.not_named_like_photos or self.linked_folders or self.not_files)
+
+
+def expand_inputs(patterns: list[str], left_out: LeftOut | None = None) -> list[str | Prediction]:
     """Files, folders (recursive, image extensions) and globs → file paths, in the order given.
 
     A pattern that matches nothing stays in its place as an error Prediction, so that output
     order always follows the input order; a file named twice is predicted once. ``-`` (:data:`STDIN`) stays
-    in its place as itself: the caller reads standard input. ``left_out`` hears of each file a folder holds
-    without an image extension, which is not read.
+    in its place as itself: the caller reads standard input. ``left_out`` hears of each entry a folder holds that
+    is not read: a file without an image extension, a linked folder, a named pipe, a socket or a device.
     """
     out: list[str | Prediction] = []
     seen: set[str] = set()
@@ -351,15 +363,15 @@ def expand_inputs(patterns: list[str], left_out: list[str] | None = None) -> lis
             # The walk of `catdog data check`: hidden files and folders skipped, linked folders not entered;
             # a linked photo is read (isfile follows it), unlike in a dataset.
             unreadable: list[OSError] = []
-            walked = list(walk_files(Path(pattern), unreadable.append))
+            not_files: list[os.DirEntry] = []  # named pipes, sockets, devices: a walk reads none
+            walked = list(walk_files(Path(pattern), unreadable.append, not_files.append))
             files = [entry for entry in walked if _is_file(entry)]
             links_to_nothing = [entry for entry in walked if entry.is_symlink() and not os.path.exists(entry.path)]
             # A link to nothing named like a photo was passed over without a word: one line each, as when named.
             broken = sorted(str(Path(e.path)) for e in links_to_nothing if _image_name(e.name))
             found = sorted(str(Path(entry.path)) for entry in files if _image_name(entry.name))
-            if left_out is not None:  # one named otherwise is left out, as a file so named is, not without a word
-                not_read = [entry for entry in [*files, *links_to_nothing] if not _image_name(entry.name)]
-                left_out.extend(sorted(str(Path(entry.path)) for entry in not_read))
+            if left_out is not None:  # each of the rest is named in a note, never passed over without a word
+                _note_not_read(walked, files, links_to_nothing, not_files, left_out)
             for err in unreadable:  # a folder it could not list: say so, in its place
                 out.append(
                     Prediction(source=err.filename, error=f"Folder '{err.filename}' cannot be read ({err.strerror}).")
@@ -390,6 +402,28 @@ def expand_inputs(patterns: list[str], left_out: list[str] | None = None) -> lis
                 # A file named '-' that a glob found is ./-: the caller reads standard input for '-' alone.
                 out.append(os.path.join(os.curdir, path) if path == STDIN else path)
     return out
+
+
+def _note_not_read(
+    walked: list[os.DirEntry],
+    files: list[os.DirEntry],
+    links_to_nothing: list[os.DirEntry],
+    not_files: list[os.DirEntry],
+    left_out: LeftOut,
+) -> None:
+    """Put each entry of a folder's walk that is not read in ``left_out``, by why."""
+    named = [entry for entry in [*files, *links_to_nothing] if not _image_name(entry.name)]
+    left_out.not_named_like_photos.extend(_sorted_paths(named))
+    # The other links lead somewhere that is no file: a folder (not entered), or a pipe, a socket or a device.
+    files_or_nothing = {entry.path for entry in [*files, *links_to_nothing]}
+    linked = [entry for entry in walked if entry.is_symlink() and entry.path not in files_or_nothing]
+    folders = [entry for entry in linked if os.path.isdir(entry.path)]
+    left_out.linked_folders.extend(_sorted_paths(folders))
+    left_out.not_files.extend(_sorted_paths([*not_files, *(entry for entry in linked if entry not in folders)]))
+
+
+def _sorted_paths(entries: Iterable[os.DirEntry]) -> list[str]:
+    return sorted(str(Path(entry.path)) for entry in entries)
 
 
 def _is_file(entry: os.DirEntry) -> bool:
