@@ -87,6 +87,18 @@ def test_a_file_with_no_size_is_read_no_further_than_the_limit(tmp_path):
         images._read_source(pipe, 1_000_000)
 
 
+def test_a_socket_is_said_to_be_one(tmp_path, monkeypatch):
+    """``catdog predict sock.jpg``, a socket so named, said "cannot be read (No such device or address)", the OS's
+    words for opening it, which leave a person guessing."""
+    import socket
+
+    monkeypatch.chdir(tmp_path)  # a socket's path is short: 108 bytes at most
+    with socket.socket(socket.AF_UNIX) as listening:
+        listening.bind("sock.jpg")
+    with pytest.raises(ImageError, match=r"^'sock\.jpg' is a socket, not an image file\.$"):
+        images.read_file("sock.jpg")
+
+
 def test_a_named_pipe_reads_in_a_process_with_over_1024_files_open(tmp_path):
     """A server has many files open; select.select, which waited on a named pipe for its writer, raised "filedescriptor
     out of range in select()" (ValueError, a traceback) for a descriptor over 1023. Any descriptor now works."""

@@ -275,6 +275,8 @@ def _read_source(source: bytes | str | os.PathLike, max_bytes: int) -> tuple[byt
     path = Path(source)
     try:
         status = path.stat()
+        if stat.S_ISSOCK(status.st_mode):  # open() says "No such device or address", which names no cause
+            raise ImageError(f"'{path}' is a socket, not an image file.")
         if status.st_size > max_bytes:
             raise ImageTooLargeError(
                 f"'{path}' is {tenths_up(status.st_size)} MB, over the {max_bytes / 1e6:g} MB limit for one image."
