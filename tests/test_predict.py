@@ -610,6 +610,14 @@ def test_a_link_to_nothing_named_like_no_photo_is_in_the_left_out_note(tmp_path,
     ), done.stderr
 
 
+def _notes_beside_one_cat(photos: Path, given: str) -> list[str]:
+    """The lines on standard error of ``catdog predict given``, which answers for ``photos/cat.jpg`` alone."""
+    done = run_catdog_in_process("predict", given)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"{photos}/cat.jpg: cat (") and len(done.stdout.splitlines()) == 1, done.stdout
+    return done.stderr.splitlines()
+
+
 def test_a_pipe_a_socket_and_a_linked_folder_in_a_folder_are_in_the_left_out_note(tmp_path, cat_photo):
     """A named pipe, a socket or a link to a folder inside a folder given to predict was passed over without a
     word, where a file without an image extension is named in a note. Each kind now has its line of the note; a
@@ -626,17 +634,33 @@ def test_a_pipe_a_socket_and_a_linked_folder_in_a_folder_are_in_the_left_out_not
     (tmp_path / "elsewhere" / "dog.jpg").write_bytes(cat_photo.read_bytes())
     (photos / "more").symlink_to(tmp_path / "elsewhere")
     (photos / "up").symlink_to(".")
-    done = run_catdog_in_process("predict", str(photos))
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith(f"{photos}/cat.jpg: cat (") and len(done.stdout.splitlines()) == 1
-    assert done.stderr.splitlines() == [
+    assert _notes_beside_one_cat(photos, str(photos)) == [
         f"note: 2 linked folders not entered: '{photos}/more', '{photos}/up'; "
         "give a linked folder by its own name to classify its photos.",
         f"note: 2 special files (a named pipe, a socket or a device) left out: "
-        f"'{photos}/pipe.jpg', '{photos}/sock'; a walk through a folder reads photo files alone.",
-    ], done.stderr
+        f"'{photos}/pipe.jpg', '{photos}/sock'; only photo files are read from a folder or a pattern.",
+    ]
     named = run_catdog_in_process("predict", str(photos / "more"))
     assert named.stdout.startswith(f"{photos}/more/dog.jpg: cat (") and named.stderr == "", named
+
+
+def test_the_folders_and_pipes_a_pattern_matches_are_in_the_left_out_note(tmp_path, cat_photo):
+    """``catdog predict 'photos/*'`` answered for the photos and passed over a subfolder and a named pipe it matched
+    without a word (the shell's own ``photos/*`` names them, and each is read). A '**' pattern reaches into the
+    folders it matches: no note for those."""
+    photos = tmp_path / "photos"
+    (photos / "sub").mkdir(parents=True)
+    (photos / "cat.jpg").write_bytes(cat_photo.read_bytes())
+    (photos / "sub" / "cat2.jpg").write_bytes(cat_photo.read_bytes())
+    os.mkfifo(photos / "pipe.jpg")
+    assert _notes_beside_one_cat(photos, f"{photos}/*") == [
+        f"note: 1 folder a pattern matched not searched: '{photos}/sub'; "
+        "give a folder itself, or a pattern with '**', to classify its photos.",
+        f"note: 1 special file (a named pipe, a socket or a device) left out: '{photos}/pipe.jpg'; "
+        "only photo files are read from a folder or a pattern.",
+    ]
+    deep = run_catdog_in_process("predict", f"{photos}/**/*.jpg")
+    assert len(deep.stdout.splitlines()) == 2 and "not searched" not in deep.stderr, deep
 
 
 @pytest.mark.parametrize("option", ["--csv", "--json"])

@@ -138,8 +138,10 @@ def _note_left_out(left_out: LeftOut) -> None:
          "name a file to classify it whatever its extension"),
         (left_out.linked_folders, "linked folder", "not entered",
          "give a linked folder by its own name to classify its photos"),
+        (left_out.matched_folders, "folder", "a pattern matched not searched",
+         "give a folder itself, or a pattern with '**', to classify its photos"),
         (left_out.not_files, "special file", "(a named pipe, a socket or a device) left out",
-         "a walk through a folder reads photo files alone"),
+         "only photo files are read from a folder or a pattern"),
     ]  # fmt: skip
     for names, noun, what, remedy in notes:
         if names:

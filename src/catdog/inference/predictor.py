@@ -337,10 +337,11 @@ class LeftOut:
 
     not_named_like_photos: list[str] = field(default_factory=list)  # no image extension (links to nothing too)
     linked_folders: list[str] = field(default_factory=list)  # not entered: a link back up the tree never ends
+    matched_folders: list[str] = field(default_factory=list)  # a pattern's (not '**'): 'photos/*' names files
     not_files: list[str] = field(default_factory=list)  # named pipes, sockets, devices, and links to them
 
     def __bool__(self) -> bool:
-        return bool(self.not_named_like_photos or self.linked_folders or self.not_files)
+        return bool(self.not_named_like_photos or self.linked_folders or self.matched_folders or self.not_files)
 
 
 def expand_inputs(patterns: list[str], left_out: LeftOut | None = None) -> list[str | Prediction]:
@@ -381,7 +382,10 @@ def expand_inputs(patterns: list[str], left_out: LeftOut | None = None) -> list[
         elif os.path.exists(pattern):
             found, missing = [pattern], ""
         elif glob.has_magic(pattern):
-            found = sorted(p for p in _glob(pattern) if os.path.isfile(p))
+            matched = _glob(pattern)
+            found = sorted(p for p in matched if os.path.isfile(p))
+            if left_out is not None:
+                _note_matched_not_files(pattern, [p for p in matched if not os.path.isfile(p)], left_out)
             missing = f"No file matches '{pattern}'."
         elif os.path.islink(pattern):
             found, missing = [], _leads_nowhere(pattern)
@@ -420,6 +424,15 @@ def _note_not_read(
     folders = [entry for entry in linked if os.path.isdir(entry.path)]
     left_out.linked_folders.extend(_sorted_paths(folders))
     left_out.not_files.extend(_sorted_paths([*not_files, *(entry for entry in linked if entry not in folders)]))
+
+
+def _note_matched_not_files(pattern: str, matched: list[str], left_out: LeftOut) -> None:
+    """Put what a pattern matched that is no file in ``left_out``: a folder (but for a '**' pattern's, which the
+    pattern itself reaches into), a named pipe, a socket or a device. A link to nothing is passed over."""
+    folders = [path for path in matched if os.path.isdir(path)]
+    if "**" not in pattern:
+        left_out.matched_folders.extend(sorted(folders))
+    left_out.not_files.extend(sorted(p for p in matched if p not in folders and os.path.exists(p)))
 
 
 def _sorted_paths(entries: Iterable[os.DirEntry]) -> list[str]:
