@@ -230,13 +230,14 @@ def test_truncated_jpeg_is_corrupt(fraction):
         decode(data[: int(len(data) * fraction)])
 
 
-@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF"])
-def test_a_file_cut_short_says_so_in_words(tmp_path: Path, fmt: str) -> None:
+@pytest.mark.parametrize(("fmt", "kept"), [("JPEG", 0.5), ("PNG", 0.5), ("GIF", 0.5), ("JPEG", 100), ("PNG", 20)])
+def test_a_file_cut_short_says_so_in_words(tmp_path: Path, fmt: str, kept: float) -> None:
     """Pillow's "image file is truncated (15 bytes not processed)" reached the page and the CLI inside the
-    sentence's own brackets; a person is told what it means instead."""
+    sentence's own brackets; a person is told what it means instead. Cut in its header (the first 100 bytes of a
+    JPEG, 20 of a PNG) it said "is corrupt and cannot be opened (Truncated File Read)": the same sentence now."""
     path = tmp_path / f"cut.{fmt.lower()}"
     data = image_bytes(fmt, size=(300, 200))
-    path.write_bytes(data[: len(data) // 2])
+    path.write_bytes(data[: int(len(data) * kept) if kept < 1 else int(kept)])
     with pytest.raises(CorruptImageError) as refused:
         decode(path)
     assert str(refused.value) == f"'{path}' is truncated or corrupt (the file ends before its image does)."

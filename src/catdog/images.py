@@ -335,7 +335,7 @@ def _open(data: bytes, name: str | None, max_pixels: int) -> Image.Image:
     except Image.DecompressionBombError:  # pragma: no cover - MAX_IMAGE_PIXELS is None
         raise ImageTooLargeError(f"{label} declares more pixels than the limit allows.") from None
     except Exception as err:  # Pillow raises many types on hostile headers
-        raise CorruptImageError(f"{label} is corrupt and cannot be opened ({_short(err)}).") from None
+        raise _corrupt(label, err, "is corrupt and cannot be opened") from None
     width, height = img.size
     if width <= 0 or height <= 0:
         raise CorruptImageError(f"{label} declares an empty size ({width}x{height}).")
@@ -368,12 +368,17 @@ def _jpeg_scans(data: bytes) -> int:
     return scans
 
 
-def _why_corrupt(err: Exception) -> str:
-    """Pillow's reason a decode failed, in words for a person: its "image file is truncated (15 bytes not
-    processed)" is said as what it means, the rest as Pillow says it."""
-    if str(err).startswith("image file is truncated"):  # Pillow's words for a JPEG, PNG or GIF cut short
-        return "the file ends before its image does"
-    return _short(err)
+# Pillow's words for a file cut short: in the pixels of a JPEG, PNG or GIF, and in a header ("Truncated File Read").
+_CUT_SHORT = ("image file is truncated", "Truncated File Read")
+
+
+def _corrupt(label: str, err: Exception, what: str) -> CorruptImageError:
+    """The sentence for a file Pillow failed on: ``what`` it is, with Pillow's reason; a file cut short is said as
+    what that means, in the one sentence whether it ends in its header or in its pixels (a JPEG cut at 100 bytes
+    said "(Truncated File Read)", Pillow's words)."""
+    if str(err).startswith(_CUT_SHORT):
+        return CorruptImageError(f"{label} is truncated or corrupt (the file ends before its image does).")
+    return CorruptImageError(f"{label} {what} ({_short(err)}).")
 
 
 def _short(err: Exception) -> str:
@@ -448,7 +453,7 @@ def decode(
     except MemoryError:
         raise ImageTooLargeError(f"{label} needs more memory to decode than is available.") from None
     except Exception as err:
-        raise CorruptImageError(f"{label} is truncated or corrupt ({_why_corrupt(err)}).") from None
+        raise _corrupt(label, err, "is truncated or corrupt") from None
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
