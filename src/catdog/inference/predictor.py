@@ -333,7 +333,7 @@ def _gate_threshold(gate: dict, override: float | None, classes: Iterable[str] =
 
 @dataclass
 class LeftOut:
-    """What the folders given hold that predict does not read, by why: each kind is a line of predict's note."""
+    """What the folders and patterns given hold that predict does not read, by why: a line of its note each."""
 
     not_named_like_photos: list[str] = field(default_factory=list)  # no image extension (links to nothing too)
     linked_folders: list[str] = field(default_factory=list)  # not entered: a link back up the tree never ends
@@ -350,7 +350,8 @@ def expand_inputs(patterns: list[str], left_out: LeftOut | None = None) -> list[
     A pattern that matches nothing stays in its place as an error Prediction, so that output
     order always follows the input order; a file named twice is predicted once. ``-`` (:data:`STDIN`) stays
     in its place as itself: the caller reads standard input. ``left_out`` hears of each entry a folder holds that
-    is not read: a file without an image extension, a linked folder, a named pipe, a socket or a device.
+    is not read (a file without an image extension, a linked folder, a named pipe, a socket or a device), and of
+    what a pattern matches that is no file (a folder, but for a '**' pattern's; a pipe, a socket or a device).
     """
     out: list[str | Prediction] = []
     seen: set[str] = set()
