@@ -610,9 +610,9 @@ def test_a_link_to_nothing_named_like_no_photo_is_in_the_left_out_note(tmp_path,
     ), done.stderr
 
 
-def _notes_beside_one_cat(photos: Path, given: str) -> list[str]:
+def _notes_beside_one_cat(photos: Path, *given: str) -> list[str]:
     """The lines on standard error of ``catdog predict given``, which answers for ``photos/cat.jpg`` alone."""
-    done = run_catdog_in_process("predict", given)
+    done = run_catdog_in_process("predict", *given)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"{photos}/cat.jpg: cat (") and len(done.stdout.splitlines()) == 1, done.stdout
     return done.stderr.splitlines()
@@ -661,6 +661,24 @@ def test_the_folders_and_pipes_a_pattern_matches_are_in_the_left_out_note(tmp_pa
     ]
     deep = run_catdog_in_process("predict", f"{photos}/**/*.jpg")
     assert len(deep.stdout.splitlines()) == 2 and "not searched" not in deep.stderr, deep
+
+
+def test_a_folder_given_twice_is_named_once_in_the_left_out_note(tmp_path, cat_photo):
+    """``catdog predict photos photos`` (or 'photos/*' twice) answered once per photo but counted and named what
+    it left out once per time given: "2 files without an image extension left out: 'photos/a.txt', 'photos/a.txt'".
+    """
+    photos = tmp_path / "photos"
+    (photos / "sub").mkdir(parents=True)
+    (photos / "cat.jpg").write_bytes(cat_photo.read_bytes())
+    (photos / "a.txt").write_text("notes")
+    assert _notes_beside_one_cat(photos, str(photos), str(photos)) == [
+        f"note: 1 file without an image extension left out: '{photos}/a.txt'; "
+        "name a file to classify it whatever its extension."
+    ]
+    assert _notes_beside_one_cat(photos, f"{photos}/[cs]*", f"{photos}/[cs]*") == [
+        f"note: 1 folder a pattern matched not searched: '{photos}/sub'; "
+        "give a folder itself, or a pattern with '**', to classify its photos."
+    ]
 
 
 @pytest.mark.parametrize("option", ["--csv", "--json"])

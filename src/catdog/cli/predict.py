@@ -143,7 +143,8 @@ def _note_left_out(left_out: LeftOut) -> None:
         (left_out.not_files, "special file", "(a named pipe, a socket or a device) left out",
          "only photo files are read from a folder or a pattern"),
     ]  # fmt: skip
-    for names, noun, what, remedy in notes:
+    for named, noun, what, remedy in notes:
+        names = list(dict.fromkeys(named))  # a folder given twice ('photos photos/sub') named its files twice
         if names:
             shown_names = ", ".join(first_few([f"'{name}'" for name in names], 3))
             said = f"note: {counted(len(names), noun)} {what}: {shown_names}; {remedy}."
