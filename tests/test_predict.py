@@ -681,6 +681,38 @@ def test_a_folder_given_twice_is_named_once_in_the_left_out_note(tmp_path, cat_p
     ]
 
 
+def test_the_linked_folders_a_double_star_pattern_passes_are_in_the_left_out_note(tmp_path, cat_photo):
+    """``catdog predict 'photos/**/*.jpg'`` does not enter a linked folder (two links back up a tree would never
+    end), and passed over one, at any depth, without a word, where ``catdog predict photos`` names it."""
+    photos = tmp_path / "photos"
+    (photos / "sub").mkdir(parents=True)
+    (photos / "cat.jpg").write_bytes(cat_photo.read_bytes())
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "dog.jpg").write_bytes(cat_photo.read_bytes())
+    (photos / "sub" / "more").symlink_to(tmp_path / "elsewhere")
+    (photos / ".hidden").symlink_to(tmp_path / "elsewhere")  # hidden: left out as a folder walk leaves it
+    for given in (f"{photos}/**/*.jpg", f"{photos}/**"):
+        assert _notes_beside_one_cat(photos, given) == [
+            f"note: 1 linked folder not entered: '{photos}/sub/more'; "
+            "give a linked folder by its own name to classify its photos."
+        ]
+
+
+def test_a_link_to_nothing_a_pattern_matches_gets_its_error_line(tmp_path, cat_photo):
+    """``catdog predict 'photos/*.jpg'`` passed over a link to nothing it matched without a word, where the shell's
+    ``photos/*.jpg`` and a folder's walk each give it an error line; one matching nothing else said "No file
+    matches", wrong as well."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "cat.jpg").write_bytes(cat_photo.read_bytes())
+    (photos / "moved.jpg").symlink_to(tmp_path / "gone.jpg")
+    leads_nowhere = f"'{photos}/moved.jpg' is a link that leads to no file (its target is missing, or a loop)."
+    for pattern in (f"{photos}/*.jpg", f"{photos}/**/*.jpg"):
+        entries = expand_inputs([pattern])
+        assert [getattr(e, "error", e) for e in entries] == [leads_nowhere, f"{photos}/cat.jpg"], pattern
+    assert [e.error for e in expand_inputs([f"{photos}/m*"])] == [leads_nowhere]
+
+
 @pytest.mark.parametrize("option", ["--csv", "--json"])
 def test_an_output_file_after_csv_or_json_is_one_sentence(tmp_path, cat_photo, option):
     """`catdog predict photos --csv out.csv` read 'out.csv' as a photo ("'out.csv' does not exist.", exit status 1)

@@ -7,6 +7,7 @@ Inputs go through the one preprocessing path (:mod:`catdog.preprocess`).
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 from collections.abc import Iterable, Iterator
@@ -286,10 +287,7 @@ def _glob(pattern: str) -> list[str]:
         return glob.glob(pattern)
     from catdog.data.layout import is_hidden
 
-    path = Path(pattern)
-    parts = path.parts[1:] if path.anchor else path.parts
-    wild = next(i for i, part in enumerate(parts) if glob.has_magic(part))
-    base, rest = Path(path.anchor, *parts[:wild]), Path(*parts[wild:])
+    base, rest = _split_at_magic(pattern)
     if rest.name == "**":  # glob.glob's 'photos/**' is everything below; pathlib's, the folders alone
         rest /= "*"
     dotted = any(part.startswith(".") for part in rest.parts)  # hidden names asked for by name
@@ -298,6 +296,33 @@ def _glob(pattern: str) -> list[str]:
         for found in base.glob(str(rest))
         if dotted or not any(is_hidden(Path(part)) for part in found.relative_to(base).parts)
     ]
+
+
+def _split_at_magic(pattern: str) -> tuple[Path, Path]:
+    """A pattern as the folder before its first wildcard and the rest: 'photos/2024*/**/*.jpg' is 'photos' and
+    '2024*/**/*.jpg'."""
+    path = Path(pattern)
+    parts = path.parts[1:] if path.anchor else path.parts
+    wild = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+    return Path(path.anchor, *parts[:wild]), Path(*parts[wild:])
+
+
+def _linked_folders_passed(pattern: str) -> list[str]:
+    """The linked folders in the folders a '**' pattern walks through, which its walk (see _glob) does not enter:
+    'photos/**/*.jpg' passed over 'photos/more', a link to a folder of photos, without a word."""
+    from catdog.data.layout import is_hidden
+
+    base, rest = _split_at_magic(pattern)
+    if "**" not in rest.parts:  # 'photos/a**' is a plain wildcard, which walks nothing
+        return []
+    walked = rest.parts[: rest.parts.index("**") + 1]  # pathlib's 'x/**' is the folders it walks through
+    dotted = any(part.startswith(".") for part in walked)
+    linked = []
+    for folder in base.glob(str(Path(*walked))):
+        if dotted or not any(is_hidden(Path(part)) for part in folder.relative_to(base).parts):
+            with contextlib.suppress(OSError):  # a folder that cannot be listed has nothing to name
+                linked += [Path(e.path) for e in os.scandir(folder) if e.is_symlink() and os.path.isdir(e.path)]
+    return sorted(str(path) for path in linked if not is_hidden(path))
 
 
 def no_gate(classes: Iterable[str]) -> str:
@@ -387,7 +412,10 @@ def expand_inputs(patterns: list[str], left_out: LeftOut | None = None) -> list[
             found = sorted(p for p in matched if os.path.isfile(p))
             if left_out is not None:
                 _note_matched_not_files(pattern, [p for p in matched if not os.path.isfile(p)], left_out)
-            missing = f"No file matches '{pattern}'."
+            # A link to nothing it matched was passed over without a word: its line, as in a folder or when named.
+            broken = sorted(p for p in matched if os.path.islink(p) and not os.path.exists(p))
+            out.extend(Prediction(source=link, error=_leads_nowhere(link)) for link in broken)
+            missing = "" if broken and not found else f"No file matches '{pattern}'."
         elif os.path.islink(pattern):
             found, missing = [], _leads_nowhere(pattern)
         elif pattern.endswith("/") and os.path.isfile(pattern.rstrip("/")):  # 'cat.jpg/' was "does not exist"
@@ -429,10 +457,12 @@ def _note_not_read(
 
 def _note_matched_not_files(pattern: str, matched: list[str], left_out: LeftOut) -> None:
     """Put what a pattern matched that is no file in ``left_out``: a folder (but for a '**' pattern's, which the
-    pattern itself reaches into), a named pipe, a socket or a device. A link to nothing is passed over."""
+    pattern itself reaches into), a named pipe, a socket or a device. A link to nothing gets an error line instead."""
     folders = [path for path in matched if os.path.isdir(path)]
     if "**" not in pattern:
         left_out.matched_folders.extend(sorted(folders))
+    else:  # it reaches into the folders it matches, but not into a linked one
+        left_out.linked_folders.extend(_linked_folders_passed(pattern))
     left_out.not_files.extend(sorted(p for p in matched if p not in folders and os.path.exists(p)))
 
 
