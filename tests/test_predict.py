@@ -25,6 +25,7 @@ from PIL import Image
 
 from benchmarks.common import nonpet_pictures
 from catdog.images import ImageTooLargeError, decode
+from catdog.inference.predictor import LeftOut
 from catdog.models.pretrained import create_pretrained, load_packaged_weights
 from catdog.predict import Outputs, Predictor, expand_inputs
 from test_images import _png_header_only
@@ -696,6 +697,10 @@ def test_the_linked_folders_a_double_star_pattern_passes_are_in_the_left_out_not
             f"note: 1 linked folder not entered: '{photos}/sub/more'; "
             "give a linked folder by its own name to classify its photos."
         ]
+    # Matched by a pattern without '**', it is a linked folder too: "or a pattern with '**'" would not reach it.
+    left_out = LeftOut()
+    expand_inputs([f"{photos}/sub/*"], left_out)
+    assert (left_out.linked_folders, left_out.matched_folders) == ([f"{photos}/sub/more"], [])
 
 
 def test_a_link_to_nothing_a_pattern_matches_gets_its_error_line(tmp_path, cat_photo):

@@ -459,8 +459,9 @@ def _note_matched_not_files(pattern: str, matched: list[str], left_out: LeftOut)
     """Put what a pattern matched that is no file in ``left_out``: a folder (but for a '**' pattern's, which the
     pattern itself reaches into), a named pipe, a socket or a device. A link to nothing gets an error line instead."""
     folders = [path for path in matched if os.path.isdir(path)]
-    if "**" not in pattern:
-        left_out.matched_folders.extend(sorted(folders))
+    if "**" not in pattern:  # a linked one is not entered by a '**' pattern either: its note says to name it
+        left_out.matched_folders.extend(sorted(path for path in folders if not os.path.islink(path)))
+        left_out.linked_folders.extend(sorted(path for path in folders if os.path.islink(path)))
     else:  # it reaches into the folders it matches, but not into a linked one
         left_out.linked_folders.extend(_linked_folders_passed(pattern))
     left_out.not_files.extend(sorted(p for p in matched if p not in folders and os.path.exists(p)))
