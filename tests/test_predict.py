@@ -703,6 +703,17 @@ def test_the_linked_folders_a_double_star_pattern_passes_are_in_the_left_out_not
     assert (left_out.linked_folders, left_out.matched_folders) == ([f"{photos}/sub/more"], [])
 
 
+def test_a_double_star_inside_a_name_is_a_plain_wildcard(tmp_path, cat_photo):
+    """``catdog predict 'photos/s**/*.jpg'`` stopped on "an unexpected ValueError: Invalid pattern: '**' can only
+    be an entire path component" (pathlib's); it is 'photos/s*/*.jpg', as glob.glob and a shell read it."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "cat.jpg").write_bytes(cat_photo.read_bytes())
+    left_out = LeftOut()
+    assert expand_inputs([f"{tmp_path}/s**/*.jpg"], left_out) == [f"{tmp_path}/sub/cat.jpg"]
+    expand_inputs([f"{tmp_path}/s**"], left_out)  # a folder it matches is not searched, as one 's*' matches
+    assert left_out.matched_folders == [f"{tmp_path}/sub"]
+
+
 def test_a_link_to_nothing_a_pattern_matches_gets_its_error_line(tmp_path, cat_photo):
     """``catdog predict 'photos/*.jpg'`` passed over a link to nothing it matched without a word, where the shell's
     ``photos/*.jpg`` and a folder's walk each give it an error line; one matching nothing else said "No file

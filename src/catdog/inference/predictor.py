@@ -283,7 +283,7 @@ class Predictor:
 def _glob(pattern: str) -> list[str]:
     """The paths a glob names. With ``**``, pathlib's walk, which does not descend into linked folders:
     glob.glob follows them, and two links back up a tree made ``photos/**/*.jpg`` run for ever."""
-    if "**" not in pattern:
+    if not _recursive(pattern):
         return glob.glob(pattern)
     from catdog.data.layout import is_hidden
 
@@ -296,6 +296,12 @@ def _glob(pattern: str) -> list[str]:
         for found in base.glob(str(rest))
         if dotted or not any(is_hidden(Path(part)) for part in found.relative_to(base).parts)
     ]
+
+
+def _recursive(pattern: str) -> bool:
+    """Whether a pattern reaches into folders: a '**' of its own, as pathlib takes it. 'photos/s**/*.jpg' is
+    'photos/s*/*.jpg', as glob.glob reads it: pathlib raised ValueError for it, a traceback on a typo."""
+    return "**" in Path(pattern).parts
 
 
 def _split_at_magic(pattern: str) -> tuple[Path, Path]:
@@ -313,8 +319,6 @@ def _linked_folders_passed(pattern: str) -> list[str]:
     from catdog.data.layout import is_hidden
 
     base, rest = _split_at_magic(pattern)
-    if "**" not in rest.parts:  # 'photos/a**' is a plain wildcard, which walks nothing
-        return []
     walked = rest.parts[: rest.parts.index("**") + 1]  # pathlib's 'x/**' is the folders it walks through
     dotted = any(part.startswith(".") for part in walked)
     linked = []
@@ -459,7 +463,7 @@ def _note_matched_not_files(pattern: str, matched: list[str], left_out: LeftOut)
     """Put what a pattern matched that is no file in ``left_out``: a folder (but for a '**' pattern's, which the
     pattern itself reaches into), a named pipe, a socket or a device. A link to nothing gets an error line instead."""
     folders = [path for path in matched if os.path.isdir(path)]
-    if "**" not in pattern:  # a linked one is not entered by a '**' pattern either: its note says to name it
+    if not _recursive(pattern):  # a linked one is not entered by a '**' pattern either: its note says to name it
         left_out.matched_folders.extend(sorted(path for path in folders if not os.path.islink(path)))
         left_out.linked_folders.extend(sorted(path for path in folders if os.path.islink(path)))
     else:  # it reaches into the folders it matches, but not into a linked one
