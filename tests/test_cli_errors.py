@@ -678,6 +678,29 @@ def test_explain_refusing_an_onnx_model_suggests_the_command_as_typed(tmp_path: 
     refused = run_catdog("explain", str(onnx_file), "--out", "my heat.png", "--class", "dog")
     assert refused.returncode == 2, refused.stderr
     assert refused.stderr.endswith(
-        "give a model directory and the photo to explain: catdog explain MODEL_DIR IMAGE --out 'my heat.png' "
-        "--class dog.\n"
+        "give the model directory it was exported from and the photo to explain: catdog explain MODEL_DIR IMAGE "
+        "--out 'my heat.png' --class dog.\n"
     ), refused.stderr
+
+
+def test_explain_given_an_onnx_model_and_a_photo_says_the_command_that_works(
+    trained_model_dir: Path, cat_photo: Path, tmp_path: Path
+) -> None:
+    """`catdog explain model.onnx photo.jpg` said only "give the model directory (or the built-in model), not an
+    .onnx file", with no command, where the lone-argument refusal gives one; and `catdog export` writes the file
+    into the model directory, which is the one to give."""
+    loose = tmp_path / "cats.onnx"
+    loose.write_bytes(b"")  # its name makes it an ONNX model to the command line
+    refused = run_catdog_in_process("explain", str(loose), str(cat_photo), "--class", "dog")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+    assert refused.stderr.endswith(
+        "give the model directory it was exported from and the photo to explain: "
+        f"catdog explain MODEL_DIR {cat_photo} --class dog.\n"
+    ), refused.stderr
+    model = tmp_path / "my model"
+    shutil.copytree(trained_model_dir, model)
+    (model / "model.onnx").write_bytes(b"")
+    inside = run_catdog_in_process("explain", str(model / "model.onnx"), str(cat_photo))
+    assert inside.returncode == 2, inside.stderr
+    said = f"give its model directory '{model}' and the photo to explain: catdog explain '{model}' {cat_photo}.\n"
+    assert inside.stderr.endswith(said), inside.stderr

@@ -129,11 +129,7 @@ def explain(
     """Grad-CAM: a heat map of where in the photo the model's decision rests."""
     if image is None:  # `catdog explain IMAGE` uses the built-in model
         if is_onnx_model(model) and names_a_model(model):
-            command = as_typed(ctx, "MODEL_DIR", "IMAGE") or "catdog explain MODEL_DIR IMAGE"
-            raise fail(
-                f"'{model}' is an ONNX model, which Grad-CAM cannot use (it needs PyTorch's gradients); give a model "
-                f"directory and the photo to explain: {command}."
-            )
+            _refuse_onnx(ctx, model, None)
         if model is not None and names_a_model(model):  # else its refusal would call the model a photo
             command = as_typed(ctx, Path(model), "IMAGE") or "the model, then the photo"
             raise fail(f"'{model}' is a model; give the photo to explain too: {command}.")
@@ -141,6 +137,8 @@ def explain(
     if image is None:
         command = as_typed(ctx, "IMAGE") or "catdog explain IMAGE"  # or: an option's value cannot be pasted
         raise fail(f"Give the photo to explain, as in {command}; a model of yours goes first.")
+    if is_onnx_model(model):
+        _refuse_onnx(ctx, model, image)
 
     from catdog.explain import explain as run_explain
     from catdog.explain import overlay
@@ -163,6 +161,21 @@ def explain(
         Console(highlight=False, soft_wrap=True, emoji=False).print(
             shown(f"{image}: {explanation.label} ({probs}); heat map for '{explanation.explained}' written to {target}")
         )
+
+
+def _refuse_onnx(ctx: typer.Context, model: str, image: str | None) -> None:
+    """Refuse an .onnx file, which Grad-CAM cannot use, with the command that works: the model directory beside
+    the file where it was exported into one (MODEL/model.onnx), else a placeholder for it."""
+    folder = Path(model).parent
+    beside = names_a_model(str(folder))
+    directory = folder if beside else "MODEL_DIR"
+    photo = "IMAGE" if image is None else Path(image)
+    command = as_typed(ctx, directory, photo) or "catdog explain MODEL_DIR IMAGE"
+    which = f"its model directory '{folder}'" if beside else "the model directory it was exported from"
+    raise fail(
+        f"'{model}' is an ONNX model, which Grad-CAM cannot use (it needs PyTorch's gradients); give {which} "
+        f"and the photo to explain: {command}."
+    )
 
 
 OVERLAY_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}  # by the --out suffix
