@@ -734,3 +734,14 @@ def test_control_characters_in_a_class_name_are_shown_escaped(samples_dir: Path,
     assert re.search(
         r"<figcaption>[^<]*<br>true <b>(fo\\u202ex|wolf)</b> → <b>(fo\\u202ex|wolf)</b><br>fo\\u202ex 0", page
     )
+
+
+def test_a_missing_folder_is_refused_before_the_model_is_exported(
+    trained_model_dir: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    """`catdog evaluate builtin-large nosuch` exported the model to ONNX first (minutes on a CPU, said on stderr),
+    and only then said that 'nosuch' does not exist."""
+    missing = tmp_path / "nosuch"
+    done = run_catdog_in_process("evaluate", str(trained_model_dir), str(missing))
+    assert done.returncode == 2 and "nosuch" in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert "Exporting" not in done.stderr and not (cache_dir / "onnx").exists(), done.stderr

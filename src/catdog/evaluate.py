@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 from sklearn import metrics as skm
 
-from catdog.data.layout import NEITHER, DatasetError, discover
+from catdog.data.layout import NEITHER, Dataset, DatasetError, discover
 from catdog.fsutil import counted, percent, recorded_path
 from catdog.images import ImageError, decode
 from catdog.inference.outputs import Outputs
@@ -100,15 +100,21 @@ SPLITS = ("all", "train", "val", "test")
 
 
 def collect(
-    predictor: Predictor, data_dir: str | os.PathLike, *, batch_size: int = 32, split: str = "all"
+    predictor: Predictor,
+    data_dir: str | os.PathLike,
+    *,
+    batch_size: int = 32,
+    split: str = "all",
+    dataset: Dataset | None = None,
 ) -> Evaluation:
     """Predict every labelled photo under ``data_dir`` (any layout); unreadable files are listed, not fatal.
 
     A ``neither`` folder is welcome (its photos are what a model should turn away); any other class
     the model does not know is an error. ``split``: only the photos ``catdog train`` put in that part
     of its content-hash split of ``data_dir`` (:func:`held_out`), with the fractions the model records.
+    ``dataset``: ``data_dir`` as :func:`discover` found it already.
     """
-    dataset = discover(data_dir, image_files_only=True)
+    dataset = dataset or discover(data_dir, image_files_only=True)
     unknown = sorted(set(dataset.classes) - set(predictor.classes) - {NEITHER})
     if unknown:
         raise DatasetError(
@@ -436,10 +442,13 @@ def evaluate(
     """
     if split not in SPLITS:
         raise DatasetError(f"--split must be one of {', '.join(SPLITS)}, not '{split}'.")
+    # Listed before the model loads: a missing or empty folder was refused only after builtin-large's first
+    # export to ONNX, minutes on a CPU.
+    dataset = discover(data_dir, image_files_only=True)
     predictor = Predictor.load(
         model, tta=tta, threshold=threshold, neither_threshold=neither_threshold, throughput=True
     )
-    evaluation = collect(predictor, data_dir, batch_size=batch_size, split=split)
+    evaluation = collect(predictor, data_dir, batch_size=batch_size, split=split, dataset=dataset)
     pets = evaluation.pets()
     if not pets.paths:
         raise DatasetError(
