@@ -203,3 +203,17 @@ def test_a_shipped_model_or_a_file_is_no_member(tmp_path: Path) -> None:
     a_file.write_bytes(b"\0" * 8)
     not_dir = run_catdog_in_process("soup", str(first), str(a_file), "--data", str(tmp_path), "--out", "o")
     assert not_dir.returncode == 2 and f"Model '{a_file}' is a file, not a model directory" in not_dir.stderr
+
+
+def test_a_soup_below_its_best_member_suggests_a_comparison_that_runs(tmp_path: Path) -> None:
+    """A soup below its best member said to compare them with `catdog evaluate MODEL DATA_DIR --split test`, which
+    evaluate refuses for members trained without a test split (`--test-fraction` is 0 by default)."""
+    from catdog.soup import SoupConfig, summary
+
+    metrics = {"val_images": 6, "val_accuracy": 0.8333, "members_val_accuracy": [0.8333, 1.0]}
+    for test_fraction, suggested in ((0.0, "catdog evaluate MODEL OTHER_PHOTOS"), (0.1, "--split test")):
+        out = fake_member(
+            tmp_path, f"soup-{test_fraction}", split={"val_fraction": 0.1, "test_fraction": test_fraction}
+        )
+        said = summary(SoupConfig(models=["a", "b"], data_dir="data", out=str(out)), metrics)
+        assert "photos none of them has been chosen on" in said and suggested in said, said

@@ -230,6 +230,17 @@ def summary(cfg: SoupConfig, metrics: dict) -> str:
     if metrics["val_accuracy"] < max(metrics["members_val_accuracy"]):
         lines.append(
             "On validation the soup is below its best member, whose figure, the best of several, flatters it: "
-            "compare them on photos neither has been chosen on (catdog evaluate MODEL DATA_DIR --split test)."
+            f"compare them on photos none of them has been chosen on ({_fair_comparison(cfg)})."
         )
     return "\n".join(lines)
+
+
+def _fair_comparison(cfg: SoupConfig) -> str:
+    """The evaluate command that compares a soup with its members fairly: on their test split where they hold one
+    out; `--split test` of members trained without one (the default) is refused, so then on other photos."""
+    from catdog.models import read_config
+
+    split = read_config(cfg.out).get("split") or {}  # the members' split, which the soup records as theirs
+    if split.get("test_fraction"):
+        return "catdog evaluate MODEL DATA_DIR --split test"
+    return "catdog evaluate MODEL OTHER_PHOTOS, labelled photos none of them was trained on"
