@@ -243,6 +243,9 @@ def test_cli_errors(trained_model_dir: Path, tmp_path: Path) -> None:
             == f"error: --out '{tmp_path / name}' must end in .onnx: catdog reads a model file by that name."
         )
     assert (tmp_path / "notes.txt").read_text() == "mine" and not (tmp_path / "my-model").exists()
+    # `--out -` is standard output to most tools: it was told "must end in .onnx", as if '-' were a file name.
+    to_stdout = run_catdog_in_process("export", str(trained_model_dir), "--out", "-")
+    assert to_stdout.returncode == 2 and "writes a file, not standard output" in to_stdout.stderr, to_stdout.stderr
 
 
 @pytest.mark.slow

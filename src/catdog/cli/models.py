@@ -254,6 +254,8 @@ def export(
     target = out or (
         os.path.join(model, suffix) if shipped is None else f"catdog-{shipped}{'-int8' if int8 else ''}.onnx"
     )
+    if target == "-":  # standard output to most tools; "must end in .onnx" read as if "-" were a file name
+        raise fail("--out '-': catdog export writes a file, not standard output; give a file name ending in .onnx.")
     refuse_unwritable(target, "file")
     if not target.lower().endswith(".onnx"):
         # catdog predict, evaluate and serve take a file as a model only by this name; without it the file was
