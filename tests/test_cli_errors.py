@@ -704,3 +704,14 @@ def test_explain_given_an_onnx_model_and_a_photo_says_the_command_that_works(
     assert inside.returncode == 2, inside.stderr
     said = f"give its model directory '{model}' and the photo to explain: catdog explain '{model}' {cat_photo}.\n"
     assert inside.stderr.endswith(said), inside.stderr
+
+
+def test_explain_given_a_shipped_models_export_suggests_that_model(cat_photo: Path, tmp_path: Path) -> None:
+    """`catdog export` writes the built-in model to catdog-builtin.onnx (builtin-large to catdog-builtin-large.onnx),
+    and explain told the user of that file to "give the model directory it was exported from": there is none."""
+    for name, model_words in (("catdog-builtin-int8.onnx", ""), ("catdog-builtin-large.onnx", "builtin-large ")):
+        exported = tmp_path / name
+        exported.write_bytes(b"")  # its name makes it an ONNX model to the command line
+        refused = run_catdog_in_process("explain", str(exported), str(cat_photo), "--class", "dog")
+        assert refused.returncode == 2 and "MODEL_DIR" not in refused.stderr, refused.stderr
+        assert refused.stderr.endswith(f": catdog explain {model_words}{cat_photo} --class dog.\n"), refused.stderr

@@ -13,7 +13,7 @@ from rich.console import Console
 from catdog.cli.app import NeitherThreshold, PhotosRequired, PlainHelp, app, as_typed, probability
 from catdog.cli.errors import fail, printing, refuse_unwritable, user_errors
 from catdog.cli.output import percents, print_evaluation, print_json, refuse_lost_output
-from catdog.models.files import builtin_name, is_onnx_model, names_a_model
+from catdog.models.files import BUILTIN_MODELS, builtin_name, is_onnx_model, names_a_model
 
 
 @app.command(short_help="Measure a model on labelled photos: metrics, plots, a report.", cls=PhotosRequired)
@@ -164,18 +164,31 @@ def explain(
 
 
 def _refuse_onnx(ctx: typer.Context, model: str, image: str | None) -> None:
-    """Refuse an .onnx file, which Grad-CAM cannot use, with the command that works: the model directory beside
-    the file where it was exported into one (MODEL/model.onnx), else a placeholder for it."""
+    """Refuse an .onnx file, which Grad-CAM cannot use, with the command that works: the shipped model that
+    `catdog export` names the file after (catdog-builtin.onnx), the model directory it was exported into
+    (MODEL/model.onnx), else a placeholder for that directory."""
     folder = Path(model).parent
-    beside = names_a_model(str(folder))
-    directory = folder if beside else "MODEL_DIR"
-    photo = "IMAGE" if image is None else Path(image)
-    command = as_typed(ctx, directory, photo) or "catdog explain MODEL_DIR IMAGE"
-    which = f"its model directory '{folder}'" if beside else "the model directory it was exported from"
+    shipped = next((name for name in BUILTIN_MODELS if Path(model).name in _shipped_exports(name)), None)
+    if shipped == "builtin":  # the model explain runs when given only the photo
+        advice, given = "give only the photo, for the built-in model it was exported from", None
+    elif shipped is not None:
+        advice, given = f"give {shipped}, which it was exported from, and the photo to explain", shipped
+    elif names_a_model(str(folder)):
+        advice, given = f"give its model directory '{folder}' and the photo to explain", folder
+    else:
+        advice, given = "give the model directory it was exported from and the photo to explain", "MODEL_DIR"
+    models = [] if given is None else [given]
+    command = as_typed(ctx, *models, "IMAGE" if image is None else Path(image))
+    if command is None:  # a word typed cannot be pasted
+        command = " ".join(["catdog explain", *([] if given is None else [shipped or "MODEL_DIR"]), "IMAGE"])
     raise fail(
-        f"'{model}' is an ONNX model, which Grad-CAM cannot use (it needs PyTorch's gradients); give {which} "
-        f"and the photo to explain: {command}."
+        f"'{model}' is an ONNX model, which Grad-CAM cannot use (it needs PyTorch's gradients); {advice}: {command}."
     )
+
+
+def _shipped_exports(name: str) -> tuple[str, str]:
+    """The files `catdog export` writes for the shipped model ``name`` by default: fp32 and int8."""
+    return f"catdog-{name}.onnx", f"catdog-{name}-int8.onnx"
 
 
 OVERLAY_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}  # by the --out suffix
@@ -251,9 +264,7 @@ def export(
 
     suffix = "model-int8.onnx" if int8 else "model.onnx"
     shipped = builtin_name(model)
-    target = out or (
-        os.path.join(model, suffix) if shipped is None else f"catdog-{shipped}{'-int8' if int8 else ''}.onnx"
-    )
+    target = out or (os.path.join(model, suffix) if shipped is None else _shipped_exports(shipped)[int8])
     if target == "-":  # standard output to most tools; "must end in .onnx" read as if "-" were a file name
         raise fail("--out '-': catdog export writes a file, not standard output; give a file name ending in .onnx.")
     refuse_unwritable(target, "file")
