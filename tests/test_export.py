@@ -213,7 +213,7 @@ def test_int8_is_refused_when_unreadable_photos_leave_fewer_than_the_floor(
     assert not out.exists()
 
 
-def test_cli_errors(trained_model_dir: Path, tmp_path: Path) -> None:
+def test_cli_errors(trained_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Refusals: in this process (a subprocess each imported torch for a sentence).
     no_data = run_catdog_in_process("export", str(trained_model_dir), "--out", str(tmp_path / "m.onnx"))
     assert no_data.returncode == 2 and "--check-data" in no_data.stderr
@@ -246,6 +246,11 @@ def test_cli_errors(trained_model_dir: Path, tmp_path: Path) -> None:
     # `--out -` is standard output to most tools: it was told "must end in .onnx", as if '-' were a file name.
     to_stdout = run_catdog_in_process("export", str(trained_model_dir), "--out", "-")
     assert to_stdout.returncode == 2 and "writes a file, not standard output" in to_stdout.stderr, to_stdout.stderr
+    # The phone app's `--out -` was written to a folder named '-'.
+    monkeypatch.chdir(tmp_path)
+    web = run_catdog_in_process("export", str(trained_model_dir), "--format", "web", "--out", "-")
+    assert web.returncode == 2 and "writes a folder, not standard output" in web.stderr, web.stderr
+    assert not (tmp_path / "-").exists()
 
 
 @pytest.mark.slow
