@@ -745,3 +745,14 @@ def test_a_missing_folder_is_refused_before_the_model_is_exported(
     done = run_catdog_in_process("evaluate", str(trained_model_dir), str(missing))
     assert done.returncode == 2 and "nosuch" in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert "Exporting" not in done.stderr and not (cache_dir / "onnx").exists(), done.stderr
+
+
+def test_out_dash_is_refused_before_any_work(
+    trained_model_dir: Path, samples_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`catdog evaluate MODEL DATA --out -` (standard output to most tools) wrote its report into a folder named
+    '-' and said "Report: -/report.html"."""
+    monkeypatch.chdir(tmp_path)
+    done = run_catdog_in_process("evaluate", str(trained_model_dir), str(samples_dir), "--out", "-")
+    assert done.returncode == 2 and "--out '-': catdog writes a folder, not standard output" in done.stderr, done
+    assert not (tmp_path / "-").exists()

@@ -88,6 +88,8 @@ def refuse_unwritable(path: str | None, kind: str, option: str = "--out") -> Non
 
     if path is None:
         return
+    if path == "-":  # standard output to most tools; a file or folder named '-' was written
+        raise fail(f"{option} '-': catdog writes a {kind}, not standard output; give a {kind} name.")
     if kind == "file" and Path(path).is_dir():
         raise fail(f"{option} '{path}' is a folder; give the file to write.")
     if kind == "folder" and Path(path).exists() and not Path(path).is_dir():

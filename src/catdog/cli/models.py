@@ -241,10 +241,6 @@ def export(
     """Export a model to a self-contained ONNX file, refusing one that does not match PyTorch."""
     if fmt.lower() not in ("onnx", "web"):
         raise fail(f"Unknown format '{fmt}'; catdog exports 'onnx' or 'web'.")
-    if out == "-":  # standard output to most tools: it was told "must end in .onnx", or got a folder named '-'
-        web = fmt.lower() == "web"
-        written, wanted = ("a folder", "a folder") if web else ("a file", "a file name ending in .onnx")
-        raise fail(f"--out '-': catdog export writes {written}, not standard output; give {wanted}.")
     # Before the export: --json's report was lost after it (closed), and a full standard output failed after it.
     refuse_lost_output("the export's checks", "report.json" if as_json else "export.txt", also_in_files=not as_json)
     if fmt.lower() == "web":
@@ -269,6 +265,8 @@ def export(
     suffix = "model-int8.onnx" if int8 else "model.onnx"
     shipped = builtin_name(model)
     target = out or (os.path.join(model, suffix) if shipped is None else _shipped_exports(shipped)[int8])
+    if target == "-":  # standard output to most tools; "must end in .onnx" read as if "-" were a file name
+        raise fail("--out '-': catdog export writes a file, not standard output; give a file name ending in .onnx.")
     refuse_unwritable(target, "file")
     if not target.lower().endswith(".onnx"):
         # catdog predict, evaluate and serve take a file as a model only by this name; without it the file was
