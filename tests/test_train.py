@@ -1766,14 +1766,14 @@ def test_a_run_stopped_by_patience_says_calibrated_only_where_a_temperature_was_
 
 
 def test_the_temperature_never_sharpens_a_split_with_no_error() -> None:
-    from catdog.training.calibration import fit_temperature
+    from catdog.training.calibration import nll_temperature
 
     labels = torch.tensor([0, 1] * 20)
     separated = torch.stack([labels == 0, labels == 1], 1).float() * 2.0
-    assert fit_temperature(separated, labels) == 1.0  # the fit alone goes to its floor, 0.05
+    assert nll_temperature(separated, labels) == 1.0  # the fit alone goes to its floor, 0.05
     flipped = separated.clone()
     flipped[:4] = flipped[:4].flip(1)  # four of 40 wrong, at the same margin: a fit with a minimum
-    assert 0.05 < fit_temperature(flipped, labels) < 20
+    assert 0.05 < nll_temperature(flipped, labels) < 20
 
 
 def test_the_old_home_fits_the_temperature_as_calibrate_does() -> None:
@@ -1867,14 +1867,14 @@ def test_a_tiny_validation_split_keeps_the_temperature_of_1_and_says_so(
     """A 6-photo validation split once calibrated a temperature of 20.000, the limit of the fit: a couple of
     confident wrong answers set it, which pulls every answer towards 50 %. Below
     MIN_PHOTOS_TO_CALIBRATE the fit is noise: 1.0 is kept, train says so in one line, and config.json records why.
-    calibrate() alone decides it (fit_temperature, then write_model and soup's summary, each asked again); and at
+    calibrate() alone decides it (nll_temperature, then write_model and soup's summary, each asked again); and at
     temperature 1 the calibrated loss is the loss itself, which every epoch line and the saved line repeated."""
-    from catdog.training.calibration import MIN_PHOTOS_TO_CALIBRATE, calibrate, fit_temperature
+    from catdog.training.calibration import MIN_PHOTOS_TO_CALIBRATE, calibrate, nll_temperature
 
     labels = torch.tensor([0, 1] * 3)
     logits = torch.stack([labels == 0, labels == 1], 1).float() * 16.0
     logits[:2] = logits[:2].flip(1)  # two of six wrong, sure of themselves
-    assert fit_temperature(logits, labels) == 20.0  # the fit alone, at its limit
+    assert nll_temperature(logits, labels) == 20.0  # the fit alone, at its limit
     assert calibrate(logits, labels).temperature == 1.0 and calibrate(logits, labels).note
     out = tmp_path / "m"
     args = [
@@ -1903,7 +1903,7 @@ def test_the_temperature_sharpens_only_on_ten_wrong_answers_or_more() -> None:
     """An under-confident model (label smoothing trains one in) is sharpened when its validation split has
     enough wrong answers to say by how much, and never on one or two: a 400-photo run with 1 wrong of 47 got
     T = 0.117 and "cat (100.0%)" for a dog it had not seen."""
-    from catdog.training.calibration import MIN_ERRORS_TO_SHARPEN, fit_temperature
+    from catdog.training.calibration import MIN_ERRORS_TO_SHARPEN, nll_temperature
 
     def split(n: int, wrong: int) -> tuple[torch.Tensor, torch.Tensor]:
         labels = torch.tensor([0, 1] * (n // 2))
@@ -1911,9 +1911,9 @@ def test_the_temperature_sharpens_only_on_ten_wrong_answers_or_more() -> None:
         logits[:wrong] = logits[:wrong].flip(1)
         return logits, labels
 
-    assert fit_temperature(*split(2000, 4 * MIN_ERRORS_TO_SHARPEN)) < 0.7  # 98 % right: be surer than 95 %
-    assert fit_temperature(*split(2000, MIN_ERRORS_TO_SHARPEN - 1)) >= 1.0
-    assert fit_temperature(*split(48, 1)) >= 1.0  # the fit alone: 0.39
+    assert nll_temperature(*split(2000, 4 * MIN_ERRORS_TO_SHARPEN)) < 0.7  # 98 % right: be surer than 95 %
+    assert nll_temperature(*split(2000, MIN_ERRORS_TO_SHARPEN - 1)) >= 1.0
+    assert nll_temperature(*split(48, 1)) >= 1.0  # the fit alone: 0.39
 
 
 def test_a_model_no_better_than_its_commoner_class_is_never_sharpened() -> None:

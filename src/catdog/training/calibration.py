@@ -105,16 +105,18 @@ def calibrate(logits: torch.Tensor, labels: torch.Tensor, classes: list[str] | N
     too_few = too_few_to_calibrate(len(labels))
     if too_few:
         return Calibration(1.0, len(labels), too_few)
-    temperature = fit_temperature(logits, labels)
+    temperature = nll_temperature(logits, labels)
     at_chance = as_good_a_constant(logits, labels, classes)
     if at_chance:
         return Calibration(max(temperature, 1.0), len(labels), at_chance.note(len(labels)))
     return Calibration(temperature, len(labels), None)
 
 
-def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
+def nll_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """The temperature minimising the validation NLL of ``softmax(logits / T)`` (LBFGS on log T), on however
-    few photos: :func:`calibrate` first asks whether they are enough, and how good the model is."""
+    few photos: the bare fit, which :func:`calibrate` alone calls, after asking whether the photos are enough and
+    how good the model is. (Not named ``fit_temperature``: ``catdog.train.fit_temperature`` answers what calibrate
+    decides.)"""
     log_t = torch.zeros(1, requires_grad=True)
     optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=100, line_search_fn="strong_wolfe")
 

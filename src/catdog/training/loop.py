@@ -259,7 +259,7 @@ def record_epoch(
         "wall_seconds": round(elapsed, 1),  # since the command started (a resumed run: since its restart)
     }
     # Ties broken by the raw loss, or the first of tied epochs would be kept whatever followed. (A split the
-    # model separates perfectly once tied every epoch at 0; fit_temperature no longer sharpens there.)
+    # model separates perfectly once tied every epoch at 0; nll_temperature no longer sharpens there.)
     tied = abs(calibrated - state.best_selection) <= 1e-6
     if calibrated < state.best_selection - 1e-6 or (tied and val["val_loss"] < state.best_loss):
         state.best_selection, state.best_epoch, state.bad_epochs = calibrated, state.epoch + 1, 0
