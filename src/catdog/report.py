@@ -6,6 +6,7 @@ import base64
 import html
 import io
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -444,6 +445,18 @@ def _what_was_measured(metrics: dict) -> str:
     return "".join(f"<p>{line}</p>" for line in lines)
 
 
+# The open-set figures that are shares of photos, shown as percentages as the accuracy is, on the page and by
+# `catdog evaluate` ("1.0000" beside "97.5%" read as two kinds of figure).
+OPEN_SET_SHARES = ("neither_answered", "pets_turned_away", "fpr_at_95_tpr")
+
+
+def open_set_figure(open_set: dict, key: str, other: Callable[[object], str]) -> str:
+    """The open-set figure ``key`` as shown: a share of photos as a percentage, anything else (or a share with no
+    value) as ``other`` writes it."""
+    value = open_set.get(key)
+    return percent(value) if key in OPEN_SET_SHARES and value is not None else other(value)
+
+
 def _open_set_html(open_set: dict | None, png: bytes | None, through: list[dict] = ()) -> str:
     """The open-set section: the figures of :func:`catdog.evaluate.open_set_metrics` and the score histogram."""
     if not open_set:
@@ -458,14 +471,8 @@ def _open_set_html(open_set: dict | None, png: bytes | None, through: list[dict]
         f"<h2>Pets versus neither</h2><p>{counted(open_set['n_pets'], 'photo')} of the model's classes, "
         f"{neither_photos} (not in the figures above).</p>"
     )
-    shares = ("neither_answered", "pets_turned_away", "fpr_at_95_tpr")  # percentages, as the accuracy above
-
-    def cell(key: str) -> str:
-        value = open_set.get(key)
-        return percent(value) if key in shares and value is not None else _fmt(value)
-
     rows = "".join(
-        f"<tr><th>{name}</th><td>{cell(key)}</td></tr>"
+        f"<tr><th>{name}</th><td>{open_set_figure(open_set, key, _fmt)}</td></tr>"
         for name, key in (
             ("ROC AUC, pets versus neither", "roc_auc"),
             ("neither photos answered 'neither'", "neither_answered"),

@@ -165,19 +165,18 @@ def print_evaluation(result: dict) -> None:
         else:
             out.print(f"pets versus neither ({counted(o['n_pets'], 'pet')}, {neither_photos}, not counted above):")
 
-            def fmt(value: float | None) -> str:
-                return "n/a" if value is None else f"{value:.4f}"
+            from catdog.report import open_set_figure
 
-            def share(value: float | None) -> str:  # a share of photos, as the accuracy above: "1.0000" beside "97.5%"
-                return "n/a" if value is None else percent(value)
+            def figure(key: str) -> str:
+                return open_set_figure(o, key, lambda value: "n/a" if value is None else f"{value:.4f}")
 
             out.print(
-                f"  ROC AUC {fmt(o['roc_auc'])}  neither answered 'neither' {share(o['neither_answered'])}  "
-                f"pets turned away {share(o['pets_turned_away'])}  (threshold {o['threshold']:.4g})"
+                f"  ROC AUC {figure('roc_auc')}  neither answered 'neither' {figure('neither_answered')}  "
+                f"pets turned away {figure('pets_turned_away')}  (threshold {o['threshold']:.4g})"
             )
             out.print(
-                f"  FPR at 95% TPR {share(o['fpr_at_95_tpr'])} (neither photos scoring at least "
-                f"{fmt(o['score_at_95_tpr'])}, the P(cat or dog) that keeps 95% of pets)"
+                f"  FPR at 95% TPR {figure('fpr_at_95_tpr')} (neither photos scoring at least "
+                f"{figure('score_at_95_tpr')}, the P(cat or dog) that keeps 95% of pets)"
             )
     print_unreadable(out, result["unreadable"])
     if result.get("left_out"):
