@@ -69,18 +69,8 @@ def print_predictions(results: Iterable, classes: list[str], printed: Printed, *
 
     A name that is not UTF-8 is written with its bad bytes as ``\\xe9`` in every format (:func:`utf8_safe`). A
     Ctrl-C closes the --json list before it goes on: cut off after its last element, the output was not JSON."""
-    if as_json:  # the same text as json.dump(list, indent=2), one element at a time
-        write = printing()(sys.stdout.write)  # each write, not the results' work, says a failing standard output
-        write("[")
-        try:
-            for r in results:
-                element = json_text(r.to_dict()).replace("\n", "\n  ")
-                _count(printed, r)
-                write(("," if printed.answers > 1 else "") + "\n  " + element)
-        except KeyboardInterrupt:
-            write("\n]\n" if printed.answers else "]\n")
-            raise
-        write("\n]\n" if printed.answers else "]\n")
+    if as_json:
+        _print_json_list(results, printed)
         return
     if as_csv:
         writerow = printing()(csv.writer(sys.stdout, lineterminator="\n").writerow)
@@ -109,6 +99,23 @@ def print_predictions(results: Iterable, classes: list[str], printed: Printed, *
             say(f"{shown(r.source)}: [bold {colour}]{r.label}[/] ({_confidence(r)}){_seen(r)}")
         else:
             say(f"{shown(r.source)}: [red]error[/] {shown(r.error)}")
+
+
+def _print_json_list(results: Iterable, printed: Printed) -> None:
+    """The same text as json.dump(list, indent=2), one element at a time; the list closed on a Ctrl-C too."""
+    write = printing()(sys.stdout.write)  # each write, not the results' work, says a failing standard output
+    write("[")
+    cut_off: KeyboardInterrupt | None = None
+    try:
+        for r in results:
+            element = json_text(r.to_dict()).replace("\n", "\n  ")
+            _count(printed, r)
+            write(("," if printed.answers > 1 else "") + "\n  " + element)
+    except KeyboardInterrupt as interrupt:
+        cut_off = interrupt  # raised again once the list is closed
+    write("\n]\n" if printed.answers else "]\n")
+    if cut_off is not None:
+        raise cut_off
 
 
 def _count(printed: Printed, r: Prediction) -> None:
