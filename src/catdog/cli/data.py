@@ -189,7 +189,7 @@ def cache(
     catdog rebuilds what it needs.
     """
 
-    from catdog.data.cache_dir import cache_parts, clear_cache, other_files
+    from catdog.data.cache_dir import cache_contents, clear_cache
     from catdog.errors import CatdogError
     from catdog.fsutil import catdog_command, counted, default_cache_dir, shown
 
@@ -198,21 +198,24 @@ def cache(
     root = Path(cache_dir) if cache_dir else default_cache_dir()
     if root.exists() and not root.is_dir():
         raise CatdogError(f"The cache directory '{root}' is a file, not a folder.")
-    parts, kept = clear_cache(root) if clear else (cache_parts(root), 0)
+    if clear:
+        (parts, kept), others = clear_cache(root), []
+    else:
+        contents = cache_contents(root)  # one walk gives the listing and what is not catdog's
+        parts, kept, others = contents.parts, 0, contents.other_files
     total = sum(p.size_bytes for p in parts)
     if as_json:
         parts_dicts = [p.to_dict() for p in parts]
         document = {"cache_dir": str(root), "cleared": clear, "size_bytes": total, "parts": parts_dicts}
-        print_json(document | ({"other_files_kept": kept} if clear else {"other_files": other_files(root)}))
+        print_json(document | ({"other_files_kept": kept} if clear else {"other_files": others}))
         return
     say = printing()(Console(highlight=False, soft_wrap=True, emoji=False).print)
     if clear:
         were, stay = ("was", "stays") if kept == 1 else ("were", "stay")
-        others = f"; {counted(kept, 'other file')} in its folders {were} not catdog's and {stay}" if kept else ""
+        stays = f"; {counted(kept, 'other file')} in its folders {were} not catdog's and {stay}" if kept else ""
         freed = f"{_size(total)} freed ({counted(len(parts), 'item')})"
-        say(f"Cleared catdog's cache in {shown(str(root))}: {freed}{others}.")
+        say(f"Cleared catdog's cache in {shown(str(root))}: {freed}{stays}.")
         return
-    others = other_files(root)
     if not parts:  # "0 B in 0 items" said nothing of a folder that does not exist, or holds someone else's files
         say(f"catdog's cache: {shown(str(root))} {_holds_nothing_of_catdog_s(root, others)}.")
         return

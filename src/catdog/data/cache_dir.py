@@ -47,19 +47,66 @@ class CachePart:
         return {"path": self.path, "holds": self.holds, "files": self.files, "size_bytes": self.size_bytes}
 
 
-def cache_parts(cache_dir: str | os.PathLike) -> list[CachePart]:
-    """The cache's items with their size; an entry with subfolders (pixels/, features/) item by item."""
+@dataclass(frozen=True)
+class CacheContents:
+    """What a cache directory holds, from one walk of it."""
+
+    parts: list[CachePart]  # catdog's items, with their size
+    catdog_files: list[Path]  # the files of those items: what --clear removes
+    other_files: list[str]  # what catdog did not write, relative to the cache directory: what --clear leaves
+
+
+def cache_contents(cache_dir: str | os.PathLike) -> CacheContents:
+    """The cache's items with their size (an entry with subfolders, pixels/ and features/, item by item) and what
+    else it holds: the files in catdog's own entries that it did not write, and each other top-level file or
+    folder by its name alone (not walked: a cache directory set to ``~`` would take minutes)."""
     root = Path(cache_dir)
-    parts = []
+    if not root.is_dir():
+        return CacheContents([], [], [])
+    parts: list[CachePart] = []
+    ours: list[Path] = []
+    others = [child for child in root.iterdir() if child.name not in ENTRIES]
     for entry, holds in ENTRIES.items():
-        by_item: dict[Path, list[Path]] = {}
-        for file in catdog_files(root, entry):
-            item = file.parent if entry in ("pixels", "features") else root / entry
-            by_item.setdefault(item, []).append(file)
-        for item, files in sorted(by_item.items()):
-            size = sum(file.lstat().st_size for file in files)
-            parts.append(CachePart(item.relative_to(root).as_posix(), holds, len(files), size))
-    return parts
+        files, theirs = _entry_files(root, entry)
+        parts += _parts_of(root, entry, holds, files)
+        ours += files
+        others += theirs
+    return CacheContents(parts, ours, sorted(path.relative_to(root).as_posix() for path in others))
+
+
+def _parts_of(root: Path, entry: str, holds: str, files: list[Path]) -> list[CachePart]:
+    """``files``, catdog's under ``root / entry``, as the items shown: one per subfolder of pixels/ and features/."""
+    by_item: dict[Path, list[Path]] = {}
+    for file in files:
+        item = file.parent if entry in ("pixels", "features") else root / entry
+        by_item.setdefault(item, []).append(file)
+    return [
+        CachePart(item.relative_to(root).as_posix(), holds, len(files), sum(file.lstat().st_size for file in files))
+        for item, files in sorted(by_item.items())
+    ]
+
+
+def _entry_files(root: Path, entry: str) -> tuple[list[Path], list[Path]]:
+    """``(catdog's files, the others)`` under ``root / entry``, in one walk that follows no link: a file, link or
+    folder not of catdog's kind in the entry's place is one of the others, by its name alone."""
+    path = root / entry
+    if path.is_dir() and not path.is_symlink():
+        ours, others = [], []
+        for folder, _, names in os.walk(path):
+            for name in names:
+                file = Path(folder, name)
+                written = _written_by_catdog(file.relative_to(path), ENTRY_FILES.get(entry, ()))
+                (ours if written and file.is_file() and not file.is_symlink() else others).append(file)
+        return sorted(ours), others
+    if entry not in ENTRY_FILES and path.is_file() and not path.is_symlink():  # a file entry
+        return [path], []
+    return [], [path] if path.is_symlink() or path.exists() else []
+
+
+def _written_by_catdog(relative: Path, patterns: tuple[str, ...]) -> bool:
+    """Whether a file at ``relative`` (to its entry) has a name catdog writes there: one of ``patterns``, matched as
+    glob matches them, one folder level for each ``/`` (``Path.match`` alone matches from the right, at any depth)."""
+    return any(len(relative.parts) == pattern.count("/") + 1 and relative.match(pattern) for pattern in patterns)
 
 
 def clear_cache(cache_dir: str | os.PathLike) -> tuple[list[CachePart], int]:
@@ -68,10 +115,9 @@ def clear_cache(cache_dir: str | os.PathLike) -> tuple[list[CachePart], int]:
     Folders left empty go too; a folder that still holds files catdog did not write stays, with them.
     """
     root = Path(cache_dir)
-    removed = cache_parts(root)
-    for entry in ENTRIES:
-        for file in catdog_files(root, entry):
-            file.unlink(missing_ok=True)
+    contents = cache_contents(root)
+    for file in contents.catdog_files:
+        file.unlink(missing_ok=True)
     kept = 0
     for entry in ENTRIES:
         path = root / entry
@@ -80,38 +126,4 @@ def clear_cache(cache_dir: str | os.PathLike) -> tuple[list[CachePart], int]:
                 kept += len(names)
                 with contextlib.suppress(OSError):  # not empty: it holds someone else's files
                     Path(folder).rmdir()
-    return removed, kept
-
-
-def catdog_files(root: Path, entry: str) -> list[Path]:
-    """The files catdog wrote under ``root / entry``, links neither followed nor counted."""
-    path = root / entry
-    if entry not in ENTRY_FILES:  # a file entry
-        return [path] if path.is_file() and not path.is_symlink() else []
-    if not path.is_dir() or path.is_symlink():
-        return []
-    found = set()
-    for pattern in ENTRY_FILES[entry]:
-        for file in path.glob(pattern):
-            inside = file.relative_to(path).parents
-            linked = any((path / folder).is_symlink() for folder in inside if folder != Path("."))
-            if file.is_file() and not file.is_symlink() and not linked:
-                found.add(file)
-    return sorted(found)
-
-
-def other_files(cache_dir: str | os.PathLike) -> list[str]:
-    """What ``cache_dir`` holds that catdog did not write, relative to it: the files in catdog's own entries that
-    it did not write, and each other top-level file or folder by its name alone (not walked: a cache directory set
-    to ``~`` would take minutes)."""
-    root = Path(cache_dir)
-    if not root.is_dir():
-        return []
-    ours = {file for entry in ENTRIES for file in catdog_files(root, entry)}
-    found = []
-    for child in root.iterdir():
-        if child.name in ENTRIES and child.is_dir() and not child.is_symlink():
-            found += [Path(folder, name) for folder, _, names in os.walk(child) for name in names]
-        elif child not in ours:
-            found.append(child)
-    return sorted(path.relative_to(root).as_posix() for path in found if path not in ours)
+    return contents.parts, kept
