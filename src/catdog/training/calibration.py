@@ -28,6 +28,13 @@ MIN_ERRORS_TO_SHARPEN = 10
 # draws off by 2x or more), of 30 up to 1.69 (none off by 2x), of 100 up to 1.46. A less accurate model errs more.
 MIN_PHOTOS_TO_CALIBRATE = 30
 
+# The `neither` gate's operating point and its refit on a data folder's neither/ photos.
+LOG_ODDS_MARGIN = 0.05  # about 1 % of probability near 0.5
+# Validation pets expected below the operating point before it is placed on them (see _move_open_set_point).
+MIN_PETS_BELOW = 2
+GATE_REFIT_PETS = 5000  # training pets the gate is refitted on (their features take ~30 s on 2 cores)
+GATE_REFIT_L2 = 1e-3  # pull towards the shipped gate: the user's few hundred negatives adjust it, not replace it
+
 
 def too_few_to_calibrate(n_photos: int) -> str | None:
     """Why no temperature is fitted on ``n_photos`` validation photos, in one sentence; None where they are enough."""
@@ -276,15 +283,6 @@ def learnt_neither_gate(model, logits: torch.Tensor, labels: torch.Tensor, n_cla
         f"{TARGET_PETS_TURNED_AWAY:.1%} of them on)"
     )
     return gate
-
-
-LOG_ODDS_MARGIN = 0.05  # about 1 % of probability near 0.5
-# Validation pets expected below the operating point before it is placed on them (see _move_open_set_point).
-MIN_PETS_BELOW = 2
-GATE_REFIT_PETS = 5000  # training pets the gate is refitted on (their features take ~30 s on 2 cores)
-
-
-GATE_REFIT_L2 = 1e-3  # pull towards the shipped gate: the user's few hundred negatives adjust it, not replace it
 
 
 def refit_gate(

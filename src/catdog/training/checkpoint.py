@@ -22,17 +22,19 @@ class RunState:
 
     epoch: int = 0
     step: int = 0  # steps done in the current epoch
-    global_step: int = 0
-    loss_sum: float = 0.0  # running training metrics of the current epoch (this rank)
+    global_step: int = 0  # steps done in the run
+    # The current epoch's running training figures, cleared by reset_running for the next. The sums are this
+    # rank's, except that rank 0 resumes with every rank's up to the checkpoint (see checkpointer).
+    loss_sum: float = 0.0
     correct: int = 0
     seen: int = 0
-    train_seconds: float = 0.0
-    last_lr: float = 0.0
+    train_seconds: float = 0.0  # the steps' own time, not validation's or a checkpoint's
+    last_lr: float = 0.0  # the rate the last step took (of the layers at --lr)
     best_selection: float = math.inf  # the best epoch's calibrated validation loss (what chooses it)
     best_loss: float = math.inf  # and its raw validation loss
     best_accuracy: float = 0.0
     best_epoch: int = 0
-    bad_epochs: int = 0
+    bad_epochs: int = 0  # epochs since the best one: --patience stops the run at that many
     best_state: dict = field(default_factory=dict)
     best_logits: torch.Tensor | None = None
     best_labels: torch.Tensor | None = None

@@ -136,6 +136,8 @@ def train_one_epoch(
 
             state.step += 1
             state.global_step += 1
+            # The loss is the step's (against the mixed targets under MixUp/CutMix), the accuracy against each
+            # photo's own label: under mixing, a rough figure of how training goes.
             step_sums = torch.stack([loss.detach().double() * len(y), (logits.argmax(1) == y).sum().double()])
             running = step_sums if running is None else running + step_sums
             state.seen += len(y)
@@ -375,7 +377,8 @@ def forward_seconds(model: nn.Module, pre: Preprocess, device: torch.device) -> 
 
 
 def estimate_seconds(model: nn.Module, pre: Preprocess, images: int, device: torch.device, workers: int = 1) -> float:
-    """A generous guess of :func:`validate_at_size`'s time: one timed batch of 8, plus decoding in ``workers``."""
+    """A generous guess of :func:`validate_at_size`'s time: the forward pass timed (:func:`forward_seconds`, the
+    fastest of three batches of 8), plus decoding in ``workers``."""
     return validation_guess(forward_seconds(model, pre, device), images, workers)
 
 

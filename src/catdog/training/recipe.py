@@ -19,7 +19,7 @@ import math
 import os
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -250,7 +250,8 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
             state.epoch, state.step = state.epoch + 1, 0
             state.reset_running()
             out_of_time.write_checkpoint(lambda: save(state))
-        log.info(f"stopped: {stop_reason or epochs_done(cfg.epochs)}")
+        stopped = stop_reason or epochs_done(cfg.epochs)  # the log's line and metrics["stopped"]
+        log.info(f"stopped: {stopped}")
         timeline.mark("training_ended")
 
         # 8. The best weights (validated again at the test size), the gate, the temperature, the model directory.
@@ -286,7 +287,7 @@ def train(cfg: TrainConfig, console: Console | None = None, started: float | Non
         )
         timeline.mark("validated")
         metrics = final_metrics(state, time.monotonic() - started)
-        metrics["stopped"] = stop_reason or epochs_done(cfg.epochs)
+        metrics["stopped"] = stopped
         metrics["processes"] = ctx.world
         # What a step trained: --batch-size is split over the processes and capped at the data.
         metrics["batch_per_process"], metrics["batch"] = per_rank_batch, per_rank_batch * ctx.world
@@ -457,9 +458,9 @@ class Job:
     trainable: nn.Module
     train_set: torch.utils.data.Dataset
     val_set: torch.utils.data.Dataset
-    train_input: object
-    eval_input: object
-    workers: int | None
+    train_input: Callable  # (images or cached rows, seeds) -> the batch the model takes (augmented, for images)
+    eval_input: Callable  # the same for validation: the validation view, no augmentation
+    workers: int | None  # DataLoader processes (None: one per core; 0 for cached features, in memory already)
     val_gate_rows: torch.Tensor | None = None  # frozen backbone: the validation photos' pooled features and taps
 
 
