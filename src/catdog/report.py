@@ -450,7 +450,7 @@ def _what_was_measured(metrics: dict) -> str:
 OPEN_SET_SHARES = ("neither_answered", "pets_turned_away", "fpr_at_95_tpr")
 
 
-def open_set_figure(open_set: dict, key: str, other: Callable[[object], str]) -> str:
+def open_set_value(open_set: dict, key: str, other: Callable[[object], str]) -> str:
     """The open-set figure ``key`` as shown: a share of photos as a percentage, anything else (or a share with no
     value) as ``other`` writes it."""
     value = open_set.get(key)
@@ -472,7 +472,7 @@ def _open_set_html(open_set: dict | None, png: bytes | None, through: list[dict]
         f"{neither_photos} (not in the figures above).</p>"
     )
     rows = "".join(
-        f"<tr><th>{name}</th><td>{open_set_figure(open_set, key, _fmt)}</td></tr>"
+        f"<tr><th>{name}</th><td>{open_set_value(open_set, key, _fmt)}</td></tr>"
         for name, key in (
             ("ROC AUC, pets versus neither", "roc_auc"),
             ("neither photos answered 'neither'", "neither_answered"),

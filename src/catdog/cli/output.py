@@ -172,10 +172,10 @@ def print_evaluation(result: dict) -> None:
         else:
             out.print(f"pets versus neither ({counted(o['n_pets'], 'pet')}, {neither_photos}, not counted above):")
 
-            from catdog.report import open_set_figure
+            from catdog.report import open_set_value
 
             def figure(key: str) -> str:
-                return open_set_figure(o, key, lambda value: "n/a" if value is None else f"{value:.4f}")
+                return open_set_value(o, key, lambda value: "n/a" if value is None else f"{value:.4f}")
 
             out.print(
                 f"  ROC AUC {figure('roc_auc')}  neither answered 'neither' {figure('neither_answered')}  "
