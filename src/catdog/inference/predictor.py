@@ -285,17 +285,19 @@ def _glob(pattern: str) -> list[str]:
     glob.glob follows them, and two links back up a tree made ``photos/**/*.jpg`` run for ever."""
     if not _recursive(pattern):
         return glob.glob(pattern)
-    from catdog.data.layout import is_hidden
-
     base, rest = _split_at_magic(pattern)
     if rest.name == "**":  # glob.glob's 'photos/**' is everything below; pathlib's, the folders alone
         rest /= "*"
-    dotted = any(part.startswith(".") for part in rest.parts)  # hidden names asked for by name
-    return [
-        str(found)
-        for found in base.glob(str(rest))
-        if dotted or not any(is_hidden(Path(part)) for part in found.relative_to(base).parts)
-    ]
+    return [str(found) for found in _visible_glob(base, rest)]
+
+
+def _visible_glob(base: Path, rest: Path) -> list[Path]:
+    """What pathlib's ``base.glob(rest)`` finds, hidden names left out unless ``rest`` asks for them by name."""
+    from catdog.data.layout import is_hidden
+
+    dotted = any(part.startswith(".") for part in rest.parts)
+    found = base.glob(str(rest))
+    return [path for path in found if dotted or not any(is_hidden(Path(p)) for p in path.relative_to(base).parts)]
 
 
 def _recursive(pattern: str) -> bool:
@@ -319,13 +321,11 @@ def _linked_folders_passed(pattern: str) -> list[str]:
     from catdog.data.layout import is_hidden
 
     base, rest = _split_at_magic(pattern)
-    walked = rest.parts[: rest.parts.index("**") + 1]  # pathlib's 'x/**' is the folders it walks through
-    dotted = any(part.startswith(".") for part in walked)
+    walked = Path(*rest.parts[: rest.parts.index("**") + 1])  # pathlib's 'x/**' is the folders it walks through
     linked = []
-    for folder in base.glob(str(Path(*walked))):
-        if dotted or not any(is_hidden(Path(part)) for part in folder.relative_to(base).parts):
-            with contextlib.suppress(OSError):  # a folder that cannot be listed has nothing to name
-                linked += [Path(e.path) for e in os.scandir(folder) if e.is_symlink() and os.path.isdir(e.path)]
+    for folder in _visible_glob(base, walked):
+        with contextlib.suppress(OSError):  # a folder that cannot be listed has nothing to name
+            linked += [Path(e.path) for e in os.scandir(folder) if e.is_symlink() and os.path.isdir(e.path)]
     return sorted(str(path) for path in linked if not is_hidden(path))
 
 
